@@ -1,0 +1,333 @@
+package identity
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/certs"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("cluster.local")
+
+// issuedToken is what the fake API server knows about one token.
+type issuedToken struct {
+	user      string
+	audiences []string
+	pod, uid  string
+	expired   bool
+}
+
+// fakeAPI is a fake clientset whose TokenReview behaves like the real API
+// server's: unknown or expired tokens and audience mismatches are
+// unauthenticated; bound tokens carry the pod's name and UID.
+func fakeAPI(t *testing.T, tokens map[string]issuedToken, pods ...*corev1.Pod) *fake.Clientset {
+	t.Helper()
+	objs := make([]runtime.Object, len(pods))
+	for i, p := range pods {
+		objs[i] = p
+	}
+	cs := fake.NewClientset(objs...)
+	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
+		tok, ok := tokens[tr.Spec.Token]
+		switch {
+		case tr.Spec.Token == "explode":
+			return true, nil, errors.New("connection refused")
+		case !ok:
+			tr.Status = authenticationv1.TokenReviewStatus{Error: "invalid bearer token"}
+		case tok.expired:
+			tr.Status = authenticationv1.TokenReviewStatus{Error: "token has expired"}
+		default:
+			var common []string
+			for _, a := range tr.Spec.Audiences {
+				for _, b := range tok.audiences {
+					if a == b {
+						common = append(common, a)
+					}
+				}
+			}
+			if len(tr.Spec.Audiences) > 0 && len(common) == 0 {
+				tr.Status = authenticationv1.TokenReviewStatus{Error: "token audiences " + strings.Join(tok.audiences, ",") + " is invalid for the target audiences"}
+				break
+			}
+			extra := map[string]authenticationv1.ExtraValue{}
+			if tok.pod != "" {
+				extra[extraPodName] = authenticationv1.ExtraValue{tok.pod}
+				extra[extraPodUID] = authenticationv1.ExtraValue{tok.uid}
+			}
+			tr.Status = authenticationv1.TokenReviewStatus{
+				Authenticated: true,
+				Audiences:     tok.audiences,
+				User:          authenticationv1.UserInfo{Username: tok.user, Extra: extra},
+			}
+		}
+		return true, tr, nil
+	})
+	return cs
+}
+
+func pod(ns, name, uid, sa string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid)},
+		Spec:       corev1.PodSpec{ServiceAccountName: sa},
+	}
+}
+
+func newCA(t testing.TB, clk certs.Clock) *certs.CA {
+	t.Helper()
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+func newCSR(t testing.TB, uris ...string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: "ignored"}}
+	for _, u := range uris {
+		pu, _ := url.Parse(u)
+		tpl.URIs = append(tpl.URIs, pu)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func withToken(tok string) context.Context {
+	return metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+tok))
+}
+
+type fixture struct {
+	svc   *Service
+	ca    *certs.CA
+	clock *clocktesting.FakeClock
+	reg   *prometheus.Registry
+}
+
+func newFixture(t *testing.T, mut func(*Config)) fixture {
+	t.Helper()
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	ca := newCA(t, clk)
+	api := fakeAPI(t, map[string]issuedToken{
+		"good":       {user: "system:serviceaccount:demo:app", audiences: []string{Audience}, pod: "app-1", uid: "u1"},
+		"good2":      {user: "system:serviceaccount:demo:app", audiences: []string{Audience}, pod: "app-2", uid: "u2"},
+		"other":      {user: "system:serviceaccount:demo:other", audiences: []string{Audience}, pod: "other-1", uid: "o1"},
+		"expired":    {user: "system:serviceaccount:demo:app", audiences: []string{Audience}, pod: "app-1", uid: "u1", expired: true},
+		"foreignaud": {user: "system:serviceaccount:demo:app", audiences: []string{"https://kubernetes.default.svc"}, pod: "app-1", uid: "u1"},
+		"deletedpod": {user: "system:serviceaccount:demo:app", audiences: []string{Audience}, pod: "gone", uid: "g1"},
+		"reusedname": {user: "system:serviceaccount:demo:app", audiences: []string{Audience}, pod: "app-1", uid: "old-uid"},
+		"wrongsa":    {user: "system:serviceaccount:demo:other", audiences: []string{Audience}, pod: "app-1", uid: "u1"},
+		"unbound":    {user: "system:serviceaccount:demo:app", audiences: []string{Audience}},
+		"human":      {user: "alice", audiences: []string{Audience}, pod: "app-1", uid: "u1"},
+		"injector":   {user: "system:serviceaccount:weft-system:weft-injector", audiences: []string{Audience}, pod: "inj-1", uid: "i1"},
+	}, pod("demo", "app-1", "u1", "app"), pod("demo", "app-2", "u2", "app"), pod("demo", "other-1", "o1", "other"),
+		pod("weft-system", "inj-1", "i1", "weft-injector"))
+	reg := prometheus.NewRegistry()
+	injectorID := spiffeid.RequireFromString("spiffe://cluster.local/ns/weft-system/sa/weft-injector")
+	cfg := Config{
+		CA: ca, Authenticator: &TokenReviewer{Client: api}, Clock: clk, Registerer: reg,
+		ServerNames: map[spiffeid.ID][]string{injectorID: {"weft-injector.weft-system.svc"}},
+	}
+	if mut != nil {
+		mut(&cfg)
+	}
+	svc, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixture{svc: svc, ca: ca, clock: clk, reg: reg}
+}
+
+func TestSignIssuesTheTokensIdentity(t *testing.T) {
+	f := newFixture(t, nil)
+	// The CSR asks for another identity; the SVID must carry the token's.
+	csr := newCSR(t, "spiffe://cluster.local/ns/kube-system/sa/admin")
+	resp, err := f.svc.Sign(withToken("good"), &certificatev1.SignRequest{Csr: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "spiffe://cluster.local/ns/demo/sa/app"; resp.SpiffeId != want {
+		t.Fatalf("spiffe_id = %q, want %q", resp.SpiffeId, want)
+	}
+	chain := parseChain(t, resp.CertChain)
+	id, _, err := x509svid.Verify(chain, f.ca.Bundle())
+	if err != nil {
+		t.Fatalf("x509svid.Verify: %v", err)
+	}
+	if id.String() != resp.SpiffeId {
+		t.Fatalf("verified ID %s, response says %s", id, resp.SpiffeId)
+	}
+	if len(chain[0].URIs) != 1 || len(chain[0].DNSNames) != 0 {
+		t.Fatalf("SVID SANs: URIs %v DNS %v; want exactly the one SPIFFE ID", chain[0].URIs, chain[0].DNSNames)
+	}
+	if len(resp.TrustBundle) != 1 {
+		t.Fatalf("trust bundle has %d roots, want 1", len(resp.TrustBundle))
+	}
+	if got := testutil.ToFloat64(f.svc.issued); got != 1 {
+		t.Fatalf("weft_ca_svids_issued_total = %v, want 1", got)
+	}
+}
+
+func TestSignClampsTTL(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxTTL = time.Hour })
+	resp, err := f.svc.Sign(withToken("good"), &certificatev1.SignRequest{Csr: newCSR(t), TtlSeconds: 48 * 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := parseChain(t, resp.CertChain)[0]
+	if life := leaf.NotAfter.Sub(f.clock.Now()); life > time.Hour {
+		t.Fatalf("SVID lives %v past now, want at most the 1h maximum", life)
+	}
+}
+
+func TestServerNamesOnlyForWeftServers(t *testing.T) {
+	f := newFixture(t, nil)
+	resp, err := f.svc.Sign(withToken("injector"), &certificatev1.SignRequest{Csr: newCSR(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := parseChain(t, resp.CertChain)[0]
+	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "weft-injector.weft-system.svc" {
+		t.Fatalf("injector certificate DNS names = %v", leaf.DNSNames)
+	}
+}
+
+func TestSignRefusals(t *testing.T) {
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		csr     []byte
+		ttl     int64
+		code    codes.Code
+		reason  string
+		message string
+	}{
+		{"no metadata", context.Background(), nil, 0, codes.Unauthenticated, reasonNoToken, `no "authorization: Bearer <token>" metadata`},
+		{"not bearer", metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Basic abc")), nil, 0, codes.Unauthenticated, reasonNoToken, "no \"authorization"},
+		{"unknown token", withToken("forged"), nil, 0, codes.Unauthenticated, reasonBadToken, "identity: token refused: invalid bearer token"},
+		{"expired token", withToken("expired"), nil, 0, codes.Unauthenticated, reasonBadToken, "identity: token refused: token has expired"},
+		{"foreign audience", withToken("foreignaud"), nil, 0, codes.Unauthenticated, reasonBadToken, "is invalid for the target audiences"},
+		{"deleted pod", withToken("deletedpod"), nil, 0, codes.Unauthenticated, reasonBadToken, "identity: token refused: pod demo/gone no longer exists"},
+		{"pod name reused", withToken("reusedname"), nil, 0, codes.Unauthenticated, reasonBadToken, "identity: token refused: pod demo/app-1 has UID u1, token is bound to old-uid"},
+		{"pod runs as another SA", withToken("wrongsa"), nil, 0, codes.Unauthenticated, reasonBadToken, `identity: token refused: pod demo/app-1 runs as "app", token is for "other"`},
+		{"token not bound to a pod", withToken("unbound"), nil, 0, codes.Unauthenticated, reasonBadToken, "identity: token refused: token of demo/app is not bound to a pod"},
+		{"not a service account", withToken("human"), nil, 0, codes.Unauthenticated, reasonBadToken, `identity: token refused: user "alice" is not a service account`},
+		{"API server down", withToken("explode"), nil, 0, codes.Unavailable, reasonReviewError, "identity: TokenReview: connection refused"},
+		{"garbage CSR", withToken("good"), []byte("not a csr"), 0, codes.InvalidArgument, reasonBadCSR, "certs: "},
+		{"negative ttl", withToken("good"), nil, -5, codes.InvalidArgument, reasonBadTTL, "identity: negative ttl_seconds -5"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			csr := tt.csr
+			if csr == nil {
+				csr = newCSR(t)
+			}
+			_, err := f.svc.Sign(tt.ctx, &certificatev1.SignRequest{Csr: csr, TtlSeconds: tt.ttl})
+			st, _ := status.FromError(err)
+			if st.Code() != tt.code || !strings.Contains(st.Message(), tt.message) {
+				t.Fatalf("got %v %q, want %v containing %q", st.Code(), st.Message(), tt.code, tt.message)
+			}
+			if got := testutil.ToFloat64(f.svc.refusals.WithLabelValues(tt.reason)); got != 1 {
+				t.Fatalf("weft_ca_sign_refusals_total{reason=%q} = %v, want 1", tt.reason, got)
+			}
+			if got := testutil.ToFloat64(f.svc.issued); got != 0 {
+				t.Fatalf("issued %v SVIDs on a refused request", got)
+			}
+		})
+	}
+}
+
+func TestRateLimitPerIdentity(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = 0.5; c.RateBurst = 2 })
+	sign := func(tok string) codes.Code {
+		_, err := f.svc.Sign(withToken(tok), &certificatev1.SignRequest{Csr: newCSR(t)})
+		return status.Code(err)
+	}
+	// Two pods of one service account share the identity and its bucket.
+	if c := sign("good"); c != codes.OK {
+		t.Fatalf("first: %v", c)
+	}
+	if c := sign("good2"); c != codes.OK {
+		t.Fatalf("second: %v", c)
+	}
+	if c := sign("good"); c != codes.ResourceExhausted {
+		t.Fatalf("third within the burst window: %v, want ResourceExhausted", c)
+	}
+	// Another identity has its own bucket.
+	if c := sign("other"); c != codes.OK {
+		t.Fatalf("other identity: %v", c)
+	}
+	// 0.5/s refills one token in 2s.
+	f.clock.Step(2 * time.Second)
+	if c := sign("good"); c != codes.OK {
+		t.Fatalf("after refill: %v", c)
+	}
+	if c := sign("good"); c != codes.ResourceExhausted {
+		t.Fatalf("after spending the refill: %v", c)
+	}
+	if got := testutil.ToFloat64(f.svc.refusals.WithLabelValues(reasonRateLimited)); got != 2 {
+		t.Fatalf("rate_limited refusals = %v, want 2", got)
+	}
+}
+
+func TestLimiterSweepsIdleBuckets(t *testing.T) {
+	l := newLimiter(1, 1)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 100 {
+		l.allow(string(rune('a'+i%26))+strings.Repeat("x", i), now)
+	}
+	if l.size() != 100 {
+		t.Fatalf("size %d, want 100", l.size())
+	}
+	l.allow("fresh", now.Add(sweepIdle+time.Second))
+	if l.size() != 1 {
+		t.Fatalf("after sweep size %d, want 1", l.size())
+	}
+}
+
+func parseChain(t *testing.T, ders [][]byte) []*x509.Certificate {
+	t.Helper()
+	var out []*x509.Certificate
+	for _, d := range ders {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
