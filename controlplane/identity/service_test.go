@@ -7,97 +7,26 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")
-
-// issuedToken is what the fake API server knows about one token.
-type issuedToken struct {
-	user      string
-	audiences []string
-	pod, uid  string
-	expired   bool
-}
-
-// fakeAPI is a fake clientset whose TokenReview behaves like the real API
-// server's: unknown or expired tokens and audience mismatches are
-// unauthenticated; bound tokens carry the pod's name and UID.
-func fakeAPI(t *testing.T, tokens map[string]issuedToken, pods ...*corev1.Pod) *fake.Clientset {
-	t.Helper()
-	objs := make([]runtime.Object, len(pods))
-	for i, p := range pods {
-		objs[i] = p
-	}
-	cs := fake.NewClientset(objs...)
-	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
-		tok, ok := tokens[tr.Spec.Token]
-		switch {
-		case tr.Spec.Token == "explode":
-			return true, nil, errors.New("connection refused")
-		case !ok:
-			tr.Status = authenticationv1.TokenReviewStatus{Error: "invalid bearer token"}
-		case tok.expired:
-			tr.Status = authenticationv1.TokenReviewStatus{Error: "token has expired"}
-		default:
-			var common []string
-			for _, a := range tr.Spec.Audiences {
-				for _, b := range tok.audiences {
-					if a == b {
-						common = append(common, a)
-					}
-				}
-			}
-			if len(tr.Spec.Audiences) > 0 && len(common) == 0 {
-				tr.Status = authenticationv1.TokenReviewStatus{Error: "token audiences " + strings.Join(tok.audiences, ",") + " is invalid for the target audiences"}
-				break
-			}
-			extra := map[string]authenticationv1.ExtraValue{}
-			if tok.pod != "" {
-				extra[extraPodName] = authenticationv1.ExtraValue{tok.pod}
-				extra[extraPodUID] = authenticationv1.ExtraValue{tok.uid}
-			}
-			tr.Status = authenticationv1.TokenReviewStatus{
-				Authenticated: true,
-				Audiences:     tok.audiences,
-				User:          authenticationv1.UserInfo{Username: tok.user, Extra: extra},
-			}
-		}
-		return true, tr, nil
-	})
-	return cs
-}
-
-func pod(ns, name, uid, sa string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid)},
-		Spec:       corev1.PodSpec{ServiceAccountName: sa},
-	}
-}
 
 func newCA(t testing.TB, clk certs.Clock) *certs.CA {
 	t.Helper()
@@ -141,20 +70,20 @@ func newFixture(t *testing.T, mut func(*Config)) fixture {
 	t.Helper()
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	ca := newCA(t, clk)
-	api := fakeAPI(t, map[string]issuedToken{
-		"good":       {user: "system:serviceaccount:demo:app", audiences: []string{Audience}, pod: "app-1", uid: "u1"},
-		"good2":      {user: "system:serviceaccount:demo:app", audiences: []string{Audience}, pod: "app-2", uid: "u2"},
-		"other":      {user: "system:serviceaccount:demo:other", audiences: []string{Audience}, pod: "other-1", uid: "o1"},
-		"expired":    {user: "system:serviceaccount:demo:app", audiences: []string{Audience}, pod: "app-1", uid: "u1", expired: true},
-		"foreignaud": {user: "system:serviceaccount:demo:app", audiences: []string{"https://kubernetes.default.svc"}, pod: "app-1", uid: "u1"},
-		"deletedpod": {user: "system:serviceaccount:demo:app", audiences: []string{Audience}, pod: "gone", uid: "g1"},
-		"reusedname": {user: "system:serviceaccount:demo:app", audiences: []string{Audience}, pod: "app-1", uid: "old-uid"},
-		"wrongsa":    {user: "system:serviceaccount:demo:other", audiences: []string{Audience}, pod: "app-1", uid: "u1"},
-		"unbound":    {user: "system:serviceaccount:demo:app", audiences: []string{Audience}},
-		"human":      {user: "alice", audiences: []string{Audience}, pod: "app-1", uid: "u1"},
-		"injector":   {user: "system:serviceaccount:weft-system:weft-injector", audiences: []string{Audience}, pod: "inj-1", uid: "i1"},
-	}, pod("demo", "app-1", "u1", "app"), pod("demo", "app-2", "u2", "app"), pod("demo", "other-1", "o1", "other"),
-		pod("weft-system", "inj-1", "i1", "weft-injector"))
+	api := testutil.FakeKube(map[string]testutil.Token{
+		"good":       {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}, Pod: "app-1", UID: "u1"},
+		"good2":      {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}, Pod: "app-2", UID: "u2"},
+		"other":      {User: "system:serviceaccount:demo:other", Audiences: []string{Audience}, Pod: "other-1", UID: "o1"},
+		"expired":    {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}, Pod: "app-1", UID: "u1", Expired: true},
+		"foreignaud": {User: "system:serviceaccount:demo:app", Audiences: []string{"https://kubernetes.default.svc"}, Pod: "app-1", UID: "u1"},
+		"deletedpod": {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}, Pod: "gone", UID: "g1"},
+		"reusedname": {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}, Pod: "app-1", UID: "old-uid"},
+		"wrongsa":    {User: "system:serviceaccount:demo:other", Audiences: []string{Audience}, Pod: "app-1", UID: "u1"},
+		"unbound":    {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}},
+		"human":      {User: "alice", Audiences: []string{Audience}, Pod: "app-1", UID: "u1"},
+		"injector":   {User: "system:serviceaccount:weft-system:weft-injector", Audiences: []string{Audience}, Pod: "inj-1", UID: "i1"},
+	}, testutil.Pod("demo", "app-1", "u1", "app"), testutil.Pod("demo", "app-2", "u2", "app"), testutil.Pod("demo", "other-1", "o1", "other"),
+		testutil.Pod("weft-system", "inj-1", "i1", "weft-injector"))
 	reg := prometheus.NewRegistry()
 	injectorID := spiffeid.RequireFromString("spiffe://cluster.local/ns/weft-system/sa/weft-injector")
 	cfg := Config{
@@ -196,7 +125,7 @@ func TestSignIssuesTheTokensIdentity(t *testing.T) {
 	if len(resp.TrustBundle) != 1 {
 		t.Fatalf("trust bundle has %d roots, want 1", len(resp.TrustBundle))
 	}
-	if got := testutil.ToFloat64(f.svc.issued); got != 1 {
+	if got := promtest.ToFloat64(f.svc.issued); got != 1 {
 		t.Fatalf("weft_ca_svids_issued_total = %v, want 1", got)
 	}
 }
@@ -245,7 +174,7 @@ func TestSignRefusals(t *testing.T) {
 		{"pod runs as another SA", withToken("wrongsa"), nil, 0, codes.Unauthenticated, reasonBadToken, `identity: token refused: pod demo/app-1 runs as "app", token is for "other"`},
 		{"token not bound to a pod", withToken("unbound"), nil, 0, codes.Unauthenticated, reasonBadToken, "identity: token refused: token of demo/app is not bound to a pod"},
 		{"not a service account", withToken("human"), nil, 0, codes.Unauthenticated, reasonBadToken, `identity: token refused: user "alice" is not a service account`},
-		{"API server down", withToken("explode"), nil, 0, codes.Unavailable, reasonReviewError, "identity: TokenReview: connection refused"},
+		{"API server down", withToken(testutil.TokenReviewErrorToken), nil, 0, codes.Unavailable, reasonReviewError, "identity: TokenReview: connection refused"},
 		{"garbage CSR", withToken("good"), []byte("not a csr"), 0, codes.InvalidArgument, reasonBadCSR, "certs: "},
 		{"negative ttl", withToken("good"), nil, -5, codes.InvalidArgument, reasonBadTTL, "identity: negative ttl_seconds -5"},
 	}
@@ -261,10 +190,10 @@ func TestSignRefusals(t *testing.T) {
 			if st.Code() != tt.code || !strings.Contains(st.Message(), tt.message) {
 				t.Fatalf("got %v %q, want %v containing %q", st.Code(), st.Message(), tt.code, tt.message)
 			}
-			if got := testutil.ToFloat64(f.svc.refusals.WithLabelValues(tt.reason)); got != 1 {
+			if got := promtest.ToFloat64(f.svc.refusals.WithLabelValues(tt.reason)); got != 1 {
 				t.Fatalf("weft_ca_sign_refusals_total{reason=%q} = %v, want 1", tt.reason, got)
 			}
-			if got := testutil.ToFloat64(f.svc.issued); got != 0 {
+			if got := promtest.ToFloat64(f.svc.issued); got != 0 {
 				t.Fatalf("issued %v SVIDs on a refused request", got)
 			}
 		})
@@ -299,7 +228,7 @@ func TestRateLimitPerIdentity(t *testing.T) {
 	if c := sign("good"); c != codes.ResourceExhausted {
 		t.Fatalf("after spending the refill: %v", c)
 	}
-	if got := testutil.ToFloat64(f.svc.refusals.WithLabelValues(reasonRateLimited)); got != 2 {
+	if got := promtest.ToFloat64(f.svc.refusals.WithLabelValues(reasonRateLimited)); got != 2 {
 		t.Fatalf("rate_limited refusals = %v, want 2", got)
 	}
 }

@@ -1,0 +1,76 @@
+// Command weft-controlplane runs weft's control plane: the SPIFFE CA, the
+// certificate service and (as they land) the xDS server.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/weftmesh/weft/controlplane"
+)
+
+func main() {
+	var (
+		cfg        controlplane.Config
+		kubeconfig string
+		logLevel   string
+	)
+	flag.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain; set once at install")
+	flag.StringVar(&cfg.Namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace weft is installed in")
+	flag.StringVar(&cfg.ServiceAccount, "service-account", envOr("SERVICE_ACCOUNT", "weft-controlplane"), "service account the control plane runs as")
+	flag.StringVar(&cfg.CASecret, "ca-secret", "weft-ca", "Secret holding the CA")
+	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "TLS gRPC address: certificate service and ADS")
+	flag.StringVar(&cfg.HTTPAddr, "http-addr", ":15014", "HTTP address: /metrics, /healthz, /debug/status")
+	flag.DurationVar(&cfg.SVIDTTL, "svid-ttl", 24*time.Hour, "longest X.509-SVID lifetime signed")
+	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig path; empty means in-cluster")
+	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "weft-controlplane: -log-level: %v\n", err)
+		os.Exit(2)
+	}
+	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(cfg, kubeconfig); err != nil {
+		cfg.Logger.Error("exiting", "error", err.Error())
+		os.Exit(1)
+	}
+}
+
+func run(cfg controlplane.Config, kubeconfig string) error {
+	var rc *rest.Config
+	var err error
+	if kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return fmt.Errorf("kubernetes client config: %w", err)
+	}
+	rc.UserAgent = "weft-controlplane"
+	if cfg.Kube, err = kubernetes.NewForConfig(rc); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return controlplane.Run(ctx, cfg)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,223 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
+
+	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/controlplane/identity"
+	"github.com/weftmesh/weft/internal/version"
+)
+
+// Config configures the control plane. Zero values get the defaults of
+// weft's install (DESIGN: names and ports).
+type Config struct {
+	Kube           kubernetes.Interface // required
+	TrustDomain    string               // "cluster.local"
+	Namespace      string               // "weft-system"
+	ServiceAccount string               // "weft-controlplane"
+	CASecret       string               // "weft-ca"
+	GRPCAddr       string               // ":15012"
+	HTTPAddr       string               // ":15014"
+	SVIDTTL        time.Duration        // 24h: the longest SVID the service signs
+	Logger         *slog.Logger
+	Clock          clock.WithTicker
+	// Ready, if set, receives the bound addresses once both ports listen
+	// (tests bind port 0).
+	Ready func(grpcAddr, httpAddr net.Addr)
+}
+
+func (c *Config) defaults() error {
+	if c.Kube == nil {
+		return errors.New("controlplane: Config.Kube is required")
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.TrustDomain, "cluster.local")
+	def(&c.Namespace, "weft-system")
+	def(&c.ServiceAccount, "weft-controlplane")
+	def(&c.CASecret, "weft-ca")
+	def(&c.GRPCAddr, ":15012")
+	def(&c.HTTPAddr, ":15014")
+	if c.SVIDTTL == 0 {
+		c.SVIDTTL = 24 * time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
+	}
+	return nil
+}
+
+// ServerNames are the DNS names weft's own servers get next to their SPIFFE
+// IDs: the Service name in its short and fully qualified forms.
+func ServerNames(td spiffeid.TrustDomain, namespace string, servers ...string) map[spiffeid.ID][]string {
+	out := map[spiffeid.ID][]string{}
+	for _, s := range servers {
+		id := spiffeid.RequireFromSegments(td, "ns", namespace, "sa", s)
+		out[id] = []string{s + "." + namespace + ".svc", s + "." + namespace + ".svc.cluster.local"}
+	}
+	return out
+}
+
+// Run serves until ctx ends, then drains and returns.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return fmt.Errorf("controlplane: trust domain %q: %w", cfg.TrustDomain, err)
+	}
+	ca, err := identity.CAStore{Client: cfg.Kube, Namespace: cfg.Namespace, Name: cfg.CASecret, Logger: log}.
+		LoadOrCreate(ctx, certs.CAConfig{TrustDomain: td, Clock: cfg.Clock, WorkloadTTL: cfg.SVIDTTL})
+	if err != nil {
+		return err
+	}
+	names := ServerNames(td, cfg.Namespace, "weft-controlplane", "weft-injector")
+	self := spiffeid.RequireFromSegments(td, "ns", cfg.Namespace, "sa", cfg.ServiceAccount)
+	serving := &servingCert{ca: ca, id: self, dns: names[self], ttl: cfg.SVIDTTL, clock: cfg.Clock, log: log}
+	if err := serving.issue(); err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svc, err := identity.New(identity.Config{
+		CA: ca, Authenticator: &identity.TokenReviewer{Client: cfg.Kube}, Logger: log.With("room", "identity"),
+		Clock: cfg.Clock, Registerer: reg, MaxTTL: cfg.SVIDTTL, ServerNames: names,
+	})
+	if err != nil {
+		return err
+	}
+
+	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("controlplane: listen %s: %w", cfg.GRPCAddr, err)
+	}
+	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("controlplane: listen %s: %w", cfg.HTTPAddr, err)
+	}
+	gs := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(serverTLS(ca, serving))),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+	)
+	certificatev1.RegisterCertificateServiceServer(gs, svc)
+
+	started := cfg.Clock.Now()
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/debug/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(status(ca, serving, started))
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	wg.Go(func() { serving.renew(ctx) })
+	wg.Go(func() {
+		pub := &identity.BundlePublisher{Client: cfg.Kube, Bundle: ca.BundlePEM, HomeNamespace: cfg.Namespace, Logger: log.With("room", "bundle")}
+		if err := pub.Run(ctx); err != nil && ctx.Err() == nil {
+			errs <- err
+		}
+	})
+	wg.Go(func() {
+		if err := gs.Serve(grpcLis); err != nil {
+			errs <- fmt.Errorf("controlplane: gRPC: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := hs.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("controlplane: HTTP: %w", err)
+		}
+	})
+	log.Info("control plane serving", "version", version.Version, "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
+		"trustDomain", td.String(), "spiffeID", self.String())
+	if cfg.Ready != nil {
+		cfg.Ready(grpcLis.Addr(), httpLis.Addr())
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errs:
+	}
+	cancel()
+	shutdownGRPC(gs, 10*time.Second)
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_ = hs.Shutdown(sctx)
+	scancel()
+	wg.Wait()
+	return runErr
+}
+
+// shutdownGRPC lets in-flight calls finish, then cuts long streams.
+func shutdownGRPC(gs *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		gs.Stop()
+		<-done
+	}
+}
+
+// Status is what /debug/status reports (read by weftctl status).
+type Status struct {
+	Version          string    `json:"version"`
+	TrustDomain      string    `json:"trustDomain"`
+	Started          time.Time `json:"started"`
+	Roots            []Cert    `json:"roots"`
+	Intermediate     Cert      `json:"intermediate"`
+	ServingCertAfter time.Time `json:"servingCertNotAfter"`
+}
+
+// Cert describes one CA certificate.
+type Cert struct {
+	Fingerprint string    `json:"sha256"`
+	NotBefore   time.Time `json:"notBefore"`
+	NotAfter    time.Time `json:"notAfter"`
+}
+
+func status(ca *certs.CA, serving *servingCert, started time.Time) Status {
+	s := Status{Version: version.Version, TrustDomain: ca.TrustDomain().String(), Started: started,
+		ServingCertAfter: serving.cur.Load().Leaf.NotAfter}
+	for _, r := range ca.Roots() {
+		fp := certs.Fingerprint(r)
+		s.Roots = append(s.Roots, Cert{Fingerprint: fmt.Sprintf("%x", fp), NotBefore: r.NotBefore, NotAfter: r.NotAfter})
+	}
+	im := ca.Intermediate()
+	fp := certs.Fingerprint(im)
+	s.Intermediate = Cert{Fingerprint: fmt.Sprintf("%x", fp), NotBefore: im.NotBefore, NotAfter: im.NotAfter}
+	return s
+}

@@ -1,0 +1,70 @@
+package testutil
+
+import (
+	"errors"
+	"slices"
+	"strings"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+// Token is what the fake API server knows about one ServiceAccount token.
+type Token struct {
+	User      string   // "system:serviceaccount:<ns>:<sa>"
+	Audiences []string // the audiences it was issued for
+	Pod, UID  string   // the pod it is bound to ("" for an unbound token)
+	Expired   bool
+}
+
+// TokenReviewErrorToken makes the fake TokenReview fail as if the API server
+// were unreachable.
+const TokenReviewErrorToken = "tokenreview-unreachable"
+
+// FakeKube returns a client-go fake clientset holding objs whose TokenReview
+// behaves like the real API server's: unknown or expired tokens and tokens
+// issued for none of the requested audiences are unauthenticated; bound
+// tokens carry their pod's name and UID in the user's extra fields.
+func FakeKube(tokens map[string]Token, objs ...runtime.Object) *fake.Clientset {
+	cs := fake.NewClientset(objs...)
+	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
+		tok, ok := tokens[tr.Spec.Token]
+		switch {
+		case tr.Spec.Token == TokenReviewErrorToken:
+			return true, nil, errors.New("connection refused")
+		case !ok:
+			tr.Status = authenticationv1.TokenReviewStatus{Error: "invalid bearer token"}
+		case tok.Expired:
+			tr.Status = authenticationv1.TokenReviewStatus{Error: "token has expired"}
+		case len(tr.Spec.Audiences) > 0 && !slices.ContainsFunc(tr.Spec.Audiences, func(a string) bool { return slices.Contains(tok.Audiences, a) }):
+			tr.Status = authenticationv1.TokenReviewStatus{Error: "token audiences [" + strings.Join(tok.Audiences, ",") + "] is invalid for the target audiences"}
+		default:
+			extra := map[string]authenticationv1.ExtraValue{}
+			if tok.Pod != "" {
+				extra["authentication.kubernetes.io/pod-name"] = authenticationv1.ExtraValue{tok.Pod}
+				extra["authentication.kubernetes.io/pod-uid"] = authenticationv1.ExtraValue{tok.UID}
+			}
+			tr.Status = authenticationv1.TokenReviewStatus{
+				Authenticated: true,
+				Audiences:     tok.Audiences,
+				User:          authenticationv1.UserInfo{Username: tok.User, Extra: extra},
+			}
+		}
+		return true, tr, nil
+	})
+	return cs
+}
+
+// Pod returns a minimal pod running as service account sa.
+func Pod(ns, name, uid, sa string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid)},
+		Spec:       corev1.PodSpec{ServiceAccountName: sa},
+	}
+}
