@@ -1,0 +1,80 @@
+package deploy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+)
+
+func decode(t *testing.T, b []byte) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		err := d.Decode(&u.Object)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
+
+func TestRenderDefaults(t *testing.T) {
+	v := Defaults()
+	v.Tag, v.TrustDomain, v.Replicas = "v1.2.3", "example.org", 2
+	b, err := Render(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]bool{}
+	for _, u := range decode(t, b) {
+		kinds[u.GetKind()+"/"+u.GetName()] = true
+		if u.GetKind() == "Deployment" && u.GetName() == "weft-controlplane" {
+			r, _, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "replicas")
+			if fmt.Sprint(r) != "2" {
+				t.Fatalf("replicas %v", r)
+			}
+		}
+	}
+	for _, want := range []string{"Namespace/weft-system", "ServiceAccount/weft-controlplane", "Deployment/weft-controlplane",
+		"Service/weft-controlplane", "ClusterRole/weft-controlplane", "Role/weft-controlplane-ca"} {
+		if !kinds[want] {
+			t.Errorf("missing %s; have %v", want, kinds)
+		}
+	}
+	for _, want := range []string{"image: weft/weft-controlplane:v1.2.3", "-trust-domain=example.org"} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("rendered manifests lack %q", want)
+		}
+	}
+}
+
+func TestRenderRefusesBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		mut  func(*Values)
+		want string
+	}{
+		{func(v *Values) { v.TrustDomain = "Bad Domain" }, `deploy: trust domain "Bad Domain"`},
+		{func(v *Values) { v.Tag = "a b" }, `deploy: image tag "a b"`},
+		{func(v *Values) { v.Replicas = 0 }, "deploy: replicas must be at least 1"},
+		{func(v *Values) { v.PullPolicy = "Sometimes" }, `deploy: image pull policy "Sometimes"`},
+	} {
+		v := Defaults()
+		tc.mut(&v)
+		if _, err := Render(v); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("err = %v, want prefix %q", err, tc.want)
+		}
+	}
+}
