@@ -1,0 +1,171 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+)
+
+var trustDomain = spiffeid.RequireTrustDomainFromString("cluster.local")
+
+// namespace creates a namespace for one test and deletes it afterwards.
+func namespace(t *testing.T, name string, labels map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = kube.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+		_ = wait.PollUntilContextTimeout(context.Background(), time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			_, err := kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+			return err != nil, nil
+		})
+	})
+	// The namespace's default ServiceAccount appears asynchronously.
+	waitFor(t, time.Minute, "default ServiceAccount in "+name, func(ctx context.Context) (bool, error) {
+		_, err := kube.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func(context.Context) (bool, error)) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, timeout, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+func waitPodRunning(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	waitFor(t, 2*time.Minute, "pod "+ns+"/"+name+" running", func(ctx context.Context) (bool, error) {
+		p, err := kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		pod = p
+		return p.Status.Phase == corev1.PodRunning, nil
+	})
+	return pod
+}
+
+// controlPlanePod returns a ready control plane pod.
+func controlPlanePod(t *testing.T) *corev1.Pod {
+	t.Helper()
+	pods, err := kube.CoreV1().Pods(weftNS).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-controlplane"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.Status.PodIP != "" {
+				return p
+			}
+		}
+	}
+	t.Fatalf("no ready control plane pod among %d", len(pods.Items))
+	return nil
+}
+
+// publishedBundle reads the trust bundle the control plane published in ns.
+func publishedBundle(t *testing.T, ns string) *x509bundle.Bundle {
+	t.Helper()
+	var bundle *x509bundle.Bundle
+	waitFor(t, time.Minute, "weft-trust-bundle in "+ns, func(ctx context.Context) (bool, error) {
+		cm, err := kube.CoreV1().ConfigMaps(ns).Get(ctx, "weft-trust-bundle", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		bundle, err = x509bundle.Parse(trustDomain, []byte(cm.Data["bundle.pem"]))
+		return err == nil, err
+	})
+	return bundle
+}
+
+// podToken asks the API server for a token of sa bound to pod, as the
+// kubelet does for a projected token volume.
+func podToken(t *testing.T, pod *corev1.Pod, audience string) string {
+	t.Helper()
+	exp := int64(600)
+	tr, err := kube.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(context.Background(), pod.Spec.ServiceAccountName, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			Audiences:         []string{audience},
+			ExpirationSeconds: &exp,
+			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Status.Token
+}
+
+// certClient dials the certificate service of pod cp, trusting only the
+// published bundle and the control plane's SPIFFE ID, as a sidecar does.
+func certClient(t *testing.T, cp *corev1.Pod, bundle *x509bundle.Bundle) certificatev1.CertificateServiceClient {
+	t.Helper()
+	cpID := spiffeid.RequireFromSegments(trustDomain, "ns", weftNS, "sa", "weft-controlplane")
+	conn, err := grpc.NewClient(net.JoinHostPort(cp.Status.PodIP, "15012"),
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(cpID)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return certificatev1.NewCertificateServiceClient(conn)
+}
+
+func sign(client certificatev1.CertificateServiceClient, token string) (*certificatev1.SignResponse, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	resp, err := client.Sign(ctx, &certificatev1.SignRequest{Csr: csr})
+	return resp, key, err
+}
+
+func httpGet(url string) (string, error) {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return string(b), fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(b), err
+}
