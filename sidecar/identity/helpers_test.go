@@ -1,0 +1,161 @@
+package identity
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
+)
+
+var (
+	td    = spiffeid.RequireTrustDomainFromString("cluster.local")
+	idA   = spiffeid.RequireFromPath(td, "/ns/demo/sa/a")
+	idB   = spiffeid.RequireFromPath(td, "/ns/demo/sa/b")
+	start = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+)
+
+// env is one control plane (a real CA behind the fake certificate service)
+// and a fake clock shared by the CA and the Managers under test.
+type env struct {
+	clock  *clocktesting.FakeClock
+	ca     *certs.CA
+	svc    *testutil.CertService
+	client *tamperClient
+	stop   func()
+}
+
+func newEnv(t *testing.T, now time.Time) *env {
+	t.Helper()
+	fc := clocktesting.NewFakeClock(now)
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: fc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, client, stop := testutil.StartCertService(t, ca, map[string]spiffeid.ID{
+		"tok-a": idA, "tok-a2": idA, "tok-b": idB,
+	})
+	return &env{clock: fc, ca: ca, svc: svc, client: &tamperClient{next: client}, stop: stop}
+}
+
+// manager returns a Manager for the token (written to a fresh file) with
+// deterministic jitter (0.5: renew at exactly half-life), and the token
+// file's path. cfg's zero fields are filled in.
+func (e *env) manager(t *testing.T, token string, cfg Config) (*Manager, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "token")
+	writeToken(t, path, token)
+	if cfg.Client == nil {
+		cfg.Client = e.client
+	}
+	cfg.TokenPath = path
+	cfg.Clock = e.clock
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = func() float64 { return 0.5 }
+	}
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, path
+}
+
+func writeToken(t *testing.T, path, token string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run starts m.Run and stops it when the test ends.
+func run(t *testing.T, m *Manager) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+// waitFor polls cond (real time, a few seconds at most). It is for
+// goroutines to reach a state, never for timers to fire: those fire only
+// when the fake clock is stepped.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitWaiters waits until n goroutines wait on the fake clock, i.e. every
+// Manager has finished its attempt and parked on its next timer.
+func (e *env) waitWaiters(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, "managers to wait on the clock", func() bool { return e.clock.Waiters() == n })
+}
+
+// tamperClient passes Sign to the real client and lets a test rewrite the
+// response.
+type tamperClient struct {
+	next certificatev1.CertificateServiceClient
+
+	mu     sync.Mutex
+	tamper func(*certificatev1.SignRequest, *certificatev1.SignResponse)
+}
+
+func (c *tamperClient) set(f func(*certificatev1.SignRequest, *certificatev1.SignResponse)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tamper = f
+}
+
+func (c *tamperClient) Sign(ctx context.Context, req *certificatev1.SignRequest, opts ...grpc.CallOption) (*certificatev1.SignResponse, error) {
+	resp, err := c.next.Sign(ctx, req, opts...)
+	c.mu.Lock()
+	f := c.tamper
+	c.mu.Unlock()
+	if err == nil && f != nil {
+		f(req, resp)
+	}
+	return resp, err
+}
+
+// logBuffer is an io.Writer safe for the Manager's goroutine and the test.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
