@@ -1,0 +1,78 @@
+// Command weft-sidecar is weft's proxy beside every meshed app.
+//
+//	weft-sidecar run    the sidecar: identity, Workload API, health (:15020)
+//	weft-sidecar init   install the traffic-capture rules (the weft-init container)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/weftmesh/weft/sidecar"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = run(os.Args[2:])
+	case "init":
+		err = initCapture(os.Args[2:])
+	case "-h", "--help", "help":
+		usage()
+	default:
+		fmt.Fprintf(os.Stderr, "weft-sidecar: unknown command %q\n", os.Args[1])
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "weft-sidecar:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: weft-sidecar run|init [flags]  (weft-sidecar <command> -h lists the flags)")
+	os.Exit(2)
+}
+
+func logger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: l})), nil
+}
+
+func run(args []string) error {
+	var cfg sidecar.Config
+	var level string
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	fs.StringVar(&cfg.ControlPlane, "control-plane", "weft-controlplane.weft-system.svc:15012", "control plane address")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	fs.StringVar(&cfg.WeftNamespace, "weft-namespace", "weft-system", "namespace weft is installed in")
+	fs.StringVar(&cfg.TokenPath, "token", "/var/run/secrets/weft/tokens/token", "projected ServiceAccount token (audience weft-ca)")
+	fs.StringVar(&cfg.BundlePath, "bundle", "/var/run/secrets/weft/bundle/bundle.pem", "trust bundle (PEM)")
+	fs.StringVar(&cfg.WorkloadSocket, "workload-socket", "/var/run/secrets/weft/workload/socket", "SPIFFE Workload API socket")
+	fs.StringVar(&cfg.HealthAddr, "health-addr", ":15020", "health and metrics address")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for in-flight work")
+	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	_ = fs.Parse(args)
+	log, err := logger(level)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	cfg.PodName, cfg.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return sidecar.Run(ctx, cfg)
+}

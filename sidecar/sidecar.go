@@ -1,0 +1,191 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"k8s.io/utils/clock"
+
+	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/sidecar/identity"
+)
+
+// Config configures the sidecar. Paths default to where the injector mounts
+// things.
+type Config struct {
+	ControlPlane   string // "weft-controlplane.weft-system.svc:15012"
+	TrustDomain    string // "cluster.local"
+	WeftNamespace  string // "weft-system"
+	TokenPath      string // projected token, audience weft-ca
+	BundlePath     string // weft-trust-bundle ConfigMap's bundle.pem
+	WorkloadSocket string // SPIFFE Workload API socket shared with the app
+	HealthAddr     string // ":15020"
+	PodName        string
+	PodNamespace   string
+	// DrainTimeout bounds how long SIGTERM waits for in-flight work.
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+	Clock        clock.WithTicker
+	// Ready, if set, is called with the health address once it listens.
+	Ready func(health net.Addr)
+}
+
+func (c *Config) defaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.ControlPlane, "weft-controlplane.weft-system.svc:15012")
+	def(&c.TrustDomain, "cluster.local")
+	def(&c.WeftNamespace, "weft-system")
+	def(&c.TokenPath, "/var/run/secrets/weft/tokens/token")
+	def(&c.BundlePath, "/var/run/secrets/weft/bundle/bundle.pem")
+	def(&c.WorkloadSocket, "/var/run/secrets/weft/workload/socket")
+	def(&c.HealthAddr, ":15020")
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 20 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
+	}
+}
+
+// Run runs the sidecar until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.defaults()
+	log := cfg.Logger
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return fmt.Errorf("sidecar: trust domain %q: %w", cfg.TrustDomain, err)
+	}
+	bundle, err := newFileBundle(cfg.BundlePath, td)
+	if err != nil {
+		return err
+	}
+	cpID, err := spiffeid.FromSegments(td, "ns", cfg.WeftNamespace, "sa", "weft-controlplane")
+	if err != nil {
+		return fmt.Errorf("sidecar: control plane ID: %w", err)
+	}
+	conn, err := grpc.NewClient(cfg.ControlPlane,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(cpID)))),
+		grpc.WithUserAgent("weft-sidecar/"+version.Version))
+	if err != nil {
+		return fmt.Errorf("sidecar: control plane %s: %w", cfg.ControlPlane, err)
+	}
+	defer conn.Close()
+	ids, err := identity.New(identity.Config{
+		Client: certificatev1.NewCertificateServiceClient(conn), TokenPath: cfg.TokenPath,
+		Clock: cfg.Clock, Logger: log.With("room", "identity"),
+	})
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(identityCollector{ids})
+
+	lis, err := net.Listen("tcp", cfg.HealthAddr)
+	if err != nil {
+		return fmt.Errorf("sidecar: listen %s: %w", cfg.HealthAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if _, err := ids.GetX509SVID(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, 3)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := ids.Run(runCtx); err != nil {
+			errs <- err
+		}
+	})
+	wg.Go(func() {
+		if err := ids.ServeWorkloadAPI(runCtx, cfg.WorkloadSocket); err != nil {
+			errs <- err
+		}
+	})
+	wg.Go(func() {
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("sidecar: health server: %w", err)
+		}
+	})
+	log.Info("sidecar starting", "version", version.Version, "pod", cfg.PodNamespace+"/"+cfg.PodName,
+		"controlPlane", cfg.ControlPlane, "health", lis.Addr().String())
+	if cfg.Ready != nil {
+		cfg.Ready(lis.Addr())
+	}
+	go func() {
+		select {
+		case <-ids.Ready():
+			svid, err := ids.GetX509SVID()
+			if err == nil {
+				log.Info("identity ready", "spiffeID", svid.ID.String(), "notAfter", svid.Certificates[0].NotAfter)
+			}
+		case <-runCtx.Done():
+		}
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("draining", "timeout", cfg.DrainTimeout)
+	case runErr = <-errs:
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	_ = hs.Shutdown(sctx)
+	scancel()
+	cancel()
+	wg.Wait()
+	return runErr
+}
+
+// identityCollector exports the identity's state as metrics.
+type identityCollector struct{ m *identity.Manager }
+
+var (
+	descExpiry   = prometheus.NewDesc("weft_sidecar_svid_expiry_timestamp_seconds", "When the current X.509-SVID expires (Unix time).", nil, nil)
+	descRenewals = prometheus.NewDesc("weft_sidecar_svid_renewals_total", "X.509-SVIDs obtained, the first included.", nil, nil)
+	descFailures = prometheus.NewDesc("weft_sidecar_svid_fetch_failures_total", "Failed attempts to obtain an X.509-SVID.", nil, nil)
+)
+
+func (identityCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descExpiry
+	ch <- descRenewals
+	ch <- descFailures
+}
+
+func (c identityCollector) Collect(ch chan<- prometheus.Metric) {
+	if na := c.m.NotAfter(); !na.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descExpiry, prometheus.GaugeValue, float64(na.Unix()))
+	}
+	ch <- prometheus.MustNewConstMetric(descRenewals, prometheus.CounterValue, float64(c.m.Renewals()))
+	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(c.m.Failures()))
+}

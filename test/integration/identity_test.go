@@ -1,0 +1,136 @@
+package integration
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftmesh/weft/controlplane"
+	"github.com/weftmesh/weft/internal/testutil"
+	"github.com/weftmesh/weft/sidecar"
+)
+
+// TestSidecarGetsItsIdentityFromTheControlPlane: a control plane and a
+// sidecar on loopback; the sidecar trusts only the bundle the control plane
+// published, authenticates with its token, becomes ready, and an app reads
+// its SVID over the SPIFFE Workload API.
+func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
+	kube := testutil.FakeKube(map[string]testutil.Token{
+		"app-token": {User: "system:serviceaccount:demo:app", Audiences: []string{"weft-ca"}, Pod: "app-1", UID: "u1"},
+	}, testutil.Pod("demo", "app-1", "u1", "app"),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{"weft.dev/inject": "enabled"}}})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cpReady := make(chan net.Addr, 1)
+	cpDone := make(chan error, 1)
+	go func() {
+		cpDone <- controlplane.Run(ctx, controlplane.Config{Kube: kube, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+			Ready: func(g, _ net.Addr) { cpReady <- g }})
+	}()
+	var cpAddr net.Addr
+	select {
+	case cpAddr = <-cpReady:
+	case err := <-cpDone:
+		t.Fatal(err)
+	}
+
+	// What the kubelet mounts into the pod: the token and the bundle.
+	dir := t.TempDir()
+	tokenPath := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenPath, []byte("app-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var bundlePEM string
+	deadline := time.Now().Add(10 * time.Second)
+	for bundlePEM == "" && time.Now().Before(deadline) {
+		if cm, err := kube.CoreV1().ConfigMaps("demo").Get(ctx, "weft-trust-bundle", metav1.GetOptions{}); err == nil {
+			bundlePEM = cm.Data["bundle.pem"]
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	bundlePath := filepath.Join(dir, "bundle.pem")
+	if err := os.WriteFile(bundlePath, []byte(bundlePEM), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(dir, "workload.sock")
+
+	scReady := make(chan net.Addr, 1)
+	scDone := make(chan error, 1)
+	go func() {
+		// The control plane's certificate carries its Service DNS name, not
+		// 127.0.0.1; the sidecar checks its SPIFFE ID, which is what counts.
+		scDone <- sidecar.Run(ctx, sidecar.Config{ControlPlane: cpAddr.String(), TokenPath: tokenPath, BundlePath: bundlePath,
+			WorkloadSocket: socket, HealthAddr: "127.0.0.1:0", PodName: "app-1", PodNamespace: "demo",
+			Ready: func(h net.Addr) { scReady <- h }})
+	}()
+	var health net.Addr
+	select {
+	case health = <-scReady:
+	case err := <-scDone:
+		t.Fatal(err)
+	}
+
+	// Ready once the SVID is in.
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		code, body := get(t, "http://"+health.String()+"/healthz/ready")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sidecar not ready: %d %s", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	svid, err := workloadapi.FetchX509SVID(wctx, workloadapi.WithAddr("unix://"+socket))
+	if err != nil {
+		t.Fatalf("Workload API: %v", err)
+	}
+	if want := spiffeid.RequireFromString("spiffe://cluster.local/ns/demo/sa/app"); svid.ID != want {
+		t.Fatalf("app got %s, want %s", svid.ID, want)
+	}
+	_, metrics := get(t, "http://"+health.String()+"/metrics")
+	if !strings.Contains(metrics, "weft_sidecar_svid_renewals_total 1") || !strings.Contains(metrics, "weft_sidecar_svid_expiry_timestamp_seconds") {
+		t.Fatalf("sidecar metrics lack identity state:\n%s", metrics)
+	}
+
+	cancel()
+	for _, ch := range []chan error{scDone, cpDone} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("did not stop within 30s of cancel")
+		}
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
