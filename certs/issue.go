@@ -91,7 +91,7 @@ func newCACert(td spiffeid.TrustDomain, now time.Time, ttl time.Duration, key cr
 		IsCA:                  true,
 		MaxPathLen:            1,
 		SubjectKeyId:          skid,
-		URIs:                  []*url.URL{spiffeid.RequireFromPath(td, "").URL()},
+		URIs:                  []*url.URL{td.ID().URL()},
 	}
 	if parent == nil {
 		parent, parentKey = tmpl, key
