@@ -31,7 +31,7 @@ func TestRenderedManifestsPassServerDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	kubectl := envOr("KUBECTL", filepath.Join("..", "..", "_output", "bin", "kubectl"))
-	cmd := exec.Command(kubectl, "--kubeconfig", kubeconfig, "apply", "--dry-run=server", "-f", "-")
+	cmd := exec.Command(kubectl, "--kubeconfig", kubeconfig, "apply", "--server-side", "--force-conflicts", "--field-manager=weftctl", "--dry-run=server", "-f", "-")
 	cmd.Stdin = strings.NewReader(manifests)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -52,7 +52,9 @@ func run(m *testing.M) int {
 	}
 	kube = kubernetes.NewForConfigOrDie(restConfig)
 	start := time.Now()
-	if out, err := weftctlRun("install", "--tag", tag, "--pull-policy", "Never", "--timeout", "3m"); err != nil {
+	if out, err := weftctlRun("install", "--tag", tag, "--pull-policy", "Never", "--timeout", "3m",
+		// Two replicas start together: both race to create the CA Secret.
+		"--replicas", "2"); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: weftctl install: %v\n%s", err, out)
 		dumpWeftLogs("install")
 		return 1
@@ -67,6 +69,13 @@ func run(m *testing.M) int {
 		if code == 0 {
 			code = 1
 		}
+	} else if left := weftLeftovers(); left != "" {
+		fmt.Fprintf(os.Stderr, "e2e: weftctl uninstall left objects behind:\n%s", left)
+		if code == 0 {
+			code = 1
+		}
+	} else {
+		fmt.Println("e2e: weftctl uninstall removed everything weft created")
 	}
 	return code
 }
@@ -101,6 +110,28 @@ func dumpWeftLogs(why string) {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "e2e: weft pod logs kept in %s\n", dir)
+}
+
+// weftLeftovers lists weft objects that survive an uninstall.
+func weftLeftovers() string {
+	ctx := context.Background()
+	var out bytes.Buffer
+	if _, err := kube.CoreV1().Namespaces().Get(ctx, weftNS, metav1.GetOptions{}); err == nil {
+		out.WriteString("namespace " + weftNS + "\n")
+	}
+	if _, err := kube.RbacV1().ClusterRoles().Get(ctx, "weft-controlplane", metav1.GetOptions{}); err == nil {
+		out.WriteString("clusterrole weft-controlplane\n")
+	}
+	if _, err := kube.RbacV1().ClusterRoleBindings().Get(ctx, "weft-controlplane", metav1.GetOptions{}); err == nil {
+		out.WriteString("clusterrolebinding weft-controlplane\n")
+	}
+	cms, err := kube.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=weft"})
+	if err == nil {
+		for _, cm := range cms.Items {
+			out.WriteString("configmap " + cm.Namespace + "/" + cm.Name + "\n")
+		}
+	}
+	return out.String()
 }
 
 func envOr(k, def string) string {
