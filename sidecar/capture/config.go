@@ -1,0 +1,204 @@
+package capture
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Names and ports the rule set depends on.
+const (
+	// TableName is the name of the one nftables table (family inet) Install
+	// creates and Remove deletes.
+	TableName = "weft"
+
+	DefaultInboundPort  uint16 = 15006
+	DefaultOutboundPort uint16 = 15001
+	DefaultProxyUID     uint32 = 1337
+
+	// AdminPort is the sidecar's admin listener (loopback only). Inbound
+	// connections to it are never redirected, whatever the Config says.
+	AdminPort uint16 = 15000
+	// HealthPort serves the kubelet's readiness probes on the pod IP.
+	// Inbound connections to it are never redirected, whatever the Config
+	// says.
+	HealthPort uint16 = 15020
+)
+
+// Config says what Install redirects. The zero value is not valid: start
+// from DefaultConfig.
+type Config struct {
+	InboundPort  uint16 // 15006: inbound TCP is redirected here
+	OutboundPort uint16 // 15001: outbound TCP is redirected here
+	ProxyUID     uint32 // 1337: connections from this UID are never captured
+
+	// IncludeInboundPorts limits inbound capture to these ports; nil or
+	// empty means every port.
+	IncludeInboundPorts []uint16
+	// ExcludeInboundPorts are never captured inbound. InboundPort,
+	// OutboundPort, AdminPort and HealthPort are always excluded as well;
+	// listing them is allowed and changes nothing.
+	ExcludeInboundPorts  []uint16
+	ExcludeOutboundPorts []uint16
+	// ExcludeOutboundCIDRs are destinations reached directly, not through
+	// the sidecar. Host bits are ignored (198.18.0.1/16 means
+	// 198.18.0.0/16).
+	ExcludeOutboundCIDRs []netip.Prefix
+
+	// Logger receives one Info record per successful Install; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the ports and UID of DESIGN.md with nothing excluded
+// beyond the sidecar's own ports.
+func DefaultConfig() Config {
+	return Config{
+		InboundPort:  DefaultInboundPort,
+		OutboundPort: DefaultOutboundPort,
+		ProxyUID:     DefaultProxyUID,
+	}
+}
+
+// Validate reports the first problem that would make the rule set wrong.
+// Install calls it.
+func (c Config) Validate() error {
+	switch {
+	case c.InboundPort == 0:
+		return errors.New("capture: InboundPort is 0 (the sidecar's inbound listener, normally 15006)")
+	case c.OutboundPort == 0:
+		return errors.New("capture: OutboundPort is 0 (the sidecar's outbound listener, normally 15001)")
+	case c.InboundPort == c.OutboundPort:
+		return fmt.Errorf("capture: InboundPort and OutboundPort are both %d", c.InboundPort)
+	case c.ProxyUID == 0:
+		return errors.New("capture: ProxyUID is 0: exempting root would leave every root process uncaptured (the sidecar runs as 1337)")
+	}
+	for _, p := range []struct {
+		name string
+		port uint16
+	}{{"InboundPort", c.InboundPort}, {"OutboundPort", c.OutboundPort}} {
+		switch p.port {
+		case AdminPort:
+			return fmt.Errorf("capture: %s %d is the sidecar's admin port", p.name, p.port)
+		case HealthPort:
+			return fmt.Errorf("capture: %s %d is the sidecar's health port", p.name, p.port)
+		}
+	}
+	for _, l := range []struct {
+		name  string
+		ports []uint16
+	}{
+		{"IncludeInboundPorts", c.IncludeInboundPorts},
+		{"ExcludeInboundPorts", c.ExcludeInboundPorts},
+		{"ExcludeOutboundPorts", c.ExcludeOutboundPorts},
+	} {
+		if slices.Contains(l.ports, 0) {
+			return fmt.Errorf("capture: %s: port 0 out of range 1-65535", l.name)
+		}
+	}
+	for _, p := range c.ExcludeOutboundCIDRs {
+		if !p.IsValid() {
+			return fmt.Errorf("capture: ExcludeOutboundCIDRs: invalid prefix %q", p.String())
+		}
+	}
+	return nil
+}
+
+// ParsePorts parses a comma-separated list of TCP ports such as "80,443"
+// (spaces around entries are allowed). It returns the ports sorted, without
+// duplicates. "" and "*" both return nil, which the Config fields read as
+// "all ports" (IncludeInboundPorts) or "no ports" (the Exclude lists).
+// Errors name the offending entry, e.g.
+// `capture: port "70000": out of range 1-65535`.
+func ParsePorts(s string) ([]uint16, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "*" {
+		return nil, nil
+	}
+	var ports []uint16
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		switch {
+		case item == "":
+			return nil, fmt.Errorf("capture: port list %q: empty entry", s)
+		case item == "*":
+			return nil, fmt.Errorf("capture: port list %q: \"*\" must be the whole list", s)
+		case strings.Trim(item, "0123456789") != "":
+			return nil, fmt.Errorf("capture: port %q: not a number", item)
+		}
+		n, err := strconv.ParseUint(item, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("capture: port %q: out of range 1-65535", item)
+		}
+		ports = append(ports, uint16(n))
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports), nil
+}
+
+// ParseCIDRs parses a comma-separated list of IPv4 and IPv6 prefixes such as
+// "198.18.0.0/15,2001:db8::/32"; a bare address means that one host (/32 or
+// /128). Host bits are cleared (198.18.0.1/16 becomes 198.18.0.0/16), an
+// IPv4-mapped IPv6 prefix becomes the IPv4 prefix it denotes, and the result
+// is sorted without duplicates. "" returns nil. "*" is refused: write
+// "0.0.0.0/0,::/0" to exclude every destination.
+func ParseCIDRs(s string) ([]netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	var out []netip.Prefix
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			return nil, fmt.Errorf("capture: CIDR list %q: empty entry", s)
+		}
+		p, err := parseCIDR(item)
+		if err != nil {
+			return nil, fmt.Errorf("capture: CIDR %q: %s", item, err)
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, comparePrefix)
+	return slices.Compact(out), nil
+}
+
+func parseCIDR(item string) (netip.Prefix, error) {
+	if item == "*" {
+		return netip.Prefix{}, errors.New(`"*" is not a prefix (write 0.0.0.0/0,::/0 to exclude every destination)`)
+	}
+	addrPart, bitsPart, hasBits := strings.Cut(item, "/")
+	addr, err := netip.ParseAddr(addrPart)
+	if err != nil {
+		return netip.Prefix{}, errors.New("not an IP address or prefix")
+	}
+	if addr.Zone() != "" {
+		return netip.Prefix{}, errors.New("zones are not allowed")
+	}
+	bits := addr.BitLen()
+	if hasBits {
+		if bitsPart == "" || strings.Trim(bitsPart, "0123456789") != "" {
+			return netip.Prefix{}, fmt.Errorf("prefix length %q is not a number", bitsPart)
+		}
+		n, err := strconv.Atoi(bitsPart)
+		if err != nil || n > addr.BitLen() {
+			return netip.Prefix{}, fmt.Errorf("prefix length %s out of range 0-%d", bitsPart, addr.BitLen())
+		}
+		bits = n
+	}
+	if addr.Is4In6() && bits >= 96 {
+		addr, bits = addr.Unmap(), bits-96
+	}
+	return netip.PrefixFrom(addr, bits).Masked(), nil
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}

@@ -1,0 +1,97 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"syscall"
+
+	"github.com/google/nftables"
+)
+
+func table() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+}
+
+// Install programs the capture rules into the network namespace of the
+// calling thread (in weft-init that is the pod's; a test that moved a locked
+// OS thread into another namespace gets that one). It validates cfg first.
+//
+// An existing weft table is replaced in the same netlink transaction that
+// builds the new one, so running Install again (a restarted init container)
+// leaves exactly one copy of the rules, and no packet sees an empty or
+// half-built table. Install needs CAP_NET_ADMIN in the namespace.
+func Install(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	// Not AsLasting: the netlink socket is opened inside Flush, on the
+	// calling thread, and so in its network namespace.
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("capture: open netlink: %w", err)
+	}
+	t := table()
+	// "add table; delete table; add table ..." in one batch: the first add
+	// makes the delete valid whether or not the table existed.
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	accept := nftables.ChainPolicyAccept
+	for _, ch := range buildChains(cfg) {
+		chain := c.AddChain(&nftables.Chain{
+			Name:     ch.name,
+			Table:    t,
+			Type:     nftables.ChainTypeNAT,
+			Hooknum:  ch.hooks,
+			Priority: nftables.ChainPriorityNATDest,
+			Policy:   &accept,
+		})
+		for _, r := range ch.rules {
+			c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: r.exprs, UserData: comment(r.comment)})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("capture: install table inet %s: %w%s", TableName, err, hint(err))
+	}
+	logger(cfg.Logger).Info("capture rules installed",
+		"table", "inet "+TableName,
+		"inbound_port", cfg.InboundPort, "outbound_port", cfg.OutboundPort, "proxy_uid", cfg.ProxyUID,
+		"include_inbound_ports", cfg.IncludeInboundPorts, "exclude_inbound_ports", cfg.ExcludeInboundPorts,
+		"exclude_outbound_ports", cfg.ExcludeOutboundPorts, "exclude_outbound_cidrs", cfg.ExcludeOutboundCIDRs)
+	return nil
+}
+
+// Remove deletes table inet weft from the calling thread's network namespace,
+// and nothing else. A namespace without the table is not an error.
+func Remove() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("capture: open netlink: %w", err)
+	}
+	t := table()
+	c.AddTable(t) // makes the delete valid when the table is absent
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("capture: remove table inet %s: %w%s", TableName, err, hint(err))
+	}
+	return nil
+}
+
+func hint(err error) string {
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return " (needs CAP_NET_ADMIN in the pod's network namespace)"
+	case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.EAFNOSUPPORT):
+		return " (does the kernel have nf_tables with inet nat and redir, Linux >= 5.2?)"
+	}
+	return ""
+}
+
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}
