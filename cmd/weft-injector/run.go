@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/injector"
+	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/sidecar/identity"
+)
+
+// run wires the injector: an SVID from the control plane's certificate
+// service (its serving certificate), the webhook's caBundle kept equal to
+// weft's roots, Events for skipped pods, and the HTTPS server.
+func run(ctx context.Context, o options, log *slog.Logger) error {
+	td, err := spiffeid.TrustDomainFromString(o.trustDomain)
+	if err != nil {
+		return fmt.Errorf("-trust-domain %q: %w", o.trustDomain, err)
+	}
+	if o.controlPlane == "" {
+		o.controlPlane = "weft-controlplane." + o.namespace + ".svc:15012"
+	}
+	kube, err := kubeClient(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	var native bool
+	switch o.nativeSidecar {
+	case "auto":
+		if native, err = injector.NativeSidecarSupported(kube.Discovery()); err != nil {
+			return err
+		}
+	case "true", "false":
+		native = o.nativeSidecar == "true"
+	default:
+		return fmt.Errorf("-native-sidecar %q: want auto, true or false", o.nativeSidecar)
+	}
+	inj, err := injector.New(injector.Config{
+		Version: version.Version, SidecarImage: o.sidecarImage, PullPolicy: corev1.PullPolicy(o.pullPolicy),
+		ControlPlaneAddr: o.controlPlane, TrustDomain: td.Name(), Namespace: o.namespace, NativeSidecar: native,
+		ProxyLogLevel: o.proxyLogLevel, Logger: log.With("room", "injector"),
+	})
+	if err != nil {
+		return err
+	}
+
+	// The control plane is verified against the mounted bundle, re-read at
+	// every handshake so that a rotated root (the kubelet refreshes the
+	// ConfigMap) is picked up on reconnect.
+	cpID, err := spiffeid.FromSegments(td, "ns", o.namespace, "sa", "weft-controlplane")
+	if err != nil {
+		return fmt.Errorf("control plane SPIFFE ID: %w", err)
+	}
+	creds := credentials.NewTLS(tlsconfig.TLSClientConfig(fileBundle(o.bundlePath), tlsconfig.AuthorizeID(cpID)))
+	conn, err := grpc.NewClient(o.controlPlane, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return fmt.Errorf("control plane %s: %w", o.controlPlane, err)
+	}
+	defer conn.Close()
+	svids, err := identity.New(identity.Config{
+		Client: certificatev1.NewCertificateServiceClient(conn), TokenPath: o.tokenPath, Logger: log.With("room", "identity"),
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() { _ = svids.Run(ctx) })
+	log.Info("waiting for the serving certificate", "controlPlane", o.controlPlane)
+	select {
+	case <-svids.Ready():
+	case <-ctx.Done():
+		return nil
+	}
+	if svid, err := svids.GetX509SVID(); err == nil {
+		log.Info("serving certificate obtained", "spiffeID", svid.ID.String(), "dns", svid.Certificates[0].DNSNames,
+			"notAfter", svid.Certificates[0].NotAfter)
+	}
+	renewed, unsubscribe := svids.Subscribe()
+	defer unsubscribe()
+
+	events := injector.NewKubeEvents(kube, o.podName, log.With("room", "events"))
+	wg.Go(func() { events.Run(ctx) })
+	wg.Go(func() {
+		injector.KeepCABundle(ctx, injector.CABundleConfig{
+			Client: kube, WebhookName: o.webhookConfig, Changed: renewed, Logger: log.With("room", "cabundle"),
+			Bundle: func() ([]byte, error) { return rootsPEM(svids, td) },
+		})
+	})
+	log.Info("weft-injector starting", "version", version.Version, "nativeSidecar", native, "sidecarImage", o.sidecarImage)
+	return injector.Serve(ctx, injector.ServerConfig{
+		Addr: o.addr, Injector: inj, Certificates: injector.SVIDCertificates(svids), Observer: events, Logger: log,
+	})
+}
+
+// rootsPEM is the trust domain's roots as src has them, as PEM: the
+// webhook's caBundle.
+func rootsPEM(src x509bundle.Source, td spiffeid.TrustDomain) ([]byte, error) {
+	b, err := src.GetX509BundleForTrustDomain(td)
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	for _, c := range b.X509Authorities() {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out, nil
+}
+
+// fileBundle reads the trust bundle from disk at every call.
+type fileBundle string
+
+func (f fileBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	return x509bundle.Load(td, string(f))
+}
+
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	rc.UserAgent = "weft-injector"
+	return kubernetes.NewForConfig(rc)
+}

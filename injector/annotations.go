@@ -1,0 +1,174 @@
+package injector
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Pod annotations (DESIGN.md, "Names"). Users set the first seven; the
+// injector writes the last two.
+const (
+	AnnotationInject               = "weft.dev/inject"
+	AnnotationExcludeInboundPorts  = "weft.dev/exclude-inbound-ports"
+	AnnotationExcludeOutboundPorts = "weft.dev/exclude-outbound-ports"
+	AnnotationExcludeOutboundCIDRs = "weft.dev/exclude-outbound-cidrs"
+	AnnotationProxyCPU             = "weft.dev/proxy-cpu"
+	AnnotationProxyMemory          = "weft.dev/proxy-memory"
+	AnnotationLogLevel             = "weft.dev/log-level"
+	AnnotationInjected             = "weft.dev/injected"
+	AnnotationProbes               = "weft.dev/probes"
+)
+
+const annotationPrefix = "weft.dev/"
+
+// Values of weft.dev/inject.
+const (
+	InjectEnabled  = "enabled"
+	InjectDisabled = "disabled"
+)
+
+// logLevels are the values weft.dev/log-level accepts.
+var logLevels = []string{"debug", "info", "warn", "error"}
+
+// options is what a pod's annotations ask for, validated and normalised.
+type options struct {
+	excludeInboundPorts  []string // always starts with the health port
+	excludeOutboundPorts []string
+	excludeOutboundCIDRs []string // canonical (masked) prefixes
+	cpu, memory          *resource.Quantity
+	logLevel             string
+}
+
+// parseAnnotations validates every weft.dev/ annotation of a pod. Unknown
+// keys under weft.dev/ are refused too: a misspelt exclusion silently
+// ignored would capture traffic the user meant to exclude (or the reverse).
+// All problems are reported, in key order, one "injector: annotation ..."
+// clause each.
+func parseAnnotations(ann map[string]string, defaultLogLevel string) (options, error) {
+	opts := options{excludeInboundPorts: []string{strconv.Itoa(HealthPort)}, logLevel: defaultLogLevel}
+	keys := make([]string, 0, len(ann))
+	for k := range ann {
+		if strings.HasPrefix(k, annotationPrefix) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	var problems []string
+	for _, k := range keys {
+		if err := opts.set(k, ann[k]); err != nil {
+			problems = append(problems, fmt.Sprintf("injector: annotation %s: %v", k, err))
+		}
+	}
+	if len(problems) > 0 {
+		return options{}, refusal(strings.Join(problems, "; "))
+	}
+	return opts, nil
+}
+
+// set validates one annotation and records it in o.
+func (o *options) set(key, value string) error {
+	var err error
+	switch key {
+	case AnnotationInject:
+		if value != InjectEnabled && value != InjectDisabled {
+			return fmt.Errorf("%q is not %s or %s", value, InjectEnabled, InjectDisabled)
+		}
+	case AnnotationExcludeInboundPorts:
+		var ports []string
+		ports, err = parsePorts(value)
+		for _, p := range ports {
+			if !slices.Contains(o.excludeInboundPorts, p) {
+				o.excludeInboundPorts = append(o.excludeInboundPorts, p)
+			}
+		}
+	case AnnotationExcludeOutboundPorts:
+		o.excludeOutboundPorts, err = parsePorts(value)
+	case AnnotationExcludeOutboundCIDRs:
+		o.excludeOutboundCIDRs, err = parseCIDRs(value)
+	case AnnotationProxyCPU:
+		o.cpu, err = parseQuantity(value)
+	case AnnotationProxyMemory:
+		o.memory, err = parseQuantity(value)
+	case AnnotationLogLevel:
+		if !slices.Contains(logLevels, value) {
+			return fmt.Errorf("%q is not one of %s", value, strings.Join(logLevels, ", "))
+		}
+		o.logLevel = value
+	case AnnotationInjected, AnnotationProbes:
+		// Written by the injector; overwritten on injection.
+	default:
+		return fmt.Errorf("unknown weft annotation (known: %s)", strings.Join(userAnnotations, ", "))
+	}
+	return err
+}
+
+var userAnnotations = []string{AnnotationInject, AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts,
+	AnnotationExcludeOutboundCIDRs, AnnotationProxyCPU, AnnotationProxyMemory, AnnotationLogLevel}
+
+// list splits a comma list, trimming blanks around items. An empty or
+// all-blank value is an empty list; an empty item between commas is not.
+func list(value string) ([]string, error) {
+	if strings.TrimSpace(value) == "" {
+		return nil, nil
+	}
+	items := strings.Split(value, ",")
+	for i, it := range items {
+		items[i] = strings.TrimSpace(it)
+		if items[i] == "" {
+			return nil, fmt.Errorf("%q has an empty item", value)
+		}
+	}
+	return items, nil
+}
+
+func parsePorts(value string) ([]string, error) {
+	items, err := list(value)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, it := range items {
+		n, err := strconv.Atoi(it)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%q is not a port (1-65535)", it)
+		}
+		if p := strconv.Itoa(n); !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func parseCIDRs(value string) ([]string, error) {
+	items, err := list(value)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, it := range items {
+		p, err := netip.ParsePrefix(it)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", it)
+		}
+		if s := p.Masked().String(); !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func parseQuantity(value string) (*resource.Quantity, error) {
+	q, err := resource.ParseQuantity(strings.TrimSpace(value))
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a quantity (like 100m, 1, 64Mi)", value)
+	}
+	if q.Sign() <= 0 {
+		return nil, fmt.Errorf("%q must be positive", value)
+	}
+	return &q, nil
+}

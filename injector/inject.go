@@ -1,0 +1,234 @@
+package injector
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	kjson "sigs.k8s.io/json"
+
+	"github.com/weftmesh/weft/internal/version"
+)
+
+// Config configures an [Injector]. Zero fields get the defaults noted.
+type Config struct {
+	// Version is recorded in weft.dev/injected; "" means weft's build version.
+	Version string
+	// SidecarImage runs weft-init and weft-proxy, e.g. "weft/weft-sidecar:dev". Required.
+	SidecarImage string
+	// PullPolicy of SidecarImage; "" means IfNotPresent.
+	PullPolicy corev1.PullPolicy
+	// ControlPlaneAddr is where weft-proxy reaches the control plane;
+	// "" means weft-controlplane.weft-system.svc:15012.
+	ControlPlaneAddr string
+	// TrustDomain of the mesh; "" means cluster.local.
+	TrustDomain string
+	// Namespace weft is installed in; never injected, nor is kube-system.
+	// "" means weft-system.
+	Namespace string
+	// NativeSidecar runs weft-proxy as an init container with
+	// restartPolicy Always. The caller decides it from the API server's
+	// version (see [NativeSidecarSupported]): Kubernetes >= 1.29.
+	NativeSidecar bool
+	// ProxyResources are weft-proxy's resources unless a pod's annotations
+	// say otherwise; zero means [DefaultProxyResources].
+	ProxyResources corev1.ResourceRequirements
+	// ProxyLogLevel is weft-proxy's log level unless weft.dev/log-level
+	// says otherwise; "" means info.
+	ProxyLogLevel string
+	// Logger receives one line per decision; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultProxyResources: a small request so that meshing a namespace does
+// not exhaust its quota, a memory limit so that a leaking proxy is
+// restarted rather than starving the node, and no CPU limit (CFS
+// throttling would add latency to every request of the app).
+func DefaultProxyResources() corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+	}
+}
+
+// Injector decides, for one admission request, whether and how to inject
+// a pod. It holds no state beyond its Config and is safe for concurrent use.
+type Injector struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New checks cfg and fills in defaults.
+func New(cfg Config) (*Injector, error) {
+	if cfg.SidecarImage == "" {
+		return nil, errors.New("injector: Config.SidecarImage is required")
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&cfg.Version, version.Version)
+	def(&cfg.ControlPlaneAddr, "weft-controlplane.weft-system.svc:15012")
+	def(&cfg.TrustDomain, "cluster.local")
+	def(&cfg.Namespace, "weft-system")
+	def(&cfg.ProxyLogLevel, "info")
+	if cfg.PullPolicy == "" {
+		cfg.PullPolicy = corev1.PullIfNotPresent
+	}
+	if _, err := spiffeid.TrustDomainFromString(cfg.TrustDomain); err != nil {
+		return nil, fmt.Errorf("injector: Config.TrustDomain %q: %w", cfg.TrustDomain, err)
+	}
+	if !slices.Contains(logLevels, cfg.ProxyLogLevel) {
+		return nil, fmt.Errorf("injector: Config.ProxyLogLevel %q is not one of %v", cfg.ProxyLogLevel, logLevels)
+	}
+	if cfg.ProxyResources.Requests == nil && cfg.ProxyResources.Limits == nil {
+		cfg.ProxyResources = DefaultProxyResources()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Injector{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Action is what the injector did with a request.
+type Action string
+
+const (
+	Injected  Action = "injected"  // allowed with a patch
+	Skipped   Action = "skipped"   // a pod create left alone: allowed, no patch
+	Refused   Action = "refused"   // a pod create denied: a weft annotation or the pod is invalid
+	Ignored   Action = "ignored"   // not a pod create: allowed, no patch
+	Malformed Action = "malformed" // the request itself is broken: denied
+)
+
+// Outcome says what happened to one request, for logs and Events.
+type Outcome struct {
+	Action    Action
+	Reason    string      // why, for every action but Injected
+	Namespace string      // the request's namespace
+	Pod       *corev1.Pod // the pod as received, when it could be decoded
+	DryRun    bool        // the request changes nothing: record no Event
+}
+
+// refusal is an error that denies the pod with its message.
+type refusal string
+
+func (r refusal) Error() string { return string(r) }
+
+// Review answers an AdmissionReview (admission.k8s.io/v1) given as JSON.
+// It always returns a review with a response: a body it cannot use is
+// denied with a message saying why.
+func (i *Injector) Review(body []byte) (*admissionv1.AdmissionReview, Outcome) {
+	out := &admissionv1.AdmissionReview{TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}}
+	var in admissionv1.AdmissionReview
+	var o Outcome
+	switch err := kjson.UnmarshalCaseSensitivePreserveInts(body, &in); {
+	case err != nil:
+		out.Response, o = i.malformed(fmt.Sprintf("injector: request body is not an AdmissionReview: %v", err))
+	case in.APIVersion != "admission.k8s.io/v1" || in.Kind != "AdmissionReview":
+		out.Response, o = i.malformed(fmt.Sprintf("injector: got apiVersion %q kind %q, want admission.k8s.io/v1 AdmissionReview", in.APIVersion, in.Kind))
+	case in.Request == nil:
+		out.Response, o = i.malformed("injector: AdmissionReview has no request")
+	default:
+		out.Response, o = i.Admit(in.Request)
+	}
+	if in.Request != nil {
+		out.Response.UID = in.Request.UID
+	}
+	return out, o
+}
+
+var podResource = metav1.GroupVersionResource{Group: "", Version: "v1", Resource: "pods"}
+
+// Admit answers one admission request.
+func (i *Injector) Admit(req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Outcome) {
+	if req == nil {
+		return i.malformed("injector: AdmissionReview has no request")
+	}
+	if req.Operation != admissionv1.Create || req.Resource != podResource || req.SubResource != "" {
+		i.log.Debug("ignored", "operation", req.Operation, "resource", req.Resource.String(), "subResource", req.SubResource)
+		return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true},
+			Outcome{Action: Ignored, Reason: "not a pod create", Namespace: req.Namespace}
+	}
+	pod := &corev1.Pod{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, pod); err != nil {
+		resp, o := i.malformed(fmt.Sprintf("injector: request object is not a Pod: %v", err))
+		resp.UID = req.UID
+		return resp, o
+	}
+	ns := req.Namespace
+	if ns == "" {
+		ns = pod.Namespace
+	}
+	o := Outcome{Namespace: ns, Pod: pod, DryRun: req.DryRun != nil && *req.DryRun}
+	log := i.log.With("namespace", ns, "pod", podName(pod), "uid", req.UID)
+	if reason := i.skipReason(ns, pod); reason != "" {
+		log.Info("skipped", "reason", reason)
+		o.Action, o.Reason = Skipped, reason
+		return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}, o
+	}
+	patch, summary, err := i.inject(pod)
+	if err != nil {
+		log.Info("refused", "reason", err.Error())
+		o.Action, o.Reason = Refused, err.Error()
+		return deny(req.UID, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, err.Error()), o
+	}
+	b, err := json.Marshal(patch)
+	if err != nil { // cannot happen: the patch holds only API types
+		o.Action, o.Reason = Refused, err.Error()
+		return deny(req.UID, http.StatusInternalServerError, metav1.StatusReasonInternalError, "injector: encode patch: "+err.Error()), o
+	}
+	log.Info("injected", "native", summary.Native, "probesRewritten", summary.ProbesRewritten, "patchOps", len(patch))
+	pt := admissionv1.PatchTypeJSONPatch
+	o.Action = Injected
+	return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true, Patch: b, PatchType: &pt}, o
+}
+
+// skipReason says why a pod is left alone, or "" to inject it.
+func (i *Injector) skipReason(ns string, pod *corev1.Pod) string {
+	switch {
+	case ns == metav1.NamespaceSystem || ns == i.cfg.Namespace:
+		return fmt.Sprintf("namespace %s is never injected", ns)
+	case pod.Annotations[AnnotationInject] == InjectDisabled:
+		return fmt.Sprintf("annotation %s: %s", AnnotationInject, InjectDisabled)
+	case pod.Spec.HostNetwork:
+		return "the pod uses hostNetwork: capture rules would apply to the node"
+	case hasContainer(pod, ProxyName):
+		return fmt.Sprintf("already injected: the pod has a %s container", ProxyName)
+	}
+	return ""
+}
+
+func (i *Injector) malformed(msg string) (*admissionv1.AdmissionResponse, Outcome) {
+	i.log.Warn("malformed request", "reason", msg)
+	return deny("", http.StatusBadRequest, metav1.StatusReasonBadRequest, msg), Outcome{Action: Malformed, Reason: msg}
+}
+
+func deny(uid types.UID, code int32, reason metav1.StatusReason, msg string) *admissionv1.AdmissionResponse {
+	return &admissionv1.AdmissionResponse{UID: uid, Allowed: false,
+		Result: &metav1.Status{Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg}}
+}
+
+func hasContainer(pod *corev1.Pod, name string) bool {
+	is := func(c corev1.Container) bool { return c.Name == name }
+	return slices.ContainsFunc(pod.Spec.Containers, is) || slices.ContainsFunc(pod.Spec.InitContainers, is)
+}
+
+// podName names a pod for logs: at creation, a controller's pod often has
+// only a generateName.
+func podName(pod *corev1.Pod) string {
+	if pod.Name != "" {
+		return pod.Name
+	}
+	return pod.GenerateName + "*"
+}
