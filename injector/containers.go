@@ -35,7 +35,9 @@ const (
 
 	// SocketEnv tells SPIFFE libraries (go-spiffe, java-spiffe, py-spiffe)
 	// in the app containers where the Workload API is.
-	SocketEnv   = "SPIFFE_ENDPOINT_SOCKET"
+	SocketEnv = "SPIFFE_ENDPOINT_SOCKET"
+	// ProbesEnv hands weft-proxy the weft.dev/probes annotation.
+	ProbesEnv   = "WEFT_APP_PROBES"
 	SocketValue = "unix://" + WorkloadDir + "/socket"
 )
 
@@ -117,6 +119,9 @@ func (i *Injector) proxyContainer(o options) corev1.Container {
 			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 			fieldEnv("POD_IP", "status.podIP"),
 			fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+			// The app's original probes, which weft-proxy runs for the
+			// kubelet on /app-health/...; empty when none were rewritten.
+			fieldEnv(ProbesEnv, "metadata.annotations['"+AnnotationProbes+"']"),
 		},
 		Ports: []corev1.ContainerPort{{Name: "weft-health", ContainerPort: HealthPort, Protocol: corev1.ProtocolTCP}},
 		// Up to 5 minutes to obtain the first SVID, polled every second so

@@ -36,6 +36,9 @@ type Config struct {
 	HealthAddr     string // ":15020"
 	PodName        string
 	PodNamespace   string
+	// AppProbes is the JSON of the app's original probes (WEFT_APP_PROBES,
+	// from the weft.dev/probes annotation); served on /app-health/.
+	AppProbes string
 	// DrainTimeout bounds how long SIGTERM waits for in-flight work.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
@@ -103,6 +106,10 @@ func Run(ctx context.Context, cfg Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(identityCollector{ids})
 
+	probes, err := parseAppProbes(cfg.AppProbes)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", cfg.HealthAddr)
 	if err != nil {
 		return fmt.Errorf("sidecar: listen %s: %w", cfg.HealthAddr, err)
@@ -116,6 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/app-health/", appHealth{probes: probes, host: "127.0.0.1"})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	runCtx, cancel := context.WithCancel(context.Background())

@@ -13,6 +13,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 )
 
@@ -51,7 +52,18 @@ func TestInjection(t *testing.T) {
 	namespace(t, plain, nil)
 	ctx := context.Background()
 
-	tmpl := testappPod("web", nil, "svid")
+	// The app serves HTTP with a readiness probe on a named port (rewritten
+	// to go through weft-proxy's 15020); a second container reads the pod's
+	// SVID from the Workload API.
+	tmpl := testappPod("web", nil, "serve", "-addr", ":8080")
+	tmpl.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	tmpl.Spec.Containers[0].ReadinessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http")}},
+		PeriodSeconds: 1,
+	}
+	svidC := tmpl.Spec.Containers[0]
+	svidC.Name, svidC.Command, svidC.Ports, svidC.ReadinessProbe = "svid", []string{"/usr/local/bin/testapp", "svid"}, nil, nil
+	tmpl.Spec.Containers = append(tmpl.Spec.Containers, svidC)
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "web"},
 		Spec: appsv1.DeploymentSpec{
@@ -95,8 +107,15 @@ func TestInjection(t *testing.T) {
 	}
 	want := "SVID spiffe://cluster.local/ns/e2e-inject/sa/default "
 	waitFor(t, time.Minute, "the app to read its SVID", func(context.Context) (bool, error) {
-		return strings.Contains(logs(t, ns, pod.Name, "app"), want), nil
+		return strings.Contains(logs(t, ns, pod.Name, "svid"), want), nil
 	})
+	// The readiness probe was rewritten and answered through weft-proxy.
+	if p := pod.Spec.Containers[0].ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Port.IntValue() != 15020 || p.HTTPGet.Path != "/app-health/app/readyz" {
+		t.Fatalf("readiness probe not rewritten: %+v", p)
+	}
+	if !strings.Contains(logs(t, ns, pod.Name, "app"), `request GET /ready`) {
+		t.Fatalf("the app never saw its readiness probe:\n%s", logs(t, ns, pod.Name, "app"))
+	}
 
 	// Injecting an injected pod changes nothing: the same spec created
 	// again comes back with exactly one weft-init and one weft-proxy.

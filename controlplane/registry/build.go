@@ -1,0 +1,368 @@
+package registry
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
+)
+
+// Names the model depends on (DESIGN.md: names).
+const (
+	proxyContainer = "weft-proxy"
+	injectLabel    = "weft.dev/inject"
+	injectEnabled  = "enabled"
+)
+
+// state is everything a snapshot is built from: the informers' caches.
+type state struct {
+	td              spiffeid.TrustDomain
+	services        []*corev1.Service
+	slices          []*discoveryv1.EndpointSlice
+	pods            []*corev1.Pod
+	namespaces      []*corev1.Namespace
+	serviceAccounts []*corev1.ServiceAccount
+	meshConfigs     []*unstructured.Unstructured
+	mtlsPolicies    []*unstructured.Unstructured
+	authzPolicies   []*unstructured.Unstructured
+	egressPolicies  []*unstructured.Unstructured
+}
+
+// verdict is what the control plane says about one weft object: the status
+// it should carry.
+type verdict struct {
+	gvr        schema.GroupVersionResource
+	kind       string
+	obj        *unstructured.Unstructured
+	accepted   bool
+	reason     string
+	message    string
+	generation int64
+}
+
+// build turns the state into a snapshot (Version 0, not yet indexed: see
+// index) and the verdicts on weft's objects. It is pure: same state, same
+// result.
+func build(st *state) (*Snapshot, []verdict) {
+	s := &Snapshot{Mesh: defaultMeshConfig(st.td)}
+	var verdicts []verdict
+	judge := func(gvr schema.GroupVersionResource, kind string, u *unstructured.Unstructured, bad *invalid) {
+		v := verdict{gvr: gvr, kind: kind, obj: u, accepted: bad == nil, generation: u.GetGeneration(),
+			reason: v1alpha1.ReasonAccepted, message: kind + " is in force"}
+		if bad != nil {
+			v.reason, v.message = bad.reason, bad.message
+			s.Rejected = append(s.Rejected, Rejected{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName(),
+				Generation: u.GetGeneration(), Reason: bad.reason, Message: bad.message})
+		}
+		verdicts = append(verdicts, v)
+	}
+
+	idOf := &ids{td: st.td, cache: map[Key]spiffeid.ID{}}
+	pods := make(map[Key]*Workload, len(st.pods))
+	s.Workloads = make([]*Workload, 0, len(st.pods))
+	for _, p := range st.pods {
+		if finished(p) {
+			continue
+		}
+		w := workload(p, idOf)
+		pods[Key{p.Namespace, p.Name}] = w
+		s.Workloads = append(s.Workloads, w)
+	}
+	for _, ns := range st.namespaces {
+		s.Namespaces = append(s.Namespaces, Namespace{Name: ns.Name, Labels: ns.Labels, Injection: ns.Labels[injectLabel] == injectEnabled})
+	}
+	for _, sa := range st.serviceAccounts {
+		s.ServiceAccounts = append(s.ServiceAccounts, ServiceAccount{Namespace: sa.Namespace, Name: sa.Name, ID: idOf.of(sa.Namespace, sa.Name)})
+	}
+	slicesBySvc := map[Key][]*discoveryv1.EndpointSlice{}
+	for _, es := range st.slices {
+		if name := es.Labels[discoveryv1.LabelServiceName]; name != "" {
+			k := Key{es.Namespace, name}
+			slicesBySvc[k] = append(slicesBySvc[k], es)
+		}
+	}
+	for _, svc := range st.services {
+		s.Services = append(s.Services, service(svc, slicesBySvc[Key{svc.Namespace, svc.Name}], pods))
+	}
+
+	for _, u := range st.meshConfigs {
+		var mc v1alpha1.MeshConfig
+		bad := decode(u, &mc)
+		var cfg MeshConfig
+		if bad == nil {
+			cfg, bad = meshConfig(&mc, st.td)
+		}
+		if bad == nil {
+			s.Mesh = cfg
+		}
+		judge(v1alpha1.MeshConfigResource, v1alpha1.MeshConfigKind, u, bad)
+	}
+	for _, u := range st.mtlsPolicies {
+		var p v1alpha1.MTLSPolicy
+		bad := decode(u, &p)
+		var out *MTLSPolicy
+		if bad == nil {
+			out, bad = mtlsPolicy(&p)
+		}
+		if bad == nil {
+			s.MTLSPolicies = append(s.MTLSPolicies, out)
+		}
+		judge(v1alpha1.MTLSPolicyResource, v1alpha1.MTLSPolicyKind, u, bad)
+	}
+	for _, u := range st.authzPolicies {
+		var p v1alpha1.AuthorizationPolicy
+		bad := decode(u, &p)
+		var out *AuthorizationPolicy
+		if bad == nil {
+			out, bad = authorizationPolicy(&p, st.td)
+		}
+		if bad == nil {
+			s.AuthorizationPolicies = append(s.AuthorizationPolicies, out)
+		}
+		judge(v1alpha1.AuthorizationPolicyResource, v1alpha1.AuthorizationPolicyKind, u, bad)
+	}
+	for _, u := range st.egressPolicies {
+		var p v1alpha1.EgressPolicy
+		bad := decode(u, &p)
+		var out *EgressPolicy
+		if bad == nil {
+			out, bad = egressPolicy(&p)
+		}
+		if bad == nil {
+			s.EgressPolicies = append(s.EgressPolicies, out)
+		}
+		judge(v1alpha1.EgressPolicyResource, v1alpha1.EgressPolicyKind, u, bad)
+	}
+
+	s.sort()
+	return s, verdicts
+}
+
+func (s *Snapshot) sort() {
+	byKey := func(ns1, n1, ns2, n2 string) int { return cmp.Or(cmp.Compare(ns1, ns2), cmp.Compare(n1, n2)) }
+	slices.SortFunc(s.Namespaces, func(a, b Namespace) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(s.ServiceAccounts, func(a, b ServiceAccount) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(s.Services, func(a, b *Service) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(s.Workloads, func(a, b *Workload) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
+	// Oldest first within a namespace: the oldest matching MTLSPolicy wins.
+	slices.SortFunc(s.MTLSPolicies, func(a, b *MTLSPolicy) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), a.Created.Compare(b.Created), cmp.Compare(a.Name, b.Name))
+	})
+	slices.SortFunc(s.AuthorizationPolicies, func(a, b *AuthorizationPolicy) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(s.EgressPolicies, func(a, b *EgressPolicy) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(s.Rejected, func(a, b Rejected) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), byKey(a.Namespace, a.Name, b.Namespace, b.Name))
+	})
+}
+
+func (s *Snapshot) index() {
+	s.idx = index{
+		services:   make(map[Key]*Service, len(s.Services)),
+		byNS:       map[string][]*Service{},
+		workloads:  make(map[Key]*Workload, len(s.Workloads)),
+		podIPs:     make(map[netip.Addr]*Workload, len(s.Workloads)),
+		clusterIPs: map[netip.AddrPort]serviceAddr{},
+		namespaces: make(map[string]*Namespace, len(s.Namespaces)),
+	}
+	for i := range s.Namespaces {
+		s.idx.namespaces[s.Namespaces[i].Name] = &s.Namespaces[i]
+	}
+	for _, svc := range s.Services {
+		s.idx.services[Key{svc.Namespace, svc.Name}] = svc
+		s.idx.byNS[svc.Namespace] = append(s.idx.byNS[svc.Namespace], svc)
+		for _, ip := range svc.ClusterIPs {
+			for i, p := range svc.Ports {
+				if p.Protocol == string(corev1.ProtocolTCP) {
+					s.idx.clusterIPs[netip.AddrPortFrom(ip, p.Port)] = serviceAddr{svc, i}
+				}
+			}
+		}
+	}
+	for _, w := range s.Workloads {
+		s.idx.workloads[w.Key()] = w
+		if w.HostNetwork {
+			continue
+		}
+		for _, ip := range w.IPs {
+			s.idx.podIPs[ip] = w
+		}
+	}
+}
+
+func finished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+// ids makes workload IDs, each once per build.
+type ids struct {
+	td    spiffeid.TrustDomain
+	cache map[Key]spiffeid.ID
+}
+
+func (c *ids) of(ns, sa string) spiffeid.ID {
+	k := Key{ns, sa}
+	id, ok := c.cache[k]
+	if !ok {
+		id = workloadID(c.td, ns, sa)
+		c.cache[k] = id
+	}
+	return id
+}
+
+func workloadID(td spiffeid.TrustDomain, ns, sa string) spiffeid.ID {
+	id, err := spiffeid.FromSegments(td, "ns", ns, "sa", sa)
+	if err != nil {
+		return spiffeid.ID{} // not reachable for names the API server accepts
+	}
+	return id
+}
+
+func serviceAccountOf(p *corev1.Pod) string { return cmp.Or(p.Spec.ServiceAccountName, "default") }
+
+func injected(p *corev1.Pod) bool {
+	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for i := range cs {
+			if cs[i].Name == proxyContainer {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func workload(p *corev1.Pod, idOf *ids) *Workload {
+	w := &Workload{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID), Labels: p.Labels,
+		ServiceAccount: serviceAccountOf(p), Injected: injected(p), HostNetwork: p.Spec.HostNetwork, NodeName: p.Spec.NodeName}
+	w.Identity = idOf.of(p.Namespace, w.ServiceAccount)
+	for _, pip := range p.Status.PodIPs {
+		if a, err := netip.ParseAddr(pip.IP); err == nil && !slices.Contains(w.IPs, a.Unmap()) {
+			w.IPs = append(w.IPs, a.Unmap())
+		}
+	}
+	if len(w.IPs) == 0 && p.Status.PodIP != "" {
+		if a, err := netip.ParseAddr(p.Status.PodIP); err == nil {
+			w.IPs = append(w.IPs, a.Unmap())
+		}
+	}
+	return w
+}
+
+func service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, pods map[Key]*Workload) *Service {
+	out := &Service{Namespace: svc.Namespace, Name: svc.Name, Type: string(svc.Spec.Type), ExternalName: svc.Spec.ExternalName}
+	if out.Type == "" {
+		out.Type = string(corev1.ServiceTypeClusterIP)
+	}
+	if len(svc.Spec.Selector) > 0 {
+		out.Selector = svc.Spec.Selector
+	}
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err == nil { // "None" for headless
+			out.ClusterIPs = append(out.ClusterIPs, a.Unmap())
+		}
+	}
+	for _, p := range svc.Spec.Ports {
+		sp := ServicePort{Name: p.Name, Port: uint16(p.Port), Protocol: cmp.Or(string(p.Protocol), string(corev1.ProtocolTCP)),
+			AppProtocol: appProtocol(p.Name, p.AppProtocol)}
+		if p.TargetPort.StrVal != "" {
+			sp.TargetPortName = p.TargetPort.StrVal
+		} else {
+			sp.TargetPort = uint16(cmp.Or(p.TargetPort.IntVal, p.Port))
+		}
+		out.Ports = append(out.Ports, sp)
+	}
+
+	// Endpoints, one per address: the same address may appear in two slices
+	// while the EndpointSlice controller moves it; a ready entry wins.
+	slices.SortFunc(eps, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
+	seen := map[netip.Addr]int{}
+	for _, es := range eps {
+		if es.AddressType == discoveryv1.AddressTypeFQDN {
+			continue
+		}
+		var ports []EndpointPort
+		for _, p := range es.Ports {
+			if p.Port == nil {
+				continue
+			}
+			ports = append(ports, EndpointPort{Name: deref(p.Name), Port: uint16(*p.Port), Protocol: string(deref(p.Protocol))})
+		}
+		slices.SortFunc(ports, func(a, b EndpointPort) int { return cmp.Compare(a.Name, b.Name) })
+		for _, e := range es.Endpoints {
+			ep := Endpoint{Ports: ports, NodeName: deref(e.NodeName),
+				Ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
+				Serving:     e.Conditions.Serving == nil || *e.Conditions.Serving,
+				Terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating}
+			if ep.Terminating && e.Conditions.Ready == nil {
+				ep.Ready = false // the API's rule: ready is never true for a terminating endpoint
+			}
+			if ref := e.TargetRef; ref != nil && ref.Kind == "Pod" {
+				ns := cmp.Or(ref.Namespace, es.Namespace)
+				if w, ok := pods[Key{ns, ref.Name}]; ok {
+					ep.Pod = &Key{ns, ref.Name}
+					ep.Identity = w.Identity
+					ep.Injected = w.Injected
+				}
+			}
+			for _, addr := range e.Addresses {
+				a, err := netip.ParseAddr(addr)
+				if err != nil {
+					continue
+				}
+				ep.Address = a.Unmap()
+				if i, dup := seen[ep.Address]; dup {
+					if !out.Endpoints[i].Ready && ep.Ready {
+						out.Endpoints[i] = ep
+					}
+					continue
+				}
+				seen[ep.Address] = len(out.Endpoints)
+				out.Endpoints = append(out.Endpoints, ep)
+			}
+		}
+	}
+	slices.SortFunc(out.Endpoints, func(a, b Endpoint) int { return a.Address.Compare(b.Address) })
+	for _, e := range out.Endpoints {
+		if !e.Identity.IsZero() {
+			out.Identities = append(out.Identities, e.Identity)
+		}
+	}
+	slices.SortFunc(out.Identities, func(a, b spiffeid.ID) int { return strings.Compare(a.String(), b.String()) })
+	out.Identities = slices.Compact(out.Identities)
+	return out
+}
+
+// knownAppProtocols maps appProtocol values and port-name prefixes.
+var knownAppProtocols = map[string]AppProtocol{
+	"http": AppProtocolHTTP, "http2": AppProtocolHTTP2, "kubernetes.io/h2c": AppProtocolHTTP2,
+	"grpc": AppProtocolGRPC, "tcp": AppProtocolTCP, "tls": AppProtocolTLS, "https": AppProtocolTLS,
+}
+
+// appProtocol follows Kubernetes' appProtocol, then Istio's port-name
+// convention ("http", "http-web", "grpc-api", "tcp-db", "tls-x").
+func appProtocol(name string, ap *string) AppProtocol {
+	if ap != nil && *ap != "" {
+		return knownAppProtocols[strings.ToLower(*ap)]
+	}
+	prefix, _, _ := strings.Cut(strings.ToLower(name), "-")
+	return knownAppProtocols[prefix]
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

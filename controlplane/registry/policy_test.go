@@ -1,0 +1,249 @@
+package registry
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("cluster.local")
+
+// buildWith builds a snapshot from weft objects alone (plus demo pods).
+func buildWith(t *testing.T, objs ...string) *Snapshot {
+	t.Helper()
+	st := &state{td: td}
+	st.pods = append(st.pods, pod("shop", "web-1", "web", "10.0.0.11", true, map[string]string{"app": "web", "tier": "front"}),
+		pod("shop", "db-0", "db", "10.0.0.21", true, map[string]string{"app": "db"}))
+	for i, y := range objs {
+		u := weftObject(t, y)
+		u.SetCreationTimestamp(metav1.NewTime(time.Date(2026, 1, 1, 0, i, 0, 0, time.UTC)))
+		into := map[string]*[]*unstructured.Unstructured{
+			v1alpha1.MeshConfigKind: &st.meshConfigs, v1alpha1.MTLSPolicyKind: &st.mtlsPolicies,
+			v1alpha1.AuthorizationPolicyKind: &st.authzPolicies, v1alpha1.EgressPolicyKind: &st.egressPolicies,
+		}[u.GetKind()]
+		*into = append(*into, u)
+	}
+	s, _ := build(st)
+	s.index()
+	return s
+}
+
+func TestValidationRejects(t *testing.T) {
+	for _, tc := range []struct{ name, obj, want string }{
+		{"selector operator", `kind: MTLSPolicy
+metadata: {name: x, namespace: shop}
+spec: {mode: STRICT, selector: {matchExpressions: [{key: app, operator: Near, values: [a]}]}}`, `spec.selector: "Near" is not a valid label selector operator`},
+		{"mtls mode", `kind: MTLSPolicy
+metadata: {name: x, namespace: shop}
+spec: {mode: strict}`, `spec.mode "strict" is not STRICT or PERMISSIVE`},
+		{"port key", `kind: MTLSPolicy
+metadata: {name: x, namespace: shop}
+spec: {mode: STRICT, portLevelMtls: {"70000": PERMISSIVE}}`, `spec.portLevelMtls[70000]: port 70000 is not in 1-65535`},
+		{"principal not spiffe", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{from: [{principals: ["web"]}]}]}`, `spec.rules[0].from[0].principals[0] "web" is not a SPIFFE ID: scheme is missing or invalid`},
+		{"principal other trust domain", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{from: [{principals: ["spiffe://evil.example/ns/a/sa/b"]}]}]}`, `spec.rules[0].from[0].principals[0] "spiffe://evil.example/ns/a/sa/b" is not in the mesh's trust domain "cluster.local"`},
+		{"prefix without slash", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{from: [{principals: ["spiffe://cluster.local*"]}]}]}`, `is not in the mesh's trust domain`},
+		{"bad service account", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{from: [{serviceAccounts: ["ops"]}]}]}`, `spec.rules[0].from[0].serviceAccounts[0] "ops" is not <namespace>/<service-account>`},
+		{"empty source", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{from: [{}]}]}`, `spec.rules[0].from[0]: needs principals, namespaces or serviceAccounts`},
+		{"duplicate rules", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{ports: [80]}]}, {to: [{ports: [80]}]}]}`, `spec.rules[1] duplicates spec.rules[0]`},
+		{"action", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {action: AUDIT}`, `spec.action "AUDIT" is not ALLOW or DENY`},
+		{"egress no destination", `kind: EgressPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{ports: [{number: 443, protocol: TLS}]}]}`, `spec.rules[0]: needs at least one of hosts or cidrs`},
+		{"egress host", `kind: EgressPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{hosts: ["API.example.com"]}]}`, `spec.rules[0].hosts[0] "API.example.com" is not a lowercase DNS name or a *. wildcard`},
+		{"egress cidr", `kind: EgressPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{cidrs: ["10.0.0.0/40"]}]}`, `spec.rules[0].cidrs[0] "10.0.0.0/40" is not a CIDR`},
+		{"egress host on tcp", `kind: EgressPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{hosts: [db.example.com], ports: [{number: 5432, protocol: TCP}]}]}`, `spec.rules[0].ports[0]: hosts cannot be matched on TCP port 5432`},
+		{"egress duplicate", `kind: EgressPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{hosts: [a.example], action: Allow}, {hosts: [a.example], action: Allow}]}`, `spec.rules[1] duplicates spec.rules[0]`},
+		{"egress no rules", `kind: EgressPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: []}`, `spec.rules: at least one rule is required`},
+		{"undecodable", `kind: EgressPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: "all"}`, `cannot decode`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := buildWith(t, tc.obj)
+			if len(s.Rejected) != 1 {
+				t.Fatalf("rejected %+v, want one", s.Rejected)
+			}
+			if r := s.Rejected[0]; !strings.Contains(r.Message, tc.want) || r.Reason != v1alpha1.ReasonInvalid {
+				t.Fatalf("rejected %s: %s, want %q", r.Reason, r.Message, tc.want)
+			}
+		})
+	}
+}
+
+func TestPoliciesFor(t *testing.T) {
+	s := buildWith(t,
+		`kind: MTLSPolicy
+metadata: {name: ns-permissive, namespace: shop}
+spec: {mode: PERMISSIVE}`,
+		`kind: MTLSPolicy
+metadata: {name: db-strict, namespace: shop}
+spec: {mode: STRICT, selector: {matchLabels: {app: db}}, portLevelMtls: {"9187": PERMISSIVE}}`,
+		`kind: MTLSPolicy
+metadata: {name: db-younger, namespace: shop}
+spec: {mode: PERMISSIVE, selector: {matchLabels: {app: db}}}`,
+		`kind: AuthorizationPolicy
+metadata: {name: allow-front, namespace: shop}
+spec:
+  selector: {matchLabels: {app: db}}
+  rules: [{from: [{namespaces: [shop], serviceAccounts: [shop/web]}], to: [{ports: [5432]}]}]`,
+		`kind: AuthorizationPolicy
+metadata: {name: deny-ops, namespace: shop}
+spec:
+  action: DENY
+  rules: [{from: [{principals: ["spiffe://cluster.local/ns/ops/*"]}]}]`,
+		`kind: AuthorizationPolicy
+metadata: {name: other-ns, namespace: ops}
+spec: {}`,
+		`kind: EgressPolicy
+metadata: {name: web-out, namespace: shop}
+spec: {serviceAccounts: [web], mode: Audit, rules: [{hosts: ["*.example.com"], ports: [{number: 443, protocol: TLS}]}, {cidrs: ["203.0.113.9/24"], action: Deny}]}`,
+	)
+	if len(s.Rejected) != 0 {
+		t.Fatalf("rejected %+v", s.Rejected)
+	}
+	web, _ := s.Workload("shop", "web-1")
+	db, _ := s.Workload("shop", "db-0")
+
+	wp, dp := s.PoliciesFor(web), s.PoliciesFor(db)
+	if wp.MTLS.Policy.Name != "ns-permissive" || wp.MTLS.ModeFor(8080) != v1alpha1.MTLSPermissive {
+		t.Errorf("web mTLS %+v", wp.MTLS)
+	}
+	if dp.MTLS.Policy.Name != "db-strict" || dp.MTLS.ModeFor(5432) != v1alpha1.MTLSStrict || dp.MTLS.ModeFor(9187) != v1alpha1.MTLSPermissive {
+		t.Errorf("db mTLS %+v (want the oldest selector policy, port 9187 PERMISSIVE)", dp.MTLS)
+	}
+	if n := names(dp.Authorization); n != "deny-ops,allow-front" {
+		t.Errorf("db authorization policies %s, want deny first", n)
+	}
+	if n := names(wp.Authorization); n != "deny-ops" {
+		t.Errorf("web authorization policies %s", n)
+	}
+	if len(wp.Egress) != 1 || len(dp.Egress) != 0 {
+		t.Errorf("egress: web %d db %d, want 1 and 0", len(wp.Egress), len(dp.Egress))
+	}
+	if r := wp.Egress[0].Rules[1]; r.CIDRs[0].String() != "203.0.113.0/24" || r.Action != v1alpha1.EgressDeny {
+		t.Errorf("egress rule %+v: want masked CIDR and Deny", r)
+	}
+
+	id := func(s string) spiffeid.ID { return spiffeid.RequireFromString(s) }
+	for _, tc := range []struct {
+		name string
+		pol  WorkloadPolicies
+		peer spiffeid.ID
+		port uint16
+		want bool
+		by   string
+	}{
+		{"allowed caller", dp, id("spiffe://cluster.local/ns/shop/sa/web"), 5432, true, "allow-front"},
+		{"right caller, wrong port", dp, id("spiffe://cluster.local/ns/shop/sa/web"), 5433, false, "allow-front"},
+		{"wrong account", dp, id("spiffe://cluster.local/ns/shop/sa/db"), 5432, false, "allow-front"},
+		{"denied namespace", dp, id("spiffe://cluster.local/ns/ops/sa/web"), 5432, false, "deny-ops"},
+		{"plaintext", dp, spiffeid.ID{}, 5432, false, "allow-front"},
+		{"no allow policy", wp, id("spiffe://cluster.local/ns/shop/sa/db"), 80, true, ""},
+		{"no allow policy, plaintext", wp, spiffeid.ID{}, 80, true, ""},
+		{"deny beats no allow", wp, id("spiffe://cluster.local/ns/ops/sa/x"), 80, false, "deny-ops"},
+		{"other trust domain", dp, id("spiffe://other.example/ns/shop/sa/web"), 5432, false, "allow-front"},
+	} {
+		got, by := tc.pol.Authorize(td, tc.peer, tc.port)
+		byName := ""
+		if by != nil {
+			byName = by.Name
+		}
+		if got != tc.want || byName != tc.by {
+			t.Errorf("%s: Authorize = %v by %q, want %v by %q", tc.name, got, byName, tc.want, tc.by)
+		}
+	}
+
+	// An ALLOW policy without rules denies everything it selects.
+	s2 := buildWith(t, "kind: AuthorizationPolicy\nmetadata: {name: nothing, namespace: shop}\nspec: {}")
+	w2, _ := s2.Workload("shop", "web-1")
+	p2 := s2.PoliciesFor(w2)
+	if ok, _ := p2.Authorize(td, id("spiffe://cluster.local/ns/shop/sa/web"), 80); ok {
+		t.Error("allow-nothing policy allowed a connection")
+	}
+	// "*" is any authenticated peer of the trust domain.
+	s3 := buildWith(t, "kind: AuthorizationPolicy\nmetadata: {name: any, namespace: shop}\nspec: {rules: [{from: [{principals: ['*']}]}]}")
+	w3, _ := s3.Workload("shop", "web-1")
+	p3 := s3.PoliciesFor(w3)
+	if ok, _ := p3.Authorize(td, id("spiffe://cluster.local/ns/x/sa/y"), 80); !ok {
+		t.Error("'*' refused an authenticated peer")
+	}
+	if ok, _ := p3.Authorize(td, spiffeid.ID{}, 80); ok {
+		t.Error("'*' allowed a plaintext peer")
+	}
+}
+
+func names(ps []*AuthorizationPolicy) string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return strings.Join(out, ",")
+}
+
+func TestAppProtocol(t *testing.T) {
+	for _, tc := range []struct {
+		name, ap string
+		want     AppProtocol
+	}{
+		{"http", "", AppProtocolHTTP}, {"http-web", "", AppProtocolHTTP}, {"grpc-api", "", AppProtocolGRPC},
+		{"tcp-db", "", AppProtocolTCP}, {"tls-x", "", AppProtocolTLS}, {"HTTP2-x", "", AppProtocolHTTP2},
+		{"web", "", AppProtocolUnknown}, {"httpx", "", AppProtocolUnknown},
+		{"web", "grpc", AppProtocolGRPC}, {"http-web", "tcp", AppProtocolTCP}, {"x", "kubernetes.io/h2c", AppProtocolHTTP2},
+		{"http-web", "example.com/custom", AppProtocolUnknown},
+	} {
+		var ap *string
+		if tc.ap != "" {
+			ap = &tc.ap
+		}
+		if got := appProtocol(tc.name, ap); got != tc.want {
+			t.Errorf("appProtocol(%q, %q) = %q, want %q", tc.name, tc.ap, got, tc.want)
+		}
+	}
+}
+
+func TestNewSnapshotIndexes(t *testing.T) {
+	w := &Workload{Namespace: "a", Name: "p.1", IPs: []netip.Addr{netip.MustParseAddr("10.1.0.1")}, Injected: true}
+	s := NewSnapshot(Snapshot{
+		Mesh:      defaultMeshConfig(td),
+		Workloads: []*Workload{w},
+		Services: []*Service{{Namespace: "a", Name: "s", ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")},
+			Ports: []ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP"}}}},
+	})
+	if got, ok := s.WorkloadByNode("p.1.a"); !ok || got != w {
+		t.Error("WorkloadByNode on a hand-made snapshot")
+	}
+	if !s.InMesh(netip.MustParseAddrPort("10.96.0.1:80")) || !s.InMesh(netip.MustParseAddrPort("10.1.0.1:1234")) {
+		t.Error("InMesh on a hand-made snapshot")
+	}
+}

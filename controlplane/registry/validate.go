@@ -1,0 +1,321 @@
+package registry
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
+)
+
+// invalid is why an object is rejected: the Accepted condition's reason and
+// message.
+type invalid struct{ reason, message string }
+
+func (e *invalid) Error() string { return e.reason + ": " + e.message }
+
+func rejectf(format string, args ...any) *invalid {
+	return &invalid{v1alpha1.ReasonInvalid, fmt.Sprintf(format, args...)}
+}
+
+// decode converts an informer's object into its typed form; the API server's
+// schema should make this infallible, but objects written before a schema
+// change, or by a client bypassing it, may not be.
+func decode(u *unstructured.Unstructured, into any) *invalid {
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
+		return rejectf("cannot decode: %v", err)
+	}
+	return nil
+}
+
+// meshConfig validates the MeshConfig and returns the configuration in force.
+func meshConfig(mc *v1alpha1.MeshConfig, td spiffeid.TrustDomain) (MeshConfig, *invalid) {
+	if mc.Name != v1alpha1.DefaultMeshConfigName {
+		return MeshConfig{}, &invalid{v1alpha1.ReasonNotDefault,
+			fmt.Sprintf("only the MeshConfig named %q is honoured; this one is ignored", v1alpha1.DefaultMeshConfigName)}
+	}
+	if mc.Spec.TrustDomain != "" && mc.Spec.TrustDomain != td.Name() {
+		return MeshConfig{}, &invalid{v1alpha1.ReasonTrustDomainMismatch,
+			fmt.Sprintf("spec.trustDomain %q differs from the control plane's trust domain %q, which is set at install and cannot change", mc.Spec.TrustDomain, td.Name())}
+	}
+	out := MeshConfig{TrustDomain: td, MTLSMode: mc.Spec.MTLS.Mode, OutboundMode: mc.Spec.OutboundTrafficPolicy.Mode, FromObject: true}
+	if out.MTLSMode == "" {
+		out.MTLSMode = v1alpha1.MTLSStrict
+	}
+	if out.OutboundMode == "" {
+		out.OutboundMode = v1alpha1.OutboundAllowAny
+	}
+	if err := checkMode("spec.mtls.mode", out.MTLSMode); err != nil {
+		return MeshConfig{}, err
+	}
+	if out.OutboundMode != v1alpha1.OutboundAllowAny && out.OutboundMode != v1alpha1.OutboundRegistryOnly {
+		return MeshConfig{}, rejectf("spec.outboundTrafficPolicy.mode %q is not ALLOW_ANY or REGISTRY_ONLY", out.OutboundMode)
+	}
+	return out, nil
+}
+
+func defaultMeshConfig(td spiffeid.TrustDomain) MeshConfig {
+	return MeshConfig{TrustDomain: td, MTLSMode: v1alpha1.MTLSStrict, OutboundMode: v1alpha1.OutboundAllowAny}
+}
+
+func checkMode(field string, m v1alpha1.MTLSMode) *invalid {
+	if m != v1alpha1.MTLSStrict && m != v1alpha1.MTLSPermissive {
+		return rejectf("%s %q is not STRICT or PERMISSIVE", field, m)
+	}
+	return nil
+}
+
+// selector compiles an optional label selector; nil stays nil (everything in
+// the namespace).
+func selector(field string, ls *metav1.LabelSelector) (labels.Selector, *invalid) {
+	if ls == nil {
+		return nil, nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil {
+		return nil, rejectf("%s: %v", field, err)
+	}
+	return sel, nil
+}
+
+func port(field string, n int64) (uint16, *invalid) {
+	if n < 1 || n > 65535 {
+		return 0, rejectf("%s: port %d is not in 1-65535", field, n)
+	}
+	return uint16(n), nil
+}
+
+func mtlsPolicy(p *v1alpha1.MTLSPolicy) (*MTLSPolicy, *invalid) {
+	sel, err := selector("spec.selector", p.Spec.Selector)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkMode("spec.mode", p.Spec.Mode); err != nil {
+		return nil, err
+	}
+	out := &MTLSPolicy{Namespace: p.Namespace, Name: p.Name, Created: p.CreationTimestamp.Time.UTC(), Selector: sel, Mode: p.Spec.Mode}
+	for k, mode := range p.Spec.PortLevelMTLS {
+		field := fmt.Sprintf("spec.portLevelMtls[%s]", k)
+		n, perr := strconv.ParseInt(k, 10, 32)
+		if perr != nil {
+			return nil, rejectf("%s: %q is not a port number", field, k)
+		}
+		pn, err := port(field, n)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkMode(field, mode); err != nil {
+			return nil, err
+		}
+		if out.PortModes == nil {
+			out.PortModes = map[uint16]v1alpha1.MTLSMode{}
+		}
+		out.PortModes[pn] = mode
+	}
+	return out, nil
+}
+
+func authorizationPolicy(p *v1alpha1.AuthorizationPolicy, td spiffeid.TrustDomain) (*AuthorizationPolicy, *invalid) {
+	sel, err := selector("spec.selector", p.Spec.Selector)
+	if err != nil {
+		return nil, err
+	}
+	out := &AuthorizationPolicy{Namespace: p.Namespace, Name: p.Name, Selector: sel, Action: p.Spec.Action}
+	switch out.Action {
+	case "":
+		out.Action = v1alpha1.ActionAllow
+	case v1alpha1.ActionAllow, v1alpha1.ActionDeny:
+	default:
+		return nil, rejectf("spec.action %q is not ALLOW or DENY", out.Action)
+	}
+	for i, r := range p.Spec.Rules {
+		field := fmt.Sprintf("spec.rules[%d]", i)
+		if j := slices.IndexFunc(p.Spec.Rules[:i], func(o v1alpha1.AuthorizationRule) bool { return equalRule(o, r) }); j >= 0 {
+			return nil, rejectf("%s duplicates spec.rules[%d]", field, j)
+		}
+		rule := AuthorizationRule{}
+		for j, f := range r.From {
+			src, err := source(fmt.Sprintf("%s.from[%d]", field, j), f, td)
+			if err != nil {
+				return nil, err
+			}
+			rule.From = append(rule.From, src)
+		}
+		for j, to := range r.To {
+			if len(to.Ports) == 0 {
+				return nil, rejectf("%s.to[%d].ports: at least one port is required", field, j)
+			}
+			for k, n := range to.Ports {
+				pn, err := port(fmt.Sprintf("%s.to[%d].ports[%d]", field, j, k), int64(n))
+				if err != nil {
+					return nil, err
+				}
+				rule.Ports = append(rule.Ports, pn)
+			}
+		}
+		slices.Sort(rule.Ports)
+		rule.Ports = slices.Compact(rule.Ports)
+		out.Rules = append(out.Rules, rule)
+	}
+	return out, nil
+}
+
+func source(field string, f v1alpha1.AuthorizationSource, td spiffeid.TrustDomain) (Source, *invalid) {
+	var src Source
+	if len(f.Principals)+len(f.Namespaces)+len(f.ServiceAccounts) == 0 {
+		return src, rejectf("%s: needs principals, namespaces or serviceAccounts", field)
+	}
+	for i, p := range f.Principals {
+		pr, err := principal(fmt.Sprintf("%s.principals[%d]", field, i), p, td)
+		if err != nil {
+			return src, err
+		}
+		src.Principals = append(src.Principals, pr)
+	}
+	for i, ns := range f.Namespaces {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return src, rejectf("%s.namespaces[%d] %q: %s", field, i, ns, strings.Join(errs, "; "))
+		}
+		src.Namespaces = append(src.Namespaces, ns)
+	}
+	for i, s := range f.ServiceAccounts {
+		ns, name, ok := strings.Cut(s, "/")
+		if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+			return src, rejectf("%s.serviceAccounts[%d] %q is not <namespace>/<service-account>", field, i, s)
+		}
+		src.ServiceAccounts = append(src.ServiceAccounts, Key{ns, name})
+	}
+	return src, nil
+}
+
+// principal parses "*", an exact SPIFFE ID, or a SPIFFE ID prefix ending in
+// "*"; all in the mesh's trust domain, since no other can authenticate.
+func principal(field, p string, td spiffeid.TrustDomain) (Principal, *invalid) {
+	if p == "*" {
+		return Principal{Value: td.IDString() + "/", Prefix: true}, nil
+	}
+	prefix, wildcard := strings.CutSuffix(p, "*")
+	if strings.Contains(prefix, "*") {
+		return Principal{}, rejectf("%s %q: '*' is allowed only at the end", field, p)
+	}
+	if wildcard {
+		// A prefix is valid when completing it makes a valid ID in td.
+		id, err := spiffeid.FromString(prefix + "x")
+		if err != nil {
+			return Principal{}, rejectf("%s %q is not a SPIFFE ID prefix: %v", field, p, err)
+		}
+		if id.TrustDomain() != td {
+			return Principal{}, rejectf("%s %q is not in the mesh's trust domain %q", field, p, td.Name())
+		}
+		if !strings.HasPrefix(prefix, td.IDString()+"/") {
+			// "spiffe://cluster.local*" would also match cluster.localhost.
+			return Principal{}, rejectf("%s %q: the prefix must include the trust domain and a '/'", field, p)
+		}
+		return Principal{Value: prefix, Prefix: true}, nil
+	}
+	id, err := spiffeid.FromString(p)
+	if err != nil {
+		return Principal{}, rejectf("%s %q is not a SPIFFE ID: %v", field, p, err)
+	}
+	if id.TrustDomain() != td {
+		return Principal{}, rejectf("%s %q is not in the mesh's trust domain %q", field, p, td.Name())
+	}
+	return Principal{Value: id.String()}, nil
+}
+
+// hostRE is the schema's host pattern: exact or "*." wildcard, lowercase.
+var hostRE = regexp.MustCompile(`^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+func egressPolicy(p *v1alpha1.EgressPolicy) (*EgressPolicy, *invalid) {
+	sel, err := selector("spec.selector", p.Spec.Selector)
+	if err != nil {
+		return nil, err
+	}
+	out := &EgressPolicy{Namespace: p.Namespace, Name: p.Name, Selector: sel, Mode: p.Spec.Mode}
+	switch out.Mode {
+	case "":
+		out.Mode = v1alpha1.EgressEnforce
+	case v1alpha1.EgressEnforce, v1alpha1.EgressAudit:
+	default:
+		return nil, rejectf("spec.mode %q is not Enforce or Audit", out.Mode)
+	}
+	for i, sa := range p.Spec.ServiceAccounts {
+		if errs := validation.IsDNS1123Subdomain(sa); len(errs) > 0 {
+			return nil, rejectf("spec.serviceAccounts[%d] %q: %s", i, sa, strings.Join(errs, "; "))
+		}
+		out.ServiceAccounts = append(out.ServiceAccounts, sa)
+	}
+	if len(p.Spec.Rules) == 0 {
+		return nil, rejectf("spec.rules: at least one rule is required")
+	}
+	for i, r := range p.Spec.Rules {
+		rule, err := egressRule(fmt.Sprintf("spec.rules[%d]", i), r)
+		if err != nil {
+			return nil, err
+		}
+		if j := slices.IndexFunc(p.Spec.Rules[:i], func(o v1alpha1.EgressRule) bool { return equalRule(o, r) }); j >= 0 {
+			return nil, rejectf("spec.rules[%d] duplicates spec.rules[%d]", i, j)
+		}
+		out.Rules = append(out.Rules, rule)
+	}
+	return out, nil
+}
+
+func egressRule(field string, r v1alpha1.EgressRule) (EgressRule, *invalid) {
+	rule := EgressRule{Action: r.Action}
+	switch rule.Action {
+	case "":
+		rule.Action = v1alpha1.EgressAllow
+	case v1alpha1.EgressAllow, v1alpha1.EgressDeny:
+	default:
+		return rule, rejectf("%s.action %q is not Allow or Deny", field, r.Action)
+	}
+	if len(r.Hosts)+len(r.CIDRs) == 0 {
+		return rule, rejectf("%s: needs at least one of hosts or cidrs", field)
+	}
+	for i, h := range r.Hosts {
+		if len(h) > 253 || !hostRE.MatchString(h) {
+			return rule, rejectf("%s.hosts[%d] %q is not a lowercase DNS name or a *. wildcard", field, i, h)
+		}
+		rule.Hosts = append(rule.Hosts, h)
+	}
+	for i, c := range r.CIDRs {
+		pfx, err := netip.ParsePrefix(c)
+		if err != nil {
+			return rule, rejectf("%s.cidrs[%d] %q is not a CIDR: %v", field, i, c, err)
+		}
+		rule.CIDRs = append(rule.CIDRs, pfx.Masked())
+	}
+	for i, p := range r.Ports {
+		pf := fmt.Sprintf("%s.ports[%d]", field, i)
+		n, err := port(pf+".number", int64(p.Number))
+		if err != nil {
+			return rule, err
+		}
+		switch p.Protocol {
+		case v1alpha1.EgressHTTP, v1alpha1.EgressTLS:
+		case v1alpha1.EgressTCP:
+			if len(r.Hosts) > 0 {
+				return rule, rejectf("%s: hosts cannot be matched on TCP port %d; use cidrs, or HTTP or TLS", pf, n)
+			}
+		default:
+			return rule, rejectf("%s.protocol %q is not HTTP, TLS or TCP", pf, p.Protocol)
+		}
+		rule.Ports = append(rule.Ports, EgressPort{Number: n, Protocol: p.Protocol})
+	}
+	return rule, nil
+}
+
+// equalRule compares two rules as stored (nil and empty lists are equal).
+func equalRule[T any](a, b T) bool { return equality.Semantic.DeepEqual(a, b) }
