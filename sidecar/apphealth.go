@@ -127,7 +127,7 @@ func (a appHealth) httpProbe(ctx context.Context, p appProbe) (int, string) {
 	client := &http.Client{
 		// Like the kubelet: HTTPS probes do not verify the certificate,
 		// and no redirect is followed off the pod.
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}, //nolint:gosec // kubelet semantics
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}, //nolint:gosec // kubelet semantics
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	resp, err := client.Do(req)
