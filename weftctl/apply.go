@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -66,10 +68,17 @@ func (c *clients) apply(ctx context.Context, objs []*unstructured.Unstructured, 
 	}
 	for _, u := range objs {
 		ri, err := c.resourceFor(mapper, u)
-		if err != nil && meta.IsNoMatchError(err) {
-			// A CRD applied earlier in this run: refresh discovery once.
-			mapper.Reset()
-			ri, err = c.resourceFor(mapper, u)
+		if err != nil && meta.IsNoMatchError(err) && !dryRun {
+			// A CRD applied earlier in this run: wait until the API server
+			// serves it (established), refreshing discovery.
+			err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+				mapper.Reset()
+				ri, err = c.resourceFor(mapper, u)
+				return err == nil, nil
+			})
+			if err != nil {
+				err = fmt.Errorf("weftctl: %s %s: its API is not served 60s after applying its CRD: %w", u.GetKind(), u.GetName(), err)
+			}
 		}
 		if err != nil {
 			return err

@@ -19,6 +19,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 )
 
@@ -129,4 +132,23 @@ func grep(s, sub string) string {
 		}
 	}
 	return out.String()
+}
+
+// TestInstallWritesMeshConfig: the trust domain given to weftctl install is
+// recorded in MeshConfig "default", and the CRD refuses to change it.
+func TestInstallWritesMeshConfig(t *testing.T) {
+	dyn := dynamic.NewForConfigOrDie(restConfig)
+	gvr := schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "meshconfigs"}
+	mc, err := dyn.Resource(gvr).Get(context.Background(), "default", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if td, _, _ := unstructured.NestedString(mc.Object, "spec", "trustDomain"); td != "cluster.local" {
+		t.Fatalf("MeshConfig default trustDomain = %q", td)
+	}
+	_ = unstructured.SetNestedField(mc.Object, "other.example", "spec", "trustDomain")
+	_, err = dyn.Resource(gvr).Update(context.Background(), mc, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err == nil || !strings.Contains(err.Error(), "trustDomain is immutable") {
+		t.Fatalf("changing the trust domain: err = %v, want the CRD's immutability rule", err)
+	}
 }
