@@ -1,0 +1,119 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// adsService prefixes the full method names of the ADS service (SotW and
+// delta); only these require a client certificate.
+var adsService = "/" + discoverygrpc.AggregatedDiscoveryService_ServiceDesc.ServiceName + "/"
+
+// ParseNodeID splits an xDS node ID "<pod>.<namespace>" at its LAST dot.
+// Pod names are DNS subdomains and may contain dots; namespaces are DNS
+// labels and never do, so the last dot is the only unambiguous separator.
+func ParseNodeID(id string) (pod, namespace string, err error) {
+	i := strings.LastIndexByte(id, '.')
+	if i < 0 {
+		return "", "", fmt.Errorf("xds: node ID %q is not <pod>.<namespace>", id)
+	}
+	pod, namespace = id[:i], id[i+1:]
+	if errs := validation.IsDNS1123Subdomain(pod); len(errs) > 0 {
+		return "", "", fmt.Errorf("xds: node ID %q: pod name %q: %s", id, pod, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+		return "", "", fmt.Errorf("xds: node ID %q: namespace %q: %s", id, namespace, strings.Join(errs, "; "))
+	}
+	return pod, namespace, nil
+}
+
+// NodeID is the inverse of ParseNodeID.
+func NodeID(pod, namespace string) string { return pod + "." + namespace }
+
+// peerID returns the SPIFFE ID of the stream's client certificate, verified
+// against the configured bundle whatever the TLS layer did (it only
+// requests a certificate, since the same port serves the certificate
+// service). Every failure is codes.Unauthenticated.
+func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "xds: no peer on the stream")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "xds: the stream is not over TLS")
+	}
+	chain := info.State.PeerCertificates
+	if len(chain) == 0 {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated,
+			"xds: a client certificate (the sidecar's X.509-SVID) is required for ADS")
+	}
+	id, _, err := x509svid.Verify(chain, s.bundle, x509svid.WithTime(s.clock.Now()))
+	if err != nil {
+		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "xds: client certificate: %v", err)
+	}
+	return id, nil
+}
+
+// authorize checks the first request's node ID against the stream's
+// certificate: the ID must parse and the verifier must confirm that the pod
+// exists and runs as id.
+func (s *Server) authorize(ctx context.Context, nodeID string, id spiffeid.ID) (Node, error) {
+	pod, ns, err := ParseNodeID(nodeID)
+	if err != nil {
+		return Node{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	n := Node{Name: pod, Namespace: ns, ID: id}
+	if err := s.verifier.VerifyNode(ctx, n); err != nil {
+		// A verifier may say "try again" (Unavailable while the registry
+		// syncs); anything without a gRPC code is a refusal.
+		if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+			return Node{}, status.Errorf(st.Code(), "xds: node %q (%s): %s", nodeID, id, st.Message())
+		}
+		return Node{}, status.Errorf(codes.PermissionDenied, "xds: node %q refused for client certificate %s: %v", nodeID, id, err)
+	}
+	return n, nil
+}
+
+// StreamInterceptor refuses ADS streams without a valid client certificate
+// before go-control-plane sees them; other services on the same gRPC
+// server (the certificate service) pass through untouched. The stream
+// callbacks check again, so the interceptor is an early exit, not the only
+// gate.
+func (s *Server) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if !strings.HasPrefix(info.FullMethod, adsService) {
+			return handler(srv, ss)
+		}
+		if _, err := s.peerID(ss.Context()); err != nil {
+			s.refuse(err, "", peerAddr(ss.Context()))
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
+// refuse logs and counts a refused stream.
+func (s *Server) refuse(err error, nodeID, addr string) {
+	code := status.Code(err)
+	s.metrics.refused.WithLabelValues(code.String()).Inc()
+	s.log.Warn("ADS stream refused", "node", nodeID, "peer", addr, "code", code.String(), "error", status.Convert(err).Message())
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}

@@ -1,0 +1,72 @@
+// Package xds serves weft's configuration to sidecars over the Aggregated
+// Discovery Service, and (with the translator, written separately) turns
+// the mesh model into Envoy v3 resources for each sidecar.
+//
+// # The room
+//
+// The server half holds: the go-control-plane snapshot cache and ADS server
+// (state-of-the-world and delta), the authentication of streams, one
+// snapshot per connected sidecar, the debounce of model changes, and ACK and
+// NACK tracking with its metrics and [Server.Status].
+//
+// Imports: go-control-plane, go-spiffe, gRPC, Prometheus, k8s.io/utils/clock
+// and apimachinery's name validation.
+// Not controlplane/registry and not certs: the model comes in through the
+// [Generator] interface and the pod lookup through [NodeVerifier], both
+// declared here and implemented by the wiring in controlplane; trust comes
+// in as an x509bundle.Source.
+//
+// # Protocol
+//
+// Node ID. A sidecar's node ID is "<pod>.<namespace>". Pod names are DNS
+// subdomains and may contain dots; namespaces are DNS labels and cannot, so
+// [ParseNodeID] splits at the last dot.
+//
+// Authentication. The gRPC port also serves the certificate service, whose
+// callers have no certificate yet, so TLS only requests a client
+// certificate. ADS requires one: [Server.StreamInterceptor] refuses ADS
+// streams without it (Unauthenticated) before go-control-plane sees them,
+// and the stream-open callback checks again, verifying the chain against
+// Config.Bundle itself whatever the TLS layer did. The first request's node
+// ID must parse (else InvalidArgument) and [NodeVerifier] must confirm that
+// the pod exists and runs as the certificate's SPIFFE ID (else
+// PermissionDenied, with the verifier's reason). A later request on the
+// same stream naming another node is refused (PermissionDenied).
+//
+// Snapshots. Build, validate, publish: on a node's first request and after
+// every debounced change, the Generator's output is checked (known type
+// URLs, every resource of the type its URL says, named, unique names,
+// ValidateAll, snapshot Consistent) and only then set in the cache. A
+// failing Generate or validation is logged, counted in
+// weft_xds_generate_errors_total, shown in Status, and the node keeps its
+// last good snapshot; a node whose first generation fails gets no response
+// until a later one succeeds. Each type's version is a hash of its content,
+// so a regeneration that changes nothing for a node publishes nothing and
+// pushes nothing to it. Types the Generator leaves out are served empty.
+// The Generator should build Any fields with deterministic marshalling, or
+// map-valued fields will look like changes. The snapshot of a node is
+// cleared when its last stream closes.
+//
+// Debounce. [Server.Changed] never blocks. Regeneration of every connected
+// node starts Config.Debounce (100ms) after the last change, and at most
+// Config.MaxDelay (1s) after the first change of a burst, so continuous
+// churn still converges. Changes during a round start the next one.
+//
+// ACK and NACK. Per node and type the server records the last version sent,
+// the last version ACKed and the last NACK (version, the sidecar's
+// error_detail message, time); the state is SYNCED (ACKed what it should
+// run), NACKED (rejected the latest version it was sent) or STALE. SotW
+// requests are matched by response_nonce, delta requests likewise; stale
+// nonces are ignored, as go-control-plane ignores them. A resumed SotW
+// stream's version_info counts as ACKed. NACKs are logged at warn with the
+// sidecar's message and counted in weft_xds_nacks_total{type}. The metric
+// has no per-sidecar label: pod names would make its cardinality
+// unbounded; the per-sidecar detail is in [Server.Status], which
+// /debug/status serves. Label values are a fixed set of type names ("other"
+// for anything a client invents).
+//
+// Metrics: weft_xds_connected_sidecars, weft_xds_pushes_total{type},
+// weft_xds_nacks_total{type}, weft_xds_generate_errors_total,
+// weft_xds_refused_streams_total{code},
+// weft_xds_regenerate_duration_seconds.
+package xds

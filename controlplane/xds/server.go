@@ -1,0 +1,525 @@
+package xds
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"k8s.io/utils/clock"
+)
+
+// Resources is everything one sidecar needs, by type URL
+// (resource.ListenerType, resource.ClusterType, ...). A type left out is
+// served as empty.
+type Resources map[resource.Type][]types.Resource
+
+// Node is an authenticated sidecar: the pod and namespace of its node ID
+// "<pod>.<namespace>" and the SPIFFE ID of its verified client certificate.
+type Node struct {
+	Name, Namespace string
+	ID              spiffeid.ID
+}
+
+// Generator builds every resource one sidecar needs. It must be pure and
+// safe for concurrent use: the server calls it for many nodes at once.
+type Generator interface {
+	Generate(node Node) (Resources, error)
+}
+
+// NodeVerifier says whether pod n.Name in n.Namespace exists and runs as
+// the service account whose SPIFFE ID is n.ID. A plain error refuses the
+// stream with PermissionDenied (its text goes to the sidecar); a gRPC
+// status error keeps its code (e.g. Unavailable while the registry syncs).
+type NodeVerifier interface {
+	VerifyNode(ctx context.Context, n Node) error
+}
+
+// Config configures a Server. Generator, Verifier and Bundle are required.
+type Config struct {
+	Generator Generator
+	Verifier  NodeVerifier
+	// Bundle verifies the sidecars' client certificates (weft's roots).
+	// Pass a live source so root rotation is honoured.
+	Bundle     x509bundle.Source
+	Logger     *slog.Logger          // nil: discard
+	Clock      clock.Clock           // nil: real clock
+	Registerer prometheus.Registerer // nil: metrics are not exported
+	Debounce   time.Duration         // 0: 100ms; quiet time after the last change
+	MaxDelay   time.Duration         // 0: 1s; longest wait after the first change
+}
+
+// Server is weft's ADS server: one snapshot per connected sidecar,
+// regenerated on Changed, pushed over state-of-the-world and delta xDS.
+type Server struct {
+	gen      Generator
+	verifier NodeVerifier
+	bundle   x509bundle.Source
+	log      *slog.Logger
+	clock    clock.Clock
+	metrics  *metrics
+	debounce *debouncer
+
+	ctx    context.Context // ends streams when Run returns
+	cancel context.CancelFunc
+	cache  cachev3.SnapshotCache
+	xds    serverv3.Server
+
+	// roundDone, if set (tests), runs after every debounced round.
+	roundDone func()
+
+	mu      sync.Mutex
+	streams map[streamKey]*stream
+	nodes   map[string]*nodeState
+}
+
+// streamKey names a stream: SotW and delta streams are numbered separately.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+// stream is one ADS stream; node is nil until its first request is
+// authorized. Guarded by Server.mu.
+type stream struct {
+	ctx   context.Context
+	delta bool
+	id    spiffeid.ID
+	node  *nodeState
+	sent  map[string]sent // type URL -> last response on this stream
+}
+
+type sent struct{ nonce, version string }
+
+// nodeState is one connected sidecar (all its streams). gen serializes
+// generate-and-publish for the node and its removal; the other fields are
+// guarded by Server.mu.
+type nodeState struct {
+	id  string
+	gen sync.Mutex
+
+	node      Node
+	streams   int
+	gone      bool // removed from Server.nodes; never published to again
+	connected time.Time
+	generated time.Time
+	genErr    string
+	versions  map[string]string // published snapshot: type URL -> version
+	types     map[string]*typeState
+}
+
+func (n *nodeState) typeState(url string) *typeState {
+	t, ok := n.types[url]
+	if !ok {
+		t = &typeState{}
+		n.types[url] = t
+	}
+	return t
+}
+
+// New builds a Server. Serve it with Register and StreamInterceptor on a
+// gRPC server, and keep Run running for Changed to take effect.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Generator == nil:
+		return nil, errors.New("xds: Config.Generator is required")
+	case cfg.Verifier == nil:
+		return nil, errors.New("xds: Config.Verifier is required")
+	case cfg.Bundle == nil:
+		return nil, errors.New("xds: Config.Bundle is required: ADS streams verify client certificates themselves")
+	case cfg.Debounce < 0 || cfg.MaxDelay < 0:
+		return nil, fmt.Errorf("xds: Debounce %v and MaxDelay %v must not be negative", cfg.Debounce, cfg.MaxDelay)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Debounce == 0 {
+		cfg.Debounce = 100 * time.Millisecond
+	}
+	if cfg.MaxDelay == 0 {
+		cfg.MaxDelay = time.Second
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		gen: cfg.Generator, verifier: cfg.Verifier, bundle: cfg.Bundle, log: cfg.Logger, clock: cfg.Clock, metrics: m,
+		streams: map[streamKey]*stream{}, nodes: map[string]*nodeState{},
+	}
+	s.debounce = newDebouncer(cfg.Clock, cfg.Debounce, cfg.MaxDelay, s.round)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	cpLog := cpLogger{cfg.Logger}
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cpLog)
+	s.xds = serverv3.NewServer(s.ctx, s.cache, callbacks{s}, sotwv3.WithLogger(cpLog))
+	return s, nil
+}
+
+// Register serves ADS, state-of-the-world and delta, on gs.
+func (s *Server) Register(gs grpc.ServiceRegistrar) {
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
+}
+
+// Run regenerates snapshots after Changed until ctx ends; then it ends
+// every ADS stream (sidecars keep their config and reconnect) and returns.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.cancel()
+	s.debounce.run(ctx)
+	return nil
+}
+
+// Changed says the mesh model changed. It never blocks: regeneration for
+// every connected sidecar follows Debounce after the last call, at most
+// MaxDelay after the first.
+func (s *Server) Changed() { s.debounce.changed() }
+
+// round regenerates every connected node, a few at a time.
+func (s *Server) round() {
+	start := time.Now()
+	s.mu.Lock()
+	nodes := slices.Collect(maps.Values(s.nodes))
+	s.mu.Unlock()
+	work := make(chan *nodeState)
+	var wg sync.WaitGroup
+	for range min(len(nodes), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for n := range work {
+				s.generate(n)
+			}
+		})
+	}
+	for _, n := range nodes {
+		work <- n
+	}
+	close(work)
+	wg.Wait()
+	s.metrics.rounds.Observe(time.Since(start).Seconds())
+	if s.roundDone != nil {
+		s.roundDone()
+	}
+}
+
+// generate builds, validates and publishes n's snapshot. On any error the
+// node keeps its last good snapshot. An unchanged snapshot is not
+// published at all, so nothing is pushed.
+func (s *Server) generate(n *nodeState) {
+	n.gen.Lock()
+	defer n.gen.Unlock()
+	s.mu.Lock()
+	node, gone := n.node, n.gone
+	s.mu.Unlock()
+	if gone {
+		return
+	}
+	snap, versions, err := s.build(node)
+	now := s.clock.Now()
+	s.mu.Lock()
+	if err != nil {
+		n.genErr = err.Error()
+		s.mu.Unlock()
+		s.metrics.generateErrors.Inc()
+		s.log.Error("snapshot not published; the sidecar keeps its last good one", "node", n.id, "error", err)
+		return
+	}
+	n.genErr, n.generated = "", now
+	unchanged := n.versions != nil && maps.Equal(n.versions, versions)
+	s.mu.Unlock()
+	if unchanged {
+		return
+	}
+	// n.gone cannot change while n.gen is held.
+	if err := s.cache.SetSnapshot(s.ctx, n.id, snap); err != nil {
+		s.log.Error("publishing snapshot", "node", n.id, "error", err)
+		return
+	}
+	s.mu.Lock()
+	n.versions = versions
+	s.mu.Unlock()
+	s.log.Debug("snapshot published", "node", n.id, "versions", versions)
+}
+
+// build runs the generator (a panic is an error, not a crash) and turns its
+// output into a consistent, validated snapshot with a content hash as the
+// version of each type.
+func (s *Server) build(node Node) (snap *cachev3.Snapshot, versions map[string]string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("xds: Generate(%s) panicked: %v", NodeID(node.Name, node.Namespace), r)
+		}
+	}()
+	res, err := s.gen.Generate(node)
+	if err != nil {
+		return nil, nil, fmt.Errorf("xds: Generate(%s): %w", NodeID(node.Name, node.Namespace), err)
+	}
+	return buildSnapshot(res)
+}
+
+// buildSnapshot validates res and builds its snapshot; every type
+// go-control-plane knows gets a version, so every subscription is answered.
+func buildSnapshot(res Resources) (*cachev3.Snapshot, map[string]string, error) {
+	for url := range res {
+		if cachev3.GetResponseType(url) == types.UnknownType {
+			return nil, nil, fmt.Errorf("xds: unknown resource type %q", url)
+		}
+	}
+	snap := &cachev3.Snapshot{}
+	versions := make(map[string]string, types.UnknownType)
+	for i := range types.UnknownType {
+		url, err := cachev3.GetResponseTypeURL(i)
+		if err != nil {
+			return nil, nil, err
+		}
+		items := res[url]
+		if err := validate(url, items); err != nil {
+			return nil, nil, err
+		}
+		v, err := hashResources(items)
+		if err != nil {
+			return nil, nil, fmt.Errorf("xds: %s: %w", typeName(url), err)
+		}
+		snap.Resources[i] = cachev3.NewResources(v, items)
+		versions[url] = v
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
+	}
+	return snap, versions, nil
+}
+
+type validatorAll interface{ ValidateAll() error }
+
+// validate checks that every item is a named, valid message of type url,
+// and that names are unique (the snapshot would silently keep one).
+func validate(url string, items []types.Resource) error {
+	seen := make(map[string]bool, len(items))
+	for i, r := range items {
+		if r == nil {
+			return fmt.Errorf("xds: %s #%d is nil", typeName(url), i)
+		}
+		if got := resource.APITypePrefix + string(proto.MessageName(r)); got != url {
+			return fmt.Errorf("xds: %s #%d is a %s", typeName(url), i, got)
+		}
+		name := cachev3.GetResourceName(r)
+		if name == "" {
+			return fmt.Errorf("xds: %s #%d has no name", typeName(url), i)
+		}
+		if seen[name] {
+			return fmt.Errorf("xds: %s %q appears twice", typeName(url), name)
+		}
+		seen[name] = true
+		v, ok := r.(validatorAll)
+		if !ok {
+			return fmt.Errorf("xds: %s %q has no ValidateAll method", typeName(url), name)
+		}
+		if err := v.ValidateAll(); err != nil {
+			return fmt.Errorf("xds: %s %q is invalid: %w", typeName(url), name, err)
+		}
+	}
+	return nil
+}
+
+// hashResources is a content version: SHA-256 over the names and
+// deterministic encodings of items in name order, 16 hex digits.
+func hashResources(items []types.Resource) (string, error) {
+	sorted := slices.SortedFunc(slices.Values(items), func(a, b types.Resource) int {
+		return strings.Compare(cachev3.GetResourceName(a), cachev3.GetResourceName(b))
+	})
+	h := sha256.New()
+	var buf []byte
+	for _, r := range sorted {
+		b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(buf[:0], r)
+		if err != nil {
+			return "", fmt.Errorf("marshal %q: %w", cachev3.GetResourceName(r), err)
+		}
+		buf = b
+		name := cachev3.GetResourceName(r)
+		fmt.Fprintf(h, "%d:%s%d:", len(name), name, len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+}
+
+// cpLogger hands go-control-plane's logging to slog. Its Infof reports
+// every watch opened, so it goes to Debug; warnings and errors stay.
+type cpLogger struct{ l *slog.Logger }
+
+func (c cpLogger) logf(level slog.Level, format string, args []any) {
+	if c.l.Enabled(context.Background(), level) {
+		c.l.Log(context.Background(), level, "go-control-plane: "+fmt.Sprintf(format, args...))
+	}
+}
+
+func (c cpLogger) Debugf(format string, args ...any) { c.logf(slog.LevelDebug, format, args) }
+func (c cpLogger) Infof(format string, args ...any)  { c.logf(slog.LevelDebug, format, args) }
+func (c cpLogger) Warnf(format string, args ...any)  { c.logf(slog.LevelWarn, format, args) }
+func (c cpLogger) Errorf(format string, args ...any) { c.logf(slog.LevelError, format, args) }
+
+// callbacks connects go-control-plane's stream events to the Server
+// without exporting them on it.
+type callbacks struct{ s *Server }
+
+var _ serverv3.Callbacks = callbacks{}
+
+func (c callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	return c.s.open(streamKey{id: id}, ctx)
+}
+
+func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	return c.s.open(streamKey{delta: true, id: id}, ctx)
+}
+
+func (c callbacks) OnStreamClosed(id int64, _ *core.Node) { c.s.close(streamKey{id: id}) }
+
+func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) {
+	c.s.close(streamKey{delta: true, id: id})
+}
+
+func (c callbacks) OnStreamRequest(id int64, r *discovery.DiscoveryRequest) error {
+	return c.s.request(streamKey{id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), r.GetErrorDetail())
+}
+
+func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryRequest) error {
+	return c.s.request(streamKey{delta: true, id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", r.GetErrorDetail())
+}
+
+func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, r *discovery.DiscoveryResponse) {
+	c.s.response(streamKey{id: id}, r.GetTypeUrl(), r.GetNonce(), r.GetVersionInfo())
+}
+
+func (c callbacks) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, r *discovery.DeltaDiscoveryResponse) {
+	c.s.response(streamKey{delta: true, id: id}, r.GetTypeUrl(), r.GetNonce(), r.GetSystemVersionInfo())
+}
+
+func (callbacks) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error {
+	return status.Error(codes.Unimplemented, "xds: REST fetch is not served")
+}
+
+func (callbacks) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}
+
+// open admits a stream that carries a valid client certificate.
+func (s *Server) open(key streamKey, ctx context.Context) error {
+	id, err := s.peerID(ctx)
+	if err != nil {
+		s.refuse(err, "", peerAddr(ctx))
+		return err
+	}
+	s.mu.Lock()
+	s.streams[key] = &stream{ctx: ctx, delta: key.delta, id: id, sent: map[string]sent{}}
+	s.mu.Unlock()
+	return nil
+}
+
+// request authorizes a stream's first request (and publishes the node's
+// first snapshot before go-control-plane opens the watch, so it is answered
+// at once), refuses a change of node ID, and tracks ACKs and NACKs.
+func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version string, detail *statuspb.Status) error {
+	s.mu.Lock()
+	st := s.streams[key]
+	var cur *nodeState
+	if st != nil {
+		cur = st.node
+	}
+	s.mu.Unlock()
+	if st == nil {
+		return status.Error(codes.Internal, "xds: request on an unknown stream")
+	}
+	switch {
+	case cur == nil:
+		n, err := s.authorize(st.ctx, node.GetId(), st.id)
+		if err != nil {
+			s.refuse(err, node.GetId(), peerAddr(st.ctx))
+			return err
+		}
+		cur = s.attach(st, n)
+		s.generate(cur)
+	case node != nil && node.GetId() != cur.id:
+		err := status.Errorf(codes.PermissionDenied, "xds: stream of node %q sent a request as node %q", cur.id, node.GetId())
+		s.refuse(err, cur.id, peerAddr(st.ctx))
+		return err
+	}
+	s.mu.Lock()
+	s.track(st, typeURL, nonce, version, detail)
+	s.mu.Unlock()
+	return nil
+}
+
+// attach binds an authorized stream to its node, creating the node on its
+// first stream.
+func (s *Server) attach(st *stream, n Node) *nodeState {
+	id := NodeID(n.Name, n.Namespace)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns, ok := s.nodes[id]
+	if !ok {
+		ns = &nodeState{id: id, connected: s.clock.Now(), types: map[string]*typeState{}}
+		s.nodes[id] = ns
+		s.metrics.connected.Set(float64(len(s.nodes)))
+		s.log.Info("sidecar connected", "node", id, "spiffeID", n.ID.String(), "delta", st.delta)
+	}
+	ns.node = n // the newest stream's certificate wins
+	ns.streams++
+	st.node = ns
+	return ns
+}
+
+func (s *Server) response(key streamKey, typeURL, nonce, version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streams[key]; st != nil && st.node != nil {
+		s.sentResponse(st, typeURL, nonce, version)
+	}
+}
+
+// close forgets a stream; the last stream of a node takes the node's
+// snapshot and status with it.
+func (s *Server) close(key streamKey) {
+	s.mu.Lock()
+	st := s.streams[key]
+	delete(s.streams, key)
+	s.mu.Unlock()
+	if st == nil || st.node == nil {
+		return
+	}
+	n := st.node
+	n.gen.Lock() // no publish for n is in flight while it goes
+	defer n.gen.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n.streams--
+	if n.streams > 0 {
+		return
+	}
+	n.gone = true
+	delete(s.nodes, n.id)
+	// Under s.mu, so a new stream for the same node ID cannot publish
+	// before this clears (it creates a new nodeState after this returns).
+	s.cache.ClearSnapshot(n.id)
+	s.metrics.connected.Set(float64(len(s.nodes)))
+	s.log.Info("sidecar disconnected", "node", n.id)
+}
