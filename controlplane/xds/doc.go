@@ -9,12 +9,16 @@
 // snapshot per connected sidecar, the debounce of model changes, and ACK and
 // NACK tracking with its metrics and [Server.Status].
 //
-// Imports: go-control-plane, go-spiffe, gRPC, Prometheus, k8s.io/utils/clock
-// and apimachinery's name validation.
-// Not controlplane/registry and not certs: the model comes in through the
-// [Generator] interface and the pod lookup through [NodeVerifier], both
-// declared here and implemented by the wiring in controlplane; trust comes
-// in as an x509bundle.Source.
+// The translator half ([Translator], translate*.go) is pure: registry
+// snapshot in, Envoy resources out, no client-go and no goroutines; its
+// output is golden-tested under testdata/golden.
+//
+// Imports: go-control-plane, go-spiffe, gRPC, Prometheus, k8s.io/utils/clock,
+// apimachinery's name validation, and controlplane/registry's model types
+// (translator only). The server half never touches the model: it gets
+// resources through the [Generator] interface and the pod lookup through
+// [NodeVerifier], both declared here and implemented by the wiring in
+// controlplane; trust comes in as an x509bundle.Source. Not certs.
 //
 // # Protocol
 //

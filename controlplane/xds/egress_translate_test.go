@@ -1,0 +1,408 @@
+package xds
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/registry"
+)
+
+// conn is an outbound connection as the sidecar sees it.
+type conn struct {
+	ip    netip.Addr
+	port  uint16
+	proto string // "tls", "http" or "tcp"
+	name  string // SNI (tls) or Host (http); may be empty
+}
+
+func (c conn) String() string { return fmt.Sprintf("%s %s:%d %q", c.proto, c.ip, c.port, c.name) }
+
+// ---- Envoy's filter chain match, as documented for FilterChainMatch ----
+
+// matchChain narrows by destination port, destination IP (longest
+// prefix), server name (exact, then the longest wildcard), transport
+// protocol and application protocol, each to the most specific candidate
+// and never back; nil means the default chain.
+func matchChain(t *testing.T, l *listenerv3.Listener, c conn) *listenerv3.FilterChain {
+	t.Helper()
+	cands := l.FilterChains
+	narrow := func(keep func(*listenerv3.FilterChainMatch) bool, fallback func(*listenerv3.FilterChainMatch) bool) {
+		var out []*listenerv3.FilterChain
+		for _, ch := range cands {
+			if keep(ch.GetFilterChainMatch()) {
+				out = append(out, ch)
+			}
+		}
+		if len(out) == 0 && fallback != nil {
+			for _, ch := range cands {
+				if fallback(ch.GetFilterChainMatch()) {
+					out = append(out, ch)
+				}
+			}
+		}
+		cands = out
+	}
+	narrow(func(m *listenerv3.FilterChainMatch) bool { return m.GetDestinationPort().GetValue() == uint32(c.port) },
+		func(m *listenerv3.FilterChainMatch) bool { return m.GetDestinationPort() == nil })
+	best := -1
+	bestLen := func(m *listenerv3.FilterChainMatch) int {
+		n := -1
+		for _, r := range m.GetPrefixRanges() {
+			p := netip.PrefixFrom(netip.MustParseAddr(r.AddressPrefix), int(r.GetPrefixLen().GetValue()))
+			if p.Contains(c.ip) && p.Bits() > n {
+				n = p.Bits()
+			}
+		}
+		return n
+	}
+	for _, ch := range cands {
+		best = max(best, bestLen(ch.GetFilterChainMatch()))
+	}
+	if best >= 0 {
+		narrow(func(m *listenerv3.FilterChainMatch) bool { return bestLen(m) == best }, nil)
+	} else {
+		narrow(func(m *listenerv3.FilterChainMatch) bool { return len(m.GetPrefixRanges()) == 0 }, nil)
+	}
+	sni := ""
+	if c.proto == "tls" {
+		sni = c.name
+	}
+	serverName := ""
+	if sni != "" {
+		for _, candidate := range append([]string{sni}, wildcards(sni)...) {
+			for _, ch := range cands {
+				for _, n := range ch.GetFilterChainMatch().GetServerNames() {
+					if n == candidate && serverName == "" {
+						serverName = candidate
+					}
+				}
+			}
+			if serverName != "" {
+				break
+			}
+		}
+	}
+	narrow(func(m *listenerv3.FilterChainMatch) bool {
+		if serverName == "" {
+			return len(m.GetServerNames()) == 0
+		}
+		for _, n := range m.GetServerNames() {
+			if n == serverName {
+				return true
+			}
+		}
+		return false
+	}, nil)
+	transport := "raw_buffer"
+	if c.proto == "tls" {
+		transport = "tls"
+	}
+	narrow(func(m *listenerv3.FilterChainMatch) bool { return m.GetTransportProtocol() == transport },
+		func(m *listenerv3.FilterChainMatch) bool { return m.GetTransportProtocol() == "" })
+	narrow(func(m *listenerv3.FilterChainMatch) bool {
+		for _, a := range m.GetApplicationProtocols() {
+			if c.proto == "http" && a == "http/1.1" {
+				return true
+			}
+		}
+		return false
+	}, func(m *listenerv3.FilterChainMatch) bool { return len(m.GetApplicationProtocols()) == 0 })
+	switch len(cands) {
+	case 0:
+		return nil
+	case 1:
+		return cands[0]
+	}
+	t.Fatalf("%v matches %d chains", c, len(cands))
+	return nil
+}
+
+// wildcards are Envoy's wildcard server names for name, longest first:
+// a.b.c -> *.b.c, *.c.
+func wildcards(name string) []string {
+	var out []string
+	labels := strings.Split(name, ".")
+	for i := 1; i < len(labels); i++ {
+		out = append(out, "*."+strings.Join(labels[i:], "."))
+	}
+	return out
+}
+
+// matchVirtualHost picks a route configuration's virtual host for a Host
+// header: exact domain, then the longest suffix wildcard, then "*".
+func matchVirtualHost(rc *routev3.RouteConfiguration, host string) *routev3.VirtualHost {
+	var wild *routev3.VirtualHost
+	wildLen := -1
+	var any *routev3.VirtualHost
+	for _, vh := range rc.VirtualHosts {
+		for _, d := range vh.Domains {
+			switch {
+			case d == host:
+				return vh
+			case d == "*":
+				any = vh
+			case strings.HasPrefix(d, "*") && strings.HasSuffix(host, d[1:]) && len(host) > len(d)-1 && len(d) > wildLen:
+				wild, wildLen = vh, len(d)
+			}
+		}
+	}
+	if wild != nil {
+		return wild
+	}
+	return any
+}
+
+type outcome struct{ decision, policy, rule string }
+
+func metaOutcome(md map[string]*structpb.Struct) outcome {
+	f := md["weft.egress"].GetFields()
+	return outcome{f["decision"].GetStringValue(), f["policy"].GetStringValue(), f["rule"].GetStringValue()}
+}
+
+// simulate is what the generated config does with c.
+func simulate(t *testing.T, res Resources, c conn) outcome {
+	t.Helper()
+	l := listener(res, "outbound")
+	ch := matchChain(t, l, c)
+	if ch == nil {
+		ch = l.DefaultFilterChain
+	}
+	last := ch.Filters[len(ch.Filters)-1]
+	if last.Name == "envoy.filters.network.http_connection_manager" {
+		hcm := &hcmv3.HttpConnectionManager{}
+		if err := last.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+			t.Fatal(err)
+		}
+		var rc *routev3.RouteConfiguration
+		for _, r := range res[resource.RouteType] {
+			if r.(*routev3.RouteConfiguration).Name == hcm.GetRds().GetRouteConfigName() {
+				rc = r.(*routev3.RouteConfiguration)
+			}
+		}
+		host := c.name
+		if hcm.GetStripAnyHostPort() {
+			host, _, _ = strings.Cut(host, ":")
+		}
+		route := matchVirtualHost(rc, host).Routes[0]
+		out := metaOutcome(route.GetMetadata().GetFilterMetadata())
+		if (route.GetDirectResponse() != nil) != (out.decision == decisionDeny) {
+			t.Errorf("%v: route %v does not do what its metadata says", c, route)
+		}
+		return out
+	}
+	out := metaOutcome(ch.GetMetadata().GetFilterMetadata())
+	tp := &tcpproxyv3.TcpProxy{}
+	if err := last.GetTypedConfig().UnmarshalTo(tp); err != nil {
+		t.Fatal(err)
+	}
+	if (tp.GetCluster() == clusterBlackHole) != (out.decision == decisionDeny) {
+		t.Errorf("%v: chain %s sends to %s but says %q", c, ch.Name, tp.GetCluster(), out.decision)
+	}
+	if (len(ch.Filters) == 2) != (out.decision == decisionAudit) {
+		t.Errorf("%v: chain %s: audit needs exactly the shadow rbac filter", c, ch.Name)
+	}
+	return out
+}
+
+// ---- the policy semantics, written from the API's documentation ----
+
+func refHostMatches(pattern, name string) bool {
+	if rest, ok := strings.CutPrefix(pattern, "*."); ok {
+		return strings.HasSuffix(name, "."+rest)
+	}
+	return pattern == name
+}
+
+// reference decides c by EgressPolicy's documented semantics: rules of
+// every policy; a rule matches by port (every port when it has none) and
+// by a CIDR containing the IP or a host matching the SNI (TLS ports) or
+// Host (HTTP ports); an enforced Deny wins, then an audited Deny (let
+// through, flagged), then Allow; no match: the outbound policy.
+func reference(pols []*registry.EgressPolicy, def outcome, c conn) outcome {
+	best, rank := def, 99
+	for _, p := range pols {
+		for i, r := range p.Rules {
+			portOK, tlsOK, httpOK := len(r.Ports) == 0, len(r.Ports) == 0, len(r.Ports) == 0
+			for _, rp := range r.Ports {
+				if rp.Number == c.port {
+					portOK = true
+					tlsOK = tlsOK || rp.Protocol == v1alpha1.EgressTLS
+					httpOK = httpOK || rp.Protocol == v1alpha1.EgressHTTP
+				}
+			}
+			if !portOK {
+				continue
+			}
+			match := false
+			for _, cidr := range r.CIDRs {
+				match = match || cidr.Contains(c.ip)
+			}
+			host, _, _ := strings.Cut(c.name, ":")
+			for _, h := range r.Hosts {
+				if host != "" && ((c.proto == "tls" && tlsOK) || (c.proto == "http" && httpOK)) && refHostMatches(h, host) {
+					match = true
+				}
+			}
+			if !match {
+				continue
+			}
+			deny, audit := r.Action == v1alpha1.EgressDeny, p.Mode == v1alpha1.EgressAudit
+			rk, d := 2, decisionAllow
+			switch {
+			case deny && !audit:
+				rk, d = 0, decisionDeny
+			case deny:
+				rk, d = 1, decisionAudit
+			case audit:
+				rk = 3
+			}
+			if rk < rank {
+				best, rank = outcome{d, p.Namespace + "/" + p.Name, fmt.Sprint(i)}, rk
+			}
+		}
+	}
+	return best
+}
+
+func overlappingEgress() []*registry.EgressPolicy {
+	tls := func(n uint16) registry.EgressPort {
+		return registry.EgressPort{Number: n, Protocol: v1alpha1.EgressTLS}
+	}
+	http := func(n uint16) registry.EgressPort {
+		return registry.EgressPort{Number: n, Protocol: v1alpha1.EgressHTTP}
+	}
+	tcp := func(n uint16) registry.EgressPort {
+		return registry.EgressPort{Number: n, Protocol: v1alpha1.EgressTCP}
+	}
+	pfx := netip.MustParsePrefix
+	return []*registry.EgressPolicy{
+		{Namespace: "demo", Name: "a-broad", Mode: v1alpha1.EgressEnforce, Rules: []registry.EgressRule{
+			{Hosts: []string{"*.example.com"}, Ports: []registry.EgressPort{tls(443), http(80)}, Action: v1alpha1.EgressAllow},
+			{Hosts: []string{"bad.example.com", "*.bad.example.com"}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
+			{CIDRs: []netip.Prefix{pfx("203.0.113.0/24")}, Action: v1alpha1.EgressAllow},
+			{CIDRs: []netip.Prefix{pfx("203.0.113.128/25")}, Ports: []registry.EgressPort{tcp(22)}, Action: v1alpha1.EgressDeny},
+			{Hosts: []string{"docs.example.org"}, Action: v1alpha1.EgressAllow},
+			{Hosts: []string{"*.internal.example"}, Ports: []registry.EgressPort{http(8080)}, Action: v1alpha1.EgressAllow},
+		}},
+		{Namespace: "demo", Name: "b-audit", Mode: v1alpha1.EgressAudit, Rules: []registry.EgressRule{
+			{Hosts: []string{"api.example.com"}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
+			{CIDRs: []netip.Prefix{pfx("203.0.113.0/24")}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
+			{Hosts: []string{"docs.example.org"}, Ports: []registry.EgressPort{http(80)}, Action: v1alpha1.EgressAllow},
+		}},
+	}
+}
+
+// TestEgressAgreesWithPolicy proves the egress translation: for the golden
+// policies and a deliberately overlapping set, under each outbound policy,
+// every probe connection ends where the EgressPolicy semantics say.
+func TestEgressAgreesWithPolicy(t *testing.T) {
+	ips := []string{"1.2.3.4", "203.0.113.5", "203.0.113.200", "198.18.100.7", "140.82.112.3", "10.244.9.9"}
+	ports := []uint16{22, 80, 443, 8080, 9000, 1234}
+	tlsNames := []string{"", "api.example.com", "x.example.com", "a.b.example.com", "example.com", "bad.example.com",
+		"x.bad.example.com", "docs.example.org", "x.github.com", "github.com", "evil.example.com", "other.org"}
+	httpNames := []string{"", "evil.example.com", "evil.example.com:80", "api.example.com", "docs.example.org", "docs.example.org:8080",
+		"a.internal.example", "a.internal.example:8080", "internal.example", "other.org"}
+	for _, set := range []string{"golden", "overlapping"} {
+		for _, mode := range []v1alpha1.OutboundMode{v1alpha1.OutboundAllowAny, v1alpha1.OutboundRegistryOnly} {
+			t.Run(set+"/"+string(mode), func(t *testing.T) {
+				c := meshContents(mode)
+				if set == "overlapping" {
+					c.EgressPolicies = overlappingEgress()
+				}
+				res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+				def := outcome{decision: decisionAllow}
+				if mode == v1alpha1.OutboundRegistryOnly {
+					def.decision = decisionDeny
+				}
+				n := 0
+				for _, ip := range ips {
+					for _, port := range ports {
+						var conns []conn
+						for _, name := range tlsNames {
+							conns = append(conns, conn{netip.MustParseAddr(ip), port, "tls", name})
+						}
+						for _, name := range httpNames {
+							conns = append(conns, conn{netip.MustParseAddr(ip), port, "http", name})
+						}
+						conns = append(conns, conn{netip.MustParseAddr(ip), port, "tcp", ""})
+						for _, cn := range conns {
+							n++
+							want := reference(c.EgressPolicies, def, cn)
+							if got := simulate(t, res, cn); got != want {
+								t.Errorf("%v: got %+v, want %+v", cn, got, want)
+							}
+						}
+					}
+				}
+				t.Logf("%d connections agree", n)
+			})
+		}
+	}
+}
+
+// TestInMeshBeatsEgress: a Service's ClusterIP and a sidecar pod's port go
+// to the mesh even where an egress CIDR covers them.
+func TestInMeshBeatsEgress(t *testing.T) {
+	c := meshContents(v1alpha1.OutboundRegistryOnly)
+	c.EgressPolicies = append(c.EgressPolicies, &registry.EgressPolicy{Namespace: "demo", Name: "deny-cluster", Mode: v1alpha1.EgressEnforce,
+		Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.96.0.20/32")}, Action: v1alpha1.EgressDeny}}})
+	res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+	l := listener(res, "outbound")
+	for _, tc := range []struct {
+		c    conn
+		want string
+	}{
+		{conn{netip.MustParseAddr("10.96.0.20"), 80, "http", "server"}, "outbound|80|server.demo"},
+		{conn{netip.MustParseAddr("10.244.1.11"), 8080, "tls", ""}, "outbound|80|server.demo|8080"},
+		{conn{netip.MustParseAddr("10.96.0.1"), 443, "tls", "kubernetes.default"}, "passthrough|443|kubernetes.default"},
+		{conn{netip.MustParseAddr("10.96.0.20"), 81, "tcp", ""}, "egress|*|tcp|deny|demo/deny-cluster#0"},
+	} {
+		if ch := matchChain(t, l, tc.c); ch == nil || ch.Name != tc.want {
+			t.Errorf("%v: chain %v, want %s", tc.c, ch.GetName(), tc.want)
+		}
+	}
+}
+
+// TestRejectedEgressFailsClosed: a rejected EgressPolicy in the workload's
+// namespace makes unmatched egress deny (accepted rules still apply); a
+// rejected MeshConfig "default" makes the mesh REGISTRY_ONLY; one with
+// another name is ignored.
+func TestRejectedEgressFailsClosed(t *testing.T) {
+	for _, tc := range []struct {
+		rejected registry.Rejected
+		want     outcome
+	}{
+		{registry.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "broken"}, outcome{decisionDeny, "demo/broken", "rejected"}},
+		{registry.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "legacy", Name: "broken"}, outcome{decision: decisionAllow}},
+		{registry.Rejected{Kind: v1alpha1.MeshConfigKind, Name: "default", Reason: v1alpha1.ReasonTrustDomainMismatch}, outcome{decisionDeny, "MeshConfig/default", "rejected"}},
+		{registry.Rejected{Kind: v1alpha1.MeshConfigKind, Name: "other", Reason: v1alpha1.ReasonNotDefault}, outcome{decision: decisionAllow}},
+	} {
+		c := meshContents(v1alpha1.OutboundAllowAny)
+		c.Rejected = []registry.Rejected{tc.rejected}
+		res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+		name := tc.rejected.Kind + " " + tc.rejected.Namespace + "/" + tc.rejected.Name
+		for _, cn := range []conn{
+			{netip.MustParseAddr("1.2.3.4"), 443, "tls", "unknown.example.net"},
+			{netip.MustParseAddr("1.2.3.4"), 80, "http", "unknown.example.net"},
+			{netip.MustParseAddr("1.2.3.4"), 5432, "tcp", ""},
+		} {
+			if got := simulate(t, res, cn); got != tc.want {
+				t.Errorf("%s: %v: got %+v, want %+v", name, cn, got, tc.want)
+			}
+		}
+		allowed := conn{netip.MustParseAddr("1.2.3.4"), 443, "tls", "api.example.com"}
+		if got := simulate(t, res, allowed); got.decision != decisionAllow {
+			t.Errorf("%s: an accepted Allow rule no longer applies: %+v", name, got)
+		}
+	}
+}

@@ -1,0 +1,523 @@
+package xds
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	grpclogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/registry"
+)
+
+const tcpGRPCAccessLog = "envoy.access_loggers.tcp_grpc"
+
+// Egress decisions as the chains' "weft.egress" metadata says them.
+const (
+	decisionAllow = "allow"
+	decisionDeny  = "deny"
+	decisionAudit = "audit" // an Audit-mode policy would deny: let through, flagged
+)
+
+// verdict is what one leaf of the match tree decides and which rule did.
+type verdict struct {
+	decision     string
+	policy, rule string
+	// outbound is the outbound policy, on verdicts no rule made.
+	outbound string
+}
+
+func (v verdict) cluster() string {
+	if v.decision == decisionDeny {
+		return clusterBlackHole
+	}
+	return clusterPassthrough
+}
+
+func (v verdict) key() string {
+	return v.decision + "|" + v.policy + "#" + v.rule + "|" + v.outbound
+}
+
+func (v verdict) metadata() *corev3.Metadata {
+	fields := map[string]*structpb.Value{
+		"policy":   structpb.NewStringValue(v.policy),
+		"rule":     structpb.NewStringValue(v.rule),
+		"decision": structpb.NewStringValue(v.decision),
+	}
+	if v.outbound != "" {
+		fields["outbound"] = structpb.NewStringValue(v.outbound)
+	}
+	return metadata(egressMetadataKey, fields)
+}
+
+// defaultVerdict decides egress no rule matches: the outbound policy, or
+// deny when a policy that should decide was rejected.
+func (b *builder) defaultVerdict() verdict {
+	mode := b.outboundMode()
+	switch {
+	case b.rejectedEgress != nil:
+		r := b.rejectedEgress
+		return verdict{decision: decisionDeny, policy: r.Namespace + "/" + r.Name, rule: "rejected", outbound: string(mode)}
+	case b.rejectedMesh != nil:
+		return verdict{decision: decisionDeny, policy: "MeshConfig/" + b.rejectedMesh.Name, rule: "rejected", outbound: string(mode)}
+	case mode == v1alpha1.OutboundRegistryOnly:
+		return verdict{decision: decisionDeny, outbound: string(mode)}
+	default:
+		return verdict{decision: decisionAllow, outbound: string(mode)}
+	}
+}
+
+// ruleRef is one rule of an egress policy in force.
+type ruleRef struct {
+	pol  *registry.EgressPolicy
+	idx  int
+	rule *registry.EgressRule
+	seq  int // position among all rules in force: policy by name, then rule
+}
+
+// rank orders matching rules: an enforced Deny, then an audited Deny, then
+// an enforced Allow, then an audited one. The first rule (by seq) of the
+// best rank decides.
+func (r ruleRef) rank() int {
+	deny := r.rule.Action == v1alpha1.EgressDeny
+	audit := r.pol.Mode == v1alpha1.EgressAudit
+	switch {
+	case deny && !audit:
+		return 0
+	case deny:
+		return 1
+	case !audit:
+		return 2
+	default:
+		return 3
+	}
+}
+
+// decide is the verdict of the rules matching a leaf; ok is false when
+// none does.
+func decide(matches []ruleRef) (v verdict, ok bool) {
+	if len(matches) == 0 {
+		return verdict{}, false
+	}
+	best := matches[0]
+	for _, m := range matches[1:] {
+		if m.rank() < best.rank() || (m.rank() == best.rank() && m.seq < best.seq) {
+			best = m
+		}
+	}
+	v = verdict{decision: decisionAllow, policy: best.pol.Namespace + "/" + best.pol.Name, rule: strconv.Itoa(best.idx)}
+	switch best.rank() {
+	case 0:
+		v.decision = decisionDeny
+	case 1:
+		v.decision = decisionAudit
+	}
+	return v, true
+}
+
+// protocols says how a rule matches on a port: which of TLS, HTTP, TCP.
+type protocols struct{ tls, http, tcp bool }
+
+// at is how r matches on port (0: a port no rule names); ok is false when
+// the rule does not apply there. A rule without ports applies everywhere,
+// hosts by SNI and by Host.
+func (r ruleRef) at(port uint16) (p protocols, ok bool) {
+	if len(r.rule.Ports) == 0 {
+		return protocols{tls: true, http: true, tcp: true}, true
+	}
+	for _, rp := range r.rule.Ports {
+		if port == 0 || rp.Number != port {
+			continue
+		}
+		ok = true
+		switch rp.Protocol {
+		case v1alpha1.EgressTLS:
+			p.tls = true
+		case v1alpha1.EgressHTTP:
+			p.http = true
+		default:
+			p.tcp = true
+		}
+	}
+	return p, ok
+}
+
+// coversIP reports whether a CIDR of r contains the whole leaf prefix.
+func (r ruleRef) coversIP(leaf netip.Prefix) bool {
+	return slices.ContainsFunc(r.rule.CIDRs, func(c netip.Prefix) bool {
+		return c.Bits() <= leaf.Bits() && c.Contains(leaf.Addr())
+	})
+}
+
+// coversHost reports whether a host of r matches every name of the leaf
+// host (an exact name or a "*." wildcard).
+func (r ruleRef) coversHost(leaf string) bool {
+	return slices.ContainsFunc(r.rule.Hosts, func(h string) bool { return hostCovers(h, leaf) })
+}
+
+// hostCovers reports whether pattern (exact, or "*.s": subdomains of s,
+// never s itself) matches every name leaf stands for.
+func hostCovers(pattern, leaf string) bool {
+	if pattern == leaf {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(pattern, "*")
+	return ok && strings.HasSuffix(leaf, suffix)
+}
+
+type chainKind int
+
+const (
+	kindTCP   chainKind = iota // matched by port and IP only
+	kindTLS                    // by SNI (server_names)
+	kindHTTP                   // plain HTTP: an HCM whose routes match the Host
+	kindPlain                  // like kindTCP, for plaintext that is not HTTP
+)
+
+func (k chainKind) String() string { return [...]string{"tcp", "tls", "http", "plain"}[k] }
+
+// egressChain is one egress filter chain before it is made an Envoy one.
+type egressChain struct {
+	port     uint16         // 0: any
+	prefixes []netip.Prefix // none: any IP
+	hosts    []string       // kindTLS: the server_names
+	kind     chainKind
+	v        verdict
+	routes   string // kindHTTP: the RDS route configuration
+}
+
+// egressChains resolves the workload's egress rules into the leaves of
+// Envoy's filter-chain match tree and returns their chains (and adds the
+// HTTP route configurations). Envoy narrows by destination port, then
+// destination IP, then SNI, then transport, always to the most specific
+// candidate and never back; so every leaf a connection can end in carries
+// the verdict of every rule that matches there: rules without ports are
+// repeated on each port other chains name, CIDR rules under each SNI.
+// Leaves no rule matches are left out: the default chain decides them.
+func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChain, error) {
+	var refs []ruleRef
+	for _, p := range b.pol.Egress {
+		for i := range p.Rules {
+			refs = append(refs, ruleRef{p, i, &p.Rules[i], len(refs)})
+		}
+	}
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	var ports []uint16
+	var prefixes []netip.Prefix
+	portless := false
+	for _, r := range refs {
+		for _, rp := range r.rule.Ports {
+			ports = append(ports, rp.Number)
+		}
+		portless = portless || len(r.rule.Ports) == 0
+		prefixes = append(prefixes, r.rule.CIDRs...)
+	}
+	if portless {
+		for k := range taken {
+			ports = append(ports, k.port)
+		}
+	}
+	slices.Sort(ports)
+	ports = append([]uint16{0}, slices.Compact(ports)...)
+	slices.SortFunc(prefixes, comparePrefix)
+	prefixes = append([]netip.Prefix{{}}, slices.Compact(prefixes)...)
+
+	var leaves []egressChain
+	for _, port := range ports {
+		var here []ruleRef
+		var tlsHosts, httpHosts []string
+		for _, r := range refs {
+			p, ok := r.at(port)
+			if !ok {
+				continue
+			}
+			here = append(here, r)
+			if p.tls {
+				tlsHosts = append(tlsHosts, r.rule.Hosts...)
+			}
+			if p.http {
+				httpHosts = append(httpHosts, r.rule.Hosts...)
+			}
+		}
+		slices.Sort(tlsHosts)
+		tlsHosts = slices.Compact(tlsHosts)
+		slices.Sort(httpHosts)
+		httpHosts = slices.Compact(httpHosts)
+		for _, pfx := range prefixes {
+			var byIP []ruleRef
+			if pfx.IsValid() {
+				if taken[meshKey{port, pfx}] {
+					continue // an in-mesh destination is never egress
+				}
+				for _, r := range here {
+					if r.coversIP(pfx) {
+						byIP = append(byIP, r)
+					}
+				}
+				if len(byIP) == 0 {
+					continue // same as the any-IP leaves of this port
+				}
+			}
+			leaf := egressChain{port: port}
+			if pfx.IsValid() {
+				leaf.prefixes = []netip.Prefix{pfx}
+			}
+			ipVerdict, ipMatched := decide(byIP)
+			if ipMatched {
+				l := leaf
+				l.kind, l.v = kindTCP, ipVerdict
+				leaves = append(leaves, l)
+			}
+			for _, h := range tlsHosts {
+				m := slices.Clone(byIP)
+				for _, r := range here {
+					if p, _ := r.at(port); p.tls && r.coversHost(h) {
+						m = append(m, r)
+					}
+				}
+				l := leaf
+				l.kind, l.hosts = kindTLS, []string{h}
+				l.v, _ = decide(m)
+				leaves = append(leaves, l)
+			}
+			if len(httpHosts) > 0 {
+				catchAll := ipVerdict
+				if !ipMatched {
+					catchAll = b.defaultVerdict()
+				}
+				l := leaf
+				l.kind, l.v = kindHTTP, catchAll
+				l.routes = b.egressRoutes(port, pfx, here, byIP, httpHosts, catchAll)
+				leaves = append(leaves, l)
+				if ipMatched {
+					// Envoy narrows plaintext to the raw_buffer chains, and
+					// then finds no application protocol for what is not
+					// HTTP: give it the IP rules' verdict there too.
+					l := leaf
+					l.kind, l.v = kindPlain, ipVerdict
+					leaves = append(leaves, l)
+				}
+			}
+		}
+	}
+	var out []*listenerv3.FilterChain
+	names := map[string]int{}
+	for _, c := range mergeLeaves(leaves) {
+		name := fmt.Sprintf("egress|%s|%s|%s", portString(c.port), c.kind, c.v.decision)
+		if c.v.policy != "" {
+			name += "|" + c.v.policy + "#" + c.v.rule
+		}
+		if n := names[name]; n > 0 {
+			names[name]++
+			name = fmt.Sprintf("%s|%d", name, n+1)
+		} else {
+			names[name] = 1
+		}
+		out = append(out, b.egressFilterChain(name, c))
+	}
+	return out, nil
+}
+
+// mergeLeaves merges leaves that differ only in their SNI, then those that
+// differ only in their destination prefix, keeping first-seen order.
+func mergeLeaves(leaves []egressChain) []egressChain {
+	merge := func(in []egressChain, key func(egressChain) string, add func(into *egressChain, c egressChain)) []egressChain {
+		var out []egressChain
+		at := map[string]int{}
+		for _, c := range in {
+			k := key(c)
+			if i, ok := at[k]; ok && c.kind != kindHTTP {
+				add(&out[i], c)
+				continue
+			}
+			at[k] = len(out)
+			out = append(out, c)
+		}
+		return out
+	}
+	byHost := merge(leaves, func(c egressChain) string {
+		return fmt.Sprintf("%d|%s|%s|%s", c.port, joinPrefixes(c.prefixes), c.kind, c.v.key())
+	}, func(into *egressChain, c egressChain) { into.hosts = append(into.hosts, c.hosts...) })
+	return merge(byHost, func(c egressChain) string {
+		// A leaf for any IP never merges with CIDR leaves.
+		return fmt.Sprintf("%d|%t|%s|%s|%s", c.port, len(c.prefixes) == 0, strings.Join(c.hosts, ","), c.kind, c.v.key())
+	}, func(into *egressChain, c egressChain) { into.prefixes = append(into.prefixes, c.prefixes...) })
+}
+
+func (b *builder) egressFilterChain(name string, c egressChain) *listenerv3.FilterChain {
+	m := &listenerv3.FilterChainMatch{}
+	if c.port != 0 {
+		m.DestinationPort = wrapperspb.UInt32(uint32(c.port))
+	}
+	for _, p := range c.prefixes {
+		m.PrefixRanges = append(m.PrefixRanges, cidrRange(p))
+	}
+	var filters []*listenerv3.Filter
+	switch c.kind {
+	case kindTLS:
+		m.ServerNames = slices.Sorted(slices.Values(c.hosts))
+		m.TransportProtocol = "tls"
+	case kindPlain:
+		m.TransportProtocol = "raw_buffer"
+	case kindHTTP:
+		m.TransportProtocol = "raw_buffer"
+		m.ApplicationProtocols = []string{"http/1.1", "h2c"}
+		hcm := &hcmv3.HttpConnectionManager{
+			StatPrefix: "egress_http",
+			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+				RouteConfigName: c.routes,
+				ConfigSource:    adsSource(),
+			}},
+			HttpFilters: []*hcmv3.HttpFilter{{
+				Name:       wellknown.Router,
+				ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+			}},
+			// Hosts are matched without a port, whatever port the Host
+			// header names.
+			StripPortMode: &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
+			AccessLog: []*accesslogv3.AccessLog{{
+				Name: wellknown.HTTPGRPCAccessLog,
+				ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&grpclogv3.HttpGrpcAccessLogConfig{
+					CommonConfig: grpcLogConfig(),
+				})},
+			}},
+		}
+		filters = append(filters, networkFilter(wellknown.HTTPConnectionManager, hcm))
+	}
+	if c.kind != kindHTTP {
+		filters = b.egressTCPFilters(c.v)
+	}
+	return &listenerv3.FilterChain{Name: name, FilterChainMatch: m, Filters: filters, Metadata: c.v.metadata()}
+}
+
+// egressTCPFilters forward by the verdict with an access log; an audited
+// connection first passes an rbac filter whose shadow rules record the
+// deny the policy would make.
+func (b *builder) egressTCPFilters(v verdict) []*listenerv3.Filter {
+	var filters []*listenerv3.Filter
+	if v.decision == decisionAudit {
+		filters = append(filters, networkFilter(wellknown.RoleBasedAccessControl, &netrbacv3.RBAC{
+			StatPrefix: "egress_audit",
+			ShadowRules: &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{
+				v.policy + "#" + v.rule: anyPolicy(),
+			}},
+			ShadowRulesStatPrefix: "weft_audit_",
+		}))
+	}
+	return append(filters, networkFilter(wellknown.TCPProxy, &tcpproxyv3.TcpProxy{
+		StatPrefix:       "egress",
+		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: v.cluster()},
+		AccessLog: []*accesslogv3.AccessLog{{
+			Name: tcpGRPCAccessLog,
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&grpclogv3.TcpGrpcAccessLogConfig{
+				CommonConfig: grpcLogConfig(),
+			})},
+		}},
+	}))
+}
+
+func grpcLogConfig() *grpclogv3.CommonGrpcAccessLogConfig {
+	return &grpclogv3.CommonGrpcAccessLogConfig{
+		LogName: egressLogName,
+		GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+			EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: clusterControlPlane},
+		}},
+		TransportApiVersion: corev3.ApiVersion_V3,
+	}
+}
+
+// defaultEgressChain encodes the outbound policy (or the fail-closed deny).
+func (b *builder) defaultEgressChain() *listenerv3.FilterChain {
+	v := b.defaultVerdict()
+	return &listenerv3.FilterChain{Name: "egress|default", Filters: b.egressTCPFilters(v), Metadata: v.metadata()}
+}
+
+// egressRoutes adds the route configuration of an HTTP leaf (port, pfx)
+// and returns its name: a virtual host per Host name with the verdict of
+// the rules matching there, and "*" with catchAll.
+func (b *builder) egressRoutes(port uint16, pfx netip.Prefix, here, byIP []ruleRef, hosts []string, catchAll verdict) string {
+	name := "egress|" + portString(port)
+	if pfx.IsValid() {
+		name += "|" + pfx.String()
+	}
+	rc := &routev3.RouteConfiguration{Name: name}
+	for _, h := range hosts {
+		m := slices.Clone(byIP)
+		for _, r := range here {
+			if p, _ := r.at(port); p.http && r.coversHost(h) {
+				m = append(m, r)
+			}
+		}
+		v, _ := decide(m)
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			Name:    h,
+			Domains: []string{h},
+			Routes:  []*routev3.Route{egressRoute(v, h)},
+		})
+	}
+	rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+		Name:    "*",
+		Domains: []string{"*"},
+		Routes:  []*routev3.Route{egressRoute(catchAll, "")},
+	})
+	b.routes[name] = rc
+	return name
+}
+
+// egressRoute forwards to PassthroughCluster or answers 403 naming the
+// host and what denied it.
+func egressRoute(v verdict, host string) *routev3.Route {
+	r := &routev3.Route{
+		Match:    &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Metadata: v.metadata(),
+	}
+	if v.decision != decisionDeny {
+		r.Action = &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: clusterPassthrough},
+		}}
+		return r
+	}
+	by := v.policy
+	switch {
+	case v.rule == "rejected":
+		by += " (rejected policy: failing closed)"
+	case by == "":
+		by = "outbound policy " + v.outbound
+	default:
+		by += " rule " + v.rule
+	}
+	target := host
+	if target == "" {
+		target = "this host"
+	}
+	r.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+		Status: 403,
+		Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: fmt.Sprintf("weft: egress to %s denied by %s\n", target, by)}},
+	}}
+	return r
+}
+
+// comparePrefix orders prefixes by address, then length.
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
