@@ -18,12 +18,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/identity"
+	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/xds"
 	"github.com/weftmesh/weft/internal/version"
 )
 
@@ -31,6 +34,7 @@ import (
 // weft's install (DESIGN: names and ports).
 type Config struct {
 	Kube           kubernetes.Interface // required
+	Weft           dynamic.Interface    // required: weft.dev objects (CRDs)
 	TrustDomain    string               // "cluster.local"
 	Namespace      string               // "weft-system"
 	ServiceAccount string               // "weft-controlplane"
@@ -38,6 +42,8 @@ type Config struct {
 	GRPCAddr       string               // ":15012"
 	HTTPAddr       string               // ":15014"
 	SVIDTTL        time.Duration        // 24h: the longest SVID the service signs
+	Debounce       time.Duration        // 100ms: quiet time before a change is pushed
+	MaxDelay       time.Duration        // 1s: longest a change waits under continuous churn
 	Logger         *slog.Logger
 	Clock          clock.WithTicker
 	// Ready, if set, receives the bound addresses once both ports listen
@@ -46,8 +52,8 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Kube == nil {
-		return errors.New("controlplane: Config.Kube is required")
+	if c.Kube == nil || c.Weft == nil {
+		return errors.New("controlplane: Config.Kube and Config.Weft are required")
 	}
 	def := func(s *string, v string) {
 		if *s == "" {
@@ -115,6 +121,19 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	mesh, err := registry.New(registry.Config{Client: cfg.Kube, Weft: cfg.Weft, TrustDomain: td.String(),
+		Logger: log.With("room", "registry"), Clock: cfg.Clock})
+	if err != nil {
+		return err
+	}
+	translator := &xds.Translator{Snapshot: mesh.Current, Bundle: ca.BundlePEM,
+		ControlPlaneAddr: "weft-controlplane." + cfg.Namespace + ".svc:15012"}
+	xs, err := xds.New(xds.Config{Generator: translator, Verifier: nodeVerifier{mesh}, Bundle: caBundle{ca},
+		Logger: log.With("room", "xds"), Clock: cfg.Clock, Registerer: reg, Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay})
+	if err != nil {
+		return err
+	}
+
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("controlplane: listen %s: %w", cfg.GRPCAddr, err)
@@ -127,8 +146,10 @@ func Run(ctx context.Context, cfg Config) error {
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(serverTLS(ca, serving))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainStreamInterceptor(xs.StreamInterceptor()),
 	)
 	certificatev1.RegisterCertificateServiceServer(gs, svc)
+	xs.Register(gs)
 
 	started := cfg.Clock.Now()
 	mux := http.NewServeMux()
@@ -136,7 +157,9 @@ func Run(ctx context.Context, cfg Config) error {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/debug/status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(status(ca, serving, started))
+		st := status(ca, serving, started)
+		st.Sidecars = xs.Status()
+		_ = json.NewEncoder(w).Encode(st)
 	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
@@ -145,6 +168,29 @@ func Run(ctx context.Context, cfg Config) error {
 	errs := make(chan error, 4)
 	var wg sync.WaitGroup
 	wg.Go(func() { serving.renew(ctx) })
+	wg.Go(func() {
+		if err := mesh.Run(ctx); err != nil && ctx.Err() == nil {
+			errs <- err
+		}
+	})
+	wg.Go(func() {
+		if err := xs.Run(ctx); err != nil && ctx.Err() == nil {
+			errs <- err
+		}
+	})
+	wg.Go(func() {
+		// Every new mesh model is pushed (debounced) to the sidecars it
+		// changes.
+		changes := mesh.Subscribe()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changes:
+				xs.Changed()
+			}
+		}
+	})
 	wg.Go(func() {
 		pub := &identity.BundlePublisher{Client: cfg.Kube, Bundle: ca.BundlePEM, HomeNamespace: cfg.Namespace, Logger: log.With("room", "bundle")}
 		if err := pub.Run(ctx); err != nil && ctx.Err() == nil {
@@ -200,6 +246,8 @@ type Status struct {
 	Roots            []Cert    `json:"roots"`
 	Intermediate     Cert      `json:"intermediate"`
 	ServingCertAfter time.Time `json:"servingCertNotAfter"`
+	// Sidecars is each connected sidecar's xDS state per type.
+	Sidecars []xds.NodeStatus `json:"sidecars"`
 }
 
 // Cert describes one CA certificate.

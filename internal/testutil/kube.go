@@ -9,9 +9,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
 )
 
 // Token is what the fake API server knows about one ServiceAccount token.
@@ -67,4 +71,15 @@ func Pod(ns, name, uid, sa string) *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid)},
 		Spec:       corev1.PodSpec{ServiceAccountName: sa},
 	}
+}
+
+// FakeWeft returns a dynamic fake client serving weft's CRDs (empty unless
+// objs are given), as the control plane's registry reads them.
+func FakeWeft(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
+	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		v1alpha1.MeshConfigResource:          "MeshConfigList",
+		v1alpha1.MTLSPolicyResource:          "MTLSPolicyList",
+		v1alpha1.AuthorizationPolicyResource: "AuthorizationPolicyList",
+		v1alpha1.EgressPolicyResource:        "EgressPolicyList",
+	}, objs...)
 }

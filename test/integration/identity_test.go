@@ -37,7 +37,7 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 	cpReady := make(chan net.Addr, 1)
 	cpDone := make(chan error, 1)
 	go func() {
-		cpDone <- controlplane.Run(ctx, controlplane.Config{Kube: kube, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		cpDone <- controlplane.Run(ctx, controlplane.Config{Kube: kube, Weft: testutil.FakeWeft(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 			Ready: func(g, _ net.Addr) { cpReady <- g }})
 	}()
 	var cpAddr net.Addr

@@ -1,0 +1,321 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"k8s.io/utils/clock"
+)
+
+// ClientConfig configures a [Client]. NodeID and one of Conn or Dial are
+// required.
+type ClientConfig struct {
+	// Conn is the control-plane connection; each stream attempt uses it.
+	Conn grpc.ClientConnInterface
+	// Dial, if set instead, makes a connection per stream attempt; one that
+	// is an io.Closer is closed when its stream ends.
+	Dial func(ctx context.Context) (grpc.ClientConnInterface, error)
+	// NodeID is "<pod>.<namespace>".
+	NodeID string
+	// Delta selects the incremental protocol instead of state-of-the-world.
+	Delta bool
+	// TrustDomain of the mesh (zero: cluster.local): the trust bundle's, and
+	// the only one SANs and RBAC principals may name.
+	TrustDomain spiffeid.TrustDomain
+	// UserAgentVersion is sent in the node (e.g. weft's version).
+	UserAgentVersion string
+	Logger           *slog.Logger // nil: discard
+	Clock            clock.Clock  // nil: real clock
+	Backoff          Backoff
+}
+
+// Backoff is the reconnect delay: Initial (500ms), doubling per failed
+// attempt up to Max (30s), each with jitter in [d/2, d). A stream that
+// received a response resets it.
+type Backoff struct {
+	Initial, Max time.Duration
+}
+
+func (b Backoff) delay(attempt int) time.Duration {
+	d := b.Initial
+	for i := 0; i < attempt && d < b.Max; i++ {
+		d *= 2
+	}
+	d = min(d, b.Max)
+	return d/2 + rand.N(d/2+1)
+}
+
+// Client is the sidecar's ADS client. Run it once; read the configuration
+// with Current or Subscribe.
+type Client struct {
+	cfg   ClientConfig
+	log   *slog.Logger
+	clock clock.Clock
+	node  *corev3.Node
+
+	current atomic.Pointer[Config]
+	ready   chan struct{}
+	running atomic.Bool
+
+	mu   sync.Mutex // guards what follows
+	subs map[chan *Config]struct{}
+	st   Status
+
+	// Owned by Run's goroutine.
+	res      state
+	versions map[string]string // type URL -> version of the last accepted response
+	received map[string]bool   // type URL -> a response was accepted
+}
+
+// Status is the client's state for the admin endpoint.
+type Status struct {
+	Node       string
+	Delta      bool
+	Connected  bool
+	Ready      bool
+	Versions   map[string]string // of the current configuration, by type URL
+	Waiting    []string          // accepted but not yet current: what is still missing
+	Acks       uint64
+	Nacks      map[string]uint64 // by resource kind: cluster, endpoints, listener, route configuration, secret
+	Reconnects uint64
+	LastNack   *Nack
+	LastError  string // why the last stream ended
+}
+
+// Nack is a rejected response.
+type Nack struct {
+	TypeURL string
+	Version string
+	Error   string
+	Time    time.Time
+}
+
+// New returns a client; it does nothing until Run.
+func New(cfg ClientConfig) (*Client, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("xds: NodeID is required")
+	}
+	if cfg.Conn == nil && cfg.Dial == nil {
+		return nil, errors.New("xds: Conn or Dial is required")
+	}
+	if cfg.TrustDomain.IsZero() {
+		cfg.TrustDomain = spiffeid.RequireTrustDomainFromString("cluster.local")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Backoff.Initial <= 0 {
+		cfg.Backoff.Initial = 500 * time.Millisecond
+	}
+	if cfg.Backoff.Max < cfg.Backoff.Initial {
+		cfg.Backoff.Max = max(30*time.Second, cfg.Backoff.Initial)
+	}
+	return &Client{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		clock: cfg.Clock,
+		node: &corev3.Node{Id: cfg.NodeID, UserAgentName: "weft-sidecar",
+			UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: cfg.UserAgentVersion}},
+		ready:    make(chan struct{}),
+		subs:     map[chan *Config]struct{}{},
+		st:       Status{Node: cfg.NodeID, Delta: cfg.Delta, Nacks: map[string]uint64{}},
+		res:      state{},
+		versions: map[string]string{},
+		received: map[string]bool{},
+	}, nil
+}
+
+// Current returns the configuration in force: the last complete one
+// accepted, nil before the first. It stays when the control plane is away.
+func (c *Client) Current() *Config { return c.current.Load() }
+
+// Ready is closed when the first complete configuration is current.
+func (c *Client) Ready() <-chan struct{} { return c.ready }
+
+// Subscribe returns a channel that receives every new current
+// configuration (only the latest if the reader is slow) and a function
+// that ends the subscription.
+func (c *Client) Subscribe() (<-chan *Config, func()) {
+	ch := make(chan *Config, 1)
+	c.mu.Lock()
+	c.subs[ch] = struct{}{}
+	c.mu.Unlock()
+	if cur := c.Current(); cur != nil {
+		ch <- cur
+	}
+	return ch, func() {
+		c.mu.Lock()
+		delete(c.subs, ch)
+		c.mu.Unlock()
+	}
+}
+
+// Status returns a copy of the client's state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.st
+	s.Nacks = maps.Clone(c.st.Nacks)
+	s.Waiting = slices.Clone(c.st.Waiting)
+	if cur := c.Current(); cur != nil {
+		s.Versions = maps.Clone(cur.Version)
+	}
+	if c.st.LastNack != nil {
+		n := *c.st.LastNack
+		s.LastNack = &n
+	}
+	return s
+}
+
+// Run holds the ADS stream until ctx ends, reconnecting with backoff. It
+// returns nil when ctx ends, and an error only if called twice.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("xds: Run called twice")
+	}
+	for attempt, n := 0, 0; ; attempt, n = attempt+1, n+1 {
+		if n > 0 {
+			c.mu.Lock()
+			c.st.Reconnects++
+			c.mu.Unlock()
+		}
+		healthy, err := c.stream(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if healthy {
+			attempt = 0
+		}
+		d := c.cfg.Backoff.delay(attempt)
+		c.mu.Lock()
+		c.st.Connected, c.st.LastError = false, fmt.Sprint(err)
+		c.mu.Unlock()
+		c.log.Warn("xds stream ended; keeping the last good configuration", "err", err, "retryIn", d)
+		t := c.clock.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C():
+		}
+	}
+}
+
+// stream runs one stream; healthy reports whether it got any response.
+func (c *Client) stream(ctx context.Context) (healthy bool, err error) {
+	conn := c.cfg.Conn
+	if c.cfg.Dial != nil {
+		if conn, err = c.cfg.Dial(ctx); err != nil {
+			return false, fmt.Errorf("xds: dial: %w", err)
+		}
+		if cl, ok := conn.(io.Closer); ok {
+			defer cl.Close()
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if c.cfg.Delta {
+		return c.runDelta(ctx, conn)
+	}
+	return c.runSotw(ctx, conn)
+}
+
+func (c *Client) connected() {
+	c.mu.Lock()
+	c.st.Connected = true
+	c.mu.Unlock()
+}
+
+// apply validates u against the accepted resources and, when the whole set
+// is consistent, accepts it and returns the configuration it builds (nil
+// if u changes nothing); on error nothing changes.
+func (c *Client) apply(u update) (*Config, error) {
+	next := c.res.with(u)
+	if c.received[u.typeURL] && c.versions[u.typeURL] == u.version && next.equal(c.res) {
+		return nil, nil
+	}
+	cfg, err := Build(c.cfg.TrustDomain, next.resources())
+	if err != nil {
+		return nil, err
+	}
+	c.res = next
+	c.versions[u.typeURL] = u.version
+	c.received[u.typeURL] = true
+	cfg.Version = maps.Clone(c.versions)
+	return cfg, nil
+}
+
+// accepted counts an ACK and makes cfg current if it is complete.
+func (c *Client) accepted(cfg *Config) {
+	if cfg == nil {
+		c.mu.Lock()
+		c.st.Acks++
+		c.mu.Unlock()
+		return
+	}
+	missing := cfg.Missing()
+	for _, t := range []string{ClusterType, ListenerType} {
+		if !c.received[t] {
+			missing = append(missing, kindName(t)+"s")
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.Acks++
+	c.st.Waiting = missing
+	if len(missing) > 0 {
+		return
+	}
+	c.current.Store(cfg)
+	for ch := range c.subs {
+		select { // keep only the latest for a slow reader
+		case <-ch:
+		default:
+		}
+		ch <- cfg
+	}
+	if !c.st.Ready {
+		c.st.Ready = true
+		close(c.ready)
+		c.log.Info("xds configuration ready", "versions", cfg.Version)
+	}
+}
+
+func (c *Client) rejected(typeURL, version string, err error) {
+	c.log.Warn("xds NACK: keeping the last good configuration", "type", kindName(typeURL), "version", version, "err", err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.Nacks[kindName(typeURL)]++
+	c.st.LastNack = &Nack{TypeURL: typeURL, Version: version, Error: err.Error(), Time: c.clock.Now()}
+}
+
+// wanted returns the resource names to subscribe to for t from the
+// accepted resources; nil for the wildcard types.
+func (c *Client) wanted(t string) []string {
+	switch t {
+	case EndpointType, RouteType:
+		eds, rds := c.res.references()
+		if t == EndpointType {
+			return slices.Sorted(maps.Keys(eds))
+		}
+		return slices.Sorted(maps.Keys(rds))
+	case SecretType:
+		return []string{TrustBundleSecret}
+	}
+	return nil
+}

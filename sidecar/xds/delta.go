@@ -1,0 +1,144 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+// runDelta: one delta ADS stream. Clusters and listeners are wildcard
+// subscriptions; endpoints, routes and the trust bundle are subscribed by
+// name. A new stream sends initial_resource_versions of what the client
+// holds, so the server sends only what changed while it was away.
+func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (healthy bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		return false, fmt.Errorf("xds: open stream: %w", err)
+	}
+	names := map[string][]string{} // type URL -> subscribed names (nil: not yet subscribed)
+	ever := map[string]map[string]bool{}
+	first := true
+	send := func(r *discoveryv3.DeltaDiscoveryRequest) error {
+		if first {
+			r.Node, first = c.node, false
+		}
+		if err := stream.Send(r); err != nil {
+			return fmt.Errorf("xds: send: %w", err)
+		}
+		return nil
+	}
+	subscribe := func(t string) error {
+		want := c.wanted(t)
+		prev, sent := names[t]
+		wildcard := t == ClusterType || t == ListenerType
+		switch {
+		case wildcard && sent, !wildcard && slices.Equal(prev, want), !wildcard && !sent && len(want) == 0:
+			return nil
+		}
+		names[t] = want
+		if ever[t] == nil {
+			ever[t] = map[string]bool{}
+		}
+		for _, n := range want {
+			ever[t][n] = true
+		}
+		r := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: t}
+		if !sent {
+			r.InitialResourceVersions = c.res.versions(t)
+			r.ResourceNamesSubscribe = want
+		} else {
+			r.ResourceNamesSubscribe = without(want, prev)
+			r.ResourceNamesUnsubscribe = without(prev, want)
+		}
+		return send(r)
+	}
+	for _, t := range subscribeOrder {
+		if err := subscribe(t); err != nil {
+			return false, err
+		}
+	}
+	c.connected()
+	c.log.Info("xds stream open", "protocol", "delta", "node", c.cfg.NodeID)
+
+	responses, recvErr, wg := receive(ctx, stream.Recv)
+	defer func() { cancel(); wg.Wait() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return healthy, ctx.Err()
+		case err := <-recvErr:
+			return healthy, fmt.Errorf("xds: receive: %w", err)
+		case resp := <-responses:
+			healthy = true
+			t := resp.GetTypeUrl()
+			cfg, err := c.applyDelta(names[t], ever[t], resp)
+			if err != nil {
+				c.rejected(t, resp.GetSystemVersionInfo(), err)
+				nack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: resp.GetNonce(),
+					ErrorDetail: &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}}
+				if err := send(nack); err != nil {
+					return healthy, err
+				}
+				continue
+			}
+			if err := send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: resp.GetNonce()}); err != nil {
+				return healthy, err
+			}
+			c.log.Debug("xds ACK", "type", kindName(t), "version", resp.GetSystemVersionInfo(),
+				"resources", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
+			for _, dep := range []string{EndpointType, RouteType} {
+				if err := subscribe(dep); err != nil {
+					return healthy, err
+				}
+			}
+			c.accepted(cfg)
+		}
+	}
+}
+
+func (c *Client) applyDelta(subscribed []string, ever map[string]bool, resp *discoveryv3.DeltaDiscoveryResponse) (*Config, error) {
+	t := resp.GetTypeUrl()
+	u := update{typeURL: t, version: resp.GetSystemVersionInfo(), upsert: map[string]entry{}, removed: resp.GetRemovedResources()}
+	for i, r := range resp.GetResources() {
+		if r.GetResource() == nil {
+			return nil, fmt.Errorf("xds: response %s resource %d %q: no content", kindName(t), i, r.GetName())
+		}
+		m, err := decode(t, r.GetResource())
+		if err != nil {
+			return nil, fmt.Errorf("xds: response %s resource %d %q: %w", kindName(t), i, r.GetName(), err)
+		}
+		if name := resourceName(m); name != r.GetName() {
+			return nil, fmt.Errorf("xds: response %s resource %d %q: the resource is named %q", kindName(t), i, r.GetName(), name)
+		}
+		if _, dup := u.upsert[r.GetName()]; dup {
+			return nil, fmt.Errorf("xds: response %s: %q appears twice", kindName(t), r.GetName())
+		}
+		if (t == EndpointType || t == RouteType) && !slices.Contains(subscribed, r.GetName()) && ever[r.GetName()] {
+			continue // a late answer for something we no longer ask for
+		}
+		u.upsert[r.GetName()] = entry{msg: m, version: r.GetVersion()}
+	}
+	return c.apply(u)
+}
+
+// without returns the names of a not in b.
+func without(a, b []string) []string {
+	drop := map[string]bool{}
+	for _, n := range b {
+		drop[n] = true
+	}
+	var out []string
+	for _, n := range a {
+		if !drop[n] {
+			out = append(out, n)
+		}
+	}
+	return slices.Sorted(slices.Values(out))
+}

@@ -1,0 +1,174 @@
+package xds
+
+import (
+	"fmt"
+	"maps"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// subscribeOrder is the order of the first requests on a stream, Envoy's:
+// clusters before their endpoints, listeners before their routes.
+var subscribeOrder = []string{ClusterType, EndpointType, ListenerType, RouteType, SecretType}
+
+// entry is one accepted resource and its version (delta; SotW leaves it empty).
+type entry struct {
+	msg     proto.Message
+	version string
+}
+
+// state is the accepted resources, by type URL and name. Never modified in
+// place: apply builds a new one.
+type state map[string]map[string]entry
+
+func (s state) resources() Resources {
+	r := make(Resources, len(s))
+	for t, byName := range s {
+		r[t] = make(map[string]proto.Message, len(byName))
+		for n, e := range byName {
+			r[t][n] = e.msg
+		}
+	}
+	return r
+}
+
+func (s state) versions(t string) map[string]string {
+	v := make(map[string]string, len(s[t]))
+	for n, e := range s[t] {
+		v[n] = e.version
+	}
+	return v
+}
+
+// equal reports whether s and o hold the same resources at the same versions.
+func (s state) equal(o state) bool {
+	for _, t := range subscribeOrder {
+		if len(s[t]) != len(o[t]) {
+			return false
+		}
+		for n, e := range s[t] {
+			f, ok := o[t][n]
+			if !ok || e.version != f.version || !proto.Equal(e.msg, f.msg) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// update is one response: resources to add or replace, names to remove,
+// or (full) the whole state of the type.
+type update struct {
+	typeURL string
+	version string
+	upsert  map[string]entry
+	removed []string
+	full    bool
+}
+
+// with returns s with u applied. Endpoints and routes nothing references
+// any more after a cluster or listener update are dropped, as Envoy drops
+// them with their cluster or listener.
+func (s state) with(u update) state {
+	next := maps.Clone(s)
+	if next == nil {
+		next = state{}
+	}
+	byName := map[string]entry{}
+	if !u.full {
+		byName = maps.Clone(s[u.typeURL])
+		if byName == nil {
+			byName = map[string]entry{}
+		}
+	}
+	for _, n := range u.removed {
+		delete(byName, n)
+	}
+	maps.Copy(byName, u.upsert)
+	next[u.typeURL] = byName
+	if u.typeURL == ClusterType || u.typeURL == ListenerType {
+		eds, rds := next.references()
+		next[EndpointType] = keep(next[EndpointType], eds)
+		next[RouteType] = keep(next[RouteType], rds)
+	}
+	return next
+}
+
+func keep(byName map[string]entry, names map[string]bool) map[string]entry {
+	out := make(map[string]entry, len(byName))
+	for n, e := range byName {
+		if names[n] {
+			out[n] = e
+		}
+	}
+	return out
+}
+
+// references returns the EDS cluster names and the RDS names the clusters
+// and listeners of s refer to. Malformed filters are skipped: Build reports
+// them.
+func (s state) references() (eds, rds map[string]bool) {
+	eds, rds = map[string]bool{}, map[string]bool{}
+	for n, e := range s[ClusterType] {
+		if c, ok := e.msg.(*clusterv3.Cluster); ok && c.GetType() == clusterv3.Cluster_EDS {
+			eds[n] = true
+		}
+	}
+	for _, e := range s[ListenerType] {
+		l, ok := e.msg.(*listenerv3.Listener)
+		if !ok {
+			continue
+		}
+		chains := append([]*listenerv3.FilterChain{l.GetDefaultFilterChain()}, l.GetFilterChains()...)
+		for _, fc := range chains {
+			for _, f := range fc.GetFilters() {
+				var h hcmv3.HttpConnectionManager
+				if a := f.GetTypedConfig(); typeName(a) == string(h.ProtoReflect().Descriptor().FullName()) {
+					if a.UnmarshalTo(&h) == nil && h.GetRds() != nil {
+						rds[h.GetRds().GetRouteConfigName()] = true
+					}
+				}
+			}
+		}
+	}
+	return eds, rds
+}
+
+// decode unpacks one resource of a response of type t.
+func decode(t string, a *anypb.Any) (proto.Message, error) {
+	m := newResource(t)
+	if m == nil {
+		return nil, fmt.Errorf("type %s is not supported", t)
+	}
+	if a.GetTypeUrl() != t {
+		return nil, fmt.Errorf("a resource of type %s in a response of type %s", a.GetTypeUrl(), t)
+	}
+	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
+		return nil, fmt.Errorf("%s: %w", kindName(t), err)
+	}
+	return m, nil
+}
+
+// newResource returns an empty message of resource type t, nil if unknown.
+func newResource(t string) proto.Message {
+	switch t {
+	case ClusterType:
+		return &clusterv3.Cluster{}
+	case EndpointType:
+		return &endpointv3.ClusterLoadAssignment{}
+	case ListenerType:
+		return &listenerv3.Listener{}
+	case RouteType:
+		return &routev3.RouteConfiguration{}
+	case SecretType:
+		return &tlsv3.Secret{}
+	}
+	return nil
+}

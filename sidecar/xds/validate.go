@@ -1,0 +1,194 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Resources is a set of xDS resources: by type URL, then by resource name.
+// The messages are the go-control-plane Envoy types (*clusterv3.Cluster, ...).
+type Resources map[string]map[string]proto.Message
+
+// Build turns a set of xDS resources into the sidecar's [Config]. It accepts
+// only the subset in README.md; anything else, a failed ValidateAll, or a
+// dangling reference is an error naming the resource and the field. Names
+// the set references but does not hold (endpoints, route configurations,
+// the trust bundle, a listener) are not errors: see [Config.Missing].
+// Certificates are parsed into a bundle of trust domain td, whose members
+// alone may appear in SANs and RBAC principals.
+func Build(td spiffeid.TrustDomain, res Resources) (*Config, error) {
+	b := builder{td: td}
+	cfg, err := b.build(res)
+	if err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	return cfg, nil
+}
+
+type builder struct{ td spiffeid.TrustDomain }
+
+type validator interface{ ValidateAll() error }
+
+func (b builder) build(res Resources) (*Config, error) {
+	for t := range res {
+		if !slices.Contains([]string{ClusterType, EndpointType, ListenerType, RouteType, SecretType}, t) {
+			return nil, fmt.Errorf("resource type %q is not supported", t)
+		}
+	}
+	cfg := &Config{Clusters: map[string]*Cluster{}, Endpoints: map[string][]Endpoint{}, Routes: map[string]*RouteConfig{}}
+	for _, t := range []string{SecretType, ClusterType, EndpointType, ListenerType, RouteType} {
+		for _, name := range slices.Sorted(maps.Keys(res[t])) {
+			m := res[t][name]
+			what := fmt.Sprintf("%s %q", kindName(t), name)
+			if err := b.resource(cfg, t, name, m); err != nil {
+				return nil, fmt.Errorf("%s: %w", what, err)
+			}
+		}
+	}
+	if err := crossCheck(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (b builder) resource(cfg *Config, t, name string, m proto.Message) error {
+	if m == nil {
+		return errors.New("empty resource")
+	}
+	if got := resourceName(m); got != name {
+		return fmt.Errorf("resource is named %q", got)
+	}
+	if v, ok := m.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			return fmt.Errorf("invalid: %w", err)
+		}
+	}
+	var err error
+	switch t {
+	case SecretType:
+		cfg.TrustBundle, err = b.trustBundle(m)
+	case ClusterType:
+		cfg.Clusters[name], err = b.cluster(m)
+	case EndpointType:
+		cfg.Endpoints[name], err = b.loadAssignment(m)
+	case ListenerType:
+		var l *Listener
+		if l, err = b.listener(m); err == nil && l.Name == InboundListener {
+			cfg.Inbound = l
+		} else if err == nil {
+			cfg.Outbound = l
+		}
+	case RouteType:
+		cfg.Routes[name], err = b.routeConfig(m)
+	}
+	return err
+}
+
+// kindName is how errors name a resource of type t.
+func kindName(t string) string {
+	switch t {
+	case ClusterType:
+		return "cluster"
+	case EndpointType:
+		return "endpoints"
+	case ListenerType:
+		return "listener"
+	case RouteType:
+		return "route configuration"
+	case SecretType:
+		return "secret"
+	}
+	return t
+}
+
+// resourceName is the name a resource carries inside itself.
+func resourceName(m proto.Message) string {
+	switch r := m.(type) {
+	case interface{ GetClusterName() string }:
+		return r.GetClusterName()
+	case interface{ GetName() string }:
+		return r.GetName()
+	}
+	return ""
+}
+
+// only fails for every populated field of m not in allowed, and for unknown
+// fields: the sidecar never ignores what it was not built to honour.
+func only(m proto.Message, allowed ...string) error {
+	r := m.ProtoReflect()
+	var bad []string
+	r.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		if !slices.Contains(allowed, string(fd.Name())) {
+			bad = append(bad, string(fd.Name()))
+		}
+		return true
+	})
+	if len(r.GetUnknown()) > 0 {
+		bad = append(bad, "(unknown fields)")
+	}
+	switch slices.Sort(bad); len(bad) {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("field %s is not supported", bad[0])
+	default:
+		return fmt.Errorf("fields %s are not supported", strings.Join(bad, ", "))
+	}
+}
+
+// unpack decodes a typed_config into m, which must be its exact type.
+func unpack(a *anypb.Any, m proto.Message) error {
+	want := string(m.ProtoReflect().Descriptor().FullName())
+	if got := typeName(a); got != want {
+		return fmt.Errorf("typed_config type %q is not supported (want %s)", got, want)
+	}
+	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
+		return fmt.Errorf("typed_config %s: %w", want, err)
+	}
+	if v, ok := m.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			return fmt.Errorf("typed_config %s: %w", want, err)
+		}
+	}
+	return nil
+}
+
+// typeName is the message name of an Any's type URL.
+func typeName(a *anypb.Any) string {
+	u := a.GetTypeUrl()
+	return u[strings.LastIndexByte(u, '/')+1:]
+}
+
+// adsSource accepts a ConfigSource that says "over this ADS stream".
+func adsSource(cs *corev3.ConfigSource) error {
+	if err := only(cs, "ads", "resource_api_version"); err != nil {
+		return err
+	}
+	if cs.GetAds() == nil {
+		return errors.New("only ads is supported")
+	}
+	if v := cs.GetResourceApiVersion(); v != corev3.ApiVersion_AUTO && v != corev3.ApiVersion_V3 {
+		return fmt.Errorf("resource_api_version %s is not supported", v)
+	}
+	return nil
+}
+
+// inlineData reads an inline DataSource.
+func inlineData(ds *corev3.DataSource) ([]byte, error) {
+	if err := only(ds, "inline_bytes", "inline_string"); err != nil {
+		return nil, err
+	}
+	if s, ok := ds.GetSpecifier().(*corev3.DataSource_InlineString); ok {
+		return []byte(s.InlineString), nil
+	}
+	return ds.GetInlineBytes(), nil
+}

@@ -1,0 +1,272 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// Cluster names the contract fixes.
+const (
+	PassthroughCluster        = "PassthroughCluster"
+	InboundPassthroughCluster = "InboundPassthroughCluster"
+	BlackHoleCluster          = "BlackHoleCluster"
+)
+
+// defaultConnectTimeout is Envoy's default for connect_timeout.
+const defaultConnectTimeout = 5 * time.Second
+
+// clusterFields every cluster may set; alt_stat_name is cosmetic and ignored.
+var clusterFields = []string{"name", "type", "connect_timeout", "lb_policy", "alt_stat_name"}
+
+func (b builder) cluster(m proto.Message) (*Cluster, error) {
+	c, ok := m.(*clusterv3.Cluster)
+	if !ok {
+		return nil, fmt.Errorf("resource is a %T", m)
+	}
+	out := &Cluster{Name: c.GetName(), ConnectTimeout: defaultConnectTimeout}
+	if d := c.GetConnectTimeout(); d != nil {
+		if out.ConnectTimeout = d.AsDuration(); out.ConnectTimeout <= 0 {
+			return nil, errors.New("connect_timeout must be positive")
+		}
+	}
+	typ := c.GetType()
+	wantType := func(ts ...clusterv3.Cluster_DiscoveryType) error {
+		for _, t := range ts {
+			if typ == t {
+				return nil
+			}
+		}
+		return fmt.Errorf("type %s is not supported for this cluster (want %s)", typ, ts[0])
+	}
+	switch name := c.GetName(); {
+	case name == BlackHoleCluster:
+		out.Kind = KindBlackhole
+		if err := only(c, append(clusterFields, "load_assignment")...); err != nil {
+			return nil, err
+		}
+		if err := wantType(clusterv3.Cluster_STATIC); err != nil {
+			return nil, err
+		}
+		if la := c.GetLoadAssignment(); la != nil {
+			if eps, err := b.loadAssignment(la); err != nil {
+				return nil, fmt.Errorf("load_assignment: %w", err)
+			} else if len(eps) > 0 {
+				return nil, errors.New("load_assignment: must have no endpoints")
+			}
+		}
+		return out, lbPolicy(c, out, clusterv3.Cluster_ROUND_ROBIN)
+	case name == PassthroughCluster || name == InboundPassthroughCluster:
+		out.Kind = KindOriginalDst
+		out.OriginalPortOnLoopback = name == InboundPassthroughCluster
+		if err := only(c, clusterFields...); err != nil {
+			return nil, err
+		}
+		if err := wantType(clusterv3.Cluster_ORIGINAL_DST); err != nil {
+			return nil, err
+		}
+		return out, lbPolicy(c, out, clusterv3.Cluster_CLUSTER_PROVIDED, clusterv3.Cluster_ROUND_ROBIN)
+	case name == ControlPlaneCluster:
+		return b.controlPlaneCluster(c, out, wantType)
+	case strings.HasPrefix(name, "inbound|"):
+		out.Kind = KindStatic
+		port, err := strconv.ParseUint(strings.TrimPrefix(name, "inbound|"), 10, 16)
+		if err != nil || port == 0 {
+			return nil, errors.New(`name must be "inbound|<port>"`)
+		}
+		if err := only(c, append(clusterFields, "load_assignment")...); err != nil {
+			return nil, err
+		}
+		if err := wantType(clusterv3.Cluster_STATIC); err != nil {
+			return nil, err
+		}
+		if out.StaticEndpoints, err = b.loadAssignment(c.GetLoadAssignment()); err != nil {
+			return nil, fmt.Errorf("load_assignment: %w", err)
+		}
+		want := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
+		if len(out.StaticEndpoints) != 1 || out.StaticEndpoints[0].Addr != want {
+			return nil, fmt.Errorf("load_assignment: must be the one endpoint %s", want)
+		}
+		return out, lbPolicy(c, out, clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_LEAST_REQUEST)
+	case strings.HasPrefix(name, "outbound|"):
+		return b.edsCluster(c, out, wantType)
+	default:
+		return nil, errors.New(`name is not in the contract (inbound|<port>, outbound|<port>|<service>.<namespace>, ` +
+			`PassthroughCluster, InboundPassthroughCluster, BlackHoleCluster, weft-controlplane)`)
+	}
+}
+
+func (b builder) edsCluster(c *clusterv3.Cluster, out *Cluster, wantType func(...clusterv3.Cluster_DiscoveryType) error) (*Cluster, error) {
+	out.Kind = KindEDS
+	if parts := strings.Split(c.GetName(), "|"); len(parts) != 3 || !validPort(parts[1]) || !strings.Contains(parts[2], ".") {
+		return nil, errors.New(`name must be "outbound|<port>|<service>.<namespace>"`)
+	}
+	if err := only(c, append(clusterFields, "eds_cluster_config", "transport_socket")...); err != nil {
+		return nil, err
+	}
+	if err := wantType(clusterv3.Cluster_EDS); err != nil {
+		return nil, err
+	}
+	eds := c.GetEdsClusterConfig()
+	if err := only(eds, "eds_config", "service_name"); err != nil {
+		return nil, fmt.Errorf("eds_cluster_config: %w", err)
+	}
+	if sn := eds.GetServiceName(); sn != "" && sn != c.GetName() {
+		return nil, fmt.Errorf("eds_cluster_config.service_name %q must be empty or the cluster name", sn)
+	}
+	if eds.GetEdsConfig() == nil {
+		return nil, errors.New("eds_cluster_config.eds_config is required")
+	}
+	if err := adsSource(eds.GetEdsConfig()); err != nil {
+		return nil, fmt.Errorf("eds_cluster_config.eds_config: %w", err)
+	}
+	if c.GetTransportSocket() == nil {
+		return nil, errors.New("transport_socket is required: mesh traffic is mTLS")
+	}
+	var err error
+	if out.UpstreamTLS, err = b.upstreamTLS(c.GetTransportSocket()); err != nil {
+		return nil, fmt.Errorf("transport_socket: %w", err)
+	}
+	return out, lbPolicy(c, out, clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_LEAST_REQUEST)
+}
+
+// controlPlaneCluster accepts the access-log target. The sidecar sends on
+// its existing control-plane connection, so address, DNS, HTTP/2 and TLS
+// settings are checked for shape and otherwise ignored.
+func (b builder) controlPlaneCluster(c *clusterv3.Cluster, out *Cluster, wantType func(...clusterv3.Cluster_DiscoveryType) error) (*Cluster, error) {
+	out.Kind = KindControlPlane
+	if err := only(c, append(clusterFields, "load_assignment", "http2_protocol_options",
+		"typed_extension_protocol_options", "dns_lookup_family", "transport_socket")...); err != nil {
+		return nil, err
+	}
+	if err := wantType(clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS); err != nil {
+		return nil, err
+	}
+	for k, v := range c.GetTypedExtensionProtocolOptions() {
+		var hpo upstreamhttpv3.HttpProtocolOptions
+		if k != "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" {
+			return nil, fmt.Errorf("typed_extension_protocol_options %q is not supported", k)
+		}
+		if err := unpack(v, &hpo); err != nil {
+			return nil, fmt.Errorf("typed_extension_protocol_options %q: %w", k, err)
+		}
+		if hpo.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+			return nil, fmt.Errorf("typed_extension_protocol_options %q: only explicit_http_config.http2_protocol_options is supported", k)
+		}
+	}
+	if ts := c.GetTransportSocket(); ts != nil && ts.GetName() != "envoy.transport_sockets.tls" {
+		return nil, fmt.Errorf("transport_socket %q is not supported", ts.GetName())
+	}
+	la := c.GetLoadAssignment()
+	if err := only(la, "cluster_name", "endpoints"); err != nil {
+		return nil, fmt.Errorf("load_assignment: %w", err)
+	}
+	for _, lle := range la.GetEndpoints() {
+		for _, lbe := range lle.GetLbEndpoints() {
+			if sa := lbe.GetEndpoint().GetAddress().GetSocketAddress(); sa == nil || sa.GetAddress() == "" || sa.GetPortValue() == 0 {
+				return nil, errors.New("load_assignment: endpoints need a socket address with host and port")
+			}
+		}
+	}
+	return out, lbPolicy(c, out, clusterv3.Cluster_ROUND_ROBIN)
+}
+
+func lbPolicy(c *clusterv3.Cluster, out *Cluster, allowed ...clusterv3.Cluster_LbPolicy) error {
+	p := c.GetLbPolicy()
+	for _, a := range allowed {
+		if p == a {
+			if p == clusterv3.Cluster_LEAST_REQUEST {
+				out.LB = LeastRequest
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("lb_policy %s is not supported for this cluster", p)
+}
+
+func validPort(s string) bool {
+	p, err := strconv.ParseUint(s, 10, 16)
+	return err == nil && p > 0
+}
+
+// loadAssignment reads a ClusterLoadAssignment (EDS, or a STATIC cluster's).
+func (b builder) loadAssignment(m proto.Message) ([]Endpoint, error) {
+	cla, ok := m.(*endpointv3.ClusterLoadAssignment)
+	if !ok {
+		return nil, fmt.Errorf("resource is a %T", m)
+	}
+	if err := only(cla, "cluster_name", "endpoints"); err != nil {
+		return nil, err
+	}
+	eps := []Endpoint{}
+	for i, lle := range cla.GetEndpoints() {
+		if err := only(lle, "locality", "lb_endpoints"); err != nil {
+			return nil, fmt.Errorf("endpoints %d: %w", i, err)
+		}
+		for j, lbe := range lle.GetLbEndpoints() {
+			ep, err := lbEndpoint(lbe)
+			if err != nil {
+				return nil, fmt.Errorf("endpoints %d lb_endpoints %d: %w", i, j, err)
+			}
+			eps = append(eps, ep)
+		}
+	}
+	return eps, nil
+}
+
+func lbEndpoint(lbe *endpointv3.LbEndpoint) (Endpoint, error) {
+	if err := only(lbe, "endpoint", "health_status"); err != nil {
+		return Endpoint{}, err
+	}
+	var ep Endpoint
+	switch h := lbe.GetHealthStatus(); h {
+	case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
+		ep.Health = Healthy
+	case corev3.HealthStatus_DRAINING:
+		ep.Health = Draining
+	case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_TIMEOUT:
+		ep.Health = Unhealthy
+	default:
+		return Endpoint{}, fmt.Errorf("health_status %s is not supported", h)
+	}
+	if err := only(lbe.GetEndpoint(), "address"); err != nil {
+		return Endpoint{}, fmt.Errorf("endpoint: %w", err)
+	}
+	var err error
+	ep.Addr, err = socketAddress(lbe.GetEndpoint().GetAddress())
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("endpoint.address: %w", err)
+	}
+	return ep, nil
+}
+
+// socketAddress reads a TCP socket address with an IP literal.
+func socketAddress(a *corev3.Address) (netip.AddrPort, error) {
+	if err := only(a, "socket_address"); err != nil {
+		return netip.AddrPort{}, err
+	}
+	sa := a.GetSocketAddress()
+	if err := only(sa, "address", "port_value", "protocol"); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("socket_address: %w", err)
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return netip.AddrPort{}, fmt.Errorf("socket_address: protocol %s is not supported", sa.GetProtocol())
+	}
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil || ip.Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("socket_address: address %q is not an IP address", sa.GetAddress())
+	}
+	if sa.GetPortValue() == 0 || sa.GetPortValue() > 65535 {
+		return netip.AddrPort{}, fmt.Errorf("socket_address: port_value %d is not supported", sa.GetPortValue())
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue())), nil
+}

@@ -1,0 +1,319 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// The contract's listener addresses.
+var (
+	InboundAddr  = netip.MustParseAddrPort("0.0.0.0:15006")
+	OutboundAddr = netip.MustParseAddrPort("127.0.0.1:15001")
+)
+
+// filter_metadata namespaces: which egress rule a chain or route is, and an
+// inbound chain's mTLS mode (and why it denies everything, if it does).
+const (
+	EgressMetadataKey  = "weft.egress"
+	InboundMetadataKey = "weft.inbound"
+)
+
+func (b builder) listener(m proto.Message) (*Listener, error) {
+	l, ok := m.(*listenerv3.Listener)
+	if !ok {
+		return nil, fmt.Errorf("resource is a %T", m)
+	}
+	out := &Listener{Name: l.GetName(), UseOriginalDst: l.GetUseOriginalDst().GetValue()}
+	var want netip.AddrPort
+	switch l.GetName() {
+	case InboundListener:
+		want = InboundAddr
+	case OutboundListener:
+		want = OutboundAddr
+	default:
+		return nil, fmt.Errorf("only listeners %q and %q are supported", InboundListener, OutboundListener)
+	}
+	// stat_prefix and traffic_direction are cosmetic: accepted, ignored.
+	if err := only(l, "name", "address", "filter_chains", "default_filter_chain", "use_original_dst",
+		"listener_filters", "stat_prefix", "traffic_direction"); err != nil {
+		return nil, err
+	}
+	var err error
+	if out.Addr, err = socketAddress(l.GetAddress()); err != nil {
+		return nil, fmt.Errorf("address: %w", err)
+	}
+	if out.Addr != want {
+		return nil, fmt.Errorf("address %s is not supported (want %s)", out.Addr, want)
+	}
+	for i, f := range l.GetListenerFilters() {
+		if err := listenerFilter(f, out); err != nil {
+			return nil, fmt.Errorf("listener filter %d: %w", i, err)
+		}
+	}
+	if l.GetName() == OutboundListener && !out.UseOriginalDst {
+		return nil, errors.New("use_original_dst must be true")
+	}
+	for i, fc := range l.GetFilterChains() {
+		chain, err := b.filterChain(fc, out)
+		if err != nil {
+			return nil, fmt.Errorf("filter chain %d%s: %w", i, quoted(fc.GetName()), err)
+		}
+		out.Chains = append(out.Chains, chain)
+	}
+	if dc := l.GetDefaultFilterChain(); dc != nil {
+		if dc.GetFilterChainMatch() != nil {
+			return nil, errors.New("default filter chain: filter_chain_match is not supported")
+		}
+		if out.Default, err = b.filterChain(dc, out); err != nil {
+			return nil, fmt.Errorf("default filter chain%s: %w", quoted(dc.GetName()), err)
+		}
+	}
+	if err := distinctMatches(out.Chains); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func quoted(s string) string {
+	if s == "" {
+		return ""
+	}
+	return fmt.Sprintf(" %q", s)
+}
+
+func listenerFilter(f *listenerv3.ListenerFilter, l *Listener) error {
+	if err := only(f, "name", "typed_config"); err != nil {
+		return err
+	}
+	kinds := map[string]proto.Message{
+		"envoy.filters.listener.original_dst":   &origdstv3.OriginalDst{},
+		"envoy.filters.listener.tls_inspector":  &tlsinspectorv3.TlsInspector{},
+		"envoy.filters.listener.http_inspector": &httpinspectorv3.HttpInspector{},
+	}
+	name := f.GetName()
+	if a := f.GetTypedConfig(); a != nil {
+		for n, m := range kinds {
+			if string(m.ProtoReflect().Descriptor().FullName()) == typeName(a) {
+				name = n
+			}
+		}
+	}
+	m, ok := kinds[name]
+	if !ok {
+		return fmt.Errorf("listener filter %q is not supported", f.GetName())
+	}
+	if a := f.GetTypedConfig(); a != nil {
+		if err := unpack(a, m); err != nil {
+			return err
+		}
+		if err := only(m); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	switch name {
+	case "envoy.filters.listener.original_dst":
+		l.UseOriginalDst = true
+	case "envoy.filters.listener.tls_inspector":
+		l.InspectTLS = true
+	case "envoy.filters.listener.http_inspector":
+		l.InspectHTTP = true
+	}
+	return nil
+}
+
+func (b builder) filterChain(fc *listenerv3.FilterChain, l *Listener) (*FilterChain, error) {
+	if err := only(fc, "name", "filter_chain_match", "filters", "transport_socket", "metadata"); err != nil {
+		return nil, err
+	}
+	out := &FilterChain{Name: fc.GetName()}
+	var err error
+	if out.Match, err = chainMatch(fc.GetFilterChainMatch(), l); err != nil {
+		return nil, fmt.Errorf("filter_chain_match: %w", err)
+	}
+	if ts := fc.GetTransportSocket(); ts != nil {
+		if l.Name != InboundListener {
+			return nil, errors.New("transport_socket is not supported on the outbound listener")
+		}
+		if out.TLS, err = b.downstreamTLS(ts); err != nil {
+			return nil, fmt.Errorf("transport_socket: %w", err)
+		}
+	}
+	if err := chainMeta(fc.GetMetadata(), out); err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	if err := b.networkFilters(fc.GetFilters(), out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func chainMatch(m *listenerv3.FilterChainMatch, l *Listener) (ChainMatch, error) {
+	var out ChainMatch
+	if m == nil {
+		return out, nil
+	}
+	if err := only(m, "destination_port", "prefix_ranges", "transport_protocol", "server_names", "application_protocols"); err != nil {
+		return out, err
+	}
+	if p := m.GetDestinationPort(); p != nil {
+		if p.GetValue() == 0 || p.GetValue() > 65535 {
+			return out, fmt.Errorf("destination_port %d is not a port", p.GetValue())
+		}
+		out.DestPort = uint16(p.GetValue())
+	}
+	for i, r := range m.GetPrefixRanges() {
+		p, err := cidr(r)
+		if err != nil {
+			return out, fmt.Errorf("prefix_ranges %d: %w", i, err)
+		}
+		out.Prefixes = append(out.Prefixes, p)
+	}
+	switch out.TransportProtocol = m.GetTransportProtocol(); out.TransportProtocol {
+	case "", "raw_buffer":
+	case "tls":
+	default:
+		return out, fmt.Errorf("transport_protocol %q is not supported", out.TransportProtocol)
+	}
+	for _, n := range m.GetServerNames() {
+		if !validServerName(n) {
+			return out, fmt.Errorf("server_names: %q is not a host name or *.suffix wildcard", n)
+		}
+		out.ServerNames = append(out.ServerNames, strings.ToLower(n))
+	}
+	out.AppProtocols = m.GetApplicationProtocols()
+	if (out.TransportProtocol != "" || len(out.ServerNames) > 0) && !l.InspectTLS {
+		return out, errors.New("transport_protocol and server_names need listener filter envoy.filters.listener.tls_inspector")
+	}
+	if len(out.AppProtocols) > 0 && !l.InspectTLS && !l.InspectHTTP {
+		return out, errors.New("application_protocols need listener filter tls_inspector or http_inspector")
+	}
+	return out, nil
+}
+
+func cidr(r *corev3.CidrRange) (netip.Prefix, error) {
+	if err := only(r, "address_prefix", "prefix_len"); err != nil {
+		return netip.Prefix{}, err
+	}
+	ip, err := netip.ParseAddr(r.GetAddressPrefix())
+	if err != nil || ip.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("address_prefix %q is not an IP address", r.GetAddressPrefix())
+	}
+	ip = ip.Unmap()
+	bits := int(r.GetPrefixLen().GetValue()) // unset is 0, as in Envoy
+	if bits > ip.BitLen() {
+		return netip.Prefix{}, fmt.Errorf("prefix_len %d is too long for %s", bits, ip)
+	}
+	return netip.PrefixFrom(ip, bits).Masked(), nil
+}
+
+func validServerName(n string) bool {
+	n = strings.TrimPrefix(n, "*.")
+	if n == "" || strings.ContainsAny(n, "*/: ") {
+		return false
+	}
+	return !slices.Contains(strings.Split(n, "."), "")
+}
+
+// distinctMatches refuses two chains that would match the same connection,
+// as Envoy does: the expansion of every match rule must be unique.
+func distinctMatches(chains []*FilterChain) error {
+	seen := map[string]int{}
+	for i, fc := range chains {
+		m := fc.Match
+		prefixes := m.Prefixes
+		if len(prefixes) == 0 {
+			prefixes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+		}
+		names, alpns := orEmpty(m.ServerNames), orEmpty(m.AppProtocols)
+		for _, p := range prefixes {
+			for _, n := range names {
+				for _, a := range alpns {
+					k := fmt.Sprintf("port %d, prefix %s, server name %q, transport %q, application protocol %q",
+						m.DestPort, p, n, m.TransportProtocol, a)
+					if j, dup := seen[k]; dup && j != i {
+						return fmt.Errorf("filter chains %d and %d have the same match (%s)", j, i, k)
+					}
+					seen[k] = i
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func orEmpty(s []string) []string {
+	if len(s) == 0 {
+		return []string{""}
+	}
+	return s
+}
+
+// chainMeta reads a chain's filter_metadata: "weft.egress" {policy, rule,
+// decision, outbound} and "weft.inbound" {mode, rejected}.
+func chainMeta(md *corev3.Metadata, out *FilterChain) error {
+	if md == nil {
+		return nil
+	}
+	if err := only(md, "filter_metadata"); err != nil {
+		return err
+	}
+	for _, k := range slices.Sorted(maps.Keys(md.GetFilterMetadata())) {
+		s := md.GetFilterMetadata()[k]
+		var err error
+		switch k {
+		case EgressMetadataKey:
+			out.Egress, err = egressMeta(s)
+		case InboundMetadataKey:
+			out.Inbound = &InboundMeta{}
+			err = stringFields(s, map[string]*string{"mode": &out.Inbound.Mode, "rejected": &out.Inbound.Rejected})
+			if err == nil && out.Inbound.Mode != "STRICT" && out.Inbound.Mode != "PERMISSIVE" {
+				err = fmt.Errorf("mode %q is not STRICT or PERMISSIVE", out.Inbound.Mode)
+			}
+		default:
+			err = errors.New("is not supported")
+		}
+		if err != nil {
+			return fmt.Errorf("filter_metadata %q: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// egressMeta reads {"policy", "rule", "decision", "outbound"}.
+func egressMeta(s *structpb.Struct) (*EgressMeta, error) {
+	out := &EgressMeta{}
+	if err := stringFields(s, map[string]*string{"policy": &out.Policy, "rule": &out.Rule,
+		"decision": &out.Decision, "outbound": &out.Outbound}); err != nil {
+		return nil, err
+	}
+	if !slices.Contains([]string{"allow", "deny", "audit"}, out.Decision) {
+		return nil, fmt.Errorf("decision %q is not allow, deny or audit", out.Decision)
+	}
+	return out, nil
+}
+
+// stringFields copies a Struct's string fields into dst; other fields or
+// kinds are errors.
+func stringFields(s *structpb.Struct, dst map[string]*string) error {
+	for _, k := range slices.Sorted(maps.Keys(s.GetFields())) {
+		d, known := dst[k]
+		sv, isString := s.GetFields()[k].GetKind().(*structpb.Value_StringValue)
+		if !known || !isString {
+			return fmt.Errorf("field %q is not supported (want string %s)", k, strings.Join(slices.Sorted(maps.Keys(dst)), ", "))
+		}
+		*d = sv.StringValue
+	}
+	return nil
+}
