@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -32,6 +33,8 @@ func main() {
 	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "TLS gRPC address: certificate service and ADS")
 	flag.StringVar(&cfg.HTTPAddr, "http-addr", ":15014", "HTTP address: /metrics, /healthz, /debug/status")
 	flag.DurationVar(&cfg.SVIDTTL, "svid-ttl", 24*time.Hour, "longest X.509-SVID lifetime signed")
+	flag.DurationVar(&cfg.Debounce, "xds-debounce", 100*time.Millisecond, "quiet time before a mesh change is pushed to sidecars")
+	flag.DurationVar(&cfg.MaxDelay, "xds-max-delay", time.Second, "longest a mesh change waits under continuous churn")
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig path; empty means in-cluster")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
@@ -61,6 +64,9 @@ func run(cfg controlplane.Config, kubeconfig string) error {
 	}
 	rc.UserAgent = "weft-controlplane"
 	if cfg.Kube, err = kubernetes.NewForConfig(rc); err != nil {
+		return err
+	}
+	if cfg.Weft, err = dynamic.NewForConfig(rc); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
