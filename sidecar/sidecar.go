@@ -22,6 +22,7 @@ import (
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/sidecar/identity"
+	"github.com/weftmesh/weft/sidecar/xds"
 )
 
 // Config configures the sidecar. Paths default to where the injector mounts
@@ -36,6 +37,8 @@ type Config struct {
 	HealthAddr     string // ":15020"
 	PodName        string
 	PodNamespace   string
+	// XDSDelta selects incremental xDS instead of state-of-the-world.
+	XDSDelta bool
 	// AppProbes is the JSON of the app's original probes (WEFT_APP_PROBES,
 	// from the weft.dev/probes annotation); served on /app-health/.
 	AppProbes string
@@ -102,9 +105,25 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	// ADS runs over its own mTLS connection: the pod's SVID as client
+	// certificate (fetched per handshake, so renewals apply), the control
+	// plane's SPIFFE ID checked under the bundle the SVID came with.
+	adsConn, err := grpc.NewClient(cfg.ControlPlane,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.MTLSClientConfig(ids, ids, tlsconfig.AuthorizeID(cpID)))),
+		grpc.WithUserAgent("weft-sidecar/"+version.Version))
+	if err != nil {
+		return fmt.Errorf("sidecar: control plane %s: %w", cfg.ControlPlane, err)
+	}
+	defer adsConn.Close()
+	ads, err := xds.New(xds.ClientConfig{Conn: adsConn, NodeID: cfg.PodName + "." + cfg.PodNamespace, Delta: cfg.XDSDelta,
+		TrustDomain: td, UserAgentVersion: version.Version, Logger: log.With("room", "xds"), Clock: cfg.Clock})
+	if err != nil {
+		return err
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(identityCollector{ids})
+	reg.MustRegister(identityCollector{ids}, xdsCollector{ads})
 
 	probes, err := parseAppProbes(cfg.AppProbes)
 	if err != nil {
@@ -118,6 +137,12 @@ func Run(ctx context.Context, cfg Config) error {
 	mux.HandleFunc("/healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if _, err := ids.GetX509SVID(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if ads.Current() == nil {
+			st := ads.Status()
+			http.Error(w, fmt.Sprintf("not ready: no complete xDS configuration yet (connected %v, waiting for %v, last error %q)",
+				st.Connected, st.Waiting, st.LastError), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -150,6 +175,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready(lis.Addr())
 	}
+	wg.Go(func() {
+		// The ADS stream needs the SVID as its client certificate.
+		select {
+		case <-ids.Ready():
+		case <-runCtx.Done():
+			return
+		}
+		if err := ads.Run(runCtx); err != nil && runCtx.Err() == nil {
+			errs <- err
+		}
+	})
 	go func() {
 		select {
 		case <-ids.Ready():
@@ -188,6 +224,37 @@ func (identityCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descExpiry
 	ch <- descRenewals
 	ch <- descFailures
+}
+
+// xdsCollector exports the xDS client's state.
+type xdsCollector struct{ c *xds.Client }
+
+var (
+	descACKs       = prometheus.NewDesc("weft_sidecar_xds_acks_total", "xDS responses accepted.", nil, nil)
+	descNACKs      = prometheus.NewDesc("weft_sidecar_xds_nacks_total", "xDS responses rejected, by resource kind.", []string{"kind"}, nil)
+	descReconnects = prometheus.NewDesc("weft_sidecar_xds_reconnects_total", "ADS streams re-established.", nil, nil)
+	descConnected  = prometheus.NewDesc("weft_sidecar_xds_connected", "1 while the ADS stream is up.", nil, nil)
+)
+
+func (xdsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descACKs
+	ch <- descNACKs
+	ch <- descReconnects
+	ch <- descConnected
+}
+
+func (x xdsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := x.c.Status()
+	ch <- prometheus.MustNewConstMetric(descACKs, prometheus.CounterValue, float64(st.Acks))
+	for kind, n := range st.Nacks {
+		ch <- prometheus.MustNewConstMetric(descNACKs, prometheus.CounterValue, float64(n), kind)
+	}
+	ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(st.Reconnects))
+	connected := 0.0
+	if st.Connected {
+		connected = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, connected)
 }
 
 func (c identityCollector) Collect(ch chan<- prometheus.Metric) {

@@ -65,6 +65,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.HealthAddr, "health-addr", ":15020", "health and metrics address")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for in-flight work")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&cfg.XDSDelta, "xds-delta", true, "incremental (delta) xDS; false selects state-of-the-world")
 	_ = fs.Parse(args)
 	log, err := logger(level)
 	if err != nil {

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -15,6 +16,17 @@ import (
 
 type cpStatus struct {
 	TrustDomain string `json:"trustDomain"`
+	Sidecars    []struct {
+		Node  string `json:"node"`
+		Types []struct {
+			Type     string `json:"type"`
+			State    string `json:"state"`
+			NACKs    int    `json:"nacks"`
+			LastNACK *struct {
+				Error string `json:"error"`
+			} `json:"lastNack"`
+		} `json:"types"`
+	} `json:"sidecars"`
 	Roots       []struct {
 		Fingerprint string `json:"sha256"`
 	} `json:"roots"`
@@ -100,4 +112,39 @@ func TestReplicasShareOneCAAndRestartsKeepIt(t *testing.T) {
 			t.Fatalf("after restart %s has CA %+v, before %+v", name, st, ref)
 		}
 	}
+}
+
+// requireSynced waits until a control plane replica reports node's ADS
+// stream with listeners, clusters and the trust bundle ACKed and no NACK.
+func requireSynced(t *testing.T, node string) {
+	t.Helper()
+	var last string
+	waitFor(t, time.Minute, "sidecar "+node+" SYNCED with zero NACKs", func(context.Context) (bool, error) {
+		for _, st := range controlPlaneStatuses(t) {
+			for _, sc := range st.Sidecars {
+				if sc.Node != node {
+					continue
+				}
+				seen := map[string]bool{}
+				for _, ty := range sc.Types {
+					if ty.NACKs != 0 {
+						msg := ""
+						if ty.LastNACK != nil {
+							msg = ty.LastNACK.Error
+						}
+						t.Fatalf("sidecar %s NACKed %s: %s", node, ty.Type, msg)
+					}
+					if ty.State == "SYNCED" {
+						seen[ty.Type] = true
+					}
+				}
+				last = fmt.Sprintf("%+v", sc.Types)
+				if seen["listener"] && seen["cluster"] && seen["secret"] {
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
+	_ = last
 }

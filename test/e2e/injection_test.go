@@ -117,6 +117,10 @@ func TestInjection(t *testing.T) {
 		t.Fatalf("the app never saw its readiness probe:\n%s", logs(t, ns, pod.Name, "app"))
 	}
 
+	// Its sidecar holds the control plane's configuration: every type ACKed,
+	// zero NACKs.
+	requireSynced(t, pod.Name+"."+ns)
+
 	// Injecting an injected pod changes nothing: the same spec created
 	// again comes back with exactly one weft-init and one weft-proxy.
 	again := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "again", Annotations: pod.Annotations}, Spec: *pod.Spec.DeepCopy()}

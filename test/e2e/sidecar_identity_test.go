@@ -93,6 +93,7 @@ func TestSidecarIdentityInAPod(t *testing.T) {
 		b, err := kube.CoreV1().Pods(ns).GetLogs("app", &corev1.PodLogOptions{Container: "app"}).DoRaw(ctx)
 		return err == nil && strings.Contains(string(b), want), nil
 	})
+	requireSynced(t, "app."+ns)
 	logs, _ := kube.CoreV1().Pods(ns).GetLogs("app", &corev1.PodLogOptions{Container: "weft-proxy"}).DoRaw(ctx)
 	if !strings.Contains(string(logs), `"msg":"identity ready"`) {
 		t.Fatalf("sidecar log lacks identity ready:\n%s", logs)

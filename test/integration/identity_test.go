@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -34,15 +35,16 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cpReady := make(chan net.Addr, 1)
+	cpReady := make(chan [2]net.Addr, 1)
 	cpDone := make(chan error, 1)
 	go func() {
 		cpDone <- controlplane.Run(ctx, controlplane.Config{Kube: kube, Weft: testutil.FakeWeft(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-			Ready: func(g, _ net.Addr) { cpReady <- g }})
+			Ready: func(g, h net.Addr) { cpReady <- [2]net.Addr{g, h} }})
 	}()
-	var cpAddr net.Addr
+	var cpAddr, cpHTTP net.Addr
 	select {
-	case cpAddr = <-cpReady:
+	case a := <-cpReady:
+		cpAddr, cpHTTP = a[0], a[1]
 	case err := <-cpDone:
 		t.Fatal(err)
 	}
@@ -111,6 +113,24 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 		t.Fatalf("sidecar metrics lack identity state:\n%s", metrics)
 	}
 
+	// The control plane sees the sidecar's ADS stream with every type ACKed
+	// and no NACK: the translator's real output is accepted whole.
+	var st controlplane.Status
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		_, body := get(t, "http://"+cpHTTP.String()+"/debug/status")
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			t.Fatal(err)
+		}
+		if synced(st) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !synced(st) {
+		t.Fatalf("sidecar not SYNCED with zero NACKs: %+v", st.Sidecars)
+	}
+
 	cancel()
 	for _, ch := range []chan error{scDone, cpDone} {
 		select {
@@ -122,6 +142,22 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 			t.Fatal("did not stop within 30s of cancel")
 		}
 	}
+}
+
+func synced(st controlplane.Status) bool {
+	if len(st.Sidecars) != 1 || st.Sidecars[0].Node != "app-1.demo" {
+		return false
+	}
+	// Endpoints and routes are only sent when a service or an HTTP egress
+	// rule needs them; listeners, clusters and the trust bundle always.
+	seen := map[string]bool{}
+	for _, ty := range st.Sidecars[0].Types {
+		if ty.State != "SYNCED" || ty.NACKs != 0 {
+			return false
+		}
+		seen[ty.Type] = true
+	}
+	return seen["listener"] && seen["cluster"] && seen["secret"]
 }
 
 func get(t *testing.T, url string) (int, string) {
