@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/weftmesh/weft/sidecar/xds"
+)
+
+// adminHandler serves 127.0.0.1:15000:
+//
+//	/connections  {"connections": [ConnInfo...]}
+//	/config_dump  the current xds.Config, with versions and the trust bundle's roots
+func (p *Proxy) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, _ *http.Request) {
+		conns := p.reg.snapshot()
+		if conns == nil {
+			conns = []ConnInfo{}
+		}
+		writeJSON(w, map[string]any{"connections": conns})
+	})
+	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, dumpConfig(p.cfg.Config()))
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// configDump is /config_dump: xds.Config with enums spelled out.
+type configDump struct {
+	Versions  map[string]string           `json:"versions"`
+	Inbound   *xds.Listener               `json:"inbound"`
+	Outbound  *xds.Listener               `json:"outbound"`
+	Clusters  []clusterDump               `json:"clusters"`
+	Endpoints map[string][]endpointDump   `json:"endpoints"`
+	Routes    map[string]*xds.RouteConfig `json:"routes"`
+	Bundle    []rootDump                  `json:"trustBundle"`
+}
+
+type clusterDump struct {
+	*xds.Cluster
+	Kind           string `json:"Kind"`
+	LB             string `json:"LB"`
+	ConnectTimeout string `json:"ConnectTimeout"`
+}
+
+type endpointDump struct {
+	Addr   string `json:"address"`
+	Health string `json:"health"`
+}
+
+type rootDump struct {
+	Subject  string    `json:"subject"`
+	NotAfter time.Time `json:"notAfter"`
+}
+
+func dumpConfig(c *xds.Config) any {
+	if c == nil {
+		return map[string]any{"config": nil, "note": "no complete xDS configuration yet"}
+	}
+	d := configDump{Versions: c.Version, Inbound: c.Inbound, Outbound: c.Outbound,
+		Endpoints: map[string][]endpointDump{}, Routes: c.Routes}
+	for _, cl := range c.Clusters {
+		d.Clusters = append(d.Clusters, clusterDump{Cluster: cl, Kind: cl.Kind.String(), LB: cl.LB.String(),
+			ConnectTimeout: cl.ConnectTimeout.String()})
+	}
+	sort.Slice(d.Clusters, func(i, j int) bool { return d.Clusters[i].Name < d.Clusters[j].Name })
+	for name, eps := range c.Endpoints {
+		out := make([]endpointDump, 0, len(eps))
+		for _, e := range eps {
+			out = append(out, endpointDump{Addr: e.Addr.String(), Health: e.Health.String()})
+		}
+		d.Endpoints[name] = out
+	}
+	if c.TrustBundle != nil {
+		for _, r := range c.TrustBundle.X509Authorities() {
+			d.Bundle = append(d.Bundle, rootDump{Subject: r.Subject.String(), NotAfter: r.NotAfter.UTC()})
+		}
+	}
+	return d
+}

@@ -1,0 +1,161 @@
+package proxy
+
+import (
+	"cmp"
+	"crypto/tls"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// conn is one live proxied connection. The fields set before it is
+// published (established) are read-only afterwards; byte counters are
+// atomic.
+type conn struct {
+	id        uint64
+	direction string
+	src       string // the downstream peer
+	dst       string // the original destination
+	start     time.Time
+
+	mu          sync.Mutex
+	established bool
+	chain       string
+	cluster     string
+	upstream    string // the dialled address
+	tls         *TLSInfo
+	closers     []net.Conn
+
+	toUp, toDown atomic.Int64
+}
+
+// TLSInfo describes the mTLS leg of a connection: inbound, the session the
+// sidecar terminated; outbound, the one it originated to the peer sidecar.
+type TLSInfo struct {
+	PeerID       string    `json:"peerSpiffeId"`
+	Version      string    `json:"tlsVersion"`
+	Cipher       string    `json:"cipher"`
+	ALPN         string    `json:"alpn,omitempty"`
+	PeerNotAfter time.Time `json:"peerCertNotAfter"`
+}
+
+func newTLSInfo(st tls.ConnectionState, peerID string) *TLSInfo {
+	ti := &TLSInfo{PeerID: peerID, Version: tls.VersionName(st.Version),
+		Cipher: tls.CipherSuiteName(st.CipherSuite), ALPN: st.NegotiatedProtocol}
+	if len(st.PeerCertificates) > 0 {
+		ti.PeerNotAfter = st.PeerCertificates[0].NotAfter.UTC()
+	}
+	return ti
+}
+
+// track adds c to what drain force-closes.
+func (c *conn) track(nc net.Conn) {
+	c.mu.Lock()
+	c.closers = append(c.closers, nc)
+	c.mu.Unlock()
+}
+
+func (c *conn) closeAll() {
+	c.mu.Lock()
+	cs := slices.Clone(c.closers)
+	c.mu.Unlock()
+	for _, nc := range cs {
+		nc.Close()
+	}
+}
+
+// ConnInfo is one entry of the admin endpoint /connections: a connection
+// the proxy is forwarding (those still being sniffed or handshaken are not
+// listed). BytesIn flowed from the downstream (the side that connected to
+// the sidecar) to the upstream (the side the sidecar dialled), BytesOut the
+// other way.
+type ConnInfo struct {
+	ID          uint64    `json:"id"`
+	Direction   string    `json:"direction"` // "inbound" or "outbound"
+	Source      string    `json:"source"`
+	Destination string    `json:"destination"` // the original destination
+	Chain       string    `json:"chain"`
+	Cluster     string    `json:"cluster"`
+	Upstream    string    `json:"upstream"`
+	MTLS        bool      `json:"mtls"`
+	*TLSInfo              // present when MTLS
+	BytesIn     int64     `json:"bytesIn"`
+	BytesOut    int64     `json:"bytesOut"`
+	Start       time.Time `json:"start"`
+}
+
+// registry holds every open connection.
+type registry struct {
+	next  atomic.Uint64
+	mu    sync.Mutex
+	conns map[uint64]*conn
+	empty chan struct{} // closed and replaced as the registry empties; see wait
+}
+
+func newRegistry() *registry { return &registry{conns: map[uint64]*conn{}} }
+
+func (r *registry) add(c *conn) {
+	c.id = r.next.Add(1)
+	r.mu.Lock()
+	r.conns[c.id] = c
+	r.mu.Unlock()
+}
+
+func (r *registry) remove(c *conn) {
+	r.mu.Lock()
+	delete(r.conns, c.id)
+	if len(r.conns) == 0 && r.empty != nil {
+		close(r.empty)
+		r.empty = nil
+	}
+	r.mu.Unlock()
+}
+
+func (r *registry) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns)
+}
+
+// emptied returns a channel closed once no connection is open.
+func (r *registry) emptied() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch := make(chan struct{})
+	if len(r.conns) == 0 {
+		close(ch)
+		return ch
+	}
+	if r.empty == nil {
+		r.empty = make(chan struct{})
+	}
+	return r.empty
+}
+
+func (r *registry) all() []*conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*conn, 0, len(r.conns))
+	for _, c := range r.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// snapshot lists the established connections, oldest first.
+func (r *registry) snapshot() []ConnInfo {
+	var out []ConnInfo
+	for _, c := range r.all() {
+		c.mu.Lock()
+		if c.established {
+			out = append(out, ConnInfo{ID: c.id, Direction: c.direction, Source: c.src, Destination: c.dst,
+				Chain: c.chain, Cluster: c.cluster, Upstream: c.upstream, MTLS: c.tls != nil, TLSInfo: c.tls,
+				BytesIn: c.toUp.Load(), BytesOut: c.toDown.Load(), Start: c.start.UTC()})
+		}
+		c.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b ConnInfo) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}

@@ -1,0 +1,390 @@
+package proxy
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/sidecar/xds"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("cluster.local")
+
+// Addresses of the fake cluster (never routed: only the fake NAT sees them).
+var (
+	podBIP    = netip.MustParseAddr("198.18.0.2")
+	serviceIP = netip.MustParseAddr("198.19.0.10")
+)
+
+func newCA(t testing.TB, clk certs.Clock) *certs.CA {
+	t.Helper()
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// issue signs a fresh key for id.
+func issue(t testing.TB, ca *certs.CA, id spiffeid.ID, ttl time.Duration) *x509svid.SVID {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := ca.Sign(certs.SignRequest{CSR: csr, ID: id, TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}
+}
+
+// swapSVID is an x509svid.Source whose SVID the test replaces (renewal).
+type swapSVID struct{ p atomic.Pointer[x509svid.SVID] }
+
+func newSwap(s *x509svid.SVID) *swapSVID {
+	w := &swapSVID{}
+	w.p.Store(s)
+	return w
+}
+
+func (s *swapSVID) GetX509SVID() (*x509svid.SVID, error) { return s.p.Load(), nil }
+
+func workloadID(ns, sa string) spiffeid.ID {
+	return spiffeid.RequireFromSegments(td, "ns", ns, "sa", sa)
+}
+
+// fakeNAT stands in for SO_ORIGINAL_DST: a connection's original
+// destination is what the test registered for the client's address, or
+// the default.
+type fakeNAT struct {
+	mu    sync.Mutex
+	bySrc map[string]netip.AddrPort
+	def   netip.AddrPort
+}
+
+func (n *fakeNAT) set(src net.Addr, dst netip.AddrPort) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.bySrc == nil {
+		n.bySrc = map[string]netip.AddrPort{}
+	}
+	n.bySrc[src.String()] = dst
+}
+
+func (n *fakeNAT) setDefault(dst netip.AddrPort) {
+	n.mu.Lock()
+	n.def = dst
+	n.mu.Unlock()
+}
+
+func (n *fakeNAT) originalDst(c *net.TCPConn) (netip.AddrPort, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		n.mu.Lock()
+		dst, ok := n.bySrc[c.RemoteAddr().String()]
+		def := n.def
+		n.mu.Unlock()
+		switch {
+		case ok:
+			return dst, nil
+		case def.IsValid():
+			return def, nil
+		case time.Now().After(deadline):
+			return netip.AddrPort{}, errors.New("fakeNAT: no original destination")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// pod is one sidecar under test.
+type pod struct {
+	t     testing.TB
+	id    spiffeid.ID
+	svid  *swapSVID
+	cfg   atomic.Pointer[xds.Config]
+	nat   *fakeNAT
+	reg   *prometheus.Registry
+	p     *Proxy
+	stop  context.CancelFunc
+	done  chan error
+	extra func(*Config)
+}
+
+func startPod(t testing.TB, ca *certs.CA, id spiffeid.ID, mod ...func(*Config)) *pod {
+	t.Helper()
+	pd := &pod{t: t, id: id, svid: newSwap(issue(t, ca, id, time.Hour)), nat: &fakeNAT{}, reg: prometheus.NewRegistry()}
+	cfg := Config{
+		SVID: pd.svid, Bundle: ca.Bundle(), TrustDomain: td,
+		Config:      pd.cfg.Load,
+		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		OriginalDst: pd.nat.originalDst, Registerer: pd.reg,
+		DrainTimeout: 5 * time.Second, SniffTimeout: 50 * time.Millisecond, HandshakeTimeout: 5 * time.Second,
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pd.p = p
+	ctx, cancel := context.WithCancel(context.Background())
+	pd.stop, pd.done = cancel, make(chan error, 1)
+	go func() { pd.done <- p.Run(ctx) }()
+	select {
+	case <-p.Ready():
+	case err := <-pd.done:
+		t.Fatalf("Run: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-pd.done:
+		case <-time.After(10 * time.Second):
+			t.Error("proxy did not stop")
+		}
+	})
+	return pd
+}
+
+func (pd *pod) inboundAddr() netip.AddrPort  { return pd.p.InboundAddr().(*net.TCPAddr).AddrPort() }
+func (pd *pod) outboundAddr() netip.AddrPort { return pd.p.OutboundAddr().(*net.TCPAddr).AddrPort() }
+
+// dialOutbound connects the "app" to the pod's outbound listener as if it
+// had dialled dst and been redirected.
+func (pd *pod) dialOutbound(dst netip.AddrPort) *net.TCPConn {
+	pd.t.Helper()
+	c, err := net.Dial("tcp", pd.outboundAddr().String())
+	if err != nil {
+		pd.t.Fatal(err)
+	}
+	pd.nat.set(c.LocalAddr(), dst)
+	pd.t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+func (pd *pod) counter(name string, labels ...string) float64 {
+	pd.t.Helper()
+	var c prometheus.Collector
+	m := pd.p.m
+	switch name {
+	case "handshake_failures":
+		c = m.hsFailures.WithLabelValues(labels...)
+	case "connection_failures":
+		c = m.connFailures.WithLabelValues(labels...)
+	case "handshakes":
+		c = m.handshakes.WithLabelValues(labels...)
+	case "authz_denials":
+		c = m.denials.WithLabelValues(labels...)
+	case "shadow_denials":
+		c = m.shadowDenies.WithLabelValues(labels...)
+	case "bytes":
+		c = m.bytes.WithLabelValues(labels...)
+	case "connections":
+		c = m.active.WithLabelValues(labels...)
+	default:
+		pd.t.Fatalf("unknown metric %s", name)
+	}
+	return promtest.ToFloat64(c)
+}
+
+// waitCounter waits until counter reaches want (metrics are counted as the
+// proxy closes a connection, which can trail the client's view).
+func (pd *pod) waitCounter(want float64, name string, labels ...string) {
+	pd.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := pd.counter(name, labels...)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			pd.t.Fatalf("%s%v = %v, want %v", name, labels, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (pd *pod) connections() []ConnInfo {
+	pd.t.Helper()
+	resp, err := http.Get("http://" + pd.p.AdminAddr().String() + "/connections")
+	if err != nil {
+		pd.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct{ Connections []ConnInfo }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		pd.t.Fatal(err)
+	}
+	return body.Connections
+}
+
+// app is a TCP server on loopback standing in for a workload.
+type app struct {
+	l        net.Listener
+	accepted atomic.Int64
+	received atomic.Int64
+}
+
+// startApp serves handle (default: echo, then half-close) on 127.0.0.1.
+func startApp(t testing.TB, handle func(c *net.TCPConn, a *app)) *app {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &app{l: l}
+	if handle == nil {
+		handle = echo
+	}
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			a.accepted.Add(1)
+			wg.Go(func() {
+				defer c.Close()
+				handle(c.(*net.TCPConn), a)
+			})
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	return a
+}
+
+func echo(c *net.TCPConn, a *app) {
+	n, _ := io.Copy(c, c)
+	a.received.Add(n)
+	c.CloseWrite()
+}
+
+func (a *app) port() uint16 { return a.l.Addr().(*net.TCPAddr).AddrPort().Port() }
+func (a *app) addr() netip.AddrPort {
+	return a.l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// Mesh configurations, written as the control plane would send them.
+
+func inboundCluster(port uint16) *xds.Cluster {
+	return &xds.Cluster{Name: "inbound|" + strconv.Itoa(int(port)), Kind: xds.KindStatic, ConnectTimeout: time.Second,
+		StaticEndpoints: []xds.Endpoint{{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)}}}
+}
+
+// inboundChains: STRICT (TLS only) or PERMISSIVE (TLS and plaintext) for
+// port, with rbac.
+func inboundChains(port uint16, permissive bool, rbac []xds.RBACFilter) []*xds.FilterChain {
+	name := "inbound|" + strconv.Itoa(int(port))
+	out := []*xds.FilterChain{{Name: name + "|tls", Match: xds.ChainMatch{DestPort: port, TransportProtocol: "tls"},
+		TLS: &xds.DownstreamTLS{RequireClientCert: true}, RBAC: rbac, Target: xds.Target{Cluster: name}}}
+	if permissive {
+		out = append(out, &xds.FilterChain{Name: name + "|plain", Match: xds.ChainMatch{DestPort: port, TransportProtocol: "raw_buffer"},
+			RBAC: rbac, Target: xds.Target{Cluster: name}})
+	}
+	return out
+}
+
+const svcCluster = "outbound|80|echo.demo"
+
+// meshConfig is a pod's whole configuration: inbound chains for the given
+// app ports (STRICT, with a TLS catch-all to InboundPassthroughCluster),
+// and outbound: serviceIP:80 to the EDS cluster of echo.demo whose
+// endpoints are eps and whose peers must be sans, egress chains for SNI
+// allowed.example.com (passthrough) and denied.example.com (blackhole),
+// plain HTTP on port 8080 routed by Host, and the default chain
+// (passthrough, or blackhole when registryOnly).
+func meshConfig(sans []spiffeid.ID, eps []xds.Endpoint, inbound []*xds.FilterChain, registryOnly bool) *xds.Config {
+	c := &xds.Config{
+		Version: map[string]string{xds.ListenerType: "1", xds.ClusterType: "1"},
+		Inbound: &xds.Listener{Name: xds.InboundListener, UseOriginalDst: true, InspectTLS: true,
+			Chains: append(inbound, &xds.FilterChain{Name: "inbound-passthrough", Match: xds.ChainMatch{TransportProtocol: "tls"},
+				TLS: &xds.DownstreamTLS{RequireClientCert: true}, Target: xds.Target{Cluster: "InboundPassthroughCluster"}})},
+		Outbound: &xds.Listener{Name: xds.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
+			Chains: []*xds.FilterChain{
+				{Name: svcCluster, Match: xds.ChainMatch{DestPort: 80, Prefixes: []netip.Prefix{netip.PrefixFrom(serviceIP, 32)}},
+					Target: xds.Target{Cluster: svcCluster}},
+				{Name: "egress-allowed", Match: xds.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"allowed.example.com"}},
+					Target: xds.Target{Cluster: "PassthroughCluster"}, Egress: &xds.EgressMeta{Decision: "allow"}},
+				{Name: "egress-denied", Match: xds.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"denied.example.com"}},
+					Target: xds.Target{Cluster: "BlackHoleCluster"}, Egress: &xds.EgressMeta{Decision: "deny"}},
+				{Name: "egress-http", Match: xds.ChainMatch{DestPort: 8080, TransportProtocol: "raw_buffer", AppProtocols: []string{"http/1.1", "h2c"}},
+					Target: xds.Target{RouteConfig: "egress|8080"}},
+			}},
+		Clusters: map[string]*xds.Cluster{
+			svcCluster: {Name: svcCluster, Kind: xds.KindEDS, ConnectTimeout: time.Second,
+				UpstreamTLS: &xds.UpstreamTLS{SANs: sans, SNI: "echo.demo.svc.cluster.local"}},
+			"PassthroughCluster":        {Name: "PassthroughCluster", Kind: xds.KindOriginalDst, ConnectTimeout: time.Second},
+			"InboundPassthroughCluster": {Name: "InboundPassthroughCluster", Kind: xds.KindOriginalDst, OriginalPortOnLoopback: true},
+			"BlackHoleCluster":          {Name: "BlackHoleCluster", Kind: xds.KindBlackhole},
+		},
+		Endpoints: map[string][]xds.Endpoint{svcCluster: eps},
+		Routes: map[string]*xds.RouteConfig{"egress|8080": {Name: "egress|8080", VirtualHosts: []*xds.VirtualHost{
+			{Name: "allowed", Domains: []string{"api.example.com"}, Cluster: "PassthroughCluster"},
+			{Name: "denied", Domains: []string{"evil.example.com"}, Deny: &xds.DirectResponse{Status: 403, Body: "weft: egress to evil.example.com denied by demo/deny-evil\n"}},
+			{Name: "default", Domains: []string{"*"}, Deny: &xds.DirectResponse{Status: 403, Body: "weft: REGISTRY_ONLY\n"}},
+		}}},
+	}
+	for _, fc := range inbound {
+		if fc.Target.Cluster != "" {
+			port, _ := strconv.Atoi(fc.Target.Cluster[len("inbound|"):])
+			c.Clusters[fc.Target.Cluster] = inboundCluster(uint16(port))
+		}
+	}
+	def := "PassthroughCluster"
+	if registryOnly {
+		def = "BlackHoleCluster"
+	}
+	c.Outbound.Default = &xds.FilterChain{Name: "default", Target: xds.Target{Cluster: def}}
+	return c
+}
+
+// meshPair is client pod A and server pod B with B's app behind STRICT
+// mTLS, A configured to reach it as serviceIP:80.
+type meshPair struct {
+	ca   *certs.CA
+	a, b *pod
+	app  *app
+}
+
+func newMeshPair(t testing.TB, handle func(*net.TCPConn, *app), rbac []xds.RBACFilter, bMods ...func(*Config)) *meshPair {
+	t.Helper()
+	mp := &meshPair{ca: newCA(t, nil)}
+	mp.app = startApp(t, handle)
+	mp.a = startPod(t, mp.ca, workloadID("shop", "frontend"))
+	mp.b = startPod(t, mp.ca, workloadID("demo", "echo"), bMods...)
+	mp.b.nat.setDefault(netip.AddrPortFrom(podBIP, mp.app.port()))
+	mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(mp.app.port(), false, rbac), false))
+	mp.a.cfg.Store(meshConfig([]spiffeid.ID{mp.b.id}, []xds.Endpoint{{Addr: mp.b.inboundAddr()}}, nil, false))
+	return mp
+}
+
+// dial connects A's app to the service through the pair.
+func (mp *meshPair) dial() *net.TCPConn {
+	return mp.a.dialOutbound(netip.AddrPortFrom(serviceIP, 80))
+}

@@ -1,0 +1,146 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/sidecar/xds"
+)
+
+// inbound serves a connection redirected to 15006: pick the filter chain by
+// original destination and transport protocol, terminate mTLS (STRICT) or
+// take plaintext (PERMISSIVE's raw_buffer chain), authorize, then forward to
+// the app on 127.0.0.1.
+func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) error {
+	cfg := p.cfg.Config()
+	if cfg == nil || cfg.Inbound == nil {
+		return p.refuse(inbound, cn, refused("no_config", "proxy: no inbound listener configured yet"))
+	}
+	l := cfg.Inbound
+	dst, err := p.originalDst(c, l)
+	if err != nil {
+		return p.refuse(inbound, cn, refused("original_dst", "%w", err))
+	}
+	cn.dst = dst.String()
+	sn, err := sniff(c, l.InspectTLS && needsSniff(l, dst), l.InspectHTTP && needsSniff(l, dst), p.cfg.SniffTimeout, p.cfg.HandshakeTimeout)
+	if err != nil {
+		return p.refuse(inbound, cn, refused(reasonPeerClosed, "proxy: sniff: %w", err))
+	}
+	fc := l.Match(dst, sn.transport, sn.sni, sn.appProtos)
+	if fc == nil {
+		if sn.transport == transportRaw && l.Match(dst, transportTLS, "", nil) != nil {
+			return p.refuse(inbound, cn, &refusal{reason: reasonNotTLS, handshake: true,
+				err: fmt.Errorf("proxy: plaintext to %s, which takes mTLS only", dst)})
+		}
+		return p.refuse(inbound, cn, refused("no_chain", "proxy: no inbound filter chain for %s (%s)", dst, sn.transport))
+	}
+	cn.chain = fc.Name
+	var down net.Conn = &prefixConn{TCPConn: c, prefix: sn.prefix}
+	if fc.TLS != nil {
+		if sn.transport != transportTLS {
+			return p.refuse(inbound, cn, &refusal{reason: reasonNotTLS, handshake: true,
+				err: fmt.Errorf("proxy: chain %s takes TLS, got %s", fc.Name, sn.transport)})
+		}
+		var peer spiffeid.ID
+		tc := tls.Server(down, p.serverTLS(fc, dst.Port(), &peer))
+		cn.track(tc)
+		hctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			return p.refuse(inbound, cn, &refusal{reason: failureReason(err), handshake: true,
+				err: fmt.Errorf("proxy: inbound handshake (peer %v): %w", peer, err)})
+		}
+		p.m.handshakes.WithLabelValues(inbound).Inc()
+		st := tc.ConnectionState()
+		peerID := ""
+		if len(st.PeerCertificates) > 0 {
+			peerID = peer.String()
+		}
+		cn.tls = newTLSInfo(st, peerID)
+		down = tc
+	} else if err := p.authorize(inbound, fc, "", dst.Port()); err != nil {
+		return p.refuse(inbound, cn, refused(reasonAuthzDenied, "%w", err))
+	}
+
+	cl := cfg.Clusters[fc.Target.Cluster]
+	if cl == nil {
+		return p.refuse(inbound, cn, refused("no_cluster", "proxy: chain %s: no cluster %q (target %+v)", fc.Name, fc.Target.Cluster, fc.Target))
+	}
+	cn.cluster = cl.Name
+	addrs, r := p.upstreams(cfg, cl, dst)
+	if r != nil {
+		return p.refuse(inbound, cn, r)
+	}
+	up, addr, err := p.dialUpstream(ctx, cl, addrs)
+	if err != nil {
+		return p.refuse(inbound, cn, refused("upstream_connect", "%w", err))
+	}
+	defer p.lb.acquire(addr)()
+	p.forward(cn, down, up, addr)
+	return nil
+}
+
+// originalDst is where the connection was going: SO_ORIGINAL_DST when the
+// listener asks for it, the listener's own address otherwise.
+func (p *Proxy) originalDst(c *net.TCPConn, l *xds.Listener) (netip.AddrPort, error) {
+	if l.UseOriginalDst {
+		return p.cfg.OriginalDst(c)
+	}
+	a, ok := c.LocalAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}, errors.New("proxy: connection has no local TCP address")
+	}
+	return a.AddrPort(), nil
+}
+
+// upstreams lists the addresses to try for cluster cl, in order.
+func (p *Proxy) upstreams(cfg *xds.Config, cl *xds.Cluster, dst netip.AddrPort) ([]netip.AddrPort, *refusal) {
+	switch cl.Kind {
+	case xds.KindOriginalDst:
+		if cl.OriginalPortOnLoopback {
+			return []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())}, nil
+		}
+		return []netip.AddrPort{dst}, nil
+	case xds.KindStatic, xds.KindEDS:
+		eps := cl.StaticEndpoints
+		if cl.Kind == xds.KindEDS {
+			eps = cfg.Endpoints[cl.Name]
+		}
+		addrs := p.lb.order(cl.Name, cl.LB, eps)
+		if len(addrs) == 0 {
+			return nil, refused("no_endpoint", "proxy: cluster %s has no healthy endpoint (%d endpoints)", cl.Name, len(eps))
+		}
+		return addrs, nil
+	case xds.KindBlackhole:
+		return nil, refused("blackhole", "proxy: cluster %s drops connections", cl.Name)
+	}
+	return nil, refused("unsupported", "proxy: cluster %s of kind %s cannot take proxied connections", cl.Name, cl.Kind)
+}
+
+// forward publishes the connection and copies bytes both ways until both
+// sides are done.
+func (p *Proxy) forward(cn *conn, down, up net.Conn, addr netip.AddrPort) {
+	cn.track(up)
+	cn.mu.Lock()
+	cn.upstream = addr.String()
+	cn.established = true
+	cn.mu.Unlock()
+	i := dirIndex(cn.direction)
+	in, out := p.m.bytesIn[i], p.m.bytesOut[i]
+	pipe(down, up, &cn.toUp, &cn.toDown, func(toUp bool, n int) {
+		if toUp {
+			in.Add(float64(n))
+		} else {
+			out.Add(float64(n))
+		}
+	})
+	p.log.Debug("connection closed", "direction", cn.direction, "src", cn.src, "dst", cn.dst, "upstream", cn.upstream,
+		"chain", cn.chain, "bytesIn", cn.toUp.Load(), "bytesOut", cn.toDown.Load())
+}

@@ -1,0 +1,350 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"k8s.io/utils/clock"
+
+	"github.com/weftmesh/weft/sidecar/capture"
+	"github.com/weftmesh/weft/sidecar/xds"
+)
+
+// Config configures a Proxy. Zero fields get the defaults in their comments.
+type Config struct {
+	// SVID is the pod's X.509-SVID and Bundle the trust bundle; both are
+	// read per handshake, so rotation applies to the next connection.
+	SVID   x509svid.Source
+	Bundle x509bundle.Source
+	// TrustDomain: inbound peers must be members of it.
+	TrustDomain spiffeid.TrustDomain
+	// Config returns the current xDS configuration (nil until the first
+	// complete one). Each connection reads it once, when accepted, and
+	// keeps the chain and cluster it chose: pushes never touch open
+	// connections.
+	Config func() *xds.Config
+
+	InboundAddr  string // ":15006"
+	OutboundAddr string // "127.0.0.1:15001"
+	AdminAddr    string // "127.0.0.1:15000"; "-" serves no admin endpoint
+
+	// OriginalDst returns where a redirected connection was going
+	// (default capture.OriginalDst: SO_ORIGINAL_DST).
+	OriginalDst func(*net.TCPConn) (netip.AddrPort, error)
+	// Dial connects upstream (default net.Dialer.DialContext).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	Logger     *slog.Logger
+	Clock      clock.PassiveClock
+	Registerer prometheus.Registerer // nil: a private registry
+
+	ConnectTimeout   time.Duration // upstream connect, when the cluster sets none: 1s
+	DrainTimeout     time.Duration // how long Run waits for open connections once ctx ends: 20s
+	SniffTimeout     time.Duration // wait for a client's first byte before deciding it sends none: 200ms
+	HandshakeTimeout time.Duration // rest of the sniffed bytes, an HTTP request head, a TLS handshake: 10s
+}
+
+func (c *Config) defaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	dur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.InboundAddr, ":15006")
+	def(&c.OutboundAddr, "127.0.0.1:15001")
+	def(&c.AdminAddr, "127.0.0.1:15000")
+	dur(&c.ConnectTimeout, time.Second)
+	dur(&c.DrainTimeout, 20*time.Second)
+	dur(&c.SniffTimeout, 200*time.Millisecond)
+	dur(&c.HandshakeTimeout, 10*time.Second)
+	if c.OriginalDst == nil {
+		c.OriginalDst = capture.OriginalDst
+	}
+	if c.Dial == nil {
+		c.Dial = (&net.Dialer{}).DialContext
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
+}
+
+// Proxy is the sidecar's data plane: the inbound and outbound listeners and
+// the admin endpoint.
+type Proxy struct {
+	cfg  Config
+	log  *slog.Logger
+	td   spiffeid.TrustDomain
+	svid x509svid.Source
+	m    *metrics
+	reg  *registry
+	lb   *balancer
+
+	ready                         chan struct{}
+	inAddr, outAddr, adminAddrNet net.Addr
+}
+
+// New checks cfg and registers the proxy's metrics; Run serves.
+func New(cfg Config) (*Proxy, error) {
+	cfg.defaults()
+	switch {
+	case cfg.SVID == nil:
+		return nil, errors.New("proxy: New: Config.SVID is nil")
+	case cfg.Bundle == nil:
+		return nil, errors.New("proxy: New: Config.Bundle is nil")
+	case cfg.TrustDomain.IsZero():
+		return nil, errors.New("proxy: New: Config.TrustDomain is empty")
+	case cfg.Config == nil:
+		return nil, errors.New("proxy: New: Config.Config is nil")
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: New: metrics: %w", err)
+	}
+	return &Proxy{
+		cfg: cfg, log: cfg.Logger, td: cfg.TrustDomain, svid: svidSource{cfg.SVID}, m: m,
+		reg: newRegistry(), lb: newBalancer(), ready: make(chan struct{}),
+	}, nil
+}
+
+// svidSource marks failures to get our own SVID, so that they are counted
+// as such rather than blamed on the peer.
+type svidSource struct{ x509svid.Source }
+
+func (s svidSource) GetX509SVID() (*x509svid.SVID, error) {
+	v, err := s.Source.GetX509SVID()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNoSVID, err)
+	}
+	return v, nil
+}
+
+// Ready is closed once Run listens on every address.
+func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// InboundAddr, OutboundAddr and AdminAddr are the bound addresses, valid
+// once Ready is closed (AdminAddr is nil without an admin endpoint).
+func (p *Proxy) InboundAddr() net.Addr  { return p.inAddr }
+func (p *Proxy) OutboundAddr() net.Addr { return p.outAddr }
+func (p *Proxy) AdminAddr() net.Addr    { return p.adminAddrNet }
+
+// Connections lists the established connections (what /connections serves).
+func (p *Proxy) Connections() []ConnInfo { return p.reg.snapshot() }
+
+// Run listens and serves until ctx ends, then drains: it stops accepting,
+// waits up to DrainTimeout for open connections to finish, closes those
+// left and returns. It returns an error if a listener cannot be opened or
+// fails.
+func (p *Proxy) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	inL, err := lc.Listen(ctx, "tcp", p.cfg.InboundAddr)
+	if err != nil {
+		return fmt.Errorf("proxy: inbound listener %s: %w", p.cfg.InboundAddr, err)
+	}
+	outL, err := lc.Listen(ctx, "tcp", p.cfg.OutboundAddr)
+	if err != nil {
+		inL.Close()
+		return fmt.Errorf("proxy: outbound listener %s: %w", p.cfg.OutboundAddr, err)
+	}
+	var admin *http.Server
+	var adminL net.Listener
+	if p.cfg.AdminAddr != "-" {
+		adminL, err = lc.Listen(ctx, "tcp", p.cfg.AdminAddr)
+		if err != nil {
+			inL.Close()
+			outL.Close()
+			return fmt.Errorf("proxy: admin listener %s: %w", p.cfg.AdminAddr, err)
+		}
+		p.adminAddrNet = adminL.Addr()
+		admin = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	p.inAddr, p.outAddr = inL.Addr(), outL.Addr()
+
+	// connCtx ends when drain gives up: it aborts dials and handshakes.
+	connCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
+	defer abort()
+	var accepters, handlers sync.WaitGroup
+	errs := make(chan error, 3)
+	serve := func(l net.Listener, direction string) {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					errs <- fmt.Errorf("proxy: %s listener %s: %w", direction, l.Addr(), err)
+				}
+				return
+			}
+			handlers.Go(func() { p.handle(connCtx, c.(*net.TCPConn), direction) })
+		}
+	}
+	accepters.Go(func() { serve(inL, inbound) })
+	accepters.Go(func() { serve(outL, outbound) })
+	if admin != nil {
+		accepters.Go(func() {
+			if err := admin.Serve(adminL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("proxy: admin server: %w", err)
+			}
+		})
+	}
+	p.log.Info("proxy listening", "inbound", p.inAddr.String(), "outbound", p.outAddr.String(), "admin", p.adminAddrNet)
+	close(p.ready)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errs:
+	}
+	// Drain: stop accepting, let open connections finish, then cut them.
+	inL.Close()
+	outL.Close()
+	open := p.reg.len()
+	p.log.Info("proxy draining", "open", open, "timeout", p.cfg.DrainTimeout)
+	timer := time.NewTimer(p.cfg.DrainTimeout)
+	select {
+	case <-p.reg.emptied():
+	case <-timer.C:
+		left := p.reg.all()
+		p.log.Warn("proxy drain timeout: closing open connections", "open", len(left))
+		abort()
+		for _, c := range left {
+			c.closeAll()
+		}
+	}
+	timer.Stop()
+	handlers.Wait()
+	if admin != nil {
+		admin.Close()
+	}
+	inL.Close()
+	outL.Close()
+	accepters.Wait()
+	return runErr
+}
+
+// handle owns one accepted connection until it is closed.
+func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string) {
+	cn := &conn{direction: direction, src: c.RemoteAddr().String(), start: p.cfg.Clock.Now()}
+	cn.track(c)
+	p.reg.add(cn)
+	p.m.active.WithLabelValues(direction).Inc()
+	p.m.total.WithLabelValues(direction).Inc()
+	defer func() {
+		cn.closeAll()
+		p.reg.remove(cn)
+		p.m.active.WithLabelValues(direction).Dec()
+	}()
+	var err error
+	if direction == inbound {
+		err = p.inbound(ctx, c, cn)
+	} else {
+		err = p.outbound(ctx, c, cn)
+	}
+	if err != nil {
+		p.log.Debug("connection refused", "direction", direction, "src", cn.src, "dst", cn.dst, "err", err)
+	}
+}
+
+// refusal is why a connection was closed without being proxied: a label of
+// weft_sidecar_connection_failures_total, or of
+// weft_sidecar_handshake_failures_total when handshake is set.
+type refusal struct {
+	reason    string
+	handshake bool
+	err       error
+}
+
+func (r *refusal) Error() string { return r.reason + ": " + r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+// refuse counts a refusal and returns it as an error.
+func (p *Proxy) refuse(direction string, cn *conn, r *refusal) error {
+	if r.handshake {
+		p.m.hsFailures.WithLabelValues(direction, r.reason).Inc()
+	} else {
+		p.m.connFailures.WithLabelValues(direction, r.reason).Inc()
+	}
+	p.log.Info("connection refused", "direction", direction, "src", cn.src, "dst", cn.dst,
+		"chain", cn.chain, "reason", r.reason, "err", r.err)
+	return r
+}
+
+func refused(reason string, format string, args ...any) *refusal {
+	return &refusal{reason: reason, err: fmt.Errorf(format, args...)}
+}
+
+// authorize runs the chain's RBAC filters for peer ("" for a plaintext
+// peer) connecting to port: enforced DENY filters first, then enforced
+// ALLOW filters; shadow filters only count and log what they would have
+// done.
+func (p *Proxy) authorize(direction string, fc *xds.FilterChain, peer string, port uint16) error {
+	for _, f := range fc.RBAC {
+		if !f.Shadow {
+			continue
+		}
+		if ok, policy := f.Allows(peer, port); !ok {
+			p.m.shadowDenies.WithLabelValues(direction, policy).Inc()
+			p.log.Info("shadow RBAC would deny", "direction", direction, "chain", fc.Name, "peer", peer, "port", port, "policy", policy)
+		}
+	}
+	for _, action := range []xds.RBACAction{xds.RBACDeny, xds.RBACAllow} {
+		for _, f := range fc.RBAC {
+			if f.Shadow || f.Action != action {
+				continue
+			}
+			if ok, policy := f.Allows(peer, port); !ok {
+				p.m.denials.WithLabelValues(direction, policy).Inc()
+				who := peer
+				if who == "" {
+					who = "plaintext peer"
+				}
+				return &authzError{reason: reasonAuthzDenied, policy: policy,
+					msg: fmt.Sprintf("proxy: RBAC %s of chain %s denies %s to port %d (policy %q)", action, fc.Name, who, port, policy)}
+			}
+		}
+	}
+	return nil
+}
+
+// dialUpstream connects to one of addrs (in order), trying the next once
+// when a connect fails.
+func (p *Proxy) dialUpstream(ctx context.Context, cl *xds.Cluster, addrs []netip.AddrPort) (net.Conn, netip.AddrPort, error) {
+	timeout := cl.ConnectTimeout
+	if timeout <= 0 {
+		timeout = p.cfg.ConnectTimeout
+	}
+	var errs []error
+	for i, a := range addrs {
+		if i == 2 {
+			break
+		}
+		dctx, cancel := context.WithTimeout(ctx, timeout)
+		c, err := p.cfg.Dial(dctx, "tcp", a.String())
+		cancel()
+		if err == nil {
+			return c, a, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, netip.AddrPort{}, fmt.Errorf("proxy: cluster %s: %w", cl.Name, errors.Join(errs...))
+}
