@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/sidecar/identity"
+	"github.com/weftmesh/weft/sidecar/proxy"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
@@ -35,8 +37,13 @@ type Config struct {
 	BundlePath     string // weft-trust-bundle ConfigMap's bundle.pem
 	WorkloadSocket string // SPIFFE Workload API socket shared with the app
 	HealthAddr     string // ":15020"
-	PodName        string
-	PodNamespace   string
+	InboundAddr    string // ":15006": where capture sends inbound TCP
+	OutboundAddr   string // "127.0.0.1:15001": where capture sends outbound TCP
+	AdminAddr      string // "127.0.0.1:15000": /connections, /config_dump
+	// OriginalDst overrides SO_ORIGINAL_DST (tests without capture rules).
+	OriginalDst  func(*net.TCPConn) (netip.AddrPort, error)
+	PodName      string
+	PodNamespace string
 	// XDSDelta selects incremental xDS instead of state-of-the-world.
 	XDSDelta bool
 	// AppProbes is the JSON of the app's original probes (WEFT_APP_PROBES,
@@ -63,6 +70,9 @@ func (c *Config) defaults() {
 	def(&c.BundlePath, "/var/run/secrets/weft/bundle/bundle.pem")
 	def(&c.WorkloadSocket, "/var/run/secrets/weft/workload/socket")
 	def(&c.HealthAddr, ":15020")
+	def(&c.InboundAddr, ":15006")
+	def(&c.OutboundAddr, "127.0.0.1:15001")
+	def(&c.AdminAddr, "127.0.0.1:15000")
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 20 * time.Second
 	}
@@ -124,6 +134,13 @@ func Run(ctx context.Context, cfg Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(identityCollector{ids}, xdsCollector{ads})
+	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current,
+		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, AdminAddr: cfg.AdminAddr,
+		OriginalDst: cfg.OriginalDst, Logger: log.With("room", "proxy"), Clock: cfg.Clock, Registerer: reg,
+		DrainTimeout: cfg.DrainTimeout})
+	if err != nil {
+		return err
+	}
 
 	probes, err := parseAppProbes(cfg.AppProbes)
 	if err != nil {
@@ -137,6 +154,12 @@ func Run(ctx context.Context, cfg Config) error {
 	mux.HandleFunc("/healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if _, err := ids.GetX509SVID(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		select {
+		case <-px.Ready():
+		default:
+			http.Error(w, "not ready: proxy listeners not up", http.StatusServiceUnavailable)
 			return
 		}
 		if ads.Current() == nil {
@@ -175,6 +198,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready(lis.Addr())
 	}
+	proxyDone := make(chan struct{})
+	proxyCtx, proxyCancel := context.WithCancel(ctx)
+	defer proxyCancel()
+	wg.Go(func() {
+		// The proxy drains on ctx (SIGTERM), before the identity and the
+		// control-plane connection go away.
+		defer close(proxyDone)
+		if err := px.Run(proxyCtx); err != nil && proxyCtx.Err() == nil {
+			errs <- err
+		}
+	})
 	wg.Go(func() {
 		// The ADS stream needs the SVID as its client certificate.
 		select {
@@ -203,6 +237,9 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("draining", "timeout", cfg.DrainTimeout)
 	case runErr = <-errs:
 	}
+	proxyCancel() // drain: stop accepting, finish open connections
+
+	<-proxyDone
 	sctx, scancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	_ = hs.Shutdown(sctx)
 	scancel()
