@@ -27,7 +27,7 @@ type cpStatus struct {
 			} `json:"lastNack"`
 		} `json:"types"`
 	} `json:"sidecars"`
-	Roots       []struct {
+	Roots []struct {
 		Fingerprint string `json:"sha256"`
 	} `json:"roots"`
 	Intermediate struct {
