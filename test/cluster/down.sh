@@ -144,7 +144,7 @@ main() {
   delete_links
   clean_iptables
   remove_cgroups
-  if ip -o addr show dev lo | grep -q " ${HOST_IP}/32"; then
+  if ip -o addr show dev lo | grep " ${HOST_IP}/32" >/dev/null; then
     ip addr del "${HOST_IP}/32" dev lo && step "removed ${HOST_IP}/32 from lo"
   fi
   restore_sysctls

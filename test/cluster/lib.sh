@@ -157,7 +157,7 @@ our_mounts() {
 
 # port_listening ADDR PORT
 port_listening() {
-  ss -Hltn "sport = :$2" 2>/dev/null | awk '{print $4}' | grep -qE "^(\[?::\]?|0\.0\.0\.0|\*|$1):$2$"
+  ss -Hltn "sport = :$2" 2>/dev/null | awk '{print $4}' | grep -E "^(\[?::\]?|0\.0\.0\.0|\*|$1):$2$" >/dev/null
 }
 
 # ipt_our_chains CMD TABLE -> KUBE-* and CNI-* chains.

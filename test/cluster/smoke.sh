@@ -124,7 +124,7 @@ if [[ "${wrong}" != "true" ]]; then
   pass "TokenReview rejects the token for another audience"
 else fail "TokenReview accepted a token for another audience"; fi
 
-if K logs "${pods[1]}" -c echo | grep -q "serving on"; then
+if K logs "${pods[1]}" -c echo | grep "serving on" >/dev/null; then
   pass "kubectl logs (API server -> kubelet)"
 else fail "kubectl logs"; fi
 

@@ -450,7 +450,7 @@ main() {
 
   step "etcd"
   local etcd_extra=()
-  etcd --help 2>&1 | grep -q -- '--unsafe-no-fsync' && etcd_extra+=(--unsafe-no-fsync)
+  etcd --help 2>&1 | grep -- '--unsafe-no-fsync' >/dev/null && etcd_extra+=(--unsafe-no-fsync)
   start etcd etcd --name weft --data-dir "${STATE_DIR}/etcd" \
     --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT_PORT}" \
     --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT_PORT}" \
