@@ -39,7 +39,17 @@ func workloadID(ns, sa string) spiffeid.ID {
 }
 
 // testBundle stands for the PEM of weft's roots; the translator copies it.
-const testBundle = "-----BEGIN CERTIFICATE-----\nMIIBdGVzdCByb290\n-----END CERTIFICATE-----\n"
+// testBundle is a real root (testdata/root.pem, a weft CA root valid until
+// 2126) so the golden secrets are what a sidecar can parse.
+var testBundle = mustRead("testdata/root.pem")
+
+func mustRead(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
 
 // ---- the golden mesh ----
 
