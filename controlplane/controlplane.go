@@ -24,6 +24,7 @@ import (
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/controlplane/audit"
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/controlplane/registry"
 	"github.com/weftmesh/weft/controlplane/xds"
@@ -42,6 +43,7 @@ type Config struct {
 	GRPCAddr       string               // ":15012"
 	HTTPAddr       string               // ":15014"
 	SVIDTTL        time.Duration        // 24h: the longest SVID the service signs
+	AuditDB        string               // "/var/lib/weft/audit.db": the egress audit store (bbolt)
 	Debounce       time.Duration        // 100ms: quiet time before a change is pushed
 	MaxDelay       time.Duration        // 1s: longest a change waits under continuous churn
 	Logger         *slog.Logger
@@ -66,6 +68,7 @@ func (c *Config) defaults() error {
 	def(&c.CASecret, "weft-ca")
 	def(&c.GRPCAddr, ":15012")
 	def(&c.HTTPAddr, ":15014")
+	def(&c.AuditDB, audit.DefaultStorePath)
 	if c.SVIDTTL == 0 {
 		c.SVIDTTL = 24 * time.Hour
 	}
@@ -134,6 +137,20 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	store, err := audit.OpenStore(audit.StoreConfig{Path: cfg.AuditDB, Logger: log.With("room", "audit"), Clock: cfg.Clock})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	verify := nodeVerifier{mesh}
+	asvc, err := audit.NewService(audit.ServiceConfig{Store: store, Bundle: caBundle{ca}, Registerer: reg, Logger: log.With("room", "audit"),
+		Clock: cfg.Clock, VerifyNode: func(ctx context.Context, pod, ns string, id spiffeid.ID) error {
+			return verify.VerifyNode(ctx, xds.Node{Name: pod, Namespace: ns, ID: id})
+		}})
+	if err != nil {
+		return err
+	}
+
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("controlplane: listen %s: %w", cfg.GRPCAddr, err)
@@ -150,10 +167,12 @@ func Run(ctx context.Context, cfg Config) error {
 	)
 	certificatev1.RegisterCertificateServiceServer(gs, svc)
 	xs.Register(gs)
+	asvc.Register(gs)
 
 	started := cfg.Clock.Now()
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/audit/", asvc.Handler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/debug/status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -170,6 +189,11 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Go(func() { serving.renew(ctx) })
 	wg.Go(func() {
 		if err := mesh.Run(ctx); err != nil && ctx.Err() == nil {
+			errs <- err
+		}
+	})
+	wg.Go(func() {
+		if err := store.Run(ctx, asvc.Pruned); err != nil && ctx.Err() == nil {
 			errs <- err
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,7 +53,7 @@ func start(t *testing.T) running {
 	ready := make(chan [2]string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{Kube: kube, Weft: testutil.FakeWeft(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		done <- Run(ctx, Config{Kube: kube, Weft: testutil.FakeWeft(), AuditDB: filepath.Join(t.TempDir(), "audit.db"), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 			Ready: func(g, h net.Addr) { ready <- [2]string{g.String(), h.String()} }})
 	}()
 	select {
@@ -169,7 +170,7 @@ func TestRestartKeepsTheCA(t *testing.T) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{Kube: kube, Weft: testutil.FakeWeft(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Ready: func(net.Addr, net.Addr) { close(ready) }})
+		done <- Run(ctx, Config{Kube: kube, Weft: testutil.FakeWeft(), AuditDB: filepath.Join(t.TempDir(), "audit.db"), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Ready: func(net.Addr, net.Addr) { close(ready) }})
 	}()
 	<-ready
 	second := bundleFromConfigMap(t, kube, "weft-system")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,6 +24,7 @@ import (
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/sidecar/audit"
 	"github.com/weftmesh/weft/sidecar/identity"
 	"github.com/weftmesh/weft/sidecar/proxy"
 	"github.com/weftmesh/weft/sidecar/xds"
@@ -44,6 +47,8 @@ type Config struct {
 	OriginalDst  func(*net.TCPConn) (netip.AddrPort, error)
 	PodName      string
 	PodNamespace string
+	// AuditOut receives one JSON line per egress connection (stdout).
+	AuditOut io.Writer
 	// XDSDelta selects incremental xDS instead of state-of-the-world.
 	XDSDelta bool
 	// AppProbes is the JSON of the app's original probes (WEFT_APP_PROBES,
@@ -78,6 +83,9 @@ func (c *Config) defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.AuditOut == nil {
+		c.AuditOut = io.Discard
 	}
 	if c.Clock == nil {
 		c.Clock = clock.RealClock{}
@@ -134,7 +142,15 @@ func Run(ctx context.Context, cfg Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(identityCollector{ids}, xdsCollector{ads})
-	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current,
+	// Egress audit events: JSON lines on stdout and, over the same mTLS
+	// connection as ADS (the control plane requires the SVID), Envoy's
+	// access-log service protocol.
+	rec, err := audit.New(audit.Config{SVID: ids, Pod: cfg.PodName, Namespace: cfg.PodNamespace, Out: cfg.AuditOut,
+		Client: alsv3.NewAccessLogServiceClient(adsConn), Logger: log.With("room", "audit"), Clock: cfg.Clock, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record,
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, AdminAddr: cfg.AdminAddr,
 		OriginalDst: cfg.OriginalDst, Logger: log.With("room", "proxy"), Clock: cfg.Clock, Registerer: reg,
 		DrainTimeout: cfg.DrainTimeout})
@@ -198,6 +214,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		cfg.Ready(lis.Addr())
 	}
+	wg.Go(func() {
+		if err := rec.Run(runCtx); err != nil && runCtx.Err() == nil {
+			errs <- err
+		}
+	})
 	proxyDone := make(chan struct{})
 	proxyCtx, proxyCancel := context.WithCancel(ctx)
 	defer proxyCancel()

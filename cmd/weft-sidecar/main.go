@@ -74,6 +74,7 @@ func run(args []string) error {
 	cfg.Logger = log
 	cfg.PodName, cfg.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	cfg.AppProbes = os.Getenv("WEFT_APP_PROBES")
+	cfg.AuditOut = os.Stdout
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	return sidecar.Run(ctx, cfg)

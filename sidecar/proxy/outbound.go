@@ -2,16 +2,21 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weftmesh/weft/sidecar/audit"
+	"github.com/weftmesh/weft/sidecar/egress"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
@@ -19,53 +24,57 @@ import (
 // destination and the sniffed SNI / HTTP pick the chain; in-mesh chains get
 // mTLS to a peer sidecar, egress chains go to the original destination, or
 // nowhere.
-func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) error {
+func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwarding, error) {
 	cfg := p.cfg.Config()
 	if cfg == nil || cfg.Outbound == nil {
-		return p.refuse(outbound, cn, refused("no_config", "proxy: no outbound listener configured yet"))
+		return nil, p.refuse(outbound, cn, refused("no_config", "proxy: no outbound listener configured yet"))
 	}
 	l := cfg.Outbound
 	dst, err := p.originalDst(c, l)
 	if err != nil {
-		return p.refuse(outbound, cn, refused("original_dst", "%w", err))
+		return nil, p.refuse(outbound, cn, refused("original_dst", "%w", err))
 	}
 	cn.dst = dst.String()
 	sn, err := sniff(c, l.InspectTLS && needsSniff(l, dst), l.InspectHTTP && needsSniff(l, dst), p.cfg.SniffTimeout, p.cfg.HandshakeTimeout)
 	if err != nil {
-		return p.refuse(outbound, cn, refused(reasonPeerClosed, "proxy: sniff: %w", err))
+		return nil, p.refuse(outbound, cn, refused(reasonPeerClosed, "proxy: sniff: %w", err))
 	}
 	fc := l.Match(dst, sn.transport, sn.sni, sn.appProtos)
 	if fc == nil {
-		return p.refuse(outbound, cn, refused("no_chain", "proxy: no outbound filter chain for %s (%s, sni %q)", dst, sn.transport, sn.sni))
+		return nil, p.refuse(outbound, cn, refused("no_chain", "proxy: no outbound filter chain for %s (%s, sni %q)", dst, sn.transport, sn.sni))
 	}
 	cn.chain = fc.Name
-	if err := p.authorize(outbound, fc, "", dst.Port()); err != nil {
-		return p.refuse(outbound, cn, refused(reasonAuthzDenied, "%w", err))
-	}
 	down := &prefixConn{TCPConn: c, prefix: sn.prefix}
+	// weft egress audit hook (sidecar/audit): one event per egress
+	// connection, when it is refused or, once forwarded, when it ends.
+	au := p.egressAudit(cfg, fc, dst, sn, down, cn)
+	defer au.refused()
+	if err := p.authorize(outbound, fc, "", dst.Port()); err != nil {
+		return nil, p.refuse(outbound, cn, refused(reasonAuthzDenied, "%w", err))
+	}
 
 	clusterName := fc.Target.Cluster
 	if rcName := fc.Target.RouteConfig; rcName != "" {
 		var r *refusal
 		clusterName, r = p.routeHTTP(cfg, rcName, down, sn)
 		if r != nil {
-			return p.refuse(outbound, cn, r)
+			return nil, p.refuse(outbound, cn, r)
 		}
 	}
 	cl := cfg.Clusters[clusterName]
 	if cl == nil {
-		return p.refuse(outbound, cn, refused("no_cluster", "proxy: chain %s: no cluster %q", fc.Name, clusterName))
+		return nil, p.refuse(outbound, cn, refused("no_cluster", "proxy: chain %s: no cluster %q", fc.Name, clusterName))
 	}
 	cn.cluster = cl.Name
 	addrs, r := p.upstreams(cfg, cl, dst)
 	if r != nil {
-		return p.refuse(outbound, cn, r)
+		return nil, p.refuse(outbound, cn, r)
 	}
 	up, addr, err := p.dialUpstream(ctx, cl, addrs)
 	if err != nil {
-		return p.refuse(outbound, cn, refused("upstream_connect", "%w", err))
+		return nil, p.refuse(outbound, cn, refused("upstream_connect", "%w", err))
 	}
-	defer p.lb.acquire(addr)()
+	release := au.onEnd(p.lb.acquire(addr)) // egress audit hook
 	if cl.UpstreamTLS != nil {
 		var peer spiffeid.ID
 		tc := tls.Client(up, p.clientTLS(cl.UpstreamTLS, &peer))
@@ -75,15 +84,15 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) error {
 		cancel()
 		if err != nil {
 			up.Close()
-			return p.refuse(outbound, cn, &refusal{reason: failureReason(err), handshake: true,
+			release()
+			return nil, p.refuse(outbound, cn, &refusal{reason: failureReason(err), handshake: true,
 				err: fmt.Errorf("proxy: outbound handshake with %s (cluster %s, peer %v): %w", addr, cl.Name, peer, err)})
 		}
 		p.m.handshakes.WithLabelValues(outbound).Inc()
 		cn.tls = newTLSInfo(tc.ConnectionState(), peer.String())
 		up = tc
 	}
-	p.forward(cn, down, up, addr)
-	return nil
+	return &forwarding{down: down, up: up, addr: addr, release: release}, nil
 }
 
 // maxRequestHead bounds the HTTP/1 request head an egress HTTP chain reads.
@@ -164,4 +173,71 @@ func writeHTTPError(c net.Conn, status int, body string) {
 	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
 		status, http.StatusText(status), len(body), body)
+}
+
+// egressAuditor emits the audit event of one egress connection exactly
+// once (egress audit hook, Config.Audit): refused emits the event of a
+// connection refused before forwarding (deferred by outbound); onEnd wraps
+// the forwarding's release, which runs when both directions are done.
+type egressAuditor struct {
+	once      sync.Once
+	emit      func(host string)
+	down      *prefixConn // its prefix holds the HTTP request head until forwarding replays it
+	forwarded bool
+}
+
+// egressAudit returns nil (a no-op auditor) unless fc is an egress chain
+// and Config.Audit is set.
+func (p *Proxy) egressAudit(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sniffed, down *prefixConn, cn *conn) *egressAuditor {
+	if fc.Egress == nil || p.cfg.Audit == nil {
+		return nil
+	}
+	return &egressAuditor{down: down, emit: func(host string) {
+		p.cfg.Audit(egressEvent(cfg, fc, dst, sn, host, cn, p.cfg.Clock.Since(cn.start)))
+	}}
+}
+
+func (a *egressAuditor) refused() {
+	if a != nil && !a.forwarded {
+		host := headHost(a.down.prefix)
+		a.once.Do(func() { a.emit(host) })
+	}
+}
+
+func (a *egressAuditor) onEnd(release func()) func() {
+	if a == nil {
+		return release
+	}
+	a.forwarded = true
+	host := headHost(a.down.prefix) // before forwarding consumes the head
+	return func() {
+		release()
+		a.once.Do(func() { a.emit(host) })
+	}
+}
+
+// headHost is the Host of a complete HTTP/1 request head, or "".
+func headHost(head []byte) string {
+	if !bytes.Contains(head, []byte("\r\n\r\n")) {
+		return ""
+	}
+	h, _ := requestHost(head)
+	return h
+}
+
+// egressEvent describes an egress connection: the decision is read off the
+// chain and, for HTTP chains, the virtual host of the request's Host.
+func egressEvent(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sniffed, host string, cn *conn, d time.Duration) audit.Event {
+	e := audit.Event{Time: cn.start, DstIP: dst.Addr().Unmap(), DstPort: dst.Port(), SNI: sn.sni, Protocol: audit.ProtocolTCP,
+		Chain: fc.Name, BytesSent: cn.toUp.Load(), BytesReceived: cn.toDown.Load(), Duration: d}
+	switch {
+	case sn.transport == transportTLS:
+		e.Protocol = audit.ProtocolTLS
+	case len(sn.appProtos) > 0:
+		e.Protocol, e.Host = audit.ProtocolHTTP, host
+	}
+	dec := egress.ForChain(cfg, fc, e.Host)
+	e.DstHost = cmp.Or(egress.Name(e.SNI), egress.HostName(e.Host))
+	e.Decision, e.Policy, e.Rule, e.Outbound = dec.Action.String(), dec.Policy, dec.Rule, dec.Outbound
+	return e
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"k8s.io/utils/clock"
 
+	"github.com/weftmesh/weft/sidecar/audit"
 	"github.com/weftmesh/weft/sidecar/capture"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
@@ -44,6 +45,10 @@ type Config struct {
 	OriginalDst func(*net.TCPConn) (netip.AddrPort, error)
 	// Dial connects upstream (default net.Dialer.DialContext).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Audit, if set, receives one event per egress connection (a chain
+	// with "weft.egress" metadata) when it ends, forwarded or refused:
+	// sidecar/audit.Recorder.Record.
+	Audit func(audit.Event)
 
 	Logger     *slog.Logger
 	Clock      clock.PassiveClock
@@ -195,7 +200,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 				}
 				return
 			}
-			handlers.Go(func() { p.handle(connCtx, c.(*net.TCPConn), direction) })
+			handlers.Go(func() { p.handle(connCtx, c.(*net.TCPConn), direction, handlers.Go) })
 		}
 	}
 	accepters.Go(func() { serve(inL, inbound) })
@@ -242,27 +247,35 @@ func (p *Proxy) Run(ctx context.Context) error {
 	return runErr
 }
 
-// handle owns one accepted connection until it is closed.
-func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string) {
+// handle owns one accepted connection until it is established, then hands
+// it to the two goroutines that forward it (started with spawn), the last
+// of which finishes it. The goroutine that sniffed, dialled and handshook
+// ends there, so an idle connection keeps only the forwarders' small
+// stacks.
+func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, spawn func(func())) {
 	cn := &conn{direction: direction, src: c.RemoteAddr().String(), start: p.cfg.Clock.Now()}
 	cn.track(c)
 	p.reg.add(cn)
 	p.m.active.WithLabelValues(direction).Inc()
 	p.m.total.WithLabelValues(direction).Inc()
-	defer func() {
+	finish := func() {
 		cn.closeAll()
 		p.reg.remove(cn)
 		p.m.active.WithLabelValues(direction).Dec()
-	}()
+	}
+	var fw *forwarding
 	var err error
 	if direction == inbound {
-		err = p.inbound(ctx, c, cn)
+		fw, err = p.inbound(ctx, c, cn)
 	} else {
-		err = p.outbound(ctx, c, cn)
+		fw, err = p.outbound(ctx, c, cn)
 	}
 	if err != nil {
+		finish()
 		p.log.Debug("connection refused", "direction", direction, "src", cn.src, "dst", cn.dst, "err", err)
+		return
 	}
+	p.forward(cn, fw, spawn, finish)
 }
 
 // refusal is why a connection was closed without being proxied: a label of

@@ -38,7 +38,7 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 	cpReady := make(chan [2]net.Addr, 1)
 	cpDone := make(chan error, 1)
 	go func() {
-		cpDone <- controlplane.Run(ctx, controlplane.Config{Kube: kube, Weft: testutil.FakeWeft(), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		cpDone <- controlplane.Run(ctx, controlplane.Config{Kube: kube, Weft: testutil.FakeWeft(), AuditDB: filepath.Join(t.TempDir(), "audit.db"), GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 			Ready: func(g, h net.Addr) { cpReady <- [2]net.Addr{g, h} }})
 	}()
 	var cpAddr, cpHTTP net.Addr

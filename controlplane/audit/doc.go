@@ -1,0 +1,36 @@
+// Package audit is the control plane's side of egress auditing: it receives
+// the sidecars' audit events over Envoy's gRPC access-log service, stores
+// them in an embedded bbolt file with retention, and answers queries for
+// `weftctl egress audit` over HTTP.
+//
+// # The room
+//
+// [Store] keeps events in a bbolt file (default /var/lib/weft/audit.db on
+// an emptyDir or a PVC). Keys are ordered by event time, so range queries
+// and retention (default 7 days, pruned every 10 minutes) are cursor walks;
+// a second bucket maps event IDs to keys, which makes [Store.Insert]
+// idempotent: an event delivered twice is stored once.
+//
+// [Service] implements envoy.service.accesslog.v3.AccessLogService. A stream
+// must carry a client X.509-SVID of the trust domain (verified here, like
+// ADS); its first message's identifier names the node "<pod>.<namespace>"
+// and log_name "weft-egress", and the node must be in the certificate's
+// namespace (and pass the optional node verifier, the one ADS uses). Every
+// event must carry the stream's SPIFFE ID as its source and the
+// identifier's pod and namespace: a sidecar cannot write events for another
+// identity. Each message is validated whole, then committed; the stream's
+// StreamAccessLogsResponse is sent only when the sidecar half-closes, after
+// everything it sent is committed — that response is the sidecar's
+// acknowledgement (see sidecar/audit).
+//
+// Metrics: weft_egress_connections_total{destination,decision} and
+// weft_egress_bytes_total{destination,decision,direction} with bounded
+// cardinality (at most TopDestinations destination values, the rest
+// "other"; see destMetrics), weft_audit_events_total{result},
+// weft_audit_streams_refused_total{code}, weft_audit_pruned_total.
+//
+// The wire format's field names are sidecar/audit's (metadata
+// "weft.egress"); this package restates them since controlplane/* never
+// imports sidecar/*. Imports: bbolt, grpc, go-control-plane's ALS protos,
+// go-spiffe, Prometheus, sidecar-free.
+package audit

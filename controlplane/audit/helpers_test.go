@@ -1,0 +1,135 @@
+package audit
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/weftmesh/weft/certs"
+)
+
+var (
+	td      = spiffeid.RequireTrustDomainFromString("cluster.local")
+	t0      = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	shopApp = spiffeid.RequireFromSegments(td, "ns", "shop", "sa", "app")
+	labApp  = spiffeid.RequireFromSegments(td, "ns", "lab", "sa", "app")
+)
+
+func openTestStore(t *testing.T, clk *clocktesting.FakeClock) *Store {
+	t.Helper()
+	s, err := OpenStore(StoreConfig{Path: filepath.Join(t.TempDir(), "audit.db"), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// testCA issues SVIDs for tests.
+type testCA struct {
+	t  *testing.T
+	ca *certs.CA
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{t: t, ca: ca}
+}
+
+func (c *testCA) cert(id spiffeid.ID, dns ...string) tls.Certificate {
+	c.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	chain, err := c.ca.Sign(certs.SignRequest{CSR: csr, ID: id, DNSNames: dns})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, x := range chain {
+		out.Certificate = append(out.Certificate, x.Raw)
+	}
+	return out
+}
+
+const serverName = "weft-controlplane.weft-system.svc"
+
+// grpcServer is a TLS gRPC server shaped like the control plane's (client
+// certificate requested, not required).
+func (c *testCA) grpcServer() *grpc.Server {
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{c.cert(spiffeid.RequireFromSegments(td, "ns", "weft-system", "sa", "weft-controlplane"), serverName)},
+		ClientAuth:   tls.RequestClientCert,
+		NextProtos:   []string{"h2"},
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return nil
+			}
+			_, _, err := x509svid.ParseAndVerify(raw, c.ca.Bundle())
+			return err
+		},
+	}
+	return grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
+}
+
+// serve runs svc on a grpcServer and returns its address.
+func (c *testCA) serve(t *testing.T, svc *Service) string {
+	t.Helper()
+	gs := c.grpcServer()
+	svc.Register(gs)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	return lis.Addr().String()
+}
+
+// dial connects as id (zero: no client certificate).
+func (c *testCA) dial(t *testing.T, addr string, id spiffeid.ID, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	roots := x509.NewCertPool()
+	for _, r := range c.ca.Roots() {
+		roots.AddCert(r)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName}
+	if !id.IsZero() {
+		cfg.Certificates = []tls.Certificate{c.cert(id)}
+	}
+	conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

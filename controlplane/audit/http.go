@@ -1,0 +1,139 @@
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Query limits of GET /audit/events.
+const (
+	DefaultLimit = 1000
+	MaxLimit     = 10000
+)
+
+// EventsResponse is the JSON of GET /audit/events.
+type EventsResponse struct {
+	Events    []Event `json:"events"` // newest first
+	Truncated bool    `json:"truncated"`
+}
+
+// SummaryResponse is the JSON of GET /audit/summary.
+type SummaryResponse struct {
+	Since        time.Time            `json:"since,omitzero"`
+	Until        time.Time            `json:"until,omitzero"`
+	Destinations []DestinationSummary `json:"destinations"`
+}
+
+// Handler serves, on the control plane's HTTP port (what `weftctl egress
+// audit` reads, JSON):
+//
+//	GET /audit/events?since=&until=&namespace=&workload=&destination=&decision=&limit=
+//	GET /audit/summary?since=&until=&namespace=&workload=&destination=&decision=
+//
+// since and until are RFC 3339 times or durations back from now ("24h");
+// limit defaults to 1000, at most 10000.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /audit/events", s.serveEvents)
+	mux.HandleFunc("GET /audit/summary", s.serveSummary)
+	return mux
+}
+
+func (s *Service) serveEvents(w http.ResponseWriter, r *http.Request) {
+	q, err := s.parseQuery(r, true)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	limit := q.Limit
+	q.Limit++ // one more says whether there is more
+	events, err := s.store.Query(q)
+	if err != nil {
+		s.log.Error("audit: query", "err", err)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	resp := EventsResponse{Events: events, Truncated: len(events) > limit}
+	if resp.Truncated {
+		resp.Events = events[:limit]
+	}
+	if resp.Events == nil {
+		resp.Events = []Event{}
+	}
+	writeJSON(w, resp)
+}
+
+func (s *Service) serveSummary(w http.ResponseWriter, r *http.Request) {
+	q, err := s.parseQuery(r, false)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	sum, err := s.store.Summary(q)
+	if err != nil {
+		s.log.Error("audit: summary", "err", err)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, SummaryResponse{Since: q.Since, Until: q.Until, Destinations: sum})
+}
+
+func (s *Service) parseQuery(r *http.Request, withLimit bool) (Query, error) {
+	v := r.URL.Query()
+	q := Query{Namespace: v.Get("namespace"), Workload: v.Get("workload"), Destination: v.Get("destination"),
+		Decision: v.Get("decision")}
+	var err error
+	now := s.cfg.Clock.Now()
+	if q.Since, err = parseTime(v.Get("since"), now); err != nil {
+		return q, fmt.Errorf("audit: since: %w", err)
+	}
+	if q.Until, err = parseTime(v.Get("until"), now); err != nil {
+		return q, fmt.Errorf("audit: until: %w", err)
+	}
+	switch q.Decision {
+	case "", "allow", "deny", "audit":
+	default:
+		return q, fmt.Errorf("audit: decision %q is not allow, deny or audit", q.Decision)
+	}
+	if !withLimit {
+		if v.Has("limit") {
+			return q, fmt.Errorf("audit: limit applies to /audit/events only")
+		}
+		return q, nil
+	}
+	q.Limit = DefaultLimit
+	if l := v.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n <= 0 || n > MaxLimit {
+			return q, fmt.Errorf("audit: limit %q is not a number from 1 to %d", l, MaxLimit)
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+// parseTime reads an RFC 3339 time or a duration back from now.
+func parseTime(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && !strings.HasPrefix(s, "-") {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration like 24h", s)
+	}
+	return t, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

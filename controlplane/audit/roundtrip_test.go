@@ -1,0 +1,186 @@
+package audit
+
+// The whole delivery path: sidecar/audit's Recorder streaming to this
+// Service over mTLS, with the control plane stopped and started on the same
+// bbolt file while events flow. (A test-only import of sidecar/audit: it is
+// the other end of the wire format.)
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+
+	sidecaraudit "github.com/weftmesh/weft/sidecar/audit"
+)
+
+// syncBuffer is the sidecar's stdout.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) ids(t *testing.T) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
+	for sc.Scan() {
+		var e sidecaraudit.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e.ID)
+	}
+	return out
+}
+
+// controlPlane runs the audit service on addr over the bbolt file at path
+// until stop.
+type controlPlane struct {
+	gs    *grpc.Server
+	store *Store
+	svc   *Service
+}
+
+func startControlPlane(t *testing.T, ca *testCA, path, addr string) *controlPlane {
+	t.Helper()
+	store, err := OpenStore(StoreConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := NewService(ServiceConfig{Store: store, Bundle: ca.ca.Bundle()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := ca.grpcServer()
+	svc.Register(gs)
+	var lis net.Listener
+	for i := 0; ; i++ {
+		if lis, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("listen %s again: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	go func() { _ = gs.Serve(lis) }()
+	return &controlPlane{gs: gs, store: store, svc: svc}
+}
+
+// stop kills the server (streams cut mid-flight, as a crash or a rollout
+// does), then closes the file.
+func (cp *controlPlane) stop() {
+	cp.gs.Stop()
+	cp.store.Close()
+}
+
+func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
+	ca := newTestCA(t)
+	path := filepath.Join(t.TempDir(), "audit.db")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+
+	cp := startControlPlane(t, ca, path, addr)
+	conn := ca.dial(t, addr, shopApp, grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond}, MinConnectTimeout: time.Second}))
+	var out syncBuffer
+	rec, err := sidecaraudit.New(sidecaraudit.Config{SourceID: shopApp, Pod: "web-1", Namespace: "shop", Out: &out,
+		Client: alsv3.NewAccessLogServiceClient(conn), BatchSize: 25, EntriesPerMessage: 5, FlushDelay: 2 * time.Millisecond,
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, SendTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = rec.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+
+	const n = 1500
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := range n {
+			rec.Record(sidecaraudit.Event{DstHost: "api.example.com", DstIP: netip.MustParseAddr("93.184.216.34"), DstPort: 443,
+				SNI: "api.example.com", Protocol: sidecaraudit.ProtocolTLS, Decision: "allow", BytesSent: int64(i), Duration: time.Millisecond})
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	var duplicates float64
+	for range 2 {
+		time.Sleep(250 * time.Millisecond)
+		cp.stop()
+		duplicates += testutil.ToFloat64(cp.svc.m.events.WithLabelValues("duplicate"))
+		time.Sleep(100 * time.Millisecond) // events keep coming while it is away
+		cp = startControlPlane(t, ca, path, addr)
+	}
+	<-produced
+	deadline := time.Now().Add(30 * time.Second)
+	for st := rec.Stats(); st.Delivered < n || st.Buffered > 0; st = rec.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not delivered in time: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cp.stop()
+	duplicates += testutil.ToFloat64(cp.svc.m.events.WithLabelValues("duplicate"))
+
+	st := rec.Stats()
+	if st.DroppedFull != 0 || st.DroppedRejected != 0 || st.Recorded != n {
+		t.Errorf("recorder stats %+v", st)
+	}
+	if st.SendFailures == 0 {
+		t.Error("no delivery failed: the restarts did not interrupt the flow")
+	}
+	store, err := OpenStore(StoreConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	stored, err := store.Query(Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, e := range stored {
+		count[e.ID]++
+		if e.SourceID != shopApp.String() || e.Pod != "web-1" || e.Namespace != "shop" {
+			t.Fatalf("stored %+v", e)
+		}
+	}
+	sent := out.ids(t)
+	if len(sent) != n {
+		t.Fatalf("%d JSON lines, want %d", len(sent), n)
+	}
+	for _, id := range sent {
+		if count[id] != 1 {
+			t.Errorf("event %s stored %d times", id, count[id])
+		}
+	}
+	if len(stored) != n || store.Len() != n {
+		t.Errorf("stored %d events (%d IDs), want %d", len(stored), store.Len(), n)
+	}
+	t.Logf("recorder %+v; duplicates the store skipped: %v", st, duplicates)
+}

@@ -1,0 +1,281 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"k8s.io/utils/clock"
+)
+
+// The wire format (sidecar/audit): metadata namespace, log name and fields.
+const (
+	metadataKey = "weft.egress"
+	logName     = "weft-egress"
+)
+
+// ServiceConfig configures a Service. Zero fields get the defaults in
+// their comments.
+type ServiceConfig struct {
+	Store  *Store            // required
+	Bundle x509bundle.Source // required: verifies the streams' client certificates
+	// VerifyNode, if set, confirms that pod in namespace exists and runs
+	// as id (the ADS node verifier). An error with a gRPC status code keeps
+	// it (Unavailable: try again); any other error is PermissionDenied.
+	VerifyNode func(ctx context.Context, pod, namespace string, id spiffeid.ID) error
+	// TopDestinations bounds the destination label of the egress metrics:
+	// 50 values, the rest "other".
+	TopDestinations int
+	Logger          *slog.Logger
+	Clock           clock.PassiveClock
+	Registerer      prometheus.Registerer // nil: a private registry
+}
+
+// Service receives audit events (ALS) and answers queries (Handler).
+type Service struct {
+	alsv3.UnimplementedAccessLogServiceServer
+
+	cfg   ServiceConfig
+	store *Store
+	log   *slog.Logger
+	m     *serviceMetrics
+}
+
+var _ alsv3.AccessLogServiceServer = (*Service)(nil)
+
+// NewService checks cfg and registers the metrics.
+func NewService(cfg ServiceConfig) (*Service, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("audit: NewService: Config.Store is nil")
+	case cfg.Bundle == nil:
+		return nil, errors.New("audit: NewService: Config.Bundle is nil")
+	}
+	if cfg.TopDestinations <= 0 {
+		cfg.TopDestinations = 50
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	m, err := newServiceMetrics(cfg.Registerer, cfg.TopDestinations, cfg.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("audit: NewService: metrics: %w", err)
+	}
+	return &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, m: m}, nil
+}
+
+// Register adds the access-log service to a gRPC server.
+func (s *Service) Register(gs grpc.ServiceRegistrar) { alsv3.RegisterAccessLogServiceServer(gs, s) }
+
+// Pruned counts events the store's retention removed (pass to Store.Run).
+func (s *Service) Pruned(n int) { s.m.pruned.Add(float64(n)) }
+
+// StreamAccessLogs stores one sidecar's audit events. See the package doc
+// for what is checked; the response is sent once the sidecar half-closes
+// and everything it sent is committed.
+func (s *Service) StreamAccessLogs(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse]) error {
+	err := s.serve(stream)
+	if err != nil {
+		code := status.Code(err)
+		s.m.refused.WithLabelValues(code.String()).Inc()
+		s.log.Warn("audit stream refused", "peer", peerAddr(stream.Context()), "code", code.String(), "error", status.Convert(err).Message())
+	}
+	return err
+}
+
+// node is who a stream speaks for.
+type node struct {
+	id             spiffeid.ID
+	pod, namespace string
+}
+
+func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse]) error {
+	ctx := stream.Context()
+	id, err := s.peerID(ctx)
+	if err != nil {
+		return err
+	}
+	var n *node
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&alsv3.StreamAccessLogsResponse{})
+		}
+		if err != nil {
+			return err
+		}
+		if n == nil {
+			if n, err = s.identify(ctx, id, msg.GetIdentifier()); err != nil {
+				return err
+			}
+		}
+		events, err := decode(n, msg)
+		if err != nil {
+			return err
+		}
+		added, err := s.store.Insert(events)
+		if err != nil {
+			s.log.Error("audit: storing events", "node", n.pod+"."+n.namespace, "err", err)
+			return status.Errorf(codes.Unavailable, "audit: storing events: %v", err)
+		}
+		s.m.stored(len(added), len(events)-len(added))
+		for _, e := range added {
+			s.m.dest.observe(e)
+		}
+	}
+}
+
+// peerID returns the SPIFFE ID of the stream's client certificate, verified
+// against the bundle (the TLS layer only requests one: the port also
+// serves the certificate service).
+func (s *Service) peerID(ctx context.Context) (spiffeid.ID, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "audit: no peer on the stream")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "audit: the stream is not over TLS")
+	}
+	chain := info.State.PeerCertificates
+	if len(chain) == 0 {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated,
+			"audit: a client certificate (the sidecar's X.509-SVID) is required for the access-log stream")
+	}
+	id, _, err := x509svid.Verify(chain, s.cfg.Bundle, x509svid.WithTime(s.cfg.Clock.Now()))
+	if err != nil {
+		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "audit: client certificate: %v", err)
+	}
+	return id, nil
+}
+
+// identify checks the first message's identifier against the certificate.
+func (s *Service) identify(ctx context.Context, id spiffeid.ID, ident *alsv3.StreamAccessLogsMessage_Identifier) (*node, error) {
+	if ident == nil || ident.GetNode().GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "audit: the first message must carry an identifier with node.id \"<pod>.<namespace>\"")
+	}
+	if ident.GetLogName() != logName {
+		return nil, status.Errorf(codes.InvalidArgument, "audit: log_name %q, want %q", ident.GetLogName(), logName)
+	}
+	nodeID := ident.GetNode().GetId()
+	i := strings.LastIndexByte(nodeID, '.')
+	if i <= 0 || i == len(nodeID)-1 {
+		return nil, status.Errorf(codes.InvalidArgument, "audit: node ID %q is not <pod>.<namespace>", nodeID)
+	}
+	n := &node{id: id, pod: nodeID[:i], namespace: nodeID[i+1:]}
+	if ns := namespaceOf(id); ns != n.namespace {
+		return nil, status.Errorf(codes.PermissionDenied, "audit: node %q is not in the namespace of client certificate %s", nodeID, id)
+	}
+	if s.cfg.VerifyNode != nil {
+		if err := s.cfg.VerifyNode(ctx, n.pod, n.namespace, id); err != nil {
+			if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+				return nil, status.Errorf(st.Code(), "audit: node %q (%s): %s", nodeID, id, st.Message())
+			}
+			return nil, status.Errorf(codes.PermissionDenied, "audit: node %q refused for client certificate %s: %v", nodeID, id, err)
+		}
+	}
+	return n, nil
+}
+
+// namespaceOf is the namespace segment of a workload ID
+// (spiffe://<td>/ns/<ns>/sa/<sa>), or "".
+func namespaceOf(id spiffeid.ID) string {
+	seg := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	if len(seg) == 4 && seg[0] == "ns" && seg[2] == "sa" {
+		return seg[1]
+	}
+	return ""
+}
+
+// decode converts and checks a whole message: either every event of it is
+// the node's own and well-formed, or the stream is refused.
+func decode(n *node, msg *alsv3.StreamAccessLogsMessage) ([]Event, error) {
+	if msg.GetHttpLogs() != nil {
+		return nil, status.Error(codes.InvalidArgument, "audit: HTTP access-log entries are not accepted; weft sends TCP entries")
+	}
+	entries := msg.GetTcpLogs().GetLogEntry()
+	out := make([]Event, 0, len(entries))
+	for i, en := range entries {
+		e, err := fromEntry(en)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "audit: entry %d: %v", i, err)
+		}
+		if e.SourceID != n.id.String() {
+			return nil, status.Errorf(codes.PermissionDenied, "audit: event %s has source %q, but the stream's client certificate is %s",
+				e.ID, e.SourceID, n.id)
+		}
+		if e.Pod != n.pod || e.Namespace != n.namespace {
+			return nil, status.Errorf(codes.PermissionDenied, "audit: event %s is for pod %s.%s, but the stream is node %s.%s",
+				e.ID, e.Pod, e.Namespace, n.pod, n.namespace)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// fromEntry reads an entry the way sidecar/audit.Entry writes it.
+func fromEntry(en *accesslogdatav3.TCPAccessLogEntry) (Event, error) {
+	c := en.GetCommonProperties()
+	md := c.GetMetadata().GetFilterMetadata()[metadataKey].GetFields()
+	str := func(k string) string { return md[k].GetStringValue() }
+	e := Event{
+		ID: str("id"), SourceID: str("source_spiffe_id"), Pod: str("pod"), Namespace: str("namespace"),
+		DstHost: str("dst_host"), SNI: str("sni"), Host: str("host"), Protocol: str("protocol"),
+		Decision: str("decision"), Policy: str("policy"), Rule: str("rule"), Outbound: str("outbound"), Chain: str("chain"),
+		BytesSent:     int64(min(en.GetConnectionProperties().GetReceivedBytes(), 1<<62)),
+		BytesReceived: int64(min(en.GetConnectionProperties().GetSentBytes(), 1<<62)),
+	}
+	switch {
+	case e.ID == "":
+		return e, fmt.Errorf("no %s.id", metadataKey)
+	case c.GetStreamId() != "" && c.GetStreamId() != e.ID:
+		return e, fmt.Errorf("event %s: stream_id %q differs from the metadata id", e.ID, c.GetStreamId())
+	case len(e.ID) > 256:
+		return e, fmt.Errorf("event ID of %d bytes", len(e.ID))
+	case c.GetStartTime() == nil:
+		return e, fmt.Errorf("event %s: no start_time", e.ID)
+	}
+	switch e.Decision {
+	case "allow", "deny", "audit":
+	default:
+		return e, fmt.Errorf("event %s: decision %q is not allow, deny or audit", e.ID, e.Decision)
+	}
+	e.Time = c.GetStartTime().AsTime().UTC()
+	e.Duration = c.GetDuration().AsDuration()
+	if sa := c.GetDownstreamLocalAddress().GetSocketAddress(); sa != nil {
+		ip, err := netip.ParseAddr(sa.GetAddress())
+		if err != nil {
+			return e, fmt.Errorf("event %s: destination address: %w", e.ID, err)
+		}
+		e.DstIP, e.DstPort = ip, uint16(sa.GetPortValue())
+	}
+	return e, nil
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}

@@ -1,0 +1,283 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"k8s.io/utils/clock"
+)
+
+// DefaultStorePath is where the install mounts the audit volume.
+const DefaultStorePath = "/var/lib/weft/audit.db"
+
+var (
+	bucketEvents = []byte("events") // time key (8 bytes unix nanos, big endian) + ID → JSON Event
+	bucketIDs    = []byte("ids")    // ID → time key
+)
+
+// StoreConfig configures a Store. Zero fields get the defaults in their
+// comments.
+type StoreConfig struct {
+	Path          string        // DefaultStorePath
+	Retention     time.Duration // events older than this are pruned: 7 days
+	PruneInterval time.Duration // how often Run prunes: 10m
+	Logger        *slog.Logger
+	Clock         clock.WithTicker
+}
+
+// Store holds audit events in a bbolt file. Safe for concurrent use.
+type Store struct {
+	cfg StoreConfig
+	db  *bolt.DB
+	log *slog.Logger
+}
+
+// OpenStore opens (or creates) the store's file. Only one process may hold
+// it: a second OpenStore on the same file fails after a second.
+func OpenStore(cfg StoreConfig) (*Store, error) {
+	if cfg.Path == "" {
+		cfg.Path = DefaultStorePath
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 7 * 24 * time.Hour
+	}
+	if cfg.PruneInterval <= 0 {
+		cfg.PruneInterval = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
+		return nil, fmt.Errorf("audit: store %s: %w", cfg.Path, err)
+	}
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("audit: open store %s: %w", cfg.Path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketEvents, bucketIDs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("audit: store %s: %w", cfg.Path, err)
+	}
+	return &Store{cfg: cfg, db: db, log: cfg.Logger}, nil
+}
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Insert stores the events whose IDs it does not hold yet, in one
+// transaction, and returns those (duplicates are skipped: inserting is
+// idempotent by ID). When Insert returns nil, the events are on disk.
+func (s *Store) Insert(events []Event) (added []Event, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		added = added[:0]
+		evb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketIDs)
+		for _, e := range events {
+			if e.ID == "" {
+				return errors.New("event without ID")
+			}
+			if idb.Get([]byte(e.ID)) != nil {
+				continue
+			}
+			v, err := json.Marshal(e)
+			if err != nil {
+				return fmt.Errorf("event %s: %w", e.ID, err)
+			}
+			k := eventKey(e.Time, e.ID)
+			if err := evb.Put(k, v); err != nil {
+				return err
+			}
+			if err := idb.Put([]byte(e.ID), k); err != nil {
+				return err
+			}
+			added = append(added, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: insert %d events: %w", len(events), err)
+	}
+	return added, nil
+}
+
+// Len is the number of stored events.
+func (s *Store) Len() int {
+	n := 0
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketIDs).Stats().KeyN
+		return nil
+	})
+	return n
+}
+
+// Query selects events. Zero fields match everything.
+type Query struct {
+	Since, Until time.Time // Since <= Time < Until
+	Namespace    string
+	// Workload matches the source's pod name, SPIFFE ID, or service
+	// account ("sa" segment of the SPIFFE ID).
+	Workload string
+	// Destination matches DstHost, SNI, Host, the IP, or Destination()
+	// ("host:port"); "*.example.com" matches names under example.com.
+	Destination string
+	Decision    string // allow, deny, audit
+	Limit       int    // 0: no limit
+}
+
+// Match reports whether e passes the query's filters (not its time range).
+func (q Query) Match(e Event) bool {
+	switch {
+	case q.Namespace != "" && e.Namespace != q.Namespace,
+		q.Decision != "" && e.Decision != q.Decision,
+		q.Workload != "" && !matchWorkload(q.Workload, e),
+		q.Destination != "" && !matchDestination(q.Destination, e):
+		return false
+	}
+	return true
+}
+
+// Query returns the matching events, newest first, at most q.Limit.
+func (s *Store) Query(q Query) ([]Event, error) {
+	var out []Event
+	err := s.scan(q, true, func(e Event) bool {
+		out = append(out, e)
+		return q.Limit <= 0 || len(out) < q.Limit
+	})
+	return out, err
+}
+
+// scan calls f for each matching event in [Since, Until), newest first if
+// reverse, until f returns false.
+func (s *Store) scan(q Query, reverse bool, f func(Event) bool) error {
+	lo := timeKey(q.Since)
+	hi := []byte(nil)
+	if !q.Until.IsZero() {
+		hi = timeKey(q.Until)
+	}
+	inRange := func(k []byte) bool {
+		return k != nil && bytes.Compare(k[:8], lo) >= 0 && (hi == nil || bytes.Compare(k[:8], hi) < 0)
+	}
+	return s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		var k, v []byte
+		step := c.Next
+		switch {
+		case !reverse:
+			k, v = c.Seek(lo)
+		case hi == nil:
+			step = c.Prev
+			k, v = c.Last()
+		default:
+			step = c.Prev
+			if k, v = c.Seek(hi); k == nil {
+				k, v = c.Last()
+			} else {
+				k, v = c.Prev()
+			}
+		}
+		for ; inRange(k); k, v = step() {
+			var e Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("audit: stored event %x: %w", k, err)
+			}
+			if q.Match(e) && !f(e) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// Prune deletes events older than the retention and returns how many.
+func (s *Store) Prune() (int, error) {
+	cutoff := timeKey(s.cfg.Clock.Now().Add(-s.cfg.Retention))
+	total := 0
+	for {
+		// Bounded transactions: collect, then delete (deleting under a
+		// moving cursor skips keys).
+		var keys [][]byte
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			evb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketIDs)
+			c := evb.Cursor()
+			for k, _ := c.First(); k != nil && bytes.Compare(k[:8], cutoff) < 0 && len(keys) < 10000; k, _ = c.Next() {
+				keys = append(keys, bytes.Clone(k))
+			}
+			for _, k := range keys {
+				if err := evb.Delete(k); err != nil {
+					return err
+				}
+				if err := idb.Delete(k[8:]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("audit: prune: %w", err)
+		}
+		total += len(keys)
+		if len(keys) < 10000 {
+			return total, nil
+		}
+	}
+}
+
+// Run prunes every PruneInterval until ctx ends; prune reports each pass
+// (for metrics; may be nil).
+func (s *Store) Run(ctx context.Context, pruned func(int)) error {
+	t := s.cfg.Clock.NewTicker(s.cfg.PruneInterval)
+	defer t.Stop()
+	for {
+		n, err := s.Prune()
+		if err != nil {
+			s.log.Error("audit: prune failed", "err", err)
+		} else if n > 0 {
+			s.log.Info("audit: pruned events", "count", n, "retention", s.cfg.Retention)
+		}
+		if pruned != nil && n > 0 {
+			pruned(n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+		}
+	}
+}
+
+func timeKey(t time.Time) []byte {
+	var n uint64
+	if !t.IsZero() {
+		switch ns := t.UnixNano(); {
+		case t.Unix() < 0 || ns < 0:
+			n = 0
+		case t.Year() > 2262:
+			n = math.MaxUint64
+		default:
+			n = uint64(ns)
+		}
+	}
+	return binary.BigEndian.AppendUint64(nil, n)
+}
+
+func eventKey(t time.Time, id string) []byte { return append(timeKey(t), id...) }

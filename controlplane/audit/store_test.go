@@ -1,0 +1,204 @@
+package audit
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+func ev(id string, at time.Duration, ns, pod, sa, host, ip string, port uint16, decision string) Event {
+	return Event{ID: id, Time: t0.Add(at), SourceID: "spiffe://cluster.local/ns/" + ns + "/sa/" + sa, Pod: pod, Namespace: ns,
+		DstHost: host, SNI: host, DstIP: netip.MustParseAddr(ip), DstPort: port, Protocol: "tls", Decision: decision,
+		BytesSent: 100, BytesReceived: 1000, Duration: 1500 * time.Millisecond}
+}
+
+func sampleEvents() []Event {
+	return []Event{
+		ev("a-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"),
+		ev("a-2", time.Minute, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"),
+		ev("b-1", 2*time.Minute, "shop", "worker-7", "worker", "bad.example.com", "93.184.216.35", 443, "deny"),
+		ev("c-1", 3*time.Minute, "lab", "probe-1", "probe", "", "198.18.100.7", 9000, "audit"),
+		ev("c-2", 4*time.Minute, "lab", "probe-1", "probe", "", "2001:db8::1", 443, "allow"),
+	}
+}
+
+func ids(events []Event) []string {
+	var out []string
+	for _, e := range events {
+		out = append(out, e.ID)
+	}
+	return out
+}
+
+func TestStoreInsertIsIdempotent(t *testing.T) {
+	s := openTestStore(t, clocktesting.NewFakeClock(t0))
+	added, err := s.Insert(sampleEvents())
+	if err != nil || len(added) != 5 {
+		t.Fatalf("Insert = %d added, %v; want 5", len(added), err)
+	}
+	again := append(sampleEvents()[:2], ev("d-1", 5*time.Minute, "shop", "web-1", "web", "x.example.com", "1.2.3.4", 443, "allow"))
+	added, err = s.Insert(again)
+	if err != nil || !slices.Equal(ids(added), []string{"d-1"}) {
+		t.Fatalf("second Insert added %v, %v; want only d-1", ids(added), err)
+	}
+	if s.Len() != 6 {
+		t.Errorf("Len = %d, want 6", s.Len())
+	}
+	if _, err := s.Insert([]Event{{Time: t0}}); err == nil {
+		t.Error("Insert of an event without ID succeeded")
+	}
+	got, _ := s.Query(Query{Destination: "93.184.216.34"})
+	if len(got) != 2 || got[0].Duration != 1500*time.Millisecond || got[0].DstIP != netip.MustParseAddr("93.184.216.34") {
+		t.Errorf("stored events do not round-trip: %+v", got)
+	}
+}
+
+func TestStoreQuery(t *testing.T) {
+	s := openTestStore(t, clocktesting.NewFakeClock(t0))
+	if _, err := s.Insert(sampleEvents()); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		q    Query
+		want []string // newest first
+	}{
+		{"all", Query{}, []string{"c-2", "c-1", "b-1", "a-2", "a-1"}},
+		{"since", Query{Since: t0.Add(2 * time.Minute)}, []string{"c-2", "c-1", "b-1"}},
+		{"until is exclusive", Query{Until: t0.Add(2 * time.Minute)}, []string{"a-2", "a-1"}},
+		{"range", Query{Since: t0.Add(time.Minute), Until: t0.Add(3*time.Minute + time.Nanosecond)}, []string{"c-1", "b-1", "a-2"}},
+		{"until after the last", Query{Until: t0.Add(time.Hour)}, []string{"c-2", "c-1", "b-1", "a-2", "a-1"}},
+		{"empty range", Query{Since: t0.Add(time.Hour)}, nil},
+		{"namespace", Query{Namespace: "lab"}, []string{"c-2", "c-1"}},
+		{"workload by pod", Query{Workload: "worker-7"}, []string{"b-1"}},
+		{"workload by service account", Query{Workload: "web"}, []string{"a-2", "a-1"}},
+		{"workload by SPIFFE ID", Query{Workload: "spiffe://cluster.local/ns/lab/sa/probe"}, []string{"c-2", "c-1"}},
+		{"destination host", Query{Destination: "API.example.com."}, []string{"a-2", "a-1"}},
+		{"destination wildcard", Query{Destination: "*.example.com"}, []string{"b-1", "a-2", "a-1"}},
+		{"destination IP", Query{Destination: "198.18.100.7"}, []string{"c-1"}},
+		{"destination IPv6 host:port", Query{Destination: "[2001:db8::1]:443"}, []string{"c-2"}},
+		{"destination host:port", Query{Destination: "bad.example.com:443"}, []string{"b-1"}},
+		{"decision", Query{Decision: "deny"}, []string{"b-1"}},
+		{"limit keeps the newest", Query{Limit: 2}, []string{"c-2", "c-1"}},
+		{"combined", Query{Namespace: "shop", Decision: "allow", Limit: 1}, []string{"a-2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.Query(tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(ids(got), tt.want) {
+				t.Errorf("Query(%+v) = %v, want %v", tt.q, ids(got), tt.want)
+			}
+		})
+	}
+}
+
+func TestStoreRetention(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0.Add(5 * time.Minute))
+	s := openTestStore(t, clk)
+	s.cfg.Retention = 3 * time.Minute // keeps events from t0+2m on
+	if _, err := s.Insert(sampleEvents()); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Prune()
+	if err != nil || n != 2 {
+		t.Fatalf("Prune = %d, %v; want 2", n, err)
+	}
+	got, _ := s.Query(Query{})
+	if !slices.Equal(ids(got), []string{"c-2", "c-1", "b-1"}) {
+		t.Errorf("after prune: %v", ids(got))
+	}
+	if s.Len() != 3 {
+		t.Errorf("Len = %d, want 3 (ID index pruned too)", s.Len())
+	}
+	// A pruned ID is forgotten: the index does not grow without bound.
+	clk.Step(time.Hour)
+	if n, _ := s.Prune(); n != 3 || s.Len() != 0 {
+		t.Errorf("Prune after an hour = %d, Len %d; want 3, 0", n, s.Len())
+	}
+}
+
+func TestStoreRunPrunesPeriodically(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	s := openTestStore(t, clk)
+	s.cfg.Retention, s.cfg.PruneInterval = time.Hour, time.Minute
+	if _, err := s.Insert(sampleEvents()); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testContext(t)
+	pruned := make(chan int, 10)
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx, func(n int) { pruned <- n }); close(done) }()
+	for !clk.HasWaiters() {
+		time.Sleep(time.Millisecond)
+	}
+	clk.Step(2 * time.Hour)
+	select {
+	case n := <-pruned:
+		if n != 5 {
+			t.Errorf("pruned %d, want 5", n)
+		}
+	case <-ctx.Done():
+		t.Fatal("Run did not prune after the interval")
+	}
+}
+
+func TestStoreReopenKeepsEventsAndLock(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	path := t.TempDir() + "/sub/audit.db"
+	s, err := OpenStore(StoreConfig{Path: path, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Insert(sampleEvents()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenStore(StoreConfig{Path: path, Clock: clk}); err == nil {
+		t.Error("a second OpenStore on a held file succeeded")
+	}
+	s.Close()
+	s, err = OpenStore(StoreConfig{Path: path, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if added, _ := s.Insert(sampleEvents()); len(added) != 0 || s.Len() != 5 {
+		t.Errorf("after reopen: added %d, Len %d; want 0, 5", len(added), s.Len())
+	}
+}
+
+func TestSummary(t *testing.T) {
+	s := openTestStore(t, clocktesting.NewFakeClock(t0))
+	if _, err := s.Insert(sampleEvents()); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := s.Summary(Query{Namespace: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum) != 2 {
+		t.Fatalf("Summary: %+v", sum)
+	}
+	a := sum[0]
+	if a.Destination != "api.example.com:443" || a.Connections != 2 || a.BytesSent != 200 || a.BytesReceived != 2000 ||
+		!a.FirstSeen.Equal(t0) || !a.LastSeen.Equal(t0.Add(time.Minute)) || a.Decisions["allow"] != 2 ||
+		!slices.Equal(a.Workloads, []string{"spiffe://cluster.local/ns/shop/sa/web"}) || !slices.Equal(a.IPs, []string{"93.184.216.34"}) {
+		t.Errorf("summary[0] = %+v", a)
+	}
+	if b := sum[1]; b.Destination != "bad.example.com:443" || b.Decisions["deny"] != 1 {
+		t.Errorf("summary[1] = %+v", b)
+	}
+	all, _ := s.Summary(Query{})
+	var dests []string
+	for _, d := range all {
+		dests = append(dests, d.Destination)
+	}
+	if want := []string{"api.example.com:443", "198.18.100.7:9000", "[2001:db8::1]:443", "bad.example.com:443"}; !slices.Equal(dests, want) {
+		t.Errorf("destinations = %v, want %v", dests, want)
+	}
+}

@@ -1,0 +1,91 @@
+package audit
+
+import (
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// MetadataKey is the filter_metadata namespace of an entry's weft fields.
+const MetadataKey = "weft.egress"
+
+// Fields of the "weft.egress" metadata struct (all strings). The control
+// plane reads exactly these; keep both sides in step.
+const (
+	FieldID        = "id"
+	FieldSource    = "source_spiffe_id"
+	FieldPod       = "pod"
+	FieldNamespace = "namespace"
+	FieldDstHost   = "dst_host"
+	FieldSNI       = "sni"
+	FieldHost      = "host"
+	FieldProtocol  = "protocol"
+	FieldDecision  = "decision"
+	FieldPolicy    = "policy"
+	FieldRule      = "rule"
+	FieldOutbound  = "outbound"
+	FieldChain     = "chain"
+)
+
+// Entry converts e to the access-log entry the control plane receives.
+func Entry(e Event) *accesslogdatav3.TCPAccessLogEntry {
+	fields := map[string]*structpb.Value{}
+	for k, v := range map[string]string{
+		FieldID: e.ID, FieldSource: e.SourceID, FieldPod: e.Pod, FieldNamespace: e.Namespace, FieldDstHost: e.DstHost,
+		FieldSNI: e.SNI, FieldHost: e.Host, FieldProtocol: e.Protocol, FieldDecision: e.Decision, FieldPolicy: e.Policy,
+		FieldRule: e.Rule, FieldOutbound: e.Outbound, FieldChain: e.Chain,
+	} {
+		if v != "" {
+			fields[k] = structpb.NewStringValue(v)
+		}
+	}
+	cluster := "PassthroughCluster"
+	if e.Decision == "deny" {
+		cluster = "BlackHoleCluster"
+	}
+	common := &accesslogdatav3.AccessLogCommon{
+		SampleRate:      1,
+		StreamId:        e.ID,
+		StartTime:       timestamppb.New(e.Time),
+		Duration:        durationpb.New(e.Duration),
+		UpstreamCluster: cluster,
+		AccessLogType:   accesslogdatav3.AccessLogType_TcpConnectionEnd,
+		Metadata:        &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: {Fields: fields}}},
+	}
+	if e.DstIP.IsValid() {
+		addr := socketAddress(e.DstIP.String(), e.DstPort)
+		common.DownstreamLocalAddress = addr
+		if e.Decision != "deny" {
+			common.UpstreamRemoteAddress = addr
+		}
+	}
+	if e.SNI != "" {
+		common.TlsProperties = &accesslogdatav3.TLSProperties{TlsSniHostname: e.SNI}
+	}
+	return &accesslogdatav3.TCPAccessLogEntry{
+		CommonProperties: common,
+		ConnectionProperties: &accesslogdatav3.ConnectionProperties{
+			ReceivedBytes: uint64(max(e.BytesSent, 0)), SentBytes: uint64(max(e.BytesReceived, 0)),
+		},
+	}
+}
+
+// Identifier is the first message's identifier: node "<pod>.<namespace>",
+// log_name "weft-egress".
+func Identifier(pod, namespace string) *alsv3.StreamAccessLogsMessage_Identifier {
+	return &alsv3.StreamAccessLogsMessage_Identifier{Node: &corev3.Node{Id: pod + "." + namespace}, LogName: LogName}
+}
+
+func socketAddress(ip string, port uint16) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
+
+// seqID formats an event ID.
+func seqID(instance string, seq uint64) string { return instance + "-" + strconv.FormatUint(seq, 10) }

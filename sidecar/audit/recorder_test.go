@@ -1,0 +1,386 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+var (
+	self = spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/web")
+	t0   = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+)
+
+func sample(i int) Event {
+	return Event{Time: t0.Add(time.Duration(i) * time.Second), DstHost: "api.example.com", DstIP: netip.MustParseAddr("93.184.216.34"),
+		DstPort: 443, SNI: "api.example.com", Protocol: ProtocolTLS, Decision: "allow", Policy: "shop/egress", Rule: "0",
+		Chain: "egress|443|tls|allow|shop/egress#0", BytesSent: 517, BytesReceived: 4096, Duration: 1500 * time.Millisecond}
+}
+
+func newTestRecorder(t *testing.T, cfg Config) (*Recorder, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg.SourceID, cfg.Pod, cfg.Namespace, cfg.InstanceID, cfg.Registerer = self, "web-1", "shop", "boot1", reg
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, reg
+}
+
+func TestRecordWritesJSONLines(t *testing.T) {
+	var out bytes.Buffer
+	r, _ := newTestRecorder(t, Config{Out: &out})
+	r.Record(sample(0))
+	denied := sample(1)
+	denied.Decision, denied.SNI, denied.DstHost = "deny", "", ""
+	r.Record(denied)
+
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2:\n%s", len(lines), out.String())
+	}
+	want := `{"log":"weft-egress","id":"boot1-1","time":"2026-03-01T12:00:00Z","sourceSpiffeId":"spiffe://cluster.local/ns/shop/sa/web",` +
+		`"pod":"web-1","namespace":"shop","dstHost":"api.example.com","dstIp":"93.184.216.34","dstPort":443,"sni":"api.example.com",` +
+		`"protocol":"tls","decision":"allow","policy":"shop/egress","rule":"0","chain":"egress|443|tls|allow|shop/egress#0",` +
+		`"bytesSent":517,"bytesReceived":4096,"duration":"1.5s"}`
+	if lines[0] != want {
+		t.Errorf("line 1:\n got %s\nwant %s", lines[0], want)
+	}
+	var back Event
+	if err := json.Unmarshal([]byte(lines[1]), &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.ID != "boot1-2" || back.Decision != "deny" || back.Duration != 1500*time.Millisecond || back.SourceID != self.String() ||
+		back.DstIP != netip.MustParseAddr("93.184.216.34") {
+		t.Errorf("line 2 reads back as %+v", back)
+	}
+	if s := r.Stats(); s.Recorded != 2 || s.Buffered != 2 {
+		t.Errorf("Stats = %+v", s)
+	}
+}
+
+func TestBufferFullDrops(t *testing.T) {
+	var out bytes.Buffer
+	r, reg := newTestRecorder(t, Config{Out: &out, BufferSize: 3})
+	for i := range 5 {
+		r.Record(sample(i))
+	}
+	if s := r.Stats(); s.DroppedFull != 2 || s.Buffered != 3 || s.Recorded != 5 {
+		t.Errorf("Stats = %+v, want 2 dropped, 3 buffered", s)
+	}
+	want := `
+# HELP weft_sidecar_audit_dropped_total Egress audit events never delivered to the control plane, by reason (buffer_full, rejected).
+# TYPE weft_sidecar_audit_dropped_total counter
+weft_sidecar_audit_dropped_total{reason="buffer_full"} 2
+weft_sidecar_audit_dropped_total{reason="rejected"} 0
+# HELP weft_sidecar_audit_buffered Egress audit events waiting for the control plane's acknowledgement.
+# TYPE weft_sidecar_audit_buffered gauge
+weft_sidecar_audit_buffered 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "weft_sidecar_audit_dropped_total", "weft_sidecar_audit_buffered"); err != nil {
+		t.Error(err)
+	}
+	// Dropped events still reach stdout; the oldest are the ones kept.
+	if n := strings.Count(out.String(), "\n"); n != 5 {
+		t.Errorf("%d JSON lines, want 5", n)
+	}
+	if got := ids(r.buf.peek(10)); !slices.Equal(got, []string{"boot1-1", "boot1-2", "boot1-3"}) {
+		t.Errorf("buffered %v", got)
+	}
+}
+
+func TestBufferRing(t *testing.T) {
+	b := newBuffer(3)
+	for i := range 3 {
+		b.push(Event{ID: string(rune('a' + i))})
+	}
+	b.ack(2)
+	b.push(Event{ID: "d"})
+	b.push(Event{ID: "e"})
+	if b.push(Event{ID: "f"}) {
+		t.Error("push into a full buffer succeeded")
+	}
+	if got := ids(b.peek(10)); !slices.Equal(got, []string{"c", "d", "e"}) {
+		t.Errorf("peek = %v", got)
+	}
+	b.ack(10)
+	if b.len() != 0 || len(b.peek(1)) != 0 {
+		t.Error("buffer not empty after acking everything")
+	}
+}
+
+func TestEntry(t *testing.T) {
+	e := sample(0)
+	e.ID, e.SourceID, e.Pod, e.Namespace = "boot1-7", self.String(), "web-1", "shop"
+	en := Entry(e)
+	c := en.GetCommonProperties()
+	md := c.GetMetadata().GetFilterMetadata()[MetadataKey].AsMap()
+	switch {
+	case c.GetStreamId() != "boot1-7", !c.GetStartTime().AsTime().Equal(t0), c.GetDuration().AsDuration() != 1500*time.Millisecond,
+		c.GetUpstreamCluster() != "PassthroughCluster", c.GetDownstreamLocalAddress().GetSocketAddress().GetAddress() != "93.184.216.34",
+		c.GetUpstreamRemoteAddress().GetSocketAddress().GetPortValue() != 443, c.GetTlsProperties().GetTlsSniHostname() != "api.example.com",
+		en.GetConnectionProperties().GetReceivedBytes() != 517, en.GetConnectionProperties().GetSentBytes() != 4096,
+		md[FieldSource] != self.String(), md[FieldID] != "boot1-7", md[FieldDecision] != "allow", md[FieldPolicy] != "shop/egress",
+		md[FieldPod] != "web-1", md[FieldNamespace] != "shop", md[FieldProtocol] != "tls", md[FieldRule] != "0":
+		t.Errorf("Entry = %v", en)
+	}
+	if err := en.ValidateAll(); err != nil {
+		t.Errorf("ValidateAll: %v", err)
+	}
+	e.Decision = "deny"
+	if en := Entry(e); en.GetCommonProperties().GetUpstreamRemoteAddress() != nil || en.GetCommonProperties().GetUpstreamCluster() != "BlackHoleCluster" {
+		t.Errorf("denied Entry = %v", en)
+	}
+}
+
+func ids(events []Event) []string {
+	var out []string
+	for _, e := range events {
+		out = append(out, e.ID)
+	}
+	return out
+}
+
+// fakeALS is an in-process access-log server: it keeps what arrives and
+// answers as the control plane does, or fails as told.
+type fakeALS struct {
+	alsv3.UnimplementedAccessLogServiceServer
+	mu       sync.Mutex
+	ids      []string
+	sources  []string
+	idents   []string
+	failNext int   // streams to fail after reading their first message
+	reject   error // returned for every stream when set
+}
+
+func (f *fakeALS) StreamAccessLogs(st grpc.ClientStreamingServer[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse]) error {
+	first := true
+	for {
+		m, err := st.Recv()
+		if err == io.EOF {
+			return st.SendAndClose(&alsv3.StreamAccessLogsResponse{})
+		}
+		if err != nil {
+			return err
+		}
+		f.mu.Lock()
+		if f.reject != nil {
+			f.mu.Unlock()
+			return f.reject
+		}
+		if first && f.failNext > 0 {
+			f.failNext--
+			f.mu.Unlock()
+			return status.Error(codes.Unavailable, "flaky")
+		}
+		if first {
+			f.idents = append(f.idents, m.GetIdentifier().GetNode().GetId()+"/"+m.GetIdentifier().GetLogName())
+		}
+		for _, e := range m.GetTcpLogs().GetLogEntry() {
+			f.ids = append(f.ids, e.GetCommonProperties().GetStreamId())
+			f.sources = append(f.sources, e.GetCommonProperties().GetMetadata().GetFilterMetadata()[MetadataKey].GetFields()[FieldSource].GetStringValue())
+		}
+		f.mu.Unlock()
+		first = false
+	}
+}
+
+func (f *fakeALS) received() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.ids)
+}
+
+func startFakeALS(t *testing.T, f *fakeALS) alsv3.AccessLogServiceClient {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	alsv3.RegisterAccessLogServiceServer(gs, f)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return alsv3.NewAccessLogServiceClient(conn)
+}
+
+func runRecorder(t *testing.T, r *Recorder) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSenderDeliversAndRetries(t *testing.T) {
+	f := &fakeALS{failNext: 2}
+	r, _ := newTestRecorder(t, Config{Client: startFakeALS(t, f), BatchSize: 4, EntriesPerMessage: 3, FlushDelay: time.Millisecond,
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	runRecorder(t, r)
+	for i := range 10 {
+		r.Record(sample(i))
+	}
+	waitFor(t, "delivery", func() bool { return r.Stats().Delivered == 10 })
+	got := f.received()
+	var want []string
+	for i := range 10 {
+		want = append(want, seqID("boot1", uint64(i+1)))
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(slices.Compact(got), want) {
+		t.Errorf("received %v, want %v", got, want)
+	}
+	if s := r.Stats(); s.Buffered != 0 || s.DroppedFull+s.DroppedRejected != 0 {
+		t.Errorf("Stats = %+v", s)
+	}
+	if f.idents[0] != "web-1.shop/weft-egress" {
+		t.Errorf("identifier %q", f.idents[0])
+	}
+}
+
+func TestSenderDropsRejectedBatches(t *testing.T) {
+	f := &fakeALS{reject: status.Error(codes.InvalidArgument, "bad")}
+	r, reg := newTestRecorder(t, Config{Client: startFakeALS(t, f), FlushDelay: time.Millisecond})
+	runRecorder(t, r)
+	r.Record(sample(0))
+	r.Record(sample(1))
+	waitFor(t, "rejection", func() bool { return r.Stats().DroppedRejected == 2 })
+	if v := testutil.ToFloat64(mustVec(t, reg)); v != 2 {
+		t.Errorf("dropped{rejected} = %v", v)
+	}
+	if r.Stats().Buffered != 0 {
+		t.Error("rejected batch still buffered")
+	}
+}
+
+func TestSenderKeepsEventsWhileRefused(t *testing.T) {
+	f := &fakeALS{reject: status.Error(codes.PermissionDenied, "registry has no such pod yet")}
+	r, _ := newTestRecorder(t, Config{Client: startFakeALS(t, f), FlushDelay: time.Millisecond, MinBackoff: time.Millisecond,
+		MaxBackoff: 2 * time.Millisecond})
+	runRecorder(t, r)
+	r.Record(sample(0))
+	waitFor(t, "a failed attempt", func() bool { return testutil.ToFloat64(r.m.failures) >= 3 })
+	if s := r.Stats(); s.Buffered != 1 || s.Delivered != 0 {
+		t.Errorf("Stats = %+v, want the event kept", s)
+	}
+	f.mu.Lock()
+	f.reject = nil
+	f.mu.Unlock()
+	waitFor(t, "delivery", func() bool { return r.Stats().Delivered == 1 })
+}
+
+// lateSVID has no SVID until set.
+type lateSVID struct{ svid atomic.Pointer[x509svid.SVID] }
+
+func (l *lateSVID) GetX509SVID() (*x509svid.SVID, error) {
+	if s := l.svid.Load(); s != nil {
+		return s, nil
+	}
+	return nil, errors.New("no SVID yet")
+}
+
+func TestSourceIDFromLateSVID(t *testing.T) {
+	f := &fakeALS{}
+	svid := &lateSVID{}
+	reg := prometheus.NewRegistry()
+	var out bytes.Buffer
+	r, err := New(Config{SVID: svid, Pod: "web-1", Namespace: "shop", Out: &out, Registerer: reg, Client: startFakeALS(t, f),
+		FlushDelay: time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Record(sample(0)) // before the SVID: recorded without source, not sent
+	if !strings.Contains(out.String(), `"sourceSpiffeId":""`) {
+		t.Errorf("line: %s", out.String())
+	}
+	runRecorder(t, r)
+	waitFor(t, "a failed attempt", func() bool { return r.Stats().SendFailures > 0 })
+	if len(f.received()) != 0 {
+		t.Fatal("an event without source was sent")
+	}
+	svid.svid.Store(&x509svid.SVID{ID: self})
+	r.Record(sample(1))
+	waitFor(t, "delivery", func() bool { return r.Stats().Delivered == 2 })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.sources) != 2 || f.sources[0] != self.String() || f.sources[1] != self.String() {
+		t.Errorf("sources %v", f.sources)
+	}
+}
+
+func TestRunWithoutClient(t *testing.T) {
+	r, _ := newTestRecorder(t, Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewChecksConfig(t *testing.T) {
+	for _, cfg := range []Config{{Pod: "p", Namespace: "n"}, {SourceID: self, Namespace: "n"}, {SVID: &lateSVID{}, Pod: "p"}} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) succeeded", cfg)
+		}
+	}
+}
+
+func mustVec(t *testing.T, reg *prometheus.Registry) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == "weft_sidecar_audit_dropped_total" && m.GetLabel()[0].GetValue() == "rejected" {
+				c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
+				c.Add(m.GetCounter().GetValue())
+				return c
+			}
+		}
+	}
+	t.Fatal("no dropped_total{rejected}")
+	return nil
+}

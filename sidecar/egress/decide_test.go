@@ -1,0 +1,180 @@
+package egress
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/weftmesh/weft/sidecar/xds"
+)
+
+// testConfig is an outbound listener shaped as the translator writes it
+// (controlplane/xds golden "client"), with REGISTRY_ONLY as outbound policy.
+func testConfig() *xds.Config {
+	pfx := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+	meta := func(policy, rule, decision string) *xds.EgressMeta {
+		return &xds.EgressMeta{Policy: policy, Rule: rule, Decision: decision}
+	}
+	pass, hole := xds.Target{Cluster: "PassthroughCluster"}, xds.Target{Cluster: "BlackHoleCluster"}
+	registryOnly := &xds.EgressMeta{Decision: "deny", Outbound: "REGISTRY_ONLY"}
+	return &xds.Config{
+		Outbound: &xds.Listener{
+			Name: xds.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
+			Chains: []*xds.FilterChain{
+				{Name: "outbound|80|server.demo", Match: xds.ChainMatch{DestPort: 80, Prefixes: pfx("10.96.0.10/32")},
+					Target: xds.Target{Cluster: "outbound|80|server.demo"}},
+				{Name: "passthrough|443|kubernetes.default", Match: xds.ChainMatch{DestPort: 443, Prefixes: pfx("10.96.0.1/32")},
+					Target: pass},
+				{Name: "egress|443|tls|allow|demo/p#0", Match: xds.ChainMatch{DestPort: 443, TransportProtocol: "tls",
+					ServerNames: []string{"api.example.com"}}, Target: pass, AccessLog: true, Egress: meta("demo/p", "0", "allow")},
+				{Name: "egress|443|tls|allow|demo/p#1", Match: xds.ChainMatch{DestPort: 443, TransportProtocol: "tls",
+					ServerNames: []string{"*.example.com"}}, Target: pass, AccessLog: true, Egress: meta("demo/p", "1", "allow")},
+				{Name: "egress|443|tls|deny|demo/p#2", Match: xds.ChainMatch{DestPort: 443, TransportProtocol: "tls",
+					ServerNames: []string{"bad.example.com"}}, Target: hole, AccessLog: true, Egress: meta("demo/p", "2", "deny")},
+				{Name: "egress|80|http|deny", Match: xds.ChainMatch{DestPort: 80, TransportProtocol: "raw_buffer",
+					AppProtocols: []string{"http/1.1", "h2c"}}, Target: xds.Target{RouteConfig: "egress|80", StripAnyHostPort: true},
+					AccessLog: true, Egress: registryOnly},
+				{Name: "egress|9000|tcp|audit|demo/lab#0", Match: xds.ChainMatch{DestPort: 9000, Prefixes: pfx("198.18.100.0/24")},
+					Target: pass, AccessLog: true, Egress: meta("demo/lab", "0", "audit")},
+				{Name: "egress|443|tcp|allow|demo/v6#0", Match: xds.ChainMatch{DestPort: 443, Prefixes: pfx("2001:db8::/32")},
+					Target: pass, AccessLog: true, Egress: meta("demo/v6", "0", "allow")},
+				{Name: "egress|8443|tls|allow|demo/broken#0", Match: xds.ChainMatch{DestPort: 8443}, Target: hole,
+					AccessLog: true, Egress: meta("demo/broken", "0", "allow")},
+			},
+			Default: &xds.FilterChain{Name: "egress|default", Target: hole, AccessLog: true, Egress: registryOnly},
+		},
+		Clusters: map[string]*xds.Cluster{
+			"PassthroughCluster":      {Name: "PassthroughCluster", Kind: xds.KindOriginalDst},
+			"BlackHoleCluster":        {Name: "BlackHoleCluster", Kind: xds.KindBlackhole},
+			"outbound|80|server.demo": {Name: "outbound|80|server.demo", Kind: xds.KindEDS},
+		},
+		Routes: map[string]*xds.RouteConfig{
+			"egress|80": {Name: "egress|80", VirtualHosts: []*xds.VirtualHost{
+				{Name: "api.example.com", Domains: []string{"api.example.com"}, Cluster: "PassthroughCluster",
+					Egress: meta("demo/p", "3", "allow")},
+				{Name: "audit.example.com", Domains: []string{"audit.example.com"}, Cluster: "PassthroughCluster",
+					Egress: meta("demo/lab", "1", "audit")},
+				{Name: "evil.example.com", Domains: []string{"evil.example.com"}, Egress: meta("demo/p", "4", "deny"),
+					Deny: &xds.DirectResponse{Status: 403, Body: "weft: egress to evil.example.com denied by demo/p rule 4\n"}},
+				{Name: "*", Domains: []string{"*"}, Egress: registryOnly,
+					Deny: &xds.DirectResponse{Status: 403, Body: "weft: egress to this host denied by outbound policy REGISTRY_ONLY\n"}},
+			}},
+		},
+	}
+}
+
+func TestDecide(t *testing.T) {
+	cfg := testConfig()
+	ap := netip.MustParseAddrPort
+	ext443, ext80 := ap("93.184.216.34:443"), ap("93.184.216.34:80")
+	tests := []struct {
+		name   string
+		conn   Conn
+		action Action
+		policy string
+		rule   string
+		chain  string
+		reason string // checked when set
+	}{
+		{"exact SNI", Conn{Dst: ext443, SNI: "api.example.com"}, Allow, "demo/p", "0", "egress|443|tls|allow|demo/p#0", ""},
+		{"SNI case and trailing dot", Conn{Dst: ext443, SNI: "API.Example.COM."}, Allow, "demo/p", "0", "egress|443|tls|allow|demo/p#0", ""},
+		{"wildcard SNI", Conn{Dst: ext443, SNI: "cdn.example.com"}, Allow, "demo/p", "1", "egress|443|tls|allow|demo/p#1", ""},
+		{"wildcard, deeper name", Conn{Dst: ext443, SNI: "a.b.example.com"}, Allow, "demo/p", "1", "egress|443|tls|allow|demo/p#1", ""},
+		{"wildcard does not match the apex", Conn{Dst: ext443, SNI: "example.com"}, Deny, "", "", "egress|default", ""},
+		{"apex with trailing dot", Conn{Dst: ext443, SNI: "Example.com."}, Deny, "", "", "egress|default", ""},
+		{"exact deny beats wildcard allow", Conn{Dst: ext443, SNI: "bad.example.com"}, Deny, "demo/p", "2", "egress|443|tls|deny|demo/p#2", ""},
+		{"TLS without SNI", Conn{Dst: ext443, Transport: "tls"}, Deny, "", "", "egress|default", ""},
+		{"raw TCP, no SNI, no Host", Conn{Dst: ext443}, Deny, "", "", "egress|default", ""},
+		{"HTTP Host allowed", Conn{Dst: ext80, Host: "api.example.com"}, Allow, "demo/p", "3", "egress|80|http|deny", ""},
+		{"HTTP Host with port", Conn{Dst: ext80, Host: "api.example.com:80"}, Allow, "demo/p", "3", "egress|80|http|deny", ""},
+		{"HTTP Host case and trailing dot", Conn{Dst: ext80, Host: "API.EXAMPLE.COM.:80"}, Allow, "demo/p", "3", "egress|80|http|deny", ""},
+		{"HTTP Host audited", Conn{Dst: ext80, Host: "audit.example.com"}, Audit, "demo/lab", "1", "egress|80|http|deny", ""},
+		{"HTTP Host denied", Conn{Dst: ext80, Host: "evil.example.com"}, Deny, "demo/p", "4", "egress|80|http|deny",
+			"weft: egress to evil.example.com denied by demo/p rule 4"},
+		{"HTTP other host: outbound policy", Conn{Dst: ext80, Host: "other.org"}, Deny, "", "", "egress|80|http|deny",
+			"weft: egress to this host denied by outbound policy REGISTRY_ONLY"},
+		{"HTTP without Host", Conn{Dst: ext80, ALPN: []string{"http/1.1"}}, Deny, "", "", "egress|80|http|deny",
+			"egress: chain egress|80|http|deny: HTTP request without Host"},
+		{"plain TCP on the HTTP port", Conn{Dst: ext80}, Deny, "", "", "egress|default", ""},
+		{"CONNECT is TCP to the port, not the Host", Conn{Dst: ext80, Host: "api.example.com:443", Connect: true},
+			Deny, "", "", "egress|default", ""},
+		{"CONNECT to an allowed TCP destination", Conn{Dst: ap("198.18.100.7:9000"), Host: "evil.example.com:443", Connect: true},
+			Audit, "demo/lab", "0", "egress|9000|tcp|audit|demo/lab#0", ""},
+		{"audit by CIDR", Conn{Dst: ap("198.18.100.7:9000")}, Audit, "demo/lab", "0", "egress|9000|tcp|audit|demo/lab#0", ""},
+		{"IPv4-mapped IPv6", Conn{Dst: ap("[::ffff:198.18.100.7]:9000")}, Audit, "demo/lab", "0", "egress|9000|tcp|audit|demo/lab#0", ""},
+		{"outside the CIDR", Conn{Dst: ap("198.18.101.7:9000")}, Deny, "", "", "egress|default", ""},
+		{"IPv6 CIDR", Conn{Dst: ap("[2001:db8::1]:443")}, Allow, "demo/v6", "0", "egress|443|tcp|allow|demo/v6#0", ""},
+		{"IPv6 with zone", Conn{Dst: netip.AddrPortFrom(netip.MustParseAddr("2001:db8::1%eth0"), 443)}, Allow, "demo/v6", "0",
+			"egress|443|tcp|allow|demo/v6#0", ""},
+		{"IPv6 outside CIDR by SNI", Conn{Dst: ap("[2001:db9::1]:443"), SNI: "api.example.com"}, Allow, "demo/p", "0",
+			"egress|443|tls|allow|demo/p#0", ""},
+		{"IPv6 HTTP Host literal", Conn{Dst: ap("[2001:db9::1]:80"), Host: "[2001:db9::1]:80"}, Deny, "", "", "egress|80|http|deny", ""},
+		{"in-mesh service", Conn{Dst: ap("10.96.0.10:80"), Host: "server.demo"}, NotEgress, "", "", "outbound|80|server.demo", ""},
+		{"plaintext Service outside the mesh", Conn{Dst: ap("10.96.0.1:443"), SNI: "kubernetes.default"}, NotEgress, "", "",
+			"passthrough|443|kubernetes.default", ""},
+		{"metadata allow but blackhole: fail closed", Conn{Dst: ap("93.184.216.34:8443")},
+			Deny, "demo/broken", "0", "egress|8443|tls|allow|demo/broken#0", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := DecideConn(cfg, tt.conn)
+			if d.Action != tt.action || d.Policy != tt.policy || d.Rule != tt.rule || d.Chain != tt.chain {
+				t.Fatalf("DecideConn(%+v) = %+v\nwant action %s policy %q rule %q chain %q", tt.conn, d, tt.action, tt.policy, tt.rule, tt.chain)
+			}
+			if tt.reason != "" && d.Reason != tt.reason {
+				t.Errorf("reason = %q, want %q", d.Reason, tt.reason)
+			}
+			if d.Reason == "" {
+				t.Error("empty reason")
+			}
+		})
+	}
+}
+
+func TestDecideWithoutConfig(t *testing.T) {
+	for _, cfg := range []*xds.Config{nil, {}} {
+		if d := Decide(cfg, netip.MustParseAddrPort("1.2.3.4:443"), "api.example.com", ""); d.Action != Deny {
+			t.Errorf("Decide without outbound listener = %+v, want deny", d)
+		}
+	}
+	cfg := testConfig()
+	cfg.Outbound.Default = nil
+	d := Decide(cfg, netip.MustParseAddrPort("1.2.3.4:443"), "example.com", "")
+	if want := "egress: no filter chain and no default chain for 1.2.3.4:443"; d.Action != Deny || d.Reason != want {
+		t.Errorf("Decide without default chain = %+v, want deny %q", d, want)
+	}
+}
+
+func TestDecideShortForm(t *testing.T) {
+	cfg := testConfig()
+	if d := Decide(cfg, netip.MustParseAddrPort("93.184.216.34:443"), "Cdn.Example.Com.", ""); d.Action != Allow || d.Rule != "1" {
+		t.Errorf("Decide by SNI = %+v", d)
+	}
+	if d := Decide(cfg, netip.MustParseAddrPort("93.184.216.34:80"), "", "api.example.com:80"); d.Action != Allow || d.Rule != "3" {
+		t.Errorf("Decide by Host = %+v", d)
+	}
+}
+
+func TestHostName(t *testing.T) {
+	for in, want := range map[string]string{
+		"Example.COM":          "example.com",
+		"example.com.":         "example.com",
+		"example.com.:8080":    "example.com",
+		" api.example.com:80 ": "api.example.com",
+		"[2001:DB8::1]:443":    "2001:db8::1",
+		"[::1]":                "::1",
+		"2001:db8::1":          "2001:db8::1",
+		"":                     "",
+	} {
+		if got := HostName(in); got != want {
+			t.Errorf("HostName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestActionString(t *testing.T) {
+	for a, want := range map[Action]string{NotEgress: "not-egress", Allow: "allow", Deny: "deny", Audit: "audit"} {
+		if a.String() != want {
+			t.Errorf("%d.String() = %q, want %q", a, a.String(), want)
+		}
+	}
+}
