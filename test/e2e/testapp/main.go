@@ -3,17 +3,24 @@
 // SPIFFE Workload API socket that the pod gives it.
 //
 //	testapp svid            fetch the pod's X.509-SVID from the Workload API, print it, keep watching
-//	testapp serve -addr :8080
-//	                        HTTP server: logs every request body line, answers "hello from <pod>"
-//	testapp get URL [-body S] [-n N]
+//	testapp serve -addr :8080 [-tls]
+//	                        HTTP server: logs every request body line, answers "hello from <pod>";
+//	                        -tls serves HTTPS with a fresh self-signed certificate (an "external" service)
+//	testapp get URL [-body S] [-n N] [-k]
 //	                        HTTP client: N requests, prints status and body, exit 1 on failure
 package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"os/signal"
@@ -76,8 +83,10 @@ func svid(ctx context.Context) error {
 func serve(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	addr := fs.String("addr", ":8080", "listen address")
+	useTLS := fs.Bool("tls", false, "serve HTTPS with a self-signed certificate")
+	name := fs.String("name", os.Getenv("POD_NAME"), "name in the answer")
 	_ = fs.Parse(args)
-	pod := os.Getenv("POD_NAME")
+	pod := *name
 	srv := &http.Server{Addr: *addr, ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		fmt.Printf("request %s %s from %s body=%q\n", r.Method, r.URL.Path, r.RemoteAddr, strings.TrimSpace(string(body)))
@@ -89,8 +98,19 @@ func serve(ctx context.Context, args []string) error {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	fmt.Printf("serving on %s\n", *addr)
-	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
+	fmt.Printf("serving on %s (tls %v)\n", *addr, *useTLS)
+	var err error
+	if *useTLS {
+		cert, cerr := selfSigned()
+		if cerr != nil {
+			return cerr
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+		err = srv.ListenAndServeTLS("", "")
+	} else {
+		err = srv.ListenAndServe()
+	}
+	if err != http.ErrServerClosed {
 		return err
 	}
 	return nil
@@ -100,11 +120,13 @@ func get(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("get", flag.ExitOnError)
 	body := fs.String("body", "", "request body (POST when set)")
 	n := fs.Int("n", 1, "requests")
+	insecure := fs.Bool("k", false, "do not verify the server's certificate")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		return fmt.Errorf("get: want one URL")
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
+	client := &http.Client{Timeout: 10 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: *insecure}}} //nolint:gosec // test client, -k
 	for i := 0; i < *n; i++ {
 		method := http.MethodGet
 		if *body != "" {
@@ -120,10 +142,25 @@ func get(ctx context.Context, args []string) error {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		fmt.Printf("%d %s", resp.StatusCode, b)
+		fmt.Printf("%d %s\n", resp.StatusCode, strings.TrimSpace(string(b)))
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("get: %s", resp.Status)
 		}
 	}
 	return nil
+}
+
+// selfSigned makes a throwaway certificate for any name.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"*"}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

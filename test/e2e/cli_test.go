@@ -1,0 +1,163 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// TestCLI runs weftctl's operator commands against a real mesh:
+//   - a pod created before its namespace was labelled ("early") predates
+//     injection: check finds it, explain-injection says why;
+//   - client -> server through the mesh: verify on the two workloads says
+//     ENCRYPTED (live connections or handshake counters, and the
+//     plaintext probe refused) and exits 0; status shows them SYNCED;
+//   - a pod that bypasses the mesh (weft.dev/inject: disabled) serving
+//     plaintext is NOT ENCRYPTED, and verify on the namespace exits non-zero.
+func TestCLI(t *testing.T) {
+	const ns = "e2e-cli"
+	namespace(t, ns, nil)
+	ctx := context.Background()
+	early := deployTestapp(t, ns, "early", "serve", "-addr", ":8080")
+	if injected(early) {
+		t.Fatal("a pod of an unlabelled namespace was injected")
+	}
+	patch := []byte(`{"metadata":{"labels":{"weft.dev/inject":"enabled"}}}`)
+	if _, err := kube.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sa := range []string{"client", "server"} {
+		if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "server"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := deployTestappAs(t, ns, "server", "server", "serve", "-addr", ":8080")
+	client := deployTestappAs(t, ns, "client", "client", "svid")
+	orig := testappPodHook
+	testappPodHook = func(p *corev1.Pod) { p.Annotations = map[string]string{"weft.dev/inject": "disabled"} }
+	bypass := deployTestapp(t, ns, "bypass", "serve", "-addr", ":8080")
+	testappPodHook = orig
+	if !injected(server) || !injected(client) || injected(bypass) {
+		t.Fatalf("injected: server %v client %v bypass %v", injected(server), injected(client), injected(bypass))
+	}
+	requireSynced(t, server.Name+"."+ns)
+	requireSynced(t, client.Name+"."+ns)
+
+	t.Run("status shows the sidecars SYNCED", func(t *testing.T) {
+		out, err := weftctlRun("status", "-n", ns)
+		if err != nil {
+			t.Fatalf("weftctl status: %v\n%s", err, out)
+		}
+		t.Logf("weftctl status -n %s:\n%s", ns, out)
+		for _, want := range []string{server.Name, client.Name, "spiffe://cluster.local/ns/" + ns + "/sa/server", "SYNCED"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("status lacks %q", want)
+			}
+		}
+		if strings.Contains(out, "NACKED") || strings.Contains(out, "NOT CONNECTED") {
+			t.Error("status reports a NACK or a disconnected sidecar")
+		}
+	})
+
+	t.Run("verify: client and server are encrypted", func(t *testing.T) {
+		waitFor(t, time.Minute, "a request through the mesh", func(context.Context) (bool, error) {
+			out, err := kubectlExec(t, ns, client.Name, "app", "/usr/local/bin/testapp", "get", "-n", "3", "http://server."+ns+".svc.cluster.local/")
+			return err == nil && strings.Contains(out, "hello from "+server.Name), nil
+		})
+		out, err := weftctlRun("verify", "-n", ns, "server", "client")
+		t.Logf("weftctl verify -n %s server client:\n%s", ns, out)
+		if err != nil {
+			t.Fatalf("verify exits non-zero on two meshed workloads: %v", err)
+		}
+		if !strings.Contains(out, "All 2 pod(s) encrypted") || !strings.Contains(out, ":8080 refused") {
+			t.Fatal("verify does not say the pair is encrypted with the plaintext probe refused")
+		}
+		out, err = weftctlRun("verify", "-n", ns, "server", "client", "-o", "json")
+		if err != nil {
+			t.Fatalf("verify -o json: %v\n%s", err, out)
+		}
+		var r struct {
+			Encrypted bool `json:"encrypted"`
+			Pods      []struct {
+				Pod        string `json:"pod"`
+				Verdict    string `json:"verdict"`
+				Handshakes *struct {
+					Inbound, Outbound, RefusedPlaintext int64
+				} `json:"handshakes"`
+			} `json:"pods"`
+		}
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, p := range r.Pods {
+			if p.Handshakes == nil {
+				t.Fatalf("%s: no handshake counters", p.Pod)
+			}
+			if p.Pod == server.Name && (p.Handshakes.Inbound == 0 || p.Handshakes.RefusedPlaintext == 0) {
+				t.Errorf("server sidecar: %+v: want inbound mTLS handshakes and refused plaintext probes", *p.Handshakes)
+			}
+			if p.Pod == client.Name && p.Handshakes.Outbound == 0 {
+				t.Errorf("client sidecar: %+v: want outbound mTLS handshakes", *p.Handshakes)
+			}
+		}
+	})
+
+	t.Run("verify: the pod that bypasses the mesh is not encrypted", func(t *testing.T) {
+		out, err := weftctlRun("verify", "-n", ns)
+		t.Logf("weftctl verify -n %s:\n%s", ns, out)
+		if err == nil {
+			t.Fatal("verify exits 0 on a namespace with a plaintext pod")
+		}
+		for _, want := range []string{
+			bypass.Name + ": NOT ENCRYPTED: no weft sidecar: opted out",
+			"plaintext answered",
+			early.Name + ": NOT ENCRYPTED",
+			server.Name + ": ENCRYPTED",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("verify lacks %q", want)
+			}
+		}
+	})
+
+	t.Run("check finds the pod that predates injection", func(t *testing.T) {
+		out, err := weftctlRun("check")
+		t.Logf("weftctl check:\n%s", out)
+		if err == nil {
+			t.Fatal("check exits 0 with a pod that slipped through")
+		}
+		if !strings.Contains(out, "[FAIL] pod "+ns+"/"+early.Name+": slipped through") {
+			t.Error("check does not list the early pod as slipped through")
+		}
+		if strings.Contains(out, "pod "+ns+"/"+bypass.Name) {
+			t.Error("check lists the opted-out pod as a problem")
+		}
+		for _, want := range []string{"[ok]   weft-controlplane", "[ok]   weft-injector", "[ok]   webhook service"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("check lacks %q", want)
+			}
+		}
+		out, err = weftctlRun("explain-injection", "-n", ns, early.Name)
+		t.Logf("weftctl explain-injection %s:\n%s", early.Name, out)
+		if err != nil || !strings.Contains(out, "predates injection") {
+			t.Errorf("explain-injection: %v", err)
+		}
+	})
+}

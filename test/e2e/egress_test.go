@@ -1,0 +1,173 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+)
+
+const externalIP = "198.18.100.10"
+
+// externalHost starts an "external" server outside the cluster: its own
+// network namespace at 198.18.100.10 behind a veth from the node, serving
+// HTTP on 80 and HTTPS on 443. Everything is removed at cleanup.
+func externalHost(t *testing.T) {
+	t.Helper()
+	testapp, err := filepath.Abs(filepath.Join("..", "..", "_output", "images", "bin", "testapp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(testapp); err != nil {
+		t.Fatalf("testapp binary: %v (test/cluster/images.sh builds it)", err)
+	}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	_ = exec.Command("ip", "netns", "del", "weft-ext").Run()
+	run("ip", "netns", "add", "weft-ext")
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", "weft-ext").Run() })
+	run("ip", "link", "add", "weft-ext0", "type", "veth", "peer", "name", "eth0", "netns", "weft-ext")
+	run("ip", "addr", "add", "198.18.100.1/24", "dev", "weft-ext0")
+	run("ip", "link", "set", "weft-ext0", "up")
+	run("ip", "-n", "weft-ext", "link", "set", "lo", "up")
+	run("ip", "-n", "weft-ext", "addr", "add", externalIP+"/24", "dev", "eth0")
+	run("ip", "-n", "weft-ext", "link", "set", "eth0", "up")
+	run("ip", "-n", "weft-ext", "route", "add", "default", "via", "198.18.100.1")
+	for _, args := range [][]string{{"serve", "-addr", ":80", "-name", "external-http"}, {"serve", "-addr", ":443", "-tls", "-name", "external-tls"}} {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", "weft-ext", testapp}, args...)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	}
+}
+
+var egressGVR = schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "egresspolicies"}
+
+// TestEgressPolicyAndAudit: a meshed client calls "external" services
+// named through hostAliases. An EgressPolicy allows TLS to api.example.test
+// (by SNI) and denies plain HTTP to evil.example.test (403 naming the
+// policy); what no rule matches goes through under ALLOW_ANY. Every
+// connection is an audit event at the control plane with the client's
+// SPIFFE ID, the destination and the decision.
+func TestEgressPolicyAndAudit(t *testing.T) {
+	externalHost(t)
+	const ns = "e2e-egress"
+	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	ctx := context.Background()
+	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "client"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	orig := testappPodHook
+	testappPodHook = func(p *corev1.Pod) {
+		p.Spec.ServiceAccountName = "client"
+		p.Spec.HostAliases = []corev1.HostAlias{{IP: externalIP, Hostnames: []string{"api.example.test", "evil.example.test", "other.example.test"}}}
+	}
+	client := deployTestapp(t, ns, "client", "svid")
+	testappPodHook = orig
+	requireSynced(t, client.Name+"."+ns)
+	get := func(args ...string) (string, error) {
+		return kubectlExec(t, ns, client.Name, "app", append([]string{"/usr/local/bin/testapp", "get"}, args...)...)
+	}
+	// Before any policy: ALLOW_ANY lets everything out (audited).
+	waitFor(t, time.Minute, "egress to the external host", func(context.Context) (bool, error) {
+		_, err := get("http://other.example.test/")
+		return err == nil, nil
+	})
+
+	dyn := dynamic.NewForConfigOrDie(restConfig)
+	policy := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "weft.dev/v1alpha1", "kind": "EgressPolicy",
+		"metadata": map[string]any{"name": "client-egress", "namespace": ns},
+		"spec": map[string]any{
+			"selector": map[string]any{"matchLabels": map[string]any{"app": "client"}},
+			"mode":     "Enforce",
+			"rules": []any{
+				map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{map[string]any{"number": int64(443), "protocol": "TLS"}}, "action": "Allow"},
+				map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{map[string]any{"number": int64(80), "protocol": "HTTP"}}, "action": "Deny"},
+			},
+		},
+	}}
+	if _, err := dyn.Resource(egressGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	var err error
+	waitFor(t, time.Minute, "evil.example.test denied", func(context.Context) (bool, error) {
+		out, err = get("http://evil.example.test/")
+		return err != nil && strings.Contains(out, "403"), nil
+	})
+	if !strings.Contains(out, "client-egress") {
+		t.Fatalf("the 403 does not name the policy: %q", out)
+	}
+	if out, err = get("-k", "https://api.example.test/"); err != nil || !strings.Contains(out, "hello from external-tls") {
+		t.Fatalf("TLS to api.example.test (allowed by SNI): %v %q", err, out)
+	}
+	if out, err = get("http://other.example.test/"); err != nil {
+		t.Fatalf("egress no rule matches, under ALLOW_ANY: %v %q", err, out)
+	}
+
+	// The audit trail at the control plane.
+	type event struct {
+		SourceID string `json:"sourceSpiffeId"`
+		Pod      string `json:"pod"`
+		SNI      string `json:"sni"`
+		Host     string `json:"host"`
+		DstIP    string `json:"dstIp"`
+		DstPort  int    `json:"dstPort"`
+		Decision string `json:"decision"`
+		Policy   string `json:"policy"`
+	}
+	find := func(evs []event, match func(event) bool) bool {
+		for _, e := range evs {
+			if match(e) {
+				return true
+			}
+		}
+		return false
+	}
+	var events []event
+	waitFor(t, time.Minute, "audit events at the control plane", func(context.Context) (bool, error) {
+		events = nil
+		pods, _ := kube.CoreV1().Pods(weftNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-controlplane"})
+		for _, p := range pods.Items {
+			body, err := httpGet("http://" + p.Status.PodIP + ":15014/audit/events?namespace=" + ns + "&limit=1000")
+			if err != nil {
+				continue
+			}
+			var resp struct {
+				Events []event `json:"events"`
+			}
+			if json.Unmarshal([]byte(body), &resp) == nil {
+				events = append(events, resp.Events...)
+			}
+		}
+		denied := find(events, func(e event) bool { return e.Host == "evil.example.test" && e.Decision == "deny" })
+		allowed := find(events, func(e event) bool { return e.SNI == "api.example.test" && e.Decision == "allow" })
+		return denied && allowed, nil
+	})
+	for _, e := range events {
+		if e.SourceID != "spiffe://cluster.local/ns/e2e-egress/sa/client" || e.Pod != client.Name || e.DstIP != externalIP {
+			t.Fatalf("audit event with the wrong source or destination: %+v", e)
+		}
+	}
+	if !strings.Contains(logs(t, ns, client.Name, "weft-proxy"), `"decision":"deny"`) {
+		t.Fatal("the sidecar's stdout lacks the deny audit line")
+	}
+}
