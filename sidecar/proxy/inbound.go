@@ -17,34 +17,34 @@ import (
 // original destination and transport protocol, terminate mTLS (STRICT) or
 // take plaintext (PERMISSIVE's raw_buffer chain), authorize, then forward to
 // the app on 127.0.0.1.
-func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) error {
+func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwarding, error) {
 	cfg := p.cfg.Config()
 	if cfg == nil || cfg.Inbound == nil {
-		return p.refuse(inbound, cn, refused("no_config", "proxy: no inbound listener configured yet"))
+		return nil, p.refuse(inbound, cn, refused("no_config", "proxy: no inbound listener configured yet"))
 	}
 	l := cfg.Inbound
 	dst, err := p.originalDst(c, l)
 	if err != nil {
-		return p.refuse(inbound, cn, refused("original_dst", "%w", err))
+		return nil, p.refuse(inbound, cn, refused("original_dst", "%w", err))
 	}
 	cn.dst = dst.String()
 	sn, err := sniff(c, l.InspectTLS && needsSniff(l, dst), l.InspectHTTP && needsSniff(l, dst), p.cfg.SniffTimeout, p.cfg.HandshakeTimeout)
 	if err != nil {
-		return p.refuse(inbound, cn, refused(reasonPeerClosed, "proxy: sniff: %w", err))
+		return nil, p.refuse(inbound, cn, refused(reasonPeerClosed, "proxy: sniff: %w", err))
 	}
 	fc := l.Match(dst, sn.transport, sn.sni, sn.appProtos)
 	if fc == nil {
 		if sn.transport == transportRaw && l.Match(dst, transportTLS, "", nil) != nil {
-			return p.refuse(inbound, cn, &refusal{reason: reasonNotTLS, handshake: true,
+			return nil, p.refuse(inbound, cn, &refusal{reason: reasonNotTLS, handshake: true,
 				err: fmt.Errorf("proxy: plaintext to %s, which takes mTLS only", dst)})
 		}
-		return p.refuse(inbound, cn, refused("no_chain", "proxy: no inbound filter chain for %s (%s)", dst, sn.transport))
+		return nil, p.refuse(inbound, cn, refused("no_chain", "proxy: no inbound filter chain for %s (%s)", dst, sn.transport))
 	}
 	cn.chain = fc.Name
 	var down net.Conn = &prefixConn{TCPConn: c, prefix: sn.prefix}
 	if fc.TLS != nil {
 		if sn.transport != transportTLS {
-			return p.refuse(inbound, cn, &refusal{reason: reasonNotTLS, handshake: true,
+			return nil, p.refuse(inbound, cn, &refusal{reason: reasonNotTLS, handshake: true,
 				err: fmt.Errorf("proxy: chain %s takes TLS, got %s", fc.Name, sn.transport)})
 		}
 		var peer spiffeid.ID
@@ -54,7 +54,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) error {
 		err := tc.HandshakeContext(hctx)
 		cancel()
 		if err != nil {
-			return p.refuse(inbound, cn, &refusal{reason: failureReason(err), handshake: true,
+			return nil, p.refuse(inbound, cn, &refusal{reason: failureReason(err), handshake: true,
 				err: fmt.Errorf("proxy: inbound handshake (peer %v): %w", peer, err)})
 		}
 		p.m.handshakes.WithLabelValues(inbound).Inc()
@@ -66,25 +66,23 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) error {
 		cn.tls = newTLSInfo(st, peerID)
 		down = tc
 	} else if err := p.authorize(inbound, fc, "", dst.Port()); err != nil {
-		return p.refuse(inbound, cn, refused(reasonAuthzDenied, "%w", err))
+		return nil, p.refuse(inbound, cn, refused(reasonAuthzDenied, "%w", err))
 	}
 
 	cl := cfg.Clusters[fc.Target.Cluster]
 	if cl == nil {
-		return p.refuse(inbound, cn, refused("no_cluster", "proxy: chain %s: no cluster %q (target %+v)", fc.Name, fc.Target.Cluster, fc.Target))
+		return nil, p.refuse(inbound, cn, refused("no_cluster", "proxy: chain %s: no cluster %q (target %+v)", fc.Name, fc.Target.Cluster, fc.Target))
 	}
 	cn.cluster = cl.Name
 	addrs, r := p.upstreams(cfg, cl, dst)
 	if r != nil {
-		return p.refuse(inbound, cn, r)
+		return nil, p.refuse(inbound, cn, r)
 	}
 	up, addr, err := p.dialUpstream(ctx, cl, addrs)
 	if err != nil {
-		return p.refuse(inbound, cn, refused("upstream_connect", "%w", err))
+		return nil, p.refuse(inbound, cn, refused("upstream_connect", "%w", err))
 	}
-	defer p.lb.acquire(addr)()
-	p.forward(cn, down, up, addr)
-	return nil
+	return &forwarding{down: down, up: up, addr: addr, release: p.lb.acquire(addr)}, nil
 }
 
 // originalDst is where the connection was going: SO_ORIGINAL_DST when the
@@ -124,23 +122,35 @@ func (p *Proxy) upstreams(cfg *xds.Config, cl *xds.Cluster, dst netip.AddrPort) 
 	return nil, refused("unsupported", "proxy: cluster %s of kind %s cannot take proxied connections", cl.Name, cl.Kind)
 }
 
-// forward publishes the connection and copies bytes both ways until both
-// sides are done.
-func (p *Proxy) forward(cn *conn, down, up net.Conn, addr netip.AddrPort) {
-	cn.track(up)
+// forwarding is an established connection, ready to be forwarded.
+type forwarding struct {
+	down, up net.Conn
+	addr     netip.AddrPort // the dialled upstream
+	release  func()         // ends the balancer's count of the connection to addr
+}
+
+// forward publishes the connection and copies bytes both ways on two
+// goroutines started with spawn; once both sides are done, it releases the
+// upstream and calls finish.
+func (p *Proxy) forward(cn *conn, fw *forwarding, spawn func(func()), finish func()) {
+	cn.track(fw.up)
 	cn.mu.Lock()
-	cn.upstream = addr.String()
+	cn.upstream = fw.addr.String()
 	cn.established = true
 	cn.mu.Unlock()
 	i := dirIndex(cn.direction)
 	in, out := p.m.bytesIn[i], p.m.bytesOut[i]
-	pipe(down, up, &cn.toUp, &cn.toDown, func(toUp bool, n int) {
+	onChunk := func(toUp bool, n int) {
 		if toUp {
 			in.Add(float64(n))
 		} else {
 			out.Add(float64(n))
 		}
+	}
+	pipe(fw.down, fw.up, &cn.toUp, &cn.toDown, onChunk, spawn, func() {
+		p.log.Debug("connection closed", "direction", cn.direction, "src", cn.src, "dst", cn.dst, "upstream", cn.upstream,
+			"chain", cn.chain, "bytesIn", cn.toUp.Load(), "bytesOut", cn.toDown.Load())
+		fw.release()
+		finish()
 	})
-	p.log.Debug("connection closed", "direction", cn.direction, "src", cn.src, "dst", cn.dst, "upstream", cn.upstream,
-		"chain", cn.chain, "bytesIn", cn.toUp.Load(), "bytesOut", cn.toDown.Load())
 }

@@ -4,27 +4,47 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
-// bufSize is the copy buffer: two TLS records' worth of plaintext.
-const bufSize = 32 << 10
+// Copy buffers. An idle connection holds none of the large ones: a
+// plaintext TCP source is read only once the poller reports it readable,
+// straight into a pooled bufSize buffer that goes back to the pool as soon
+// as its bytes are written; any other source (a TLS one, whose reads block
+// inside crypto/tls) is read into a smallBufSize buffer while traffic is
+// light, and into a pooled recordSize one while reads fill what they are
+// given.
+const (
+	bufSize      = 32 << 10 // a TCP read: two TLS records' worth of plaintext
+	recordSize   = 16 << 10 // a TLS read: one record's plaintext
+	smallBufSize = 2 << 10  // a read of a quiet or idle TLS source
+)
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+var (
+	bufPool    = newBufPool(bufSize)
+	recordPool = newBufPool(recordSize)
+	smallPool  = newBufPool(smallBufSize)
+)
+
+func newBufPool(size int) *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, size); return &b }}
+}
 
 // closeWriter is a connection whose sending side can be shut alone:
 // *net.TCPConn (FIN) and *tls.Conn (close_notify).
 type closeWriter interface{ CloseWrite() error }
 
 // pipe copies bytes both ways between down (the accepted connection) and up
-// (the dialled one) until both directions have ended, then closes both.
-// When one side finishes sending (EOF), the other side's sending half is
-// shut (half-close) and the opposite direction carries on; an error in
+// (the dialled one), one direction on each of two goroutines started with
+// spawn, until both directions have ended; then it closes both and calls
+// done. When one side finishes sending (EOF), the other side's sending half
+// is shut (half-close) and the opposite direction carries on; an error in
 // either direction closes everything. Bytes are added to toUp and toDown as
 // they are read, so live views see them, and reported to onChunk.
-func pipe(down, up net.Conn, toUp, toDown *atomic.Int64, onChunk func(toUpstream bool, n int)) {
-	var wg sync.WaitGroup
+func pipe(down, up net.Conn, toUp, toDown *atomic.Int64, onChunk func(toUpstream bool, n int), spawn func(func()), done func()) {
 	var once sync.Once
 	closeBoth := func() {
 		once.Do(func() {
@@ -32,7 +52,15 @@ func pipe(down, up net.Conn, toUp, toDown *atomic.Int64, onChunk func(toUpstream
 			up.Close()
 		})
 	}
+	var left atomic.Int32
+	left.Store(2)
 	half := func(dst, src net.Conn, count *atomic.Int64, toUpstream bool) {
+		defer func() {
+			if left.Add(-1) == 0 {
+				closeBoth()
+				done()
+			}
+		}()
 		err := copyCounted(dst, src, count, func(n int) { onChunk(toUpstream, n) })
 		if err != nil {
 			closeBoth()
@@ -45,32 +73,110 @@ func pipe(down, up net.Conn, toUp, toDown *atomic.Int64, onChunk func(toUpstream
 		}
 		closeBoth()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		half(up, down, toUp, true)
-	}()
-	half(down, up, toDown, false)
-	wg.Wait()
-	closeBoth()
+	spawn(func() { half(up, down, toUp, true) })
+	spawn(func() { half(down, up, toDown, false) })
 }
 
-// copyCounted copies src to dst with a pooled buffer until EOF (nil error)
-// or an error.
+// copyCounted copies src to dst until EOF (nil error) or an error. Bytes
+// are counted as read, before they are written: the reply to them can never
+// be counted before them.
 func copyCounted(dst io.Writer, src io.Reader, count *atomic.Int64, onChunk func(int)) error {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	emit := func(b []byte) error {
+		count.Add(int64(len(b)))
+		onChunk(len(b))
+		_, err := dst.Write(b)
+		return err
+	}
+	switch s := src.(type) {
+	case *prefixConn:
+		if p := s.takePrefix(); len(p) > 0 {
+			if err := emit(p); err != nil {
+				return err
+			}
+		}
+		return copyReady(s.TCPConn, emit)
+	case *net.TCPConn:
+		return copyReady(s, emit)
+	}
+	return copyGrowing(src, emit)
+}
+
+// copyReady reads c whenever the poller reports it readable, each time
+// into a pooled buffer held only for that read and its write, so a quiet
+// connection holds no buffer.
+func copyReady(c *net.TCPConn, emit func([]byte) error) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
 	for {
+		var (
+			bp   *[]byte
+			n    int
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			bp = bufPool.Get().(*[]byte)
+			for {
+				n, rerr = syscall.Read(int(fd), *bp)
+				if rerr != syscall.EINTR {
+					break
+				}
+			}
+			if rerr == syscall.EAGAIN {
+				bufPool.Put(bp)
+				bp = nil
+				return false // wait until readable, then call again
+			}
+			return true
+		})
+		if err == nil && rerr != nil {
+			err = os.NewSyscallError("read", rerr)
+		}
+		if n > 0 && err == nil {
+			err = emit((*bp)[:n])
+		}
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+		switch {
+		case err != nil:
+			return err
+		case n <= 0:
+			return nil // EOF
+		}
+	}
+}
+
+// copyGrowing reads src into a small buffer, and into a pooled
+// recordSize one from the first read that fills the small one until a read
+// returns less than the buffer holds.
+func copyGrowing(src io.Reader, emit func([]byte) error) error {
+	small := smallPool.Get().(*[]byte)
+	defer smallPool.Put(small)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			recordPool.Put(big)
+		}
+	}()
+	for {
+		buf := *small
+		if big != nil {
+			buf = *big
+		}
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			// Counted as read, before it is written: the reply to these
-			// bytes can never be counted before them.
-			count.Add(int64(n))
-			onChunk(n)
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return werr
+			if err := emit(buf[:n]); err != nil {
+				return err
 			}
+		}
+		switch {
+		case big == nil && n == len(buf):
+			big = recordPool.Get().(*[]byte)
+		case big != nil && n < len(buf):
+			recordPool.Put(big)
+			big = nil
 		}
 		if rerr != nil {
 			if errors.Is(rerr, io.EOF) {

@@ -143,9 +143,19 @@ func (c *prefixConn) Read(b []byte) (int, error) {
 	if len(c.prefix) > 0 {
 		n := copy(b, c.prefix)
 		c.prefix = c.prefix[n:]
+		if len(c.prefix) == 0 {
+			c.prefix = nil // the sniff buffer is garbage once replayed
+		}
 		return n, nil
 	}
 	return c.TCPConn.Read(b)
+}
+
+// takePrefix returns the bytes not yet replayed and forgets them.
+func (c *prefixConn) takePrefix() []byte {
+	p := c.prefix
+	c.prefix = nil
+	return p
 }
 
 // needsSniff reports whether any chain that could take a connection to dst
