@@ -1,0 +1,273 @@
+package controlplane
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/controlplane/xds"
+)
+
+var (
+	pushClients = flag.Int("push.clients", 100,
+		"BenchmarkEndpointChurnPush: connected delta ADS clients (sidecars)")
+	pushChanges = flag.Int("push.changes", 10,
+		"BenchmarkEndpointChurnPush: EndpointSlice changes per iteration")
+	pushMode = flag.String("push.change", "ready",
+		"BenchmarkEndpointChurnPush: ready (flip an endpoint's ready condition: EDS only) or address (move an endpoint: EDS and the outbound listener)")
+	pushInterval = flag.Duration("push.interval", 0,
+		"BenchmarkEndpointChurnPush: 0 makes each change wait until every client has the previous one; >0 makes a change every interval (open-loop churn; changes then share rounds)")
+)
+
+const (
+	pushServices  = 1000
+	pushEndpoints = 10
+)
+
+// pushBase are the baselines, measured directly on the same cluster.
+type pushBase struct {
+	registryMs float64 // Update → new snapshot published, nothing else running (p50)
+	generateMs float64 // Translator.Generate for one sidecar (p50)
+	resources  int     // what Generate returns for one sidecar
+	bytes      int
+	heapBase   uint64 // HeapInuse after GC: fake API server + registry, no xDS
+}
+
+// BenchmarkEndpointChurnPush: 1,000 Services × 10 endpoints and 100 client
+// pods (-push.clients) in a fake API server; a registry on it; the xDS
+// server with Translator, nodeVerifier and the control plane's TLS on
+// 127.0.0.1; one delta ADS client per client pod, each with its own SVID,
+// all synced. Then -push.changes EndpointSlice updates through the fake
+// clientset, each measured from the Update call until each client receives
+// the EDS response carrying it (p50/p99 over clients × changes), with the
+// default debounce (100ms) and with 1ms, so debounce and work separate.
+// The process is the whole system (API server, control plane, clients):
+// cpu-cores is its user+sys time over the churn's wall time.
+//
+//	go test -run=NONE -bench=EndpointChurn -benchtime=1x ./controlplane/
+func BenchmarkEndpointChurnPush(b *testing.B) {
+	if *pushMode != "ready" && *pushMode != "address" {
+		b.Fatalf("-push.change=%q: want ready or address", *pushMode)
+	}
+	t0 := time.Now()
+	env := newPushEnv(b, pushServices, pushEndpoints, *pushClients, *pushMode)
+	b.Logf("cluster of %d services × %d endpoints, %d client pods: registry synced in %v",
+		pushServices, pushEndpoints, *pushClients, time.Since(t0).Round(time.Millisecond))
+	base := env.baselines(b)
+	b.Logf("baselines: registry Update→published p50 %.1f ms; Generate(one sidecar) p50 %.1f ms (%d resources, %d bytes); heap %d MB",
+		base.registryMs, base.generateMs, base.resources, base.bytes, base.heapBase>>20)
+	for _, d := range []time.Duration{100 * time.Millisecond, time.Millisecond} {
+		b.Run(fmt.Sprintf("debounce=%v", d), func(b *testing.B) { env.churn(b, d, base) })
+	}
+}
+
+func (env *pushEnv) baselines(b *testing.B) pushBase {
+	var base pushBase
+	ctx := context.Background()
+	sub := env.reg.Subscribe()
+	select {
+	case <-sub: // the snapshot present at subscription
+	default:
+	}
+	var reg []time.Duration
+	for range 5 {
+		c, err := env.change(ctx, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-sub:
+			reg = append(reg, time.Since(c.start))
+		case <-time.After(30 * time.Second):
+			b.Fatal("registry published nothing 30s after an EndpointSlice update")
+		}
+	}
+	base.registryMs = pctMs(reg, 0.5)
+
+	p := env.clients[0]
+	tr := &xds.Translator{Snapshot: env.reg.Current, Bundle: env.ca.BundlePEM, ControlPlaneAddr: pushCPAddr}
+	node := xds.Node{Name: p.name, Namespace: p.ns, ID: p.id}
+	res, err := tr.Generate(node)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, items := range res {
+		for _, r := range items {
+			base.resources++
+			base.bytes += proto.Size(r)
+		}
+	}
+	var gen []time.Duration
+	for range 10 {
+		t := time.Now()
+		if _, err := tr.Generate(node); err != nil {
+			b.Fatal(err)
+		}
+		gen = append(gen, time.Since(t))
+	}
+	base.generateMs = pctMs(gen, 0.5)
+
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base.heapBase = ms.HeapInuse
+	return base
+}
+
+func (env *pushEnv) churn(b *testing.B, debounce time.Duration, base pushBase) {
+	ps := env.startXDS(b, debounce)
+	n := len(env.clients)
+	timeout := 60*time.Second + time.Duration(n)*100*time.Millisecond
+	t0 := time.Now()
+	clients := env.connectAll(b, ps, timeout)
+	// The snapshot present at Subscribe makes one round; let it pass.
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		if _, rounds := ps.metric(b, "weft_xds_regenerate_duration_seconds"); rounds >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("no xDS round after connecting")
+		}
+	}
+	b.Logf("debounce %v: %d delta clients connected and synced in %v", debounce, n, time.Since(t0).Round(time.Millisecond))
+
+	roundSum0, rounds0 := ps.metric(b, "weft_xds_regenerate_duration_seconds")
+	eds0, _ := ps.metric(b, "weft_xds_pushes_total", "type", "endpoint")
+	lds0, _ := ps.metric(b, "weft_xds_pushes_total", "type", "listener")
+	cds0, _ := ps.metric(b, "weft_xds_pushes_total", "type", "cluster")
+
+	// Peak heap, sampled (ReadMemStats stops the world for microseconds).
+	var peak uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				runtime.ReadMemStats(&ms)
+				peak = max(peak, ms.HeapInuse)
+			}
+		}
+	})
+
+	wait := func(c *pushChange) {
+		select {
+		case <-c.done:
+			env.pending.Delete(c.cluster)
+		case <-time.After(timeout):
+			var errs []string
+			for _, cl := range clients {
+				if e := cl.err.Load(); e != nil {
+					errs = append(errs, fmt.Sprintf("client %d: %v", cl.idx, *e))
+				}
+			}
+			b.Fatalf("%s: %d of %d clients still without the change after %v; stream errors: %v",
+				c.cluster, c.left.Load(), n, timeout, errs)
+		}
+	}
+	ctx := context.Background()
+	var each, last, reg, upd []time.Duration
+	changes := 0
+	var ru0, ru1 syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru0); err != nil {
+		b.Fatal(err)
+	}
+	wall0 := time.Now()
+	for b.Loop() {
+		var batch []*pushChange
+		start := time.Now()
+		for k := range *pushChanges {
+			if *pushInterval > 0 {
+				time.Sleep(time.Until(start.Add(time.Duration(k) * *pushInterval)))
+			}
+			c, err := env.change(ctx, n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			upd = append(upd, time.Since(c.start))
+			batch = append(batch, c)
+			if *pushInterval == 0 {
+				wait(c)
+				if p := env.pubAt.Load(); p != 0 {
+					reg = append(reg, time.Unix(0, p).Sub(c.start))
+				}
+			}
+		}
+		for _, c := range batch {
+			wait(c)
+			var worst time.Duration
+			for i := range c.got {
+				d := time.Duration(c.got[i].Load())
+				each = append(each, d)
+				worst = max(worst, d)
+			}
+			last = append(last, worst)
+		}
+		changes += len(batch)
+	}
+	wall := time.Since(wall0)
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru1); err != nil {
+		b.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+
+	roundSum1, rounds1 := ps.metric(b, "weft_xds_regenerate_duration_seconds")
+	eds1, _ := ps.metric(b, "weft_xds_pushes_total", "type", "endpoint")
+	lds1, _ := ps.metric(b, "weft_xds_pushes_total", "type", "listener")
+	cds1, _ := ps.metric(b, "weft_xds_pushes_total", "type", "cluster")
+	cpu := time.Duration(syscall.TimevalToNsec(ru1.Utime) - syscall.TimevalToNsec(ru0.Utime) +
+		syscall.TimevalToNsec(ru1.Stime) - syscall.TimevalToNsec(ru0.Stime))
+	fc := float64(changes)
+	p50 := pctMs(each, 0.5)
+
+	b.ReportMetric(p50, "p50-ms")
+	b.ReportMetric(pctMs(each, 0.99), "p99-ms")
+	b.ReportMetric(pctMs(last, 0.5), "last-p50-ms") // until the last client of a change has it
+	if len(reg) > 0 {
+		b.ReportMetric(pctMs(reg, 0.5), "reg-ms") // Update → snapshot published, in the pipeline
+	}
+	b.ReportMetric(pctMs(upd, 0.5), "update-ms") // the fake API server's Update call
+	if rounds1 > rounds0 {
+		b.ReportMetric((roundSum1-roundSum0)/(rounds1-rounds0)*1000, "round-ms") // regenerate every node, mean
+	}
+	b.ReportMetric((rounds1-rounds0)/fc, "rounds/change")
+	b.ReportMetric((eds1-eds0)/fc, "eds-pushes/change")
+	b.ReportMetric((lds1-lds0)/fc, "lds-pushes/change")
+	b.ReportMetric((cds1-cds0)/fc, "cds-pushes/change")
+	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cpu-cores")
+	b.ReportMetric(float64(cpu.Milliseconds())/fc, "cpu-ms/change")
+	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MB")
+	b.ReportMetric(float64(peak)/(1<<20), "heap-peak-MB")
+	b.ReportMetric(float64(base.heapBase)/(1<<20), "base-heap-MB")
+	b.ReportMetric(base.registryMs, "base-reg-ms")
+	b.ReportMetric(base.generateMs, "base-gen-ms")
+	b.ReportMetric(p50/base.generateMs, "p50/gen")
+	b.ReportMetric(float64(n), "clients")
+	b.ReportMetric(fc, "changes")
+}
+
+// pctMs is the p-th percentile of ds in milliseconds.
+func pctMs(ds []time.Duration, p float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(ds))
+	return float64(s[min(len(s)-1, int(p*float64(len(s))))].Microseconds()) / 1000
+}

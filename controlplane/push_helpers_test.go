@@ -1,0 +1,528 @@
+package controlplane
+
+// Helpers of BenchmarkEndpointChurnPush (push_bench_test.go): a fake
+// cluster with a running registry, the control plane's xDS server wired as
+// Run wires it, and raw delta ADS clients that ACK everything and time the
+// arrival of each pending change.
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/clock"
+
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/xds"
+	"github.com/weftmesh/weft/internal/testutil"
+)
+
+var pushTD = spiffeid.RequireTrustDomainFromString("cluster.local")
+
+const (
+	pushNamespaces = 20
+	pushCPAddr     = "weft-controlplane.weft-system.svc:15012"
+)
+
+// pushPod is a client pod: its sidecar's node and SVID.
+type pushPod struct {
+	ns, name string
+	id       spiffeid.ID
+	cert     tls.Certificate
+}
+
+// pushEnv is the cluster (fake API server), the registry running on it and
+// the CA. Changes go through the fake clientset, as the EndpointSlice
+// controller's would.
+type pushEnv struct {
+	kube    *fake.Clientset
+	reg     *registry.Registry
+	ca      *certs.CA
+	serving *servingCert
+	slices  []*discoveryv1.EndpointSlice // newest version of each service's slice
+	clients []pushPod
+	mode    string // "ready" or "address"
+
+	seq     int          // changes made so far (all phases): picks the service and the marker address
+	pending sync.Map     // EDS resource name -> *pushChange not yet seen by every client
+	pubAt   atomic.Int64 // unix ns of the first snapshot published since reset (0: none)
+}
+
+func pushLabels(app string) map[string]string { return map[string]string{"app": app} }
+
+// pushInjectedPod is a running pod with the weft-proxy sidecar container.
+func pushInjectedPod(ns, name, sa, ip string, labels map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels, UID: types.UID("uid-" + ns + "-" + name)},
+		Spec: corev1.PodSpec{ServiceAccountName: sa, NodeName: "node-1",
+			Containers: []corev1.Container{{Name: "app"}, {Name: "weft-proxy"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}},
+	}
+}
+
+// newPushEnv builds services × eps endpoints (one EndpointSlice per
+// service, pods running as the service's own ServiceAccount, all injected)
+// and nClients client pods, each with its own ServiceAccount and SVID,
+// spread over 20 injected namespaces; it starts a registry on them and
+// returns once its first snapshot is published and its watches are open.
+func newPushEnv(tb testing.TB, services, eps, nClients int, mode string) *pushEnv {
+	tb.Helper()
+	var objs []kruntime.Object
+	for n := range pushNamespaces {
+		objs = append(objs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ns-%d", n),
+			Labels: map[string]string{"weft.dev/inject": "enabled"}}})
+	}
+	env := &pushEnv{mode: mode}
+	tcp := corev1.ProtocolTCP
+	for i := range services {
+		ns, name := fmt.Sprintf("ns-%d", i%pushNamespaces), fmt.Sprintf("svc-%d", i)
+		objs = append(objs,
+			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}},
+			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{
+				Type: corev1.ServiceTypeClusterIP, Selector: pushLabels(name),
+				ClusterIP: fmt.Sprintf("10.96.%d.%d", i/250, i%250+1), ClusterIPs: []string{fmt.Sprintf("10.96.%d.%d", i/250, i%250+1)},
+				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: tcp}},
+			}})
+		es := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name + "-abc", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: new("http"), Port: new(int32(8080)), Protocol: &tcp}},
+		}
+		for e := range eps {
+			pod, ip := fmt.Sprintf("%s-%d", name, e), fmt.Sprintf("10.%d.%d.%d", 1+i/250, i%250, e+1)
+			objs = append(objs, pushInjectedPod(ns, pod, name, ip, pushLabels(name)))
+			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: new("node-1"),
+				Conditions: discoveryv1.EndpointConditions{Ready: new(true), Serving: new(true), Terminating: new(false)},
+				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod}})
+		}
+		objs = append(objs, es)
+		env.slices = append(env.slices, es)
+	}
+	for j := range nClients {
+		ns, name := fmt.Sprintf("ns-%d", j%pushNamespaces), fmt.Sprintf("client-%d", j)
+		objs = append(objs, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}},
+			pushInjectedPod(ns, name, name, fmt.Sprintf("10.199.%d.%d", j/250, j%250+1), pushLabels(name)))
+		env.clients = append(env.clients, pushPod{ns: ns, name: name, id: spiffeid.RequireFromSegments(pushTD, "ns", ns, "sa", name)})
+	}
+	env.kube = testutil.FakeKube(nil, objs...)
+	var sliceWatch atomic.Bool
+	env.kube.PrependWatchReactor("endpointslices", func(k8stesting.Action) (bool, watch.Interface, error) {
+		sliceWatch.Store(true)
+		return false, nil, nil
+	})
+
+	var err error
+	if env.ca, err = certs.NewCA(certs.CAConfig{TrustDomain: pushTD}); err != nil {
+		tb.Fatal(err)
+	}
+	names := ServerNames(pushTD, "weft-system", "weft-controlplane")
+	self := spiffeid.RequireFromSegments(pushTD, "ns", "weft-system", "sa", "weft-controlplane")
+	env.serving = &servingCert{ca: env.ca, id: self, dns: names[self], ttl: 24 * time.Hour, clock: clock.RealClock{},
+		log: slog.New(slog.DiscardHandler)}
+	if err := env.serving.issue(); err != nil {
+		tb.Fatal(err)
+	}
+	for j := range env.clients {
+		env.clients[j].cert = pushSVID(tb, env.ca, env.clients[j].id)
+	}
+
+	env.reg, err = registry.New(registry.Config{Client: env.kube, Weft: testutil.FakeWeft(), TrustDomain: pushTD.String()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = env.reg.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(2 * time.Minute)
+	for !sliceWatch.Load() || env.reg.Current() == nil {
+		if time.Now().After(deadline) {
+			tb.Fatal("registry not synced after 2 minutes")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := env.reg.Current(); len(s.Services) != services || len(s.Workloads) != services*eps+nClients {
+		tb.Fatalf("snapshot has %d services and %d workloads", len(s.Services), len(s.Workloads))
+	}
+	return env
+}
+
+// pushSVID signs an X.509-SVID for id.
+func pushSVID(tb testing.TB, ca *certs.CA, id spiffeid.ID) tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	chain, err := ca.Sign(certs.SignRequest{CSR: csr, ID: id})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, x := range chain {
+		c.Certificate = append(c.Certificate, x.Raw)
+	}
+	return c
+}
+
+// pushChange is one EndpointSlice update in flight.
+type pushChange struct {
+	cluster string                                       // the EDS resource it changes
+	check   func(*endpointv3.ClusterLoadAssignment) bool // true once a CLA carries it
+	start   time.Time                                    // just before the Update call
+	got     []atomic.Int64                               // per client: ns from start to receipt; 0 = not yet
+	left    atomic.Int64
+	done    chan struct{} // closed when every client has it
+}
+
+func (c *pushChange) seen(client int, at time.Time) {
+	d := max(at.Sub(c.start), 1)
+	if c.got[client].CompareAndSwap(0, int64(d)) && c.left.Add(-1) == 0 {
+		close(c.done)
+	}
+}
+
+// change updates the EndpointSlice of the next service (successive
+// changes visit all services before one repeats) through the fake API
+// server: "ready" flips endpoint 0's ready condition (EDS changes only);
+// "address" moves endpoint 0 to a fresh address (EDS, and the outbound
+// listener's match on endpoint IPs). The change is registered as pending
+// for nClients clients before the Update call.
+func (env *pushEnv) change(ctx context.Context, nClients int) (*pushChange, error) {
+	k := env.seq
+	env.seq++
+	i := (k * 37) % len(env.slices) // 37 is coprime with the service count used here
+	es := env.slices[i].DeepCopy()
+	ep := &es.Endpoints[0]
+	c := &pushChange{cluster: fmt.Sprintf("outbound|80|%s.%s", es.Labels[discoveryv1.LabelServiceName], es.Namespace),
+		got: make([]atomic.Int64, nClients), done: make(chan struct{})}
+	c.left.Store(int64(nClients))
+	if nClients == 0 {
+		close(c.done)
+	}
+	switch env.mode {
+	case "address":
+		addr := fmt.Sprintf("10.%d.%d.%d", 200+k/62500, (k/250)%250, k%250+1)
+		ep.Addresses = []string{addr}
+		c.check = func(cla *endpointv3.ClusterLoadAssignment) bool {
+			return slices.ContainsFunc(claEndpoints(cla), func(e *endpointv3.LbEndpoint) bool {
+				return e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress() == addr
+			})
+		}
+	default:
+		ready := !*ep.Conditions.Ready
+		ep.Conditions.Ready = &ready
+		addr, want := ep.Addresses[0], endpointHealth(ready)
+		c.check = func(cla *endpointv3.ClusterLoadAssignment) bool {
+			return slices.ContainsFunc(claEndpoints(cla), func(e *endpointv3.LbEndpoint) bool {
+				return e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress() == addr && e.GetHealthStatus() == want
+			})
+		}
+	}
+	env.pubAt.Store(0)
+	if nClients > 0 {
+		env.pending.Store(c.cluster, c)
+	}
+	c.start = time.Now()
+	out, err := env.kube.DiscoveryV1().EndpointSlices(es.Namespace).Update(ctx, es, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	env.slices[i] = out
+	return c, nil
+}
+
+func endpointHealth(ready bool) corev3.HealthStatus {
+	if ready {
+		return corev3.HealthStatus_HEALTHY
+	}
+	return corev3.HealthStatus_UNHEALTHY
+}
+
+func claEndpoints(cla *endpointv3.ClusterLoadAssignment) []*endpointv3.LbEndpoint {
+	var out []*endpointv3.LbEndpoint
+	for _, l := range cla.GetEndpoints() {
+		out = append(out, l.GetLbEndpoints()...)
+	}
+	return out
+}
+
+// ---- the xDS server, wired as Run wires it ----
+
+type pushServer struct {
+	xs    *xds.Server
+	prom  *prometheus.Registry
+	addr  string
+	roots *x509.CertPool
+}
+
+// startXDS serves xds.Server (Translator over the registry, nodeVerifier,
+// caBundle, the control plane's server TLS and interceptor) on 127.0.0.1,
+// and forwards every published snapshot to Changed as Run does.
+func (env *pushEnv) startXDS(tb testing.TB, debounce time.Duration) *pushServer {
+	tb.Helper()
+	ps := &pushServer{prom: prometheus.NewRegistry(), roots: x509.NewCertPool()}
+	for _, r := range env.ca.Roots() {
+		ps.roots.AddCert(r)
+	}
+	tr := &xds.Translator{Snapshot: env.reg.Current, Bundle: env.ca.BundlePEM, ControlPlaneAddr: pushCPAddr}
+	var err error
+	ps.xs, err = xds.New(xds.Config{Generator: tr, Verifier: nodeVerifier{env.reg}, Bundle: caBundle{env.ca},
+		Registerer: ps.prom, Debounce: debounce})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	gs := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(serverTLS(env.ca, env.serving))),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainStreamInterceptor(ps.xs.StreamInterceptor()),
+	)
+	ps.xs.Register(gs)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ps.addr = lis.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	changes := env.reg.Subscribe()
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = gs.Serve(lis) })
+	wg.Go(func() { _ = ps.xs.Run(ctx) })
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changes:
+				env.pubAt.CompareAndSwap(0, time.Now().UnixNano())
+				ps.xs.Changed()
+			}
+		}
+	})
+	tb.Cleanup(func() {
+		cancel()
+		gs.Stop()
+		wg.Wait()
+	})
+	return ps
+}
+
+// metric returns the sum of a counter family's values, or a histogram's
+// sum and count.
+func (ps *pushServer) metric(tb testing.TB, name string, label ...string) (sum, count float64) {
+	mfs, err := ps.prom.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(label) == 2 && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+				return l.GetName() == label[0] && l.GetValue() == label[1]
+			}) {
+				continue
+			}
+			if h := m.GetHistogram(); h != nil {
+				sum += h.GetSampleSum()
+				count += float64(h.GetSampleCount())
+			} else {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum, count
+}
+
+// ---- raw delta ADS clients ----
+
+// pushClient is one sidecar's delta ADS stream: clusters and listeners by
+// wildcard, the trust bundle and every outbound cluster's endpoints by
+// name, like weft's sidecar. It ACKs every response and, on each EDS
+// response, marks the pending changes it carries.
+type pushClient struct {
+	idx    int
+	conn   *grpc.ClientConn
+	stream grpc.BidiStreamingClient[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]
+	synced chan struct{} // closed once CDS, LDS, EDS and SDS have each been answered and ACKed
+	err    atomic.Pointer[error]
+	resps  atomic.Int64
+}
+
+func (env *pushEnv) connect(ctx context.Context, ps *pushServer, idx int) (*pushClient, error) {
+	p := env.clients[idx]
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ps.roots, ServerName: "weft-controlplane.weft-system.svc",
+		Certificates: []tls.Certificate{p.cert}}
+	conn, err := grpc.NewClient(ps.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, err
+	}
+	c := &pushClient{idx: idx, conn: conn, synced: make(chan struct{})}
+	c.stream, err = discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	for _, r := range []*discovery.DeltaDiscoveryRequest{
+		{Node: &corev3.Node{Id: xds.NodeID(p.name, p.ns)}, TypeUrl: resource.ClusterType},
+		{TypeUrl: resource.ListenerType},
+		{TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"trust_bundle"}},
+	} {
+		if err := c.stream.Send(r); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	go c.run(env)
+	return c, nil
+}
+
+func (c *pushClient) fail(err error) { c.err.CompareAndSwap(nil, &err) }
+
+func (c *pushClient) run(env *pushEnv) {
+	seen := map[string]bool{}
+	for {
+		r, err := c.stream.Recv()
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		at := time.Now()
+		c.resps.Add(1)
+		t := r.GetTypeUrl()
+		if err := c.stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: r.GetNonce()}); err != nil {
+			c.fail(err)
+			return
+		}
+		switch t {
+		case resource.ClusterType:
+			if !seen[t] {
+				var eds []string
+				for _, res := range r.GetResources() {
+					if strings.HasPrefix(res.GetName(), "outbound|") {
+						eds = append(eds, res.GetName())
+					}
+				}
+				if err := c.stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: eds}); err != nil {
+					c.fail(err)
+					return
+				}
+			}
+		case resource.EndpointType:
+			for _, res := range r.GetResources() {
+				v, ok := env.pending.Load(res.GetName())
+				if !ok {
+					continue
+				}
+				ch := v.(*pushChange)
+				if ch.got[c.idx].Load() != 0 {
+					continue
+				}
+				cla := &endpointv3.ClusterLoadAssignment{}
+				if err := res.GetResource().UnmarshalTo(cla); err != nil {
+					c.fail(err)
+					return
+				}
+				if ch.check(cla) {
+					ch.seen(c.idx, at)
+				}
+			}
+		}
+		if !seen[t] {
+			seen[t] = true
+			if seen[resource.ClusterType] && seen[resource.ListenerType] && seen[resource.EndpointType] && seen[resource.SecretType] {
+				close(c.synced)
+			}
+		}
+	}
+}
+
+// connectAll connects every client pod, a few at a time (each first
+// request generates that sidecar's snapshot), and waits until all are
+// synced.
+func (env *pushEnv) connectAll(tb testing.TB, ps *pushServer, timeout time.Duration) []*pushClient {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	clients := make([]*pushClient, len(env.clients))
+	errs := make([]error, len(env.clients))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 4 * runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range work {
+				clients[i], errs[i] = env.connect(ctx, ps, i)
+			}
+		})
+	}
+	for i := range env.clients {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	tb.Cleanup(func() {
+		cancel()
+		for _, c := range clients {
+			if c != nil {
+				c.conn.Close()
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		tb.Fatal(err)
+	}
+	deadline := time.After(timeout)
+	for _, c := range clients {
+		select {
+		case <-c.synced:
+		case <-deadline:
+			tb.Fatalf("client %d not synced after %v (error: %v)", c.idx, timeout, c.errString())
+		}
+	}
+	return clients
+}
+
+func (c *pushClient) errString() string {
+	if e := c.err.Load(); e != nil {
+		return (*e).Error()
+	}
+	return "none"
+}
