@@ -44,6 +44,8 @@ type Config struct {
 	HTTPAddr       string               // ":15014"
 	SVIDTTL        time.Duration        // 24h: the longest SVID the service signs
 	AuditDB        string               // "/var/lib/weft/audit.db": the egress audit store (bbolt)
+	OTLPEndpoint   string               // "": no export; else host:port of an OTLP/gRPC logs receiver
+	OTLPInsecure   bool                 // plaintext OTLP (a collector sidecar on loopback)
 	Debounce       time.Duration        // 100ms: quiet time before a change is pushed
 	MaxDelay       time.Duration        // 1s: longest a change waits under continuous churn
 	Logger         *slog.Logger
@@ -143,7 +145,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer store.Close()
 	verify := nodeVerifier{mesh}
-	asvc, err := audit.NewService(audit.ServiceConfig{Store: store, Bundle: caBundle{ca}, Registerer: reg, Logger: log.With("room", "audit"),
+	var exporter *audit.OTLPExporter
+	var onStored func(audit.Event)
+	if cfg.OTLPEndpoint != "" {
+		exporter, err = audit.NewOTLPExporter(audit.OTLPConfig{Endpoint: cfg.OTLPEndpoint, Insecure: cfg.OTLPInsecure,
+			Logger: log.With("room", "audit"), Registerer: reg})
+		if err != nil {
+			return err
+		}
+		onStored = exporter.Export
+	}
+	asvc, err := audit.NewService(audit.ServiceConfig{Store: store, Bundle: caBundle{ca}, Registerer: reg, Logger: log.With("room", "audit"), OnStored: onStored,
 		Clock: cfg.Clock, VerifyNode: func(ctx context.Context, pod, ns string, id spiffeid.ID) error {
 			return verify.VerifyNode(ctx, xds.Node{Name: pod, Namespace: ns, ID: id})
 		}})
@@ -197,6 +209,13 @@ func Run(ctx context.Context, cfg Config) error {
 			errs <- err
 		}
 	})
+	if exporter != nil {
+		wg.Go(func() {
+			if err := exporter.Run(ctx); err != nil && ctx.Err() == nil {
+				errs <- err
+			}
+		})
+	}
 	wg.Go(func() {
 		if err := xs.Run(ctx); err != nil && ctx.Err() == nil {
 			errs <- err

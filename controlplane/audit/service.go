@@ -41,9 +41,12 @@ type ServiceConfig struct {
 	// TopDestinations bounds the destination label of the egress metrics:
 	// 50 values, the rest "other".
 	TopDestinations int
-	Logger          *slog.Logger
-	Clock           clock.PassiveClock
-	Registerer      prometheus.Registerer // nil: a private registry
+	// OnStored, if set, sees each newly stored event (never a duplicate);
+	// it must not block (the OTLP exporter's Export queues).
+	OnStored   func(Event)
+	Logger     *slog.Logger
+	Clock      clock.PassiveClock
+	Registerer prometheus.Registerer // nil: a private registry
 }
 
 // Service receives audit events (ALS) and answers queries (Handler).
@@ -142,6 +145,9 @@ func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogs
 		s.m.stored(len(added), len(events)-len(added))
 		for _, e := range added {
 			s.m.dest.observe(e)
+			if s.cfg.OnStored != nil {
+				s.cfg.OnStored(e)
+			}
 		}
 	}
 }

@@ -1,0 +1,353 @@
+package audit
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// otlpReceiver is an in-process OTLP logs collector.
+type otlpReceiver struct {
+	collogspb.UnimplementedLogsServiceServer
+
+	mu       sync.Mutex
+	requests []*collogspb.ExportLogsServiceRequest
+	headers  []metadata.MD
+	// fail, if set, answers a call instead of accepting it when it returns
+	// an error (calls counts every call, 1-based).
+	fail  func(call int) error
+	calls int
+}
+
+func (r *otlpReceiver) Export(ctx context.Context, req *collogspb.ExportLogsServiceRequest) (*collogspb.ExportLogsServiceResponse, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.fail != nil {
+		if err := r.fail(r.calls); err != nil {
+			return nil, err
+		}
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	r.requests = append(r.requests, req)
+	r.headers = append(r.headers, md)
+	return &collogspb.ExportLogsServiceResponse{}, nil
+}
+
+// records returns every record received, in order.
+func (r *otlpReceiver) records() []*logspb.LogRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*logspb.LogRecord
+	for _, req := range r.requests {
+		for _, rl := range req.GetResourceLogs() {
+			for _, sl := range rl.GetScopeLogs() {
+				out = append(out, sl.GetLogRecords()...)
+			}
+		}
+	}
+	return out
+}
+
+// serveOTLP runs r on lis (a loopback listener) until the test ends.
+func serveOTLP(t *testing.T, r *otlpReceiver, lis net.Listener) {
+	t.Helper()
+	gs := grpc.NewServer()
+	collogspb.RegisterLogsServiceServer(gs, r)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+}
+
+func listenLoopback(t *testing.T) net.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
+}
+
+func newTestExporter(t *testing.T, cfg OTLPConfig) *OTLPExporter {
+	t.Helper()
+	cfg.Insecure = true
+	if cfg.Interval == 0 {
+		cfg.Interval = 20 * time.Millisecond
+	}
+	if cfg.Backoff == 0 {
+		cfg.Backoff, cfg.MaxBackoff = 10*time.Millisecond, 40*time.Millisecond
+	}
+	x, err := NewOTLPExporter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// runExporter runs x until the test ends and waits for Run to return.
+func runExporter(t *testing.T, x *OTLPExporter) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- x.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func attrs(kvs []*commonpb.KeyValue) map[string]any {
+	out := map[string]any{}
+	for _, kv := range kvs {
+		switch v := kv.GetValue().GetValue().(type) {
+		case *commonpb.AnyValue_StringValue:
+			out[kv.GetKey()] = v.StringValue
+		case *commonpb.AnyValue_IntValue:
+			out[kv.GetKey()] = v.IntValue
+		default:
+			out[kv.GetKey()] = fmt.Sprintf("unexpected %T", v)
+		}
+	}
+	return out
+}
+
+func TestOTLPExportsEveryEventWithAttributes(t *testing.T) {
+	recv := &otlpReceiver{}
+	lis := listenLoopback(t)
+	serveOTLP(t, recv, lis)
+	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 500,
+		Headers: map[string]string{"x-api-key": "k1"}, Resource: map[string]string{"k8s.pod.name": "weft-controlplane-0"}})
+	runExporter(t, x)
+
+	const n = 1203
+	for i := range n {
+		e := ev(fmt.Sprintf("e-%04d", i), time.Duration(i)*time.Millisecond, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow")
+		if i == 7 {
+			e = ev("e-0007", 7*time.Millisecond, "shop", "worker-7", "worker", "bad.example.com", "93.184.216.35", 443, "deny")
+			e.Policy, e.Rule, e.Chain = "shop/lockdown", "0", "egress|443|tls|deny"
+		}
+		x.Export(e)
+	}
+	waitFor(t, "every record", func() bool { return testutil.ToFloat64(x.exported) >= n })
+
+	recs := recv.records()
+	if len(recs) != n {
+		t.Fatalf("%d records, want %d", len(recs), n)
+	}
+	seen := map[string]bool{}
+	for _, r := range recs {
+		id := attrs(r.GetAttributes())["weft.event.id"].(string)
+		if seen[id] {
+			t.Errorf("event %s exported twice", id)
+		}
+		seen[id] = true
+	}
+	recv.mu.Lock()
+	for i, req := range recv.requests {
+		rl := req.GetResourceLogs()[0]
+		if got := len(rl.GetScopeLogs()[0].GetLogRecords()); got > 500 {
+			t.Errorf("request %d has %d records, batch size is 500", i, got)
+		}
+		wantRes := map[string]any{"service.name": "weft-controlplane", "k8s.pod.name": "weft-controlplane-0"}
+		if got := attrs(rl.GetResource().GetAttributes()); !maps.Equal(got, wantRes) {
+			t.Errorf("request %d resource = %v, want %v", i, got, wantRes)
+		}
+		if got := rl.GetScopeLogs()[0].GetScope().GetName(); got != otlpScope {
+			t.Errorf("scope %q", got)
+		}
+		if got := recv.headers[i].Get("x-api-key"); !slices.Equal(got, []string{"k1"}) {
+			t.Errorf("request %d x-api-key = %q", i, got)
+		}
+	}
+	recv.mu.Unlock()
+
+	deny := recs[slices.IndexFunc(recs, func(r *logspb.LogRecord) bool { return attrs(r.GetAttributes())["weft.event.id"] == "e-0007" })]
+	want := map[string]any{
+		"weft.event.id": "e-0007", "weft.source.spiffe_id": "spiffe://cluster.local/ns/shop/sa/worker",
+		"weft.namespace": "shop", "weft.pod": "worker-7", "weft.destination": "bad.example.com:443",
+		"weft.dst.host": "bad.example.com", "weft.sni": "bad.example.com", "weft.dst.ip": "93.184.216.35",
+		"weft.dst.port": int64(443), "weft.protocol": "tls", "weft.decision": "deny", "weft.policy": "shop/lockdown",
+		"weft.rule": "0", "weft.chain": "egress|443|tls|deny", "weft.bytes.sent": int64(100), "weft.bytes.received": int64(1000),
+		"weft.duration_ms": int64(1500),
+	}
+	if got := attrs(deny.GetAttributes()); !maps.Equal(got, want) {
+		t.Errorf("attributes\n got %v\nwant %v", got, want)
+	}
+	if got, want := deny.GetBody().GetStringValue(), "shop/worker-7 was denied a connection to bad.example.com:443 (tls) by EgressPolicy shop/lockdown"; got != want {
+		t.Errorf("body %q, want %q", got, want)
+	}
+	if deny.GetSeverityNumber() != logspb.SeverityNumber_SEVERITY_NUMBER_WARN || deny.GetEventName() != "weft.egress" {
+		t.Errorf("severity %v, event name %q", deny.GetSeverityNumber(), deny.GetEventName())
+	}
+	if got, want := deny.GetTimeUnixNano(), uint64(t0.Add(7*time.Millisecond).UnixNano()); got != want {
+		t.Errorf("time %d, want %d", got, want)
+	}
+}
+
+func TestOTLPRetriesUntilTheCollectorIsBack(t *testing.T) {
+	// The collector's port is closed at first: exports fail (Unavailable).
+	lis := listenLoopback(t)
+	addr := lis.Addr().String()
+	lis.Close()
+	x := newTestExporter(t, OTLPConfig{Endpoint: addr})
+	runExporter(t, x)
+	for i := range 3 {
+		x.Export(ev(fmt.Sprintf("r-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+	}
+	waitFor(t, "retries", func() bool { return testutil.ToFloat64(x.retries) >= 3 })
+
+	recv := &otlpReceiver{}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOTLP(t, recv, lis)
+	waitFor(t, "delivery", func() bool { return testutil.ToFloat64(x.exported) == 3 })
+	if got := len(recv.records()); got != 3 {
+		t.Errorf("%d records delivered, want 3", got)
+	}
+	for _, reason := range []string{"queue_full", "rejected", "shutdown"} {
+		if got := testutil.ToFloat64(x.dropped.WithLabelValues(reason)); got != 0 {
+			t.Errorf("dropped{%s} = %v, want 0", reason, got)
+		}
+	}
+}
+
+func TestOTLPRetryableAndRefusedStatuses(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		fail                func(call int) error
+		delivered, rejected int
+	}{
+		{"unavailable twice", func(call int) error {
+			if call <= 2 {
+				return status.Error(codes.Unavailable, "warming up")
+			}
+			return nil
+		}, 2, 0},
+		{"resource exhausted", func(call int) error {
+			if call == 1 {
+				return status.Error(codes.ResourceExhausted, "slow down")
+			}
+			return nil
+		}, 2, 0},
+		{"invalid argument", func(int) error { return status.Error(codes.InvalidArgument, "bad") }, 0, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recv := &otlpReceiver{fail: tc.fail}
+			lis := listenLoopback(t)
+			serveOTLP(t, recv, lis)
+			x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 2})
+			runExporter(t, x)
+			x.Export(ev("s-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+			x.Export(ev("s-2", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+			waitFor(t, "an outcome", func() bool {
+				return testutil.ToFloat64(x.exported)+testutil.ToFloat64(x.dropped.WithLabelValues("rejected")) == 2
+			})
+			if got := len(recv.records()); got != tc.delivered {
+				t.Errorf("%d records delivered, want %d", got, tc.delivered)
+			}
+			if got := testutil.ToFloat64(x.dropped.WithLabelValues("rejected")); got != float64(tc.rejected) {
+				t.Errorf("dropped{rejected} = %v, want %d", got, tc.rejected)
+			}
+		})
+	}
+}
+
+func TestOTLPQueueFullDropsAndCounts(t *testing.T) {
+	recv := &otlpReceiver{}
+	lis := listenLoopback(t)
+	serveOTLP(t, recv, lis)
+	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), QueueSize: 10})
+	// Not running yet: the queue fills, and Export still returns at once.
+	for i := range 15 {
+		x.Export(ev(fmt.Sprintf("q-%02d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+	}
+	if got := testutil.ToFloat64(x.dropped.WithLabelValues("queue_full")); got != 5 {
+		t.Fatalf("dropped{queue_full} = %v, want 5", got)
+	}
+	runExporter(t, x)
+	waitFor(t, "the queued events", func() bool { return len(recv.records()) == 10 })
+	var got []string
+	for _, r := range recv.records() {
+		got = append(got, attrs(r.GetAttributes())["weft.event.id"].(string))
+	}
+	if want := []string{"q-00", "q-01", "q-02", "q-03", "q-04", "q-05", "q-06", "q-07", "q-08", "q-09"}; !slices.Equal(got, want) {
+		t.Errorf("delivered %v, want %v (the first ten)", got, want)
+	}
+}
+
+func TestOTLPFlushesWhenRunEnds(t *testing.T) {
+	recv := &otlpReceiver{}
+	lis := listenLoopback(t)
+	serveOTLP(t, recv, lis)
+	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), Interval: time.Hour})
+	stop := runExporter(t, x)
+	for i := range 3 {
+		x.Export(ev(fmt.Sprintf("f-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "audit"))
+	}
+	waitFor(t, "the queue to be read", func() bool { return len(x.queue) == 0 })
+	stop()
+	if got := len(recv.records()); got != 3 {
+		t.Errorf("%d records after Run ended, want 3", got)
+	}
+}
+
+func TestNewOTLPExporterRefusesBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  OTLPConfig
+		want string
+	}{
+		{OTLPConfig{}, "audit: NewOTLPExporter: Config.Endpoint is empty"},
+		{OTLPConfig{Endpoint: "otel:4317", Insecure: true, TLS: &tls.Config{}}, "audit: NewOTLPExporter: endpoint otel:4317: Insecure and TLS both set"},
+	} {
+		if _, err := NewOTLPExporter(tc.cfg); err == nil || err.Error() != tc.want {
+			t.Errorf("%+v: err = %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestSentence(t *testing.T) {
+	e := ev("x", 0, "lab", "probe-1", "probe", "", "198.18.100.7", 9000, "audit")
+	e.Protocol, e.Policy = "tcp", "lab/probes"
+	if got, want := sentence(e), "lab/probe-1 connected to 198.18.100.7:9000 (tcp), flagged in audit mode by EgressPolicy lab/probes"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	e = ev("y", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow")
+	e.Outbound = "ALLOW_ANY"
+	if got, want := sentence(e), "shop/web-1 connected to api.example.com:443 (tls), allowed by outbound policy ALLOW_ANY"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
