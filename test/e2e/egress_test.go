@@ -171,3 +171,65 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 		t.Fatal("the sidecar's stdout lacks the deny audit line")
 	}
 }
+
+// TestEgressAuditModeAndRegistryOnly: an EgressPolicy in Audit mode lets
+// what it would deny through and records it as "audit"; MeshConfig's
+// REGISTRY_ONLY denies what no policy allows.
+func TestEgressAuditModeAndRegistryOnly(t *testing.T) {
+	externalHost(t)
+	const ns = "e2e-egress-audit"
+	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	ctx := context.Background()
+	orig := testappPodHook
+	testappPodHook = func(p *corev1.Pod) {
+		p.Spec.HostAliases = []corev1.HostAlias{{IP: externalIP, Hostnames: []string{"evil.example.test", "other.example.test"}}}
+	}
+	client := deployTestapp(t, ns, "client", "svid")
+	testappPodHook = orig
+	requireSynced(t, client.Name+"."+ns)
+	get := func(args ...string) (string, error) {
+		return kubectlExec(t, ns, client.Name, "app", append([]string{"/usr/local/bin/testapp", "get"}, args...)...)
+	}
+	dyn := dynamic.NewForConfigOrDie(restConfig)
+	policy := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "weft.dev/v1alpha1", "kind": "EgressPolicy",
+		"metadata": map[string]any{"name": "audit-first", "namespace": ns},
+		"spec": map[string]any{
+			"mode": "Audit",
+			"rules": []any{
+				map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{map[string]any{"number": int64(80), "protocol": "HTTP"}}, "action": "Deny"},
+			},
+		},
+	}}
+	if _, err := dyn.Resource(egressGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Audit mode: the would-be deny goes through, flagged.
+	waitFor(t, time.Minute, "an audited request to evil.example.test", func(context.Context) (bool, error) {
+		out, err := get("http://evil.example.test/")
+		if err != nil || !strings.Contains(out, "hello from external-http") {
+			return false, nil
+		}
+		return strings.Contains(logs(t, ns, client.Name, "weft-proxy"), `"decision":"audit"`), nil
+	})
+
+	// REGISTRY_ONLY: a destination no policy allows is refused.
+	mcGVR := schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "meshconfigs"}
+	setOutbound := func(mode string) {
+		t.Helper()
+		patch := []byte(`{"spec":{"outboundTrafficPolicy":{"mode":"` + mode + `"}}}`)
+		if _, err := dyn.Resource(mcGVR).Patch(ctx, "default", "application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setOutbound("REGISTRY_ONLY")
+	t.Cleanup(func() { setOutbound("ALLOW_ANY") })
+	waitFor(t, time.Minute, "other.example.test refused under REGISTRY_ONLY", func(context.Context) (bool, error) {
+		_, err := get("http://other.example.test/")
+		return err != nil, nil
+	})
+	// In-mesh traffic is not egress: the API server's Service stays reachable.
+	if out, err := get("-k", "https://kubernetes.default.svc/healthz"); err != nil && !strings.Contains(out, "401") && !strings.Contains(out, "403") {
+		t.Fatalf("the API server Service under REGISTRY_ONLY: %v %q", err, out)
+	}
+}
