@@ -2,15 +2,12 @@ package xds
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +25,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"k8s.io/utils/clock"
 )
 
@@ -87,6 +83,9 @@ type Server struct {
 	cancel context.CancelFunc
 	cache  cachev3.SnapshotCache
 	xds    serverv3.Server
+	// resCache holds the encodings, versions and validation of the
+	// resources the generator shares between nodes.
+	resCache *resCache
 
 	// roundDone, if set (tests), runs after every debounced round.
 	roundDone func()
@@ -171,7 +170,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		gen: cfg.Generator, verifier: cfg.Verifier, bundle: cfg.Bundle, log: cfg.Logger, clock: cfg.Clock, metrics: m,
-		streams: map[streamKey]*stream{}, nodes: map[string]*nodeState{},
+		streams: map[streamKey]*stream{}, nodes: map[string]*nodeState{}, resCache: newResCache(),
 	}
 	s.debounce = newDebouncer(cfg.Clock, cfg.Debounce, cfg.MaxDelay, s.round)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -202,6 +201,7 @@ func (s *Server) Changed() { s.debounce.changed() }
 // round regenerates every connected node, a few at a time.
 func (s *Server) round() {
 	start := time.Now()
+	s.resCache.rotate()
 	s.mu.Lock()
 	nodes := slices.Collect(maps.Values(s.nodes))
 	s.mu.Unlock()
@@ -277,92 +277,12 @@ func (s *Server) build(node Node) (snap *cachev3.Snapshot, versions map[string]s
 	if err != nil {
 		return nil, nil, fmt.Errorf("xds: Generate(%s): %w", NodeID(node.Name, node.Namespace), err)
 	}
+	if g, ok := s.gen.(sharingGenerator); ok {
+		// Only a sharing generator promises never to modify what it
+		// returned, which the cache needs.
+		return buildSnapshotCached(res, s.resCache, g.sharedResources())
+	}
 	return buildSnapshot(res)
-}
-
-// buildSnapshot validates res and builds its snapshot; every type
-// go-control-plane knows gets a version, so every subscription is answered.
-func buildSnapshot(res Resources) (*cachev3.Snapshot, map[string]string, error) {
-	for url := range res {
-		if cachev3.GetResponseType(url) == types.UnknownType {
-			return nil, nil, fmt.Errorf("xds: unknown resource type %q", url)
-		}
-	}
-	snap := &cachev3.Snapshot{}
-	versions := make(map[string]string, types.UnknownType)
-	for i := range types.UnknownType {
-		url, err := cachev3.GetResponseTypeURL(i)
-		if err != nil {
-			return nil, nil, err
-		}
-		items := res[url]
-		if err := validate(url, items); err != nil {
-			return nil, nil, err
-		}
-		v, err := hashResources(items)
-		if err != nil {
-			return nil, nil, fmt.Errorf("xds: %s: %w", typeName(url), err)
-		}
-		snap.Resources[i] = cachev3.NewResources(v, items)
-		versions[url] = v
-	}
-	if err := snap.Consistent(); err != nil {
-		return nil, nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
-	}
-	return snap, versions, nil
-}
-
-type validatorAll interface{ ValidateAll() error }
-
-// validate checks that every item is a named, valid message of type url,
-// and that names are unique (the snapshot would silently keep one).
-func validate(url string, items []types.Resource) error {
-	seen := make(map[string]bool, len(items))
-	for i, r := range items {
-		if r == nil {
-			return fmt.Errorf("xds: %s #%d is nil", typeName(url), i)
-		}
-		if got := resource.APITypePrefix + string(proto.MessageName(r)); got != url {
-			return fmt.Errorf("xds: %s #%d is a %s", typeName(url), i, got)
-		}
-		name := cachev3.GetResourceName(r)
-		if name == "" {
-			return fmt.Errorf("xds: %s #%d has no name", typeName(url), i)
-		}
-		if seen[name] {
-			return fmt.Errorf("xds: %s %q appears twice", typeName(url), name)
-		}
-		seen[name] = true
-		v, ok := r.(validatorAll)
-		if !ok {
-			return fmt.Errorf("xds: %s %q has no ValidateAll method", typeName(url), name)
-		}
-		if err := v.ValidateAll(); err != nil {
-			return fmt.Errorf("xds: %s %q is invalid: %w", typeName(url), name, err)
-		}
-	}
-	return nil
-}
-
-// hashResources is a content version: SHA-256 over the names and
-// deterministic encodings of items in name order, 16 hex digits.
-func hashResources(items []types.Resource) (string, error) {
-	sorted := slices.SortedFunc(slices.Values(items), func(a, b types.Resource) int {
-		return strings.Compare(cachev3.GetResourceName(a), cachev3.GetResourceName(b))
-	})
-	h := sha256.New()
-	var buf []byte
-	for _, r := range sorted {
-		b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(buf[:0], r)
-		if err != nil {
-			return "", fmt.Errorf("marshal %q: %w", cachev3.GetResourceName(r), err)
-		}
-		buf = b
-		name := cachev3.GetResourceName(r)
-		fmt.Fprintf(h, "%d:%s%d:", len(name), name, len(b))
-		h.Write(b)
-	}
-	return hex.EncodeToString(h.Sum(nil)[:8]), nil
 }
 
 // cpLogger hands go-control-plane's logging to slog. Its Infof reports

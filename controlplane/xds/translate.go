@@ -50,11 +50,14 @@ const (
 
 // Translator turns the mesh model into the Envoy v3 resources of one
 // sidecar, following the contract in sidecar/xds/README.md. It is pure: it
-// reads the registry snapshot it is given, starts nothing and keeps no
-// state, so it is safe for concurrent use, and equal input gives
-// byte-identical output (everything is sorted; Any fields are marshalled
-// deterministically), so the server's content-hash versions only move when
-// a sidecar's configuration really changes.
+// reads the registry snapshot it is given and starts nothing; it is safe
+// for concurrent use, and equal input gives byte-identical output
+// (everything is sorted; Any fields are marshalled deterministically), so
+// the server's content-hash versions only move when a sidecar's
+// configuration really changes. Its only state is a memo of what every
+// sidecar of the current and previous registry snapshot gets: those
+// resources are shared between Generate calls, so NOTHING MAY MODIFY A
+// GENERATED RESOURCE (translate_shared.go). A Translator must not be copied.
 //
 // What the translation does beyond the contract's shapes:
 //
@@ -93,6 +96,8 @@ const (
 //     REGISTRY_ONLY for every workload (MeshConfigs with another name are
 //     ignored, as the API says).
 type Translator struct {
+	memo translatorMemo // shared resources (translate_shared.go)
+
 	// Snapshot returns the current mesh model; nil while there is none.
 	Snapshot func() *registry.Snapshot
 	// ControlPlaneAddr is host:port of cluster weft-controlplane; empty:
@@ -137,21 +142,31 @@ func (t *Translator) Generate(node Node) (Resources, error) {
 		routes: map[string]*routev3.RouteConfiguration{},
 	}
 	b.failClosed()
-	b.addStaticClusters(host, uint32(port))
+	// The static clusters, the in-mesh Services' clusters and endpoints and
+	// the in-mesh outbound chains are the same for every sidecar: shared,
+	// never modified (see translate_shared.go).
+	sh := t.shared(snap, host, uint32(port))
 	inbound, err := b.inboundListener()
 	if err != nil {
 		return nil, err
 	}
-	outbound, err := b.outboundListener()
-	if err != nil {
-		return nil, err
+	var outbound *listenerv3.Listener
+	if len(b.pol.Egress) == 0 && b.rejectedEgress == nil {
+		outbound = sh.plainOutbound
+	} else {
+		egress, err := b.egressChains(sh.taken)
+		if err != nil {
+			return nil, err
+		}
+		outbound = b.outboundListenerOf(sh.chains, egress)
 	}
 	return Resources{
 		resource.ListenerType: {inbound, outbound},
-		resource.ClusterType:  sortedValues(b.clusters),
-		resource.EndpointType: sortedValues(b.endpoints),
+		resource.ClusterType: mergeByName(sh.clusters, sortedValues(b.clusters),
+			func(r types.Resource) string { return r.(*clusterv3.Cluster).GetName() }),
+		resource.EndpointType: slices.Clone(sh.endpoints),
 		resource.RouteType:    sortedValues(b.routes),
-		resource.SecretType:   {trustBundleSecret(pem)},
+		resource.SecretType:   {t.trustBundle(pem)},
 	}, nil
 }
 
@@ -170,6 +185,10 @@ type builder struct {
 	clusters  map[string]*clusterv3.Cluster
 	endpoints map[string]*endpointv3.ClusterLoadAssignment
 	routes    map[string]*routev3.RouteConfiguration
+
+	// svcs (nil: none) reuses and records the Services' clusters and
+	// endpoints across registry snapshots.
+	svcs *svcMemo
 }
 
 func (b *builder) failClosed() {

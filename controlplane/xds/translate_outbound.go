@@ -30,14 +30,12 @@ type meshKey struct {
 	prefix netip.Prefix
 }
 
-// outboundListener is listener "outbound" on 15001: in-mesh chains, egress
+// outboundListenerOf is listener "outbound" on 15001: in-mesh chains, egress
 // chains, and the default chain of the outbound policy.
-func (b *builder) outboundListener() (*listenerv3.Listener, error) {
-	chains, taken := b.meshChains()
-	egress, err := b.egressChains(taken)
-	if err != nil {
-		return nil, err
-	}
+//
+// The in-mesh chains are shared between sidecars (translate_shared.go):
+// chains must be clipped, so appending the egress chains copies them.
+func (b *builder) outboundListenerOf(chains, egress []*listenerv3.FilterChain) *listenerv3.Listener {
 	return &listenerv3.Listener{
 		Name:           listenerOutbound,
 		Address:        socketAddress("127.0.0.1", outboundPort),
@@ -49,7 +47,7 @@ func (b *builder) outboundListener() (*listenerv3.Listener, error) {
 		},
 		FilterChains:       append(chains, egress...),
 		DefaultFilterChain: b.defaultEgressChain(),
-	}, nil
+	}
 }
 
 // meshChains are the chains of every Service's ports, matched by ClusterIP
@@ -71,6 +69,10 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 		}
 		ns, _ := b.snap.Namespace(svc.Namespace)
 		meshed := len(injected) > 0 || (ns != nil && ns.Injection)
+		// The clusters and endpoints of a Service that did not change
+		// since the previous snapshot are the ones built then (shared,
+		// never modified: translate_shared.go).
+		old, prev, out := b.svcs.reuse(svc, ns != nil && ns.Injection)
 		for _, sp := range svc.Ports {
 			if sp.Protocol != "" && sp.Protocol != "TCP" {
 				continue
@@ -82,6 +84,8 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 				byPort[sp.Port] = append(byPort[sp.Port], ip)
 			}
 			if meshed {
+				oldCLA, oldCluster := old.get(name)
+				reuse := oldCLA != nil && oldCluster != nil
 				cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 				var lbs []*endpointv3.LbEndpoint
 				for _, ep := range injected {
@@ -90,6 +94,9 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 						continue
 					}
 					byPort[port] = append(byPort[port], ep.Address)
+					if reuse {
+						continue
+					}
 					lbs = append(lbs, &endpointv3.LbEndpoint{
 						HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 							Address: socketAddress(ep.Address.String(), uint32(port)),
@@ -100,8 +107,15 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 				if len(lbs) > 0 {
 					cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}
 				}
+				eds := oldCluster
+				if reuse {
+					cla = oldCLA
+				} else {
+					eds = b.edsCluster(name, svc, injected)
+				}
 				b.endpoints[name] = cla
-				b.addCluster(b.edsCluster(name, svc, injected))
+				b.addCluster(eds)
+				out.put(name, cla, eds)
 			} else {
 				name = fmt.Sprintf("passthrough|%d|%s.%s", sp.Port, svc.Name, svc.Namespace)
 				cluster = clusterPassthrough
@@ -112,7 +126,7 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 			}
 			slices.Sort(ports)
 			for _, port := range ports {
-				var ranges []*corev3.CidrRange
+				var claimed []netip.Prefix
 				ips := byPort[port]
 				slices.SortFunc(ips, netip.Addr.Compare)
 				for _, ip := range slices.Compact(ips) {
@@ -121,23 +135,37 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 						continue
 					}
 					taken[k] = true
-					ranges = append(ranges, cidrRange(k.prefix))
+					claimed = append(claimed, k.prefix)
 				}
-				if len(ranges) == 0 {
+				if len(claimed) == 0 {
 					continue
 				}
 				chainName := name
 				if port != sp.Port {
 					chainName = fmt.Sprintf("%s|%d", name, port)
 				}
-				chains = append(chains, &listenerv3.FilterChain{
-					Name:             chainName,
-					FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port)), PrefixRanges: ranges},
-					Filters: []*listenerv3.Filter{networkFilter(wellknown.TCPProxy, &tcpproxyv3.TcpProxy{
-						StatPrefix:       name,
-						ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
-					})},
-				})
+				// A chain is a function of exactly these inputs: the
+				// previous snapshot's chain of the Service is reused when
+				// they are equal.
+				c := &chainInputs{name: chainName, port: port, statPrefix: name, cluster: cluster, prefixes: claimed}
+				if p := prev.chain(chainName); p != nil && p.same(c) {
+					c.chain = p.chain
+				} else {
+					var ranges []*corev3.CidrRange
+					for _, p := range claimed {
+						ranges = append(ranges, cidrRange(p))
+					}
+					c.chain = &listenerv3.FilterChain{
+						Name:             chainName,
+						FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port)), PrefixRanges: ranges},
+						Filters: []*listenerv3.Filter{networkFilter(wellknown.TCPProxy, &tcpproxyv3.TcpProxy{
+							StatPrefix:       name,
+							ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+						})},
+					}
+				}
+				out.putChain(c)
+				chains = append(chains, c.chain)
 			}
 		}
 	}
