@@ -82,6 +82,8 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 	pf.StringVarP(&g.namespace, "namespace", "n", "", "namespace (default: the context's)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	root.AddCommand(newInstall(g), newUninstall(g))
+	root.AddCommand(newCheck(g), newStatus(g), newVerify(g), newExplainInjection(g))
+	root.AddCommand(newEgress(g))
 	return root
 }
 

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# hack/demo.sh — the newcomer's tour (make demo).
+#
+# Brings up the local cluster from test/cluster (or uses the cluster that
+# $KUBECONFIG names), builds and loads weft's images, installs weft, applies
+# examples/demo, shows the injected pods, makes client -> server requests,
+# proves them encrypted with `weftctl verify`, shows `weftctl status`, and
+# explains what you saw from the real results. Exits non-zero if any step or
+# verification fails. Leaves everything running; prints how to clean up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+START=$(date +%s)
+export PATH=/usr/local/go/bin:$PATH
+TAG=${TAG:-dev}
+NS=weft-demo
+
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step=""
+trap 'rc=$?; if [ $rc -ne 0 ]; then printf "\n\033[31mmake demo FAILED at: %s (exit %d)\033[0m\n" "$step" "$rc" >&2; fi' EXIT
+
+step="cluster"
+if [ -n "${KUBECONFIG:-}" ]; then
+  bold "Using the cluster KUBECONFIG names ($KUBECONFIG)"
+  echo "weft's images must be available to it as weft/<name>:$TAG (test/cluster/images.sh with REGISTRY=host:port pushes them)."
+  LOCAL=0
+else
+  bold "Bringing up the local single-node cluster (test/cluster/up.sh)"
+  test/cluster/up.sh
+  export KUBECONFIG=$ROOT/_output/cluster/kubeconfig
+  LOCAL=1
+fi
+KUBECTL=kubectl
+[ -x _output/bin/kubectl ] && KUBECTL=$ROOT/_output/bin/kubectl
+k() { "$KUBECTL" "$@"; }
+
+if [ "$LOCAL" = 1 ] || [ -n "${REGISTRY:-}" ]; then
+  step="images"
+  bold "Building weft's images and loading them (test/cluster/images.sh)"
+  TAG=$TAG REGISTRY=${REGISTRY:-} test/cluster/images.sh >/dev/null
+  echo "loaded: weft/weft-controlplane weft/weft-injector weft/weft-sidecar weft/testapp (tag $TAG)"
+fi
+
+step="weftctl build"
+mkdir -p _output/bin
+CGO_ENABLED=0 go build -trimpath -o _output/bin/weftctl ./cmd/weftctl
+WEFTCTL=$ROOT/_output/bin/weftctl
+
+step="weftctl check --pre"
+bold "weftctl check --pre"
+"$WEFTCTL" check --pre
+
+step="weftctl install"
+bold "weftctl install"
+"$WEFTCTL" install --tag "$TAG" --pull-policy IfNotPresent --timeout 3m
+
+step="apply examples/demo"
+bold "kubectl apply -f examples/demo/"
+k apply -f examples/demo/
+k -n $NS rollout status deploy/client deploy/server-v1 deploy/server-v2 --timeout=3m
+k -n weft-demo-external rollout status deploy/external --timeout=3m
+
+step="show injected pods"
+bold "The pods of $NS, as the injector left them"
+k -n $NS get pods -o custom-columns='POD:.metadata.name,READY:.status.containerStatuses[*].ready,INIT CONTAINERS (weft):.spec.initContainers[*].name,CONTAINERS:.spec.containers[*].name,SERVICE ACCOUNT:.spec.serviceAccountName'
+INJECTED=$(k -n $NS get pods -o jsonpath='{range .items[*]}{.metadata.annotations.weft\.dev/injected}{"\n"}{end}' | grep -c version || true)
+PODS=$(k -n $NS get pods --no-headers | wc -l)
+[ "$INJECTED" = "$PODS" ] || { echo "only $INJECTED of $PODS pods were injected" >&2; exit 1; }
+CLIENT=$(k -n $NS get pods -l app=client -o jsonpath='{.items[0].metadata.name}')
+
+step="client -> server requests"
+bold "The client calls the server through the mesh (8 requests, one connection each)"
+REPLIES=""
+for i in $(seq 1 8); do
+  R=""
+  for try in $(seq 1 20); do
+    if R=$(k -n $NS exec "$CLIENT" -c app -- /usr/local/bin/testapp get http://server/ 2>&1); then break; fi
+    sleep 1
+  done
+  echo "$R"
+  REPLIES+="$R"$'\n'
+done
+echo "$REPLIES" | grep -q "hello from server-v1" || { echo "server-v1 never answered" >&2; exit 1; }
+echo "$REPLIES" | grep -q "hello from server-v2" || { echo "server-v2 never answered" >&2; exit 1; }
+
+step="weftctl verify"
+bold "weftctl verify -n $NS (while the client keeps a connection busy)"
+# A stream of requests on one keep-alive connection, so that both sidecars
+# have a live connection to report; the handshake counters cover the rest.
+k -n $NS exec "$CLIENT" -c app -- /usr/local/bin/testapp get -n 15000 http://server/ >/dev/null 2>&1 &
+LOAD=$!
+sleep 1.5
+VERIFY_RC=0
+VERIFY=$("$WEFTCTL" verify -n $NS 2>&1) || VERIFY_RC=$?
+echo "$VERIFY"
+wait $LOAD || true
+
+step="weftctl status"
+bold "weftctl status -n $NS"
+STATUS_RC=0
+STATUS=$("$WEFTCTL" status -n $NS 2>&1) || STATUS_RC=$?
+echo "$STATUS"
+
+step="egress audit"
+bold "weftctl egress audit -n $NS (after the client calls https://external.weft-demo-external, outside the mesh)"
+EGRESS="not yet"
+if "$WEFTCTL" egress audit --help >/dev/null 2>&1; then
+  k -n $NS exec "$CLIENT" -c app -- /usr/local/bin/testapp get -k https://external.weft-demo-external.svc.cluster.local/
+  sleep 2 # audit events reach the control plane asynchronously
+  AUDIT=$("$WEFTCTL" egress audit -n $NS 2>&1)
+  echo "$AUDIT"
+  if echo "$AUDIT" | grep -qi "no egress connections"; then
+    EGRESS="none recorded"
+  else
+    EGRESS="recorded"
+  fi
+else
+  echo "not yet: egress audit arrives with the [egress] work; examples/demo/40-egress.yaml is applied and waiting for it."
+fi
+
+step="explain"
+bold "What you just saw"
+ENC=$(echo "$VERIFY" | grep -c ': ENCRYPTED: ' || true)
+SYNCED=$(echo "$STATUS" | grep -c ' SYNCED ' || true)
+LIVE=$(echo "$VERIFY" | grep -c ' yes .*spiffe://' || true)
+V1=$(echo "$REPLIES" | grep -c "server-v1" || true)
+V2=$(echo "$REPLIES" | grep -c "server-v2" || true)
+cat <<TXT
+- $INJECTED of $PODS pods in $NS were injected: each runs weft-init (it installed the traffic
+  capture rules, then exited) and weft-proxy, a native sidecar holding the pod's SPIFFE identity.
+- The client's 8 requests to http://server/ were answered $V1 time(s) by server-v1 and $V2 by
+  server-v2: the client's sidecar balanced the connections over both versions, over mTLS to each server
+  sidecar, which checked the client's SPIFFE ID against the AuthorizationPolicy server-allow-client.
+- weftctl verify found $ENC pod(s) ENCRYPTED: each sidecar's mTLS handshake counters, and the
+  plaintext probe weftctl sent from this machine (outside the mesh) to each declared port was refused.
+  $LIVE live connection end(s) were reported by the sidecars themselves, with the peer's SPIFFE ID,
+  TLS version and cipher (0 if the client's requests were already done: the counters remain).
+- weftctl status shows $SYNCED xDS resource type(s) SYNCED: every sidecar runs the configuration
+  the control plane computed for it, with no NACK.
+TXT
+case "$EGRESS" in
+  recorded) echo "- weftctl egress audit listed the client's connection to the external HTTPS service, which left the
+  mesh, with the EgressPolicy rule it matched (client-egress, Audit mode: recorded, not blocked).";;
+  "none recorded") echo "- weftctl egress audit recorded no egress yet: the [egress] work (audit events from the sidecars)
+  has not fully landed in this build, so this part of the tour is not proven here.";;
+  *) echo "- egress audit: not yet (the [egress] work adds it).";;
+esac
+if [ $VERIFY_RC -ne 0 ]; then
+  echo "verify exited $VERIFY_RC: something in $NS is NOT proven encrypted (see its Why: lines above)." >&2
+  exit 1
+fi
+if [ $STATUS_RC -ne 0 ]; then
+  echo "status exited $STATUS_RC: a sidecar rejected its configuration (see NACKED above)." >&2
+  exit 1
+fi
+
+step="done"
+bold "Clean up"
+cat <<TXT
+  $KUBECTL delete -f examples/demo/     # the demo namespaces
+  $WEFTCTL uninstall                    # weft
+TXT
+[ "$LOCAL" = 1 ] && echo "  test/cluster/down.sh                  # the local cluster"
+cat <<TXT
+Explore first: examples/demo/README.md (try a pod that opts out, and watch verify say NOT ENCRYPTED).
+  export KUBECONFIG=$KUBECONFIG
+make demo took $(( $(date +%s) - START ))s.
+TXT
