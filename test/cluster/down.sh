@@ -142,6 +142,15 @@ main() {
 
   unmount_all
   delete_links
+  # The "external" hosts that make demo and the e2e suite start beside the
+  # cluster (their netns takes its veth along).
+  local ns
+  for ns in weft-demo-ext weft-ext; do
+    if ip netns list 2>/dev/null | grep "^${ns}\b" >/dev/null; then
+      ip netns pids "${ns}" 2>/dev/null | xargs -r kill 2>/dev/null || true
+      ip netns del "${ns}" && step "deleted netns ${ns}"
+    fi
+  done
   clean_iptables
   remove_cgroups
   if ip -o addr show dev lo | grep " ${HOST_IP}/32" >/dev/null; then
