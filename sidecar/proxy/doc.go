@@ -29,9 +29,16 @@
 // and are verified by go-spiffe's tlsconfig. Session resumption is off, so
 // every connection is authenticated and authorized in full.
 //
-// Bytes are copied both ways with pooled 32 KiB buffers, byte-exact, with
-// half-close: when one side finishes sending, the other side's sending half
-// is shut (FIN, or TLS close_notify) and the opposite direction carries on.
+// Bytes are copied both ways, byte-exact, with half-close: when one side
+// finishes sending, the other side's sending half is shut (FIN, or TLS
+// close_notify) and the opposite direction carries on. The goroutine that
+// accepted a connection sniffs, dials and handshakes, then hands it to two
+// forwarding goroutines (one per direction) and ends, so the deep stack of
+// a handshake does not stay with an idle connection. An idle connection
+// holds no large buffer: a plaintext TCP side is read only once the poller
+// reports it readable, into a pooled 32 KiB buffer given back as soon as
+// its bytes are written; a TLS side is read into 2 KiB, and into a pooled
+// 16 KiB buffer (a whole record) while reads keep filling what they get.
 //
 // # Observability
 //

@@ -136,4 +136,21 @@ func TestEgressHTTPByHost(t *testing.T) {
 	if resp.StatusCode != 200 || body != "hello api.example.com" {
 		t.Fatalf("allowed host: %d %q", resp.StatusCode, body)
 	}
+	// With strip_any_host_port, "host:port", upper case and a trailing dot
+	// match the same virtual host (the audit decision normalises alike).
+	for _, fc := range cfg.Outbound.Chains {
+		if fc.Name == "egress-http" {
+			fc.Target.StripAnyHostPort = true
+		}
+	}
+	for _, h := range []string{"api.example.com:" + strconv.Itoa(int(ext.port())), "API.Example.com.", "evil.example.com:80"} {
+		resp, _ = get(h)
+		want := 200
+		if strings.HasPrefix(h, "evil") {
+			want = 403
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("Host %q: %d, want %d", h, resp.StatusCode, want)
+		}
+	}
 }

@@ -56,7 +56,7 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	clusterName := fc.Target.Cluster
 	if rcName := fc.Target.RouteConfig; rcName != "" {
 		var r *refusal
-		clusterName, r = p.routeHTTP(cfg, rcName, down, sn)
+		clusterName, r = p.routeHTTP(cfg, rcName, fc.Target.StripAnyHostPort, down, sn)
 		if r != nil {
 			return nil, p.refuse(outbound, cn, r)
 		}
@@ -104,7 +104,7 @@ const maxRequestHead = 64 << 10
 // with the route's body for a denied host). The head stays buffered in
 // down, to be forwarded unchanged. Only the connection's first request is
 // routed; later requests on it follow the first.
-func (p *Proxy) routeHTTP(cfg *xds.Config, rcName string, down *prefixConn, sn sniffed) (string, *refusal) {
+func (p *Proxy) routeHTTP(cfg *xds.Config, rcName string, stripPort bool, down *prefixConn, sn sniffed) (string, *refusal) {
 	rc := cfg.Routes[rcName]
 	if rc == nil {
 		return "", refused("no_cluster", "proxy: no route configuration %q", rcName)
@@ -132,6 +132,14 @@ func (p *Proxy) routeHTTP(cfg *xds.Config, rcName string, down *prefixConn, sn s
 	if !ok {
 		writeHTTPError(down, http.StatusBadRequest, "weft: request without Host\n")
 		return "", refused("bad_request", "proxy: request without Host")
+	}
+	// Virtual hosts are matched on the normalised name, as the audit
+	// decision is: lower case, no trailing dot, and — when the connection
+	// manager says strip_any_host_port — no ":port".
+	if stripPort {
+		host = egress.HostName(host)
+	} else {
+		host = egress.Name(host)
 	}
 	vh := rc.Match(host)
 	switch {

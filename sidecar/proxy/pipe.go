@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Copy buffers. An idle connection holds none of the large ones: a
@@ -150,7 +151,10 @@ func copyReady(c *net.TCPConn, emit func([]byte) error) error {
 
 // copyGrowing reads src into a small buffer, and into a pooled
 // recordSize one from the first read that fills the small one until a read
-// returns less than the buffer holds.
+// returns less than the buffer holds. On the switch, the big buffer takes
+// what the small one read and is topped up, without blocking, with what src
+// already holds (crypto/tls decrypts a whole record at once), so the switch
+// costs no extra write.
 func copyGrowing(src io.Reader, emit func([]byte) error) error {
 	small := smallPool.Get().(*[]byte)
 	defer smallPool.Put(small)
@@ -166,15 +170,20 @@ func copyGrowing(src io.Reader, emit func([]byte) error) error {
 			buf = *big
 		}
 		n, rerr := src.Read(buf)
+		if big == nil && n == len(buf) && rerr == nil {
+			big = recordPool.Get().(*[]byte)
+			copy(*big, buf[:n])
+			buf = *big
+			var m int
+			m, rerr = readBuffered(src, buf[n:])
+			n += m
+		}
 		if n > 0 {
 			if err := emit(buf[:n]); err != nil {
 				return err
 			}
 		}
-		switch {
-		case big == nil && n == len(buf):
-			big = recordPool.Get().(*[]byte)
-		case big != nil && n < len(buf):
+		if big != nil && n < len(buf) {
 			recordPool.Put(big)
 			big = nil
 		}
@@ -185,4 +194,22 @@ func copyGrowing(src io.Reader, emit func([]byte) error) error {
 			return rerr
 		}
 	}
+}
+
+// readBuffered reads from src only what it can return without waiting for
+// the network: a read under a deadline already past, whose timeout is not an
+// error (crypto/tls retries a record after a timeout).
+func readBuffered(src io.Reader, b []byte) (int, error) {
+	d, ok := src.(interface{ SetReadDeadline(time.Time) error })
+	if !ok || d.SetReadDeadline(time.Unix(1, 0)) != nil {
+		return 0, nil
+	}
+	n, err := src.Read(b)
+	if derr := d.SetReadDeadline(time.Time{}); derr != nil && err == nil {
+		err = derr
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = nil
+	}
+	return n, err
 }

@@ -1,0 +1,274 @@
+// Command pair runs one side of a weft sidecar pair on loopback so that
+// external load tools (iperf3, fortio) can push traffic through it, with
+// the small helpers the benchmarks need around it:
+//
+//	pair -mode certs  -certs DIR            CA, two X.509-SVIDs and the bundle as PEM
+//	pair -mode client -certs DIR -listen A -to B   client sidecar: plaintext on A, mTLS to B
+//	pair -mode server -certs DIR -listen B -to C   server sidecar: mTLS on B, plaintext to C
+//	pair -mode echo   -listen C                    echo server
+//	pair -mode hold   -to A -n 1000 -for 30s       opens n idle connections through A and holds them
+//
+// The sidecars are the real proxy.Proxy with a hand-made xds.Config shaped
+// like the control plane's (sniffing on, an EDS cluster with mTLS and
+// SPIFFE ID checks, egress chains beside it); SO_ORIGINAL_DST is faked: the
+// client side maps every connection to the service address, the server
+// side to the app's port. "ready" is printed once the listeners are open.
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // served on -pprof only
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/sidecar/proxy"
+	"github.com/weftmesh/weft/sidecar/xds"
+)
+
+var (
+	td        = spiffeid.RequireTrustDomainFromString("cluster.local")
+	clientID  = spiffeid.RequireFromSegments(td, "ns", "bench", "sa", "client")
+	serverID  = spiffeid.RequireFromSegments(td, "ns", "bench", "sa", "server")
+	serviceIP = netip.MustParseAddr("198.19.0.10") // what the client app "dialled"
+	podIP     = netip.MustParseAddr("198.18.0.2")  // the server pod
+)
+
+func main() {
+	mode := flag.String("mode", "", "certs, client, server, echo or hold")
+	dir := flag.String("certs", "", "directory of the PEM files")
+	listen := flag.String("listen", "", "address to listen on")
+	to := flag.String("to", "", "address to forward or connect to")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this loopback address")
+	n := flag.Int("n", 1000, "hold: connections to open")
+	hold := flag.Duration("for", 30*time.Second, "hold: how long to hold them")
+	flag.Parse()
+	if *pprofAddr != "" {
+		go func() { _ = http.ListenAndServe(*pprofAddr, nil) }()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var err error
+	switch *mode {
+	case "certs":
+		err = writeCerts(*dir)
+	case "client", "server":
+		err = runSidecar(ctx, *mode, *dir, *listen, *to)
+	case "echo":
+		err = runEcho(ctx, *listen)
+	case "hold":
+		err = runHold(ctx, *to, *n, *hold)
+	default:
+		err = fmt.Errorf("unknown -mode %q", *mode)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pair:", err)
+		os.Exit(1)
+	}
+}
+
+// writeCerts makes a CA and writes ca.pem (the bundle), client.pem,
+// client.key, server.pem and server.key (leaf then intermediate; ECDSA
+// P-256) into dir.
+func writeCerts(dir string) error {
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td})
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{"ca.pem": ca.BundlePEM()}
+	for name, id := range map[string]spiffeid.ID{"client": clientID, "server": serverID} {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+		if err != nil {
+			return err
+		}
+		chain, err := ca.Sign(certs.SignRequest{CSR: csr, ID: id, TTL: 24 * time.Hour})
+		if err != nil {
+			return err
+		}
+		var crt []byte
+		for _, c := range chain {
+			crt = append(crt, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return err
+		}
+		files[name+".pem"] = crt
+		files[name+".key"] = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runSidecar runs the client or the server side until ctx ends.
+func runSidecar(ctx context.Context, mode, dir, listen, to string) error {
+	svid, err := x509svid.Load(filepath.Join(dir, mode+".pem"), filepath.Join(dir, mode+".key"))
+	if err != nil {
+		return err
+	}
+	bundle, err := x509bundle.Load(td, filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		return err
+	}
+	target, err := netip.ParseAddrPort(to)
+	if err != nil {
+		return fmt.Errorf("-to: %w", err)
+	}
+	cfg := proxy.Config{
+		SVID: svid, Bundle: bundle, TrustDomain: td,
+		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "-",
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	var xc *xds.Config
+	if mode == "client" {
+		cfg.OutboundAddr = listen
+		dst := netip.AddrPortFrom(serviceIP, 80)
+		cfg.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }
+		xc = clientConfig(target)
+	} else {
+		cfg.InboundAddr = listen
+		dst := netip.AddrPortFrom(podIP, target.Port())
+		cfg.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }
+		xc = serverConfig(target)
+	}
+	cfg.Config = func() *xds.Config { return xc }
+	p, err := proxy.New(cfg)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case <-p.Ready():
+		fmt.Println("ready")
+	case err := <-done:
+		return err
+	}
+	return <-done
+}
+
+// clientConfig is the client pod's outbound listener: the service on
+// serviceIP:80 goes to the server sidecar at peer over mTLS; egress chains
+// (matched by SNI) sit beside it as in a real configuration, so sniffing
+// runs as it does there.
+func clientConfig(peer netip.AddrPort) *xds.Config {
+	const svc = "outbound|80|server.bench"
+	return &xds.Config{
+		Version: map[string]string{xds.ListenerType: "1", xds.ClusterType: "1"},
+		Outbound: &xds.Listener{Name: xds.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
+			Chains: []*xds.FilterChain{
+				{Name: svc, Match: xds.ChainMatch{DestPort: 80, Prefixes: []netip.Prefix{netip.PrefixFrom(serviceIP, 32)}},
+					Target: xds.Target{Cluster: svc}},
+				{Name: "egress-allowed", Match: xds.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"allowed.example.com"}},
+					Target: xds.Target{Cluster: "PassthroughCluster"}, Egress: &xds.EgressMeta{Decision: "allow"}},
+			},
+			Default: &xds.FilterChain{Name: "default", Target: xds.Target{Cluster: "PassthroughCluster"}}},
+		Clusters: map[string]*xds.Cluster{
+			svc: {Name: svc, Kind: xds.KindEDS, ConnectTimeout: time.Second,
+				UpstreamTLS: &xds.UpstreamTLS{SANs: []spiffeid.ID{serverID}, SNI: "server.bench.svc.cluster.local"}},
+			"PassthroughCluster": {Name: "PassthroughCluster", Kind: xds.KindOriginalDst, ConnectTimeout: time.Second},
+		},
+		Endpoints: map[string][]xds.Endpoint{svc: {{Addr: peer}}},
+	}
+}
+
+// serverConfig is the server pod's inbound listener: STRICT mTLS on the
+// app's port, clients authorized by trust domain, forwarded to app.
+func serverConfig(app netip.AddrPort) *xds.Config {
+	name := fmt.Sprintf("inbound|%d", app.Port())
+	return &xds.Config{
+		Version: map[string]string{xds.ListenerType: "1", xds.ClusterType: "1"},
+		Inbound: &xds.Listener{Name: xds.InboundListener, UseOriginalDst: true, InspectTLS: true,
+			Chains: []*xds.FilterChain{{Name: name + "|tls", Match: xds.ChainMatch{DestPort: app.Port(), TransportProtocol: "tls"},
+				TLS: &xds.DownstreamTLS{RequireClientCert: true}, Target: xds.Target{Cluster: name}}}},
+		Clusters: map[string]*xds.Cluster{name: {Name: name, Kind: xds.KindStatic, ConnectTimeout: time.Second,
+			StaticEndpoints: []xds.Endpoint{{Addr: app}}}},
+	}
+}
+
+// runEcho echoes every connection back, half-closing after EOF.
+func runEcho(ctx context.Context, listen string) error {
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); l.Close() }()
+	fmt.Println("ready")
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+			_ = c.(*net.TCPConn).CloseWrite()
+		}()
+	}
+}
+
+// runHold opens n connections to addr, checks each echoes one byte, prints
+// "holding", and keeps them open for d or until ctx ends.
+func runHold(ctx context.Context, addr string, n int, d time.Duration) error {
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	one := []byte{'x'}
+	for i := range n {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("connection %d: %w", i, err)
+		}
+		conns = append(conns, c)
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(one); err != nil {
+			return fmt.Errorf("connection %d: %w", i, err)
+		}
+		if _, err := io.ReadFull(c, one); err != nil {
+			return fmt.Errorf("connection %d: %w", i, err)
+		}
+	}
+	fmt.Println("holding", len(conns))
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+	return nil
+}

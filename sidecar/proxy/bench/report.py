@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Summarises run.sh's results.tsv (metric, config, value per line, in run
+order) as Markdown: median and spread (min-max) of every measurement, the
+ratios against the baselines of the same run, and the issue's targets."""
+import statistics
+import sys
+from collections import defaultdict
+
+vals = defaultdict(list)
+other = []
+for line in open(sys.argv[1]):
+    metric, config, value = line.rstrip("\n").split("\t")
+    try:
+        v = float(value)
+    except ValueError:
+        other.append((metric, config, value))
+        continue
+    vals[(metric, config)].append(v)
+
+
+def fmt(xs, digits=3):
+    if not xs:
+        return "n/a"
+    med = statistics.median(xs)
+    return f"{med:.{digits}g} ({min(xs):.{digits}g}–{max(xs):.{digits}g}, n={len(xs)})"
+
+
+def verdict(ok):
+    return "met" if ok else "**missed**"
+
+
+print("| measurement | configuration | median (min–max, n) |")
+print("|---|---|---|")
+for (metric, config), xs in sorted(vals.items()):
+    print(f"| {metric} | {config} | {fmt(xs)} |")
+for metric, config, value in other:
+    print(f"| {metric} | {config} | {value} |")
+
+print()
+print("| ratio / target | median (min–max) | target | verdict |")
+print("|---|---|---|---|")
+tp = {c: vals[("throughput_gbps", c)] for c in ("direct", "weft", "stunnel", "haproxy")}
+for base in ("stunnel", "haproxy", "direct"):
+    r = [w / b for w, b in zip(tp["weft"], tp[base]) if b]
+    target = "≥ 1.5" if base == "stunnel" else ""
+    v = verdict(statistics.median(r) >= 1.5) if base == "stunnel" and r else ""
+    print(f"| throughput weft / {base} (same repetition) | {fmt(r)} | {target} | {v} |")
+for side in ("client", "server"):
+    w = vals[("cpu_s_per_gb", f"weft-{side}")]
+    for base in ("stunnel", "haproxy"):
+        r = [a / b for a, b in zip(w, vals[("cpu_s_per_gb", f"{base}-{side}")]) if b]
+        print(f"| CPU per GB, weft / {base}, {side} side (lower is better) | {fmt(r)} | | |")
+for c in (4, 64):
+    for p in (50, 90, 99):
+        w = vals[(f"p{p}_ms", f"weft-c{c}")]
+        d = vals[(f"p{p}_ms", f"direct-c{c}")]
+        added = [a - b for a, b in zip(w, d)]
+        target = "≤ 0.3 ms" if p == 99 else ""
+        v = verdict(statistics.median(added) <= 0.3) if p == 99 and added else ""
+        print(f"| added p{p} latency, {c} connections (ms) | {fmt(added)} | {target} | {v} |")
+for side in ("client", "server"):
+    for c in (4, 64):
+        xs = vals[("vcpu_per_1000rps", f"weft-{side}-c{c}")]
+        v = verdict(statistics.median(xs) <= 0.1) if xs else ""
+        print(f"| vCPU per 1,000 req/s, {side} sidecar, {c} connections | {fmt(xs)} | ≤ 0.1 | {v} |")
+    xs = vals[("rss_idle_mb", f"weft-{side}")]
+    v = verdict(statistics.median(xs) <= 15) if xs else ""
+    print(f"| idle RSS (MB), {side} sidecar | {fmt(xs)} | ≤ 15 | {v} |")
+    xs = vals[("rss_kb_per_conn", f"weft-{side}")]
+    v = verdict(statistics.median(xs) <= 30) if xs else ""
+    print(f"| RSS per idle connection (KiB), {side} sidecar | {fmt(xs)} | ≤ 30 | {v} |")
+print(f"| start to ready (ms), server sidecar | {fmt(vals[('ready_ms', 'weft')])} | | |")
