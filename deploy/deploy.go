@@ -26,6 +26,9 @@ type Values struct {
 	Replicas        int    // control plane replicas
 	InjectorReplica int    // injector replicas
 	LogLevel        string // info
+	// AuditPVC names a PersistentVolumeClaim in the install namespace for
+	// the egress audit store; empty keeps it in an emptyDir (lost with the pod).
+	AuditPVC string
 }
 
 // Defaults are the values of a plain install.
@@ -37,6 +40,7 @@ func Defaults() Values {
 var (
 	trustDomainRE = regexp.MustCompile(`^[a-z0-9._-]+$`)
 	tagRE         = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	dnsLabelRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
 )
 
 // Validate reports the first value a manifest could not hold.
@@ -48,6 +52,10 @@ func (v Values) Validate() error {
 		return fmt.Errorf("deploy: image tag %q is not a valid tag", v.Tag)
 	case v.Replicas < 1 || v.InjectorReplica < 1:
 		return fmt.Errorf("deploy: replicas must be at least 1 (control plane %d, injector %d)", v.Replicas, v.InjectorReplica)
+	case v.AuditPVC != "" && !dnsLabelRE.MatchString(v.AuditPVC):
+		return fmt.Errorf("deploy: audit PVC %q is not a valid object name", v.AuditPVC)
+	case v.AuditPVC != "" && v.Replicas > 1:
+		return fmt.Errorf("deploy: an audit PVC is one volume; it needs --replicas 1 (have %d)", v.Replicas)
 	case v.PullPolicy != "IfNotPresent" && v.PullPolicy != "Never" && v.PullPolicy != "Always":
 		return fmt.Errorf("deploy: image pull policy %q is not IfNotPresent, Never or Always", v.PullPolicy)
 	}

@@ -70,6 +70,8 @@ func TestRenderRefusesBadValues(t *testing.T) {
 		{func(v *Values) { v.Tag = "a b" }, `deploy: image tag "a b"`},
 		{func(v *Values) { v.Replicas = 0 }, "deploy: replicas must be at least 1"},
 		{func(v *Values) { v.PullPolicy = "Sometimes" }, `deploy: image pull policy "Sometimes"`},
+		{func(v *Values) { v.AuditPVC = "Bad_Name" }, `deploy: audit PVC "Bad_Name"`},
+		{func(v *Values) { v.AuditPVC = "audit"; v.Replicas = 2 }, "deploy: an audit PVC is one volume"},
 	} {
 		v := Defaults()
 		tc.mut(&v)
@@ -77,4 +79,23 @@ func TestRenderRefusesBadValues(t *testing.T) {
 			t.Errorf("err = %v, want prefix %q", err, tc.want)
 		}
 	}
+}
+
+func TestRenderAuditVolume(t *testing.T) {
+	v := Defaults()
+	b, err := Render(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte("emptyDir: {sizeLimit: 1Gi}")) {
+		t.Fatal("default audit volume is not an emptyDir")
+	}
+	v.AuditPVC = "weft-audit"
+	if b, err = Render(v); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte("persistentVolumeClaim: {claimName: weft-audit}")) {
+		t.Fatalf("audit PVC not used:\n%s", b)
+	}
+	decode(t, b) // still valid YAML
 }

@@ -45,6 +45,7 @@ them with server-side apply and waits until every weft Deployment is available.
 	f.StringVar(&o.values.TrustDomain, "trust-domain", o.values.TrustDomain, "SPIFFE trust domain; set once, changing it changes every identity")
 	f.IntVar(&o.values.Replicas, "replicas", o.values.Replicas, "control plane replicas")
 	f.IntVar(&o.values.InjectorReplica, "injector-replicas", o.values.InjectorReplica, "injector replicas")
+	f.StringVar(&o.values.AuditPVC, "audit-pvc", "", "PersistentVolumeClaim (in the weft namespace) for the egress audit store; default an emptyDir")
 	f.StringVar(&o.values.LogLevel, "log-level", o.values.LogLevel, "log level of weft's components")
 	f.StringVar(&o.values.Namespace, "weft-namespace", o.values.Namespace, "namespace weft is installed in")
 	f.BoolVar(&o.render, "render", false, "print the rendered manifests and exit")

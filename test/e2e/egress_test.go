@@ -101,6 +101,7 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 			"rules": []any{
 				map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{map[string]any{"number": int64(443), "protocol": "TLS"}}, "action": "Allow"},
 				map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{map[string]any{"number": int64(80), "protocol": "HTTP"}}, "action": "Deny"},
+				map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{map[string]any{"number": int64(80), "protocol": "HTTP"}}, "action": "Allow"},
 			},
 		},
 	}}
@@ -121,6 +122,9 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 	}
 	if out, err = get("http://other.example.test/"); err != nil {
 		t.Fatalf("egress no rule matches, under ALLOW_ANY: %v %q", err, out)
+	}
+	if out, err = get("http://api.example.test/"); err != nil || !strings.Contains(out, "hello from external-http") {
+		t.Fatalf("HTTP to api.example.test (allowed by Host): %v %q", err, out)
 	}
 
 	// The audit trail at the control plane.
@@ -160,7 +164,8 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 		}
 		denied := find(events, func(e event) bool { return e.Host == "evil.example.test" && e.Decision == "deny" })
 		allowed := find(events, func(e event) bool { return e.SNI == "api.example.test" && e.Decision == "allow" })
-		return denied && allowed, nil
+		allowedHTTP := find(events, func(e event) bool { return e.Host == "api.example.test" && e.Decision == "allow" })
+		return denied && allowed && allowedHTTP, nil
 	})
 	for _, e := range events {
 		if e.SourceID != "spiffe://cluster.local/ns/e2e-egress/sa/client" || e.Pod != client.Name || e.DstIP != externalIP {
@@ -169,6 +174,20 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 	}
 	if !strings.Contains(logs(t, ns, client.Name, "weft-proxy"), `"decision":"deny"`) {
 		t.Fatal("the sidecar's stdout lacks the deny audit line")
+	}
+	// What the operator reads.
+	table, err := weftctlRun("egress", "audit", "-n", ns)
+	if err != nil {
+		t.Fatalf("weftctl egress audit: %v\n%s", err, table)
+	}
+	for _, want := range []string{"api.example.test:443", "evil.example.test:80", "deny", "e2e-egress/client-egress"} {
+		if !strings.Contains(table, want) {
+			t.Fatalf("weftctl egress audit lacks %q:\n%s", want, table)
+		}
+	}
+	suggestion, err := weftctlRun("egress", "suggest", "-n", ns)
+	if err != nil || !strings.Contains(suggestion, "kind: EgressPolicy") || !strings.Contains(suggestion, "api.example.test") {
+		t.Fatalf("weftctl egress suggest: %v\n%s", err, suggestion)
 	}
 }
 
