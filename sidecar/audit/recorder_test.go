@@ -188,9 +188,9 @@ func (f *fakeALS) StreamAccessLogs(st grpc.ClientStreamingServer[alsv3.StreamAcc
 			return err
 		}
 		f.mu.Lock()
-		if f.reject != nil {
+		if rej := f.reject; rej != nil {
 			f.mu.Unlock()
-			return f.reject
+			return rej
 		}
 		if first && f.failNext > 0 {
 			f.failNext--
