@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -160,4 +162,72 @@ func TestCLI(t *testing.T) {
 			t.Errorf("explain-injection: %v", err)
 		}
 	})
+}
+
+// TestCheckFindsPodCreatedWhileInjectorWasDown: with the injector scaled to
+// zero (and, for the test, the webhook's failurePolicy relaxed to Ignore so
+// the API server admits pods without it), a pod in an injected namespace
+// starts without a sidecar; once the injector is back, weftctl check reports
+// it as slipped through and exits non-zero.
+func TestCheckFindsPodCreatedWhileInjectorWasDown(t *testing.T) {
+	const ns = "e2e-injector-down"
+	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	ctx := context.Background()
+	setPolicy := func(p admissionregistrationv1.FailurePolicyType) {
+		t.Helper()
+		mwc, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "weft-injector", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range mwc.Webhooks {
+			mwc.Webhooks[i].FailurePolicy = &p
+		}
+		if _, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scaleInjector := func(n int32) {
+		t.Helper()
+		s, err := kube.AppsV1().Deployments(weftNS).GetScale(ctx, "weft-injector", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Spec.Replicas = n
+		if _, err := kube.AppsV1().Deployments(weftNS).UpdateScale(ctx, "weft-injector", s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restored := false
+	restore := func() {
+		if restored {
+			return
+		}
+		restored = true
+		setPolicy(admissionregistrationv1.Fail)
+		scaleInjector(1)
+		waitFor(t, 2*time.Minute, "the injector back", func(ctx context.Context) (bool, error) {
+			d, err := kube.AppsV1().Deployments(weftNS).Get(ctx, "weft-injector", metav1.GetOptions{})
+			return err == nil && d.Status.AvailableReplicas == 1, nil
+		})
+	}
+	t.Cleanup(restore)
+	setPolicy(admissionregistrationv1.Ignore)
+	scaleInjector(0)
+	waitFor(t, 2*time.Minute, "the injector gone", func(ctx context.Context) (bool, error) {
+		pods, err := kube.CoreV1().Pods(weftNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-injector"})
+		return err == nil && len(pods.Items) == 0, nil
+	})
+	pod := deployTestapp(t, ns, "unmeshed", "serve", "-addr", ":8080")
+	if injected(pod) {
+		t.Fatal("the pod was injected with the injector down")
+	}
+	restore()
+	out, err := weftctlRun("check")
+	t.Logf("weftctl check:\n%s", out)
+	if err == nil {
+		t.Fatal("weftctl check exited 0 with an unmeshed pod in an injected namespace")
+	}
+	if !strings.Contains(out, ns+"/"+pod.Name) {
+		t.Fatalf("weftctl check does not name %s/%s", ns, pod.Name)
+	}
 }
