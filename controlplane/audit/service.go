@@ -14,13 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
+
+	"github.com/weftmesh/weft/internal/peersvid"
 )
 
 // The wire format (sidecar/audit): metadata namespace, log name and fields.
@@ -156,24 +156,7 @@ func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogs
 // against the bundle (the TLS layer only requests one: the port also
 // serves the certificate service).
 func (s *Service) peerID(ctx context.Context) (spiffeid.ID, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "audit: no peer on the stream")
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "audit: the stream is not over TLS")
-	}
-	chain := info.State.PeerCertificates
-	if len(chain) == 0 {
-		return spiffeid.ID{}, status.Error(codes.Unauthenticated,
-			"audit: a client certificate (the sidecar's X.509-SVID) is required for the access-log stream")
-	}
-	id, _, err := x509svid.Verify(chain, s.cfg.Bundle, x509svid.WithTime(s.cfg.Clock.Now()))
-	if err != nil {
-		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "audit: client certificate: %v", err)
-	}
-	return id, nil
+	return peersvid.ID(ctx, s.cfg.Bundle, s.cfg.Clock.Now(), "audit", "the access-log stream")
 }
 
 // identify checks the first message's identifier against the certificate.

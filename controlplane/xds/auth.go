@@ -7,13 +7,13 @@ import (
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/weftmesh/weft/internal/peersvid"
 )
 
 // adsService prefixes the full method names of the ADS service (SotW and
@@ -46,24 +46,7 @@ func NodeID(pod, namespace string) string { return pod + "." + namespace }
 // requests a certificate, since the same port serves the certificate
 // service). Every failure is codes.Unauthenticated.
 func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "xds: no peer on the stream")
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "xds: the stream is not over TLS")
-	}
-	chain := info.State.PeerCertificates
-	if len(chain) == 0 {
-		return spiffeid.ID{}, status.Error(codes.Unauthenticated,
-			"xds: a client certificate (the sidecar's X.509-SVID) is required for ADS")
-	}
-	id, _, err := x509svid.Verify(chain, s.bundle, x509svid.WithTime(s.clock.Now()))
-	if err != nil {
-		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "xds: client certificate: %v", err)
-	}
-	return id, nil
+	return peersvid.ID(ctx, s.bundle, s.clock.Now(), "xds", "ADS")
 }
 
 // authorize checks the first request's node ID against the stream's
