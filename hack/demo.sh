@@ -107,6 +107,7 @@ if [ "$LOCAL" = 1 ]; then
   # namespace on this machine (198.18.101.10), known to the client as
   # api.partner.example. test/cluster/down.sh removes it.
   bold "Starting an external HTTPS API outside the cluster (netns weft-demo-ext, 198.18.101.10)"
+  ip link del weft-demoext0 2>/dev/null || true
   ip netns del weft-demo-ext 2>/dev/null || true
   ip netns add weft-demo-ext
   ip link add weft-demoext0 type veth peer name eth0 netns weft-demo-ext

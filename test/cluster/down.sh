@@ -145,6 +145,11 @@ main() {
   # The "external" hosts that make demo and the e2e suite start beside the
   # cluster (their netns takes its veth along).
   local ns
+  local link
+  for link in weft-demoext0 weft-ext0; do
+    # the host end of their veths: gone with the netns, but only eventually
+    ip link del "${link}" 2>/dev/null || true
+  done
   for ns in weft-demo-ext weft-ext; do
     if ip netns list 2>/dev/null | grep "^${ns}\b" >/dev/null; then
       ip netns pids "${ns}" 2>/dev/null | xargs -r kill 2>/dev/null || true

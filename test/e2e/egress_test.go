@@ -39,9 +39,15 @@ func externalHost(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
 	}
-	_ = exec.Command("ip", "netns", "del", "weft-ext").Run()
+	// Deleting a netns frees its veth asynchronously: delete the pair
+	// explicitly, here and at cleanup, so the next test can recreate it.
+	teardown := func() {
+		_ = exec.Command("ip", "link", "del", "weft-ext0").Run()
+		_ = exec.Command("ip", "netns", "del", "weft-ext").Run()
+	}
+	teardown()
 	run("ip", "netns", "add", "weft-ext")
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", "weft-ext").Run() })
+	t.Cleanup(teardown)
 	run("ip", "link", "add", "weft-ext0", "type", "veth", "peer", "name", "eth0", "netns", "weft-ext")
 	run("ip", "addr", "add", "198.18.100.1/24", "dev", "weft-ext0")
 	run("ip", "link", "set", "weft-ext0", "up")
