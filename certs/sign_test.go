@@ -139,7 +139,7 @@ func TestSignRefuses(t *testing.T) {
 		{"negative TTL", good, idA, nil, -time.Second, certs.ErrInvalidRequest, "certs: Sign spiffe://cluster.local/ns/demo/sa/a: TTL -1s is negative: invalid sign request"},
 		{"empty DNS name", good, idA, []string{""}, 0, certs.ErrInvalidRequest, `DNS name "": length 0 is not in 1..253: invalid sign request`},
 		{"wildcard DNS name", good, idA, []string{"*.svc"}, 0, certs.ErrInvalidRequest, `DNS name "*.svc": label "*" has invalid character '*': invalid sign request`},
-		{"IP as DNS name", good, idA, []string{"10.0.0.1"}, 0, certs.ErrInvalidRequest, `DNS name "10.0.0.1": is an IP address, not a host name: invalid sign request`},
+		{"IP as DNS name", good, idA, []string{"198.18.200.1"}, 0, certs.ErrInvalidRequest, `DNS name "198.18.200.1": is an IP address, not a host name: invalid sign request`},
 		{"empty label", good, idA, []string{"a..svc"}, 0, certs.ErrInvalidRequest, `DNS name "a..svc": label "" length 0 is not in 1..63`},
 		{"trailing dot", good, idA, []string{"a.svc."}, 0, certs.ErrInvalidRequest, `label "" length 0 is not in 1..63`},
 		{"leading hyphen", good, idA, []string{"-a.svc"}, 0, certs.ErrInvalidRequest, `label "-a" starts or ends with '-'`},

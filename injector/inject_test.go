@@ -74,7 +74,7 @@ func TestProbesRewritten(t *testing.T) {
 	if p := c["grpc"].ReadinessProbe; p.Exec == nil {
 		t.Errorf("exec probe changed: %+v", p)
 	}
-	if p := c["odd"].LivenessProbe; p.HTTPGet.Host != "10.0.0.1" {
+	if p := c["odd"].LivenessProbe; p.HTTPGet.Host != "198.18.200.1" {
 		t.Errorf("probe with a host changed: %+v", p)
 	}
 	if p := c["odd"].ReadinessProbe; p.HTTPGet.Port != intstr.FromString("nosuchport") {
@@ -113,7 +113,7 @@ func TestInitArgs(t *testing.T) {
 	init, proxy := got.Spec.InitContainers[0], got.Spec.InitContainers[1]
 	want := []string{"--inbound-port=15006", "--outbound-port=15001", "--proxy-uid=1337", "--include-inbound-ports=*",
 		"--exclude-inbound-ports=15020,9100,9101", "--exclude-outbound-ports=5432",
-		"--exclude-outbound-cidrs=169.254.169.254/32,10.96.0.0/12,fd00::/8"}
+		"--exclude-outbound-cidrs=169.254.169.254/32,198.19.0.0/16,fd00::/8"}
 	if strings.Join(init.Command, " ") != SidecarBinary+" init" || strings.Join(init.Args, " ") != strings.Join(want, " ") {
 		t.Errorf("weft-init: %v %v\nwant args %v", init.Command, init.Args, want)
 	}

@@ -14,8 +14,8 @@ import (
 func TestBadAnnotationsRefused(t *testing.T) {
 	for _, tc := range []struct{ key, value, want string }{
 		{AnnotationExcludeOutboundCIDRs, "300.1.2.0/24", `injector: annotation weft.dev/exclude-outbound-cidrs: "300.1.2.0/24" is not a CIDR`},
-		{AnnotationExcludeOutboundCIDRs, "10.0.0.1", `injector: annotation weft.dev/exclude-outbound-cidrs: "10.0.0.1" is not a CIDR`},
-		{AnnotationExcludeOutboundCIDRs, "10.0.0.0/8,,fd00::/8", `injector: annotation weft.dev/exclude-outbound-cidrs: "10.0.0.0/8,,fd00::/8" has an empty item`},
+		{AnnotationExcludeOutboundCIDRs, "198.18.200.1", `injector: annotation weft.dev/exclude-outbound-cidrs: "198.18.200.1" is not a CIDR`},
+		{AnnotationExcludeOutboundCIDRs, "198.18.0.0/15,,fd00::/8", `injector: annotation weft.dev/exclude-outbound-cidrs: "198.18.0.0/15,,fd00::/8" has an empty item`},
 		{AnnotationExcludeInboundPorts, "80,70000", `injector: annotation weft.dev/exclude-inbound-ports: "70000" is not a port (1-65535)`},
 		{AnnotationExcludeInboundPorts, "0", `injector: annotation weft.dev/exclude-inbound-ports: "0" is not a port (1-65535)`},
 		{AnnotationExcludeOutboundPorts, "http", `injector: annotation weft.dev/exclude-outbound-ports: "http" is not a port (1-65535)`},
@@ -24,7 +24,7 @@ func TestBadAnnotationsRefused(t *testing.T) {
 		{AnnotationProxyMemory, "0", `injector: annotation weft.dev/proxy-memory: "0" must be positive`},
 		{AnnotationLogLevel, "verbose", `injector: annotation weft.dev/log-level: "verbose" is not one of debug, info, warn, error`},
 		{AnnotationInject, "yes", `injector: annotation weft.dev/inject: "yes" is not enabled or disabled`},
-		{"weft.dev/exclude-outbound-cidr", "10.0.0.0/8", "injector: annotation weft.dev/exclude-outbound-cidr: unknown weft annotation (known: weft.dev/inject, " +
+		{"weft.dev/exclude-outbound-cidr", "198.18.0.0/15", "injector: annotation weft.dev/exclude-outbound-cidr: unknown weft annotation (known: weft.dev/inject, " +
 			"weft.dev/exclude-inbound-ports, weft.dev/exclude-outbound-ports, weft.dev/exclude-outbound-cidrs, weft.dev/proxy-cpu, weft.dev/proxy-memory, weft.dev/log-level)"},
 	} {
 		t.Run(tc.key+"="+tc.value, func(t *testing.T) {

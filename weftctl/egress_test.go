@@ -133,7 +133,7 @@ func egressCluster(t *testing.T, replicas map[string][]audit.Event) (*egressEnv,
 		asked = append(asked, pa.GetName())
 		h := handlers[pa.GetName()]
 		if pa.GetNamespace() != "weft-system" || pa.GetScheme() != "http" || pa.GetPort() != "15014" || h == nil {
-			return true, proxyResponse{err: errors.New("dial tcp 10.0.0.3:15014: connect: connection refused")}, nil
+			return true, proxyResponse{err: errors.New("dial tcp 198.18.200.3:15014: connect: connection refused")}, nil
 		}
 		q := url.Values{}
 		for k, v := range pa.GetParams() {
@@ -177,7 +177,7 @@ func TestEgressAuditTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "egress-audit.golden", out)
-	if want := "weftctl egress: control-plane replica weft-controlplane-2 did not answer, the events it stores are missing: GET /audit/summary: dial tcp 10.0.0.3:15014: connect: connection refused\n"; errOut != want {
+	if want := "weftctl egress: control-plane replica weft-controlplane-2 did not answer, the events it stores are missing: GET /audit/summary: dial tcp 198.18.200.3:15014: connect: connection refused\n"; errOut != want {
 		t.Errorf("stderr %q, want %q", errOut, want)
 	}
 	slices.Sort(*asked)
@@ -395,7 +395,7 @@ func TestEventHost(t *testing.T) {
 		{auditEvent{Protocol: "tls", SNI: "API.Example.com."}, "api.example.com", v1alpha1.EgressTLS},
 		{auditEvent{Protocol: "http", Host: "example.org:8080"}, "example.org", v1alpha1.EgressHTTP},
 		{auditEvent{Protocol: "http", Host: "[2001:db8::1]:80"}, "", ""},
-		{auditEvent{Protocol: "http", Host: "10.0.0.1"}, "", ""},
+		{auditEvent{Protocol: "http", Host: "198.18.200.1"}, "", ""},
 		{auditEvent{Protocol: "tls", SNI: "under_score.example"}, "", ""},
 		{auditEvent{Protocol: "tls"}, "", ""},
 		{auditEvent{Protocol: "tcp", Host: "ignored.example"}, "", ""},

@@ -19,8 +19,8 @@ var td = spiffeid.RequireTrustDomainFromString("cluster.local")
 func buildWith(t *testing.T, objs ...string) *Snapshot {
 	t.Helper()
 	st := &state{td: td}
-	st.pods = append(st.pods, pod("shop", "web-1", "web", "10.0.0.11", true, map[string]string{"app": "web", "tier": "front"}),
-		pod("shop", "db-0", "db", "10.0.0.21", true, map[string]string{"app": "db"}))
+	st.pods = append(st.pods, pod("shop", "web-1", "web", "198.18.200.11", true, map[string]string{"app": "web", "tier": "front"}),
+		pod("shop", "db-0", "db", "198.18.200.21", true, map[string]string{"app": "db"}))
 	for i, y := range objs {
 		u := weftObject(t, y)
 		u.SetCreationTimestamp(metav1.NewTime(time.Date(2026, 1, 1, 0, i, 0, 0, time.UTC)))
@@ -75,7 +75,7 @@ metadata: {name: x, namespace: shop}
 spec: {rules: [{hosts: ["API.example.com"]}]}`, `spec.rules[0].hosts[0] "API.example.com" is not a lowercase DNS name or a *. wildcard`},
 		{"egress cidr", `kind: EgressPolicy
 metadata: {name: x, namespace: shop}
-spec: {rules: [{cidrs: ["10.0.0.0/40"]}]}`, `spec.rules[0].cidrs[0] "10.0.0.0/40" is not a CIDR`},
+spec: {rules: [{cidrs: ["198.18.200.0/40"]}]}`, `spec.rules[0].cidrs[0] "198.18.200.0/40" is not a CIDR`},
 		{"egress host on tcp", `kind: EgressPolicy
 metadata: {name: x, namespace: shop}
 spec: {rules: [{hosts: [db.example.com], ports: [{number: 5432, protocol: TCP}]}]}`, `spec.rules[0].ports[0]: hosts cannot be matched on TCP port 5432`},
@@ -233,17 +233,17 @@ func TestAppProtocol(t *testing.T) {
 }
 
 func TestNewSnapshotIndexes(t *testing.T) {
-	w := &Workload{Namespace: "a", Name: "p.1", IPs: []netip.Addr{netip.MustParseAddr("10.1.0.1")}, Injected: true}
+	w := &Workload{Namespace: "a", Name: "p.1", IPs: []netip.Addr{netip.MustParseAddr("198.18.210.1")}, Injected: true}
 	s := NewSnapshot(Snapshot{
 		Mesh:      defaultMeshConfig(td),
 		Workloads: []*Workload{w},
-		Services: []*Service{{Namespace: "a", Name: "s", ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")},
+		Services: []*Service{{Namespace: "a", Name: "s", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.1")},
 			Ports: []ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP"}}}},
 	})
 	if got, ok := s.WorkloadByNode("p.1.a"); !ok || got != w {
 		t.Error("WorkloadByNode on a hand-made snapshot")
 	}
-	if !s.InMesh(netip.MustParseAddrPort("10.96.0.1:80")) || !s.InMesh(netip.MustParseAddrPort("10.1.0.1:1234")) {
+	if !s.InMesh(netip.MustParseAddrPort("198.19.0.1:80")) || !s.InMesh(netip.MustParseAddrPort("198.18.210.1:1234")) {
 		t.Error("InMesh on a hand-made snapshot")
 	}
 }

@@ -23,19 +23,19 @@ func demoCluster() []runtime.Object {
 	return []runtime.Object{
 		namespace("shop", true), namespace("ops", false),
 		serviceAccount("shop", "web"), serviceAccount("shop", "default"), serviceAccount("ops", "backup"),
-		pod("shop", "web-1", "web", "10.0.0.11", true, map[string]string{"app": "web"}),
-		pod("shop", "web-2", "web", "10.0.0.12", true, map[string]string{"app": "web"}),
-		pod("shop", "db-0", "", "10.0.0.21", false, map[string]string{"app": "db"}),
-		pod("ops", "backup.v2-abc", "backup", "10.0.1.5", true, map[string]string{"app": "backup"}),
-		svc("shop", "web", "10.96.0.10", map[string]string{"app": "web"},
+		pod("shop", "web-1", "web", "198.18.200.11", true, map[string]string{"app": "web"}),
+		pod("shop", "web-2", "web", "198.18.200.12", true, map[string]string{"app": "web"}),
+		pod("shop", "db-0", "", "198.18.200.21", false, map[string]string{"app": "db"}),
+		pod("ops", "backup.v2-abc", "backup", "198.18.201.5", true, map[string]string{"app": "backup"}),
+		svc("shop", "web", "198.19.0.10", map[string]string{"app": "web"},
 			svcPort("http-web", 80, intstr.FromInt32(8080), ""),
 			svcPort("metrics", 9090, intstr.FromInt32(9090), "http"),
 			svcPort("rpc", 7000, intstr.FromInt32(7000), "grpc")),
 		endpointSlice("shop", "web", "web-abc", map[string]int32{"http-web": 8080, "metrics": 9090, "rpc": 7000},
-			epSpec{ip: "10.0.0.11", pod: "web-1"}, epSpec{ip: "10.0.0.12", pod: "web-2", terminating: true}),
-		svc("shop", "db", "10.96.0.20", map[string]string{"app": "db"}, svcPort("tcp-pg", 5432, intstr.FromString("pg"), "")),
-		endpointSlice("shop", "db", "db-xyz", map[string]int32{"tcp-pg": 5433}, epSpec{ip: "10.0.0.21", pod: "db-0"}),
-		svc("ops", "external-db", "10.96.1.1", nil, svcPort("", 3306, intstr.FromInt32(3306), "")),
+			epSpec{ip: "198.18.200.11", pod: "web-1"}, epSpec{ip: "198.18.200.12", pod: "web-2", terminating: true}),
+		svc("shop", "db", "198.19.0.20", map[string]string{"app": "db"}, svcPort("tcp-pg", 5432, intstr.FromString("pg"), "")),
+		endpointSlice("shop", "db", "db-xyz", map[string]int32{"tcp-pg": 5433}, epSpec{ip: "198.18.200.21", pod: "db-0"}),
+		svc("ops", "external-db", "198.19.1.1", nil, svcPort("", 3306, intstr.FromInt32(3306), "")),
 		endpointSlice("ops", "external-db", "external-db-1", map[string]int32{"": 3306}, epSpec{ip: "192.0.2.7"}),
 	}
 }
@@ -71,23 +71,23 @@ func TestSnapshotLookups(t *testing.T) {
 		t.Errorf("db-0: injected=%v sa=%q, want false and default", db.Injected, db.ServiceAccount)
 	}
 	for addr, want := range map[string]bool{
-		"10.96.0.10:80":          true,  // ClusterIP and port
-		"10.96.0.10:81":          false, // not a service port
-		"10.0.0.11:8080":         true,  // injected pod, any port
-		"10.0.0.11:22":           true,
-		"10.0.0.21:5433":         false, // pod without a sidecar
+		"198.19.0.10:80":          true,  // ClusterIP and port
+		"198.19.0.10:81":          false, // not a service port
+		"198.18.200.11:8080":         true,  // injected pod, any port
+		"198.18.200.11:22":           true,
+		"198.18.200.21:5433":         false, // pod without a sidecar
 		"192.0.2.7:3306":         false, // outside the cluster
-		"10.96.1.1:3306":         true,  // selector-less service's ClusterIP
+		"198.19.1.1:3306":         true,  // selector-less service's ClusterIP
 		"[::1]:80":               false,
-		"[::ffff:10.96.0.10]:80": true, // IPv4-mapped
+		"[::ffff:198.19.0.10]:80": true, // IPv4-mapped
 	} {
 		if got := s.InMesh(netip.MustParseAddrPort(addr)); got != want {
 			t.Errorf("InMesh(%s) = %v, want %v", addr, got, want)
 		}
 	}
-	svc, sp, ok := s.ServiceByAddr(netip.MustParseAddrPort("10.96.0.10:9090"))
+	svc, sp, ok := s.ServiceByAddr(netip.MustParseAddrPort("198.19.0.10:9090"))
 	if !ok || svc.Name != "web" || sp.Name != "metrics" || sp.AppProtocol != AppProtocolHTTP {
-		t.Errorf("ServiceByAddr(10.96.0.10:9090) = %v %+v %v", svc, sp, ok)
+		t.Errorf("ServiceByAddr(198.19.0.10:9090) = %v %+v %v", svc, sp, ok)
 	}
 	dbSvc, _ := s.Service("shop", "db")
 	if p, ok := dbSvc.Endpoints[0].Port("tcp-pg"); !ok || p != 5433 || dbSvc.Ports[0].TargetPortName != "pg" {
@@ -110,8 +110,8 @@ func TestServiceDeleteAndRename(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := f.snapshotWhere("web deleted", func(s *Snapshot) bool { _, ok := s.Service("shop", "web"); return !ok })
-	if s.Version <= v1 || s.InMesh(netip.MustParseAddrPort("10.96.0.10:80")) {
-		t.Errorf("after delete: version %d (was %d), 10.96.0.10:80 in mesh %v", s.Version, v1, s.InMesh(netip.MustParseAddrPort("10.96.0.10:80")))
+	if s.Version <= v1 || s.InMesh(netip.MustParseAddrPort("198.19.0.10:80")) {
+		t.Errorf("after delete: version %d (was %d), 198.19.0.10:80 in mesh %v", s.Version, v1, s.InMesh(netip.MustParseAddrPort("198.19.0.10:80")))
 	}
 	select {
 	case <-f.subs:
@@ -126,16 +126,16 @@ func TestServiceDeleteAndRename(t *testing.T) {
 	if err := f.kube.DiscoveryV1().EndpointSlices("shop").Delete(ctx, "db-xyz", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	f.create(svc("shop", "db-v2", "10.96.0.20", map[string]string{"app": "db"}, svcPort("tcp-pg", 5432, intstr.FromString("pg"), "")))
-	f.create(endpointSlice("shop", "db-v2", "db-v2-1", map[string]int32{"tcp-pg": 5433}, epSpec{ip: "10.0.0.21", pod: "db-0"}))
+	f.create(svc("shop", "db-v2", "198.19.0.20", map[string]string{"app": "db"}, svcPort("tcp-pg", 5432, intstr.FromString("pg"), "")))
+	f.create(endpointSlice("shop", "db-v2", "db-v2-1", map[string]int32{"tcp-pg": 5433}, epSpec{ip: "198.18.200.21", pod: "db-0"}))
 	s = f.snapshotWhere("db renamed to db-v2", func(s *Snapshot) bool {
 		_, oldOK := s.Service("shop", "db")
 		n, newOK := s.Service("shop", "db-v2")
 		return !oldOK && newOK && len(n.Endpoints) == 1
 	})
-	got, _, ok := s.ServiceByAddr(netip.MustParseAddrPort("10.96.0.20:5432"))
+	got, _, ok := s.ServiceByAddr(netip.MustParseAddrPort("198.19.0.20:5432"))
 	if !ok || got.Name != "db-v2" {
-		t.Errorf("ServiceByAddr(10.96.0.20:5432) = %v, want db-v2", got)
+		t.Errorf("ServiceByAddr(198.19.0.20:5432) = %v, want db-v2", got)
 	}
 }
 
@@ -176,14 +176,14 @@ func TestResyncAndNoOpUpdatesKeepVersion(t *testing.T) {
 
 func TestSidecarlessPodNotInjected(t *testing.T) {
 	f := start(t, Config{}, demoCluster()...)
-	f.create(pod("shop", "plain", "web", "10.0.0.99", false, map[string]string{"app": "web"}))
+	f.create(pod("shop", "plain", "web", "198.18.200.99", false, map[string]string{"app": "web"}))
 	s := f.snapshotWhere("plain pod", func(s *Snapshot) bool { _, ok := s.Workload("shop", "plain"); return ok })
 	w, _ := s.Workload("shop", "plain")
 	if w.Injected {
 		t.Error("a pod without weft-proxy is marked injected")
 	}
 	// weft-proxy as a regular container (older injection) counts as well.
-	p := pod("shop", "sidecar-classic", "web", "10.0.0.98", false, nil)
+	p := pod("shop", "sidecar-classic", "web", "198.18.200.98", false, nil)
 	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "weft-proxy"})
 	f.create(p)
 	s = f.snapshotWhere("classic pod", func(s *Snapshot) bool { _, ok := s.Workload("shop", "sidecar-classic"); return ok })
@@ -191,10 +191,10 @@ func TestSidecarlessPodNotInjected(t *testing.T) {
 		t.Error("a pod with a weft-proxy container is not marked injected")
 	}
 	// A finished pod is no workload: its IP may belong to another pod soon.
-	done := pod("shop", "job-1", "web", "10.0.0.97", true, nil)
+	done := pod("shop", "job-1", "web", "198.18.200.97", true, nil)
 	done.Status.Phase = corev1.PodSucceeded
 	f.create(done)
-	f.create(pod("shop", "marker", "web", "10.0.0.96", true, nil))
+	f.create(pod("shop", "marker", "web", "198.18.200.96", true, nil))
 	s = f.snapshotWhere("marker pod", func(s *Snapshot) bool { _, ok := s.Workload("shop", "marker"); return ok })
 	if _, ok := s.Workload("shop", "job-1"); ok {
 		t.Error("a succeeded pod is a workload")

@@ -306,7 +306,7 @@ func overlappingEgress() []*registry.EgressPolicy {
 // policies and a deliberately overlapping set, under each outbound policy,
 // every probe connection ends where the EgressPolicy semantics say.
 func TestEgressAgreesWithPolicy(t *testing.T) {
-	ips := []string{"1.2.3.4", "203.0.113.5", "203.0.113.200", "198.18.100.7", "140.82.112.3", "10.244.9.9"}
+	ips := []string{"1.2.3.4", "203.0.113.5", "203.0.113.200", "198.18.100.7", "140.82.112.3", "198.18.9.9"}
 	ports := []uint16{22, 80, 443, 8080, 9000, 1234}
 	tlsNames := []string{"", "api.example.com", "x.example.com", "a.b.example.com", "example.com", "bad.example.com",
 		"x.bad.example.com", "docs.example.org", "x.github.com", "github.com", "evil.example.com", "other.org"}
@@ -355,17 +355,17 @@ func TestEgressAgreesWithPolicy(t *testing.T) {
 func TestInMeshBeatsEgress(t *testing.T) {
 	c := meshContents(v1alpha1.OutboundRegistryOnly)
 	c.EgressPolicies = append(c.EgressPolicies, &registry.EgressPolicy{Namespace: "demo", Name: "deny-cluster", Mode: v1alpha1.EgressEnforce,
-		Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.96.0.20/32")}, Action: v1alpha1.EgressDeny}}})
+		Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("198.19.0.20/32")}, Action: v1alpha1.EgressDeny}}})
 	res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
 	l := listener(res, "outbound")
 	for _, tc := range []struct {
 		c    conn
 		want string
 	}{
-		{conn{netip.MustParseAddr("10.96.0.20"), 80, "http", "server"}, "outbound|80|server.demo"},
-		{conn{netip.MustParseAddr("10.244.1.11"), 8080, "tls", ""}, "outbound|80|server.demo|8080"},
-		{conn{netip.MustParseAddr("10.96.0.1"), 443, "tls", "kubernetes.default"}, "passthrough|443|kubernetes.default"},
-		{conn{netip.MustParseAddr("10.96.0.20"), 81, "tcp", ""}, "egress|*|tcp|deny|demo/deny-cluster#0"},
+		{conn{netip.MustParseAddr("198.19.0.20"), 80, "http", "server"}, "outbound|80|server.demo"},
+		{conn{netip.MustParseAddr("198.18.1.11"), 8080, "tls", ""}, "outbound|80|server.demo|8080"},
+		{conn{netip.MustParseAddr("198.19.0.1"), 443, "tls", "kubernetes.default"}, "passthrough|443|kubernetes.default"},
+		{conn{netip.MustParseAddr("198.19.0.20"), 81, "tcp", ""}, "egress|*|tcp|deny|demo/deny-cluster#0"},
 	} {
 		if ch := matchChain(t, l, tc.c); ch == nil || ch.Name != tc.want {
 			t.Errorf("%v: chain %v, want %s", tc.c, ch.GetName(), tc.want)

@@ -124,7 +124,7 @@ func testResources(rev int, invalid bool) Resources {
 		resource.EndpointType: {
 			&endpointv3.ClusterLoadAssignment{ClusterName: "outbound|80|web.demo", Endpoints: []*endpointv3.LocalityLbEndpoints{{
 				LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
-					Endpoint: &endpointv3.Endpoint{Address: socket("10.0.0.7", 15006)}}}},
+					Endpoint: &endpointv3.Endpoint{Address: socket("198.18.200.7", 15006)}}}},
 			}}},
 		},
 		resource.SecretType: {

@@ -86,12 +86,12 @@ func identities(eps []registry.Endpoint) []spiffeid.ID {
 // STRICT), namespace legacy (PERMISSIVE by MTLSPolicy), default (no
 // injection, the API server's Service), authorization and egress policies.
 func meshContents(outbound v1alpha1.OutboundMode) registry.Snapshot {
-	client := pod("demo", "client-7d9f", "client", "10.244.1.10", true, map[string]string{"app": "client"})
-	v1 := pod("demo", "server-v1-5b7c", "server", "10.244.1.11", true, map[string]string{"app": "server", "version": "v1"})
-	v2 := pod("demo", "server-v2-8e2a", "server", "10.244.1.12", true, map[string]string{"app": "server", "version": "v2"})
-	v3 := pod("demo", "server-v3-nosidecar", "server", "10.244.1.13", false, map[string]string{"app": "server", "version": "v3"})
-	old := pod("demo", "server-v1-old", "server", "10.244.1.14", true, map[string]string{"app": "server", "version": "v1"})
-	legacy := pod("legacy", "legacy-app-0", "legacy", "10.244.2.20", true, map[string]string{"app": "legacy"})
+	client := pod("demo", "client-7d9f", "client", "198.18.1.10", true, map[string]string{"app": "client"})
+	v1 := pod("demo", "server-v1-5b7c", "server", "198.18.1.11", true, map[string]string{"app": "server", "version": "v1"})
+	v2 := pod("demo", "server-v2-8e2a", "server", "198.18.1.12", true, map[string]string{"app": "server", "version": "v2"})
+	v3 := pod("demo", "server-v3-nosidecar", "server", "198.18.1.13", false, map[string]string{"app": "server", "version": "v3"})
+	old := pod("demo", "server-v1-old", "server", "198.18.1.14", true, map[string]string{"app": "server", "version": "v1"})
+	legacy := pod("legacy", "legacy-app-0", "legacy", "198.18.2.20", true, map[string]string{"app": "legacy"})
 
 	serverEPs := []registry.Endpoint{
 		endpointOf(v1, "http", 8080, true, false),
@@ -100,7 +100,7 @@ func meshContents(outbound v1alpha1.OutboundMode) registry.Snapshot {
 		endpointOf(old, "http", 8080, false, true),
 	}
 	legacyEPs := []registry.Endpoint{endpointOf(legacy, "tcp-legacy", 9090, true, false)}
-	apiEP := registry.Endpoint{Address: netip.MustParseAddr("172.18.0.2"), Ports: []registry.EndpointPort{{Name: "https", Port: 6443, Protocol: "TCP"}}, Ready: true, Serving: true}
+	apiEP := registry.Endpoint{Address: netip.MustParseAddr("198.18.250.2"), Ports: []registry.EndpointPort{{Name: "https", Port: 6443, Protocol: "TCP"}}, Ready: true, Serving: true}
 
 	return registry.Snapshot{
 		Version: 7,
@@ -117,19 +117,19 @@ func meshContents(outbound v1alpha1.OutboundMode) registry.Snapshot {
 		},
 		Services: []*registry.Service{
 			{
-				Namespace: "demo", Name: "server", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.20")},
+				Namespace: "demo", Name: "server", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.20")},
 				Selector:  map[string]string{"app": "server"},
 				Ports:     []registry.ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP", AppProtocol: registry.AppProtocolHTTP}},
 				Endpoints: serverEPs, Identities: identities(serverEPs),
 			},
 			{
-				Namespace: "legacy", Name: "legacy", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.30")},
+				Namespace: "legacy", Name: "legacy", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.30")},
 				Selector:  map[string]string{"app": "legacy"},
 				Ports:     []registry.ServicePort{{Name: "tcp-legacy", Port: 9090, TargetPortName: "legacy", Protocol: "TCP", AppProtocol: registry.AppProtocolTCP}},
 				Endpoints: legacyEPs, Identities: identities(legacyEPs),
 			},
 			{
-				Namespace: "default", Name: "kubernetes", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")},
+				Namespace: "default", Name: "kubernetes", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.1")},
 				Ports:     []registry.ServicePort{{Name: "https", Port: 443, TargetPort: 6443, Protocol: "TCP"}},
 				Endpoints: []registry.Endpoint{apiEP},
 			},
@@ -536,13 +536,13 @@ func TestTranslateOnlySidecarPodsAreEndpoints(t *testing.T) {
 			got[sa.GetAddress()+":"+strconv.Itoa(int(sa.GetPortValue()))] = lb.HealthStatus.String()
 		}
 	}
-	want := map[string]string{"10.244.1.11:8080": "HEALTHY", "10.244.1.12:8080": "HEALTHY", "10.244.1.14:8080": "DRAINING"}
+	want := map[string]string{"198.18.1.11:8080": "HEALTHY", "198.18.1.12:8080": "HEALTHY", "198.18.1.14:8080": "DRAINING"}
 	if !mapsEqual(got, want) {
-		t.Errorf("endpoints = %v, want %v (10.244.1.13 runs no sidecar)", got, want)
+		t.Errorf("endpoints = %v, want %v (198.18.1.13 runs no sidecar)", got, want)
 	}
 	for _, c := range listener(res, "outbound").FilterChains {
 		for _, r := range c.GetFilterChainMatch().GetPrefixRanges() {
-			if r.AddressPrefix == "10.244.1.13" {
+			if r.AddressPrefix == "198.18.1.13" {
 				t.Errorf("chain %s matches the pod without sidecar", c.Name)
 			}
 		}

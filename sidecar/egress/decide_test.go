@@ -20,9 +20,9 @@ func testConfig() *xds.Config {
 		Outbound: &xds.Listener{
 			Name: xds.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
 			Chains: []*xds.FilterChain{
-				{Name: "outbound|80|server.demo", Match: xds.ChainMatch{DestPort: 80, Prefixes: pfx("10.96.0.10/32")},
+				{Name: "outbound|80|server.demo", Match: xds.ChainMatch{DestPort: 80, Prefixes: pfx("198.19.0.10/32")},
 					Target: xds.Target{Cluster: "outbound|80|server.demo"}},
-				{Name: "passthrough|443|kubernetes.default", Match: xds.ChainMatch{DestPort: 443, Prefixes: pfx("10.96.0.1/32")},
+				{Name: "passthrough|443|kubernetes.default", Match: xds.ChainMatch{DestPort: 443, Prefixes: pfx("198.19.0.1/32")},
 					Target: pass},
 				{Name: "egress|443|tls|allow|demo/p#0", Match: xds.ChainMatch{DestPort: 443, TransportProtocol: "tls",
 					ServerNames: []string{"api.example.com"}}, Target: pass, AccessLog: true, Egress: meta("demo/p", "0", "allow")},
@@ -108,8 +108,8 @@ func TestDecide(t *testing.T) {
 		{"IPv6 outside CIDR by SNI", Conn{Dst: ap("[2001:db9::1]:443"), SNI: "api.example.com"}, Allow, "demo/p", "0",
 			"egress|443|tls|allow|demo/p#0", ""},
 		{"IPv6 HTTP Host literal", Conn{Dst: ap("[2001:db9::1]:80"), Host: "[2001:db9::1]:80"}, Deny, "", "", "egress|80|http|deny", ""},
-		{"in-mesh service", Conn{Dst: ap("10.96.0.10:80"), Host: "server.demo"}, NotEgress, "", "", "outbound|80|server.demo", ""},
-		{"plaintext Service outside the mesh", Conn{Dst: ap("10.96.0.1:443"), SNI: "kubernetes.default"}, NotEgress, "", "",
+		{"in-mesh service", Conn{Dst: ap("198.19.0.10:80"), Host: "server.demo"}, NotEgress, "", "", "outbound|80|server.demo", ""},
+		{"plaintext Service outside the mesh", Conn{Dst: ap("198.19.0.1:443"), SNI: "kubernetes.default"}, NotEgress, "", "",
 			"passthrough|443|kubernetes.default", ""},
 		{"metadata allow but blackhole: fail closed", Conn{Dst: ap("93.184.216.34:8443")},
 			Deny, "demo/broken", "0", "egress|8443|tls|allow|demo/broken#0", ""},

@@ -135,7 +135,7 @@ func (m mesh) resources(t testing.TB) map[resource.Type][]types.Resource {
 			TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{
 				TypedConfig: anyOf(t, &tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS("spiffe://cluster.local/ns/demo/sa/server"), Sni: svc + ".svc.cluster.local"})}}})
 		add(resource.EndpointType, &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
-			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: sockAddr("10.244.1.11", 8080)}},
+			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: sockAddr("198.18.1.11", 8080)}},
 				HealthStatus: corev3.HealthStatus_HEALTHY}}}}})
 		outChains = append(outChains, &listenerv3.FilterChain{Name: name, FilterChainMatch: &listenerv3.FilterChainMatch{
 			DestinationPort: wrapperspb.UInt32(80),

@@ -15,8 +15,8 @@ func TestListenerMatch(t *testing.T) {
 		return out
 	}
 	l := &Listener{Default: chain("default", ChainMatch{}), Chains: []*FilterChain{
-		chain("svc-80", ChainMatch{DestPort: 80, Prefixes: pfx("10.96.0.20/32")}),
-		chain("pods-80", ChainMatch{DestPort: 80, Prefixes: pfx("10.244.0.0/16")}),
+		chain("svc-80", ChainMatch{DestPort: 80, Prefixes: pfx("198.19.0.20/32")}),
+		chain("pods-80", ChainMatch{DestPort: 80, Prefixes: pfx("198.18.0.0/16")}),
 		chain("any-ip-80-http", ChainMatch{DestPort: 80, TransportProtocol: "raw_buffer", AppProtocols: []string{"http/1.1", "h2c"}}),
 		chain("any-ip-80-tcp", ChainMatch{DestPort: 80}),
 		chain("443-exact", ChainMatch{DestPort: 443, TransportProtocol: "tls", ServerNames: []string{"api.github.com"}}),
@@ -32,13 +32,13 @@ func TestListenerMatch(t *testing.T) {
 		alpn            []string
 		want            string
 	}{
-		{"10.96.0.20:80", "raw_buffer", "", []string{"http/1.1"}, "svc-80"}, // IP beats protocol
-		{"10.244.3.4:80", "raw_buffer", "", nil, "pods-80"},
+		{"198.19.0.20:80", "raw_buffer", "", []string{"http/1.1"}, "svc-80"}, // IP beats protocol
+		{"198.18.3.4:80", "raw_buffer", "", nil, "pods-80"},
 		{"1.2.3.4:80", "raw_buffer", "", []string{"http/1.1"}, "any-ip-80-http"},
 		{"1.2.3.4:80", "raw_buffer", "", []string{"h2c"}, "any-ip-80-http"},
 		{"1.2.3.4:80", "raw_buffer", "", nil, "default"}, // raw_buffer chosen, ALPN fails: no backtracking to any-ip-80-tcp
 		{"1.2.3.4:80", "tls", "x.com", []string{"h2"}, "any-ip-80-tcp"},
-		{"[::ffff:10.244.3.4]:80", "raw_buffer", "", nil, "pods-80"}, // mapped addresses unmap
+		{"[::ffff:198.18.3.4]:80", "raw_buffer", "", nil, "pods-80"}, // mapped addresses unmap
 		{"1.2.3.4:443", "tls", "api.github.com", nil, "443-exact"},   // exact beats wildcard
 		{"1.2.3.4:443", "tls", "API.GitHub.com", nil, "443-exact"},   // SNI is case-insensitive
 		{"1.2.3.4:443", "tls", "raw.github.com", nil, "443-wild"},

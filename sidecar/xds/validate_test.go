@@ -44,7 +44,7 @@ func TestBuildAcceptsTheContract(t *testing.T) {
 	if eds.Kind != KindEDS || eds.UpstreamTLS.SANs[0].String() != "spiffe://cluster.local/ns/demo/sa/server" || eds.UpstreamTLS.SNI != "server.demo.svc.cluster.local" {
 		t.Errorf("EDS cluster = %+v", eds)
 	}
-	if got := cfg.Endpoints["outbound|80|server.demo"]; len(got) != 1 || got[0].Addr != netip.MustParseAddrPort("10.244.1.11:8080") {
+	if got := cfg.Endpoints["outbound|80|server.demo"]; len(got) != 1 || got[0].Addr != netip.MustParseAddrPort("198.18.1.11:8080") {
 		t.Errorf("endpoints = %v", got)
 	}
 	if c := cfg.Clusters["InboundPassthroughCluster"]; c.Kind != KindOriginalDst || !c.OriginalPortOnLoopback {
@@ -84,7 +84,7 @@ func TestBuildRejects(t *testing.T) {
 			cluster(r, "inbound|8080").ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_LOGICAL_DNS}
 		}, `xds: cluster "inbound|8080": type LOGICAL_DNS is not supported for this cluster (want STATIC)`},
 		{"cluster outside the contract", mesh{}, func(r Resources) {
-			r[ClusterType]["redis"] = staticCluster("redis", "10.0.0.1", 6379)
+			r[ClusterType]["redis"] = staticCluster("redis", "198.18.200.1", 6379)
 		}, `xds: cluster "redis": name is not in the contract`},
 		{"field not implemented", mesh{}, func(r Resources) {
 			cluster(r, "inbound|8080").CircuitBreakers = &clusterv3.CircuitBreakers{}
