@@ -73,12 +73,12 @@ func TestSnapshotLookups(t *testing.T) {
 	for addr, want := range map[string]bool{
 		"198.19.0.10:80":          true,  // ClusterIP and port
 		"198.19.0.10:81":          false, // not a service port
-		"198.18.200.11:8080":         true,  // injected pod, any port
-		"198.18.200.11:22":           true,
-		"198.18.200.21:5433":         false, // pod without a sidecar
-		"192.0.2.7:3306":         false, // outside the cluster
+		"198.18.200.11:8080":      true,  // injected pod, any port
+		"198.18.200.11:22":        true,
+		"198.18.200.21:5433":      false, // pod without a sidecar
+		"192.0.2.7:3306":          false, // outside the cluster
 		"198.19.1.1:3306":         true,  // selector-less service's ClusterIP
-		"[::1]:80":               false,
+		"[::1]:80":                false,
 		"[::ffff:198.19.0.10]:80": true, // IPv4-mapped
 	} {
 		if got := s.InMesh(netip.MustParseAddrPort(addr)); got != want {
