@@ -93,53 +93,32 @@ func build(st *state) (*Snapshot, []verdict) {
 		s.Services = append(s.Services, service(svc, slicesBySvc[Key{svc.Namespace, svc.Name}], pods))
 	}
 
+	judgeAs := func(gvr schema.GroupVersionResource, kind string) func(*unstructured.Unstructured, *invalid) {
+		return func(u *unstructured.Unstructured, bad *invalid) { judge(gvr, kind, u, bad) }
+	}
 	for _, u := range st.meshConfigs {
-		var mc v1alpha1.MeshConfig
-		bad := decode(u, &mc)
-		var cfg MeshConfig
-		if bad == nil {
-			cfg, bad = meshConfig(&mc, st.td)
-		}
-		if bad == nil {
+		resolve := func(mc *v1alpha1.MeshConfig) (MeshConfig, *invalid) { return meshConfig(mc, st.td) }
+		if cfg, ok := admit(u, resolve, judgeAs(v1alpha1.MeshConfigResource, v1alpha1.MeshConfigKind)); ok {
 			s.Mesh = cfg
 		}
-		judge(v1alpha1.MeshConfigResource, v1alpha1.MeshConfigKind, u, bad)
 	}
 	for _, u := range st.mtlsPolicies {
-		var p v1alpha1.MTLSPolicy
-		bad := decode(u, &p)
-		var out *MTLSPolicy
-		if bad == nil {
-			out, bad = mtlsPolicy(&p)
+		if p, ok := admit(u, mtlsPolicy, judgeAs(v1alpha1.MTLSPolicyResource, v1alpha1.MTLSPolicyKind)); ok {
+			s.MTLSPolicies = append(s.MTLSPolicies, p)
 		}
-		if bad == nil {
-			s.MTLSPolicies = append(s.MTLSPolicies, out)
-		}
-		judge(v1alpha1.MTLSPolicyResource, v1alpha1.MTLSPolicyKind, u, bad)
 	}
 	for _, u := range st.authzPolicies {
-		var p v1alpha1.AuthorizationPolicy
-		bad := decode(u, &p)
-		var out *AuthorizationPolicy
-		if bad == nil {
-			out, bad = authorizationPolicy(&p, st.td)
+		resolve := func(p *v1alpha1.AuthorizationPolicy) (*AuthorizationPolicy, *invalid) {
+			return authorizationPolicy(p, st.td)
 		}
-		if bad == nil {
-			s.AuthorizationPolicies = append(s.AuthorizationPolicies, out)
+		if p, ok := admit(u, resolve, judgeAs(v1alpha1.AuthorizationPolicyResource, v1alpha1.AuthorizationPolicyKind)); ok {
+			s.AuthorizationPolicies = append(s.AuthorizationPolicies, p)
 		}
-		judge(v1alpha1.AuthorizationPolicyResource, v1alpha1.AuthorizationPolicyKind, u, bad)
 	}
 	for _, u := range st.egressPolicies {
-		var p v1alpha1.EgressPolicy
-		bad := decode(u, &p)
-		var out *EgressPolicy
-		if bad == nil {
-			out, bad = egressPolicy(&p)
+		if p, ok := admit(u, egressPolicy, judgeAs(v1alpha1.EgressPolicyResource, v1alpha1.EgressPolicyKind)); ok {
+			s.EgressPolicies = append(s.EgressPolicies, p)
 		}
-		if bad == nil {
-			s.EgressPolicies = append(s.EgressPolicies, out)
-		}
-		judge(v1alpha1.EgressPolicyResource, v1alpha1.EgressPolicyKind, u, bad)
 	}
 
 	s.sort()
@@ -365,4 +344,17 @@ func deref[T any](p *T) T {
 		return zero
 	}
 	return *p
+}
+
+// admit decodes a weft object into its API type, resolves it into the
+// model, and records the verdict (in force, or rejected with its reason);
+// ok says whether the result is in force.
+func admit[T, R any](u *unstructured.Unstructured, resolve func(*T) (R, *invalid), judge func(*unstructured.Unstructured, *invalid)) (out R, ok bool) {
+	var obj T
+	bad := decode(u, &obj)
+	if bad == nil {
+		out, bad = resolve(&obj)
+	}
+	judge(u, bad)
+	return out, bad == nil
 }
