@@ -2,9 +2,6 @@ package audit
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
@@ -19,6 +16,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 var (
@@ -55,23 +53,7 @@ func newTestCA(t *testing.T) *testCA {
 
 func (c *testCA) cert(id spiffeid.ID, dns ...string) tls.Certificate {
 	c.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	chain, err := c.ca.Sign(certs.SignRequest{CSR: csr, ID: id, DNSNames: dns})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	out := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
-	for _, x := range chain {
-		out.Certificate = append(out.Certificate, x.Raw)
-	}
-	return out
+	return testutil.Certificate(c.t, c.ca, id, dns...)
 }
 
 const serverName = "weft-controlplane.weft-system.svc"

@@ -2,9 +2,6 @@ package xds
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -40,6 +37,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/weftmesh/weft/certs"
+	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
 // ---- fakes ----
@@ -263,22 +261,7 @@ func (h *harness) cert(id spiffeid.ID, dns ...string) tls.Certificate {
 	if c, ok := h.certs.Load(id); ok {
 		return c.(tls.Certificate)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	chain, err := h.ca.Sign(certs.SignRequest{CSR: csr, ID: id, DNSNames: dns})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	c := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
-	for _, x := range chain {
-		c.Certificate = append(c.Certificate, x.Raw)
-	}
+	c := wefttest.Certificate(h.t, h.ca, id, dns...)
 	h.certs.Store(id, c)
 	return c
 }
