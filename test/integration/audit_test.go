@@ -1,14 +1,16 @@
-package audit
+package integration
 
-// The whole delivery path: sidecar/audit's Recorder streaming to this
-// Service over mTLS, with the control plane stopped and started on the same
-// bbolt file while events flow. (A test-only import of sidecar/audit: it is
-// the other end of the wire format.)
+// The whole egress audit delivery path: sidecar/audit's Recorder streaming
+// to controlplane/audit's Service over mTLS, with the control plane stopped
+// and started on the same bbolt file while events flow.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"net"
 	"net/netip"
@@ -18,11 +20,25 @@ import (
 	"time"
 
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/controlplane/audit"
+	wefttest "github.com/weftmesh/weft/internal/testutil"
 	sidecaraudit "github.com/weftmesh/weft/sidecar/audit"
+)
+
+var (
+	auditTD = spiffeid.RequireTrustDomainFromString("cluster.local")
+	cpID    = spiffeid.RequireFromSegments(auditTD, "ns", "weft-system", "sa", "weft-controlplane")
+	shopApp = spiffeid.RequireFromSegments(auditTD, "ns", "shop", "sa", "web")
 )
 
 // syncBuffer is the sidecar's stdout.
@@ -56,21 +72,26 @@ func (s *syncBuffer) ids(t *testing.T) []string {
 // until stop.
 type controlPlane struct {
 	gs    *grpc.Server
-	store *Store
-	svc   *Service
+	store *audit.Store
+	reg   *prometheus.Registry
 }
 
-func startControlPlane(t *testing.T, ca *testCA, path, addr string) *controlPlane {
+func startControlPlane(t *testing.T, ca *certs.CA, path, addr string) *controlPlane {
 	t.Helper()
-	store, err := OpenStore(StoreConfig{Path: path})
+	store, err := audit.OpenStore(audit.StoreConfig{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := NewService(ServiceConfig{Store: store, Bundle: ca.ca.Bundle()})
+	reg := prometheus.NewRegistry()
+	svc, err := audit.NewService(audit.ServiceConfig{Store: store, Bundle: ca.Bundle(), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := ca.grpcServer()
+	// Shaped like the control plane's port: a client certificate is
+	// requested, not required; the service checks it itself.
+	cfg := tlsconfig.TLSServerConfig(wefttestSVID(t, ca, cpID))
+	cfg.ClientAuth = tls.RequestClientCert
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
 	svc.Register(gs)
 	var lis net.Listener
 	for i := 0; ; i++ {
@@ -83,7 +104,44 @@ func startControlPlane(t *testing.T, ca *testCA, path, addr string) *controlPlan
 		time.Sleep(20 * time.Millisecond)
 	}
 	go func() { _ = gs.Serve(lis) }()
-	return &controlPlane{gs: gs, store: store, svc: svc}
+	return &controlPlane{gs: gs, store: store, reg: reg}
+}
+
+// duplicates is what the store skipped as already stored (resends).
+func (cp *controlPlane) duplicates(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := cp.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "weft_audit_events_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == "duplicate" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// wefttestSVID is ca's X.509-SVID for id as an x509svid.Source.
+func wefttestSVID(t *testing.T, ca *certs.CA, id spiffeid.ID) *x509svid.SVID {
+	t.Helper()
+	c := wefttest.Certificate(t, ca, id)
+	chain := []*x509.Certificate{c.Leaf}
+	for _, der := range c.Certificate[1:] {
+		x, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, x)
+	}
+	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: c.PrivateKey.(crypto.Signer)}
 }
 
 // stop kills the server (streams cut mid-flight, as a crash or a rollout
@@ -94,7 +152,10 @@ func (cp *controlPlane) stop() {
 }
 
 func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
-	ca := newTestCA(t)
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: auditTD})
+	if err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(t.TempDir(), "audit.db")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -104,8 +165,14 @@ func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
 	l.Close()
 
 	cp := startControlPlane(t, ca, path, addr)
-	conn := ca.dial(t, addr, shopApp, grpc.WithConnectParams(grpc.ConnectParams{
-		Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond}, MinConnectTimeout: time.Second}))
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.MTLSClientConfig(wefttestSVID(t, ca, shopApp), ca.Bundle(), tlsconfig.AuthorizeID(cpID)))),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond}, MinConnectTimeout: time.Second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
 	var out syncBuffer
 	rec, err := sidecaraudit.New(sidecaraudit.Config{SourceID: shopApp, Pod: "web-1", Namespace: "shop", Out: &out,
 		Client: alsv3.NewAccessLogServiceClient(conn), BatchSize: 25, EntriesPerMessage: 5, FlushDelay: 2 * time.Millisecond,
@@ -132,7 +199,7 @@ func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
 	for range 2 {
 		time.Sleep(250 * time.Millisecond)
 		cp.stop()
-		duplicates += testutil.ToFloat64(cp.svc.m.events.WithLabelValues("duplicate"))
+		duplicates += cp.duplicates(t)
 		time.Sleep(100 * time.Millisecond) // events keep coming while it is away
 		cp = startControlPlane(t, ca, path, addr)
 	}
@@ -145,7 +212,7 @@ func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cp.stop()
-	duplicates += testutil.ToFloat64(cp.svc.m.events.WithLabelValues("duplicate"))
+	duplicates += cp.duplicates(t)
 
 	st := rec.Stats()
 	if st.DroppedFull != 0 || st.DroppedRejected != 0 || st.Recorded != n {
@@ -154,12 +221,12 @@ func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
 	if st.SendFailures == 0 {
 		t.Error("no delivery failed: the restarts did not interrupt the flow")
 	}
-	store, err := OpenStore(StoreConfig{Path: path})
+	store, err := audit.OpenStore(audit.StoreConfig{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	stored, err := store.Query(Query{})
+	stored, err := store.Query(audit.Query{})
 	if err != nil {
 		t.Fatal(err)
 	}
