@@ -144,7 +144,7 @@ func explain(ctx context.Context, e *env, pod *corev1.Pod) explanation {
 		say("Could not read the webhook %s: %v.", webhookConfigName, whErr)
 	} else {
 		x.Reasons = append(x.Reasons, webhookSelectors(wh, ns, pod)...)
-		if created.Before(wh.CreationTimestamp.Time) {
+		if !created.After(wh.CreationTimestamp.Time) {
 			x.Timing = append(x.Timing, fmt.Sprintf("The pod was created at %s, before weft's webhook existed (%s): it predates weft's installation; recreate it to inject it.",
 				stamp(created), stamp(wh.CreationTimestamp.Time)))
 		}
@@ -154,11 +154,14 @@ func explain(ctx context.Context, e *env, pod *corev1.Pod) explanation {
 			}
 		}
 	}
-	if t, ok := labelledAt(ns); ok && created.Before(t) && ns.Labels[injectLabel] == injector.InjectEnabled {
+	// Kubernetes timestamps have one-second resolution: a pod created in the
+	// second its namespace was labelled counts as predating the label (had
+	// it come later, the webhook would have injected it).
+	if t, ok := labelledAt(ns); ok && !created.After(t) && ns.Labels[injectLabel] == injector.InjectEnabled {
 		x.Timing = append(x.Timing, fmt.Sprintf("The pod was created at %s; namespace %s was last labelled at %s: if %s=enabled was added then, the pod predates injection. Recreate it (kubectl -n %s delete pod %s, or rollout restart its owner).",
 			stamp(created), pod.Namespace, stamp(t), injectLabel, pod.Namespace, pod.Name))
 	}
-	if since, ok := injectorReadySince(ctx, e); ok && created.Before(since) {
+	if since, ok := injectorReadySince(ctx, e); ok && !created.After(since) {
 		x.Timing = append(x.Timing, fmt.Sprintf("The pod was created at %s; the injector running now has been ready only since %s: the pod may have been created while no injector answered.",
 			stamp(created), stamp(since)))
 	} else if !ok {
