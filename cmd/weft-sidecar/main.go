@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/weftmesh/weft/internal/memtune"
 	"github.com/weftmesh/weft/sidecar"
 )
 
@@ -72,6 +73,7 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Logger = log
+	log.Info("runtime memory settings", "settings", memtune.Apply().String())
 	cfg.PodName, cfg.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	cfg.AppProbes = os.Getenv("WEFT_APP_PROBES")
 	cfg.AuditOut = os.Stdout

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -11,13 +12,15 @@ import (
 	"time"
 )
 
-// Copy buffers. An idle connection holds none of the large ones: a
-// plaintext TCP source is read only once the poller reports it readable,
-// straight into a pooled bufSize buffer that goes back to the pool as soon
-// as its bytes are written; any other source (a TLS one, whose reads block
-// inside crypto/tls) is read into a smallBufSize buffer while traffic is
-// light, and into a pooled recordSize one while reads fill what they are
-// given.
+// Copy buffers. An idle connection holds none of them: a plaintext TCP
+// source is read only once the poller reports it readable, straight into a
+// pooled bufSize buffer that goes back to the pool as soon as its bytes are
+// written; a TLS source is waited on the same way (its socket readable, and
+// nothing left decrypted inside crypto/tls), then read into a smallBufSize
+// buffer while traffic is light and into a pooled recordSize one while
+// reads fill what they are given, until it runs dry again. The goroutine of
+// an idle direction is parked a few frames deep, so the collector can shrink
+// its stack to the minimum.
 const (
 	bufSize      = 32 << 10 // a TCP read: two TLS records' worth of plaintext
 	recordSize   = 16 << 10 // a TLS read: one record's plaintext
@@ -98,8 +101,79 @@ func copyCounted(dst io.Writer, src io.Reader, count *atomic.Int64, onChunk func
 		return copyReady(s.TCPConn, emit)
 	case *net.TCPConn:
 		return copyReady(s, emit)
+	case *tls.Conn:
+		if rc := rawConnOf(s); rc != nil {
+			return copyTLS(s, rc, emit)
+		}
 	}
-	return copyGrowing(src, emit)
+	return copyGrowing(src, emit, nil, false)
+}
+
+// rawConnOf is the socket under a TLS connection, for readiness waits; nil
+// when it is not a plain TCP socket (or still replays sniffed bytes).
+func rawConnOf(c *tls.Conn) syscall.RawConn {
+	var tcp *net.TCPConn
+	switch u := c.NetConn().(type) {
+	case *net.TCPConn:
+		tcp = u
+	case *prefixConn:
+		if len(u.prefix) > 0 {
+			return nil
+		}
+		tcp = u.TCPConn
+	default:
+		return nil
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// copyTLS copies a TLS source in bursts: copyGrowing reads records as
+// they come (blocking: the rest of a record follows its first bytes) until
+// a read comes back short and crypto/tls holds nothing more decrypted; then
+// copyTLS waits, holding no buffer, until the socket has bytes again. The
+// first burst starts with what crypto/tls already holds: the handshake's
+// last read may have taken records too.
+func copyTLS(src *tls.Conn, rc syscall.RawConn, emit func([]byte) error) error {
+	for held := true; ; held = false {
+		if err := copyGrowing(src, emit, errDry, held); !errors.Is(err, errDry) {
+			return err
+		}
+		if err := waitReadable(rc); err != nil {
+			return err
+		}
+	}
+}
+
+// errDry ends a copyGrowing burst: nothing more can be read without waiting.
+var errDry = errors.New("proxy: source dry")
+
+// waitReadable returns once the socket has bytes to read, an EOF or an
+// error, without reading any: a 1-byte MSG_PEEK, then the poller. (The
+// poller alone would miss bytes that arrived before the wait began.)
+func waitReadable(rc syscall.RawConn) error {
+	var perr error
+	err := rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		for {
+			_, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if perr != syscall.EINTR {
+				break
+			}
+		}
+		if perr == syscall.EAGAIN {
+			return false // wait until readable, then call again
+		}
+		perr = nil // bytes, EOF or a socket error: the read that follows sees it
+		return true
+	})
+	if err == nil {
+		err = perr
+	}
+	return err
 }
 
 // copyReady reads c whenever the poller reports it readable, each time
@@ -154,8 +228,11 @@ func copyReady(c *net.TCPConn, emit func([]byte) error) error {
 // returns less than the buffer holds. On the switch, the big buffer takes
 // what the small one read and is topped up, without blocking, with what src
 // already holds (crypto/tls decrypts a whole record at once), so the switch
-// costs no extra write.
-func copyGrowing(src io.Reader, emit func([]byte) error) error {
+// costs no extra write. With dry non-nil, every read after a short one
+// (and the first, if held) takes only what src already holds, and when that
+// is nothing copyGrowing returns dry (its buffers given back) instead of
+// blocking.
+func copyGrowing(src io.Reader, emit func([]byte) error, dry error, held bool) error {
 	small := smallPool.Get().(*[]byte)
 	defer smallPool.Put(small)
 	var big *[]byte
@@ -164,12 +241,23 @@ func copyGrowing(src io.Reader, emit func([]byte) error) error {
 			recordPool.Put(big)
 		}
 	}()
+	probe := dry != nil && held // take only what src holds, without waiting
 	for {
 		buf := *small
 		if big != nil {
 			buf = *big
 		}
-		n, rerr := src.Read(buf)
+		var (
+			n    int
+			rerr error
+		)
+		if probe {
+			if n, rerr = readBuffered(src, buf); n == 0 && rerr == nil {
+				return dry
+			}
+		} else {
+			n, rerr = src.Read(buf)
+		}
 		if big == nil && n == len(buf) && rerr == nil {
 			big = recordPool.Get().(*[]byte)
 			copy(*big, buf[:n])
@@ -183,6 +271,7 @@ func copyGrowing(src io.Reader, emit func([]byte) error) error {
 				return err
 			}
 		}
+		probe = dry != nil && n < len(buf)
 		if big != nil && n < len(buf) {
 			recordPool.Put(big)
 			big = nil

@@ -42,6 +42,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/memtune"
 	"github.com/weftmesh/weft/sidecar/proxy"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
@@ -145,6 +146,7 @@ func runSidecar(ctx context.Context, mode, dir, listen, to string) error {
 	if err != nil {
 		return fmt.Errorf("-to: %w", err)
 	}
+	memtune.Apply() // as cmd/weft-sidecar does
 	cfg := proxy.Config{
 		SVID: svid, Bundle: bundle, TrustDomain: td,
 		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "-",
