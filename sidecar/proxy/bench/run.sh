@@ -46,7 +46,8 @@ cat "$CERTS/client.pem" "$CERTS/client.key" >"$CERTS/client-full.pem"
 cat "$CERTS/server.pem" "$CERTS/server.key" >"$CERTS/server-full.pem"
 
 # Ports: app 5201 (iperf3) / 8080 (fortio) / 7000 (echo); weft pair
-# 15001 -> 15006; stunnel 15101 -> 15106; haproxy 15201 -> 15206.
+# 15001 -> 15006; stunnel 15101 -> 15106; haproxy 15201 -> 15206; plaintext
+# relay pair 15301 -> 15306 (read/write) and 15401 -> 15406 (splice).
 PIDS=()
 cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -135,6 +136,18 @@ defaults
 	wait_port 15206 && wait_port 15201
 }
 
+# relay_pair BASE APPPORT [-splice]: the plaintext relay pair (no TLS) on
+# BASE+1 -> BASE+6: the ceiling of any proxy pair in this layout.
+relay_pair() {
+	rm -f "$LOG/relay-server.log" "$LOG/relay-client.log"
+	start relay-server "$CPU_SERVER" "$BIN/pair" -mode relay -listen "127.0.0.1:$(($1 + 6))" -to "127.0.0.1:$2" ${3:-}
+	RS=$(child "$STARTED")
+	wait_line "$LOG/relay-server.log" ready
+	start relay-client "$CPU_CLIENT" "$BIN/pair" -mode relay -listen "127.0.0.1:$(($1 + 1))" -to "127.0.0.1:$(($1 + 6))" ${3:-}
+	RC=$(child "$STARTED")
+	wait_line "$LOG/relay-client.log" ready
+}
+
 NICE=0
 echo "load average at start: $(loadavg)"
 record loadavg start "$(loadavg | tr ' ' ,)"
@@ -171,6 +184,12 @@ for rep in $(seq "$REPS"); do
 	haproxy_pair 5201
 	iperf haproxy 15201 "$(child "$HC")" "$(child "$HS")"
 	stop "$HC"; stop "$HS"
+	relay_pair 15300 5201
+	iperf relay 15301 "$RC" "$RS"
+	stop "$RC"; stop "$RS"
+	relay_pair 15400 5201 -splice
+	iperf relay-splice 15401 "$RC" "$RS"
+	stop "$RC"; stop "$RS"
 done
 
 # 2. Added latency and CPU at 1,000 req/s. -uniform spreads the

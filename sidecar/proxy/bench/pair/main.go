@@ -7,6 +7,14 @@
 //	pair -mode server -certs DIR -listen B -to C   server sidecar: mTLS on B, plaintext to C
 //	pair -mode echo   -listen C                    echo server
 //	pair -mode hold   -to A -n 1000 -for 30s       opens n idle connections through A and holds them
+//	pair -mode relay  -listen A -to B [-splice]    plaintext TCP relay, no TLS: the throughput ceiling
+//
+// The relay is the baseline no TLS proxy pair can beat in the same layout:
+// it makes the same loopback system calls a proxy must make (a read and a
+// write per buffer on each side) with 256 KiB buffers — fewer calls than
+// TLS's 16 KiB records allow — and no cryptography at all. With -splice it
+// moves bytes in the kernel (io.Copy between TCP sockets uses splice(2)),
+// which a TLS proxy without kernel TLS cannot do.
 //
 // The sidecars are the real proxy.Proxy with a hand-made xds.Config shaped
 // like the control plane's (sniffing on, an EDS cluster with mTLS and
@@ -62,6 +70,7 @@ func main() {
 	to := flag.String("to", "", "address to forward or connect to")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this loopback address")
 	n := flag.Int("n", 1000, "hold: connections to open")
+	splice := flag.Bool("splice", false, "relay: copy with splice(2) instead of read/write")
 	hold := flag.Duration("for", 30*time.Second, "hold: how long to hold them")
 	flag.Parse()
 	if *pprofAddr != "" {
@@ -79,6 +88,8 @@ func main() {
 		err = runEcho(ctx, *listen)
 	case "hold":
 		err = runHold(ctx, *to, *n, *hold)
+	case "relay":
+		err = runRelay(ctx, *listen, *to, *splice)
 	default:
 		err = fmt.Errorf("unknown -mode %q", *mode)
 	}
@@ -239,6 +250,57 @@ func runEcho(ctx context.Context, listen string) error {
 			defer c.Close()
 			_, _ = io.Copy(c, c)
 			_ = c.(*net.TCPConn).CloseWrite()
+		}()
+	}
+}
+
+// runRelay forwards every connection on listen to to, both ways, with
+// half-close: read/write through a 256 KiB buffer, or io.Copy (splice).
+func runRelay(ctx context.Context, listen, to string, splice bool) error {
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); l.Close() }()
+	fmt.Println("ready")
+	copyHalf := func(dst, src *net.TCPConn) {
+		if splice {
+			_, _ = io.Copy(dst, src)
+		} else {
+			buf := make([]byte, 256<<10)
+			for {
+				n, err := src.Read(buf)
+				if n > 0 {
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+		}
+		_ = dst.CloseWrite()
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.Dial("tcp", to)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			done := make(chan struct{})
+			go func() { copyHalf(u.(*net.TCPConn), c.(*net.TCPConn)); close(done) }()
+			copyHalf(c.(*net.TCPConn), u.(*net.TCPConn))
+			<-done
 		}()
 	}
 }
