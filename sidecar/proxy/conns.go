@@ -27,6 +27,7 @@ type conn struct {
 	upstream    string // the dialled address
 	tls         *TLSInfo
 	closers     []net.Conn
+	kick        func() // wakes the connection's parked flows; before closers close
 
 	toUp, toDown atomic.Int64
 }
@@ -60,7 +61,11 @@ func (c *conn) track(nc net.Conn) {
 func (c *conn) closeAll() {
 	c.mu.Lock()
 	cs := slices.Clone(c.closers)
+	kick := c.kick
 	c.mu.Unlock()
+	if kick != nil {
+		kick()
+	}
 	for _, nc := range cs {
 		nc.Close()
 	}

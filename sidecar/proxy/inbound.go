@@ -130,9 +130,9 @@ type forwarding struct {
 }
 
 // forward publishes the connection and copies bytes both ways on two
-// goroutines started with spawn; once both sides are done, it releases the
-// upstream and calls finish.
-func (p *Proxy) forward(cn *conn, fw *forwarding, spawn func(func()), finish func()) {
+// goroutines started with env.run; once both sides are done, it releases
+// the upstream and calls finish.
+func (p *Proxy) forward(cn *conn, fw *forwarding, env pipeEnv, finish func()) {
 	cn.track(fw.up)
 	cn.mu.Lock()
 	cn.upstream = fw.addr.String()
@@ -147,10 +147,13 @@ func (p *Proxy) forward(cn *conn, fw *forwarding, spawn func(func()), finish fun
 			out.Add(float64(n))
 		}
 	}
-	pipe(fw.down, fw.up, &cn.toUp, &cn.toDown, onChunk, spawn, func() {
+	kick := pipe(fw.down, fw.up, &cn.toUp, &cn.toDown, onChunk, env, func() {
 		p.log.Debug("connection closed", "direction", cn.direction, "src", cn.src, "dst", cn.dst, "upstream", cn.upstream,
 			"chain", cn.chain, "bytesIn", cn.toUp.Load(), "bytesOut", cn.toDown.Load())
 		fw.release()
 		finish()
 	})
+	cn.mu.Lock()
+	cn.kick = kick
+	cn.mu.Unlock()
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,10 @@ type Config struct {
 	DrainTimeout     time.Duration // how long Run waits for open connections once ctx ends: 20s
 	SniffTimeout     time.Duration // wait for a client's first byte before deciding it sends none: 200ms
 	HandshakeTimeout time.Duration // rest of the sniffed bytes, an HTTP request head, a TLS handshake: 10s
+	// IdleParkAfter is how long one direction of a connection is silent
+	// before it gives up its goroutine and waits in the proxy's epoll set
+	// (park.go): 1s; negative never parks.
+	IdleParkAfter time.Duration
 }
 
 func (c *Config) defaults() {
@@ -78,6 +83,7 @@ func (c *Config) defaults() {
 	dur(&c.DrainTimeout, 20*time.Second)
 	dur(&c.SniffTimeout, 200*time.Millisecond)
 	dur(&c.HandshakeTimeout, 10*time.Second)
+	dur(&c.IdleParkAfter, time.Second)
 	if c.OriginalDst == nil {
 		c.OriginalDst = capture.OriginalDst
 	}
@@ -108,6 +114,16 @@ type Proxy struct {
 
 	ready                         chan struct{}
 	inAddr, outAddr, adminAddrNet net.Addr
+	parker                        atomic.Pointer[parker] // while Run parks idle flows
+}
+
+// ParkedFlows is how many connection directions wait, idle, in the
+// proxy's epoll set instead of on a goroutine of their own.
+func (p *Proxy) ParkedFlows() int {
+	if pk := p.parker.Load(); pk != nil {
+		return pk.parkedFlows()
+	}
+	return 0
 }
 
 // New checks cfg and registers the proxy's metrics; Run serves.
@@ -127,10 +143,17 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: New: metrics: %w", err)
 	}
-	return &Proxy{
+	p := &Proxy{
 		cfg: cfg, log: cfg.Logger, td: cfg.TrustDomain, svid: svidSource{cfg.SVID}, m: m,
 		reg: newRegistry(), lb: newBalancer(), ready: make(chan struct{}),
-	}, nil
+	}
+	parked := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "weft_sidecar_parked_flows",
+		Help: "Directions of open connections idle long enough to wait in the proxy's epoll set instead of on a goroutine."},
+		func() float64 { return float64(p.ParkedFlows()) })
+	if err := cfg.Registerer.Register(parked); err != nil {
+		return nil, fmt.Errorf("proxy: New: metrics: %w", err)
+	}
+	return p, nil
 }
 
 // svidSource marks failures to get our own SVID, so that they are counted
@@ -190,6 +213,24 @@ func (p *Proxy) Run(ctx context.Context) error {
 	connCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
 	defer abort()
 	var accepters, handlers sync.WaitGroup
+	env := pipeEnv{run: &handlers, idle: p.cfg.IdleParkAfter}
+	var parked sync.WaitGroup
+	if p.cfg.IdleParkAfter > 0 {
+		pk, err := newParker()
+		if err != nil {
+			// Connections still work, each direction keeping its goroutine.
+			p.log.Warn("proxy: idle connections will not be parked", "err", err)
+		} else {
+			env.park = pk
+			p.parker.Store(pk)
+			defer pk.close()
+			parked.Go(func() {
+				if err := pk.run(); err != nil {
+					p.log.Error("proxy: parker stopped", "err", err)
+				}
+			})
+		}
+	}
 	errs := make(chan error, 3)
 	serve := func(l net.Listener, direction string) {
 		for {
@@ -200,7 +241,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 				}
 				return
 			}
-			handlers.Go(func() { p.handle(connCtx, c.(*net.TCPConn), direction, handlers.Go) })
+			handlers.Go(func() { p.handle(connCtx, c.(*net.TCPConn), direction, env) })
 		}
 	}
 	accepters.Go(func() { serve(inL, inbound) })
@@ -238,6 +279,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	timer.Stop()
 	handlers.Wait()
+	if env.park != nil {
+		if err := env.park.shutdown(); err != nil {
+			p.log.Error("proxy: stopping the parker", "err", err)
+		}
+		parked.Wait()
+	}
 	if admin != nil {
 		admin.Close()
 	}
@@ -248,11 +295,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 }
 
 // handle owns one accepted connection until it is established, then hands
-// it to the two goroutines that forward it (started with spawn), the last
-// of which finishes it. The goroutine that sniffed, dialled and handshook
-// ends there, so an idle connection keeps only the forwarders' small
-// stacks.
-func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, spawn func(func())) {
+// it to the two flows that forward it (started with env.run), the last of
+// which finishes it. The goroutine that sniffed, dialled and handshook ends
+// there, so an idle connection keeps only the flows' small stacks, and not
+// even those once its flows park.
+func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, env pipeEnv) {
 	cn := &conn{direction: direction, src: c.RemoteAddr().String(), start: p.cfg.Clock.Now()}
 	cn.track(c)
 	p.reg.add(cn)
@@ -275,7 +322,7 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, sp
 		p.log.Debug("connection refused", "direction", direction, "src", cn.src, "dst", cn.dst, "err", err)
 		return
 	}
-	p.forward(cn, fw, spawn, finish)
+	p.forward(cn, fw, env, finish)
 }
 
 // refusal is why a connection was closed without being proxied: a label of
