@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -146,7 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// connection as ADS (the control plane requires the SVID), Envoy's
 	// access-log service protocol.
 	rec, err := audit.New(audit.Config{SVID: ids, Pod: cfg.PodName, Namespace: cfg.PodNamespace, Out: cfg.AuditOut,
-		Client: alsv3.NewAccessLogServiceClient(adsConn), Logger: log.With("room", "audit"), Clock: cfg.Clock, Registerer: reg})
+		Conn: adsConn, Logger: log.With("room", "audit"), Clock: cfg.Clock, Registerer: reg})
 	if err != nil {
 		return err
 	}

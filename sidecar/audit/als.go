@@ -3,12 +3,16 @@ package audit
 import (
 	"strconv"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"context"
+
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
+	accesslogdatav3 "github.com/weftmesh/weft/sidecar/internal/envoy/data/accesslog/v3"
+	alsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/accesslog/v3"
 )
 
 // MetadataKey is the filter_metadata namespace of an entry's weft fields.
@@ -85,6 +89,23 @@ func socketAddress(ip string, port uint16) *corev3.Address {
 	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
 	}}}
+}
+
+// alsMethod is the access-log service's one method. The stream is opened by
+// name: the sidecar links no generated Envoy service code (see
+// sidecar/internal/envoy).
+const alsMethod = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
+
+// alsStream is a client stream of StreamAccessLogsMessage, answered once.
+type alsStream = grpc.ClientStreamingClient[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse]
+
+// streamAccessLogs opens an access-log stream on conn.
+func streamAccessLogs(ctx context.Context, conn grpc.ClientConnInterface) (alsStream, error) {
+	s, err := conn.NewStream(ctx, &grpc.StreamDesc{StreamName: "StreamAccessLogs", ClientStreams: true}, alsMethod)
+	if err != nil {
+		return nil, err
+	}
+	return &grpc.GenericClientStream[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse]{ClientStream: s}, nil
 }
 
 // seqID formats an event ID.

@@ -40,6 +40,7 @@
 // sent_bytes: bytes back to the app (BytesReceived)} — Envoy's view from
 // the downstream side.
 //
-// Imports: grpc, go-control-plane's ALS and access-log protos, go-spiffe,
-// Prometheus. Never controlplane/*.
+// Imports: grpc, the sidecar's subset of Envoy's ALS and access-log protos
+// (sidecar/internal/envoy; the stream is opened by method name), go-spiffe,
+// Prometheus. Never controlplane/* or go-control-plane.
 package audit

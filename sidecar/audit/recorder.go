@@ -15,13 +15,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
+
+	alsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/accesslog/v3"
 )
 
 // Config configures a Recorder. Zero fields get the defaults in their
@@ -36,10 +38,11 @@ type Config struct {
 	Namespace string
 	// Out receives one JSON line per event (default os.Stdout).
 	Out io.Writer
-	// Client streams to the control plane's access-log service over the
-	// sidecar's mTLS connection (the one ADS uses: the control plane
-	// requires the client SVID). Nil: events go to Out only.
-	Client alsv3.AccessLogServiceClient
+	// Conn reaches the control plane's access-log service (Envoy's
+	// envoy.service.accesslog.v3.AccessLogService): the sidecar's mTLS
+	// connection, the one ADS uses, since the control plane requires the
+	// client SVID. Nil: events go to Out only.
+	Conn grpc.ClientConnInterface
 	// InstanceID prefixes event IDs; it must differ between sidecar starts
 	// (default: 64 random bits, hex).
 	InstanceID string
@@ -190,9 +193,9 @@ func (r *Recorder) Stats() Stats {
 }
 
 // Run delivers buffered events to the control plane until ctx ends, then
-// tries once more for DrainTimeout. Without a Client it only waits.
+// tries once more for DrainTimeout. Without a Conn it only waits.
 func (r *Recorder) Run(ctx context.Context) error {
-	if r.cfg.Client == nil {
+	if r.cfg.Conn == nil {
 		<-ctx.Done()
 		return nil
 	}
@@ -271,7 +274,7 @@ func (r *Recorder) send(ctx context.Context, batch []Event) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.SendTimeout)
 	defer cancel()
-	st, err := r.cfg.Client.StreamAccessLogs(ctx)
+	st, err := streamAccessLogs(ctx, r.cfg.Conn)
 	if err != nil {
 		return fmt.Errorf("audit: open stream: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	envoyaccesslogv3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 var (
@@ -148,8 +150,21 @@ func TestEntry(t *testing.T) {
 		md[FieldPod] != "web-1", md[FieldNamespace] != "shop", md[FieldProtocol] != "tls", md[FieldRule] != "0":
 		t.Errorf("Entry = %v", en)
 	}
-	if err := en.ValidateAll(); err != nil {
-		t.Errorf("ValidateAll: %v", err)
+	// What Envoy's API makes of the bytes: every field known to it, the
+	// same bytes again, and valid.
+	wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(en)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var envoy envoyaccesslogv3.TCPAccessLogEntry
+	if err := proto.Unmarshal(wire, &envoy); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := (proto.MarshalOptions{Deterministic: true}).Marshal(&envoy); !bytes.Equal(wire, again) {
+		t.Errorf("Envoy's TCPAccessLogEntry does not read the entry as written: %v", &envoy)
+	}
+	if err := envoy.ValidateAll(); err != nil {
+		t.Errorf("Envoy's ValidateAll: %v", err)
 	}
 	e.Decision = "deny"
 	if en := Entry(e); en.GetCommonProperties().GetUpstreamRemoteAddress() != nil || en.GetCommonProperties().GetUpstreamCluster() != "BlackHoleCluster" {
@@ -215,7 +230,9 @@ func (f *fakeALS) received() []string {
 	return slices.Clone(f.ids)
 }
 
-func startFakeALS(t *testing.T, f *fakeALS) alsv3.AccessLogServiceClient {
+// startFakeALS serves f with go-control-plane's generated service (the
+// server's view of the wire) and returns a connection to it.
+func startFakeALS(t *testing.T, f *fakeALS) grpc.ClientConnInterface {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -230,7 +247,7 @@ func startFakeALS(t *testing.T, f *fakeALS) alsv3.AccessLogServiceClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return alsv3.NewAccessLogServiceClient(conn)
+	return conn
 }
 
 func runRecorder(t *testing.T, r *Recorder) {
@@ -254,7 +271,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestSenderDeliversAndRetries(t *testing.T) {
 	f := &fakeALS{failNext: 2}
-	r, _ := newTestRecorder(t, Config{Client: startFakeALS(t, f), BatchSize: 4, EntriesPerMessage: 3, FlushDelay: time.Millisecond,
+	r, _ := newTestRecorder(t, Config{Conn: startFakeALS(t, f), BatchSize: 4, EntriesPerMessage: 3, FlushDelay: time.Millisecond,
 		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	runRecorder(t, r)
 	for i := range 10 {
@@ -281,7 +298,7 @@ func TestSenderDeliversAndRetries(t *testing.T) {
 
 func TestSenderDropsRejectedBatches(t *testing.T) {
 	f := &fakeALS{reject: status.Error(codes.InvalidArgument, "bad")}
-	r, reg := newTestRecorder(t, Config{Client: startFakeALS(t, f), FlushDelay: time.Millisecond})
+	r, reg := newTestRecorder(t, Config{Conn: startFakeALS(t, f), FlushDelay: time.Millisecond})
 	runRecorder(t, r)
 	r.Record(sample(0))
 	r.Record(sample(1))
@@ -296,7 +313,7 @@ func TestSenderDropsRejectedBatches(t *testing.T) {
 
 func TestSenderKeepsEventsWhileRefused(t *testing.T) {
 	f := &fakeALS{reject: status.Error(codes.PermissionDenied, "registry has no such pod yet")}
-	r, _ := newTestRecorder(t, Config{Client: startFakeALS(t, f), FlushDelay: time.Millisecond, MinBackoff: time.Millisecond,
+	r, _ := newTestRecorder(t, Config{Conn: startFakeALS(t, f), FlushDelay: time.Millisecond, MinBackoff: time.Millisecond,
 		MaxBackoff: 2 * time.Millisecond})
 	runRecorder(t, r)
 	r.Record(sample(0))
@@ -325,7 +342,7 @@ func TestSourceIDFromLateSVID(t *testing.T) {
 	svid := &lateSVID{}
 	reg := prometheus.NewRegistry()
 	var out bytes.Buffer
-	r, err := New(Config{SVID: svid, Pod: "web-1", Namespace: "shop", Out: &out, Registerer: reg, Client: startFakeALS(t, f),
+	r, err := New(Config{SVID: svid, Pod: "web-1", Namespace: "shop", Out: &out, Registerer: reg, Conn: startFakeALS(t, f),
 		FlushDelay: time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +366,7 @@ func TestSourceIDFromLateSVID(t *testing.T) {
 	}
 }
 
-func TestRunWithoutClient(t *testing.T) {
+func TestRunWithoutConn(t *testing.T) {
 	r, _ := newTestRecorder(t, Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -204,10 +204,10 @@ func (m mesh) snapshot(t testing.TB, version string) *cachev3.Snapshot {
 	return s
 }
 
-// set builds m as the sidecar's Resources.
-func (m mesh) set(t testing.TB) Resources {
+// envoy builds m with go-control-plane's types, by type and name.
+func (m mesh) envoy(t testing.TB) envoySet {
 	t.Helper()
-	out := Resources{}
+	out := envoySet{}
 	for typ, rs := range m.resources(t) {
 		out[typ] = map[string]proto.Message{}
 		for _, r := range rs {
@@ -215,4 +215,10 @@ func (m mesh) set(t testing.TB) Resources {
 		}
 	}
 	return out
+}
+
+// set builds m as the sidecar's Resources: decoded as the client decodes.
+func (m mesh) set(t testing.TB) Resources {
+	t.Helper()
+	return m.envoy(t).mustSubset(t)
 }

@@ -9,14 +9,16 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"k8s.io/utils/clock"
+
+	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
 )
 
 // ClientConfig configures a [Client]. NodeID and one of Conn or Dial are
@@ -318,4 +320,21 @@ func (c *Client) wanted(t string) []string {
 		return []string{TrustBundleSecret}
 	}
 	return nil
+}
+
+// The ADS methods. The streams are opened by name: the sidecar links no
+// generated Envoy service code (see sidecar/internal/envoy).
+const (
+	adsSotwMethod  = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+	adsDeltaMethod = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+)
+
+// openStream opens a bidirectional ADS stream of method on conn.
+func openStream[Req, Res any](ctx context.Context, conn grpc.ClientConnInterface, method string) (grpc.BidiStreamingClient[Req, Res], error) {
+	desc := &grpc.StreamDesc{StreamName: method[strings.LastIndexByte(method, '/')+1:], ServerStreams: true, ClientStreams: true}
+	s, err := conn.NewStream(ctx, desc, method)
+	if err != nil {
+		return nil, err
+	}
+	return &grpc.GenericClientStream[Req, Res]{ClientStream: s}, nil
 }

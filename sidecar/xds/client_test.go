@@ -314,7 +314,11 @@ func TestLateRoutesAndEndpoints(t *testing.T) {
 		t.Helper()
 		u := update{typeURL: typ, version: "v1", upsert: map[string]entry{}, full: typ == ClusterType || typ == ListenerType}
 		for _, r := range res[typ] {
-			u.upsert[resourceName(r)] = entry{msg: r}
+			m, err := toSubset(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.upsert[resourceName(r)] = entry{msg: m}
 		}
 		cfg, err := c.apply(u)
 		if err != nil {
@@ -344,7 +348,11 @@ func TestLateRoutesAndEndpoints(t *testing.T) {
 		t.Error("routes missing")
 	}
 	// Endpoints arriving for a cluster that does not exist are refused.
-	_, err = c.apply(update{typeURL: EndpointType, upsert: map[string]entry{"outbound|80|ghost.demo": {msg: res[EndpointType][0]}}})
+	ghost, err := toSubset(res[EndpointType][0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.apply(update{typeURL: EndpointType, upsert: map[string]entry{"outbound|80|ghost.demo": {msg: ghost}}})
 	if err == nil || !strings.Contains(err.Error(), `endpoints "outbound|80|ghost.demo": resource is named "outbound|80|server.demo"`) {
 		t.Errorf("apply ghost endpoints: %v", err)
 	}

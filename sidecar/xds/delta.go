@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"slices"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+
+	statuspb "github.com/weftmesh/weft/sidecar/internal/envoy/google/rpc"
+	discoveryv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
 )
 
 // runDelta: one delta ADS stream. Clusters and listeners are wildcard
@@ -18,7 +19,7 @@ import (
 func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (healthy bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	stream, err := openStream[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse](ctx, conn, adsDeltaMethod)
 	if err != nil {
 		return false, fmt.Errorf("xds: open stream: %w", err)
 	}
@@ -106,13 +107,16 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 func (c *Client) applyDelta(subscribed []string, ever map[string]bool, resp *discoveryv3.DeltaDiscoveryResponse) (*Config, error) {
 	t := resp.GetTypeUrl()
 	u := update{typeURL: t, version: resp.GetSystemVersionInfo(), upsert: map[string]entry{}, removed: resp.GetRemovedResources()}
+	if err := conform(resp); err != nil {
+		return nil, fmt.Errorf("xds: response %s: %w", kindName(t), err)
+	}
 	for i, r := range resp.GetResources() {
 		if r.GetResource() == nil {
 			return nil, fmt.Errorf("xds: response %s resource %d %q: no content", kindName(t), i, r.GetName())
 		}
 		m, err := decode(t, r.GetResource())
 		if err != nil {
-			return nil, fmt.Errorf("xds: response %s resource %d %q: %w", kindName(t), i, r.GetName(), err)
+			return nil, fmt.Errorf("xds: response %s resource %d: %w", kindName(t), i, err)
 		}
 		if name := resourceName(m); name != r.GetName() {
 			return nil, fmt.Errorf("xds: response %s resource %d %q: the resource is named %q", kindName(t), i, r.GetName(), name)

@@ -25,6 +25,20 @@
 // [Listener.Match] chooses the filter chain for a connection with Envoy's
 // precedence; the proxy relies on it.
 //
-// Imports: go-control-plane's Envoy types, gRPC, go-spiffe, k8s.io/utils/clock.
-// Never controlplane/*.
+// # Decoding
+//
+// Resources are decoded into the sidecar's own wire-compatible subset of
+// Envoy's v3 protos (sidecar/internal/envoy), not go-control-plane's: the
+// binary stays small, and a field outside the subset arrives as an unknown
+// field, which decoding refuses with its path, Envoy's message and the field
+// number. Decoding also checks the protoc-gen-validate rules Envoy's API
+// declares on the fields of the subset (conform.go). A differential test and
+// fuzz target (FuzzSubsetNeverLooserThanEnvoy) check against
+// go-control-plane that the sidecar never accepts what Envoy's validation
+// refuses. The ADS streams are opened by method name; no generated Envoy
+// service code is linked.
+//
+// Imports: the subset (sidecar/internal/envoy), gRPC, protobuf, go-spiffe,
+// k8s.io/utils/clock. Never controlplane/* or go-control-plane (tests may use
+// go-control-plane to build resources and as the reference).
 package xds

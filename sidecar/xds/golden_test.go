@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"sigs.k8s.io/yaml"
 )
 
@@ -42,8 +43,7 @@ func TestGoldenAccepted(t *testing.T) {
 			continue
 		}
 		t.Run(d.Name(), func(t *testing.T) {
-			res := loadGolden(t, filepath.Join(goldenDir, d.Name()))
-			cfg, err := Build(spiffeid.RequireTrustDomainFromString("cluster.local"), res)
+			cfg, err := buildEnvoy(loadGolden(t, filepath.Join(goldenDir, d.Name())))
 			if err != nil {
 				t.Fatalf("the sidecar would NACK: %v", err)
 			}
@@ -55,7 +55,7 @@ func TestGoldenAccepted(t *testing.T) {
 }
 
 // realRoots checks that the golden trust bundle holds real roots.
-func realRoots(t *testing.T, s *tlsv3.Secret) {
+func realRoots(t testing.TB, s *tlsv3.Secret) {
 	ca := s.GetValidationContext().GetTrustedCa()
 	if ca == nil {
 		return
@@ -65,9 +65,10 @@ func realRoots(t *testing.T, s *tlsv3.Secret) {
 	}
 }
 
-func loadGolden(t *testing.T, dir string) Resources {
+// loadGolden reads one golden directory into go-control-plane's types.
+func loadGolden(t testing.TB, dir string) envoySet {
 	t.Helper()
-	res := Resources{}
+	res := envoySet{}
 	for typ, file := range goldenFiles {
 		b, err := os.ReadFile(filepath.Join(dir, file))
 		if os.IsNotExist(err) {
@@ -84,9 +85,13 @@ func loadGolden(t *testing.T, dir string) Resources {
 		if err := json.Unmarshal(js, &items); err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}
+		mt, err := protoregistry.GlobalTypes.FindMessageByURL(typ)
+		if err != nil {
+			t.Fatal(err)
+		}
 		res[typ] = map[string]proto.Message{}
 		for i, item := range items {
-			m := newResource(typ)
+			m := mt.New().Interface()
 			if err := protojson.Unmarshal(item, m); err != nil {
 				t.Fatalf("%s item %d: %v", file, i, err)
 			}

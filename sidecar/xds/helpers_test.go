@@ -7,11 +7,17 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
+	"maps"
 	"math/big"
 	"net/url"
+	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 var (
@@ -40,4 +46,57 @@ func testRootPEM(t testing.TB) []byte {
 		rootPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	})
 	return rootPEM
+}
+
+// envoySet is a set of resources as go-control-plane builds them (Envoy's
+// own types): by type URL, then by name.
+type envoySet map[string]map[string]proto.Message
+
+// toSubset converts a resource built with go-control-plane into the
+// sidecar's subset type the way the client does: marshalled into an Any of
+// its Envoy type URL, then decoded.
+func toSubset(m proto.Message) (proto.Message, error) {
+	a, err := anypb.New(m)
+	if err != nil {
+		return nil, err
+	}
+	return decode(a.GetTypeUrl(), a)
+}
+
+// subset converts every resource of s with toSubset. The first error (in
+// type, then name order) reads as Build's would: `xds: listener "inbound":
+// ...`.
+func (s envoySet) subset() (Resources, error) {
+	out := Resources{}
+	for _, t := range slices.Sorted(maps.Keys(s)) {
+		out[t] = map[string]proto.Message{}
+		for _, name := range slices.Sorted(maps.Keys(s[t])) {
+			m, err := toSubset(s[t][name])
+			if err != nil {
+				return nil, fmt.Errorf("xds: %w", err)
+			}
+			out[t][name] = m
+		}
+	}
+	return out, nil
+}
+
+// mustSubset is subset for sets that must convert.
+func (s envoySet) mustSubset(t testing.TB) Resources {
+	t.Helper()
+	r, err := s.subset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// buildEnvoy is what the client does with go-control-plane resources:
+// decode, then Build.
+func buildEnvoy(s envoySet) (*Config, error) {
+	r, err := s.subset()
+	if err != nil {
+		return nil, err
+	}
+	return Build(td, r)
 }

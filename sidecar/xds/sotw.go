@@ -7,10 +7,11 @@ import (
 	"sync"
 	"time"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+
+	statuspb "github.com/weftmesh/weft/sidecar/internal/envoy/google/rpc"
+	discoveryv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
 )
 
 // sotwStream is one state-of-the-world ADS stream's bookkeeping.
@@ -28,7 +29,7 @@ type sotwStream struct {
 func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (healthy bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	stream, err := openStream[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse](ctx, conn, adsSotwMethod)
 	if err != nil {
 		return false, fmt.Errorf("xds: open stream: %w", err)
 	}
@@ -133,6 +134,9 @@ func (c *Client) applySotw(s *sotwStream, resp *discoveryv3.DiscoveryResponse) (
 	t := resp.GetTypeUrl()
 	u := update{typeURL: t, version: resp.GetVersionInfo(), upsert: map[string]entry{},
 		full: t == ClusterType || t == ListenerType}
+	if err := conform(resp); err != nil {
+		return nil, fmt.Errorf("xds: response %s: %w", kindName(t), err)
+	}
 	for i, a := range resp.GetResources() {
 		m, err := decode(t, a)
 		if err != nil {

@@ -1,17 +1,13 @@
 package xds
 
 import (
-	"fmt"
 	"maps"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
+
+	clusterv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/cluster/v3"
+	listenerv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/listener/v3"
+	hcmv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/network/http_connection_manager/v3"
 )
 
 // subscribeOrder is the order of the first requests on a stream, Envoy's:
@@ -130,8 +126,9 @@ func (s state) references() (eds, rds map[string]bool) {
 		for _, fc := range chains {
 			for _, f := range fc.GetFilters() {
 				var h hcmv3.HttpConnectionManager
-				if a := f.GetTypedConfig(); typeName(a) == string(h.ProtoReflect().Descriptor().FullName()) {
-					if a.UnmarshalTo(&h) == nil && h.GetRds() != nil {
+				if a := f.GetTypedConfig(); typeName(a) == envoyName(h.ProtoReflect().Descriptor()) {
+					// Not a.UnmarshalTo: the Any names Envoy's type, h is the subset's.
+					if proto.Unmarshal(a.GetValue(), &h) == nil && h.GetRds() != nil {
 						rds[h.GetRds().GetRouteConfigName()] = true
 					}
 				}
@@ -139,36 +136,4 @@ func (s state) references() (eds, rds map[string]bool) {
 		}
 	}
 	return eds, rds
-}
-
-// decode unpacks one resource of a response of type t.
-func decode(t string, a *anypb.Any) (proto.Message, error) {
-	m := newResource(t)
-	if m == nil {
-		return nil, fmt.Errorf("type %s is not supported", t)
-	}
-	if a.GetTypeUrl() != t {
-		return nil, fmt.Errorf("a resource of type %s in a response of type %s", a.GetTypeUrl(), t)
-	}
-	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
-		return nil, fmt.Errorf("%s: %w", kindName(t), err)
-	}
-	return m, nil
-}
-
-// newResource returns an empty message of resource type t, nil if unknown.
-func newResource(t string) proto.Message {
-	switch t {
-	case ClusterType:
-		return &clusterv3.Cluster{}
-	case EndpointType:
-		return &endpointv3.ClusterLoadAssignment{}
-	case ListenerType:
-		return &listenerv3.Listener{}
-	case RouteType:
-		return &routev3.RouteConfiguration{}
-	case SecretType:
-		return &tlsv3.Secret{}
-	}
-	return nil
 }

@@ -7,22 +7,26 @@ import (
 	"slices"
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/known/anypb"
+
+	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
 )
 
 // Resources is a set of xDS resources: by type URL, then by resource name.
-// The messages are the go-control-plane Envoy types (*clusterv3.Cluster, ...).
+// The messages are the sidecar's subset of Envoy's types
+// (sidecar/internal/envoy: *clusterv3.Cluster, ...) as decode makes them:
+// decode has refused fields outside the subset and values Envoy's own
+// validation refuses (see conform), so Build checks the contract.
 type Resources map[string]map[string]proto.Message
 
 // Build turns a set of xDS resources into the sidecar's [Config]. It accepts
-// only the subset in README.md; anything else, a failed ValidateAll, or a
-// dangling reference is an error naming the resource and the field. Names
-// the set references but does not hold (endpoints, route configurations,
-// the trust bundle, a listener) are not errors: see [Config.Missing].
+// only the subset in README.md; anything else (in typed_configs too, which
+// it decodes and checks as decode does resources) or a dangling reference is
+// an error naming the resource and the field. Names the set references but
+// does not hold (endpoints, route configurations, the trust bundle, a
+// listener) are not errors: see [Config.Missing].
 // Certificates are parsed into a bundle of trust domain td, whose members
 // alone may appear in SANs and RBAC principals.
 func Build(td spiffeid.TrustDomain, res Resources) (*Config, error) {
@@ -35,8 +39,6 @@ func Build(td spiffeid.TrustDomain, res Resources) (*Config, error) {
 }
 
 type builder struct{ td spiffeid.TrustDomain }
-
-type validator interface{ ValidateAll() error }
 
 func (b builder) build(res Resources) (*Config, error) {
 	for t := range res {
@@ -66,11 +68,6 @@ func (b builder) resource(cfg *Config, t, name string, m proto.Message) error {
 	}
 	if got := resourceName(m); got != name {
 		return fmt.Errorf("resource is named %q", got)
-	}
-	if v, ok := m.(validator); ok {
-		if err := v.ValidateAll(); err != nil {
-			return fmt.Errorf("invalid: %w", err)
-		}
 	}
 	var err error
 	switch t {
@@ -121,8 +118,9 @@ func resourceName(m proto.Message) string {
 	return ""
 }
 
-// only fails for every populated field of m not in allowed, and for unknown
-// fields: the sidecar never ignores what it was not built to honour.
+// only fails for every populated field of m not in allowed: a field of the
+// subset that this use of the message does not honour. (Fields outside the
+// subset never get this far: conform refuses them.)
 func only(m proto.Message, allowed ...string) error {
 	r := m.ProtoReflect()
 	var bad []string
@@ -132,9 +130,6 @@ func only(m proto.Message, allowed ...string) error {
 		}
 		return true
 	})
-	if len(r.GetUnknown()) > 0 {
-		bad = append(bad, "(unknown fields)")
-	}
 	switch slices.Sort(bad); len(bad) {
 	case 0:
 		return nil
@@ -143,29 +138,6 @@ func only(m proto.Message, allowed ...string) error {
 	default:
 		return fmt.Errorf("fields %s are not supported", strings.Join(bad, ", "))
 	}
-}
-
-// unpack decodes a typed_config into m, which must be its exact type.
-func unpack(a *anypb.Any, m proto.Message) error {
-	want := string(m.ProtoReflect().Descriptor().FullName())
-	if got := typeName(a); got != want {
-		return fmt.Errorf("typed_config type %q is not supported (want %s)", got, want)
-	}
-	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
-		return fmt.Errorf("typed_config %s: %w", want, err)
-	}
-	if v, ok := m.(validator); ok {
-		if err := v.ValidateAll(); err != nil {
-			return fmt.Errorf("typed_config %s: %w", want, err)
-		}
-	}
-	return nil
-}
-
-// typeName is the message name of an Any's type URL.
-func typeName(a *anypb.Any) string {
-	u := a.GetTypeUrl()
-	return u[strings.LastIndexByte(u, '/')+1:]
 }
 
 // adsSource accepts a ConfigSource that says "over this ADS stream".

@@ -8,11 +8,13 @@ import (
 	"strings"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
+
+	clusterv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/cluster/v3"
+	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
+	endpointv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/endpoint/v3"
+	tlsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/upstreams/http/v3"
 )
 
 // Cluster names the contract fixes.
@@ -141,7 +143,8 @@ func (b builder) edsCluster(c *clusterv3.Cluster, out *Cluster, wantType func(..
 
 // controlPlaneCluster accepts the access-log target. The sidecar sends on
 // its existing control-plane connection, so address, DNS, HTTP/2 and TLS
-// settings are checked for shape and otherwise ignored.
+// settings are checked for shape (within the subset, valid for Envoy) and
+// otherwise ignored.
 func (b builder) controlPlaneCluster(c *clusterv3.Cluster, out *Cluster, wantType func(...clusterv3.Cluster_DiscoveryType) error) (*Cluster, error) {
 	out.Kind = KindControlPlane
 	if err := only(c, append(clusterFields, "load_assignment", "http2_protocol_options",
@@ -163,8 +166,12 @@ func (b builder) controlPlaneCluster(c *clusterv3.Cluster, out *Cluster, wantTyp
 			return nil, fmt.Errorf("typed_extension_protocol_options %q: only explicit_http_config.http2_protocol_options is supported", k)
 		}
 	}
-	if ts := c.GetTransportSocket(); ts != nil && ts.GetName() != "envoy.transport_sockets.tls" {
-		return nil, fmt.Errorf("transport_socket %q is not supported", ts.GetName())
+	if ts := c.GetTransportSocket(); ts != nil {
+		// Ignored, but it must be one the sidecar could read: a TLS context
+		// of the subset, which conform has checked as Envoy would.
+		if err := transportSocket(ts, &tlsv3.UpstreamTlsContext{}); err != nil {
+			return nil, fmt.Errorf("transport_socket: %w", err)
+		}
 	}
 	la := c.GetLoadAssignment()
 	if err := only(la, "cluster_name", "endpoints"); err != nil {

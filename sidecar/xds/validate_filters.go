@@ -6,17 +6,18 @@ import (
 	"maps"
 	"slices"
 
-	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
-	grpclogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
-	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
+
+	accesslogv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/accesslog/v3"
+	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
+	listenerv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/listener/v3"
+	rbacv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/rbac/v3"
+	grpclogv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/access_loggers/grpc/v3"
+	routerv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/network/tcp_proxy/v3"
+	matcherv3 "github.com/weftmesh/weft/sidecar/internal/envoy/type/matcher/v3"
 )
 
 // Network filter names of the contract.
@@ -116,6 +117,9 @@ func httpConnectionManager(h *hcmv3.HttpConnectionManager, out *FilterChain) err
 	}
 	if err := adsSource(rds.GetConfigSource()); err != nil {
 		return fmt.Errorf("rds.config_source: %w", err)
+	}
+	if rds.GetRouteConfigName() == "" {
+		return errors.New("rds.route_config_name is required")
 	}
 	out.Target.RouteConfig = rds.GetRouteConfigName()
 	hf := h.GetHttpFilters()

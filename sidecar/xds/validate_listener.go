@@ -8,13 +8,14 @@ import (
 	"slices"
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
-	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
-	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
+	listenerv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/listener/v3"
+	httpinspectorv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/listener/http_inspector/v3"
+	origdstv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspectorv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/listener/tls_inspector/v3"
 )
 
 // The contract's listener addresses.
@@ -105,7 +106,7 @@ func listenerFilter(f *listenerv3.ListenerFilter, l *Listener) error {
 	name := f.GetName()
 	if a := f.GetTypedConfig(); a != nil {
 		for n, m := range kinds {
-			if string(m.ProtoReflect().Descriptor().FullName()) == typeName(a) {
+			if envoyName(m.ProtoReflect().Descriptor()) == typeName(a) {
 				name = n
 			}
 		}

@@ -6,8 +6,9 @@ import (
 	"slices"
 	"strings"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
+
+	routev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/route/v3"
 )
 
 func (b builder) routeConfig(m proto.Message) (*RouteConfig, error) {

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
+
+	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
+	tlsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/weftmesh/weft/sidecar/internal/envoy/type/matcher/v3"
 )
 
 const tlsTransportSocket = "envoy.transport_sockets.tls"

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
@@ -175,7 +174,7 @@ func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
 	defer conn.Close()
 	var out syncBuffer
 	rec, err := sidecaraudit.New(sidecaraudit.Config{SourceID: shopApp, Pod: "web-1", Namespace: "shop", Out: &out,
-		Client: alsv3.NewAccessLogServiceClient(conn), BatchSize: 25, EntriesPerMessage: 5, FlushDelay: 2 * time.Millisecond,
+		Conn: conn, BatchSize: 25, EntriesPerMessage: 5, FlushDelay: 2 * time.Millisecond,
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, SendTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
