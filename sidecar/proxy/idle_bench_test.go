@@ -48,9 +48,9 @@ func vmRSS(b *testing.B) int64 {
 
 // holdIdle opens n connections with dial, sends one byte over each and
 // reads it back (so every leg is established and has carried data), and
-// returns the growth of memory in use and RSS while they sit idle, and a
-// function closing them.
-func holdIdle(b *testing.B, n int, dial func() net.Conn) (inuse, rss int64, closeAll func()) {
+// returns the growth of memory in use and RSS while they sit idle (once
+// settled returns true), and a function closing them.
+func holdIdle(b *testing.B, n int, dial func() net.Conn, settled func() bool) (inuse, rss int64, closeAll func()) {
 	b.Helper()
 	in0, rss0 := memNow(b)
 	conns := make([]net.Conn, 0, n)
@@ -74,7 +74,13 @@ func holdIdle(b *testing.B, n int, dial func() net.Conn) (inuse, rss int64, clos
 		}
 		_ = c.SetDeadline(time.Time{})
 	}
-	time.Sleep(100 * time.Millisecond) // let every half reach its blocking read
+	time.Sleep(100 * time.Millisecond) // let every half reach its wait
+	for deadline := time.Now().Add(20 * time.Second); !settled(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			closeAll()
+			b.Fatal("the connections did not settle")
+		}
+	}
 	in1, rss1 := memNow(b)
 	return in1 - in0, rss1 - rss0, closeAll
 }
@@ -85,7 +91,8 @@ func holdIdle(b *testing.B, n int, dial func() net.Conn) (inuse, rss int64, clos
 // direct client→app cost (measured first, the same way) taken out, halved
 // for the two sidecars; pair-bytes/conn is the raw growth per connection
 // (client, both sidecars, app); rss-bytes/conn the process RSS growth per
-// connection; rss-MB the process RSS with the connections open.
+// connection; rss-MB the process RSS with the connections open. The
+// sidecars' connections are measured once all their directions have parked.
 // Run with -benchtime=1x: each iteration opens and closes 1,000 of each.
 func BenchmarkIdleConnMemory(b *testing.B) {
 	app := startApp(b, nil)
@@ -97,9 +104,13 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			return c
-		})
+		}, func() bool { return true })
 		closeDirect()
-		mesh, rss, closeMesh := holdIdle(b, idleConns, func() net.Conn { return mp.dial() })
+		// Idle connections settle once every direction has parked
+		// (Config.IdleParkAfter, 1s).
+		mesh, rss, closeMesh := holdIdle(b, idleConns, func() net.Conn { return mp.dial() }, func() bool {
+			return mp.a.p.ParkedFlows() == 2*idleConns && mp.b.p.ParkedFlows() == 2*idleConns
+		})
 		b.ReportMetric(float64(mesh-direct)/idleConns/2, "bytes/conn")
 		b.ReportMetric(float64(mesh)/idleConns, "pair-bytes/conn")
 		b.ReportMetric(float64(rss)/idleConns, "rss-bytes/conn")

@@ -151,6 +151,10 @@ relay_pair() {
 NICE=0
 echo "load average at start: $(loadavg)"
 record loadavg start "$(loadavg | tr ' ' ,)"
+# Kernel TLS (the "tls" ULP) is what would let a proxy splice its bytes and
+# leave the record crypto to the kernel; say whether this kernel has it.
+record kernel_tcp_ulps "$(uname -r)" "$(tr ' ' , </proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null || echo unknown)"
+record cpu_model "$(nproc)-cpus" "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo | tr ' \t' '__')"
 
 # 1. Bulk throughput, and the proxies' CPU seconds per GB moved.
 iperf() { # NAME PORT [CLIENT_PROXY_PID SERVER_PROXY_PID]
