@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,6 +141,16 @@ func TestPodToPodTrafficIsEncrypted(t *testing.T) {
 		metrics, _ := kubectlExec(t, ns, server.Name, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15020/metrics")
 		if !strings.Contains(metrics, "weft_sidecar_tls_handshakes_total") {
 			t.Fatalf("server sidecar shows neither the connection nor TLS handshakes:\n%s\n%s", admin, grep(metrics, "weft_sidecar"))
+		}
+	}
+
+	// What a sidecar holds in a real pod (reported, not asserted: the
+	// budget is measured by sidecar/proxy/bench).
+	if metrics, err := kubectlExec(t, ns, server.Name, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15020/metrics"); err == nil {
+		if m := regexp.MustCompile(`(?m)^process_resident_memory_bytes ([0-9.e+]+)$`).FindStringSubmatch(metrics); m != nil {
+			if rss, err := strconv.ParseFloat(m[1], 64); err == nil {
+				t.Logf("server sidecar RSS in its pod: %.1f MB", rss/1e6)
+			}
 		}
 	}
 
