@@ -19,13 +19,25 @@ import (
 // idle, and draining within drain.
 func newParkingPair(t *testing.T, handle func(*net.TCPConn, *app), idle, drain time.Duration) *meshPair {
 	t.Helper()
-	mod := func(c *Config) { c.IdleParkAfter, c.DrainTimeout = idle, drain }
+	a := startApp(t, handle)
+	mp := newPairTo(t, a.port(), func(c *Config) { c.IdleParkAfter, c.DrainTimeout = idle, drain })
+	mp.app = a
+	return mp
+}
+
+// newPairTo is a sidecar pair whose server side forwards to an app
+// listening on 127.0.0.1:appPort (any server the test runs); mod applies to
+// both sidecars.
+func newPairTo(t *testing.T, appPort uint16, mod func(*Config)) *meshPair {
+	t.Helper()
+	if mod == nil {
+		mod = func(*Config) {}
+	}
 	mp := &meshPair{ca: newCA(t, nil)}
-	mp.app = startApp(t, handle)
 	mp.a = startPod(t, mp.ca, workloadID("shop", "frontend"), mod)
 	mp.b = startPod(t, mp.ca, workloadID("demo", "echo"), mod)
-	mp.b.nat.setDefault(netip.AddrPortFrom(podBIP, mp.app.port()))
-	mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(mp.app.port(), false, nil), false))
+	mp.b.nat.setDefault(netip.AddrPortFrom(podBIP, appPort))
+	mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(appPort, false, nil), false))
 	mp.a.cfg.Store(meshConfig([]spiffeid.ID{mp.b.id}, []xds.Endpoint{{Addr: mp.b.inboundAddr()}}, nil, false))
 	return mp
 }

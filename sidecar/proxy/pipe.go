@@ -12,14 +12,13 @@ import (
 	"time"
 )
 
-// Copy buffers. An idle connection holds none of them: a plaintext TCP
-// source is read only once the poller reports it readable, straight into a
-// pooled bufSize buffer that goes back to the pool as soon as its bytes are
-// written; a TLS source is waited on the same way (its socket readable, and
-// nothing left decrypted inside crypto/tls), then read into a smallBufSize
-// buffer while traffic is light and into a pooled recordSize one while
-// reads fill what they are given, until it runs dry again. A direction idle
-// for longer than Config.IdleParkAfter gives up its goroutine too (park.go).
+// Copy buffers. A plaintext TCP source is read only once the poller reports
+// it readable, straight into a pooled bufSize buffer that goes back to the
+// pool as soon as its bytes are written; a TLS source (whose reads block
+// inside crypto/tls) is read into a smallBufSize buffer while traffic is
+// light and into a pooled recordSize one while reads fill what they are
+// given. A direction silent for Config.IdleParkAfter gives its buffer and
+// its goroutine up (park.go), so an idle connection holds neither.
 const (
 	bufSize      = 32 << 10 // a TCP read: two TLS records' worth of plaintext
 	recordSize   = 16 << 10 // a TLS read: one record's plaintext
@@ -189,9 +188,9 @@ func (f *flow) run() {
 		}
 		err = f.copyTCP()
 	case f.tls != nil:
-		err = f.copyTLS(first)
+		err = f.copyTLS()
 	default:
-		err = copyGrowing(f.src, f.emit, nil, false)
+		err = copyGrowing(f.src, f.emit, nil)
 	}
 	if errors.Is(err, errParked) {
 		return
@@ -218,9 +217,13 @@ func (f *flow) emit(b []byte) error {
 
 // copyTCP reads the plaintext source whenever its socket is readable, each
 // time into a pooled buffer held only for that read and its write, so a
-// quiet connection holds no buffer; it returns nil at EOF.
+// quiet connection holds no buffer; it returns nil at EOF. With a parker,
+// each read may wait env.idle at most, then the flow parks.
 func (f *flow) copyTCP() error {
 	for {
+		if err := f.idleDeadline(f.tcp); err != nil {
+			return err
+		}
 		var (
 			bp   *[]byte
 			n    int
@@ -237,17 +240,12 @@ func (f *flow) copyTCP() error {
 			if rerr == syscall.EAGAIN {
 				bufPool.Put(bp)
 				bp = nil
-				// Without a parker, wait in the poller; with one, return
-				// and wait below, where silence can end in parking.
-				return f.env.park != nil
+				return false // wait until readable (or the deadline), then call again
 			}
 			return true
 		})
-		if err == nil && rerr == syscall.EAGAIN {
-			if err := f.wait(f.tcp); err != nil {
-				return err
-			}
-			continue
+		if errors.Is(err, os.ErrDeadlineExceeded) && f.idle() {
+			return f.park(f.tcp)
 		}
 		if err == nil && rerr != nil {
 			err = os.NewSyscallError("read", rerr)
@@ -267,77 +265,55 @@ func (f *flow) copyTCP() error {
 	}
 }
 
-// copyTLS copies a TLS source in bursts: copyGrowing reads records as they
-// come (blocking: the rest of a record follows its first bytes) until a
-// read comes back short and crypto/tls holds nothing more decrypted; then
-// the flow waits, holding no buffer, until the socket has bytes again. The
-// first burst starts with what crypto/tls already holds: the handshake's
-// last read may have taken records too.
-func (f *flow) copyTLS(first bool) error {
-	for held := first; ; held = false {
-		if err := copyGrowing(f.tls, f.emit, errDry, held); !errors.Is(err, errDry) {
-			return err
-		}
-		if err := f.wait(f.tls); err != nil {
-			return err
-		}
+// copyTLS copies a TLS source with copyGrowing; with a parker, a read that
+// waits env.idle for a record ends in parking (crypto/tls keeps any part
+// of a record it has read, and a timeout does not break the connection).
+func (f *flow) copyTLS() error {
+	var idle func() error
+	if f.idle() {
+		idle = func() error { return f.idleDeadline(f.tls) }
 	}
+	err := copyGrowing(f.tls, f.emit, idle)
+	if errors.Is(err, errIdle) {
+		return f.park(f.tls)
+	}
+	return err
 }
 
-// errDry ends a copyGrowing burst: nothing more can be read without waiting.
-var errDry = errors.New("proxy: source dry")
+// errIdle ends copyGrowing: a read waited a whole idle period.
+var errIdle = errors.New("proxy: source idle")
 
-// wait returns once src's socket is readable. With a parker, a wait longer
-// than env.idle parks the flow instead and returns errParked.
-func (f *flow) wait(src interface{ SetReadDeadline(time.Time) error }) error {
-	if f.env.park == nil || f.env.idle <= 0 {
-		return waitReadable(f.rc)
+// idle reports whether the flow parks when its source is silent.
+func (f *flow) idle() bool { return f.env.park != nil && f.env.idle > 0 }
+
+// deadliner is a connection whose reads can be given a deadline.
+type deadliner interface{ SetReadDeadline(time.Time) error }
+
+// idleDeadline bounds src's next read by env.idle, when the flow parks.
+func (f *flow) idleDeadline(src deadliner) error {
+	if !f.idle() {
+		return nil
 	}
-	if err := src.SetReadDeadline(time.Now().Add(f.env.idle)); err != nil {
+	return src.SetReadDeadline(time.Now().Add(f.env.idle))
+}
+
+// park moves the flow, whose source has been silent for env.idle, to the
+// parker and returns errParked. If its connection is being closed, the
+// flow stops parking and carries on without a deadline: the close ends it.
+func (f *flow) park(src deadliner) error {
+	if err := src.SetReadDeadline(time.Time{}); err != nil {
 		return err
-	}
-	err := waitReadable(f.rc)
-	derr := src.SetReadDeadline(time.Time{})
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		if err == nil {
-			err = derr
-		}
-		return err
-	}
-	if derr != nil {
-		return derr
 	}
 	f.env.run.Add(1) // the parked flow's count, dropped by resume
 	if f.env.park.park(f) {
 		return errParked
 	}
 	f.env.run.Done()
-	return waitReadable(f.rc) // being closed: the close wakes this wait
-}
-
-// waitReadable returns once the socket has bytes to read, an EOF or an
-// error, without reading any: a 1-byte MSG_PEEK, then the poller. (The
-// poller alone would miss bytes that arrived before the wait began.)
-func waitReadable(rc syscall.RawConn) error {
-	var perr error
-	err := rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		for {
-			_, _, perr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			if perr != syscall.EINTR {
-				break
-			}
-		}
-		if perr == syscall.EAGAIN {
-			return false // wait until readable, then call again
-		}
-		perr = nil // bytes, EOF or a socket error: the read that follows sees it
-		return true
-	})
-	if err == nil {
-		err = perr
+	f.env.idle = 0 // never park again
+	if f.tls != nil {
+		return f.copyTLS()
 	}
-	return err
+	return f.copyTCP()
 }
 
 // copyGrowing reads src into a small buffer, and into a pooled
@@ -345,11 +321,10 @@ func waitReadable(rc syscall.RawConn) error {
 // returns less than the buffer holds. On the switch, the big buffer takes
 // what the small one read and is topped up, without blocking, with what src
 // already holds (crypto/tls decrypts a whole record at once), so the switch
-// costs no extra write. With dry non-nil, every read after a short one
-// (and the first, if held) takes only what src already holds, and when that
-// is nothing copyGrowing returns dry (its buffers given back) instead of
-// blocking.
-func copyGrowing(src io.Reader, emit func([]byte) error, dry error, held bool) error {
+// costs no extra write. With idle non-nil, it is called before every read
+// (to set the read's deadline), and a read that times out ends copyGrowing
+// with errIdle, its buffers given back.
+func copyGrowing(src io.Reader, emit func([]byte) error, idle func() error) error {
 	small := smallPool.Get().(*[]byte)
 	defer smallPool.Put(small)
 	var big *[]byte
@@ -358,23 +333,17 @@ func copyGrowing(src io.Reader, emit func([]byte) error, dry error, held bool) e
 			recordPool.Put(big)
 		}
 	}()
-	probe := dry != nil && held // take only what src holds, without waiting
 	for {
 		buf := *small
 		if big != nil {
 			buf = *big
 		}
-		var (
-			n    int
-			rerr error
-		)
-		if probe {
-			if n, rerr = readBuffered(src, buf); n == 0 && rerr == nil {
-				return dry
+		if idle != nil {
+			if err := idle(); err != nil {
+				return err
 			}
-		} else {
-			n, rerr = src.Read(buf)
 		}
+		n, rerr := src.Read(buf)
 		if big == nil && n == len(buf) && rerr == nil {
 			big = recordPool.Get().(*[]byte)
 			copy(*big, buf[:n])
@@ -388,14 +357,16 @@ func copyGrowing(src io.Reader, emit func([]byte) error, dry error, held bool) e
 				return err
 			}
 		}
-		probe = dry != nil && n < len(buf)
 		if big != nil && n < len(buf) {
 			recordPool.Put(big)
 			big = nil
 		}
 		if rerr != nil {
-			if errors.Is(rerr, io.EOF) {
+			switch {
+			case errors.Is(rerr, io.EOF):
 				return nil
+			case idle != nil && errors.Is(rerr, os.ErrDeadlineExceeded):
+				return errIdle
 			}
 			return rerr
 		}
