@@ -93,15 +93,18 @@ func TestMeshPairRoundTrip(t *testing.T) {
 	mp.b.waitCounter(float64(len(marker)+len(payload)), "bytes", inbound, "to_upstream")
 }
 
-func TestHalfClose(t *testing.T) {
-	// The app reads to EOF, then answers: only works if the client's FIN
-	// travels through both sidecars while the way back stays open.
-	mp := newMeshPair(t, func(c *net.TCPConn, a *app) {
-		b, _ := io.ReadAll(c)
-		fmt.Fprintf(c, "got %d bytes: %s", len(b), b)
-	}, nil)
-	c := mp.dial()
-	c.Write([]byte("request"))
+// answerAtEOF is an app that reads to EOF, then answers: it only gets an
+// answer out if the client's FIN travels through both sidecars while the
+// way back stays open.
+func answerAtEOF(c *net.TCPConn, _ *app) {
+	b, _ := io.ReadAll(c)
+	fmt.Fprintf(c, "got %d bytes: %s", len(b), b)
+}
+
+// finThenReply half-closes c after what it sent (7 bytes, "request") and
+// checks answerAtEOF's reply comes back.
+func finThenReply(t *testing.T, c *net.TCPConn) {
+	t.Helper()
 	if err := c.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +116,13 @@ func TestHalfClose(t *testing.T) {
 	if string(reply) != "got 7 bytes: request" {
 		t.Fatalf("reply %q", reply)
 	}
+}
+
+func TestHalfClose(t *testing.T) {
+	mp := newMeshPair(t, answerAtEOF, nil)
+	c := mp.dial()
+	c.Write([]byte("request"))
+	finThenReply(t, c)
 }
 
 func TestRenewedCertificateAppliesToNewConnections(t *testing.T) {

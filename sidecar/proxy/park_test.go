@@ -110,25 +110,12 @@ func TestParkedTransferIsByteExact(t *testing.T) {
 // travels through both sidecars; the reply comes back on the half that is
 // still open.
 func TestHalfCloseWhileParked(t *testing.T) {
-	mp := newParkingPair(t, func(c *net.TCPConn, a *app) {
-		b, _ := io.ReadAll(c)
-		fmt.Fprintf(c, "got %d bytes: %s", len(b), b)
-	}, 20*time.Millisecond, 5*time.Second)
+	mp := newParkingPair(t, answerAtEOF, 20*time.Millisecond, 5*time.Second)
 	c := mp.dial()
 	c.Write([]byte("request"))
 	waitParked(t, mp.a, 2)
 	waitParked(t, mp.b, 2)
-	if err := c.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	reply, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(reply) != "got 7 bytes: request" {
-		t.Fatalf("reply %q", reply)
-	}
+	finThenReply(t, c)
 }
 
 // TestDrainCutsParkedConnections: at the drain timeout, connections whose

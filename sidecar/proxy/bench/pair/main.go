@@ -230,8 +230,9 @@ func serverConfig(app netip.AddrPort) *xds.Config {
 	}
 }
 
-// runEcho echoes every connection back, half-closing after EOF.
-func runEcho(ctx context.Context, listen string) error {
+// serveTCP accepts on listen, prints "ready" and runs handle on its own
+// goroutine for every connection (closing it after), until ctx ends.
+func serveTCP(ctx context.Context, listen string, handle func(*net.TCPConn)) error {
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
@@ -248,21 +249,22 @@ func runEcho(ctx context.Context, listen string) error {
 		}
 		go func() {
 			defer c.Close()
-			_, _ = io.Copy(c, c)
-			_ = c.(*net.TCPConn).CloseWrite()
+			handle(c.(*net.TCPConn))
 		}()
 	}
+}
+
+// runEcho echoes every connection back, half-closing after EOF.
+func runEcho(ctx context.Context, listen string) error {
+	return serveTCP(ctx, listen, func(c *net.TCPConn) {
+		_, _ = io.Copy(c, c)
+		_ = c.CloseWrite()
+	})
 }
 
 // runRelay forwards every connection on listen to to, both ways, with
 // half-close: read/write through a 256 KiB buffer, or io.Copy (splice).
 func runRelay(ctx context.Context, listen, to string, splice bool) error {
-	l, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	go func() { <-ctx.Done(); l.Close() }()
-	fmt.Println("ready")
 	copyHalf := func(dst, src *net.TCPConn) {
 		if splice {
 			_, _ = io.Copy(dst, src)
@@ -282,27 +284,17 @@ func runRelay(ctx context.Context, listen, to string, splice bool) error {
 		}
 		_ = dst.CloseWrite()
 	}
-	for {
-		c, err := l.Accept()
+	return serveTCP(ctx, listen, func(c *net.TCPConn) {
+		u, err := net.Dial("tcp", to)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
+			return
 		}
-		go func() {
-			defer c.Close()
-			u, err := net.Dial("tcp", to)
-			if err != nil {
-				return
-			}
-			defer u.Close()
-			done := make(chan struct{})
-			go func() { copyHalf(u.(*net.TCPConn), c.(*net.TCPConn)); close(done) }()
-			copyHalf(c.(*net.TCPConn), u.(*net.TCPConn))
-			<-done
-		}()
-	}
+		defer u.Close()
+		done := make(chan struct{})
+		go func() { copyHalf(u.(*net.TCPConn), c); close(done) }()
+		copyHalf(c, u.(*net.TCPConn))
+		<-done
+	})
 }
 
 // runHold opens n connections to addr, checks each echoes one byte, prints
