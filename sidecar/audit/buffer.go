@@ -6,24 +6,35 @@ import "sync"
 // plane. One sender peeks a prefix, sends it, and acks that prefix once the
 // control plane confirmed it; Record only appends, so the prefix is still
 // at the front when it is acked.
+//
+// The ring grows as events wait, up to max, and is given back once it
+// drains: a sidecar whose control plane keeps up holds a few events, not
+// max of them (10,000 preallocated events were 3.2 MB of every sidecar).
 type buffer struct {
 	mu     sync.Mutex
-	events []Event // ring of capacity len(events)
+	max    int
+	events []Event // ring; len(events) is its current capacity
 	head   int
 	n      int
 	wake   chan struct{} // one token when events arrive
 }
 
-func newBuffer(size int) *buffer {
-	return &buffer{events: make([]Event, size), wake: make(chan struct{}, 1)}
+// minRing is the ring's first size, and the size it may keep when drained.
+const minRing = 16
+
+func newBuffer(max int) *buffer {
+	return &buffer{max: max, wake: make(chan struct{}, 1)}
 }
 
 // push appends e; false when the buffer is full.
 func (b *buffer) push(e Event) bool {
 	b.mu.Lock()
 	if b.n == len(b.events) {
-		b.mu.Unlock()
-		return false
+		if b.n >= b.max {
+			b.mu.Unlock()
+			return false
+		}
+		b.grow()
 	}
 	b.events[(b.head+b.n)%len(b.events)] = e
 	b.n++
@@ -33,6 +44,17 @@ func (b *buffer) push(e Event) bool {
 	default:
 	}
 	return true
+}
+
+// grow doubles the ring (within max), keeping the events in order.
+// Called with b.mu held and the ring full.
+func (b *buffer) grow() {
+	size := min(b.max, max(minRing, 2*len(b.events)))
+	events := make([]Event, size)
+	for i := range b.n {
+		events[i] = b.events[(b.head+i)%len(b.events)]
+	}
+	b.events, b.head = events, 0
 }
 
 // peek copies up to max events from the front.
@@ -55,8 +77,14 @@ func (b *buffer) ack(k int) {
 	for i := range k {
 		b.events[(b.head+i)%len(b.events)] = Event{}
 	}
+	if b.n -= k; b.n == 0 {
+		b.head = 0
+		if len(b.events) > minRing {
+			b.events = nil // a burst's ring goes back to the collector
+		}
+		return
+	}
 	b.head = (b.head + k) % len(b.events)
-	b.n -= k
 }
 
 func (b *buffer) len() int {

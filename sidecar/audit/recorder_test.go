@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -132,6 +133,43 @@ func TestBufferRing(t *testing.T) {
 	b.ack(10)
 	if b.len() != 0 || len(b.peek(1)) != 0 {
 		t.Error("buffer not empty after acking everything")
+	}
+}
+
+// TestBufferGrowsAndShrinks: an empty buffer holds no events; it grows in
+// order across the ring's wrap up to its bound, and gives a burst's ring
+// back once drained.
+func TestBufferGrowsAndShrinks(t *testing.T) {
+	b := newBuffer(100)
+	if len(b.events) != 0 {
+		t.Fatalf("a new buffer holds a ring of %d events", len(b.events))
+	}
+	var want []string
+	for i := range 10 {
+		want = append(want, fmt.Sprint(i))
+		b.push(Event{ID: fmt.Sprint(i)})
+	}
+	b.ack(5) // the ring's head moves, so the next growth unwraps it
+	want = want[5:]
+	for i := 10; i < 110; i++ {
+		ok := b.push(Event{ID: fmt.Sprint(i)})
+		if ok {
+			want = append(want, fmt.Sprint(i))
+		}
+		if ok != (i < 105) {
+			t.Fatalf("push %d with %d held: %v", i, b.len(), ok)
+		}
+	}
+	if got := ids(b.peek(1000)); !slices.Equal(got, want) || len(b.events) != 100 {
+		t.Fatalf("peek = %v (ring %d), want %v", got, len(b.events), want)
+	}
+	b.ack(1000)
+	if len(b.events) != 0 || b.len() != 0 {
+		t.Fatalf("drained buffer keeps a ring of %d (%d events)", len(b.events), b.len())
+	}
+	b.push(Event{ID: "again"})
+	if got := ids(b.peek(10)); !slices.Equal(got, []string{"again"}) {
+		t.Fatalf("after draining: %v", got)
 	}
 }
 

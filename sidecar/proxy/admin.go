@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"time"
 
@@ -11,8 +12,11 @@ import (
 
 // adminHandler serves 127.0.0.1:15000:
 //
-//	/connections  {"connections": [ConnInfo...]}
-//	/config_dump  the current xds.Config, with versions and the trust bundle's roots
+//	/connections   {"connections": [ConnInfo...]}
+//	/config_dump   the current xds.Config, with versions and the trust bundle's roots
+//	/debug/pprof/  Go's profiles (heap, goroutine, CPU...) of the sidecar, what
+//	               Envoy's /memory and /heap_dump are for; loopback only, as is
+//	               everything here
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, _ *http.Request) {
@@ -25,6 +29,11 @@ func (p *Proxy) adminHandler() http.Handler {
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, dumpConfig(p.cfg.Config()))
 	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

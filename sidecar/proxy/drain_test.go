@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -95,5 +97,16 @@ func TestNoChainAndAdmin(t *testing.T) {
 	if dump.Versions["type.googleapis.com/envoy.config.listener.v3.Listener"] != "1" || len(dump.Clusters) != 4 ||
 		dump.Clusters[0].Name != "BlackHoleCluster" || dump.Clusters[0].Kind != "BLACKHOLE" || len(dump.Outbound.Chains) != 4 {
 		t.Fatalf("config_dump %+v", dump)
+	}
+
+	// The heap profile, in its text form, names the proxy's own functions.
+	resp, err = http.Get("http://" + a.p.AdminAddr().String() + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("# HeapInuse = ")) {
+		t.Fatalf("/debug/pprof/heap: %s\n%.300s", resp.Status, body)
 	}
 }
