@@ -11,6 +11,10 @@ OUT        := _output
 KUBECONFIG_E2E := $(CURDIR)/$(OUT)/cluster/kubeconfig
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS    := -s -w -X github.com/weftmesh/weft/internal/version.Version=$(VERSION)
+# grpcnotrace: gRPC without golang.org/x/net/trace (and the html/template it
+# pulls in), which weft never enables: 2.3 MB less binary, 2.1 MB less RSS
+# in every sidecar. test/cluster/images.sh builds with the same tags.
+BUILDTAGS  := grpcnotrace
 BINARIES   := $(notdir $(wildcard cmd/*))
 
 .PHONY: all build test race e2e demo bench fuzz lint cluster-up cluster-down cluster-build images clean
@@ -20,7 +24,7 @@ all: build
 ## build: static binaries of every program into _output/bin
 build:
 	@mkdir -p $(OUT)/bin
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(OUT)/bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(BUILDTAGS)' -ldflags '$(LDFLAGS)' -o $(OUT)/bin/ ./cmd/...
 
 ## test: every unit and integration test, with the race detector
 test:

@@ -43,7 +43,7 @@ fi
 
 step="weftctl build"
 mkdir -p _output/bin
-CGO_ENABLED=0 go build -trimpath -o _output/bin/weftctl ./cmd/weftctl
+CGO_ENABLED=0 go build -trimpath -tags grpcnotrace -o _output/bin/weftctl ./cmd/weftctl
 WEFTCTL=$ROOT/_output/bin/weftctl
 
 step="weftctl check --pre"

@@ -26,8 +26,8 @@ NO_IMPORT="${NO_IMPORT:-}"
 GOBIN_DIR="${IMAGES_DIR}/bin"
 export CGO_ENABLED=0
 
-gobuild() { # OUT PKG (package path relative to the repo root)
-  (cd "${ROOT}" && go build -trimpath -ldflags "-s -w -X github.com/weftmesh/weft/internal/version.Version=${VERSION:-dev}" -o "$1" "$2")
+gobuild() { # OUT PKG (package path relative to the repo root); tags as the Makefile's BUILDTAGS
+  (cd "${ROOT}" && go build -trimpath -tags grpcnotrace -ldflags "-s -w -X github.com/weftmesh/weft/internal/version.Version=${VERSION:-dev}" -o "$1" "$2")
 }
 
 build_tools() {

@@ -39,7 +39,7 @@ for tool in iperf3 stunnel4 haproxy python3 taskset; do
 done
 
 echo "building pair and fortio into $BIN"
-(cd "$ROOT" && go build -o "$BIN/pair" ./sidecar/proxy/bench/pair)
+(cd "$ROOT" && go build -tags grpcnotrace -o "$BIN/pair" ./sidecar/proxy/bench/pair) # the sidecar's build tags
 (cd "$HERE/tools" && go build -o "$BIN/fortio" fortio.org/fortio)
 "$BIN/pair" -mode certs -certs "$CERTS"
 cat "$CERTS/client.pem" "$CERTS/client.key" >"$CERTS/client-full.pem"
