@@ -185,7 +185,11 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Uncompressed: a sidecar's exposition is a few KB, and gzip's
+	// compressor costs ~660 KB of heap per scrape (seen with
+	// /debug/pprof/heap in a pod), a tenth of an idle sidecar's private
+	// memory.
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{DisableCompression: true}))
 	mux.Handle("/app-health/", appHealth{probes: probes, host: "127.0.0.1"})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 

@@ -113,6 +113,19 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 	if !strings.Contains(metrics, "weft_sidecar_svid_renewals_total 1") || !strings.Contains(metrics, "weft_sidecar_svid_expiry_timestamp_seconds") {
 		t.Fatalf("sidecar metrics lack identity state:\n%s", metrics)
 	}
+	// Served uncompressed even to a scraper that offers gzip, as Prometheus
+	// does: a compressor per scrape would cost more memory than the sidecar
+	// saves on a few KB of text.
+	req, _ := http.NewRequest("GET", "http://"+health.String()+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" {
+		t.Fatalf("sidecar /metrics answered with Content-Encoding %q", ce)
+	}
 
 	// The control plane sees the sidecar's ADS stream with every type ACKed
 	// and no NACK: the translator's real output is accepted whole.
