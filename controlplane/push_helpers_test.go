@@ -7,9 +7,6 @@ package controlplane
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -157,7 +154,7 @@ func newPushEnv(tb testing.TB, services, eps, nClients int, mode string) *pushEn
 		tb.Fatal(err)
 	}
 	for j := range env.clients {
-		env.clients[j].cert = pushSVID(tb, env.ca, env.clients[j].id)
+		env.clients[j].cert = testutil.Certificate(tb, env.ca, env.clients[j].id)
 	}
 
 	env.reg, err = registry.New(registry.Config{Client: env.kube, Weft: testutil.FakeWeft(), TrustDomain: pushTD.String()})
@@ -179,27 +176,6 @@ func newPushEnv(tb testing.TB, services, eps, nClients int, mode string) *pushEn
 		tb.Fatalf("snapshot has %d services and %d workloads", len(s.Services), len(s.Workloads))
 	}
 	return env
-}
-
-// pushSVID signs an X.509-SVID for id.
-func pushSVID(tb testing.TB, ca *certs.CA, id spiffeid.ID) tls.Certificate {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	chain, err := ca.Sign(certs.SignRequest{CSR: csr, ID: id})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
-	for _, x := range chain {
-		c.Certificate = append(c.Certificate, x.Raw)
-	}
-	return c
 }
 
 // pushChange is one EndpointSlice update in flight.

@@ -7,8 +7,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weftmesh/weft/certs"
 )
@@ -17,21 +19,36 @@ import (
 // from ca, as a tls.Certificate with its chain.
 func Certificate(t testing.TB, ca *certs.CA, id spiffeid.ID, dns ...string) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, err := ca.Sign(certs.SignRequest{CSR: csr, ID: id, DNSNames: dns})
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, chain := sign(t, ca, certs.SignRequest{ID: id, DNSNames: dns})
 	out := tls.Certificate{PrivateKey: key, Leaf: chain[0]}
 	for _, x := range chain {
 		out.Certificate = append(out.Certificate, x.Raw)
 	}
 	return out
+}
+
+// SVID issues a fresh key and an X.509-SVID for id from ca, valid for ttl
+// (0: the CA's default), as go-spiffe's SVID.
+func SVID(t testing.TB, ca *certs.CA, id spiffeid.ID, ttl time.Duration) *x509svid.SVID {
+	t.Helper()
+	key, chain := sign(t, ca, certs.SignRequest{ID: id, TTL: ttl})
+	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}
+}
+
+// sign makes a P-256 key and has ca sign req (its CSR filled in) for it.
+func sign(t testing.TB, ca *certs.CA, req certs.SignRequest) (*ecdsa.PrivateKey, []*x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.CSR, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := ca.Sign(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, chain
 }

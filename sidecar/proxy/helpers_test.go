@@ -2,10 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -24,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
@@ -42,24 +39,6 @@ func newCA(t testing.TB, clk certs.Clock) *certs.CA {
 		t.Fatal(err)
 	}
 	return ca
-}
-
-// issue signs a fresh key for id.
-func issue(t testing.TB, ca *certs.CA, id spiffeid.ID, ttl time.Duration) *x509svid.SVID {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, err := ca.Sign(certs.SignRequest{CSR: csr, ID: id, TTL: ttl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: key}
 }
 
 // swapSVID is an x509svid.Source whose SVID the test replaces (renewal).
@@ -136,7 +115,7 @@ type pod struct {
 
 func startPod(t testing.TB, ca *certs.CA, id spiffeid.ID, mod ...func(*Config)) *pod {
 	t.Helper()
-	pd := &pod{t: t, id: id, svid: newSwap(issue(t, ca, id, time.Hour)), nat: &fakeNAT{}, reg: prometheus.NewRegistry()}
+	pd := &pod{t: t, id: id, svid: newSwap(testutil.SVID(t, ca, id, time.Hour)), nat: &fakeNAT{}, reg: prometheus.NewRegistry()}
 	cfg := Config{
 		SVID: pd.svid, Bundle: ca.Bundle(), TrustDomain: td,
 		Config:      pd.cfg.Load,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
@@ -132,7 +133,7 @@ func TestRenewedCertificateAppliesToNewConnections(t *testing.T) {
 	oldExpiry := mp.a.connections()[0].PeerNotAfter
 
 	// B renews: new key, new certificate with a later expiry.
-	renewed := issue(t, mp.ca, mp.b.id, 3*time.Hour)
+	renewed := testutil.SVID(t, mp.ca, mp.b.id, 3*time.Hour)
 	mp.b.svid.p.Store(renewed)
 	fresh := mp.dial()
 	roundTrip(t, fresh, []byte("after renewal"))

@@ -38,7 +38,6 @@ type parker struct {
 	mu     sync.Mutex
 	next   uint64
 	parked map[uint64]*flow // by token, the epoll event's data
-	n      int              // gauge of parked flows, for metrics
 }
 
 func newParker() (*parker, error) {
@@ -91,7 +90,6 @@ func (pk *parker) park(f *flow) bool {
 		}
 		f.token, f.fd = t, int(fd)
 		pk.parked[t] = f
-		pk.n++
 		ok = true
 	})
 	return ok && err == nil
@@ -105,7 +103,6 @@ func (pk *parker) take(t uint64) *flow {
 		return nil
 	}
 	delete(pk.parked, t)
-	pk.n--
 	_ = syscall.EpollCtl(pk.epfd, syscall.EPOLL_CTL_DEL, f.fd, nil)
 	f.token, f.fd = 0, -1
 	return f
@@ -130,7 +127,7 @@ func (pk *parker) kick(f *flow) {
 func (pk *parker) parkedFlows() int {
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
-	return pk.n
+	return len(pk.parked)
 }
 
 // run resumes flows as their sockets become readable, until stop.

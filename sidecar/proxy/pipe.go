@@ -130,30 +130,26 @@ type flow struct {
 
 func newFlow(dst, src net.Conn, count *atomic.Int64, onChunk func(int), env pipeEnv, end func(*flow, error)) *flow {
 	f := &flow{dst: dst, src: src, count: count, onChunk: onChunk, env: env, end: end, fd: -1}
+	var sock *net.TCPConn
 	switch s := src.(type) {
 	case *prefixConn:
-		f.tcp = s.TCPConn
+		f.tcp, sock = s.TCPConn, s.TCPConn
 	case *net.TCPConn:
-		f.tcp = s
+		f.tcp, sock = s, s
 	case *tls.Conn:
-		if tcp := tlsSocket(s); tcp != nil {
+		if sock = tlsSocket(s); sock != nil {
 			f.tls = s
 		}
 	}
-	var sock *net.TCPConn
-	switch {
-	case f.tcp != nil:
-		sock = f.tcp
-	case f.tls != nil:
-		sock = tlsSocket(f.tls)
+	if sock == nil {
+		return f
 	}
-	if sock != nil {
-		if rc, err := sock.SyscallConn(); err == nil {
-			f.rc = rc
-		} else {
-			f.tcp, f.tls = nil, nil
-		}
+	rc, err := sock.SyscallConn()
+	if err != nil {
+		f.tcp, f.tls = nil, nil // copied the generic way
+		return f
 	}
+	f.rc = rc
 	return f
 }
 

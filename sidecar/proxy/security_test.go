@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
@@ -82,19 +83,19 @@ func TestInboundRefusals(t *testing.T) {
 	}{
 		{name: "no client certificate", svid: func(*meshPair) *x509svid.SVID { return nil }, reason: reasonNoClientCert},
 		{name: "certificate from another CA", svid: func(*meshPair) *x509svid.SVID {
-			return issue(t, other, workloadID("shop", "frontend"), time.Hour)
+			return testutil.SVID(t, other, workloadID("shop", "frontend"), time.Hour)
 		}, reason: reasonUnknownCA},
 		{name: "expired certificate", svid: func(*meshPair) *x509svid.SVID {
-			return issue(t, past, workloadID("shop", "frontend"), time.Hour)
+			return testutil.SVID(t, past, workloadID("shop", "frontend"), time.Hour)
 		}, reason: reasonExpired},
 		{name: "identity not allowed by policy", svid: func(mp *meshPair) *x509svid.SVID {
-			return issue(t, mp.ca, workloadID("payments", "api"), time.Hour)
+			return testutil.SVID(t, mp.ca, workloadID("payments", "api"), time.Hour)
 		}, reason: reasonAuthzDenied, denied: ""},
 		{name: "identity denied by policy", svid: func(mp *meshPair) *x509svid.SVID {
-			return issue(t, mp.ca, workloadID("batch", "job"), time.Hour)
+			return testutil.SVID(t, mp.ca, workloadID("batch", "job"), time.Hour)
 		}, reason: reasonAuthzDenied, denied: "demo/deny-batch"},
 		{name: "TLS 1.2", svid: func(mp *meshPair) *x509svid.SVID {
-			return issue(t, mp.ca, workloadID("shop", "frontend"), time.Hour)
+			return testutil.SVID(t, mp.ca, workloadID("shop", "frontend"), time.Hour)
 		}, max: tls.VersionTLS12, reason: reasonTLSVersion},
 	}
 	for _, tt := range tests {
@@ -118,7 +119,7 @@ func TestInboundRefusals(t *testing.T) {
 
 	t.Run("allowed identity passes, shadow rule counts", func(t *testing.T) {
 		mp := newMeshPair(t, nil, deny)
-		mp.a.svid.p.Store(issue(t, mp.ca, workloadID("shop", "cart"), time.Hour))
+		mp.a.svid.p.Store(testutil.SVID(t, mp.ca, workloadID("shop", "cart"), time.Hour))
 		roundTrip(t, mp.dial(), []byte("allowed"))
 		mp.b.waitCounter(1, "shadow_denials", inbound, "")
 		if got := mp.b.counter("authz_denials", inbound, ""); got != 0 {
@@ -208,7 +209,7 @@ func TestOpenSSLClient(t *testing.T) {
 	}
 	mp := newMeshPair(t, nil, nil)
 	dir := t.TempDir()
-	cert, chain, key, bundle := writePEM(t, dir, issue(t, mp.ca, workloadID("shop", "frontend"), time.Hour), mp.ca)
+	cert, chain, key, bundle := writePEM(t, dir, testutil.SVID(t, mp.ca, workloadID("shop", "frontend"), time.Hour), mp.ca)
 	run := func(withCert bool) (string, error) {
 		args := []string{"s_client", "-connect", mp.b.inboundAddr().String(), "-tls1_3", "-CAfile", bundle,
 			"-quiet", "-no_ign_eof", "-verify_return_error"}
