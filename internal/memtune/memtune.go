@@ -14,6 +14,10 @@
 // The memory limit is the second knob: inside a container with a cgroup v2
 // memory limit, the collector is told to work harder as the process nears
 // LimitFraction of it, instead of letting the kernel OOM-kill the pod.
+//
+// ReleaseWhenQuiet is the third: when a quiet period follows a burst, it
+// collects and returns the heap's headroom to the operating system, which
+// Go's scavenger never does below the GC goal (see Quiet).
 package memtune
 
 import (

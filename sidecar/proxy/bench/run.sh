@@ -23,6 +23,7 @@ FORTIO_T=${FORTIO_T:-20s}
 CPU_CLIENT=${CPU_CLIENT:-0}
 CPU_SERVER=${CPU_SERVER:-1}
 HOLD_N=${HOLD_N:-1000}
+SETTLE=${SETTLE:-8}
 SECTIONS=${SECTIONS:-throughput latency idle}
 # Latency runs use little CPU; on a machine shared with other builds their
 # tails measure the scheduler more than the proxy unless every process of
@@ -223,8 +224,8 @@ for rep in $(seq "$REPS"); do
 	weft_pair 8080
 	if [ "$rep" = 1 ]; then
 		sleep 1
-		record rss_idle_mb weft-client "$(($(rss_kb "$WC")))e-3"
-		record rss_idle_mb weft-server "$(($(rss_kb "$WS")))e-3"
+		record rss_1s_after_start_mb weft-client "$(($(rss_kb "$WC")))e-3"
+		record rss_1s_after_start_mb weft-server "$(($(rss_kb "$WS")))e-3"
 	fi
 	for c in 4 64; do
 		record loadavg "latency-c$c" "$(loadavg | tr ' ' ,)"
@@ -252,12 +253,18 @@ wait_line "$LOG/echo.log" ready
 for rep in $(seq "$REPS"); do
 	echo "idle connections, repetition $rep (load $(loadavg))"
 	weft_pair 7000
-	sleep 1
+	# Settled: past the first quiet period, in which the sidecar hands its
+	# start-up garbage back (memtune.ReleaseWhenQuiet, every 5 s).
+	sleep "$SETTLE"
 	c0=$(rss_kb "$WC") s0=$(rss_kb "$WS")
-	start hold "$CPU_CLIENT" "$BIN/pair" -mode hold -to 127.0.0.1:15001 -n "$HOLD_N" -for 30s
+	start hold "$CPU_CLIENT" "$BIN/pair" -mode hold -to 127.0.0.1:15001 -n "$HOLD_N" -for 40s
 	HD=$STARTED
 	wait_line "$LOG/hold.log" holding
+	# Just after the burst of handshakes, before any quiet period...
 	sleep 3
+	cb=$(rss_kb "$WC") sb=$(rss_kb "$WS")
+	# ...and settled, the connections idle.
+	sleep "$SETTLE"
 	c1=$(rss_kb "$WC") s1=$(rss_kb "$WS")
 	record rss_idle_mb "weft-client" "${c0}e-3"
 	record rss_idle_mb "weft-server" "${s0}e-3"
@@ -265,6 +272,8 @@ for rep in $(seq "$REPS"); do
 	record "rss_${HOLD_N}conns_mb" weft-server "${s1}e-3"
 	record rss_kb_per_conn weft-client "$(python3 -c "print(($c1-$c0)/$HOLD_N)")"
 	record rss_kb_per_conn weft-server "$(python3 -c "print(($s1-$s0)/$HOLD_N)")"
+	record rss_kb_per_conn_burst weft-client "$(python3 -c "print(($cb-$c0)/$HOLD_N)")"
+	record rss_kb_per_conn_burst weft-server "$(python3 -c "print(($sb-$s0)/$HOLD_N)")"
 	stop "$HD"
 	stop "$WC"; stop "$WS"
 done

@@ -158,6 +158,7 @@ func runSidecar(ctx context.Context, mode, dir, listen, to string) error {
 		return fmt.Errorf("-to: %w", err)
 	}
 	memtune.Apply() // as cmd/weft-sidecar does
+	go memtune.ReleaseWhenQuiet(ctx, memtune.Quiet{}, nil)
 	cfg := proxy.Config{
 		SVID: svid, Bundle: bundle, TrustDomain: td,
 		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "-",
