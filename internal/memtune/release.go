@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime/debug"
 	"runtime/metrics"
+	"syscall"
 	"time"
 )
 
@@ -25,6 +26,12 @@ type Quiet struct {
 	// MaxAlloc is the most a period may allocate and still be quiet. Zero
 	// means 1 MiB.
 	MaxAlloc uint64
+	// MaxCPU is the most CPU time a period may use, as a fraction of one
+	// CPU, and still be quiet. A proxy carrying steady traffic through
+	// pooled buffers allocates little, but it is busy: its heap headroom is
+	// in use. Zero means 0.01 (1 %; an idle sidecar uses ~0.1 %, one
+	// carrying 1,000 req/s ~6 %).
+	MaxCPU float64
 	// MinGain is how much the process must have allocated since the last
 	// release (or its start) for another to be worth its collection:
 	// nothing new can have become free otherwise. Zero means 1 MiB.
@@ -41,13 +48,18 @@ func (q Quiet) withDefaults() Quiet {
 	if q.MinGain == 0 {
 		q.MinGain = 1 << 20
 	}
+	if q.MaxCPU <= 0 {
+		q.MaxCPU = 0.01
+	}
 	return q
 }
 
 // heapSample is what the releaser reads from runtime/metrics.
 type heapSample struct {
-	allocs   uint64 // cumulative bytes allocated
-	retained uint64 // heap memory held from the OS (objects, free and unused spans)
+	allocs   uint64        // cumulative bytes allocated
+	retained uint64        // heap memory held from the OS (objects, free and unused spans)
+	cpu      time.Duration // cumulative user+system CPU time of the process
+	at       time.Time     // when sampled
 }
 
 var heapMetrics = []string{
@@ -65,22 +77,35 @@ func readHeap(s []metrics.Sample) heapSample {
 		}
 		return s[i].Value.Uint64()
 	}
-	return heapSample{allocs: v(0), retained: v(1) + v(2) + v(3)}
+	return heapSample{allocs: v(0), retained: v(1) + v(2) + v(3), cpu: cpuTime(), at: time.Now()}
+}
+
+// cpuTime is the process's user and system CPU time so far (zero if
+// getrusage fails, which then never makes a period look busy).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // releaser decides, period by period, whether to release.
 type releaser struct {
 	q           Quiet
-	prevAllocs  uint64 // allocs at the previous sample
-	lastRelease uint64 // allocs at the last release
+	prev        heapSample // the previous sample
+	lastRelease uint64     // allocs at the last release
 }
 
 // due reports whether the period ending with h calls for a release.
 func (r *releaser) due(h heapSample) bool {
-	period := h.allocs - r.prevAllocs
-	r.prevAllocs = h.allocs
+	prev := r.prev
+	r.prev = h
+	wall, cpu := h.at.Sub(prev.at), h.cpu-prev.cpu
 	switch {
-	case period >= r.q.MaxAlloc: // busy: the headroom is being used
+	case h.allocs-prev.allocs >= r.q.MaxAlloc: // busy: the headroom is being used
+		return false
+	case wall <= 0 || float64(cpu) >= r.q.MaxCPU*float64(wall): // busy all the same
 		return false
 	case h.allocs-r.lastRelease < r.q.MinGain: // too little can have been freed since the last one
 		return false
@@ -91,8 +116,8 @@ func (r *releaser) due(h heapSample) bool {
 
 // ReleaseWhenQuiet collects and returns the heap's free memory to the
 // operating system whenever a period of q.Every passes with less than
-// q.MaxAlloc allocated and at least q.MinGain allocated since the last
-// release, until ctx ends. A process that keeps allocating is left to the
+// q.MaxAlloc allocated, less than q.MaxCPU of a CPU used, and at least
+// q.MinGain allocated since the last release, until ctx ends. A process that keeps allocating is left to the
 // runtime; one that sits still is released once, and again only after it
 // allocated MinGain more (a trickle of health checks and scrapes costs one
 // collection per MinGain). released, if not nil, is called after each release
@@ -103,8 +128,7 @@ func ReleaseWhenQuiet(ctx context.Context, q Quiet, released func(before, after 
 	for i, name := range heapMetrics {
 		s[i].Name = name
 	}
-	h := readHeap(s)
-	r.prevAllocs, r.lastRelease = h.allocs, 0
+	r.prev = readHeap(s)
 	t := time.NewTicker(r.q.Every)
 	defer t.Stop()
 	for {
@@ -119,9 +143,9 @@ func ReleaseWhenQuiet(ctx context.Context, q Quiet, released func(before, after 
 		}
 		debug.FreeOSMemory()
 		after := readHeap(s)
-		// The collection allocates a little itself: do not count it as the
-		// next period's work.
-		r.prevAllocs, r.lastRelease = after.allocs, after.allocs
+		// The collection allocates and computes a little itself: do not
+		// count it as the next period's work.
+		r.prev, r.lastRelease = after, after.allocs
 		if released != nil {
 			released(h.retained, after.retained)
 		}

@@ -11,20 +11,25 @@ import (
 func TestReleaserDue(t *testing.T) {
 	const mib = 1 << 20
 	q := Quiet{}.withDefaults()
+	t0 := time.Unix(1000, 0)
+	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * 5 * time.Second) }
+	const idleCPU = time.Millisecond // per 5 s period: 0.02 %
 	steps := []struct {
 		name string
 		h    heapSample
 		want bool
 	}{
-		{"busy period", heapSample{allocs: 50 * mib}, false},
-		{"quiet after allocating", heapSample{allocs: 50*mib + 1000}, true},
-		{"quiet again, nothing allocated since", heapSample{allocs: 50*mib + 2000}, false},
-		{"a trickle below MinGain", heapSample{allocs: 50*mib + 1000 + mib/2}, false},
-		{"the trickle reaches MinGain", heapSample{allocs: 50*mib + 1000 + mib}, true},
-		{"busy burst", heapSample{allocs: 90 * mib}, false},
-		{"then quiet", heapSample{allocs: 90*mib + 10}, true},
+		{"busy period", heapSample{allocs: 50 * mib, cpu: 2 * time.Second, at: at(1)}, false},
+		{"quiet after allocating", heapSample{allocs: 50*mib + 1000, cpu: 2*time.Second + idleCPU, at: at(2)}, true},
+		{"quiet again, nothing allocated since", heapSample{allocs: 50*mib + 2000, cpu: 2*time.Second + 2*idleCPU, at: at(3)}, false},
+		{"a trickle below MinGain", heapSample{allocs: 50*mib + 1000 + mib/2, cpu: 2*time.Second + 3*idleCPU, at: at(4)}, false},
+		{"the trickle reaches MinGain", heapSample{allocs: 50*mib + 1000 + mib, cpu: 2*time.Second + 4*idleCPU, at: at(5)}, true},
+		{"busy burst", heapSample{allocs: 90 * mib, cpu: 3 * time.Second, at: at(6)}, false},
+		{"steady traffic allocating little but using CPU", heapSample{allocs: 90*mib + 1000, cpu: 3*time.Second + 300*time.Millisecond, at: at(7)}, false},
+		{"then quiet", heapSample{allocs: 90*mib + 2000, cpu: 3*time.Second + 300*time.Millisecond + idleCPU, at: at(8)}, true},
+		{"a clock that did not move", heapSample{allocs: 90*mib + 3000, cpu: 3*time.Second + 300*time.Millisecond + idleCPU, at: at(8)}, false},
 	}
-	r := &releaser{q: q}
+	r := &releaser{q: q, prev: heapSample{at: t0}}
 	for i, s := range steps {
 		if got := r.due(s.h); got != s.want {
 			t.Fatalf("step %d (%s): due = %v, want %v", i, s.name, got, s.want)
