@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
+	apiaudit "github.com/weftmesh/weft/api/audit"
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/audit"
@@ -146,7 +147,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer store.Close()
 	verify := nodeVerifier{mesh}
 	var exporter *audit.OTLPExporter
-	var onStored func(audit.Event)
+	var onStored func(apiaudit.Event)
 	if cfg.OTLPEndpoint != "" {
 		exporter, err = audit.NewOTLPExporter(audit.OTLPConfig{Endpoint: cfg.OTLPEndpoint, Insecure: cfg.OTLPInsecure,
 			Logger: log.With("room", "audit"), Registerer: reg})

@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/api/v1alpha1"
 )
 
@@ -177,34 +178,13 @@ func fetchAll[T any](ctx context.Context, f auditFetcher, warn io.Writer, rs *re
 	return out, nil
 }
 
-// The audit API's JSON (controlplane/audit: EventsResponse, Event,
-// SummaryResponse, DestinationSummary), restated: weftctl does not import
-// the control plane.
+// The audit API's JSON (controlplane/audit: EventsResponse, SummaryResponse,
+// DestinationSummary), restated: weftctl does not import the control plane.
+// The events themselves are api/audit's, the one type sidecars write.
 type (
 	auditEvents struct {
-		Events    []auditEvent `json:"events"`
-		Truncated bool         `json:"truncated"`
-	}
-	auditEvent struct {
-		ID            string    `json:"id"`
-		Time          time.Time `json:"time"`
-		SourceID      string    `json:"sourceSpiffeId"`
-		Pod           string    `json:"pod"`
-		Namespace     string    `json:"namespace"`
-		DstHost       string    `json:"dstHost,omitempty"`
-		DstIP         string    `json:"dstIp"`
-		DstPort       uint16    `json:"dstPort"`
-		SNI           string    `json:"sni,omitempty"`
-		Host          string    `json:"host,omitempty"`
-		Protocol      string    `json:"protocol"`
-		Decision      string    `json:"decision"`
-		Policy        string    `json:"policy,omitempty"`
-		Rule          string    `json:"rule,omitempty"`
-		Outbound      string    `json:"outbound,omitempty"`
-		Chain         string    `json:"chain,omitempty"`
-		BytesSent     int64     `json:"bytesSent"`
-		BytesReceived int64     `json:"bytesReceived"`
-		Duration      string    `json:"duration"`
+		Events    []audit.Event `json:"events"`
+		Truncated bool          `json:"truncated"`
 	}
 	auditSummary struct {
 		Destinations []destinationSummary `json:"destinations"`
@@ -224,21 +204,6 @@ type (
 		Namespaces    []string       `json:"namespaces"`
 	}
 )
-
-// destination is "<host or IP>:<port>", as the control plane groups by.
-func (e auditEvent) destination() string {
-	host := e.DstHost
-	if host == "" {
-		host = "unknown"
-		if ip, err := netip.ParseAddr(e.DstIP); err == nil {
-			host = ip.Unmap().String()
-			if ip.Unmap().Is6() {
-				host = "[" + host + "]"
-			}
-		}
-	}
-	return host + ":" + strconv.Itoa(int(e.DstPort))
-}
 
 func newEgress(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -292,11 +257,11 @@ type egressAuditReport struct {
 
 // egressEventsReport is `egress audit --events -o json|yaml`.
 type egressEventsReport struct {
-	Since     time.Time    `json:"since"`
-	Until     time.Time    `json:"until"`
-	Namespace string       `json:"namespace,omitempty"`
-	Events    []auditEvent `json:"events"` // newest first
-	Truncated bool         `json:"truncated"`
+	Since     time.Time     `json:"since"`
+	Until     time.Time     `json:"until"`
+	Namespace string        `json:"namespace,omitempty"`
+	Events    []audit.Event `json:"events"` // newest first
+	Truncated bool          `json:"truncated"`
 	replicaSet
 }
 
@@ -440,7 +405,7 @@ func egressEvents(ctx context.Context, e *egressEnv, warn io.Writer, f egressFil
 // mergeEvents merges the replicas' events newest first, once each (a
 // sidecar that failed over may have sent one to two replicas), at most
 // limit; truncated says there were more.
-func mergeEvents(pages []auditEvents, limit int) (events []auditEvent, truncated bool) {
+func mergeEvents(pages []auditEvents, limit int) (events []audit.Event, truncated bool) {
 	seen := map[string]bool{}
 	for _, p := range pages {
 		truncated = truncated || p.Truncated
@@ -451,12 +416,12 @@ func mergeEvents(pages []auditEvents, limit int) (events []auditEvent, truncated
 			}
 		}
 	}
-	slices.SortFunc(events, func(a, b auditEvent) int { return cmp.Or(b.Time.Compare(a.Time), cmp.Compare(a.ID, b.ID)) })
+	slices.SortFunc(events, func(a, b audit.Event) int { return cmp.Or(b.Time.Compare(a.Time), cmp.Compare(a.ID, b.ID)) })
 	if len(events) > limit {
 		events, truncated = events[:limit], true
 	}
 	if events == nil {
-		events = []auditEvent{}
+		events = []audit.Event{}
 	}
 	return events, truncated
 }
@@ -489,8 +454,8 @@ func printEgressEvents(w io.Writer, r *egressEventsReport) {
 		if policy == "" && e.Outbound != "" {
 			policy = "outbound " + e.Outbound
 		}
-		t.row(egressStamp(e.Time), e.Namespace+"/"+e.Pod, e.destination(), e.Protocol, cmp.Or(e.SNI, e.Host), e.Decision, policy,
-			bytesOf(e.BytesSent)+"/"+bytesOf(e.BytesReceived), e.Duration)
+		t.row(egressStamp(e.Time), e.Namespace+"/"+e.Pod, e.Destination(), e.Protocol, cmp.Or(e.SNI, e.Host), e.Decision, policy,
+			bytesOf(e.BytesSent)+"/"+bytesOf(e.BytesReceived), e.Duration.String())
 	}
 	t.flush()
 	if r.Truncated {
@@ -752,14 +717,14 @@ var (
 // protocols (TLS for SNI, HTTP for Host), addresses without a usable name
 // as /32 or /128 CIDRs on TCP ports. Destinations with the same ports
 // share a rule.
-func (s *suggestion) rules(events []auditEvent) ([]v1alpha1.EgressRule, error) {
+func (s *suggestion) rules(events []audit.Event) ([]v1alpha1.EgressRule, error) {
 	hosts, cidrs := map[string]*seenDestination{}, map[string]*seenDestination{}
 	for _, ev := range events {
 		name, proto := eventHost(ev)
 		into := hosts
 		if name == "" {
-			ip, err := netip.ParseAddr(ev.DstIP)
-			if err != nil {
+			ip := ev.DstIP
+			if !ip.IsValid() {
 				s.skipped++
 				continue
 			}
@@ -837,7 +802,7 @@ func (s *suggestion) rules(events []auditEvent) ([]v1alpha1.EgressRule, error) {
 // eventHost is the name the sidecar decided ev by and how: the SNI for
 // TLS, the Host (without port) for HTTP; "" when there is none fit for an
 // EgressPolicy's hosts (absent, an IP literal, not a DNS name).
-func eventHost(ev auditEvent) (string, v1alpha1.EgressProtocol) {
+func eventHost(ev audit.Event) (string, v1alpha1.EgressProtocol) {
 	name, proto := ev.SNI, v1alpha1.EgressTLS
 	if name == "" && ev.Protocol == "http" {
 		name, proto = ev.Host, v1alpha1.EgressHTTP
@@ -862,7 +827,7 @@ var perPodLabels = []string{"pod-template-hash", "controller-revision-hash", "po
 // namespace; a pod, those sharing its app label (all its workload labels
 // without one, its service account without labels); a service account or
 // SPIFFE ID, that account. It also returns the policy's default name.
-func selectWorkload(ctx context.Context, kube kubernetes.Interface, ns, workload string, events []auditEvent) (*metav1.LabelSelector, []string, string, error) {
+func selectWorkload(ctx context.Context, kube kubernetes.Interface, ns, workload string, events []audit.Event) (*metav1.LabelSelector, []string, string, error) {
 	if workload == "" {
 		return nil, nil, "egress-allowlist", nil
 	}
@@ -891,7 +856,7 @@ func selectWorkload(ctx context.Context, kube kubernetes.Interface, ns, workload
 		return nil, nil, "", fmt.Errorf("weftctl egress suggest: pod %s/%s: %w", ns, workload, err)
 	}
 	// Not a pod (any more): a service account whose events were found?
-	if slices.ContainsFunc(events, func(ev auditEvent) bool { _, sa, _ := workloadOf(ev.SourceID); return sa == workload }) {
+	if slices.ContainsFunc(events, func(ev audit.Event) bool { _, sa, _ := workloadOf(ev.SourceID); return sa == workload }) {
 		return nil, []string{workload}, dnsName(workload) + "-egress", nil
 	}
 	return nil, nil, "", fmt.Errorf("weftctl egress suggest: pod %s/%s not found, and %q is not the service account of any recorded connection: "+

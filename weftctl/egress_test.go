@@ -33,8 +33,9 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/audit"
+	cpaudit "github.com/weftmesh/weft/controlplane/audit"
 )
 
 // The tests serve the control plane's own audit handler (the wire contract
@@ -92,7 +93,7 @@ func egressCluster(t *testing.T, replicas map[string][]audit.Event) (*egressEnv,
 	t.Helper()
 	handlers := map[string]http.Handler{}
 	for name, events := range replicas {
-		store, err := audit.OpenStore(audit.StoreConfig{Path: filepath.Join(t.TempDir(), name+".db"),
+		store, err := cpaudit.OpenStore(cpaudit.StoreConfig{Path: filepath.Join(t.TempDir(), name+".db"),
 			Clock: clocktesting.NewFakeClock(egressNow)})
 		if err != nil {
 			t.Fatal(err)
@@ -101,7 +102,7 @@ func egressCluster(t *testing.T, replicas map[string][]audit.Event) (*egressEnv,
 		if _, err := store.Insert(events); err != nil {
 			t.Fatal(err)
 		}
-		svc, err := audit.NewService(audit.ServiceConfig{Store: store,
+		svc, err := cpaudit.NewService(cpaudit.ServiceConfig{Store: store,
 			Bundle: x509bundle.New(spiffeid.RequireTrustDomainFromString("cluster.local")),
 			Clock:  clocktesting.NewFakeClock(egressNow)})
 		if err != nil {
@@ -221,7 +222,7 @@ func TestEgressAuditEvents(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Events) != 1 || r.Events[0].ID != "d1" || r.Truncated || r.Events[0].Duration != "2s" {
+	if len(r.Events) != 1 || r.Events[0].ID != "d1" || r.Truncated || r.Events[0].Duration != 2*time.Second {
 		t.Errorf("events %+v, truncated %v", r.Events, r.Truncated)
 	}
 }
@@ -388,17 +389,17 @@ func TestBytesOf(t *testing.T) {
 
 func TestEventHost(t *testing.T) {
 	for _, tc := range []struct {
-		ev    auditEvent
+		ev    audit.Event
 		name  string
 		proto v1alpha1.EgressProtocol
 	}{
-		{auditEvent{Protocol: "tls", SNI: "API.Example.com."}, "api.example.com", v1alpha1.EgressTLS},
-		{auditEvent{Protocol: "http", Host: "example.org:8080"}, "example.org", v1alpha1.EgressHTTP},
-		{auditEvent{Protocol: "http", Host: "[2001:db8::1]:80"}, "", ""},
-		{auditEvent{Protocol: "http", Host: "198.18.200.1"}, "", ""},
-		{auditEvent{Protocol: "tls", SNI: "under_score.example"}, "", ""},
-		{auditEvent{Protocol: "tls"}, "", ""},
-		{auditEvent{Protocol: "tcp", Host: "ignored.example"}, "", ""},
+		{audit.Event{Protocol: "tls", SNI: "API.Example.com."}, "api.example.com", v1alpha1.EgressTLS},
+		{audit.Event{Protocol: "http", Host: "example.org:8080"}, "example.org", v1alpha1.EgressHTTP},
+		{audit.Event{Protocol: "http", Host: "[2001:db8::1]:80"}, "", ""},
+		{audit.Event{Protocol: "http", Host: "198.18.200.1"}, "", ""},
+		{audit.Event{Protocol: "tls", SNI: "under_score.example"}, "", ""},
+		{audit.Event{Protocol: "tls"}, "", ""},
+		{audit.Event{Protocol: "tcp", Host: "ignored.example"}, "", ""},
 	} {
 		if name, proto := eventHost(tc.ev); name != tc.name || proto != tc.proto {
 			t.Errorf("eventHost(%+v) = %q, %q; want %q, %q", tc.ev, name, proto, tc.name, tc.proto)

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	apiaudit "github.com/weftmesh/weft/api/audit"
 )
 
 // Query limits of GET /audit/events.
@@ -17,8 +19,8 @@ const (
 
 // EventsResponse is the JSON of GET /audit/events.
 type EventsResponse struct {
-	Events    []Event `json:"events"` // newest first
-	Truncated bool    `json:"truncated"`
+	Events    []apiaudit.Event `json:"events"` // newest first
+	Truncated bool             `json:"truncated"`
 }
 
 // SummaryResponse is the JSON of GET /audit/summary.
@@ -62,7 +64,7 @@ func (s *Service) serveEvents(w http.ResponseWriter, r *http.Request) {
 		resp.Events = events[:limit]
 	}
 	if resp.Events == nil {
-		resp.Events = []Event{}
+		resp.Events = []apiaudit.Event{}
 	}
 	writeJSON(w, resp)
 }

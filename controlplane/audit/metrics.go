@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
+
+	apiaudit "github.com/weftmesh/weft/api/audit"
 )
 
 type serviceMetrics struct {
@@ -89,7 +91,7 @@ func newDestMetrics(max int, interval time.Duration, clk clock.PassiveClock) *de
 	}
 }
 
-func (d *destMetrics) observe(e Event) {
+func (d *destMetrics) observe(e apiaudit.Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if now := d.clock.Now(); now.Sub(d.lastRotated) >= d.interval {

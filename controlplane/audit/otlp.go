@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
+
+	apiaudit "github.com/weftmesh/weft/api/audit"
 )
 
 // OTLPConfig configures an OTLPExporter. Zero fields get the defaults in
@@ -70,7 +72,7 @@ type OTLPExporter struct {
 	cfg   OTLPConfig
 	creds credentials.TransportCredentials
 	log   *slog.Logger
-	queue chan Event
+	queue chan apiaudit.Event
 
 	exported prometheus.Counter
 	dropped  *prometheus.CounterVec
@@ -120,7 +122,7 @@ func NewOTLPExporter(cfg OTLPConfig) (*OTLPExporter, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	x := &OTLPExporter{cfg: cfg, log: cfg.Logger, queue: make(chan Event, cfg.QueueSize),
+	x := &OTLPExporter{cfg: cfg, log: cfg.Logger, queue: make(chan apiaudit.Event, cfg.QueueSize),
 		exported: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_audit_otlp_exported_total",
 			Help: "Audit events the OTLP collector accepted."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_audit_otlp_dropped_total",
@@ -151,7 +153,7 @@ func NewOTLPExporter(cfg OTLPConfig) (*OTLPExporter, error) {
 
 // Export queues ev for export. It never blocks: when the queue is full the
 // event is dropped and counted.
-func (x *OTLPExporter) Export(ev Event) {
+func (x *OTLPExporter) Export(ev apiaudit.Event) {
 	select {
 	case x.queue <- ev:
 	default:
@@ -175,7 +177,7 @@ func (x *OTLPExporter) Run(ctx context.Context) error {
 	tick := x.cfg.Clock.NewTicker(x.cfg.Interval)
 	defer tick.Stop()
 
-	batch := make([]Event, 0, x.cfg.BatchSize)
+	batch := make([]apiaudit.Event, 0, x.cfg.BatchSize)
 	for {
 		select {
 		case <-ctx.Done():
@@ -200,7 +202,7 @@ func (x *OTLPExporter) Run(ctx context.Context) error {
 
 // deliver exports batch, retrying retryable failures with backoff, and
 // reports whether it is done with it: false only when ctx ended first.
-func (x *OTLPExporter) deliver(ctx context.Context, client collogspb.LogsServiceClient, batch []Event) bool {
+func (x *OTLPExporter) deliver(ctx context.Context, client collogspb.LogsServiceClient, batch []apiaudit.Event) bool {
 	req := x.request(batch)
 	wait := x.cfg.Backoff
 	for attempt := 1; ; attempt++ {
@@ -256,7 +258,7 @@ func (x *OTLPExporter) export(ctx context.Context, client collogspb.LogsServiceC
 }
 
 // shutdown exports batch and what is still queued, one attempt per batch.
-func (x *OTLPExporter) shutdown(ctx context.Context, client collogspb.LogsServiceClient, batch []Event) {
+func (x *OTLPExporter) shutdown(ctx context.Context, client collogspb.LogsServiceClient, batch []apiaudit.Event) {
 	for {
 	drain:
 		for len(batch) < x.cfg.BatchSize {
@@ -292,7 +294,7 @@ func retryable(err error) bool {
 }
 
 // request makes one export request of batch.
-func (x *OTLPExporter) request(batch []Event) *collogspb.ExportLogsServiceRequest {
+func (x *OTLPExporter) request(batch []apiaudit.Event) *collogspb.ExportLogsServiceRequest {
 	res := []*commonpb.KeyValue{strAttr("service.name", otlpServiceName)}
 	for _, k := range slices.Sorted(maps.Keys(x.cfg.Resource)) {
 		if k != "service.name" {
@@ -315,7 +317,7 @@ func (x *OTLPExporter) request(batch []Event) *collogspb.ExportLogsServiceReques
 
 // logRecord is e as an OTLP log record: weft.* attributes, a sentence as
 // the body, WARN for what was (or would be) denied.
-func logRecord(e Event, observed uint64) *logspb.LogRecord {
+func logRecord(e apiaudit.Event, observed uint64) *logspb.LogRecord {
 	r := &logspb.LogRecord{
 		TimeUnixNano: uint64(max(e.Time.UnixNano(), 0)), ObservedTimeUnixNano: observed,
 		SeverityNumber: logspb.SeverityNumber_SEVERITY_NUMBER_INFO, SeverityText: "INFO",
@@ -345,7 +347,7 @@ func logRecord(e Event, observed uint64) *logspb.LogRecord {
 }
 
 // sentence says what happened in a few words for log viewers.
-func sentence(e Event) string {
+func sentence(e apiaudit.Event) string {
 	who := e.Namespace + "/" + e.Pod
 	what := e.Destination() + " (" + e.Protocol + ")"
 	by := ""

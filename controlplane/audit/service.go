@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
 
+	apiaudit "github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/internal/peersvid"
 )
 
@@ -43,7 +44,7 @@ type ServiceConfig struct {
 	TopDestinations int
 	// OnStored, if set, sees each newly stored event (never a duplicate);
 	// it must not block (the OTLP exporter's Export queues).
-	OnStored   func(Event)
+	OnStored   func(apiaudit.Event)
 	Logger     *slog.Logger
 	Clock      clock.PassiveClock
 	Registerer prometheus.Registerer // nil: a private registry
@@ -199,12 +200,12 @@ func namespaceOf(id spiffeid.ID) string {
 
 // decode converts and checks a whole message: either every event of it is
 // the node's own and well-formed, or the stream is refused.
-func decode(n *node, msg *alsv3.StreamAccessLogsMessage) ([]Event, error) {
+func decode(n *node, msg *alsv3.StreamAccessLogsMessage) ([]apiaudit.Event, error) {
 	if msg.GetHttpLogs() != nil {
 		return nil, status.Error(codes.InvalidArgument, "audit: HTTP access-log entries are not accepted; weft sends TCP entries")
 	}
 	entries := msg.GetTcpLogs().GetLogEntry()
-	out := make([]Event, 0, len(entries))
+	out := make([]apiaudit.Event, 0, len(entries))
 	for i, en := range entries {
 		e, err := fromEntry(en)
 		if err != nil {
@@ -224,11 +225,11 @@ func decode(n *node, msg *alsv3.StreamAccessLogsMessage) ([]Event, error) {
 }
 
 // fromEntry reads an entry the way sidecar/audit.Entry writes it.
-func fromEntry(en *accesslogdatav3.TCPAccessLogEntry) (Event, error) {
+func fromEntry(en *accesslogdatav3.TCPAccessLogEntry) (apiaudit.Event, error) {
 	c := en.GetCommonProperties()
 	md := c.GetMetadata().GetFilterMetadata()[metadataKey].GetFields()
 	str := func(k string) string { return md[k].GetStringValue() }
-	e := Event{
+	e := apiaudit.Event{
 		ID: str("id"), SourceID: str("source_spiffe_id"), Pod: str("pod"), Namespace: str("namespace"),
 		DstHost: str("dst_host"), SNI: str("sni"), Host: str("host"), Protocol: str("protocol"),
 		Decision: str("decision"), Policy: str("policy"), Rule: str("rule"), Outbound: str("outbound"), Chain: str("chain"),

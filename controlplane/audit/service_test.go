@@ -22,11 +22,13 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	apiaudit "github.com/weftmesh/weft/api/audit"
 )
 
 // entry encodes e as sidecar/audit does (the roundtrip test uses the real
 // encoder).
-func entry(e Event) *accesslogdatav3.TCPAccessLogEntry {
+func entry(e apiaudit.Event) *accesslogdatav3.TCPAccessLogEntry {
 	md, _ := structpb.NewStruct(map[string]any{"id": e.ID, "source_spiffe_id": e.SourceID, "pod": e.Pod, "namespace": e.Namespace,
 		"dst_host": e.DstHost, "sni": e.SNI, "protocol": e.Protocol, "decision": e.Decision, "policy": e.Policy, "rule": e.Rule})
 	return &accesslogdatav3.TCPAccessLogEntry{
@@ -40,7 +42,7 @@ func entry(e Event) *accesslogdatav3.TCPAccessLogEntry {
 	}
 }
 
-func message(node string, events ...Event) *alsv3.StreamAccessLogsMessage {
+func message(node string, events ...apiaudit.Event) *alsv3.StreamAccessLogsMessage {
 	logs := &alsv3.StreamAccessLogsMessage_TCPAccessLogEntries{}
 	for _, e := range events {
 		logs.LogEntry = append(logs.LogEntry, entry(e))
@@ -53,7 +55,7 @@ func message(node string, events ...Event) *alsv3.StreamAccessLogsMessage {
 }
 
 // shopEvent is an event of pod web-1 in shop running as shopApp.
-func shopEvent(id string) Event {
+func shopEvent(id string) apiaudit.Event {
 	e := ev(id, 0, "shop", "web-1", "app", "api.example.com", "93.184.216.34", 443, "allow")
 	return e
 }

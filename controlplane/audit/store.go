@@ -15,13 +15,15 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"k8s.io/utils/clock"
+
+	apiaudit "github.com/weftmesh/weft/api/audit"
 )
 
 // DefaultStorePath is where the install mounts the audit volume.
 const DefaultStorePath = "/var/lib/weft/audit.db"
 
 var (
-	bucketEvents = []byte("events") // time key (8 bytes unix nanos, big endian) + ID → JSON Event
+	bucketEvents = []byte("events") // time key (8 bytes unix nanos, big endian) + ID → JSON apiaudit.Event
 	bucketIDs    = []byte("ids")    // ID → time key
 )
 
@@ -88,7 +90,7 @@ func (s *Store) Close() error { return s.db.Close() }
 // Insert stores the events whose IDs it does not hold yet, in one
 // transaction, and returns those (duplicates are skipped: inserting is
 // idempotent by ID). When Insert returns nil, the events are on disk.
-func (s *Store) Insert(events []Event) (added []Event, err error) {
+func (s *Store) Insert(events []apiaudit.Event) (added []apiaudit.Event, err error) {
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		added = added[:0]
 		evb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketIDs)
@@ -145,7 +147,7 @@ type Query struct {
 }
 
 // Match reports whether e passes the query's filters (not its time range).
-func (q Query) Match(e Event) bool {
+func (q Query) Match(e apiaudit.Event) bool {
 	switch {
 	case q.Namespace != "" && e.Namespace != q.Namespace,
 		q.Decision != "" && e.Decision != q.Decision,
@@ -157,9 +159,9 @@ func (q Query) Match(e Event) bool {
 }
 
 // Query returns the matching events, newest first, at most q.Limit.
-func (s *Store) Query(q Query) ([]Event, error) {
-	var out []Event
-	err := s.scan(q, true, func(e Event) bool {
+func (s *Store) Query(q Query) ([]apiaudit.Event, error) {
+	var out []apiaudit.Event
+	err := s.scan(q, true, func(e apiaudit.Event) bool {
 		out = append(out, e)
 		return q.Limit <= 0 || len(out) < q.Limit
 	})
@@ -168,7 +170,7 @@ func (s *Store) Query(q Query) ([]Event, error) {
 
 // scan calls f for each matching event in [Since, Until), newest first if
 // reverse, until f returns false.
-func (s *Store) scan(q Query, reverse bool, f func(Event) bool) error {
+func (s *Store) scan(q Query, reverse bool, f func(apiaudit.Event) bool) error {
 	lo := timeKey(q.Since)
 	hi := []byte(nil)
 	if !q.Until.IsZero() {
@@ -196,7 +198,7 @@ func (s *Store) scan(q Query, reverse bool, f func(Event) bool) error {
 			}
 		}
 		for ; inRange(k); k, v = step() {
-			var e Event
+			var e apiaudit.Event
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("audit: stored event %x: %w", k, err)
 			}

@@ -7,16 +7,18 @@ import (
 	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
+
+	apiaudit "github.com/weftmesh/weft/api/audit"
 )
 
-func ev(id string, at time.Duration, ns, pod, sa, host, ip string, port uint16, decision string) Event {
-	return Event{ID: id, Time: t0.Add(at), SourceID: "spiffe://cluster.local/ns/" + ns + "/sa/" + sa, Pod: pod, Namespace: ns,
+func ev(id string, at time.Duration, ns, pod, sa, host, ip string, port uint16, decision string) apiaudit.Event {
+	return apiaudit.Event{ID: id, Time: t0.Add(at), SourceID: "spiffe://cluster.local/ns/" + ns + "/sa/" + sa, Pod: pod, Namespace: ns,
 		DstHost: host, SNI: host, DstIP: netip.MustParseAddr(ip), DstPort: port, Protocol: "tls", Decision: decision,
 		BytesSent: 100, BytesReceived: 1000, Duration: 1500 * time.Millisecond}
 }
 
-func sampleEvents() []Event {
-	return []Event{
+func sampleEvents() []apiaudit.Event {
+	return []apiaudit.Event{
 		ev("a-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"),
 		ev("a-2", time.Minute, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"),
 		ev("b-1", 2*time.Minute, "shop", "worker-7", "worker", "bad.example.com", "93.184.216.35", 443, "deny"),
@@ -25,7 +27,7 @@ func sampleEvents() []Event {
 	}
 }
 
-func ids(events []Event) []string {
+func ids(events []apiaudit.Event) []string {
 	var out []string
 	for _, e := range events {
 		out = append(out, e.ID)
@@ -47,7 +49,7 @@ func TestStoreInsertIsIdempotent(t *testing.T) {
 	if s.Len() != 6 {
 		t.Errorf("Len = %d, want 6", s.Len())
 	}
-	if _, err := s.Insert([]Event{{Time: t0}}); err == nil {
+	if _, err := s.Insert([]apiaudit.Event{{Time: t0}}); err == nil {
 		t.Error("Insert of an event without ID succeeded")
 	}
 	got, _ := s.Query(Query{Destination: "93.184.216.34"})

@@ -5,9 +5,11 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	apiaudit "github.com/weftmesh/weft/api/audit"
 )
 
-func matchWorkload(w string, e Event) bool {
+func matchWorkload(w string, e apiaudit.Event) bool {
 	if w == e.Pod || w == e.SourceID {
 		return true
 	}
@@ -15,7 +17,7 @@ func matchWorkload(w string, e Event) bool {
 	return ok && w == sa
 }
 
-func matchDestination(d string, e Event) bool {
+func matchDestination(d string, e apiaudit.Event) bool {
 	d = strings.TrimRight(strings.ToLower(d), ".")
 	names := []string{e.DstHost, e.SNI, e.Host, e.Destination()}
 	if e.DstIP.IsValid() {
@@ -35,7 +37,7 @@ func matchDestination(d string, e Event) bool {
 
 // DestinationSummary is what `weftctl egress audit` shows per destination.
 type DestinationSummary struct {
-	Destination   string         `json:"destination"` // Event.Destination(): "host:port"
+	Destination   string         `json:"destination"` // apiaudit.Event.Destination(): "host:port"
 	Protocols     []string       `json:"protocols"`
 	IPs           []string       `json:"ips,omitempty"` // up to 16 distinct destination IPs
 	Connections   int64          `json:"connections"`
@@ -53,7 +55,7 @@ type DestinationSummary struct {
 // most connections first.
 func (s *Store) Summary(q Query) ([]DestinationSummary, error) {
 	byDest := map[string]*DestinationSummary{}
-	err := s.scan(q, false, func(e Event) bool {
+	err := s.scan(q, false, func(e apiaudit.Event) bool {
 		d := byDest[e.Destination()]
 		if d == nil {
 			d = &DestinationSummary{Destination: e.Destination(), FirstSeen: e.Time, Decisions: map[string]int{}}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	apiaudit "github.com/weftmesh/weft/api/audit"
 	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
 	accesslogdatav3 "github.com/weftmesh/weft/sidecar/internal/envoy/data/accesslog/v3"
 	alsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/accesslog/v3"
@@ -37,7 +38,7 @@ const (
 )
 
 // Entry converts e to the access-log entry the control plane receives.
-func Entry(e Event) *accesslogdatav3.TCPAccessLogEntry {
+func Entry(e apiaudit.Event) *accesslogdatav3.TCPAccessLogEntry {
 	fields := map[string]*structpb.Value{}
 	for k, v := range map[string]string{
 		FieldID: e.ID, FieldSource: e.SourceID, FieldPod: e.Pod, FieldNamespace: e.Namespace, FieldDstHost: e.DstHost,
@@ -82,7 +83,7 @@ func Entry(e Event) *accesslogdatav3.TCPAccessLogEntry {
 // Identifier is the first message's identifier: node "<pod>.<namespace>",
 // log_name "weft-egress".
 func Identifier(pod, namespace string) *alsv3.StreamAccessLogsMessage_Identifier {
-	return &alsv3.StreamAccessLogsMessage_Identifier{Node: &corev3.Node{Id: pod + "." + namespace}, LogName: LogName}
+	return &alsv3.StreamAccessLogsMessage_Identifier{Node: &corev3.Node{Id: pod + "." + namespace}, LogName: apiaudit.LogName}
 }
 
 func socketAddress(ip string, port uint16) *corev3.Address {

@@ -1,6 +1,10 @@
 package audit
 
-import "sync"
+import (
+	"sync"
+
+	apiaudit "github.com/weftmesh/weft/api/audit"
+)
 
 // buffer is a bounded FIFO of events not yet acknowledged by the control
 // plane. One sender peeks a prefix, sends it, and acks that prefix once the
@@ -13,7 +17,7 @@ import "sync"
 type buffer struct {
 	mu     sync.Mutex
 	max    int
-	events []Event // ring; len(events) is its current capacity
+	events []apiaudit.Event // ring; len(events) is its current capacity
 	head   int
 	n      int
 	wake   chan struct{} // one token when events arrive
@@ -27,7 +31,7 @@ func newBuffer(max int) *buffer {
 }
 
 // push appends e; false when the buffer is full.
-func (b *buffer) push(e Event) bool {
+func (b *buffer) push(e apiaudit.Event) bool {
 	b.mu.Lock()
 	if b.n == len(b.events) {
 		if b.n >= b.max {
@@ -50,7 +54,7 @@ func (b *buffer) push(e Event) bool {
 // Called with b.mu held and the ring full.
 func (b *buffer) grow() {
 	size := min(b.max, max(minRing, 2*len(b.events)))
-	events := make([]Event, size)
+	events := make([]apiaudit.Event, size)
 	for i := range b.n {
 		events[i] = b.events[(b.head+i)%len(b.events)]
 	}
@@ -58,11 +62,11 @@ func (b *buffer) grow() {
 }
 
 // peek copies up to max events from the front.
-func (b *buffer) peek(max int) []Event {
+func (b *buffer) peek(max int) []apiaudit.Event {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	k := min(max, b.n)
-	out := make([]Event, k)
+	out := make([]apiaudit.Event, k)
 	for i := range k {
 		out[i] = b.events[(b.head+i)%len(b.events)]
 	}
@@ -75,7 +79,7 @@ func (b *buffer) ack(k int) {
 	defer b.mu.Unlock()
 	k = min(k, b.n)
 	for i := range k {
-		b.events[(b.head+i)%len(b.events)] = Event{}
+		b.events[(b.head+i)%len(b.events)] = apiaudit.Event{}
 	}
 	if b.n -= k; b.n == 0 {
 		b.head = 0

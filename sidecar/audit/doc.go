@@ -1,6 +1,7 @@
-// Package audit records the sidecar's egress audit events: one [Event] per
-// egress connection, written as a JSON line to stdout and delivered to the
-// control plane over Envoy's gRPC access-log service (ALS,
+// Package audit records the sidecar's egress audit events: one
+// [github.com/weftmesh/weft/api/audit.Event] per egress connection, written
+// as a JSON line to stdout and delivered to the control plane over Envoy's
+// gRPC access-log service (ALS,
 // envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs).
 //
 // # Delivery: at-least-once transport, idempotent store

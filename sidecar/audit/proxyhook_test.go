@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	apiaudit "github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/sidecar/audit"
 	"github.com/weftmesh/weft/sidecar/proxy"
 	"github.com/weftmesh/weft/sidecar/xds"
@@ -96,7 +97,7 @@ func TestProxyHookRecordsEgressConnections(t *testing.T) {
 		mu  sync.Mutex
 		dst netip.AddrPort
 	)
-	events := make(chan audit.Event, 10)
+	events := make(chan apiaudit.Event, 10)
 	rec, err := audit.New(audit.Config{SourceID: spiffeid.RequireFromString("spiffe://cluster.local/ns/lab/sa/app"),
 		Pod: "app-1", Namespace: "lab", Out: io.Discard})
 	if err != nil {
@@ -106,7 +107,7 @@ func TestProxyHookRecordsEgressConnections(t *testing.T) {
 	px, err := proxy.New(proxy.Config{SVID: noSVID{}, Bundle: noSVID{}, TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
 		Config: func() *xds.Config { return cfg }, InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "-",
 		OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { mu.Lock(); defer mu.Unlock(); return dst, nil },
-		Audit:       func(e audit.Event) { rec.Record(e); events <- e }})
+		Audit:       func(e apiaudit.Event) { rec.Record(e); events <- e }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,14 +133,14 @@ func TestProxyHookRecordsEgressConnections(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		return string(b)
 	}
-	next := func() audit.Event {
+	next := func() apiaudit.Event {
 		t.Helper()
 		select {
 		case e := <-events:
 			return e
 		case <-time.After(5 * time.Second):
 			t.Fatal("no audit event")
-			return audit.Event{}
+			return apiaudit.Event{}
 		}
 	}
 
@@ -147,7 +148,7 @@ func TestProxyHookRecordsEgressConnections(t *testing.T) {
 		t.Fatalf("allowed TCP: got %q", got)
 	}
 	e := next()
-	if e.Decision != "allow" || e.Policy != "lab/db" || e.Rule != "0" || e.Protocol != audit.ProtocolTCP || e.DstIP != echo.Addr() ||
+	if e.Decision != "allow" || e.Policy != "lab/db" || e.Rule != "0" || e.Protocol != apiaudit.ProtocolTCP || e.DstIP != echo.Addr() ||
 		e.DstPort != echo.Port() || e.BytesSent != 5 || e.BytesReceived != 10 || e.Duration <= 0 || e.Chain != "egress|P|plain|allow|lab/db#0" {
 		t.Errorf("allowed TCP event %+v", e)
 	}
@@ -167,7 +168,7 @@ func TestProxyHookRecordsEgressConnections(t *testing.T) {
 		t.Errorf("audited HTTP: %q", resp)
 	}
 	if e := next(); e.Decision != "audit" || e.Policy != "lab/web" || e.Host != "API.example.com" || e.DstHost != "api.example.com" ||
-		e.Protocol != audit.ProtocolHTTP || e.BytesReceived == 0 {
+		e.Protocol != apiaudit.ProtocolHTTP || e.BytesReceived == 0 {
 		t.Errorf("audited HTTP event %+v", e)
 	}
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
 
+	apiaudit "github.com/weftmesh/weft/api/audit"
 	alsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/accesslog/v3"
 )
 
@@ -117,7 +117,6 @@ type Recorder struct {
 	id  atomic.Pointer[string] // the source SPIFFE ID once known
 
 	outMu sync.Mutex
-	enc   *json.Encoder
 }
 
 // New checks cfg and registers the recorder's metrics; Run delivers.
@@ -125,7 +124,7 @@ func New(cfg Config) (*Recorder, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	r := &Recorder{cfg: cfg, log: cfg.Logger, buf: newBuffer(cfg.BufferSize), enc: json.NewEncoder(cfg.Out)}
+	r := &Recorder{cfg: cfg, log: cfg.Logger, buf: newBuffer(cfg.BufferSize)}
 	m, err := newMetrics(cfg.Registerer, func() float64 { return float64(r.buf.len()) })
 	if err != nil {
 		return nil, fmt.Errorf("audit: New: metrics: %w", err)
@@ -156,7 +155,7 @@ func (r *Recorder) sourceID() string {
 // one JSON line and queues it for the control plane. It never blocks on the
 // network; when the queue is full the event is dropped (it still reaches
 // Out) and counted.
-func (r *Recorder) Record(e Event) {
+func (r *Recorder) Record(e apiaudit.Event) {
 	e.ID = seqID(r.cfg.InstanceID, r.seq.Add(1))
 	e.SourceID, e.Pod, e.Namespace = r.sourceID(), r.cfg.Pod, r.cfg.Namespace
 	if e.Time.IsZero() {
@@ -164,9 +163,12 @@ func (r *Recorder) Record(e Event) {
 	}
 	e.Time = e.Time.UTC()
 	r.m.recorded()
-	r.outMu.Lock()
-	err := r.enc.Encode(e)
-	r.outMu.Unlock()
+	line, err := apiaudit.MarshalLine(e)
+	if err == nil {
+		r.outMu.Lock()
+		_, err = r.cfg.Out.Write(line)
+		r.outMu.Unlock()
+	}
 	if err != nil {
 		r.log.Warn("audit: writing event", "id", e.ID, "err", err)
 	}
@@ -257,14 +259,14 @@ func (r *Recorder) drain(ctx context.Context) error {
 	return nil
 }
 
-func (r *Recorder) delivered(batch []Event) {
+func (r *Recorder) delivered(batch []apiaudit.Event) {
 	r.buf.ack(len(batch))
 	r.m.acked(len(batch))
 }
 
 // send delivers batch on one stream; nil means the control plane stored
 // every event of it.
-func (r *Recorder) send(ctx context.Context, batch []Event) error {
+func (r *Recorder) send(ctx context.Context, batch []apiaudit.Event) error {
 	for i := range batch {
 		if batch[i].SourceID == "" {
 			if batch[i].SourceID = r.sourceID(); batch[i].SourceID == "" {

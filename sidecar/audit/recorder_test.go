@@ -27,6 +27,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	apiaudit "github.com/weftmesh/weft/api/audit"
 )
 
 var (
@@ -34,9 +36,9 @@ var (
 	t0   = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 )
 
-func sample(i int) Event {
-	return Event{Time: t0.Add(time.Duration(i) * time.Second), DstHost: "api.example.com", DstIP: netip.MustParseAddr("93.184.216.34"),
-		DstPort: 443, SNI: "api.example.com", Protocol: ProtocolTLS, Decision: "allow", Policy: "shop/egress", Rule: "0",
+func sample(i int) apiaudit.Event {
+	return apiaudit.Event{Time: t0.Add(time.Duration(i) * time.Second), DstHost: "api.example.com", DstIP: netip.MustParseAddr("93.184.216.34"),
+		DstPort: 443, SNI: "api.example.com", Protocol: apiaudit.ProtocolTLS, Decision: "allow", Policy: "shop/egress", Rule: "0",
 		Chain: "egress|443|tls|allow|shop/egress#0", BytesSent: 517, BytesReceived: 4096, Duration: 1500 * time.Millisecond}
 }
 
@@ -73,7 +75,7 @@ func TestRecordWritesJSONLines(t *testing.T) {
 	if lines[0] != want {
 		t.Errorf("line 1:\n got %s\nwant %s", lines[0], want)
 	}
-	var back Event
+	var back apiaudit.Event
 	if err := json.Unmarshal([]byte(lines[1]), &back); err != nil {
 		t.Fatal(err)
 	}
@@ -119,12 +121,12 @@ weft_sidecar_audit_buffered 3
 func TestBufferRing(t *testing.T) {
 	b := newBuffer(3)
 	for i := range 3 {
-		b.push(Event{ID: string(rune('a' + i))})
+		b.push(apiaudit.Event{ID: string(rune('a' + i))})
 	}
 	b.ack(2)
-	b.push(Event{ID: "d"})
-	b.push(Event{ID: "e"})
-	if b.push(Event{ID: "f"}) {
+	b.push(apiaudit.Event{ID: "d"})
+	b.push(apiaudit.Event{ID: "e"})
+	if b.push(apiaudit.Event{ID: "f"}) {
 		t.Error("push into a full buffer succeeded")
 	}
 	if got := ids(b.peek(10)); !slices.Equal(got, []string{"c", "d", "e"}) {
@@ -147,12 +149,12 @@ func TestBufferGrowsAndShrinks(t *testing.T) {
 	var want []string
 	for i := range 10 {
 		want = append(want, fmt.Sprint(i))
-		b.push(Event{ID: fmt.Sprint(i)})
+		b.push(apiaudit.Event{ID: fmt.Sprint(i)})
 	}
 	b.ack(5) // the ring's head moves, so the next growth unwraps it
 	want = want[5:]
 	for i := 10; i < 110; i++ {
-		ok := b.push(Event{ID: fmt.Sprint(i)})
+		ok := b.push(apiaudit.Event{ID: fmt.Sprint(i)})
 		if ok {
 			want = append(want, fmt.Sprint(i))
 		}
@@ -167,7 +169,7 @@ func TestBufferGrowsAndShrinks(t *testing.T) {
 	if len(b.events) != 0 || b.len() != 0 {
 		t.Fatalf("drained buffer keeps a ring of %d (%d events)", len(b.events), b.len())
 	}
-	b.push(Event{ID: "again"})
+	b.push(apiaudit.Event{ID: "again"})
 	if got := ids(b.peek(10)); !slices.Equal(got, []string{"again"}) {
 		t.Fatalf("after draining: %v", got)
 	}
@@ -210,7 +212,7 @@ func TestEntry(t *testing.T) {
 	}
 }
 
-func ids(events []Event) []string {
+func ids(events []apiaudit.Event) []string {
 	var out []string
 	for _, e := range events {
 		out = append(out, e.ID)

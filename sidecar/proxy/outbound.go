@@ -15,7 +15,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/weftmesh/weft/sidecar/audit"
+	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/sidecar/egress"
 	"github.com/weftmesh/weft/sidecar/xds"
 )

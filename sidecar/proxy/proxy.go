@@ -18,7 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"k8s.io/utils/clock"
 
-	"github.com/weftmesh/weft/sidecar/audit"
+	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/sidecar/capture"
 	"github.com/weftmesh/weft/sidecar/xds"
 )

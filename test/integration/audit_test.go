@@ -28,6 +28,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/credentials"
 
+	apiaudit "github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/audit"
 	wefttest "github.com/weftmesh/weft/internal/testutil"
@@ -58,7 +59,7 @@ func (s *syncBuffer) ids(t *testing.T) []string {
 	var out []string
 	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
 	for sc.Scan() {
-		var e sidecaraudit.Event
+		var e apiaudit.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatal(err)
 		}
@@ -189,8 +190,8 @@ func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
 	go func() {
 		defer close(produced)
 		for i := range n {
-			rec.Record(sidecaraudit.Event{DstHost: "api.example.com", DstIP: netip.MustParseAddr("93.184.216.34"), DstPort: 443,
-				SNI: "api.example.com", Protocol: sidecaraudit.ProtocolTLS, Decision: "allow", BytesSent: int64(i), Duration: time.Millisecond})
+			rec.Record(apiaudit.Event{DstHost: "api.example.com", DstIP: netip.MustParseAddr("93.184.216.34"), DstPort: 443,
+				SNI: "api.example.com", Protocol: apiaudit.ProtocolTLS, Decision: "allow", BytesSent: int64(i), Duration: time.Millisecond})
 			time.Sleep(time.Millisecond)
 		}
 	}()

@@ -1,0 +1,122 @@
+// Package audit holds weft's egress audit record: one [Event] per
+// connection that left the mesh. The sidecar writes it (a JSON line on its
+// stdout, and Envoy's access-log service to the control plane); the control
+// plane stores it and serves it at /audit/events; weftctl reads it there.
+// One type, so that what a sidecar writes is what an operator reads.
+//
+// This package is a pure core: it imports the standard library only.
+package audit
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// Protocols an egress connection is recorded with.
+const (
+	ProtocolTLS  = "tls"  // TLS, decided by SNI (or IP and port without SNI)
+	ProtocolHTTP = "http" // plaintext HTTP/1 or h2c, decided by Host
+	ProtocolTCP  = "tcp"  // anything else, decided by IP and port
+)
+
+// LogName names weft's egress records: the log_name of the access-log
+// stream's identifier and the "log" field of the sidecar's JSON lines.
+const LogName = "weft-egress"
+
+// Event is one egress connection, recorded when it ends.
+//
+// Its JSON has the fields' tags below plus "duration" in Go's notation
+// ("1.5s").
+type Event struct {
+	// ID is unique per event and stable across resends: "<instance>-<seq>",
+	// a random instance per sidecar start and a sequence number.
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"` // when the connection was accepted
+	// SourceID, Pod and Namespace are the recording sidecar's identity.
+	SourceID  string `json:"sourceSpiffeId"`
+	Pod       string `json:"pod"`
+	Namespace string `json:"namespace"`
+	// DstHost is the destination's name when one is known: the SNI or the
+	// HTTP Host without port. DstIP and DstPort are the original destination.
+	DstHost  string     `json:"dstHost,omitempty"`
+	DstIP    netip.Addr `json:"dstIp"`
+	DstPort  uint16     `json:"dstPort"`
+	SNI      string     `json:"sni,omitempty"`
+	Host     string     `json:"host,omitempty"`
+	Protocol string     `json:"protocol"` // ProtocolTLS, ProtocolHTTP or ProtocolTCP
+	// Decision is "allow", "deny" or "audit"; Policy ("<ns>/<name>") and
+	// Rule say which EgressPolicy rule decided, Outbound the mesh's outbound
+	// policy when it decided instead.
+	Decision string `json:"decision"`
+	Policy   string `json:"policy,omitempty"`
+	Rule     string `json:"rule,omitempty"`
+	Outbound string `json:"outbound,omitempty"`
+	Chain    string `json:"chain,omitempty"` // the outbound filter chain
+	// BytesSent went from the app to the destination, BytesReceived back.
+	BytesSent     int64         `json:"bytesSent"`
+	BytesReceived int64         `json:"bytesReceived"`
+	Duration      time.Duration `json:"-"`
+}
+
+// Destination names where an event went: "<host or IP>:<port>" (IPv6 in
+// brackets). Summaries and metrics group by it.
+func (e Event) Destination() string {
+	host := e.DstHost
+	switch {
+	case host != "":
+	case e.DstIP.Is6() && !e.DstIP.Is4In6():
+		host = "[" + e.DstIP.String() + "]"
+	case e.DstIP.IsValid():
+		host = e.DstIP.Unmap().String()
+	default:
+		host = "unknown"
+	}
+	return host + ":" + strconv.Itoa(int(e.DstPort))
+}
+
+type eventAlias Event
+
+type eventJSON struct {
+	*eventAlias
+	Duration string `json:"duration"`
+}
+
+// MarshalJSON writes the duration in Go's notation ("1.5s").
+func (e Event) MarshalJSON() ([]byte, error) {
+	return json.Marshal(eventJSON{eventAlias: (*eventAlias)(&e), Duration: e.Duration.String()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes (and ignores fields it does
+// not know, such as the "log" of a sidecar's JSON line).
+func (e *Event) UnmarshalJSON(b []byte) error {
+	j := eventJSON{eventAlias: (*eventAlias)(e)}
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	if j.Duration != "" {
+		d, err := time.ParseDuration(j.Duration)
+		if err != nil {
+			return err
+		}
+		e.Duration = d
+	}
+	return nil
+}
+
+// MarshalLine writes e as the sidecar's JSON line: "log": LogName first,
+// then the event's fields, and a newline. Log collectors select weft's
+// egress records by that field.
+func MarshalLine(e Event) ([]byte, error) {
+	b, err := e.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	line := make([]byte, 0, len(b)+len(LogName)+10)
+	line = append(line, `{"log":`...)
+	line = strconv.AppendQuote(line, LogName)
+	line = append(line, ',')
+	line = append(line, b[1:]...)
+	return append(line, '\n'), nil
+}
