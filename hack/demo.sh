@@ -159,7 +159,7 @@ V2=$(echo "$REPLIES" | grep -c "server-v2" || true)
 cat <<TXT
 - $INJECTED of $PODS pods in $NS were injected: each runs weft-init (it installed the traffic
   capture rules, then exited) and weft-proxy, a native sidecar holding the pod's SPIFFE identity.
-- The client's 8 requests to http://server/ were answered $V1 time(s) by server-v1 and $V2 by
+- The client's $((V1 + V2)) requests to http://server/ were answered $V1 time(s) by server-v1 and $V2 by
   server-v2: the client's sidecar balanced the connections over both versions, over mTLS to each server
   sidecar, which checked the client's SPIFFE ID against the AuthorizationPolicy server-allow-client.
 - weftctl verify found $ENC pod(s) ENCRYPTED: each sidecar's mTLS handshake counters, and the

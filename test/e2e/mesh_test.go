@@ -153,6 +153,17 @@ func TestPodToPodTrafficIsEncrypted(t *testing.T) {
 			}
 		}
 	}
+	// ...and what the kubelet charges its container (kubectl top's working
+	// set: the container's cgroup, without the binary's page-cache pages
+	// that every sidecar on the node shares).
+	if raw, err := kube.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", server.Spec.NodeName, "proxy/metrics/resource").DoRaw(context.Background()); err == nil {
+		re := regexp.MustCompile(`(?m)^container_memory_working_set_bytes\{container="weft-proxy",namespace="` + ns + `",pod="` + server.Name + `"\} ([0-9.e+]+)`)
+		if m := re.FindSubmatch(raw); m != nil {
+			if ws, err := strconv.ParseFloat(string(m[1]), 64); err == nil {
+				t.Logf("server sidecar container working set (kubelet): %.1f MB", ws/1e6)
+			}
+		}
+	}
 
 	// Outside the mesh (the node itself), plaintext to the app port is
 	// captured into the STRICT inbound listener and refused.
