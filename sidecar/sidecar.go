@@ -12,9 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
@@ -22,6 +19,7 @@ import (
 	"k8s.io/utils/clock"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	wm "github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/sidecar/audit"
 	"github.com/weftmesh/weft/sidecar/identity"
@@ -138,20 +136,27 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(identityCollector{ids}, xdsCollector{ads})
+	reg := wm.NewRegistry()
+	if err := wm.RegisterRuntime(reg); err != nil {
+		return err
+	}
+	if err := registerIdentity(reg, ids); err != nil {
+		return err
+	}
+	if err := registerXDS(reg, ads); err != nil {
+		return err
+	}
 	// Egress audit events: JSON lines on stdout and, over the same mTLS
 	// connection as ADS (the control plane requires the SVID), Envoy's
 	// access-log service protocol.
 	rec, err := audit.New(audit.Config{SVID: ids, Pod: cfg.PodName, Namespace: cfg.PodNamespace, Out: cfg.AuditOut,
-		Conn: adsConn, Logger: log.With("room", "audit"), Clock: cfg.Clock, Registerer: reg})
+		Conn: adsConn, Logger: log.With("room", "audit"), Clock: cfg.Clock, Metrics: reg})
 	if err != nil {
 		return err
 	}
 	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record,
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, AdminAddr: cfg.AdminAddr,
-		OriginalDst: cfg.OriginalDst, Logger: log.With("room", "proxy"), Clock: cfg.Clock, Registerer: reg,
+		OriginalDst: cfg.OriginalDst, Logger: log.With("room", "proxy"), Clock: cfg.Clock, Metrics: reg,
 		DrainTimeout: cfg.DrainTimeout})
 	if err != nil {
 		return err
@@ -185,11 +190,11 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	// Uncompressed: a sidecar's exposition is a few KB, and gzip's
+	// Uncompressed: a sidecar's exposition is a few KB, and a gzip
 	// compressor costs ~660 KB of heap per scrape (seen with
-	// /debug/pprof/heap in a pod), a tenth of an idle sidecar's private
-	// memory.
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{DisableCompression: true}))
+	// /debug/pprof/heap in a pod when promhttp served it), a tenth of an
+	// idle sidecar's private memory.
+	mux.Handle("/metrics", reg)
 	mux.Handle("/app-health/", appHealth{probes: probes, host: "127.0.0.1"})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
@@ -272,56 +277,57 @@ func Run(ctx context.Context, cfg Config) error {
 	return runErr
 }
 
-// identityCollector exports the identity's state as metrics.
-type identityCollector struct{ m *identity.Manager }
-
-var (
-	descExpiry   = prometheus.NewDesc("weft_sidecar_svid_expiry_timestamp_seconds", "When the current X.509-SVID expires (Unix time).", nil, nil)
-	descRenewals = prometheus.NewDesc("weft_sidecar_svid_renewals_total", "X.509-SVIDs obtained, the first included.", nil, nil)
-	descFailures = prometheus.NewDesc("weft_sidecar_svid_fetch_failures_total", "Failed attempts to obtain an X.509-SVID.", nil, nil)
-)
-
-func (identityCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descExpiry
-	ch <- descRenewals
-	ch <- descFailures
+// registerIdentity exports the identity's state.
+func registerIdentity(reg *wm.Registry, m *identity.Manager) error {
+	err := reg.NewFunc("weft_sidecar_svid_expiry_timestamp_seconds", "When the current X.509-SVID expires (Unix time).", wm.GaugeType, nil,
+		func(emit wm.Emit) {
+			if na := m.NotAfter(); !na.IsZero() {
+				emit(float64(na.Unix()))
+			}
+		})
+	if err != nil {
+		return err
+	}
+	err = reg.NewFunc("weft_sidecar_svid_renewals_total", "X.509-SVIDs obtained, the first included.", wm.CounterType, nil,
+		func(emit wm.Emit) { emit(float64(m.Renewals())) })
+	if err != nil {
+		return err
+	}
+	return reg.NewFunc("weft_sidecar_svid_fetch_failures_total", "Failed attempts to obtain an X.509-SVID.", wm.CounterType, nil,
+		func(emit wm.Emit) { emit(float64(m.Failures())) })
 }
 
-// xdsCollector exports the xDS client's state.
-type xdsCollector struct{ c *xds.Client }
-
-var (
-	descACKs       = prometheus.NewDesc("weft_sidecar_xds_acks_total", "xDS responses accepted.", nil, nil)
-	descNACKs      = prometheus.NewDesc("weft_sidecar_xds_nacks_total", "xDS responses rejected, by resource kind.", []string{"kind"}, nil)
-	descReconnects = prometheus.NewDesc("weft_sidecar_xds_reconnects_total", "ADS streams re-established.", nil, nil)
-	descConnected  = prometheus.NewDesc("weft_sidecar_xds_connected", "1 while the ADS stream is up.", nil, nil)
-)
-
-func (xdsCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descACKs
-	ch <- descNACKs
-	ch <- descReconnects
-	ch <- descConnected
-}
-
-func (x xdsCollector) Collect(ch chan<- prometheus.Metric) {
-	st := x.c.Status()
-	ch <- prometheus.MustNewConstMetric(descACKs, prometheus.CounterValue, float64(st.Acks))
-	for kind, n := range st.Nacks {
-		ch <- prometheus.MustNewConstMetric(descNACKs, prometheus.CounterValue, float64(n), kind)
+// registerXDS exports the xDS client's state.
+func registerXDS(reg *wm.Registry, c *xds.Client) error {
+	for _, f := range []struct {
+		name, help string
+		typ        wm.Type
+		labels     []string
+		collect    func(st xds.Status, emit wm.Emit)
+	}{
+		{"weft_sidecar_xds_acks_total", "xDS responses accepted.", wm.CounterType, nil,
+			func(st xds.Status, emit wm.Emit) { emit(float64(st.Acks)) }},
+		{"weft_sidecar_xds_nacks_total", "xDS responses rejected, by resource kind.", wm.CounterType, []string{"kind"},
+			func(st xds.Status, emit wm.Emit) {
+				for kind, n := range st.Nacks {
+					emit(float64(n), kind)
+				}
+			}},
+		{"weft_sidecar_xds_reconnects_total", "ADS streams re-established.", wm.CounterType, nil,
+			func(st xds.Status, emit wm.Emit) { emit(float64(st.Reconnects)) }},
+		{"weft_sidecar_xds_connected", "1 while the ADS stream is up.", wm.GaugeType, nil,
+			func(st xds.Status, emit wm.Emit) {
+				connected := 0.0
+				if st.Connected {
+					connected = 1
+				}
+				emit(connected)
+			}},
+	} {
+		collect := f.collect
+		if err := reg.NewFunc(f.name, f.help, f.typ, f.labels, func(emit wm.Emit) { collect(c.Status(), emit) }); err != nil {
+			return err
+		}
 	}
-	ch <- prometheus.MustNewConstMetric(descReconnects, prometheus.CounterValue, float64(st.Reconnects))
-	connected := 0.0
-	if st.Connected {
-		connected = 1
-	}
-	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, connected)
-}
-
-func (c identityCollector) Collect(ch chan<- prometheus.Metric) {
-	if na := c.m.NotAfter(); !na.IsZero() {
-		ch <- prometheus.MustNewConstMetric(descExpiry, prometheus.GaugeValue, float64(na.Unix()))
-	}
-	ch <- prometheus.MustNewConstMetric(descRenewals, prometheus.CounterValue, float64(c.m.Renewals()))
-	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(c.m.Failures()))
+	return nil
 }

@@ -1,9 +1,7 @@
 package audit
 
 import (
-	"sync/atomic"
-
-	"github.com/prometheus/client_golang/prometheus"
+	wm "github.com/weftmesh/weft/internal/metrics"
 )
 
 // Drop reasons (label of weft_sidecar_audit_dropped_total).
@@ -12,58 +10,51 @@ const (
 	DropRejected   = "rejected"    // the control plane refused the batch as malformed
 )
 
-// metrics are the recorder's Prometheus series plus plain counters for
-// Stats.
+// metrics are the recorder's Prometheus series; Stats reads the same
+// counters.
 type metrics struct {
-	events, delivered, failures prometheus.Counter
-	dropped                     *prometheus.CounterVec
-
-	eventsN, deliveredN, fullN, rejectedN, failuresN atomic.Int64
+	events, delivered, failures *wm.Counter
+	full, rejected              *wm.Counter // weft_sidecar_audit_dropped_total by reason
 }
 
-func newMetrics(reg prometheus.Registerer, buffered func() float64) (*metrics, error) {
-	m := &metrics{
-		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_sidecar_audit_events_total",
-			Help: "Egress audit events recorded."}),
-		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_sidecar_audit_delivered_total",
-			Help: "Egress audit events the control plane acknowledged."}),
-		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_sidecar_audit_send_failures_total",
-			Help: "Batches of audit events that failed to reach the control plane (and are resent)."}),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_sidecar_audit_dropped_total",
-			Help: "Egress audit events never delivered to the control plane, by reason (buffer_full, rejected)."}, []string{"reason"}),
-	}
-	buf := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "weft_sidecar_audit_buffered",
-		Help: "Egress audit events waiting for the control plane's acknowledgement."}, buffered)
-	for _, c := range []prometheus.Collector{m.events, m.delivered, m.failures, m.dropped, buf} {
-		if err := reg.Register(c); err != nil {
+func newMetrics(reg *wm.Registry, buffered func() float64) (*metrics, error) {
+	m := &metrics{}
+	for _, c := range []struct {
+		dst        **wm.Counter
+		name, help string
+	}{
+		{&m.events, "weft_sidecar_audit_events_total", "Egress audit events recorded."},
+		{&m.delivered, "weft_sidecar_audit_delivered_total", "Egress audit events the control plane acknowledged."},
+		{&m.failures, "weft_sidecar_audit_send_failures_total", "Batches of audit events that failed to reach the control plane (and are resent)."},
+	} {
+		v, err := reg.NewCounter(c.name, c.help)
+		if err != nil {
 			return nil, err
 		}
+		*c.dst = v
 	}
-	m.dropped.WithLabelValues(DropBufferFull)
-	m.dropped.WithLabelValues(DropRejected)
+	dropped, err := reg.NewCounterVec("weft_sidecar_audit_dropped_total",
+		"Egress audit events never delivered to the control plane, by reason (buffer_full, rejected).", "reason")
+	if err != nil {
+		return nil, err
+	}
+	m.full, m.rejected = dropped.With(DropBufferFull), dropped.With(DropRejected)
+	if err := reg.NewGaugeFunc("weft_sidecar_audit_buffered", "Egress audit events waiting for the control plane's acknowledgement.", buffered); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
-func (m *metrics) recorded() {
-	m.events.Inc()
-	m.eventsN.Add(1)
-}
+func (m *metrics) recorded() { m.events.Inc() }
 
-func (m *metrics) failed() {
-	m.failures.Inc()
-	m.failuresN.Add(1)
-}
+func (m *metrics) failed() { m.failures.Inc() }
 
-func (m *metrics) acked(n int) {
-	m.delivered.Add(float64(n))
-	m.deliveredN.Add(int64(n))
-}
+func (m *metrics) acked(n int) { m.delivered.Add(uint64(n)) }
 
 func (m *metrics) drop(reason string, n int) {
-	m.dropped.WithLabelValues(reason).Add(float64(n))
 	if reason == DropBufferFull {
-		m.fullN.Add(int64(n))
+		m.full.Add(uint64(n))
 	} else {
-		m.rejectedN.Add(int64(n))
+		m.rejected.Add(uint64(n))
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
@@ -23,6 +22,7 @@ import (
 	"k8s.io/utils/clock"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	wm "github.com/weftmesh/weft/internal/metrics"
 	alsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/accesslog/v3"
 )
 
@@ -56,9 +56,9 @@ type Config struct {
 	MaxBackoff        time.Duration // 30s
 	DrainTimeout      time.Duration // last flush once Run's ctx ends: 2s
 
-	Logger     *slog.Logger
-	Clock      clock.Clock
-	Registerer prometheus.Registerer // nil: a private registry
+	Logger  *slog.Logger
+	Clock   clock.Clock
+	Metrics *wm.Registry // where the recorder's series go; nil: a private registry
 }
 
 func (c *Config) defaults() error {
@@ -100,8 +100,8 @@ func (c *Config) defaults() error {
 	if c.Clock == nil {
 		c.Clock = clock.RealClock{}
 	}
-	if c.Registerer == nil {
-		c.Registerer = prometheus.NewRegistry()
+	if c.Metrics == nil {
+		c.Metrics = wm.NewRegistry()
 	}
 	return nil
 }
@@ -125,7 +125,7 @@ func New(cfg Config) (*Recorder, error) {
 		return nil, err
 	}
 	r := &Recorder{cfg: cfg, log: cfg.Logger, buf: newBuffer(cfg.BufferSize)}
-	m, err := newMetrics(cfg.Registerer, func() float64 { return float64(r.buf.len()) })
+	m, err := newMetrics(cfg.Metrics, func() float64 { return float64(r.buf.len()) })
 	if err != nil {
 		return nil, fmt.Errorf("audit: New: metrics: %w", err)
 	}
@@ -190,8 +190,8 @@ type Stats struct {
 
 // Stats reports the counters (for status pages and tests).
 func (r *Recorder) Stats() Stats {
-	return Stats{Recorded: r.m.eventsN.Load(), Delivered: r.m.deliveredN.Load(), Buffered: r.buf.len(),
-		DroppedFull: r.m.fullN.Load(), DroppedRejected: r.m.rejectedN.Load(), SendFailures: r.m.failuresN.Load()}
+	return Stats{Recorded: int64(r.m.events.Value()), Delivered: int64(r.m.delivered.Value()), Buffered: r.buf.len(),
+		DroppedFull: int64(r.m.full.Value()), DroppedRejected: int64(r.m.rejected.Value()), SendFailures: int64(r.m.failures.Value())}
 }
 
 // Run delivers buffered events to the control plane until ctx ends, then

@@ -18,8 +18,6 @@ import (
 
 	envoyaccesslogv3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
@@ -29,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	wm "github.com/weftmesh/weft/internal/metrics"
 )
 
 var (
@@ -42,10 +41,10 @@ func sample(i int) apiaudit.Event {
 		Chain: "egress|443|tls|allow|shop/egress#0", BytesSent: 517, BytesReceived: 4096, Duration: 1500 * time.Millisecond}
 }
 
-func newTestRecorder(t *testing.T, cfg Config) (*Recorder, *prometheus.Registry) {
+func newTestRecorder(t *testing.T, cfg Config) (*Recorder, *wm.Registry) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	cfg.SourceID, cfg.Pod, cfg.Namespace, cfg.InstanceID, cfg.Registerer = self, "web-1", "shop", "boot1", reg
+	reg := wm.NewRegistry()
+	cfg.SourceID, cfg.Pod, cfg.Namespace, cfg.InstanceID, cfg.Metrics = self, "web-1", "shop", "boot1", reg
 	if cfg.Out == nil {
 		cfg.Out = io.Discard
 	}
@@ -97,17 +96,21 @@ func TestBufferFullDrops(t *testing.T) {
 	if s := r.Stats(); s.DroppedFull != 2 || s.Buffered != 3 || s.Recorded != 5 {
 		t.Errorf("Stats = %+v, want 2 dropped, 3 buffered", s)
 	}
-	want := `
-# HELP weft_sidecar_audit_dropped_total Egress audit events never delivered to the control plane, by reason (buffer_full, rejected).
-# TYPE weft_sidecar_audit_dropped_total counter
-weft_sidecar_audit_dropped_total{reason="buffer_full"} 2
-weft_sidecar_audit_dropped_total{reason="rejected"} 0
-# HELP weft_sidecar_audit_buffered Egress audit events waiting for the control plane's acknowledgement.
-# TYPE weft_sidecar_audit_buffered gauge
-weft_sidecar_audit_buffered 3
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "weft_sidecar_audit_dropped_total", "weft_sidecar_audit_buffered"); err != nil {
-		t.Error(err)
+	var exp strings.Builder
+	if _, err := reg.WriteTo(&exp); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"\n# HELP weft_sidecar_audit_dropped_total Egress audit events never delivered to the control plane, by reason (buffer_full, rejected).\n" +
+			"# TYPE weft_sidecar_audit_dropped_total counter\n" +
+			`weft_sidecar_audit_dropped_total{reason="buffer_full"} 2` + "\n" +
+			`weft_sidecar_audit_dropped_total{reason="rejected"} 0` + "\n",
+		"\n# HELP weft_sidecar_audit_buffered Egress audit events waiting for the control plane's acknowledgement.\n" +
+			"# TYPE weft_sidecar_audit_buffered gauge\nweft_sidecar_audit_buffered 3\n",
+	} {
+		if !strings.Contains(exp.String(), want) {
+			t.Errorf("exposition lacks\n%s\nin\n%s", want, exp.String())
+		}
 	}
 	// Dropped events still reach stdout; the oldest are the ones kept.
 	if n := strings.Count(out.String(), "\n"); n != 5 {
@@ -343,7 +346,7 @@ func TestSenderDropsRejectedBatches(t *testing.T) {
 	r.Record(sample(0))
 	r.Record(sample(1))
 	waitFor(t, "rejection", func() bool { return r.Stats().DroppedRejected == 2 })
-	if v := testutil.ToFloat64(mustVec(t, reg)); v != 2 {
+	if v, _ := reg.Value("weft_sidecar_audit_dropped_total", DropRejected); v != 2 {
 		t.Errorf("dropped{rejected} = %v", v)
 	}
 	if r.Stats().Buffered != 0 {
@@ -357,7 +360,7 @@ func TestSenderKeepsEventsWhileRefused(t *testing.T) {
 		MaxBackoff: 2 * time.Millisecond})
 	runRecorder(t, r)
 	r.Record(sample(0))
-	waitFor(t, "a failed attempt", func() bool { return testutil.ToFloat64(r.m.failures) >= 3 })
+	waitFor(t, "a failed attempt", func() bool { return r.m.failures.Value() >= 3 })
 	if s := r.Stats(); s.Buffered != 1 || s.Delivered != 0 {
 		t.Errorf("Stats = %+v, want the event kept", s)
 	}
@@ -380,9 +383,8 @@ func (l *lateSVID) GetX509SVID() (*x509svid.SVID, error) {
 func TestSourceIDFromLateSVID(t *testing.T) {
 	f := &fakeALS{}
 	svid := &lateSVID{}
-	reg := prometheus.NewRegistry()
 	var out bytes.Buffer
-	r, err := New(Config{SVID: svid, Pod: "web-1", Namespace: "shop", Out: &out, Registerer: reg, Conn: startFakeALS(t, f),
+	r, err := New(Config{SVID: svid, Pod: "web-1", Namespace: "shop", Out: &out, Conn: startFakeALS(t, f),
 		FlushDelay: time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -421,23 +423,4 @@ func TestNewChecksConfig(t *testing.T) {
 			t.Errorf("New(%+v) succeeded", cfg)
 		}
 	}
-}
-
-func mustVec(t *testing.T, reg *prometheus.Registry) prometheus.Collector {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			if mf.GetName() == "weft_sidecar_audit_dropped_total" && m.GetLabel()[0].GetValue() == "rejected" {
-				c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
-				c.Add(m.GetCounter().GetValue())
-				return c
-			}
-		}
-	}
-	t.Fatal("no dropped_total{rejected}")
-	return nil
 }

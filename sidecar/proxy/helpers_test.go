@@ -14,12 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weftmesh/weft/certs"
+	wm "github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
@@ -106,7 +105,7 @@ type pod struct {
 	svid  *swapSVID
 	cfg   atomic.Pointer[xds.Config]
 	nat   *fakeNAT
-	reg   *prometheus.Registry
+	reg   *wm.Registry
 	p     *Proxy
 	stop  context.CancelFunc
 	done  chan error
@@ -115,12 +114,12 @@ type pod struct {
 
 func startPod(t testing.TB, ca *certs.CA, id spiffeid.ID, mod ...func(*Config)) *pod {
 	t.Helper()
-	pd := &pod{t: t, id: id, svid: newSwap(testutil.SVID(t, ca, id, time.Hour)), nat: &fakeNAT{}, reg: prometheus.NewRegistry()}
+	pd := &pod{t: t, id: id, svid: newSwap(testutil.SVID(t, ca, id, time.Hour)), nat: &fakeNAT{}, reg: wm.NewRegistry()}
 	cfg := Config{
 		SVID: pd.svid, Bundle: ca.Bundle(), TrustDomain: td,
 		Config:      pd.cfg.Load,
 		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		OriginalDst: pd.nat.originalDst, Registerer: pd.reg,
+		OriginalDst: pd.nat.originalDst, Metrics: pd.reg,
 		DrainTimeout: 5 * time.Second, SniffTimeout: 50 * time.Millisecond, HandshakeTimeout: 5 * time.Second,
 	}
 	for _, m := range mod {
@@ -168,27 +167,27 @@ func (pd *pod) dialOutbound(dst netip.AddrPort) *net.TCPConn {
 
 func (pd *pod) counter(name string, labels ...string) float64 {
 	pd.t.Helper()
-	var c prometheus.Collector
 	m := pd.p.m
+	var vec *wm.CounterVec
 	switch name {
 	case "handshake_failures":
-		c = m.hsFailures.WithLabelValues(labels...)
+		vec = m.hsFailures
 	case "connection_failures":
-		c = m.connFailures.WithLabelValues(labels...)
+		vec = m.connFailures
 	case "handshakes":
-		c = m.handshakes.WithLabelValues(labels...)
+		vec = m.handshakes
 	case "authz_denials":
-		c = m.denials.WithLabelValues(labels...)
-	case "shadow_denials":
-		c = m.shadowDenies.WithLabelValues(labels...)
+		vec = m.denials
+	case "shadow_denies", "shadow_denials":
+		vec = m.shadowDenies
 	case "bytes":
-		c = m.bytes.WithLabelValues(labels...)
+		vec = m.bytes
 	case "connections":
-		c = m.active.WithLabelValues(labels...)
+		return float64(m.active.With(labels...).Value())
 	default:
 		pd.t.Fatalf("unknown metric %s", name)
 	}
-	return promtest.ToFloat64(c)
+	return float64(vec.With(labels...).Value())
 }
 
 // waitCounter waits until counter reaches want (metrics are counted as the

@@ -57,7 +57,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 			return nil, p.refuse(inbound, cn, &refusal{reason: failureReason(err), handshake: true,
 				err: fmt.Errorf("proxy: inbound handshake (peer %v): %w", peer, err)})
 		}
-		p.m.handshakes.WithLabelValues(inbound).Inc()
+		p.m.handshakes.With(inbound).Inc()
 		st := tc.ConnectionState()
 		peerID := ""
 		if len(st.PeerCertificates) > 0 {
@@ -142,9 +142,9 @@ func (p *Proxy) forward(cn *conn, fw *forwarding, env pipeEnv, finish func()) {
 	in, out := p.m.bytesIn[i], p.m.bytesOut[i]
 	onChunk := func(toUp bool, n int) {
 		if toUp {
-			in.Add(float64(n))
+			in.Add(uint64(n))
 		} else {
-			out.Add(float64(n))
+			out.Add(uint64(n))
 		}
 	}
 	kick := pipe(fw.down, fw.up, &cn.toUp, &cn.toDown, onChunk, env, func() {

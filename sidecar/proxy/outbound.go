@@ -88,7 +88,7 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 			return nil, p.refuse(outbound, cn, &refusal{reason: failureReason(err), handshake: true,
 				err: fmt.Errorf("proxy: outbound handshake with %s (cluster %s, peer %v): %w", addr, cl.Name, peer, err)})
 		}
-		p.m.handshakes.WithLabelValues(outbound).Inc()
+		p.m.handshakes.With(outbound).Inc()
 		cn.tls = newTLSInfo(tc.ConnectionState(), peer.String())
 		up = tc
 	}

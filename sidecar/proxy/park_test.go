@@ -151,15 +151,9 @@ func TestDrainCutsParkedConnections(t *testing.T) {
 // gauge reads an unlabelled gauge from the pod's registry.
 func (pd *pod) gauge(name string) float64 {
 	pd.t.Helper()
-	mfs, err := pd.reg.Gather()
-	if err != nil {
-		pd.t.Fatal(err)
+	v, ok := pd.reg.Value(name)
+	if !ok {
+		pd.t.Fatalf("no gauge %s", name)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	pd.t.Fatalf("no gauge %s", name)
-	return 0
+	return v
 }

@@ -12,13 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"k8s.io/utils/clock"
 
 	"github.com/weftmesh/weft/api/audit"
+	wm "github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/sidecar/capture"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
@@ -51,9 +51,9 @@ type Config struct {
 	// sidecar/audit.Recorder.Record.
 	Audit func(audit.Event)
 
-	Logger     *slog.Logger
-	Clock      clock.PassiveClock
-	Registerer prometheus.Registerer // nil: a private registry
+	Logger  *slog.Logger
+	Clock   clock.PassiveClock
+	Metrics *wm.Registry // where the proxy's series go; nil: a private registry
 
 	ConnectTimeout   time.Duration // upstream connect, when the cluster sets none: 1s
 	DrainTimeout     time.Duration // how long Run waits for open connections once ctx ends: 20s
@@ -96,8 +96,8 @@ func (c *Config) defaults() {
 	if c.Clock == nil {
 		c.Clock = clock.RealClock{}
 	}
-	if c.Registerer == nil {
-		c.Registerer = prometheus.NewRegistry()
+	if c.Metrics == nil {
+		c.Metrics = wm.NewRegistry()
 	}
 }
 
@@ -139,7 +139,7 @@ func New(cfg Config) (*Proxy, error) {
 	case cfg.Config == nil:
 		return nil, errors.New("proxy: New: Config.Config is nil")
 	}
-	m, err := newMetrics(cfg.Registerer)
+	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: New: metrics: %w", err)
 	}
@@ -147,10 +147,10 @@ func New(cfg Config) (*Proxy, error) {
 		cfg: cfg, log: cfg.Logger, td: cfg.TrustDomain, svid: svidSource{cfg.SVID}, m: m,
 		reg: newRegistry(), lb: newBalancer(), ready: make(chan struct{}),
 	}
-	parked := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "weft_sidecar_parked_flows",
-		Help: "Directions of open connections idle long enough to wait in the proxy's epoll set instead of on a goroutine."},
+	err = cfg.Metrics.NewGaugeFunc("weft_sidecar_parked_flows",
+		"Directions of open connections idle long enough to wait in the proxy's epoll set instead of on a goroutine.",
 		func() float64 { return float64(p.ParkedFlows()) })
-	if err := cfg.Registerer.Register(parked); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("proxy: New: metrics: %w", err)
 	}
 	return p, nil
@@ -303,12 +303,12 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, en
 	cn := &conn{direction: direction, src: c.RemoteAddr().String(), start: p.cfg.Clock.Now()}
 	cn.track(c)
 	p.reg.add(cn)
-	p.m.active.WithLabelValues(direction).Inc()
-	p.m.total.WithLabelValues(direction).Inc()
+	p.m.active.With(direction).Inc()
+	p.m.total.With(direction).Inc()
 	finish := func() {
 		cn.closeAll()
 		p.reg.remove(cn)
-		p.m.active.WithLabelValues(direction).Dec()
+		p.m.active.With(direction).Dec()
 	}
 	var fw *forwarding
 	var err error
@@ -340,9 +340,9 @@ func (r *refusal) Unwrap() error { return r.err }
 // refuse counts a refusal and returns it as an error.
 func (p *Proxy) refuse(direction string, cn *conn, r *refusal) error {
 	if r.handshake {
-		p.m.hsFailures.WithLabelValues(direction, r.reason).Inc()
+		p.m.hsFailures.With(direction, r.reason).Inc()
 	} else {
-		p.m.connFailures.WithLabelValues(direction, r.reason).Inc()
+		p.m.connFailures.With(direction, r.reason).Inc()
 	}
 	p.log.Info("connection refused", "direction", direction, "src", cn.src, "dst", cn.dst,
 		"chain", cn.chain, "reason", r.reason, "err", r.err)
@@ -363,7 +363,7 @@ func (p *Proxy) authorize(direction string, fc *xds.FilterChain, peer string, po
 			continue
 		}
 		if ok, policy := f.Allows(peer, port); !ok {
-			p.m.shadowDenies.WithLabelValues(direction, policy).Inc()
+			p.m.shadowDenies.With(direction, policy).Inc()
 			p.log.Info("shadow RBAC would deny", "direction", direction, "chain", fc.Name, "peer", peer, "port", port, "policy", policy)
 		}
 	}
@@ -373,7 +373,7 @@ func (p *Proxy) authorize(direction string, fc *xds.FilterChain, peer string, po
 				continue
 			}
 			if ok, policy := f.Allows(peer, port); !ok {
-				p.m.denials.WithLabelValues(direction, policy).Inc()
+				p.m.denials.With(direction, policy).Inc()
 				who := peer
 				if who == "" {
 					who = "plaintext peer"
