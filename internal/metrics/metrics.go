@@ -125,18 +125,27 @@ func (v *vec[T]) with(values []string) *T {
 	if len(values) != v.n {
 		panic(fmt.Sprintf("metrics: %d label values for %d labels", len(values), v.n))
 	}
-	key := strings.Join(values, "\xff")
+	// The key is built on the stack and looked up without a string
+	// allocation: With runs per connection.
+	var buf [128]byte
+	key := buf[:0]
+	for i, val := range values {
+		if i > 0 {
+			key = append(key, 0xff)
+		}
+		key = append(key, val...)
+	}
 	v.mu.RLock()
-	s := v.series[key]
+	s := v.series[string(key)]
 	v.mu.RUnlock()
 	if s != nil {
 		return s
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if s = v.series[key]; s == nil {
+	if s = v.series[string(key)]; s == nil {
 		s = new(T)
-		v.series[key] = s
+		v.series[string(key)] = s
 		v.values[s] = slices.Clone(values)
 	}
 	return s

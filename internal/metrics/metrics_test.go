@@ -155,6 +155,23 @@ func TestRegistrationErrors(t *testing.T) {
 	}
 }
 
+// TestWithDoesNotAllocate: the proxy counts per connection through With.
+func TestWithDoesNotAllocate(t *testing.T) {
+	r := NewRegistry()
+	v, _ := r.NewCounterVec("weft_test_total", "h", "direction", "reason")
+	g, _ := r.NewGaugeVec("weft_test_open", "h", "direction")
+	v.With("inbound", "expired").Inc()
+	g.With("inbound").Inc()
+	dir, reason := "inbound", "expired"
+	if n := testing.AllocsPerRun(100, func() {
+		v.With(dir, reason).Inc()
+		g.With(dir).Inc()
+		g.With(dir).Dec()
+	}); n != 0 {
+		t.Errorf("With on existing series: %v allocations, want 0", n)
+	}
+}
+
 func TestLabelCountMismatchPanics(t *testing.T) {
 	r := NewRegistry()
 	v, _ := r.NewCounterVec("weft_test_total", "h", "a", "b")
