@@ -36,7 +36,10 @@ type Quiet struct {
 	MaxCPU float64
 	// MinGain is how much the process must have allocated since the last
 	// release (or its start) for another to be worth its collection:
-	// nothing new can have become free otherwise. Zero means 1 MiB.
+	// nothing new can have become free otherwise. The bar is at least a
+	// sixteenth of the heap, since a release marks the whole heap: a
+	// sidecar holding 10,000 connections (~200 MB) is not collected for
+	// every megabyte of health checks. Zero means 1 MiB.
 	MinGain uint64
 }
 
@@ -109,7 +112,7 @@ func (r *releaser) due(h heapSample) bool {
 		return false
 	case wall <= 0 || float64(cpu) >= r.q.MaxCPU*float64(wall): // busy all the same
 		return false
-	case h.allocs-r.lastRelease < r.q.MinGain: // too little can have been freed since the last one
+	case h.allocs-r.lastRelease < max(r.q.MinGain, h.retained/16): // too little can have been freed since the last one
 		return false
 	}
 	r.lastRelease = h.allocs
@@ -119,9 +122,10 @@ func (r *releaser) due(h heapSample) bool {
 // ReleaseWhenQuiet collects and returns the heap's free memory to the
 // operating system whenever a period of q.Every passes with less than
 // q.MaxAlloc allocated, less than q.MaxCPU of a CPU used, and at least
-// q.MinGain allocated since the last release, until ctx ends. A process that keeps allocating is left to the
-// runtime; one that sits still is released once, and again only after it
-// allocated MinGain more (a trickle of health checks and scrapes costs one
+// max(q.MinGain, a sixteenth of the heap) allocated since the last release,
+// until ctx ends. A process that keeps allocating is left to the runtime;
+// one that sits still is released once, and again only after it allocated
+// that much more (a trickle of health checks and scrapes costs one
 // collection per MinGain). released, if not nil, is called after each release
 // with the heap's retained bytes before and after it.
 func ReleaseWhenQuiet(ctx context.Context, q Quiet, released func(before, after uint64)) {

@@ -27,7 +27,11 @@ func TestReleaserDue(t *testing.T) {
 		{"busy burst", heapSample{allocs: 90 * mib, cpu: 3 * time.Second, at: at(6)}, false},
 		{"steady traffic allocating little but using CPU", heapSample{allocs: 90*mib + 1000, cpu: 3*time.Second + 300*time.Millisecond, at: at(7)}, false},
 		{"then quiet", heapSample{allocs: 90*mib + 2000, cpu: 3*time.Second + 300*time.Millisecond + idleCPU, at: at(8)}, true},
-		{"a clock that did not move", heapSample{allocs: 90*mib + 3000, cpu: 3*time.Second + 300*time.Millisecond + idleCPU, at: at(8)}, false},
+		{"a big heap, quiet", heapSample{allocs: 90*mib + 2000 + 6*mib/10, retained: 160 * mib, cpu: 3*time.Second + 300*time.Millisecond + 2*idleCPU, at: at(9)}, false},
+		{"over MinGain but under a sixteenth of the heap", heapSample{allocs: 90*mib + 2000 + 12*mib/10, retained: 160 * mib, cpu: 3*time.Second + 300*time.Millisecond + 3*idleCPU, at: at(10)}, false},
+		{"busy", heapSample{allocs: 100*mib + 2000, retained: 160 * mib, cpu: 5 * time.Second, at: at(11)}, false},
+		{"quiet, a sixteenth allocated", heapSample{allocs: 100*mib + 3000, retained: 160 * mib, cpu: 5*time.Second + idleCPU, at: at(12)}, true},
+		{"a clock that did not move", heapSample{allocs: 100*mib + 4000, cpu: 5*time.Second + idleCPU, at: at(12)}, false},
 	}
 	r := &releaser{q: q, prev: heapSample{at: t0}}
 	for i, s := range steps {
