@@ -331,6 +331,15 @@ func TestMeshConfig(t *testing.T) {
 	if s.Mesh.MTLSMode != v1alpha1.MTLSPermissive || s.Mesh.OutboundMode != v1alpha1.OutboundRegistryOnly {
 		t.Errorf("mesh %+v", s.Mesh)
 	}
+	// Let the status of generation 1 land first: the fake client's
+	// UpdateStatus replaces the whole object without a resourceVersion
+	// check, so a status write of generation 1 racing the update below
+	// would put the old spec back (a real API server answers 409, and the
+	// writer retries on generation 2).
+	f.eventually("default Accepted=True", func() bool {
+		c := f.acceptedCondition(def)
+		return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == 1
+	})
 	// Another trust domain than the control plane's is refused.
 	def.Object["spec"].(map[string]any)["trustDomain"] = "other.example"
 	def.SetGeneration(2)
