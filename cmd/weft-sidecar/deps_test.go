@@ -6,14 +6,14 @@ import (
 	"testing"
 )
 
-// TestLinksNoEnvoyProtos guards the sidecar's footprint: it decodes xDS
+// TestLinksNoHeavyDependencies guards the sidecar's footprint: it decodes xDS
 // into its own subset of Envoy's protos (sidecar/internal/envoy), and
 // linking go-control-plane's generated packages again would add ~6 MB of
 // resident memory to every pod (idle RSS 16.3 MB instead of 10.2 MB for a
 // binary of sidecar/xds and sidecar/audit alone). Likewise its metrics are
 // internal/metrics, not client_golang (0.73 MB of binary with procfs,
 // client_model, expvar and database/sql).
-func TestLinksNoEnvoyProtos(t *testing.T) {
+func TestLinksNoHeavyDependencies(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list -deps: %v\n%s", err, out)

@@ -3,9 +3,6 @@ package audit
 import (
 	"strconv"
 
-	"context"
-
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -92,22 +89,9 @@ func socketAddress(ip string, port uint16) *corev3.Address {
 	}}}
 }
 
-// alsMethod is the access-log service's one method. The stream is opened by
-// name: the sidecar links no generated Envoy service code (see
-// sidecar/internal/envoy).
+// alsMethod is the access-log service's one method, opened by name with
+// envoy.OpenStream.
 const alsMethod = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
-
-// alsStream is a client stream of StreamAccessLogsMessage, answered once.
-type alsStream = grpc.ClientStreamingClient[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse]
-
-// streamAccessLogs opens an access-log stream on conn.
-func streamAccessLogs(ctx context.Context, conn grpc.ClientConnInterface) (alsStream, error) {
-	s, err := conn.NewStream(ctx, &grpc.StreamDesc{StreamName: "StreamAccessLogs", ClientStreams: true}, alsMethod)
-	if err != nil {
-		return nil, err
-	}
-	return &grpc.GenericClientStream[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse]{ClientStream: s}, nil
-}
 
 // seqID formats an event ID.
 func seqID(instance string, seq uint64) string { return instance + "-" + strconv.FormatUint(seq, 10) }

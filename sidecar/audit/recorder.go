@@ -23,6 +23,7 @@ import (
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
 	wm "github.com/weftmesh/weft/internal/metrics"
+	"github.com/weftmesh/weft/sidecar/internal/envoy"
 	alsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/accesslog/v3"
 )
 
@@ -276,7 +277,7 @@ func (r *Recorder) send(ctx context.Context, batch []apiaudit.Event) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.SendTimeout)
 	defer cancel()
-	st, err := streamAccessLogs(ctx, r.cfg.Conn)
+	st, err := envoy.OpenStream[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse](ctx, r.cfg.Conn, alsMethod, false)
 	if err != nil {
 		return fmt.Errorf("audit: open stream: %w", err)
 	}

@@ -37,15 +37,15 @@
 // the deep stack of a handshake does not stay with the connection. A flow
 // holds no buffer while it waits: a plaintext TCP side is read only once
 // the poller reports it readable, into a pooled 32 KiB buffer given back
-// as soon as its bytes are written; a TLS side waits for its socket the
-// same way (after taking what crypto/tls already decrypted), then is read
-// into 2 KiB, and into a pooled 16 KiB buffer (a whole record) while reads
-// keep filling what they get. A flow silent for Config.IdleParkAfter (1s)
-// gives up its goroutine as well: it waits in the proxy's one epoll set
-// (park.go) and a new goroutine resumes it when its socket is readable. An
-// idle connection is then only what crypto/tls keeps for it (~14 KB: the
-// peer's parsed chain, record buffers, AEAD state) and ~1.5 KB of ours.
-
+// as soon as its bytes are written; a TLS side is read (inside crypto/tls,
+// under the idle deadline) into 2 KiB, and into a pooled 16 KiB buffer (a
+// whole record) while reads keep filling what they get. A flow silent for
+// Config.IdleParkAfter (1s) gives up its buffer and its goroutine: it waits
+// in the proxy's one epoll set (park.go) and a new goroutine resumes it
+// when its socket is readable. An idle connection is then only what
+// crypto/tls keeps for it (~14 KB: the peer's parsed chain, record
+// buffers, AEAD state) and ~1.5 KB of ours.
+//
 // # Observability
 //
 // /connections lists live connections as [ConnInfo] (peer SPIFFE ID, TLS
@@ -60,5 +60,6 @@
 // authz_shadow_denials_total{direction,policy}, parked_flows.
 //
 // Imports: sidecar/xds (the model), sidecar/capture (OriginalDst only),
-// go-spiffe, Prometheus. Never controlplane/*.
+// api/audit (the egress record), internal/metrics, go-spiffe. Never
+// controlplane/*.
 package proxy

@@ -373,7 +373,7 @@ func copyGrowing(src io.Reader, emit func([]byte) error, idle func() error) erro
 // the network: a read under a deadline already past, whose timeout is not an
 // error (crypto/tls retries a record after a timeout).
 func readBuffered(src io.Reader, b []byte) (int, error) {
-	d, ok := src.(interface{ SetReadDeadline(time.Time) error })
+	d, ok := src.(deadliner)
 	if !ok || d.SetReadDeadline(time.Unix(1, 0)) != nil {
 		return 0, nil
 	}

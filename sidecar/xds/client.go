@@ -9,7 +9,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,19 +321,8 @@ func (c *Client) wanted(t string) []string {
 	return nil
 }
 
-// The ADS methods. The streams are opened by name: the sidecar links no
-// generated Envoy service code (see sidecar/internal/envoy).
+// The ADS methods, opened by name with envoy.OpenStream.
 const (
 	adsSotwMethod  = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 	adsDeltaMethod = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 )
-
-// openStream opens a bidirectional ADS stream of method on conn.
-func openStream[Req, Res any](ctx context.Context, conn grpc.ClientConnInterface, method string) (grpc.BidiStreamingClient[Req, Res], error) {
-	desc := &grpc.StreamDesc{StreamName: method[strings.LastIndexByte(method, '/')+1:], ServerStreams: true, ClientStreams: true}
-	s, err := conn.NewStream(ctx, desc, method)
-	if err != nil {
-		return nil, err
-	}
-	return &grpc.GenericClientStream[Req, Res]{ClientStream: s}, nil
-}

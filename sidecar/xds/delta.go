@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/weftmesh/weft/sidecar/internal/envoy"
 	statuspb "github.com/weftmesh/weft/sidecar/internal/envoy/google/rpc"
 	discoveryv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
 )
@@ -19,7 +20,7 @@ import (
 func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (healthy bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := openStream[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse](ctx, conn, adsDeltaMethod)
+	stream, err := envoy.OpenStream[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse](ctx, conn, adsDeltaMethod, true)
 	if err != nil {
 		return false, fmt.Errorf("xds: open stream: %w", err)
 	}

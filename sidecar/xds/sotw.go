@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/weftmesh/weft/sidecar/internal/envoy"
 	statuspb "github.com/weftmesh/weft/sidecar/internal/envoy/google/rpc"
 	discoveryv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
 )
@@ -29,7 +30,7 @@ type sotwStream struct {
 func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (healthy bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := openStream[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse](ctx, conn, adsSotwMethod)
+	stream, err := envoy.OpenStream[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse](ctx, conn, adsSotwMethod, true)
 	if err != nil {
 		return false, fmt.Errorf("xds: open stream: %w", err)
 	}
