@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // fakeClock is a Clock tests move by hand.
@@ -31,8 +32,9 @@ type fakeClock struct {
 	now time.Time
 }
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+// newFakeClock starts at testutil.Epoch(t), decades from the wall clock.
+func newFakeClock(t testing.TB) *fakeClock {
+	return &fakeClock{now: testutil.Epoch(t)}
 }
 
 func (c *fakeClock) Now() time.Time {

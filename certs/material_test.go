@@ -19,7 +19,7 @@ func material(t *testing.T, ca *certs.CA) certs.Material {
 }
 
 func TestMaterialRoundTrip(t *testing.T) {
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	ca := newTestCA(t, clock)
 	m := material(t, ca)
 	clock.Add(time.Hour)
@@ -47,11 +47,12 @@ func TestMaterialRoundTrip(t *testing.T) {
 }
 
 func TestLoadCARefuses(t *testing.T) {
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	ca := newTestCA(t, clock)
 	other := newTestCA(t, clock)
 	good, foreign := material(t, ca), material(t, other)
 	with := func(f func(m *certs.Material)) certs.Material { m := good; f(&m); return m }
+	at := func(d time.Duration) string { return clock.Now().Add(d).Format(time.RFC3339) }
 
 	tests := []struct {
 		name     string
@@ -69,8 +70,8 @@ func TestLoadCARefuses(t *testing.T) {
 			m.IntermediatePEM, m.IntermediateKeyPEM = foreign.IntermediatePEM, foreign.IntermediateKeyPEM
 		}), 0, certs.ErrInvalidMaterial, `is not signed by any of the 1 roots in roots.pem: invalid CA material`},
 		{"expired intermediate", good, 366 * 24 * time.Hour, certs.ErrExpired,
-			`expired at 2031-01-01T00:00:00Z (now 2031-01-02T00:00:00Z): certificate expired`},
-		{"not yet valid", good, -time.Hour, certs.ErrInvalidMaterial, `is not valid before 2029-12-31T23:59:00Z (now 2029-12-31T23:00:00Z): invalid CA material`},
+			"expired at " + at(365*24*time.Hour) + " (now " + at(366*24*time.Hour) + "): certificate expired"},
+		{"not yet valid", good, -time.Hour, certs.ErrInvalidMaterial, "is not valid before " + at(-time.Minute) + " (now " + at(-time.Hour) + "): invalid CA material"},
 		{"garbage roots", with(func(m *certs.Material) { m.RootsPEM = []byte("garbage") }), 0, certs.ErrInvalidMaterial,
 			"certs: roots.pem: no PEM block found (7 bytes): invalid CA material"},
 		{"empty root key", with(func(m *certs.Material) { m.RootKeyPEM = nil }), 0, certs.ErrInvalidMaterial,

@@ -6,10 +6,11 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 func TestRenewalTime(t *testing.T) {
-	nb := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	nb := testutil.Epoch(t)
 	day := nb.Add(24 * time.Hour)
 	tests := []struct {
 		name      string

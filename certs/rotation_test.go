@@ -35,7 +35,7 @@ func fp(c *x509.Certificate) [32]byte { return certs.Fingerprint(c) }
 
 // TestRootRotation walks ROTATION.md step by step with a fake clock.
 func TestRootRotation(t *testing.T) {
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	start := clock.Now()
 	cfg := certs.CAConfig{TrustDomain: td, Clock: clock}
 	ca, err := certs.NewCA(cfg)
@@ -143,7 +143,7 @@ func TestRootRotation(t *testing.T) {
 }
 
 func TestRotationOrder(t *testing.T) {
-	ca := newTestCA(t, newFakeClock())
+	ca := newTestCA(t, newFakeClock(t))
 	first := ca.ActiveRoot()
 	checkErr(t, ca.ActivateRoot(), certs.ErrRotation, "certs: ActivateRoot: no prepared root (active root sha256:")
 	checkErr(t, ca.RetireRoot(fp(first)), certs.ErrRotation, " is the active root; activate another root first: root rotation out of order")
@@ -168,7 +168,7 @@ func TestRotationOrder(t *testing.T) {
 // only the signing root's key can still activate, but not renew the
 // intermediate under the old root.
 func TestRestartMidRotation(t *testing.T) {
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	cfg := certs.CAConfig{TrustDomain: td, Clock: clock}
 	ca := newTestCA(t, clock)
 	if err := ca.PrepareRoot(); err != nil {
@@ -207,7 +207,7 @@ func TestRestartMidRotation(t *testing.T) {
 // Sign, Bundle and Material run while the roots rotate; -race checks the
 // locking, and every SVID verifies against the final bundle.
 func TestConcurrentSignDuringRotation(t *testing.T) {
-	clock := newFakeClock()
+	clock := newFakeClock(t)
 	ca := newTestCA(t, clock)
 	csr := makeCSR(t, p256Key(t))
 	var wg sync.WaitGroup

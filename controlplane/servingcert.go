@@ -82,10 +82,12 @@ func (s *servingCert) renew(ctx context.Context) {
 }
 
 // serverTLS asks for, but does not require, a client certificate; one that
-// is presented must be an X.509-SVID of the trust domain.
+// is presented must be an X.509-SVID of the trust domain, valid on the
+// control plane's clock (the one the CA signs on).
 func serverTLS(ca *certs.CA, cert *servingCert) *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
+		Time:           cert.clock.Now,
 		GetCertificate: cert.get,
 		ClientAuth:     tls.RequestClientCert,
 		NextProtos:     []string{"h2"},
@@ -93,7 +95,7 @@ func serverTLS(ca *certs.CA, cert *servingCert) *tls.Config {
 			if len(raw) == 0 {
 				return nil
 			}
-			if _, _, err := x509svid.ParseAndVerify(raw, ca.Bundle()); err != nil {
+			if _, _, err := x509svid.ParseAndVerify(raw, ca.Bundle(), x509svid.WithTime(cert.clock.Now())); err != nil {
 				return fmt.Errorf("controlplane: client certificate: %w", err)
 			}
 			return nil

@@ -30,19 +30,21 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	restclient "k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
-	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/api/v1alpha1"
 	cpaudit "github.com/weftmesh/weft/controlplane/audit"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // The tests serve the control plane's own audit handler (the wire contract
 // weftctl restates) behind a fake API server's pod proxy, so the real
 // podProxyAudit picks the replicas and passes the query.
 
-var egressNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+// egressNow is the fixed instant of the golden output: the replicas' clocks
+// and weftctl's read it.
+var egressNow = testutil.Fixed
 
 // egressEvent is a connection ago before egressNow from pod in ns running
 // as service account sa; dst is "ip:port".
@@ -92,9 +94,11 @@ var egressReplicaEvents = map[string][]audit.Event{
 func egressCluster(t *testing.T, replicas map[string][]audit.Event) (*egressEnv, *[]string) {
 	t.Helper()
 	handlers := map[string]http.Handler{}
+	clk := testutil.FakeClock(t)
+	clk.SetTime(egressNow)
 	for name, events := range replicas {
 		store, err := cpaudit.OpenStore(cpaudit.StoreConfig{Path: filepath.Join(t.TempDir(), name+".db"),
-			Clock: clocktesting.NewFakeClock(egressNow)})
+			Clock: clk})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +108,7 @@ func egressCluster(t *testing.T, replicas map[string][]audit.Event) (*egressEnv,
 		}
 		svc, err := cpaudit.NewService(cpaudit.ServiceConfig{Store: store,
 			Bundle: x509bundle.New(spiffeid.RequireTrustDomainFromString("cluster.local")),
-			Clock:  clocktesting.NewFakeClock(egressNow)})
+			Clock:  clk})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,8 +241,8 @@ func TestEgressAuditRefusesBadFlags(t *testing.T) {
 		{[]string{"egress", "audit", "--since=-1h"}, "weftctl egress: --since -1h0m0s: want a positive duration such as 1h"},
 		{[]string{"egress", "audit", "--events", "--limit", "0"}, "weftctl egress audit: --limit 0: want 1 to 10000"},
 		{[]string{"egress", "audit", "-o", "xml"}, `weftctl: -o "xml": want table, json or yaml`},
-		{[]string{"egress", "suggest", "-n", "empty"}, "weftctl egress suggest: no allowed or audited egress recorded from namespace empty since 2026-02-28T12:00:00Z; nothing to suggest"},
-		{[]string{"egress", "suggest", "-n", "shop", "--workload", "ghost"}, "weftctl egress suggest: no allowed or audited egress recorded from namespace shop by workload ghost since 2026-02-28T12:00:00Z; nothing to suggest"},
+		{[]string{"egress", "suggest", "-n", "empty"}, "weftctl egress suggest: no allowed or audited egress recorded from namespace empty since 2001-09-08T01:46:40Z; nothing to suggest"},
+		{[]string{"egress", "suggest", "-n", "shop", "--workload", "ghost"}, "weftctl egress suggest: no allowed or audited egress recorded from namespace shop by workload ghost since 2001-09-08T01:46:40Z; nothing to suggest"},
 		{[]string{"egress", "suggest", "-n", "shop", "--name", "Web_Egress"}, `weftctl egress suggest: --name "Web_Egress" is not a lowercase DNS subdomain name`},
 	} {
 		_, _, err := runEgress(e, tc.args...)

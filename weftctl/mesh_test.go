@@ -25,10 +25,13 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
-// now is the fake clock of every test here.
-var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+// now is the fake clock of every test here: the fixed instant, as the
+// output goes to golden files.
+var now = testutil.Fixed
 
 func at(d time.Duration) metav1.Time { return metav1.NewTime(now.Add(d)) }
 

@@ -7,10 +7,14 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
+// sample is an event at the fixed instant: its JSON is compared with a
+// literal.
 func sample() Event {
-	return Event{ID: "a1b2-7", Time: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC),
+	return Event{ID: "a1b2-7", Time: testutil.Fixed,
 		SourceID: "spiffe://cluster.local/ns/shop/sa/web", Pod: "web-1", Namespace: "shop",
 		DstHost: "api.example.com", DstIP: netip.MustParseAddr("198.51.100.4"), DstPort: 443,
 		SNI: "api.example.com", Protocol: ProtocolTLS, Decision: "allow", Policy: "shop/egress", Rule: "0",
@@ -23,7 +27,7 @@ func TestJSONRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = `{"id":"a1b2-7","time":"2026-11-26T12:00:00Z","sourceSpiffeId":"spiffe://cluster.local/ns/shop/sa/web",` +
+	const want = `{"id":"a1b2-7","time":"2001-09-09T01:46:40Z","sourceSpiffeId":"spiffe://cluster.local/ns/shop/sa/web",` +
 		`"pod":"web-1","namespace":"shop","dstHost":"api.example.com","dstIp":"198.51.100.4","dstPort":443,` +
 		`"sni":"api.example.com","protocol":"tls","decision":"allow","policy":"shop/egress","rule":"0",` +
 		`"chain":"egress-tls","bytesSent":1200,"bytesReceived":48000,"duration":"1.5s"}`

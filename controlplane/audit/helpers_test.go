@@ -21,7 +21,6 @@ import (
 
 var (
 	td      = spiffeid.RequireTrustDomainFromString("cluster.local")
-	t0      = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	shopApp = spiffeid.RequireFromSegments(td, "ns", "shop", "sa", "app")
 	labApp  = spiffeid.RequireFromSegments(td, "ns", "lab", "sa", "app")
 )
@@ -36,19 +35,21 @@ func openTestStore(t *testing.T, clk *clocktesting.FakeClock) *Store {
 	return s
 }
 
-// testCA issues SVIDs for tests.
+// testCA issues SVIDs for tests, on clk: every certificate it makes is
+// valid at clk's time, and the TLS ends it sets up verify on clk too.
 type testCA struct {
-	t  *testing.T
-	ca *certs.CA
+	t   *testing.T
+	ca  *certs.CA
+	clk certs.Clock
 }
 
-func newTestCA(t *testing.T) *testCA {
+func newTestCA(t *testing.T, clk certs.Clock) *testCA {
 	t.Helper()
-	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td})
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testCA{t: t, ca: ca}
+	return &testCA{t: t, ca: ca, clk: clk}
 }
 
 func (c *testCA) cert(id spiffeid.ID, dns ...string) tls.Certificate {
@@ -66,11 +67,12 @@ func (c *testCA) grpcServer() *grpc.Server {
 		Certificates: []tls.Certificate{c.cert(spiffeid.RequireFromSegments(td, "ns", "weft-system", "sa", "weft-controlplane"), serverName)},
 		ClientAuth:   tls.RequestClientCert,
 		NextProtos:   []string{"h2"},
+		Time:         c.clk.Now,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			if len(raw) == 0 {
 				return nil
 			}
-			_, _, err := x509svid.ParseAndVerify(raw, c.ca.Bundle())
+			_, _, err := x509svid.ParseAndVerify(raw, c.ca.Bundle(), x509svid.WithTime(c.clk.Now()))
 			return err
 		},
 	}
@@ -98,7 +100,7 @@ func (c *testCA) dial(t *testing.T, addr string, id spiffeid.ID, opts ...grpc.Di
 	for _, r := range c.ca.Roots() {
 		roots.AddCert(r)
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName, Time: c.clk.Now}
 	if !id.IsZero() {
 		cfg.Certificates = []tls.Certificate{c.cert(id)}
 	}

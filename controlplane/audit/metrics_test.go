@@ -8,17 +8,19 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	clocktesting "k8s.io/utils/clock/testing"
+
+	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
 func TestDestMetricsBoundedCardinality(t *testing.T) {
-	clk := clocktesting.NewFakeClock(t0)
+	clk := wefttest.FakeClock(t)
+	t0 := clk.Now()
 	d := newDestMetrics(2, 10*time.Minute, clk)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(d)
 	hit := func(host string, n int) {
 		for range n {
-			e := ev("x", 0, "shop", "web-1", "web", host, "1.2.3.4", 443, "allow")
+			e := ev(t0, "x", 0, "shop", "web-1", "web", host, "1.2.3.4", 443, "allow")
 			d.observe(e)
 		}
 	}

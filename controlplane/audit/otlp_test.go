@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
 // otlpReceiver is an in-process OTLP logs collector.
@@ -144,6 +146,7 @@ func attrs(kvs []*commonpb.KeyValue) map[string]any {
 }
 
 func TestOTLPExportsEveryEventWithAttributes(t *testing.T) {
+	t0 := wefttest.Epoch(t)
 	recv := &otlpReceiver{}
 	lis := listenLoopback(t)
 	serveOTLP(t, recv, lis)
@@ -153,9 +156,9 @@ func TestOTLPExportsEveryEventWithAttributes(t *testing.T) {
 
 	const n = 1203
 	for i := range n {
-		e := ev(fmt.Sprintf("e-%04d", i), time.Duration(i)*time.Millisecond, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow")
+		e := ev(t0, fmt.Sprintf("e-%04d", i), time.Duration(i)*time.Millisecond, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow")
 		if i == 7 {
-			e = ev("e-0007", 7*time.Millisecond, "shop", "worker-7", "worker", "bad.example.com", "93.184.216.35", 443, "deny")
+			e = ev(t0, "e-0007", 7*time.Millisecond, "shop", "worker-7", "worker", "bad.example.com", "93.184.216.35", 443, "deny")
 			e.Policy, e.Rule, e.Chain = "shop/lockdown", "0", "egress|443|tls|deny"
 		}
 		x.Export(e)
@@ -217,6 +220,7 @@ func TestOTLPExportsEveryEventWithAttributes(t *testing.T) {
 }
 
 func TestOTLPRetriesUntilTheCollectorIsBack(t *testing.T) {
+	t0 := wefttest.Epoch(t)
 	// The collector's port is closed at first: exports fail (Unavailable).
 	lis := listenLoopback(t)
 	addr := lis.Addr().String()
@@ -224,7 +228,7 @@ func TestOTLPRetriesUntilTheCollectorIsBack(t *testing.T) {
 	x := newTestExporter(t, OTLPConfig{Endpoint: addr})
 	runExporter(t, x)
 	for i := range 3 {
-		x.Export(ev(fmt.Sprintf("r-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+		x.Export(ev(t0, fmt.Sprintf("r-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 	}
 	waitFor(t, "retries", func() bool { return testutil.ToFloat64(x.retries) >= 3 })
 
@@ -266,13 +270,14 @@ func TestOTLPRetryableAndRefusedStatuses(t *testing.T) {
 		{"invalid argument", func(int) error { return status.Error(codes.InvalidArgument, "bad") }, 0, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t0 := wefttest.Epoch(t)
 			recv := &otlpReceiver{fail: tc.fail}
 			lis := listenLoopback(t)
 			serveOTLP(t, recv, lis)
 			x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 2})
 			runExporter(t, x)
-			x.Export(ev("s-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
-			x.Export(ev("s-2", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+			x.Export(ev(t0, "s-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+			x.Export(ev(t0, "s-2", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 			waitFor(t, "an outcome", func() bool {
 				return testutil.ToFloat64(x.exported)+testutil.ToFloat64(x.dropped.WithLabelValues("rejected")) == 2
 			})
@@ -287,13 +292,14 @@ func TestOTLPRetryableAndRefusedStatuses(t *testing.T) {
 }
 
 func TestOTLPQueueFullDropsAndCounts(t *testing.T) {
+	t0 := wefttest.Epoch(t)
 	recv := &otlpReceiver{}
 	lis := listenLoopback(t)
 	serveOTLP(t, recv, lis)
 	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), QueueSize: 10})
 	// Not running yet: the queue fills, and Export still returns at once.
 	for i := range 15 {
-		x.Export(ev(fmt.Sprintf("q-%02d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+		x.Export(ev(t0, fmt.Sprintf("q-%02d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 	}
 	if got := testutil.ToFloat64(x.dropped.WithLabelValues("queue_full")); got != 5 {
 		t.Fatalf("dropped{queue_full} = %v, want 5", got)
@@ -310,13 +316,14 @@ func TestOTLPQueueFullDropsAndCounts(t *testing.T) {
 }
 
 func TestOTLPFlushesWhenRunEnds(t *testing.T) {
+	t0 := wefttest.Epoch(t)
 	recv := &otlpReceiver{}
 	lis := listenLoopback(t)
 	serveOTLP(t, recv, lis)
 	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), Interval: time.Hour})
 	stop := runExporter(t, x)
 	for i := range 3 {
-		x.Export(ev(fmt.Sprintf("f-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "audit"))
+		x.Export(ev(t0, fmt.Sprintf("f-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "audit"))
 	}
 	waitFor(t, "the queue to be read", func() bool { return len(x.queue) == 0 })
 	stop()
@@ -340,12 +347,13 @@ func TestNewOTLPExporterRefusesBadConfig(t *testing.T) {
 }
 
 func TestSentence(t *testing.T) {
-	e := ev("x", 0, "lab", "probe-1", "probe", "", "198.18.100.7", 9000, "audit")
+	t0 := wefttest.Epoch(t)
+	e := ev(t0, "x", 0, "lab", "probe-1", "probe", "", "198.18.100.7", 9000, "audit")
 	e.Protocol, e.Policy = "tcp", "lab/probes"
 	if got, want := sentence(e), "lab/probe-1 connected to 198.18.100.7:9000 (tcp), flagged in audit mode by EgressPolicy lab/probes"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
-	e = ev("y", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow")
+	e = ev(t0, "y", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow")
 	e.Outbound = "ALLOW_ANY"
 	if got, want := sentence(e), "shop/web-1 connected to api.example.com:443 (tls), allowed by outbound policy ALLOW_ANY"; got != want {
 		t.Errorf("got %q, want %q", got, want)

@@ -24,6 +24,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
 // entry encodes e as sidecar/audit does (the roundtrip test uses the real
@@ -54,13 +55,16 @@ func message(node string, events ...apiaudit.Event) *alsv3.StreamAccessLogsMessa
 	return m
 }
 
-// shopEvent is an event of pod web-1 in shop running as shopApp.
-func shopEvent(id string) apiaudit.Event {
-	e := ev(id, 0, "shop", "web-1", "app", "api.example.com", "93.184.216.34", 443, "allow")
+// shopEvent is an event at t0 of pod web-1 in shop running as shopApp.
+func shopEvent(t0 time.Time, id string) apiaudit.Event {
+	e := ev(t0, id, 0, "shop", "web-1", "app", "api.example.com", "93.184.216.34", 443, "allow")
 	return e
 }
 
+// harness is a Service on a fake clock, clk: its CA, store and peer
+// verification all read clk, none the wall clock.
 type harness struct {
+	clk   *clocktesting.FakeClock
 	ca    *testCA
 	store *Store
 	svc   *Service
@@ -70,10 +74,11 @@ type harness struct {
 
 func newHarness(t *testing.T, verify func(context.Context, string, string, spiffeid.ID) error) *harness {
 	t.Helper()
-	h := &harness{ca: newTestCA(t), store: openTestStore(t, clocktesting.NewFakeClock(t0)), reg: prometheus.NewRegistry()}
+	clk := wefttest.FakeClock(t)
+	h := &harness{clk: clk, ca: newTestCA(t, clk), store: openTestStore(t, clk), reg: prometheus.NewRegistry()}
 	var err error
 	h.svc, err = NewService(ServiceConfig{Store: h.store, Bundle: h.ca.ca.Bundle(), VerifyNode: verify, Registerer: h.reg,
-		TopDestinations: 2})
+		TopDestinations: 2, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +105,8 @@ func (h *harness) send(t *testing.T, id spiffeid.ID, msgs ...*alsv3.StreamAccess
 
 func TestServiceStoresOwnEvents(t *testing.T) {
 	h := newHarness(t, nil)
-	msgs := []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent("s-1"), shopEvent("s-2")), message("", shopEvent("s-3"))}
+	t0 := h.clk.Now()
+	msgs := []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent(t0, "s-1"), shopEvent(t0, "s-2")), message("", shopEvent(t0, "s-3"))}
 	if err := h.send(t, shopApp, msgs...); err != nil {
 		t.Fatalf("stream: %v", err)
 	}
@@ -122,13 +128,14 @@ func TestServiceStoresOwnEvents(t *testing.T) {
 }
 
 func TestServiceRefuses(t *testing.T) {
-	foreign := shopEvent("f-1")
+	t0 := wefttest.Epoch(t)
+	foreign := shopEvent(t0, "f-1")
 	foreign.SourceID = labApp.String()
-	otherPod := shopEvent("f-2")
+	otherPod := shopEvent(t0, "f-2")
 	otherPod.Pod = "web-2"
-	badDecision := shopEvent("f-3")
+	badDecision := shopEvent(t0, "f-3")
 	badDecision.Decision = "maybe"
-	noName := message("web-1.shop", shopEvent("f-4"))
+	noName := message("web-1.shop", shopEvent(t0, "f-4"))
 	noName.Identifier.LogName = "other"
 	tests := []struct {
 		name string
@@ -137,17 +144,17 @@ func TestServiceRefuses(t *testing.T) {
 		code codes.Code
 		msg  string
 	}{
-		{"foreign SPIFFE ID in an event", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent("ok-1"), foreign)},
+		{"foreign SPIFFE ID in an event", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent(t0, "ok-1"), foreign)},
 			codes.PermissionDenied, `audit: event f-1 has source "spiffe://cluster.local/ns/lab/sa/app", but the stream's client certificate is spiffe://cluster.local/ns/shop/sa/app`},
-		{"foreign event in a later message", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent("ok-2")), message("", foreign)},
+		{"foreign event in a later message", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent(t0, "ok-2")), message("", foreign)},
 			codes.PermissionDenied, "audit: event f-1 has source"},
 		{"another pod's event", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", otherPod)},
 			codes.PermissionDenied, "audit: event f-2 is for pod web-2.shop, but the stream is node web-1.shop"},
-		{"node in another namespace", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.lab", shopEvent("f-5"))},
+		{"node in another namespace", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.lab", shopEvent(t0, "f-5"))},
 			codes.PermissionDenied, `audit: node "web-1.lab" is not in the namespace of client certificate spiffe://cluster.local/ns/shop/sa/app`},
-		{"no client certificate", spiffeid.ID{}, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent("f-6"))},
+		{"no client certificate", spiffeid.ID{}, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent(t0, "f-6"))},
 			codes.Unauthenticated, "audit: a client certificate (the sidecar's X.509-SVID) is required for the access-log stream"},
-		{"no identifier", shopApp, []*alsv3.StreamAccessLogsMessage{message("", shopEvent("f-7"))},
+		{"no identifier", shopApp, []*alsv3.StreamAccessLogsMessage{message("", shopEvent(t0, "f-7"))},
 			codes.InvalidArgument, "audit: the first message must carry an identifier"},
 		{"wrong log name", shopApp, []*alsv3.StreamAccessLogsMessage{noName}, codes.InvalidArgument, `audit: log_name "other", want "weft-egress"`},
 		{"bad decision", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", badDecision)},
@@ -183,17 +190,18 @@ func TestServiceNodeVerifier(t *testing.T) {
 		}
 		return errors.New("no such pod")
 	})
-	if err := h.send(t, shopApp, message("web-1.shop", shopEvent("v-1"))); err != nil {
+	t0 := h.clk.Now()
+	if err := h.send(t, shopApp, message("web-1.shop", shopEvent(t0, "v-1"))); err != nil {
 		t.Errorf("verified node: %v", err)
 	}
-	ghost := shopEvent("v-2")
+	ghost := shopEvent(t0, "v-2")
 	ghost.Pod = "ghost"
 	err := h.send(t, shopApp, message("ghost.shop", ghost))
 	if st := status.Convert(err); st.Code() != codes.PermissionDenied ||
 		st.Message() != `audit: node "ghost.shop" refused for client certificate spiffe://cluster.local/ns/shop/sa/app: no such pod` {
 		t.Errorf("unknown pod: %v", err)
 	}
-	starting := shopEvent("v-3")
+	starting := shopEvent(t0, "v-3")
 	starting.Pod = "starting"
 	if err := h.send(t, shopApp, message("starting.shop", starting)); status.Code(err) != codes.Unavailable {
 		t.Errorf("verifier's Unavailable: %v", err)
@@ -202,10 +210,10 @@ func TestServiceNodeVerifier(t *testing.T) {
 
 func TestHTTP(t *testing.T) {
 	h := newHarness(t, nil)
-	if _, err := h.store.Insert(sampleEvents()); err != nil {
+	t0 := h.clk.Now() // the service's clock: "since=1h" is relative to it
+	if _, err := h.store.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
-	h.svc.cfg.Clock = clocktesting.NewFakeClock(t0) // "since=1h" is relative to it
 	srv := httptest.NewServer(h.svc.Handler())
 	defer srv.Close()
 	get := func(path string, v any) int {

@@ -6,24 +6,25 @@ import (
 	"testing"
 	"time"
 
-	clocktesting "k8s.io/utils/clock/testing"
-
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
-func ev(id string, at time.Duration, ns, pod, sa, host, ip string, port uint16, decision string) apiaudit.Event {
+// ev is an event at t0+at.
+func ev(t0 time.Time, id string, at time.Duration, ns, pod, sa, host, ip string, port uint16, decision string) apiaudit.Event {
 	return apiaudit.Event{ID: id, Time: t0.Add(at), SourceID: "spiffe://cluster.local/ns/" + ns + "/sa/" + sa, Pod: pod, Namespace: ns,
 		DstHost: host, SNI: host, DstIP: netip.MustParseAddr(ip), DstPort: port, Protocol: "tls", Decision: decision,
 		BytesSent: 100, BytesReceived: 1000, Duration: 1500 * time.Millisecond}
 }
 
-func sampleEvents() []apiaudit.Event {
+// sampleEvents are five events a minute apart from t0.
+func sampleEvents(t0 time.Time) []apiaudit.Event {
 	return []apiaudit.Event{
-		ev("a-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"),
-		ev("a-2", time.Minute, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"),
-		ev("b-1", 2*time.Minute, "shop", "worker-7", "worker", "bad.example.com", "93.184.216.35", 443, "deny"),
-		ev("c-1", 3*time.Minute, "lab", "probe-1", "probe", "", "198.18.100.7", 9000, "audit"),
-		ev("c-2", 4*time.Minute, "lab", "probe-1", "probe", "", "2001:db8::1", 443, "allow"),
+		ev(t0, "a-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"),
+		ev(t0, "a-2", time.Minute, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"),
+		ev(t0, "b-1", 2*time.Minute, "shop", "worker-7", "worker", "bad.example.com", "93.184.216.35", 443, "deny"),
+		ev(t0, "c-1", 3*time.Minute, "lab", "probe-1", "probe", "", "198.18.100.7", 9000, "audit"),
+		ev(t0, "c-2", 4*time.Minute, "lab", "probe-1", "probe", "", "2001:db8::1", 443, "allow"),
 	}
 }
 
@@ -36,12 +37,14 @@ func ids(events []apiaudit.Event) []string {
 }
 
 func TestStoreInsertIsIdempotent(t *testing.T) {
-	s := openTestStore(t, clocktesting.NewFakeClock(t0))
-	added, err := s.Insert(sampleEvents())
+	clk := testutil.FakeClock(t)
+	t0 := clk.Now()
+	s := openTestStore(t, clk)
+	added, err := s.Insert(sampleEvents(t0))
 	if err != nil || len(added) != 5 {
 		t.Fatalf("Insert = %d added, %v; want 5", len(added), err)
 	}
-	again := append(sampleEvents()[:2], ev("d-1", 5*time.Minute, "shop", "web-1", "web", "x.example.com", "1.2.3.4", 443, "allow"))
+	again := append(sampleEvents(t0)[:2], ev(t0, "d-1", 5*time.Minute, "shop", "web-1", "web", "x.example.com", "1.2.3.4", 443, "allow"))
 	added, err = s.Insert(again)
 	if err != nil || !slices.Equal(ids(added), []string{"d-1"}) {
 		t.Fatalf("second Insert added %v, %v; want only d-1", ids(added), err)
@@ -59,8 +62,10 @@ func TestStoreInsertIsIdempotent(t *testing.T) {
 }
 
 func TestStoreQuery(t *testing.T) {
-	s := openTestStore(t, clocktesting.NewFakeClock(t0))
-	if _, err := s.Insert(sampleEvents()); err != nil {
+	clk := testutil.FakeClock(t)
+	t0 := clk.Now()
+	s := openTestStore(t, clk)
+	if _, err := s.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -101,10 +106,11 @@ func TestStoreQuery(t *testing.T) {
 }
 
 func TestStoreRetention(t *testing.T) {
-	clk := clocktesting.NewFakeClock(t0.Add(5 * time.Minute))
+	clk := testutil.FakeClock(t)
+	t0 := clk.Now().Add(-5 * time.Minute) // the events start 5m before the clock
 	s := openTestStore(t, clk)
 	s.cfg.Retention = 3 * time.Minute // keeps events from t0+2m on
-	if _, err := s.Insert(sampleEvents()); err != nil {
+	if _, err := s.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	n, err := s.Prune()
@@ -126,10 +132,11 @@ func TestStoreRetention(t *testing.T) {
 }
 
 func TestStoreRunPrunesPeriodically(t *testing.T) {
-	clk := clocktesting.NewFakeClock(t0)
+	clk := testutil.FakeClock(t)
+	t0 := clk.Now()
 	s := openTestStore(t, clk)
 	s.cfg.Retention, s.cfg.PruneInterval = time.Hour, time.Minute
-	if _, err := s.Insert(sampleEvents()); err != nil {
+	if _, err := s.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	ctx := testContext(t)
@@ -151,13 +158,14 @@ func TestStoreRunPrunesPeriodically(t *testing.T) {
 }
 
 func TestStoreReopenKeepsEventsAndLock(t *testing.T) {
-	clk := clocktesting.NewFakeClock(t0)
+	clk := testutil.FakeClock(t)
+	t0 := clk.Now()
 	path := t.TempDir() + "/sub/audit.db"
 	s, err := OpenStore(StoreConfig{Path: path, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Insert(sampleEvents()); err != nil {
+	if _, err := s.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := OpenStore(StoreConfig{Path: path, Clock: clk}); err == nil {
@@ -169,14 +177,16 @@ func TestStoreReopenKeepsEventsAndLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if added, _ := s.Insert(sampleEvents()); len(added) != 0 || s.Len() != 5 {
+	if added, _ := s.Insert(sampleEvents(t0)); len(added) != 0 || s.Len() != 5 {
 		t.Errorf("after reopen: added %d, Len %d; want 0, 5", len(added), s.Len())
 	}
 }
 
 func TestSummary(t *testing.T) {
-	s := openTestStore(t, clocktesting.NewFakeClock(t0))
-	if _, err := s.Insert(sampleEvents()); err != nil {
+	clk := testutil.FakeClock(t)
+	t0 := clk.Now()
+	s := openTestStore(t, clk)
+	if _, err := s.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	sum, err := s.Summary(Query{Namespace: "shop"})

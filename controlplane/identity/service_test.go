@@ -68,7 +68,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, mut func(*Config)) fixture {
 	t.Helper()
-	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
+	clk := testutil.FakeClock(t)
 	ca := newCA(t, clk)
 	api := testutil.FakeKube(map[string]testutil.Token{
 		"good":       {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}, Pod: "app-1", UID: "u1"},
@@ -112,7 +112,7 @@ func TestSignIssuesTheTokensIdentity(t *testing.T) {
 		t.Fatalf("spiffe_id = %q, want %q", resp.SpiffeId, want)
 	}
 	chain := parseChain(t, resp.CertChain)
-	id, _, err := x509svid.Verify(chain, f.ca.Bundle())
+	id, _, err := x509svid.Verify(chain, f.ca.Bundle(), x509svid.WithTime(f.clock.Now()))
 	if err != nil {
 		t.Fatalf("x509svid.Verify: %v", err)
 	}
@@ -235,7 +235,7 @@ func TestRateLimitPerIdentity(t *testing.T) {
 
 func TestLimiterSweepsIdleBuckets(t *testing.T) {
 	l := newLimiter(1, 1)
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := testutil.Epoch(t)
 	for i := range 100 {
 		l.allow(string(rune('a'+i%26))+strings.Repeat("x", i), now)
 	}

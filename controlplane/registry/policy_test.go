@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -21,9 +22,10 @@ func buildWith(t *testing.T, objs ...string) *Snapshot {
 	st := &state{td: td}
 	st.pods = append(st.pods, pod("shop", "web-1", "web", "198.18.200.11", true, map[string]string{"app": "web", "tier": "front"}),
 		pod("shop", "db-0", "db", "198.18.200.21", true, map[string]string{"app": "db"}))
+	created := testutil.Epoch(t) // objs[i] is created i minutes after
 	for i, y := range objs {
 		u := weftObject(t, y)
-		u.SetCreationTimestamp(metav1.NewTime(time.Date(2026, 1, 1, 0, i, 0, 0, time.UTC)))
+		u.SetCreationTimestamp(metav1.NewTime(created.Add(time.Duration(i) * time.Minute)))
 		into := map[string]*[]*unstructured.Unstructured{
 			v1alpha1.MeshConfigKind: &st.meshConfigs, v1alpha1.MTLSPolicyKind: &st.mtlsPolicies,
 			v1alpha1.AuthorizationPolicyKind: &st.authzPolicies, v1alpha1.EgressPolicyKind: &st.egressPolicies,

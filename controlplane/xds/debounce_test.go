@@ -7,6 +7,8 @@ import (
 	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
+
+	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
 // debounceRig runs a debouncer on a fake clock and records the clock's time
@@ -19,7 +21,7 @@ type debounceRig struct {
 }
 
 func newDebounceRig(t *testing.T) *debounceRig {
-	r := &debounceRig{clock: clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0)), fired: make(chan time.Time, 100)}
+	r := &debounceRig{clock: wefttest.FakeClock(t), fired: make(chan time.Time, 100)}
 	r.t0 = r.clock.Now()
 	r.d = newDebouncer(r.clock, 100*time.Millisecond, time.Second, func() { r.fired <- r.clock.Now() })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -80,7 +82,7 @@ func TestDebounceMaxDelay(t *testing.T) {
 }
 
 func TestDebounceChangeDuringRound(t *testing.T) {
-	clock := clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0))
+	clock := wefttest.FakeClock(t)
 	inRound, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{}, 10)
 	var d *debouncer
 	first := true

@@ -173,6 +173,7 @@ type harness struct {
 	gen    *fakeGen
 	ver    *fakeVerifier
 	clock  *clocktesting.FakeClock
+	now    func() time.Time // the CA's and TLS's clock: clock.Now, or time.Now with realClock
 	rounds chan struct{}
 	addr   string
 	certs  sync.Map // spiffeid.ID -> tls.Certificate
@@ -187,13 +188,21 @@ type harnessOpts struct {
 
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
-	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td})
+	// One clock for the CA, the server and both ends' TLS: the server
+	// verifies client SVIDs on its clock.
+	clock := wefttest.FakeClock(t)
+	var caClock certs.Clock = clock
+	now := clock.Now
+	if o.realClock {
+		caClock, now = nil, time.Now
+	}
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: caClock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{
 		t: t, ca: ca, gen: newFakeGen(), ver: &fakeVerifier{pods: map[string]spiffeid.ID{}},
-		clock: clocktesting.NewFakeClock(time.Now()), rounds: make(chan struct{}, 1000),
+		clock: clock, rounds: make(chan struct{}, 1000),
 	}
 	h.ver.add("demo", "app-1", saID("demo", "app"))
 	h.ver.add("demo", "web-1", saID("demo", "web"))
@@ -227,14 +236,16 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		Certificates: []tls.Certificate{serving},
 		ClientAuth:   tls.RequestClientCert,
 		NextProtos:   []string{"h2"},
+		Time:         now,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			if len(raw) == 0 {
 				return nil
 			}
-			_, _, err := x509svid.ParseAndVerify(raw, ca.Bundle())
+			_, _, err := x509svid.ParseAndVerify(raw, ca.Bundle(), x509svid.WithTime(now()))
 			return err
 		},
 	}
+	h.now = now
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)), grpc.ChainStreamInterceptor(h.srv.StreamInterceptor()),
 		grpc.WaitForHandlers(true))
 	h.srv.Register(gs)
@@ -273,7 +284,7 @@ func (h *harness) dial(id spiffeid.ID) discovery.AggregatedDiscoveryServiceClien
 	for _, r := range h.ca.Roots() {
 		roots.AddCert(r)
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName, Time: h.now}
 	if !id.IsZero() {
 		cfg.Certificates = []tls.Certificate{h.cert(id)}
 	}

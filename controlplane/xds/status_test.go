@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+
+	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
 func TestTypeState(t *testing.T) {
@@ -51,7 +52,7 @@ func TestTypeNamesCoverEveryType(t *testing.T) {
 }
 
 func TestStatusJSON(t *testing.T) {
-	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	at := wefttest.Fixed
 	b, err := json.Marshal([]NodeStatus{{
 		Node: "app-1.demo", Pod: "app-1", Namespace: "demo", SPIFFEID: "spiffe://cluster.local/ns/demo/sa/app", Streams: 1, Connected: at,
 		Types: []TypeStatus{{Type: "listener", TypeURL: "type.googleapis.com/envoy.config.listener.v3.Listener", State: StateNacked,
@@ -62,9 +63,9 @@ func TestStatusJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `[{"node":"app-1.demo","pod":"app-1","namespace":"demo","spiffeID":"spiffe://cluster.local/ns/demo/sa/app","streams":1,` +
-		`"connected":"2026-05-01T12:00:00Z","types":[{"type":"listener","typeURL":"type.googleapis.com/envoy.config.listener.v3.Listener",` +
-		`"state":"NACKED","version":"b","sent":"b","sentAt":"2026-05-01T12:00:00Z","acked":"a","ackedAt":"2026-05-01T12:00:00Z","nacks":1,` +
-		`"lastNack":{"version":"b","message":"unsupported filter","time":"2026-05-01T12:00:00Z"}}]}]`
+		`"connected":"2001-09-09T01:46:40Z","types":[{"type":"listener","typeURL":"type.googleapis.com/envoy.config.listener.v3.Listener",` +
+		`"state":"NACKED","version":"b","sent":"b","sentAt":"2001-09-09T01:46:40Z","acked":"a","ackedAt":"2001-09-09T01:46:40Z","nacks":1,` +
+		`"lastNack":{"version":"b","message":"unsupported filter","time":"2001-09-09T01:46:40Z"}}]}]`
 	if string(b) != want {
 		t.Fatalf("got\n%s\nwant\n%s", b, want)
 	}

@@ -39,8 +39,9 @@ func workloadID(ns, sa string) spiffeid.ID {
 }
 
 // testBundle stands for the PEM of weft's roots; the translator copies it.
-// testBundle is a real root (testdata/root.pem, a weft CA root valid until
-// 2126) so the golden secrets are what a sidecar can parse.
+// testBundle is a real root (testdata/root.pem, a weft CA root valid from
+// 1970 to 9999: rootfixture_test.go) so the golden secrets are what a
+// sidecar can parse.
 var testBundle = mustRead("testdata/root.pem")
 
 func mustRead(path string) string {

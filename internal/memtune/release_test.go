@@ -6,12 +6,14 @@ import (
 	"runtime/metrics"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 func TestReleaserDue(t *testing.T) {
 	const mib = 1 << 20
 	q := Quiet{}.withDefaults()
-	t0 := time.Unix(1000, 0)
+	t0 := testutil.Epoch(t)
 	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * 5 * time.Second) }
 	const idleCPU = time.Millisecond // per 5 s period: 0.02 %
 	steps := []struct {

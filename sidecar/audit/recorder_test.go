@@ -28,11 +28,14 @@ import (
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
 	wm "github.com/weftmesh/weft/internal/metrics"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 var (
 	self = spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/web")
-	t0   = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	// t0 is the fixed instant: the recorded JSON line is compared with a
+	// literal.
+	t0 = testutil.Fixed
 )
 
 func sample(i int) apiaudit.Event {
@@ -67,7 +70,7 @@ func TestRecordWritesJSONLines(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("%d lines, want 2:\n%s", len(lines), out.String())
 	}
-	want := `{"log":"weft-egress","id":"boot1-1","time":"2026-03-01T12:00:00Z","sourceSpiffeId":"spiffe://cluster.local/ns/shop/sa/web",` +
+	want := `{"log":"weft-egress","id":"boot1-1","time":"2001-09-09T01:46:40Z","sourceSpiffeId":"spiffe://cluster.local/ns/shop/sa/web",` +
 		`"pod":"web-1","namespace":"shop","dstHost":"api.example.com","dstIp":"93.184.216.34","dstPort":443,"sni":"api.example.com",` +
 		`"protocol":"tls","decision":"allow","policy":"shop/egress","rule":"0","chain":"egress|443|tls|allow|shop/egress#0",` +
 		`"bytesSent":517,"bytesReceived":4096,"duration":"1.5s"}`

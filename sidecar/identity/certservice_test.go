@@ -19,7 +19,7 @@ import (
 // TestCertServiceFake pins the contract of testutil.CertService, the fake
 // these tests (and others) stand on.
 func TestCertServiceFake(t *testing.T) {
-	e := newEnv(t, start)
+	e := newEnv(t)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	sign := func(token string, csr []byte) (*certificatev1.SignResponse, error) {
@@ -61,7 +61,7 @@ func TestCertServiceFake(t *testing.T) {
 			if err != nil {
 				return
 			}
-			id, _, err := x509svid.ParseAndVerify(resp.CertChain, e.ca.Bundle(), x509svid.WithTime(start))
+			id, _, err := x509svid.ParseAndVerify(resp.CertChain, e.ca.Bundle(), x509svid.WithTime(e.start))
 			if err != nil || id.String() != resp.SpiffeId || len(resp.TrustBundle) != 1 {
 				t.Errorf("response: id %s (err %v), spiffe_id %s, %d roots", id, err, resp.SpiffeId, len(resp.TrustBundle))
 			}
@@ -70,7 +70,7 @@ func TestCertServiceFake(t *testing.T) {
 }
 
 func TestRunTwice(t *testing.T) {
-	e := newEnv(t, start)
+	e := newEnv(t)
 	m, _ := e.manager(t, "tok-a", Config{})
 	run(t, m)
 	<-m.Ready() // the first Run is under way

@@ -20,15 +20,15 @@ import (
 )
 
 var (
-	td    = spiffeid.RequireTrustDomainFromString("cluster.local")
-	idA   = spiffeid.RequireFromPath(td, "/ns/demo/sa/a")
-	idB   = spiffeid.RequireFromPath(td, "/ns/demo/sa/b")
-	start = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	td  = spiffeid.RequireTrustDomainFromString("cluster.local")
+	idA = spiffeid.RequireFromPath(td, "/ns/demo/sa/a")
+	idB = spiffeid.RequireFromPath(td, "/ns/demo/sa/b")
 )
 
 // env is one control plane (a real CA behind the fake certificate service)
 // and a fake clock shared by the CA and the Managers under test.
 type env struct {
+	start  time.Time // the clock's first reading
 	clock  *clocktesting.FakeClock
 	ca     *certs.CA
 	svc    *testutil.CertService
@@ -36,9 +36,20 @@ type env struct {
 	stop   func()
 }
 
-func newEnv(t *testing.T, now time.Time) *env {
+// newEnv starts the clock at testutil.Epoch(t), decades from the wall
+// clock, so a check that reads the wall clock fails at once.
+func newEnv(t *testing.T) *env {
 	t.Helper()
-	fc := clocktesting.NewFakeClock(now)
+	return newEnvAt(t, testutil.Epoch(t))
+}
+
+// newEnvAt starts the clock at now: only for a test whose certificates must
+// also be valid on the wall clock (go-spiffe's tlsconfig verifies peers on
+// it, with no option to give it another).
+func newEnvAt(t *testing.T, now time.Time) *env {
+	t.Helper()
+	fc := testutil.FakeClock(t)
+	fc.SetTime(now)
 	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: fc})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +57,7 @@ func newEnv(t *testing.T, now time.Time) *env {
 	svc, client, stop := testutil.StartCertService(t, ca, map[string]spiffeid.ID{
 		"tok-a": idA, "tok-a2": idA, "tok-b": idB,
 	})
-	return &env{clock: fc, ca: ca, svc: svc, client: &tamperClient{next: client}, stop: stop}
+	return &env{start: now, clock: fc, ca: ca, svc: svc, client: &tamperClient{next: client}, stop: stop}
 }
 
 // manager returns a Manager for the token (written to a fresh file) with
@@ -159,3 +170,8 @@ func (b *logBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// fixedClock is a certs.Clock that stays at one instant.
+type fixedClock time.Time
+
+func (c fixedClock) Now() time.Time { return time.Time(c) }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	clocktesting "k8s.io/utils/clock/testing"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
@@ -24,7 +23,7 @@ import (
 const halfLife = 11*time.Hour + 59*time.Minute + 30*time.Second
 
 func TestNewRejectsBadConfig(t *testing.T) {
-	e := newEnv(t, start)
+	e := newEnv(t)
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -56,7 +55,7 @@ func TestFirstFetch(t *testing.T) {
 		{"rounded up to seconds", 90*time.Minute + time.Nanosecond, 90*time.Minute + time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, start)
+			e := newEnv(t)
 			m, _ := e.manager(t, "tok-a", Config{TTL: tc.ttl})
 			if _, err := m.GetX509SVID(); err == nil || err.Error() != "identity: no X509-SVID yet" {
 				t.Fatalf("GetX509SVID before Run: got %v", err)
@@ -83,10 +82,10 @@ func TestFirstFetch(t *testing.T) {
 			if !key.PublicKey.Equal(leaf.PublicKey) {
 				t.Error("the leaf does not certify the private key")
 			}
-			if want := start.Add(tc.wantLifetime); !leaf.NotAfter.Equal(want) || !m.NotAfter().Equal(want) {
+			if want := e.start.Add(tc.wantLifetime); !leaf.NotAfter.Equal(want) || !m.NotAfter().Equal(want) {
 				t.Errorf("NotAfter: leaf %s, NotAfter() %s, want %s", leaf.NotAfter, m.NotAfter(), want)
 			}
-			if _, _, err := x509svid.Verify(svid.Certificates, e.ca.Bundle(), x509svid.WithTime(start)); err != nil {
+			if _, _, err := x509svid.Verify(svid.Certificates, e.ca.Bundle(), x509svid.WithTime(e.start)); err != nil {
 				t.Errorf("SVID does not verify against the CA: %v", err)
 			}
 			bundle, err := m.GetX509BundleForTrustDomain(td)
@@ -117,7 +116,7 @@ func TestRenewsAtHalfLifeWithNewKey(t *testing.T) {
 		{"latest (60%)", 1, 14*time.Hour + 23*time.Minute + 36*time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, start)
+			e := newEnv(t)
 			m, _ := e.manager(t, "tok-a", Config{Rand: func() float64 { return tc.jitter }})
 			updates, cancel := m.Subscribe()
 			defer cancel()
@@ -148,7 +147,7 @@ func TestRenewsAtHalfLifeWithNewKey(t *testing.T) {
 			if second.PrivateKey.(*ecdsa.PrivateKey).Equal(first.PrivateKey) {
 				t.Error("the key did not change")
 			}
-			if got, want := second.Certificates[0].NotBefore, start.Add(tc.after-certs.Backdate); !got.Equal(want) {
+			if got, want := second.Certificates[0].NotBefore, e.start.Add(tc.after-certs.Backdate); !got.Equal(want) {
 				t.Errorf("new NotBefore: got %s, want %s", got, want)
 			}
 			select {
@@ -188,7 +187,7 @@ func TestKeepsServingWhileControlPlaneFails(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, start)
+			e := newEnv(t)
 			logs := &logBuffer{}
 			m, path := e.manager(t, "tok-a", Config{
 				Logger:  slog.New(slog.NewTextHandler(logs, nil)),
@@ -243,7 +242,7 @@ func TestKeepsServingWhileControlPlaneFails(t *testing.T) {
 }
 
 func TestExpiredSVIDIsNotServed(t *testing.T) {
-	e := newEnv(t, start)
+	e := newEnv(t)
 	logs := &logBuffer{}
 	m, _ := e.manager(t, "tok-a", Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	run(t, m)
@@ -255,7 +254,7 @@ func TestExpiredSVIDIsNotServed(t *testing.T) {
 	waitFor(t, "a failed renewal", func() bool { return m.Failures() == 1 })
 	e.waitWaiters(t, 1)
 
-	const want = "identity: X509-SVID for spiffe://cluster.local/ns/demo/sa/a expired at 2030-01-03T03:04:05Z"
+	want := "identity: X509-SVID for spiffe://cluster.local/ns/demo/sa/a expired at " + e.start.Add(24*time.Hour).UTC().Format(time.RFC3339)
 	if svid, err := m.GetX509SVID(); err == nil || err.Error() != want {
 		t.Errorf("GetX509SVID: got %v, %v; want error %q", svid, err, want)
 	}
@@ -275,8 +274,8 @@ func TestExpiredSVIDIsNotServed(t *testing.T) {
 }
 
 func TestRejectsBadResponses(t *testing.T) {
-	e0 := newEnv(t, start) // only its CA is used: "another CA" of the same trust domain
-	oldCA, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: clocktesting.NewFakePassiveClock(start.Add(-48 * time.Hour))})
+	e0 := newEnv(t) // only its CA is used: "another CA" of the same trust domain
+	oldCA, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: fixedClock(e0.start.Add(-48 * time.Hour))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +363,7 @@ func TestRejectsBadResponses(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, start)
+			e := newEnv(t)
 			logs := &logBuffer{}
 			m, _ := e.manager(t, "tok-a", Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			tamper := func(req *certificatev1.SignRequest, resp *certificatev1.SignResponse) { tc.tamper(e, req, resp) }
@@ -435,7 +434,7 @@ func TestTokenIsReadForEveryRequest(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, start)
+			e := newEnv(t)
 			logs := &logBuffer{}
 			m, path := e.manager(t, "tok-a", Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			run(t, m)

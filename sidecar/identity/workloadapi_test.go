@@ -70,7 +70,7 @@ func x509Source(t *testing.T, sock string) *workloadapi.X509Source {
 func TestWorkloadAPIServesRotatingSVIDsUsableForMTLS(t *testing.T) {
 	// The fake clock starts 13 h in the past so that the renewed SVIDs
 	// (issued ~12 h later) are valid in real time, which crypto/tls uses.
-	e := newEnv(t, time.Now().Add(-13*time.Hour).Truncate(time.Second))
+	e := newEnvAt(t, time.Now().Add(-13*time.Hour).Truncate(time.Second))
 	mA, _ := e.manager(t, "tok-a", Config{})
 	mB, _ := e.manager(t, "tok-b", Config{})
 	run(t, mA)
@@ -156,7 +156,7 @@ func sameSVID(src *workloadapi.X509Source, want *x509svid.SVID) bool {
 }
 
 func TestWorkloadAPIRequests(t *testing.T) {
-	e := newEnv(t, start)
+	e := newEnv(t)
 	m, _ := e.manager(t, "tok-a", Config{})
 	sock := serve(t, m)
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -287,7 +287,7 @@ func TestServeWorkloadAPISocketFile(t *testing.T) {
 		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, start)
+			e := newEnv(t)
 			m, _ := e.manager(t, "tok-a", Config{})
 			sock := socketPath(t)
 			tc.prepare(t, sock)
