@@ -17,7 +17,7 @@ LDFLAGS    := -s -w -X github.com/weftmesh/weft/internal/version.Version=$(VERSI
 BUILDTAGS  := grpcnotrace
 BINARIES   := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test race e2e demo bench fuzz lint cluster-up cluster-down cluster-build images clean
+.PHONY: all build test race e2e demo bench fuzz mutate lint cluster-up cluster-down cluster-build images clean
 
 all: build
 
@@ -26,9 +26,10 @@ build:
 	@mkdir -p $(OUT)/bin
 	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(BUILDTAGS)' -ldflags '$(LDFLAGS)' -o $(OUT)/bin/ ./cmd/...
 
-## test: every unit and integration test, with the race detector
+## test: every unit and integration test, with the race detector, and the bench harness's self-check
 test:
 	$(GO) test -race -count=1 ./...
+	cd sidecar/proxy/bench && python3 -m unittest -q
 
 ## lint: gofmt and go vet
 lint:
@@ -45,6 +46,21 @@ fuzz:
 	    $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+## mutate: mutation testing (gremlins) of the packages that hold a guarantee; report in docs/mutation.md (slow: not in CI)
+MUTATE_PKGS ?= sidecar/proxy sidecar/xds sidecar/egress controlplane/xds controlplane/identity controlplane/audit certs injector
+MUTATE_WORKERS ?= 2
+mutate:
+	@mkdir -p $(OUT)/mutate $(OUT)/bin
+	cd hack/mutate && $(GO) build -o $(CURDIR)/$(OUT)/bin/gremlins github.com/go-gremlins/gremlins/cmd/gremlins
+	@set -e; for p in $(MUTATE_PKGS); do \
+	  echo "== mutate $$p"; \
+	  $(OUT)/bin/gremlins unleash --workers $(MUTATE_WORKERS) --timeout-coefficient 4 \
+	    --exclude-files '/bench/' --exclude-files '_test\.go$$' \
+	    -o $(CURDIR)/$(OUT)/mutate/$$(echo $$p | tr / _).json ./$$p; \
+	done
+	cd hack/mutate && $(GO) run ./report -in $(CURDIR)/$(OUT)/mutate -out $(CURDIR)/docs/mutation.md \
+	  -equivalent $(CURDIR)/hack/mutate/equivalent.txt -machine "$$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
 ## bench: benchmarks with their in-run baselines; compare runs with benchstat
 bench:

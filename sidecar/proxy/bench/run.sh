@@ -12,9 +12,19 @@
 #
 # Needs: iperf3 stunnel4 haproxy (apt-get install -y iperf3 stunnel4
 # haproxy), python3, go. Usage: sidecar/proxy/bench/run.sh [OUT_DIR]
+#
+# Every results.tsv row carries its section and repetition (lib.sh), and
+# report.py joins ratios on the repetition. A repetition whose load tool
+# failed, whose fortio run had a response other than 200 or fell short of
+# the requested rate, or whose proxy exited mid-run, is marked failed:
+# report.py excludes it from both sides of every ratio, lists it, and the
+# run exits non-zero. Set-up failures (a proxy that never becomes ready, a
+# proxy PID that is not found) end the run at once.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 ROOT=$(cd "$HERE/../../.." && pwd)
 OUT=${1:-${OUT:-/tmp/weft-bench}}
 REPS=${REPS:-3}
@@ -25,6 +35,10 @@ CPU_SERVER=${CPU_SERVER:-1}
 HOLD_N=${HOLD_N:-1000}
 SETTLE=${SETTLE:-8}
 SECTIONS=${SECTIONS:-throughput latency idle}
+# fortio's requested rate, and how far short of it the achieved rate
+# (ActualQPS) may fall before the repetition fails (a fraction).
+QPS=1000
+QPS_TOLERANCE=${QPS_TOLERANCE:-0.01}
 # Latency runs use little CPU; on a machine shared with other builds their
 # tails measure the scheduler more than the proxy unless every process of
 # the run (direct and pair alike) gets ahead of the builds: nice -n $LAT_NICE.
@@ -34,9 +48,13 @@ BIN=$OUT/bin CERTS=$OUT/certs LOG=$OUT/log
 mkdir -p "$BIN" "$CERTS" "$LOG"
 RES=$OUT/results.tsv
 : >"$RES"
+SECTION=run REP=0
+HZ=$(getconf CLK_TCK)
 
-for tool in iperf3 stunnel4 haproxy python3 taskset; do
-	command -v $tool >/dev/null || { echo "run.sh: $tool not found (apt-get install -y iperf3 stunnel4 haproxy)" >&2; exit 1; }
+tools="python3 taskset pgrep go"
+[[ " $SECTIONS " != *" throughput "* ]] || tools="$tools iperf3 stunnel4 haproxy"
+for tool in $tools; do
+	command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y iperf3 stunnel4 haproxy)"
 done
 
 echo "building pair and fortio into $BIN"
@@ -67,33 +85,23 @@ start() {
 }
 # stop PID: ends one process started here.
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-# pidof_child PID: the pid of the command under timeout.
-child() { local c; for _ in $(seq 100); do c=$(pgrep -P "$1" | head -1) && [ -n "$c" ] && { echo "$c"; return; }; sleep 0.01; done; echo "$1"; }
-wait_line() { # FILE TEXT: waits up to 10 s for TEXT in FILE
-	for _ in $(seq 10000); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.001; done
-	echo "run.sh: timed out waiting for '$2' in $1" >&2; return 1
-}
-wait_port() { for _ in $(seq 1000); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done; return 1; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RES"; } # metric config value
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# (child, wait_line, wait_port, rss_kib, cpu_ticks, record, fail_rep: lib.sh)
 
 # weft_pair APPPORT: starts the client sidecar on 15001 and the server
-# sidecar on 15006 forwarding to APPPORT; sets WC and WS to their pids and
-# records the time from start to ready.
+# sidecar on 15006 forwarding to APPPORT; sets WC and WS to their pids (the
+# pair processes, not timeout's) and records the time from start to ready.
 weft_pair() {
 	local t0 t1
 	rm -f "$LOG/weft-server.log" "$LOG/weft-client.log"
 	t0=$(date +%s%N)
 	start weft-server "$CPU_SERVER" "$BIN/pair" -mode server -certs "$CERTS" -listen 127.0.0.1:15006 -to "127.0.0.1:$1" ${PPROF:+-pprof 127.0.0.1:6061}
-	WS=$(child "$STARTED")
-	wait_line "$LOG/weft-server.log" ready
+	WS=$(child "$STARTED" pair) || die "weft server sidecar: its PID was not found"
+	wait_line "$LOG/weft-server.log" ready || die "weft server sidecar never became ready ($LOG/weft-server.log)"
 	t1=$(date +%s%N)
 	record ready_ms weft "$(((t1 - t0) / 1000))e-3"
 	start weft-client "$CPU_CLIENT" "$BIN/pair" -mode client -certs "$CERTS" -listen 127.0.0.1:15001 -to 127.0.0.1:15006 ${PPROF:+-pprof 127.0.0.1:6060}
-	WC=$(child "$STARTED")
-	wait_line "$LOG/weft-client.log" ready
+	WC=$(child "$STARTED" pair) || die "weft client sidecar: its PID was not found"
+	wait_line "$LOG/weft-client.log" ready || die "weft client sidecar never became ready ($LOG/weft-client.log)"
 }
 
 stunnel_pair() {
@@ -110,9 +118,11 @@ verifyChain = yes"
 		"$common" "$1" "$CERTS/server.pem" "$CERTS/server.key" >"$OUT/stunnel-server.conf"
 	start stunnel-server "$CPU_SERVER" stunnel4 "$OUT/stunnel-server.conf"
 	SS=$STARTED
+	SSP=$(child "$SS" stunnel4) || die "stunnel server: its PID was not found"
 	start stunnel-client "$CPU_CLIENT" stunnel4 "$OUT/stunnel-client.conf"
 	SC=$STARTED
-	wait_port 15106 && wait_port 15101
+	SCP=$(child "$SC" stunnel4) || die "stunnel client: its PID was not found"
+	wait_port 15106 && wait_port 15101 || die "the stunnel pair never listened"
 }
 
 haproxy_pair() {
@@ -132,9 +142,11 @@ defaults
 		"$global" "$CERTS/server-full.pem" "$CERTS/ca.pem" "$1" >"$OUT/haproxy-server.cfg"
 	start haproxy-server "$CPU_SERVER" haproxy -db -f "$OUT/haproxy-server.cfg"
 	HS=$STARTED
+	HSP=$(child "$HS" haproxy) || die "HAProxy server: its PID was not found"
 	start haproxy-client "$CPU_CLIENT" haproxy -db -f "$OUT/haproxy-client.cfg"
 	HC=$STARTED
-	wait_port 15206 && wait_port 15201
+	HCP=$(child "$HC" haproxy) || die "HAProxy client: its PID was not found"
+	wait_port 15206 && wait_port 15201 || die "the HAProxy pair never listened"
 }
 
 # relay_pair BASE APPPORT [-splice]: the plaintext relay pair (no TLS) on
@@ -142,11 +154,11 @@ defaults
 relay_pair() {
 	rm -f "$LOG/relay-server.log" "$LOG/relay-client.log"
 	start relay-server "$CPU_SERVER" "$BIN/pair" -mode relay -listen "127.0.0.1:$(($1 + 6))" -to "127.0.0.1:$2" ${3:-}
-	RS=$(child "$STARTED")
-	wait_line "$LOG/relay-server.log" ready
+	RS=$(child "$STARTED" pair) || die "relay server: its PID was not found"
+	wait_line "$LOG/relay-server.log" ready || die "relay server never became ready"
 	start relay-client "$CPU_CLIENT" "$BIN/pair" -mode relay -listen "127.0.0.1:$(($1 + 1))" -to "127.0.0.1:$(($1 + 6))" ${3:-}
-	RC=$(child "$STARTED")
-	wait_line "$LOG/relay-client.log" ready
+	RC=$(child "$STARTED" pair) || die "relay client: its PID was not found"
+	wait_line "$LOG/relay-client.log" ready || die "relay client never became ready"
 }
 
 NICE=0
@@ -157,37 +169,53 @@ record loadavg start "$(loadavg | tr ' ' ,)"
 record kernel_tcp_ulps "$(uname -r)" "$(tr ' ' , </proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null || echo unknown)"
 record cpu_model "$(nproc)-cpus" "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo | tr ' \t' '__')"
 
-# 1. Bulk throughput, and the proxies' CPU seconds per GB moved.
+# 1. Bulk throughput, and the proxies' CPU seconds per GB moved. The CPU is
+# read before and after the iperf3 client runs, so it covers the warm-up
+# second (-O 1) too; iperf_result.py counts that second's bytes with it.
 iperf() { # NAME PORT [CLIENT_PROXY_PID SERVER_PROXY_PID]
-	local try srv out a0= a1= b0= b1=
-	for try in 1 2; do
-		start iperf-server "$CPU_SERVER" iperf3 -s -1 --forceflush -p 5201
-		srv=$STARTED
-		wait_line "$LOG/iperf-server.log" "listening"
-		if [ -n "${3:-}" ]; then a0=$(cpu_ticks "$3") b0=$(cpu_ticks "$4"); fi
-		taskset -c "$CPU_CLIENT" timeout $((IPERF_SECS + 20)) iperf3 -c 127.0.0.1 -p "$2" -t "$IPERF_SECS" -O 1 -J >"$LOG/iperf-$1.json" || true
-		if [ -n "${3:-}" ]; then a1=$(cpu_ticks "$3") b1=$(cpu_ticks "$4"); fi
-		stop "$srv"
-		if out=$(python3 "$HERE/iperf_result.py" "$LOG/iperf-$1.json" "$1" "$(getconf CLK_TCK)" ${3:+$a0 $a1 $b0 $b1} 2>&1); then
-			echo "$out" >>"$RES"
+	local srv json=$LOG/iperf-$1-r$REP.json rc=0 out a0= a1= b0= b1=
+	case $# in
+	2) ;;
+	4) [ -n "$3" ] && [ -n "$4" ] || die "iperf $1: a proxy's PID is missing" ;;
+	*) die "iperf: NAME PORT [CLIENT_PROXY_PID SERVER_PROXY_PID]" ;;
+	esac
+	rm -f "$json"
+	start iperf-server "$CPU_SERVER" iperf3 -s -1 --forceflush -p 5201
+	srv=$STARTED
+	wait_line "$LOG/iperf-server.log" "listening" || die "iperf3 server never listened"
+	if [ $# = 4 ]; then
+		a0=$(cpu_ticks "$3") || die "iperf $1: client proxy $3 gone before the run"
+		b0=$(cpu_ticks "$4") || die "iperf $1: server proxy $4 gone before the run"
+	fi
+	taskset -c "$CPU_CLIENT" timeout $((IPERF_SECS + 20)) iperf3 -c 127.0.0.1 -p "$2" -t "$IPERF_SECS" -O 1 -J >"$json" || rc=$?
+	if [ $# = 4 ]; then
+		if ! a1=$(cpu_ticks "$3") || ! b1=$(cpu_ticks "$4"); then
+			stop "$srv"
+			fail_rep "iperf3 $1" "a proxy exited during the run"
 			return
 		fi
-		echo "run.sh: iperf3 through $1 failed (try $try): $out" >&2
-	done
+	fi
+	stop "$srv"
+	if out=$(python3 "$HERE/iperf_result.py" "$json" "$1" "$HZ" ${3:+$a0 $a1 $b0 $b1} 2>"$json.err") && [ "$rc" = 0 ]; then
+		printf '%s\n' "$out" | record_rows
+	else
+		fail_rep "iperf3 $1" "iperf3 exit status $rc ($json): $(cat "$json.err")"
+	fi
 }
-for rep in $(seq "$REPS"); do
-	[[ " $SECTIONS " == *" throughput "* ]] || break
-	echo "throughput, repetition $rep (load $(loadavg))"
-	record loadavg throughput "$(loadavg | tr ' ' ,)"
+if [[ " $SECTIONS " == *" throughput "* ]]; then
+SECTION=throughput
+for REP in $(seq "$REPS"); do
+	echo "throughput, repetition $REP (load $(loadavg))"
+	record loadavg start "$(loadavg | tr ' ' ,)"
 	iperf direct 5201
 	weft_pair 5201
 	iperf weft 15001 "$WC" "$WS"
 	stop "$WC"; stop "$WS"
 	stunnel_pair 5201
-	iperf stunnel 15101 "$(child "$SC")" "$(child "$SS")"
+	iperf stunnel 15101 "$SCP" "$SSP"
 	stop "$SC"; stop "$SS"
 	haproxy_pair 5201
-	iperf haproxy 15201 "$(child "$HC")" "$(child "$HS")"
+	iperf haproxy 15201 "$HCP" "$HSP"
 	stop "$HC"; stop "$HS"
 	relay_pair 15300 5201
 	iperf relay 15301 "$RC" "$RS"
@@ -196,90 +224,122 @@ for rep in $(seq "$REPS"); do
 	iperf relay-splice 15401 "$RC" "$RS"
 	stop "$RC"; stop "$RS"
 done
+fi
 
 # 2. Added latency and CPU at 1,000 req/s. -uniform spreads the
 # connections' requests over time: without it fortio fires every connection
 # at once, and with 64 connections each hop queues a burst of 64 requests.
+# Only 200s may count: fortio_result.py fails the repetition on any other
+# response, and when the achieved rate falls short of $QPS by more than
+# QPS_TOLERANCE; the proxies' CPU is divided by the achieved rate.
 NICE=$LAT_NICE
+fortio() { # NAME PORT CONNS [CLIENT_PROXY_PID SERVER_PROXY_PID]
+	local base=$LOG/fortio-$1-c$3-r$REP rc=0 prc=0 out a0= a1= b0= b1=
+	case $# in
+	3) ;;
+	5) [ -n "$4" ] && [ -n "$5" ] || die "fortio $1: a proxy's PID is missing" ;;
+	*) die "fortio: NAME PORT CONNS [CLIENT_PROXY_PID SERVER_PROXY_PID]" ;;
+	esac
+	rm -f "$base.json"
+	if [ $# = 5 ]; then
+		a0=$(cpu_ticks "$4") || die "fortio $1: client proxy $4 gone before the run"
+		b0=$(cpu_ticks "$5") || die "fortio $1: server proxy $5 gone before the run"
+	fi
+	taskset -c "$CPU_CLIENT" nice -n "$NICE" timeout 60 "$BIN/fortio" load -quiet -qps "$QPS" -uniform -c "$3" -t "$FORTIO_T" -payload-size 1024 \
+		-r 0.00001 -p 50,90,99 -json "$base.json" "http://127.0.0.1:$2/echo" >"$base.log" 2>&1 || rc=$?
+	if [ $# = 5 ]; then
+		if ! a1=$(cpu_ticks "$4") || ! b1=$(cpu_ticks "$5"); then
+			fail_rep "fortio $1-c$3" "a proxy exited during the run"
+			return
+		fi
+	fi
+	out=$(python3 "$HERE/fortio_result.py" "$base.json" "$1" "$3" "$QPS" "$QPS_TOLERANCE" "$HZ" ${4:+$a0 $a1 $b0 $b1} 2>"$base.err") || prc=$?
+	# The rows are kept even when the run failed (its error count among
+	# them); report.py leaves a failed repetition out of every figure.
+	[ -z "$out" ] || printf '%s\n' "$out" | record_rows
+	if [ "$rc" != 0 ] || [ "$prc" != 0 ]; then
+		fail_rep "fortio $1-c$3" "fortio exit status $rc ($base.log): $(cat "$base.err")"
+	fi
+}
 if [[ " $SECTIONS " == *" latency "* ]]; then
+SECTION=latency
 start fortio-server "$CPU_SERVER" "$BIN/fortio" server -http-port 127.0.0.1:8080 -grpc-port disabled -redirect-port disabled
 FS=$STARTED
-wait_port 8080
-fortio() { # NAME PORT CONNS
-	taskset -c "$CPU_CLIENT" nice -n "$NICE" timeout 60 "$BIN/fortio" load -quiet -qps 1000 -uniform -c "$3" -t "$FORTIO_T" -payload-size 1024 \
-		-r 0.00001 -p 50,90,99 -json "$LOG/fortio-$1-c$3.json" "http://127.0.0.1:$2/echo" >/dev/null 2>&1
-	python3 - "$LOG/fortio-$1-c$3.json" "$1" "$3" >>"$RES" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-for p in r["DurationHistogram"]["Percentiles"]:
-    print(f"p{int(p['Percentile'])}_ms\t{sys.argv[2]}-c{sys.argv[3]}\t{p['Value'] * 1e3}")
-print(f"qps\t{sys.argv[2]}-c{sys.argv[3]}\t{r['ActualQPS']}")
-codes = r.get("RetCodes", {})
-if set(codes) - {"200", 200}:
-    print(f"errors\t{sys.argv[2]}-c{sys.argv[3]}\t{codes}", file=sys.stderr)
-EOF
-}
-for rep in $(seq "$REPS"); do
-	echo "latency, repetition $rep (load $(loadavg))"
+wait_port 8080 || die "fortio server never listened"
+for REP in $(seq "$REPS"); do
+	echo "latency, repetition $REP (load $(loadavg))"
 	weft_pair 8080
-	if [ "$rep" = 1 ]; then
+	if [ "$REP" = 1 ]; then
 		sleep 1
-		record rss_1s_after_start_mb weft-client "$(($(rss_kb "$WC")))e-3"
-		record rss_1s_after_start_mb weft-server "$(($(rss_kb "$WS")))e-3"
+		c0=$(rss_kib "$WC") || die "client sidecar gone"
+		s0=$(rss_kib "$WS") || die "server sidecar gone"
+		record rss_1s_after_start_mib weft-client "$(kib_to_mib "$c0")"
+		record rss_1s_after_start_mib weft-server "$(kib_to_mib "$s0")"
 	fi
 	for c in 4 64; do
-		record loadavg "latency-c$c" "$(loadavg | tr ' ' ,)"
+		record loadavg "c$c" "$(loadavg | tr ' ' ,)"
 		fortio direct 8080 "$c"
-		a0=$(cpu_ticks "$WC") b0=$(cpu_ticks "$WS") t0=$(date +%s%N)
-		fortio weft 15001 "$c"
-		a1=$(cpu_ticks "$WC") b1=$(cpu_ticks "$WS") t1=$(date +%s%N)
-		hz=$(getconf CLK_TCK)
-		for side in client:$a0:$a1 server:$b0:$b1; do
-			IFS=: read -r s x y <<<"$side"
-			record vcpu_per_1000rps "weft-$s-c$c" "$(python3 -c "print(($y-$x)/$hz/(($t1-$t0)/1e9))")"
-		done
+		fortio weft 15001 "$c" "$WC" "$WS"
 	done
 	stop "$WC"; stop "$WS"
 done
 stop "$FS"
 fi
 
-# 3. RSS with idle connections.
+# 3. RSS with idle connections. VmRSS is in KiB; MiB = KiB / 1024.
 NICE=0
 if [[ " $SECTIONS " == *" idle "* ]]; then
+SECTION=idle
 start echo "$CPU_SERVER" "$BIN/pair" -mode echo -listen 127.0.0.1:7000
 EC=$STARTED
-wait_line "$LOG/echo.log" ready
-for rep in $(seq "$REPS"); do
-	echo "idle connections, repetition $rep (load $(loadavg))"
+wait_line "$LOG/echo.log" ready || die "echo server never became ready"
+for REP in $(seq "$REPS"); do
+	echo "idle connections, repetition $REP (load $(loadavg))"
 	weft_pair 7000
 	# Settled: past the first quiet period, in which the sidecar hands its
 	# start-up garbage back (memtune.ReleaseWhenQuiet, every 5 s).
 	sleep "$SETTLE"
-	c0=$(rss_kb "$WC") s0=$(rss_kb "$WS")
-	start hold "$CPU_CLIENT" "$BIN/pair" -mode hold -to 127.0.0.1:15001 -n "$HOLD_N" -for 40s
+	c0=$(rss_kib "$WC") || die "client sidecar gone"
+	s0=$(rss_kib "$WS") || die "server sidecar gone"
+	rm -f "$LOG/hold.log"
+	start hold "$CPU_CLIENT" "$BIN/pair" -mode hold -to 127.0.0.1:15001 -n "$HOLD_N" -for $((SETTLE + 30))s
 	HD=$STARTED
-	wait_line "$LOG/hold.log" holding
+	if ! wait_line "$LOG/hold.log" "holding $HOLD_N"; then
+		fail_rep hold "did not hold $HOLD_N connections: $(tail -c 300 "$LOG/hold.log" 2>/dev/null)"
+		stop "$HD"; stop "$WC"; stop "$WS"
+		continue
+	fi
 	# Just after the burst of handshakes, before any quiet period...
 	sleep 3
-	cb=$(rss_kb "$WC") sb=$(rss_kb "$WS")
+	cb=$(rss_kib "$WC") || die "client sidecar gone"
+	sb=$(rss_kib "$WS") || die "server sidecar gone"
 	# ...and settled, the connections idle.
 	sleep "$SETTLE"
-	c1=$(rss_kb "$WC") s1=$(rss_kb "$WS")
-	record rss_idle_mb "weft-client" "${c0}e-3"
-	record rss_idle_mb "weft-server" "${s0}e-3"
-	record "rss_${HOLD_N}conns_mb" weft-client "${c1}e-3"
-	record "rss_${HOLD_N}conns_mb" weft-server "${s1}e-3"
-	record rss_kb_per_conn weft-client "$(python3 -c "print(($c1-$c0)/$HOLD_N)")"
-	record rss_kb_per_conn weft-server "$(python3 -c "print(($s1-$s0)/$HOLD_N)")"
-	record rss_kb_per_conn_burst weft-client "$(python3 -c "print(($cb-$c0)/$HOLD_N)")"
-	record rss_kb_per_conn_burst weft-server "$(python3 -c "print(($sb-$s0)/$HOLD_N)")"
+	c1=$(rss_kib "$WC") || die "client sidecar gone"
+	s1=$(rss_kib "$WS") || die "server sidecar gone"
+	# The hold must still be holding when the last sample is taken.
+	kill -0 "$HD" 2>/dev/null || fail_rep hold "the hold process ended before the settled sample: $(tail -c 300 "$LOG/hold.log")"
+	record rss_idle_mib weft-client "$(kib_to_mib "$c0")"
+	record rss_idle_mib weft-server "$(kib_to_mib "$s0")"
+	record "rss_${HOLD_N}conns_mib" weft-client "$(kib_to_mib "$c1")"
+	record "rss_${HOLD_N}conns_mib" weft-server "$(kib_to_mib "$s1")"
+	record rss_kib_per_conn weft-client "$(kib_per_conn "$c0" "$c1" "$HOLD_N")"
+	record rss_kib_per_conn weft-server "$(kib_per_conn "$s0" "$s1" "$HOLD_N")"
+	record rss_kib_per_conn_burst weft-client "$(kib_per_conn "$c0" "$cb" "$HOLD_N")"
+	record rss_kib_per_conn_burst weft-server "$(kib_per_conn "$s0" "$sb" "$HOLD_N")"
 	stop "$HD"
 	stop "$WC"; stop "$WS"
 done
 stop "$EC"
 fi
 
+SECTION=run REP=0
 record loadavg end "$(loadavg | tr ' ' ,)"
 echo "load average at end: $(loadavg)"
-python3 "$HERE/report.py" "$RES" | tee "$OUT/report.md"
+# report.py exits 1 when a repetition failed (or a figure has no data),
+# after writing the whole report: so does the run.
+rc=0
+python3 "$HERE/report.py" "$RES" >"$OUT/report.md" || rc=$?
+cat "$OUT/report.md"
+[ "$rc" = 0 ] || echo "run.sh: the report is not clean (see its top): exit $rc" >&2
+exit "$rc"

@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Self-check of report.py, iperf_result.py and fortio_result.py on
+synthetic results: no load tool needed. Run from this directory:
+
+    python3 -m unittest -v
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import fortio_result  # noqa: E402
+import iperf_result  # noqa: E402
+import report  # noqa: E402
+
+THROUGHPUT_CONFIGS = ("direct", "weft", "stunnel", "haproxy", "relay", "relay-splice")
+
+
+def tsv(*rows):
+    return ["\t".join(str(x) for x in r) + "\n" for r in rows]
+
+
+def throughput_rep(rep, gbps, skip=()):
+    """Rows of one throughput repetition; gbps: config -> Gbit/s."""
+    rows = []
+    for c in THROUGHPUT_CONFIGS:
+        if c in skip:
+            continue
+        rows.append(("throughput", rep, "throughput_gbps", c, gbps.get(c, 10.0)))
+        if c != "direct":
+            rows.append(("throughput", rep, "cpu_s_per_gb", f"{c}-client", 0.8))
+            rows.append(("throughput", rep, "cpu_s_per_gb", f"{c}-server", 0.6))
+    return rows
+
+
+def latency_rep(rep, weft_p99=0.6, direct_p99=0.4, vcpu=0.06):
+    rows = []
+    for c in (4, 64):
+        for name, p99 in (("direct", direct_p99), ("weft", weft_p99)):
+            rows += [("latency", rep, "p50_ms", f"{name}-c{c}", 0.1 if name == "direct" else 0.17),
+                     ("latency", rep, "p90_ms", f"{name}-c{c}", 0.15 if name == "direct" else 0.23),
+                     ("latency", rep, "p99_ms", f"{name}-c{c}", p99),
+                     ("latency", rep, "qps", f"{name}-c{c}", 999.9),
+                     ("latency", rep, "errors", f"{name}-c{c}", 0)]
+        for side in ("client", "server"):
+            rows.append(("latency", rep, "vcpu_per_1000rps", f"weft-{side}-c{c}", vcpu))
+    return rows
+
+
+def idle_rep(rep, idle_mib=11.0, per_conn=20.0):
+    rows = []
+    for side in ("client", "server"):
+        rows += [("idle", rep, "ready_ms", "weft", 18.0)] if side == "client" else []
+        rows += [("idle", rep, "rss_idle_mib", f"weft-{side}", idle_mib),
+                 ("idle", rep, "rss_1000conns_mib", f"weft-{side}", idle_mib + 20),
+                 ("idle", rep, "rss_kib_per_conn", f"weft-{side}", per_conn),
+                 ("idle", rep, "rss_kib_per_conn_burst", f"weft-{side}", per_conn + 5)]
+    return rows
+
+
+def ratio_row(text, label):
+    """The median of the report row that starts with label."""
+    for line in text.splitlines():
+        if line.startswith(f"| {label}"):
+            return line
+    raise AssertionError(f"no row {label!r} in:\n{text}")
+
+
+# The review's synthetic case: stunnel's iperf3 failed in repetition 2 (the
+# disturbance that failed it also slowed weft to 0.48 Gbit/s). The true
+# weft / stunnel ratio, repetitions 1 and 3, is 9.52 / 4.0 = 2.38.
+WEFT = {1: 9.52, 2: 0.48, 3: 9.52}
+STUNNEL = {1: 4.0, 3: 4.0}
+
+
+def dropped_rep_rows(mark_failed):
+    rows = [("run", 0, "loadavg", "start", "0.1,0.2,0.3")]
+    for rep in (1, 2, 3):
+        gbps = {"weft": WEFT[rep], "stunnel": STUNNEL.get(rep, 0)}
+        rows += throughput_rep(rep, gbps, skip=("stunnel",) if rep == 2 else ())
+    if mark_failed:
+        rows.append(("throughput", 2, "failed", "iperf3 stunnel", "iperf3: error - unable to connect"))
+    return tsv(*rows)
+
+
+class JoinOnRepetition(unittest.TestCase):
+    def test_position_pairing_was_wrong(self):
+        # What the old report.py did: zip the lists in file order.
+        weft = [WEFT[r] for r in (1, 2, 3)]
+        stunnel = [STUNNEL[r] for r in (1, 3)]
+        old = sorted(w / s for w, s in zip(weft, stunnel))
+        self.assertAlmostEqual(sum(old) / len(old), 1.25, places=2)
+
+    def test_marked_failed_repetition_gives_the_true_ratio(self):
+        res = report.Results(dropped_rep_rows(mark_failed=True))
+        r = res.join("throughput", "throughput_gbps", "weft", "throughput_gbps", "stunnel", lambda a, b: a / b)
+        self.assertEqual([rep for rep, _ in r], [1, 3])
+        self.assertAlmostEqual(r[0][1], 2.38)
+        self.assertAlmostEqual(r[1][1], 2.38)
+        text, clean = report.render(res)
+        self.assertIn("2.38 (2.38–2.38, n=2: reps 1,3)", ratio_row(text, "throughput weft / stunnel"))
+        self.assertFalse(clean)
+        self.assertIn("FAILED", text)
+        self.assertIn("throughput repetition 2: iperf3 stunnel: iperf3: error - unable to connect", text)
+
+    def test_failed_repetition_leaves_both_sides(self):
+        # Rep 2's weft and direct values exist but must count nowhere: not
+        # in weft / direct, not in the weft measurement itself.
+        res = report.Results(dropped_rep_rows(mark_failed=True))
+        self.assertEqual(res.series("throughput", "throughput_gbps", "weft"), [(1, 9.52), (3, 9.52)])
+        self.assertEqual([r for r, _ in res.series("throughput", "throughput_gbps", "direct")], [1, 3])
+        r = res.join("throughput", "throughput_gbps", "weft", "throughput_gbps", "direct", lambda a, b: a / b)
+        self.assertEqual([rep for rep, _ in r], [1, 3])
+        text, _ = report.render(res)
+        self.assertNotIn("0.48", text)
+
+    def test_unmarked_dropped_row_fails_the_repetition(self):
+        # A results.tsv in which a run just went missing (the old run.sh's
+        # behaviour) still joins right, and the repetition fails loudly.
+        res = report.Results(dropped_rep_rows(mark_failed=False))
+        self.assertIn(("throughput", 2), res.failed)
+        self.assertIn("lacks", res.failed[("throughput", 2)][0])
+        self.assertIn("throughput_gbps stunnel", res.failed[("throughput", 2)][0])
+        text, clean = report.render(res)
+        self.assertFalse(clean)
+        self.assertIn("n=2: reps 1,3", ratio_row(text, "throughput weft / stunnel"))
+
+    def test_order_of_rows_does_not_matter(self):
+        rows = dropped_rep_rows(mark_failed=True)
+        a, _ = report.render(report.Results(rows))
+        b, _ = report.render(report.Results(list(reversed(rows))))
+        self.assertEqual(ratio_row(a, "throughput weft / stunnel"), ratio_row(b, "throughput weft / stunnel"))
+
+
+class FailedRepetitions(unittest.TestCase):
+    def test_latency_failure_excluded_from_both_sides(self):
+        rows = latency_rep(1) + latency_rep(2, weft_p99=9.0, direct_p99=0.1) + latency_rep(3)
+        rows.append(("latency", 2, "failed", "fortio weft-c64", "12 of 20000 responses were not 200"))
+        res = report.Results(tsv(*rows))
+        added = res.join("latency", "p99_ms", "weft-c64", "p99_ms", "direct-c64", lambda a, b: a - b)
+        self.assertEqual([r for r, _ in added], [1, 3])
+        self.assertAlmostEqual(added[0][1], 0.2)
+        text, clean = report.render(res)
+        self.assertFalse(clean)
+        # +0.2 ms in reps 1 and 3: met; rep 2's +8.9 ms would have missed it.
+        self.assertIn("| met |", ratio_row(text, "added p99 latency, 64 connections"))
+        self.assertNotIn("8.9", text)
+        self.assertIn("12 of 20000 responses were not 200", text)
+
+    def test_all_repetitions_failed_is_no_data(self):
+        rows = latency_rep(1) + [("latency", 1, "failed", "fortio direct-c4", "achieved 700 req/s")]
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertFalse(clean)
+        self.assertIn("**no data**", ratio_row(text, "added p99 latency, 4 connections"))
+
+    def test_clean_run(self):
+        rows = [("run", 0, "kernel_tcp_ulps", "6.18", "mptcp")]
+        for rep in (1, 2, 3):
+            rows += throughput_rep(rep, {"weft": 9.0, "stunnel": 9.0}) + latency_rep(rep) + idle_rep(rep)
+        rows.append(("latency", 1, "rss_1s_after_start_mib", "weft-client", 12.0))  # once only: not "missing"
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertTrue(clean, text)
+        self.assertIn("Every repetition passed", text)
+        self.assertIn("**missed**", ratio_row(text, "throughput weft / stunnel"))
+        self.assertIn("| met |", ratio_row(text, "vCPU per 1,000 req/s (achieved rate), client sidecar, 64"))
+        self.assertIn("n=3: reps 1,2,3", ratio_row(text, "throughput weft / haproxy"))
+
+    def test_old_three_column_file_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "old harness"):
+            report.Results(["throughput_gbps\tweft\t9.0\n"])
+
+    def test_duplicate_row_is_refused(self):
+        row = ("throughput", 1, "throughput_gbps", "weft", 9.0)
+        with self.assertRaisesRegex(ValueError, "twice"):
+            report.Results(tsv(row, row))
+
+    def test_cli_exit_status(self):
+        with tempfile.TemporaryDirectory() as d:
+            bad = os.path.join(d, "bad.tsv")
+            with open(bad, "w") as f:
+                f.writelines(dropped_rep_rows(mark_failed=True))
+            p = subprocess.run([sys.executable, os.path.join(HERE, "report.py"), bad], capture_output=True, text=True)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("2.38", p.stdout)
+            good = os.path.join(d, "good.tsv")
+            with open(good, "w") as f:
+                f.writelines(tsv(*(idle_rep(1) + idle_rep(2))))
+            p = subprocess.run([sys.executable, os.path.join(HERE, "report.py"), good], capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+class Units(unittest.TestCase):
+    def test_labels(self):
+        text, _ = report.render(report.Results(tsv(*idle_rep(1))))
+        self.assertIn("| idle RSS (MiB), client sidecar |", text)
+        self.assertIn("| RSS per idle connection (KiB), server sidecar, settled |", text)
+        self.assertIn("MiB = 2^20 bytes", text)
+        self.assertNotIn("(MB)", text)
+
+    def test_idle_target_is_15_decimal_mb(self):
+        # 14.5 MiB = 15.2e6 bytes: over "15 MB", though under 15 MiB.
+        text, _ = report.render(report.Results(tsv(*idle_rep(1, idle_mib=14.5))))
+        row = ratio_row(text, "idle RSS (MiB), client sidecar")
+        self.assertIn("≤ 15 MB = 14.31 MiB", row)
+        self.assertIn("**missed**", row)
+        text, _ = report.render(report.Results(tsv(*idle_rep(1, idle_mib=14.2))))
+        self.assertIn("| met |", ratio_row(text, "idle RSS (MiB), client sidecar"))
+
+
+def fortio_json(codes=None, qps=999.5, duration_s=20.0, count=None, **extra):
+    codes = {"200": 19990} if codes is None else codes
+    count = sum(codes.values()) if count is None else count
+    r = {"RetCodes": codes, "ActualQPS": qps, "ActualDuration": int(duration_s * 1e9),
+         "DurationHistogram": {"Count": count, "Percentiles": [
+             {"Percentile": 50, "Value": 0.0002}, {"Percentile": 90, "Value": 0.0003},
+             {"Percentile": 99, "Value": 0.0006}]},
+         "ErrorsDurationHistogram": {"Count": count - codes.get("200", 0)}}
+    r.update(extra)
+    return r
+
+
+class Fortio(unittest.TestCase):
+    def test_clean_run(self):
+        out, failure = fortio_result.rows(fortio_json(), "weft", 64, 1000, 0.01)
+        self.assertIsNone(failure)
+        d = {(m, c): v for m, c, v in out}
+        self.assertAlmostEqual(d[("p99_ms", "weft-c64")], 0.6)
+        self.assertEqual(d[("errors", "weft-c64")], 0)
+        self.assertEqual(d[("qps", "weft-c64")], 999.5)
+
+    def test_non_200_fails_with_error_count(self):
+        # 418 and 2xx are "OK" to fortio; -1 is a socket error. Only 200 counts.
+        for codes in ({"200": 19000, "503": 990}, {"200": 19980, "-1": 10}, {"200": 19980, "418": 5, "204": 5}):
+            out, failure = fortio_result.rows(fortio_json(codes), "weft", 4, 1000, 0.01)
+            n = sum(codes.values()) - codes["200"]
+            self.assertIn(f"{n} of {sum(codes.values())} responses were not 200", failure)
+            self.assertIn(("errors", "weft-c4", n), out)
+
+    def test_rate_short_of_requested_fails(self):
+        _, failure = fortio_result.rows(fortio_json(qps=985.0), "direct", 4, 1000, 0.01)
+        self.assertIn("achieved 985.00 req/s, requested 1000", failure)
+        _, failure = fortio_result.rows(fortio_json(qps=995.0), "direct", 4, 1000, 0.01)
+        self.assertIsNone(failure)
+
+    def test_vcpu_divides_by_the_achieved_rate(self):
+        # 1 s of client CPU and 2 s of server CPU (hz 100) over a 20 s run.
+        ticks = (0, 100, 1000, 1200)
+        out, _ = fortio_result.rows(fortio_json(qps=500.0), "weft", 4, 1000, 0.01, 100, ticks)
+        d = {(m, c): v for m, c, v in out}
+        # 0.05 vCPU at 500 req/s = 0.1 per 1,000 req/s (by the requested
+        # rate it would be 0.05).
+        self.assertAlmostEqual(d[("vcpu_per_1000rps", "weft-client-c4")], 0.1)
+        self.assertAlmostEqual(d[("vcpu_per_1000rps", "weft-server-c4")], 0.2)
+
+    def test_fortio_error_and_mismatch(self):
+        with self.assertRaises(fortio_result.Failed):
+            fortio_result.rows({"error": True, "message": "warmup error", "exception": "error 503"}, "weft", 4, 1000, 0.01)
+        _, failure = fortio_result.rows(fortio_json(count=20000), "weft", 4, 1000, 0.01)
+        self.assertIn("RetCodes count", failure)
+
+    def test_cli_prints_rows_and_fails(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "f.json")
+            with open(path, "w") as f:
+                json.dump(fortio_json({"200": 100, "-1": 1}), f)
+            p = subprocess.run([sys.executable, os.path.join(HERE, "fortio_result.py"), path, "weft", "4", "1000", "0.01", "100"],
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("errors\tweft-c4\t1", p.stdout)
+            self.assertIn("1 of 101 responses were not 200", p.stderr)
+
+
+def iperf_json(sent=10e9, omitted=(1e9,), omit=1, received_bps=8e9, **extra):
+    ivs = [{"sum": {"bytes": b, "omitted": True, "sender": True}} for b in omitted]
+    ivs += [{"sum": {"bytes": sent / 10, "omitted": False, "sender": True}} for _ in range(10)]
+    r = {"start": {"test_start": {"omit": omit}}, "intervals": ivs,
+         "end": {"sum_sent": {"bytes": sent}, "sum_received": {"bytes": sent, "bits_per_second": received_bps}}}
+    r.update(extra)
+    return r
+
+
+class Iperf(unittest.TestCase):
+    def test_cpu_per_gb_counts_the_warmup_bytes_with_its_cpu(self):
+        # 11 s of CPU (hz 100) over the whole run; 10 GB after the warm-up
+        # and 1 GB in it: 1.0 s/GB (the old harness said 11/10 = 1.1).
+        out = iperf_result.rows(iperf_json(), "weft", 100, (0, 1100, 0, 550))
+        d = {(m, c): v for m, c, v in out}
+        self.assertAlmostEqual(d[("cpu_s_per_gb", "weft-client")], 1.0)
+        self.assertAlmostEqual(d[("cpu_s_per_gb", "weft-server")], 0.5)
+        self.assertAlmostEqual(d[("throughput_gbps", "weft")], 8.0)
+
+    def test_omitted_but_not_listed_fails(self):
+        with self.assertRaisesRegex(iperf_result.Failed, "omitted"):
+            iperf_result.rows(iperf_json(omitted=()), "weft", 100, (0, 1, 0, 1))
+
+    def test_error_fails(self):
+        with self.assertRaisesRegex(iperf_result.Failed, "unable to connect"):
+            iperf_result.rows({"error": "unable to connect to server"}, "weft", 100, None)
+
+    def test_cli_missing_json_fails(self):
+        p = subprocess.run([sys.executable, os.path.join(HERE, "iperf_result.py"), "/nonexistent.json", "weft", "100"],
+                           capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("no JSON", p.stderr)
+
+
+class LibSh(unittest.TestCase):
+    def test_lib_sh(self):
+        # run.sh's helpers (lib.sh): rows tagged with section and repetition,
+        # child failing instead of falling back to timeout's pid, KiB → MiB.
+        p = subprocess.run(["bash", os.path.join(HERE, "lib_test.sh")], capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn(" passed, 0 failed", p.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
