@@ -12,28 +12,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/weftmesh/weft/controlplane"
 )
 
-type cpStatus struct {
-	TrustDomain string `json:"trustDomain"`
-	Sidecars    []struct {
-		Node  string `json:"node"`
-		Types []struct {
-			Type     string `json:"type"`
-			State    string `json:"state"`
-			NACKs    int    `json:"nacks"`
-			LastNACK *struct {
-				Error string `json:"error"`
-			} `json:"lastNack"`
-		} `json:"types"`
-	} `json:"sidecars"`
-	Roots []struct {
-		Fingerprint string `json:"sha256"`
-	} `json:"roots"`
-	Intermediate struct {
-		Fingerprint string `json:"sha256"`
-	} `json:"intermediate"`
-}
+// cpStatus is the control plane's /debug/status, decoded with the control
+// plane's own type so that a renamed field fails to compile here instead of
+// reading as empty.
+type cpStatus = controlplane.Status
 
 // readyControlPlanes returns the ready control plane pods' statuses.
 func controlPlaneStatuses(t *testing.T) map[string]cpStatus {
@@ -130,7 +116,7 @@ func requireSynced(t *testing.T, node string) {
 					if ty.NACKs != 0 {
 						msg := ""
 						if ty.LastNACK != nil {
-							msg = ty.LastNACK.Error
+							msg = ty.LastNACK.Message
 						}
 						t.Fatalf("sidecar %s NACKed %s: %s", node, ty.Type, msg)
 					}

@@ -108,7 +108,15 @@ func TestCLI(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &r); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
+		if !r.Encrypted || len(r.Pods) != 2 {
+			t.Fatalf("verify -o json: encrypted=%v with %d pods, want true with 2 (server and client):\n%s", r.Encrypted, len(r.Pods), out)
+		}
+		seen := map[string]bool{}
 		for _, p := range r.Pods {
+			seen[p.Pod] = true
+			if p.Verdict != "ENCRYPTED" {
+				t.Errorf("%s: verdict %q, want ENCRYPTED", p.Pod, p.Verdict)
+			}
 			if p.Handshakes == nil {
 				t.Fatalf("%s: no handshake counters", p.Pod)
 			}
@@ -118,6 +126,9 @@ func TestCLI(t *testing.T) {
 			if p.Pod == client.Name && p.Handshakes.Outbound == 0 {
 				t.Errorf("client sidecar: %+v: want outbound mTLS handshakes", *p.Handshakes)
 			}
+		}
+		if !seen[server.Name] || !seen[client.Name] {
+			t.Fatalf("verify -o json reports %v, want %s and %s", seen, server.Name, client.Name)
 		}
 	})
 

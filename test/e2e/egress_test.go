@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/weftmesh/weft/api/audit"
 )
 
 const externalIP = "198.18.100.10"
@@ -133,17 +135,9 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 		t.Fatalf("HTTP to api.example.test (allowed by Host): %v %q", err, out)
 	}
 
-	// The audit trail at the control plane.
-	type event struct {
-		SourceID string `json:"sourceSpiffeId"`
-		Pod      string `json:"pod"`
-		SNI      string `json:"sni"`
-		Host     string `json:"host"`
-		DstIP    string `json:"dstIp"`
-		DstPort  int    `json:"dstPort"`
-		Decision string `json:"decision"`
-		Policy   string `json:"policy"`
-	}
+	// The audit trail at the control plane, decoded with the record's own
+	// type (api/audit), so a renamed field cannot read as empty here.
+	type event = audit.Event
 	find := func(evs []event, match func(event) bool) bool {
 		for _, e := range evs {
 			if match(e) {
@@ -164,9 +158,10 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 			var resp struct {
 				Events []event `json:"events"`
 			}
-			if json.Unmarshal([]byte(body), &resp) == nil {
-				events = append(events, resp.Events...)
+			if err := json.Unmarshal([]byte(body), &resp); err != nil {
+				t.Fatalf("%s /audit/events: %v\n%s", p.Name, err, body)
 			}
+			events = append(events, resp.Events...)
 		}
 		denied := find(events, func(e event) bool { return e.Host == "evil.example.test" && e.Decision == "deny" })
 		allowed := find(events, func(e event) bool { return e.SNI == "api.example.test" && e.Decision == "allow" })
@@ -174,7 +169,7 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 		return denied && allowed && allowedHTTP, nil
 	})
 	for _, e := range events {
-		if e.SourceID != "spiffe://cluster.local/ns/e2e-egress/sa/client" || e.Pod != client.Name || e.DstIP != externalIP {
+		if e.SourceID != "spiffe://cluster.local/ns/e2e-egress/sa/client" || e.Pod != client.Name || e.DstIP.String() != externalIP {
 			t.Fatalf("audit event with the wrong source or destination: %+v", e)
 		}
 	}
@@ -253,6 +248,35 @@ func TestEgressAuditModeAndRegistryOnly(t *testing.T) {
 		_, err := get("http://other.example.test/")
 		return err != nil, nil
 	})
+	// The refusals are the client sidecar's, not a host that is down: the
+	// host answers the node directly. HTTP on port 80 (a port an HTTP rule
+	// of this namespace inspects) gets the sidecar's 403 naming the outbound
+	// policy and counts http_denied; TLS on 443 (no rule: the default chain)
+	// goes to the blackhole and counts blackhole. Each attempt moves its own
+	// counter by one.
+	if body, err := httpGet("http://" + externalIP + "/"); err != nil || !strings.Contains(body, "hello from external-http") {
+		t.Fatalf("the external host does not answer the node: %v %q", err, body)
+	}
+	failures := func(reason string) float64 {
+		return sidecarMetric(t, ns, client.Name, "weft_sidecar_connection_failures_total", map[string]string{"direction": "outbound", "reason": reason})
+	}
+	const attempts = 3
+	httpBefore, holeBefore := failures("http_denied"), failures("blackhole")
+	for i := range attempts {
+		out, err := get("http://other.example.test/")
+		if err == nil || !strings.Contains(out, "403 weft: egress to this host denied by outbound policy REGISTRY_ONLY") {
+			t.Fatalf("HTTP attempt %d under REGISTRY_ONLY: %v %q, want the sidecar's 403", i+1, err, out)
+		}
+		if out, err := get("-k", "https://other.example.test/"); err == nil {
+			t.Fatalf("TLS attempt %d under REGISTRY_ONLY was served: %q", i+1, out)
+		}
+	}
+	if got := failures("http_denied") - httpBefore; got != attempts {
+		t.Fatalf("connection_failures{outbound,http_denied} moved by %v over %d refused HTTP attempts, want %d", got, attempts, attempts)
+	}
+	if got := failures("blackhole") - holeBefore; got != attempts {
+		t.Fatalf("connection_failures{outbound,blackhole} moved by %v over %d refused TLS attempts, want %d", got, attempts, attempts)
+	}
 	// In-mesh traffic is not egress: the API server's Service stays reachable.
 	if out, err := get("-k", "https://kubernetes.default.svc/healthz"); err != nil && !strings.Contains(out, "401") && !strings.Contains(out, "403") {
 		t.Fatalf("the API server Service under REGISTRY_ONLY: %v %q", err, out)

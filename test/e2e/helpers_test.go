@@ -12,9 +12,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -168,4 +171,54 @@ func httpGet(url string) (string, error) {
 		return string(b), fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return string(b), err
+}
+
+// sidecarMetric is the sum of the samples of the counter or gauge name on
+// pod's sidecar (its /metrics, read from inside the pod) whose labels
+// include match. A labelled family has no series until its first event,
+// so an absent family reads 0: callers prove a refusal by the counter
+// moving by exactly the number of attempts, which an absent or renamed
+// family never does.
+func sidecarMetric(t *testing.T, ns, pod, name string, match map[string]string) float64 {
+	t.Helper()
+	out, err := kubectlExec(t, ns, pod, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15020/metrics")
+	if err != nil {
+		t.Fatalf("%s/%s sidecar /metrics: %v\n%s", ns, pod, err, out)
+	}
+	body, ok := strings.CutPrefix(out, "200 ")
+	if !ok {
+		t.Fatalf("%s/%s sidecar /metrics: %q", ns, pod, out)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body + "\n"))
+	if err != nil {
+		t.Fatalf("%s/%s sidecar /metrics: %v", ns, pod, err)
+	}
+	fam, ok := fams[name]
+	if !ok {
+		return 0
+	}
+	var sum float64
+	for _, m := range fam.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		ok := true
+		for k, v := range match {
+			ok = ok && labels[k] == v
+		}
+		if !ok {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			sum += m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			sum += m.GetGauge().GetValue()
+		case m.Untyped != nil:
+			sum += m.GetUntyped().GetValue()
+		}
+	}
+	return sum
 }

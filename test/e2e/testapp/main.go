@@ -6,8 +6,9 @@
 //	testapp serve -addr :8080 [-tls]
 //	                        HTTP server: logs every request body line, answers "hello from <pod>";
 //	                        -tls serves HTTPS with a fresh self-signed certificate (an "external" service)
-//	testapp get URL [-body S] [-n N] [-k]
-//	                        HTTP client: N requests, prints status and body, exit 1 on failure
+//	testapp get URL [-body S] [-n N] [-k] [-hold D]
+//	                        HTTP client: N requests, prints status and body, exit 1 on failure;
+//	                        -hold keeps the (keep-alive) connection open D after the last answer
 package main
 
 import (
@@ -121,6 +122,7 @@ func get(ctx context.Context, args []string) error {
 	body := fs.String("body", "", "request body (POST when set)")
 	n := fs.Int("n", 1, "requests")
 	insecure := fs.Bool("k", false, "do not verify the server's certificate")
+	hold := fs.Duration("hold", 0, "keep the idle connection open this long after the last answer")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		return fmt.Errorf("get: want one URL")
@@ -145,6 +147,12 @@ func get(ctx context.Context, args []string) error {
 		fmt.Printf("%d %s\n", resp.StatusCode, strings.TrimSpace(string(b)))
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("get: %s", resp.Status)
+		}
+	}
+	if *hold > 0 {
+		select {
+		case <-time.After(*hold):
+		case <-ctx.Done():
 		}
 	}
 	return nil
