@@ -22,6 +22,7 @@ import (
 	wm "github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/sidecar/audit"
+	"github.com/weftmesh/weft/sidecar/dnsproxy"
 	"github.com/weftmesh/weft/sidecar/identity"
 	"github.com/weftmesh/weft/sidecar/proxy"
 	"github.com/weftmesh/weft/sidecar/xds"
@@ -40,6 +41,15 @@ type Config struct {
 	InboundAddr    string // ":15006": where capture sends inbound TCP
 	OutboundAddr   string // "127.0.0.1:15001": where capture sends outbound TCP
 	AdminAddr      string // "127.0.0.1:15000": /connections, /config_dump
+	// DNSAddrs are where capture sends the pod's DNS (UDP and TCP): the
+	// DNS proxy that binds egress names to addresses. Default
+	// 127.0.0.1:15053 and [::1]:15053 (the latter only where the pod has
+	// IPv6); "-" alone serves no DNS (names are then bound by the
+	// sidecar's own lookups only).
+	DNSAddrs []string
+	// ResolvConf names the pod's nameservers, which the DNS proxy forwards
+	// to ("/etc/resolv.conf").
+	ResolvConf string
 	// OriginalDst overrides SO_ORIGINAL_DST (tests without capture rules).
 	OriginalDst  func(*net.TCPConn) (netip.AddrPort, error)
 	PodName      string
@@ -73,6 +83,10 @@ func (c *Config) defaults() {
 	def(&c.WorkloadSocket, "/var/run/secrets/weft/workload/socket")
 	def(&c.HealthAddr, ":15020")
 	def(&c.InboundAddr, ":15006")
+	def(&c.ResolvConf, "/etc/resolv.conf")
+	if len(c.DNSAddrs) == 0 {
+		c.DNSAddrs = []string{"127.0.0.1:15053", "[::1]:15053"}
+	}
 	def(&c.OutboundAddr, "127.0.0.1:15001")
 	def(&c.AdminAddr, "127.0.0.1:15000")
 	if c.DrainTimeout == 0 {
@@ -154,7 +168,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record,
+	// The DNS proxy and the name table it fills: what binds an egress
+	// name to the addresses a connection by that name may go to.
+	names := dnsproxy.NewNames(dnsproxy.Config{Now: cfg.Clock.Now})
+	dns, dnsConns, err := listenDNS(cfg, names, reg, log.With("room", "dns"))
+	if err != nil {
+		return err
+	}
+	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record, Names: names,
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, AdminAddr: cfg.AdminAddr,
 		OriginalDst: cfg.OriginalDst, Logger: log.With("room", "proxy"), Clock: cfg.Clock, Metrics: reg,
 		DrainTimeout: cfg.DrainTimeout})
@@ -200,8 +221,15 @@ func Run(ctx context.Context, cfg Config) error {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	errs := make(chan error, 3)
+	errs := make(chan error, 8+len(dnsConns))
 	var wg sync.WaitGroup
+	for _, c := range dnsConns {
+		wg.Go(func() {
+			if err := c.serve(runCtx, dns); err != nil && runCtx.Err() == nil {
+				errs <- err
+			}
+		})
+	}
 	wg.Go(func() {
 		if err := ids.Run(runCtx); err != nil {
 			errs <- err

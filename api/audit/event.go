@@ -54,6 +54,11 @@ type Event struct {
 	Rule     string `json:"rule,omitempty"`
 	Outbound string `json:"outbound,omitempty"`
 	Chain    string `json:"chain,omitempty"` // the outbound filter chain
+	// Reason says why a connection a rule allowed was denied or flagged
+	// anyway: "name_mismatch: <name> does not resolve to <ip> for this pod
+	// (...)" when the SNI or Host that the rule allowed was sent to an
+	// address the name did not resolve to (sidecar/dnsproxy).
+	Reason string `json:"reason,omitempty"`
 	// BytesSent went from the app to the destination, BytesReceived back.
 	BytesSent     int64         `json:"bytesSent"`
 	BytesReceived int64         `json:"bytesReceived"`

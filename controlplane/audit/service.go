@@ -232,7 +232,7 @@ func fromEntry(en *accesslogdatav3.TCPAccessLogEntry) (apiaudit.Event, error) {
 	e := apiaudit.Event{
 		ID: str("id"), SourceID: str("source_spiffe_id"), Pod: str("pod"), Namespace: str("namespace"),
 		DstHost: str("dst_host"), SNI: str("sni"), Host: str("host"), Protocol: str("protocol"),
-		Decision: str("decision"), Policy: str("policy"), Rule: str("rule"), Outbound: str("outbound"), Chain: str("chain"),
+		Decision: str("decision"), Policy: str("policy"), Rule: str("rule"), Outbound: str("outbound"), Chain: str("chain"), Reason: str("reason"),
 		BytesSent:     int64(min(en.GetConnectionProperties().GetReceivedBytes(), 1<<62)),
 		BytesReceived: int64(min(en.GetConnectionProperties().GetSentBytes(), 1<<62)),
 	}

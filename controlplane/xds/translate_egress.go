@@ -38,6 +38,10 @@ const (
 type verdict struct {
 	decision     string
 	policy, rule string
+	// mode is the deciding policy's mode (Enforce or Audit), on verdicts a
+	// rule made: the sidecar enforces what it checks beyond the rule (a
+	// name's binding to the destination address) only under Enforce.
+	mode string
 	// outbound is the outbound policy, on verdicts no rule made.
 	outbound string
 }
@@ -50,7 +54,7 @@ func (v verdict) cluster() string {
 }
 
 func (v verdict) key() string {
-	return v.decision + "|" + v.policy + "#" + v.rule + "|" + v.outbound
+	return v.decision + "|" + v.policy + "#" + v.rule + "|" + v.mode + "|" + v.outbound
 }
 
 func (v verdict) metadata() *corev3.Metadata {
@@ -61,6 +65,9 @@ func (v verdict) metadata() *corev3.Metadata {
 	}
 	if v.outbound != "" {
 		fields["outbound"] = structpb.NewStringValue(v.outbound)
+	}
+	if v.mode != "" {
+		fields["mode"] = structpb.NewStringValue(v.mode)
 	}
 	return metadata(egressMetadataKey, fields)
 }
@@ -120,7 +127,10 @@ func decide(matches []ruleRef) (v verdict, ok bool) {
 			best = m
 		}
 	}
-	v = verdict{decision: decisionAllow, policy: best.pol.Namespace + "/" + best.pol.Name, rule: strconv.Itoa(best.idx)}
+	v = verdict{decision: decisionAllow, policy: best.pol.Namespace + "/" + best.pol.Name, rule: strconv.Itoa(best.idx), mode: string(best.pol.Mode)}
+	if v.mode == "" {
+		v.mode = string(v1alpha1.EgressEnforce)
+	}
 	switch best.rank() {
 	case 0:
 		v.decision = decisionDeny

@@ -32,6 +32,7 @@ const (
 	FieldRule      = "rule"
 	FieldOutbound  = "outbound"
 	FieldChain     = "chain"
+	FieldReason    = "reason"
 )
 
 // Entry converts e to the access-log entry the control plane receives.
@@ -40,7 +41,7 @@ func Entry(e apiaudit.Event) *accesslogdatav3.TCPAccessLogEntry {
 	for k, v := range map[string]string{
 		FieldID: e.ID, FieldSource: e.SourceID, FieldPod: e.Pod, FieldNamespace: e.Namespace, FieldDstHost: e.DstHost,
 		FieldSNI: e.SNI, FieldHost: e.Host, FieldProtocol: e.Protocol, FieldDecision: e.Decision, FieldPolicy: e.Policy,
-		FieldRule: e.Rule, FieldOutbound: e.Outbound, FieldChain: e.Chain,
+		FieldRule: e.Rule, FieldOutbound: e.Outbound, FieldChain: e.Chain, FieldReason: e.Reason,
 	} {
 		if v != "" {
 			fields[k] = structpb.NewStringValue(v)

@@ -24,7 +24,8 @@ const (
 )
 
 // helperEnv makes TestMain act as a tiny client instead of running tests:
-// it becomes UID 1337, dials the address, prints the line it read, exits.
+// it becomes UID 1337, dials the address (TCP, or UDP for "udp:ADDR"),
+// prints the line it read, exits.
 const helperEnv = "WEFT_CAPTURE_TEST_DIAL_AS_1337"
 
 func TestMain(m *testing.M) {
@@ -46,7 +47,13 @@ func helperDial(addr string) int {
 		fmt.Fprintln(os.Stderr, "setresuid:", err)
 		return 2
 	}
-	line, err := dialLine(addr)
+	var line string
+	var err error
+	if udpAddr, ok := strings.CutPrefix(addr, "udp:"); ok {
+		line, err = exchangeUDP(udpAddr)
+	} else {
+		line, err = dialLine(addr)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -155,6 +162,8 @@ func TestOutboundCapture(t *testing.T) {
 	// Without capture (peer namespace has no rules) the peer answers.
 	expectLine(t, tp.peer, peerIP+":80", "peer "+peerIP+":80")
 
+	// DefaultConfig has no DNSServers, so no UDP at all is redirected
+	// (TestDNSCapture covers DNS to the pod's nameservers).
 	t.Run("UDP is not captured", func(t *testing.T) {
 		var pc net.PacketConn
 		tp.peer.Must(t, func() (err error) { pc, err = net.ListenPacket("udp", peerIP+":53"); return err })
@@ -184,26 +193,34 @@ func TestProxyUIDNotCaptured(t *testing.T) {
 	serve(t, tp.pod, "127.0.0.1:15001", "proxy-out")
 	servePlain(t, tp.peer, ":80", "peer")
 
-	// The helper is this test binary, started from the pod namespace's
-	// thread (so it inherits that namespace); it switches to UID 1337.
+	expectLineAs1337(t, tp.pod, peerIP+":80", "peer "+peerIP+":80") // direct, not captured
+	// The same dial as root is captured.
+	expectLine(t, tp.pod, peerIP+":80", "proxy-out "+peerIP+":80")
+}
+
+// expectLineAs1337 is expectLine as the sidecar's UID: target is a TCP
+// address, or "udp:ADDR" for exchangeUDP. The helper is this test binary,
+// started from the namespace's thread (so it inherits that namespace); it
+// switches to UID 1337.
+func expectLineAs1337(t *testing.T, ns *netns, target, want string) {
+	t.Helper()
 	var out []byte
-	err := tp.pod.Do(func() (err error) {
+	err := ns.Do(func() (err error) {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		// atexit_sleep_ms: a -race binary otherwise idles 1s before exiting.
-		cmd.Env = append(os.Environ(), helperEnv+"="+peerIP+":80",
+		cmd.Env = append(os.Environ(), helperEnv+"="+target,
 			"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 		cmd.Stderr = os.Stderr
 		out, err = cmd.Output()
 		return err
 	})
 	if err != nil {
-		t.Fatalf("helper as UID 1337: %v", err)
+		t.Errorf("helper as UID 1337 to %s: %v (want %q)", target, err, want)
+		return
 	}
-	if got, want := strings.TrimSpace(string(out)), "peer "+peerIP+":80"; got != want {
-		t.Errorf("UID 1337 dial: got %q, want %q (direct, not captured)", got, want)
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("UID 1337 to %s from %s: got %q, want %q", target, ns.name, got, want)
 	}
-	// The same dial as root is captured.
-	expectLine(t, tp.pod, peerIP+":80", "proxy-out "+peerIP+":80")
 }
 
 func TestOutboundExclusions(t *testing.T) {

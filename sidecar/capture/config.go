@@ -20,6 +20,13 @@ const (
 	DefaultInboundPort  uint16 = 15006
 	DefaultOutboundPort uint16 = 15001
 	DefaultProxyUID     uint32 = 1337
+	// DefaultDNSPort is the sidecar's DNS proxy (127.0.0.1 and [::1], UDP
+	// and TCP).
+	DefaultDNSPort uint16 = 15053
+
+	// MaxDNSServers bounds Config.DNSServers (and ParseResolvConf): the
+	// kubelet writes at most 3 nameservers, glibc and musl use 3.
+	MaxDNSServers = 16
 
 	// AdminPort is the sidecar's admin listener (loopback only). Inbound
 	// connections to it are never redirected, whatever the Config says.
@@ -50,17 +57,33 @@ type Config struct {
 	// 198.18.0.0/16).
 	ExcludeOutboundCIDRs []netip.Prefix
 
+	// DNSPort is the sidecar's DNS proxy, listening on 127.0.0.1 and [::1]
+	// for UDP and TCP. DNS (UDP and TCP port 53) from the pod to one of
+	// DNSServers is redirected here. 0 turns DNS capture off (DNSServers
+	// must then be empty). Inbound TCP to DNSPort is never redirected, so
+	// peers cannot reach the proxy through the inbound listener.
+	DNSPort uint16
+	// DNSServers are the pod's nameservers, the nameserver lines of its
+	// /etc/resolv.conf (ParseResolvConf); at most MaxDNSServers. Only DNS to
+	// these addresses is redirected: DNS to any other server is ordinary
+	// egress. Loopback and unspecified addresses (127.0.0.0/8, ::1, 0.0.0.0,
+	// ::) cannot be redirected and are skipped with a warning (see the
+	// package doc). IPv4-mapped IPv6 addresses count as the IPv4 address.
+	DNSServers []netip.Addr
+
 	// Logger receives one Info record per successful Install; nil discards.
 	Logger *slog.Logger
 }
 
 // DefaultConfig returns the ports and UID of DESIGN.md with nothing excluded
-// beyond the sidecar's own ports.
+// beyond the sidecar's own ports. DNSPort is DefaultDNSPort, but with no
+// DNSServers no DNS is redirected until the caller fills them in.
 func DefaultConfig() Config {
 	return Config{
 		InboundPort:  DefaultInboundPort,
 		OutboundPort: DefaultOutboundPort,
 		ProxyUID:     DefaultProxyUID,
+		DNSPort:      DefaultDNSPort,
 	}
 }
 
@@ -88,6 +111,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("capture: %s %d is the sidecar's health port", p.name, p.port)
 		}
 	}
+	if err := c.validateDNS(); err != nil {
+		return err
+	}
 	for _, l := range []struct {
 		name  string
 		ports []uint16
@@ -106,6 +132,55 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+func (c Config) validateDNS() error {
+	if c.DNSPort == 0 {
+		if len(c.DNSServers) > 0 {
+			return fmt.Errorf("capture: %d DNSServers but DNSPort is 0 (DNS capture off)", len(c.DNSServers))
+		}
+		return nil
+	}
+	for _, p := range []struct {
+		name string
+		port uint16
+	}{{"InboundPort", c.InboundPort}, {"OutboundPort", c.OutboundPort}, {"the sidecar's admin port", AdminPort}, {"the sidecar's health port", HealthPort}} {
+		if c.DNSPort == p.port {
+			return fmt.Errorf("capture: DNSPort %d is also %s", c.DNSPort, p.name)
+		}
+	}
+	if len(c.DNSServers) > MaxDNSServers {
+		return fmt.Errorf("capture: %d DNSServers, at most %d", len(c.DNSServers), MaxDNSServers)
+	}
+	for _, a := range c.DNSServers {
+		switch {
+		case !a.IsValid():
+			return errors.New("capture: DNSServers: invalid address")
+		case a.Zone() != "":
+			return fmt.Errorf("capture: DNSServers: %s: zones are not allowed", a)
+		}
+	}
+	return nil
+}
+
+// dnsServers splits c.DNSServers into the addresses whose DNS is
+// redirected and the loopback (or unspecified) ones that cannot be, each
+// sorted, unique and unmapped. Both are nil when DNS capture is off.
+func (c Config) dnsServers() (redirect, skipped []netip.Addr) {
+	if c.DNSPort == 0 {
+		return nil, nil
+	}
+	for _, a := range c.DNSServers {
+		a = a.Unmap()
+		if a.IsLoopback() || a.IsUnspecified() {
+			skipped = append(skipped, a)
+		} else {
+			redirect = append(redirect, a)
+		}
+	}
+	slices.SortFunc(redirect, netip.Addr.Compare)
+	slices.SortFunc(skipped, netip.Addr.Compare)
+	return slices.Compact(redirect), slices.Compact(skipped)
 }
 
 // ParsePorts parses a comma-separated list of TCP ports such as "80,443"

@@ -21,9 +21,10 @@
 //
 // # The rule set
 //
-// Only TCP is redirected. UDP (DNS included), ICMP and SCTP are never touched.
-// Each rule's matches are evaluated in order; `return` ends the chain for that
-// packet (policy accept, no rewrite). Only a connection's first packet is
+// TCP is redirected, and DNS (UDP and TCP port 53) to the pod's own
+// nameservers; other UDP, ICMP and SCTP are never touched. Each rule's
+// matches are evaluated in order; `return` ends the chain for that packet
+// (policy accept, no rewrite). Only a connection's first packet is
 // evaluated: nat chains act per connection.
 //
 // Chain prerouting (type nat hook prerouting priority dstnat) - inbound, i.e.
@@ -38,13 +39,17 @@
 //     must not become reachable through the inbound proxy.
 //  4. tcp dport HealthPort (15020) return - the kubelet's probes reach the
 //     sidecar's /healthz/ready directly, in plaintext, even in STRICT mode.
-//  5. tcp dport P return for every P in ExcludeInboundPorts.
-//  6. meta l4proto tcp redirect to :InboundPort - or, when IncludeInboundPorts
+//  5. tcp dport DNSPort (15053) return, unless DNSPort is 0 - the DNS proxy
+//     (loopback only) must not become reachable through the inbound proxy,
+//     as for rule 3. (Inbound UDP is never redirected anyway.)
+//  6. tcp dport P return for every P in ExcludeInboundPorts.
+//  7. meta l4proto tcp redirect to :InboundPort - or, when IncludeInboundPorts
 //     is set, one `tcp dport P redirect to :InboundPort` per listed port.
 //
-// Rules 1-4 are installed whatever the Config says: the caller does not have
-// to list 15020 (it may; duplicates are dropped), and forgetting it cannot
-// make every injected pod unready. An exclusion always wins over an inclusion.
+// Rules 1-5 are installed whatever the exclusion lists say: the caller does
+// not have to list 15020 (it may; duplicates are dropped), and forgetting it
+// cannot make every injected pod unready. An exclusion always wins over an
+// inclusion.
 // Traffic an app sends to itself never passes prerouting (see below).
 //
 // Chain output (type nat hook output priority -100, i.e. dstnat) - outbound, i.e.
@@ -60,10 +65,14 @@
 //  3. ip daddr 127.0.0.0/8 return, ip6 daddr ::1 return - redundant with rule
 //     2 in every sane routing setup, kept so loopback is never captured even if
 //     someone routes it oddly.
-//  4. tcp dport P return for every P in ExcludeOutboundPorts.
-//  5. ip daddr C return / ip6 daddr C return for every C in
+//  4. For every nameserver S in DNSServers (unless DNSPort is 0):
+//     ip daddr S udp dport 53 redirect to :DNSPort and
+//     ip daddr S tcp dport 53 redirect to :DNSPort (ip6 daddr for IPv6) -
+//     the pod's DNS goes to the sidecar's DNS proxy (see DNS below).
+//  5. tcp dport P return for every P in ExcludeOutboundPorts.
+//  6. ip daddr C return / ip6 daddr C return for every C in
 //     ExcludeOutboundCIDRs.
-//  6. meta l4proto tcp redirect to :OutboundPort.
+//  7. meta l4proto tcp redirect to :OutboundPort.
 //
 // A redirect rewrites the destination to the pod's own address: for inbound,
 // the primary address of the interface the packet arrived on; for outbound,
@@ -72,6 +81,52 @@
 // destination stays in the connection's conntrack entry; OriginalDst reads it
 // with getsockopt(SOL_IP, SO_ORIGINAL_DST) or, for IPv6,
 // getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST).
+//
+// # DNS
+//
+// The sidecar binds egress names to addresses: a connection allowed by its
+// TLS SNI or HTTP Host is allowed only to an address that name resolved to
+// for this pod. It learns those addresses from the answers the pod's DNS
+// got, so the pod's DNS must pass through it: output rule 4 redirects DNS
+// (UDP and TCP port 53) addressed to one of the pod's nameservers - the
+// nameserver lines of its /etc/resolv.conf, which the kubelet writes
+// (ParseResolvConf) - to the DNS proxy on 127.0.0.1:DNSPort or
+// [::1]:DNSPort. Conntrack undoes the rewrite on the way back, so the app
+// sees the answer come from the nameserver it asked.
+//
+// Only DNS to those nameservers is redirected, and only its answers may be
+// trusted. DNS to any other server is ordinary egress: UDP goes out
+// untouched and TCP/53 meets the outbound listener like any other TCP, and
+// what such a server answers is never recorded. Were it otherwise, an app
+// could run (or reach) its own DNS server claiming that api.example.com is
+// at an address of its choice, and by asking it first make the sidecar
+// accept SNI api.example.com to that address: the binding would bind
+// nothing. The same holds for DNS-over-TLS and DNS-over-HTTPS, which are
+// just egress. The nameservers the kubelet configured are the cluster's
+// (or the node's); the app does not choose their answers.
+//
+// The proxy forwards to the same nameservers. Its own queries run as
+// ProxyUID, which rule 1 returns before rule 4, so they leave the pod
+// instead of looping back into the proxy.
+//
+// The DNS rules come before the exclusions (rules 5 and 6) on purpose:
+// excluding port 53, or a CIDR that holds the cluster DNS service (the
+// service CIDR often is excluded), must not silently turn DNS capture off.
+// DNSPort 0 (weft-sidecar init --dns-port=0) is the one way to.
+//
+// A nameserver on a loopback address (127.0.0.0/8 or ::1, e.g. a resolver
+// container in the same pod on 127.0.0.1 under dnsPolicy None; 0.0.0.0 and
+// ::, which mean the local host, likewise) cannot be captured this way:
+// its traffic leaves on lo, and rules 2 and 3 return loopback before rule
+// 4. Such nameservers get no rule; Install logs a warning for each and
+// Rules prints a comment line. The same goes for a nameserver on the pod's
+// own address, which the kernel routes over lo as well. (A hostNetwork pod,
+// whose node-local resolver may sit on 127.0.0.53, is never injected.)
+//
+// weft-sidecar init reads the nameservers from /etc/resolv.conf. If it
+// cannot read or parse it, it logs a warning and installs the rules without
+// DNS capture rather than fail the pod: the pod's DNS then goes straight to
+// its nameservers and the sidecar does not see the answers.
 //
 // # Port lists
 //

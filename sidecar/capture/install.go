@@ -55,11 +55,18 @@ func Install(cfg Config) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("capture: install table inet %s: %w%s", TableName, err, hint(err))
 	}
-	logger(cfg.Logger).Info("capture rules installed",
+	log := logger(cfg.Logger)
+	dns, skipped := cfg.dnsServers()
+	for _, a := range skipped {
+		log.Warn("DNS to a loopback nameserver is not captured (loopback traffic never is): the sidecar does not see its answers",
+			"nameserver", a.String(), "dns_port", cfg.DNSPort)
+	}
+	log.Info("capture rules installed",
 		"table", "inet "+TableName,
 		"inbound_port", cfg.InboundPort, "outbound_port", cfg.OutboundPort, "proxy_uid", cfg.ProxyUID,
 		"include_inbound_ports", cfg.IncludeInboundPorts, "exclude_inbound_ports", cfg.ExcludeInboundPorts,
-		"exclude_outbound_ports", cfg.ExcludeOutboundPorts, "exclude_outbound_cidrs", cfg.ExcludeOutboundCIDRs)
+		"exclude_outbound_ports", cfg.ExcludeOutboundPorts, "exclude_outbound_cidrs", cfg.ExcludeOutboundCIDRs,
+		"dns_port", cfg.DNSPort, "dns_servers", dns)
 	return nil
 }
 

@@ -19,6 +19,9 @@ const (
 	chainOutbound = "output"
 )
 
+// dnsPort is the port of DNS (RFC 1035), over UDP and TCP alike.
+const dnsPort uint16 = 53
+
 // ruleSpec is one rule both as nft(8) text and as the netlink expressions
 // Install sends; keeping them side by side is what keeps Rules honest.
 type ruleSpec struct {
@@ -63,6 +66,10 @@ func buildChains(c Config) []chainSpec {
 		rule("weft: sidecar health port", tcpDport(HealthPort), ret()),
 	)
 	reserved := []uint16{c.InboundPort, c.OutboundPort, AdminPort, HealthPort}
+	if c.DNSPort != 0 {
+		in.rules = append(in.rules, rule("weft: sidecar DNS port", tcpDport(c.DNSPort), ret()))
+		reserved = append(reserved, c.DNSPort)
+	}
 	for _, p := range sortedPorts(c.ExcludeInboundPorts) {
 		if !slices.Contains(reserved, p) {
 			in.rules = append(in.rules, rule("weft: excluded inbound port", tcpDport(p), ret()))
@@ -83,6 +90,16 @@ func buildChains(c Config) []chainSpec {
 		rule("weft: loopback", daddr(netip.MustParsePrefix("127.0.0.0/8")), ret()),
 		rule("weft: loopback", daddr(netip.MustParsePrefix("::1/128")), ret()),
 	)
+	// DNS to the pod's nameservers, before the exclusions: excluding port 53
+	// or a CIDR holding the cluster DNS service must not turn it off.
+	redirectDNS, _ := c.dnsServers()
+	for _, a := range redirectDNS {
+		ns := netip.PrefixFrom(a, a.BitLen())
+		out.rules = append(out.rules,
+			rule("weft: DNS to the pod's nameserver", daddr(ns), udpDport(dnsPort), redirect(c.DNSPort)),
+			rule("weft: DNS to the pod's nameserver", daddr(ns), tcpDport(dnsPort), redirect(c.DNSPort)),
+		)
+	}
 	for _, p := range sortedPorts(c.ExcludeOutboundPorts) {
 		out.rules = append(out.rules, rule("weft: excluded outbound port", tcpDport(p), ret()))
 	}
@@ -113,7 +130,16 @@ func Rules(cfg Config) string {
 		return "# " + err.Error() + "\n"
 	}
 	var b strings.Builder
-	b.WriteString("# weft traffic capture: only TCP is redirected; UDP and other protocols are untouched.\n")
+	redirectDNS, skippedDNS := cfg.dnsServers()
+	if len(redirectDNS) == 0 {
+		b.WriteString("# weft traffic capture: only TCP is redirected; UDP and other protocols are untouched.\n")
+	} else {
+		fmt.Fprintf(&b, "# weft traffic capture: TCP is redirected, and DNS (UDP and TCP port %d) to the pod's nameservers\n", dnsPort)
+		fmt.Fprintf(&b, "# goes to :%d; other UDP and other protocols are untouched.\n", cfg.DNSPort)
+	}
+	for _, a := range skippedDNS {
+		fmt.Fprintf(&b, "# nameserver %s is not captured: loopback traffic never is.\n", a)
+	}
 	fmt.Fprintf(&b, "table inet %s {\n", TableName)
 	for i, ch := range buildChains(cfg) {
 		if i > 0 {
@@ -133,15 +159,23 @@ func Rules(cfg Config) string {
 // Building blocks. Each mirrors what nft(8) generates for the same text, so
 // `nft list` shows the rules in the form Rules prints.
 
-func l4TCP() part {
-	return part{"meta l4proto tcp", []expr.Any{
+func l4TCP() part { return l4proto("tcp", unix.IPPROTO_TCP) }
+func l4UDP() part { return l4proto("udp", unix.IPPROTO_UDP) }
+
+func l4proto(name string, proto byte) part {
+	return part{"meta l4proto " + name, []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 	}}
 }
 
-func tcpDport(port uint16) part {
-	return part{fmt.Sprintf("tcp dport %d", port), append(l4TCP().exprs,
+func tcpDport(port uint16) part { return dport(l4TCP(), "tcp", port) }
+func udpDport(port uint16) part { return dport(l4UDP(), "udp", port) }
+
+// dport matches the destination port, which TCP and UDP both carry at
+// offset 2 of their header, after the protocol match.
+func dport(proto part, name string, port uint16) part {
+	return part{fmt.Sprintf("%s dport %d", name, port), append(slices.Clone(proto.exprs),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
 	)}

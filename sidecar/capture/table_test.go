@@ -23,10 +23,19 @@ func sampleConfig() Config {
 		netip.MustParsePrefix("2001:db8::/32"),
 		netip.MustParsePrefix("198.18.200.9/32"),
 	}
+	// Unsorted, a duplicate (mapped), and a loopback server that gets no rule.
+	cfg.DNSServers = []netip.Addr{
+		netip.MustParseAddr("2001:db8::53"),
+		netip.MustParseAddr("198.18.0.10"),
+		netip.MustParseAddr("127.0.0.53"),
+		netip.MustParseAddr("::ffff:198.18.0.10"),
+	}
 	return cfg
 }
 
-const sampleRules = `# weft traffic capture: only TCP is redirected; UDP and other protocols are untouched.
+const sampleRules = `# weft traffic capture: TCP is redirected, and DNS (UDP and TCP port 53) to the pod's nameservers
+# goes to :15053; other UDP and other protocols are untouched.
+# nameserver 127.0.0.53 is not captured: loopback traffic never is.
 table inet weft {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
@@ -34,6 +43,7 @@ table inet weft {
 		tcp dport 15001 return comment "weft: sidecar outbound port"
 		tcp dport 15000 return comment "weft: sidecar admin port"
 		tcp dport 15020 return comment "weft: sidecar health port"
+		tcp dport 15053 return comment "weft: sidecar DNS port"
 		tcp dport 9090 return comment "weft: excluded inbound port"
 		meta l4proto tcp redirect to :15006 comment "weft: inbound capture"
 	}
@@ -44,6 +54,10 @@ table inet weft {
 		oifname "lo" return comment "weft: loopback"
 		ip daddr 127.0.0.0/8 return comment "weft: loopback"
 		ip6 daddr ::1 return comment "weft: loopback"
+		ip daddr 198.18.0.10 udp dport 53 redirect to :15053 comment "weft: DNS to the pod's nameserver"
+		ip daddr 198.18.0.10 tcp dport 53 redirect to :15053 comment "weft: DNS to the pod's nameserver"
+		ip6 daddr 2001:db8::53 udp dport 53 redirect to :15053 comment "weft: DNS to the pod's nameserver"
+		ip6 daddr 2001:db8::53 tcp dport 53 redirect to :15053 comment "weft: DNS to the pod's nameserver"
 		tcp dport 3306 return comment "weft: excluded outbound port"
 		ip daddr 198.18.0.0/15 return comment "weft: excluded outbound CIDR"
 		ip daddr 198.18.200.9 return comment "weft: excluded outbound CIDR"
@@ -76,6 +90,106 @@ func TestRules(t *testing.T) {
 	}
 }
 
+func TestRulesDNS(t *testing.T) {
+	a := netip.MustParseAddr
+	const (
+		tcpOnly  = "# weft traffic capture: only TCP is redirected; UDP and other protocols are untouched.\n"
+		withDNS  = "# weft traffic capture: TCP is redirected, and DNS (UDP and TCP port 53) to the pod's nameservers\n"
+		inDNS    = "\t\ttcp dport 15053 return comment \"weft: sidecar DNS port\"\n"
+		loopback = "\t\tip6 daddr ::1 return comment \"weft: loopback\"\n"
+		dnsV4    = "\t\tip daddr 198.18.0.10 udp dport 53 redirect to :15053 comment \"weft: DNS to the pod's nameserver\"\n" +
+			"\t\tip daddr 198.18.0.10 tcp dport 53 redirect to :15053 comment \"weft: DNS to the pod's nameserver\"\n"
+		dnsV6 = "\t\tip6 daddr 2001:db8::53 udp dport 53 redirect to :15053 comment \"weft: DNS to the pod's nameserver\"\n" +
+			"\t\tip6 daddr 2001:db8::53 tcp dport 53 redirect to :15053 comment \"weft: DNS to the pod's nameserver\"\n"
+	)
+	for _, tc := range []struct {
+		name      string
+		port      uint16
+		servers   []netip.Addr
+		want, not []string
+		dnsRules  int
+	}{
+		{name: "default: port reserved, no servers", port: DefaultDNSPort,
+			want: []string{tcpOnly, inDNS}, not: []string{"dport 53 redirect"}},
+		{name: "off", port: 0,
+			want: []string{tcpOnly}, not: []string{"15053", "dport 53 redirect"}},
+		{name: "IPv4 server right after the loopback rules", port: DefaultDNSPort, servers: []netip.Addr{a("198.18.0.10")},
+			want: []string{withDNS, inDNS, loopback + dnsV4 + "\t\ttcp dport 53 return"}, dnsRules: 2},
+		{name: "IPv6 server", port: DefaultDNSPort, servers: []netip.Addr{a("2001:db8::53")},
+			want: []string{withDNS, loopback + dnsV6}, dnsRules: 2},
+		{name: "both, sorted, deduplicated", port: DefaultDNSPort,
+			servers: []netip.Addr{a("2001:db8::53"), a("198.18.0.10"), a("::ffff:198.18.0.10"), a("2001:db8::53")},
+			want:    []string{loopback + dnsV4 + dnsV6}, dnsRules: 4},
+		{name: "other port", port: 5353, servers: []netip.Addr{a("198.18.0.10")},
+			want: []string{"# goes to :5353;", "\t\ttcp dport 5353 return comment", "ip daddr 198.18.0.10 udp dport 53 redirect to :5353 "}, dnsRules: 2},
+		{name: "loopback servers are skipped", port: DefaultDNSPort,
+			servers: []netip.Addr{a("127.0.0.53"), a("::1"), a("::ffff:127.0.0.1"), a("0.0.0.0"), a("::")},
+			want: []string{tcpOnly, inDNS,
+				"# nameserver 0.0.0.0 is not captured: loopback traffic never is.\n",
+				"# nameserver 127.0.0.1 is not captured: loopback traffic never is.\n",
+				"# nameserver 127.0.0.53 is not captured: loopback traffic never is.\n",
+				"# nameserver :: is not captured: loopback traffic never is.\n",
+				"# nameserver ::1 is not captured: loopback traffic never is.\n",
+			}, not: []string{"dport 53 redirect"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.DNSPort, cfg.DNSServers = tc.port, tc.servers
+			// Exclusions never switch DNS capture off.
+			cfg.ExcludeOutboundPorts = []uint16{53}
+			cfg.ExcludeOutboundCIDRs = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+			got := Rules(cfg)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("Rules lacks %q:\n%s", w, got)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(got, n) {
+					t.Errorf("Rules has %q:\n%s", n, got)
+				}
+			}
+			if n := strings.Count(got, "comment \"weft: DNS to the pod's nameserver\""); n != tc.dnsRules {
+				t.Errorf("%d DNS rules, want %d:\n%s", n, tc.dnsRules, got)
+			}
+			if tc.dnsRules > 0 && strings.Index(got, "dport 53 redirect") > strings.Index(got, "tcp dport 53 return") {
+				t.Errorf("the port 53 exclusion comes before the DNS rules:\n%s", got)
+			}
+		})
+	}
+}
+
+func TestDNSRuleExprs(t *testing.T) {
+	// What nft(8) generates for `ip daddr 198.18.0.10 udp dport 53 redirect
+	// to :15053` in an inet table (nft --debug=netlink); TestRulesMatchNft
+	// checks the listing of the installed rules as well.
+	cfg := DefaultConfig()
+	cfg.DNSServers = []netip.Addr{netip.MustParseAddr("198.18.0.10")}
+	var got []expr.Any
+	for _, ch := range buildChains(cfg) {
+		for _, r := range ch.rules {
+			if strings.HasPrefix(r.text, "ip daddr 198.18.0.10 udp dport 53") {
+				got = r.exprs
+			}
+		}
+	}
+	want := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{2}}, // NFPROTO_IPV4
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{198, 18, 0, 10}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{17}}, // IPPROTO_UDP
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 53}},
+		&expr.Immediate{Register: 1, Data: []byte{15053 >> 8, 15053 & 0xff}},
+		&expr.Redir{RegisterProtoMin: 1, RegisterProtoMax: 1, Flags: 2}, // NF_NAT_RANGE_PROTO_SPECIFIED
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("exprs:\n got %#v\nwant %#v", got, want)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	ok := DefaultConfig()
 	mod := func(f func(*Config)) Config { c := DefaultConfig(); f(&c); return c }
@@ -94,6 +208,17 @@ func TestValidate(t *testing.T) {
 		{mod(func(c *Config) { c.ExcludeOutboundPorts = []uint16{80, 0} }), "capture: ExcludeOutboundPorts: port 0 out of range 1-65535"},
 		{mod(func(c *Config) { c.IncludeInboundPorts = []uint16{0} }), "capture: IncludeInboundPorts: port 0 out of range 1-65535"},
 		{mod(func(c *Config) { c.ExcludeOutboundCIDRs = []netip.Prefix{{}} }), `capture: ExcludeOutboundCIDRs: invalid prefix "invalid Prefix"`},
+		{mod(func(c *Config) { c.DNSPort = 0 }), ""},
+		{mod(func(c *Config) { c.DNSPort, c.DNSServers = 0, []netip.Addr{netip.MustParseAddr("198.18.0.10")} }),
+			"capture: 1 DNSServers but DNSPort is 0 (DNS capture off)"},
+		{mod(func(c *Config) { c.DNSPort = 15006 }), "capture: DNSPort 15006 is also InboundPort"},
+		{mod(func(c *Config) { c.DNSPort = 15001 }), "capture: DNSPort 15001 is also OutboundPort"},
+		{mod(func(c *Config) { c.DNSPort = 15000 }), "capture: DNSPort 15000 is also the sidecar's admin port"},
+		{mod(func(c *Config) { c.DNSPort = 15020 }), "capture: DNSPort 15020 is also the sidecar's health port"},
+		{mod(func(c *Config) { c.DNSServers = make([]netip.Addr, MaxDNSServers) }), "capture: DNSServers: invalid address"},
+		{mod(func(c *Config) { c.DNSServers = make([]netip.Addr, MaxDNSServers+1) }), "capture: 17 DNSServers, at most 16"},
+		{mod(func(c *Config) { c.DNSServers = []netip.Addr{netip.MustParseAddr("fe80::53%eth0")} }), "capture: DNSServers: fe80::53%eth0: zones are not allowed"},
+		{mod(func(c *Config) { c.DNSServers = []netip.Addr{netip.MustParseAddr("127.0.0.53")} }), ""}, // skipped, not refused
 	} {
 		err := tc.cfg.Validate()
 		got := ""

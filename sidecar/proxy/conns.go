@@ -26,8 +26,11 @@ type conn struct {
 	cluster     string
 	upstream    string // the dialled address
 	tls         *TLSInfo
-	closers     []net.Conn
-	kick        func() // wakes the connection's parked flows; before closers close
+	// egressReason is why an egress connection a rule allowed was denied
+	// or flagged anyway (bindName); its audit event carries it.
+	egressReason string
+	closers      []net.Conn
+	kick         func() // wakes the connection's parked flows; before closers close
 
 	toUp, toDown atomic.Int64
 }

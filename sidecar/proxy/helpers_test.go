@@ -180,6 +180,8 @@ func (pd *pod) counter(name string, labels ...string) float64 {
 		vec = m.denials
 	case "shadow_denies", "shadow_denials":
 		vec = m.shadowDenies
+	case "egress_name_bindings":
+		vec = m.bindings
 	case "bytes":
 		vec = m.bytes
 	case "connections":

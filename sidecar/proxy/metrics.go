@@ -20,6 +20,7 @@ type metrics struct {
 	connFailures *wm.CounterVec // direction, reason
 	denials      *wm.CounterVec // direction, policy
 	shadowDenies *wm.CounterVec // direction, policy
+	bindings     *wm.CounterVec // result: literal, dns, lookup, mismatch_denied, mismatch_flagged
 
 	// bytes children, resolved once: they are touched per copied chunk.
 	bytesIn, bytesOut [2]*wm.Counter // [inbound, outbound]
@@ -53,6 +54,9 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 			[]string{"direction", "policy"}},
 		{&m.shadowDenies, "weft_sidecar_authz_shadow_denials_total",
 			"Connections a shadow (audit-only) RBAC filter would have refused.", []string{"direction", "policy"}},
+		{&m.bindings, "weft_sidecar_egress_name_bindings_total",
+			"Egress connections an EgressPolicy rule allowed by name, by how the name bound to the destination address (literal, dns, lookup) or what happened when it did not (mismatch_denied under Enforce, mismatch_flagged under Audit).",
+			[]string{"result"}},
 	} {
 		v, err := reg.NewCounterVec(f.name, f.help, f.labels...)
 		if err != nil {

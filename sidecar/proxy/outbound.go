@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -54,12 +55,17 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	}
 
 	clusterName := fc.Target.Cluster
+	var vh *xds.VirtualHost
+	name := sn.sni
 	if rcName := fc.Target.RouteConfig; rcName != "" {
 		var r *refusal
-		clusterName, r = p.routeHTTP(cfg, rcName, fc.Target.StripAnyHostPort, down, sn)
+		clusterName, vh, name, r = p.routeHTTP(cfg, rcName, fc.Target.StripAnyHostPort, down, sn)
 		if r != nil {
 			return nil, p.refuse(outbound, cn, r)
 		}
+	}
+	if r := p.bindName(ctx, cfg, fc, vh, name, dst, clusterName, down, cn); r != nil {
+		return nil, p.refuse(outbound, cn, r)
 	}
 	cl := cfg.Clusters[clusterName]
 	if cl == nil {
@@ -104,26 +110,26 @@ const maxRequestHead = 64 << 10
 // with the route's body for a denied host). The head stays buffered in
 // down, to be forwarded unchanged. Only the connection's first request is
 // routed; later requests on it follow the first.
-func (p *Proxy) routeHTTP(cfg *xds.Config, rcName string, stripPort bool, down *prefixConn, sn sniffed) (string, *refusal) {
+func (p *Proxy) routeHTTP(cfg *xds.Config, rcName string, stripPort bool, down *prefixConn, sn sniffed) (string, *xds.VirtualHost, string, *refusal) {
 	rc := cfg.Routes[rcName]
 	if rc == nil {
-		return "", refused("no_cluster", "proxy: no route configuration %q", rcName)
+		return "", nil, "", refused("no_cluster", "proxy: no route configuration %q", rcName)
 	}
 	if len(sn.appProtos) == 0 || !strings.HasPrefix(sn.appProtos[0], "http/1") {
-		return "", refused("unsupported", "proxy: route configuration %s: only HTTP/1 requests are routed (got %v)", rcName, sn.appProtos)
+		return "", nil, "", refused("unsupported", "proxy: route configuration %s: only HTTP/1 requests are routed (got %v)", rcName, sn.appProtos)
 	}
 	head := down.prefix
 	_ = down.SetReadDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
 	for bytes.Index(head, []byte("\r\n\r\n")) < 0 {
 		if len(head) >= maxRequestHead {
 			writeHTTPError(down, http.StatusRequestHeaderFieldsTooLarge, "weft: request head too large\n")
-			return "", refused("bad_request", "proxy: request head over %d bytes", maxRequestHead)
+			return "", nil, "", refused("bad_request", "proxy: request head over %d bytes", maxRequestHead)
 		}
 		buf := make([]byte, 4096)
 		n, err := down.TCPConn.Read(buf)
 		head = append(head, buf[:n]...)
 		if err != nil && bytes.Index(head, []byte("\r\n\r\n")) < 0 {
-			return "", refused("bad_request", "proxy: reading request head: %w", err)
+			return "", nil, "", refused("bad_request", "proxy: reading request head: %w", err)
 		}
 	}
 	_ = down.SetReadDeadline(time.Time{})
@@ -131,7 +137,7 @@ func (p *Proxy) routeHTTP(cfg *xds.Config, rcName string, stripPort bool, down *
 	host, ok := requestHost(head)
 	if !ok {
 		writeHTTPError(down, http.StatusBadRequest, "weft: request without Host\n")
-		return "", refused("bad_request", "proxy: request without Host")
+		return "", nil, "", refused("bad_request", "proxy: request without Host")
 	}
 	// Virtual hosts are matched on the normalised name, as the audit
 	// decision is: lower case, no trailing dot, and — when the connection
@@ -145,12 +151,70 @@ func (p *Proxy) routeHTTP(cfg *xds.Config, rcName string, stripPort bool, down *
 	switch {
 	case vh == nil:
 		writeHTTPError(down, http.StatusNotFound, fmt.Sprintf("weft: no route to %s\n", host))
-		return "", refused("http_denied", "proxy: route configuration %s has no virtual host for %q", rcName, host)
+		return "", nil, "", refused("http_denied", "proxy: route configuration %s has no virtual host for %q", rcName, host)
 	case vh.Deny != nil:
 		writeHTTPError(down, vh.Deny.Status, vh.Deny.Body)
-		return "", refused("http_denied", "proxy: host %q denied by virtual host %s (%d)", host, vh.Name, vh.Deny.Status)
+		return "", nil, "", refused("http_denied", "proxy: host %q denied by virtual host %s (%d)", host, vh.Name, vh.Deny.Status)
 	}
-	return vh.Cluster, nil
+	return vh.Cluster, vh, egress.HostName(host), nil
+}
+
+// Results of an egress name binding (weft_sidecar_egress_name_bindings_total).
+const (
+	bindMismatchDenied  = "mismatch_denied"  // Enforce: the connection is refused
+	bindMismatchFlagged = "mismatch_flagged" // Audit: forwarded, and its audit event says why
+)
+
+// reasonNameMismatch is the refusal reason (and the audit Reason's prefix)
+// of a connection whose allowed name does not resolve to its destination.
+const reasonNameMismatch = "name_mismatch"
+
+// bindName holds a connection that an EgressPolicy rule allowed by name
+// (a TLS chain matched on server_names, or an HTTP virtual host of named
+// domains) to an address the name resolves to for this pod
+// (Config.Names): otherwise refused under Enforce, flagged under Audit.
+// Connections decided without a name (by address, by the default verdict,
+// or denied anyway) are not checked.
+func (p *Proxy) bindName(ctx context.Context, cfg *xds.Config, fc *xds.FilterChain, vh *xds.VirtualHost, name string, dst netip.AddrPort,
+	clusterName string, down *prefixConn, cn *conn) *refusal {
+	meta, named := fc.Egress, len(fc.Match.ServerNames) > 0
+	if vh != nil {
+		if vh.Egress != nil {
+			meta = vh.Egress
+		}
+		named = !slices.Contains(vh.Domains, "*")
+	}
+	if p.cfg.Names == nil || meta == nil || !named || meta.Decision != "allow" {
+		return nil
+	}
+	if cl := cfg.Clusters[clusterName]; cl == nil || cl.Kind != xds.KindOriginalDst {
+		return nil // not forwarded to the address the app chose
+	}
+	b := p.cfg.Names.Bind(ctx, name, dst.Addr())
+	if b.Bound {
+		p.m.bindings.With(string(b.Source)).Inc()
+		return nil
+	}
+	why := fmt.Sprintf("%s does not resolve to %s for this pod", name, dst.Addr())
+	switch {
+	case len(b.Known) > 0:
+		why += fmt.Sprintf(" (it resolves to %v)", b.Known)
+	case b.Err != nil:
+		why += fmt.Sprintf(" (%v)", b.Err)
+	}
+	cn.mu.Lock()
+	cn.egressReason = reasonNameMismatch + ": " + why
+	cn.mu.Unlock()
+	if meta.Mode == "Audit" {
+		p.m.bindings.With(bindMismatchFlagged).Inc()
+		p.log.Warn("egress name does not match the destination (Audit: forwarded)", "src", cn.src, "dst", cn.dst, "name", name, "policy", meta.Policy, "reason", why)
+		return nil
+	}
+	p.m.bindings.With(bindMismatchDenied).Inc()
+	if vh != nil {
+		writeHTTPError(down, http.StatusForbidden, "weft: egress to "+name+" denied: "+why+"\n")
+	}
+	return refused(reasonNameMismatch, "proxy: egress allowed for %s by %s rule %s, but %s", name, meta.Policy, meta.Rule, why)
 }
 
 // requestHost returns the Host header of an HTTP/1 request head (the
@@ -247,5 +311,29 @@ func egressEvent(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sn
 	dec := egress.ForChain(cfg, fc, e.Host)
 	e.DstHost = cmp.Or(egress.Name(e.SNI), egress.HostName(e.Host))
 	e.Decision, e.Policy, e.Rule, e.Outbound = dec.Action.String(), dec.Policy, dec.Rule, dec.Outbound
+	cn.mu.Lock()
+	e.Reason = cn.egressReason
+	cn.mu.Unlock()
+	if e.Reason != "" && dec.Action == egress.Allow { // the name did not bind (bindName)
+		e.Decision = egress.Deny.String()
+		if mode := egressMode(cfg, fc, e.Host); mode == "Audit" {
+			e.Decision = egress.Audit.String()
+		}
+	}
 	return e
+}
+
+// egressMode is the mode of the rule that decided a connection on chain fc
+// (for an HTTP chain, host's virtual host): "Enforce", "Audit" or "".
+func egressMode(cfg *xds.Config, fc *xds.FilterChain, host string) string {
+	meta := fc.Egress
+	if rc := cfg.Routes[fc.Target.RouteConfig]; rc != nil {
+		if vh := rc.Match(egress.HostName(host)); vh != nil && vh.Egress != nil {
+			meta = vh.Egress
+		}
+	}
+	if meta == nil {
+		return ""
+	}
+	return meta.Mode
 }

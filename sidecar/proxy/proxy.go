@@ -20,8 +20,15 @@ import (
 	"github.com/weftmesh/weft/api/audit"
 	wm "github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/sidecar/capture"
+	"github.com/weftmesh/weft/sidecar/dnsproxy"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
+
+// NameBinder tells whether a name may stand for an address (implemented
+// by sidecar/dnsproxy.Names).
+type NameBinder interface {
+	Bind(ctx context.Context, name string, addr netip.Addr) dnsproxy.Binding
+}
 
 // Config configures a Proxy. Zero fields get the defaults in their comments.
 type Config struct {
@@ -46,6 +53,11 @@ type Config struct {
 	OriginalDst func(*net.TCPConn) (netip.AddrPort, error)
 	// Dial connects upstream (default net.Dialer.DialContext).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Names binds egress names to addresses (sidecar/dnsproxy.Names): a
+	// connection an EgressPolicy rule allowed by SNI or Host is forwarded
+	// only to an address that name resolves to for this pod. nil checks
+	// nothing (weft-sidecar always sets it).
+	Names NameBinder
 	// Audit, if set, receives one event per egress connection (a chain
 	// with "weft.egress" metadata) when it ends, forwarded or refused:
 	// sidecar/audit.Recorder.Record.

@@ -105,6 +105,11 @@ type EgressMeta struct {
 	Policy   string // "<ns>/<name>", or empty for the outbound policy
 	Rule     string
 	Decision string // "allow", "deny" or "audit"
+	// Mode is the deciding EgressPolicy's mode, "Enforce" or "Audit"; empty
+	// when the outbound policy decided. What the sidecar checks beyond the
+	// rule (an allowed name's binding to the destination address) is
+	// enforced under Enforce and flagged under Audit.
+	Mode     string
 	Outbound string // the mesh's outbound policy when it decided: "ALLOW_ANY" or "REGISTRY_ONLY"
 }
 

@@ -292,15 +292,18 @@ func chainMeta(md *corev3.Metadata, out *FilterChain) error {
 	return nil
 }
 
-// egressMeta reads {"policy", "rule", "decision", "outbound"}.
+// egressMeta reads {"policy", "rule", "decision", "mode", "outbound"}.
 func egressMeta(s *structpb.Struct) (*EgressMeta, error) {
 	out := &EgressMeta{}
 	if err := stringFields(s, map[string]*string{"policy": &out.Policy, "rule": &out.Rule,
-		"decision": &out.Decision, "outbound": &out.Outbound}); err != nil {
+		"decision": &out.Decision, "mode": &out.Mode, "outbound": &out.Outbound}); err != nil {
 		return nil, err
 	}
 	if !slices.Contains([]string{"allow", "deny", "audit"}, out.Decision) {
 		return nil, fmt.Errorf("decision %q is not allow, deny or audit", out.Decision)
+	}
+	if !slices.Contains([]string{"", "Enforce", "Audit"}, out.Mode) {
+		return nil, fmt.Errorf("mode %q is not Enforce or Audit", out.Mode)
 	}
 	return out, nil
 }

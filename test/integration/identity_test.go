@@ -77,7 +77,7 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 		// 127.0.0.1; the sidecar checks its SPIFFE ID, which is what counts.
 		scDone <- sidecar.Run(ctx, sidecar.Config{ControlPlane: cpAddr.String(), TokenPath: tokenPath, BundlePath: bundlePath,
 			WorkloadSocket: socket, HealthAddr: "127.0.0.1:0",
-			InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", PodName: "app-1", PodNamespace: "demo",
+			InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DNSAddrs: []string{"127.0.0.1:0"}, PodName: "app-1", PodNamespace: "demo",
 			Ready: func(h net.Addr) { scReady <- h }})
 	}()
 	var health net.Addr
