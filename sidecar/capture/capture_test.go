@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/nftables"
 )
 
 // The test topology: a "pod" namespace and a "peer" namespace joined by a
@@ -33,7 +35,40 @@ func TestMain(m *testing.M) {
 		os.Exit(helperDial(addr))
 	}
 	recordHostNetns()
-	os.Exit(m.Run())
+	leaked := hostWeftTable()
+	code := m.Run()
+	// Capture rules in the host's own namespace redirect the machine's TCP
+	// (the module proxy, a test cluster's Services) into nowhere: a test,
+	// or anything run beside the tests, that leaves them fails the run, and
+	// they are removed so the machine stays usable.
+	if !leaked && hostWeftTable() {
+		fmt.Fprintf(os.Stderr, "capture: table inet %s was left in the host's network namespace; removed\n", TableName)
+		_ = Remove()
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// hostWeftTable reports whether the host's network namespace (the one the
+// test binary started in) holds table inet weft.
+func hostWeftTable() bool {
+	if os.Geteuid() != 0 {
+		return false
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return false
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false
+	}
+	for _, t := range tables {
+		if t.Name == TableName {
+			return true
+		}
+	}
+	return false
 }
 
 func helperDial(addr string) int {
