@@ -21,7 +21,12 @@ import (
 	"github.com/weftmesh/weft/api/audit"
 )
 
-const externalIP = "198.18.100.10"
+const (
+	externalIP = "198.18.100.10"
+	// otherIP is a second address of the external host: where a hostile
+	// app sends an allowed name that does not resolve there.
+	otherIP = "198.18.100.11"
+)
 
 // externalHost starts an "external" server outside the cluster: its own
 // network namespace at 198.18.100.10 behind a veth from the node, serving
@@ -55,6 +60,7 @@ func externalHost(t *testing.T) {
 	run("ip", "link", "set", "weft-ext0", "up")
 	run("ip", "-n", "weft-ext", "link", "set", "lo", "up")
 	run("ip", "-n", "weft-ext", "addr", "add", externalIP+"/24", "dev", "eth0")
+	run("ip", "-n", "weft-ext", "addr", "add", otherIP+"/24", "dev", "eth0")
 	run("ip", "-n", "weft-ext", "link", "set", "eth0", "up")
 	run("ip", "-n", "weft-ext", "route", "add", "default", "via", "198.18.100.1")
 	for _, args := range [][]string{{"serve", "-addr", ":80", "-name", "external-http"}, {"serve", "-addr", ":443", "-tls", "-name", "external-tls"}} {
@@ -135,6 +141,32 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 		t.Fatalf("HTTP to api.example.test (allowed by Host): %v %q", err, out)
 	}
 
+	// The app as the attacker: the allowed name sent to an address it does
+	// not resolve to (api.example.test is 198.18.100.10 in the pod's
+	// /etc/hosts; 198.18.100.11 answers the node, so a refusal is the
+	// sidecar's). Each attempt is refused and counted as name_mismatch; the
+	// legitimate request still goes through.
+	if body, err := httpGet("http://" + otherIP + "/"); err != nil || !strings.Contains(body, "hello from external-http") {
+		t.Fatalf("the other address does not answer the node: %v %q", err, body)
+	}
+	mismatches := func() float64 {
+		return sidecarMetric(t, ns, client.Name, "weft_sidecar_connection_failures_total", map[string]string{"direction": "outbound", "reason": "name_mismatch"})
+	}
+	before := mismatches()
+	if out, err := get("-k", "-connect", otherIP+":443", "https://api.example.test/"); err == nil {
+		t.Fatalf("SNI api.example.test to %s was served: %q", otherIP, out)
+	}
+	out, err = get("-connect", otherIP+":80", "http://api.example.test/")
+	if err == nil || !strings.Contains(out, "403 weft: egress to api.example.test denied: api.example.test does not resolve to "+otherIP+" for this pod") {
+		t.Fatalf("Host api.example.test to %s: %v %q, want the sidecar's 403", otherIP, err, out)
+	}
+	if got := mismatches() - before; got != 2 {
+		t.Fatalf("connection_failures{outbound,name_mismatch} moved by %v over 2 fronted attempts, want 2", got)
+	}
+	if out, err = get("-k", "https://api.example.test/"); err != nil || !strings.Contains(out, "hello from external-tls") {
+		t.Fatalf("TLS to api.example.test after the attempts: %v %q", err, out)
+	}
+
 	// The audit trail at the control plane, decoded with the record's own
 	// type (api/audit), so a renamed field cannot read as empty here.
 	type event = audit.Event
@@ -163,13 +195,18 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 			}
 			events = append(events, resp.Events...)
 		}
-		denied := find(events, func(e event) bool { return e.Host == "evil.example.test" && e.Decision == "deny" })
+		fronted := find(events, func(e event) bool {
+			return e.SNI == "api.example.test" && e.DstIP.String() == otherIP && e.Decision == "deny" && strings.HasPrefix(e.Reason, "name_mismatch: ")
+		}) && find(events, func(e event) bool {
+			return e.Host == "api.example.test" && e.DstIP.String() == otherIP && e.Decision == "deny" && strings.HasPrefix(e.Reason, "name_mismatch: ")
+		})
+		denied := fronted && find(events, func(e event) bool { return e.Host == "evil.example.test" && e.Decision == "deny" })
 		allowed := find(events, func(e event) bool { return e.SNI == "api.example.test" && e.Decision == "allow" })
 		allowedHTTP := find(events, func(e event) bool { return e.Host == "api.example.test" && e.Decision == "allow" })
 		return denied && allowed && allowedHTTP, nil
 	})
 	for _, e := range events {
-		if e.SourceID != "spiffe://cluster.local/ns/e2e-egress/sa/client" || e.Pod != client.Name || e.DstIP.String() != externalIP {
+		if e.SourceID != "spiffe://cluster.local/ns/e2e-egress/sa/client" || e.Pod != client.Name || (e.DstIP.String() != externalIP && e.DstIP.String() != otherIP) {
 			t.Fatalf("audit event with the wrong source or destination: %+v", e)
 		}
 	}

@@ -115,6 +115,14 @@ func TestPodToPodTrafficIsEncrypted(t *testing.T) {
 	if !strings.Contains(logs(t, ns, server.Name, "app"), marker) {
 		t.Fatalf("the server app never received the marker:\n%s", logs(t, ns, server.Name, "app"))
 	}
+	// The client resolved the Service's name through its sidecar's DNS
+	// proxy (capture sends the pod's DNS there), which recorded the answer.
+	if n := sidecarMetric(t, ns, client.Name, "weft_sidecar_dns_queries_total", map[string]string{"result": "answered"}); n < 1 {
+		t.Fatalf("the client's DNS did not go through its sidecar's proxy (answered %v)", n)
+	}
+	if n := sidecarMetric(t, ns, client.Name, "weft_sidecar_dns_names", nil); n < 1 {
+		t.Fatalf("the client's sidecar holds %v names after the lookup", n)
+	}
 	pcap, captureLog := capture()
 	if bytes.Contains(pcap, []byte(marker)) {
 		t.Fatal("the marker crossed the pod bridge in plaintext")

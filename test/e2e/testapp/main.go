@@ -6,9 +6,11 @@
 //	testapp serve -addr :8080 [-tls]
 //	                        HTTP server: logs every request body line, answers "hello from <pod>";
 //	                        -tls serves HTTPS with a fresh self-signed certificate (an "external" service)
-//	testapp get URL [-body S] [-n N] [-k] [-hold D]
+//	testapp get URL [-body S] [-n N] [-k] [-hold D] [-connect HOST:PORT]
 //	                        HTTP client: N requests, prints status and body, exit 1 on failure;
-//	                        -hold keeps the (keep-alive) connection open D after the last answer
+//	                        -hold keeps the (keep-alive) connection open D after the last answer;
+//	                        -connect dials HOST:PORT whatever the URL's host (which still makes the
+//	                        SNI and Host): what an app fronting a name onto another address does
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -123,12 +126,17 @@ func get(ctx context.Context, args []string) error {
 	n := fs.Int("n", 1, "requests")
 	insecure := fs.Bool("k", false, "do not verify the server's certificate")
 	hold := fs.Duration("hold", 0, "keep the idle connection open this long after the last answer")
+	connect := fs.String("connect", "", "dial this host:port instead of the URL's (SNI and Host stay the URL's)")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		return fmt.Errorf("get: want one URL")
 	}
-	client := &http.Client{Timeout: 10 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: *insecure}}} //nolint:gosec // test client, -k
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: *insecure}} //nolint:gosec // test client, -k
+	if *connect != "" {
+		var d net.Dialer
+		tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, *connect) }
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	for i := 0; i < *n; i++ {
 		method := http.MethodGet
 		if *body != "" {
