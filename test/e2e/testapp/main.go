@@ -134,7 +134,9 @@ func get(ctx context.Context, args []string) error {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: *insecure}} //nolint:gosec // test client, -k
 	if *connect != "" {
 		var d net.Dialer
-		tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, *connect) }
+		tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, *connect)
+		}
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	for i := 0; i < *n; i++ {
