@@ -6,12 +6,14 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controlplane/registry"
@@ -54,8 +56,13 @@ func matchChain(t *testing.T, l *listenerv3.Listener, c conn) *listenerv3.Filter
 	}
 	narrow(func(m *listenerv3.FilterChainMatch) bool { return m.GetDestinationPort().GetValue() == uint32(c.port) },
 		func(m *listenerv3.FilterChainMatch) bool { return m.GetDestinationPort() == nil })
+	// No prefix_ranges is 0.0.0.0/0 and ::/0: a match of length 0, like a
+	// range of a whole family.
 	best := -1
 	bestLen := func(m *listenerv3.FilterChainMatch) int {
+		if len(m.GetPrefixRanges()) == 0 {
+			return 0
+		}
 		n := -1
 		for _, r := range m.GetPrefixRanges() {
 			p := netip.PrefixFrom(netip.MustParseAddr(r.AddressPrefix), int(r.GetPrefixLen().GetValue()))
@@ -68,11 +75,7 @@ func matchChain(t *testing.T, l *listenerv3.Listener, c conn) *listenerv3.Filter
 	for _, ch := range cands {
 		best = max(best, bestLen(ch.GetFilterChainMatch()))
 	}
-	if best >= 0 {
-		narrow(func(m *listenerv3.FilterChainMatch) bool { return bestLen(m) == best }, nil)
-	} else {
-		narrow(func(m *listenerv3.FilterChainMatch) bool { return len(m.GetPrefixRanges()) == 0 }, nil)
-	}
+	narrow(func(m *listenerv3.FilterChainMatch) bool { return best >= 0 && bestLen(m) == best }, nil)
 	sni := ""
 	if c.proto == "tls" {
 		sni = c.name
@@ -403,6 +406,149 @@ func TestRejectedEgressFailsClosed(t *testing.T) {
 		allowed := conn{netip.MustParseAddr("1.2.3.4"), 443, "tls", "api.example.com"}
 		if got := simulate(t, res, allowed); got.decision != decisionAllow {
 			t.Errorf("%s: an accepted Allow rule no longer applies: %+v", name, got)
+		}
+	}
+}
+
+// TestEgressWholeFamilyCIDR: a rule CIDR of a whole address family
+// (0.0.0.0/0, ::/0) is Envoy's "any IP" of that family, which empty
+// prefix_ranges are too. With a host rule without ports beside it, the
+// translator used to emit the host's TLS chain twice, once for any IP and
+// once for 0.0.0.0/0: chains Envoy calls identical (the sidecar NACKed).
+// Every shape here must give distinct matches (generate's checkResources,
+// checkChainMatches) and the verdicts of the policy model for IPv4 and
+// IPv6 destinations.
+func TestEgressWholeFamilyCIDR(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	tls := func(n uint16) registry.EgressPort {
+		return registry.EgressPort{Number: n, Protocol: v1alpha1.EgressTLS}
+	}
+	host := registry.EgressRule{Hosts: []string{"api.example.com"}, Action: v1alpha1.EgressAllow}
+	deny := func(cidrs ...string) registry.EgressRule {
+		r := registry.EgressRule{Action: v1alpha1.EgressDeny}
+		for _, c := range cidrs {
+			r.CIDRs = append(r.CIDRs, pfx(c))
+		}
+		return r
+	}
+	cases := []struct {
+		name  string
+		mode  v1alpha1.EgressMode
+		rules []registry.EgressRule
+	}{
+		{"ipv4", v1alpha1.EgressEnforce, []registry.EgressRule{host, deny("0.0.0.0/0")}},
+		{"ipv6", v1alpha1.EgressEnforce, []registry.EgressRule{host, deny("::/0")}},
+		{"both-families", v1alpha1.EgressEnforce, []registry.EgressRule{host, deny("0.0.0.0/0", "::/0")}},
+		{"both-families-two-rules", v1alpha1.EgressEnforce, []registry.EgressRule{host, deny("::/0"), deny("0.0.0.0/0")}},
+		{"ipv4-audit", v1alpha1.EgressAudit, []registry.EgressRule{host, deny("0.0.0.0/0")}},
+		{"ipv4-with-narrower", v1alpha1.EgressEnforce, []registry.EgressRule{host, deny("0.0.0.0/0"),
+			{CIDRs: []netip.Prefix{pfx("203.0.113.0/24"), pfx("2001:db8::/32")}, Action: v1alpha1.EgressAllow}}},
+		{"ipv4-allow-ported-host", v1alpha1.EgressEnforce, []registry.EgressRule{
+			{Hosts: []string{"api.example.com", "*.github.com"}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressAllow},
+			{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny}}},
+		{"ipv6-ported-deny-portless-host", v1alpha1.EgressEnforce, []registry.EgressRule{host,
+			{CIDRs: []netip.Prefix{pfx("::/0")}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny}}},
+	}
+	ips := []string{"1.2.3.4", "203.0.113.5", "140.82.112.3", "2001:db8::1", "2606:4700::1111"}
+	ports := []uint16{22, 80, 443, 8080, 9000}
+	tlsNames := []string{"", "api.example.com", "x.github.com", "other.org"}
+	httpNames := []string{"api.example.com", "api.example.com:8080", "other.org"}
+	for _, tc := range cases {
+		for _, mode := range []v1alpha1.OutboundMode{v1alpha1.OutboundAllowAny, v1alpha1.OutboundRegistryOnly} {
+			t.Run(tc.name+"/"+string(mode), func(t *testing.T) {
+				c := meshContents(mode)
+				c.EgressPolicies = []*registry.EgressPolicy{{Namespace: "demo", Name: "lockdown", Mode: tc.mode, Rules: tc.rules}}
+				res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+				if err := checkChainMatches(listener(res, "outbound")); err != nil {
+					t.Fatal(err)
+				}
+				def := outcome{decision: decisionAllow}
+				if mode == v1alpha1.OutboundRegistryOnly {
+					def.decision = decisionDeny
+				}
+				n := 0
+				for _, ip := range ips {
+					for _, port := range ports {
+						a := netip.MustParseAddr(ip)
+						conns := []conn{{a, port, "tcp", ""}}
+						for _, name := range tlsNames {
+							conns = append(conns, conn{a, port, "tls", name})
+						}
+						for _, name := range httpNames {
+							conns = append(conns, conn{a, port, "http", name})
+						}
+						for _, cn := range conns {
+							n++
+							want := reference(c.EgressPolicies, def, cn)
+							if got := simulate(t, res, cn); got != want {
+								t.Errorf("%v: got %+v, want %+v", cn, got, want)
+							}
+						}
+					}
+				}
+				t.Logf("%d connections agree", n)
+			})
+		}
+	}
+}
+
+// TestCheckChainMatchesEnvoySemantics: the test helper reads prefixes as
+// Envoy does, so the translator's tests catch chains that differ only in
+// how they spell the same addresses.
+func TestCheckChainMatchesEnvoySemantics(t *testing.T) {
+	chain := func(name string, sni string, prefixes ...string) *listenerv3.FilterChain {
+		m := &listenerv3.FilterChainMatch{TransportProtocol: "tls", ServerNames: []string{sni}}
+		for _, p := range prefixes {
+			m.PrefixRanges = append(m.PrefixRanges, cidrRange(netip.MustParsePrefix(p)))
+		}
+		return &listenerv3.FilterChain{Name: name, FilterChainMatch: m}
+	}
+	for _, tc := range []struct {
+		name   string
+		chains []*listenerv3.FilterChain
+		dup    bool
+	}{
+		{"empty and 0.0.0.0/0", []*listenerv3.FilterChain{chain("a", "x.example"), chain("b", "x.example", "0.0.0.0/0")}, true},
+		{"empty and ::/0", []*listenerv3.FilterChain{chain("a", "x.example"), chain("b", "x.example", "::/0")}, true},
+		{"unmasked", []*listenerv3.FilterChain{chain("a", "x.example", "10.0.0.0/8"), {Name: "b", FilterChainMatch: &listenerv3.FilterChainMatch{
+			TransportProtocol: "tls", ServerNames: []string{"x.example"},
+			PrefixRanges: []*corev3.CidrRange{{AddressPrefix: "10.1.2.3", PrefixLen: wrapperspb.UInt32(8)}}}}}, true},
+		{"empty and ::/0 with 0.0.0.0/0, other names", []*listenerv3.FilterChain{chain("a", "x.example"), chain("b", "y.example", "::/0", "0.0.0.0/0")}, false},
+		{"the two families apart", []*listenerv3.FilterChain{chain("a", "x.example", "::/0"), chain("b", "x.example", "0.0.0.0/0")}, false},
+	} {
+		err := checkChainMatches(&listenerv3.Listener{Name: "outbound", FilterChains: tc.chains})
+		if (err != nil) != tc.dup {
+			t.Errorf("%s: checkChainMatches = %v, want a duplicate: %t", tc.name, err, tc.dup)
+		}
+	}
+}
+
+// TestEgressDistinctMatches: the translator's own check refuses what the
+// sidecar would NACK, before it is sent.
+func TestEgressDistinctMatches(t *testing.T) {
+	v := verdict{decision: decisionAllow}
+	pfx := netip.MustParsePrefix
+	for _, tc := range []struct {
+		name   string
+		chains []egressChain
+		taken  map[meshKey]bool
+		want   string
+	}{
+		{"any IP and 0.0.0.0/0", []egressChain{{kind: kindTLS, hosts: []string{"api.example.com"}, v: v},
+			{prefixes: []netip.Prefix{pfx("0.0.0.0/0")}, kind: kindTLS, hosts: []string{"api.example.com"}, v: v}},
+			nil, `egress chains 0 and 1 have the same match (port *, prefix 0.0.0.0/0, server name "api.example.com", tls)`},
+		{"any IP and ::/0", []egressChain{{port: 443, kind: kindTCP, v: v}, {port: 443, prefixes: []netip.Prefix{pfx("::/0")}, kind: kindTCP, v: v}},
+			nil, `egress chains 0 and 1 have the same match (port 443, prefix ::/0, server name "", tcp)`},
+		{"in-mesh leaf", []egressChain{{port: 80, prefixes: []netip.Prefix{pfx("198.19.0.20/32")}, kind: kindHTTP, v: v}},
+			map[meshKey]bool{{80, pfx("198.19.0.20/32")}: true}, `egress chain 0 (port 80, 198.19.0.20/32) has the leaf of an in-mesh chain`},
+		{"distinct", []egressChain{{kind: kindTLS, hosts: []string{"a.example"}, v: v}, {kind: kindTCP, v: v},
+			{prefixes: []netip.Prefix{pfx("::/0")}, kind: kindTLS, hosts: []string{"b.example"}, v: v},
+			{port: 80, prefixes: []netip.Prefix{pfx("198.19.0.20/32")}, kind: kindHTTP, v: v}},
+			map[meshKey]bool{{81, pfx("198.19.0.20/32")}: true}, ""},
+	} {
+		err := distinctMatches(tc.chains, tc.taken)
+		if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && got != tc.want {
+			t.Errorf("%s: distinctMatches = %v, want %q", tc.name, err, tc.want)
 		}
 	}
 }

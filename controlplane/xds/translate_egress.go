@@ -247,7 +247,7 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 	slices.Sort(ports)
 	ports = append([]uint16{0}, slices.Compact(ports)...)
 	slices.SortFunc(prefixes, comparePrefix)
-	prefixes = append([]netip.Prefix{{}}, slices.Compact(prefixes)...)
+	prefixes = slices.Compact(prefixes)
 
 	var leaves []egressChain
 	for _, port := range ports {
@@ -270,33 +270,16 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 		tlsHosts = slices.Compact(tlsHosts)
 		slices.Sort(httpHosts)
 		httpHosts = slices.Compact(httpHosts)
-		for _, pfx := range prefixes {
-			var byIP []ruleRef
-			if pfx.IsValid() {
-				if taken[meshKey{port, pfx}] {
-					continue // an in-mesh destination is never egress
-				}
-				for _, r := range here {
-					if r.coversIP(pfx) {
-						byIP = append(byIP, r)
-					}
-				}
-				if len(byIP) == 0 {
-					continue // same as the any-IP leaves of this port
-				}
-			}
-			leaf := egressChain{port: port}
-			if pfx.IsValid() {
-				leaf.prefixes = []netip.Prefix{pfx}
-			}
-			ipVerdict, ipMatched := decide(byIP)
+		for _, il := range ipLeaves(port, prefixes, here, taken) {
+			leaf := egressChain{port: port, prefixes: il.ranges}
+			ipVerdict, ipMatched := decide(il.byIP)
 			if ipMatched {
 				l := leaf
 				l.kind, l.v = kindTCP, ipVerdict
 				leaves = append(leaves, l)
 			}
 			for _, h := range tlsHosts {
-				m := slices.Clone(byIP)
+				m := slices.Clone(il.byIP)
 				for _, r := range here {
 					if p, _ := r.at(port); p.tls && r.coversHost(h) {
 						m = append(m, r)
@@ -314,7 +297,7 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 				}
 				l := leaf
 				l.kind, l.v = kindHTTP, catchAll
-				l.routes = b.egressRoutes(port, pfx, here, byIP, httpHosts, catchAll)
+				l.routes = b.egressRoutes(port, il.pfx, here, il.byIP, httpHosts, catchAll)
 				leaves = append(leaves, l)
 				if ipMatched {
 					// Envoy narrows plaintext to the raw_buffer chains, and
@@ -327,9 +310,13 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 			}
 		}
 	}
+	chains := mergeLeaves(leaves)
+	if err := distinctMatches(chains, taken); err != nil {
+		return nil, fmt.Errorf("xds: translate: %w", err)
+	}
 	var out []*listenerv3.FilterChain
 	names := map[string]int{}
-	for _, c := range mergeLeaves(leaves) {
+	for _, c := range chains {
 		name := fmt.Sprintf("egress|%s|%s|%s", portString(c.port), c.kind, c.v.decision)
 		if c.v.policy != "" {
 			name += "|" + c.v.policy + "#" + c.v.rule
@@ -343,6 +330,103 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 		out = append(out, b.egressFilterChain(name, c))
 	}
 	return out, nil
+}
+
+// ipLeaf is a destination-IP leaf of one port: the chains' prefix_ranges
+// (none: any IP) and the rules matching there by IP.
+type ipLeaf struct {
+	pfx    netip.Prefix // the rule CIDR; invalid for the any-IP leaf
+	ranges []netip.Prefix
+	byIP   []ruleRef
+}
+
+// Whole address families, as rule CIDRs name them.
+var (
+	anyIPv4 = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	anyIPv6 = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+)
+
+// ipLeaves are the destination-IP leaves of port: the any-IP leaf first,
+// then each rule CIDR (sorted) that a rule of here covers and no in-mesh
+// chain takes; a CIDR no rule covers here is the same as the any-IP leaf.
+//
+// Envoy matches empty prefix_ranges as 0.0.0.0/0 and ::/0, at prefix
+// length 0: a rule CIDR of a whole family is the any-IP leaf of that
+// family, and both in one listener would be two chains with the same
+// match. So where such a CIDR has a leaf of its own, the any-IP leaf names
+// only the other family (or, both families taken, does not exist).
+func ipLeaves(port uint16, prefixes []netip.Prefix, here []ruleRef, taken map[meshKey]bool) []ipLeaf {
+	var out []ipLeaf
+	whole := map[netip.Prefix]bool{}
+	for _, pfx := range prefixes {
+		if taken[meshKey{port, pfx}] {
+			continue // an in-mesh destination is never egress
+		}
+		var byIP []ruleRef
+		for _, r := range here {
+			if r.coversIP(pfx) {
+				byIP = append(byIP, r)
+			}
+		}
+		if len(byIP) == 0 {
+			continue
+		}
+		if pfx.Bits() == 0 {
+			whole[pfx] = true
+		}
+		out = append(out, ipLeaf{pfx: pfx, ranges: []netip.Prefix{pfx}, byIP: byIP})
+	}
+	anyIP := ipLeaf{}
+	switch {
+	case whole[anyIPv4] && whole[anyIPv6]:
+		return out
+	case whole[anyIPv4]:
+		anyIP.ranges = []netip.Prefix{anyIPv6}
+	case whole[anyIPv6]:
+		anyIP.ranges = []netip.Prefix{anyIPv4}
+	}
+	return append([]ipLeaf{anyIP}, out...)
+}
+
+// distinctMatches checks what egressChains emits against Envoy's reading
+// of the match tree (sidecar/xds's too): no (port, prefix, server name,
+// transport, application protocol) leaf of two chains in common, empty
+// prefix_ranges counting as 0.0.0.0/0 and ::/0; and none on a (port,
+// prefix) an in-mesh chain takes. Such a listener is refused by the
+// sidecar (NACK) and ambiguous to Envoy; failing the translation instead
+// keeps the error on the control plane, with its cause.
+func distinctMatches(chains []egressChain, taken map[meshKey]bool) error {
+	type leafKey struct {
+		port uint16
+		pfx  netip.Prefix
+		host string
+		kind chainKind // one transport and application-protocol set each
+	}
+	seen := map[leafKey]int{}
+	for i, c := range chains {
+		prefixes := c.prefixes
+		if len(prefixes) == 0 {
+			prefixes = []netip.Prefix{anyIPv4, anyIPv6}
+		}
+		hosts := c.hosts
+		if len(hosts) == 0 {
+			hosts = []string{""}
+		}
+		for _, p := range prefixes {
+			if taken[meshKey{c.port, p}] {
+				return fmt.Errorf("egress chain %d (port %s, %s) has the leaf of an in-mesh chain", i, portString(c.port), p)
+			}
+			for _, h := range hosts {
+				k := leafKey{c.port, p.Masked(), h, c.kind}
+				if j, dup := seen[k]; dup && j != i {
+					return fmt.Errorf("egress chains %d and %d have the same match (port %s, prefix %s, server name %q, %s)",
+						j, i, portString(c.port), k.pfx, h, c.kind)
+				}
+				seen[k] = i
+			}
+		}
+	}
+	return nil
 }
 
 // mergeLeaves merges leaves that differ only in their SNI, then those that

@@ -273,8 +273,10 @@ func validateDeep(m proto.Message) error {
 }
 
 // checkChainMatches fails when two filter chains share a leaf of Envoy's
-// match tree (Envoy rejects such a listener), or a chain sets server_names
-// without transport_protocol "tls".
+// match tree (Envoy rejects such a listener, the sidecar NACKs it), or a
+// chain sets server_names without transport_protocol "tls". Prefixes are
+// compared as Envoy reads them: masked, and empty prefix_ranges as
+// 0.0.0.0/0 and ::/0 (so an empty range and a rule's 0.0.0.0/0 collide).
 func checkChainMatches(l *listenerv3.Listener) error {
 	seen := map[string]string{}
 	for _, c := range l.FilterChains {
@@ -282,11 +284,19 @@ func checkChainMatches(l *listenerv3.Listener) error {
 		if len(m.GetServerNames()) > 0 && m.GetTransportProtocol() != "tls" {
 			return fmt.Errorf("listener %s chain %s: server_names without transport_protocol tls", l.Name, c.Name)
 		}
-		ranges := []string{""}
+		ranges := []string{"0.0.0.0/0", "::/0"}
 		if len(m.GetPrefixRanges()) > 0 {
 			ranges = nil
 			for _, r := range m.GetPrefixRanges() {
-				ranges = append(ranges, r.GetAddressPrefix()+"/"+strconv.Itoa(int(r.GetPrefixLen().GetValue())))
+				ip, err := netip.ParseAddr(r.GetAddressPrefix())
+				if err != nil {
+					return fmt.Errorf("listener %s chain %s: prefix %q: %v", l.Name, c.Name, r.GetAddressPrefix(), err)
+				}
+				p, err := ip.Unmap().Prefix(int(r.GetPrefixLen().GetValue()))
+				if err != nil {
+					return fmt.Errorf("listener %s chain %s: prefix %s/%d: %v", l.Name, c.Name, ip, r.GetPrefixLen().GetValue(), err)
+				}
+				ranges = append(ranges, p.String())
 			}
 		}
 		names := []string{""}

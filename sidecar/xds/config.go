@@ -150,20 +150,36 @@ type RBACPolicy struct {
 	Ports      []uint16 // empty: any port
 }
 
-// Principal matches a peer's authenticated SPIFFE ID: Any, the exact ID, or
-// an ID starting with Prefix (e.g. "spiffe://td/ns/shop/sa/").
+// Principal matches a peer's authenticated SPIFFE ID: exactly one of Any,
+// the exact ID, an ID starting with Prefix (e.g. "spiffe://td/ns/shop/sa/"),
+// every principal of And (Envoy's and_ids) or at least one of Or (or_ids
+// inside and_ids; elsewhere or_ids become alternatives of the enclosing
+// list). And and Or are never empty: Envoy refuses empty sets.
 type Principal struct {
 	Any    bool
 	Exact  string
 	Prefix string
+	And    []Principal `json:",omitempty"`
+	Or     []Principal `json:",omitempty"`
 }
 
 // Matches reports whether peer (the authenticated SPIFFE ID, "" for a
-// plaintext peer) is this principal.
+// plaintext peer) is this principal. As in Envoy, Any matches every peer,
+// plaintext included, an exact or prefix name only an authenticated one,
+// and sets combine their members' answers.
 func (p Principal) Matches(peer string) bool {
 	switch {
 	case p.Any:
 		return true
+	case len(p.And) > 0:
+		for _, q := range p.And {
+			if !q.Matches(peer) {
+				return false
+			}
+		}
+		return true
+	case len(p.Or) > 0:
+		return slices.ContainsFunc(p.Or, func(q Principal) bool { return q.Matches(peer) })
 	case peer == "":
 		return false
 	case p.Exact != "":

@@ -260,7 +260,7 @@ func (b builder) rbacPolicy(name string, p *rbacv3.Policy) (RBACPolicy, error) {
 	slices.Sort(out.Ports)
 	out.Ports = slices.Compact(out.Ports)
 	for i, pr := range p.GetPrincipals() {
-		prs, err := b.principal(pr)
+		prs, err := b.principal(pr, 0)
 		if err != nil {
 			return out, fmt.Errorf("principals %d: %w", i, err)
 		}
@@ -292,9 +292,18 @@ func permission(p *rbacv3.Permission) (ports []uint16, isAny bool, err error) {
 	return nil, false, fmt.Errorf("rule %s is not supported (only any, destination_port, or_rules)", oneofName(p))
 }
 
-// principal: any, authenticated.principal_name {exact | prefix}, or or_ids
-// of those.
-func (b builder) principal(p *rbacv3.Principal) ([]Principal, error) {
+// maxPrincipalSetDepth bounds the nesting of and_ids and or_ids sets in a
+// policy's principals (the control plane nests two: and_ids of or_ids).
+// Envoy sets no bound of its own; deeper configuration is refused rather
+// than evaluated by unbounded recursion.
+const maxPrincipalSetDepth = 8
+
+// principal: any, authenticated.principal_name {exact | prefix}, and_ids or
+// or_ids of those, sets nested at most maxPrincipalSetDepth deep (depth is
+// the number of sets p is in). It returns p as alternatives, one of which
+// must match: or_ids are flattened into them (a policy's principals are
+// alternatives too), and_ids are one Principal with And set.
+func (b builder) principal(p *rbacv3.Principal, depth int) ([]Principal, error) {
 	switch id := p.GetIdentifier().(type) {
 	case *rbacv3.Principal_Any:
 		if !id.Any {
@@ -321,10 +330,38 @@ func (b builder) principal(p *rbacv3.Principal) ([]Principal, error) {
 			}
 			return []Principal{{Prefix: m.Prefix}}, nil
 		}
+	case *rbacv3.Principal_AndIds:
+		if depth >= maxPrincipalSetDepth {
+			return nil, fmt.Errorf("and_ids: principal sets nested more than %d deep are not supported", maxPrincipalSetDepth)
+		}
+		// conform refused an empty set (Envoy's min_items: 1); checked
+		// again because an empty and_ids would match everything.
+		if len(id.AndIds.GetIds()) == 0 {
+			return nil, errors.New("and_ids.ids: must not be empty")
+		}
+		var all []Principal
+		for i, sub := range id.AndIds.GetIds() {
+			alts, err := b.principal(sub, depth+1)
+			if err != nil {
+				return nil, fmt.Errorf("and_ids %d: %w", i, err)
+			}
+			if len(alts) == 1 {
+				all = append(all, alts[0])
+			} else {
+				all = append(all, Principal{Or: alts})
+			}
+		}
+		return []Principal{{And: all}}, nil
 	case *rbacv3.Principal_OrIds:
+		if depth >= maxPrincipalSetDepth {
+			return nil, fmt.Errorf("or_ids: principal sets nested more than %d deep are not supported", maxPrincipalSetDepth)
+		}
+		if len(id.OrIds.GetIds()) == 0 {
+			return nil, errors.New("or_ids.ids: must not be empty")
+		}
 		var out []Principal
 		for i, sub := range id.OrIds.GetIds() {
-			prs, err := b.principal(sub)
+			prs, err := b.principal(sub, depth+1)
 			if err != nil {
 				return nil, fmt.Errorf("or_ids %d: %w", i, err)
 			}
@@ -332,7 +369,7 @@ func (b builder) principal(p *rbacv3.Principal) ([]Principal, error) {
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("identifier %s is not supported (only any, authenticated, or_ids)", oneofName(p))
+	return nil, fmt.Errorf("identifier %s is not supported (only any, authenticated, and_ids, or_ids)", oneofName(p))
 }
 
 // oneofName names the populated field of a message's only oneof.

@@ -281,6 +281,7 @@ type Principal struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Identifier:
 	//
+	//	*Principal_AndIds
 	//	*Principal_OrIds
 	//	*Principal_Any
 	//	*Principal_Authenticated_
@@ -326,6 +327,15 @@ func (x *Principal) GetIdentifier() isPrincipal_Identifier {
 	return nil
 }
 
+func (x *Principal) GetAndIds() *Principal_Set {
+	if x != nil {
+		if x, ok := x.Identifier.(*Principal_AndIds); ok {
+			return x.AndIds
+		}
+	}
+	return nil
+}
+
 func (x *Principal) GetOrIds() *Principal_Set {
 	if x != nil {
 		if x, ok := x.Identifier.(*Principal_OrIds); ok {
@@ -357,6 +367,10 @@ type isPrincipal_Identifier interface {
 	isPrincipal_Identifier()
 }
 
+type Principal_AndIds struct {
+	AndIds *Principal_Set `protobuf:"bytes,1,opt,name=and_ids,json=andIds,proto3,oneof"`
+}
+
 type Principal_OrIds struct {
 	OrIds *Principal_Set `protobuf:"bytes,2,opt,name=or_ids,json=orIds,proto3,oneof"`
 }
@@ -368,6 +382,8 @@ type Principal_Any struct {
 type Principal_Authenticated_ struct {
 	Authenticated *Principal_Authenticated `protobuf:"bytes,4,opt,name=authenticated,proto3,oneof"`
 }
+
+func (*Principal_AndIds) isPrincipal_Identifier() {}
 
 func (*Principal_OrIds) isPrincipal_Identifier() {}
 
@@ -534,8 +550,9 @@ const file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_rawDesc = "" +
 	"\x10destination_port\x18\x06 \x01(\rH\x00R\x0fdestinationPort\x1aB\n" +
 	"\x03Set\x12;\n" +
 	"\x05rules\x18\x01 \x03(\v2%.weft.envoy.config.rbac.v3.PermissionR\x05rulesB\x06\n" +
-	"\x04rule\"\xf4\x02\n" +
-	"\tPrincipal\x12A\n" +
+	"\x04rule\"\xb9\x03\n" +
+	"\tPrincipal\x12C\n" +
+	"\aand_ids\x18\x01 \x01(\v2(.weft.envoy.config.rbac.v3.Principal.SetH\x00R\x06andIds\x12A\n" +
 	"\x06or_ids\x18\x02 \x01(\v2(.weft.envoy.config.rbac.v3.Principal.SetH\x00R\x05orIds\x12\x12\n" +
 	"\x03any\x18\x03 \x01(\bH\x00R\x03any\x12Z\n" +
 	"\rauthenticated\x18\x04 \x01(\v22.weft.envoy.config.rbac.v3.Principal.AuthenticatedH\x00R\rauthenticated\x1a=\n" +
@@ -578,17 +595,18 @@ var file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_depIdxs = []int32{
 	3,  // 2: weft.envoy.config.rbac.v3.Policy.permissions:type_name -> weft.envoy.config.rbac.v3.Permission
 	4,  // 3: weft.envoy.config.rbac.v3.Policy.principals:type_name -> weft.envoy.config.rbac.v3.Principal
 	6,  // 4: weft.envoy.config.rbac.v3.Permission.or_rules:type_name -> weft.envoy.config.rbac.v3.Permission.Set
-	7,  // 5: weft.envoy.config.rbac.v3.Principal.or_ids:type_name -> weft.envoy.config.rbac.v3.Principal.Set
-	8,  // 6: weft.envoy.config.rbac.v3.Principal.authenticated:type_name -> weft.envoy.config.rbac.v3.Principal.Authenticated
-	2,  // 7: weft.envoy.config.rbac.v3.RBAC.PoliciesEntry.value:type_name -> weft.envoy.config.rbac.v3.Policy
-	3,  // 8: weft.envoy.config.rbac.v3.Permission.Set.rules:type_name -> weft.envoy.config.rbac.v3.Permission
-	4,  // 9: weft.envoy.config.rbac.v3.Principal.Set.ids:type_name -> weft.envoy.config.rbac.v3.Principal
-	9,  // 10: weft.envoy.config.rbac.v3.Principal.Authenticated.principal_name:type_name -> weft.envoy.type.matcher.v3.StringMatcher
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	7,  // 5: weft.envoy.config.rbac.v3.Principal.and_ids:type_name -> weft.envoy.config.rbac.v3.Principal.Set
+	7,  // 6: weft.envoy.config.rbac.v3.Principal.or_ids:type_name -> weft.envoy.config.rbac.v3.Principal.Set
+	8,  // 7: weft.envoy.config.rbac.v3.Principal.authenticated:type_name -> weft.envoy.config.rbac.v3.Principal.Authenticated
+	2,  // 8: weft.envoy.config.rbac.v3.RBAC.PoliciesEntry.value:type_name -> weft.envoy.config.rbac.v3.Policy
+	3,  // 9: weft.envoy.config.rbac.v3.Permission.Set.rules:type_name -> weft.envoy.config.rbac.v3.Permission
+	4,  // 10: weft.envoy.config.rbac.v3.Principal.Set.ids:type_name -> weft.envoy.config.rbac.v3.Principal
+	9,  // 11: weft.envoy.config.rbac.v3.Principal.Authenticated.principal_name:type_name -> weft.envoy.type.matcher.v3.StringMatcher
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_init() }
@@ -602,6 +620,7 @@ func file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_init() {
 		(*Permission_DestinationPort)(nil),
 	}
 	file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_msgTypes[3].OneofWrappers = []any{
+		(*Principal_AndIds)(nil),
 		(*Principal_OrIds)(nil),
 		(*Principal_Any)(nil),
 		(*Principal_Authenticated_)(nil),
