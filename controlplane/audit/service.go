@@ -26,7 +26,7 @@ import (
 
 // The wire format (sidecar/audit): metadata namespace, log name and fields.
 const (
-	metadataKey = "weft.egress"
+	metadataKey = apiaudit.EntryMetadataKey
 	logName     = "weft-egress"
 )
 
@@ -230,9 +230,9 @@ func fromEntry(en *accesslogdatav3.TCPAccessLogEntry) (apiaudit.Event, error) {
 	md := c.GetMetadata().GetFilterMetadata()[metadataKey].GetFields()
 	str := func(k string) string { return md[k].GetStringValue() }
 	e := apiaudit.Event{
-		ID: str("id"), SourceID: str("source_spiffe_id"), Pod: str("pod"), Namespace: str("namespace"),
-		DstHost: str("dst_host"), SNI: str("sni"), Host: str("host"), Protocol: str("protocol"),
-		Decision: str("decision"), Policy: str("policy"), Rule: str("rule"), Outbound: str("outbound"), Chain: str("chain"), Reason: str("reason"),
+		ID: str(apiaudit.FieldID), SourceID: str(apiaudit.FieldSource), Pod: str(apiaudit.FieldPod), Namespace: str(apiaudit.FieldNamespace),
+		DstHost: str(apiaudit.FieldDstHost), SNI: str(apiaudit.FieldSNI), Host: str(apiaudit.FieldHost), Protocol: str(apiaudit.FieldProtocol),
+		Decision: str(apiaudit.FieldDecision), Policy: str(apiaudit.FieldPolicy), Rule: str(apiaudit.FieldRule), Outbound: str(apiaudit.FieldOutbound), Chain: str(apiaudit.FieldChain), Reason: str(apiaudit.FieldReason),
 		BytesSent:     int64(min(en.GetConnectionProperties().GetReceivedBytes(), 1<<62)),
 		BytesReceived: int64(min(en.GetConnectionProperties().GetSentBytes(), 1<<62)),
 	}

@@ -13,35 +13,17 @@ import (
 	alsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/accesslog/v3"
 )
 
-// MetadataKey is the filter_metadata namespace of an entry's weft fields.
-const MetadataKey = "weft.egress"
-
-// Fields of the "weft.egress" metadata struct (all strings). The control
-// plane reads exactly these; keep both sides in step.
-const (
-	FieldID        = "id"
-	FieldSource    = "source_spiffe_id"
-	FieldPod       = "pod"
-	FieldNamespace = "namespace"
-	FieldDstHost   = "dst_host"
-	FieldSNI       = "sni"
-	FieldHost      = "host"
-	FieldProtocol  = "protocol"
-	FieldDecision  = "decision"
-	FieldPolicy    = "policy"
-	FieldRule      = "rule"
-	FieldOutbound  = "outbound"
-	FieldChain     = "chain"
-	FieldReason    = "reason"
-)
+// MetadataKey is the filter_metadata namespace of an entry's weft fields
+// (api/audit declares it and the field names, for both sides).
+const MetadataKey = apiaudit.EntryMetadataKey
 
 // Entry converts e to the access-log entry the control plane receives.
 func Entry(e apiaudit.Event) *accesslogdatav3.TCPAccessLogEntry {
 	fields := map[string]*structpb.Value{}
 	for k, v := range map[string]string{
-		FieldID: e.ID, FieldSource: e.SourceID, FieldPod: e.Pod, FieldNamespace: e.Namespace, FieldDstHost: e.DstHost,
-		FieldSNI: e.SNI, FieldHost: e.Host, FieldProtocol: e.Protocol, FieldDecision: e.Decision, FieldPolicy: e.Policy,
-		FieldRule: e.Rule, FieldOutbound: e.Outbound, FieldChain: e.Chain, FieldReason: e.Reason,
+		apiaudit.FieldID: e.ID, apiaudit.FieldSource: e.SourceID, apiaudit.FieldPod: e.Pod, apiaudit.FieldNamespace: e.Namespace, apiaudit.FieldDstHost: e.DstHost,
+		apiaudit.FieldSNI: e.SNI, apiaudit.FieldHost: e.Host, apiaudit.FieldProtocol: e.Protocol, apiaudit.FieldDecision: e.Decision, apiaudit.FieldPolicy: e.Policy,
+		apiaudit.FieldRule: e.Rule, apiaudit.FieldOutbound: e.Outbound, apiaudit.FieldChain: e.Chain, apiaudit.FieldReason: e.Reason,
 	} {
 		if v != "" {
 			fields[k] = structpb.NewStringValue(v)

@@ -192,8 +192,8 @@ func TestEntry(t *testing.T) {
 		c.GetUpstreamCluster() != "PassthroughCluster", c.GetDownstreamLocalAddress().GetSocketAddress().GetAddress() != "93.184.216.34",
 		c.GetUpstreamRemoteAddress().GetSocketAddress().GetPortValue() != 443, c.GetTlsProperties().GetTlsSniHostname() != "api.example.com",
 		en.GetConnectionProperties().GetReceivedBytes() != 517, en.GetConnectionProperties().GetSentBytes() != 4096,
-		md[FieldSource] != self.String(), md[FieldID] != "boot1-7", md[FieldDecision] != "allow", md[FieldPolicy] != "shop/egress",
-		md[FieldPod] != "web-1", md[FieldNamespace] != "shop", md[FieldProtocol] != "tls", md[FieldRule] != "0":
+		md[apiaudit.FieldSource] != self.String(), md[apiaudit.FieldID] != "boot1-7", md[apiaudit.FieldDecision] != "allow", md[apiaudit.FieldPolicy] != "shop/egress",
+		md[apiaudit.FieldPod] != "web-1", md[apiaudit.FieldNamespace] != "shop", md[apiaudit.FieldProtocol] != "tls", md[apiaudit.FieldRule] != "0":
 		t.Errorf("Entry = %v", en)
 	}
 	// What Envoy's API makes of the bytes: every field known to it, the
@@ -263,7 +263,7 @@ func (f *fakeALS) StreamAccessLogs(st grpc.ClientStreamingServer[alsv3.StreamAcc
 		}
 		for _, e := range m.GetTcpLogs().GetLogEntry() {
 			f.ids = append(f.ids, e.GetCommonProperties().GetStreamId())
-			f.sources = append(f.sources, e.GetCommonProperties().GetMetadata().GetFilterMetadata()[MetadataKey].GetFields()[FieldSource].GetStringValue())
+			f.sources = append(f.sources, e.GetCommonProperties().GetMetadata().GetFilterMetadata()[MetadataKey].GetFields()[apiaudit.FieldSource].GetStringValue())
 		}
 		f.mu.Unlock()
 		first = false
