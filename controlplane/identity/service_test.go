@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -16,9 +18,12 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
@@ -27,6 +32,9 @@ import (
 )
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")
+
+// podGetFails is a pod the fixture's API server fails to read.
+const podGetFails = "flaky-1"
 
 func newCA(t testing.TB, clk certs.Clock) *certs.CA {
 	t.Helper()
@@ -82,8 +90,19 @@ func newFixture(t *testing.T, mut func(*Config)) fixture {
 		"unbound":    {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}},
 		"human":      {User: "alice", Audiences: []string{Audience}, Pod: "app-1", UID: "u1"},
 		"injector":   {User: "system:serviceaccount:weft-system:weft-injector", Audiences: []string{Audience}, Pod: "inj-1", UID: "i1"},
+		// legacy-1 names no service account, so it runs as "default".
+		"legacy":       {User: "system:serviceaccount:demo:default", Audiences: []string{Audience}, Pod: "legacy-1", UID: "l1"},
+		"defaultonapp": {User: "system:serviceaccount:demo:default", Audiences: []string{Audience}, Pod: "app-1", UID: "u1"},
+		"apponlegacy":  {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}, Pod: "legacy-1", UID: "l1"},
+		"podgetfails":  {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}, Pod: podGetFails, UID: "f1"},
 	}, testutil.Pod("demo", "app-1", "u1", "app"), testutil.Pod("demo", "app-2", "u2", "app"), testutil.Pod("demo", "other-1", "o1", "other"),
-		testutil.Pod("weft-system", "inj-1", "i1", "weft-injector"))
+		testutil.Pod("weft-system", "inj-1", "i1", "weft-injector"), testutil.Pod("demo", "legacy-1", "l1", ""))
+	api.PrependReactor("get", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.(k8stesting.GetAction).GetName() == podGetFails {
+			return true, nil, errors.New("etcdserver: request timed out")
+		}
+		return false, nil, nil
+	})
 	reg := prometheus.NewRegistry()
 	injectorID := spiffeid.RequireFromString("spiffe://cluster.local/ns/weft-system/sa/weft-injector")
 	cfg := Config{
@@ -142,6 +161,83 @@ func TestSignClampsTTL(t *testing.T) {
 	}
 }
 
+// A pod whose spec names no service account runs as "default", so a token
+// for default bound to it is that pod's own.
+func TestSignPodWithoutServiceAccountIsDefault(t *testing.T) {
+	f := newFixture(t, nil)
+	resp, err := f.svc.Sign(withToken("legacy"), &certificatev1.SignRequest{Csr: newCSR(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "spiffe://cluster.local/ns/demo/sa/default"; resp.SpiffeId != want {
+		t.Fatalf("spiffe_id = %q, want %q", resp.SpiffeId, want)
+	}
+}
+
+// The SVID lives as long as asked, up to MaxTTL (24h unless configured);
+// asking for nothing gets MaxTTL.
+func TestSignTTL(t *testing.T) {
+	for _, tt := range []struct {
+		maxTTL time.Duration
+		ask    time.Duration
+		want   time.Duration
+	}{
+		{0, 0, 24 * time.Hour},
+		{0, time.Hour, time.Hour},
+		{0, 24*time.Hour - time.Second, 24*time.Hour - time.Second},
+		{0, 24 * time.Hour, 24 * time.Hour},
+		{0, 24*time.Hour + time.Second, 24 * time.Hour},
+		{2 * time.Hour, 0, 2 * time.Hour},
+		{2 * time.Hour, time.Second, time.Second},
+		{2 * time.Hour, 2 * time.Hour, 2 * time.Hour},
+		{2 * time.Hour, 2*time.Hour + time.Second, 2 * time.Hour},
+	} {
+		t.Run(fmt.Sprintf("max %v ask %v", tt.maxTTL, tt.ask), func(t *testing.T) {
+			f := newFixture(t, func(c *Config) { c.MaxTTL = tt.maxTTL })
+			resp, err := f.svc.Sign(withToken("good"), &certificatev1.SignRequest{Csr: newCSR(t), TtlSeconds: int64(tt.ask / time.Second)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf := parseChain(t, resp.CertChain)[0]
+			if life := leaf.NotAfter.Sub(f.clock.Now()); life != tt.want {
+				t.Fatalf("SVID lives %v past now, want %v", life, tt.want)
+			}
+		})
+	}
+}
+
+func TestMetricsRegistered(t *testing.T) {
+	f := newFixture(t, nil)
+	families, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, mf := range families {
+		got[mf.GetName()] = len(mf.GetMetric())
+	}
+	// The refusal counter has every reason from the start, at 0.
+	want := map[string]int{"weft_ca_svids_issued_total": 1, "weft_ca_sign_refusals_total": 8, "weft_ca_sign_duration_seconds": 1}
+	if len(got) != len(want) {
+		t.Fatalf("registered %v, want %v", got, want)
+	}
+	for name, n := range want {
+		if got[name] != n {
+			t.Fatalf("registered %v, want %v", got, want)
+		}
+	}
+}
+
+func TestMetricsOptional(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Registerer = nil })
+	if _, err := f.svc.Sign(withToken("good"), &certificatev1.SignRequest{Csr: newCSR(t)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := promtest.ToFloat64(f.svc.issued); got != 1 {
+		t.Fatalf("weft_ca_svids_issued_total = %v, want 1", got)
+	}
+}
+
 func TestServerNamesOnlyForWeftServers(t *testing.T) {
 	f := newFixture(t, nil)
 	resp, err := f.svc.Sign(withToken("injector"), &certificatev1.SignRequest{Csr: newCSR(t)})
@@ -173,6 +269,9 @@ func TestSignRefusals(t *testing.T) {
 		{"pod name reused", withToken("reusedname"), nil, 0, codes.Unauthenticated, reasonBadToken, "identity: token refused: pod demo/app-1 has UID u1, token is bound to old-uid"},
 		{"pod runs as another SA", withToken("wrongsa"), nil, 0, codes.Unauthenticated, reasonBadToken, `identity: token refused: pod demo/app-1 runs as "app", token is for "other"`},
 		{"token not bound to a pod", withToken("unbound"), nil, 0, codes.Unauthenticated, reasonBadToken, "identity: token refused: token of demo/app is not bound to a pod"},
+		{"token for default on a pod of another SA", withToken("defaultonapp"), nil, 0, codes.Unauthenticated, reasonBadToken, `identity: token refused: pod demo/app-1 runs as "app", token is for "default"`},
+		{"token for an SA on a pod running as default", withToken("apponlegacy"), nil, 0, codes.Unauthenticated, reasonBadToken, `identity: token refused: pod demo/legacy-1 runs as "", token is for "app"`},
+		{"pod unreadable", withToken("podgetfails"), nil, 0, codes.Unavailable, reasonReviewError, "identity: get pod demo/flaky-1: etcdserver: request timed out"},
 		{"not a service account", withToken("human"), nil, 0, codes.Unauthenticated, reasonBadToken, `identity: token refused: user "alice" is not a service account`},
 		{"API server down", withToken(testutil.TokenReviewErrorToken), nil, 0, codes.Unavailable, reasonReviewError, "identity: TokenReview: connection refused"},
 		{"garbage CSR", withToken("good"), []byte("not a csr"), 0, codes.InvalidArgument, reasonBadCSR, "certs: "},
@@ -246,6 +345,42 @@ func TestLimiterSweepsIdleBuckets(t *testing.T) {
 	if l.size() != 1 {
 		t.Fatalf("after sweep size %d, want 1", l.size())
 	}
+}
+
+// A bucket is swept once it has been idle for longer than sweepIdle, not
+// once it has been idle for exactly that long, and sweeps run at most once
+// per sweepIdle. The limit is so slow that a kept bucket is still empty and a
+// swept one starts full: whether a key's next request passes tells which.
+func TestLimiterSweepBoundaries(t *testing.T) {
+	slow := rate.Every(time.Hour)
+	t.Run("idle exactly sweepIdle is kept", func(t *testing.T) {
+		l := newLimiter(slow, 1)
+		t0 := testutil.Epoch(t)
+		l.allow("a", t0) // sweeps (the first call always does) at t0
+		if !l.allow("b", t0.Add(time.Nanosecond)) {
+			t.Fatal("b's first request refused")
+		}
+		// Sweeps (sweepIdle+1ns since t0): a is older than sweepIdle, b exactly that old.
+		if l.allow("b", t0.Add(sweepIdle+time.Nanosecond)) {
+			t.Fatal("b idle exactly sweepIdle lost its bucket: its spent burst came back")
+		}
+		if l.size() != 1 {
+			t.Fatalf("size %d, want 1 (a swept, b kept)", l.size())
+		}
+	})
+	t.Run("sweeps no sooner than sweepIdle apart", func(t *testing.T) {
+		l := newLimiter(slow, 1)
+		t0 := testutil.Epoch(t)
+		l.allow("a", t0)                // sweeps at t0
+		l.allow("b", t0.Add(sweepIdle)) // exactly sweepIdle later: no sweep
+		// sweepIdle+1ns after the last sweep: sweeps, and a, idle longer than sweepIdle, goes.
+		if !l.allow("a", t0.Add(sweepIdle+time.Nanosecond)) {
+			t.Fatal("a idle longer than sweepIdle kept its spent bucket: no sweep ran")
+		}
+		if l.size() != 2 {
+			t.Fatalf("size %d, want 2 (b and a's new bucket)", l.size())
+		}
+	})
 }
 
 func parseChain(t *testing.T, ders [][]byte) []*x509.Certificate {
