@@ -115,8 +115,11 @@ EGRESS="skipped"
 if [ "$LOCAL" = 1 ]; then
   # The "external" HTTPS API: a host outside the cluster, in its own network
   # namespace on this machine (198.18.101.10), known to the client as
-  # api.partner.example. test/cluster/down.sh removes it.
+  # api.partner.example; it also serves plain HTTP on port 80, which the
+  # client knows as files.partner.example. test/cluster/down.sh removes it.
   bold "Starting an external HTTPS API outside the cluster (netns weft-demo-ext, 198.18.101.10)"
+  # A previous run's servers go with their namespace.
+  ip netns pids weft-demo-ext 2>/dev/null | xargs -r kill 2>/dev/null || true
   ip link del weft-demoext0 2>/dev/null || true
   ip netns del weft-demo-ext 2>/dev/null || true
   ip netns add weft-demo-ext
@@ -129,6 +132,8 @@ if [ "$LOCAL" = 1 ]; then
   ip -n weft-demo-ext route add default via 198.18.101.1
   nohup ip netns exec weft-demo-ext "$ROOT/_output/images/bin/testapp" serve -tls -addr :443 -name api.partner.example \
     >"$ROOT/_output/demo-external.log" 2>&1 &
+  nohup ip netns exec weft-demo-ext "$ROOT/_output/images/bin/testapp" serve -addr :80 -name files.partner.example \
+    >"$ROOT/_output/demo-external-http.log" 2>&1 &
   sleep 1
   bold "weftctl egress audit -n $NS (after the client calls https://api.partner.example, outside the cluster)"
   k -n $NS exec "$CLIENT" -c app -- /usr/local/bin/testapp get -k -n 3 https://api.partner.example/
@@ -145,6 +150,52 @@ if [ "$LOCAL" = 1 ]; then
     echo "the client's egress to api.partner.example is missing from the audit" >&2
     exit 1
   fi
+
+  step="egress allow-list"
+  # client-egress has defaultAction Deny: its Allow rules are an allow-list.
+  # files.partner.example (the same external host, plain HTTP) is named by no
+  # rule: in Audit mode it goes out, flagged; in Enforce mode the client's
+  # sidecar answers 403 itself, naming the policy, although the mesh's
+  # outbound policy is ALLOW_ANY. (The 403 needs an HTTP rule on the port,
+  # status.example.com on 80; elsewhere the connection is just closed.)
+  bold "Audit mode: the client calls http://files.partner.example/, a host client-egress does not name (let through, flagged)"
+  for try in $(seq 1 10); do
+    if k -n $NS exec "$CLIENT" -c app -- /usr/local/bin/testapp get http://files.partner.example/; then break; fi
+    [ "$try" = 10 ] && { echo "files.partner.example did not answer in Audit mode" >&2; exit 1; }
+    sleep 1
+  done
+  bold "kubectl -n $NS patch egresspolicy client-egress: mode Enforce"
+  k -n $NS patch egresspolicy client-egress --type merge -p '{"spec":{"mode":"Enforce"}}'
+  k -n $NS get egresspolicy client-egress
+  bold "Enforce mode: the same request is refused by the client's sidecar"
+  REFUSAL=""
+  for _ in $(seq 1 30); do # the control plane pushes the new configuration within a second or two
+    REFUSAL=$(k -n $NS exec "$CLIENT" -c app -- /usr/local/bin/testapp get http://files.partner.example/ 2>/dev/null) || true
+    grep -q "^403 .*denied by $NS/client-egress default" <<<"$REFUSAL" && break
+    sleep 1
+  done
+  echo "$REFUSAL"
+  grep -q "^403 .*denied by $NS/client-egress default" <<<"$REFUSAL" || {
+    echo "under Enforce, http://files.partner.example/ was not refused with a 403 naming $NS/client-egress" >&2
+    exit 1
+  }
+  bold "Enforce mode: what the policy allows still goes out (https://api.partner.example/)"
+  k -n $NS exec "$CLIENT" -c app -- /usr/local/bin/testapp get -k https://api.partner.example/
+  bold "weftctl egress audit -n $NS --events --decision deny --destination files.partner.example"
+  REFUSED=""
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    REFUSED=$("$WEFTCTL" egress audit -n $NS --events --decision deny --destination files.partner.example 2>&1) || true
+    grep -q "$NS/client-egress#default" <<<"$REFUSED" && break
+    sleep 1
+  done
+  echo "$REFUSED"
+  grep -q "$NS/client-egress#default" <<<"$REFUSED" || {
+    echo "the refused request to files.partner.example is missing from the audit" >&2
+    exit 1
+  }
+  bold "kubectl -n $NS patch egresspolicy client-egress: back to mode Audit, as examples/demo applies it"
+  k -n $NS patch egresspolicy client-egress --type merge -p '{"spec":{"mode":"Audit"}}'
+  EGRESS="enforced"
 else
   echo "skipped: the external host of the tour lives on the local test cluster's machine."
 fi
@@ -170,9 +221,13 @@ cat <<TXT
   the control plane computed for it, with no NACK.
 TXT
 case "$EGRESS" in
-  recorded) echo "- weftctl egress audit listed the client's connections to api.partner.example, which left the
+  enforced) echo "- weftctl egress audit listed the client's connections to api.partner.example, which left the
   cluster: who (the client's SPIFFE ID), where (SNI, IP, port), bytes each way, and the EgressPolicy rule that
-  matched (client-egress, Audit mode: recorded, not blocked). weftctl egress suggest -n $NS turns it into a policy.";;
+  matched (client-egress, Audit mode: recorded, not blocked). weftctl egress suggest -n $NS turns it into a policy.
+- client-egress is an allow-list (defaultAction: Deny): http://files.partner.example/, which no rule names,
+  went out flagged in Audit mode; switched to Enforce, the client's sidecar refused it with a 403 naming
+  $NS/client-egress default, and the audit recorded the refusal (rule default), while api.partner.example,
+  which a rule allows, still went out. The policy is back in Audit mode.";;
   *) echo "- egress audit: skipped (the tour's external host exists only with the local test cluster).";;
 esac
 if [ $VERIFY_RC -ne 0 ]; then

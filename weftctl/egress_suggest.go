@@ -48,7 +48,8 @@ without a name by destination IP (/32 or /128) and port as TCP.
 
 With --workload naming a pod, the policy selects the pods that share its app
 label (all its labels when it has none); naming a service account, that
-account. The policy is in Audit mode unless --enforce: apply it, watch
+account. The policy is an allow-list (defaultAction Deny: what it does not
+list is refused once enforced), in Audit mode unless --enforce: apply it, watch
 ` + "`weftctl egress audit --decision audit`" + ` for what it would deny, then enforce it.
 Review it first: it allows exactly what was seen in the time range.`,
 		Example: `  weftctl egress suggest -n shop --since 7d > shop-egress.yaml
@@ -183,7 +184,7 @@ func suggest(ctx context.Context, e *egressEnv, warn io.Writer, o suggestOptions
 	s.policy = suggestedPolicy{
 		APIVersion: v1alpha1.GroupVersion.String(), Kind: v1alpha1.EgressPolicyKind,
 		Metadata: suggestedMeta{Name: cmp.Or(o.name, name), Namespace: ns},
-		Spec:     v1alpha1.EgressPolicySpec{Selector: sel, ServiceAccounts: sas, Mode: mode, Rules: rules},
+		Spec:     v1alpha1.EgressPolicySpec{Selector: sel, ServiceAccounts: sas, Mode: mode, DefaultAction: v1alpha1.EgressDeny, Rules: rules},
 	}
 	return s, nil
 }
@@ -412,8 +413,11 @@ func (s *suggestion) header() string {
 	p("this range (a monthly job, a failover endpoint) is missing, and the IPs of hosted services")
 	p("change. Widen hosts to \"*.domain\" where that is meant, and drop what should not be allowed.")
 	if s.policy.Spec.Mode == v1alpha1.EgressAudit {
+		p("defaultAction Deny: what it does not list is flagged now, and refused under mode Enforce.")
 		p("Mode Audit lets everything through and flags what the policy would deny: watch")
 		p("`weftctl egress audit -n %s --decision audit`, then set mode: Enforce.", s.namespace)
+	} else {
+		p("defaultAction Deny: what it does not list is refused.")
 	}
 	p("")
 	p("Seen:")

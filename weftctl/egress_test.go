@@ -271,8 +271,9 @@ func TestEgressSuggest(t *testing.T) {
 	}
 	p := decodeEgressPolicy(t, out)
 	want := v1alpha1.EgressPolicySpec{
-		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-		Mode:     v1alpha1.EgressAudit,
+		Selector:      &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+		Mode:          v1alpha1.EgressAudit,
+		DefaultAction: v1alpha1.EgressDeny,
 		Rules: []v1alpha1.EgressRule{
 			{Hosts: []string{"api.example.com", "cdn.example.com", "hooks.example.org"}, Ports: []v1alpha1.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}, Action: v1alpha1.EgressAllow},
 			{Hosts: []string{"metrics.example.com"}, Ports: []v1alpha1.EgressPort{{Number: 8080, Protocol: v1alpha1.EgressHTTP}}, Action: v1alpha1.EgressAllow},

@@ -129,7 +129,12 @@ func TestEgressPolicySchema(t *testing.T) {
     action: Deny`},
 		{name: "no hosts or cidrs", obj: egressHead + "spec: {rules: [{ports: [{number: 443, protocol: TLS}]}]}", wantErr: "a rule needs at least one of hosts or cidrs"},
 		{name: "empty hosts", obj: egressHead + "spec: {rules: [{hosts: []}]}", wantErr: "a rule needs at least one of hosts or cidrs"},
-		{name: "no rules", obj: egressHead + "spec: {rules: []}", wantErr: "spec.rules"},
+		{name: "no rules: deny all", obj: egressHead + "spec: {rules: []}"},
+		{name: "rules absent: deny all", obj: egressHead + "spec: {selector: {matchLabels: {app: batch}}}"},
+		{name: "no rules, default Allow", obj: egressHead + "spec: {defaultAction: Allow, rules: []}", wantErr: "a policy with defaultAction Allow needs at least one rule"},
+		{name: "rules absent, default Allow", obj: egressHead + "spec: {defaultAction: Allow}", wantErr: "a policy with defaultAction Allow needs at least one rule"},
+		{name: "block-list", obj: egressHead + "spec: {defaultAction: Allow, rules: [{cidrs: [169.254.169.254/32], action: Deny}]}"},
+		{name: "bad default action", obj: egressHead + "spec: {defaultAction: deny, rules: [{hosts: [a.com]}]}", wantErr: `Unsupported value: "deny"`},
 		{name: "bad cidr", obj: egressHead + "spec: {rules: [{cidrs: [198.18.200.0/33]}]}", wantErr: "cidrs must be IPv4 or IPv6 CIDRs"},
 		{name: "address without prefix", obj: egressHead + "spec: {rules: [{cidrs: [198.18.200.1]}]}", wantErr: "cidrs must be IPv4 or IPv6 CIDRs"},
 		{name: "uppercase host", obj: egressHead + "spec: {rules: [{hosts: [API.example.com]}]}", wantErr: "spec.rules[0].hosts[0]"},
@@ -154,8 +159,8 @@ func TestEgressPolicyDefaults(t *testing.T) {
 	}
 	spec := obj["spec"].(map[string]any)
 	rule := spec["rules"].([]any)[0].(map[string]any)
-	if spec["mode"] != "Enforce" || rule["action"] != "Allow" {
-		t.Fatalf("defaults: mode %v action %v, want Enforce Allow", spec["mode"], rule["action"])
+	if spec["mode"] != "Enforce" || rule["action"] != "Allow" || spec["defaultAction"] != "Deny" {
+		t.Fatalf("defaults: mode %v action %v defaultAction %v, want Enforce Allow Deny", spec["mode"], rule["action"], spec["defaultAction"])
 	}
 }
 

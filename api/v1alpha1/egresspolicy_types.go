@@ -9,16 +9,27 @@ import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 // An egress connection is matched against the rules of every accepted
 // EgressPolicy that selects its source workload: by TLS SNI or HTTP Host
 // against hosts, by destination IP against cidrs, and by destination port.
-// A matching Deny rule wins over a matching Allow rule. When no rule matches,
-// MeshConfig's outboundTrafficPolicy decides (ALLOW_ANY or REGISTRY_ONLY).
+// A matching Deny rule wins over a matching Allow rule, and a matching rule
+// of any selecting policy wins over every policy's defaultAction: what the
+// policies allow adds up, as with NetworkPolicies. When no rule matches,
+// defaultAction decides: Deny (the default) refuses, so a policy's Allow
+// rules are an allow-list; Allow leaves it to MeshConfig's
+// outboundTrafficPolicy (ALLOW_ANY or REGISTRY_ONLY).
+//
 // In Audit mode the policy's decisions are recorded but not enforced: a
-// connection it would deny is let through and flagged. Every egress
-// connection produces an audit event.
+// connection it would deny (by a Deny rule or by defaultAction Deny) is let
+// through and flagged (decision "audit"). An Audit-mode policy never
+// changes what is enforced: its Allow rules do not open what an Enforce
+// policy or REGISTRY_ONLY refuses. Connections to the mesh (a Service's
+// ClusterIP and port, a pod with a weft sidecar) are never egress. Every
+// egress connection produces an audit event naming the rule that decided
+// (its index), or "default" when a policy's defaultAction did.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:categories=weft
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Default",type=string,JSONPath=`.spec.defaultAction`
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type EgressPolicy struct {
@@ -45,7 +56,8 @@ const (
 	EgressAudit EgressMode = "Audit"
 )
 
-// EgressAction is what a matching egress rule does.
+// EgressAction is what a matching egress rule, or a policy's defaultAction,
+// does.
 // +kubebuilder:validation:Enum=Allow;Deny
 type EgressAction string
 
@@ -65,6 +77,7 @@ const (
 )
 
 // EgressPolicySpec says which workloads, which mode and which destinations.
+// +kubebuilder:validation:XValidation:rule="!has(self.defaultAction) || self.defaultAction == 'Deny' || (has(self.rules) && size(self.rules) > 0)",message="a policy with defaultAction Allow needs at least one rule"
 type EgressPolicySpec struct {
 	// selector picks the source pods, by label, in the policy's namespace.
 	// When both selector and serviceAccounts are set a pod must match both;
@@ -87,10 +100,40 @@ type EgressPolicySpec struct {
 	// +optional
 	Mode EgressMode `json:"mode,omitempty"`
 
-	// rules match egress destinations.
-	// +kubebuilder:validation:MinItems=1
+	// defaultAction decides the selected workloads' egress that no rule
+	// matches: Deny or Allow.
+	//
+	// Deny (the default) makes the policy an allow-list, as selecting a pod
+	// for egress in a Kubernetes NetworkPolicy does: what no rule allows is
+	// refused (in Audit mode: let through and flagged), under ALLOW_ANY as
+	// under REGISTRY_ONLY. It is Deny whatever the rules are, rather than
+	// "Deny when there is an Allow rule", so that a policy keeps its meaning
+	// when its rules are edited and `kubectl get -o yaml` shows what is in
+	// force; a policy without rules refuses all egress. Policies stored
+	// before this field existed read as Deny.
+	//
+	// Allow leaves egress no rule matches to MeshConfig's
+	// outboundTrafficPolicy: let through under ALLOW_ANY, refused under
+	// REGISTRY_ONLY. Use it for a policy of Deny rules only (a block-list).
+	//
+	// When several policies select a workload, what they allow adds up: a
+	// matching rule of any of them wins over every defaultAction. When no
+	// rule matches, an Enforce policy's Deny refuses the connection (the
+	// audit record and the HTTP 403 name "<namespace>/<name> default");
+	// otherwise REGISTRY_ONLY refuses it; otherwise an Audit policy's Deny
+	// flags it (decision "audit"); otherwise ALLOW_ANY lets it out. Rules of
+	// Audit-mode policies count for what is flagged, never for what is
+	// enforced: their Allow rules do not open what an Enforce policy's Deny
+	// or REGISTRY_ONLY refuses.
+	// +kubebuilder:default=Deny
+	// +optional
+	DefaultAction EgressAction `json:"defaultAction,omitempty"`
+
+	// rules match egress destinations. A policy without rules must have
+	// defaultAction Deny: it refuses all egress of the workloads it selects.
 	// +kubebuilder:validation:MaxItems=128
-	Rules []EgressRule `json:"rules"`
+	// +optional
+	Rules []EgressRule `json:"rules,omitempty"`
 }
 
 // EgressRule matches a destination: by any of hosts or cidrs, and by any of

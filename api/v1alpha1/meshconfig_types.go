@@ -51,7 +51,8 @@ type MeshConfigSpec struct {
 	MTLS MeshMTLS `json:"mtls,omitempty"`
 
 	// outboundTrafficPolicy decides egress connections (to destinations
-	// outside the mesh) that no EgressPolicy rule matches.
+	// outside the mesh) that no EgressPolicy rule matches and no
+	// EgressPolicy in Enforce mode refuses by its defaultAction Deny.
 	// +kubebuilder:default={}
 	// +optional
 	OutboundTrafficPolicy OutboundTrafficPolicy `json:"outboundTrafficPolicy,omitempty"`
@@ -73,11 +74,13 @@ type OutboundMode string
 const (
 	// OutboundAllowAny lets unmatched egress through; it is still audited.
 	OutboundAllowAny OutboundMode = "ALLOW_ANY"
-	// OutboundRegistryOnly denies egress that no EgressPolicy allows.
+	// OutboundRegistryOnly denies egress that no EgressPolicy in Enforce
+	// mode allows.
 	OutboundRegistryOnly OutboundMode = "REGISTRY_ONLY"
 )
 
-// OutboundTrafficPolicy decides egress that no EgressPolicy rule matches.
+// OutboundTrafficPolicy decides egress that no EgressPolicy rule matches
+// (see EgressPolicySpec.defaultAction).
 type OutboundTrafficPolicy struct {
 	// mode is ALLOW_ANY (let it through, audited) or REGISTRY_ONLY (deny it).
 	// +kubebuilder:default=ALLOW_ANY

@@ -118,6 +118,7 @@ func build(st *state) (*Snapshot, []verdict) {
 	for _, u := range st.egressPolicies {
 		if p, ok := admit(u, egressPolicy, judgeAs(v1alpha1.EgressPolicyResource, v1alpha1.EgressPolicyKind)); ok {
 			s.EgressPolicies = append(s.EgressPolicies, p)
+			verdicts[len(verdicts)-1].message = p.inForce()
 		}
 	}
 

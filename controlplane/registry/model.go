@@ -285,8 +285,17 @@ type EgressPolicy struct {
 	// one of them (in the policy's namespace).
 	ServiceAccounts []string
 	Mode            v1alpha1.EgressMode // Enforce or Audit
-	Rules           []EgressRule
+	// DefaultAction decides the workload's egress no rule matches: Deny
+	// (refused; flagged in Audit mode) or Allow (left to the outbound
+	// policy). The registry always sets it; empty reads as Deny, the API's
+	// default.
+	DefaultAction v1alpha1.EgressAction
+	Rules         []EgressRule // may be empty with DefaultAction Deny: all egress refused
 }
+
+// DefaultDeny reports whether egress no rule matches is denied (or, in
+// Audit mode, flagged) by the policy's defaultAction.
+func (p *EgressPolicy) DefaultDeny() bool { return p.DefaultAction != v1alpha1.EgressAllow }
 
 // EgressRule matches a destination by any of Hosts or CIDRs and, when Ports
 // is not empty, by port.

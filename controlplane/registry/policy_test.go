@@ -84,9 +84,12 @@ spec: {rules: [{hosts: [db.example.com], ports: [{number: 5432, protocol: TCP}]}
 		{"egress duplicate", `kind: EgressPolicy
 metadata: {name: x, namespace: shop}
 spec: {rules: [{hosts: [a.example], action: Allow}, {hosts: [a.example], action: Allow}]}`, `spec.rules[1] duplicates spec.rules[0]`},
-		{"egress no rules", `kind: EgressPolicy
+		{"egress no rules, default Allow", `kind: EgressPolicy
 metadata: {name: x, namespace: shop}
-spec: {rules: []}`, `spec.rules: at least one rule is required`},
+spec: {defaultAction: Allow, rules: []}`, `spec.rules: a policy with defaultAction Allow needs at least one rule`},
+		{"egress default action", `kind: EgressPolicy
+metadata: {name: x, namespace: shop}
+spec: {defaultAction: deny, rules: [{hosts: [a.example]}]}`, `spec.defaultAction "deny" is not Allow or Deny`},
 		{"undecodable", `kind: EgressPolicy
 metadata: {name: x, namespace: shop}
 spec: {rules: "all"}`, `cannot decode`},
@@ -202,6 +205,52 @@ spec: {serviceAccounts: [web], mode: Audit, rules: [{hosts: ["*.example.com"], p
 	}
 	if ok, _ := p3.Authorize(td, spiffeid.ID{}, 80); ok {
 		t.Error("'*' allowed a plaintext peer")
+	}
+}
+
+// TestEgressDefaultAction: an EgressPolicy without defaultAction is an
+// allow-list (Deny, the CRD's default, also for objects stored before the
+// field existed); Allow is kept; a policy without rules is accepted with
+// Deny (all egress refused). The Accepted condition says which.
+func TestEgressDefaultAction(t *testing.T) {
+	st := &state{td: td}
+	for _, y := range []string{
+		`kind: EgressPolicy
+metadata: {name: allow-list, namespace: shop}
+spec: {rules: [{hosts: [api.example.com]}]}`,
+		`kind: EgressPolicy
+metadata: {name: block-list, namespace: shop}
+spec: {defaultAction: Allow, rules: [{cidrs: [169.254.169.254/32], action: Deny}]}`,
+		`kind: EgressPolicy
+metadata: {name: lockdown, namespace: shop}
+spec: {mode: Audit, defaultAction: Deny}`,
+	} {
+		st.egressPolicies = append(st.egressPolicies, weftObject(t, y))
+	}
+	s, verdicts := build(st)
+	if len(s.Rejected) != 0 || len(s.EgressPolicies) != 3 {
+		t.Fatalf("rejected %+v, accepted %d, want 3 accepted", s.Rejected, len(s.EgressPolicies))
+	}
+	want := map[string]struct {
+		action  v1alpha1.EgressAction
+		message string
+	}{
+		"allow-list": {v1alpha1.EgressDeny, "EgressPolicy is in force (Enforce, defaultAction Deny): egress no rule allows is refused"},
+		"block-list": {v1alpha1.EgressAllow, "EgressPolicy is in force (Enforce, defaultAction Allow): egress no rule matches is left to MeshConfig's outboundTrafficPolicy"},
+		"lockdown":   {v1alpha1.EgressDeny, "EgressPolicy is in force (Audit, defaultAction Deny): egress no rule allows is let through and flagged"},
+	}
+	for _, p := range s.EgressPolicies {
+		if w := want[p.Name]; p.DefaultAction != w.action || p.DefaultDeny() != (w.action == v1alpha1.EgressDeny) {
+			t.Errorf("%s: defaultAction %q (deny %t), want %q", p.Name, p.DefaultAction, p.DefaultDeny(), w.action)
+		}
+	}
+	for _, v := range verdicts {
+		if w := want[v.obj.GetName()]; !v.accepted || v.message != w.message {
+			t.Errorf("%s: accepted %t, message %q, want %q", v.obj.GetName(), v.accepted, v.message, w.message)
+		}
+	}
+	if (&EgressPolicy{}).DefaultDeny() != true {
+		t.Error("an empty DefaultAction must read as Deny (the API's default)")
 	}
 }
 

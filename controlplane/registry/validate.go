@@ -250,14 +250,22 @@ func egressPolicy(p *v1alpha1.EgressPolicy) (*EgressPolicy, *invalid) {
 	default:
 		return nil, rejectf("spec.mode %q is not Enforce or Audit", out.Mode)
 	}
+	out.DefaultAction = p.Spec.DefaultAction
+	switch out.DefaultAction {
+	case "":
+		out.DefaultAction = v1alpha1.EgressDeny // the CRD's default
+	case v1alpha1.EgressAllow, v1alpha1.EgressDeny:
+	default:
+		return nil, rejectf("spec.defaultAction %q is not Allow or Deny", out.DefaultAction)
+	}
 	for i, sa := range p.Spec.ServiceAccounts {
 		if errs := validation.IsDNS1123Subdomain(sa); len(errs) > 0 {
 			return nil, rejectf("spec.serviceAccounts[%d] %q: %s", i, sa, strings.Join(errs, "; "))
 		}
 		out.ServiceAccounts = append(out.ServiceAccounts, sa)
 	}
-	if len(p.Spec.Rules) == 0 {
-		return nil, rejectf("spec.rules: at least one rule is required")
+	if len(p.Spec.Rules) == 0 && out.DefaultAction == v1alpha1.EgressAllow {
+		return nil, rejectf("spec.rules: a policy with defaultAction Allow needs at least one rule (without rules it would do nothing)")
 	}
 	for i, r := range p.Spec.Rules {
 		rule, err := egressRule(fmt.Sprintf("spec.rules[%d]", i), r)
@@ -270,6 +278,19 @@ func egressPolicy(p *v1alpha1.EgressPolicy) (*EgressPolicy, *invalid) {
 		out.Rules = append(out.Rules, rule)
 	}
 	return out, nil
+}
+
+// inForce is the Accepted condition's message of an accepted EgressPolicy:
+// what it does with the egress its rules do not match.
+func (p *EgressPolicy) inForce() string {
+	switch {
+	case !p.DefaultDeny():
+		return fmt.Sprintf("EgressPolicy is in force (%s, defaultAction Allow): egress no rule matches is left to MeshConfig's outboundTrafficPolicy", p.Mode)
+	case p.Mode == v1alpha1.EgressAudit:
+		return "EgressPolicy is in force (Audit, defaultAction Deny): egress no rule allows is let through and flagged"
+	default:
+		return "EgressPolicy is in force (Enforce, defaultAction Deny): egress no rule allows is refused"
+	}
 }
 
 func egressRule(field string, r v1alpha1.EgressRule) (EgressRule, *invalid) {

@@ -181,22 +181,7 @@ func simulate(t *testing.T, res Resources, c conn) outcome {
 		ch = l.DefaultFilterChain
 	}
 	last := ch.Filters[len(ch.Filters)-1]
-	if last.Name == "envoy.filters.network.http_connection_manager" {
-		hcm := &hcmv3.HttpConnectionManager{}
-		if err := last.GetTypedConfig().UnmarshalTo(hcm); err != nil {
-			t.Fatal(err)
-		}
-		var rc *routev3.RouteConfiguration
-		for _, r := range res[resource.RouteType] {
-			if r.(*routev3.RouteConfiguration).Name == hcm.GetRds().GetRouteConfigName() {
-				rc = r.(*routev3.RouteConfiguration)
-			}
-		}
-		host := c.name
-		if hcm.GetStripAnyHostPort() {
-			host, _, _ = strings.Cut(host, ":")
-		}
-		route := matchVirtualHost(rc, host).Routes[0]
+	if route := httpRoute(t, res, ch, c); route != nil {
 		out := metaOutcome(route.GetMetadata().GetFilterMetadata())
 		if (route.GetDirectResponse() != nil) != (out.decision == decisionDeny) {
 			t.Errorf("%v: route %v does not do what its metadata says", c, route)
@@ -217,6 +202,31 @@ func simulate(t *testing.T, res Resources, c conn) outcome {
 	return out
 }
 
+// httpRoute is the route an HTTP chain ch picks for c; nil when ch is not
+// an HTTP chain.
+func httpRoute(t *testing.T, res Resources, ch *listenerv3.FilterChain, c conn) *routev3.Route {
+	t.Helper()
+	last := ch.Filters[len(ch.Filters)-1]
+	if last.Name != "envoy.filters.network.http_connection_manager" {
+		return nil
+	}
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := last.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+		t.Fatal(err)
+	}
+	var rc *routev3.RouteConfiguration
+	for _, r := range res[resource.RouteType] {
+		if r.(*routev3.RouteConfiguration).Name == hcm.GetRds().GetRouteConfigName() {
+			rc = r.(*routev3.RouteConfiguration)
+		}
+	}
+	host := c.name
+	if hcm.GetStripAnyHostPort() {
+		host, _, _ = strings.Cut(host, ":")
+	}
+	return matchVirtualHost(rc, host).Routes[0]
+}
+
 // ---- the policy semantics, written from the API's documentation ----
 
 func refHostMatches(pattern, name string) bool {
@@ -226,55 +236,99 @@ func refHostMatches(pattern, name string) bool {
 	return pattern == name
 }
 
-// reference decides c by EgressPolicy's documented semantics: rules of
-// every policy; a rule matches by port (every port when it has none) and
-// by a CIDR containing the IP or a host matching the SNI (TLS ports) or
-// Host (HTTP ports); an enforced Deny wins, then an audited Deny (let
-// through, flagged), then Allow; no match: the outbound policy.
-func reference(pols []*registry.EgressPolicy, def outcome, c conn) outcome {
-	best, rank := def, 99
+// reference decides c by EgressPolicy's documented semantics
+// (api/v1alpha1: EgressPolicy, EgressPolicySpec.defaultAction), given base:
+// the outbound policy's decision, or a rejected policy's fail-closed deny.
+//
+// A connection is first judged by the Enforce-mode policies alone: if they
+// deny it, it is denied. Otherwise it is judged again as if every policy
+// were enforced: if that denies it, an Audit-mode policy would, and it goes
+// through flagged ("audit", naming what would deny it). Otherwise it is
+// allowed, named by the enforced Allow rule if one matched, else by what
+// the second judgement found (an audited Allow rule, or base).
+func reference(pols []*registry.EgressPolicy, base outcome, c conn) outcome {
+	var enforced []*registry.EgressPolicy
+	for _, p := range pols {
+		if p.Mode != v1alpha1.EgressAudit {
+			enforced = append(enforced, p)
+		}
+	}
+	e := refJudge(enforced, base, c)
+	if e.decision == decisionDeny {
+		return e
+	}
+	all := refJudge(pols, base, c)
+	if all.decision == decisionDeny {
+		return outcome{decisionAudit, all.policy, all.rule}
+	}
+	if e.policy != "" {
+		return e
+	}
+	return all
+}
+
+// refJudge decides c by pols, all taken as enforced: a matching Deny rule
+// (the first, policies in order), else a matching Allow rule (the first),
+// else a rejected policy's deny (base), else the first policy whose
+// defaultAction is Deny (absent reads as Deny), else base.
+func refJudge(pols []*registry.EgressPolicy, base outcome, c conn) outcome {
+	var allow *outcome
 	for _, p := range pols {
 		for i, r := range p.Rules {
-			portOK, tlsOK, httpOK := len(r.Ports) == 0, len(r.Ports) == 0, len(r.Ports) == 0
-			for _, rp := range r.Ports {
-				if rp.Number == c.port {
-					portOK = true
-					tlsOK = tlsOK || rp.Protocol == v1alpha1.EgressTLS
-					httpOK = httpOK || rp.Protocol == v1alpha1.EgressHTTP
-				}
-			}
-			if !portOK {
+			if !refRuleMatches(r, c) {
 				continue
 			}
-			match := false
-			for _, cidr := range r.CIDRs {
-				match = match || cidr.Contains(c.ip)
+			o := outcome{decisionAllow, p.Namespace + "/" + p.Name, fmt.Sprint(i)}
+			if r.Action == v1alpha1.EgressDeny {
+				o.decision = decisionDeny
+				return o
 			}
-			host, _, _ := strings.Cut(c.name, ":")
-			for _, h := range r.Hosts {
-				if host != "" && ((c.proto == "tls" && tlsOK) || (c.proto == "http" && httpOK)) && refHostMatches(h, host) {
-					match = true
-				}
-			}
-			if !match {
-				continue
-			}
-			deny, audit := r.Action == v1alpha1.EgressDeny, p.Mode == v1alpha1.EgressAudit
-			rk, d := 2, decisionAllow
-			switch {
-			case deny && !audit:
-				rk, d = 0, decisionDeny
-			case deny:
-				rk, d = 1, decisionAudit
-			case audit:
-				rk = 3
-			}
-			if rk < rank {
-				best, rank = outcome{d, p.Namespace + "/" + p.Name, fmt.Sprint(i)}, rk
+			if allow == nil {
+				allow = &o
 			}
 		}
 	}
-	return best
+	switch {
+	case allow != nil:
+		return *allow
+	case base.rule == "rejected":
+		return base
+	}
+	for _, p := range pols {
+		if p.DefaultAction != v1alpha1.EgressAllow {
+			return outcome{decisionDeny, p.Namespace + "/" + p.Name, "default"}
+		}
+	}
+	return base
+}
+
+// refRuleMatches: a rule matches by port (every port when it has none) and
+// by a CIDR containing the IP or a host matching the SNI (TLS ports) or
+// Host (HTTP ports).
+func refRuleMatches(r registry.EgressRule, c conn) bool {
+	portOK, tlsOK, httpOK := len(r.Ports) == 0, len(r.Ports) == 0, len(r.Ports) == 0
+	for _, rp := range r.Ports {
+		if rp.Number == c.port {
+			portOK = true
+			tlsOK = tlsOK || rp.Protocol == v1alpha1.EgressTLS
+			httpOK = httpOK || rp.Protocol == v1alpha1.EgressHTTP
+		}
+	}
+	if !portOK {
+		return false
+	}
+	for _, cidr := range r.CIDRs {
+		if cidr.Contains(c.ip) {
+			return true
+		}
+	}
+	host, _, _ := strings.Cut(c.name, ":")
+	for _, h := range r.Hosts {
+		if host != "" && ((c.proto == "tls" && tlsOK) || (c.proto == "http" && httpOK)) && refHostMatches(h, host) {
+			return true
+		}
+	}
+	return false
 }
 
 func overlappingEgress() []*registry.EgressPolicy {
@@ -289,7 +343,7 @@ func overlappingEgress() []*registry.EgressPolicy {
 	}
 	pfx := netip.MustParsePrefix
 	return []*registry.EgressPolicy{
-		{Namespace: "demo", Name: "a-broad", Mode: v1alpha1.EgressEnforce, Rules: []registry.EgressRule{
+		{Namespace: "demo", Name: "a-broad", Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow, Rules: []registry.EgressRule{
 			{Hosts: []string{"*.example.com"}, Ports: []registry.EgressPort{tls(443), http(80)}, Action: v1alpha1.EgressAllow},
 			{Hosts: []string{"bad.example.com", "*.bad.example.com"}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
 			{CIDRs: []netip.Prefix{pfx("203.0.113.0/24")}, Action: v1alpha1.EgressAllow},
@@ -297,7 +351,7 @@ func overlappingEgress() []*registry.EgressPolicy {
 			{Hosts: []string{"docs.example.org"}, Action: v1alpha1.EgressAllow},
 			{Hosts: []string{"*.internal.example"}, Ports: []registry.EgressPort{http(8080)}, Action: v1alpha1.EgressAllow},
 		}},
-		{Namespace: "demo", Name: "b-audit", Mode: v1alpha1.EgressAudit, Rules: []registry.EgressRule{
+		{Namespace: "demo", Name: "b-audit", Mode: v1alpha1.EgressAudit, DefaultAction: v1alpha1.EgressDeny, Rules: []registry.EgressRule{
 			{Hosts: []string{"api.example.com"}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
 			{CIDRs: []netip.Prefix{pfx("203.0.113.0/24")}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
 			{Hosts: []string{"docs.example.org"}, Ports: []registry.EgressPort{http(80)}, Action: v1alpha1.EgressAllow},
@@ -315,49 +369,66 @@ func TestEgressAgreesWithPolicy(t *testing.T) {
 		"x.bad.example.com", "docs.example.org", "x.github.com", "github.com", "evil.example.com", "other.org"}
 	httpNames := []string{"", "evil.example.com", "evil.example.com:80", "api.example.com", "docs.example.org", "docs.example.org:8080",
 		"a.internal.example", "a.internal.example:8080", "internal.example", "other.org"}
+	actions := []v1alpha1.EgressAction{v1alpha1.EgressAllow, v1alpha1.EgressDeny}
 	for _, set := range []string{"golden", "overlapping"} {
-		for _, mode := range []v1alpha1.OutboundMode{v1alpha1.OutboundAllowAny, v1alpha1.OutboundRegistryOnly} {
-			t.Run(set+"/"+string(mode), func(t *testing.T) {
-				c := meshContents(mode)
-				if set == "overlapping" {
-					c.EgressPolicies = overlappingEgress()
-				}
-				res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
-				def := outcome{decision: decisionAllow}
-				if mode == v1alpha1.OutboundRegistryOnly {
-					def.decision = decisionDeny
-				}
-				n := 0
-				for _, ip := range ips {
-					for _, port := range ports {
-						var conns []conn
-						for _, name := range tlsNames {
-							conns = append(conns, conn{netip.MustParseAddr(ip), port, "tls", name})
-						}
-						for _, name := range httpNames {
-							conns = append(conns, conn{netip.MustParseAddr(ip), port, "http", name})
-						}
-						conns = append(conns, conn{netip.MustParseAddr(ip), port, "tcp", ""})
-						for _, cn := range conns {
-							n++
-							want := reference(c.EgressPolicies, def, cn)
-							if got := simulate(t, res, cn); got != want {
-								t.Errorf("%v: got %+v, want %+v", cn, got, want)
-							}
-						}
+		// Both sets hold an Enforce policy and an Audit one: every pair of
+		// their defaultActions.
+		for _, defs := range [][]v1alpha1.EgressAction{actions[:1], actions[1:], {actions[0], actions[1]}, {actions[1], actions[0]}} {
+			for _, mode := range []v1alpha1.OutboundMode{v1alpha1.OutboundAllowAny, v1alpha1.OutboundRegistryOnly} {
+				t.Run(fmt.Sprintf("%s/default-%v/%s", set, defs, mode), func(t *testing.T) {
+					c := meshContents(mode)
+					if set == "overlapping" {
+						c.EgressPolicies = overlappingEgress()
 					}
-				}
-				t.Logf("%d connections agree", n)
-			})
+					c.EgressPolicies = withDefaults(c.EgressPolicies, defs...)
+					agreeWithReference(t, c, mode, ips, ports, tlsNames, httpNames)
+				})
+			}
 		}
 	}
+}
+
+// agreeWithReference checks every probe connection of the client (ips ×
+// ports × TLS with each SNI, HTTP with each Host, opaque TCP) against
+// reference.
+func agreeWithReference(t *testing.T, c registry.Snapshot, mode v1alpha1.OutboundMode, ips []string, ports []uint16, tlsNames, httpNames []string) {
+	t.Helper()
+	res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+	if err := checkChainMatches(listener(res, "outbound")); err != nil {
+		t.Fatal(err)
+	}
+	def := outcome{decision: decisionAllow}
+	if mode == v1alpha1.OutboundRegistryOnly {
+		def.decision = decisionDeny
+	}
+	n := 0
+	for _, ip := range ips {
+		for _, port := range ports {
+			a := netip.MustParseAddr(ip)
+			conns := []conn{{a, port, "tcp", ""}}
+			for _, name := range tlsNames {
+				conns = append(conns, conn{a, port, "tls", name})
+			}
+			for _, name := range httpNames {
+				conns = append(conns, conn{a, port, "http", name})
+			}
+			for _, cn := range conns {
+				n++
+				want := reference(c.EgressPolicies, def, cn)
+				if got := simulate(t, res, cn); got != want {
+					t.Errorf("%v: got %+v, want %+v", cn, got, want)
+				}
+			}
+		}
+	}
+	t.Logf("%d connections agree", n)
 }
 
 // TestInMeshBeatsEgress: a Service's ClusterIP and a sidecar pod's port go
 // to the mesh even where an egress CIDR covers them.
 func TestInMeshBeatsEgress(t *testing.T) {
 	c := meshContents(v1alpha1.OutboundRegistryOnly)
-	c.EgressPolicies = append(c.EgressPolicies, &registry.EgressPolicy{Namespace: "demo", Name: "deny-cluster", Mode: v1alpha1.EgressEnforce,
+	c.EgressPolicies = append(c.EgressPolicies, &registry.EgressPolicy{Namespace: "demo", Name: "deny-cluster", Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressDeny,
 		Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("198.19.0.20/32")}, Action: v1alpha1.EgressDeny}}})
 	res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
 	l := listener(res, "outbound")
@@ -379,35 +450,56 @@ func TestInMeshBeatsEgress(t *testing.T) {
 // TestRejectedEgressFailsClosed: a rejected EgressPolicy in the workload's
 // namespace makes unmatched egress deny (accepted rules still apply); a
 // rejected MeshConfig "default" makes the mesh REGISTRY_ONLY; one with
-// another name is ignored.
+// another name is ignored. A rejection that fails closed is named before
+// an accepted policy's defaultAction Deny (what the operator must mend).
 func TestRejectedEgressFailsClosed(t *testing.T) {
+	byDefault := outcome{decisionDeny, "demo/client-egress", "default"}
 	for _, tc := range []struct {
 		rejected registry.Rejected
-		want     outcome
+		want     outcome // client-egress with defaultAction Allow
+		wantDeny outcome // with defaultAction Deny
 	}{
-		{registry.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "broken"}, outcome{decisionDeny, "demo/broken", "rejected"}},
-		{registry.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "legacy", Name: "broken"}, outcome{decision: decisionAllow}},
-		{registry.Rejected{Kind: v1alpha1.MeshConfigKind, Name: "default", Reason: v1alpha1.ReasonTrustDomainMismatch}, outcome{decisionDeny, "MeshConfig/default", "rejected"}},
-		{registry.Rejected{Kind: v1alpha1.MeshConfigKind, Name: "other", Reason: v1alpha1.ReasonNotDefault}, outcome{decision: decisionAllow}},
+		{registry.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "broken"}, outcome{decisionDeny, "demo/broken", "rejected"}, outcome{decisionDeny, "demo/broken", "rejected"}},
+		{registry.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "legacy", Name: "broken"}, outcome{decision: decisionAllow}, byDefault},
+		{registry.Rejected{Kind: v1alpha1.MeshConfigKind, Name: "default", Reason: v1alpha1.ReasonTrustDomainMismatch}, outcome{decisionDeny, "MeshConfig/default", "rejected"}, outcome{decisionDeny, "MeshConfig/default", "rejected"}},
+		{registry.Rejected{Kind: v1alpha1.MeshConfigKind, Name: "other", Reason: v1alpha1.ReasonNotDefault}, outcome{decision: decisionAllow}, byDefault},
 	} {
-		c := meshContents(v1alpha1.OutboundAllowAny)
-		c.Rejected = []registry.Rejected{tc.rejected}
-		res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
-		name := tc.rejected.Kind + " " + tc.rejected.Namespace + "/" + tc.rejected.Name
-		for _, cn := range []conn{
-			{netip.MustParseAddr("1.2.3.4"), 443, "tls", "unknown.example.net"},
-			{netip.MustParseAddr("1.2.3.4"), 80, "http", "unknown.example.net"},
-			{netip.MustParseAddr("1.2.3.4"), 5432, "tcp", ""},
-		} {
-			if got := simulate(t, res, cn); got != tc.want {
-				t.Errorf("%s: %v: got %+v, want %+v", name, cn, got, tc.want)
+		for _, def := range []v1alpha1.EgressAction{v1alpha1.EgressAllow, v1alpha1.EgressDeny} {
+			c := meshContents(v1alpha1.OutboundAllowAny)
+			c.EgressPolicies = withDefaults(c.EgressPolicies, def)
+			c.Rejected = []registry.Rejected{tc.rejected}
+			res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+			name := tc.rejected.Kind + " " + tc.rejected.Namespace + "/" + tc.rejected.Name + ", defaultAction " + string(def)
+			want := tc.want
+			if def == v1alpha1.EgressDeny {
+				want = tc.wantDeny
+			}
+			for _, cn := range []conn{
+				{netip.MustParseAddr("1.2.3.4"), 443, "tls", "unknown.example.net"},
+				{netip.MustParseAddr("1.2.3.4"), 80, "http", "unknown.example.net"},
+				{netip.MustParseAddr("1.2.3.4"), 5432, "tcp", ""},
+			} {
+				if got := simulate(t, res, cn); got != want {
+					t.Errorf("%s: %v: got %+v, want %+v", name, cn, got, want)
+				}
+			}
+			allowed := conn{netip.MustParseAddr("1.2.3.4"), 443, "tls", "api.example.com"}
+			if got := simulate(t, res, allowed); got.decision != decisionAllow {
+				t.Errorf("%s: an accepted Allow rule no longer applies: %+v", name, got)
 			}
 		}
-		allowed := conn{netip.MustParseAddr("1.2.3.4"), 443, "tls", "api.example.com"}
-		if got := simulate(t, res, allowed); got.decision != decisionAllow {
-			t.Errorf("%s: an accepted Allow rule no longer applies: %+v", name, got)
-		}
 	}
+}
+
+// withDefaults copies pols with every defaultAction set to def.
+func withDefaults(pols []*registry.EgressPolicy, def ...v1alpha1.EgressAction) []*registry.EgressPolicy {
+	out := make([]*registry.EgressPolicy, len(pols))
+	for i, p := range pols {
+		cp := *p
+		cp.DefaultAction = def[min(i, len(def)-1)]
+		out[i] = &cp
+	}
+	return out
 }
 
 // TestEgressWholeFamilyCIDR: a rule CIDR of a whole address family
@@ -454,40 +546,14 @@ func TestEgressWholeFamilyCIDR(t *testing.T) {
 	tlsNames := []string{"", "api.example.com", "x.github.com", "other.org"}
 	httpNames := []string{"api.example.com", "api.example.com:8080", "other.org"}
 	for _, tc := range cases {
-		for _, mode := range []v1alpha1.OutboundMode{v1alpha1.OutboundAllowAny, v1alpha1.OutboundRegistryOnly} {
-			t.Run(tc.name+"/"+string(mode), func(t *testing.T) {
-				c := meshContents(mode)
-				c.EgressPolicies = []*registry.EgressPolicy{{Namespace: "demo", Name: "lockdown", Mode: tc.mode, Rules: tc.rules}}
-				res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
-				if err := checkChainMatches(listener(res, "outbound")); err != nil {
-					t.Fatal(err)
-				}
-				def := outcome{decision: decisionAllow}
-				if mode == v1alpha1.OutboundRegistryOnly {
-					def.decision = decisionDeny
-				}
-				n := 0
-				for _, ip := range ips {
-					for _, port := range ports {
-						a := netip.MustParseAddr(ip)
-						conns := []conn{{a, port, "tcp", ""}}
-						for _, name := range tlsNames {
-							conns = append(conns, conn{a, port, "tls", name})
-						}
-						for _, name := range httpNames {
-							conns = append(conns, conn{a, port, "http", name})
-						}
-						for _, cn := range conns {
-							n++
-							want := reference(c.EgressPolicies, def, cn)
-							if got := simulate(t, res, cn); got != want {
-								t.Errorf("%v: got %+v, want %+v", cn, got, want)
-							}
-						}
-					}
-				}
-				t.Logf("%d connections agree", n)
-			})
+		for _, def := range []v1alpha1.EgressAction{v1alpha1.EgressAllow, v1alpha1.EgressDeny} {
+			for _, mode := range []v1alpha1.OutboundMode{v1alpha1.OutboundAllowAny, v1alpha1.OutboundRegistryOnly} {
+				t.Run(tc.name+"/default-"+string(def)+"/"+string(mode), func(t *testing.T) {
+					c := meshContents(mode)
+					c.EgressPolicies = []*registry.EgressPolicy{{Namespace: "demo", Name: "lockdown", Mode: tc.mode, DefaultAction: def, Rules: tc.rules}}
+					agreeWithReference(t, c, mode, ips, ports, tlsNames, httpNames)
+				})
+			}
 		}
 	}
 }
@@ -550,5 +616,125 @@ func TestEgressDistinctMatches(t *testing.T) {
 		if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && got != tc.want {
 			t.Errorf("%s: distinctMatches = %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestEgressDefaultAction spells out, connection by connection, what an
+// EgressPolicy's defaultAction does (api/v1alpha1 EgressPolicySpec): an
+// allow-list refuses what it does not name under ALLOW_ANY; what several
+// policies allow adds up; an Audit-mode policy flags and never opens; a
+// policy without rules refuses all egress but not the mesh; the HTTP 403
+// and the metadata say "<ns>/<name> default".
+func TestEgressDefaultAction(t *testing.T) {
+	tls443 := []registry.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}
+	http80 := []registry.EgressPort{{Number: 80, Protocol: v1alpha1.EgressHTTP}}
+	allow := func(host string, ports []registry.EgressPort) registry.EgressRule {
+		return registry.EgressRule{Hosts: []string{host}, Ports: ports, Action: v1alpha1.EgressAllow}
+	}
+	deny := func(host string, ports []registry.EgressPort) registry.EgressRule {
+		return registry.EgressRule{Hosts: []string{host}, Ports: ports, Action: v1alpha1.EgressDeny}
+	}
+	pol := func(name string, mode v1alpha1.EgressMode, def v1alpha1.EgressAction, rules ...registry.EgressRule) *registry.EgressPolicy {
+		return &registry.EgressPolicy{Namespace: "demo", Name: name, ServiceAccounts: []string{"client"}, Mode: mode, DefaultAction: def, Rules: rules}
+	}
+	ext := netip.MustParseAddr("1.2.3.4")
+	api := conn{ext, 443, "tls", "api.example.com"}
+	gh := conn{ext, 443, "tls", "x.github.com"}
+	other := conn{ext, 443, "tls", "other.example.net"}
+	otherHTTP := conn{ext, 80, "http", "other.example.net"}
+	evilHTTP := conn{ext, 80, "http", "evil.example.com"}
+	tcp := conn{ext, 5432, "tcp", ""}
+	type want struct {
+		c conn
+		o outcome
+	}
+	byRule := func(d, p, r string) outcome { return outcome{d, "demo/" + p, r} }
+	outbound := func(d string) outcome { return outcome{decision: d} }
+	for _, tc := range []struct {
+		name     string
+		outbound v1alpha1.OutboundMode
+		pols     []*registry.EgressPolicy
+		want     []want
+	}{
+		{"allow-list under ALLOW_ANY", v1alpha1.OutboundAllowAny,
+			[]*registry.EgressPolicy{pol("list", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443), deny("evil.example.com", http80))},
+			[]want{{api, byRule("allow", "list", "0")}, {other, byRule("deny", "list", "default")}, {otherHTTP, byRule("deny", "list", "default")},
+				{evilHTTP, byRule("deny", "list", "1")}, {tcp, byRule("deny", "list", "default")}}},
+		{"block-list under ALLOW_ANY", v1alpha1.OutboundAllowAny,
+			[]*registry.EgressPolicy{pol("block", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, deny("evil.example.com", http80))},
+			[]want{{other, outbound("allow")}, {otherHTTP, outbound("allow")}, {evilHTTP, byRule("deny", "block", "0")}, {tcp, outbound("allow")}}},
+		{"block-list under REGISTRY_ONLY", v1alpha1.OutboundRegistryOnly,
+			[]*registry.EgressPolicy{pol("block", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, deny("evil.example.com", http80))},
+			[]want{{other, outbound("deny")}, {otherHTTP, outbound("deny")}, {evilHTTP, byRule("deny", "block", "0")}}},
+		{"allows add up", v1alpha1.OutboundAllowAny,
+			[]*registry.EgressPolicy{pol("a", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443)),
+				pol("b", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, allow("*.github.com", tls443))},
+			[]want{{api, byRule("allow", "a", "0")}, {gh, byRule("allow", "b", "0")}, {other, byRule("deny", "a", "default")}}},
+		{"first Enforce policy with Deny names the default", v1alpha1.OutboundAllowAny,
+			[]*registry.EgressPolicy{pol("a", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, allow("api.example.com", tls443)),
+				pol("b", v1alpha1.EgressAudit, v1alpha1.EgressDeny, allow("api.example.com", tls443)),
+				pol("c", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443)),
+				pol("d", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443))},
+			[]want{{api, byRule("allow", "a", "0")}, {other, byRule("deny", "c", "default")}}},
+		{"audit allow-list flags the rest", v1alpha1.OutboundAllowAny,
+			[]*registry.EgressPolicy{pol("trial", v1alpha1.EgressAudit, v1alpha1.EgressDeny, allow("api.example.com", tls443))},
+			[]want{{api, byRule("allow", "trial", "0")}, {other, byRule("audit", "trial", "default")}, {otherHTTP, byRule("audit", "trial", "default")},
+				{tcp, byRule("audit", "trial", "default")}}},
+		{"audit allow-list under REGISTRY_ONLY opens nothing", v1alpha1.OutboundRegistryOnly,
+			[]*registry.EgressPolicy{pol("trial", v1alpha1.EgressAudit, v1alpha1.EgressDeny, allow("api.example.com", tls443), deny("evil.example.com", http80))},
+			[]want{{api, outbound("deny")}, {other, outbound("deny")}, {evilHTTP, outbound("deny")}}},
+		{"an Audit policy does not open an Enforce default", v1alpha1.OutboundAllowAny,
+			[]*registry.EgressPolicy{pol("enforced", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443)),
+				pol("trial", v1alpha1.EgressAudit, v1alpha1.EgressAllow, allow("*.github.com", tls443), deny("evil.example.com", http80), deny("api.example.com", tls443))},
+			[]want{{gh, byRule("deny", "enforced", "default")}, {evilHTTP, byRule("deny", "enforced", "default")}, {other, byRule("deny", "enforced", "default")},
+				{api, byRule("audit", "trial", "2")}}},
+		{"an enforced Allow rule beats an Audit default", v1alpha1.OutboundAllowAny,
+			[]*registry.EgressPolicy{pol("enforced", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, allow("api.example.com", tls443)),
+				pol("trial", v1alpha1.EgressAudit, v1alpha1.EgressDeny, allow("*.github.com", tls443))},
+			[]want{{api, byRule("allow", "enforced", "0")}, {gh, byRule("allow", "trial", "0")}, {other, byRule("audit", "trial", "default")}}},
+		{"no rules: all egress refused", v1alpha1.OutboundAllowAny,
+			[]*registry.EgressPolicy{pol("lockdown", v1alpha1.EgressEnforce, v1alpha1.EgressDeny)},
+			[]want{{api, byRule("deny", "lockdown", "default")}, {otherHTTP, byRule("deny", "lockdown", "default")}, {tcp, byRule("deny", "lockdown", "default")}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := meshContents(tc.outbound)
+			c.EgressPolicies = tc.pols
+			res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+			base := outbound("allow")
+			if tc.outbound == v1alpha1.OutboundRegistryOnly {
+				base = outbound("deny")
+			}
+			for _, w := range tc.want {
+				if got := simulate(t, res, w.c); got != w.o {
+					t.Errorf("%v: got %+v, want %+v", w.c, got, w.o)
+				}
+				if ref := reference(tc.pols, base, w.c); ref != w.o {
+					t.Errorf("%v: the reference model says %+v, this test %+v", w.c, ref, w.o)
+				}
+			}
+		})
+	}
+
+	// The HTTP 403 and the chain metadata name the policy's default; the
+	// mesh is not egress.
+	c := meshContents(v1alpha1.OutboundAllowAny)
+	c.EgressPolicies = []*registry.EgressPolicy{pol("list", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", http80))}
+	res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+	l := listener(res, "outbound")
+	route := httpRoute(t, res, matchChain(t, l, otherHTTP), otherHTTP)
+	if body := route.GetDirectResponse().GetBody().GetInlineString(); route.GetDirectResponse().GetStatus() != 403 ||
+		body != "weft: egress to this host denied by demo/list default (defaultAction Deny)\n" {
+		t.Errorf("HTTP to a host no rule names: %v", route)
+	}
+	f := l.DefaultFilterChain.GetMetadata().GetFilterMetadata()["weft.egress"].GetFields()
+	for k, v := range map[string]string{"decision": "deny", "policy": "demo/list", "rule": "default", "mode": "Enforce", "outbound": "ALLOW_ANY"} {
+		if got := f[k].GetStringValue(); got != v {
+			t.Errorf("default chain metadata %s = %q, want %q", k, got, v)
+		}
+	}
+	c.EgressPolicies = []*registry.EgressPolicy{pol("lockdown", v1alpha1.EgressEnforce, v1alpha1.EgressDeny)}
+	l = listener(generate(t, registry.NewSnapshot(c), "client-7d9f.demo"), "outbound")
+	if ch := matchChain(t, l, conn{netip.MustParseAddr("198.19.0.20"), 80, "http", "server"}); ch.GetName() != "outbound|80|server.demo" {
+		t.Errorf("the server Service under a deny-all policy: chain %q, want outbound|80|server.demo", ch.GetName())
 	}
 }

@@ -38,6 +38,7 @@ package xds
 // would have had to copy the egress model.
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -972,9 +973,9 @@ func agreeNotEgress(snap *registry.Snapshot, dst netip.AddrPort) bool {
 const agreeNotEgressDecision = "not-egress"
 
 // agreeEgressModel is `reference` (egress_translate_test.go: EgressPolicy's
-// documented semantics) over the policies selecting w, with the translator's
-// documented defaults: the outbound policy, or deny by the rejected
-// EgressPolicy of w's namespace.
+// documented semantics, defaultAction included) over the policies selecting
+// w, with the translator's documented base: the outbound policy, or deny by
+// the rejected EgressPolicy of w's namespace.
 func agreeEgressModel(snap *registry.Snapshot, w *registry.Workload, c conn) outcome {
 	if agreeNotEgress(snap, netip.AddrPortFrom(c.ip, c.port)) {
 		return outcome{decision: agreeNotEgressDecision}
@@ -1040,7 +1041,8 @@ func (s agreeEgressSet) String() string {
 		if p.Selector != nil {
 			sel = p.Selector.String()
 		}
-		parts = append(parts, fmt.Sprintf("%s %s/%s (selector %s, sa %v) {%s}", p.Mode, p.Namespace, p.Name, sel, p.ServiceAccounts, strings.Join(rules, "; ")))
+		parts = append(parts, fmt.Sprintf("%s %s/%s (selector %s, sa %v, defaultAction %s) {%s}", p.Mode, p.Namespace, p.Name, sel, p.ServiceAccounts,
+			cmp.Or(p.DefaultAction, "Deny"), strings.Join(rules, "; ")))
 	}
 	for _, r := range s.rejected {
 		parts = append(parts, "rejected "+r.Kind+" "+r.Namespace+"/"+r.Name)
@@ -1058,25 +1060,34 @@ func agreeEgressPort(n uint16, p v1alpha1.EgressProtocol) registry.EgressPort {
 func agreeNamedEgressSets() []agreeEgressSet {
 	golden := meshContents(v1alpha1.OutboundAllowAny).EgressPolicies
 	pfx := netip.MustParsePrefix
+	allowList := func(name string, mode v1alpha1.EgressMode, rules ...registry.EgressRule) *registry.EgressPolicy {
+		return &registry.EgressPolicy{Namespace: "demo", Name: name, Mode: mode, DefaultAction: v1alpha1.EgressDeny, Rules: rules}
+	}
+	tls443 := []registry.EgressPort{agreeEgressPort(443, v1alpha1.EgressTLS)}
+	http80 := []registry.EgressPort{agreeEgressPort(80, v1alpha1.EgressHTTP)}
 	return []agreeEgressSet{
 		{name: "none"},
 		{name: "golden", policies: golden},
+		{name: "golden-default-allow", policies: withDefaults(golden, v1alpha1.EgressAllow)},
+		{name: "golden-audit-default", policies: withDefaults(golden, v1alpha1.EgressAllow, v1alpha1.EgressDeny)},
 		{name: "overlapping", policies: overlappingEgress()},
-		{name: "not-selecting", policies: append(slices.Clone(golden),
+		{name: "overlapping-allow-list", policies: withDefaults(overlappingEgress(), v1alpha1.EgressDeny, v1alpha1.EgressAllow)},
+		// Policies that do not select the client, with defaultAction Deny:
+		// their defaults must not reach it.
+		{name: "not-selecting", policies: append(withDefaults(golden, v1alpha1.EgressAllow),
 			&registry.EgressPolicy{Namespace: "demo", Name: "server-only", ServiceAccounts: []string{"server"}, Mode: v1alpha1.EgressEnforce,
-				Rules: []registry.EgressRule{{Hosts: []string{"*.example.com"}, Action: v1alpha1.EgressDeny}}},
+				DefaultAction: v1alpha1.EgressDeny, Rules: []registry.EgressRule{{Hosts: []string{"*.example.com"}, Action: v1alpha1.EgressDeny}}},
 			// 0.0.0.0/1 and 128.0.0.0/1: all of IPv4 in two halves
 			// (0.0.0.0/0 itself: the whole-family sets below).
 			&registry.EgressPolicy{Namespace: "demo", Name: "server-pods", Selector: agreeServerSel, Mode: v1alpha1.EgressEnforce,
-				Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/1"), pfx("128.0.0.0/1")}, Action: v1alpha1.EgressDeny}}},
+				DefaultAction: v1alpha1.EgressDeny, Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/1"), pfx("128.0.0.0/1")}, Action: v1alpha1.EgressDeny}}},
 			&registry.EgressPolicy{Namespace: "legacy", Name: "elsewhere", Mode: v1alpha1.EgressEnforce,
-				Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Action: v1alpha1.EgressDeny}}},
+				DefaultAction: v1alpha1.EgressDeny, Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Action: v1alpha1.EgressDeny}}},
 		)},
-		{name: "cidr-over-the-mesh", policies: []*registry.EgressPolicy{{Namespace: "demo", Name: "deny-cluster", Mode: v1alpha1.EgressEnforce,
-			Rules: []registry.EgressRule{
-				{CIDRs: []netip.Prefix{pfx("198.18.0.0/15"), pfx("198.19.0.20/32")}, Action: v1alpha1.EgressDeny},
-				{Hosts: []string{"api.example.com"}, Ports: []registry.EgressPort{agreeEgressPort(443, v1alpha1.EgressTLS)}, Action: v1alpha1.EgressAllow},
-			}}}},
+		{name: "cidr-over-the-mesh", policies: []*registry.EgressPolicy{allowList("deny-cluster", v1alpha1.EgressEnforce,
+			registry.EgressRule{CIDRs: []netip.Prefix{pfx("198.18.0.0/15"), pfx("198.19.0.20/32")}, Action: v1alpha1.EgressDeny},
+			registry.EgressRule{Hosts: []string{"api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow},
+		)}},
 		{name: "rejected", policies: golden,
 			rejected: []registry.Rejected{{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "broken", Reason: v1alpha1.ReasonInvalid}}},
 		// A CIDR of a whole family is Envoy's "any IP" of that family:
@@ -1085,20 +1096,34 @@ func agreeNamedEgressSets() []agreeEgressSet {
 		{name: "cidr-0.0.0.0/0-and-portless-host", policies: agreeLockdown(pfx("0.0.0.0/0"))},
 		{name: "cidr-::/0-and-portless-host", policies: agreeLockdown(pfx("::/0"))},
 		{name: "cidr-both-families-and-portless-host", policies: agreeLockdown(pfx("0.0.0.0/0"), pfx("::/0"))},
+		{name: "cidr-::/0-and-portless-host-default-deny", policies: withDefaults(agreeLockdown(pfx("::/0")), v1alpha1.EgressDeny)},
 		{name: "cidr-0.0.0.0/0-on-a-port-and-hosts", policies: []*registry.EgressPolicy{{Namespace: "demo", Name: "tls-lockdown", Mode: v1alpha1.EgressEnforce,
-			Rules: []registry.EgressRule{
-				{Hosts: []string{"api.example.com", "*.github.com"}, Ports: []registry.EgressPort{agreeEgressPort(443, v1alpha1.EgressTLS)}, Action: v1alpha1.EgressAllow},
-				{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Ports: []registry.EgressPort{agreeEgressPort(443, v1alpha1.EgressTLS)}, Action: v1alpha1.EgressDeny},
+			DefaultAction: v1alpha1.EgressAllow, Rules: []registry.EgressRule{
+				{Hosts: []string{"api.example.com", "*.github.com"}, Ports: tls443, Action: v1alpha1.EgressAllow},
+				{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Ports: tls443, Action: v1alpha1.EgressDeny},
 				{Hosts: []string{"docs.example.org"}, Action: v1alpha1.EgressAllow},
 			}}}},
 		{name: "cidr-0.0.0.0/0-audit", policies: append(agreeLockdown(pfx("0.0.0.0/0")), &registry.EgressPolicy{Namespace: "demo", Name: "watch",
-			Mode: v1alpha1.EgressAudit, Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Action: v1alpha1.EgressDeny}}})},
+			Mode: v1alpha1.EgressAudit, DefaultAction: v1alpha1.EgressDeny, Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Action: v1alpha1.EgressDeny}}})},
+		// defaultAction: a policy without rules refuses all egress (not the
+		// mesh); an Audit allow-list flags the rest; an Audit policy opens
+		// nothing an Enforce allow-list refuses.
+		{name: "deny-all", policies: []*registry.EgressPolicy{allowList("deny-all", v1alpha1.EgressEnforce)}},
+		{name: "audit-allow-list", policies: []*registry.EgressPolicy{allowList("trial", v1alpha1.EgressAudit,
+			registry.EgressRule{Hosts: []string{"api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow})}},
+		{name: "enforce-and-audit-allow-lists", policies: []*registry.EgressPolicy{
+			allowList("enforced", v1alpha1.EgressEnforce, registry.EgressRule{Hosts: []string{"api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow}),
+			allowList("trial", v1alpha1.EgressAudit,
+				registry.EgressRule{Hosts: []string{"*.github.com", "api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow},
+				registry.EgressRule{Hosts: []string{"evil.example.com"}, Ports: http80, Action: v1alpha1.EgressDeny},
+				registry.EgressRule{CIDRs: []netip.Prefix{pfx("203.0.113.0/24")}, Action: v1alpha1.EgressAllow})}},
 	}
 }
 
-// agreeLockdown: allow api.example.com, deny cidrs, no ports.
+// agreeLockdown: allow api.example.com, deny cidrs, no ports; the rest is
+// left to the outbound policy (defaultAction Allow).
 func agreeLockdown(cidrs ...netip.Prefix) []*registry.EgressPolicy {
-	return []*registry.EgressPolicy{{Namespace: "demo", Name: "lockdown", Mode: v1alpha1.EgressEnforce, Rules: []registry.EgressRule{
+	return []*registry.EgressPolicy{{Namespace: "demo", Name: "lockdown", Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow, Rules: []registry.EgressRule{
 		{Hosts: []string{"api.example.com"}, Action: v1alpha1.EgressAllow},
 		{CIDRs: cidrs, Action: v1alpha1.EgressDeny},
 	}}}
@@ -1115,14 +1140,18 @@ var (
 )
 
 // agreeRandomEgress is one to three EgressPolicies of demo (some not
-// selecting the client), each with one to three rules the registry would
-// accept (hosts and/or CIDRs, no hosts on TCP ports, no duplicates).
+// selecting the client), each with either defaultAction, and one to three
+// rules the registry would accept (hosts and/or CIDRs, no hosts on TCP
+// ports, no duplicates) or, now and then with Deny, none.
 func agreeRandomEgress(rng *rand.Rand, name string) agreeEgressSet {
 	set := agreeEgressSet{name: name}
 	for i := range 1 + rng.IntN(3) {
-		p := &registry.EgressPolicy{Namespace: "demo", Name: fmt.Sprintf("e%d", i), Mode: v1alpha1.EgressEnforce}
+		p := &registry.EgressPolicy{Namespace: "demo", Name: fmt.Sprintf("e%d", i), Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow}
 		if rng.IntN(3) == 0 {
 			p.Mode = v1alpha1.EgressAudit
+		}
+		if rng.IntN(2) == 0 {
+			p.DefaultAction = v1alpha1.EgressDeny
 		}
 		switch rng.IntN(6) {
 		case 0:
@@ -1130,8 +1159,12 @@ func agreeRandomEgress(rng *rand.Rand, name string) agreeEgressSet {
 		case 1:
 			p.ServiceAccounts = []string{"server"}
 		}
+		nRules := 1 + rng.IntN(3)
+		if p.DefaultAction == v1alpha1.EgressDeny && rng.IntN(8) == 0 {
+			nRules = 0
+		}
 		seen := map[string]bool{}
-		for range 1 + rng.IntN(3) {
+		for range nRules {
 			r := registry.EgressRule{Action: v1alpha1.EgressAllow}
 			if rng.IntN(2) == 0 {
 				r.Action = v1alpha1.EgressDeny

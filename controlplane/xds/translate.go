@@ -81,7 +81,11 @@ const (
 //     each leaf carries the decision of every rule that matches there, so
 //     Envoy's "most specific chain wins" gives the policy semantics: a Deny
 //     wins over an Allow, Enforce over Audit, a rule without ports applies
-//     on every port, "*.example.com" matches subdomains only.
+//     on every port, "*.example.com" matches subdomains only. What no rule
+//     of an Enforce policy allows gets the workload's default verdict: deny
+//     by the first Enforce policy with defaultAction Deny (rule "default"),
+//     else the outbound policy, flagged ("audit") by the first Audit policy
+//     with defaultAction Deny where that lets it out (decide, defaultVerdict).
 //
 // Fail closed. A policy the registry rejected is not silently dropped:
 //

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -36,15 +37,21 @@ const (
 
 // verdict is what one leaf of the match tree decides and which rule did.
 type verdict struct {
-	decision     string
+	decision string
+	// policy and rule say what decided: "<ns>/<name>" and the rule's index;
+	// rule "default" when the policy's defaultAction did, "rejected" when a
+	// rejected policy fails closed; both empty when the outbound policy did.
 	policy, rule string
 	// mode is the deciding policy's mode (Enforce or Audit), on verdicts a
-	// rule made: the sidecar enforces what it checks beyond the rule (a
+	// policy made: the sidecar enforces what it checks beyond the rule (a
 	// name's binding to the destination address) only under Enforce.
 	mode string
 	// outbound is the outbound policy, on verdicts no rule made.
 	outbound string
 }
+
+// ruleDefault is the verdict's rule when a policy's defaultAction decided.
+const ruleDefault = "default"
 
 func (v verdict) cluster() string {
 	if v.decision == decisionDeny {
@@ -72,21 +79,52 @@ func (v verdict) metadata() *corev3.Metadata {
 	return metadata(egressMetadataKey, fields)
 }
 
-// defaultVerdict decides egress no rule matches: the outbound policy, or
-// deny when a policy that should decide was rejected.
-func (b *builder) defaultVerdict() verdict {
+// enforcedDefault is the verdict on egress that no rule of an Enforce-mode
+// policy matches, before Audit-mode policies flag anything: deny when a
+// policy that should decide was rejected (fail closed), then deny by the
+// first Enforce policy whose defaultAction is Deny, then the outbound
+// policy.
+func (b *builder) enforcedDefault() verdict {
 	mode := b.outboundMode()
-	switch {
-	case b.rejectedEgress != nil:
+	if b.rejectedEgress != nil {
 		r := b.rejectedEgress
 		return verdict{decision: decisionDeny, policy: r.Namespace + "/" + r.Name, rule: "rejected", outbound: string(mode)}
-	case b.rejectedMesh != nil:
-		return verdict{decision: decisionDeny, policy: "MeshConfig/" + b.rejectedMesh.Name, rule: "rejected", outbound: string(mode)}
-	case mode == v1alpha1.OutboundRegistryOnly:
-		return verdict{decision: decisionDeny, outbound: string(mode)}
-	default:
-		return verdict{decision: decisionAllow, outbound: string(mode)}
 	}
+	if b.rejectedMesh != nil {
+		return verdict{decision: decisionDeny, policy: "MeshConfig/" + b.rejectedMesh.Name, rule: "rejected", outbound: string(mode)}
+	}
+	for _, p := range b.pol.Egress {
+		if policyMode(p) == v1alpha1.EgressEnforce && p.DefaultDeny() {
+			return verdict{decision: decisionDeny, policy: p.Namespace + "/" + p.Name, rule: ruleDefault,
+				mode: string(v1alpha1.EgressEnforce), outbound: string(mode)}
+		}
+	}
+	if mode == v1alpha1.OutboundRegistryOnly {
+		return verdict{decision: decisionDeny, outbound: string(mode)}
+	}
+	return verdict{decision: decisionAllow, outbound: string(mode)}
+}
+
+// defaultVerdict decides egress no rule matches: the enforced default
+// and, where that lets the connection out, the flag of the first Audit
+// policy whose defaultAction is Deny.
+func (b *builder) defaultVerdict() verdict {
+	v := b.enforcedDefault()
+	if v.decision == decisionDeny {
+		return v
+	}
+	for _, p := range b.pol.Egress {
+		if policyMode(p) == v1alpha1.EgressAudit && p.DefaultDeny() {
+			return verdict{decision: decisionAudit, policy: p.Namespace + "/" + p.Name, rule: ruleDefault,
+				mode: string(v1alpha1.EgressAudit), outbound: v.outbound}
+		}
+	}
+	return v
+}
+
+// policyMode is p's mode, Enforce when unset.
+func policyMode(p *registry.EgressPolicy) v1alpha1.EgressMode {
+	return cmp.Or(p.Mode, v1alpha1.EgressEnforce)
 }
 
 // ruleRef is one rule of an egress policy in force.
@@ -97,47 +135,50 @@ type ruleRef struct {
 	seq  int // position among all rules in force: policy by name, then rule
 }
 
-// rank orders matching rules: an enforced Deny, then an audited Deny, then
-// an enforced Allow, then an audited one. The first rule (by seq) of the
-// best rank decides.
-func (r ruleRef) rank() int {
-	deny := r.rule.Action == v1alpha1.EgressDeny
-	audit := r.pol.Mode == v1alpha1.EgressAudit
-	switch {
-	case deny && !audit:
-		return 0
-	case deny:
-		return 1
-	case !audit:
-		return 2
-	default:
-		return 3
-	}
+func (r ruleRef) deny() bool  { return r.rule.Action == v1alpha1.EgressDeny }
+func (r ruleRef) audit() bool { return policyMode(r.pol) == v1alpha1.EgressAudit }
+
+func (r ruleRef) verdict(decision string) verdict {
+	return verdict{decision: decision, policy: r.pol.Namespace + "/" + r.pol.Name, rule: strconv.Itoa(r.idx), mode: string(policyMode(r.pol))}
 }
 
-// decide is the verdict of the rules matching a leaf; ok is false when
-// none does.
-func decide(matches []ruleRef) (v verdict, ok bool) {
-	if len(matches) == 0 {
-		return verdict{}, false
+// decide is the verdict of a leaf where the rules matches match (none: the
+// default chain's). What is enforced comes from Enforce-mode policies: an
+// enforced Deny rule, else an enforced Allow rule, else the enforced
+// default. What that lets out, an audited Deny rule flags ("audit"); an
+// enforced Allow rule, else an audited one, names what allowed it; with no
+// rule at all, the default verdict (which an Audit policy's defaultAction
+// Deny flags). Among rules of one kind the first (by seq) decides.
+func (b *builder) decide(matches []ruleRef) verdict {
+	first := func(keep func(ruleRef) bool) (ruleRef, bool) {
+		var best ruleRef
+		found := false
+		for _, m := range matches {
+			if keep(m) && (!found || m.seq < best.seq) {
+				best, found = m, true
+			}
+		}
+		return best, found
 	}
-	best := matches[0]
-	for _, m := range matches[1:] {
-		if m.rank() < best.rank() || (m.rank() == best.rank() && m.seq < best.seq) {
-			best = m
+	if r, ok := first(func(r ruleRef) bool { return !r.audit() && r.deny() }); ok {
+		return r.verdict(decisionDeny)
+	}
+	allow, enforcedAllow := first(func(r ruleRef) bool { return !r.audit() && !r.deny() })
+	if !enforcedAllow {
+		if v := b.enforcedDefault(); v.decision == decisionDeny {
+			return v
 		}
 	}
-	v = verdict{decision: decisionAllow, policy: best.pol.Namespace + "/" + best.pol.Name, rule: strconv.Itoa(best.idx), mode: string(best.pol.Mode)}
-	if v.mode == "" {
-		v.mode = string(v1alpha1.EgressEnforce)
+	if r, ok := first(func(r ruleRef) bool { return r.audit() && r.deny() }); ok {
+		return r.verdict(decisionAudit)
 	}
-	switch best.rank() {
-	case 0:
-		v.decision = decisionDeny
-	case 1:
-		v.decision = decisionAudit
+	if enforcedAllow {
+		return allow.verdict(decisionAllow)
 	}
-	return v, true
+	if r, ok := first(func(r ruleRef) bool { return r.audit() && !r.deny() }); ok {
+		return r.verdict(decisionAllow)
+	}
+	return b.defaultVerdict()
 }
 
 // protocols says how a rule matches on a port: which of TLS, HTTP, TCP.
@@ -272,7 +313,7 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 		httpHosts = slices.Compact(httpHosts)
 		for _, il := range ipLeaves(port, prefixes, here, taken) {
 			leaf := egressChain{port: port, prefixes: il.ranges}
-			ipVerdict, ipMatched := decide(il.byIP)
+			ipVerdict, ipMatched := b.decide(il.byIP), len(il.byIP) > 0
 			if ipMatched {
 				l := leaf
 				l.kind, l.v = kindTCP, ipVerdict
@@ -287,14 +328,11 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 				}
 				l := leaf
 				l.kind, l.hosts = kindTLS, []string{h}
-				l.v, _ = decide(m)
+				l.v = b.decide(m)
 				leaves = append(leaves, l)
 			}
 			if len(httpHosts) > 0 {
-				catchAll := ipVerdict
-				if !ipMatched {
-					catchAll = b.defaultVerdict()
-				}
+				catchAll := ipVerdict // the default verdict when no IP rule matches
 				l := leaf
 				l.kind, l.v = kindHTTP, catchAll
 				l.routes = b.egressRoutes(port, il.pfx, here, il.byIP, httpHosts, catchAll)
@@ -537,7 +575,8 @@ func grpcLogConfig() *grpclogv3.CommonGrpcAccessLogConfig {
 	}
 }
 
-// defaultEgressChain encodes the outbound policy (or the fail-closed deny).
+// defaultEgressChain encodes the default verdict: the policies'
+// defaultAction, the outbound policy, or the fail-closed deny.
 func (b *builder) defaultEgressChain() *listenerv3.FilterChain {
 	v := b.defaultVerdict()
 	return &listenerv3.FilterChain{Name: "egress|default", Filters: b.egressTCPFilters(v), Metadata: v.metadata()}
@@ -559,7 +598,7 @@ func (b *builder) egressRoutes(port uint16, pfx netip.Prefix, here, byIP []ruleR
 				m = append(m, r)
 			}
 		}
-		v, _ := decide(m)
+		v := b.decide(m)
 		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
 			Name:    h,
 			Domains: []string{h},
@@ -592,6 +631,8 @@ func egressRoute(v verdict, host string) *routev3.Route {
 	switch {
 	case v.rule == "rejected":
 		by += " (rejected policy: failing closed)"
+	case v.rule == ruleDefault:
+		by += " default (defaultAction Deny)"
 	case by == "":
 		by = "outbound policy " + v.outbound
 	default:

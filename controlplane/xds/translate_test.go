@@ -157,6 +157,7 @@ func meshContents(outbound v1alpha1.OutboundMode) registry.Snapshot {
 		EgressPolicies: []*registry.EgressPolicy{
 			{
 				Namespace: "demo", Name: "client-egress", ServiceAccounts: []string{"client"}, Mode: v1alpha1.EgressEnforce,
+				DefaultAction: v1alpha1.EgressDeny, // an allow-list: what no rule allows is refused
 				Rules: []registry.EgressRule{
 					{Hosts: []string{"api.example.com"}, Ports: []registry.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}, Action: v1alpha1.EgressAllow},
 					{Hosts: []string{"*.github.com"}, Ports: []registry.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}, Action: v1alpha1.EgressAllow},
@@ -165,6 +166,7 @@ func meshContents(outbound v1alpha1.OutboundMode) registry.Snapshot {
 			},
 			{
 				Namespace: "demo", Name: "lab-audit", ServiceAccounts: []string{"client"}, Mode: v1alpha1.EgressAudit,
+				DefaultAction: v1alpha1.EgressAllow, // a block-list
 				Rules: []registry.EgressRule{
 					{CIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24")}, Ports: []registry.EgressPort{{Number: 9000, Protocol: v1alpha1.EgressTCP}}, Action: v1alpha1.EgressDeny},
 				},
@@ -360,12 +362,20 @@ func TestTranslateGolden(t *testing.T) {
 		c.Rejected = r
 		return c
 	}
+	withDefaults := func(c registry.Snapshot, defs ...v1alpha1.EgressAction) registry.Snapshot {
+		c.EgressPolicies = withDefaults(c.EgressPolicies, defs...)
+		return c
+	}
 	cases := []struct {
 		name, node string
 		contents   registry.Snapshot
 	}{
 		{"client", "client-7d9f.demo", meshContents(v1alpha1.OutboundAllowAny)},
 		{"client-registry-only", "client-7d9f.demo", meshContents(v1alpha1.OutboundRegistryOnly)},
+		// client-egress with defaultAction Allow, lab-audit (Audit mode)
+		// with Deny: what no rule matches goes out, flagged by lab-audit's
+		// default.
+		{"client-audit-default", "client-7d9f.demo", withDefaults(meshContents(v1alpha1.OutboundAllowAny), v1alpha1.EgressAllow, v1alpha1.EgressDeny)},
 		{"server-v1", "server-v1-5b7c.demo", meshContents(v1alpha1.OutboundAllowAny)},
 		{"legacy", "legacy-app-0.legacy", meshContents(v1alpha1.OutboundAllowAny)},
 		{"server-v1-rejected-policy", "server-v1-5b7c.demo", withRejected(meshContents(v1alpha1.OutboundAllowAny),

@@ -77,9 +77,12 @@ var egressGVR = schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha
 // TestEgressPolicyAndAudit: a meshed client calls "external" services
 // named through hostAliases. An EgressPolicy allows TLS to api.example.test
 // (by SNI) and denies plain HTTP to evil.example.test (403 naming the
-// policy); what no rule matches goes through under ALLOW_ANY. Every
-// connection is an audit event at the control plane with the client's
-// SPIFFE ID, the destination and the decision.
+// policy). It says no defaultAction, so the API server makes it Deny: what
+// no rule allows (other.example.test) is refused under ALLOW_ANY, each
+// attempt counted, the 403 and the audit naming the policy's default; with
+// defaultAction Allow it goes through. Every connection is an audit event at
+// the control plane with the client's SPIFFE ID, the destination and the
+// decision.
 func TestEgressPolicyAndAudit(t *testing.T) {
 	externalHost(t)
 	const ns = "e2e-egress"
@@ -134,11 +137,45 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 	if out, err = get("-k", "https://api.example.test/"); err != nil || !strings.Contains(out, "hello from external-tls") {
 		t.Fatalf("TLS to api.example.test (allowed by SNI): %v %q", err, out)
 	}
-	if out, err = get("http://other.example.test/"); err != nil {
-		t.Fatalf("egress no rule matches, under ALLOW_ANY: %v %q", err, out)
-	}
 	if out, err = get("http://api.example.test/"); err != nil || !strings.Contains(out, "hello from external-http") {
 		t.Fatalf("HTTP to api.example.test (allowed by Host): %v %q", err, out)
+	}
+
+	// The policy says no defaultAction: the API server stored Deny, and
+	// `kubectl get -o yaml` shows it.
+	stored, err := dyn.Resource(egressGVR).Namespace(ns).Get(ctx, "client-egress", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def, _, _ := unstructured.NestedString(stored.Object, "spec", "defaultAction"); def != "Deny" {
+		t.Fatalf("spec.defaultAction %q as stored, want the CRD's default Deny", def)
+	}
+	// An allow-list: other.example.test, named by no rule, is refused under
+	// ALLOW_ANY by the client's sidecar, not by a host that is down (it
+	// answered before the policy). HTTP on port 80 (a port an HTTP rule
+	// inspects) gets the sidecar's 403 naming the policy's default and counts
+	// http_denied; TLS on 443 (no rule for its SNI: the default chain) goes
+	// to the blackhole and counts blackhole. Each attempt moves its own
+	// counter by one.
+	failures := func(reason string) float64 {
+		return sidecarMetric(t, ns, client.Name, "weft_sidecar_connection_failures_total", map[string]string{"direction": "outbound", "reason": reason})
+	}
+	const attempts = 3
+	httpBefore, holeBefore := failures("http_denied"), failures("blackhole")
+	for i := range attempts {
+		out, err := get("http://other.example.test/")
+		if err == nil || !strings.Contains(out, "403 weft: egress to this host denied by "+ns+"/client-egress default (defaultAction Deny)") {
+			t.Fatalf("HTTP attempt %d to other.example.test, defaultAction Deny: %v %q, want the sidecar's 403 naming the policy's default", i+1, err, out)
+		}
+		if out, err := get("-k", "https://other.example.test/"); err == nil {
+			t.Fatalf("TLS attempt %d to other.example.test, defaultAction Deny, was served: %q", i+1, out)
+		}
+	}
+	if got := failures("http_denied") - httpBefore; got != attempts {
+		t.Fatalf("connection_failures{outbound,http_denied} moved by %v over %d refused HTTP attempts, want %d", got, attempts, attempts)
+	}
+	if got := failures("blackhole") - holeBefore; got != attempts {
+		t.Fatalf("connection_failures{outbound,blackhole} moved by %v over %d refused TLS attempts, want %d", got, attempts, attempts)
 	}
 
 	// The app as the attacker: the allowed name sent to an address it does
@@ -165,6 +202,23 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 	}
 	if out, err = get("-k", "https://api.example.test/"); err != nil || !strings.Contains(out, "hello from external-tls") {
 		t.Fatalf("TLS to api.example.test after the attempts: %v %q", err, out)
+	}
+
+	// defaultAction Allow: what no rule matches is left to the outbound
+	// policy, ALLOW_ANY; the rules still apply.
+	patch := []byte(`{"spec":{"defaultAction":"Allow"}}`)
+	if _, err := dyn.Resource(egressGVR).Namespace(ns).Patch(ctx, "client-egress", "application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "other.example.test let through with defaultAction Allow", func(context.Context) (bool, error) {
+		out, err := get("http://other.example.test/")
+		return err == nil && strings.Contains(out, "hello from external-http"), nil
+	})
+	if out, err = get("-k", "https://other.example.test/"); err != nil || !strings.Contains(out, "hello from external-tls") {
+		t.Fatalf("TLS to other.example.test with defaultAction Allow: %v %q", err, out)
+	}
+	if out, err = get("http://evil.example.test/"); err == nil || !strings.Contains(out, "403") || !strings.Contains(out, "client-egress rule 1") {
+		t.Fatalf("evil.example.test with defaultAction Allow: %v %q, want the Deny rule's 403", err, out)
 	}
 
 	// The audit trail at the control plane, decoded with the record's own
@@ -203,7 +257,15 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 		denied := fronted && find(events, func(e event) bool { return e.Host == "evil.example.test" && e.Decision == "deny" })
 		allowed := find(events, func(e event) bool { return e.SNI == "api.example.test" && e.Decision == "allow" })
 		allowedHTTP := find(events, func(e event) bool { return e.Host == "api.example.test" && e.Decision == "allow" })
-		return denied && allowed && allowedHTTP, nil
+		byDefault := func(e event) bool {
+			return e.Decision == "deny" && e.Policy == ns+"/client-egress" && e.Rule == "default"
+		}
+		deniedByDefault := find(events, func(e event) bool { return e.Host == "other.example.test" && byDefault(e) }) &&
+			find(events, func(e event) bool { return e.SNI == "other.example.test" && byDefault(e) })
+		allowedByOutbound := find(events, func(e event) bool {
+			return e.Host == "other.example.test" && e.Decision == "allow" && e.Policy == "" && e.Outbound == "ALLOW_ANY"
+		})
+		return denied && allowed && allowedHTTP && deniedByDefault && allowedByOutbound, nil
 	})
 	for _, e := range events {
 		if e.SourceID != "spiffe://cluster.local/ns/e2e-egress/sa/client" || e.Pod != client.Name || (e.DstIP.String() != externalIP && e.DstIP.String() != otherIP) {
@@ -223,6 +285,10 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 			t.Fatalf("weftctl egress audit lacks %q:\n%s", want, table)
 		}
 	}
+	refusals, err := weftctlRun("egress", "audit", "-n", ns, "--events", "--decision", "deny", "--destination", "other.example.test")
+	if err != nil || !strings.Contains(refusals, ns+"/client-egress#default") {
+		t.Fatalf("weftctl egress audit --events of the refusals by default: %v\n%s", err, refusals)
+	}
 	suggestion, err := weftctlRun("egress", "suggest", "-n", ns)
 	if err != nil || !strings.Contains(suggestion, "kind: EgressPolicy") || !strings.Contains(suggestion, "api.example.test") {
 		t.Fatalf("weftctl egress suggest: %v\n%s", err, suggestion)
@@ -230,8 +296,9 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 }
 
 // TestEgressAuditModeAndRegistryOnly: an EgressPolicy in Audit mode lets
-// what it would deny through and records it as "audit"; MeshConfig's
-// REGISTRY_ONLY denies what no policy allows.
+// what it would deny through and records it as "audit", by a rule or by its
+// defaultAction Deny (the CRD's default); MeshConfig's REGISTRY_ONLY denies
+// what no policy allows, an Audit-mode policy opening nothing.
 func TestEgressAuditModeAndRegistryOnly(t *testing.T) {
 	externalHost(t)
 	const ns = "e2e-egress-audit"
@@ -268,6 +335,23 @@ func TestEgressAuditModeAndRegistryOnly(t *testing.T) {
 			return false, nil
 		}
 		return strings.Contains(logs(t, ns, client.Name, "weft-proxy"), `"decision":"audit"`), nil
+	})
+	// What no rule names goes through too, flagged by the policy's
+	// defaultAction Deny.
+	if out, err := get("http://other.example.test/"); err != nil || !strings.Contains(out, "hello from external-http") {
+		t.Fatalf("other.example.test under an Audit-mode policy: %v %q", err, out)
+	}
+	waitFor(t, 30*time.Second, "the audit line of other.example.test, by the policy's default", func(context.Context) (bool, error) {
+		for _, line := range strings.Split(logs(t, ns, client.Name, "weft-proxy"), "\n") {
+			var e audit.Event
+			if json.Unmarshal([]byte(line), &e) != nil {
+				continue // not an audit line
+			}
+			if e.Host == "other.example.test" && e.Decision == "audit" && e.Policy == ns+"/audit-first" && e.Rule == "default" {
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 
 	// REGISTRY_ONLY: a destination no policy allows is refused.
