@@ -2,7 +2,13 @@ package certs_test
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"net/url"
 	"testing"
 	"time"
 
@@ -53,6 +59,11 @@ func TestLoadCARefuses(t *testing.T) {
 	good, foreign := material(t, ca), material(t, other)
 	with := func(f func(m *certs.Material)) certs.Material { m := good; f(&m); return m }
 	at := func(d time.Duration) string { return clock.Now().Add(d).Format(time.RFC3339) }
+	withIntermediate := func(uris ...*url.URL) certs.Material {
+		m := good
+		m.IntermediatePEM, m.IntermediateKeyPEM = handMadeIntermediate(t, good, clock.Now(), uris)
+		return m
+	}
 
 	tests := []struct {
 		name     string
@@ -92,6 +103,21 @@ func TestLoadCARefuses(t *testing.T) {
 		{"corrupt key", with(func(m *certs.Material) {
 			m.IntermediateKeyPEM = []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
 		}), 0, certs.ErrInvalidMaterial, "certs: intermediate-key.pem: block 1: invalid CA material: "},
+		// Blocks are counted from 1 in every file, past the first too.
+		{"key after the root", with(func(m *certs.Material) { m.RootsPEM = append(bytes.Clone(good.RootsPEM), good.RootKeyPEM...) }), 0, certs.ErrInvalidMaterial,
+			`certs: roots.pem: block 2 is "PRIVATE KEY", want CERTIFICATE: invalid CA material`},
+		{"certificate after the root key", with(func(m *certs.Material) { m.RootKeyPEM = append(bytes.Clone(good.RootKeyPEM), good.RootsPEM...) }), 0, certs.ErrInvalidMaterial,
+			`certs: root-key.pem: block 2 is "CERTIFICATE", want PRIVATE KEY (PKCS#8): invalid CA material`},
+		{"second root key of another CA", with(func(m *certs.Material) { m.RootKeyPEM = append(bytes.Clone(good.RootKeyPEM), foreign.RootKeyPEM...) }), 0, certs.ErrInvalidMaterial,
+			`certs: root-key.pem block 2: *ecdsa.PrivateKey key does not match certificate "CN=weft root CA `},
+		// An intermediate need not carry a URI SAN, but one it carries must
+		// be the trust domain's ID.
+		{"intermediate without URI SANs", withIntermediate(), 0, nil, ""},
+		{"intermediate with the trust domain's URI", withIntermediate(td.ID().URL()), 0, nil, ""},
+		{"intermediate of another trust domain", withIntermediate(otherTD.ID().URL()), 0, certs.ErrInvalidMaterial,
+			"certs: intermediate.pem: URI SANs [spiffe://other.example], want spiffe://cluster.local: invalid CA material"},
+		{"intermediate with two URI SANs", withIntermediate(td.ID().URL(), idA.URL()), 0, certs.ErrInvalidMaterial,
+			"certs: intermediate.pem: URI SANs [spiffe://cluster.local spiffe://cluster.local/ns/demo/sa/a], want spiffe://cluster.local: invalid CA material"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,6 +128,69 @@ func TestLoadCARefuses(t *testing.T) {
 				t.Errorf("got a CA with an error")
 			}
 		})
+	}
+}
+
+// handMadeIntermediate signs, under m's root, an intermediate (PEM) with the
+// given URI SANs and a fresh key (PKCS#8 PEM), valid for a day from now.
+func handMadeIntermediate(t *testing.T, m certs.Material, now time.Time, uris []*url.URL) (certPEM, keyPEM []byte) {
+	t.Helper()
+	rootBlock, _ := pem.Decode(m.RootsPEM)
+	keyBlock, _ := pem.Decode(m.RootKeyPEM)
+	if rootBlock == nil || keyBlock == nil {
+		t.Fatal("material without a root or its key")
+	}
+	root, err := x509.ParseCertificate(rootBlock.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootKey, err := x509.ParsePKCS8PrivateKey(keyBlock.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := p256Key(t)
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber:          big.NewInt(42),
+		NotBefore:             now.Add(-time.Minute),
+		NotAfter:              now.Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+		URIs:                  uris,
+	}, root, key.Public(), rootKey.(crypto.Signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+}
+
+// Zero TTLs get the documented defaults: a 10-year root, a 1-year
+// intermediate and 24-hour SVIDs. The want values are spelt in hours, not
+// through the exported constants, so a wrong constant shows.
+func TestDefaultLifetimes(t *testing.T) {
+	clock := newFakeClock(t)
+	ca := newTestCA(t, clock)
+	now := clock.Now()
+	for _, c := range []struct {
+		name string
+		cert *x509.Certificate
+		want time.Duration
+	}{
+		{"root", ca.ActiveRoot(), 87600 * time.Hour},
+		{"intermediate", ca.Intermediate(), 8760 * time.Hour},
+		{"SVID", sign(t, ca, idA)[0], 24 * time.Hour},
+	} {
+		if got := c.cert.NotAfter.Sub(now); got != c.want {
+			t.Errorf("%s NotAfter is now + %v, want now + %v", c.name, got, c.want)
+		}
+	}
+	if certs.DefaultRootTTL != 87600*time.Hour || certs.DefaultIntermediateTTL != 8760*time.Hour || certs.DefaultWorkloadTTL != 24*time.Hour {
+		t.Errorf("defaults %v, %v, %v; want 87600h, 8760h, 24h", certs.DefaultRootTTL, certs.DefaultIntermediateTTL, certs.DefaultWorkloadTTL)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"io"
 	"net/url"
 	"slices"
 	"strings"
@@ -146,6 +147,14 @@ func TestSignRefuses(t *testing.T) {
 		{"underscore", good, idA, []string{"a_b.svc"}, 0, certs.ErrInvalidRequest, `label "a_b" has invalid character '_'`},
 		{"long label", good, idA, []string{strings.Repeat("a", 64) + ".svc"}, 0, certs.ErrInvalidRequest, "length 64 is not in 1..63"},
 		{"long name", good, idA, []string{strings.Repeat("a.", 127) + "ab"}, 0, certs.ErrInvalidRequest, "length 256 is not in 1..253"},
+		// The limits themselves are allowed.
+		{"name of 253 characters", good, idA, []string{strings.Repeat("a.", 126) + "a"}, 0, nil, ""},
+		{"name of 254 characters", good, idA, []string{strings.Repeat("a.", 126) + "ab"}, 0, certs.ErrInvalidRequest, "length 254 is not in 1..253"},
+		{"label of 63 characters", good, idA, []string{strings.Repeat("a", 63) + ".svc"}, 0, nil, ""},
+		{"first and last letters and digits", good, idA, []string{"a.z.A.Z.0.9.svc", "az-AZ-09"}, 0, nil, ""},
+		{"just past z", good, idA, []string{"a{.svc"}, 0, certs.ErrInvalidRequest, `label "a{" has invalid character '{'`},
+		{"just before A", good, idA, []string{"a@.svc"}, 0, certs.ErrInvalidRequest, `label "a@" has invalid character '@'`},
+		{"just past 9", good, idA, []string{"a:.svc"}, 0, certs.ErrInvalidRequest, `label "a:" has invalid character ':'`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -217,5 +226,45 @@ func TestSignNotBeforeInsideIssuer(t *testing.T) {
 	leaf := sign(t, ca, idA)[0]
 	if leaf.NotBefore.Before(ca.Intermediate().NotBefore) {
 		t.Fatalf("leaf NotBefore %v precedes intermediate NotBefore %v", leaf.NotBefore, ca.Intermediate().NotBefore)
+	}
+}
+
+// zerosFirst reads n zero bytes, then from r.
+type zerosFirst struct {
+	n int
+	r io.Reader
+}
+
+func (z *zerosFirst) Read(p []byte) (int, error) {
+	if z.n == 0 {
+		return z.r.Read(p)
+	}
+	k := min(len(p), z.n)
+	clear(p[:k])
+	z.n -= k
+	return k, nil
+}
+
+// A serial number is positive (RFC 5280 4.1.2.2): a random draw of zero is
+// drawn again. Sign's first read of rand.Reader is the 16-byte serial draw,
+// so this test hands it zeros. It swaps the package-level rand.Reader, so
+// it must not run in parallel.
+func TestSignRedrawsZeroSerial(t *testing.T) {
+	ca := newTestCA(t, newFakeClock(t))
+	csr := makeCSR(t, p256Key(t))
+	orig := rand.Reader
+	t.Cleanup(func() { rand.Reader = orig })
+	zeros := &zerosFirst{n: 16, r: orig}
+	rand.Reader = zeros
+	chain, err := ca.Sign(certs.SignRequest{CSR: csr, ID: idA})
+	rand.Reader = orig
+	if err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	if zeros.n != 0 {
+		t.Fatalf("Sign read %d of the 16 zero bytes; the test no longer feeds the serial draw", 16-zeros.n)
+	}
+	if n := chain[0].SerialNumber; n.Sign() <= 0 || n.BitLen() > 128 {
+		t.Fatalf("serial %x after a zero draw, want a positive 128-bit number", n)
 	}
 }

@@ -45,14 +45,15 @@ func main() {
 	out := flag.String("out", "docs/mutation.md", "report to write")
 	equiv := flag.String("equivalent", "hack/mutate/equivalent.txt", "mutants judged equivalent: `pkg/file.go:line:col TYPE reason` per line")
 	machine := flag.String("machine", "", "where it ran (CPU, cores)")
+	note := flag.String("note", "", "a paragraph to add under the table (what was not run, and why)")
 	flag.Parse()
-	if err := run(*in, *out, *equiv, *machine); err != nil {
+	if err := run(*in, *out, *equiv, *machine, *note); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
 }
 
-func run(in, out, equivPath, machine string) error {
+func run(in, out, equivPath, machine, note string) error {
 	equiv, err := readEquivalent(equivPath)
 	if err != nil {
 		return err
@@ -68,7 +69,7 @@ func run(in, out, equivPath, machine string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Mutation testing\n\nMade by `make mutate` (github.com/go-gremlins/gremlins, pinned in hack/mutate/go.mod) on %s%s.\n",
 		time.Now().UTC().Format("2006-01-02"), map[bool]string{true: "", false: ", " + machine}[machine == ""])
-	fmt.Fprintf(&b, "Efficacy is killed / (killed + lived); mutator coverage is (killed + lived) / all mutants. Targets: efficacy >= %.0f %%, coverage >= %.0f %%.\n", targetEfficacy, targetCoverage)
+	fmt.Fprintf(&b, "Efficacy is killed / (killed + lived), the mutants judged equivalent left out; mutator coverage is (killed + lived) / all mutants. Targets: efficacy >= %.0f %%, coverage >= %.0f %%.\n", targetEfficacy, targetCoverage)
 	b.WriteString("A lived mutant is a change to the product that every test passed: each is listed below, killed by a new test next time, or judged equivalent (hack/mutate/equivalent.txt, with the reason).\n\n")
 	b.WriteString("| package | killed | lived (equivalent) | not covered | not viable | efficacy | coverage | minutes | meets targets |\n|---|---|---|---|---|---|---|---|---|\n")
 	var detail strings.Builder
@@ -120,6 +121,9 @@ func run(in, out, equivPath, machine string) error {
 		writeList(&detail, lived)
 		detail.WriteString("\nNot covered:\n")
 		writeList(&detail, uncovered)
+	}
+	if note != "" {
+		b.WriteString("\n" + note + "\n")
 	}
 	b.WriteString(detail.String())
 	return os.WriteFile(out, []byte(b.String()), 0o644)
