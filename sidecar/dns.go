@@ -63,7 +63,7 @@ func listenDNS(cfg Config, names *dnsproxy.Names, reg *wm.Registry, log *slog.Lo
 		}
 	}
 	for i, addr := range cfg.DNSAddrs {
-		pc, l, err := listenUDPAndTCP(addr)
+		pc, l, err := dnsproxy.Listen(addr)
 		if err == nil {
 			conns = append(conns, dnsConn{pc: pc}, dnsConn{l: l})
 			continue
@@ -77,29 +77,4 @@ func listenDNS(cfg Config, names *dnsproxy.Names, reg *wm.Registry, log *slog.Lo
 	}
 	log.Info("DNS proxy listening", "addrs", cfg.DNSAddrs, "nameservers", srv.Upstreams)
 	return srv, conns, nil
-}
-
-// listenUDPAndTCP listens on addr with UDP and TCP on one port. With port
-// 0 (tests) the port UDP got may be taken for TCP: another is tried.
-func listenUDPAndTCP(addr string) (net.PacketConn, net.Listener, error) {
-	_, port, _ := net.SplitHostPort(addr)
-	tries := 1
-	if port == "0" {
-		tries = 20
-	}
-	var err error
-	for range tries {
-		var pc net.PacketConn
-		pc, err = net.ListenPacket("udp", addr)
-		if err != nil {
-			return nil, nil, err
-		}
-		var l net.Listener
-		l, err = net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			return pc, l, nil
-		}
-		pc.Close()
-	}
-	return nil, nil, err
 }

@@ -576,9 +576,9 @@ func TestCheckChainMatchesEnvoySemantics(t *testing.T) {
 	}{
 		{"empty and 0.0.0.0/0", []*listenerv3.FilterChain{chain("a", "x.example"), chain("b", "x.example", "0.0.0.0/0")}, true},
 		{"empty and ::/0", []*listenerv3.FilterChain{chain("a", "x.example"), chain("b", "x.example", "::/0")}, true},
-		{"unmasked", []*listenerv3.FilterChain{chain("a", "x.example", "10.0.0.0/8"), {Name: "b", FilterChainMatch: &listenerv3.FilterChainMatch{
+		{"unmasked", []*listenerv3.FilterChain{chain("a", "x.example", "198.18.0.0/15"), {Name: "b", FilterChainMatch: &listenerv3.FilterChainMatch{
 			TransportProtocol: "tls", ServerNames: []string{"x.example"},
-			PrefixRanges: []*corev3.CidrRange{{AddressPrefix: "10.1.2.3", PrefixLen: wrapperspb.UInt32(8)}}}}}, true},
+			PrefixRanges: []*corev3.CidrRange{{AddressPrefix: "198.19.2.3", PrefixLen: wrapperspb.UInt32(15)}}}}}, true},
 		{"empty and ::/0 with 0.0.0.0/0, other names", []*listenerv3.FilterChain{chain("a", "x.example"), chain("b", "y.example", "::/0", "0.0.0.0/0")}, false},
 		{"the two families apart", []*listenerv3.FilterChain{chain("a", "x.example", "::/0"), chain("b", "x.example", "0.0.0.0/0")}, false},
 	} {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,22 +104,14 @@ func (u *upstream) answer(query []byte, udp bool) []byte {
 }
 
 // listenPair opens UDP and TCP on one loopback port, as a nameserver (and
-// the proxy) listen; a port free for UDP may be taken for TCP: retried.
+// the proxy) listen.
 func listenPair(t *testing.T) (net.PacketConn, net.Listener) {
 	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)))
-		if err == nil {
-			return pc, l
-		}
-		pc.Close()
+	pc, l, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no loopback port free for both UDP and TCP")
-	return nil, nil
+	return pc, l
 }
 
 func startUpstream(t *testing.T) *upstream {

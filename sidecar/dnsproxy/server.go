@@ -297,3 +297,29 @@ func (s *Server) ask(ctx context.Context, network string, up netip.AddrPort, id 
 		}
 	}
 }
+
+// Listen opens UDP and TCP on one port of addr, as a DNS server listens.
+// With port 0 (tests) the port UDP got may be taken for TCP: another is
+// tried.
+func Listen(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	tries := 1
+	if port == "0" {
+		tries = 20
+	}
+	var err error
+	for range tries {
+		var pc net.PacketConn
+		pc, err = net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		var l net.Listener
+		l, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, l, nil
+		}
+		pc.Close()
+	}
+	return nil, nil, err
+}

@@ -152,27 +152,8 @@ func (cp *controlPlane) stop() {
 }
 
 func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
-	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: auditTD})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "audit.db")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-
-	cp := startControlPlane(t, ca, path, addr)
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.MTLSClientConfig(wefttestSVID(t, ca, shopApp), ca.Bundle(), tlsconfig.AuthorizeID(cpID)))),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond}, MinConnectTimeout: time.Second}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	ca, path, addr, cp, conn := auditSetup(t, grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond}, MinConnectTimeout: time.Second}))
 	var out syncBuffer
 	rec, err := sidecaraudit.New(sidecaraudit.Config{SourceID: shopApp, Pod: "web-1", Namespace: "shop", Out: &out,
 		Conn: conn, BatchSize: 25, EntriesPerMessage: 5, FlushDelay: 2 * time.Millisecond,
@@ -257,24 +238,7 @@ func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
 // control plane with every field intact: the wire names are one contract
 // (api/audit's Field constants), not two lists that can drift.
 func TestAuditRecordRoundTrip(t *testing.T) {
-	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: auditTD})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "audit.db")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cp := startControlPlane(t, ca, path, addr)
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.MTLSClientConfig(wefttestSVID(t, ca, shopApp), ca.Bundle(), tlsconfig.AuthorizeID(cpID)))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	_, path, _, cp, conn := auditSetup(t)
 	var out syncBuffer
 	rec, err := sidecaraudit.New(sidecaraudit.Config{SourceID: shopApp, Pod: "web-1", Namespace: "shop", Out: &out,
 		Conn: conn, FlushDelay: 2 * time.Millisecond, SendTimeout: 5 * time.Second})
@@ -318,4 +282,31 @@ func TestAuditRecordRoundTrip(t *testing.T) {
 	if got != want {
 		t.Fatalf("stored\n%+v\nwant\n%+v", got, want)
 	}
+}
+
+// auditSetup starts a control plane's audit service on a free loopback
+// port with its store at path, and a gRPC connection to it as shopApp;
+// the connection is closed at the end of the test.
+func auditSetup(t *testing.T, opts ...grpc.DialOption) (ca *certs.CA, path, addr string, cp *controlPlane, conn *grpc.ClientConn) {
+	t.Helper()
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: auditTD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(t.TempDir(), "audit.db")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = l.Addr().String()
+	l.Close()
+	cp = startControlPlane(t, ca, path, addr)
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(
+		tlsconfig.MTLSClientConfig(wefttestSVID(t, ca, shopApp), ca.Bundle(), tlsconfig.AuthorizeID(cpID))))}, opts...)
+	conn, err = grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return ca, path, addr, cp, conn
 }
