@@ -57,7 +57,12 @@ type Event struct {
 	// Reason says why a connection a rule allowed was denied or flagged
 	// anyway: "name_mismatch: <name> does not resolve to <ip> for this pod
 	// (...)" when the SNI or Host that the rule allowed was sent to an
-	// address the name did not resolve to (sidecar/dnsproxy).
+	// address the name did not resolve to (sidecar/dnsproxy); and
+	// "name_unknown: <why> (...)" when the connection's name could not be
+	// learned (no SNI, ECH, bytes neither TLS nor HTTP, a stalled client)
+	// where a rule by name decides more strictly than its chain: then
+	// Decision, Policy and Rule are that rule's (deny, or audit when only an
+	// Audit-mode policy's rule does).
 	Reason string `json:"reason,omitempty"`
 	// BytesSent went from the app to the destination, BytesReceived back.
 	BytesSent     int64         `json:"bytesSent"`

@@ -989,7 +989,84 @@ func agreeEgressModel(snap *registry.Snapshot, w *registry.Workload, c conn) out
 			def = outcome{decisionDeny, r.Namespace + "/" + r.Name, "rejected"}
 		}
 	}
-	return reference(snap.PoliciesFor(w).Egress, def, c)
+	pols := snap.PoliciesFor(w).Egress
+	return agreeNameUnknown(pols, def, c, reference(pols, def, c))
+}
+
+// agreeNameUnknown is the rule for a connection whose name the sidecar
+// cannot learn (README "Egress against a hostile app"; sidecar/egress
+// NameUnknown), written from the policies: a connection has a name a rule
+// can judge when it is TLS with an SNI, or HTTP with a Host at a port
+// where a rule by host applies to HTTP. Any other connection could be
+// going to any host. Unless d (its decision by reference) is a deny or the
+// work of a rule by address (a CIDR containing its IP), it gets the
+// strictest decision (deny, then audit) that reference gives the same
+// destination under each name that a rule by host applying to this port
+// names (a wildcard stands for a name under it), when that is stricter
+// than d; of equally strict ones the first by policy, then rule index.
+func agreeNameUnknown(pols []*registry.EgressPolicy, base outcome, c conn, d outcome) outcome {
+	if d.decision == decisionDeny || d.decision == agreeNotEgressDecision || c.proto == "tls" && c.name != "" {
+		return d
+	}
+	type named struct {
+		proto, host string
+	}
+	var names []named
+	for _, p := range pols {
+		for i, r := range p.Rules {
+			if d.policy == p.Namespace+"/"+p.Name && d.rule == fmt.Sprint(i) && slices.ContainsFunc(r.CIDRs, func(pf netip.Prefix) bool { return pf.Contains(c.ip) }) {
+				return d // a rule by address decided
+			}
+			var protos []string
+			if len(r.Ports) == 0 {
+				protos = []string{"tls", "http"}
+			}
+			for _, rp := range r.Ports {
+				if rp.Number == c.port && rp.Protocol == v1alpha1.EgressTLS {
+					protos = append(protos, "tls")
+				}
+				if rp.Number == c.port && rp.Protocol == v1alpha1.EgressHTTP {
+					protos = append(protos, "http")
+				}
+			}
+			for _, h := range r.Hosts {
+				for _, proto := range protos {
+					if name, ok := strings.CutPrefix(h, "*."); ok {
+						h = "weft-unknown." + name
+					}
+					names = append(names, named{proto, h})
+				}
+			}
+		}
+	}
+	if c.proto == "http" && slices.ContainsFunc(names, func(n named) bool { return n.proto == "http" }) {
+		return d // routed by its Host
+	}
+	strict := map[string]int{decisionDeny: 3, decisionAudit: 2, decisionAllow: 1}
+	best := d
+	for _, n := range names {
+		o := reference(pols, base, conn{c.ip, c.port, n.proto, n.host})
+		switch so, sb := strict[o.decision], strict[best.decision]; {
+		case so > sb && so > strict[d.decision]:
+			best = o
+		case so == sb && best != d && agreeRuleBefore(o, best):
+			best = o
+		}
+	}
+	return best
+}
+
+// agreeRuleBefore orders decisions by policy, then rule index.
+func agreeRuleBefore(a, b outcome) bool {
+	if a.policy != b.policy {
+		return a.policy < b.policy
+	}
+	ia, ea := strconv.Atoi(a.rule)
+	ib, eb := strconv.Atoi(b.rule)
+	if ea == nil && eb == nil {
+		return ia < ib
+	}
+	return ea == nil && eb != nil || (ea != nil) == (eb != nil) && a.rule < b.rule
 }
 
 // agreeEgressConn is what the proxy's listener filters learn from c.

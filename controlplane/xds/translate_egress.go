@@ -510,7 +510,7 @@ func (b *builder) egressFilterChain(name string, c egressChain) *listenerv3.Filt
 		m.TransportProtocol = "raw_buffer"
 	case kindHTTP:
 		m.TransportProtocol = "raw_buffer"
-		m.ApplicationProtocols = []string{"http/1.1", "h2c"}
+		m.ApplicationProtocols = []string{"http/1.0", "http/1.1", "h2c"}
 		hcm := &hcmv3.HttpConnectionManager{
 			StatPrefix: "egress_http",
 			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{

@@ -70,7 +70,9 @@ func Decide(cfg *xds.Config, dst netip.AddrPort, sni, host string) Decision {
 }
 
 // DecideConn decides c under cfg as the proxy does: the outbound listener's
-// chain, then for HTTP chains the route configuration's virtual host.
+// chain, then for HTTP chains the route configuration's virtual host; a
+// connection without a name a rule could judge ([Unnamed]) gets
+// [NameUnknown]'s decision where that is stricter.
 // Without a configuration or a matching chain the answer is Deny (the proxy
 // closes such connections).
 func DecideConn(cfg *xds.Config, c Conn) Decision {
@@ -81,6 +83,11 @@ func DecideConn(cfg *xds.Config, c Conn) Decision {
 	fc := cfg.Outbound.Match(c.Dst, c.Transport, c.SNI, c.ALPN)
 	if fc == nil {
 		return Decision{Action: Deny, Reason: "egress: no filter chain and no default chain for " + c.Dst.String()}
+	}
+	if Unnamed(fc, c) {
+		if d, ok := NameUnknown(cfg, c.Dst, fc); ok {
+			return d
+		}
 	}
 	return ForChain(cfg, fc, c.Host)
 }
@@ -120,6 +127,12 @@ func forRoute(cfg *xds.Config, d Decision, rcName, host string) Decision {
 		d.Action, d.Reason = Deny, "egress: route configuration "+rcName+" has no virtual host for "+host
 		return d
 	}
+	return forVirtualHost(cfg, d, rcName, vh, host)
+}
+
+// forVirtualHost reads the decision for host off virtual host vh of route
+// configuration rcName; d is the chain's.
+func forVirtualHost(cfg *xds.Config, d Decision, rcName string, vh *xds.VirtualHost, host string) Decision {
 	if vh.Egress != nil {
 		chain := d.Chain
 		d = fromMeta(vh.Egress)

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/weftmesh/weft/sidecar/xds"
@@ -176,5 +177,140 @@ func TestActionString(t *testing.T) {
 		if a.String() != want {
 			t.Errorf("%d.String() = %q, want %q", a, a.String(), want)
 		}
+	}
+}
+
+// allowAny is testConfig with ALLOW_ANY as outbound policy.
+func allowAny() *xds.Config {
+	cfg := testConfig()
+	cfg.Outbound.Default = &xds.FilterChain{Name: "egress|default", Target: xds.Target{Cluster: "PassthroughCluster"},
+		AccessLog: true, Egress: &xds.EgressMeta{Decision: "allow", Outbound: "ALLOW_ANY"}}
+	return cfg
+}
+
+func TestNameUnknown(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	// The chain a connection without a name takes.
+	nameless := func(cfg *xds.Config, dst netip.AddrPort) *xds.FilterChain {
+		return cfg.Outbound.Match(dst, "raw_buffer", "", nil)
+	}
+	chain := func(cfg *xds.Config, name string) func(*xds.Config, netip.AddrPort) *xds.FilterChain {
+		return func(*xds.Config, netip.AddrPort) *xds.FilterChain {
+			for _, fc := range cfg.Outbound.Chains {
+				if fc.Name == name {
+					return fc
+				}
+			}
+			t.Fatalf("no chain %s", name)
+			return nil
+		}
+	}
+	// Only an Audit policy names a host on 443: flagged.
+	auditOnly := allowAny()
+	for _, fc := range auditOnly.Outbound.Chains {
+		if fc.Name == "egress|443|tls|deny|demo/p#2" {
+			fc.Target = xds.Target{Cluster: "PassthroughCluster"}
+			fc.Egress = &xds.EgressMeta{Policy: "demo/watch", Rule: "0", Decision: "audit", Mode: "Audit"}
+		}
+	}
+	// Only Allow rules name hosts on 443: nothing to evade.
+	allowOnly := allowAny()
+	allowOnly.Outbound.Chains = slices.DeleteFunc(allowOnly.Outbound.Chains, func(fc *xds.FilterChain) bool {
+		return fc.Name == "egress|443|tls|deny|demo/p#2"
+	})
+	// A CIDR rule allows 2001:db8::/32 on 443, and the translator repeats
+	// the Deny rule by name inside that range.
+	cidr := allowAny()
+	cidr.Outbound.Chains = append(cidr.Outbound.Chains, &xds.FilterChain{Name: "egress|443|tls|deny|demo/p#2|v6",
+		Match:  xds.ChainMatch{DestPort: 443, Prefixes: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}, TransportProtocol: "tls", ServerNames: []string{"bad.example.com"}},
+		Target: xds.Target{Cluster: "BlackHoleCluster"}, Egress: &xds.EgressMeta{Policy: "demo/p", Rule: "2", Decision: "deny"}})
+	open := allowAny()
+	// An Audit policy's defaultAction Deny decides what no rule names: the
+	// default chain audits, naming that policy's rule "default".
+	auditDefault := allowAny()
+	auditDefault.Outbound.Default.Egress = &xds.EgressMeta{Policy: "demo/watch", Rule: "default", Decision: "audit", Mode: "Audit"}
+	// Two Enforce Deny rules by name on 443, listed in the reverse of
+	// policy order: the decision names the first by policy, then rule.
+	tie := allowAny()
+	tie.Outbound.Chains = append([]*xds.FilterChain{{Name: "egress|443|tls|deny|demo/z#0",
+		Match:  xds.ChainMatch{DestPort: 443, TransportProtocol: "tls", ServerNames: []string{"z.example.com"}},
+		Target: xds.Target{Cluster: "BlackHoleCluster"}, Egress: &xds.EgressMeta{Policy: "demo/z", Rule: "0", Decision: "deny"}}, {Name: "egress|443|tls|deny|demo/p#10",
+		Match:  xds.ChainMatch{DestPort: 443, TransportProtocol: "tls", ServerNames: []string{"ten.example.com"}},
+		Target: xds.Target{Cluster: "BlackHoleCluster"}, Egress: &xds.EgressMeta{Policy: "demo/p", Rule: "10", Decision: "deny"}}}, tie.Outbound.Chains...)
+	tests := []struct {
+		name   string
+		cfg    *xds.Config
+		dst    netip.AddrPort
+		chain  func(*xds.Config, netip.AddrPort) *xds.FilterChain
+		ok     bool
+		action Action
+		policy string
+		rule   string
+		reason string
+	}{
+		{"ALLOW_ANY, a Deny rule names a host on the port", open, ap("93.184.216.34:443"), nameless, true, Deny, "demo/p", "2",
+			"egress: no name learned, and demo/p rule 2 denies bad.example.com at 93.184.216.34:443"},
+		{"HTTP virtual hosts: Enforce's deny before Audit's audit", open, ap("93.184.216.34:80"), nameless, true, Deny, "demo/p", "4", ""},
+		{"only an Audit policy's Deny rule", auditOnly, ap("93.184.216.34:443"), nameless, true, Audit, "demo/watch", "0", ""},
+		{"only Allow rules by name", allowOnly, ap("93.184.216.34:443"), nameless, false, Allow, "", "", ""},
+		{"a chain matched by an untrusted name (ECH's outer name)", open, ap("93.184.216.34:443"),
+			chain(open, "egress|443|tls|allow|demo/p#0"), true, Deny, "demo/p", "2", ""},
+		{"a rule by address decided", cidr, ap("[2001:db8::1]:443"), nameless, false, Allow, "demo/v6", "0", ""},
+		{"REGISTRY_ONLY: the default chain denies already", testConfig(), ap("93.184.216.34:443"), nameless, false, Deny, "", "", ""},
+		{"no rule by name on the port", open, ap("198.18.101.7:9000"), nameless, false, Allow, "", "", ""},
+		{"in-mesh service", open, ap("198.19.0.10:80"), nameless, false, NotEgress, "", "", ""},
+		{"a chain that fails closed", open, ap("93.184.216.34:8443"), nameless, false, Deny, "demo/broken", "0", ""},
+		{"a policy's defaultAction is not a rule by address", auditDefault, ap("93.184.216.34:443"), nameless, true, Deny, "demo/p", "2", ""},
+		{"equally strict: first by policy, then rule index", tie, ap("93.184.216.34:443"), nameless, true, Deny, "demo/p", "2", ""},
+		{"IPv4-mapped destination", open, ap("[::ffff:93.184.216.34]:443"), nameless, true, Deny, "demo/p", "2", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fc := tt.chain(tt.cfg, tt.dst)
+			d, ok := NameUnknown(tt.cfg, tt.dst, fc)
+			if ok != tt.ok || d.Action != tt.action || d.Policy != tt.policy || d.Rule != tt.rule {
+				t.Fatalf("NameUnknown(%s, %s) = %+v, %v; want %v %s by %q rule %q", tt.dst, fc.Name, d, ok, tt.ok, tt.action, tt.policy, tt.rule)
+			}
+			if ok && d.Chain != fc.Name {
+				t.Errorf("chain %q, want the connection's %q", d.Chain, fc.Name)
+			}
+			if tt.reason != "" && d.Reason != tt.reason {
+				t.Errorf("reason %q, want %q", d.Reason, tt.reason)
+			}
+		})
+	}
+}
+
+// TestDecideConnNameUnknown: DecideConn gives the connections Unnamed names
+// NameUnknown's decision, and leaves named ones to their chain.
+func TestDecideConnNameUnknown(t *testing.T) {
+	cfg := allowAny()
+	ap := netip.MustParseAddrPort
+	for _, tt := range []struct {
+		name    string
+		c       Conn
+		unnamed bool
+		action  Action
+		rule    string
+	}{
+		{"TLS without SNI", Conn{Dst: ap("93.184.216.34:443"), Transport: "tls"}, true, Deny, "2"},
+		{"opaque TCP", Conn{Dst: ap("93.184.216.34:443")}, true, Deny, "2"},
+		{"CONNECT is opaque TCP", Conn{Dst: ap("93.184.216.34:443"), Host: "api.example.com:443", Connect: true}, true, Deny, "2"},
+		{"plain HTTP where only TLS rules name hosts", Conn{Dst: ap("93.184.216.34:443"), Host: "api.example.com"}, true, Deny, "2"},
+		{"TLS with an SNI no rule names", Conn{Dst: ap("93.184.216.34:443"), SNI: "other.org"}, false, Allow, ""},
+		// testConfig's catch-all virtual host on 80 says REGISTRY_ONLY.
+		{"HTTP routed by Host", Conn{Dst: ap("93.184.216.34:80"), Host: "other.org"}, false, Deny, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := tt.c.normalise()
+			fc := cfg.Outbound.Match(n.Dst, n.Transport, n.SNI, n.ALPN)
+			if got := Unnamed(fc, tt.c); got != tt.unnamed {
+				t.Errorf("Unnamed(%s, %+v) = %v, want %v", fc.Name, tt.c, got, tt.unnamed)
+			}
+			d := DecideConn(cfg, tt.c)
+			if d.Action != tt.action || d.Rule != tt.rule {
+				t.Errorf("DecideConn(%+v) = %s by %q rule %q (%s), want %s rule %q", tt.c, d.Action, d.Policy, d.Rule, d.Reason, tt.action, tt.rule)
+			}
+		})
 	}
 }

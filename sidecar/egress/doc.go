@@ -20,5 +20,14 @@
 // flows through the tunnel afterwards (usually TLS) is opaque, so neither a
 // Host chain nor the tunnelled SNI can be trusted for it.
 //
+// A connection whose name could not be learned (TLS without a
+// trustworthy server_name, ECH, bytes that are neither TLS nor HTTP, a
+// client that stalls) could be going to any host: unless a rule by
+// address decided it, [NameUnknown] gives it the strictest decision of the
+// rules by name that apply to its destination when that is stricter than
+// its chain's (deny before audit before allow). [DecideConn] applies it to
+// the connections [Unnamed] names; the proxy to those and to the ones
+// only it can tell (an ECH outer name, a client that stalled).
+//
 // Pure: imports sidecar/xds (the model) and the standard library only.
 package egress

@@ -7,10 +7,21 @@ import (
 )
 
 const (
+	recordTypeAlert          = 0x15
 	recordTypeHandshake      = 0x16
 	handshakeTypeClientHello = 0x01
 	extServerName            = 0
 	extALPN                  = 16
+	// extECH is encrypted_client_hello: the server_name beside it is the
+	// outer (public) name, the name the client means is encrypted.
+	extECH = 0xfe0d
+
+	// As crypto/tls's server: a record carries at most 16 KiB, a handshake
+	// message at most 64 KiB, and at most 16 ignored records (warning
+	// alerts) come in a row.
+	maxRecordPlaintext = 1 << 14
+	maxHandshakeMsg    = 1 << 16
+	maxUselessRecords  = 16
 )
 
 // errShortHello: the bytes so far are a valid beginning of a ClientHello;
@@ -19,8 +30,17 @@ var errShortHello = errors.New("proxy: ClientHello incomplete")
 
 // clientHello is what the sidecar needs of a TLS ClientHello.
 type clientHello struct {
-	serverName string // lowercase; "" when absent
+	// serverName is the host_name of server_name as crypto/tls's
+	// ClientHelloInfo.ServerName has it, in ASCII lower case and without a
+	// trailing dot; "" when absent.
+	serverName string
 	alpn       []string
+	// ech: the hello carries encrypted_client_hello, so serverName is only
+	// the outer, public name.
+	ech bool
+	// badName, when set, says why serverName cannot be taken as the name
+	// the client means (several host names, bytes no DNS name has).
+	badName string
 }
 
 // parseClientHello parses the TLS ClientHello at the start of b (TLS
@@ -28,45 +48,94 @@ type clientHello struct {
 // without consuming anything. It returns errShortHello when b is a valid
 // prefix that ends too soon.
 func parseClientHello(b []byte) (clientHello, error) {
-	// Reassemble the handshake message from the records' fragments.
-	var msg []byte
+	var r helloReader
+	return r.read(b)
+}
+
+// helloReader reassembles a ClientHello from TLS records as crypto/tls's
+// server reads them: records of type handshake (or warning alerts, which
+// it skips), any record version below 0x1000 (it checks no more before it
+// has chosen a version), 1 to 16 KiB each, the message of at most 64 KiB
+// in as many records as the client likes. read is called again with the
+// same bytes and more: it only looks at records it has not consumed, so a
+// hello trickled a byte at a time costs linear time. The zero value is
+// ready.
+type helloReader struct {
+	off     int    // where the next record header starts
+	msg     []byte // the handshake bytes of the records consumed
+	useless int    // warning alerts in a row
+}
+
+func (h *helloReader) read(b []byte) (clientHello, error) {
 	for {
-		if len(b) < 5 {
+		rec := b[h.off:]
+		if len(rec) >= 1 && rec[0] != recordTypeHandshake && rec[0] != recordTypeAlert {
+			return clientHello{}, fmt.Errorf("proxy: ClientHello: record type %d, want handshake", rec[0])
+		}
+		if len(rec) >= 2 && rec[1] >= 0x10 {
+			return clientHello{}, fmt.Errorf("proxy: ClientHello: record version %#02x..", rec[1])
+		}
+		if len(rec) < 5 {
 			return clientHello{}, errShortHello
 		}
-		if b[0] != recordTypeHandshake {
-			return clientHello{}, fmt.Errorf("proxy: ClientHello: record type %d, want handshake", b[0])
-		}
-		if b[1] != 3 {
-			return clientHello{}, fmt.Errorf("proxy: ClientHello: record version %d.%d", b[1], b[2])
-		}
-		n := int(b[3])<<8 | int(b[4])
-		if n == 0 || n > 1<<14 {
+		n := int(rec[3])<<8 | int(rec[4])
+		if n == 0 || n > maxRecordPlaintext {
 			return clientHello{}, fmt.Errorf("proxy: ClientHello: record length %d", n)
 		}
-		if len(b) < 5+n {
-			msg = append(msg, b[5:]...)
-			if len(msg) >= 4 && msg[0] != handshakeTypeClientHello {
-				return clientHello{}, fmt.Errorf("proxy: ClientHello: handshake type %d", msg[0])
+		if len(rec) < 5+n {
+			if rec[0] == recordTypeHandshake {
+				if err := checkHelloHeader(h.msg, rec[5:]); err != nil {
+					return clientHello{}, err
+				}
 			}
 			return clientHello{}, errShortHello
 		}
-		msg = append(msg, b[5:5+n]...)
-		b = b[5+n:]
-		if len(msg) < 4 {
+		data := rec[5 : 5+n]
+		h.off += 5 + n
+		if rec[0] == recordTypeAlert {
+			// crypto/tls drops warning alerts other than close_notify
+			// before it has chosen a version; anything else ends the
+			// handshake.
+			if n != 2 || data[0] != 1 || data[1] == 0 {
+				return clientHello{}, fmt.Errorf("proxy: ClientHello: alert %v", data)
+			}
+			if h.useless++; h.useless > maxUselessRecords {
+				return clientHello{}, errors.New("proxy: ClientHello: too many ignored records")
+			}
 			continue
 		}
-		if msg[0] != handshakeTypeClientHello {
-			return clientHello{}, fmt.Errorf("proxy: ClientHello: handshake type %d", msg[0])
+		h.useless = 0
+		h.msg = append(h.msg, data...)
+		if err := checkHelloHeader(h.msg, nil); err != nil {
+			return clientHello{}, err
 		}
-		l := int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3])
-		if l > maxSniff {
-			return clientHello{}, fmt.Errorf("proxy: ClientHello: length %d too large", l)
-		}
-		if len(msg) >= 4+l {
-			return parseHelloBody(msg[4 : 4+l])
+		if len(h.msg) >= 4 {
+			if l := int(h.msg[1])<<16 | int(h.msg[2])<<8 | int(h.msg[3]); len(h.msg) >= 4+l {
+				return parseHelloBody(h.msg[4 : 4+l])
+			}
 		}
 	}
+}
+
+// checkHelloHeader checks the handshake message header in msg followed by
+// more, as far as it goes.
+func checkHelloHeader(msg, more []byte) error {
+	at := func(i int) byte {
+		if i < len(msg) {
+			return msg[i]
+		}
+		return more[i-len(msg)]
+	}
+	have := len(msg) + len(more)
+	if have >= 1 && at(0) != handshakeTypeClientHello {
+		return fmt.Errorf("proxy: ClientHello: handshake type %d", at(0))
+	}
+	if have >= 4 {
+		if l := int(at(1))<<16 | int(at(2))<<8 | int(at(3)); l > maxHandshakeMsg {
+			return fmt.Errorf("proxy: ClientHello: length %d too large", l)
+		}
+	}
+	return nil
 }
 
 // reader is a bounds-checked cursor over a byte slice.
@@ -100,14 +169,6 @@ func (r *reader) vector(n int) *reader {
 }
 
 func parseHelloBody(body []byte) (clientHello, error) {
-	h, err := parseHelloFields(body)
-	if err != nil {
-		return clientHello{}, err
-	}
-	return h, nil
-}
-
-func parseHelloFields(body []byte) (clientHello, error) {
 	var h clientHello
 	r := &reader{b: body}
 	r.bytes(2 + 32) // legacy_version, random
@@ -135,38 +196,52 @@ func parseHelloFields(body []byte) (clientHello, error) {
 		var err error
 		switch typ {
 		case extServerName:
-			h.serverName, err = parseSNI(data)
+			h.serverName, h.badName, err = parseSNI(data)
 		case extALPN:
 			h.alpn, err = parseALPN(data)
+		case extECH:
+			h.ech = true
 		}
 		if err != nil {
-			return h, err
+			return clientHello{}, err
 		}
 	}
 	if r.bad || exts.bad {
-		return h, errors.New("proxy: ClientHello: truncated extensions")
+		return clientHello{}, errors.New("proxy: ClientHello: truncated extensions")
 	}
 	return h, nil
 }
 
-func parseSNI(r *reader) (string, error) {
+// parseSNI returns the host_name of a server_name extension as crypto/tls
+// reads it (other name types skipped), and why it cannot be trusted as
+// the name the client means, if so.
+func parseSNI(r *reader) (name, bad string, err error) {
 	list := r.vector(2)
-	for len(list.b) > 0 && !list.bad {
+	if list.bad || r.bad || len(list.b) == 0 {
+		return "", "", errors.New("proxy: ClientHello: truncated server_name")
+	}
+	hostNames := 0
+	for len(list.b) > 0 {
 		typ := list.uint(1)
-		name := list.vector(2)
-		if typ != 0 || list.bad {
+		v := list.vector(2)
+		if list.bad || len(v.b) == 0 {
+			return "", "", errors.New("proxy: ClientHello: truncated server_name")
+		}
+		if typ != 0 {
 			continue // only host_name (0) is defined
 		}
-		s := string(name.b)
-		if s == "" || len(s) > 255 || strings.ContainsFunc(s, func(c rune) bool { return c <= ' ' || c >= 0x7f }) {
-			return "", fmt.Errorf("proxy: ClientHello: bad server_name %q", s)
+		if hostNames++; hostNames == 1 {
+			name = string(v.b)
 		}
-		return strings.ToLower(strings.TrimSuffix(s, ".")), nil
 	}
-	if list.bad || r.bad {
-		return "", errors.New("proxy: ClientHello: truncated server_name")
+	if hostNames > 1 {
+		bad = fmt.Sprintf("%d host names in server_name", hostNames)
 	}
-	return "", nil
+	name = strings.TrimSuffix(asciiLower(name), ".")
+	if bad == "" && name != "" && !isDNSName(name) {
+		bad = fmt.Sprintf("server_name %q is not a DNS name", name)
+	}
+	return name, bad, nil
 }
 
 func parseALPN(r *reader) ([]string, error) {
@@ -183,4 +258,36 @@ func parseALPN(r *reader) ([]string, error) {
 		return nil, errors.New("proxy: ClientHello: truncated ALPN")
 	}
 	return out, nil
+}
+
+// asciiLower lower-cases ASCII letters only, leaving every other byte as
+// it is.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// isDNSName: at most 253 bytes of letters, digits, '-', '_' and dots,
+// no empty label. (Lower case: the caller lower-cased it.)
+func isDNSName(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := range len(label) {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }

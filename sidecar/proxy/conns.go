@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/weftmesh/weft/sidecar/egress"
 )
 
 // conn is one live proxied connection. The fields set before it is
@@ -29,8 +31,11 @@ type conn struct {
 	// egressReason is why an egress connection a rule allowed was denied
 	// or flagged anyway (bindName); its audit event carries it.
 	egressReason string
-	closers      []net.Conn
-	kick         func() // wakes the connection's parked flows; before closers close
+	// nameUnknown is the decision nameUnknown took for an egress
+	// connection without a name; its audit event reports it.
+	nameUnknown *egress.Decision
+	closers     []net.Conn
+	kick        func() // wakes the connection's parked flows; before closers close
 
 	toUp, toDown atomic.Int64
 }

@@ -24,6 +24,59 @@
 // direct response). The egress decision itself is encoded in the chains by
 // the control plane; this room only follows them.
 //
+// # Egress names against a hostile app
+//
+// The app chooses every byte, so the sniffer reads first bytes as the
+// servers that will receive them do. A ClientHello is read as crypto/tls's
+// server reads one: over any number of TCP segments and of handshake
+// records (1 byte to 16 KiB each, any record version below 0x1000,
+// warning alerts in between skipped), the message up to 64 KiB, within
+// maxSniff (128 KiB) of raw bytes and the sniff deadline
+// (HandshakeTimeout, counted from the first byte). An HTTP/1 request is
+// read as net/http's server reads one, plus the empty lines before the
+// request line that RFC 9112 section 2.2 lets servers skip: any token as
+// method (any case), a request line up to maxRequestHead (64 KiB), lines
+// ending in LF or CRLF. The Host an HTTP chain routes by is net/http's
+// (the absolute-form or CONNECT authority, else the Host header); two Host
+// headers are refused (400) as net/http refuses them, and so is a head
+// another server could read another name from (an authority and a Host
+// that differ, a folded Host, "Host :", bytes a Host cannot hold). A word
+// that could still become a request line but is followed by a pause of
+// SniffTimeout is taken as another protocol, so client-first protocols
+// are not held up. FuzzSniffHTTPAgainstNetHTTP and
+// FuzzClientHelloAgainstCryptoTLS check the sniffer against net/http and
+// crypto/tls.
+//
+// A connection's name is learned when its ClientHello carries one
+// server_name host name that is a DNS name and no encrypted_client_hello
+// extension (0xfe0d: the server_name is then only the outer, public name),
+// or when an HTTP chain routes its request by Host. Otherwise (no
+// server_name, ECH, several host names, bytes that are neither, a client
+// that sends nothing first or stalls, a request past the bounds, an HTTP
+// request on a chain without routes) its name is unknown, and it could be
+// going to any host. Unless the chain it took is an EgressPolicy rule's
+// about its address (a CIDR rule: that decision stands), it is decided as
+// follows. The rules by name that apply to its destination are
+// the egress chains left for it by the destination_port and prefix_ranges
+// steps of the match ([xds.Listener.Candidates]) that have server_names,
+// and the virtual hosts naming hosts (not "*") in the route configurations
+// of the HTTP chains among them. When the strictest of their decisions is
+// stricter than the one of the chain the connection took (deny before
+// audit before allow), that decision holds ([egress.NameUnknown]): "deny"
+// (a Deny rule of an Enforce policy, or a chain that fails closed) wins
+// over "audit" (a Deny rule of an Audit policy), so where several policies
+// name hosts on the port, Enforce wins. Under deny the connection is
+// refused before a byte leaves (connection_failures reason name_unknown,
+// egress_name_unknown{result="denied"}); under audit it is forwarded and
+// flagged (egress_name_unknown{result="flagged"}). Its audit event has the
+// decision, the policy and rule of that strictest rule, and Reason
+// "name_unknown: <why> (<rule> denies|audits <hosts> at <dst>)". Allow
+// rules by name never make it stricter (a connection without a name cannot
+// claim them), and under REGISTRY_ONLY the default chain refuses such a
+// connection already (blackhole). A rule naming hosts without ports
+// applies on every port: there, a connection that carries no name (plain
+// TCP included) is decided by it.
+//
 // Certificates and bundles come from go-spiffe sources read per handshake
 // (a renewed SVID applies to the next connection, open ones keep theirs)
 // and are verified by go-spiffe's tlsconfig. Session resumption is off, so
@@ -57,9 +110,12 @@
 // tls_handshakes_total, handshake_failures_total{direction,reason},
 // connection_failures_total{direction,reason},
 // authz_denials_total{direction,policy},
-// authz_shadow_denials_total{direction,policy}, parked_flows.
+// authz_shadow_denials_total{direction,policy},
+// egress_name_bindings_total{result}, egress_name_unknown_total{result},
+// parked_flows.
 //
 // Imports: sidecar/xds (the model), sidecar/capture (OriginalDst only),
-// api/audit (the egress record), internal/metrics, go-spiffe. Never
+// api/audit (the egress record), sidecar/egress (the egress decision),
+// internal/metrics, go-spiffe. Never
 // controlplane/*.
 package proxy

@@ -182,6 +182,8 @@ func (pd *pod) counter(name string, labels ...string) float64 {
 		vec = m.shadowDenies
 	case "egress_name_bindings":
 		vec = m.bindings
+	case "egress_name_unknown":
+		vec = m.nameUnknown
 	case "bytes":
 		vec = m.bytes
 	case "connections":

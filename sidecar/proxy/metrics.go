@@ -21,6 +21,7 @@ type metrics struct {
 	denials      *wm.CounterVec // direction, policy
 	shadowDenies *wm.CounterVec // direction, policy
 	bindings     *wm.CounterVec // result: literal, dns, lookup, mismatch_denied, mismatch_flagged
+	nameUnknown  *wm.CounterVec // result: denied, flagged
 
 	// bytes children, resolved once: they are touched per copied chunk.
 	bytesIn, bytesOut [2]*wm.Counter // [inbound, outbound]
@@ -47,7 +48,7 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 			"Refused or failed mTLS handshakes by reason (no_client_cert, unknown_ca, expired, bad_spiffe_id, authz_denied, not_tls, tls_version, bad_certificate, timeout, peer_closed, no_svid, other).",
 			[]string{"direction", "reason"}},
 		{&m.connFailures, "weft_sidecar_connection_failures_total",
-			"Connections closed without being proxied, by reason (no_config, no_chain, original_dst, no_cluster, no_endpoint, upstream_connect, blackhole, http_denied, bad_request, unsupported).",
+			"Connections closed without being proxied, by reason (no_config, no_chain, original_dst, no_cluster, no_endpoint, upstream_connect, blackhole, http_denied, bad_request, unsupported, name_mismatch, name_unknown).",
 			[]string{"direction", "reason"}},
 		{&m.denials, "weft_sidecar_authz_denials_total",
 			"Connections refused by an RBAC filter; policy is the matching DENY policy, empty when no ALLOW policy matched.",
@@ -56,6 +57,9 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 			"Connections a shadow (audit-only) RBAC filter would have refused.", []string{"direction", "policy"}},
 		{&m.bindings, "weft_sidecar_egress_name_bindings_total",
 			"Egress connections an EgressPolicy rule allowed by name, by how the name bound to the destination address (literal, dns, lookup) or what happened when it did not (mismatch_denied under Enforce, mismatch_flagged under Audit).",
+			[]string{"result"}},
+		{&m.nameUnknown, "weft_sidecar_egress_name_unknown_total",
+			"Egress connections whose name (TLS server_name, HTTP Host) could not be learned where a rule by name decides more strictly than their chain: denied under Enforce, flagged under Audit.",
 			[]string{"result"}},
 	} {
 		v, err := reg.NewCounterVec(f.name, f.help, f.labels...)

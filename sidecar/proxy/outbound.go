@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -64,6 +63,9 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 			return nil, p.refuse(outbound, cn, r)
 		}
 	}
+	if r := p.nameUnknown(cfg, fc, dst, sn, cn); r != nil {
+		return nil, p.refuse(outbound, cn, r)
+	}
 	if r := p.bindName(ctx, cfg, fc, vh, name, dst, clusterName, down, cn); r != nil {
 		return nil, p.refuse(outbound, cn, r)
 	}
@@ -120,7 +122,7 @@ func (p *Proxy) routeHTTP(cfg *xds.Config, rcName string, stripPort bool, down *
 	}
 	head := down.prefix
 	_ = down.SetReadDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	for bytes.Index(head, []byte("\r\n\r\n")) < 0 {
+	for headEnd(head) < 0 {
 		if len(head) >= maxRequestHead {
 			writeHTTPError(down, http.StatusRequestHeaderFieldsTooLarge, "weft: request head too large\n")
 			return "", nil, "", refused("bad_request", "proxy: request head over %d bytes", maxRequestHead)
@@ -128,14 +130,23 @@ func (p *Proxy) routeHTTP(cfg *xds.Config, rcName string, stripPort bool, down *
 		buf := make([]byte, 4096)
 		n, err := down.TCPConn.Read(buf)
 		head = append(head, buf[:n]...)
-		if err != nil && bytes.Index(head, []byte("\r\n\r\n")) < 0 {
+		if err != nil && headEnd(head) < 0 {
 			return "", nil, "", refused("bad_request", "proxy: reading request head: %w", err)
 		}
 	}
 	_ = down.SetReadDeadline(time.Time{})
 	down.prefix = head
-	host, ok := requestHost(head)
-	if !ok {
+	rh, err := parseRequestHead(head)
+	switch {
+	case err != nil:
+		writeHTTPError(down, http.StatusBadRequest, "weft: malformed request head\n")
+		return "", nil, "", refused("bad_request", "proxy: request head: %w", err)
+	case rh.suspect != "":
+		writeHTTPError(down, http.StatusBadRequest, "weft: ambiguous request head: "+rh.suspect+"\n")
+		return "", nil, "", refused("bad_request", "proxy: request head: %s", rh.suspect)
+	}
+	host := rh.host
+	if host == "" {
 		writeHTTPError(down, http.StatusBadRequest, "weft: request without Host\n")
 		return "", nil, "", refused("bad_request", "proxy: request without Host")
 	}
@@ -217,28 +228,15 @@ func (p *Proxy) bindName(ctx context.Context, cfg *xds.Config, fc *xds.FilterCha
 	return refused(reasonNameMismatch, "proxy: egress allowed for %s by %s rule %s, but %s", name, meta.Policy, meta.Rule, why)
 }
 
-// requestHost returns the Host header of an HTTP/1 request head (the
-// request-target's authority for absolute-form requests).
+// requestHost returns the Host of an HTTP/1 request head as net/http's
+// server has it (parseRequestHead: the request-target's authority for
+// absolute-form and CONNECT requests, else the Host header).
 func requestHost(head []byte) (string, bool) {
-	lines := strings.Split(string(head[:bytes.Index(head, []byte("\r\n\r\n"))]), "\r\n")
-	if f := strings.Fields(lines[0]); len(f) == 3 && strings.Contains(f[1], "://") {
-		rest := f[1][strings.Index(f[1], "://")+3:]
-		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-			rest = rest[:i]
-		}
-		if rest != "" {
-			return rest, true
-		}
+	h, err := parseRequestHead(head)
+	if err != nil || h.host == "" {
+		return "", false
 	}
-	for _, line := range lines[1:] {
-		name, value, ok := strings.Cut(line, ":")
-		if ok && strings.EqualFold(name, "host") {
-			if v := strings.TrimSpace(value); v != "" {
-				return v, true
-			}
-		}
-	}
-	return "", false
+	return h.host, true
 }
 
 func writeHTTPError(c net.Conn, status int, body string) {
@@ -290,9 +288,6 @@ func (a *egressAuditor) onEnd(release func()) func() {
 
 // headHost is the Host of a complete HTTP/1 request head, or "".
 func headHost(head []byte) string {
-	if !bytes.Contains(head, []byte("\r\n\r\n")) {
-		return ""
-	}
 	h, _ := requestHost(head)
 	return h
 }
@@ -320,6 +315,7 @@ func egressEvent(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sn
 			e.Decision = egress.Audit.String()
 		}
 	}
+	applyNameUnknown(&e, cn)
 	return e
 }
 

@@ -1,11 +1,13 @@
 package proxy
 
 import (
-	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/weftmesh/weft/sidecar/xds"
@@ -17,9 +19,12 @@ const (
 	transportRaw = "raw_buffer"
 )
 
-// maxSniff bounds what sniffing buffers: a ClientHello (possibly spread
-// over several records) or an HTTP/1 request line.
-const maxSniff = 64 << 10
+// maxSniff bounds what sniffing buffers: a ClientHello of up to
+// crypto/tls's 64 KiB message, spread over as many records as the client
+// likes (each adds a 5-byte header), or an HTTP/1 request line of up to
+// maxRequestHead. A hello that does not fit is a connection whose name is
+// unknown.
+const maxSniff = 2 * maxHandshakeMsg
 
 // sniffed is what the listener filters learned from a connection's first
 // bytes, and those bytes, which are not consumed: they are replayed by
@@ -29,6 +34,10 @@ type sniffed struct {
 	sni       string   // TLS server_name, lowercase
 	appProtos []string // TLS ALPN, or "http/1.1", "http/1.0", "h2c" for plaintext HTTP
 	prefix    []byte
+	// unknown says why the first bytes name no destination: "" for a
+	// ClientHello with a server_name that can be trusted, and for an
+	// HTTP/1 request (its Host is read once an HTTP chain routes it).
+	unknown string
 }
 
 // sniff reads the first bytes of c without consuming them. It waits up to
@@ -37,6 +46,14 @@ type sniffed struct {
 // rest for the remainder of a ClientHello or HTTP request line. inspectTLS
 // and inspectHTTP say which listener filters run; with neither, nothing is
 // read.
+//
+// A ClientHello is read as crypto/tls's server reads one (over several
+// TCP segments and several records, warning alerts skipped), an HTTP/1
+// request line as net/http's server reads one (after any empty lines,
+// any token as method, up to maxRequestHead long); each new read examines
+// only the new bytes. Bytes that could still become a request line but
+// are followed by a pause of first are decided as not HTTP (a client-first
+// protocol waiting for an answer). unknown says why no name was learned.
 func sniff(c net.Conn, inspectTLS, inspectHTTP bool, first, rest time.Duration) (sniffed, error) {
 	s := sniffed{transport: transportRaw}
 	if !inspectTLS && !inspectHTTP {
@@ -49,39 +66,97 @@ func sniff(c net.Conn, inspectTLS, inspectHTTP bool, first, rest time.Duration) 
 	if n == 0 {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
+			s.unknown = fmt.Sprintf("nothing sent within %v", first)
 			return s, nil
 		}
 		return s, err
 	}
-	_ = c.SetReadDeadline(time.Now().Add(rest))
+	deadline := time.Now().Add(rest)
+	_ = c.SetReadDeadline(deadline)
+	var hr helloReader
+	var req httpScan
 	for {
 		s.prefix = buf
-		done := true
+		done, hello := true, false
 		switch {
-		case inspectTLS && buf[0] == recordTypeHandshake:
-			hello, perr := parseClientHello(buf)
+		case inspectTLS && (buf[0] == recordTypeHandshake || buf[0] == recordTypeAlert):
+			h, perr := hr.read(buf)
 			switch {
 			case errors.Is(perr, errShortHello):
-				done = false
-			case perr == nil:
-				s.transport, s.sni, s.appProtos = transportTLS, hello.serverName, hello.alpn
+				done, hello = false, true
+				s.unknown = fmt.Sprintf("ClientHello incomplete after %d bytes", len(buf))
+			case perr != nil:
+				s.unknown = "not a ClientHello: " + strings.TrimPrefix(perr.Error(), "proxy: ClientHello: ")
+			default:
+				s.transport, s.sni, s.appProtos, s.unknown = transportTLS, h.serverName, h.alpn, ""
+				switch {
+				case h.ech:
+					s.unknown = fmt.Sprintf("ClientHello with encrypted_client_hello (outer server_name %q)", h.serverName)
+				case h.badName != "":
+					s.unknown = h.badName
+				case h.serverName == "":
+					s.unknown = "ClientHello without server_name"
+				}
 			}
-		case inspectHTTP && buf[0] != recordTypeHandshake:
-			proto, complete := sniffHTTP(buf)
-			if proto != "" {
+		case inspectHTTP:
+			proto, complete := req.scan(buf)
+			s.unknown = ""
+			switch {
+			case proto == "h2c":
 				s.appProtos = []string{proto}
+				s.unknown = "HTTP/2 prior knowledge (h2c): no Host read"
+			case proto != "":
+				s.appProtos = []string{proto}
+			case complete:
+				s.unknown = "neither a TLS ClientHello nor an HTTP request: " + req.why
+			default:
+				s.unknown = fmt.Sprintf("HTTP request line incomplete after %d bytes", len(buf))
 			}
 			done = complete
+		default:
+			s.unknown = "not a TLS ClientHello"
 		}
-		if done || len(buf) >= maxSniff {
+		if !done && len(buf) >= maxSniff {
+			s.unknown += fmt.Sprintf(" (sniffing stops at %d bytes)", maxSniff)
 			return s, nil
 		}
-		if _, err := readSome(c, &buf); err != nil {
+		if done {
+			return s, nil
+		}
+		// A ClientHello has until the deadline. What could still be an
+		// HTTP request line but is not one yet (a word without a space)
+		// is as likely a client-first protocol waiting for an answer: a
+		// pause of first decides it as not HTTP, so such protocols are not
+		// held up. Either way the connection has no name then.
+		idle := !hello && time.Until(deadline) > first
+		if idle {
+			_ = c.SetReadDeadline(time.Now().Add(first))
+		}
+		_, err := readSome(c, &buf)
+		if idle {
+			_ = c.SetReadDeadline(deadline)
+		}
+		if err != nil {
 			// What arrived so far is all there is: decide on it.
 			s.prefix = buf
+			s.unknown += fmt.Sprintf(" (then %s)", readEnd(err, idle, first))
 			return s, nil
 		}
 	}
+}
+
+// readEnd says how a read that ended sniffing ended.
+func readEnd(err error, idle bool, first time.Duration) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout() && idle:
+		return fmt.Sprintf("silent for %v", first)
+	case errors.As(err, &ne) && ne.Timeout():
+		return "stalled past the sniff deadline"
+	case errors.Is(err, io.EOF):
+		return "the client stopped sending"
+	}
+	return err.Error()
 }
 
 // readSome appends one Read's worth to *buf, growing it up to maxSniff.
@@ -93,43 +168,6 @@ func readSome(c net.Conn, buf *[]byte) (int, error) {
 	n, err := c.Read(b[len(b):cap(b)])
 	*buf = b[:len(b)+n]
 	return n, err
-}
-
-// sniffHTTP recognises an HTTP/1 request line or the HTTP/2 prior-knowledge
-// preface in b. complete is false while more bytes could still change the
-// answer.
-func sniffHTTP(b []byte) (proto string, complete bool) {
-	const preface = "PRI * HTTP/2.0\r\n"
-	if bytes.HasPrefix([]byte(preface), b) {
-		return "", false
-	}
-	if bytes.HasPrefix(b, []byte(preface)) {
-		return "h2c", true
-	}
-	// method: 1-20 uppercase letters, then a space.
-	i := 0
-	for i < len(b) && i <= 20 && b[i] >= 'A' && b[i] <= 'Z' {
-		i++
-	}
-	switch {
-	case i == len(b) && i <= 20:
-		return "", false
-	case i == 0 || i > 20 || b[i] != ' ':
-		return "", true
-	}
-	eol := bytes.IndexByte(b, '\n')
-	if eol < 0 {
-		return "", len(b) >= 8<<10
-	}
-	line := bytes.TrimSuffix(b[:eol], []byte("\r"))
-	sp := bytes.LastIndexByte(line, ' ')
-	switch string(line[sp+1:]) {
-	case "HTTP/1.1":
-		return "http/1.1", true
-	case "HTTP/1.0":
-		return "http/1.0", true
-	}
-	return "", true
 }
 
 // prefixConn replays the sniffed bytes before reading the connection

@@ -18,9 +18,7 @@ import (
 // back: when the most specific chains of a step fail a later step, the
 // connection gets the default chain, not a less specific one.
 func (l *Listener) Match(dst netip.AddrPort, transportProto, sni string, appProtos []string) *FilterChain {
-	c := l.Chains
-	c = narrow(c, func(fc *FilterChain) int { return matchPort(fc.Match.DestPort, dst.Port()) })
-	c = narrow(c, func(fc *FilterChain) int { return matchPrefix(fc.Match.Prefixes, dst.Addr().Unmap()) })
+	c := l.Candidates(dst)
 	c = narrow(c, func(fc *FilterChain) int { return matchServerName(fc.Match.ServerNames, strings.ToLower(sni)) })
 	c = narrow(c, func(fc *FilterChain) int { return matchExact(fc.Match.TransportProtocol, transportProto) })
 	c = narrow(c, func(fc *FilterChain) int { return matchAppProtos(fc.Match.AppProtocols, appProtos) })
@@ -28,6 +26,15 @@ func (l *Listener) Match(dst netip.AddrPort, transportProto, sni string, appProt
 		return l.Default
 	}
 	return c[0] // Build refuses listeners where two chains could both remain
+}
+
+// Candidates returns the chains that the first two steps of [Listener.Match]
+// (destination_port, then prefix_ranges) leave for a connection to dst:
+// those among which its server name, transport and application protocols
+// then choose. None left means the default chain.
+func (l *Listener) Candidates(dst netip.AddrPort) []*FilterChain {
+	c := narrow(l.Chains, func(fc *FilterChain) int { return matchPort(fc.Match.DestPort, dst.Port()) })
+	return narrow(c, func(fc *FilterChain) int { return matchPrefix(fc.Match.Prefixes, dst.Addr().Unmap()) })
 }
 
 // narrow keeps the chains with the highest score; a negative score is no
