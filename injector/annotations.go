@@ -10,8 +10,15 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// Pod annotations (DESIGN.md, "Names"). Users set the first seven; the
+// Pod annotations (DESIGN.md, "Names"). Users set the first eight; the
 // injector writes the last two.
+//
+// weft.dev/exclude-outbound-ports and weft.dev/exclude-outbound-cidrs
+// exclude destinations from capture whatever the protocol: TCP to them is
+// not redirected to the sidecar, and where outbound UDP is dropped
+// (weft.dev/outbound-udp: drop), UDP to them still leaves.
+// weft.dev/outbound-udp (drop or allow) overrides the injector's
+// Config.OutboundUDP for one pod.
 const (
 	AnnotationInject               = "weft.dev/inject"
 	AnnotationExcludeInboundPorts  = "weft.dev/exclude-inbound-ports"
@@ -20,6 +27,7 @@ const (
 	AnnotationProxyCPU             = "weft.dev/proxy-cpu"
 	AnnotationProxyMemory          = "weft.dev/proxy-memory"
 	AnnotationLogLevel             = "weft.dev/log-level"
+	AnnotationOutboundUDP          = "weft.dev/outbound-udp"
 	AnnotationInjected             = "weft.dev/injected"
 	AnnotationProbes               = "weft.dev/probes"
 )
@@ -35,6 +43,21 @@ const (
 // logLevels are the values weft.dev/log-level accepts.
 var logLevels = []string{"debug", "info", "warn", "error"}
 
+// Values of weft.dev/outbound-udp and Config.OutboundUDP: what weft-init
+// does with the pod's outbound UDP other than DNS to its nameservers
+// (weft-sidecar init --outbound-udp).
+const (
+	// OutboundUDPAllow lets it leave, unaudited: the mesh cannot decide
+	// UDP. Right for ALLOW_ANY, the default outbound mode.
+	OutboundUDPAllow = "allow"
+	// OutboundUDPDrop rejects it (ICMP port unreachable, so QUIC falls
+	// back to TCP, which the sidecar decides) and counts it per
+	// destination. Right for REGISTRY_ONLY.
+	OutboundUDPDrop = "drop"
+)
+
+var outboundUDPModes = []string{OutboundUDPAllow, OutboundUDPDrop}
+
 // options is what a pod's annotations ask for, validated and normalised.
 type options struct {
 	excludeInboundPorts  []string // always starts with the health port
@@ -42,6 +65,7 @@ type options struct {
 	excludeOutboundCIDRs []string // canonical (masked) prefixes
 	cpu, memory          *resource.Quantity
 	logLevel             string
+	outboundUDP          string
 }
 
 // parseAnnotations validates every weft.dev/ annotation of a pod. Unknown
@@ -49,8 +73,8 @@ type options struct {
 // ignored would capture traffic the user meant to exclude (or the reverse).
 // All problems are reported, in key order, one "injector: annotation ..."
 // clause each.
-func parseAnnotations(ann map[string]string, defaultLogLevel string) (options, error) {
-	opts := options{excludeInboundPorts: []string{strconv.Itoa(HealthPort)}, logLevel: defaultLogLevel}
+func parseAnnotations(ann map[string]string, defaultLogLevel, defaultOutboundUDP string) (options, error) {
+	opts := options{excludeInboundPorts: []string{strconv.Itoa(HealthPort)}, logLevel: defaultLogLevel, outboundUDP: defaultOutboundUDP}
 	keys := make([]string, 0, len(ann))
 	for k := range ann {
 		if strings.HasPrefix(k, annotationPrefix) {
@@ -99,6 +123,11 @@ func (o *options) set(key, value string) error {
 			return fmt.Errorf("%q is not one of %s", value, strings.Join(logLevels, ", "))
 		}
 		o.logLevel = value
+	case AnnotationOutboundUDP:
+		if !slices.Contains(outboundUDPModes, value) {
+			return fmt.Errorf("%q is not %s or %s", value, OutboundUDPDrop, OutboundUDPAllow)
+		}
+		o.outboundUDP = value
 	case AnnotationInjected, AnnotationProbes:
 		// Written by the injector; overwritten on injection.
 	default:
@@ -108,7 +137,7 @@ func (o *options) set(key, value string) error {
 }
 
 var userAnnotations = []string{AnnotationInject, AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts,
-	AnnotationExcludeOutboundCIDRs, AnnotationProxyCPU, AnnotationProxyMemory, AnnotationLogLevel}
+	AnnotationExcludeOutboundCIDRs, AnnotationProxyCPU, AnnotationProxyMemory, AnnotationLogLevel, AnnotationOutboundUDP}
 
 // list splits a comma list, trimming blanks around items. An empty or
 // all-blank value is an empty list; an empty item between commas is not.

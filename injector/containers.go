@@ -68,6 +68,7 @@ func (i *Injector) initContainer(o options) corev1.Container {
 			"--exclude-inbound-ports=" + strings.Join(o.excludeInboundPorts, ","),
 			"--exclude-outbound-ports=" + strings.Join(o.excludeOutboundPorts, ","),
 			"--exclude-outbound-cidrs=" + strings.Join(o.excludeOutboundCIDRs, ","),
+			"--outbound-udp=" + o.outboundUDP,
 		},
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},

@@ -49,6 +49,23 @@
 // ready, but the sidecar has no such command yet; once it does, add the hook
 // here.
 //
+// # Outbound UDP
+//
+// weft-init's --outbound-udp is Config.OutboundUDP (weft-injector
+// -outbound-udp, default allow), or the pod's weft.dev/outbound-udp
+// annotation (drop or allow) where it has one. The mesh cannot decide UDP:
+// under drop, weft-init rejects the pod's outbound UDP other than DNS to
+// its nameservers (which the DNS proxy sees), so QUIC falls back to TCP,
+// which the sidecar decides; under allow it leaves unaudited. Drop is what
+// a REGISTRY_ONLY mesh wants, allow what ALLOW_ANY does. The injector
+// imports nothing of the control plane and does not read the MeshConfig,
+// so whoever runs it sets -outbound-udp=drop for a REGISTRY_ONLY mesh;
+// pods keep the choice made at their creation. weft.dev/exclude-outbound-
+// ports and weft.dev/exclude-outbound-cidrs apply to UDP as well: a pod
+// that may bypass the sidecar for a destination over TCP may do so over
+// UDP. Like those, the annotation is the pod author's: it can opt a pod
+// out of the drop, as the exclusions can opt it out of TCP capture.
+//
 // # Resources
 //
 // weft-proxy requests 10m CPU and 32Mi memory with a 128Mi memory limit and

@@ -45,6 +45,14 @@ type Config struct {
 	// ProxyLogLevel is weft-proxy's log level unless weft.dev/log-level
 	// says otherwise; "" means info.
 	ProxyLogLevel string
+	// OutboundUDP is what weft-init does with a pod's outbound UDP other
+	// than DNS (weft-sidecar init --outbound-udp) unless
+	// weft.dev/outbound-udp says otherwise: [OutboundUDPAllow] or
+	// [OutboundUDPDrop]; "" means allow. The injector does not read the
+	// MeshConfig: whoever runs it sets drop for a REGISTRY_ONLY mesh. The
+	// choice is made when the pod is created; changing the mesh's mode
+	// later does not reach running pods.
+	OutboundUDP string
 	// Logger receives one line per decision; nil discards.
 	Logger *slog.Logger
 }
@@ -82,6 +90,7 @@ func New(cfg Config) (*Injector, error) {
 	def(&cfg.TrustDomain, "cluster.local")
 	def(&cfg.Namespace, "weft-system")
 	def(&cfg.ProxyLogLevel, "info")
+	def(&cfg.OutboundUDP, OutboundUDPAllow)
 	if cfg.PullPolicy == "" {
 		cfg.PullPolicy = corev1.PullIfNotPresent
 	}
@@ -90,6 +99,9 @@ func New(cfg Config) (*Injector, error) {
 	}
 	if !slices.Contains(logLevels, cfg.ProxyLogLevel) {
 		return nil, fmt.Errorf("injector: Config.ProxyLogLevel %q is not one of %v", cfg.ProxyLogLevel, logLevels)
+	}
+	if !slices.Contains(outboundUDPModes, cfg.OutboundUDP) {
+		return nil, fmt.Errorf("injector: Config.OutboundUDP %q is not %s or %s", cfg.OutboundUDP, OutboundUDPAllow, OutboundUDPDrop)
 	}
 	if cfg.ProxyResources.Requests == nil && cfg.ProxyResources.Limits == nil {
 		cfg.ProxyResources = DefaultProxyResources()

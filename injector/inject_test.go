@@ -3,6 +3,7 @@ package injector
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -113,7 +114,7 @@ func TestInitArgs(t *testing.T) {
 	init, proxy := got.Spec.InitContainers[0], got.Spec.InitContainers[1]
 	want := []string{"--inbound-port=15006", "--outbound-port=15001", "--proxy-uid=1337", "--include-inbound-ports=*",
 		"--exclude-inbound-ports=15020,9100,9101", "--exclude-outbound-ports=5432",
-		"--exclude-outbound-cidrs=169.254.169.254/32,198.19.0.0/16,fd00::/8"}
+		"--exclude-outbound-cidrs=169.254.169.254/32,198.19.0.0/16,fd00::/8", "--outbound-udp=drop"}
 	if strings.Join(init.Command, " ") != SidecarBinary+" init" || strings.Join(init.Args, " ") != strings.Join(want, " ") {
 		t.Errorf("weft-init: %v %v\nwant args %v", init.Command, init.Args, want)
 	}
@@ -125,6 +126,36 @@ func TestInitArgs(t *testing.T) {
 	if r.Requests.Cpu().String() != "250m" || r.Limits.Cpu().String() != "250m" ||
 		r.Requests.Memory().String() != "256Mi" || r.Limits.Memory().String() != "256Mi" {
 		t.Errorf("resources %+v", r)
+	}
+}
+
+// TestOutboundUDP: weft-init's --outbound-udp comes from Config.OutboundUDP
+// (allow unless set), and weft.dev/outbound-udp overrides it either way.
+func TestOutboundUDP(t *testing.T) {
+	for _, tc := range []struct {
+		cfg, annotation, want string
+	}{
+		{"", "", "allow"},
+		{"drop", "", "drop"},
+		{"allow", "", "allow"},
+		{"drop", "allow", "allow"},
+		{"", "drop", "drop"},
+	} {
+		inj, err := New(Config{Version: "v0.0.0-test", SidecarImage: testImage, NativeSidecar: true, OutboundUDP: tc.cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod := podWith(t, func(p *corev1.Pod) {
+			if tc.annotation != "" {
+				p.Annotations = map[string]string{AnnotationOutboundUDP: tc.annotation}
+			}
+		})
+		review, _ := inj.Review(reviewBody(t, pod, "demo"))
+		got, _ := applyPatch(t, pod, review.Response)
+		init := got.Spec.InitContainers[0]
+		if want := "--outbound-udp=" + tc.want; init.Name != InitName || !slices.Contains(init.Args, want) {
+			t.Errorf("Config.OutboundUDP %q, annotation %q: %s args %v, want %s", tc.cfg, tc.annotation, init.Name, init.Args, want)
+		}
 	}
 }
 
@@ -224,6 +255,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{Config{}, "injector: Config.SidecarImage is required"},
 		{Config{SidecarImage: "x", TrustDomain: "Bad Domain"}, `injector: Config.TrustDomain "Bad Domain": `},
 		{Config{SidecarImage: "x", ProxyLogLevel: "loud"}, `injector: Config.ProxyLogLevel "loud" is not one of`},
+		{Config{SidecarImage: "x", OutboundUDP: "reject"}, `injector: Config.OutboundUDP "reject" is not allow or drop`},
 	} {
 		if _, err := New(tc.cfg); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("New(%+v) = %v, want %q", tc.cfg, err, tc.want)

@@ -25,7 +25,10 @@ func TestBadAnnotationsRefused(t *testing.T) {
 		{AnnotationLogLevel, "verbose", `injector: annotation weft.dev/log-level: "verbose" is not one of debug, info, warn, error`},
 		{AnnotationInject, "yes", `injector: annotation weft.dev/inject: "yes" is not enabled or disabled`},
 		{"weft.dev/exclude-outbound-cidr", "198.18.0.0/15", "injector: annotation weft.dev/exclude-outbound-cidr: unknown weft annotation (known: weft.dev/inject, " +
-			"weft.dev/exclude-inbound-ports, weft.dev/exclude-outbound-ports, weft.dev/exclude-outbound-cidrs, weft.dev/proxy-cpu, weft.dev/proxy-memory, weft.dev/log-level)"},
+			"weft.dev/exclude-inbound-ports, weft.dev/exclude-outbound-ports, weft.dev/exclude-outbound-cidrs, weft.dev/proxy-cpu, weft.dev/proxy-memory, weft.dev/log-level, " +
+			"weft.dev/outbound-udp)"},
+		{AnnotationOutboundUDP, "reject", `injector: annotation weft.dev/outbound-udp: "reject" is not drop or allow`},
+		{AnnotationOutboundUDP, "Drop", `injector: annotation weft.dev/outbound-udp: "Drop" is not drop or allow`},
 	} {
 		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
 			pod := podWith(t, func(p *corev1.Pod) { p.Annotations = map[string]string{tc.key: tc.value, "other.io/x": "y"} })

@@ -52,7 +52,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	inj, err := injector.New(injector.Config{
 		Version: version.Version, SidecarImage: o.sidecarImage, PullPolicy: corev1.PullPolicy(o.pullPolicy),
 		ControlPlaneAddr: o.controlPlane, TrustDomain: td.Name(), Namespace: o.namespace, NativeSidecar: native,
-		ProxyLogLevel: o.proxyLogLevel, Logger: log.With("room", "injector"),
+		ProxyLogLevel: o.proxyLogLevel, OutboundUDP: o.outboundUDP, Logger: log.With("room", "injector"),
 	})
 	if err != nil {
 		return err

@@ -41,13 +41,18 @@ func initCapture(args []string) error {
 // A resolv.conf that cannot be read or parsed does not fail the pod: init
 // logs a warning and installs the rules without DNS capture (DNSPort stays
 // reserved, no DNS is redirected), so the pod's DNS goes straight to its
-// nameservers and the sidecar does not see the answers.
+// nameservers and the sidecar does not see the answers; under
+// --outbound-udp=drop it then lets UDP port 53 leave to any server, so the
+// pod still resolves names.
+//
+// --outbound-udp is the injector's to set: drop for pods of a
+// REGISTRY_ONLY mesh, allow (the default) otherwise.
 func initConfig(args []string, onErr flag.ErrorHandling, newLogger func(level string) (*slog.Logger, error)) (capture.Config, bool, error) {
 	cfg := capture.DefaultConfig()
 	var (
 		inbound, outbound, uid, dnsPort         uint
 		include, exclIn, exclOut, exclCIDRs, lv string
-		resolvConf                              string
+		resolvConf, udp                         string
 		cleanup                                 bool
 	)
 	fs := flag.NewFlagSet("init", onErr)
@@ -60,6 +65,8 @@ func initConfig(args []string, onErr flag.ErrorHandling, newLogger func(level st
 	fs.StringVar(&exclCIDRs, "exclude-outbound-cidrs", "", "outbound destinations never captured")
 	fs.UintVar(&dnsPort, "dns-port", uint(cfg.DNSPort), "port DNS to the pod's nameservers (UDP and TCP 53) is redirected to; 0 = no DNS capture")
 	fs.StringVar(&resolvConf, "resolv-conf", "/etc/resolv.conf", "the pod's resolv.conf, whose nameservers' DNS is captured")
+	fs.StringVar(&udp, "outbound-udp", string(capture.UDPAllow), "outbound UDP other than DNS to the pod's nameservers: allow (leaves, unaudited: ALLOW_ANY) "+
+		"or drop (rejected and counted per destination: REGISTRY_ONLY); --exclude-outbound-ports and --exclude-outbound-cidrs let it leave")
 	fs.BoolVar(&cleanup, "cleanup", false, "remove weft's rules instead of installing them")
 	fs.StringVar(&lv, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -77,6 +84,9 @@ func initConfig(args []string, onErr flag.ErrorHandling, newLogger func(level st
 	}
 	cfg.InboundPort, cfg.OutboundPort, cfg.ProxyUID, cfg.Logger = uint16(inbound), uint16(outbound), uint32(uid), log
 	cfg.DNSPort = uint16(dnsPort)
+	if cfg.OutboundUDP, err = capture.ParseUDPPolicy(udp); err != nil {
+		return cfg, false, fmt.Errorf("init: --outbound-udp: %w", err)
+	}
 	for _, p := range []struct {
 		flag string
 		in   string

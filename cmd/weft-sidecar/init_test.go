@@ -124,6 +124,8 @@ func TestInitConfigErrors(t *testing.T) {
 		{[]string{"--dns-port=x"}, `init: invalid value "x" for flag -dns-port: parse error`},
 		{[]string{"--exclude-outbound-ports=*"}, `init: --exclude-outbound-ports: "*" is not allowed in an exclusion list`},
 		{[]string{"--log-level=loud"}, `--log-level: slog: level string "loud": unknown name`},
+		{[]string{"--outbound-udp=reject"}, `init: --outbound-udp: capture: outbound UDP policy "reject" is not allow or drop`},
+		{[]string{"--outbound-udp="}, `init: --outbound-udp: capture: outbound UDP policy "" is not allow or drop`},
 	} {
 		_, _, _, err := initConfigFor(t, append(tc.args, "--resolv-conf="+resolv)...)
 		if err == nil || err.Error() != tc.want {
@@ -132,5 +134,44 @@ func TestInitConfigErrors(t *testing.T) {
 	}
 	if _, cleanup, _, err := initConfigFor(t, "--cleanup", "--dns-port=70000"); err != nil || !cleanup {
 		t.Errorf("--cleanup: cleanup %v, err %v", cleanup, err)
+	}
+}
+
+func TestInitConfigOutboundUDP(t *testing.T) {
+	resolv := writeResolvConf(t, clusterFirst)
+	// Without the flag (an injector older than it): allow, as before.
+	cfg, _, _, err := initConfigFor(t, append(injectorArgs, "--resolv-conf="+resolv)...)
+	if err != nil || cfg.OutboundUDP != capture.UDPAllow {
+		t.Fatalf("default: OutboundUDP %q, err %v; want allow", cfg.OutboundUDP, err)
+	}
+	if rules := capture.Rules(cfg); strings.Contains(rules, "reject") {
+		t.Errorf("allow rejects:\n%s", rules)
+	}
+
+	cfg, _, logs, err := initConfigFor(t, append(injectorArgs, "--resolv-conf="+resolv, "--outbound-udp=drop")...)
+	if err != nil || cfg.OutboundUDP != capture.UDPDrop || logs != "" {
+		t.Fatalf("drop: OutboundUDP %q, err %v, logs %q", cfg.OutboundUDP, err, logs)
+	}
+	rules := capture.Rules(cfg)
+	for _, want := range []string{
+		"ip daddr 198.18.0.10 udp dport 53 redirect to :15053", // DNS still goes to the DNS proxy
+		"udp dport 5432 return",                                // the injector's excluded port covers UDP
+		"counter reject comment \"weft: outbound UDP dropped\"",
+	} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("drop: Rules lacks %q:\n%s", want, rules)
+		}
+	}
+	if strings.Contains(rules, "DNS, not captured") {
+		t.Errorf("drop with DNS captured lets UDP 53 out:\n%s", rules)
+	}
+
+	// The pod's nameservers unknown: DNS leaves rather than break.
+	cfg, _, _, err = initConfigFor(t, "--outbound-udp=drop", "--resolv-conf="+filepath.Join(t.TempDir(), "absent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rules := capture.Rules(cfg); !strings.Contains(rules, "udp dport 53 return comment \"weft: DNS, not captured\"") {
+		t.Errorf("drop without nameservers:\n%s", rules)
 	}
 }

@@ -27,14 +27,14 @@ const (
 
 // helperEnv makes TestMain act as a tiny client instead of running tests:
 // it becomes UID 1337, dials the address (TCP, or UDP for "udp:ADDR"),
-// prints the line it read, exits.
+// prints the line it read, exits. "nft:list" instead reads table inet
+// weft over netlink, as the sidecar would to export its counters.
 const helperEnv = "WEFT_CAPTURE_TEST_DIAL_AS_1337"
 
 func TestMain(m *testing.M) {
 	if addr := os.Getenv(helperEnv); addr != "" {
 		os.Exit(helperDial(addr))
 	}
-	recordHostNetns()
 	leaked := hostWeftTable()
 	code := m.Run()
 	// Capture rules in the host's own namespace redirect the machine's TCP
@@ -86,6 +86,8 @@ func helperDial(addr string) int {
 	var err error
 	if udpAddr, ok := strings.CutPrefix(addr, "udp:"); ok {
 		line, err = exchangeUDP(udpAddr)
+	} else if addr == "nft:list" {
+		line = listWeftTableAs1337()
 	} else {
 		line, err = dialLine(addr)
 	}
@@ -167,11 +169,11 @@ func expectLine(t *testing.T, ns *netns, addr, want string) {
 	var got string
 	err := ns.Do(func() (err error) { got, err = dialLine(addr); return err })
 	if err != nil {
-		t.Errorf("dial %s from %s: %v (want %q)", addr, ns.name, err, want)
+		t.Errorf("dial %s from %s: %v (want %q)", addr, ns.Name, err, want)
 		return
 	}
 	if got != want {
-		t.Errorf("dial %s from %s: got %q, want %q", addr, ns.name, got, want)
+		t.Errorf("dial %s from %s: got %q, want %q", addr, ns.Name, got, want)
 	}
 }
 
@@ -254,7 +256,7 @@ func expectLineAs1337(t *testing.T, ns *netns, target, want string) {
 		return
 	}
 	if got := strings.TrimSpace(string(out)); got != want {
-		t.Errorf("UID 1337 to %s from %s: got %q, want %q", target, ns.name, got, want)
+		t.Errorf("UID 1337 to %s from %s: got %q, want %q", target, ns.Name, got, want)
 	}
 }
 

@@ -50,11 +50,13 @@ type Config struct {
 	// ExcludeInboundPorts are never captured inbound. InboundPort,
 	// OutboundPort, AdminPort and HealthPort are always excluded as well;
 	// listing them is allowed and changes nothing.
-	ExcludeInboundPorts  []uint16
+	ExcludeInboundPorts []uint16
+	// ExcludeOutboundPorts are destination ports reached directly, not
+	// through the sidecar: TCP, and under UDPDrop UDP as well.
 	ExcludeOutboundPorts []uint16
 	// ExcludeOutboundCIDRs are destinations reached directly, not through
-	// the sidecar. Host bits are ignored (198.18.0.1/16 means
-	// 198.18.0.0/16).
+	// the sidecar, over any protocol (so under UDPDrop their UDP leaves
+	// too). Host bits are ignored (198.18.0.1/16 means 198.18.0.0/16).
 	ExcludeOutboundCIDRs []netip.Prefix
 
 	// DNSPort is the sidecar's DNS proxy, listening on 127.0.0.1 and [::1]
@@ -71,19 +73,54 @@ type Config struct {
 	// package doc). IPv4-mapped IPv6 addresses count as the IPv4 address.
 	DNSServers []netip.Addr
 
+	// OutboundUDP decides outbound UDP other than DNS to DNSServers (which
+	// goes to the DNS proxy either way): UDPAllow (or "") lets it leave
+	// the pod untouched and unaudited, UDPDrop rejects it with ICMP port
+	// unreachable and counts it per destination (see the package doc).
+	// UDP from ProxyUID, over loopback, to ExcludeOutboundCIDRs or to
+	// ExcludeOutboundPorts always leaves.
+	OutboundUDP UDPPolicy
+
 	// Logger receives one Info record per successful Install; nil discards.
 	Logger *slog.Logger
 }
 
+// UDPPolicy is what becomes of the pod's outbound UDP (Config.OutboundUDP).
+type UDPPolicy string
+
+const (
+	// UDPAllow lets outbound UDP leave: the mesh cannot decide it, so it
+	// is neither audited nor refused. What ALLOW_ANY pods get.
+	UDPAllow UDPPolicy = "allow"
+	// UDPDrop rejects outbound UDP (ICMP port unreachable, so a QUIC
+	// client falls back to TCP at once) and counts it: REGISTRY_ONLY
+	// pods, whose egress the mesh must decide.
+	UDPDrop UDPPolicy = "drop"
+)
+
+// ParseUDPPolicy reads "allow" or "drop".
+func ParseUDPPolicy(s string) (UDPPolicy, error) {
+	switch p := UDPPolicy(strings.TrimSpace(s)); p {
+	case UDPAllow, UDPDrop:
+		return p, nil
+	}
+	return "", fmt.Errorf("capture: outbound UDP policy %q is not %s or %s", s, UDPAllow, UDPDrop)
+}
+
+// dropUDP reports whether outbound UDP is rejected.
+func (c Config) dropUDP() bool { return c.OutboundUDP == UDPDrop }
+
 // DefaultConfig returns the ports and UID of DESIGN.md with nothing excluded
 // beyond the sidecar's own ports. DNSPort is DefaultDNSPort, but with no
 // DNSServers no DNS is redirected until the caller fills them in.
+// OutboundUDP is UDPAllow, what the mesh's default (ALLOW_ANY) asks for.
 func DefaultConfig() Config {
 	return Config{
 		InboundPort:  DefaultInboundPort,
 		OutboundPort: DefaultOutboundPort,
 		ProxyUID:     DefaultProxyUID,
 		DNSPort:      DefaultDNSPort,
+		OutboundUDP:  UDPAllow,
 	}
 }
 
@@ -99,6 +136,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("capture: InboundPort and OutboundPort are both %d", c.InboundPort)
 	case c.ProxyUID == 0:
 		return errors.New("capture: ProxyUID is 0: exempting root would leave every root process uncaptured (the sidecar runs as 1337)")
+	case c.OutboundUDP != "" && c.OutboundUDP != UDPAllow && c.OutboundUDP != UDPDrop:
+		return fmt.Errorf("capture: OutboundUDP %q is not %s or %s", string(c.OutboundUDP), UDPAllow, UDPDrop)
 	}
 	for _, p := range []struct {
 		name string
@@ -183,7 +222,7 @@ func (c Config) dnsServers() (redirect, skipped []netip.Addr) {
 	return slices.Compact(redirect), slices.Compact(skipped)
 }
 
-// ParsePorts parses a comma-separated list of TCP ports such as "80,443"
+// ParsePorts parses a comma-separated list of ports such as "80,443"
 // (spaces around entries are allowed). It returns the ports sorted, without
 // duplicates. "" and "*" both return nil, which the Config fields read as
 // "all ports" (IncludeInboundPorts) or "no ports" (the Exclude lists).

@@ -10,14 +10,16 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
 
 // serveUDP answers every datagram to addr inside ns with one datagram,
-// "<name> <local address>", sent back to where it came from.
-func serveUDP(t *testing.T, ns *netns, addr, name string) {
+// "<name> <local address>", sent back to where it came from. It returns
+// how many datagrams arrived so far.
+func serveUDP(t *testing.T, ns *netns, addr, name string) *atomic.Int64 {
 	t.Helper()
 	var pc net.PacketConn
 	ns.Must(t, func() (err error) {
@@ -25,6 +27,7 @@ func serveUDP(t *testing.T, ns *netns, addr, name string) {
 		return err
 	})
 	var wg sync.WaitGroup
+	var received atomic.Int64
 	t.Cleanup(func() { pc.Close(); wg.Wait() })
 	wg.Add(1)
 	go func() {
@@ -35,9 +38,11 @@ func serveUDP(t *testing.T, ns *netns, addr, name string) {
 			if err != nil {
 				return
 			}
+			received.Add(1)
 			_, _ = pc.WriteTo(fmt.Appendf(nil, "%s %s", name, pc.LocalAddr()), from)
 		}
 	}()
+	return &received
 }
 
 // exchangeUDP sends one datagram to addr from an unconnected socket (which,
@@ -76,11 +81,11 @@ func expectUDP(t *testing.T, ns *netns, addr, want string) {
 	var got string
 	err := ns.Do(func() (err error) { got, err = exchangeUDP(addr); return err })
 	if err != nil {
-		t.Errorf("UDP to %s from %s: %v (want %q)", addr, ns.name, err, want)
+		t.Errorf("UDP to %s from %s: %v (want %q)", addr, ns.Name, err, want)
 		return
 	}
 	if got != want {
-		t.Errorf("UDP to %s from %s: got %q, want %q", addr, ns.name, got, want)
+		t.Errorf("UDP to %s from %s: got %q, want %q", addr, ns.Name, got, want)
 	}
 }
 

@@ -12,20 +12,24 @@
 // Everything lives in one nftables table, `inet weft`. The inet family serves
 // IPv4 and IPv6 with the same chains (inet nat needs Linux >= 5.2). Install
 // replaces an existing weft table in one netlink batch (add table, delete
-// table, add table, chains, rules: one transaction), so re-running init never
+// table, add table, sets, chains, rules: one transaction), so re-running init never
 // duplicates rules and no packet ever sees a half-built table. Remove deletes
 // that table and nothing else; other tables (kube-proxy's, the CNI's, an
 // operator's) are never touched. Rules carries the same rule set as
 // nft(8) text, with the same comments Install stores in the kernel, so
-// `nft list table inet weft` inside the pod shows what Rules printed.
+// `nft list table inet weft` inside the pod shows what Rules printed (with
+// the counters' values, and the sets' elements, which Rules leaves out).
 //
 // # The rule set
 //
 // TCP is redirected, and DNS (UDP and TCP port 53) to the pod's own
-// nameservers; other UDP, ICMP and SCTP are never touched. Each rule's
-// matches are evaluated in order; `return` ends the chain for that packet
-// (policy accept, no rewrite). Only a connection's first packet is
-// evaluated: nat chains act per connection.
+// nameservers. Other outbound UDP is left alone (Config.OutboundUDP
+// UDPAllow, weft-sidecar init --outbound-udp=allow) or rejected and
+// counted (UDPDrop, --outbound-udp=drop: chain output_udp below). ICMP,
+// SCTP and inbound UDP are never touched. Each rule's matches are
+// evaluated in order; `return` ends the chain for that packet (policy
+// accept, no rewrite). Chains prerouting and output are nat chains: only a
+// connection's first packet is evaluated.
 //
 // Chain prerouting (type nat hook prerouting priority dstnat) - inbound, i.e.
 // connections arriving from other hosts and pods:
@@ -74,10 +78,84 @@
 //     ExcludeOutboundCIDRs.
 //  7. meta l4proto tcp redirect to :OutboundPort.
 //
+// Chain output_udp (type filter hook output priority filter, i.e. 0) -
+// only with UDPDrop; outbound UDP, every packet:
+//
+//  1. meta l4proto != udp return - this chain judges UDP only.
+//  2. meta skuid ProxyUID return - the sidecar's own UDP (its DNS
+//     forwarder's queries) leaves.
+//  3. ct direction reply return - answers of a UDP server in the pod to
+//     its clients: a flow someone else opened is not egress (who may open
+//     one is NetworkPolicy's business).
+//  4. oifname "lo" return, ip daddr 127.0.0.0/8 return, ip6 daddr ::1
+//     return - loopback, and DNS that output rule 4 redirected to the DNS
+//     proxy: this chain runs after output (0 > -100) and sees the
+//     rewritten destination, but the output interface the hook was called
+//     with, the original one.
+//  5. udp dport 53 return, only when no DNS is redirected (DNSPort 0, or
+//     no nameserver known, or only loopback ones): the pod must still
+//     resolve names, and which servers it asks is unknown. Install logs a
+//     warning: DNS to any server then leaves, unaudited.
+//  6. udp dport P return for every P in ExcludeOutboundPorts, and
+//     ip daddr C return / ip6 daddr C return for every C in
+//     ExcludeOutboundCIDRs - the exclusions cover UDP as they cover TCP: a
+//     destination the pod may reach past the sidecar over TCP it may
+//     reach over UDP (a port excluded for TCP already lets anything out
+//     through it, so covering UDP grants nothing new; STUN/TURN, NTP or a
+//     database's UDP port are excluded once, not twice).
+//  7. update @udp_dropped_ipv4 { ip daddr . udp dport counter } and the same
+//     for IPv6 into udp_dropped_ipv6 - the count per destination (below).
+//  8. counter reject - ICMP (ICMPv6) port unreachable. The send itself
+//     fails with EPERM, as for any locally generated packet netfilter
+//     drops, and a connected socket's next call with ECONNREFUSED (the
+//     ICMP error), so the app learns at once: a QUIC client (HTTP/3 to 443)
+//     falls back to TCP, which output rule 7 hands to the sidecar, which
+//     decides it.
+//
+// A filter chain rather than more rules in output: a nat chain sees only
+// a flow's first packet, and none of a packet conntrack could not track,
+// which would then leave unjudged; this one sees every packet and lets
+// through only what rules 2-6 name (an untracked packet matches no
+// direction and is rejected).
+//
+// What the mesh cannot decide, it cannot audit: under UDPAllow (the
+// default, what ALLOW_ANY asks for) the pod's UDP leaves unaudited, and
+// DNS to servers other than its nameservers with it. Under UDPDrop the
+// pod's UDP egress is what the exclusions allow. Neither covers raw
+// sockets (CAP_NET_RAW) or other protocols: ICMP and SCTP are never
+// touched.
+//
+// # Counting rejected UDP
+//
+// Rule 8's counter totals the rejected packets. Sets udp_dropped_ipv4
+// (ipv4_addr . inet_service) and udp_dropped_ipv6 (ipv6_addr .
+// inet_service) hold a counter per destination address and port, each
+// element until an hour after its last packet (UDPDroppedTimeout), at
+// most 1024 per family (UDPDroppedSetSize; a full set adds no element, the
+// packet is still rejected and totalled). Reading them takes CAP_NET_ADMIN
+// in the pod's network namespace: nfnetlink refuses every request, a
+// listing included, without it (TestUDPDrop checks that UID 1337 gets
+// EPERM). weft-proxy runs as 1337 with no capabilities, so it cannot
+// export them (there is no weft_sidecar_udp_dropped_total), and granting
+// it NET_ADMIN would let it rewrite the rules it is subject to. An
+// operator reads them as weft-init would, from a container with NET_ADMIN
+// in the pod's network namespace and an nft binary (weft's images have
+// none), e.g.
+//
+//	kubectl debug -n NS POD -it --profile=netadmin --image=IMAGE_WITH_NFT -- nft list table inet weft
+//
+// or on the node, nsenter -t PID_OF_A_POD_PROCESS -n nft list table inet
+// weft. The sets list as
+//
+//	elements = { 198.18.0.7 . 443 counter packets 1 bytes 128 expires 59m59s976ms }
+//
+// # Where redirected connections arrive
+//
 // A redirect rewrites the destination to the pod's own address: for inbound,
 // the primary address of the interface the packet arrived on; for outbound,
 // 127.0.0.1 or ::1. So the proxy must listen on 0.0.0.0/[::] for InboundPort
-// and may (should) listen on loopback only for OutboundPort. The original
+// and may (should) listen on loopback only for OutboundPort - on 127.0.0.1
+// and on [::1], or the pod's IPv6 TCP is refused. The original
 // destination stays in the connection's conntrack entry; OriginalDst reads it
 // with getsockopt(SOL_IP, SO_ORIGINAL_DST) or, for IPv6,
 // getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST).

@@ -38,14 +38,21 @@ func Install(cfg Config) error {
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
+	for _, spec := range buildSets(cfg) {
+		set := spec.set
+		set.Table = t
+		if err := c.AddSet(&set, nil); err != nil {
+			return fmt.Errorf("capture: set %s: %w", spec.name, err)
+		}
+	}
 	accept := nftables.ChainPolicyAccept
 	for _, ch := range buildChains(cfg) {
 		chain := c.AddChain(&nftables.Chain{
 			Name:     ch.name,
 			Table:    t,
-			Type:     nftables.ChainTypeNAT,
+			Type:     ch.typ,
 			Hooknum:  ch.hooks,
-			Priority: nftables.ChainPriorityNATDest,
+			Priority: ch.priority,
 			Policy:   &accept,
 		})
 		for _, r := range ch.rules {
@@ -61,12 +68,20 @@ func Install(cfg Config) error {
 		log.Warn("DNS to a loopback nameserver is not captured (loopback traffic never is): the sidecar does not see its answers",
 			"nameserver", a.String(), "dns_port", cfg.DNSPort)
 	}
+	if cfg.dropUDP() && len(dns) == 0 {
+		log.Warn("outbound UDP is dropped but DNS is not captured: DNS (UDP port 53) to any server leaves the pod, unaudited",
+			"dns_port", cfg.DNSPort)
+	}
+	udp := cfg.OutboundUDP
+	if udp == "" {
+		udp = UDPAllow
+	}
 	log.Info("capture rules installed",
 		"table", "inet "+TableName,
 		"inbound_port", cfg.InboundPort, "outbound_port", cfg.OutboundPort, "proxy_uid", cfg.ProxyUID,
 		"include_inbound_ports", cfg.IncludeInboundPorts, "exclude_inbound_ports", cfg.ExcludeInboundPorts,
 		"exclude_outbound_ports", cfg.ExcludeOutboundPorts, "exclude_outbound_cidrs", cfg.ExcludeOutboundCIDRs,
-		"dns_port", cfg.DNSPort, "dns_servers", dns)
+		"dns_port", cfg.DNSPort, "dns_servers", dns, "outbound_udp", string(udp))
 	return nil
 }
 
@@ -91,7 +106,7 @@ func hint(err error) string {
 	case errors.Is(err, os.ErrPermission):
 		return " (needs CAP_NET_ADMIN in the pod's network namespace)"
 	case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.EAFNOSUPPORT):
-		return " (does the kernel have nf_tables with inet nat and redir, Linux >= 5.2?)"
+		return " (does the kernel have nf_tables with inet nat and redir, Linux >= 5.2, and for --outbound-udp=drop nft_reject_inet and dynamic sets?)"
 	}
 	return ""
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -13,10 +14,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The two chains of table inet weft.
+// The chains of table inet weft; chainUDP only under UDPDrop.
 const (
 	chainInbound  = "prerouting"
 	chainOutbound = "output"
+	chainUDP      = "output_udp"
 )
 
 // dnsPort is the port of DNS (RFC 1035), over UDP and TCP alike.
@@ -31,11 +33,13 @@ type ruleSpec struct {
 }
 
 type chainSpec struct {
-	name  string
-	hook  string
-	prio  string // as nft(8) 1.0.6 prints and accepts it (dstnat = -100)
-	hooks *nftables.ChainHook
-	rules []ruleSpec
+	name     string
+	typ      nftables.ChainType
+	hook     string
+	prio     string // as nft(8) 1.0.6 prints and accepts it (dstnat = -100, filter = 0)
+	hooks    *nftables.ChainHook
+	priority *nftables.ChainPriority
+	rules    []ruleSpec
 }
 
 // part is a fragment of a rule: a match or a statement.
@@ -58,7 +62,8 @@ func rule(comment string, parts ...part) ruleSpec {
 // buildChains turns a (validated) Config into the rule set. It is the single
 // source of truth for both Install and Rules.
 func buildChains(c Config) []chainSpec {
-	in := chainSpec{name: chainInbound, hook: "prerouting", prio: "dstnat", hooks: nftables.ChainHookPrerouting}
+	in := chainSpec{name: chainInbound, typ: nftables.ChainTypeNAT, hook: "prerouting", prio: "dstnat",
+		hooks: nftables.ChainHookPrerouting, priority: nftables.ChainPriorityNATDest}
 	in.rules = append(in.rules,
 		rule("weft: sidecar inbound port", tcpDport(c.InboundPort), ret()),
 		rule("weft: sidecar outbound port", tcpDport(c.OutboundPort), ret()),
@@ -83,7 +88,8 @@ func buildChains(c Config) []chainSpec {
 		}
 	}
 
-	out := chainSpec{name: chainOutbound, hook: "output", prio: "-100", hooks: nftables.ChainHookOutput}
+	out := chainSpec{name: chainOutbound, typ: nftables.ChainTypeNAT, hook: "output", prio: "-100",
+		hooks: nftables.ChainHookOutput, priority: nftables.ChainPriorityNATDest}
 	out.rules = append(out.rules,
 		rule("weft: sidecar traffic", skuid(c.ProxyUID), ret()),
 		rule("weft: loopback", oifname("lo"), ret()),
@@ -103,17 +109,106 @@ func buildChains(c Config) []chainSpec {
 	for _, p := range sortedPorts(c.ExcludeOutboundPorts) {
 		out.rules = append(out.rules, rule("weft: excluded outbound port", tcpDport(p), ret()))
 	}
-	cidrs := make([]netip.Prefix, 0, len(c.ExcludeOutboundCIDRs))
-	for _, p := range c.ExcludeOutboundCIDRs {
-		cidrs = append(cidrs, p.Masked())
-	}
-	slices.SortFunc(cidrs, comparePrefix)
-	for _, p := range slices.Compact(cidrs) {
+	cidrs := sortedCIDRs(c.ExcludeOutboundCIDRs)
+	for _, p := range cidrs {
 		out.rules = append(out.rules, rule("weft: excluded outbound CIDR", daddr(p), ret()))
 	}
 	out.rules = append(out.rules, rule("weft: outbound capture", l4TCP(), redirect(c.OutboundPort)))
+	if !c.dropUDP() {
+		return []chainSpec{in, out}
+	}
 
-	return []chainSpec{in, out}
+	// Outbound UDP is refused in a filter chain, which sees every packet:
+	// a nat chain sees only a connection's first packet, and none that
+	// conntrack could not track. It runs after output (priority 0 >
+	// -100), so DNS redirected to the DNS proxy arrives here addressed
+	// to loopback.
+	udp := chainSpec{name: chainUDP, typ: nftables.ChainTypeFilter, hook: "output", prio: "filter",
+		hooks: nftables.ChainHookOutput, priority: nftables.ChainPriorityFilter}
+	udp.rules = append(udp.rules,
+		rule("weft: not UDP", l4protoNot("udp", unix.IPPROTO_UDP), ret()),
+		rule("weft: sidecar traffic", skuid(c.ProxyUID), ret()),
+		rule("weft: answers to UDP the pod received", ctDirection("reply", 1), ret()),
+		rule("weft: loopback", oifname("lo"), ret()),
+		rule("weft: loopback and the DNS proxy", daddr(netip.MustParsePrefix("127.0.0.0/8")), ret()),
+		rule("weft: loopback and the DNS proxy", daddr(netip.MustParsePrefix("::1/128")), ret()),
+	)
+	if len(redirectDNS) == 0 {
+		// No DNS capture (DNSPort 0, or no nameserver known): the pod's
+		// DNS must still resolve, and which servers it asks is unknown.
+		udp.rules = append(udp.rules, rule("weft: DNS, not captured", udpDport(dnsPort), ret()))
+	}
+	for _, p := range sortedPorts(c.ExcludeOutboundPorts) {
+		udp.rules = append(udp.rules, rule("weft: excluded outbound port", udpDport(p), ret()))
+	}
+	for _, p := range cidrs {
+		udp.rules = append(udp.rules, rule("weft: excluded outbound CIDR", daddr(p), ret()))
+	}
+	// Counting comes in rules of its own, before the reject: a full set
+	// makes its update fail, which ends only that rule.
+	udp.rules = append(udp.rules,
+		rule("weft: dropped UDP, per destination", updateDropped(udpDroppedSets[0])),
+		rule("weft: dropped UDP, per destination", updateDropped(udpDroppedSets[1])),
+		rule("weft: outbound UDP dropped", counter(), reject()),
+	)
+	return []chainSpec{in, out, udp}
+}
+
+func sortedCIDRs(prefixes []netip.Prefix) []netip.Prefix {
+	cidrs := make([]netip.Prefix, 0, len(prefixes))
+	for _, p := range prefixes {
+		cidrs = append(cidrs, p.Masked())
+	}
+	slices.SortFunc(cidrs, comparePrefix)
+	return slices.Compact(cidrs)
+}
+
+// The sets that count rejected UDP per destination (address and port),
+// one per family; only under UDPDrop. An element lives until
+// UDPDroppedTimeout after its last packet; a full set stops adding
+// elements (the packets are still rejected and counted by the rule).
+const (
+	UDPDroppedSetIPv4 = "udp_dropped_ipv4"
+	UDPDroppedSetIPv6 = "udp_dropped_ipv6"
+	UDPDroppedSetSize = 1024
+	UDPDroppedTimeout = time.Hour
+)
+
+// setSpec is one named set, as nft(8) text and as the netlink set Install
+// adds (without its table).
+type setSpec struct {
+	name  string
+	text  []string // the lines between "set NAME {" and "}"
+	proto byte     // NFPROTO_IPV4 or NFPROTO_IPV6
+	set   nftables.Set
+}
+
+var udpDroppedSets = [2]setSpec{udpDroppedSet(UDPDroppedSetIPv4, "ipv4_addr", unix.NFPROTO_IPV4, nftables.TypeIPAddr),
+	udpDroppedSet(UDPDroppedSetIPv6, "ipv6_addr", unix.NFPROTO_IPV6, nftables.TypeIP6Addr)}
+
+func udpDroppedSet(name, addrType string, proto byte, addr nftables.SetDatatype) setSpec {
+	return setSpec{
+		name: name,
+		text: []string{
+			"type " + addrType + " . inet_service",
+			fmt.Sprintf("size %d", UDPDroppedSetSize),
+			"flags dynamic,timeout",
+			"timeout 1h", // UDPDroppedTimeout, as nft(8) writes it
+		},
+		proto: proto,
+		// Not Concatenation: that flag (NFT_SET_CONCAT, Linux >= 5.6) is
+		// for interval sets, and nft(8) does not set it for this one.
+		set: nftables.Set{Name: name, KeyType: nftables.MustConcatSetType(addr, nftables.TypeInetService),
+			Dynamic: true, HasTimeout: true, Timeout: UDPDroppedTimeout, Size: UDPDroppedSetSize},
+	}
+}
+
+// buildSets returns the named sets the rules of buildChains use.
+func buildSets(c Config) []setSpec {
+	if !c.dropUDP() {
+		return nil
+	}
+	return udpDroppedSets[:]
 }
 
 func sortedPorts(ports []uint16) []uint16 {
@@ -131,22 +226,37 @@ func Rules(cfg Config) string {
 	}
 	var b strings.Builder
 	redirectDNS, skippedDNS := cfg.dnsServers()
-	if len(redirectDNS) == 0 {
+	otherUDP := "other UDP and other protocols are untouched."
+	if cfg.dropUDP() {
+		otherUDP = "other UDP is rejected and counted per destination in sets " + UDPDroppedSetIPv4 + " and " + UDPDroppedSetIPv6 +
+			";\n# other protocols are untouched."
+	}
+	switch {
+	case len(redirectDNS) == 0 && cfg.dropUDP():
+		fmt.Fprintf(&b, "# weft traffic capture: TCP is redirected, DNS (UDP port %d) is not captured and leaves;\n# %s\n", dnsPort, otherUDP)
+	case len(redirectDNS) == 0:
 		b.WriteString("# weft traffic capture: only TCP is redirected; UDP and other protocols are untouched.\n")
-	} else {
+	default:
 		fmt.Fprintf(&b, "# weft traffic capture: TCP is redirected, and DNS (UDP and TCP port %d) to the pod's nameservers\n", dnsPort)
-		fmt.Fprintf(&b, "# goes to :%d; other UDP and other protocols are untouched.\n", cfg.DNSPort)
+		fmt.Fprintf(&b, "# goes to :%d; %s\n", cfg.DNSPort, otherUDP)
 	}
 	for _, a := range skippedDNS {
 		fmt.Fprintf(&b, "# nameserver %s is not captured: loopback traffic never is.\n", a)
 	}
 	fmt.Fprintf(&b, "table inet %s {\n", TableName)
+	for _, s := range buildSets(cfg) {
+		fmt.Fprintf(&b, "\tset %s {\n", s.name)
+		for _, l := range s.text {
+			fmt.Fprintf(&b, "\t\t%s\n", l)
+		}
+		b.WriteString("\t}\n\n")
+	}
 	for i, ch := range buildChains(cfg) {
 		if i > 0 {
 			b.WriteString("\n")
 		}
 		fmt.Fprintf(&b, "\tchain %s {\n", ch.name)
-		fmt.Fprintf(&b, "\t\ttype nat hook %s priority %s; policy accept;\n", ch.hook, ch.prio)
+		fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", ch.typ, ch.hook, ch.prio)
 		for _, r := range ch.rules {
 			fmt.Fprintf(&b, "\t\t%s comment %q\n", r.text, r.comment)
 		}
@@ -161,6 +271,23 @@ func Rules(cfg Config) string {
 
 func l4TCP() part { return l4proto("tcp", unix.IPPROTO_TCP) }
 func l4UDP() part { return l4proto("udp", unix.IPPROTO_UDP) }
+
+func l4protoNot(name string, proto byte) part {
+	return part{"meta l4proto != " + name, []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{proto}},
+	}}
+}
+
+// ctDirection matches the packet's direction in its conntrack entry
+// (IP_CT_DIR_ORIGINAL 0, IP_CT_DIR_REPLY 1). An untracked packet has no
+// direction and matches neither.
+func ctDirection(name string, dir byte) part {
+	return part{"ct direction " + name, []expr.Any{
+		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{dir}},
+	}}
+}
 
 func l4proto(name string, proto byte) part {
 	return part{"meta l4proto " + name, []expr.Any{
@@ -241,6 +368,35 @@ func prefixMask(bits, size int) []byte {
 		}
 	}
 	return m
+}
+
+// updateDropped adds (or refreshes) the packet's destination address and
+// UDP port in set s and counts the packet there; nft(8) writes it as
+// `update @s { ip daddr . udp dport counter }`. The address fills 32-bit
+// registers from reg 1 on, the port the next one (NFT_REG32_01 = 9 after
+// an IPv4 address, reg 2 after an IPv6 one), as nft allocates them.
+func updateDropped(s setSpec) part {
+	kw, offset, size, portReg := "ip", uint32(16), uint32(4), uint32(9)
+	if s.proto == unix.NFPROTO_IPV6 {
+		kw, offset, size, portReg = "ip6", 24, 16, 2
+	}
+	return part{fmt.Sprintf("update @%s { %s daddr . udp dport counter }", s.name, kw), []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{s.proto}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size},
+		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Dynset{SrcRegKey: 1, SetName: s.name, Operation: uint32(unix.NFT_DYNSET_OP_UPDATE), Exprs: []expr.Any{&expr.Counter{}}},
+	}}
+}
+
+func counter() part { return part{"counter", []expr.Any{&expr.Counter{}}} }
+
+// reject answers with ICMP (or ICMPv6) port unreachable; nft(8) lists the
+// inet family's default as plain `reject`.
+func reject() part {
+	return part{"reject", []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}}}
 }
 
 func ret() part {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -271,7 +272,7 @@ func snapshot(t *testing.T, ns *netns) (tables []string, weft string) {
 				cm, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 				fmt.Fprintf(&b, "  rule %q:", cm)
 				for _, e := range r.Exprs {
-					fmt.Fprintf(&b, " %T%+v", e, deref(e))
+					b.WriteString(" " + fmtExpr(e))
 				}
 				b.WriteString("\n")
 			}
@@ -282,7 +283,37 @@ func snapshot(t *testing.T, ns *netns) (tables []string, weft string) {
 	return tables, weft
 }
 
-func deref(e expr.Any) any { return reflect.ValueOf(e).Elem().Interface() }
+// fmtExpr prints an expression with its fields, and a dynset's own
+// expressions likewise (not as pointers).
+func fmtExpr(e expr.Any) string {
+	if d, ok := e.(*expr.Dynset); ok {
+		inner := make([]string, 0, len(d.Exprs))
+		for _, x := range d.Exprs {
+			inner = append(inner, fmtExpr(x))
+		}
+		c := *d
+		c.Exprs = nil
+		return fmt.Sprintf("%T%+v%v", e, c, inner)
+	}
+	return fmt.Sprintf("%T%+v", e, reflect.ValueOf(e).Elem().Interface())
+}
+
+// builtRules is what snapshot should find for cfg: the expressions
+// buildChains made.
+func builtRules(cfg Config) string {
+	var want strings.Builder
+	for _, ch := range buildChains(cfg) {
+		fmt.Fprintf(&want, "chain %s type %s hook %d prio %d policy 1\n", ch.name, ch.typ, *ch.hooks, *ch.priority)
+		for _, r := range ch.rules {
+			fmt.Fprintf(&want, "  rule %q:", r.comment)
+			for _, e := range r.exprs {
+				want.WriteString(" " + fmtExpr(e))
+			}
+			want.WriteString("\n")
+		}
+	}
+	return want.String()
+}
 
 func TestInstallIdempotentAndRemove(t *testing.T) {
 	t.Parallel()
@@ -318,19 +349,8 @@ func TestInstallIdempotentAndRemove(t *testing.T) {
 	}
 
 	// The kernel holds exactly the expressions buildChains made.
-	var want strings.Builder
-	for _, ch := range buildChains(cfg) {
-		fmt.Fprintf(&want, "chain %s type nat hook %d prio -100 policy 1\n", ch.name, *ch.hooks)
-		for _, r := range ch.rules {
-			fmt.Fprintf(&want, "  rule %q:", r.comment)
-			for _, e := range r.exprs {
-				fmt.Fprintf(&want, " %T%+v", e, deref(e))
-			}
-			want.WriteString("\n")
-		}
-	}
-	if weft2 != want.String() {
-		t.Errorf("kernel rule set differs from the built one:\n got: %s\nwant: %s", weft2, want.String())
+	if want := builtRules(cfg); weft2 != want {
+		t.Errorf("kernel rule set differs from the built one:\n got: %s\nwant: %s", weft2, want)
 	}
 
 	// A different Config replaces, not appends.
@@ -351,8 +371,9 @@ func TestInstallIdempotentAndRemove(t *testing.T) {
 }
 
 // TestRulesMatchNft checks Rules against nft(8)'s own listing of what
-// Install put in the kernel. It needs the nft binary (Debian: nftables),
-// which weft's images do not ship; skipped without it.
+// Install put in the kernel, for the sample and for the sample with
+// outbound UDP dropped. It needs the nft binary (Debian: nftables), which
+// weft's images do not ship; skipped without it.
 func TestRulesMatchNft(t *testing.T) {
 	t.Parallel()
 	nft, err := exec.LookPath("nft")
@@ -360,34 +381,43 @@ func TestRulesMatchNft(t *testing.T) {
 		t.Skip("nft binary not installed")
 	}
 	ns := newNetns(t, "nft")
-	cfg := sampleConfig()
-	install(t, ns, cfg)
-	var out []byte
-	ns.Must(t, func() (err error) {
-		out, err = exec.Command(nft, "list", "table", "inet", TableName).CombinedOutput()
-		return err
-	})
-	norm := func(s string) string {
-		var lines []string
-		for _, l := range strings.Split(s, "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-				lines = append(lines, strings.Join(strings.Fields(l), " "))
+	drop := sampleConfig()
+	drop.OutboundUDP = UDPDrop
+	for _, cfg := range []Config{sampleConfig(), drop} {
+		install(t, ns, cfg)
+		var out []byte
+		ns.Must(t, func() (err error) {
+			out, err = exec.Command(nft, "list", "table", "inet", TableName).CombinedOutput()
+			return err
+		})
+		if got, want := normNft(string(out)), normNft(Rules(cfg)); got != want {
+			t.Errorf("OutboundUDP %s: nft list table inet weft:\n%s\nRules():\n%s", cfg.OutboundUDP, got, want)
+		}
+		// And nft accepts Rules() as input (check mode: nothing is changed).
+		ns.Must(t, func() error {
+			cmd := exec.Command(nft, "-c", "-f", "-")
+			cmd.Stdin = strings.NewReader(Rules(cfg))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("nft -c -f Rules(): %v: %s", err, out)
 			}
-		}
-		return strings.Join(lines, "\n")
+			return nil
+		})
 	}
-	if got, want := norm(string(out)), norm(Rules(cfg)); got != want {
-		t.Errorf("nft list table inet weft:\n%s\nRules():\n%s", got, want)
-	}
-	// And nft accepts Rules() as input (check mode: nothing is changed).
-	ns.Must(t, func() error {
-		cmd := exec.Command(nft, "-c", "-f", "-")
-		cmd.Stdin = strings.NewReader(Rules(cfg))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("nft -c -f Rules(): %v: %s", err, out)
+}
+
+// nftCounter is what nft(8) lists after a counter statement: its values,
+// which Rules leaves out.
+var nftCounter = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+
+// normNft drops comment and blank lines, spacing and counter values.
+func normNft(s string) string {
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, nftCounter.ReplaceAllString(strings.Join(strings.Fields(l), " "), "counter"))
 		}
-		return nil
-	})
+	}
+	return strings.Join(lines, "\n")
 }
 
 // nftTestRedirect6 installs, in its own table, "ip6 daddr ::1 tcp dport from
