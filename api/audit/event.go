@@ -1,5 +1,6 @@
 // Package audit holds weft's egress audit record: one [Event] per
-// connection that left the mesh. The sidecar writes it (a JSON line on its
+// connection that left the mesh, and on a plaintext HTTP/1 chain one per
+// request (each request is decided on its own Host). The sidecar writes it (a JSON line on its
 // stdout, and Envoy's access-log service to the control plane); the control
 // plane stores it and serves it at /audit/events; weftctl reads it there.
 // One type, so that what a sidecar writes is what an operator reads.
@@ -25,7 +26,10 @@ const (
 // stream's identifier and the "log" field of the sidecar's JSON lines.
 const LogName = "weft-egress"
 
-// Event is one egress connection, recorded when it ends.
+// Event is one egress connection, recorded when it ends; on an HTTP chain,
+// one request of it (Host its own; bytes its head and body, and its
+// responses; a CONNECT or upgrade request keeps the tunnel's bytes),
+// recorded when its response ends or it is refused.
 //
 // Its JSON has the fields' tags below plus "duration" in Go's notation
 // ("1.5s").

@@ -44,6 +44,9 @@ type Decision struct {
 	Chain    string // the filter chain that matched; "" if none
 	Route    string // HTTP: the virtual host that matched
 	Reason   string // one human sentence: what matched, or why it is denied
+	// NameUnknown: the connection had no name a rule could judge, and
+	// [NameUnknown] decided it (stricter than its chain).
+	NameUnknown bool
 }
 
 // Conn is what the listener filters learned about a connection.

@@ -71,7 +71,7 @@ func NameUnknown(cfg *xds.Config, dst netip.AddrPort, fc *xds.FilterChain) (Deci
 	if strictness(best.Action) <= strictness(d.Action) {
 		return d, false
 	}
-	out := Decision{Action: best.Action, Policy: best.Policy, Rule: best.Rule, Chain: d.Chain, Route: d.Route}
+	out := Decision{Action: best.Action, Policy: best.Policy, Rule: best.Rule, Chain: d.Chain, Route: d.Route, NameUnknown: true}
 	who := "outbound policy"
 	if best.Policy != "" {
 		who = best.Policy + " rule " + best.Rule

@@ -19,10 +19,32 @@
 // an endpoint (round robin or least-request, healthy only, one retry of a
 // failed connect) and mTLS whose peer must present one of the cluster's
 // SPIFFE IDs; PassthroughCluster dials the original destination;
-// BlackHoleCluster closes before a byte leaves; HTTP chains read the
-// request head and route it by Host (forward it, or answer the route's
-// direct response). The egress decision itself is encoded in the chains by
+// BlackHoleCluster closes before a byte leaves; HTTP chains read each
+// request head of the connection and route it by its own Host (forward it,
+// or answer the route's direct response after the responses to the
+// requests before it, and close): see "Every request decided" below. The
+// egress decision itself is encoded in the chains by
 // the control plane; this room only follows them.
+//
+// # Every request decided
+//
+// On an HTTP egress chain (httpegress.go) a keep-alive or pipelined
+// connection is forwarded request by request: each head is parsed as
+// net/http's server parses it, routed by its Host, its name bound to the
+// destination address, counted (weft_sidecar_egress_http_requests_total)
+// and audited on its own record (BytesSent its head and body,
+// BytesReceived its responses). Bodies are delimited by Content-Length or
+// chunked coding and forwarded as they are; a request whose framing
+// another server could read differently (both headers, Content-Lengths
+// that differ, a coding other than chunked, white space before the colon)
+// is refused with 400, so no request can hide in another's body. A denied
+// request gets its 403 once the responses to the requests before it have
+// gone to the app, and the connection closes. A CONNECT is decided as
+// opaque TCP to the connection's destination (egress.DecideConn with
+// Connect: never by its authority, never by an earlier request; where a
+// rule by name applies to the port it has no name, name_unknown); an
+// allowed CONNECT's 2xx, and a 101 to an Upgrade request, turn the rest of
+// the connection into a tunnel that belongs to that request's record.
 //
 // # Egress names against a hostile app
 //

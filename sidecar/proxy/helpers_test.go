@@ -184,6 +184,8 @@ func (pd *pod) counter(name string, labels ...string) float64 {
 		vec = m.bindings
 	case "egress_name_unknown":
 		vec = m.nameUnknown
+	case "egress_http_requests":
+		vec = m.httpRequests
 	case "bytes":
 		vec = m.bytes
 	case "connections":

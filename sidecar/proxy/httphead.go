@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/weftmesh/weft/sidecar/egress"
@@ -189,6 +190,19 @@ type requestHead struct {
 	// (400) rather than route it by a name a server might not use.
 	suspect string
 	n       int // length of the head: leading empty lines and the empty line that ends it included
+
+	// The body's framing (RFC 9112 section 6): contentLength bytes, or
+	// chunked; a request with neither has no body. framing, when set,
+	// says why the body cannot be delimited safely (both headers, lengths
+	// that differ, a transfer coding other than chunked): a proxy that
+	// forwards it could disagree with the server on where the next request
+	// starts, so such a request is refused.
+	contentLength int64
+	chunked       bool
+	framing       string
+	// upgrade: the request asks to switch protocols (Upgrade, and
+	// "upgrade" in Connection); after a 101 the bytes are not HTTP.
+	upgrade bool
 }
 
 var errHeadIncomplete = errors.New("proxy: HTTP request head incomplete")
@@ -247,7 +261,8 @@ func parseRequestHead(b []byte) (requestHead, error) {
 	if i < len(b) && (b[i] == ' ' || b[i] == '\t') {
 		return requestHead{}, errors.New("malformed header: first line starts with white space")
 	}
-	var hosts []string
+	var hosts, lengths, codings []string
+	var upgrade, connUpgrade bool
 	for {
 		var line []byte
 		line, i = readLine(b, i)
@@ -287,8 +302,23 @@ func parseRequestHead(b []byte) (requestHead, error) {
 			}
 		case spaced && strings.EqualFold(strings.TrimRight(key, " "), "host"):
 			h.suspect = "Host header with white space before the colon"
+		case spaced && (strings.EqualFold(strings.TrimRight(key, " "), "content-length") ||
+			strings.EqualFold(strings.TrimRight(key, " "), "transfer-encoding")):
+			h.framing = "framing header with white space before the colon"
+		case strings.EqualFold(key, "content-length"):
+			lengths = append(lengths, strings.TrimRight(value, " \t"))
+		case strings.EqualFold(key, "transfer-encoding"):
+			codings = append(codings, strings.TrimRight(value, " \t"))
+		case strings.EqualFold(key, "upgrade"):
+			upgrade = true
+		case strings.EqualFold(key, "connection"):
+			for _, tok := range strings.Split(value, ",") {
+				connUpgrade = connUpgrade || strings.EqualFold(strings.TrimSpace(tok), "upgrade")
+			}
 		}
 	}
+	h.upgrade = upgrade && connUpgrade
+	h.contentLength, h.chunked, h.framing = bodyFraming(lengths, codings, h.framing)
 	if len(hosts) > 1 {
 		return requestHead{}, errors.New("too many Host headers")
 	}
@@ -305,6 +335,35 @@ func parseRequestHead(b []byte) (requestHead, error) {
 		h.suspect = fmt.Sprintf("Host %q is not a valid host", h.host)
 	}
 	return h, nil
+}
+
+// bodyFraming reads a request's Content-Length and Transfer-Encoding
+// values: the body's length, or chunked, or why the body cannot be
+// delimited safely (framing, kept when already set).
+func bodyFraming(lengths, codings []string, framing string) (int64, bool, string) {
+	if framing != "" {
+		return 0, false, framing
+	}
+	switch {
+	case len(codings) > 0 && len(lengths) > 0:
+		return 0, false, "both Transfer-Encoding and Content-Length"
+	case len(codings) > 1 || len(codings) == 1 && !strings.EqualFold(codings[0], "chunked"):
+		return 0, false, fmt.Sprintf("Transfer-Encoding %q (only chunked is forwarded)", strings.Join(codings, ", "))
+	case len(codings) == 1:
+		return 0, true, ""
+	case len(lengths) == 0:
+		return 0, false, ""
+	}
+	for _, l := range lengths[1:] {
+		if l != lengths[0] {
+			return 0, false, fmt.Sprintf("Content-Length values differ (%q)", strings.Join(lengths, ", "))
+		}
+	}
+	n, err := strconv.ParseUint(lengths[0], 10, 63)
+	if err != nil || lengths[0] == "" {
+		return 0, false, fmt.Sprintf("Content-Length %q", lengths[0])
+	}
+	return int64(n), false, ""
 }
 
 // readLine returns the line of b starting at i without its end of line

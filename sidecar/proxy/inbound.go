@@ -127,6 +127,16 @@ type forwarding struct {
 	down, up net.Conn
 	addr     netip.AddrPort // the dialled upstream
 	release  func()         // ends the balancer's count of the connection to addr
+	http     *httpStart     // an HTTP egress connection: forwarded request by request
+}
+
+// httpStart is an HTTP egress connection whose first request is decided
+// and whose upstream is dialled; its head is still to be sent.
+type httpStart struct {
+	st    *httpEgress
+	first *httpExchange
+	head  []byte
+	rh    requestHead
 }
 
 // forward publishes the connection and copies bytes both ways on two
@@ -138,6 +148,13 @@ func (p *Proxy) forward(cn *conn, fw *forwarding, env pipeEnv, finish func()) {
 	cn.upstream = fw.addr.String()
 	cn.established = true
 	cn.mu.Unlock()
+	if h := fw.http; h != nil {
+		h.st.serve(h.first, h.head, h.rh, fw.up, func() {
+			fw.release()
+			finish()
+		})
+		return
+	}
 	i := dirIndex(cn.direction)
 	in, out := p.m.bytesIn[i], p.m.bytesOut[i]
 	onChunk := func(toUp bool, n int) {

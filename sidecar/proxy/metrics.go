@@ -22,6 +22,7 @@ type metrics struct {
 	shadowDenies *wm.CounterVec // direction, policy
 	bindings     *wm.CounterVec // result: literal, dns, lookup, mismatch_denied, mismatch_flagged
 	nameUnknown  *wm.CounterVec // result: denied, flagged
+	httpRequests *wm.CounterVec // decision: allow, audit, deny
 
 	// bytes children, resolved once: they are touched per copied chunk.
 	bytesIn, bytesOut [2]*wm.Counter // [inbound, outbound]
@@ -61,6 +62,9 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 		{&m.nameUnknown, "weft_sidecar_egress_name_unknown_total",
 			"Egress connections whose name (TLS server_name, HTTP Host) could not be learned where a rule by name decides more strictly than their chain: denied under Enforce, flagged under Audit.",
 			[]string{"result"}},
+		{&m.httpRequests, "weft_sidecar_egress_http_requests_total",
+			"Plaintext HTTP/1 requests on egress HTTP chains, each decided on its own Host (a CONNECT as TCP to the destination): allow, audit (forwarded and flagged) or deny (answered and the connection closed).",
+			[]string{"decision"}},
 	} {
 		v, err := reg.NewCounterVec(f.name, f.help, f.labels...)
 		if err != nil {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"net/netip"
 
-	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/sidecar/egress"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
@@ -28,7 +27,7 @@ const (
 // applies to its destination and decides more strictly than the chain
 // (egress.NameUnknown: deny before audit), that rule's decision holds: refused under Enforce (name_unknown), forwarded and flagged
 // under Audit; either way its audit event carries the reason. Chains
-// decided by a name, HTTP chains (routeHTTP read the Host) and chains
+// decided by a name, HTTP chains (httpEgress decides each request by its Host) and chains
 // that are not egress are left alone.
 func (p *Proxy) nameUnknown(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sniffed, cn *conn) *refusal {
 	if fc.Egress == nil || fc.Target.RouteConfig != "" {
@@ -60,15 +59,4 @@ func (p *Proxy) nameUnknown(cfg *xds.Config, fc *xds.FilterChain, dst netip.Addr
 	}
 	p.m.nameUnknown.With(unknownDenied).Inc()
 	return refused(reasonNameUnknown, "proxy: egress to %s without a name: %s (%s)", dst, why, d.Reason)
-}
-
-// applyNameUnknown puts the decision nameUnknown took on e (egressEvent).
-func applyNameUnknown(e *audit.Event, cn *conn) {
-	cn.mu.Lock()
-	d := cn.nameUnknown
-	cn.mu.Unlock()
-	if d == nil {
-		return
-	}
-	e.Decision, e.Policy, e.Rule, e.Outbound = d.Action.String(), d.Policy, d.Rule, ""
 }

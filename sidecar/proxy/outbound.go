@@ -45,6 +45,9 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	}
 	cn.chain = fc.Name
 	down := &prefixConn{TCPConn: c, prefix: sn.prefix}
+	if fc.Target.RouteConfig != "" {
+		return p.outboundHTTP(ctx, cfg, fc, dst, sn, down, cn)
+	}
 	// weft egress audit hook (sidecar/audit): one event per egress
 	// connection, when it is refused or, once forwarded, when it ends.
 	au := p.egressAudit(cfg, fc, dst, sn, down, cn)
@@ -52,122 +55,103 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	if err := p.authorize(outbound, fc, "", dst.Port()); err != nil {
 		return nil, p.refuse(outbound, cn, refused(reasonAuthzDenied, "%w", err))
 	}
-
-	clusterName := fc.Target.Cluster
-	var vh *xds.VirtualHost
-	name := sn.sni
-	if rcName := fc.Target.RouteConfig; rcName != "" {
-		var r *refusal
-		clusterName, vh, name, r = p.routeHTTP(cfg, rcName, fc.Target.StripAnyHostPort, down, sn)
-		if r != nil {
-			return nil, p.refuse(outbound, cn, r)
-		}
-	}
 	if r := p.nameUnknown(cfg, fc, dst, sn, cn); r != nil {
 		return nil, p.refuse(outbound, cn, r)
 	}
-	if r := p.bindName(ctx, cfg, fc, vh, name, dst, clusterName, down, cn); r != nil {
+	if r := p.bindName(ctx, cfg, fc, sn.sni, dst, fc.Target.Cluster, cn); r != nil {
 		return nil, p.refuse(outbound, cn, r)
 	}
+	up, addr, r := p.connectUpstream(ctx, cfg, fc, fc.Target.Cluster, dst, cn)
+	if r != nil {
+		return nil, p.refuse(outbound, cn, r)
+	}
+	release := au.onEnd(p.lb.acquire(addr)) // egress audit hook
+	return &forwarding{down: down, up: up, addr: addr, release: release}, nil
+}
+
+// connectUpstream dials cluster clusterName for a connection to dst, and
+// for a cluster with upstream TLS does the mTLS handshake with the peer
+// sidecar.
+func (p *Proxy) connectUpstream(ctx context.Context, cfg *xds.Config, fc *xds.FilterChain, clusterName string, dst netip.AddrPort, cn *conn) (net.Conn, netip.AddrPort, *refusal) {
 	cl := cfg.Clusters[clusterName]
 	if cl == nil {
-		return nil, p.refuse(outbound, cn, refused("no_cluster", "proxy: chain %s: no cluster %q", fc.Name, clusterName))
+		return nil, netip.AddrPort{}, refused("no_cluster", "proxy: chain %s: no cluster %q", fc.Name, clusterName)
 	}
 	cn.cluster = cl.Name
 	addrs, r := p.upstreams(cfg, cl, dst)
 	if r != nil {
-		return nil, p.refuse(outbound, cn, r)
+		return nil, netip.AddrPort{}, r
 	}
 	up, addr, err := p.dialUpstream(ctx, cl, addrs)
 	if err != nil {
-		return nil, p.refuse(outbound, cn, refused("upstream_connect", "%w", err))
+		return nil, netip.AddrPort{}, refused("upstream_connect", "%w", err)
 	}
-	release := au.onEnd(p.lb.acquire(addr)) // egress audit hook
-	if cl.UpstreamTLS != nil {
-		var peer spiffeid.ID
-		tc := tls.Client(up, p.clientTLS(cl.UpstreamTLS, &peer))
-		cn.track(tc)
-		hctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
-		err := tc.HandshakeContext(hctx)
-		cancel()
-		if err != nil {
-			up.Close()
-			release()
-			return nil, p.refuse(outbound, cn, &refusal{reason: failureReason(err), handshake: true,
-				err: fmt.Errorf("proxy: outbound handshake with %s (cluster %s, peer %v): %w", addr, cl.Name, peer, err)})
-		}
-		p.m.handshakes.With(outbound).Inc()
-		cn.tls = newTLSInfo(tc.ConnectionState(), peer.String())
-		up = tc
+	if cl.UpstreamTLS == nil {
+		return up, addr, nil
 	}
-	return &forwarding{down: down, up: up, addr: addr, release: release}, nil
+	var peer spiffeid.ID
+	tc := tls.Client(up, p.clientTLS(cl.UpstreamTLS, &peer))
+	cn.track(tc)
+	hctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
+	err = tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		up.Close()
+		return nil, netip.AddrPort{}, &refusal{reason: failureReason(err), handshake: true,
+			err: fmt.Errorf("proxy: outbound handshake with %s (cluster %s, peer %v): %w", addr, cl.Name, peer, err)}
+	}
+	p.m.handshakes.With(outbound).Inc()
+	cn.tls = newTLSInfo(tc.ConnectionState(), peer.String())
+	return tc, addr, nil
 }
 
 // maxRequestHead bounds the HTTP/1 request head an egress HTTP chain reads.
 const maxRequestHead = 64 << 10
 
-// routeHTTP reads the request head of a plaintext HTTP/1 connection on an
-// HTTP egress chain and looks its Host up in route configuration rcName:
-// the cluster to forward to, or a refusal after answering the client (403
-// with the route's body for a denied host). The head stays buffered in
-// down, to be forwarded unchanged. Only the connection's first request is
-// routed; later requests on it follow the first.
-func (p *Proxy) routeHTTP(cfg *xds.Config, rcName string, stripPort bool, down *prefixConn, sn sniffed) (string, *xds.VirtualHost, string, *refusal) {
-	rc := cfg.Routes[rcName]
-	if rc == nil {
-		return "", nil, "", refused("no_cluster", "proxy: no route configuration %q", rcName)
-	}
+// outboundHTTP serves a plaintext HTTP/1 connection on an HTTP egress
+// chain (httpegress.go): its first request is read and decided here, and
+// the upstream dialled for it; the rest are decided one by one as they
+// come (httpEgress.serve).
+func (p *Proxy) outboundHTTP(ctx context.Context, cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sniffed, down *prefixConn, cn *conn) (*forwarding, error) {
+	st := &httpEgress{p: p, cfg: cfg, fc: fc, dst: dst, sn: sn, cn: cn, down: down, in: &headReader{r: down}}
 	if len(sn.appProtos) == 0 || !strings.HasPrefix(sn.appProtos[0], "http/1") {
-		return "", nil, "", refused("unsupported", "proxy: route configuration %s: only HTTP/1 requests are routed (got %v)", rcName, sn.appProtos)
+		ex := &httpExchange{start: cn.start, deny: &httpDenial{reason: "unsupported",
+			err: fmt.Errorf("proxy: route configuration %s: only HTTP/1 requests are routed (got %v)", fc.Target.RouteConfig, sn.appProtos)}}
+		st.emit(ex)
+		return nil, p.refuse(outbound, cn, &refusal{reason: ex.deny.reason, err: ex.deny.err})
 	}
-	head := down.prefix
+	if err := p.authorize(outbound, fc, "", dst.Port()); err != nil {
+		ex := &httpExchange{start: cn.start, deny: &httpDenial{reason: reasonAuthzDenied, err: err}}
+		st.emit(ex)
+		return nil, p.refuse(outbound, cn, refused(reasonAuthzDenied, "%w", err))
+	}
 	_ = down.SetReadDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	for headEnd(head) < 0 {
-		if len(head) >= maxRequestHead {
-			writeHTTPError(down, http.StatusRequestHeaderFieldsTooLarge, "weft: request head too large\n")
-			return "", nil, "", refused("bad_request", "proxy: request head over %d bytes", maxRequestHead)
-		}
-		buf := make([]byte, 4096)
-		n, err := down.TCPConn.Read(buf)
-		head = append(head, buf[:n]...)
-		if err != nil && headEnd(head) < 0 {
-			return "", nil, "", refused("bad_request", "proxy: reading request head: %w", err)
-		}
-	}
+	head, rh, d := st.in.head()
 	_ = down.SetReadDeadline(time.Time{})
-	down.prefix = head
-	rh, err := parseRequestHead(head)
-	switch {
-	case err != nil:
-		writeHTTPError(down, http.StatusBadRequest, "weft: malformed request head\n")
-		return "", nil, "", refused("bad_request", "proxy: request head: %w", err)
-	case rh.suspect != "":
-		writeHTTPError(down, http.StatusBadRequest, "weft: ambiguous request head: "+rh.suspect+"\n")
-		return "", nil, "", refused("bad_request", "proxy: request head: %s", rh.suspect)
+	if d != nil {
+		if d.status != 0 {
+			writeHTTPError(down, d.status, d.body)
+		} else {
+			d.reason = "bad_request"
+		}
+		st.emit(&httpExchange{start: cn.start, host: rh.host, deny: d})
+		return nil, p.refuse(outbound, cn, &refusal{reason: d.reason, err: d.err})
 	}
-	host := rh.host
-	if host == "" {
-		writeHTTPError(down, http.StatusBadRequest, "weft: request without Host\n")
-		return "", nil, "", refused("bad_request", "proxy: request without Host")
+	ex := st.decide(ctx, rh)
+	ex.start = cn.start
+	if ex.deny != nil {
+		return nil, p.refuse(outbound, cn, st.refuseFirst(ex))
 	}
-	// Virtual hosts are matched on the normalised name, as the audit
-	// decision is: lower case, no trailing dot, and — when the connection
-	// manager says strip_any_host_port — no ":port".
-	if stripPort {
-		host = egress.HostName(host)
-	} else {
-		host = egress.Name(host)
+	st.cluster = ex.cluster
+	up, addr, r := p.connectUpstream(ctx, cfg, fc, ex.cluster, dst, cn)
+	if r != nil {
+		ex.deny = &httpDenial{status: http.StatusBadGateway, body: "weft: upstream connect failed\n", reason: r.reason, err: r.err}
+		writeHTTPError(down, ex.deny.status, ex.deny.body)
+		st.emit(ex)
+		return nil, p.refuse(outbound, cn, r)
 	}
-	vh := rc.Match(host)
-	switch {
-	case vh == nil:
-		writeHTTPError(down, http.StatusNotFound, fmt.Sprintf("weft: no route to %s\n", host))
-		return "", nil, "", refused("http_denied", "proxy: route configuration %s has no virtual host for %q", rcName, host)
-	case vh.Deny != nil:
-		writeHTTPError(down, vh.Deny.Status, vh.Deny.Body)
-		return "", nil, "", refused("http_denied", "proxy: host %q denied by virtual host %s (%d)", host, vh.Name, vh.Deny.Status)
-	}
-	return vh.Cluster, vh, egress.HostName(host), nil
+	return &forwarding{down: down, up: up, addr: addr, release: p.lb.acquire(addr),
+		http: &httpStart{st: st, first: ex, head: head, rh: rh}}, nil
 }
 
 // Results of an egress name binding (weft_sidecar_egress_name_bindings_total).
@@ -180,38 +164,14 @@ const (
 // of a connection whose allowed name does not resolve to its destination.
 const reasonNameMismatch = "name_mismatch"
 
-// bindName holds a connection that an EgressPolicy rule allowed by name
-// (a TLS chain matched on server_names, or an HTTP virtual host of named
-// domains) to an address the name resolves to for this pod
-// (Config.Names): otherwise refused under Enforce, flagged under Audit.
-// Connections decided without a name (by address, by the default verdict,
-// or denied anyway) are not checked.
-func (p *Proxy) bindName(ctx context.Context, cfg *xds.Config, fc *xds.FilterChain, vh *xds.VirtualHost, name string, dst netip.AddrPort,
-	clusterName string, down *prefixConn, cn *conn) *refusal {
-	meta, named := fc.Egress, len(fc.Match.ServerNames) > 0
-	if vh != nil {
-		if vh.Egress != nil {
-			meta = vh.Egress
-		}
-		named = !slices.Contains(vh.Domains, "*")
-	}
-	if p.cfg.Names == nil || meta == nil || !named || meta.Decision != "allow" {
+// bindName holds a TLS connection that an EgressPolicy rule allowed by
+// name (a chain matched on server_names) to an address the name resolves
+// to for this pod (bindCheck): otherwise refused under Enforce, flagged
+// under Audit. HTTP requests are bound one by one (httpEgress.decide).
+func (p *Proxy) bindName(ctx context.Context, cfg *xds.Config, fc *xds.FilterChain, name string, dst netip.AddrPort, clusterName string, cn *conn) *refusal {
+	why, meta := p.bindCheck(ctx, cfg, fc, nil, egress.Name(name), dst, clusterName)
+	if why == "" {
 		return nil
-	}
-	if cl := cfg.Clusters[clusterName]; cl == nil || cl.Kind != xds.KindOriginalDst {
-		return nil // not forwarded to the address the app chose
-	}
-	b := p.cfg.Names.Bind(ctx, name, dst.Addr())
-	if b.Bound {
-		p.m.bindings.With(string(b.Source)).Inc()
-		return nil
-	}
-	why := fmt.Sprintf("%s does not resolve to %s for this pod", name, dst.Addr())
-	switch {
-	case len(b.Known) > 0:
-		why += fmt.Sprintf(" (it resolves to %v)", b.Known)
-	case b.Err != nil:
-		why += fmt.Sprintf(" (%v)", b.Err)
 	}
 	cn.mu.Lock()
 	cn.egressReason = reasonNameMismatch + ": " + why
@@ -222,10 +182,45 @@ func (p *Proxy) bindName(ctx context.Context, cfg *xds.Config, fc *xds.FilterCha
 		return nil
 	}
 	p.m.bindings.With(bindMismatchDenied).Inc()
-	if vh != nil {
-		writeHTTPError(down, http.StatusForbidden, "weft: egress to "+name+" denied: "+why+"\n")
-	}
 	return refused(reasonNameMismatch, "proxy: egress allowed for %s by %s rule %s, but %s", name, meta.Policy, meta.Rule, why)
+}
+
+// bindCheck checks a connection (or request) that an EgressPolicy rule
+// allowed by name — a TLS chain matched on server_names, or the HTTP
+// virtual host vh of named domains — against the addresses the name
+// resolves to for this pod (Config.Names). It returns "" when the name
+// binds to dst's address or nothing is to check (decided without a name,
+// by address, by the default verdict, denied anyway, or not forwarded to
+// the address the app chose); else why not, and the deciding rule's
+// metadata.
+func (p *Proxy) bindCheck(ctx context.Context, cfg *xds.Config, fc *xds.FilterChain, vh *xds.VirtualHost, name string, dst netip.AddrPort,
+	clusterName string) (string, *xds.EgressMeta) {
+	meta, named := fc.Egress, len(fc.Match.ServerNames) > 0
+	if vh != nil {
+		if vh.Egress != nil {
+			meta = vh.Egress
+		}
+		named = !slices.Contains(vh.Domains, "*")
+	}
+	if p.cfg.Names == nil || meta == nil || !named || meta.Decision != "allow" {
+		return "", nil
+	}
+	if cl := cfg.Clusters[clusterName]; cl == nil || cl.Kind != xds.KindOriginalDst {
+		return "", nil
+	}
+	b := p.cfg.Names.Bind(ctx, name, dst.Addr())
+	if b.Bound {
+		p.m.bindings.With(string(b.Source)).Inc()
+		return "", nil
+	}
+	why := fmt.Sprintf("%s does not resolve to %s for this pod", name, dst.Addr())
+	switch {
+	case len(b.Known) > 0:
+		why += fmt.Sprintf(" (it resolves to %v)", b.Known)
+	case b.Err != nil:
+		why += fmt.Sprintf(" (%v)", b.Err)
+	}
+	return why, meta
 }
 
 // requestHost returns the Host of an HTTP/1 request head as net/http's
@@ -263,7 +258,11 @@ func (p *Proxy) egressAudit(cfg *xds.Config, fc *xds.FilterChain, dst netip.Addr
 		return nil
 	}
 	return &egressAuditor{down: down, emit: func(host string) {
-		p.cfg.Audit(egressEvent(cfg, fc, dst, sn, host, cn, p.cfg.Clock.Since(cn.start)))
+		cn.mu.Lock()
+		f := egressFacts{start: cn.start, reason: cn.egressReason, override: cn.nameUnknown}
+		cn.mu.Unlock()
+		f.sent, f.received = cn.toUp.Load(), cn.toDown.Load()
+		p.cfg.Audit(egressEvent(cfg, fc, dst, sn, host, f, p.cfg.Clock.Since(cn.start)))
 	}}
 }
 
@@ -292,11 +291,22 @@ func headHost(head []byte) string {
 	return h
 }
 
-// egressEvent describes an egress connection: the decision is read off the
-// chain and, for HTTP chains, the virtual host of the request's Host.
-func egressEvent(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sniffed, host string, cn *conn, d time.Duration) audit.Event {
-	e := audit.Event{Time: cn.start, DstIP: dst.Addr().Unmap(), DstPort: dst.Port(), SNI: sn.sni, Protocol: audit.ProtocolTCP,
-		Chain: fc.Name, BytesSent: cn.toUp.Load(), BytesReceived: cn.toDown.Load(), Duration: d}
+// egressFacts is what an egress event records beyond the chain: when it
+// started, why a rule's decision was overridden (reason: name_mismatch,
+// name_unknown; override: the decision that holds instead), and its bytes.
+type egressFacts struct {
+	start          time.Time
+	reason         string
+	override       *egress.Decision
+	sent, received int64
+}
+
+// egressEvent describes an egress connection (or, on an HTTP chain, one
+// request): the decision is read off the chain and, for HTTP chains, the
+// virtual host of the request's Host.
+func egressEvent(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sniffed, host string, f egressFacts, d time.Duration) audit.Event {
+	e := audit.Event{Time: f.start, DstIP: dst.Addr().Unmap(), DstPort: dst.Port(), SNI: sn.sni, Protocol: audit.ProtocolTCP,
+		Chain: fc.Name, BytesSent: f.sent, BytesReceived: f.received, Duration: d}
 	switch {
 	case sn.transport == transportTLS:
 		e.Protocol = audit.ProtocolTLS
@@ -306,16 +316,16 @@ func egressEvent(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sn
 	dec := egress.ForChain(cfg, fc, e.Host)
 	e.DstHost = cmp.Or(egress.Name(e.SNI), egress.HostName(e.Host))
 	e.Decision, e.Policy, e.Rule, e.Outbound = dec.Action.String(), dec.Policy, dec.Rule, dec.Outbound
-	cn.mu.Lock()
-	e.Reason = cn.egressReason
-	cn.mu.Unlock()
-	if e.Reason != "" && dec.Action == egress.Allow { // the name did not bind (bindName)
+	e.Reason = f.reason
+	if e.Reason != "" && f.override == nil && dec.Action == egress.Allow { // the name did not bind (bindName)
 		e.Decision = egress.Deny.String()
 		if mode := egressMode(cfg, fc, e.Host); mode == "Audit" {
 			e.Decision = egress.Audit.String()
 		}
 	}
-	applyNameUnknown(&e, cn)
+	if o := f.override; o != nil {
+		e.Decision, e.Policy, e.Rule, e.Outbound = o.Action.String(), o.Policy, o.Rule, o.Outbound
+	}
 	return e
 }
 

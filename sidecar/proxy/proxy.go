@@ -59,8 +59,8 @@ type Config struct {
 	// nothing (weft-sidecar always sets it).
 	Names NameBinder
 	// Audit, if set, receives one event per egress connection (a chain
-	// with "weft.egress" metadata) when it ends, forwarded or refused:
-	// sidecar/audit.Recorder.Record.
+	// with "weft.egress" metadata) when it ends, forwarded or refused — on
+	// an HTTP chain one per request: sidecar/audit.Recorder.Record.
 	Audit func(audit.Event)
 
 	Logger  *slog.Logger
