@@ -105,7 +105,7 @@ func (u *upstream) answer(query []byte, udp bool) []byte {
 
 // listenPair opens UDP and TCP on one loopback port, as a nameserver (and
 // the proxy) listen.
-func listenPair(t *testing.T) (net.PacketConn, net.Listener) {
+func listenPair(t testing.TB) (net.PacketConn, net.Listener) {
 	t.Helper()
 	pc, l, err := Listen("127.0.0.1:0")
 	if err != nil {
@@ -114,7 +114,7 @@ func listenPair(t *testing.T) (net.PacketConn, net.Listener) {
 	return pc, l
 }
 
-func startUpstream(t *testing.T) *upstream {
+func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	pc, l := listenPair(t)
 	port := pc.LocalAddr().(*net.UDPAddr).Port
@@ -202,7 +202,7 @@ func (r *rig) step(d time.Duration) {
 	r.mu.Unlock()
 }
 
-func newRig(t *testing.T, epoch time.Time, mut func(*Config), srvMut ...func(*rig)) *rig {
+func newRig(t testing.TB, epoch time.Time, mut func(*Config), srvMut ...func(*rig)) *rig {
 	t.Helper()
 	r := &rig{up: startUpstream(t), now: epoch}
 	cfg := Config{Now: r.clock, Lookup: func(context.Context, string) ([]netip.Addr, error) {

@@ -39,7 +39,7 @@ type reqServer struct {
 	seen []string // "<method> <host> <body>"
 }
 
-func startReqServer(t *testing.T) *reqServer {
+func startReqServer(t testing.TB) *reqServer {
 	t.Helper()
 	s := &reqServer{}
 	s.app = startApp(t, func(c *net.TCPConn, a *app) {
@@ -83,7 +83,7 @@ func (s *reqServer) requests() []string {
 // The names resolve to the server's address for this pod, docs.example.com
 // to another. nameRule adds a TLS Deny rule by name on every port (so a
 // connection without a name there is name_unknown).
-func reqPod(t *testing.T, mode string, nameRule bool, srv *reqServer) (*pod, chan audit.Event) {
+func reqPod(t testing.TB, mode string, nameRule bool, srv *reqServer) (*pod, chan audit.Event) {
 	t.Helper()
 	clk := testutil.FakeClock(t)
 	resolves := map[string]string{"api.example.com": "127.0.0.1", "docs.example.com": "127.0.0.2", "evil.example.com": "127.0.0.1"}
