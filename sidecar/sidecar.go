@@ -41,6 +41,11 @@ type Config struct {
 	InboundAddr    string // ":15006": where capture sends inbound TCP
 	OutboundAddr   string // "127.0.0.1:15001": where capture sends outbound TCP
 	AdminAddr      string // "127.0.0.1:15000": /connections, /config_dump
+	// OutboundAddr6 is where capture sends outbound IPv6 TCP:
+	// "[::1]:15001" when OutboundAddr is left to its default as well,
+	// none when OutboundAddr is set; "-" none. Optional: a pod without
+	// IPv6 serves IPv4 alone (see proxy.Config.OutboundAddr6).
+	OutboundAddr6 string
 	// DNSAddrs are where capture sends the pod's DNS (UDP and TCP): the
 	// DNS proxy that binds egress names to addresses. Default
 	// 127.0.0.1:15053 and [::1]:15053 (the latter only where the pod has
@@ -86,6 +91,9 @@ func (c *Config) defaults() {
 	def(&c.ResolvConf, "/etc/resolv.conf")
 	if len(c.DNSAddrs) == 0 {
 		c.DNSAddrs = []string{"127.0.0.1:15053", "[::1]:15053"}
+	}
+	if c.OutboundAddr == "" {
+		def(&c.OutboundAddr6, proxy.DefaultOutboundAddr6)
 	}
 	def(&c.OutboundAddr, "127.0.0.1:15001")
 	def(&c.AdminAddr, "127.0.0.1:15000")
@@ -176,7 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record, Names: names,
-		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, AdminAddr: cfg.AdminAddr,
+		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, OutboundAddr6: cfg.OutboundAddr6, AdminAddr: cfg.AdminAddr,
 		OriginalDst: cfg.OriginalDst, Logger: log.With("room", "proxy"), Clock: cfg.Clock, Metrics: reg,
 		DrainTimeout: cfg.DrainTimeout})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -44,9 +45,21 @@ type Config struct {
 	// connections.
 	Config func() *xds.Config
 
+	// InboundAddr is where capture redirects inbound TCP: ":15006", which
+	// Go opens dual-stack ([::] taking IPv4 as well) where the pod has
+	// IPv6 and as 0.0.0.0 where it has not.
 	InboundAddr  string // ":15006"
 	OutboundAddr string // "127.0.0.1:15001"
-	AdminAddr    string // "127.0.0.1:15000"; "-" serves no admin endpoint
+	// OutboundAddr6 is the outbound listener for the pod's IPv6 TCP,
+	// which capture redirects to [::1]:15001 (loopback of the same family:
+	// IPv4 127.0.0.1 cannot take it). Default "[::1]:15001" when
+	// OutboundAddr is left to its default too, none when OutboundAddr is
+	// set (tests listening on port 0 get no second listener); "-" opens
+	// none. Where the pod has no IPv6 (disabled, or not in the kernel),
+	// Run logs that and serves IPv4 alone; any other failure to listen
+	// fails Run, as for OutboundAddr.
+	OutboundAddr6 string
+	AdminAddr     string // "127.0.0.1:15000"; "-" serves no admin endpoint
 
 	// OriginalDst returns where a redirected connection was going
 	// (default capture.OriginalDst: SO_ORIGINAL_DST).
@@ -77,6 +90,9 @@ type Config struct {
 	IdleParkAfter time.Duration
 }
 
+// DefaultOutboundAddr6 is Config.OutboundAddr6's default.
+const DefaultOutboundAddr6 = "[::1]:15001"
+
 func (c *Config) defaults() {
 	def := func(s *string, v string) {
 		if *s == "" {
@@ -89,6 +105,9 @@ func (c *Config) defaults() {
 		}
 	}
 	def(&c.InboundAddr, ":15006")
+	if c.OutboundAddr == "" {
+		def(&c.OutboundAddr6, DefaultOutboundAddr6)
+	}
 	def(&c.OutboundAddr, "127.0.0.1:15001")
 	def(&c.AdminAddr, "127.0.0.1:15000")
 	dur(&c.ConnectTimeout, time.Second)
@@ -126,6 +145,7 @@ type Proxy struct {
 
 	ready                         chan struct{}
 	inAddr, outAddr, adminAddrNet net.Addr
+	outAddr6                      net.Addr               // nil without an IPv6 outbound listener
 	parker                        atomic.Pointer[parker] // while Run parks idle flows
 }
 
@@ -183,11 +203,13 @@ func (s svidSource) GetX509SVID() (*x509svid.SVID, error) {
 // Ready is closed once Run listens on every address.
 func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 
-// InboundAddr, OutboundAddr and AdminAddr are the bound addresses, valid
-// once Ready is closed (AdminAddr is nil without an admin endpoint).
-func (p *Proxy) InboundAddr() net.Addr  { return p.inAddr }
-func (p *Proxy) OutboundAddr() net.Addr { return p.outAddr }
-func (p *Proxy) AdminAddr() net.Addr    { return p.adminAddrNet }
+// InboundAddr, OutboundAddr, OutboundAddr6 and AdminAddr are the bound
+// addresses, valid once Ready is closed (AdminAddr is nil without an admin
+// endpoint, OutboundAddr6 without an IPv6 outbound listener).
+func (p *Proxy) InboundAddr() net.Addr   { return p.inAddr }
+func (p *Proxy) OutboundAddr() net.Addr  { return p.outAddr }
+func (p *Proxy) OutboundAddr6() net.Addr { return p.outAddr6 }
+func (p *Proxy) AdminAddr() net.Addr     { return p.adminAddrNet }
 
 // Connections lists the established connections (what /connections serves).
 func (p *Proxy) Connections() []ConnInfo { return p.reg.snapshot() }
@@ -207,13 +229,25 @@ func (p *Proxy) Run(ctx context.Context) error {
 		inL.Close()
 		return fmt.Errorf("proxy: outbound listener %s: %w", p.cfg.OutboundAddr, err)
 	}
+	outL6, err := p.listenOutbound6(ctx, &lc)
+	if err != nil {
+		inL.Close()
+		outL.Close()
+		return err
+	}
+	closeOut := func() {
+		outL.Close()
+		if outL6 != nil {
+			outL6.Close()
+		}
+	}
 	var admin *http.Server
 	var adminL net.Listener
 	if p.cfg.AdminAddr != "-" {
 		adminL, err = lc.Listen(ctx, "tcp", p.cfg.AdminAddr)
 		if err != nil {
 			inL.Close()
-			outL.Close()
+			closeOut()
 			return fmt.Errorf("proxy: admin listener %s: %w", p.cfg.AdminAddr, err)
 		}
 		p.adminAddrNet = adminL.Addr()
@@ -243,7 +277,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			})
 		}
 	}
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 	serve := func(l net.Listener, direction string) {
 		for {
 			c, err := l.Accept()
@@ -258,6 +292,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	accepters.Go(func() { serve(inL, inbound) })
 	accepters.Go(func() { serve(outL, outbound) })
+	if outL6 != nil {
+		p.outAddr6 = outL6.Addr()
+		accepters.Go(func() { serve(outL6, outbound) })
+	}
 	if admin != nil {
 		accepters.Go(func() {
 			if err := admin.Serve(adminL); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -265,7 +303,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 			}
 		})
 	}
-	p.log.Info("proxy listening", "inbound", p.inAddr.String(), "outbound", p.outAddr.String(), "admin", p.adminAddrNet)
+	p.log.Info("proxy listening", "inbound", p.inAddr.String(), "outbound", p.outAddr.String(), "outbound6", p.outAddr6, "admin", p.adminAddrNet)
 	close(p.ready)
 
 	var runErr error
@@ -275,7 +313,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	// Drain: stop accepting, let open connections finish, then cut them.
 	inL.Close()
-	outL.Close()
+	closeOut()
 	open := p.reg.len()
 	p.log.Info("proxy draining", "open", open, "timeout", p.cfg.DrainTimeout)
 	timer := time.NewTimer(p.cfg.DrainTimeout)
@@ -301,9 +339,35 @@ func (p *Proxy) Run(ctx context.Context) error {
 		admin.Close()
 	}
 	inL.Close()
-	outL.Close()
+	closeOut()
 	accepters.Wait()
 	return runErr
+}
+
+// listenOutbound6 opens the IPv6 outbound listener, or none: when
+// OutboundAddr6 is "" or "-", and when the pod has no IPv6, which is
+// logged (its IPv6 TCP, if any, is then refused).
+func (p *Proxy) listenOutbound6(ctx context.Context, lc *net.ListenConfig) (net.Listener, error) {
+	addr := p.cfg.OutboundAddr6
+	if addr == "" || addr == "-" {
+		return nil, nil
+	}
+	l, err := lc.Listen(ctx, "tcp", addr)
+	switch {
+	case err == nil:
+		return l, nil
+	case noIPv6(err):
+		p.log.Info("proxy: no IPv6 outbound listener: the pod has no IPv6", "addr", addr, "err", err)
+		return nil, nil
+	}
+	return nil, fmt.Errorf("proxy: outbound listener %s: %w", addr, err)
+}
+
+// noIPv6 tells the errors of a listen on an IPv6 address where IPv6 is
+// off: EADDRNOTAVAIL when lo has no ::1 (net.ipv6.conf.*.disable_ipv6=1),
+// EAFNOSUPPORT and EPROTONOSUPPORT when the kernel has no IPv6 at all.
+func noIPv6(err error) bool {
+	return errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EPROTONOSUPPORT)
 }
 
 // handle owns one accepted connection until it is established, then hands
