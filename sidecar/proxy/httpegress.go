@@ -66,6 +66,9 @@ type httpExchange struct {
 	// is up; received by the response side.
 	sent     atomic.Int64
 	received int64
+	// forwarded is closed once the request (head and body) has been
+	// written to the server, or failed to be: its record waits for it.
+	forwarded chan struct{}
 }
 
 // httpEgress is the state of one HTTP egress connection.
@@ -373,6 +376,7 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 			}
 			p.m.httpRequests.With(st.decisionLabel(ex)).Inc()
 			outstanding.Add(1)
+			ex.forwarded = make(chan struct{})
 			queue <- ex // before the server can answer it
 			// The head and what is read of a Content-Length body go in
 			// one write (writev): a small request costs the server one
@@ -396,6 +400,7 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 				}
 				ex.sent.Add(k)
 			}
+			close(ex.forwarded)
 			if err != nil {
 				closeBoth()
 				return
@@ -451,6 +456,9 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 		// account emits ex with the bytes the parser consumed since the
 		// last one (read from the server, less what is read ahead).
 		account := func(ex *httpExchange) {
+			if ex.forwarded != nil {
+				<-ex.forwarded
+			}
 			now := got.Load() - int64(br.Buffered())
 			ex.received, mark = now-mark, now
 			st.emit(ex)
