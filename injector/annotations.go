@@ -54,6 +54,10 @@ const (
 	// back to TCP, which the sidecar decides) and counts it per
 	// destination. Right for REGISTRY_ONLY.
 	OutboundUDPDrop = "drop"
+	// OutboundUDPMesh (Config.OutboundUDP only, the default) follows the
+	// mesh: drop when the MeshConfig's outbound mode is REGISTRY_ONLY
+	// (Config.MeshOutbound), allow otherwise.
+	OutboundUDPMesh = "mesh"
 )
 
 var outboundUDPModes = []string{OutboundUDPAllow, OutboundUDPDrop}

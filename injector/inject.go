@@ -47,12 +47,18 @@ type Config struct {
 	ProxyLogLevel string
 	// OutboundUDP is what weft-init does with a pod's outbound UDP other
 	// than DNS (weft-sidecar init --outbound-udp) unless
-	// weft.dev/outbound-udp says otherwise: [OutboundUDPAllow] or
-	// [OutboundUDPDrop]; "" means allow. The injector does not read the
-	// MeshConfig: whoever runs it sets drop for a REGISTRY_ONLY mesh. The
-	// choice is made when the pod is created; changing the mesh's mode
-	// later does not reach running pods.
+	// weft.dev/outbound-udp says otherwise: [OutboundUDPAllow],
+	// [OutboundUDPDrop], or [OutboundUDPMesh] (drop under a REGISTRY_ONLY
+	// MeshConfig, allow otherwise); "" means mesh when MeshOutbound is
+	// set, else allow. The choice is made
+	// when the pod is created; changing the mesh's mode later reaches
+	// pods as they are recreated (weftctl check lists the ones behind).
 	OutboundUDP string
+	// MeshOutbound returns the MeshConfig's outbound mode now
+	// ("ALLOW_ANY", "REGISTRY_ONLY"; "" when there is none: ALLOW_ANY).
+	// Required when OutboundUDP is mesh; weft-injector backs it with an
+	// informer on the MeshConfig.
+	MeshOutbound func() string
 	// Logger receives one line per decision; nil discards.
 	Logger *slog.Logger
 }
@@ -90,6 +96,9 @@ func New(cfg Config) (*Injector, error) {
 	def(&cfg.TrustDomain, "cluster.local")
 	def(&cfg.Namespace, "weft-system")
 	def(&cfg.ProxyLogLevel, "info")
+	if cfg.OutboundUDP == "" && cfg.MeshOutbound != nil {
+		cfg.OutboundUDP = OutboundUDPMesh
+	}
 	def(&cfg.OutboundUDP, OutboundUDPAllow)
 	if cfg.PullPolicy == "" {
 		cfg.PullPolicy = corev1.PullIfNotPresent
@@ -100,8 +109,11 @@ func New(cfg Config) (*Injector, error) {
 	if !slices.Contains(logLevels, cfg.ProxyLogLevel) {
 		return nil, fmt.Errorf("injector: Config.ProxyLogLevel %q is not one of %v", cfg.ProxyLogLevel, logLevels)
 	}
-	if !slices.Contains(outboundUDPModes, cfg.OutboundUDP) {
-		return nil, fmt.Errorf("injector: Config.OutboundUDP %q is not %s or %s", cfg.OutboundUDP, OutboundUDPAllow, OutboundUDPDrop)
+	switch {
+	case cfg.OutboundUDP == OutboundUDPMesh && cfg.MeshOutbound == nil:
+		return nil, errors.New("injector: Config.OutboundUDP is mesh but Config.MeshOutbound is nil")
+	case cfg.OutboundUDP != OutboundUDPMesh && !slices.Contains(outboundUDPModes, cfg.OutboundUDP):
+		return nil, fmt.Errorf("injector: Config.OutboundUDP %q is not %s, %s or %s", cfg.OutboundUDP, OutboundUDPMesh, OutboundUDPAllow, OutboundUDPDrop)
 	}
 	if cfg.ProxyResources.Requests == nil && cfg.ProxyResources.Limits == nil {
 		cfg.ProxyResources = DefaultProxyResources()
@@ -229,6 +241,18 @@ func (i *Injector) malformed(msg string) (*admissionv1.AdmissionResponse, Outcom
 func deny(uid types.UID, code int32, reason metav1.StatusReason, msg string) *admissionv1.AdmissionResponse {
 	return &admissionv1.AdmissionResponse{UID: uid, Allowed: false,
 		Result: &metav1.Status{Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg}}
+}
+
+// outboundUDP is the default of weft.dev/outbound-udp for a pod admitted
+// now.
+func (i *Injector) outboundUDP() string {
+	if i.cfg.OutboundUDP != OutboundUDPMesh {
+		return i.cfg.OutboundUDP
+	}
+	if i.cfg.MeshOutbound() == "REGISTRY_ONLY" {
+		return OutboundUDPDrop
+	}
+	return OutboundUDPAllow
 }
 
 func hasContainer(pod *corev1.Pod, name string) bool {

@@ -130,18 +130,31 @@ func TestInitArgs(t *testing.T) {
 }
 
 // TestOutboundUDP: weft-init's --outbound-udp comes from Config.OutboundUDP
-// (allow unless set), and weft.dev/outbound-udp overrides it either way.
+// (allow unless set; mesh follows the MeshConfig's outbound mode at the
+// pod's admission, and is the default when MeshOutbound is set), and
+// weft.dev/outbound-udp overrides it either way.
 func TestOutboundUDP(t *testing.T) {
 	for _, tc := range []struct {
-		cfg, annotation, want string
+		cfg, mesh, annotation, want string
 	}{
-		{"", "", "allow"},
-		{"drop", "", "drop"},
-		{"allow", "", "allow"},
-		{"drop", "allow", "allow"},
-		{"", "drop", "drop"},
+		{"", "", "", "allow"},
+		{"drop", "", "", "drop"},
+		{"allow", "", "", "allow"},
+		{"drop", "", "allow", "allow"},
+		{"", "", "drop", "drop"},
+		{"", "REGISTRY_ONLY", "", "drop"},
+		{"", "ALLOW_ANY", "", "allow"},
+		{"mesh", "REGISTRY_ONLY", "", "drop"},
+		{"mesh", "-", "", "allow"}, // no MeshConfig
+		{"mesh", "REGISTRY_ONLY", "allow", "allow"},
+		{"allow", "REGISTRY_ONLY", "", "allow"},
 	} {
-		inj, err := New(Config{Version: "v0.0.0-test", SidecarImage: testImage, NativeSidecar: true, OutboundUDP: tc.cfg})
+		cfg := Config{Version: "v0.0.0-test", SidecarImage: testImage, NativeSidecar: true, OutboundUDP: tc.cfg}
+		if tc.mesh != "" {
+			mode := strings.TrimPrefix(tc.mesh, "-")
+			cfg.MeshOutbound = func() string { return mode }
+		}
+		inj, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,7 +167,7 @@ func TestOutboundUDP(t *testing.T) {
 		got, _ := applyPatch(t, pod, review.Response)
 		init := got.Spec.InitContainers[0]
 		if want := "--outbound-udp=" + tc.want; init.Name != InitName || !slices.Contains(init.Args, want) {
-			t.Errorf("Config.OutboundUDP %q, annotation %q: %s args %v, want %s", tc.cfg, tc.annotation, init.Name, init.Args, want)
+			t.Errorf("Config.OutboundUDP %q, mesh %q, annotation %q: %s args %v, want %s", tc.cfg, tc.mesh, tc.annotation, init.Name, init.Args, want)
 		}
 	}
 }
@@ -255,7 +268,8 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{Config{}, "injector: Config.SidecarImage is required"},
 		{Config{SidecarImage: "x", TrustDomain: "Bad Domain"}, `injector: Config.TrustDomain "Bad Domain": `},
 		{Config{SidecarImage: "x", ProxyLogLevel: "loud"}, `injector: Config.ProxyLogLevel "loud" is not one of`},
-		{Config{SidecarImage: "x", OutboundUDP: "reject"}, `injector: Config.OutboundUDP "reject" is not allow or drop`},
+		{Config{SidecarImage: "x", OutboundUDP: "reject"}, `injector: Config.OutboundUDP "reject" is not mesh, allow or drop`},
+		{Config{SidecarImage: "x", OutboundUDP: "mesh"}, "injector: Config.OutboundUDP is mesh but Config.MeshOutbound is nil"},
 	} {
 		if _, err := New(tc.cfg); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("New(%+v) = %v, want %q", tc.cfg, err, tc.want)

@@ -40,7 +40,7 @@ type Injection struct {
 // point: app containers are patched before weft-proxy may be inserted in
 // front of them.
 func (i *Injector) inject(pod *corev1.Pod) ([]patchOp, Injection, error) {
-	opts, err := parseAnnotations(pod.Annotations, i.cfg.ProxyLogLevel, i.cfg.OutboundUDP)
+	opts, err := parseAnnotations(pod.Annotations, i.cfg.ProxyLogLevel, i.outboundUDP())
 	if err != nil {
 		return nil, Injection{}, err
 	}

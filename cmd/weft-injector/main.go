@@ -56,8 +56,8 @@ func flagSet(o *options, logLevel *string) *flag.FlagSet {
 	fs.StringVar(&o.pullPolicy, "sidecar-pull-policy", "IfNotPresent", "pull policy of the sidecar image")
 	fs.StringVar(&o.nativeSidecar, "native-sidecar", "auto", "run weft-proxy as a native sidecar: auto (Kubernetes >= 1.29), true or false")
 	fs.StringVar(&o.proxyLogLevel, "proxy-log-level", "info", "weft-proxy's log level unless a pod's weft.dev/log-level says otherwise")
-	fs.StringVar(&o.outboundUDP, "outbound-udp", injector.OutboundUDPAllow, "weft-init's --outbound-udp unless a pod's weft.dev/outbound-udp says otherwise: "+
-		"drop (set it for a REGISTRY_ONLY mesh: outbound UDP other than DNS is rejected) or allow (leaves, unaudited)")
+	fs.StringVar(&o.outboundUDP, "outbound-udp", injector.OutboundUDPMesh, "weft-init's --outbound-udp unless a pod's weft.dev/outbound-udp says otherwise: "+
+		"mesh (drop while the MeshConfig's outbound mode is REGISTRY_ONLY, else allow), drop (outbound UDP other than DNS is rejected) or allow (leaves, unaudited)")
 	fs.StringVar(&o.webhookConfig, "webhook-config", injector.WebhookConfiguration, "MutatingWebhookConfiguration whose caBundle the injector keeps")
 	fs.StringVar(&o.tokenPath, "token-path", injector.TokenDir+"/token", "projected ServiceAccount token (audience weft-ca)")
 	fs.StringVar(&o.bundlePath, "bundle-path", injector.BundleDir+"/"+injector.BundleKey, "weft's trust bundle, to verify the control plane")

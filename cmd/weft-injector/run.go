@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -13,11 +15,17 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/injector"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/sidecar/identity"
@@ -34,9 +42,15 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if o.controlPlane == "" {
 		o.controlPlane = "weft-controlplane." + o.namespace + ".svc:15012"
 	}
-	kube, err := kubeClient(o.kubeconfig)
+	kube, rc, err := kubeClient(o.kubeconfig)
 	if err != nil {
 		return err
+	}
+	var meshOutbound func() string
+	if o.outboundUDP == injector.OutboundUDPMesh {
+		if meshOutbound, err = watchMeshOutbound(ctx, rc, log); err != nil {
+			return err
+		}
 	}
 	var native bool
 	switch o.nativeSidecar {
@@ -52,7 +66,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	inj, err := injector.New(injector.Config{
 		Version: version.Version, SidecarImage: o.sidecarImage, PullPolicy: corev1.PullPolicy(o.pullPolicy),
 		ControlPlaneAddr: o.controlPlane, TrustDomain: td.Name(), Namespace: o.namespace, NativeSidecar: native,
-		ProxyLogLevel: o.proxyLogLevel, OutboundUDP: o.outboundUDP, Logger: log.With("room", "injector"),
+		ProxyLogLevel: o.proxyLogLevel, OutboundUDP: o.outboundUDP, MeshOutbound: meshOutbound, Logger: log.With("room", "injector"),
 	})
 	if err != nil {
 		return err
@@ -130,7 +144,7 @@ func (f fileBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509b
 	return x509bundle.Load(td, string(f))
 }
 
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+func kubeClient(kubeconfig string) (kubernetes.Interface, *rest.Config, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -139,8 +153,43 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes client config: %w", err)
 	}
 	rc.UserAgent = "weft-injector"
-	return kubernetes.NewForConfig(rc)
+	kube, err := kubernetes.NewForConfig(rc)
+	return kube, rc, err
+}
+
+// watchMeshOutbound follows the MeshConfig's outbound mode with an
+// informer on meshconfigs/default, synced before it returns (so the first
+// pod admitted is decided by the mesh's mode, not by an empty cache).
+func watchMeshOutbound(ctx context.Context, rc *rest.Config, log *slog.Logger) (func() string, error) {
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 10*time.Minute, metav1.NamespaceAll, func(o *metav1.ListOptions) {
+		o.FieldSelector = "metadata.name=" + v1alpha1.DefaultMeshConfigName
+	})
+	inf := f.ForResource(v1alpha1.MeshConfigResource)
+	lister := inf.Lister()
+	f.Start(ctx.Done())
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if !cache.WaitForCacheSync(sctx.Done(), inf.Informer().HasSynced) {
+		return nil, errors.New("meshconfigs: informer did not sync in a minute (RBAC: weft-injector needs get, list and watch on meshconfigs.weft.dev)")
+	}
+	return func() string {
+		obj, err := lister.Get(v1alpha1.DefaultMeshConfigName)
+		if err != nil {
+			return "" // none: ALLOW_ANY
+		}
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			log.Warn("meshconfigs: unexpected object in the cache", "type", fmt.Sprintf("%T", obj))
+			return ""
+		}
+		mode, _, _ := unstructured.NestedString(u.Object, "spec", "outboundTrafficPolicy", "mode")
+		return mode
+	}, nil
 }
