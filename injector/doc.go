@@ -52,15 +52,15 @@
 // # Outbound UDP
 //
 // weft-init's --outbound-udp is Config.OutboundUDP (weft-injector
-// -outbound-udp, default allow), or the pod's weft.dev/outbound-udp
+// -outbound-udp, default mesh), or the pod's weft.dev/outbound-udp
 // annotation (drop or allow) where it has one. The mesh cannot decide UDP:
 // under drop, weft-init rejects the pod's outbound UDP other than DNS to
 // its nameservers (which the DNS proxy sees), so QUIC falls back to TCP,
 // which the sidecar decides; under allow it leaves unaudited. Drop is what
-// a REGISTRY_ONLY mesh wants, allow what ALLOW_ANY does. The injector
-// imports nothing of the control plane and does not read the MeshConfig,
-// so whoever runs it sets -outbound-udp=drop for a REGISTRY_ONLY mesh;
-// pods keep the choice made at their creation. weft.dev/exclude-outbound-
+// a REGISTRY_ONLY mesh wants, allow what ALLOW_ANY does: mesh follows the
+// MeshConfig's outbound mode at each admission (Config.MeshOutbound, which
+// weft-injector backs with an informer on meshconfigs/default). Pods keep
+// the choice made at their creation. weft.dev/exclude-outbound-
 // ports and weft.dev/exclude-outbound-cidrs apply to UDP as well: a pod
 // that may bypass the sidecar for a destination over TCP may do so over
 // UDP. Like those, the annotation is the pod author's: it can opt a pod
