@@ -45,6 +45,8 @@ type Config struct {
 	HTTPAddr       string               // ":15014"
 	SVIDTTL        time.Duration        // 24h: the longest SVID the service signs
 	AuditDB        string               // "/var/lib/weft/audit.db": the egress audit store (bbolt)
+	AuditRetention time.Duration        // 7 days: how long the store keeps an event (audit.StoreConfig.Retention)
+	AuditMaxEvents int                  // 500,000: the store's cap (audit.StoreConfig.MaxEvents)
 	OTLPEndpoint   string               // "": no export; else host:port of an OTLP/gRPC logs receiver
 	OTLPInsecure   bool                 // plaintext OTLP (a collector sidecar on loopback)
 	Debounce       time.Duration        // 100ms: quiet time before a change is pushed
@@ -140,7 +142,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	store, err := audit.OpenStore(audit.StoreConfig{Path: cfg.AuditDB, Logger: log.With("room", "audit"), Clock: cfg.Clock})
+	store, err := audit.OpenStore(audit.StoreConfig{Path: cfg.AuditDB, Retention: cfg.AuditRetention, MaxEvents: cfg.AuditMaxEvents,
+		Logger: log.With("room", "audit"), Clock: cfg.Clock})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package weftctl
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -240,8 +241,67 @@ func postCheck(ctx context.Context, e *env) *checkReport {
 	}
 	checkWebhook(ctx, e, r)
 	current := checkCA(ctx, e, r)
+	checkAuditTrail(ctx, e, r)
 	checkPods(ctx, e, r, current)
 	return r
+}
+
+// auditStoreWarn is how full the audit store may get before check warns:
+// past its capacity the oldest events are evicted.
+const auditStoreWarn = 0.8
+
+// checkAuditTrail warns when the egress audit trail would be lost with the
+// control plane's pod (an emptyDir and no OTLP export), and when a
+// replica's store nears its capacity.
+func checkAuditTrail(ctx context.Context, e *env, r *checkReport) {
+	d, err := e.kube.AppsV1().Deployments(e.weftNS).Get(ctx, "weft-controlplane", metav1.GetOptions{})
+	if err == nil {
+		exported := false
+		for _, c := range d.Spec.Template.Spec.Containers {
+			exported = exported || slices.ContainsFunc(c.Args, func(a string) bool {
+				return strings.HasPrefix(strings.TrimLeft(a, "-"), "otlp-endpoint=") && !strings.HasSuffix(a, "=")
+			})
+		}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			switch {
+			case v.Name != "audit":
+			case v.EmptyDir != nil && !exported:
+				r.add("audit trail", checkWarn, "the egress audit store is on an emptyDir: it is lost with the control plane's pod. "+
+					"Keep it on a volume (weftctl install --audit-pvc CLAIM) or export it (weft-controlplane --otlp-endpoint)")
+			case v.EmptyDir != nil:
+				r.add("audit trail", checkOK, "on an emptyDir, exported over OTLP")
+			case v.PersistentVolumeClaim != nil:
+				r.add("audit trail", checkOK, "on PersistentVolumeClaim %s", v.PersistentVolumeClaim.ClaimName)
+			}
+		}
+	}
+	pods, err := e.kube.CoreV1().Pods(e.weftNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-controlplane"})
+	if err != nil {
+		return
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+			continue
+		}
+		var st struct {
+			Events   int `json:"events"`
+			Capacity int `json:"capacity"`
+		}
+		b, err := e.admin.podGet(ctx, p, controlPlanePort, "/audit/store")
+		if err == nil {
+			err = json.Unmarshal(b, &st)
+		}
+		switch {
+		case err != nil:
+			r.add("audit store "+p.Name, checkWarn, "cannot read /audit/store: %v", err)
+		case st.Capacity > 0 && float64(st.Events) >= auditStoreWarn*float64(st.Capacity):
+			r.add("audit store "+p.Name, checkWarn, "%d of %d events (%.0f%%): past %d the oldest are evicted (weft_audit_evicted_total). "+
+				"Shorten weft-controlplane --audit-retention, raise --audit-max-events with the volume, or export the trail (--otlp-endpoint)", st.Events, st.Capacity, 100*float64(st.Events)/float64(st.Capacity), st.Capacity)
+		default:
+			r.add("audit store "+p.Name, checkOK, "%d of %d events", st.Events, st.Capacity)
+		}
+	}
 }
 
 func checkWebhook(ctx context.Context, e *env, r *checkReport) {

@@ -103,7 +103,7 @@ func egressCluster(t *testing.T, replicas map[string][]audit.Event) (*egressEnv,
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { store.Close() })
-		if _, err := store.Insert(events); err != nil {
+		if _, _, err := store.Insert(events); err != nil {
 			t.Fatal(err)
 		}
 		svc, err := cpaudit.NewService(cpaudit.ServiceConfig{Store: store,

@@ -108,6 +108,9 @@ func newFixture(t *testing.T) *fixture {
 		return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: name},
 			Spec: appsv1.DeploymentSpec{Replicas: ptr.To(replicas)}, Status: appsv1.DeploymentStatus{AvailableReplicas: available}}
 	}
+	// The install's default: the audit store on an emptyDir, no export.
+	cpDeployment := deployment("weft-controlplane", 2, 2)
+	cpDeployment.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "audit", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 	webhook := &admissionregistrationv1.MutatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: "weft-injector", CreationTimestamp: at(-5 * time.Hour)},
 		Webhooks: []admissionregistrationv1.MutatingWebhook{{
@@ -125,7 +128,7 @@ func newFixture(t *testing.T) *fixture {
 	old := pod("weft-demo", "old-6d7e", "198.18.0.13", -150*time.Minute, false, 8080)
 	objs := []runtime.Object{demoNS, weftNS,
 		cp("weft-controlplane-a1", "198.18.0.2"), cp("weft-controlplane-b2", "198.18.0.3"), inj,
-		deployment("weft-controlplane", 2, 2), deployment("weft-injector", 1, 1), webhook,
+		cpDeployment, deployment("weft-injector", 1, 1), webhook,
 		pod("weft-demo", "client-8f6d", "198.18.0.10", -time.Hour, true),
 		pod("weft-demo", "server-v1-9a7c", "198.18.0.11", -time.Hour, true, 8080),
 		plain, old,
@@ -165,6 +168,8 @@ func newFixture(t *testing.T) *fixture {
 		SPIFFEID: "spiffe://cluster.local/ns/weft-demo/sa/client", Streams: 1, Types: types("SYNCED", "")}))
 	f.json("/pod/weft-system/weft-controlplane-b2/15014/debug/status", status(nodeStatus{Node: "server-v1-9a7c.weft-demo", Pod: "server-v1-9a7c", Namespace: "weft-demo",
 		SPIFFEID: "spiffe://cluster.local/ns/weft-demo/sa/server", Streams: 1, Types: types("SYNCED", "")}))
+	f.json("/pod/weft-system/weft-controlplane-a1/15014/audit/store", map[string]int{"events": 412_000, "capacity": 500_000})
+	f.json("/pod/weft-system/weft-controlplane-b2/15014/audit/store", map[string]int{"events": 1_200, "capacity": 500_000})
 	f.text("/svc/weft-system/weft-injector/443/healthz", "ok\n")
 	expiry := strconv.FormatInt(now.Add(23*time.Hour).Unix(), 10)
 	f.text("/pod/weft-demo/client-8f6d/15020/metrics", "# HELP x\nweft_sidecar_svid_expiry_timestamp_seconds "+expiry+"\n"+

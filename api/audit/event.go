@@ -37,7 +37,12 @@ type Event struct {
 	// ID is unique per event and stable across resends: "<instance>-<seq>",
 	// a random instance per sidecar start and a sequence number.
 	ID   string    `json:"id"`
-	Time time.Time `json:"time"` // when the connection was accepted
+	Time time.Time `json:"time"` // when the connection was accepted, by the sidecar's clock
+	// Received is when the control plane stored the event, by its own
+	// clock: the store orders, queries and prunes by it, so no sidecar can
+	// date an event out of the trail. The control plane clamps Time to at
+	// most Received plus a minute of clock skew.
+	Received time.Time `json:"received,omitzero"`
 	// SourceID, Pod and Namespace are the recording sidecar's identity.
 	SourceID  string `json:"sourceSpiffeId"`
 	Pod       string `json:"pod"`

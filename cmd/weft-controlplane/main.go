@@ -36,6 +36,8 @@ func main() {
 	flag.DurationVar(&cfg.Debounce, "xds-debounce", 100*time.Millisecond, "quiet time before a mesh change is pushed to sidecars")
 	flag.DurationVar(&cfg.MaxDelay, "xds-max-delay", time.Second, "longest a mesh change waits under continuous churn")
 	flag.StringVar(&cfg.AuditDB, "audit-db", "/var/lib/weft/audit.db", "egress audit store (bbolt file on a volume)")
+	flag.DurationVar(&cfg.AuditRetention, "audit-retention", 7*24*time.Hour, "how long the audit store keeps an event (by receive time)")
+	flag.IntVar(&cfg.AuditMaxEvents, "audit-max-events", 500_000, "the audit store's cap: past it the oldest events are evicted (size it to the volume: ~1 KiB per event)")
 	flag.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export egress audit events as OTLP logs to this gRPC endpoint (host:port)")
 	flag.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", false, "plaintext OTLP (e.g. a collector on the same node)")
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig path; empty means in-cluster")

@@ -6,10 +6,16 @@
 // # The room
 //
 // [Store] keeps events in a bbolt file (default /var/lib/weft/audit.db on
-// an emptyDir or a PVC). Keys are ordered by event time, so range queries
-// and retention (default 7 days, pruned every 10 minutes) are cursor walks;
-// a second bucket maps event IDs to keys, which makes [Store.Insert]
-// idempotent: an event delivered twice is stored once.
+// an emptyDir or a PVC). Keys are ordered by the time the control plane
+// received the event (Event.Received, its own clock), so range queries and
+// retention (default 7 days, pruned every 10 minutes) are cursor walks
+// that no sidecar's timestamp can dodge; a second bucket maps each event's
+// identity — the stream's verified namespace and pod, then the sidecar's
+// ID — to its key, which makes [Store.Insert] idempotent (an event
+// delivered twice is stored once) without letting one pod's IDs shadow
+// another's. The store is capped (StoreConfig.MaxEvents, default 500,000):
+// past it the oldest events are evicted, counted, and `weftctl check` warns
+// from 80 % (GET /audit/store).
 //
 // [Service] implements envoy.service.accesslog.v3.AccessLogService. A stream
 // must carry a client X.509-SVID of the trust domain (verified here, like
@@ -23,11 +29,22 @@
 // everything it sent is committed — that response is the sidecar's
 // acknowledgement (see sidecar/audit).
 //
+// The stream may be the app rather than its sidecar (the Workload API
+// gives the app its pod's SVID), so nothing it sends is trusted beyond its
+// identity: each event is stamped with the receive time, its Time clamped
+// to at most a minute past it, each string field cut to a cap no sidecar
+// reaches, and each pod has a token bucket (50 events/s, burst 2,000): a
+// message over it ends the stream with ResourceExhausted, and the sidecar
+// resends after its backoff.
+//
 // Metrics: weft_egress_connections_total{destination,decision} and
 // weft_egress_bytes_total{destination,decision,direction} with bounded
 // cardinality (at most TopDestinations destination values, the rest
 // "other"; see destMetrics), weft_audit_events_total{result},
-// weft_audit_streams_refused_total{code}, weft_audit_pruned_total.
+// weft_audit_streams_refused_total{code}, weft_audit_pruned_total,
+// weft_audit_evicted_total, weft_audit_times_clamped_total,
+// weft_audit_fields_truncated_total{field}, weft_audit_store_events and
+// weft_audit_store_capacity.
 //
 // The wire format's field names are sidecar/audit's (metadata
 // "weft.egress"); this package restates them since controlplane/* never

@@ -35,6 +35,7 @@ type SummaryResponse struct {
 //
 //	GET /audit/events?since=&until=&namespace=&workload=&destination=&decision=&limit=
 //	GET /audit/summary?since=&until=&namespace=&workload=&destination=&decision=
+//	GET /audit/store (StoreResponse)
 //
 // since and until are RFC 3339 times or durations back from now ("24h");
 // limit defaults to 1000, at most 10000.
@@ -42,7 +43,21 @@ func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /audit/events", s.serveEvents)
 	mux.HandleFunc("GET /audit/summary", s.serveSummary)
+	mux.HandleFunc("GET /audit/store", s.serveStore)
 	return mux
+}
+
+// StoreResponse is GET /audit/store: how full the store is, for weftctl
+// check's warning well before the oldest events are evicted.
+type StoreResponse struct {
+	Events    int           `json:"events"`
+	Capacity  int           `json:"capacity"`
+	Retention time.Duration `json:"retentionSeconds"`
+	Path      string        `json:"path"`
+}
+
+func (s *Service) serveStore(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, StoreResponse{Events: s.store.Len(), Capacity: s.store.Cap(), Retention: s.store.cfg.Retention / time.Second, Path: s.store.cfg.Path})
 }
 
 func (s *Service) serveEvents(w http.ResponseWriter, r *http.Request) {

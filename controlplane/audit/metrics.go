@@ -13,23 +13,36 @@ import (
 )
 
 type serviceMetrics struct {
-	events  *prometheus.CounterVec // result: stored, duplicate
-	refused *prometheus.CounterVec // code
-	pruned  prometheus.Counter
-	dest    *destMetrics
+	events    *prometheus.CounterVec // result: stored, duplicate, rate_limited
+	refused   *prometheus.CounterVec // code
+	pruned    prometheus.Counter
+	evicted   prometheus.Counter
+	clamped   prometheus.Counter
+	truncated *prometheus.CounterVec // field
+	dest      *destMetrics
 }
 
-func newServiceMetrics(reg prometheus.Registerer, top int, clk clock.PassiveClock) (*serviceMetrics, error) {
+func newServiceMetrics(reg prometheus.Registerer, top int, clk clock.PassiveClock, store *Store) (*serviceMetrics, error) {
 	m := &serviceMetrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_audit_events_total",
-			Help: "Audit events received, by result: stored, or duplicate (already stored: a resend)."}, []string{"result"}),
+			Help: "Audit events received, by result: stored, duplicate (already stored: a resend), or rate_limited (refused with the stream: the sidecar resends them)."}, []string{"result"}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_audit_evicted_total",
+			Help: "Audit events evicted, oldest first, because the store reached its cap (weft_audit_store_capacity)."}),
+		clamped: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_audit_times_clamped_total",
+			Help: "Audit events whose time was further in the future than the allowed clock skew, clamped to their receive time."}),
+		truncated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_audit_fields_truncated_total",
+			Help: "Audit event fields cut to their cap, by field."}, []string{"field"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_audit_streams_refused_total",
 			Help: "Access-log streams ended with an error, by gRPC code."}, []string{"code"}),
 		pruned: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_audit_pruned_total",
 			Help: "Audit events removed by retention."}),
 		dest: newDestMetrics(top, 10*time.Minute, clk),
 	}
-	for _, c := range []prometheus.Collector{m.events, m.refused, m.pruned, m.dest} {
+	storeEvents := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "weft_audit_store_events",
+		Help: "Audit events in the store."}, func() float64 { return float64(store.Len()) })
+	storeCap := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "weft_audit_store_capacity",
+		Help: "The most audit events the store keeps; past it the oldest are evicted."}, func() float64 { return float64(store.Cap()) })
+	for _, c := range []prometheus.Collector{m.events, m.refused, m.pruned, m.evicted, m.clamped, m.truncated, m.dest, storeEvents, storeCap} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -8,12 +8,15 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
+	"time"
 
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
@@ -44,10 +47,20 @@ type ServiceConfig struct {
 	TopDestinations int
 	// OnStored, if set, sees each newly stored event (never a duplicate);
 	// it must not block (the OTLP exporter's Export queues).
-	OnStored   func(apiaudit.Event)
-	Logger     *slog.Logger
-	Clock      clock.PassiveClock
-	Registerer prometheus.Registerer // nil: a private registry
+	OnStored func(apiaudit.Event)
+	// EventsPerSecond and Burst limit each pod's events (a token bucket
+	// per namespace/pod): 50/s, burst 2,000. A message over the limit
+	// ends the stream with ResourceExhausted; the sidecar keeps its events
+	// and resends them after its backoff, so the limit slows a flood and
+	// loses nothing a sidecar still holds.
+	EventsPerSecond float64
+	Burst           int
+	// MaxClockSkew is how far past the receive time an event's Time may
+	// be before it is clamped to it: 1m.
+	MaxClockSkew time.Duration
+	Logger       *slog.Logger
+	Clock        clock.PassiveClock
+	Registerer   prometheus.Registerer // nil: a private registry
 }
 
 // Service receives audit events (ALS) and answers queries (Handler).
@@ -58,6 +71,9 @@ type Service struct {
 	store *Store
 	log   *slog.Logger
 	m     *serviceMetrics
+
+	mu     sync.Mutex
+	limits map[string]*rate.Limiter // namespace/pod
 }
 
 var _ alsv3.AccessLogServiceServer = (*Service)(nil)
@@ -73,6 +89,15 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if cfg.TopDestinations <= 0 {
 		cfg.TopDestinations = 50
 	}
+	if cfg.EventsPerSecond <= 0 {
+		cfg.EventsPerSecond = 50
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = 2000
+	}
+	if cfg.MaxClockSkew <= 0 {
+		cfg.MaxClockSkew = time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -82,11 +107,11 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	m, err := newServiceMetrics(cfg.Registerer, cfg.TopDestinations, cfg.Clock)
+	m, err := newServiceMetrics(cfg.Registerer, cfg.TopDestinations, cfg.Clock, cfg.Store)
 	if err != nil {
 		return nil, fmt.Errorf("audit: NewService: metrics: %w", err)
 	}
-	return &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, m: m}, nil
+	return &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, m: m, limits: map[string]*rate.Limiter{}}, nil
 }
 
 // Register adds the access-log service to a gRPC server.
@@ -138,17 +163,90 @@ func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogs
 		if err != nil {
 			return err
 		}
-		added, err := s.store.Insert(events)
+		now := s.cfg.Clock.Now()
+		if !s.limiter(n).AllowN(now, len(events)) {
+			s.m.events.WithLabelValues("rate_limited").Add(float64(len(events)))
+			return status.Errorf(codes.ResourceExhausted, "audit: node %s.%s sends more than %g events/s (burst %d): resend later",
+				n.pod, n.namespace, s.cfg.EventsPerSecond, s.cfg.Burst)
+		}
+		for i := range events {
+			s.stamp(&events[i], now)
+		}
+		added, evicted, err := s.store.Insert(events)
 		if err != nil {
 			s.log.Error("audit: storing events", "node", n.pod+"."+n.namespace, "err", err)
 			return status.Errorf(codes.Unavailable, "audit: storing events: %v", err)
 		}
 		s.m.stored(len(added), len(events)-len(added))
+		if evicted > 0 {
+			s.m.evicted.Add(float64(evicted))
+			s.log.Warn("audit: store full, oldest events evicted", "evicted", evicted, "cap", s.store.Cap())
+		}
 		for _, e := range added {
 			s.m.dest.observe(e)
 			if s.cfg.OnStored != nil {
 				s.cfg.OnStored(e)
 			}
+		}
+	}
+}
+
+// maxLimiters bounds the per-pod limiters held; past it, the ones whose
+// bucket is full again (idle pods) are forgotten.
+const maxLimiters = 20_000
+
+// limiter is n's pod's token bucket.
+func (s *Service) limiter(n *node) *rate.Limiter {
+	key := n.namespace + "/" + n.pod
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.limits[key]
+	if l == nil {
+		if len(s.limits) >= maxLimiters {
+			now := s.cfg.Clock.Now()
+			for k, v := range s.limits {
+				if v.TokensAt(now) >= float64(s.cfg.Burst) {
+					delete(s.limits, k)
+				}
+			}
+		}
+		l = rate.NewLimiter(rate.Limit(s.cfg.EventsPerSecond), s.cfg.Burst)
+		s.limits[key] = l
+	}
+	return l
+}
+
+// Field caps: no sidecar writes more (a DNS name is at most 253 bytes, a
+// policy "<ns>/<name>" 317, a reason one sentence), so anything longer is
+// cut, counted, and marked with a trailing "…".
+var fieldCaps = []struct {
+	name string
+	max  int
+	get  func(*apiaudit.Event) *string
+}{
+	{"dstHost", 260, func(e *apiaudit.Event) *string { return &e.DstHost }},
+	{"sni", 260, func(e *apiaudit.Event) *string { return &e.SNI }},
+	{"host", 270, func(e *apiaudit.Event) *string { return &e.Host }},
+	{"protocol", 16, func(e *apiaudit.Event) *string { return &e.Protocol }},
+	{"policy", 320, func(e *apiaudit.Event) *string { return &e.Policy }},
+	{"rule", 32, func(e *apiaudit.Event) *string { return &e.Rule }},
+	{"outbound", 32, func(e *apiaudit.Event) *string { return &e.Outbound }},
+	{"chain", 512, func(e *apiaudit.Event) *string { return &e.Chain }},
+	{"reason", 1024, func(e *apiaudit.Event) *string { return &e.Reason }},
+}
+
+// stamp makes e the control plane's record: received now, its Time no
+// later than now plus the allowed skew, every field within its cap.
+func (s *Service) stamp(e *apiaudit.Event, now time.Time) {
+	e.Received = now.UTC()
+	if e.Time.After(now.Add(s.cfg.MaxClockSkew)) {
+		e.Time = e.Received
+		s.m.clamped.Inc()
+	}
+	for _, f := range fieldCaps {
+		if p := f.get(e); len(*p) > f.max {
+			*p = strings.ToValidUTF8((*p)[:f.max-len("…")], "") + "…"
+			s.m.truncated.WithLabelValues(f.name).Inc()
 		}
 	}
 }

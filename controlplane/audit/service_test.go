@@ -211,7 +211,7 @@ func TestServiceNodeVerifier(t *testing.T) {
 func TestHTTP(t *testing.T) {
 	h := newHarness(t, nil)
 	t0 := h.clk.Now() // the service's clock: "since=1h" is relative to it
-	if _, err := h.store.Insert(sampleEvents(t0)); err != nil {
+	if _, _, err := h.store.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h.svc.Handler())

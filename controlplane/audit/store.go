@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -23,9 +25,23 @@ import (
 const DefaultStorePath = "/var/lib/weft/audit.db"
 
 var (
-	bucketEvents = []byte("events") // time key (8 bytes unix nanos, big endian) + ID → JSON apiaudit.Event
-	bucketIDs    = []byte("ids")    // ID → time key
+	// time key (8 bytes unix nanos of the receive time, big endian) +
+	// identity key → JSON apiaudit.Event
+	bucketEvents = []byte("events")
+	bucketIDs    = []byte("ids") // identity key → time key + identity key
 )
+
+// DefaultMaxEvents bounds the store: at ~1 KiB per event on disk (JSON and
+// bbolt's pages), 500,000 events stay well inside the install's 1 GiB
+// emptyDir, which the kubelet would otherwise evict the control plane for.
+const DefaultMaxEvents = 500_000
+
+// identityKey is what makes an event unique: the stream's verified pod and
+// namespace, then the sidecar's ID. Another pod cannot take a victim's
+// next IDs: its own events are keyed under its own name.
+func identityKey(e apiaudit.Event) []byte {
+	return []byte(e.Namespace + "/" + e.Pod + "/" + e.ID)
+}
 
 // StoreConfig configures a Store. Zero fields get the defaults in their
 // comments.
@@ -33,8 +49,11 @@ type StoreConfig struct {
 	Path          string        // DefaultStorePath
 	Retention     time.Duration // events older than this are pruned: 7 days
 	PruneInterval time.Duration // how often Run prunes: 10m
-	Logger        *slog.Logger
-	Clock         clock.WithTicker
+	// MaxEvents caps the store: inserting past it evicts the oldest events
+	// (by receive time) first. DefaultMaxEvents.
+	MaxEvents int
+	Logger    *slog.Logger
+	Clock     clock.WithTicker
 }
 
 // Store holds audit events in a bbolt file. Safe for concurrent use.
@@ -42,6 +61,9 @@ type Store struct {
 	cfg StoreConfig
 	db  *bolt.DB
 	log *slog.Logger
+	// n counts stored events; written only inside bbolt's (serialised)
+	// update transactions.
+	n atomic.Int64
 }
 
 // OpenStore opens (or creates) the store's file. Only one process may hold
@@ -55,6 +77,9 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	}
 	if cfg.PruneInterval <= 0 {
 		cfg.PruneInterval = 10 * time.Minute
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = DefaultMaxEvents
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -81,60 +106,84 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("audit: store %s: %w", cfg.Path, err)
 	}
-	return &Store{cfg: cfg, db: db, log: cfg.Logger}, nil
+	st := &Store{cfg: cfg, db: db, log: cfg.Logger}
+	_ = db.View(func(tx *bolt.Tx) error {
+		st.n.Store(int64(tx.Bucket(bucketIDs).Stats().KeyN))
+		return nil
+	})
+	return st, nil
 }
 
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Insert stores the events whose IDs it does not hold yet, in one
-// transaction, and returns those (duplicates are skipped: inserting is
-// idempotent by ID). When Insert returns nil, the events are on disk.
-func (s *Store) Insert(events []apiaudit.Event) (added []apiaudit.Event, err error) {
+// Insert stores the events it does not hold yet (by identity: namespace,
+// pod and ID), in one transaction, and returns those (duplicates are
+// skipped: inserting is idempotent). Events are ordered by Received (the
+// control plane's clock; Time when Received is zero). Past MaxEvents the
+// oldest are evicted in the same transaction; evicted says how many. When
+// Insert returns nil, the events are on disk.
+func (s *Store) Insert(events []apiaudit.Event) (added []apiaudit.Event, evicted int, err error) {
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		added = added[:0]
+		added, evicted = added[:0], 0
 		evb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketIDs)
+		n := s.n.Load()
 		for _, e := range events {
 			if e.ID == "" {
 				return errors.New("event without ID")
 			}
-			if idb.Get([]byte(e.ID)) != nil {
+			ik := identityKey(e)
+			if idb.Get(ik) != nil {
 				continue
 			}
 			v, err := json.Marshal(e)
 			if err != nil {
 				return fmt.Errorf("event %s: %w", e.ID, err)
 			}
-			k := eventKey(e.Time, e.ID)
+			k := append(timeKey(cmp.Or(e.Received, e.Time)), ik...)
 			if err := evb.Put(k, v); err != nil {
 				return err
 			}
-			if err := idb.Put([]byte(e.ID), k); err != nil {
+			if err := idb.Put(ik, k); err != nil {
 				return err
 			}
 			added = append(added, e)
+			n++
 		}
+		// Oldest first, past the cap (collected, then deleted: deleting
+		// under a moving cursor skips keys).
+		var old [][]byte
+		c := evb.Cursor()
+		for k, _ := c.First(); k != nil && n-int64(len(old)) > int64(s.cfg.MaxEvents); k, _ = c.Next() {
+			old = append(old, bytes.Clone(k))
+		}
+		for _, k := range old {
+			if err := evb.Delete(k); err != nil {
+				return err
+			}
+			if err := idb.Delete(k[8:]); err != nil {
+				return err
+			}
+		}
+		evicted = len(old)
+		s.n.Store(n - int64(evicted))
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("audit: insert %d events: %w", len(events), err)
+		return nil, 0, fmt.Errorf("audit: insert %d events: %w", len(events), err)
 	}
-	return added, nil
+	return added, evicted, nil
 }
 
 // Len is the number of stored events.
-func (s *Store) Len() int {
-	n := 0
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketIDs).Stats().KeyN
-		return nil
-	})
-	return n
-}
+func (s *Store) Len() int { return int(s.n.Load()) }
+
+// Cap is the most events the store keeps (StoreConfig.MaxEvents).
+func (s *Store) Cap() int { return s.cfg.MaxEvents }
 
 // Query selects events. Zero fields match everything.
 type Query struct {
-	Since, Until time.Time // Since <= Time < Until
+	Since, Until time.Time // Since <= Received < Until (Time for events stored without it)
 	Namespace    string
 	// Workload matches the source's pod name, SPIFFE ID, or service
 	// account ("sa" segment of the SPIFFE ID).
@@ -232,6 +281,7 @@ func (s *Store) Prune() (int, error) {
 					return err
 				}
 			}
+			s.n.Add(-int64(len(keys)))
 			return nil
 		})
 		if err != nil {
@@ -281,5 +331,3 @@ func timeKey(t time.Time) []byte {
 	}
 	return binary.BigEndian.AppendUint64(nil, n)
 }
-
-func eventKey(t time.Time, id string) []byte { return append(timeKey(t), id...) }

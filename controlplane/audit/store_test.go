@@ -40,19 +40,19 @@ func TestStoreInsertIsIdempotent(t *testing.T) {
 	clk := testutil.FakeClock(t)
 	t0 := clk.Now()
 	s := openTestStore(t, clk)
-	added, err := s.Insert(sampleEvents(t0))
+	added, _, err := s.Insert(sampleEvents(t0))
 	if err != nil || len(added) != 5 {
 		t.Fatalf("Insert = %d added, %v; want 5", len(added), err)
 	}
 	again := append(sampleEvents(t0)[:2], ev(t0, "d-1", 5*time.Minute, "shop", "web-1", "web", "x.example.com", "1.2.3.4", 443, "allow"))
-	added, err = s.Insert(again)
+	added, _, err = s.Insert(again)
 	if err != nil || !slices.Equal(ids(added), []string{"d-1"}) {
 		t.Fatalf("second Insert added %v, %v; want only d-1", ids(added), err)
 	}
 	if s.Len() != 6 {
 		t.Errorf("Len = %d, want 6", s.Len())
 	}
-	if _, err := s.Insert([]apiaudit.Event{{Time: t0}}); err == nil {
+	if _, _, err := s.Insert([]apiaudit.Event{{Time: t0}}); err == nil {
 		t.Error("Insert of an event without ID succeeded")
 	}
 	got, _ := s.Query(Query{Destination: "93.184.216.34"})
@@ -65,7 +65,7 @@ func TestStoreQuery(t *testing.T) {
 	clk := testutil.FakeClock(t)
 	t0 := clk.Now()
 	s := openTestStore(t, clk)
-	if _, err := s.Insert(sampleEvents(t0)); err != nil {
+	if _, _, err := s.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -110,7 +110,7 @@ func TestStoreRetention(t *testing.T) {
 	t0 := clk.Now().Add(-5 * time.Minute) // the events start 5m before the clock
 	s := openTestStore(t, clk)
 	s.cfg.Retention = 3 * time.Minute // keeps events from t0+2m on
-	if _, err := s.Insert(sampleEvents(t0)); err != nil {
+	if _, _, err := s.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	n, err := s.Prune()
@@ -136,7 +136,7 @@ func TestStoreRunPrunesPeriodically(t *testing.T) {
 	t0 := clk.Now()
 	s := openTestStore(t, clk)
 	s.cfg.Retention, s.cfg.PruneInterval = time.Hour, time.Minute
-	if _, err := s.Insert(sampleEvents(t0)); err != nil {
+	if _, _, err := s.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	ctx := testContext(t)
@@ -165,7 +165,7 @@ func TestStoreReopenKeepsEventsAndLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Insert(sampleEvents(t0)); err != nil {
+	if _, _, err := s.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := OpenStore(StoreConfig{Path: path, Clock: clk}); err == nil {
@@ -177,7 +177,7 @@ func TestStoreReopenKeepsEventsAndLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if added, _ := s.Insert(sampleEvents(t0)); len(added) != 0 || s.Len() != 5 {
+	if added, _, _ := s.Insert(sampleEvents(t0)); len(added) != 0 || s.Len() != 5 {
 		t.Errorf("after reopen: added %d, Len %d; want 0, 5", len(added), s.Len())
 	}
 }
@@ -186,7 +186,7 @@ func TestSummary(t *testing.T) {
 	clk := testutil.FakeClock(t)
 	t0 := clk.Now()
 	s := openTestStore(t, clk)
-	if _, err := s.Insert(sampleEvents(t0)); err != nil {
+	if _, _, err := s.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)
 	}
 	sum, err := s.Summary(Query{Namespace: "shop"})
