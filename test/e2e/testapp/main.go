@@ -11,6 +11,15 @@
 //	                        -hold keeps the (keep-alive) connection open D after the last answer;
 //	                        -connect dials HOST:PORT whatever the URL's host (which still makes the
 //	                        SNI and Host): what an app fronting a name onto another address does
+//	testapp raw -connect HOST:PORT [-hello SNI | -no-sni] [-split N -gap D] [-send S]... [-wait D] [-read D]
+//	                        the app as an attacker, choosing every byte: dial, write a TLS ClientHello
+//	                        (crypto/tls's, for SNI or without one; -split writes its first N bytes, waits
+//	                        -gap, then the rest), then each -send (Go-escaped, "GET / HTTP/1.1\r\n..."),
+//	                        -wait apart; print what comes back (bytes other than printable ASCII, \r, \n
+//	                        and \t as \xNN) until EOF or -read after the last write. Stderr says when each
+//	                        write went ("write 2 (40 bytes) after 153 bytes received") and how it ended:
+//	                        "closed after N bytes (EOF)" or "open after N bytes (read timeout 5s)";
+//	                        exit 1 when nothing came back
 package main
 
 import (
@@ -20,6 +29,8 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,7 +39,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,7 +50,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testapp svid|serve|get ...")
+		fmt.Fprintln(os.Stderr, "usage: testapp svid|serve|get|raw ...")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -50,6 +63,8 @@ func main() {
 		err = serve(ctx, os.Args[2:])
 	case "get":
 		err = get(ctx, os.Args[2:])
+	case "raw":
+		err = raw(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -166,6 +181,152 @@ func get(ctx context.Context, args []string) error {
 		}
 	}
 	return nil
+}
+
+// raw writes the bytes it is told to on one connection and prints what
+// comes back: what an app that wants around its sidecar's egress rules
+// does.
+func raw(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("raw", flag.ExitOnError)
+	connect := fs.String("connect", "", "HOST:PORT to dial")
+	var sends [][]byte
+	fs.Func("send", "bytes to write, Go-escaped; repeat for writes -wait apart", func(s string) error {
+		b, err := strconv.Unquote(`"` + s + `"`)
+		if err != nil {
+			return fmt.Errorf("-send %q: %w", s, err)
+		}
+		sends = append(sends, []byte(b))
+		return nil
+	})
+	sni := fs.String("hello", "", "first write a TLS ClientHello with this server_name")
+	noSNI := fs.Bool("no-sni", false, "first write a TLS ClientHello without server_name")
+	split := fs.Int("split", 0, "write the ClientHello's first N bytes, then wait -gap, then the rest")
+	gap := fs.Duration("gap", 0, "the pause of -split")
+	wait := fs.Duration("wait", time.Second, "pause between writes")
+	readFor := fs.Duration("read", 5*time.Second, "after the last write, read until EOF or this long")
+	_ = fs.Parse(args)
+	if *connect == "" || fs.NArg() != 0 {
+		return errors.New("raw: want -connect HOST:PORT and flags only")
+	}
+	type write struct {
+		b     []byte
+		pause time.Duration // before it
+	}
+	var writes []write
+	if *sni != "" || *noSNI {
+		hello, err := clientHello(*sni)
+		if err != nil {
+			return err
+		}
+		if *split > 0 && *split < len(hello) {
+			writes = append(writes, write{b: hello[:*split]}, write{b: hello[*split:], pause: *gap})
+		} else {
+			writes = append(writes, write{b: hello})
+		}
+	}
+	for _, b := range sends {
+		w := write{b: b}
+		if len(writes) > 0 {
+			w.pause = *wait
+		}
+		writes = append(writes, w)
+	}
+
+	var dialer net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	c, err := dialer.DialContext(dctx, "tcp", *connect)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	// What comes back is printed as it comes, while writing.
+	var got atomic.Int64
+	ended := make(chan error, 1)
+	go func() {
+		b := make([]byte, 32<<10)
+		for {
+			n, err := c.Read(b)
+			if n > 0 {
+				got.Add(int64(n))
+				os.Stdout.WriteString(printable(b[:n]))
+			}
+			if err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+write:
+	for i, w := range writes {
+		select {
+		case <-time.After(w.pause):
+		case err := <-ended:
+			ended <- err
+			fmt.Fprintf(os.Stderr, "testapp raw: the connection ended before write %d\n", i+1)
+			break write
+		}
+		fmt.Fprintf(os.Stderr, "testapp raw: write %d (%d bytes) after %d bytes received\n", i+1, len(w.b), got.Load())
+		if _, err := c.Write(w.b); err != nil {
+			fmt.Fprintf(os.Stderr, "testapp raw: write %d: %v\n", i+1, err)
+			break
+		}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(*readFor))
+	err = <-ended
+	n := got.Load()
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		fmt.Fprintf(os.Stderr, "testapp raw: open after %d bytes (read timeout %v)\n", n, *readFor)
+		if n == 0 {
+			return fmt.Errorf("raw: nothing received within %v", *readFor)
+		}
+		return nil
+	case errors.Is(err, io.EOF):
+		err = errors.New("EOF")
+	}
+	fmt.Fprintf(os.Stderr, "testapp raw: closed after %d bytes (%v)\n", n, err)
+	if n == 0 {
+		return fmt.Errorf("raw: closed after 0 bytes (%v)", err)
+	}
+	return nil
+}
+
+// clientHello is the first record crypto/tls's client sends for
+// server_name sni (none when sni is empty).
+func clientHello(sni string) ([]byte, error) {
+	app, capture := net.Pipe()
+	defer capture.Close()
+	go func() {
+		//nolint:gosec // only the ClientHello is wanted
+		_ = tls.Client(app, &tls.Config{ServerName: sni, InsecureSkipVerify: true}).Handshake()
+		app.Close()
+	}()
+	_ = capture.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(capture, hdr); err != nil {
+		return nil, fmt.Errorf("raw: ClientHello: %w", err)
+	}
+	msg := make([]byte, binary.BigEndian.Uint16(hdr[3:]))
+	if _, err := io.ReadFull(capture, msg); err != nil {
+		return nil, fmt.Errorf("raw: ClientHello: %w", err)
+	}
+	return append(hdr, msg...), nil
+}
+
+// printable keeps text as it is and shows other bytes as \xNN.
+func printable(b []byte) string {
+	var s strings.Builder
+	for _, c := range b {
+		if c >= 0x20 && c < 0x7f || c == '\r' || c == '\n' || c == '\t' {
+			s.WriteByte(c)
+		} else {
+			fmt.Fprintf(&s, `\x%02x`, c)
+		}
+	}
+	return s.String()
 }
 
 // selfSigned makes a throwaway certificate for any name.
