@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Helpers of the attack_*_test.go files: the app is hostile and tries to
+// get a request for evil.example.com (denied by reqPod's policy) to the
+// upstream server, or to make the audit trail lie, or to wedge the
+// sidecar. Two kinds of upstream: reqServer (httpegress_test.go: a loop of
+// http.ReadRequest that carries on after a body error) and hostServer, a
+// real net/http.Server that routes by Host.
+
+const evilReq = "GET / HTTP/1.1\r\nHost: evil.example.com\r\n\r\n"
+
+// hostServer is a net/http.Server on loopback that records the Host (and
+// protocol) of every request its handler serves and answers "ok <host>".
+type hostServer struct {
+	l    net.Listener
+	srv  *http.Server
+	mu   sync.Mutex
+	seen []string // "<method> <host> <proto>", as reqServer's "<method> <host> <body>"
+}
+
+// startHostServer serves handler-wrapping wrap(h) (nil: h as is).
+func startHostServer(t testing.TB, wrap func(http.Handler) http.Handler) *hostServer {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &hostServer{l: l}
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		s.mu.Lock()
+		s.seen = append(s.seen, r.Method+" "+r.Host+" "+r.Proto)
+		s.mu.Unlock()
+		_, _ = io.WriteString(w, "ok "+r.Host)
+	})
+	if wrap != nil {
+		h = wrap(h)
+	}
+	s.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.srv.Serve(l) }()
+	t.Cleanup(func() { _ = s.srv.Close() })
+	return s
+}
+
+func (s *hostServer) addr() netip.AddrPort { return s.l.Addr().(*net.TCPAddr).AddrPort() }
+
+// asReq lets reqPod configure its port.
+func (s *hostServer) asReq() *reqServer { return &reqServer{app: &app{l: s.l}} }
+
+func (s *hostServer) requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.seen)
+}
+
+// sawHost reports whether a request the server served (seen, as
+// reqServer and hostServer record them: "<method> <host> ...") had a Host
+// whose name is host: compared as a virtual-hosting server that takes the
+// name before the first colon would (nginx's ngx_http_validate_host), so
+// "evil.example.com:80:80" counts as evil.example.com.
+func sawHost(seen []string, host string) bool {
+	return slices.ContainsFunc(seen, func(s string) bool {
+		f := strings.Fields(s)
+		return len(f) >= 2 && strings.EqualFold(serverName(f[1]), host)
+	})
+}
+
+// serverName is the name a virtual-hosting server routes a Host by when it
+// takes what comes before the first colon, less a trailing dot.
+func serverName(h string) string {
+	name, _, _ := strings.Cut(h, ":")
+	return strings.TrimSuffix(name, ".")
+}
+
+// settle waits until f reports true or d passes (the server may still be
+// reading what the sidecar forwarded).
+func settle(d time.Duration, f func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// sendRaw writes raw to a new outbound connection to dst and reads the
+// responses until the connection ends or idle passes with nothing read.
+func sendRaw(t *testing.T, pd *pod, dst netip.AddrPort, raw string, idle time.Duration) (statuses []int, bodies []string) {
+	t.Helper()
+	c := pd.dialOutbound(dst)
+	defer c.Close()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(idle))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			var ne net.Error
+			if !errors.Is(err, io.EOF) && !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Logf("reading responses: %v", err)
+			}
+			return statuses, bodies
+		}
+		b, _ := io.ReadAll(resp.Body)
+		statuses, bodies = append(statuses, resp.StatusCode), append(bodies, string(b))
+	}
+}
