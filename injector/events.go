@@ -15,6 +15,11 @@ import (
 // EventReason is the reason of the Event recorded for a skipped pod.
 const EventReason = "InjectionSkipped"
 
+// EventReasonCaptureBypass is the reason of the Warning Event recorded for
+// a pod admitted with containers that could escape capture
+// (MeshConfig captureBypass: Warn).
+const EventReasonCaptureBypass = "CaptureBypass"
+
 // KubeEvents records a Kubernetes Event for every pod the injector skips,
 // so `kubectl describe` of the pod's owner says why it runs without a
 // sidecar. At admission a controller's pod has no name yet, so the Event is
@@ -40,9 +45,10 @@ func NewKubeEvents(client kubernetes.Interface, instance string, logger *slog.Lo
 	return &KubeEvents{client: client, log: logger, host: instance, queue: make(chan Outcome, 256)}
 }
 
-// Observe queues an Event if o is a skipped pod.
+// Observe queues an Event if o is a skipped pod or one admitted with
+// warnings, in a namespace weft serves.
 func (e *KubeEvents) Observe(o Outcome) {
-	if o.Action != Skipped || o.Pod == nil || o.Namespace == "" || o.DryRun {
+	if o.Action != Skipped && len(o.Warnings) == 0 || o.Pod == nil || o.Namespace == "" || o.DryRun || o.Unserved {
 		return
 	}
 	select {
@@ -78,13 +84,18 @@ func (e *KubeEvents) event(o Outcome, now time.Time) *corev1.Event {
 		ref.Name = o.Pod.GenerateName
 	}
 	t := metav1.NewTime(now)
+	reason, typ, msg := EventReason, corev1.EventTypeNormal, fmt.Sprintf("weft: pod %s not injected: %s", podName(o.Pod), o.Reason)
+	if len(o.Warnings) > 0 {
+		reason, typ = EventReasonCaptureBypass, corev1.EventTypeWarning
+		msg = fmt.Sprintf("weft: pod %s admitted with containers that could escape capture: %s", podName(o.Pod), strings.Join(o.Warnings, "; "))
+	}
 	return &corev1.Event{
 		// Named as client-go's recorder names Events: object and time.
 		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", strings.TrimSuffix(ref.Name, "-"), now.UnixNano()), Namespace: o.Namespace},
 		InvolvedObject:      ref,
-		Reason:              EventReason,
-		Message:             fmt.Sprintf("weft: pod %s not injected: %s", podName(o.Pod), o.Reason),
-		Type:                corev1.EventTypeNormal,
+		Reason:              reason,
+		Message:             msg,
+		Type:                typ,
 		Source:              corev1.EventSource{Component: "weft-injector"},
 		ReportingController: "weft.dev/injector",
 		ReportingInstance:   e.host,

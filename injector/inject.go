@@ -1,12 +1,14 @@
 package injector
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -54,11 +56,11 @@ type Config struct {
 	// when the pod is created; changing the mesh's mode later reaches
 	// pods as they are recreated (weftctl check lists the ones behind).
 	OutboundUDP string
-	// MeshOutbound returns the MeshConfig's outbound mode now
-	// ("ALLOW_ANY", "REGISTRY_ONLY"; "" when there is none: ALLOW_ANY).
-	// Required when OutboundUDP is mesh; weft-injector backs it with an
-	// informer on the MeshConfig.
-	MeshOutbound func() string
+	// Mesh returns the MeshConfig's settings now; weft-injector backs it
+	// with an informer on the MeshConfig. Required when OutboundUDP is
+	// mesh; nil means the MeshConfig's defaults (ALLOW_ANY, captureBypass
+	// Warn).
+	Mesh func() MeshSettings
 	// Logger receives one line per decision; nil discards.
 	Logger *slog.Logger
 }
@@ -96,7 +98,7 @@ func New(cfg Config) (*Injector, error) {
 	def(&cfg.TrustDomain, "cluster.local")
 	def(&cfg.Namespace, "weft-system")
 	def(&cfg.ProxyLogLevel, "info")
-	if cfg.OutboundUDP == "" && cfg.MeshOutbound != nil {
+	if cfg.OutboundUDP == "" && cfg.Mesh != nil {
 		cfg.OutboundUDP = OutboundUDPMesh
 	}
 	def(&cfg.OutboundUDP, OutboundUDPAllow)
@@ -110,8 +112,8 @@ func New(cfg Config) (*Injector, error) {
 		return nil, fmt.Errorf("injector: Config.ProxyLogLevel %q is not one of %v", cfg.ProxyLogLevel, logLevels)
 	}
 	switch {
-	case cfg.OutboundUDP == OutboundUDPMesh && cfg.MeshOutbound == nil:
-		return nil, errors.New("injector: Config.OutboundUDP is mesh but Config.MeshOutbound is nil")
+	case cfg.OutboundUDP == OutboundUDPMesh && cfg.Mesh == nil:
+		return nil, errors.New("injector: Config.OutboundUDP is mesh but Config.Mesh is nil")
 	case cfg.OutboundUDP != OutboundUDPMesh && !slices.Contains(outboundUDPModes, cfg.OutboundUDP):
 		return nil, fmt.Errorf("injector: Config.OutboundUDP %q is not %s, %s or %s", cfg.OutboundUDP, OutboundUDPMesh, OutboundUDPAllow, OutboundUDPDrop)
 	}
@@ -142,6 +144,12 @@ type Outcome struct {
 	Namespace string      // the request's namespace
 	Pod       *corev1.Pod // the pod as received, when it could be decoded
 	DryRun    bool        // the request changes nothing: record no Event
+	// Warnings are the admission warnings the pod was admitted with
+	// (containers that could escape capture): recorded as an Event.
+	Warnings []string
+	// Unserved: a namespace weft never serves (kube-system, weft's own):
+	// no Event is recorded there, whatever the request says.
+	Unserved bool
 }
 
 // refusal is an error that denies the pod with its message.
@@ -179,6 +187,9 @@ func (i *Injector) Admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admiss
 	if req == nil {
 		return i.malformed("injector: AdmissionReview has no request")
 	}
+	if req.Operation == admissionv1.Update && req.Resource == podResource && req.SubResource == "ephemeralcontainers" {
+		return i.admitEphemeral(req)
+	}
 	if req.Operation != admissionv1.Create || req.Resource != podResource || req.SubResource != "" {
 		i.log.Debug("ignored", "operation", req.Operation, "resource", req.Resource.String(), "subResource", req.SubResource)
 		return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true},
@@ -196,12 +207,16 @@ func (i *Injector) Admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admiss
 	}
 	o := Outcome{Namespace: ns, Pod: pod, DryRun: req.DryRun != nil && *req.DryRun}
 	log := i.log.With("namespace", ns, "pod", podName(pod), "uid", req.UID)
+	o.Unserved = ns == metav1.NamespaceSystem || ns == i.cfg.Namespace
 	if reason := i.skipReason(ns, pod); reason != "" {
 		log.Info("skipped", "reason", reason)
 		o.Action, o.Reason = Skipped, reason
 		return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}, o
 	}
 	patch, summary, err := i.inject(pod)
+	if err == nil {
+		o.Warnings, err = i.bypassVerdict(CaptureBypasses(pod))
+	}
 	if err != nil {
 		log.Info("refused", "reason", err.Error())
 		o.Action, o.Reason = Refused, err.Error()
@@ -212,10 +227,42 @@ func (i *Injector) Admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admiss
 		o.Action, o.Reason = Refused, err.Error()
 		return deny(req.UID, http.StatusInternalServerError, metav1.StatusReasonInternalError, "injector: encode patch: "+err.Error()), o
 	}
-	log.Info("injected", "native", summary.Native, "probesRewritten", summary.ProbesRewritten, "patchOps", len(patch))
+	log.Info("injected", "native", summary.Native, "probesRewritten", summary.ProbesRewritten, "patchOps", len(patch), "warnings", o.Warnings)
 	pt := admissionv1.PatchTypeJSONPatch
 	o.Action = Injected
-	return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true, Patch: b, PatchType: &pt}, o
+	return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true, Patch: b, PatchType: &pt, Warnings: o.Warnings}, o
+}
+
+// admitEphemeral checks the ephemeral containers added to an injected pod
+// (kubectl debug): one that could escape capture is refused or admitted
+// with a warning, as a pod's containers are.
+func (i *Injector) admitEphemeral(req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Outcome) {
+	pod := &corev1.Pod{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, pod); err != nil {
+		resp, o := i.malformed(fmt.Sprintf("injector: request object is not a Pod: %v", err))
+		resp.UID = req.UID
+		return resp, o
+	}
+	ns := cmp.Or(req.Namespace, pod.Namespace)
+	o := Outcome{Action: Ignored, Reason: "ephemeral containers", Namespace: ns, Pod: pod, DryRun: req.DryRun != nil && *req.DryRun,
+		Unserved: ns == metav1.NamespaceSystem || ns == i.cfg.Namespace}
+	if o.Unserved || !hasContainer(pod, ProxyName) {
+		return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}, o
+	}
+	var bs []Bypass
+	for _, b := range CaptureBypasses(pod) {
+		if b.Kind == "ephemeralContainer" {
+			bs = append(bs, b)
+		}
+	}
+	ws, err := i.bypassVerdict(bs)
+	if err != nil {
+		i.log.Info("refused ephemeral container", "namespace", ns, "pod", podName(pod), "reason", err.Error())
+		o.Action, o.Reason = Refused, err.Error()
+		return deny(req.UID, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, err.Error()), o
+	}
+	o.Warnings = ws
+	return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true, Warnings: ws}, o
 }
 
 // skipReason says why a pod is left alone, or "" to inject it.
@@ -243,16 +290,45 @@ func deny(uid types.UID, code int32, reason metav1.StatusReason, msg string) *ad
 		Result: &metav1.Status{Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg}}
 }
 
+// MeshSettings are the MeshConfig's settings the injector follows.
+type MeshSettings struct {
+	Outbound      string // spec.outboundTrafficPolicy.mode: ALLOW_ANY or REGISTRY_ONLY ("": ALLOW_ANY)
+	CaptureBypass string // spec.captureBypass: Warn or Refuse ("": Warn)
+}
+
+func (i *Injector) mesh() MeshSettings {
+	if i.cfg.Mesh == nil {
+		return MeshSettings{}
+	}
+	return i.cfg.Mesh()
+}
+
 // outboundUDP is the default of weft.dev/outbound-udp for a pod admitted
 // now.
 func (i *Injector) outboundUDP() string {
 	if i.cfg.OutboundUDP != OutboundUDPMesh {
 		return i.cfg.OutboundUDP
 	}
-	if i.cfg.MeshOutbound() == "REGISTRY_ONLY" {
+	if i.mesh().Outbound == "REGISTRY_ONLY" {
 		return OutboundUDPDrop
 	}
 	return OutboundUDPAllow
+}
+
+// bypassVerdict applies the MeshConfig's captureBypass to bs: a refusal
+// under Refuse, else the warnings to admit the pod with.
+func (i *Injector) bypassVerdict(bs []Bypass) ([]string, error) {
+	if len(bs) == 0 {
+		return nil, nil
+	}
+	var ws []string
+	for _, b := range bs {
+		ws = append(ws, "weft: "+b.String()+": it could escape the mesh's traffic capture (mTLS, egress policy, audit)")
+	}
+	if i.mesh().CaptureBypass == "Refuse" {
+		return nil, refusal("injector: " + strings.Join(ws, "; ") + " (MeshConfig captureBypass: Refuse; Warn admits such pods with a warning)")
+	}
+	return ws, nil
 }
 
 func hasContainer(pod *corev1.Pod, name string) bool {

@@ -152,7 +152,7 @@ func TestOutboundUDP(t *testing.T) {
 		cfg := Config{Version: "v0.0.0-test", SidecarImage: testImage, NativeSidecar: true, OutboundUDP: tc.cfg}
 		if tc.mesh != "" {
 			mode := strings.TrimPrefix(tc.mesh, "-")
-			cfg.MeshOutbound = func() string { return mode }
+			cfg.Mesh = func() MeshSettings { return MeshSettings{Outbound: mode} }
 		}
 		inj, err := New(cfg)
 		if err != nil {
@@ -269,7 +269,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{Config{SidecarImage: "x", TrustDomain: "Bad Domain"}, `injector: Config.TrustDomain "Bad Domain": `},
 		{Config{SidecarImage: "x", ProxyLogLevel: "loud"}, `injector: Config.ProxyLogLevel "loud" is not one of`},
 		{Config{SidecarImage: "x", OutboundUDP: "reject"}, `injector: Config.OutboundUDP "reject" is not mesh, allow or drop`},
-		{Config{SidecarImage: "x", OutboundUDP: "mesh"}, "injector: Config.OutboundUDP is mesh but Config.MeshOutbound is nil"},
+		{Config{SidecarImage: "x", OutboundUDP: "mesh"}, "injector: Config.OutboundUDP is mesh but Config.Mesh is nil"},
 	} {
 		if _, err := New(tc.cfg); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("New(%+v) = %v, want %q", tc.cfg, err, tc.want)

@@ -152,7 +152,9 @@ func TestKubeEventsForSkippedPods(t *testing.T) {
 	_, skipped := inj.Review(reviewBody(t, loadPod(t, "optedout"), "demo"))
 	_, injected := inj.Review(reviewBody(t, loadPod(t, "plain"), "demo"))
 	_, rsSkipped := inj.Review(reviewBody(t, podWith(t, func(p *corev1.Pod) { p.Spec.HostNetwork = true }), "demo"))
-	ev.Observe(injected) // no Event
+	_, unserved := inj.Review(reviewBody(t, loadPod(t, "optedout"), "kube-system"))
+	ev.Observe(unserved) // no Event: kube-system is never served, whatever the request says
+	ev.Observe(injected) // a Warning Event: its container keeps NET_RAW (captureBypass Warn)
 	dry := skipped
 	dry.DryRun = true
 	ev.Observe(dry) // no Event
@@ -165,21 +167,34 @@ func TestKubeEventsForSkippedPods(t *testing.T) {
 	var list *corev1.EventList
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		list, _ = cs.CoreV1().Events("demo").List(ctx, metav1.ListOptions{})
-		if len(list.Items) == 2 {
+		if len(list.Items) == 3 {
 			break
 		}
 	}
-	if len(list.Items) != 2 {
-		t.Fatalf("%d events, want 2", len(list.Items))
+	if len(list.Items) != 3 {
+		t.Fatalf("%d events, want 3", len(list.Items))
+	}
+	if l, _ := cs.CoreV1().Events("kube-system").List(ctx, metav1.ListOptions{}); len(l.Items) != 0 {
+		t.Fatalf("events in kube-system: %+v", l.Items)
 	}
 	got := map[string]corev1.Event{}
 	for _, e := range list.Items {
-		got[e.InvolvedObject.Kind+"/"+e.InvolvedObject.Name] = e
+		got[e.InvolvedObject.Kind+"/"+e.InvolvedObject.Name+"/"+e.Reason] = e
 	}
-	if e, ok := got["Pod/legacy"]; !ok || e.Reason != EventReason || e.Message != "weft: pod legacy not injected: annotation weft.dev/inject: disabled" {
+	if e, ok := got["Pod/legacy/"+EventReason]; !ok || e.Reason != EventReason || e.Message != "weft: pod legacy not injected: annotation weft.dev/inject: disabled" {
 		t.Errorf("pod event %+v", e)
 	}
-	if e, ok := got["ReplicaSet/web-7d9f8b6c5"]; !ok || !strings.Contains(e.Message, "weft: pod web-7d9f8b6c5-* not injected: the pod uses hostNetwork") {
+	var bypass corev1.Event
+	for k, e := range got {
+		if strings.HasSuffix(k, "/"+EventReasonCaptureBypass) {
+			bypass = e
+		}
+	}
+	if e := bypass; e.Reason != EventReasonCaptureBypass || e.Type != corev1.EventTypeWarning ||
+		!strings.Contains(e.Message, "keeps NET_RAW") {
+		t.Errorf("capture-bypass event %+v (have %v)", e, got)
+	}
+	if e, ok := got["ReplicaSet/web-7d9f8b6c5/"+EventReason]; !ok || !strings.Contains(e.Message, "weft: pod web-7d9f8b6c5-* not injected: the pod uses hostNetwork") {
 		t.Errorf("replicaset event %+v (have %v)", e, got)
 	}
 }

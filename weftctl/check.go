@@ -243,7 +243,34 @@ func postCheck(ctx context.Context, e *env) *checkReport {
 	current := checkCA(ctx, e, r)
 	checkAuditTrail(ctx, e, r)
 	checkPods(ctx, e, r, current)
+	checkCaptureBypass(ctx, e, r)
 	return r
+}
+
+// checkCaptureBypass lists every injected pod with a container (init, app
+// or ephemeral) that could escape the traffic capture, and why
+// (injector.CaptureBypasses: the rule the injector applies at admission,
+// which MeshConfig captureBypass: Warn lets through).
+func checkCaptureBypass(ctx context.Context, e *env, r *checkReport) {
+	pods, err := e.kube.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		r.add("capture", checkWarn, "cannot list pods: %v", err)
+		return
+	}
+	n := 0
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if !slices.ContainsFunc(slices.Concat(p.Spec.InitContainers, p.Spec.Containers), func(c corev1.Container) bool { return c.Name == injector.ProxyName }) {
+			continue
+		}
+		n++
+		for _, b := range injector.CaptureBypasses(p) {
+			r.add("capture "+p.Namespace+"/"+p.Name, checkWarn, "%s: it could escape the traffic capture (mTLS, egress policy, audit)", b)
+		}
+	}
+	if n > 0 && !slices.ContainsFunc(r.Results, func(c checkResult) bool { return strings.HasPrefix(c.Check, "capture ") }) {
+		r.add("capture", checkOK, "no container of the %d injected pod(s) can escape the traffic capture", n)
+	}
 }
 
 // auditStoreWarn is how full the audit store may get before check warns:

@@ -56,7 +56,31 @@ type MeshConfigSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	OutboundTrafficPolicy OutboundTrafficPolicy `json:"outboundTrafficPolicy,omitempty"`
+
+	// captureBypass is what the injector does with a pod that has a
+	// container able to escape the traffic capture (it runs as the proxy's
+	// UID 1337, is privileged, adds NET_ADMIN or SYS_ADMIN, keeps NET_RAW,
+	// or keeps SETUID while it may become root): Warn admits it with an
+	// admission warning and an Event (weftctl check lists it), Refuse
+	// denies it. A container that meets the "restricted" Pod Security
+	// Standard (drop ALL, runAsNonRoot, no privilege escalation) cannot
+	// escape. An explicit runAsUser 1337 is refused either way.
+	// +kubebuilder:default=Warn
+	// +optional
+	CaptureBypass CaptureBypassAction `json:"captureBypass,omitempty"`
 }
+
+// CaptureBypassAction is what the injector does with a pod that could
+// escape the traffic capture.
+// +kubebuilder:validation:Enum=Warn;Refuse
+type CaptureBypassAction string
+
+const (
+	// CaptureBypassWarn admits the pod with a warning and an Event.
+	CaptureBypassWarn CaptureBypassAction = "Warn"
+	// CaptureBypassRefuse denies the pod.
+	CaptureBypassRefuse CaptureBypassAction = "Refuse"
+)
 
 // MeshMTLS is the mesh-wide mTLS setting.
 type MeshMTLS struct {

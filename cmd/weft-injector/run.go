@@ -46,11 +46,9 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var meshOutbound func() string
-	if o.outboundUDP == injector.OutboundUDPMesh {
-		if meshOutbound, err = watchMeshOutbound(ctx, rc, log); err != nil {
-			return err
-		}
+	mesh, err := watchMesh(ctx, rc, log)
+	if err != nil {
+		return err
 	}
 	var native bool
 	switch o.nativeSidecar {
@@ -66,7 +64,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	inj, err := injector.New(injector.Config{
 		Version: version.Version, SidecarImage: o.sidecarImage, PullPolicy: corev1.PullPolicy(o.pullPolicy),
 		ControlPlaneAddr: o.controlPlane, TrustDomain: td.Name(), Namespace: o.namespace, NativeSidecar: native,
-		ProxyLogLevel: o.proxyLogLevel, OutboundUDP: o.outboundUDP, MeshOutbound: meshOutbound, Logger: log.With("room", "injector"),
+		ProxyLogLevel: o.proxyLogLevel, OutboundUDP: o.outboundUDP, Mesh: mesh, Logger: log.With("room", "injector"),
 	})
 	if err != nil {
 		return err
@@ -160,10 +158,11 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, *rest.Config, error) {
 	return kube, rc, err
 }
 
-// watchMeshOutbound follows the MeshConfig's outbound mode with an
-// informer on meshconfigs/default, synced before it returns (so the first
-// pod admitted is decided by the mesh's mode, not by an empty cache).
-func watchMeshOutbound(ctx context.Context, rc *rest.Config, log *slog.Logger) (func() string, error) {
+// watchMesh follows the MeshConfig's settings (outbound mode,
+// captureBypass) with an informer on meshconfigs/default, synced before it
+// returns (so the first pod admitted is decided by the mesh's settings,
+// not by an empty cache).
+func watchMesh(ctx context.Context, rc *rest.Config, log *slog.Logger) (func() injector.MeshSettings, error) {
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return nil, err
@@ -179,17 +178,19 @@ func watchMeshOutbound(ctx context.Context, rc *rest.Config, log *slog.Logger) (
 	if !cache.WaitForCacheSync(sctx.Done(), inf.Informer().HasSynced) {
 		return nil, errors.New("meshconfigs: informer did not sync in a minute (RBAC: weft-injector needs get, list and watch on meshconfigs.weft.dev)")
 	}
-	return func() string {
+	return func() injector.MeshSettings {
 		obj, err := lister.Get(v1alpha1.DefaultMeshConfigName)
 		if err != nil {
-			return "" // none: ALLOW_ANY
+			return injector.MeshSettings{} // none: the defaults
 		}
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok {
 			log.Warn("meshconfigs: unexpected object in the cache", "type", fmt.Sprintf("%T", obj))
-			return ""
+			return injector.MeshSettings{}
 		}
-		mode, _, _ := unstructured.NestedString(u.Object, "spec", "outboundTrafficPolicy", "mode")
-		return mode
+		var m injector.MeshSettings
+		m.Outbound, _, _ = unstructured.NestedString(u.Object, "spec", "outboundTrafficPolicy", "mode")
+		m.CaptureBypass, _, _ = unstructured.NestedString(u.Object, "spec", "captureBypass")
+		return m
 	}, nil
 }
