@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -152,14 +153,17 @@ func (h *headReader) copyN(w io.Writer, n int64) (int64, error) {
 	return done, nil
 }
 
-// line copies one line (up to and including LF) to w, at most max bytes.
-func (h *headReader) line(w io.Writer, max int) ([]byte, error) {
+// line returns the next line, up to and including its LF, at most max
+// bytes (the LF included); nothing is written anywhere.
+func (h *headReader) line(max int) ([]byte, error) {
 	for {
 		if i := bytes.IndexByte(h.buf, '\n'); i >= 0 {
+			if i+1 > max {
+				return nil, fmt.Errorf("proxy: chunked body: line over %d bytes", max)
+			}
 			l := h.buf[: i+1 : i+1]
 			h.buf = h.buf[i+1:]
-			_, err := w.Write(l)
-			return l, err
+			return l, nil
 		}
 		if len(h.buf) >= max {
 			return nil, fmt.Errorf("proxy: chunked body: line over %d bytes", max)
@@ -170,33 +174,82 @@ func (h *headReader) line(w io.Writer, max int) ([]byte, error) {
 	}
 }
 
-// maxChunkLine bounds a chunk-size line and a trailer line.
-const maxChunkLine = 4096
+// crlfLine checks that l ends in CRLF and holds no other CR, and returns
+// it without the CRLF.
+func crlfLine(l []byte) ([]byte, error) {
+	body, ok := bytes.CutSuffix(l, []byte("\r\n"))
+	if !ok || bytes.IndexByte(body, '\r') >= 0 {
+		return nil, fmt.Errorf("proxy: chunked body: line %q does not end in CRLF alone", truncate(l))
+	}
+	return body, nil
+}
+
+// Bounds of a chunked body's lines: a chunk-size line, and all trailer
+// lines together.
+const (
+	maxChunkLine = 4096
+	maxTrailers  = 8192
+)
 
 // copyChunked copies a chunked body (RFC 9112 section 7.1) to w as it is,
-// trailers included, checking its framing.
+// trailers included. Each line is checked before it is written, as
+// strictly as Go's net/http reads it (1 to 16 hex digits, then only a
+// chunk extension; CRLF line ends and no other CR; trailer lines that are
+// header fields): a body that one server could end where another does
+// not is cut off there, never forwarded.
 func (h *headReader) copyChunked(w io.Writer) (int64, error) {
 	var n int64
+	write := func(b []byte) error {
+		m, err := w.Write(b)
+		n += int64(m)
+		return err
+	}
 	for {
-		l, err := h.line(w, maxChunkLine)
-		n += int64(len(l))
+		l, err := h.line(maxChunkLine)
 		if err != nil {
 			return n, err
 		}
-		size, _, _ := bytes.Cut(bytes.TrimRight(l, "\r\n"), []byte(";"))
-		size = bytes.TrimRight(size, " \t")
-		sz, err := strconv.ParseUint(string(size), 16, 62)
-		if err != nil || len(size) == 0 {
-			return n, fmt.Errorf("proxy: chunked body: bad chunk size %q", truncate(size))
+		body, err := crlfLine(l)
+		if err != nil {
+			return n, err
+		}
+		// No white space around the size (RFC 9112 allows some before a
+		// ";", net/http does not): stricter than both.
+		size, _, _ := bytes.Cut(body, []byte(";"))
+		if len(size) == 0 || len(size) > 16 || !isHex(size) {
+			return n, fmt.Errorf("proxy: chunked body: bad chunk size %q", truncate(body))
+		}
+		sz, err := strconv.ParseUint(string(size), 16, 64)
+		if err != nil || sz > 1<<62 {
+			return n, fmt.Errorf("proxy: chunked body: bad chunk size %q", truncate(body))
+		}
+		if err := write(l); err != nil {
+			return n, err
 		}
 		if sz == 0 {
+			total := 0
 			for { // trailers, then the empty line
-				l, err := h.line(w, maxChunkLine)
-				n += int64(len(l))
+				l, err := h.line(maxChunkLine)
 				if err != nil {
 					return n, err
 				}
-				if len(bytes.TrimRight(l, "\r\n")) == 0 {
+				body, err := crlfLine(l)
+				if err != nil {
+					return n, err
+				}
+				if total += len(l); total > maxTrailers {
+					return n, fmt.Errorf("proxy: chunked body: trailers over %d bytes", maxTrailers)
+				}
+				if len(body) > 0 {
+					k, _, ok := bytes.Cut(body, []byte(":"))
+					if _, spaced, valid := headerKey(k); !ok || spaced || !valid {
+						return n, fmt.Errorf("proxy: chunked body: trailer %q is not a header field", truncate(body))
+					}
+				}
+				if err := write(l); err != nil {
+					return n, err
+				}
+				if len(body) == 0 {
 					return n, nil
 				}
 			}
@@ -206,12 +259,28 @@ func (h *headReader) copyChunked(w io.Writer) (int64, error) {
 		if err != nil {
 			return n, err
 		}
-		l, err = h.line(w, 2)
-		n += int64(len(l))
-		if err != nil || len(bytes.TrimRight(l, "\r\n")) != 0 {
-			return n, errors.New("proxy: chunked body: chunk not followed by CRLF")
+		for len(h.buf) < 2 {
+			if err := h.fill(); err != nil {
+				return n, err
+			}
+		}
+		if !bytes.HasPrefix(h.buf, []byte("\r\n")) {
+			return n, errors.New("proxy: chunked body: chunk data not followed by CRLF")
+		}
+		h.buf = h.buf[2:]
+		if err := write([]byte("\r\n")); err != nil {
+			return n, err
 		}
 	}
+}
+
+func isHex(b []byte) bool {
+	for _, c := range b {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 // decide decides one request (the first too): route by Host, then bind
@@ -227,6 +296,13 @@ func (st *httpEgress) decide(ctx context.Context, rh requestHead) *httpExchange 
 	case rh.framing != "":
 		ex.deny = &httpDenial{http.StatusBadRequest, "weft: request body framing refused: " + rh.framing + "\n", "bad_request",
 			fmt.Errorf("proxy: request head: %s", rh.framing)}
+		return ex
+	case rh.h2 || rh.upgrade && !strings.EqualFold(rh.upgradeTo, "websocket"):
+		// After a 101 the bytes would be another protocol's — h2c's
+		// streams each name their own :authority — which the sidecar
+		// does not read: it would forward them on this request's decision.
+		ex.deny = &httpDenial{http.StatusBadRequest, fmt.Sprintf("weft: Upgrade to %q is not forwarded (only websocket is): its requests could not be decided\n", rh.upgradeTo),
+			"bad_request", fmt.Errorf("proxy: request asks to upgrade to %q (HTTP2-Settings %v)", rh.upgradeTo, rh.h2)}
 		return ex
 	case rh.method == http.MethodConnect:
 		ex.connect = true
@@ -301,6 +377,14 @@ func (st *httpEgress) decide(ctx context.Context, rh requestHead) *httpExchange 
 func (st *httpEgress) emit(ex *httpExchange) {
 	if st.p.cfg.Audit == nil || st.fc.Egress == nil {
 		return
+	}
+	if d := ex.deny; d != nil && d.reason != reasonHTTPDenied && d.reason != reasonNameMismatch && ex.override == nil {
+		// Refused before any rule decided (a malformed or ambiguous head,
+		// unsafe framing, an upgrade): no rule is credited with it.
+		ex.override = &egress.Decision{Action: egress.Deny}
+		if ex.reason == "" && d.err != nil {
+			ex.reason = d.reason + ": " + d.err.Error()
+		}
 	}
 	f := egressFacts{start: ex.start, reason: ex.reason, override: ex.override, sent: ex.sent.Load(), received: ex.received}
 	host := ex.host
@@ -451,7 +535,8 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 		defer close(respDone)
 		var got atomic.Int64
 		tee := &teeReader{r: up, w: st.down, onWrite: func(n int) { got.Add(int64(n)); cn.toDown.Add(int64(n)); out.Add(uint64(n)) }}
-		br := bufio.NewReader(tee)
+		budget := &budgetReader{r: tee, left: -1}
+		br := bufio.NewReader(budget)
 		var mark int64
 		// account emits ex with the bytes the parser consumed since the
 		// last one (read from the server, less what is read ahead).
@@ -505,8 +590,10 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 					ok = false
 				}
 				if !ok || ex == nil {
-					// Unasked-for bytes: passed on as they come, to the end.
-					_, _ = io.Copy(io.Discard, br)
+					// Unasked-for bytes: the responses can no longer be
+					// told apart, so the connection ends here (what was
+					// read went to the app) and every request still
+					// queued is recorded now.
 					closeBoth()
 					rest()
 					return
@@ -529,7 +616,9 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 			}
 			tunnelled, raw := false, false
 			for {
+				budget.left = maxResponseHead // a response head is bounded, as a request head is
 				resp, err := http.ReadResponse(br, &http.Request{Method: ex.method})
+				budget.left = -1
 				if err != nil {
 					raw = true
 					break
@@ -555,16 +644,20 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 				account(ex)
 				continue
 			}
-			// A tunnel, or a response that could not be delimited: the
-			// rest of what the server sends is copied as it comes, and
-			// belongs to this request.
+			if raw {
+				// A response that could not be delimited (or a head over
+				// its bound): the connection ends here, and every request
+				// still queued is recorded now, not when the app lets go.
+				closeBoth()
+				account(ex)
+				rest()
+				return
+			}
+			// A tunnel: the rest of what the server sends is copied as it
+			// comes, and belongs to this request.
 			_, _ = io.Copy(io.Discard, br)
 			account(ex)
-			if raw {
-				closeBoth()
-			} else {
-				_ = st.down.CloseWrite()
-			}
+			_ = st.down.CloseWrite()
 			rest()
 			return
 		}
@@ -586,6 +679,32 @@ func (st *httpEgress) decisionLabel(ex *httpExchange) string {
 		return "audit"
 	}
 	return "allow"
+}
+
+// maxResponseHead bounds a response head the sidecar parses (as
+// net/http's Transport bounds MaxResponseHeaderBytes).
+const maxResponseHead = 64 << 10
+
+var errResponseHeadTooLarge = errors.New("proxy: response head over 64 KiB")
+
+// budgetReader reads at most left bytes (unbounded while left < 0).
+type budgetReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, errResponseHeadTooLarge
+	}
+	if b.left > 0 && int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	if b.left > 0 {
+		b.left -= int64(n)
+	}
+	return n, err
 }
 
 // countWriter counts what it writes.

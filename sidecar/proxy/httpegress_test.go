@@ -60,7 +60,7 @@ func startReqServer(t testing.TB) *reqServer {
 				io.Copy(c, br)
 				return
 			case req.Header.Get("Upgrade") != "":
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 				io.Copy(c, br)
 				return
 			}
@@ -383,8 +383,9 @@ func TestConnectDecidedAsTCP(t *testing.T) {
 	})
 }
 
-// TestUpgradeTunnels: after a 101 the bytes are the upgraded protocol's,
-// not requests; before it a request is still a request.
+// TestUpgradeTunnels: after a 101 to a websocket upgrade the bytes are
+// the upgraded protocol's, not requests; an upgrade to anything else (h2c
+// would carry requests for other hosts) is refused.
 func TestUpgradeTunnels(t *testing.T) {
 	srv := startReqServer(t)
 	pd, events := reqPod(t, "Enforce", false, srv)
@@ -392,7 +393,7 @@ func TestUpgradeTunnels(t *testing.T) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(c)
-	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != 101 {
 		t.Fatalf("%v %v", resp, err)
@@ -407,6 +408,22 @@ func TestUpgradeTunnels(t *testing.T) {
 	io.Copy(io.Discard, br)
 	if es := takeEvents(t, events, 1); es[0].Decision != "allow" || es[0].Host != "api.example.com" {
 		t.Fatalf("audit %+v", es[0])
+	}
+	for _, head := range []string{
+		"GET / HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: api.example.com\r\nHTTP2-Settings: AAMAAABk\r\n\r\n",
+	} {
+		resps, _, closed := exchange(t, pd, srv.app.addr(), false, head)
+		if got := statuses(resps); !slices.Equal(got, []int{400}) || !closed {
+			t.Fatalf("%q: statuses %v closed %v", head, got, closed)
+		}
+		if e := takeEvents(t, events, 1)[0]; e.Decision != "deny" || e.Policy != "" || e.Rule != "" || !strings.HasPrefix(e.Reason, "bad_request: ") {
+			t.Fatalf("%q: audit %+v (a refusal no rule made names no rule)", head, e)
+		}
+	}
+	if n := len(srv.requests()); n != 1 {
+		t.Fatalf("the server saw %d requests, want the websocket one", n)
 	}
 }
 

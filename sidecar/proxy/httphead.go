@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -203,6 +204,10 @@ type requestHead struct {
 	// upgrade: the request asks to switch protocols (Upgrade, and
 	// "upgrade" in Connection); after a 101 the bytes are not HTTP.
 	upgrade bool
+	// upgradeTo is the Upgrade header's value; h2 says the request carries
+	// HTTP2-Settings (an h2c upgrade, whatever Upgrade says).
+	upgradeTo string
+	h2        bool
 }
 
 var errHeadIncomplete = errors.New("proxy: HTTP request head incomplete")
@@ -305,12 +310,17 @@ func parseRequestHead(b []byte) (requestHead, error) {
 		case spaced && (strings.EqualFold(strings.TrimRight(key, " "), "content-length") ||
 			strings.EqualFold(strings.TrimRight(key, " "), "transfer-encoding")):
 			h.framing = "framing header with white space before the colon"
+		case folded && (strings.EqualFold(key, "content-length") || strings.EqualFold(key, "transfer-encoding")):
+			h.framing = "framing header folded over several lines"
 		case strings.EqualFold(key, "content-length"):
 			lengths = append(lengths, strings.TrimRight(value, " \t"))
 		case strings.EqualFold(key, "transfer-encoding"):
 			codings = append(codings, strings.TrimRight(value, " \t"))
 		case strings.EqualFold(key, "upgrade"):
 			upgrade = true
+			h.upgradeTo = strings.TrimSpace(value)
+		case strings.EqualFold(key, "http2-settings"):
+			h.h2 = true
 		case strings.EqualFold(key, "connection"):
 			for _, tok := range strings.Split(value, ",") {
 				connUpgrade = connUpgrade || strings.EqualFold(strings.TrimSpace(tok), "upgrade")
@@ -318,6 +328,11 @@ func parseRequestHead(b []byte) (requestHead, error) {
 		}
 	}
 	h.upgrade = upgrade && connUpgrade
+	if len(codings) > 0 && rl.proto == "HTTP/1.0" && h.framing == "" {
+		// net/http reads no body then; a proxy that forwarded one would
+		// disagree on where the next request starts.
+		h.framing = "Transfer-Encoding in an HTTP/1.0 request"
+	}
 	h.contentLength, h.chunked, h.framing = bodyFraming(lengths, codings, h.framing)
 	if len(hosts) > 1 {
 		return requestHead{}, errors.New("too many Host headers")
@@ -331,8 +346,14 @@ func parseRequestHead(b []byte) (requestHead, error) {
 			h.suspect = fmt.Sprintf("request-target authority %q and Host header %q differ", h.host, hosts[0])
 		}
 	}
-	if h.suspect == "" && !validHost(h.host) {
+	switch {
+	case h.suspect != "":
+	case !validHost(h.host):
 		h.suspect = fmt.Sprintf("Host %q is not a valid host", h.host)
+	case h.host != "" && rl.method != http.MethodConnect && !routableHost(h.host):
+		// Servers cut such names differently (nginx at the first colon):
+		// the route could be another server's than the one decided.
+		h.suspect = fmt.Sprintf("Host %q is not a host name or address with an optional port", h.host)
 	}
 	return h, nil
 }
@@ -436,6 +457,58 @@ func isToken(s string) bool {
 
 // validHost: the bytes net/http's server accepts in a Host (httpguts.
 // ValidHostHeader); it answers 400 to others. "" is valid (no Host).
+// routableHost reports whether h is a name (letters, digits, '-', '.',
+// '_') or a bracketed IPv6 address, with at most an optional ":port" of
+// digits: the Host forms every server splits the same way.
+func routableHost(h string) bool {
+	name, port := h, ""
+	if strings.HasPrefix(h, "[") {
+		i := strings.IndexByte(h, ']')
+		if i < 0 {
+			return false
+		}
+		if a, err := netip.ParseAddr(h[1:i]); err != nil || !a.Is6() {
+			return false
+		}
+		name, port = "", h[i+1:]
+		if port != "" {
+			if port[0] != ':' {
+				return false
+			}
+			port = port[1:]
+			if port == "" {
+				return false
+			}
+		}
+	} else if i := strings.IndexByte(h, ':'); i >= 0 {
+		name, port = h[:i], h[i+1:]
+		if port == "" {
+			return false
+		}
+	}
+	if len(port) > 5 {
+		return false
+	}
+	for i := range len(port) {
+		if port[i] < '0' || port[i] > '9' {
+			return false
+		}
+	}
+	if strings.HasPrefix(h, "[") {
+		return true
+	}
+	if name == "" {
+		return false
+	}
+	for i := range len(name) {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 func validHost(h string) bool {
 	for i := range len(h) {
 		c := h[i]
