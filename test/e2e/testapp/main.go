@@ -20,6 +20,18 @@
 //	                        write went ("write 2 (40 bytes) after 153 bytes received") and how it ended:
 //	                        "closed after N bytes (EOF)" or "open after N bytes (read timeout 5s)";
 //	                        exit 1 when nothing came back
+//	testapp udp -to HOST:PORT -send S [-n N] [-wait D]
+//	                        UDP client on a connected socket: send S (Go-escaped) N times, then read
+//	                        replies for up to -wait, printing each ("reply 1 from ADDR: ..."); exit 1
+//	                        printing the error when a send or read fails (an ICMP port unreachable
+//	                        reads as "connection refused", a packet netfilter dropped on the way out as
+//	                        "operation not permitted") or when nothing came back within -wait; stderr
+//	                        says how long it took ("failed after 1.2ms")
+//	testapp serve-udp -addr :PORT
+//	                        UDP echo server: sends every datagram back to where it came from, and
+//	                        prints one line per datagram: `datagram N bytes from ADDR: "..."`
+//	testapp lookup NAME     resolve NAME with Go's resolver (/etc/resolv.conf, /etc/hosts); print the
+//	                        addresses, one a line; exit 1 when it fails
 package main
 
 import (
@@ -50,7 +62,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testapp svid|serve|get|raw ...")
+		fmt.Fprintln(os.Stderr, "usage: testapp svid|serve|get|raw|udp|serve-udp|lookup ...")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -65,6 +77,12 @@ func main() {
 		err = get(ctx, os.Args[2:])
 	case "raw":
 		err = raw(ctx, os.Args[2:])
+	case "udp":
+		err = udpClient(ctx, os.Args[2:])
+	case "serve-udp":
+		err = serveUDP(ctx, os.Args[2:])
+	case "lookup":
+		err = lookup(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -290,6 +308,106 @@ write:
 	fmt.Fprintf(os.Stderr, "testapp raw: closed after %d bytes (%v)\n", n, err)
 	if n == 0 {
 		return fmt.Errorf("raw: closed after 0 bytes (%v)", err)
+	}
+	return nil
+}
+
+// udpClient sends datagrams on a connected UDP socket and prints what
+// comes back: what a QUIC client's first packets look like to the
+// network, without QUIC.
+func udpClient(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("udp", flag.ExitOnError)
+	to := fs.String("to", "", "HOST:PORT to send to")
+	send := fs.String("send", "", "datagram payload, Go-escaped")
+	n := fs.Int("n", 1, "datagrams to send")
+	wait := fs.Duration("wait", 5*time.Second, "after the last send, wait this long for replies")
+	_ = fs.Parse(args)
+	if *to == "" || *n < 1 || fs.NArg() != 0 {
+		return errors.New("udp: want -to HOST:PORT, -n >= 1 and flags only")
+	}
+	payload, err := strconv.Unquote(`"` + *send + `"`)
+	if err != nil {
+		return fmt.Errorf("udp: -send %q: %w", *send, err)
+	}
+	start := time.Now()
+	failed := func(err error) error {
+		fmt.Fprintf(os.Stderr, "testapp udp: failed after %v\n", time.Since(start))
+		return err
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", *to)
+	if err != nil {
+		return failed(fmt.Errorf("udp: %w", err))
+	}
+	defer c.Close()
+	for i := 1; i <= *n; i++ {
+		if _, err := c.Write([]byte(payload)); err != nil {
+			return failed(fmt.Errorf("udp: send %d: %w", i, err))
+		}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(*wait))
+	b := make([]byte, 64<<10)
+	got := 0
+	for got < *n {
+		k, err := c.Read(b)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && got > 0 {
+				break
+			}
+			return failed(fmt.Errorf("udp: read after %d replies: %w", got, err))
+		}
+		got++
+		fmt.Printf("reply %d from %s: %s\n", got, c.RemoteAddr(), printable(b[:k]))
+	}
+	fmt.Fprintf(os.Stderr, "testapp udp: %d of %d datagrams answered after %v\n", got, *n, time.Since(start))
+	return nil
+}
+
+// serveUDP echoes every datagram to its sender, printing one line per
+// datagram, until ctx ends.
+func serveUDP(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve-udp", flag.ExitOnError)
+	addr := fs.String("addr", ":8443", "listen address")
+	_ = fs.Parse(args)
+	pc, err := net.ListenPacket("udp", *addr)
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		pc.Close()
+	}()
+	fmt.Printf("serving udp on %s\n", pc.LocalAddr())
+	b := make([]byte, 64<<10)
+	for {
+		n, from, err := pc.ReadFrom(b)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		fmt.Printf("datagram %d bytes from %s: \"%s\"\n", n, from, printable(b[:n]))
+		if _, err := pc.WriteTo(b[:n], from); err != nil {
+			fmt.Fprintf(os.Stderr, "serve-udp: echo to %s: %v\n", from, err)
+		}
+	}
+}
+
+// lookup resolves a name as the app would, with Go's own resolver.
+func lookup(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return errors.New("lookup: want one NAME")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupHost(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		fmt.Println(a)
 	}
 	return nil
 }
