@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -115,6 +116,11 @@ func (c *Config) defaults() {
 func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
 	log := cfg.Logger
+	if soft, hard, err := raiseNoFile(); err != nil {
+		log.Warn("sidecar: cannot raise the open-file limit", "soft", soft, "hard", hard, "err", err)
+	} else {
+		log.Debug("sidecar: open-file limit", "soft", soft, "hard", hard)
+	}
 	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
 	if err != nil {
 		return fmt.Errorf("sidecar: trust domain %q: %w", cfg.TrustDomain, err)
@@ -366,4 +372,22 @@ func registerXDS(reg *wm.Registry, c *xds.Client) error {
 		}
 	}
 	return nil
+}
+
+// raiseNoFile raises the soft limit on open files to the hard limit, as
+// Envoy and Go's own net/http users are told to: every proxied connection
+// holds two descriptors, and the runtime's soft default (1024) is reached
+// long before memory is. It returns the limits in force.
+func raiseNoFile() (soft, hard uint64, err error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, 0, err
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			return l.Cur, l.Max, err
+		}
+	}
+	return l.Cur, l.Max, nil
 }

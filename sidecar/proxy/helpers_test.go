@@ -186,6 +186,10 @@ func (pd *pod) counter(name string, labels ...string) float64 {
 		vec = m.nameUnknown
 	case "egress_http_requests":
 		vec = m.httpRequests
+	case "connections_total":
+		vec = m.total
+	case "accept_errors":
+		vec = m.acceptErrors
 	case "bytes":
 		vec = m.bytes
 	case "connections":

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -102,10 +103,14 @@ func (p *Proxy) originalDst(c *net.TCPConn, l *xds.Listener) (netip.AddrPort, er
 func (p *Proxy) upstreams(cfg *xds.Config, cl *xds.Cluster, dst netip.AddrPort) ([]netip.AddrPort, *refusal) {
 	switch cl.Kind {
 	case xds.KindOriginalDst:
+		to := dst
 		if cl.OriginalPortOnLoopback {
-			return []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())}, nil
+			to = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())
 		}
-		return []netip.AddrPort{dst}, nil
+		if p.selfDial(to) {
+			return nil, refused(reasonLoop, "proxy: cluster %s would dial %s, the sidecar's own listener (original destination %s)", cl.Name, to, dst)
+		}
+		return []netip.AddrPort{to}, nil
 	case xds.KindStatic, xds.KindEDS:
 		eps := cl.StaticEndpoints
 		if cl.Kind == xds.KindEDS {
@@ -114,6 +119,12 @@ func (p *Proxy) upstreams(cfg *xds.Config, cl *xds.Cluster, dst netip.AddrPort) 
 		addrs := p.lb.order(cl.Name, cl.LB, eps)
 		if len(addrs) == 0 {
 			return nil, refused("no_endpoint", "proxy: cluster %s has no healthy endpoint (%d endpoints)", cl.Name, len(eps))
+		}
+		if slices.ContainsFunc(addrs, p.selfDial) {
+			addrs = slices.DeleteFunc(slices.Clone(addrs), p.selfDial)
+			if len(addrs) == 0 {
+				return nil, refused(reasonLoop, "proxy: cluster %s: every endpoint is the sidecar's own listener", cl.Name)
+			}
 		}
 		return addrs, nil
 	case xds.KindBlackhole:

@@ -23,6 +23,7 @@ type metrics struct {
 	bindings     *wm.CounterVec // result: literal, dns, lookup, mismatch_denied, mismatch_flagged
 	nameUnknown  *wm.CounterVec // result: denied, flagged
 	httpRequests *wm.CounterVec // decision: allow, audit, deny
+	acceptErrors *wm.CounterVec // direction
 
 	// bytes children, resolved once: they are touched per copied chunk.
 	bytesIn, bytesOut [2]*wm.Counter // [inbound, outbound]
@@ -49,7 +50,7 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 			"Refused or failed mTLS handshakes by reason (no_client_cert, unknown_ca, expired, bad_spiffe_id, authz_denied, not_tls, tls_version, bad_certificate, timeout, peer_closed, no_svid, other).",
 			[]string{"direction", "reason"}},
 		{&m.connFailures, "weft_sidecar_connection_failures_total",
-			"Connections closed without being proxied, by reason (no_config, no_chain, original_dst, no_cluster, no_endpoint, upstream_connect, blackhole, http_denied, bad_request, unsupported, name_mismatch, name_unknown).",
+			"Connections closed without being proxied, by reason (no_config, no_chain, original_dst, no_cluster, no_endpoint, upstream_connect, blackhole, http_denied, bad_request, unsupported, name_mismatch, name_unknown, loop).",
 			[]string{"direction", "reason"}},
 		{&m.denials, "weft_sidecar_authz_denials_total",
 			"Connections refused by an RBAC filter; policy is the matching DENY policy, empty when no ALLOW policy matched.",
@@ -62,6 +63,9 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 		{&m.nameUnknown, "weft_sidecar_egress_name_unknown_total",
 			"Egress connections whose name (TLS server_name, HTTP Host) could not be learned where a rule by name decides more strictly than their chain: denied under Enforce, flagged under Audit.",
 			[]string{"result"}},
+		{&m.acceptErrors, "weft_sidecar_accept_errors_total",
+			"Accept errors on a listener (out of file descriptors, aborted connections); the listener backs off and accepts again.",
+			[]string{"direction"}},
 		{&m.httpRequests, "weft_sidecar_egress_http_requests_total",
 			"Plaintext HTTP/1 requests on egress HTTP chains, each decided on its own Host (a CONNECT as TCP to the destination): allow, audit (forwarded and flagged) or deny (answered and the connection closed).",
 			[]string{"decision"}},

@@ -147,7 +147,32 @@ type Proxy struct {
 	inAddr, outAddr, adminAddrNet net.Addr
 	outAddr6                      net.Addr               // nil without an IPv6 outbound listener
 	parker                        atomic.Pointer[parker] // while Run parks idle flows
+	// own are the proxy's listening addresses and local are this host's
+	// (the pod's) addresses, set by Run before it accepts: selfDial.
+	own   []netip.AddrPort
+	local map[netip.Addr]bool
 }
+
+// selfDial reports whether dialling addr would reach one of the proxy's
+// own listeners: a connection whose original destination is the sidecar
+// itself (podIP:15006, 127.0.0.1:15001) would otherwise be forwarded to
+// itself, again and again.
+func (p *Proxy) selfDial(addr netip.AddrPort) bool {
+	a := addr.Addr().Unmap()
+	for _, l := range p.own {
+		if l.Port() != addr.Port() {
+			continue
+		}
+		if l.Addr().Unmap() == a || l.Addr().IsUnspecified() && (a.IsLoopback() || a.IsUnspecified() || p.local[a]) {
+			return true
+		}
+	}
+	return false
+}
+
+// reasonLoop is the refusal reason of a connection that would reach the
+// sidecar itself.
+const reasonLoop = "loop"
 
 // ParkedFlows is how many connection directions wait, idle, in the
 // proxy's epoll set instead of on a goroutine of their own.
@@ -254,6 +279,24 @@ func (p *Proxy) Run(ctx context.Context) error {
 		admin = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	}
 	p.inAddr, p.outAddr = inL.Addr(), outL.Addr()
+	for _, a := range []net.Addr{inL.Addr(), outL.Addr(), p.adminAddrNet} {
+		if ta, ok := a.(*net.TCPAddr); ok {
+			p.own = append(p.own, ta.AddrPort())
+		}
+	}
+	if outL6 != nil {
+		p.own = append(p.own, outL6.Addr().(*net.TCPAddr).AddrPort())
+	}
+	p.local = map[netip.Addr]bool{}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+					p.local[ip.Unmap()] = true
+				}
+			}
+		}
+	}
 
 	// connCtx ends when drain gives up: it aborts dials and handshakes.
 	connCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
@@ -279,14 +322,32 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	errs := make(chan error, 4)
 	serve := func(l net.Listener, direction string) {
+		var backoff time.Duration
 		for {
 			c, err := l.Accept()
 			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					errs <- fmt.Errorf("proxy: %s listener %s: %w", direction, l.Addr(), err)
+				if errors.Is(err, net.ErrClosed) {
+					return
 				}
-				return
+				// Out of file descriptors (EMFILE, ENFILE), or a connection
+				// aborted before it was accepted: the listener is fine, and
+				// the sidecar must stay up. Wait, longer each time, and
+				// accept again (net/http's server does the same).
+				p.m.acceptErrors.With(direction).Inc()
+				if backoff == 0 {
+					backoff = 5 * time.Millisecond
+				} else {
+					backoff = min(2*backoff, time.Second)
+				}
+				p.log.Warn("proxy: accept failed; retrying", "direction", direction, "listener", l.Addr().String(), "err", err, "retryIn", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					return
+				}
+				continue
 			}
+			backoff = 0
 			handlers.Go(func() { p.handle(connCtx, c.(*net.TCPConn), direction, env) })
 		}
 	}
