@@ -28,8 +28,12 @@ const (
 	AnnotationProxyMemory          = "weft.dev/proxy-memory"
 	AnnotationLogLevel             = "weft.dev/log-level"
 	AnnotationOutboundUDP          = "weft.dev/outbound-udp"
-	AnnotationInjected             = "weft.dev/injected"
-	AnnotationProbes               = "weft.dev/probes"
+	// AnnotationPprof "true" makes weft-proxy serve Go's profiles on its
+	// admin port (weft-sidecar run --pprof); off otherwise, since the app
+	// could run them and burn the sidecar's CPU.
+	AnnotationPprof    = "weft.dev/pprof"
+	AnnotationInjected = "weft.dev/injected"
+	AnnotationProbes   = "weft.dev/probes"
 )
 
 const annotationPrefix = "weft.dev/"
@@ -69,6 +73,7 @@ type options struct {
 	excludeOutboundCIDRs []string // canonical (masked) prefixes
 	cpu, memory          *resource.Quantity
 	logLevel             string
+	pprof                bool
 	outboundUDP          string
 }
 
@@ -132,6 +137,14 @@ func (o *options) set(key, value string) error {
 			return fmt.Errorf("%q is not %s or %s", value, OutboundUDPDrop, OutboundUDPAllow)
 		}
 		o.outboundUDP = value
+	case AnnotationPprof:
+		switch value {
+		case "true":
+			o.pprof = true
+		case "false":
+		default:
+			return fmt.Errorf("%q is not true or false", value)
+		}
 	case AnnotationInjected, AnnotationProbes:
 		// Written by the injector; overwritten on injection.
 	default:
@@ -141,7 +154,7 @@ func (o *options) set(key, value string) error {
 }
 
 var userAnnotations = []string{AnnotationInject, AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts,
-	AnnotationExcludeOutboundCIDRs, AnnotationProxyCPU, AnnotationProxyMemory, AnnotationLogLevel, AnnotationOutboundUDP}
+	AnnotationExcludeOutboundCIDRs, AnnotationProxyCPU, AnnotationProxyMemory, AnnotationLogLevel, AnnotationOutboundUDP, AnnotationPprof}
 
 // list splits a comma list, trimming blanks around items. An empty or
 // all-blank value is an empty list; an empty item between commas is not.

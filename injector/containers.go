@@ -109,12 +109,7 @@ func (i *Injector) proxyContainer(o options) corev1.Container {
 		Image:           i.cfg.SidecarImage,
 		ImagePullPolicy: i.cfg.PullPolicy,
 		Command:         []string{SidecarBinary},
-		Args: []string{
-			"run",
-			"--control-plane=" + i.cfg.ControlPlaneAddr,
-			"--trust-domain=" + i.cfg.TrustDomain,
-			"--log-level=" + o.logLevel,
-		},
+		Args:            proxyArgs(i.cfg, o),
 		Env: []corev1.EnvVar{
 			fieldEnv("POD_NAME", "metadata.name"),
 			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
@@ -195,3 +190,12 @@ func volumes() []corev1.Volume {
 
 // appMount gives an app container the Workload API socket.
 var appMount = corev1.VolumeMount{Name: WorkloadVolume, MountPath: WorkloadDir, ReadOnly: true}
+
+// proxyArgs are weft-proxy's arguments.
+func proxyArgs(cfg Config, o options) []string {
+	args := []string{"run", "--control-plane=" + cfg.ControlPlaneAddr, "--trust-domain=" + cfg.TrustDomain, "--log-level=" + o.logLevel}
+	if o.pprof {
+		args = append(args, "--pprof")
+	}
+	return args
+}

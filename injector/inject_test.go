@@ -276,3 +276,34 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestPprofAnnotation: weft-proxy serves profiles only when the pod asks.
+func TestPprofAnnotation(t *testing.T) {
+	for _, tc := range []struct {
+		annotation string
+		want       bool
+	}{{"", false}, {"true", true}, {"false", false}} {
+		pod := podWith(t, func(p *corev1.Pod) {
+			if tc.annotation != "" {
+				p.Annotations = map[string]string{AnnotationPprof: tc.annotation}
+			}
+		})
+		review, _ := newInjector(t, true).Review(reviewBody(t, pod, "demo"))
+		got, _ := applyPatch(t, pod, review.Response)
+		var proxy corev1.Container
+		for _, c := range slices.Concat(got.Spec.InitContainers, got.Spec.Containers) {
+			if c.Name == ProxyName {
+				proxy = c
+			}
+		}
+		if has := slices.Contains(proxy.Args, "--pprof"); has != tc.want {
+			t.Errorf("weft.dev/pprof %q: args %v", tc.annotation, proxy.Args)
+		}
+	}
+	review, _ := newInjector(t, true).Review(reviewBody(t, podWith(t, func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationPprof: "yes"}
+	}), "demo"))
+	if review.Response.Allowed {
+		t.Fatal("weft.dev/pprof: yes was accepted")
+	}
+}

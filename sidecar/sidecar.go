@@ -42,6 +42,7 @@ type Config struct {
 	InboundAddr    string // ":15006": where capture sends inbound TCP
 	OutboundAddr   string // "127.0.0.1:15001": where capture sends outbound TCP
 	AdminAddr      string // "127.0.0.1:15000": /connections, /config_dump
+	Pprof          bool   // /debug/pprof/ on the admin endpoint (weft-sidecar run --pprof)
 	// OutboundAddr6 is where capture sends outbound IPv6 TCP:
 	// "[::1]:15001" when OutboundAddr is left to its default as well,
 	// none when OutboundAddr is set; "-" none. Optional: a pod without
@@ -190,7 +191,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record, Names: names,
-		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, OutboundAddr6: cfg.OutboundAddr6, AdminAddr: cfg.AdminAddr,
+		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, OutboundAddr6: cfg.OutboundAddr6, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof,
 		OriginalDst: cfg.OriginalDst, Logger: log.With("room", "proxy"), Clock: cfg.Clock, Metrics: reg,
 		DrainTimeout: cfg.DrainTimeout})
 	if err != nil {

@@ -67,6 +67,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for in-flight work")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&cfg.XDSDelta, "xds-delta", true, "incremental (delta) xDS; false selects state-of-the-world")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ on the admin port (127.0.0.1:15000)")
 	_ = fs.Parse(args)
 	log, err := logger(level)
 	if err != nil {

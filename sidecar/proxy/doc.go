@@ -126,7 +126,9 @@
 // /connections lists live connections as [ConnInfo] (peer SPIFFE ID, TLS
 // version, cipher, peer certificate expiry, bytes): what `weftctl verify`
 // reads. /config_dump shows the current configuration with its versions;
-// /debug/pprof/ serves Go's profiles of the sidecar (heap, goroutines, CPU).
+// /debug/pprof/ serves Go's profiles of the sidecar (heap, goroutines, CPU)
+// only with Config.Pprof (the pod's weft.dev/pprof: "true"): the app shares
+// the admin port's loopback and could otherwise burn the sidecar's CPU.
 // Metrics (prefix weft_sidecar_): connections{direction},
 // connections_total, bytes_total{direction,flow},
 // tls_handshakes_total, handshake_failures_total{direction,reason},

@@ -99,8 +99,19 @@ func TestNoChainAndAdmin(t *testing.T) {
 		t.Fatalf("config_dump %+v", dump)
 	}
 
-	// The heap profile, in its text form, names the proxy's own functions.
-	resp, err = http.Get("http://" + a.p.AdminAddr().String() + "/debug/pprof/heap?debug=1")
+	// No profiles unless asked for: the app shares the admin port.
+	resp, err = http.Get("http://" + a.p.AdminAddr().String() + "/debug/pprof/profile?seconds=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/profile without Pprof: %s, want 404", resp.Status)
+	}
+	// With Pprof, the heap profile, in its text form, names the proxy's
+	// own functions.
+	b := startPod(t, ca, workloadID("shop", "frontend"), func(c *Config) { c.Pprof = true })
+	resp, err = http.Get("http://" + b.p.AdminAddr().String() + "/debug/pprof/heap?debug=1")
 	if err != nil {
 		t.Fatal(err)
 	}

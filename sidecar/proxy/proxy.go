@@ -60,6 +60,9 @@ type Config struct {
 	// fails Run, as for OutboundAddr.
 	OutboundAddr6 string
 	AdminAddr     string // "127.0.0.1:15000"; "-" serves no admin endpoint
+	// Pprof serves Go's profiles at /debug/pprof/ on the admin endpoint;
+	// off unless set (the pod's weft.dev/pprof: "true").
+	Pprof bool
 
 	// OriginalDst returns where a redirected connection was going
 	// (default capture.OriginalDst: SO_ORIGINAL_DST).
