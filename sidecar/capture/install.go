@@ -5,10 +5,17 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"syscall"
 
 	"github.com/google/nftables"
 )
+
+// nftMu serialises building a batch: google/nftables numbers new sets
+// from a package-level counter that it does not guard, so two Installs at
+// once (tests, each in its own namespace) race on it. weft-init calls
+// Install once.
+var nftMu sync.Mutex
 
 func table() *nftables.Table {
 	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
@@ -32,6 +39,8 @@ func Install(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("capture: open netlink: %w", err)
 	}
+	nftMu.Lock()
+	defer nftMu.Unlock()
 	t := table()
 	// "add table; delete table; add table ..." in one batch: the first add
 	// makes the delete valid whether or not the table existed.
