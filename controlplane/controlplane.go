@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	svc, err := identity.New(identity.Config{
-		CA: ca, Authenticator: &identity.TokenReviewer{Client: cfg.Kube}, Logger: log.With("room", "identity"),
+		CA: ca, Authenticator: &identity.CachingAuthenticator{Next: &identity.TokenReviewer{Client: cfg.Kube}, Now: cfg.Clock.Now}, Logger: log.With("room", "identity"),
 		Clock: cfg.Clock, Registerer: reg, MaxTTL: cfg.SVIDTTL, ServerNames: names,
 	})
 	if err != nil {
@@ -179,6 +179,13 @@ func Run(ctx context.Context, cfg Config) error {
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(serverTLS(ca, serving))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+		// A sidecar holds three streams (ADS, access log, certificates);
+		// no client needs more than a handful, nor messages past 4 MiB (an
+		// access-log batch of 1,000 capped events is well under), nor 10s
+		// for its TLS handshake.
+		grpc.MaxConcurrentStreams(32),
+		grpc.MaxRecvMsgSize(4<<20),
+		grpc.ConnectionTimeout(10*time.Second),
 		grpc.ChainStreamInterceptor(xs.StreamInterceptor()),
 	)
 	certificatev1.RegisterCertificateServiceServer(gs, svc)

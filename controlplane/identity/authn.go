@@ -1,11 +1,15 @@
 package identity
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -116,4 +120,68 @@ func first(v authenticationv1.ExtraValue) string {
 		return ""
 	}
 	return v[0]
+}
+
+// CachingAuthenticator remembers Next's answer for a token for TTL: a
+// sidecar that renews, restarts or retries within it costs the API server
+// no second TokenReview and Pod GET. Only successes are kept (a refused
+// token is asked again: it may have become valid), keyed by the token's
+// SHA-256, at most Max entries. A pod deleted within TTL of its last
+// review keeps its token accepted that long.
+type CachingAuthenticator struct {
+	Next Authenticator
+	TTL  time.Duration    // 0 means 30s
+	Max  int              // 0 means 10,000
+	Now  func() time.Time // nil means time.Now
+
+	mu      sync.Mutex
+	entries map[[32]byte]cachedCaller
+}
+
+type cachedCaller struct {
+	c       Caller
+	expires time.Time
+}
+
+var _ Authenticator = (*CachingAuthenticator)(nil)
+
+// Authenticate implements Authenticator.
+func (a *CachingAuthenticator) Authenticate(ctx context.Context, token string) (Caller, error) {
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	key := sha256.Sum256([]byte(token))
+	a.mu.Lock()
+	if e, ok := a.entries[key]; ok && now().Before(e.expires) {
+		a.mu.Unlock()
+		return e.c, nil
+	}
+	a.mu.Unlock()
+	c, err := a.Next.Authenticate(ctx, token)
+	if err != nil {
+		return c, err
+	}
+	ttl, max := cmp.Or(a.TTL, 30*time.Second), cmp.Or(a.Max, 10_000)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.entries == nil {
+		a.entries = map[[32]byte]cachedCaller{}
+	}
+	t := now()
+	if len(a.entries) >= max {
+		for k, e := range a.entries {
+			if !t.Before(e.expires) {
+				delete(a.entries, k)
+			}
+		}
+		for k := range a.entries { // still full: drop any
+			if len(a.entries) < max {
+				break
+			}
+			delete(a.entries, k)
+		}
+	}
+	a.entries[key] = cachedCaller{c: c, expires: t.Add(ttl)}
+	return c, nil
 }

@@ -1,10 +1,12 @@
 package identity
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
@@ -38,6 +41,12 @@ type Config struct {
 	// account signs N times at once, which the burst absorbs.
 	RateLimit rate.Limit
 	RateBurst int
+	// SourceRateLimit and SourceBurst bound requests per source address
+	// (the pod IP: the pod network has no NAT) before any API call is made
+	// for them: 5 per second, burst 20. A flood of bad tokens costs the
+	// API server nothing past that.
+	SourceRateLimit rate.Limit
+	SourceBurst     int
 	// ServerNames maps the SPIFFE IDs of weft's own servers to the DNS names
 	// their serving certificates carry. Nobody else gets a DNS name.
 	ServerNames map[spiffeid.ID][]string
@@ -50,6 +59,7 @@ const (
 	reasonReviewError = "tokenreview_error"
 	reasonBadID       = "bad_identity"
 	reasonRateLimited = "rate_limited"
+	reasonSourceLimit = "source_rate_limited"
 	reasonBadCSR      = "bad_csr"
 	reasonBadTTL      = "bad_ttl"
 	reasonSignError   = "sign_error"
@@ -62,7 +72,8 @@ type Service struct {
 	cfg      Config
 	log      *slog.Logger
 	clock    Clock
-	limiter  *limiter
+	limiter  *limiter // per pod (UID), after authentication
+	sources  *limiter // per source address, before it
 	issued   prometheus.Counter
 	refusals *prometheus.CounterVec
 	latency  prometheus.Histogram
@@ -90,11 +101,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.RateBurst == 0 {
 		cfg.RateBurst = 10
 	}
+	if cfg.SourceRateLimit == 0 {
+		cfg.SourceRateLimit = 5
+	}
+	if cfg.SourceBurst == 0 {
+		cfg.SourceBurst = 20
+	}
 	s := &Service{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		clock:   cfg.Clock,
 		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
+		sources: newLimiter(cfg.SourceRateLimit, cfg.SourceBurst),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_ca_svids_issued_total", Help: "X.509-SVIDs signed by the certificate service.",
 		}),
@@ -124,6 +142,10 @@ func (s *Service) Sign(ctx context.Context, req *certificatev1.SignRequest) (*ce
 	start := time.Now()
 	defer func() { s.latency.Observe(time.Since(start).Seconds()) }()
 
+	if src := sourceOf(ctx); !s.sources.allow(src, s.clock.Now()) {
+		return nil, s.refuse(ctx, reasonSourceLimit, codes.ResourceExhausted, "",
+			fmt.Errorf("identity: %s asks faster than %.3g per second (burst %d); retry later", src, float64(s.cfg.SourceRateLimit), s.cfg.SourceBurst))
+	}
 	token, ok := bearerToken(ctx)
 	if !ok {
 		return nil, s.refuse(ctx, reasonNoToken, codes.Unauthenticated, "", errors.New(`identity: no "authorization: Bearer <token>" metadata`))
@@ -139,9 +161,11 @@ func (s *Service) Sign(ctx context.Context, req *certificatev1.SignRequest) (*ce
 	if err != nil {
 		return nil, s.refuse(ctx, reasonBadID, codes.InvalidArgument, "", fmt.Errorf("identity: no SPIFFE ID for %s/%s: %w", caller.Namespace, caller.ServiceAccount, err))
 	}
-	if !s.limiter.allow(id.String(), s.clock.Now()) {
+	// Per pod: one noisy pod does not starve its ServiceAccount's others.
+	if !s.limiter.allow(cmp.Or(caller.PodUID, id.String()), s.clock.Now()) {
 		return nil, s.refuse(ctx, reasonRateLimited, codes.ResourceExhausted, id.String(),
-			fmt.Errorf("identity: %s asks faster than %.3g per second (burst %d); retry later", id, float64(s.cfg.RateLimit), s.cfg.RateBurst))
+			fmt.Errorf("identity: pod %s/%s (%s) asks faster than %.3g per second (burst %d); retry later",
+				caller.Namespace, caller.PodName, id, float64(s.cfg.RateLimit), s.cfg.RateBurst))
 	}
 	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
 	if ttl < 0 {
@@ -193,3 +217,16 @@ func bearerToken(ctx context.Context) (string, bool) {
 type realClock struct{}
 
 func (realClock) Now() time.Time { return time.Now() }
+
+// sourceOf is the request's source address without its port ("" when
+// unknown: such requests share one bucket).
+func sourceOf(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	if ap, err := netip.ParseAddrPort(p.Addr.String()); err == nil {
+		return ap.Addr().Unmap().String()
+	}
+	return p.Addr.String()
+}

@@ -9,6 +9,9 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/peer"
+	"k8s.io/client-go/kubernetes/fake"
+	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -72,6 +75,18 @@ type fixture struct {
 	ca    *certs.CA
 	clock *clocktesting.FakeClock
 	reg   *prometheus.Registry
+	api   *fake.Clientset
+}
+
+// reviews is how many TokenReviews the fake API server answered.
+func (f fixture) reviews() int {
+	n := 0
+	for _, a := range f.api.Actions() {
+		if a.GetVerb() == "create" && a.GetResource().Resource == "tokenreviews" {
+			n++
+		}
+	}
+	return n
 }
 
 func newFixture(t *testing.T, mut func(*Config)) fixture {
@@ -116,7 +131,7 @@ func newFixture(t *testing.T, mut func(*Config)) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fixture{svc: svc, ca: ca, clock: clk, reg: reg}
+	return fixture{svc: svc, ca: ca, clock: clk, reg: reg, api: api}
 }
 
 func TestSignIssuesTheTokensIdentity(t *testing.T) {
@@ -299,23 +314,22 @@ func TestSignRefusals(t *testing.T) {
 	}
 }
 
-func TestRateLimitPerIdentity(t *testing.T) {
+func TestRateLimitPerPod(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.RateLimit = 0.5; c.RateBurst = 2 })
 	sign := func(tok string) codes.Code {
 		_, err := f.svc.Sign(withToken(tok), &certificatev1.SignRequest{Csr: newCSR(t)})
 		return status.Code(err)
 	}
-	// Two pods of one service account share the identity and its bucket.
-	if c := sign("good"); c != codes.OK {
-		t.Fatalf("first: %v", c)
+	for i, want := range []codes.Code{codes.OK, codes.OK, codes.ResourceExhausted} {
+		if c := sign("good"); c != want {
+			t.Fatalf("pod app-1, request %d: %v, want %v", i+1, c, want)
+		}
 	}
+	// A sibling pod of the same ServiceAccount has its own bucket: one
+	// noisy pod does not starve the others.
 	if c := sign("good2"); c != codes.OK {
-		t.Fatalf("second: %v", c)
+		t.Fatalf("sibling pod: %v", c)
 	}
-	if c := sign("good"); c != codes.ResourceExhausted {
-		t.Fatalf("third within the burst window: %v, want ResourceExhausted", c)
-	}
-	// Another identity has its own bucket.
 	if c := sign("other"); c != codes.OK {
 		t.Fatalf("other identity: %v", c)
 	}
@@ -329,6 +343,35 @@ func TestRateLimitPerIdentity(t *testing.T) {
 	}
 	if got := promtest.ToFloat64(f.svc.refusals.WithLabelValues(reasonRateLimited)); got != 2 {
 		t.Fatalf("rate_limited refusals = %v, want 2", got)
+	}
+}
+
+// TestSourceLimitBeforeAPICalls: a source flooding the service with tokens
+// (good or bad) is cut off before any TokenReview is made for it past its
+// burst; another source is not.
+func TestSourceLimitBeforeAPICalls(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.SourceRateLimit = 1; c.SourceBurst = 3 })
+	from := func(ip string) context.Context {
+		return peer.NewContext(withToken("bogus"), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}})
+	}
+	for i := range 10 {
+		_, err := f.svc.Sign(from("198.18.0.66"), &certificatev1.SignRequest{Csr: newCSR(t)})
+		want := codes.Unauthenticated
+		if i >= 3 {
+			want = codes.ResourceExhausted
+		}
+		if status.Code(err) != want {
+			t.Fatalf("request %d: %v, want %v", i+1, err, want)
+		}
+	}
+	if n := f.reviews(); n != 3 {
+		t.Fatalf("%d TokenReviews for 10 requests from one source, want 3 (the burst)", n)
+	}
+	if _, err := f.svc.Sign(from("198.18.0.67"), &certificatev1.SignRequest{Csr: newCSR(t)}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("another source: %v", err)
+	}
+	if got := promtest.ToFloat64(f.svc.refusals.WithLabelValues(reasonSourceLimit)); got != 7 {
+		t.Fatalf("source_rate_limited = %v, want 7", got)
 	}
 }
 
