@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"testing"
@@ -130,5 +131,75 @@ func TestAcceptSurvivesFDExhaustion(t *testing.T) {
 	buf := make([]byte, 5)
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping\n" {
 		t.Fatalf("after recovery: %q %v", buf, err)
+	}
+}
+
+// stalledHello connects to addr from local (nil: any) and sends the first
+// bytes of a ClientHello, then nothing: the proxy waits for the rest (its
+// HandshakeTimeout), the connection pending all that while.
+func stalledHello(t *testing.T, addr netip.AddrPort, local string) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	c, err := d.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write(smallHello(t, "api.example.com")[:10]); err != nil {
+		t.Fatal(err)
+	}
+	return c.(*net.TCPConn)
+}
+
+// closedSoon reports whether the proxy closed c within a second.
+func closedSoon(c *net.TCPConn) bool {
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// TestPendingConnectionsCapped: a source that opens handshakes and stalls
+// holds at most MaxPendingPerSource of them; the next is closed at accept
+// (overload) while another source still gets in; MaxConnections caps all.
+func TestPendingConnectionsCapped(t *testing.T) {
+	pd := startPod(t, newCA(t, nil), workloadID("shop", "web"), func(c *Config) {
+		c.MaxPendingPerSource, c.MaxConnections = 3, 5
+	})
+	pd.cfg.Store(meshConfig(nil, nil, nil, false))
+	in := pd.inboundAddr()
+	var held []*net.TCPConn
+	for range 3 {
+		held = append(held, stalledHello(t, in, "127.0.0.1"))
+	}
+	time.Sleep(100 * time.Millisecond) // the three are accepted and pending
+	if c := stalledHello(t, in, "127.0.0.1"); !closedSoon(c) {
+		t.Fatal("a fourth stalled handshake from one source was kept")
+	}
+	pd.waitCounter(1, "connection_failures", inbound, reasonOverload)
+	other := stalledHello(t, in, "127.0.0.2")
+	if closedSoon(other) {
+		t.Fatal("another source was refused")
+	}
+	// 3 + 1 open: one more fits under MaxConnections 5, then none.
+	held = append(held, other, stalledHello(t, in, "127.0.0.3"))
+	time.Sleep(100 * time.Millisecond)
+	if c := stalledHello(t, in, "127.0.0.4"); !closedSoon(c) {
+		t.Fatal("a sixth connection past MaxConnections 5 was kept")
+	}
+	pd.waitCounter(2, "connection_failures", inbound, reasonOverload)
+	for _, c := range held {
+		c.Close()
+	}
+	// Once they are gone, the source is admitted again.
+	for i := 0; i < 200 && pd.p.open.Load() > 1; i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	if c := stalledHello(t, in, "127.0.0.1"); closedSoon(c) {
+		t.Fatalf("the source was refused after its connections closed (overload %v, open %d)",
+			pd.counter("connection_failures", inbound, reasonOverload), pd.p.open.Load())
 	}
 }

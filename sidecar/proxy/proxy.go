@@ -87,6 +87,14 @@ type Config struct {
 	DrainTimeout     time.Duration // how long Run waits for open connections once ctx ends: 20s
 	SniffTimeout     time.Duration // wait for a client's first byte before deciding it sends none: 200ms
 	HandshakeTimeout time.Duration // rest of the sniffed bytes, an HTTP request head, a TLS handshake: 10s
+	// MaxConnections caps the connections open through the proxy at once
+	// (both directions): 16384; past it a new one is closed at accept.
+	// MaxPendingPerSource caps one source address's connections not yet
+	// established (sniffing, handshaking): 128, so that a neighbour that
+	// opens handshakes and stalls cannot take every descriptor, nor keep
+	// other sources out. Both refusals count as reason "overload".
+	MaxConnections      int
+	MaxPendingPerSource int
 	// IdleParkAfter is how long one direction of a connection is silent
 	// before it gives up its goroutine and waits in the proxy's epoll set
 	// (park.go): 1s; negative never parks.
@@ -117,6 +125,12 @@ func (c *Config) defaults() {
 	dur(&c.DrainTimeout, 20*time.Second)
 	dur(&c.SniffTimeout, 200*time.Millisecond)
 	dur(&c.HandshakeTimeout, 10*time.Second)
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 16384
+	}
+	if c.MaxPendingPerSource <= 0 {
+		c.MaxPendingPerSource = 128
+	}
 	dur(&c.IdleParkAfter, time.Second)
 	if c.OriginalDst == nil {
 		c.OriginalDst = capture.OriginalDst
@@ -154,6 +168,42 @@ type Proxy struct {
 	// (the pod's) addresses, set by Run before it accepts: selfDial.
 	own   []netip.AddrPort
 	local map[netip.Addr]bool
+
+	open      atomic.Int64 // connections between accept and close
+	pendingMu sync.Mutex
+	pending   map[netip.Addr]int // per source: accepted, not yet established or refused
+}
+
+// reasonOverload is the refusal reason of a connection past
+// MaxConnections or MaxPendingPerSource.
+const reasonOverload = "overload"
+
+// admit counts a new connection from src, or says why it must be closed.
+func (p *Proxy) admit(src netip.Addr) string {
+	if p.open.Add(1) > int64(p.cfg.MaxConnections) {
+		p.open.Add(-1)
+		return fmt.Sprintf("%d connections open (MaxConnections)", p.cfg.MaxConnections)
+	}
+	p.pendingMu.Lock()
+	defer p.pendingMu.Unlock()
+	if p.pending[src] >= p.cfg.MaxPendingPerSource {
+		p.open.Add(-1)
+		return fmt.Sprintf("%s has %d connections not yet established (MaxPendingPerSource)", src, p.cfg.MaxPendingPerSource)
+	}
+	if p.pending == nil {
+		p.pending = map[netip.Addr]int{}
+	}
+	p.pending[src]++
+	return ""
+}
+
+// settled ends src's pending count for one connection.
+func (p *Proxy) settled(src netip.Addr) {
+	p.pendingMu.Lock()
+	if p.pending[src]--; p.pending[src] <= 0 {
+		delete(p.pending, src)
+	}
+	p.pendingMu.Unlock()
 }
 
 // selfDial reports whether dialling addr would reach one of the proxy's
@@ -440,6 +490,16 @@ func noIPv6(err error) bool {
 // there, so an idle connection keeps only the flows' small stacks, and not
 // even those once its flows park.
 func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, env pipeEnv) {
+	src := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+	if why := p.admit(src); why != "" {
+		c.Close()
+		p.m.connFailures.With(direction, reasonOverload).Inc()
+		p.log.Warn("connection refused at accept", "direction", direction, "src", c.RemoteAddr().String(), "reason", why)
+		return
+	}
+	// handle returns once the connection is established (its flows
+	// started) or refused: either way it is no longer pending.
+	defer p.settled(src)
 	cn := &conn{direction: direction, src: c.RemoteAddr().String(), start: p.cfg.Clock.Now()}
 	cn.track(c)
 	p.reg.add(cn)
@@ -449,6 +509,7 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, en
 		cn.closeAll()
 		p.reg.remove(cn)
 		p.m.active.With(direction).Dec()
+		p.open.Add(-1)
 	}
 	var fw *forwarding
 	var err error
