@@ -207,7 +207,7 @@ func (i *Injector) Admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admiss
 	}
 	o := Outcome{Namespace: ns, Pod: pod, DryRun: req.DryRun != nil && *req.DryRun}
 	log := i.log.With("namespace", ns, "pod", podName(pod), "uid", req.UID)
-	o.Unserved = ns == metav1.NamespaceSystem || ns == i.cfg.Namespace
+	o.Unserved = !i.serves(ns)
 	if reason := i.skipReason(ns, pod); reason != "" {
 		log.Info("skipped", "reason", reason)
 		o.Action, o.Reason = Skipped, reason
@@ -245,7 +245,7 @@ func (i *Injector) admitEphemeral(req *admissionv1.AdmissionRequest) (*admission
 	}
 	ns := cmp.Or(req.Namespace, pod.Namespace)
 	o := Outcome{Action: Ignored, Reason: "ephemeral containers", Namespace: ns, Pod: pod, DryRun: req.DryRun != nil && *req.DryRun,
-		Unserved: ns == metav1.NamespaceSystem || ns == i.cfg.Namespace}
+		Unserved: !i.serves(ns)}
 	if o.Unserved || !hasContainer(pod, ProxyName) {
 		return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}, o
 	}
@@ -265,10 +265,16 @@ func (i *Injector) admitEphemeral(req *admissionv1.AdmissionRequest) (*admission
 	return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true, Warnings: ws}, o
 }
 
+// serves reports whether weft may inject (and record Events) in ns:
+// never kube-system nor weft's own namespace.
+func (i *Injector) serves(ns string) bool {
+	return ns != metav1.NamespaceSystem && ns != i.cfg.Namespace
+}
+
 // skipReason says why a pod is left alone, or "" to inject it.
 func (i *Injector) skipReason(ns string, pod *corev1.Pod) string {
 	switch {
-	case ns == metav1.NamespaceSystem || ns == i.cfg.Namespace:
+	case !i.serves(ns):
 		return fmt.Sprintf("namespace %s is never injected", ns)
 	case pod.Annotations[AnnotationInject] == InjectDisabled:
 		return fmt.Sprintf("annotation %s: %s", AnnotationInject, InjectDisabled)
