@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/internal/keyedrate"
 )
 
 // The app holds its pod's SVID (the Workload API gives it), so an audit
@@ -97,6 +98,7 @@ func TestEventTimesCannotDodgeRetention(t *testing.T) {
 func TestPerPodRateLimit(t *testing.T) {
 	h := newHarness(t, nil)
 	h.svc.cfg.EventsPerSecond, h.svc.cfg.Burst = 10, 20
+	h.svc.limits = keyedrate.New(keyedrate.Config{Limit: 10, Burst: 20, MaxKeys: maxLimiters})
 	t0 := h.clk.Now()
 	batch := func(pod, prefix string, n int) []apiaudit.Event {
 		var out []apiaudit.Event

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
@@ -24,6 +23,7 @@ import (
 	"k8s.io/utils/clock"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/internal/keyedrate"
 	"github.com/weftmesh/weft/internal/peersvid"
 )
 
@@ -72,8 +72,7 @@ type Service struct {
 	log   *slog.Logger
 	m     *serviceMetrics
 
-	mu     sync.Mutex
-	limits map[string]*rate.Limiter // namespace/pod
+	limits *keyedrate.Limiter // namespace/pod
 }
 
 var _ alsv3.AccessLogServiceServer = (*Service)(nil)
@@ -111,7 +110,8 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: NewService: metrics: %w", err)
 	}
-	return &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, m: m, limits: map[string]*rate.Limiter{}}, nil
+	return &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger, m: m,
+		limits: keyedrate.New(keyedrate.Config{Limit: rate.Limit(cfg.EventsPerSecond), Burst: cfg.Burst, MaxKeys: maxLimiters})}, nil
 }
 
 // Register adds the access-log service to a gRPC server.
@@ -164,7 +164,7 @@ func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogs
 			return err
 		}
 		now := s.cfg.Clock.Now()
-		if !s.limiter(n).AllowN(now, len(events)) {
+		if !s.limits.Allow(n.namespace+"/"+n.pod, now, len(events)) {
 			s.m.events.WithLabelValues("rate_limited").Add(float64(len(events)))
 			return status.Errorf(codes.ResourceExhausted, "audit: node %s.%s sends more than %g events/s (burst %d): resend later",
 				n.pod, n.namespace, s.cfg.EventsPerSecond, s.cfg.Burst)
@@ -191,30 +191,9 @@ func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogs
 	}
 }
 
-// maxLimiters bounds the per-pod limiters held; past it, the ones whose
-// bucket is full again (idle pods) are forgotten.
+// maxLimiters bounds the per-pod buckets held; past it, the ones that are
+// full again (idle pods) are forgotten.
 const maxLimiters = 20_000
-
-// limiter is n's pod's token bucket.
-func (s *Service) limiter(n *node) *rate.Limiter {
-	key := n.namespace + "/" + n.pod
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.limits[key]
-	if l == nil {
-		if len(s.limits) >= maxLimiters {
-			now := s.cfg.Clock.Now()
-			for k, v := range s.limits {
-				if v.TokensAt(now) >= float64(s.cfg.Burst) {
-					delete(s.limits, k)
-				}
-			}
-		}
-		l = rate.NewLimiter(rate.Limit(s.cfg.EventsPerSecond), s.cfg.Burst)
-		s.limits[key] = l
-	}
-	return l
-}
 
 // Field caps: no sidecar writes more (a DNS name is at most 253 bytes, a
 // policy "<ns>/<name>" 317, a reason one sentence), so anything longer is

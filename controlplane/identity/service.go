@@ -20,7 +20,12 @@ import (
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/keyedrate"
 )
+
+// sweepIdle is how long a rate-limit bucket is kept unused: an attacker
+// cycling identities or addresses cannot grow the limiters without bound.
+const sweepIdle = 10 * time.Minute
 
 // Clock is what the service reads time from.
 type Clock interface{ Now() time.Time }
@@ -72,8 +77,8 @@ type Service struct {
 	cfg      Config
 	log      *slog.Logger
 	clock    Clock
-	limiter  *limiter // per pod (UID), after authentication
-	sources  *limiter // per source address, before it
+	limiter  *keyedrate.Limiter // per pod (UID), after authentication
+	sources  *keyedrate.Limiter // per source address, before it
 	issued   prometheus.Counter
 	refusals *prometheus.CounterVec
 	latency  prometheus.Histogram
@@ -111,8 +116,8 @@ func New(cfg Config) (*Service, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		clock:   cfg.Clock,
-		limiter: newLimiter(cfg.RateLimit, cfg.RateBurst),
-		sources: newLimiter(cfg.SourceRateLimit, cfg.SourceBurst),
+		limiter: keyedrate.New(keyedrate.Config{Limit: cfg.RateLimit, Burst: cfg.RateBurst, IdleAfter: sweepIdle}),
+		sources: keyedrate.New(keyedrate.Config{Limit: cfg.SourceRateLimit, Burst: cfg.SourceBurst, IdleAfter: sweepIdle}),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_ca_svids_issued_total", Help: "X.509-SVIDs signed by the certificate service.",
 		}),
@@ -142,7 +147,7 @@ func (s *Service) Sign(ctx context.Context, req *certificatev1.SignRequest) (*ce
 	start := time.Now()
 	defer func() { s.latency.Observe(time.Since(start).Seconds()) }()
 
-	if src := sourceOf(ctx); !s.sources.allow(src, s.clock.Now()) {
+	if src := sourceOf(ctx); !s.sources.Allow(src, s.clock.Now(), 1) {
 		return nil, s.refuse(ctx, reasonSourceLimit, codes.ResourceExhausted, "",
 			fmt.Errorf("identity: %s asks faster than %.3g per second (burst %d); retry later", src, float64(s.cfg.SourceRateLimit), s.cfg.SourceBurst))
 	}
@@ -162,7 +167,7 @@ func (s *Service) Sign(ctx context.Context, req *certificatev1.SignRequest) (*ce
 		return nil, s.refuse(ctx, reasonBadID, codes.InvalidArgument, "", fmt.Errorf("identity: no SPIFFE ID for %s/%s: %w", caller.Namespace, caller.ServiceAccount, err))
 	}
 	// Per pod: one noisy pod does not starve its ServiceAccount's others.
-	if !s.limiter.allow(cmp.Or(caller.PodUID, id.String()), s.clock.Now()) {
+	if !s.limiter.Allow(cmp.Or(caller.PodUID, id.String()), s.clock.Now(), 1) {
 		return nil, s.refuse(ctx, reasonRateLimited, codes.ResourceExhausted, id.String(),
 			fmt.Errorf("identity: pod %s/%s (%s) asks faster than %.3g per second (burst %d); retry later",
 				caller.Namespace, caller.PodName, id, float64(s.cfg.RateLimit), s.cfg.RateBurst))

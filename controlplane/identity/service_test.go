@@ -21,7 +21,6 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -373,57 +372,6 @@ func TestSourceLimitBeforeAPICalls(t *testing.T) {
 	if got := promtest.ToFloat64(f.svc.refusals.WithLabelValues(reasonSourceLimit)); got != 7 {
 		t.Fatalf("source_rate_limited = %v, want 7", got)
 	}
-}
-
-func TestLimiterSweepsIdleBuckets(t *testing.T) {
-	l := newLimiter(1, 1)
-	now := testutil.Epoch(t)
-	for i := range 100 {
-		l.allow(string(rune('a'+i%26))+strings.Repeat("x", i), now)
-	}
-	if l.size() != 100 {
-		t.Fatalf("size %d, want 100", l.size())
-	}
-	l.allow("fresh", now.Add(sweepIdle+time.Second))
-	if l.size() != 1 {
-		t.Fatalf("after sweep size %d, want 1", l.size())
-	}
-}
-
-// A bucket is swept once it has been idle for longer than sweepIdle, not
-// once it has been idle for exactly that long, and sweeps run at most once
-// per sweepIdle. The limit is so slow that a kept bucket is still empty and a
-// swept one starts full: whether a key's next request passes tells which.
-func TestLimiterSweepBoundaries(t *testing.T) {
-	slow := rate.Every(time.Hour)
-	t.Run("idle exactly sweepIdle is kept", func(t *testing.T) {
-		l := newLimiter(slow, 1)
-		t0 := testutil.Epoch(t)
-		l.allow("a", t0) // sweeps (the first call always does) at t0
-		if !l.allow("b", t0.Add(time.Nanosecond)) {
-			t.Fatal("b's first request refused")
-		}
-		// Sweeps (sweepIdle+1ns since t0): a is older than sweepIdle, b exactly that old.
-		if l.allow("b", t0.Add(sweepIdle+time.Nanosecond)) {
-			t.Fatal("b idle exactly sweepIdle lost its bucket: its spent burst came back")
-		}
-		if l.size() != 1 {
-			t.Fatalf("size %d, want 1 (a swept, b kept)", l.size())
-		}
-	})
-	t.Run("sweeps no sooner than sweepIdle apart", func(t *testing.T) {
-		l := newLimiter(slow, 1)
-		t0 := testutil.Epoch(t)
-		l.allow("a", t0)                // sweeps at t0
-		l.allow("b", t0.Add(sweepIdle)) // exactly sweepIdle later: no sweep
-		// sweepIdle+1ns after the last sweep: sweeps, and a, idle longer than sweepIdle, goes.
-		if !l.allow("a", t0.Add(sweepIdle+time.Nanosecond)) {
-			t.Fatal("a idle longer than sweepIdle kept its spent bucket: no sweep ran")
-		}
-		if l.size() != 2 {
-			t.Fatalf("size %d, want 2 (b and a's new bucket)", l.size())
-		}
-	})
 }
 
 func parseChain(t *testing.T, ders [][]byte) []*x509.Certificate {
