@@ -25,6 +25,7 @@ import (
 	apiaudit "github.com/weftmesh/weft/api/audit"
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/controlplane/adminauth"
 	"github.com/weftmesh/weft/controlplane/audit"
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/controlplane/registry"
@@ -193,23 +194,43 @@ func Run(ctx context.Context, cfg Config) error {
 	asvc.Register(gs)
 
 	started := cfg.Clock.Now()
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.Handle("/audit/", asvc.Handler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/debug/status", func(w http.ResponseWriter, _ *http.Request) {
+	// /metrics and /healthz are open, over plain HTTP or TLS; /audit and
+	// /debug need TLS, a caller the API server vouches for and RBAC
+	// (adminauth, adminport.go).
+	clientCAs := &adminauth.ClientCAs{Client: cfg.Kube, Clock: cfg.Clock, Logger: log.With("room", "adminauth")}
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	err = clientCAs.Load(lctx)
+	lcancel()
+	if err != nil {
+		log.Warn("admin port: no client CA yet, bearer tokens only until it is read", "err", err)
+	}
+	guard, err := adminauth.New(adminauth.Config{Client: cfg.Kube, Namespace: cfg.Namespace, Now: cfg.Clock.Now, Logger: log.With("room", "adminauth")})
+	if err != nil {
+		grpcLis.Close()
+		httpLis.Close()
+		return err
+	}
+	debug := http.NewServeMux()
+	debug.HandleFunc("GET /debug/status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		st := status(ca, serving, started)
 		st.Sidecars = xs.Status()
 		_ = json.NewEncoder(w).Encode(st)
 	})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/audit/", guard.Protect(adminauth.ResourceAuditEvents, asvc.Handler()))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("/debug/", guard.Protect(adminauth.ResourceDebug, debug))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	adminLis := newSniffListener(httpLis, adminTLS(serving, clientCAs), 10*time.Second)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, 4)
 	var wg sync.WaitGroup
 	wg.Go(func() { serving.renew(ctx) })
+	wg.Go(func() { clientCAs.Run(ctx) })
 	wg.Go(func() {
 		if err := mesh.Run(ctx); err != nil && ctx.Err() == nil {
 			errs <- err
@@ -257,7 +278,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	})
 	wg.Go(func() {
-		if err := hs.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- fmt.Errorf("controlplane: HTTP: %w", err)
 		}
 	})

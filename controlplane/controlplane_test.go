@@ -45,10 +45,15 @@ func start(t *testing.T) running {
 	t.Helper()
 	kube := testutil.FakeKube(map[string]testutil.Token{
 		"app-token": {User: "system:serviceaccount:demo:app", Audiences: []string{identity.Audience}, Pod: "app-1", UID: "u1"},
+		// Callers of the admin port (adminport_test.go).
+		auditReaderToken:  {User: "alice", Audiences: []string{testutil.APIServerAudience}},
+		statusReaderToken: {User: "bob", Audiences: []string{testutil.APIServerAudience}},
+		noRBACToken:       {User: "system:serviceaccount:other:default", Audiences: []string{testutil.APIServerAudience}},
 	}, testutil.Pod("demo", "app-1", "u1", "app"),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{"weft.dev/inject": "enabled"}}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "other"}})
+	testutil.FakeRBAC(kube, adminGrants...)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan [2]string, 1)
 	done := make(chan error, 1)
@@ -150,7 +155,7 @@ func TestCertificateServiceOverTLS(t *testing.T) {
 	}
 
 	// The admin port reports the CA and the issued counter.
-	st := getJSON[Status](t, "http://"+cp.httpAddr+"/debug/status")
+	st := adminJSON[Status](t, cp, "/debug/status", statusReaderToken)
 	if st.TrustDomain != "cluster.local" || len(st.Roots) != 1 {
 		t.Fatalf("/debug/status = %+v", st)
 	}

@@ -29,12 +29,15 @@ type Values struct {
 	// AuditPVC names a PersistentVolumeClaim in the install namespace for
 	// the egress audit store; empty keeps it in an emptyDir (lost with the pod).
 	AuditPVC string
+	// NetworkPolicy adds NetworkPolicies that admit to weft's pods only the
+	// ports weft serves (40-networkpolicy.yaml).
+	NetworkPolicy bool
 }
 
 // Defaults are the values of a plain install.
 func Defaults() Values {
 	return Values{Namespace: "weft-system", Image: "weft/", Tag: "dev", PullPolicy: "IfNotPresent",
-		TrustDomain: "cluster.local", Replicas: 1, InjectorReplica: 1, LogLevel: "info"}
+		TrustDomain: "cluster.local", Replicas: 1, InjectorReplica: 1, LogLevel: "info", NetworkPolicy: true}
 }
 
 var (

@@ -99,3 +99,62 @@ func TestRenderAuditVolume(t *testing.T) {
 	}
 	decode(t, b) // still valid YAML
 }
+
+// TestRenderGuardsTheAdminPort: the control plane may ask TokenReview and
+// SubjectAccessReview and read the API server's client CA; the reader
+// ClusterRoles grant the virtual resources it asks about; the
+// NetworkPolicies are there unless turned off.
+func TestRenderGuardsTheAdminPort(t *testing.T) {
+	rules := func(objs []*unstructured.Unstructured, kind, name string) string {
+		for _, u := range objs {
+			if u.GetKind() == kind && u.GetName() == name {
+				r, _, _ := unstructured.NestedSlice(u.Object, "rules")
+				return fmt.Sprint(r)
+			}
+		}
+		t.Fatalf("no %s %s", kind, name)
+		return ""
+	}
+	b, err := Render(Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := decode(t, b)
+	cp := rules(objs, "ClusterRole", "weft-controlplane")
+	for _, want := range []string{"[authentication.k8s.io] resources:[tokenreviews] verbs:[create]", "[authorization.k8s.io] resources:[subjectaccessreviews] verbs:[create]"} {
+		if !strings.Contains(cp, want) {
+			t.Errorf("ClusterRole weft-controlplane lacks %s: %s", want, cp)
+		}
+	}
+	for role, res := range map[string]string{"weft-audit-reader": "auditevents", "weft-status-reader": "debug"} {
+		r := rules(objs, "ClusterRole", role)
+		if !strings.Contains(r, "apiGroups:[weft.dev] resources:["+res+"] verbs:[get]") || !strings.Contains(r, "resources:[pods/portforward] verbs:[create]") {
+			t.Errorf("ClusterRole %s: %s", role, r)
+		}
+	}
+	var authnReader, policies int
+	for _, u := range objs {
+		if u.GetKind() == "RoleBinding" && u.GetNamespace() == "kube-system" {
+			ref, _, _ := unstructured.NestedString(u.Object, "roleRef", "name")
+			if ref == "extension-apiserver-authentication-reader" {
+				authnReader++
+			}
+		}
+		if u.GetKind() == "NetworkPolicy" {
+			policies++
+		}
+	}
+	if authnReader != 1 || policies != 3 {
+		t.Errorf("%d bindings to extension-apiserver-authentication-reader (want 1), %d NetworkPolicies (want 3)", authnReader, policies)
+	}
+	v := Defaults()
+	v.NetworkPolicy = false
+	if b, err = Render(v); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range decode(t, b) {
+		if u.GetKind() == "NetworkPolicy" {
+			t.Errorf("NetworkPolicy %s rendered with NetworkPolicy off", u.GetName())
+		}
+	}
+}

@@ -46,6 +46,7 @@ them with server-side apply and waits until every weft Deployment is available.
 	f.IntVar(&o.values.Replicas, "replicas", o.values.Replicas, "control plane replicas")
 	f.IntVar(&o.values.InjectorReplica, "injector-replicas", o.values.InjectorReplica, "injector replicas")
 	f.StringVar(&o.values.AuditPVC, "audit-pvc", "", "PersistentVolumeClaim (in the weft namespace) for the egress audit store; default an emptyDir")
+	f.BoolVar(&o.values.NetworkPolicy, "network-policy", o.values.NetworkPolicy, "add NetworkPolicies that admit to weft's pods only the ports weft serves (enforced only by a CNI that implements NetworkPolicy)")
 	f.StringVar(&o.values.LogLevel, "log-level", o.values.LogLevel, "log level of weft's components")
 	f.StringVar(&o.values.Namespace, "weft-namespace", o.values.Namespace, "namespace weft is installed in")
 	f.BoolVar(&o.render, "render", false, "print the rendered manifests and exit")

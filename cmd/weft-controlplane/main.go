@@ -31,7 +31,7 @@ func main() {
 	flag.StringVar(&cfg.ServiceAccount, "service-account", envOr("SERVICE_ACCOUNT", "weft-controlplane"), "service account the control plane runs as")
 	flag.StringVar(&cfg.CASecret, "ca-secret", "weft-ca", "Secret holding the CA")
 	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "TLS gRPC address: certificate service and ADS")
-	flag.StringVar(&cfg.HTTPAddr, "http-addr", ":15014", "HTTP address: /metrics, /healthz, /debug/status")
+	flag.StringVar(&cfg.HTTPAddr, "http-addr", ":15014", "admin address, plain HTTP and HTTPS on one port: /metrics, /healthz open; /audit/*, /debug/status over HTTPS to callers RBAC allows")
 	flag.DurationVar(&cfg.SVIDTTL, "svid-ttl", 24*time.Hour, "longest X.509-SVID lifetime signed")
 	flag.DurationVar(&cfg.Debounce, "xds-debounce", 100*time.Millisecond, "quiet time before a mesh change is pushed to sidecars")
 	flag.DurationVar(&cfg.MaxDelay, "xds-max-delay", time.Second, "longest a mesh change waits under continuous churn")

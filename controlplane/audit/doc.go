@@ -1,7 +1,9 @@
 // Package audit is the control plane's side of egress auditing: it receives
 // the sidecars' audit events over Envoy's gRPC access-log service, stores
 // them in an embedded bbolt file with retention, and answers queries for
-// `weftctl egress audit` over HTTP.
+// `weftctl egress audit` over HTTP. The control plane serves those queries
+// only over TLS to callers RBAC allows (get auditevents.weft.dev; see
+// controlplane/adminauth): the trail names every workload's destinations.
 //
 // # The room
 //

@@ -30,8 +30,9 @@ type SummaryResponse struct {
 	Destinations []DestinationSummary `json:"destinations"`
 }
 
-// Handler serves, on the control plane's HTTP port (what `weftctl egress
-// audit` reads, JSON):
+// Handler serves, on the control plane's admin port behind its guard
+// (HTTPS and RBAC, controlplane/adminauth; what `weftctl egress audit`
+// reads, JSON):
 //
 //	GET /audit/events?since=&until=&namespace=&workload=&destination=&decision=&limit=
 //	GET /audit/summary?since=&until=&namespace=&workload=&destination=&decision=

@@ -57,20 +57,9 @@ func (r *TokenReviewer) Authenticate(ctx context.Context, token string) (Caller,
 	if aud == "" {
 		aud = Audience
 	}
-	review, err := r.Client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
-		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{aud}},
-	}, metav1.CreateOptions{})
+	st, err := ReviewToken(ctx, r.Client, token, []string{aud})
 	if err != nil {
-		// Not the caller's fault: the API server could not be asked.
-		return Caller{}, fmt.Errorf("identity: TokenReview: %w", err)
-	}
-	st := review.Status
-	if !st.Authenticated {
-		msg := st.Error
-		if msg == "" {
-			msg = "not authenticated"
-		}
-		return Caller{}, fmt.Errorf("%w: %s", ErrUnauthenticated, msg)
+		return Caller{}, err
 	}
 	if !slices.Contains(st.Audiences, aud) {
 		return Caller{}, fmt.Errorf("%w: audiences %q do not include %q", ErrUnauthenticated, st.Audiences, aud)
@@ -100,6 +89,29 @@ func (r *TokenReviewer) Authenticate(ctx context.Context, token string) (Caller,
 		return Caller{}, fmt.Errorf("%w: pod %s/%s runs as %q, token is for %q", ErrUnauthenticated, ns, c.PodName, podSA, sa)
 	}
 	return c, nil
+}
+
+// ReviewToken asks the API server (TokenReview) who token belongs to. With
+// audiences nil the token must be valid for the API server itself; else
+// for one of audiences. A token the API server does not accept is
+// ErrUnauthenticated; any other error means it could not be asked (not
+// the caller's fault). The returned status has Authenticated set.
+func ReviewToken(ctx context.Context, client kubernetes.Interface, token string, audiences []string) (authenticationv1.TokenReviewStatus, error) {
+	review, err := client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
+		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: audiences},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return authenticationv1.TokenReviewStatus{}, fmt.Errorf("identity: TokenReview: %w", err)
+	}
+	st := review.Status
+	if !st.Authenticated {
+		msg := st.Error
+		if msg == "" {
+			msg = "not authenticated"
+		}
+		return authenticationv1.TokenReviewStatus{}, fmt.Errorf("%w: %s", ErrUnauthenticated, msg)
+	}
+	return st, nil
 }
 
 // parseServiceAccountUser splits "system:serviceaccount:<ns>:<sa>".
@@ -134,54 +146,85 @@ type CachingAuthenticator struct {
 	Max  int              // 0 means 10,000
 	Now  func() time.Time // nil means time.Now
 
-	mu      sync.Mutex
-	entries map[[32]byte]cachedCaller
-}
-
-type cachedCaller struct {
-	c       Caller
-	expires time.Time
+	once  sync.Once
+	cache *TokenCache[Caller]
 }
 
 var _ Authenticator = (*CachingAuthenticator)(nil)
 
 // Authenticate implements Authenticator.
 func (a *CachingAuthenticator) Authenticate(ctx context.Context, token string) (Caller, error) {
-	now := time.Now
-	if a.Now != nil {
-		now = a.Now
+	a.once.Do(func() { a.cache = &TokenCache[Caller]{TTL: cmp.Or(a.TTL, 30*time.Second), Max: a.Max, Now: a.Now} })
+	if c, ok := a.cache.Get(token); ok {
+		return c, nil
 	}
-	key := sha256.Sum256([]byte(token))
-	a.mu.Lock()
-	if e, ok := a.entries[key]; ok && now().Before(e.expires) {
-		a.mu.Unlock()
-		return e.c, nil
-	}
-	a.mu.Unlock()
 	c, err := a.Next.Authenticate(ctx, token)
 	if err != nil {
 		return c, err
 	}
-	ttl, max := cmp.Or(a.TTL, 30*time.Second), cmp.Or(a.Max, 10_000)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.entries == nil {
-		a.entries = map[[32]byte]cachedCaller{}
+	a.cache.Put(token, c)
+	return c, nil
+}
+
+// TokenCache keeps one value per bearer token (a successful review's
+// answer) for TTL, keyed by the token's SHA-256 so that no token is held
+// in memory, at most Max entries (expired ones are dropped first, then
+// any). The zero value is ready: TTL 30s, Max 10,000, time.Now.
+type TokenCache[T any] struct {
+	TTL time.Duration    // 0 means 30s
+	Max int              // 0 means 10,000
+	Now func() time.Time // nil means time.Now
+
+	mu      sync.Mutex
+	entries map[[32]byte]tokenEntry[T]
+}
+
+type tokenEntry[T any] struct {
+	v       T
+	expires time.Time
+}
+
+func (c *TokenCache[T]) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
 	}
-	t := now()
-	if len(a.entries) >= max {
-		for k, e := range a.entries {
+	return time.Now()
+}
+
+// Get returns the value kept for token, if it has not expired.
+func (c *TokenCache[T]) Get(token string) (T, bool) {
+	key := sha256.Sum256([]byte(token))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[key]; ok && c.now().Before(e.expires) {
+		return e.v, true
+	}
+	var zero T
+	return zero, false
+}
+
+// Put keeps v for token for TTL from now.
+func (c *TokenCache[T]) Put(token string, v T) {
+	key := sha256.Sum256([]byte(token))
+	ttl, max := cmp.Or(c.TTL, 30*time.Second), cmp.Or(c.Max, 10_000)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[[32]byte]tokenEntry[T]{}
+	}
+	t := c.now()
+	if len(c.entries) >= max {
+		for k, e := range c.entries {
 			if !t.Before(e.expires) {
-				delete(a.entries, k)
+				delete(c.entries, k)
 			}
 		}
-		for k := range a.entries { // still full: drop any
-			if len(a.entries) < max {
+		for k := range c.entries { // still full: drop any
+			if len(c.entries) < max {
 				break
 			}
-			delete(a.entries, k)
+			delete(c.entries, k)
 		}
 	}
-	a.entries[key] = cachedCaller{c: c, expires: t.Add(ttl)}
-	return c, nil
+	c.entries[key] = tokenEntry[T]{v: v, expires: t.Add(ttl)}
 }

@@ -18,13 +18,19 @@ import (
 	"github.com/weftmesh/weft/api/v1alpha1"
 )
 
-// Token is what the fake API server knows about one ServiceAccount token.
+// Token is what the fake API server knows about one token.
 type Token struct {
-	User      string   // "system:serviceaccount:<ns>:<sa>"
-	Audiences []string // the audiences it was issued for
+	User      string   // "system:serviceaccount:<ns>:<sa>", or a user's name
+	Groups    []string // the user's groups
+	Audiences []string // the audiences it was issued for (APIServerAudience: for the API server)
 	Pod, UID  string   // the pod it is bound to ("" for an unbound token)
 	Expired   bool
 }
+
+// APIServerAudience is the fake API server's own audience: a TokenReview
+// that names no audiences accepts only tokens issued for it, as the real
+// one does with its --api-audiences.
+const APIServerAudience = "https://kubernetes.default.svc.cluster.local"
 
 // TokenReviewErrorToken makes the fake TokenReview fail as if the API server
 // were unreachable.
@@ -39,14 +45,18 @@ func FakeKube(tokens map[string]Token, objs ...runtime.Object) *fake.Clientset {
 	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview).DeepCopy()
 		tok, ok := tokens[tr.Spec.Token]
+		want := tr.Spec.Audiences
+		if len(want) == 0 {
+			want = []string{APIServerAudience}
+		}
 		switch {
 		case tr.Spec.Token == TokenReviewErrorToken:
-			return true, nil, errors.New("connection refused")
+			return true, nil, errConnRefused
 		case !ok:
 			tr.Status = authenticationv1.TokenReviewStatus{Error: "invalid bearer token"}
 		case tok.Expired:
 			tr.Status = authenticationv1.TokenReviewStatus{Error: "token has expired"}
-		case len(tr.Spec.Audiences) > 0 && !slices.ContainsFunc(tr.Spec.Audiences, func(a string) bool { return slices.Contains(tok.Audiences, a) }):
+		case !slices.ContainsFunc(want, func(a string) bool { return slices.Contains(tok.Audiences, a) }):
 			tr.Status = authenticationv1.TokenReviewStatus{Error: "token audiences [" + strings.Join(tok.Audiences, ",") + "] is invalid for the target audiences"}
 		default:
 			extra := map[string]authenticationv1.ExtraValue{}
@@ -57,13 +67,15 @@ func FakeKube(tokens map[string]Token, objs ...runtime.Object) *fake.Clientset {
 			tr.Status = authenticationv1.TokenReviewStatus{
 				Authenticated: true,
 				Audiences:     tok.Audiences,
-				User:          authenticationv1.UserInfo{Username: tok.User, Extra: extra},
+				User:          authenticationv1.UserInfo{Username: tok.User, Groups: tok.Groups, Extra: extra},
 			}
 		}
 		return true, tr, nil
 	})
 	return cs
 }
+
+var errConnRefused = errors.New("connection refused")
 
 // Pod returns a minimal pod running as service account sa.
 func Pod(ns, name, uid, sa string) *corev1.Pod {

@@ -37,6 +37,17 @@ const (
 	HealthPort uint16 = 15020
 )
 
+// The source addresses the sidecar delivers inbound connections from (to
+// the pod's own address): connections from them over lo are never
+// captured (output rules 1 and 2). Install puts InboundSourceIPv6 on lo,
+// where IPv6 is on: unlike 127.0.0.6 it is not a loopback address the
+// kernel already has. Istio's InboundPassthroughBindIpv4 and
+// InboundPassthroughBindIpv6.
+var (
+	InboundSourceIPv4 = netip.AddrFrom4([4]byte{127, 0, 0, 6})
+	InboundSourceIPv6 = netip.MustParseAddr("::6")
+)
+
 // Config says what Install redirects. The zero value is not valid: start
 // from DefaultConfig.
 type Config struct {

@@ -59,6 +59,12 @@
 // Chain output (type nat hook output priority -100, i.e. dstnat) - outbound, i.e.
 // connections opened by processes in the pod:
 //
+//  0. ip saddr 127.0.0.6 oifname "lo" return, ip6 saddr ::6 oifname "lo"
+//     return - the sidecar's delivery of inbound connections to the app
+//     (see "Inbound delivery" below) is never captured. Rules 1 and 2
+//     already let it through (the sidecar runs as ProxyUID, and the
+//     delivery goes over lo); this rule, Istio's `-A ISTIO_OUTPUT -s
+//     127.0.0.6/32 -o lo -j RETURN`, keeps it so whatever becomes of them.
 //  1. meta skuid ProxyUID return - the sidecar's own connections (to peers,
 //     to the control plane, to egress destinations) are never captured.
 //  2. oifname "lo" return - loopback traffic is not captured: 127.0.0.0/8,
@@ -159,6 +165,25 @@
 // destination stays in the connection's conntrack entry; OriginalDst reads it
 // with getsockopt(SOL_IP, SO_ORIGINAL_DST) or, for IPv6,
 // getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST).
+//
+// # Inbound delivery
+//
+// After mTLS and authorization the sidecar hands an inbound connection to
+// the app at its original destination - the pod's own address and the
+// port the peer asked for - from the source address InboundSourceIPv4
+// (127.0.0.6) or InboundSourceIPv6 (::6), as Istio has since 1.10. So an
+// app listening on 127.0.0.1 (or ::1) only stays private to the pod, and
+// the app sees the sidecar's connections come from 127.0.0.6 (::6). The
+// kernel routes the pod's own address over lo, so output rule 0 (and 1
+// and 2) return it, and a connection the pod opens itself never meets the
+// prerouting chain: delivery does not come back to InboundPort. 127.0.0.6
+// is a loopback address lo always has; ::6 is not, so Install adds
+// ::6/128 to lo (without duplicate address detection; adding it again
+// changes nothing, and Remove leaves it). Where the pod has no IPv6
+// (switched off on lo, or not in the kernel) Install skips it and logs
+// so: there is no IPv6 to deliver then either. Which ports are delivered
+// to 127.0.0.1 instead is the control plane's business (the inbound
+// clusters it sends the sidecar), not the capture rules'.
 //
 // # DNS
 //

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"syscall"
 
 	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // nftMu serialises building a batch: google/nftables numbers new sets
@@ -31,6 +34,10 @@ func table() *nftables.Table {
 // half-built table. Install needs CAP_NET_ADMIN in the namespace.
 func Install(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ipv6, err := addInboundSource6()
+	if err != nil {
 		return err
 	}
 	// Not AsLasting: the netlink socket is opened inside Flush, on the
@@ -72,6 +79,9 @@ func Install(cfg Config) error {
 		return fmt.Errorf("capture: install table inet %s: %w%s", TableName, err, hint(err))
 	}
 	log := logger(cfg.Logger)
+	if !ipv6 {
+		log.Info("no IPv6 in the pod: " + InboundSourceIPv6.String() + " not added to lo (inbound delivery over IPv4 only)")
+	}
 	dns, skipped := cfg.dnsServers()
 	for _, a := range skipped {
 		log.Warn("DNS to a loopback nameserver is not captured (loopback traffic never is): the sidecar does not see its answers",
@@ -94,8 +104,31 @@ func Install(cfg Config) error {
 	return nil
 }
 
+// addInboundSource6 puts InboundSourceIPv6 (::6/128) on lo, so that the
+// sidecar can deliver inbound IPv6 connections from it (an address it
+// binds must be the host's) and their answers come back over lo. Adding it
+// again is not an error. It reports false, and no error, where the pod has
+// no IPv6 (switched off on lo: EACCES; not in the kernel: EAFNOSUPPORT);
+// then there is no IPv6 to deliver either.
+func addInboundSource6() (bool, error) {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return false, fmt.Errorf("capture: loopback interface: %w", err)
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: InboundSourceIPv6.AsSlice(), Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}
+	err = netlink.AddrReplace(lo, a)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EAFNOSUPPORT), errors.Is(err, syscall.EPROTONOSUPPORT):
+		return false, nil
+	}
+	return false, fmt.Errorf("capture: add %s/128 to lo: %w%s", InboundSourceIPv6, err, hint(err))
+}
+
 // Remove deletes table inet weft from the calling thread's network namespace,
-// and nothing else. A namespace without the table is not an error.
+// and nothing else. A namespace without the table is not an error. The
+// address ::6 that Install put on lo stays (it routes nothing elsewhere).
 func Remove() error {
 	c, err := nftables.New()
 	if err != nil {

@@ -91,6 +91,8 @@ func buildChains(c Config) []chainSpec {
 	out := chainSpec{name: chainOutbound, typ: nftables.ChainTypeNAT, hook: "output", prio: "-100",
 		hooks: nftables.ChainHookOutput, priority: nftables.ChainPriorityNATDest}
 	out.rules = append(out.rules,
+		rule("weft: inbound delivery from the sidecar", saddr(netip.PrefixFrom(InboundSourceIPv4, 32)), oifname("lo"), ret()),
+		rule("weft: inbound delivery from the sidecar", saddr(netip.PrefixFrom(InboundSourceIPv6, 128)), oifname("lo"), ret()),
 		rule("weft: sidecar traffic", skuid(c.ProxyUID), ret()),
 		rule("weft: loopback", oifname("lo"), ret()),
 		rule("weft: loopback", daddr(netip.MustParsePrefix("127.0.0.0/8")), ret()),
@@ -326,11 +328,21 @@ func oifname(name string) part {
 
 // daddr matches an IPv4 or IPv6 destination prefix. In an inet table the
 // network header can only be read after checking the family, as nft does.
-func daddr(p netip.Prefix) part {
+func daddr(p netip.Prefix) part { return addrMatch("daddr", p) }
+
+// saddr matches an IPv4 or IPv6 source prefix, as daddr a destination.
+func saddr(p netip.Prefix) part { return addrMatch("saddr", p) }
+
+// addrMatch matches the source ("saddr") or destination ("daddr") address
+// of the network header against p.
+func addrMatch(which string, p netip.Prefix) part {
 	p = p.Masked()
 	family, kw, offset := byte(unix.NFPROTO_IPV4), "ip", uint32(16)
 	if p.Addr().Is6() {
 		family, kw, offset = unix.NFPROTO_IPV6, "ip6", 24
+	}
+	if which == "saddr" {
+		offset -= uint32(p.Addr().BitLen() / 8) // IPv4 source at 12, IPv6 at 8
 	}
 	exprs := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
@@ -343,13 +355,13 @@ func daddr(p netip.Prefix) part {
 	}
 	size := uint32(bitLen / 8)
 	exprs = append(exprs, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size})
-	text := fmt.Sprintf("%s daddr %s", kw, p.Addr())
+	text := fmt.Sprintf("%s %s %s", kw, which, p.Addr())
 	if p.Bits() < bitLen {
 		exprs = append(exprs, &expr.Bitwise{
 			SourceRegister: 1, DestRegister: 1, Len: size,
 			Mask: prefixMask(p.Bits(), int(size)), Xor: make([]byte, size),
 		})
-		text = fmt.Sprintf("%s daddr %s", kw, p)
+		text = fmt.Sprintf("%s %s %s", kw, which, p)
 	}
 	exprs = append(exprs, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()})
 	return part{text, exprs}

@@ -52,6 +52,8 @@ table inet weft {
 
 	chain output {
 		type nat hook output priority -100; policy accept;
+		ip saddr 127.0.0.6 oifname "lo" return comment "weft: inbound delivery from the sidecar"
+		ip6 saddr ::6 oifname "lo" return comment "weft: inbound delivery from the sidecar"
 		meta skuid 1337 return comment "weft: sidecar traffic"
 		oifname "lo" return comment "weft: loopback"
 		ip daddr 127.0.0.0/8 return comment "weft: loopback"

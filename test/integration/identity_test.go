@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
@@ -29,9 +31,12 @@ import (
 func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 	kube := testutil.FakeKube(map[string]testutil.Token{
 		"app-token": {User: "system:serviceaccount:demo:app", Audiences: []string{"weft-ca"}, Pod: "app-1", UID: "u1"},
+		// An operator allowed to read /debug/status (controlplane/adminauth).
+		"ops-token": {User: "ops", Audiences: []string{testutil.APIServerAudience}},
 	}, testutil.Pod("demo", "app-1", "u1", "app"),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{"weft.dev/inject": "enabled"}}})
+	testutil.FakeRBAC(kube, testutil.Grant{Subject: "ops", Verb: "get", Group: "weft.dev", Resource: "debug", Namespace: "weft-system"})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -129,11 +134,26 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 
 	// The control plane sees the sidecar's ADS stream with every type ACKed
 	// and no NACK: the translator's real output is accepted whole.
+	// /debug/status is served over TLS to a caller RBAC allows.
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM([]byte(bundlePEM))
+	admin := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: roots, ServerName: "weft-controlplane.weft-system.svc", MinVersion: tls.VersionTLS12}}}
 	var st controlplane.Status
 	deadline = time.Now().Add(10 * time.Second)
 	for {
-		_, body := get(t, "http://"+cpHTTP.String()+"/debug/status")
-		if err := json.Unmarshal([]byte(body), &st); err != nil {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+cpHTTP.String()+"/debug/status", nil)
+		req.Header.Set("Authorization", "Bearer ops-token")
+		resp, err := admin.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("/debug/status: %s %s", resp.Status, body)
+		}
+		if err := json.Unmarshal(body, &st); err != nil {
 			t.Fatal(err)
 		}
 		if synced(st) || time.Now().After(deadline) {
