@@ -6,7 +6,7 @@
 # shims, unmounts everything under the state dir and the pods' network
 # namespaces, deletes the bridge and its veths, removes only the KUBE-* and
 # CNI-* iptables chains (and the built-in-chain rules that jump to them),
-# removes 198.18.255.1 from lo, restores the sysctls and deletes the state dir.
+# removes 198.18.255.1 and 2001:2:0:ff::1 from lo, restores the sysctls and deletes the state dir.
 set -uo pipefail
 
 SCRIPT_NAME=down
@@ -160,6 +160,9 @@ main() {
   remove_cgroups
   if ip -o addr show dev lo | grep " ${HOST_IP}/32" >/dev/null; then
     ip addr del "${HOST_IP}/32" dev lo && step "removed ${HOST_IP}/32 from lo"
+  fi
+  if ip -o -6 addr show dev lo | grep " ${HOST_IP6}/128" >/dev/null; then
+    ip -6 addr del "${HOST_IP6}/128" dev lo && step "removed ${HOST_IP6}/128 from lo"
   fi
   restore_sysctls
   rm -f /var/lib/cni/results/"${CNI_NETWORK}"-* /var/lib/cni/results/cni-loopback-* 2>/dev/null || true

@@ -44,6 +44,8 @@ report "links" "${links[@]}"
 addrs=()
 ip -o addr show dev lo 2>/dev/null | grep " ${HOST_IP}/32" >/dev/null && addrs+=("${HOST_IP}/32 on lo")
 while IFS= read -r a; do [[ -n "${a}" ]] && addrs+=("${a}"); done \
+  < <(ip -o -6 addr show 2>/dev/null | awk '$4 ~ /^2001:2:/ {print $4 " on " $2}' || true)
+while IFS= read -r a; do [[ -n "${a}" ]] && addrs+=("${a}"); done \
   < <(ip -o -4 addr show 2>/dev/null | awk '$4 ~ /^198\.1[89]\./ {print $4 " on " $2}' | grep -v "^${HOST_IP}/32 on lo$" || true)
 report "addresses" "${addrs[@]}"
 

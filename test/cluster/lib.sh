@@ -27,6 +27,12 @@ POD_CIDR="198.18.0.0/24"
 POD_GATEWAY="198.18.0.1"     # the bridge
 SERVICE_CIDR="198.19.0.0/16"
 API_SERVICE_IP="198.19.0.1"  # kubernetes.default
+# IPv6 (the cluster is dual-stack, IPv4 first): RFC 5180's benchmarking
+# prefix 2001:2::/48, the IPv6 counterpart of 198.18.0.0/15, never routed.
+HOST_IP6="2001:2:0:ff::1"    # on lo as /128: the node's second InternalIP
+POD_CIDR6="2001:2:0:18::/64"
+POD_GATEWAY6="2001:2:0:18::1"
+SERVICE_CIDR6="2001:2:0:19::/112"
 BRIDGE="weft0"
 CNI_NETWORK="weft"
 NODE_NAME="weft-node"
@@ -48,6 +54,7 @@ SYSCTLS=(
   net.ipv4.ip_forward
   net.bridge.bridge-nf-call-iptables
   net.bridge.bridge-nf-call-ip6tables
+  net.ipv6.conf.all.forwarding
   net.ipv4.conf.all.route_localnet
   vm.overcommit_memory
   vm.panic_on_oom
@@ -170,5 +177,5 @@ ipt_our_chains() {
 ipt_our_builtin_rules() {
   "$1" -w 5 -t "$2" -S 2>/dev/null |
     awk '$1 == "-A" && $2 ~ /^(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING)$/' |
-    grep -E -- "-j (KUBE-|CNI-)|-g (KUBE-|CNI-)| ${BRIDGE} |198\.18\.0\.0/24|198\.19\.0\.0/16" || true
+    grep -E -- "-j (KUBE-|CNI-)|-g (KUBE-|CNI-)| ${BRIDGE} |198\.18\.0\.0/24|198\.19\.0\.0/16|2001:2:0:1[89]::" || true
 }

@@ -134,7 +134,7 @@ make_pki() {
   mkcert kube-proxy system:kube-proxy "" client
   mkcert coredns system:coredns "" client
   mkcert kubelet "system:node:${NODE_NAME}" system:nodes client
-  mkcert kubelet-serving "system:node:${NODE_NAME}" system:nodes server "IP:${HOST_IP},DNS:${NODE_NAME}"
+  mkcert kubelet-serving "system:node:${NODE_NAME}" system:nodes server "IP:${HOST_IP},IP:${HOST_IP6},DNS:${NODE_NAME}"
   kubeconfig "${KUBECONFIG_PATH}" admin
   local c
   for c in controller-manager scheduler kube-proxy coredns kubelet; do
@@ -192,6 +192,7 @@ save_and_set_sysctls() {
     [[ -r "${f}" ]] && echo "${k}=$(cat "${f}")" >>"${STATE_DIR}/sysctl.orig"
   done
   echo 1 >/proc/sys/net/ipv4/ip_forward
+  echo 1 >/proc/sys/net/ipv6/conf/all/forwarding
   if [[ -w /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
     echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
     echo 1 >/proc/sys/net/bridge/bridge-nf-call-ip6tables
@@ -281,8 +282,8 @@ EOF
       "ipam": {
         "type": "host-local",
         "dataDir": "${CNI_IPAM_DIR}",
-        "ranges": [[{"subnet": "${POD_CIDR}", "gateway": "${POD_GATEWAY}"}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
+        "ranges": [[{"subnet": "${POD_CIDR}", "gateway": "${POD_GATEWAY}"}], [{"subnet": "${POD_CIDR6}", "gateway": "${POD_GATEWAY6}"}]],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
       }
     },
     {"type": "portmap", "capabilities": {"portMappings": true}}
@@ -339,14 +340,14 @@ EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
-clusterCIDR: ${POD_CIDR}
+clusterCIDR: ${POD_CIDR},${POD_CIDR6}
 hostnameOverride: ${NODE_NAME}
 clientConnection:
   kubeconfig: ${PKI_DIR}/kube-proxy.kubeconfig
 bindAddress: ${HOST_IP}
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
-nodePortAddresses: ["${HOST_IP}/32"]
+nodePortAddresses: ["${HOST_IP}/32", "${HOST_IP6}/128"]
 conntrack:
   maxPerCore: 0
   min: 0
@@ -436,8 +437,9 @@ main() {
     port_listening "${p%:*}" "${p##*:}" && die "port ${p} is already in use"
   done
 
-  step "host network: ${HOST_IP}/32 on lo, sysctls"
+  step "host network: ${HOST_IP}/32 and ${HOST_IP6}/128 on lo, sysctls"
   ip addr add "${HOST_IP}/32" dev lo 2>/dev/null || true
+  ip -6 addr add "${HOST_IP6}/128" dev lo nodad 2>/dev/null || true
   save_and_set_sysctls
   # Paths outside the state dir that containerd (shim sockets) and libcni
   # (result cache) create: down removes them only if we created them.
@@ -464,7 +466,7 @@ main() {
   start kube-apiserver "${BIN_DIR}/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:${ETCD_CLIENT_PORT}" \
     --bind-address "${HOST_IP}" --advertise-address "${HOST_IP}" --secure-port "${API_PORT}" \
-    --service-cluster-ip-range "${SERVICE_CIDR}" \
+    --service-cluster-ip-range "${SERVICE_CIDR},${SERVICE_CIDR6}" \
     --tls-cert-file "${PKI_DIR}/apiserver.crt" --tls-private-key-file "${PKI_DIR}/apiserver.key" \
     --client-ca-file "${PKI_DIR}/ca.crt" \
     --kubelet-client-certificate "${PKI_DIR}/apiserver-kubelet-client.crt" \
@@ -497,8 +499,8 @@ main() {
     --service-account-private-key-file "${PKI_DIR}/sa.key" \
     --root-ca-file "${PKI_DIR}/ca.crt" \
     --use-service-account-credentials=true \
-    --service-cluster-ip-range "${SERVICE_CIDR}" \
-    --cluster-cidr "${POD_CIDR}" --allocate-node-cidrs=false \
+    --service-cluster-ip-range "${SERVICE_CIDR},${SERVICE_CIDR6}" \
+    --cluster-cidr "${POD_CIDR},${POD_CIDR6}" --allocate-node-cidrs=false \
     --leader-elect=false --profiling=false --v 1
   start kube-scheduler "${BIN_DIR}/kube-scheduler" \
     --kubeconfig "${PKI_DIR}/scheduler.kubeconfig" \
@@ -519,7 +521,7 @@ main() {
     --config "${KUBELET_DIR}/config.yaml" \
     --kubeconfig "${PKI_DIR}/kubelet.kubeconfig" \
     --root-dir "${KUBELET_DIR}/root" --cert-dir "${KUBELET_DIR}/pki" \
-    --hostname-override "${NODE_NAME}" --node-ip "${HOST_IP}" \
+    --hostname-override "${NODE_NAME}" --node-ip "${HOST_IP},${HOST_IP6}" \
     --v 1
   step "kube-proxy (iptables), CoreDNS (${HOST_IP}:53)"
   start kube-proxy "${BIN_DIR}/kube-proxy" --config "${STATE_DIR}/kube-proxy.yaml" --v 1

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,15 +23,22 @@ import (
 )
 
 const (
-	externalIP = "198.18.100.10"
-	// otherIP is a second address of the external host: where a hostile
-	// app sends an allowed name that does not resolve there.
-	otherIP = "198.18.100.11"
+	// externalIP is the "external" host that policies name (api.example.test
+	// and friends in the pods' hostAliases).
+	externalIP  = "198.18.100.10"
+	externalIP6 = "2001:2:0:100::10"
+	// otherIP is a second external host, in a network namespace of its
+	// own: where a hostile app sends an allowed name that does not resolve
+	// there.
+	otherIP  = "198.18.101.10"
+	otherIP6 = "2001:2:0:101::10"
 )
 
-// externalHost starts an "external" server outside the cluster: its own
-// network namespace at 198.18.100.10 behind a veth from the node, serving
-// HTTP on 80 and HTTPS on 443. Everything is removed at cleanup.
+// externalHost starts two "external" hosts outside the cluster, each in its
+// own network namespace behind a veth from the node, dual-stack: weft-ext at
+// externalIP and externalIP6 answering as external-http (80) and
+// external-tls (443), weft-ext2 at otherIP and otherIP6 answering as
+// other-http and other-tls. Everything is removed at cleanup.
 func externalHost(t *testing.T) {
 	t.Helper()
 	testapp, err := filepath.Abs(filepath.Join("..", "..", "_output", "images", "bin", "testapp"))
@@ -46,29 +54,43 @@ func externalHost(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
 	}
-	// Deleting a netns frees its veth asynchronously: delete the pair
-	// explicitly, here and at cleanup, so the next test can recreate it.
-	teardown := func() {
-		_ = exec.Command("ip", "link", "del", "weft-ext0").Run()
-		_ = exec.Command("ip", "netns", "del", "weft-ext").Run()
+	hosts := []struct{ netns, veth, gw, ip, gw6, ip6, name string }{
+		{"weft-ext", "weft-ext0", "198.18.100.1", externalIP, "2001:2:0:100::1", externalIP6, "external"},
+		{"weft-ext2", "weft-ext1", "198.18.101.1", otherIP, "2001:2:0:101::1", otherIP6, "other"},
 	}
-	teardown()
-	run("ip", "netns", "add", "weft-ext")
-	t.Cleanup(teardown)
-	run("ip", "link", "add", "weft-ext0", "type", "veth", "peer", "name", "eth0", "netns", "weft-ext")
-	run("ip", "addr", "add", "198.18.100.1/24", "dev", "weft-ext0")
-	run("ip", "link", "set", "weft-ext0", "up")
-	run("ip", "-n", "weft-ext", "link", "set", "lo", "up")
-	run("ip", "-n", "weft-ext", "addr", "add", externalIP+"/24", "dev", "eth0")
-	run("ip", "-n", "weft-ext", "addr", "add", otherIP+"/24", "dev", "eth0")
-	run("ip", "-n", "weft-ext", "link", "set", "eth0", "up")
-	run("ip", "-n", "weft-ext", "route", "add", "default", "via", "198.18.100.1")
-	for _, args := range [][]string{{"serve", "-addr", ":80", "-name", "external-http"}, {"serve", "-addr", ":443", "-tls", "-name", "external-tls"}} {
-		cmd := exec.Command("ip", append([]string{"netns", "exec", "weft-ext", testapp}, args...)...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+	for _, h := range hosts {
+		// Deleting a netns frees its veth asynchronously: delete the pair
+		// explicitly, here and at cleanup, so the next test can recreate it.
+		teardown := func() {
+			_ = exec.Command("ip", "link", "del", h.veth).Run()
+			_ = exec.Command("ip", "netns", "del", h.netns).Run()
 		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		teardown()
+		run("ip", "netns", "add", h.netns)
+		t.Cleanup(teardown)
+		run("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+		run("ip", "addr", "add", h.gw+"/24", "dev", h.veth)
+		run("ip", "-6", "addr", "add", h.gw6+"/64", "dev", h.veth, "nodad")
+		run("ip", "link", "set", h.veth, "up")
+		run("ip", "-n", h.netns, "link", "set", "lo", "up")
+		run("ip", "-n", h.netns, "addr", "add", h.ip+"/24", "dev", "eth0")
+		run("ip", "-n", h.netns, "-6", "addr", "add", h.ip6+"/64", "dev", "eth0", "nodad")
+		run("ip", "-n", h.netns, "link", "set", "eth0", "up")
+		run("ip", "-n", h.netns, "route", "add", "default", "via", h.gw)
+		run("ip", "-n", h.netns, "-6", "route", "add", "default", "via", h.gw6)
+		for _, args := range [][]string{{"serve", "-addr", ":80", "-name", h.name + "-http"}, {"serve", "-addr", ":443", "-tls", "-name", h.name + "-tls"}} {
+			cmd := exec.Command("ip", append([]string{"netns", "exec", h.netns, testapp}, args...)...)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		}
+	}
+	for _, addr := range []string{externalIP, externalIP6, otherIP, otherIP6} {
+		waitFor(t, 10*time.Second, "the external host at "+addr, func(context.Context) (bool, error) {
+			_, err := httpGet("http://" + net.JoinHostPort(addr, "80") + "/")
+			return err == nil, nil
+		})
 	}
 }
 
@@ -183,7 +205,7 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 	// /etc/hosts; 198.18.100.11 answers the node, so a refusal is the
 	// sidecar's). Each attempt is refused and counted as name_mismatch; the
 	// legitimate request still goes through.
-	if body, err := httpGet("http://" + otherIP + "/"); err != nil || !strings.Contains(body, "hello from external-http") {
+	if body, err := httpGet("http://" + otherIP + "/"); err != nil || !strings.Contains(body, "hello from other-http") {
 		t.Fatalf("the other address does not answer the node: %v %q", err, body)
 	}
 	mismatches := func() float64 {
