@@ -315,7 +315,7 @@ func checkAuditTrail(ctx context.Context, e *env, r *checkReport) {
 			Events   int `json:"events"`
 			Capacity int `json:"capacity"`
 		}
-		b, err := e.admin.podGet(ctx, p, controlPlanePort, "/audit/store")
+		b, err := e.admin.controlPlaneGet(ctx, p, "/audit/store", nil)
 		if err == nil {
 			err = json.Unmarshal(b, &st)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,13 +28,13 @@ const (
 	auditEventsPath  = "/audit/events"
 	auditSummaryPath = "/audit/summary"
 	auditMaxLimit    = 10000
-	auditPort        = "15014" // the control plane's admin port
 	controlPlaneApp  = "app.kubernetes.io/name=weft-controlplane"
 )
 
 // auditFetcher GETs an audit endpoint from every ready control-plane
-// replica. The real one goes through the API server's pod proxy; tests
-// serve the control plane's own handler.
+// replica. The real one speaks TLS to each through a port-forward with the
+// user's credentials (cpadmin.go); tests serve the control plane's own
+// handler.
 type auditFetcher interface {
 	fetchAudit(ctx context.Context, path string, params map[string]string) ([]auditReply, error)
 }
@@ -70,44 +71,50 @@ func (g *globals) egressEnv(ctx context.Context) (*egressEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &egressEnv{audit: &podProxyAudit{kube: c.kube, namespace: "weft-system"}, kube: c.kube, now: time.Now,
+	ka := newKubeAdmin(c, "weft-system")
+	return &egressEnv{audit: &replicaAudit{kube: c.kube, namespace: "weft-system", get: ka.cp.get}, kube: c.kube, now: time.Now,
 		namespace: c.namespace}, nil
 }
 
-// podProxyAudit reaches the replicas through the API server's pod proxy.
-type podProxyAudit struct {
+// replicaAudit asks every ready replica with get.
+type replicaAudit struct {
 	kube      kubernetes.Interface
 	namespace string
+	get       func(ctx context.Context, pod *corev1.Pod, path string, query url.Values) ([]byte, error)
 }
 
-var _ auditFetcher = (*podProxyAudit)(nil)
+var _ auditFetcher = (*replicaAudit)(nil)
 
-func (a *podProxyAudit) fetchAudit(ctx context.Context, path string, params map[string]string) ([]auditReply, error) {
+func (a *replicaAudit) fetchAudit(ctx context.Context, path string, params map[string]string) ([]auditReply, error) {
 	pods, err := a.kube.CoreV1().Pods(a.namespace).List(ctx, metav1.ListOptions{LabelSelector: controlPlaneApp})
 	if err != nil {
 		return nil, fmt.Errorf("weftctl egress: listing control-plane pods in %s: %w", a.namespace, err)
 	}
-	var ready []string
-	for _, p := range pods.Items {
-		if podIsReady(&p) {
-			ready = append(ready, p.Name)
+	var ready []*corev1.Pod
+	for i := range pods.Items {
+		if podIsReady(&pods.Items[i]) {
+			ready = append(ready, &pods.Items[i])
 		}
 	}
 	if len(ready) == 0 {
 		return nil, fmt.Errorf("weftctl egress: no ready control-plane pod (%s) in %s", controlPlaneApp, a.namespace)
 	}
-	slices.Sort(ready)
+	slices.SortFunc(ready, func(x, y *corev1.Pod) int { return strings.Compare(x.Name, y.Name) })
+	query := url.Values{}
+	for k, v := range params {
+		query.Set(k, v)
+	}
 	replies := make([]auditReply, len(ready))
 	var wg sync.WaitGroup
-	for i, name := range ready {
+	for i, p := range ready {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			b, err := a.kube.CoreV1().Pods(a.namespace).ProxyGet("http", name, auditPort, path, params).DoRaw(ctx)
+			b, err := a.get(ctx, p, path, query)
 			if err != nil {
 				err = fmt.Errorf("GET %s: %w", path, err)
 			}
-			replies[i] = auditReply{replica: name, body: b, err: err}
+			replies[i] = auditReply{replica: p.Name, body: b, err: err}
 		})
 	}
 	wg.Wait()

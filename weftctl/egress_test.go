@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,8 +28,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	"k8s.io/client-go/kubernetes/fake"
-	restclient "k8s.io/client-go/rest"
-	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/api/audit"
@@ -39,8 +37,8 @@ import (
 )
 
 // The tests serve the control plane's own audit handler (the wire contract
-// weftctl restates) behind a fake API server's pod proxy, so the real
-// podProxyAudit picks the replicas and passes the query.
+// weftctl restates) per replica, so the real replicaAudit picks the
+// replicas and passes the query.
 
 // egressNow is the fixed instant of the golden output: the replicas' clocks
 // and weftctl's read it.
@@ -132,38 +130,30 @@ func egressCluster(t *testing.T, replicas map[string][]audit.Event) (*egressEnv,
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "batch-1",
 			Labels: map[string]string{"job": "nightly", "batch.kubernetes.io/controller-uid": "u-1"}}},
 	)
-	var asked []string
-	kube.PrependProxyReactor("pods", func(a k8stesting.Action) (bool, restclient.ResponseWrapper, error) {
-		pa := a.(k8stesting.ProxyGetAction)
-		asked = append(asked, pa.GetName())
-		h := handlers[pa.GetName()]
-		if pa.GetNamespace() != "weft-system" || pa.GetScheme() != "http" || pa.GetPort() != "15014" || h == nil {
-			return true, proxyResponse{err: errors.New("dial tcp 198.18.200.3:15014: connect: connection refused")}, nil
-		}
-		q := url.Values{}
-		for k, v := range pa.GetParams() {
-			q.Set(k, v)
+	var (
+		mu    sync.Mutex
+		asked []string
+	)
+	// What cpAdmin.get would fetch from each replica (cpadmin_test.go tests
+	// that path itself).
+	get := func(_ context.Context, pod *corev1.Pod, path string, query url.Values) ([]byte, error) {
+		mu.Lock()
+		asked = append(asked, pod.Name)
+		mu.Unlock()
+		h := handlers[pod.Name]
+		if pod.Namespace != "weft-system" || h == nil {
+			return nil, errors.New("dial tcp 198.18.200.3:15014: connect: connection refused")
 		}
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, pa.GetPath()+"?"+q.Encode(), nil))
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path+"?"+query.Encode(), nil))
 		if rec.Code != http.StatusOK {
-			return true, proxyResponse{err: errors.New(rec.Result().Status + ": " + rec.Body.String())}, nil
+			return nil, errors.New(rec.Result().Status + ": " + rec.Body.String())
 		}
-		return true, proxyResponse{body: rec.Body.Bytes()}, nil
-	})
-	e := &egressEnv{audit: &podProxyAudit{kube: kube, namespace: "weft-system"}, kube: kube,
+		return rec.Body.Bytes(), nil
+	}
+	e := &egressEnv{audit: &replicaAudit{kube: kube, namespace: "weft-system", get: get}, kube: kube,
 		now: func() time.Time { return egressNow }, namespace: "default"}
 	return e, &asked
-}
-
-type proxyResponse struct {
-	body []byte
-	err  error
-}
-
-func (r proxyResponse) DoRaw(context.Context) ([]byte, error) { return r.body, r.err }
-func (r proxyResponse) Stream(context.Context) (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(r.body)), r.err
 }
 
 // runEgress runs weftctl with args against e and returns stdout and stderr.

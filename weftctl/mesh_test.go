@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,11 +55,21 @@ func (a httpAdmin) get(ctx context.Context, path string) ([]byte, error) {
 }
 
 func (a httpAdmin) podGet(ctx context.Context, pod *corev1.Pod, port int, path string) ([]byte, error) {
+	if port == controlPlanePort && (strings.HasPrefix(path, "/audit/") || strings.HasPrefix(path, "/debug/")) {
+		// As the control plane answers plain HTTP (the pod proxy's).
+		return nil, fmt.Errorf("GET %s: 403 Forbidden: served over TLS only", path)
+	}
 	return a.get(ctx, fmt.Sprintf("/pod/%s/%s/%d%s", pod.Namespace, pod.Name, port, path))
 }
 
 func (a httpAdmin) serviceGet(ctx context.Context, ns, name, _ string, port int, path string) ([]byte, error) {
 	return a.get(ctx, fmt.Sprintf("/svc/%s/%s/%d%s", ns, name, port, path))
+}
+
+// controlPlaneGet serves the control plane's guarded endpoints at
+// /pod/<ns>/<pod>/15014<path> too (cpadmin_test.go tests the TLS client).
+func (a httpAdmin) controlPlaneGet(ctx context.Context, pod *corev1.Pod, path string, _ url.Values) ([]byte, error) {
+	return a.get(ctx, fmt.Sprintf("/pod/%s/%s/%d%s", pod.Namespace, pod.Name, controlPlanePort, path))
 }
 
 // fixture is a cluster with weft installed and a demo namespace: client

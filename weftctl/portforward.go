@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,7 +24,7 @@ import (
 const (
 	sidecarAdminPort  = 15000 // 127.0.0.1 inside the pod: /connections, /config_dump
 	sidecarHealthPort = 15020 // pod IP: /healthz/ready, /metrics
-	controlPlanePort  = 15014 // /debug/status, /metrics, /healthz
+	controlPlanePort  = 15014 // /metrics, /healthz; over TLS with credentials /debug/status, /audit/* (cpadmin.go)
 	maxAdminBody      = 8 << 20
 )
 
@@ -51,6 +52,9 @@ type admin interface {
 	// serviceGet GETs path from a port of a Service through the API
 	// server's service proxy, with scheme "http" or "https".
 	serviceGet(ctx context.Context, namespace, name, scheme string, port int, path string) ([]byte, error)
+	// controlPlaneGet GETs path from a control-plane pod's admin port over
+	// TLS, with the user's own credentials (cpadmin.go).
+	controlPlaneGet(ctx context.Context, pod *corev1.Pod, path string, query url.Values) ([]byte, error)
 }
 
 // prober opens a TCP connection to addr from where weftctl runs, sends a
@@ -81,7 +85,7 @@ func (g *globals) env(ctx context.Context) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &env{kube: c.kube, admin: &kubeAdmin{kube: c.kube, rest: c.rest}, probe: probePlaintext, now: time.Now,
+	return &env{kube: c.kube, admin: newKubeAdmin(c, "weft-system"), probe: probePlaintext, now: time.Now,
 		weftNS: "weft-system", namespace: c.namespace, explicitNS: g.namespace != ""}, nil
 }
 
@@ -89,9 +93,24 @@ func (g *globals) env(ctx context.Context) (*env, error) {
 type kubeAdmin struct {
 	kube kubernetes.Interface
 	rest *rest.Config
+	cp   *cpAdmin
 }
 
 var _ admin = (*kubeAdmin)(nil)
+
+func newKubeAdmin(c *clients, weftNS string) *kubeAdmin {
+	a := &kubeAdmin{kube: c.kube, rest: c.rest}
+	a.cp = &cpAdmin{kube: c.kube, rest: c.rest, weftNS: weftNS, forward: a.forward}
+	return a
+}
+
+func (a *kubeAdmin) controlPlaneGet(ctx context.Context, pod *corev1.Pod, path string, query url.Values) ([]byte, error) {
+	b, err := a.cp.get(ctx, pod, path, query)
+	if err != nil {
+		return nil, fmt.Errorf("weftctl: control plane %s/%s %s: %w", pod.Namespace, pod.Name, path, err)
+	}
+	return b, nil
+}
 
 func (a *kubeAdmin) podGet(ctx context.Context, pod *corev1.Pod, port int, path string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -123,39 +142,12 @@ func (a *kubeAdmin) forwardGet(ctx context.Context, pod *corev1.Pod, port int, p
 	fail := func(err error) ([]byte, error) {
 		return nil, fmt.Errorf("weftctl: port-forward to %s/%s:%d %s: %w", pod.Namespace, pod.Name, port, path, err)
 	}
-	transport, upgrader, err := spdy.RoundTripperFor(a.rest)
+	addr, stop, err := a.forward(ctx, pod, port)
 	if err != nil {
-		return fail(err)
+		return nil, fmt.Errorf("weftctl: %w (GET %s)", err, path)
 	}
-	url := a.kube.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL()
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
-	stop, ready := make(chan struct{}), make(chan struct{})
-	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(port)}, stop, ready, io.Discard, io.Discard)
-	if err != nil {
-		return fail(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- fw.ForwardPorts() }()
-	defer func() {
-		close(stop)
-		<-done
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		done <- err // for the deferred receive
-		if err == nil {
-			err = errors.New("port-forward ended before it was ready")
-		}
-		return fail(err)
-	case <-ctx.Done():
-		return fail(ctx.Err())
-	}
-	ports, err := fw.GetPorts()
-	if err != nil || len(ports) == 0 {
-		return fail(fmt.Errorf("no local port: %v", err))
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", ports[0].Local, path), nil)
+	defer stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return fail(err)
 	}
@@ -172,6 +164,48 @@ func (a *kubeAdmin) forwardGet(ctx context.Context, pod *corev1.Pod, port int, p
 		return fail(fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b))))
 	}
 	return b, nil
+}
+
+// forward port-forwards a local loopback port to the pod's port and
+// returns the local address; stop ends the forward.
+func (a *kubeAdmin) forward(ctx context.Context, pod *corev1.Pod, port int) (string, func(), error) {
+	fail := func(err error) (string, func(), error) {
+		return "", nil, fmt.Errorf("port-forward to %s/%s:%d: %w", pod.Namespace, pod.Name, port, err)
+	}
+	transport, upgrader, err := spdy.RoundTripperFor(a.rest)
+	if err != nil {
+		return fail(err)
+	}
+	url := a.kube.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("portforward").URL()
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
+	stop, ready := make(chan struct{}), make(chan struct{})
+	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(port)}, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		return fail(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fw.ForwardPorts() }()
+	end := func() {
+		close(stop)
+		<-done
+	}
+	select {
+	case <-ready:
+	case err := <-done:
+		if err == nil {
+			err = errors.New("port-forward ended before it was ready")
+		}
+		return fail(err)
+	case <-ctx.Done():
+		end()
+		return fail(ctx.Err())
+	}
+	ports, err := fw.GetPorts()
+	if err != nil || len(ports) == 0 {
+		end()
+		return fail(fmt.Errorf("no local port: %v", err))
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0].Local))), end, nil
 }
 
 // Outcomes of a plaintext probe.

@@ -77,7 +77,7 @@ func controlPlanes(ctx context.Context, e *env) ([]cpStatus, error) {
 			continue
 		}
 		st := cpStatus{replica: p.Name}
-		b, err := e.admin.podGet(ctx, p, controlPlanePort, "/debug/status")
+		b, err := e.admin.controlPlaneGet(ctx, p, "/debug/status", nil)
 		if err == nil {
 			err = json.Unmarshal(b, &st)
 		}
