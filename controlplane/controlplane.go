@@ -29,6 +29,7 @@ import (
 	"github.com/weftmesh/weft/controlplane/audit"
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/controlplane/xds"
 	"github.com/weftmesh/weft/internal/version"
 )
@@ -122,8 +123,11 @@ func Run(ctx context.Context, cfg Config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// One TokenReview cache for the certificate service and the streams
+	// (ADS, audit), which present the same pod token.
+	authn := &identity.CachingAuthenticator{Next: &identity.TokenReviewer{Client: cfg.Kube}, Now: cfg.Clock.Now}
 	svc, err := identity.New(identity.Config{
-		CA: ca, Authenticator: &identity.CachingAuthenticator{Next: &identity.TokenReviewer{Client: cfg.Kube}, Now: cfg.Clock.Now}, Logger: log.With("room", "identity"),
+		CA: ca, Authenticator: authn, Logger: log.With("room", "identity"),
 		Clock: cfg.Clock, Registerer: reg, MaxTTL: cfg.SVIDTTL, ServerNames: names,
 	})
 	if err != nil {
@@ -137,7 +141,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	translator := &xds.Translator{Snapshot: mesh.Current, Bundle: ca.BundlePEM,
 		ControlPlaneAddr: "weft-controlplane." + cfg.Namespace + ".svc:15012"}
-	xs, err := xds.New(xds.Config{Generator: translator, Verifier: nodeVerifier{mesh}, Bundle: caBundle{ca},
+	// Who may hold a pod's ADS and audit streams: its SVID, its token
+	// (which its app containers do not have), from its IP; until the pod
+	// goes or the SVID expires.
+	streams, err := streamauth.New(streamauth.Config{Authenticator: authn, Pods: registryPods{mesh}, Bundle: caBundle{ca},
+		Clock: cfg.Clock, Logger: log.With("room", "streamauth")})
+	if err != nil {
+		return err
+	}
+	xs, err := xds.New(xds.Config{Generator: translator, Authorizer: streams, Bundle: caBundle{ca},
 		Logger: log.With("room", "xds"), Clock: cfg.Clock, Registerer: reg, Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay})
 	if err != nil {
 		return err
@@ -149,7 +161,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer store.Close()
-	verify := nodeVerifier{mesh}
 	var exporter *audit.OTLPExporter
 	var onStored func(apiaudit.Event)
 	if cfg.OTLPEndpoint != "" {
@@ -160,10 +171,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		onStored = exporter.Export
 	}
-	asvc, err := audit.NewService(audit.ServiceConfig{Store: store, Bundle: caBundle{ca}, Registerer: reg, Logger: log.With("room", "audit"), OnStored: onStored,
-		Clock: cfg.Clock, VerifyNode: func(ctx context.Context, pod, ns string, id spiffeid.ID) error {
-			return verify.VerifyNode(ctx, xds.Node{Name: pod, Namespace: ns, ID: id})
-		}})
+	asvc, err := audit.NewService(audit.ServiceConfig{Store: store, Authorizer: streams, Registerer: reg, Logger: log.With("room", "audit"), OnStored: onStored,
+		Clock: cfg.Clock})
 	if err != nil {
 		return err
 	}
@@ -178,7 +187,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("controlplane: listen %s: %w", cfg.HTTPAddr, err)
 	}
 	gs := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(serverTLS(ca, serving))),
+		// A connection ends when its client certificate expires: a sidecar
+		// then reconnects with its renewed SVID (a new stream on the old
+		// connection would be refused).
+		grpc.Creds(expiringCreds{credentials.NewTLS(serverTLS(ca, serving)), cfg.Clock}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
 		// A sidecar holds three streams (ADS, access log, certificates);
 		// no client needs more than a handful, nor messages past 4 MiB (an
@@ -254,6 +266,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	})
 	wg.Go(func() {
+		// Streams whose pod was deleted or replaced end.
+		streams.Run(ctx, mesh.Subscribe())
+	})
+	wg.Go(func() {
 		// Every new mesh model is pushed (debounced) to the sidecars it
 		// changes.
 		changes := mesh.Subscribe()
@@ -315,11 +331,14 @@ func shutdownGRPC(gs *grpc.Server, grace time.Duration) {
 
 // Status is what /debug/status reports (read by weftctl status).
 type Status struct {
-	Version          string    `json:"version"`
-	TrustDomain      string    `json:"trustDomain"`
-	Started          time.Time `json:"started"`
-	Roots            []Cert    `json:"roots"`
-	Intermediate     Cert      `json:"intermediate"`
+	Version      string    `json:"version"`
+	TrustDomain  string    `json:"trustDomain"`
+	Started      time.Time `json:"started"`
+	Roots        []Cert    `json:"roots"`
+	Intermediate Cert      `json:"intermediate"`
+	// IntermediateOnly: the CA Secret holds no root key (weftctl install
+	// --ca-dir); the intermediate is renewed where the root key lives.
+	IntermediateOnly bool      `json:"intermediateOnly,omitempty"`
 	ServingCertAfter time.Time `json:"servingCertNotAfter"`
 	// Sidecars is each connected sidecar's xDS state per type.
 	Sidecars []xds.NodeStatus `json:"sidecars"`
@@ -342,5 +361,6 @@ func status(ca *certs.CA, serving *servingCert, started time.Time) Status {
 	im := ca.Intermediate()
 	fp := certs.Fingerprint(im)
 	s.Intermediate = Cert{Fingerprint: fmt.Sprintf("%x", fp), NotBefore: im.NotBefore, NotAfter: im.NotAfter}
+	s.IntermediateOnly = ca.IntermediateOnly()
 	return s
 }

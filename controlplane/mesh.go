@@ -11,35 +11,30 @@ import (
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/registry"
-	"github.com/weftmesh/weft/controlplane/xds"
+	"github.com/weftmesh/weft/controlplane/streamauth"
 )
 
-// nodeVerifier checks an ADS stream's node against the registry: the pod
-// must exist and run as the SPIFFE ID of the stream's client certificate.
-type nodeVerifier struct{ reg *registry.Registry }
+// registryPods looks pods up in the registry for streamauth: the pods
+// whose sidecars may hold ADS and audit streams.
+type registryPods struct{ reg *registry.Registry }
 
-var _ xds.NodeVerifier = nodeVerifier{}
+var _ streamauth.Pods = registryPods{}
 
-func (v nodeVerifier) VerifyNode(ctx context.Context, n xds.Node) error {
+func (p registryPods) Pod(ctx context.Context, namespace, name string) (streamauth.Pod, bool, error) {
 	select {
-	case <-v.reg.Ready():
+	case <-p.reg.Ready():
 	case <-ctx.Done():
-		return grpcstatus.Error(codes.Unavailable, "controlplane: registry not synced yet")
+		return streamauth.Pod{}, false, grpcstatus.Error(codes.Unavailable, "controlplane: registry not synced yet")
 	}
-	snap := v.reg.Current()
+	snap := p.reg.Current()
 	if snap == nil {
-		return grpcstatus.Error(codes.Unavailable, "controlplane: registry not synced yet")
+		return streamauth.Pod{}, false, grpcstatus.Error(codes.Unavailable, "controlplane: registry not synced yet")
 	}
-	w, ok := snap.Workload(n.Namespace, n.Name)
+	w, ok := snap.Workload(namespace, name)
 	if !ok {
-		// A pod the informer has not seen yet looks the same as a pod that
-		// does not exist; the sidecar retries with backoff either way.
-		return fmt.Errorf("controlplane: pod %s/%s is not known", n.Namespace, n.Name)
+		return streamauth.Pod{}, false, nil
 	}
-	if w.Identity != n.ID {
-		return fmt.Errorf("controlplane: pod %s/%s runs as %s, the stream's certificate is %s", n.Namespace, n.Name, w.Identity, n.ID)
-	}
-	return nil
+	return streamauth.Pod{UID: w.UID, ID: w.Identity, IPs: w.IPs}, true, nil
 }
 
 // caBundle exposes the CA's current roots (rotation included) as a source.

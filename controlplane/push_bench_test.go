@@ -43,7 +43,7 @@ type pushBase struct {
 
 // BenchmarkEndpointChurnPush: 1,000 Services × 10 endpoints and 100 client
 // pods (-push.clients) in a fake API server; a registry on it; the xDS
-// server with Translator, nodeVerifier and the control plane's TLS on
+// server with Translator, streamauth and the control plane's TLS on
 // 127.0.0.1; one delta ADS client per client pod, each with its own SVID,
 // all synced. Then -push.changes EndpointSlice updates through the fake
 // clientset, each measured from the Update call until each client receives

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"slices"
 	"strings"
@@ -43,7 +44,9 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/controlplane/xds"
 	"github.com/weftmesh/weft/internal/testutil"
 )
@@ -269,8 +272,36 @@ type pushServer struct {
 	roots *x509.CertPool
 }
 
-// startXDS serves xds.Server (Translator over the registry, nodeVerifier,
-// caBundle, the control plane's server TLS and interceptor) on 127.0.0.1,
+// pushPods is Run's registryPods, except that every pod's IP is
+// loopback's (where the clients dial from), and a TokenReview that takes
+// the token "<ns>/<pod>" as that pod's bound token.
+type pushPods struct{ registryPods }
+
+func (p pushPods) Pod(ctx context.Context, ns, name string) (streamauth.Pod, bool, error) {
+	pod, ok, err := p.registryPods.Pod(ctx, ns, name)
+	pod.IPs = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	return pod, ok, err
+}
+
+func (p pushPods) Authenticate(_ context.Context, token string) (identity.Caller, error) {
+	ns, name, _ := strings.Cut(token, "/")
+	w, ok := p.reg.Current().Workload(ns, name)
+	if !ok {
+		return identity.Caller{}, fmt.Errorf("%w: no pod %s", identity.ErrUnauthenticated, token)
+	}
+	return identity.Caller{Namespace: ns, ServiceAccount: w.ServiceAccount, PodName: name, PodUID: w.UID}, nil
+}
+
+// pushToken is a client's per-stream token (see pushPods).
+type pushToken string
+
+func (t pushToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+func (pushToken) RequireTransportSecurity() bool { return true }
+
+// startXDS serves xds.Server (Translator over the registry, streamauth
+// over pushPods, caBundle, the control plane's server TLS and interceptor) on 127.0.0.1,
 // and forwards every published snapshot to Changed as Run does.
 func (env *pushEnv) startXDS(tb testing.TB, debounce time.Duration) *pushServer {
 	tb.Helper()
@@ -279,8 +310,12 @@ func (env *pushEnv) startXDS(tb testing.TB, debounce time.Duration) *pushServer 
 		ps.roots.AddCert(r)
 	}
 	tr := &xds.Translator{Snapshot: env.reg.Current, Bundle: env.ca.BundlePEM, ControlPlaneAddr: pushCPAddr}
-	var err error
-	ps.xs, err = xds.New(xds.Config{Generator: tr, Verifier: nodeVerifier{env.reg}, Bundle: caBundle{env.ca},
+	pods := pushPods{registryPods{env.reg}}
+	auth, err := streamauth.New(streamauth.Config{Authenticator: pods, Pods: pods, Bundle: caBundle{env.ca}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ps.xs, err = xds.New(xds.Config{Generator: tr, Authorizer: auth, Bundle: caBundle{env.ca},
 		Registerer: ps.prom, Debounce: debounce})
 	if err != nil {
 		tb.Fatal(err)
@@ -368,7 +403,7 @@ func (env *pushEnv) connect(ctx context.Context, ps *pushServer, idx int) (*push
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ps.roots, ServerName: "weft-controlplane.weft-system.svc",
 		Certificates: []tls.Certificate{p.cert}}
 	conn, err := grpc.NewClient(ps.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithPerRPCCredentials(pushToken(p.ns+"/"+p.name)), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		return nil, err
 	}

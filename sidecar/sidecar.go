@@ -151,9 +151,12 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// ADS runs over its own mTLS connection: the pod's SVID as client
 	// certificate (fetched per handshake, so renewals apply), the control
-	// plane's SPIFFE ID checked under the bundle the SVID came with.
+	// plane's SPIFFE ID checked under the bundle the SVID came with. Every
+	// stream on it also carries the pod's token, which the app containers
+	// do not have (they do have the SVID): the control plane requires it.
 	adsConn, err := grpc.NewClient(cfg.ControlPlane,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.MTLSClientConfig(ids, ids, tlsconfig.AuthorizeID(cpID)))),
+		grpc.WithPerRPCCredentials(identity.TokenCredentials(cfg.TokenPath)),
 		grpc.WithUserAgent("weft-sidecar/"+version.Version))
 	if err != nil {
 		return fmt.Errorf("sidecar: control plane %s: %w", cfg.ControlPlane, err)

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/controlplane/streamauth/streamauthtest"
 )
 
 var controlPlaneID = spiffeid.RequireFromSegments(td, "ns", "weft-system", "sa", "weft-controlplane")
@@ -57,7 +59,9 @@ func (c *testCA) sendAs(t *testing.T, addr string, cert tls.Certificate, msgs ..
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName, Time: c.clk.Now,
 		Certificates: []tls.Certificate{cert}}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	// With web-1's token, as its sidecar: only the certificate differs.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithPerRPCCredentials(streamauthtest.Bearer(streamauthtest.Token("shop", "web-1"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +122,7 @@ func TestServiceVerifiesClientChain(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, nil)
+			h := newHarness(t)
 			addr := h.ca.serveRequestOnly(t, h.svc)
 			t0 := h.clk.Now()
 			err := h.ca.sendAs(t, addr, tt.cert(h), message("web-1.shop", shopEvent(t0, "forged-1"), shopEvent(t0, "forged-2")))
@@ -139,7 +143,7 @@ func TestServiceVerifiesClientChain(t *testing.T) {
 
 	// The same server takes the same events from the real SVID: the
 	// refusals above are the chain's, not the setup's.
-	h := newHarness(t, nil)
+	h := newHarness(t)
 	addr := h.ca.serveRequestOnly(t, h.svc)
 	t0 := h.clk.Now()
 	if err := h.ca.sendAs(t, addr, h.ca.cert(shopApp), message("web-1.shop", shopEvent(t0, "real-1"))); err != nil {

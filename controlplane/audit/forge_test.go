@@ -26,7 +26,7 @@ func labEvent(t0 time.Time, id string) apiaudit.Event {
 // victim pod will use next (IDs are "<instance>-<seq>", readable at
 // /audit/events) does not make the victim's events vanish as duplicates.
 func TestForeignIDsDoNotHideEvents(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t)
 	t0 := h.clk.Now()
 	var squat []apiaudit.Event
 	for i := range 5 {
@@ -54,7 +54,7 @@ func TestForeignIDsDoNotHideEvents(t *testing.T) {
 // stored at its receive time (its Time clamped to it) and pruned with the
 // events received with it; one dated in the past is not pruned early.
 func TestEventTimesCannotDodgeRetention(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t)
 	t0 := h.clk.Now()
 	future := shopEvent(t0.Add(365*24*time.Hour), "future")
 	past := shopEvent(t0.Add(-30*24*time.Hour), "past") // a connection long open
@@ -96,7 +96,7 @@ func TestEventTimesCannotDodgeRetention(t *testing.T) {
 // the events); another pod of the same ServiceAccount is not starved; the
 // bucket refills with time.
 func TestPerPodRateLimit(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t)
 	h.svc.cfg.EventsPerSecond, h.svc.cfg.Burst = 10, 20
 	h.svc.limits = keyedrate.New(keyedrate.Config{Limit: 10, Burst: 20, MaxKeys: maxLimiters})
 	t0 := h.clk.Now()
@@ -134,7 +134,7 @@ func TestPerPodRateLimit(t *testing.T) {
 // TestFieldsCapped: fields longer than any sidecar writes are cut to their
 // cap and counted; the event is kept.
 func TestFieldsCapped(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t)
 	e := shopEvent(h.clk.Now(), "long")
 	e.DstHost = strings.Repeat("a", 100_000)
 	e.Policy = strings.Repeat("p", 5000)
@@ -155,7 +155,7 @@ func TestFieldsCapped(t *testing.T) {
 // TestStoreCapEvictsOldest: past MaxEvents the oldest events (by receive
 // time) go first, counted, and the count stays exact.
 func TestStoreCapEvictsOldest(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t)
 	h.store.cfg.MaxEvents = 10
 	for i := range 4 {
 		var b []apiaudit.Event

@@ -96,12 +96,22 @@ func (c *testCA) serve(t *testing.T, svc *Service) string {
 // dial connects as id (zero: no client certificate).
 func (c *testCA) dial(t *testing.T, addr string, id spiffeid.ID, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
+	return c.dialCert(t, addr, id, nil, opts...)
+}
+
+// dialCert connects with cert, or as id when cert is nil (zero id: no
+// client certificate).
+func (c *testCA) dialCert(t *testing.T, addr string, id spiffeid.ID, cert *tls.Certificate, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
 	roots := x509.NewCertPool()
 	for _, r := range c.ca.Roots() {
 		roots.AddCert(r)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName, Time: c.clk.Now}
-	if !id.IsZero() {
+	switch {
+	case cert != nil:
+		cfg.Certificates = []tls.Certificate{*cert}
+	case !id.IsZero():
 		cfg.Certificates = []tls.Certificate{c.cert(id)}
 	}
 	conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))...)

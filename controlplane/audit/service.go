@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
@@ -23,8 +23,8 @@ import (
 	"k8s.io/utils/clock"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/internal/keyedrate"
-	"github.com/weftmesh/weft/internal/peersvid"
 )
 
 // The wire format (sidecar/audit): metadata namespace, log name and fields.
@@ -36,12 +36,12 @@ const (
 // ServiceConfig configures a Service. Zero fields get the defaults in
 // their comments.
 type ServiceConfig struct {
-	Store  *Store            // required
-	Bundle x509bundle.Source // required: verifies the streams' client certificates
-	// VerifyNode, if set, confirms that pod in namespace exists and runs
-	// as id (the ADS node verifier). An error with a gRPC status code keeps
-	// it (Unavailable: try again); any other error is PermissionDenied.
-	VerifyNode func(ctx context.Context, pod, namespace string, id spiffeid.ID) error
+	Store *Store // required
+	// Authorizer (required) decides who may hold a pod's stream (client
+	// certificate, the pod's token, its pod and peer address) and ends the
+	// stream when the pod goes or the certificate expires; see
+	// controlplane/streamauth. ADS uses the same.
+	Authorizer *streamauth.Authorizer
 	// TopDestinations bounds the destination label of the egress metrics:
 	// 50 values, the rest "other".
 	TopDestinations int
@@ -82,8 +82,8 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	switch {
 	case cfg.Store == nil:
 		return nil, errors.New("audit: NewService: Config.Store is nil")
-	case cfg.Bundle == nil:
-		return nil, errors.New("audit: NewService: Config.Bundle is nil")
+	case cfg.Authorizer == nil:
+		return nil, errors.New("audit: NewService: Config.Authorizer is nil")
 	}
 	if cfg.TopDestinations <= 0 {
 		cfg.TopDestinations = 50
@@ -124,7 +124,15 @@ func (s *Service) Pruned(n int) { s.m.pruned.Add(float64(n)) }
 // for what is checked; the response is sent once the sidecar half-closes
 // and everything it sent is committed.
 func (s *Service) StreamAccessLogs(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse]) error {
-	err := s.serve(stream)
+	g, err := s.cfg.Authorizer.Authorize(stream.Context(), "audit", "the access-log stream")
+	if err == nil {
+		// Recv and Send fail once the grant ends (pod gone, certificate
+		// expired); its cause is then the stream's status.
+		err = s.serve(&grpc.GenericServerStream[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse]{ServerStream: streamauth.Stream(stream, g)}, g)
+		if cause := g.Err(); cause != nil {
+			err = cause
+		}
+	}
 	if err != nil {
 		code := status.Code(err)
 		s.m.refused.WithLabelValues(code.String()).Inc()
@@ -139,12 +147,7 @@ type node struct {
 	pod, namespace string
 }
 
-func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse]) error {
-	ctx := stream.Context()
-	id, err := s.peerID(ctx)
-	if err != nil {
-		return err
-	}
+func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse], g *streamauth.Grant) error {
 	var n *node
 	for {
 		msg, err := stream.Recv()
@@ -155,7 +158,7 @@ func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogs
 			return err
 		}
 		if n == nil {
-			if n, err = s.identify(ctx, id, msg.GetIdentifier()); err != nil {
+			if n, err = identify(g, msg.GetIdentifier()); err != nil {
 				return err
 			}
 		}
@@ -168,6 +171,9 @@ func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogs
 			s.m.events.WithLabelValues("rate_limited").Add(float64(len(events)))
 			return status.Errorf(codes.ResourceExhausted, "audit: node %s.%s sends more than %g events/s (burst %d): resend later",
 				n.pod, n.namespace, s.cfg.EventsPerSecond, s.cfg.Burst)
+		}
+		if g.Context().Err() != nil {
+			return cmp.Or(g.Err(), g.Context().Err()) // nothing stored after the grant ends
 		}
 		for i := range events {
 			s.stamp(&events[i], now)
@@ -230,15 +236,9 @@ func (s *Service) stamp(e *apiaudit.Event, now time.Time) {
 	}
 }
 
-// peerID returns the SPIFFE ID of the stream's client certificate, verified
-// against the bundle (the TLS layer only requests one: the port also
-// serves the certificate service).
-func (s *Service) peerID(ctx context.Context) (spiffeid.ID, error) {
-	return peersvid.ID(ctx, s.cfg.Bundle, s.cfg.Clock.Now(), "audit", "the access-log stream")
-}
-
-// identify checks the first message's identifier against the certificate.
-func (s *Service) identify(ctx context.Context, id spiffeid.ID, ident *alsv3.StreamAccessLogsMessage_Identifier) (*node, error) {
+// identify checks the first message's identifier against the stream's
+// grant: the node must be the pod whose token the stream carries.
+func identify(g *streamauth.Grant, ident *alsv3.StreamAccessLogsMessage_Identifier) (*node, error) {
 	if ident == nil || ident.GetNode().GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "audit: the first message must carry an identifier with node.id \"<pod>.<namespace>\"")
 	}
@@ -250,29 +250,11 @@ func (s *Service) identify(ctx context.Context, id spiffeid.ID, ident *alsv3.Str
 	if i <= 0 || i == len(nodeID)-1 {
 		return nil, status.Errorf(codes.InvalidArgument, "audit: node ID %q is not <pod>.<namespace>", nodeID)
 	}
-	n := &node{id: id, pod: nodeID[:i], namespace: nodeID[i+1:]}
-	if ns := namespaceOf(id); ns != n.namespace {
-		return nil, status.Errorf(codes.PermissionDenied, "audit: node %q is not in the namespace of client certificate %s", nodeID, id)
-	}
-	if s.cfg.VerifyNode != nil {
-		if err := s.cfg.VerifyNode(ctx, n.pod, n.namespace, id); err != nil {
-			if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
-				return nil, status.Errorf(st.Code(), "audit: node %q (%s): %s", nodeID, id, st.Message())
-			}
-			return nil, status.Errorf(codes.PermissionDenied, "audit: node %q refused for client certificate %s: %v", nodeID, id, err)
-		}
+	n := &node{id: g.ID, pod: nodeID[:i], namespace: nodeID[i+1:]}
+	if n.pod != g.Pod || n.namespace != g.Namespace {
+		return nil, status.Errorf(codes.PermissionDenied, "audit: node %q refused: the stream's token is pod %s/%s's", nodeID, g.Namespace, g.Pod)
 	}
 	return n, nil
-}
-
-// namespaceOf is the namespace segment of a workload ID
-// (spiffe://<td>/ns/<ns>/sa/<sa>), or "".
-func namespaceOf(id spiffeid.ID) string {
-	seg := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
-	if len(seg) == 4 && seg[0] == "ns" && seg[2] == "sa" {
-		return seg[1]
-	}
-	return ""
 }
 
 // decode converts and checks a whole message: either every event of it is

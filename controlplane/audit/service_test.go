@@ -2,8 +2,9 @@ package audit
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
-	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -24,6 +26,8 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/controlplane/streamauth"
+	"github.com/weftmesh/weft/controlplane/streamauth/streamauthtest"
 	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
@@ -67,18 +71,29 @@ type harness struct {
 	clk   *clocktesting.FakeClock
 	ca    *testCA
 	store *Store
+	pods  *streamauthtest.Pods
+	auth  *streamauth.Authorizer
 	svc   *Service
 	reg   *prometheus.Registry
 	addr  string
 }
 
-func newHarness(t *testing.T, verify func(context.Context, string, string, spiffeid.ID) error) *harness {
+// newHarness serves a Service on loopback; the registry knows pods
+// shop/web-1 and shop/web-2 (shopApp) and lab/lab-1 (labApp), each with
+// its token, at 127.0.0.1.
+func newHarness(t *testing.T) *harness {
 	t.Helper()
 	clk := wefttest.FakeClock(t)
-	h := &harness{clk: clk, ca: newTestCA(t, clk), store: openTestStore(t, clk), reg: prometheus.NewRegistry()}
+	h := &harness{clk: clk, ca: newTestCA(t, clk), store: openTestStore(t, clk), pods: streamauthtest.New(), reg: prometheus.NewRegistry()}
+	h.pods.Add("shop", "web-1", shopApp)
+	h.pods.Add("shop", "web-2", shopApp)
+	h.pods.Add("lab", "lab-1", labApp)
 	var err error
-	h.svc, err = NewService(ServiceConfig{Store: h.store, Bundle: h.ca.ca.Bundle(), VerifyNode: verify, Registerer: h.reg,
-		TopDestinations: 2, Clock: clk})
+	h.auth, err = streamauth.New(streamauth.Config{Authenticator: h.pods, Pods: h.pods, Bundle: h.ca.ca.Bundle(), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.svc, err = NewService(ServiceConfig{Store: h.store, Authorizer: h.auth, Registerer: h.reg, TopDestinations: 2, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,11 +101,35 @@ func newHarness(t *testing.T, verify func(context.Context, string, string, spiff
 	return h
 }
 
-// send streams msgs as id and returns the stream's outcome.
+// send streams msgs as id with the token of the node the first message
+// names (if the registry has it, else id's first pod's), as that node's
+// sidecar does, and returns the stream's outcome.
 func (h *harness) send(t *testing.T, id spiffeid.ID, msgs ...*alsv3.StreamAccessLogsMessage) error {
 	t.Helper()
-	client := alsv3.NewAccessLogServiceClient(h.ca.dial(t, h.addr, id))
-	st, err := client.StreamAccessLogs(testContext(t))
+	tok := h.pods.DefaultToken(id)
+	if len(msgs) > 0 && msgs[0].GetIdentifier() != nil {
+		node := msgs[0].GetIdentifier().GetNode().GetId()
+		if i := strings.LastIndexByte(node, '.'); i > 0 && h.pods.Known(streamauthtest.Token(node[i+1:], node[:i])) {
+			tok = streamauthtest.Token(node[i+1:], node[:i])
+		}
+	}
+	return h.sendAs(t, id, peerOpts{token: tok}, msgs...)
+}
+
+// peerOpts is what a client presents besides its certificate.
+type peerOpts struct {
+	token string           // "": none
+	from  string           // source IP ("": 127.0.0.1)
+	cert  *tls.Certificate // nil: a fresh SVID for id
+}
+
+// sendAs streams msgs as id presenting o.
+func (h *harness) sendAs(t *testing.T, id spiffeid.ID, o peerOpts, msgs ...*alsv3.StreamAccessLogsMessage) error {
+	t.Helper()
+	st, err := h.open(t, id, o)
+	if err != nil {
+		return err
+	}
 	if err != nil {
 		return err
 	}
@@ -103,8 +142,24 @@ func (h *harness) send(t *testing.T, id spiffeid.ID, msgs ...*alsv3.StreamAccess
 	return err
 }
 
+// open opens a stream as id presenting o.
+func (h *harness) open(t *testing.T, id spiffeid.ID, o peerOpts) (grpc.ClientStreamingClient[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse], error) {
+	t.Helper()
+	var opts []grpc.DialOption
+	if o.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(streamauthtest.Bearer(o.token)))
+	}
+	if o.from != "" {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(o.from)}}
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}))
+	}
+	return alsv3.NewAccessLogServiceClient(h.ca.dialCert(t, h.addr, id, o.cert, opts...)).StreamAccessLogs(testContext(t))
+}
+
 func TestServiceStoresOwnEvents(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t)
 	t0 := h.clk.Now()
 	msgs := []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent(t0, "s-1"), shopEvent(t0, "s-2")), message("", shopEvent(t0, "s-3"))}
 	if err := h.send(t, shopApp, msgs...); err != nil {
@@ -151,7 +206,7 @@ func TestServiceRefuses(t *testing.T) {
 		{"another pod's event", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", otherPod)},
 			codes.PermissionDenied, "audit: event f-2 is for pod web-2.shop, but the stream is node web-1.shop"},
 		{"node in another namespace", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.lab", shopEvent(t0, "f-5"))},
-			codes.PermissionDenied, `audit: node "web-1.lab" is not in the namespace of client certificate spiffe://cluster.local/ns/shop/sa/app`},
+			codes.PermissionDenied, `audit: node "web-1.lab" refused: the stream's token is pod shop/web-1's`},
 		{"no client certificate", spiffeid.ID{}, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent(t0, "f-6"))},
 			codes.Unauthenticated, "audit: a client certificate (the sidecar's X.509-SVID) is required for the access-log stream"},
 		{"no identifier", shopApp, []*alsv3.StreamAccessLogsMessage{message("", shopEvent(t0, "f-7"))},
@@ -165,7 +220,7 @@ func TestServiceRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, nil)
+			h := newHarness(t)
 			err := h.send(t, tt.id, tt.msgs...)
 			st := status.Convert(err)
 			if st.Code() != tt.code || !strings.HasPrefix(st.Message(), tt.msg) {
@@ -180,36 +235,34 @@ func TestServiceRefuses(t *testing.T) {
 	}
 }
 
-func TestServiceNodeVerifier(t *testing.T) {
-	h := newHarness(t, func(_ context.Context, pod, ns string, id spiffeid.ID) error {
-		if pod == "web-1" && ns == "shop" && id == shopApp {
-			return nil
-		}
-		if pod == "starting" {
-			return status.Error(codes.Unavailable, "registry not synced")
-		}
-		return errors.New("no such pod")
-	})
+// TestServiceNodeLookup: a token whose pod the registry does not know is
+// refused (the sidecar retries); a registry that is still syncing says
+// Unavailable.
+func TestServiceNodeLookup(t *testing.T) {
+	h := newHarness(t)
 	t0 := h.clk.Now()
 	if err := h.send(t, shopApp, message("web-1.shop", shopEvent(t0, "v-1"))); err != nil {
-		t.Errorf("verified node: %v", err)
+		t.Errorf("known node: %v", err)
 	}
 	ghost := shopEvent(t0, "v-2")
 	ghost.Pod = "ghost"
-	err := h.send(t, shopApp, message("ghost.shop", ghost))
-	if st := status.Convert(err); st.Code() != codes.PermissionDenied ||
-		st.Message() != `audit: node "ghost.shop" refused for client certificate spiffe://cluster.local/ns/shop/sa/app: no such pod` {
+	tok := h.pods.Add("shop", "ghost", shopApp)
+	h.pods.Remove("shop", "ghost") // its token still reviews (the cache), the registry forgot it
+	err := h.sendAs(t, shopApp, peerOpts{token: tok}, message("ghost.shop", ghost))
+	if st := status.Convert(err); st.Code() != codes.PermissionDenied || st.Message() != `audit: pod shop/ghost is not known` {
 		t.Errorf("unknown pod: %v", err)
 	}
 	starting := shopEvent(t0, "v-3")
 	starting.Pod = "starting"
-	if err := h.send(t, shopApp, message("starting.shop", starting)); status.Code(err) != codes.Unavailable {
-		t.Errorf("verifier's Unavailable: %v", err)
+	tok = h.pods.Add("shop", "starting", shopApp)
+	h.pods.Syncing("shop", "starting")
+	if err := h.sendAs(t, shopApp, peerOpts{token: tok}, message("starting.shop", starting)); status.Code(err) != codes.Unavailable {
+		t.Errorf("registry syncing: %v", err)
 	}
 }
 
 func TestHTTP(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t)
 	t0 := h.clk.Now() // the service's clock: "since=1h" is relative to it
 	if _, _, err := h.store.Insert(sampleEvents(t0)); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/internal/peersvid"
 )
 
@@ -49,24 +50,35 @@ func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
 	return peersvid.ID(ctx, s.bundle, s.clock.Now(), "xds", "ADS")
 }
 
-// authorize checks the first request's node ID against the stream's
-// certificate: the ID must parse and the verifier must confirm that the pod
-// exists and runs as id.
-func (s *Server) authorize(ctx context.Context, nodeID string, id spiffeid.ID) (Node, error) {
+// authorize checks the first request's node ID against the stream's grant:
+// it must parse and name the pod whose token the stream carries (a pod of
+// the same ServiceAccount cannot claim a sibling's node).
+func (s *Server) authorize(nodeID string, g *streamauth.Grant) (Node, error) {
 	pod, ns, err := ParseNodeID(nodeID)
 	if err != nil {
 		return Node{}, status.Error(codes.InvalidArgument, err.Error())
 	}
-	n := Node{Name: pod, Namespace: ns, ID: id}
-	if err := s.verifier.VerifyNode(ctx, n); err != nil {
-		// A verifier may say "try again" (Unavailable while the registry
-		// syncs); anything without a gRPC code is a refusal.
-		if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
-			return Node{}, status.Errorf(st.Code(), "xds: node %q (%s): %s", nodeID, id, st.Message())
-		}
-		return Node{}, status.Errorf(codes.PermissionDenied, "xds: node %q refused for client certificate %s: %v", nodeID, id, err)
+	if pod != g.Pod || ns != g.Namespace {
+		return Node{}, status.Errorf(codes.PermissionDenied, "xds: node %q refused: the stream's token is pod %s/%s's", nodeID, g.Namespace, g.Pod)
 	}
-	return n, nil
+	return Node{Name: pod, Namespace: ns, ID: g.ID}, nil
+}
+
+// guard authorizes an ADS stream (streamauth: certificate, token, pod,
+// peer address) and serves it with handler on a stream that fails once
+// the grant ends; the grant's cause is then the stream's status.
+func (s *Server) guard(ss grpc.ServerStream, handler func(grpc.ServerStream) error) error {
+	g, err := s.auth.Authorize(ss.Context(), "xds", "ADS")
+	if err != nil {
+		s.refuse(err, "", peerAddr(ss.Context()))
+		return err
+	}
+	err = handler(streamauth.Stream(ss, g))
+	if cause := g.Err(); cause != nil {
+		s.refuse(cause, g.NodeID(), peerAddr(ss.Context()))
+		return cause
+	}
+	return err
 }
 
 // StreamInterceptor refuses ADS streams without a valid client certificate

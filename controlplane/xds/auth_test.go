@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/controlplane/streamauth"
+	"github.com/weftmesh/weft/controlplane/streamauth/streamauthtest"
 )
 
 func TestParseNodeID(t *testing.T) {
@@ -72,12 +74,15 @@ func TestStreamsAreRefused(t *testing.T) {
 	}{
 		{"no client certificate", spiffeid.ID{}, "app-1.demo", codes.Unauthenticated, "a client certificate (the sidecar's X.509-SVID) is required"},
 		{"another service account", saID("demo", "other"), "app-1.demo", codes.PermissionDenied,
-			`xds: node "app-1.demo" refused for client certificate spiffe://cluster.local/ns/demo/sa/other: pod demo/app-1 runs as spiffe://cluster.local/ns/demo/sa/app`},
-		{"unknown pod", saID("demo", "app"), "ghost.demo", codes.PermissionDenied, "pod demo/ghost not found"},
+			`xds: the token is ServiceAccount demo/app's, the client certificate is spiffe://cluster.local/ns/demo/sa/other`},
+		{"another pod", saID("demo", "app"), "ghost.demo", codes.PermissionDenied, `xds: node "ghost.demo" refused: the stream's token is pod demo/app-1's`},
 		{"malformed node ID", saID("demo", "app"), "app-1", codes.InvalidArgument, "is not <pod>.<namespace>"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.id == saID("demo", "other") {
+				h.pods.SetDefaultToken(tc.id, h.pods.DefaultToken(saID("demo", "app"))) // app-1's token with another certificate
+			}
 			for flavour, err := range refusals(t, h, tc.id, tc.node) {
 				st := status.Convert(err)
 				if st.Code() != tc.code || !strings.Contains(st.Message(), tc.reason) {
@@ -96,7 +101,7 @@ func TestStreamsAreRefused(t *testing.T) {
 
 func TestNodeIDChangeIsRefused(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.ver.add("demo", "app-2", saID("demo", "app"))
+	h.pods.Add("demo", "app-2", saID("demo", "app"))
 	t.Run("sotw", func(t *testing.T) {
 		c, _ := connectSotW(h, saID("demo", "app"), "app-1.demo")
 		c.send(&discovery.DiscoveryRequest{Node: node("app-2.demo"), TypeUrl: resource.ClusterType})
@@ -187,14 +192,19 @@ func TestNewRequires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full := Config{Generator: newFakeGen(), Verifier: &fakeVerifier{}, Bundle: ca.Bundle()}
+	pods := streamauthtest.New()
+	auth, err := streamauth.New(streamauth.Config{Authenticator: pods, Pods: pods, Bundle: ca.Bundle()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := Config{Generator: newFakeGen(), Authorizer: auth, Bundle: ca.Bundle()}
 	for _, tc := range []struct {
 		name string
 		edit func(*Config)
 		want string
 	}{
 		{"generator", func(c *Config) { c.Generator = nil }, "xds: Config.Generator is required"},
-		{"verifier", func(c *Config) { c.Verifier = nil }, "xds: Config.Verifier is required"},
+		{"authorizer", func(c *Config) { c.Authorizer = nil }, "xds: Config.Authorizer is required"},
 		{"bundle", func(c *Config) { c.Bundle = nil }, "xds: Config.Bundle is required: ADS streams verify client certificates themselves"},
 		{"negative", func(c *Config) { c.Debounce = -1 }, "xds: Debounce -1ns and MaxDelay 0s must not be negative"},
 	} {

@@ -19,8 +19,10 @@ import (
 	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/weftmesh/weft/controlplane/streamauth"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -46,20 +48,16 @@ type Generator interface {
 	Generate(node Node) (Resources, error)
 }
 
-// NodeVerifier says whether pod n.Name in n.Namespace exists and runs as
-// the service account whose SPIFFE ID is n.ID. A plain error refuses the
-// stream with PermissionDenied (its text goes to the sidecar); a gRPC
-// status error keeps its code (e.g. Unavailable while the registry syncs).
-type NodeVerifier interface {
-	VerifyNode(ctx context.Context, n Node) error
-}
-
-// Config configures a Server. Generator, Verifier and Bundle are required.
+// Config configures a Server. Generator, Authorizer and Bundle are
+// required.
 type Config struct {
 	Generator Generator
-	Verifier  NodeVerifier
-	// Bundle verifies the sidecars' client certificates (weft's roots).
-	// Pass a live source so root rotation is honoured.
+	// Authorizer decides who may hold a pod's stream (client certificate,
+	// the pod's token, its pod and peer address) and ends the stream when
+	// the pod goes or the certificate expires; see controlplane/streamauth.
+	Authorizer *streamauth.Authorizer
+	// Bundle verifies the sidecars' client certificates (weft's roots) in
+	// StreamInterceptor. Pass a live source so root rotation is honoured.
 	Bundle     x509bundle.Source
 	Logger     *slog.Logger          // nil: discard
 	Clock      clock.Clock           // nil: real clock
@@ -72,7 +70,7 @@ type Config struct {
 // regenerated on Changed, pushed over state-of-the-world and delta xDS.
 type Server struct {
 	gen      Generator
-	verifier NodeVerifier
+	auth     *streamauth.Authorizer
 	bundle   x509bundle.Source
 	log      *slog.Logger
 	clock    clock.Clock
@@ -106,7 +104,7 @@ type streamKey struct {
 type stream struct {
 	ctx   context.Context
 	delta bool
-	id    spiffeid.ID
+	grant *streamauth.Grant
 	node  *nodeState
 	sent  map[string]sent // type URL -> last response on this stream
 }
@@ -145,8 +143,8 @@ func New(cfg Config) (*Server, error) {
 	switch {
 	case cfg.Generator == nil:
 		return nil, errors.New("xds: Config.Generator is required")
-	case cfg.Verifier == nil:
-		return nil, errors.New("xds: Config.Verifier is required")
+	case cfg.Authorizer == nil:
+		return nil, errors.New("xds: Config.Authorizer is required")
 	case cfg.Bundle == nil:
 		return nil, errors.New("xds: Config.Bundle is required: ADS streams verify client certificates themselves")
 	case cfg.Debounce < 0 || cfg.MaxDelay < 0:
@@ -169,7 +167,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		gen: cfg.Generator, verifier: cfg.Verifier, bundle: cfg.Bundle, log: cfg.Logger, clock: cfg.Clock, metrics: m,
+		gen: cfg.Generator, auth: cfg.Authorizer, bundle: cfg.Bundle, log: cfg.Logger, clock: cfg.Clock, metrics: m,
 		streams: map[streamKey]*stream{}, nodes: map[string]*nodeState{}, resCache: newResCache(),
 	}
 	s.debounce = newDebouncer(cfg.Clock, cfg.Debounce, cfg.MaxDelay, s.round)
@@ -180,9 +178,26 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Register serves ADS, state-of-the-world and delta, on gs.
+// Register serves ADS, state-of-the-world and delta, on gs. Every stream
+// is authorized before go-control-plane sees it and ended when its grant
+// ends (see guard).
 func (s *Server) Register(gs grpc.ServiceRegistrar) {
-	discovery.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, ads{s})
+}
+
+// ads is go-control-plane's ADS server behind guard.
+type ads struct{ s *Server }
+
+func (a ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return a.s.guard(st, func(ss grpc.ServerStream) error {
+		return a.s.xds.StreamAggregatedResources(&grpc.GenericServerStream[discovery.DiscoveryRequest, discovery.DiscoveryResponse]{ServerStream: ss})
+	})
+}
+
+func (a ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return a.s.guard(st, func(ss grpc.ServerStream) error {
+		return a.s.xds.DeltaAggregatedResources(&grpc.GenericServerStream[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]{ServerStream: ss})
+	})
 }
 
 // Run regenerates snapshots after Changed until ctx ends; then it ends
@@ -342,15 +357,16 @@ func (callbacks) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) er
 
 func (callbacks) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}
 
-// open admits a stream that carries a valid client certificate.
+// open admits a stream that guard authorized.
 func (s *Server) open(key streamKey, ctx context.Context) error {
-	id, err := s.peerID(ctx)
-	if err != nil {
+	g := streamauth.FromContext(ctx)
+	if g == nil {
+		err := status.Error(codes.Internal, "xds: ADS stream without authorization (not served through Server.Register)")
 		s.refuse(err, "", peerAddr(ctx))
 		return err
 	}
 	s.mu.Lock()
-	s.streams[key] = &stream{ctx: ctx, delta: key.delta, id: id, sent: map[string]sent{}}
+	s.streams[key] = &stream{ctx: ctx, delta: key.delta, grant: g, sent: map[string]sent{}}
 	s.mu.Unlock()
 	return nil
 }
@@ -371,7 +387,7 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 	}
 	switch {
 	case cur == nil:
-		n, err := s.authorize(st.ctx, node.GetId(), st.id)
+		n, err := s.authorize(node.GetId(), st.grant)
 		if err != nil {
 			s.refuse(err, node.GetId(), peerAddr(st.ctx))
 			return err

@@ -34,9 +34,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/durationpb"
+	utilclock "k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/controlplane/streamauth"
+	"github.com/weftmesh/weft/controlplane/streamauth/streamauthtest"
 	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
@@ -133,31 +136,6 @@ func testResources(rev int, invalid bool) Resources {
 	}
 }
 
-// fakeVerifier knows pods as "namespace/name" -> the SPIFFE ID they run as.
-type fakeVerifier struct {
-	mu   sync.Mutex
-	pods map[string]spiffeid.ID
-}
-
-func (v *fakeVerifier) VerifyNode(_ context.Context, n Node) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	want, ok := v.pods[n.Namespace+"/"+n.Name]
-	switch {
-	case !ok:
-		return fmt.Errorf("pod %s/%s not found", n.Namespace, n.Name)
-	case want != n.ID:
-		return fmt.Errorf("pod %s/%s runs as %s", n.Namespace, n.Name, want)
-	}
-	return nil
-}
-
-func (v *fakeVerifier) add(ns, pod string, id spiffeid.ID) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.pods[ns+"/"+pod] = id
-}
-
 // ---- harness: a Server behind real gRPC over TLS on loopback ----
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -171,7 +149,8 @@ type harness struct {
 	ca     *certs.CA
 	srv    *Server
 	gen    *fakeGen
-	ver    *fakeVerifier
+	pods   *streamauthtest.Pods
+	auth   *streamauth.Authorizer
 	clock  *clocktesting.FakeClock
 	now    func() time.Time // the CA's and TLS's clock: clock.Now, or time.Now with realClock
 	rounds chan struct{}
@@ -201,13 +180,21 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{
-		t: t, ca: ca, gen: newFakeGen(), ver: &fakeVerifier{pods: map[string]spiffeid.ID{}},
+		t: t, ca: ca, gen: newFakeGen(), pods: streamauthtest.New(),
 		clock: clock, rounds: make(chan struct{}, 1000),
 	}
-	h.ver.add("demo", "app-1", saID("demo", "app"))
-	h.ver.add("demo", "web-1", saID("demo", "web"))
+	h.pods.Add("demo", "app-1", saID("demo", "app"))
+	h.pods.Add("demo", "web-1", saID("demo", "web"))
+	var authClock utilclock.Clock = h.clock
+	if o.realClock {
+		authClock = nil
+	}
+	h.auth, err = streamauth.New(streamauth.Config{Authenticator: h.pods, Pods: h.pods, Bundle: ca.Bundle(), Clock: authClock})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{
-		Generator: h.gen, Verifier: h.ver, Bundle: ca.Bundle(), Clock: h.clock, Registerer: prometheus.NewRegistry(),
+		Generator: h.gen, Authorizer: h.auth, Bundle: ca.Bundle(), Clock: h.clock, Registerer: prometheus.NewRegistry(),
 		Debounce: o.debounce, MaxDelay: o.maxDelay,
 	}
 	if o.gen != nil {
@@ -277,18 +264,45 @@ func (h *harness) cert(id spiffeid.ID, dns ...string) tls.Certificate {
 	return c
 }
 
-// dial connects as id; a zero id presents no client certificate.
+// dial connects as id with the token of the first pod added for id, as
+// that pod's sidecar does; a zero id presents no client certificate.
 func (h *harness) dial(id spiffeid.ID) discovery.AggregatedDiscoveryServiceClient {
+	h.t.Helper()
+	return h.dialAs(id, peerOpts{token: h.pods.DefaultToken(id)})
+}
+
+// peerOpts is what a client presents besides its certificate.
+type peerOpts struct {
+	token string           // "": none
+	from  string           // source IP ("": 127.0.0.1)
+	cert  *tls.Certificate // nil: h.cert(id)
+}
+
+// dialAs connects as id presenting o.
+func (h *harness) dialAs(id spiffeid.ID, o peerOpts) discovery.AggregatedDiscoveryServiceClient {
 	h.t.Helper()
 	roots := x509.NewCertPool()
 	for _, r := range h.ca.Roots() {
 		roots.AddCert(r)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName, Time: h.now}
-	if !id.IsZero() {
+	switch {
+	case o.cert != nil:
+		cfg.Certificates = []tls.Certificate{*o.cert}
+	case !id.IsZero():
 		cfg.Certificates = []tls.Certificate{h.cert(id)}
 	}
-	conn, err := grpc.NewClient(h.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+	if o.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(streamauthtest.Bearer(o.token)))
+	}
+	if o.from != "" {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(o.from)}}
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}))
+	}
+	conn, err := grpc.NewClient(h.addr, opts...)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -357,17 +371,25 @@ type adsClient[Req, Resp any] struct {
 }
 
 func openSotW(h *harness, id spiffeid.ID) *adsClient[discovery.DiscoveryRequest, discovery.DiscoveryResponse] {
+	return openSotWAs(h, id, peerOpts{token: h.pods.DefaultToken(id)})
+}
+
+func openDelta(h *harness, id spiffeid.ID) *adsClient[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse] {
+	return openDeltaAs(h, id, peerOpts{token: h.pods.DefaultToken(id)})
+}
+
+func openSotWAs(h *harness, id spiffeid.ID, o peerOpts) *adsClient[discovery.DiscoveryRequest, discovery.DiscoveryResponse] {
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := h.dial(id).StreamAggregatedResources(ctx)
+	s, err := h.dialAs(id, o).StreamAggregatedResources(ctx)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	return startClient(h.t, s, cancel)
 }
 
-func openDelta(h *harness, id spiffeid.ID) *adsClient[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse] {
+func openDeltaAs(h *harness, id spiffeid.ID, o peerOpts) *adsClient[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse] {
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := h.dial(id).DeltaAggregatedResources(ctx)
+	s, err := h.dialAs(id, o).DeltaAggregatedResources(ctx)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -830,8 +852,8 @@ func BenchmarkPush(b *testing.B) {
 	results := make(chan got, n)
 	for i := range n {
 		pod := fmt.Sprintf("pod-%d", i)
-		h.ver.add("bench", pod, id)
-		c := openDelta(h, id)
+		tok := h.pods.Add("bench", pod, id)
+		c := openDeltaAs(h, id, peerOpts{token: tok})
 		c.send(&discovery.DeltaDiscoveryRequest{Node: node(pod + ".bench"), TypeUrl: resource.ListenerType})
 		r := c.next()
 		c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})

@@ -71,7 +71,10 @@ import (
 	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/streamauth"
+	"github.com/weftmesh/weft/controlplane/streamauth/streamauthtest"
 	wefttest "github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/egress"
 	"github.com/weftmesh/weft/sidecar/proxy"
@@ -118,22 +121,35 @@ var agreeNodes = map[string]spiffeid.ID{
 	agreeClientNode: workloadID("demo", "client"),
 }
 
-// agreeVerifier admits a node when the current snapshot has its pod running
-// as the certificate's identity.
-type agreeVerifier struct {
+// agreePods admits a node when the current snapshot has its pod running
+// as the certificate's identity; each node's token is "token-<node ID>",
+// and every pod's IP is loopback's (the streams come from there).
+type agreePods struct {
 	snap *atomic.Pointer[registry.Snapshot]
 }
 
-func (v agreeVerifier) VerifyNode(_ context.Context, n Node) error {
+func (v agreePods) Pod(_ context.Context, ns, name string) (streamauth.Pod, bool, error) {
 	s := v.snap.Load()
 	if s == nil {
-		return errors.New("no snapshot yet")
+		return streamauth.Pod{}, false, errors.New("no snapshot yet")
 	}
-	w, ok := s.Workload(n.Namespace, n.Name)
-	if !ok || w.Identity != n.ID {
-		return fmt.Errorf("pod %s/%s does not run as %s", n.Namespace, n.Name, n.ID)
+	w, ok := s.Workload(ns, name)
+	if !ok {
+		return streamauth.Pod{}, false, nil
 	}
-	return nil
+	return streamauth.Pod{UID: w.UID, ID: w.Identity, IPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}, true, nil
+}
+
+func (v agreePods) Authenticate(_ context.Context, token string) (identity.Caller, error) {
+	pod, ns, err := ParseNodeID(strings.TrimPrefix(token, "token-"))
+	if err != nil {
+		return identity.Caller{}, fmt.Errorf("%w: %v", identity.ErrUnauthenticated, err)
+	}
+	w, ok := v.snap.Load().Workload(ns, pod)
+	if !ok {
+		return identity.Caller{}, fmt.Errorf("%w: no pod %s/%s", identity.ErrUnauthenticated, ns, pod)
+	}
+	return identity.Caller{Namespace: ns, ServiceAccount: w.ServiceAccount, PodName: pod, PodUID: w.UID}, nil
 }
 
 func newAgreeMesh(t *testing.T) *agreeMesh {
@@ -144,7 +160,11 @@ func newAgreeMesh(t *testing.T) *agreeMesh {
 	}
 	m := &agreeMesh{t: t, ca: ca, nodes: map[string]*sxds.Client{}}
 	tr := &Translator{Snapshot: m.snap.Load, Bundle: ca.BundlePEM}
-	m.srv, err = New(Config{Generator: tr, Verifier: agreeVerifier{&m.snap}, Bundle: ca.Bundle(),
+	auth, err := streamauth.New(streamauth.Config{Authenticator: agreePods{&m.snap}, Pods: agreePods{&m.snap}, Bundle: ca.Bundle()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.srv, err = New(Config{Generator: tr, Authorizer: auth, Bundle: ca.Bundle(),
 		Debounce: time.Millisecond, MaxDelay: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +200,7 @@ func newAgreeMesh(t *testing.T) *agreeMesh {
 		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 			MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName,
 			Certificates: []tls.Certificate{wefttest.Certificate(t, ca, id)},
-		})))
+		})), grpc.WithPerRPCCredentials(streamauthtest.Bearer("token-"+node)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -694,6 +714,15 @@ func startAgreeProxy(t *testing.T, svid *x509svid.SVID, bundle x509bundle.Source
 		SVID: agreeFixedSVID{svid}, Bundle: bundle, TrustDomain: meshTD, Config: a.cfg.Load,
 		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "-",
 		OriginalDst: a.nat.originalDst, Dial: dial, Audit: auditFn, Logger: slog.New(slog.DiscardHandler),
+		// The server pod's address, the one inbound delivery dials; only
+		// from the sources the capture rules exempt.
+		LocalAddrs: []netip.Addr{agreeServerIP},
+		DialFrom: func(ctx context.Context, network string, src netip.Addr, addr string) (net.Conn, error) {
+			if src != sxds.InboundSourceIPv4 && src != sxds.InboundSourceIPv6 {
+				return nil, fmt.Errorf("dial to %s from %s, not an inbound source", addr, src)
+			}
+			return dial(ctx, network, addr)
+		},
 		DrainTimeout: time.Second, SniffTimeout: time.Second, HandshakeTimeout: 10 * time.Second, IdleParkAfter: -1,
 	})
 	if err != nil {
@@ -830,7 +859,9 @@ func TestSidecarAgreesOnInbound(t *testing.T) {
 	apps := agreeInboundApps(t)
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		ap, err := netip.ParseAddrPort(addr)
-		if err != nil || ap.Addr() != netip.MustParseAddr("127.0.0.1") || apps[ap.Port()] == "" {
+		// The app's port on the pod's address, or on loopback for a port
+		// delivered there (weft.dev/inbound-loopback-ports).
+		if err != nil || ap.Addr() != agreeServerIP && ap.Addr() != netip.MustParseAddr("127.0.0.1") || apps[ap.Port()] == "" {
 			return nil, fmt.Errorf("inbound dial to %s: not an app of the pod", addr)
 		}
 		var d net.Dialer

@@ -8,8 +8,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -56,17 +54,7 @@ func (m *Manager) renew(ctx context.Context) error {
 }
 
 // readToken reads the projected ServiceAccount token afresh.
-func (m *Manager) readToken() (string, error) {
-	b, err := os.ReadFile(m.tokenPath)
-	if err != nil {
-		return "", fmt.Errorf("identity: read token: %w", err)
-	}
-	token := strings.TrimSpace(string(b))
-	if token == "" {
-		return "", fmt.Errorf("identity: read token: %s is empty", m.tokenPath)
-	}
-	return token, nil
-}
+func (m *Manager) readToken() (string, error) { return readToken(m.tokenPath) }
 
 // validate turns a SignResponse into an SVID for key and its bundle, or
 // says why it cannot be trusted.

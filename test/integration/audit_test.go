@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -31,8 +32,11 @@ import (
 	apiaudit "github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/audit"
+	"github.com/weftmesh/weft/controlplane/streamauth"
+	"github.com/weftmesh/weft/controlplane/streamauth/streamauthtest"
 	wefttest "github.com/weftmesh/weft/internal/testutil"
 	sidecaraudit "github.com/weftmesh/weft/sidecar/audit"
+	sidecaridentity "github.com/weftmesh/weft/sidecar/identity"
 )
 
 var (
@@ -83,7 +87,15 @@ func startControlPlane(t *testing.T, ca *certs.CA, path, addr string) *controlPl
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	svc, err := audit.NewService(audit.ServiceConfig{Store: store, Bundle: ca.Bundle(), Registerer: reg})
+	// The registry and the API server know pod shop/web-1 at 127.0.0.1
+	// and its token (auditToken's).
+	pods := streamauthtest.New()
+	pods.Add("shop", "web-1", shopApp)
+	auth, err := streamauth.New(streamauth.Config{Authenticator: pods, Pods: pods, Bundle: ca.Bundle()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := audit.NewService(audit.ServiceConfig{Store: store, Authorizer: auth, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,8 +319,15 @@ func auditSetup(t *testing.T, opts ...grpc.DialOption) (ca *certs.CA, path, addr
 	addr = l.Addr().String()
 	l.Close()
 	cp = startControlPlane(t, ca, path, addr)
+	// As the sidecar dials: its SVID, and its pod's token from the file
+	// the kubelet projects.
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte(streamauthtest.Token("shop", "web-1")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(
-		tlsconfig.MTLSClientConfig(wefttestSVID(t, ca, shopApp), ca.Bundle(), tlsconfig.AuthorizeID(cpID))))}, opts...)
+		tlsconfig.MTLSClientConfig(wefttestSVID(t, ca, shopApp), ca.Bundle(), tlsconfig.AuthorizeID(cpID)))),
+		grpc.WithPerRPCCredentials(sidecaridentity.TokenCredentials(token))}, opts...)
 	conn, err = grpc.NewClient(addr, opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -29,11 +29,15 @@ import (
 // published, authenticates with its token, becomes ready, and an app reads
 // its SVID over the SPIFFE Workload API.
 func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
+	// The pod's IP is loopback's: the control plane accepts the sidecar's
+	// ADS and audit streams only from its pod's IPs.
+	pod := testutil.Pod("demo", "app-1", "u1", "app")
+	pod.Status.PodIP, pod.Status.PodIPs = "127.0.0.1", []corev1.PodIP{{IP: "127.0.0.1"}}
 	kube := testutil.FakeKube(map[string]testutil.Token{
 		"app-token": {User: "system:serviceaccount:demo:app", Audiences: []string{"weft-ca"}, Pod: "app-1", UID: "u1"},
 		// An operator allowed to read /debug/status (controlplane/adminauth).
 		"ops-token": {User: "ops", Audiences: []string{testutil.APIServerAudience}},
-	}, testutil.Pod("demo", "app-1", "u1", "app"),
+	}, pod,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo", Labels: map[string]string{"weft.dev/inject": "enabled"}}})
 	testutil.FakeRBAC(kube, testutil.Grant{Subject: "ops", Verb: "get", Group: "weft.dev", Resource: "debug", Namespace: "weft-system"})
