@@ -33,7 +33,7 @@ func controlPlaneStatuses(t *testing.T) map[string]cpStatus {
 		if p.DeletionTimestamp != nil || p.Status.PodIP == "" || !podReady(&p) {
 			continue
 		}
-		body, err := httpGet("http://" + p.Status.PodIP + ":15014/debug/status")
+		body, err := cpAdminGet(p.Status.PodIP, "/debug/status")
 		if err != nil {
 			t.Fatalf("%s: %v", p.Name, err)
 		}

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -259,7 +260,10 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 		events = nil
 		pods, _ := kube.CoreV1().Pods(weftNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-controlplane"})
 		for _, p := range pods.Items {
-			body, err := httpGet("http://" + p.Status.PodIP + ":15014/audit/events?namespace=" + ns + "&limit=1000")
+			body, err := cpAdminGet(p.Status.PodIP, "/audit/events?namespace="+ns+"&limit=1000")
+			if errors.Is(err, errAdminRefused) {
+				t.Fatalf("%s: %v\n%s", p.Name, err, body)
+			}
 			if err != nil {
 				continue
 			}

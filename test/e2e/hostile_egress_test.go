@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -462,7 +463,10 @@ func auditEvents(t *testing.T, ns string) []audit.Event {
 	seen := map[string]bool{}
 	var events []audit.Event
 	for _, p := range pods.Items {
-		body, err := httpGet("http://" + p.Status.PodIP + ":15014/audit/events?namespace=" + ns + "&limit=1000")
+		body, err := cpAdminGet(p.Status.PodIP, "/audit/events?namespace="+ns+"&limit=1000")
+		if errors.Is(err, errAdminRefused) {
+			t.Fatalf("%s: %v\n%s", p.Name, err, body)
+		}
 		if err != nil {
 			continue
 		}

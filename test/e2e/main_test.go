@@ -125,6 +125,14 @@ func weftLeftovers() string {
 	if _, err := kube.RbacV1().ClusterRoleBindings().Get(ctx, "weft-controlplane", metav1.GetOptions{}); err == nil {
 		out.WriteString("clusterrolebinding weft-controlplane\n")
 	}
+	for _, name := range []string{"weft-audit-reader", "weft-status-reader"} {
+		if _, err := kube.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{}); err == nil {
+			out.WriteString("clusterrole " + name + "\n")
+		}
+	}
+	if _, err := kube.RbacV1().RoleBindings("kube-system").Get(ctx, "weft-controlplane-authentication-reader", metav1.GetOptions{}); err == nil {
+		out.WriteString("rolebinding kube-system/weft-controlplane-authentication-reader\n")
+	}
 	cms, err := kube.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=weft"})
 	if err == nil {
 		for _, cm := range cms.Items {

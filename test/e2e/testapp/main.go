@@ -160,9 +160,18 @@ func get(ctx context.Context, args []string) error {
 	insecure := fs.Bool("k", false, "do not verify the server's certificate")
 	hold := fs.Duration("hold", 0, "keep the idle connection open this long after the last answer")
 	connect := fs.String("connect", "", "dial this host:port instead of the URL's (SNI and Host stay the URL's)")
+	tokenFile := fs.String("token-file", "", "send the token in this file as Authorization: Bearer")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		return fmt.Errorf("get: want one URL")
+	}
+	var token string
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		token = strings.TrimSpace(string(b))
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: *insecure}} //nolint:gosec // test client, -k
 	if *connect != "" {
@@ -180,6 +189,9 @@ func get(ctx context.Context, args []string) error {
 		req, err := http.NewRequestWithContext(ctx, method, fs.Arg(0), strings.NewReader(*body))
 		if err != nil {
 			return err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		resp, err := client.Do(req)
 		if err != nil {
