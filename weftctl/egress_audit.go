@@ -52,7 +52,12 @@ made them, and the workloads (namespace/service-account) that connected.
 --events prints the connections themselves, newest first.
 
 Every control-plane replica stores what its sidecars sent it; audit asks each
-and merges the answers. -n filters by namespace (default: all namespaces).`,
+and merges the answers. -n filters by namespace (default: all namespaces).
+
+The trail is served over TLS to callers RBAC allows: audit port-forwards to
+each replica and presents your kubeconfig's client certificate or token; you
+need the ClusterRole weft-audit-reader bound in weft-system
+(kubectl create rolebinding NAME -n weft-system --clusterrole weft-audit-reader --user YOU).`,
 		Example: `  weftctl egress audit --since 24h
   weftctl egress audit -n shop --decision deny
   weftctl egress audit --destination '*.example.com' --events -o json`,
