@@ -136,3 +136,24 @@ func TestEphemeralContainersChecked(t *testing.T) {
 		t.Fatalf("uninjected pod: %+v", r)
 	}
 }
+
+// TestEphemeralContainerCannotMountTheToken: the pod's projected token is
+// weft-proxy's alone (it tells the sidecar's control-plane streams from
+// the app's); kubectl debug cannot hand it to a debug container, whatever
+// captureBypass says.
+func TestEphemeralContainerCannotMountTheToken(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "demo"}, Spec: corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "app", SecurityContext: restricted()}, {Name: ProxyName}},
+		EphemeralContainers: []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+			Name: "debugger", SecurityContext: restricted(), VolumeMounts: []corev1.VolumeMount{{Name: TokenVolume, MountPath: "/tok"}}}}},
+	}}
+	req := &admissionv1.AdmissionRequest{UID: "u", Resource: podResource, SubResource: "ephemeralcontainers", Operation: admissionv1.Update,
+		Namespace: "demo", Object: runtime.RawExtension{Raw: mustJSON(t, pod)}}
+	for _, mode := range []string{"Warn", "Refuse"} {
+		r, o := meshInjector(t, mode).Admit(req)
+		assertDenied(t, r, 422, "injector: container debugger mounts volume weft-token, which weft reserves (only weft-proxy may mount it)")
+		if o.Action != Refused {
+			t.Fatalf("%s: outcome %+v", mode, o)
+		}
+	}
+}

@@ -249,6 +249,14 @@ func (i *Injector) admitEphemeral(req *admissionv1.AdmissionRequest) (*admission
 	if o.Unserved || !hasContainer(pod, ProxyName) {
 		return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}, o
 	}
+	// An ephemeral container may mount the pod's volumes: never the token.
+	for _, ec := range pod.Spec.EphemeralContainers {
+		if err := mountsReserved(corev1.Container(ec.EphemeralContainerCommon)); err != nil {
+			i.log.Info("refused ephemeral container", "namespace", ns, "pod", podName(pod), "reason", err.Error())
+			o.Action, o.Reason = Refused, err.Error()
+			return deny(req.UID, http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, err.Error()), o
+		}
+	}
 	var bs []Bypass
 	for _, b := range CaptureBypasses(pod) {
 		if b.Kind == "ephemeralContainer" {

@@ -121,6 +121,21 @@ func (i *Injector) inject(pod *corev1.Pod) ([]patchOp, Injection, error) {
 	return ops, summary, nil
 }
 
+// mountsReserved refuses a container of the pod's own that mounts one of
+// the volumes weft adds by name. Above all weft-token: the pod's projected
+// token is the credential that tells the sidecar's control-plane streams
+// from the app's (which holds the SVID), so it is mounted into weft-proxy
+// only; a container naming the volume would get it once the patch adds
+// the volume (the API server validates after mutation).
+func mountsReserved(c corev1.Container) error {
+	for _, m := range c.VolumeMounts {
+		if m.Name == TokenVolume || m.Name == BundleVolume || m.Name == WorkloadVolume {
+			return refusal(fmt.Sprintf("injector: container %s mounts volume %s, which weft reserves (only weft-proxy may mount it)", c.Name, m.Name))
+		}
+	}
+	return nil
+}
+
 // checkPod refuses pods that weft cannot mesh correctly: the API server
 // would reject some of them after the patch with a less helpful message,
 // and others would run with a hole in the mesh.
@@ -154,6 +169,9 @@ func checkPod(pod *corev1.Pod) error {
 				return refusal(fmt.Sprintf("injector: container %s declares port %d, which weft-proxy uses (reserved: %v)",
 					c.Name, p.ContainerPort, reservedPorts))
 			}
+		}
+		if err := mountsReserved(c); err != nil {
+			return err
 		}
 		for _, m := range c.VolumeMounts {
 			if strings.HasPrefix(m.MountPath+"/", "/var/run/secrets/weft/") {

@@ -69,6 +69,12 @@ func TestPodRefused(t *testing.T) {
 			"injector: the pod already has a volume named weft-token, a name weft reserves"},
 		{"reserved container", func(p *corev1.Pod) { p.Spec.InitContainers = []corev1.Container{{Name: InitName}} },
 			"injector: the pod already has a container named weft-init, a name weft reserves"},
+		{"the token volume by name", func(p *corev1.Pod) {
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: TokenVolume, MountPath: "/tok"}}
+		}, "injector: container web mounts volume weft-token, which weft reserves (only weft-proxy may mount it)"},
+		{"the token volume by name, init container", func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "busybox", VolumeMounts: []corev1.VolumeMount{{Name: TokenVolume, MountPath: "/tok"}}}}
+		}, "injector: container setup mounts volume weft-token, which weft reserves"},
 		{"reserved mount", func(p *corev1.Pod) {
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "x", MountPath: "/var/run/secrets/weft"}}
 		}, "injector: container web mounts /var/run/secrets/weft, under /var/run/secrets/weft/ which weft reserves"},
