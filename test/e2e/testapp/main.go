@@ -32,6 +32,11 @@
 //	                        prints one line per datagram: `datagram N bytes from ADDR: "..."`
 //	testapp lookup NAME     resolve NAME with Go's resolver (/etc/resolv.conf, /etc/hosts); print the
 //	                        addresses, one a line; exit 1 when it fails
+//	testapp cp-stream -kind ads|als -node POD.NS [-token T | -token-file F] [-addr HOST:PORT]
+//	                        the app as an attacker on the control plane, with what the Workload API
+//	                        gave it as client certificate (and the token T or F's if given): open ADS as node
+//	                        POD.NS, or write one egress event as it on the access-log stream; print
+//	                        "accepted: ..." or "refused: <code>: <message>" (exit 1)
 package main
 
 import (
@@ -39,6 +44,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -62,7 +68,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testapp svid|serve|get|raw|udp|serve-udp|lookup ...")
+		fmt.Fprintln(os.Stderr, "usage: testapp svid|serve|get|raw|udp|serve-udp|lookup|cp-stream ...")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -83,6 +89,8 @@ func main() {
 		err = serveUDP(ctx, os.Args[2:])
 	case "lookup":
 		err = lookup(ctx, os.Args[2:])
+	case "cp-stream":
+		err = cpStream(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -96,7 +104,11 @@ type watcher struct{}
 
 func (watcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	s := c.DefaultSVID()
-	fmt.Printf("SVID %s serial %s notAfter %s\n", s.ID, s.Certificates[0].SerialNumber.Text(16), s.Certificates[0].NotAfter.Format(time.RFC3339))
+	inter := "none"
+	if len(s.Certificates) > 1 {
+		inter = fmt.Sprintf("%x", sha256.Sum256(s.Certificates[1].Raw))
+	}
+	fmt.Printf("SVID %s serial %s notAfter %s intermediate %s\n", s.ID, s.Certificates[0].SerialNumber.Text(16), s.Certificates[0].NotAfter.Format(time.RFC3339), inter)
 }
 
 func (watcher) OnX509ContextWatchError(err error) {
