@@ -21,6 +21,9 @@ type conn struct {
 	src       string // the downstream peer
 	dst       string // the original destination
 	start     time.Time
+	// by is when the client's part of establishing the connection must be
+	// done (Config.HandshakeTimeout from accept, wall time).
+	by time.Time
 
 	mu          sync.Mutex
 	established bool
@@ -35,7 +38,8 @@ type conn struct {
 	// connection without a name; its audit event reports it.
 	nameUnknown *egress.Decision
 	closers     []net.Conn
-	kick        func() // wakes the connection's parked flows; before closers close
+	kick        func()     // wakes the connection's parked flows; before closers close
+	watch       *idleWatch // once established: Config.IdleTimeout
 
 	toUp, toDown atomic.Int64
 }

@@ -54,7 +54,7 @@
 // records (1 byte to 16 KiB each, any record version below 0x1000,
 // warning alerts in between skipped), the message up to 64 KiB, within
 // maxSniff (128 KiB) of raw bytes and the sniff deadline
-// (HandshakeTimeout, counted from the first byte). An HTTP/1 request is
+// (HandshakeTimeout, counted from accept). An HTTP/1 request is
 // read as net/http's server reads one, plus the empty lines before the
 // request line that RFC 9112 section 2.2 lets servers skip: any token as
 // method (any case), a request line up to maxRequestHead (64 KiB), lines
@@ -120,6 +120,26 @@
 // when its socket is readable. An idle connection is then only what
 // crypto/tls keeps for it (~14 KB: the peer's parsed chain, record
 // buffers, AEAD state) and ~1.5 KB of ours.
+//
+// # Bounded under abuse
+//
+// Every phase of a connection has a bound (timeouts.go), counted in
+// weft_sidecar_timeouts_total{direction,kind}. Before it is established,
+// what the client does — sending its first bytes, its first HTTP request
+// head, its side of the inbound TLS handshake — shares one deadline,
+// HandshakeTimeout (10s) from accept (kind handshake); nothing is
+// buffered until its first byte arrives, so a connection that opens and
+// sends nothing costs a socket and a goroutine. Once established, a
+// connection that moves no byte either way for IdleTimeout (1h) is closed
+// (kind idle): one timer per connection, checked against the last byte
+// its flows moved, parked flows included; a keep-alive HTTP egress
+// connection waiting for its next request is idle too, and once a next
+// head begins it has HandshakeTimeout to arrive whole. Each write to
+// either side is bounded by WriteTimeout (5m, kind write): a peer that
+// stops reading cannot hold a flow, its buffer and its goroutine for
+// longer. MaxConnections (16384) and MaxPendingPerSource (128) bound how
+// many connections there are; README ("Bounded under abuse") has the
+// bytes each state costs.
 //
 // # Observability
 //

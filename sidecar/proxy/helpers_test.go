@@ -192,6 +192,8 @@ func (pd *pod) counter(name string, labels ...string) float64 {
 		vec = m.acceptErrors
 	case "bytes":
 		vec = m.bytes
+	case "timeouts":
+		vec = m.timeouts
 	case "connections":
 		return float64(m.active.With(labels...).Value())
 	default:

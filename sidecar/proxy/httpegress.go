@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,6 +132,30 @@ func (h *headReader) head() ([]byte, requestHead, *httpDenial) {
 			return nil, requestHead{}, &httpDenial{err: fmt.Errorf("proxy: reading request head: %w", err)}
 		}
 	}
+}
+
+// nextHead waits, without a deadline and holding no buffer, for the
+// first byte of the next request head, then reads the head with timeout
+// for the rest of it.
+func (h *headReader) nextHead(c deadliner, timeout time.Duration) ([]byte, requestHead, *httpDenial) {
+	if len(h.buf) == 0 {
+		h.buf = nil // what held the last request goes
+		var one [1]byte
+		n, err := h.r.Read(one[:])
+		if n == 0 {
+			switch {
+			case errors.Is(err, io.EOF):
+				return nil, requestHead{}, &httpDenial{err: io.EOF}
+			case err == nil:
+				err = io.ErrNoProgress
+			}
+			return nil, requestHead{}, &httpDenial{err: fmt.Errorf("proxy: reading request head: %w", err)}
+		}
+		h.buf = append(h.buf, one[0])
+	}
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	defer c.SetReadDeadline(time.Time{})
+	return h.head()
 }
 
 // copyN copies n bytes of body to w.
@@ -433,7 +458,16 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 			done()
 		}
 	}
-	toUp := &countWriter{w: up, onWrite: func(n int) { cn.toUp.Add(int64(n)); in.Add(uint64(n)) }}
+	// Every write to either side is bounded by WriteTimeout and counts as
+	// progress against IdleTimeout (cn.watch), as a pipe's are.
+	wt := max(p.cfg.WriteTimeout, 0)
+	timedOut := func() { p.m.timeouts.With(outbound, timeoutWrite).Inc() }
+	cn.mu.Lock()
+	watch := cn.watch
+	cn.mu.Unlock()
+	upW := &boundedWriter{c: up, d: wt, w: watch, timedOut: timedOut}
+	downW := &boundedWriter{c: st.down, d: wt, w: watch, timedOut: timedOut}
+	toUp := &countWriter{w: upW, onWrite: func(n int) { cn.toUp.Add(int64(n)); in.Add(uint64(n)) }}
 
 	// Requests: read, decide, forward, one by one.
 	respDone := make(chan struct{})
@@ -470,7 +504,16 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 				bodyRead = min(int64(len(st.in.buf)), rh.contentLength)
 			}
 			bufs := net.Buffers{head, st.in.buf[:bodyRead]}
+			if wt > 0 {
+				_ = up.SetWriteDeadline(time.Now().Add(wt))
+			}
 			n, err := bufs.WriteTo(up)
+			if n > 0 {
+				watch.touch()
+			}
+			if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				timedOut()
+			}
 			toUp.onWrite(int(n))
 			ex.sent.Add(n)
 			st.in.buf = st.in.buf[bodyRead:]
@@ -509,8 +552,11 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 					return
 				}
 			}
+			// The next request may be long in coming (IdleTimeout bounds
+			// the wait); once its first byte is here, its head has
+			// HandshakeTimeout to arrive whole.
 			var d *httpDenial
-			head, rh, d = st.in.head()
+			head, rh, d = st.in.nextHead(st.down, p.cfg.HandshakeTimeout)
 			switch {
 			case d == nil:
 				ex = st.decide(context.Background(), rh)
@@ -534,7 +580,7 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 		defer end()
 		defer close(respDone)
 		var got atomic.Int64
-		tee := &teeReader{r: up, w: st.down, onWrite: func(n int) { got.Add(int64(n)); cn.toDown.Add(int64(n)); out.Add(uint64(n)) }}
+		tee := &teeReader{r: up, w: downW, onWrite: func(n int) { got.Add(int64(n)); cn.toDown.Add(int64(n)); out.Add(uint64(n)) }}
 		budget := &budgetReader{r: tee, left: -1}
 		br := bufio.NewReader(budget)
 		var mark int64

@@ -83,7 +83,7 @@ func (s *reqServer) requests() []string {
 // The names resolve to the server's address for this pod, docs.example.com
 // to another. nameRule adds a TLS Deny rule by name on every port (so a
 // connection without a name there is name_unknown).
-func reqPod(t testing.TB, mode string, nameRule bool, srv *reqServer) (*pod, chan audit.Event) {
+func reqPod(t testing.TB, mode string, nameRule bool, srv *reqServer, mods ...func(*Config)) (*pod, chan audit.Event) {
 	t.Helper()
 	clk := testutil.FakeClock(t)
 	resolves := map[string]string{"api.example.com": "127.0.0.1", "docs.example.com": "127.0.0.2", "evil.example.com": "127.0.0.1"}
@@ -97,6 +97,9 @@ func reqPod(t testing.TB, mode string, nameRule bool, srv *reqServer) (*pod, cha
 	pd := startPod(t, newCA(t, nil), workloadID("shop", "frontend"), func(c *Config) {
 		c.Names = names
 		c.Audit = func(e audit.Event) { events <- e }
+		for _, m := range mods {
+			m(c)
+		}
 	})
 	meta := func(rule, decision string) *xds.EgressMeta {
 		return &xds.EgressMeta{Policy: reqPolicy, Rule: rule, Decision: decision, Mode: mode}

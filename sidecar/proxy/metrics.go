@@ -24,6 +24,7 @@ type metrics struct {
 	nameUnknown  *wm.CounterVec // result: denied, flagged
 	httpRequests *wm.CounterVec // decision: allow, audit, deny
 	acceptErrors *wm.CounterVec // direction
+	timeouts     *wm.CounterVec // direction, kind: handshake, idle, write
 
 	// bytes children, resolved once: they are touched per copied chunk.
 	bytesIn, bytesOut [2]*wm.Counter // [inbound, outbound]
@@ -66,6 +67,9 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 		{&m.acceptErrors, "weft_sidecar_accept_errors_total",
 			"Accept errors on a listener (out of file descriptors, aborted connections); the listener backs off and accepts again.",
 			[]string{"direction"}},
+		{&m.timeouts, "weft_sidecar_timeouts_total",
+			"Connections closed by a timeout: handshake (not established within the handshake timeout of accept), idle (no byte either way for the idle timeout), write (a peer did not read for the write timeout).",
+			[]string{"direction", "kind"}},
 		{&m.httpRequests, "weft_sidecar_egress_http_requests_total",
 			"Plaintext HTTP/1 requests on egress HTTP chains, each decided on its own Host (a CONNECT as TCP to the destination): allow, audit (forwarded and flagged) or deny (answered and the connection closed).",
 			[]string{"decision"}},

@@ -35,7 +35,7 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 		return nil, p.refuse(outbound, cn, refused("original_dst", "%w", err))
 	}
 	cn.dst = dst.String()
-	sn, err := sniff(c, l.InspectTLS && needsSniff(l, dst), l.InspectHTTP && needsSniff(l, dst), p.cfg.SniffTimeout, p.cfg.HandshakeTimeout)
+	sn, err := sniffUntil(c, l.InspectTLS && needsSniff(l, dst), l.InspectHTTP && needsSniff(l, dst), p.cfg.SniffTimeout, cn.by)
 	if err != nil {
 		return nil, p.refuse(outbound, cn, refused(reasonPeerClosed, "proxy: sniff: %w", err))
 	}
@@ -125,7 +125,7 @@ func (p *Proxy) outboundHTTP(ctx context.Context, cfg *xds.Config, fc *xds.Filte
 		st.emit(ex)
 		return nil, p.refuse(outbound, cn, refused(reasonAuthzDenied, "%w", err))
 	}
-	_ = down.SetReadDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
+	_ = down.SetReadDeadline(cn.by)
 	head, rh, d := st.in.head()
 	_ = down.SetReadDeadline(time.Time{})
 	if d != nil {

@@ -53,6 +53,12 @@ type pipeEnv struct {
 	run  runner
 	park *parker       // nil: flows wait in the poller, never in the parker
 	idle time.Duration // how long a source is silent before its flow parks
+	// write bounds each write (Config.WriteTimeout; 0: unbounded), and
+	// writeTimedOut counts one that failed so. Per connection: watch
+	// records its progress for Config.IdleTimeout (nil: none).
+	write         time.Duration
+	writeTimedOut func()
+	watch         *idleWatch
 }
 
 // pipe copies bytes both ways between down (the accepted connection) and up
@@ -207,7 +213,8 @@ func (f *flow) resume() {
 func (f *flow) emit(b []byte) error {
 	f.count.Add(int64(len(b)))
 	f.onChunk(len(b))
-	_, err := f.dst.Write(b)
+	f.env.watch.touch()
+	_, err := writeBounded(f.dst, b, f.env.write, f.env.watch, f.env.writeTimedOut)
 	return err
 }
 

@@ -83,10 +83,28 @@ type Config struct {
 	Clock   clock.PassiveClock
 	Metrics *wm.Registry // where the proxy's series go; nil: a private registry
 
-	ConnectTimeout   time.Duration // upstream connect, when the cluster sets none: 1s
-	DrainTimeout     time.Duration // how long Run waits for open connections once ctx ends: 20s
-	SniffTimeout     time.Duration // wait for a client's first byte before deciding it sends none: 200ms
-	HandshakeTimeout time.Duration // rest of the sniffed bytes, an HTTP request head, a TLS handshake: 10s
+	ConnectTimeout time.Duration // upstream connect, when the cluster sets none: 1s
+	DrainTimeout   time.Duration // how long Run waits for open connections once ctx ends: 20s
+	SniffTimeout   time.Duration // wait for a client's first byte before deciding it sends none: 200ms
+	// HandshakeTimeout bounds everything before a connection is
+	// established, counted from accept: its first bytes (sniffing), its
+	// first HTTP request head, the TLS handshakes and the upstream
+	// connect: 10s (Istio's connect timeout; Envoy's listener filters get
+	// 15s). A later request head on an HTTP egress connection gets it too,
+	// counted from the head's first byte (net/http's ReadHeaderTimeout).
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes an established connection that moved no byte
+	// either way (nothing read, no write completed) for that long: 1h,
+	// Envoy's tcp_proxy and HTTP connection manager idle_timeout. A
+	// keep-alive HTTP egress connection waiting for its next request is
+	// idle too. Negative: never.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds each write to either side of an established
+	// connection: a peer that stops reading for that long, with the
+	// kernel's buffers full, has its connection closed: 5m (Envoy's
+	// stream_idle_timeout; nginx's send_timeout is 60s, but an L4 proxy
+	// carries consumers that legitimately pause). Negative: never.
+	WriteTimeout time.Duration
 	// MaxConnections caps the connections open through the proxy at once
 	// (both directions): 16384; past it a new one is closed at accept.
 	// MaxPendingPerSource caps one source address's connections not yet
@@ -125,6 +143,8 @@ func (c *Config) defaults() {
 	dur(&c.DrainTimeout, 20*time.Second)
 	dur(&c.SniffTimeout, 200*time.Millisecond)
 	dur(&c.HandshakeTimeout, 10*time.Second)
+	dur(&c.IdleTimeout, time.Hour)
+	dur(&c.WriteTimeout, 5*time.Minute)
 	if c.MaxConnections <= 0 {
 		c.MaxConnections = 16384
 	}
@@ -355,7 +375,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	connCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
 	defer abort()
 	var accepters, handlers sync.WaitGroup
-	env := pipeEnv{run: &handlers, idle: p.cfg.IdleParkAfter}
+	env := pipeEnv{run: &handlers, idle: p.cfg.IdleParkAfter, write: max(p.cfg.WriteTimeout, 0)}
 	var parked sync.WaitGroup
 	if p.cfg.IdleParkAfter > 0 {
 		pk, err := newParker()
@@ -511,19 +531,48 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, en
 		p.m.active.With(direction).Dec()
 		p.open.Add(-1)
 	}
+	// What the client does before its connection is established shares
+	// one deadline from accept: inbound, sniffing, the TLS handshake (and
+	// the connect to the app on loopback); outbound, sniffing and the
+	// first HTTP request head (cn.by), the upstream connect and handshake
+	// being bounded by their own timeouts. (Socket deadlines: wall time.)
+	cn.by = time.Now().Add(p.cfg.HandshakeTimeout)
 	var fw *forwarding
 	var err error
 	if direction == inbound {
-		fw, err = p.inbound(ctx, c, cn)
+		hctx, cancel := context.WithDeadline(ctx, cn.by)
+		fw, err = p.inbound(hctx, c, cn)
+		cancel()
 	} else {
 		fw, err = p.outbound(ctx, c, cn)
 	}
 	if err != nil {
+		if !time.Now().Before(cn.by) {
+			p.m.timeouts.With(direction, timeoutHandshake).Inc()
+		}
 		finish()
 		p.log.Debug("connection refused", "direction", direction, "src", cn.src, "dst", cn.dst, "err", err)
 		return
 	}
-	p.forward(cn, fw, env, finish)
+	// Established: from here each write is bounded by WriteTimeout and
+	// the whole connection by IdleTimeout (timeouts.go).
+	w := &idleWatch{}
+	cn.mu.Lock()
+	cn.watch = w
+	cn.mu.Unlock()
+	env.watch = w
+	env.writeTimedOut = func() { p.m.timeouts.With(direction, timeoutWrite).Inc() }
+	p.forward(cn, fw, env, func() {
+		w.stop()
+		finish()
+	})
+	if p.cfg.IdleTimeout > 0 {
+		w.start(p.cfg.IdleTimeout, func() {
+			p.m.timeouts.With(direction, timeoutIdle).Inc()
+			p.log.Debug("connection idle: closing", "direction", direction, "src", cn.src, "dst", cn.dst, "idleTimeout", p.cfg.IdleTimeout)
+			cn.closeAll()
+		})
+	}
 }
 
 // refusal is why a connection was closed without being proxied: a label of

@@ -42,8 +42,10 @@ type sniffed struct {
 
 // sniff reads the first bytes of c without consuming them. It waits up to
 // first for the first byte (a client that sends nothing first, as in
-// server-first protocols, is raw_buffer with nothing sniffed) and up to
-// rest for the remainder of a ClientHello or HTTP request line. inspectTLS
+// server-first protocols, is raw_buffer with nothing sniffed), and all of
+// it, the remainder of a ClientHello or HTTP request line included, takes
+// rest at most from the call (the inbound listener's caller adds the TLS
+// handshake under the same deadline, from accept). inspectTLS
 // and inspectHTTP say which listener filters run; with neither, nothing is
 // read.
 //
@@ -55,23 +57,43 @@ type sniffed struct {
 // are followed by a pause of first are decided as not HTTP (a client-first
 // protocol waiting for an answer). unknown says why no name was learned.
 func sniff(c net.Conn, inspectTLS, inspectHTTP bool, first, rest time.Duration) (sniffed, error) {
+	return sniffUntil(c, inspectTLS, inspectHTTP, first, time.Now().Add(rest))
+}
+
+// sniffInitial is the sniff buffer's first size, allocated once the first
+// byte has arrived; it doubles as bytes come, up to maxSniff.
+const sniffInitial = 2048
+
+// sniffUntil is sniff with the whole of it bounded by deadline (the
+// connection's HandshakeTimeout, counted from accept). Nothing is
+// buffered before the client's first byte: the wait for it holds one
+// byte, so a connection that opens and sends nothing costs its socket and
+// goroutine only.
+func sniffUntil(c net.Conn, inspectTLS, inspectHTTP bool, first time.Duration, deadline time.Time) (sniffed, error) {
 	s := sniffed{transport: transportRaw}
 	if !inspectTLS && !inspectHTTP {
 		return s, nil
 	}
 	defer c.SetReadDeadline(time.Time{})
-	buf := make([]byte, 0, 2048)
-	_ = c.SetReadDeadline(time.Now().Add(first))
-	n, err := readSome(c, &buf)
+	firstBy := time.Now().Add(first)
+	if deadline.Before(firstBy) {
+		firstBy = deadline
+	}
+	_ = c.SetReadDeadline(firstBy)
+	var one [1]byte
+	n, err := c.Read(one[:])
 	if n == 0 {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			s.unknown = fmt.Sprintf("nothing sent within %v", first)
 			return s, nil
 		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
 		return s, err
 	}
-	deadline := time.Now().Add(rest)
+	buf := append(make([]byte, 0, sniffInitial), one[0])
 	_ = c.SetReadDeadline(deadline)
 	var hr helloReader
 	var req httpScan
