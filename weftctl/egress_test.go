@@ -33,6 +33,8 @@ import (
 	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/api/v1alpha1"
 	cpaudit "github.com/weftmesh/weft/controlplane/audit"
+	"github.com/weftmesh/weft/controlplane/identity"
+	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/internal/testutil"
 )
 
@@ -104,9 +106,12 @@ func egressCluster(t *testing.T, replicas map[string][]audit.Event) (*egressEnv,
 		if _, _, err := store.Insert(events); err != nil {
 			t.Fatal(err)
 		}
-		svc, err := cpaudit.NewService(cpaudit.ServiceConfig{Store: store,
-			Bundle: x509bundle.New(spiffeid.RequireTrustDomainFromString("cluster.local")),
-			Clock:  clk})
+		auth, err := streamauth.New(streamauth.Config{Authenticator: noStreams{}, Pods: noStreams{},
+			Bundle: x509bundle.New(spiffeid.RequireTrustDomainFromString("cluster.local"))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := cpaudit.NewService(cpaudit.ServiceConfig{Store: store, Authorizer: auth, Clock: clk})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,6 +159,18 @@ func egressCluster(t *testing.T, replicas map[string][]audit.Event) (*egressEnv,
 	e := &egressEnv{audit: &replicaAudit{kube: kube, namespace: "weft-system", get: get}, kube: kube,
 		now: func() time.Time { return egressNow }, namespace: "default"}
 	return e, &asked
+}
+
+// noStreams authorizes no access-log stream: these tests read the
+// control plane's HTTP handler only.
+type noStreams struct{}
+
+func (noStreams) Authenticate(context.Context, string) (identity.Caller, error) {
+	return identity.Caller{}, identity.ErrUnauthenticated
+}
+
+func (noStreams) Pod(context.Context, string, string) (streamauth.Pod, bool, error) {
+	return streamauth.Pod{}, false, nil
 }
 
 // runEgress runs weftctl with args against e and returns stdout and stderr.
