@@ -15,9 +15,13 @@
 //
 // Port 15012 asks for a client certificate but does not require one: the
 // certificate service authenticates callers by their ServiceAccount token
-// (they have no certificate yet), while the ADS stream served on the same
-// port requires an X.509-SVID. A certificate that is presented must verify
-// against the trust bundle, or the handshake fails.
+// (they have no certificate yet), while the ADS and egress audit streams
+// served on the same port require an X.509-SVID and the pod's token
+// (controlplane/streamauth, fed by the registry through registryPods and
+// rechecked after every registry change). A certificate that is presented
+// must verify against the trust bundle, or the handshake fails, and a
+// connection is closed when its client certificate expires (expiry.go), so
+// a sidecar reconnects with its renewed SVID.
 //
 // This package imports the control-plane rooms it wires and certs; it must not
 // import sidecar/* or injector.

@@ -20,10 +20,16 @@
 // from 80 % (GET /audit/store).
 //
 // [Service] implements envoy.service.accesslog.v3.AccessLogService. A stream
-// must carry a client X.509-SVID of the trust domain (verified here, like
-// ADS); its first message's identifier names the node "<pod>.<namespace>"
-// and log_name "weft-egress", and the node must be in the certificate's
-// namespace (and pass the optional node verifier, the one ADS uses). Every
+// is authorized as ADS is, by controlplane/streamauth
+// ([ServiceConfig.Authorizer]): a client X.509-SVID of the trust domain
+// and the pod's projected token (audience weft-ca, which only weft-proxy
+// mounts: the pod's apps hold the SVID but not the token), from one of the
+// pod's IPs. Its first message's identifier names the node
+// "<pod>.<namespace>" and log_name "weft-egress", and the node must be the
+// token's pod (PermissionDenied otherwise: a sibling of the same
+// ServiceAccount cannot write as it). The stream ends, and nothing more of
+// it is stored, when the pod is deleted or replaced or the certificate
+// expires. Every
 // event must carry the stream's SPIFFE ID as its source and the
 // identifier's pod and namespace: a sidecar cannot write events for another
 // identity. Each message is validated whole, then committed; the stream's
@@ -31,9 +37,8 @@
 // everything it sent is committed — that response is the sidecar's
 // acknowledgement (see sidecar/audit).
 //
-// The stream may be the app rather than its sidecar (the Workload API
-// gives the app its pod's SVID), so nothing it sends is trusted beyond its
-// identity: each event is stamped with the receive time, its Time clamped
+// Even so nothing a stream sends is trusted beyond its identity (a
+// compromised sidecar is still its pod's): each event is stamped with the receive time, its Time clamped
 // to at most a minute past it, each string field cut to a cap no sidecar
 // reaches, and each pod has a token bucket (50 events/s, burst 2,000): a
 // message over it ends the stream with ResourceExhausted, and the sidecar
@@ -51,5 +56,6 @@
 // The wire format's field names are sidecar/audit's (metadata
 // "weft.egress"); this package restates them since controlplane/* never
 // imports sidecar/*. Imports: bbolt, grpc, go-control-plane's ALS protos,
-// go-spiffe, Prometheus, sidecar-free.
+// go-spiffe, Prometheus, controlplane/streamauth, internal/keyedrate,
+// sidecar-free.
 package audit

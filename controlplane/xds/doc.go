@@ -15,10 +15,11 @@
 //
 // Imports: go-control-plane, go-spiffe, gRPC, Prometheus, k8s.io/utils/clock,
 // apimachinery's name validation, and controlplane/registry's model types
-// (translator only). The server half never touches the model: it gets
-// resources through the [Generator] interface and the pod lookup through
-// [NodeVerifier], both declared here and implemented by the wiring in
-// controlplane; trust comes in as an x509bundle.Source. Not certs.
+// (translator only), controlplane/streamauth (the streams' authorization,
+// shared with the audit stream). The server half never touches the model:
+// it gets resources through the [Generator] interface, and the
+// authorizer's pod lookup is implemented by the wiring in controlplane;
+// trust comes in as an x509bundle.Source. Not certs.
 //
 // # Protocol
 //
@@ -28,14 +29,18 @@
 //
 // Authentication. The gRPC port also serves the certificate service, whose
 // callers have no certificate yet, so TLS only requests a client
-// certificate. ADS requires one: [Server.StreamInterceptor] refuses ADS
-// streams without it (Unauthenticated) before go-control-plane sees them,
-// and the stream-open callback checks again, verifying the chain against
-// Config.Bundle itself whatever the TLS layer did. The first request's node
-// ID must parse (else InvalidArgument) and [NodeVerifier] must confirm that
-// the pod exists and runs as the certificate's SPIFFE ID (else
-// PermissionDenied, with the verifier's reason). A later request on the
-// same stream naming another node is refused (PermissionDenied).
+// certificate. [Server.StreamInterceptor] refuses ADS streams without one
+// (Unauthenticated) before go-control-plane sees them, and [Server.Register]
+// serves ADS behind controlplane/streamauth ([Config.Authorizer]): a stream
+// needs the pod's projected token (audience weft-ca, mounted into weft-proxy
+// only) besides the SVID, which the pod's apps hold too, from one of the
+// pod's IPs; see that package for every check. The first request's node
+// ID must parse (else InvalidArgument) and name the token's pod (else
+// PermissionDenied: a pod of the same ServiceAccount cannot claim a
+// sibling's node). A later request on the same stream naming another node
+// is refused (PermissionDenied). A stream ends, with the grant's status,
+// when its pod is deleted or replaced or its client certificate expires;
+// the refusal and closure are logged and counted alike.
 //
 // Snapshots. Build, validate, publish: on a node's first request and after
 // every debounced change, the Generator's output is checked (known type

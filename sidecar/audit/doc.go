@@ -12,6 +12,10 @@
 // 10,000 events; when full, new events are dropped and counted in
 // weft_sidecar_audit_dropped_total{reason="buffer_full"}).
 //
+// The connection (Config.Conn) must carry the pod's token on every stream
+// besides the SVID (sidecar/identity.TokenCredentials): the control plane
+// takes the access-log stream only with both, since the app holds the SVID.
+//
 // [Recorder.Run] sends the buffer in batches. ALS is a client stream
 // without per-message acknowledgements, so a batch is one stream: open,
 // send the identifier (node "<pod>.<namespace>", log_name "weft-egress")

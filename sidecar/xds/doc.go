@@ -12,7 +12,9 @@
 // sidecar never silently ignores configuration it cannot honour.
 //
 // [Client] holds one ADS stream to the control plane, state-of-the-world or
-// delta. Every response is applied to a copy of the current resources and
+// delta, on a connection that presents the pod's SVID and carries the
+// pod's token on every stream (sidecar/identity.TokenCredentials): the
+// control plane takes ADS only with both, since the app holds the SVID. Every response is applied to a copy of the current resources and
 // the whole set is rebuilt; only a consistent result replaces the current
 // one, so a bad response changes nothing. A configuration becomes current
 // once it is complete (listeners, clusters, the endpoints of every EDS
