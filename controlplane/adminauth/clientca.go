@@ -81,22 +81,34 @@ func (c *ClientCAs) set(pemData string) {
 	}
 }
 
-// Run re-reads the client CA every Interval until ctx ends.
-func (c *ClientCAs) Run(ctx context.Context) {
+// retryInterval is how soon Run tries again after a failed read (the
+// control plane may start before its RoleBinding in kube-system).
+const retryInterval = 5 * time.Second
+
+// Run re-reads the client CA every Interval, or retryInterval after a
+// failed read, until ctx ends. failed says whether the read before Run
+// failed.
+func (c *ClientCAs) Run(ctx context.Context, failed bool) {
 	clk := c.Clock
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	t := clk.NewTicker(cmp.Or(c.Interval, time.Minute))
-	defer t.Stop()
 	for {
+		wait := cmp.Or(c.Interval, time.Minute)
+		if failed {
+			wait = retryInterval
+		}
+		t := clk.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C():
-			if err := c.Load(ctx); err != nil && ctx.Err() == nil && c.Logger != nil {
-				c.Logger.Warn("reloading the client CA", "err", err)
-			}
+		}
+		err := c.Load(ctx)
+		failed = err != nil
+		if err != nil && ctx.Err() == nil && c.Logger != nil {
+			c.Logger.Warn("reloading the client CA", "err", err)
 		}
 	}
 }

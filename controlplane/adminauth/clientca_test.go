@@ -4,10 +4,16 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/weftmesh/weft/internal/testutil"
 )
@@ -38,5 +44,47 @@ func TestClientCAsFollowTheAPIServersConfigMap(t *testing.T) {
 	}
 	if err := c.Load(ctx); err != nil || c.Pool() != nil {
 		t.Fatalf("with garbage: pool %v, err %v; want no pool (tokens only)", c.Pool(), err)
+	}
+}
+
+// TestClientCAsRetrySoonAfterAFailedRead: a control plane that could not
+// read the client CA (its RoleBinding not there yet) tries again within
+// seconds, not at the next minute.
+func TestClientCAsRetrySoonAfterAFailedRead(t *testing.T) {
+	clk := testutil.FakeClock(t)
+	ca, _ := newCA(t, clk.Now())
+	kube := testutil.FakeKube(nil)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	kube.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if refuse.Load() {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, ClientCAConfigMap, nil)
+		}
+		return false, nil, nil
+	})
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ClientCANamespace, Name: ClientCAConfigMap},
+		Data: map[string]string{ClientCAKey: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}))}}
+	if _, err := kube.CoreV1().ConfigMaps(ClientCANamespace).Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := &ClientCAs{Client: kube, Clock: clk}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	defer func() { cancel(); <-done }()
+	if err := c.Load(ctx); err == nil {
+		t.Fatal("Load succeeded while forbidden")
+	}
+	refuse.Store(false)
+	go func() { defer close(done); c.Run(ctx, true) }()
+	for !clk.HasWaiters() {
+		time.Sleep(time.Millisecond)
+	}
+	clk.Step(6 * time.Second) // once: the minute's reload is far off
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Pool() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no client CA 6s (fake) after a failed read")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

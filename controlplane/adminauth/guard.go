@@ -80,7 +80,7 @@ func (g *Guard) Protect(resource string, next http.Handler) http.Handler {
 		switch {
 		case errors.Is(err, errUnavailable):
 			log.Error("admin request: authentication", "err", err)
-			http.Error(w, "weft: cannot authenticate now: "+err.Error(), http.StatusServiceUnavailable)
+			http.Error(w, "weft: cannot authenticate now: the API server could not be asked", http.StatusServiceUnavailable)
 			return
 		case err != nil:
 			log.Info("admin request refused", "reason", err.Error())
@@ -91,7 +91,7 @@ func (g *Guard) Protect(resource string, next http.Handler) http.Handler {
 		allowed, err := g.authorize(r.Context(), user, resource)
 		if err != nil {
 			log.Error("admin request: authorization", "user", user.Username, "err", err)
-			http.Error(w, "weft: cannot authorize now: "+err.Error(), http.StatusServiceUnavailable)
+			http.Error(w, "weft: cannot authorize now: the API server could not be asked", http.StatusServiceUnavailable)
 			return
 		}
 		if !allowed {
