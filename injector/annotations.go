@@ -6,12 +6,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// Pod annotations (DESIGN.md, "Names"). Users set the first eight; the
-// injector writes the last two.
+// Pod annotations (DESIGN.md, "Names"). Users set all but the last two,
+// which the injector writes.
 //
 // weft.dev/exclude-outbound-ports and weft.dev/exclude-outbound-cidrs
 // exclude destinations from capture whatever the protocol: TCP to them is
@@ -31,9 +32,17 @@ const (
 	// AnnotationPprof "true" makes weft-proxy serve Go's profiles on its
 	// admin port (weft-sidecar run --pprof); off otherwise, since the app
 	// could run them and burn the sidecar's CPU.
-	AnnotationPprof    = "weft.dev/pprof"
-	AnnotationInjected = "weft.dev/injected"
-	AnnotationProbes   = "weft.dev/probes"
+	AnnotationPprof = "weft.dev/pprof"
+	// AnnotationProxyHandshakeTimeout, AnnotationProxyIdleTimeout and
+	// AnnotationProxyWriteTimeout (Go durations: 5s, 30m, 2h) bound the
+	// pod's proxied connections before they are established, while idle,
+	// and per write (weft-sidecar run --handshake-timeout, --idle-timeout,
+	// --write-timeout), over the MeshConfig's proxyTimeouts.
+	AnnotationProxyHandshakeTimeout = "weft.dev/proxy-handshake-timeout"
+	AnnotationProxyIdleTimeout      = "weft.dev/proxy-idle-timeout"
+	AnnotationProxyWriteTimeout     = "weft.dev/proxy-write-timeout"
+	AnnotationInjected              = "weft.dev/injected"
+	AnnotationProbes                = "weft.dev/probes"
 )
 
 const annotationPrefix = "weft.dev/"
@@ -75,6 +84,8 @@ type options struct {
 	logLevel             string
 	pprof                bool
 	outboundUDP          string
+	// weft.dev/proxy-*-timeout, normalised ("1h0m0s"); "" when not set.
+	handshakeTimeout, idleTimeout, writeTimeout string
 }
 
 // parseAnnotations validates every weft.dev/ annotation of a pod. Unknown
@@ -145,6 +156,12 @@ func (o *options) set(key, value string) error {
 		default:
 			return fmt.Errorf("%q is not true or false", value)
 		}
+	case AnnotationProxyHandshakeTimeout:
+		o.handshakeTimeout, err = parseTimeout(value)
+	case AnnotationProxyIdleTimeout:
+		o.idleTimeout, err = parseTimeout(value)
+	case AnnotationProxyWriteTimeout:
+		o.writeTimeout, err = parseTimeout(value)
 	case AnnotationInjected, AnnotationProbes:
 		// Written by the injector; overwritten on injection.
 	default:
@@ -154,7 +171,22 @@ func (o *options) set(key, value string) error {
 }
 
 var userAnnotations = []string{AnnotationInject, AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts,
-	AnnotationExcludeOutboundCIDRs, AnnotationProxyCPU, AnnotationProxyMemory, AnnotationLogLevel, AnnotationOutboundUDP, AnnotationPprof}
+	AnnotationExcludeOutboundCIDRs, AnnotationProxyCPU, AnnotationProxyMemory, AnnotationLogLevel, AnnotationOutboundUDP, AnnotationPprof,
+	AnnotationProxyHandshakeTimeout, AnnotationProxyIdleTimeout, AnnotationProxyWriteTimeout}
+
+// parseTimeout checks a proxy timeout (weft.dev/proxy-*-timeout, the
+// MeshConfig's proxyTimeouts): a Go duration from 100ms to 168h. It
+// returns it normalised, "" for "".
+func parseTimeout(value string) (string, error) {
+	if value == "" {
+		return "", nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(value))
+	if err != nil || d < 100*time.Millisecond || d > 168*time.Hour {
+		return "", fmt.Errorf("%q is not a duration from 100ms to 168h (like 10s, 30m, 2h)", value)
+	}
+	return d.String(), nil
+}
 
 // list splits a comma list, trimming blanks around items. An empty or
 // all-blank value is an empty list; an empty item between commas is not.

@@ -109,7 +109,7 @@ func (i *Injector) proxyContainer(o options) corev1.Container {
 		Image:           i.cfg.SidecarImage,
 		ImagePullPolicy: i.cfg.PullPolicy,
 		Command:         []string{SidecarBinary},
-		Args:            proxyArgs(i.cfg, o),
+		Args:            proxyArgs(i.cfg, o, i.mesh()),
 		Env: []corev1.EnvVar{
 			fieldEnv("POD_NAME", "metadata.name"),
 			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
@@ -191,11 +191,27 @@ func volumes() []corev1.Volume {
 // appMount gives an app container the Workload API socket.
 var appMount = corev1.VolumeMount{Name: WorkloadVolume, MountPath: WorkloadDir, ReadOnly: true}
 
-// proxyArgs are weft-proxy's arguments.
-func proxyArgs(cfg Config, o options) []string {
+// proxyArgs are weft-proxy's arguments. A proxy timeout is passed when the
+// pod's annotation or else the MeshConfig's proxyTimeouts sets it (the
+// MeshConfig's value is checked here: one the CRD let through but that is
+// not a positive duration is left out, and weft-sidecar's default holds).
+func proxyArgs(cfg Config, o options, mesh MeshSettings) []string {
 	args := []string{"run", "--control-plane=" + cfg.ControlPlaneAddr, "--trust-domain=" + cfg.TrustDomain, "--log-level=" + o.logLevel}
 	if o.pprof {
 		args = append(args, "--pprof")
+	}
+	for _, t := range []struct{ flag, pod, mesh string }{
+		{"handshake-timeout", o.handshakeTimeout, mesh.HandshakeTimeout},
+		{"idle-timeout", o.idleTimeout, mesh.IdleTimeout},
+		{"write-timeout", o.writeTimeout, mesh.WriteTimeout},
+	} {
+		v := t.pod
+		if v == "" {
+			v, _ = parseTimeout(t.mesh)
+		}
+		if v != "" {
+			args = append(args, "--"+t.flag+"="+v)
+		}
 	}
 	return args
 }

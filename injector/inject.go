@@ -308,6 +308,10 @@ func deny(uid types.UID, code int32, reason metav1.StatusReason, msg string) *ad
 type MeshSettings struct {
 	Outbound      string // spec.outboundTrafficPolicy.mode: ALLOW_ANY or REGISTRY_ONLY ("": ALLOW_ANY)
 	CaptureBypass string // spec.captureBypass: Warn or Refuse ("": Warn)
+	// spec.proxyTimeouts.handshake, .idle, .write: Go durations, the
+	// defaults of weft.dev/proxy-handshake-timeout and its kin ("":
+	// weft-sidecar's own, 10s, 1h, 5m). Pods admitted later get them.
+	HandshakeTimeout, IdleTimeout, WriteTimeout string
 }
 
 func (i *Injector) mesh() MeshSettings {

@@ -70,6 +70,13 @@ type Config struct {
 	AppProbes string
 	// DrainTimeout bounds how long SIGTERM waits for in-flight work.
 	DrainTimeout time.Duration
+	// HandshakeTimeout, IdleTimeout and WriteTimeout bound a proxied
+	// connection before it is established, while it is idle, and per
+	// write (proxy.Config has their meaning; zero: the proxy's defaults,
+	// 10s, 1h, 5m). weft-sidecar run --handshake-timeout, --idle-timeout,
+	// --write-timeout, which the injector sets from the MeshConfig's
+	// proxyTimeouts and the pod's weft.dev/proxy-*-timeout annotations.
+	HandshakeTimeout, IdleTimeout, WriteTimeout time.Duration
 	Logger       *slog.Logger
 	Clock        clock.WithTicker
 	// Ready, if set, is called with the health address once it listens.
@@ -196,7 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record, Names: names,
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, OutboundAddr6: cfg.OutboundAddr6, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof,
 		OriginalDst: cfg.OriginalDst, Logger: log.With("room", "proxy"), Clock: cfg.Clock, Metrics: reg,
-		DrainTimeout: cfg.DrainTimeout})
+		DrainTimeout: cfg.DrainTimeout, HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.WriteTimeout})
 	if err != nil {
 		return err
 	}

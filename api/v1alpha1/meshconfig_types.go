@@ -68,6 +68,40 @@ type MeshConfigSpec struct {
 	// +kubebuilder:default=Warn
 	// +optional
 	CaptureBypass CaptureBypassAction `json:"captureBypass,omitempty"`
+
+	// proxyTimeouts bound every sidecar's proxied connections; a pod's
+	// weft.dev/proxy-handshake-timeout, weft.dev/proxy-idle-timeout and
+	// weft.dev/proxy-write-timeout annotations override them. The injector
+	// passes them to the sidecar when it admits a pod: pods admitted
+	// before a change keep theirs until they are recreated.
+	// +optional
+	ProxyTimeouts ProxyTimeouts `json:"proxyTimeouts,omitempty"`
+}
+
+// ProxyTimeouts bound a sidecar's proxied connections. Each is a Go
+// duration from 100ms to 168h (10s, 30m, 2h); empty means the sidecar's
+// default.
+type ProxyTimeouts struct {
+	// handshake bounds what a client does before its connection is
+	// established, from accept: its first bytes, its first HTTP request
+	// head, its TLS handshake. Default 10s.
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	// +optional
+	Handshake string `json:"handshake,omitempty"`
+	// idle closes a connection that moved no byte either way for that
+	// long, a keep-alive HTTP connection waiting for its next request
+	// included. Default 1h (Envoy's idle_timeout).
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	// +optional
+	Idle string `json:"idle,omitempty"`
+	// write closes a connection whose peer did not take a write for that
+	// long (it stopped reading and the buffers are full). Default 5m.
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	// +optional
+	Write string `json:"write,omitempty"`
 }
 
 // CaptureBypassAction is what the injector does with a pod that could

@@ -159,7 +159,7 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, *rest.Config, error) {
 }
 
 // watchMesh follows the MeshConfig's settings (outbound mode,
-// captureBypass) with an informer on meshconfigs/default, synced before it
+// captureBypass, proxyTimeouts) with an informer on meshconfigs/default, synced before it
 // returns (so the first pod admitted is decided by the mesh's settings,
 // not by an empty cache).
 func watchMesh(ctx context.Context, rc *rest.Config, log *slog.Logger) (func() injector.MeshSettings, error) {
@@ -191,6 +191,9 @@ func watchMesh(ctx context.Context, rc *rest.Config, log *slog.Logger) (func() i
 		var m injector.MeshSettings
 		m.Outbound, _, _ = unstructured.NestedString(u.Object, "spec", "outboundTrafficPolicy", "mode")
 		m.CaptureBypass, _, _ = unstructured.NestedString(u.Object, "spec", "captureBypass")
+		m.HandshakeTimeout, _, _ = unstructured.NestedString(u.Object, "spec", "proxyTimeouts", "handshake")
+		m.IdleTimeout, _, _ = unstructured.NestedString(u.Object, "spec", "proxyTimeouts", "idle")
+		m.WriteTimeout, _, _ = unstructured.NestedString(u.Object, "spec", "proxyTimeouts", "write")
 		return m
 	}, nil
 }

@@ -68,7 +68,16 @@ func run(args []string) error {
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&cfg.XDSDelta, "xds-delta", true, "incremental (delta) xDS; false selects state-of-the-world")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ on the admin port (127.0.0.1:15000)")
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 10*time.Second,
+		"how long a proxied connection may take, from accept, to be established (its first bytes, first HTTP request head, TLS handshake)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", time.Hour, "close a proxied connection that moved no byte either way for this long")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", 5*time.Minute, "close a proxied connection whose peer did not take a write for this long")
 	_ = fs.Parse(args)
+	for name, d := range map[string]time.Duration{"handshake-timeout": cfg.HandshakeTimeout, "idle-timeout": cfg.IdleTimeout, "write-timeout": cfg.WriteTimeout} {
+		if d <= 0 {
+			return fmt.Errorf("--%s %v: must be positive", name, d)
+		}
+	}
 	log, err := logger(level)
 	if err != nil {
 		return err
