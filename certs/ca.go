@@ -59,7 +59,8 @@ type CA struct {
 	// one the next intermediate will be signed by (see ROTATION.md).
 	roots []*x509.Certificate
 	// rootKeys holds the keys we have: roots[0]'s always, the active root's
-	// while a rotation is prepared but not yet activated.
+	// while a rotation is prepared but not yet activated; none in an
+	// intermediate-only CA.
 	rootKeys map[[32]byte]crypto.Signer
 	// active is the root the intermediate chains to.
 	active   *x509.Certificate
@@ -96,6 +97,15 @@ func NewCA(cfg CAConfig) (*CA, error) {
 
 // TrustDomain is the CA's trust domain.
 func (ca *CA) TrustDomain() spiffeid.TrustDomain { return ca.cfg.TrustDomain }
+
+// IntermediateOnly reports whether the CA holds no root key (see
+// Material): it signs workloads, but its intermediate is renewed and its
+// roots rotated outside the cluster.
+func (ca *CA) IntermediateOnly() bool {
+	ca.mu.RLock()
+	defer ca.mu.RUnlock()
+	return len(ca.rootKeys) == 0
+}
 
 // Bundle returns a copy of every root currently trusted.
 func (ca *CA) Bundle() *x509bundle.Bundle {

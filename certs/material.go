@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
@@ -26,9 +27,12 @@ type Material struct {
 func (ca *CA) Material() (Material, error) {
 	ca.mu.RLock()
 	defer ca.mu.RUnlock()
-	signers := []crypto.Signer{ca.rootKeys[Fingerprint(ca.roots[0])]}
-	if k := ca.rootKeys[Fingerprint(ca.active)]; ca.active != ca.roots[0] && k != nil {
+	var signers []crypto.Signer
+	if k := ca.rootKeys[Fingerprint(ca.roots[0])]; k != nil {
 		signers = append(signers, k)
+		if k := ca.rootKeys[Fingerprint(ca.active)]; ca.active != ca.roots[0] && k != nil {
+			signers = append(signers, k)
+		}
 	}
 	var rootKeys []byte
 	for _, k := range signers {
@@ -61,7 +65,9 @@ func keyPEM(key crypto.Signer) ([]byte, error) {
 // LoadCA restores a CA from stored material. It refuses keys that do not
 // match their certificates, an intermediate that is not signed by one of the
 // roots, and an intermediate or active root outside its validity at
-// cfg.Clock's now. Errors wrap ErrInvalidMaterial or ErrExpired.
+// cfg.Clock's now. Without a root key (m.RootKeyPEM empty) it loads an
+// intermediate-only CA (see Material). Errors wrap ErrInvalidMaterial or
+// ErrExpired.
 func LoadCA(cfg CAConfig, m Material) (*CA, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -90,9 +96,11 @@ func LoadCA(cfg CAConfig, m Material) (*CA, error) {
 	if want := cfg.TrustDomain.ID().String(); len(inter.URIs) > 0 && (len(inter.URIs) != 1 || inter.URIs[0].String() != want) {
 		return nil, fmt.Errorf("certs: intermediate.pem: URI SANs %v, want %s: %w", inter.URIs, want, ErrInvalidMaterial)
 	}
-	rootKeys, err := parseKeys("root-key.pem", m.RootKeyPEM)
-	if err != nil {
-		return nil, err
+	var rootKeys []crypto.Signer
+	if len(bytes.TrimSpace(m.RootKeyPEM)) > 0 {
+		if rootKeys, err = parseKeys("root-key.pem", m.RootKeyPEM); err != nil {
+			return nil, err
+		}
 	}
 	interKeys, err := parseKeys("intermediate-key.pem", m.IntermediateKeyPEM)
 	if err != nil {
@@ -104,10 +112,13 @@ func LoadCA(cfg CAConfig, m Material) (*CA, error) {
 	if err := keyMatches("intermediate-key.pem", interKeys[0], inter); err != nil {
 		return nil, err
 	}
-	if err := keyMatches("root-key.pem", rootKeys[0], roots[0]); err != nil {
-		return nil, err
+	ca := &CA{cfg: cfg, roots: roots, rootKeys: map[[32]byte]crypto.Signer{}, inter: inter, interKey: interKeys[0]}
+	if len(rootKeys) > 0 {
+		if err := keyMatches("root-key.pem", rootKeys[0], roots[0]); err != nil {
+			return nil, err
+		}
+		ca.rootKeys[Fingerprint(roots[0])] = rootKeys[0]
 	}
-	ca := &CA{cfg: cfg, roots: roots, rootKeys: map[[32]byte]crypto.Signer{Fingerprint(roots[0]): rootKeys[0]}, inter: inter, interKey: interKeys[0]}
 	for _, r := range roots {
 		if inter.CheckSignatureFrom(r) == nil {
 			ca.active = r
@@ -117,7 +128,7 @@ func LoadCA(cfg CAConfig, m Material) (*CA, error) {
 	if ca.active == nil {
 		return nil, fmt.Errorf("certs: intermediate.pem: %q (issuer %q) is not signed by any of the %d roots in roots.pem: %w", inter.Subject, inter.Issuer, len(roots), ErrInvalidMaterial)
 	}
-	for i, k := range rootKeys[1:] {
+	for i, k := range rootKeys[min(1, len(rootKeys)):] {
 		if err := keyMatches(fmt.Sprintf("root-key.pem block %d", i+2), k, ca.active); err != nil {
 			return nil, err
 		}

@@ -85,8 +85,11 @@ func TestLoadCARefuses(t *testing.T) {
 		{"not yet valid", good, -time.Hour, certs.ErrInvalidMaterial, "is not valid before " + at(-time.Minute) + " (now " + at(-time.Hour) + "): invalid CA material"},
 		{"garbage roots", with(func(m *certs.Material) { m.RootsPEM = []byte("garbage") }), 0, certs.ErrInvalidMaterial,
 			"certs: roots.pem: no PEM block found (7 bytes): invalid CA material"},
-		{"empty root key", with(func(m *certs.Material) { m.RootKeyPEM = nil }), 0, certs.ErrInvalidMaterial,
-			"certs: root-key.pem: no PEM block found (0 bytes): invalid CA material"},
+		// Without a root key the CA is intermediate-only
+		// (TestIntermediateOnly); a root key that is not PEM is refused.
+		{"no root key", with(func(m *certs.Material) { m.RootKeyPEM = nil }), 0, nil, ""},
+		{"garbage root key", with(func(m *certs.Material) { m.RootKeyPEM = []byte("garbage") }), 0, certs.ErrInvalidMaterial,
+			"certs: root-key.pem: no PEM block found (7 bytes): invalid CA material"},
 		{"trailing garbage", with(func(m *certs.Material) { m.IntermediatePEM = append(bytes.Clone(good.IntermediatePEM), "junk"...) }), 0, certs.ErrInvalidMaterial,
 			"certs: intermediate.pem: 4 bytes of non-PEM data after block 1: invalid CA material"},
 		{"key where a certificate belongs", with(func(m *certs.Material) { m.IntermediatePEM = good.IntermediateKeyPEM }), 0, certs.ErrInvalidMaterial,
@@ -128,6 +131,66 @@ func TestLoadCARefuses(t *testing.T) {
 				t.Errorf("got a CA with an error")
 			}
 		})
+	}
+}
+
+// TestIntermediateOnly: material without a root key (the root's key kept
+// offline) loads as an intermediate-only CA that signs SVIDs the bundle
+// trusts, stores without a root key, refuses to renew its intermediate or
+// rotate roots with a reason, and takes a new intermediate under the same
+// root (signed offline) without changing what workloads trust.
+func TestIntermediateOnly(t *testing.T) {
+	clock := newFakeClock(t)
+	offline := newTestCA(t, clock) // where the root key lives
+	full := material(t, offline)
+	m := full
+	m.RootKeyPEM = nil
+	cfg := certs.CAConfig{TrustDomain: td, Clock: clock}
+	ca, err := certs.LoadCA(cfg, m)
+	if err != nil {
+		t.Fatalf("LoadCA without a root key: %v", err)
+	}
+	if !ca.IntermediateOnly() || offline.IntermediateOnly() {
+		t.Fatalf("IntermediateOnly: %v for the CA without a root key, %v for the one with it", ca.IntermediateOnly(), offline.IntermediateOnly())
+	}
+	if err := verifies(sign(t, ca, idA), offline.Bundle(), clock.Now()); err != nil {
+		t.Fatalf("SVID from the intermediate-only CA: %v", err)
+	}
+	stored := material(t, ca)
+	if len(stored.RootKeyPEM) != 0 || !bytes.Equal(stored.RootsPEM, full.RootsPEM) || !bytes.Equal(stored.IntermediatePEM, full.IntermediatePEM) {
+		t.Fatalf("Material of the intermediate-only CA: root key %d bytes, roots equal %v, intermediate equal %v",
+			len(stored.RootKeyPEM), bytes.Equal(stored.RootsPEM, full.RootsPEM), bytes.Equal(stored.IntermediatePEM, full.IntermediatePEM))
+	}
+	if again, err := certs.LoadCA(cfg, stored); err != nil || !again.IntermediateOnly() {
+		t.Fatalf("reloading the stored material: %v (intermediate-only %v)", err, again != nil && again.IntermediateOnly())
+	}
+	before := ca.Intermediate()
+	checkErr(t, ca.RenewIntermediate(), certs.ErrRotation, "this CA is intermediate-only (no root key)")
+	checkErr(t, ca.PrepareRoot(), certs.ErrRotation, "this CA is intermediate-only (no root key)")
+	if !ca.Intermediate().Equal(before) || !ca.IntermediateOnly() || len(ca.Roots()) != 1 {
+		t.Fatalf("a refused renewal or rotation changed the CA")
+	}
+
+	// The intermediate is renewed where the root key lives and loaded: an
+	// SVID signed before it and one signed after both verify.
+	oldSVID := sign(t, ca, idA)
+	clock.Add(time.Hour)
+	if err := offline.RenewIntermediate(); err != nil {
+		t.Fatal(err)
+	}
+	next := material(t, offline)
+	next.RootKeyPEM = nil
+	renewed, err := certs.LoadCA(cfg, next)
+	if err != nil {
+		t.Fatalf("LoadCA of the renewed intermediate: %v", err)
+	}
+	if renewed.Intermediate().Equal(before) {
+		t.Fatal("the renewed material holds the old intermediate")
+	}
+	for what, chain := range map[string][]*x509.Certificate{"before": oldSVID, "after": sign(t, renewed, idA)} {
+		if err := verifies(chain, renewed.Bundle(), clock.Now()); err != nil {
+			t.Errorf("SVID signed %s the renewal: %v", what, err)
+		}
 	}
 }
 

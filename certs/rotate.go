@@ -15,6 +15,9 @@ import (
 func (ca *CA) PrepareRoot() error {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
+	if len(ca.rootKeys) == 0 {
+		return fmt.Errorf("certs: PrepareRoot: this CA is intermediate-only (no root key): rotate roots where the root key lives and load the new material: %w", ErrRotation)
+	}
 	if ca.roots[0] != ca.active {
 		return fmt.Errorf("certs: PrepareRoot: root %s is already prepared and not yet active; call ActivateRoot first: %w", fpString(Fingerprint(ca.roots[0])), ErrRotation)
 	}
@@ -82,6 +85,9 @@ func (ca *CA) RenewIntermediate() error {
 func (ca *CA) renewIntermediateLocked(root *x509.Certificate, now time.Time) error {
 	fp := Fingerprint(root)
 	rootKey := ca.rootKeys[fp]
+	if rootKey == nil && len(ca.rootKeys) == 0 {
+		return fmt.Errorf("certs: renew intermediate: this CA is intermediate-only (no root key): sign a new intermediate under root %s where its key lives and load it: %w", fpString(fp), ErrRotation)
+	}
 	if rootKey == nil {
 		return fmt.Errorf("certs: renew intermediate: no key for root %s (the stored root-key.pem holds only the signing root's key); call ActivateRoot: %w", fpString(fp), ErrRotation)
 	}

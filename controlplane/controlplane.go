@@ -72,7 +72,7 @@ func (c *Config) defaults() error {
 	def(&c.TrustDomain, "cluster.local")
 	def(&c.Namespace, "weft-system")
 	def(&c.ServiceAccount, "weft-controlplane")
-	def(&c.CASecret, "weft-ca")
+	def(&c.CASecret, identity.CASecretName)
 	def(&c.GRPCAddr, ":15012")
 	def(&c.HTTPAddr, ":15014")
 	def(&c.AuditDB, audit.DefaultStorePath)
@@ -331,11 +331,14 @@ func shutdownGRPC(gs *grpc.Server, grace time.Duration) {
 
 // Status is what /debug/status reports (read by weftctl status).
 type Status struct {
-	Version          string    `json:"version"`
-	TrustDomain      string    `json:"trustDomain"`
-	Started          time.Time `json:"started"`
-	Roots            []Cert    `json:"roots"`
-	Intermediate     Cert      `json:"intermediate"`
+	Version      string    `json:"version"`
+	TrustDomain  string    `json:"trustDomain"`
+	Started      time.Time `json:"started"`
+	Roots        []Cert    `json:"roots"`
+	Intermediate Cert      `json:"intermediate"`
+	// IntermediateOnly: the CA Secret holds no root key (weftctl install
+	// --ca-dir); the intermediate is renewed where the root key lives.
+	IntermediateOnly bool      `json:"intermediateOnly,omitempty"`
 	ServingCertAfter time.Time `json:"servingCertNotAfter"`
 	// Sidecars is each connected sidecar's xDS state per type.
 	Sidecars []xds.NodeStatus `json:"sidecars"`
@@ -358,5 +361,6 @@ func status(ca *certs.CA, serving *servingCert, started time.Time) Status {
 	im := ca.Intermediate()
 	fp := certs.Fingerprint(im)
 	s.Intermediate = Cert{Fingerprint: fmt.Sprintf("%x", fp), NotBefore: im.NotBefore, NotAfter: im.NotAfter}
+	s.IntermediateOnly = ca.IntermediateOnly()
 	return s
 }

@@ -51,6 +51,9 @@ func (r *checkReport) add(check, status, format string, args ...any) {
 const (
 	rootWarn         = 30 * 24 * time.Hour
 	intermediateWarn = 7 * 24 * time.Hour
+	// intermediateOnlyWarn: an intermediate the cluster cannot renew itself
+	// (install --ca-dir) is flagged a month ahead.
+	intermediateOnlyWarn = 30 * 24 * time.Hour
 )
 
 // minNativeSidecarMinor is the first Kubernetes 1.x with native sidecars
@@ -405,7 +408,21 @@ func checkCA(ctx context.Context, e *env, r *checkReport) string {
 	for i, root := range st.Roots {
 		grade(fmt.Sprintf("CA root %d (%s)", i+1, short(root.Fingerprint)), root.NotAfter, rootWarn)
 	}
-	grade("CA intermediate ("+short(st.Intermediate.Fingerprint)+")", st.Intermediate.NotAfter, intermediateWarn)
+	if !st.IntermediateOnly {
+		grade("CA intermediate ("+short(st.Intermediate.Fingerprint)+")", st.Intermediate.NotAfter, intermediateWarn)
+		return st.Version
+	}
+	// The cluster holds no root key: nobody renews the intermediate but
+	// the operator, so the warning comes a month ahead.
+	name := "CA intermediate (" + short(st.Intermediate.Fingerprint) + ", intermediate-only: root key outside the cluster)"
+	switch left := st.Intermediate.NotAfter.Sub(now); {
+	case left <= 0:
+		r.add(name, checkFail, "EXPIRED at %s: sign a new intermediate where the root key lives, then weftctl install --ca-dir DIR", stamp(st.Intermediate.NotAfter))
+	case left < intermediateOnlyWarn:
+		r.add(name, checkWarn, "expires %s: sign a new intermediate where the root key lives, then weftctl install --ca-dir DIR", until(st.Intermediate.NotAfter, now))
+	default:
+		r.add(name, checkOK, "valid, expires %s", until(st.Intermediate.NotAfter, now))
+	}
 	return st.Version
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,11 +15,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/deploy"
 )
 
 type installOptions struct {
 	values  deploy.Values
+	caDir   string
 	render  bool
 	dryRun  string
 	wait    bool
@@ -49,6 +53,7 @@ them with server-side apply and waits until every weft Deployment is available.
 	f.BoolVar(&o.values.NetworkPolicy, "network-policy", o.values.NetworkPolicy, "add NetworkPolicies that admit to weft's pods only the ports weft serves (enforced only by a CNI that implements NetworkPolicy)")
 	f.StringVar(&o.values.LogLevel, "log-level", o.values.LogLevel, "log level of weft's components")
 	f.StringVar(&o.values.Namespace, "weft-namespace", o.values.Namespace, "namespace weft is installed in")
+	f.StringVar(&o.caDir, "ca-dir", "", "intermediate-only CA: a directory with roots.pem, intermediate.pem and intermediate-key.pem (signed where the root key lives); the cluster never holds the root key. Run again with a new intermediate to renew it")
 	f.BoolVar(&o.render, "render", false, "print the rendered manifests and exit")
 	f.StringVar(&o.dryRun, "dry-run", "none", `"server" sends everything as a dry run: validated and admitted, nothing persisted`)
 	f.BoolVar(&o.wait, "wait", true, "wait until weft is ready")
@@ -77,9 +82,31 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 		return err
 	}
 	dry := o.dryRun == "server"
+	var ca *certs.CA
+	caChanged := false
+	if o.caDir != "" {
+		td, err := spiffeid.TrustDomainFromString(o.values.TrustDomain)
+		if err != nil {
+			return fmt.Errorf("weftctl install: trust domain %q: %w", o.values.TrustDomain, err)
+		}
+		var m certs.Material
+		if m, ca, err = readCADir(o.caDir, td, time.Now()); err != nil {
+			return err
+		}
+		g.progress("CA: intermediate-only from %s (intermediate %s, expires %s); the cluster holds no root key", o.caDir, ca.Intermediate().Subject, ca.Intermediate().NotAfter.UTC().Format(time.RFC3339))
+		if caChanged, err = installCA(ctx, c.kube, o.values.Namespace, identity.CASecretName, m, ca, dry); err != nil {
+			return err
+		}
+	}
 	g.progress("installing weft %s (trust domain %s) into %s", o.values.Tag, o.values.TrustDomain, o.values.Namespace)
 	if err := c.apply(ctx, objs, dry, g.progress); err != nil {
 		return err
+	}
+	if caChanged && !dry {
+		g.progress("CA: new intermediate in %s/%s; restarting the control plane to load it", o.values.Namespace, identity.CASecretName)
+		if err := restartForCA(ctx, c.kube, o.values.Namespace, "weft-controlplane", ca); err != nil {
+			return err
+		}
 	}
 	if dry {
 		fmt.Fprintf(g.out, "weft: %d objects pass server-side validation (dry run, nothing persisted)\n", len(objs))

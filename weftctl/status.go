@@ -22,13 +22,15 @@ import (
 // cpStatus is the part of the control plane's /debug/status weftctl reads
 // (controlplane.Status; weftctl does not import the control plane).
 type cpStatus struct {
-	Version      string       `json:"version"`
-	TrustDomain  string       `json:"trustDomain"`
-	Started      time.Time    `json:"started"`
-	Roots        []cpCert     `json:"roots"`
-	Intermediate cpCert       `json:"intermediate"`
-	ServingAfter time.Time    `json:"servingCertNotAfter"`
-	Sidecars     []nodeStatus `json:"sidecars"`
+	Version      string    `json:"version"`
+	TrustDomain  string    `json:"trustDomain"`
+	Started      time.Time `json:"started"`
+	Roots        []cpCert  `json:"roots"`
+	Intermediate cpCert    `json:"intermediate"`
+	// IntermediateOnly: no root key in the cluster (install --ca-dir).
+	IntermediateOnly bool         `json:"intermediateOnly,omitempty"`
+	ServingAfter     time.Time    `json:"servingCertNotAfter"`
+	Sidecars         []nodeStatus `json:"sidecars"`
 
 	replica string // the pod that answered
 	err     error  // why it did not

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/weftmesh/weft/controlplane"
+	"github.com/weftmesh/weft/controlplane/identity"
 )
 
 func main() {
@@ -29,7 +30,7 @@ func main() {
 	flag.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain; set once at install")
 	flag.StringVar(&cfg.Namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace weft is installed in")
 	flag.StringVar(&cfg.ServiceAccount, "service-account", envOr("SERVICE_ACCOUNT", "weft-controlplane"), "service account the control plane runs as")
-	flag.StringVar(&cfg.CASecret, "ca-secret", "weft-ca", "Secret holding the CA")
+	flag.StringVar(&cfg.CASecret, "ca-secret", identity.CASecretName, "Secret holding the CA")
 	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "TLS gRPC address: certificate service and ADS")
 	flag.StringVar(&cfg.HTTPAddr, "http-addr", ":15014", "admin address, plain HTTP and HTTPS on one port: /metrics, /healthz open; /audit/*, /debug/status over HTTPS to callers RBAC allows")
 	flag.DurationVar(&cfg.SVIDTTL, "svid-ttl", 24*time.Hour, "longest X.509-SVID lifetime signed")

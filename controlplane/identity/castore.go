@@ -13,6 +13,9 @@ import (
 	"github.com/weftmesh/weft/certs"
 )
 
+// CASecretName is the default name of the CA Secret in weft's namespace.
+const CASecretName = "weft-ca"
+
 // Keys of the CA Secret.
 const (
 	SecretKeyRoots           = "roots.pem"
@@ -41,7 +44,12 @@ func (s CAStore) LoadOrCreate(ctx context.Context, cfg certs.CAConfig) (*certs.C
 	secrets := s.Client.CoreV1().Secrets(s.Namespace)
 	sec, err := secrets.Get(ctx, s.Name, metav1.GetOptions{})
 	if err == nil {
-		return s.load(cfg, sec)
+		ca, err := s.load(cfg, sec)
+		if err == nil && ca.IntermediateOnly() {
+			log.Info("loaded an intermediate-only CA: the cluster holds no root key; renew the intermediate where the root key lives before it expires (weftctl install --ca-dir)",
+				"secret", s.Namespace+"/"+s.Name, "intermediateNotAfter", ca.Intermediate().NotAfter)
+		}
+		return ca, err
 	}
 	if !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("identity: get CA secret %s/%s: %w", s.Namespace, s.Name, err)
