@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -21,6 +22,32 @@ const (
 	injectLabel    = "weft.dev/inject"
 	injectEnabled  = "enabled"
 )
+
+// AnnotationInboundLoopbackPorts lists the ports (comma-separated) of a pod
+// whose app listens on 127.0.0.1 only, so that the sidecar delivers
+// inbound connections there instead of to the pod's address
+// (Workload.InboundLoopbackPorts). The injector refuses a malformed value.
+const AnnotationInboundLoopbackPorts = "weft.dev/inbound-loopback-ports"
+
+// inboundLoopbackPorts reads AnnotationInboundLoopbackPorts: ports
+// 1-65535, sorted and unique. A value the injector would have refused
+// yields none, so a port is never opened to loopback by a typo.
+func inboundLoopbackPorts(p *corev1.Pod) []uint16 {
+	v, ok := p.Annotations[AnnotationInboundLoopbackPorts]
+	if !ok || strings.TrimSpace(v) == "" {
+		return nil
+	}
+	var ports []uint16
+	for item := range strings.SplitSeq(v, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(item), 10, 16)
+		if err != nil || n == 0 {
+			return nil
+		}
+		ports = append(ports, uint16(n))
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports)
+}
 
 // state is everything a snapshot is built from: the informers' caches.
 type state struct {
@@ -220,7 +247,8 @@ func injected(p *corev1.Pod) bool {
 
 func workload(p *corev1.Pod, idOf *ids) *Workload {
 	w := &Workload{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID), Labels: p.Labels,
-		ServiceAccount: serviceAccountOf(p), Injected: injected(p), HostNetwork: p.Spec.HostNetwork, NodeName: p.Spec.NodeName}
+		ServiceAccount: serviceAccountOf(p), Injected: injected(p), HostNetwork: p.Spec.HostNetwork, NodeName: p.Spec.NodeName,
+		InboundLoopbackPorts: inboundLoopbackPorts(p)}
 	w.Identity = idOf.of(p.Namespace, w.ServiceAccount)
 	for _, pip := range p.Status.PodIPs {
 		if a, err := netip.ParseAddr(pip.IP); err == nil && !slices.Contains(w.IPs, a.Unmap()) {

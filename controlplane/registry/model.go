@@ -173,6 +173,11 @@ type Workload struct {
 	Injected    bool
 	HostNetwork bool
 	NodeName    string
+	// InboundLoopbackPorts are the ports the pod's apps listen on at
+	// 127.0.0.1 only (its weft.dev/inbound-loopback-ports): its sidecar
+	// delivers inbound connections for them to 127.0.0.1, the rest to the
+	// pod's own address. Sorted, unique.
+	InboundLoopbackPorts []uint16
 }
 
 // Key is the workload's namespace and name.

@@ -714,6 +714,15 @@ func startAgreeProxy(t *testing.T, svid *x509svid.SVID, bundle x509bundle.Source
 		SVID: agreeFixedSVID{svid}, Bundle: bundle, TrustDomain: meshTD, Config: a.cfg.Load,
 		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "-",
 		OriginalDst: a.nat.originalDst, Dial: dial, Audit: auditFn, Logger: slog.New(slog.DiscardHandler),
+		// The server pod's address, the one inbound delivery dials; only
+		// from the sources the capture rules exempt.
+		LocalAddrs: []netip.Addr{agreeServerIP},
+		DialFrom: func(ctx context.Context, network string, src netip.Addr, addr string) (net.Conn, error) {
+			if src != sxds.InboundSourceIPv4 && src != sxds.InboundSourceIPv6 {
+				return nil, fmt.Errorf("dial to %s from %s, not an inbound source", addr, src)
+			}
+			return dial(ctx, network, addr)
+		},
 		DrainTimeout: time.Second, SniffTimeout: time.Second, HandshakeTimeout: 10 * time.Second, IdleParkAfter: -1,
 	})
 	if err != nil {
@@ -850,7 +859,9 @@ func TestSidecarAgreesOnInbound(t *testing.T) {
 	apps := agreeInboundApps(t)
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		ap, err := netip.ParseAddrPort(addr)
-		if err != nil || ap.Addr() != netip.MustParseAddr("127.0.0.1") || apps[ap.Port()] == "" {
+		// The app's port on the pod's address, or on loopback for a port
+		// delivered there (weft.dev/inbound-loopback-ports).
+		if err != nil || ap.Addr() != agreeServerIP && ap.Addr() != netip.MustParseAddr("127.0.0.1") || apps[ap.Port()] == "" {
 			return nil, fmt.Errorf("inbound dial to %s: not an app of the pod", addr)
 		}
 		var d net.Dialer

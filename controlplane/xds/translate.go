@@ -229,6 +229,7 @@ func (b *builder) addStaticClusters(cpHost string, cpPort uint32) {
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
 		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
 		ConnectTimeout:       durationpb.New(1e9),
+		UpstreamBindConfig:   inboundBindConfig(),
 	})
 	b.addCluster(&clusterv3.Cluster{
 		Name:                 clusterBlackHole,

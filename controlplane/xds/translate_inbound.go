@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -16,6 +17,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -30,7 +32,7 @@ func (b *builder) inboundListener() (*listenerv3.Listener, error) {
 	var chains []*listenerv3.FilterChain
 	for _, port := range b.inboundPorts() {
 		name := "inbound|" + strconv.Itoa(int(port))
-		b.addCluster(staticCluster(name, "127.0.0.1", uint32(port)))
+		b.addCluster(inboundCluster(name, port, slices.Contains(b.w.InboundLoopbackPorts, port)))
 		chains = append(chains, b.inboundChains(name, wrapperspb.UInt32(uint32(port)), b.pol.MTLS.ModeFor(port), name)...)
 	}
 	chains = append(chains, b.inboundChains("inbound|passthrough", nil, b.pol.MTLS.Mode, clusterInboundPassthrough)...)
@@ -45,10 +47,55 @@ func (b *builder) inboundListener() (*listenerv3.Listener, error) {
 	}, nil
 }
 
+// Inbound delivery's source addresses, which the capture rules exempt
+// (sidecar/capture): Istio's InboundPassthroughBindIpv4 and
+// InboundPassthroughBindIpv6.
+const (
+	inboundSourceIPv4 = "127.0.0.6"
+	inboundSourceIPv6 = "::6"
+)
+
+// inboundCluster is cluster inbound|<port>: the app's port on the pod's
+// own address, which is the connection's original destination
+// (ORIGINAL_DST), or, for a port the pod delivers on loopback
+// (weft.dev/inbound-loopback-ports), 127.0.0.1. Either way from 127.0.0.6
+// (::6 over IPv6), so that an app listening on 127.0.0.1 is reached only
+// when the pod says so.
+func inboundCluster(name string, port uint16, loopback bool) *clusterv3.Cluster {
+	if loopback {
+		c := staticCluster(name, "127.0.0.1", uint32(port))
+		c.UpstreamBindConfig = &corev3.BindConfig{SourceAddress: bindAddress(inboundSourceIPv4)}
+		return c
+	}
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:       durationpb.New(1e9),
+		UpstreamBindConfig:   inboundBindConfig(),
+	}
+}
+
+// inboundBindConfig: from 127.0.0.6, and ::6 to an IPv6 address.
+func inboundBindConfig() *corev3.BindConfig {
+	return &corev3.BindConfig{
+		SourceAddress:        bindAddress(inboundSourceIPv4),
+		ExtraSourceAddresses: []*corev3.ExtraSourceAddress{{Address: bindAddress(inboundSourceIPv6)}},
+	}
+}
+
+// bindAddress is a source address with any port.
+func bindAddress(ip string) *corev3.SocketAddress {
+	return &corev3.SocketAddress{Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0}}
+}
+
 // inboundPorts are the workload's app ports: the target ports of the
-// Services selecting it and the ports its MTLSPolicy sets a mode for.
+// Services selecting it, the ports its MTLSPolicy sets a mode for, and the
+// ports it delivers on loopback (weft.dev/inbound-loopback-ports: a port
+// no Service names would otherwise take the passthrough chain, to the
+// pod's address).
 func (b *builder) inboundPorts() []uint16 {
-	var ports []uint16
+	ports := slices.Clone(b.w.InboundLoopbackPorts)
 	for _, svc := range b.snap.ServicesFor(b.w) {
 		for _, sp := range svc.Ports {
 			if sp.Protocol != "" && sp.Protocol != "TCP" {

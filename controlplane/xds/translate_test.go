@@ -378,6 +378,9 @@ func TestTranslateGolden(t *testing.T) {
 		{"client-audit-default", "client-7d9f.demo", withDefaults(meshContents(v1alpha1.OutboundAllowAny), v1alpha1.EgressAllow, v1alpha1.EgressDeny)},
 		{"server-v1", "server-v1-5b7c.demo", meshContents(v1alpha1.OutboundAllowAny)},
 		{"legacy", "legacy-app-0.legacy", meshContents(v1alpha1.OutboundAllowAny)},
+		// weft.dev/inbound-loopback-ports: "8080,9091": both to 127.0.0.1,
+		// 9091 with chains of its own though no Service names it.
+		{"server-v1-loopback", "server-v1-5b7c.demo", withLoopbackPorts(meshContents(v1alpha1.OutboundAllowAny), "server-v1-5b7c", 8080, 9091)},
 		{"server-v1-rejected-policy", "server-v1-5b7c.demo", withRejected(meshContents(v1alpha1.OutboundAllowAny),
 			registry.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Generation: 2,
 				Reason: v1alpha1.ReasonInvalid, Message: `spec.rules[0].from[0].principals[0] "spiffe://other.domain/x" is not in the mesh's trust domain "cluster.local"`})},

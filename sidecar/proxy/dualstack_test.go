@@ -65,7 +65,9 @@ func runProxy(t *testing.T, cfg Config, run func(func()) error) (*Proxy, *syncBu
 	ca := newCA(t, nil)
 	svid := newSwap(testutil.SVID(t, ca, workloadID("shop", "frontend"), time.Hour))
 	cfg.SVID, cfg.Bundle, cfg.TrustDomain = svid, ca.Bundle(), td
-	cfg.Config = passthroughConfig
+	if cfg.Config == nil {
+		cfg.Config = passthroughConfig
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	cfg.DrainTimeout = time.Second
 	p, err := New(cfg)

@@ -330,7 +330,7 @@ func meshConfig(sans []spiffeid.ID, eps []xds.Endpoint, inbound []*xds.FilterCha
 			svcCluster: {Name: svcCluster, Kind: xds.KindEDS, ConnectTimeout: time.Second,
 				UpstreamTLS: &xds.UpstreamTLS{SANs: sans, SNI: "echo.demo.svc.cluster.local"}},
 			"PassthroughCluster":        {Name: "PassthroughCluster", Kind: xds.KindOriginalDst, ConnectTimeout: time.Second},
-			"InboundPassthroughCluster": {Name: "InboundPassthroughCluster", Kind: xds.KindOriginalDst, OriginalPortOnLoopback: true},
+			"InboundPassthroughCluster": {Name: "InboundPassthroughCluster", Kind: xds.KindOriginalDst, SourceAddrs: inboundSources},
 			"BlackHoleCluster":          {Name: "BlackHoleCluster", Kind: xds.KindBlackhole},
 		},
 		Endpoints: map[string][]xds.Endpoint{svcCluster: eps},

@@ -17,7 +17,9 @@ import (
 // inbound serves a connection redirected to 15006: pick the filter chain by
 // original destination and transport protocol, terminate mTLS (STRICT) or
 // take plaintext (PERMISSIVE's raw_buffer chain), authorize, then forward to
-// the app on 127.0.0.1.
+// the app where the chain's cluster says: the original destination (the
+// pod's own address and the port) from 127.0.0.6 or ::6, or, for a port the
+// pod opted into loopback delivery, 127.0.0.1 (delivery.go).
 func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwarding, error) {
 	cfg := p.cfg.Config()
 	if cfg == nil || cfg.Inbound == nil {
@@ -76,6 +78,9 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 	}
 	cn.cluster = cl.Name
 	addrs, r := p.upstreams(cfg, cl, dst)
+	if r == nil {
+		r = p.inboundTarget(cl, dst)
+	}
 	if r != nil {
 		return nil, p.refuse(inbound, cn, r)
 	}
@@ -103,14 +108,10 @@ func (p *Proxy) originalDst(c *net.TCPConn, l *xds.Listener) (netip.AddrPort, er
 func (p *Proxy) upstreams(cfg *xds.Config, cl *xds.Cluster, dst netip.AddrPort) ([]netip.AddrPort, *refusal) {
 	switch cl.Kind {
 	case xds.KindOriginalDst:
-		to := dst
-		if cl.OriginalPortOnLoopback {
-			to = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())
+		if p.selfDial(dst) {
+			return nil, refused(reasonLoop, "proxy: cluster %s would dial %s, the sidecar's own listener", cl.Name, dst)
 		}
-		if p.selfDial(to) {
-			return nil, refused(reasonLoop, "proxy: cluster %s would dial %s, the sidecar's own listener (original destination %s)", cl.Name, to, dst)
-		}
-		return []netip.AddrPort{to}, nil
+		return []netip.AddrPort{dst}, nil
 	case xds.KindStatic, xds.KindEDS:
 		eps := cl.StaticEndpoints
 		if cl.Kind == xds.KindEDS {

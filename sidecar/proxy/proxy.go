@@ -69,6 +69,15 @@ type Config struct {
 	OriginalDst func(*net.TCPConn) (netip.AddrPort, error)
 	// Dial connects upstream (default net.Dialer.DialContext).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// LocalAddrs are the pod's own addresses: the only original
+	// destinations inbound delivery dials, and what selfDial takes a
+	// wildcard listener's address for. Default: the addresses of the
+	// interfaces when Run starts (the sidecar shares the pod's network).
+	LocalAddrs []netip.Addr
+	// DialFrom connects upstream from the source address src, for
+	// clusters that name one (the inbound clusters' 127.0.0.6 and ::6):
+	// default net.Dialer with LocalAddr src.
+	DialFrom func(ctx context.Context, network string, src netip.Addr, addr string) (net.Conn, error)
 	// Names binds egress names to addresses (sidecar/dnsproxy.Names): a
 	// connection an EgressPolicy rule allowed by SNI or Host is forwarded
 	// only to an address that name resolves to for this pod. nil checks
@@ -361,7 +370,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.own = append(p.own, outL6.Addr().(*net.TCPAddr).AddrPort())
 	}
 	p.local = map[netip.Addr]bool{}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
+	for _, a := range p.cfg.LocalAddrs {
+		p.local[a.Unmap()] = true
+	}
+	if addrs, err := net.InterfaceAddrs(); err == nil && p.cfg.LocalAddrs == nil {
 		for _, a := range addrs {
 			if ipn, ok := a.(*net.IPNet); ok {
 				if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
@@ -649,7 +661,7 @@ func (p *Proxy) dialUpstream(ctx context.Context, cl *xds.Cluster, addrs []netip
 			break
 		}
 		dctx, cancel := context.WithTimeout(ctx, timeout)
-		c, err := p.cfg.Dial(dctx, "tcp", a.String())
+		c, err := p.dial(dctx, cl, a)
 		cancel()
 		if err == nil {
 			return c, a, nil

@@ -106,6 +106,16 @@ func staticCluster(name, ip string, port uint32) *clusterv3.Cluster {
 	return c
 }
 
+// inboundBind is the contract's upstream_bind_config of inbound
+// clusters: from 127.0.0.6, and ::6 for IPv6.
+func inboundBind() *corev3.BindConfig {
+	return &corev3.BindConfig{
+		SourceAddress: &corev3.SocketAddress{Address: "127.0.0.6", PortSpecifier: &corev3.SocketAddress_PortValue{}},
+		ExtraSourceAddresses: []*corev3.ExtraSourceAddress{{
+			Address: &corev3.SocketAddress{Address: "::6", PortSpecifier: &corev3.SocketAddress_PortValue{}}}},
+	}
+}
+
 // resources builds every resource of m, by type.
 func (m mesh) resources(t testing.TB) map[resource.Type][]types.Resource {
 	t.Helper()
@@ -118,8 +128,12 @@ func (m mesh) resources(t testing.TB) map[resource.Type][]types.Resource {
 	add(resource.ClusterType, staticCluster("inbound|8080", "127.0.0.1", 8080))
 	add(resource.ClusterType, staticCluster("BlackHoleCluster", "", 0))
 	for _, n := range []string{"PassthroughCluster", "InboundPassthroughCluster"} {
-		add(resource.ClusterType, &clusterv3.Cluster{Name: n, ConnectTimeout: durationpb.New(5 * time.Second), LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED,
-			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}})
+		c := &clusterv3.Cluster{Name: n, ConnectTimeout: durationpb.New(5 * time.Second), LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}}
+		if n == "InboundPassthroughCluster" {
+			c.UpstreamBindConfig = inboundBind()
+		}
+		add(resource.ClusterType, c)
 	}
 	cp := staticCluster("weft-controlplane", "weft-controlplane.weft-system.svc", 15012)
 	cp.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}

@@ -247,11 +247,11 @@ type Cluster struct {
 	LB              LBPolicy
 	ConnectTimeout  time.Duration
 	StaticEndpoints []Endpoint // KindStatic
-	// OriginalPortOnLoopback (KindOriginalDst): connect to 127.0.0.1 at the
-	// original destination port (InboundPassthroughCluster) instead of the
-	// original destination itself (PassthroughCluster).
-	OriginalPortOnLoopback bool
-	UpstreamTLS            *UpstreamTLS // mTLS to the peer sidecar
+	// SourceAddrs (upstream_bind_config; inbound clusters only): connect
+	// from the one of the upstream's IP version, 127.0.0.6 or ::6. Empty:
+	// the kernel chooses.
+	SourceAddrs []netip.Addr
+	UpstreamTLS *UpstreamTLS // mTLS to the peer sidecar
 }
 
 // UpstreamTLS originates TLS 1.3 with the sidecar's SVID and accepts a peer

@@ -308,6 +308,7 @@ var envoyRules = map[string]constraint{
 	// envoy/config/core/v3
 	"envoy.config.core.v3.CidrRange.address_prefix":           {minLen: 1},
 	"envoy.config.core.v3.CidrRange.prefix_len":               {between: &bounds{0, 128}},
+	"envoy.config.core.v3.ExtraSourceAddress.address":         {required: true},
 	"envoy.config.core.v3.GrpcService.EnvoyGrpc.cluster_name": {minLen: 1},
 	"envoy.config.core.v3.Metadata.filter_metadata":           {keys: &constraint{minLen: 1}},
 	"envoy.config.core.v3.SocketAddress.address":              {minLen: 1},

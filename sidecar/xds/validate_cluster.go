@@ -67,13 +67,24 @@ func (b builder) cluster(m proto.Message) (*Cluster, error) {
 			}
 		}
 		return out, lbPolicy(c, out, clusterv3.Cluster_ROUND_ROBIN)
-	case name == PassthroughCluster || name == InboundPassthroughCluster:
+	case name == PassthroughCluster:
 		out.Kind = KindOriginalDst
-		out.OriginalPortOnLoopback = name == InboundPassthroughCluster
 		if err := only(c, clusterFields...); err != nil {
 			return nil, err
 		}
 		if err := wantType(clusterv3.Cluster_ORIGINAL_DST); err != nil {
+			return nil, err
+		}
+		return out, lbPolicy(c, out, clusterv3.Cluster_CLUSTER_PROVIDED, clusterv3.Cluster_ROUND_ROBIN)
+	case name == InboundPassthroughCluster:
+		out.Kind = KindOriginalDst
+		if err := only(c, append(clusterFields, "upstream_bind_config")...); err != nil {
+			return nil, err
+		}
+		if err := wantType(clusterv3.Cluster_ORIGINAL_DST); err != nil {
+			return nil, err
+		}
+		if err := bindConfig(c, out); err != nil {
 			return nil, err
 		}
 		return out, lbPolicy(c, out, clusterv3.Cluster_CLUSTER_PROVIDED, clusterv3.Cluster_ROUND_ROBIN)
@@ -85,7 +96,19 @@ func (b builder) cluster(m proto.Message) (*Cluster, error) {
 		if err != nil || port == 0 {
 			return nil, errors.New(`name must be "inbound|<port>"`)
 		}
-		if err := only(c, append(clusterFields, "load_assignment")...); err != nil {
+		if c.GetType() == clusterv3.Cluster_ORIGINAL_DST {
+			// The app's port on the pod's own address: the original
+			// destination, which the inbound chain matched on port.
+			out.Kind = KindOriginalDst
+			if err := only(c, append(clusterFields, "upstream_bind_config")...); err != nil {
+				return nil, err
+			}
+			if err := bindConfig(c, out); err != nil {
+				return nil, err
+			}
+			return out, lbPolicy(c, out, clusterv3.Cluster_CLUSTER_PROVIDED, clusterv3.Cluster_ROUND_ROBIN)
+		}
+		if err := only(c, append(clusterFields, "load_assignment", "upstream_bind_config")...); err != nil {
 			return nil, err
 		}
 		if err := wantType(clusterv3.Cluster_STATIC); err != nil {
@@ -97,6 +120,9 @@ func (b builder) cluster(m proto.Message) (*Cluster, error) {
 		want := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
 		if len(out.StaticEndpoints) != 1 || out.StaticEndpoints[0].Addr != want {
 			return nil, fmt.Errorf("load_assignment: must be the one endpoint %s", want)
+		}
+		if err := bindConfig(c, out); err != nil {
+			return nil, err
 		}
 		return out, lbPolicy(c, out, clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_LEAST_REQUEST)
 	case strings.HasPrefix(name, "outbound|"):
@@ -276,4 +302,66 @@ func socketAddress(a *corev3.Address) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("socket_address: port_value %d is not supported", sa.GetPortValue())
 	}
 	return netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue())), nil
+}
+
+// The source addresses inbound delivery may bind (upstream_bind_config):
+// the ones the capture rules exempt (sidecar/capture), as Istio's
+// InboundPassthroughBindIpv4 and InboundPassthroughBindIpv6.
+var (
+	InboundSourceIPv4 = netip.AddrFrom4([4]byte{127, 0, 0, 6})
+	InboundSourceIPv6 = netip.MustParseAddr("::6")
+)
+
+// bindConfig reads an inbound cluster's upstream_bind_config into
+// out.SourceAddrs: source_address and at most one extra_source_addresses
+// entry of the other IP version, each 127.0.0.6 or ::6 with port 0.
+func bindConfig(c *clusterv3.Cluster, out *Cluster) error {
+	bc := c.GetUpstreamBindConfig()
+	if bc == nil {
+		return nil
+	}
+	if err := only(bc, "source_address", "extra_source_addresses"); err != nil {
+		return fmt.Errorf("upstream_bind_config: %w", err)
+	}
+	if bc.GetSourceAddress() == nil {
+		return errors.New("upstream_bind_config: source_address is required")
+	}
+	addrs := []*corev3.SocketAddress{bc.GetSourceAddress()}
+	for i, e := range bc.GetExtraSourceAddresses() {
+		if err := only(e, "address"); err != nil {
+			return fmt.Errorf("upstream_bind_config: extra_source_addresses %d: %w", i, err)
+		}
+		if e.GetAddress() == nil {
+			return fmt.Errorf("upstream_bind_config: extra_source_addresses %d: address is required", i)
+		}
+		addrs = append(addrs, e.GetAddress())
+	}
+	for i, sa := range addrs {
+		where := "source_address"
+		if i > 0 {
+			where = fmt.Sprintf("extra_source_addresses %d: address", i-1)
+		}
+		if err := only(sa, "address", "port_value", "protocol"); err != nil {
+			return fmt.Errorf("upstream_bind_config: %s: %w", where, err)
+		}
+		ip, err := netip.ParseAddr(sa.GetAddress())
+		switch {
+		case sa.GetProtocol() != corev3.SocketAddress_TCP:
+			return fmt.Errorf("upstream_bind_config: %s: protocol %s is not supported", where, sa.GetProtocol())
+		case err != nil || ip.Zone() != "":
+			return fmt.Errorf("upstream_bind_config: %s: address %q is not an IP address", where, sa.GetAddress())
+		case sa.GetPortValue() != 0:
+			return fmt.Errorf("upstream_bind_config: %s: port_value must be 0", where)
+		case ip != InboundSourceIPv4 && ip != InboundSourceIPv6:
+			return fmt.Errorf("upstream_bind_config: %s: %s is not %s or %s, the sources the capture rules exempt",
+				where, ip, InboundSourceIPv4, InboundSourceIPv6)
+		}
+		for _, have := range out.SourceAddrs {
+			if have.Is4() == ip.Is4() {
+				return fmt.Errorf("upstream_bind_config: %s: a second source address of the same IP version (%s, %s)", where, have, ip)
+			}
+		}
+		out.SourceAddrs = append(out.SourceAddrs, ip)
+	}
+	return nil
 }

@@ -52,7 +52,7 @@ func TestBuildAcceptsTheContract(t *testing.T) {
 	if got := cfg.Endpoints["outbound|80|server.demo"]; len(got) != 1 || got[0].Addr != netip.MustParseAddrPort("198.18.1.11:8080") {
 		t.Errorf("endpoints = %v", got)
 	}
-	if c := cfg.Clusters["InboundPassthroughCluster"]; c.Kind != KindOriginalDst || !c.OriginalPortOnLoopback {
+	if c := cfg.Clusters["InboundPassthroughCluster"]; c.Kind != KindOriginalDst || len(c.SourceAddrs) != 2 {
 		t.Errorf("InboundPassthroughCluster = %+v", c)
 	}
 	if c := cfg.Clusters["BlackHoleCluster"]; c.Kind != KindBlackhole {

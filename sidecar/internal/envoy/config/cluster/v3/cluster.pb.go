@@ -220,8 +220,11 @@ type Cluster struct {
 	// weft-controlplane only, ignored.
 	DnsLookupFamily Cluster_DnsLookupFamily `protobuf:"varint,17,opt,name=dns_lookup_family,json=dnsLookupFamily,proto3,enum=weft.envoy.config.cluster.v3.Cluster_DnsLookupFamily" json:"dns_lookup_family,omitempty"`
 	TransportSocket *v31.TransportSocket    `protobuf:"bytes,24,opt,name=transport_socket,json=transportSocket,proto3" json:"transport_socket,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// inbound|<port> and InboundPassthroughCluster only: the source address
+	// of the connection to the app.
+	UpstreamBindConfig *v31.BindConfig `protobuf:"bytes,21,opt,name=upstream_bind_config,json=upstreamBindConfig,proto3" json:"upstream_bind_config,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -340,6 +343,13 @@ func (x *Cluster) GetTransportSocket() *v31.TransportSocket {
 	return nil
 }
 
+func (x *Cluster) GetUpstreamBindConfig() *v31.BindConfig {
+	if x != nil {
+		return x.UpstreamBindConfig
+	}
+	return nil
+}
+
 type isCluster_ClusterDiscoveryType interface {
 	isCluster_ClusterDiscoveryType()
 }
@@ -406,7 +416,7 @@ var File_sidecar_internal_envoy_config_cluster_v3_cluster_proto protoreflect.Fil
 
 const file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_rawDesc = "" +
 	"\n" +
-	"6sidecar/internal/envoy/config/cluster/v3/cluster.proto\x12\x1cweft.envoy.config.cluster.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a0sidecar/internal/envoy/config/core/v3/base.proto\x1a9sidecar/internal/envoy/config/core/v3/config_source.proto\x1a4sidecar/internal/envoy/config/core/v3/protocol.proto\x1a8sidecar/internal/envoy/config/endpoint/v3/endpoint.proto\"\xea\v\n" +
+	"6sidecar/internal/envoy/config/cluster/v3/cluster.proto\x12\x1cweft.envoy.config.cluster.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a3sidecar/internal/envoy/config/core/v3/address.proto\x1a0sidecar/internal/envoy/config/core/v3/base.proto\x1a9sidecar/internal/envoy/config/core/v3/config_source.proto\x1a4sidecar/internal/envoy/config/core/v3/protocol.proto\x1a8sidecar/internal/envoy/config/endpoint/v3/endpoint.proto\"\xc3\f\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
 	"\ralt_stat_name\x18\x1c \x01(\tR\valtStatName\x12I\n" +
@@ -418,7 +428,8 @@ const file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_rawDesc = "" +
 	"\x16http2_protocol_options\x18\x0e \x01(\v2/.weft.envoy.config.core.v3.Http2ProtocolOptionsR\x14http2ProtocolOptions\x12\x91\x01\n" +
 	" typed_extension_protocol_options\x18$ \x03(\v2H.weft.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntryR\x1dtypedExtensionProtocolOptions\x12a\n" +
 	"\x11dns_lookup_family\x18\x11 \x01(\x0e25.weft.envoy.config.cluster.v3.Cluster.DnsLookupFamilyR\x0fdnsLookupFamily\x12U\n" +
-	"\x10transport_socket\x18\x18 \x01(\v2*.weft.envoy.config.core.v3.TransportSocketR\x0ftransportSocket\x1a}\n" +
+	"\x10transport_socket\x18\x18 \x01(\v2*.weft.envoy.config.core.v3.TransportSocketR\x0ftransportSocket\x12W\n" +
+	"\x14upstream_bind_config\x18\x15 \x01(\v2%.weft.envoy.config.core.v3.BindConfigR\x12upstreamBindConfig\x1a}\n" +
 	"\x10EdsClusterConfig\x12F\n" +
 	"\n" +
 	"eds_config\x18\x01 \x01(\v2'.weft.envoy.config.core.v3.ConfigSourceR\tedsConfig\x12!\n" +
@@ -477,8 +488,9 @@ var file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_goTypes = []any{
 	(*v3.ClusterLoadAssignment)(nil), // 7: weft.envoy.config.endpoint.v3.ClusterLoadAssignment
 	(*v31.Http2ProtocolOptions)(nil), // 8: weft.envoy.config.core.v3.Http2ProtocolOptions
 	(*v31.TransportSocket)(nil),      // 9: weft.envoy.config.core.v3.TransportSocket
-	(*v31.ConfigSource)(nil),         // 10: weft.envoy.config.core.v3.ConfigSource
-	(*anypb.Any)(nil),                // 11: google.protobuf.Any
+	(*v31.BindConfig)(nil),           // 10: weft.envoy.config.core.v3.BindConfig
+	(*v31.ConfigSource)(nil),         // 11: weft.envoy.config.core.v3.ConfigSource
+	(*anypb.Any)(nil),                // 12: google.protobuf.Any
 }
 var file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_depIdxs = []int32{
 	0,  // 0: weft.envoy.config.cluster.v3.Cluster.type:type_name -> weft.envoy.config.cluster.v3.Cluster.DiscoveryType
@@ -490,13 +502,14 @@ var file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_depIdxs = []int3
 	5,  // 6: weft.envoy.config.cluster.v3.Cluster.typed_extension_protocol_options:type_name -> weft.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntry
 	2,  // 7: weft.envoy.config.cluster.v3.Cluster.dns_lookup_family:type_name -> weft.envoy.config.cluster.v3.Cluster.DnsLookupFamily
 	9,  // 8: weft.envoy.config.cluster.v3.Cluster.transport_socket:type_name -> weft.envoy.config.core.v3.TransportSocket
-	10, // 9: weft.envoy.config.cluster.v3.Cluster.EdsClusterConfig.eds_config:type_name -> weft.envoy.config.core.v3.ConfigSource
-	11, // 10: weft.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntry.value:type_name -> google.protobuf.Any
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	10, // 9: weft.envoy.config.cluster.v3.Cluster.upstream_bind_config:type_name -> weft.envoy.config.core.v3.BindConfig
+	11, // 10: weft.envoy.config.cluster.v3.Cluster.EdsClusterConfig.eds_config:type_name -> weft.envoy.config.core.v3.ConfigSource
+	12, // 11: weft.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntry.value:type_name -> google.protobuf.Any
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_init() }

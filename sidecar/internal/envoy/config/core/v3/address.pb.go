@@ -273,6 +273,105 @@ type Address_SocketAddress struct {
 
 func (*Address_SocketAddress) isAddress_Address() {}
 
+// A source address of another IP version than BindConfig.source_address.
+type ExtraSourceAddress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       *SocketAddress         `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtraSourceAddress) Reset() {
+	*x = ExtraSourceAddress{}
+	mi := &file_sidecar_internal_envoy_config_core_v3_address_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtraSourceAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtraSourceAddress) ProtoMessage() {}
+
+func (x *ExtraSourceAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_core_v3_address_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtraSourceAddress.ProtoReflect.Descriptor instead.
+func (*ExtraSourceAddress) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_core_v3_address_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExtraSourceAddress) GetAddress() *SocketAddress {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+// Where upstream connections are made from: the inbound clusters'
+// 127.0.0.6 and ::6, which the capture rules exempt.
+type BindConfig struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	SourceAddress        *SocketAddress         `protobuf:"bytes,1,opt,name=source_address,json=sourceAddress,proto3" json:"source_address,omitempty"`
+	ExtraSourceAddresses []*ExtraSourceAddress  `protobuf:"bytes,5,rep,name=extra_source_addresses,json=extraSourceAddresses,proto3" json:"extra_source_addresses,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *BindConfig) Reset() {
+	*x = BindConfig{}
+	mi := &file_sidecar_internal_envoy_config_core_v3_address_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindConfig) ProtoMessage() {}
+
+func (x *BindConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_core_v3_address_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindConfig.ProtoReflect.Descriptor instead.
+func (*BindConfig) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_core_v3_address_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BindConfig) GetSourceAddress() *SocketAddress {
+	if x != nil {
+		return x.SourceAddress
+	}
+	return nil
+}
+
+func (x *BindConfig) GetExtraSourceAddresses() []*ExtraSourceAddress {
+	if x != nil {
+		return x.ExtraSourceAddresses
+	}
+	return nil
+}
+
 var File_sidecar_internal_envoy_config_core_v3_address_proto protoreflect.FileDescriptor
 
 const file_sidecar_internal_envoy_config_core_v3_address_proto_rawDesc = "" +
@@ -293,7 +392,13 @@ const file_sidecar_internal_envoy_config_core_v3_address_proto_rawDesc = "" +
 	"prefix_len\x18\x02 \x01(\v2\x1c.google.protobuf.UInt32ValueR\tprefixLen\"g\n" +
 	"\aAddress\x12Q\n" +
 	"\x0esocket_address\x18\x01 \x01(\v2(.weft.envoy.config.core.v3.SocketAddressH\x00R\rsocketAddressB\t\n" +
-	"\aaddressBGZEgithub.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3;corev3b\x06proto3"
+	"\aaddress\"X\n" +
+	"\x12ExtraSourceAddress\x12B\n" +
+	"\aaddress\x18\x01 \x01(\v2(.weft.envoy.config.core.v3.SocketAddressR\aaddress\"\xc2\x01\n" +
+	"\n" +
+	"BindConfig\x12O\n" +
+	"\x0esource_address\x18\x01 \x01(\v2(.weft.envoy.config.core.v3.SocketAddressR\rsourceAddress\x12c\n" +
+	"\x16extra_source_addresses\x18\x05 \x03(\v2-.weft.envoy.config.core.v3.ExtraSourceAddressR\x14extraSourceAddressesBGZEgithub.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3;corev3b\x06proto3"
 
 var (
 	file_sidecar_internal_envoy_config_core_v3_address_proto_rawDescOnce sync.Once
@@ -308,23 +413,28 @@ func file_sidecar_internal_envoy_config_core_v3_address_proto_rawDescGZIP() []by
 }
 
 var file_sidecar_internal_envoy_config_core_v3_address_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sidecar_internal_envoy_config_core_v3_address_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_sidecar_internal_envoy_config_core_v3_address_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_sidecar_internal_envoy_config_core_v3_address_proto_goTypes = []any{
 	(SocketAddress_Protocol)(0),    // 0: weft.envoy.config.core.v3.SocketAddress.Protocol
 	(*SocketAddress)(nil),          // 1: weft.envoy.config.core.v3.SocketAddress
 	(*CidrRange)(nil),              // 2: weft.envoy.config.core.v3.CidrRange
 	(*Address)(nil),                // 3: weft.envoy.config.core.v3.Address
-	(*wrapperspb.UInt32Value)(nil), // 4: google.protobuf.UInt32Value
+	(*ExtraSourceAddress)(nil),     // 4: weft.envoy.config.core.v3.ExtraSourceAddress
+	(*BindConfig)(nil),             // 5: weft.envoy.config.core.v3.BindConfig
+	(*wrapperspb.UInt32Value)(nil), // 6: google.protobuf.UInt32Value
 }
 var file_sidecar_internal_envoy_config_core_v3_address_proto_depIdxs = []int32{
 	0, // 0: weft.envoy.config.core.v3.SocketAddress.protocol:type_name -> weft.envoy.config.core.v3.SocketAddress.Protocol
-	4, // 1: weft.envoy.config.core.v3.CidrRange.prefix_len:type_name -> google.protobuf.UInt32Value
+	6, // 1: weft.envoy.config.core.v3.CidrRange.prefix_len:type_name -> google.protobuf.UInt32Value
 	1, // 2: weft.envoy.config.core.v3.Address.socket_address:type_name -> weft.envoy.config.core.v3.SocketAddress
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	1, // 3: weft.envoy.config.core.v3.ExtraSourceAddress.address:type_name -> weft.envoy.config.core.v3.SocketAddress
+	1, // 4: weft.envoy.config.core.v3.BindConfig.source_address:type_name -> weft.envoy.config.core.v3.SocketAddress
+	4, // 5: weft.envoy.config.core.v3.BindConfig.extra_source_addresses:type_name -> weft.envoy.config.core.v3.ExtraSourceAddress
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_internal_envoy_config_core_v3_address_proto_init() }
@@ -344,7 +454,7 @@ func file_sidecar_internal_envoy_config_core_v3_address_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sidecar_internal_envoy_config_core_v3_address_proto_rawDesc), len(file_sidecar_internal_envoy_config_core_v3_address_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
