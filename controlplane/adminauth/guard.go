@@ -2,23 +2,25 @@ package adminauth
 
 import (
 	"cmp"
-	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftmesh/weft/controlplane/identity"
+	"github.com/weftmesh/weft/internal/keyedrate"
 )
 
 // Group is the API group of the virtual resources a guarded request is
@@ -38,6 +40,15 @@ type Config struct {
 	TTL       time.Duration        // 0 means 10s: how long a review or decision is reused
 	Now       func() time.Time     // nil means time.Now
 	Logger    *slog.Logger
+	// SourceLimit and SourceBurst bound, per source address, the requests
+	// that would ask the API server something (a TokenReview or a
+	// SubjectAccessReview not answered from the cache): random tokens
+	// from one address cost at most this many API calls. 0 means 5/s,
+	// burst 20 (the certificate service's per-source limit). Requests
+	// answered from the cache are never limited. Callers that come through
+	// a port-forward share the address 127.0.0.1.
+	SourceLimit rate.Limit
+	SourceBurst int
 }
 
 // Guard authenticates and authorizes requests to the admin endpoints.
@@ -45,6 +56,7 @@ type Guard struct {
 	cfg       Config
 	tokens    *identity.TokenCache[authenticationv1.UserInfo]
 	decisions *identity.TokenCache[bool]
+	sources   *keyedrate.Limiter // per source address, before an API call
 }
 
 // New returns a Guard.
@@ -53,17 +65,44 @@ func New(cfg Config) (*Guard, error) {
 		return nil, errors.New("adminauth: Config.Client and Config.Namespace are required")
 	}
 	cfg.TTL = cmp.Or(cfg.TTL, 10*time.Second)
+	cfg.SourceLimit = cmp.Or(cfg.SourceLimit, 5)
+	cfg.SourceBurst = cmp.Or(cfg.SourceBurst, 20)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Guard{cfg: cfg,
 		tokens:    &identity.TokenCache[authenticationv1.UserInfo]{TTL: cfg.TTL, Now: cfg.Now},
 		decisions: &identity.TokenCache[bool]{TTL: cfg.TTL, Now: cfg.Now},
+		sources:   keyedrate.New(keyedrate.Config{Limit: cfg.SourceLimit, Burst: cfg.SourceBurst, IdleAfter: time.Minute}),
 	}, nil
 }
 
 // errUnavailable marks a failure to ask the API server.
 var errUnavailable = errors.New("adminauth: the API server could not be asked")
+
+// errLimited: the source asked the API server too often.
+var errLimited = errors.New("too many requests from this address that needed the API server")
+
+// spend takes one API call from r's source address's budget.
+func (g *Guard) spend(r *http.Request) error {
+	src, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		src = r.RemoteAddr
+	}
+	if !g.sources.Allow(src, g.cfg.Now(), 1) {
+		return errLimited
+	}
+	return nil
+}
+
+// tooMany answers a limited request.
+func tooMany(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "weft: "+errLimited.Error()+"; retry later", http.StatusTooManyRequests)
+}
 
 // Protect serves next only to callers that came over TLS, authenticated,
 // and may get resource in API group weft.dev in the Guard's namespace.
@@ -78,6 +117,10 @@ func (g *Guard) Protect(resource string, next http.Handler) http.Handler {
 		}
 		user, err := g.authenticate(r)
 		switch {
+		case errors.Is(err, errLimited):
+			log.Info("admin request refused", "reason", err.Error())
+			tooMany(w)
+			return
 		case errors.Is(err, errUnavailable):
 			log.Error("admin request: authentication", "err", err)
 			http.Error(w, "weft: cannot authenticate now: the API server could not be asked", http.StatusServiceUnavailable)
@@ -88,7 +131,12 @@ func (g *Guard) Protect(resource string, next http.Handler) http.Handler {
 			http.Error(w, "weft: unauthorized: "+err.Error(), http.StatusUnauthorized)
 			return
 		}
-		allowed, err := g.authorize(r.Context(), user, resource)
+		allowed, err := g.authorize(r, user, resource)
+		if errors.Is(err, errLimited) {
+			log.Info("admin request refused", "user", user.Username, "reason", err.Error())
+			tooMany(w)
+			return
+		}
 		if err != nil {
 			log.Error("admin request: authorization", "user", user.Username, "err", err)
 			http.Error(w, "weft: cannot authorize now: the API server could not be asked", http.StatusServiceUnavailable)
@@ -123,6 +171,9 @@ func (g *Guard) authenticate(r *http.Request) (authenticationv1.UserInfo, error)
 	if u, ok := g.tokens.Get(token); ok {
 		return u, nil
 	}
+	if err := g.spend(r); err != nil {
+		return authenticationv1.UserInfo{}, err
+	}
 	st, err := identity.ReviewToken(r.Context(), g.cfg.Client, token, nil)
 	switch {
 	case errors.Is(err, identity.ErrUnauthenticated):
@@ -152,7 +203,7 @@ func certUser(c *x509.Certificate) (authenticationv1.UserInfo, error) {
 
 // authorize asks the API server whether user may get resource, reusing a
 // decision younger than TTL.
-func (g *Guard) authorize(ctx context.Context, user authenticationv1.UserInfo, resource string) (bool, error) {
+func (g *Guard) authorize(r *http.Request, user authenticationv1.UserInfo, resource string) (bool, error) {
 	key, err := json.Marshal(struct {
 		U, UID, R string
 		G         []string
@@ -164,11 +215,14 @@ func (g *Guard) authorize(ctx context.Context, user authenticationv1.UserInfo, r
 	if allowed, ok := g.decisions.Get(string(key)); ok {
 		return allowed, nil
 	}
+	if err := g.spend(r); err != nil {
+		return false, err
+	}
 	extra := map[string]authorizationv1.ExtraValue{}
 	for k, v := range user.Extra {
 		extra[k] = authorizationv1.ExtraValue(v)
 	}
-	sar, err := g.cfg.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+	sar, err := g.cfg.Client.AuthorizationV1().SubjectAccessReviews().Create(r.Context(), &authorizationv1.SubjectAccessReview{
 		Spec: authorizationv1.SubjectAccessReviewSpec{
 			User: user.Username, UID: user.UID, Groups: user.Groups, Extra: extra,
 			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: g.cfg.Namespace, Verb: "get", Group: Group, Resource: resource},

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -234,5 +235,57 @@ func TestGuardCachesReviewsForTTL(t *testing.T) {
 	}
 	if tr := w.count("create", "tokenreviews"); tr != 4 {
 		t.Fatalf("%d TokenReviews, want 4", tr)
+	}
+}
+
+// TestGuardLimitsAPICallsPerSource: made-up tokens from one address cost
+// at most the source's burst in TokenReviews; past it the answer is 429
+// with Retry-After and no API call; the budget refills with time; a token
+// already reviewed (served from the cache) is not limited.
+func TestGuardLimitsAPICallsPerSource(t *testing.T) {
+	w := newWorld(t, true)
+	if code, _ := w.get(t, "/audit/events", "reader-token", nil); code != http.StatusOK {
+		t.Fatalf("reader: %d", code)
+	}
+	base := w.count("create", "tokenreviews") + w.count("create", "subjectaccessreviews") // 2
+	limited := 0
+	for i := range 50 {
+		code, _ := w.get(t, "/audit/events", fmt.Sprintf("made-up-%d", i), nil)
+		switch code {
+		case http.StatusUnauthorized:
+		case http.StatusTooManyRequests:
+			limited++
+		default:
+			t.Fatalf("made-up token %d: %d", i, code)
+		}
+	}
+	calls := w.count("create", "tokenreviews") + w.count("create", "subjectaccessreviews") - base
+	// The reader's two calls and the 48 made-up tokens share the burst of 20.
+	if calls != 18 || limited != 32 {
+		t.Fatalf("50 made-up tokens from one address: %d API calls and %d answered 429, want 18 and 32", calls, limited)
+	}
+	// The reviewed token still works from the cache, limit or not.
+	if code, _ := w.get(t, "/audit/events", "reader-token", nil); code != http.StatusOK {
+		t.Fatalf("reader after the flood: %d", code)
+	}
+	// A 429 says when to come back.
+	req, _ := http.NewRequest(http.MethodGet, w.srv.URL+"/audit/events", nil)
+	req.Header.Set("Authorization", "Bearer made-up-again")
+	resp, err := w.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("limited request: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// One second later, five more API calls are allowed.
+	w.clk.Step(time.Second)
+	before := w.count("create", "tokenreviews")
+	for i := range 10 {
+		w.get(t, "/audit/events", fmt.Sprintf("later-%d", i), nil)
+	}
+	if n := w.count("create", "tokenreviews") - before; n != 5 {
+		t.Fatalf("a second later: %d TokenReviews for 10 made-up tokens, want 5", n)
 	}
 }
