@@ -41,8 +41,15 @@ const (
 	AnnotationProxyHandshakeTimeout = "weft.dev/proxy-handshake-timeout"
 	AnnotationProxyIdleTimeout      = "weft.dev/proxy-idle-timeout"
 	AnnotationProxyWriteTimeout     = "weft.dev/proxy-write-timeout"
-	AnnotationInjected              = "weft.dev/injected"
-	AnnotationProbes                = "weft.dev/probes"
+	// AnnotationInboundLoopbackPorts ("8080,9090") names the ports the
+	// pod's apps listen on at 127.0.0.1 only: the sidecar delivers inbound
+	// connections for them to 127.0.0.1 instead of the pod's address
+	// (which keeps localhost-only listeners private). The control plane
+	// reads it (controlplane/registry); the injector refuses a malformed
+	// list.
+	AnnotationInboundLoopbackPorts = "weft.dev/inbound-loopback-ports"
+	AnnotationInjected             = "weft.dev/injected"
+	AnnotationProbes               = "weft.dev/probes"
 )
 
 const annotationPrefix = "weft.dev/"
@@ -148,6 +155,8 @@ func (o *options) set(key, value string) error {
 			return fmt.Errorf("%q is not %s or %s", value, OutboundUDPDrop, OutboundUDPAllow)
 		}
 		o.outboundUDP = value
+	case AnnotationInboundLoopbackPorts:
+		_, err = parsePorts(value)
 	case AnnotationPprof:
 		switch value {
 		case "true":
@@ -172,7 +181,7 @@ func (o *options) set(key, value string) error {
 
 var userAnnotations = []string{AnnotationInject, AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts,
 	AnnotationExcludeOutboundCIDRs, AnnotationProxyCPU, AnnotationProxyMemory, AnnotationLogLevel, AnnotationOutboundUDP, AnnotationPprof,
-	AnnotationProxyHandshakeTimeout, AnnotationProxyIdleTimeout, AnnotationProxyWriteTimeout}
+	AnnotationProxyHandshakeTimeout, AnnotationProxyIdleTimeout, AnnotationProxyWriteTimeout, AnnotationInboundLoopbackPorts}
 
 // parseTimeout checks a proxy timeout (weft.dev/proxy-*-timeout, the
 // MeshConfig's proxyTimeouts): a Go duration from 100ms to 168h. It

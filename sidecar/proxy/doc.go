@@ -14,7 +14,12 @@
 // the handshake (trust domain, then the chain's RBAC: DENY filters, then
 // ALLOW filters; shadow filters only count and log); a plaintext chain
 // (PERMISSIVE) takes the bytes as they come. Then the bytes go to the app
-// on 127.0.0.1. Outbound: the original destination, the TLS SNI and ALPN
+// where the chain's cluster says (delivery.go): the original destination -
+// the pod's own address, IPv4 or IPv6 as the peer reached it - from
+// 127.0.0.6 (::6), so listeners on 127.0.0.1 only stay private; or, for
+// the ports of the pod's weft.dev/inbound-loopback-ports, 127.0.0.1 (from
+// 127.0.0.6). An original destination that is not a non-loopback address
+// of the pod is refused (reason not_local). Outbound: the original destination, the TLS SNI and ALPN
 // and, for plaintext, HTTP/1 or h2c choose the chain; in-mesh clusters get
 // an endpoint (round robin or least-request, healthy only, one retry of a
 // failed connect) and mTLS whose peer must present one of the cluster's
