@@ -156,3 +156,15 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("%d of 400 allowed on one key, want exactly the burst, 100", allowed)
 	}
 }
+
+// MaxKeys 0 is no cap: a new key forgets nothing, full buckets included.
+func TestZeroMaxKeysKeepsFullBuckets(t *testing.T) {
+	l := New(Config{Limit: 1, Burst: 1})
+	t0 := testutil.Epoch(t)
+	l.Allow("a", t0, 1)
+	// An hour later a's bucket is full again; a cap would forget it here.
+	l.Allow("b", t0.Add(time.Hour), 1)
+	if l.Len() != 2 {
+		t.Fatalf("Len %d, want 2: without MaxKeys no bucket is forgotten", l.Len())
+	}
+}

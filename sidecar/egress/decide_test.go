@@ -165,6 +165,7 @@ func TestHostName(t *testing.T) {
 		"[::1]":                "::1",
 		"2001:db8::1":          "2001:db8::1",
 		"":                     "",
+		":80":                  "", // a port and no name: nothing a rule could match
 	} {
 		if got := HostName(in); got != want {
 			t.Errorf("HostName(%q) = %q, want %q", in, got, want)
@@ -310,6 +311,81 @@ func TestDecideConnNameUnknown(t *testing.T) {
 			d := DecideConn(cfg, tt.c)
 			if d.Action != tt.action || d.Rule != tt.rule {
 				t.Errorf("DecideConn(%+v) = %s by %q rule %q (%s), want %s rule %q", tt.c, d.Action, d.Policy, d.Rule, d.Reason, tt.action, tt.rule)
+			}
+		})
+	}
+}
+
+// TestDecideRouteFailsClosed: an HTTP chain whose route configuration is
+// missing, or has no virtual host for the request's Host, denies whatever
+// its metadata says.
+func TestDecideRouteFailsClosed(t *testing.T) {
+	dst := netip.MustParseAddrPort("93.184.216.34:80")
+	httpChain := func(cfg *xds.Config) *xds.FilterChain {
+		for _, fc := range cfg.Outbound.Chains {
+			if fc.Name == "egress|80|http|deny" {
+				fc.Egress = &xds.EgressMeta{Decision: "allow", Outbound: "ALLOW_ANY"}
+				return fc
+			}
+		}
+		t.Fatal("no HTTP chain")
+		return nil
+	}
+	missing := testConfig()
+	httpChain(missing).Target.RouteConfig = "egress|80|gone"
+	noCatchAll := testConfig()
+	httpChain(noCatchAll)
+	vhs := noCatchAll.Routes["egress|80"].VirtualHosts
+	noCatchAll.Routes["egress|80"].VirtualHosts = slices.DeleteFunc(vhs, func(vh *xds.VirtualHost) bool { return vh.Name == "*" })
+	for _, tt := range []struct {
+		name   string
+		cfg    *xds.Config
+		host   string
+		action Action
+		reason string
+	}{
+		{"no route configuration", missing, "api.example.com", Deny, "egress: chain egress|80|http|deny: no route configuration egress|80|gone"},
+		{"no virtual host for the Host", noCatchAll, "other.org:80", Deny, "egress: route configuration egress|80 has no virtual host for other.org"},
+		{"a virtual host for the Host", noCatchAll, "api.example.com", Allow, "egress: egress|80 virtual host api.example.com allows api.example.com"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := DecideConn(tt.cfg, Conn{Dst: dst, Host: tt.host})
+			if d.Action != tt.action || d.Reason != tt.reason || d.Chain != "egress|80|http|deny" {
+				t.Fatalf("DecideConn(%s, Host %q) = %+v\nwant %s, chain egress|80|http|deny, reason %q", dst, tt.host, d, tt.action, tt.reason)
+			}
+		})
+	}
+}
+
+// TestBefore: the order NameUnknown picks by is a strict order: stricter
+// first, then policy, then rule index numerically, indices before the
+// words ("default", "rejected"), words by spelling; nothing before itself.
+func TestBefore(t *testing.T) {
+	d := func(a Action, policy, rule string) Decision { return Decision{Action: a, Policy: policy, Rule: rule} }
+	for _, tt := range []struct {
+		name  string
+		first Decision
+		then  Decision
+	}{
+		{"deny before audit", d(Deny, "demo/z", "9"), d(Audit, "demo/a", "0")},
+		{"audit before allow", d(Audit, "demo/z", "9"), d(Allow, "demo/a", "0")},
+		{"by policy", d(Deny, "demo/a", "9"), d(Deny, "demo/b", "0")},
+		{"rule index numerically", d(Deny, "demo/p", "2"), d(Deny, "demo/p", "10")},
+		{"an index before default", d(Deny, "demo/p", "10"), d(Deny, "demo/p", "default")},
+		{"an index before rejected", d(Deny, "demo/p", "10"), d(Deny, "demo/p", "rejected")},
+		{"words by spelling", d(Deny, "demo/p", "default"), d(Deny, "demo/p", "rejected")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if !before(tt.first, tt.then) {
+				t.Errorf("before(%+v, %+v) = false, want true", tt.first, tt.then)
+			}
+			if before(tt.then, tt.first) {
+				t.Errorf("before(%+v, %+v) = true, want false", tt.then, tt.first)
+			}
+			for _, x := range []Decision{tt.first, tt.then} {
+				if before(x, x) {
+					t.Errorf("before(%+v, itself) = true", x)
+				}
 			}
 		})
 	}
