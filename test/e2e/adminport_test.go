@@ -127,8 +127,16 @@ func TestAdminPortRefusesOtherPods(t *testing.T) {
 		{[]string{"-k", "-token-file", token, "https://" + base + "/debug/status"}, "403", `user "` + sa + `" cannot get debug.weft.dev`},
 	} {
 		out, _ := kubectlExec(t, ns, pod.Name, "app", append([]string{"/usr/local/bin/testapp", "get"}, tc.args...)...)
-		first, _, _ := strings.Cut(out, "\n")
-		if !strings.HasPrefix(first, tc.status+" ") || !strings.Contains(first, tc.bodySubstr) {
+		// testapp prints "<status> <body>" on stdout; its error line on
+		// stderr may come first in the combined output.
+		var first string
+		for _, l := range strings.Split(out, "\n") {
+			if len(l) > 4 && l[3] == ' ' && l[0] >= '1' && l[0] <= '5' && l[1] >= '0' && l[1] <= '9' && l[2] >= '0' && l[2] <= '9' {
+				first = l
+				break
+			}
+		}
+		if !strings.HasPrefix(first, tc.status+" ") || !strings.Contains(out, tc.bodySubstr) {
 			t.Errorf("testapp get %s: %q, want %s containing %q", strings.Join(tc.args, " "), out, tc.status, tc.bodySubstr)
 		}
 	}

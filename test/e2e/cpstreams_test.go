@@ -29,6 +29,7 @@ import (
 //     claim's;
 //   - nothing is stored as the sibling.
 func TestAppCannotUseItsSidecarsStreams(t *testing.T) {
+	externalHost(t)
 	const ns = "e2e-cpstreams"
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
 	ctx := context.Background()
@@ -74,10 +75,11 @@ func TestAppCannotUseItsSidecarsStreams(t *testing.T) {
 	}
 
 	// The victim's sidecar still writes its audit events: an egress
-	// connection of its app is stored under its pod, and nothing forged
-	// is stored under it.
+	// connection of its app (to the external host: the API server's
+	// Service is in the cluster, not egress) is stored under its pod, and
+	// nothing forged is stored under it.
 	waitFor(t, 2*time.Minute, "an audit event of the victim's sidecar", func(context.Context) (bool, error) {
-		_, _ = kubectlExec(t, ns, victim.Name, "app", "/usr/local/bin/testapp", "get", "-k", "https://kubernetes.default.svc/healthz")
+		_, _ = kubectlExec(t, ns, victim.Name, "app", "/usr/local/bin/testapp", "get", "http://"+externalIP+"/")
 		for _, e := range auditEvents(t, ns) {
 			if e.Pod == victim.Name && !strings.HasPrefix(e.ID, "forged-") {
 				return true, nil
