@@ -3,7 +3,7 @@
 // authenticated, serves the trust bundle, rotates roots step by step (see
 // ROTATION.md) and does the renewal-time arithmetic.
 //
-// The room is pure: it imports the standard library's crypto and go-spiffe,
+// The package is pure: it imports the standard library's crypto and go-spiffe,
 // and nothing of weft's (no Kubernetes, no other weft package). Storage is
 // the caller's business: [CA.Material] and [LoadCA] turn a CA into PEM bytes
 // (the Secret weft-ca) and back.
@@ -15,6 +15,11 @@
 // Intermediate: ECDSA P-256, CA with MaxPathLen 0, same key usage and URI SAN,
 // 1 year by default and never past its root. SVIDs (leaves) are signed by the
 // intermediate; [CA.Sign] returns leaf and intermediate, never the root.
+//
+// A CA may be intermediate-only ([CA.IntermediateOnly]): loaded from
+// material without the root key (weftctl install --ca-dir), it signs SVIDs
+// as usual but cannot rotate roots or renew its intermediate; both happen
+// where the root key lives, and the new material is loaded (ROTATION.md).
 //
 // # SVID decisions
 //

@@ -35,7 +35,7 @@ import (
 )
 
 // Config configures the control plane. Zero values get the defaults of
-// weft's install (DESIGN: names and ports).
+// weft's install (docs/architecture.md, "Names, ports and paths").
 type Config struct {
 	Kube           kubernetes.Interface // required
 	Weft           dynamic.Interface    // required: weft.dev objects (CRDs)

@@ -1,8 +1,25 @@
-// Package controlplane wires weft's control plane: the SPIFFE CA kept in the
-// weft-system/weft-ca Secret, the certificate service on the TLS port 15012
-// (controlplane/identity), the trust bundle published to every namespace that
-// has injection on, and the admin port 15014 (/metrics, /healthz,
-// /debug/status, /audit/*).
+// Package controlplane wires weft's control plane ([Run]):
+//
+//   - the SPIFFE CA kept in the weft-system/weft-ca Secret (loaded or
+//     created once; intermediate-only when the Secret holds no root key),
+//     the certificate service, the TokenReview cache and the trust bundle
+//     published to every namespace that has injection on
+//     (controlplane/identity);
+//   - the mesh model built from informers (controlplane/registry);
+//   - the translator and the ADS server (controlplane/xds), pushed after
+//     every registry change;
+//   - the authorization of the sidecars' ADS and audit streams
+//     (controlplane/streamauth);
+//   - the egress audit store, the access-log service that fills it, its
+//     HTTP queries and the optional OTLP export (controlplane/audit);
+//   - the guard of the admin port's /audit and /debug endpoints
+//     (controlplane/adminauth);
+//   - the control plane's own serving certificate, issued from the CA and
+//     renewed (servingcert.go), the gRPC server on 15012 (certificate
+//     service, ADS, audit stream) and the admin port 15014 (/metrics,
+//     /healthz, /debug/status, /audit/*).
+//
+// Ports, names and who may reach them: docs/architecture.md.
 //
 // The admin port speaks plain HTTP and HTTPS on one socket, told apart by
 // the first byte (adminport.go). /metrics and /healthz answer anyone, for
@@ -23,6 +40,6 @@
 // connection is closed when its client certificate expires (expiry.go), so
 // a sidecar reconnects with its renewed SVID.
 //
-// This package imports the control-plane rooms it wires and certs; it must not
-// import sidecar/* or injector.
+// This package imports the control-plane packages it wires, certs and api/*;
+// it must not import sidecar/* or injector.
 package controlplane

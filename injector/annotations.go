@@ -11,8 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// Pod annotations (DESIGN.md, "Names"). Users set all but the last two,
-// which the injector writes.
+// Pod annotations (docs/architecture.md, "Pod annotations and labels").
+// Users set all but the last two, which the injector writes.
 //
 // weft.dev/exclude-outbound-ports and weft.dev/exclude-outbound-cidrs
 // exclude destinations from capture whatever the protocol: TCP to them is
@@ -76,7 +76,7 @@ const (
 	OutboundUDPDrop = "drop"
 	// OutboundUDPMesh (Config.OutboundUDP only, the default) follows the
 	// mesh: drop when the MeshConfig's outbound mode is REGISTRY_ONLY
-	// (Config.MeshOutbound), allow otherwise.
+	// (Config.Mesh), allow otherwise.
 	OutboundUDPMesh = "mesh"
 )
 

@@ -10,7 +10,8 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Names, ports and paths of what is injected (DESIGN.md, "Names"). The
+// Names, ports and paths of what is injected (docs/architecture.md, "Names,
+// ports and paths": "Ports" and "Inside an injected pod"). The
 // sidecar reads the same paths; keep them in step with sidecar/.
 const (
 	InitName      = "weft-init"

@@ -2,7 +2,7 @@
 // capture init step (weft-init) and the proxy (weft-proxy) to pods created
 // in namespaces labelled weft.dev/inject=enabled.
 //
-// The room holds two things, kept apart:
+// The package holds two things, kept apart:
 //
 //   - a pure handler, [Injector]: AdmissionReview in, AdmissionResponse with
 //     an RFC 6902 JSON patch out. No I/O, no clock, no goroutines; tested
@@ -29,6 +29,17 @@
 // so injecting an injected pod changes nothing. Every weft.dev/ annotation
 // is validated; a bad value refuses the pod with a message naming the
 // annotation and the reason.
+//
+// Every container, init and ephemeral ones included (the webhook also
+// receives UPDATEs of pods/ephemeralcontainers, from kubectl debug), is
+// checked against the capture-bypass rule (bypass.go): under the
+// MeshConfig's captureBypass Refuse the pod is denied, under Warn (the
+// default) it is admitted with a warning and a CaptureBypass Event. No
+// container but weft-proxy may mount weft's volumes: the projected token
+// is what tells the sidecar's control-plane streams from the app's.
+// weft-proxy's timeouts come from the pod's weft.dev/proxy-*-timeout
+// annotations or the MeshConfig's proxyTimeouts, read at admission
+// (Config.Mesh).
 //
 // # Native and regular sidecar
 //
@@ -58,7 +69,7 @@
 // its nameservers (which the DNS proxy sees), so QUIC falls back to TCP,
 // which the sidecar decides; under allow it leaves unaudited. Drop is what
 // a REGISTRY_ONLY mesh wants, allow what ALLOW_ANY does: mesh follows the
-// MeshConfig's outbound mode at each admission (Config.MeshOutbound, which
+// MeshConfig's outbound mode at each admission (Config.Mesh, which
 // weft-injector backs with an informer on meshconfigs/default). Pods keep
 // the choice made at their creation. weft.dev/exclude-outbound-
 // ports and weft.dev/exclude-outbound-cidrs apply to UDP as well: a pod

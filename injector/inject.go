@@ -51,8 +51,8 @@ type Config struct {
 	// than DNS (weft-sidecar init --outbound-udp) unless
 	// weft.dev/outbound-udp says otherwise: [OutboundUDPAllow],
 	// [OutboundUDPDrop], or [OutboundUDPMesh] (drop under a REGISTRY_ONLY
-	// MeshConfig, allow otherwise); "" means mesh when MeshOutbound is
-	// set, else allow. The choice is made
+	// MeshConfig, allow otherwise); "" means mesh when Mesh is set, else
+	// allow. The choice is made
 	// when the pod is created; changing the mesh's mode later reaches
 	// pods as they are recreated (weftctl check lists the ones behind).
 	OutboundUDP string

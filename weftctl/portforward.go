@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/transport/spdy"
 )
 
-// Ports of weft's admin endpoints (DESIGN.md, "Names").
+// Ports of weft's admin endpoints (docs/architecture.md, "Ports").
 const (
 	sidecarAdminPort  = 15000 // 127.0.0.1 inside the pod: /connections, /config_dump
 	sidecarHealthPort = 15020 // pod IP: /healthz/ready, /metrics

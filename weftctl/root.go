@@ -1,7 +1,9 @@
 // Package weftctl holds the operator CLI's commands (cobra), one file per
 // command. It talks to Kubernetes with client-go and to weft's admin ports;
-// it imports deploy and the public API types, never the control plane or
-// sidecar internals.
+// it imports deploy, api/* and certs, and, for their names and pure checks
+// only, controlplane/identity (the CA Secret's keys) and injector
+// (annotation and container names, the capture-bypass rule); never
+// sidecar/* or a running part of the control plane.
 package weftctl
 
 import (

@@ -1,5 +1,6 @@
 // Command weft-controlplane runs weft's control plane: the SPIFFE CA, the
-// certificate service and (as they land) the xDS server.
+// certificate service, the mesh registry, the xDS server, the egress audit
+// store and the admin port (see package controlplane).
 package main
 
 import (

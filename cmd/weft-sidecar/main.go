@@ -1,6 +1,6 @@
 // Command weft-sidecar is weft's proxy beside every meshed app.
 //
-//	weft-sidecar run    the sidecar: identity, Workload API, health (:15020)
+//	weft-sidecar run    the sidecar: identity, Workload API, xDS, proxy, DNS proxy, audit, health (:15020)
 //	weft-sidecar init   install the traffic-capture rules (the weft-init container)
 package main
 

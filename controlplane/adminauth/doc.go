@@ -32,7 +32,11 @@
 // SHA-256 (identity.TokenCache), each authorization decision, allowed or
 // denied, keyed by the user and the resource. A revoked token or binding
 // is honoured that much later. The API server being unreachable is 503,
-// never a pass.
+// never a pass. A request that would ask the API server (a review or a
+// decision not in the cache) is limited per source address (5/s, burst 20:
+// 429 with Retry-After), so made-up tokens cost it at most the burst;
+// cached answers are never limited.
 //
-// Imports: controlplane/identity (TokenReview and its cache), client-go.
+// Imports: controlplane/identity (TokenReview and its cache),
+// internal/keyedrate, client-go.
 package adminauth

@@ -1,11 +1,13 @@
 // Package audit is the control plane's side of egress auditing: it receives
 // the sidecars' audit events over Envoy's gRPC access-log service, stores
 // them in an embedded bbolt file with retention, and answers queries for
-// `weftctl egress audit` over HTTP. The control plane serves those queries
+// `weftctl egress audit` over HTTP (/audit/events, /audit/summary,
+// /audit/store), and can export what it stores as OTLP logs
+// ([OTLPExporter]). The control plane serves those queries
 // only over TLS to callers RBAC allows (get auditevents.weft.dev; see
 // controlplane/adminauth): the trail names every workload's destinations.
 //
-// # The room
+// # Store and service
 //
 // [Store] keeps events in a bbolt file (default /var/lib/weft/audit.db on
 // an emptyDir or a PVC). Keys are ordered by the time the control plane
@@ -53,9 +55,9 @@
 // weft_audit_fields_truncated_total{field}, weft_audit_store_events and
 // weft_audit_store_capacity.
 //
-// The wire format's field names are sidecar/audit's (metadata
-// "weft.egress"); this package restates them since controlplane/* never
-// imports sidecar/*. Imports: bbolt, grpc, go-control-plane's ALS protos,
-// go-spiffe, Prometheus, controlplane/streamauth, internal/keyedrate,
-// sidecar-free.
+// The wire format's names (metadata "weft.egress" and its fields) are
+// declared once in api/audit, which the sidecar's encoder imports too.
+// Imports: api/audit, bbolt, grpc, go-control-plane's ALS protos, the OTLP
+// protos, go-spiffe, Prometheus, controlplane/streamauth,
+// internal/keyedrate; never sidecar/*.
 package audit

@@ -16,7 +16,7 @@ import (
 	"github.com/weftmesh/weft/api/v1alpha1"
 )
 
-// Names the model depends on (DESIGN.md: names).
+// Names the model depends on (docs/architecture.md, "Names, ports and paths").
 const (
 	proxyContainer = "weft-proxy"
 	injectLabel    = "weft.dev/inject"

@@ -35,8 +35,8 @@
 //     neither a token nor an SVID carried off the pod works elsewhere
 //     (PermissionDenied).
 //
-// The stream's node ID must then name the token's pod: the rooms check
-// that against [Grant.Pod] and [Grant.Namespace]. A pod sharing a
+// The stream's node ID must then name the token's pod: controlplane/xds and
+// controlplane/audit check that against [Grant.Pod] and [Grant.Namespace]. A pod sharing a
 // ServiceAccount with another cannot claim the other's node ID, since its
 // token names itself.
 //
@@ -47,7 +47,7 @@
 // or the pod is deleted or replaced by one of the same name (a different
 // UID), as the registry sees it after each change ([Authorizer.Recheck]:
 // PermissionDenied). Its context then ends with that status as its cause;
-// [Stream] makes a stream's Recv and Send fail with it, so the room's
+// [Stream] makes a stream's Recv and Send fail with it, so the stream's
 // handler returns it to the client.
 //
 // Imports: controlplane/identity (the Authenticator), internal/peersvid,

@@ -1,8 +1,10 @@
 // Package xds serves weft's configuration to sidecars over the Aggregated
-// Discovery Service, and (with the translator, written separately) turns
-// the mesh model into Envoy v3 resources for each sidecar.
+// Discovery Service, and turns the mesh model into Envoy v3 resources for
+// each sidecar (the translator). The contract between the two sides is
+// sidecar/xds/README.md; docs/architecture.md ("The xDS contract") sums it
+// up.
 //
-// # The room
+// # Server and translator
 //
 // The server half holds: the go-control-plane snapshot cache and ADS server
 // (state-of-the-world and delta), the authentication of streams, one
@@ -15,8 +17,9 @@
 //
 // Imports: go-control-plane, go-spiffe, gRPC, Prometheus, k8s.io/utils/clock,
 // apimachinery's name validation, and controlplane/registry's model types
-// (translator only), controlplane/streamauth (the streams' authorization,
-// shared with the audit stream). The server half never touches the model:
+// and api/v1alpha1's kind names (translator only), controlplane/streamauth (the
+// streams' authorization, shared with the audit stream), internal/peersvid
+// (the stream's client SVID). The server half never touches the model:
 // it gets resources through the [Generator] interface, and the
 // authorizer's pod lookup is implemented by the wiring in controlplane;
 // trust comes in as an x509bundle.Source. Not certs.

@@ -1,5 +1,6 @@
 // Package audit records the sidecar's egress audit events: one
-// [github.com/weftmesh/weft/api/audit.Event] per egress connection, written
+// [github.com/weftmesh/weft/api/audit.Event] per egress connection (per
+// request on a plain HTTP egress chain), written
 // as a JSON line to stdout and delivered to the control plane over Envoy's
 // gRPC access-log service (ALS,
 // envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs).
@@ -40,12 +41,14 @@
 // destination, upstream_cluster: PassthroughCluster or BlackHoleCluster,
 // tls_properties.tls_sni_hostname, access_log_type TcpConnectionEnd,
 // metadata.filter_metadata["weft.egress"]: the weft fields (see
-// [MetadataKey] and the field constants)}, connection_properties
+// [MetadataKey] and api/audit's Field constants, which the control plane
+// decodes with)}, connection_properties
 // {received_bytes: bytes from the app to the destination (BytesSent),
 // sent_bytes: bytes back to the app (BytesReceived)} — Envoy's view from
 // the downstream side.
 //
-// Imports: grpc, the sidecar's subset of Envoy's ALS and access-log protos
-// (sidecar/internal/envoy; the stream is opened by method name), go-spiffe,
-// Prometheus. Never controlplane/* or go-control-plane.
+// Imports: api/audit (the record and its wire names), grpc, the sidecar's
+// subset of Envoy's ALS and access-log protos (sidecar/internal/envoy; the
+// stream is opened by method name), go-spiffe, internal/metrics. Never
+// controlplane/* or go-control-plane.
 package audit

@@ -121,8 +121,9 @@ func ParseUDPPolicy(s string) (UDPPolicy, error) {
 // dropUDP reports whether outbound UDP is rejected.
 func (c Config) dropUDP() bool { return c.OutboundUDP == UDPDrop }
 
-// DefaultConfig returns the ports and UID of DESIGN.md with nothing excluded
-// beyond the sidecar's own ports. DNSPort is DefaultDNSPort, but with no
+// DefaultConfig returns the ports and UID of docs/architecture.md ("Ports",
+// "Inside an injected pod") with nothing excluded beyond the sidecar's own
+// ports. DNSPort is DefaultDNSPort, but with no
 // DNSServers no DNS is redirected until the caller fills them in.
 // OutboundUDP is UDPAllow, what the mesh's default (ALLOW_ANY) asks for.
 func DefaultConfig() Config {

@@ -2,7 +2,7 @@
 // configuration decides about it: allow, deny or audit (allow and flag),
 // and which EgressPolicy rule said so.
 //
-// # The room
+// # Reading the decision
 //
 // The control plane resolves EgressPolicies into the outbound listener's
 // filter chains and HTTP route configurations (sidecar/xds README, "Match

@@ -3,11 +3,14 @@
 // bundle that came with it, their renewal, and the SPIFFE Workload API that
 // hands them to the app containers of the same pod.
 //
-// The room imports go-spiffe, gRPC, weft's certificate API
+// The package imports go-spiffe, gRPC, weft's certificate API
 // (api/certificate/v1) and certs (renewal arithmetic only). It never imports
 // controlplane/*: the certificate service is reached through the
 // CertificateServiceClient interface (api/certificate/v1) the wiring passes
 // in.
+//
+// [TokenCredentials] sends the pod's projected token on the control-plane
+// streams that require it besides the SVID (ADS, the audit stream).
 //
 // # Keys
 //

@@ -2,7 +2,7 @@
 // outbound (15001) listeners, mTLS in and out, protocol sniffing,
 // authorization, forwarding, and the admin endpoint on 127.0.0.1:15000.
 //
-// # The room
+// # Connections
 //
 // A connection reads the current [xds.Config] once, when accepted, and keeps
 // the filter chain and cluster it chose: configuration pushes never touch
@@ -29,7 +29,7 @@
 // or answer the route's direct response after the responses to the
 // requests before it, and close): see "Every request decided" below. The
 // egress decision itself is encoded in the chains by
-// the control plane; this room only follows them.
+// the control plane; this package only follows them.
 //
 // # Every request decided
 //
@@ -143,7 +143,7 @@
 // either side is bounded by WriteTimeout (5m, kind write): a peer that
 // stops reading cannot hold a flow, its buffer and its goroutine for
 // longer. MaxConnections (16384) and MaxPendingPerSource (128) bound how
-// many connections there are; README ("Bounded under abuse") has the
+// many connections there are; README ("The sidecar under abuse") has the
 // bytes each state costs.
 //
 // # Observability
@@ -165,6 +165,8 @@
 //
 // Imports: sidecar/xds (the model), sidecar/capture (OriginalDst only),
 // api/audit (the egress record), sidecar/egress (the egress decision),
+// sidecar/dnsproxy (the Binding type; the table itself comes in as a
+// [NameBinder]),
 // internal/metrics, go-spiffe. Never
 // controlplane/*.
 package proxy

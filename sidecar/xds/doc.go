@@ -1,7 +1,7 @@
 // Package xds is the sidecar's xDS client and the model of what the proxy
 // runs.
 //
-// # The room
+// # Model and client
 //
 // [Config] is the sidecar's own configuration: plain immutable Go values
 // (listeners, filter chains with their match rules, RBAC, clusters,
