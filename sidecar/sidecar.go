@@ -77,8 +77,13 @@ type Config struct {
 	// --write-timeout, which the injector sets from the MeshConfig's
 	// proxyTimeouts and the pod's weft.dev/proxy-*-timeout annotations.
 	HandshakeTimeout, IdleTimeout, WriteTimeout time.Duration
-	Logger       *slog.Logger
-	Clock        clock.WithTicker
+	// MemoryLimit is the memory the sidecar runs under (bytes; 0: none
+	// known): weft-sidecar run passes the Go runtime's soft limit that
+	// internal/memtune set. The proxy caps its connections to fit it
+	// (proxy.ConnectionsFor).
+	MemoryLimit int64
+	Logger      *slog.Logger
+	Clock       clock.WithTicker
 	// Ready, if set, is called with the health address once it listens.
 	Ready func(health net.Addr)
 }
@@ -203,7 +208,8 @@ func Run(ctx context.Context, cfg Config) error {
 	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record, Names: names,
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, OutboundAddr6: cfg.OutboundAddr6, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof,
 		OriginalDst: cfg.OriginalDst, Logger: log.With("room", "proxy"), Clock: cfg.Clock, Metrics: reg,
-		DrainTimeout: cfg.DrainTimeout, HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.WriteTimeout})
+		DrainTimeout: cfg.DrainTimeout, HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.WriteTimeout,
+		MemoryLimit: cfg.MemoryLimit})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -83,7 +84,11 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Logger = log
-	log.Info("runtime memory settings", "settings", memtune.Apply().String())
+	mem := memtune.Apply()
+	log.Info("runtime memory settings", "settings", mem.String())
+	if mem.MemoryLimit != math.MaxInt64 {
+		cfg.MemoryLimit = mem.MemoryLimit
+	}
 	cfg.PodName, cfg.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	cfg.AppProbes = os.Getenv("WEFT_APP_PROBES")
 	cfg.AuditOut = os.Stdout

@@ -142,9 +142,12 @@
 // head begins it has HandshakeTimeout to arrive whole. Each write to
 // either side is bounded by WriteTimeout (5m, kind write): a peer that
 // stops reading cannot hold a flow, its buffer and its goroutine for
-// longer. MaxConnections (16384) and MaxPendingPerSource (128) bound how
-// many connections there are; README ("The sidecar under abuse") has the
-// bytes each state costs.
+// longer. MaxConnections and MaxPendingPerSource (128) bound how many
+// connections there are; MaxConnections is derived from the memory limit
+// the sidecar runs under (ConnectionsFor: 486 at the default 128Mi, at
+// most 16384), so that that many connections in their costliest state
+// fit it. README ("The sidecar under abuse") has the bytes each state
+// costs.
 //
 // # Observability
 //

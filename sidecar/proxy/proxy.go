@@ -115,17 +115,60 @@ type Config struct {
 	// carries consumers that legitimately pause). Negative: never.
 	WriteTimeout time.Duration
 	// MaxConnections caps the connections open through the proxy at once
-	// (both directions): 16384; past it a new one is closed at accept.
+	// (both directions); past it a new one is closed at accept. Default:
+	// ConnectionsFor(MemoryLimit), so that that many connections, each in
+	// its costliest state, fit the memory the sidecar runs under.
 	// MaxPendingPerSource caps one source address's connections not yet
 	// established (sniffing, handshaking): 128, so that a neighbour that
 	// opens handshakes and stalls cannot take every descriptor, nor keep
 	// other sources out. Both refusals count as reason "overload".
 	MaxConnections      int
 	MaxPendingPerSource int
+	// MemoryLimit is the memory the sidecar runs under, in bytes: the Go
+	// runtime's soft limit (internal/memtune: 90% of the container's
+	// memory.max, or GOMEMLIMIT); 0 or less: none known. It sets
+	// MaxConnections' default.
+	MemoryLimit int64
 	// IdleParkAfter is how long one direction of a connection is silent
 	// before it gives up its goroutine and waits in the proxy's epoll set
 	// (park.go): 1s; negative never parks.
 	IdleParkAfter time.Duration
+}
+
+// What the connection cap is derived from (README, "The sidecar under
+// abuse", has the measurements).
+const (
+	// MaxConnectionsCeiling is MaxConnections' default without a memory
+	// limit, and its largest derived value.
+	MaxConnectionsCeiling = 16384
+	// MinConnections is the smallest derived MaxConnections, whatever the
+	// memory limit: below it the sidecar would be of no use.
+	MinConnections = 64
+	// ConnMemory is what one connection may cost the sidecar (Go heap
+	// and stacks) in its costliest state, with headroom: both of its
+	// directions stuck in a write to a peer that stopped reading, through
+	// mTLS, ~150 KB (TestStuckWritersFitMemoryLimit; one direction
+	// stuck ~89 KB, BenchmarkConnMemory): each direction's copy buffer
+	// held in the blocked write, crypto/tls's record buffers, the
+	// goroutines. A ClientHello or request head being sniffed holds at
+	// most maxSniff (128 KiB).
+	ConnMemory = 192 << 10
+	// MemoryReserve is what the sidecar keeps out of the memory limit for
+	// everything but connections: the runtime, the xDS configuration,
+	// the DNS proxy's names, the audit queue, the garbage collector's
+	// slack.
+	MemoryReserve = 24 << 20
+)
+
+// ConnectionsFor is the connection cap that fits a memory limit (bytes; 0
+// or less: none): (limit - MemoryReserve) / ConnMemory, at least
+// MinConnections and at most MaxConnectionsCeiling.
+func ConnectionsFor(limit int64) int {
+	if limit <= 0 {
+		return MaxConnectionsCeiling
+	}
+	n := (limit - MemoryReserve) / ConnMemory
+	return int(max(MinConnections, min(n, MaxConnectionsCeiling)))
 }
 
 // DefaultOutboundAddr6 is Config.OutboundAddr6's default.
@@ -155,7 +198,7 @@ func (c *Config) defaults() {
 	dur(&c.IdleTimeout, time.Hour)
 	dur(&c.WriteTimeout, 5*time.Minute)
 	if c.MaxConnections <= 0 {
-		c.MaxConnections = 16384
+		c.MaxConnections = ConnectionsFor(c.MemoryLimit)
 	}
 	if c.MaxPendingPerSource <= 0 {
 		c.MaxPendingPerSource = 128
@@ -449,7 +492,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 			}
 		})
 	}
-	p.log.Info("proxy listening", "inbound", p.inAddr.String(), "outbound", p.outAddr.String(), "outbound6", p.outAddr6, "admin", p.adminAddrNet)
+	p.log.Info("proxy listening", "inbound", p.inAddr.String(), "outbound", p.outAddr.String(), "outbound6", p.outAddr6, "admin", p.adminAddrNet,
+		"maxConnections", p.cfg.MaxConnections, "memoryLimit", p.cfg.MemoryLimit)
 	close(p.ready)
 
 	var runErr error

@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"math"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/sidecar/xds"
+)
+
+func TestConnectionsFor(t *testing.T) {
+	for _, tc := range []struct {
+		limit int64
+		want  int
+	}{
+		{0, MaxConnectionsCeiling},
+		{-1, MaxConnectionsCeiling},
+		{math.MaxInt64, MaxConnectionsCeiling},
+		{1 << 20, MinConnections},
+		{MemoryReserve + 100*ConnMemory, 100},
+		{MemoryReserve + 100*ConnMemory + ConnMemory - 1, 100},
+		// The injector's default weft.dev/proxy-memory, 128Mi, through
+		// memtune's 90%.
+		{128 << 20 * 9 / 10, int((128<<20*9/10 - MemoryReserve) / ConnMemory)},
+	} {
+		if got := ConnectionsFor(tc.limit); got != tc.want {
+			t.Errorf("ConnectionsFor(%d) = %d, want %d", tc.limit, got, tc.want)
+		}
+	}
+	pd := startPod(t, newCA(t, nil), workloadID("shop", "web"), func(c *Config) { c.MemoryLimit = MemoryReserve + 100*ConnMemory })
+	if got := pd.p.cfg.MaxConnections; got != 100 {
+		t.Errorf("MaxConnections = %d under MemoryLimit %d, want 100", got, pd.p.cfg.MemoryLimit)
+	}
+}
+
+// TestStuckWritersFitMemoryLimit fills a sidecar pair, both run under a
+// small MemoryLimit and no MaxConnections of their own, with connections
+// in their costliest state — the app and the client both write and
+// neither reads, so both directions of every connection block in a write
+// holding their buffers — three times as many as the derived cap. Those
+// past the cap are refused at accept (overload), and the Go memory the
+// whole process gained (HeapInuse+StackInuse: both sidecars, and the
+// client and app besides) stays within what the two sidecars' limits
+// leave for connections.
+func TestStuckWritersFitMemoryLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills two sidecars with stuck connections")
+	}
+	const capacity = 80
+	limit := int64(MemoryReserve + capacity*ConnMemory)
+	withLimit := func(c *Config) {
+		c.MemoryLimit, c.IdleTimeout = limit, -1
+		c.MaxPendingPerSource = 4 * capacity // every client shares 127.0.0.1
+		c.SniffTimeout = c.HandshakeTimeout  // a slow ClientHello is still one (-race)
+	}
+
+	chunk := make([]byte, 64<<10)
+	stop := make(chan struct{})
+	defer close(stop)
+	// The app writes until its peer's buffers are full and never reads.
+	app := startApp(t, func(c *net.TCPConn, _ *app) {
+		_ = c.SetReadBuffer(16 << 10)
+		_ = c.SetWriteBuffer(16 << 10)
+		go func() { <-stop; c.Close() }()
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	ca := newCA(t, nil)
+	a := startPod(t, ca, workloadID("shop", "frontend"), withLimit)
+	b := startPod(t, ca, workloadID("demo", "echo"), withLimit)
+	b.nat.setDefault(netip.AddrPortFrom(podBIP, app.port()))
+	b.cfg.Store(meshConfig(nil, nil, inboundChains(app.port(), false, nil), false))
+	a.cfg.Store(meshConfig([]spiffeid.ID{b.id}, []xds.Endpoint{{Addr: b.inboundAddr()}}, nil, false))
+	if a.p.cfg.MaxConnections != capacity || b.p.cfg.MaxConnections != capacity {
+		t.Errorf("MaxConnections %d and %d under MemoryLimit %d, want %d", a.p.cfg.MaxConnections, b.p.cfg.MaxConnections, limit, capacity)
+	}
+
+	in0 := goMemory()
+	const tries = 3 * capacity
+	conns := make([]*net.TCPConn, tries)
+	for i := range conns {
+		conns[i] = a.dialOutbound(netip.AddrPortFrom(serviceIP, 80))
+	}
+	// The client writes until every buffer on the way is full, and never
+	// reads.
+	var wg sync.WaitGroup
+	work := make(chan *net.TCPConn)
+	for range 8 {
+		wg.Go(func() {
+			for c := range work {
+				_ = c.SetWriteBuffer(16 << 10)
+				_ = c.SetReadBuffer(16 << 10)
+				for {
+					_ = c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+					if _, err := c.Write(chunk); err != nil {
+						break
+					}
+				}
+			}
+		})
+	}
+	for _, c := range conns {
+		work <- c
+	}
+	close(work)
+	wg.Wait()
+
+	// Every admitted connection is stuck both ways: its sidecars' flows
+	// hold their buffers in blocked writes.
+	time.Sleep(300 * time.Millisecond)
+	grown := goMemory() - in0
+	open := int64(a.counter("connections", outbound))
+	budget := 2 * (limit - MemoryReserve)
+	t.Logf("%d connections stuck both ways: Go memory grew %d KiB (%d bytes per connection per sidecar, client and app included); the sidecars' budget for connections %d KiB",
+		open, grown>>10, grown/max(open, 1)/2, budget>>10)
+	if grown > budget {
+		t.Errorf("Go memory grew %d KiB with the sidecars full of stuck connections, past the %d KiB their memory limits leave for connections", grown>>10, budget>>10)
+	}
+	if open != capacity {
+		t.Errorf("%v outbound connections open, want the cap, %d", open, capacity)
+	}
+	if got := b.counter("connections", inbound); got != capacity {
+		t.Errorf("%v inbound connections open in the server's sidecar, want %d", got, capacity)
+	}
+	refused := func() float64 { return a.counter("connection_failures", outbound, reasonOverload) }
+	for deadline := time.Now().Add(5 * time.Second); refused() != tries-capacity && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := refused(); got != tries-capacity {
+		t.Errorf("%v outbound connections refused (overload), want the %d past the cap", got, tries-capacity)
+	}
+}
+
+// goMemory is the Go memory in use, heap spans and goroutine stacks, after
+// two collections.
+func goMemory() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse + ms.StackInuse)
+}
