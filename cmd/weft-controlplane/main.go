@@ -27,6 +27,7 @@ func main() {
 		cfg        controlplane.Config
 		kubeconfig string
 		logLevel   string
+		api        apiLimits
 	)
 	flag.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain; set once at install")
 	flag.StringVar(&cfg.Namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace weft is installed in")
@@ -43,6 +44,8 @@ func main() {
 	flag.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export egress audit events as OTLP logs to this gRPC endpoint (host:port)")
 	flag.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", false, "plaintext OTLP (e.g. a collector on the same node)")
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig path; empty means in-cluster")
+	flag.Float64Var(&api.qps, "kube-api-qps", controlplane.KubeQPS, "requests per second to the Kubernetes API server (client-side limit; see controlplane.KubeQPS)")
+	flag.IntVar(&api.burst, "kube-api-burst", controlplane.KubeBurst, "burst of requests to the Kubernetes API server (client-side limit)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 
@@ -52,13 +55,20 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := run(cfg, kubeconfig); err != nil {
+	if err := run(cfg, kubeconfig, api); err != nil {
 		cfg.Logger.Error("exiting", "error", err.Error())
 		os.Exit(1)
 	}
 }
 
-func run(cfg controlplane.Config, kubeconfig string) error {
+// apiLimits is the client-side rate limit of the control plane's API
+// client.
+type apiLimits struct {
+	qps   float64
+	burst int
+}
+
+func run(cfg controlplane.Config, kubeconfig string, api apiLimits) error {
 	var rc *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -70,6 +80,7 @@ func run(cfg controlplane.Config, kubeconfig string) error {
 		return fmt.Errorf("kubernetes client config: %w", err)
 	}
 	rc.UserAgent = "weft-controlplane"
+	rc.QPS, rc.Burst = float32(api.qps), api.burst
 	if cfg.Kube, err = kubernetes.NewForConfig(rc); err != nil {
 		return err
 	}
