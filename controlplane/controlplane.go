@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
+	"github.com/weftmesh/weft/api/admin"
 	apiaudit "github.com/weftmesh/weft/api/audit"
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
@@ -329,27 +330,12 @@ func shutdownGRPC(gs *grpc.Server, grace time.Duration) {
 	}
 }
 
-// Status is what /debug/status reports (read by weftctl status).
-type Status struct {
-	Version      string    `json:"version"`
-	TrustDomain  string    `json:"trustDomain"`
-	Started      time.Time `json:"started"`
-	Roots        []Cert    `json:"roots"`
-	Intermediate Cert      `json:"intermediate"`
-	// IntermediateOnly: the CA Secret holds no root key (weftctl install
-	// --ca-dir); the intermediate is renewed where the root key lives.
-	IntermediateOnly bool      `json:"intermediateOnly,omitempty"`
-	ServingCertAfter time.Time `json:"servingCertNotAfter"`
-	// Sidecars is each connected sidecar's xDS state per type.
-	Sidecars []xds.NodeStatus `json:"sidecars"`
-}
-
-// Cert describes one CA certificate.
-type Cert struct {
-	Fingerprint string    `json:"sha256"`
-	NotBefore   time.Time `json:"notBefore"`
-	NotAfter    time.Time `json:"notAfter"`
-}
+// Status is what /debug/status reports (read by weftctl status); Cert
+// describes one CA certificate in it.
+type (
+	Status = admin.Status
+	Cert   = admin.Cert
+)
 
 func status(ca *certs.CA, serving *servingCert, started time.Time) Status {
 	s := Status{Version: version.Version, TrustDomain: ca.TrustDomain().String(), Started: started,

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	cpaudit "github.com/weftmesh/weft/controlplane/audit"
 	"github.com/weftmesh/weft/deploy"
 	"github.com/weftmesh/weft/injector"
 )
@@ -314,10 +315,7 @@ func checkAuditTrail(ctx context.Context, e *env, r *checkReport) {
 		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 			continue
 		}
-		var st struct {
-			Events   int `json:"events"`
-			Capacity int `json:"capacity"`
-		}
+		var st cpaudit.StoreResponse
 		b, err := e.admin.controlPlaneGet(ctx, p, "/audit/store", nil)
 		if err == nil {
 			err = json.Unmarshal(b, &st)

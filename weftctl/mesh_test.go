@@ -27,6 +27,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
+	adminapi "github.com/weftmesh/weft/api/admin"
+	cpaudit "github.com/weftmesh/weft/controlplane/audit"
 	"github.com/weftmesh/weft/internal/testutil"
 )
 
@@ -153,34 +155,31 @@ func newFixture(t *testing.T) *fixture {
 	}}
 	f.kube.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{Major: "1", Minor: "37", GitVersion: "v1.37.2"}
 
-	cert := func(fp string, d time.Duration) cpCert {
-		return cpCert{Fingerprint: fp, NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(d)}
+	cert := func(fp string, d time.Duration) adminapi.Cert {
+		return adminapi.Cert{Fingerprint: fp, NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(d)}
 	}
-	types := func(state, nack string) []typeStatus {
-		var out []typeStatus
+	types := func(state adminapi.State, nack string) []adminapi.TypeStatus {
+		var out []adminapi.TypeStatus
 		for _, ty := range []string{"cluster", "endpoint", "listener", "secret"} {
-			ts := typeStatus{Type: ty, State: "SYNCED", Version: "7f3a9c2e5b1d4e6f", Acked: "7f3a9c2e5b1d4e6f"}
-			if ty == "listener" && state != "SYNCED" {
+			ts := adminapi.TypeStatus{Type: ty, State: adminapi.StateSynced, Version: "7f3a9c2e5b1d4e6f", Acked: "7f3a9c2e5b1d4e6f"}
+			if ty == "listener" && state != adminapi.StateSynced {
 				ts.State, ts.Acked, ts.NACKs = state, "0a1b2c3d4e5f6071", 1
-				ts.LastNACK = &struct {
-					Version string `json:"version"`
-					Message string `json:"message"`
-				}{"7f3a9c2e5b1d4e6f", nack}
+				ts.LastNACK = &adminapi.NACK{Version: "7f3a9c2e5b1d4e6f", Message: nack}
 			}
 			out = append(out, ts)
 		}
 		return out
 	}
-	status := func(sidecars ...nodeStatus) cpStatus {
-		return cpStatus{Version: "v0.3.0", TrustDomain: "cluster.local", Roots: []cpCert{cert("c0ffee00112233445566", 3650*24*time.Hour)},
+	status := func(sidecars ...adminapi.NodeStatus) adminapi.Status {
+		return adminapi.Status{Version: "v0.3.0", TrustDomain: "cluster.local", Roots: []adminapi.Cert{cert("c0ffee00112233445566", 3650*24*time.Hour)},
 			Intermediate: cert("abcdef98765432100000", 5*24*time.Hour), Sidecars: sidecars}
 	}
-	f.json("/pod/weft-system/weft-controlplane-a1/15014/debug/status", status(nodeStatus{Node: "client-8f6d.weft-demo", Pod: "client-8f6d", Namespace: "weft-demo",
+	f.json("/pod/weft-system/weft-controlplane-a1/15014/debug/status", status(adminapi.NodeStatus{Node: "client-8f6d.weft-demo", Pod: "client-8f6d", Namespace: "weft-demo",
 		SPIFFEID: "spiffe://cluster.local/ns/weft-demo/sa/client", Streams: 1, Types: types("SYNCED", "")}))
-	f.json("/pod/weft-system/weft-controlplane-b2/15014/debug/status", status(nodeStatus{Node: "server-v1-9a7c.weft-demo", Pod: "server-v1-9a7c", Namespace: "weft-demo",
+	f.json("/pod/weft-system/weft-controlplane-b2/15014/debug/status", status(adminapi.NodeStatus{Node: "server-v1-9a7c.weft-demo", Pod: "server-v1-9a7c", Namespace: "weft-demo",
 		SPIFFEID: "spiffe://cluster.local/ns/weft-demo/sa/server", Streams: 1, Types: types("SYNCED", "")}))
-	f.json("/pod/weft-system/weft-controlplane-a1/15014/audit/store", map[string]int{"events": 412_000, "capacity": 500_000})
-	f.json("/pod/weft-system/weft-controlplane-b2/15014/audit/store", map[string]int{"events": 1_200, "capacity": 500_000})
+	f.json("/pod/weft-system/weft-controlplane-a1/15014/audit/store", cpaudit.StoreResponse{Events: 412_000, Capacity: 500_000})
+	f.json("/pod/weft-system/weft-controlplane-b2/15014/audit/store", cpaudit.StoreResponse{Events: 1_200, Capacity: 500_000})
 	f.text("/svc/weft-system/weft-injector/443/healthz", "ok\n")
 	expiry := strconv.FormatInt(now.Add(23*time.Hour).Unix(), 10)
 	f.text("/pod/weft-demo/client-8f6d/15020/metrics", "# HELP x\nweft_sidecar_svid_expiry_timestamp_seconds "+expiry+"\n"+
@@ -189,12 +188,14 @@ func newFixture(t *testing.T) *fixture {
 		`weft_sidecar_tls_handshakes_total{direction="inbound"} 12`+"\n"+`weft_sidecar_tls_handshakes_total{direction="outbound"} 0`+"\n"+
 		`weft_sidecar_handshake_failures_total{direction="inbound",reason="not_tls"} 1`+"\n")
 	notAfter := now.Add(23 * time.Hour)
-	f.json("/pod/weft-demo/client-8f6d/15000/connections", map[string]any{"connections": []sidecarConn{{
+	f.json("/pod/weft-demo/client-8f6d/15000/connections", adminapi.Connections{Connections: []adminapi.ConnInfo{{
 		Direction: "outbound", Source: "198.18.0.10:40312", Destination: "198.19.4.7:80", Upstream: "198.18.0.11:15006", MTLS: true,
-		PeerSPIFFEID: "spiffe://cluster.local/ns/weft-demo/sa/server", TLSVersion: "TLS 1.3", Cipher: "TLS_AES_128_GCM_SHA256", PeerNotAfter: notAfter, BytesIn: 120, BytesOut: 310}}})
-	f.json("/pod/weft-demo/server-v1-9a7c/15000/connections", map[string]any{"connections": []sidecarConn{{
+		TLSInfo: &adminapi.TLSInfo{PeerID: "spiffe://cluster.local/ns/weft-demo/sa/server", Version: "TLS 1.3", Cipher: "TLS_AES_128_GCM_SHA256", PeerNotAfter: notAfter},
+		BytesIn: 120, BytesOut: 310}}})
+	f.json("/pod/weft-demo/server-v1-9a7c/15000/connections", adminapi.Connections{Connections: []adminapi.ConnInfo{{
 		Direction: "inbound", Source: "198.18.0.10:40312", Destination: "198.18.0.11:8080", MTLS: true,
-		PeerSPIFFEID: "spiffe://cluster.local/ns/weft-demo/sa/client", TLSVersion: "TLS 1.3", Cipher: "TLS_AES_128_GCM_SHA256", PeerNotAfter: notAfter, BytesIn: 310, BytesOut: 120}}})
+		TLSInfo: &adminapi.TLSInfo{PeerID: "spiffe://cluster.local/ns/weft-demo/sa/client", Version: "TLS 1.3", Cipher: "TLS_AES_128_GCM_SHA256", PeerNotAfter: notAfter},
+		BytesIn: 310, BytesOut: 120}}})
 	return f
 }
 
@@ -240,9 +241,11 @@ func TestStatusNACKedExitsNonZero(t *testing.T) {
 	// The first replica reports the client NACKing a listener.
 	f.mux = http.NewServeMux()
 	f.mux.HandleFunc("/pod/weft-system/weft-controlplane-a1/15014/debug/status", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, `{"version":"v0.3.0","sidecars":[{"node":"client-8f6d.weft-demo","pod":"client-8f6d","namespace":"weft-demo",
-"spiffeID":"spiffe://cluster.local/ns/weft-demo/sa/client","types":[{"type":"listener","state":"NACKED","version":"7f3a9c2e5b1d4e6f","acked":"0a1b2c3d4e5f6071","nacks":1,
-"lastNack":{"version":"7f3a9c2e5b1d4e6f","message":"xds: listener inbound: filter chain 8080: unsupported field transport_socket_connect_timeout"}}]}]}`)
+		_ = json.NewEncoder(w).Encode(adminapi.Status{Version: "v0.3.0", Sidecars: []adminapi.NodeStatus{{
+			Node: "client-8f6d.weft-demo", Pod: "client-8f6d", Namespace: "weft-demo", SPIFFEID: "spiffe://cluster.local/ns/weft-demo/sa/client",
+			Types: []adminapi.TypeStatus{{Type: "listener", State: adminapi.StateNacked, Version: "7f3a9c2e5b1d4e6f", Acked: "0a1b2c3d4e5f6071", NACKs: 1,
+				LastNACK: &adminapi.NACK{Version: "7f3a9c2e5b1d4e6f", Message: "xds: listener inbound: filter chain 8080: unsupported field transport_socket_connect_timeout"}}},
+		}}})
 	})
 	f.mux.Handle("/", base)
 	out, err := f.run(t, "status", "-n", "weft-demo")

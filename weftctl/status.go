@@ -16,53 +16,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	adminapi "github.com/weftmesh/weft/api/admin"
 	"github.com/weftmesh/weft/injector"
 )
 
-// cpStatus is the part of the control plane's /debug/status weftctl reads
-// (controlplane.Status; weftctl does not import the control plane).
+// cpStatus is one control plane replica's /debug/status, or why it did
+// not answer.
 type cpStatus struct {
-	Version      string    `json:"version"`
-	TrustDomain  string    `json:"trustDomain"`
-	Started      time.Time `json:"started"`
-	Roots        []cpCert  `json:"roots"`
-	Intermediate cpCert    `json:"intermediate"`
-	// IntermediateOnly: no root key in the cluster (install --ca-dir).
-	IntermediateOnly bool         `json:"intermediateOnly,omitempty"`
-	ServingAfter     time.Time    `json:"servingCertNotAfter"`
-	Sidecars         []nodeStatus `json:"sidecars"`
+	adminapi.Status
 
 	replica string // the pod that answered
 	err     error  // why it did not
-}
-
-type cpCert struct {
-	Fingerprint string    `json:"sha256"`
-	NotBefore   time.Time `json:"notBefore"`
-	NotAfter    time.Time `json:"notAfter"`
-}
-
-type nodeStatus struct {
-	Node          string       `json:"node"`
-	Pod           string       `json:"pod"`
-	Namespace     string       `json:"namespace"`
-	SPIFFEID      string       `json:"spiffeID"`
-	Streams       int          `json:"streams"`
-	GenerateError string       `json:"generateError,omitempty"`
-	Types         []typeStatus `json:"types"`
-}
-
-type typeStatus struct {
-	Type     string `json:"type"`
-	State    string `json:"state"`
-	Version  string `json:"version,omitempty"`
-	Sent     string `json:"sent,omitempty"`
-	Acked    string `json:"acked,omitempty"`
-	NACKs    int    `json:"nacks"`
-	LastNACK *struct {
-		Version string `json:"version"`
-		Message string `json:"message"`
-	} `json:"lastNack,omitempty"`
 }
 
 // controlPlanes asks every running control plane replica for its status:
@@ -185,11 +149,11 @@ func buildStatus(ctx context.Context, e *env) (*statusReport, error) {
 			sr := sidecarReport{Namespace: n.Namespace, Pod: n.Pod, SPIFFEID: n.SPIFFEID, ControlPlane: cp.replica, GenError: n.GenerateError}
 			nacked := false
 			for _, t := range n.Types {
-				tr := typeReport{Type: t.Type, State: t.State, Version: t.Version, Acked: t.Acked, NACKs: t.NACKs}
+				tr := typeReport{Type: t.Type, State: string(t.State), Version: t.Version, Acked: t.Acked, NACKs: t.NACKs}
 				if t.LastNACK != nil {
 					tr.Error = t.LastNACK.Message
 				}
-				nacked = nacked || t.State == "NACKED"
+				nacked = nacked || t.State == adminapi.StateNacked
 				sr.Types = append(sr.Types, tr)
 			}
 			if nacked {

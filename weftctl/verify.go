@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	adminapi "github.com/weftmesh/weft/api/admin"
 	"github.com/weftmesh/weft/injector"
 )
 
@@ -76,21 +77,6 @@ type connReport struct {
 	PeerCertNotAfter *time.Time `json:"peerCertNotAfter,omitempty"`
 	BytesIn          int64      `json:"bytesIn"`
 	BytesOut         int64      `json:"bytesOut"`
-}
-
-// sidecarConn is an entry of the sidecar's /connections.
-type sidecarConn struct {
-	Direction    string    `json:"direction"`
-	Source       string    `json:"source"`
-	Destination  string    `json:"destination"`
-	Upstream     string    `json:"upstream"`
-	MTLS         bool      `json:"mtls"`
-	PeerSPIFFEID string    `json:"peerSpiffeId"`
-	TLSVersion   string    `json:"tlsVersion"`
-	Cipher       string    `json:"cipher"`
-	PeerNotAfter time.Time `json:"peerCertNotAfter"`
-	BytesIn      int64     `json:"bytesIn"`
-	BytesOut     int64     `json:"bytesOut"`
 }
 
 type verifyOptions struct {
@@ -218,15 +204,13 @@ func buildVerify(ctx context.Context, e *env, o verifyOptions, args []string) (*
 	for i := range pods {
 		p := &pods[i]
 		v := podVerify{Pod: p.Name, IP: p.Status.PodIP, Sidecar: hasSidecar(p)}
-		var live []sidecarConn
+		var live []adminapi.ConnInfo
 		if v.Sidecar {
 			v.SidecarVersion = injectedVersion(p)
 			// Connections first: the probe's own connection must not be
 			// among them.
 			b, err := e.admin.podGet(ctx, p, sidecarAdminPort, "/connections")
-			var body struct {
-				Connections []sidecarConn `json:"connections"`
-			}
+			var body adminapi.Connections
 			if err == nil {
 				err = json.Unmarshal(b, &body)
 			}
@@ -235,8 +219,14 @@ func buildVerify(ctx context.Context, e *env, o verifyOptions, args []string) (*
 			}
 			live = body.Connections
 			for _, c := range live {
-				cr := connReport{ReportedBy: p.Name, Direction: c.Direction, MTLS: c.MTLS, PeerSPIFFEID: c.PeerSPIFFEID,
-					TLSVersion: c.TLSVersion, Cipher: c.Cipher, BytesIn: c.BytesIn, BytesOut: c.BytesOut}
+				cr := connReport{ReportedBy: p.Name, Direction: c.Direction, MTLS: c.MTLS, BytesIn: c.BytesIn, BytesOut: c.BytesOut}
+				if ti := c.TLSInfo; ti != nil {
+					cr.PeerSPIFFEID, cr.TLSVersion, cr.Cipher = ti.PeerID, ti.Version, ti.Cipher
+					if !ti.PeerNotAfter.IsZero() {
+						t := ti.PeerNotAfter
+						cr.PeerCertNotAfter = &t
+					}
+				}
 				cr.PeerAddr = c.Source
 				if c.Direction == "outbound" {
 					cr.PeerAddr = c.Destination
@@ -248,10 +238,6 @@ func buildVerify(ctx context.Context, e *env, o verifyOptions, args []string) (*
 				cr.Peer = byIP[host]
 				if len(args) > 1 && !selected[cr.Peer] {
 					continue // only the connections between the named workloads
-				}
-				if !c.PeerNotAfter.IsZero() {
-					t := c.PeerNotAfter
-					cr.PeerCertNotAfter = &t
 				}
 				r.Connections = append(r.Connections, cr)
 			}
@@ -321,7 +307,7 @@ func injectedVersion(p *corev1.Pod) string {
 }
 
 // verdict decides one pod from what verify saw, with the reason in words.
-func verdict(p *corev1.Pod, v *podVerify, live []sidecarConn, noProbe bool) (string, string) {
+func verdict(p *corev1.Pod, v *podVerify, live []adminapi.ConnInfo, noProbe bool) (string, string) {
 	var answered, refused, unclear []string
 	for _, pr := range v.Probes {
 		s := fmt.Sprintf(":%d %s", pr.Port, pr.Detail)

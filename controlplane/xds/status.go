@@ -11,57 +11,25 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+
+	"github.com/weftmesh/weft/api/admin"
 )
 
-// State is how far a sidecar has come with one resource type.
-type State string
+// The status types are api/admin's: /debug/status serves them and weftctl
+// reads them.
+type (
+	State      = admin.State
+	NodeStatus = admin.NodeStatus
+	TypeStatus = admin.TypeStatus
+	NACK       = admin.NACK
+)
 
+// States of a sidecar's resource type.
 const (
-	// StateSynced: the sidecar ACKed the version it should run.
-	StateSynced State = "SYNCED"
-	// StateStale: the sidecar runs an older version, or has not answered yet.
-	StateStale State = "STALE"
-	// StateNacked: the sidecar rejected the latest version it was sent.
-	StateNacked State = "NACKED"
+	StateSynced = admin.StateSynced
+	StateStale  = admin.StateStale
+	StateNacked = admin.StateNacked
 )
-
-// NodeStatus is one connected sidecar, as /debug/status and weftctl status
-// show it.
-type NodeStatus struct {
-	Node      string    `json:"node"` // "<pod>.<namespace>"
-	Pod       string    `json:"pod"`
-	Namespace string    `json:"namespace"`
-	SPIFFEID  string    `json:"spiffeID"`
-	Streams   int       `json:"streams"`
-	Connected time.Time `json:"connected"`
-	// Generated is when the last good snapshot was built; GenerateError is
-	// the last error if the newest attempt failed (the sidecar keeps the
-	// previous snapshot meanwhile).
-	Generated     time.Time    `json:"generated,omitzero"`
-	GenerateError string       `json:"generateError,omitempty"`
-	Types         []TypeStatus `json:"types"`
-}
-
-// TypeStatus is one resource type of one sidecar.
-type TypeStatus struct {
-	Type     string    `json:"type"` // short name: "listener", "cluster", ...
-	TypeURL  string    `json:"typeURL"`
-	State    State     `json:"state"`
-	Version  string    `json:"version,omitempty"` // what the sidecar should run (its snapshot)
-	Sent     string    `json:"sent,omitempty"`    // last version sent
-	SentAt   time.Time `json:"sentAt,omitzero"`
-	Acked    string    `json:"acked,omitempty"` // last version ACKed
-	AckedAt  time.Time `json:"ackedAt,omitzero"`
-	NACKs    int       `json:"nacks"` // NACKs since the sidecar connected
-	LastNACK *NACK     `json:"lastNack,omitempty"`
-}
-
-// NACK is the last rejection of a type by a sidecar.
-type NACK struct {
-	Version string    `json:"version"`
-	Message string    `json:"message"` // the sidecar's error_detail
-	Time    time.Time `json:"time"`
-}
 
 // maxNACKMessage bounds what a sidecar's error_detail may occupy in memory.
 const maxNACKMessage = 4096

@@ -7,12 +7,13 @@ import (
 	"sort"
 	"time"
 
+	"github.com/weftmesh/weft/api/admin"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
 // adminHandler serves 127.0.0.1:15000:
 //
-//	/connections   {"connections": [ConnInfo...]}
+//	/connections   admin.Connections
 //	/config_dump   the current xds.Config, with versions and the trust bundle's roots
 //	/debug/pprof/  Go's profiles (heap, goroutine, CPU...) of the sidecar, what
 //	               Envoy's /memory and /heap_dump are for; loopback only, as is
@@ -24,7 +25,7 @@ func (p *Proxy) adminHandler() http.Handler {
 		if conns == nil {
 			conns = []ConnInfo{}
 		}
-		writeJSON(w, map[string]any{"connections": conns})
+		writeJSON(w, admin.Connections{Connections: conns})
 	})
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, dumpConfig(p.cfg.Config()))

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weftmesh/weft/api/admin"
 	"github.com/weftmesh/weft/sidecar/egress"
 )
 
@@ -44,15 +45,8 @@ type conn struct {
 	toUp, toDown atomic.Int64
 }
 
-// TLSInfo describes the mTLS leg of a connection: inbound, the session the
-// sidecar terminated; outbound, the one it originated to the peer sidecar.
-type TLSInfo struct {
-	PeerID       string    `json:"peerSpiffeId"`
-	Version      string    `json:"tlsVersion"`
-	Cipher       string    `json:"cipher"`
-	ALPN         string    `json:"alpn,omitempty"`
-	PeerNotAfter time.Time `json:"peerCertNotAfter"`
-}
+// TLSInfo describes the mTLS leg of a connection (api/admin).
+type TLSInfo = admin.TLSInfo
 
 func newTLSInfo(st tls.ConnectionState, peerID string) *TLSInfo {
 	ti := &TLSInfo{PeerID: peerID, Version: tls.VersionName(st.Version),
@@ -83,25 +77,9 @@ func (c *conn) closeAll() {
 	}
 }
 
-// ConnInfo is one entry of the admin endpoint /connections: a connection
-// the proxy is forwarding (those still being sniffed or handshaken are not
-// listed). BytesIn flowed from the downstream (the side that connected to
-// the sidecar) to the upstream (the side the sidecar dialled), BytesOut the
-// other way.
-type ConnInfo struct {
-	ID          uint64    `json:"id"`
-	Direction   string    `json:"direction"` // "inbound" or "outbound"
-	Source      string    `json:"source"`
-	Destination string    `json:"destination"` // the original destination
-	Chain       string    `json:"chain"`
-	Cluster     string    `json:"cluster"`
-	Upstream    string    `json:"upstream"`
-	MTLS        bool      `json:"mtls"`
-	*TLSInfo              // present when MTLS
-	BytesIn     int64     `json:"bytesIn"`
-	BytesOut    int64     `json:"bytesOut"`
-	Start       time.Time `json:"start"`
-}
+// ConnInfo is one entry of the admin endpoint /connections (api/admin): a
+// connection the proxy is forwarding.
+type ConnInfo = admin.ConnInfo
 
 // registry holds every open connection.
 type registry struct {

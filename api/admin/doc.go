@@ -1,0 +1,7 @@
+// Package admin holds the JSON of weft's admin endpoints: what the control
+// plane's /debug/status and the sidecar's /connections answer. The server
+// of each endpoint writes these types and weftctl reads them, so a field
+// cannot be renamed on one side alone.
+//
+// This package is a pure core: it imports the standard library only.
+package admin
