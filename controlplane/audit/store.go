@@ -320,10 +320,12 @@ func (s *Store) Run(ctx context.Context, pruned func(int)) error {
 func timeKey(t time.Time) []byte {
 	var n uint64
 	if !t.IsZero() {
+		// UnixNano wraps past int64 nanoseconds (after 2262-04-11), to a
+		// negative number for centuries: a later time is the last key.
 		switch ns := t.UnixNano(); {
-		case t.Unix() < 0 || ns < 0:
+		case t.Unix() < 0:
 			n = 0
-		case t.Year() > 2262:
+		case ns < 0 || t.Year() > 2262:
 			n = math.MaxUint64
 		default:
 			n = uint64(ns)

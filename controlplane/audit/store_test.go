@@ -1,7 +1,13 @@
 package audit
 
 import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -212,5 +218,133 @@ func TestSummary(t *testing.T) {
 	}
 	if want := []string{"api.example.com:443", "198.18.100.7:9000", "[2001:db8::1]:443", "bad.example.com:443"}; !slices.Equal(dests, want) {
 		t.Errorf("destinations = %v, want %v", dests, want)
+	}
+	// At most 16 distinct IPs per destination.
+	var many []apiaudit.Event
+	for i := range 20 {
+		many = append(many, ev(t0, fmt.Sprintf("ip-%02d", i), 0, "lab", "probe-1", "probe", "many.example.com", fmt.Sprintf("198.51.100.%d", i), 443, "allow"))
+	}
+	if _, _, err := s.Insert(many); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := s.Summary(Query{Destination: "many.example.com"}); len(m) != 1 || m[0].Connections != 20 || len(m[0].IPs) != 16 {
+		t.Errorf("20 IPs summarised as %+v, want 16 of them", m)
+	}
+	// Until is exclusive here too: a-2, at exactly t0+1m, is not counted.
+	until, err := s.Summary(Query{Namespace: "shop", Until: t0.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(until) != 1 || until[0].Connections != 1 || !until[0].LastSeen.Equal(t0) {
+		t.Errorf("Summary until t0+1m = %+v, want a-1 alone", until)
+	}
+}
+
+// TestStorePrunesPastOneBatch: Prune deletes in transactions of 10,000
+// keys and goes on until none is left, so more than one batch of old
+// events all goes.
+func TestStorePrunesPastOneBatch(t *testing.T) {
+	clk := testutil.FakeClock(t)
+	t0 := clk.Now().Add(-2 * time.Hour)
+	s := openTestStore(t, clk)
+	s.cfg.Retention = time.Hour
+	events := make([]apiaudit.Event, 10_001)
+	for i := range events {
+		events[i] = ev(t0, fmt.Sprintf("o-%05d", i), time.Duration(i)*time.Millisecond, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow")
+	}
+	if _, _, err := s.Insert(events); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Prune(); err != nil || n != 10_001 || s.Len() != 0 {
+		t.Fatalf("Prune = %d, %v, Len %d; want 10001, nil, 0", n, err, s.Len())
+	}
+}
+
+// TestStoreRunLogs: Run says what a pass pruned, at Info (the log comes
+// before the callback), and nothing for a pass that found nothing.
+func TestStoreRunLogs(t *testing.T) {
+	clk := testutil.FakeClock(t)
+	logs := &logLines{}
+	s, err := OpenStore(StoreConfig{Path: filepath.Join(t.TempDir(), "audit.db"), Clock: clk, Logger: slog.New(logs),
+		Retention: time.Hour, PruneInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old := sampleEvents(clk.Now().Add(-2 * time.Hour))
+	fresh := ev(clk.Now(), "fresh", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow")
+	if _, _, err := s.Insert(append(old, fresh)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(testContext(t))
+	pruned := make(chan int, 10)
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx, func(n int) { pruned <- n }); close(done) }()
+	pass := func() int {
+		select {
+		case n := <-pruned:
+			return n
+		case <-ctx.Done():
+			t.Fatal("no pass pruned")
+			return 0
+		}
+	}
+	if n := pass(); n != 5 {
+		t.Fatalf("first pass pruned %d, want 5", n)
+	}
+	clk.Step(time.Minute) // a pass with nothing to prune
+	// Time for that pass to run on its own: if it has not by the next step,
+	// it prunes "fresh" itself and the test still passes (it only sees one
+	// empty pass fewer).
+	time.Sleep(50 * time.Millisecond)
+	clk.Step(2 * time.Hour) // "fresh" is old now
+	if n := pass(); n != 1 {
+		t.Fatalf("last pass pruned %d, want 1", n)
+	}
+	cancel()
+	<-done
+	want := []logLine{{level: slog.LevelInfo, msg: "audit: pruned events"}, {level: slog.LevelInfo, msg: "audit: pruned events"}}
+	if got := logs.get(); !slices.Equal(got, want) {
+		t.Errorf("logged %+v, want %+v", got, want)
+	}
+}
+
+// TestTimeKey: keys order times as time does, from 1970 (before it: the
+// first key) to 2262-04-11, where int64 nanoseconds end (after it: the
+// last key, even where UnixNano has wrapped negative).
+func TestTimeKey(t *testing.T) {
+	last := time.Unix(0, math.MaxInt64) // 2262-04-11T23:47:16.854775807Z
+	key := func(t time.Time) uint64 { return binary.BigEndian.Uint64(timeKey(t)) }
+	for _, tc := range []struct {
+		name string
+		t    time.Time
+		want uint64
+	}{
+		{"zero", time.Time{}, 0},
+		{"the epoch", time.Unix(0, 0), 0},
+		{"1ns after the epoch", time.Unix(0, 1), 1},
+		{"1ns before the epoch", time.Unix(0, -1), 0},
+		{"1677", time.Unix(0, math.MinInt64).Add(-time.Nanosecond), 0}, // UnixNano wraps positive
+		{"the last nanosecond", last, math.MaxInt64},
+		{"the next (UnixNano wraps negative)", last.Add(time.Nanosecond), math.MaxUint64},
+		{"2263", last.AddDate(1, 0, 0), math.MaxUint64},
+		{"2600 (UnixNano wraps positive again)", last.AddDate(338, 0, 0), math.MaxUint64},
+		{"3000 (negative again)", last.AddDate(738, 0, 0), math.MaxUint64},
+	} {
+		if got := key(tc.t); got != tc.want {
+			t.Errorf("%s (%s): key %d, want %d", tc.name, tc.t.UTC(), got, tc.want)
+		}
+	}
+	// A query until a year past 2262 sees everything; since one, nothing.
+	clk := testutil.FakeClock(t)
+	s := openTestStore(t, clk)
+	if _, _, err := s.Insert(sampleEvents(clk.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Query(Query{Until: last.AddDate(38, 0, 0)}); len(got) != 5 {
+		t.Errorf("until 2300: %v, want all 5", ids(got))
+	}
+	if got, _ := s.Query(Query{Since: last.AddDate(38, 0, 0)}); len(got) != 0 {
+		t.Errorf("since 2300: %v, want none", ids(got))
 	}
 }
