@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -138,12 +139,19 @@ func TestFieldsCapped(t *testing.T) {
 	e := shopEvent(h.clk.Now(), "long")
 	e.DstHost = strings.Repeat("a", 100_000)
 	e.Policy = strings.Repeat("p", 5000)
+	e.SNI = strings.Repeat("s", 260) // exactly its cap: kept whole
 	if err := h.send(t, shopApp, message("web-1.shop", e)); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := h.store.Query(Query{})
 	if len(got) != 1 || len(got[0].DstHost) != 260 || len(got[0].Policy) != 320 || !strings.HasSuffix(got[0].DstHost, "…") {
 		t.Fatalf("stored dstHost of %d bytes, policy of %d", len(got[0].DstHost), len(got[0].Policy))
+	}
+	if got[0].SNI != e.SNI {
+		t.Errorf("sni of exactly its cap stored as %d bytes %q…", len(got[0].SNI), got[0].SNI[:10])
+	}
+	if n := testutil.ToFloat64(h.svc.m.truncated.WithLabelValues("sni")); n != 0 {
+		t.Errorf("truncated{sni} = %v, want 0", n)
 	}
 	for _, f := range []string{"dstHost", "policy"} {
 		if n := testutil.ToFloat64(h.svc.m.truncated.WithLabelValues(f)); n != 1 {
@@ -157,6 +165,8 @@ func TestFieldsCapped(t *testing.T) {
 func TestStoreCapEvictsOldest(t *testing.T) {
 	h := newHarness(t)
 	h.store.cfg.MaxEvents = 10
+	logs := &logLines{}
+	h.svc.log = slog.New(logs)
 	for i := range 4 {
 		var b []apiaudit.Event
 		for j := range 4 {
@@ -176,5 +186,16 @@ func TestStoreCapEvictsOldest(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(h.svc.m.evicted); n != 6 {
 		t.Fatalf("evicted = %v, want 6", n)
+	}
+	// One warning per insert that evicted (the third and fourth), none for
+	// those that fit.
+	var warned int
+	for _, l := range logs.get() {
+		if l.msg == "audit: store full, oldest events evicted" {
+			warned++
+		}
+	}
+	if warned != 2 {
+		t.Errorf("%d eviction warnings, want 2: %+v", warned, logs.get())
 	}
 }

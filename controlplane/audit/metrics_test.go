@@ -78,3 +78,71 @@ func counter(t *testing.T, reg *prometheus.Registry, destination string) prometh
 	t.Fatalf("no series for destination %q", destination)
 	return nil
 }
+
+// The service's destination metrics rotate every ten minutes: not sooner,
+// and at exactly ten minutes since the last rotation.
+func TestDestMetricsRotateEveryTenMinutes(t *testing.T) {
+	clk := wefttest.FakeClock(t)
+	t0 := clk.Now()
+	m, err := newServiceMetrics(prometheus.NewRegistry(), 1, clk, openTestStore(t, clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hit := func(host string, at time.Duration) {
+		clk.SetTime(t0.Add(at))
+		m.dest.observe(ev(t0, "x", 0, "shop", "web-1", "web", host, "1.2.3.4", 443, "allow"))
+	}
+	// The hit that rotates counts after the rotation, in the new interval.
+	hit("a.example.com", 0)                              // takes the one slot
+	hit("b.example.com", 10*time.Minute-time.Nanosecond) // other: no rotation yet
+	hit("b.example.com", 10*time.Minute-time.Nanosecond)
+	hit("b.example.com", 10*time.Minute) // rotates: a was active, keeps its slot
+	hit("b.example.com", 15*time.Minute) // other
+	hit("b.example.com", 20*time.Minute) // rotates: a was idle, b (the only candidate) takes its slot
+	want := `
+# HELP weft_egress_connections_total Egress connections by destination (the busiest, the rest "other") and decision.
+# TYPE weft_egress_connections_total counter
+weft_egress_connections_total{decision="allow",destination="b.example.com:443"} 1
+weft_egress_connections_total{decision="allow",destination="other"} 4
+`
+	if err := testutil.CollectAndCompare(m.dest, strings.NewReader(want), "weft_egress_connections_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// Untracked destinations are ranked among at most 10 × max candidates per
+// rotation: a destination first seen after that many is not one, however
+// busy.
+func TestDestMetricsCandidateCap(t *testing.T) {
+	clk := wefttest.FakeClock(t)
+	t0 := clk.Now()
+	d := newDestMetrics(2, 10*time.Minute, clk)
+	hit := func(host string, n int) {
+		for range n {
+			d.observe(ev(t0, "x", 0, "shop", "web-1", "web", host, "1.2.3.4", 443, "allow"))
+		}
+	}
+	hit("a.example.com", 1)
+	hit("b.example.com", 1)
+	clk.Step(10 * time.Minute)
+	hit("a.example.com", 1) // rotates: a and b keep their slots; b now idles
+	for i := range 20 {     // the 20 candidates max 2 allows
+		hit(fmt.Sprintf("c%02d.example.com", i), 1)
+	}
+	hit("c19.example.com", 2)  // the busiest candidate
+	hit("late.example.com", 5) // busier, but past the cap: no candidate
+	clk.Step(10 * time.Minute)
+	hit("a.example.com", 1) // rotates: b's slot goes to c19, and no slot past max to c00
+	hit("c19.example.com", 1)
+	hit("c00.example.com", 1)
+	want := `
+# HELP weft_egress_connections_total Egress connections by destination (the busiest, the rest "other") and decision.
+# TYPE weft_egress_connections_total counter
+weft_egress_connections_total{decision="allow",destination="a.example.com:443"} 3
+weft_egress_connections_total{decision="allow",destination="c19.example.com:443"} 1
+weft_egress_connections_total{decision="allow",destination="other"} 28
+`
+	if err := testutil.CollectAndCompare(d, strings.NewReader(want), "weft_egress_connections_total"); err != nil {
+		t.Error(err)
+	}
+}

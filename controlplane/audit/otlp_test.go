@@ -3,20 +3,25 @@ package audit
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -34,6 +39,9 @@ type otlpReceiver struct {
 	// an error (calls counts every call, 1-based).
 	fail  func(call int) error
 	calls int
+	// reject, if not 0, is the partial success's rejected_log_records of
+	// every accepted call.
+	reject int64
 }
 
 func (r *otlpReceiver) Export(ctx context.Context, req *collogspb.ExportLogsServiceRequest) (*collogspb.ExportLogsServiceResponse, error) {
@@ -48,6 +56,10 @@ func (r *otlpReceiver) Export(ctx context.Context, req *collogspb.ExportLogsServ
 	md, _ := metadata.FromIncomingContext(ctx)
 	r.requests = append(r.requests, req)
 	r.headers = append(r.headers, md)
+	if r.reject != 0 {
+		return &collogspb.ExportLogsServiceResponse{PartialSuccess: &collogspb.ExportLogsPartialSuccess{
+			RejectedLogRecords: r.reject, ErrorMessage: "some refused"}}, nil
+	}
 	return &collogspb.ExportLogsServiceResponse{}, nil
 }
 
@@ -326,6 +338,9 @@ func TestOTLPFlushesWhenRunEnds(t *testing.T) {
 		x.Export(ev(t0, fmt.Sprintf("f-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "audit"))
 	}
 	waitFor(t, "the queue to be read", func() bool { return len(x.queue) == 0 })
+	if got := len(recv.records()); got != 0 {
+		t.Errorf("%d records before Run ended: a partial batch waits for the interval", got)
+	}
 	stop()
 	if got := len(recv.records()); got != 3 {
 		t.Errorf("%d records after Run ended, want 3", got)
@@ -358,4 +373,286 @@ func TestSentence(t *testing.T) {
 	if got, want := sentence(e), "shop/web-1 connected to api.example.com:443 (tls), allowed by outbound policy ALLOW_ANY"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
+	e.Decision, e.Outbound = "later", "" // a decision this version does not know
+	if got, want := sentence(e), "shop/web-1 connected to api.example.com:443 (tls), decision later"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestOTLPDefaults: a zero or negative field gets the default its comment
+// names, a positive one stays; MaxBackoff below Backoff gets 30s, or
+// Backoff when that is longer.
+func TestOTLPDefaults(t *testing.T) {
+	const ns = time.Nanosecond
+	for _, tc := range []struct {
+		name      string
+		in, want  OTLPConfig
+		queueSize int
+	}{
+		{"zero", OTLPConfig{},
+			OTLPConfig{BatchSize: 500, Interval: time.Second, QueueSize: 10000, Timeout: 10 * time.Second, Backoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second}, 10000},
+		{"negative", OTLPConfig{BatchSize: -1, Interval: -ns, QueueSize: -1, Timeout: -ns, Backoff: -ns, MaxBackoff: -ns},
+			OTLPConfig{BatchSize: 500, Interval: time.Second, QueueSize: 10000, Timeout: 10 * time.Second, Backoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second}, 10000},
+		{"smallest", OTLPConfig{BatchSize: 1, Interval: ns, QueueSize: 1, Timeout: ns, Backoff: ns, MaxBackoff: ns},
+			OTLPConfig{BatchSize: 1, Interval: ns, QueueSize: 1, Timeout: ns, Backoff: ns, MaxBackoff: ns}, 1},
+		{"MaxBackoff below Backoff", OTLPConfig{Backoff: time.Second, MaxBackoff: time.Second - ns},
+			OTLPConfig{BatchSize: 500, Interval: time.Second, QueueSize: 10000, Timeout: 10 * time.Second, Backoff: time.Second, MaxBackoff: 30 * time.Second}, 10000},
+		{"Backoff past 30s", OTLPConfig{Backoff: time.Minute},
+			OTLPConfig{BatchSize: 500, Interval: time.Second, QueueSize: 10000, Timeout: 10 * time.Second, Backoff: time.Minute, MaxBackoff: time.Minute}, 10000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.in
+			in.Endpoint, in.Insecure = "otel:4317", true
+			x, err := NewOTLPExporter(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := OTLPConfig{BatchSize: x.cfg.BatchSize, Interval: x.cfg.Interval, QueueSize: x.cfg.QueueSize, Timeout: x.cfg.Timeout,
+				Backoff: x.cfg.Backoff, MaxBackoff: x.cfg.MaxBackoff}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("NewOTLPExporter(%+v) settles on\n%+v, want\n%+v", tc.in, got, tc.want)
+			}
+			if cap(x.queue) != tc.queueSize {
+				t.Errorf("queue holds %d, want %d", cap(x.queue), tc.queueSize)
+			}
+		})
+	}
+}
+
+// logLines records what a logger was told: level, message and the
+// "attempts" and "peer" attributes (zero when absent).
+type logLines struct {
+	mu    sync.Mutex
+	lines []logLine
+}
+
+type logLine struct {
+	level    slog.Level
+	msg      string
+	attempts int64
+	peer     string
+}
+
+func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logLines) WithGroup(string) slog.Handler            { return l }
+func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	line := logLine{level: r.Level, msg: r.Message}
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "attempts":
+			line.attempts = a.Value.Int64()
+		case "peer":
+			line.peer = a.Value.String()
+		}
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, line)
+	return nil
+}
+
+func (l *logLines) get() []logLine {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.lines)
+}
+
+// TestOTLPRetryLogs: a batch that fails warns once, on its first failure,
+// however often it is retried, and says when it got through and after how
+// many attempts; a batch that gets through at once logs nothing.
+func TestOTLPRetryLogs(t *testing.T) {
+	t0 := wefttest.Epoch(t)
+	recv := &otlpReceiver{fail: func(call int) error {
+		if call <= 3 {
+			return status.Error(codes.Unavailable, "warming up")
+		}
+		return nil
+	}}
+	lis := listenLoopback(t)
+	serveOTLP(t, recv, lis)
+	logs := &logLines{}
+	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 1, Logger: slog.New(logs)})
+	runExporter(t, x)
+	x.Export(ev(t0, "l-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+	waitFor(t, "the first event", func() bool { return testutil.ToFloat64(x.exported) == 1 })
+	x.Export(ev(t0, "l-2", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+	waitFor(t, "the second event", func() bool { return testutil.ToFloat64(x.exported) == 2 })
+	want := []logLine{
+		{level: slog.LevelWarn, msg: "audit: OTLP export failed; retrying"},
+		{level: slog.LevelInfo, msg: "audit: OTLP export recovered", attempts: 4},
+	}
+	if got := logs.get(); !slices.Equal(got, want) {
+		t.Errorf("logged %+v, want %+v", got, want)
+	}
+}
+
+// TestOTLPBackoffJitter: a retry waits between half the backoff and all of
+// it, and not always the same: on a fake clock stepped a nanosecond at a
+// time, with a backoff of 4ns, every wait is 2, 3 or 4ns, and in 30 of
+// them not all are 2.
+func TestOTLPBackoffJitter(t *testing.T) {
+	const failures = 30
+	t0 := wefttest.Epoch(t)
+	clk := wefttest.FakeClock(t)
+	recv := &otlpReceiver{fail: func(call int) error {
+		if call <= failures {
+			return status.Error(codes.Unavailable, "warming up")
+		}
+		return nil
+	}}
+	calls := func() int {
+		recv.mu.Lock()
+		defer recv.mu.Unlock()
+		return recv.calls
+	}
+	lis := listenLoopback(t)
+	serveOTLP(t, recv, lis)
+	// The ticker (an hour) is the clock's one waiter besides a retry's timer.
+	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 1, Interval: time.Hour,
+		Backoff: 4 * time.Nanosecond, MaxBackoff: 4 * time.Nanosecond, Clock: clk})
+	runExporter(t, x)
+	x.Export(ev(t0, "j-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+	var waits []int
+	for range failures {
+		waitFor(t, "a retry timer", func() bool { return clk.Waiters() == 2 })
+		c := calls()
+		n := 0
+		// Only Step fires the timer, and a new one comes after the next call:
+		// fired when the timer is gone or the call was made.
+		for clk.Waiters() == 2 && calls() == c {
+			if n++; n > 10 {
+				t.Fatalf("no retry %dns after a failure with a 4ns backoff", n-1)
+			}
+			clk.Step(time.Nanosecond)
+		}
+		waits = append(waits, n)
+	}
+	waitFor(t, "delivery", func() bool { return testutil.ToFloat64(x.exported) == 1 })
+	for _, w := range waits {
+		if w < 2 || w > 4 {
+			t.Fatalf("waits %v ns: want each from 2 to 4", waits)
+		}
+	}
+	if slices.Max(waits) == 2 {
+		t.Errorf("waits %v ns: all half the backoff, no jitter", waits)
+	}
+}
+
+// TestOTLPPartialSuccess: what the collector says it rejected of a batch
+// is counted as dropped and the rest as exported; a count past the batch
+// or below zero is clamped to it.
+func TestOTLPPartialSuccess(t *testing.T) {
+	for _, tc := range []struct {
+		reject             int64
+		exported, rejected float64
+	}{{1, 2, 1}, {3, 0, 3}, {7, 0, 3}, {-2, 3, 0}} {
+		t.Run(fmt.Sprint(tc.reject), func(t *testing.T) {
+			t0 := wefttest.Epoch(t)
+			recv := &otlpReceiver{reject: tc.reject}
+			lis := listenLoopback(t)
+			serveOTLP(t, recv, lis)
+			logs := &logLines{}
+			x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 3, Logger: slog.New(logs)})
+			runExporter(t, x)
+			for i := range 3 {
+				x.Export(ev(t0, fmt.Sprintf("p-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+			}
+			waitFor(t, "the batch", func() bool { return len(recv.records()) == 3 })
+			waitFor(t, "its count", func() bool {
+				return testutil.ToFloat64(x.exported)+testutil.ToFloat64(x.dropped.WithLabelValues("rejected")) == 3
+			})
+			if got := testutil.ToFloat64(x.exported); got != tc.exported {
+				t.Errorf("exported %v, want %v", got, tc.exported)
+			}
+			if got := testutil.ToFloat64(x.dropped.WithLabelValues("rejected")); got != tc.rejected {
+				t.Errorf("dropped{rejected} %v, want %v", got, tc.rejected)
+			}
+			var want []logLine
+			if tc.rejected > 0 {
+				want = []logLine{{level: slog.LevelWarn, msg: "audit: OTLP collector rejected records"}}
+			}
+			if got := logs.get(); !slices.Equal(got, want) {
+				t.Errorf("logged %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+// TestOTLPShutdownBatches: when Run ends, what is queued goes out in
+// batches of at most BatchSize, one attempt each; if one fails, it and
+// everything still queued is dropped and counted.
+func TestOTLPShutdownBatches(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		fail    func(call int) error
+		sizes   []int
+		dropped float64
+	}{
+		{"collector up", nil, []int{2, 2, 1}, 0},
+		{"second batch fails", func(call int) error {
+			if call == 2 {
+				return status.Error(codes.Unavailable, "going away")
+			}
+			return nil
+		}, []int{2}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t0 := wefttest.Epoch(t)
+			recv := &otlpReceiver{fail: tc.fail}
+			lis := listenLoopback(t)
+			serveOTLP(t, recv, lis)
+			x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 2})
+			for i := range 5 {
+				x.Export(ev(t0, fmt.Sprintf("d-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+			}
+			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(x.creds))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			x.shutdown(testContext(t), collogspb.NewLogsServiceClient(conn), nil)
+			recv.mu.Lock()
+			var sizes []int
+			for _, req := range recv.requests {
+				sizes = append(sizes, len(req.GetResourceLogs()[0].GetScopeLogs()[0].GetLogRecords()))
+			}
+			recv.mu.Unlock()
+			if !slices.Equal(sizes, tc.sizes) {
+				t.Errorf("batches of %v, want %v", sizes, tc.sizes)
+			}
+			if got := testutil.ToFloat64(x.dropped.WithLabelValues("shutdown")); got != tc.dropped {
+				t.Errorf("dropped{shutdown} %v, want %v", got, tc.dropped)
+			}
+		})
+	}
+}
+
+// TestOTLPOverTLS: with a TLS config the exporter verifies the collector
+// by it (here a private CA's root), not by the system roots.
+func TestOTLPOverTLS(t *testing.T) {
+	clk := wefttest.FakeClock(t)
+	ca := newTestCA(t, clk)
+	const name = "otel-collector.observability.svc"
+	recv := &otlpReceiver{}
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, Time: clk.Now,
+		Certificates: []tls.Certificate{ca.cert(spiffeid.RequireFromSegments(td, "ns", "observability", "sa", "otel"), name)}})))
+	collogspb.RegisterLogsServiceServer(gs, recv)
+	lis := listenLoopback(t)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	roots := x509.NewCertPool()
+	for _, r := range ca.ca.Roots() {
+		roots.AddCert(r)
+	}
+	x, err := NewOTLPExporter(OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 1, Interval: 20 * time.Millisecond,
+		Backoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
+		TLS: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: name, Time: clk.Now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runExporter(t, x)
+	x.Export(ev(clk.Now(), "t-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
+	waitFor(t, "delivery over TLS", func() bool { return len(recv.records()) == 1 })
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -192,6 +193,20 @@ func TestServiceRefuses(t *testing.T) {
 	badDecision.Decision = "maybe"
 	noName := message("web-1.shop", shopEvent(t0, "f-4"))
 	noName.Identifier.LogName = "other"
+	// Entries the sidecar would never write.
+	withEntry := func(id string, f func(*accesslogdatav3.TCPAccessLogEntry)) []*alsv3.StreamAccessLogsMessage {
+		m := message("web-1.shop", shopEvent(t0, id))
+		f(m.GetTcpLogs().GetLogEntry()[0])
+		return []*alsv3.StreamAccessLogsMessage{m}
+	}
+	noID := withEntry("f-8", func(en *accesslogdatav3.TCPAccessLogEntry) {
+		en.CommonProperties.StreamId = ""
+		en.CommonProperties.Metadata.FilterMetadata["weft.egress"].Fields["id"] = structpb.NewStringValue("")
+	})
+	otherStream := withEntry("f-8", func(en *accesslogdatav3.TCPAccessLogEntry) { en.CommonProperties.StreamId = "f-9" })
+	noStart := withEntry("f-8", func(en *accesslogdatav3.TCPAccessLogEntry) { en.CommonProperties.StartTime = nil })
+	longID := strings.Repeat("i", 257)
+	tooLong := []*alsv3.StreamAccessLogsMessage{message("web-1.shop", shopEvent(t0, longID))}
 	tests := []struct {
 		name string
 		id   spiffeid.ID
@@ -211,6 +226,16 @@ func TestServiceRefuses(t *testing.T) {
 			codes.Unauthenticated, "audit: a client certificate (the sidecar's X.509-SVID) is required for the access-log stream"},
 		{"no identifier", shopApp, []*alsv3.StreamAccessLogsMessage{message("", shopEvent(t0, "f-7"))},
 			codes.InvalidArgument, "audit: the first message must carry an identifier"},
+		{"node without a pod", shopApp, []*alsv3.StreamAccessLogsMessage{message(".shop", shopEvent(t0, "f-7"))},
+			codes.InvalidArgument, `audit: node ID ".shop" is not <pod>.<namespace>`},
+		{"node without a namespace", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.", shopEvent(t0, "f-7"))},
+			codes.InvalidArgument, `audit: node ID "web-1." is not <pod>.<namespace>`},
+		{"node without a dot", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1", shopEvent(t0, "f-7"))},
+			codes.InvalidArgument, `audit: node ID "web-1" is not <pod>.<namespace>`},
+		{"no event ID", shopApp, noID, codes.InvalidArgument, "audit: entry 0: no weft.egress.id"},
+		{"stream_id not the event ID", shopApp, otherStream, codes.InvalidArgument, `audit: entry 0: event f-8: stream_id "f-9" differs from the metadata id`},
+		{"no start_time", shopApp, noStart, codes.InvalidArgument, "audit: entry 0: event f-8: no start_time"},
+		{"event ID past 256 bytes", shopApp, tooLong, codes.InvalidArgument, "audit: entry 0: event ID of 257 bytes"},
 		{"wrong log name", shopApp, []*alsv3.StreamAccessLogsMessage{noName}, codes.InvalidArgument, `audit: log_name "other", want "weft-egress"`},
 		{"bad decision", shopApp, []*alsv3.StreamAccessLogsMessage{message("web-1.shop", badDecision)},
 			codes.InvalidArgument, `audit: entry 0: event f-3: decision "maybe" is not allow, deny or audit`},
@@ -226,7 +251,7 @@ func TestServiceRefuses(t *testing.T) {
 			if st.Code() != tt.code || !strings.HasPrefix(st.Message(), tt.msg) {
 				t.Fatalf("stream = %v, want %s %q", err, tt.code, tt.msg)
 			}
-			for _, e := range []string{"f-1", "f-2", "f-3", "f-4", "f-5", "f-6", "f-7"} {
+			for _, e := range []string{"f-1", "f-2", "f-3", "f-4", "f-5", "f-6", "f-7", "f-8", longID} {
 				if got, _ := h.store.Query(Query{}); strings.Contains(strings.Join(ids(got), ","), e) {
 					t.Errorf("refused event %s was stored: %v", e, ids(got))
 				}
@@ -309,5 +334,153 @@ func TestHTTP(t *testing.T) {
 	}
 	if resp, err := http.Post(srv.URL+"/audit/events", "text/plain", nil); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST = %v %v", resp.StatusCode, err)
+	}
+}
+
+// TestHTTPLimitAndStore: limit runs from 1 to MaxLimit inclusive, a page
+// exactly as long as what matches is not truncated, and /audit/store says
+// how full the store is and its retention in seconds.
+func TestHTTPLimitAndStore(t *testing.T) {
+	h := newHarness(t)
+	if _, _, err := h.store.Insert(sampleEvents(h.clk.Now())); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h.svc.Handler())
+	defer srv.Close()
+	get := func(path string, v any) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s", path, resp.Status)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		path string
+		n    int
+	}{
+		{"/audit/events?namespace=shop&limit=3", 3}, // shop has exactly 3
+		{"/audit/events?limit=10000", 5},            // MaxLimit itself
+		{"/audit/events?limit=1", 1},
+	} {
+		var er EventsResponse
+		get(tt.path, &er)
+		if len(er.Events) != tt.n || er.Truncated != (tt.n == 1) {
+			t.Errorf("GET %s: %d events, truncated %v; want %d, truncated %v", tt.path, len(er.Events), er.Truncated, tt.n, tt.n == 1)
+		}
+	}
+	var sr StoreResponse
+	get("/audit/store", &sr)
+	if want := (StoreResponse{Events: 5, Capacity: DefaultMaxEvents, Retention: 7 * 24 * 60 * 60, Path: h.store.cfg.Path}); sr != want {
+		t.Errorf("/audit/store = %+v, want %+v", sr, want)
+	}
+	raw, err := http.Get(srv.URL + "/audit/store")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Body.Close()
+	var fields map[string]any
+	if err := json.NewDecoder(raw.Body).Decode(&fields); err != nil {
+		t.Fatal(err)
+	}
+	if fields["retentionSeconds"] != float64(7*24*60*60) {
+		t.Errorf("retentionSeconds = %v, want %d", fields["retentionSeconds"], 7*24*60*60)
+	}
+}
+
+// TestNewServiceConfig: Store and Authorizer are required; a zero or
+// negative limit gets the default its comment names, a positive one stays.
+func TestNewServiceConfig(t *testing.T) {
+	h := newHarness(t)
+	if _, err := NewService(ServiceConfig{Authorizer: h.auth}); err == nil || err.Error() != "audit: NewService: Config.Store is nil" {
+		t.Errorf("without Store: %v", err)
+	}
+	if _, err := NewService(ServiceConfig{Store: h.store}); err == nil || err.Error() != "audit: NewService: Config.Authorizer is nil" {
+		t.Errorf("without Authorizer: %v", err)
+	}
+	type limits struct {
+		top   int
+		rate  float64
+		burst int
+		skew  time.Duration
+	}
+	defaults := limits{50, 50, 2000, time.Minute}
+	for _, tc := range []struct {
+		name     string
+		in, want limits
+	}{
+		{"zero", limits{}, defaults},
+		{"negative", limits{-1, -1, -1, -time.Nanosecond}, defaults},
+		{"smallest", limits{1, 0.001, 1, time.Nanosecond}, limits{1, 0.001, 1, time.Nanosecond}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := NewService(ServiceConfig{Store: h.store, Authorizer: h.auth, Clock: h.clk,
+				TopDestinations: tc.in.top, EventsPerSecond: tc.in.rate, Burst: tc.in.burst, MaxClockSkew: tc.in.skew})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := limits{s.cfg.TopDestinations, s.cfg.EventsPerSecond, s.cfg.Burst, s.cfg.MaxClockSkew}
+			if got != tc.want || s.m.dest.max != tc.want.top {
+				t.Errorf("settles on %+v (metrics top %d), want %+v", got, s.m.dest.max, tc.want)
+			}
+		})
+	}
+}
+
+// TestServiceStoreFails: when the store cannot commit, the stream ends
+// Unavailable (the sidecar keeps its events and resends them) and nothing
+// is counted as stored.
+func TestServiceStoreFails(t *testing.T) {
+	h := newHarness(t)
+	if err := h.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := h.send(t, shopApp, message("web-1.shop", shopEvent(h.clk.Now(), "u-1")))
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), "audit: storing events: ") {
+		t.Fatalf("send to a closed store: %v", err)
+	}
+	if got := testutil.ToFloat64(h.svc.m.events.WithLabelValues("stored")); got != 0 {
+		t.Errorf("stored %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(h.svc.m.refused.WithLabelValues("Unavailable")); got != 1 {
+		t.Errorf("refused{Unavailable} %v, want 1", got)
+	}
+}
+
+// TestServiceLogsRefusedPeer: a refused stream is logged with the address
+// it came from.
+func TestServiceLogsRefusedPeer(t *testing.T) {
+	h := newHarness(t)
+	logs := &logLines{}
+	h.svc.log = slog.New(logs)
+	err := h.send(t, shopApp, message("", shopEvent(h.clk.Now(), "p-1")))
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("no identifier: %v", err)
+	}
+	got := logs.get()
+	if len(got) != 1 || got[0].msg != "audit stream refused" {
+		t.Fatalf("logged %+v, want one refusal", got)
+	}
+	if host, _, err := net.SplitHostPort(got[0].peer); err != nil || host != "127.0.0.1" {
+		t.Errorf("peer %q, want 127.0.0.1:<port>", got[0].peer)
+	}
+}
+
+// TestServiceAcceptsLongestID: an event ID of 256 bytes, the most there
+// is room for, is stored; one more byte is refused (TestServiceRefuses).
+func TestServiceAcceptsLongestID(t *testing.T) {
+	h := newHarness(t)
+	id := strings.Repeat("i", 256)
+	if err := h.send(t, shopApp, message("web-1.shop", shopEvent(h.clk.Now(), id))); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.store.Query(Query{}); len(got) != 1 || got[0].ID != id {
+		t.Errorf("stored %v", ids(got))
 	}
 }
