@@ -23,13 +23,15 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	apiaudit "github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controlplane/registry"
 )
 
 // DefaultControlPlaneAddr is where sidecars send their gRPC access logs
 // (cluster weft-controlplane) when Translator.ControlPlaneAddr is empty.
-const DefaultControlPlaneAddr = "weft-controlplane.weft-system.svc:15012"
+const DefaultControlPlaneAddr = names.DefaultControlPlaneAddr
 
 // Names of the resources every sidecar gets (sidecar/xds/README.md).
 const (
@@ -38,14 +40,14 @@ const (
 	clusterPassthrough        = "PassthroughCluster"
 	clusterBlackHole          = "BlackHoleCluster"
 	clusterInboundPassthrough = "InboundPassthroughCluster"
-	clusterControlPlane       = "weft-controlplane"
+	clusterControlPlane       = names.ControlPlane
 	secretTrustBundle         = "trust_bundle"
 	secretSVID                = "default"
 	inboundPort               = 15006
 	outboundPort              = 15001
-	egressLogName             = "weft-egress"
-	egressMetadataKey         = "weft.egress"
-	inboundMetadataKey        = "weft.inbound"
+	egressLogName             = apiaudit.LogName
+	egressMetadataKey         = names.EgressMetadataKey
+	inboundMetadataKey        = names.InboundMetadataKey
 )
 
 // Translator turns the mesh model into the Envoy v3 resources of one
@@ -86,6 +88,14 @@ const (
 //     by the first Enforce policy with defaultAction Deny (rule "default"),
 //     else the outbound policy, flagged ("audit") by the first Audit policy
 //     with defaultAction Deny where that lets it out (decide, defaultVerdict).
+//   - The sidecar never connects to itself (translate_loop.go): its own
+//     ports (15001, 15006, 15000, 15020, 15053) are never inbound ports,
+//     whatever Services, MTLSPolicies or weft.dev/inbound-loopback-ports
+//     say; both listeners carry a "sidecar|<port>" chain per port to
+//     BlackHoleCluster (outbound: for loopback destinations), more
+//     specific than the catch-alls; egress rule CIDRs inside loopback get
+//     no chain at those ports. Generate fails (checkNoSelfTraffic) rather
+//     than emit a chain or cluster that would send a connection there.
 //
 // Fail closed. A policy the registry rejected is not silently dropped:
 //
@@ -164,14 +174,18 @@ func (t *Translator) Generate(node Node) (Resources, error) {
 		}
 		outbound = b.outboundListenerOf(sh.chains, egress)
 	}
-	return Resources{
+	res := Resources{
 		resource.ListenerType: {inbound, outbound},
 		resource.ClusterType: mergeByName(sh.clusters, sortedValues(b.clusters),
 			func(r types.Resource) string { return r.(*clusterv3.Cluster).GetName() }),
 		resource.EndpointType: slices.Clone(sh.endpoints),
 		resource.RouteType:    sortedValues(b.routes),
 		resource.SecretType:   {t.trustBundle(pem)},
-	}, nil
+	}
+	if err := checkNoSelfTraffic(res, w.IPs); err != nil {
+		return nil, fmt.Errorf("xds: translate %s: %w", id, err)
+	}
+	return res, nil
 }
 
 // builder holds one Generate call's work.

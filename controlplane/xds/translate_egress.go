@@ -400,6 +400,9 @@ func ipLeaves(port uint16, prefixes []netip.Prefix, here []ruleRef, taken map[me
 		if taken[meshKey{port, pfx}] {
 			continue // an in-mesh destination is never egress
 		}
+		if isSidecarPort(port) && inLoopback(pfx) {
+			continue // the sidecar itself: its guard chain (translate_loop.go)
+		}
 		var byIP []ruleRef
 		for _, r := range here {
 			if r.coversIP(pfx) {

@@ -35,6 +35,10 @@ func (b *builder) inboundListener() (*listenerv3.Listener, error) {
 		b.addCluster(inboundCluster(name, port, slices.Contains(b.w.InboundLoopbackPorts, port)))
 		chains = append(chains, b.inboundChains(name, wrapperspb.UInt32(uint32(port)), b.pol.MTLS.ModeFor(port), name)...)
 	}
+	// Before the catch-all (by destination_port, more specific): the
+	// sidecar's own ports never go to InboundPassthroughCluster
+	// (translate_loop.go).
+	chains = append(chains, sidecarGuards()...)
 	chains = append(chains, b.inboundChains("inbound|passthrough", nil, b.pol.MTLS.Mode, clusterInboundPassthrough)...)
 	return &listenerv3.Listener{
 		Name:    listenerInbound,
@@ -93,7 +97,7 @@ func bindAddress(ip string) *corev3.SocketAddress {
 // Services selecting it, the ports its MTLSPolicy sets a mode for, and the
 // ports it delivers on loopback (weft.dev/inbound-loopback-ports: a port
 // no Service names would otherwise take the passthrough chain, to the
-// pod's address).
+// pod's address), less the sidecar's own ports.
 func (b *builder) inboundPorts() []uint16 {
 	ports := slices.Clone(b.w.InboundLoopbackPorts)
 	for _, svc := range b.snap.ServicesFor(b.w) {
@@ -109,6 +113,9 @@ func (b *builder) inboundPorts() []uint16 {
 	for p := range b.pol.MTLS.Ports {
 		ports = append(ports, p)
 	}
+	// The sidecar's own ports are never an app's: a chain for one would
+	// deliver to the sidecar itself (translate_loop.go).
+	ports = slices.DeleteFunc(ports, isSidecarPort)
 	slices.Sort(ports)
 	return slices.Compact(ports)
 }

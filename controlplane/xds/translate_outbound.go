@@ -45,7 +45,7 @@ func (b *builder) outboundListenerOf(chains, egress []*listenerv3.FilterChain) *
 			listenerFilter(wellknown.TLSInspector, &tlsinspectorv3.TlsInspector{}),
 			listenerFilter(wellknown.HTTPInspector, &httpinspectorv3.HttpInspector{}),
 		},
-		FilterChains:       append(chains, egress...),
+		FilterChains:       slices.Concat(sidecarGuards(loopback4, loopback6), chains, egress),
 		DefaultFilterChain: b.defaultEgressChain(),
 	}
 }
