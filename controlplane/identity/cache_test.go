@@ -81,3 +81,49 @@ func TestTokenReviewCache(t *testing.T) {
 		t.Fatalf("%d TokenReviews, want 5 (app-1 once, the bad token thrice, app-1 after the TTL)", reviews)
 	}
 }
+
+// TestTokenCacheZeroValue: the zero TokenCache keeps a value 30s, not a
+// nanosecond more.
+func TestTokenCacheZeroValue(t *testing.T) {
+	clk := testutil.FakeClock(t)
+	c := &TokenCache[int]{Now: clk.Now}
+	c.Put("a", 1)
+	clk.Step(30*time.Second - time.Nanosecond)
+	if v, ok := c.Get("a"); !ok || v != 1 {
+		t.Fatalf("Get 30s-1ns after Put = %d, %v; want 1, true", v, ok)
+	}
+	clk.Step(time.Nanosecond)
+	if _, ok := c.Get("a"); ok {
+		t.Fatal("kept past 30s")
+	}
+}
+
+// TestTokenCacheMax: a full cache drops expired entries first, and only
+// when none has expired any other; it never holds more than Max.
+func TestTokenCacheMax(t *testing.T) {
+	clk := testutil.FakeClock(t)
+	held := func(c *TokenCache[int], tokens ...string) (n int) {
+		for _, tok := range tokens {
+			if _, ok := c.Get(tok); ok {
+				n++
+			}
+		}
+		return n
+	}
+	c := &TokenCache[int]{TTL: time.Hour, Max: 2, Now: clk.Now}
+	c.Put("a", 1)
+	c.Put("b", 2)
+	c.Put("c", 3) // full, nothing expired: a or b goes
+	if _, ok := c.Get("c"); !ok || held(c, "a", "b") != 1 {
+		t.Fatalf("after a third Put into 2: c held %v, %d of a and b; want c and one other", ok, held(c, "a", "b"))
+	}
+	// Expired entries go first.
+	e := &TokenCache[int]{TTL: time.Hour, Max: 2, Now: clk.Now}
+	e.Put("old", 1)
+	clk.Step(time.Hour)
+	e.Put("new", 2)
+	e.Put("newer", 3) // full: "old" has expired and goes, "new" stays
+	if held(e, "new", "newer") != 2 {
+		t.Fatalf("an unexpired entry was dropped while an expired one could go")
+	}
+}

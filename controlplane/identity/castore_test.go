@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -215,5 +216,42 @@ func TestLoadOrCreateSurfacesAPIErrors(t *testing.T) {
 				t.Fatalf("%d API calls, want %d", n, tt.calls)
 			}
 		})
+	}
+}
+
+// TestLoadOrCreateIntermediateOnly: a Secret without the root key loads as
+// an intermediate-only CA, and says so in the log, with the intermediate's
+// expiry, so that it is renewed where the root key lives.
+func TestLoadOrCreateIntermediateOnly(t *testing.T) {
+	clk := testutil.FakeClock(t)
+	m, err := newCA(t, clk).Material()
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := fake.NewClientset(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: "weft-ca"},
+		Data: map[string][]byte{SecretKeyRoots: m.RootsPEM, SecretKeyIntermediate: m.IntermediatePEM,
+			SecretKeyIntermediateKey: m.IntermediateKeyPEM},
+	})
+	var logs bytes.Buffer
+	store := CAStore{Client: api, Namespace: "weft-system", Name: "weft-ca", Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}}))}
+	ca, err := store.LoadOrCreate(context.Background(), certs.CAConfig{TrustDomain: td, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ca.IntermediateOnly() {
+		t.Fatal("a CA loaded without its root key is not intermediate-only")
+	}
+	want := "level=INFO msg=\"loaded an intermediate-only CA: "
+	line, notAfter := logs.String(), ca.Intermediate().NotAfter.Format("2006-01-02T15:04:05.000Z07:00") // as slog writes a time
+	if !strings.HasPrefix(line, want) || !strings.HasSuffix(line, "\" secret=weft-system/weft-ca intermediateNotAfter="+notAfter+"\n") ||
+		strings.Count(line, "\n") != 1 {
+		t.Errorf("logged %q, want one line %s… secret=weft-system/weft-ca intermediateNotAfter=%s", line, want, notAfter)
 	}
 }

@@ -347,11 +347,13 @@ func TestRateLimitPerPod(t *testing.T) {
 
 // TestSourceLimitBeforeAPICalls: a source flooding the service with tokens
 // (good or bad) is cut off before any TokenReview is made for it past its
-// burst; another source is not.
+// burst, from whichever port (a source is its IP); another source is not.
 func TestSourceLimitBeforeAPICalls(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.SourceRateLimit = 1; c.SourceBurst = 3 })
+	port := 40000
 	from := func(ip string) context.Context {
-		return peer.NewContext(withToken("bogus"), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}})
+		port++ // a new connection each time
+		return peer.NewContext(withToken("bogus"), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: port}})
 	}
 	for i := range 10 {
 		_, err := f.svc.Sign(from("198.18.0.66"), &certificatev1.SignRequest{Csr: newCSR(t)})
