@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/weftmesh/weft/api/admin"
 	apiaudit "github.com/weftmesh/weft/api/audit"
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/adminauth"
 	"github.com/weftmesh/weft/controlplane/audit"
@@ -71,11 +73,11 @@ func (c *Config) defaults() error {
 		}
 	}
 	def(&c.TrustDomain, "cluster.local")
-	def(&c.Namespace, "weft-system")
-	def(&c.ServiceAccount, "weft-controlplane")
+	def(&c.Namespace, names.Namespace)
+	def(&c.ServiceAccount, names.ControlPlane)
 	def(&c.CASecret, identity.CASecretName)
-	def(&c.GRPCAddr, ":15012")
-	def(&c.HTTPAddr, ":15014")
+	def(&c.GRPCAddr, ":"+strconv.Itoa(names.ControlPlaneGRPC))
+	def(&c.HTTPAddr, ":"+strconv.Itoa(names.ControlPlaneAdmin))
 	def(&c.AuditDB, audit.DefaultStorePath)
 	if c.SVIDTTL == 0 {
 		c.SVIDTTL = 24 * time.Hour
@@ -115,9 +117,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	names := ServerNames(td, cfg.Namespace, "weft-controlplane", "weft-injector")
+	serverNames := ServerNames(td, cfg.Namespace, names.ControlPlane, names.Injector)
 	self := spiffeid.RequireFromSegments(td, "ns", cfg.Namespace, "sa", cfg.ServiceAccount)
-	serving := &servingCert{ca: ca, id: self, dns: names[self], ttl: cfg.SVIDTTL, clock: cfg.Clock, log: log}
+	serving := &servingCert{ca: ca, id: self, dns: serverNames[self], ttl: cfg.SVIDTTL, clock: cfg.Clock, log: log}
 	if err := serving.issue(); err != nil {
 		return err
 	}
@@ -129,7 +131,7 @@ func Run(ctx context.Context, cfg Config) error {
 	authn := &identity.CachingAuthenticator{Next: &identity.TokenReviewer{Client: cfg.Kube}, Now: cfg.Clock.Now}
 	svc, err := identity.New(identity.Config{
 		CA: ca, Authenticator: authn, Logger: log.With("room", "identity"),
-		Clock: cfg.Clock, Registerer: reg, MaxTTL: cfg.SVIDTTL, ServerNames: names,
+		Clock: cfg.Clock, Registerer: reg, MaxTTL: cfg.SVIDTTL, ServerNames: serverNames,
 	})
 	if err != nil {
 		return err
@@ -141,7 +143,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	translator := &xds.Translator{Snapshot: mesh.Current, Bundle: ca.BundlePEM,
-		ControlPlaneAddr: "weft-controlplane." + cfg.Namespace + ".svc:15012"}
+		ControlPlaneAddr: names.ControlPlaneAddr(cfg.Namespace)}
 	// Who may hold a pod's ADS and audit streams: its SVID, its token
 	// (which its app containers do not have), from its IP; until the pod
 	// goes or the SVID expires.

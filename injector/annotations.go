@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // Pod annotations (docs/architecture.md, "Pod annotations and labels").
@@ -21,7 +23,7 @@ import (
 // weft.dev/outbound-udp (drop or allow) overrides the injector's
 // Config.OutboundUDP for one pod.
 const (
-	AnnotationInject               = "weft.dev/inject"
+	AnnotationInject               = names.InjectLabel
 	AnnotationExcludeInboundPorts  = "weft.dev/exclude-inbound-ports"
 	AnnotationExcludeOutboundPorts = "weft.dev/exclude-outbound-ports"
 	AnnotationExcludeOutboundCIDRs = "weft.dev/exclude-outbound-cidrs"
@@ -47,8 +49,8 @@ const (
 	// (which keeps localhost-only listeners private). The control plane
 	// reads it (controlplane/registry); the injector refuses a malformed
 	// list.
-	AnnotationInboundLoopbackPorts = "weft.dev/inbound-loopback-ports"
-	AnnotationInjected             = "weft.dev/injected"
+	AnnotationInboundLoopbackPorts = names.AnnotationInboundLoopbackPorts
+	AnnotationInjected             = names.AnnotationInjected
 	AnnotationProbes               = "weft.dev/probes"
 )
 
@@ -56,8 +58,8 @@ const annotationPrefix = "weft.dev/"
 
 // Values of weft.dev/inject.
 const (
-	InjectEnabled  = "enabled"
-	InjectDisabled = "disabled"
+	InjectEnabled  = names.InjectEnabled
+	InjectDisabled = names.InjectDisabled
 )
 
 // logLevels are the values weft.dev/log-level accepts.

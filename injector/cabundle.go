@@ -13,10 +13,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // WebhookConfiguration is the MutatingWebhookConfiguration weft installs.
-const WebhookConfiguration = "weft-injector"
+const WebhookConfiguration = names.WebhookConfiguration
 
 // EnsureCABundle sets clientConfig.caBundle of every webhook of the
 // MutatingWebhookConfiguration name to bundlePEM (weft's roots), so that

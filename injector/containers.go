@@ -8,6 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // Names, ports and paths of what is injected (docs/architecture.md, "Names,
@@ -15,13 +17,13 @@ import (
 // sidecar reads the same paths; keep them in step with sidecar/.
 const (
 	InitName      = "weft-init"
-	ProxyName     = "weft-proxy"
+	ProxyName     = names.ProxyContainer
 	SidecarBinary = "/usr/local/bin/weft-sidecar"
 
-	AdminPort    = 15000 // 127.0.0.1 only
-	OutboundPort = 15001
-	InboundPort  = 15006
-	HealthPort   = 15020 // on the pod IP, excluded from capture
+	AdminPort    = names.SidecarAdminPort // 127.0.0.1 only
+	OutboundPort = names.SidecarOutboundPort
+	InboundPort  = names.SidecarInboundPort
+	HealthPort   = names.SidecarHealthPort // on the pod IP, excluded from capture
 	ProxyUID     = 1337
 	ReadyPath    = "/healthz/ready"
 

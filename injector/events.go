@@ -10,10 +10,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // EventReason is the reason of the Event recorded for a skipped pod.
-const EventReason = "InjectionSkipped"
+const EventReason = names.EventReasonSkipped
 
 // EventReasonCaptureBypass is the reason of the Warning Event recorded for
 // a pod admitted with containers that could escape capture

@@ -122,10 +122,10 @@ func golden(t *testing.T, name string, pod *corev1.Pod) {
 func checkInjected(t *testing.T, orig, got *corev1.Pod, native bool) {
 	t.Helper()
 	if len(got.Spec.InitContainers) == 0 || got.Spec.InitContainers[0].Name != InitName {
-		t.Fatalf("first init container is not %s: %v", InitName, names(got.Spec.InitContainers))
+		t.Fatalf("first init container is not %s: %v", InitName, containerNames(got.Spec.InitContainers))
 	}
-	wantInit := slices.Concat([]string{InitName}, names(orig.Spec.InitContainers))
-	wantApp := names(orig.Spec.Containers)
+	wantInit := slices.Concat([]string{InitName}, containerNames(orig.Spec.InitContainers))
+	wantApp := containerNames(orig.Spec.Containers)
 	if native {
 		wantInit = slices.Insert(wantInit, 1, ProxyName)
 		if rp := got.Spec.InitContainers[1].RestartPolicy; rp == nil || *rp != corev1.ContainerRestartPolicyAlways {
@@ -134,10 +134,10 @@ func checkInjected(t *testing.T, orig, got *corev1.Pod, native bool) {
 	} else {
 		wantApp = slices.Insert(wantApp, 0, ProxyName)
 	}
-	if n := names(got.Spec.InitContainers); !slices.Equal(n, wantInit) {
+	if n := containerNames(got.Spec.InitContainers); !slices.Equal(n, wantInit) {
 		t.Errorf("init containers %v, want %v", n, wantInit)
 	}
-	if n := names(got.Spec.Containers); !slices.Equal(n, wantApp) {
+	if n := containerNames(got.Spec.Containers); !slices.Equal(n, wantApp) {
 		t.Errorf("containers %v, want %v", n, wantApp)
 	}
 	var vols []string
@@ -178,7 +178,7 @@ func checkInjected(t *testing.T, orig, got *corev1.Pod, native bool) {
 	}
 }
 
-func names(cs []corev1.Container) []string {
+func containerNames(cs []corev1.Container) []string {
 	var out []string
 	for _, c := range cs {
 		out = append(out, c.Name)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	kjson "sigs.k8s.io/json"
 
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/internal/version"
 )
 
@@ -94,9 +95,9 @@ func New(cfg Config) (*Injector, error) {
 		}
 	}
 	def(&cfg.Version, version.Version)
-	def(&cfg.ControlPlaneAddr, "weft-controlplane.weft-system.svc:15012")
+	def(&cfg.ControlPlaneAddr, names.DefaultControlPlaneAddr)
 	def(&cfg.TrustDomain, "cluster.local")
-	def(&cfg.Namespace, "weft-system")
+	def(&cfg.Namespace, names.Namespace)
 	def(&cfg.ProxyLogLevel, "info")
 	if cfg.OutboundUDP == "" && cfg.Mesh != nil {
 		cfg.OutboundUDP = OutboundUDPMesh
@@ -275,20 +276,70 @@ func (i *Injector) admitEphemeral(req *admissionv1.AdmissionRequest) (*admission
 
 // serves reports whether weft may inject (and record Events) in ns:
 // never kube-system nor weft's own namespace.
-func (i *Injector) serves(ns string) bool {
-	return ns != metav1.NamespaceSystem && ns != i.cfg.Namespace
+func (i *Injector) serves(ns string) bool { return serves(i.cfg.Namespace, ns) }
+
+func serves(weftNamespace, ns string) bool {
+	return ns != metav1.NamespaceSystem && ns != weftNamespace
+}
+
+// Skip names a rule by which a pod is created without a sidecar.
+type Skip string
+
+// The rules, in the order SkipRule applies them. The first three are the
+// webhook's (deploy/20-injector.yaml: the API server never asks about the
+// pod), the rest the handler's (it is asked, and allows the pod unchanged).
+const (
+	SkipNone        Skip = ""
+	SkipNamespace   Skip = "namespace"    // kube-system or weft's own namespace: never injected
+	SkipNotEnabled  Skip = "not-enabled"  // the namespace lacks the label weft.dev/inject=enabled
+	SkipPodLabel    Skip = "pod-label"    // the pod's label weft.dev/inject=disabled
+	SkipAnnotation  Skip = "annotation"   // the pod's annotation weft.dev/inject: disabled
+	SkipHostNetwork Skip = "host-network" // capture rules would apply to the node
+	SkipInjected    Skip = "injected"     // the pod already has a weft-proxy container
+)
+
+// SkipRule says which rule, if any, leaves pod without a sidecar when it
+// is created in a namespace labelled nsLabels, with weft installed in
+// weftNamespace: what the webhook's selectors and the handler decide
+// together. weftctl explains a pod with it.
+func SkipRule(weftNamespace string, nsLabels map[string]string, pod *corev1.Pod) Skip {
+	switch {
+	case !serves(weftNamespace, pod.Namespace):
+		return SkipNamespace
+	case nsLabels[names.InjectLabel] != names.InjectEnabled:
+		return SkipNotEnabled
+	case pod.Labels[names.InjectLabel] == names.InjectDisabled:
+		return SkipPodLabel
+	}
+	return handlerSkip(weftNamespace, pod.Namespace, pod)
+}
+
+// handlerSkip is the handler's part of SkipRule: the rules that hold for a
+// pod the API server asks about.
+func handlerSkip(weftNamespace, ns string, pod *corev1.Pod) Skip {
+	switch {
+	case !serves(weftNamespace, ns):
+		return SkipNamespace
+	case pod.Annotations[AnnotationInject] == InjectDisabled:
+		return SkipAnnotation
+	case pod.Spec.HostNetwork:
+		return SkipHostNetwork
+	case hasContainer(pod, ProxyName):
+		return SkipInjected
+	}
+	return SkipNone
 }
 
 // skipReason says why a pod is left alone, or "" to inject it.
 func (i *Injector) skipReason(ns string, pod *corev1.Pod) string {
-	switch {
-	case !i.serves(ns):
+	switch handlerSkip(i.cfg.Namespace, ns, pod) {
+	case SkipNamespace:
 		return fmt.Sprintf("namespace %s is never injected", ns)
-	case pod.Annotations[AnnotationInject] == InjectDisabled:
+	case SkipAnnotation:
 		return fmt.Sprintf("annotation %s: %s", AnnotationInject, InjectDisabled)
-	case pod.Spec.HostNetwork:
+	case SkipHostNetwork:
 		return "the pod uses hostNetwork: capture rules would apply to the node"
-	case hasContainer(pod, ProxyName):
+	case SkipInjected:
 		return fmt.Sprintf("already injected: the pod has a %s container", ProxyName)
 	}
 	return ""

@@ -20,6 +20,7 @@ import (
 	"k8s.io/utils/clock"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/api/names"
 	wm "github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/sidecar/audit"
@@ -94,9 +95,9 @@ func (c *Config) defaults() {
 			*s = v
 		}
 	}
-	def(&c.ControlPlane, "weft-controlplane.weft-system.svc:15012")
+	def(&c.ControlPlane, names.DefaultControlPlaneAddr)
 	def(&c.TrustDomain, "cluster.local")
-	def(&c.WeftNamespace, "weft-system")
+	def(&c.WeftNamespace, names.Namespace)
 	def(&c.TokenPath, "/var/run/secrets/weft/tokens/token")
 	def(&c.BundlePath, "/var/run/secrets/weft/bundle/bundle.pem")
 	def(&c.WorkloadSocket, "/var/run/secrets/weft/workload/socket")
@@ -142,7 +143,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	cpID, err := spiffeid.FromSegments(td, "ns", cfg.WeftNamespace, "sa", "weft-controlplane")
+	cpID, err := spiffeid.FromSegments(td, "ns", cfg.WeftNamespace, "sa", names.ControlPlane)
 	if err != nil {
 		return fmt.Errorf("sidecar: control plane ID: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftmesh/weft/api/names"
 	cpaudit "github.com/weftmesh/weft/controlplane/audit"
 	"github.com/weftmesh/weft/deploy"
 	"github.com/weftmesh/weft/injector"
@@ -227,7 +228,7 @@ func describeAccess(a authorizationv1.ResourceAttributes) string {
 
 func postCheck(ctx context.Context, e *env) *checkReport {
 	r := &checkReport{Phase: "post-install"}
-	for _, name := range []string{"weft-controlplane", "weft-injector"} {
+	for _, name := range []string{names.ControlPlane, names.Injector} {
 		d, err := e.kube.AppsV1().Deployments(e.weftNS).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			r.add(name, checkFail, "deployment %s/%s: %v (is weft installed? weftctl install)", e.weftNS, name, err)
@@ -285,7 +286,7 @@ const auditStoreWarn = 0.8
 // control plane's pod (an emptyDir and no OTLP export), and when a
 // replica's store nears its capacity.
 func checkAuditTrail(ctx context.Context, e *env, r *checkReport) {
-	d, err := e.kube.AppsV1().Deployments(e.weftNS).Get(ctx, "weft-controlplane", metav1.GetOptions{})
+	d, err := e.kube.AppsV1().Deployments(e.weftNS).Get(ctx, names.ControlPlane, metav1.GetOptions{})
 	if err == nil {
 		exported := false
 		for _, c := range d.Spec.Template.Spec.Containers {
@@ -306,7 +307,7 @@ func checkAuditTrail(ctx context.Context, e *env, r *checkReport) {
 			}
 		}
 	}
-	pods, err := e.kube.CoreV1().Pods(e.weftNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-controlplane"})
+	pods, err := e.kube.CoreV1().Pods(e.weftNS).List(ctx, metav1.ListOptions{LabelSelector: names.Selector(names.ControlPlane)})
 	if err != nil {
 		return
 	}
@@ -333,28 +334,28 @@ func checkAuditTrail(ctx context.Context, e *env, r *checkReport) {
 }
 
 func checkWebhook(ctx context.Context, e *env, r *checkReport) {
-	wh, err := e.kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{})
+	wh, err := e.kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, names.WebhookConfiguration, metav1.GetOptions{})
 	if err != nil {
-		r.add("webhook", checkFail, "MutatingWebhookConfiguration %s: %v", webhookConfigName, err)
+		r.add("webhook", checkFail, "MutatingWebhookConfiguration %s: %v", names.WebhookConfiguration, err)
 		return
 	}
-	i := slices.IndexFunc(wh.Webhooks, func(w admissionregistrationv1.MutatingWebhook) bool { return w.Name == webhookName })
+	i := slices.IndexFunc(wh.Webhooks, func(w admissionregistrationv1.MutatingWebhook) bool { return w.Name == names.WebhookName })
 	if i < 0 {
-		r.add("webhook", checkFail, "%s has no webhook %s", webhookConfigName, webhookName)
+		r.add("webhook", checkFail, "%s has no webhook %s", names.WebhookConfiguration, names.WebhookName)
 		return
 	}
 	w := wh.Webhooks[i]
 	switch {
 	case len(w.ClientConfig.CABundle) == 0:
-		r.add("webhook", checkFail, "%s has no caBundle yet: the API server cannot call the injector (the injector writes it once it has its certificate)", webhookName)
+		r.add("webhook", checkFail, "%s has no caBundle yet: the API server cannot call the injector (the injector writes it once it has its certificate)", names.WebhookName)
 	case w.FailurePolicy != nil && *w.FailurePolicy == admissionregistrationv1.Ignore:
-		r.add("webhook", checkWarn, "%s has its caBundle, but failurePolicy Ignore: pods created while the injector is down run without a sidecar", webhookName)
+		r.add("webhook", checkWarn, "%s has its caBundle, but failurePolicy Ignore: pods created while the injector is down run without a sidecar", names.WebhookName)
 	default:
-		r.add("webhook", checkOK, "%s has its caBundle (%d bytes), failurePolicy Fail", webhookName, len(w.ClientConfig.CABundle))
+		r.add("webhook", checkOK, "%s has its caBundle (%d bytes), failurePolicy Fail", names.WebhookName, len(w.ClientConfig.CABundle))
 	}
 	svc := w.ClientConfig.Service
 	if svc == nil {
-		r.add("webhook service", checkWarn, "%s calls a URL, not a Service: not probed", webhookName)
+		r.add("webhook service", checkWarn, "%s calls a URL, not a Service: not probed", names.WebhookName)
 		return
 	}
 	port := 443
@@ -426,24 +427,26 @@ func checkCA(ctx context.Context, e *env, r *checkReport) string {
 
 // checkPods looks at every pod of every injected namespace.
 func checkPods(ctx context.Context, e *env, r *checkReport, current string) {
-	nss, err := e.kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: injectLabel + "=" + injector.InjectEnabled})
+	nss, err := e.kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: names.InjectLabel + "=" + names.InjectEnabled})
 	if err != nil {
 		r.add("pods", checkFail, "list injected namespaces: %v", err)
 		return
 	}
-	names := make([]string, 0, len(nss.Items))
+	injected := make([]string, 0, len(nss.Items))
+	nsLabels := map[string]map[string]string{}
 	for _, ns := range nss.Items {
 		if ns.Name != "kube-system" && ns.Name != e.weftNS {
-			names = append(names, ns.Name)
+			injected = append(injected, ns.Name)
+			nsLabels[ns.Name] = ns.Labels
 		}
 	}
-	slices.Sort(names)
-	if len(names) == 0 {
-		r.add("pods", checkOK, "no namespace has %s=enabled yet", injectLabel)
+	slices.Sort(injected)
+	if len(injected) == 0 {
+		r.add("pods", checkOK, "no namespace has %s=enabled yet", names.InjectLabel)
 		return
 	}
 	meshed, optedOut := 0, 0
-	for _, ns := range names {
+	for _, ns := range injected {
 		pods, err := e.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			r.add("pods in "+ns, checkFail, "%v", err)
@@ -464,7 +467,7 @@ func checkPods(ctx context.Context, e *env, r *checkReport, current string) {
 				} else {
 					meshed++
 				}
-			case p.Annotations[injector.AnnotationInject] == injector.InjectDisabled || p.Labels[injectLabel] == injector.InjectDisabled || p.Spec.HostNetwork:
+			case slices.Contains([]injector.Skip{injector.SkipPodLabel, injector.SkipAnnotation, injector.SkipHostNetwork}, injector.SkipRule(e.weftNS, nsLabels[ns], p)):
 				optedOut++
 			default:
 				x := explain(ctx, e, p)
@@ -476,5 +479,5 @@ func checkPods(ctx context.Context, e *env, r *checkReport, current string) {
 			}
 		}
 	}
-	r.add("pods", checkOK, "%d pod(s) in %d injected namespace(s) run a current sidecar (%s); %d opted out", meshed, len(names), strings.Join(names, ", "), optedOut)
+	r.add("pods", checkOK, "%d pod(s) in %d injected namespace(s) run a current sidecar (%s); %d opted out", meshed, len(injected), strings.Join(injected, ", "), optedOut)
 }

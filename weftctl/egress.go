@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/api/names"
 )
 
 // The control plane's audit API (controlplane/audit, http.go), served on
@@ -28,7 +29,7 @@ const (
 	auditEventsPath  = "/audit/events"
 	auditSummaryPath = "/audit/summary"
 	auditMaxLimit    = 10000
-	controlPlaneApp  = "app.kubernetes.io/name=weft-controlplane"
+	controlPlaneApp  = names.AppLabel + "=" + names.ControlPlane
 )
 
 // auditFetcher GETs an audit endpoint from every ready control-plane
@@ -71,8 +72,8 @@ func (g *globals) egressEnv(ctx context.Context) (*egressEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	ka := newKubeAdmin(c, "weft-system")
-	return &egressEnv{audit: &replicaAudit{kube: c.kube, namespace: "weft-system", get: ka.cp.get}, kube: c.kube, now: time.Now,
+	ka := newKubeAdmin(c, names.Namespace)
+	return &egressEnv{audit: &replicaAudit{kube: c.kube, namespace: names.Namespace, get: ka.cp.get}, kube: c.kube, now: time.Now,
 		namespace: c.namespace}, nil
 }
 

@@ -204,7 +204,6 @@ const (
 )
 
 var (
-	egressHostRE = regexp.MustCompile(`^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
 )
 
@@ -306,7 +305,7 @@ func eventHost(ev audit.Event) (string, v1alpha1.EgressProtocol) {
 		}
 	}
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil || len(name) > 253 || !egressHostRE.MatchString(name) ||
+	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil || !v1alpha1.ValidEgressHost(name) ||
 		strings.HasPrefix(name, "*.") {
 		return "", ""
 	}

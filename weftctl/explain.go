@@ -14,13 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/injector"
-)
-
-const (
-	webhookConfigName = "weft-injector"
-	webhookName       = "inject.weft.dev"
-	injectLabel       = "weft.dev/inject"
 )
 
 // explanation is `weftctl explain-injection -o json|yaml`.
@@ -91,14 +86,8 @@ func explain(ctx context.Context, e *env, pod *corev1.Pod) explanation {
 	created := pod.CreationTimestamp.Time
 
 	if x.Injected {
-		var inj struct {
-			Version         string   `json:"version"`
-			Image           string   `json:"image"`
-			Native          bool     `json:"native"`
-			Containers      []string `json:"containers"`
-			ProbesRewritten int      `json:"probesRewritten"`
-		}
-		if raw, ok := pod.Annotations[injector.AnnotationInjected]; ok && json.Unmarshal([]byte(raw), &inj) == nil {
+		var inj injector.Injection
+		if raw, ok := pod.Annotations[names.AnnotationInjected]; ok && json.Unmarshal([]byte(raw), &inj) == nil {
 			kind := "a regular container"
 			if inj.Native {
 				kind = "a native sidecar (init container with restartPolicy Always)"
@@ -110,7 +99,7 @@ func explain(ctx context.Context, e *env, pod *corev1.Pod) explanation {
 			}
 		} else {
 			say("The pod has a %s container but no %s annotation: the sidecar was added by hand or by something other than weft's injector.",
-				injector.ProxyName, injector.AnnotationInjected)
+				names.ProxyContainer, names.AnnotationInjected)
 		}
 		return x
 	}
@@ -120,28 +109,28 @@ func explain(ctx context.Context, e *env, pod *corev1.Pod) explanation {
 		say("Could not read namespace %s: %v.", pod.Namespace, err)
 		return x
 	}
-	wh, whErr := e.kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, webhookConfigName, metav1.GetOptions{})
+	wh, whErr := e.kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, names.WebhookConfiguration, metav1.GetOptions{})
 
-	switch {
-	case pod.Namespace == "kube-system" || pod.Namespace == e.weftNS:
+	switch injector.SkipRule(e.weftNS, ns.Labels, pod) {
+	case injector.SkipNamespace:
 		say("Namespace %s is never injected: weft leaves kube-system and its own namespace alone so that they can always start.", pod.Namespace)
-	case ns.Labels[injectLabel] != injector.InjectEnabled:
+	case injector.SkipNotEnabled:
 		say("Namespace %s does not have the label %s=enabled, so the API server never asks the injector about its pods (kubectl label namespace %s %s=enabled, then recreate the pod).",
-			pod.Namespace, injectLabel, pod.Namespace, injectLabel)
-	case pod.Labels[injectLabel] == injector.InjectDisabled:
-		say("The pod has the label %s=disabled: the webhook's objectSelector excludes it, so the injector is never called for it.", injectLabel)
-	case pod.Annotations[injector.AnnotationInject] == injector.InjectDisabled:
-		say("The pod opted out with the annotation %s: %s.", injector.AnnotationInject, injector.InjectDisabled)
-	case pod.Spec.HostNetwork:
+			pod.Namespace, names.InjectLabel, pod.Namespace, names.InjectLabel)
+	case injector.SkipPodLabel:
+		say("The pod has the label %s=disabled: the webhook's objectSelector excludes it, so the injector is never called for it.", names.InjectLabel)
+	case injector.SkipAnnotation:
+		say("The pod opted out with the annotation %s: %s.", names.InjectLabel, names.InjectDisabled)
+	case injector.SkipHostNetwork:
 		say("The pod uses hostNetwork: its capture rules would apply to the whole node, so the injector skips it.")
 	default:
-		say("Namespace %s has %s=enabled and nothing on the pod opts out, so it should have been injected.", pod.Namespace, injectLabel)
+		say("Namespace %s has %s=enabled and nothing on the pod opts out, so it should have been injected.", pod.Namespace, names.InjectLabel)
 	}
 
 	if apierrors.IsNotFound(whErr) {
-		say("The webhook %s does not exist: weft is not installed (weftctl install), so no pod is injected.", webhookConfigName)
+		say("The webhook %s does not exist: weft is not installed (weftctl install), so no pod is injected.", names.WebhookConfiguration)
 	} else if whErr != nil {
-		say("Could not read the webhook %s: %v.", webhookConfigName, whErr)
+		say("Could not read the webhook %s: %v.", names.WebhookConfiguration, whErr)
 	} else {
 		x.Reasons = append(x.Reasons, webhookSelectors(wh, ns, pod)...)
 		if !created.After(wh.CreationTimestamp.Time) {
@@ -149,7 +138,7 @@ func explain(ctx context.Context, e *env, pod *corev1.Pod) explanation {
 				stamp(created), stamp(wh.CreationTimestamp.Time)))
 		}
 		for _, w := range wh.Webhooks {
-			if w.Name == webhookName && w.FailurePolicy != nil && *w.FailurePolicy == admissionregistrationv1.Ignore {
+			if w.Name == names.WebhookName && w.FailurePolicy != nil && *w.FailurePolicy == admissionregistrationv1.Ignore {
 				say("The webhook's failurePolicy is Ignore: while the injector is down, pods are admitted without a sidecar.")
 			}
 		}
@@ -157,9 +146,9 @@ func explain(ctx context.Context, e *env, pod *corev1.Pod) explanation {
 	// Kubernetes timestamps have one-second resolution: a pod created in the
 	// second its namespace was labelled counts as predating the label (had
 	// it come later, the webhook would have injected it).
-	if t, ok := labelledAt(ns); ok && !created.After(t) && ns.Labels[injectLabel] == injector.InjectEnabled {
+	if t, ok := labelledAt(ns); ok && !created.After(t) && ns.Labels[names.InjectLabel] == names.InjectEnabled {
 		x.Timing = append(x.Timing, fmt.Sprintf("The pod was created at %s; namespace %s was last labelled at %s: if %s=enabled was added then, the pod predates injection. Recreate it (kubectl -n %s delete pod %s, or rollout restart its owner).",
-			stamp(created), pod.Namespace, stamp(t), injectLabel, pod.Namespace, pod.Name))
+			stamp(created), pod.Namespace, stamp(t), names.InjectLabel, pod.Namespace, pod.Name))
 	}
 	if since, ok := injectorReadySince(ctx, e); ok && !created.After(since) {
 		x.Timing = append(x.Timing, fmt.Sprintf("The pod was created at %s; the injector running now has been ready only since %s: the pod may have been created while no injector answered.",
@@ -175,7 +164,7 @@ func explain(ctx context.Context, e *env, pod *corev1.Pod) explanation {
 func webhookSelectors(wh *admissionregistrationv1.MutatingWebhookConfiguration, ns *corev1.Namespace, pod *corev1.Pod) []string {
 	var out []string
 	for _, w := range wh.Webhooks {
-		if w.Name != webhookName {
+		if w.Name != names.WebhookName {
 			continue
 		}
 		if w.NamespaceSelector != nil {
@@ -190,7 +179,7 @@ func webhookSelectors(wh *admissionregistrationv1.MutatingWebhookConfiguration, 
 		}
 		return out
 	}
-	return append(out, fmt.Sprintf("The webhook configuration %s has no webhook named %s.", wh.Name, webhookName))
+	return append(out, fmt.Sprintf("The webhook configuration %s has no webhook named %s.", wh.Name, names.WebhookName))
 }
 
 // labelledAt is when the namespace's weft.dev/inject label was last
@@ -198,7 +187,7 @@ func webhookSelectors(wh *admissionregistrationv1.MutatingWebhookConfiguration, 
 func labelledAt(ns *corev1.Namespace) (time.Time, bool) {
 	var last time.Time
 	for _, mf := range ns.ManagedFields {
-		if mf.FieldsV1 != nil && mf.Time != nil && strings.Contains(string(mf.FieldsV1.Raw), `"f:`+injectLabel+`"`) && mf.Time.After(last) {
+		if mf.FieldsV1 != nil && mf.Time != nil && strings.Contains(string(mf.FieldsV1.Raw), `"f:`+names.InjectLabel+`"`) && mf.Time.After(last) {
 			last = mf.Time.Time
 		}
 	}
@@ -208,7 +197,7 @@ func labelledAt(ns *corev1.Namespace) (time.Time, bool) {
 // injectorReadySince is the earliest time a currently ready injector pod
 // became ready.
 func injectorReadySince(ctx context.Context, e *env) (time.Time, bool) {
-	pods, err := e.kube.CoreV1().Pods(e.weftNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-injector"})
+	pods, err := e.kube.CoreV1().Pods(e.weftNS).List(ctx, metav1.ListOptions{LabelSelector: names.Selector(names.Injector)})
 	if err != nil {
 		return time.Time{}, false
 	}
@@ -236,7 +225,7 @@ func skippedEvents(ctx context.Context, e *env, pod *corev1.Pod) []string {
 	}
 	var out []string
 	for _, ev := range evs.Items {
-		if ev.Reason == injector.EventReason && about[ev.InvolvedObject.Name] {
+		if ev.Reason == names.EventReasonSkipped && about[ev.InvolvedObject.Name] {
 			out = append(out, fmt.Sprintf("%s %s: %s", ev.InvolvedObject.Kind, ev.InvolvedObject.Name, ev.Message))
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/deploy"
@@ -104,7 +105,7 @@ func (o *installOptions) run(ctx context.Context, g *globals) error {
 	}
 	if caChanged && !dry {
 		g.progress("CA: new intermediate in %s/%s; restarting the control plane to load it", o.values.Namespace, identity.CASecretName)
-		if err := restartForCA(ctx, c.kube, o.values.Namespace, "weft-controlplane", ca); err != nil {
+		if err := restartForCA(ctx, c.kube, o.values.Namespace, names.ControlPlane, ca); err != nil {
 			return err
 		}
 	}

@@ -18,13 +18,15 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // Ports of weft's admin endpoints (docs/architecture.md, "Ports").
 const (
-	sidecarAdminPort  = 15000 // 127.0.0.1 inside the pod: /connections, /config_dump
-	sidecarHealthPort = 15020 // pod IP: /healthz/ready, /metrics
-	controlPlanePort  = 15014 // /metrics, /healthz; over TLS with credentials /debug/status, /audit/* (cpadmin.go)
+	sidecarAdminPort  = names.SidecarAdminPort  // 127.0.0.1 inside the pod: /connections, /config_dump
+	sidecarHealthPort = names.SidecarHealthPort // pod IP: /healthz/ready, /metrics
+	controlPlanePort  = names.ControlPlaneAdmin // /metrics, /healthz; over TLS with credentials /debug/status, /audit/* (cpadmin.go)
 	maxAdminBody      = 8 << 20
 )
 
@@ -85,8 +87,8 @@ func (g *globals) env(ctx context.Context) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &env{kube: c.kube, admin: newKubeAdmin(c, "weft-system"), probe: probePlaintext, now: time.Now,
-		weftNS: "weft-system", namespace: c.namespace, explicitNS: g.namespace != ""}, nil
+	return &env{kube: c.kube, admin: newKubeAdmin(c, names.Namespace), probe: probePlaintext, now: time.Now,
+		weftNS: names.Namespace, namespace: c.namespace, explicitNS: g.namespace != ""}, nil
 }
 
 // kubeAdmin reaches admin endpoints through the API server.

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	adminapi "github.com/weftmesh/weft/api/admin"
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/injector"
 )
 
@@ -32,7 +33,7 @@ type cpStatus struct {
 // controlPlanes asks every running control plane replica for its status:
 // each one knows only the sidecars whose streams it holds.
 func controlPlanes(ctx context.Context, e *env) ([]cpStatus, error) {
-	pods, err := e.kube.CoreV1().Pods(e.weftNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-controlplane"})
+	pods, err := e.kube.CoreV1().Pods(e.weftNS).List(ctx, metav1.ListOptions{LabelSelector: names.Selector(names.ControlPlane)})
 	if err != nil {
 		return nil, fmt.Errorf("weftctl: list control plane pods: %w", err)
 	}

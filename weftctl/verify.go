@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	adminapi "github.com/weftmesh/weft/api/admin"
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/injector"
 )
 
@@ -297,10 +298,8 @@ func handshakes(metrics []byte) *handshakeStats {
 
 // injectedVersion is the weft version the injector recorded on the pod.
 func injectedVersion(p *corev1.Pod) string {
-	var inj struct {
-		Version string `json:"version"`
-	}
-	if err := json.Unmarshal([]byte(p.Annotations[injector.AnnotationInjected]), &inj); err != nil || inj.Version == "" {
+	var inj injector.Injection
+	if err := json.Unmarshal([]byte(p.Annotations[names.AnnotationInjected]), &inj); err != nil || inj.Version == "" {
 		return "unknown"
 	}
 	return inj.Version

@@ -10,16 +10,17 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/controlplane"
 	"github.com/weftmesh/weft/controlplane/identity"
+	"github.com/weftmesh/weft/internal/kubeconfig"
 )
 
 func main() {
@@ -30,11 +31,11 @@ func main() {
 		api        apiLimits
 	)
 	flag.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain; set once at install")
-	flag.StringVar(&cfg.Namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace weft is installed in")
-	flag.StringVar(&cfg.ServiceAccount, "service-account", envOr("SERVICE_ACCOUNT", "weft-controlplane"), "service account the control plane runs as")
+	flag.StringVar(&cfg.Namespace, "namespace", envOr("POD_NAMESPACE", names.Namespace), "namespace weft is installed in")
+	flag.StringVar(&cfg.ServiceAccount, "service-account", envOr("SERVICE_ACCOUNT", names.ControlPlane), "service account the control plane runs as")
 	flag.StringVar(&cfg.CASecret, "ca-secret", identity.CASecretName, "Secret holding the CA")
-	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "TLS gRPC address: certificate service and ADS")
-	flag.StringVar(&cfg.HTTPAddr, "http-addr", ":15014", "admin address, plain HTTP and HTTPS on one port: /metrics, /healthz open; /audit/*, /debug/status over HTTPS to callers RBAC allows")
+	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":"+strconv.Itoa(names.ControlPlaneGRPC), "TLS gRPC address: certificate service and ADS")
+	flag.StringVar(&cfg.HTTPAddr, "http-addr", ":"+strconv.Itoa(names.ControlPlaneAdmin), "admin address, plain HTTP and HTTPS on one port: /metrics, /healthz open; /audit/*, /debug/status over HTTPS to callers RBAC allows")
 	flag.DurationVar(&cfg.SVIDTTL, "svid-ttl", 24*time.Hour, "longest X.509-SVID lifetime signed")
 	flag.DurationVar(&cfg.Debounce, "xds-debounce", 100*time.Millisecond, "quiet time before a mesh change is pushed to sidecars")
 	flag.DurationVar(&cfg.MaxDelay, "xds-max-delay", time.Second, "longest a mesh change waits under continuous churn")
@@ -68,18 +69,11 @@ type apiLimits struct {
 	burst int
 }
 
-func run(cfg controlplane.Config, kubeconfig string, api apiLimits) error {
-	var rc *rest.Config
-	var err error
-	if kubeconfig == "" {
-		rc, err = rest.InClusterConfig()
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
+func run(cfg controlplane.Config, kubeconfigPath string, api apiLimits) error {
+	rc, err := kubeconfig.Load(kubeconfigPath, names.ControlPlane)
 	if err != nil {
-		return fmt.Errorf("kubernetes client config: %w", err)
+		return err
 	}
-	rc.UserAgent = "weft-controlplane"
 	rc.QPS, rc.Burst = float32(api.qps), api.burst
 	if cfg.Kube, err = kubernetes.NewForConfig(rc); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/injector"
 	"github.com/weftmesh/weft/internal/version"
 )
@@ -51,7 +52,7 @@ func flagSet(o *options, logLevel *string) *flag.FlagSet {
 	fs.StringVar(&o.addr, "addr", injector.DefaultAddr, "HTTPS address of the webhook (and /healthz)")
 	fs.StringVar(&o.controlPlane, "control-plane", "", "control plane gRPC address; empty means weft-controlplane.<namespace>.svc:15012")
 	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
-	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace weft is installed in (never injected)")
+	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", names.Namespace), "namespace weft is installed in (never injected)")
 	fs.StringVar(&o.sidecarImage, "sidecar-image", "weft/weft-sidecar:"+version.Version, "image of weft-init and weft-proxy")
 	fs.StringVar(&o.pullPolicy, "sidecar-pull-policy", "IfNotPresent", "pull policy of the sidecar image")
 	fs.StringVar(&o.nativeSidecar, "native-sidecar", "auto", "run weft-proxy as a native sidecar: auto (Kubernetes >= 1.29), true or false")

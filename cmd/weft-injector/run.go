@@ -22,11 +22,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/injector"
+	"github.com/weftmesh/weft/internal/kubeconfig"
 	"github.com/weftmesh/weft/internal/version"
 	"github.com/weftmesh/weft/sidecar/identity"
 )
@@ -40,7 +41,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return fmt.Errorf("-trust-domain %q: %w", o.trustDomain, err)
 	}
 	if o.controlPlane == "" {
-		o.controlPlane = "weft-controlplane." + o.namespace + ".svc:15012"
+		o.controlPlane = names.ControlPlaneAddr(o.namespace)
 	}
 	kube, rc, err := kubeClient(o.kubeconfig)
 	if err != nil {
@@ -73,7 +74,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	// The control plane is verified against the mounted bundle, re-read at
 	// every handshake so that a rotated root (the kubelet refreshes the
 	// ConfigMap) is picked up on reconnect.
-	cpID, err := spiffeid.FromSegments(td, "ns", o.namespace, "sa", "weft-controlplane")
+	cpID, err := spiffeid.FromSegments(td, "ns", o.namespace, "sa", names.ControlPlane)
 	if err != nil {
 		return fmt.Errorf("control plane SPIFFE ID: %w", err)
 	}
@@ -142,18 +143,11 @@ func (f fileBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509b
 	return x509bundle.Load(td, string(f))
 }
 
-func kubeClient(kubeconfig string) (kubernetes.Interface, *rest.Config, error) {
-	var rc *rest.Config
-	var err error
-	if kubeconfig == "" {
-		rc, err = rest.InClusterConfig()
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
+func kubeClient(path string) (kubernetes.Interface, *rest.Config, error) {
+	rc, err := kubeconfig.Load(path, names.Injector)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes client config: %w", err)
+		return nil, nil, err
 	}
-	rc.UserAgent = "weft-injector"
 	kube, err := kubernetes.NewForConfig(rc)
 	return kube, rc, err
 }

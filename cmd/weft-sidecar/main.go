@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/internal/memtune"
 	"github.com/weftmesh/weft/sidecar"
 )
@@ -58,9 +59,9 @@ func run(args []string) error {
 	var cfg sidecar.Config
 	var level string
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
-	fs.StringVar(&cfg.ControlPlane, "control-plane", "weft-controlplane.weft-system.svc:15012", "control plane address")
+	fs.StringVar(&cfg.ControlPlane, "control-plane", names.DefaultControlPlaneAddr, "control plane address")
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
-	fs.StringVar(&cfg.WeftNamespace, "weft-namespace", "weft-system", "namespace weft is installed in")
+	fs.StringVar(&cfg.WeftNamespace, "weft-namespace", names.Namespace, "namespace weft is installed in")
 	fs.StringVar(&cfg.TokenPath, "token", "/var/run/secrets/weft/tokens/token", "projected ServiceAccount token (audience weft-ca)")
 	fs.StringVar(&cfg.BundlePath, "bundle", "/var/run/secrets/weft/bundle/bundle.pem", "trust bundle (PEM)")
 	fs.StringVar(&cfg.WorkloadSocket, "workload-socket", "/var/run/secrets/weft/workload/socket", "SPIFFE Workload API socket")

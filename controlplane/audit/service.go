@@ -30,7 +30,7 @@ import (
 // The wire format (sidecar/audit): metadata namespace, log name and fields.
 const (
 	metadataKey = apiaudit.EntryMetadataKey
-	logName     = "weft-egress"
+	logName     = apiaudit.LogName
 )
 
 // ServiceConfig configures a Service. Zero fields get the defaults in

@@ -14,6 +14,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // Names of the trust bundle ConfigMap, its key and the namespace label that
@@ -21,8 +23,8 @@ import (
 const (
 	BundleConfigMap = "weft-trust-bundle"
 	BundleKey       = "bundle.pem"
-	InjectLabel     = "weft.dev/inject"
-	InjectEnabled   = "enabled"
+	InjectLabel     = names.InjectLabel
+	InjectEnabled   = names.InjectEnabled
 )
 
 // BundlePublisher keeps the ConfigMap weft-trust-bundle, holding every root

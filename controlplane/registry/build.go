@@ -13,21 +13,22 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	apinames "github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/api/v1alpha1"
 )
 
 // Names the model depends on (docs/architecture.md, "Names, ports and paths").
 const (
-	proxyContainer = "weft-proxy"
-	injectLabel    = "weft.dev/inject"
-	injectEnabled  = "enabled"
+	proxyContainer = apinames.ProxyContainer
+	injectLabel    = apinames.InjectLabel
+	injectEnabled  = apinames.InjectEnabled
 )
 
 // AnnotationInboundLoopbackPorts lists the ports (comma-separated) of a pod
 // whose app listens on 127.0.0.1 only, so that the sidecar delivers
 // inbound connections there instead of to the pod's address
 // (Workload.InboundLoopbackPorts). The injector refuses a malformed value.
-const AnnotationInboundLoopbackPorts = "weft.dev/inbound-loopback-ports"
+const AnnotationInboundLoopbackPorts = apinames.AnnotationInboundLoopbackPorts
 
 // inboundLoopbackPorts reads AnnotationInboundLoopbackPorts: ports
 // 1-65535, sorted and unique. A value the injector would have refused

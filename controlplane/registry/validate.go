@@ -3,7 +3,6 @@ package registry
 import (
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -234,9 +233,6 @@ func principal(field, p string, td spiffeid.TrustDomain) (Principal, *invalid) {
 	return Principal{Value: id.String()}, nil
 }
 
-// hostRE is the schema's host pattern: exact or "*." wildcard, lowercase.
-var hostRE = regexp.MustCompile(`^(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-
 func egressPolicy(p *v1alpha1.EgressPolicy) (*EgressPolicy, *invalid) {
 	sel, err := selector("spec.selector", p.Spec.Selector)
 	if err != nil {
@@ -306,7 +302,7 @@ func egressRule(field string, r v1alpha1.EgressRule) (EgressRule, *invalid) {
 		return rule, rejectf("%s: needs at least one of hosts or cidrs", field)
 	}
 	for i, h := range r.Hosts {
-		if len(h) > 253 || !hostRE.MatchString(h) {
+		if !v1alpha1.ValidEgressHost(h) {
 			return rule, rejectf("%s.hosts[%d] %q is not a lowercase DNS name or a *. wildcard", field, i, h)
 		}
 		rule.Hosts = append(rule.Hosts, h)

@@ -22,6 +22,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	apiaudit "github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/api/names"
 )
 
 // cpStream is the app as an attacker on the control plane: with what the
@@ -33,11 +36,11 @@ import (
 func cpStream(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("cp-stream", flag.ExitOnError)
 	kind := fs.String("kind", "ads", "ads or als")
-	addr := fs.String("addr", "weft-controlplane.weft-system.svc:15012", "control plane")
+	addr := fs.String("addr", names.DefaultControlPlaneAddr, "control plane")
 	node := fs.String("node", "", "node ID <pod>.<namespace> to claim")
 	tokenFile := fs.String("token-file", "", "send this file's token as authorization: Bearer")
 	token := fs.String("token", "", "send this token as authorization: Bearer")
-	cpNS := fs.String("cp-namespace", "weft-system", "the control plane's namespace (its SPIFFE ID)")
+	cpNS := fs.String("cp-namespace", names.Namespace, "the control plane's namespace (its SPIFFE ID)")
 	_ = fs.Parse(args)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -50,7 +53,7 @@ func cpStream(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cpID := spiffeid.RequireFromSegments(svid.ID.TrustDomain(), "ns", *cpNS, "sa", "weft-controlplane")
+	cpID := spiffeid.RequireFromSegments(svid.ID.TrustDomain(), "ns", *cpNS, "sa", names.ControlPlane)
 	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(cpID)))))
 	if err != nil {
 		return err
@@ -116,11 +119,11 @@ func alsOnce(ctx context.Context, conn *grpc.ClientConn, node, source string) er
 		return err
 	}
 	msg := &alsv3.StreamAccessLogsMessage{
-		Identifier: &alsv3.StreamAccessLogsMessage_Identifier{Node: &corev3.Node{Id: node}, LogName: "weft-egress"},
+		Identifier: &alsv3.StreamAccessLogsMessage_Identifier{Node: &corev3.Node{Id: node}, LogName: apiaudit.LogName},
 		LogEntries: &alsv3.StreamAccessLogsMessage_TcpLogs{TcpLogs: &alsv3.StreamAccessLogsMessage_TCPAccessLogEntries{
 			LogEntry: []*accesslogdatav3.TCPAccessLogEntry{{CommonProperties: &accesslogdatav3.AccessLogCommon{
 				StreamId: id, StartTime: timestamppb.Now(),
-				Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"weft.egress": md}},
+				Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{apiaudit.EntryMetadataKey: md}},
 			}}},
 		}},
 	}

@@ -1,0 +1,98 @@
+// Package names holds the names and addresses by which weft's parts find
+// one another: the namespace weft is installed in, its components'
+// Deployment, ServiceAccount and Service names, their ports, the control
+// plane's address, and the labels and annotations the injector, the
+// control plane and weftctl read and write. Every part imports them from
+// here, so none can rename one alone. The install manifests (deploy/*.yaml)
+// spell the same names in YAML.
+//
+// This package is a pure core: it imports the standard library only.
+package names
+
+import "strconv"
+
+// Namespace is the namespace weft is installed in by default; weft's own
+// pods run there and it is never injected.
+const Namespace = "weft-system"
+
+// weft's components: each one's Deployment, ServiceAccount and Service, and
+// the value of its pods' AppLabel.
+const (
+	ControlPlane = "weft-controlplane"
+	Injector     = "weft-injector"
+)
+
+// AppLabel is the label that names a component's pods
+// ("app.kubernetes.io/name=weft-controlplane").
+const AppLabel = "app.kubernetes.io/name"
+
+// Selector is the label selector of a component's pods.
+func Selector(component string) string { return AppLabel + "=" + component }
+
+// Ports. The sidecar's are the same in every pod; the control plane's and
+// the injector's are their containers' (and Services').
+const (
+	SidecarAdminPort    = 15000 // 127.0.0.1 only: /connections, /config_dump
+	SidecarOutboundPort = 15001 // captured outbound TCP (127.0.0.1, [::1])
+	SidecarInboundPort  = 15006 // captured inbound TCP
+	ControlPlaneGRPC    = 15012 // TLS gRPC: certificate service, ADS, access logs
+	ControlPlaneAdmin   = 15014 // /metrics, /healthz; over TLS /debug/status, /audit/*
+	InjectorPort        = 15017 // the webhook (the Service maps 443 to it)
+	SidecarHealthPort   = 15020 // the pod IP: /healthz/ready, /metrics, /app-health/
+	SidecarDNSPort      = 15053 // the DNS proxy (127.0.0.1, [::1])
+)
+
+// ControlPlaneAddr is the control plane's gRPC address for weft installed
+// in namespace: "weft-controlplane.<namespace>.svc:15012".
+func ControlPlaneAddr(namespace string) string {
+	return ControlPlane + "." + namespace + ".svc:" + strconv.Itoa(ControlPlaneGRPC)
+}
+
+// DefaultControlPlaneAddr is ControlPlaneAddr(Namespace).
+const DefaultControlPlaneAddr = ControlPlane + "." + Namespace + ".svc:15012"
+
+// The injector's admission webhook: the MutatingWebhookConfiguration and
+// its one webhook.
+const (
+	WebhookConfiguration = Injector
+	WebhookName          = "inject.weft.dev"
+)
+
+// InjectLabel is both the namespace label that turns injection on
+// (InjectEnabled; the webhook's namespaceSelector), the pod label that
+// keeps a pod out (InjectDisabled; its objectSelector) and the pod
+// annotation that opts a pod out (InjectDisabled; the injector reads it).
+const InjectLabel = "weft.dev/inject"
+
+// Values of InjectLabel.
+const (
+	InjectEnabled  = "enabled"
+	InjectDisabled = "disabled"
+)
+
+// Annotations the injector writes on the pods it injects, and the one the
+// control plane reads.
+const (
+	// AnnotationInjected (JSON, injector.Injection) says what the injector
+	// put into the pod; weftctl reads it.
+	AnnotationInjected = "weft.dev/injected"
+	// AnnotationInboundLoopbackPorts ("8080,9090") names the ports the
+	// pod's apps listen on at 127.0.0.1 only; the injector validates it,
+	// the control plane reads it.
+	AnnotationInboundLoopbackPorts = "weft.dev/inbound-loopback-ports"
+)
+
+// ProxyContainer is the name of the sidecar's container in an injected pod.
+const ProxyContainer = "weft-proxy"
+
+// EventReasonSkipped is the reason of the Event the injector records for a
+// pod it leaves alone; weftctl explain-injection lists them.
+const EventReasonSkipped = "InjectionSkipped"
+
+// filter_metadata namespaces of the xDS the control plane sends and the
+// sidecar reads: an egress rule's chain or route, and an inbound chain's
+// mTLS mode.
+const (
+	EgressMetadataKey  = "weft.egress"
+	InboundMetadataKey = "weft.inbound"
+)
