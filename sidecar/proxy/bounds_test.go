@@ -253,11 +253,13 @@ func TestTenThousandConnections(t *testing.T) {
 
 // TestSlowlorisHandshakes: 1,000 connections to a sidecar's inbound
 // listener send the first 40 bytes of a ClientHello and stall; one in ten
-// sends the rest after 80% of HandshakeTimeout and stalls in the
+// sends the rest after 95% of HandshakeTimeout and stalls in the
 // handshake. A legitimate request through the mesh completes while they
 // stall, and every stalled connection is closed HandshakeTimeout after it
 // was accepted: the sniffing and the handshake share one deadline
-// (before, each had its own: 1.8 times as long in all here).
+// (before, each had its own: 1.95 times as long in all here, 7.8s). The
+// bound allowed, 1.65 times, leaves 2.6s for a loaded machine to notice
+// the close and still tells the two apart.
 func TestSlowlorisHandshakes(t *testing.T) {
 	const stalls = 1000
 	const hsTimeout = 4 * time.Second
@@ -267,7 +269,7 @@ func TestSlowlorisHandshakes(t *testing.T) {
 	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 
 	// Each staller connects and sends 40 bytes; one in ten sends the rest
-	// at 80% of HandshakeTimeout; then nothing. Its reader notes when the
+	// at 95% of HandshakeTimeout; then nothing. Its reader notes when the
 	// sidecar closes the connection.
 	closedAfter := make([]time.Duration, stalls)
 	var wg sync.WaitGroup
@@ -296,7 +298,7 @@ func TestSlowlorisHandshakes(t *testing.T) {
 				return
 			}
 			if i%10 == 0 {
-				time.Sleep(time.Until(start.Add(hsTimeout * 8 / 10)))
+				time.Sleep(time.Until(start.Add(hsTimeout * 95 / 100)))
 				_, _ = c.Write(hello[40:])
 			}
 			<-closed
@@ -327,7 +329,7 @@ func TestSlowlorisHandshakes(t *testing.T) {
 		worst = max(worst, d)
 	}
 	t.Logf("the last stalled handshake was closed %v after it connected (HandshakeTimeout %v)", worst, hsTimeout)
-	if limit := hsTimeout * 14 / 10; worst > limit {
+	if limit := hsTimeout * 165 / 100; worst > limit {
 		t.Fatalf("a stalled handshake was closed %v after it connected: want within %v (HandshakeTimeout %v from accept)", worst, limit, hsTimeout)
 	}
 	mp.b.waitCounter(stalls, "timeouts", inbound, timeoutHandshake)
