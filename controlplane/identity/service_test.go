@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -387,4 +388,25 @@ func parseChain(t *testing.T, ders [][]byte) []*x509.Certificate {
 		out = append(out, c)
 	}
 	return out
+}
+
+// TestRateLimitForgetsIdleBuckets: a pod's bucket unused for longer than
+// ten minutes is forgotten (the limiter's memory stays bounded), so even
+// under a limit slower than that the pod starts over with a full burst.
+func TestRateLimitForgetsIdleBuckets(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RateLimit = rate.Every(time.Hour); c.RateBurst = 1 })
+	sign := func() codes.Code {
+		_, err := f.svc.Sign(withToken("good"), &certificatev1.SignRequest{Csr: newCSR(t)})
+		return status.Code(err)
+	}
+	if c := sign(); c != codes.OK {
+		t.Fatalf("first request: %v", c)
+	}
+	if c := sign(); c != codes.ResourceExhausted {
+		t.Fatalf("second request at once: %v, want ResourceExhausted", c)
+	}
+	f.clock.Step(10*time.Minute + time.Nanosecond)
+	if c := sign(); c != codes.OK {
+		t.Fatalf("after ten minutes idle: %v, want OK (bucket forgotten)", c)
+	}
 }
