@@ -313,6 +313,7 @@ func TestStoreRunLogs(t *testing.T) {
 // first key) to 2262-04-11, where int64 nanoseconds end (after it: the
 // last key, even where UnixNano has wrapped negative).
 func TestTimeKey(t *testing.T) {
+	epoch := time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
 	last := time.Unix(0, math.MaxInt64) // 2262-04-11T23:47:16.854775807Z
 	key := func(t time.Time) uint64 { return binary.BigEndian.Uint64(timeKey(t)) }
 	for _, tc := range []struct {
@@ -321,9 +322,9 @@ func TestTimeKey(t *testing.T) {
 		want uint64
 	}{
 		{"zero", time.Time{}, 0},
-		{"the epoch", time.Unix(0, 0), 0},
-		{"1ns after the epoch", time.Unix(0, 1), 1},
-		{"1ns before the epoch", time.Unix(0, -1), 0},
+		{"the epoch", epoch, 0},
+		{"1ns after the epoch", epoch.Add(time.Nanosecond), 1},
+		{"1ns before the epoch", epoch.Add(-time.Nanosecond), 0},
 		{"1677", time.Unix(0, math.MinInt64).Add(-time.Nanosecond), 0}, // UnixNano wraps positive
 		{"the last nanosecond", last, math.MaxInt64},
 		{"the next (UnixNano wraps negative)", last.Add(time.Nanosecond), math.MaxUint64},
