@@ -73,6 +73,7 @@ func BenchmarkConnMemory(b *testing.B) {
 					func() bool { return pd.p.reg.len() == pendingConns })
 				b.ReportMetric(float64(in-base)/pendingConns, "bytes/conn")
 				b.ReportMetric(float64(rss)/pendingConns, "rss-bytes/conn")
+				b.ReportMetric(float64(stackInuse())/float64(pd.p.open.Load()), "stack-bytes/conn")
 				closeAll()
 				for deadline := time.Now().Add(10 * time.Second); pd.p.reg.len() > 0 && time.Now().Before(deadline); {
 					time.Sleep(10 * time.Millisecond)

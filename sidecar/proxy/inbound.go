@@ -31,7 +31,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 		return nil, p.refuse(inbound, cn, refused("original_dst", "%w", err))
 	}
 	cn.dst = dst.String()
-	sn, err := sniff(c, l.InspectTLS && needsSniff(l, dst), l.InspectHTTP && needsSniff(l, dst), p.cfg.SniffTimeout, p.cfg.HandshakeTimeout)
+	sn, err := sniffUntil(c, l.InspectTLS && needsSniff(l, dst), l.InspectHTTP && needsSniff(l, dst), p.cfg.SniffTimeout, cn.by)
 	if err != nil {
 		return nil, p.refuse(inbound, cn, refused(reasonPeerClosed, "proxy: sniff: %w", err))
 	}
