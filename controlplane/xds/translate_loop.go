@@ -11,6 +11,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // The sidecar never connects to itself.
@@ -42,12 +44,12 @@ import (
 // generation time and fails the generation otherwise, as distinctMatches
 // does: a translator bug must not become a loop in a pod.
 
-// The sidecar's own listening ports (sidecar/capture's InboundPort,
-// OutboundPort, AdminPort, HealthPort, DNSPort).
+// The sidecar's own listening ports (api/names; sidecar/capture's
+// InboundPort, OutboundPort, AdminPort, HealthPort, DNSPort).
 const (
-	adminPort  = 15000
-	healthPort = 15020
-	dnsPort    = 15053
+	adminPort  = names.SidecarAdminPort
+	healthPort = names.SidecarHealthPort
+	dnsPort    = names.SidecarDNSPort
 )
 
 var sidecarPorts = []uint16{outboundPort, inboundPort, adminPort, healthPort, dnsPort}
