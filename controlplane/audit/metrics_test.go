@@ -133,6 +133,7 @@ func TestDestMetricsCandidateCap(t *testing.T) {
 	hit("late.example.com", 5) // busier, but past the cap: no candidate
 	clk.Step(10 * time.Minute)
 	hit("a.example.com", 1) // rotates: b's slot goes to c19, and no slot past max to c00
+	hit("late.example.com", 1) // no slot left for a newcomer
 	hit("c19.example.com", 1)
 	hit("c00.example.com", 1)
 	want := `
@@ -140,7 +141,7 @@ func TestDestMetricsCandidateCap(t *testing.T) {
 # TYPE weft_egress_connections_total counter
 weft_egress_connections_total{decision="allow",destination="a.example.com:443"} 3
 weft_egress_connections_total{decision="allow",destination="c19.example.com:443"} 1
-weft_egress_connections_total{decision="allow",destination="other"} 28
+weft_egress_connections_total{decision="allow",destination="other"} 29
 `
 	if err := testutil.CollectAndCompare(d, strings.NewReader(want), "weft_egress_connections_total"); err != nil {
 		t.Error(err)
