@@ -132,7 +132,7 @@ func TestDestMetricsCandidateCap(t *testing.T) {
 	hit("c19.example.com", 2)  // the busiest candidate
 	hit("late.example.com", 5) // busier, but past the cap: no candidate
 	clk.Step(10 * time.Minute)
-	hit("a.example.com", 1) // rotates: b's slot goes to c19, and no slot past max to c00
+	hit("a.example.com", 1)    // rotates: b's slot goes to c19, and no slot past max to c00
 	hit("late.example.com", 1) // no slot left for a newcomer
 	hit("c19.example.com", 1)
 	hit("c00.example.com", 1)
