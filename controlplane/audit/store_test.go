@@ -349,3 +349,34 @@ func TestTimeKey(t *testing.T) {
 		t.Errorf("since 2300: %v, want none", ids(got))
 	}
 }
+
+// TestOpenStoreDefaults: a zero or negative retention, prune interval or
+// cap gets the default its comment names, a positive one stays.
+func TestOpenStoreDefaults(t *testing.T) {
+	clk := testutil.FakeClock(t)
+	type limits struct {
+		retention, prune time.Duration
+		max              int
+	}
+	defaults := limits{7 * 24 * time.Hour, 10 * time.Minute, DefaultMaxEvents}
+	for _, tc := range []struct {
+		name     string
+		in, want limits
+	}{
+		{"zero", limits{}, defaults},
+		{"negative", limits{-time.Nanosecond, -time.Nanosecond, -1}, defaults},
+		{"smallest", limits{time.Nanosecond, time.Nanosecond, 1}, limits{time.Nanosecond, time.Nanosecond, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := OpenStore(StoreConfig{Path: filepath.Join(t.TempDir(), "audit.db"), Clock: clk,
+				Retention: tc.in.retention, PruneInterval: tc.in.prune, MaxEvents: tc.in.max})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if got := (limits{s.cfg.Retention, s.cfg.PruneInterval, s.cfg.MaxEvents}); got != tc.want || s.Cap() != tc.want.max {
+				t.Errorf("settles on %+v (Cap %d), want %+v", got, s.Cap(), tc.want)
+			}
+		})
+	}
+}
