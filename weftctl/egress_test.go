@@ -36,6 +36,7 @@ import (
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/internal/testutil"
+	"github.com/weftmesh/weft/internal/testutil/golden"
 )
 
 // The tests serve the control plane's own audit handler (the wire contract
@@ -188,7 +189,7 @@ func TestEgressAuditTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "egress-audit.golden", out)
+	golden.Check(t, "testdata/egress-audit.golden", out)
 	if want := "weftctl egress: control-plane replica weft-controlplane-2 did not answer, the events it stores are missing: GET /audit/summary: dial tcp 198.18.200.3:15014: connect: connection refused\n"; errOut != want {
 		t.Errorf("stderr %q, want %q", errOut, want)
 	}
@@ -204,7 +205,7 @@ func TestEgressAuditJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "egress-audit.golden.json", out)
+	golden.Check(t, "testdata/egress-audit.golden.json", out)
 	var r struct {
 		Destinations []destinationSummary `json:"destinations"`
 	}
@@ -224,7 +225,7 @@ func TestEgressAuditEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "egress-audit-events.golden", out)
+	golden.Check(t, "testdata/egress-audit-events.golden", out)
 	out, _, err = runEgress(e, "egress", "audit", "--events", "--decision", "deny", "--destination", "*.example.net", "-o", "json")
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +273,7 @@ func TestEgressSuggest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "egress-suggest.golden.yaml", out)
+	golden.Check(t, "testdata/egress-suggest.golden.yaml", out)
 	if !strings.Contains(errOut, "weft-controlplane-2 did not answer") {
 		t.Errorf("stderr %q", errOut)
 	}

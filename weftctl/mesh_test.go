@@ -30,6 +30,7 @@ import (
 	adminapi "github.com/weftmesh/weft/api/admin"
 	cpaudit "github.com/weftmesh/weft/controlplane/audit"
 	"github.com/weftmesh/weft/internal/testutil"
+	"github.com/weftmesh/weft/internal/testutil/golden"
 )
 
 // now is the fake clock of every test here: the fixed instant, as the
@@ -232,7 +233,7 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	golden(t, "status.golden", out)
+	golden.Check(t, "testdata/status.golden", out)
 }
 
 func TestStatusNACKedExitsNonZero(t *testing.T) {
@@ -252,7 +253,7 @@ func TestStatusNACKedExitsNonZero(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "1 sidecar(s) NACKed") {
 		t.Fatalf("err = %v\n%s", err, out)
 	}
-	golden(t, "status-nacked.golden", out)
+	golden.Check(t, "testdata/status-nacked.golden", out)
 	out, _ = f.run(t, "status", "-n", "weft-demo", "-o", "json")
 	var r statusReport
 	if err := json.Unmarshal([]byte(out), &r); err != nil || r.NACKed != 1 {
@@ -266,7 +267,7 @@ func TestVerifyNamespace(t *testing.T) {
 	if err == nil || err.Error() != "weftctl verify: not everything is encrypted" {
 		t.Fatalf("err = %v, want the non-zero exit of an unencrypted pod\n%s", err, out)
 	}
-	golden(t, "verify-namespace.golden", out)
+	golden.Check(t, "testdata/verify-namespace.golden", out)
 }
 
 func TestVerifyTwoWorkloads(t *testing.T) {
@@ -275,12 +276,12 @@ func TestVerifyTwoWorkloads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	golden(t, "verify-pair.golden", out)
+	golden.Check(t, "testdata/verify-pair.golden", out)
 	out, err = f.run(t, "verify", "-n", "weft-demo", "client-8f6d", "server-v1-9a7c", "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "verify-pair.golden.json", out)
+	golden.Check(t, "testdata/verify-pair.golden.json", out)
 }
 
 func TestVerifyWithoutNetworkPathIsNotAClaim(t *testing.T) {
@@ -302,7 +303,7 @@ func TestCheckPost(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "1 problem(s)") {
 		t.Fatalf("err = %v, want the pod that slipped through\n%s", err, out)
 	}
-	golden(t, "check-post.golden", out)
+	golden.Check(t, "testdata/check-post.golden", out)
 }
 
 func TestCheckPre(t *testing.T) {
@@ -317,7 +318,7 @@ func TestCheckPre(t *testing.T) {
 	if err == nil {
 		t.Fatalf("want a failure for the missing permission\n%s", out)
 	}
-	golden(t, "check-pre.golden", out)
+	golden.Check(t, "testdata/check-pre.golden", out)
 }
 
 func TestExplainInjection(t *testing.T) {
@@ -331,7 +332,7 @@ func TestExplainInjection(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", tc.pod, err, out)
 		}
-		golden(t, tc.file, out)
+		golden.Check(t, "testdata/"+tc.file, out)
 	}
 	if _, err := f.run(t, "explain-injection", "-n", "weft-demo", "nope"); err == nil || !strings.Contains(err.Error(), "weftctl explain-injection: pod weft-demo/nope") {
 		t.Fatalf("err = %v", err)

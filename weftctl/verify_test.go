@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftmesh/weft/internal/testutil/golden"
 )
 
 // setProxyReady rewrites server-v1-9a7c as a pod whose weft-proxy is ready
@@ -69,7 +71,7 @@ func TestVerifySidecarNotReady(t *testing.T) {
 				t.Fatalf("want %q\n%s", why, out)
 			}
 			if !tc.native && len(tc.args) == 0 {
-				golden(t, "verify-notready.golden", out)
+				golden.Check(t, "testdata/verify-notready.golden", out)
 			}
 
 			out, err = f.run(t, append(args, "-o", "json")...)

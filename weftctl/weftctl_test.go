@@ -2,14 +2,11 @@ package weftctl
 
 import (
 	"bytes"
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/weftmesh/weft/internal/testutil/golden"
+)
 
 func run(args ...string) (string, error) {
 	var out bytes.Buffer
@@ -19,29 +16,12 @@ func run(args ...string) (string, error) {
 	return out.String(), err
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./weftctl -update)", err)
-	}
-	if got != string(want) {
-		t.Fatalf("output differs from %s (go test ./weftctl -update rewrites it):\n%s", path, got)
-	}
-}
-
 func TestInstallRender(t *testing.T) {
 	out, err := run("install", "--render", "--tag", "v0.1.0", "--trust-domain", "prod.example")
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "install-render.golden.yaml", out)
+	golden.Check(t, "testdata/install-render.golden.yaml", out)
 }
 
 func TestInstallRefusesBadFlags(t *testing.T) {

@@ -131,17 +131,6 @@ func runExporter(t *testing.T, x *OTLPExporter) (stop func()) {
 	return stop
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func attrs(kvs []*commonpb.KeyValue) map[string]any {
 	out := map[string]any{}
 	for _, kv := range kvs {
@@ -175,7 +164,7 @@ func TestOTLPExportsEveryEventWithAttributes(t *testing.T) {
 		}
 		x.Export(e)
 	}
-	waitFor(t, "every record", func() bool { return testutil.ToFloat64(x.exported) >= n })
+	wefttest.Eventually(t, "every record", func() bool { return testutil.ToFloat64(x.exported) >= n })
 
 	recs := recv.records()
 	if len(recs) != n {
@@ -242,7 +231,7 @@ func TestOTLPRetriesUntilTheCollectorIsBack(t *testing.T) {
 	for i := range 3 {
 		x.Export(ev(t0, fmt.Sprintf("r-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 	}
-	waitFor(t, "retries", func() bool { return testutil.ToFloat64(x.retries) >= 3 })
+	wefttest.Eventually(t, "retries", func() bool { return testutil.ToFloat64(x.retries) >= 3 })
 
 	recv := &otlpReceiver{}
 	lis, err := net.Listen("tcp", addr)
@@ -250,7 +239,7 @@ func TestOTLPRetriesUntilTheCollectorIsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	serveOTLP(t, recv, lis)
-	waitFor(t, "delivery", func() bool { return testutil.ToFloat64(x.exported) == 3 })
+	wefttest.Eventually(t, "delivery", func() bool { return testutil.ToFloat64(x.exported) == 3 })
 	if got := len(recv.records()); got != 3 {
 		t.Errorf("%d records delivered, want 3", got)
 	}
@@ -290,7 +279,7 @@ func TestOTLPRetryableAndRefusedStatuses(t *testing.T) {
 			runExporter(t, x)
 			x.Export(ev(t0, "s-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 			x.Export(ev(t0, "s-2", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
-			waitFor(t, "an outcome", func() bool {
+			wefttest.Eventually(t, "an outcome", func() bool {
 				return testutil.ToFloat64(x.exported)+testutil.ToFloat64(x.dropped.WithLabelValues("rejected")) == 2
 			})
 			if got := len(recv.records()); got != tc.delivered {
@@ -317,7 +306,7 @@ func TestOTLPQueueFullDropsAndCounts(t *testing.T) {
 		t.Fatalf("dropped{queue_full} = %v, want 5", got)
 	}
 	runExporter(t, x)
-	waitFor(t, "the queued events", func() bool { return len(recv.records()) == 10 })
+	wefttest.Eventually(t, "the queued events", func() bool { return len(recv.records()) == 10 })
 	var got []string
 	for _, r := range recv.records() {
 		got = append(got, attrs(r.GetAttributes())["weft.event.id"].(string))
@@ -337,7 +326,7 @@ func TestOTLPFlushesWhenRunEnds(t *testing.T) {
 	for i := range 3 {
 		x.Export(ev(t0, fmt.Sprintf("f-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "audit"))
 	}
-	waitFor(t, "the queue to be read", func() bool { return len(x.queue) == 0 })
+	wefttest.Eventually(t, "the queue to be read", func() bool { return len(x.queue) == 0 })
 	if got := len(recv.records()); got != 0 {
 		t.Errorf("%d records before Run ended: a partial batch waits for the interval", got)
 	}
@@ -476,9 +465,9 @@ func TestOTLPRetryLogs(t *testing.T) {
 	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 1, Logger: slog.New(logs)})
 	runExporter(t, x)
 	x.Export(ev(t0, "l-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
-	waitFor(t, "the first event", func() bool { return testutil.ToFloat64(x.exported) == 1 })
+	wefttest.Eventually(t, "the first event", func() bool { return testutil.ToFloat64(x.exported) == 1 })
 	x.Export(ev(t0, "l-2", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
-	waitFor(t, "the second event", func() bool { return testutil.ToFloat64(x.exported) == 2 })
+	wefttest.Eventually(t, "the second event", func() bool { return testutil.ToFloat64(x.exported) == 2 })
 	want := []logLine{
 		{level: slog.LevelWarn, msg: "audit: OTLP export failed; retrying"},
 		{level: slog.LevelInfo, msg: "audit: OTLP export recovered", attempts: 4},
@@ -516,7 +505,7 @@ func TestOTLPBackoffJitter(t *testing.T) {
 	x.Export(ev(t0, "j-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 	var waits []int
 	for range failures {
-		waitFor(t, "a retry timer", func() bool { return clk.Waiters() == 2 })
+		wefttest.Eventually(t, "a retry timer", func() bool { return clk.Waiters() == 2 })
 		c := calls()
 		n := 0
 		// Only Step fires the timer, and a new one comes after the next call:
@@ -529,7 +518,7 @@ func TestOTLPBackoffJitter(t *testing.T) {
 		}
 		waits = append(waits, n)
 	}
-	waitFor(t, "delivery", func() bool { return testutil.ToFloat64(x.exported) == 1 })
+	wefttest.Eventually(t, "delivery", func() bool { return testutil.ToFloat64(x.exported) == 1 })
 	for _, w := range waits {
 		if w < 2 || w > 4 {
 			t.Fatalf("waits %v ns: want each from 2 to 4", waits)
@@ -559,8 +548,8 @@ func TestOTLPPartialSuccess(t *testing.T) {
 			for i := range 3 {
 				x.Export(ev(t0, fmt.Sprintf("p-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 			}
-			waitFor(t, "the batch", func() bool { return len(recv.records()) == 3 })
-			waitFor(t, "its count", func() bool {
+			wefttest.Eventually(t, "the batch", func() bool { return len(recv.records()) == 3 })
+			wefttest.Eventually(t, "its count", func() bool {
 				return testutil.ToFloat64(x.exported)+testutil.ToFloat64(x.dropped.WithLabelValues("rejected")) == 3
 			})
 			if got := testutil.ToFloat64(x.exported); got != tc.exported {
@@ -654,5 +643,5 @@ func TestOTLPOverTLS(t *testing.T) {
 	}
 	runExporter(t, x)
 	x.Export(ev(clk.Now(), "t-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
-	waitFor(t, "delivery over TLS", func() bool { return len(recv.records()) == 1 })
+	wefttest.Eventually(t, "delivery over TLS", func() bool { return len(recv.records()) == 1 })
 }

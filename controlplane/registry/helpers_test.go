@@ -3,10 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,8 +25,6 @@ import (
 
 	"github.com/weftmesh/weft/api/v1alpha1"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // fixture is a registry running against fake clientsets.
 type fixture struct {
@@ -308,24 +303,4 @@ func dump(s *Snapshot) string {
 		p("rejected %s %s/%s gen=%d %s: %s", r.Kind, r.Namespace, r.Name, r.Generation, r.Reason, r.Message)
 	}
 	return b.String()
-}
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./controlplane/registry -update writes it)", err)
-	}
-	if got != string(want) {
-		t.Fatalf("snapshot differs from %s (-update rewrites it):\n%s", path, got)
-	}
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/testutil/golden"
 )
 
 // demoCluster: namespace shop (injected) with a web service of two injected
@@ -46,7 +47,7 @@ func TestSnapshotFromCluster(t *testing.T) {
 	if s.Version != 1 {
 		t.Errorf("Version %d, want 1", s.Version)
 	}
-	golden(t, "demo.snapshot", dump(s))
+	golden.Check(t, "testdata/demo.snapshot", dump(s))
 }
 
 func TestSnapshotLookups(t *testing.T) {

@@ -52,3 +52,13 @@ func sign(t testing.TB, ca *certs.CA, req certs.SignRequest) (*ecdsa.PrivateKey,
 	}
 	return key, chain
 }
+
+// NewCA is a fresh certs.CA for td on clk (nil: the real clock).
+func NewCA(t testing.TB, td spiffeid.TrustDomain, clk certs.Clock) *certs.CA {
+	t.Helper()
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}

@@ -304,17 +304,6 @@ func runRecorder(t *testing.T, r *Recorder) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestSenderDeliversAndRetries(t *testing.T) {
 	f := &fakeALS{failNext: 2}
 	r, _ := newTestRecorder(t, Config{Conn: startFakeALS(t, f), BatchSize: 4, EntriesPerMessage: 3, FlushDelay: time.Millisecond,
@@ -323,7 +312,7 @@ func TestSenderDeliversAndRetries(t *testing.T) {
 	for i := range 10 {
 		r.Record(sample(i))
 	}
-	waitFor(t, "delivery", func() bool { return r.Stats().Delivered == 10 })
+	testutil.Eventually(t, "delivery", func() bool { return r.Stats().Delivered == 10 })
 	got := f.received()
 	var want []string
 	for i := range 10 {
@@ -348,7 +337,7 @@ func TestSenderDropsRejectedBatches(t *testing.T) {
 	runRecorder(t, r)
 	r.Record(sample(0))
 	r.Record(sample(1))
-	waitFor(t, "rejection", func() bool { return r.Stats().DroppedRejected == 2 })
+	testutil.Eventually(t, "rejection", func() bool { return r.Stats().DroppedRejected == 2 })
 	if v, _ := reg.Value("weft_sidecar_audit_dropped_total", DropRejected); v != 2 {
 		t.Errorf("dropped{rejected} = %v", v)
 	}
@@ -363,14 +352,14 @@ func TestSenderKeepsEventsWhileRefused(t *testing.T) {
 		MaxBackoff: 2 * time.Millisecond})
 	runRecorder(t, r)
 	r.Record(sample(0))
-	waitFor(t, "a failed attempt", func() bool { return r.m.failures.Value() >= 3 })
+	testutil.Eventually(t, "a failed attempt", func() bool { return r.m.failures.Value() >= 3 })
 	if s := r.Stats(); s.Buffered != 1 || s.Delivered != 0 {
 		t.Errorf("Stats = %+v, want the event kept", s)
 	}
 	f.mu.Lock()
 	f.reject = nil
 	f.mu.Unlock()
-	waitFor(t, "delivery", func() bool { return r.Stats().Delivered == 1 })
+	testutil.Eventually(t, "delivery", func() bool { return r.Stats().Delivered == 1 })
 }
 
 // lateSVID has no SVID until set.
@@ -397,13 +386,13 @@ func TestSourceIDFromLateSVID(t *testing.T) {
 		t.Errorf("line: %s", out.String())
 	}
 	runRecorder(t, r)
-	waitFor(t, "a failed attempt", func() bool { return r.Stats().SendFailures > 0 })
+	testutil.Eventually(t, "a failed attempt", func() bool { return r.Stats().SendFailures > 0 })
 	if len(f.received()) != 0 {
 		t.Fatal("an event without source was sent")
 	}
 	svid.svid.Store(&x509svid.SVID{ID: self})
 	r.Record(sample(1))
-	waitFor(t, "delivery", func() bool { return r.Stats().Delivered == 2 })
+	testutil.Eventually(t, "delivery", func() bool { return r.Stats().Delivered == 2 })
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.sources) != 2 || f.sources[0] != self.String() || f.sources[1] != self.String() {

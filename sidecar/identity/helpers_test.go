@@ -106,25 +106,11 @@ func run(t *testing.T, m *Manager) {
 	})
 }
 
-// waitFor polls cond (real time, a few seconds at most). It is for
-// goroutines to reach a state, never for timers to fire: those fire only
-// when the fake clock is stepped.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // waitWaiters waits until n goroutines wait on the fake clock, i.e. every
 // Manager has finished its attempt and parked on its next timer.
 func (e *env) waitWaiters(t *testing.T, n int) {
 	t.Helper()
-	waitFor(t, "managers to wait on the clock", func() bool { return e.clock.Waiters() == n })
+	testutil.Eventually(t, "managers to wait on the clock", func() bool { return e.clock.Waiters() == n })
 }
 
 // tamperClient passes Sign to the real client and lets a test rewrite the

@@ -16,6 +16,7 @@ import (
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // With jitter 0.5 a 24 h SVID (backdated one minute) is renewed at half
@@ -131,7 +132,7 @@ func TestRenewsAtHalfLifeWithNewKey(t *testing.T) {
 				t.Fatalf("renewed %s early", time.Second)
 			}
 			e.clock.Step(time.Second)
-			waitFor(t, "renewal", func() bool { return m.Renewals() == 2 })
+			testutil.Eventually(t, "renewal", func() bool { return m.Renewals() == 2 })
 			e.waitWaiters(t, 1)
 
 			second, err := m.GetX509SVID()
@@ -200,7 +201,7 @@ func TestKeepsServingWhileControlPlaneFails(t *testing.T) {
 
 			tc.breakIt(e, path)
 			e.clock.Step(halfLife)
-			waitFor(t, "a failed renewal", func() bool { return m.Failures() == 1 })
+			testutil.Eventually(t, "a failed renewal", func() bool { return m.Failures() == 1 })
 			e.waitWaiters(t, 1)
 			// Backoff: 1s, 2s, 4s, 8s, 8s... each times 0.75 (jitter 0.5).
 			for i, d := range []time.Duration{750 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second, 6 * time.Second} {
@@ -210,7 +211,7 @@ func TestKeepsServingWhileControlPlaneFails(t *testing.T) {
 					t.Fatalf("retry %d came before its backoff of %s", i+1, d)
 				}
 				e.clock.Step(time.Millisecond)
-				waitFor(t, "a retry", func() bool { return m.Failures() == uint64(i+2) })
+				testutil.Eventually(t, "a retry", func() bool { return m.Failures() == uint64(i+2) })
 				e.waitWaiters(t, 1)
 				if svid, err := m.GetX509SVID(); err != nil || svid != first {
 					t.Fatalf("after %d failures: got %v, %v; want the first SVID still served", i+2, svid, err)
@@ -226,7 +227,7 @@ func TestKeepsServingWhileControlPlaneFails(t *testing.T) {
 			}
 			tc.fix(e, path)
 			e.clock.Step(6 * time.Second)
-			waitFor(t, "recovery", func() bool { return m.Renewals() == 2 })
+			testutil.Eventually(t, "recovery", func() bool { return m.Renewals() == 2 })
 			e.waitWaiters(t, 1)
 			if svid, err := m.GetX509SVID(); err != nil || svid == first {
 				t.Fatalf("after recovery: got %v, %v; want a new SVID", svid, err)
@@ -251,7 +252,7 @@ func TestExpiredSVIDIsNotServed(t *testing.T) {
 
 	e.svc.FailNext(1 << 30)
 	e.clock.Step(25 * time.Hour) // the renewal timer fires once, far too late
-	waitFor(t, "a failed renewal", func() bool { return m.Failures() == 1 })
+	testutil.Eventually(t, "a failed renewal", func() bool { return m.Failures() == 1 })
 	e.waitWaiters(t, 1)
 
 	want := "identity: X509-SVID for spiffe://cluster.local/ns/demo/sa/a expired at " + e.start.Add(24*time.Hour).UTC().Format(time.RFC3339)
@@ -267,7 +268,7 @@ func TestExpiredSVIDIsNotServed(t *testing.T) {
 
 	e.svc.FailNext(0)
 	e.clock.Step(time.Second) // the first backoff is 750ms
-	waitFor(t, "recovery", func() bool { return m.Renewals() == 2 })
+	testutil.Eventually(t, "recovery", func() bool { return m.Renewals() == 2 })
 	if _, err := m.GetX509SVID(); err != nil {
 		t.Fatalf("after recovery: %v", err)
 	}
@@ -371,7 +372,7 @@ func TestRejectsBadResponses(t *testing.T) {
 			if !tc.firstOK {
 				e.client.set(tamper)
 				run(t, m)
-				waitFor(t, "a rejected first response", func() bool { return m.Failures() == 1 })
+				testutil.Eventually(t, "a rejected first response", func() bool { return m.Failures() == 1 })
 				e.waitWaiters(t, 1)
 				rejected++
 				select {
@@ -393,7 +394,7 @@ func TestRejectsBadResponses(t *testing.T) {
 
 			e.client.set(tamper)
 			e.clock.Step(halfLife)
-			waitFor(t, "a rejected renewal", func() bool { return m.Failures() == uint64(rejected+1) })
+			testutil.Eventually(t, "a rejected renewal", func() bool { return m.Failures() == uint64(rejected+1) })
 			e.waitWaiters(t, 1)
 			rejected++
 			if svid, err := m.GetX509SVID(); err != nil || svid != first {
@@ -446,7 +447,7 @@ func TestTokenIsReadForEveryRequest(t *testing.T) {
 
 			tc.change(t, path)
 			e.clock.Step(halfLife)
-			waitFor(t, "the renewal attempt", func() bool { return m.Renewals()+m.Failures() == 2 })
+			testutil.Eventually(t, "the renewal attempt", func() bool { return m.Renewals()+m.Failures() == 2 })
 			e.waitWaiters(t, 1)
 			if tc.wantToken != "" {
 				if m.Renewals() != 2 || e.svc.LastToken() != tc.wantToken {

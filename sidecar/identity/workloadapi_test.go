@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // socketPath returns a path for a unix socket. t.TempDir is too long for
@@ -49,7 +51,7 @@ func serve(t *testing.T, m *Manager) string {
 			t.Errorf("ServeWorkloadAPI: %v", err)
 		}
 	})
-	waitFor(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	testutil.Eventually(t, "the socket", func() bool { _, err := os.Stat(sock); return err == nil })
 	return sock
 }
 
@@ -86,18 +88,18 @@ func TestWorkloadAPIServesRotatingSVIDsUsableForMTLS(t *testing.T) {
 		src *workloadapi.X509Source
 	}{{mA, srcA}, {mB, srcB}} {
 		want, _ := tc.m.GetX509SVID()
-		waitFor(t, "the first SVID from the Workload API", func() bool { return sameSVID(tc.src, want) })
+		testutil.Eventually(t, "the first SVID from the Workload API", func() bool { return sameSVID(tc.src, want) })
 	}
 
 	e.clock.Step(halfLife)
-	waitFor(t, "renewals", func() bool { return mA.Renewals() == 2 && mB.Renewals() == 2 })
+	testutil.Eventually(t, "renewals", func() bool { return mA.Renewals() == 2 && mB.Renewals() == 2 })
 	e.waitWaiters(t, 2)
 	for _, tc := range []struct {
 		m   *Manager
 		src *workloadapi.X509Source
 	}{{mA, srcA}, {mB, srcB}} {
 		want, _ := tc.m.GetX509SVID()
-		waitFor(t, "the renewed SVID from the Workload API", func() bool { return sameSVID(tc.src, want) })
+		testutil.Eventually(t, "the renewed SVID from the Workload API", func() bool { return sameSVID(tc.src, want) })
 		got, _ := tc.src.GetX509SVID()
 		if key, ok := got.PrivateKey.(*ecdsa.PrivateKey); !ok || !key.Equal(want.PrivateKey) {
 			t.Errorf("%s: the Workload API's key is not the SVID's", want.ID)
@@ -302,7 +304,7 @@ func TestServeWorkloadAPISocketFile(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, "the socket", func() bool {
+			testutil.Eventually(t, "the socket", func() bool {
 				fi, err := os.Stat(sock)
 				return err == nil && fi.Mode().Type() == os.ModeSocket && fi.Mode().Perm() == 0o777
 			})
@@ -316,7 +318,7 @@ func TestServeWorkloadAPISocketFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the stream to subscribe", func() bool {
+			testutil.Eventually(t, "the stream to subscribe", func() bool {
 				m.mu.RLock()
 				defer m.mu.RUnlock()
 				return len(m.subs) == 1
