@@ -19,6 +19,7 @@ import (
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // staticAuth accepts every token as one caller: the benchmark measures the
@@ -29,7 +30,7 @@ func (a staticAuth) Authenticate(context.Context, string) (Caller, error) { retu
 
 // BenchmarkCASign is the baseline: CSR check and signing alone.
 func BenchmarkCASign(b *testing.B) {
-	ca := newCA(b, nil)
+	ca := testutil.NewCA(b, td, nil)
 	csr := newCSR(b)
 	id := spiffeid.RequireFromString("spiffe://cluster.local/ns/demo/sa/app")
 	b.ResetTimer()
@@ -47,7 +48,7 @@ func BenchmarkCASign(b *testing.B) {
 // BenchmarkServiceRoundTrip is one Sign call through gRPC over TLS on
 // loopback (connection reused, TokenReview stubbed out).
 func BenchmarkServiceRoundTrip(b *testing.B) {
-	ca := newCA(b, nil)
+	ca := testutil.NewCA(b, td, nil)
 	svc, err := New(Config{CA: ca, Authenticator: staticAuth{Caller{Namespace: "demo", ServiceAccount: "app", PodName: "p", PodUID: "u"}}, RateLimit: rate.Inf})
 	if err != nil {
 		b.Fatal(err)

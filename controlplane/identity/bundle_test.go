@@ -79,7 +79,7 @@ func settle() {
 
 func TestBundlePublisherPublishesWhereSidecarsNeedIt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ca := newCA(t, testutil.FakeClock(t))
+		ca := testutil.NewCA(t, td, testutil.FakeClock(t))
 		dying := namespace("dying", injected)
 		dying.Finalizers = []string{"kubernetes"}
 		dying.DeletionTimestamp = &metav1.Time{Time: time.Now()}
@@ -131,7 +131,7 @@ func TestBundlePublisherResyncSpreadsARotatedRoot(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				ca := newCA(t, testutil.FakeClock(t))
+				ca := testutil.NewCA(t, td, testutil.FakeClock(t))
 				api := fake.NewClientset(namespace("weft-system", nil), namespace("demo", injected))
 				stop := startPublisher(t, &BundlePublisher{Client: api, Bundle: ca.BundlePEM, HomeNamespace: "weft-system", Resync: tt.resync})
 				before := string(ca.BundlePEM())
@@ -181,7 +181,7 @@ func TestBundlePublisherRetriesFailedPublishes(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				ca := newCA(t, testutil.FakeClock(t))
+				ca := testutil.NewCA(t, td, testutil.FakeClock(t))
 				api := fake.NewClientset(append(tt.existing, namespace("demo", injected))...)
 				var mu sync.Mutex
 				failures := 3

@@ -3,9 +3,10 @@ package identity
 import (
 	"context"
 	"fmt"
-	"golang.org/x/time/rate"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -44,7 +45,7 @@ func TestTokenReviewCache(t *testing.T) {
 		if cached {
 			auth = &CachingAuthenticator{Next: auth, TTL: 30 * time.Second, Now: clk.Now}
 		}
-		svc, err := New(Config{CA: newCA(t, clk), Authenticator: auth, Clock: clk, RateLimit: 1000, RateBurst: 1000, SourceRateLimit: rate.Inf})
+		svc, err := New(Config{CA: testutil.NewCA(t, td, clk), Authenticator: auth, Clock: clk, RateLimit: 1000, RateBurst: 1000, SourceRateLimit: rate.Inf})
 		if err != nil {
 			t.Fatal(err)
 		}

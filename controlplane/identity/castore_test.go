@@ -148,7 +148,7 @@ func TestLoadOrCreateStoresTheCAItCreated(t *testing.T) {
 // winner's Secret stays as it was.
 func TestLoadOrCreateLosingTheRaceLoadsTheWinnersCA(t *testing.T) {
 	clk := testutil.FakeClock(t)
-	winner := newCA(t, clk)
+	winner := testutil.NewCA(t, td, clk)
 	api := fake.NewClientset()
 	api.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if err := api.Tracker().Add(caSecret(t, winner)); err != nil {
@@ -224,7 +224,7 @@ func TestLoadOrCreateSurfacesAPIErrors(t *testing.T) {
 // expiry, so that it is renewed where the root key lives.
 func TestLoadOrCreateIntermediateOnly(t *testing.T) {
 	clk := testutil.FakeClock(t)
-	m, err := newCA(t, clk).Material()
+	m, err := testutil.NewCA(t, td, clk).Material()
 	if err != nil {
 		t.Fatal(err)
 	}

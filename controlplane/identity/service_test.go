@@ -9,13 +9,14 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"google.golang.org/grpc/peer"
-	"k8s.io/client-go/kubernetes/fake"
 	"net"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/peer"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
@@ -38,15 +39,6 @@ var td = spiffeid.RequireTrustDomainFromString("cluster.local")
 
 // podGetFails is a pod the fixture's API server fails to read.
 const podGetFails = "flaky-1"
-
-func newCA(t testing.TB, clk certs.Clock) *certs.CA {
-	t.Helper()
-	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca
-}
 
 func newCSR(t testing.TB, uris ...string) []byte {
 	t.Helper()
@@ -92,7 +84,7 @@ func (f fixture) reviews() int {
 func newFixture(t *testing.T, mut func(*Config)) fixture {
 	t.Helper()
 	clk := testutil.FakeClock(t)
-	ca := newCA(t, clk)
+	ca := testutil.NewCA(t, td, clk)
 	api := testutil.FakeKube(map[string]testutil.Token{
 		"good":       {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}, Pod: "app-1", UID: "u1"},
 		"good2":      {User: "system:serviceaccount:demo:app", Audiences: []string{Audience}, Pod: "app-2", UID: "u2"},

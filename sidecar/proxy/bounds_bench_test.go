@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // pendingConns is how many connections BenchmarkConnMemory holds per state.
@@ -62,7 +64,7 @@ func BenchmarkConnMemory(b *testing.B) {
 			if state == "stalled_hello" {
 				send = hello[:40]
 			}
-			pd := startPod(b, newCA(b, nil), workloadID("demo", "echo"), func(c *Config) {
+			pd := startPod(b, testutil.NewCA(b, td, nil), workloadID("demo", "echo"), func(c *Config) {
 				c.SniffTimeout, c.HandshakeTimeout = time.Minute, time.Minute
 			})
 			pd.nat.setDefault(netip.AddrPortFrom(podBIP, 8080))

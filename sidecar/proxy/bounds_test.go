@@ -19,6 +19,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
@@ -190,7 +191,7 @@ func TestTenThousandConnections(t *testing.T) {
 	raiseNoFile(t, uint64(4*n+512), fmt.Sprintf("; WEFT_TEST_CONNS=%d runs the test with as many connections as that limit allows", (int(lim.Max)-512)/4))
 
 	// How long opening connections takes here.
-	probe := startPod(t, newCA(t, nil), workloadID("shop", "probe"), func(c *Config) { c.IdleParkAfter = 20 * time.Millisecond })
+	probe := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "probe"), func(c *Config) { c.IdleParkAfter = 20 * time.Millisecond })
 	ph := startHolder(t)
 	probe.nat.setDefault(ph.l.Addr().(*net.TCPAddr).AddrPort())
 	probe.cfg.Store(meshConfig(nil, nil, nil, false))
@@ -204,7 +205,7 @@ func TestTenThousandConnections(t *testing.T) {
 	t.Logf("%v per connection: IdleTimeout %v for %d connections", perConn, idle, n)
 
 	h := startHolder(t)
-	pd := startPod(t, newCA(t, nil), workloadID("shop", "frontend"), func(c *Config) {
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "frontend"), func(c *Config) {
 		c.IdleTimeout = idle
 		c.IdleParkAfter = 20 * time.Millisecond
 	})
@@ -410,7 +411,7 @@ func TestWriteTimeoutPeerStopsReading(t *testing.T) {
 	mod := func(c *Config) { c.WriteTimeout = wt }
 	chunk := make([]byte, 64<<10)
 	stopped := make(chan error, 1)
-	mp := &meshPair{ca: newCA(t, nil)}
+	mp := &meshPair{ca: testutil.NewCA(t, td, nil)}
 	mp.app = startApp(t, func(c *net.TCPConn, _ *app) {
 		for {
 			if _, err := c.Write(chunk); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/internal/testutil/netnstest"
 	"github.com/weftmesh/weft/sidecar/capture"
 	"github.com/weftmesh/weft/sidecar/xds"
@@ -270,7 +271,7 @@ func dialFromAsProxyUID(ns *netnstest.NS) func(ctx context.Context, network stri
 // not delivered either: loopback is what the 127.0.0.1 cluster of an
 // opted-in port is for.
 func TestInboundOriginalDstMustBeThePods(t *testing.T) {
-	pd := startPod(t, newCA(t, nil), workloadID("shop", "web"))
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "web"))
 	cfg := meshConfig(nil, nil, nil, false)
 	cfg.Inbound.Chains = append(cfg.Inbound.Chains, &xds.FilterChain{Name: "inbound|passthrough|plaintext",
 		Match: xds.ChainMatch{TransportProtocol: "raw_buffer"}, Target: xds.Target{Cluster: xds.InboundPassthroughCluster}})

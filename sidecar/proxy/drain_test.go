@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 func TestDrainLetsOpenConnectionsFinish(t *testing.T) {
@@ -49,7 +51,7 @@ func TestDrainLetsOpenConnectionsFinish(t *testing.T) {
 }
 
 func TestDrainTimeoutClosesConnections(t *testing.T) {
-	ca := newCA(t, nil)
+	ca := testutil.NewCA(t, td, nil)
 	ext := startApp(t, nil)
 	a := startPod(t, ca, workloadID("shop", "frontend"), func(c *Config) { c.DrainTimeout = 200 * time.Millisecond })
 	a.cfg.Store(meshConfig(nil, nil, nil, false))
@@ -70,7 +72,7 @@ func TestDrainTimeoutClosesConnections(t *testing.T) {
 }
 
 func TestNoChainAndAdmin(t *testing.T) {
-	ca := newCA(t, nil)
+	ca := testutil.NewCA(t, td, nil)
 	a := startPod(t, ca, workloadID("shop", "frontend"))
 	// No configuration yet: refused.
 	expectClosed(t, a.dialOutbound(netip.MustParseAddrPort("198.18.9.9:443")))

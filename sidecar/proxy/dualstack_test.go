@@ -62,7 +62,7 @@ func (s *syncBuffer) String() string {
 func runProxy(t *testing.T, cfg Config, run func(func()) error) (*Proxy, *syncBuffer, error) {
 	t.Helper()
 	logs := &syncBuffer{}
-	ca := newCA(t, nil)
+	ca := testutil.NewCA(t, td, nil)
 	svid := newSwap(testutil.SVID(t, ca, workloadID("shop", "frontend"), time.Hour))
 	cfg.SVID, cfg.Bundle, cfg.TrustDomain = svid, ca.Bundle(), td
 	if cfg.Config == nil {

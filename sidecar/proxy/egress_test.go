@@ -10,12 +10,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // egressPod is pod A alone with an "external" server on loopback.
 func egressPod(t *testing.T, registryOnly bool, handle func(*net.TCPConn, *app)) (*pod, *app) {
 	t.Helper()
-	ca := newCA(t, nil)
+	ca := testutil.NewCA(t, td, nil)
 	ext := startApp(t, handle)
 	a := startPod(t, ca, workloadID("shop", "frontend"))
 	a.cfg.Store(meshConfig(nil, nil, nil, registryOnly))

@@ -31,15 +31,6 @@ var (
 	serviceIP = netip.MustParseAddr("198.19.0.10")
 )
 
-func newCA(t testing.TB, clk certs.Clock) *certs.CA {
-	t.Helper()
-	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td, Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca
-}
-
 // swapSVID is an x509svid.Source whose SVID the test replaces (renewal).
 type swapSVID struct{ p atomic.Pointer[x509svid.SVID] }
 
@@ -364,7 +355,7 @@ type meshPair struct {
 
 func newMeshPair(t testing.TB, handle func(*net.TCPConn, *app), rbac []xds.RBACFilter, bMods ...func(*Config)) *meshPair {
 	t.Helper()
-	mp := &meshPair{ca: newCA(t, nil)}
+	mp := &meshPair{ca: testutil.NewCA(t, td, nil)}
 	mp.app = startApp(t, handle)
 	mp.a = startPod(t, mp.ca, workloadID("shop", "frontend"))
 	mp.b = startPod(t, mp.ca, workloadID("demo", "echo"), bMods...)

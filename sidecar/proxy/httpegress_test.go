@@ -94,7 +94,7 @@ func reqPod(t testing.TB, mode string, nameRule bool, srv *reqServer, mods ...fu
 		return nil, errors.New("no such host")
 	}})
 	events := make(chan audit.Event, 64)
-	pd := startPod(t, newCA(t, nil), workloadID("shop", "frontend"), func(c *Config) {
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "frontend"), func(c *Config) {
 		c.Names = names
 		c.Audit = func(e audit.Event) { events <- e }
 		for _, m := range mods {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
@@ -19,7 +20,7 @@ import (
 // pod under ALLOW_ANY, the admin port — is refused at once, counted as a
 // loop, instead of being forwarded to the sidecar again and again.
 func TestSidecarNeverDialsItself(t *testing.T) {
-	pd := startPod(t, newCA(t, nil), workloadID("shop", "web"))
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "web"))
 	cfg := meshConfig(nil, nil, nil, false)
 	// PERMISSIVE's plaintext catch-all: to the original port on loopback.
 	cfg.Inbound.Chains = append(cfg.Inbound.Chains, &xds.FilterChain{Name: "inbound-passthrough-plain",
@@ -68,7 +69,7 @@ func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 // descriptors, Accept fails with EMFILE; the sidecar backs off and keeps
 // accepting once descriptors are free again, instead of exiting.
 func TestAcceptSurvivesFDExhaustion(t *testing.T) {
-	pd := startPod(t, newCA(t, nil), workloadID("shop", "web"))
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "web"))
 	echoApp := startApp(t, echo)
 	pd.cfg.Store(meshConfig(nil, nil, nil, false))
 	var old syscall.Rlimit
@@ -166,7 +167,7 @@ func closedSoon(c *net.TCPConn) bool {
 // holds at most MaxPendingPerSource of them; the next is closed at accept
 // (overload) while another source still gets in; MaxConnections caps all.
 func TestPendingConnectionsCapped(t *testing.T) {
-	pd := startPod(t, newCA(t, nil), workloadID("shop", "web"), func(c *Config) {
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "web"), func(c *Config) {
 		c.MaxPendingPerSource, c.MaxConnections = 3, 5
 	})
 	pd.cfg.Store(meshConfig(nil, nil, nil, false))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
@@ -33,7 +34,7 @@ func TestConnectionsFor(t *testing.T) {
 			t.Errorf("ConnectionsFor(%d) = %d, want %d", tc.limit, got, tc.want)
 		}
 	}
-	pd := startPod(t, newCA(t, nil), workloadID("shop", "web"), func(c *Config) { c.MemoryLimit = MemoryReserve + 100*ConnMemory })
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "web"), func(c *Config) { c.MemoryLimit = MemoryReserve + 100*ConnMemory })
 	if got := pd.p.cfg.MaxConnections; got != 100 {
 		t.Errorf("MaxConnections = %d under MemoryLimit %d, want 100", got, pd.p.cfg.MemoryLimit)
 	}
@@ -74,7 +75,7 @@ func TestStuckWritersFitMemoryLimit(t *testing.T) {
 			}
 		}
 	})
-	ca := newCA(t, nil)
+	ca := testutil.NewCA(t, td, nil)
 	a := startPod(t, ca, workloadID("shop", "frontend"), withLimit)
 	b := startPod(t, ca, workloadID("demo", "echo"), withLimit)
 	b.nat.setDefault(netip.AddrPortFrom(podBIP, app.port()))
@@ -163,7 +164,7 @@ func TestPendingConnStack(t *testing.T) {
 		t.Skip("the race detector doubles the stack guard")
 	}
 	const n = 256
-	pd := startPod(t, newCA(t, nil), workloadID("demo", "echo"), func(c *Config) {
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("demo", "echo"), func(c *Config) {
 		c.SniffTimeout, c.HandshakeTimeout, c.MaxPendingPerSource = time.Minute, time.Minute, n
 	})
 	pd.nat.setDefault(netip.AddrPortFrom(podBIP, 8080))

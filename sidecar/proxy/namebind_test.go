@@ -38,7 +38,7 @@ func namePod(t *testing.T, mode string, resolves map[string]string, onHTTPPort b
 		return nil, errors.New("no such host")
 	}})
 	events := make(chan audit.Event, 16)
-	ca := newCA(t, nil)
+	ca := testutil.NewCA(t, td, nil)
 	ext := startApp(t, func(c *net.TCPConn, a *app) {
 		req, err := http.ReadRequest(bufio.NewReader(c))
 		if err != nil {

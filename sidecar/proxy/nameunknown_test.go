@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
@@ -62,7 +63,7 @@ func newUnknownEnv(t *testing.T, mode string, registryOnly bool, handshakeTimeou
 		body := "ok " + req.Host
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\nConnection: close\r\n\r\n"+body)
 	})
-	env.pod = startPod(t, newCA(t, nil), workloadID("shop", "frontend"), func(c *Config) {
+	env.pod = startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "frontend"), func(c *Config) {
 		c.Audit = func(e audit.Event) { env.events <- e }
 		// Long enough that a loaded machine does not make a client that
 		// writes at once look silent (or a 1ms pause look like a stop).

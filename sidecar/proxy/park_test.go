@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds"
 )
 
@@ -33,7 +34,7 @@ func newPairTo(t *testing.T, appPort uint16, mod func(*Config)) *meshPair {
 	if mod == nil {
 		mod = func(*Config) {}
 	}
-	mp := &meshPair{ca: newCA(t, nil)}
+	mp := &meshPair{ca: testutil.NewCA(t, td, nil)}
 	mp.a = startPod(t, mp.ca, workloadID("shop", "frontend"), mod)
 	mp.b = startPod(t, mp.ca, workloadID("demo", "echo"), mod)
 	mp.b.nat.setDefault(netip.AddrPortFrom(podBIP, appPort))

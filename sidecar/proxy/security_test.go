@@ -72,8 +72,8 @@ func TestInboundRefusals(t *testing.T) {
 		{Action: xds.RBACAllow, Policies: []xds.RBACPolicy{{Name: "demo/allow-shop", Principals: []xds.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}}}},
 		{Action: xds.RBACAllow, Shadow: true, Policies: []xds.RBACPolicy{{Name: "demo/audit-frontend-only", Principals: []xds.Principal{{Exact: workloadID("shop", "frontend").String()}}}}},
 	}
-	other := newCA(t, nil) // same trust domain name, another root
-	past := newCA(t, fixedClock(time.Now().Add(-48*time.Hour)))
+	other := testutil.NewCA(t, td, nil) // same trust domain name, another root
+	past := testutil.NewCA(t, td, fixedClock(time.Now().Add(-48*time.Hour)))
 	tests := []struct {
 		name   string
 		svid   func(mp *meshPair) *x509svid.SVID

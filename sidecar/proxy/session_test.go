@@ -167,7 +167,7 @@ func (s *tlsEcho) seen() []tls.ConnectionState {
 // handshake, with A's certificate, each time, and A verifies the peer's
 // SPIFFE ID each time.
 func TestOutboundOffersNoResumption(t *testing.T) {
-	ca := newCA(t, nil)
+	ca := testutil.NewCA(t, td, nil)
 	echoID := workloadID("demo", "echo")
 	peer := startTLSEcho(t, tlsconfig.MTLSServerConfig(testutil.SVID(t, ca, echoID, time.Hour), ca.Bundle(), tlsconfig.AuthorizeAny()))
 	a := startPod(t, ca, workloadID("shop", "frontend"))
