@@ -91,20 +91,7 @@ func Serve(ctx context.Context, cfg ServerConfig) error {
 	mux := http.NewServeMux()
 	mux.Handle("/inject", &webhook{inj: cfg.Injector, obs: cfg.Observer, log: log})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	srv := &http.Server{
-		Handler: mux,
-		TLSConfig: &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			GetCertificate: cfg.Certificates.GetCertificate,
-		},
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		// Handshake failures (a scanner, a client that distrusts the CA)
-		// are the client's problem: log them, at debug.
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+	srv := newHTTPServer(mux, cfg.Certificates, log)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})
@@ -126,6 +113,26 @@ func Serve(ctx context.Context, cfg ServerConfig) error {
 		return nil
 	}
 	return fmt.Errorf("injector: serve: %w", err)
+}
+
+// newHTTPServer is Serve's server: TLS 1.2 or later, and a client that
+// stalls is cut off: 5s for the request headers (the TLS handshake too),
+// 10s for the whole request and for the response, 90s idle.
+func newHTTPServer(h http.Handler, certs CertificateSource, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler: h,
+		TLSConfig: &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: certs.GetCertificate,
+		},
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		// Handshake failures (a scanner, a client that distrusts the CA)
+		// are the client's problem: log them, at debug.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 }
 
 // webhook is the /inject handler: HTTP in, [Injector.Review], HTTP out.
