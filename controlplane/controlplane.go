@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// (ADS, audit), which present the same pod token.
 	authn := &identity.CachingAuthenticator{Next: &identity.TokenReviewer{Client: cfg.Kube}, Now: cfg.Clock.Now}
 	svc, err := identity.New(identity.Config{
-		CA: ca, Authenticator: authn, Logger: log.With("room", "identity"),
+		CA: ca, Authenticator: authn, Logger: log.With("component", "identity"),
 		Clock: cfg.Clock, Registerer: reg, MaxTTL: cfg.SVIDTTL, ServerNames: serverNames,
 	})
 	if err != nil {
@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	mesh, err := registry.New(registry.Config{Client: cfg.Kube, Weft: cfg.Weft, TrustDomain: td.String(),
-		Logger: log.With("room", "registry"), Clock: cfg.Clock})
+		Logger: log.With("component", "registry"), Clock: cfg.Clock})
 	if err != nil {
 		return err
 	}
@@ -148,18 +148,18 @@ func Run(ctx context.Context, cfg Config) error {
 	// (which its app containers do not have), from its IP; until the pod
 	// goes or the SVID expires.
 	streams, err := streamauth.New(streamauth.Config{Authenticator: authn, Pods: registryPods{mesh}, Bundle: caBundle{ca},
-		Clock: cfg.Clock, Logger: log.With("room", "streamauth")})
+		Clock: cfg.Clock, Logger: log.With("component", "streamauth")})
 	if err != nil {
 		return err
 	}
 	xs, err := xds.New(xds.Config{Generator: translator, Authorizer: streams, Bundle: caBundle{ca},
-		Logger: log.With("room", "xds"), Clock: cfg.Clock, Registerer: reg, Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay})
+		Logger: log.With("component", "xds"), Clock: cfg.Clock, Registerer: reg, Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay})
 	if err != nil {
 		return err
 	}
 
 	store, err := audit.OpenStore(audit.StoreConfig{Path: cfg.AuditDB, Retention: cfg.AuditRetention, MaxEvents: cfg.AuditMaxEvents,
-		Logger: log.With("room", "audit"), Clock: cfg.Clock})
+		Logger: log.With("component", "audit"), Clock: cfg.Clock})
 	if err != nil {
 		return err
 	}
@@ -168,13 +168,13 @@ func Run(ctx context.Context, cfg Config) error {
 	var onStored func(apiaudit.Event)
 	if cfg.OTLPEndpoint != "" {
 		exporter, err = audit.NewOTLPExporter(audit.OTLPConfig{Endpoint: cfg.OTLPEndpoint, Insecure: cfg.OTLPInsecure,
-			Logger: log.With("room", "audit"), Registerer: reg})
+			Logger: log.With("component", "audit"), Registerer: reg})
 		if err != nil {
 			return err
 		}
 		onStored = exporter.Export
 	}
-	asvc, err := audit.NewService(audit.ServiceConfig{Store: store, Authorizer: streams, Registerer: reg, Logger: log.With("room", "audit"), OnStored: onStored,
+	asvc, err := audit.NewService(audit.ServiceConfig{Store: store, Authorizer: streams, Registerer: reg, Logger: log.With("component", "audit"), OnStored: onStored,
 		Clock: cfg.Clock})
 	if err != nil {
 		return err
@@ -212,14 +212,14 @@ func Run(ctx context.Context, cfg Config) error {
 	// /metrics and /healthz are open, over plain HTTP or TLS; /audit and
 	// /debug need TLS, a caller the API server vouches for and RBAC
 	// (adminauth, adminport.go).
-	clientCAs := &adminauth.ClientCAs{Client: cfg.Kube, Clock: cfg.Clock, Logger: log.With("room", "adminauth")}
+	clientCAs := &adminauth.ClientCAs{Client: cfg.Kube, Clock: cfg.Clock, Logger: log.With("component", "adminauth")}
 	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
 	caErr := clientCAs.Load(lctx)
 	lcancel()
 	if err := caErr; err != nil {
 		log.Warn("admin port: no client CA yet, bearer tokens only until it is read", "err", err)
 	}
-	guard, err := adminauth.New(adminauth.Config{Client: cfg.Kube, Namespace: cfg.Namespace, Now: cfg.Clock.Now, Logger: log.With("room", "adminauth")})
+	guard, err := adminauth.New(adminauth.Config{Client: cfg.Kube, Namespace: cfg.Namespace, Now: cfg.Clock.Now, Logger: log.With("component", "adminauth")})
 	if err != nil {
 		grpcLis.Close()
 		httpLis.Close()
@@ -286,7 +286,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	})
 	wg.Go(func() {
-		pub := &identity.BundlePublisher{Client: cfg.Kube, Bundle: ca.BundlePEM, HomeNamespace: cfg.Namespace, Logger: log.With("room", "bundle")}
+		pub := &identity.BundlePublisher{Client: cfg.Kube, Bundle: ca.BundlePEM, HomeNamespace: cfg.Namespace, Logger: log.With("component", "bundle")}
 		if err := pub.Run(ctx); err != nil && ctx.Err() == nil {
 			errs <- err
 		}
@@ -302,7 +302,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	})
 	log.Info("control plane serving", "version", version.Version, "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
-		"trustDomain", td.String(), "spiffeID", self.String())
+		"trust_domain", td.String(), "spiffe_id", self.String())
 	if cfg.Ready != nil {
 		cfg.Ready(grpcLis.Addr(), httpLis.Addr())
 	}

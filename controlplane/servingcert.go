@@ -50,7 +50,7 @@ func (s *servingCert) issue() error {
 		c.Certificate = append(c.Certificate, x.Raw)
 	}
 	s.cur.Store(c)
-	s.log.Info("serving certificate issued", "spiffeID", s.id.String(), "dns", s.dns, "notAfter", chain[0].NotAfter)
+	s.log.Info("serving certificate issued", "spiffe_id", s.id.String(), "dns", s.dns, "not_after", chain[0].NotAfter)
 	return nil
 }
 
@@ -69,7 +69,7 @@ func (s *servingCert) renew(ctx context.Context) {
 		case <-t.C():
 		}
 		if err := s.issue(); err != nil {
-			s.log.Error("renewing serving certificate", "error", err)
+			s.log.Error("renewing serving certificate", "err", err)
 			t := s.clock.NewTimer(10 * time.Second)
 			select {
 			case <-ctx.Done():

@@ -41,12 +41,12 @@ func listenDNS(cfg Config, names *dnsproxy.Names, reg *wm.Registry, log *slog.Lo
 		return srv, nil, nil
 	}
 	if f, err := os.Open(cfg.ResolvConf); err != nil {
-		log.Warn("no nameservers for the DNS proxy: the pod's DNS is not redirected to it either", "error", err)
+		log.Warn("no nameservers for the DNS proxy: the pod's DNS is not redirected to it either", "err", err)
 	} else {
 		servers, err := capture.ParseResolvConf(f)
 		f.Close()
 		if err != nil {
-			log.Warn("no nameservers for the DNS proxy", "path", cfg.ResolvConf, "error", err)
+			log.Warn("no nameservers for the DNS proxy", "resolv_conf", cfg.ResolvConf, "err", err)
 		}
 		for _, a := range servers {
 			srv.Upstreams = append(srv.Upstreams, netip.AddrPortFrom(a, 53))
@@ -69,7 +69,7 @@ func listenDNS(cfg Config, names *dnsproxy.Names, reg *wm.Registry, log *slog.Lo
 			continue
 		}
 		if i > 0 {
-			log.Info("DNS proxy not listening on an optional address", "addr", addr, "error", err)
+			log.Info("DNS proxy not listening on an optional address", "addr", addr, "err", err)
 			continue
 		}
 		closeAll()

@@ -131,9 +131,9 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg.defaults()
 	log := cfg.Logger
 	if soft, hard, err := raiseNoFile(); err != nil {
-		log.Warn("sidecar: cannot raise the open-file limit", "soft", soft, "hard", hard, "err", err)
+		log.Warn("cannot raise the open-file limit", "soft", soft, "hard", hard, "err", err)
 	} else {
-		log.Debug("sidecar: open-file limit", "soft", soft, "hard", hard)
+		log.Debug("open-file limit", "soft", soft, "hard", hard)
 	}
 	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
 	if err != nil {
@@ -156,7 +156,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer conn.Close()
 	ids, err := identity.New(identity.Config{
 		Client: certificatev1.NewCertificateServiceClient(conn), TokenPath: cfg.TokenPath,
-		Clock: cfg.Clock, Logger: log.With("room", "identity"),
+		Clock: cfg.Clock, Logger: log.With("component", "identity"),
 	})
 	if err != nil {
 		return err
@@ -176,7 +176,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer adsConn.Close()
 	ads, err := xds.New(xds.ClientConfig{Conn: adsConn, NodeID: cfg.PodName + "." + cfg.PodNamespace, Delta: cfg.XDSDelta,
-		TrustDomain: td, UserAgentVersion: version.Version, Logger: log.With("room", "xds"), Clock: cfg.Clock})
+		TrustDomain: td, UserAgentVersion: version.Version, Logger: log.With("component", "xds"), Clock: cfg.Clock})
 	if err != nil {
 		return err
 	}
@@ -195,20 +195,20 @@ func Run(ctx context.Context, cfg Config) error {
 	// connection as ADS (the control plane requires the SVID), Envoy's
 	// access-log service protocol.
 	rec, err := audit.New(audit.Config{SVID: ids, Pod: cfg.PodName, Namespace: cfg.PodNamespace, Out: cfg.AuditOut,
-		Conn: adsConn, Logger: log.With("room", "audit"), Clock: cfg.Clock, Metrics: reg})
+		Conn: adsConn, Logger: log.With("component", "audit"), Clock: cfg.Clock, Metrics: reg})
 	if err != nil {
 		return err
 	}
 	// The DNS proxy and the name table it fills: what binds an egress
 	// name to the addresses a connection by that name may go to.
 	names := dnsproxy.NewNames(dnsproxy.Config{Now: cfg.Clock.Now})
-	dns, dnsConns, err := listenDNS(cfg, names, reg, log.With("room", "dns"))
+	dns, dnsConns, err := listenDNS(cfg, names, reg, log.With("component", "dns"))
 	if err != nil {
 		return err
 	}
 	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record, Names: names,
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, OutboundAddr6: cfg.OutboundAddr6, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof,
-		OriginalDst: cfg.OriginalDst, Logger: log.With("room", "proxy"), Clock: cfg.Clock, Metrics: reg,
+		OriginalDst: cfg.OriginalDst, Logger: log.With("component", "proxy"), Clock: cfg.Clock, Metrics: reg,
 		DrainTimeout: cfg.DrainTimeout, HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.WriteTimeout,
 		MemoryLimit: cfg.MemoryLimit})
 	if err != nil {
@@ -278,7 +278,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	})
 	log.Info("sidecar starting", "version", version.Version, "pod", cfg.PodNamespace+"/"+cfg.PodName,
-		"controlPlane", cfg.ControlPlane, "health", lis.Addr().String())
+		"control_plane", cfg.ControlPlane, "health", lis.Addr().String())
 	if cfg.Ready != nil {
 		cfg.Ready(lis.Addr())
 	}
@@ -314,7 +314,7 @@ func Run(ctx context.Context, cfg Config) error {
 		case <-ids.Ready():
 			svid, err := ids.GetX509SVID()
 			if err == nil {
-				log.Info("identity ready", "spiffeID", svid.ID.String(), "notAfter", svid.Certificates[0].NotAfter)
+				log.Info("identity ready", "spiffe_id", svid.ID.String(), "not_after", svid.Certificates[0].NotAfter)
 			}
 		case <-runCtx.Done():
 		}

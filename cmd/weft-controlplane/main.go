@@ -57,7 +57,7 @@ func main() {
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := run(cfg, kubeconfig, api); err != nil {
-		cfg.Logger.Error("exiting", "error", err.Error())
+		cfg.Logger.Error("exiting", "err", err.Error())
 		os.Exit(1)
 	}
 }

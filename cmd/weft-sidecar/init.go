@@ -111,7 +111,7 @@ func initConfig(args []string, onErr flag.ErrorHandling, newLogger func(level st
 		switch {
 		case err != nil:
 			log.Warn("DNS capture off: cannot read the pod's nameservers, so its DNS is not redirected to the sidecar",
-				"resolv_conf", resolvConf, "error", err.Error())
+				"resolv_conf", resolvConf, "err", err.Error())
 		case len(servers) == 0:
 			log.Warn("DNS capture off: the pod's resolv.conf lists no nameserver", "resolv_conf", resolvConf)
 		}

@@ -108,7 +108,7 @@ func tooMany(w http.ResponseWriter) {
 // and may get resource in API group weft.dev in the Guard's namespace.
 func (g *Guard) Protect(resource string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		log := g.cfg.Logger.With("path", r.URL.Path, "remote", r.RemoteAddr)
+		log := g.cfg.Logger.With("path", r.URL.Path, "peer", r.RemoteAddr)
 		if r.TLS == nil {
 			// Not 401: a client must not answer this by sending a credential
 			// in the clear.

@@ -191,7 +191,7 @@ func TestStoreCapEvictsOldest(t *testing.T) {
 	// those that fit.
 	var warned int
 	for _, l := range logs.get() {
-		if l.msg == "audit: store full, oldest events evicted" {
+		if l.msg == "store full, oldest events evicted" {
 			warned++
 		}
 	}

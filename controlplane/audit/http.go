@@ -71,7 +71,7 @@ func (s *Service) serveEvents(w http.ResponseWriter, r *http.Request) {
 	q.Limit++ // one more says whether there is more
 	events, err := s.store.Query(q)
 	if err != nil {
-		s.log.Error("audit: query", "err", err)
+		s.log.Error("query failed", "err", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
@@ -93,7 +93,7 @@ func (s *Service) serveSummary(w http.ResponseWriter, r *http.Request) {
 	}
 	sum, err := s.store.Summary(q)
 	if err != nil {
-		s.log.Error("audit: summary", "err", err)
+		s.log.Error("summary failed", "err", err)
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}

@@ -210,9 +210,9 @@ func (x *OTLPExporter) deliver(ctx context.Context, client collogspb.LogsService
 		if err == nil || !retryable(err) {
 			if err != nil {
 				x.dropped.WithLabelValues("rejected").Add(float64(len(batch)))
-				x.log.Error("audit: OTLP export refused; events dropped", "endpoint", x.cfg.Endpoint, "events", len(batch), "err", err)
+				x.log.Error("OTLP export refused; events dropped", "endpoint", x.cfg.Endpoint, "events", len(batch), "err", err)
 			} else if attempt > 1 {
-				x.log.Info("audit: OTLP export recovered", "endpoint", x.cfg.Endpoint, "attempts", attempt)
+				x.log.Info("OTLP export recovered", "endpoint", x.cfg.Endpoint, "attempts", attempt)
 			}
 			return true
 		}
@@ -221,7 +221,7 @@ func (x *OTLPExporter) deliver(ctx context.Context, client collogspb.LogsService
 		}
 		x.retries.Inc()
 		if attempt == 1 {
-			x.log.Warn("audit: OTLP export failed; retrying", "endpoint", x.cfg.Endpoint, "events", len(batch), "err", err)
+			x.log.Warn("OTLP export failed; retrying", "endpoint", x.cfg.Endpoint, "events", len(batch), "err", err)
 		}
 		jittered := wait/2 + rand.N(wait/2+1)
 		t := x.cfg.Clock.NewTimer(jittered)
@@ -250,7 +250,7 @@ func (x *OTLPExporter) export(ctx context.Context, client collogspb.LogsServiceC
 	rejected := min(max(resp.GetPartialSuccess().GetRejectedLogRecords(), 0), int64(n))
 	if rejected > 0 {
 		x.dropped.WithLabelValues("rejected").Add(float64(rejected))
-		x.log.Warn("audit: OTLP collector rejected records", "endpoint", x.cfg.Endpoint, "rejected", rejected,
+		x.log.Warn("OTLP collector rejected records", "endpoint", x.cfg.Endpoint, "rejected", rejected,
 			"message", resp.GetPartialSuccess().GetErrorMessage())
 	}
 	x.exported.Add(float64(int64(n) - rejected))
@@ -275,7 +275,7 @@ func (x *OTLPExporter) shutdown(ctx context.Context, client collogspb.LogsServic
 		if err := x.export(ctx, client, x.request(batch), len(batch)); err != nil {
 			n := len(batch) + len(x.queue)
 			x.dropped.WithLabelValues("shutdown").Add(float64(n))
-			x.log.Warn("audit: OTLP export at shutdown failed; events dropped", "endpoint", x.cfg.Endpoint, "events", n, "err", err)
+			x.log.Warn("OTLP export at shutdown failed; events dropped", "endpoint", x.cfg.Endpoint, "events", n, "err", err)
 			return
 		}
 		batch = batch[:0]

@@ -469,8 +469,8 @@ func TestOTLPRetryLogs(t *testing.T) {
 	x.Export(ev(t0, "l-2", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 	wefttest.Eventually(t, "the second event", func() bool { return testutil.ToFloat64(x.exported) == 2 })
 	want := []logLine{
-		{level: slog.LevelWarn, msg: "audit: OTLP export failed; retrying"},
-		{level: slog.LevelInfo, msg: "audit: OTLP export recovered", attempts: 4},
+		{level: slog.LevelWarn, msg: "OTLP export failed; retrying"},
+		{level: slog.LevelInfo, msg: "OTLP export recovered", attempts: 4},
 	}
 	if got := logs.get(); !slices.Equal(got, want) {
 		t.Errorf("logged %+v, want %+v", got, want)
@@ -560,7 +560,7 @@ func TestOTLPPartialSuccess(t *testing.T) {
 			}
 			var want []logLine
 			if tc.rejected > 0 {
-				want = []logLine{{level: slog.LevelWarn, msg: "audit: OTLP collector rejected records"}}
+				want = []logLine{{level: slog.LevelWarn, msg: "OTLP collector rejected records"}}
 			}
 			if got := logs.get(); !slices.Equal(got, want) {
 				t.Errorf("logged %+v, want %+v", got, want)

@@ -136,7 +136,7 @@ func (s *Service) StreamAccessLogs(stream grpc.ClientStreamingServer[alsv3.Strea
 	if err != nil {
 		code := status.Code(err)
 		s.m.refused.WithLabelValues(code.String()).Inc()
-		s.log.Warn("audit stream refused", "peer", peerAddr(stream.Context()), "code", code.String(), "error", status.Convert(err).Message())
+		s.log.Warn("stream refused", "peer", peerAddr(stream.Context()), "code", code.String(), "err", status.Convert(err).Message())
 	}
 	return err
 }
@@ -180,13 +180,13 @@ func (s *Service) serve(stream grpc.ClientStreamingServer[alsv3.StreamAccessLogs
 		}
 		added, evicted, err := s.store.Insert(events)
 		if err != nil {
-			s.log.Error("audit: storing events", "node", n.pod+"."+n.namespace, "err", err)
+			s.log.Error("storing events failed", "node", n.pod+"."+n.namespace, "err", err)
 			return status.Errorf(codes.Unavailable, "audit: storing events: %v", err)
 		}
 		s.m.stored(len(added), len(events)-len(added))
 		if evicted > 0 {
 			s.m.evicted.Add(float64(evicted))
-			s.log.Warn("audit: store full, oldest events evicted", "evicted", evicted, "cap", s.store.Cap())
+			s.log.Warn("store full, oldest events evicted", "evicted", evicted, "cap", s.store.Cap())
 		}
 		for _, e := range added {
 			s.m.dest.observe(e)

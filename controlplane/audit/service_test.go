@@ -464,7 +464,7 @@ func TestServiceLogsRefusedPeer(t *testing.T) {
 		t.Fatalf("no identifier: %v", err)
 	}
 	got := logs.get()
-	if len(got) != 1 || got[0].msg != "audit stream refused" {
+	if len(got) != 1 || got[0].msg != "stream refused" {
 		t.Fatalf("logged %+v, want one refusal", got)
 	}
 	if host, _, err := net.SplitHostPort(got[0].peer); err != nil || host != "127.0.0.1" {

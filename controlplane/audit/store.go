@@ -302,9 +302,9 @@ func (s *Store) Run(ctx context.Context, pruned func(int)) error {
 	for {
 		n, err := s.Prune()
 		if err != nil {
-			s.log.Error("audit: prune failed", "err", err)
+			s.log.Error("prune failed", "err", err)
 		} else if n > 0 {
-			s.log.Info("audit: pruned events", "count", n, "retention", s.cfg.Retention)
+			s.log.Info("pruned events", "events", n, "retention", s.cfg.Retention)
 		}
 		if pruned != nil && n > 0 {
 			pruned(n)

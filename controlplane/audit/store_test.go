@@ -303,7 +303,7 @@ func TestStoreRunLogs(t *testing.T) {
 	}
 	cancel()
 	<-done
-	want := []logLine{{level: slog.LevelInfo, msg: "audit: pruned events"}, {level: slog.LevelInfo, msg: "audit: pruned events"}}
+	want := []logLine{{level: slog.LevelInfo, msg: "pruned events"}, {level: slog.LevelInfo, msg: "pruned events"}}
 	if got := logs.get(); !slices.Equal(got, want) {
 		t.Errorf("logged %+v, want %+v", got, want)
 	}

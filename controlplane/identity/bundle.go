@@ -80,7 +80,7 @@ func (p *BundlePublisher) Run(ctx context.Context) error {
 			return nil
 		}
 		if err := p.Publish(ctx, ns); err != nil {
-			log.Warn("publishing trust bundle", "namespace", ns, "error", err)
+			log.Warn("publishing trust bundle", "namespace", ns, "err", err)
 			queue.AddRateLimited(ns)
 		} else {
 			queue.Forget(ns)

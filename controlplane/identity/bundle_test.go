@@ -210,7 +210,7 @@ func TestBundlePublisherRetriesFailedPublishes(t *testing.T) {
 				stop()
 				if tt.logged {
 					out := logs.String()
-					if n := strings.Count(out, `level=WARN msg="publishing trust bundle" namespace=demo error="identity: publish demo/weft-trust-bundle: `); n != 3 {
+					if n := strings.Count(out, `level=WARN msg="publishing trust bundle" namespace=demo err="identity: publish demo/weft-trust-bundle: `); n != 3 {
 						t.Errorf("log has %d publish warnings, want 3 naming the namespace and the error:\n%s", n, out)
 					}
 				}

@@ -47,7 +47,7 @@ func (s CAStore) LoadOrCreate(ctx context.Context, cfg certs.CAConfig) (*certs.C
 		ca, err := s.load(cfg, sec)
 		if err == nil && ca.IntermediateOnly() {
 			log.Info("loaded an intermediate-only CA: the cluster holds no root key; renew the intermediate where the root key lives before it expires (weftctl install --ca-dir)",
-				"secret", s.Namespace+"/"+s.Name, "intermediateNotAfter", ca.Intermediate().NotAfter)
+				"secret", s.Namespace+"/"+s.Name, "not_after", ca.Intermediate().NotAfter)
 		}
 		return ca, err
 	}
@@ -78,7 +78,7 @@ func (s CAStore) LoadOrCreate(ctx context.Context, cfg certs.CAConfig) (*certs.C
 	}, metav1.CreateOptions{})
 	switch {
 	case err == nil:
-		log.Info("created CA", "secret", s.Namespace+"/"+s.Name, "trustDomain", cfg.TrustDomain.String())
+		log.Info("created CA", "secret", s.Namespace+"/"+s.Name, "trust_domain", cfg.TrustDomain.String())
 		return ca, nil
 	case apierrors.IsAlreadyExists(err):
 		// Another replica won the race; use its CA, not ours.

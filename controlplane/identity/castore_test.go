@@ -250,7 +250,7 @@ func TestLoadOrCreateIntermediateOnly(t *testing.T) {
 	}
 	want := "level=INFO msg=\"loaded an intermediate-only CA: "
 	line, notAfter := logs.String(), ca.Intermediate().NotAfter.Format("2006-01-02T15:04:05.000Z07:00") // as slog writes a time
-	if !strings.HasPrefix(line, want) || !strings.HasSuffix(line, "\" secret=weft-system/weft-ca intermediateNotAfter="+notAfter+"\n") ||
+	if !strings.HasPrefix(line, want) || !strings.HasSuffix(line, "\" secret=weft-system/weft-ca not_after="+notAfter+"\n") ||
 		strings.Count(line, "\n") != 1 {
 		t.Errorf("logged %q, want one line %s… secret=weft-system/weft-ca intermediateNotAfter=%s", line, want, notAfter)
 	}

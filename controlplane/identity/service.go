@@ -194,14 +194,14 @@ func (s *Service) Sign(ctx context.Context, req *certificatev1.SignRequest) (*ce
 		resp.TrustBundle = append(resp.TrustBundle, r.Raw)
 	}
 	s.issued.Inc()
-	s.log.InfoContext(ctx, "signed SVID", "spiffeID", id.String(), "pod", caller.Namespace+"/"+caller.PodName,
-		"serial", chain[0].SerialNumber.Text(16), "notAfter", chain[0].NotAfter)
+	s.log.InfoContext(ctx, "signed SVID", "spiffe_id", id.String(), "pod", caller.Namespace+"/"+caller.PodName,
+		"serial", chain[0].SerialNumber.Text(16), "not_after", chain[0].NotAfter)
 	return resp, nil
 }
 
 func (s *Service) refuse(ctx context.Context, reason string, code codes.Code, id string, err error) error {
 	s.refusals.WithLabelValues(reason).Inc()
-	s.log.WarnContext(ctx, "refused certificate request", "reason", reason, "spiffeID", id, "error", err.Error())
+	s.log.WarnContext(ctx, "refused certificate request", "reason", reason, "spiffe_id", id, "err", err.Error())
 	return status.Error(code, err.Error())
 }
 

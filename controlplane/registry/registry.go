@@ -206,7 +206,7 @@ func (r *Registry) Run(ctx context.Context) error {
 	r.weft.Start(ctx.Done())
 	defer r.weft.Shutdown()
 	defer r.kube.Shutdown()
-	r.log.Info("registry: waiting for informers to sync")
+	r.log.Info("waiting for informers to sync")
 	if !cache.WaitForCacheSync(ctx.Done(), r.synced...) {
 		return ctx.Err()
 	}
@@ -234,7 +234,7 @@ func (r *Registry) rebuild() {
 	start := r.cfg.Clock.Now()
 	st, err := r.state()
 	if err != nil {
-		r.log.Error("registry: reading the informer caches", "err", err)
+		r.log.Error("reading the informer caches", "err", err)
 		return
 	}
 	next, verdicts := build(st)
@@ -250,7 +250,7 @@ func (r *Registry) rebuild() {
 		next.Version = 1
 	}
 	r.current.Store(next)
-	r.log.Debug("registry: published snapshot", "version", next.Version, "services", len(next.Services),
+	r.log.Debug("published snapshot", "version", next.Version, "services", len(next.Services),
 		"workloads", len(next.Workloads), "rejected", len(next.Rejected), "took", r.cfg.Clock.Since(start))
 	r.notify()
 	r.status.reconcile(verdicts)

@@ -70,7 +70,7 @@ func (w *statusWriter) reconcile(verdicts []verdict) {
 		if !v.accepted {
 			if last, ok := w.warned[k]; !ok || last.generation != v.generation || last.reason != v.reason || last.message != v.message {
 				w.recorder.Event(v.obj, corev1.EventTypeWarning, v.reason, v.message)
-				w.log.Warn("registry: rejected "+v.kind, "namespace", v.obj.GetNamespace(), "name", v.obj.GetName(),
+				w.log.Warn("resource rejected", "kind", v.kind, "namespace", v.obj.GetNamespace(), "name", v.obj.GetName(),
 					"reason", v.reason, "message", v.message)
 				w.warned[k] = v
 			}
@@ -101,7 +101,7 @@ func (w *statusWriter) run(ctx context.Context) {
 		}
 		if err := w.write(ctx, k); err != nil {
 			if ctx.Err() == nil {
-				w.log.Info("registry: writing status, will retry", "resource", k.gvr.Resource, "namespace", k.namespace, "name", k.name, "err", err)
+				w.log.Info("writing status, will retry", "resource", k.gvr.Resource, "namespace", k.namespace, "name", k.name, "err", err)
 			}
 			w.queue.AddRateLimited(k)
 		} else {

@@ -135,9 +135,9 @@ type Grant struct {
 	NotAfter            time.Time   // the client certificate's
 	Peer                netip.Addr
 
-	room   string
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	service string
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
 }
 
 // NodeID is the pod's node ID, "<pod>.<namespace>".
@@ -162,7 +162,7 @@ func (g *Grant) Err() error {
 }
 
 func (g *Grant) end(code codes.Code, format string, args ...any) {
-	g.cancel(status.Errorf(code, g.room+": stream of node "+g.NodeID()+" closed: "+format, args...))
+	g.cancel(status.Errorf(code, g.service+": stream of node "+g.NodeID()+" closed: "+format, args...))
 }
 
 type grantKey struct{}
@@ -175,54 +175,54 @@ func FromContext(ctx context.Context) *Grant {
 }
 
 // Authorize checks the stream whose context is ctx (see the package doc)
-// and returns its grant. room prefixes messages ("xds", "audit"); what
+// and returns its grant. service prefixes messages ("xds", "audit"); what
 // names the stream for them ("ADS"). Every error is a gRPC status error.
-func (a *Authorizer) Authorize(ctx context.Context, room, what string) (*Grant, error) {
+func (a *Authorizer) Authorize(ctx context.Context, service, what string) (*Grant, error) {
 	now := a.cfg.Clock.Now()
-	id, leaf, err := peersvid.Verify(ctx, a.cfg.Bundle, now, room, what)
+	id, leaf, err := peersvid.Verify(ctx, a.cfg.Bundle, now, service, what)
 	if err != nil {
 		return nil, err
 	}
 	token, ok := bearerToken(ctx)
 	if !ok {
 		return nil, status.Errorf(codes.Unauthenticated, `%s: %s needs the pod's ServiceAccount token (audience %s) as "authorization: Bearer <token>" `+
-			`besides the client certificate: the SVID alone may be the app's`, room, what, identity.Audience)
+			`besides the client certificate: the SVID alone may be the app's`, service, what, identity.Audience)
 	}
 	caller, err := a.cfg.Authenticator.Authenticate(ctx, token)
 	switch {
 	case errors.Is(err, identity.ErrUnauthenticated):
-		return nil, status.Errorf(codes.Unauthenticated, "%s: %s: %v", room, what, err)
+		return nil, status.Errorf(codes.Unauthenticated, "%s: %s: %v", service, what, err)
 	case err != nil:
-		return nil, status.Errorf(codes.Unavailable, "%s: %s: cannot review the token: %v", room, what, err)
+		return nil, status.Errorf(codes.Unavailable, "%s: %s: cannot review the token: %v", service, what, err)
 	}
 	tokenID, err := spiffeid.FromSegments(id.TrustDomain(), "ns", caller.Namespace, "sa", caller.ServiceAccount)
 	if err != nil || tokenID != id {
 		return nil, status.Errorf(codes.PermissionDenied, "%s: the token is ServiceAccount %s/%s's, the client certificate is %s",
-			room, caller.Namespace, caller.ServiceAccount, id)
+			service, caller.Namespace, caller.ServiceAccount, id)
 	}
 	name := caller.Namespace + "/" + caller.PodName
 	pod, known, err := a.cfg.Pods.Pod(ctx, caller.Namespace, caller.PodName)
 	switch {
 	case err != nil:
 		if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
-			return nil, status.Errorf(st.Code(), "%s: pod %s: %s", room, name, st.Message())
+			return nil, status.Errorf(st.Code(), "%s: pod %s: %s", service, name, st.Message())
 		}
-		return nil, status.Errorf(codes.Unavailable, "%s: pod %s: %v", room, name, err)
+		return nil, status.Errorf(codes.Unavailable, "%s: pod %s: %v", service, name, err)
 	case !known:
 		// A pod the informer has not seen yet looks the same as one that
 		// does not exist; the sidecar retries with backoff either way.
-		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s is not known", room, name)
+		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s is not known", service, name)
 	case pod.UID != caller.PodUID:
-		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s has UID %s, the token is bound to UID %s", room, name, pod.UID, caller.PodUID)
+		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s has UID %s, the token is bound to UID %s", service, name, pod.UID, caller.PodUID)
 	case pod.ID != id:
-		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s runs as %s, the client certificate is %s", room, name, pod.ID, id)
+		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s runs as %s, the client certificate is %s", service, name, pod.ID, id)
 	}
 	addr := peerIP(ctx)
 	if !addr.IsValid() || !slices.Contains(pod.IPs, addr) {
-		return nil, status.Errorf(codes.PermissionDenied, "%s: %s comes from %v, which is not an IP of pod %s %v", room, what, addrString(addr), name, pod.IPs)
+		return nil, status.Errorf(codes.PermissionDenied, "%s: %s comes from %v, which is not an IP of pod %s %v", service, what, addrString(addr), name, pod.IPs)
 	}
 
-	g := &Grant{Namespace: caller.Namespace, Pod: caller.PodName, UID: caller.PodUID, ID: id, NotAfter: leaf.NotAfter, Peer: addr, room: room}
+	g := &Grant{Namespace: caller.Namespace, Pod: caller.PodName, UID: caller.PodUID, ID: id, NotAfter: leaf.NotAfter, Peer: addr, service: service}
 	g.ctx, g.cancel = context.WithCancelCause(context.WithValue(ctx, grantKey{}, g))
 	expiry := a.cfg.Clock.NewTimer(leaf.NotAfter.Sub(now))
 	a.mu.Lock()
@@ -265,7 +265,7 @@ func (a *Authorizer) Recheck(ctx context.Context) {
 		default:
 			continue
 		}
-		a.cfg.Logger.Info("stream closed: its pod is gone", "room", g.room, "node", g.NodeID(), "cause", context.Cause(g.ctx))
+		a.cfg.Logger.Info("stream closed: its pod is gone", "service", g.service, "node", g.NodeID(), "cause", context.Cause(g.ctx))
 	}
 }
 

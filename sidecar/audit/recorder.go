@@ -171,11 +171,11 @@ func (r *Recorder) Record(e apiaudit.Event) {
 		r.outMu.Unlock()
 	}
 	if err != nil {
-		r.log.Warn("audit: writing event", "id", e.ID, "err", err)
+		r.log.Warn("writing event", "id", e.ID, "err", err)
 	}
 	if !r.buf.push(e) {
 		r.m.drop(DropBufferFull, 1)
-		r.log.Warn("audit: buffer full, event dropped", "id", e.ID, "size", r.cfg.BufferSize)
+		r.log.Warn("buffer full, event dropped", "id", e.ID, "size", r.cfg.BufferSize)
 	}
 }
 
@@ -227,12 +227,12 @@ func (r *Recorder) Run(ctx context.Context) error {
 			// Refused as malformed: it would be refused forever.
 			r.buf.ack(len(batch))
 			r.m.drop(DropRejected, len(batch))
-			r.log.Error("audit: control plane rejected a batch; dropped", "events", len(batch), "first", batch[0].ID, "err", err)
+			r.log.Error("control plane rejected a batch; dropped", "events", len(batch), "first", batch[0].ID, "err", err)
 		case ctx.Err() != nil:
 			return r.drain(ctx)
 		default:
 			r.m.failed()
-			r.log.Warn("audit: delivery failed; will resend", "events", len(batch), "buffered", r.buf.len(), "retryIn", backoff, "err", err)
+			r.log.Warn("delivery failed; will resend", "events", len(batch), "buffered", r.buf.len(), "retry_in", backoff, "err", err)
 			if !r.sleep(ctx, backoff/2+rand.N(backoff/2+1)) {
 				return r.drain(ctx)
 			}
@@ -250,12 +250,12 @@ func (r *Recorder) drain(ctx context.Context) error {
 	defer cancel()
 	batch := r.buf.peek(r.cfg.BatchSize)
 	if err := r.send(dctx, batch); err != nil {
-		r.log.Warn("audit: undelivered events at shutdown", "events", r.buf.len(), "err", err)
+		r.log.Warn("undelivered events at shutdown", "events", r.buf.len(), "err", err)
 		return nil
 	}
 	r.delivered(batch)
 	if n := r.buf.len(); n > 0 {
-		r.log.Warn("audit: undelivered events at shutdown", "events", n)
+		r.log.Warn("undelivered events at shutdown", "events", n)
 	}
 	return nil
 }

@@ -129,7 +129,7 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 			resp, err := s.exchange(ctx, "udp", q, msg)
 			if err != nil {
 				s.count("udp", resultUpstream)
-				s.Logger.Debug("dns query unanswered", "name", q.name, "type", q.typ.String(), "error", err)
+				s.Logger.Debug("query unanswered", "name", q.name, "type", q.typ.String(), "err", err)
 				return
 			}
 			s.count("udp", resultAnswered)

@@ -189,15 +189,15 @@ func (m *Manager) logFailure(err error, attempt int, retryIn time.Duration) {
 	m.mu.RLock()
 	svid := m.svid
 	m.mu.RUnlock()
-	attrs := []any{"error", err, "attempt", attempt, "retry_in", retryIn}
+	attrs := []any{"err", err, "attempt", attempt, "retry_in", retryIn}
 	switch {
 	case svid == nil:
-		m.log.Warn("identity: cannot obtain the first X509-SVID; retrying", attrs...)
+		m.log.Warn("cannot obtain the first X509-SVID; retrying", attrs...)
 	case !m.clock.Now().Before(svid.Certificates[0].NotAfter):
-		m.log.Error("identity: cannot renew the X509-SVID, which has expired; serving none",
+		m.log.Error("cannot renew the X509-SVID, which has expired; serving none",
 			append(attrs, "spiffe_id", svid.ID.String(), "not_after", svid.Certificates[0].NotAfter)...)
 	default:
-		m.log.Warn("identity: cannot renew the X509-SVID; keeping the current one",
+		m.log.Warn("cannot renew the X509-SVID; keeping the current one",
 			append(attrs, "spiffe_id", svid.ID.String(), "not_after", svid.Certificates[0].NotAfter)...)
 	}
 }
@@ -216,6 +216,6 @@ func (m *Manager) install(svid *x509svid.SVID, bundle *x509bundle.Bundle) {
 		default: // a signal is already pending; the subscriber will read the newest state
 		}
 	}
-	m.log.Info("identity: installed X509-SVID", "spiffe_id", svid.ID.String(),
+	m.log.Info("installed X509-SVID", "spiffe_id", svid.ID.String(),
 		"not_after", svid.Certificates[0].NotAfter)
 }

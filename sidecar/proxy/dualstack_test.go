@@ -131,7 +131,7 @@ func TestOutboundAddr6Optional(t *testing.T) {
 	if p.OutboundAddr6() != nil || p.OutboundAddr() == nil {
 		t.Errorf("OutboundAddr6 %v, OutboundAddr %v; want none and one", p.OutboundAddr6(), p.OutboundAddr())
 	}
-	if !strings.Contains(logs.String(), `msg="proxy: no IPv6 outbound listener: the pod has no IPv6" addr=[2001:db8::15]:0`) {
+	if !strings.Contains(logs.String(), `msg="no IPv6 outbound listener: the pod has no IPv6" addr=[2001:db8::15]:0`) {
 		t.Errorf("logs %q", logs.String())
 	}
 
@@ -322,7 +322,7 @@ func TestOutboundIPv6Disabled(t *testing.T) {
 	if p.OutboundAddr6() != nil {
 		t.Errorf("OutboundAddr6 %v with IPv6 disabled", p.OutboundAddr6())
 	}
-	if !strings.Contains(logs.String(), `msg="proxy: no IPv6 outbound listener: the pod has no IPv6" addr=[::1]:0`) ||
+	if !strings.Contains(logs.String(), `msg="no IPv6 outbound listener: the pod has no IPv6" addr=[::1]:0`) ||
 		!strings.Contains(logs.String(), "cannot assign requested address") {
 		t.Errorf("logs %q", logs.String())
 	}

@@ -178,7 +178,7 @@ func (p *Proxy) forward(cn *conn, fw *forwarding, env pipeEnv, finish func()) {
 	}
 	kick := pipe(fw.down, fw.up, &cn.toUp, &cn.toDown, onChunk, env, func() {
 		p.log.Debug("connection closed", "direction", cn.direction, "src", cn.src, "dst", cn.dst, "upstream", cn.upstream,
-			"chain", cn.chain, "bytesIn", cn.toUp.Load(), "bytesOut", cn.toDown.Load())
+			"chain", cn.chain, "bytes_in", cn.toUp.Load(), "bytes_out", cn.toDown.Load())
 		fw.release()
 		finish()
 	})

@@ -436,14 +436,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 		pk, err := newParker()
 		if err != nil {
 			// Connections still work, each direction keeping its goroutine.
-			p.log.Warn("proxy: idle connections will not be parked", "err", err)
+			p.log.Warn("idle connections will not be parked", "err", err)
 		} else {
 			env.park = pk
 			p.parker.Store(pk)
 			defer pk.close()
 			parked.Go(func() {
 				if err := pk.run(); err != nil {
-					p.log.Error("proxy: parker stopped", "err", err)
+					p.log.Error("parker stopped", "err", err)
 				}
 			})
 		}
@@ -467,7 +467,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 				} else {
 					backoff = min(2*backoff, time.Second)
 				}
-				p.log.Warn("proxy: accept failed; retrying", "direction", direction, "listener", l.Addr().String(), "err", err, "retryIn", backoff)
+				p.log.Warn("accept failed; retrying", "direction", direction, "listener", l.Addr().String(), "err", err, "retry_in", backoff)
 				select {
 				case <-time.After(backoff):
 				case <-ctx.Done():
@@ -492,8 +492,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 			}
 		})
 	}
-	p.log.Info("proxy listening", "inbound", p.inAddr.String(), "outbound", p.outAddr.String(), "outbound6", p.outAddr6, "admin", p.adminAddrNet,
-		"maxConnections", p.cfg.MaxConnections, "memoryLimit", p.cfg.MemoryLimit)
+	p.log.Info("listening", "inbound", p.inAddr.String(), "outbound", p.outAddr.String(), "outbound6", p.outAddr6, "admin", p.adminAddrNet,
+		"max_connections", p.cfg.MaxConnections, "memory_limit", p.cfg.MemoryLimit)
 	close(p.ready)
 
 	var runErr error
@@ -505,13 +505,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 	inL.Close()
 	closeOut()
 	open := p.reg.len()
-	p.log.Info("proxy draining", "open", open, "timeout", p.cfg.DrainTimeout)
+	p.log.Info("draining", "open", open, "timeout", p.cfg.DrainTimeout)
 	timer := time.NewTimer(p.cfg.DrainTimeout)
 	select {
 	case <-p.reg.emptied():
 	case <-timer.C:
 		left := p.reg.all()
-		p.log.Warn("proxy drain timeout: closing open connections", "open", len(left))
+		p.log.Warn("drain timeout: closing open connections", "open", len(left))
 		abort()
 		for _, c := range left {
 			c.closeAll()
@@ -521,7 +521,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	handlers.Wait()
 	if env.park != nil {
 		if err := env.park.shutdown(); err != nil {
-			p.log.Error("proxy: stopping the parker", "err", err)
+			p.log.Error("stopping the parker", "err", err)
 		}
 		parked.Wait()
 	}
@@ -547,7 +547,7 @@ func (p *Proxy) listenOutbound6(ctx context.Context, lc *net.ListenConfig) (net.
 	case err == nil:
 		return l, nil
 	case noIPv6(err):
-		p.log.Info("proxy: no IPv6 outbound listener: the pod has no IPv6", "addr", addr, "err", err)
+		p.log.Info("no IPv6 outbound listener: the pod has no IPv6", "addr", addr, "err", err)
 		return nil, nil
 	}
 	return nil, fmt.Errorf("proxy: outbound listener %s: %w", addr, err)
@@ -625,7 +625,7 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, en
 	if p.cfg.IdleTimeout > 0 {
 		w.start(p.cfg.IdleTimeout, func() {
 			p.m.timeouts.With(direction, timeoutIdle).Inc()
-			p.log.Debug("connection idle: closing", "direction", direction, "src", cn.src, "dst", cn.dst, "idleTimeout", p.cfg.IdleTimeout)
+			p.log.Debug("connection idle: closing", "direction", direction, "src", cn.src, "dst", cn.dst, "idle_timeout", p.cfg.IdleTimeout)
 			cn.closeAll()
 		})
 	}
@@ -670,7 +670,7 @@ func (p *Proxy) authorize(direction string, fc *xds.FilterChain, peer string, po
 		}
 		if ok, policy := f.Allows(peer, port); !ok {
 			p.m.shadowDenies.With(direction, policy).Inc()
-			p.log.Info("shadow RBAC would deny", "direction", direction, "chain", fc.Name, "peer", peer, "port", port, "policy", policy)
+			p.log.Info("shadow RBAC would deny", "direction", direction, "chain", fc.Name, "spiffe_id", peer, "port", port, "policy", policy)
 		}
 	}
 	for _, action := range []xds.RBACAction{xds.RBACDeny, xds.RBACAllow} {
