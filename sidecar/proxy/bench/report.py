@@ -21,6 +21,14 @@ valid; why exit non-zero anyway: a report with a failed repetition must not
 pass for a clean one. It also exits 1 when a ratio it should show has no
 repetition with both sides.
 
+With run.sh's BEFORE=<rev>, configuration "weft-before" (the pair built
+from that revision) runs beside "weft" and a before/after table follows:
+after/before (after − before for latency percentiles) per repetition,
+joined on its number, against the before's own spread over the repetitions
+(min and max against its median, in the same form); "beyond noise" when
+the median after/before lies outside that spread and every repetition
+moved the same way, "within noise" otherwise.
+
 Units: Gbit/s = 1e9 bit/s; GB = 1e9 bytes; MiB = 2^20 bytes; KiB = 2^10
 bytes (/proc's "kB" is KiB).
 """
@@ -35,6 +43,8 @@ SECTION_ORDER = {"run": 0, "throughput": 1, "latency": 2, "idle": 3}
 # reading), in MiB.
 IDLE_RSS_TARGET_MIB = 15e6 / 2**20
 PROXIES = ("weft", "stunnel", "haproxy")
+# run.sh's BEFORE=<rev>: the pair built from that revision, beside "weft".
+BEFORE = "weft-before"
 
 
 class Results:
@@ -106,6 +116,70 @@ class Results:
             except ZeroDivisionError:
                 pass
         return out
+
+
+def compare_specs(res):
+    """The before/after comparisons ([sidecar-hardening]): (label, section,
+    metric, after config, before config, op, higher_is_better). op "ratio"
+    is after / before, "diff" after − before (latency percentiles: the
+    direct baseline of the repetition cancels, so it is also added-after −
+    added-before)."""
+    specs = [("throughput, Gbit/s", "throughput", "throughput_gbps", "weft", BEFORE, "ratio", True)]
+    for side in ("client", "server"):
+        specs.append((f"CPU s per GB, {side} side", "throughput", "cpu_s_per_gb",
+                      f"weft-{side}", f"{BEFORE}-{side}", "ratio", False))
+    for c in (4, 64):
+        for pc in (50, 90, 99):
+            specs.append((f"p{pc} latency, {c} connections, ms", "latency", f"p{pc}_ms",
+                          f"weft-c{c}", f"{BEFORE}-c{c}", "diff", False))
+    for c in (4, 64):
+        for side in ("client", "server"):
+            specs.append((f"vCPU per 1,000 req/s, {side}, {c} connections", "latency", "vcpu_per_1000rps",
+                          f"weft-{side}-c{c}", f"{BEFORE}-{side}-c{c}", "ratio", False))
+    held = sorted({m for (s, r, m, c) in res.vals if s == "idle" and m.startswith("rss_") and m.endswith("conns_mib")})
+    for side in ("client", "server"):
+        for metric, what in [("rss_idle_mib", "idle RSS, MiB")] + [(m, m[4:-4].replace("conns", " conns") + ", RSS MiB")
+                                                                    for m in held] + [
+                ("rss_kib_per_conn", "RSS per idle connection, KiB, settled"),
+                ("rss_kib_per_conn_burst", "RSS per idle connection, KiB, 3 s after the burst")]:
+            specs.append((f"{what}, {side}", "idle", metric, f"weft-{side}", f"{BEFORE}-{side}", "ratio", False))
+    return specs
+
+
+def compare(res, section, metric, after, before, op):
+    """(pairs, band): pairs = [(rep, after op before)] joined on the
+    repetition (failed repetitions out of both sides); band = the before's
+    own spread over its repetitions, as (min op median, max op median):
+    how far the before differs from itself, the noise to judge pairs by."""
+    f = (lambda a, b: a / b) if op == "ratio" else (lambda a, b: a - b)
+    pairs = res.join(section, metric, after, metric, before, f)
+    xs = [v for _, v in res.series(section, metric, before)]
+    band = None
+    if xs:
+        med = statistics.median(xs)
+        try:
+            band = (f(min(xs), med), f(max(xs), med))
+        except ZeroDivisionError:
+            band = None
+    return pairs, band
+
+
+def noise_verdict(pairs, band, op, higher_is_better):
+    """Beyond noise when both hold: the median of after-vs-before lies
+    outside the before's own spread over the repetitions, and every
+    repetition moved the same way (after/before all above 1 or all below;
+    after − before all above 0 or all below: with 5 repetitions a chance
+    of 1 in 16 under no change). Otherwise "within noise"."""
+    if not pairs or band is None:
+        return "**no data**"
+    xs = [v for _, v in pairs]
+    m = statistics.median(xs)
+    one = 1.0 if op == "ratio" else 0.0
+    consistent = min(xs) > one or max(xs) < one
+    if band[0] <= m <= band[1] or not consistent:
+        return "within noise"
+    worse = (m < band[0]) if higher_is_better else (m > band[1])
+    return "**regressed beyond noise**" if worse else "improved beyond noise"
 
 
 def num(x, digits=3):
@@ -191,6 +265,42 @@ def render(res):
     ready = sorted((SECTION_ORDER.get(s, 9), s, r, v) for (s, r, m, c), v in res.vals.items()
                    if (m, c) == ("ready_ms", "weft") and res.ok(s, r))
     p(f"| start to ready (ms), server sidecar, every section | {fmt([(f'{s}:{r}', v) for _, s, r, v in ready])} | | |")
+
+    if any(c.startswith(BEFORE) for (s, r, m, c) in res.vals):
+        p("")
+        revs = {c: v for s, r, m, c, v in res.text if m == "revision"}
+        p(f"Before/after: weft = {revs.get('weft', '?')}, weft-before = {revs.get(BEFORE, '?')}. "
+          "after/before (or after − before) is taken per repetition, joined on its number; the noise is the "
+          "before's own spread over the repetitions (its min and max against its median, in the same form). "
+          "Verdict: beyond noise when the median after/before lies outside that spread AND every repetition "
+          "moved the same way; within noise otherwise.")
+        p("")
+        p("| measurement | weft (after) | weft-before | after/before or after − before, same repetition | "
+          "before's own spread (noise) | verdict |")
+        p("|---|---|---|---|---|---|")
+        for label, s, metric, after, before, op, hib in compare_specs(res):
+            pairs, band = compare(res, s, metric, after, before, op)
+            v = noise_verdict(pairs, band, op, hib)
+            if v == "**no data**" and s in res.reps:
+                problems.append(f"no {s} repetition yields {metric} {after} vs {before}")
+            form = "after/before" if op == "ratio" else "after − before"
+            bandtxt = "n/a" if band is None else f"{num(band[0])} – {num(band[1])}"
+            p(f"| {label} | {fmt(res.series(s, metric, after))} | {fmt(res.series(s, metric, before))} | "
+              f"{form} {fmt(pairs)} | {bandtxt} | {v} |")
+        # Start to ready: every section's pairs, joined on (section, repetition).
+        ready = {}
+        for (s, r, m, c), v in res.vals.items():
+            if m == "ready_ms" and c in ("weft", BEFORE) and res.ok(s, r):
+                ready.setdefault(c, {})[(s, r)] = v
+        a, b = ready.get("weft", {}), ready.get(BEFORE, {})
+        pairs = [(f"{s}:{r}", a[k] / b[k]) for k in sorted(a.keys() & b.keys(),
+                                                         key=lambda k: (SECTION_ORDER.get(k[0], 9), k[1]))
+                 for s, r in [k] if b[k]]
+        xs = list(b.values())
+        band = (min(xs) / statistics.median(xs), max(xs) / statistics.median(xs)) if xs else None
+        p(f"| start to ready, ms, server sidecar, every section | {fmt(sorted((f'{s}:{r}', v) for (s, r), v in a.items()))} | "
+          f"{fmt(sorted((f'{s}:{r}', v) for (s, r), v in b.items()))} | after/before {fmt(pairs)} | "
+          f"{'n/a' if band is None else f'{num(band[0])} – {num(band[1])}'} | {noise_verdict(pairs, band, 'ratio', False)} |")
 
     if res.text:
         p("")

@@ -13,6 +13,15 @@
 # Needs: iperf3 stunnel4 haproxy (apt-get install -y iperf3 stunnel4
 # haproxy), python3, go. Usage: sidecar/proxy/bench/run.sh [OUT_DIR]
 #
+# BEFORE=<git rev>: also builds the bench pair from that revision (a
+# temporary detached worktree, the same build tags) into $BIN/pair-before
+# and runs it as configuration "weft-before" in every section, beside
+# "weft" (the working tree) and on the same ports once weft's pair has
+# stopped, within each repetition; odd repetitions run weft first, even
+# ones weft-before first, so neither side always follows the other.
+# report.py adds a before/after table: after/before (or after − before)
+# per repetition against the before's own spread over the repetitions.
+#
 # Every results.tsv row carries its section and repetition (lib.sh), and
 # report.py joins ratios on the repetition. A repetition whose load tool
 # failed, whose fortio run had a response other than 200 or fell short of
@@ -35,6 +44,7 @@ CPU_SERVER=${CPU_SERVER:-1}
 HOLD_N=${HOLD_N:-1000}
 SETTLE=${SETTLE:-8}
 SECTIONS=${SECTIONS:-throughput latency idle}
+BEFORE=${BEFORE:-}
 # fortio's requested rate, and how far short of it the achieved rate
 # (ActualQPS) may fall before the repetition fails (a fraction).
 QPS=1000
@@ -59,6 +69,29 @@ done
 
 echo "building pair and fortio into $BIN"
 (cd "$ROOT" && go build -tags grpcnotrace -o "$BIN/pair" ./sidecar/proxy/bench/pair) # the sidecar's build tags
+# What "weft" is: HEAD plus any uncommitted edit under the pair's packages
+# (other work in the same tree), counted so that a report says so.
+record revision weft "HEAD=$(git -C "$ROOT" rev-parse HEAD)"
+record uncommitted_files_in_pair_packages weft "$(cd "$ROOT" && go list -deps -f '{{if not .Standard}}{{.Dir}}{{end}}' ./sidecar/proxy/bench/pair |
+	grep "^$ROOT/" | xargs git status --porcelain -- | wc -l)"
+PAIRS=weft
+if [ -n "$BEFORE" ]; then
+	before_commit=$(git -C "$ROOT" rev-parse --verify "$BEFORE^{commit}") || die "BEFORE=$BEFORE is not a commit"
+	wt=$(mktemp -d /tmp/weft-bench-before.XXXXXX)
+	git -C "$ROOT" worktree add --detach -q "$wt" "$before_commit" || die "git worktree add $wt $before_commit failed"
+	echo "building pair-before from $BEFORE ($before_commit)"
+	brc=0
+	(cd "$wt" && go build -tags grpcnotrace -o "$BIN/pair-before" ./sidecar/proxy/bench/pair) || brc=$?
+	git -C "$ROOT" worktree remove --force "$wt"
+	[ "$brc" = 0 ] || die "building pair at $BEFORE failed"
+	record revision weft-before "$BEFORE=$before_commit"
+	PAIRS="weft weft-before"
+fi
+# pairs: the weft configurations in this repetition's order (weft first in
+# odd repetitions, weft-before first in even ones).
+pairs() {
+	if [ "$PAIRS" = weft ] || [ $((REP % 2)) = 1 ]; then echo "$PAIRS"; else echo "weft-before weft"; fi
+}
 (cd "$HERE/tools" && go build -o "$BIN/fortio" fortio.org/fortio)
 "$BIN/pair" -mode certs -certs "$CERTS"
 cat "$CERTS/client.pem" "$CERTS/client.key" >"$CERTS/client-full.pem"
@@ -87,21 +120,23 @@ start() {
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 # (child, wait_line, wait_port, rss_kib, cpu_ticks, record, fail_rep: lib.sh)
 
-# weft_pair APPPORT: starts the client sidecar on 15001 and the server
-# sidecar on 15006 forwarding to APPPORT; sets WC and WS to their pids (the
-# pair processes, not timeout's) and records the time from start to ready.
+# weft_pair APPPORT [NAME]: starts the client sidecar on 15001 and the
+# server sidecar on 15006 forwarding to APPPORT; sets WC and WS to their
+# pids (the pair processes, not timeout's) and records the time from start
+# to ready. NAME is weft ($BIN/pair) or weft-before ($BIN/pair-before).
 weft_pair() {
-	local t0 t1
-	rm -f "$LOG/weft-server.log" "$LOG/weft-client.log"
+	local t0 t1 name=${2:-weft} bin=$BIN/pair
+	[ "$name" = weft ] || bin=$BIN/pair-before
+	rm -f "$LOG/$name-server.log" "$LOG/$name-client.log"
 	t0=$(date +%s%N)
-	start weft-server "$CPU_SERVER" "$BIN/pair" -mode server -certs "$CERTS" -listen 127.0.0.1:15006 -to "127.0.0.1:$1" ${PPROF:+-pprof 127.0.0.1:6061}
-	WS=$(child "$STARTED" pair) || die "weft server sidecar: its PID was not found"
-	wait_line "$LOG/weft-server.log" ready || die "weft server sidecar never became ready ($LOG/weft-server.log)"
+	start "$name-server" "$CPU_SERVER" "$bin" -mode server -certs "$CERTS" -listen 127.0.0.1:15006 -to "127.0.0.1:$1" ${PPROF:+-pprof 127.0.0.1:6061}
+	WS=$(child "$STARTED" "$(basename "$bin")") || die "$name server sidecar: its PID was not found"
+	wait_line "$LOG/$name-server.log" ready || die "$name server sidecar never became ready ($LOG/$name-server.log)"
 	t1=$(date +%s%N)
-	record ready_ms weft "$(((t1 - t0) / 1000))e-3"
-	start weft-client "$CPU_CLIENT" "$BIN/pair" -mode client -certs "$CERTS" -listen 127.0.0.1:15001 -to 127.0.0.1:15006 ${PPROF:+-pprof 127.0.0.1:6060}
-	WC=$(child "$STARTED" pair) || die "weft client sidecar: its PID was not found"
-	wait_line "$LOG/weft-client.log" ready || die "weft client sidecar never became ready ($LOG/weft-client.log)"
+	record ready_ms "$name" "$(((t1 - t0) / 1000))e-3"
+	start "$name-client" "$CPU_CLIENT" "$bin" -mode client -certs "$CERTS" -listen 127.0.0.1:15001 -to 127.0.0.1:15006 ${PPROF:+-pprof 127.0.0.1:6060}
+	WC=$(child "$STARTED" "$(basename "$bin")") || die "$name client sidecar: its PID was not found"
+	wait_line "$LOG/$name-client.log" ready || die "$name client sidecar never became ready ($LOG/$name-client.log)"
 }
 
 stunnel_pair() {
@@ -208,9 +243,11 @@ for REP in $(seq "$REPS"); do
 	echo "throughput, repetition $REP (load $(loadavg))"
 	record loadavg start "$(loadavg | tr ' ' ,)"
 	iperf direct 5201
-	weft_pair 5201
-	iperf weft 15001 "$WC" "$WS"
-	stop "$WC"; stop "$WS"
+	for w in $(pairs); do
+		weft_pair 5201 "$w"
+		iperf "$w" 15001 "$WC" "$WS"
+		stop "$WC"; stop "$WS"
+	done
 	stunnel_pair 5201
 	iperf stunnel 15101 "$SCP" "$SSP"
 	stop "$SC"; stop "$SS"
@@ -268,20 +305,28 @@ FS=$STARTED
 wait_port 8080 || die "fortio server never listened"
 for REP in $(seq "$REPS"); do
 	echo "latency, repetition $REP (load $(loadavg))"
-	weft_pair 8080
-	if [ "$REP" = 1 ]; then
-		sleep 1
-		c0=$(rss_kib "$WC") || die "client sidecar gone"
-		s0=$(rss_kib "$WS") || die "server sidecar gone"
-		record rss_1s_after_start_mib weft-client "$(kib_to_mib "$c0")"
-		record rss_1s_after_start_mib weft-server "$(kib_to_mib "$s0")"
-	fi
-	for c in 4 64; do
-		record loadavg "c$c" "$(loadavg | tr ' ' ,)"
-		fortio direct 8080 "$c"
-		fortio weft 15001 "$c" "$WC" "$WS"
+	# direct runs once per connection count, beside the first pair of the
+	# repetition; the second pair runs on the same ports once it stopped.
+	first=1
+	for w in $(pairs); do
+		weft_pair 8080 "$w"
+		if [ "$REP" = 1 ]; then
+			sleep 1
+			c0=$(rss_kib "$WC") || die "client sidecar gone"
+			s0=$(rss_kib "$WS") || die "server sidecar gone"
+			record rss_1s_after_start_mib "$w-client" "$(kib_to_mib "$c0")"
+			record rss_1s_after_start_mib "$w-server" "$(kib_to_mib "$s0")"
+		fi
+		for c in 4 64; do
+			if [ "$first" = 1 ]; then
+				record loadavg "c$c" "$(loadavg | tr ' ' ,)"
+				fortio direct 8080 "$c"
+			fi
+			fortio "$w" 15001 "$c" "$WC" "$WS"
+		done
+		stop "$WC"; stop "$WS"
+		first=0
 	done
-	stop "$WC"; stop "$WS"
 done
 stop "$FS"
 fi
@@ -295,40 +340,42 @@ EC=$STARTED
 wait_line "$LOG/echo.log" ready || die "echo server never became ready"
 for REP in $(seq "$REPS"); do
 	echo "idle connections, repetition $REP (load $(loadavg))"
-	weft_pair 7000
-	# Settled: past the first quiet period, in which the sidecar hands its
-	# start-up garbage back (memtune.ReleaseWhenQuiet, every 5 s).
-	sleep "$SETTLE"
-	c0=$(rss_kib "$WC") || die "client sidecar gone"
-	s0=$(rss_kib "$WS") || die "server sidecar gone"
-	rm -f "$LOG/hold.log"
-	start hold "$CPU_CLIENT" "$BIN/pair" -mode hold -to 127.0.0.1:15001 -n "$HOLD_N" -for $((SETTLE + 30))s
-	HD=$STARTED
-	if ! wait_line "$LOG/hold.log" "holding $HOLD_N"; then
-		fail_rep hold "did not hold $HOLD_N connections: $(tail -c 300 "$LOG/hold.log" 2>/dev/null)"
-		stop "$HD"; stop "$WC"; stop "$WS"
-		continue
-	fi
-	# Just after the burst of handshakes, before any quiet period...
-	sleep 3
-	cb=$(rss_kib "$WC") || die "client sidecar gone"
-	sb=$(rss_kib "$WS") || die "server sidecar gone"
-	# ...and settled, the connections idle.
-	sleep "$SETTLE"
-	c1=$(rss_kib "$WC") || die "client sidecar gone"
-	s1=$(rss_kib "$WS") || die "server sidecar gone"
-	# The hold must still be holding when the last sample is taken.
-	kill -0 "$HD" 2>/dev/null || fail_rep hold "the hold process ended before the settled sample: $(tail -c 300 "$LOG/hold.log")"
-	record rss_idle_mib weft-client "$(kib_to_mib "$c0")"
-	record rss_idle_mib weft-server "$(kib_to_mib "$s0")"
-	record "rss_${HOLD_N}conns_mib" weft-client "$(kib_to_mib "$c1")"
-	record "rss_${HOLD_N}conns_mib" weft-server "$(kib_to_mib "$s1")"
-	record rss_kib_per_conn weft-client "$(kib_per_conn "$c0" "$c1" "$HOLD_N")"
-	record rss_kib_per_conn weft-server "$(kib_per_conn "$s0" "$s1" "$HOLD_N")"
-	record rss_kib_per_conn_burst weft-client "$(kib_per_conn "$c0" "$cb" "$HOLD_N")"
-	record rss_kib_per_conn_burst weft-server "$(kib_per_conn "$s0" "$sb" "$HOLD_N")"
-	stop "$HD"
-	stop "$WC"; stop "$WS"
+	for w in $(pairs); do
+		weft_pair 7000 "$w"
+		# Settled: past the first quiet period, in which the sidecar hands its
+		# start-up garbage back (memtune.ReleaseWhenQuiet, every 5 s).
+		sleep "$SETTLE"
+		c0=$(rss_kib "$WC") || die "client sidecar gone"
+		s0=$(rss_kib "$WS") || die "server sidecar gone"
+		rm -f "$LOG/hold.log"
+		start hold "$CPU_CLIENT" "$BIN/pair" -mode hold -to 127.0.0.1:15001 -n "$HOLD_N" -for $((SETTLE + 30))s
+		HD=$STARTED
+		if ! wait_line "$LOG/hold.log" "holding $HOLD_N"; then
+			fail_rep hold "did not hold $HOLD_N connections: $(tail -c 300 "$LOG/hold.log" 2>/dev/null)"
+			stop "$HD"; stop "$WC"; stop "$WS"
+			continue
+		fi
+		# Just after the burst of handshakes, before any quiet period...
+		sleep 3
+		cb=$(rss_kib "$WC") || die "client sidecar gone"
+		sb=$(rss_kib "$WS") || die "server sidecar gone"
+		# ...and settled, the connections idle.
+		sleep "$SETTLE"
+		c1=$(rss_kib "$WC") || die "client sidecar gone"
+		s1=$(rss_kib "$WS") || die "server sidecar gone"
+		# The hold must still be holding when the last sample is taken.
+		kill -0 "$HD" 2>/dev/null || fail_rep hold "the hold process ended before the settled sample: $(tail -c 300 "$LOG/hold.log")"
+		record rss_idle_mib "$w-client" "$(kib_to_mib "$c0")"
+		record rss_idle_mib "$w-server" "$(kib_to_mib "$s0")"
+		record "rss_${HOLD_N}conns_mib" "$w-client" "$(kib_to_mib "$c1")"
+		record "rss_${HOLD_N}conns_mib" "$w-server" "$(kib_to_mib "$s1")"
+		record rss_kib_per_conn "$w-client" "$(kib_per_conn "$c0" "$c1" "$HOLD_N")"
+		record rss_kib_per_conn "$w-server" "$(kib_per_conn "$s0" "$s1" "$HOLD_N")"
+		record rss_kib_per_conn_burst "$w-client" "$(kib_per_conn "$c0" "$cb" "$HOLD_N")"
+		record rss_kib_per_conn_burst "$w-server" "$(kib_per_conn "$s0" "$sb" "$HOLD_N")"
+		stop "$HD"
+		stop "$WC"; stop "$WS"
+	done
 done
 stop "$EC"
 fi

@@ -194,6 +194,126 @@ class FailedRepetitions(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
 
+def before_after_rows(weft_gbps, before_gbps, weft_p99=0.6, before_p99=0.6, reps=(1, 2, 3)):
+    """Throughput, latency and idle rows of a BEFORE=<rev> run: "weft" and
+    "weft-before" beside the other configurations; *_gbps and *_p99: rep ->
+    value (or one value for every repetition)."""
+    val = lambda x, r: x[r] if isinstance(x, dict) else x  # noqa: E731
+    rows = [("run", 0, "revision", "weft", "HEAD=389a78d"), ("run", 0, "revision", "weft-before", "70d1025=70d1025a")]
+    for r in reps:
+        rows += throughput_rep(r, {"weft": val(weft_gbps, r), "stunnel": 9.0})
+        rows += [("throughput", r, "throughput_gbps", "weft-before", val(before_gbps, r)),
+                 ("throughput", r, "cpu_s_per_gb", "weft-before-client", 0.8),
+                 ("throughput", r, "cpu_s_per_gb", "weft-before-server", 0.6)]
+        rows += latency_rep(r, weft_p99=val(weft_p99, r))
+        for c in (4, 64):
+            rows += [("latency", r, "p50_ms", f"weft-before-c{c}", 0.17),
+                     ("latency", r, "p90_ms", f"weft-before-c{c}", 0.23),
+                     ("latency", r, "p99_ms", f"weft-before-c{c}", val(before_p99, r)),
+                     ("latency", r, "qps", f"weft-before-c{c}", 999.9),
+                     ("latency", r, "errors", f"weft-before-c{c}", 0)]
+            for side in ("client", "server"):
+                rows.append(("latency", r, "vcpu_per_1000rps", f"weft-before-{side}-c{c}", 0.06))
+        rows += idle_rep(r)
+        rows += [(sec, rep, m, c.replace("weft", "weft-before", 1), v) for sec, rep, m, c, v in idle_rep(r)]
+    return rows
+
+
+class BeforeAfter(unittest.TestCase):
+    """run.sh BEFORE=<rev>: weft-before beside weft, compared per repetition
+    against the before's own spread ([sidecar-hardening] #15)."""
+
+    def test_no_table_without_before(self):
+        rows = throughput_rep(1, {}) + latency_rep(1) + idle_rep(1)
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertTrue(clean, text)
+        self.assertNotIn("weft-before", text)
+        self.assertNotIn("before's own spread", text)
+
+    def test_ratio_joined_on_repetition_with_band(self):
+        # before 9.0 / 10.0 / 8.0 (own spread 0.889–1.111 of its median 9.0);
+        # after 9.45 / 10.5 / 8.4: 1.05 in every repetition — within noise,
+        # though the after's median (9.45) is above the before's (9.0).
+        res = report.Results(tsv(*before_after_rows({1: 9.45, 2: 10.5, 3: 8.4}, {1: 9.0, 2: 10.0, 3: 8.0})))
+        pairs, band = report.compare(res, "throughput", "throughput_gbps", "weft", "weft-before", "ratio")
+        self.assertEqual([r for r, _ in pairs], [1, 2, 3])
+        for _, v in pairs:
+            self.assertAlmostEqual(v, 1.05)
+        self.assertAlmostEqual(band[0], 8.0 / 9.0)
+        self.assertAlmostEqual(band[1], 10.0 / 9.0)
+        text, clean = report.render(res)
+        self.assertTrue(clean, text)
+        row = ratio_row(text, "throughput, Gbit/s")
+        self.assertIn("after/before 1.05 (1.05–1.05, n=3: reps 1,2,3)", row)
+        self.assertIn("0.889 – 1.11", row)
+        self.assertIn("within noise", row)
+        self.assertIn("weft = HEAD=389a78d, weft-before = 70d1025=70d1025a", text)
+
+    def test_regression_beyond_noise_is_named(self):
+        # p99 before 0.6, 0.62, 0.58 (spread −0.02 – +0.02 ms); after +0.2 ms.
+        res = report.Results(tsv(*before_after_rows(9.0, 9.0, weft_p99={1: 0.8, 2: 0.82, 3: 0.78},
+                                                     before_p99={1: 0.6, 2: 0.62, 3: 0.58})))
+        text, _ = report.render(res)
+        row = ratio_row(text, "p99 latency, 64 connections, ms")
+        self.assertIn("after − before 0.2 (0.2–0.2, n=3: reps 1,2,3)", row)
+        self.assertIn("**regressed beyond noise**", row)
+        # Throughput, identical on both sides: within noise (a band of one point).
+        self.assertIn("within noise", ratio_row(text, "throughput, Gbit/s"))
+
+    def test_improvement_and_direction(self):
+        band = (0.95, 1.05)
+        self.assertEqual(report.noise_verdict([(1, 1.2)], band, "ratio", True), "improved beyond noise")
+        self.assertEqual(report.noise_verdict([(1, 1.2)], band, "ratio", False), "**regressed beyond noise**")
+        self.assertEqual(report.noise_verdict([(1, 0.8)], band, "ratio", True), "**regressed beyond noise**")
+        self.assertEqual(report.noise_verdict([(1, 0.8)], band, "ratio", False), "improved beyond noise")
+        self.assertEqual(report.noise_verdict([(1, 1.04)], band, "ratio", False), "within noise")
+        self.assertEqual(report.noise_verdict([], band, "ratio", False), "**no data**")
+        # Median outside the band, but the repetitions disagree on the
+        # direction: not a measured change.
+        self.assertEqual(report.noise_verdict([(1, 0.98), (2, 1.1), (3, 1.2)], band, "ratio", False), "within noise")
+        self.assertEqual(report.noise_verdict([(1, 1.06), (2, 1.1), (3, 1.2)], band, "ratio", False),
+                         "**regressed beyond noise**")
+        self.assertEqual(report.noise_verdict([(1, -0.1), (2, 0.2), (3, 0.3)], (-0.05, 0.05), "diff", False), "within noise")
+        self.assertEqual(report.noise_verdict([(1, 0.1), (2, 0.2), (3, 0.3)], (-0.05, 0.05), "diff", False),
+                         "**regressed beyond noise**")
+
+    def test_failed_repetition_out_of_both_sides(self):
+        # Repetition 2's weft-before iperf3 failed (and the disturbance
+        # slowed weft to 1.0): the ratio rests on 1 and 3, and the before's
+        # band on its own 1 and 3.
+        rows = [r for r in before_after_rows({1: 9.0, 2: 1.0, 3: 9.0}, {1: 9.0, 2: 9.0, 3: 9.0})
+                if not (r[0] == "throughput" and r[1] == 2 and r[3].startswith("weft-before"))]
+        rows.append(("throughput", 2, "failed", "iperf3 weft-before", "iperf3: error - unable to connect"))
+        res = report.Results(tsv(*rows))
+        pairs, band = report.compare(res, "throughput", "throughput_gbps", "weft", "weft-before", "ratio")
+        self.assertEqual(pairs, [(1, 1.0), (3, 1.0)])
+        self.assertEqual(band, (1.0, 1.0))
+        text, clean = report.render(res)
+        self.assertFalse(clean)
+        self.assertIn("n=2: reps 1,3", ratio_row(text, "throughput, Gbit/s"))
+        self.assertIn("throughput repetition 2: iperf3 weft-before", text)
+
+    def test_missing_before_values_are_no_data(self):
+        # Every repetition of the idle section lost weft-before: no
+        # comparison can be made there, and the report is not clean.
+        rows = [r for r in before_after_rows(9.0, 9.0) if not (r[0] == "idle" and r[3].startswith("weft-before"))]
+        res = report.Results(tsv(*rows))
+        text, clean = report.render(res)
+        self.assertIn("**no data**", ratio_row(text, "idle RSS, MiB, client"))
+        self.assertFalse(clean)
+        self.assertIn("vs weft-before-client", text)
+
+    def test_every_compared_metric_is_found(self):
+        text, clean = report.render(report.Results(tsv(*before_after_rows(9.0, 9.0))))
+        self.assertTrue(clean, text)
+        for label in ("CPU s per GB, server side", "p50 latency, 4 connections, ms",
+                      "vCPU per 1,000 req/s, client, 64 connections", "1000 conns, RSS MiB, server",
+                      "RSS per idle connection, KiB, settled, client",
+                      "RSS per idle connection, KiB, 3 s after the burst, server",
+                      "start to ready, ms, server sidecar, every section"):
+            self.assertIn("within noise", ratio_row(text, label))
+
+
 class Units(unittest.TestCase):
     def test_labels(self):
         text, _ = report.render(report.Results(tsv(*idle_rep(1))))
