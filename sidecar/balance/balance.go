@@ -1,0 +1,331 @@
+package balance
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Defaults of Config (Linkerd's proxy uses the same response-time
+// defaults; the outlier defaults are Envoy's).
+const (
+	DefaultRTT                = 30 * time.Millisecond
+	DefaultDecay              = 10 * time.Second
+	DefaultBaseEjection       = 30 * time.Second
+	DefaultMaxEjection        = 300 * time.Second
+	DefaultInterval           = 10 * time.Second
+	DefaultMaxEjectionPercent = 10
+)
+
+// ErrNoEndpoints is Pick's error when the cluster has no endpoint to offer.
+var ErrNoEndpoints = errors.New("balance: no endpoints")
+
+// Config tunes a Balancer. Zero fields take the defaults above.
+type Config struct {
+	// DefaultRTT is the response time assumed of an endpoint that has not
+	// answered yet.
+	DefaultRTT time.Duration
+	// Decay is the time constant of the moving average: an observation's
+	// weight falls by 1/e over Decay.
+	Decay time.Duration
+	// Outlier configures ejection; its zero value disables it.
+	Outlier Outlier
+	// Now reads the time (nil: time.Now).
+	Now func() time.Time
+	// Rand returns a uniform integer in [0, n) (nil: math/rand/v2).
+	Rand func(n int) int
+}
+
+// Outlier is consecutive-failure ejection (Envoy's outlier_detection
+// consecutive_5xx, base_ejection_time, max_ejection_time,
+// max_ejection_percent, interval).
+type Outlier struct {
+	// Consecutive failures that eject an endpoint; 0 disables ejection.
+	Consecutive int
+	// BaseEjection is the first ejection's length; the n-th consecutive
+	// ejection lasts n × BaseEjection, at most MaxEjection.
+	BaseEjection time.Duration
+	MaxEjection  time.Duration
+	// MaxEjectionPercent of the endpoints may be ejected at once (at least
+	// one always may).
+	MaxEjectionPercent int
+	// Interval: for each Interval an endpoint spends back in rotation
+	// without being ejected again, its ejection multiplier falls by one.
+	Interval time.Duration
+}
+
+// Result is the outcome of a request that Done reports.
+type Result int
+
+const (
+	// Success: the endpoint answered (any answer that is not a Failure).
+	Success Result = iota
+	// Failure: the endpoint failed the request (connect error, reset, 5xx,
+	// gRPC UNAVAILABLE: the caller decides). Failures count toward
+	// ejection and never make an endpoint look faster.
+	Failure
+	// Cancelled: the request ended before the endpoint could answer (the
+	// client went away, a timeout of the caller's own); nothing is learned.
+	Cancelled
+)
+
+// Balancer spreads requests over one cluster's endpoints. It is safe for
+// concurrent use.
+type Balancer struct {
+	cfg Config
+
+	mu  sync.Mutex
+	eps []*endpoint // the current set, in Update's order
+}
+
+type endpoint struct {
+	addr    netip.AddrPort
+	pending int
+	rtt     float64   // moving average of response time, ns, as of at
+	at      time.Time // when rtt was last updated
+	fails   int       // consecutive failures
+
+	ejections    int       // ejection multiplier
+	ejectedUntil time.Time // zero: never ejected
+}
+
+// New returns a Balancer with no endpoints.
+func New(cfg Config) *Balancer {
+	if cfg.DefaultRTT <= 0 {
+		cfg.DefaultRTT = DefaultRTT
+	}
+	if cfg.Decay <= 0 {
+		cfg.Decay = DefaultDecay
+	}
+	o := &cfg.Outlier
+	if o.BaseEjection <= 0 {
+		o.BaseEjection = DefaultBaseEjection
+	}
+	if o.MaxEjection <= 0 {
+		o.MaxEjection = DefaultMaxEjection
+	}
+	if o.MaxEjection < o.BaseEjection {
+		o.MaxEjection = o.BaseEjection
+	}
+	if o.MaxEjectionPercent <= 0 {
+		o.MaxEjectionPercent = DefaultMaxEjectionPercent
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.IntN
+	}
+	return &Balancer{cfg: cfg}
+}
+
+// Update replaces the endpoint set. Endpoints that stay keep what was
+// learned of them (response time, failures, ejection); new ones start at
+// DefaultRTT. Requests in flight to a removed endpoint may still call Done.
+// Duplicates are dropped.
+func (b *Balancer) Update(addrs []netip.AddrPort) {
+	now := b.cfg.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old := make(map[netip.AddrPort]*endpoint, len(b.eps))
+	for _, e := range b.eps {
+		old[e.addr] = e
+	}
+	eps := make([]*endpoint, 0, len(addrs))
+	seen := make(map[netip.AddrPort]bool, len(addrs))
+	for _, a := range addrs {
+		if seen[a] {
+			continue
+		}
+		seen[a] = true
+		e := old[a]
+		if e == nil {
+			e = &endpoint{addr: a, rtt: float64(b.cfg.DefaultRTT), at: now}
+		}
+		eps = append(eps, e)
+	}
+	b.eps = eps
+}
+
+// Request is one pick: the endpoint to send to, and Done to report how it
+// went. Done must be called exactly once (later calls do nothing).
+type Request struct {
+	Addr netip.AddrPort
+
+	b     *Balancer
+	ep    *endpoint
+	start time.Time
+	done  bool
+}
+
+// Pick chooses the endpoint for the next request: the cheaper of two
+// distinct endpoints drawn at random among those in rotation and not in
+// avoid (the endpoints a retry already tried). When every endpoint is
+// avoided or ejected, avoid is ignored first, then ejection (panic mode),
+// so a request is refused only when there is no endpoint at all.
+func (b *Balancer) Pick(avoid ...netip.AddrPort) (*Request, error) {
+	now := b.cfg.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.eps) == 0 {
+		return nil, ErrNoEndpoints
+	}
+	cand := b.candidates(now, avoid, true)
+	if len(cand) == 0 {
+		cand = b.candidates(now, nil, true)
+	}
+	if len(cand) == 0 {
+		cand = b.candidates(now, avoid, false)
+	}
+	if len(cand) == 0 {
+		cand = b.eps
+	}
+	e := cand[0]
+	if len(cand) > 1 {
+		i := b.cfg.Rand(len(cand))
+		j := b.cfg.Rand(len(cand) - 1)
+		if j >= i {
+			j++
+		}
+		e = cand[i]
+		if f := cand[j]; b.cost(f, now) < b.cost(e, now) {
+			e = f
+		}
+	}
+	e.pending++
+	return &Request{Addr: e.addr, b: b, ep: e, start: now}, nil
+}
+
+func (b *Balancer) candidates(now time.Time, avoid []netip.AddrPort, skipEjected bool) []*endpoint {
+	out := make([]*endpoint, 0, len(b.eps))
+	for _, e := range b.eps {
+		if skipEjected && e.ejected(now) {
+			continue
+		}
+		if slices.Contains(avoid, e.addr) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// estimate is e's moving average as of now: it decays toward zero while
+// nothing is observed, so an endpoint that was slow is tried again in time.
+func (b *Balancer) estimate(e *endpoint, now time.Time) float64 {
+	dt := now.Sub(e.at)
+	if dt <= 0 {
+		return e.rtt
+	}
+	return e.rtt * math.Exp(-float64(dt)/float64(b.cfg.Decay))
+}
+
+// cost is what Pick compares: the response-time estimate (plus 1 ns, so
+// that requests in flight count even once the estimate has decayed to
+// nothing) times one more than the requests in flight.
+func (b *Balancer) cost(e *endpoint, now time.Time) float64 {
+	return (b.estimate(e, now) + 1) * float64(e.pending+1)
+}
+
+func (e *endpoint) ejected(now time.Time) bool { return now.Before(e.ejectedUntil) }
+
+// Done reports the request's outcome: the time since Pick is its response
+// time (call it when the response's head arrives).
+func (r *Request) Done(res Result) {
+	b := r.b
+	now := b.cfg.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.done {
+		return
+	}
+	r.done = true
+	e := r.ep
+	e.pending--
+	if res == Cancelled {
+		return
+	}
+	x := float64(now.Sub(r.start))
+	cur := b.estimate(e, now)
+	if res == Failure {
+		// A failure never makes an endpoint look faster: a fast 503 is
+		// not a fast answer.
+		x = max(x, cur, float64(b.cfg.DefaultRTT))
+	}
+	if x >= cur {
+		e.rtt = x
+	} else {
+		w := math.Exp(-float64(now.Sub(e.at)) / float64(b.cfg.Decay))
+		e.rtt = w*e.rtt + (1-w)*x
+	}
+	e.at = now
+	if res == Success {
+		e.fails = 0
+		return
+	}
+	e.fails++
+	b.maybeEject(e, now)
+}
+
+func (b *Balancer) maybeEject(e *endpoint, now time.Time) {
+	o := b.cfg.Outlier
+	if o.Consecutive <= 0 || e.fails < o.Consecutive || e.ejected(now) {
+		return
+	}
+	if !slices.Contains(b.eps, e) {
+		return // removed by Update while the request was in flight
+	}
+	ejected := 0
+	for _, f := range b.eps {
+		if f.ejected(now) {
+			ejected++
+		}
+	}
+	if ejected >= max(1, len(b.eps)*o.MaxEjectionPercent/100) {
+		return
+	}
+	if !e.ejectedUntil.IsZero() {
+		// One step of the multiplier back for each Interval spent in
+		// rotation since the last ejection ended.
+		back := int(now.Sub(e.ejectedUntil) / o.Interval)
+		e.ejections = max(0, e.ejections-back)
+	}
+	e.ejections++
+	d := min(time.Duration(e.ejections)*o.BaseEjection, o.MaxEjection)
+	e.ejectedUntil = now.Add(d)
+	e.fails = 0
+}
+
+// EndpointState is what the balancer knows of one endpoint, for metrics
+// and the admin port.
+type EndpointState struct {
+	Addr     netip.AddrPort
+	Pending  int
+	RTT      time.Duration // the decayed estimate now
+	Ejected  bool
+	Until    time.Time // end of the current ejection
+	Failures int       // consecutive
+}
+
+// State returns every endpoint's state, in Update's order.
+func (b *Balancer) State() []EndpointState {
+	now := b.cfg.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]EndpointState, 0, len(b.eps))
+	for _, e := range b.eps {
+		s := EndpointState{Addr: e.addr, Pending: e.pending, RTT: time.Duration(b.estimate(e, now)), Failures: e.fails}
+		if e.ejected(now) {
+			s.Ejected, s.Until = true, e.ejectedUntil
+		}
+		out = append(out, s)
+	}
+	return out
+}
