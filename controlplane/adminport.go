@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	"github.com/weftmesh/weft/controlplane/adminauth"
 )
 
@@ -48,14 +50,15 @@ type sniffListener struct {
 	net.Listener
 	tls     *tls.Config
 	timeout time.Duration
+	clock   clock.Clock // the accept backoff waits on it
 	conns   chan net.Conn
 	done    chan struct{}
 	once    sync.Once
 	err     error // set before done is closed
 }
 
-func newSniffListener(inner net.Listener, cfg *tls.Config, timeout time.Duration) *sniffListener {
-	l := &sniffListener{Listener: inner, tls: cfg, timeout: timeout, conns: make(chan net.Conn), done: make(chan struct{})}
+func newSniffListener(inner net.Listener, cfg *tls.Config, timeout time.Duration, clk clock.Clock) *sniffListener {
+	l := &sniffListener{Listener: inner, tls: cfg, timeout: timeout, clock: clk, conns: make(chan net.Conn), done: make(chan struct{})}
 	go l.loop()
 	return l
 }
@@ -72,7 +75,7 @@ func (l *sniffListener) loop() {
 			// Out of file descriptors and the like: wait, as net/http does.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			select {
-			case <-time.After(backoff):
+			case <-l.clock.After(backoff):
 			case <-l.done:
 				return
 			}

@@ -238,7 +238,7 @@ func Run(ctx context.Context, cfg Config) error {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.Handle("/debug/", guard.Protect(adminauth.ResourceDebug, debug))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	adminLis := newSniffListener(httpLis, adminTLS(serving, clientCAs), 10*time.Second)
+	adminLis := newSniffListener(httpLis, adminTLS(serving, clientCAs), 10*time.Second, cfg.Clock)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -312,7 +312,7 @@ func Run(ctx context.Context, cfg Config) error {
 	case runErr = <-errs:
 	}
 	cancel()
-	shutdownGRPC(gs, 10*time.Second)
+	shutdownGRPC(gs, 10*time.Second, cfg.Clock)
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	_ = hs.Shutdown(sctx)
 	scancel()
@@ -320,13 +320,14 @@ func Run(ctx context.Context, cfg Config) error {
 	return runErr
 }
 
-// shutdownGRPC lets in-flight calls finish, then cuts long streams.
-func shutdownGRPC(gs *grpc.Server, grace time.Duration) {
+// shutdownGRPC lets in-flight calls finish, then cuts long streams
+// once grace has passed on clk.
+func shutdownGRPC(gs *grpc.Server, grace time.Duration, clk clock.Clock) {
 	done := make(chan struct{})
 	go func() { gs.GracefulStop(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(grace):
+	case <-clk.After(grace):
 		gs.Stop()
 		<-done
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"k8s.io/utils/clock"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
@@ -27,15 +28,12 @@ import (
 // cycling identities or addresses cannot grow the limiters without bound.
 const sweepIdle = 10 * time.Minute
 
-// Clock is what the service reads time from.
-type Clock interface{ Now() time.Time }
-
 // Config configures a Service. Nil fields get defaults.
 type Config struct {
 	CA            *certs.CA
 	Authenticator Authenticator
 	Logger        *slog.Logger
-	Clock         Clock
+	Clock         clock.PassiveClock // nil: the real clock
 	// Registerer receives the service's metrics; nil means none are exported.
 	Registerer prometheus.Registerer
 	// MaxTTL caps what a caller may ask for; 0 means 24h.
@@ -76,7 +74,7 @@ type Service struct {
 
 	cfg      Config
 	log      *slog.Logger
-	clock    Clock
+	clock    clock.PassiveClock
 	limiter  *keyedrate.Limiter // per pod (UID), after authentication
 	sources  *keyedrate.Limiter // per source address, before it
 	issued   prometheus.Counter
@@ -95,7 +93,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = realClock{}
+		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.MaxTTL == 0 {
 		cfg.MaxTTL = 24 * time.Hour
@@ -218,10 +216,6 @@ func bearerToken(ctx context.Context) (string, bool) {
 	}
 	return "", false
 }
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
 
 // sourceOf is the request's source address without its port ("" when
 // unknown: such requests share one bucket).

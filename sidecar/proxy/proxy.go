@@ -89,7 +89,7 @@ type Config struct {
 	Audit func(audit.Event)
 
 	Logger  *slog.Logger
-	Clock   clock.PassiveClock
+	Clock   clock.Clock  // nil: the real clock; the drain timeout and accept backoff wait on it
 	Metrics *wm.Registry // where the proxy's series go; nil: a private registry
 
 	ConnectTimeout time.Duration // upstream connect, when the cluster sets none: 1s
@@ -469,7 +469,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 				}
 				p.log.Warn("accept failed; retrying", "direction", direction, "listener", l.Addr().String(), "err", err, "retry_in", backoff)
 				select {
-				case <-time.After(backoff):
+				case <-p.cfg.Clock.After(backoff):
 				case <-ctx.Done():
 					return
 				}
@@ -506,10 +506,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	closeOut()
 	open := p.reg.len()
 	p.log.Info("draining", "open", open, "timeout", p.cfg.DrainTimeout)
-	timer := time.NewTimer(p.cfg.DrainTimeout)
+	timer := p.cfg.Clock.NewTimer(p.cfg.DrainTimeout)
 	select {
 	case <-p.reg.emptied():
-	case <-timer.C:
+	case <-timer.C():
 		left := p.reg.all()
 		p.log.Warn("drain timeout: closing open connections", "open", len(left))
 		abort()
