@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"sort"
 	"text/template"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 //go:embed *.yaml
@@ -36,7 +38,7 @@ type Values struct {
 
 // Defaults are the values of a plain install.
 func Defaults() Values {
-	return Values{Namespace: "weft-system", Image: "weft/", Tag: "dev", PullPolicy: "IfNotPresent",
+	return Values{Namespace: names.Namespace, Image: "weft/", Tag: "dev", PullPolicy: "IfNotPresent",
 		TrustDomain: "cluster.local", Replicas: 1, InjectorReplica: 1, LogLevel: "info", NetworkPolicy: true}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -101,17 +102,17 @@ func (c *Config) defaults() {
 	def(&c.TokenPath, "/var/run/secrets/weft/tokens/token")
 	def(&c.BundlePath, "/var/run/secrets/weft/bundle/bundle.pem")
 	def(&c.WorkloadSocket, "/var/run/secrets/weft/workload/socket")
-	def(&c.HealthAddr, ":15020")
-	def(&c.InboundAddr, ":15006")
+	def(&c.HealthAddr, hostPort("", names.SidecarHealthPort))
+	def(&c.InboundAddr, hostPort("", names.SidecarInboundPort))
 	def(&c.ResolvConf, "/etc/resolv.conf")
 	if len(c.DNSAddrs) == 0 {
-		c.DNSAddrs = []string{"127.0.0.1:15053", "[::1]:15053"}
+		c.DNSAddrs = []string{hostPort("127.0.0.1", names.SidecarDNSPort), hostPort("::1", names.SidecarDNSPort)}
 	}
 	if c.OutboundAddr == "" {
 		def(&c.OutboundAddr6, proxy.DefaultOutboundAddr6)
 	}
-	def(&c.OutboundAddr, "127.0.0.1:15001")
-	def(&c.AdminAddr, "127.0.0.1:15000")
+	def(&c.OutboundAddr, hostPort("127.0.0.1", names.SidecarOutboundPort))
+	def(&c.AdminAddr, hostPort("127.0.0.1", names.SidecarAdminPort))
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 20 * time.Second
 	}
@@ -409,3 +410,6 @@ func raiseNoFile() (soft, hard uint64, err error) {
 	}
 	return l.Cur, l.Max, nil
 }
+
+// hostPort is host:port, the port one of api/names'.
+func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }

@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -65,7 +66,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.TokenPath, "token", "/var/run/secrets/weft/tokens/token", "projected ServiceAccount token (audience weft-ca)")
 	fs.StringVar(&cfg.BundlePath, "bundle", "/var/run/secrets/weft/bundle/bundle.pem", "trust bundle (PEM)")
 	fs.StringVar(&cfg.WorkloadSocket, "workload-socket", "/var/run/secrets/weft/workload/socket", "SPIFFE Workload API socket")
-	fs.StringVar(&cfg.HealthAddr, "health-addr", ":15020", "health and metrics address")
+	fs.StringVar(&cfg.HealthAddr, "health-addr", ":"+strconv.Itoa(names.SidecarHealthPort), "health and metrics address")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for in-flight work")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&cfg.XDSDelta, "xds-delta", true, "incremental (delta) xDS; false selects state-of-the-world")

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // Names and ports the rule set depends on.
@@ -17,12 +19,12 @@ const (
 	// creates and Remove deletes.
 	TableName = "weft"
 
-	DefaultInboundPort  uint16 = 15006
-	DefaultOutboundPort uint16 = 15001
+	DefaultInboundPort  uint16 = names.SidecarInboundPort
+	DefaultOutboundPort uint16 = names.SidecarOutboundPort
 	DefaultProxyUID     uint32 = 1337
 	// DefaultDNSPort is the sidecar's DNS proxy (127.0.0.1 and [::1], UDP
 	// and TCP).
-	DefaultDNSPort uint16 = 15053
+	DefaultDNSPort uint16 = names.SidecarDNSPort
 
 	// MaxDNSServers bounds Config.DNSServers (and ParseResolvConf): the
 	// kubelet writes at most 3 nameservers, glibc and musl use 3.
@@ -30,11 +32,11 @@ const (
 
 	// AdminPort is the sidecar's admin listener (loopback only). Inbound
 	// connections to it are never redirected, whatever the Config says.
-	AdminPort uint16 = 15000
+	AdminPort uint16 = names.SidecarAdminPort
 	// HealthPort serves the kubelet's readiness probes on the pod IP.
 	// Inbound connections to it are never redirected, whatever the Config
 	// says.
-	HealthPort uint16 = 15020
+	HealthPort uint16 = names.SidecarHealthPort
 )
 
 // The source addresses the sidecar delivers inbound connections from (to

@@ -3,9 +3,10 @@
 // function that removes them, and OriginalDst, with which the sidecar reads a
 // redirected connection's original destination.
 //
-// The package imports nothing of weft's. It programs the kernel directly over
-// netlink with github.com/google/nftables, so the static sidecar image needs
-// no iptables or nft binary; the init container needs CAP_NET_ADMIN only.
+// The package imports nothing of weft's but the sidecar's port numbers
+// (api/names). It programs the kernel directly over netlink with
+// github.com/google/nftables, so the static sidecar image needs no iptables
+// or nft binary; the init container needs CAP_NET_ADMIN only.
 //
 // # The table
 //

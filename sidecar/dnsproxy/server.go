@@ -13,12 +13,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weftmesh/weft/api/names"
 	wm "github.com/weftmesh/weft/internal/metrics"
 )
 
 // Defaults of [Server].
 const (
-	DefaultPort        = 15053
+	DefaultPort        = names.SidecarDNSPort
 	DefaultTimeout     = 5 * time.Second
 	DefaultMaxInFlight = 256
 	// tcpIdle closes a client's DNS-over-TCP connection that sent nothing
