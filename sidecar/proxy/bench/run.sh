@@ -108,10 +108,15 @@ cleanup() {
 trap cleanup EXIT
 
 # start NAME CPU CMD...: runs CMD pinned to CPU in the background, logs to
-# $LOG/NAME.log; sets STARTED to its pid.
+# $LOG/NAME.log; sets STARTED to its pid. The old log goes first: the
+# background shell truncates it only when it gets to run, and a wait_line
+# in between would read the previous run's "listening" (under load it did:
+# stunnel dialled an iperf3 server not yet listening, "connection
+# refused", and iperf3 failed with "control socket has closed").
 start() {
 	local name=$1 cpu=$2
 	shift 2
+	rm -f "$LOG/$name.log"
 	taskset -c "$cpu" nice -n "$NICE" timeout 600 "$@" >"$LOG/$name.log" 2>&1 &
 	STARTED=$!
 	PIDS+=("$STARTED")
