@@ -1,5 +1,5 @@
 // Package metrics is the sidecar's Prometheus instrumentation: counters,
-// gauges and callbacks registered in a [Registry] that writes the text
+// gauges, histograms and callbacks registered in a [Registry] that writes the text
 // exposition format (version 0.0.4) that every Prometheus scraper reads.
 //
 // The sidecar runs in every pod, so it carries its own small registry
@@ -12,7 +12,7 @@
 // client_golang.
 //
 // Values are integers (every weft sidecar series counts something) except
-// what a [Func] returns. Label values are created on first use and kept;
+// what a [Func] returns and a [Histogram]'s sum. Label values are created on first use and kept;
 // every label weft uses has a bounded set of values (directions, reasons,
 // policy names from the configuration).
 package metrics
@@ -36,8 +36,9 @@ type Type string
 
 // The types the registry writes.
 const (
-	CounterType Type = "counter"
-	GaugeType   Type = "gauge"
+	CounterType   Type = "counter"
+	GaugeType     Type = "gauge"
+	HistogramType Type = "histogram"
 )
 
 // ContentType is what /metrics answers with.
@@ -55,6 +56,10 @@ type family struct {
 	labels     []string
 	// collect reports the family's samples, ordered by label values.
 	collect func(emit func(values []string, v float64))
+	// write, when set, writes the family's samples itself (histograms,
+	// whose samples have suffixed names and an "le" label); collect is
+	// then nil.
+	write func(w *bufio.Writer)
 }
 
 // Registry holds metric families and writes them.
@@ -115,7 +120,8 @@ func (g *Gauge) Value() int64 { return g.v.Load() }
 
 // vec holds one family's series by label values.
 type vec[T any] struct {
-	n      int // label count
+	n      int       // label count
+	make   func() *T // a new series
 	mu     sync.RWMutex
 	series map[string]*T // key: label values joined by "\xff"
 	values map[*T][]string
@@ -144,7 +150,7 @@ func (v *vec[T]) with(values []string) *T {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if s = v.series[string(key)]; s == nil {
-		s = new(T)
+		s = v.make()
 		v.series[string(key)] = s
 		v.values[s] = slices.Clone(values)
 	}
@@ -170,7 +176,7 @@ func (v *vec[T]) each(f func(values []string, s *T)) {
 }
 
 func newVec[T any](n int) *vec[T] {
-	return &vec[T]{n: n, series: map[string]*T{}, values: map[*T][]string{}}
+	return &vec[T]{n: n, make: func() *T { return new(T) }, series: map[string]*T{}, values: map[*T][]string{}}
 }
 
 // CounterVec is a counter family with labels.
@@ -272,6 +278,10 @@ func (r *Registry) WriteTo(out io.Writer) (int64, error) {
 		w.WriteByte(' ')
 		w.WriteString(string(f.typ))
 		w.WriteByte('\n')
+		if f.write != nil {
+			f.write(w)
+			continue
+		}
 		f.collect(func(values []string, v float64) { writeSample(w, f, values, formatFloat(v)) })
 	}
 	err := w.Flush()
@@ -290,6 +300,9 @@ func (r *Registry) Value(name string, labelValues ...string) (float64, bool) {
 	r.mu.Unlock()
 	if f == nil {
 		return 0, false
+	}
+	if f.collect == nil {
+		return 0, false // a histogram: read it from its Histogram
 	}
 	var v float64
 	found := false
@@ -319,16 +332,31 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 func writeSample(w *bufio.Writer, f *family, values []string, value string) {
-	w.WriteString(f.name)
-	if len(values) > 0 {
+	writeSeries(w, f.name, f.labels, values, "", "", value)
+}
+
+// writeSeries writes one sample line: name, the labels with their values,
+// then extra="extraValue" when extra is set.
+func writeSeries(w *bufio.Writer, name string, labels, values []string, extra, extraValue, value string) {
+	w.WriteString(name)
+	if len(values) > 0 || extra != "" {
 		w.WriteByte('{')
 		for i, v := range values {
 			if i > 0 {
 				w.WriteByte(',')
 			}
-			w.WriteString(f.labels[i])
+			w.WriteString(labels[i])
 			w.WriteString(`="`)
 			w.WriteString(escapeLabel(v))
+			w.WriteByte('"')
+		}
+		if extra != "" {
+			if len(values) > 0 {
+				w.WriteByte(',')
+			}
+			w.WriteString(extra)
+			w.WriteString(`="`)
+			w.WriteString(extraValue)
 			w.WriteByte('"')
 		}
 		w.WriteByte('}')
