@@ -82,20 +82,17 @@ func start(t *testing.T) running {
 // bundleFromConfigMap waits for the published trust bundle in ns.
 func bundleFromConfigMap(t *testing.T, kube *fake.Clientset, ns string) *x509bundle.Bundle {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		cm, err := kube.CoreV1().ConfigMaps(ns).Get(context.Background(), identity.BundleConfigMap, metav1.GetOptions{})
-		if err == nil {
-			b, err := x509bundle.Parse(td, []byte(cm.Data[identity.BundleKey]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		}
-		time.Sleep(20 * time.Millisecond)
+	var cm *corev1.ConfigMap
+	testutil.Eventually(t, "the "+identity.BundleConfigMap+" ConfigMap in "+ns, func() bool {
+		var err error
+		cm, err = kube.CoreV1().ConfigMaps(ns).Get(context.Background(), identity.BundleConfigMap, metav1.GetOptions{})
+		return err == nil
+	})
+	b, err := x509bundle.Parse(td, []byte(cm.Data[identity.BundleKey]))
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no %s ConfigMap in %s", identity.BundleConfigMap, ns)
-	return nil
+	return b
 }
 
 func TestCertificateServiceOverTLS(t *testing.T) {

@@ -76,15 +76,7 @@ func TestClientCAsRetrySoonAfterAFailedRead(t *testing.T) {
 	}
 	refuse.Store(false)
 	go func() { defer close(done); c.Run(ctx, true) }()
-	for !clk.HasWaiters() {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "Run's retry timer", clk.HasWaiters)
 	clk.Step(6 * time.Second) // once: the minute's reload is far off
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Pool() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no client CA 6s (fake) after a failed read")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "a client CA 6s (fake) after a failed read", func() bool { return c.Pool() != nil })
 }

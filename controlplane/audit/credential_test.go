@@ -2,6 +2,7 @@ package audit
 
 import (
 	"crypto/tls"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -37,13 +38,7 @@ func (h *harness) stored(t *testing.T) []string {
 // message asynchronously to the client's Send).
 func (h *harness) waitStored(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(h.stored(t)) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("stored %v, want %d events", h.stored(t), n)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	wefttest.Eventually(t, fmt.Sprintf("%d stored events", n), func() bool { return len(h.stored(t)) == n })
 }
 
 // TestAuditAppWithOnlyTheSVIDIsRefused: the app's credential (its pod's
@@ -169,11 +164,7 @@ func TestAuditStreamClosedWhenSVIDExpires(t *testing.T) {
 	}
 	h.waitStored(t, 2)
 	h.clk.SetTime(notAfter.Add(time.Second))
-	for deadline := time.Now().Add(10 * time.Second); h.auth.Len() != 0; time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the grant outlived its certificate")
-		}
-	}
+	wefttest.Eventually(t, "the grant to end with its certificate", func() bool { return h.auth.Len() == 0 })
 	_ = st.Send(message("", shopEvent(t0, "after")))
 	_, err = st.CloseAndRecv()
 	wantStatus(t, "stream", err, codes.Unauthenticated,

@@ -149,9 +149,7 @@ func TestStoreRunPrunesPeriodically(t *testing.T) {
 	pruned := make(chan int, 10)
 	done := make(chan struct{})
 	go func() { _ = s.Run(ctx, func(n int) { pruned <- n }); close(done) }()
-	for !clk.HasWaiters() {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "Run's ticker", clk.HasWaiters)
 	clk.Step(2 * time.Hour)
 	select {
 	case n := <-pruned:

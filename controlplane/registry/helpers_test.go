@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // fixture is a registry running against fake clientsets.
@@ -104,16 +105,10 @@ func start(t *testing.T, cfg Config, objs ...runtime.Object) *fixture {
 	return f
 }
 
-// eventually polls cond until it holds, failing after 10 s.
+// eventually polls cond until it holds (testutil.Eventually).
 func (f *fixture) eventually(what string, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(f.t, what, cond)
 }
 
 // snapshotWhere waits for a snapshot satisfying cond.

@@ -2,6 +2,7 @@ package dnsproxy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -175,13 +176,7 @@ func TestProxySurvivesMalformedQueries(t *testing.T) {
 
 func waitCount(t *testing.T, f func() float64, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for f() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("counter = %v, want %v", f(), want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, fmt.Sprintf("the counter to reach %v", want), func() bool { return f() == want })
 }
 
 // TestProxyUpstreamDown: no nameserver answers: the query goes unanswered

@@ -65,14 +65,12 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	var bundlePEM string
-	deadline := time.Now().Add(10 * time.Second)
-	for bundlePEM == "" && time.Now().Before(deadline) {
+	testutil.Eventually(t, "the trust bundle published in demo", func() bool {
 		if cm, err := kube.CoreV1().ConfigMaps("demo").Get(ctx, "weft-trust-bundle", metav1.GetOptions{}); err == nil {
 			bundlePEM = cm.Data["bundle.pem"]
-		} else {
-			time.Sleep(20 * time.Millisecond)
 		}
-	}
+		return bundlePEM != ""
+	})
 	bundlePath := filepath.Join(dir, "bundle.pem")
 	if err := os.WriteFile(bundlePath, []byte(bundlePEM), 0o644); err != nil {
 		t.Fatal(err)
@@ -97,17 +95,10 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 	}
 
 	// Ready once the SVID is in.
-	deadline = time.Now().Add(15 * time.Second)
-	for {
-		code, body := get(t, "http://"+health.String()+"/healthz/ready")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sidecar not ready: %d %s", code, body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the sidecar ready (/healthz/ready 200)", func() bool {
+		code, _ := get(t, "http://"+health.String()+"/healthz/ready")
+		return code == http.StatusOK
+	})
 
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
@@ -144,7 +135,7 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 	admin := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		RootCAs: roots, ServerName: "weft-controlplane.weft-system.svc", MinVersion: tls.VersionTLS12}}}
 	var st controlplane.Status
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		req, _ := http.NewRequest(http.MethodGet, "https://"+cpHTTP.String()+"/debug/status", nil)
 		req.Header.Set("Authorization", "Bearer ops-token")
