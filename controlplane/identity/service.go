@@ -149,7 +149,7 @@ func (s *Service) Sign(ctx context.Context, req *certificatev1.SignRequest) (*ce
 		return nil, s.refuse(ctx, reasonSourceLimit, codes.ResourceExhausted, "",
 			fmt.Errorf("identity: %s asks faster than %.3g per second (burst %d); retry later", src, float64(s.cfg.SourceRateLimit), s.cfg.SourceBurst))
 	}
-	token, ok := bearerToken(ctx)
+	token, ok := BearerToken(ctx)
 	if !ok {
 		return nil, s.refuse(ctx, reasonNoToken, codes.Unauthenticated, "", errors.New(`identity: no "authorization: Bearer <token>" metadata`))
 	}
@@ -203,8 +203,10 @@ func (s *Service) refuse(ctx context.Context, reason string, code codes.Code, id
 	return status.Error(code, err.Error())
 }
 
-// bearerToken reads "authorization: Bearer <token>" from the call's metadata.
-func bearerToken(ctx context.Context) (string, bool) {
+// BearerToken reads "authorization: Bearer <token>" from a call's
+// metadata: how a workload presents its ServiceAccount token to the
+// certificate service and on its ADS and audit streams.
+func BearerToken(ctx context.Context) (string, bool) {
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok {
 		return "", false

@@ -62,7 +62,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -70,7 +69,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
@@ -183,7 +181,7 @@ func (a *Authorizer) Authorize(ctx context.Context, service, what string) (*Gran
 	if err != nil {
 		return nil, err
 	}
-	token, ok := bearerToken(ctx)
+	token, ok := identity.BearerToken(ctx)
 	if !ok {
 		return nil, status.Errorf(codes.Unauthenticated, `%s: %s needs the pod's ServiceAccount token (audience %s) as "authorization: Bearer <token>" `+
 			`besides the client certificate: the SVID alone may be the app's`, service, what, identity.Audience)
@@ -286,21 +284,6 @@ func (a *Authorizer) Len() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.grants)
-}
-
-// bearerToken reads "authorization: Bearer <token>" from the stream's
-// metadata.
-func bearerToken(ctx context.Context) (string, bool) {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return "", false
-	}
-	for _, v := range md.Get("authorization") {
-		if tok, ok := strings.CutPrefix(v, "Bearer "); ok && strings.TrimSpace(tok) != "" {
-			return strings.TrimSpace(tok), true
-		}
-	}
-	return "", false
 }
 
 func peerIP(ctx context.Context) netip.Addr {

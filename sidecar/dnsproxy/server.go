@@ -104,14 +104,10 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 	for {
 		n, from, err := pc.ReadFrom(buf)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if retry, err := readErr(ctx, "udp", err); !retry {
+				return err
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("dnsproxy: udp: %w", err)
+			continue
 		}
 		q, ok := parseQuery(buf[:n])
 		if !ok {
@@ -139,6 +135,19 @@ func (s *Server) ServeUDP(ctx context.Context, pc net.PacketConn) error {
 	}
 }
 
+// readErr sorts a failed read or accept: a timeout is retried, the end of
+// ctx ends serving (nil), anything else is the listener's error.
+func readErr(ctx context.Context, proto string, err error) (retry bool, _ error) {
+	if ctx.Err() != nil {
+		return false, nil
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true, nil
+	}
+	return false, fmt.Errorf("dnsproxy: %s: %w", proto, err)
+}
+
 // ServeTCP answers DNS over TCP (RFC 7766: two-byte length, then the
 // message; several per connection) on l until ctx ends or l fails.
 func (s *Server) ServeTCP(ctx context.Context, l net.Listener) error {
@@ -159,14 +168,10 @@ func (s *Server) ServeTCP(ctx context.Context, l net.Listener) error {
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if retry, err := readErr(ctx, "tcp", err); !retry {
+				return err
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("dnsproxy: tcp: %w", err)
+			continue
 		}
 		mu.Lock()
 		open[c] = struct{}{}
