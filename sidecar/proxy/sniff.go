@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // Transport protocols as xDS filter_chain_match names them.
@@ -181,11 +181,13 @@ func readEnd(err error, idle bool, first time.Duration) string {
 	return err.Error()
 }
 
-// readSome appends one Read's worth to *buf, growing it up to maxSniff.
+// readSome appends one Read's worth to *buf, doubling it when full up to
+// maxSniff exactly (append would round the capacity up past it, and a read
+// would then fill the excess).
 func readSome(c net.Conn, buf *[]byte) (int, error) {
 	b := *buf
 	if len(b) == cap(b) {
-		b = append(b, make([]byte, min(cap(b), maxSniff-len(b)))...)[:len(b)]
+		b = append(make([]byte, 0, min(2*cap(b), maxSniff)), b...)
 	}
 	n, err := c.Read(b[len(b):cap(b)])
 	*buf = b[:len(b)+n]
@@ -222,7 +224,7 @@ func (c *prefixConn) takePrefix() []byte {
 // depends on what sniffing finds (transport protocol, SNI, application
 // protocols). When none does, the proxy does not wait for the client's
 // first bytes, so server-first protocols are not delayed.
-func needsSniff(l *xds.Listener, dst netip.AddrPort) bool {
+func needsSniff(l *model.Listener, dst netip.AddrPort) bool {
 	for _, fc := range l.Chains {
 		m := fc.Match
 		if m.DestPort != 0 && m.DestPort != dst.Port() {
