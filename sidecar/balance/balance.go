@@ -236,8 +236,21 @@ func (b *Balancer) cost(e *endpoint, now time.Time) float64 {
 
 func (e *endpoint) ejected(now time.Time) bool { return now.Before(e.ejectedUntil) }
 
-// Done reports the request's outcome: the time since Pick is its response
-// time (call it when the response's head arrives).
+// Sent marks the moment the request was handed to a ready connection: the
+// response time Done measures starts here rather than at Pick, so that a
+// connection's set-up (TCP and TLS handshakes) is not taken for the
+// endpoint's slowness. Optional; call it at most once, before Done.
+func (r *Request) Sent() {
+	now := r.b.cfg.Now()
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	if !r.done {
+		r.start = now
+	}
+}
+
+// Done reports the request's outcome: the time since Pick (or Sent) is its
+// response time (call it when the response's head arrives).
 func (r *Request) Done(res Result) {
 	b := r.b
 	now := b.cfg.Now()

@@ -377,6 +377,28 @@ func TestDoneOnce(t *testing.T) {
 	}
 }
 
+// Sent restarts the response time: a slow connection set-up before it
+// is not the endpoint's response time.
+func TestSentExcludesConnectionSetup(t *testing.T) {
+	c := testutil.FakeClock(t)
+	b := New(Config{Now: c.Now, Rand: seeded(8)})
+	b.Update(addrs(1))
+	r := pick(t, b)
+	c.Step(time.Second) // the handshake
+	r.Sent()
+	c.Step(5 * time.Millisecond)
+	r.Done(Success)
+	if st := b.State()[0]; st.RTT > DefaultRTT {
+		t.Fatalf("estimate %v after a 5 ms answer on a connection that took 1 s to set up", st.RTT)
+	}
+	r = pick(t, b)
+	c.Step(time.Second)
+	r.Done(Success)
+	if st := b.State()[0]; st.RTT < time.Second {
+		t.Fatalf("estimate %v after a 1 s answer without Sent", st.RTT)
+	}
+}
+
 // Many goroutines picking and reporting at once (go test -race).
 func TestConcurrentUse(t *testing.T) {
 	b := New(Config{Outlier: Outlier{Consecutive: 5}})

@@ -1,0 +1,28 @@
+// Package l7 forwards HTTP requests from a client sidecar to the server
+// sidecars of a service, one request at a time: the HTTP-aware data plane
+// of docs/l7.md.
+//
+// A [Route] says what a request gets: its timeout, its retry policy and
+// the clusters it is split over by weight. A [Cluster] is one service
+// port's endpoints behind a [balance.Balancer] and the transport that
+// reaches them (in the sidecar: HTTP/2 over the mesh's mTLS, pooled per
+// endpoint). [Forwarder] is the http.RoundTripper that applies a route to
+// a request: it picks a cluster by weight and an endpoint by the balancer
+// for every try, bounds the whole request by the route's timeout and each
+// try by the per-try timeout, and retries what is safe to retry within the
+// cluster's retry budget, avoiding the endpoints already tried.
+//
+// What is safe to retry: a try that never reached an endpoint (the
+// connection failed) always; a try that failed after the request may have
+// reached the app (a reset, a 5xx, a per-try timeout) only when the method
+// is idempotent or the route allows it; a gRPC UNAVAILABLE when the route
+// asks for it. Never once a response has been handed to the caller. A
+// request body is kept for a retry while it is at most [RetryBodyLimit]
+// bytes, as it streams (a streaming request is never held back); a larger
+// body is not retried.
+//
+// The package holds no sockets of its own and reads time only through the
+// standard library's timers and contexts; the sidecar wires it to the
+// configuration it receives over xDS. It may import sidecar/balance and
+// the standard library.
+package l7

@@ -1,0 +1,298 @@
+package l7
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/weftmesh/weft/sidecar/balance"
+)
+
+// ConnectError is what a Cluster's Transport returns (wrapped or not) when
+// it could not connect to the endpoint: the request never left this
+// sidecar, so it is always safe to retry.
+type ConnectError struct{ Err error }
+
+func (e *ConnectError) Error() string { return "connect: " + e.Err.Error() }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Error is a request that got no response; Status is the one to answer
+// the caller with (502, 503 or 504).
+type Error struct {
+	Route  string
+	Status int
+	Reason string // "no_backend", "no_endpoint", "connect_failure", "reset", "timeout"
+	Err    error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("l7: route %q: %s (%d): %v", e.Route, e.Reason, e.Status, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+var (
+	errPerTryTimeout = errors.New("per-try timeout")
+	errNoBackend     = errors.New("no backend with a weight")
+)
+
+// Try is one try of a request, as Forwarder.Observe sees it.
+type Try struct {
+	Route    string
+	Cluster  string
+	Endpoint netip.AddrPort
+	Attempt  int // 0 for the first try
+	Status   int // the response's status; 0 when Err
+	Err      error
+	Retry    bool // another try follows this one
+}
+
+// Forwarder applies routes to requests. The zero value is ready.
+type Forwarder struct {
+	// Rand returns a uniform integer in [0, n) for weighted splits (nil:
+	// math/rand/v2).
+	Rand func(n int) int
+	// Observe, when set, is told of every try (metrics, logs).
+	Observe func(Try)
+}
+
+// kind is how a try ended.
+type kind int
+
+const (
+	answered kind = iota
+	connectFailed
+	reset
+	timedOut // the route's timeout or the caller: never retried
+)
+
+// Forward sends req as route says and returns the response the caller
+// should get, or an *Error. The caller must close the response's body; the
+// route's timeout runs until then. req.Body is closed in every case.
+func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, error) {
+	fail := func(status int, reason string, err error) (*http.Response, error) {
+		return nil, &Error{Route: route.Name, Status: status, Reason: reason, Err: err}
+	}
+	var body *replayBody
+	if req.Body != nil && req.Body != http.NoBody {
+		body = newReplayBody(req.Body, RetryBodyLimit)
+	}
+	closeBody := func() {
+		if body != nil {
+			body.Close()
+		}
+	}
+	c := f.pickBackend(route)
+	if c == nil {
+		closeBody()
+		return fail(http.StatusServiceUnavailable, "no_backend", errNoBackend)
+	}
+	ctx, cancel := req.Context(), context.CancelFunc(func() {})
+	if route.Timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, route.Timeout)
+	}
+	c.active.Add(1)
+	finish := func() {
+		cancel()
+		c.active.Add(-1)
+		closeBody()
+	}
+	var tried []netip.AddrPort
+	retrying := false
+	for attempt := 0; ; attempt++ {
+		pick, err := c.Balancer.Pick(tried...)
+		if err != nil {
+			if retrying {
+				c.retries.Add(-1)
+			}
+			finish()
+			return fail(http.StatusServiceUnavailable, "no_endpoint", fmt.Errorf("cluster %s: %w", c.Name, err))
+		}
+		tryCtx, tryCancel := context.WithCancelCause(ctx)
+		var timer *time.Timer
+		if d := route.Retry.PerTryTimeout; d > 0 {
+			timer = time.AfterFunc(d, func() { tryCancel(errPerTryTimeout) })
+		}
+		// The response time starts when the request has a connection:
+		// a handshake is not the endpoint's slowness.
+		traced := httptrace.WithClientTrace(tryCtx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { pick.Sent() }})
+		out := req.Clone(traced)
+		out.URL.Scheme, out.URL.Host = c.Scheme, pick.Addr.String()
+		out.RequestURI = ""
+		out.GetBody = nil
+		if body != nil {
+			v, ok := body.view()
+			if !ok { // cannot happen: a retry checks replayable first
+				tryCancel(nil)
+				finish()
+				return fail(http.StatusBadGateway, "reset", errors.New("request body cannot be sent again"))
+			}
+			out.Body = v
+		}
+		resp, err := c.Transport.RoundTrip(out)
+		if timer != nil {
+			timer.Stop()
+		}
+		if retrying {
+			c.retries.Add(-1)
+			retrying = false
+		}
+		k := classify(ctx, tryCtx, err)
+		pick.Done(outcome(req.Context(), k, resp))
+		again := attempt < route.Retry.Retries &&
+			retryable(route.Retry, req.Method, k, resp) &&
+			(body == nil || body.replayable()) &&
+			ctx.Err() == nil
+		if again {
+			again = c.allowRetry()
+			retrying = again
+		}
+		if f.Observe != nil {
+			t := Try{Route: route.Name, Cluster: c.Name, Endpoint: pick.Addr, Attempt: attempt, Err: err, Retry: again}
+			if resp != nil {
+				t.Status = resp.StatusCode
+			}
+			f.Observe(t)
+		}
+		if again {
+			if resp != nil {
+				discard(resp.Body)
+			}
+			tryCancel(nil)
+			tried = append(tried, pick.Addr)
+			continue
+		}
+		if err != nil {
+			tryCancel(nil)
+			finish()
+			switch k {
+			case connectFailed:
+				return fail(http.StatusServiceUnavailable, "connect_failure", err)
+			case timedOut:
+				return fail(http.StatusGatewayTimeout, "timeout", err)
+			}
+			if errors.Is(context.Cause(tryCtx), errPerTryTimeout) {
+				return fail(http.StatusGatewayTimeout, "timeout", errPerTryTimeout)
+			}
+			return fail(http.StatusBadGateway, "reset", err)
+		}
+		resp.Body = &finishBody{ReadCloser: resp.Body, finish: func() { tryCancel(nil); finish() }}
+		return resp, nil
+	}
+}
+
+// pickBackend chooses a cluster of route by weight.
+func (f *Forwarder) pickBackend(route *Route) *Cluster {
+	var total uint64
+	for _, b := range route.Backends {
+		if b.Cluster != nil {
+			total += uint64(b.Weight)
+		}
+	}
+	if total == 0 {
+		return nil
+	}
+	rnd := f.Rand
+	if rnd == nil {
+		rnd = rand.IntN
+	}
+	n := uint64(rnd(int(total)))
+	for _, b := range route.Backends {
+		if b.Cluster == nil {
+			continue
+		}
+		if n < uint64(b.Weight) {
+			return b.Cluster
+		}
+		n -= uint64(b.Weight)
+	}
+	return nil // unreachable: n < total
+}
+
+// classify says how a try that returned err ended.
+func classify(routeCtx, tryCtx context.Context, err error) kind {
+	switch {
+	case err == nil:
+		return answered
+	case routeCtx.Err() != nil:
+		return timedOut
+	case errors.Is(context.Cause(tryCtx), errPerTryTimeout):
+		return reset
+	}
+	var ce *ConnectError
+	if errors.As(err, &ce) {
+		return connectFailed
+	}
+	return reset
+}
+
+// outcome is what the balancer learns of a try.
+func outcome(callerCtx context.Context, k kind, resp *http.Response) balance.Result {
+	switch {
+	case k == timedOut && callerCtx.Err() != nil:
+		return balance.Cancelled // the caller went away: nothing learned
+	case k != answered:
+		return balance.Failure
+	case resp.StatusCode >= 500, grpcStatus(resp) == grpcUnavailable:
+		return balance.Failure
+	}
+	return balance.Success
+}
+
+const grpcUnavailable = "14"
+
+// grpcStatus is the grpc-status of a trailers-only gRPC response (the
+// status in the response head), or "".
+func grpcStatus(resp *http.Response) string { return resp.Header.Get("Grpc-Status") }
+
+// retryable reports whether policy retries a try of method that ended so.
+func retryable(p RetryPolicy, method string, k kind, resp *http.Response) bool {
+	safe := p.NonIdempotent || idempotent(method)
+	switch k {
+	case connectFailed:
+		return p.On&ConnectFailure != 0
+	case reset:
+		return p.On&Reset != 0 && safe
+	case timedOut:
+		return false
+	}
+	if p.On&Unavailable != 0 && grpcStatus(resp) == grpcUnavailable {
+		return true
+	}
+	if !safe {
+		return false
+	}
+	s := resp.StatusCode
+	return p.On&Status5xx != 0 && s >= 500 ||
+		p.On&GatewayError != 0 && (s == 502 || s == 503 || s == 504) ||
+		p.On&RetriableStatusCodes != 0 && slices.Contains(p.StatusCodes, s)
+}
+
+// discard reads a little of a response that is not kept, so its stream
+// or connection can be reused, then closes it.
+func discard(b io.ReadCloser) {
+	io.CopyN(io.Discard, b, 4<<10)
+	b.Close()
+}
+
+// finishBody ends the request (its timeout, the cluster's count) when the
+// caller closes the response body.
+type finishBody struct {
+	io.ReadCloser
+	once   sync.Once
+	finish func()
+}
+
+func (b *finishBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.finish)
+	return err
+}
