@@ -1,9 +1,7 @@
 package injector
 
 import (
-	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,9 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
+	"github.com/weftmesh/weft/internal/testutil/golden"
+)
 
 const testImage = "weft/weft-sidecar:dev"
 
@@ -94,27 +92,14 @@ func applyPatch(t testing.TB, pod []byte, resp *admissionv1.AdmissionResponse) (
 	return &patched, out
 }
 
-// golden compares got with testdata/golden/<name>.yaml, or rewrites it.
-func golden(t *testing.T, name string, pod *corev1.Pod) {
+// checkGolden compares pod with testdata/golden/<name>.yaml (golden.Check).
+func checkGolden(t *testing.T, name string, pod *corev1.Pod) {
 	t.Helper()
 	got, err := yaml.Marshal(pod)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join("testdata", "golden", name+".yaml")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("patched pod differs from %s (run go test -update after checking):\n--- got\n%s", path, got)
-	}
+	golden.Check(t, filepath.Join("testdata", "golden", name+".yaml"), got)
 }
 
 // checkInjected verifies the invariants of an injected pod against the

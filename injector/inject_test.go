@@ -36,7 +36,7 @@ func TestInjectGolden(t *testing.T) {
 			}
 			got, patched := applyPatch(t, pod, resp)
 			checkInjected(t, o.Pod, got, tc.native)
-			golden(t, name, got)
+			checkGolden(t, name, got)
 
 			// Injecting an injected pod changes nothing.
 			again, o2 := inj.Review(reviewBody(t, patched, "demo"))
