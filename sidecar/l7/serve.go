@@ -1,0 +1,205 @@
+package l7
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Handler serves the requests of an app's connections: each request goes
+// where its route sends it (Forwarder), and the response comes back as
+// the endpoint gave it: status, headers, streamed body, trailers. A
+// request that gets no response is answered by the sidecar: 404 when no
+// route matches, 502, 503 or 504 by the forwarder's *Error; a gRPC
+// request gets HTTP 200 with the gRPC status instead (UNAVAILABLE,
+// DEADLINE_EXCEEDED, UNIMPLEMENTED for no route), as gRPC clients expect.
+type Handler struct {
+	// Route finds the route of a request, or nil.
+	Route     func(*http.Request) *Route
+	Forwarder *Forwarder
+	Logger    *slog.Logger // nil: no logs
+
+	once  sync.Once
+	proxy *httputil.ReverseProxy
+}
+
+type routeKey struct{}
+
+func (h *Handler) init() {
+	h.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// The mesh is transparent: the app's forwarding headers go
+			// on as they were (Rewrite would drop them), none are added.
+			for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v, ok := pr.In.Header[k]; ok {
+					pr.Out.Header[k] = v
+				}
+			}
+		},
+		Transport: roundTripper(func(req *http.Request) (*http.Response, error) {
+			route := req.Context().Value(routeKey{}).(*Route)
+			return h.Forwarder.Forward(route, req)
+		}),
+		ErrorHandler: h.fail,
+	}
+	if h.Logger != nil {
+		h.proxy.ErrorLog = slog.NewLogLogger(h.Logger.Handler(), slog.LevelDebug)
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.once.Do(h.init)
+	route := h.Route(r)
+	if route == nil {
+		h.answer(w, r, http.StatusNotFound, "no_route", grpcUnimplemented)
+		return
+	}
+	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, route)))
+}
+
+// gRPC status codes the sidecar answers with.
+const (
+	grpcDeadlineExceeded = 4
+	grpcUnimplemented    = 12
+	grpcUnavailableCode  = 14
+)
+
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var le *Error
+	if !errors.As(err, &le) {
+		// ReverseProxy's own failures (a response it could not copy).
+		le = &Error{Status: http.StatusBadGateway, Reason: "reset", Err: err}
+	}
+	if h.Logger != nil {
+		h.Logger.Debug("request failed", "route", le.Route, "reason", le.Reason, "err", le.Err)
+	}
+	code := grpcUnavailableCode
+	if le.Status == http.StatusGatewayTimeout {
+		code = grpcDeadlineExceeded
+	}
+	h.answer(w, r, le.Status, le.Reason, code)
+}
+
+// answer writes the sidecar's own response: an HTTP status with a one-line
+// body, or for gRPC a trailers-only response with the gRPC status.
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, status int, reason string, grpcCode int) {
+	msg := "weft: " + strings.ReplaceAll(reason, "_", " ")
+	if isGRPC(r) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", strconv.Itoa(grpcCode))
+		w.Header().Set("Grpc-Message", msg)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write([]byte(msg + "\n"))
+}
+
+func isGRPC(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return r.ProtoMajor == 2 && (ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;"))
+}
+
+// ConnServer serves app connections that the sidecar accepted (and
+// captured) with a Handler: HTTP/1.1, and HTTP/2 with prior knowledge (h2c,
+// gRPC), told apart by the connection's first bytes.
+type ConnServer struct {
+	srv *http.Server
+	ln  *connListener
+	err chan error
+}
+
+// ServerLimits bound what a client may hold (the sidecar's abuse bounds
+// applied per request).
+type ServerLimits struct {
+	// HeaderTimeout bounds the time to read a request's head.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection without requests.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request head (HTTP/1) or header list (HTTP/2).
+	MaxHeaderBytes int
+}
+
+// NewConnServer starts serving; Close stops it.
+func NewConnServer(h http.Handler, lim ServerLimits, logger *slog.Logger) *ConnServer {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	s := &ConnServer{
+		srv: &http.Server{
+			Handler:           h,
+			Protocols:         &p,
+			ReadHeaderTimeout: lim.HeaderTimeout,
+			IdleTimeout:       lim.IdleTimeout,
+			MaxHeaderBytes:    lim.MaxHeaderBytes,
+		},
+		ln:  newConnListener(),
+		err: make(chan error, 1),
+	}
+	if logger != nil {
+		s.srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
+	}
+	go func() { s.err <- s.srv.Serve(s.ln) }()
+	return s
+}
+
+// ServeConn serves c until the client or Close ends it. It does not wait.
+func (s *ConnServer) ServeConn(c net.Conn) error { return s.ln.push(c) }
+
+// Close stops accepting connections and closes the ones being served.
+func (s *ConnServer) Close() error {
+	err := s.srv.Close()
+	<-s.err
+	return err
+}
+
+// connListener is a net.Listener that yields the connections pushed to it.
+type connListener struct {
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+var errServerClosed = errors.New("l7: server closed")
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) push(c net.Conn) error {
+	select {
+	case l.ch <- c:
+		return nil
+	case <-l.done:
+		return errServerClosed
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
