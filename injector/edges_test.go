@@ -1,18 +1,17 @@
 package injector
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,40 +24,18 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
-// syncBuffer is a log sink that goroutines write while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func debugLogger(buf *syncBuffer) *slog.Logger {
+func debugLogger(buf *testutil.SyncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// waitLog waits for want in buf (polling; the deadline only bounds a
-// failing test).
-func waitLog(t *testing.T, buf *syncBuffer, want string) {
+// waitLog waits for want in buf (testutil.Eventually).
+func waitLog(t *testing.T, buf *testutil.SyncBuffer, want string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if strings.Contains(buf.String(), want) {
-			return
-		}
-	}
-	t.Fatalf("log has no %q:\n%s", want, buf.String())
+	testutil.Eventually(t, fmt.Sprintf("%q in the log", want), func() bool { return strings.Contains(buf.String(), want) })
 }
 
 // TestPortBounds: 65535 is the last port, in an annotation and in a probe
@@ -141,7 +118,7 @@ func TestKeepCABundleDefaultInterval(t *testing.T) {
 // runs; one that fails because ctx ended is not.
 func TestKeepCABundleLogsFailures(t *testing.T) {
 	const warn = "cannot ensure the webhook caBundle; retrying"
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	changed := make(chan struct{})
 	inSecond, release := make(chan struct{}), make(chan struct{})
@@ -181,7 +158,7 @@ func TestKeepCABundleLogsFailures(t *testing.T) {
 func TestKubeEventsQueueFull(t *testing.T) {
 	inj := newInjector(t, true)
 	_, skipped := inj.Review(reviewBody(t, loadPod(t, "optedout"), "demo"))
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	ev := NewKubeEvents(fake.NewClientset(), "i", debugLogger(&buf))
 	for range 256 {
 		ev.Observe(skipped)
@@ -208,7 +185,7 @@ func TestKubeEventsCreateFailureLogged(t *testing.T) {
 	cs.PrependReactor("create", "events", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, errors.New("etcd is sad")
 	})
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	ev := NewKubeEvents(cs, "i", debugLogger(&buf))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -249,7 +226,7 @@ func TestKubeEventsOverHTTP(t *testing.T) {
 	}
 	inj := newInjector(t, true)
 	_, skipped := inj.Review(reviewBody(t, loadPod(t, "optedout"), "demo"))
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	ev := NewKubeEvents(cs, "i", debugLogger(&buf))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -286,7 +263,7 @@ func TestServeListensOnAddr(t *testing.T) {
 // within 10s; a connection idles 90s at most. Without ReadHeaderTimeout
 // net/http would wait ReadTimeout for headers; without the others, forever.
 func TestServerBoundsSlowClients(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	srv := newHTTPServer(http.NotFoundHandler(), SVIDCertificates(&swappableSVIDs{}), debugLogger(&buf))
 	if srv.ReadHeaderTimeout != 5*time.Second || srv.ReadTimeout != 10*time.Second || srv.WriteTimeout != 10*time.Second || srv.IdleTimeout != 90*time.Second {
 		t.Errorf("timeouts: header %v, read %v, write %v, idle %v; want 5s, 10s, 10s, 90s",

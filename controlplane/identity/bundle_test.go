@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -194,7 +193,7 @@ func TestBundlePublisherRetriesFailedPublishes(t *testing.T) {
 					failures--
 					return true, nil, tt.err
 				})
-				var logs syncBuffer
+				var logs testutil.SyncBuffer
 				p := &BundlePublisher{Client: api, Bundle: ca.BundlePEM, HomeNamespace: "weft-system"}
 				if tt.logged {
 					p.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -217,23 +216,6 @@ func TestBundlePublisherRetriesFailedPublishes(t *testing.T) {
 			})
 		})
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestPublishWritesTheCurrentBundle(t *testing.T) {

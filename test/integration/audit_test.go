@@ -46,22 +46,11 @@ var (
 )
 
 // syncBuffer is the sidecar's stdout.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+type syncBuffer struct{ wefttest.SyncBuffer }
 
 func (s *syncBuffer) ids(t *testing.T) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
+	sc := bufio.NewScanner(bytes.NewReader(s.Bytes()))
 	for sc.Scan() {
 		var e apiaudit.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
