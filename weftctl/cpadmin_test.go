@@ -49,7 +49,7 @@ func newCPAdminWorld(t *testing.T, serverCert func(ca *certs.CA) tls.Certificate
 		t.Fatal(err)
 	}
 	w := &cpAdminWorld{bundle: ca.BundlePEM()}
-	w.clientCA, w.caKey = selfSignedCA(t)
+	w.clientCA, w.caKey = testutil.ClientCA(t, time.Now())
 	kube := testutil.FakeKube(map[string]testutil.Token{
 		"reader-token":  {User: "alice", Audiences: []string{testutil.APIServerAudience}},
 		"nobody-token":  {User: "mallory", Audiences: []string{testutil.APIServerAudience}},
@@ -82,20 +82,6 @@ func newCPAdminWorld(t *testing.T, serverCert func(ca *certs.CA) tls.Certificate
 	w.srv.StartTLS()
 	t.Cleanup(w.srv.Close)
 	return w
-}
-
-func selfSignedCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubernetes"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c, key
 }
 
 // clientCertPEM is a kubeconfig's client certificate and key for user in

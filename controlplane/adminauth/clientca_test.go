@@ -20,7 +20,7 @@ import (
 
 func TestClientCAsFollowTheAPIServersConfigMap(t *testing.T) {
 	clk := testutil.FakeClock(t)
-	ca, _ := newCA(t, clk.Now())
+	ca, _ := testutil.ClientCA(t, clk.Now())
 	kube := testutil.FakeKube(nil)
 	c := &ClientCAs{Client: kube}
 	ctx := context.Background()
@@ -52,7 +52,7 @@ func TestClientCAsFollowTheAPIServersConfigMap(t *testing.T) {
 // seconds, not at the next minute.
 func TestClientCAsRetrySoonAfterAFailedRead(t *testing.T) {
 	clk := testutil.FakeClock(t)
-	ca, _ := newCA(t, clk.Now())
+	ca, _ := testutil.ClientCA(t, clk.Now())
 	kube := testutil.FakeKube(nil)
 	var refuse atomic.Bool
 	refuse.Store(true)

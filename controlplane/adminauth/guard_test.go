@@ -61,7 +61,7 @@ func newWorld(t *testing.T, tlsOn bool) *world {
 	mux.Handle("/audit/", g.Protect(ResourceAuditEvents, secret))
 	mux.Handle("/debug/", g.Protect(ResourceDebug, secret))
 	w := &world{kube: kube, clk: clk}
-	w.ca, w.caKey = newCA(t, clk.Now())
+	w.ca, w.caKey = testutil.ClientCA(t, clk.Now())
 	if !tlsOn {
 		w.srv = httptest.NewServer(mux)
 	} else {
@@ -75,26 +75,13 @@ func newWorld(t *testing.T, tlsOn bool) *world {
 	return w
 }
 
-func newCA(t *testing.T, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubernetes"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c, key
-}
-
 // clientCert is a client certificate for user in groups signed by the
 // world's client CA (or by another CA with foreign).
 func (w *world) clientCert(t *testing.T, user string, groups []string, foreign bool) tls.Certificate {
 	t.Helper()
 	ca, caKey := w.ca, w.caKey
 	if foreign {
-		ca, caKey = newCA(t, w.clk.Now())
+		ca, caKey = testutil.ClientCA(t, w.clk.Now())
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: user, Organization: groups},
