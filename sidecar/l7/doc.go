@@ -21,8 +21,15 @@
 // bytes, as it streams (a streaming request is never held back); a larger
 // body is not retried.
 //
-// The package holds no sockets of its own and reads time only through the
-// standard library's timers and contexts; the sidecar wires it to the
-// configuration it receives over xDS. It may import sidecar/balance and
-// the standard library.
+// On the server side, [Inbound] serves what client sidecars send over
+// mTLS (HTTP/2, or HTTP/1.1) and delivers each request to the app in the
+// protocol its port declares (HTTP/1.1, or h2c for gRPC), after an
+// Authorize hook (L7 AuthorizationPolicy) allowed it. [MeshTransport] and
+// [AppTransport] are the two HTTP transports, with nothing added to or
+// taken from the exchange (no compression, no forwarding headers).
+//
+// The package dials nothing itself (the sidecar passes its mTLS and app
+// dialers) and reads time only through the standard library's timers and
+// contexts; the sidecar wires it to the configuration it receives over
+// xDS. It may import sidecar/balance, go-spiffe and the standard library.
 package l7

@@ -62,7 +62,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.once.Do(h.init)
 	route := h.Route(r)
 	if route == nil {
-		h.answer(w, r, http.StatusNotFound, "no_route", grpcUnimplemented)
+		answer(w, r, http.StatusNotFound, "no route", grpcUnimplemented)
 		return
 	}
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, route)))
@@ -88,13 +88,13 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if le.Status == http.StatusGatewayTimeout {
 		code = grpcDeadlineExceeded
 	}
-	h.answer(w, r, le.Status, le.Reason, code)
+	answer(w, r, le.Status, strings.ReplaceAll(le.Reason, "_", " "), code)
 }
 
 // answer writes the sidecar's own response: an HTTP status with a one-line
 // body, or for gRPC a trailers-only response with the gRPC status.
-func (h *Handler) answer(w http.ResponseWriter, r *http.Request, status int, reason string, grpcCode int) {
-	msg := "weft: " + strings.ReplaceAll(reason, "_", " ")
+func answer(w http.ResponseWriter, r *http.Request, status int, reason string, grpcCode int) {
+	msg := "weft: " + reason
 	if isGRPC(r) {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", strconv.Itoa(grpcCode))

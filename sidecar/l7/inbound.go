@@ -1,0 +1,206 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Peer is what the server sidecar knows of an inbound connection once its
+// mTLS handshake and connection-level checks passed.
+type Peer struct {
+	// ID is the client's SPIFFE ID, from its verified X.509-SVID.
+	ID spiffeid.ID
+	// Dst is the connection's original destination: the pod's address
+	// and the app's port that the request goes to.
+	Dst netip.AddrPort
+	// H2C: the app speaks HTTP/2 with prior knowledge on this port (gRPC,
+	// h2c); otherwise HTTP/1.1.
+	H2C bool
+}
+
+// Denied is an Authorize refusal: Policy names what refused the request.
+type Denied struct{ Policy string }
+
+func (d *Denied) Error() string { return "denied by " + d.Policy }
+
+// Inbound serves what client sidecars send over mTLS — HTTP/2 (ALPN h2)
+// or HTTP/1.1 — and delivers each request to the app in the app's
+// protocol, after authorizing it: a refused request gets 403, or for gRPC
+// PERMISSION_DENIED, and never reaches the app.
+type Inbound struct {
+	// Authorize decides a request from peer; nil allows everything, a
+	// *Denied refuses.
+	Authorize func(r *http.Request, peer Peer) error
+	// HTTP1 and H2C reach the app: the request's URL host is its address
+	// (AppTransport makes them).
+	HTTP1, H2C http.RoundTripper
+	Limits     ServerLimits
+	Logger     *slog.Logger
+
+	once  sync.Once
+	srv   *http.Server
+	ln    *connListener
+	err   chan error
+	peers sync.Map // *tls.Conn -> Peer
+	proxy *httputil.ReverseProxy
+}
+
+type peerKey struct{}
+
+func (in *Inbound) init() {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	in.ln = newConnListener()
+	in.err = make(chan error, 1)
+	in.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			peer := pr.In.Context().Value(peerKey{}).(Peer)
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", peer.Dst.String()
+			for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v, ok := pr.In.Header[k]; ok {
+					pr.Out.Header[k] = v
+				}
+			}
+		},
+		Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+			app := in.HTTP1
+			if r.Context().Value(peerKey{}).(Peer).H2C {
+				app = in.H2C
+			}
+			return app.RoundTrip(r)
+		}),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if in.Logger != nil {
+				in.Logger.Debug("app request failed", "err", err)
+			}
+			status, code := http.StatusBadGateway, grpcUnavailableCode
+			if errors.Is(err, context.DeadlineExceeded) {
+				status, code = http.StatusGatewayTimeout, grpcDeadlineExceeded
+			}
+			answer(w, r, status, "app unreachable", code)
+		},
+	}
+	in.srv = &http.Server{
+		Handler:           http.HandlerFunc(in.serve),
+		Protocols:         &p,
+		ReadHeaderTimeout: in.Limits.HeaderTimeout,
+		IdleTimeout:       in.Limits.IdleTimeout,
+		MaxHeaderBytes:    in.Limits.MaxHeaderBytes,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			peer, _ := in.peers.Load(c)
+			return context.WithValue(ctx, peerKey{}, peer)
+		},
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateClosed || s == http.StateHijacked {
+				in.peers.Delete(c)
+			}
+		},
+	}
+	if in.Logger != nil {
+		in.srv.ErrorLog = slog.NewLogLogger(in.Logger.Handler(), slog.LevelDebug)
+	}
+	go func() { in.err <- in.srv.Serve(in.ln) }()
+}
+
+// ServeConn serves c, an established mTLS connection from peer. It does
+// not wait.
+func (in *Inbound) ServeConn(c *tls.Conn, peer Peer) error {
+	in.once.Do(in.init)
+	in.peers.Store(c, peer)
+	if err := in.ln.push(c); err != nil {
+		in.peers.Delete(c)
+		return err
+	}
+	return nil
+}
+
+// Close stops serving and closes every connection.
+func (in *Inbound) Close() error {
+	in.once.Do(in.init)
+	err := in.srv.Close()
+	<-in.err
+	return err
+}
+
+func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) {
+	peer, ok := r.Context().Value(peerKey{}).(Peer)
+	if !ok {
+		answer(w, r, http.StatusForbidden, "no peer", grpcPermissionDenied)
+		return
+	}
+	if in.Authorize != nil {
+		if err := in.Authorize(r, peer); err != nil {
+			reason := "denied"
+			var d *Denied
+			if errors.As(err, &d) {
+				reason = "denied by " + d.Policy
+			}
+			answer(w, r, http.StatusForbidden, reason, grpcPermissionDenied)
+			return
+		}
+	}
+	in.proxy.ServeHTTP(w, r)
+}
+
+const grpcPermissionDenied = 7
+
+// AppTransport reaches the app: HTTP/1.1, or HTTP/2 with prior knowledge
+// when h2c, over connections that dial makes (the sidecar dials from
+// 127.0.0.6). Responses are passed as the app wrote them (no transparent
+// decompression).
+func AppTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error), h2c bool) *http.Transport {
+	var p http.Protocols
+	if h2c {
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
+	}
+	return &http.Transport{
+		Protocols:             &p,
+		DialContext:           dial,
+		DisableCompression:    true,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 0, // the route's timeout, on the client side, bounds it
+	}
+}
+
+// MeshTransport reaches server sidecars: HTTP/2 over the mTLS connections
+// that dialTLS makes (handshaken, ALPN h2), one pool per endpoint, a new
+// connection when one's concurrent streams are used up. A failed dial is
+// reported as a *ConnectError, so the forwarder may retry it.
+func MeshTransport(dialTLS func(ctx context.Context, network, addr string) (*tls.Conn, error)) *http.Transport {
+	var p http.Protocols
+	p.SetHTTP2(true)
+	return &http.Transport{
+		Protocols:          &p,
+		DisableCompression: true,
+		IdleConnTimeout:    5 * time.Minute,
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialTLS(ctx, network, addr)
+			if err != nil {
+				var ce *ConnectError
+				if !errors.As(err, &ce) {
+					err = &ConnectError{Err: err}
+				}
+				return nil, err
+			}
+			if c.ConnectionState().NegotiatedProtocol != "h2" {
+				c.Close()
+				return nil, &ConnectError{Err: errors.New("l7: the server sidecar did not negotiate h2")}
+			}
+			return c, nil
+		},
+	}
+}
