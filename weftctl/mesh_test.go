@@ -342,23 +342,7 @@ func TestExplainInjection(t *testing.T) {
 // TestProbePlaintext runs the real prober against loopback listeners
 // behaving like an app, a STRICT sidecar, and a TLS-only server.
 func TestProbePlaintext(t *testing.T) {
-	serve := func(handle func(net.Conn)) string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() { defer c.Close(); handle(c) }()
-			}
-		}()
-		return l.Addr().String()
-	}
+	serve := func(handle func(net.Conn)) string { return testutil.ServeTCP(t, handle).String() }
 	app := serve(func(c net.Conn) {
 		_, _ = c.Read(make([]byte, 512))
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
