@@ -2,16 +2,20 @@ package l7
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weftmesh/weft/sidecar/balance"
 )
@@ -49,8 +53,9 @@ type Try struct {
 	Route    string
 	Cluster  string
 	Endpoint netip.AddrPort
-	Attempt  int // 0 for the first try
-	Status   int // the response's status; 0 when Err
+	Peer     string // the endpoint's SPIFFE ID (over mTLS), or ""
+	Attempt  int    // 0 for the first try
+	Status   int    // the response's status; 0 when Err
 	Err      error
 	Retry    bool // another try follows this one
 }
@@ -105,6 +110,7 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 		c.active.Add(-1)
 		closeBody()
 	}
+	info, _ := req.Context().Value(infoKey{}).(*requestInfo)
 	var tried []netip.AddrPort
 	retrying := false
 	for attempt := 0; ; attempt++ {
@@ -123,7 +129,11 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 		}
 		// The response time starts when the request has a connection:
 		// a handshake is not the endpoint's slowness.
-		traced := httptrace.WithClientTrace(tryCtx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { pick.Sent() }})
+		var peer string
+		traced := httptrace.WithClientTrace(tryCtx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+			pick.Sent()
+			peer = peerID(i.Conn)
+		}})
 		out := req.Clone(traced)
 		out.URL.Scheme, out.URL.Host = c.Scheme, pick.Addr.String()
 		out.RequestURI = ""
@@ -155,8 +165,11 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 			again = c.allowRetry()
 			retrying = again
 		}
+		if info != nil {
+			info.dst, info.peer, info.retries = c.Name, peer, attempt
+		}
 		if f.Observe != nil {
-			t := Try{Route: route.Name, Cluster: c.Name, Endpoint: pick.Addr, Attempt: attempt, Err: err, Retry: again}
+			t := Try{Route: route.Name, Cluster: c.Name, Endpoint: pick.Addr, Peer: peer, Attempt: attempt, Err: err, Retry: again}
 			if resp != nil {
 				t.Status = resp.StatusCode
 			}
@@ -187,6 +200,23 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 		resp.Body = &finishBody{ReadCloser: resp.Body, finish: func() { tryCancel(nil); finish() }}
 		return resp, nil
 	}
+}
+
+// peerID is the SPIFFE ID of an mTLS connection's server, or "".
+func peerID(c net.Conn) string {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return ""
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return ""
+	}
+	id, err := x509svid.IDFromCert(certs[0])
+	if err != nil {
+		return ""
+	}
+	return id.String()
 }
 
 // pickBackend chooses a cluster of route by weight.

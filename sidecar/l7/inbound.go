@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -46,6 +47,8 @@ type Inbound struct {
 	HTTP1, H2C http.RoundTripper
 	Limits     ServerLimits
 	Logger     *slog.Logger
+	// Metrics counts every request (nil: none), route "inbound|<port>".
+	Metrics *Metrics
 
 	once  sync.Once
 	srv   *http.Server
@@ -139,6 +142,13 @@ func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) {
 		answer(w, r, http.StatusForbidden, "no peer", grpcPermissionDenied)
 		return
 	}
+	route := "inbound|" + strconv.Itoa(int(peer.Dst.Port()))
+	in.Metrics.serve("inbound", route, &requestInfo{peer: peer.ID.String()}, w, r, func(w http.ResponseWriter, r *http.Request) {
+		in.authorizeAndDeliver(w, r, peer)
+	})
+}
+
+func (in *Inbound) authorizeAndDeliver(w http.ResponseWriter, r *http.Request, peer Peer) {
 	if in.Authorize != nil {
 		if err := in.Authorize(r, peer); err != nil {
 			reason := "denied"

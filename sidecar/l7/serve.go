@@ -25,6 +25,8 @@ type Handler struct {
 	Route     func(*http.Request) *Route
 	Forwarder *Forwarder
 	Logger    *slog.Logger // nil: no logs
+	// Metrics counts every request (nil: none).
+	Metrics *Metrics
 
 	once  sync.Once
 	proxy *httputil.ReverseProxy
@@ -61,11 +63,19 @@ func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { retur
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.once.Do(h.init)
 	route := h.Route(r)
-	if route == nil {
-		answer(w, r, http.StatusNotFound, "no route", grpcUnimplemented)
-		return
+	name := "none"
+	if route != nil {
+		name = route.Name
 	}
-	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, route)))
+	info := &requestInfo{}
+	h.Metrics.serve("outbound", name, info, w, r, func(w http.ResponseWriter, r *http.Request) {
+		if route == nil {
+			answer(w, r, http.StatusNotFound, "no route", grpcUnimplemented)
+			return
+		}
+		ctx := context.WithValue(context.WithValue(r.Context(), routeKey{}, route), infoKey{}, info)
+		h.proxy.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // gRPC status codes the sidecar answers with.

@@ -20,23 +20,19 @@ import (
 func app(t *testing.T, route func(*http.Request) *Route) string {
 	t.Helper()
 	s := NewConnServer(&Handler{Route: route, Forwarder: &Forwarder{}}, ServerLimits{HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 64 << 10}, nil)
+	t.Cleanup(func() { s.Close() })
+	return serveOn(t, s)
+}
+
+// listen is a loopback listener closed when t ends.
+func listen(t *testing.T) net.Listener {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			if s.ServeConn(c) != nil {
-				c.Close()
-			}
-		}
-	}()
-	t.Cleanup(func() { l.Close(); s.Close() })
-	return l.Addr().String()
+	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 func static(r *Route) func(*http.Request) *Route { return func(*http.Request) *Route { return r } }

@@ -1,0 +1,113 @@
+package l7
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/weftmesh/weft/internal/metrics"
+)
+
+// Metrics are the golden signals of the HTTP data plane, per direction,
+// route, destination cluster (outbound) and peer identity: requests by
+// status class and gRPC status, latency, requests in flight, retries.
+// Every label's values come from the configuration (routes, clusters) or
+// from verified SPIFFE IDs, so the series are bounded.
+type Metrics struct {
+	requests *metrics.CounterVec
+	latency  *metrics.HistogramVec
+	inFlight *metrics.GaugeVec
+	retries  *metrics.CounterVec
+}
+
+// NewMetrics registers the families in r.
+func NewMetrics(r *metrics.Registry) (*Metrics, error) {
+	m := &Metrics{}
+	var err error
+	if m.requests, err = r.NewCounterVec("weft_sidecar_http_requests_total",
+		"HTTP requests the sidecar finished, by direction, route, destination cluster (outbound), peer SPIFFE ID, status class (2xx..5xx) and gRPC status (empty for other requests).",
+		"direction", "route", "dst", "peer", "class", "grpc_status"); err != nil {
+		return nil, err
+	}
+	if m.latency, err = r.NewHistogramVec("weft_sidecar_http_request_duration_seconds",
+		"Time from a request's head to the end of its response, by direction, route, destination cluster and status class.",
+		metrics.LatencyBuckets, "direction", "route", "dst", "class"); err != nil {
+		return nil, err
+	}
+	if m.inFlight, err = r.NewGaugeVec("weft_sidecar_http_requests_in_flight",
+		"HTTP requests being served, by direction and route.", "direction", "route"); err != nil {
+		return nil, err
+	}
+	if m.retries, err = r.NewCounterVec("weft_sidecar_http_retries_total",
+		"Tries after a request's first, by route and destination cluster.", "route", "dst"); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// requestInfo is what the forwarder learns of a request for its metrics:
+// the cluster it went to, the server's identity, the retries.
+type requestInfo struct {
+	dst, peer string
+	retries   int
+}
+
+type infoKey struct{}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach Flush and the deadlines.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// record counts one finished request.
+func (m *Metrics) record(direction, route string, info *requestInfo, w *statusWriter, start time.Time) {
+	class := "5xx" // a handler that panicked (an aborted response) wrote nothing final
+	if s := w.status; s >= 100 && s < 600 {
+		class = strconv.Itoa(s/100) + "xx"
+	}
+	h := w.Header()
+	gs := h.Get("Grpc-Status")
+	if gs == "" {
+		gs = h.Get(http.TrailerPrefix + "Grpc-Status")
+	}
+	m.requests.With(direction, route, info.dst, info.peer, class, gs).Inc()
+	m.latency.With(direction, route, info.dst, class).Observe(time.Since(start).Seconds())
+	if info.retries > 0 {
+		m.retries.With(route, info.dst).Add(uint64(info.retries))
+	}
+}
+
+// serve runs next for one request, counted in m (nil: not counted).
+func (m *Metrics) serve(direction, route string, info *requestInfo, w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request)) {
+	if m == nil {
+		next(w, r)
+		return
+	}
+	start := time.Now()
+	g := m.inFlight.With(direction, route)
+	g.Inc()
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		g.Dec()
+		m.record(direction, route, info, sw, start)
+	}()
+	next(sw, r)
+}

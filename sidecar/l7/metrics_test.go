@@ -1,0 +1,119 @@
+package l7
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/weftmesh/weft/internal/metrics"
+	"github.com/weftmesh/weft/internal/testutil"
+)
+
+// The golden signals on both sides of the mesh path: requests by class
+// and gRPC status with the destination and the peer's SPIFFE ID, latency,
+// nothing left in flight, retries.
+func TestGoldenMetrics(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	appSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/fail":
+			w.WriteHeader(503)
+		case "/grpc":
+			w.Header().Set("Trailer", "Grpc-Status")
+			w.WriteHeader(200)
+			w.Header().Set("Grpc-Status", "5")
+		default:
+			io.WriteString(w, "ok")
+		}
+	}))
+	t.Cleanup(appSrv.Close)
+	appAddr := netip.MustParseAddrPort(appSrv.Listener.Addr().String())
+	server := newServerSidecar(t, ca, appAddr, false, func(r *http.Request) bool { return r.URL.Path == "/admin" })
+	serverReg := metrics.NewRegistry()
+	sm, err := NewMetrics(serverReg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server.in.Metrics = sm
+
+	clientReg := metrics.NewRegistry()
+	cm, err := NewMetrics(clientReg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := meshCluster(t, ca, server)
+	route := &Route{Name: "server-route", Retry: RetryPolicy{Retries: 1, On: GatewayError}, Backends: []Backend{{Cluster: cl, Weight: 1}}}
+	s := NewConnServer(&Handler{Route: func(r *http.Request) *Route {
+		if r.URL.Path == "/unrouted" {
+			return nil
+		}
+		return route
+	}, Forwarder: &Forwarder{}, Metrics: cm}, ServerLimits{}, nil)
+	t.Cleanup(func() { s.Close() })
+	addr := serveOn(t, s)
+	client := oneConn(t, false)
+	for _, path := range []string{"/", "/", "/admin", "/fail", "/grpc", "/unrouted"} {
+		resp, err := client.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+
+	srvID, cliID := serverID.String(), clientID.String()
+	dst := cl.Name
+	for _, tc := range []struct {
+		reg    *metrics.Registry
+		labels []string
+		want   float64
+	}{
+		{clientReg, []string{"outbound", "server-route", dst, srvID, "2xx", ""}, 2},
+		{clientReg, []string{"outbound", "server-route", dst, srvID, "4xx", ""}, 1},
+		{clientReg, []string{"outbound", "server-route", dst, srvID, "5xx", ""}, 1},
+		{clientReg, []string{"outbound", "server-route", dst, srvID, "2xx", "5"}, 1},
+		{clientReg, []string{"outbound", "none", "", "", "4xx", ""}, 1},
+		{serverReg, []string{"inbound", fmt.Sprintf("inbound|%d", appAddr.Port()), "", cliID, "2xx", ""}, 2},
+		{serverReg, []string{"inbound", fmt.Sprintf("inbound|%d", appAddr.Port()), "", cliID, "4xx", ""}, 1},
+		{serverReg, []string{"inbound", fmt.Sprintf("inbound|%d", appAddr.Port()), "", cliID, "5xx", ""}, 2}, // the 503 and its retry
+		{serverReg, []string{"inbound", fmt.Sprintf("inbound|%d", appAddr.Port()), "", cliID, "2xx", "5"}, 1},
+	} {
+		if got, _ := tc.reg.Value("weft_sidecar_http_requests_total", tc.labels...); got != tc.want {
+			t.Errorf("requests_total%v = %v, want %v", tc.labels, got, tc.want)
+		}
+	}
+	if got, _ := clientReg.Value("weft_sidecar_http_retries_total", "server-route", dst); got != 1 {
+		t.Errorf("retries_total = %v, want 1 (the 503 of a GET)", got)
+	}
+	if got, _ := clientReg.Value("weft_sidecar_http_requests_in_flight", "outbound", "server-route"); got != 0 {
+		t.Errorf("in flight after every response: %v", got)
+	}
+	var buf bytes.Buffer
+	clientReg.WriteTo(&buf)
+	if want := fmt.Sprintf(`weft_sidecar_http_request_duration_seconds_count{direction="outbound",route="server-route",dst=%q,class="2xx"} 3`, dst); !strings.Contains(buf.String(), want) {
+		t.Errorf("exposition lacks %s:\n%s", want, buf.String())
+	}
+}
+
+// serveOn puts s behind a loopback listener and returns its address.
+func serveOn(t *testing.T, s *ConnServer) string {
+	t.Helper()
+	l := listen(t)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if s.ServeConn(c) != nil {
+				c.Close()
+			}
+		}
+	}()
+	return l.Addr().String()
+}
