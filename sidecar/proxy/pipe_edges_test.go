@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// loopbackPipe is pipe between two loopback TCP connections: client is
+// the downstream peer's end, app the upstream peer's. done is closed once
+// both directions have ended.
+func loopbackPipe(t *testing.T, env pipeEnv) (client, app *net.TCPConn, kick func(), done chan struct{}) {
+	t.Helper()
+	client, down := sniffPair(t)
+	app, up := sniffPair(t)
+	var toUp, toDown atomic.Int64
+	done = make(chan struct{})
+	kick = pipe(down, up, &toUp, &toDown, func(bool, int) {}, env, func() { close(done) })
+	return client, app, kick, done
+}
+
+// waitDone fails the test unless done closes (a bound for a failing
+// test, not a timing assertion: the pipe ends as soon as its cause).
+func waitDone(t *testing.T, done <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the pipe did not end: %s", what)
+	}
+}
+
+// pingBothWays sends a line each way through the pipe and checks it arrives.
+func pingBothWays(t *testing.T, client, app net.Conn) {
+	t.Helper()
+	for _, d := range []struct{ from, to net.Conn }{{client, app}, {app, client}} {
+		if _, err := d.from.Write([]byte("ping\n")); err != nil {
+			t.Fatal(err)
+		}
+		_ = d.to.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, 5)
+		if _, err := io.ReadFull(d.to, b); err != nil || string(b) != "ping\n" {
+			t.Fatalf("read %q, %v: want ping", b, err)
+		}
+	}
+}
+
+// TestResetSourceEndsBothDirections: an error reading one side (the app
+// resets its connection) ends the whole pipe, though the other side sends
+// nothing and keeps its connection open; it is not taken for an EOF,
+// which would only half-close.
+func TestResetSourceEndsBothDirections(t *testing.T) {
+	var run sync.WaitGroup
+	client, app, _, done := loopbackPipe(t, pipeEnv{run: &run})
+	pingBothWays(t, client, app)
+	_ = app.SetLinger(0)
+	app.Close() // RST
+	waitDone(t, done, "the app reset its connection")
+	run.Wait()
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("client read %d bytes after the app reset, want its connection closed", n)
+	}
+}
+
+// TestKickedFlowsCarryOnWithoutParking: a kicked pipe (its connection is
+// being closed) never parks again: its flows, silent past the idle period,
+// carry on without a deadline and forward whatever comes until the close.
+func TestKickedFlowsCarryOnWithoutParking(t *testing.T) {
+	pk, err := newParker()
+	if err != nil {
+		t.Skipf("no parker here: %v", err)
+	}
+	defer pk.close()
+	var parked sync.WaitGroup
+	parked.Go(func() { _ = pk.run() })
+	var run sync.WaitGroup
+	client, app, kick, done := loopbackPipe(t, pipeEnv{run: &run, park: pk, idle: 10 * time.Millisecond})
+	pingBothWays(t, client, app)
+	kick()                             // the sockets stay open
+	time.Sleep(100 * time.Millisecond) // ten idle periods: each flow tried to park, and was refused
+	if n := pk.parkedFlows(); n != 0 {
+		t.Fatalf("%d flows parked after kick, want none", n)
+	}
+	pingBothWays(t, client, app)
+	client.Close()
+	app.Close()
+	waitDone(t, done, "both peers closed")
+	run.Wait()
+	if err := pk.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	parked.Wait()
+}
+
+// growingSource is a TLS source as copyGrowing sees one: every Read
+// returns what it holds, up to the buffer, all of it already decrypted
+// (readBuffered's reads under a past deadline get it too).
+type growingSource struct {
+	data []byte
+	// clearErr fails SetReadDeadline(time.Time{}), the clearing of the
+	// deadline readBuffered set.
+	clearErr error
+}
+
+func (s *growingSource) Read(p []byte) (int, error) {
+	if len(s.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.data)
+	s.data = s.data[n:]
+	return n, nil
+}
+
+func (s *growingSource) SetReadDeadline(t time.Time) error {
+	if t.IsZero() {
+		return s.clearErr
+	}
+	return nil
+}
+
+// TestCopyGrowingSwitchesToARecordBuffer: a read that fills the small
+// buffer moves to a record-sized one, topped up at once with what the
+// source already holds (no extra write for the switch); a short read
+// gives it back; EOF ends the copy without an empty chunk.
+func TestCopyGrowingSwitchesToARecordBuffer(t *testing.T) {
+	data := make([]byte, 2*recordSize+recordSize/2)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	src := &growingSource{data: bytes.Clone(data)}
+	var chunks []int
+	var got []byte
+	err := copyGrowing(src, func(b []byte) error {
+		chunks = append(chunks, len(b))
+		got = append(got, b...)
+		return nil
+	}, nil)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("copyGrowing: %v, copied %d of %d bytes", err, len(got), len(data))
+	}
+	if want := []int{recordSize, recordSize, recordSize / 2}; !slices.Equal(chunks, want) {
+		t.Fatalf("chunks %v, want %v", chunks, want)
+	}
+}
+
+// TestReadBufferedReportsAnUnclearedDeadline: when the past deadline that
+// readBuffered set cannot be cleared, it says so (the next read would time
+// out at once), with the bytes it read.
+func TestReadBufferedReportsAnUnclearedDeadline(t *testing.T) {
+	stuck := errors.New("deadline stuck")
+	src := &growingSource{data: []byte("hello"), clearErr: stuck}
+	b := make([]byte, 16)
+	if n, err := readBuffered(src, b); n != 5 || !errors.Is(err, stuck) {
+		t.Fatalf("readBuffered: %d, %v: want 5 bytes and %v", n, err, stuck)
+	}
+	if n, err := readBuffered(bytes.NewReader([]byte("hello")), b); n != 0 || err != nil {
+		t.Fatalf("readBuffered of a source without deadlines: %d, %v: want nothing read", n, err)
+	}
+}
