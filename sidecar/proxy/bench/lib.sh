@@ -65,20 +65,25 @@ child() {
 	return 1
 }
 
-# wait_line FILE TEXT: waits up to 10 s for TEXT in FILE.
+# wait_line FILE TEXT [SECS]: waits up to SECS (10) s for TEXT in FILE.
 wait_line() {
-	for _ in $(seq 10000); do
+	local end=$((SECONDS + ${3:-10}))
+	while [ "$SECONDS" -le "$end" ]; do
 		grep -q "$2" "$1" 2>/dev/null && return 0
-		sleep 0.001
+		sleep 0.01
 	done
 	echo "run.sh: timed out waiting for '$2' in $1" >&2
 	return 1
 }
 
-# wait_port PORT: waits up to 10 s for a listener on 127.0.0.1:PORT.
+# wait_port PORT: waits up to 10 s for a listener on 127.0.0.1:PORT. It
+# asks the kernel (ss) and never connects: a probe connection to a proxy's
+# listener goes on through the proxy to the app, and an iperf3 server
+# started meanwhile (-1: one test) took the probe for its one client, so
+# the real client found no server ("control socket has closed").
 wait_port() {
 	for _ in $(seq 1000); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null | grep -F "127.0.0.1:$1 ")" ] && return 0
 		sleep 0.01
 	done
 	echo "run.sh: nothing listens on 127.0.0.1:$1" >&2
@@ -111,5 +116,20 @@ kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.3f\n", k / 1024 }'; }
 
 # kib_per_conn KIB_BEFORE KIB_AFTER N: (after − before) / N, in KiB.
 kib_per_conn() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.3f\n", (b - a) / n }'; }
+
+# gone PID [SECS]: waits up to SECS (30) s for PID to exit (a zombie
+# counts as gone); fails, saying so, when it has not. A proxy's pid is
+# timeout's child, not ours, so `wait` cannot tell when its listeners are
+# free; the next configuration binds the same ports.
+gone() {
+	local end=$((SECONDS + ${2:-30})) stat
+	while [ "$SECONDS" -le "$end" ]; do
+		stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+		[ "$(awk '{print $1}' <<<"${stat##*) }")" != Z ] || return 0
+		sleep 0.01
+	done
+	echo "run.sh: pid $1 still running after ${2:-30} s" >&2
+	return 1
+}
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }

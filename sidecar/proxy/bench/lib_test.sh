@@ -88,7 +88,32 @@ check "wait_line sees a line written later" wait_line "$T/log" ready
 # --- run.sh uses lib.sh's helpers, not copies of its own.
 check "run.sh parses" bash -n "$HERE/run.sh"
 check "run.sh sources lib.sh" grep -q '^\. "$HERE/lib.sh"' "$HERE/run.sh"
-check "run.sh defines none of lib.sh's helpers" fails grep -Eq '^(child|cpu_ticks|rss_kib|record|record_rows|fail_rep|wait_line|wait_port)\(\)' "$HERE/run.sh"
+check "wait_line gives up after its SECS" fails wait_line "$T/log" never-written 1
+
+# --- wait_port: a listener is seen without connecting to it.
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True)
+time.sleep(30)
+' >"$T/port" &
+KIDS+=($!)
+for _ in $(seq 200); do [ -s "$T/port" ] && break; sleep 0.01; done
+port=$(cat "$T/port")
+check "wait_port sees a listener" wait_port "$port"
+check "wait_port did not connect to it" eq "$(ss -Htn state established "( dport = :$port )" | wc -l)" 0
+
+# --- gone: waits for a pid that is not our child to end.
+sleep 0.3 &
+short=$!
+check "gone returns once the process has ended" gone "$short" 5
+sleep 60 &
+long=$!
+KIDS+=("$long")
+check "gone fails on a process that stays" fails gone "$long" 1
+kill "$long"
+
+check "run.sh defines none of lib.sh's helpers" fails grep -Eq '^(child|cpu_ticks|rss_kib|record|record_rows|fail_rep|wait_line|wait_port|gone)\(\)' "$HERE/run.sh"
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -117,12 +117,17 @@ start() {
 	local name=$1 cpu=$2
 	shift 2
 	rm -f "$LOG/$name.log"
-	taskset -c "$cpu" nice -n "$NICE" timeout 600 "$@" >"$LOG/$name.log" 2>&1 &
+	taskset -c "$cpu" nice -n "$NICE" timeout "${RUN_TIMEOUT:-600}" "$@" >"$LOG/$name.log" 2>&1 &
 	STARTED=$!
 	PIDS+=("$STARTED")
 }
-# stop PID: ends one process started here.
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# stop PID: ends one process started here (timeout's pid, or a proxy's under
+# it), and waits until it is gone: the next configuration takes its ports.
+stop() {
+	kill "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	gone "$1" || die "pid $1 did not exit within 30 s of SIGTERM"
+}
 # (child, wait_line, wait_port, rss_kib, cpu_ticks, record, fail_rep: lib.sh)
 
 # weft_pair APPPORT [NAME]: starts the client sidecar on 15001 and the
@@ -305,7 +310,9 @@ fortio() { # NAME PORT CONNS [CLIENT_PROXY_PID SERVER_PROXY_PID]
 }
 if [[ " $SECTIONS " == *" latency "* ]]; then
 SECTION=latency
-start fortio-server "$CPU_SERVER" "$BIN/fortio" server -http-port 127.0.0.1:8080 -grpc-port disabled -redirect-port disabled
+# The servers live for the whole section (RUN_TIMEOUT: start's bound):
+# with BEFORE, a latency repetition is six 20-s fortio runs.
+RUN_TIMEOUT=$((REPS * 900)) start fortio-server "$CPU_SERVER" "$BIN/fortio" server -http-port 127.0.0.1:8080 -grpc-port disabled -redirect-port disabled
 FS=$STARTED
 wait_port 8080 || die "fortio server never listened"
 for REP in $(seq "$REPS"); do
@@ -340,7 +347,7 @@ fi
 NICE=0
 if [[ " $SECTIONS " == *" idle "* ]]; then
 SECTION=idle
-start echo "$CPU_SERVER" "$BIN/pair" -mode echo -listen 127.0.0.1:7000
+RUN_TIMEOUT=$((REPS * 900)) start echo "$CPU_SERVER" "$BIN/pair" -mode echo -listen 127.0.0.1:7000
 EC=$STARTED
 wait_line "$LOG/echo.log" ready || die "echo server never became ready"
 for REP in $(seq "$REPS"); do
@@ -355,7 +362,7 @@ for REP in $(seq "$REPS"); do
 		rm -f "$LOG/hold.log"
 		start hold "$CPU_CLIENT" "$BIN/pair" -mode hold -to 127.0.0.1:15001 -n "$HOLD_N" -for $((SETTLE + 30))s
 		HD=$STARTED
-		if ! wait_line "$LOG/hold.log" "holding $HOLD_N"; then
+		if ! wait_line "$LOG/hold.log" "holding $HOLD_N" 120; then
 			fail_rep hold "did not hold $HOLD_N connections: $(tail -c 300 "$LOG/hold.log" 2>/dev/null)"
 			stop "$HD"; stop "$WC"; stop "$WS"
 			continue

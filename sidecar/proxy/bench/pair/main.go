@@ -307,7 +307,10 @@ func runHold(ctx context.Context, addr string, n int, d time.Duration) error {
 			c.Close()
 		}
 	}()
-	one := []byte{'x'}
+	// A zero byte is no HTTP method nor a TLS record: the sniffer decides at
+	// once (a letter could start a request line, and it would wait
+	// SniffTimeout for more: 200 ms per connection).
+	one := []byte{0}
 	for i := range n {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
