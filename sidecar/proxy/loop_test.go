@@ -176,7 +176,7 @@ func TestPendingConnectionsCapped(t *testing.T) {
 	for range 3 {
 		held = append(held, stalledHello(t, in, "127.0.0.1"))
 	}
-	time.Sleep(100 * time.Millisecond) // the three are accepted and pending
+	testutil.Eventually(t, "the three accepted and pending", func() bool { return pd.p.open.Load() == 3 })
 	if c := stalledHello(t, in, "127.0.0.1"); !closedSoon(c) {
 		t.Fatal("a fourth stalled handshake from one source was kept")
 	}
@@ -187,7 +187,7 @@ func TestPendingConnectionsCapped(t *testing.T) {
 	}
 	// 3 + 1 open: one more fits under MaxConnections 5, then none.
 	held = append(held, other, stalledHello(t, in, "127.0.0.3"))
-	time.Sleep(100 * time.Millisecond)
+	testutil.Eventually(t, "five connections open", func() bool { return pd.p.open.Load() == 5 })
 	if c := stalledHello(t, in, "127.0.0.4"); !closedSoon(c) {
 		t.Fatal("a sixth connection past MaxConnections 5 was kept")
 	}
@@ -196,9 +196,7 @@ func TestPendingConnectionsCapped(t *testing.T) {
 		c.Close()
 	}
 	// Once they are gone, the source is admitted again.
-	for i := 0; i < 200 && pd.p.open.Load() > 1; i++ {
-		time.Sleep(25 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the held connections closed", func() bool { return pd.p.open.Load() <= 1 })
 	if c := stalledHello(t, in, "127.0.0.1"); closedSoon(c) {
 		t.Fatalf("the source was refused after its connections closed (overload %v, open %d)",
 			pd.counter("connection_failures", inbound, reasonOverload), pd.p.open.Load())
