@@ -46,13 +46,7 @@ func newPairTo(t *testing.T, appPort uint16, mod func(*Config)) *meshPair {
 // waitParked waits until pd has want flows parked.
 func waitParked(t *testing.T, pd *pod, want int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for pd.p.ParkedFlows() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d parked flows, want %d", pd.id, pd.p.ParkedFlows(), want)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(t, fmt.Sprintf("%d parked flows in %s", want, pd.id), func() bool { return pd.p.ParkedFlows() == want })
 }
 
 // TestIdleFlowsParkAndResume: once a connection is idle, all four of its
@@ -97,8 +91,9 @@ func TestParkedTransferIsByteExact(t *testing.T) {
 		if _, err := c.Write(part); err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
-		if i%2 == 0 {
-			time.Sleep(30 * time.Millisecond) // long enough to park
+		if i%2 == 0 { // the part echoed, the flows park before the next
+			waitParked(t, mp.a, 2)
+			waitParked(t, mp.b, 2)
 		}
 	}
 	c.CloseWrite()
