@@ -73,7 +73,8 @@ func TestGRPCThroughThePair(t *testing.T) {
 		healthpb.HealthCheckResponse_NOT_SERVING, healthpb.HealthCheckResponse_SERVING}
 	for i, st := range want {
 		if i > 0 {
-			time.Sleep(60 * time.Millisecond) // the stream idles: its flows park
+			waitParked(t, mp.a, 2) // the stream idles: its flows park
+			waitParked(t, mp.b, 2)
 			hs.SetServingStatus("shop", st)
 		}
 		r, err := w.Recv()
