@@ -29,11 +29,11 @@ func (e *ConnectError) Error() string { return "connect: " + e.Err.Error() }
 func (e *ConnectError) Unwrap() error { return e.Err }
 
 // Error is a request that got no response; Status is the one to answer
-// the caller with (502, 503 or 504).
+// the caller with (502, 503 or 504; 499 when the caller is gone).
 type Error struct {
 	Route  string
 	Status int
-	Reason string // "no_backend", "no_endpoint", "connect_failure", "reset", "timeout"
+	Reason string // "no_backend", "no_endpoint", "connect_failure", "reset", "timeout", "client_cancelled"
 	Err    error
 }
 
@@ -42,6 +42,10 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// statusClientClosed is the status recorded for a request whose caller
+// went away before its response (nginx's 499; nothing is sent).
+const statusClientClosed = 499
 
 var (
 	errPerTryTimeout = errors.New("per-try timeout")
@@ -190,6 +194,11 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 			case connectFailed:
 				return fail(http.StatusServiceUnavailable, "connect_failure", err)
 			case timedOut:
+				if req.Context().Err() != nil {
+					// The caller went away (or half-closed: net/http
+					// cancels on the client's EOF); nobody reads this.
+					return fail(statusClientClosed, "client_cancelled", err)
+				}
 				return fail(http.StatusGatewayTimeout, "timeout", err)
 			}
 			if errors.Is(context.Cause(tryCtx), errPerTryTimeout) {

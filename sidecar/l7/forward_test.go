@@ -30,7 +30,7 @@ type endpoint struct {
 	handle atomic.Pointer[http.HandlerFunc]
 }
 
-func newEndpoint(t *testing.T, h http.HandlerFunc) *endpoint {
+func newEndpoint(t testing.TB, h http.HandlerFunc) *endpoint {
 	t.Helper()
 	e := &endpoint{}
 	e.set(h)
@@ -67,7 +67,7 @@ func status(code int) http.HandlerFunc {
 
 // transport reaches the test endpoints over HTTP/2 and TLS; a failed dial
 // is a *ConnectError, as the sidecar's dialer reports it.
-func transport(t *testing.T, e *endpoint) http.RoundTripper {
+func transport(t testing.TB, e *endpoint) http.RoundTripper {
 	t.Helper()
 	tr := e.srv.Client().Transport.(*http.Transport).Clone()
 	var p http.Protocols
@@ -91,7 +91,7 @@ func transport(t *testing.T, e *endpoint) http.RoundTripper {
 	return tr
 }
 
-func cluster(t *testing.T, name string, eps []*endpoint, extra ...netip.AddrPort) *Cluster {
+func cluster(t testing.TB, name string, eps []*endpoint, extra ...netip.AddrPort) *Cluster {
 	t.Helper()
 	b := balance.New(balance.Config{Rand: rand.New(rand.NewPCG(7, 11)).IntN})
 	var addrs []netip.AddrPort

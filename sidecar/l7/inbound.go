@@ -108,6 +108,7 @@ func (in *Inbound) init() {
 			if s == http.StateClosed || s == http.StateHijacked {
 				in.peers.Delete(c)
 			}
+			in.ln.state(c, s)
 		},
 	}
 	if in.Logger != nil {
@@ -116,12 +117,12 @@ func (in *Inbound) init() {
 	go func() { in.err <- in.srv.Serve(in.ln) }()
 }
 
-// ServeConn serves c, an established mTLS connection from peer. It does
-// not wait.
+// ServeConn serves c, an established mTLS connection from peer, and
+// returns when the server is done with it.
 func (in *Inbound) ServeConn(c *tls.Conn, peer Peer) error {
 	in.once.Do(in.init)
 	in.peers.Store(c, peer)
-	if err := in.ln.push(c); err != nil {
+	if err := in.ln.serve(c); err != nil {
 		in.peers.Delete(c)
 		return err
 	}

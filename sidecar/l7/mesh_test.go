@@ -62,31 +62,17 @@ func newServerSidecar(t *testing.T, ca *certs.CA, app netip.AddrPort, h2c bool, 
 		},
 		Limits: ServerLimits{HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute},
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = netip.MustParseAddrPort(l.Addr().String())
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				tc := tls.Server(c, cfg)
-				if tc.HandshakeContext(context.Background()) != nil {
-					c.Close()
-					return
-				}
-				id, err := x509svid.IDFromCert(tc.ConnectionState().PeerCertificates[0])
-				if err != nil || s.in.ServeConn(tc, Peer{ID: id, Dst: app, H2C: h2c}) != nil {
-					c.Close()
-				}
-			}()
+	s.addr = testutil.ServeTCP(t, func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		if tc.HandshakeContext(context.Background()) != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() { l.Close(); s.in.Close() })
+		id, err := x509svid.IDFromCert(tc.ConnectionState().PeerCertificates[0])
+		if err == nil {
+			s.in.ServeConn(tc, Peer{ID: id, Dst: app, H2C: h2c})
+		}
+	})
+	t.Cleanup(func() { s.in.Close() })
 	return s
 }
 

@@ -99,21 +99,3 @@ func TestGoldenMetrics(t *testing.T) {
 		t.Errorf("exposition lacks %s:\n%s", want, buf.String())
 	}
 }
-
-// serveOn puts s behind a loopback listener and returns its address.
-func serveOn(t *testing.T, s *ConnServer) string {
-	t.Helper()
-	l := listen(t)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			if s.ServeConn(c) != nil {
-				c.Close()
-			}
-		}
-	}()
-	return l.Addr().String()
-}

@@ -159,6 +159,7 @@ func NewConnServer(h http.Handler, lim ServerLimits, logger *slog.Logger) *ConnS
 		ln:  newConnListener(),
 		err: make(chan error, 1),
 	}
+	s.srv.ConnState = s.ln.state
 	if logger != nil {
 		s.srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 	}
@@ -166,8 +167,9 @@ func NewConnServer(h http.Handler, lim ServerLimits, logger *slog.Logger) *ConnS
 	return s
 }
 
-// ServeConn serves c until the client or Close ends it. It does not wait.
-func (s *ConnServer) ServeConn(c net.Conn) error { return s.ln.push(c) }
+// ServeConn serves c and returns when the server is done with it: the
+// client closed it, a timeout or Close ended it.
+func (s *ConnServer) ServeConn(c net.Conn) error { return s.ln.serve(c) }
 
 // Close stops accepting connections and closes the ones being served.
 func (s *ConnServer) Close() error {
@@ -176,11 +178,36 @@ func (s *ConnServer) Close() error {
 	return err
 }
 
-// connListener is a net.Listener that yields the connections pushed to it.
+// connListener is a net.Listener that yields the connections served
+// through it, and tells serve when the http.Server is done with each
+// (its ConnState hook).
 type connListener struct {
 	ch     chan net.Conn
 	done   chan struct{}
 	closed sync.Once
+	conns  sync.Map // net.Conn -> chan struct{}, closed when the server is done with it
+}
+
+// serve hands c to the server and waits until the server is done with it.
+func (l *connListener) serve(c net.Conn) error {
+	end := make(chan struct{})
+	l.conns.Store(c, end)
+	if err := l.push(c); err != nil {
+		l.conns.Delete(c)
+		return err
+	}
+	<-end
+	return nil
+}
+
+// state is the http.Server's ConnState hook.
+func (l *connListener) state(c net.Conn, s http.ConnState) {
+	if s != http.StateClosed && s != http.StateHijacked {
+		return
+	}
+	if end, ok := l.conns.LoadAndDelete(c); ok {
+		close(end.(chan struct{}))
+	}
 }
 
 var errServerClosed = errors.New("l7: server closed")

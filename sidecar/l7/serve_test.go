@@ -9,9 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // app starts a ConnServer for route behind a loopback listener, as the
@@ -24,15 +27,10 @@ func app(t *testing.T, route func(*http.Request) *Route) string {
 	return serveOn(t, s)
 }
 
-// listen is a loopback listener closed when t ends.
-func listen(t *testing.T) net.Listener {
+// serveOn puts s behind a loopback listener and returns its address.
+func serveOn(t *testing.T, s *ConnServer) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
+	return testutil.ServeTCP(t, func(c net.Conn) { s.ServeConn(c) }).String()
 }
 
 func static(r *Route) func(*http.Request) *Route { return func(*http.Request) *Route { return r } }
@@ -248,6 +246,8 @@ func TestHeadersPassUnchanged(t *testing.T) {
 	}
 }
 
+// withConnTrace records the local address of every connection a client
+// request gets.
 func withConnTrace(ctx context.Context, conns map[string]bool) context.Context {
-	return httptraceGotConn(ctx, func(local string) { conns[local] = true })
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conns[i.Conn.LocalAddr().String()] = true }})
 }
