@@ -33,7 +33,8 @@ import (
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/controlplane/registry"
 	"github.com/weftmesh/weft/controlplane/streamauth"
-	"github.com/weftmesh/weft/controlplane/xds"
+	"github.com/weftmesh/weft/controlplane/xds/ads"
+	"github.com/weftmesh/weft/controlplane/xds/translate"
 	"github.com/weftmesh/weft/internal/version"
 )
 
@@ -142,7 +143,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	translator := &xds.Translator{Snapshot: mesh.Current, Bundle: ca.BundlePEM,
+	gen := &translate.Generator{Snapshot: mesh.Current, Bundle: ca.BundlePEM,
 		ControlPlaneAddr: names.ControlPlaneAddr(cfg.Namespace)}
 	// Who may hold a pod's ADS and audit streams: its SVID, its token
 	// (which its app containers do not have), from its IP; until the pod
@@ -152,7 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	xs, err := xds.New(xds.Config{Generator: translator, Authorizer: streams, Bundle: caBundle{ca},
+	xs, err := ads.New(ads.Config{Generator: gen, Authorizer: streams, Bundle: caBundle{ca},
 		Logger: log.With("component", "xds"), Clock: cfg.Clock, Registerer: reg, Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay})
 	if err != nil {
 		return err

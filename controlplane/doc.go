@@ -6,8 +6,8 @@
 //     published to every namespace that has injection on
 //     (controlplane/identity);
 //   - the mesh model built from informers (controlplane/registry);
-//   - the translator and the ADS server (controlplane/xds), pushed after
-//     every registry change;
+//   - the translator (controlplane/xds/translate) and the ADS server
+//     (controlplane/xds), pushed after every registry change;
 //   - the authorization of the sidecars' ADS and audit streams
 //     (controlplane/streamauth);
 //   - the egress audit store, the access-log service that fills it, its

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/controlplane/xds"
+	"github.com/weftmesh/weft/controlplane/xds/translate"
 )
 
 var (
@@ -35,7 +36,7 @@ const (
 // pushBase are the baselines, measured directly on the same cluster.
 type pushBase struct {
 	registryMs float64 // Update → new snapshot published, nothing else running (p50)
-	generateMs float64 // Translator.Generate for one sidecar (p50)
+	generateMs float64 // translate.Generator.Generate for one sidecar (p50)
 	resources  int     // what Generate returns for one sidecar
 	bytes      int
 	heapBase   uint64 // HeapInuse after GC: fake API server + registry, no xDS
@@ -43,7 +44,7 @@ type pushBase struct {
 
 // BenchmarkEndpointChurnPush: 1,000 Services × 10 endpoints and 100 client
 // pods (-push.clients) in a fake API server; a registry on it; the xDS
-// server with Translator, streamauth and the control plane's TLS on
+// server with translate.Generator, streamauth and the control plane's TLS on
 // 127.0.0.1; one delta ADS client per client pod, each with its own SVID,
 // all synced. Then -push.changes EndpointSlice updates through the fake
 // clientset, each measured from the Update call until each client receives
@@ -93,7 +94,7 @@ func (env *pushEnv) baselines(b *testing.B) pushBase {
 	base.registryMs = pctMs(reg, 0.5)
 
 	p := env.clients[0]
-	tr := &xds.Translator{Snapshot: env.reg.Current, Bundle: env.ca.BundlePEM, ControlPlaneAddr: pushCPAddr}
+	tr := &translate.Generator{Snapshot: env.reg.Current, Bundle: env.ca.BundlePEM, ControlPlaneAddr: pushCPAddr}
 	node := xds.Node{Name: p.name, Namespace: p.ns, ID: p.id}
 	res, err := tr.Generate(node)
 	if err != nil {

@@ -48,6 +48,8 @@ import (
 	"github.com/weftmesh/weft/controlplane/registry"
 	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/controlplane/xds"
+	"github.com/weftmesh/weft/controlplane/xds/ads"
+	"github.com/weftmesh/weft/controlplane/xds/translate"
 	"github.com/weftmesh/weft/internal/testutil"
 )
 
@@ -266,7 +268,7 @@ func claEndpoints(cla *endpointv3.ClusterLoadAssignment) []*endpointv3.LbEndpoin
 // ---- the xDS server, wired as Run wires it ----
 
 type pushServer struct {
-	xs    *xds.Server
+	xs    *ads.Server
 	prom  *prometheus.Registry
 	addr  string
 	roots *x509.CertPool
@@ -300,7 +302,7 @@ func (t pushToken) GetRequestMetadata(context.Context, ...string) (map[string]st
 }
 func (pushToken) RequireTransportSecurity() bool { return true }
 
-// startXDS serves xds.Server (Translator over the registry, streamauth
+// startXDS serves ads.Server (translate.Generator over the registry, streamauth
 // over pushPods, caBundle, the control plane's server TLS and interceptor) on 127.0.0.1,
 // and forwards every published snapshot to Changed as Run does.
 func (env *pushEnv) startXDS(tb testing.TB, debounce time.Duration) *pushServer {
@@ -309,13 +311,13 @@ func (env *pushEnv) startXDS(tb testing.TB, debounce time.Duration) *pushServer 
 	for _, r := range env.ca.Roots() {
 		ps.roots.AddCert(r)
 	}
-	tr := &xds.Translator{Snapshot: env.reg.Current, Bundle: env.ca.BundlePEM, ControlPlaneAddr: pushCPAddr}
+	tr := &translate.Generator{Snapshot: env.reg.Current, Bundle: env.ca.BundlePEM, ControlPlaneAddr: pushCPAddr}
 	pods := pushPods{registryPods{env.reg}}
 	auth, err := streamauth.New(streamauth.Config{Authenticator: pods, Pods: pods, Bundle: caBundle{env.ca}})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ps.xs, err = xds.New(xds.Config{Generator: tr, Authorizer: auth, Bundle: caBundle{env.ca},
+	ps.xs, err = ads.New(ads.Config{Generator: tr, Authorizer: auth, Bundle: caBundle{env.ca},
 		Registerer: ps.prom, Debounce: debounce})
 	if err != nil {
 		tb.Fatal(err)

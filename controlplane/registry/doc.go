@@ -10,7 +10,7 @@
 // Snapshot.Rejected, and reported on the object itself (status condition
 // Accepted=False) and with a Kubernetes Event; the rest is served.
 //
-// The model carries no Envoy types: controlplane/xds translates it. This
+// The model carries no Envoy types: controlplane/xds/translate translates it. This
 // package imports api/v1alpha1 and Kubernetes client libraries only, nothing
 // else of weft's.
 package registry

@@ -1,5 +1,5 @@
 // Package streamauth decides who may hold a pod's long-lived streams to
-// the control plane — ADS (controlplane/xds) and the egress audit stream
+// the control plane — ADS (controlplane/xds/ads) and the egress audit stream
 // (controlplane/audit) — and ends a stream when that stops being true.
 //
 // # Why the SVID is not enough
@@ -35,7 +35,7 @@
 //     neither a token nor an SVID carried off the pod works elsewhere
 //     (PermissionDenied).
 //
-// The stream's node ID must then name the token's pod: controlplane/xds and
+// The stream's node ID must then name the token's pod: controlplane/xds/ads and
 // controlplane/audit check that against [Grant.Pod] and [Grant.Namespace]. A pod sharing a
 // ServiceAccount with another cannot claim the other's node ID, since its
 // token names itself.

@@ -1,84 +1,32 @@
-// Package xds serves weft's configuration to sidecars over the Aggregated
-// Discovery Service, and turns the mesh model into Envoy v3 resources for
-// each sidecar (the translator). The contract between the two sides is
-// sidecar/xds/README.md; docs/architecture.md ("The xDS contract") sums it
-// up.
+// Package xds is the contract inside the control plane between the
+// translator (controlplane/xds/translate), which turns the mesh model into
+// Envoy v3 resources, and the ADS server (controlplane/xds/ads), which
+// serves them: a sidecar's [Node], its [Resources], the [Generator] that
+// makes one from the other, and the node ID's syntax ([NodeID],
+// [ParseNodeID]). It holds no logic of either side, so each imports it and
+// neither imports the other.
 //
-// # Server and translator
+// # Generated resources are immutable
 //
-// The server half holds: the go-control-plane snapshot cache and ADS server
-// (state-of-the-world and delta), the authentication of streams, one
-// snapshot per connected sidecar, the debounce of model changes, and ACK and
-// NACK tracking with its metrics and [Server.Status].
+// A resource a Generator returns, and every message it points to, is never
+// modified afterwards: not by the generator in a later call, not by the
+// server, not by go-control-plane (they only read and marshal it). Code
+// that wants to change a generated resource must proto.Clone it first.
 //
-// The translator half ([Translator], translate*.go) is pure: registry
-// snapshot in, Envoy resources out, no client-go and no goroutines; its
-// output is golden-tested under testdata/golden.
+// The translator relies on this to hand the SAME proto pointers to many
+// sidecars and to keep them across registry snapshots (translate/shared.go);
+// the server relies on it to cache what it computes of a shared resource
+// (deterministic encoding, version, validation, references) by pointer
+// identity, without looking at its content again (ads/snapshot.go). A
+// generator says which resources it shares with a method
+// SharedResources() func(types.Resource) bool; the server caches only
+// those, and computes everything afresh for any other resource or generator.
 //
-// Imports: go-control-plane, go-spiffe, gRPC, Prometheus, k8s.io/utils/clock,
-// apimachinery's name validation, and controlplane/registry's model types
-// and api/v1alpha1's kind names (translator only), controlplane/streamauth (the
-// streams' authorization, shared with the audit stream), internal/peersvid
-// (the stream's client SVID). The server half never touches the model:
-// it gets resources through the [Generator] interface, and the
-// authorizer's pod lookup is implemented by the wiring in controlplane;
-// trust comes in as an x509bundle.Source. Not certs.
+// Tests: translate's TestGeneratedResourcesNeverChange (deep copies taken at
+// every Generate stay equal to what was returned, across later generations
+// from related snapshots) and ads's TestSharedResourcesCachedByPointer (the
+// server's reliance on pointer identity).
 //
-// # Protocol
-//
-// Node ID. A sidecar's node ID is "<pod>.<namespace>". Pod names are DNS
-// subdomains and may contain dots; namespaces are DNS labels and cannot, so
-// [ParseNodeID] splits at the last dot.
-//
-// Authentication. The gRPC port also serves the certificate service, whose
-// callers have no certificate yet, so TLS only requests a client
-// certificate. [Server.StreamInterceptor] refuses ADS streams without one
-// (Unauthenticated) before go-control-plane sees them, and [Server.Register]
-// serves ADS behind controlplane/streamauth ([Config.Authorizer]): a stream
-// needs the pod's projected token (audience weft-ca, mounted into weft-proxy
-// only) besides the SVID, which the pod's apps hold too, from one of the
-// pod's IPs; see that package for every check. The first request's node
-// ID must parse (else InvalidArgument) and name the token's pod (else
-// PermissionDenied: a pod of the same ServiceAccount cannot claim a
-// sibling's node). A later request on the same stream naming another node
-// is refused (PermissionDenied). A stream ends, with the grant's status,
-// when its pod is deleted or replaced or its client certificate expires;
-// the refusal and closure are logged and counted alike.
-//
-// Snapshots. Build, validate, publish: on a node's first request and after
-// every debounced change, the Generator's output is checked (known type
-// URLs, every resource of the type its URL says, named, unique names,
-// ValidateAll, snapshot Consistent) and only then set in the cache. A
-// failing Generate or validation is logged, counted in
-// weft_xds_generate_errors_total, shown in Status, and the node keeps its
-// last good snapshot; a node whose first generation fails gets no response
-// until a later one succeeds. Each type's version is a hash of its content,
-// so a regeneration that changes nothing for a node publishes nothing and
-// pushes nothing to it. Types the Generator leaves out are served empty.
-// The Generator should build Any fields with deterministic marshalling, or
-// map-valued fields will look like changes. The snapshot of a node is
-// cleared when its last stream closes.
-//
-// Debounce. [Server.Changed] never blocks. Regeneration of every connected
-// node starts Config.Debounce (100ms) after the last change, and at most
-// Config.MaxDelay (1s) after the first change of a burst, so continuous
-// churn still converges. Changes during a round start the next one.
-//
-// ACK and NACK. Per node and type the server records the last version sent,
-// the last version ACKed and the last NACK (version, the sidecar's
-// error_detail message, time); the state is SYNCED (ACKed what it should
-// run), NACKED (rejected the latest version it was sent) or STALE. SotW
-// requests are matched by response_nonce, delta requests likewise; stale
-// nonces are ignored, as go-control-plane ignores them. A resumed SotW
-// stream's version_info counts as ACKed. NACKs are logged at warn with the
-// sidecar's message and counted in weft_xds_nacks_total{type}. The metric
-// has no per-sidecar label: pod names would make its cardinality
-// unbounded; the per-sidecar detail is in [Server.Status], which
-// /debug/status serves. Label values are a fixed set of type names ("other"
-// for anything a client invents).
-//
-// Metrics: weft_xds_connected_sidecars, weft_xds_pushes_total{type},
-// weft_xds_nacks_total{type}, weft_xds_generate_errors_total,
-// weft_xds_refused_streams_total{code},
-// weft_xds_regenerate_duration_seconds.
+// Imports: go-control-plane's resource types, go-spiffe's spiffeid and
+// apimachinery's name validation. No gRPC, no goroutines.
 package xds

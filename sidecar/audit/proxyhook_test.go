@@ -24,7 +24,7 @@ import (
 	apiaudit "github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/sidecar/audit"
 	"github.com/weftmesh/weft/sidecar/proxy"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 type noSVID struct{}
@@ -62,31 +62,31 @@ func echoServer(t *testing.T) netip.AddrPort {
 	return netip.MustParseAddrPort(l.Addr().String())
 }
 
-func hookConfig(echo netip.AddrPort) *xds.Config {
-	meta := func(policy, rule, decision string) *xds.EgressMeta {
-		return &xds.EgressMeta{Policy: policy, Rule: rule, Decision: decision}
+func hookConfig(echo netip.AddrPort) *model.Config {
+	meta := func(policy, rule, decision string) *model.EgressMeta {
+		return &model.EgressMeta{Policy: policy, Rule: rule, Decision: decision}
 	}
 	pfx := []netip.Prefix{netip.PrefixFrom(echo.Addr(), 32)}
-	registryOnly := &xds.EgressMeta{Decision: "deny", Outbound: "REGISTRY_ONLY"}
-	return &xds.Config{
-		Outbound: &xds.Listener{Name: xds.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
-			Chains: []*xds.FilterChain{
-				{Name: "egress|P|http", Match: xds.ChainMatch{DestPort: echo.Port(), Prefixes: pfx, TransportProtocol: "raw_buffer",
-					AppProtocols: []string{"http/1.1", "h2c"}}, Target: xds.Target{RouteConfig: "egress|P", StripAnyHostPort: true},
+	registryOnly := &model.EgressMeta{Decision: "deny", Outbound: "REGISTRY_ONLY"}
+	return &model.Config{
+		Outbound: &model.Listener{Name: model.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
+			Chains: []*model.FilterChain{
+				{Name: "egress|P|http", Match: model.ChainMatch{DestPort: echo.Port(), Prefixes: pfx, TransportProtocol: "raw_buffer",
+					AppProtocols: []string{"http/1.1", "h2c"}}, Target: model.Target{RouteConfig: "egress|P", StripAnyHostPort: true},
 					AccessLog: true, Egress: registryOnly},
-				{Name: "egress|P|plain|allow|lab/db#0", Match: xds.ChainMatch{DestPort: echo.Port(), Prefixes: pfx, TransportProtocol: "raw_buffer"},
-					Target: xds.Target{Cluster: "PassthroughCluster"}, AccessLog: true, Egress: meta("lab/db", "0", "allow")},
+				{Name: "egress|P|plain|allow|lab/db#0", Match: model.ChainMatch{DestPort: echo.Port(), Prefixes: pfx, TransportProtocol: "raw_buffer"},
+					Target: model.Target{Cluster: "PassthroughCluster"}, AccessLog: true, Egress: meta("lab/db", "0", "allow")},
 			},
-			Default: &xds.FilterChain{Name: "egress|default", Target: xds.Target{Cluster: "BlackHoleCluster"}, AccessLog: true, Egress: registryOnly},
+			Default: &model.FilterChain{Name: "egress|default", Target: model.Target{Cluster: "BlackHoleCluster"}, AccessLog: true, Egress: registryOnly},
 		},
-		Clusters: map[string]*xds.Cluster{
-			"PassthroughCluster": {Name: "PassthroughCluster", Kind: xds.KindOriginalDst, ConnectTimeout: time.Second},
-			"BlackHoleCluster":   {Name: "BlackHoleCluster", Kind: xds.KindBlackhole},
+		Clusters: map[string]*model.Cluster{
+			"PassthroughCluster": {Name: "PassthroughCluster", Kind: model.KindOriginalDst, ConnectTimeout: time.Second},
+			"BlackHoleCluster":   {Name: "BlackHoleCluster", Kind: model.KindBlackhole},
 		},
-		Routes: map[string]*xds.RouteConfig{"egress|P": {Name: "egress|P", VirtualHosts: []*xds.VirtualHost{
+		Routes: map[string]*model.RouteConfig{"egress|P": {Name: "egress|P", VirtualHosts: []*model.VirtualHost{
 			{Name: "api.example.com", Domains: []string{"api.example.com"}, Cluster: "PassthroughCluster", Egress: meta("lab/web", "1", "audit")},
 			{Name: "*", Domains: []string{"*"}, Egress: registryOnly,
-				Deny: &xds.DirectResponse{Status: 403, Body: "weft: egress to this host denied by outbound policy REGISTRY_ONLY\n"}},
+				Deny: &model.DirectResponse{Status: 403, Body: "weft: egress to this host denied by outbound policy REGISTRY_ONLY\n"}},
 		}}},
 	}
 }
@@ -105,7 +105,7 @@ func TestProxyHookRecordsEgressConnections(t *testing.T) {
 	}
 	cfg := hookConfig(echo)
 	px, err := proxy.New(proxy.Config{SVID: noSVID{}, Bundle: noSVID{}, TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
-		Config: func() *xds.Config { return cfg }, InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "-",
+		Config: func() *model.Config { return cfg }, InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "-",
 		OriginalDst: func(*net.TCPConn) (netip.AddrPort, error) { mu.Lock(); defer mu.Unlock(); return dst, nil },
 		Audit:       func(e apiaudit.Event) { rec.Record(e); events <- e }})
 	if err != nil {

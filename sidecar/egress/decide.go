@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // Action is what happens to an egress connection.
@@ -68,7 +68,7 @@ type Conn struct {
 // Decide decides a connection to dst with TLS SNI sni (TLS when not empty)
 // or, for plaintext HTTP, Host host; with neither it is raw TCP to dst.
 // For TLS without SNI, HTTP CONNECT or explicit ALPN use [DecideConn].
-func Decide(cfg *xds.Config, dst netip.AddrPort, sni, host string) Decision {
+func Decide(cfg *model.Config, dst netip.AddrPort, sni, host string) Decision {
 	return DecideConn(cfg, Conn{Dst: dst, SNI: sni, Host: host})
 }
 
@@ -78,7 +78,7 @@ func Decide(cfg *xds.Config, dst netip.AddrPort, sni, host string) Decision {
 // [NameUnknown]'s decision where that is stricter.
 // Without a configuration or a matching chain the answer is Deny (the proxy
 // closes such connections).
-func DecideConn(cfg *xds.Config, c Conn) Decision {
+func DecideConn(cfg *model.Config, c Conn) Decision {
 	if cfg == nil || cfg.Outbound == nil {
 		return Decision{Action: Deny, Reason: "egress: no outbound listener configured"}
 	}
@@ -97,7 +97,7 @@ func DecideConn(cfg *xds.Config, c Conn) Decision {
 
 // ForChain reads the decision off the chain fc the proxy chose; for an HTTP
 // chain host (the request's Host, normalised here) picks the virtual host.
-func ForChain(cfg *xds.Config, fc *xds.FilterChain, host string) Decision {
+func ForChain(cfg *model.Config, fc *model.FilterChain, host string) Decision {
 	if fc.Egress == nil {
 		return Decision{Action: NotEgress, Chain: fc.Name, Reason: "egress: chain " + fc.Name + " is not an egress chain"}
 	}
@@ -107,7 +107,7 @@ func ForChain(cfg *xds.Config, fc *xds.FilterChain, host string) Decision {
 	if rcName := fc.Target.RouteConfig; rcName != "" {
 		return forRoute(cfg, d, rcName, HostName(host))
 	}
-	if cl := cfg.Clusters[fc.Target.Cluster]; cl == nil || cl.Kind == xds.KindBlackhole {
+	if cl := cfg.Clusters[fc.Target.Cluster]; cl == nil || cl.Kind == model.KindBlackhole {
 		// Fail closed: whatever the metadata says, nothing leaves.
 		d.Action = Deny
 		d.Reason = "egress: chain " + fc.Name + " goes to " + fc.Target.Cluster
@@ -115,7 +115,7 @@ func ForChain(cfg *xds.Config, fc *xds.FilterChain, host string) Decision {
 	return d
 }
 
-func forRoute(cfg *xds.Config, d Decision, rcName, host string) Decision {
+func forRoute(cfg *model.Config, d Decision, rcName, host string) Decision {
 	rc := cfg.Routes[rcName]
 	switch {
 	case rc == nil:
@@ -135,7 +135,7 @@ func forRoute(cfg *xds.Config, d Decision, rcName, host string) Decision {
 
 // forVirtualHost reads the decision for host off virtual host vh of route
 // configuration rcName; d is the chain's.
-func forVirtualHost(cfg *xds.Config, d Decision, rcName string, vh *xds.VirtualHost, host string) Decision {
+func forVirtualHost(cfg *model.Config, d Decision, rcName string, vh *model.VirtualHost, host string) Decision {
 	if vh.Egress != nil {
 		chain := d.Chain
 		d = fromMeta(vh.Egress)
@@ -143,7 +143,7 @@ func forVirtualHost(cfg *xds.Config, d Decision, rcName string, vh *xds.VirtualH
 	}
 	d.Route = vh.Name
 	d.Reason = "egress: " + rcName + " virtual host " + vh.Name + " " + d.Action.String() + "s " + host
-	if vh.Deny != nil || vh.Cluster == "" || cfg.Clusters[vh.Cluster] == nil || cfg.Clusters[vh.Cluster].Kind == xds.KindBlackhole {
+	if vh.Deny != nil || vh.Cluster == "" || cfg.Clusters[vh.Cluster] == nil || cfg.Clusters[vh.Cluster].Kind == model.KindBlackhole {
 		d.Action = Deny
 		if vh.Deny != nil {
 			d.Reason = strings.TrimSpace(vh.Deny.Body)
@@ -152,7 +152,7 @@ func forVirtualHost(cfg *xds.Config, d Decision, rcName string, vh *xds.VirtualH
 	return d
 }
 
-func fromMeta(m *xds.EgressMeta) Decision {
+func fromMeta(m *model.EgressMeta) Decision {
 	d := Decision{Policy: m.Policy, Rule: m.Rule, Outbound: m.Outbound}
 	switch m.Decision {
 	case "allow":

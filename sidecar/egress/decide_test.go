@@ -5,59 +5,59 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // testConfig is an outbound listener shaped as the translator writes it
-// (controlplane/xds golden "client"), with REGISTRY_ONLY as outbound policy.
-func testConfig() *xds.Config {
+// (controlplane/xds/translate golden "client"), with REGISTRY_ONLY as outbound policy.
+func testConfig() *model.Config {
 	pfx := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
-	meta := func(policy, rule, decision string) *xds.EgressMeta {
-		return &xds.EgressMeta{Policy: policy, Rule: rule, Decision: decision}
+	meta := func(policy, rule, decision string) *model.EgressMeta {
+		return &model.EgressMeta{Policy: policy, Rule: rule, Decision: decision}
 	}
-	pass, hole := xds.Target{Cluster: "PassthroughCluster"}, xds.Target{Cluster: "BlackHoleCluster"}
-	registryOnly := &xds.EgressMeta{Decision: "deny", Outbound: "REGISTRY_ONLY"}
-	return &xds.Config{
-		Outbound: &xds.Listener{
-			Name: xds.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
-			Chains: []*xds.FilterChain{
-				{Name: "outbound|80|server.demo", Match: xds.ChainMatch{DestPort: 80, Prefixes: pfx("198.19.0.10/32")},
-					Target: xds.Target{Cluster: "outbound|80|server.demo"}},
-				{Name: "passthrough|443|kubernetes.default", Match: xds.ChainMatch{DestPort: 443, Prefixes: pfx("198.19.0.1/32")},
+	pass, hole := model.Target{Cluster: "PassthroughCluster"}, model.Target{Cluster: "BlackHoleCluster"}
+	registryOnly := &model.EgressMeta{Decision: "deny", Outbound: "REGISTRY_ONLY"}
+	return &model.Config{
+		Outbound: &model.Listener{
+			Name: model.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
+			Chains: []*model.FilterChain{
+				{Name: "outbound|80|server.demo", Match: model.ChainMatch{DestPort: 80, Prefixes: pfx("198.19.0.10/32")},
+					Target: model.Target{Cluster: "outbound|80|server.demo"}},
+				{Name: "passthrough|443|kubernetes.default", Match: model.ChainMatch{DestPort: 443, Prefixes: pfx("198.19.0.1/32")},
 					Target: pass},
-				{Name: "egress|443|tls|allow|demo/p#0", Match: xds.ChainMatch{DestPort: 443, TransportProtocol: "tls",
+				{Name: "egress|443|tls|allow|demo/p#0", Match: model.ChainMatch{DestPort: 443, TransportProtocol: "tls",
 					ServerNames: []string{"api.example.com"}}, Target: pass, AccessLog: true, Egress: meta("demo/p", "0", "allow")},
-				{Name: "egress|443|tls|allow|demo/p#1", Match: xds.ChainMatch{DestPort: 443, TransportProtocol: "tls",
+				{Name: "egress|443|tls|allow|demo/p#1", Match: model.ChainMatch{DestPort: 443, TransportProtocol: "tls",
 					ServerNames: []string{"*.example.com"}}, Target: pass, AccessLog: true, Egress: meta("demo/p", "1", "allow")},
-				{Name: "egress|443|tls|deny|demo/p#2", Match: xds.ChainMatch{DestPort: 443, TransportProtocol: "tls",
+				{Name: "egress|443|tls|deny|demo/p#2", Match: model.ChainMatch{DestPort: 443, TransportProtocol: "tls",
 					ServerNames: []string{"bad.example.com"}}, Target: hole, AccessLog: true, Egress: meta("demo/p", "2", "deny")},
-				{Name: "egress|80|http|deny", Match: xds.ChainMatch{DestPort: 80, TransportProtocol: "raw_buffer",
-					AppProtocols: []string{"http/1.1", "h2c"}}, Target: xds.Target{RouteConfig: "egress|80", StripAnyHostPort: true},
+				{Name: "egress|80|http|deny", Match: model.ChainMatch{DestPort: 80, TransportProtocol: "raw_buffer",
+					AppProtocols: []string{"http/1.1", "h2c"}}, Target: model.Target{RouteConfig: "egress|80", StripAnyHostPort: true},
 					AccessLog: true, Egress: registryOnly},
-				{Name: "egress|9000|tcp|audit|demo/lab#0", Match: xds.ChainMatch{DestPort: 9000, Prefixes: pfx("198.18.100.0/24")},
+				{Name: "egress|9000|tcp|audit|demo/lab#0", Match: model.ChainMatch{DestPort: 9000, Prefixes: pfx("198.18.100.0/24")},
 					Target: pass, AccessLog: true, Egress: meta("demo/lab", "0", "audit")},
-				{Name: "egress|443|tcp|allow|demo/v6#0", Match: xds.ChainMatch{DestPort: 443, Prefixes: pfx("2001:db8::/32")},
+				{Name: "egress|443|tcp|allow|demo/v6#0", Match: model.ChainMatch{DestPort: 443, Prefixes: pfx("2001:db8::/32")},
 					Target: pass, AccessLog: true, Egress: meta("demo/v6", "0", "allow")},
-				{Name: "egress|8443|tls|allow|demo/broken#0", Match: xds.ChainMatch{DestPort: 8443}, Target: hole,
+				{Name: "egress|8443|tls|allow|demo/broken#0", Match: model.ChainMatch{DestPort: 8443}, Target: hole,
 					AccessLog: true, Egress: meta("demo/broken", "0", "allow")},
 			},
-			Default: &xds.FilterChain{Name: "egress|default", Target: hole, AccessLog: true, Egress: registryOnly},
+			Default: &model.FilterChain{Name: "egress|default", Target: hole, AccessLog: true, Egress: registryOnly},
 		},
-		Clusters: map[string]*xds.Cluster{
-			"PassthroughCluster":      {Name: "PassthroughCluster", Kind: xds.KindOriginalDst},
-			"BlackHoleCluster":        {Name: "BlackHoleCluster", Kind: xds.KindBlackhole},
-			"outbound|80|server.demo": {Name: "outbound|80|server.demo", Kind: xds.KindEDS},
+		Clusters: map[string]*model.Cluster{
+			"PassthroughCluster":      {Name: "PassthroughCluster", Kind: model.KindOriginalDst},
+			"BlackHoleCluster":        {Name: "BlackHoleCluster", Kind: model.KindBlackhole},
+			"outbound|80|server.demo": {Name: "outbound|80|server.demo", Kind: model.KindEDS},
 		},
-		Routes: map[string]*xds.RouteConfig{
-			"egress|80": {Name: "egress|80", VirtualHosts: []*xds.VirtualHost{
+		Routes: map[string]*model.RouteConfig{
+			"egress|80": {Name: "egress|80", VirtualHosts: []*model.VirtualHost{
 				{Name: "api.example.com", Domains: []string{"api.example.com"}, Cluster: "PassthroughCluster",
 					Egress: meta("demo/p", "3", "allow")},
 				{Name: "audit.example.com", Domains: []string{"audit.example.com"}, Cluster: "PassthroughCluster",
 					Egress: meta("demo/lab", "1", "audit")},
 				{Name: "evil.example.com", Domains: []string{"evil.example.com"}, Egress: meta("demo/p", "4", "deny"),
-					Deny: &xds.DirectResponse{Status: 403, Body: "weft: egress to evil.example.com denied by demo/p rule 4\n"}},
+					Deny: &model.DirectResponse{Status: 403, Body: "weft: egress to evil.example.com denied by demo/p rule 4\n"}},
 				{Name: "*", Domains: []string{"*"}, Egress: registryOnly,
-					Deny: &xds.DirectResponse{Status: 403, Body: "weft: egress to this host denied by outbound policy REGISTRY_ONLY\n"}},
+					Deny: &model.DirectResponse{Status: 403, Body: "weft: egress to this host denied by outbound policy REGISTRY_ONLY\n"}},
 			}},
 		},
 	}
@@ -132,7 +132,7 @@ func TestDecide(t *testing.T) {
 }
 
 func TestDecideWithoutConfig(t *testing.T) {
-	for _, cfg := range []*xds.Config{nil, {}} {
+	for _, cfg := range []*model.Config{nil, {}} {
 		if d := Decide(cfg, netip.MustParseAddrPort("1.2.3.4:443"), "api.example.com", ""); d.Action != Deny {
 			t.Errorf("Decide without outbound listener = %+v, want deny", d)
 		}
@@ -182,21 +182,21 @@ func TestActionString(t *testing.T) {
 }
 
 // allowAny is testConfig with ALLOW_ANY as outbound policy.
-func allowAny() *xds.Config {
+func allowAny() *model.Config {
 	cfg := testConfig()
-	cfg.Outbound.Default = &xds.FilterChain{Name: "egress|default", Target: xds.Target{Cluster: "PassthroughCluster"},
-		AccessLog: true, Egress: &xds.EgressMeta{Decision: "allow", Outbound: "ALLOW_ANY"}}
+	cfg.Outbound.Default = &model.FilterChain{Name: "egress|default", Target: model.Target{Cluster: "PassthroughCluster"},
+		AccessLog: true, Egress: &model.EgressMeta{Decision: "allow", Outbound: "ALLOW_ANY"}}
 	return cfg
 }
 
 func TestNameUnknown(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	// The chain a connection without a name takes.
-	nameless := func(cfg *xds.Config, dst netip.AddrPort) *xds.FilterChain {
+	nameless := func(cfg *model.Config, dst netip.AddrPort) *model.FilterChain {
 		return cfg.Outbound.Match(dst, "raw_buffer", "", nil)
 	}
-	chain := func(cfg *xds.Config, name string) func(*xds.Config, netip.AddrPort) *xds.FilterChain {
-		return func(*xds.Config, netip.AddrPort) *xds.FilterChain {
+	chain := func(cfg *model.Config, name string) func(*model.Config, netip.AddrPort) *model.FilterChain {
+		return func(*model.Config, netip.AddrPort) *model.FilterChain {
 			for _, fc := range cfg.Outbound.Chains {
 				if fc.Name == name {
 					return fc
@@ -210,39 +210,39 @@ func TestNameUnknown(t *testing.T) {
 	auditOnly := allowAny()
 	for _, fc := range auditOnly.Outbound.Chains {
 		if fc.Name == "egress|443|tls|deny|demo/p#2" {
-			fc.Target = xds.Target{Cluster: "PassthroughCluster"}
-			fc.Egress = &xds.EgressMeta{Policy: "demo/watch", Rule: "0", Decision: "audit", Mode: "Audit"}
+			fc.Target = model.Target{Cluster: "PassthroughCluster"}
+			fc.Egress = &model.EgressMeta{Policy: "demo/watch", Rule: "0", Decision: "audit", Mode: "Audit"}
 		}
 	}
 	// Only Allow rules name hosts on 443: nothing to evade.
 	allowOnly := allowAny()
-	allowOnly.Outbound.Chains = slices.DeleteFunc(allowOnly.Outbound.Chains, func(fc *xds.FilterChain) bool {
+	allowOnly.Outbound.Chains = slices.DeleteFunc(allowOnly.Outbound.Chains, func(fc *model.FilterChain) bool {
 		return fc.Name == "egress|443|tls|deny|demo/p#2"
 	})
 	// A CIDR rule allows 2001:db8::/32 on 443, and the translator repeats
 	// the Deny rule by name inside that range.
 	cidr := allowAny()
-	cidr.Outbound.Chains = append(cidr.Outbound.Chains, &xds.FilterChain{Name: "egress|443|tls|deny|demo/p#2|v6",
-		Match:  xds.ChainMatch{DestPort: 443, Prefixes: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}, TransportProtocol: "tls", ServerNames: []string{"bad.example.com"}},
-		Target: xds.Target{Cluster: "BlackHoleCluster"}, Egress: &xds.EgressMeta{Policy: "demo/p", Rule: "2", Decision: "deny"}})
+	cidr.Outbound.Chains = append(cidr.Outbound.Chains, &model.FilterChain{Name: "egress|443|tls|deny|demo/p#2|v6",
+		Match:  model.ChainMatch{DestPort: 443, Prefixes: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}, TransportProtocol: "tls", ServerNames: []string{"bad.example.com"}},
+		Target: model.Target{Cluster: "BlackHoleCluster"}, Egress: &model.EgressMeta{Policy: "demo/p", Rule: "2", Decision: "deny"}})
 	open := allowAny()
 	// An Audit policy's defaultAction Deny decides what no rule names: the
 	// default chain audits, naming that policy's rule "default".
 	auditDefault := allowAny()
-	auditDefault.Outbound.Default.Egress = &xds.EgressMeta{Policy: "demo/watch", Rule: "default", Decision: "audit", Mode: "Audit"}
+	auditDefault.Outbound.Default.Egress = &model.EgressMeta{Policy: "demo/watch", Rule: "default", Decision: "audit", Mode: "Audit"}
 	// Two Enforce Deny rules by name on 443, listed in the reverse of
 	// policy order: the decision names the first by policy, then rule.
 	tie := allowAny()
-	tie.Outbound.Chains = append([]*xds.FilterChain{{Name: "egress|443|tls|deny|demo/z#0",
-		Match:  xds.ChainMatch{DestPort: 443, TransportProtocol: "tls", ServerNames: []string{"z.example.com"}},
-		Target: xds.Target{Cluster: "BlackHoleCluster"}, Egress: &xds.EgressMeta{Policy: "demo/z", Rule: "0", Decision: "deny"}}, {Name: "egress|443|tls|deny|demo/p#10",
-		Match:  xds.ChainMatch{DestPort: 443, TransportProtocol: "tls", ServerNames: []string{"ten.example.com"}},
-		Target: xds.Target{Cluster: "BlackHoleCluster"}, Egress: &xds.EgressMeta{Policy: "demo/p", Rule: "10", Decision: "deny"}}}, tie.Outbound.Chains...)
+	tie.Outbound.Chains = append([]*model.FilterChain{{Name: "egress|443|tls|deny|demo/z#0",
+		Match:  model.ChainMatch{DestPort: 443, TransportProtocol: "tls", ServerNames: []string{"z.example.com"}},
+		Target: model.Target{Cluster: "BlackHoleCluster"}, Egress: &model.EgressMeta{Policy: "demo/z", Rule: "0", Decision: "deny"}}, {Name: "egress|443|tls|deny|demo/p#10",
+		Match:  model.ChainMatch{DestPort: 443, TransportProtocol: "tls", ServerNames: []string{"ten.example.com"}},
+		Target: model.Target{Cluster: "BlackHoleCluster"}, Egress: &model.EgressMeta{Policy: "demo/p", Rule: "10", Decision: "deny"}}}, tie.Outbound.Chains...)
 	tests := []struct {
 		name   string
-		cfg    *xds.Config
+		cfg    *model.Config
 		dst    netip.AddrPort
-		chain  func(*xds.Config, netip.AddrPort) *xds.FilterChain
+		chain  func(*model.Config, netip.AddrPort) *model.FilterChain
 		ok     bool
 		action Action
 		policy string
@@ -321,10 +321,10 @@ func TestDecideConnNameUnknown(t *testing.T) {
 // its metadata says.
 func TestDecideRouteFailsClosed(t *testing.T) {
 	dst := netip.MustParseAddrPort("93.184.216.34:80")
-	httpChain := func(cfg *xds.Config) *xds.FilterChain {
+	httpChain := func(cfg *model.Config) *model.FilterChain {
 		for _, fc := range cfg.Outbound.Chains {
 			if fc.Name == "egress|80|http|deny" {
-				fc.Egress = &xds.EgressMeta{Decision: "allow", Outbound: "ALLOW_ANY"}
+				fc.Egress = &model.EgressMeta{Decision: "allow", Outbound: "ALLOW_ANY"}
 				return fc
 			}
 		}
@@ -336,10 +336,10 @@ func TestDecideRouteFailsClosed(t *testing.T) {
 	noCatchAll := testConfig()
 	httpChain(noCatchAll)
 	vhs := noCatchAll.Routes["egress|80"].VirtualHosts
-	noCatchAll.Routes["egress|80"].VirtualHosts = slices.DeleteFunc(vhs, func(vh *xds.VirtualHost) bool { return vh.Name == "*" })
+	noCatchAll.Routes["egress|80"].VirtualHosts = slices.DeleteFunc(vhs, func(vh *model.VirtualHost) bool { return vh.Name == "*" })
 	for _, tt := range []struct {
 		name   string
-		cfg    *xds.Config
+		cfg    *model.Config
 		host   string
 		action Action
 		reason string

@@ -8,8 +8,8 @@
 // filter chains and HTTP route configurations (sidecar/xds README, "Match
 // semantics"); each egress chain and route carries the final decision as
 // "weft.egress" metadata. This package does not re-evaluate policies: it
-// walks the same tree the proxy walks ([xds.Listener.Match], then
-// [xds.RouteConfig.Match] for HTTP chains) after normalising the names
+// walks the same tree the proxy walks ([model.Listener.Match], then
+// [model.RouteConfig.Match] for HTTP chains) after normalising the names
 // (lower case, no trailing dot, no ":port" on Host) and reads the
 // decision off what matched. A connection whose chain has no "weft.egress"
 // metadata (an in-mesh service, or a Service outside the mesh reached in
@@ -29,5 +29,5 @@
 // the connections [Unnamed] names; the proxy to those and to the ones
 // only it can tell (an ECH outer name, a client that stalled).
 //
-// Pure: imports sidecar/xds (the model) and the standard library only.
+// Pure: imports sidecar/xds/model and the standard library only.
 package egress

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // NameUnknown decides a connection to dst whose name could not be learned
@@ -22,7 +22,7 @@ import (
 //
 // The rules by name that apply to dst are those of the chains that the
 // destination_port and prefix_ranges steps of the match leave for dst
-// ([xds.Listener.Candidates]): chains with server_names, and the virtual
+// ([model.Listener.Candidates]): chains with server_names, and the virtual
 // hosts that name hosts (not "*") in the route configurations of HTTP
 // chains among them. The connection could be going to any of those hosts,
 // so it gets the strictest of their decisions when that is stricter than
@@ -33,7 +33,7 @@ import (
 // names the one that comes first by policy ("<ns>/<name>"), then rule
 // index, so that it does not depend on how the translator ordered chains;
 // ok is false when fc's decision stands.
-func NameUnknown(cfg *xds.Config, dst netip.AddrPort, fc *xds.FilterChain) (Decision, bool) {
+func NameUnknown(cfg *model.Config, dst netip.AddrPort, fc *model.FilterChain) (Decision, bool) {
 	if cfg == nil || cfg.Outbound == nil || fc == nil || fc.Egress == nil {
 		return Decision{}, false
 	}
@@ -110,7 +110,7 @@ func before(a, b Decision) bool {
 // HTTP by Host (TLS without SNI, opaque bytes, a CONNECT tunnel, an HTTP
 // request on a chain without routes). The proxy learns more (an ECH outer
 // name, a stalled client) and decides those the same way.
-func Unnamed(fc *xds.FilterChain, c Conn) bool {
+func Unnamed(fc *model.FilterChain, c Conn) bool {
 	c = c.normalise() // a CONNECT is opaque TCP
 	if fc == nil || fc.Egress == nil || fc.Target.RouteConfig != "" {
 		return false

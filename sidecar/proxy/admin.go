@@ -8,13 +8,13 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/api/admin"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // adminHandler serves 127.0.0.1:15000:
 //
 //	/connections   admin.Connections
-//	/config_dump   the current xds.Config, with versions and the trust bundle's roots
+//	/config_dump   the current model.Config, with versions and the trust bundle's roots
 //	/debug/pprof/  Go's profiles (heap, goroutine, CPU...) of the sidecar, what
 //	               Envoy's /memory and /heap_dump are for; loopback only, as is
 //	               everything here
@@ -49,19 +49,19 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = enc.Encode(v)
 }
 
-// configDump is /config_dump: xds.Config with enums spelled out.
+// configDump is /config_dump: model.Config with enums spelled out.
 type configDump struct {
-	Versions  map[string]string           `json:"versions"`
-	Inbound   *xds.Listener               `json:"inbound"`
-	Outbound  *xds.Listener               `json:"outbound"`
-	Clusters  []clusterDump               `json:"clusters"`
-	Endpoints map[string][]endpointDump   `json:"endpoints"`
-	Routes    map[string]*xds.RouteConfig `json:"routes"`
-	Bundle    []rootDump                  `json:"trustBundle"`
+	Versions  map[string]string             `json:"versions"`
+	Inbound   *model.Listener               `json:"inbound"`
+	Outbound  *model.Listener               `json:"outbound"`
+	Clusters  []clusterDump                 `json:"clusters"`
+	Endpoints map[string][]endpointDump     `json:"endpoints"`
+	Routes    map[string]*model.RouteConfig `json:"routes"`
+	Bundle    []rootDump                    `json:"trustBundle"`
 }
 
 type clusterDump struct {
-	*xds.Cluster
+	*model.Cluster
 	Kind           string `json:"Kind"`
 	LB             string `json:"LB"`
 	ConnectTimeout string `json:"ConnectTimeout"`
@@ -77,7 +77,7 @@ type rootDump struct {
 	NotAfter time.Time `json:"notAfter"`
 }
 
-func dumpConfig(c *xds.Config) any {
+func dumpConfig(c *model.Config) any {
 	if c == nil {
 		return map[string]any{"config": nil, "note": "no complete xDS configuration yet"}
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // Bounded under abuse: connections that stall before they are established
@@ -424,7 +424,7 @@ func TestWriteTimeoutPeerStopsReading(t *testing.T) {
 	mp.b = startPod(t, mp.ca, workloadID("demo", "echo"), mod)
 	mp.b.nat.setDefault(netip.AddrPortFrom(podBIP, mp.app.port()))
 	mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(mp.app.port(), false, nil), false))
-	mp.a.cfg.Store(meshConfig([]spiffeid.ID{mp.b.id}, []xds.Endpoint{{Addr: mp.b.inboundAddr()}}, nil, false))
+	mp.a.cfg.Store(meshConfig([]spiffeid.ID{mp.b.id}, []model.Endpoint{{Addr: mp.b.inboundAddr()}}, nil, false))
 	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 
 	c := mp.dial()

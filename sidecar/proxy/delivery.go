@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // Inbound delivery: where an accepted, authenticated and authorized
@@ -46,8 +46,8 @@ const reasonNotLocal = "not_local"
 // its original destination through cl (nil: it may): the cluster dials
 // the original destination and that is a loopback address or none of the
 // pod's (the addresses of its interfaces when Run started).
-func (p *Proxy) inboundTarget(cl *xds.Cluster, dst netip.AddrPort) *refusal {
-	if cl.Kind != xds.KindOriginalDst {
+func (p *Proxy) inboundTarget(cl *model.Cluster, dst netip.AddrPort) *refusal {
+	if cl.Kind != model.KindOriginalDst {
 		return nil
 	}
 	if a := dst.Addr().Unmap(); a.IsLoopback() || !p.local[a] {
@@ -59,7 +59,7 @@ func (p *Proxy) inboundTarget(cl *xds.Cluster, dst netip.AddrPort) *refusal {
 // dial connects to a for cluster cl: from the cluster's source address of
 // a's IP version when it names source addresses (Config.DialFrom), else as
 // the kernel chooses (Config.Dial).
-func (p *Proxy) dial(ctx context.Context, cl *xds.Cluster, a netip.AddrPort) (net.Conn, error) {
+func (p *Proxy) dial(ctx context.Context, cl *model.Cluster, a netip.AddrPort) (net.Conn, error) {
 	if len(cl.SourceAddrs) == 0 {
 		return p.cfg.Dial(ctx, "tcp", a.String())
 	}

@@ -20,18 +20,18 @@ import (
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/internal/testutil/netnstest"
 	"github.com/weftmesh/weft/sidecar/capture"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // inboundSources are the contract's upstream_bind_config of inbound
 // clusters: 127.0.0.6, and ::6 for IPv6.
-var inboundSources = []netip.Addr{xds.InboundSourceIPv4, xds.InboundSourceIPv6}
+var inboundSources = []netip.Addr{model.InboundSourceIPv4, model.InboundSourceIPv6}
 
 // TestInboundSourcesAreExempt: the source addresses the sidecar binds are
 // the ones the capture rules exempt.
 func TestInboundSourcesAreExempt(t *testing.T) {
-	if xds.InboundSourceIPv4 != capture.InboundSourceIPv4 || xds.InboundSourceIPv6 != capture.InboundSourceIPv6 {
-		t.Fatalf("xds binds %s and %s, capture exempts %s and %s", xds.InboundSourceIPv4, xds.InboundSourceIPv6,
+	if model.InboundSourceIPv4 != capture.InboundSourceIPv4 || model.InboundSourceIPv6 != capture.InboundSourceIPv6 {
+		t.Fatalf("xds binds %s and %s, capture exempts %s and %s", model.InboundSourceIPv4, model.InboundSourceIPv6,
 			capture.InboundSourceIPv4, capture.InboundSourceIPv6)
 	}
 }
@@ -57,27 +57,27 @@ const (
 // each delivering to the original destination from 127.0.0.6 / ::6,
 // except the ports in loopback (weft.dev/inbound-loopback-ports), which go
 // to 127.0.0.1 from 127.0.0.6.
-func deliveryConfig(loopback ...uint16) *xds.Config {
+func deliveryConfig(loopback ...uint16) *model.Config {
 	c := passthroughConfig()
-	c.Inbound = &xds.Listener{Name: xds.InboundListener, UseOriginalDst: true, InspectTLS: true}
-	c.Clusters[xds.InboundPassthroughCluster] = &xds.Cluster{Name: xds.InboundPassthroughCluster, Kind: xds.KindOriginalDst,
+	c.Inbound = &model.Listener{Name: model.InboundListener, UseOriginalDst: true, InspectTLS: true}
+	c.Clusters[model.InboundPassthroughCluster] = &model.Cluster{Name: model.InboundPassthroughCluster, Kind: model.KindOriginalDst,
 		ConnectTimeout: time.Second, SourceAddrs: inboundSources}
 	for _, port := range []uint16{dlvPublic, dlvPrivate} {
 		name := "inbound|" + strconv.Itoa(int(port))
-		c.Inbound.Chains = append(c.Inbound.Chains, &xds.FilterChain{Name: name + "|plaintext",
-			Match: xds.ChainMatch{DestPort: port, TransportProtocol: "raw_buffer"}, Target: xds.Target{Cluster: name}})
-		cl := &xds.Cluster{Name: name, Kind: xds.KindOriginalDst, ConnectTimeout: time.Second, SourceAddrs: inboundSources}
+		c.Inbound.Chains = append(c.Inbound.Chains, &model.FilterChain{Name: name + "|plaintext",
+			Match: model.ChainMatch{DestPort: port, TransportProtocol: "raw_buffer"}, Target: model.Target{Cluster: name}})
+		cl := &model.Cluster{Name: name, Kind: model.KindOriginalDst, ConnectTimeout: time.Second, SourceAddrs: inboundSources}
 		for _, lp := range loopback {
 			if lp == port {
-				cl = &xds.Cluster{Name: name, Kind: xds.KindStatic, ConnectTimeout: time.Second,
-					StaticEndpoints: []xds.Endpoint{{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)}},
-					SourceAddrs:     []netip.Addr{xds.InboundSourceIPv4}}
+				cl = &model.Cluster{Name: name, Kind: model.KindStatic, ConnectTimeout: time.Second,
+					StaticEndpoints: []model.Endpoint{{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)}},
+					SourceAddrs:     []netip.Addr{model.InboundSourceIPv4}}
 			}
 		}
 		c.Clusters[name] = cl
 	}
-	c.Inbound.Chains = append(c.Inbound.Chains, &xds.FilterChain{Name: "inbound|passthrough|plaintext",
-		Match: xds.ChainMatch{TransportProtocol: "raw_buffer"}, Target: xds.Target{Cluster: xds.InboundPassthroughCluster}})
+	c.Inbound.Chains = append(c.Inbound.Chains, &model.FilterChain{Name: "inbound|passthrough|plaintext",
+		Match: model.ChainMatch{TransportProtocol: "raw_buffer"}, Target: model.Target{Cluster: model.InboundPassthroughCluster}})
 	return c
 }
 
@@ -121,7 +121,7 @@ func TestInboundDelivery(t *testing.T) {
 		apps[a.name] = startWhoApp(t, pod, a.name, a.addr)
 	}
 
-	var cfg atomic.Pointer[xds.Config]
+	var cfg atomic.Pointer[model.Config]
 	cfg.Store(deliveryConfig())
 	p, logs, err := runProxy(t, Config{InboundAddr: ":15006", OutboundAddr: "127.0.0.1:15001", OutboundAddr6: "-", AdminAddr: "-",
 		Config: cfg.Load, Dial: dialAsProxyUID(pod), DialFrom: dialFromAsProxyUID(pod)}, pod.Go)
@@ -273,8 +273,8 @@ func dialFromAsProxyUID(ns *netnstest.NS) func(ctx context.Context, network stri
 func TestInboundOriginalDstMustBeThePods(t *testing.T) {
 	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "web"))
 	cfg := meshConfig(nil, nil, nil, false)
-	cfg.Inbound.Chains = append(cfg.Inbound.Chains, &xds.FilterChain{Name: "inbound|passthrough|plaintext",
-		Match: xds.ChainMatch{TransportProtocol: "raw_buffer"}, Target: xds.Target{Cluster: xds.InboundPassthroughCluster}})
+	cfg.Inbound.Chains = append(cfg.Inbound.Chains, &model.FilterChain{Name: "inbound|passthrough|plaintext",
+		Match: model.ChainMatch{TransportProtocol: "raw_buffer"}, Target: model.Target{Cluster: model.InboundPassthroughCluster}})
 	pd.cfg.Store(cfg)
 	local := startApp(t, echo) // on 127.0.0.1
 	for i, dst := range []netip.AddrPort{netip.MustParseAddrPort("198.18.9.9:80"), netip.MustParseAddrPort("[2001:2:0:9::9]:80"), local.addr()} {

@@ -4,11 +4,11 @@
 //
 // # Connections
 //
-// A connection reads the current [xds.Config] once, when accepted, and keeps
+// A connection reads the current [model.Config] once, when accepted, and keeps
 // the filter chain and cluster it chose: configuration pushes never touch
 // open connections. Inbound: the original destination (SO_ORIGINAL_DST)
 // and the first bytes (a TLS ClientHello or not, sniffed without being
-// consumed) choose the chain with [xds.Listener.Match]; a TLS chain
+// consumed) choose the chain with [model.Listener.Match]; a TLS chain
 // terminates TLS 1.3 with the pod's X.509-SVID, requires the client's
 // X.509-SVID, verifies it against the trust bundle and authorizes it inside
 // the handshake (trust domain, then the chain's RBAC: DENY filters, then
@@ -85,7 +85,7 @@
 // about its address (a CIDR rule: that decision stands), it is decided as
 // follows. The rules by name that apply to its destination are
 // the egress chains left for it by the destination_port and prefix_ranges
-// steps of the match ([xds.Listener.Candidates]) that have server_names,
+// steps of the match ([model.Listener.Candidates]) that have server_names,
 // and the virtual hosts naming hosts (not "*") in the route configurations
 // of the HTTP chains among them. When the strictest of their decisions is
 // stricter than the one of the chain the connection took (deny before
@@ -166,10 +166,9 @@
 // egress_name_bindings_total{result}, egress_name_unknown_total{result},
 // parked_flows.
 //
-// Imports: sidecar/xds (the model), sidecar/capture (OriginalDst only),
-// api/audit (the egress record), sidecar/egress (the egress decision),
-// sidecar/dnsproxy (the Binding type; the table itself comes in as a
-// [NameBinder]),
-// internal/metrics, go-spiffe. Never
-// controlplane/*.
+// Imports: sidecar/xds/model (the configuration it runs), sidecar/capture
+// (OriginalDst only), api/audit (the egress record), sidecar/egress (the
+// egress decision), sidecar/dnsproxy (the Binding type; the table itself
+// comes in as a [NameBinder]), internal/metrics, go-spiffe. Never the ADS
+// client (sidecar/xds) or gRPC, never controlplane/*.
 package proxy

@@ -22,18 +22,18 @@ import (
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/internal/testutil/netnstest"
 	"github.com/weftmesh/weft/sidecar/capture"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // passthroughConfig sends every outbound connection to its original
 // destination, nothing else configured.
-func passthroughConfig() *xds.Config {
-	return &xds.Config{
-		Version: map[string]string{xds.ListenerType: "1", xds.ClusterType: "1"},
-		Outbound: &xds.Listener{Name: xds.OutboundListener, UseOriginalDst: true,
-			Default: &xds.FilterChain{Name: "default", Target: xds.Target{Cluster: "PassthroughCluster"}}},
-		Clusters: map[string]*xds.Cluster{
-			"PassthroughCluster": {Name: "PassthroughCluster", Kind: xds.KindOriginalDst, ConnectTimeout: time.Second},
+func passthroughConfig() *model.Config {
+	return &model.Config{
+		Version: map[string]string{model.ListenerType: "1", model.ClusterType: "1"},
+		Outbound: &model.Listener{Name: model.OutboundListener, UseOriginalDst: true,
+			Default: &model.FilterChain{Name: "default", Target: model.Target{Cluster: "PassthroughCluster"}}},
+		Clusters: map[string]*model.Cluster{
+			"PassthroughCluster": {Name: "PassthroughCluster", Kind: model.KindOriginalDst, ConnectTimeout: time.Second},
 		},
 	}
 }

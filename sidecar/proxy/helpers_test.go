@@ -20,7 +20,7 @@ import (
 	"github.com/weftmesh/weft/certs"
 	wm "github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -94,7 +94,7 @@ type pod struct {
 	t     testing.TB
 	id    spiffeid.ID
 	svid  *swapSVID
-	cfg   atomic.Pointer[xds.Config]
+	cfg   atomic.Pointer[model.Config]
 	nat   *fakeNAT
 	reg   *wm.Registry
 	p     *Proxy
@@ -273,20 +273,20 @@ func (a *app) addr() netip.AddrPort {
 
 // Mesh configurations, written as the control plane would send them.
 
-func inboundCluster(port uint16) *xds.Cluster {
-	return &xds.Cluster{Name: "inbound|" + strconv.Itoa(int(port)), Kind: xds.KindStatic, ConnectTimeout: time.Second,
-		StaticEndpoints: []xds.Endpoint{{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)}}}
+func inboundCluster(port uint16) *model.Cluster {
+	return &model.Cluster{Name: "inbound|" + strconv.Itoa(int(port)), Kind: model.KindStatic, ConnectTimeout: time.Second,
+		StaticEndpoints: []model.Endpoint{{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)}}}
 }
 
 // inboundChains: STRICT (TLS only) or PERMISSIVE (TLS and plaintext) for
 // port, with rbac.
-func inboundChains(port uint16, permissive bool, rbac []xds.RBACFilter) []*xds.FilterChain {
+func inboundChains(port uint16, permissive bool, rbac []model.RBACFilter) []*model.FilterChain {
 	name := "inbound|" + strconv.Itoa(int(port))
-	out := []*xds.FilterChain{{Name: name + "|tls", Match: xds.ChainMatch{DestPort: port, TransportProtocol: "tls"},
-		TLS: &xds.DownstreamTLS{RequireClientCert: true}, RBAC: rbac, Target: xds.Target{Cluster: name}}}
+	out := []*model.FilterChain{{Name: name + "|tls", Match: model.ChainMatch{DestPort: port, TransportProtocol: "tls"},
+		TLS: &model.DownstreamTLS{RequireClientCert: true}, RBAC: rbac, Target: model.Target{Cluster: name}}}
 	if permissive {
-		out = append(out, &xds.FilterChain{Name: name + "|plain", Match: xds.ChainMatch{DestPort: port, TransportProtocol: "raw_buffer"},
-			RBAC: rbac, Target: xds.Target{Cluster: name}})
+		out = append(out, &model.FilterChain{Name: name + "|plain", Match: model.ChainMatch{DestPort: port, TransportProtocol: "raw_buffer"},
+			RBAC: rbac, Target: model.Target{Cluster: name}})
 	}
 	return out
 }
@@ -300,35 +300,35 @@ const svcCluster = "outbound|80|echo.demo"
 // allowed.example.com (passthrough) and denied.example.com (blackhole),
 // plain HTTP on port 8080 routed by Host, and the default chain
 // (passthrough, or blackhole when registryOnly).
-func meshConfig(sans []spiffeid.ID, eps []xds.Endpoint, inbound []*xds.FilterChain, registryOnly bool) *xds.Config {
-	c := &xds.Config{
-		Version: map[string]string{xds.ListenerType: "1", xds.ClusterType: "1"},
-		Inbound: &xds.Listener{Name: xds.InboundListener, UseOriginalDst: true, InspectTLS: true,
-			Chains: append(inbound, &xds.FilterChain{Name: "inbound-passthrough", Match: xds.ChainMatch{TransportProtocol: "tls"},
-				TLS: &xds.DownstreamTLS{RequireClientCert: true}, Target: xds.Target{Cluster: "InboundPassthroughCluster"}})},
-		Outbound: &xds.Listener{Name: xds.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
-			Chains: []*xds.FilterChain{
-				{Name: svcCluster, Match: xds.ChainMatch{DestPort: 80, Prefixes: []netip.Prefix{netip.PrefixFrom(serviceIP, 32)}},
-					Target: xds.Target{Cluster: svcCluster}},
-				{Name: "egress-allowed", Match: xds.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"allowed.example.com"}},
-					Target: xds.Target{Cluster: "PassthroughCluster"}, Egress: &xds.EgressMeta{Decision: "allow"}},
-				{Name: "egress-denied", Match: xds.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"denied.example.com"}},
-					Target: xds.Target{Cluster: "BlackHoleCluster"}, Egress: &xds.EgressMeta{Decision: "deny"}},
-				{Name: "egress-http", Match: xds.ChainMatch{DestPort: 8080, TransportProtocol: "raw_buffer", AppProtocols: []string{"http/1.1", "h2c"}},
-					Target: xds.Target{RouteConfig: "egress|8080"}},
+func meshConfig(sans []spiffeid.ID, eps []model.Endpoint, inbound []*model.FilterChain, registryOnly bool) *model.Config {
+	c := &model.Config{
+		Version: map[string]string{model.ListenerType: "1", model.ClusterType: "1"},
+		Inbound: &model.Listener{Name: model.InboundListener, UseOriginalDst: true, InspectTLS: true,
+			Chains: append(inbound, &model.FilterChain{Name: "inbound-passthrough", Match: model.ChainMatch{TransportProtocol: "tls"},
+				TLS: &model.DownstreamTLS{RequireClientCert: true}, Target: model.Target{Cluster: "InboundPassthroughCluster"}})},
+		Outbound: &model.Listener{Name: model.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
+			Chains: []*model.FilterChain{
+				{Name: svcCluster, Match: model.ChainMatch{DestPort: 80, Prefixes: []netip.Prefix{netip.PrefixFrom(serviceIP, 32)}},
+					Target: model.Target{Cluster: svcCluster}},
+				{Name: "egress-allowed", Match: model.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"allowed.example.com"}},
+					Target: model.Target{Cluster: "PassthroughCluster"}, Egress: &model.EgressMeta{Decision: "allow"}},
+				{Name: "egress-denied", Match: model.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"denied.example.com"}},
+					Target: model.Target{Cluster: "BlackHoleCluster"}, Egress: &model.EgressMeta{Decision: "deny"}},
+				{Name: "egress-http", Match: model.ChainMatch{DestPort: 8080, TransportProtocol: "raw_buffer", AppProtocols: []string{"http/1.1", "h2c"}},
+					Target: model.Target{RouteConfig: "egress|8080"}},
 			}},
-		Clusters: map[string]*xds.Cluster{
-			svcCluster: {Name: svcCluster, Kind: xds.KindEDS, ConnectTimeout: time.Second,
-				UpstreamTLS: &xds.UpstreamTLS{SANs: sans, SNI: "echo.demo.svc.cluster.local"}},
-			"PassthroughCluster":        {Name: "PassthroughCluster", Kind: xds.KindOriginalDst, ConnectTimeout: time.Second},
-			"InboundPassthroughCluster": {Name: "InboundPassthroughCluster", Kind: xds.KindOriginalDst, SourceAddrs: inboundSources},
-			"BlackHoleCluster":          {Name: "BlackHoleCluster", Kind: xds.KindBlackhole},
+		Clusters: map[string]*model.Cluster{
+			svcCluster: {Name: svcCluster, Kind: model.KindEDS, ConnectTimeout: time.Second,
+				UpstreamTLS: &model.UpstreamTLS{SANs: sans, SNI: "echo.demo.svc.cluster.local"}},
+			"PassthroughCluster":        {Name: "PassthroughCluster", Kind: model.KindOriginalDst, ConnectTimeout: time.Second},
+			"InboundPassthroughCluster": {Name: "InboundPassthroughCluster", Kind: model.KindOriginalDst, SourceAddrs: inboundSources},
+			"BlackHoleCluster":          {Name: "BlackHoleCluster", Kind: model.KindBlackhole},
 		},
-		Endpoints: map[string][]xds.Endpoint{svcCluster: eps},
-		Routes: map[string]*xds.RouteConfig{"egress|8080": {Name: "egress|8080", VirtualHosts: []*xds.VirtualHost{
+		Endpoints: map[string][]model.Endpoint{svcCluster: eps},
+		Routes: map[string]*model.RouteConfig{"egress|8080": {Name: "egress|8080", VirtualHosts: []*model.VirtualHost{
 			{Name: "allowed", Domains: []string{"api.example.com"}, Cluster: "PassthroughCluster"},
-			{Name: "denied", Domains: []string{"evil.example.com"}, Deny: &xds.DirectResponse{Status: 403, Body: "weft: egress to evil.example.com denied by demo/deny-evil\n"}},
-			{Name: "default", Domains: []string{"*"}, Deny: &xds.DirectResponse{Status: 403, Body: "weft: REGISTRY_ONLY\n"}},
+			{Name: "denied", Domains: []string{"evil.example.com"}, Deny: &model.DirectResponse{Status: 403, Body: "weft: egress to evil.example.com denied by demo/deny-evil\n"}},
+			{Name: "default", Domains: []string{"*"}, Deny: &model.DirectResponse{Status: 403, Body: "weft: REGISTRY_ONLY\n"}},
 		}}},
 	}
 	for _, fc := range inbound {
@@ -341,7 +341,7 @@ func meshConfig(sans []spiffeid.ID, eps []xds.Endpoint, inbound []*xds.FilterCha
 	if registryOnly {
 		def = "BlackHoleCluster"
 	}
-	c.Outbound.Default = &xds.FilterChain{Name: "default", Target: xds.Target{Cluster: def}}
+	c.Outbound.Default = &model.FilterChain{Name: "default", Target: model.Target{Cluster: def}}
 	return c
 }
 
@@ -353,7 +353,7 @@ type meshPair struct {
 	app  *app
 }
 
-func newMeshPair(t testing.TB, handle func(*net.TCPConn, *app), rbac []xds.RBACFilter, bMods ...func(*Config)) *meshPair {
+func newMeshPair(t testing.TB, handle func(*net.TCPConn, *app), rbac []model.RBACFilter, bMods ...func(*Config)) *meshPair {
 	t.Helper()
 	mp := &meshPair{ca: testutil.NewCA(t, td, nil)}
 	mp.app = startApp(t, handle)
@@ -361,7 +361,7 @@ func newMeshPair(t testing.TB, handle func(*net.TCPConn, *app), rbac []xds.RBACF
 	mp.b = startPod(t, mp.ca, workloadID("demo", "echo"), bMods...)
 	mp.b.nat.setDefault(netip.AddrPortFrom(podBIP, mp.app.port()))
 	mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(mp.app.port(), false, rbac), false))
-	mp.a.cfg.Store(meshConfig([]spiffeid.ID{mp.b.id}, []xds.Endpoint{{Addr: mp.b.inboundAddr()}}, nil, false))
+	mp.a.cfg.Store(meshConfig([]spiffeid.ID{mp.b.id}, []model.Endpoint{{Addr: mp.b.inboundAddr()}}, nil, false))
 	return mp
 }
 

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/sidecar/egress"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // Plaintext HTTP/1 egress is decided request by request (README, "Egress
@@ -76,8 +76,8 @@ type httpExchange struct {
 // httpEgress is the state of one HTTP egress connection.
 type httpEgress struct {
 	p       *Proxy
-	cfg     *xds.Config
-	fc      *xds.FilterChain
+	cfg     *model.Config
+	fc      *model.FilterChain
 	dst     netip.AddrPort
 	sn      sniffed
 	cn      *conn

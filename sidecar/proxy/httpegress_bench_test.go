@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // BenchmarkEgressHTTPRequest: what deciding every request costs. One
@@ -64,7 +64,7 @@ func BenchmarkEgressHTTPRequest(b *testing.B) {
 				}()
 				if mode == "tcp_chain" {
 					cfg := pd.cfg.Load()
-					cfg.Outbound.Chains = slices.DeleteFunc(cfg.Outbound.Chains, func(fc *xds.FilterChain) bool { return fc.Target.RouteConfig != "" })
+					cfg.Outbound.Chains = slices.DeleteFunc(cfg.Outbound.Chains, func(fc *model.FilterChain) bool { return fc.Target.RouteConfig != "" })
 					pd.cfg.Store(cfg)
 				}
 				c = pd.dialOutbound(srv.app.addr())

@@ -20,7 +20,7 @@ import (
 	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/dnsproxy"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // The app is the attacker: an EgressPolicy allows api.example.com and
@@ -101,33 +101,33 @@ func reqPod(t testing.TB, mode string, nameRule bool, srv *reqServer, mods ...fu
 			m(c)
 		}
 	})
-	meta := func(rule, decision string) *xds.EgressMeta {
-		return &xds.EgressMeta{Policy: reqPolicy, Rule: rule, Decision: decision, Mode: mode}
+	meta := func(rule, decision string) *model.EgressMeta {
+		return &model.EgressMeta{Policy: reqPolicy, Rule: rule, Decision: decision, Mode: mode}
 	}
-	evil := &xds.VirtualHost{Name: "evil.example.com", Domains: []string{"evil.example.com"}, Egress: meta("0", "deny"),
-		Deny: &xds.DirectResponse{Status: 403, Body: "weft: egress to evil.example.com denied by " + reqPolicy + " rule 0\n"}}
-	evilTLS := &xds.FilterChain{Name: "egress|*|tls|deny|" + reqPolicy + "#0", Match: xds.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"evil.example.com"}},
-		Target: xds.Target{Cluster: "BlackHoleCluster"}, AccessLog: true, Egress: meta("0", "deny")}
+	evil := &model.VirtualHost{Name: "evil.example.com", Domains: []string{"evil.example.com"}, Egress: meta("0", "deny"),
+		Deny: &model.DirectResponse{Status: 403, Body: "weft: egress to evil.example.com denied by " + reqPolicy + " rule 0\n"}}
+	evilTLS := &model.FilterChain{Name: "egress|*|tls|deny|" + reqPolicy + "#0", Match: model.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"evil.example.com"}},
+		Target: model.Target{Cluster: "BlackHoleCluster"}, AccessLog: true, Egress: meta("0", "deny")}
 	if mode == "Audit" {
-		evil = &xds.VirtualHost{Name: "evil.example.com", Domains: []string{"evil.example.com"}, Egress: meta("0", "audit"), Cluster: "PassthroughCluster"}
-		evilTLS.Target, evilTLS.Egress = xds.Target{Cluster: "PassthroughCluster"}, meta("0", "audit")
+		evil = &model.VirtualHost{Name: "evil.example.com", Domains: []string{"evil.example.com"}, Egress: meta("0", "audit"), Cluster: "PassthroughCluster"}
+		evilTLS.Target, evilTLS.Egress = model.Target{Cluster: "PassthroughCluster"}, meta("0", "audit")
 	}
-	outbound := &xds.EgressMeta{Decision: "allow", Outbound: "ALLOW_ANY"}
+	outbound := &model.EgressMeta{Decision: "allow", Outbound: "ALLOW_ANY"}
 	rc := "egress|" + strconv.Itoa(int(srv.app.port()))
-	chains := []*xds.FilterChain{{Name: rc + "|http",
-		Match:  xds.ChainMatch{DestPort: srv.app.port(), TransportProtocol: "raw_buffer", AppProtocols: []string{"http/1.0", "http/1.1", "h2c"}},
-		Target: xds.Target{RouteConfig: rc, StripAnyHostPort: true}, AccessLog: true, Egress: outbound}}
+	chains := []*model.FilterChain{{Name: rc + "|http",
+		Match:  model.ChainMatch{DestPort: srv.app.port(), TransportProtocol: "raw_buffer", AppProtocols: []string{"http/1.0", "http/1.1", "h2c"}},
+		Target: model.Target{RouteConfig: rc, StripAnyHostPort: true}, AccessLog: true, Egress: outbound}}
 	if nameRule {
 		chains = append(chains, evilTLS)
 	}
-	pd.cfg.Store(&xds.Config{
-		Outbound: &xds.Listener{Name: xds.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true, Chains: chains,
-			Default: &xds.FilterChain{Name: "egress|default", Target: xds.Target{Cluster: "PassthroughCluster"}, AccessLog: true, Egress: outbound}},
-		Clusters: map[string]*xds.Cluster{
-			"PassthroughCluster": {Name: "PassthroughCluster", Kind: xds.KindOriginalDst, ConnectTimeout: time.Second},
-			"BlackHoleCluster":   {Name: "BlackHoleCluster", Kind: xds.KindBlackhole},
+	pd.cfg.Store(&model.Config{
+		Outbound: &model.Listener{Name: model.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true, Chains: chains,
+			Default: &model.FilterChain{Name: "egress|default", Target: model.Target{Cluster: "PassthroughCluster"}, AccessLog: true, Egress: outbound}},
+		Clusters: map[string]*model.Cluster{
+			"PassthroughCluster": {Name: "PassthroughCluster", Kind: model.KindOriginalDst, ConnectTimeout: time.Second},
+			"BlackHoleCluster":   {Name: "BlackHoleCluster", Kind: model.KindBlackhole},
 		},
-		Routes: map[string]*xds.RouteConfig{rc: {Name: rc, VirtualHosts: []*xds.VirtualHost{
+		Routes: map[string]*model.RouteConfig{rc: {Name: rc, VirtualHosts: []*model.VirtualHost{
 			{Name: "api.example.com", Domains: []string{"api.example.com"}, Egress: meta("1", "allow"), Cluster: "PassthroughCluster"},
 			{Name: "docs.example.com", Domains: []string{"docs.example.com"}, Egress: meta("2", "allow"), Cluster: "PassthroughCluster"},
 			evil,
@@ -351,7 +351,7 @@ func TestConnectDecidedAsTCP(t *testing.T) {
 		// denies anything at this port.
 		cfg := pd.cfg.Load()
 		for _, rc := range cfg.Routes {
-			rc.VirtualHosts = slices.DeleteFunc(rc.VirtualHosts, func(vh *xds.VirtualHost) bool { return vh.Name == "evil.example.com" })
+			rc.VirtualHosts = slices.DeleteFunc(rc.VirtualHosts, func(vh *model.VirtualHost) bool { return vh.Name == "evil.example.com" })
 		}
 		pd.cfg.Store(cfg)
 		c := pd.dialOutbound(srv.app.addr())

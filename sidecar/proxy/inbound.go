@@ -11,7 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // inbound serves a connection redirected to 15006: pick the filter chain by
@@ -93,7 +93,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 
 // originalDst is where the connection was going: SO_ORIGINAL_DST when the
 // listener asks for it, the listener's own address otherwise.
-func (p *Proxy) originalDst(c *net.TCPConn, l *xds.Listener) (netip.AddrPort, error) {
+func (p *Proxy) originalDst(c *net.TCPConn, l *model.Listener) (netip.AddrPort, error) {
 	if l.UseOriginalDst {
 		return p.cfg.OriginalDst(c)
 	}
@@ -105,16 +105,16 @@ func (p *Proxy) originalDst(c *net.TCPConn, l *xds.Listener) (netip.AddrPort, er
 }
 
 // upstreams lists the addresses to try for cluster cl, in order.
-func (p *Proxy) upstreams(cfg *xds.Config, cl *xds.Cluster, dst netip.AddrPort) ([]netip.AddrPort, *refusal) {
+func (p *Proxy) upstreams(cfg *model.Config, cl *model.Cluster, dst netip.AddrPort) ([]netip.AddrPort, *refusal) {
 	switch cl.Kind {
-	case xds.KindOriginalDst:
+	case model.KindOriginalDst:
 		if p.selfDial(dst) {
 			return nil, refused(reasonLoop, "proxy: cluster %s would dial %s, the sidecar's own listener", cl.Name, dst)
 		}
 		return []netip.AddrPort{dst}, nil
-	case xds.KindStatic, xds.KindEDS:
+	case model.KindStatic, model.KindEDS:
 		eps := cl.StaticEndpoints
-		if cl.Kind == xds.KindEDS {
+		if cl.Kind == model.KindEDS {
 			eps = cfg.Endpoints[cl.Name]
 		}
 		addrs := p.lb.order(cl.Name, cl.LB, eps)
@@ -128,7 +128,7 @@ func (p *Proxy) upstreams(cfg *xds.Config, cl *xds.Cluster, dst netip.AddrPort) 
 			}
 		}
 		return addrs, nil
-	case xds.KindBlackhole:
+	case model.KindBlackhole:
 		return nil, refused("blackhole", "proxy: cluster %s drops connections", cl.Name)
 	}
 	return nil, refused("unsupported", "proxy: cluster %s of kind %s cannot take proxied connections", cl.Name, cl.Kind)

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // balancer spreads connections over a cluster's healthy endpoints: round
@@ -23,10 +23,10 @@ func newBalancer() *balancer {
 // order returns cluster's healthy endpoints, the one to try first first,
 // the others after it in round-robin order (a failed connect retries the
 // next one).
-func (b *balancer) order(cluster string, policy xds.LBPolicy, eps []xds.Endpoint) []netip.AddrPort {
+func (b *balancer) order(cluster string, policy model.LBPolicy, eps []model.Endpoint) []netip.AddrPort {
 	healthy := make([]netip.AddrPort, 0, len(eps))
 	for _, e := range eps {
-		if e.Health == xds.Healthy {
+		if e.Health == model.Healthy {
 			healthy = append(healthy, e.Addr)
 		}
 	}
@@ -38,7 +38,7 @@ func (b *balancer) order(cluster string, policy xds.LBPolicy, eps []xds.Endpoint
 	defer b.mu.Unlock()
 	start := b.next[cluster] % n
 	b.next[cluster] = start + 1
-	if policy == xds.LeastRequest {
+	if policy == model.LeastRequest {
 		best := start
 		for i := range n {
 			j := (start + i) % n

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // TestSidecarNeverDialsItself: a connection whose original destination is
@@ -23,8 +23,8 @@ func TestSidecarNeverDialsItself(t *testing.T) {
 	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "web"))
 	cfg := meshConfig(nil, nil, nil, false)
 	// PERMISSIVE's plaintext catch-all: to the original port on loopback.
-	cfg.Inbound.Chains = append(cfg.Inbound.Chains, &xds.FilterChain{Name: "inbound-passthrough-plain",
-		Match: xds.ChainMatch{TransportProtocol: "raw_buffer"}, Target: xds.Target{Cluster: "InboundPassthroughCluster"}})
+	cfg.Inbound.Chains = append(cfg.Inbound.Chains, &model.FilterChain{Name: "inbound-passthrough-plain",
+		Match: model.ChainMatch{TransportProtocol: "raw_buffer"}, Target: model.Target{Cluster: "InboundPassthroughCluster"}})
 	pd.cfg.Store(cfg)
 	admin := pd.p.AdminAddr().(*net.TCPAddr).AddrPort()
 	for i, tc := range []struct {

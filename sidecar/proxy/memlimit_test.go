@@ -12,7 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 func TestConnectionsFor(t *testing.T) {
@@ -80,7 +80,7 @@ func TestStuckWritersFitMemoryLimit(t *testing.T) {
 	b := startPod(t, ca, workloadID("demo", "echo"), withLimit)
 	b.nat.setDefault(netip.AddrPortFrom(podBIP, app.port()))
 	b.cfg.Store(meshConfig(nil, nil, inboundChains(app.port(), false, nil), false))
-	a.cfg.Store(meshConfig([]spiffeid.ID{b.id}, []xds.Endpoint{{Addr: b.inboundAddr()}}, nil, false))
+	a.cfg.Store(meshConfig([]spiffeid.ID{b.id}, []model.Endpoint{{Addr: b.inboundAddr()}}, nil, false))
 	if a.p.cfg.MaxConnections != capacity || b.p.cfg.MaxConnections != capacity {
 		t.Errorf("MaxConnections %d and %d under MemoryLimit %d, want %d", a.p.cfg.MaxConnections, b.p.cfg.MaxConnections, limit, capacity)
 	}

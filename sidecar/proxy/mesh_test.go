@@ -15,7 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // roundTrip writes msg, reads len(msg) bytes back and checks them.
@@ -183,9 +183,9 @@ func TestEndpointsRoundRobinRetryAndHealth(t *testing.T) {
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadAddr := dead.Addr().(*net.TCPAddr).AddrPort()
 	dead.Close()
-	eps := []xds.Endpoint{
+	eps := []model.Endpoint{
 		{Addr: mp.b.inboundAddr()},
-		{Addr: netip.MustParseAddrPort("127.0.0.1:1"), Health: xds.Unhealthy},
+		{Addr: netip.MustParseAddrPort("127.0.0.1:1"), Health: model.Unhealthy},
 		{Addr: deadAddr},
 		{Addr: b2.inboundAddr()},
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/dnsproxy"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // The app is the attacker here: it is allowed allowed.example.com (TLS) and
@@ -53,8 +53,8 @@ func namePod(t *testing.T, mode string, resolves map[string]string, onHTTPPort b
 		c.Audit = func(e audit.Event) { events <- e }
 	})
 	cfg := meshConfig(nil, nil, nil, true)
-	meta := func() *xds.EgressMeta {
-		return &xds.EgressMeta{Policy: "shop/egress", Rule: "0", Decision: "allow", Mode: mode}
+	meta := func() *model.EgressMeta {
+		return &model.EgressMeta{Policy: "shop/egress", Rule: "0", Decision: "allow", Mode: mode}
 	}
 	for _, fc := range cfg.Outbound.Chains {
 		switch fc.Name {
@@ -64,7 +64,7 @@ func namePod(t *testing.T, mode string, resolves map[string]string, onHTTPPort b
 			if onHTTPPort { // on ext's port (Envoy's order: a chain for the port takes it whole)
 				fc.Match.DestPort = ext.port()
 			}
-			fc.Egress = &xds.EgressMeta{Decision: "deny", Outbound: "REGISTRY_ONLY"}
+			fc.Egress = &model.EgressMeta{Decision: "deny", Outbound: "REGISTRY_ONLY"}
 		}
 	}
 	rc := cfg.Routes["egress|8080"]

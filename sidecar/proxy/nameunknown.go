@@ -4,7 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/weftmesh/weft/sidecar/egress"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // reasonNameUnknown is the refusal reason (and the audit Reason's prefix)
@@ -29,7 +29,7 @@ const (
 // under Audit; either way its audit event carries the reason. Chains
 // decided by a name, HTTP chains (httpEgress decides each request by its Host) and chains
 // that are not egress are left alone.
-func (p *Proxy) nameUnknown(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sniffed, cn *conn) *refusal {
+func (p *Proxy) nameUnknown(cfg *model.Config, fc *model.FilterChain, dst netip.AddrPort, sn sniffed, cn *conn) *refusal {
 	if fc.Egress == nil || fc.Target.RouteConfig != "" {
 		return nil
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // The app is the attacker: an EgressPolicy (shop/deny-evil) denies
@@ -78,43 +78,43 @@ func newUnknownEnv(t *testing.T, mode string, registryOnly bool, handshakeTimeou
 
 // config is the outbound listener as the translator writes it for the
 // policy (sidecar/xds README, "Match semantics").
-func (env *unknownEnv) config() *xds.Config {
-	meta := func(rule, decision string) *xds.EgressMeta {
-		return &xds.EgressMeta{Policy: denyEvil, Rule: rule, Decision: decision, Mode: env.mode}
+func (env *unknownEnv) config() *model.Config {
+	meta := func(rule, decision string) *model.EgressMeta {
+		return &model.EgressMeta{Policy: denyEvil, Rule: rule, Decision: decision, Mode: env.mode}
 	}
-	deny, denyTarget := meta("0", "deny"), xds.Target{Cluster: "BlackHoleCluster"}
-	evilVH := &xds.VirtualHost{Name: "evil.example.com", Domains: []string{"evil.example.com"}, Egress: deny,
-		Deny: &xds.DirectResponse{Status: 403, Body: "weft: egress to evil.example.com denied by " + denyEvil + " rule 0\n"}}
+	deny, denyTarget := meta("0", "deny"), model.Target{Cluster: "BlackHoleCluster"}
+	evilVH := &model.VirtualHost{Name: "evil.example.com", Domains: []string{"evil.example.com"}, Egress: deny,
+		Deny: &model.DirectResponse{Status: 403, Body: "weft: egress to evil.example.com denied by " + denyEvil + " rule 0\n"}}
 	if env.mode == "Audit" {
-		deny, denyTarget = meta("0", "audit"), xds.Target{Cluster: "PassthroughCluster"}
-		evilVH = &xds.VirtualHost{Name: "evil.example.com", Domains: []string{"evil.example.com"}, Egress: deny, Cluster: "PassthroughCluster"}
+		deny, denyTarget = meta("0", "audit"), model.Target{Cluster: "PassthroughCluster"}
+		evilVH = &model.VirtualHost{Name: "evil.example.com", Domains: []string{"evil.example.com"}, Egress: deny, Cluster: "PassthroughCluster"}
 	}
-	outbound := &xds.EgressMeta{Decision: "allow", Outbound: "ALLOW_ANY"}
-	def := xds.Target{Cluster: "PassthroughCluster"}
-	catchAll := &xds.VirtualHost{Name: "*", Domains: []string{"*"}, Egress: outbound, Cluster: "PassthroughCluster"}
+	outbound := &model.EgressMeta{Decision: "allow", Outbound: "ALLOW_ANY"}
+	def := model.Target{Cluster: "PassthroughCluster"}
+	catchAll := &model.VirtualHost{Name: "*", Domains: []string{"*"}, Egress: outbound, Cluster: "PassthroughCluster"}
 	if env.registry {
-		outbound, def = &xds.EgressMeta{Decision: "deny", Outbound: "REGISTRY_ONLY"}, xds.Target{Cluster: "BlackHoleCluster"}
-		catchAll = &xds.VirtualHost{Name: "*", Domains: []string{"*"}, Egress: outbound,
-			Deny: &xds.DirectResponse{Status: 403, Body: "weft: egress to this host denied by outbound policy REGISTRY_ONLY\n"}}
+		outbound, def = &model.EgressMeta{Decision: "deny", Outbound: "REGISTRY_ONLY"}, model.Target{Cluster: "BlackHoleCluster"}
+		catchAll = &model.VirtualHost{Name: "*", Domains: []string{"*"}, Egress: outbound,
+			Deny: &model.DirectResponse{Status: 403, Body: "weft: egress to this host denied by outbound policy REGISTRY_ONLY\n"}}
 	}
 	rc := "egress|" + strconv.Itoa(int(env.web.port()))
-	return &xds.Config{
-		Outbound: &xds.Listener{Name: xds.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
-			Chains: []*xds.FilterChain{
-				{Name: "egress|*|tls|allow|" + denyEvil + "#1", Match: xds.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"allowed.example.com"}},
-					Target: xds.Target{Cluster: "PassthroughCluster"}, AccessLog: true, Egress: meta("1", "allow")},
-				{Name: "egress|*|tls|" + deny.Decision + "|" + denyEvil + "#0", Match: xds.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"evil.example.com"}},
+	return &model.Config{
+		Outbound: &model.Listener{Name: model.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
+			Chains: []*model.FilterChain{
+				{Name: "egress|*|tls|allow|" + denyEvil + "#1", Match: model.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"allowed.example.com"}},
+					Target: model.Target{Cluster: "PassthroughCluster"}, AccessLog: true, Egress: meta("1", "allow")},
+				{Name: "egress|*|tls|" + deny.Decision + "|" + denyEvil + "#0", Match: model.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"evil.example.com"}},
 					Target: denyTarget, AccessLog: true, Egress: deny},
-				{Name: rc + "|http", Match: xds.ChainMatch{DestPort: env.web.port(), TransportProtocol: "raw_buffer", AppProtocols: []string{"http/1.0", "http/1.1", "h2c"}},
-					Target: xds.Target{RouteConfig: rc, StripAnyHostPort: true}, AccessLog: true, Egress: outbound},
+				{Name: rc + "|http", Match: model.ChainMatch{DestPort: env.web.port(), TransportProtocol: "raw_buffer", AppProtocols: []string{"http/1.0", "http/1.1", "h2c"}},
+					Target: model.Target{RouteConfig: rc, StripAnyHostPort: true}, AccessLog: true, Egress: outbound},
 			},
-			Default: &xds.FilterChain{Name: "egress|default", Target: def, AccessLog: true, Egress: outbound},
+			Default: &model.FilterChain{Name: "egress|default", Target: def, AccessLog: true, Egress: outbound},
 		},
-		Clusters: map[string]*xds.Cluster{
-			"PassthroughCluster": {Name: "PassthroughCluster", Kind: xds.KindOriginalDst, ConnectTimeout: time.Second},
-			"BlackHoleCluster":   {Name: "BlackHoleCluster", Kind: xds.KindBlackhole},
+		Clusters: map[string]*model.Cluster{
+			"PassthroughCluster": {Name: "PassthroughCluster", Kind: model.KindOriginalDst, ConnectTimeout: time.Second},
+			"BlackHoleCluster":   {Name: "BlackHoleCluster", Kind: model.KindBlackhole},
 		},
-		Routes: map[string]*xds.RouteConfig{rc: {Name: rc, VirtualHosts: []*xds.VirtualHost{
+		Routes: map[string]*model.RouteConfig{rc: {Name: rc, VirtualHosts: []*model.VirtualHost{
 			{Name: "api.example.com", Domains: []string{"api.example.com"}, Egress: meta("1", "allow"), Cluster: "PassthroughCluster"},
 			evilVH, catchAll,
 		}}},

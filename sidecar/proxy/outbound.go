@@ -17,7 +17,7 @@ import (
 
 	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/sidecar/egress"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // outbound serves a connection redirected to 15001: the original
@@ -72,7 +72,7 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 // connectUpstream dials cluster clusterName for a connection to dst, and
 // for a cluster with upstream TLS does the mTLS handshake with the peer
 // sidecar.
-func (p *Proxy) connectUpstream(ctx context.Context, cfg *xds.Config, fc *xds.FilterChain, clusterName string, dst netip.AddrPort, cn *conn) (net.Conn, netip.AddrPort, *refusal) {
+func (p *Proxy) connectUpstream(ctx context.Context, cfg *model.Config, fc *model.FilterChain, clusterName string, dst netip.AddrPort, cn *conn) (net.Conn, netip.AddrPort, *refusal) {
 	cl := cfg.Clusters[clusterName]
 	if cl == nil {
 		return nil, netip.AddrPort{}, refused("no_cluster", "proxy: chain %s: no cluster %q", fc.Name, clusterName)
@@ -112,7 +112,7 @@ const maxRequestHead = 64 << 10
 // chain (httpegress.go): its first request is read and decided here, and
 // the upstream dialled for it; the rest are decided one by one as they
 // come (httpEgress.serve).
-func (p *Proxy) outboundHTTP(ctx context.Context, cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sniffed, down *prefixConn, cn *conn) (*forwarding, error) {
+func (p *Proxy) outboundHTTP(ctx context.Context, cfg *model.Config, fc *model.FilterChain, dst netip.AddrPort, sn sniffed, down *prefixConn, cn *conn) (*forwarding, error) {
 	st := &httpEgress{p: p, cfg: cfg, fc: fc, dst: dst, sn: sn, cn: cn, down: down, in: &headReader{r: down}}
 	if len(sn.appProtos) == 0 || !strings.HasPrefix(sn.appProtos[0], "http/1") {
 		ex := &httpExchange{start: cn.start, deny: &httpDenial{reason: "unsupported",
@@ -168,7 +168,7 @@ const reasonNameMismatch = "name_mismatch"
 // name (a chain matched on server_names) to an address the name resolves
 // to for this pod (bindCheck): otherwise refused under Enforce, flagged
 // under Audit. HTTP requests are bound one by one (httpEgress.decide).
-func (p *Proxy) bindName(ctx context.Context, cfg *xds.Config, fc *xds.FilterChain, name string, dst netip.AddrPort, clusterName string, cn *conn) *refusal {
+func (p *Proxy) bindName(ctx context.Context, cfg *model.Config, fc *model.FilterChain, name string, dst netip.AddrPort, clusterName string, cn *conn) *refusal {
 	why, meta := p.bindCheck(ctx, cfg, fc, nil, egress.Name(name), dst, clusterName)
 	if why == "" {
 		return nil
@@ -193,8 +193,8 @@ func (p *Proxy) bindName(ctx context.Context, cfg *xds.Config, fc *xds.FilterCha
 // by address, by the default verdict, denied anyway, or not forwarded to
 // the address the app chose); else why not, and the deciding rule's
 // metadata.
-func (p *Proxy) bindCheck(ctx context.Context, cfg *xds.Config, fc *xds.FilterChain, vh *xds.VirtualHost, name string, dst netip.AddrPort,
-	clusterName string) (string, *xds.EgressMeta) {
+func (p *Proxy) bindCheck(ctx context.Context, cfg *model.Config, fc *model.FilterChain, vh *model.VirtualHost, name string, dst netip.AddrPort,
+	clusterName string) (string, *model.EgressMeta) {
 	meta, named := fc.Egress, len(fc.Match.ServerNames) > 0
 	if vh != nil {
 		if vh.Egress != nil {
@@ -205,7 +205,7 @@ func (p *Proxy) bindCheck(ctx context.Context, cfg *xds.Config, fc *xds.FilterCh
 	if p.cfg.Names == nil || meta == nil || !named || meta.Decision != "allow" {
 		return "", nil
 	}
-	if cl := cfg.Clusters[clusterName]; cl == nil || cl.Kind != xds.KindOriginalDst {
+	if cl := cfg.Clusters[clusterName]; cl == nil || cl.Kind != model.KindOriginalDst {
 		return "", nil
 	}
 	b := p.cfg.Names.Bind(ctx, name, dst.Addr())
@@ -253,7 +253,7 @@ type egressAuditor struct {
 
 // egressAudit returns nil (a no-op auditor) unless fc is an egress chain
 // and Config.Audit is set.
-func (p *Proxy) egressAudit(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sniffed, down *prefixConn, cn *conn) *egressAuditor {
+func (p *Proxy) egressAudit(cfg *model.Config, fc *model.FilterChain, dst netip.AddrPort, sn sniffed, down *prefixConn, cn *conn) *egressAuditor {
 	if fc.Egress == nil || p.cfg.Audit == nil {
 		return nil
 	}
@@ -304,7 +304,7 @@ type egressFacts struct {
 // egressEvent describes an egress connection (or, on an HTTP chain, one
 // request): the decision is read off the chain and, for HTTP chains, the
 // virtual host of the request's Host.
-func egressEvent(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sniffed, host string, f egressFacts, d time.Duration) audit.Event {
+func egressEvent(cfg *model.Config, fc *model.FilterChain, dst netip.AddrPort, sn sniffed, host string, f egressFacts, d time.Duration) audit.Event {
 	e := audit.Event{Time: f.start, DstIP: dst.Addr().Unmap(), DstPort: dst.Port(), SNI: sn.sni, Protocol: audit.ProtocolTCP,
 		Chain: fc.Name, BytesSent: f.sent, BytesReceived: f.received, Duration: d}
 	switch {
@@ -331,7 +331,7 @@ func egressEvent(cfg *xds.Config, fc *xds.FilterChain, dst netip.AddrPort, sn sn
 
 // egressMode is the mode of the rule that decided a connection on chain fc
 // (for an HTTP chain, host's virtual host): "Enforce", "Audit" or "".
-func egressMode(cfg *xds.Config, fc *xds.FilterChain, host string) string {
+func egressMode(cfg *model.Config, fc *model.FilterChain, host string) string {
 	meta := fc.Egress
 	if rc := cfg.Routes[fc.Target.RouteConfig]; rc != nil {
 		if vh := rc.Match(egress.HostName(host)); vh != nil && vh.Egress != nil {

@@ -13,7 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // newParkingPair is newMeshPair with both sidecars parking flows idle for
@@ -39,7 +39,7 @@ func newPairTo(t *testing.T, appPort uint16, mod func(*Config)) *meshPair {
 	mp.b = startPod(t, mp.ca, workloadID("demo", "echo"), mod)
 	mp.b.nat.setDefault(netip.AddrPortFrom(podBIP, appPort))
 	mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(appPort, false, nil), false))
-	mp.a.cfg.Store(meshConfig([]spiffeid.ID{mp.b.id}, []xds.Endpoint{{Addr: mp.b.inboundAddr()}}, nil, false))
+	mp.a.cfg.Store(meshConfig([]spiffeid.ID{mp.b.id}, []model.Endpoint{{Addr: mp.b.inboundAddr()}}, nil, false))
 	return mp
 }
 

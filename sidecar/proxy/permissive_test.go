@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // plaintextToB connects to B's inbound listener without TLS, as a caller
@@ -31,7 +31,7 @@ func plaintextToB(t *testing.T, mp *meshPair, msg []byte) ([]byte, error) {
 
 // permissivePair is a mesh pair whose server B takes both mTLS and
 // plaintext on the app's port (PERMISSIVE), under rbac.
-func permissivePair(t *testing.T, rbac []xds.RBACFilter) *meshPair {
+func permissivePair(t *testing.T, rbac []model.RBACFilter) *meshPair {
 	t.Helper()
 	mp := newMeshPair(t, nil, nil)
 	mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(mp.app.port(), true, rbac), false))
@@ -45,8 +45,8 @@ func permissivePair(t *testing.T, rbac []xds.RBACFilter) *meshPair {
 // (api/v1alpha1.AuthorizationPolicy). mTLS callers on the same port are
 // decided by their SPIFFE ID, as under STRICT.
 func TestPermissiveAuthorizesPlaintext(t *testing.T) {
-	allowShop := []xds.RBACFilter{{Action: xds.RBACAllow, Policies: []xds.RBACPolicy{
-		{Name: "demo/allow-shop", Principals: []xds.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}}}}}
+	allowShop := []model.RBACFilter{{Action: model.RBACAllow, Policies: []model.RBACPolicy{
+		{Name: "demo/allow-shop", Principals: []model.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}}}}}
 
 	t.Run("plaintext refused by an ALLOW policy naming identities", func(t *testing.T) {
 		mp := permissivePair(t, allowShop)
@@ -97,9 +97,9 @@ func TestPermissiveAuthorizesPlaintext(t *testing.T) {
 	t.Run("plaintext allowed by a rule without from", func(t *testing.T) {
 		mp := permissivePair(t, nil)
 		port := mp.app.port()
-		mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(port, true, []xds.RBACFilter{{Action: xds.RBACAllow, Policies: []xds.RBACPolicy{
-			{Name: "demo/allow-shop", Principals: []xds.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}},
-			{Name: "demo/allow-port", Principals: []xds.Principal{{Any: true}}, Ports: []uint16{port}},
+		mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(port, true, []model.RBACFilter{{Action: model.RBACAllow, Policies: []model.RBACPolicy{
+			{Name: "demo/allow-shop", Principals: []model.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}},
+			{Name: "demo/allow-port", Principals: []model.Principal{{Any: true}}, Ports: []uint16{port}},
 		}}}), false))
 		msg := []byte("plaintext to an open port")
 		got, err := plaintextToB(t, mp, msg)
@@ -112,8 +112,8 @@ func TestPermissiveAuthorizesPlaintext(t *testing.T) {
 	})
 
 	t.Run("plaintext refused by a DENY policy matching everyone", func(t *testing.T) {
-		mp := permissivePair(t, []xds.RBACFilter{{Action: xds.RBACDeny, Policies: []xds.RBACPolicy{
-			{Name: "demo/deny-all", Principals: []xds.Principal{{Any: true}}}}}})
+		mp := permissivePair(t, []model.RBACFilter{{Action: model.RBACDeny, Policies: []model.RBACPolicy{
+			{Name: "demo/deny-all", Principals: []model.Principal{{Any: true}}}}}})
 		got, err := plaintextToB(t, mp, []byte("plaintext"))
 		if err == nil || len(got) != 0 {
 			t.Fatalf("plaintext caller denied by demo/deny-all got %q back (err %v)", got, err)
@@ -126,8 +126,8 @@ func TestPermissiveAuthorizesPlaintext(t *testing.T) {
 	})
 
 	t.Run("shadow rule counts plaintext", func(t *testing.T) {
-		mp := permissivePair(t, []xds.RBACFilter{{Action: xds.RBACAllow, Shadow: true, Policies: []xds.RBACPolicy{
-			{Name: "demo/audit-shop-only", Principals: []xds.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}}}}})
+		mp := permissivePair(t, []model.RBACFilter{{Action: model.RBACAllow, Shadow: true, Policies: []model.RBACPolicy{
+			{Name: "demo/audit-shop-only", Principals: []model.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}}}}})
 		msg := []byte("plaintext under a shadow rule")
 		got, err := plaintextToB(t, mp, msg)
 		if err != nil || string(got) != string(msg) {

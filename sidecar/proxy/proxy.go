@@ -22,7 +22,7 @@ import (
 	wm "github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/sidecar/capture"
 	"github.com/weftmesh/weft/sidecar/dnsproxy"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // NameBinder tells whether a name may stand for an address (implemented
@@ -43,7 +43,7 @@ type Config struct {
 	// complete one). Each connection reads it once, when accepted, and
 	// keeps the chain and cluster it chose: pushes never touch open
 	// connections.
-	Config func() *xds.Config
+	Config func() *model.Config
 
 	// InboundAddr is where capture redirects inbound TCP: ":15006", which
 	// Go opens dual-stack ([::] taking IPv4 as well) where the pod has
@@ -663,7 +663,7 @@ func refused(reason string, format string, args ...any) *refusal {
 // peer) connecting to port: enforced DENY filters first, then enforced
 // ALLOW filters; shadow filters only count and log what they would have
 // done.
-func (p *Proxy) authorize(direction string, fc *xds.FilterChain, peer string, port uint16) error {
+func (p *Proxy) authorize(direction string, fc *model.FilterChain, peer string, port uint16) error {
 	for _, f := range fc.RBAC {
 		if !f.Shadow {
 			continue
@@ -673,7 +673,7 @@ func (p *Proxy) authorize(direction string, fc *xds.FilterChain, peer string, po
 			p.log.Info("shadow RBAC would deny", "direction", direction, "chain", fc.Name, "spiffe_id", peer, "port", port, "policy", policy)
 		}
 	}
-	for _, action := range []xds.RBACAction{xds.RBACDeny, xds.RBACAllow} {
+	for _, action := range []model.RBACAction{model.RBACDeny, model.RBACAllow} {
 		for _, f := range fc.RBAC {
 			if f.Shadow || f.Action != action {
 				continue
@@ -694,7 +694,7 @@ func (p *Proxy) authorize(direction string, fc *xds.FilterChain, peer string, po
 
 // dialUpstream connects to one of addrs (in order), trying the next once
 // when a connect fails.
-func (p *Proxy) dialUpstream(ctx context.Context, cl *xds.Cluster, addrs []netip.AddrPort) (net.Conn, netip.AddrPort, error) {
+func (p *Proxy) dialUpstream(ctx context.Context, cl *model.Cluster, addrs []netip.AddrPort) (net.Conn, netip.AddrPort, error) {
 	timeout := cl.ConnectTimeout
 	if timeout <= 0 {
 		timeout = p.cfg.ConnectTimeout

@@ -22,7 +22,7 @@ import (
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 type fixedClock time.Time
@@ -67,10 +67,10 @@ func refusedByB(t *testing.T, mp *meshPair, svid *x509svid.SVID, maxVersion uint
 }
 
 func TestInboundRefusals(t *testing.T) {
-	deny := []xds.RBACFilter{
-		{Action: xds.RBACDeny, Policies: []xds.RBACPolicy{{Name: "demo/deny-batch", Principals: []xds.Principal{{Exact: workloadID("batch", "job").String()}}}}},
-		{Action: xds.RBACAllow, Policies: []xds.RBACPolicy{{Name: "demo/allow-shop", Principals: []xds.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}}}},
-		{Action: xds.RBACAllow, Shadow: true, Policies: []xds.RBACPolicy{{Name: "demo/audit-frontend-only", Principals: []xds.Principal{{Exact: workloadID("shop", "frontend").String()}}}}},
+	deny := []model.RBACFilter{
+		{Action: model.RBACDeny, Policies: []model.RBACPolicy{{Name: "demo/deny-batch", Principals: []model.Principal{{Exact: workloadID("batch", "job").String()}}}}},
+		{Action: model.RBACAllow, Policies: []model.RBACPolicy{{Name: "demo/allow-shop", Principals: []model.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}}}},
+		{Action: model.RBACAllow, Shadow: true, Policies: []model.RBACPolicy{{Name: "demo/audit-frontend-only", Principals: []model.Principal{{Exact: workloadID("shop", "frontend").String()}}}}},
 	}
 	other := testutil.NewCA(t, td, nil) // same trust domain name, another root
 	past := testutil.NewCA(t, td, fixedClock(time.Now().Add(-48*time.Hour)))

@@ -17,7 +17,7 @@ import (
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // ticketCache is a client session cache that counts the sessions a server
@@ -171,7 +171,7 @@ func TestOutboundOffersNoResumption(t *testing.T) {
 	echoID := workloadID("demo", "echo")
 	peer := startTLSEcho(t, tlsconfig.MTLSServerConfig(testutil.SVID(t, ca, echoID, time.Hour), ca.Bundle(), tlsconfig.AuthorizeAny()))
 	a := startPod(t, ca, workloadID("shop", "frontend"))
-	a.cfg.Store(meshConfig([]spiffeid.ID{echoID}, []xds.Endpoint{{Addr: peer.addr}}, nil, false))
+	a.cfg.Store(meshConfig([]spiffeid.ID{echoID}, []model.Endpoint{{Addr: peer.addr}}, nil, false))
 
 	for _, msg := range []string{"first", "second", "third"} {
 		roundTrip(t, a.dialOutbound(netip.AddrPortFrom(serviceIP, 80)), []byte(msg))

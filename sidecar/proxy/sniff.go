@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // Transport protocols as xDS filter_chain_match names them.
@@ -224,7 +224,7 @@ func (c *prefixConn) takePrefix() []byte {
 // depends on what sniffing finds (transport protocol, SNI, application
 // protocols). When none does, the proxy does not wait for the client's
 // first bytes, so server-first protocols are not delayed.
-func needsSniff(l *xds.Listener, dst netip.AddrPort) bool {
+func needsSniff(l *model.Listener, dst netip.AddrPort) bool {
 	for _, fc := range l.Chains {
 		m := fc.Match
 		if m.DestPort != 0 && m.DestPort != dst.Port() {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // sniffPair is a loopback TCP connection: client writes what the test
@@ -95,29 +95,29 @@ func TestSniffStopsAtMaxSniff(t *testing.T) {
 // a client's first bytes only when a chain that matches the destination's
 // port and address depends on them.
 func TestNeedsSniffOnlyForChainsThatCanTakeTheConnection(t *testing.T) {
-	chain := func(m xds.ChainMatch) *xds.FilterChain { return &xds.FilterChain{Match: m} }
+	chain := func(m model.ChainMatch) *model.FilterChain { return &model.FilterChain{Match: m} }
 	tenNet := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	in10 := netip.MustParseAddrPort("10.1.2.3:443")
 	cases := []struct {
 		name   string
-		chains []*xds.FilterChain
+		chains []*model.FilterChain
 		dst    netip.AddrPort
 		want   bool
 	}{
 		{"no chain", nil, in10, false},
-		{"a chain on address and port alone", []*xds.FilterChain{chain(xds.ChainMatch{DestPort: 443, Prefixes: tenNet})}, in10, false},
-		{"server names on the port", []*xds.FilterChain{chain(xds.ChainMatch{DestPort: 443, ServerNames: []string{"a.example"}})}, in10, true},
-		{"server names on another port", []*xds.FilterChain{chain(xds.ChainMatch{DestPort: 80, ServerNames: []string{"a.example"}})}, in10, false},
-		{"server names on any port", []*xds.FilterChain{chain(xds.ChainMatch{ServerNames: []string{"a.example"}})}, in10, true},
-		{"transport protocol in the range", []*xds.FilterChain{chain(xds.ChainMatch{Prefixes: tenNet, TransportProtocol: transportTLS})}, in10, true},
-		{"transport protocol in the range, IPv4-mapped", []*xds.FilterChain{chain(xds.ChainMatch{Prefixes: tenNet, TransportProtocol: transportTLS})},
+		{"a chain on address and port alone", []*model.FilterChain{chain(model.ChainMatch{DestPort: 443, Prefixes: tenNet})}, in10, false},
+		{"server names on the port", []*model.FilterChain{chain(model.ChainMatch{DestPort: 443, ServerNames: []string{"a.example"}})}, in10, true},
+		{"server names on another port", []*model.FilterChain{chain(model.ChainMatch{DestPort: 80, ServerNames: []string{"a.example"}})}, in10, false},
+		{"server names on any port", []*model.FilterChain{chain(model.ChainMatch{ServerNames: []string{"a.example"}})}, in10, true},
+		{"transport protocol in the range", []*model.FilterChain{chain(model.ChainMatch{Prefixes: tenNet, TransportProtocol: transportTLS})}, in10, true},
+		{"transport protocol in the range, IPv4-mapped", []*model.FilterChain{chain(model.ChainMatch{Prefixes: tenNet, TransportProtocol: transportTLS})},
 			netip.MustParseAddrPort("[::ffff:10.1.2.3]:443"), true},
-		{"transport protocol outside the range", []*xds.FilterChain{chain(xds.ChainMatch{Prefixes: tenNet, TransportProtocol: transportTLS})},
+		{"transport protocol outside the range", []*model.FilterChain{chain(model.ChainMatch{Prefixes: tenNet, TransportProtocol: transportTLS})},
 			netip.MustParseAddrPort("192.0.2.1:443"), false},
-		{"application protocols", []*xds.FilterChain{chain(xds.ChainMatch{DestPort: 443}), chain(xds.ChainMatch{AppProtocols: []string{"http/1.1"}})}, in10, true},
+		{"application protocols", []*model.FilterChain{chain(model.ChainMatch{DestPort: 443}), chain(model.ChainMatch{AppProtocols: []string{"http/1.1"}})}, in10, true},
 	}
 	for _, tc := range cases {
-		if got := needsSniff(&xds.Listener{Chains: tc.chains}, tc.dst); got != tc.want {
+		if got := needsSniff(&model.Listener{Chains: tc.chains}, tc.dst); got != tc.want {
 			t.Errorf("%s: needsSniff = %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // Handshake failure reasons, the label of
@@ -51,7 +51,7 @@ var errNoSVID = errors.New("proxy: no SVID")
 // client's X.509-SVID verified against the trust bundle, then authorized by
 // the trust domain and the chain's RBAC filters. Session tickets are off so
 // every connection is fully authenticated and authorized.
-func (p *Proxy) serverTLS(fc *xds.FilterChain, port uint16, peer *spiffeid.ID) *tls.Config {
+func (p *Proxy) serverTLS(fc *model.FilterChain, port uint16, peer *spiffeid.ID) *tls.Config {
 	authz := func(id spiffeid.ID, _ [][]*x509.Certificate) error {
 		*peer = id
 		if !id.MemberOf(p.td) {
@@ -84,7 +84,7 @@ func (p *Proxy) serverTLS(fc *xds.FilterChain, port uint16, peer *spiffeid.ID) *
 // sidecar of cluster cl: TLS 1.3 only, our current SVID, the peer's
 // X.509-SVID verified against the trust bundle and its SPIFFE ID one of the
 // cluster's SANs.
-func (p *Proxy) clientTLS(u *xds.UpstreamTLS, peer *spiffeid.ID) *tls.Config {
+func (p *Proxy) clientTLS(u *model.UpstreamTLS, peer *spiffeid.ID) *tls.Config {
 	allowed := tlsconfig.AuthorizeOneOf(u.SANs...)
 	authz := func(id spiffeid.ID, chains [][]*x509.Certificate) error {
 		*peer = id

@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/clock"
 
 	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // ClientConfig configures a [Client]. NodeID and one of Conn or Dial are
@@ -66,12 +67,12 @@ type Client struct {
 	clock clock.Clock
 	node  *corev3.Node
 
-	current atomic.Pointer[Config]
+	current atomic.Pointer[model.Config]
 	ready   chan struct{}
 	running atomic.Bool
 
 	mu   sync.Mutex // guards what follows
-	subs map[chan *Config]struct{}
+	subs map[chan *model.Config]struct{}
 	st   Status
 
 	// Owned by Run's goroutine.
@@ -133,7 +134,7 @@ func New(cfg ClientConfig) (*Client, error) {
 		node: &corev3.Node{Id: cfg.NodeID, UserAgentName: "weft-sidecar",
 			UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: cfg.UserAgentVersion}},
 		ready:    make(chan struct{}),
-		subs:     map[chan *Config]struct{}{},
+		subs:     map[chan *model.Config]struct{}{},
 		st:       Status{Node: cfg.NodeID, Delta: cfg.Delta, Nacks: map[string]uint64{}},
 		res:      state{},
 		versions: map[string]string{},
@@ -143,7 +144,7 @@ func New(cfg ClientConfig) (*Client, error) {
 
 // Current returns the configuration in force: the last complete one
 // accepted, nil before the first. It stays when the control plane is away.
-func (c *Client) Current() *Config { return c.current.Load() }
+func (c *Client) Current() *model.Config { return c.current.Load() }
 
 // Ready is closed when the first complete configuration is current.
 func (c *Client) Ready() <-chan struct{} { return c.ready }
@@ -151,8 +152,8 @@ func (c *Client) Ready() <-chan struct{} { return c.ready }
 // Subscribe returns a channel that receives every new current
 // configuration (only the latest if the reader is slow) and a function
 // that ends the subscription.
-func (c *Client) Subscribe() (<-chan *Config, func()) {
-	ch := make(chan *Config, 1)
+func (c *Client) Subscribe() (<-chan *model.Config, func()) {
+	ch := make(chan *model.Config, 1)
 	c.mu.Lock()
 	c.subs[ch] = struct{}{}
 	c.mu.Unlock()
@@ -245,7 +246,7 @@ func (c *Client) connected() {
 // apply validates u against the accepted resources and, when the whole set
 // is consistent, accepts it and returns the configuration it builds (nil
 // if u changes nothing); on error nothing changes.
-func (c *Client) apply(u update) (*Config, error) {
+func (c *Client) apply(u update) (*model.Config, error) {
 	next := c.res.with(u)
 	if c.received[u.typeURL] && c.versions[u.typeURL] == u.version && next.equal(c.res) {
 		return nil, nil
@@ -262,7 +263,7 @@ func (c *Client) apply(u update) (*Config, error) {
 }
 
 // accepted counts an ACK and makes cfg current if it is complete.
-func (c *Client) accepted(cfg *Config) {
+func (c *Client) accepted(cfg *model.Config) {
 	if cfg == nil {
 		c.mu.Lock()
 		c.st.Acks++
@@ -270,7 +271,7 @@ func (c *Client) accepted(cfg *Config) {
 		return
 	}
 	missing := cfg.Missing()
-	for _, t := range []string{ClusterType, ListenerType} {
+	for _, t := range []string{model.ClusterType, model.ListenerType} {
 		if !c.received[t] {
 			missing = append(missing, kindName(t)+"s")
 		}
@@ -309,14 +310,14 @@ func (c *Client) rejected(typeURL, version string, err error) {
 // accepted resources; nil for the wildcard types.
 func (c *Client) wanted(t string) []string {
 	switch t {
-	case EndpointType, RouteType:
+	case model.EndpointType, model.RouteType:
 		eds, rds := c.res.references()
-		if t == EndpointType {
+		if t == model.EndpointType {
 			return slices.Sorted(maps.Keys(eds))
 		}
 		return slices.Sorted(maps.Keys(rds))
-	case SecretType:
-		return []string{TrustBundleSecret}
+	case model.SecretType:
+		return []string{model.TrustBundleSecret}
 	}
 	return nil
 }

@@ -14,6 +14,8 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 const (
@@ -156,7 +158,7 @@ func startClient(t *testing.T, addr string, delta bool) *Client {
 
 // waitConfig waits until the current configuration satisfies ok; every
 // configuration made current on the way must be complete.
-func waitConfig(t *testing.T, c *Client, what string, ok func(*Config) bool) *Config {
+func waitConfig(t *testing.T, c *Client, what string, ok func(*model.Config) bool) *model.Config {
 	t.Helper()
 	ch, unsubscribe := c.Subscribe()
 	defer unsubscribe()
@@ -193,7 +195,7 @@ func testClient(t *testing.T, delta bool) {
 		t.Fatalf("not ready; status %+v", c.Status())
 	}
 	cur := c.Current()
-	for _, typ := range []string{ClusterType, EndpointType, ListenerType, RouteType, SecretType} {
+	for _, typ := range []string{model.ClusterType, model.EndpointType, model.ListenerType, model.RouteType, model.SecretType} {
 		if cur.Version[typ] != "v1" {
 			t.Errorf("version of %s = %q, want v1", typ, cur.Version[typ])
 		}
@@ -203,7 +205,7 @@ func testClient(t *testing.T, delta bool) {
 	}
 
 	// ACKed: every type's next request carries the version and nonce, no error.
-	for _, typ := range []string{ClusterType, EndpointType, ListenerType, RouteType, SecretType} {
+	for _, typ := range []string{model.ClusterType, model.EndpointType, model.ListenerType, model.RouteType, model.SecretType} {
 		if delta {
 			p.waitDelta(t, "ACK of "+typ, func(r *discoveryv3.DeltaDiscoveryRequest) bool {
 				return r.GetTypeUrl() == typ && r.GetResponseNonce() != "" && r.GetErrorDetail() == nil
@@ -222,17 +224,17 @@ func testClient(t *testing.T, delta bool) {
 	const reason = `filter "envoy.filters.network.redis_proxy" is not supported`
 	if delta {
 		p.waitDelta(t, "NACK of v2", func(r *discoveryv3.DeltaDiscoveryRequest) bool {
-			return r.GetTypeUrl() == ListenerType && r.GetResponseNonce() != "" && strings.Contains(r.GetErrorDetail().GetMessage(), reason)
+			return r.GetTypeUrl() == model.ListenerType && r.GetResponseNonce() != "" && strings.Contains(r.GetErrorDetail().GetMessage(), reason)
 		})
 	} else {
 		p.waitSotw(t, "NACK of v2", func(r *discoveryv3.DiscoveryRequest) bool {
-			return r.GetTypeUrl() == ListenerType && r.GetVersionInfo() == "v1" && r.GetResponseNonce() != "" &&
+			return r.GetTypeUrl() == model.ListenerType && r.GetVersionInfo() == "v1" && r.GetResponseNonce() != "" &&
 				strings.Contains(r.GetErrorDetail().GetMessage(), reason)
 		})
 	}
 	// Other types of v2 are the same resources and are accepted; the
 	// listeners stay v1's.
-	if now := c.Current(); now.Version[ListenerType] != "v1" || len(now.Outbound.Chains) != len(cur.Outbound.Chains) {
+	if now := c.Current(); now.Version[model.ListenerType] != "v1" || len(now.Outbound.Chains) != len(cur.Outbound.Chains) {
 		t.Errorf("a NACKed response changed the current listeners: versions %v", now.Version)
 	}
 	st := c.Status()
@@ -243,7 +245,7 @@ func testClient(t *testing.T, delta bool) {
 	// Removal of a cluster (and its endpoints and chain).
 	v3 := mesh{services: []string{"server.demo"}, httpEgress: true}
 	setSnapshot(t, cache, v3, "v3")
-	cfg := waitConfig(t, c, "other.demo removed", func(cfg *Config) bool {
+	cfg := waitConfig(t, c, "other.demo removed", func(cfg *model.Config) bool {
 		return cfg.Clusters["outbound|80|other.demo"] == nil && cfg.Clusters["outbound|80|server.demo"] != nil
 	})
 	if _, ok := cfg.Endpoints["outbound|80|other.demo"]; ok {
@@ -251,11 +253,11 @@ func testClient(t *testing.T, delta bool) {
 	}
 	if delta {
 		p.waitDelta(t, "unsubscribe other.demo endpoints", func(r *discoveryv3.DeltaDiscoveryRequest) bool {
-			return r.GetTypeUrl() == EndpointType && strings.Join(r.GetResourceNamesUnsubscribe(), ",") == "outbound|80|other.demo"
+			return r.GetTypeUrl() == model.EndpointType && strings.Join(r.GetResourceNamesUnsubscribe(), ",") == "outbound|80|other.demo"
 		})
 	} else {
 		p.waitSotw(t, "endpoints request without other.demo", func(r *discoveryv3.DiscoveryRequest) bool {
-			return r.GetTypeUrl() == EndpointType && strings.Join(r.GetResourceNames(), ",") == "outbound|80|server.demo"
+			return r.GetTypeUrl() == model.EndpointType && strings.Join(r.GetResourceNames(), ",") == "outbound|80|server.demo"
 		})
 	}
 	if st := c.Status(); st.Acks == 0 || !st.Connected || !st.Ready {
@@ -273,7 +275,7 @@ func testReconnect(t *testing.T, delta bool) {
 	setSnapshot(t, cache, mesh{services: []string{"server.demo"}}, "v1")
 	p := startPeer(t, "127.0.0.1:0", cache)
 	c := startClient(t, p.addr, delta)
-	cur := waitConfig(t, c, "v1", func(*Config) bool { return true })
+	cur := waitConfig(t, c, "v1", func(*model.Config) bool { return true })
 
 	p.stop()
 	deadline := time.After(timeout)
@@ -291,7 +293,7 @@ func testReconnect(t *testing.T, delta bool) {
 	cache2 := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
 	setSnapshot(t, cache2, mesh{services: []string{"server.demo", "third.demo"}}, "v2")
 	startPeer(t, p.addr, cache2)
-	waitConfig(t, c, "third.demo from the restarted control plane", func(cfg *Config) bool {
+	waitConfig(t, c, "third.demo from the restarted control plane", func(cfg *model.Config) bool {
 		_, ok := cfg.Endpoints["outbound|80|third.demo"]
 		return ok
 	})
@@ -312,7 +314,7 @@ func TestLateRoutesAndEndpoints(t *testing.T) {
 	res := mesh{services: []string{"server.demo"}, httpEgress: true}.resources(t)
 	apply := func(typ string) {
 		t.Helper()
-		u := update{typeURL: typ, version: "v1", upsert: map[string]entry{}, full: typ == ClusterType || typ == ListenerType}
+		u := update{typeURL: typ, version: "v1", upsert: map[string]entry{}, full: typ == model.ClusterType || typ == model.ListenerType}
 		for _, r := range res[typ] {
 			m, err := toSubset(r)
 			if err != nil {
@@ -326,19 +328,19 @@ func TestLateRoutesAndEndpoints(t *testing.T) {
 		}
 		c.accepted(cfg)
 	}
-	for _, typ := range []string{ClusterType, ListenerType, SecretType, EndpointType} {
+	for _, typ := range []string{model.ClusterType, model.ListenerType, model.SecretType, model.EndpointType} {
 		apply(typ)
 		if c.Current() != nil {
 			t.Fatalf("current after %s without routes", kindName(typ))
 		}
 	}
-	if got := strings.Join(c.wanted(RouteType), ","); got != "egress|80" {
+	if got := strings.Join(c.wanted(model.RouteType), ","); got != "egress|80" {
 		t.Errorf("routes wanted = %s", got)
 	}
 	if w := c.Status().Waiting; len(w) != 1 || w[0] != "routes egress|80" {
 		t.Errorf("waiting = %v", w)
 	}
-	apply(RouteType)
+	apply(model.RouteType)
 	select {
 	case <-c.Ready():
 	default:
@@ -348,11 +350,11 @@ func TestLateRoutesAndEndpoints(t *testing.T) {
 		t.Error("routes missing")
 	}
 	// Endpoints arriving for a cluster that does not exist are refused.
-	ghost, err := toSubset(res[EndpointType][0])
+	ghost, err := toSubset(res[model.EndpointType][0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.apply(update{typeURL: EndpointType, upsert: map[string]entry{"outbound|80|ghost.demo": {msg: ghost}}})
+	_, err = c.apply(update{typeURL: model.EndpointType, upsert: map[string]entry{"outbound|80|ghost.demo": {msg: ghost}}})
 	if err == nil || !strings.Contains(err.Error(), `endpoints "outbound|80|ghost.demo": resource is named "outbound|80|server.demo"`) {
 		t.Errorf("apply ghost endpoints: %v", err)
 	}

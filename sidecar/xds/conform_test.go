@@ -30,6 +30,7 @@ import (
 	subsetclusterv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/cluster/v3"
 	hcmv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/network/http_connection_manager/v3"
 	sdiscoveryv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // TestEnvoyRulesComplete: envoyRules and requiredOneofs are exactly the
@@ -268,23 +269,23 @@ func TestDecodeNamesFieldsOutsideTheSubset(t *testing.T) {
 		want   string
 	}{
 		{"nested", func(r envoySet) {
-			l := r[ListenerType]["outbound"].(*listenerv3.Listener)
+			l := r[model.ListenerType]["outbound"].(*listenerv3.Listener)
 			l.FilterChains[2].FilterChainMatch.SourcePorts = []uint32{1}
 		}, `listener "outbound": filter_chains[2].filter_chain_match: field 7 of envoy.config.listener.v3.FilterChainMatch is not supported`},
 		{"in a map value", func(r envoySet) {
-			l := r[ListenerType]["outbound"].(*listenerv3.Listener)
+			l := r[model.ListenerType]["outbound"].(*listenerv3.Listener)
 			withUnknown(l.DefaultFilterChain.Metadata.FilterMetadata["weft.egress"], 9)
 		}, `listener "outbound": default_filter_chain.metadata.filter_metadata["weft.egress"]: field 9 of google.protobuf.Struct is not supported`},
 		{"several", func(r envoySet) {
-			c := r[ClusterType]["BlackHoleCluster"].(*clusterv3.Cluster)
+			c := r[model.ClusterType]["BlackHoleCluster"].(*clusterv3.Cluster)
 			c.CircuitBreakers = &clusterv3.CircuitBreakers{}
 			c.CleanupInterval = durationpb.New(time.Minute)
 		}, `cluster "BlackHoleCluster": fields 10, 20 of envoy.config.cluster.v3.Cluster are not supported`},
 		{"wrong wire type", func(r envoySet) {
-			withUnknown(r[ClusterType]["BlackHoleCluster"], 1) // name as a varint
+			withUnknown(r[model.ClusterType]["BlackHoleCluster"], 1) // name as a varint
 		}, `cluster "BlackHoleCluster": field 1 (name) of envoy.config.cluster.v3.Cluster has the wrong wire type`},
 		{"oneof member outside the subset", func(r envoySet) {
-			c := r[ClusterType]["BlackHoleCluster"].(*clusterv3.Cluster)
+			c := r[model.ClusterType]["BlackHoleCluster"].(*clusterv3.Cluster)
 			c.ClusterDiscoveryType = &clusterv3.Cluster_ClusterType{ClusterType: &clusterv3.Cluster_CustomClusterType{Name: "x"}}
 		}, `cluster "BlackHoleCluster": field 38 of envoy.config.cluster.v3.Cluster is not supported`},
 	}
@@ -301,9 +302,9 @@ func TestDecodeNamesFieldsOutsideTheSubset(t *testing.T) {
 }
 
 func TestDecodeTypes(t *testing.T) {
-	c := mesh{}.envoy(t)[ClusterType]["BlackHoleCluster"]
+	c := mesh{}.envoy(t)[model.ClusterType]["BlackHoleCluster"]
 	a := anyOf(t, c)
-	if _, err := decode(ListenerType, a); err == nil || err.Error() != "a resource of type "+ClusterType+" in a response of type "+ListenerType {
+	if _, err := decode(model.ListenerType, a); err == nil || err.Error() != "a resource of type "+model.ClusterType+" in a response of type "+model.ListenerType {
 		t.Errorf("decode(listener, cluster) = %v", err)
 	}
 	addr := "type.googleapis.com/envoy.config.core.v3.Address"
@@ -318,12 +319,12 @@ func TestDecodeTypes(t *testing.T) {
 			t.Errorf("subsetMessage(%s) = %v, want %s", url, err, want)
 		}
 	}
-	m, err := subsetMessage(ClusterType)
+	m, err := subsetMessage(model.ClusterType)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := m.(*subsetclusterv3.Cluster); !ok {
-		t.Errorf("subsetMessage(%s) is a %T", ClusterType, m)
+		t.Errorf("subsetMessage(%s) is a %T", model.ClusterType, m)
 	}
 	// unpack compares and reports Envoy's names.
 	err = unpack(anyOf(t, c), &hcmv3.HttpConnectionManager{})
@@ -340,7 +341,7 @@ func TestResponseEnvelope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := mesh{}.envoy(t)[ClusterType]
+	res := mesh{}.envoy(t)[model.ClusterType]
 	var resources []*anypb.Any
 	for _, n := range []string{"BlackHoleCluster", "InboundPassthroughCluster", "PassthroughCluster", "inbound|8080", "weft-controlplane"} {
 		resources = append(resources, anyOf(t, res[n]))
@@ -361,7 +362,7 @@ func TestResponseEnvelope(t *testing.T) {
 		_, err := c.applyDelta(nil, nil, &s)
 		return err
 	}
-	ok := &discoveryv3.DiscoveryResponse{TypeUrl: ClusterType, VersionInfo: "1", Nonce: "a", Resources: resources}
+	ok := &discoveryv3.DiscoveryResponse{TypeUrl: model.ClusterType, VersionInfo: "1", Nonce: "a", Resources: resources}
 	if err := sotw(ok); err != nil {
 		t.Fatalf("plain response: %v", err)
 	}
@@ -376,7 +377,7 @@ func TestResponseEnvelope(t *testing.T) {
 		dres = append(dres, &discoveryv3.Resource{Name: resourceName(m), Version: "1", Resource: a})
 	}
 	dres[1].Ttl = durationpb.New(time.Minute)
-	err = delta(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: ClusterType, SystemVersionInfo: "1", Nonce: "a", Resources: dres})
+	err = delta(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: model.ClusterType, SystemVersionInfo: "1", Nonce: "a", Resources: dres})
 	if want := "xds: response cluster: resources[1]: field 6 of envoy.service.discovery.v3.Resource is not supported"; err == nil || err.Error() != want {
 		t.Errorf("resource TTL: %v\nwant %s", err, want)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/weftmesh/weft/sidecar/internal/envoy"
 	statuspb "github.com/weftmesh/weft/sidecar/internal/envoy/google/rpc"
 	discoveryv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // runDelta: one delta ADS stream. Clusters and listeners are wildcard
@@ -39,7 +40,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 	subscribe := func(t string) error {
 		want := c.wanted(t)
 		prev, sent := names[t]
-		wildcard := t == ClusterType || t == ListenerType
+		wildcard := t == model.ClusterType || t == model.ListenerType
 		switch {
 		case wildcard && sent, !wildcard && slices.Equal(prev, want), !wildcard && !sent && len(want) == 0:
 			return nil
@@ -95,7 +96,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 			}
 			c.log.Debug("xds ACK", "type", kindName(t), "version", resp.GetSystemVersionInfo(),
 				"resources", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
-			for _, dep := range []string{EndpointType, RouteType} {
+			for _, dep := range []string{model.EndpointType, model.RouteType} {
 				if err := subscribe(dep); err != nil {
 					return healthy, err
 				}
@@ -105,7 +106,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 	}
 }
 
-func (c *Client) applyDelta(subscribed []string, ever map[string]bool, resp *discoveryv3.DeltaDiscoveryResponse) (*Config, error) {
+func (c *Client) applyDelta(subscribed []string, ever map[string]bool, resp *discoveryv3.DeltaDiscoveryResponse) (*model.Config, error) {
 	t := resp.GetTypeUrl()
 	u := update{typeURL: t, version: resp.GetSystemVersionInfo(), upsert: map[string]entry{}, removed: resp.GetRemovedResources()}
 	if err := conform(resp); err != nil {
@@ -125,7 +126,7 @@ func (c *Client) applyDelta(subscribed []string, ever map[string]bool, resp *dis
 		if _, dup := u.upsert[r.GetName()]; dup {
 			return nil, fmt.Errorf("xds: response %s: %q appears twice", kindName(t), r.GetName())
 		}
-		if (t == EndpointType || t == RouteType) && !slices.Contains(subscribed, r.GetName()) && ever[r.GetName()] {
+		if (t == model.EndpointType || t == model.RouteType) && !slices.Contains(subscribed, r.GetName()) && ever[r.GetName()] {
 			continue // a late answer for something we no longer ask for
 		}
 		u.upsert[r.GetName()] = entry{msg: m, version: r.GetVersion()}

@@ -1,31 +1,28 @@
-// Package xds is the sidecar's xDS client and the model of what the proxy
-// runs.
+// Package xds is the sidecar's xDS client: it receives Envoy resources
+// from the control plane, checks them against the contract and builds the
+// configuration the proxy runs (sidecar/xds/model).
 //
-// # Model and client
+// # Validation and client
 //
-// [Config] is the sidecar's own configuration: plain immutable Go values
-// (listeners, filter chains with their match rules, RBAC, clusters,
-// endpoints, routes, the trust bundle), built from Envoy v3 resources by
-// [Build]. [Build] accepts exactly the subset described in README.md (the
-// contract with the control plane) and returns an error naming the resource
-// and field for anything else, which the client sends back as a NACK: the
-// sidecar never silently ignores configuration it cannot honour.
+// [Build] turns one set of Envoy v3 resources into a [model.Config]. It
+// accepts exactly the subset described in README.md (the contract with the
+// control plane) and returns an error naming the resource and field for
+// anything else, which the client sends back as a NACK: the sidecar never
+// silently ignores configuration it cannot honour.
 //
 // [Client] holds one ADS stream to the control plane, state-of-the-world or
 // delta, on a connection that presents the pod's SVID and carries the
 // pod's token on every stream (sidecar/identity.TokenCredentials): the
-// control plane takes ADS only with both, since the app holds the SVID. Every response is applied to a copy of the current resources and
-// the whole set is rebuilt; only a consistent result replaces the current
-// one, so a bad response changes nothing. A configuration becomes current
+// control plane takes ADS only with both, since the app holds the SVID.
+// Every response is applied to a copy of the current resources and the
+// whole set is rebuilt; only a consistent result replaces the current one,
+// so a bad response changes nothing. A configuration becomes current
 // once it is complete (listeners, clusters, the endpoints of every EDS
 // cluster, every referenced route configuration and the trust bundle);
 // until then the previous complete one keeps serving, as Envoy warms
 // listeners and clusters. Losing the control plane clears nothing: the last
 // good configuration keeps serving while the client reconnects with
 // exponential backoff and jitter.
-//
-// [Listener.Match] chooses the filter chain for a connection with Envoy's
-// precedence; the proxy relies on it.
 //
 // # Decoding
 //
@@ -40,7 +37,8 @@
 // refuses. The ADS streams are opened by method name; no generated Envoy
 // service code is linked.
 //
-// Imports: the subset (sidecar/internal/envoy), gRPC, protobuf, go-spiffe,
-// k8s.io/utils/clock. Never controlplane/* or go-control-plane (tests may use
-// go-control-plane to build resources and as the reference).
+// Imports: sidecar/xds/model, the subset (sidecar/internal/envoy), gRPC,
+// protobuf, go-spiffe, k8s.io/utils/clock. Never controlplane/* or
+// go-control-plane (tests may use go-control-plane to build resources and
+// as the reference).
 package xds

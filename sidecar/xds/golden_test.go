@@ -13,19 +13,21 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // goldenDir is where the control plane's translator writes its golden
 // output: one directory per sidecar, one YAML list of protojson resources
 // per type.
-const goldenDir = "../../controlplane/xds/testdata/golden"
+const goldenDir = "../../controlplane/xds/translate/testdata/golden"
 
 var goldenFiles = map[string]string{
-	ListenerType: "listeners.yaml",
-	ClusterType:  "clusters.yaml",
-	EndpointType: "endpoints.yaml",
-	RouteType:    "routes.yaml",
-	SecretType:   "secrets.yaml",
+	model.ListenerType: "listeners.yaml",
+	model.ClusterType:  "clusters.yaml",
+	model.EndpointType: "endpoints.yaml",
+	model.RouteType:    "routes.yaml",
+	model.SecretType:   "secrets.yaml",
 }
 
 // TestGoldenAccepted: the sidecar accepts the control plane's golden output

@@ -18,6 +18,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 var (
@@ -93,7 +95,7 @@ func (s envoySet) mustSubset(t testing.TB) Resources {
 
 // buildEnvoy is what the client does with go-control-plane resources:
 // decode, then Build.
-func buildEnvoy(s envoySet) (*Config, error) {
+func buildEnvoy(s envoySet) (*model.Config, error) {
 	r, err := s.subset()
 	if err != nil {
 		return nil, err

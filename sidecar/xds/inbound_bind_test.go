@@ -9,6 +9,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // TestInboundClusterShapes: the inbound clusters of the contract, as the
@@ -22,32 +24,32 @@ func TestInboundClusterShapes(t *testing.T) {
 		name    string
 		mutate  func(envoySet)
 		cluster string
-		kind    ClusterKind
-		static  []Endpoint
+		kind    model.ClusterKind
+		static  []model.Endpoint
 		sources []netip.Addr
 	}{
 		{"original destination from 127.0.0.6 and ::6", func(r envoySet) {
-			r[ClusterType]["inbound|8080"] = originalDstInbound("inbound|8080", inboundBind())
-		}, "inbound|8080", KindOriginalDst, nil, []netip.Addr{v4, v6}},
+			r[model.ClusterType]["inbound|8080"] = originalDstInbound("inbound|8080", inboundBind())
+		}, "inbound|8080", model.KindOriginalDst, nil, []netip.Addr{v4, v6}},
 		{"original destination, IPv6 first", func(r envoySet) {
 			b := inboundBind()
 			b.SourceAddress, b.ExtraSourceAddresses[0].Address = b.ExtraSourceAddresses[0].Address, b.SourceAddress
-			r[ClusterType]["inbound|8080"] = originalDstInbound("inbound|8080", b)
-		}, "inbound|8080", KindOriginalDst, nil, []netip.Addr{v6, v4}},
+			r[model.ClusterType]["inbound|8080"] = originalDstInbound("inbound|8080", b)
+		}, "inbound|8080", model.KindOriginalDst, nil, []netip.Addr{v6, v4}},
 		{"original destination, kernel's source", func(r envoySet) {
-			r[ClusterType]["inbound|8080"] = originalDstInbound("inbound|8080", nil)
-		}, "inbound|8080", KindOriginalDst, nil, nil},
+			r[model.ClusterType]["inbound|8080"] = originalDstInbound("inbound|8080", nil)
+		}, "inbound|8080", model.KindOriginalDst, nil, nil},
 		{"loopback from 127.0.0.6", func(r envoySet) {
 			c := staticCluster("inbound|8080", "127.0.0.1", 8080)
 			c.UpstreamBindConfig = &corev3.BindConfig{SourceAddress: bindAddr("127.0.0.6")}
-			r[ClusterType]["inbound|8080"] = c
-		}, "inbound|8080", KindStatic, []Endpoint{{Addr: netip.MustParseAddrPort("127.0.0.1:8080")}}, []netip.Addr{v4}},
+			r[model.ClusterType]["inbound|8080"] = c
+		}, "inbound|8080", model.KindStatic, []model.Endpoint{{Addr: netip.MustParseAddrPort("127.0.0.1:8080")}}, []netip.Addr{v4}},
 		{"loopback, kernel's source (before upstream_bind_config)", nil,
-			"inbound|8080", KindStatic, []Endpoint{{Addr: netip.MustParseAddrPort("127.0.0.1:8080")}}, nil},
-		{"passthrough from 127.0.0.6 and ::6", nil, InboundPassthroughCluster, KindOriginalDst, nil, []netip.Addr{v4, v6}},
+			"inbound|8080", model.KindStatic, []model.Endpoint{{Addr: netip.MustParseAddrPort("127.0.0.1:8080")}}, nil},
+		{"passthrough from 127.0.0.6 and ::6", nil, model.InboundPassthroughCluster, model.KindOriginalDst, nil, []netip.Addr{v4, v6}},
 		{"passthrough, kernel's source", func(r envoySet) {
-			r[ClusterType][InboundPassthroughCluster].(*clusterv3.Cluster).UpstreamBindConfig = nil
-		}, InboundPassthroughCluster, KindOriginalDst, nil, nil},
+			r[model.ClusterType][model.InboundPassthroughCluster].(*clusterv3.Cluster).UpstreamBindConfig = nil
+		}, model.InboundPassthroughCluster, model.KindOriginalDst, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := mesh{}.envoy(t)
@@ -75,10 +77,10 @@ func TestInboundBindRejects(t *testing.T) {
 	set := func(name string, b *corev3.BindConfig) func(envoySet) {
 		return func(r envoySet) {
 			if name == "inbound|8080" {
-				r[ClusterType][name] = originalDstInbound(name, b)
+				r[model.ClusterType][name] = originalDstInbound(name, b)
 				return
 			}
-			r[ClusterType][name].(*clusterv3.Cluster).UpstreamBindConfig = b
+			r[model.ClusterType][name].(*clusterv3.Cluster).UpstreamBindConfig = b
 		}
 	}
 	withPort := bindAddr("127.0.0.6")
@@ -90,7 +92,7 @@ func TestInboundBindRejects(t *testing.T) {
 	}{
 		{"pod address as source", set("inbound|8080", &corev3.BindConfig{SourceAddress: bindAddr("198.18.0.9")}),
 			`xds: cluster "inbound|8080": upstream_bind_config: source_address: 198.18.0.9 is not 127.0.0.6 or ::6, the sources the capture rules exempt`},
-		{"other loopback", set(InboundPassthroughCluster, &corev3.BindConfig{SourceAddress: bindAddr("127.0.0.1")}),
+		{"other loopback", set(model.InboundPassthroughCluster, &corev3.BindConfig{SourceAddress: bindAddr("127.0.0.1")}),
 			`xds: cluster "InboundPassthroughCluster": upstream_bind_config: source_address: 127.0.0.1 is not 127.0.0.6 or ::6`},
 		{"fixed port", set("inbound|8080", &corev3.BindConfig{SourceAddress: withPort}),
 			`upstream_bind_config: source_address: port_value must be 0`},
@@ -104,7 +106,7 @@ func TestInboundBindRejects(t *testing.T) {
 			`upstream_bind_config: field 2 of envoy.config.core.v3.BindConfig is not supported`},
 		{"not an address", set("inbound|8080", &corev3.BindConfig{SourceAddress: bindAddr("localhost")}),
 			`upstream_bind_config: source_address: address "localhost" is not an IP address`},
-		{"outbound passthrough", set(PassthroughCluster, inboundBind()),
+		{"outbound passthrough", set(model.PassthroughCluster, inboundBind()),
 			`xds: cluster "PassthroughCluster": field upstream_bind_config is not supported`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

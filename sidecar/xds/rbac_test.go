@@ -12,6 +12,8 @@ import (
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // Principals as go-control-plane builds them (Envoy's own types).
@@ -68,10 +70,10 @@ const (
 // buildWithPrincipals is the contract's mesh with the inbound RBAC policy
 // "demo/allow-client" (port 8080) naming principals, decoded and built as
 // the client does.
-func buildWithPrincipals(t *testing.T, principals ...*rbacv3.Principal) (*Config, error) {
+func buildWithPrincipals(t *testing.T, principals ...*rbacv3.Principal) (*model.Config, error) {
 	t.Helper()
 	r := mesh{}.envoy(t)
-	f := r[ListenerType]["inbound"].(*listenerv3.Listener).FilterChains[0].Filters[0]
+	f := r[model.ListenerType]["inbound"].(*listenerv3.Listener).FilterChains[0].Filters[0]
 	var rb netrbacv3.RBAC
 	if err := f.GetTypedConfig().UnmarshalTo(&rb); err != nil {
 		t.Fatal(err)
@@ -90,48 +92,48 @@ func TestBuildPrincipalSets(t *testing.T) {
 	cases := []struct {
 		name       string
 		principals []*rbacv3.Principal
-		want       []Principal
+		want       []model.Principal
 		allowed    []string // of peers
 	}{
 		{"namespace and service account (the translator's two-field source)",
 			[]*rbacv3.Principal{envoyAndIDs(envoyPrefixID(demoNS), envoyExactID(clientID))},
-			[]Principal{{And: []Principal{{Prefix: demoNS}, {Exact: clientID}}}},
+			[]model.Principal{{And: []model.Principal{{Prefix: demoNS}, {Exact: clientID}}}},
 			[]string{clientID}},
 		{"and_ids of or_ids",
 			[]*rbacv3.Principal{envoyAndIDs(
 				envoyOrIDs(envoyPrefixID(demoNS), envoyPrefixID("spiffe://cluster.local/ns/other/")),
 				envoyOrIDs(envoyExactID(clientID), envoyExactID(demoNS+"server")))},
-			[]Principal{{And: []Principal{
-				{Or: []Principal{{Prefix: demoNS}, {Prefix: "spiffe://cluster.local/ns/other/"}}},
-				{Or: []Principal{{Exact: clientID}, {Exact: demoNS + "server"}}}}}},
+			[]model.Principal{{And: []model.Principal{
+				{Or: []model.Principal{{Prefix: demoNS}, {Prefix: "spiffe://cluster.local/ns/other/"}}},
+				{Or: []model.Principal{{Exact: clientID}, {Exact: demoNS + "server"}}}}}},
 			[]string{clientID, demoNS + "server"}},
 		{"disjoint and_ids match nobody",
 			[]*rbacv3.Principal{envoyAndIDs(envoyExactID(clientID), envoyExactID(demoNS+"server"))},
-			[]Principal{{And: []Principal{{Exact: clientID}, {Exact: demoNS + "server"}}}},
+			[]model.Principal{{And: []model.Principal{{Exact: clientID}, {Exact: demoNS + "server"}}}},
 			nil},
 		{"and_ids with any: plaintext fails the authenticated member",
 			[]*rbacv3.Principal{envoyAndIDs(envoyAnyID(), envoyPrefixID(demoNS))},
-			[]Principal{{And: []Principal{{Any: true}, {Prefix: demoNS}}}},
+			[]model.Principal{{And: []model.Principal{{Any: true}, {Prefix: demoNS}}}},
 			[]string{clientID, demoNS + "server", demoNS + "client-x"}},
 		{"and_ids of any alone matches plaintext",
 			[]*rbacv3.Principal{envoyAndIDs(envoyAnyID())},
-			[]Principal{{And: []Principal{{Any: true}}}},
+			[]model.Principal{{And: []model.Principal{{Any: true}}}},
 			peers},
 		{"or_ids in and_ids with any: plaintext matches",
 			[]*rbacv3.Principal{envoyAndIDs(envoyOrIDs(envoyAnyID(), envoyExactID(clientID)))},
-			[]Principal{{And: []Principal{{Or: []Principal{{Any: true}, {Exact: clientID}}}}}},
+			[]model.Principal{{And: []model.Principal{{Or: []model.Principal{{Any: true}, {Exact: clientID}}}}}},
 			peers},
 		{"and_ids alongside other principals: any one of them",
 			[]*rbacv3.Principal{envoyAndIDs(envoyPrefixID(demoNS), envoyExactID(clientID)), envoyExactID("spiffe://cluster.local/ns/other/sa/client")},
-			[]Principal{{And: []Principal{{Prefix: demoNS}, {Exact: clientID}}}, {Exact: "spiffe://cluster.local/ns/other/sa/client"}},
+			[]model.Principal{{And: []model.Principal{{Prefix: demoNS}, {Exact: clientID}}}, {Exact: "spiffe://cluster.local/ns/other/sa/client"}},
 			[]string{clientID, "spiffe://cluster.local/ns/other/sa/client"}},
 		{"or_ids of and_ids: top-level or_ids stay alternatives",
 			[]*rbacv3.Principal{envoyOrIDs(envoyAndIDs(envoyPrefixID(demoNS), envoyExactID(clientID)), envoyExactID(demoNS+"server"))},
-			[]Principal{{And: []Principal{{Prefix: demoNS}, {Exact: clientID}}}, {Exact: demoNS + "server"}},
+			[]model.Principal{{And: []model.Principal{{Prefix: demoNS}, {Exact: clientID}}}, {Exact: demoNS + "server"}},
 			[]string{clientID, demoNS + "server"}},
 		{"and_ids nested in and_ids",
 			[]*rbacv3.Principal{envoyAndIDs(envoyPrefixID(demoNS), envoyAndIDs(envoyPrefixID(demoNS+"client"), envoyOrIDs(envoyExactID(clientID), envoyExactID(demoNS+"client-x"))))},
-			[]Principal{{And: []Principal{{Prefix: demoNS}, {And: []Principal{{Prefix: demoNS + "client"}, {Or: []Principal{{Exact: clientID}, {Exact: demoNS + "client-x"}}}}}}}},
+			[]model.Principal{{And: []model.Principal{{Prefix: demoNS}, {And: []model.Principal{{Prefix: demoNS + "client"}, {Or: []model.Principal{{Exact: clientID}, {Exact: demoNS + "client-x"}}}}}}}},
 			[]string{clientID, demoNS + "client-x"}},
 		{fmt.Sprintf("and_ids nested %d deep", maxPrincipalSetDepth),
 			[]*rbacv3.Principal{nestedSets(maxPrincipalSetDepth, envoyAndIDs)},
@@ -143,7 +145,7 @@ func TestBuildPrincipalSets(t *testing.T) {
 			[]string{clientID}},
 		{fmt.Sprintf("or_ids nested %d deep", maxPrincipalSetDepth),
 			[]*rbacv3.Principal{nestedSets(maxPrincipalSetDepth, envoyOrIDs)},
-			[]Principal{{Exact: clientID}},
+			[]model.Principal{{Exact: clientID}},
 			[]string{clientID}},
 	}
 	for _, tc := range cases {
@@ -205,35 +207,5 @@ func TestBuildRejectsPrincipalSets(t *testing.T) {
 				t.Fatalf("Build() error = %v\nwant it to contain %s", err, tc.want)
 			}
 		})
-	}
-}
-
-// TestPrincipalMatches: the matcher alone, as Envoy's: and is all, or is
-// one; Any matches every peer; names need an authenticated peer.
-func TestPrincipalMatches(t *testing.T) {
-	exact, prefix := Principal{Exact: clientID}, Principal{Prefix: demoNS}
-	cases := []struct {
-		p    Principal
-		peer string
-		want bool
-	}{
-		{Principal{Any: true}, "", true},
-		{exact, "", false},
-		{prefix, "", false},
-		{Principal{And: []Principal{prefix, exact}}, clientID, true},
-		{Principal{And: []Principal{prefix, exact}}, demoNS + "server", false},
-		{Principal{And: []Principal{prefix, exact}}, "", false},
-		{Principal{And: []Principal{{Any: true}}}, "", true},
-		{Principal{And: []Principal{{Any: true}, exact}}, "", false},
-		{Principal{Or: []Principal{exact, {Exact: demoNS + "server"}}}, demoNS + "server", true},
-		{Principal{Or: []Principal{exact, {Exact: demoNS + "server"}}}, demoNS + "other", false},
-		{Principal{Or: []Principal{exact, {Any: true}}}, "", true},
-		{Principal{And: []Principal{prefix, {Or: []Principal{exact, {Prefix: demoNS + "x"}}}}}, demoNS + "xy", true},
-		{Principal{And: []Principal{prefix, {Or: []Principal{exact, {Prefix: demoNS + "x"}}}}}, demoNS + "y", false},
-	}
-	for _, tc := range cases {
-		if got := tc.p.Matches(tc.peer); got != tc.want {
-			t.Errorf("%+v.Matches(%q) = %t, want %t", tc.p, tc.peer, got, tc.want)
-		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/weftmesh/weft/sidecar/internal/envoy"
 	statuspb "github.com/weftmesh/weft/sidecar/internal/envoy/google/rpc"
 	discoveryv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // sotwStream is one state-of-the-world ADS stream's bookkeeping.
@@ -50,7 +51,7 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 	subscribe := func(t string) error {
 		names := c.wanted(t)
 		prev, sent := s.names[t]
-		if sent && slices.Equal(prev, names) || !sent && t != ClusterType && t != ListenerType && len(names) == 0 {
+		if sent && slices.Equal(prev, names) || !sent && t != model.ClusterType && t != model.ListenerType && len(names) == 0 {
 			return nil
 		}
 		s.names[t] = names
@@ -118,7 +119,7 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 				return healthy, fmt.Errorf("xds: send: %w", err)
 			}
 			c.log.Debug("xds ACK", "type", kindName(t), "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()))
-			for _, dep := range []string{EndpointType, RouteType} {
+			for _, dep := range []string{model.EndpointType, model.RouteType} {
 				if err := subscribe(dep); err != nil {
 					return healthy, fmt.Errorf("xds: send: %w", err)
 				}
@@ -131,10 +132,10 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 // applySotw decodes and applies a response. Listeners and clusters come
 // whole; other types only name what changed. Endpoints or routes we no
 // longer ask for are late answers to an earlier request and are dropped.
-func (c *Client) applySotw(s *sotwStream, resp *discoveryv3.DiscoveryResponse) (*Config, error) {
+func (c *Client) applySotw(s *sotwStream, resp *discoveryv3.DiscoveryResponse) (*model.Config, error) {
 	t := resp.GetTypeUrl()
 	u := update{typeURL: t, version: resp.GetVersionInfo(), upsert: map[string]entry{},
-		full: t == ClusterType || t == ListenerType}
+		full: t == model.ClusterType || t == model.ListenerType}
 	if err := conform(resp); err != nil {
 		return nil, fmt.Errorf("xds: response %s: %w", kindName(t), err)
 	}
@@ -147,7 +148,7 @@ func (c *Client) applySotw(s *sotwStream, resp *discoveryv3.DiscoveryResponse) (
 		if _, dup := u.upsert[name]; dup {
 			return nil, fmt.Errorf("xds: response %s: %q appears twice", kindName(t), name)
 		}
-		if (t == EndpointType || t == RouteType) && !slices.Contains(s.names[t], name) && s.ever[t][name] {
+		if (t == model.EndpointType || t == model.RouteType) && !slices.Contains(s.names[t], name) && s.ever[t][name] {
 			continue
 		}
 		u.upsert[name] = entry{msg: m}

@@ -8,11 +8,12 @@ import (
 	clusterv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/cluster/v3"
 	listenerv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/listener/v3"
 	hcmv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // subscribeOrder is the order of the first requests on a stream, Envoy's:
 // clusters before their endpoints, listeners before their routes.
-var subscribeOrder = []string{ClusterType, EndpointType, ListenerType, RouteType, SecretType}
+var subscribeOrder = []string{model.ClusterType, model.EndpointType, model.ListenerType, model.RouteType, model.SecretType}
 
 // entry is one accepted resource and its version (delta; SotW leaves it empty).
 type entry struct {
@@ -89,10 +90,10 @@ func (s state) with(u update) state {
 	}
 	maps.Copy(byName, u.upsert)
 	next[u.typeURL] = byName
-	if u.typeURL == ClusterType || u.typeURL == ListenerType {
+	if u.typeURL == model.ClusterType || u.typeURL == model.ListenerType {
 		eds, rds := next.references()
-		next[EndpointType] = keep(next[EndpointType], eds)
-		next[RouteType] = keep(next[RouteType], rds)
+		next[model.EndpointType] = keep(next[model.EndpointType], eds)
+		next[model.RouteType] = keep(next[model.RouteType], rds)
 	}
 	return next
 }
@@ -112,12 +113,12 @@ func keep(byName map[string]entry, names map[string]bool) map[string]entry {
 // them.
 func (s state) references() (eds, rds map[string]bool) {
 	eds, rds = map[string]bool{}, map[string]bool{}
-	for n, e := range s[ClusterType] {
+	for n, e := range s[model.ClusterType] {
 		if c, ok := e.msg.(*clusterv3.Cluster); ok && c.GetType() == clusterv3.Cluster_EDS {
 			eds[n] = true
 		}
 	}
-	for _, e := range s[ListenerType] {
+	for _, e := range s[model.ListenerType] {
 		l, ok := e.msg.(*listenerv3.Listener)
 		if !ok {
 			continue

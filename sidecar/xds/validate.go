@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // Resources is a set of xDS resources: by type URL, then by resource name.
@@ -21,15 +22,15 @@ import (
 // validation refuses (see conform), so Build checks the contract.
 type Resources map[string]map[string]proto.Message
 
-// Build turns a set of xDS resources into the sidecar's [Config]. It accepts
-// only the subset in README.md; anything else (in typed_configs too, which
-// it decodes and checks as decode does resources) or a dangling reference is
-// an error naming the resource and the field. Names the set references but
-// does not hold (endpoints, route configurations, the trust bundle, a
-// listener) are not errors: see [Config.Missing].
+// Build turns a set of xDS resources into the sidecar's [model.Config]. It
+// accepts only the subset in README.md; anything else (in typed_configs
+// too, which it decodes and checks as decode does resources) or a dangling
+// reference is an error naming the resource and the field. Names the set
+// references but does not hold (endpoints, route configurations, the trust
+// bundle, a listener) are not errors: see [model.Config.Missing].
 // Certificates are parsed into a bundle of trust domain td, whose members
 // alone may appear in SANs and RBAC principals.
-func Build(td spiffeid.TrustDomain, res Resources) (*Config, error) {
+func Build(td spiffeid.TrustDomain, res Resources) (*model.Config, error) {
 	b := builder{td: td}
 	cfg, err := b.build(res)
 	if err != nil {
@@ -40,14 +41,14 @@ func Build(td spiffeid.TrustDomain, res Resources) (*Config, error) {
 
 type builder struct{ td spiffeid.TrustDomain }
 
-func (b builder) build(res Resources) (*Config, error) {
+func (b builder) build(res Resources) (*model.Config, error) {
 	for t := range res {
-		if !slices.Contains([]string{ClusterType, EndpointType, ListenerType, RouteType, SecretType}, t) {
+		if !slices.Contains([]string{model.ClusterType, model.EndpointType, model.ListenerType, model.RouteType, model.SecretType}, t) {
 			return nil, fmt.Errorf("resource type %q is not supported", t)
 		}
 	}
-	cfg := &Config{Clusters: map[string]*Cluster{}, Endpoints: map[string][]Endpoint{}, Routes: map[string]*RouteConfig{}}
-	for _, t := range []string{SecretType, ClusterType, EndpointType, ListenerType, RouteType} {
+	cfg := &model.Config{Clusters: map[string]*model.Cluster{}, Endpoints: map[string][]model.Endpoint{}, Routes: map[string]*model.RouteConfig{}}
+	for _, t := range []string{model.SecretType, model.ClusterType, model.EndpointType, model.ListenerType, model.RouteType} {
 		for _, name := range slices.Sorted(maps.Keys(res[t])) {
 			m := res[t][name]
 			what := fmt.Sprintf("%s %q", kindName(t), name)
@@ -62,7 +63,7 @@ func (b builder) build(res Resources) (*Config, error) {
 	return cfg, nil
 }
 
-func (b builder) resource(cfg *Config, t, name string, m proto.Message) error {
+func (b builder) resource(cfg *model.Config, t, name string, m proto.Message) error {
 	if m == nil {
 		return errors.New("empty resource")
 	}
@@ -71,20 +72,20 @@ func (b builder) resource(cfg *Config, t, name string, m proto.Message) error {
 	}
 	var err error
 	switch t {
-	case SecretType:
+	case model.SecretType:
 		cfg.TrustBundle, err = b.trustBundle(m)
-	case ClusterType:
+	case model.ClusterType:
 		cfg.Clusters[name], err = b.cluster(m)
-	case EndpointType:
+	case model.EndpointType:
 		cfg.Endpoints[name], err = b.loadAssignment(m)
-	case ListenerType:
-		var l *Listener
-		if l, err = b.listener(m); err == nil && l.Name == InboundListener {
+	case model.ListenerType:
+		var l *model.Listener
+		if l, err = b.listener(m); err == nil && l.Name == model.InboundListener {
 			cfg.Inbound = l
 		} else if err == nil {
 			cfg.Outbound = l
 		}
-	case RouteType:
+	case model.RouteType:
 		cfg.Routes[name], err = b.routeConfig(m)
 	}
 	return err
@@ -93,15 +94,15 @@ func (b builder) resource(cfg *Config, t, name string, m proto.Message) error {
 // kindName is how errors name a resource of type t.
 func kindName(t string) string {
 	switch t {
-	case ClusterType:
+	case model.ClusterType:
 		return "cluster"
-	case EndpointType:
+	case model.EndpointType:
 		return "endpoints"
-	case ListenerType:
+	case model.ListenerType:
 		return "listener"
-	case RouteType:
+	case model.RouteType:
 		return "route configuration"
-	case SecretType:
+	case model.SecretType:
 		return "secret"
 	}
 	return t

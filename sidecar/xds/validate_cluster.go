@@ -15,13 +15,7 @@ import (
 	endpointv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/endpoint/v3"
 	tlsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/upstreams/http/v3"
-)
-
-// Cluster names the contract fixes.
-const (
-	PassthroughCluster        = "PassthroughCluster"
-	InboundPassthroughCluster = "InboundPassthroughCluster"
-	BlackHoleCluster          = "BlackHoleCluster"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // defaultConnectTimeout is Envoy's default for connect_timeout.
@@ -30,12 +24,12 @@ const defaultConnectTimeout = 5 * time.Second
 // clusterFields every cluster may set; alt_stat_name is cosmetic and ignored.
 var clusterFields = []string{"name", "type", "connect_timeout", "lb_policy", "alt_stat_name"}
 
-func (b builder) cluster(m proto.Message) (*Cluster, error) {
+func (b builder) cluster(m proto.Message) (*model.Cluster, error) {
 	c, ok := m.(*clusterv3.Cluster)
 	if !ok {
 		return nil, fmt.Errorf("resource is a %T", m)
 	}
-	out := &Cluster{Name: c.GetName(), ConnectTimeout: defaultConnectTimeout}
+	out := &model.Cluster{Name: c.GetName(), ConnectTimeout: defaultConnectTimeout}
 	if d := c.GetConnectTimeout(); d != nil {
 		if out.ConnectTimeout = d.AsDuration(); out.ConnectTimeout <= 0 {
 			return nil, errors.New("connect_timeout must be positive")
@@ -51,8 +45,8 @@ func (b builder) cluster(m proto.Message) (*Cluster, error) {
 		return fmt.Errorf("type %s is not supported for this cluster (want %s)", typ, ts[0])
 	}
 	switch name := c.GetName(); {
-	case name == BlackHoleCluster:
-		out.Kind = KindBlackhole
+	case name == model.BlackHoleCluster:
+		out.Kind = model.KindBlackhole
 		if err := only(c, append(clusterFields, "load_assignment")...); err != nil {
 			return nil, err
 		}
@@ -67,8 +61,8 @@ func (b builder) cluster(m proto.Message) (*Cluster, error) {
 			}
 		}
 		return out, lbPolicy(c, out, clusterv3.Cluster_ROUND_ROBIN)
-	case name == PassthroughCluster:
-		out.Kind = KindOriginalDst
+	case name == model.PassthroughCluster:
+		out.Kind = model.KindOriginalDst
 		if err := only(c, clusterFields...); err != nil {
 			return nil, err
 		}
@@ -76,8 +70,8 @@ func (b builder) cluster(m proto.Message) (*Cluster, error) {
 			return nil, err
 		}
 		return out, lbPolicy(c, out, clusterv3.Cluster_CLUSTER_PROVIDED, clusterv3.Cluster_ROUND_ROBIN)
-	case name == InboundPassthroughCluster:
-		out.Kind = KindOriginalDst
+	case name == model.InboundPassthroughCluster:
+		out.Kind = model.KindOriginalDst
 		if err := only(c, append(clusterFields, "upstream_bind_config")...); err != nil {
 			return nil, err
 		}
@@ -88,10 +82,10 @@ func (b builder) cluster(m proto.Message) (*Cluster, error) {
 			return nil, err
 		}
 		return out, lbPolicy(c, out, clusterv3.Cluster_CLUSTER_PROVIDED, clusterv3.Cluster_ROUND_ROBIN)
-	case name == ControlPlaneCluster:
+	case name == model.ControlPlaneCluster:
 		return b.controlPlaneCluster(c, out, wantType)
 	case strings.HasPrefix(name, "inbound|"):
-		out.Kind = KindStatic
+		out.Kind = model.KindStatic
 		port, err := strconv.ParseUint(strings.TrimPrefix(name, "inbound|"), 10, 16)
 		if err != nil || port == 0 {
 			return nil, errors.New(`name must be "inbound|<port>"`)
@@ -99,7 +93,7 @@ func (b builder) cluster(m proto.Message) (*Cluster, error) {
 		if c.GetType() == clusterv3.Cluster_ORIGINAL_DST {
 			// The app's port on the pod's own address: the original
 			// destination, which the inbound chain matched on port.
-			out.Kind = KindOriginalDst
+			out.Kind = model.KindOriginalDst
 			if err := only(c, append(clusterFields, "upstream_bind_config")...); err != nil {
 				return nil, err
 			}
@@ -133,8 +127,8 @@ func (b builder) cluster(m proto.Message) (*Cluster, error) {
 	}
 }
 
-func (b builder) edsCluster(c *clusterv3.Cluster, out *Cluster, wantType func(...clusterv3.Cluster_DiscoveryType) error) (*Cluster, error) {
-	out.Kind = KindEDS
+func (b builder) edsCluster(c *clusterv3.Cluster, out *model.Cluster, wantType func(...clusterv3.Cluster_DiscoveryType) error) (*model.Cluster, error) {
+	out.Kind = model.KindEDS
 	if parts := strings.Split(c.GetName(), "|"); len(parts) != 3 || !validPort(parts[1]) || !strings.Contains(parts[2], ".") {
 		return nil, errors.New(`name must be "outbound|<port>|<service>.<namespace>"`)
 	}
@@ -171,8 +165,8 @@ func (b builder) edsCluster(c *clusterv3.Cluster, out *Cluster, wantType func(..
 // its existing control-plane connection, so address, DNS, HTTP/2 and TLS
 // settings are checked for shape (within the subset, valid for Envoy) and
 // otherwise ignored.
-func (b builder) controlPlaneCluster(c *clusterv3.Cluster, out *Cluster, wantType func(...clusterv3.Cluster_DiscoveryType) error) (*Cluster, error) {
-	out.Kind = KindControlPlane
+func (b builder) controlPlaneCluster(c *clusterv3.Cluster, out *model.Cluster, wantType func(...clusterv3.Cluster_DiscoveryType) error) (*model.Cluster, error) {
+	out.Kind = model.KindControlPlane
 	if err := only(c, append(clusterFields, "load_assignment", "http2_protocol_options",
 		"typed_extension_protocol_options", "dns_lookup_family", "transport_socket")...); err != nil {
 		return nil, err
@@ -213,12 +207,12 @@ func (b builder) controlPlaneCluster(c *clusterv3.Cluster, out *Cluster, wantTyp
 	return out, lbPolicy(c, out, clusterv3.Cluster_ROUND_ROBIN)
 }
 
-func lbPolicy(c *clusterv3.Cluster, out *Cluster, allowed ...clusterv3.Cluster_LbPolicy) error {
+func lbPolicy(c *clusterv3.Cluster, out *model.Cluster, allowed ...clusterv3.Cluster_LbPolicy) error {
 	p := c.GetLbPolicy()
 	for _, a := range allowed {
 		if p == a {
 			if p == clusterv3.Cluster_LEAST_REQUEST {
-				out.LB = LeastRequest
+				out.LB = model.LeastRequest
 			}
 			return nil
 		}
@@ -232,7 +226,7 @@ func validPort(s string) bool {
 }
 
 // loadAssignment reads a ClusterLoadAssignment (EDS, or a STATIC cluster's).
-func (b builder) loadAssignment(m proto.Message) ([]Endpoint, error) {
+func (b builder) loadAssignment(m proto.Message) ([]model.Endpoint, error) {
 	cla, ok := m.(*endpointv3.ClusterLoadAssignment)
 	if !ok {
 		return nil, fmt.Errorf("resource is a %T", m)
@@ -240,7 +234,7 @@ func (b builder) loadAssignment(m proto.Message) ([]Endpoint, error) {
 	if err := only(cla, "cluster_name", "endpoints"); err != nil {
 		return nil, err
 	}
-	eps := []Endpoint{}
+	eps := []model.Endpoint{}
 	for i, lle := range cla.GetEndpoints() {
 		if err := only(lle, "locality", "lb_endpoints"); err != nil {
 			return nil, fmt.Errorf("endpoints %d: %w", i, err)
@@ -256,28 +250,28 @@ func (b builder) loadAssignment(m proto.Message) ([]Endpoint, error) {
 	return eps, nil
 }
 
-func lbEndpoint(lbe *endpointv3.LbEndpoint) (Endpoint, error) {
+func lbEndpoint(lbe *endpointv3.LbEndpoint) (model.Endpoint, error) {
 	if err := only(lbe, "endpoint", "health_status"); err != nil {
-		return Endpoint{}, err
+		return model.Endpoint{}, err
 	}
-	var ep Endpoint
+	var ep model.Endpoint
 	switch h := lbe.GetHealthStatus(); h {
 	case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
-		ep.Health = Healthy
+		ep.Health = model.Healthy
 	case corev3.HealthStatus_DRAINING:
-		ep.Health = Draining
+		ep.Health = model.Draining
 	case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_TIMEOUT:
-		ep.Health = Unhealthy
+		ep.Health = model.Unhealthy
 	default:
-		return Endpoint{}, fmt.Errorf("health_status %s is not supported", h)
+		return model.Endpoint{}, fmt.Errorf("health_status %s is not supported", h)
 	}
 	if err := only(lbe.GetEndpoint(), "address"); err != nil {
-		return Endpoint{}, fmt.Errorf("endpoint: %w", err)
+		return model.Endpoint{}, fmt.Errorf("endpoint: %w", err)
 	}
 	var err error
 	ep.Addr, err = socketAddress(lbe.GetEndpoint().GetAddress())
 	if err != nil {
-		return Endpoint{}, fmt.Errorf("endpoint.address: %w", err)
+		return model.Endpoint{}, fmt.Errorf("endpoint.address: %w", err)
 	}
 	return ep, nil
 }
@@ -304,18 +298,10 @@ func socketAddress(a *corev3.Address) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue())), nil
 }
 
-// The source addresses inbound delivery may bind (upstream_bind_config):
-// the ones the capture rules exempt (sidecar/capture), as Istio's
-// InboundPassthroughBindIpv4 and InboundPassthroughBindIpv6.
-var (
-	InboundSourceIPv4 = netip.AddrFrom4([4]byte{127, 0, 0, 6})
-	InboundSourceIPv6 = netip.MustParseAddr("::6")
-)
-
 // bindConfig reads an inbound cluster's upstream_bind_config into
 // out.SourceAddrs: source_address and at most one extra_source_addresses
 // entry of the other IP version, each 127.0.0.6 or ::6 with port 0.
-func bindConfig(c *clusterv3.Cluster, out *Cluster) error {
+func bindConfig(c *clusterv3.Cluster, out *model.Cluster) error {
 	bc := c.GetUpstreamBindConfig()
 	if bc == nil {
 		return nil
@@ -352,9 +338,9 @@ func bindConfig(c *clusterv3.Cluster, out *Cluster) error {
 			return fmt.Errorf("upstream_bind_config: %s: address %q is not an IP address", where, sa.GetAddress())
 		case sa.GetPortValue() != 0:
 			return fmt.Errorf("upstream_bind_config: %s: port_value must be 0", where)
-		case ip != InboundSourceIPv4 && ip != InboundSourceIPv6:
+		case ip != model.InboundSourceIPv4 && ip != model.InboundSourceIPv6:
 			return fmt.Errorf("upstream_bind_config: %s: %s is not %s or %s, the sources the capture rules exempt",
-				where, ip, InboundSourceIPv4, InboundSourceIPv6)
+				where, ip, model.InboundSourceIPv4, model.InboundSourceIPv6)
 		}
 		for _, have := range out.SourceAddrs {
 			if have.Is4() == ip.Is4() {

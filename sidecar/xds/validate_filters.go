@@ -18,6 +18,7 @@ import (
 	netrbacv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/network/tcp_proxy/v3"
 	matcherv3 "github.com/weftmesh/weft/sidecar/internal/envoy/type/matcher/v3"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // Network filter names of the contract.
@@ -30,7 +31,7 @@ const (
 
 // networkFilters reads [rbac...] then exactly one terminal tcp_proxy or
 // http_connection_manager. Filters are identified by typed_config type.
-func (b builder) networkFilters(fs []*listenerv3.Filter, out *FilterChain) error {
+func (b builder) networkFilters(fs []*listenerv3.Filter, out *model.FilterChain) error {
 	if len(fs) == 0 {
 		return errors.New("filters: a tcp_proxy or http_connection_manager filter is required")
 	}
@@ -48,7 +49,7 @@ func (b builder) networkFilters(fs []*listenerv3.Filter, out *FilterChain) error
 
 var errUnsupportedFilter = errors.New("is not supported")
 
-func (b builder) networkFilter(f *listenerv3.Filter, out *FilterChain, last bool) error {
+func (b builder) networkFilter(f *listenerv3.Filter, out *model.FilterChain, last bool) error {
 	if err := only(f, "name", "typed_config"); err != nil {
 		return err
 	}
@@ -100,7 +101,7 @@ func (b builder) networkFilter(f *listenerv3.Filter, out *FilterChain, last bool
 	}
 }
 
-func httpConnectionManager(h *hcmv3.HttpConnectionManager, out *FilterChain) error {
+func httpConnectionManager(h *hcmv3.HttpConnectionManager, out *model.FilterChain) error {
 	if err := only(h, "stat_prefix", "codec_type", "rds", "http_filters", "access_log", "strip_any_host_port"); err != nil {
 		return err
 	}
@@ -142,7 +143,7 @@ func httpConnectionManager(h *hcmv3.HttpConnectionManager, out *FilterChain) err
 }
 
 // accessLogs accepts gRPC access logs (of want's type) to the control plane.
-func accessLogs(logs []*accesslogv3.AccessLog, out *FilterChain, want proto.Message) error {
+func accessLogs(logs []*accesslogv3.AccessLog, out *model.FilterChain, want proto.Message) error {
 	for i, al := range logs {
 		if err := accessLog(al, want); err != nil {
 			return fmt.Errorf("access_log %d: %w", i, err)
@@ -189,13 +190,13 @@ func accessLog(al *accesslogv3.AccessLog, want proto.Message) error {
 	if err := only(gs.GetEnvoyGrpc(), "cluster_name"); err != nil {
 		return fmt.Errorf("common_config.grpc_service.envoy_grpc: %w", err)
 	}
-	if n := gs.GetEnvoyGrpc().GetClusterName(); n != ControlPlaneCluster {
-		return fmt.Errorf("common_config.grpc_service.envoy_grpc.cluster_name %q is not supported (only %q)", n, ControlPlaneCluster)
+	if n := gs.GetEnvoyGrpc().GetClusterName(); n != model.ControlPlaneCluster {
+		return fmt.Errorf("common_config.grpc_service.envoy_grpc.cluster_name %q is not supported (only %q)", n, model.ControlPlaneCluster)
 	}
 	return nil
 }
 
-func (b builder) rbacFilter(r *netrbacv3.RBAC, out *FilterChain) error {
+func (b builder) rbacFilter(r *netrbacv3.RBAC, out *model.FilterChain) error {
 	// stat_prefix and shadow_rules_stat_prefix are cosmetic: accepted, ignored.
 	if err := only(r, "stat_prefix", "rules", "shadow_rules", "shadow_rules_stat_prefix"); err != nil {
 		return err
@@ -218,15 +219,15 @@ func (b builder) rbacFilter(r *netrbacv3.RBAC, out *FilterChain) error {
 	return nil
 }
 
-func (b builder) rbacRules(r *rbacv3.RBAC) (RBACFilter, error) {
-	var out RBACFilter
+func (b builder) rbacRules(r *rbacv3.RBAC) (model.RBACFilter, error) {
+	var out model.RBACFilter
 	if err := only(r, "action", "policies"); err != nil {
 		return out, err
 	}
 	switch r.GetAction() {
 	case rbacv3.RBAC_ALLOW:
 	case rbacv3.RBAC_DENY:
-		out.Action = RBACDeny
+		out.Action = model.RBACDeny
 	default:
 		return out, fmt.Errorf("action %s is not supported", r.GetAction())
 	}
@@ -240,8 +241,8 @@ func (b builder) rbacRules(r *rbacv3.RBAC) (RBACFilter, error) {
 	return out, nil
 }
 
-func (b builder) rbacPolicy(name string, p *rbacv3.Policy) (RBACPolicy, error) {
-	out := RBACPolicy{Name: name}
+func (b builder) rbacPolicy(name string, p *rbacv3.Policy) (model.RBACPolicy, error) {
+	out := model.RBACPolicy{Name: name}
 	if err := only(p, "permissions", "principals"); err != nil {
 		return out, err
 	}
@@ -303,13 +304,13 @@ const maxPrincipalSetDepth = 8
 // the number of sets p is in). It returns p as alternatives, one of which
 // must match: or_ids are flattened into them (a policy's principals are
 // alternatives too), and_ids are one Principal with And set.
-func (b builder) principal(p *rbacv3.Principal, depth int) ([]Principal, error) {
+func (b builder) principal(p *rbacv3.Principal, depth int) ([]model.Principal, error) {
 	switch id := p.GetIdentifier().(type) {
 	case *rbacv3.Principal_Any:
 		if !id.Any {
 			return nil, errors.New("any: false is not supported")
 		}
-		return []Principal{{Any: true}}, nil
+		return []model.Principal{{Any: true}}, nil
 	case *rbacv3.Principal_Authenticated_:
 		if err := only(id.Authenticated, "principal_name"); err != nil {
 			return nil, fmt.Errorf("authenticated: %w", err)
@@ -323,12 +324,12 @@ func (b builder) principal(p *rbacv3.Principal, depth int) ([]Principal, error) 
 			if _, err := b.memberID(m.Exact); err != nil {
 				return nil, fmt.Errorf("authenticated.principal_name.exact: %w", err)
 			}
-			return []Principal{{Exact: m.Exact}}, nil
+			return []model.Principal{{Exact: m.Exact}}, nil
 		case *matcherv3.StringMatcher_Prefix:
 			if err := b.memberPrefix(m.Prefix); err != nil {
 				return nil, fmt.Errorf("authenticated.principal_name.prefix: %w", err)
 			}
-			return []Principal{{Prefix: m.Prefix}}, nil
+			return []model.Principal{{Prefix: m.Prefix}}, nil
 		}
 	case *rbacv3.Principal_AndIds:
 		if depth >= maxPrincipalSetDepth {
@@ -339,7 +340,7 @@ func (b builder) principal(p *rbacv3.Principal, depth int) ([]Principal, error) 
 		if len(id.AndIds.GetIds()) == 0 {
 			return nil, errors.New("and_ids.ids: must not be empty")
 		}
-		var all []Principal
+		var all []model.Principal
 		for i, sub := range id.AndIds.GetIds() {
 			alts, err := b.principal(sub, depth+1)
 			if err != nil {
@@ -348,10 +349,10 @@ func (b builder) principal(p *rbacv3.Principal, depth int) ([]Principal, error) 
 			if len(alts) == 1 {
 				all = append(all, alts[0])
 			} else {
-				all = append(all, Principal{Or: alts})
+				all = append(all, model.Principal{Or: alts})
 			}
 		}
-		return []Principal{{And: all}}, nil
+		return []model.Principal{{And: all}}, nil
 	case *rbacv3.Principal_OrIds:
 		if depth >= maxPrincipalSetDepth {
 			return nil, fmt.Errorf("or_ids: principal sets nested more than %d deep are not supported", maxPrincipalSetDepth)
@@ -359,7 +360,7 @@ func (b builder) principal(p *rbacv3.Principal, depth int) ([]Principal, error) 
 		if len(id.OrIds.GetIds()) == 0 {
 			return nil, errors.New("or_ids.ids: must not be empty")
 		}
-		var out []Principal
+		var out []model.Principal
 		for i, sub := range id.OrIds.GetIds() {
 			prs, err := b.principal(sub, depth+1)
 			if err != nil {

@@ -16,6 +16,7 @@ import (
 	httpinspectorv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/listener/http_inspector/v3"
 	origdstv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/listener/tls_inspector/v3"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // The contract's listener addresses.
@@ -31,20 +32,20 @@ const (
 	InboundMetadataKey = "weft.inbound"
 )
 
-func (b builder) listener(m proto.Message) (*Listener, error) {
+func (b builder) listener(m proto.Message) (*model.Listener, error) {
 	l, ok := m.(*listenerv3.Listener)
 	if !ok {
 		return nil, fmt.Errorf("resource is a %T", m)
 	}
-	out := &Listener{Name: l.GetName(), UseOriginalDst: l.GetUseOriginalDst().GetValue()}
+	out := &model.Listener{Name: l.GetName(), UseOriginalDst: l.GetUseOriginalDst().GetValue()}
 	var want netip.AddrPort
 	switch l.GetName() {
-	case InboundListener:
+	case model.InboundListener:
 		want = InboundAddr
-	case OutboundListener:
+	case model.OutboundListener:
 		want = OutboundAddr
 	default:
-		return nil, fmt.Errorf("only listeners %q and %q are supported", InboundListener, OutboundListener)
+		return nil, fmt.Errorf("only listeners %q and %q are supported", model.InboundListener, model.OutboundListener)
 	}
 	// stat_prefix and traffic_direction are cosmetic: accepted, ignored.
 	if err := only(l, "name", "address", "filter_chains", "default_filter_chain", "use_original_dst",
@@ -63,7 +64,7 @@ func (b builder) listener(m proto.Message) (*Listener, error) {
 			return nil, fmt.Errorf("listener filter %d: %w", i, err)
 		}
 	}
-	if l.GetName() == OutboundListener && !out.UseOriginalDst {
+	if l.GetName() == model.OutboundListener && !out.UseOriginalDst {
 		return nil, errors.New("use_original_dst must be true")
 	}
 	for i, fc := range l.GetFilterChains() {
@@ -94,7 +95,7 @@ func quoted(s string) string {
 	return fmt.Sprintf(" %q", s)
 }
 
-func listenerFilter(f *listenerv3.ListenerFilter, l *Listener) error {
+func listenerFilter(f *listenerv3.ListenerFilter, l *model.Listener) error {
 	if err := only(f, "name", "typed_config"); err != nil {
 		return err
 	}
@@ -134,17 +135,17 @@ func listenerFilter(f *listenerv3.ListenerFilter, l *Listener) error {
 	return nil
 }
 
-func (b builder) filterChain(fc *listenerv3.FilterChain, l *Listener) (*FilterChain, error) {
+func (b builder) filterChain(fc *listenerv3.FilterChain, l *model.Listener) (*model.FilterChain, error) {
 	if err := only(fc, "name", "filter_chain_match", "filters", "transport_socket", "metadata"); err != nil {
 		return nil, err
 	}
-	out := &FilterChain{Name: fc.GetName()}
+	out := &model.FilterChain{Name: fc.GetName()}
 	var err error
 	if out.Match, err = chainMatch(fc.GetFilterChainMatch(), l); err != nil {
 		return nil, fmt.Errorf("filter_chain_match: %w", err)
 	}
 	if ts := fc.GetTransportSocket(); ts != nil {
-		if l.Name != InboundListener {
+		if l.Name != model.InboundListener {
 			return nil, errors.New("transport_socket is not supported on the outbound listener")
 		}
 		if out.TLS, err = b.downstreamTLS(ts); err != nil {
@@ -160,8 +161,8 @@ func (b builder) filterChain(fc *listenerv3.FilterChain, l *Listener) (*FilterCh
 	return out, nil
 }
 
-func chainMatch(m *listenerv3.FilterChainMatch, l *Listener) (ChainMatch, error) {
-	var out ChainMatch
+func chainMatch(m *listenerv3.FilterChainMatch, l *model.Listener) (model.ChainMatch, error) {
+	var out model.ChainMatch
 	if m == nil {
 		return out, nil
 	}
@@ -229,7 +230,7 @@ func validServerName(n string) bool {
 
 // distinctMatches refuses two chains that would match the same connection,
 // as Envoy does: the expansion of every match rule must be unique.
-func distinctMatches(chains []*FilterChain) error {
+func distinctMatches(chains []*model.FilterChain) error {
 	seen := map[string]int{}
 	for i, fc := range chains {
 		m := fc.Match
@@ -263,7 +264,7 @@ func orEmpty(s []string) []string {
 
 // chainMeta reads a chain's filter_metadata: "weft.egress" {policy, rule,
 // decision, outbound} and "weft.inbound" {mode, rejected}.
-func chainMeta(md *corev3.Metadata, out *FilterChain) error {
+func chainMeta(md *corev3.Metadata, out *model.FilterChain) error {
 	if md == nil {
 		return nil
 	}
@@ -277,7 +278,7 @@ func chainMeta(md *corev3.Metadata, out *FilterChain) error {
 		case EgressMetadataKey:
 			out.Egress, err = egressMeta(s)
 		case InboundMetadataKey:
-			out.Inbound = &InboundMeta{}
+			out.Inbound = &model.InboundMeta{}
 			err = stringFields(s, map[string]*string{"mode": &out.Inbound.Mode, "rejected": &out.Inbound.Rejected})
 			if err == nil && out.Inbound.Mode != "STRICT" && out.Inbound.Mode != "PERMISSIVE" {
 				err = fmt.Errorf("mode %q is not STRICT or PERMISSIVE", out.Inbound.Mode)
@@ -293,8 +294,8 @@ func chainMeta(md *corev3.Metadata, out *FilterChain) error {
 }
 
 // egressMeta reads {"policy", "rule", "decision", "mode", "outbound"}.
-func egressMeta(s *structpb.Struct) (*EgressMeta, error) {
-	out := &EgressMeta{}
+func egressMeta(s *structpb.Struct) (*model.EgressMeta, error) {
+	out := &model.EgressMeta{}
 	if err := stringFields(s, map[string]*string{"policy": &out.Policy, "rule": &out.Rule,
 		"decision": &out.Decision, "mode": &out.Mode, "outbound": &out.Outbound}); err != nil {
 		return nil, err

@@ -9,9 +9,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	routev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/route/v3"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
-func (b builder) routeConfig(m proto.Message) (*RouteConfig, error) {
+func (b builder) routeConfig(m proto.Message) (*model.RouteConfig, error) {
 	rc, ok := m.(*routev3.RouteConfiguration)
 	if !ok {
 		return nil, fmt.Errorf("resource is a %T", m)
@@ -19,7 +20,7 @@ func (b builder) routeConfig(m proto.Message) (*RouteConfig, error) {
 	if err := only(rc, "name", "virtual_hosts"); err != nil {
 		return nil, err
 	}
-	out := &RouteConfig{Name: rc.GetName()}
+	out := &model.RouteConfig{Name: rc.GetName()}
 	domains := map[string]string{}
 	for i, vh := range rc.GetVirtualHosts() {
 		v, err := virtualHost(vh)
@@ -39,11 +40,11 @@ func (b builder) routeConfig(m proto.Message) (*RouteConfig, error) {
 
 // virtualHost: domains and exactly one route matching prefix "/" that
 // either goes to a cluster or answers directly.
-func virtualHost(vh *routev3.VirtualHost) (*VirtualHost, error) {
+func virtualHost(vh *routev3.VirtualHost) (*model.VirtualHost, error) {
 	if err := only(vh, "name", "domains", "routes"); err != nil {
 		return nil, err
 	}
-	out := &VirtualHost{Name: vh.GetName()}
+	out := &model.VirtualHost{Name: vh.GetName()}
 	for _, d := range vh.GetDomains() {
 		d = strings.ToLower(d)
 		if i := strings.IndexByte(d, '*'); d != "*" && (i > 0 && i < len(d)-1 || strings.Count(d, "*") > 1) {
@@ -94,7 +95,7 @@ func virtualHost(vh *routev3.VirtualHost) (*VirtualHost, error) {
 				return nil, fmt.Errorf("route.direct_response.body: %w", err)
 			}
 		}
-		out.Deny = &DirectResponse{Status: int(dr.GetStatus()), Body: string(body)}
+		out.Deny = &model.DirectResponse{Status: int(dr.GetStatus()), Body: string(body)}
 	default:
 		return nil, errors.New("route: route or direct_response is required")
 	}
@@ -106,12 +107,12 @@ func virtualHost(vh *routev3.VirtualHost) (*VirtualHost, error) {
 // control plane need not order a cluster's removal after the listener
 // update that stops using it. A resource nothing references, or a reference
 // to the wrong kind of cluster, is an error.
-func crossCheck(cfg *Config) error {
-	for _, l := range []*Listener{cfg.Inbound, cfg.Outbound} {
+func crossCheck(cfg *model.Config) error {
+	for _, l := range []*model.Listener{cfg.Inbound, cfg.Outbound} {
 		if l == nil {
 			continue
 		}
-		for i, fc := range append(append([]*FilterChain(nil), l.Chains...), l.Default) {
+		for i, fc := range append(append([]*model.FilterChain(nil), l.Chains...), l.Default) {
 			if fc == nil {
 				continue
 			}
@@ -119,13 +120,13 @@ func crossCheck(cfg *Config) error {
 			if fc == l.Default {
 				where = fmt.Sprintf("listener %q default filter chain", l.Name)
 			}
-			if c, ok := cfg.Clusters[fc.Target.Cluster]; ok && c.Kind == KindControlPlane {
+			if c, ok := cfg.Clusters[fc.Target.Cluster]; ok && c.Kind == model.KindControlPlane {
 				return fmt.Errorf("%s: tcp_proxy cluster %q is the control plane", where, c.Name)
 			}
 		}
 	}
 	for name := range cfg.Endpoints {
-		if c, ok := cfg.Clusters[name]; !ok || c.Kind != KindEDS {
+		if c, ok := cfg.Clusters[name]; !ok || c.Kind != model.KindEDS {
 			return fmt.Errorf("endpoints %q: no EDS cluster %q", name, name)
 		}
 	}
@@ -138,7 +139,7 @@ func crossCheck(cfg *Config) error {
 			if vh.Cluster == "" {
 				continue
 			}
-			if c, ok := cfg.Clusters[vh.Cluster]; ok && c.Kind == KindControlPlane {
+			if c, ok := cfg.Clusters[vh.Cluster]; ok && c.Kind == model.KindControlPlane {
 				return fmt.Errorf("route configuration %q virtual host %q: cluster %q is the control plane", name, vh.Name, vh.Cluster)
 			}
 		}

@@ -20,6 +20,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -36,7 +38,7 @@ func TestBuildAcceptsTheContract(t *testing.T) {
 	if !in.TLS.RequireClientCert || in.Match.DestPort != 8080 || in.Target.Cluster != "inbound|8080" {
 		t.Errorf("inbound chain = %+v", in)
 	}
-	if len(in.RBAC) != 1 || in.RBAC[0].Action != RBACAllow || in.RBAC[0].Policies[0].Principals[0].Exact != "spiffe://cluster.local/ns/demo/sa/client" {
+	if len(in.RBAC) != 1 || in.RBAC[0].Action != model.RBACAllow || in.RBAC[0].Policies[0].Principals[0].Exact != "spiffe://cluster.local/ns/demo/sa/client" {
 		t.Errorf("inbound RBAC = %+v", in.RBAC)
 	}
 	if ok, _ := in.RBAC[0].Allows("spiffe://cluster.local/ns/demo/sa/client", 8080); !ok {
@@ -46,16 +48,16 @@ func TestBuildAcceptsTheContract(t *testing.T) {
 		t.Error("other allowed")
 	}
 	eds := cfg.Clusters["outbound|80|server.demo"]
-	if eds.Kind != KindEDS || eds.UpstreamTLS.SANs[0].String() != "spiffe://cluster.local/ns/demo/sa/server" || eds.UpstreamTLS.SNI != "server.demo.svc.cluster.local" {
+	if eds.Kind != model.KindEDS || eds.UpstreamTLS.SANs[0].String() != "spiffe://cluster.local/ns/demo/sa/server" || eds.UpstreamTLS.SNI != "server.demo.svc.cluster.local" {
 		t.Errorf("EDS cluster = %+v", eds)
 	}
 	if got := cfg.Endpoints["outbound|80|server.demo"]; len(got) != 1 || got[0].Addr != netip.MustParseAddrPort("198.18.1.11:8080") {
 		t.Errorf("endpoints = %v", got)
 	}
-	if c := cfg.Clusters["InboundPassthroughCluster"]; c.Kind != KindOriginalDst || len(c.SourceAddrs) != 2 {
+	if c := cfg.Clusters["InboundPassthroughCluster"]; c.Kind != model.KindOriginalDst || len(c.SourceAddrs) != 2 {
 		t.Errorf("InboundPassthroughCluster = %+v", c)
 	}
-	if c := cfg.Clusters["BlackHoleCluster"]; c.Kind != KindBlackhole {
+	if c := cfg.Clusters["BlackHoleCluster"]; c.Kind != model.KindBlackhole {
 		t.Errorf("BlackHoleCluster = %+v", c)
 	}
 	if d := cfg.Outbound.Default; d.Target.Cluster != "PassthroughCluster" || !d.AccessLog || d.Egress.Decision != "allow" {
@@ -74,9 +76,11 @@ func TestBuildAcceptsTheContract(t *testing.T) {
 // resource and the field.
 func TestBuildRejects(t *testing.T) {
 	listener := func(r envoySet, name string) *listenerv3.Listener {
-		return r[ListenerType][name].(*listenerv3.Listener)
+		return r[model.ListenerType][name].(*listenerv3.Listener)
 	}
-	cluster := func(r envoySet, name string) *clusterv3.Cluster { return r[ClusterType][name].(*clusterv3.Cluster) }
+	cluster := func(r envoySet, name string) *clusterv3.Cluster {
+		return r[model.ClusterType][name].(*clusterv3.Cluster)
+	}
 	// typedConfig replaces the typed_config of filter i of the inbound chain.
 	typedConfig := func(r envoySet, i int, m proto.Message) {
 		listener(r, "inbound").FilterChains[0].Filters[i].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(t, m)}
@@ -100,7 +104,7 @@ func TestBuildRejects(t *testing.T) {
 			cluster(r, "inbound|8080").ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_LOGICAL_DNS}
 		}, `xds: cluster "inbound|8080": type LOGICAL_DNS is not supported for this cluster (want STATIC)`},
 		{"cluster outside the contract", mesh{}, func(r envoySet) {
-			r[ClusterType]["redis"] = staticCluster("redis", "198.18.200.1", 6379)
+			r[model.ClusterType]["redis"] = staticCluster("redis", "198.18.200.1", 6379)
 		}, `xds: cluster "redis": name is not in the contract`},
 		{"field not implemented", mesh{}, func(r envoySet) {
 			cluster(r, "inbound|8080").CircuitBreakers = &clusterv3.CircuitBreakers{}
@@ -119,7 +123,7 @@ func TestBuildRejects(t *testing.T) {
 		{"other listener", mesh{}, func(r envoySet) {
 			l := proto.Clone(listener(r, "outbound")).(*listenerv3.Listener)
 			l.Name = "admin"
-			r[ListenerType]["admin"] = l
+			r[model.ListenerType]["admin"] = l
 		}, `xds: listener "admin": only listeners "inbound" and "outbound" are supported`},
 		{"other address", mesh{}, func(r envoySet) {
 			listener(r, "outbound").Address = sockAddr("0.0.0.0", 15001)
@@ -128,14 +132,14 @@ func TestBuildRejects(t *testing.T) {
 			listener(r, "inbound").FilterChains[0].Filters[1].GetTypedConfig().TypeUrl = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v4.TcpProxy"
 		}, `filter "envoy.filters.network.tcp_proxy" is not supported (typed_config envoy.extensions.filters.network.tcp_proxy.v4.TcpProxy)`},
 		{"chain to the control plane", mesh{}, func(r envoySet) {
-			l := r[ListenerType]["inbound"].(*listenerv3.Listener)
+			l := r[model.ListenerType]["inbound"].(*listenerv3.Listener)
 			l.FilterChains[0].Filters[1] = tcpProxy(t, "weft-controlplane", false)
 		}, `xds: listener "inbound" filter chain 0 "inbound|8080|tls": tcp_proxy cluster "weft-controlplane" is the control plane`},
 		{"endpoints for unknown cluster", mesh{}, func(r envoySet) {
-			r[EndpointType] = map[string]proto.Message{"outbound|80|ghost.demo": &endpointv3.ClusterLoadAssignment{ClusterName: "outbound|80|ghost.demo"}}
+			r[model.EndpointType] = map[string]proto.Message{"outbound|80|ghost.demo": &endpointv3.ClusterLoadAssignment{ClusterName: "outbound|80|ghost.demo"}}
 		}, `xds: endpoints "outbound|80|ghost.demo": no EDS cluster "outbound|80|ghost.demo"`},
 		{"routes nobody references", mesh{}, func(r envoySet) {
-			r[RouteType] = map[string]proto.Message{"egress|81": &routev3.RouteConfiguration{Name: "egress|81"}}
+			r[model.RouteType] = map[string]proto.Message{"egress|81": &routev3.RouteConfiguration{Name: "egress|81"}}
 		}, `xds: route configuration "egress|81": no http_connection_manager references it`},
 		{"duplicate matches", mesh{services: []string{"server.demo"}}, func(r envoySet) {
 			l := listener(r, "outbound")
@@ -180,11 +184,11 @@ func TestBuildRejects(t *testing.T) {
 			typedConfig(r, 0, rb)
 		}, `rules.policies["demo/allow-client"].principals[0]: field 11 of envoy.config.rbac.v3.Principal is not supported`},
 		{"direct response status", mesh{httpEgress: true}, func(r envoySet) {
-			rc := r[RouteType]["egress|80"].(*routev3.RouteConfiguration)
+			rc := r[model.RouteType]["egress|80"].(*routev3.RouteConfiguration)
 			rc.VirtualHosts[0].Routes[0].GetDirectResponse().Status = 700
 		}, `xds: route configuration "egress|80": virtual_hosts[0].routes[0].direct_response.status: 700 is not in [200, 599]`},
 		{"virtual host without domains", mesh{httpEgress: true}, func(r envoySet) {
-			r[RouteType]["egress|80"].(*routev3.RouteConfiguration).VirtualHosts[1].Domains = nil
+			r[model.RouteType]["egress|80"].(*routev3.RouteConfiguration).VirtualHosts[1].Domains = nil
 		}, `xds: route configuration "egress|80": virtual_hosts[1].domains: must not be empty`},
 		{"control plane port", mesh{}, func(r envoySet) {
 			sa := cluster(r, "weft-controlplane").LoadAssignment.Endpoints[0].LbEndpoints[0].GetEndpoint().Address.GetSocketAddress()
@@ -195,13 +199,13 @@ func TestBuildRejects(t *testing.T) {
 				TypedConfig: anyOf(t, &tlsv3.UpstreamTlsContext{Sni: strings.Repeat("x", 256)})}}
 		}, `xds: cluster "weft-controlplane": transport_socket: typed_config envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext: sni: 256 bytes, at most 255 allowed`},
 		{"secret name", mesh{}, func(r envoySet) {
-			r[SecretType]["default"] = &tlsv3.Secret{Name: "default"}
+			r[model.SecretType]["default"] = &tlsv3.Secret{Name: "default"}
 		}, `xds: secret "default": only secret "trust_bundle" is supported`},
 		{"resource type", mesh{}, func(r envoySet) {
 			r["type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"] = map[string]proto.Message{}
 		}, `resource type "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig" is not supported`},
 		{"name mismatch", mesh{}, func(r envoySet) {
-			r[ClusterType]["other"] = r[ClusterType]["BlackHoleCluster"]
+			r[model.ClusterType]["other"] = r[model.ClusterType]["BlackHoleCluster"]
 		}, `xds: cluster "other": resource is named "BlackHoleCluster"`},
 		{"listener filter", mesh{}, func(r envoySet) {
 			l := listener(r, "inbound")
@@ -226,10 +230,10 @@ func TestBuildRejects(t *testing.T) {
 // TestBuildWaitsForReferences: names not delivered yet are not errors.
 func TestBuildWaitsForReferences(t *testing.T) {
 	r := mesh{services: []string{"server.demo"}, httpEgress: true}.set(t)
-	delete(r, RouteType)
-	delete(r, EndpointType)
-	delete(r, SecretType)
-	delete(r[ClusterType], "PassthroughCluster")
+	delete(r, model.RouteType)
+	delete(r, model.EndpointType)
+	delete(r, model.SecretType)
+	delete(r[model.ClusterType], "PassthroughCluster")
 	cfg, err := Build(td, r)
 	if err != nil {
 		t.Fatal(err)

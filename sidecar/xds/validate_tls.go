@@ -12,6 +12,7 @@ import (
 	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
 	tlsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/weftmesh/weft/sidecar/internal/envoy/type/matcher/v3"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 const tlsTransportSocket = "envoy.transport_sockets.tls"
@@ -21,8 +22,8 @@ func (b builder) trustBundle(m proto.Message) (*x509bundle.Bundle, error) {
 	if !ok {
 		return nil, fmt.Errorf("resource is a %T", m)
 	}
-	if s.GetName() != TrustBundleSecret {
-		return nil, fmt.Errorf("only secret %q is supported (the SVID is the sidecar's own)", TrustBundleSecret)
+	if s.GetName() != model.TrustBundleSecret {
+		return nil, fmt.Errorf("only secret %q is supported (the SVID is the sidecar's own)", model.TrustBundleSecret)
 	}
 	if err := only(s, "name", "validation_context"); err != nil {
 		return nil, err
@@ -59,7 +60,7 @@ func transportSocket(ts *corev3.TransportSocket, m proto.Message) error {
 	return unpack(ts.GetTypedConfig(), m)
 }
 
-func (b builder) upstreamTLS(ts *corev3.TransportSocket) (*UpstreamTLS, error) {
+func (b builder) upstreamTLS(ts *corev3.TransportSocket) (*model.UpstreamTLS, error) {
 	var u tlsv3.UpstreamTlsContext
 	if err := transportSocket(ts, &u); err != nil {
 		return nil, err
@@ -71,10 +72,10 @@ func (b builder) upstreamTLS(ts *corev3.TransportSocket) (*UpstreamTLS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("common_tls_context: %w", err)
 	}
-	return &UpstreamTLS{SANs: sans, SNI: u.GetSni(), ALPN: alpn}, nil
+	return &model.UpstreamTLS{SANs: sans, SNI: u.GetSni(), ALPN: alpn}, nil
 }
 
-func (b builder) downstreamTLS(ts *corev3.TransportSocket) (*DownstreamTLS, error) {
+func (b builder) downstreamTLS(ts *corev3.TransportSocket) (*model.DownstreamTLS, error) {
 	var d tlsv3.DownstreamTlsContext
 	if err := transportSocket(ts, &d); err != nil {
 		return nil, err
@@ -86,7 +87,7 @@ func (b builder) downstreamTLS(ts *corev3.TransportSocket) (*DownstreamTLS, erro
 	if err != nil {
 		return nil, fmt.Errorf("common_tls_context: %w", err)
 	}
-	return &DownstreamTLS{RequireClientCert: d.GetRequireClientCertificate().GetValue(), ALPN: alpn}, nil
+	return &model.DownstreamTLS{RequireClientCert: d.GetRequireClientCertificate().GetValue(), ALPN: alpn}, nil
 }
 
 // commonTLS checks the shape both directions share: TLS 1.3, the SVID as
@@ -113,10 +114,10 @@ func (b builder) commonTLS(c *tlsv3.CommonTlsContext, upstream bool) (sans []spi
 	}
 	certs := c.GetTlsCertificateSdsSecretConfigs()
 	if len(certs) != 1 {
-		return nil, nil, fmt.Errorf("tls_certificate_sds_secret_configs: want exactly one, {name: %q}", SVIDSecret)
+		return nil, nil, fmt.Errorf("tls_certificate_sds_secret_configs: want exactly one, {name: %q}", model.SVIDSecret)
 	}
-	if err := only(certs[0], "name"); err != nil || certs[0].GetName() != SVIDSecret {
-		return nil, nil, fmt.Errorf("tls_certificate_sds_secret_configs: only {name: %q} without sds_config is supported", SVIDSecret)
+	if err := only(certs[0], "name"); err != nil || certs[0].GetName() != model.SVIDSecret {
+		return nil, nil, fmt.Errorf("tls_certificate_sds_secret_configs: only {name: %q} without sds_config is supported", model.SVIDSecret)
 	}
 	switch vc := c.GetValidationContextType().(type) {
 	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
@@ -138,7 +139,7 @@ func (b builder) commonTLS(c *tlsv3.CommonTlsContext, upstream bool) (sans []spi
 			return nil, nil, fmt.Errorf("combined_validation_context.default_validation_context: %w", err)
 		}
 	default:
-		return nil, nil, fmt.Errorf("validation_context_sds_secret_config {name: %q} is required", TrustBundleSecret)
+		return nil, nil, fmt.Errorf("validation_context_sds_secret_config {name: %q} is required", model.TrustBundleSecret)
 	}
 	return sans, c.GetAlpnProtocols(), nil
 }
@@ -147,8 +148,8 @@ func trustBundleRef(s *tlsv3.SdsSecretConfig) error {
 	if err := only(s, "name", "sds_config"); err != nil {
 		return err
 	}
-	if s.GetName() != TrustBundleSecret {
-		return fmt.Errorf("secret %q is not supported (only %q)", s.GetName(), TrustBundleSecret)
+	if s.GetName() != model.TrustBundleSecret {
+		return fmt.Errorf("secret %q is not supported (only %q)", s.GetName(), model.TrustBundleSecret)
 	}
 	if s.GetSdsConfig() == nil {
 		return errors.New("sds_config {ads: {}} is required")

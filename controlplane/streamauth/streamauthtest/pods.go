@@ -1,5 +1,5 @@
 // Package streamauthtest is a fake registry and token reviewer for tests
-// of the streams streamauth guards (controlplane/xds, controlplane/audit).
+// of the streams streamauth guards (controlplane/xds/ads, controlplane/audit).
 package streamauthtest
 
 import (

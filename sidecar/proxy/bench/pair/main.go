@@ -16,7 +16,7 @@
 // moves bytes in the kernel (io.Copy between TCP sockets uses splice(2)),
 // which a TLS proxy without kernel TLS cannot do.
 //
-// The sidecars are the real proxy.Proxy with a hand-made xds.Config shaped
+// The sidecars are the real proxy.Proxy with a hand-made model.Config shaped
 // like the control plane's (sniffing on, an EDS cluster with mTLS and
 // SPIFFE ID checks, egress chains beside it); SO_ORIGINAL_DST is faked: the
 // client side maps every connection to the service address, the server
@@ -52,7 +52,7 @@ import (
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/internal/memtune"
 	"github.com/weftmesh/weft/sidecar/proxy"
-	"github.com/weftmesh/weft/sidecar/xds"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 var (
@@ -164,7 +164,7 @@ func runSidecar(ctx context.Context, mode, dir, listen, to string) error {
 		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "-",
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	var xc *xds.Config
+	var xc *model.Config
 	if mode == "client" {
 		cfg.OutboundAddr = listen
 		dst := netip.AddrPortFrom(serviceIP, 80)
@@ -176,7 +176,7 @@ func runSidecar(ctx context.Context, mode, dir, listen, to string) error {
 		cfg.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }
 		xc = serverConfig(target)
 	}
-	cfg.Config = func() *xds.Config { return xc }
+	cfg.Config = func() *model.Config { return xc }
 	p, err := proxy.New(cfg)
 	if err != nil {
 		return err
@@ -196,38 +196,38 @@ func runSidecar(ctx context.Context, mode, dir, listen, to string) error {
 // serviceIP:80 goes to the server sidecar at peer over mTLS; egress chains
 // (matched by SNI) sit beside it as in a real configuration, so sniffing
 // runs as it does there.
-func clientConfig(peer netip.AddrPort) *xds.Config {
+func clientConfig(peer netip.AddrPort) *model.Config {
 	const svc = "outbound|80|server.bench"
-	return &xds.Config{
-		Version: map[string]string{xds.ListenerType: "1", xds.ClusterType: "1"},
-		Outbound: &xds.Listener{Name: xds.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
-			Chains: []*xds.FilterChain{
-				{Name: svc, Match: xds.ChainMatch{DestPort: 80, Prefixes: []netip.Prefix{netip.PrefixFrom(serviceIP, 32)}},
-					Target: xds.Target{Cluster: svc}},
-				{Name: "egress-allowed", Match: xds.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"allowed.example.com"}},
-					Target: xds.Target{Cluster: "PassthroughCluster"}, Egress: &xds.EgressMeta{Decision: "allow"}},
+	return &model.Config{
+		Version: map[string]string{model.ListenerType: "1", model.ClusterType: "1"},
+		Outbound: &model.Listener{Name: model.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
+			Chains: []*model.FilterChain{
+				{Name: svc, Match: model.ChainMatch{DestPort: 80, Prefixes: []netip.Prefix{netip.PrefixFrom(serviceIP, 32)}},
+					Target: model.Target{Cluster: svc}},
+				{Name: "egress-allowed", Match: model.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"allowed.example.com"}},
+					Target: model.Target{Cluster: "PassthroughCluster"}, Egress: &model.EgressMeta{Decision: "allow"}},
 			},
-			Default: &xds.FilterChain{Name: "default", Target: xds.Target{Cluster: "PassthroughCluster"}}},
-		Clusters: map[string]*xds.Cluster{
-			svc: {Name: svc, Kind: xds.KindEDS, ConnectTimeout: time.Second,
-				UpstreamTLS: &xds.UpstreamTLS{SANs: []spiffeid.ID{serverID}, SNI: "server.bench.svc.cluster.local"}},
-			"PassthroughCluster": {Name: "PassthroughCluster", Kind: xds.KindOriginalDst, ConnectTimeout: time.Second},
+			Default: &model.FilterChain{Name: "default", Target: model.Target{Cluster: "PassthroughCluster"}}},
+		Clusters: map[string]*model.Cluster{
+			svc: {Name: svc, Kind: model.KindEDS, ConnectTimeout: time.Second,
+				UpstreamTLS: &model.UpstreamTLS{SANs: []spiffeid.ID{serverID}, SNI: "server.bench.svc.cluster.local"}},
+			"PassthroughCluster": {Name: "PassthroughCluster", Kind: model.KindOriginalDst, ConnectTimeout: time.Second},
 		},
-		Endpoints: map[string][]xds.Endpoint{svc: {{Addr: peer}}},
+		Endpoints: map[string][]model.Endpoint{svc: {{Addr: peer}}},
 	}
 }
 
 // serverConfig is the server pod's inbound listener: STRICT mTLS on the
 // app's port, clients authorized by trust domain, forwarded to app.
-func serverConfig(app netip.AddrPort) *xds.Config {
+func serverConfig(app netip.AddrPort) *model.Config {
 	name := fmt.Sprintf("inbound|%d", app.Port())
-	return &xds.Config{
-		Version: map[string]string{xds.ListenerType: "1", xds.ClusterType: "1"},
-		Inbound: &xds.Listener{Name: xds.InboundListener, UseOriginalDst: true, InspectTLS: true,
-			Chains: []*xds.FilterChain{{Name: name + "|tls", Match: xds.ChainMatch{DestPort: app.Port(), TransportProtocol: "tls"},
-				TLS: &xds.DownstreamTLS{RequireClientCert: true}, Target: xds.Target{Cluster: name}}}},
-		Clusters: map[string]*xds.Cluster{name: {Name: name, Kind: xds.KindStatic, ConnectTimeout: time.Second,
-			StaticEndpoints: []xds.Endpoint{{Addr: app}}}},
+	return &model.Config{
+		Version: map[string]string{model.ListenerType: "1", model.ClusterType: "1"},
+		Inbound: &model.Listener{Name: model.InboundListener, UseOriginalDst: true, InspectTLS: true,
+			Chains: []*model.FilterChain{{Name: name + "|tls", Match: model.ChainMatch{DestPort: app.Port(), TransportProtocol: "tls"},
+				TLS: &model.DownstreamTLS{RequireClientCert: true}, Target: model.Target{Cluster: name}}}},
+		Clusters: map[string]*model.Cluster{name: {Name: name, Kind: model.KindStatic, ConnectTimeout: time.Second,
+			StaticEndpoints: []model.Endpoint{{Addr: app}}}},
 	}
 }
 

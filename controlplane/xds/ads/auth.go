@@ -1,0 +1,92 @@
+package ads
+
+import (
+	"context"
+	"strings"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/controlplane/streamauth"
+	"github.com/weftmesh/weft/controlplane/xds"
+	"github.com/weftmesh/weft/internal/peersvid"
+)
+
+// adsService prefixes the full method names of the ADS service (SotW and
+// delta); only these require a client certificate.
+var adsService = "/" + discoverygrpc.AggregatedDiscoveryService_ServiceDesc.ServiceName + "/"
+
+// peerID returns the SPIFFE ID of the stream's client certificate, verified
+// against the configured bundle whatever the TLS layer did (it only
+// requests a certificate, since the same port serves the certificate
+// service). Every failure is codes.Unauthenticated.
+func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
+	return peersvid.ID(ctx, s.bundle, s.clock.Now(), "xds", "ADS")
+}
+
+// authorize checks the first request's node ID against the stream's grant:
+// it must parse and name the pod whose token the stream carries (a pod of
+// the same ServiceAccount cannot claim a sibling's node).
+func (s *Server) authorize(nodeID string, g *streamauth.Grant) (xds.Node, error) {
+	pod, ns, err := xds.ParseNodeID(nodeID)
+	if err != nil {
+		return xds.Node{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if pod != g.Pod || ns != g.Namespace {
+		return xds.Node{}, status.Errorf(codes.PermissionDenied, "xds: node %q refused: the stream's token is pod %s/%s's", nodeID, g.Namespace, g.Pod)
+	}
+	return xds.Node{Name: pod, Namespace: ns, ID: g.ID}, nil
+}
+
+// guard authorizes an ADS stream (streamauth: certificate, token, pod,
+// peer address) and serves it with handler on a stream that fails once
+// the grant ends; the grant's cause is then the stream's status.
+func (s *Server) guard(ss grpc.ServerStream, handler func(grpc.ServerStream) error) error {
+	g, err := s.auth.Authorize(ss.Context(), "xds", "ADS")
+	if err != nil {
+		s.refuse(err, "", peerAddr(ss.Context()))
+		return err
+	}
+	err = handler(streamauth.Stream(ss, g))
+	if cause := g.Err(); cause != nil {
+		s.refuse(cause, g.NodeID(), peerAddr(ss.Context()))
+		return cause
+	}
+	return err
+}
+
+// StreamInterceptor refuses ADS streams without a valid client certificate
+// before go-control-plane sees them; other services on the same gRPC
+// server (the certificate service) pass through untouched. The stream
+// callbacks check again, so the interceptor is an early exit, not the only
+// gate.
+func (s *Server) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if !strings.HasPrefix(info.FullMethod, adsService) {
+			return handler(srv, ss)
+		}
+		if _, err := s.peerID(ss.Context()); err != nil {
+			s.refuse(err, "", peerAddr(ss.Context()))
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
+// refuse logs and counts a refused stream.
+func (s *Server) refuse(err error, nodeID, addr string) {
+	code := status.Code(err)
+	s.metrics.refused.WithLabelValues(code.String()).Inc()
+	s.log.Warn("ADS stream refused", "node", nodeID, "peer", addr, "code", code.String(), "error", status.Convert(err).Message())
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}

@@ -1,0 +1,80 @@
+// Package ads serves weft's configuration to sidecars over the Aggregated
+// Discovery Service: the go-control-plane snapshot cache and ADS server
+// (state-of-the-world and delta), the authentication of streams, one
+// snapshot per connected sidecar, the debounce of model changes, and ACK
+// and NACK tracking with its metrics and [Server.Status]. The contract with
+// the sidecars is sidecar/xds/README.md; docs/architecture.md ("The xDS
+// contract") sums it up.
+//
+// The server never touches the mesh model: it gets every sidecar's
+// resources from an [xds.Generator] (controlplane/xds/translate in weft),
+// and caches what the generator shares by pointer, which the invariant of
+// package xds allows (snapshot.go). The authorizer's pod lookup is
+// implemented by the wiring in controlplane; trust comes in as an
+// x509bundle.Source.
+//
+// Imports: controlplane/xds (the node and resource types), go-control-plane,
+// go-spiffe, gRPC, Prometheus, k8s.io/utils/clock, controlplane/streamauth
+// (the streams' authorization, shared with the audit stream),
+// internal/peersvid (the stream's client SVID), api/admin (the status
+// types). Never the translator, the registry or certs (its tests use the
+// translator).
+//
+// # Protocol
+//
+// Node ID. A sidecar's node ID is "<pod>.<namespace>". Pod names are DNS
+// subdomains and may contain dots; namespaces are DNS labels and cannot, so
+// [xds.ParseNodeID] splits at the last dot.
+//
+// Authentication. The gRPC port also serves the certificate service, whose
+// callers have no certificate yet, so TLS only requests a client
+// certificate. [Server.StreamInterceptor] refuses ADS streams without one
+// (Unauthenticated) before go-control-plane sees them, and [Server.Register]
+// serves ADS behind controlplane/streamauth ([Config.Authorizer]): a stream
+// needs the pod's projected token (audience weft-ca, mounted into weft-proxy
+// only) besides the SVID, which the pod's apps hold too, from one of the
+// pod's IPs; see that package for every check. The first request's node
+// ID must parse (else InvalidArgument) and name the token's pod (else
+// PermissionDenied: a pod of the same ServiceAccount cannot claim a
+// sibling's node). A later request on the same stream naming another node
+// is refused (PermissionDenied). A stream ends, with the grant's status,
+// when its pod is deleted or replaced or its client certificate expires;
+// the refusal and closure are logged and counted alike.
+//
+// Snapshots. Build, validate, publish: on a node's first request and after
+// every debounced change, the Generator's output is checked (known type
+// URLs, every resource of the type its URL says, named, unique names,
+// ValidateAll, snapshot Consistent) and only then set in the cache. A
+// failing Generate or validation is logged, counted in
+// weft_xds_generate_errors_total, shown in Status, and the node keeps its
+// last good snapshot; a node whose first generation fails gets no response
+// until a later one succeeds. Each type's version is a hash of its content,
+// so a regeneration that changes nothing for a node publishes nothing and
+// pushes nothing to it. Types the Generator leaves out are served empty.
+// The Generator should build Any fields with deterministic marshalling, or
+// map-valued fields will look like changes. The snapshot of a node is
+// cleared when its last stream closes.
+//
+// Debounce. [Server.Changed] never blocks. Regeneration of every connected
+// node starts Config.Debounce (100ms) after the last change, and at most
+// Config.MaxDelay (1s) after the first change of a burst, so continuous
+// churn still converges. Changes during a round start the next one.
+//
+// ACK and NACK. Per node and type the server records the last version sent,
+// the last version ACKed and the last NACK (version, the sidecar's
+// error_detail message, time); the state is SYNCED (ACKed what it should
+// run), NACKED (rejected the latest version it was sent) or STALE. SotW
+// requests are matched by response_nonce, delta requests likewise; stale
+// nonces are ignored, as go-control-plane ignores them. A resumed SotW
+// stream's version_info counts as ACKed. NACKs are logged at warn with the
+// sidecar's message and counted in weft_xds_nacks_total{type}. The metric
+// has no per-sidecar label: pod names would make its cardinality
+// unbounded; the per-sidecar detail is in [Server.Status], which
+// /debug/status serves. Label values are a fixed set of type names ("other"
+// for anything a client invents).
+//
+// Metrics: weft_xds_connected_sidecars, weft_xds_pushes_total{type},
+// weft_xds_nacks_total{type}, weft_xds_generate_errors_total,
+// weft_xds_refused_streams_total{code},
+// weft_xds_regenerate_duration_seconds.
+package ads

@@ -1,0 +1,441 @@
+package ads
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/weftmesh/weft/controlplane/streamauth"
+	"github.com/weftmesh/weft/controlplane/xds"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/utils/clock"
+)
+
+// Config configures a Server. Generator, Authorizer and Bundle are
+// required.
+type Config struct {
+	Generator xds.Generator
+	// Authorizer decides who may hold a pod's stream (client certificate,
+	// the pod's token, its pod and peer address) and ends the stream when
+	// the pod goes or the certificate expires; see controlplane/streamauth.
+	Authorizer *streamauth.Authorizer
+	// Bundle verifies the sidecars' client certificates (weft's roots) in
+	// StreamInterceptor. Pass a live source so root rotation is honoured.
+	Bundle     x509bundle.Source
+	Logger     *slog.Logger          // nil: discard
+	Clock      clock.Clock           // nil: real clock
+	Registerer prometheus.Registerer // nil: metrics are not exported
+	Debounce   time.Duration         // 0: 100ms; quiet time after the last change
+	MaxDelay   time.Duration         // 0: 1s; longest wait after the first change
+}
+
+// Server is weft's ADS server: one snapshot per connected sidecar,
+// regenerated on Changed, pushed over state-of-the-world and delta xDS.
+type Server struct {
+	gen      xds.Generator
+	auth     *streamauth.Authorizer
+	bundle   x509bundle.Source
+	log      *slog.Logger
+	clock    clock.Clock
+	metrics  *metrics
+	debounce *debouncer
+
+	ctx    context.Context // ends streams when Run returns
+	cancel context.CancelFunc
+	cache  cachev3.SnapshotCache
+	xds    serverv3.Server
+	// resCache holds the encodings, versions and validation of the
+	// resources the generator shares between nodes.
+	resCache *resCache
+
+	// roundDone, if set (tests), runs after every debounced round.
+	roundDone func()
+
+	mu      sync.Mutex
+	streams map[streamKey]*stream
+	nodes   map[string]*nodeState
+}
+
+// streamKey names a stream: SotW and delta streams are numbered separately.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+// stream is one ADS stream; node is nil until its first request is
+// authorized. Guarded by Server.mu.
+type stream struct {
+	ctx   context.Context
+	delta bool
+	grant *streamauth.Grant
+	node  *nodeState
+	sent  map[string]sent // type URL -> last response on this stream
+}
+
+type sent struct{ nonce, version string }
+
+// nodeState is one connected sidecar (all its streams). gen serializes
+// generate-and-publish for the node and its removal; the other fields are
+// guarded by Server.mu.
+type nodeState struct {
+	id  string
+	gen sync.Mutex
+
+	node      xds.Node
+	streams   int
+	gone      bool // removed from Server.nodes; never published to again
+	connected time.Time
+	generated time.Time
+	genErr    string
+	versions  map[string]string // published snapshot: type URL -> version
+	types     map[string]*typeState
+}
+
+func (n *nodeState) typeState(url string) *typeState {
+	t, ok := n.types[url]
+	if !ok {
+		t = &typeState{}
+		n.types[url] = t
+	}
+	return t
+}
+
+// New builds a Server. Serve it with Register and StreamInterceptor on a
+// gRPC server, and keep Run running for Changed to take effect.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Generator == nil:
+		return nil, errors.New("xds: Config.Generator is required")
+	case cfg.Authorizer == nil:
+		return nil, errors.New("xds: Config.Authorizer is required")
+	case cfg.Bundle == nil:
+		return nil, errors.New("xds: Config.Bundle is required: ADS streams verify client certificates themselves")
+	case cfg.Debounce < 0 || cfg.MaxDelay < 0:
+		return nil, fmt.Errorf("xds: Debounce %v and MaxDelay %v must not be negative", cfg.Debounce, cfg.MaxDelay)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Debounce == 0 {
+		cfg.Debounce = 100 * time.Millisecond
+	}
+	if cfg.MaxDelay == 0 {
+		cfg.MaxDelay = time.Second
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		gen: cfg.Generator, auth: cfg.Authorizer, bundle: cfg.Bundle, log: cfg.Logger, clock: cfg.Clock, metrics: m,
+		streams: map[streamKey]*stream{}, nodes: map[string]*nodeState{}, resCache: newResCache(),
+	}
+	s.debounce = newDebouncer(cfg.Clock, cfg.Debounce, cfg.MaxDelay, s.round)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	cpLog := cpLogger{cfg.Logger}
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cpLog)
+	s.xds = serverv3.NewServer(s.ctx, s.cache, callbacks{s}, sotwv3.WithLogger(cpLog))
+	return s, nil
+}
+
+// Register serves ADS, state-of-the-world and delta, on gs. Every stream
+// is authorized before go-control-plane sees it and ended when its grant
+// ends (see guard).
+func (s *Server) Register(gs grpc.ServiceRegistrar) {
+	discovery.RegisterAggregatedDiscoveryServiceServer(gs, ads{s})
+}
+
+// ads is go-control-plane's ADS server behind guard.
+type ads struct{ s *Server }
+
+func (a ads) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return a.s.guard(st, func(ss grpc.ServerStream) error {
+		return a.s.xds.StreamAggregatedResources(&grpc.GenericServerStream[discovery.DiscoveryRequest, discovery.DiscoveryResponse]{ServerStream: ss})
+	})
+}
+
+func (a ads) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return a.s.guard(st, func(ss grpc.ServerStream) error {
+		return a.s.xds.DeltaAggregatedResources(&grpc.GenericServerStream[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]{ServerStream: ss})
+	})
+}
+
+// Run regenerates snapshots after Changed until ctx ends; then it ends
+// every ADS stream (sidecars keep their config and reconnect) and returns.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.cancel()
+	s.debounce.run(ctx)
+	return nil
+}
+
+// Changed says the mesh model changed. It never blocks: regeneration for
+// every connected sidecar follows Debounce after the last call, at most
+// MaxDelay after the first.
+func (s *Server) Changed() { s.debounce.changed() }
+
+// round regenerates every connected node, a few at a time.
+func (s *Server) round() {
+	start := time.Now()
+	s.resCache.rotate()
+	s.mu.Lock()
+	nodes := slices.Collect(maps.Values(s.nodes))
+	s.mu.Unlock()
+	work := make(chan *nodeState)
+	var wg sync.WaitGroup
+	for range min(len(nodes), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for n := range work {
+				s.generate(n)
+			}
+		})
+	}
+	for _, n := range nodes {
+		work <- n
+	}
+	close(work)
+	wg.Wait()
+	s.metrics.rounds.Observe(time.Since(start).Seconds())
+	if s.roundDone != nil {
+		s.roundDone()
+	}
+}
+
+// generate builds, validates and publishes n's snapshot. On any error the
+// node keeps its last good snapshot. An unchanged snapshot is not
+// published at all, so nothing is pushed.
+func (s *Server) generate(n *nodeState) {
+	n.gen.Lock()
+	defer n.gen.Unlock()
+	s.mu.Lock()
+	node, gone := n.node, n.gone
+	s.mu.Unlock()
+	if gone {
+		return
+	}
+	snap, versions, err := s.build(node)
+	now := s.clock.Now()
+	s.mu.Lock()
+	if err != nil {
+		n.genErr = err.Error()
+		s.mu.Unlock()
+		s.metrics.generateErrors.Inc()
+		s.log.Error("snapshot not published; the sidecar keeps its last good one", "node", n.id, "error", err)
+		return
+	}
+	n.genErr, n.generated = "", now
+	unchanged := n.versions != nil && maps.Equal(n.versions, versions)
+	s.mu.Unlock()
+	if unchanged {
+		return
+	}
+	// n.gone cannot change while n.gen is held.
+	if err := s.cache.SetSnapshot(s.ctx, n.id, snap); err != nil {
+		s.log.Error("publishing snapshot", "node", n.id, "error", err)
+		return
+	}
+	s.mu.Lock()
+	n.versions = versions
+	s.mu.Unlock()
+	s.log.Debug("snapshot published", "node", n.id, "versions", versions)
+}
+
+// build runs the generator (a panic is an error, not a crash) and turns its
+// output into a consistent, validated snapshot with a content hash as the
+// version of each type.
+func (s *Server) build(node xds.Node) (snap *cachev3.Snapshot, versions map[string]string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("xds: Generate(%s) panicked: %v", xds.NodeID(node.Name, node.Namespace), r)
+		}
+	}()
+	res, err := s.gen.Generate(node)
+	if err != nil {
+		return nil, nil, fmt.Errorf("xds: Generate(%s): %w", xds.NodeID(node.Name, node.Namespace), err)
+	}
+	if g, ok := s.gen.(sharingGenerator); ok {
+		// Only a sharing generator promises never to modify what it
+		// returned, which the cache needs.
+		return buildSnapshotCached(res, s.resCache, g.SharedResources())
+	}
+	return buildSnapshot(res)
+}
+
+// cpLogger hands go-control-plane's logging to slog. Its Infof reports
+// every watch opened, so it goes to Debug; warnings and errors stay.
+type cpLogger struct{ l *slog.Logger }
+
+func (c cpLogger) logf(level slog.Level, format string, args []any) {
+	if c.l.Enabled(context.Background(), level) {
+		c.l.Log(context.Background(), level, "go-control-plane: "+fmt.Sprintf(format, args...))
+	}
+}
+
+func (c cpLogger) Debugf(format string, args ...any) { c.logf(slog.LevelDebug, format, args) }
+func (c cpLogger) Infof(format string, args ...any)  { c.logf(slog.LevelDebug, format, args) }
+func (c cpLogger) Warnf(format string, args ...any)  { c.logf(slog.LevelWarn, format, args) }
+func (c cpLogger) Errorf(format string, args ...any) { c.logf(slog.LevelError, format, args) }
+
+// callbacks connects go-control-plane's stream events to the Server
+// without exporting them on it.
+type callbacks struct{ s *Server }
+
+var _ serverv3.Callbacks = callbacks{}
+
+func (c callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	return c.s.open(streamKey{id: id}, ctx)
+}
+
+func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	return c.s.open(streamKey{delta: true, id: id}, ctx)
+}
+
+func (c callbacks) OnStreamClosed(id int64, _ *core.Node) { c.s.close(streamKey{id: id}) }
+
+func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) {
+	c.s.close(streamKey{delta: true, id: id})
+}
+
+func (c callbacks) OnStreamRequest(id int64, r *discovery.DiscoveryRequest) error {
+	return c.s.request(streamKey{id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), r.GetErrorDetail())
+}
+
+func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryRequest) error {
+	return c.s.request(streamKey{delta: true, id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", r.GetErrorDetail())
+}
+
+func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, r *discovery.DiscoveryResponse) {
+	c.s.response(streamKey{id: id}, r.GetTypeUrl(), r.GetNonce(), r.GetVersionInfo())
+}
+
+func (c callbacks) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, r *discovery.DeltaDiscoveryResponse) {
+	c.s.response(streamKey{delta: true, id: id}, r.GetTypeUrl(), r.GetNonce(), r.GetSystemVersionInfo())
+}
+
+func (callbacks) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error {
+	return status.Error(codes.Unimplemented, "xds: REST fetch is not served")
+}
+
+func (callbacks) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}
+
+// open admits a stream that guard authorized.
+func (s *Server) open(key streamKey, ctx context.Context) error {
+	g := streamauth.FromContext(ctx)
+	if g == nil {
+		err := status.Error(codes.Internal, "xds: ADS stream without authorization (not served through Server.Register)")
+		s.refuse(err, "", peerAddr(ctx))
+		return err
+	}
+	s.mu.Lock()
+	s.streams[key] = &stream{ctx: ctx, delta: key.delta, grant: g, sent: map[string]sent{}}
+	s.mu.Unlock()
+	return nil
+}
+
+// request authorizes a stream's first request (and publishes the node's
+// first snapshot before go-control-plane opens the watch, so it is answered
+// at once), refuses a change of node ID, and tracks ACKs and NACKs.
+func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version string, detail *statuspb.Status) error {
+	s.mu.Lock()
+	st := s.streams[key]
+	var cur *nodeState
+	if st != nil {
+		cur = st.node
+	}
+	s.mu.Unlock()
+	if st == nil {
+		return status.Error(codes.Internal, "xds: request on an unknown stream")
+	}
+	switch {
+	case cur == nil:
+		n, err := s.authorize(node.GetId(), st.grant)
+		if err != nil {
+			s.refuse(err, node.GetId(), peerAddr(st.ctx))
+			return err
+		}
+		cur = s.attach(st, n)
+		s.generate(cur)
+	case node != nil && node.GetId() != cur.id:
+		err := status.Errorf(codes.PermissionDenied, "xds: stream of node %q sent a request as node %q", cur.id, node.GetId())
+		s.refuse(err, cur.id, peerAddr(st.ctx))
+		return err
+	}
+	s.mu.Lock()
+	s.track(st, typeURL, nonce, version, detail)
+	s.mu.Unlock()
+	return nil
+}
+
+// attach binds an authorized stream to its node, creating the node on its
+// first stream.
+func (s *Server) attach(st *stream, n xds.Node) *nodeState {
+	id := xds.NodeID(n.Name, n.Namespace)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ns, ok := s.nodes[id]
+	if !ok {
+		ns = &nodeState{id: id, connected: s.clock.Now(), types: map[string]*typeState{}}
+		s.nodes[id] = ns
+		s.metrics.connected.Set(float64(len(s.nodes)))
+		s.log.Info("sidecar connected", "node", id, "spiffeID", n.ID.String(), "delta", st.delta)
+	}
+	ns.node = n // the newest stream's certificate wins
+	ns.streams++
+	st.node = ns
+	return ns
+}
+
+func (s *Server) response(key streamKey, typeURL, nonce, version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streams[key]; st != nil && st.node != nil {
+		s.sentResponse(st, typeURL, nonce, version)
+	}
+}
+
+// close forgets a stream; the last stream of a node takes the node's
+// snapshot and status with it.
+func (s *Server) close(key streamKey) {
+	s.mu.Lock()
+	st := s.streams[key]
+	delete(s.streams, key)
+	s.mu.Unlock()
+	if st == nil || st.node == nil {
+		return
+	}
+	n := st.node
+	n.gen.Lock() // no publish for n is in flight while it goes
+	defer n.gen.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n.streams--
+	if n.streams > 0 {
+		return
+	}
+	n.gone = true
+	delete(s.nodes, n.id)
+	// Under s.mu, so a new stream for the same node ID cannot publish
+	// before this clears (it creates a new nodeState after this returns).
+	s.cache.ClearSnapshot(n.id)
+	s.metrics.connected.Set(float64(len(s.nodes)))
+	s.log.Info("sidecar disconnected", "node", n.id)
+}

@@ -1,0 +1,305 @@
+package translate
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/registry"
+)
+
+// inboundListener is listener "inbound" on 15006: per app port a TLS chain
+// (and a plaintext one in PERMISSIVE), then catch-all chains for other
+// ports, all behind the rbac filters.
+func (b *builder) inboundListener() (*listenerv3.Listener, error) {
+	var chains []*listenerv3.FilterChain
+	for _, port := range b.inboundPorts() {
+		name := "inbound|" + strconv.Itoa(int(port))
+		b.addCluster(inboundCluster(name, port, slices.Contains(b.w.InboundLoopbackPorts, port)))
+		chains = append(chains, b.inboundChains(name, wrapperspb.UInt32(uint32(port)), b.pol.MTLS.ModeFor(port), name)...)
+	}
+	// Before the catch-all (by destination_port, more specific): the
+	// sidecar's own ports never go to InboundPassthroughCluster
+	// (loop.go).
+	chains = append(chains, sidecarGuards()...)
+	chains = append(chains, b.inboundChains("inbound|passthrough", nil, b.pol.MTLS.Mode, clusterInboundPassthrough)...)
+	return &listenerv3.Listener{
+		Name:    listenerInbound,
+		Address: socketAddress("0.0.0.0", inboundPort),
+		ListenerFilters: []*listenerv3.ListenerFilter{
+			listenerFilter(wellknown.OriginalDestination, &origdstv3.OriginalDst{}),
+			listenerFilter(wellknown.TLSInspector, &tlsinspectorv3.TlsInspector{}),
+		},
+		FilterChains: chains,
+	}, nil
+}
+
+// Inbound delivery's source addresses, which the capture rules exempt
+// (sidecar/capture): Istio's InboundPassthroughBindIpv4 and
+// InboundPassthroughBindIpv6.
+const (
+	inboundSourceIPv4 = "127.0.0.6"
+	inboundSourceIPv6 = "::6"
+)
+
+// inboundCluster is cluster inbound|<port>: the app's port on the pod's
+// own address, which is the connection's original destination
+// (ORIGINAL_DST), or, for a port the pod delivers on loopback
+// (weft.dev/inbound-loopback-ports), 127.0.0.1. Either way from 127.0.0.6
+// (::6 over IPv6), so that an app listening on 127.0.0.1 is reached only
+// when the pod says so.
+func inboundCluster(name string, port uint16, loopback bool) *clusterv3.Cluster {
+	if loopback {
+		c := staticCluster(name, "127.0.0.1", uint32(port))
+		c.UpstreamBindConfig = &corev3.BindConfig{SourceAddress: bindAddress(inboundSourceIPv4)}
+		return c
+	}
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:       durationpb.New(1e9),
+		UpstreamBindConfig:   inboundBindConfig(),
+	}
+}
+
+// inboundBindConfig: from 127.0.0.6, and ::6 to an IPv6 address.
+func inboundBindConfig() *corev3.BindConfig {
+	return &corev3.BindConfig{
+		SourceAddress:        bindAddress(inboundSourceIPv4),
+		ExtraSourceAddresses: []*corev3.ExtraSourceAddress{{Address: bindAddress(inboundSourceIPv6)}},
+	}
+}
+
+// bindAddress is a source address with any port.
+func bindAddress(ip string) *corev3.SocketAddress {
+	return &corev3.SocketAddress{Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0}}
+}
+
+// inboundPorts are the workload's app ports: the target ports of the
+// Services selecting it, the ports its MTLSPolicy sets a mode for, and the
+// ports it delivers on loopback (weft.dev/inbound-loopback-ports: a port
+// no Service names would otherwise take the passthrough chain, to the
+// pod's address), less the sidecar's own ports.
+func (b *builder) inboundPorts() []uint16 {
+	ports := slices.Clone(b.w.InboundLoopbackPorts)
+	for _, svc := range b.snap.ServicesFor(b.w) {
+		for _, sp := range svc.Ports {
+			if sp.Protocol != "" && sp.Protocol != "TCP" {
+				continue
+			}
+			if p, ok := b.targetPortOfSelf(svc, sp); ok {
+				ports = append(ports, p)
+			}
+		}
+	}
+	for p := range b.pol.MTLS.Ports {
+		ports = append(ports, p)
+	}
+	// The sidecar's own ports are never an app's: a chain for one would
+	// deliver to the sidecar itself (loop.go).
+	ports = slices.DeleteFunc(ports, isSidecarPort)
+	slices.Sort(ports)
+	return slices.Compact(ports)
+}
+
+// targetPortOfSelf resolves sp's target port on the workload itself; a named
+// target port is read from the workload's own endpoint.
+func (b *builder) targetPortOfSelf(svc *registry.Service, sp registry.ServicePort) (uint16, bool) {
+	if sp.TargetPort != 0 {
+		return sp.TargetPort, true
+	}
+	if sp.TargetPortName == "" {
+		return sp.Port, true
+	}
+	key := b.w.Key()
+	for i := range svc.Endpoints {
+		if ep := &svc.Endpoints[i]; ep.Pod != nil && *ep.Pod == key {
+			return ep.Port(sp.Name)
+		}
+	}
+	return 0, false
+}
+
+// inboundChains are the chains of one port (nil: the catch-all): TLS with
+// a required client certificate, and in PERMISSIVE also plaintext.
+func (b *builder) inboundChains(name string, port *wrapperspb.UInt32Value, mode v1alpha1.MTLSMode, cluster string) []*listenerv3.FilterChain {
+	filters := append(b.rbacFilters(name), networkFilter(wellknown.TCPProxy, &tcpproxyv3.TcpProxy{
+		StatPrefix:       name,
+		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+	}))
+	downstream := &tlsv3.DownstreamTlsContext{
+		RequireClientCertificate: wrapperspb.Bool(true),
+		CommonTlsContext:         commonTLS(nil),
+	}
+	chains := []*listenerv3.FilterChain{{
+		Name:             name + "|tls",
+		FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: port, TransportProtocol: "tls"},
+		TransportSocket:  transportSocket(downstream),
+		Filters:          filters,
+		Metadata:         b.inboundMetadata(mode),
+	}}
+	if mode == v1alpha1.MTLSPermissive {
+		chains = append(chains, &listenerv3.FilterChain{
+			Name:             name + "|plaintext",
+			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: port, TransportProtocol: "raw_buffer"},
+			Filters:          filters,
+			Metadata:         b.inboundMetadata(mode),
+		})
+	}
+	return chains
+}
+
+// inboundMetadata says on each inbound chain which mode is in force and,
+// when it fails closed, which rejected policies made it.
+func (b *builder) inboundMetadata(mode v1alpha1.MTLSMode) *corev3.Metadata {
+	fields := map[string]*structpb.Value{"mode": structpb.NewStringValue(string(mode))}
+	if len(b.rejectedInbound) > 0 {
+		fields["rejected"] = structpb.NewStringValue(rejectedMessage(b.rejectedInbound))
+	}
+	return metadata(inboundMetadataKey, fields)
+}
+
+func rejectedMessage(rs []registry.Rejected) string {
+	var parts []string
+	for _, r := range rs {
+		parts = append(parts, fmt.Sprintf("%s %s/%s rejected (%s): %s", r.Kind, r.Namespace, r.Name, r.Reason, r.Message))
+	}
+	return "weft: inbound denied: " + strings.Join(parts, "; ")
+}
+
+// rbacFilters are the rbac filters of one inbound chain: DENY-all when a
+// policy of the namespace was rejected; otherwise DENY policies, then ALLOW
+// policies, as registry.WorkloadPolicies.Authorize decides.
+func (b *builder) rbacFilters(statPrefix string) []*listenerv3.Filter {
+	if len(b.rejectedInbound) > 0 {
+		policies := map[string]*rbacv3.Policy{}
+		for _, r := range b.rejectedInbound {
+			policies[fmt.Sprintf("rejected %s %s/%s", r.Kind, r.Namespace, r.Name)] = anyPolicy()
+		}
+		return []*listenerv3.Filter{networkFilter(wellknown.RoleBasedAccessControl, &netrbacv3.RBAC{
+			StatPrefix: "weft_rejected_policy",
+			Rules:      &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: policies},
+		})}
+	}
+	var deny, allow []*registry.AuthorizationPolicy
+	for _, p := range b.pol.Authorization {
+		if p.Action == v1alpha1.ActionDeny {
+			deny = append(deny, p)
+		} else {
+			allow = append(allow, p)
+		}
+	}
+	var out []*listenerv3.Filter
+	for _, set := range []struct {
+		action   rbacv3.RBAC_Action
+		policies []*registry.AuthorizationPolicy
+	}{{rbacv3.RBAC_DENY, deny}, {rbacv3.RBAC_ALLOW, allow}} {
+		if len(set.policies) == 0 {
+			continue
+		}
+		out = append(out, networkFilter(wellknown.RoleBasedAccessControl, &netrbacv3.RBAC{
+			StatPrefix: statPrefix,
+			Rules:      &rbacv3.RBAC{Action: set.action, Policies: b.rbacPolicies(set.policies)},
+		}))
+	}
+	return out
+}
+
+// rbacPolicies translates authorization policies: one RBAC policy per rule,
+// named "<namespace>/<name>#<rule index>". A policy without rules adds
+// nothing, so it matches nothing.
+func (b *builder) rbacPolicies(aps []*registry.AuthorizationPolicy) map[string]*rbacv3.Policy {
+	out := map[string]*rbacv3.Policy{}
+	for _, ap := range aps {
+		for i, rule := range ap.Rules {
+			p := &rbacv3.Policy{}
+			for _, port := range rule.Ports {
+				p.Permissions = append(p.Permissions, &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationPort{DestinationPort: uint32(port)}})
+			}
+			if len(p.Permissions) == 0 {
+				p.Permissions = []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}}
+			}
+			for _, src := range rule.From {
+				p.Principals = append(p.Principals, b.sourcePrincipal(src))
+			}
+			if len(p.Principals) == 0 {
+				p.Principals = []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}
+			}
+			out[fmt.Sprintf("%s/%s#%d", ap.Namespace, ap.Name, i)] = p
+		}
+	}
+	return out
+}
+
+// sourcePrincipal is a Source: every non-empty field must match (and_ids),
+// any value of a field may (or_ids), all by authenticated SPIFFE ID.
+func (b *builder) sourcePrincipal(src registry.Source) *rbacv3.Principal {
+	var and []*rbacv3.Principal
+	if len(src.Principals) > 0 {
+		var or []*rbacv3.Principal
+		for _, p := range src.Principals {
+			or = append(or, authenticated(p.Value, p.Prefix))
+		}
+		and = append(and, orIDs(or))
+	}
+	if len(src.Namespaces) > 0 {
+		var or []*rbacv3.Principal
+		for _, ns := range src.Namespaces {
+			or = append(or, authenticated(b.td.IDString()+"/ns/"+ns+"/sa/", true))
+		}
+		and = append(and, orIDs(or))
+	}
+	if len(src.ServiceAccounts) > 0 {
+		var or []*rbacv3.Principal
+		for _, sa := range src.ServiceAccounts {
+			or = append(or, authenticated(b.td.IDString()+"/ns/"+sa.Namespace+"/sa/"+sa.Name, false))
+		}
+		and = append(and, orIDs(or))
+	}
+	if len(and) == 1 {
+		return and[0]
+	}
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: and}}}
+}
+
+func orIDs(ids []*rbacv3.Principal) *rbacv3.Principal {
+	if len(ids) == 1 {
+		return ids[0]
+	}
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ids}}}
+}
+
+func authenticated(value string, prefix bool) *rbacv3.Principal {
+	m := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}}
+	if prefix {
+		m.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: value}
+	}
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{
+		Authenticated: &rbacv3.Principal_Authenticated{PrincipalName: m},
+	}}
+}
+
+func anyPolicy() *rbacv3.Policy {
+	return &rbacv3.Policy{
+		Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+		Principals:  []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}},
+	}
+}

@@ -1,0 +1,253 @@
+package translate
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/controlplane/registry"
+)
+
+// meshKey is a (destination port, prefix) leaf taken by an in-mesh chain;
+// no egress chain may use it too.
+type meshKey struct {
+	port   uint16
+	prefix netip.Prefix
+}
+
+// outboundListenerOf is listener "outbound" on 15001: in-mesh chains, egress
+// chains, and the default chain of the outbound policy.
+//
+// The in-mesh chains are shared between sidecars (shared.go):
+// chains must be clipped, so appending the egress chains copies them.
+func (b *builder) outboundListenerOf(chains, egress []*listenerv3.FilterChain) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:           listenerOutbound,
+		Address:        socketAddress("127.0.0.1", outboundPort),
+		UseOriginalDst: wrapperspb.Bool(true),
+		ListenerFilters: []*listenerv3.ListenerFilter{
+			listenerFilter(wellknown.OriginalDestination, &origdstv3.OriginalDst{}),
+			listenerFilter(wellknown.TLSInspector, &tlsinspectorv3.TlsInspector{}),
+			listenerFilter(wellknown.HTTPInspector, &httpinspectorv3.HttpInspector{}),
+		},
+		FilterChains:       slices.Concat(sidecarGuards(loopback4, loopback6), chains, egress),
+		DefaultFilterChain: b.defaultEgressChain(),
+	}
+}
+
+// meshChains are the chains of every Service's ports, matched by ClusterIP
+// and service port, and by the sidecar endpoints' IPs and target ports.
+// A (port, IP) leaf goes to the first Service (by namespace, name, port)
+// that claims it. It also adds the Services' clusters and endpoints.
+func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
+	taken := map[meshKey]bool{}
+	var chains []*listenerv3.FilterChain
+	for _, svc := range b.snap.Services {
+		if svc.Type == "ExternalName" {
+			continue
+		}
+		var injected []*registry.Endpoint
+		for i := range svc.Endpoints {
+			if ep := &svc.Endpoints[i]; ep.Injected && !ep.Identity.IsZero() {
+				injected = append(injected, ep)
+			}
+		}
+		ns, _ := b.snap.Namespace(svc.Namespace)
+		meshed := len(injected) > 0 || (ns != nil && ns.Injection)
+		// The clusters and endpoints of a Service that did not change
+		// since the previous snapshot are the ones built then (shared,
+		// never modified: shared.go).
+		old, prev, out := b.svcs.reuse(svc, ns != nil && ns.Injection)
+		for _, sp := range svc.Ports {
+			if sp.Protocol != "" && sp.Protocol != "TCP" {
+				continue
+			}
+			name := fmt.Sprintf("outbound|%d|%s.%s", sp.Port, svc.Name, svc.Namespace)
+			cluster := name
+			byPort := map[uint16][]netip.Addr{}
+			for _, ip := range svc.ClusterIPs {
+				byPort[sp.Port] = append(byPort[sp.Port], ip)
+			}
+			if meshed {
+				oldCLA, oldCluster := old.get(name)
+				reuse := oldCLA != nil && oldCluster != nil
+				cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+				var lbs []*endpointv3.LbEndpoint
+				for _, ep := range injected {
+					port, ok := endpointPort(ep, sp)
+					if !ok {
+						continue
+					}
+					byPort[port] = append(byPort[port], ep.Address)
+					if reuse {
+						continue
+					}
+					lbs = append(lbs, &endpointv3.LbEndpoint{
+						HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+							Address: socketAddress(ep.Address.String(), uint32(port)),
+						}},
+						HealthStatus: health(ep),
+					})
+				}
+				if len(lbs) > 0 {
+					cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}
+				}
+				eds := oldCluster
+				if reuse {
+					cla = oldCLA
+				} else {
+					eds = b.edsCluster(name, svc, injected)
+				}
+				b.endpoints[name] = cla
+				b.addCluster(eds)
+				out.put(name, cla, eds)
+			} else {
+				name = fmt.Sprintf("passthrough|%d|%s.%s", sp.Port, svc.Name, svc.Namespace)
+				cluster = clusterPassthrough
+			}
+			ports := make([]uint16, 0, len(byPort))
+			for p := range byPort {
+				ports = append(ports, p)
+			}
+			slices.Sort(ports)
+			for _, port := range ports {
+				var claimed []netip.Prefix
+				ips := byPort[port]
+				slices.SortFunc(ips, netip.Addr.Compare)
+				for _, ip := range slices.Compact(ips) {
+					k := meshKey{port, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())}
+					if taken[k] {
+						continue
+					}
+					taken[k] = true
+					claimed = append(claimed, k.prefix)
+				}
+				if len(claimed) == 0 {
+					continue
+				}
+				chainName := name
+				if port != sp.Port {
+					chainName = fmt.Sprintf("%s|%d", name, port)
+				}
+				// A chain is a function of exactly these inputs: the
+				// previous snapshot's chain of the Service is reused when
+				// they are equal.
+				c := &chainInputs{name: chainName, port: port, statPrefix: name, cluster: cluster, prefixes: claimed}
+				if p := prev.chain(chainName); p != nil && p.same(c) {
+					c.chain = p.chain
+				} else {
+					var ranges []*corev3.CidrRange
+					for _, p := range claimed {
+						ranges = append(ranges, cidrRange(p))
+					}
+					c.chain = &listenerv3.FilterChain{
+						Name:             chainName,
+						FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port)), PrefixRanges: ranges},
+						Filters: []*listenerv3.Filter{networkFilter(wellknown.TCPProxy, &tcpproxyv3.TcpProxy{
+							StatPrefix:       name,
+							ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+						})},
+					}
+				}
+				out.putChain(c)
+				chains = append(chains, c.chain)
+			}
+		}
+	}
+	return chains, taken
+}
+
+// endpointPort is the port an endpoint serves sp on: from its
+// EndpointSlice, else the numeric target port, else (no target port at
+// all) the service port.
+func endpointPort(ep *registry.Endpoint, sp registry.ServicePort) (uint16, bool) {
+	if p, ok := ep.Port(sp.Name); ok && p != 0 {
+		return p, true
+	}
+	if sp.TargetPort != 0 {
+		return sp.TargetPort, true
+	}
+	if sp.TargetPortName == "" {
+		return sp.Port, true
+	}
+	return 0, false
+}
+
+func health(ep *registry.Endpoint) corev3.HealthStatus {
+	switch {
+	case ep.Terminating:
+		return corev3.HealthStatus_DRAINING
+	case ep.Ready:
+		return corev3.HealthStatus_HEALTHY
+	default:
+		return corev3.HealthStatus_UNHEALTHY
+	}
+}
+
+// edsCluster is an in-mesh Service port's cluster: EDS over ADS, mTLS that
+// accepts only the SPIFFE IDs the Service's sidecar endpoints run as.
+func (b *builder) edsCluster(name string, svc *registry.Service, injected []*registry.Endpoint) *clusterv3.Cluster {
+	var ids []string
+	for _, ep := range injected {
+		ids = append(ids, ep.Identity.String())
+	}
+	slices.Sort(ids)
+	var sans []*tlsv3.SubjectAltNameMatcher
+	for _, id := range slices.Compact(ids) {
+		sans = append(sans, &tlsv3.SubjectAltNameMatcher{
+			SanType: tlsv3.SubjectAltNameMatcher_URI,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id}},
+		})
+	}
+	upstream := &tlsv3.UpstreamTlsContext{
+		CommonTlsContext: commonTLS(&tlsv3.CommonTlsContext_CombinedValidationContext{
+			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sans},
+				ValidationContextSdsSecretConfig: trustBundleRef(),
+			},
+		}),
+		Sni: fmt.Sprintf("%s.%s.svc.cluster.local", svc.Name, svc.Namespace),
+	}
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		ConnectTimeout:       durationpb.New(1e9),
+		TransportSocket:      transportSocket(upstream),
+	}
+}
+
+func cidrRange(p netip.Prefix) *corev3.CidrRange {
+	return &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))}
+}
+
+func portString(p uint16) string {
+	if p == 0 {
+		return "*"
+	}
+	return fmt.Sprint(p)
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,294 @@
+package translate
+
+import (
+	"bytes"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/registry"
+)
+
+// Shared resources.
+//
+// Most of what a sidecar gets does not depend on the sidecar at all: the
+// static clusters, every in-mesh Service's EDS cluster and
+// ClusterLoadAssignment, the in-mesh outbound filter chains (and, for a
+// workload without egress rules, the whole outbound listener), and the
+// trust_bundle secret. The Generator builds those once per registry
+// snapshot (by pointer identity: a published registry.Snapshot is
+// immutable) and hands the SAME proto pointers to every Generate call.
+//
+// INVARIANT: a resource returned by Generate, and every message it points
+// to, is never modified afterwards, by the Generator, the Server or
+// go-control-plane (they only marshal it). Code that wants to change a
+// generated resource must proto.Clone it first. The Server relies on this
+// too: it caches the encoding, version and validation of shared resources
+// by pointer (see Generator.SharedResources and resCache).
+//
+// Generate stays pure from the caller's view: the memo only ever returns
+// what a fresh translation of the same snapshot would build, byte for byte.
+
+// sharedSet is what every sidecar of one registry snapshot gets. Its
+// fields are written once, by build, and only read after ready is set.
+type sharedSet struct {
+	snap   *registry.Snapshot
+	cpHost string
+	cpPort uint32
+
+	once  sync.Once
+	ready atomic.Bool
+
+	// clusters are the static clusters and the in-mesh Services'
+	// clusters, by name; endpoints their ClusterLoadAssignments, by name.
+	clusters  []types.Resource
+	endpoints []types.Resource
+	// chains are the in-mesh outbound chains (clipped: appending copies);
+	// taken the (port, prefix) leaves they use. Read-only.
+	chains []*listenerv3.FilterChain
+	taken  map[meshKey]bool
+	// plainOutbound is listener "outbound" of a workload with no egress
+	// rules and no rejected EgressPolicy in its namespace.
+	plainOutbound *listenerv3.Listener
+	// all holds every resource above (set membership).
+	all map[types.Resource]struct{}
+
+	// prev is the previous snapshot's set, until build has taken its
+	// Services' resources; svcs are this set's.
+	prev *sharedSet
+	svcs *svcMemo
+}
+
+// svcMemo is, per Service, the clusters and ClusterLoadAssignments built
+// for it and what they were built from: a Service equal to the one of the
+// previous snapshot (and in a namespace with the same injection) gets the
+// very same resources, so the Server's caches know them already.
+type svcMemo struct {
+	prev map[registry.Key]*svcResources // read-only
+	cur  map[registry.Key]*svcResources
+}
+
+type svcResources struct {
+	svc       *registry.Service
+	injection bool
+	clas      map[string]*endpointv3.ClusterLoadAssignment
+	clusters  map[string]*clusterv3.Cluster
+	chains    map[string]*chainInputs
+}
+
+// reuse returns the resources of svc in the previous snapshot: old if svc
+// is unchanged (nil if not), prev in any case (nil if none); and records
+// the resources of svc now.
+func (m *svcMemo) reuse(svc *registry.Service, injection bool) (old, prev, now *svcResources) {
+	if m == nil {
+		return nil, nil, nil
+	}
+	k := registry.Key{Namespace: svc.Namespace, Name: svc.Name}
+	now = &svcResources{svc: svc, injection: injection}
+	m.cur[k] = now
+	prev = m.prev[k]
+	if prev != nil && prev.injection == injection && sameMeshInputs(prev.svc, svc) {
+		old = prev
+	}
+	return old, prev, now
+}
+
+// chainInputs is an in-mesh filter chain and everything it is built from.
+type chainInputs struct {
+	chain                     *listenerv3.FilterChain
+	name, statPrefix, cluster string
+	port                      uint16
+	prefixes                  []netip.Prefix
+}
+
+func (c *chainInputs) same(d *chainInputs) bool {
+	return c.name == d.name && c.statPrefix == d.statPrefix && c.cluster == d.cluster && c.port == d.port &&
+		slices.Equal(c.prefixes, d.prefixes)
+}
+
+func (r *svcResources) chain(name string) *chainInputs {
+	if r == nil {
+		return nil
+	}
+	return r.chains[name]
+}
+
+func (r *svcResources) putChain(c *chainInputs) {
+	if r == nil {
+		return
+	}
+	if r.chains == nil {
+		r.chains = map[string]*chainInputs{}
+	}
+	r.chains[c.name] = c
+}
+
+// sameMeshInputs says whether a and b give the same in-mesh clusters and
+// ClusterLoadAssignments (given the same namespace injection): every field
+// meshChains, edsCluster, endpointPort and health read for them is equal.
+// (ClusterIPs only go into the chains, which are always rebuilt.)
+func sameMeshInputs(a, b *registry.Service) bool {
+	if a == b {
+		return true
+	}
+	if a.Namespace != b.Namespace || a.Name != b.Name || a.Type != b.Type ||
+		!slices.Equal(a.Ports, b.Ports) || len(a.Endpoints) != len(b.Endpoints) {
+		return false
+	}
+	for i := range a.Endpoints {
+		x, y := &a.Endpoints[i], &b.Endpoints[i]
+		if x.Address != y.Address || x.Ready != y.Ready || x.Terminating != y.Terminating ||
+			x.Injected != y.Injected || x.Identity != y.Identity || !slices.Equal(x.Ports, y.Ports) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *svcResources) get(name string) (*endpointv3.ClusterLoadAssignment, *clusterv3.Cluster) {
+	if r == nil {
+		return nil, nil
+	}
+	return r.clas[name], r.clusters[name]
+}
+
+func (r *svcResources) put(name string, cla *endpointv3.ClusterLoadAssignment, c *clusterv3.Cluster) {
+	if r == nil {
+		return
+	}
+	if r.clas == nil {
+		r.clas, r.clusters = map[string]*endpointv3.ClusterLoadAssignment{}, map[string]*clusterv3.Cluster{}
+	}
+	r.clas[name], r.clusters[name] = cla, c
+}
+
+// translatorMemo keeps the shared sets of the current and the previous
+// registry snapshot, and the trust_bundle secret of the current bundle.
+type translatorMemo struct {
+	mu        sync.Mutex
+	sets      [2]*sharedSet // newest first
+	secretPEM []byte
+	secret    *tlsv3.Secret
+}
+
+// shared returns the shared set of snap, building it at most once.
+func (t *Generator) shared(snap *registry.Snapshot, cpHost string, cpPort uint32) *sharedSet {
+	m := &t.memo
+	m.mu.Lock()
+	var s *sharedSet
+	for _, c := range m.sets {
+		if c != nil && c.snap == snap && c.cpHost == cpHost && c.cpPort == cpPort {
+			s = c
+			break
+		}
+	}
+	if s == nil {
+		s = &sharedSet{snap: snap, cpHost: cpHost, cpPort: cpPort, prev: m.sets[0]}
+		m.sets[1], m.sets[0] = m.sets[0], s
+	}
+	m.mu.Unlock()
+	s.once.Do(s.build)
+	return s
+}
+
+func (s *sharedSet) build() {
+	b := &builder{
+		snap: s.snap, td: s.snap.Mesh.TrustDomain,
+		clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
+		svcs: &svcMemo{cur: map[registry.Key]*svcResources{}},
+	}
+	if p := s.prev; p != nil && p.ready.Load() {
+		b.svcs.prev = p.svcs.cur
+	}
+	s.prev = nil // no chain of sets kept alive
+	s.svcs = b.svcs
+	// The mesh-wide part of failClosed: the only fail-closed state the
+	// shared resources depend on (through outboundMode).
+	for i, r := range s.snap.Rejected {
+		if r.Kind == v1alpha1.MeshConfigKind && r.Name == v1alpha1.DefaultMeshConfigName {
+			b.rejectedMesh = &s.snap.Rejected[i]
+		}
+	}
+	b.addStaticClusters(s.cpHost, s.cpPort)
+	chains, taken := b.meshChains()
+	b.svcs.prev = nil
+	s.chains, s.taken = slices.Clip(chains), taken
+	s.plainOutbound = b.outboundListenerOf(s.chains, nil)
+	s.clusters = sortedValues(b.clusters)
+	s.endpoints = sortedValues(b.endpoints)
+	s.all = make(map[types.Resource]struct{}, len(s.clusters)+len(s.endpoints)+1)
+	for _, r := range s.clusters {
+		s.all[r] = struct{}{}
+	}
+	for _, r := range s.endpoints {
+		s.all[r] = struct{}{}
+	}
+	s.all[s.plainOutbound] = struct{}{}
+	s.ready.Store(true)
+}
+
+// trustBundle returns the trust_bundle secret of pem, the same pointer for
+// as long as the bundle does not change.
+func (t *Generator) trustBundle(pem []byte) *tlsv3.Secret {
+	m := &t.memo
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.secret == nil || !bytes.Equal(m.secretPEM, pem) {
+		m.secretPEM, m.secret = slices.Clone(pem), trustBundleSecret(pem)
+	}
+	return m.secret
+}
+
+// SharedResources reports which resources Generate currently shares
+// between sidecars (and therefore never modifies): the Server caches
+// their encoding and validation by pointer. A resource it does not know
+// is simply not cached.
+func (t *Generator) SharedResources() func(types.Resource) bool {
+	m := &t.memo
+	m.mu.Lock()
+	sets, secret := m.sets, m.secret
+	m.mu.Unlock()
+	for i, s := range sets {
+		if s != nil && !s.ready.Load() {
+			sets[i] = nil
+		}
+	}
+	return func(r types.Resource) bool {
+		if secret != nil && r == types.Resource(secret) {
+			return true
+		}
+		for _, s := range sets {
+			if s == nil {
+				continue
+			}
+			if _, ok := s.all[r]; ok {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// mergeByName merges two lists of resources sorted by name with disjoint
+// names into one sorted list.
+func mergeByName(a, b []types.Resource, name func(types.Resource) string) []types.Resource {
+	out := make([]types.Resource, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if strings.Compare(name(a[0]), name(b[0])) <= 0 {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	out = append(out, a...)
+	return append(out, b...)
+}

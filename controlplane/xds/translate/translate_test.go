@@ -1,0 +1,597 @@
+package translate
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/xds"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite the translator's golden files under testdata/golden")
+
+var meshTD = spiffeid.RequireTrustDomainFromString("cluster.local")
+
+func workloadID(ns, sa string) spiffeid.ID {
+	return spiffeid.RequireFromSegments(meshTD, "ns", ns, "sa", sa)
+}
+
+// testBundle stands for the PEM of weft's roots; the translator copies it.
+// testBundle is a real root (testdata/root.pem, a weft CA root valid from
+// 1970 to 9999: rootfixture_test.go) so the golden secrets are what a
+// sidecar can parse.
+var testBundle = mustRead("testdata/root.pem")
+
+func mustRead(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// ---- the golden mesh ----
+
+func pod(ns, name, sa, ip string, injected bool, lbls map[string]string) *registry.Workload {
+	return &registry.Workload{
+		Namespace: ns, Name: name, UID: "uid-" + name, IPs: []netip.Addr{netip.MustParseAddr(ip)},
+		Labels: lbls, ServiceAccount: sa, Identity: workloadID(ns, sa), Injected: injected, NodeName: "node-1",
+	}
+}
+
+// endpointOf is w as an endpoint of a service port named portName.
+func endpointOf(w *registry.Workload, portName string, port uint16, ready, terminating bool) registry.Endpoint {
+	k := w.Key()
+	return registry.Endpoint{
+		Address: w.IPs[0], Ports: []registry.EndpointPort{{Name: portName, Port: port, Protocol: "TCP"}},
+		Ready: ready, Serving: ready || terminating, Terminating: terminating, NodeName: w.NodeName,
+		Pod: &k, Identity: w.Identity, Injected: w.Injected,
+	}
+}
+
+func identities(eps []registry.Endpoint) []spiffeid.ID {
+	var ids []spiffeid.ID
+	for _, e := range eps {
+		if !e.Identity.IsZero() && !slices.Contains(ids, e.Identity) {
+			ids = append(ids, e.Identity)
+		}
+	}
+	slices.SortFunc(ids, func(a, b spiffeid.ID) int { return strings.Compare(a.String(), b.String()) })
+	return ids
+}
+
+// meshContents is the golden mesh: namespace demo (client; server v1, v2,
+// a terminating v1 and a v3 pod without sidecar behind Service server;
+// STRICT), namespace legacy (PERMISSIVE by MTLSPolicy), default (no
+// injection, the API server's Service), authorization and egress policies.
+func meshContents(outbound v1alpha1.OutboundMode) registry.Snapshot {
+	client := pod("demo", "client-7d9f", "client", "198.18.1.10", true, map[string]string{"app": "client"})
+	v1 := pod("demo", "server-v1-5b7c", "server", "198.18.1.11", true, map[string]string{"app": "server", "version": "v1"})
+	v2 := pod("demo", "server-v2-8e2a", "server", "198.18.1.12", true, map[string]string{"app": "server", "version": "v2"})
+	v3 := pod("demo", "server-v3-nosidecar", "server", "198.18.1.13", false, map[string]string{"app": "server", "version": "v3"})
+	old := pod("demo", "server-v1-old", "server", "198.18.1.14", true, map[string]string{"app": "server", "version": "v1"})
+	legacy := pod("legacy", "legacy-app-0", "legacy", "198.18.2.20", true, map[string]string{"app": "legacy"})
+
+	serverEPs := []registry.Endpoint{
+		endpointOf(v1, "http", 8080, true, false),
+		endpointOf(v2, "http", 8080, true, false),
+		endpointOf(v3, "http", 8080, true, false),
+		endpointOf(old, "http", 8080, false, true),
+	}
+	legacyEPs := []registry.Endpoint{endpointOf(legacy, "tcp-legacy", 9090, true, false)}
+	apiEP := registry.Endpoint{Address: netip.MustParseAddr("198.18.250.2"), Ports: []registry.EndpointPort{{Name: "https", Port: 6443, Protocol: "TCP"}}, Ready: true, Serving: true}
+
+	return registry.Snapshot{
+		Version: 7,
+		Mesh:    registry.MeshConfig{TrustDomain: meshTD, MTLSMode: v1alpha1.MTLSStrict, OutboundMode: outbound, FromObject: true},
+		Namespaces: []registry.Namespace{
+			{Name: "default"},
+			{Name: "demo", Injection: true, Labels: map[string]string{"weft.dev/inject": "enabled"}},
+			{Name: "legacy", Injection: true, Labels: map[string]string{"weft.dev/inject": "enabled"}},
+		},
+		ServiceAccounts: []registry.ServiceAccount{
+			{Namespace: "demo", Name: "client", ID: workloadID("demo", "client")},
+			{Namespace: "demo", Name: "server", ID: workloadID("demo", "server")},
+			{Namespace: "legacy", Name: "legacy", ID: workloadID("legacy", "legacy")},
+		},
+		Services: []*registry.Service{
+			{
+				Namespace: "demo", Name: "server", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.20")},
+				Selector:  map[string]string{"app": "server"},
+				Ports:     []registry.ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP", AppProtocol: registry.AppProtocolHTTP}},
+				Endpoints: serverEPs, Identities: identities(serverEPs),
+			},
+			{
+				Namespace: "legacy", Name: "legacy", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.30")},
+				Selector:  map[string]string{"app": "legacy"},
+				Ports:     []registry.ServicePort{{Name: "tcp-legacy", Port: 9090, TargetPortName: "legacy", Protocol: "TCP", AppProtocol: registry.AppProtocolTCP}},
+				Endpoints: legacyEPs, Identities: identities(legacyEPs),
+			},
+			{
+				Namespace: "default", Name: "kubernetes", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.1")},
+				Ports:     []registry.ServicePort{{Name: "https", Port: 443, TargetPort: 6443, Protocol: "TCP"}},
+				Endpoints: []registry.Endpoint{apiEP},
+			},
+		},
+		Workloads: []*registry.Workload{client, v1, v2, v3, old, legacy},
+		MTLSPolicies: []*registry.MTLSPolicy{
+			{Namespace: "legacy", Name: "permissive", Mode: v1alpha1.MTLSPermissive},
+		},
+		AuthorizationPolicies: []*registry.AuthorizationPolicy{
+			{
+				Namespace: "demo", Name: "server-allow-client", Selector: labels.SelectorFromSet(labels.Set{"app": "server"}),
+				Action: v1alpha1.ActionAllow,
+				Rules: []registry.AuthorizationRule{{
+					From:  []registry.Source{{ServiceAccounts: []registry.Key{{Namespace: "demo", Name: "client"}}}},
+					Ports: []uint16{8080},
+				}},
+			},
+			{
+				Namespace: "demo", Name: "server-deny-legacy", Selector: labels.SelectorFromSet(labels.Set{"app": "server"}),
+				Action: v1alpha1.ActionDeny,
+				Rules:  []registry.AuthorizationRule{{From: []registry.Source{{Namespaces: []string{"legacy"}}}}},
+			},
+		},
+		EgressPolicies: []*registry.EgressPolicy{
+			{
+				Namespace: "demo", Name: "client-egress", ServiceAccounts: []string{"client"}, Mode: v1alpha1.EgressEnforce,
+				DefaultAction: v1alpha1.EgressDeny, // an allow-list: what no rule allows is refused
+				Rules: []registry.EgressRule{
+					{Hosts: []string{"api.example.com"}, Ports: []registry.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}, Action: v1alpha1.EgressAllow},
+					{Hosts: []string{"*.github.com"}, Ports: []registry.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}, Action: v1alpha1.EgressAllow},
+					{Hosts: []string{"evil.example.com"}, Ports: []registry.EgressPort{{Number: 80, Protocol: v1alpha1.EgressHTTP}}, Action: v1alpha1.EgressDeny},
+				},
+			},
+			{
+				Namespace: "demo", Name: "lab-audit", ServiceAccounts: []string{"client"}, Mode: v1alpha1.EgressAudit,
+				DefaultAction: v1alpha1.EgressAllow, // a block-list
+				Rules: []registry.EgressRule{
+					{CIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24")}, Ports: []registry.EgressPort{{Number: 9000, Protocol: v1alpha1.EgressTCP}}, Action: v1alpha1.EgressDeny},
+				},
+			},
+		},
+	}
+}
+
+func translatorFor(snap *registry.Snapshot) *Generator {
+	return &Generator{
+		Snapshot: func() *registry.Snapshot { return snap },
+		Bundle:   func() []byte { return []byte(testBundle) },
+	}
+}
+
+func generate(t testing.TB, snap *registry.Snapshot, nodeID string) xds.Resources {
+	t.Helper()
+	name, ns, err := xds.ParseNodeID(nodeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, ok := snap.Workload(ns, name)
+	if !ok {
+		t.Fatalf("no workload %s", nodeID)
+	}
+	res, err := translatorFor(snap).Generate(xds.Node{Name: name, Namespace: ns, ID: w.Identity})
+	if err != nil {
+		t.Fatalf("Generate(%s): %v", nodeID, err)
+	}
+	checkResources(t, res)
+	return res
+}
+
+// ---- validation every generated set must pass ----
+
+type validatable interface{ ValidateAll() error }
+
+// checkResources asserts that every resource and every message packed in
+// its Any fields passes ValidateAll, that the snapshot is Consistent, and
+// that no listener has two filter chains Envoy would call identical.
+func checkResources(t testing.TB, res xds.Resources) {
+	t.Helper()
+	for typ, items := range res {
+		for _, r := range items {
+			if err := validateDeep(r); err != nil {
+				t.Errorf("%s %q: %v", typ, cachev3.GetResourceName(r), err)
+			}
+			if l, ok := r.(*listenerv3.Listener); ok {
+				if err := checkChainMatches(l); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}
+	snap, err := cachev3.NewSnapshot("1", map[resource.Type][]types.Resource(res))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Consistent(); err != nil {
+		t.Errorf("snapshot not consistent: %v", err)
+	}
+}
+
+// validateDeep runs ValidateAll on m and on everything packed in Any
+// fields below it, which m's own ValidateAll does not look into.
+func validateDeep(m proto.Message) error {
+	if v, ok := m.(validatable); ok {
+		if err := v.ValidateAll(); err != nil {
+			return err
+		}
+	}
+	var err error
+	var walk func(protoreflect.Message)
+	walk = func(pm protoreflect.Message) {
+		if a, ok := pm.Interface().(*anypb.Any); ok {
+			inner, uerr := a.UnmarshalNew()
+			if uerr != nil {
+				err = uerr
+				return
+			}
+			if v, ok := inner.(validatable); ok {
+				if verr := v.ValidateAll(); verr != nil {
+					err = verr
+					return
+				}
+			}
+			walk(inner.ProtoReflect())
+			return
+		}
+		pm.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.IsList() && fd.Message() != nil:
+				for i := range v.List().Len() {
+					walk(v.List().Get(i).Message())
+				}
+			case fd.IsMap() && fd.MapValue().Message() != nil:
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool { walk(mv.Message()); return true })
+			case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+				walk(v.Message())
+			}
+			return err == nil
+		})
+	}
+	walk(m.ProtoReflect())
+	return err
+}
+
+// checkChainMatches fails when two filter chains share a leaf of Envoy's
+// match tree (Envoy rejects such a listener, the sidecar NACKs it), or a
+// chain sets server_names without transport_protocol "tls". Prefixes are
+// compared as Envoy reads them: masked, and empty prefix_ranges as
+// 0.0.0.0/0 and ::/0 (so an empty range and a rule's 0.0.0.0/0 collide).
+func checkChainMatches(l *listenerv3.Listener) error {
+	seen := map[string]string{}
+	for _, c := range l.FilterChains {
+		m := c.GetFilterChainMatch()
+		if len(m.GetServerNames()) > 0 && m.GetTransportProtocol() != "tls" {
+			return fmt.Errorf("listener %s chain %s: server_names without transport_protocol tls", l.Name, c.Name)
+		}
+		ranges := []string{"0.0.0.0/0", "::/0"}
+		if len(m.GetPrefixRanges()) > 0 {
+			ranges = nil
+			for _, r := range m.GetPrefixRanges() {
+				ip, err := netip.ParseAddr(r.GetAddressPrefix())
+				if err != nil {
+					return fmt.Errorf("listener %s chain %s: prefix %q: %v", l.Name, c.Name, r.GetAddressPrefix(), err)
+				}
+				p, err := ip.Unmap().Prefix(int(r.GetPrefixLen().GetValue()))
+				if err != nil {
+					return fmt.Errorf("listener %s chain %s: prefix %s/%d: %v", l.Name, c.Name, ip, r.GetPrefixLen().GetValue(), err)
+				}
+				ranges = append(ranges, p.String())
+			}
+		}
+		names := []string{""}
+		if len(m.GetServerNames()) > 0 {
+			names = m.GetServerNames()
+		}
+		alpns := []string{""}
+		if len(m.GetApplicationProtocols()) > 0 {
+			alpns = m.GetApplicationProtocols()
+		}
+		for _, r := range ranges {
+			for _, n := range names {
+				for _, a := range alpns {
+					k := strings.Join([]string{strconv.Itoa(int(m.GetDestinationPort().GetValue())), r, n, m.GetTransportProtocol(), a}, " ")
+					if other, dup := seen[k]; dup {
+						return fmt.Errorf("listener %s: chains %s and %s both match %q", l.Name, other, c.Name, k)
+					}
+					seen[k] = c.Name
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ---- golden files ----
+
+var goldenFiles = map[resource.Type]string{
+	resource.ListenerType: "listeners.yaml",
+	resource.ClusterType:  "clusters.yaml",
+	resource.EndpointType: "endpoints.yaml",
+	resource.RouteType:    "routes.yaml",
+	resource.SecretType:   "secrets.yaml",
+}
+
+// toYAML renders resources as a YAML list: protojson, then YAML with
+// sorted keys.
+func toYAML(t testing.TB, items []types.Resource) []byte {
+	t.Helper()
+	list := []any{}
+	for _, r := range items {
+		b, err := protojson.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatal(err)
+		}
+		list = append(list, v)
+	}
+	out, err := yaml.Marshal(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestTranslateGolden(t *testing.T) {
+	withRejected := func(c registry.Snapshot, r ...registry.Rejected) registry.Snapshot {
+		c.Rejected = r
+		return c
+	}
+	withDefaults := func(c registry.Snapshot, defs ...v1alpha1.EgressAction) registry.Snapshot {
+		c.EgressPolicies = withDefaults(c.EgressPolicies, defs...)
+		return c
+	}
+	cases := []struct {
+		name, node string
+		contents   registry.Snapshot
+	}{
+		{"client", "client-7d9f.demo", meshContents(v1alpha1.OutboundAllowAny)},
+		{"client-registry-only", "client-7d9f.demo", meshContents(v1alpha1.OutboundRegistryOnly)},
+		// client-egress with defaultAction Allow, lab-audit (Audit mode)
+		// with Deny: what no rule matches goes out, flagged by lab-audit's
+		// default.
+		{"client-audit-default", "client-7d9f.demo", withDefaults(meshContents(v1alpha1.OutboundAllowAny), v1alpha1.EgressAllow, v1alpha1.EgressDeny)},
+		{"server-v1", "server-v1-5b7c.demo", meshContents(v1alpha1.OutboundAllowAny)},
+		{"legacy", "legacy-app-0.legacy", meshContents(v1alpha1.OutboundAllowAny)},
+		// weft.dev/inbound-loopback-ports: "8080,9091": both to 127.0.0.1,
+		// 9091 with chains of its own though no Service names it.
+		{"server-v1-loopback", "server-v1-5b7c.demo", withLoopbackPorts(meshContents(v1alpha1.OutboundAllowAny), "server-v1-5b7c", 8080, 9091)},
+		{"server-v1-rejected-policy", "server-v1-5b7c.demo", withRejected(meshContents(v1alpha1.OutboundAllowAny),
+			registry.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Generation: 2,
+				Reason: v1alpha1.ReasonInvalid, Message: `spec.rules[0].from[0].principals[0] "spiffe://other.domain/x" is not in the mesh's trust domain "cluster.local"`})},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := generate(t, registry.NewSnapshot(tc.contents), tc.node)
+			dir := filepath.Join("testdata", "golden", tc.name)
+			for typ, file := range goldenFiles {
+				got := toYAML(t, res[typ])
+				path := filepath.Join(dir, file)
+				if *updateGolden {
+					if err := os.MkdirAll(dir, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(path, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				want, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatalf("%v (run with -update to write it)", err)
+				}
+				if string(got) != string(want) {
+					t.Errorf("%s differs from the golden file; run `go test ./controlplane/xds/translate -run TestTranslateGolden -update` and review the diff\n%s", path, firstDiff(string(want), string(got)))
+				}
+			}
+		})
+	}
+}
+
+func firstDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := range max(len(w), len(g)) {
+		var a, b string
+		if i < len(w) {
+			a = w[i]
+		}
+		if i < len(g) {
+			b = g[i]
+		}
+		if a != b {
+			return "line " + strconv.Itoa(i+1) + ":\n- " + a + "\n+ " + b
+		}
+	}
+	return ""
+}
+
+// ---- behaviour ----
+
+func TestTranslateUnknownNode(t *testing.T) {
+	tr := translatorFor(registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)))
+	_, err := tr.Generate(xds.Node{Name: "nope", Namespace: "demo", ID: workloadID("demo", "client")})
+	if err == nil || err.Error() != "xds: translate nope.demo: no such workload" {
+		t.Fatalf("Generate(unknown) = %v", err)
+	}
+	_, err = tr.Generate(xds.Node{Name: "client-7d9f", Namespace: "demo", ID: workloadID("demo", "server")})
+	if err == nil || !strings.Contains(err.Error(), "node runs as spiffe://cluster.local/ns/demo/sa/server, the workload as spiffe://cluster.local/ns/demo/sa/client") {
+		t.Fatalf("Generate(other identity) = %v", err)
+	}
+	if _, err := (&Generator{Snapshot: func() *registry.Snapshot { return nil }, Bundle: func() []byte { return []byte(testBundle) }}).
+		Generate(xds.Node{Name: "client-7d9f", Namespace: "demo"}); err == nil || !strings.Contains(err.Error(), "no mesh snapshot yet") {
+		t.Fatalf("Generate(no snapshot) = %v", err)
+	}
+	empty := translatorFor(registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)))
+	empty.Bundle = func() []byte { return nil }
+	if _, err := empty.Generate(xds.Node{Name: "client-7d9f", Namespace: "demo"}); err == nil || !strings.Contains(err.Error(), "empty trust bundle") {
+		t.Fatalf("Generate(no bundle) = %v", err)
+	}
+}
+
+func TestTranslateIsDeterministic(t *testing.T) {
+	marshal := func(res xds.Resources) []byte {
+		var out []byte
+		for _, typ := range slices.Sorted(func(yield func(string) bool) {
+			for k := range res {
+				if !yield(k) {
+					return
+				}
+			}
+		}) {
+			for _, r := range res[typ] {
+				b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, b...)
+			}
+		}
+		return out
+	}
+	for _, node := range []string{"client-7d9f.demo", "server-v1-5b7c.demo", "legacy-app-0.legacy"} {
+		a := marshal(generate(t, registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)), node))
+		// Same model, input lists reversed: NewSnapshot sorts, the translator must not care.
+		c := meshContents(v1alpha1.OutboundAllowAny)
+		slices.Reverse(c.Services)
+		slices.Reverse(c.EgressPolicies)
+		slices.Reverse(c.AuthorizationPolicies)
+		b := marshal(generate(t, registry.NewSnapshot(c), node))
+		if string(a) != string(b) {
+			t.Errorf("%s: two generations differ", node)
+		}
+	}
+}
+
+func resourceNames(res xds.Resources, typ resource.Type) []string {
+	var out []string
+	for _, r := range res[typ] {
+		out = append(out, cachev3.GetResourceName(r))
+	}
+	return out
+}
+
+func chainNames(l *listenerv3.Listener) []string {
+	var out []string
+	for _, c := range l.FilterChains {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+func listener(res xds.Resources, name string) *listenerv3.Listener {
+	for _, r := range res[resource.ListenerType] {
+		if l := r.(*listenerv3.Listener); l.Name == name {
+			return l
+		}
+	}
+	return nil
+}
+
+func TestTranslateDeletedServiceDisappears(t *testing.T) {
+	before := generate(t, registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)), "client-7d9f.demo")
+	c := meshContents(v1alpha1.OutboundAllowAny)
+	c.Services = slices.DeleteFunc(c.Services, func(s *registry.Service) bool { return s.Name == "legacy" })
+	after := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+	const name = "outbound|9090|legacy.legacy"
+	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType} {
+		if !slices.Contains(resourceNames(before, typ), name) {
+			t.Errorf("before: %s has no %s", typ, name)
+		}
+		if slices.Contains(resourceNames(after, typ), name) {
+			t.Errorf("after delete: %s still has %s", typ, name)
+		}
+	}
+	if !slices.Contains(chainNames(listener(before, "outbound")), name) {
+		t.Errorf("before: no chain %s in %v", name, chainNames(listener(before, "outbound")))
+	}
+	for _, n := range chainNames(listener(after, "outbound")) {
+		if strings.Contains(n, "legacy.legacy") {
+			t.Errorf("after delete: chain %s remains", n)
+		}
+	}
+}
+
+func TestTranslateOnlySidecarPodsAreEndpoints(t *testing.T) {
+	res := generate(t, registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)), "client-7d9f.demo")
+	var cla *endpointv3.ClusterLoadAssignment
+	for _, r := range res[resource.EndpointType] {
+		if c := r.(*endpointv3.ClusterLoadAssignment); c.ClusterName == "outbound|80|server.demo" {
+			cla = c
+		}
+	}
+	if cla == nil {
+		t.Fatal("no endpoints for outbound|80|server.demo")
+	}
+	got := map[string]string{}
+	for _, loc := range cla.Endpoints {
+		for _, lb := range loc.LbEndpoints {
+			sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+			got[sa.GetAddress()+":"+strconv.Itoa(int(sa.GetPortValue()))] = lb.HealthStatus.String()
+		}
+	}
+	want := map[string]string{"198.18.1.11:8080": "HEALTHY", "198.18.1.12:8080": "HEALTHY", "198.18.1.14:8080": "DRAINING"}
+	if !mapsEqual(got, want) {
+		t.Errorf("endpoints = %v, want %v (198.18.1.13 runs no sidecar)", got, want)
+	}
+	for _, c := range listener(res, "outbound").FilterChains {
+		for _, r := range c.GetFilterChainMatch().GetPrefixRanges() {
+			if r.AddressPrefix == "198.18.1.13" {
+				t.Errorf("chain %s matches the pod without sidecar", c.Name)
+			}
+		}
+	}
+	// The service's certificate check names only identities behind sidecars.
+	for _, r := range res[resource.ClusterType] {
+		if c := r.(*clusterv3.Cluster); c.Name == "outbound|80|server.demo" && c.TransportSocket == nil {
+			t.Error("in-mesh cluster without TLS")
+		}
+	}
+}
+
+func TestTranslateHTTPPortsStayL4(t *testing.T) {
+	res := generate(t, registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)), "server-v1-5b7c.demo")
+	for _, c := range listener(res, "inbound").FilterChains {
+		last := c.Filters[len(c.Filters)-1]
+		if last.Name != "envoy.filters.network.tcp_proxy" {
+			t.Errorf("inbound chain %s ends with %s, want tcp_proxy", c.Name, last.Name)
+		}
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
