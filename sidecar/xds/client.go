@@ -207,7 +207,7 @@ func (c *Client) Run(ctx context.Context) error {
 		c.mu.Lock()
 		c.st.Connected, c.st.LastError = false, fmt.Sprint(err)
 		c.mu.Unlock()
-		c.log.Warn("xds stream ended; keeping the last good configuration", "err", err, "retryIn", d)
+		c.log.Warn("stream ended; keeping the last good configuration", "err", err, "retry_in", d)
 		t := c.clock.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -294,12 +294,12 @@ func (c *Client) accepted(cfg *model.Config) {
 	if !c.st.Ready {
 		c.st.Ready = true
 		close(c.ready)
-		c.log.Info("xds configuration ready", "versions", cfg.Version)
+		c.log.Info("configuration ready", "versions", cfg.Version)
 	}
 }
 
 func (c *Client) rejected(typeURL, version string, err error) {
-	c.log.Warn("xds NACK: keeping the last good configuration", "type", kindName(typeURL), "version", version, "err", err)
+	c.log.Warn("NACK: keeping the last good configuration", "type", kindName(typeURL), "version", version, "err", err)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.st.Nacks[kindName(typeURL)]++

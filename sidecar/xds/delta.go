@@ -68,7 +68,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 		}
 	}
 	c.connected()
-	c.log.Info("xds stream open", "protocol", "delta", "node", c.cfg.NodeID)
+	c.log.Info("stream open", "protocol", "delta", "node", c.cfg.NodeID)
 
 	responses, recvErr, wg := receive(ctx, stream.Recv)
 	defer func() { cancel(); wg.Wait() }()
@@ -94,7 +94,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 			if err := send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: resp.GetNonce()}); err != nil {
 				return healthy, err
 			}
-			c.log.Debug("xds ACK", "type", kindName(t), "version", resp.GetSystemVersionInfo(),
+			c.log.Debug("ACK", "type", kindName(t), "version", resp.GetSystemVersionInfo(),
 				"resources", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
 			for _, dep := range []string{model.EndpointType, model.RouteType} {
 				if err := subscribe(dep); err != nil {

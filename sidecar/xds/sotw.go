@@ -69,7 +69,7 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 		}
 	}
 	c.connected()
-	c.log.Info("xds stream open", "protocol", "sotw", "node", c.cfg.NodeID)
+	c.log.Info("stream open", "protocol", "sotw", "node", c.cfg.NodeID)
 
 	responses, recvErr, wg := receive(ctx, stream.Recv)
 	defer func() { cancel(); wg.Wait() }()
@@ -118,7 +118,7 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 			if err := stream.Send(request(t, nil)); err != nil {
 				return healthy, fmt.Errorf("xds: send: %w", err)
 			}
-			c.log.Debug("xds ACK", "type", kindName(t), "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()))
+			c.log.Debug("ACK", "type", kindName(t), "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()))
 			for _, dep := range []string{model.EndpointType, model.RouteType} {
 				if err := subscribe(dep); err != nil {
 					return healthy, fmt.Errorf("xds: send: %w", err)

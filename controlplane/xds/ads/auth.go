@@ -81,7 +81,7 @@ func (s *Server) StreamInterceptor() grpc.StreamServerInterceptor {
 func (s *Server) refuse(err error, nodeID, addr string) {
 	code := status.Code(err)
 	s.metrics.refused.WithLabelValues(code.String()).Inc()
-	s.log.Warn("ADS stream refused", "node", nodeID, "peer", addr, "code", code.String(), "error", status.Convert(err).Message())
+	s.log.Warn("ADS stream refused", "node", nodeID, "peer", addr, "code", code.String(), "err", status.Convert(err).Message())
 }
 
 func peerAddr(ctx context.Context) string {

@@ -147,7 +147,7 @@ func TestStreamClosedWhenPodGoes(t *testing.T) {
 	h.auth.Recheck(context.Background())
 	wantStatus(t, "deleted pod", c.ended(), codes.PermissionDenied, "xds: stream of node app-1.demo closed: pod demo/app-1 was deleted")
 	wantStatus(t, "replaced pod", d.ended(), codes.PermissionDenied, "xds: stream of node app-2.demo closed: pod demo/app-2 was replaced")
-	eventually(t, "both nodes disconnected", func() bool { return len(h.srv.Status()) == 0 })
+	wefttest.Eventually(t, "both nodes disconnected", func() bool { return len(h.srv.Status()) == 0 })
 	if n := h.auth.Len(); n != 0 {
 		t.Fatalf("%d grants kept after their streams ended", n)
 	}
@@ -184,5 +184,5 @@ func TestStreamClosedWhenSVIDExpires(t *testing.T) {
 	for flavour, err := range map[string]error{"sotw": s.ended(), "delta": d.ended()} {
 		wantStatus(t, flavour, err, codes.Unauthenticated, "xds: stream of node app-1.demo closed: its client certificate expired at "+notAfter.UTC().Format(time.RFC3339))
 	}
-	eventually(t, "node disconnected", func() bool { return len(h.srv.Status()) == 0 })
+	wefttest.Eventually(t, "node disconnected", func() bool { return len(h.srv.Status()) == 0 })
 }

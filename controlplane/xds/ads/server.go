@@ -239,7 +239,7 @@ func (s *Server) generate(n *nodeState) {
 		n.genErr = err.Error()
 		s.mu.Unlock()
 		s.metrics.generateErrors.Inc()
-		s.log.Error("snapshot not published; the sidecar keeps its last good one", "node", n.id, "error", err)
+		s.log.Error("snapshot not published; the sidecar keeps its last good one", "node", n.id, "err", err)
 		return
 	}
 	n.genErr, n.generated = "", now
@@ -250,7 +250,7 @@ func (s *Server) generate(n *nodeState) {
 	}
 	// n.gone cannot change while n.gen is held.
 	if err := s.cache.SetSnapshot(s.ctx, n.id, snap); err != nil {
-		s.log.Error("publishing snapshot", "node", n.id, "error", err)
+		s.log.Error("publishing snapshot", "node", n.id, "err", err)
 		return
 	}
 	s.mu.Lock()
@@ -396,7 +396,7 @@ func (s *Server) attach(st *stream, n xds.Node) *nodeState {
 		ns = &nodeState{id: id, connected: s.clock.Now(), types: map[string]*typeState{}}
 		s.nodes[id] = ns
 		s.metrics.connected.Set(float64(len(s.nodes)))
-		s.log.Info("sidecar connected", "node", id, "spiffeID", n.ID.String(), "delta", st.delta)
+		s.log.Info("sidecar connected", "node", id, "spiffe_id", n.ID.String(), "delta", st.delta)
 	}
 	ns.node = n // the newest stream's certificate wins
 	ns.streams++

@@ -348,19 +348,6 @@ func (h *harness) typeStatus(node, typeURL string) TypeStatus {
 	return TypeStatus{}
 }
 
-// eventually polls cond (server-side effects of a client message are
-// asynchronous to the client); it is a bounded wait, not a sleep.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // ---- a raw ADS client, SotW or delta ----
 
 type adsClient[Req, Resp any] struct {
@@ -492,11 +479,11 @@ func TestSotWRoundTrip(t *testing.T) {
 	c.send(&discovery.DiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: lds.GetNonce(),
 		ErrorDetail: &statuspb.Status{Code: int32(codes.InvalidArgument), Message: "listener inbound: unsupported filter"}})
 
-	eventually(t, "clusters SYNCED", func() bool {
+	wefttest.Eventually(t, "clusters SYNCED", func() bool {
 		return h.typeStatus("app-1.demo", resource.ClusterType).State == StateSynced &&
 			h.typeStatus("app-1.demo", resource.SecretType).State == StateSynced
 	})
-	eventually(t, "listeners NACKED", func() bool { return h.typeStatus("app-1.demo", resource.ListenerType).State == StateNacked })
+	wefttest.Eventually(t, "listeners NACKED", func() bool { return h.typeStatus("app-1.demo", resource.ListenerType).State == StateNacked })
 	ls := h.typeStatus("app-1.demo", resource.ListenerType)
 	if ls.LastNACK == nil || ls.LastNACK.Message != "listener inbound: unsupported filter" || ls.LastNACK.Version != lds.GetVersionInfo() || ls.NACKs != 1 {
 		t.Fatalf("listener status: %+v, nack %+v", ls, ls.LastNACK)
@@ -511,7 +498,7 @@ func TestSotWRoundTrip(t *testing.T) {
 		t.Fatalf("after NACK: got %s %s", again.GetTypeUrl(), again.GetVersionInfo())
 	}
 	c.send(&discovery.DiscoveryRequest{TypeUrl: resource.ListenerType, VersionInfo: again.GetVersionInfo(), ResponseNonce: again.GetNonce()})
-	eventually(t, "listeners SYNCED", func() bool { return h.typeStatus("app-1.demo", resource.ListenerType).State == StateSynced })
+	wefttest.Eventually(t, "listeners SYNCED", func() bool { return h.typeStatus("app-1.demo", resource.ListenerType).State == StateSynced })
 	if ls := h.typeStatus("app-1.demo", resource.ListenerType); ls.LastNACK == nil || ls.NACKs != 1 {
 		t.Fatalf("the NACK history is gone: %+v", ls)
 	}
@@ -560,7 +547,7 @@ func TestDeltaRoundTrip(t *testing.T) {
 	}
 	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: got[resource.ListenerType].GetNonce(),
 		ErrorDetail: &statuspb.Status{Code: int32(codes.InvalidArgument), Message: "no such filter"}})
-	eventually(t, "SYNCED and NACKED", func() bool {
+	wefttest.Eventually(t, "SYNCED and NACKED", func() bool {
 		return h.typeStatus("app-1.demo", resource.ClusterType).State == StateSynced &&
 			h.typeStatus("app-1.demo", resource.EndpointType).State == StateSynced &&
 			h.typeStatus("app-1.demo", resource.ListenerType).State == StateNacked
@@ -581,7 +568,7 @@ func TestDeltaRoundTrip(t *testing.T) {
 		t.Fatalf("update: %s with %d resources", r.GetTypeUrl(), len(r.GetResources()))
 	}
 	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})
-	eventually(t, "listeners SYNCED", func() bool {
+	wefttest.Eventually(t, "listeners SYNCED", func() bool {
 		s := h.typeStatus("app-1.demo", resource.ListenerType)
 		return s.State == StateSynced && s.Acked == r.GetSystemVersionInfo()
 	})
@@ -741,15 +728,15 @@ func TestLastStreamClearsSnapshot(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	c1, _ := connectSotW(h, saID("demo", "app"), "app-1.demo")
 	c2, _ := connectSotW(h, saID("demo", "app"), "app-1.demo")
-	eventually(t, "two streams", func() bool { n, _ := h.status("app-1.demo"); return n.Streams == 2 })
+	wefttest.Eventually(t, "two streams", func() bool { n, _ := h.status("app-1.demo"); return n.Streams == 2 })
 
 	c1.cancel()
-	eventually(t, "one stream", func() bool { n, _ := h.status("app-1.demo"); return n.Streams == 1 })
+	wefttest.Eventually(t, "one stream", func() bool { n, _ := h.status("app-1.demo"); return n.Streams == 1 })
 	if _, err := h.srv.cache.GetSnapshot("app-1.demo"); err != nil {
 		t.Fatalf("snapshot dropped while a stream is open: %v", err)
 	}
 	c2.cancel()
-	eventually(t, "node gone", func() bool { _, ok := h.status("app-1.demo"); return !ok })
+	wefttest.Eventually(t, "node gone", func() bool { _, ok := h.status("app-1.demo"); return !ok })
 	if _, err := h.srv.cache.GetSnapshot("app-1.demo"); err == nil {
 		t.Fatal("snapshot kept after the last stream closed")
 	}

@@ -114,7 +114,7 @@ func (s *Server) track(st *stream, typeURL, nonce, version string, detail *statu
 		t.nack = &NACK{Version: last.version, Message: msg, Time: now}
 		s.metrics.nacks.WithLabelValues(typeName(typeURL)).Inc()
 		s.log.Warn("sidecar rejected configuration (NACK)", "node", n.id, "type", typeName(typeURL),
-			"version", last.version, "acked", t.acked, "error", msg)
+			"version", last.version, "acked", t.acked, "err", msg)
 	default:
 		t.acked, t.ackedAt = last.version, now
 	}

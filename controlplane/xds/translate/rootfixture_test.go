@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+
+	"github.com/weftmesh/weft/internal/testutil/golden"
 )
 
 // The golden secrets carry testdata/root.pem verbatim, so it is committed,
@@ -29,7 +31,7 @@ var (
 )
 
 func TestRootFixture(t *testing.T) {
-	if *updateGolden {
+	if *golden.Update {
 		if err := os.WriteFile("testdata/root.pem", newTimelessRoot(t), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -44,8 +44,8 @@ const (
 	clusterControlPlane       = names.ControlPlane
 	secretTrustBundle         = "trust_bundle"
 	secretSVID                = "default"
-	inboundPort               = 15006
-	outboundPort              = 15001
+	inboundPort               = names.SidecarInboundPort
+	outboundPort              = names.SidecarOutboundPort
 	egressLogName             = apiaudit.LogName
 	egressMetadataKey         = names.EgressMetadataKey
 	inboundMetadataKey        = names.InboundMetadataKey

@@ -2,7 +2,6 @@ package translate
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -29,9 +28,8 @@ import (
 	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controlplane/registry"
 	"github.com/weftmesh/weft/controlplane/xds"
+	"github.com/weftmesh/weft/internal/testutil/golden"
 )
-
-var updateGolden = flag.Bool("update", false, "rewrite the translator's golden files under testdata/golden")
 
 var meshTD = spiffeid.RequireTrustDomainFromString("cluster.local")
 
@@ -392,43 +390,10 @@ func TestTranslateGolden(t *testing.T) {
 			dir := filepath.Join("testdata", "golden", tc.name)
 			for typ, file := range goldenFiles {
 				got := toYAML(t, res[typ])
-				path := filepath.Join(dir, file)
-				if *updateGolden {
-					if err := os.MkdirAll(dir, 0o755); err != nil {
-						t.Fatal(err)
-					}
-					if err := os.WriteFile(path, got, 0o644); err != nil {
-						t.Fatal(err)
-					}
-					continue
-				}
-				want, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatalf("%v (run with -update to write it)", err)
-				}
-				if string(got) != string(want) {
-					t.Errorf("%s differs from the golden file; run `go test ./controlplane/xds/translate -run TestTranslateGolden -update` and review the diff\n%s", path, firstDiff(string(want), string(got)))
-				}
+				golden.Check(t, filepath.Join(dir, file), got)
 			}
 		})
 	}
-}
-
-func firstDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := range max(len(w), len(g)) {
-		var a, b string
-		if i < len(w) {
-			a = w[i]
-		}
-		if i < len(g) {
-			b = g[i]
-		}
-		if a != b {
-			return "line " + strconv.Itoa(i+1) + ":\n- " + a + "\n+ " + b
-		}
-	}
-	return ""
 }
 
 // ---- behaviour ----
