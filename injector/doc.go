@@ -2,7 +2,7 @@
 // capture init step (weft-init) and the proxy (weft-proxy) to pods created
 // in namespaces labelled weft.dev/inject=enabled.
 //
-// The package holds two things, kept apart:
+// The package holds three things, kept apart:
 //
 //   - a pure handler, [Injector]: AdmissionReview in, AdmissionResponse with
 //     an RFC 6902 JSON patch out. No I/O, no clock, no goroutines; tested
@@ -12,11 +12,15 @@
 //     [EnsureCABundle] and [KeepCABundle] (the webhook's caBundle is weft's
 //     root bundle), [NativeSidecarSupported] (from the API server's version),
 //     and [KubeEvents] (an Event for each skipped pod).
+//   - the process, [Run] (weft-injector), beside controlplane.Run and
+//     sidecar.Run: it builds the handler, follows the MeshConfig with an
+//     informer, waits for the serving certificate, keeps the caBundle and
+//     serves until its context ends.
 //
 // It imports client-go, the Kubernetes API types and go-spiffe. It imports
 // neither controlplane/* nor sidecar/*: the serving certificate arrives
-// through the one-method [CertificateSource], and cmd/weft-injector wires
-// in sidecar/identity.
+// through [Identity] (and [CertificateSource]), and cmd/weft-injector
+// wires in sidecar/identity and the clients.
 //
 // # When a pod is injected
 //

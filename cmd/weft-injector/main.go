@@ -12,9 +12,21 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/injector"
+	"github.com/weftmesh/weft/internal/kubeconfig"
 	"github.com/weftmesh/weft/internal/version"
+	"github.com/weftmesh/weft/sidecar/identity"
 )
 
 // options are the flags.
@@ -44,6 +56,61 @@ func main() {
 		log.Error("exiting", "error", err.Error())
 		os.Exit(1)
 	}
+}
+
+// run builds the clients (the API server, the control plane's certificate
+// service) and runs the injector.
+func run(ctx context.Context, o options, log *slog.Logger) error {
+	td, err := spiffeid.TrustDomainFromString(o.trustDomain)
+	if err != nil {
+		return fmt.Errorf("-trust-domain %q: %w", o.trustDomain, err)
+	}
+	if o.controlPlane == "" {
+		o.controlPlane = names.ControlPlaneAddr(o.namespace)
+	}
+	rc, err := kubeconfig.Load(o.kubeconfig, names.Injector)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	weft, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	// The control plane is verified against the mounted bundle, re-read at
+	// every handshake so that a rotated root (the kubelet refreshes the
+	// ConfigMap) is picked up on reconnect.
+	cpID, err := spiffeid.FromSegments(td, "ns", o.namespace, "sa", names.ControlPlane)
+	if err != nil {
+		return fmt.Errorf("control plane SPIFFE ID: %w", err)
+	}
+	creds := credentials.NewTLS(tlsconfig.TLSClientConfig(fileBundle(o.bundlePath), tlsconfig.AuthorizeID(cpID)))
+	conn, err := grpc.NewClient(o.controlPlane, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return fmt.Errorf("control plane %s: %w", o.controlPlane, err)
+	}
+	defer conn.Close()
+	svids, err := identity.New(identity.Config{
+		Client: certificatev1.NewCertificateServiceClient(conn), TokenPath: o.tokenPath, Logger: log.With("room", "identity"),
+	})
+	if err != nil {
+		return err
+	}
+	return injector.Run(ctx, injector.RunConfig{
+		Kube: kube, Weft: weft, Identity: svids, TrustDomain: o.trustDomain, Namespace: o.namespace, ControlPlane: o.controlPlane,
+		Addr: o.addr, SidecarImage: o.sidecarImage, PullPolicy: corev1.PullPolicy(o.pullPolicy), NativeSidecar: o.nativeSidecar,
+		ProxyLogLevel: o.proxyLogLevel, OutboundUDP: o.outboundUDP, WebhookConfig: o.webhookConfig, PodName: o.podName, Logger: log,
+	})
+}
+
+// fileBundle reads the trust bundle from disk at every call.
+type fileBundle string
+
+func (f fileBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	return x509bundle.Load(td, string(f))
 }
 
 // flagSet defines the flags into o and logLevel.

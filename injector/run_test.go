@@ -1,0 +1,183 @@
+package injector
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
+	"github.com/weftmesh/weft/sidecar/identity"
+)
+
+// The injector serves the SVID that sidecar/identity obtained from the
+// certificate service, with its intermediate, and a client holding only
+// weft's roots (the webhook's caBundle) verifies it.
+func TestServesSVIDFromCertificateService(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("cluster.local")
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := spiffeid.RequireFromString("spiffe://cluster.local/ns/weft-system/sa/weft-injector")
+	_, client, _ := testutil.StartCertService(t, ca, map[string]spiffeid.ID{"tok": id})
+	tokenPath := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenPath, []byte("tok\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	svids, err := identity.New(identity.Config{Client: client, TokenPath: tokenPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	defer func() { cancel(); <-done; <-done }()
+	go func() { _ = svids.Run(ctx); done <- struct{}{} }()
+	select {
+	case <-svids.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no SVID")
+	}
+
+	inj, err := New(Config{SidecarImage: "weft/weft-sidecar:test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrc := make(chan string, 1)
+	go func() {
+		_ = Serve(ctx, ServerConfig{Addr: "127.0.0.1:0", Injector: inj, Certificates: SVIDCertificates(svids),
+			Ready: func(a net.Addr) { addrc <- a.String() }})
+		done <- struct{}{}
+	}()
+
+	caBundle, err := rootsPEM(svids, td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caBundle) {
+		t.Fatal("caBundle holds no certificate")
+	}
+	conn, err := tls.Dial("tcp", <-addrc, &tls.Config{
+		InsecureSkipVerify: true, // verified below without a host name: the fake service issues no DNS SAN
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
+			return err
+		},
+	})
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	defer conn.Close()
+	if got := conn.ConnectionState().PeerCertificates[0].URIs[0].String(); got != id.String() {
+		t.Errorf("served %s, want %s", got, id)
+	}
+}
+
+// fakeIdentity holds one SVID from the start.
+type fakeIdentity struct {
+	svid   *x509svid.SVID
+	bundle *x509bundle.Bundle
+	ready  chan struct{}
+	ran    chan struct{} // closed when Run returns
+}
+
+func (f *fakeIdentity) GetX509SVID() (*x509svid.SVID, error) { return f.svid, nil }
+func (f *fakeIdentity) GetX509BundleForTrustDomain(spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	return f.bundle, nil
+}
+func (f *fakeIdentity) Ready() <-chan struct{}               { return f.ready }
+func (f *fakeIdentity) Subscribe() (<-chan struct{}, func()) { return make(chan struct{}), func() {} }
+func (f *fakeIdentity) Run(ctx context.Context) error {
+	defer close(f.ran)
+	close(f.ready)
+	<-ctx.Done()
+	return nil
+}
+
+// TestRun: Run follows the MeshConfig (its informer syncs), serves the
+// webhook with the identity's SVID, keeps the webhook's caBundle equal to
+// the identity's roots, and on cancel returns nil with its identity
+// stopped.
+func TestRun(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("cluster.local")
+	ca := testutil.NewCA(t, td, nil)
+	id := spiffeid.RequireFromString("spiffe://cluster.local/ns/weft-system/sa/weft-injector")
+	ident := &fakeIdentity{svid: testutil.SVID(t, ca, id, 0), bundle: ca.Bundle(), ready: make(chan struct{}), ran: make(chan struct{})}
+	kube := fake.NewClientset(webhookConfig(nil))
+	weft := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{v1alpha1.MeshConfigResource: "MeshConfigList"})
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Run(ctx, RunConfig{Kube: kube, Weft: weft, Identity: ident, NativeSidecar: "true", Addr: "127.0.0.1:0",
+			Ready: func(a net.Addr) { addrc <- a.String() }})
+	}()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-errc:
+		t.Fatalf("Run returned before serving: %v", err)
+	}
+	want, err := rootsPEM(ident, td)
+	if err != nil || len(want) == 0 {
+		t.Fatalf("roots: %q, %v", want, err)
+	}
+	testutil.Eventually(t, "the webhook's caBundle is the identity's roots", func() bool {
+		got, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfiguration, metav1.GetOptions{})
+		return err == nil && string(got.Webhooks[0].ClientConfig.CABundle) == string(want)
+	})
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(want)
+	conn, err := tls.Dial("tcp", addr, &tls.Config{
+		InsecureSkipVerify: true, // verified below without a host name: the test SVID has no DNS SAN
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
+			return err
+		},
+	})
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	conn.Close()
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("Run after cancel: %v", err)
+	}
+	select {
+	case <-ident.ran:
+	default:
+		t.Error("Run returned with its identity still running")
+	}
+}
+
+func TestRunRequires(t *testing.T) {
+	err := Run(context.Background(), RunConfig{})
+	if err == nil || err.Error() != "injector: RunConfig.Kube, RunConfig.Weft and RunConfig.Identity are required" {
+		t.Errorf("Run(RunConfig{}) = %v", err)
+	}
+}
