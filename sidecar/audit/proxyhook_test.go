@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/audit"
 	"github.com/weftmesh/weft/sidecar/proxy"
 	"github.com/weftmesh/weft/sidecar/xds/model"
@@ -37,29 +38,14 @@ func (noSVID) GetX509BundleForTrustDomain(spiffeid.TrustDomain) (*x509bundle.Bun
 // echoServer answers each connection's bytes with "echo:" + them, until EOF.
 func echoServer(t *testing.T) netip.AddrPort {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b, _ := io.ReadAll(io.LimitReader(c, 1<<20))
-				if strings.HasPrefix(string(b), "GET ") {
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-					return
-				}
-				_, _ = c.Write(append([]byte("echo:"), b...))
-			}()
+	return testutil.ServeTCP(t, func(c net.Conn) {
+		b, _ := io.ReadAll(io.LimitReader(c, 1<<20))
+		if strings.HasPrefix(string(b), "GET ") {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+			return
 		}
-	}()
-	return netip.MustParseAddrPort(l.Addr().String())
+		_, _ = c.Write(append([]byte("echo:"), b...))
+	})
 }
 
 func hookConfig(echo netip.AddrPort) *model.Config {

@@ -1343,37 +1343,23 @@ func agreeClientHello(t *testing.T, sni string) []byte {
 // "UPSTREAM <where the proxy dialled>".
 func agreeSink(t *testing.T) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+	sink := wefttest.ServeTCP(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		line := make([]byte, 0, 64)
+		b := make([]byte, 1)
 		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
+			if _, err := c.Read(b); err != nil || b[0] == '\n' {
+				break
 			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(15 * time.Second))
-				line := make([]byte, 0, 64)
-				b := make([]byte, 1)
-				for {
-					if _, err := c.Read(b); err != nil || b[0] == '\n' {
-						break
-					}
-					line = append(line, b[0])
-				}
-				fmt.Fprintf(c, "UPSTREAM %s\n", line)
-				c.(*net.TCPConn).CloseWrite()
-				_, _ = io.Copy(io.Discard, c)
-			}()
+			line = append(line, b[0])
 		}
-	}()
+		fmt.Fprintf(c, "UPSTREAM %s\n", line)
+		c.(*net.TCPConn).CloseWrite()
+		_, _ = io.Copy(io.Discard, c)
+	})
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var d net.Dialer
-		c, err := d.DialContext(ctx, network, l.Addr().String())
+		c, err := d.DialContext(ctx, network, sink.String())
 		if err != nil {
 			return nil, err
 		}
