@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 
 	"github.com/weftmesh/weft/api/names"
 )
@@ -74,6 +75,7 @@ type CABundleConfig struct {
 	Changed     <-chan struct{}        // optional: a signal to check now (a new SVID, maybe new roots)
 	Interval    time.Duration          // between checks; 0 means a minute
 	Logger      *slog.Logger
+	Clock       clock.WithTicker // the Interval's ticker; nil: the real clock
 }
 
 // KeepCABundle runs EnsureCABundle now, on every signal of Changed and
@@ -91,23 +93,26 @@ func KeepCABundle(ctx context.Context, cfg CABundleConfig) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	tick := time.NewTicker(cfg.Interval)
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	tick := cfg.Clock.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	for {
 		bundle, err := cfg.Bundle()
 		if err == nil {
 			var changed bool
 			if changed, err = EnsureCABundle(ctx, cfg.Client, cfg.WebhookName, bundle); changed {
-				log.Info("webhook caBundle updated", "webhookConfiguration", cfg.WebhookName)
+				log.Info("webhook caBundle updated", "webhook_configuration", cfg.WebhookName)
 			}
 		}
 		if err != nil && ctx.Err() == nil {
-			log.Warn("cannot ensure the webhook caBundle; retrying", "error", err.Error(), "retry_in", cfg.Interval)
+			log.Warn("cannot ensure the webhook caBundle; retrying", "err", err.Error(), "retry_in", cfg.Interval)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick.C():
 		case <-cfg.Changed:
 		}
 	}

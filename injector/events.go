@@ -70,7 +70,7 @@ func (e *KubeEvents) Run(ctx context.Context) {
 			ev := e.event(o, time.Now())
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			if _, err := e.client.CoreV1().Events(o.Namespace).Create(cctx, ev, metav1.CreateOptions{}); err != nil && ctx.Err() == nil {
-				e.log.Warn("cannot record event", "namespace", o.Namespace, "object", ev.InvolvedObject.Name, "error", err.Error())
+				e.log.Warn("cannot record event", "namespace", o.Namespace, "object", ev.InvolvedObject.Name, "err", err.Error())
 			}
 			cancel()
 		}

@@ -192,7 +192,7 @@ func (i *Injector) Admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admiss
 		return i.admitEphemeral(req)
 	}
 	if req.Operation != admissionv1.Create || req.Resource != podResource || req.SubResource != "" {
-		i.log.Debug("ignored", "operation", req.Operation, "resource", req.Resource.String(), "subResource", req.SubResource)
+		i.log.Debug("ignored", "operation", req.Operation, "resource", req.Resource.String(), "sub_resource", req.SubResource)
 		return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true},
 			Outcome{Action: Ignored, Reason: "not a pod create", Namespace: req.Namespace}
 	}
@@ -228,7 +228,7 @@ func (i *Injector) Admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admiss
 		o.Action, o.Reason = Refused, err.Error()
 		return deny(req.UID, http.StatusInternalServerError, metav1.StatusReasonInternalError, "injector: encode patch: "+err.Error()), o
 	}
-	log.Info("injected", "native", summary.Native, "probesRewritten", summary.ProbesRewritten, "patchOps", len(patch), "warnings", o.Warnings)
+	log.Info("injected", "native", summary.Native, "probes_rewritten", summary.ProbesRewritten, "patch_ops", len(patch), "warnings", o.Warnings)
 	pt := admissionv1.PatchTypeJSONPatch
 	o.Action = Injected
 	return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true, Patch: b, PatchType: &pt, Warnings: o.Warnings}, o

@@ -123,7 +123,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	inj, err := New(Config{
 		Version: version.Version, SidecarImage: cfg.SidecarImage, PullPolicy: cfg.PullPolicy,
 		ControlPlaneAddr: cfg.ControlPlane, TrustDomain: td.Name(), Namespace: cfg.Namespace, NativeSidecar: native,
-		ProxyLogLevel: cfg.ProxyLogLevel, OutboundUDP: cfg.OutboundUDP, Mesh: mesh, Logger: log.With("room", "injector"),
+		ProxyLogLevel: cfg.ProxyLogLevel, OutboundUDP: cfg.OutboundUDP, Mesh: mesh, Logger: log.With("component", "injector"),
 	})
 	if err != nil {
 		return err
@@ -134,28 +134,28 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	wg.Go(func() { _ = svids.Run(ctx) })
-	log.Info("waiting for the serving certificate", "controlPlane", cfg.ControlPlane)
+	log.Info("waiting for the serving certificate", "control_plane", cfg.ControlPlane)
 	select {
 	case <-svids.Ready():
 	case <-ctx.Done():
 		return nil
 	}
 	if svid, err := svids.GetX509SVID(); err == nil {
-		log.Info("serving certificate obtained", "spiffeID", svid.ID.String(), "dns", svid.Certificates[0].DNSNames,
+		log.Info("serving certificate obtained", "spiffe_id", svid.ID.String(), "dns", svid.Certificates[0].DNSNames,
 			"notAfter", svid.Certificates[0].NotAfter)
 	}
 	renewed, unsubscribe := svids.Subscribe()
 	defer unsubscribe()
 
-	events := NewKubeEvents(cfg.Kube, cfg.PodName, log.With("room", "events"))
+	events := NewKubeEvents(cfg.Kube, cfg.PodName, log.With("component", "events"))
 	wg.Go(func() { events.Run(ctx) })
 	wg.Go(func() {
 		KeepCABundle(ctx, CABundleConfig{
-			Client: cfg.Kube, WebhookName: cfg.WebhookConfig, Changed: renewed, Logger: log.With("room", "cabundle"),
+			Client: cfg.Kube, WebhookName: cfg.WebhookConfig, Changed: renewed, Logger: log.With("component", "cabundle"),
 			Bundle: func() ([]byte, error) { return rootsPEM(svids, td) },
 		})
 	})
-	log.Info("weft-injector starting", "version", version.Version, "nativeSidecar", native, "sidecarImage", cfg.SidecarImage)
+	log.Info("weft-injector starting", "version", version.Version, "native_sidecar", native, "sidecar_image", cfg.SidecarImage)
 	return Serve(ctx, ServerConfig{
 		Addr: cfg.Addr, Injector: inj, Certificates: SVIDCertificates(svids), Observer: events, Logger: log, Ready: cfg.Ready,
 	})
@@ -198,7 +198,7 @@ func watchMesh(ctx context.Context, dyn dynamic.Interface, log *slog.Logger) (fu
 		}
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok {
-			log.Warn("meshconfigs: unexpected object in the cache", "type", fmt.Sprintf("%T", obj))
+			log.Warn("unexpected object in the meshconfigs cache", "type", fmt.Sprintf("%T", obj))
 			return MeshSettings{}
 		}
 		var m MeshSettings

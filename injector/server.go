@@ -168,7 +168,7 @@ func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b, err := json.Marshal(review)
 	if err != nil {
-		h.log.Error("encode response", "error", err)
+		h.log.Error("encode response", "err", err)
 		http.Error(w, "injector: encode response: "+err.Error(), http.StatusInternalServerError)
 		return
 	}

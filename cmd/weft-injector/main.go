@@ -94,7 +94,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	defer conn.Close()
 	svids, err := identity.New(identity.Config{
-		Client: certificatev1.NewCertificateServiceClient(conn), TokenPath: o.tokenPath, Logger: log.With("room", "identity"),
+		Client: certificatev1.NewCertificateServiceClient(conn), TokenPath: o.tokenPath, Logger: log.With("component", "identity"),
 	})
 	if err != nil {
 		return err
