@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	}
 	if svid, err := svids.GetX509SVID(); err == nil {
 		log.Info("serving certificate obtained", "spiffe_id", svid.ID.String(), "dns", svid.Certificates[0].DNSNames,
-			"notAfter", svid.Certificates[0].NotAfter)
+			"not_after", svid.Certificates[0].NotAfter)
 	}
 	renewed, unsubscribe := svids.Subscribe()
 	defer unsubscribe()

@@ -53,7 +53,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := run(ctx, o, log); err != nil {
-		log.Error("exiting", "error", err.Error())
+		log.Error("exiting", "err", err.Error())
 		os.Exit(1)
 	}
 }
