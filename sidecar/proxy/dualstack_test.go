@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -38,30 +37,12 @@ func passthroughConfig() *model.Config {
 	}
 }
 
-// syncBuffer is a log sink safe for the proxy's goroutines and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runProxy starts a passthrough proxy with cfg's addresses (run starts
 // Run, on a thread of the caller's choosing). It returns once the proxy
 // listens, or with Run's error if it fails before.
-func runProxy(t *testing.T, cfg Config, run func(func()) error) (*Proxy, *syncBuffer, error) {
+func runProxy(t *testing.T, cfg Config, run func(func()) error) (*Proxy, *testutil.SyncBuffer, error) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	ca := testutil.NewCA(t, td, nil)
 	svid := newSwap(testutil.SVID(t, ca, workloadID("shop", "frontend"), time.Hour))
 	cfg.SVID, cfg.Bundle, cfg.TrustDomain = svid, ca.Bundle(), td
