@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/testutil"
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // TestAdmitCapsAndForgets: admit takes MaxConnections open connections
@@ -72,6 +73,23 @@ func TestCleanShutdownLogsNoWarning(t *testing.T) {
 	for _, dir := range []string{inbound, outbound} {
 		if n := pd.counter("accept_errors", dir); n != 0 {
 			t.Fatalf("%s: %v accept errors counted", dir, n)
+		}
+	}
+}
+
+// TestAuthorizeNamesThePeerItDenies: an RBAC denial says whom it denied:
+// the peer's SPIFFE ID, or "plaintext peer" for a caller without one.
+func TestAuthorizeNamesThePeerItDenies(t *testing.T) {
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("demo", "authz"))
+	fc := &model.FilterChain{Name: "inbound|8080", RBAC: []model.RBACFilter{{Action: model.RBACAllow}}} // allows no one
+	peer := workloadID("shop", "frontend").String()
+	for _, tc := range []struct{ peer, want string }{
+		{"", "denies plaintext peer to port 8080"},
+		{peer, "denies " + peer + " to port 8080"},
+	} {
+		err := pd.p.authorize(inbound, fc, tc.peer, 8080)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("authorize(%q): %v, want %q", tc.peer, err, tc.want)
 		}
 	}
 }
