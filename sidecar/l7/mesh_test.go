@@ -201,24 +201,16 @@ func TestMeshTransportNeedsH2(t *testing.T) {
 	svid := testutil.SVID(t, ca, serverID, 0)
 	cfg := tlsconfig.MTLSServerConfig(svid, ca.Bundle(), tlsconfig.AuthorizeMemberOf(td))
 	cfg.NextProtos = []string{"http/1.1"}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { c.(*tls.Conn).Handshake(); io.Copy(io.Discard, c); c.Close() }()
+	addr := testutil.ServeTCP(t, func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		if tc.Handshake() == nil {
+			io.Copy(io.Discard, tc)
 		}
-	}()
-	s := &serverSidecar{addr: netip.MustParseAddrPort(l.Addr().String())}
+	})
+	s := &serverSidecar{addr: addr}
 	c := meshCluster(t, ca, s)
 	req := httptest.NewRequest("GET", "http://server.demo/", nil)
-	_, err = (&Forwarder{}).Forward(&Route{Name: "r", Backends: []Backend{{Cluster: c, Weight: 1}}}, req)
+	_, err := (&Forwarder{}).Forward(&Route{Name: "r", Backends: []Backend{{Cluster: c, Weight: 1}}}, req)
 	var le *Error
 	var ce *ConnectError
 	if !errors.As(err, &le) || le.Reason != "connect_failure" || !errors.As(err, &ce) {
