@@ -2,34 +2,14 @@ package deploy
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-)
 
-func decode(t *testing.T, b []byte) []*unstructured.Unstructured {
-	t.Helper()
-	var out []*unstructured.Unstructured
-	d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		err := d.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
-	}
-}
+	"github.com/weftmesh/weft/internal/testutil"
+)
 
 func TestRenderDefaults(t *testing.T) {
 	v := Defaults()
@@ -39,7 +19,7 @@ func TestRenderDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	kinds := map[string]bool{}
-	for _, u := range decode(t, b) {
+	for _, u := range testutil.Objects(t, b) {
 		kinds[u.GetKind()+"/"+u.GetName()] = true
 		if u.GetKind() == "Deployment" && u.GetName() == "weft-controlplane" {
 			r, _, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "replicas")
@@ -97,7 +77,7 @@ func TestRenderAuditVolume(t *testing.T) {
 	if !bytes.Contains(b, []byte("persistentVolumeClaim: {claimName: weft-audit}")) {
 		t.Fatalf("audit PVC not used:\n%s", b)
 	}
-	decode(t, b) // still valid YAML
+	testutil.Objects(t, b) // still valid YAML
 }
 
 // TestRenderGuardsTheAdminPort: the control plane may ask TokenReview and
@@ -119,7 +99,7 @@ func TestRenderGuardsTheAdminPort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := decode(t, b)
+	objs := testutil.Objects(t, b)
 	cp := rules(objs, "ClusterRole", "weft-controlplane")
 	for _, want := range []string{"[authentication.k8s.io] resources:[tokenreviews] verbs:[create]", "[authorization.k8s.io] resources:[subjectaccessreviews] verbs:[create]"} {
 		if !strings.Contains(cp, want) {
@@ -152,7 +132,7 @@ func TestRenderGuardsTheAdminPort(t *testing.T) {
 	if b, err = Render(v); err != nil {
 		t.Fatal(err)
 	}
-	for _, u := range decode(t, b) {
+	for _, u := range testutil.Objects(t, b) {
 		if u.GetKind() == "NetworkPolicy" {
 			t.Errorf("NetworkPolicy %s rendered with NetworkPolicy off", u.GetName())
 		}

@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/weftmesh/weft/api/names"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // TestManifestsSpellAPINames: the YAML restates names and ports that
@@ -25,7 +26,7 @@ func TestManifestsSpellAPINames(t *testing.T) {
 		t.Fatal(err)
 	}
 	objs := map[string]*unstructured.Unstructured{}
-	for _, u := range decode(t, b) {
+	for _, u := range testutil.Objects(t, b) {
 		objs[u.GetKind()+"/"+u.GetName()] = u
 	}
 	get := func(kind, name string) *unstructured.Unstructured {

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"errors"
-	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -15,10 +12,10 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/weftmesh/weft/deploy"
 	"github.com/weftmesh/weft/injector"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // rendered returns the install manifests' objects named weft-injector, by kind.
@@ -29,20 +26,12 @@ func rendered(t *testing.T, v deploy.Values) map[string]*unstructured.Unstructur
 		t.Fatal(err)
 	}
 	out := map[string]*unstructured.Unstructured{}
-	d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		err := d.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, u := range testutil.Objects(t, b) {
 		if u.GetName() == "weft-injector" {
 			out[u.GetKind()] = u
 		}
 	}
+	return out
 }
 
 func as[T any](t *testing.T, u *unstructured.Unstructured) *T {
