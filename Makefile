@@ -48,15 +48,15 @@ fuzz:
 	done
 
 ## mutate: mutation testing (gremlins) of the packages that hold a guarantee; report in docs/mutation.md (slow: not in CI)
-MUTATE_PKGS ?= sidecar/proxy sidecar/xds sidecar/egress controlplane/xds controlplane/identity controlplane/audit certs injector
+MUTATE_PKGS ?= sidecar/proxy sidecar/xds sidecar/xds/model sidecar/egress sidecar/balance sidecar/l7 controlplane/xds/translate controlplane/xds/ads controlplane/identity controlplane/audit certs injector
 MUTATE_WORKERS ?= 2
 mutate:
 	@mkdir -p $(OUT)/mutate $(OUT)/bin
 	cd hack/mutate && $(GO) build -o $(CURDIR)/$(OUT)/bin/gremlins github.com/go-gremlins/gremlins/cmd/gremlins
 	@set -e; for p in $(MUTATE_PKGS); do \
 	  echo "== mutate $$p"; \
-	  $(OUT)/bin/gremlins unleash --workers $(MUTATE_WORKERS) --timeout-coefficient 4 \
-	    --exclude-files '/bench/' --exclude-files '_test\.go$$' \
+	  GOFLAGS=-count=1 $(OUT)/bin/gremlins unleash --workers $(MUTATE_WORKERS) --timeout-coefficient 4 \
+	    --exclude-files '(^|/)bench/' --exclude-files '_test\.go$$' \
 	    -o $(CURDIR)/$(OUT)/mutate/$$(echo $$p | tr / _).json ./$$p; \
 	done
 	cd hack/mutate && $(GO) run ./report -in $(CURDIR)/$(OUT)/mutate -out $(CURDIR)/docs/mutation.md \
