@@ -136,8 +136,11 @@
 // buffered until its first byte arrives, so a connection that opens and
 // sends nothing costs a socket and a goroutine. Once established, a
 // connection that moves no byte either way for IdleTimeout (1h) is closed
-// (kind idle): one timer per connection, checked against the last byte
-// its flows moved, parked flows included; a keep-alive HTTP egress
+// (kind idle): one sweeper per proxy wakes every tick (IdleTimeout/8, at
+// least 10ms, at most 1m) and closes each connection whose flows, parked
+// ones included, last moved a byte IdleTimeout or more ago, so one closes
+// after between IdleTimeout and IdleTimeout + a tick of silence (1h to
+// 1h01m at the default) and arms no timer of its own; a keep-alive HTTP egress
 // connection waiting for its next request is idle too, and once a next
 // head begins it has HandshakeTimeout to arrive whole. Each write to
 // either side is bounded by WriteTimeout (5m, kind write): a peer that

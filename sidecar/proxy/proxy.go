@@ -89,7 +89,7 @@ type Config struct {
 	Audit func(audit.Event)
 
 	Logger  *slog.Logger
-	Clock   clock.Clock  // nil: the real clock; the drain timeout and accept backoff wait on it
+	Clock   clock.Clock  // nil: the real clock; the drain timeout, accept backoff and idle sweeper run on it
 	Metrics *wm.Registry // where the proxy's series go; nil: a private registry
 
 	ConnectTimeout time.Duration // upstream connect, when the cluster sets none: 1s
@@ -106,7 +106,9 @@ type Config struct {
 	// either way (nothing read, no write completed) for that long: 1h,
 	// Envoy's tcp_proxy and HTTP connection manager idle_timeout. A
 	// keep-alive HTTP egress connection waiting for its next request is
-	// idle too. Negative: never.
+	// idle too. Checked every IdleTimeout/8 (at least 10ms, at most 1m),
+	// so such a connection closes within IdleTimeout and one such tick.
+	// Negative: never.
 	IdleTimeout time.Duration
 	// WriteTimeout bounds each write to either side of an established
 	// connection: a peer that stops reading for that long, with the
@@ -236,6 +238,9 @@ type Proxy struct {
 	inAddr, outAddr, adminAddrNet net.Addr
 	outAddr6                      net.Addr               // nil without an IPv6 outbound listener
 	parker                        atomic.Pointer[parker] // while Run parks idle flows
+	// idle closes idle connections (IdleTimeout); nil when it is off. Set
+	// by Run before it accepts, swept by one goroutine of Run's.
+	idle *idleSweeper
 	// own are the proxy's listening addresses and local are this host's
 	// (the pod's) addresses, set by Run before it accepts: selfDial.
 	own   []netip.AddrPort
@@ -448,6 +453,16 @@ func (p *Proxy) Run(ctx context.Context) error {
 			})
 		}
 	}
+	var swept sync.WaitGroup
+	stopSweep := make(chan struct{})
+	if p.cfg.IdleTimeout > 0 {
+		p.idle = newIdleSweeper(p.cfg.Clock, p.cfg.IdleTimeout)
+		swept.Go(func() { p.idle.run(stopSweep) })
+	}
+	defer func() {
+		close(stopSweep)
+		swept.Wait()
+	}()
 	errs := make(chan error, 4)
 	serve := func(l net.Listener, direction string) {
 		var backoff time.Duration
@@ -612,7 +627,10 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, en
 	}
 	// Established: from here each write is bounded by WriteTimeout and
 	// the whole connection by IdleTimeout (timeouts.go).
-	w := &idleWatch{}
+	var w *idleWatch
+	if p.idle != nil {
+		w = p.idle.watch()
+	}
 	cn.mu.Lock()
 	cn.watch = w
 	cn.mu.Unlock()
@@ -622,8 +640,8 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, en
 		w.stop()
 		finish()
 	})
-	if p.cfg.IdleTimeout > 0 {
-		w.start(p.cfg.IdleTimeout, func() {
+	if w != nil {
+		w.start(func() {
 			p.m.timeouts.With(direction, timeoutIdle).Inc()
 			p.log.Debug("connection idle: closing", "direction", direction, "src", cn.src, "dst", cn.dst, "idle_timeout", p.cfg.IdleTimeout)
 			cn.closeAll()

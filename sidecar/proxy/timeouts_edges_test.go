@@ -2,9 +2,13 @@ package proxy
 
 import (
 	"io"
+	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 // TestWriteBoundedWithoutBound: a write timeout of 0 leaves the write
@@ -30,17 +34,146 @@ func TestWriteBoundedWithoutBound(t *testing.T) {
 }
 
 // TestIdleWatchStop: a watch stopped before it started is never armed,
-// and stopping an armed one disarms it: fire never runs.
+// and stopping an armed one disarms it: fire never runs, however long
+// both stay idle.
 func TestIdleWatchStop(t *testing.T) {
+	fc := clocktesting.NewFakeClock(time.Now())
+	s := newIdleSweeper(fc, 100*time.Millisecond)
 	var fired atomic.Int32
-	early := &idleWatch{}
+	early := s.watch()
 	early.stop() // the connection finished before its watch started
-	early.start(100*time.Millisecond, func() { fired.Add(1) })
-	armed := &idleWatch{}
-	armed.start(500*time.Millisecond, func() { fired.Add(1) })
+	early.start(func() { fired.Add(1) })
+	armed := s.watch()
+	armed.start(func() { fired.Add(1) })
 	armed.stop()
-	time.Sleep(time.Second) // two periods and more: either watch would have fired
+	fc.Step(time.Second) // ten periods: either watch would have fired
+	s.sweep()
 	if n := fired.Load(); n != 0 {
 		t.Fatalf("fire ran %d times after stop", n)
+	}
+	if s.head != nil {
+		t.Fatal("a stopped watch is still on the sweeper's list")
+	}
+}
+
+// TestIdleSweeper: a watch fires once it has been idle for the period,
+// not before, and only once; progress puts its firing off; stopping one
+// watch leaves the others on the list (it is unlinked from any place).
+func TestIdleSweeper(t *testing.T) {
+	const idle = time.Minute
+	fc := clocktesting.NewFakeClock(time.Now())
+	s := newIdleSweeper(fc, idle)
+	var fired [4]atomic.Int32
+	ws := make([]*idleWatch, len(fired))
+	for i := range ws {
+		ws[i] = s.watch()
+		ws[i].start(func() { fired[i].Add(1) })
+	}
+	count := func() (n [4]int32) {
+		for i := range fired {
+			n[i] = fired[i].Load()
+		}
+		return n
+	}
+	ws[2].stop() // from the middle of the list
+	fc.Step(idle - time.Second)
+	s.sweep()
+	if n := count(); n != [4]int32{} {
+		t.Fatalf("fired before the idle timeout: %v", n)
+	}
+	ws[1].touch()
+	fc.Step(time.Second)
+	s.sweep()
+	if n := count(); n != [4]int32{1, 0, 0, 1} {
+		t.Fatalf("after %v idle (watch 1 touched, 2 stopped): fired %v, want [1 0 0 1]", idle, n)
+	}
+	fc.Step(idle)
+	s.sweep()
+	if n := count(); n != [4]int32{1, 1, 0, 1} {
+		t.Fatalf("a period after watch 1's touch: fired %v, want [1 1 0 1]", n)
+	}
+	if s.head != nil {
+		t.Fatal("fired watches are still on the sweeper's list")
+	}
+	for _, w := range ws {
+		w.stop() // what the fired connections' flows do as they end
+	}
+}
+
+// TestIdleSweeperRun: the sweeper's goroutine sweeps every tick of the
+// proxy's clock and ends when told to.
+func TestIdleSweeperRun(t *testing.T) {
+	const idle = 8 * time.Second
+	fc := clocktesting.NewFakeClock(time.Now())
+	s := newIdleSweeper(fc, idle)
+	fired := make(chan struct{})
+	s.watch().start(func() { close(fired) })
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		s.run(done)
+		close(ended)
+	}()
+	for {
+		select {
+		case <-fired:
+			close(done)
+			<-ended
+			if d := fc.Since(s.base); d < idle || d > idle+s.tick {
+				t.Fatalf("fired %v after the watch started, want between %v and %v", d, idle, idle+s.tick)
+			}
+			return
+		default:
+		}
+		if fc.HasWaiters() {
+			fc.Step(s.tick)
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestSweepTick: an eighth of the idle timeout, at least 10ms and at most
+// a minute.
+func TestSweepTick(t *testing.T) {
+	for idle, want := range map[time.Duration]time.Duration{
+		time.Hour:              time.Minute,
+		8 * time.Minute:        time.Minute,
+		4 * time.Minute:        30 * time.Second,
+		500 * time.Millisecond: 62500 * time.Microsecond,
+		time.Millisecond:       10 * time.Millisecond,
+	} {
+		if got := sweepTick(idle); got != want {
+			t.Errorf("sweepTick(%v) = %v, want %v", idle, got, want)
+		}
+	}
+}
+
+// deadlineConn records the write deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	deadlines []time.Time
+}
+
+func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+	c.deadlines = append(c.deadlines, t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// TestWriteBoundedClearsDeadline: the write deadline is armed for the
+// write only and cleared once it returns, so an idle socket keeps no
+// timer armed; without a bound none is set.
+func TestWriteBoundedClearsDeadline(t *testing.T) {
+	c, s := sniffPair(t)
+	go io.Copy(io.Discard, s)
+	dc := &deadlineConn{Conn: c}
+	if _, err := writeBounded(dc, []byte("x"), time.Minute, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(dc.deadlines) != 2 || dc.deadlines[0].IsZero() || !dc.deadlines[1].IsZero() {
+		t.Fatalf("write deadlines set %v, want one then the zero time", dc.deadlines)
+	}
+	dc.deadlines = nil
+	if _, err := writeBounded(dc, []byte("x"), 0, nil, nil); err != nil || len(dc.deadlines) != 0 {
+		t.Fatalf("unbounded write: %v, deadlines set %v", err, dc.deadlines)
 	}
 }
