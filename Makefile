@@ -48,7 +48,8 @@ fuzz:
 	done
 
 ## mutate: mutation testing (gremlins) of the packages that hold a guarantee; report in docs/mutation.md (slow: not in CI)
-MUTATE_PKGS ?= sidecar/proxy sidecar/xds sidecar/xds/model sidecar/egress sidecar/balance sidecar/l7 controlplane/xds/translate controlplane/xds/ads controlplane/identity controlplane/audit certs injector
+## (gremlins mutates a path and everything below it: controlplane/xds covers translate and ads, sidecar/xds its model)
+MUTATE_PKGS ?= sidecar/proxy sidecar/xds sidecar/egress sidecar/balance sidecar/l7 controlplane/xds controlplane/identity controlplane/audit certs injector
 MUTATE_WORKERS ?= 2
 mutate:
 	@mkdir -p $(OUT)/mutate $(OUT)/bin
