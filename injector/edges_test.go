@@ -76,8 +76,9 @@ func TestPortBounds(t *testing.T) {
 	}
 }
 
-// TestNativeSidecarSupportedOddMinor: a minor of only "+" or nothing does
-// not parse with an odd gitVersion: an error, not a panic.
+// TestNativeSidecarSupportedOddMinor: with an odd gitVersion, a minor of
+// only "+" or nothing does not parse (an error, not a panic), and one
+// without a trailing "+" is read whole.
 func TestNativeSidecarSupportedOddMinor(t *testing.T) {
 	for _, minor := range []string{"+", "++", ""} {
 		d := &fakediscovery.FakeDiscovery{Fake: &k8stesting.Fake{}, FakedServerVersion: &version.Info{GitVersion: "weird", Major: "1", Minor: minor}}
@@ -85,9 +86,11 @@ func TestNativeSidecarSupportedOddMinor(t *testing.T) {
 			t.Errorf("minor %q: %v, %v; want a parse error", minor, ok, err)
 		}
 	}
-	d := &fakediscovery.FakeDiscovery{Fake: &k8stesting.Fake{}, FakedServerVersion: &version.Info{GitVersion: "weird", Major: "1", Minor: "29++"}}
-	if ok, err := NativeSidecarSupported(d); !ok || err != nil {
-		t.Errorf("minor 29++: %v, %v; want true", ok, err)
+	for _, minor := range []string{"29++", "29", "30"} { // only trailing pluses go
+		d := &fakediscovery.FakeDiscovery{Fake: &k8stesting.Fake{}, FakedServerVersion: &version.Info{GitVersion: "weird", Major: "1", Minor: minor}}
+		if ok, err := NativeSidecarSupported(d); !ok || err != nil {
+			t.Errorf("minor %q: %v, %v; want true", minor, ok, err)
+		}
 	}
 }
 
