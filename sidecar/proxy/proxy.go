@@ -456,7 +456,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 	var swept sync.WaitGroup
 	stopSweep := make(chan struct{})
 	if p.cfg.IdleTimeout > 0 {
-		p.idle = newIdleSweeper(p.cfg.Clock, p.cfg.IdleTimeout)
+		p.idle = newIdleSweeper(p.cfg.Clock, p.cfg.IdleTimeout, func(cn *conn) {
+			p.m.timeouts.With(cn.direction, timeoutIdle).Inc()
+			p.log.Debug("connection idle: closing", "direction", cn.direction, "src", cn.src, "dst", cn.dst, "idle_timeout", p.cfg.IdleTimeout)
+			cn.closeAll()
+		})
 		swept.Go(func() { p.idle.run(stopSweep) })
 	}
 	defer func() {
@@ -465,6 +469,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}()
 	errs := make(chan error, 4)
 	serve := func(l net.Listener, direction string) {
+		// One write-timeout counter per listener, not a closure per
+		// connection.
+		env := env
+		env.writeTimedOut = func() { p.m.timeouts.With(direction, timeoutWrite).Inc() }
 		var backoff time.Duration
 		for {
 			c, err := l.Accept()
@@ -629,24 +637,17 @@ func (p *Proxy) handle(ctx context.Context, c *net.TCPConn, direction string, en
 	// the whole connection by IdleTimeout (timeouts.go).
 	var w *idleWatch
 	if p.idle != nil {
-		w = p.idle.watch()
+		w = p.idle.watch(cn)
 	}
 	cn.mu.Lock()
 	cn.watch = w
 	cn.mu.Unlock()
 	env.watch = w
-	env.writeTimedOut = func() { p.m.timeouts.With(direction, timeoutWrite).Inc() }
 	p.forward(cn, fw, env, func() {
 		w.stop()
 		finish()
 	})
-	if w != nil {
-		w.start(func() {
-			p.m.timeouts.With(direction, timeoutIdle).Inc()
-			p.log.Debug("connection idle: closing", "direction", direction, "src", cn.src, "dst", cn.dst, "idle_timeout", p.cfg.IdleTimeout)
-			cn.closeAll()
-		})
-	}
+	w.start()
 }
 
 // refusal is why a connection was closed without being proxied: a label of

@@ -50,21 +50,22 @@ type idleSweeper struct {
 	base  time.Time
 	idle  time.Duration
 	tick  time.Duration
+	fire  func(*conn) // closes an idle connection
 
 	mu    sync.Mutex
 	head  *idleWatch // the watches armed, most recent first
-	fired []func()   // sweep's scratch, under mu
+	fired []*conn    // sweep's scratch, under mu
 }
 
-func newIdleSweeper(clk clock.Clock, idle time.Duration) *idleSweeper {
-	return &idleSweeper{clock: clk, base: clk.Now(), idle: idle, tick: sweepTick(idle)}
+func newIdleSweeper(clk clock.Clock, idle time.Duration, fire func(*conn)) *idleSweeper {
+	return &idleSweeper{clock: clk, base: clk.Now(), idle: idle, tick: sweepTick(idle), fire: fire}
 }
 
 // now is the sweeper's clock as an activity stamp.
 func (s *idleSweeper) now() int64 { return int64(s.clock.Since(s.base)) }
 
-// watch returns a new watch on s's clock, not yet armed.
-func (s *idleSweeper) watch() *idleWatch { return &idleWatch{s: s} }
+// watch returns a new watch of cn on s's clock, not yet armed.
+func (s *idleSweeper) watch(cn *conn) *idleWatch { return &idleWatch{s: s, cn: cn} }
 
 // run sweeps every tick until done is closed.
 func (s *idleSweeper) run(done <-chan struct{}) {
@@ -82,8 +83,9 @@ func (s *idleSweeper) run(done <-chan struct{}) {
 }
 
 // sweep fires (and takes off the list) every watch idle for s.idle or
-// longer. The fires run after the list is released: closing a connection
-// ends its flows, which stop its watch.
+// longer: s.fire closes its connection, after the list is released
+// (closing a connection ends its flows, which stop its watch). One
+// goroutine sweeps.
 func (s *idleSweeper) sweep() {
 	s.mu.Lock()
 	now := s.now()
@@ -91,15 +93,15 @@ func (s *idleSweeper) sweep() {
 		next := w.next
 		if time.Duration(now-w.last.Load()) >= s.idle {
 			s.unlink(w)
-			s.fired = append(s.fired, w.fire)
+			s.fired = append(s.fired, w.cn)
 		}
 		w = next
 	}
 	fired := s.fired
 	s.fired = s.fired[:0]
 	s.mu.Unlock()
-	for i, fire := range fired {
-		fire()
+	for i, cn := range fired {
+		s.fire(cn)
 		fired[i] = nil
 	}
 }
@@ -126,8 +128,9 @@ type idleWatch struct {
 	last atomic.Int64 // the time of the last progress (sweeper.now, or monoNow without one)
 	s    *idleSweeper
 
+	cn *conn // what s.fire closes
+
 	// Under s.mu.
-	fire           func()
 	prev, next     *idleWatch
 	armed, stopped bool
 }
@@ -144,10 +147,10 @@ func (w *idleWatch) touch() {
 	}
 }
 
-// start arms the watch: fire runs once the connection has been idle for
-// the sweeper's period (within a tick more). A watch already stopped, or
+// start arms the watch: the sweeper fires it once the connection has been
+// idle for its period (within a tick more). A watch already stopped, or
 // one without a sweeper, is not armed.
-func (w *idleWatch) start(fire func()) {
+func (w *idleWatch) start() {
 	if w == nil || w.s == nil {
 		return
 	}
@@ -158,7 +161,7 @@ func (w *idleWatch) start(fire func()) {
 	if w.stopped || w.armed {
 		return
 	}
-	w.fire, w.armed = fire, true
+	w.armed = true
 	w.next = s.head
 	if s.head != nil {
 		s.head.prev = w
@@ -178,7 +181,6 @@ func (w *idleWatch) stop() {
 	if w.armed {
 		s.unlink(w)
 	}
-	w.fire = nil
 }
 
 // writeBounded writes b to c, the write bounded by d (0: unbounded): a

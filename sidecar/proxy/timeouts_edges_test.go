@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,23 +32,29 @@ func TestWriteBoundedWithoutBound(t *testing.T) {
 	}
 }
 
-// TestIdleWatchStop: a watch stopped before it started is never armed,
-// and stopping an armed one disarms it: fire never runs, however long
-// both stay idle.
-func TestIdleWatchStop(t *testing.T) {
+// firedSweeper is a sweeper on a fake clock whose fire counts, per
+// connection, how many times it fired.
+func firedSweeper(idle time.Duration) (*clocktesting.FakeClock, *idleSweeper, map[*conn]int) {
 	fc := clocktesting.NewFakeClock(time.Now())
-	s := newIdleSweeper(fc, 100*time.Millisecond)
-	var fired atomic.Int32
-	early := s.watch()
+	fired := map[*conn]int{}
+	return fc, newIdleSweeper(fc, idle, func(cn *conn) { fired[cn]++ }), fired
+}
+
+// TestIdleWatchStop: a watch stopped before it started is never armed,
+// and stopping an armed one disarms it: neither fires, however long both
+// stay idle.
+func TestIdleWatchStop(t *testing.T) {
+	fc, s, fired := firedSweeper(100 * time.Millisecond)
+	early := s.watch(&conn{})
 	early.stop() // the connection finished before its watch started
-	early.start(func() { fired.Add(1) })
-	armed := s.watch()
-	armed.start(func() { fired.Add(1) })
+	early.start()
+	armed := s.watch(&conn{})
+	armed.start()
 	armed.stop()
 	fc.Step(time.Second) // ten periods: either watch would have fired
 	s.sweep()
-	if n := fired.Load(); n != 0 {
-		t.Fatalf("fire ran %d times after stop", n)
+	if len(fired) != 0 {
+		t.Fatalf("fired after stop: %v", fired)
 	}
 	if s.head != nil {
 		t.Fatal("a stopped watch is still on the sweeper's list")
@@ -61,35 +66,35 @@ func TestIdleWatchStop(t *testing.T) {
 // watch leaves the others on the list (it is unlinked from any place).
 func TestIdleSweeper(t *testing.T) {
 	const idle = time.Minute
-	fc := clocktesting.NewFakeClock(time.Now())
-	s := newIdleSweeper(fc, idle)
-	var fired [4]atomic.Int32
-	ws := make([]*idleWatch, len(fired))
+	fc, s, fired := firedSweeper(idle)
+	var cns [4]*conn
+	ws := make([]*idleWatch, len(cns))
 	for i := range ws {
-		ws[i] = s.watch()
-		ws[i].start(func() { fired[i].Add(1) })
+		cns[i] = &conn{}
+		ws[i] = s.watch(cns[i])
+		ws[i].start()
 	}
-	count := func() (n [4]int32) {
-		for i := range fired {
-			n[i] = fired[i].Load()
+	count := func() (n [4]int) {
+		for i, cn := range cns {
+			n[i] = fired[cn]
 		}
 		return n
 	}
 	ws[2].stop() // from the middle of the list
 	fc.Step(idle - time.Second)
 	s.sweep()
-	if n := count(); n != [4]int32{} {
+	if n := count(); n != [4]int{} {
 		t.Fatalf("fired before the idle timeout: %v", n)
 	}
 	ws[1].touch()
 	fc.Step(time.Second)
 	s.sweep()
-	if n := count(); n != [4]int32{1, 0, 0, 1} {
+	if n := count(); n != [4]int{1, 0, 0, 1} {
 		t.Fatalf("after %v idle (watch 1 touched, 2 stopped): fired %v, want [1 0 0 1]", idle, n)
 	}
 	fc.Step(idle)
 	s.sweep()
-	if n := count(); n != [4]int32{1, 1, 0, 1} {
+	if n := count(); n != [4]int{1, 1, 0, 1} {
 		t.Fatalf("a period after watch 1's touch: fired %v, want [1 1 0 1]", n)
 	}
 	if s.head != nil {
@@ -101,13 +106,14 @@ func TestIdleSweeper(t *testing.T) {
 }
 
 // TestIdleSweeperRun: the sweeper's goroutine sweeps every tick of the
-// proxy's clock and ends when told to.
+// proxy's clock, fires a watch between the period and the period and a
+// tick after its last progress, and ends when told to.
 func TestIdleSweeperRun(t *testing.T) {
 	const idle = 8 * time.Second
 	fc := clocktesting.NewFakeClock(time.Now())
-	s := newIdleSweeper(fc, idle)
 	fired := make(chan struct{})
-	s.watch().start(func() { close(fired) })
+	s := newIdleSweeper(fc, idle, func(*conn) { close(fired) })
+	s.watch(&conn{}).start()
 	done := make(chan struct{})
 	ended := make(chan struct{})
 	go func() {
