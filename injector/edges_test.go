@@ -280,3 +280,18 @@ func TestServerBoundsSlowClients(t *testing.T) {
 		t.Errorf("server errors not logged at debug: %q", s)
 	}
 }
+
+// TestProxyTimeoutBounds: 100ms and 168h are the ends of an accepted proxy
+// timeout, both in.
+func TestProxyTimeoutBounds(t *testing.T) {
+	for in, want := range map[string]string{"100ms": "100ms", "168h": "168h0m0s", " 10s ": "10s"} {
+		if got, err := parseTimeout(in); err != nil || got != want {
+			t.Errorf("parseTimeout(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"99ms", "168h0m1s", "-1s", "10"} {
+		if got, err := parseTimeout(in); err == nil {
+			t.Errorf("parseTimeout(%q) = %q, want a refusal", in, got)
+		}
+	}
+}
