@@ -140,12 +140,13 @@
 // least 10ms, at most 1m) and closes each connection whose flows, parked
 // ones included, last moved a byte IdleTimeout or more ago, so one closes
 // after between IdleTimeout and IdleTimeout + a tick of silence (1h to
-// 1h01m at the default) and arms no timer of its own; a keep-alive HTTP egress
-// connection waiting for its next request is idle too, and once a next
-// head begins it has HandshakeTimeout to arrive whole. Each write to
-// either side is bounded by WriteTimeout (5m, kind write): a peer that
-// stops reading cannot hold a flow, its buffer and its goroutine for
-// longer. MaxConnections and MaxPendingPerSource (128) bound how many
+// 1h01m at the default) and arms no timer of its own; a keep-alive HTTP
+// egress connection waiting for its next request is idle too, and once a
+// next head begins it has HandshakeTimeout to arrive whole. Each write to
+// either side is bounded by WriteTimeout (5m, kind write; the deadline is
+// set for the write and cleared after it, so an idle socket keeps none
+// armed): a peer that stops reading cannot hold a flow, its buffer and its
+// goroutine for longer. MaxConnections and MaxPendingPerSource (128) bound how many
 // connections there are; MaxConnections is derived from the memory limit
 // the sidecar runs under (ConnectionsFor: 486 at the default 128Mi, at
 // most 16384), so that that many connections in their costliest state
