@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // TestWriteBoundedWithoutBound: a write timeout of 0 leaves the write
@@ -34,8 +36,8 @@ func TestWriteBoundedWithoutBound(t *testing.T) {
 
 // firedSweeper is a sweeper on a fake clock whose fire counts, per
 // connection, how many times it fired.
-func firedSweeper(idle time.Duration) (*clocktesting.FakeClock, *idleSweeper, map[*conn]int) {
-	fc := clocktesting.NewFakeClock(time.Now())
+func firedSweeper(t *testing.T, idle time.Duration) (*clocktesting.FakeClock, *idleSweeper, map[*conn]int) {
+	fc := testutil.FakeClock(t)
 	fired := map[*conn]int{}
 	return fc, newIdleSweeper(fc, idle, func(cn *conn) { fired[cn]++ }), fired
 }
@@ -44,7 +46,7 @@ func firedSweeper(idle time.Duration) (*clocktesting.FakeClock, *idleSweeper, ma
 // and stopping an armed one disarms it: neither fires, however long both
 // stay idle.
 func TestIdleWatchStop(t *testing.T) {
-	fc, s, fired := firedSweeper(100 * time.Millisecond)
+	fc, s, fired := firedSweeper(t, 100*time.Millisecond)
 	early := s.watch(&conn{})
 	early.stop() // the connection finished before its watch started
 	early.start()
@@ -66,7 +68,7 @@ func TestIdleWatchStop(t *testing.T) {
 // watch leaves the others on the list (it is unlinked from any place).
 func TestIdleSweeper(t *testing.T) {
 	const idle = time.Minute
-	fc, s, fired := firedSweeper(idle)
+	fc, s, fired := firedSweeper(t, idle)
 	var cns [4]*conn
 	ws := make([]*idleWatch, len(cns))
 	for i := range ws {
@@ -110,7 +112,7 @@ func TestIdleSweeper(t *testing.T) {
 // tick after its last progress, and ends when told to.
 func TestIdleSweeperRun(t *testing.T) {
 	const idle = 8 * time.Second
-	fc := clocktesting.NewFakeClock(time.Now())
+	fc := testutil.FakeClock(t)
 	fired := make(chan struct{})
 	s := newIdleSweeper(fc, idle, func(*conn) { close(fired) })
 	s.watch(&conn{}).start()
