@@ -268,6 +268,53 @@ type Cluster struct {
 	// the kernel chooses.
 	SourceAddrs []netip.Addr
 	UpstreamTLS *UpstreamTLS // mTLS to the peer sidecar
+
+	// HTTP (typed_extension_protocol_options
+	// envoy.extensions.upstreams.http.v3.HttpProtocolOptions): the protocol
+	// requests are sent in to this cluster's endpoints. HTTPNone for a
+	// cluster that carries connections (tcp_proxy), not requests.
+	HTTP HTTPProtocol
+	// Outlier (outlier_detection; EDS clusters of HTTP ports): when an
+	// endpoint is ejected from request balancing. Nil: never.
+	Outlier *OutlierDetection
+	// RetryBudget (circuit_breakers.thresholds[0].retry_budget): how many
+	// retries may be in flight at once. Nil: Envoy's default for a
+	// threshold without a budget applies (max_retries 3).
+	RetryBudget *RetryBudget
+}
+
+// HTTPProtocol is what a cluster's endpoints are sent requests in.
+type HTTPProtocol int
+
+// HTTP protocols of a cluster.
+const (
+	HTTPNone HTTPProtocol = iota // not an HTTP cluster
+	HTTP1                        // explicit_http_config.http_protocol_options
+	HTTP2                        // explicit_http_config.http2_protocol_options (h2 over mTLS, h2c to the app)
+)
+
+func (p HTTPProtocol) String() string { return [...]string{"none", "http/1.1", "h2"}[p] }
+
+// OutlierDetection is Envoy's outlier_detection for consecutive 5xx (a
+// connect failure, reset or timeout counts as a 5xx, as in Envoy): an
+// endpoint that answers Consecutive5xx failures in a row is ejected for
+// BaseEjectionTime × the number of times it was ejected, up to
+// MaxEjectionTime, while at most MaxEjectionPercent of the cluster's
+// endpoints are ejected. Interval is how often ejections are reconsidered.
+type OutlierDetection struct {
+	Consecutive5xx     uint32
+	Interval           time.Duration
+	BaseEjectionTime   time.Duration
+	MaxEjectionTime    time.Duration
+	MaxEjectionPercent uint32
+}
+
+// RetryBudget is Envoy's circuit_breakers retry_budget: retries in flight
+// at most BudgetPercent of the cluster's active requests, and at least
+// MinRetryConcurrency.
+type RetryBudget struct {
+	BudgetPercent       float64
+	MinRetryConcurrency uint32
 }
 
 // UpstreamTLS originates TLS 1.3 with the sidecar's SVID and accepts a peer
@@ -296,20 +343,103 @@ type Endpoint struct {
 	Health Health
 }
 
-// RouteConfig routes plain-HTTP egress by Host.
+// RouteConfig routes HTTP requests by Host: plain-HTTP egress (one route
+// per virtual host: Cluster or Deny), and the requests of an in-mesh HTTP
+// service port (Routes).
 type RouteConfig struct {
 	Name         string
 	VirtualHosts []*VirtualHost
 }
 
-// VirtualHost is a set of Host names and what happens to their requests:
-// routed to Cluster, or answered with Deny.
+// VirtualHost is a set of Host names and what happens to their requests.
+//
+// An egress virtual host (its route configuration is referenced by an
+// egress chain) has exactly one route matching every path: its requests
+// are routed to Cluster, or answered with Deny, and Routes is empty. A
+// virtual host of an in-mesh HTTP port (outbound|<port>|<service>.<ns>,
+// inbound|<port>) has Routes, in order, the first that matches a request
+// deciding it (Envoy's semantics), and Cluster, Deny and Egress unset.
 type VirtualHost struct {
 	Name    string
 	Domains []string // exact, "*.suffix", "prefix*", "*"; may carry ":port"
 	Cluster string
 	Deny    *DirectResponse
 	Egress  *EgressMeta // the route's filter_metadata "weft.egress": which rule decided
+
+	Routes []*Route
+}
+
+// Route is one route of an in-mesh virtual host: the requests it matches
+// and what they get.
+type Route struct {
+	Name  string // cosmetic; metrics label the route by it ("" : the virtual host's)
+	Match RouteMatch
+	// Clusters the route splits its requests over by weight (route.cluster
+	// is one cluster of weight 1; weighted_clusters keeps its weights,
+	// every weight > 0, their sum > 0).
+	Clusters []WeightedCluster
+	// Timeout of the whole request, to the end of its response
+	// (route.timeout; Envoy's default 15 s when unset, 0 = none).
+	Timeout time.Duration
+	Retry   *RetryPolicy // nil: no retries
+}
+
+// RouteMatch: a path match (exactly one of Prefix and Path is set; Prefix
+// "/" matches every request) and headers that must all match.
+type RouteMatch struct {
+	Prefix  string
+	Path    string
+	Headers []HeaderMatch
+}
+
+// HeaderMatch matches one request header by name (case-insensitive):
+// Exact or Prefix (string_match), or Present; Invert negates the result.
+// A header that occurs more than once matches on its values joined by ","
+// (Envoy's semantics).
+type HeaderMatch struct {
+	Name    string // lower case
+	Exact   string
+	Prefix  string
+	Present bool
+	Invert  bool
+}
+
+// WeightedCluster is one cluster of a route's split.
+type WeightedCluster struct {
+	Name   string
+	Weight uint32
+}
+
+// RetryOn is the set of retry conditions of Envoy's retry_on that the
+// sidecar honours; a route that names any other is refused (NACK).
+type RetryOn uint16
+
+// Retry conditions (Envoy's retry_on names).
+const (
+	RetryConnectFailure       RetryOn = 1 << iota // "connect-failure": the try never reached an endpoint
+	RetryRefusedStream                            // "refused-stream": HTTP/2 REFUSED_STREAM (the server did not process it)
+	RetryReset                                    // "reset": the connection or stream failed before a response
+	Retry5xx                                      // "5xx": any 5xx response (and what "reset" covers)
+	RetryGatewayError                             // "gateway-error": 502, 503, 504
+	RetryRetriableStatusCodes                     // "retriable-status-codes": RetryPolicy.StatusCodes
+	RetryUnavailable                              // "unavailable": gRPC UNAVAILABLE (14) in a trailers-only response
+)
+
+// RetryPolicy is Envoy's route retry_policy, as far as the sidecar honours
+// it. One deviation from Envoy, on purpose: a request that may have
+// reached the app (a reset, a 5xx, a per-try timeout) is retried only when
+// its method is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE),
+// whatever On says; a try that never reached an endpoint may always be
+// retried (docs/l7.md).
+type RetryPolicy struct {
+	On            RetryOn
+	NumRetries    uint32        // num_retries; Envoy's default 1 when unset
+	PerTryTimeout time.Duration // per_try_timeout; 0: the route's timeout bounds each try
+	// PreviousHosts (retry_host_predicate
+	// envoy.retry_host_predicates.previous_hosts): a retry avoids the
+	// endpoints already tried.
+	PreviousHosts bool
+	StatusCodes   []int // retriable_status_codes, with RetryRetriableStatusCodes
 }
 
 // DirectResponse answers a request without forwarding it.
@@ -367,6 +497,11 @@ func (c *Config) clusterRefs() []string {
 		for _, vh := range rc.VirtualHosts {
 			if vh.Cluster != "" {
 				names = append(names, vh.Cluster)
+			}
+			for _, r := range vh.Routes {
+				for _, wc := range r.Clusters {
+					names = append(names, wc.Name)
+				}
 			}
 		}
 	}
