@@ -1,6 +1,7 @@
 package model
 
 import (
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -149,4 +150,61 @@ func (rc *RouteConfig) Match(host string) *VirtualHost {
 		}
 	}
 	return best
+}
+
+// Route returns the first of the virtual host's routes that matches a
+// request (Envoy's semantics: routes in order, the first match wins), or
+// nil. path is the request's :path, its query string included (a prefix
+// is matched against all of it; an exact path against the part before
+// '?', as Envoy does); h its headers.
+func (vh *VirtualHost) Route(path string, h http.Header) *Route {
+	for _, r := range vh.Routes {
+		if r.Match.Matches(path, h) {
+			return r
+		}
+	}
+	return nil
+}
+
+// Matches reports whether a request with path (its :path, query included)
+// and headers h matches: the path by prefix or exactly, and every header
+// matcher.
+func (m *RouteMatch) Matches(path string, h http.Header) bool {
+	switch {
+	case m.Path != "":
+		p, _, _ := strings.Cut(path, "?")
+		if p != m.Path {
+			return false
+		}
+	case !strings.HasPrefix(path, m.Prefix):
+		return false
+	}
+	for i := range m.Headers {
+		if !m.Headers[i].Matches(h) {
+			return false
+		}
+	}
+	return true
+}
+
+// Matches reports whether headers h match: the header's values joined by
+// "," compared by Exact or Prefix, or its presence (Present), the result
+// inverted by Invert. As in Envoy, an absent header matches only a
+// presence matcher that asks for absence (Present with Invert): an Exact or
+// Prefix matcher fails on it, inverted or not.
+func (hm *HeaderMatch) Matches(h http.Header) bool {
+	vals := h.Values(hm.Name)
+	if len(vals) == 0 {
+		return hm.Present && hm.Invert
+	}
+	var ok bool
+	switch v := strings.Join(vals, ","); {
+	case hm.Present:
+		ok = true
+	case hm.Prefix != "":
+		ok = strings.HasPrefix(v, hm.Prefix)
+	default:
+		ok = v == hm.Exact
+	}
+	return ok != hm.Invert
 }
