@@ -166,21 +166,25 @@ func members(od protoreflect.OneofDescriptor) string {
 // a oneof member only when it is the one set. Every enum's defined_only is
 // implied: conform refuses undefined values of every enum.
 type constraint struct {
-	required    bool                      // message: must be set
-	minLen      int                       // string: at least this many characters
-	maxBytes    int                       // string: at most this many bytes (0: no limit)
-	headerValue bool                      // string: HTTP_HEADER_VALUE, not strict: no NUL, CR or LF
-	minItems    int                       // repeated: at least this many items
-	items       *constraint               // repeated: each item
-	keys        *constraint               // map: each key
-	between     *bounds                   // unsigned integer: inclusive range
-	notIn       []protoreflect.EnumNumber // enum: refused values
-	isTrue      bool                      // bool: must be true
-	positive    bool                      // duration: valid and > 0
+	required bool                      // message: must be set
+	minLen   int                       // string: at least this many characters
+	maxBytes int                       // string: at most this many bytes (0: no limit)
+	header   bool                      // string: HTTP_HEADER_NAME or _VALUE, not strict: no NUL, CR or LF (one regex)
+	minItems int                       // repeated: at least this many items
+	items    *constraint               // repeated: each item
+	keys     *constraint               // map: each key
+	between  *bounds                   // unsigned integer: inclusive range
+	within   *floatBounds              // double: inclusive range (NaN refused, which Envoy's check lets pass)
+	notIn    []protoreflect.EnumNumber // enum: refused values
+	isTrue   bool                      // bool: must be true
+	positive bool                      // duration: valid and > 0
 }
 
 // bounds is an inclusive range of an unsigned integer.
 type bounds struct{ min, max uint64 }
+
+// floatBounds is an inclusive range of a double.
+type floatBounds struct{ min, max float64 }
 
 func (c constraint) check(m protoreflect.Message, fd protoreflect.FieldDescriptor, path string) error {
 	switch {
@@ -257,12 +261,16 @@ func (c constraint) value(fd protoreflect.FieldDescriptor, v protoreflect.Value,
 			return fmt.Errorf("%s: must be at least %d characters", path, c.minLen)
 		case c.maxBytes > 0 && len(s) > c.maxBytes:
 			return fmt.Errorf("%s: %d bytes, at most %d allowed", path, len(s), c.maxBytes)
-		case c.headerValue && strings.ContainsAny(s, "\x00\r\n"):
+		case c.header && strings.ContainsAny(s, "\x00\r\n"):
 			return fmt.Errorf("%s: %q contains NUL, CR or LF", path, s)
 		}
 	case protoreflect.Uint32Kind, protoreflect.Uint64Kind:
 		if b := c.between; b != nil && (v.Uint() < b.min || v.Uint() > b.max) {
 			return fmt.Errorf("%s: %d is not in [%d, %d]", path, v.Uint(), b.min, b.max)
+		}
+	case protoreflect.DoubleKind:
+		if b := c.within; b != nil && !(v.Float() >= b.min && v.Float() <= b.max) {
+			return fmt.Errorf("%s: %v is not in [%v, %v]", path, v.Float(), b.min, b.max)
 		}
 	case protoreflect.EnumKind:
 		if slices.Contains(c.notIn, v.Enum()) {
@@ -316,9 +324,13 @@ var envoyRules = map[string]constraint{
 	"envoy.config.core.v3.TransportSocket.name":               {minLen: 1},
 
 	// envoy/config/cluster/v3, envoy/config/endpoint/v3
-	"envoy.config.cluster.v3.Cluster.name":                        {minLen: 1},
-	"envoy.config.cluster.v3.Cluster.connect_timeout":             {positive: true},
-	"envoy.config.endpoint.v3.ClusterLoadAssignment.cluster_name": {minLen: 1},
+	"envoy.config.cluster.v3.Cluster.name":                          {minLen: 1},
+	"envoy.config.cluster.v3.Cluster.connect_timeout":               {positive: true},
+	"envoy.config.cluster.v3.OutlierDetection.base_ejection_time":   {positive: true},
+	"envoy.config.cluster.v3.OutlierDetection.interval":             {positive: true},
+	"envoy.config.cluster.v3.OutlierDetection.max_ejection_percent": {between: &bounds{0, 100}},
+	"envoy.config.cluster.v3.OutlierDetection.max_ejection_time":    {positive: true},
+	"envoy.config.endpoint.v3.ClusterLoadAssignment.cluster_name":   {minLen: 1},
 
 	// envoy/config/listener/v3
 	"envoy.config.listener.v3.Filter.name":                       {minLen: 1},
@@ -326,11 +338,14 @@ var envoyRules = map[string]constraint{
 	"envoy.config.listener.v3.ListenerFilter.name":               {minLen: 1},
 
 	// envoy/config/route/v3
-	"envoy.config.route.v3.DirectResponseAction.status": {between: &bounds{200, 599}},
-	"envoy.config.route.v3.Route.match":                 {required: true},
-	"envoy.config.route.v3.RouteAction.cluster":         {minLen: 1},
-	"envoy.config.route.v3.VirtualHost.domains":         {minItems: 1, items: &constraint{headerValue: true}},
-	"envoy.config.route.v3.VirtualHost.name":            {minLen: 1},
+	"envoy.config.route.v3.DirectResponseAction.status":         {between: &bounds{200, 599}},
+	"envoy.config.route.v3.HeaderMatcher.name":                  {minLen: 1, header: true},
+	"envoy.config.route.v3.RetryPolicy.RetryHostPredicate.name": {minLen: 1},
+	"envoy.config.route.v3.Route.match":                         {required: true},
+	"envoy.config.route.v3.RouteAction.cluster":                 {minLen: 1},
+	"envoy.config.route.v3.VirtualHost.domains":                 {minItems: 1, items: &constraint{header: true}},
+	"envoy.config.route.v3.VirtualHost.name":                    {minLen: 1},
+	"envoy.config.route.v3.WeightedCluster.clusters":            {minItems: 1},
 
 	// envoy/config/rbac/v3
 	"envoy.config.rbac.v3.Permission.Set.rules":        {minItems: 1},
@@ -341,7 +356,8 @@ var envoyRules = map[string]constraint{
 	"envoy.config.rbac.v3.Principal.Set.ids":           {minItems: 1},
 	"envoy.config.rbac.v3.Principal.any":               {isTrue: true},
 
-	// envoy/type/matcher/v3
+	// envoy/type/v3, envoy/type/matcher/v3
+	"envoy.type.v3.Percent.value":                {within: &floatBounds{0, 100}},
 	"envoy.type.matcher.v3.StringMatcher.prefix": {minLen: 1},
 
 	// envoy/extensions/transport_sockets/tls/v3

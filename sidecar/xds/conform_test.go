@@ -137,10 +137,11 @@ func fromPGV(r *validate.FieldRules) (constraint, error) {
 		}
 		c.minLen, c.maxBytes = int(s.GetMinLen()), int(s.GetMaxBytes())
 		if s.WellKnown != nil {
-			if s.GetWellKnownRegex() != validate.KnownRegex_HTTP_HEADER_VALUE || s.GetStrict() {
+			// Not strict, both are ^[^\x00\n\r]*$ (protoc-gen-validate).
+			if r := s.GetWellKnownRegex(); r != validate.KnownRegex_HTTP_HEADER_VALUE && r != validate.KnownRegex_HTTP_HEADER_NAME || s.GetStrict() {
 				return c, fmt.Errorf("well-known regex %v (strict %v)", s.GetWellKnownRegex(), s.GetStrict())
 			}
-			c.headerValue = true
+			c.header = true
 		}
 	case *validate.FieldRules_Uint32:
 		u := typ.Uint32
@@ -161,6 +162,19 @@ func fromPGV(r *validate.FieldRules) (constraint, error) {
 			b.max = uint64(u.GetLt()) - 1
 		}
 		c.between = &b
+	case *validate.FieldRules_Double:
+		d := typ.Double
+		if err := onlySet(d, "gte", "lte"); err != nil {
+			return c, err
+		}
+		b := floatBounds{math.Inf(-1), math.Inf(1)}
+		if d.Gte != nil {
+			b.min = d.GetGte()
+		}
+		if d.Lte != nil {
+			b.max = d.GetLte()
+		}
+		c.within = &b
 	case *validate.FieldRules_Enum:
 		e := typ.Enum
 		if err := onlySet(e, "defined_only", "not_in"); err != nil {
@@ -235,7 +249,7 @@ func describe(c constraint) string {
 	add(c.required, "required", true)
 	add(c.minLen > 0, "minLen", c.minLen)
 	add(c.maxBytes > 0, "maxBytes", c.maxBytes)
-	add(c.headerValue, "headerValue", true)
+	add(c.header, "header", true)
 	add(c.minItems > 0, "minItems", c.minItems)
 	if c.items != nil {
 		add(true, "items", describe(*c.items))
@@ -245,6 +259,9 @@ func describe(c constraint) string {
 	}
 	if c.between != nil {
 		add(true, "between", fmt.Sprintf("[%d, %d]", c.between.min, c.between.max))
+	}
+	if c.within != nil {
+		add(true, "within", fmt.Sprintf("[%v, %v]", c.within.min, c.within.max))
 	}
 	add(len(c.notIn) > 0, "notIn", c.notIn)
 	add(c.isTrue, "isTrue", true)
@@ -278,9 +295,9 @@ func TestDecodeNamesFieldsOutsideTheSubset(t *testing.T) {
 		}, `listener "outbound": default_filter_chain.metadata.filter_metadata["weft.egress"]: field 9 of google.protobuf.Struct is not supported`},
 		{"several", func(r envoySet) {
 			c := r[model.ClusterType]["BlackHoleCluster"].(*clusterv3.Cluster)
-			c.CircuitBreakers = &clusterv3.CircuitBreakers{}
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
 			c.CleanupInterval = durationpb.New(time.Minute)
-		}, `cluster "BlackHoleCluster": fields 10, 20 of envoy.config.cluster.v3.Cluster are not supported`},
+		}, `cluster "BlackHoleCluster": fields 20, 27 of envoy.config.cluster.v3.Cluster are not supported`},
 		{"wrong wire type", func(r envoySet) {
 			withUnknown(r[model.ClusterType]["BlackHoleCluster"], 1) // name as a varint
 		}, `cluster "BlackHoleCluster": field 1 (name) of envoy.config.cluster.v3.Cluster has the wrong wire type`},
@@ -312,8 +329,8 @@ func TestDecodeTypes(t *testing.T) {
 		t.Errorf("decode(Address) = %v", err)
 	}
 	for url, want := range map[string]string{
-		"type.googleapis.com/weft.certificate.v1.SignRequest":         "type weft.certificate.v1.SignRequest is not one of Envoy's",
-		"type.googleapis.com/envoy.config.cluster.v3.CircuitBreakers": "type envoy.config.cluster.v3.CircuitBreakers is not in the sidecar's subset of Envoy's API",
+		"type.googleapis.com/weft.certificate.v1.SignRequest":                   "type weft.certificate.v1.SignRequest is not one of Envoy's",
+		"type.googleapis.com/envoy.config.cluster.v3.UpstreamConnectionOptions": "type envoy.config.cluster.v3.UpstreamConnectionOptions is not in the sidecar's subset of Envoy's API",
 	} {
 		if _, err := subsetMessage(url); err == nil || err.Error() != want {
 			t.Errorf("subsetMessage(%s) = %v, want %s", url, err, want)

@@ -107,8 +107,8 @@ func TestBuildRejects(t *testing.T) {
 			r[model.ClusterType]["redis"] = staticCluster("redis", "198.18.200.1", 6379)
 		}, `xds: cluster "redis": name is not in the contract`},
 		{"field not implemented", mesh{}, func(r envoySet) {
-			cluster(r, "inbound|8080").CircuitBreakers = &clusterv3.CircuitBreakers{}
-		}, `xds: cluster "inbound|8080": field 10 of envoy.config.cluster.v3.Cluster is not supported`},
+			cluster(r, "inbound|8080").CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
+		}, `xds: cluster "inbound|8080": field 27 of envoy.config.cluster.v3.Cluster is not supported`},
 		{"secret other than default", mesh{services: []string{"server.demo"}}, func(r envoySet) {
 			c := cluster(r, "outbound|80|server.demo")
 			u := &tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS("spiffe://cluster.local/ns/demo/sa/server")}

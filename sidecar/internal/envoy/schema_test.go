@@ -25,9 +25,11 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	_ "google.golang.org/genproto/googleapis/rpc/status"
 
 	// The subset.
@@ -48,11 +50,13 @@ import (
 	_ "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/network/rbac/v3"
 	_ "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/network/tcp_proxy/v3"
 	_ "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/transport_sockets/tls/v3"
+	_ "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/retry/host/previous_hosts/v3"
 	_ "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/upstreams/http/v3"
 	_ "github.com/weftmesh/weft/sidecar/internal/envoy/google/rpc"
 	_ "github.com/weftmesh/weft/sidecar/internal/envoy/service/accesslog/v3"
 	_ "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
 	_ "github.com/weftmesh/weft/sidecar/internal/envoy/type/matcher/v3"
+	_ "github.com/weftmesh/weft/sidecar/internal/envoy/type/v3"
 )
 
 const prefix = "weft."

@@ -215,8 +215,13 @@ type Cluster struct {
 	LoadAssignment       *v3.ClusterLoadAssignment      `protobuf:"bytes,33,opt,name=load_assignment,json=loadAssignment,proto3" json:"load_assignment,omitempty"`
 	// Deprecated in Envoy; weft-controlplane only, ignored.
 	Http2ProtocolOptions *v31.Http2ProtocolOptions `protobuf:"bytes,14,opt,name=http2_protocol_options,json=http2ProtocolOptions,proto3" json:"http2_protocol_options,omitempty"`
-	// weft-controlplane only, ignored.
+	// outbound|... (explicit HTTP/2), inbound|<port> (explicit HTTP/1.1 or
+	// HTTP/2): the protocol of the requests; weft-controlplane: ignored.
 	TypedExtensionProtocolOptions map[string]*anypb.Any `protobuf:"bytes,36,rep,name=typed_extension_protocol_options,json=typedExtensionProtocolOptions,proto3" json:"typed_extension_protocol_options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// outbound|... clusters of HTTP ports only.
+	OutlierDetection *OutlierDetection `protobuf:"bytes,19,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
+	// outbound|... clusters of HTTP ports only: one threshold with a retry budget.
+	CircuitBreakers *CircuitBreakers `protobuf:"bytes,10,opt,name=circuit_breakers,json=circuitBreakers,proto3" json:"circuit_breakers,omitempty"`
 	// weft-controlplane only, ignored.
 	DnsLookupFamily Cluster_DnsLookupFamily `protobuf:"varint,17,opt,name=dns_lookup_family,json=dnsLookupFamily,proto3,enum=weft.envoy.config.cluster.v3.Cluster_DnsLookupFamily" json:"dns_lookup_family,omitempty"`
 	TransportSocket *v31.TransportSocket    `protobuf:"bytes,24,opt,name=transport_socket,json=transportSocket,proto3" json:"transport_socket,omitempty"`
@@ -329,6 +334,20 @@ func (x *Cluster) GetTypedExtensionProtocolOptions() map[string]*anypb.Any {
 	return nil
 }
 
+func (x *Cluster) GetOutlierDetection() *OutlierDetection {
+	if x != nil {
+		return x.OutlierDetection
+	}
+	return nil
+}
+
+func (x *Cluster) GetCircuitBreakers() *CircuitBreakers {
+	if x != nil {
+		return x.CircuitBreakers
+	}
+	return nil
+}
+
 func (x *Cluster) GetDnsLookupFamily() Cluster_DnsLookupFamily {
 	if x != nil {
 		return x.DnsLookupFamily
@@ -416,7 +435,7 @@ var File_sidecar_internal_envoy_config_cluster_v3_cluster_proto protoreflect.Fil
 
 const file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_rawDesc = "" +
 	"\n" +
-	"6sidecar/internal/envoy/config/cluster/v3/cluster.proto\x12\x1cweft.envoy.config.cluster.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a3sidecar/internal/envoy/config/core/v3/address.proto\x1a0sidecar/internal/envoy/config/core/v3/base.proto\x1a9sidecar/internal/envoy/config/core/v3/config_source.proto\x1a4sidecar/internal/envoy/config/core/v3/protocol.proto\x1a8sidecar/internal/envoy/config/endpoint/v3/endpoint.proto\"\xc3\f\n" +
+	"6sidecar/internal/envoy/config/cluster/v3/cluster.proto\x12\x1cweft.envoy.config.cluster.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a>sidecar/internal/envoy/config/cluster/v3/circuit_breaker.proto\x1a@sidecar/internal/envoy/config/cluster/v3/outlier_detection.proto\x1a3sidecar/internal/envoy/config/core/v3/address.proto\x1a0sidecar/internal/envoy/config/core/v3/base.proto\x1a9sidecar/internal/envoy/config/core/v3/config_source.proto\x1a4sidecar/internal/envoy/config/core/v3/protocol.proto\x1a8sidecar/internal/envoy/config/endpoint/v3/endpoint.proto\"\xfa\r\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
 	"\ralt_stat_name\x18\x1c \x01(\tR\valtStatName\x12I\n" +
@@ -426,7 +445,10 @@ const file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_rawDesc = "" +
 	"\tlb_policy\x18\x06 \x01(\x0e2..weft.envoy.config.cluster.v3.Cluster.LbPolicyR\blbPolicy\x12]\n" +
 	"\x0fload_assignment\x18! \x01(\v24.weft.envoy.config.endpoint.v3.ClusterLoadAssignmentR\x0eloadAssignment\x12e\n" +
 	"\x16http2_protocol_options\x18\x0e \x01(\v2/.weft.envoy.config.core.v3.Http2ProtocolOptionsR\x14http2ProtocolOptions\x12\x91\x01\n" +
-	" typed_extension_protocol_options\x18$ \x03(\v2H.weft.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntryR\x1dtypedExtensionProtocolOptions\x12a\n" +
+	" typed_extension_protocol_options\x18$ \x03(\v2H.weft.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntryR\x1dtypedExtensionProtocolOptions\x12[\n" +
+	"\x11outlier_detection\x18\x13 \x01(\v2..weft.envoy.config.cluster.v3.OutlierDetectionR\x10outlierDetection\x12X\n" +
+	"\x10circuit_breakers\x18\n" +
+	" \x01(\v2-.weft.envoy.config.cluster.v3.CircuitBreakersR\x0fcircuitBreakers\x12a\n" +
 	"\x11dns_lookup_family\x18\x11 \x01(\x0e25.weft.envoy.config.cluster.v3.Cluster.DnsLookupFamilyR\x0fdnsLookupFamily\x12U\n" +
 	"\x10transport_socket\x18\x18 \x01(\v2*.weft.envoy.config.core.v3.TransportSocketR\x0ftransportSocket\x12W\n" +
 	"\x14upstream_bind_config\x18\x15 \x01(\v2%.weft.envoy.config.core.v3.BindConfigR\x12upstreamBindConfig\x1a}\n" +
@@ -487,10 +509,12 @@ var file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_goTypes = []any{
 	(*durationpb.Duration)(nil),      // 6: google.protobuf.Duration
 	(*v3.ClusterLoadAssignment)(nil), // 7: weft.envoy.config.endpoint.v3.ClusterLoadAssignment
 	(*v31.Http2ProtocolOptions)(nil), // 8: weft.envoy.config.core.v3.Http2ProtocolOptions
-	(*v31.TransportSocket)(nil),      // 9: weft.envoy.config.core.v3.TransportSocket
-	(*v31.BindConfig)(nil),           // 10: weft.envoy.config.core.v3.BindConfig
-	(*v31.ConfigSource)(nil),         // 11: weft.envoy.config.core.v3.ConfigSource
-	(*anypb.Any)(nil),                // 12: google.protobuf.Any
+	(*OutlierDetection)(nil),         // 9: weft.envoy.config.cluster.v3.OutlierDetection
+	(*CircuitBreakers)(nil),          // 10: weft.envoy.config.cluster.v3.CircuitBreakers
+	(*v31.TransportSocket)(nil),      // 11: weft.envoy.config.core.v3.TransportSocket
+	(*v31.BindConfig)(nil),           // 12: weft.envoy.config.core.v3.BindConfig
+	(*v31.ConfigSource)(nil),         // 13: weft.envoy.config.core.v3.ConfigSource
+	(*anypb.Any)(nil),                // 14: google.protobuf.Any
 }
 var file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_depIdxs = []int32{
 	0,  // 0: weft.envoy.config.cluster.v3.Cluster.type:type_name -> weft.envoy.config.cluster.v3.Cluster.DiscoveryType
@@ -500,16 +524,18 @@ var file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_depIdxs = []int3
 	7,  // 4: weft.envoy.config.cluster.v3.Cluster.load_assignment:type_name -> weft.envoy.config.endpoint.v3.ClusterLoadAssignment
 	8,  // 5: weft.envoy.config.cluster.v3.Cluster.http2_protocol_options:type_name -> weft.envoy.config.core.v3.Http2ProtocolOptions
 	5,  // 6: weft.envoy.config.cluster.v3.Cluster.typed_extension_protocol_options:type_name -> weft.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntry
-	2,  // 7: weft.envoy.config.cluster.v3.Cluster.dns_lookup_family:type_name -> weft.envoy.config.cluster.v3.Cluster.DnsLookupFamily
-	9,  // 8: weft.envoy.config.cluster.v3.Cluster.transport_socket:type_name -> weft.envoy.config.core.v3.TransportSocket
-	10, // 9: weft.envoy.config.cluster.v3.Cluster.upstream_bind_config:type_name -> weft.envoy.config.core.v3.BindConfig
-	11, // 10: weft.envoy.config.cluster.v3.Cluster.EdsClusterConfig.eds_config:type_name -> weft.envoy.config.core.v3.ConfigSource
-	12, // 11: weft.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntry.value:type_name -> google.protobuf.Any
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	9,  // 7: weft.envoy.config.cluster.v3.Cluster.outlier_detection:type_name -> weft.envoy.config.cluster.v3.OutlierDetection
+	10, // 8: weft.envoy.config.cluster.v3.Cluster.circuit_breakers:type_name -> weft.envoy.config.cluster.v3.CircuitBreakers
+	2,  // 9: weft.envoy.config.cluster.v3.Cluster.dns_lookup_family:type_name -> weft.envoy.config.cluster.v3.Cluster.DnsLookupFamily
+	11, // 10: weft.envoy.config.cluster.v3.Cluster.transport_socket:type_name -> weft.envoy.config.core.v3.TransportSocket
+	12, // 11: weft.envoy.config.cluster.v3.Cluster.upstream_bind_config:type_name -> weft.envoy.config.core.v3.BindConfig
+	13, // 12: weft.envoy.config.cluster.v3.Cluster.EdsClusterConfig.eds_config:type_name -> weft.envoy.config.core.v3.ConfigSource
+	14, // 13: weft.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntry.value:type_name -> google.protobuf.Any
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_init() }
@@ -517,6 +543,8 @@ func file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_init() {
 	if File_sidecar_internal_envoy_config_cluster_v3_cluster_proto != nil {
 		return
 	}
+	file_sidecar_internal_envoy_config_cluster_v3_circuit_breaker_proto_init()
+	file_sidecar_internal_envoy_config_cluster_v3_outlier_detection_proto_init()
 	file_sidecar_internal_envoy_config_cluster_v3_cluster_proto_msgTypes[0].OneofWrappers = []any{
 		(*Cluster_Type)(nil),
 	}

@@ -24,8 +24,46 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// "Speak HTTP/1.1", without settings (inbound|<port> clusters of http ports).
+type Http1ProtocolOptions struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Http1ProtocolOptions) Reset() {
+	*x = Http1ProtocolOptions{}
+	mi := &file_sidecar_internal_envoy_config_core_v3_protocol_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Http1ProtocolOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Http1ProtocolOptions) ProtoMessage() {}
+
+func (x *Http1ProtocolOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_core_v3_protocol_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Http1ProtocolOptions.ProtoReflect.Descriptor instead.
+func (*Http1ProtocolOptions) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_core_v3_protocol_proto_rawDescGZIP(), []int{0}
+}
+
 // "Speak HTTP/2", without settings: the sidecar sends to the control plane over
-// its own gRPC connection, so any setting would be one it cannot honour.
+// its own gRPC connection, and its HTTP/2 to peers and apps has fixed settings, so any
+// setting would be one it cannot honour.
 type Http2ProtocolOptions struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -34,7 +72,7 @@ type Http2ProtocolOptions struct {
 
 func (x *Http2ProtocolOptions) Reset() {
 	*x = Http2ProtocolOptions{}
-	mi := &file_sidecar_internal_envoy_config_core_v3_protocol_proto_msgTypes[0]
+	mi := &file_sidecar_internal_envoy_config_core_v3_protocol_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +84,7 @@ func (x *Http2ProtocolOptions) String() string {
 func (*Http2ProtocolOptions) ProtoMessage() {}
 
 func (x *Http2ProtocolOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_internal_envoy_config_core_v3_protocol_proto_msgTypes[0]
+	mi := &file_sidecar_internal_envoy_config_core_v3_protocol_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +97,7 @@ func (x *Http2ProtocolOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Http2ProtocolOptions.ProtoReflect.Descriptor instead.
 func (*Http2ProtocolOptions) Descriptor() ([]byte, []int) {
-	return file_sidecar_internal_envoy_config_core_v3_protocol_proto_rawDescGZIP(), []int{0}
+	return file_sidecar_internal_envoy_config_core_v3_protocol_proto_rawDescGZIP(), []int{1}
 }
 
 var File_sidecar_internal_envoy_config_core_v3_protocol_proto protoreflect.FileDescriptor
@@ -67,6 +105,7 @@ var File_sidecar_internal_envoy_config_core_v3_protocol_proto protoreflect.FileD
 const file_sidecar_internal_envoy_config_core_v3_protocol_proto_rawDesc = "" +
 	"\n" +
 	"4sidecar/internal/envoy/config/core/v3/protocol.proto\x12\x19weft.envoy.config.core.v3\"\x16\n" +
+	"\x14Http1ProtocolOptions\"\x16\n" +
 	"\x14Http2ProtocolOptionsBGZEgithub.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3;corev3b\x06proto3"
 
 var (
@@ -81,9 +120,10 @@ func file_sidecar_internal_envoy_config_core_v3_protocol_proto_rawDescGZIP() []b
 	return file_sidecar_internal_envoy_config_core_v3_protocol_proto_rawDescData
 }
 
-var file_sidecar_internal_envoy_config_core_v3_protocol_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_sidecar_internal_envoy_config_core_v3_protocol_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_sidecar_internal_envoy_config_core_v3_protocol_proto_goTypes = []any{
-	(*Http2ProtocolOptions)(nil), // 0: weft.envoy.config.core.v3.Http2ProtocolOptions
+	(*Http1ProtocolOptions)(nil), // 0: weft.envoy.config.core.v3.Http1ProtocolOptions
+	(*Http2ProtocolOptions)(nil), // 1: weft.envoy.config.core.v3.Http2ProtocolOptions
 }
 var file_sidecar_internal_envoy_config_core_v3_protocol_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -104,7 +144,7 @@ func file_sidecar_internal_envoy_config_core_v3_protocol_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sidecar_internal_envoy_config_core_v3_protocol_proto_rawDesc), len(file_sidecar_internal_envoy_config_core_v3_protocol_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -12,8 +12,12 @@ package routev3
 
 import (
 	v3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
+	v31 "github.com/weftmesh/weft/sidecar/internal/envoy/type/matcher/v3"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	wrapperspb "google.golang.org/protobuf/types/known/wrapperspb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -193,19 +197,65 @@ func (*Route_Route) isRoute_Action() {}
 
 func (*Route_DirectResponse) isRoute_Action() {}
 
+type WeightedCluster struct {
+	state         protoimpl.MessageState           `protogen:"open.v1"`
+	Clusters      []*WeightedCluster_ClusterWeight `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WeightedCluster) Reset() {
+	*x = WeightedCluster{}
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WeightedCluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WeightedCluster) ProtoMessage() {}
+
+func (x *WeightedCluster) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WeightedCluster.ProtoReflect.Descriptor instead.
+func (*WeightedCluster) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WeightedCluster) GetClusters() []*WeightedCluster_ClusterWeight {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
 type RouteMatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to PathSpecifier:
 	//
 	//	*RouteMatch_Prefix
+	//	*RouteMatch_Path
 	PathSpecifier isRouteMatch_PathSpecifier `protobuf_oneof:"path_specifier"`
+	Headers       []*HeaderMatcher           `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RouteMatch) Reset() {
 	*x = RouteMatch{}
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[2]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -217,7 +267,7 @@ func (x *RouteMatch) String() string {
 func (*RouteMatch) ProtoMessage() {}
 
 func (x *RouteMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[2]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -230,7 +280,7 @@ func (x *RouteMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMatch.ProtoReflect.Descriptor instead.
 func (*RouteMatch) Descriptor() ([]byte, []int) {
-	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{2}
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RouteMatch) GetPathSpecifier() isRouteMatch_PathSpecifier {
@@ -249,6 +299,22 @@ func (x *RouteMatch) GetPrefix() string {
 	return ""
 }
 
+func (x *RouteMatch) GetPath() string {
+	if x != nil {
+		if x, ok := x.PathSpecifier.(*RouteMatch_Path); ok {
+			return x.Path
+		}
+	}
+	return ""
+}
+
+func (x *RouteMatch) GetHeaders() []*HeaderMatcher {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
 type isRouteMatch_PathSpecifier interface {
 	isRouteMatch_PathSpecifier()
 }
@@ -257,21 +323,30 @@ type RouteMatch_Prefix struct {
 	Prefix string `protobuf:"bytes,1,opt,name=prefix,proto3,oneof"`
 }
 
+type RouteMatch_Path struct {
+	Path string `protobuf:"bytes,2,opt,name=path,proto3,oneof"`
+}
+
 func (*RouteMatch_Prefix) isRouteMatch_PathSpecifier() {}
+
+func (*RouteMatch_Path) isRouteMatch_PathSpecifier() {}
 
 type RouteAction struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to ClusterSpecifier:
 	//
 	//	*RouteAction_Cluster
+	//	*RouteAction_WeightedClusters
 	ClusterSpecifier isRouteAction_ClusterSpecifier `protobuf_oneof:"cluster_specifier"`
+	Timeout          *durationpb.Duration           `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	RetryPolicy      *RetryPolicy                   `protobuf:"bytes,9,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RouteAction) Reset() {
 	*x = RouteAction{}
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[3]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +358,7 @@ func (x *RouteAction) String() string {
 func (*RouteAction) ProtoMessage() {}
 
 func (x *RouteAction) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[3]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +371,7 @@ func (x *RouteAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAction.ProtoReflect.Descriptor instead.
 func (*RouteAction) Descriptor() ([]byte, []int) {
-	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{3}
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RouteAction) GetClusterSpecifier() isRouteAction_ClusterSpecifier {
@@ -315,6 +390,29 @@ func (x *RouteAction) GetCluster() string {
 	return ""
 }
 
+func (x *RouteAction) GetWeightedClusters() *WeightedCluster {
+	if x != nil {
+		if x, ok := x.ClusterSpecifier.(*RouteAction_WeightedClusters); ok {
+			return x.WeightedClusters
+		}
+	}
+	return nil
+}
+
+func (x *RouteAction) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *RouteAction) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
+}
+
 type isRouteAction_ClusterSpecifier interface {
 	isRouteAction_ClusterSpecifier()
 }
@@ -323,7 +421,89 @@ type RouteAction_Cluster struct {
 	Cluster string `protobuf:"bytes,1,opt,name=cluster,proto3,oneof"`
 }
 
+type RouteAction_WeightedClusters struct {
+	WeightedClusters *WeightedCluster `protobuf:"bytes,3,opt,name=weighted_clusters,json=weightedClusters,proto3,oneof"`
+}
+
 func (*RouteAction_Cluster) isRouteAction_ClusterSpecifier() {}
+
+func (*RouteAction_WeightedClusters) isRouteAction_ClusterSpecifier() {}
+
+type RetryPolicy struct {
+	state                protoimpl.MessageState            `protogen:"open.v1"`
+	RetryOn              string                            `protobuf:"bytes,1,opt,name=retry_on,json=retryOn,proto3" json:"retry_on,omitempty"`
+	NumRetries           *wrapperspb.UInt32Value           `protobuf:"bytes,2,opt,name=num_retries,json=numRetries,proto3" json:"num_retries,omitempty"`
+	PerTryTimeout        *durationpb.Duration              `protobuf:"bytes,3,opt,name=per_try_timeout,json=perTryTimeout,proto3" json:"per_try_timeout,omitempty"`
+	RetryHostPredicate   []*RetryPolicy_RetryHostPredicate `protobuf:"bytes,5,rep,name=retry_host_predicate,json=retryHostPredicate,proto3" json:"retry_host_predicate,omitempty"`
+	RetriableStatusCodes []uint32                          `protobuf:"varint,7,rep,packed,name=retriable_status_codes,json=retriableStatusCodes,proto3" json:"retriable_status_codes,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *RetryPolicy) Reset() {
+	*x = RetryPolicy{}
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy) ProtoMessage() {}
+
+func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
+func (*RetryPolicy) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RetryPolicy) GetRetryOn() string {
+	if x != nil {
+		return x.RetryOn
+	}
+	return ""
+}
+
+func (x *RetryPolicy) GetNumRetries() *wrapperspb.UInt32Value {
+	if x != nil {
+		return x.NumRetries
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetPerTryTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.PerTryTimeout
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetRetryHostPredicate() []*RetryPolicy_RetryHostPredicate {
+	if x != nil {
+		return x.RetryHostPredicate
+	}
+	return nil
+}
+
+func (x *RetryPolicy) GetRetriableStatusCodes() []uint32 {
+	if x != nil {
+		return x.RetriableStatusCodes
+	}
+	return nil
+}
 
 type DirectResponseAction struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -335,7 +515,7 @@ type DirectResponseAction struct {
 
 func (x *DirectResponseAction) Reset() {
 	*x = DirectResponseAction{}
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[4]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +527,7 @@ func (x *DirectResponseAction) String() string {
 func (*DirectResponseAction) ProtoMessage() {}
 
 func (x *DirectResponseAction) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[4]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +540,7 @@ func (x *DirectResponseAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectResponseAction.ProtoReflect.Descriptor instead.
 func (*DirectResponseAction) Descriptor() ([]byte, []int) {
-	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{4}
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DirectResponseAction) GetStatus() uint32 {
@@ -377,11 +557,235 @@ func (x *DirectResponseAction) GetBody() *v3.DataSource {
 	return nil
 }
 
+type HeaderMatcher struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Types that are valid to be assigned to HeaderMatchSpecifier:
+	//
+	//	*HeaderMatcher_PresentMatch
+	//	*HeaderMatcher_StringMatch
+	HeaderMatchSpecifier isHeaderMatcher_HeaderMatchSpecifier `protobuf_oneof:"header_match_specifier"`
+	InvertMatch          bool                                 `protobuf:"varint,8,opt,name=invert_match,json=invertMatch,proto3" json:"invert_match,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *HeaderMatcher) Reset() {
+	*x = HeaderMatcher{}
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderMatcher) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderMatcher) ProtoMessage() {}
+
+func (x *HeaderMatcher) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderMatcher.ProtoReflect.Descriptor instead.
+func (*HeaderMatcher) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *HeaderMatcher) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HeaderMatcher) GetHeaderMatchSpecifier() isHeaderMatcher_HeaderMatchSpecifier {
+	if x != nil {
+		return x.HeaderMatchSpecifier
+	}
+	return nil
+}
+
+func (x *HeaderMatcher) GetPresentMatch() bool {
+	if x != nil {
+		if x, ok := x.HeaderMatchSpecifier.(*HeaderMatcher_PresentMatch); ok {
+			return x.PresentMatch
+		}
+	}
+	return false
+}
+
+func (x *HeaderMatcher) GetStringMatch() *v31.StringMatcher {
+	if x != nil {
+		if x, ok := x.HeaderMatchSpecifier.(*HeaderMatcher_StringMatch); ok {
+			return x.StringMatch
+		}
+	}
+	return nil
+}
+
+func (x *HeaderMatcher) GetInvertMatch() bool {
+	if x != nil {
+		return x.InvertMatch
+	}
+	return false
+}
+
+type isHeaderMatcher_HeaderMatchSpecifier interface {
+	isHeaderMatcher_HeaderMatchSpecifier()
+}
+
+type HeaderMatcher_PresentMatch struct {
+	PresentMatch bool `protobuf:"varint,7,opt,name=present_match,json=presentMatch,proto3,oneof"`
+}
+
+type HeaderMatcher_StringMatch struct {
+	StringMatch *v31.StringMatcher `protobuf:"bytes,13,opt,name=string_match,json=stringMatch,proto3,oneof"`
+}
+
+func (*HeaderMatcher_PresentMatch) isHeaderMatcher_HeaderMatchSpecifier() {}
+
+func (*HeaderMatcher_StringMatch) isHeaderMatcher_HeaderMatchSpecifier() {}
+
+type WeightedCluster_ClusterWeight struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Name          string                  `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Weight        *wrapperspb.UInt32Value `protobuf:"bytes,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WeightedCluster_ClusterWeight) Reset() {
+	*x = WeightedCluster_ClusterWeight{}
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WeightedCluster_ClusterWeight) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WeightedCluster_ClusterWeight) ProtoMessage() {}
+
+func (x *WeightedCluster_ClusterWeight) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WeightedCluster_ClusterWeight.ProtoReflect.Descriptor instead.
+func (*WeightedCluster_ClusterWeight) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{2, 0}
+}
+
+func (x *WeightedCluster_ClusterWeight) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WeightedCluster_ClusterWeight) GetWeight() *wrapperspb.UInt32Value {
+	if x != nil {
+		return x.Weight
+	}
+	return nil
+}
+
+type RetryPolicy_RetryHostPredicate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Types that are valid to be assigned to ConfigType:
+	//
+	//	*RetryPolicy_RetryHostPredicate_TypedConfig
+	ConfigType    isRetryPolicy_RetryHostPredicate_ConfigType `protobuf_oneof:"config_type"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryPolicy_RetryHostPredicate) Reset() {
+	*x = RetryPolicy_RetryHostPredicate{}
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy_RetryHostPredicate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy_RetryHostPredicate) ProtoMessage() {}
+
+func (x *RetryPolicy_RetryHostPredicate) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy_RetryHostPredicate.ProtoReflect.Descriptor instead.
+func (*RetryPolicy_RetryHostPredicate) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{5, 0}
+}
+
+func (x *RetryPolicy_RetryHostPredicate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RetryPolicy_RetryHostPredicate) GetConfigType() isRetryPolicy_RetryHostPredicate_ConfigType {
+	if x != nil {
+		return x.ConfigType
+	}
+	return nil
+}
+
+func (x *RetryPolicy_RetryHostPredicate) GetTypedConfig() *anypb.Any {
+	if x != nil {
+		if x, ok := x.ConfigType.(*RetryPolicy_RetryHostPredicate_TypedConfig); ok {
+			return x.TypedConfig
+		}
+	}
+	return nil
+}
+
+type isRetryPolicy_RetryHostPredicate_ConfigType interface {
+	isRetryPolicy_RetryHostPredicate_ConfigType()
+}
+
+type RetryPolicy_RetryHostPredicate_TypedConfig struct {
+	TypedConfig *anypb.Any `protobuf:"bytes,3,opt,name=typed_config,json=typedConfig,proto3,oneof"`
+}
+
+func (*RetryPolicy_RetryHostPredicate_TypedConfig) isRetryPolicy_RetryHostPredicate_ConfigType() {}
+
 var File_sidecar_internal_envoy_config_route_v3_route_components_proto protoreflect.FileDescriptor
 
 const file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc = "" +
 	"\n" +
-	"=sidecar/internal/envoy/config/route/v3/route_components.proto\x12\x1aweft.envoy.config.route.v3\x1a0sidecar/internal/envoy/config/core/v3/base.proto\"v\n" +
+	"=sidecar/internal/envoy/config/route/v3/route_components.proto\x12\x1aweft.envoy.config.route.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a0sidecar/internal/envoy/config/core/v3/base.proto\x1a3sidecar/internal/envoy/type/matcher/v3/string.proto\"v\n" +
 	"\vVirtualHost\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\adomains\x18\x02 \x03(\tR\adomains\x129\n" +
@@ -392,17 +796,44 @@ const file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc
 	"\x05route\x18\x02 \x01(\v2'.weft.envoy.config.route.v3.RouteActionH\x00R\x05route\x12[\n" +
 	"\x0fdirect_response\x18\a \x01(\v20.weft.envoy.config.route.v3.DirectResponseActionH\x00R\x0edirectResponse\x12?\n" +
 	"\bmetadata\x18\x04 \x01(\v2#.weft.envoy.config.core.v3.MetadataR\bmetadataB\b\n" +
-	"\x06action\"8\n" +
+	"\x06action\"\xc3\x01\n" +
+	"\x0fWeightedCluster\x12U\n" +
+	"\bclusters\x18\x01 \x03(\v29.weft.envoy.config.route.v3.WeightedCluster.ClusterWeightR\bclusters\x1aY\n" +
+	"\rClusterWeight\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\x06weight\x18\x02 \x01(\v2\x1c.google.protobuf.UInt32ValueR\x06weight\"\x93\x01\n" +
 	"\n" +
 	"RouteMatch\x12\x18\n" +
-	"\x06prefix\x18\x01 \x01(\tH\x00R\x06prefixB\x10\n" +
-	"\x0epath_specifier\">\n" +
+	"\x06prefix\x18\x01 \x01(\tH\x00R\x06prefix\x12\x14\n" +
+	"\x04path\x18\x02 \x01(\tH\x00R\x04path\x12C\n" +
+	"\aheaders\x18\x06 \x03(\v2).weft.envoy.config.route.v3.HeaderMatcherR\aheadersB\x10\n" +
+	"\x0epath_specifier\"\x9b\x02\n" +
 	"\vRouteAction\x12\x1a\n" +
-	"\acluster\x18\x01 \x01(\tH\x00R\aclusterB\x13\n" +
-	"\x11cluster_specifier\"i\n" +
+	"\acluster\x18\x01 \x01(\tH\x00R\acluster\x12Z\n" +
+	"\x11weighted_clusters\x18\x03 \x01(\v2+.weft.envoy.config.route.v3.WeightedClusterH\x00R\x10weightedClusters\x123\n" +
+	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12J\n" +
+	"\fretry_policy\x18\t \x01(\v2'.weft.envoy.config.route.v3.RetryPolicyR\vretryPolicyB\x13\n" +
+	"\x11cluster_specifier\"\xc2\x03\n" +
+	"\vRetryPolicy\x12\x19\n" +
+	"\bretry_on\x18\x01 \x01(\tR\aretryOn\x12=\n" +
+	"\vnum_retries\x18\x02 \x01(\v2\x1c.google.protobuf.UInt32ValueR\n" +
+	"numRetries\x12A\n" +
+	"\x0fper_try_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\rperTryTimeout\x12l\n" +
+	"\x14retry_host_predicate\x18\x05 \x03(\v2:.weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicateR\x12retryHostPredicate\x124\n" +
+	"\x16retriable_status_codes\x18\a \x03(\rR\x14retriableStatusCodes\x1ar\n" +
+	"\x12RetryHostPredicate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\ftyped_config\x18\x03 \x01(\v2\x14.google.protobuf.AnyH\x00R\vtypedConfigB\r\n" +
+	"\vconfig_type\"i\n" +
 	"\x14DirectResponseAction\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\rR\x06status\x129\n" +
-	"\x04body\x18\x02 \x01(\v2%.weft.envoy.config.core.v3.DataSourceR\x04bodyBIZGgithub.com/weftmesh/weft/sidecar/internal/envoy/config/route/v3;routev3b\x06proto3"
+	"\x04body\x18\x02 \x01(\v2%.weft.envoy.config.core.v3.DataSourceR\x04body\"\xd7\x01\n" +
+	"\rHeaderMatcher\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\rpresent_match\x18\a \x01(\bH\x00R\fpresentMatch\x12N\n" +
+	"\fstring_match\x18\r \x01(\v2).weft.envoy.type.matcher.v3.StringMatcherH\x00R\vstringMatch\x12!\n" +
+	"\finvert_match\x18\b \x01(\bR\vinvertMatchB\x18\n" +
+	"\x16header_match_specifierBIZGgithub.com/weftmesh/weft/sidecar/internal/envoy/config/route/v3;routev3b\x06proto3"
 
 var (
 	file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescOnce sync.Once
@@ -416,28 +847,48 @@ func file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescG
 	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescData
 }
 
-var file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_sidecar_internal_envoy_config_route_v3_route_components_proto_goTypes = []any{
-	(*VirtualHost)(nil),          // 0: weft.envoy.config.route.v3.VirtualHost
-	(*Route)(nil),                // 1: weft.envoy.config.route.v3.Route
-	(*RouteMatch)(nil),           // 2: weft.envoy.config.route.v3.RouteMatch
-	(*RouteAction)(nil),          // 3: weft.envoy.config.route.v3.RouteAction
-	(*DirectResponseAction)(nil), // 4: weft.envoy.config.route.v3.DirectResponseAction
-	(*v3.Metadata)(nil),          // 5: weft.envoy.config.core.v3.Metadata
-	(*v3.DataSource)(nil),        // 6: weft.envoy.config.core.v3.DataSource
+	(*VirtualHost)(nil),                    // 0: weft.envoy.config.route.v3.VirtualHost
+	(*Route)(nil),                          // 1: weft.envoy.config.route.v3.Route
+	(*WeightedCluster)(nil),                // 2: weft.envoy.config.route.v3.WeightedCluster
+	(*RouteMatch)(nil),                     // 3: weft.envoy.config.route.v3.RouteMatch
+	(*RouteAction)(nil),                    // 4: weft.envoy.config.route.v3.RouteAction
+	(*RetryPolicy)(nil),                    // 5: weft.envoy.config.route.v3.RetryPolicy
+	(*DirectResponseAction)(nil),           // 6: weft.envoy.config.route.v3.DirectResponseAction
+	(*HeaderMatcher)(nil),                  // 7: weft.envoy.config.route.v3.HeaderMatcher
+	(*WeightedCluster_ClusterWeight)(nil),  // 8: weft.envoy.config.route.v3.WeightedCluster.ClusterWeight
+	(*RetryPolicy_RetryHostPredicate)(nil), // 9: weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate
+	(*v3.Metadata)(nil),                    // 10: weft.envoy.config.core.v3.Metadata
+	(*durationpb.Duration)(nil),            // 11: google.protobuf.Duration
+	(*wrapperspb.UInt32Value)(nil),         // 12: google.protobuf.UInt32Value
+	(*v3.DataSource)(nil),                  // 13: weft.envoy.config.core.v3.DataSource
+	(*v31.StringMatcher)(nil),              // 14: weft.envoy.type.matcher.v3.StringMatcher
+	(*anypb.Any)(nil),                      // 15: google.protobuf.Any
 }
 var file_sidecar_internal_envoy_config_route_v3_route_components_proto_depIdxs = []int32{
-	1, // 0: weft.envoy.config.route.v3.VirtualHost.routes:type_name -> weft.envoy.config.route.v3.Route
-	2, // 1: weft.envoy.config.route.v3.Route.match:type_name -> weft.envoy.config.route.v3.RouteMatch
-	3, // 2: weft.envoy.config.route.v3.Route.route:type_name -> weft.envoy.config.route.v3.RouteAction
-	4, // 3: weft.envoy.config.route.v3.Route.direct_response:type_name -> weft.envoy.config.route.v3.DirectResponseAction
-	5, // 4: weft.envoy.config.route.v3.Route.metadata:type_name -> weft.envoy.config.core.v3.Metadata
-	6, // 5: weft.envoy.config.route.v3.DirectResponseAction.body:type_name -> weft.envoy.config.core.v3.DataSource
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	1,  // 0: weft.envoy.config.route.v3.VirtualHost.routes:type_name -> weft.envoy.config.route.v3.Route
+	3,  // 1: weft.envoy.config.route.v3.Route.match:type_name -> weft.envoy.config.route.v3.RouteMatch
+	4,  // 2: weft.envoy.config.route.v3.Route.route:type_name -> weft.envoy.config.route.v3.RouteAction
+	6,  // 3: weft.envoy.config.route.v3.Route.direct_response:type_name -> weft.envoy.config.route.v3.DirectResponseAction
+	10, // 4: weft.envoy.config.route.v3.Route.metadata:type_name -> weft.envoy.config.core.v3.Metadata
+	8,  // 5: weft.envoy.config.route.v3.WeightedCluster.clusters:type_name -> weft.envoy.config.route.v3.WeightedCluster.ClusterWeight
+	7,  // 6: weft.envoy.config.route.v3.RouteMatch.headers:type_name -> weft.envoy.config.route.v3.HeaderMatcher
+	2,  // 7: weft.envoy.config.route.v3.RouteAction.weighted_clusters:type_name -> weft.envoy.config.route.v3.WeightedCluster
+	11, // 8: weft.envoy.config.route.v3.RouteAction.timeout:type_name -> google.protobuf.Duration
+	5,  // 9: weft.envoy.config.route.v3.RouteAction.retry_policy:type_name -> weft.envoy.config.route.v3.RetryPolicy
+	12, // 10: weft.envoy.config.route.v3.RetryPolicy.num_retries:type_name -> google.protobuf.UInt32Value
+	11, // 11: weft.envoy.config.route.v3.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	9,  // 12: weft.envoy.config.route.v3.RetryPolicy.retry_host_predicate:type_name -> weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate
+	13, // 13: weft.envoy.config.route.v3.DirectResponseAction.body:type_name -> weft.envoy.config.core.v3.DataSource
+	14, // 14: weft.envoy.config.route.v3.HeaderMatcher.string_match:type_name -> weft.envoy.type.matcher.v3.StringMatcher
+	12, // 15: weft.envoy.config.route.v3.WeightedCluster.ClusterWeight.weight:type_name -> google.protobuf.UInt32Value
+	15, // 16: weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate.typed_config:type_name -> google.protobuf.Any
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_internal_envoy_config_route_v3_route_components_proto_init() }
@@ -449,11 +900,20 @@ func file_sidecar_internal_envoy_config_route_v3_route_components_proto_init() {
 		(*Route_Route)(nil),
 		(*Route_DirectResponse)(nil),
 	}
-	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[2].OneofWrappers = []any{
-		(*RouteMatch_Prefix)(nil),
-	}
 	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[3].OneofWrappers = []any{
+		(*RouteMatch_Prefix)(nil),
+		(*RouteMatch_Path)(nil),
+	}
+	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[4].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
+		(*RouteAction_WeightedClusters)(nil),
+	}
+	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[7].OneofWrappers = []any{
+		(*HeaderMatcher_PresentMatch)(nil),
+		(*HeaderMatcher_StringMatch)(nil),
+	}
+	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[9].OneofWrappers = []any{
+		(*RetryPolicy_RetryHostPredicate_TypedConfig)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -461,7 +921,7 @@ func file_sidecar_internal_envoy_config_route_v3_route_components_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc), len(file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
