@@ -55,6 +55,7 @@ type Config struct {
 	AuditMaxEvents int                  // 500,000: the store's cap (audit.StoreConfig.MaxEvents)
 	OTLPEndpoint   string               // "": no export; else host:port of an OTLP/gRPC logs receiver
 	OTLPInsecure   bool                 // plaintext OTLP (a collector sidecar on loopback)
+	HTTPRouting    bool                 // false: route the requests of HTTP Service ports (translate.Generator.HTTPRouting; docs/l7.md)
 	Debounce       time.Duration        // 100ms: quiet time before a change is pushed
 	MaxDelay       time.Duration        // 1s: longest a change waits under continuous churn
 	Logger         *slog.Logger
@@ -144,7 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	gen := &translate.Generator{Snapshot: mesh.Current, Bundle: ca.BundlePEM,
-		ControlPlaneAddr: names.ControlPlaneAddr(cfg.Namespace)}
+		ControlPlaneAddr: names.ControlPlaneAddr(cfg.Namespace), HTTPRouting: cfg.HTTPRouting}
 	// Who may hold a pod's ADS and audit streams: its SVID, its token
 	// (which its app containers do not have), from its IP; until the pod
 	// goes or the SVID expires.

@@ -44,6 +44,7 @@ func main() {
 	flag.IntVar(&cfg.AuditMaxEvents, "audit-max-events", 500_000, "the audit store's cap: past it the oldest events are evicted (size it to the volume: ~1 KiB per event)")
 	flag.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export egress audit events as OTLP logs to this gRPC endpoint (host:port)")
 	flag.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", false, "plaintext OTLP (e.g. a collector on the same node)")
+	flag.BoolVar(&cfg.HTTPRouting, "http-routing", false, "route the requests of Service ports that declare http, http2 or grpc one by one between sidecars (HTTP/2 over mTLS; docs/l7.md); in development, off by default")
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig path; empty means in-cluster")
 	flag.Float64Var(&api.qps, "kube-api-qps", controlplane.KubeQPS, "requests per second to the Kubernetes API server (client-side limit; see controlplane.KubeQPS)")
 	flag.IntVar(&api.burst, "kube-api-burst", controlplane.KubeBurst, "burst of requests to the Kubernetes API server (client-side limit)")

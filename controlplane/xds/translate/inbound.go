@@ -30,9 +30,18 @@ import (
 // ports, all behind the rbac filters.
 func (b *builder) inboundListener() (*listenerv3.Listener, error) {
 	var chains []*listenerv3.FilterChain
+	httpPorts := b.inboundHTTPPorts()
 	for _, port := range b.inboundPorts() {
 		name := "inbound|" + strconv.Itoa(int(port))
-		b.addCluster(inboundCluster(name, port, slices.Contains(b.w.InboundLoopbackPorts, port)))
+		cluster := inboundCluster(name, port, slices.Contains(b.w.InboundLoopbackPorts, port))
+		if p, ok := httpPorts[port]; ok {
+			// Requests from client sidecars that negotiate h2 (http.go);
+			// the L4 chains below stay for the others.
+			cluster.TypedExtensionProtocolOptions = httpProtocolOptions(appSpeaksH2(p))
+			b.routes[name] = inboundHTTPRoutes(port)
+			chains = append(chains, b.inboundHTTPChain(name, port, b.pol.MTLS.ModeFor(port)))
+		}
+		b.addCluster(cluster)
 		chains = append(chains, b.inboundChains(name, wrapperspb.UInt32(uint32(port)), b.pol.MTLS.ModeFor(port), name)...)
 	}
 	// Before the catch-all (by destination_port, more specific): the
@@ -118,6 +127,54 @@ func (b *builder) inboundPorts() []uint16 {
 	ports = slices.DeleteFunc(ports, isSidecarPort)
 	slices.Sort(ports)
 	return slices.Compact(ports)
+}
+
+// inboundHTTPPorts are the workload's inbound ports that an in-mesh HTTP
+// Service port targets, with the protocol the app is sent requests in:
+// the first such Service port's (Services by namespace and name, ports in
+// order) when two disagree. Nil unless Generator.HTTPRouting.
+func (b *builder) inboundHTTPPorts() map[uint16]registry.AppProtocol {
+	if !b.httpRouting {
+		return nil
+	}
+	ports := map[uint16]registry.AppProtocol{}
+	for _, svc := range b.snap.ServicesFor(b.w) {
+		for _, sp := range svc.Ports {
+			if sp.Protocol != "" && sp.Protocol != "TCP" || !isHTTP(sp.AppProtocol) {
+				continue
+			}
+			if p, ok := b.targetPortOfSelf(svc, sp); ok && !isSidecarPort(p) {
+				if _, seen := ports[p]; !seen {
+					ports[p] = sp.AppProtocol
+				}
+			}
+		}
+	}
+	return ports
+}
+
+// inboundHTTPChain is chain inbound|<port>|h2: the port's TLS connections
+// whose client offers ALPN h2 (a client sidecar's HTTP cluster), with the
+// same client-certificate requirement and rbac filters as the L4 chain,
+// then the http_connection_manager of route configuration inbound|<port>.
+// In PERMISSIVE, plaintext callers keep the L4 plaintext chain.
+func (b *builder) inboundHTTPChain(name string, port uint16, mode v1alpha1.MTLSMode) *listenerv3.FilterChain {
+	common := commonTLS(nil)
+	common.AlpnProtocols = []string{alpnH2}
+	return &listenerv3.FilterChain{
+		Name: name + "|h2",
+		FilterChainMatch: &listenerv3.FilterChainMatch{
+			DestinationPort:      wrapperspb.UInt32(uint32(port)),
+			TransportProtocol:    "tls",
+			ApplicationProtocols: []string{alpnH2},
+		},
+		TransportSocket: transportSocket(&tlsv3.DownstreamTlsContext{
+			RequireClientCertificate: wrapperspb.Bool(true),
+			CommonTlsContext:         common,
+		}),
+		Filters:  append(b.rbacFilters(name), hcmFilter(name, name)),
+		Metadata: b.inboundMetadata(mode),
+	}
 }
 
 // targetPortOfSelf resolves sp's target port on the workload itself; a named

@@ -111,7 +111,7 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 				if reuse {
 					cla = oldCLA
 				} else {
-					eds = b.edsCluster(name, svc, injected)
+					eds = b.edsCluster(name, svc, injected, b.httpRouting && isHTTP(sp.AppProtocol))
 				}
 				b.endpoints[name] = cla
 				b.addCluster(eds)
@@ -147,7 +147,15 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 				// A chain is a function of exactly these inputs: the
 				// previous snapshot's chain of the Service is reused when
 				// they are equal.
-				c := &chainInputs{name: chainName, port: port, statPrefix: name, cluster: cluster, prefixes: claimed}
+				// An in-mesh HTTP port's requests are routed (http.go): an
+				// http_connection_manager with the route configuration
+				// of the cluster's name instead of tcp_proxy.
+				routes := ""
+				if meshed && b.httpRouting && isHTTP(sp.AppProtocol) {
+					routes = name
+					b.routes[name] = outboundHTTPRoutes(name, svc, sp.Port)
+				}
+				c := &chainInputs{name: chainName, port: port, statPrefix: name, cluster: cluster, routes: routes, prefixes: claimed}
 				if p := prev.chain(chainName); p != nil && p.same(c) {
 					c.chain = p.chain
 				} else {
@@ -162,6 +170,9 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 							StatPrefix:       name,
 							ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
 						})},
+					}
+					if routes != "" {
+						c.chain.Filters = []*listenerv3.Filter{hcmFilter(name, routes)}
 					}
 				}
 				out.putChain(c)
@@ -201,7 +212,7 @@ func health(ep *registry.Endpoint) corev3.HealthStatus {
 
 // edsCluster is an in-mesh Service port's cluster: EDS over ADS, mTLS that
 // accepts only the SPIFFE IDs the Service's sidecar endpoints run as.
-func (b *builder) edsCluster(name string, svc *registry.Service, injected []*registry.Endpoint) *clusterv3.Cluster {
+func (b *builder) edsCluster(name string, svc *registry.Service, injected []*registry.Endpoint, http bool) *clusterv3.Cluster {
 	var ids []string
 	for _, ep := range injected {
 		ids = append(ids, ep.Identity.String())
@@ -223,7 +234,10 @@ func (b *builder) edsCluster(name string, svc *registry.Service, injected []*reg
 		}),
 		Sni: fmt.Sprintf("%s.%s.svc.cluster.local", svc.Name, svc.Namespace),
 	}
-	return &clusterv3.Cluster{
+	if http {
+		upstream.CommonTlsContext.AlpnProtocols = []string{alpnH2}
+	}
+	c := &clusterv3.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
@@ -231,6 +245,10 @@ func (b *builder) edsCluster(name string, svc *registry.Service, injected []*reg
 		ConnectTimeout:       durationpb.New(1e9),
 		TransportSocket:      transportSocket(upstream),
 	}
+	if http {
+		withHTTP(c)
+	}
+	return c
 }
 
 func cidrRange(p netip.Prefix) *corev3.CidrRange {

@@ -11,6 +11,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
@@ -44,6 +45,8 @@ type sharedSet struct {
 	snap   *registry.Snapshot
 	cpHost string
 	cpPort uint32
+	// httpRouting is Generator.HTTPRouting when the set was built.
+	httpRouting bool
 
 	once  sync.Once
 	ready atomic.Bool
@@ -52,6 +55,9 @@ type sharedSet struct {
 	// clusters, by name; endpoints their ClusterLoadAssignments, by name.
 	clusters  []types.Resource
 	endpoints []types.Resource
+	// routes are the route configurations of the in-mesh HTTP chains
+	// (outbound|<port>|<service>.<namespace>), sorted by name.
+	routes []types.Resource
 	// chains are the in-mesh outbound chains (clipped: appending copies);
 	// taken the (port, prefix) leaves they use. Read-only.
 	chains []*listenerv3.FilterChain
@@ -106,12 +112,13 @@ func (m *svcMemo) reuse(svc *registry.Service, injection bool) (old, prev, now *
 type chainInputs struct {
 	chain                     *listenerv3.FilterChain
 	name, statPrefix, cluster string
+	routes                    string // an HTTP chain's route configuration; "": tcp_proxy
 	port                      uint16
 	prefixes                  []netip.Prefix
 }
 
 func (c *chainInputs) same(d *chainInputs) bool {
-	return c.name == d.name && c.statPrefix == d.statPrefix && c.cluster == d.cluster && c.port == d.port &&
+	return c.name == d.name && c.statPrefix == d.statPrefix && c.cluster == d.cluster && c.routes == d.routes && c.port == d.port &&
 		slices.Equal(c.prefixes, d.prefixes)
 }
 
@@ -186,13 +193,13 @@ func (t *Generator) shared(snap *registry.Snapshot, cpHost string, cpPort uint32
 	m.mu.Lock()
 	var s *sharedSet
 	for _, c := range m.sets {
-		if c != nil && c.snap == snap && c.cpHost == cpHost && c.cpPort == cpPort {
+		if c != nil && c.snap == snap && c.cpHost == cpHost && c.cpPort == cpPort && c.httpRouting == t.HTTPRouting {
 			s = c
 			break
 		}
 	}
 	if s == nil {
-		s = &sharedSet{snap: snap, cpHost: cpHost, cpPort: cpPort, prev: m.sets[0]}
+		s = &sharedSet{snap: snap, cpHost: cpHost, cpPort: cpPort, httpRouting: t.HTTPRouting, prev: m.sets[0]}
 		m.sets[1], m.sets[0] = m.sets[0], s
 	}
 	m.mu.Unlock()
@@ -204,9 +211,13 @@ func (s *sharedSet) build() {
 	b := &builder{
 		snap: s.snap, td: s.snap.Mesh.TrustDomain,
 		clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
-		svcs: &svcMemo{cur: map[registry.Key]*svcResources{}},
+		routes:      map[string]*routev3.RouteConfiguration{},
+		svcs:        &svcMemo{cur: map[registry.Key]*svcResources{}},
+		httpRouting: s.httpRouting,
 	}
-	if p := s.prev; p != nil && p.ready.Load() {
+	// Resources built with the other setting of HTTPRouting are not
+	// reused: the clusters differ.
+	if p := s.prev; p != nil && p.ready.Load() && p.httpRouting == s.httpRouting {
 		b.svcs.prev = p.svcs.cur
 	}
 	s.prev = nil // no chain of sets kept alive
@@ -225,7 +236,11 @@ func (s *sharedSet) build() {
 	s.plainOutbound = b.outboundListenerOf(s.chains, nil)
 	s.clusters = sortedValues(b.clusters)
 	s.endpoints = sortedValues(b.endpoints)
-	s.all = make(map[types.Resource]struct{}, len(s.clusters)+len(s.endpoints)+1)
+	s.routes = sortedValues(b.routes)
+	s.all = make(map[types.Resource]struct{}, len(s.clusters)+len(s.endpoints)+len(s.routes)+1)
+	for _, r := range s.routes {
+		s.all[r] = struct{}{}
+	}
 	for _, r := range s.clusters {
 		s.all[r] = struct{}{}
 	}

@@ -67,11 +67,22 @@ func relatedSnapshots(t *testing.T) []*registry.Snapshot {
 // TestSharedMatchesFresh: one Generator, fed related snapshots, gives every
 // sidecar exactly what a fresh Generator gives, and shares what is the same
 // for every sidecar.
-func TestSharedMatchesFresh(t *testing.T) {
+// forBothRoutings runs f with Generator.HTTPRouting off and on: the
+// shared resources of both must keep the invariants.
+func forBothRoutings(t *testing.T, f func(t *testing.T, http bool)) {
+	for _, http := range []bool{false, true} {
+		t.Run(fmt.Sprintf("HTTPRouting=%v", http), func(t *testing.T) { f(t, http) })
+	}
+}
+
+func TestSharedMatchesFresh(t *testing.T) { forBothRoutings(t, testSharedMatchesFresh) }
+
+func testSharedMatchesFresh(t *testing.T, http bool) {
 	snaps := relatedSnapshots(t)
 	cur := snaps[0]
 	shared := translatorFor(cur)
 	shared.Snapshot = func() *registry.Snapshot { return cur }
+	shared.HTTPRouting = http
 	for _, snap := range snaps {
 		cur = snap
 		var first xds.Resources
@@ -81,7 +92,9 @@ func TestSharedMatchesFresh(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := translatorFor(snap).Generate(node)
+			fresh := translatorFor(snap)
+			fresh.HTTPRouting = http
+			want, err := fresh.Generate(node)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,10 +132,15 @@ func TestSharedMatchesFresh(t *testing.T) {
 // ClusterLoadAssignment, the outbound listener or the trust bundle handed to
 // an earlier sidecar or kept from an earlier snapshot) fails here.
 func TestGeneratedResourcesNeverChange(t *testing.T) {
+	forBothRoutings(t, testGeneratedResourcesNeverChange)
+}
+
+func testGeneratedResourcesNeverChange(t *testing.T, http bool) {
 	snaps := relatedSnapshots(t)
 	cur := snaps[0]
 	gen := translatorFor(cur)
 	gen.Snapshot = func() *registry.Snapshot { return cur }
+	gen.HTTPRouting = http
 	type kept struct {
 		what      string
 		got, copy types.Resource

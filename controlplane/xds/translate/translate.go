@@ -67,8 +67,10 @@ const (
 //   - Inbound ports are the target ports of the Services selecting the
 //     workload plus the ports its MTLSPolicy names; every other port takes
 //     the catch-all chains (workload mode) to InboundPassthroughCluster.
-//     Ports with appProtocol http, http2 or grpc are still tcp_proxy'd (L4)
-//     in this version: authorization is by identity and port only.
+//     Ports with appProtocol http, http2 or grpc are tcp_proxy'd (L4) like
+//     the others unless HTTPRouting is on; then client sidecars that offer
+//     ALPN h2 get an HTTP chain of their own (http.go). Authorization is
+//     by identity and port only, per connection, either way.
 //   - Authorization: DENY AuthorizationPolicies become an rbac filter with
 //     action DENY placed before the rbac filter with action ALLOW built from
 //     the ALLOW policies (one RBAC policy per rule, named "<ns>/<name>#<i>"),
@@ -120,6 +122,12 @@ type Generator struct {
 	ControlPlaneAddr string
 	// Bundle returns the PEM of every root of the trust domain.
 	Bundle func() []byte
+	// HTTPRouting: the requests of in-mesh Service ports that declare
+	// http, http2 or grpc are routed one by one by the sidecars and
+	// carried over HTTP/2 between them (docs/l7.md, http.go). Off: every
+	// port is L4, as before. Off by default while the HTTP-aware data
+	// plane is being built.
+	HTTPRouting bool
 }
 
 // Generate returns every resource the sidecar of node needs.
@@ -152,7 +160,8 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 	b := &builder{
 		snap: snap, w: w, pol: snap.PoliciesFor(w), td: snap.Mesh.TrustDomain,
 		clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
-		routes: map[string]*routev3.RouteConfiguration{},
+		routes:      map[string]*routev3.RouteConfiguration{},
+		httpRouting: t.HTTPRouting,
 	}
 	b.failClosed()
 	// The static clusters, the in-mesh Services' clusters and endpoints and
@@ -178,8 +187,9 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 		resource.ClusterType: mergeByName(sh.clusters, sortedValues(b.clusters),
 			func(r types.Resource) string { return r.(*clusterv3.Cluster).GetName() }),
 		resource.EndpointType: slices.Clone(sh.endpoints),
-		resource.RouteType:    sortedValues(b.routes),
-		resource.SecretType:   {t.trustBundle(pem)},
+		resource.RouteType: mergeByName(sh.routes, sortedValues(b.routes),
+			func(r types.Resource) string { return r.(*routev3.RouteConfiguration).GetName() }),
+		resource.SecretType: {t.trustBundle(pem)},
 	}
 	if err := checkNoSelfTraffic(res, w.IPs); err != nil {
 		return nil, fmt.Errorf("xds: translate %s: %w", id, err)
@@ -202,6 +212,8 @@ type builder struct {
 	clusters  map[string]*clusterv3.Cluster
 	endpoints map[string]*endpointv3.ClusterLoadAssignment
 	routes    map[string]*routev3.RouteConfiguration
+	// httpRouting is Generator.HTTPRouting.
+	httpRouting bool
 
 	// svcs (nil: none) reuses and records the Services' clusters and
 	// endpoints across registry snapshots.

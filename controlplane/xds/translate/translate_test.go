@@ -183,6 +183,13 @@ func translatorFor(snap *registry.Snapshot) *Generator {
 
 func generate(t testing.TB, snap *registry.Snapshot, nodeID string) xds.Resources {
 	t.Helper()
+	return generateWith(t, translatorFor(snap), snap, nodeID)
+}
+
+// generateWith is generate with a Generator of the test's own (e.g. with
+// HTTPRouting).
+func generateWith(t testing.TB, gen *Generator, snap *registry.Snapshot, nodeID string) xds.Resources {
+	t.Helper()
 	name, ns, err := xds.ParseNodeID(nodeID)
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +198,7 @@ func generate(t testing.TB, snap *registry.Snapshot, nodeID string) xds.Resource
 	if !ok {
 		t.Fatalf("no workload %s", nodeID)
 	}
-	res, err := translatorFor(snap).Generate(xds.Node{Name: name, Namespace: ns, ID: w.Identity})
+	res, err := gen.Generate(xds.Node{Name: name, Namespace: ns, ID: w.Identity})
 	if err != nil {
 		t.Fatalf("Generate(%s): %v", nodeID, err)
 	}
@@ -368,25 +375,36 @@ func TestTranslateGolden(t *testing.T) {
 	cases := []struct {
 		name, node string
 		contents   registry.Snapshot
+		http       bool // Generator.HTTPRouting
 	}{
-		{"client", "client-7d9f.demo", meshContents(v1alpha1.OutboundAllowAny)},
-		{"client-registry-only", "client-7d9f.demo", meshContents(v1alpha1.OutboundRegistryOnly)},
+		{"client", "client-7d9f.demo", meshContents(v1alpha1.OutboundAllowAny), false},
+		{"client-registry-only", "client-7d9f.demo", meshContents(v1alpha1.OutboundRegistryOnly), false},
 		// client-egress with defaultAction Allow, lab-audit (Audit mode)
 		// with Deny: what no rule matches goes out, flagged by lab-audit's
 		// default.
-		{"client-audit-default", "client-7d9f.demo", withDefaults(meshContents(v1alpha1.OutboundAllowAny), v1alpha1.EgressAllow, v1alpha1.EgressDeny)},
-		{"server-v1", "server-v1-5b7c.demo", meshContents(v1alpha1.OutboundAllowAny)},
-		{"legacy", "legacy-app-0.legacy", meshContents(v1alpha1.OutboundAllowAny)},
+		{"client-audit-default", "client-7d9f.demo", withDefaults(meshContents(v1alpha1.OutboundAllowAny), v1alpha1.EgressAllow, v1alpha1.EgressDeny), false},
+		{"server-v1", "server-v1-5b7c.demo", meshContents(v1alpha1.OutboundAllowAny), false},
+		{"legacy", "legacy-app-0.legacy", meshContents(v1alpha1.OutboundAllowAny), false},
 		// weft.dev/inbound-loopback-ports: "8080,9091": both to 127.0.0.1,
 		// 9091 with chains of its own though no Service names it.
-		{"server-v1-loopback", "server-v1-5b7c.demo", withLoopbackPorts(meshContents(v1alpha1.OutboundAllowAny), "server-v1-5b7c", 8080, 9091)},
+		{"server-v1-loopback", "server-v1-5b7c.demo", withLoopbackPorts(meshContents(v1alpha1.OutboundAllowAny), "server-v1-5b7c", 8080, 9091), false},
 		{"server-v1-rejected-policy", "server-v1-5b7c.demo", withRejected(meshContents(v1alpha1.OutboundAllowAny),
 			registry.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Generation: 2,
-				Reason: v1alpha1.ReasonInvalid, Message: `spec.rules[0].from[0].principals[0] "spiffe://other.domain/x" is not in the mesh's trust domain "cluster.local"`})},
+				Reason: v1alpha1.ReasonInvalid, Message: `spec.rules[0].from[0].principals[0] "spiffe://other.domain/x" is not in the mesh's trust domain "cluster.local"`}), false},
+		// HTTPRouting: demo/server's port "http" is routed request by
+		// request (docs/l7.md); legacy's tcp port stays L4.
+		{"client-http", "client-7d9f.demo", meshContents(v1alpha1.OutboundAllowAny), true},
+		{"server-v1-http", "server-v1-5b7c.demo", meshContents(v1alpha1.OutboundAllowAny), true},
+		{"server-v1-http-rejected-policy", "server-v1-5b7c.demo", withRejected(meshContents(v1alpha1.OutboundAllowAny),
+			registry.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Generation: 2,
+				Reason: v1alpha1.ReasonInvalid, Message: "broken"}), true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res := generate(t, registry.NewSnapshot(tc.contents), tc.node)
+			snap := registry.NewSnapshot(tc.contents)
+			gen := translatorFor(snap)
+			gen.HTTPRouting = tc.http
+			res := generateWith(t, gen, snap, tc.node)
 			dir := filepath.Join("testdata", "golden", tc.name)
 			for typ, file := range goldenFiles {
 				got := toYAML(t, res[typ])
