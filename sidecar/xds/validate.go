@@ -86,7 +86,12 @@ func (b builder) resource(cfg *model.Config, t, name string, m proto.Message) er
 			cfg.Outbound = l
 		}
 	case model.RouteType:
-		cfg.Routes[name], err = b.routeConfig(m)
+		// Listeners are read first: the chains that reference a route
+		// configuration say what it may hold.
+		var kind routeKind
+		if kind, err = routeKindOf(cfg, name); err == nil {
+			cfg.Routes[name], err = b.routeConfig(m, kind)
+		}
 	}
 	return err
 }

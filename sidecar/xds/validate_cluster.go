@@ -3,12 +3,15 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	clusterv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/cluster/v3"
 	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
@@ -94,15 +97,21 @@ func (b builder) cluster(m proto.Message) (*model.Cluster, error) {
 			// The app's port on the pod's own address: the original
 			// destination, which the inbound chain matched on port.
 			out.Kind = model.KindOriginalDst
-			if err := only(c, append(clusterFields, "upstream_bind_config")...); err != nil {
+			if err := only(c, append(clusterFields, "upstream_bind_config", "typed_extension_protocol_options")...); err != nil {
 				return nil, err
 			}
 			if err := bindConfig(c, out); err != nil {
 				return nil, err
 			}
+			if out.HTTP, err = httpProtocol(c, model.HTTP1, model.HTTP2); err != nil {
+				return nil, err
+			}
 			return out, lbPolicy(c, out, clusterv3.Cluster_CLUSTER_PROVIDED, clusterv3.Cluster_ROUND_ROBIN)
 		}
-		if err := only(c, append(clusterFields, "load_assignment", "upstream_bind_config")...); err != nil {
+		if err := only(c, append(clusterFields, "load_assignment", "upstream_bind_config", "typed_extension_protocol_options")...); err != nil {
+			return nil, err
+		}
+		if out.HTTP, err = httpProtocol(c, model.HTTP1, model.HTTP2); err != nil {
 			return nil, err
 		}
 		if err := wantType(clusterv3.Cluster_STATIC); err != nil {
@@ -132,7 +141,8 @@ func (b builder) edsCluster(c *clusterv3.Cluster, out *model.Cluster, wantType f
 	if parts := strings.Split(c.GetName(), "|"); len(parts) != 3 || !validPort(parts[1]) || !strings.Contains(parts[2], ".") {
 		return nil, errors.New(`name must be "outbound|<port>|<service>.<namespace>"`)
 	}
-	if err := only(c, append(clusterFields, "eds_cluster_config", "transport_socket")...); err != nil {
+	if err := only(c, append(clusterFields, "eds_cluster_config", "transport_socket",
+		"typed_extension_protocol_options", "outlier_detection", "circuit_breakers")...); err != nil {
 		return nil, err
 	}
 	if err := wantType(clusterv3.Cluster_EDS); err != nil {
@@ -158,7 +168,174 @@ func (b builder) edsCluster(c *clusterv3.Cluster, out *model.Cluster, wantType f
 	if out.UpstreamTLS, err = b.upstreamTLS(c.GetTransportSocket()); err != nil {
 		return nil, fmt.Errorf("transport_socket: %w", err)
 	}
+	if out.HTTP, err = httpProtocol(c, model.HTTP2); err != nil {
+		return nil, err
+	}
+	// The peer's inbound listener tells its h2 chain from its L4 chain by
+	// ALPN: requests must offer h2, connections must not.
+	h2 := slices.Contains(out.UpstreamTLS.ALPN, alpnH2)
+	switch {
+	case out.HTTP == model.HTTP2 && !slices.Equal(out.UpstreamTLS.ALPN, []string{alpnH2}):
+		return nil, fmt.Errorf("transport_socket: common_tls_context.alpn_protocols %q: an HTTP/2 cluster must offer exactly [%q]", out.UpstreamTLS.ALPN, alpnH2)
+	case out.HTTP == model.HTTPNone && h2:
+		return nil, fmt.Errorf("transport_socket: common_tls_context.alpn_protocols %q: %q needs typed_extension_protocol_options explicit http2_protocol_options", out.UpstreamTLS.ALPN, alpnH2)
+	}
+	if od := c.GetOutlierDetection(); od != nil {
+		if out.HTTP == model.HTTPNone {
+			return nil, errors.New("outlier_detection is supported on HTTP clusters only (typed_extension_protocol_options)")
+		}
+		if out.Outlier, err = outlierDetection(od); err != nil {
+			return nil, fmt.Errorf("outlier_detection: %w", err)
+		}
+	}
+	if cb := c.GetCircuitBreakers(); cb != nil {
+		if out.HTTP == model.HTTPNone {
+			return nil, errors.New("circuit_breakers is supported on HTTP clusters only (typed_extension_protocol_options)")
+		}
+		if out.RetryBudget, err = retryBudget(cb); err != nil {
+			return nil, fmt.Errorf("circuit_breakers: %w", err)
+		}
+	}
 	return out, lbPolicy(c, out, clusterv3.Cluster_ROUND_ROBIN, clusterv3.Cluster_LEAST_REQUEST)
+}
+
+// alpnH2 is the ALPN protocol of requests between sidecars.
+const alpnH2 = "h2"
+
+// httpProtocolOptionsName is the typed_extension_protocol_options key of
+// the one extension the sidecar reads.
+const httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// httpProtocol reads typed_extension_protocol_options: nothing (HTTPNone),
+// or HttpProtocolOptions with explicit_http_config of one of allowed, no
+// settings.
+func httpProtocol(c *clusterv3.Cluster, allowed ...model.HTTPProtocol) (model.HTTPProtocol, error) {
+	opts := c.GetTypedExtensionProtocolOptions()
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		if k != httpProtocolOptionsName {
+			return model.HTTPNone, fmt.Errorf("typed_extension_protocol_options %q is not supported", k)
+		}
+	}
+	a, ok := opts[httpProtocolOptionsName]
+	if !ok {
+		return model.HTTPNone, nil
+	}
+	p, err := explicitHTTP(a)
+	if err != nil {
+		return model.HTTPNone, fmt.Errorf("typed_extension_protocol_options %q: %w", httpProtocolOptionsName, err)
+	}
+	if !slices.Contains(allowed, p) {
+		return model.HTTPNone, fmt.Errorf("typed_extension_protocol_options %q: %s is not supported for this cluster", httpProtocolOptionsName, p)
+	}
+	return p, nil
+}
+
+func explicitHTTP(a *anypb.Any) (model.HTTPProtocol, error) {
+	var hpo upstreamhttpv3.HttpProtocolOptions
+	if err := unpack(a, &hpo); err != nil {
+		return model.HTTPNone, err
+	}
+	if err := only(&hpo, "explicit_http_config"); err != nil {
+		return model.HTTPNone, err
+	}
+	switch pc := hpo.GetExplicitHttpConfig().GetProtocolConfig().(type) {
+	case *upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions:
+		if err := only(pc.HttpProtocolOptions); err != nil {
+			return model.HTTPNone, fmt.Errorf("explicit_http_config.http_protocol_options: %w", err)
+		}
+		return model.HTTP1, nil
+	case *upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions:
+		if err := only(pc.Http2ProtocolOptions); err != nil {
+			return model.HTTPNone, fmt.Errorf("explicit_http_config.http2_protocol_options: %w", err)
+		}
+		return model.HTTP2, nil
+	}
+	return model.HTTPNone, errors.New("explicit_http_config: http_protocol_options or http2_protocol_options is required")
+}
+
+// Envoy's defaults of outlier detection and of a retry budget.
+const (
+	defaultConsecutive5xx      = 5
+	defaultOutlierInterval     = 10 * time.Second
+	defaultBaseEjectionTime    = 30 * time.Second
+	defaultMaxEjectionTime     = 300 * time.Second
+	defaultMaxEjectionPercent  = 10
+	defaultBudgetPercent       = 20.0
+	defaultMinRetryConcurrency = 3
+)
+
+// outlierDetection: consecutive 5xx ejection only, Envoy's defaults for
+// what is unset.
+func outlierDetection(od *clusterv3.OutlierDetection) (*model.OutlierDetection, error) {
+	if err := only(od, "consecutive_5xx", "interval", "base_ejection_time", "max_ejection_time", "max_ejection_percent"); err != nil {
+		return nil, err
+	}
+	out := &model.OutlierDetection{
+		Consecutive5xx:     defaultConsecutive5xx,
+		Interval:           defaultOutlierInterval,
+		BaseEjectionTime:   defaultBaseEjectionTime,
+		MaxEjectionTime:    defaultMaxEjectionTime,
+		MaxEjectionPercent: defaultMaxEjectionPercent,
+	}
+	if v := od.GetConsecutive_5Xx(); v != nil {
+		if out.Consecutive5xx = v.GetValue(); out.Consecutive5xx == 0 {
+			return nil, errors.New("consecutive_5xx must be at least 1")
+		}
+	}
+	// conform checked the durations are valid and positive.
+	if d := od.GetInterval(); d != nil {
+		out.Interval = d.AsDuration()
+	}
+	if d := od.GetBaseEjectionTime(); d != nil {
+		out.BaseEjectionTime = d.AsDuration()
+	}
+	if d := od.GetMaxEjectionTime(); d != nil {
+		out.MaxEjectionTime = d.AsDuration()
+	}
+	if v := od.GetMaxEjectionPercent(); v != nil {
+		out.MaxEjectionPercent = v.GetValue() // conform: at most 100
+	}
+	if out.MaxEjectionTime < out.BaseEjectionTime {
+		return nil, fmt.Errorf("max_ejection_time %s is less than base_ejection_time %s", out.MaxEjectionTime, out.BaseEjectionTime)
+	}
+	return out, nil
+}
+
+// retryBudget: at most one threshold (the default priority's), holding at
+// most a retry budget, Envoy's defaults for what is unset. No threshold, or
+// one without a budget: nil (Envoy's default max_retries applies).
+func retryBudget(cb *clusterv3.CircuitBreakers) (*model.RetryBudget, error) {
+	if err := only(cb, "thresholds"); err != nil {
+		return nil, err
+	}
+	th := cb.GetThresholds()
+	if len(th) > 1 {
+		return nil, fmt.Errorf("thresholds: %d thresholds, at most one (the default priority's) is supported", len(th))
+	}
+	if len(th) == 0 {
+		return nil, nil
+	}
+	if err := only(th[0], "retry_budget"); err != nil {
+		return nil, fmt.Errorf("thresholds 0: %w", err)
+	}
+	rb := th[0].GetRetryBudget()
+	if rb == nil {
+		return nil, nil
+	}
+	if err := only(rb, "budget_percent", "min_retry_concurrency"); err != nil {
+		return nil, fmt.Errorf("thresholds 0: retry_budget: %w", err)
+	}
+	out := &model.RetryBudget{BudgetPercent: defaultBudgetPercent, MinRetryConcurrency: defaultMinRetryConcurrency}
+	if p := rb.GetBudgetPercent(); p != nil {
+		if err := only(p, "value"); err != nil {
+			return nil, fmt.Errorf("thresholds 0: retry_budget.budget_percent: %w", err)
+		}
+		out.BudgetPercent = p.GetValue() // conform: in [0, 100]
+	}
+	if v := rb.GetMinRetryConcurrency(); v != nil {
+		out.MinRetryConcurrency = v.GetValue()
+	}
+	return out, nil
 }
 
 // controlPlaneCluster accepts the access-log target. The sidecar sends on
@@ -174,17 +351,10 @@ func (b builder) controlPlaneCluster(c *clusterv3.Cluster, out *model.Cluster, w
 	if err := wantType(clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS); err != nil {
 		return nil, err
 	}
-	for k, v := range c.GetTypedExtensionProtocolOptions() {
-		var hpo upstreamhttpv3.HttpProtocolOptions
-		if k != "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" {
-			return nil, fmt.Errorf("typed_extension_protocol_options %q is not supported", k)
-		}
-		if err := unpack(v, &hpo); err != nil {
-			return nil, fmt.Errorf("typed_extension_protocol_options %q: %w", k, err)
-		}
-		if hpo.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
-			return nil, fmt.Errorf("typed_extension_protocol_options %q: only explicit_http_config.http2_protocol_options is supported", k)
-		}
+	// HTTP/2 to the control plane is the sidecar's own connection: the
+	// cluster's HTTP stays HTTPNone (it carries no routed requests).
+	if _, err := httpProtocol(c, model.HTTP2); err != nil {
+		return nil, err
 	}
 	if ts := c.GetTransportSocket(); ts != nil {
 		// Ignored, but it must be one the sidecar could read: a TLS context

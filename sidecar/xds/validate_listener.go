@@ -158,7 +158,31 @@ func (b builder) filterChain(fc *listenerv3.FilterChain, l *model.Listener) (*mo
 	if err := b.networkFilters(fc.GetFilters(), out); err != nil {
 		return nil, err
 	}
+	if l.Name == model.InboundListener {
+		if err := inboundProtocol(out); err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
+}
+
+// inboundProtocol: the sidecar serves peers' requests over HTTP/2 on mTLS
+// only, on a chain that a client offering h2 (ALPN) reaches and that
+// negotiates h2; and a chain that proxies connections must not negotiate
+// h2, or a peer's requests would reach the app as raw HTTP/2 frames.
+func inboundProtocol(fc *model.FilterChain) error {
+	h2 := []string{alpnH2}
+	if fc.Target.RouteConfig != "" {
+		if fc.TLS == nil || !slices.Equal(fc.TLS.ALPN, h2) || fc.Match.TransportProtocol != "tls" || !slices.Equal(fc.Match.AppProtocols, h2) {
+			return fmt.Errorf(`http_connection_manager on the %s listener needs filter_chain_match {transport_protocol: "tls", `+
+				`application_protocols: ["h2"]} and a transport_socket with alpn_protocols ["h2"] (requests from peers are HTTP/2 on mTLS)`, model.InboundListener)
+		}
+		return nil
+	}
+	if fc.TLS != nil && slices.Contains(fc.TLS.ALPN, alpnH2) {
+		return fmt.Errorf("transport_socket: alpn_protocols %q: %q is only for an http_connection_manager chain", fc.TLS.ALPN, alpnH2)
+	}
+	return nil
 }
 
 func chainMatch(m *listenerv3.FilterChainMatch, l *model.Listener) (model.ChainMatch, error) {

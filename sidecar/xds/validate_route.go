@@ -3,16 +3,95 @@ package xds
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	routev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/route/v3"
+	previoushostsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/retry/host/previous_hosts/v3"
+	matcherv3 "github.com/weftmesh/weft/sidecar/internal/envoy/type/matcher/v3"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
-func (b builder) routeConfig(m proto.Message) (*model.RouteConfig, error) {
+// routeKind is what kind of chain references a route configuration, which
+// decides what the configuration may hold.
+type routeKind int
+
+const (
+	// egressRoutes: referenced by an egress chain (one with weft.egress
+	// metadata) of the outbound listener: per virtual host exactly one
+	// route matching prefix "/" to a cluster or a direct_response.
+	egressRoutes routeKind = iota
+	// meshRoutes: referenced by an in-mesh chain (an outbound chain without
+	// weft.egress metadata, or any chain of the inbound listener): routes
+	// in order, matched on path and headers, to clusters by weight, with a
+	// timeout and retries.
+	meshRoutes
+)
+
+func (k routeKind) String() string {
+	if k == meshRoutes {
+		return "in-mesh"
+	}
+	return "egress"
+}
+
+// routeRef is a filter chain whose http_connection_manager names a route
+// configuration.
+type routeRef struct {
+	listener string
+	chain    string
+	kind     routeKind
+}
+
+// routeRefs returns, by route configuration name, the chains that reference
+// it. Build reads the listeners of a set before its route configurations,
+// so a route configuration is built knowing its kind.
+func routeRefs(cfg *model.Config) map[string][]routeRef {
+	refs := map[string][]routeRef{}
+	for _, l := range []*model.Listener{cfg.Inbound, cfg.Outbound} {
+		if l == nil {
+			continue
+		}
+		for i, fc := range append(slices.Clip(l.Chains), l.Default) {
+			if fc == nil || fc.Target.RouteConfig == "" {
+				continue
+			}
+			ref := routeRef{listener: l.Name, chain: fmt.Sprintf("filter chain %d%s", i, quoted(fc.Name)), kind: meshRoutes}
+			if fc == l.Default {
+				ref.chain = "default filter chain"
+			}
+			if l.Name == model.OutboundListener && fc.Egress != nil {
+				ref.kind = egressRoutes
+			}
+			refs[fc.Target.RouteConfig] = append(refs[fc.Target.RouteConfig], ref)
+		}
+	}
+	return refs
+}
+
+// routeKindOf decides how route configuration name is read: by the chains
+// that reference it, which must agree.
+func routeKindOf(cfg *model.Config, name string) (routeKind, error) {
+	refs := routeRefs(cfg)[name]
+	if len(refs) == 0 {
+		return 0, errors.New("no http_connection_manager references it")
+	}
+	for _, r := range refs[1:] {
+		if r.kind != refs[0].kind {
+			return 0, fmt.Errorf("referenced by the %s listener %q %s and the %s listener %q %s",
+				refs[0].kind, refs[0].listener, refs[0].chain, r.kind, r.listener, r.chain)
+		}
+	}
+	return refs[0].kind, nil
+}
+
+func (b builder) routeConfig(m proto.Message, kind routeKind) (*model.RouteConfig, error) {
 	rc, ok := m.(*routev3.RouteConfiguration)
 	if !ok {
 		return nil, fmt.Errorf("resource is a %T", m)
@@ -23,7 +102,7 @@ func (b builder) routeConfig(m proto.Message) (*model.RouteConfig, error) {
 	out := &model.RouteConfig{Name: rc.GetName()}
 	domains := map[string]string{}
 	for i, vh := range rc.GetVirtualHosts() {
-		v, err := virtualHost(vh)
+		v, err := virtualHost(vh, kind)
 		if err != nil {
 			return nil, fmt.Errorf("virtual host %d%s: %w", i, quoted(vh.GetName()), err)
 		}
@@ -38,9 +117,8 @@ func (b builder) routeConfig(m proto.Message) (*model.RouteConfig, error) {
 	return out, nil
 }
 
-// virtualHost: domains and exactly one route matching prefix "/" that
-// either goes to a cluster or answers directly.
-func virtualHost(vh *routev3.VirtualHost) (*model.VirtualHost, error) {
+// virtualHost: domains, and the routes of its kind.
+func virtualHost(vh *routev3.VirtualHost, kind routeKind) (*model.VirtualHost, error) {
 	if err := only(vh, "name", "domains", "routes"); err != nil {
 		return nil, err
 	}
@@ -52,61 +130,320 @@ func virtualHost(vh *routev3.VirtualHost) (*model.VirtualHost, error) {
 		}
 		out.Domains = append(out.Domains, d)
 	}
+	if kind == meshRoutes {
+		for i, r := range vh.GetRoutes() {
+			mr, err := meshRoute(r)
+			if err != nil {
+				return nil, fmt.Errorf("route %d%s: %w", i, quoted(r.GetName()), err)
+			}
+			out.Routes = append(out.Routes, mr)
+		}
+		return out, nil
+	}
+	return out, egressRoute(vh, out)
+}
+
+// egressRoute: exactly one route matching prefix "/" that either goes to a
+// cluster or answers directly, with the egress rule that decided.
+func egressRoute(vh *routev3.VirtualHost, out *model.VirtualHost) error {
 	if len(vh.GetRoutes()) != 1 {
-		return nil, errors.New(`routes: exactly one route with match {prefix: "/"} is supported`)
+		return errors.New(`routes: exactly one route with match {prefix: "/"} is supported`)
 	}
 	r := vh.GetRoutes()[0]
 	// A route's name is cosmetic: accepted, ignored.
 	if err := only(r, "name", "match", "route", "direct_response", "metadata"); err != nil {
-		return nil, fmt.Errorf("route: %w", err)
+		return fmt.Errorf("route: %w", err)
 	}
 	if md := r.GetMetadata(); md != nil {
 		if err := only(md, "filter_metadata"); err != nil {
-			return nil, fmt.Errorf("route.metadata: %w", err)
+			return fmt.Errorf("route.metadata: %w", err)
 		}
 		for k, s := range md.GetFilterMetadata() {
 			if k != EgressMetadataKey {
-				return nil, fmt.Errorf("route.metadata: filter_metadata %q is not supported", k)
+				return fmt.Errorf("route.metadata: filter_metadata %q is not supported", k)
 			}
 			var err error
 			if out.Egress, err = egressMeta(s); err != nil {
-				return nil, fmt.Errorf("route.metadata: filter_metadata %q: %w", k, err)
+				return fmt.Errorf("route.metadata: filter_metadata %q: %w", k, err)
 			}
 		}
 	}
 	if err := only(r.GetMatch(), "prefix"); err != nil || r.GetMatch().GetPrefix() != "/" {
-		return nil, errors.New(`route: only match {prefix: "/"} is supported`)
+		return errors.New(`route: only match {prefix: "/"} is supported`)
 	}
 	switch a := r.GetAction().(type) {
 	case *routev3.Route_Route:
 		if err := only(a.Route, "cluster"); err != nil || a.Route.GetCluster() == "" {
-			return nil, errors.New("route: only route {cluster} is supported")
+			return errors.New("route: only route {cluster} is supported")
 		}
 		out.Cluster = a.Route.GetCluster()
 	case *routev3.Route_DirectResponse:
 		dr := a.DirectResponse
 		if err := only(dr, "status", "body"); err != nil {
-			return nil, fmt.Errorf("route.direct_response: %w", err)
+			return fmt.Errorf("route.direct_response: %w", err)
 		}
 		var body []byte
 		if dr.GetBody() != nil {
 			var err error
 			if body, err = inlineData(dr.GetBody()); err != nil {
-				return nil, fmt.Errorf("route.direct_response.body: %w", err)
+				return fmt.Errorf("route.direct_response.body: %w", err)
 			}
 		}
 		out.Deny = &model.DirectResponse{Status: int(dr.GetStatus()), Body: string(body)}
 	default:
-		return nil, errors.New("route: route or direct_response is required")
+		return errors.New("route: route or direct_response is required")
+	}
+	return nil
+}
+
+// Defaults of Envoy's route action and retry policy.
+const (
+	defaultRouteTimeout = 15 * time.Second // route.timeout unset
+	defaultNumRetries   = 1                // retry_policy.num_retries unset
+)
+
+// PreviousHostsPredicate is the one retry host predicate the sidecar
+// honours: retries avoid the endpoints already tried.
+const PreviousHostsPredicate = "envoy.retry_host_predicates.previous_hosts"
+
+// retryOnTokens are the retry_on conditions the sidecar honours, by
+// Envoy's names.
+var retryOnTokens = map[string]model.RetryOn{
+	"connect-failure":        model.RetryConnectFailure,
+	"refused-stream":         model.RetryRefusedStream,
+	"reset":                  model.RetryReset,
+	"5xx":                    model.Retry5xx,
+	"gateway-error":          model.RetryGatewayError,
+	"retriable-status-codes": model.RetryRetriableStatusCodes,
+	"unavailable":            model.RetryUnavailable,
+}
+
+// meshRoute reads a route of an in-mesh virtual host: match {prefix | path,
+// headers}, route {cluster | weighted_clusters, timeout, retry_policy}.
+func meshRoute(r *routev3.Route) (*model.Route, error) {
+	// The name labels the route's metrics.
+	if err := only(r, "name", "match", "route", "direct_response"); err != nil {
+		return nil, err
+	}
+	out := &model.Route{Name: r.GetName()}
+	var err error
+	if out.Match, err = routeMatch(r.GetMatch()); err != nil {
+		return nil, fmt.Errorf("match: %w", err)
+	}
+	a, ok := r.GetAction().(*routev3.Route_Route)
+	if !ok {
+		return nil, errors.New("only a route action {cluster | weighted_clusters} is supported (no direct_response in an in-mesh route)")
+	}
+	ra := a.Route
+	if err := only(ra, "cluster", "weighted_clusters", "timeout", "retry_policy"); err != nil {
+		return nil, fmt.Errorf("route: %w", err)
+	}
+	switch cs := ra.GetClusterSpecifier().(type) {
+	case *routev3.RouteAction_Cluster:
+		out.Clusters = []model.WeightedCluster{{Name: cs.Cluster, Weight: 1}}
+	case *routev3.RouteAction_WeightedClusters:
+		if out.Clusters, err = weightedClusters(cs.WeightedClusters); err != nil {
+			return nil, fmt.Errorf("route.weighted_clusters: %w", err)
+		}
+	default:
+		return nil, errors.New("route: cluster or weighted_clusters is required")
+	}
+	out.Timeout = defaultRouteTimeout
+	if d := ra.GetTimeout(); d != nil {
+		if out.Timeout, err = nonNegative(d); err != nil {
+			return nil, fmt.Errorf("route.timeout: %w", err)
+		}
+	}
+	if rp := ra.GetRetryPolicy(); rp != nil {
+		if out.Retry, err = retryPolicy(rp); err != nil {
+			return nil, fmt.Errorf("route.retry_policy: %w", err)
+		}
 	}
 	return out, nil
+}
+
+func routeMatch(m *routev3.RouteMatch) (model.RouteMatch, error) {
+	var out model.RouteMatch
+	if err := only(m, "prefix", "path", "headers"); err != nil {
+		return out, err
+	}
+	switch p := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		// "" matches every path, as "/" does.
+		out.Prefix = p.Prefix
+		if out.Prefix == "" {
+			out.Prefix = "/"
+		}
+	case *routev3.RouteMatch_Path:
+		if !strings.HasPrefix(p.Path, "/") {
+			return out, fmt.Errorf("path %q does not start with \"/\"", p.Path)
+		}
+		out.Path = p.Path
+	default:
+		return out, errors.New("prefix or path is required")
+	}
+	for i, h := range m.GetHeaders() {
+		hm, err := headerMatch(h)
+		if err != nil {
+			return out, fmt.Errorf("headers %d: %w", i, err)
+		}
+		out.Headers = append(out.Headers, hm)
+	}
+	return out, nil
+}
+
+// headerMatch: name, then string_match {exact | prefix} or present_match,
+// and invert_match. No specifier is a presence match, as in Envoy;
+// present_match false asks for absence, which is the inverted presence.
+func headerMatch(h *routev3.HeaderMatcher) (model.HeaderMatch, error) {
+	out := model.HeaderMatch{Name: strings.ToLower(h.GetName()), Invert: h.GetInvertMatch()}
+	if err := only(h, "name", "string_match", "present_match", "invert_match"); err != nil {
+		return out, err
+	}
+	if strings.HasPrefix(out.Name, ":") {
+		return out, fmt.Errorf("name %q: pseudo-headers are not supported", h.GetName())
+	}
+	switch s := h.GetHeaderMatchSpecifier().(type) {
+	case *routev3.HeaderMatcher_StringMatch:
+		if err := only(s.StringMatch, "exact", "prefix"); err != nil {
+			return out, fmt.Errorf("string_match: only exact or prefix is supported: %w", err)
+		}
+		switch p := s.StringMatch.GetMatchPattern().(type) {
+		case *matcherv3.StringMatcher_Exact:
+			out.Exact = p.Exact
+		case *matcherv3.StringMatcher_Prefix:
+			out.Prefix = p.Prefix
+		default:
+			return out, errors.New("string_match: exact or prefix is required")
+		}
+	case *routev3.HeaderMatcher_PresentMatch:
+		out.Present = true
+		if !s.PresentMatch {
+			out.Invert = !out.Invert
+		}
+	default:
+		out.Present = true
+	}
+	return out, nil
+}
+
+// weightedClusters: every cluster named; a cluster of weight 0 (Envoy's
+// value when unset) never gets a request and is left out of the model; the
+// weights' sum must be positive and fit 32 bits, as Envoy requires.
+func weightedClusters(wc *routev3.WeightedCluster) ([]model.WeightedCluster, error) {
+	if err := only(wc, "clusters"); err != nil {
+		return nil, err
+	}
+	var out []model.WeightedCluster
+	var sum uint64
+	for i, c := range wc.GetClusters() {
+		if err := only(c, "name", "weight"); err != nil {
+			return nil, fmt.Errorf("clusters %d: %w", i, err)
+		}
+		if c.GetName() == "" {
+			return nil, fmt.Errorf("clusters %d: name is required", i)
+		}
+		w := c.GetWeight().GetValue()
+		sum += uint64(w)
+		if w > 0 {
+			out = append(out, model.WeightedCluster{Name: c.GetName(), Weight: w})
+		}
+	}
+	if sum == 0 {
+		return nil, errors.New("the sum of the weights must be greater than 0")
+	}
+	if sum > math.MaxUint32 {
+		return nil, fmt.Errorf("the sum of the weights %d exceeds %d", sum, uint32(math.MaxUint32))
+	}
+	return out, nil
+}
+
+// retryPolicy: retry_on of the honoured conditions only, num_retries,
+// per_try_timeout, retry_host_predicate previous_hosts,
+// retriable_status_codes.
+func retryPolicy(rp *routev3.RetryPolicy) (*model.RetryPolicy, error) {
+	if err := only(rp, "retry_on", "num_retries", "per_try_timeout", "retry_host_predicate", "retriable_status_codes"); err != nil {
+		return nil, err
+	}
+	out := &model.RetryPolicy{NumRetries: defaultNumRetries}
+	// Envoy's parsing: comma-separated, blanks trimmed, empty tokens skipped.
+	for _, tok := range strings.Split(rp.GetRetryOn(), ",") {
+		if tok = strings.TrimSpace(tok); tok == "" {
+			continue
+		}
+		on, ok := retryOnTokens[tok]
+		if !ok {
+			return nil, fmt.Errorf("retry_on: %q is not supported (only %s)", tok, strings.Join(slices.Sorted(maps.Keys(retryOnTokens)), ", "))
+		}
+		out.On |= on
+	}
+	if n := rp.GetNumRetries(); n != nil {
+		out.NumRetries = n.GetValue()
+	}
+	if d := rp.GetPerTryTimeout(); d != nil {
+		var err error
+		if out.PerTryTimeout, err = nonNegative(d); err != nil {
+			return nil, fmt.Errorf("per_try_timeout: %w", err)
+		}
+	}
+	for i, p := range rp.GetRetryHostPredicate() {
+		if err := retryHostPredicate(p); err != nil {
+			return nil, fmt.Errorf("retry_host_predicate %d: %w", i, err)
+		}
+		out.PreviousHosts = true
+	}
+	for _, c := range rp.GetRetriableStatusCodes() {
+		if c < 100 || c > 599 {
+			return nil, fmt.Errorf("retriable_status_codes: %d is not an HTTP status", c)
+		}
+		out.StatusCodes = append(out.StatusCodes, int(c))
+	}
+	return out, nil
+}
+
+// retryHostPredicate accepts previous_hosts, identified by its typed_config
+// type or, without one, by name.
+func retryHostPredicate(p *routev3.RetryPolicy_RetryHostPredicate) error {
+	if err := only(p, "name", "typed_config"); err != nil {
+		return err
+	}
+	if a := p.GetTypedConfig(); a != nil {
+		var ph previoushostsv3.PreviousHostsPredicate
+		if typeName(a) != envoyName(ph.ProtoReflect().Descriptor()) {
+			return fmt.Errorf("%q is not supported (only %s)", p.GetName(), PreviousHostsPredicate)
+		}
+		if err := unpack(a, &ph); err != nil {
+			return err
+		}
+		return only(&ph)
+	}
+	if p.GetName() != PreviousHostsPredicate {
+		return fmt.Errorf("%q is not supported (only %s)", p.GetName(), PreviousHostsPredicate)
+	}
+	return nil
+}
+
+// nonNegative reads a duration that must be valid and not negative.
+func nonNegative(d *durationpb.Duration) (time.Duration, error) {
+	if d.CheckValid() != nil {
+		return 0, fmt.Errorf("invalid duration {seconds: %d, nanos: %d}", d.GetSeconds(), d.GetNanos())
+	}
+	if d.AsDuration() < 0 {
+		return 0, errors.New("must not be negative")
+	}
+	return d.AsDuration(), nil
 }
 
 // crossCheck verifies the references between resources that must hold
 // now. Names not delivered yet (see Config.Missing) are not errors: the
 // control plane need not order a cluster's removal after the listener
 // update that stops using it. A resource nothing references, or a reference
-// to the wrong kind of cluster, is an error.
+// to the wrong kind of cluster, is an error: a tcp_proxy to the control
+// plane or to an HTTP cluster of a peer (its ALPN says h2, the bytes would
+// not be), an egress route to the control plane, an in-mesh route to a
+// cluster that does not carry requests (not HTTP) or of the other
+// direction (an outbound route to an inbound|<port> cluster, or the
+// reverse).
 func crossCheck(cfg *model.Config) error {
 	for _, l := range []*model.Listener{cfg.Inbound, cfg.Outbound} {
 		if l == nil {
@@ -120,8 +457,13 @@ func crossCheck(cfg *model.Config) error {
 			if fc == l.Default {
 				where = fmt.Sprintf("listener %q default filter chain", l.Name)
 			}
-			if c, ok := cfg.Clusters[fc.Target.Cluster]; ok && c.Kind == model.KindControlPlane {
+			c, ok := cfg.Clusters[fc.Target.Cluster]
+			switch {
+			case !ok:
+			case c.Kind == model.KindControlPlane:
 				return fmt.Errorf("%s: tcp_proxy cluster %q is the control plane", where, c.Name)
+			case c.Kind == model.KindEDS && c.HTTP != model.HTTPNone:
+				return fmt.Errorf("%s: tcp_proxy cluster %q is an HTTP cluster (%s): only an http_connection_manager's routes may use it", where, c.Name, c.HTTP)
 			}
 		}
 	}
@@ -131,18 +473,43 @@ func crossCheck(cfg *model.Config) error {
 		}
 	}
 	referenced := cfg.RouteNames()
-	for name, rc := range cfg.Routes {
+	refs := routeRefs(cfg)
+	for _, name := range slices.Sorted(maps.Keys(cfg.Routes)) {
+		rc := cfg.Routes[name]
 		if !slices.Contains(referenced, name) {
 			return fmt.Errorf("route configuration %q: no http_connection_manager references it", name)
 		}
 		for _, vh := range rc.VirtualHosts {
-			if vh.Cluster == "" {
-				continue
+			if vh.Cluster != "" {
+				if c, ok := cfg.Clusters[vh.Cluster]; ok && c.Kind == model.KindControlPlane {
+					return fmt.Errorf("route configuration %q virtual host %q: cluster %q is the control plane", name, vh.Name, vh.Cluster)
+				}
 			}
-			if c, ok := cfg.Clusters[vh.Cluster]; ok && c.Kind == model.KindControlPlane {
-				return fmt.Errorf("route configuration %q virtual host %q: cluster %q is the control plane", name, vh.Name, vh.Cluster)
+			for i, r := range vh.Routes {
+				for _, wc := range r.Clusters {
+					if err := meshRouteCluster(cfg, refs[name][0].listener, wc.Name); err != nil {
+						return fmt.Errorf("route configuration %q virtual host %q route %d%s: %w", name, vh.Name, i, quoted(r.Name), err)
+					}
+				}
 			}
 		}
+	}
+	return nil
+}
+
+// meshRouteCluster checks the cluster of an in-mesh route referenced from
+// listener: a peer's outbound|... cluster from the outbound listener, the
+// app's inbound|<port> from the inbound one, and one that carries HTTP.
+func meshRouteCluster(cfg *model.Config, listener, name string) error {
+	want := "outbound|"
+	if listener == model.InboundListener {
+		want = "inbound|"
+	}
+	if !strings.HasPrefix(name, want) {
+		return fmt.Errorf("cluster %q is not supported in a route of the %s listener (only %s... clusters)", name, listener, want)
+	}
+	if c, ok := cfg.Clusters[name]; ok && c.HTTP == model.HTTPNone {
+		return fmt.Errorf("cluster %q has no HTTP protocol (typed_extension_protocol_options explicit_http_config): it carries connections, not requests", name)
 	}
 	return nil
 }
