@@ -37,6 +37,12 @@
 //	                        gave it as client certificate (and the token T or F's if given): open ADS as node
 //	                        POD.NS, or write one egress event as it on the access-log stream; print
 //	                        "accepted: ..." or "refused: <code>: <message>" (exit 1)
+//	testapp grpc-serve -addr :9000 [-fail]
+//	                        plaintext gRPC health server naming the pod in header x-served-by;
+//	                        -fail answers every call UNAVAILABLE
+//	testapp grpc-call -addr HOST:PORT [-n N] [-c C] [-timeout D]
+//	                        N health checks over one gRPC connection, C at a time; prints
+//	                        {"calls":N,"served_by":{"pod":n,...},"errors":{"Code":n},"seconds":s}
 package main
 
 import (
@@ -68,7 +74,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testapp svid|serve|get|raw|udp|serve-udp|lookup|cp-stream ...")
+		fmt.Fprintln(os.Stderr, "usage: testapp svid|serve|get|raw|udp|serve-udp|lookup|cp-stream|grpc-serve|grpc-call ...")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -91,6 +97,10 @@ func main() {
 		err = lookup(ctx, os.Args[2:])
 	case "cp-stream":
 		err = cpStream(ctx, os.Args[2:])
+	case "grpc-serve":
+		err = grpcServe(ctx, os.Args[2:])
+	case "grpc-call":
+		err = grpcCall(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
