@@ -34,6 +34,10 @@ type Values struct {
 	// NetworkPolicy adds NetworkPolicies that admit to weft's pods only the
 	// ports weft serves (40-networkpolicy.yaml).
 	NetworkPolicy bool
+	// HTTPRouting runs the control plane with --http-routing: the requests
+	// of Service ports that declare http, http2 or grpc are routed one by
+	// one between sidecars (docs/l7.md). In development: off by default.
+	HTTPRouting bool
 }
 
 // Defaults are the values of a plain install.

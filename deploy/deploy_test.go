@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -136,5 +137,34 @@ func TestRenderGuardsTheAdminPort(t *testing.T) {
 		if u.GetKind() == "NetworkPolicy" {
 			t.Errorf("NetworkPolicy %s rendered with NetworkPolicy off", u.GetName())
 		}
+	}
+}
+
+// TestRenderHTTPRouting: --http-routing reaches the control plane's
+// arguments only when asked for, and the manifests stay valid.
+func TestRenderHTTPRouting(t *testing.T) {
+	args := func(v Values) []string {
+		b, err := Render(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range testutil.Objects(t, b) {
+			if u.GetKind() != "Deployment" || u.GetName() != "weft-controlplane" {
+				continue
+			}
+			cs, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
+			a, _, _ := unstructured.NestedStringSlice(cs[0].(map[string]any), "args")
+			return a
+		}
+		t.Fatal("no weft-controlplane Deployment")
+		return nil
+	}
+	v := Defaults()
+	if a := args(v); strings.Contains(strings.Join(a, " "), "http-routing") {
+		t.Errorf("default args %q route HTTP", a)
+	}
+	v.HTTPRouting = true
+	if a := args(v); !slices.Contains(a, "-http-routing") {
+		t.Errorf("args %q lack -http-routing", a)
 	}
 }

@@ -52,6 +52,7 @@ them with server-side apply and waits until every weft Deployment is available.
 	f.IntVar(&o.values.InjectorReplica, "injector-replicas", o.values.InjectorReplica, "injector replicas")
 	f.StringVar(&o.values.AuditPVC, "audit-pvc", "", "PersistentVolumeClaim (in the weft namespace) for the egress audit store; default an emptyDir")
 	f.BoolVar(&o.values.NetworkPolicy, "network-policy", o.values.NetworkPolicy, "add NetworkPolicies that admit to weft's pods only the ports weft serves (enforced only by a CNI that implements NetworkPolicy)")
+	f.BoolVar(&o.values.HTTPRouting, "http-routing", o.values.HTTPRouting, "route the requests of Service ports that declare http, http2 or grpc one by one between sidecars (HTTP/2 over mTLS: per-request balancing, retries, timeouts); in development, off by default. Run install again without it to turn it off")
 	f.StringVar(&o.values.LogLevel, "log-level", o.values.LogLevel, "log level of weft's components")
 	f.StringVar(&o.values.Namespace, "weft-namespace", o.values.Namespace, "namespace weft is installed in")
 	f.StringVar(&o.caDir, "ca-dir", "", "intermediate-only CA: a directory with roots.pem, intermediate.pem and intermediate-key.pem (signed where the root key lives); the cluster never holds the root key. Run again with a new intermediate to renew it")
