@@ -129,6 +129,13 @@ func (in *Inbound) ServeConn(c *tls.Conn, peer Peer) error {
 	return nil
 }
 
+// Shutdown stops accepting connections and lets the open ones finish
+// (HTTP/2 GOAWAY), waiting for them until ctx ends; Close cuts the rest.
+func (in *Inbound) Shutdown(ctx context.Context) error {
+	in.once.Do(in.init)
+	return in.srv.Shutdown(ctx)
+}
+
 // Close stops serving and closes every connection.
 func (in *Inbound) Close() error {
 	in.once.Do(in.init)

@@ -70,7 +70,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info := &requestInfo{}
 	h.Metrics.serve("outbound", name, info, w, r, func(w http.ResponseWriter, r *http.Request) {
 		if route == nil {
-			answer(w, r, http.StatusNotFound, "no route", grpcUnimplemented)
+			answer(w, r, http.StatusNotFound, "route not found", grpcUnimplemented)
 			return
 		}
 		ctx := context.WithValue(context.WithValue(r.Context(), routeKey{}, route), infoKey{}, info)
@@ -127,9 +127,10 @@ func isGRPC(r *http.Request) bool {
 // captured) with a Handler: HTTP/1.1, and HTTP/2 with prior knowledge (h2c,
 // gRPC), told apart by the connection's first bytes.
 type ConnServer struct {
-	srv *http.Server
-	ln  *connListener
-	err chan error
+	srv  *http.Server
+	ln   *connListener
+	err  chan error
+	vals sync.Map // net.Conn -> ServeConnWith's value
 }
 
 // ServerLimits bound what a client may hold (the sidecar's abuse bounds
@@ -160,6 +161,12 @@ func NewConnServer(h http.Handler, lim ServerLimits, logger *slog.Logger) *ConnS
 		err: make(chan error, 1),
 	}
 	s.srv.ConnState = s.ln.state
+	s.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if v, ok := s.vals.Load(c); ok {
+			ctx = context.WithValue(ctx, connValueKey{}, v)
+		}
+		return ctx
+	}
 	if logger != nil {
 		s.srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 	}
@@ -170,6 +177,27 @@ func NewConnServer(h http.Handler, lim ServerLimits, logger *slog.Logger) *ConnS
 // ServeConn serves c and returns when the server is done with it: the
 // client closed it, a timeout or Close ended it.
 func (s *ConnServer) ServeConn(c net.Conn) error { return s.ln.serve(c) }
+
+// ServeConnWith is ServeConn, v being what [ConnValue] returns for the
+// requests of c (the sidecar passes the route configuration the
+// connection's filter chain names).
+func (s *ConnServer) ServeConnWith(c net.Conn, v any) error {
+	s.vals.Store(c, v)
+	defer s.vals.Delete(c)
+	return s.ln.serve(c)
+}
+
+type connValueKey struct{}
+
+// ConnValue returns the value r's connection was served with
+// (ServeConnWith), or nil.
+func ConnValue(r *http.Request) any { return r.Context().Value(connValueKey{}) }
+
+// Shutdown stops accepting connections, closes the idle ones and asks the
+// others to finish (HTTP/2 GOAWAY; HTTP/1.1 closes after the response in
+// progress), waiting for them until ctx ends (then it returns ctx's
+// error; Close cuts what is left).
+func (s *ConnServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
 // Close stops accepting connections and closes the ones being served.
 func (s *ConnServer) Close() error {

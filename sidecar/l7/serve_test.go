@@ -150,7 +150,7 @@ func TestSidecarAnswers(t *testing.T) {
 		grpcStatus string
 		body       string
 	}{
-		{"/missing", false, 404, "", "weft: no route\n"},
+		{"/missing", false, 404, "", "weft: route not found\n"},
 		{"/missing", true, 200, "12", ""},
 		{"/none", false, 503, "", "weft: no endpoint\n"},
 		{"/none", true, 200, "14", ""},
