@@ -34,7 +34,7 @@ func TestVirtualHostRoute(t *testing.T) {
 		{"/api/v1/x", hdr("x-canary", "YES", "x-debug", "1"), "rest"},
 		{"/api/v1/x", hdr("x-user", "alice", "x-debug", "1"), "not-beta"},
 		{"/api/v1/x", hdr("x-user", "beta-bob", "x-debug", "1"), "rest"},
-		{"/api/v1/x", nil, "no-debug"}, // absent: an inverted presence matcher matches
+		{"/api/v1/x", nil, "no-debug"},                       // absent: an inverted presence matcher matches
 		{"/multi", hdr("x-tag", "a", "x-tag", "b"), "multi"}, // values joined by ","
 		{"/multi", hdr("x-tag", "a"), "rest"},
 		{"/other?x=/api/", nil, "rest"},
