@@ -36,6 +36,11 @@ type mesh struct {
 	services    []string // "<svc>.<ns>" with an EDS cluster on port 80 each
 	httpEgress  bool     // an HTTP egress chain with RDS egress|80
 	extraFilter string   // a network filter name put before tcp_proxy (e.g. redis_proxy)
+	// l7: every service port is HTTP (docs/l7.md, "The contract additions"):
+	// the outbound chains are http_connection_managers with routes
+	// outbound|80|<svc>, the EDS clusters HTTP/2 ones, and inbound port 8080
+	// has an h2 chain with route inbound|8080 to the HTTP/1.1 app.
+	l7 bool
 }
 
 func anyOf(t testing.TB, m proto.Message) *anypb.Any {
@@ -125,7 +130,11 @@ func (m mesh) resources(t testing.TB) map[resource.Type][]types.Resource {
 	add(resource.SecretType, &tlsv3.Secret{Name: "trust_bundle", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 		TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: testRootPEM(t)}}}}})
 
-	add(resource.ClusterType, staticCluster("inbound|8080", "127.0.0.1", 8080))
+	inCluster := staticCluster("inbound|8080", "127.0.0.1", 8080)
+	if m.l7 {
+		inCluster.TypedExtensionProtocolOptions = httpOptions(t, false)
+	}
+	add(resource.ClusterType, inCluster)
 	add(resource.ClusterType, staticCluster("BlackHoleCluster", "", 0))
 	for _, n := range []string{"PassthroughCluster", "InboundPassthroughCluster"} {
 		c := &clusterv3.Cluster{Name: n, ConnectTimeout: durationpb.New(5 * time.Second), LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED,
@@ -143,11 +152,18 @@ func (m mesh) resources(t testing.TB) map[resource.Type][]types.Resource {
 	var outChains []*listenerv3.FilterChain
 	for i, svc := range m.services {
 		name := "outbound|80|" + svc
-		add(resource.ClusterType, &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(time.Second),
+		utls := &tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS("spiffe://cluster.local/ns/demo/sa/server"), Sni: svc + ".svc.cluster.local"}
+		c := &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(time.Second),
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-			EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads()},
-			TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{
-				TypedConfig: anyOf(t, &tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS("spiffe://cluster.local/ns/demo/sa/server"), Sni: svc + ".svc.cluster.local"})}}})
+			EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads()}}
+		if m.l7 {
+			utls.CommonTlsContext.AlpnProtocols = []string{"h2"}
+			withL7(t, c)
+			add(resource.RouteType, outboundRoutes(t, svc))
+		}
+		c.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{
+			TypedConfig: anyOf(t, utls)}}
+		add(resource.ClusterType, c)
 		add(resource.EndpointType, &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: sockAddr("198.18.1.11", 8080)}},
 				HealthStatus: corev3.HealthStatus_HEALTHY}}}}})
@@ -155,6 +171,9 @@ func (m mesh) resources(t testing.TB) map[resource.Type][]types.Resource {
 			DestinationPort: wrapperspb.UInt32(80),
 			PrefixRanges:    []*corev3.CidrRange{{AddressPrefix: "10.96.0." + string(rune('1'+i)), PrefixLen: wrapperspb.UInt32(32)}}},
 			Filters: []*listenerv3.Filter{tcpProxy(t, name, false)}})
+		if m.l7 {
+			outChains[len(outChains)-1].Filters = []*listenerv3.Filter{hcmFilter(t, name)}
+		}
 	}
 	if m.extraFilter != "" {
 		outChains[0].Filters = append([]*listenerv3.Filter{{Name: m.extraFilter,
@@ -187,15 +206,27 @@ func (m mesh) resources(t testing.TB) map[resource.Type][]types.Resource {
 			Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
 				PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "spiffe://cluster.local/ns/demo/sa/client"}}}}}},
 		}}}}
+	inChains := []*listenerv3.FilterChain{{
+		Name:             "inbound|8080|tls",
+		FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(8080), TransportProtocol: "tls"},
+		TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{
+			TypedConfig: anyOf(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: commonTLS(), RequireClientCertificate: wrapperspb.Bool(true)})}},
+		Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(t, rbac)}}, tcpProxy(t, "inbound|8080", false)},
+	}}
+	if m.l7 {
+		h2 := proto.Clone(inChains[0]).(*listenerv3.FilterChain)
+		h2.Name = "inbound|8080|h2"
+		h2.FilterChainMatch.ApplicationProtocols = []string{"h2"}
+		dtls := &tlsv3.DownstreamTlsContext{CommonTlsContext: commonTLS(), RequireClientCertificate: wrapperspb.Bool(true)}
+		dtls.CommonTlsContext.AlpnProtocols = []string{"h2"}
+		h2.TransportSocket.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: anyOf(t, dtls)}
+		h2.Filters[1] = hcmFilter(t, "inbound|8080")
+		inChains = append([]*listenerv3.FilterChain{h2}, inChains...)
+		add(resource.RouteType, inboundRoutes())
+	}
 	add(resource.ListenerType, &listenerv3.Listener{Name: "inbound", Address: sockAddr("0.0.0.0", 15006),
 		ListenerFilters: []*listenerv3.ListenerFilter{lf("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{}), lf("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{})},
-		FilterChains: []*listenerv3.FilterChain{{
-			Name:             "inbound|8080|tls",
-			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(8080), TransportProtocol: "tls"},
-			TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{
-				TypedConfig: anyOf(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: commonTLS(), RequireClientCertificate: wrapperspb.Bool(true)})}},
-			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(t, rbac)}}, tcpProxy(t, "inbound|8080", false)},
-		}}})
+		FilterChains:    inChains})
 	add(resource.ListenerType, &listenerv3.Listener{Name: "outbound", Address: sockAddr("127.0.0.1", 15001), UseOriginalDst: wrapperspb.Bool(true),
 		ListenerFilters: []*listenerv3.ListenerFilter{lf("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{}),
 			lf("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{}), lf("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{})},

@@ -22,6 +22,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // base is a consistent set of resources the mutations go into.
@@ -47,6 +49,10 @@ func differentialBases(t testing.TB) []base {
 	}
 	s := mesh{services: []string{"server.demo", "other.demo"}, httpEgress: true}.envoy(t)
 	out = append(out, base{name: "builders", envoy: s, subset: s.mustSubset(t)})
+	// The [l7] additions, with what [gamma] will emit: every new field set.
+	s = mesh{services: []string{"server.demo", "other.demo", "third.demo"}, httpEgress: true, l7: true}.envoy(t)
+	s[model.RouteType]["outbound|80|server.demo"] = gammaRoutes(t)
+	out = append(out, base{name: "builders/l7", envoy: s, subset: s.mustSubset(t)})
 	for _, b := range out {
 		if _, err := Build(td, b.subset); err != nil {
 			t.Fatalf("base %s is not accepted: %v", b.name, err)
@@ -309,7 +315,7 @@ func values(fd protoreflect.FieldDescriptor, v protoreflect.Value) []protoreflec
 			out = append(out, protoreflect.ValueOfInt64(i))
 		}
 	case protoreflect.DoubleKind:
-		for _, d := range []float64{0, -1, 0.5, 1, 2} {
+		for _, d := range []float64{0, -1, 0.5, 1, 2, 100, 100.5, math.NaN(), math.Inf(1)} {
 			out = append(out, protoreflect.ValueOfFloat64(d))
 		}
 	case protoreflect.EnumKind:
