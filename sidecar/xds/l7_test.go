@@ -446,7 +446,9 @@ func TestL7Rejects(t *testing.T) {
 	weighted := func(r envoySet, ws ...*routev3.WeightedCluster_ClusterWeight) {
 		meshRouteAction(r).ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: ws}}
 	}
-	outlier := func(r envoySet) *clusterv3.OutlierDetection { return l7Cluster(r, "outbound|80|server.demo").OutlierDetection }
+	outlier := func(r envoySet) *clusterv3.OutlierDetection {
+		return l7Cluster(r, "outbound|80|server.demo").OutlierDetection
+	}
 	thresholds := func(r envoySet) []*clusterv3.CircuitBreakers_Thresholds {
 		return l7Cluster(r, "outbound|80|server.demo").CircuitBreakers.Thresholds
 	}
