@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// One TokenReview cache for the certificate service and the streams
 	// (ADS, audit), which present the same pod token.
-	authn := &identity.CachingAuthenticator{Next: &identity.TokenReviewer{Client: cfg.Kube}, Now: cfg.Clock.Now}
+	authn := &identity.CachingAuthenticator{Next: &identity.TokenReviewer{Client: cfg.Kube}, Clock: cfg.Clock}
 	svc, err := identity.New(identity.Config{
 		CA: ca, Authenticator: authn, Logger: log.With("component", "identity"),
 		Clock: cfg.Clock, Registerer: reg, MaxTTL: cfg.SVIDTTL, ServerNames: serverNames,
@@ -221,7 +221,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := caErr; err != nil {
 		log.Warn("admin port: no client CA yet, bearer tokens only until it is read", "err", err)
 	}
-	guard, err := adminauth.New(adminauth.Config{Client: cfg.Kube, Namespace: cfg.Namespace, Now: cfg.Clock.Now, Logger: log.With("component", "adminauth")})
+	guard, err := adminauth.New(adminauth.Config{Client: cfg.Kube, Namespace: cfg.Namespace, Clock: cfg.Clock, Logger: log.With("component", "adminauth")})
 	if err != nil {
 		grpcLis.Close()
 		httpLis.Close()

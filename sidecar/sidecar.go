@@ -202,7 +202,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// The DNS proxy and the name table it fills: what binds an egress
 	// name to the addresses a connection by that name may go to.
-	names := dnsproxy.NewNames(dnsproxy.Config{Now: cfg.Clock.Now})
+	names := dnsproxy.NewNames(dnsproxy.Config{Clock: cfg.Clock})
 	dns, dnsConns, err := listenDNS(cfg, names, reg, log.With("component", "dns"))
 	if err != nil {
 		return err

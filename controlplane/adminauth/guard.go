@@ -18,6 +18,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/internal/keyedrate"
@@ -38,7 +39,7 @@ type Config struct {
 	Client    kubernetes.Interface // required: TokenReview and SubjectAccessReview
 	Namespace string               // the namespace the SubjectAccessReview names ("weft-system")
 	TTL       time.Duration        // 0 means 10s: how long a review or decision is reused
-	Now       func() time.Time     // nil means time.Now
+	Clock     clock.PassiveClock   // nil: the real clock
 	Logger    *slog.Logger
 	// SourceLimit and SourceBurst bound, per source address, the requests
 	// that would ask the API server something (a TokenReview or a
@@ -67,15 +68,15 @@ func New(cfg Config) (*Guard, error) {
 	cfg.TTL = cmp.Or(cfg.TTL, 10*time.Second)
 	cfg.SourceLimit = cmp.Or(cfg.SourceLimit, 5)
 	cfg.SourceBurst = cmp.Or(cfg.SourceBurst, 20)
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Guard{cfg: cfg,
-		tokens:    &identity.TokenCache[authenticationv1.UserInfo]{TTL: cfg.TTL, Now: cfg.Now},
-		decisions: &identity.TokenCache[bool]{TTL: cfg.TTL, Now: cfg.Now},
+		tokens:    &identity.TokenCache[authenticationv1.UserInfo]{TTL: cfg.TTL, Clock: cfg.Clock},
+		decisions: &identity.TokenCache[bool]{TTL: cfg.TTL, Clock: cfg.Clock},
 		sources:   keyedrate.New(keyedrate.Config{Limit: cfg.SourceLimit, Burst: cfg.SourceBurst, IdleAfter: time.Minute}),
 	}, nil
 }
@@ -92,7 +93,7 @@ func (g *Guard) spend(r *http.Request) error {
 	if err != nil {
 		src = r.RemoteAddr
 	}
-	if !g.sources.Allow(src, g.cfg.Now(), 1) {
+	if !g.sources.Allow(src, g.cfg.Clock.Now(), 1) {
 		return errLimited
 	}
 	return nil

@@ -52,7 +52,7 @@ func newWorld(t *testing.T, tlsOn bool) *world {
 		testutil.Grant{Subject: "system:serviceaccount:shop:default", Verb: "get", Group: Group, Resource: ResourceAuditEvents, Namespace: "shop"},
 	)
 	clk := testutil.FakeClock(t)
-	g, err := New(Config{Client: kube, Namespace: ns, Now: clk.Now})
+	g, err := New(Config{Client: kube, Namespace: ns, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 )
 
 // Audience is the audience a projected token must carry to be accepted.
@@ -141,10 +142,10 @@ func first(v authenticationv1.ExtraValue) string {
 // SHA-256, at most Max entries. A pod deleted within TTL of its last
 // review keeps its token accepted that long.
 type CachingAuthenticator struct {
-	Next Authenticator
-	TTL  time.Duration    // 0 means 30s
-	Max  int              // 0 means 10,000
-	Now  func() time.Time // nil means time.Now
+	Next  Authenticator
+	TTL   time.Duration      // 0 means 30s
+	Max   int                // 0 means 10,000
+	Clock clock.PassiveClock // nil: the real clock
 
 	once  sync.Once
 	cache *TokenCache[Caller]
@@ -154,7 +155,7 @@ var _ Authenticator = (*CachingAuthenticator)(nil)
 
 // Authenticate implements Authenticator.
 func (a *CachingAuthenticator) Authenticate(ctx context.Context, token string) (Caller, error) {
-	a.once.Do(func() { a.cache = &TokenCache[Caller]{TTL: cmp.Or(a.TTL, 30*time.Second), Max: a.Max, Now: a.Now} })
+	a.once.Do(func() { a.cache = &TokenCache[Caller]{TTL: cmp.Or(a.TTL, 30*time.Second), Max: a.Max, Clock: a.Clock} })
 	if c, ok := a.cache.Get(token); ok {
 		return c, nil
 	}
@@ -169,11 +170,11 @@ func (a *CachingAuthenticator) Authenticate(ctx context.Context, token string) (
 // TokenCache keeps one value per bearer token (a successful review's
 // answer) for TTL, keyed by the token's SHA-256 so that no token is held
 // in memory, at most Max entries (expired ones are dropped first, then
-// any). The zero value is ready: TTL 30s, Max 10,000, time.Now.
+// any). The zero value is ready: TTL 30s, Max 10,000, the real clock.
 type TokenCache[T any] struct {
-	TTL time.Duration    // 0 means 30s
-	Max int              // 0 means 10,000
-	Now func() time.Time // nil means time.Now
+	TTL   time.Duration      // 0 means 30s
+	Max   int                // 0 means 10,000
+	Clock clock.PassiveClock // nil: the real clock
 
 	mu      sync.Mutex
 	entries map[[32]byte]tokenEntry[T]
@@ -185,10 +186,10 @@ type tokenEntry[T any] struct {
 }
 
 func (c *TokenCache[T]) now() time.Time {
-	if c.Now != nil {
-		return c.Now()
+	if c.Clock != nil {
+		return c.Clock.Now()
 	}
-	return time.Now()
+	return clock.RealClock{}.Now()
 }
 
 // Get returns the value kept for token, if it has not expired.

@@ -43,7 +43,7 @@ func TestTokenReviewCache(t *testing.T) {
 		api.ClearActions()
 		var auth Authenticator = &TokenReviewer{Client: api}
 		if cached {
-			auth = &CachingAuthenticator{Next: auth, TTL: 30 * time.Second, Now: clk.Now}
+			auth = &CachingAuthenticator{Next: auth, TTL: 30 * time.Second, Clock: clk}
 		}
 		svc, err := New(Config{CA: testutil.NewCA(t, td, clk), Authenticator: auth, Clock: clk, RateLimit: 1000, RateBurst: 1000, SourceRateLimit: rate.Inf})
 		if err != nil {
@@ -65,7 +65,7 @@ func TestTokenReviewCache(t *testing.T) {
 		}
 	}
 	// Past the TTL, asked again; a bad token is asked every time.
-	c := &CachingAuthenticator{Next: &TokenReviewer{Client: api}, TTL: 30 * time.Second, Now: clk.Now}
+	c := &CachingAuthenticator{Next: &TokenReviewer{Client: api}, TTL: 30 * time.Second, Clock: clk}
 	api.ClearActions()
 	ctx := context.Background()
 	for range 3 {
@@ -87,7 +87,7 @@ func TestTokenReviewCache(t *testing.T) {
 // nanosecond more.
 func TestTokenCacheZeroValue(t *testing.T) {
 	clk := testutil.FakeClock(t)
-	c := &TokenCache[int]{Now: clk.Now}
+	c := &TokenCache[int]{Clock: clk}
 	c.Put("a", 1)
 	clk.Step(30*time.Second - time.Nanosecond)
 	if v, ok := c.Get("a"); !ok || v != 1 {
@@ -111,7 +111,7 @@ func TestTokenCacheMax(t *testing.T) {
 		}
 		return n
 	}
-	c := &TokenCache[int]{TTL: time.Hour, Max: 2, Now: clk.Now}
+	c := &TokenCache[int]{TTL: time.Hour, Max: 2, Clock: clk}
 	c.Put("a", 1)
 	c.Put("b", 2)
 	c.Put("c", 3) // full, nothing expired: a or b goes
@@ -119,7 +119,7 @@ func TestTokenCacheMax(t *testing.T) {
 		t.Fatalf("after a third Put into 2: c held %v, %d of a and b; want c and one other", ok, held(c, "a", "b"))
 	}
 	// Expired entries go first.
-	e := &TokenCache[int]{TTL: time.Hour, Max: 2, Now: clk.Now}
+	e := &TokenCache[int]{TTL: time.Hour, Max: 2, Clock: clk}
 	e.Put("old", 1)
 	clk.Step(time.Hour)
 	e.Put("new", 2)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 	"testing"
-
-	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // BenchmarkLookup: what the DNS proxy adds to an app's lookup. Go's stub
@@ -15,7 +13,7 @@ import (
 // sidecar's DNS proxy, which forwards, records the answer in the name
 // table and relays it. ns/op is one lookup.
 func BenchmarkLookup(b *testing.B) {
-	r := newRig(b, testutil.Epoch(b), nil)
+	r := newRig(b, nil)
 	for _, via := range []string{"direct", "proxy"} {
 		addr := r.up.addr.String()
 		if via == "proxy" {

@@ -25,7 +25,7 @@ var (
 // answer too big for UDP retried over TCP, NXDOMAIN), and the table binds
 // exactly the names asked to the addresses answered.
 func TestProxyAnswersAndBinds(t *testing.T) {
-	r := newRig(t, testutil.Epoch(t), func(c *Config) { c.MaxAddrsPerName = 128 })
+	r := newRig(t, func(c *Config) { c.MaxAddrsPerName = 128 })
 	ctx := context.Background()
 
 	if got := lookup(t, r, "api.example.test"); !slices.Equal(got, []netip.Addr{apiV4, apiV6}) {
@@ -97,7 +97,7 @@ func errorsAs(err error, target **net.DNSError) bool {
 // own ID back, and a forged datagram with another ID that arrives first is
 // neither returned nor recorded.
 func TestProxyUsesItsOwnQueryID(t *testing.T) {
-	r := newRig(t, testutil.Epoch(t), nil)
+	r := newRig(t, nil)
 	r.up.forge.Store(true)
 	q := dnsmessage.Message{Header: dnsmessage.Header{ID: 0x4242, RecursionDesired: true},
 		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("api.example.test."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
@@ -138,7 +138,7 @@ func TestProxyUsesItsOwnQueryID(t *testing.T) {
 // two questions, a short packet: each is dropped and counted, and the next
 // real query is answered.
 func TestProxySurvivesMalformedQueries(t *testing.T) {
-	r := newRig(t, testutil.Epoch(t), nil)
+	r := newRig(t, nil)
 	c, err := net.Dial("udp", r.udp)
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestProxyUpstreamDown(t *testing.T) {
 	dead, _ := net.ListenPacket("udp", "127.0.0.1:0")
 	deadAddr := netip.MustParseAddrPort(dead.LocalAddr().String())
 	dead.Close()
-	r := newRig(t, testutil.Epoch(t), nil, func(r *rig) {
+	r := newRig(t, nil, func(r *rig) {
 		r.srv.Upstreams = []netip.AddrPort{deadAddr}
 		r.srv.Timeout = 200 * time.Millisecond
 	})
@@ -200,7 +200,7 @@ func TestProxyUpstreamDown(t *testing.T) {
 		t.Fatalf("names %d after no answer", r.names.Len())
 	}
 	// The next nameserver in resolv.conf order answers.
-	r2 := newRig(t, testutil.Epoch(t), nil, func(r *rig) {
+	r2 := newRig(t, nil, func(r *rig) {
 		r.srv.Upstreams = []netip.AddrPort{deadAddr, r.up.addr}
 		r.srv.Timeout = 200 * time.Millisecond
 	})

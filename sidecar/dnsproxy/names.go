@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // Defaults of [Config].
@@ -21,8 +23,8 @@ const (
 
 // Config configures a [Names] table.
 type Config struct {
-	// Now tells the time; nil is time.Now.
-	Now func() time.Time
+	// Clock tells the time; nil is the real clock.
+	Clock clock.PassiveClock
 	// MinTTL is the least time an answer counts for (DefaultMinTTL);
 	// Grace is added to every TTL (DefaultGrace).
 	MinTTL, Grace time.Duration
@@ -38,8 +40,8 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clock.RealClock{}
 	}
 	if c.MinTTL <= 0 {
 		c.MinTTL = DefaultMinTTL
@@ -109,7 +111,7 @@ func (n *Names) Record(name string, addr netip.Addr, ttl time.Duration) {
 		return
 	}
 	addr = addr.Unmap().WithZone("")
-	exp := n.cfg.Now().Add(max(ttl, n.cfg.MinTTL) + n.cfg.Grace)
+	exp := n.cfg.Clock.Now().Add(max(ttl, n.cfg.MinTTL) + n.cfg.Grace)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	addrs := n.m[name]
@@ -138,7 +140,7 @@ func (n *Names) Record(name string, addr netip.Addr, ttl time.Duration) {
 // evictLocked makes room for a name: the expired names go, and if none had
 // expired, the eighth of the table that expires first.
 func (n *Names) evictLocked() {
-	now := n.cfg.Now()
+	now := n.cfg.Clock.Now()
 	type entry struct {
 		name string
 		last time.Time
@@ -181,7 +183,7 @@ func (n *Names) Len() int {
 // lookupCached reports whether name is bound to addr by an answer that has
 // not expired, and the unexpired addresses it is bound to.
 func (n *Names) lookupCached(name string, addr netip.Addr) (bool, []netip.Addr) {
-	now := n.cfg.Now()
+	now := n.cfg.Clock.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var known []netip.Addr

@@ -19,7 +19,7 @@ func addrN(i int) netip.Addr {
 // grace, and not a second longer.
 func TestNamesExpire(t *testing.T) {
 	clk := testutil.FakeClock(t)
-	n := NewNames(Config{Now: clk.Now, MinTTL: 30 * time.Second, Grace: time.Minute,
+	n := NewNames(Config{Clock: clk, MinTTL: 30 * time.Second, Grace: time.Minute,
 		Lookup: func(context.Context, string) ([]netip.Addr, error) { return nil, errors.New("none") }})
 	n.Record("api.example.test.", apiV4, 10*time.Second)  // below MinTTL: 30s + 1m
 	n.Record("long.example.test", apiV4, 600*time.Second) // 10m + 1m
@@ -46,7 +46,7 @@ func TestNamesExpire(t *testing.T) {
 // and MaxAddrsPerName; the entries that expire first go, the newest stay.
 func TestNamesBounds(t *testing.T) {
 	clk := testutil.FakeClock(t)
-	n := NewNames(Config{Now: clk.Now, MaxNames: 100, MaxAddrsPerName: 4, Grace: time.Minute,
+	n := NewNames(Config{Clock: clk, MaxNames: 100, MaxAddrsPerName: 4, Grace: time.Minute,
 		Lookup: func(context.Context, string) ([]netip.Addr, error) { return nil, errors.New("none") }})
 	for i := range 10 {
 		n.Record("many.example.test", addrN(i), time.Duration(i+1)*time.Hour)
@@ -74,7 +74,7 @@ func TestNamesBounds(t *testing.T) {
 func TestBindLiteralsAndLookup(t *testing.T) {
 	clk := testutil.FakeClock(t)
 	var asked []string
-	n := NewNames(Config{Now: clk.Now, Lookup: func(_ context.Context, name string) ([]netip.Addr, error) {
+	n := NewNames(Config{Clock: clk, Lookup: func(_ context.Context, name string) ([]netip.Addr, error) {
 		asked = append(asked, name)
 		if name == "hosts.example.test" {
 			return []netip.Addr{netip.MustParseAddr("::ffff:198.18.100.10")}, nil

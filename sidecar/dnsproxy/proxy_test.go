@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	wm "github.com/weftmesh/weft/internal/metrics"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // upstream is a nameserver on loopback, UDP and TCP on one port, serving a
@@ -186,26 +188,13 @@ type rig struct {
 	reg   *wm.Registry
 	udp   string // the proxy's address
 	res   *net.Resolver
-	now   time.Time
-	mu    sync.Mutex
+	clock *clocktesting.FakeClock // the name table's
 }
 
-func (r *rig) clock() time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.now
-}
-
-func (r *rig) step(d time.Duration) {
-	r.mu.Lock()
-	r.now = r.now.Add(d)
-	r.mu.Unlock()
-}
-
-func newRig(t testing.TB, epoch time.Time, mut func(*Config), srvMut ...func(*rig)) *rig {
+func newRig(t testing.TB, mut func(*Config), srvMut ...func(*rig)) *rig {
 	t.Helper()
-	r := &rig{up: startUpstream(t), now: epoch}
-	cfg := Config{Now: r.clock, Lookup: func(context.Context, string) ([]netip.Addr, error) {
+	r := &rig{up: startUpstream(t), clock: testutil.FakeClock(t)}
+	cfg := Config{Clock: r.clock, Lookup: func(context.Context, string) ([]netip.Addr, error) {
 		return nil, errors.New("no lookup in this test")
 	}}
 	if mut != nil {
