@@ -87,7 +87,7 @@ func reqPod(t testing.TB, mode string, nameRule bool, srv *reqServer, mods ...fu
 	t.Helper()
 	clk := testutil.FakeClock(t)
 	resolves := map[string]string{"api.example.com": "127.0.0.1", "docs.example.com": "127.0.0.2", "evil.example.com": "127.0.0.1"}
-	names := dnsproxy.NewNames(dnsproxy.Config{Now: clk.Now, Lookup: func(_ context.Context, name string) ([]netip.Addr, error) {
+	names := dnsproxy.NewNames(dnsproxy.Config{Clock: clk, Lookup: func(_ context.Context, name string) ([]netip.Addr, error) {
 		if a, ok := resolves[name]; ok {
 			return []netip.Addr{netip.MustParseAddr(a)}, nil
 		}

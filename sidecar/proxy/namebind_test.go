@@ -31,7 +31,7 @@ import (
 func namePod(t *testing.T, mode string, resolves map[string]string, onHTTPPort bool) (*pod, *app, *dnsproxy.Names, chan audit.Event) {
 	t.Helper()
 	clk := testutil.FakeClock(t)
-	names := dnsproxy.NewNames(dnsproxy.Config{Now: clk.Now, Lookup: func(_ context.Context, name string) ([]netip.Addr, error) {
+	names := dnsproxy.NewNames(dnsproxy.Config{Clock: clk, Lookup: func(_ context.Context, name string) ([]netip.Addr, error) {
 		if a, ok := resolves[name]; ok {
 			return []netip.Addr{netip.MustParseAddr(a)}, nil
 		}
