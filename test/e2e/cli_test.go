@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // TestCLI runs weftctl's operator commands against a real mesh:
@@ -37,21 +36,7 @@ func TestCLI(t *testing.T) {
 	if _, err := kube.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, sa := range []string{"client", "server"} {
-		if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, err := kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "server"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := deployTestappAs(t, ns, "server", "server", "serve", "-addr", ":8080")
-	client := deployTestappAs(t, ns, "client", "client", "svid")
+	server, client := meshServerClient(t, ns)
 	orig := testappPodHook
 	testappPodHook = func(p *corev1.Pod) { p.Annotations = map[string]string{"weft.dev/inject": "disabled"} }
 	bypass := deployTestapp(t, ns, "bypass", "serve", "-addr", ":8080")

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -56,11 +55,7 @@ func TestDualStackPods(t *testing.T) {
 	const ns = "e2e-dualstack"
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
 	ctx := context.Background()
-	for _, sa := range []string{"client", "server"} {
-		if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	serviceAccounts(t, ns, "client", "server")
 	svc, err := kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "server"},
 		Spec: corev1.ServiceSpec{
@@ -114,33 +109,9 @@ func TestDualStackPods(t *testing.T) {
 		// The server's sidecar lists the live connection while the client
 		// holds it: inbound, mTLS with the client's ID, TLS 1.3, from the
 		// client's IPv6 address.
-		held := make(chan error, 1)
-		go func() {
-			out, err := get("-hold", "20s", target)
-			if err != nil {
-				err = fmt.Errorf("%w: %s", err, out)
-			}
-			held <- err
-		}()
-		var live proxy.ConnInfo
-		waitFor(t, 15*time.Second, "the server sidecar listing the client's IPv6 connection to "+target, func(context.Context) (bool, error) {
-			out, err := kubectlExec(t, ns, server.Name, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15000/connections")
-			if err != nil {
-				return false, nil
-			}
-			var conns struct {
-				Connections []proxy.ConnInfo `json:"connections"`
-			}
-			if err := json.Unmarshal([]byte(strings.TrimPrefix(out, "200 ")), &conns); err != nil {
-				return false, fmt.Errorf("server sidecar /connections: %w: %q", err, out)
-			}
-			for _, c := range conns.Connections {
-				if c.Direction == "inbound" && c.MTLS && c.TLSInfo != nil && c.PeerID == clientID && strings.HasPrefix(c.Source, "["+client6.String()+"]:") {
-					live = c
-					return true, nil
-				}
-			}
-			return false, nil
+		held := holdRequest(t, ns, client.Name, "20s", target)
+		live := liveInbound(t, ns, server.Name, 15*time.Second, "the server sidecar listing the client's IPv6 connection to "+target, func(c proxy.ConnInfo) bool {
+			return c.PeerID == clientID && strings.HasPrefix(c.Source, "["+client6.String()+"]:")
 		})
 		if live.Version != "TLS 1.3" {
 			t.Fatalf("%s: the client's connection at the server sidecar: %+v, want TLS 1.3", target, live)
@@ -152,27 +123,7 @@ func TestDualStackPods(t *testing.T) {
 
 	// Plaintext from the node to the server's IPv6 address: captured into
 	// the STRICT inbound listener and refused, once per probe.
-	notTLS := func() float64 {
-		return sidecarMetric(t, ns, server.Name, "weft_sidecar_handshake_failures_total", map[string]string{"direction": "inbound", "reason": "not_tls"})
-	}
-	before := notTLS()
-	const probes = 2
-	for range probes {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort(server6.String(), "8080"), 5*time.Second)
-		if err != nil {
-			t.Fatalf("dial the server pod's IPv6 address: %v", err)
-		}
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: server\r\n\r\n"))
-		reply, _ := io.ReadAll(io.LimitReader(c, 4096))
-		c.Close()
-		if len(reply) > 0 {
-			t.Fatalf("plaintext over IPv6 from outside the mesh got an answer: %q", reply)
-		}
-	}
-	if got := notTLS() - before; got != probes {
-		t.Fatalf("weft_sidecar_handshake_failures_total{direction=inbound,reason=not_tls} moved by %v over %d IPv6 plaintext probes, want %d", got, probes, probes)
-	}
+	plaintextRefused(t, ns, server.Name, net.JoinHostPort(server6.String(), "8080"), "IPv6 plaintext", 2)
 
 	// Egress over IPv6. Before any policy (ALLOW_ANY) the external hosts
 	// answer: a later refusal is the sidecar's, not a host that is down.

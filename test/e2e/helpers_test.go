@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -27,9 +29,11 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/sidecar/proxy"
 )
 
 var trustDomain = spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -181,6 +185,12 @@ func httpGet(url string) (string, error) {
 // family never does.
 func sidecarMetric(t *testing.T, ns, pod, name string, match map[string]string) float64 {
 	t.Helper()
+	return sumSamples(sidecarFamilies(t, ns, pod), name, match)
+}
+
+// sidecarFamilies reads pod's sidecar /metrics (from inside the pod) once.
+func sidecarFamilies(t *testing.T, ns, pod string) map[string]*dto.MetricFamily {
+	t.Helper()
 	out, err := kubectlExec(t, ns, pod, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15020/metrics")
 	if err != nil {
 		t.Fatalf("%s/%s sidecar /metrics: %v\n%s", ns, pod, err, out)
@@ -194,9 +204,14 @@ func sidecarMetric(t *testing.T, ns, pod, name string, match map[string]string) 
 	if err != nil {
 		t.Fatalf("%s/%s sidecar /metrics: %v", ns, pod, err)
 	}
+	return fams
+}
+
+// sumSamples is what sidecarMetric returns, for families already read.
+func sumSamples(fams map[string]*dto.MetricFamily, name string, match map[string]string) float64 {
 	fam, ok := fams[name]
 	if !ok {
-		return 0
+		return 0 // a labelled family has no series before its first event
 	}
 	var sum float64
 	for _, m := range fam.GetMetric() {
@@ -221,4 +236,115 @@ func sidecarMetric(t *testing.T, ns, pod, name string, match map[string]string) 
 		}
 	}
 	return sum
+}
+
+// serviceAccounts creates the service accounts names in ns.
+func serviceAccounts(t *testing.T, ns string, names ...string) {
+	t.Helper()
+	for _, sa := range names {
+		if _, err := kube.CoreV1().ServiceAccounts(ns).Create(context.Background(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// serverService creates the Service server in ns: port 80 (http) to the
+// port named http of the pods labelled app=server.
+func serverService(t *testing.T, ns string) {
+	t.Helper()
+	if _, err := kube.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "server"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// meshServerClient sets up the two workloads of most mesh tests in ns:
+// service accounts server and client, the Service server, and a testapp
+// pod running as each (server serving on :8080 behind the Service, client
+// idle with its SVID). It does not wait for their sidecars' config.
+func meshServerClient(t *testing.T, ns string) (server, client *corev1.Pod) {
+	t.Helper()
+	serviceAccounts(t, ns, "client", "server")
+	serverService(t, ns)
+	server = deployTestappAs(t, ns, "server", "server", "serve", "-addr", ":8080")
+	client = deployTestappAs(t, ns, "client", "client", "svid")
+	return server, client
+}
+
+// holdRequest has pod's app GET url and hold the connection open for
+// hold (testapp get -hold) in the background; the channel gets the
+// request's outcome once it ends.
+func holdRequest(t *testing.T, ns, pod, hold, url string) <-chan error {
+	t.Helper()
+	held := make(chan error, 1)
+	go func() {
+		out, err := kubectlExec(t, ns, pod, "app", "/usr/local/bin/testapp", "get", "-hold", hold, url)
+		if err != nil {
+			err = fmt.Errorf("%w: %s", err, out)
+		}
+		held <- err
+	}()
+	return held
+}
+
+// liveInbound waits up to timeout for pod's sidecar to list (its
+// /connections, read from inside the pod) an inbound mTLS connection for
+// which match holds, and returns it. what names the wait in a failure.
+func liveInbound(t *testing.T, ns, pod string, timeout time.Duration, what string, match func(proxy.ConnInfo) bool) proxy.ConnInfo {
+	t.Helper()
+	var live proxy.ConnInfo
+	waitFor(t, timeout, what, func(context.Context) (bool, error) {
+		out, err := kubectlExec(t, ns, pod, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15000/connections")
+		if err != nil {
+			return false, nil
+		}
+		var conns struct {
+			Connections []proxy.ConnInfo `json:"connections"`
+		}
+		if err := json.Unmarshal([]byte(strings.TrimPrefix(out, "200 ")), &conns); err != nil {
+			return false, fmt.Errorf("%s/%s sidecar /connections: %w: %q", ns, pod, err, out)
+		}
+		for _, c := range conns.Connections {
+			if c.Direction == "inbound" && c.MTLS && c.TLSInfo != nil && match(c) {
+				live = c
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return live
+}
+
+// plaintextRefused sends probes plaintext HTTP requests from outside the
+// mesh (the node running the test) to addr, a port of pod's app that its
+// sidecar captures into its STRICT inbound listener: none may get an
+// answer, and each must move the sidecar's
+// weft_sidecar_handshake_failures_total{direction=inbound,reason=not_tls}
+// by one. what names the probes in a failure ("plaintext", "IPv6
+// plaintext").
+func plaintextRefused(t *testing.T, ns, pod, addr, what string, probes int) {
+	t.Helper()
+	notTLS := func() float64 {
+		return sidecarMetric(t, ns, pod, "weft_sidecar_handshake_failures_total", map[string]string{"direction": "inbound", "reason": "not_tls"})
+	}
+	before := notTLS()
+	for range probes {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("dial %s (pod %s): %v", addr, pod, err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: server\r\n\r\n"))
+		reply, _ := io.ReadAll(io.LimitReader(c, 4096))
+		c.Close()
+		if len(reply) > 0 {
+			t.Fatalf("%s from outside the mesh got an answer: %q", what, reply)
+		}
+	}
+	if got := notTLS() - before; got != float64(probes) {
+		t.Fatalf("weft_sidecar_handshake_failures_total{direction=inbound,reason=not_tls} moved by %v over %d %s probes, want %d", got, probes, what, probes)
+	}
 }

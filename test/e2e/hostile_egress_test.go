@@ -13,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -496,46 +493,4 @@ func pollFor(timeout time.Duration, cond func() bool) error {
 		time.Sleep(time.Second)
 	}
 	return nil
-}
-
-// sidecarFamilies reads pod's sidecar /metrics (from inside the pod) once.
-func sidecarFamilies(t *testing.T, ns, pod string) map[string]*dto.MetricFamily {
-	t.Helper()
-	out, err := kubectlExec(t, ns, pod, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15020/metrics")
-	if err != nil {
-		t.Fatalf("%s/%s sidecar /metrics: %v\n%s", ns, pod, err, out)
-	}
-	body, ok := strings.CutPrefix(out, "200 ")
-	if !ok {
-		t.Fatalf("%s/%s sidecar /metrics: %q", ns, pod, out)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(body + "\n"))
-	if err != nil {
-		t.Fatalf("%s/%s sidecar /metrics: %v", ns, pod, err)
-	}
-	return fams
-}
-
-// sumSamples is what sidecarMetric returns, for families already read.
-func sumSamples(fams map[string]*dto.MetricFamily, name string, match map[string]string) float64 {
-	var sum float64
-	fam, ok := fams[name]
-	if !ok {
-		return 0 // a labelled family has no series before its first event
-	}
-	for _, m := range fam.GetMetric() {
-		ok := true
-		for k, v := range match {
-			found := false
-			for _, l := range m.GetLabel() {
-				found = found || l.GetName() == k && l.GetValue() == v
-			}
-			ok = ok && found
-		}
-		if ok {
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
-		}
-	}
-	return sum
 }

@@ -8,10 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -27,7 +24,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	"github.com/weftmesh/weft/sidecar/proxy"
@@ -82,22 +78,7 @@ func kubectlExec(t *testing.T, ns, pod, container string, cmd ...string) (string
 func TestPodToPodTrafficIsEncrypted(t *testing.T) {
 	const ns = "e2e-mesh"
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
-	ctx := context.Background()
-	for _, sa := range []string{"client", "server"} {
-		if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, err := kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "server"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := deployTestappAs(t, ns, "server", "server", "serve", "-addr", ":8080")
-	client := deployTestappAs(t, ns, "client", "client", "svid")
+	server, client := meshServerClient(t, ns)
 	requireSynced(t, server.Name+"."+ns)
 	requireSynced(t, client.Name+"."+ns)
 
@@ -107,6 +88,7 @@ func TestPodToPodTrafficIsEncrypted(t *testing.T) {
 	// made again under a new capture, at most three times; a connection
 	// captured whole that is not TLS 1.3 fails at once.
 	var out string
+	var err error
 	for attempt := 1; ; attempt++ {
 		capture := startCapture(t, "any", "tcp and host "+server.Status.PodIP)
 		marker := "weft-marker-" + randomHex(t)
@@ -185,33 +167,9 @@ func TestPodToPodTrafficIsEncrypted(t *testing.T) {
 	// ID, mTLS, TLS 1.3. The client holds its keep-alive connection open
 	// while the server sidecar's /connections is read.
 	clientID := "spiffe://cluster.local/ns/" + ns + "/sa/client"
-	held := make(chan error, 1)
-	go func() {
-		out, err := kubectlExec(t, ns, client.Name, "app", "/usr/local/bin/testapp", "get", "-hold", "30s", "http://server."+ns+".svc.cluster.local/")
-		if err != nil {
-			err = fmt.Errorf("%w: %s", err, out)
-		}
-		held <- err
-	}()
-	var live proxy.ConnInfo
-	waitFor(t, 25*time.Second, "the server sidecar listing the client's connection", func(context.Context) (bool, error) {
-		out, err := kubectlExec(t, ns, server.Name, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15000/connections")
-		if err != nil {
-			return false, nil
-		}
-		var conns struct {
-			Connections []proxy.ConnInfo `json:"connections"`
-		}
-		if err := json.Unmarshal([]byte(strings.TrimPrefix(out, "200 ")), &conns); err != nil {
-			return false, fmt.Errorf("server sidecar /connections: %w: %q", err, out)
-		}
-		for _, c := range conns.Connections {
-			if c.Direction == "inbound" && c.MTLS && c.TLSInfo != nil && c.PeerID == clientID {
-				live = c
-				return true, nil
-			}
-		}
-		return false, nil
+	held := holdRequest(t, ns, client.Name, "30s", "http://server."+ns+".svc.cluster.local/")
+	live := liveInbound(t, ns, server.Name, 25*time.Second, "the server sidecar listing the client's connection", func(c proxy.ConnInfo) bool {
+		return c.PeerID == clientID
 	})
 	if live.Version != "TLS 1.3" || !strings.HasPrefix(live.Source, client.Status.PodIP+":") {
 		t.Fatalf("the client's connection at the server sidecar: %+v, want TLS 1.3 from %s", live, client.Status.PodIP)
@@ -245,27 +203,7 @@ func TestPodToPodTrafficIsEncrypted(t *testing.T) {
 	// captured into the STRICT inbound listener and refused.
 	// The refusal is the inbound listener's, counted as not_tls once per
 	// probe.
-	notTLS := func() float64 {
-		return sidecarMetric(t, ns, server.Name, "weft_sidecar_handshake_failures_total", map[string]string{"direction": "inbound", "reason": "not_tls"})
-	}
-	before := notTLS()
-	const probes = 2
-	for range probes {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort(server.Status.PodIP, "8080"), 5*time.Second)
-		if err != nil {
-			t.Fatalf("dial server pod: %v", err)
-		}
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: server\r\n\r\n"))
-		reply, _ := io.ReadAll(io.LimitReader(c, 4096))
-		c.Close()
-		if len(reply) > 0 {
-			t.Fatalf("plaintext from outside the mesh got an answer: %q", reply)
-		}
-	}
-	if got := notTLS() - before; got != probes {
-		t.Fatalf("weft_sidecar_handshake_failures_total{direction=inbound,reason=not_tls} moved by %v over %d plaintext probes, want %d", got, probes, probes)
-	}
+	plaintextRefused(t, ns, server.Name, net.JoinHostPort(server.Status.PodIP, "8080"), "plaintext", 2)
 }
 
 // failureCounters lists a sidecar's non-zero connection and handshake
@@ -339,14 +277,7 @@ func randomHex(t *testing.T) string {
 func TestCaptureSeesPlaintextOutsideTheMesh(t *testing.T) {
 	const ns = "e2e-nomesh"
 	namespace(t, ns, nil)
-	_, err := kube.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "server"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	serverService(t, ns)
 	server := deployTestapp(t, ns, "server", "serve", "-addr", ":8080")
 	// Without weft there is no Workload API: the client just idles serving.
 	client := deployTestapp(t, ns, "client", "serve", "-addr", ":8080")
@@ -356,7 +287,7 @@ func TestCaptureSeesPlaintextOutsideTheMesh(t *testing.T) {
 	capture := startCapture(t, "any", "tcp and host "+server.Status.PodIP)
 	marker := "weft-marker-" + randomHex(t)
 	waitFor(t, time.Minute, "the plaintext request", func(context.Context) (bool, error) {
-		_, err = kubectlExec(t, ns, client.Name, "app", "/usr/local/bin/testapp", "get", "-body", marker, "http://server."+ns+".svc.cluster.local/")
+		_, err := kubectlExec(t, ns, client.Name, "app", "/usr/local/bin/testapp", "get", "-body", marker, "http://server."+ns+".svc.cluster.local/")
 		return err == nil, nil
 	})
 	pcap, log := capture()

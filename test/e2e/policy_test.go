@@ -27,20 +27,8 @@ func TestAuthorizationPolicyFromTheAPIServer(t *testing.T) {
 	const ns = "e2e-authz"
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
 	ctx := context.Background()
-	for _, sa := range []string{"client", "intruder", "server"} {
-		if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "server"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	server := deployTestappAs(t, ns, "server", "server", "serve", "-addr", ":8080")
-	client := deployTestappAs(t, ns, "client", "client", "svid")
+	serviceAccounts(t, ns, "intruder")
+	server, client := meshServerClient(t, ns)
 	intruder := deployTestappAs(t, ns, "intruder", "intruder", "svid")
 	url := "http://server." + ns + ".svc.cluster.local/"
 	request := func(pod *corev1.Pod) error {
