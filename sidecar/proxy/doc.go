@@ -31,6 +31,47 @@
 // egress decision itself is encoded in the chains by
 // the control plane; this package only follows them.
 //
+// # HTTP service ports
+//
+// A chain whose target is a route configuration and that has no
+// weft.egress metadata is an in-mesh HTTP service port (docs/l7.md): its
+// connections are not copied but served by the l7 engine (l7.go). On the
+// outbound listener one l7.ConnServer serves the app's connections
+// (HTTP/1.1 keep-alive, h2c with prior knowledge); each request is routed
+// on the configuration current when it arrives (the connection keeps the
+// chain, so the route configuration, it chose at accept): the virtual host
+// of its Host, then the first route whose path and headers match
+// ([model.VirtualHost.Route]; none: 404 "weft: route not found", gRPC
+// UNIMPLEMENTED), and is forwarded by an l7.Forwarder: the route's
+// timeout (504), its retry policy (retry_on mapped to the forwarder's
+// conditions, refused-stream as a reset; what may have reached the app is
+// retried only for idempotent methods), a weighted split over its
+// clusters (Config.SplitRand), then per request a peak-EWMA balancer over
+// the cluster's healthy endpoints (outlier detection as the cluster says;
+// retries within its retry budget). Every cluster of HTTP/2 with upstream
+// TLS is reached over pooled HTTP/2 connections that are dialled and
+// handshaken as the L4 path's (the cluster's SANs checked against the
+// trust bundle, our SVID), offering ALPN h2 only. Balancers, transports
+// and their pooled connections are kept by cluster name across
+// configurations (a balancer keeps what it learned of the endpoints that
+// stay) and brought up to date when a request or connection first sees a
+// new configuration; a cluster that is gone has its idle connections
+// closed then. On the inbound listener the chain inbound|<port>|h2 (TLS
+// with ALPN h2, matched before the port's L4 chain) terminates mTLS and
+// applies the connection-level RBAC as any TLS chain, then an l7.Inbound
+// per cluster delivers each request to the app through the route's
+// cluster as the L4 path delivers a connection (from 127.0.0.6 / ::6 to
+// the original destination, or 127.0.0.1 for a loopback port), in HTTP/1.1
+// or h2c as the cluster's HTTP protocol says. A client that offers no h2
+// takes the L4 chain, as before. Such connections are accounted as the
+// others (caps, /connections, connections and bytes_total — an inbound
+// one's bytes are its TLS records —, IdleTimeout and WriteTimeout), and
+// are asked to finish when the proxy drains (GOAWAY, or a close after the
+// response in progress). The golden signals are
+// weft_sidecar_http_requests_total{direction,route,dst,peer,class,grpc_status},
+// http_request_duration_seconds, http_requests_in_flight and
+// http_retries_total (sidecar/l7.Metrics).
+//
 // # Every request decided
 //
 // On an HTTP egress chain (httpegress.go) a keep-alive or pipelined
@@ -170,7 +211,8 @@
 // egress_name_bindings_total{result}, egress_name_unknown_total{result},
 // parked_flows.
 //
-// Imports: sidecar/xds/model (the configuration it runs), sidecar/capture
+// Imports: sidecar/xds/model (the configuration it runs), sidecar/l7 and
+// sidecar/balance (the HTTP data plane), sidecar/capture
 // (OriginalDst only), api/audit (the egress record), sidecar/egress (the
 // egress decision), sidecar/dnsproxy (the Binding type; the table itself
 // comes in as a [NameBinder]), internal/metrics, go-spiffe. Never the ADS

@@ -314,8 +314,10 @@ func meshConfig(sans []spiffeid.ID, eps []model.Endpoint, inbound []*model.Filte
 					Target: model.Target{Cluster: "PassthroughCluster"}, Egress: &model.EgressMeta{Decision: "allow"}},
 				{Name: "egress-denied", Match: model.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"denied.example.com"}},
 					Target: model.Target{Cluster: "BlackHoleCluster"}, Egress: &model.EgressMeta{Decision: "deny"}},
+				// An egress chain carries weft.egress (the contract): the
+				// catch-all's verdict, which the default virtual host says.
 				{Name: "egress-http", Match: model.ChainMatch{DestPort: 8080, TransportProtocol: "raw_buffer", AppProtocols: []string{"http/1.1", "h2c"}},
-					Target: model.Target{RouteConfig: "egress|8080"}},
+					Target: model.Target{RouteConfig: "egress|8080"}, Egress: &model.EgressMeta{Decision: "deny", Outbound: "REGISTRY_ONLY"}},
 			}},
 		Clusters: map[string]*model.Cluster{
 			svcCluster: {Name: svcCluster, Kind: model.KindEDS, ConnectTimeout: time.Second,

@@ -45,6 +45,14 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 	}
 	cn.chain = fc.Name
 	var down net.Conn = &prefixConn{TCPConn: c, prefix: sn.prefix}
+	var m *meteredConn
+	if fc.Target.RouteConfig != "" {
+		if fc.TLS == nil {
+			return nil, p.refuse(inbound, cn, refused("unsupported", "proxy: chain %s routes HTTP without TLS", fc.Name))
+		}
+		m = p.meter(down, cn) // the l7 engine serves it: accounted below TLS
+		down = m
+	}
 	if fc.TLS != nil {
 		if sn.transport != transportTLS {
 			return nil, p.refuse(inbound, cn, &refusal{reason: reasonNotTLS, handshake: true,
@@ -68,6 +76,9 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 		}
 		cn.tls = newTLSInfo(st, peerID)
 		down = tc
+		if m != nil {
+			return p.inboundL7(cfg, fc, dst, tc, peer, m, cn)
+		}
 	} else if err := p.authorize(inbound, fc, "", dst.Port()); err != nil {
 		return nil, p.refuse(inbound, cn, refused(reasonAuthzDenied, "%w", err))
 	}
@@ -140,6 +151,10 @@ type forwarding struct {
 	addr     netip.AddrPort // the dialled upstream
 	release  func()         // ends the balancer's count of the connection to addr
 	http     *httpStart     // an HTTP egress connection: forwarded request by request
+	// serve, when set, serves the connection with the l7 engine (l7.go)
+	// instead of copying bytes, and returns when it is done; up is nil.
+	serve func()
+	meter *meteredConn // serve's accounting of the downstream side
 }
 
 // httpStart is an HTTP egress connection whose first request is decided
@@ -155,6 +170,23 @@ type httpStart struct {
 // goroutines started with env.run; once both sides are done, it releases
 // the upstream and calls finish.
 func (p *Proxy) forward(cn *conn, fw *forwarding, env pipeEnv, finish func()) {
+	if fw.serve != nil {
+		cn.mu.Lock()
+		if fw.addr.IsValid() {
+			cn.upstream = fw.addr.String()
+		}
+		cn.established = true
+		cn.mu.Unlock()
+		fw.meter.watch.Store(env.watch)
+		env.run.Go(func() {
+			fw.serve()
+			p.log.Debug("connection closed", "direction", cn.direction, "src", cn.src, "dst", cn.dst, "chain", cn.chain,
+				"bytes_in", cn.toUp.Load(), "bytes_out", cn.toDown.Load())
+			fw.release()
+			finish()
+		})
+		return
+	}
 	cn.track(fw.up)
 	cn.mu.Lock()
 	cn.upstream = fw.addr.String()

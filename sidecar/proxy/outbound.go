@@ -45,6 +45,10 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	}
 	cn.chain = fc.Name
 	down := &prefixConn{TCPConn: c, prefix: sn.prefix}
+	if fc.Target.RouteConfig != "" && fc.Egress == nil {
+		// An in-mesh HTTP service port: request by request (l7.go).
+		return p.outboundL7(fc, dst, down, cn)
+	}
 	if fc.Target.RouteConfig != "" {
 		return p.outboundHTTP(ctx, cfg, fc, dst, sn, down, cn)
 	}
@@ -89,20 +93,35 @@ func (p *Proxy) connectUpstream(ctx context.Context, cfg *model.Config, fc *mode
 	if cl.UpstreamTLS == nil {
 		return up, addr, nil
 	}
+	tc, peer, r := p.handshakeUpstream(ctx, cl, cl.UpstreamTLS, up, addr, cn.track)
+	if r != nil {
+		return nil, netip.AddrPort{}, r
+	}
+	cn.tls = newTLSInfo(tc.ConnectionState(), peer.String())
+	return tc, addr, nil
+}
+
+// handshakeUpstream originates mTLS as u says on up, a connection to the
+// peer sidecar at addr of cluster cl (closed if the handshake fails):
+// clientTLS, within HandshakeTimeout. track, if set, is given the TLS
+// connection before the handshake starts (what drain closes).
+func (p *Proxy) handshakeUpstream(ctx context.Context, cl *model.Cluster, u *model.UpstreamTLS, up net.Conn, addr netip.AddrPort,
+	track func(net.Conn)) (*tls.Conn, spiffeid.ID, *refusal) {
 	var peer spiffeid.ID
-	tc := tls.Client(up, p.clientTLS(cl.UpstreamTLS, &peer))
-	cn.track(tc)
+	tc := tls.Client(up, p.clientTLS(u, &peer))
+	if track != nil {
+		track(tc)
+	}
 	hctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
-	err = tc.HandshakeContext(hctx)
+	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
 		up.Close()
-		return nil, netip.AddrPort{}, &refusal{reason: failureReason(err), handshake: true,
+		return nil, peer, &refusal{reason: failureReason(err), handshake: true,
 			err: fmt.Errorf("proxy: outbound handshake with %s (cluster %s, peer %v): %w", addr, cl.Name, peer, err)}
 	}
 	p.m.handshakes.With(outbound).Inc()
-	cn.tls = newTLSInfo(tc.ConnectionState(), peer.String())
-	return tc, addr, nil
+	return tc, peer, nil
 }
 
 // maxRequestHead bounds the HTTP/1 request head an egress HTTP chain reads.

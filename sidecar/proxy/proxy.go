@@ -131,6 +131,9 @@ type Config struct {
 	// memory.max, or GOMEMLIMIT); 0 or less: none known. It sets
 	// MaxConnections' default.
 	MemoryLimit int64
+	// SplitRand returns a uniform integer in [0, n) for the weighted
+	// splits of HTTP routes (nil: math/rand/v2); tests fix its seed.
+	SplitRand func(n int) int
 	// IdleParkAfter is how long one direction of a connection is silent
 	// before it gives up its goroutine and waits in the proxy's epoll set
 	// (park.go): 1s; negative never parks.
@@ -233,6 +236,7 @@ type Proxy struct {
 	m    *metrics
 	reg  *registry
 	lb   *balancer
+	l7   *l7Engine // the HTTP data plane (l7.go)
 
 	ready                         chan struct{}
 	inAddr, outAddr, adminAddrNet net.Addr
@@ -333,6 +337,9 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{
 		cfg: cfg, log: cfg.Logger, td: cfg.TrustDomain, svid: svidSource{cfg.SVID}, m: m,
 		reg: newRegistry(), lb: newBalancer(), ready: make(chan struct{}),
+	}
+	if p.l7, err = newL7Engine(p, cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("proxy: New: metrics: %w", err)
 	}
 	err = cfg.Metrics.NewGaugeFunc("weft_sidecar_parked_flows",
 		"Directions of open connections idle long enough to wait in the proxy's epoll set instead of on a goroutine.",
@@ -467,6 +474,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 		close(stopSweep)
 		swept.Wait()
 	}()
+	p.l7.start()
+	defer p.l7.close()
 	errs := make(chan error, 4)
 	serve := func(l net.Listener, direction string) {
 		// One write-timeout counter per listener, not a closure per
@@ -530,6 +539,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 	open := p.reg.len()
 	p.log.Info("draining", "open", open, "timeout", p.cfg.DrainTimeout)
 	timer := p.cfg.Clock.NewTimer(p.cfg.DrainTimeout)
+	// HTTP connections of the l7 engine are asked to finish: idle ones
+	// close now, HTTP/2 ones get GOAWAY.
+	l7ctx, l7stop := context.WithCancel(context.Background())
+	var l7drain sync.WaitGroup
+	l7drain.Go(func() { p.l7.shutdown(l7ctx) })
 	select {
 	case <-p.reg.emptied():
 	case <-timer.C():
@@ -542,6 +556,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	timer.Stop()
 	handlers.Wait()
+	l7stop()
+	l7drain.Wait()
 	if env.park != nil {
 		if err := env.park.shutdown(); err != nil {
 			p.log.Error("stopping the parker", "err", err)
