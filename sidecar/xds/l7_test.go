@@ -489,7 +489,11 @@ func TestL7Rejects(t *testing.T) {
 		{"pseudo-header", func(r envoySet) {
 			header(r, stringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "GET"}}))
 			meshRouteOf(r).Match.Headers[0].Name = ":method"
-		}, hdrs + `name ":method": pseudo-headers are not supported`},
+		}, hdrs + `name ":method": pseudo-headers and host are not supported (virtual host domains match the authority)`},
+		{"host header", func(r envoySet) {
+			header(r, stringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "a.example"}}))
+			meshRouteOf(r).Match.Headers[0].Name = "Host"
+		}, hdrs + `name "Host": pseudo-headers and host are not supported`},
 		// Route actions.
 		{"direct response", func(r envoySet) {
 			meshRouteOf(r).Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 404}}

@@ -300,8 +300,10 @@ func headerMatch(h *routev3.HeaderMatcher) (model.HeaderMatch, error) {
 	if err := only(h, "name", "string_match", "present_match", "invert_match"); err != nil {
 		return out, err
 	}
-	if strings.HasPrefix(out.Name, ":") {
-		return out, fmt.Errorf("name %q: pseudo-headers are not supported", h.GetName())
+	// Request headers as the model matches them (http.Header) hold neither
+	// pseudo-headers nor Host, which is the :authority in Envoy.
+	if strings.HasPrefix(out.Name, ":") || out.Name == "host" {
+		return out, fmt.Errorf("name %q: pseudo-headers and host are not supported (virtual host domains match the authority)", h.GetName())
 	}
 	switch s := h.GetHeaderMatchSpecifier().(type) {
 	case *routev3.HeaderMatcher_StringMatch:
