@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -48,18 +49,14 @@ func meshConfig(mc *v1alpha1.MeshConfig, td spiffeid.TrustDomain) (MeshConfig, *
 		return MeshConfig{}, &invalid{v1alpha1.ReasonTrustDomainMismatch,
 			fmt.Sprintf("spec.trustDomain %q differs from the control plane's trust domain %q, which is set at install and cannot change", mc.Spec.TrustDomain, td.Name())}
 	}
-	out := MeshConfig{TrustDomain: td, MTLSMode: mc.Spec.MTLS.Mode, OutboundMode: mc.Spec.OutboundTrafficPolicy.Mode, FromObject: true}
-	if out.MTLSMode == "" {
-		out.MTLSMode = v1alpha1.MTLSStrict
-	}
-	if out.OutboundMode == "" {
-		out.OutboundMode = v1alpha1.OutboundAllowAny
-	}
+	out := MeshConfig{TrustDomain: td, FromObject: true,
+		MTLSMode:     cmp.Or(mc.Spec.MTLS.Mode, v1alpha1.MTLSStrict),
+		OutboundMode: cmp.Or(mc.Spec.OutboundTrafficPolicy.Mode, v1alpha1.OutboundAllowAny)}
 	if err := checkMode("spec.mtls.mode", out.MTLSMode); err != nil {
 		return MeshConfig{}, err
 	}
-	if out.OutboundMode != v1alpha1.OutboundAllowAny && out.OutboundMode != v1alpha1.OutboundRegistryOnly {
-		return MeshConfig{}, rejectf("spec.outboundTrafficPolicy.mode %q is not ALLOW_ANY or REGISTRY_ONLY", out.OutboundMode)
+	if err := oneOf("spec.outboundTrafficPolicy.mode", out.OutboundMode, v1alpha1.OutboundAllowAny, v1alpha1.OutboundRegistryOnly); err != nil {
+		return MeshConfig{}, err
 	}
 	return out, nil
 }
@@ -69,10 +66,22 @@ func defaultMeshConfig(td spiffeid.TrustDomain) MeshConfig {
 }
 
 func checkMode(field string, m v1alpha1.MTLSMode) *invalid {
-	if m != v1alpha1.MTLSStrict && m != v1alpha1.MTLSPermissive {
-		return rejectf("%s %q is not STRICT or PERMISSIVE", field, m)
+	return oneOf(field, m, v1alpha1.MTLSStrict, v1alpha1.MTLSPermissive)
+}
+
+// oneOf rejects v unless it is one of allowed: `<field> "<v>" is not A, B
+// or C`. An empty v is not allowed either: a field with a default is given
+// it before.
+func oneOf[T ~string](field string, v T, allowed ...T) *invalid {
+	if slices.Contains(allowed, v) {
+		return nil
 	}
-	return nil
+	names := make([]string, len(allowed))
+	for i, a := range allowed {
+		names[i] = string(a)
+	}
+	last := len(names) - 1
+	return rejectf("%s %q is not %s or %s", field, v, strings.Join(names[:last], ", "), names[last])
 }
 
 // selector compiles an optional label selector; nil stays nil (everything in
@@ -130,13 +139,9 @@ func authorizationPolicy(p *v1alpha1.AuthorizationPolicy, td spiffeid.TrustDomai
 	if err != nil {
 		return nil, err
 	}
-	out := &AuthorizationPolicy{Namespace: p.Namespace, Name: p.Name, Selector: sel, Action: p.Spec.Action}
-	switch out.Action {
-	case "":
-		out.Action = v1alpha1.ActionAllow
-	case v1alpha1.ActionAllow, v1alpha1.ActionDeny:
-	default:
-		return nil, rejectf("spec.action %q is not ALLOW or DENY", out.Action)
+	out := &AuthorizationPolicy{Namespace: p.Namespace, Name: p.Name, Selector: sel, Action: cmp.Or(p.Spec.Action, v1alpha1.ActionAllow)}
+	if err := oneOf("spec.action", out.Action, v1alpha1.ActionAllow, v1alpha1.ActionDeny); err != nil {
+		return nil, err
 	}
 	for i, r := range p.Spec.Rules {
 		field := fmt.Sprintf("spec.rules[%d]", i)
@@ -238,21 +243,15 @@ func egressPolicy(p *v1alpha1.EgressPolicy) (*EgressPolicy, *invalid) {
 	if err != nil {
 		return nil, err
 	}
-	out := &EgressPolicy{Namespace: p.Namespace, Name: p.Name, Selector: sel, Mode: p.Spec.Mode}
-	switch out.Mode {
-	case "":
-		out.Mode = v1alpha1.EgressEnforce
-	case v1alpha1.EgressEnforce, v1alpha1.EgressAudit:
-	default:
-		return nil, rejectf("spec.mode %q is not Enforce or Audit", out.Mode)
+	out := &EgressPolicy{Namespace: p.Namespace, Name: p.Name, Selector: sel,
+		Mode:          cmp.Or(p.Spec.Mode, v1alpha1.EgressEnforce),
+		DefaultAction: cmp.Or(p.Spec.DefaultAction, v1alpha1.EgressDeny), // the CRD's defaults
 	}
-	out.DefaultAction = p.Spec.DefaultAction
-	switch out.DefaultAction {
-	case "":
-		out.DefaultAction = v1alpha1.EgressDeny // the CRD's default
-	case v1alpha1.EgressAllow, v1alpha1.EgressDeny:
-	default:
-		return nil, rejectf("spec.defaultAction %q is not Allow or Deny", out.DefaultAction)
+	if err := oneOf("spec.mode", out.Mode, v1alpha1.EgressEnforce, v1alpha1.EgressAudit); err != nil {
+		return nil, err
+	}
+	if err := oneOf("spec.defaultAction", out.DefaultAction, v1alpha1.EgressAllow, v1alpha1.EgressDeny); err != nil {
+		return nil, err
 	}
 	for i, sa := range p.Spec.ServiceAccounts {
 		if errs := validation.IsDNS1123Subdomain(sa); len(errs) > 0 {
@@ -290,13 +289,9 @@ func (p *EgressPolicy) inForce() string {
 }
 
 func egressRule(field string, r v1alpha1.EgressRule) (EgressRule, *invalid) {
-	rule := EgressRule{Action: r.Action}
-	switch rule.Action {
-	case "":
-		rule.Action = v1alpha1.EgressAllow
-	case v1alpha1.EgressAllow, v1alpha1.EgressDeny:
-	default:
-		return rule, rejectf("%s.action %q is not Allow or Deny", field, r.Action)
+	rule := EgressRule{Action: cmp.Or(r.Action, v1alpha1.EgressAllow)}
+	if err := oneOf(field+".action", rule.Action, v1alpha1.EgressAllow, v1alpha1.EgressDeny); err != nil {
+		return rule, err
 	}
 	if len(r.Hosts)+len(r.CIDRs) == 0 {
 		return rule, rejectf("%s: needs at least one of hosts or cidrs", field)
@@ -320,14 +315,11 @@ func egressRule(field string, r v1alpha1.EgressRule) (EgressRule, *invalid) {
 		if err != nil {
 			return rule, err
 		}
-		switch p.Protocol {
-		case v1alpha1.EgressHTTP, v1alpha1.EgressTLS:
-		case v1alpha1.EgressTCP:
-			if len(r.Hosts) > 0 {
-				return rule, rejectf("%s: hosts cannot be matched on TCP port %d; use cidrs, or HTTP or TLS", pf, n)
-			}
-		default:
-			return rule, rejectf("%s.protocol %q is not HTTP, TLS or TCP", pf, p.Protocol)
+		if err := oneOf(pf+".protocol", p.Protocol, v1alpha1.EgressHTTP, v1alpha1.EgressTLS, v1alpha1.EgressTCP); err != nil {
+			return rule, err
+		}
+		if p.Protocol == v1alpha1.EgressTCP && len(r.Hosts) > 0 {
+			return rule, rejectf("%s: hosts cannot be matched on TCP port %d; use cidrs, or HTTP or TLS", pf, n)
 		}
 		rule.Ports = append(rule.Ports, EgressPort{Number: n, Protocol: p.Protocol})
 	}
