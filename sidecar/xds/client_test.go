@@ -40,25 +40,13 @@ type peer struct {
 func startPeer(t *testing.T, addr string, cache cachev3.SnapshotCache) *peer {
 	t.Helper()
 	p := &peer{cache: cache, changed: make(chan struct{}, 1), done: make(chan struct{})}
-	notify := func() {
-		select {
-		case p.changed <- struct{}{}:
-		default:
-		}
-	}
 	cb := serverv3.CallbackFuncs{
 		StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
-			p.mu.Lock()
-			p.sotw = append(p.sotw, r)
-			p.mu.Unlock()
-			notify()
+			record(p, &p.sotw, r)
 			return nil
 		},
 		StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-			p.mu.Lock()
-			p.delta = append(p.delta, r)
-			p.mu.Unlock()
-			notify()
+			record(p, &p.delta, r)
 			return nil
 		},
 	}
@@ -84,13 +72,25 @@ func startPeer(t *testing.T, addr string, cache cachev3.SnapshotCache) *peer {
 
 func (p *peer) stop() { p.stopFn() }
 
-// waitSotw waits for a request satisfying ok.
-func (p *peer) waitSotw(t *testing.T, what string, ok func(*discoveryv3.DiscoveryRequest) bool) *discoveryv3.DiscoveryRequest {
+// record appends r to reqs, one of the peer's logs, and wakes a waiter.
+func record[R any](p *peer, reqs *[]R, r R) {
+	p.mu.Lock()
+	*reqs = append(*reqs, r)
+	p.mu.Unlock()
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// waitRequest waits for a request in reqs, the peer's log of one kind
+// ("SotW" or "delta"), that satisfies ok.
+func waitRequest[R any](t *testing.T, p *peer, kind, what string, reqs *[]R, ok func(R) bool) R {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		p.mu.Lock()
-		for _, r := range p.sotw {
+		for _, r := range *reqs {
 			if ok(r) {
 				p.mu.Unlock()
 				return r
@@ -100,29 +100,21 @@ func (p *peer) waitSotw(t *testing.T, what string, ok func(*discoveryv3.Discover
 		select {
 		case <-p.changed:
 		case <-deadline:
-			t.Fatalf("no SotW request: %s", what)
+			t.Fatalf("no %s request: %s", kind, what)
 		}
 	}
 }
 
+// waitSotw waits for a SotW request satisfying ok.
+func (p *peer) waitSotw(t *testing.T, what string, ok func(*discoveryv3.DiscoveryRequest) bool) *discoveryv3.DiscoveryRequest {
+	t.Helper()
+	return waitRequest(t, p, "SotW", what, &p.sotw, ok)
+}
+
+// waitDelta waits for a delta request satisfying ok.
 func (p *peer) waitDelta(t *testing.T, what string, ok func(*discoveryv3.DeltaDiscoveryRequest) bool) *discoveryv3.DeltaDiscoveryRequest {
 	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		p.mu.Lock()
-		for _, r := range p.delta {
-			if ok(r) {
-				p.mu.Unlock()
-				return r
-			}
-		}
-		p.mu.Unlock()
-		select {
-		case <-p.changed:
-		case <-deadline:
-			t.Fatalf("no delta request: %s", what)
-		}
-	}
+	return waitRequest(t, p, "delta", what, &p.delta, ok)
 }
 
 func setSnapshot(t *testing.T, cache cachev3.SnapshotCache, m mesh, version string) {
