@@ -23,6 +23,7 @@ import (
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/internal/testutil"
+	"github.com/weftmesh/weft/sidecar/balance"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
@@ -494,4 +495,79 @@ func TestL7HeaderAndPathRouting(t *testing.T) {
 	if got := a.counter("connections_total", outbound); got != 1 {
 		t.Errorf("%v app connections, want 1", got)
 	}
+}
+
+// The state of a cluster outlives configurations: its balancer keeps what
+// it learned of an endpoint that stays while others come, and a cluster
+// that goes has its pooled connections closed.
+func TestL7StateAcrossPushes(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	b1, b2 := startHTTPBackend(t, ca, "b1"), startHTTPBackend(t, ca, "b2")
+	b1.set(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) })
+	cfg := l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {b1.endpoint()}})
+	cfg.Clusters[l7Route].Outlier = nil
+	a := startL7Client(t, ca, cfg)
+	c := httpClient(t, a)
+	for range 3 {
+		if code, _ := doReq(t, c, "GET", "/"); code != 503 {
+			t.Fatalf("status %d, want the backend's 503", code)
+		}
+	}
+	balancer := func() *balanceState {
+		a.p.l7.mu.Lock()
+		defer a.p.l7.mu.Unlock()
+		mc := a.p.l7.out[l7Route]
+		if mc == nil {
+			return nil
+		}
+		return &balanceState{b: mc.c.Balancer, eps: mc.c.Balancer.State()}
+	}
+	before := balancer()
+	if len(before.eps) != 1 || before.eps[0].Failures != 3 {
+		t.Fatalf("before the push: %+v", before.eps)
+	}
+
+	// b2 joins the cluster: the balancer stays, and so does what it knows
+	// of b1.
+	next := l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {b1.endpoint(), b2.endpoint()}})
+	next.Clusters[l7Route].Outlier = nil
+	a.cfg.Store(next)
+	b1.set(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "b1 back") })
+	b2.set(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "b2") })
+	// The first request under the new configuration brings the state up
+	// to date.
+	doReq(t, c, "HEAD", "/")
+	after := balancer()
+	if after.b != before.b {
+		t.Fatal("a push of endpoints replaced the cluster's balancer")
+	}
+	if len(after.eps) != 2 || after.eps[0].Addr != b1.endpoint().Addr || after.eps[1].Addr != b2.endpoint().Addr {
+		t.Fatalf("after the push: %+v", after.eps)
+	}
+	// b1 kept its record, unless the HEAD went to it (a success clears it).
+	if f := after.eps[0].Failures; f != 3 && b1.hits.Load() == 3 {
+		t.Fatalf("b1's failures after the push: %d, want 3 (kept)", f)
+	}
+
+	// The cluster goes: the next request finds no route to it, and the
+	// server pods' mTLS connections from A close.
+	if n := len(b1.pod.connections()); n != 1 {
+		t.Fatalf("b1 has %d mesh connections, want A's one", n)
+	}
+	gone := l7ClientConfig(nil, nil)
+	a.cfg.Store(gone)
+	if code, body := doReq(t, c, "GET", "/"); code != 404 || body != "weft: route not found\n" {
+		t.Fatalf("after the cluster went: %d %q", code, body)
+	}
+	if balancer() != nil {
+		t.Fatal("the cluster's state outlived it")
+	}
+	testutil.Eventually(t, "the pooled connections to the servers to close", func() bool {
+		return len(b1.pod.connections()) == 0 && len(b2.pod.connections()) == 0
+	})
+}
+
+type balanceState struct {
+	b   *balance.Balancer
+	eps []balance.EndpointState
 }
