@@ -82,7 +82,13 @@ func startHTTPBackend(t *testing.T, ca *certs.CA, name string) *l7Backend {
 // cluster inbound|<port>, delivered to 127.0.0.1:<port> from 127.0.0.6 in
 // proto.
 func l7ServerConfig(port uint16, proto model.HTTPProtocol) *model.Config {
-	c := meshConfig(nil, nil, inboundChains(port, false, nil), false)
+	return l7ServerConfigMode(port, proto, false)
+}
+
+// l7ServerConfigMode is l7ServerConfig, PERMISSIVE (a plaintext L4 chain
+// as well) if permissive.
+func l7ServerConfigMode(port uint16, proto model.HTTPProtocol, permissive bool) *model.Config {
+	c := meshConfig(nil, nil, inboundChains(port, permissive, nil), false)
 	name := "inbound|" + strconv.Itoa(int(port))
 	h2 := &model.FilterChain{Name: name + "|h2", Match: model.ChainMatch{DestPort: port, TransportProtocol: "tls", AppProtocols: []string{"h2"}},
 		TLS: &model.DownstreamTLS{RequireClientCert: true, ALPN: []string{"h2"}}, Target: model.Target{RouteConfig: name},
@@ -570,4 +576,40 @@ func TestL7StateAcrossPushes(t *testing.T) {
 type balanceState struct {
 	b   *balance.Balancer
 	eps []balance.EndpointState
+}
+
+// The L4 chains of an HTTP port work as before next to its h2 chain:
+// PERMISSIVE takes a plaintext client on the port's L4 chain, STRICT
+// refuses it (not_tls), and mesh requests take the h2 chain in both.
+func TestL7PermissiveAndStrictKeepL4(t *testing.T) {
+	for _, permissive := range []bool{false, true} {
+		t.Run(fmt.Sprintf("permissive=%v", permissive), func(t *testing.T) {
+			ca := testutil.NewCA(t, td, nil)
+			b := startHTTPBackend(t, ca, "b")
+			b.pod.cfg.Store(l7ServerConfigMode(b.port, model.HTTP1, permissive))
+			a := startL7Client(t, ca, l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {b.endpoint()}}))
+			if code, body := doReq(t, httpClient(t, a), "GET", "/mesh"); code != 200 || body != "b HTTP/1.1 GET web.demo /mesh from=127.0.0.6 body=" {
+				t.Fatalf("through the mesh: %d %q", code, body)
+			}
+			// A client outside the mesh, in plaintext, straight to B.
+			raw, err := net.Dial("tcp", b.pod.inboundAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			io.WriteString(raw, "GET /plain HTTP/1.1\r\nHost: b.demo\r\nConnection: close\r\n\r\n")
+			_ = raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+			reply, _ := io.ReadAll(raw)
+			if permissive {
+				if !strings.HasSuffix(string(reply), "b HTTP/1.1 GET b.demo /plain from=127.0.0.6 body=") {
+					t.Fatalf("PERMISSIVE plaintext: %q", reply)
+				}
+				return
+			}
+			if len(reply) != 0 {
+				t.Fatalf("STRICT answered plaintext: %q", reply)
+			}
+			b.pod.waitCounter(1, "handshake_failures", inbound, "not_tls")
+		})
+	}
 }
