@@ -159,9 +159,7 @@ func TestWeftctlAuditNeedsTheReaderRole(t *testing.T) {
 	const ns = "e2e-auditors"
 	namespace(t, ns, nil)
 	ctx := context.Background()
-	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "auditor"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	serviceAccounts(t, ns, "auditor")
 	tr, err := kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "auditor", &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
 	if err != nil {

@@ -7,9 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestAppCannotUseItsSidecarsStreams: the app of a meshed pod holds its
@@ -32,10 +29,7 @@ func TestAppCannotUseItsSidecarsStreams(t *testing.T) {
 	externalHost(t)
 	const ns = "e2e-cpstreams"
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
-	ctx := context.Background()
-	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	serviceAccounts(t, ns, "app")
 	victim := deployTestappAs(t, ns, "victim", "app", "svid")
 	attacker := deployTestappAs(t, ns, "attacker", "app", "svid")
 	victimNode, attackerNode := victim.Name+"."+ns, attacker.Name+"."+ns

@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -95,7 +94,59 @@ func externalHost(t *testing.T) {
 	}
 }
 
-var egressGVR = schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "egresspolicies"}
+var (
+	egressGVR     = schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "egresspolicies"}
+	meshConfigGVR = schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "meshconfigs"}
+)
+
+// registryOnly sets the mesh's outbound traffic policy (MeshConfig default)
+// to REGISTRY_ONLY, and back to ALLOW_ANY when the test ends.
+func registryOnly(t *testing.T) {
+	t.Helper()
+	dyn := dynamic.NewForConfigOrDie(restConfig)
+	setOutbound := func(mode string) {
+		t.Helper()
+		patch := []byte(`{"spec":{"outboundTrafficPolicy":{"mode":"` + mode + `"}}}`)
+		if _, err := dyn.Resource(meshConfigGVR).Patch(context.Background(), "default", "application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setOutbound("REGISTRY_ONLY")
+	t.Cleanup(func() { setOutbound("ALLOW_ANY") })
+}
+
+// otherRefused makes three HTTP and three TLS requests from pod's app to
+// other.example.test, which its sidecar must refuse (why says under what,
+// for failures): HTTP with a 403 holding want403, counted http_denied; TLS
+// not served, sent to the blackhole and counted blackhole. Each attempt
+// moves its own counter of weft_sidecar_connection_failures_total{outbound}
+// by one.
+func otherRefused(t *testing.T, ns, pod, why, want403 string) {
+	t.Helper()
+	get := func(args ...string) (string, error) {
+		return kubectlExec(t, ns, pod, "app", append([]string{"/usr/local/bin/testapp", "get"}, args...)...)
+	}
+	failures := func(reason string) float64 {
+		return sidecarMetric(t, ns, pod, "weft_sidecar_connection_failures_total", map[string]string{"direction": "outbound", "reason": reason})
+	}
+	const attempts = 3
+	httpBefore, holeBefore := failures("http_denied"), failures("blackhole")
+	for i := range attempts {
+		out, err := get("http://other.example.test/")
+		if err == nil || !strings.Contains(out, want403) {
+			t.Fatalf("HTTP attempt %d to other.example.test, %s: %v %q, want the sidecar's 403 %q", i+1, why, err, out, want403)
+		}
+		if out, err := get("-k", "https://other.example.test/"); err == nil {
+			t.Fatalf("TLS attempt %d to other.example.test, %s, was served: %q", i+1, why, out)
+		}
+	}
+	if got := failures("http_denied") - httpBefore; got != attempts {
+		t.Fatalf("connection_failures{outbound,http_denied} moved by %v over %d refused HTTP attempts, want %d", got, attempts, attempts)
+	}
+	if got := failures("blackhole") - holeBefore; got != attempts {
+		t.Fatalf("connection_failures{outbound,blackhole} moved by %v over %d refused TLS attempts, want %d", got, attempts, attempts)
+	}
+}
 
 // TestEgressPolicyAndAudit: a meshed client calls "external" services
 // named through hostAliases. An EgressPolicy allows TLS to api.example.test
@@ -111,9 +162,7 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 	const ns = "e2e-egress"
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
 	ctx := context.Background()
-	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "client"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	serviceAccounts(t, ns, "client")
 	orig := testappPodHook
 	testappPodHook = func(p *corev1.Pod) {
 		p.Spec.ServiceAccountName = "client"
@@ -180,26 +229,7 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 	// http_denied; TLS on 443 (no rule for its SNI: the default chain) goes
 	// to the blackhole and counts blackhole. Each attempt moves its own
 	// counter by one.
-	failures := func(reason string) float64 {
-		return sidecarMetric(t, ns, client.Name, "weft_sidecar_connection_failures_total", map[string]string{"direction": "outbound", "reason": reason})
-	}
-	const attempts = 3
-	httpBefore, holeBefore := failures("http_denied"), failures("blackhole")
-	for i := range attempts {
-		out, err := get("http://other.example.test/")
-		if err == nil || !strings.Contains(out, "403 weft: egress to this host denied by "+ns+"/client-egress default (defaultAction Deny)") {
-			t.Fatalf("HTTP attempt %d to other.example.test, defaultAction Deny: %v %q, want the sidecar's 403 naming the policy's default", i+1, err, out)
-		}
-		if out, err := get("-k", "https://other.example.test/"); err == nil {
-			t.Fatalf("TLS attempt %d to other.example.test, defaultAction Deny, was served: %q", i+1, out)
-		}
-	}
-	if got := failures("http_denied") - httpBefore; got != attempts {
-		t.Fatalf("connection_failures{outbound,http_denied} moved by %v over %d refused HTTP attempts, want %d", got, attempts, attempts)
-	}
-	if got := failures("blackhole") - holeBefore; got != attempts {
-		t.Fatalf("connection_failures{outbound,blackhole} moved by %v over %d refused TLS attempts, want %d", got, attempts, attempts)
-	}
+	otherRefused(t, ns, client.Name, "defaultAction Deny", "403 weft: egress to this host denied by "+ns+"/client-egress default (defaultAction Deny)")
 
 	// The app as the attacker: the allowed name sent to an address it does
 	// not resolve to (api.example.test is 198.18.100.10 in the pod's
@@ -257,24 +287,7 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 	}
 	var events []event
 	waitFor(t, time.Minute, "audit events at the control plane", func(context.Context) (bool, error) {
-		events = nil
-		pods, _ := kube.CoreV1().Pods(weftNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-controlplane"})
-		for _, p := range pods.Items {
-			body, err := cpAdminGet(p.Status.PodIP, "/audit/events?namespace="+ns+"&limit=1000")
-			if errors.Is(err, errAdminRefused) {
-				t.Fatalf("%s: %v\n%s", p.Name, err, body)
-			}
-			if err != nil {
-				continue
-			}
-			var resp struct {
-				Events []event `json:"events"`
-			}
-			if err := json.Unmarshal([]byte(body), &resp); err != nil {
-				t.Fatalf("%s /audit/events: %v\n%s", p.Name, err, body)
-			}
-			events = append(events, resp.Events...)
-		}
+		events, _ = readAuditEvents(t, ns) // the control plane's pods not listed: none yet, asked again
 		fronted := find(events, func(e event) bool {
 			return e.SNI == "api.example.test" && e.DstIP.String() == otherIP && e.Decision == "deny" && strings.HasPrefix(e.Reason, "name_mismatch: ")
 		}) && find(events, func(e event) bool {
@@ -381,16 +394,7 @@ func TestEgressAuditModeAndRegistryOnly(t *testing.T) {
 	})
 
 	// REGISTRY_ONLY: a destination no policy allows is refused.
-	mcGVR := schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "meshconfigs"}
-	setOutbound := func(mode string) {
-		t.Helper()
-		patch := []byte(`{"spec":{"outboundTrafficPolicy":{"mode":"` + mode + `"}}}`)
-		if _, err := dyn.Resource(mcGVR).Patch(ctx, "default", "application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	setOutbound("REGISTRY_ONLY")
-	t.Cleanup(func() { setOutbound("ALLOW_ANY") })
+	registryOnly(t)
 	waitFor(t, time.Minute, "other.example.test refused under REGISTRY_ONLY", func(context.Context) (bool, error) {
 		_, err := get("http://other.example.test/")
 		return err != nil, nil
@@ -404,26 +408,7 @@ func TestEgressAuditModeAndRegistryOnly(t *testing.T) {
 	if body, err := httpGet("http://" + externalIP + "/"); err != nil || !strings.Contains(body, "hello from external-http") {
 		t.Fatalf("the external host does not answer the node: %v %q", err, body)
 	}
-	failures := func(reason string) float64 {
-		return sidecarMetric(t, ns, client.Name, "weft_sidecar_connection_failures_total", map[string]string{"direction": "outbound", "reason": reason})
-	}
-	const attempts = 3
-	httpBefore, holeBefore := failures("http_denied"), failures("blackhole")
-	for i := range attempts {
-		out, err := get("http://other.example.test/")
-		if err == nil || !strings.Contains(out, "403 weft: egress to this host denied by outbound policy REGISTRY_ONLY") {
-			t.Fatalf("HTTP attempt %d under REGISTRY_ONLY: %v %q, want the sidecar's 403", i+1, err, out)
-		}
-		if out, err := get("-k", "https://other.example.test/"); err == nil {
-			t.Fatalf("TLS attempt %d under REGISTRY_ONLY was served: %q", i+1, out)
-		}
-	}
-	if got := failures("http_denied") - httpBefore; got != attempts {
-		t.Fatalf("connection_failures{outbound,http_denied} moved by %v over %d refused HTTP attempts, want %d", got, attempts, attempts)
-	}
-	if got := failures("blackhole") - holeBefore; got != attempts {
-		t.Fatalf("connection_failures{outbound,blackhole} moved by %v over %d refused TLS attempts, want %d", got, attempts, attempts)
-	}
+	otherRefused(t, ns, client.Name, "under REGISTRY_ONLY", "403 weft: egress to this host denied by outbound policy REGISTRY_ONLY")
 	// In-mesh traffic is not egress: the API server's Service stays reachable.
 	if out, err := get("-k", "https://kubernetes.default.svc/healthz"); err != nil && !strings.Contains(out, "401") && !strings.Contains(out, "403") {
 		t.Fatalf("the API server Service under REGISTRY_ONLY: %v %q", err, out)

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -32,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/weftmesh/weft/api/audit"
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/sidecar/proxy"
 )
@@ -347,4 +349,51 @@ func plaintextRefused(t *testing.T, ns, pod, addr, what string, probes int) {
 	if got := notTLS() - before; got != float64(probes) {
 		t.Fatalf("weft_sidecar_handshake_failures_total{direction=inbound,reason=not_tls} moved by %v over %d %s probes, want %d", got, probes, what, probes)
 	}
+}
+
+// auditEvents reads namespace ns's egress audit events from every control
+// plane replica, each event once (by ID).
+func auditEvents(t *testing.T, ns string) []audit.Event {
+	t.Helper()
+	events, err := readAuditEvents(t, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return events
+}
+
+// readAuditEvents is auditEvents, but returns the error of listing the
+// control plane's pods (a caller that polls asks again). A replica that
+// cannot be reached is passed over; one that refuses the test's
+// credentials, or answers what is not JSON, fails the test.
+func readAuditEvents(t *testing.T, ns string) ([]audit.Event, error) {
+	t.Helper()
+	pods, err := kube.CoreV1().Pods(weftNS).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-controlplane"})
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var events []audit.Event
+	for _, p := range pods.Items {
+		body, err := cpAdminGet(p.Status.PodIP, "/audit/events?namespace="+ns+"&limit=1000")
+		if errors.Is(err, errAdminRefused) {
+			t.Fatalf("%s: %v\n%s", p.Name, err, body)
+		}
+		if err != nil {
+			continue
+		}
+		var resp struct {
+			Events []audit.Event `json:"events"`
+		}
+		if err := json.Unmarshal([]byte(body), &resp); err != nil {
+			t.Fatalf("%s /audit/events: %v\n%s", p.Name, err, body)
+		}
+		for _, e := range resp.Events {
+			if !seen[e.ID] {
+				seen[e.ID] = true
+				events = append(events, e)
+			}
+		}
+	}
+	return events, nil
 }

@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -50,9 +49,7 @@ func TestEgressAgainstHostileApp(t *testing.T) {
 	)
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
 	ctx := context.Background()
-	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "client"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	serviceAccounts(t, ns, "client")
 	orig := testappPodHook
 	testappPodHook = func(p *corev1.Pod) {
 		p.Spec.ServiceAccountName = "client"
@@ -447,40 +444,6 @@ func bytesNote(decision string) string {
 type expectEvent struct {
 	what  string
 	match func(audit.Event) bool
-}
-
-// auditEvents reads namespace ns's egress audit events from every control
-// plane replica, each event once (by ID).
-func auditEvents(t *testing.T, ns string) []audit.Event {
-	t.Helper()
-	pods, err := kube.CoreV1().Pods(weftNS).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-controlplane"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	var events []audit.Event
-	for _, p := range pods.Items {
-		body, err := cpAdminGet(p.Status.PodIP, "/audit/events?namespace="+ns+"&limit=1000")
-		if errors.Is(err, errAdminRefused) {
-			t.Fatalf("%s: %v\n%s", p.Name, err, body)
-		}
-		if err != nil {
-			continue
-		}
-		var resp struct {
-			Events []audit.Event `json:"events"`
-		}
-		if err := json.Unmarshal([]byte(body), &resp); err != nil {
-			t.Fatalf("%s /audit/events: %v\n%s", p.Name, err, body)
-		}
-		for _, e := range resp.Events {
-			if !seen[e.ID] {
-				seen[e.ID] = true
-				events = append(events, e)
-			}
-		}
-	}
-	return events
 }
 
 // pollFor calls cond every second until it is true or timeout passes.

@@ -51,9 +51,7 @@ func TestControlPlaneSignsForARealPodToken(t *testing.T) {
 	const ns = "e2e-identity"
 	namespace(t, ns, nil)
 	ctx := context.Background()
-	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	serviceAccounts(t, ns, "app")
 	pod, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "app"},
 		Spec: corev1.PodSpec{

@@ -30,11 +30,7 @@ func TestInboundLocalhostListenersStayPrivate(t *testing.T) {
 	const ns = "e2e-inbound-loopback"
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
 	ctx := context.Background()
-	for _, sa := range []string{"client", "server"} {
-		if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	serviceAccounts(t, ns, "client", "server")
 	port := func(name string, p int32) corev1.ServicePort {
 		return corev1.ServicePort{Name: name, Port: p, TargetPort: intstr.FromInt32(p)}
 	}

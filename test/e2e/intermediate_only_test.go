@@ -12,10 +12,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/identity"
@@ -150,13 +148,7 @@ func TestIntermediateOnlyCA(t *testing.T) {
 	// between two such pods works.
 	const ns = "e2e-intermediate-only"
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
-	if _, err := kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "server"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	serverService(t, ns)
 	server := deployTestapp(t, ns, "server", "serve", "-addr", ":8080")
 	client := deployTestapp(t, ns, "client", "svid")
 	requireSynced(t, client.Name+"."+ns)

@@ -23,9 +23,7 @@ func TestSidecarIdentityInAPod(t *testing.T) {
 	const ns = "e2e-sidecar"
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
 	ctx := context.Background()
-	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	serviceAccounts(t, ns, "app")
 	publishedBundle(t, ns) // the control plane publishes it into labelled namespaces
 
 	socketMount := corev1.VolumeMount{Name: "workload", MountPath: "/var/run/secrets/weft/workload"}

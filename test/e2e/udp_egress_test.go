@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 )
@@ -99,8 +98,7 @@ func TestEgressUDPUnderRegistryOnly(t *testing.T) {
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
 	ctx := context.Background()
 	dyn := dynamic.NewForConfigOrDie(restConfig)
-	mcGVR := schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1", Resource: "meshconfigs"}
-	mc, err := dyn.Resource(mcGVR).Get(ctx, "default", metav1.GetOptions{})
+	mc, err := dyn.Resource(meshConfigGVR).Get(ctx, "default", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,15 +231,7 @@ func TestEgressUDPUnderRegistryOnly(t *testing.T) {
 	wantEcho(early, "53", "admitted under ALLOW_ANY, DNS to a server not its nameserver")
 
 	// REGISTRY_ONLY, restored at cleanup.
-	setOutbound := func(mode string) {
-		t.Helper()
-		patch := []byte(`{"spec":{"outboundTrafficPolicy":{"mode":"` + mode + `"}}}`)
-		if _, err := dyn.Resource(mcGVR).Patch(ctx, "default", "application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	setOutbound("REGISTRY_ONLY")
-	t.Cleanup(func() { setOutbound("ALLOW_ANY") })
+	registryOnly(t)
 	// The injector reads the mode through an informer: wait until its
 	// admissions (server-side dry runs, which the webhook serves: sideEffects
 	// NoneOnDryRun) say drop several times in a row, whichever replica
