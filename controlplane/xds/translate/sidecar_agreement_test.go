@@ -39,6 +39,7 @@ package translate
 // untouched. A package under test/ would have had to copy the egress model.
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -51,6 +52,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -65,6 +67,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"k8s.io/apimachinery/pkg/labels"
@@ -160,14 +163,17 @@ func (v agreePods) Authenticate(_ context.Context, token string) (identity.Calle
 	return identity.Caller{Namespace: ns, ServiceAccount: w.ServiceAccount, PodName: pod, PodUID: w.UID}, nil
 }
 
-func newAgreeMesh(t *testing.T) *agreeMesh {
+func newAgreeMesh(t *testing.T) *agreeMesh { return newAgreeMeshWith(t, false) }
+
+// newAgreeMeshWith is newAgreeMesh with Generator.HTTPRouting set to http.
+func newAgreeMeshWith(t *testing.T, http bool) *agreeMesh {
 	t.Helper()
 	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: meshTD})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := &agreeMesh{t: t, ca: ca, nodes: map[string]*sxds.Client{}}
-	gen := &Generator{Snapshot: m.snap.Load, Bundle: ca.BundlePEM}
+	gen := &Generator{Snapshot: m.snap.Load, Bundle: ca.BundlePEM, HTTPRouting: http}
 	auth, err := streamauth.New(streamauth.Config{Authenticator: agreePods{&m.snap}, Pods: agreePods{&m.snap}, Bundle: ca.Bundle()})
 	if err != nil {
 		t.Fatal(err)
@@ -789,9 +795,20 @@ func agreeInboundApps(t *testing.T) map[uint16]string {
 				go func() {
 					defer c.Close()
 					buf := make([]byte, 4)
-					if _, err := io.ReadFull(c, buf); err == nil {
-						fmt.Fprintf(c, "%d:%s", port, buf)
+					if _, err := io.ReadFull(c, buf); err != nil {
+						return
 					}
+					if string(buf) != "GET " {
+						fmt.Fprintf(c, "%d:%s", port, buf)
+						return
+					}
+					// A request the server sidecar delivered over HTTP/1.1
+					// (an h2 chain): the same answer as its body.
+					if _, err := http.ReadRequest(bufio.NewReader(io.MultiReader(strings.NewReader("GET "), c))); err != nil {
+						return
+					}
+					body := fmt.Sprintf("%d:ping", port)
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 				}()
 			}
 		}()
@@ -803,6 +820,13 @@ func agreeInboundApps(t *testing.T) map[uint16]string {
 // with its SVID) to the proxy's inbound listener, redirected from dst; it
 // reports whether the app on dst's port answered.
 func (a *agreeProxy) inbound(dst netip.AddrPort, svid *x509svid.SVID) (bool, string) {
+	return a.inboundALPN(dst, svid, false)
+}
+
+// inboundALPN is inbound, as a client sidecar's HTTP cluster connects when
+// h2: offering ALPN h2 and, when the server negotiates it (an h2 chain),
+// sending "GET /ping" over HTTP/2, whose answer must be the app's.
+func (a *agreeProxy) inboundALPN(dst netip.AddrPort, svid *x509svid.SVID, h2 bool) (bool, string) {
 	c, err := a.dial(a.p.InboundAddr(), dst)
 	if err != nil {
 		return false, "dial: " + err.Error()
@@ -813,9 +837,16 @@ func (a *agreeProxy) inbound(dst netip.AddrPort, svid *x509svid.SVID) (bool, str
 	}()
 	var rw io.ReadWriter = c
 	if svid != nil {
-		tc := tls.Client(c, tlsconfig.MTLSClientConfig(svid, a.bundle, tlsconfig.AuthorizeID(workloadID("demo", "server"))))
+		cfg := tlsconfig.MTLSClientConfig(svid, a.bundle, tlsconfig.AuthorizeID(workloadID("demo", "server")))
+		if h2 {
+			cfg.NextProtos = []string{"h2"}
+		}
+		tc := tls.Client(c, cfg)
 		if err := tc.Handshake(); err != nil {
 			return false, "refused in handshake: " + err.Error()
+		}
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			return agreeH2Request(tc, dst.Port())
 		}
 		rw = tc
 	}
@@ -835,6 +866,31 @@ func (a *agreeProxy) inbound(dst netip.AddrPort, svid *x509svid.SVID) (bool, str
 	return false, "refused: closed"
 }
 
+// agreeH2Request sends one HTTP/2 request on tc, as a client sidecar's
+// transport does, and reports whether the app on port answered it.
+func agreeH2Request(tc *tls.Conn, port uint16) (bool, string) {
+	cc, err := (&http2.Transport{}).NewClientConn(tc)
+	if err != nil {
+		return false, "h2: " + err.Error()
+	}
+	defer cc.Close()
+	req, _ := http.NewRequest(http.MethodGet, "https://server.demo/ping", nil)
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		return false, "refused over h2: " + err.Error()
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	want := strconv.Itoa(int(port)) + ":ping"
+	switch {
+	case resp.StatusCode == http.StatusOK && string(got) == want:
+		return true, "the app on port " + strconv.Itoa(int(port)) + " answered over h2"
+	case resp.StatusCode == http.StatusOK:
+		return false, fmt.Sprintf("WRONG APP: got %q (%v), want %q", got, err, want)
+	}
+	return false, fmt.Sprintf("refused over h2: %s %q", resp.Status, got)
+}
+
 // ---- inbound: the test ----
 
 // TestSidecarAgreesOnInbound: for named and seeded random
@@ -844,8 +900,18 @@ func (a *agreeProxy) inbound(dst netip.AddrPort, svid *x509svid.SVID) (bool, str
 // by the real sidecar — from the translator's resources via ADS and
 // xds.Build — exactly when the policy model allows it; once by the
 // sidecar's decision code over its Config, once through the real proxy.
-func TestSidecarAgreesOnInbound(t *testing.T) {
-	m := newAgreeMesh(t)
+func TestSidecarAgreesOnInbound(t *testing.T) { testSidecarAgreesOnInbound(t, false) }
+
+// TestSidecarAgreesOnInboundHTTP is TestSidecarAgreesOnInbound with
+// Generator.HTTPRouting, every mesh peer offering ALPN h2 as a client
+// sidecar's HTTP cluster does: on the HTTP port (8080) the h2 chain must
+// decide every connection as the policy model does and deliver its
+// requests to the app; on the other ports the L4 chains, which negotiate
+// no h2, as before.
+func TestSidecarAgreesOnInboundHTTP(t *testing.T) { testSidecarAgreesOnInbound(t, true) }
+
+func testSidecarAgreesOnInbound(t *testing.T, h2 bool) {
+	m := newAgreeMeshWith(t, h2)
 	foreign, err := certs.NewCA(certs.CAConfig{TrustDomain: agreeForeignTD})
 	if err != nil {
 		t.Fatal(err)
@@ -888,7 +954,7 @@ func TestSidecarAgreesOnInbound(t *testing.T) {
 		sets = append(sets, agreeRandomAuthz(multi, fmt.Sprintf("multi-%02d", i), true))
 	}
 	t.Logf("seed %d (-agreement.seed), %d policy sets × 2 modes × %d peers × %d ports", *agreeSeed, len(sets), len(agreePeers), len(agreePorts))
-	total, totalAllowed := 0, 0
+	total, totalAllowed, overH2 := 0, 0, 0
 	for _, set := range sets {
 		for _, mode := range []v1alpha1.MTLSMode{v1alpha1.MTLSStrict, v1alpha1.MTLSPermissive} {
 			t.Run(set.name+"/"+string(mode), func(t *testing.T) {
@@ -917,7 +983,7 @@ func TestSidecarAgreesOnInbound(t *testing.T) {
 						wg.Go(func() {
 							sem <- struct{}{}
 							defer func() { <-sem }()
-							ok, detail := px.inbound(netip.AddrPortFrom(agreeServerIP, port), svids[peer])
+							ok, detail := px.inboundALPN(netip.AddrPortFrom(agreeServerIP, port), svids[peer], h2)
 							mu.Lock()
 							e2e[key{peer, port}] = result{ok, detail}
 							mu.Unlock()
@@ -939,6 +1005,9 @@ func TestSidecarAgreesOnInbound(t *testing.T) {
 						errs.check(got == want, "inbound %s → port %d: sidecar config %s (%s), model %s (%s)\n\tpolicies: %s",
 							agreePeerName(peer), port, agreeVerdict(got), how, agreeVerdict(want), why, set)
 						r := e2e[key{peer, port}]
+						if strings.HasSuffix(r.detail, "over h2") {
+							overH2++
+						}
 						errs.check(r.ok == want && !strings.HasPrefix(r.detail, "WRONG APP"), "inbound %s → port %d: real proxy %s (%s), model %s (%s)\n\tpolicies: %s",
 							agreePeerName(peer), port, agreeVerdict(r.ok), r.detail, agreeVerdict(want), why, set)
 					}
@@ -950,7 +1019,10 @@ func TestSidecarAgreesOnInbound(t *testing.T) {
 			})
 		}
 	}
-	t.Logf("%d inbound connections (%d allowed by the model), each decided by the sidecar's config and through the real proxy", total, totalAllowed)
+	t.Logf("%d inbound connections (%d allowed by the model, %d of them answered over h2), each decided by the sidecar's config and through the real proxy", total, totalAllowed, overH2)
+	if h2 != (overH2 > 0) {
+		t.Errorf("HTTP routing %v, yet %d connections were answered over h2", h2, overH2)
+	}
 }
 
 // ---- egress ----
