@@ -38,6 +38,11 @@ type Config struct {
 	Now func() time.Time
 	// Rand returns a uniform integer in [0, n) (nil: math/rand/v2).
 	Rand func(n int) int
+	// OnEject, when set, is told of each ejection: the endpoint and how
+	// long it is out of rotation. It is called outside the balancer's
+	// lock, after the request whose failure ejected the endpoint is
+	// recorded (metrics, logs).
+	OnEject func(addr netip.AddrPort, d time.Duration)
 }
 
 // Outlier is consecutive-failure ejection (Envoy's outlier_detection
@@ -159,10 +164,11 @@ func (b *Balancer) Update(addrs []netip.AddrPort) {
 type Request struct {
 	Addr netip.AddrPort
 
-	b     *Balancer
-	ep    *endpoint
-	start time.Time
-	done  bool
+	b        *Balancer
+	ep       *endpoint
+	start    time.Time
+	done     bool
+	observed bool // Observe was called: Done only ends the count in flight
 }
 
 // Pick chooses the endpoint for the next request: the cheaper of two
@@ -251,20 +257,45 @@ func (r *Request) Sent() {
 
 // Done reports the request's outcome: the time since Pick (or Sent) is its
 // response time (call it when the response's head arrives).
-func (r *Request) Done(res Result) {
+func (r *Request) Done(res Result) { r.settle(res, true) }
+
+// Observe reports the outcome of a request whose response head arrived
+// but which goes on for long (a protocol switch: a WebSocket's tunnel):
+// its response time and res count now, as Done's would, while it stays
+// counted in flight, which is what the endpoint carries, until Done (whose
+// Result is then ignored). Optional; call it at most once, before Done.
+func (r *Request) Observe(res Result) { r.settle(res, false) }
+
+func (r *Request) settle(res Result, release bool) {
 	b := r.b
 	now := b.cfg.Now()
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if r.done {
+		b.mu.Unlock()
 		return
 	}
-	r.done = true
 	e := r.ep
-	e.pending--
-	if res == Cancelled {
+	if release {
+		r.done = true
+		e.pending--
+	}
+	if res == Cancelled || r.observed {
+		b.mu.Unlock()
 		return
 	}
+	r.observed = true
+	ejected := r.learn(res, now)
+	b.mu.Unlock()
+	if ejected > 0 && b.cfg.OnEject != nil {
+		b.cfg.OnEject(e.addr, ejected)
+	}
+}
+
+// learn records res, the outcome of r, which took from r.start to now,
+// and returns how long its endpoint is ejected for because of it (0: not
+// ejected); b.mu is held.
+func (r *Request) learn(res Result, now time.Time) time.Duration {
+	b, e := r.b, r.ep
 	x := float64(now.Sub(r.start))
 	cur := b.estimate(e, now)
 	if res == Failure {
@@ -281,19 +312,21 @@ func (r *Request) Done(res Result) {
 	e.at = now
 	if res == Success {
 		e.fails = 0
-		return
+		return 0
 	}
 	e.fails++
-	b.maybeEject(e, now)
+	return b.maybeEject(e, now)
 }
 
-func (b *Balancer) maybeEject(e *endpoint, now time.Time) {
+// maybeEject ejects e if its failures say so and the ejection limit
+// allows, and returns for how long (0: not ejected); b.mu is held.
+func (b *Balancer) maybeEject(e *endpoint, now time.Time) time.Duration {
 	o := b.cfg.Outlier
 	if o.Consecutive <= 0 || e.fails < o.Consecutive || e.ejected(now) {
-		return
+		return 0
 	}
 	if !slices.Contains(b.eps, e) {
-		return // removed by Update while the request was in flight
+		return 0 // removed by Update while the request was in flight
 	}
 	ejected := 0
 	for _, f := range b.eps {
@@ -302,7 +335,7 @@ func (b *Balancer) maybeEject(e *endpoint, now time.Time) {
 		}
 	}
 	if ejected >= max(1, len(b.eps)*o.MaxEjectionPercent/100) {
-		return
+		return 0
 	}
 	if !e.ejectedUntil.IsZero() {
 		// One step of the multiplier back for each Interval spent in
@@ -314,6 +347,7 @@ func (b *Balancer) maybeEject(e *endpoint, now time.Time) {
 	d := min(time.Duration(e.ejections)*o.BaseEjection, o.MaxEjection)
 	e.ejectedUntil = now.Add(d)
 	e.fails = 0
+	return d
 }
 
 // EndpointState is what the balancer knows of one endpoint, for metrics

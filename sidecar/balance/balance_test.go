@@ -431,3 +431,75 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+// OnEject is told of every ejection, with its length, and of nothing
+// else: not of failures short of the threshold, nor of ejections the
+// limit prevents.
+func TestOnEject(t *testing.T) {
+	c := testutil.FakeClock(t)
+	type ejection struct {
+		addr netip.AddrPort
+		d    time.Duration
+	}
+	var mu sync.Mutex
+	var got []ejection
+	b := New(Config{Now: c.Now, Rand: seeded(7), Outlier: Outlier{
+		Consecutive: 3, BaseEjection: 30 * time.Second, MaxEjection: 100 * time.Second,
+		MaxEjectionPercent: 50, Interval: 10 * time.Second,
+	}, OnEject: func(a netip.AddrPort, d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, ejection{a, d})
+	}})
+	eps := addrs(4)
+	b.Update(eps)
+	fail(t, b, eps[0], 2)
+	if len(got) != 0 {
+		t.Fatalf("OnEject after 2 failures of 3: %v", got)
+	}
+	fail(t, b, eps[0], 1)
+	fail(t, b, eps[1], 3)
+	fail(t, b, eps[2], 3) // over the 50 % limit: not ejected
+	want := []ejection{{eps[0], 30 * time.Second}, {eps[1], 30 * time.Second}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("OnEject calls %v, want %v", got, want)
+	}
+	// Ejected again once back: twice as long.
+	c.Step(30 * time.Second)
+	fail(t, b, eps[0], 3)
+	if last := got[len(got)-1]; len(got) != 3 || last != (ejection{eps[0], 60 * time.Second}) {
+		t.Fatalf("OnEject calls %v, want a third of %v for 1m0s", got, eps[0])
+	}
+}
+
+// Observe learns a long-lived request's outcome at its response head
+// and keeps it in flight until Done; Done then learns nothing more.
+func TestObserveKeepsRequestInFlight(t *testing.T) {
+	c := testutil.FakeClock(t)
+	b := New(Config{Now: c.Now, Rand: seeded(8), Outlier: Outlier{Consecutive: 2}})
+	eps := addrs(1)
+	b.Update(eps)
+	r := pick(t, b)
+	c.Step(10 * time.Millisecond)
+	r.Observe(Success)
+	st := b.State()[0]
+	if st.Pending != 1 || st.RTT >= DefaultRTT {
+		t.Fatalf("after Observe: %+v, want 1 pending, an RTT below the default (a 10ms answer learned)", st)
+	}
+	c.Step(time.Hour) // the tunnel's life is not a response time
+	r.Done(Failure)   // nor is its end an outcome
+	r.Done(Failure)
+	st = b.State()[0]
+	if st.Pending != 0 || st.Failures != 0 || st.RTT >= DefaultRTT {
+		t.Fatalf("after Done: %+v, want nothing pending, no failure, no hour-long response time", st)
+	}
+	// Observe's failures count toward ejection as Done's do.
+	for range 2 {
+		r := pick(t, b)
+		r.Observe(Failure)
+		r.Done(Success)
+	}
+	if !ejected(b, eps[0]) {
+		t.Fatal("two observed failures did not eject")
+	}
+}
