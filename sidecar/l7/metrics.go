@@ -18,6 +18,7 @@ type Metrics struct {
 	latency  *metrics.HistogramVec
 	inFlight *metrics.GaugeVec
 	retries  *metrics.CounterVec
+	ejected  *metrics.CounterVec
 }
 
 // NewMetrics registers the families in r.
@@ -42,7 +43,19 @@ func NewMetrics(r *metrics.Registry) (*Metrics, error) {
 		"Tries after a request's first, by route and destination cluster.", "route", "dst"); err != nil {
 		return nil, err
 	}
+	if m.ejected, err = r.NewCounterVec("weft_sidecar_http_ejections_total",
+		"Endpoints taken out of rotation by outlier detection (consecutive failures), by cluster.", "cluster"); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// Ejected counts an ejection of an endpoint of cluster (a balancer's
+// OnEject).
+func (m *Metrics) Ejected(cluster string) {
+	if m != nil {
+		m.ejected.With(cluster).Inc()
+	}
 }
 
 // requestInfo is what the forwarder learns of a request for its metrics:
@@ -79,17 +92,22 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // record counts one finished request.
 func (m *Metrics) record(direction, route string, info *requestInfo, w *statusWriter, start time.Time) {
+	m.recordStatus(direction, route, info, w.status, w.Header(), time.Since(start))
+}
+
+// recordStatus counts one request answered with status (0: none, counted
+// as 5xx) and headers h, d after its head arrived.
+func (m *Metrics) recordStatus(direction, route string, info *requestInfo, status int, h http.Header, d time.Duration) {
 	class := "5xx" // a handler that panicked (an aborted response) wrote nothing final
-	if s := w.status; s >= 100 && s < 600 {
+	if s := status; s >= 100 && s < 600 {
 		class = strconv.Itoa(s/100) + "xx"
 	}
-	h := w.Header()
 	gs := h.Get("Grpc-Status")
 	if gs == "" {
 		gs = h.Get(http.TrailerPrefix + "Grpc-Status")
 	}
 	m.requests.With(direction, route, info.dst, info.peer, class, gs).Inc()
-	m.latency.With(direction, route, info.dst, class).Observe(time.Since(start).Seconds())
+	m.latency.With(direction, route, info.dst, class).Observe(d.Seconds())
 	if info.retries > 0 {
 		m.retries.With(route, info.dst).Add(uint64(info.retries))
 	}
