@@ -1,6 +1,8 @@
 package l7
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"slices"
 	"sync/atomic"
@@ -84,6 +86,14 @@ type Cluster struct {
 	// (the Transport's TLS), "http" for h2c.
 	Scheme string
 	Budget Budget
+	// DialTunnel connects to an endpoint (its address) for a request that
+	// asks to switch protocols (upgrade.go): a connection of its own, on
+	// which the request goes in HTTP/1.1 and which becomes a byte tunnel
+	// once the endpoint switches. Between sidecars it is mTLS without
+	// ALPN h2, which the server sidecar takes on the port's L4 chain. A
+	// failure to connect is a *ConnectError. Nil: such requests are
+	// answered 502.
+	DialTunnel func(ctx context.Context, addr string) (net.Conn, error)
 
 	active  atomic.Int64 // requests in flight
 	retries atomic.Int64 // retries in flight

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,6 +67,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := "none"
 	if route != nil {
 		name = route.Name
+	}
+	if route != nil && isUpgrade(r) {
+		h.serveUpgrade(w, r, route)
+		return
 	}
 	info := &requestInfo{}
 	h.Metrics.serve("outbound", name, info, w, r, func(w http.ResponseWriter, r *http.Request) {
@@ -151,7 +156,6 @@ func NewConnServer(h http.Handler, lim ServerLimits, logger *slog.Logger) *ConnS
 	p.SetUnencryptedHTTP2(true)
 	s := &ConnServer{
 		srv: &http.Server{
-			Handler:           h,
 			Protocols:         &p,
 			ReadHeaderTimeout: lim.HeaderTimeout,
 			IdleTimeout:       lim.IdleTimeout,
@@ -165,8 +169,18 @@ func NewConnServer(h http.Handler, lim ServerLimits, logger *slog.Logger) *ConnS
 		if v, ok := s.vals.Load(c); ok {
 			ctx = context.WithValue(ctx, connValueKey{}, v)
 		}
-		return ctx
+		return context.WithValue(ctx, connKey{}, c)
 	}
+	// A handler that hijacks a connection (an Upgrade: upgrade.go) owns
+	// it until it returns: only then is the server done with it.
+	s.srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+				s.ln.handlerDone(c)
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
 	if logger != nil {
 		s.srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 	}
@@ -175,7 +189,8 @@ func NewConnServer(h http.Handler, lim ServerLimits, logger *slog.Logger) *ConnS
 }
 
 // ServeConn serves c and returns when the server is done with it: the
-// client closed it, a timeout or Close ended it.
+// client closed it, a timeout or Close ended it, or, once a request of it
+// switched protocols, its tunnel ended.
 func (s *ConnServer) ServeConn(c net.Conn) error { return s.ln.serve(c) }
 
 // ServeConnWith is ServeConn, v being what [ConnValue] returns for the
@@ -188,6 +203,9 @@ func (s *ConnServer) ServeConnWith(c net.Conn, v any) error {
 }
 
 type connValueKey struct{}
+
+// connKey's value in a request's context is its connection.
+type connKey struct{}
 
 // ConnValue returns the value r's connection was served with
 // (ServeConnWith), or nil.
@@ -208,33 +226,54 @@ func (s *ConnServer) Close() error {
 
 // connListener is a net.Listener that yields the connections served
 // through it, and tells serve when the http.Server is done with each
-// (its ConnState hook).
+// (its ConnState hook; for a hijacked connection, the end of the handler
+// that hijacked it).
 type connListener struct {
 	ch     chan net.Conn
 	done   chan struct{}
 	closed sync.Once
-	conns  sync.Map // net.Conn -> chan struct{}, closed when the server is done with it
+	conns  sync.Map // net.Conn -> *connEntry
+}
+
+type connEntry struct {
+	end      chan struct{} // closed when the server is done with the connection
+	hijacked atomic.Bool
 }
 
 // serve hands c to the server and waits until the server is done with it.
 func (l *connListener) serve(c net.Conn) error {
-	end := make(chan struct{})
-	l.conns.Store(c, end)
+	e := &connEntry{end: make(chan struct{})}
+	l.conns.Store(c, e)
 	if err := l.push(c); err != nil {
 		l.conns.Delete(c)
 		return err
 	}
-	<-end
+	<-e.end
 	return nil
 }
 
 // state is the http.Server's ConnState hook.
 func (l *connListener) state(c net.Conn, s http.ConnState) {
-	if s != http.StateClosed && s != http.StateHijacked {
-		return
+	switch s {
+	case http.StateClosed:
+		if e, ok := l.conns.LoadAndDelete(c); ok {
+			close(e.(*connEntry).end)
+		}
+	case http.StateHijacked:
+		// The handler that hijacked c still uses it (handlerDone).
+		if e, ok := l.conns.Load(c); ok {
+			e.(*connEntry).hijacked.Store(true)
+		}
 	}
-	if end, ok := l.conns.LoadAndDelete(c); ok {
-		close(end.(chan struct{}))
+}
+
+// handlerDone is told that a handler serving a request of c returned: if
+// it had hijacked c, the server is done with c.
+func (l *connListener) handlerDone(c net.Conn) {
+	if e, ok := l.conns.Load(c); ok && e.(*connEntry).hijacked.Load() {
+		if _, ok := l.conns.LoadAndDelete(c); ok {
+			close(e.(*connEntry).end)
+		}
 	}
 }
 
