@@ -51,7 +51,17 @@
 // retries within its retry budget). Every cluster of HTTP/2 with upstream
 // TLS is reached over pooled HTTP/2 connections that are dialled and
 // handshaken as the L4 path's (the cluster's SANs checked against the
-// trust bundle, our SVID), offering ALPN h2 only. Balancers, transports
+// trust bundle, our SVID), offering ALPN h2 only. A request that switches
+// protocols (HTTP/1.1 Connection: upgrade with an Upgrade header:
+// WebSocket) is routed and balanced the same way, then goes on an mTLS
+// connection of its own dialled and handshaken the same way but offering
+// no ALPN (l7.Cluster.DialTunnel), so the server sidecar takes it on the
+// port's L4 chain (connection-level RBAC; a denial is the app's 503
+// connect failure) and copies bytes to the app; after the app's 101 the
+// client sidecar hijacks the app's connection and copies both ways (a
+// half-close passed on) until either side closes, the request counted in
+// flight (balancer and metrics) until then; any other answer is delivered
+// as a response and the app's connection goes on. Balancers, transports
 // and their pooled connections are kept by cluster name across
 // configurations (a balancer keeps what it learned of the endpoints that
 // stay) and brought up to date when a request or connection first sees a
@@ -67,10 +77,14 @@
 // others (caps, /connections, connections and bytes_total — an inbound
 // one's bytes are its TLS records —, IdleTimeout and WriteTimeout), and
 // are asked to finish when the proxy drains (GOAWAY, or a close after the
-// response in progress). The golden signals are
-// weft_sidecar_http_requests_total{direction,route,dst,peer,class,grpc_status},
-// http_request_duration_seconds, http_requests_in_flight and
-// http_retries_total (sidecar/l7.Metrics).
+// response in progress); a tunnel lasts until either side closes it, or
+// drain's deadline. The golden signals are
+// weft_sidecar_http_requests_total{direction,route,dst,peer,class,grpc_status}
+// (a switch is class 1xx, counted at the 101),
+// http_request_duration_seconds (for a switch, the time to the 101),
+// http_requests_in_flight, http_retries_total and
+// http_ejections_total{cluster} (each outlier ejection, through the
+// balancer's OnEject) (sidecar/l7.Metrics).
 //
 // # Every request decided
 //

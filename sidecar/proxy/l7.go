@@ -185,7 +185,7 @@ func (e *l7Engine) build(cfg *model.Config) *l7Snapshot {
 			mc = e.newMeshCluster(cl, mc) // a balancer's outlier settings are fixed
 		case budgetOf(cl.RetryBudget) != mc.c.Budget:
 			mc = &meshCluster{meshConns: mc.meshConns, c: &l7.Cluster{Name: name, Balancer: mc.c.Balancer, Transport: mc.tr,
-				Scheme: "https", Budget: budgetOf(cl.RetryBudget)}}
+				Scheme: "https", Budget: budgetOf(cl.RetryBudget), DialTunnel: mc.c.DialTunnel}}
 		}
 		if old := e.out[name]; old != nil && !slices.Equal(old.model.Load().UpstreamTLS.SANs, cl.UpstreamTLS.SANs) {
 			// Pooled connections were verified against the SANs of before.
@@ -301,12 +301,24 @@ func (e *l7Engine) newMeshCluster(cl *model.Cluster, old *meshCluster) *meshClus
 		conns := &meshConns{}
 		conns.model.Store(cl)
 		conns.tr = l7.MeshTransport(func(ctx context.Context, _, addr string) (*tls.Conn, error) {
-			return e.p.dialMesh(ctx, conns.model.Load(), addr)
+			return e.p.dialMesh(ctx, conns.model.Load(), addr, []string{"h2"})
 		})
 		mc.meshConns = conns
 	}
-	b := balance.New(balance.Config{Outlier: outlierOf(cl.Outlier), Now: e.p.cfg.Clock.Now})
-	mc.c = &l7.Cluster{Name: cl.Name, Balancer: b, Transport: mc.tr, Scheme: "https", Budget: budgetOf(cl.RetryBudget)}
+	name := cl.Name
+	b := balance.New(balance.Config{Outlier: outlierOf(cl.Outlier), Now: e.p.cfg.Clock.Now,
+		OnEject: func(addr netip.AddrPort, d time.Duration) {
+			e.metrics.Ejected(name)
+			e.p.log.Info("endpoint ejected", "cluster", name, "endpoint", addr.String(), "for", d)
+		}})
+	conns := mc.meshConns
+	mc.c = &l7.Cluster{Name: cl.Name, Balancer: b, Transport: mc.tr, Scheme: "https", Budget: budgetOf(cl.RetryBudget),
+		// A request that switches protocols (WebSocket) goes on an mTLS
+		// connection of its own without ALPN h2: the server sidecar takes
+		// it on the port's L4 chain and copies bytes to the app.
+		DialTunnel: func(ctx context.Context, addr string) (net.Conn, error) {
+			return e.p.dialMesh(ctx, conns.model.Load(), addr, nil)
+		}}
 	return mc
 }
 
@@ -351,9 +363,11 @@ func (e *l7Engine) route(r *http.Request) *l7.Route {
 }
 
 // dialMesh connects to the server sidecar at addr, an endpoint of cl, and
-// does the mTLS handshake as the L4 path does, offering ALPN h2 only.
-// Any failure is a connect failure: nothing was sent.
-func (p *Proxy) dialMesh(ctx context.Context, cl *model.Cluster, addr string) (*tls.Conn, error) {
+// does the mTLS handshake as the L4 path does, offering ALPN alpn only (h2
+// for the pooled HTTP/2 connections; none for a tunnel, which the server
+// sidecar then takes on the port's L4 chain as it takes an L4 client
+// sidecar's). Any failure is a connect failure: nothing was sent.
+func (p *Proxy) dialMesh(ctx context.Context, cl *model.Cluster, addr string, alpn []string) (*tls.Conn, error) {
 	a, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, &l7.ConnectError{Err: err}
@@ -372,7 +386,7 @@ func (p *Proxy) dialMesh(ctx context.Context, cl *model.Cluster, addr string) (*
 		return nil, &l7.ConnectError{Err: fmt.Errorf("proxy: cluster %s: %w", cl.Name, err)}
 	}
 	u := *cl.UpstreamTLS
-	u.ALPN = []string{"h2"}
+	u.ALPN = alpn
 	tc, _, r := p.handshakeUpstream(ctx, cl, &u, up, a, nil)
 	if r != nil {
 		p.m.hsFailures.With(outbound, r.reason).Inc()
@@ -492,6 +506,10 @@ func (p *Proxy) meter(c net.Conn, cn *conn) *meteredConn {
 	return &meteredConn{Conn: c, cn: cn, in: p.m.bytesIn[i], out: p.m.bytesOut[i], wt: max(p.cfg.WriteTimeout, 0),
 		timedOut: func() { p.m.timeouts.With(cn.direction, timeoutWrite).Inc() }}
 }
+
+// NetConn is the connection m accounts for (a tunnel's half-close shuts
+// its sending half: sidecar/l7's closeWrite).
+func (m *meteredConn) NetConn() net.Conn { return m.Conn }
 
 func (m *meteredConn) Read(b []byte) (int, error) {
 	n, err := m.Conn.Read(b)
