@@ -93,12 +93,26 @@ func (p *Proxy) connectUpstream(ctx context.Context, cfg *model.Config, fc *mode
 	if cl.UpstreamTLS == nil {
 		return up, addr, nil
 	}
-	tc, peer, r := p.handshakeUpstream(ctx, cl, cl.UpstreamTLS, up, addr, cn.track)
+	tc, peer, r := p.handshakeUpstream(ctx, cl, bytesOnly(cl.UpstreamTLS), up, addr, cn.track)
 	if r != nil {
 		return nil, netip.AddrPort{}, r
 	}
 	cn.tls = newTLSInfo(tc.ConnectionState(), peer.String())
 	return tc, addr, nil
+}
+
+// bytesOnly is u for a connection whose bytes are copied (tcp_proxy):
+// without ALPN h2, so that the peer sidecar takes its L4 chain. A
+// tcp_proxy chain meets an HTTP cluster while a Service port turns HTTP:
+// its new cluster may arrive before the listener that routes its requests
+// (sidecar/xds crossCheck).
+func bytesOnly(u *model.UpstreamTLS) *model.UpstreamTLS {
+	if !slices.Contains(u.ALPN, "h2") {
+		return u
+	}
+	c := *u
+	c.ALPN = slices.DeleteFunc(slices.Clone(u.ALPN), func(p string) bool { return p == "h2" })
+	return &c
 }
 
 // handshakeUpstream originates mTLS as u says on up, a connection to the

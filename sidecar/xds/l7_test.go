@@ -553,16 +553,10 @@ func TestL7Rejects(t *testing.T) {
 		{"route to the control plane", func(r envoySet) {
 			meshRouteAction(r).ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "weft-controlplane"}
 		}, `cluster "weft-controlplane" is not supported in a route of the outbound listener`},
-		{"route to an L4 cluster", func(r envoySet) {
-			meshRouteAction(r).ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "outbound|80|plain.demo"}
-		}, `route 0 "default": cluster "outbound|80|plain.demo" has no HTTP protocol (typed_extension_protocol_options explicit_http_config): it carries connections, not requests`},
 		{"inbound route to an outbound cluster", func(r envoySet) {
 			ra := r[model.RouteType]["inbound|8080"].(*routev3.RouteConfiguration).VirtualHosts[0].Routes[0].GetRoute()
 			ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "outbound|80|server.demo"}
 		}, `xds: route configuration "inbound|8080" virtual host "inbound|8080" route 0 "default": cluster "outbound|80|server.demo" is not supported in a route of the inbound listener (only inbound|... clusters)`},
-		{"inbound route to an L4 app", func(r envoySet) {
-			l7Cluster(r, "inbound|8080").TypedExtensionProtocolOptions = nil
-		}, `route configuration "inbound|8080" virtual host "inbound|8080" route 0 "default": cluster "inbound|8080" has no HTTP protocol`},
 		// Which kind of route configuration.
 		{"egress route shape kept", func(r envoySet) {
 			rc := r[model.RouteType]["egress|80"].(*routev3.RouteConfiguration)
@@ -642,11 +636,6 @@ func TestL7Rejects(t *testing.T) {
 		{"budget interval", func(r envoySet) { thresholds(r)[0].RetryBudget.BudgetInterval = durationpb.New(time.Second) },
 			`retry_budget: field 3 of envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget is not supported`},
 		// Chains.
-		{"tcp_proxy to an HTTP cluster", func(r envoySet) {
-			l := r[model.ListenerType]["outbound"].(*listenerv3.Listener)
-			l.FilterChains[0].Filters = []*listenerv3.Filter{tcpProxy(t, "outbound|80|server.demo", false)}
-			delete(r[model.RouteType], "outbound|80|server.demo")
-		}, `xds: listener "outbound" filter chain 0 "outbound|80|server.demo": tcp_proxy cluster "outbound|80|server.demo" is an HTTP cluster (h2): only an http_connection_manager's routes may use it`},
 		{"inbound HCM without ALPN match", func(r envoySet) {
 			inboundListener(r).FilterChains[0].FilterChainMatch.ApplicationProtocols = nil
 		}, `xds: listener "inbound": filter chain 0 "inbound|8080|h2": http_connection_manager on the inbound listener needs filter_chain_match {transport_protocol: "tls", application_protocols: ["h2"]} and a transport_socket with alpn_protocols ["h2"]`},
@@ -668,6 +657,43 @@ func TestL7Rejects(t *testing.T) {
 			_, err := buildEnvoy(r)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Build() error = %v\nwant it to contain %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestL7TransitionsAccepted: while a Service port turns HTTP, or stops
+// being HTTP, its cluster and the chains and routes that use it arrive in
+// separate responses, in either order. Every mix of the two is accepted
+// (as Envoy accepts it): a check across them would refuse each response in
+// turn and the sidecar would never leave the old configuration
+// (crossCheck). The proxy copes with each mix at runtime.
+func TestL7TransitionsAccepted(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(envoySet)
+	}{
+		{"L4 chain, HTTP cluster (clusters first)", func(r envoySet) {
+			l := r[model.ListenerType]["outbound"].(*listenerv3.Listener)
+			l.FilterChains[0].Filters = []*listenerv3.Filter{tcpProxy(t, "outbound|80|server.demo", false)}
+			delete(r[model.RouteType], "outbound|80|server.demo")
+		}},
+		{"HTTP chain and route, L4 cluster (listeners first)", func(r envoySet) {
+			c := l7Cluster(r, "outbound|80|server.demo")
+			c.TypedExtensionProtocolOptions, c.OutlierDetection, c.CircuitBreakers = nil, nil, nil
+			c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+			upstreamALPN(t, r, "outbound|80|server.demo")
+		}},
+		{"inbound h2 chain, app cluster without protocol", func(r envoySet) {
+			l7Cluster(r, "inbound|8080").TypedExtensionProtocolOptions = nil
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := l7Set(t)
+			tc.mutate(r)
+			if _, err := buildEnvoy(r); err != nil {
+				t.Fatalf("Build() = %v, want the mix accepted", err)
 			}
 		})
 	}

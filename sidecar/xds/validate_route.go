@@ -441,11 +441,19 @@ func nonNegative(d *durationpb.Duration) (time.Duration, error) {
 // control plane need not order a cluster's removal after the listener
 // update that stops using it. A resource nothing references, or a reference
 // to the wrong kind of cluster, is an error: a tcp_proxy to the control
-// plane or to an HTTP cluster of a peer (its ALPN says h2, the bytes would
-// not be), an egress route to the control plane, an in-mesh route to a
-// cluster that does not carry requests (not HTTP) or of the other
-// direction (an outbound route to an inbound|<port> cluster, or the
-// reverse).
+// plane, an egress route to the control plane, an in-mesh route to a
+// cluster of the other direction (an outbound route to an inbound|<port>
+// cluster, or the reverse).
+//
+// Whether a cluster carries requests (its HTTP protocol) is NOT checked
+// against what references it: when a Service port turns HTTP (or stops
+// being HTTP), its cluster and the listener that uses it arrive in
+// separate responses, in either order, and a check across them would
+// refuse each in turn, forever (the sidecar keeps the configuration of
+// before, which is valid on its own). The proxy copes with either mix as
+// Envoy does: a tcp_proxy never offers ALPN h2 (the peer's L4 chain takes
+// the bytes), and an in-mesh route's cluster without an HTTP protocol is
+// sent requests in HTTP/1.1, Envoy's default.
 func crossCheck(cfg *model.Config) error {
 	for _, l := range []*model.Listener{cfg.Inbound, cfg.Outbound} {
 		if l == nil {
@@ -464,8 +472,6 @@ func crossCheck(cfg *model.Config) error {
 			case !ok:
 			case c.Kind == model.KindControlPlane:
 				return fmt.Errorf("%s: tcp_proxy cluster %q is the control plane", where, c.Name)
-			case c.Kind == model.KindEDS && c.HTTP != model.HTTPNone:
-				return fmt.Errorf("%s: tcp_proxy cluster %q is an HTTP cluster (%s): only an http_connection_manager's routes may use it", where, c.Name, c.HTTP)
 			}
 		}
 	}
@@ -489,7 +495,7 @@ func crossCheck(cfg *model.Config) error {
 			}
 			for i, r := range vh.Routes {
 				for _, wc := range r.Clusters {
-					if err := meshRouteCluster(cfg, refs[name][0].listener, wc.Name); err != nil {
+					if err := meshRouteCluster(refs[name][0].listener, wc.Name); err != nil {
 						return fmt.Errorf("route configuration %q virtual host %q route %d%s: %w", name, vh.Name, i, quoted(r.Name), err)
 					}
 				}
@@ -501,17 +507,15 @@ func crossCheck(cfg *model.Config) error {
 
 // meshRouteCluster checks the cluster of an in-mesh route referenced from
 // listener: a peer's outbound|... cluster from the outbound listener, the
-// app's inbound|<port> from the inbound one, and one that carries HTTP.
-func meshRouteCluster(cfg *model.Config, listener, name string) error {
+// app's inbound|<port> from the inbound one (whether it declares an HTTP
+// protocol is not checked: see crossCheck).
+func meshRouteCluster(listener, name string) error {
 	want := "outbound|"
 	if listener == model.InboundListener {
 		want = "inbound|"
 	}
 	if !strings.HasPrefix(name, want) {
 		return fmt.Errorf("cluster %q is not supported in a route of the %s listener (only %s... clusters)", name, listener, want)
-	}
-	if c, ok := cfg.Clusters[name]; ok && c.HTTP == model.HTTPNone {
-		return fmt.Errorf("cluster %q has no HTTP protocol (typed_extension_protocol_options explicit_http_config): it carries connections, not requests", name)
 	}
 	return nil
 }
