@@ -21,6 +21,13 @@
 // bytes, as it streams (a streaming request is never held back); a larger
 // body is not retried.
 //
+// A request that switches protocols (HTTP/1.1 Upgrade: WebSocket) cannot
+// ride the pooled HTTP/2 connections: [Handler] routes and balances it as
+// any request, sends it on a connection of its own ([Cluster].DialTunnel)
+// and, once the endpoint answers 101, hijacks the app's connection and
+// copies bytes both ways until either side closes; any other answer is
+// delivered as a response (upgrade.go).
+//
 // On the server side, [Inbound] serves what client sidecars send over
 // mTLS (HTTP/2, or HTTP/1.1) and delivers each request to the app in the
 // protocol its port declares (HTTP/1.1, or h2c for gRPC), after an

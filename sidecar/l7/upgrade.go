@@ -42,6 +42,10 @@ import (
 // when its response head arrives (class 1xx for a switch), and its latency
 // sample is the time to that head, not the tunnel's life.
 
+// aLongTimeAgo is a deadline in the past: it cuts a blocked read or write
+// at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
 // maxResponseHead bounds the response head of an upgrade.
 const maxResponseHead = 64 << 10
 
@@ -149,7 +153,7 @@ func (h *Handler) upgrade(w http.ResponseWriter, r *http.Request, route *Route, 
 			// The route's timeout, and the caller going away, cut the
 			// connection while the request waits for its response.
 			conn := up
-			stop = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+			stop = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(aLongTimeAgo) })
 			resp, head, br, err = exchange(up, r)
 		} else {
 			up = nil

@@ -32,7 +32,12 @@ import (
 // route's weighted clusters. Each cluster with HTTP/2 and upstream TLS is
 // an l7.Cluster: a balance.Balancer over its healthy endpoints and an
 // l7.MeshTransport whose connections are dialled and handshaken as the L4
-// path's (dial, handshakeUpstream), with ALPN h2.
+// path's (dial, handshakeUpstream), with ALPN h2; a request that switches
+// protocols (WebSocket) gets a connection of its own, dialled and
+// handshaken the same way without ALPN (Cluster.DialTunnel), which the
+// server sidecar takes on the port's L4 chain. Each ejection of an
+// endpoint by a cluster's balancer is counted in
+// weft_sidecar_http_ejections_total{cluster}.
 //
 // Server side: a connection on an inbound chain whose target is a route
 // configuration (inbound|<port>|h2) is served, after its mTLS handshake and
