@@ -1,8 +1,18 @@
 package proxy
 
 import (
+	"context"
+	"net"
+	"net/netip"
 	"testing"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
@@ -40,4 +50,60 @@ func TestBytesOnly(t *testing.T) {
 	if bytesOnly(plain) != plain {
 		t.Fatal("a cluster without h2 is copied")
 	}
+}
+
+// TestL7GRPCUnavailableRetriedElsewhere: with the route the translator
+// emits by default (retry_on connect-failure, refused-stream, unavailable,
+// retriable-status-codes 503; two retries on other hosts), a replica that
+// answers every call UNAVAILABLE costs the caller nothing: each such call
+// is retried on another replica (gRPC calls are POSTs: UNAVAILABLE is
+// retried whatever the method, as gRPC says the server did not process it).
+func TestL7GRPCUnavailableRetriedElsewhere(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	var backends []*grpcBackend
+	var eps []model.Endpoint
+	for range 3 {
+		g := startGRPCBackend(t, ca)
+		backends = append(backends, g)
+		eps = append(eps, model.Endpoint{Addr: g.pod.inboundAddr()})
+	}
+	broken := startUnavailableGRPCBackend(t, ca)
+	eps = append(eps, model.Endpoint{Addr: broken.pod.inboundAddr()})
+	route := toCluster(l7Route)
+	route.Retry = &model.RetryPolicy{
+		On:         model.RetryConnectFailure | model.RetryRefusedStream | model.RetryUnavailable | model.RetryRetriableStatusCodes,
+		NumRetries: 2, PreviousHosts: true, StatusCodes: []int{503},
+	}
+	a := startL7Client(t, ca, l7ClientConfig([]*model.Route{route}, map[string][]model.Endpoint{l7Route: eps}))
+	counts := grpcCalls(t, a, 300, backends) // fails on any failed call
+	t.Logf("calls per healthy backend %v, UNAVAILABLE answers %d", counts, broken.calls.Load())
+	if broken.calls.Load() == 0 {
+		t.Fatal("the broken replica was never tried: the test proves nothing")
+	}
+	if n := a.value("weft_sidecar_http_retries_total", "default", l7Route); n < float64(broken.calls.Load()) {
+		t.Errorf("A retried %v times for %d UNAVAILABLE answers", n, broken.calls.Load())
+	}
+}
+
+// startUnavailableGRPCBackend is a gRPC replica that is up but answers
+// every call UNAVAILABLE (trailers-only), behind a server pod.
+func startUnavailableGRPCBackend(t *testing.T, ca *certs.CA) *grpcBackend {
+	t.Helper()
+	g := &grpcBackend{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		g.calls.Add(1)
+		return nil, status.Error(codes.Unavailable, "broken replica")
+	}))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	port := l.Addr().(*net.TCPAddr).AddrPort().Port()
+	g.pod = startPod(t, ca, webID)
+	g.pod.nat.setDefault(netip.AddrPortFrom(podBIP, port))
+	g.pod.cfg.Store(l7ServerConfig(port, model.HTTP2))
+	return g
 }

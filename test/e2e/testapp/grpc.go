@@ -27,7 +27,7 @@ const servedByHeader = "x-served-by"
 // grpcServe: testapp grpc-serve -addr :9000 [-fail]. A plaintext (h2c)
 // gRPC server of the standard health service whose every answer carries
 // the pod's name in header x-served-by; -fail answers every call
-// UNAVAILABLE (a replica that is up but broken).
+// UNAVAILABLE, trailers-only (a replica that is up but broken).
 func grpcServe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("grpc-serve", flag.ContinueOnError)
 	addr := fs.String("addr", ":9000", "listen address")
@@ -43,7 +43,6 @@ func grpcServe(ctx context.Context, args []string) error {
 	var served int64
 	var mu sync.Mutex
 	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		_ = grpc.SetHeader(ctx, metadata.Pairs(servedByHeader, host))
 		mu.Lock()
 		served++
 		n := served
@@ -52,8 +51,12 @@ func grpcServe(ctx context.Context, args []string) error {
 			fmt.Printf("served %d calls\n", n)
 		}
 		if *fail {
+			// No header first: a trailers-only answer, as a server that
+			// fails before it starts a response sends (and the only
+			// UNAVAILABLE a proxy can retry: Envoy's retry_on unavailable).
 			return nil, status.Error(codes.Unavailable, "testapp: -fail")
 		}
+		_ = grpc.SetHeader(ctx, metadata.Pairs(servedByHeader, host))
 		return h(ctx, req)
 	}))
 	healthpb.RegisterHealthServer(s, health.NewServer())
