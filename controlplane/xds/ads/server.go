@@ -105,6 +105,10 @@ type nodeState struct {
 	generated time.Time
 	genErr    string
 	versions  map[string]string // published snapshot: type URL -> version
+	// resources is the published snapshot's per-resource versions (type
+	// URL -> name -> version), what a resumed delta stream's
+	// initial_resource_versions are compared with.
+	resources map[string]map[string]string
 	types     map[string]*typeState
 }
 
@@ -254,7 +258,7 @@ func (s *Server) generate(n *nodeState) {
 		return
 	}
 	s.mu.Lock()
-	n.versions = versions
+	n.versions, n.resources = versions, snap.VersionMap
 	s.mu.Unlock()
 	s.log.Debug("snapshot published", "node", n.id, "versions", versions)
 }
@@ -316,11 +320,15 @@ func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) {
 }
 
 func (c callbacks) OnStreamRequest(id int64, r *discovery.DiscoveryRequest) error {
-	return c.s.request(streamKey{id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), r.GetErrorDetail())
+	return c.s.request(streamKey{id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), nil, r.GetErrorDetail())
 }
 
 func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryRequest) error {
-	return c.s.request(streamKey{delta: true, id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", r.GetErrorDetail())
+	var resumed *deltaResume
+	if r.GetResponseNonce() == "" && len(r.GetInitialResourceVersions()) > 0 {
+		resumed = &deltaResume{held: r.GetInitialResourceVersions(), names: r.GetResourceNamesSubscribe()}
+	}
+	return c.s.request(streamKey{delta: true, id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", resumed, r.GetErrorDetail())
 }
 
 func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, r *discovery.DiscoveryResponse) {
@@ -354,7 +362,7 @@ func (s *Server) open(key streamKey, ctx context.Context) error {
 // request authorizes a stream's first request (and publishes the node's
 // first snapshot before go-control-plane opens the watch, so it is answered
 // at once), refuses a change of node ID, and tracks ACKs and NACKs.
-func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version string, detail *statuspb.Status) error {
+func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version string, resumed *deltaResume, detail *statuspb.Status) error {
 	s.mu.Lock()
 	st := s.streams[key]
 	var cur *nodeState
@@ -380,9 +388,40 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 		return err
 	}
 	s.mu.Lock()
+	if resumed != nil && resumed.upToDate(cur.resources[typeURL]) {
+		// go-control-plane sends nothing for a type a resumed delta
+		// stream already holds exactly, so no ACK will come: what the
+		// sidecar runs is the published version.
+		version = cur.versions[typeURL]
+	}
 	s.track(st, typeURL, nonce, version, detail)
 	s.mu.Unlock()
 	return nil
+}
+
+// deltaResume is the first request of a type on a delta stream that
+// resumes: the resources it holds (initial_resource_versions) and the
+// names it subscribes to (none: all of the type).
+type deltaResume struct {
+	held  map[string]string
+	names []string
+}
+
+// upToDate reports whether the stream holds exactly the published
+// resources (name -> version) that it subscribes to.
+func (d *deltaResume) upToDate(published map[string]string) bool {
+	names := d.names
+	if len(names) == 0 {
+		names = slices.Collect(maps.Keys(published))
+	}
+	for _, n := range names {
+		pv, inPub := published[n]
+		hv, held := d.held[n]
+		if inPub != held || pv != hv {
+			return false
+		}
+	}
+	return true
 }
 
 // attach binds an authorized stream to its node, creating the node on its

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"log/slog"
 	"net"
 	"slices"
@@ -887,4 +888,56 @@ func BenchmarkPush(b *testing.B) {
 	b.ReportMetric(pct(each, 0.99), "p99-ms")
 	b.ReportMetric(pct(all, 0.50), "all-p50-ms")
 	b.ReportMetric(float64(n), "clients")
+}
+
+// TestDeltaResumeIsSynced: a sidecar whose delta stream resumes (on a
+// restarted control plane, or the same one) with exactly the resources it
+// would be sent (initial_resource_versions) gets an empty response for
+// them, and ACKs it: it runs the published version and is SYNCED, not
+// STALE for ever (seen on the real cluster after a control plane rollout:
+// go-control-plane's empty response carries no system_version_info). One
+// that holds something else is sent the difference and SYNCED once it
+// ACKs that.
+func TestDeltaResumeIsSynced(t *testing.T) {
+	types := []string{resource.EndpointType, resource.SecretType}
+	h := newHarness(t, harnessOpts{})
+	c := openDelta(h, saID("demo", "app"))
+	held := map[string]map[string]string{}
+	for i, typ := range types {
+		r := &discovery.DeltaDiscoveryRequest{TypeUrl: typ}
+		if i == 0 {
+			r.Node = node("app-1.demo")
+		}
+		c.send(r)
+	}
+	for range types {
+		r := c.next()
+		held[r.GetTypeUrl()] = map[string]string{}
+		for _, res := range r.GetResources() {
+			held[r.GetTypeUrl()][res.GetName()] = res.GetVersion()
+		}
+	}
+	// The stream ends (the node's last: its state goes) and the sidecar
+	// resumes.
+	c.cancel()
+	wefttest.Eventually(t, "the node forgotten", func() bool { return len(h.srv.Status()) == 0 })
+	c = openDelta(h, saID("demo", "app"))
+	// As sidecar/xds subscribes: by name, with the versions it holds.
+	c.send(&discovery.DeltaDiscoveryRequest{Node: node("app-1.demo"), TypeUrl: resource.EndpointType,
+		ResourceNamesSubscribe: slices.Sorted(maps.Keys(held[resource.EndpointType])), InitialResourceVersions: held[resource.EndpointType]})
+	stale := map[string]string{}
+	for name := range held[resource.SecretType] {
+		stale[name] = "an older version"
+	}
+	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.SecretType,
+		ResourceNamesSubscribe: slices.Sorted(maps.Keys(stale)), InitialResourceVersions: stale})
+	r := c.next()
+	if r.GetTypeUrl() != resource.SecretType {
+		t.Fatalf("sent %s %v: want only the secrets that differ", typeName(r.GetTypeUrl()), r.GetResources())
+	}
+	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()})
+	wefttest.Eventually(t, "endpoints and secrets SYNCED", func() bool {
+		return h.typeStatus("app-1.demo", resource.EndpointType).State == StateSynced &&
+			h.typeStatus("app-1.demo", resource.SecretType).State == StateSynced
+	})
 }

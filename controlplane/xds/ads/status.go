@@ -100,7 +100,10 @@ func (s *Server) track(st *stream, typeURL, nonce, version string, detail *statu
 	now := s.clock.Now()
 	switch {
 	case nonce == "":
-		if version != "" && !st.delta {
+		// The first request of a resumed stream: SotW says the version it
+		// runs; for delta, request says it when the stream holds all of
+		// the published version (deltaResume).
+		if version != "" {
 			t.acked, t.ackedAt = version, now
 		}
 	case nonce != last.nonce:
