@@ -207,7 +207,7 @@ func (e *l7Engine) build(cfg *model.Config) *l7Snapshot {
 		}
 	}
 	for name, ac := range e.in {
-		if cl := cfg.Clusters[name]; cl == nil || cl.HTTP == model.HTTPNone {
+		if cl := cfg.Clusters[name]; cl == nil {
 			// Connections being served keep their Inbound until they end.
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), e.p.cfg.DrainTimeout)
@@ -484,9 +484,9 @@ func inboundRouteCluster(cfg *model.Config, fc *model.FilterChain) (*model.Clust
 		if cl == nil {
 			return nil, refused("no_cluster", "proxy: chain %s: no cluster %q", fc.Name, name)
 		}
-		if cl.HTTP == model.HTTPNone {
-			return nil, refused("unsupported", "proxy: chain %s: cluster %s declares no HTTP protocol", fc.Name, name)
-		}
+		// A cluster that declares no HTTP protocol is sent HTTP/1.1,
+		// Envoy's default (while a port turns HTTP, the chain may come
+		// before its cluster's protocol: sidecar/xds crossCheck).
 		return cl, nil
 	}
 	return nil, refused("no_route", "proxy: chain %s: route configuration %s has no route for every request", fc.Name, rc.Name)

@@ -107,3 +107,17 @@ func startUnavailableGRPCBackend(t *testing.T, ca *certs.CA) *grpcBackend {
 	g.pod.cfg.Store(l7ServerConfig(port, model.HTTP2))
 	return g
 }
+
+// TestL7TransitionInboundClusterWithoutProtocol: the server sidecar can
+// hold its h2 chain and route before the app cluster's HTTP protocol
+// arrives; its requests then go to the app in HTTP/1.1 (Envoy's default
+// for a cluster without protocol options) instead of being refused.
+func TestL7TransitionInboundClusterWithoutProtocol(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	b := startHTTPBackend(t, ca, "b")
+	b.pod.cfg.Store(l7ServerConfig(b.port, model.HTTPNone))
+	a := startL7Client(t, ca, l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {b.endpoint()}}))
+	if code, body := doReq(t, httpClient(t, a), "GET", "/early"); code != 200 || body != "b HTTP/1.1 GET web.demo /early from=127.0.0.6 body=" {
+		t.Fatalf("h2 chain before its cluster's protocol: %d %q", code, body)
+	}
+}
