@@ -17,7 +17,7 @@ LDFLAGS    := -s -w -X github.com/weftmesh/weft/internal/version.Version=$(VERSI
 BUILDTAGS  := grpcnotrace
 BINARIES   := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test race e2e demo bench fuzz mutate lint cluster-up cluster-down cluster-build images clean
+.PHONY: all build test test-vm race e2e demo bench fuzz mutate lint cluster-up cluster-down cluster-build images clean
 
 all: build
 
@@ -30,6 +30,10 @@ build:
 test:
 	$(GO) test -race -count=1 ./...
 	cd sidecar/proxy/bench && python3 -m unittest -q
+
+## test-vm: TestTenThousandConnections with all 10,000 connections, in a KVM virtual machine (hack/vmtest; needs hardware KVM)
+test-vm:
+	hack/vmtest/run.sh
 
 ## lint: gofmt and go vet
 lint:
