@@ -2,10 +2,12 @@ package v1alpha1
 
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-// AuthorizationPolicy allows or denies inbound connections to the selected
-// workloads by the caller's authenticated identity and the port called.
+// AuthorizationPolicy allows or denies inbound connections, and requests,
+// to the selected workloads by the caller's authenticated identity, the port
+// called and, for requests the sidecars route, the HTTP method and path.
 //
-// How a connection to a workload is decided, given every accepted policy that
+// How a connection (or, on a port whose requests the sidecars route, each
+// request) to a workload is decided, given every accepted policy that
 // selects it:
 //  1. if a rule of a DENY policy matches, the connection is denied;
 //  2. otherwise, if no ALLOW policy selects the workload, it is allowed;
@@ -16,7 +18,9 @@ import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 // connection to the workloads it selects); a rule with neither from nor to
 // matches every connection. Identities come from the caller's mTLS
 // certificate: a plaintext connection (PERMISSIVE mode) has none, so it
-// matches only rules without from.
+// matches only rules without from. The HTTP fields of a to entry (methods,
+// paths) match requests only; see AuthorizationDestination for how they
+// apply to connections.
 //
 // A policy the control plane rejects (see status) is ignored as a whole.
 //
@@ -64,17 +68,17 @@ type AuthorizationPolicySpec struct {
 	// +optional
 	Action AuthorizationAction `json:"action,omitempty"`
 
-	// rules match connections; the policy matches a connection when any
-	// rule does. No rules: the policy matches nothing (so an ALLOW policy
+	// rules match connections (and requests); the policy matches a
+	// connection when any rule does. No rules: the policy matches nothing (so an ALLOW policy
 	// without rules denies everything to the selected workloads).
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Rules []AuthorizationRule `json:"rules,omitempty"`
 }
 
-// AuthorizationRule matches a connection when any from entry matches its
-// source and any to entry matches its destination; an absent from or to
-// matches everything.
+// AuthorizationRule matches a connection (or request) when any from entry
+// matches its source and any to entry matches its destination; an absent
+// from or to matches everything.
 type AuthorizationRule struct {
 	// from lists the callers; a caller matches when any entry matches it.
 	// +kubebuilder:validation:MaxItems=32
@@ -82,7 +86,7 @@ type AuthorizationRule struct {
 	From []AuthorizationSource `json:"from,omitempty"`
 
 	// to lists the destinations on the selected workloads; a connection
-	// matches when any entry matches it.
+	// or request matches when any entry matches it.
 	// +kubebuilder:validation:MaxItems=32
 	// +optional
 	To []AuthorizationDestination `json:"to,omitempty"`
@@ -119,16 +123,53 @@ type AuthorizationSource struct {
 	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
 }
 
-// AuthorizationDestination matches where a connection goes on the selected
-// workload.
+// AuthorizationDestination matches where a connection or a request goes on
+// the selected workload. Every field that is set must match (AND: ports and
+// methods and paths); within a field any value may match (OR). An entry sets
+// at least one field.
+//
+// methods and paths are HTTP fields: they are decided on each request of a
+// port whose requests the sidecars route (a port that an HTTP, HTTP/2 or
+// gRPC Service port targets, with HTTP routing on). Everywhere else the
+// sidecar sees connections, not requests, and the policy never opens more
+// than it says: an ALLOW entry that sets methods or paths matches no
+// connection (a rule whose every to entry sets them allows nothing there);
+// a DENY entry that sets them is applied without them (it denies every
+// connection to its ports, or to every port when it sets none).
+// +kubebuilder:validation:XValidation:rule="has(self.ports) || has(self.methods) || has(self.paths)",message="a to entry needs ports, methods or paths"
 type AuthorizationDestination struct {
 	// ports the application listens on in the pod (container ports, not
-	// Service ports). A connection to any of them matches.
+	// Service ports). A connection or request to any of them matches.
+	// Absent: any port.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:Minimum=1
 	// +kubebuilder:validation:items:Maximum=65535
-	Ports []int32 `json:"ports"`
+	// +optional
+	Ports []int32 `json:"ports,omitempty"`
+
+	// methods are HTTP request methods, upper case as sent ("GET",
+	// "POST"; gRPC calls are "POST"). A request whose method is one of
+	// them matches. Absent: any method. An HTTP field (see above).
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=32
+	// +kubebuilder:validation:items:Pattern=`^[A-Z0-9_-]+$`
+	// +optional
+	Methods []string `json:"methods,omitempty"`
+
+	// paths are HTTP request paths, compared with the request's path
+	// without its query, as sent: exact ("/api/v1/users"), a prefix ending
+	// in "*" ("/api/*" matches "/api/" and everything under it, not
+	// "/api"), or "*" for any path. A gRPC method's path is
+	// "/<package>.<Service>/<Method>". Absent: any path. An HTTP field
+	// (see above).
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=1024
+	// +kubebuilder:validation:items:Pattern=`^(\*|/[^*?#]*\*?)$`
+	// +optional
+	Paths []string `json:"paths,omitempty"`
 }
 
 // AuthorizationPolicyList is a list of AuthorizationPolicies.

@@ -223,5 +223,17 @@ func TestAuthorizationPolicySchema(t *testing.T) {
 		{name: "service account without namespace", obj: head + "spec: {rules: [{from: [{serviceAccounts: [web]}]}]}", wantErr: "spec.rules[0].from[0].serviceAccounts[0]"},
 		{name: "empty from entry", obj: head + "spec: {rules: [{from: [{}]}]}", wantErr: "a from entry needs principals, namespaces or serviceAccounts"},
 		{name: "port out of range", obj: head + "spec: {rules: [{to: [{ports: [0]}]}]}", wantErr: "spec.rules[0].to[0].ports[0]"},
+		{name: "http fields", obj: head + `spec:
+  rules:
+  - to: [{ports: [8080], methods: [GET, HEAD], paths: [/api/v1/users, "/api/*", "*"]}, {methods: [POST]}, {paths: [/healthz]}]`},
+		{name: "empty to entry", obj: head + "spec: {rules: [{to: [{}]}]}", wantErr: "a to entry needs ports, methods or paths"},
+		{name: "empty ports", obj: head + "spec: {rules: [{to: [{ports: []}]}]}", wantErr: "spec.rules[0].to[0].ports"},
+		{name: "lower-case method", obj: head + "spec: {rules: [{to: [{methods: [get]}]}]}", wantErr: "spec.rules[0].to[0].methods[0]"},
+		{name: "too many methods", obj: head + "spec: {rules: [{to: [{methods: [A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P, Q]}]}]}", wantErr: "spec.rules[0].to[0].methods"},
+		{name: "relative path", obj: head + "spec: {rules: [{to: [{paths: [api/v1]}]}]}", wantErr: "spec.rules[0].to[0].paths[0]"},
+		{name: "wildcard inside path", obj: head + "spec: {rules: [{to: [{paths: ['/api/*/users']}]}]}", wantErr: "spec.rules[0].to[0].paths[0]"},
+		{name: "two trailing wildcards", obj: head + "spec: {rules: [{to: [{paths: ['/api/**']}]}]}", wantErr: "spec.rules[0].to[0].paths[0]"},
+		{name: "path with a query", obj: head + "spec: {rules: [{to: [{paths: ['/api?x=1']}]}]}", wantErr: "spec.rules[0].to[0].paths[0]"},
+		{name: "path too long", obj: head + "spec: {rules: [{to: [{paths: ['/" + strings.Repeat("a", 1024) + "']}]}]}", wantErr: "spec.rules[0].to[0].paths[0]"},
 	})
 }
