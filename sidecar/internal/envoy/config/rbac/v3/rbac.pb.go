@@ -11,7 +11,8 @@
 package rbacv3
 
 import (
-	v3 "github.com/weftmesh/weft/sidecar/internal/envoy/type/matcher/v3"
+	v3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/route/v3"
+	v31 "github.com/weftmesh/weft/sidecar/internal/envoy/type/matcher/v3"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -183,9 +184,12 @@ type Permission struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Rule:
 	//
+	//	*Permission_AndRules
 	//	*Permission_OrRules
 	//	*Permission_Any
+	//	*Permission_Header
 	//	*Permission_DestinationPort
+	//	*Permission_UrlPath
 	Rule          isPermission_Rule `protobuf_oneof:"rule"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -228,6 +232,15 @@ func (x *Permission) GetRule() isPermission_Rule {
 	return nil
 }
 
+func (x *Permission) GetAndRules() *Permission_Set {
+	if x != nil {
+		if x, ok := x.Rule.(*Permission_AndRules); ok {
+			return x.AndRules
+		}
+	}
+	return nil
+}
+
 func (x *Permission) GetOrRules() *Permission_Set {
 	if x != nil {
 		if x, ok := x.Rule.(*Permission_OrRules); ok {
@@ -246,6 +259,15 @@ func (x *Permission) GetAny() bool {
 	return false
 }
 
+func (x *Permission) GetHeader() *v3.HeaderMatcher {
+	if x != nil {
+		if x, ok := x.Rule.(*Permission_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
 func (x *Permission) GetDestinationPort() uint32 {
 	if x != nil {
 		if x, ok := x.Rule.(*Permission_DestinationPort); ok {
@@ -255,8 +277,21 @@ func (x *Permission) GetDestinationPort() uint32 {
 	return 0
 }
 
+func (x *Permission) GetUrlPath() *v31.PathMatcher {
+	if x != nil {
+		if x, ok := x.Rule.(*Permission_UrlPath); ok {
+			return x.UrlPath
+		}
+	}
+	return nil
+}
+
 type isPermission_Rule interface {
 	isPermission_Rule()
+}
+
+type Permission_AndRules struct {
+	AndRules *Permission_Set `protobuf:"bytes,1,opt,name=and_rules,json=andRules,proto3,oneof"`
 }
 
 type Permission_OrRules struct {
@@ -267,15 +302,29 @@ type Permission_Any struct {
 	Any bool `protobuf:"varint,3,opt,name=any,proto3,oneof"`
 }
 
+type Permission_Header struct {
+	Header *v3.HeaderMatcher `protobuf:"bytes,4,opt,name=header,proto3,oneof"`
+}
+
 type Permission_DestinationPort struct {
 	DestinationPort uint32 `protobuf:"varint,6,opt,name=destination_port,json=destinationPort,proto3,oneof"`
 }
+
+type Permission_UrlPath struct {
+	UrlPath *v31.PathMatcher `protobuf:"bytes,10,opt,name=url_path,json=urlPath,proto3,oneof"`
+}
+
+func (*Permission_AndRules) isPermission_Rule() {}
 
 func (*Permission_OrRules) isPermission_Rule() {}
 
 func (*Permission_Any) isPermission_Rule() {}
 
+func (*Permission_Header) isPermission_Rule() {}
+
 func (*Permission_DestinationPort) isPermission_Rule() {}
+
+func (*Permission_UrlPath) isPermission_Rule() {}
 
 type Principal struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -481,7 +530,7 @@ func (x *Principal_Set) GetIds() []*Principal {
 
 type Principal_Authenticated struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	PrincipalName *v3.StringMatcher      `protobuf:"bytes,2,opt,name=principal_name,json=principalName,proto3" json:"principal_name,omitempty"`
+	PrincipalName *v31.StringMatcher     `protobuf:"bytes,2,opt,name=principal_name,json=principalName,proto3" json:"principal_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -516,7 +565,7 @@ func (*Principal_Authenticated) Descriptor() ([]byte, []int) {
 	return file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_rawDescGZIP(), []int{3, 1}
 }
 
-func (x *Principal_Authenticated) GetPrincipalName() *v3.StringMatcher {
+func (x *Principal_Authenticated) GetPrincipalName() *v31.StringMatcher {
 	if x != nil {
 		return x.PrincipalName
 	}
@@ -527,7 +576,7 @@ var File_sidecar_internal_envoy_config_rbac_v3_rbac_proto protoreflect.FileDescr
 
 const file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_rawDesc = "" +
 	"\n" +
-	"0sidecar/internal/envoy/config/rbac/v3/rbac.proto\x12\x19weft.envoy.config.rbac.v3\x1a3sidecar/internal/envoy/type/matcher/v3/string.proto\"\x99\x02\n" +
+	"0sidecar/internal/envoy/config/rbac/v3/rbac.proto\x12\x19weft.envoy.config.rbac.v3\x1a=sidecar/internal/envoy/config/route/v3/route_components.proto\x1a1sidecar/internal/envoy/type/matcher/v3/path.proto\x1a3sidecar/internal/envoy/type/matcher/v3/string.proto\"\x99\x02\n" +
 	"\x04RBAC\x12>\n" +
 	"\x06action\x18\x01 \x01(\x0e2&.weft.envoy.config.rbac.v3.RBAC.ActionR\x06action\x12I\n" +
 	"\bpolicies\x18\x02 \x03(\v2-.weft.envoy.config.rbac.v3.RBAC.PoliciesEntryR\bpolicies\x1a^\n" +
@@ -542,12 +591,16 @@ const file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_rawDesc = "" +
 	"\vpermissions\x18\x01 \x03(\v2%.weft.envoy.config.rbac.v3.PermissionR\vpermissions\x12D\n" +
 	"\n" +
 	"principals\x18\x02 \x03(\v2$.weft.envoy.config.rbac.v3.PrincipalR\n" +
-	"principals\"\xe1\x01\n" +
+	"principals\"\xb6\x03\n" +
 	"\n" +
-	"Permission\x12F\n" +
+	"Permission\x12H\n" +
+	"\tand_rules\x18\x01 \x01(\v2).weft.envoy.config.rbac.v3.Permission.SetH\x00R\bandRules\x12F\n" +
 	"\bor_rules\x18\x02 \x01(\v2).weft.envoy.config.rbac.v3.Permission.SetH\x00R\aorRules\x12\x12\n" +
-	"\x03any\x18\x03 \x01(\bH\x00R\x03any\x12+\n" +
-	"\x10destination_port\x18\x06 \x01(\rH\x00R\x0fdestinationPort\x1aB\n" +
+	"\x03any\x18\x03 \x01(\bH\x00R\x03any\x12C\n" +
+	"\x06header\x18\x04 \x01(\v2).weft.envoy.config.route.v3.HeaderMatcherH\x00R\x06header\x12+\n" +
+	"\x10destination_port\x18\x06 \x01(\rH\x00R\x0fdestinationPort\x12D\n" +
+	"\burl_path\x18\n" +
+	" \x01(\v2'.weft.envoy.type.matcher.v3.PathMatcherH\x00R\aurlPath\x1aB\n" +
 	"\x03Set\x12;\n" +
 	"\x05rules\x18\x01 \x03(\v2%.weft.envoy.config.rbac.v3.PermissionR\x05rulesB\x06\n" +
 	"\x04rule\"\xb9\x03\n" +
@@ -587,26 +640,31 @@ var file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_goTypes = []any{
 	(*Permission_Set)(nil),          // 6: weft.envoy.config.rbac.v3.Permission.Set
 	(*Principal_Set)(nil),           // 7: weft.envoy.config.rbac.v3.Principal.Set
 	(*Principal_Authenticated)(nil), // 8: weft.envoy.config.rbac.v3.Principal.Authenticated
-	(*v3.StringMatcher)(nil),        // 9: weft.envoy.type.matcher.v3.StringMatcher
+	(*v3.HeaderMatcher)(nil),        // 9: weft.envoy.config.route.v3.HeaderMatcher
+	(*v31.PathMatcher)(nil),         // 10: weft.envoy.type.matcher.v3.PathMatcher
+	(*v31.StringMatcher)(nil),       // 11: weft.envoy.type.matcher.v3.StringMatcher
 }
 var file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_depIdxs = []int32{
 	0,  // 0: weft.envoy.config.rbac.v3.RBAC.action:type_name -> weft.envoy.config.rbac.v3.RBAC.Action
 	5,  // 1: weft.envoy.config.rbac.v3.RBAC.policies:type_name -> weft.envoy.config.rbac.v3.RBAC.PoliciesEntry
 	3,  // 2: weft.envoy.config.rbac.v3.Policy.permissions:type_name -> weft.envoy.config.rbac.v3.Permission
 	4,  // 3: weft.envoy.config.rbac.v3.Policy.principals:type_name -> weft.envoy.config.rbac.v3.Principal
-	6,  // 4: weft.envoy.config.rbac.v3.Permission.or_rules:type_name -> weft.envoy.config.rbac.v3.Permission.Set
-	7,  // 5: weft.envoy.config.rbac.v3.Principal.and_ids:type_name -> weft.envoy.config.rbac.v3.Principal.Set
-	7,  // 6: weft.envoy.config.rbac.v3.Principal.or_ids:type_name -> weft.envoy.config.rbac.v3.Principal.Set
-	8,  // 7: weft.envoy.config.rbac.v3.Principal.authenticated:type_name -> weft.envoy.config.rbac.v3.Principal.Authenticated
-	2,  // 8: weft.envoy.config.rbac.v3.RBAC.PoliciesEntry.value:type_name -> weft.envoy.config.rbac.v3.Policy
-	3,  // 9: weft.envoy.config.rbac.v3.Permission.Set.rules:type_name -> weft.envoy.config.rbac.v3.Permission
-	4,  // 10: weft.envoy.config.rbac.v3.Principal.Set.ids:type_name -> weft.envoy.config.rbac.v3.Principal
-	9,  // 11: weft.envoy.config.rbac.v3.Principal.Authenticated.principal_name:type_name -> weft.envoy.type.matcher.v3.StringMatcher
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	6,  // 4: weft.envoy.config.rbac.v3.Permission.and_rules:type_name -> weft.envoy.config.rbac.v3.Permission.Set
+	6,  // 5: weft.envoy.config.rbac.v3.Permission.or_rules:type_name -> weft.envoy.config.rbac.v3.Permission.Set
+	9,  // 6: weft.envoy.config.rbac.v3.Permission.header:type_name -> weft.envoy.config.route.v3.HeaderMatcher
+	10, // 7: weft.envoy.config.rbac.v3.Permission.url_path:type_name -> weft.envoy.type.matcher.v3.PathMatcher
+	7,  // 8: weft.envoy.config.rbac.v3.Principal.and_ids:type_name -> weft.envoy.config.rbac.v3.Principal.Set
+	7,  // 9: weft.envoy.config.rbac.v3.Principal.or_ids:type_name -> weft.envoy.config.rbac.v3.Principal.Set
+	8,  // 10: weft.envoy.config.rbac.v3.Principal.authenticated:type_name -> weft.envoy.config.rbac.v3.Principal.Authenticated
+	2,  // 11: weft.envoy.config.rbac.v3.RBAC.PoliciesEntry.value:type_name -> weft.envoy.config.rbac.v3.Policy
+	3,  // 12: weft.envoy.config.rbac.v3.Permission.Set.rules:type_name -> weft.envoy.config.rbac.v3.Permission
+	4,  // 13: weft.envoy.config.rbac.v3.Principal.Set.ids:type_name -> weft.envoy.config.rbac.v3.Principal
+	11, // 14: weft.envoy.config.rbac.v3.Principal.Authenticated.principal_name:type_name -> weft.envoy.type.matcher.v3.StringMatcher
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_init() }
@@ -615,9 +673,12 @@ func file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_init() {
 		return
 	}
 	file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_msgTypes[2].OneofWrappers = []any{
+		(*Permission_AndRules)(nil),
 		(*Permission_OrRules)(nil),
 		(*Permission_Any)(nil),
+		(*Permission_Header)(nil),
 		(*Permission_DestinationPort)(nil),
+		(*Permission_UrlPath)(nil),
 	}
 	file_sidecar_internal_envoy_config_rbac_v3_rbac_proto_msgTypes[3].OneofWrappers = []any{
 		(*Principal_AndIds)(nil),
