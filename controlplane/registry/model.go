@@ -209,10 +209,68 @@ type AuthorizationPolicy struct {
 }
 
 // AuthorizationRule matches when any From source matches the peer (or From
-// is empty) and the port is one of Ports (or Ports is empty).
+// is empty) and any To destination matches where the connection or request
+// goes (or To is empty).
 type AuthorizationRule struct {
-	From  []Source
-	Ports []uint16 // sorted, unique; empty: any port
+	From []Source
+	To   []Destination // empty: anywhere
+}
+
+// Destination matches where a connection or request goes: every non-empty
+// field must match (AND); within a field any value may (OR). Every
+// Destination has at least one non-empty field.
+//
+// Methods and Paths are HTTP fields, decided on requests only. On a
+// connection (docs/l7.md, "Where HTTP fields apply") a Destination with
+// HTTP fields matches nothing in an ALLOW policy and is applied without
+// them in a DENY policy (ConnectionPorts).
+type Destination struct {
+	Ports   []uint16    // sorted, unique; empty: any port
+	Methods []string    // upper case, unique, in policy order; empty: any method
+	Paths   []PathMatch // unique, in policy order; empty: any path
+}
+
+// HasHTTP reports whether d sets an HTTP field (methods or paths).
+func (d *Destination) HasHTTP() bool { return len(d.Methods) > 0 || len(d.Paths) > 0 }
+
+// MatchesRequest reports whether a request to port with method and path
+// (its query, if any, is ignored) matches d.
+func (d *Destination) MatchesRequest(port uint16, method, path string) bool {
+	if len(d.Ports) > 0 && !slices.Contains(d.Ports, port) {
+		return false
+	}
+	if len(d.Methods) > 0 && !slices.Contains(d.Methods, method) {
+		return false
+	}
+	path, _, _ = strings.Cut(path, "?")
+	return len(d.Paths) == 0 || slices.ContainsFunc(d.Paths, func(p PathMatch) bool { return p.Matches(path) })
+}
+
+// PathMatch matches a request's path, without its query, as sent: equal to
+// Value, or, with Prefix, starting with it. The policy's "*" (any path) is
+// Prefix with an empty Value.
+type PathMatch struct {
+	Value  string
+	Prefix bool
+}
+
+// Any reports whether p matches every path (the policy's "*").
+func (p PathMatch) Any() bool { return p.Prefix && p.Value == "" }
+
+// Matches reports whether path matches p.
+func (p PathMatch) Matches(path string) bool {
+	if p.Prefix {
+		return strings.HasPrefix(path, p.Value)
+	}
+	return path == p.Value
+}
+
+// String is the path as the policy writes it.
+func (p PathMatch) String() string {
+	if p.Prefix {
+		return p.Value + "*"
+	}
+	return p.Value
 }
 
 // Source matches an authenticated peer. Each non-empty field must match
@@ -262,19 +320,83 @@ func (s Source) Matches(td spiffeid.TrustDomain, id spiffeid.ID) bool {
 	return true
 }
 
-// Matches reports whether a connection from peer (zero when plaintext) to
-// port matches the rule.
-func (r *AuthorizationRule) Matches(td spiffeid.TrustDomain, peer spiffeid.ID, port uint16) bool {
-	if len(r.Ports) > 0 && !slices.Contains(r.Ports, port) {
-		return false
-	}
+// matchesFrom reports whether the peer (zero when plaintext) matches the
+// rule's From.
+func (r *AuthorizationRule) matchesFrom(td spiffeid.TrustDomain, peer spiffeid.ID) bool {
 	return len(r.From) == 0 || slices.ContainsFunc(r.From, func(s Source) bool { return s.Matches(td, peer) })
 }
 
-// Matches reports whether any rule of the policy matches.
+// ConnectionPorts is what the rule's To matches on a connection, in a
+// policy of action (docs/l7.md, "Where HTTP fields apply"): ok is false
+// when it matches no connection (an ALLOW rule whose every to entry sets
+// HTTP fields, which are dropped); otherwise ports are the ports it
+// matches, nil for any port. A DENY rule's entries are applied without
+// their HTTP fields, so an entry with HTTP fields and no ports makes the
+// rule match every port: it fails closed.
+func (r *AuthorizationRule) ConnectionPorts(action v1alpha1.AuthorizationAction) (ports []uint16, ok bool) {
+	if len(r.To) == 0 {
+		return nil, true
+	}
+	for i := range r.To {
+		d := &r.To[i]
+		if d.HasHTTP() && action != v1alpha1.ActionDeny {
+			continue
+		}
+		if len(d.Ports) == 0 {
+			return nil, true
+		}
+		ports = append(ports, d.Ports...)
+		ok = true
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports), ok
+}
+
+// MatchesConnection reports whether a connection from peer (zero when
+// plaintext) to port matches the rule in a policy of action: its HTTP
+// fields apply as ConnectionPorts says.
+func (r *AuthorizationRule) MatchesConnection(td spiffeid.TrustDomain, action v1alpha1.AuthorizationAction, peer spiffeid.ID, port uint16) bool {
+	ports, ok := r.ConnectionPorts(action)
+	if !ok || ports != nil && !slices.Contains(ports, port) {
+		return false
+	}
+	return r.matchesFrom(td, peer)
+}
+
+// MatchesRequest reports whether a request from peer to port with method
+// and path matches the rule: every field applies.
+func (r *AuthorizationRule) MatchesRequest(td spiffeid.TrustDomain, peer spiffeid.ID, port uint16, method, path string) bool {
+	if len(r.To) > 0 && !slices.ContainsFunc(r.To, func(d Destination) bool { return d.MatchesRequest(port, method, path) }) {
+		return false
+	}
+	return r.matchesFrom(td, peer)
+}
+
+// Matches reports whether any rule of the policy matches a connection from
+// peer to port (AuthorizationRule.MatchesConnection).
 func (p *AuthorizationPolicy) Matches(td spiffeid.TrustDomain, peer spiffeid.ID, port uint16) bool {
 	for i := range p.Rules {
-		if p.Rules[i].Matches(td, peer, port) {
+		if p.Rules[i].MatchesConnection(td, p.Action, peer, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// MatchesRequest reports whether any rule of the policy matches a request.
+func (p *AuthorizationPolicy) MatchesRequest(td spiffeid.TrustDomain, peer spiffeid.ID, port uint16, method, path string) bool {
+	for i := range p.Rules {
+		if p.Rules[i].MatchesRequest(td, peer, port, method, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// HasHTTP reports whether a rule of the policy sets HTTP fields.
+func (p *AuthorizationPolicy) HasHTTP() bool {
+	for _, r := range p.Rules {
+		if slices.ContainsFunc(r.To, func(d Destination) bool { return d.HasHTTP() }) {
 			return true
 		}
 	}
@@ -364,13 +486,31 @@ func (m MTLSSettings) ModeFor(port uint16) v1alpha1.MTLSMode {
 
 // Authorize decides an inbound connection from peer (zero when plaintext)
 // to port with the policies' semantics, and returns the policy that decided
-// (nil when no policy did: allowed because no ALLOW policy applies). It is
-// the reference the xDS translation's RBAC filter must agree with.
+// (nil when no policy did: allowed because no ALLOW policy applies). HTTP
+// fields apply to a connection as AuthorizationRule.ConnectionPorts says.
+// It is the reference the xDS translation's network RBAC filters (every L4
+// chain) must agree with.
 func (p *WorkloadPolicies) Authorize(td spiffeid.TrustDomain, peer spiffeid.ID, port uint16) (bool, *AuthorizationPolicy) {
+	return p.decide(func(ap *AuthorizationPolicy) bool { return ap.Matches(td, peer, port) })
+}
+
+// AuthorizeRequest decides an inbound request from peer to port with
+// method and path (its query ignored), on a port whose requests the
+// sidecars route, as Authorize decides a connection but with every field
+// of the rules. It is the reference the HTTP RBAC filters of chain
+// inbound|<port>|h2 must agree with.
+func (p *WorkloadPolicies) AuthorizeRequest(td spiffeid.TrustDomain, peer spiffeid.ID, port uint16, method, path string) (bool, *AuthorizationPolicy) {
+	return p.decide(func(ap *AuthorizationPolicy) bool { return ap.MatchesRequest(td, peer, port, method, path) })
+}
+
+// decide: a matching DENY policy denies; otherwise no ALLOW policy allows;
+// otherwise a matching ALLOW policy allows; otherwise the first ALLOW
+// policy denies.
+func (p *WorkloadPolicies) decide(matches func(*AuthorizationPolicy) bool) (bool, *AuthorizationPolicy) {
 	var allows []*AuthorizationPolicy
 	for _, ap := range p.Authorization {
 		if ap.Action == v1alpha1.ActionDeny {
-			if ap.Matches(td, peer, port) {
+			if matches(ap) {
 				return false, ap
 			}
 			continue
@@ -381,7 +521,7 @@ func (p *WorkloadPolicies) Authorize(td spiffeid.TrustDomain, peer spiffeid.ID, 
 		return true, nil
 	}
 	for _, ap := range allows {
-		if ap.Matches(td, peer, port) {
+		if matches(ap) {
 			return true, ap
 		}
 	}

@@ -66,6 +66,36 @@ spec: {rules: [{from: [{}]}]}`, `spec.rules[0].from[0]: needs principals, namesp
 		{"duplicate rules", `kind: AuthorizationPolicy
 metadata: {name: x, namespace: shop}
 spec: {rules: [{to: [{ports: [80]}]}, {to: [{ports: [80]}]}]}`, `spec.rules[1] duplicates spec.rules[0]`},
+		{"empty to entry", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{}]}]}`, `spec.rules[0].to[0]: needs ports, methods or paths`},
+		{"lower-case method", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{methods: [GET, get]}]}]}`, `spec.rules[0].to[0].methods[1] "get": a method is upper case (A-Z, 0-9, '-', '_'), as sent: GET, not get`},
+		{"method with a space", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{methods: ["GET /"]}]}]}`, `spec.rules[0].to[0].methods[0] "GET /": a method is upper case`},
+		{"empty method", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{methods: [""]}]}]}`, `spec.rules[0].to[0].methods[0] "": a method is 1 to 32 characters`},
+		{"relative path", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{ports: [80], paths: ["api/*"]}]}]}`, `spec.rules[0].to[0].paths[0] "api/*": a path is absolute (starts with '/'), or is "*"`},
+		{"wildcard inside a path", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{paths: ["/api/*/users"]}]}]}`, `spec.rules[0].to[0].paths[0] "/api/*/users": '*' is allowed only once, at the end`},
+		{"two trailing wildcards", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{paths: ["/api/**"]}]}]}`, `spec.rules[0].to[0].paths[0] "/api/**": '*' is allowed only once, at the end`},
+		{"path with a query", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{paths: ["/api?v=1"]}]}]}`, `spec.rules[0].to[0].paths[0] "/api?v=1": a path holds no query or fragment`},
+		{"path too long", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{paths: ["/` + strings.Repeat("a", 1024) + `"]}]}]}`, `spec.rules[0].to[0].paths[0]: 1025 bytes, at most 1024`},
+		{"too many methods", `kind: AuthorizationPolicy
+metadata: {name: x, namespace: shop}
+spec: {rules: [{to: [{methods: [A, B, C, D, E, F, G, H, I, J, K, L, M, O, P, Q, R]}]}]}`, `spec.rules[0].to[0].methods: 17 methods, at most 16`},
 		{"action", `kind: AuthorizationPolicy
 metadata: {name: x, namespace: shop}
 spec: {action: AUDIT}`, `spec.action "AUDIT" is not ALLOW or DENY`},
@@ -296,5 +326,132 @@ func TestNewSnapshotIndexes(t *testing.T) {
 	}
 	if !s.InMesh(netip.MustParseAddrPort("198.19.0.1:80")) || !s.InMesh(netip.MustParseAddrPort("198.18.210.1:1234")) {
 		t.Error("InMesh on a hand-made snapshot")
+	}
+}
+
+// TestAuthorizationHTTPFields: a to entry's methods and paths are parsed
+// (exact, prefix, any; duplicates dropped) and decided on requests by
+// AuthorizeRequest; on connections (Authorize) an ALLOW entry with them
+// matches nothing and a DENY entry applies without them (docs/l7.md,
+// "Where HTTP fields apply").
+func TestAuthorizationHTTPFields(t *testing.T) {
+	s := buildWith(t, `kind: AuthorizationPolicy
+metadata: {name: read, namespace: shop}
+spec:
+  selector: {matchLabels: {app: db}}
+  rules:
+  - from: [{namespaces: [shop]}]
+    to: [{ports: [8080, 80, 8080], methods: [GET, HEAD, GET], paths: [/api/v1/users, "/api/*", /api/v1/users]}, {ports: [9090]}]
+  - to: [{paths: ["*"]}]
+    from: [{serviceAccounts: [ops/admin]}]`, `kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: shop}
+spec:
+  selector: {matchLabels: {app: db}}
+  action: DENY
+  rules:
+  - from: [{principals: ["spiffe://cluster.local/ns/shop/sa/intruder"]}]
+    to: [{methods: [DELETE]}]
+  - from: [{principals: ["spiffe://cluster.local/ns/shop/sa/web"]}]
+    to: [{ports: [8080], paths: ["/admin/*"]}]`)
+	if len(s.Rejected) != 0 {
+		t.Fatalf("rejected %+v", s.Rejected)
+	}
+	var read *AuthorizationPolicy
+	for _, p := range s.AuthorizationPolicies {
+		if p.Name == "read" {
+			read = p
+		}
+	}
+	want := []Destination{
+		{Ports: []uint16{80, 8080}, Methods: []string{"GET", "HEAD"}, Paths: []PathMatch{{Value: "/api/v1/users"}, {Value: "/api/", Prefix: true}}},
+		{Ports: []uint16{9090}},
+	}
+	if got := read.Rules[0].To; !equalRule(got, want) {
+		t.Fatalf("rule 0 to = %+v, want %+v", got, want)
+	}
+	if got := read.Rules[1].To; len(got) != 1 || len(got[0].Paths) != 1 || !got[0].Paths[0].Any() || got[0].Paths[0].String() != "*" {
+		t.Fatalf("rule 1 to = %+v, want any path", got)
+	}
+
+	db, _ := s.Workload("shop", "db-0")
+	pol := s.PoliciesFor(db)
+	id := spiffeid.RequireFromString
+	web := id("spiffe://cluster.local/ns/shop/sa/web")
+	intruder := id("spiffe://cluster.local/ns/shop/sa/intruder")
+	admin := id("spiffe://cluster.local/ns/ops/sa/admin")
+	for _, tc := range []struct {
+		peer         spiffeid.ID
+		port         uint16
+		method, path string
+		want         bool
+		by           string
+	}{
+		{web, 8080, "GET", "/api/v1/users", true, "read"},
+		{web, 8080, "GET", "/api/v1/users?limit=3", true, "read"}, // the query is not the path
+		{web, 80, "HEAD", "/api/", true, "read"},
+		{web, 8080, "GET", "/api", false, "read"},           // the prefix is "/api/"
+		{web, 8080, "GET", "/api/v1/users/", true, "read"},  // under the prefix
+		{web, 8080, "POST", "/api/v1/users", false, "read"}, // method
+		{web, 8080, "get", "/api/v1/users", false, "read"},  // methods are case-sensitive
+		{web, 8081, "GET", "/api/v1/users", false, "read"},  // port
+		{web, 9090, "DELETE", "/anything", true, "read"},    // the ports-only entry
+		{web, 8080, "GET", "/other", false, "read"},         // no entry of read matches
+		{web, 8080, "GET", "/admin/", false, "no-admin"},    // DENY on path
+		{web, 8081, "GET", "/admin/", false, "read"},        // the DENY entry is on 8080 only
+		{intruder, 9090, "DELETE", "/", false, "no-admin"},  // DENY on method, any port
+		{intruder, 9090, "GET", "/", true, "read"},          // not DELETE
+		{admin, 1234, "PUT", "/x", true, "read"},            // paths ["*"]
+		{spiffeid.ID{}, 9090, "GET", "/", false, "read"},    // plaintext: no from matches
+		{id("spiffe://cluster.local/ns/other/sa/x"), 9090, "GET", "/", false, "read"},
+	} {
+		ok, by := pol.AuthorizeRequest(td, tc.peer, tc.port, tc.method, tc.path)
+		if ok != tc.want || by == nil || by.Name != tc.by {
+			t.Errorf("AuthorizeRequest(%s, %d, %s %s) = %v by %+v, want %v by %s", tc.peer, tc.port, tc.method, tc.path, ok, by, tc.want, tc.by)
+		}
+	}
+	for _, tc := range []struct {
+		peer spiffeid.ID
+		port uint16
+		want bool
+		by   string
+	}{
+		{web, 8080, false, "no-admin"},      // DENY {8080, /admin/*} without its path: all of 8080
+		{web, 9090, true, "read"},           // the ports-only entry of read
+		{web, 80, false, "read"},            // read's entry on 80 sets HTTP fields: dropped
+		{intruder, 9090, false, "no-admin"}, // DENY {DELETE} without its method: every port
+		{intruder, 9091, false, "no-admin"},
+		{admin, 1234, false, "read"}, // ALLOW {paths: [*]} is an HTTP field too: dropped
+		{id("spiffe://cluster.local/ns/shop/sa/other"), 9090, true, "read"},
+	} {
+		ok, by := pol.Authorize(td, tc.peer, tc.port)
+		if ok != tc.want || by == nil || by.Name != tc.by {
+			t.Errorf("Authorize(%s, %d) = %v by %+v, want %v by %s", tc.peer, tc.port, ok, by, tc.want, tc.by)
+		}
+	}
+}
+
+// TestConnectionPorts: what a rule matches on a connection, per action.
+func TestConnectionPorts(t *testing.T) {
+	get := []string{"GET"}
+	for _, tc := range []struct {
+		name   string
+		to     []Destination
+		action v1alpha1.AuthorizationAction
+		ports  []uint16
+		ok     bool
+	}{
+		{"no to", nil, v1alpha1.ActionAllow, nil, true},
+		{"ports", []Destination{{Ports: []uint16{80}}, {Ports: []uint16{81, 80}}}, v1alpha1.ActionAllow, []uint16{80, 81}, true},
+		{"allow http only", []Destination{{Ports: []uint16{80}, Methods: get}}, v1alpha1.ActionAllow, nil, false},
+		{"allow http dropped", []Destination{{Ports: []uint16{80}, Methods: get}, {Ports: []uint16{81}}}, v1alpha1.ActionAllow, []uint16{81}, true},
+		{"allow any port kept", []Destination{{Paths: []PathMatch{{Value: "/"}}}, {Ports: []uint16{81}}, {Methods: get}}, v1alpha1.ActionAllow, []uint16{81}, true},
+		{"deny http on ports", []Destination{{Ports: []uint16{80}, Methods: get}}, v1alpha1.ActionDeny, []uint16{80}, true},
+		{"deny http on any port", []Destination{{Ports: []uint16{80}}, {Paths: []PathMatch{{Value: "/a"}}}}, v1alpha1.ActionDeny, nil, true},
+	} {
+		r := AuthorizationRule{To: tc.to}
+		ports, ok := r.ConnectionPorts(tc.action)
+		if ok != tc.ok || !equalRule(ports, tc.ports) {
+			t.Errorf("%s: ConnectionPorts(%s) = %v, %v; want %v, %v", tc.name, tc.action, ports, ok, tc.ports, tc.ok)
+		}
 	}
 }

@@ -157,22 +157,103 @@ func authorizationPolicy(p *v1alpha1.AuthorizationPolicy, td spiffeid.TrustDomai
 			rule.From = append(rule.From, src)
 		}
 		for j, to := range r.To {
-			if len(to.Ports) == 0 {
-				return nil, rejectf("%s.to[%d].ports: at least one port is required", field, j)
+			dst, err := destination(fmt.Sprintf("%s.to[%d]", field, j), to)
+			if err != nil {
+				return nil, err
 			}
-			for k, n := range to.Ports {
-				pn, err := port(fmt.Sprintf("%s.to[%d].ports[%d]", field, j, k), int64(n))
-				if err != nil {
-					return nil, err
-				}
-				rule.Ports = append(rule.Ports, pn)
-			}
+			rule.To = append(rule.To, dst)
 		}
-		slices.Sort(rule.Ports)
-		rule.Ports = slices.Compact(rule.Ports)
 		out.Rules = append(out.Rules, rule)
 	}
 	return out, nil
+}
+
+// Limits of a to entry's HTTP fields (the CRD's; checked again for objects
+// that bypassed the schema).
+const (
+	maxMethods    = 16
+	maxMethodLen  = 32
+	maxPaths      = 64
+	maxPathLength = 1024
+)
+
+// destination validates a to entry: ports, upper-case method tokens, and
+// paths that are "*", or absolute, exact or with one trailing '*'.
+func destination(field string, to v1alpha1.AuthorizationDestination) (Destination, *invalid) {
+	var d Destination
+	if len(to.Ports)+len(to.Methods)+len(to.Paths) == 0 {
+		return d, rejectf("%s: needs ports, methods or paths", field)
+	}
+	for k, n := range to.Ports {
+		pn, err := port(fmt.Sprintf("%s.ports[%d]", field, k), int64(n))
+		if err != nil {
+			return d, err
+		}
+		d.Ports = append(d.Ports, pn)
+	}
+	slices.Sort(d.Ports)
+	d.Ports = slices.Compact(d.Ports)
+	if len(to.Methods) > maxMethods {
+		return d, rejectf("%s.methods: %d methods, at most %d", field, len(to.Methods), maxMethods)
+	}
+	for k, m := range to.Methods {
+		if err := method(fmt.Sprintf("%s.methods[%d]", field, k), m); err != nil {
+			return d, err
+		}
+		if !slices.Contains(d.Methods, m) {
+			d.Methods = append(d.Methods, m)
+		}
+	}
+	if len(to.Paths) > maxPaths {
+		return d, rejectf("%s.paths: %d paths, at most %d", field, len(to.Paths), maxPaths)
+	}
+	for k, p := range to.Paths {
+		pm, err := pathMatch(fmt.Sprintf("%s.paths[%d]", field, k), p)
+		if err != nil {
+			return d, err
+		}
+		if !slices.Contains(d.Paths, pm) {
+			d.Paths = append(d.Paths, pm)
+		}
+	}
+	return d, nil
+}
+
+// method checks an HTTP method: an upper-case token as sent (methods are
+// case-sensitive: "get" is not GET).
+func method(field, m string) *invalid {
+	if m == "" || len(m) > maxMethodLen {
+		return rejectf("%s %q: a method is 1 to %d characters", field, m, maxMethodLen)
+	}
+	for _, c := range m {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return rejectf("%s %q: a method is upper case (A-Z, 0-9, '-', '_'), as sent: GET, not get", field, m)
+		}
+	}
+	return nil
+}
+
+// pathMatch parses "*" (any path), an exact path, or a prefix ending in
+// '*'; a path is absolute and holds no query or fragment (it is compared
+// with the request's path without its query).
+func pathMatch(field, p string) (PathMatch, *invalid) {
+	if p == "*" {
+		return PathMatch{Prefix: true}, nil
+	}
+	if len(p) > maxPathLength {
+		return PathMatch{}, rejectf("%s: %d bytes, at most %d", field, len(p), maxPathLength)
+	}
+	if !strings.HasPrefix(p, "/") {
+		return PathMatch{}, rejectf("%s %q: a path is absolute (starts with '/'), or is \"*\"", field, p)
+	}
+	prefix, wildcard := strings.CutSuffix(p, "*")
+	if strings.Contains(prefix, "*") {
+		return PathMatch{}, rejectf("%s %q: '*' is allowed only once, at the end", field, p)
+	}
+	if strings.ContainsAny(prefix, "?#") {
+		return PathMatch{}, rejectf("%s %q: a path holds no query or fragment ('?', '#'): requests are matched on their path without the query", field, p)
+	}
+	return PathMatch{Value: prefix, Prefix: wildcard}, nil
 }
 
 func source(field string, f v1alpha1.AuthorizationSource, td spiffeid.TrustDomain) (Source, *invalid) {

@@ -280,30 +280,59 @@ func (b *builder) rbacFilters(statPrefix string) []*listenerv3.Filter {
 	return out
 }
 
-// rbacPolicies translates authorization policies: one RBAC policy per rule,
-// named "<namespace>/<name>#<rule index>". A policy without rules adds
+// rbacPolicies translates authorization policies for a connection: one
+// RBAC policy per rule, named "<namespace>/<name>#<rule index>", whose
+// permissions are the ports the rule matches on a connection
+// (registry.AuthorizationRule.ConnectionPorts: an ALLOW rule's to entries
+// with HTTP fields are dropped, a DENY rule's are applied without them). A
+// rule that matches no connection, like a policy without rules, adds
 // nothing, so it matches nothing.
 func (b *builder) rbacPolicies(aps []*registry.AuthorizationPolicy) map[string]*rbacv3.Policy {
 	out := map[string]*rbacv3.Policy{}
 	for _, ap := range aps {
 		for i, rule := range ap.Rules {
-			p := &rbacv3.Policy{}
-			for _, port := range rule.Ports {
-				p.Permissions = append(p.Permissions, &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationPort{DestinationPort: uint32(port)}})
+			ports, ok := rule.ConnectionPorts(ap.Action)
+			if !ok {
+				continue
+			}
+			p := &rbacv3.Policy{Principals: b.rulePrincipals(rule)}
+			for _, port := range ports {
+				p.Permissions = append(p.Permissions, destinationPort(port))
 			}
 			if len(p.Permissions) == 0 {
-				p.Permissions = []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}}
+				p.Permissions = []*rbacv3.Permission{anyPermission()}
 			}
-			for _, src := range rule.From {
-				p.Principals = append(p.Principals, b.sourcePrincipal(src))
-			}
-			if len(p.Principals) == 0 {
-				p.Principals = []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}
-			}
-			out[fmt.Sprintf("%s/%s#%d", ap.Namespace, ap.Name, i)] = p
+			out[rbacPolicyName(ap, i)] = p
 		}
 	}
 	return out
+}
+
+// rbacPolicyName names the RBAC policy of rule i of ap, in network and
+// HTTP filters alike.
+func rbacPolicyName(ap *registry.AuthorizationPolicy, i int) string {
+	return fmt.Sprintf("%s/%s#%d", ap.Namespace, ap.Name, i)
+}
+
+// rulePrincipals are a rule's sources, any of which may match; any peer
+// when it has none.
+func (b *builder) rulePrincipals(rule registry.AuthorizationRule) []*rbacv3.Principal {
+	var out []*rbacv3.Principal
+	for _, src := range rule.From {
+		out = append(out, b.sourcePrincipal(src))
+	}
+	if len(out) == 0 {
+		out = []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Any{Any: true}}}
+	}
+	return out
+}
+
+func destinationPort(port uint16) *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationPort{DestinationPort: uint32(port)}}
+}
+
+func anyPermission() *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}
 }
 
 // sourcePrincipal is a Source: every non-empty field must match (and_ids),

@@ -516,10 +516,14 @@ func agreeDescribePolicy(p *registry.AuthorizationPolicy) string {
 		if len(from) > 0 {
 			rule = "from [" + strings.Join(from, " | ") + "]"
 		}
-		if len(r.Ports) > 0 {
-			rule += fmt.Sprintf(" ports %v", r.Ports)
+		if len(r.To) > 0 {
+			var to []string
+			for _, d := range r.To {
+				to = append(to, fmt.Sprintf("ports %v methods %v paths %v", d.Ports, d.Methods, d.Paths))
+			}
+			rule += " to [" + strings.Join(to, " | ") + "]"
 		} else {
-			rule += " any port"
+			rule += " anywhere"
 		}
 		rules = append(rules, rule)
 	}
@@ -544,34 +548,34 @@ func agreeNamedSets() []agreeAuthzSet {
 		{name: "none"},
 		{name: "golden", policies: meshContents(v1alpha1.OutboundAllowAny).AuthorizationPolicies},
 		{name: "allow-exact-principal-port", policies: []*registry.AuthorizationPolicy{agreeAP("exact", v1alpha1.ActionAllow,
-			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreeExact(workloadID("demo", "client"))}}), Ports: []uint16{8080}})}},
+			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreeExact(workloadID("demo", "client"))}}), To: []registry.Destination{{Ports: []uint16{8080}}}})}},
 		{name: "deny-exact-principal", policies: []*registry.AuthorizationPolicy{agreeAP("deny-exact", v1alpha1.ActionDeny,
 			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreeExact(workloadID("demo", "client"))}})})}},
 		{name: "allow-port-scoped-any-peer", policies: []*registry.AuthorizationPolicy{agreeAP("port-only", v1alpha1.ActionAllow,
-			registry.AuthorizationRule{Ports: []uint16{9090}})}},
+			registry.AuthorizationRule{To: []registry.Destination{{Ports: []uint16{9090}}}})}},
 		{name: "deny-port-scoped", policies: []*registry.AuthorizationPolicy{agreeAP("deny-port", v1alpha1.ActionDeny,
-			registry.AuthorizationRule{From: from(registry.Source{Namespaces: []string{"demo"}}), Ports: []uint16{1234}})}},
+			registry.AuthorizationRule{From: from(registry.Source{Namespaces: []string{"demo"}}), To: []registry.Destination{{Ports: []uint16{1234}}}})}},
 		{name: "allow-without-rules", policies: []*registry.AuthorizationPolicy{agreeAP("nothing", v1alpha1.ActionAllow)}},
 		{name: "deny-without-rules", policies: []*registry.AuthorizationPolicy{agreeAP("nothing", v1alpha1.ActionDeny)}},
 		{name: "allow-empty-rule-deny-legacy", policies: []*registry.AuthorizationPolicy{
 			agreeAP("open", v1alpha1.ActionAllow, registry.AuthorizationRule{}),
-			agreeAP("no-legacy", v1alpha1.ActionDeny, registry.AuthorizationRule{From: from(registry.Source{Namespaces: []string{"legacy"}}), Ports: []uint16{8080}})}},
+			agreeAP("no-legacy", v1alpha1.ActionDeny, registry.AuthorizationRule{From: from(registry.Source{Namespaces: []string{"legacy"}}), To: []registry.Destination{{Ports: []uint16{8080}}}})}},
 		{name: "principal-prefixes", policies: []*registry.AuthorizationPolicy{agreeAP("p", v1alpha1.ActionAllow,
 			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{
-				agreeExact(workloadID("demo", "client")), agreePrefix("spiffe://cluster.local/ns/legacy/")}}), Ports: []uint16{8080, 9090}},
-			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/ns/demo")}}), Ports: []uint16{1234}},
-			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/ns/demo/sa/client")}}), Ports: []uint16{5555}},
+				agreeExact(workloadID("demo", "client")), agreePrefix("spiffe://cluster.local/ns/legacy/")}}), To: []registry.Destination{{Ports: []uint16{8080, 9090}}}},
+			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/ns/demo")}}), To: []registry.Destination{{Ports: []uint16{1234}}}},
+			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/ns/demo/sa/client")}}), To: []registry.Destination{{Ports: []uint16{5555}}}},
 		)}},
 		{name: "namespaces-and-accounts", policies: []*registry.AuthorizationPolicy{
-			agreeAP("ns", v1alpha1.ActionAllow, registry.AuthorizationRule{From: from(registry.Source{Namespaces: []string{"demo"}}), Ports: []uint16{8080}},
+			agreeAP("ns", v1alpha1.ActionAllow, registry.AuthorizationRule{From: from(registry.Source{Namespaces: []string{"demo"}}), To: []registry.Destination{{Ports: []uint16{8080}}}},
 				registry.AuthorizationRule{From: from(registry.Source{ServiceAccounts: []registry.Key{{Namespace: "other", Name: "x"}}})}),
-			agreeAP("deny-x", v1alpha1.ActionDeny, registry.AuthorizationRule{From: from(registry.Source{ServiceAccounts: []registry.Key{{Namespace: "other", Name: "x"}}}), Ports: []uint16{9090}}),
+			agreeAP("deny-x", v1alpha1.ActionDeny, registry.AuthorizationRule{From: from(registry.Source{ServiceAccounts: []registry.Key{{Namespace: "other", Name: "x"}}}), To: []registry.Destination{{Ports: []uint16{9090}}}}),
 		}},
 		{name: "other-namespace-and-selector", policies: []*registry.AuthorizationPolicy{
-			{Namespace: "legacy", Name: "elsewhere", Action: v1alpha1.ActionAllow, Rules: []registry.AuthorizationRule{{Ports: []uint16{1}}}},
+			{Namespace: "legacy", Name: "elsewhere", Action: v1alpha1.ActionAllow, Rules: []registry.AuthorizationRule{{To: []registry.Destination{{Ports: []uint16{1}}}}}},
 			{Namespace: "demo", Name: "clients-only", Selector: labels.SelectorFromSet(labels.Set{"app": "client"}), Action: v1alpha1.ActionDeny, Rules: []registry.AuthorizationRule{{}}},
 			{Namespace: "demo", Name: "namespace-wide", Action: v1alpha1.ActionAllow, Rules: []registry.AuthorizationRule{
-				{From: from(registry.Source{Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/")}}), Ports: []uint16{8080, 1234}}}},
+				{From: from(registry.Source{Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/")}}), To: []registry.Destination{{Ports: []uint16{8080, 1234}}}}}},
 		}},
 		// A source with two fields: and_ids of the fields in RBAC.
 		{name: "two-field-source", policies: []*registry.AuthorizationPolicy{agreeAP("and", v1alpha1.ActionAllow,
@@ -579,7 +583,7 @@ func agreeNamedSets() []agreeAuthzSet {
 		{name: "two-field-source-deny", policies: []*registry.AuthorizationPolicy{
 			agreeAP("open", v1alpha1.ActionAllow, registry.AuthorizationRule{}),
 			agreeAP("and", v1alpha1.ActionDeny, registry.AuthorizationRule{From: from(registry.Source{
-				Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/ns/demo/sa/client")}, Namespaces: []string{"demo", "demo-2"}}), Ports: []uint16{8080}})}},
+				Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/ns/demo/sa/client")}, Namespaces: []string{"demo", "demo-2"}}), To: []registry.Destination{{Ports: []uint16{8080}}}})}},
 		{name: "rejected-policy", policies: meshContents(v1alpha1.OutboundAllowAny).AuthorizationPolicies,
 			rejected: []registry.Rejected{{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Reason: v1alpha1.ReasonInvalid, Message: "bad"}}},
 	}
@@ -663,7 +667,7 @@ func agreeRandomAuthz(rng *rand.Rand, name string, multiField bool) agreeAuthzSe
 				}
 			}
 			if rng.IntN(3) != 0 {
-				r.Ports = agreePick(rng, agreePolicyPorts, 1+rng.IntN(2))
+				r.To = []registry.Destination{{Ports: agreePick(rng, agreePolicyPorts, 1+rng.IntN(2))}}
 			}
 			p.Rules = append(p.Rules, r)
 		}

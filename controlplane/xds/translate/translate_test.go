@@ -144,7 +144,7 @@ func meshContents(outbound v1alpha1.OutboundMode) registry.Snapshot {
 				Action: v1alpha1.ActionAllow,
 				Rules: []registry.AuthorizationRule{{
 					From:  []registry.Source{{ServiceAccounts: []registry.Key{{Namespace: "demo", Name: "client"}}}},
-					Ports: []uint16{8080},
+					To: []registry.Destination{{Ports: []uint16{8080}}},
 				}},
 			},
 			{
