@@ -305,6 +305,7 @@ var requiredOneofs = map[string]bool{
 	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.cluster_specifier":                          true,
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.upstream_protocol_options":                  true,
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.protocol_config":         true,
+	"envoy.type.matcher.v3.PathMatcher.rule":                                                            true,
 	"envoy.type.matcher.v3.StringMatcher.match_pattern":                                                 true,
 }
 
@@ -358,6 +359,7 @@ var envoyRules = map[string]constraint{
 
 	// envoy/type/v3, envoy/type/matcher/v3
 	"envoy.type.v3.Percent.value":                {within: &floatBounds{0, 100}},
+	"envoy.type.matcher.v3.PathMatcher.path":     {required: true},
 	"envoy.type.matcher.v3.StringMatcher.prefix": {minLen: 1},
 
 	// envoy/extensions/transport_sockets/tls/v3

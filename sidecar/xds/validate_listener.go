@@ -155,7 +155,7 @@ func (b builder) filterChain(fc *listenerv3.FilterChain, l *model.Listener) (*mo
 	if err := chainMeta(fc.GetMetadata(), out); err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
-	if err := b.networkFilters(fc.GetFilters(), out); err != nil {
+	if err := b.networkFilters(fc.GetFilters(), out, l.Name == model.InboundListener); err != nil {
 		return nil, err
 	}
 	if l.Name == model.InboundListener {

@@ -79,11 +79,15 @@ type Listener struct {
 // FilterChain is what a matched connection goes through: TLS termination
 // (inbound), RBAC filters in order, then the target.
 type FilterChain struct {
-	Name   string
-	Match  ChainMatch
-	TLS    *DownstreamTLS // nil: no TLS termination
-	RBAC   []RBACFilter   // in order; a shadow filter only records its decision
-	Target Target
+	Name  string
+	Match ChainMatch
+	TLS   *DownstreamTLS // nil: no TLS termination
+	RBAC  []RBACFilter   // in order; a shadow filter only records its decision
+	// HTTPRBAC are the http_connection_manager's envoy.filters.http.rbac
+	// filters (inbound h2 chains only), in order: each request is
+	// authorized by them (AllowsRequest), after the connection passed RBAC.
+	HTTPRBAC []RBACFilter `json:",omitempty"`
+	Target   Target
 	// AccessLog: each connection through this chain produces one audit event
 	// sent over the gRPC access-log protocol to the control plane.
 	AccessLog bool
@@ -151,19 +155,58 @@ func (a RBACAction) String() string {
 	return "ALLOW"
 }
 
-// RBACFilter is one network RBAC rule set (rules, or shadow_rules when
-// Shadow is set: evaluated and audited, never enforced).
+// RBACFilter is one RBAC rule set: a network filter's rules (or
+// shadow_rules when Shadow is set: evaluated and audited, never enforced),
+// decided per connection by Allows, or an HTTP filter's rules (never
+// shadow), decided per request by AllowsRequest.
 type RBACFilter struct {
 	Action   RBACAction
 	Policies []RBACPolicy
 	Shadow   bool
 }
 
-// RBACPolicy matches when any principal and any port match.
+// RBACPolicy matches when any principal matches and its permissions do. A
+// network filter's policy has Ports (empty: any port) and no Permissions;
+// an HTTP filter's policy has Permissions, of which one must match the
+// request, and no Ports.
 type RBACPolicy struct {
-	Name       string
-	Principals []Principal
-	Ports      []uint16 // empty: any port
+	Name        string
+	Principals  []Principal
+	Ports       []uint16     // network filters; empty: any port
+	Permissions []Permission `json:",omitempty"` // HTTP filters; empty: Ports decides
+}
+
+// Permission is one alternative of an HTTP RBAC policy's permissions (an
+// AuthorizationPolicy's to entry): it matches a request when every field it
+// sets matches, each field by any of its values. An empty Permission
+// matches every request (Envoy's any).
+type Permission struct {
+	Ports   []uint16    `json:",omitempty"` // destination ports
+	Methods []string    `json:",omitempty"` // ":method" values, compared exactly
+	Paths   []PathMatch `json:",omitempty"` // the path without its query
+}
+
+// PathMatch is a url_path matcher: exactly one of Exact and Prefix is set
+// (both start with "/"), compared case-sensitively.
+type PathMatch struct {
+	Exact  string `json:",omitempty"`
+	Prefix string `json:",omitempty"`
+}
+
+// Matches reports whether path (without its query) is this path.
+func (m PathMatch) Matches(path string) bool {
+	if m.Exact != "" {
+		return path == m.Exact
+	}
+	return strings.HasPrefix(path, m.Prefix)
+}
+
+// Matches reports whether the permission covers a request of method for
+// path on port.
+func (p Permission) Matches(port uint16, method, path string) bool {
+	return (len(p.Ports) == 0 || slices.Contains(p.Ports, port)) &&
+		(len(p.Methods) == 0 || slices.Contains(p.Methods, method)) &&
+		(len(p.Paths) == 0 || slices.ContainsFunc(p.Paths, func(m PathMatch) bool { return m.Matches(path) }))
 }
 
 // Principal matches a peer's authenticated SPIFFE ID: exactly one of Any,
@@ -205,9 +248,23 @@ func (p Principal) Matches(peer string) bool {
 	}
 }
 
-// Matches reports whether the policy covers peer connecting to port.
+// Matches reports whether the policy covers peer connecting to port (a
+// network filter's policy).
 func (p RBACPolicy) Matches(peer string, port uint16) bool {
 	if len(p.Ports) > 0 && !slices.Contains(p.Ports, port) {
+		return false
+	}
+	return slices.ContainsFunc(p.Principals, func(pr Principal) bool { return pr.Matches(peer) })
+}
+
+// MatchesRequest reports whether the policy covers peer's request of method
+// for path (without its query) on port: a principal matches, and one of
+// Permissions does (none: Ports decides, as for a connection).
+func (p RBACPolicy) MatchesRequest(peer string, port uint16, method, path string) bool {
+	if len(p.Permissions) == 0 {
+		return p.Matches(peer, port)
+	}
+	if !slices.ContainsFunc(p.Permissions, func(pm Permission) bool { return pm.Matches(port, method, path) }) {
 		return false
 	}
 	return slices.ContainsFunc(p.Principals, func(pr Principal) bool { return pr.Matches(peer) })
@@ -218,6 +275,19 @@ func (p RBACPolicy) Matches(peer string, port uint16) bool {
 func (f RBACFilter) Allows(peer string, port uint16) (allowed bool, policy string) {
 	for _, p := range f.Policies {
 		if p.Matches(peer, port) {
+			return f.Action == RBACAllow, p.Name
+		}
+	}
+	return f.Action == RBACDeny, ""
+}
+
+// AllowsRequest evaluates the filter (an HTTP RBAC filter) for peer's
+// request of method for path (without its query) on port, as Envoy's HTTP
+// RBAC filter does: the first matching policy decides by the action; none
+// matching, an ALLOW filter denies and a DENY filter allows.
+func (f RBACFilter) AllowsRequest(peer string, port uint16, method, path string) (allowed bool, policy string) {
+	for _, p := range f.Policies {
+		if p.MatchesRequest(peer, port, method, path) {
 			return f.Action == RBACAllow, p.Name
 		}
 	}
