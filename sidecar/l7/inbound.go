@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,9 @@ type Peer struct {
 	// H2C: the app speaks HTTP/2 with prior knowledge on this port (gRPC,
 	// h2c); otherwise HTTP/1.1.
 	H2C bool
+	// Value is what the sidecar attaches to the connection for Authorize
+	// (the proxy: its filter chain's HTTP RBAC filters), nil for none.
+	Value any
 }
 
 // Denied is an Authorize refusal: Policy names what refused the request.
@@ -34,13 +38,20 @@ type Denied struct{ Policy string }
 
 func (d *Denied) Error() string { return "denied by " + d.Policy }
 
+// BadRequest is an Authorize refusal of a request that cannot be decided
+// (CheckPath): answered 400, or for gRPC INVALID_ARGUMENT.
+type BadRequest struct{ Reason string }
+
+func (b *BadRequest) Error() string { return "bad request: " + b.Reason }
+
 // Inbound serves what client sidecars send over mTLS — HTTP/2 (ALPN h2)
 // or HTTP/1.1 — and delivers each request to the app in the app's
 // protocol, after authorizing it: a refused request gets 403, or for gRPC
 // PERMISSION_DENIED, and never reaches the app.
 type Inbound struct {
-	// Authorize decides a request from peer; nil allows everything, a
-	// *Denied refuses.
+	// Authorize decides a request from peer; nil allows everything. A
+	// *BadRequest is answered 400 (gRPC INVALID_ARGUMENT), any other error
+	// (a *Denied) 403 "weft: RBAC: access denied" (gRPC PERMISSION_DENIED).
 	Authorize func(r *http.Request, peer Peer) error
 	// HTTP1 and H2C reach the app: the request's URL host is its address
 	// (AppTransport makes them).
@@ -159,19 +170,54 @@ func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) {
 func (in *Inbound) authorizeAndDeliver(w http.ResponseWriter, r *http.Request, peer Peer) {
 	if in.Authorize != nil {
 		if err := in.Authorize(r, peer); err != nil {
-			reason := "denied"
-			var d *Denied
-			if errors.As(err, &d) {
-				reason = "denied by " + d.Policy
+			var b *BadRequest
+			if errors.As(err, &b) {
+				answer(w, r, http.StatusBadRequest, "bad request: "+b.Reason, grpcInvalidArgument)
+				return
 			}
-			answer(w, r, http.StatusForbidden, reason, grpcPermissionDenied)
+			// Envoy's answer; the policy is the sidecar's to log, not the
+			// client's to learn.
+			answer(w, r, http.StatusForbidden, "RBAC: access denied", grpcPermissionDenied)
 			return
 		}
 	}
 	in.proxy.ServeHTTP(w, r)
 }
 
-const grpcPermissionDenied = 7
+// CheckPath refuses (*BadRequest) a request whose path cannot be compared
+// with an authorization rule as the app will see it: a path that is not
+// absolute (e.g. "*" or an authority), that has a "." or ".." segment or an
+// empty one ("//", a trailing "/" aside) once its escapes are decoded (the
+// app would resolve them: "/api/../admin" is "/admin" to it), or that
+// holds an escaped "/" or "\" (%2F, %5C, any case) or a "\" (an app may
+// take either for a separator). Paths that pass are compared decoded, the
+// query left out: what a Go or most other apps route on.
+func CheckPath(r *http.Request) error {
+	p := r.URL.Path
+	if r.URL.Opaque != "" || !strings.HasPrefix(p, "/") {
+		return &BadRequest{Reason: "the path is not absolute"}
+	}
+	raw := r.URL.EscapedPath()
+	if r.RequestURI != "" { // as sent
+		raw, _, _ = strings.Cut(r.RequestURI, "?")
+	}
+	if l := strings.ToLower(raw); strings.Contains(l, "%2f") || strings.Contains(l, "%5c") || strings.Contains(p, "\\") {
+		return &BadRequest{Reason: "an escaped separator in the path"}
+	}
+	segs := strings.Split(p[1:], "/")
+	for i, s := range segs {
+		if s == "." || s == ".." || s == "" && i < len(segs)-1 {
+			return &BadRequest{Reason: "a dot or empty segment in the path"}
+		}
+	}
+	return nil
+}
+
+// gRPC status codes of the answers.
+const (
+	grpcInvalidArgument  = 3
+	grpcPermissionDenied = 7
+)
 
 // AppTransport reaches the app: HTTP/1.1, or HTTP/2 with prior knowledge
 // when h2c, over connections that dial makes (the sidecar dials from

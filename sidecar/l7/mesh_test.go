@@ -134,7 +134,7 @@ func TestMeshPathHTTP1(t *testing.T) {
 		t.Fatalf("the server sidecar saw %q, want one HTTP/2 request from %s", seen, clientID)
 	}
 
-	// Denied by the server sidecar: 403 with the policy, and the app
+	// Denied by the server sidecar: 403 (Envoy's body), and the app
 	// never sees it.
 	resp, err = client.Get("http://" + addr + "/admin/users")
 	if err != nil {
@@ -142,7 +142,7 @@ func TestMeshPathHTTP1(t *testing.T) {
 	}
 	b, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 403 || string(b) != "weft: denied by demo/no-admin\n" {
+	if resp.StatusCode != 403 || string(b) != "weft: RBAC: access denied\n" {
 		t.Fatalf("denied path: %d %q", resp.StatusCode, b)
 	}
 }

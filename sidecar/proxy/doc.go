@@ -69,7 +69,14 @@
 // closed then. On the inbound listener the chain inbound|<port>|h2 (TLS
 // with ALPN h2, matched before the port's L4 chain) terminates mTLS and
 // applies the connection-level RBAC as any TLS chain, then an l7.Inbound
-// per cluster delivers each request to the app through the route's
+// per cluster authorizes each request by the HTTP RBAC filters of the
+// connection's chain as the current configuration has it (DENY filters,
+// then ALLOW filters, on the peer's SPIFFE ID, the port, the method and
+// the decoded path without its query; with such filters a path that is not
+// absolute, has ".", ".." or empty segments, or an escaped "/" or "\" is
+// refused 400 first, l7.CheckPath; a denial is 403 or gRPC
+// PERMISSION_DENIED, counted in authz_denials_total{direction="inbound"})
+// and delivers each request it allows to the app through the route's
 // cluster as the L4 path delivers a connection (from 127.0.0.6 / ::6 to
 // the original destination, or 127.0.0.1 for a loopback port), in HTTP/1.1
 // or h2c as the cluster's HTTP protocol says. A client that offers no h2

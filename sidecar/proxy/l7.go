@@ -420,7 +420,8 @@ func (e *l7Engine) app(cl *model.Cluster) *appCluster {
 			return e.p.dial(dctx, c, a)
 		}
 		ac.tr = [2]*http.Transport{l7.AppTransport(dial, false), l7.AppTransport(dial, true)}
-		ac.in = &l7.Inbound{HTTP1: ac.tr[0], H2C: ac.tr[1], Limits: e.limits, Metrics: e.metrics, Logger: e.p.log.With("l7", inbound)}
+		ac.in = &l7.Inbound{HTTP1: ac.tr[0], H2C: ac.tr[1], Limits: e.limits, Metrics: e.metrics, Logger: e.p.log.With("l7", inbound),
+			Authorize: e.p.authorizeRequest}
 		if !e.closed {
 			e.in[cl.Name] = ac
 		}
@@ -461,8 +462,89 @@ func (p *Proxy) inboundL7(cfg *model.Config, fc *model.FilterChain, dst netip.Ad
 	}
 	p.l7.current()
 	ac := p.l7.app(cl)
-	pr := l7.Peer{ID: peer, Dst: addrs[0], H2C: cl.HTTP == model.HTTP2}
+	// The Inbound is the cluster's, shared by the chains that deliver to
+	// it; each connection carries its own chain's request rules.
+	pr := l7.Peer{ID: peer, Dst: addrs[0], H2C: cl.HTTP == model.HTTP2, Value: newRequestAuthz(cfg, fc, dst.Port())}
 	return &forwarding{down: tc, addr: addrs[0], release: func() {}, meter: m, serve: func() { _ = ac.in.ServeConn(tc, pr) }}, nil
+}
+
+// requestAuthz is what an inbound HTTP connection's requests are
+// authorized by: the request rules (HTTPRBAC) of the chain that accepted
+// it, as the current configuration has them — connections between
+// sidecars are pooled and live long, so a policy change applies to the
+// next request, not the next connection — and its destination port.
+type requestAuthz struct {
+	name string
+	port uint16
+	cur  atomic.Pointer[authzSnap]
+}
+
+type authzSnap struct {
+	cfg *model.Config
+	fc  *model.FilterChain
+}
+
+func newRequestAuthz(cfg *model.Config, fc *model.FilterChain, port uint16) *requestAuthz {
+	a := &requestAuthz{name: fc.Name, port: port}
+	a.cur.Store(&authzSnap{cfg: cfg, fc: fc})
+	return a
+}
+
+// chain is the connection's chain in cfg, found by name; when cfg no
+// longer has it as an HTTP chain, the connection keeps the rules it had.
+func (a *requestAuthz) chain(cfg *model.Config) *model.FilterChain {
+	s := a.cur.Load()
+	if cfg == nil || s.cfg == cfg {
+		return s.fc
+	}
+	fc := s.fc
+	if cfg.Inbound != nil {
+		if i := slices.IndexFunc(cfg.Inbound.Chains, func(c *model.FilterChain) bool { return c.Name == a.name && c.Target.RouteConfig != "" }); i >= 0 {
+			fc = cfg.Inbound.Chains[i]
+		}
+	}
+	a.cur.Store(&authzSnap{cfg: cfg, fc: fc})
+	return fc
+}
+
+// authorizeRequest is the l7.Inbound's Authorize: the request rules of the
+// chain that accepted the connection (l7.Peer.Value, requestAuthz), its
+// DENY filters first, then its ALLOW filters, as the network filters are
+// run. With rules, a path that cannot be compared as the app will see it
+// is refused first (l7.CheckPath, 400); paths are compared decoded,
+// without the query. A denial is counted in
+// weft_sidecar_authz_denials_total as a connection's is.
+func (p *Proxy) authorizeRequest(r *http.Request, peer l7.Peer) error {
+	az, ok := peer.Value.(*requestAuthz)
+	if !ok {
+		return &l7.Denied{Policy: "no filter chain"} // never: every inbound connection carries one
+	}
+	fc := az.chain(p.cfg.Config())
+	if len(fc.HTTPRBAC) == 0 {
+		return nil
+	}
+	if err := l7.CheckPath(r); err != nil {
+		p.log.Debug("request refused", "direction", inbound, "chain", fc.Name, "spiffe_id", peer.ID.String(), "path", r.RequestURI, "err", err)
+		return err
+	}
+	id := ""
+	if !peer.ID.IsZero() {
+		id = peer.ID.String()
+	}
+	for _, action := range []model.RBACAction{model.RBACDeny, model.RBACAllow} {
+		for _, f := range fc.HTTPRBAC {
+			if f.Action != action {
+				continue
+			}
+			if ok, policy := f.AllowsRequest(id, az.port, r.Method, r.URL.Path); !ok {
+				p.m.denials.With(inbound, policy).Inc()
+				p.log.Debug("request denied", "direction", inbound, "chain", fc.Name, "spiffe_id", id, "port", az.port,
+					"method", r.Method, "path", r.URL.Path, "action", action.String(), "policy", policy)
+				return &l7.Denied{Policy: policy}
+			}
+		}
+	}
+	return nil
 }
 
 // inboundRouteCluster is the cluster an inbound HTTP chain delivers to:

@@ -54,7 +54,7 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 			"Connections closed without being proxied, by reason (no_config, no_chain, original_dst, no_cluster, no_endpoint, upstream_connect, blackhole, http_denied, bad_request, unsupported, name_mismatch, name_unknown, loop, overload).",
 			[]string{"direction", "reason"}},
 		{&m.denials, "weft_sidecar_authz_denials_total",
-			"Connections refused by an RBAC filter; policy is the matching DENY policy, empty when no ALLOW policy matched.",
+			"Connections refused by an RBAC filter, and requests by an HTTP RBAC filter (inbound h2 chains); policy is the matching DENY policy, empty when no ALLOW policy matched.",
 			[]string{"direction", "policy"}},
 		{&m.shadowDenies, "weft_sidecar_authz_shadow_denials_total",
 			"Connections a shadow (audit-only) RBAC filter would have refused.", []string{"direction", "policy"}},
