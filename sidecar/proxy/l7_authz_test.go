@@ -6,8 +6,8 @@ package proxy
 
 import (
 	"context"
-	"net/http"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
