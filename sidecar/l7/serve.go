@@ -37,6 +37,7 @@ type routeKey struct{}
 
 func (h *Handler) init() {
 	h.proxy = &httputil.ReverseProxy{
+		BufferPool: sharedBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// The mesh is transparent: the app's forwarding headers go
 			// on as they were (Rewrite would drop them), none are added.

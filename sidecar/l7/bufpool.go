@@ -1,0 +1,31 @@
+package l7
+
+import "sync"
+
+// copyBufferSize is the size of the buffers a request's and a response's
+// bodies are copied through (httputil.ReverseProxy's own default).
+const copyBufferSize = 32 << 10
+
+// bufferPool is the httputil.BufferPool of both sides' reverse proxies:
+// without one, every request allocates a 32 KiB copy buffer per body per
+// sidecar, which made most of the L7 path's garbage and, through the
+// collector, most of its p99 (sidecar/proxy/bench/README.md, "HTTP
+// routing").
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}}
+}
+
+// sharedBuffers serves every proxy of the process.
+var sharedBuffers = newBufferPool()
+
+func (b *bufferPool) Get() []byte { return *(b.p.Get().(*[]byte)) }
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) < copyBufferSize {
+		return
+	}
+	buf = buf[:copyBufferSize]
+	b.p.Put(&buf)
+}

@@ -1,0 +1,26 @@
+package l7
+
+import "testing"
+
+func TestBufferPool(t *testing.T) {
+	p := newBufferPool()
+	b := p.Get()
+	if len(b) != copyBufferSize {
+		t.Fatalf("Get: %d bytes, want %d", len(b), copyBufferSize)
+	}
+	p.Put(b[:10]) // a resliced buffer comes back whole
+	if got := p.Get(); len(got) != copyBufferSize {
+		t.Fatalf("after Put of a resliced buffer: %d bytes", len(got))
+	}
+	p.Put(make([]byte, 100)) // too small: dropped, never handed out
+	for range 3 {
+		if got := p.Get(); len(got) != copyBufferSize {
+			t.Fatalf("a short buffer was handed out: %d bytes", len(got))
+		}
+	}
+	h := &Handler{}
+	h.init()
+	if h.proxy.BufferPool != sharedBuffers {
+		t.Fatal("the client side's proxy copies without the shared pool")
+	}
+}
