@@ -64,8 +64,9 @@ func appSpeaksH2(p registry.AppProtocol) bool {
 }
 
 // hcmFilter is the http_connection_manager of an in-mesh chain: requests
-// routed by route configuration routes (RDS), no access log.
-func hcmFilter(statPrefix, routes string) *listenerv3.Filter {
+// routed by route configuration routes (RDS), no access log; filters (the
+// inbound chain's http rbac filters) come before the router.
+func hcmFilter(statPrefix, routes string, filters ...*hcmv3.HttpFilter) *listenerv3.Filter {
 	return networkFilter(wellknown.HTTPConnectionManager, &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -73,10 +74,10 @@ func hcmFilter(statPrefix, routes string) *listenerv3.Filter {
 			RouteConfigName: routes,
 			ConfigSource:    adsSource(),
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{
+		HttpFilters: append(filters, &hcmv3.HttpFilter{
 			Name:       wellknown.Router,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
-		}},
+		}),
 	})
 }
 

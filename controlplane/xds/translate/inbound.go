@@ -10,8 +10,11 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -155,12 +158,20 @@ func (b *builder) inboundHTTPPorts() map[uint16]registry.AppProtocol {
 
 // inboundHTTPChain is chain inbound|<port>|h2: the port's TLS connections
 // whose client offers ALPN h2 (a client sidecar's HTTP cluster), with the
-// same client-certificate requirement and rbac filters as the L4 chain,
-// then the http_connection_manager of route configuration inbound|<port>.
-// In PERMISSIVE, plaintext callers keep the L4 plaintext chain.
+// same client-certificate requirement as the L4 chain, then the
+// http_connection_manager of route configuration inbound|<port>, whose
+// http rbac filters decide each request (httpRBACFilters) where the L4
+// chain's network rbac filters decide connections. While a policy is
+// rejected, the network DENY-all filter stays first. In PERMISSIVE,
+// plaintext callers keep the L4 plaintext chain.
 func (b *builder) inboundHTTPChain(name string, port uint16, mode v1alpha1.MTLSMode) *listenerv3.FilterChain {
 	common := commonTLS(nil)
 	common.AlpnProtocols = []string{alpnH2}
+	var filters []*listenerv3.Filter
+	if f := b.rejectedFilter(); f != nil {
+		filters = append(filters, f)
+	}
+	filters = append(filters, hcmFilter(name, name, b.httpRBACFilters()...))
 	return &listenerv3.FilterChain{
 		Name: name + "|h2",
 		FilterChainMatch: &listenerv3.FilterChainMatch{
@@ -172,7 +183,7 @@ func (b *builder) inboundHTTPChain(name string, port uint16, mode v1alpha1.MTLSM
 			RequireClientCertificate: wrapperspb.Bool(true),
 			CommonTlsContext:         common,
 		}),
-		Filters:  append(b.rbacFilters(name), hcmFilter(name, name)),
+		Filters:  filters,
 		Metadata: b.inboundMetadata(mode),
 	}
 }
@@ -242,20 +253,50 @@ func rejectedMessage(rs []registry.Rejected) string {
 	return "weft: inbound denied: " + strings.Join(parts, "; ")
 }
 
-// rbacFilters are the rbac filters of one inbound chain: DENY-all when a
-// policy of the namespace was rejected; otherwise DENY policies, then ALLOW
-// policies, as registry.WorkloadPolicies.Authorize decides.
+// rbacFilters are the network rbac filters of one inbound L4 chain, which
+// decide connections: DENY-all when a policy of the namespace was
+// rejected; otherwise DENY policies, then ALLOW policies, as
+// registry.WorkloadPolicies.Authorize decides.
 func (b *builder) rbacFilters(statPrefix string) []*listenerv3.Filter {
-	if len(b.rejectedInbound) > 0 {
-		policies := map[string]*rbacv3.Policy{}
-		for _, r := range b.rejectedInbound {
-			policies[fmt.Sprintf("rejected %s %s/%s", r.Kind, r.Namespace, r.Name)] = anyPolicy()
-		}
-		return []*listenerv3.Filter{networkFilter(wellknown.RoleBasedAccessControl, &netrbacv3.RBAC{
-			StatPrefix: "weft_rejected_policy",
-			Rules:      &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: policies},
-		})}
+	if f := b.rejectedFilter(); f != nil {
+		return []*listenerv3.Filter{f}
 	}
+	var out []*listenerv3.Filter
+	for _, set := range b.rbacSets() {
+		out = append(out, networkFilter(wellknown.RoleBasedAccessControl, &netrbacv3.RBAC{
+			StatPrefix: statPrefix,
+			Rules:      &rbacv3.RBAC{Action: set.action, Policies: b.rbacPolicies(set.policies)},
+		}))
+	}
+	return out
+}
+
+// rejectedFilter is the network rbac filter that denies every connection
+// while a policy of the namespace is rejected (fail closed), on every
+// inbound chain, h2 included; nil when none is.
+func (b *builder) rejectedFilter() *listenerv3.Filter {
+	if len(b.rejectedInbound) == 0 {
+		return nil
+	}
+	policies := map[string]*rbacv3.Policy{}
+	for _, r := range b.rejectedInbound {
+		policies[fmt.Sprintf("rejected %s %s/%s", r.Kind, r.Namespace, r.Name)] = anyPolicy()
+	}
+	return networkFilter(wellknown.RoleBasedAccessControl, &netrbacv3.RBAC{
+		StatPrefix: "weft_rejected_policy",
+		Rules:      &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: policies},
+	})
+}
+
+// rbacSet is the policies of one rbac filter.
+type rbacSet struct {
+	action   rbacv3.RBAC_Action
+	policies []*registry.AuthorizationPolicy
+}
+
+// rbacSets are the workload's authorization policies in filter order: the
+// DENY ones, then the ALLOW ones; a set without policies has no filter.
+func (b *builder) rbacSets() []rbacSet {
 	var deny, allow []*registry.AuthorizationPolicy
 	for _, p := range b.pol.Authorization {
 		if p.Action == v1alpha1.ActionDeny {
@@ -264,20 +305,109 @@ func (b *builder) rbacFilters(statPrefix string) []*listenerv3.Filter {
 			allow = append(allow, p)
 		}
 	}
-	var out []*listenerv3.Filter
-	for _, set := range []struct {
-		action   rbacv3.RBAC_Action
-		policies []*registry.AuthorizationPolicy
-	}{{rbacv3.RBAC_DENY, deny}, {rbacv3.RBAC_ALLOW, allow}} {
-		if len(set.policies) == 0 {
-			continue
+	var out []rbacSet
+	for _, set := range []rbacSet{{rbacv3.RBAC_DENY, deny}, {rbacv3.RBAC_ALLOW, allow}} {
+		if len(set.policies) > 0 {
+			out = append(out, set)
 		}
-		out = append(out, networkFilter(wellknown.RoleBasedAccessControl, &netrbacv3.RBAC{
-			StatPrefix: statPrefix,
-			Rules:      &rbacv3.RBAC{Action: set.action, Policies: b.rbacPolicies(set.policies)},
-		}))
 	}
 	return out
+}
+
+// httpRBACFilters are the http rbac filters of chain inbound|<port>|h2,
+// which decide each request, in the network filters' order and with their
+// policy names and principals, the permissions being every field of the
+// rules (httpRBACPolicies), as registry.WorkloadPolicies.AuthorizeRequest
+// decides. None while a policy is rejected: the chain's network DENY-all
+// filter refuses every connection before any request.
+func (b *builder) httpRBACFilters() []*hcmv3.HttpFilter {
+	if len(b.rejectedInbound) > 0 {
+		return nil
+	}
+	var out []*hcmv3.HttpFilter
+	for _, set := range b.rbacSets() {
+		out = append(out, &hcmv3.HttpFilter{
+			Name: wellknown.HTTPRoleBasedAccessControl,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&httprbacv3.RBAC{
+				Rules: &rbacv3.RBAC{Action: set.action, Policies: b.httpRBACPolicies(set.policies)},
+			})},
+		})
+	}
+	return out
+}
+
+// httpRBACPolicies translates authorization policies for requests: one
+// RBAC policy per rule, named as rbacPolicies names it, whose permissions
+// are its to entries (any of which may match), each an and_rules of its
+// fields (requestPermission); any when the rule has no to.
+func (b *builder) httpRBACPolicies(aps []*registry.AuthorizationPolicy) map[string]*rbacv3.Policy {
+	out := map[string]*rbacv3.Policy{}
+	for _, ap := range aps {
+		for i, rule := range ap.Rules {
+			p := &rbacv3.Policy{Principals: b.rulePrincipals(rule)}
+			for _, d := range rule.To {
+				p.Permissions = append(p.Permissions, requestPermission(d))
+			}
+			if len(p.Permissions) == 0 {
+				p.Permissions = []*rbacv3.Permission{anyPermission()}
+			}
+			out[rbacPolicyName(ap, i)] = p
+		}
+	}
+	return out
+}
+
+// requestPermission is a to entry on a request: and_rules of its
+// destination_port (or_rules of several), its :method header, exact (or_rules
+// of several), and its url_path, exact or prefix (or_rules of several; none
+// when a path is "*", any path); any when it sets only paths with "*".
+func requestPermission(d registry.Destination) *rbacv3.Permission {
+	var and []*rbacv3.Permission
+	if len(d.Ports) > 0 {
+		var or []*rbacv3.Permission
+		for _, port := range d.Ports {
+			or = append(or, destinationPort(port))
+		}
+		and = append(and, orRules(or))
+	}
+	if len(d.Methods) > 0 {
+		var or []*rbacv3.Permission
+		for _, m := range d.Methods {
+			or = append(or, &rbacv3.Permission{Rule: &rbacv3.Permission_Header{Header: &routev3.HeaderMatcher{
+				Name:                 ":method",
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exactMatcher(m)},
+			}}})
+		}
+		and = append(and, orRules(or))
+	}
+	if len(d.Paths) > 0 && !slices.ContainsFunc(d.Paths, registry.PathMatch.Any) {
+		var or []*rbacv3.Permission
+		for _, p := range d.Paths {
+			m := exactMatcher(p.Value)
+			if p.Prefix {
+				m = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: p.Value}}
+			}
+			or = append(or, &rbacv3.Permission{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{
+				Rule: &matcherv3.PathMatcher_Path{Path: m},
+			}}})
+		}
+		and = append(and, orRules(or))
+	}
+	if len(and) == 0 {
+		return anyPermission()
+	}
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: and}}}
+}
+
+func orRules(rules []*rbacv3.Permission) *rbacv3.Permission {
+	if len(rules) == 1 {
+		return rules[0]
+	}
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_OrRules{OrRules: &rbacv3.Permission_Set{Rules: rules}}}
+}
+
+func exactMatcher(v string) *matcherv3.StringMatcher {
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v}}
 }
 
 // rbacPolicies translates authorization policies for a connection: one
@@ -374,7 +504,7 @@ func orIDs(ids []*rbacv3.Principal) *rbacv3.Principal {
 }
 
 func authenticated(value string, prefix bool) *rbacv3.Principal {
-	m := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}}
+	m := exactMatcher(value)
 	if prefix {
 		m.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: value}
 	}

@@ -1,14 +1,20 @@
 package translate
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
@@ -146,6 +152,15 @@ func TestRBACAgreesWithAuthorize(t *testing.T) {
 			}}}, To: []registry.Destination{{Ports: []uint16{8080, 9090}}}},
 			registry.AuthorizationRule{From: []registry.Source{{Principals: []registry.Principal{{Value: "spiffe://cluster.local/", Prefix: true}}}}, To: []registry.Destination{{Ports: []uint16{1234}}}},
 		)},
+		// HTTP fields on connections (docs/l7.md): an ALLOW entry with them
+		// matches none, a DENY entry applies without them.
+		"allow-paths-only-allows-nothing": {ap("paths", v1alpha1.ActionAllow, registry.AuthorizationRule{To: []registry.Destination{{Paths: []registry.PathMatch{{Value: "/api/", Prefix: true}}}}})},
+		"allow-http-entry-dropped": {ap("mixed", v1alpha1.ActionAllow, registry.AuthorizationRule{To: []registry.Destination{
+			{Ports: []uint16{8080}, Methods: []string{"GET"}}, {Ports: []uint16{9090}}}})},
+		"deny-paths-denies-every-port": {ap("paths", v1alpha1.ActionDeny, registry.AuthorizationRule{
+			From: []registry.Source{{Namespaces: []string{"demo"}}}, To: []registry.Destination{{Paths: []registry.PathMatch{{Value: "/admin"}}}}})},
+		"deny-methods-denies-its-port": {ap("methods", v1alpha1.ActionDeny, registry.AuthorizationRule{
+			To: []registry.Destination{{Ports: []uint16{8080}, Methods: []string{"DELETE"}}}})},
 		"namespaces": {ap("ns", v1alpha1.ActionAllow, registry.AuthorizationRule{From: []registry.Source{{Namespaces: []string{"demo"}}}, To: []registry.Destination{{Ports: []uint16{8080}}}})},
 		"and-of-fields": {ap("and", v1alpha1.ActionAllow,
 			registry.AuthorizationRule{From: []registry.Source{
@@ -236,6 +251,203 @@ func TestRejectedPolicyDeniesInbound(t *testing.T) {
 		}
 		if !tc.denied && !evalChain(t, inboundChain(in, 8080, true), workloadID("demo", "client"), 8080) {
 			t.Errorf("%s %s/%s: client denied", tc.rejected.Kind, tc.rejected.Namespace, tc.rejected.Name)
+		}
+	}
+}
+
+// ---- Envoy's HTTP RBAC on a request, as Envoy documents it ----
+
+type evalRequest struct {
+	peer         spiffeid.ID
+	port         uint16
+	method, path string
+}
+
+func evalRequestPermission(p *rbacv3.Permission, r evalRequest) bool {
+	switch x := p.GetRule().(type) {
+	case *rbacv3.Permission_Any:
+		return x.Any
+	case *rbacv3.Permission_DestinationPort:
+		return x.DestinationPort == uint32(r.port)
+	case *rbacv3.Permission_Header:
+		if x.Header.GetName() != ":method" {
+			panic("unsupported header " + x.Header.GetName())
+		}
+		return evalString(x.Header.GetStringMatch(), r.method)
+	case *rbacv3.Permission_UrlPath:
+		path, _, _ := strings.Cut(r.path, "?")
+		return evalString(x.UrlPath.GetPath(), path)
+	case *rbacv3.Permission_AndRules:
+		for _, q := range x.AndRules.GetRules() {
+			if !evalRequestPermission(q, r) {
+				return false
+			}
+		}
+		return true
+	case *rbacv3.Permission_OrRules:
+		for _, q := range x.OrRules.GetRules() {
+			if evalRequestPermission(q, r) {
+				return true
+			}
+		}
+		return false
+	}
+	panic("unsupported permission")
+}
+
+// evalHTTPChain decides a request on an h2 chain: its network rbac filters
+// (the fail-closed one), then the HCM's http rbac filters in order.
+func evalHTTPChain(t *testing.T, c *listenerv3.FilterChain, r evalRequest) bool {
+	if !evalChain(t, c, r.peer, r.port) {
+		return false
+	}
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := c.Filters[len(c.Filters)-1].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range hcm.HttpFilters {
+		if f.Name != wellknown.HTTPRoleBasedAccessControl {
+			continue
+		}
+		cfg := &httprbacv3.RBAC{}
+		if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+			t.Fatal(err)
+		}
+		matched := false
+		for _, p := range cfg.GetRules().GetPolicies() {
+			perm, princ := false, false
+			for _, q := range p.Permissions {
+				perm = perm || evalRequestPermission(q, r)
+			}
+			for _, q := range p.Principals {
+				princ = princ || evalPrincipal(q, r.peer)
+			}
+			matched = matched || perm && princ
+		}
+		if (cfg.GetRules().GetAction() == rbacv3.RBAC_DENY) == matched {
+			return false
+		}
+	}
+	return true
+}
+
+// TestHTTPRBACAgreesWithAuthorizeRequest proves the request authorization
+// of chain inbound|8080|h2 (Generator.HTTPRouting): for policy sets with
+// methods and paths, every peer, method and path, its http rbac filters
+// decide as registry.WorkloadPolicies.AuthorizeRequest; its L4 chains, for
+// every port, as Authorize. The h2 chain has no network rbac filter of the
+// policies, and an HTTP filter only in its HCM.
+func TestHTTPRBACAgreesWithAuthorizeRequest(t *testing.T) {
+	serverSel := labels.SelectorFromSet(labels.Set{"app": "server"})
+	ap := func(name string, action v1alpha1.AuthorizationAction, rules ...registry.AuthorizationRule) *registry.AuthorizationPolicy {
+		return &registry.AuthorizationPolicy{Namespace: "demo", Name: name, Selector: serverSel, Action: action, Rules: rules}
+	}
+	prefix := func(p string) registry.PathMatch { return registry.PathMatch{Value: p, Prefix: true} }
+	exact := func(p string) registry.PathMatch { return registry.PathMatch{Value: p} }
+	demo := []registry.Source{{Namespaces: []string{"demo"}}}
+	sets := map[string][]*registry.AuthorizationPolicy{
+		"golden":          withHTTPAuthz(meshContents(v1alpha1.OutboundAllowAny)).AuthorizationPolicies,
+		"paths-only":      {ap("paths", v1alpha1.ActionAllow, registry.AuthorizationRule{To: []registry.Destination{{Paths: []registry.PathMatch{prefix("/api/"), exact("/healthz")}}}})},
+		"methods-of-demo": {ap("m", v1alpha1.ActionAllow, registry.AuthorizationRule{From: demo, To: []registry.Destination{{Methods: []string{"GET", "HEAD"}}}})},
+		"any-path":        {ap("any", v1alpha1.ActionAllow, registry.AuthorizationRule{To: []registry.Destination{{Paths: []registry.PathMatch{prefix("")}}}})},
+		"deny-method-and-path": {ap("open", v1alpha1.ActionAllow, registry.AuthorizationRule{}),
+			ap("d", v1alpha1.ActionDeny, registry.AuthorizationRule{From: demo, To: []registry.Destination{
+				{Ports: []uint16{8080, 9090}, Methods: []string{"DELETE", "PUT"}, Paths: []registry.PathMatch{prefix("/admin/"), exact("/")}},
+				{Methods: []string{"PATCH"}}}})},
+		"deny-ports-only": {ap("d", v1alpha1.ActionDeny, registry.AuthorizationRule{To: []registry.Destination{{Ports: []uint16{8080}}}})},
+	}
+	peers := []spiffeid.ID{workloadID("demo", "client"), workloadID("legacy", "legacy"), workloadID("other", "x")}
+	methods := []string{"GET", "HEAD", "POST", "DELETE", "PUT", "PATCH", "get"}
+	paths := []string{"/", "/api", "/api/", "/api/v1/users?limit=1", "/healthz", "/healthz/", "/admin/x", "/grpc.health.v1.Health/Check"}
+	for name, set := range sets {
+		t.Run(name, func(t *testing.T) {
+			c := meshContents(v1alpha1.OutboundAllowAny)
+			c.AuthorizationPolicies = set
+			snap := registry.NewSnapshot(c)
+			gen := translatorFor(snap)
+			gen.HTTPRouting = true
+			res := generateWith(t, gen, snap, "server-v1-5b7c.demo")
+			w, _ := snap.Workload("demo", "server-v1-5b7c")
+			pol := snap.PoliciesFor(w)
+			in := listener(res, "inbound")
+			var h2 *listenerv3.FilterChain
+			for _, c := range in.FilterChains {
+				if c.Name == "inbound|8080|h2" {
+					h2 = c
+				}
+			}
+			if h2 == nil || len(h2.Filters) != 1 {
+				t.Fatalf("chain inbound|8080|h2: %v", h2)
+			}
+			for _, peer := range peers {
+				for _, m := range methods {
+					for _, p := range paths {
+						r := evalRequest{peer, 8080, m, p}
+						want, by := pol.AuthorizeRequest(meshTD, peer, 8080, m, p)
+						if got := evalHTTPChain(t, h2, r); got != want {
+							t.Errorf("%s %s %s: http rbac allows=%v, AuthorizeRequest=%v (policy %v)", peer, m, p, got, want, by)
+						}
+					}
+				}
+				for _, port := range []uint16{8080, 9090, 1234} {
+					chain := inboundChain(in, port, true)
+					if port == 8080 {
+						chain = in.FilterChains[slices.IndexFunc(in.FilterChains, func(c *listenerv3.FilterChain) bool { return c.Name == "inbound|8080|tls" })]
+					}
+					want, by := pol.Authorize(meshTD, peer, port)
+					if got := evalChain(t, chain, peer, port); got != want {
+						t.Errorf("%s port %d (chain %s): rbac allows=%v, Authorize=%v (policy %v)", peer, port, chain.Name, got, want, by)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRequestPermissionShape: a to entry on a request is and_rules of its
+// fields, several values of a field in or_rules, one alone; a path "*"
+// adds no condition; an entry of only "*" is any (docs/l7.md).
+func TestRequestPermissionShape(t *testing.T) {
+	port := func(p uint32) *rbacv3.Permission {
+		return &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationPort{DestinationPort: p}}
+	}
+	method := func(m string) *rbacv3.Permission {
+		return &rbacv3.Permission{Rule: &rbacv3.Permission_Header{Header: &routev3.HeaderMatcher{Name: ":method",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m}}}}}}
+	}
+	path := func(p string, prefix bool) *rbacv3.Permission {
+		m := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: p}}
+		if prefix {
+			m = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: p}}
+		}
+		return &rbacv3.Permission{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{Rule: &matcherv3.PathMatcher_Path{Path: m}}}}
+	}
+	and := func(ps ...*rbacv3.Permission) *rbacv3.Permission {
+		return &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: ps}}}
+	}
+	or := func(ps ...*rbacv3.Permission) *rbacv3.Permission {
+		return &rbacv3.Permission{Rule: &rbacv3.Permission_OrRules{OrRules: &rbacv3.Permission_Set{Rules: ps}}}
+	}
+	anyPerm := &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}
+	for _, tc := range []struct {
+		name string
+		d    registry.Destination
+		want *rbacv3.Permission
+	}{
+		{"one port", registry.Destination{Ports: []uint16{8080}}, and(port(8080))},
+		{"ports", registry.Destination{Ports: []uint16{80, 8080}}, and(or(port(80), port(8080)))},
+		{"one method", registry.Destination{Methods: []string{"GET"}}, and(method("GET"))},
+		{"every field", registry.Destination{Ports: []uint16{8080}, Methods: []string{"GET", "HEAD"}, Paths: []registry.PathMatch{{Value: "/api/", Prefix: true}, {Value: "/healthz"}}},
+			and(port(8080), or(method("GET"), method("HEAD")), or(path("/api/", true), path("/healthz", false)))},
+		{"a path", registry.Destination{Paths: []registry.PathMatch{{Value: "/x"}}}, and(path("/x", false))},
+		{"any path with a method", registry.Destination{Methods: []string{"POST"}, Paths: []registry.PathMatch{{Value: "/x"}, {Prefix: true}}}, and(method("POST"))},
+		{"any path alone", registry.Destination{Paths: []registry.PathMatch{{Prefix: true}}}, anyPerm},
+	} {
+		if got := requestPermission(tc.d); !proto.Equal(got, tc.want) {
+			t.Errorf("%s: requestPermission(%+v) = %v, want %v", tc.name, tc.d, got, tc.want)
+		}
+		if err := tc.want.ValidateAll(); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
 		}
 	}
 }

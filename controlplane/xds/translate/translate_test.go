@@ -143,8 +143,8 @@ func meshContents(outbound v1alpha1.OutboundMode) registry.Snapshot {
 				Namespace: "demo", Name: "server-allow-client", Selector: labels.SelectorFromSet(labels.Set{"app": "server"}),
 				Action: v1alpha1.ActionAllow,
 				Rules: []registry.AuthorizationRule{{
-					From:  []registry.Source{{ServiceAccounts: []registry.Key{{Namespace: "demo", Name: "client"}}}},
-					To: []registry.Destination{{Ports: []uint16{8080}}},
+					From: []registry.Source{{ServiceAccounts: []registry.Key{{Namespace: "demo", Name: "client"}}}},
+					To:   []registry.Destination{{Ports: []uint16{8080}}},
 				}},
 			},
 			{
@@ -363,6 +363,29 @@ func toYAML(t testing.TB, items []types.Resource) []byte {
 	return out
 }
 
+// withHTTPAuthz adds to c policies of demo/server with HTTP fields.
+func withHTTPAuthz(c registry.Snapshot) registry.Snapshot {
+	server := labels.SelectorFromSet(labels.Set{"app": "server"})
+	client := []registry.Source{{ServiceAccounts: []registry.Key{{Namespace: "demo", Name: "client"}}}}
+	c.AuthorizationPolicies = append(slices.Clone(c.AuthorizationPolicies),
+		&registry.AuthorizationPolicy{Namespace: "demo", Name: "server-read", Selector: server, Action: v1alpha1.ActionAllow,
+			Rules: []registry.AuthorizationRule{{
+				From: client,
+				To: []registry.Destination{
+					{Ports: []uint16{8080}, Methods: []string{"GET", "HEAD"}, Paths: []registry.PathMatch{{Value: "/api/", Prefix: true}, {Value: "/healthz"}}},
+					{Methods: []string{"POST"}, Paths: []registry.PathMatch{{Value: "/grpc.health.v1.Health/Check"}}},
+				},
+			}, {
+				To: []registry.Destination{{Paths: []registry.PathMatch{{Prefix: true}}}, {Ports: []uint16{8080, 9090}}},
+			}}},
+		&registry.AuthorizationPolicy{Namespace: "demo", Name: "server-no-admin", Selector: server, Action: v1alpha1.ActionDeny,
+			Rules: []registry.AuthorizationRule{{To: []registry.Destination{{Ports: []uint16{8080}, Paths: []registry.PathMatch{{Value: "/admin/", Prefix: true}}}}}}},
+		&registry.AuthorizationPolicy{Namespace: "demo", Name: "server-no-delete", Selector: server, Action: v1alpha1.ActionDeny,
+			Rules: []registry.AuthorizationRule{{From: []registry.Source{{Namespaces: []string{"legacy"}}}, To: []registry.Destination{{Methods: []string{"DELETE"}}}}}},
+	)
+	return c
+}
+
 func TestTranslateGolden(t *testing.T) {
 	withRejected := func(c registry.Snapshot, r ...registry.Rejected) registry.Snapshot {
 		c.Rejected = r
@@ -398,6 +421,11 @@ func TestTranslateGolden(t *testing.T) {
 		{"server-v1-http-rejected-policy", "server-v1-5b7c.demo", withRejected(meshContents(v1alpha1.OutboundAllowAny),
 			registry.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Generation: 2,
 				Reason: v1alpha1.ReasonInvalid, Message: "broken"}), true},
+		// HTTP fields (docs/l7.md, "Authorization at L7"): on the h2 chain
+		// http rbac filters with methods and paths; on the L4 chains the
+		// ALLOW entries with them dropped, the DENY ones applied without
+		// them (server-no-delete denies every port to legacy).
+		{"server-v1-http-authz", "server-v1-5b7c.demo", withHTTPAuthz(meshContents(v1alpha1.OutboundAllowAny)), true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
