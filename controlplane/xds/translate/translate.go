@@ -69,12 +69,21 @@ const (
 //     the catch-all chains (workload mode) to InboundPassthroughCluster.
 //     Ports with appProtocol http, http2 or grpc are tcp_proxy'd (L4) like
 //     the others unless HTTPRouting is on; then client sidecars that offer
-//     ALPN h2 get an HTTP chain of their own (http.go). Authorization is
-//     by identity and port only, per connection, either way.
+//     ALPN h2 get an HTTP chain of their own (http.go), whose authorization
+//     is per request.
 //   - Authorization: DENY AuthorizationPolicies become an rbac filter with
 //     action DENY placed before the rbac filter with action ALLOW built from
-//     the ALLOW policies (one RBAC policy per rule, named "<ns>/<name>#<i>"),
-//     which together decide exactly as registry.WorkloadPolicies.Authorize.
+//     the ALLOW policies (one RBAC policy per rule, named "<ns>/<name>#<i>").
+//     On the L4 chains these are network rbac filters deciding connections
+//     by identity and port, exactly as registry.WorkloadPolicies.Authorize:
+//     a to entry's HTTP fields (methods, paths) cannot be decided there, so
+//     an ALLOW entry with them is dropped and a DENY entry is applied
+//     without them (registry.AuthorizationRule.ConnectionPorts; docs/l7.md,
+//     "Authorization at L7"). On chain inbound|<port>|h2 they are
+//     envoy.filters.http.rbac filters in the HCM, before the router, with
+//     the same names and principals and every field of the to entries
+//     (destination_port, :method, url_path), deciding each request exactly
+//     as WorkloadPolicies.AuthorizeRequest.
 //   - Outbound: a Service is in the mesh (EDS cluster with mTLS) when its
 //     namespace has injection on or it has an endpoint that runs the
 //     sidecar; other Services' ClusterIPs are forwarded as they are to
@@ -103,7 +112,8 @@ const (
 // Fail closed. A policy the registry rejected is not silently dropped:
 //
 //   - a rejected AuthorizationPolicy or MTLSPolicy in the workload's
-//     namespace puts a DENY-all rbac filter first on every inbound chain
+//     namespace puts a DENY-all network rbac filter first on every inbound
+//     chain, h2 included (then without http rbac filters)
 //     (stat_prefix "weft_rejected_policy", RBAC policy and the chain's
 //     "weft.inbound" metadata name the rejected object), so the workload
 //     accepts nothing until the policy is fixed or deleted;
