@@ -229,7 +229,7 @@ func TestAuthorizationPolicySchema(t *testing.T) {
 		{name: "empty to entry", obj: head + "spec: {rules: [{to: [{}]}]}", wantErr: "a to entry needs ports, methods or paths"},
 		{name: "empty ports", obj: head + "spec: {rules: [{to: [{ports: []}]}]}", wantErr: "spec.rules[0].to[0].ports"},
 		{name: "lower-case method", obj: head + "spec: {rules: [{to: [{methods: [get]}]}]}", wantErr: "spec.rules[0].to[0].methods[0]"},
-		{name: "too many methods", obj: head + "spec: {rules: [{to: [{methods: [A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P, Q]}]}]}", wantErr: "spec.rules[0].to[0].methods"},
+		{name: "too many methods", obj: head + "spec: {rules: [{to: [{methods: [A, B, C, D, E, F, G, H, I, J, K, L, M, O, P, Q, R]}]}]}", wantErr: "spec.rules[0].to[0].methods"},
 		{name: "relative path", obj: head + "spec: {rules: [{to: [{paths: [api/v1]}]}]}", wantErr: "spec.rules[0].to[0].paths[0]"},
 		{name: "wildcard inside path", obj: head + "spec: {rules: [{to: [{paths: ['/api/*/users']}]}]}", wantErr: "spec.rules[0].to[0].paths[0]"},
 		{name: "two trailing wildcards", obj: head + "spec: {rules: [{to: [{paths: ['/api/**']}]}]}", wantErr: "spec.rules[0].to[0].paths[0]"},
