@@ -119,3 +119,46 @@ func TestMissing(t *testing.T) {
 		t.Errorf("without the inbound listener: Missing = %q", got)
 	}
 }
+
+// TestAllowsRequest: an HTTP policy's permissions are alternatives, each
+// an AND of ports, methods and paths (each an OR, empty any); without
+// Permissions, Ports decides as for a connection.
+func TestAllowsRequest(t *testing.T) {
+	f := RBACFilter{Action: RBACAllow, Policies: []RBACPolicy{
+		{Name: "api", Principals: []Principal{{Exact: clientID}}, Permissions: []Permission{
+			{Ports: []uint16{8080}, Methods: []string{"GET", "HEAD"}, Paths: []PathMatch{{Prefix: "/api/"}, {Exact: "/healthz"}}},
+			{Methods: []string{"POST"}, Paths: []PathMatch{{Exact: "/orders"}}},
+		}},
+		{Name: "ports only", Principals: []Principal{{Prefix: "spiffe://td/ns/ops/"}}, Ports: []uint16{9090}},
+	}}
+	for _, tc := range []struct {
+		peer         string
+		port         uint16
+		method, path string
+		want         string // the allowing policy, "" for a denial
+	}{
+		{clientID, 8080, "GET", "/api/x", "api"},
+		{clientID, 8080, "HEAD", "/healthz", "api"},
+		{clientID, 8080, "GET", "/healthz/", ""},
+		{clientID, 8080, "get", "/api/x", ""},
+		{clientID, 9090, "GET", "/api/x", ""},
+		{clientID, 9090, "POST", "/orders", "api"},
+		{clientID, 8080, "POST", "/api/x", ""},
+		{"", 8080, "GET", "/api/x", ""},
+		{"spiffe://td/ns/ops/sa/x", 9090, "DELETE", "/x", "ports only"},
+		{"spiffe://td/ns/ops/sa/x", 8080, "GET", "/api/x", ""},
+	} {
+		ok, policy := f.AllowsRequest(tc.peer, tc.port, tc.method, tc.path)
+		if ok != (tc.want != "") || policy != tc.want {
+			t.Errorf("%q %d %s %s: %v by %q, want %q", tc.peer, tc.port, tc.method, tc.path, ok, policy, tc.want)
+		}
+	}
+	deny := RBACFilter{Action: RBACDeny, Policies: []RBACPolicy{{Name: "no-admin", Principals: []Principal{{Any: true}},
+		Permissions: []Permission{{Paths: []PathMatch{{Prefix: "/admin"}}}}}}}
+	if ok, p := deny.AllowsRequest("", 1, "GET", "/admin/x"); ok || p != "no-admin" {
+		t.Errorf("DENY /admin: %v %q", ok, p)
+	}
+	if ok, p := deny.AllowsRequest(clientID, 1, "GET", "/api"); !ok || p != "" {
+		t.Errorf("DENY, nothing matching: %v %q", ok, p)
+	}
+}
