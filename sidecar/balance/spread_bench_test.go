@@ -62,7 +62,7 @@ func (q *simQueue) Pop() any {
 // and over the run.
 func simulateSpread(k, c, n, window int, decay time.Duration, spikeP float64, seed uint64) (minW, maxW, minAll, maxAll float64) {
 	rng := rand.New(rand.NewPCG(seed, 7))
-	epoch := time.Unix(1<<30, 0) // a simulated clock: only differences matter
+	var epoch time.Time // a simulated clock from the zero time: only differences matter
 	var now time.Duration
 	bal := New(Config{Decay: decay, Now: func() time.Time { return epoch.Add(now) }, Rand: rng.IntN})
 	addrs := make([]netip.AddrPort, k)
