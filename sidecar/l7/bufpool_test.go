@@ -23,4 +23,9 @@ func TestBufferPool(t *testing.T) {
 	if h.proxy.BufferPool != sharedBuffers {
 		t.Fatal("the client side's proxy copies without the shared pool")
 	}
+	in := &Inbound{}
+	in.init()
+	if in.proxy.BufferPool != sharedBuffers {
+		t.Fatal("the server side's proxy copies without the shared pool")
+	}
 }

@@ -78,6 +78,7 @@ func (in *Inbound) init() {
 	in.ln = newConnListener()
 	in.err = make(chan error, 1)
 	in.proxy = &httputil.ReverseProxy{
+		BufferPool: sharedBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			peer := pr.In.Context().Value(peerKey{}).(Peer)
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", peer.Dst.String()
