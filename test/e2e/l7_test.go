@@ -13,7 +13,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 )
 
@@ -30,7 +32,14 @@ func grpcCall(t *testing.T, ns, client, addr string, n, c int) grpcReport {
 	t.Helper()
 	out, err := kubectlExec(t, ns, client, "app", "/usr/local/bin/testapp", "grpc-call", "-addr", addr,
 		"-n", fmt.Sprint(n), "-c", fmt.Sprint(c))
-	line := out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:]
+	// The report is the one JSON line (stderr says why when no call
+	// succeeded, and the exit status is then 1).
+	var line string
+	for l := range strings.Lines(out) {
+		if strings.HasPrefix(l, "{") {
+			line = l
+		}
+	}
 	var rep grpcReport
 	if jerr := json.Unmarshal([]byte(strings.TrimSpace(line)), &rep); jerr != nil {
 		t.Fatalf("grpc-call: %v (%v)\n%s", jerr, err, out)
@@ -82,7 +91,8 @@ func deployReplicas(t *testing.T, ns, name, label, sa string, replicas int32, ar
 // TestHTTPRouting ([l7]): with weftctl install --http-routing, a gRPC
 // client's one connection to a Service of three replicas reaches all
 // three, request by request, where the L4 path sends every call to one;
-// a replica that answers UNAVAILABLE is retried around (no call fails).
+// a replica that answers UNAVAILABLE is retried around (no call fails);
+// an AuthorizationPolicy naming gRPC method paths decides each request.
 func TestHTTPRouting(t *testing.T) {
 	const ns = "e2e-l7"
 	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
@@ -176,4 +186,63 @@ func TestHTTPRouting(t *testing.T) {
 	if n := sidecarMetric(t, ns, client.Name, "weft_sidecar_http_retries_total", nil); n < 1 {
 		t.Errorf("the client's sidecar retried %v times", n)
 	}
+
+	// Authorization at L7: an AuthorizationPolicy that allows the client
+	// only the health service's Watch method denies its Check calls, per
+	// request, with PERMISSION_DENIED from the server sidecars (the app
+	// never sees them); allowing the Check path lets them through again.
+	if err := kube.AppsV1().Deployments(ns).Delete(ctx, "greeter-broken", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dyn := dynamic.NewForConfigOrDie(restConfig)
+	policy := func(paths ...string) *unstructured.Unstructured {
+		ps := make([]any, len(paths))
+		for i, p := range paths {
+			ps[i] = p
+		}
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "weft.dev/v1alpha1", "kind": "AuthorizationPolicy",
+			"metadata": map[string]any{"name": "greeter-methods", "namespace": ns},
+			"spec": map[string]any{
+				"selector": map[string]any{"matchLabels": map[string]any{"app": "greeter"}},
+				"action":   "ALLOW",
+				"rules": []any{map[string]any{
+					"from": []any{map[string]any{"serviceAccounts": []any{ns + "/client"}}},
+					"to":   []any{map[string]any{"methods": []any{"POST"}, "paths": ps}},
+				}},
+			},
+		}}
+	}
+	if _, err := dyn.Resource(authzGVR).Namespace(ns).Create(ctx, policy("/grpc.health.v1.Health/Watch"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	denials := func() float64 {
+		var sum float64
+		for _, s := range servers {
+			sum += sidecarMetric(t, ns, s, "weft_sidecar_authz_denials_total", map[string]string{"direction": "inbound"})
+		}
+		return sum
+	}
+	before := denials()
+	var denied grpcReport
+	waitFor(t, time.Minute, "Check calls denied per request", func(context.Context) (bool, error) {
+		denied = grpcCall(t, ns, client.Name, addr, 30, 2)
+		return denied.Errors["PermissionDenied"] == 30, nil
+	})
+	t.Logf("only Watch allowed: %+v", denied)
+	if got := denials() - before; got < 30 {
+		t.Errorf("the server sidecars counted %v request denials, want >= 30", got)
+	}
+	u, err := dyn.Resource(authzGVR).Namespace(ns).Get(ctx, "greeter-methods", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Object["spec"] = policy("/grpc.health.v1.Health/Watch", "/grpc.health.v1.Health/Check").Object["spec"]
+	if _, err := dyn.Resource(authzGVR).Namespace(ns).Update(ctx, u, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "Check calls allowed again", func(context.Context) (bool, error) {
+		rep := grpcCall(t, ns, client.Name, addr, 30, 2)
+		return len(rep.Errors) == 0, nil
+	})
 }
