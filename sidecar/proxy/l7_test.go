@@ -236,6 +236,13 @@ type grpcBackend struct {
 
 func startGRPCBackend(t *testing.T, ca *certs.CA) *grpcBackend {
 	t.Helper()
+	return startGRPCBackendErr(t, ca, nil)
+}
+
+// startGRPCBackendErr is startGRPCBackend whose every call ends in fail
+// (nil: served), before any header: a trailers-only answer.
+func startGRPCBackendErr(t *testing.T, ca *certs.CA, fail error) *grpcBackend {
+	t.Helper()
 	g := &grpcBackend{}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -243,6 +250,9 @@ func startGRPCBackend(t *testing.T, ca *certs.CA) *grpcBackend {
 	}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		g.calls.Add(1)
+		if fail != nil {
+			return nil, fail
+		}
 		return h(ctx, req)
 	}))
 	healthpb.RegisterHealthServer(srv, health.NewServer())

@@ -1,18 +1,11 @@
 package proxy
 
 import (
-	"context"
-	"net"
-	"net/netip"
 	"testing"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
@@ -67,7 +60,7 @@ func TestL7GRPCUnavailableRetriedElsewhere(t *testing.T) {
 		backends = append(backends, g)
 		eps = append(eps, model.Endpoint{Addr: g.pod.inboundAddr()})
 	}
-	broken := startUnavailableGRPCBackend(t, ca)
+	broken := startGRPCBackendErr(t, ca, status.Error(codes.Unavailable, "broken replica"))
 	eps = append(eps, model.Endpoint{Addr: broken.pod.inboundAddr()})
 	route := toCluster(l7Route)
 	route.Retry = &model.RetryPolicy{
@@ -82,42 +75,5 @@ func TestL7GRPCUnavailableRetriedElsewhere(t *testing.T) {
 	}
 	if n := a.value("weft_sidecar_http_retries_total", "default", l7Route); n < float64(broken.calls.Load()) {
 		t.Errorf("A retried %v times for %d UNAVAILABLE answers", n, broken.calls.Load())
-	}
-}
-
-// startUnavailableGRPCBackend is a gRPC replica that is up but answers
-// every call UNAVAILABLE (trailers-only), behind a server pod.
-func startUnavailableGRPCBackend(t *testing.T, ca *certs.CA) *grpcBackend {
-	t.Helper()
-	g := &grpcBackend{}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		g.calls.Add(1)
-		return nil, status.Error(codes.Unavailable, "broken replica")
-	}))
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	go srv.Serve(l)
-	t.Cleanup(srv.Stop)
-	port := l.Addr().(*net.TCPAddr).AddrPort().Port()
-	g.pod = startPod(t, ca, webID)
-	g.pod.nat.setDefault(netip.AddrPortFrom(podBIP, port))
-	g.pod.cfg.Store(l7ServerConfig(port, model.HTTP2))
-	return g
-}
-
-// TestL7TransitionInboundClusterWithoutProtocol: the server sidecar can
-// hold its h2 chain and route before the app cluster's HTTP protocol
-// arrives; its requests then go to the app in HTTP/1.1 (Envoy's default
-// for a cluster without protocol options) instead of being refused.
-func TestL7TransitionInboundClusterWithoutProtocol(t *testing.T) {
-	ca := testutil.NewCA(t, td, nil)
-	b := startHTTPBackend(t, ca, "b")
-	b.pod.cfg.Store(l7ServerConfig(b.port, model.HTTPNone))
-	a := startL7Client(t, ca, l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {b.endpoint()}}))
-	if code, body := doReq(t, httpClient(t, a), "GET", "/early"); code != 200 || body != "b HTTP/1.1 GET web.demo /early from=127.0.0.6 body=" {
-		t.Fatalf("h2 chain before its cluster's protocol: %d %q", code, body)
 	}
 }
