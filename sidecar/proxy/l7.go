@@ -520,16 +520,32 @@ func (p *Proxy) authorizeRequest(r *http.Request, peer l7.Peer) error {
 		return &l7.Denied{Policy: "no filter chain"} // never: every inbound connection carries one
 	}
 	fc := az.chain(p.cfg.Config())
-	if len(fc.HTTPRBAC) == 0 {
-		return nil
-	}
-	if err := l7.CheckPath(r); err != nil {
-		p.log.Debug("request refused", "direction", inbound, "chain", fc.Name, "spiffe_id", peer.ID.String(), "path", r.RequestURI, "err", err)
-		return err
+	if len(fc.HTTPRBAC) > 0 {
+		if err := l7.CheckPath(r); err != nil {
+			p.log.Debug("request refused", "direction", inbound, "chain", fc.Name, "spiffe_id", peer.ID.String(), "path", r.RequestURI, "err", err)
+			return err
+		}
 	}
 	id := ""
 	if !peer.ID.IsZero() {
 		id = peer.ID.String()
+	}
+	// The chain's connection-level filters (on an h2 chain, the fail-closed
+	// DENY-all of a rejected policy) as the current configuration has them:
+	// a pooled connection outlives pushes, and its next request must not
+	// pass a filter that would refuse the connection now.
+	for _, action := range []model.RBACAction{model.RBACDeny, model.RBACAllow} {
+		for _, f := range fc.RBAC {
+			if f.Shadow || f.Action != action {
+				continue
+			}
+			if ok, policy := f.Allows(id, az.port); !ok {
+				p.m.denials.With(inbound, policy).Inc()
+				p.log.Debug("request denied", "direction", inbound, "chain", fc.Name, "spiffe_id", id, "port", az.port,
+					"action", action.String(), "policy", policy, "filter", "network")
+				return &l7.Denied{Policy: policy}
+			}
+		}
 	}
 	for _, action := range []model.RBACAction{model.RBACDeny, model.RBACAllow} {
 		for _, f := range fc.HTTPRBAC {

@@ -285,10 +285,26 @@ func (f RBACFilter) Allows(peer string, port uint16) (allowed bool, policy strin
 // request of method for path (without its query) on port, as Envoy's HTTP
 // RBAC filter does: the first matching policy decides by the action; none
 // matching, an ALLOW filter denies and a DENY filter allows.
+//
+// A DENY filter's methods are matched more widely than they are written,
+// so that it denies what the app may take for them: case aside ("get" is
+// GET to some frameworks), and HEAD for GET (Go's ServeMux, like most
+// routers, serves a GET route for HEAD). An ALLOW filter's are exact.
 func (f RBACFilter) AllowsRequest(peer string, port uint16, method, path string) (allowed bool, policy string) {
+	methods := []string{method}
+	if f.Action == RBACDeny {
+		if up := strings.ToUpper(method); up != method {
+			methods = append(methods, up)
+		}
+		if strings.EqualFold(method, "HEAD") {
+			methods = append(methods, "GET")
+		}
+	}
 	for _, p := range f.Policies {
-		if p.MatchesRequest(peer, port, method, path) {
-			return f.Action == RBACAllow, p.Name
+		for _, m := range methods {
+			if p.MatchesRequest(peer, port, m, path) {
+				return f.Action == RBACAllow, p.Name
+			}
 		}
 	}
 	return f.Action == RBACDeny, ""
