@@ -88,10 +88,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 		return nil, p.refuse(inbound, cn, refused("no_cluster", "proxy: chain %s: no cluster %q (target %+v)", fc.Name, fc.Target.Cluster, fc.Target))
 	}
 	cn.cluster = cl.Name
-	addrs, r := p.upstreams(cfg, cl, dst)
-	if r == nil {
-		r = p.inboundTarget(cl, dst)
-	}
+	addrs, r := p.inboundUpstreams(cfg, cl, dst)
 	if r != nil {
 		return nil, p.refuse(inbound, cn, r)
 	}
@@ -116,6 +113,17 @@ func (p *Proxy) originalDst(c *net.TCPConn, l *model.Listener) (netip.AddrPort, 
 }
 
 // upstreams lists the addresses to try for cluster cl, in order.
+// inboundUpstreams is where an inbound connection to dst is delivered
+// through cluster cl: its upstreams, refused unless inboundTarget allows
+// them (the L4 and the HTTP chains alike).
+func (p *Proxy) inboundUpstreams(cfg *model.Config, cl *model.Cluster, dst netip.AddrPort) ([]netip.AddrPort, *refusal) {
+	addrs, r := p.upstreams(cfg, cl, dst)
+	if r == nil {
+		r = p.inboundTarget(cl, dst)
+	}
+	return addrs, r
+}
+
 func (p *Proxy) upstreams(cfg *model.Config, cl *model.Cluster, dst netip.AddrPort) ([]netip.AddrPort, *refusal) {
 	switch cl.Kind {
 	case model.KindOriginalDst:

@@ -453,10 +453,7 @@ func (p *Proxy) inboundL7(cfg *model.Config, fc *model.FilterChain, dst netip.Ad
 		return nil, p.refuse(inbound, cn, r)
 	}
 	cn.cluster = cl.Name
-	addrs, r := p.upstreams(cfg, cl, dst)
-	if r == nil {
-		r = p.inboundTarget(cl, dst)
-	}
+	addrs, r := p.inboundUpstreams(cfg, cl, dst)
 	if r != nil {
 		return nil, p.refuse(inbound, cn, r)
 	}

@@ -239,6 +239,20 @@ func startGRPCBackend(t *testing.T, ca *certs.CA) *grpcBackend {
 	return startGRPCBackendErr(t, ca, nil)
 }
 
+// startGRPCBackends starts n gRPC backends and returns them with their
+// endpoints.
+func startGRPCBackends(t *testing.T, ca *certs.CA, n int) ([]*grpcBackend, []model.Endpoint) {
+	t.Helper()
+	var backends []*grpcBackend
+	var eps []model.Endpoint
+	for range n {
+		g := startGRPCBackend(t, ca)
+		backends = append(backends, g)
+		eps = append(eps, model.Endpoint{Addr: g.pod.inboundAddr()})
+	}
+	return backends, eps
+}
+
 // startGRPCBackendErr is startGRPCBackend whose every call ends in fail
 // (nil: served), before any header: a trailers-only answer.
 func startGRPCBackendErr(t *testing.T, ca *certs.CA, fail error) *grpcBackend {
@@ -315,13 +329,7 @@ func grpcCalls(t *testing.T, a *pod, n int, backends []*grpcBackend) []int64 {
 // chain to the same cluster) reaches one backend only.
 func TestL7GRPCOneChannelReachesEveryBackend(t *testing.T) {
 	ca := testutil.NewCA(t, td, nil)
-	var backends []*grpcBackend
-	var eps []model.Endpoint
-	for range 3 {
-		g := startGRPCBackend(t, ca)
-		backends = append(backends, g)
-		eps = append(eps, model.Endpoint{Addr: g.pod.inboundAddr()})
-	}
+	backends, eps := startGRPCBackends(t, ca, 3)
 	cfg := l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: eps})
 	// A's clock stands still, so its balancers see every response take
 	// no time: they choose by requests in flight (and chance) alone. On

@@ -53,13 +53,7 @@ func TestBytesOnly(t *testing.T) {
 // retried whatever the method, as gRPC says the server did not process it).
 func TestL7GRPCUnavailableRetriedElsewhere(t *testing.T) {
 	ca := testutil.NewCA(t, td, nil)
-	var backends []*grpcBackend
-	var eps []model.Endpoint
-	for range 3 {
-		g := startGRPCBackend(t, ca)
-		backends = append(backends, g)
-		eps = append(eps, model.Endpoint{Addr: g.pod.inboundAddr()})
-	}
+	backends, eps := startGRPCBackends(t, ca, 3)
 	broken := startGRPCBackendErr(t, ca, status.Error(codes.Unavailable, "broken replica"))
 	eps = append(eps, model.Endpoint{Addr: broken.pod.inboundAddr()})
 	route := toCluster(l7Route)

@@ -86,30 +86,15 @@ func hcmFilter(statPrefix, routes string, filters ...*hcmv3.HttpFilter) *listene
 // default timeout and retries. The chain already chose the Service by
 // address, so the one virtual host takes any Host.
 func outboundHTTPRoutes(name string, svc *registry.Service, port uint16) *routev3.RouteConfiguration {
-	return &routev3.RouteConfiguration{
-		Name: name,
-		VirtualHosts: []*routev3.VirtualHost{{
-			Name:    fmt.Sprintf("%s.%s:%d", svc.Name, svc.Namespace, port),
-			Domains: []string{"*"},
-			Routes: []*routev3.Route{{
-				Name:  "default",
-				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name},
-					Timeout:          httpRouteTimeout,
-					RetryPolicy: &routev3.RetryPolicy{
-						RetryOn:    httpRetryOn,
-						NumRetries: httpRetries,
-						RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
-							Name:       "envoy.retry_host_predicates.previous_hosts",
-							ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
-						}},
-						RetriableStatusCodes: httpRetriableCodes,
-					},
-				}},
-			}},
+	return everyRequestTo(name, fmt.Sprintf("%s.%s:%d", svc.Name, svc.Namespace, port), &routev3.RetryPolicy{
+		RetryOn:    httpRetryOn,
+		NumRetries: httpRetries,
+		RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
+			Name:       "envoy.retry_host_predicates.previous_hosts",
+			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
 		}},
-	}
+		RetriableStatusCodes: httpRetriableCodes,
+	})
 }
 
 // inboundHTTPRoutes is route configuration inbound|<port>: every request
@@ -117,10 +102,17 @@ func outboundHTTPRoutes(name string, svc *registry.Service, port uint16) *routev
 // sidecar's route has them).
 func inboundHTTPRoutes(port uint16) *routev3.RouteConfiguration {
 	name := "inbound|" + strconv.Itoa(int(port))
+	return everyRequestTo(name, name, nil)
+}
+
+// everyRequestTo is route configuration name (and the cluster of the same
+// name): one virtual host vhost taking any Host, one route "default" for
+// every path, without timeout, with retry (nil: none).
+func everyRequestTo(name, vhost string, retry *routev3.RetryPolicy) *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
 		Name: name,
 		VirtualHosts: []*routev3.VirtualHost{{
-			Name:    name,
+			Name:    vhost,
 			Domains: []string{"*"},
 			Routes: []*routev3.Route{{
 				Name:  "default",
@@ -128,6 +120,7 @@ func inboundHTTPRoutes(port uint16) *routev3.RouteConfiguration {
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name},
 					Timeout:          httpRouteTimeout,
+					RetryPolicy:      retry,
 				}},
 			}},
 		}},
