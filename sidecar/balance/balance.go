@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
 // Defaults of Config (Linkerd's proxy uses the same response-time
@@ -19,6 +21,7 @@ const (
 	DefaultMaxEjection        = 300 * time.Second
 	DefaultInterval           = 10 * time.Second
 	DefaultMaxEjectionPercent = 10
+	DefaultTolerance          = 0.25
 )
 
 // ErrNoEndpoints is Pick's error when the cluster has no endpoint to offer.
@@ -32,10 +35,18 @@ type Config struct {
 	// Decay is the time constant of the moving average: an observation's
 	// weight falls by 1/e over Decay.
 	Decay time.Duration
+	// Tolerance is how much dearer than the other endpoint of a draw an
+	// endpoint may look and still count as alike: costs within a factor
+	// of 1+Tolerance of each other are a tie, which the endpoint picked
+	// longer ago wins. Alike endpoints then share requests as evenly as
+	// round robin would, however their estimates wander, while one that is
+	// clearly slower or busier still loses every draw. Zero takes
+	// DefaultTolerance; a negative value makes only equal costs a tie.
+	Tolerance float64
 	// Outlier configures ejection; its zero value disables it.
 	Outlier Outlier
-	// Now reads the time (nil: time.Now).
-	Now func() time.Time
+	// Clock reads the time (nil: the system clock).
+	Clock clock.PassiveClock
 	// Rand returns a uniform integer in [0, n) (nil: math/rand/v2).
 	Rand func(n int) int
 	// OnEject, when set, is told of each ejection: the endpoint and how
@@ -83,8 +94,9 @@ const (
 type Balancer struct {
 	cfg Config
 
-	mu  sync.Mutex
-	eps []*endpoint // the current set, in Update's order
+	mu    sync.Mutex
+	eps   []*endpoint // the current set, in Update's order
+	picks uint64      // Picks so far: the sequence number of the last one
 }
 
 type endpoint struct {
@@ -93,6 +105,7 @@ type endpoint struct {
 	rtt     float64   // moving average of response time, ns, as of at
 	at      time.Time // when rtt was last updated
 	fails   int       // consecutive failures
+	picked  uint64    // sequence number of the last Pick that chose it (0: never)
 
 	ejections    int       // ejection multiplier
 	ejectedUntil time.Time // zero: never ejected
@@ -122,8 +135,12 @@ func New(cfg Config) *Balancer {
 	if o.Interval <= 0 {
 		o.Interval = DefaultInterval
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Tolerance == 0 {
+		cfg.Tolerance = DefaultTolerance
+	}
+	cfg.Tolerance = max(cfg.Tolerance, 0)
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.IntN
@@ -136,7 +153,7 @@ func New(cfg Config) *Balancer {
 // DefaultRTT. Requests in flight to a removed endpoint may still call Done.
 // Duplicates are dropped.
 func (b *Balancer) Update(addrs []netip.AddrPort) {
-	now := b.cfg.Now()
+	now := b.cfg.Clock.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	old := make(map[netip.AddrPort]*endpoint, len(b.eps))
@@ -173,11 +190,12 @@ type Request struct {
 
 // Pick chooses the endpoint for the next request: the cheaper of two
 // distinct endpoints drawn at random among those in rotation and not in
-// avoid (the endpoints a retry already tried). When every endpoint is
+// avoid (the endpoints a retry already tried); of two that cost alike
+// (within Tolerance), the one picked longer ago. When every endpoint is
 // avoided or ejected, avoid is ignored first, then ejection (panic mode),
 // so a request is refused only when there is no endpoint at all.
 func (b *Balancer) Pick(avoid ...netip.AddrPort) (*Request, error) {
-	now := b.cfg.Now()
+	now := b.cfg.Clock.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.eps) == 0 {
@@ -201,10 +219,12 @@ func (b *Balancer) Pick(avoid ...netip.AddrPort) (*Request, error) {
 			j++
 		}
 		e = cand[i]
-		if f := cand[j]; b.cost(f, now) < b.cost(e, now) {
+		if f := cand[j]; b.better(f, e, now) {
 			e = f
 		}
 	}
+	b.picks++
+	e.picked = b.picks
 	e.pending++
 	return &Request{Addr: e.addr, b: b, ep: e, start: now}, nil
 }
@@ -240,6 +260,19 @@ func (b *Balancer) cost(e *endpoint, now time.Time) float64 {
 	return (b.estimate(e, now) + 1) * float64(e.pending+1)
 }
 
+// better reports whether Pick should choose f over e: f costs less by
+// more than the tolerance, or they cost alike and f was picked longer ago.
+func (b *Balancer) better(f, e *endpoint, now time.Time) bool {
+	cf, ce := b.cost(f, now), b.cost(e, now)
+	switch k := 1 + b.cfg.Tolerance; {
+	case cf*k < ce:
+		return true
+	case ce*k < cf:
+		return false
+	}
+	return f.picked < e.picked
+}
+
 func (e *endpoint) ejected(now time.Time) bool { return now.Before(e.ejectedUntil) }
 
 // Sent marks the moment the request was handed to a ready connection: the
@@ -247,7 +280,7 @@ func (e *endpoint) ejected(now time.Time) bool { return now.Before(e.ejectedUnti
 // connection's set-up (TCP and TLS handshakes) is not taken for the
 // endpoint's slowness. Optional; call it at most once, before Done.
 func (r *Request) Sent() {
-	now := r.b.cfg.Now()
+	now := r.b.cfg.Clock.Now()
 	r.b.mu.Lock()
 	defer r.b.mu.Unlock()
 	if !r.done {
@@ -268,7 +301,7 @@ func (r *Request) Observe(res Result) { r.settle(res, false) }
 
 func (r *Request) settle(res Result, release bool) {
 	b := r.b
-	now := b.cfg.Now()
+	now := b.cfg.Clock.Now()
 	b.mu.Lock()
 	if r.done {
 		b.mu.Unlock()
@@ -363,7 +396,7 @@ type EndpointState struct {
 
 // State returns every endpoint's state, in Update's order.
 func (b *Balancer) State() []EndpointState {
-	now := b.cfg.Now()
+	now := b.cfg.Clock.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := make([]EndpointState, 0, len(b.eps))

@@ -19,7 +19,7 @@ import (
 func TestDefaults(t *testing.T) {
 	clock := testutil.FakeClock(t)
 	var ejections []time.Duration
-	b := New(Config{Outlier: Outlier{Consecutive: 1}, Now: clock.Now, Rand: seeded(1),
+	b := New(Config{Outlier: Outlier{Consecutive: 1}, Clock: clock, Rand: seeded(1),
 		OnEject: func(_ netip.AddrPort, d time.Duration) { ejections = append(ejections, d) }})
 	eps := addrs(3)
 	b.Update(eps)
@@ -100,7 +100,7 @@ func TestCustomOutlierKept(t *testing.T) {
 // the estimate before multiplying by pending+1).
 func TestPendingCountsWhenEstimatesDecayed(t *testing.T) {
 	clock := testutil.FakeClock(t)
-	b := New(Config{Now: clock.Now, Rand: seeded(2)})
+	b := New(Config{Clock: clock, Rand: seeded(2)})
 	eps := addrs(2)
 	b.Update(eps)
 	clock.Step(1000 * DefaultDecay) // estimates ~0
@@ -120,7 +120,7 @@ func TestPendingCountsWhenEstimatesDecayed(t *testing.T) {
 // 1 ms answer to an endpoint estimated at 10 ms leaves 10/e + 1 × (1 - 1/e) ms.
 func TestEWMAUpdate(t *testing.T) {
 	clock := testutil.FakeClock(t)
-	b := New(Config{Now: clock.Now, Rand: seeded(3)})
+	b := New(Config{Clock: clock, Rand: seeded(3)})
 	b.Update(addrs(1))
 	r := pick(t, b)
 	r.Sent()
@@ -168,7 +168,7 @@ func TestDefaultValues(t *testing.T) {
 func TestDefaultEjectionPercent(t *testing.T) {
 	clock := testutil.FakeClock(t)
 	ejected := 0
-	b := New(Config{Outlier: Outlier{Consecutive: 1}, Now: clock.Now, Rand: seeded(4),
+	b := New(Config{Outlier: Outlier{Consecutive: 1}, Clock: clock, Rand: seeded(4),
 		OnEject: func(netip.AddrPort, time.Duration) { ejected++ }})
 	eps := addrs(20)
 	b.Update(eps)

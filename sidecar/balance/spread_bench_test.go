@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // BenchmarkSpreadAmongEqualEndpoints measures how evenly the balancer
@@ -19,20 +21,42 @@ import (
 // the smallest and largest share of the requests, as % of an even share,
 // over windows of window requests (as one e2e burst sees them) and over
 // the whole run. Peak-EWMA remembers a slow answer for about Decay, so
-// over short windows it favours whichever endpoints were not slow lately;
-// that is the cost of its latency awareness, which this measures.
+// without a tolerance (tol=-1: only equal costs tie) it favours over short
+// windows whichever endpoints were not slow lately; a tolerance makes
+// alike endpoints tie and share like round robin.
 //
 //	go test ./sidecar/balance/ -run '^$' -bench SpreadAmongEqualEndpoints -benchtime 1x
 func BenchmarkSpreadAmongEqualEndpoints(b *testing.B) {
-	for _, decay := range []time.Duration{10 * time.Second, time.Second, 100 * time.Millisecond} {
-		for _, spikeP := range []float64{0, 0.01} {
-			b.Run(fmt.Sprintf("decay=%v/spikes=%v", decay, spikeP), func(b *testing.B) {
+	for _, tol := range []float64{-1, 0.25, DefaultTolerance} {
+		for _, decay := range []time.Duration{DefaultDecay, time.Second} {
+			for _, spikeP := range []float64{0, 0.01} {
+				b.Run(fmt.Sprintf("tol=%v/decay=%v/spikes=%v", tol, decay, spikeP), func(b *testing.B) {
+					for range b.N {
+						s := simulate(b, simSetup{k: 3, c: 4, n: 30_000, window: 900, decay: decay, tolerance: tol, spikeP: spikeP, seed: 1})
+						b.ReportMetric(s.minWindow, "min-window-%")
+						b.ReportMetric(s.maxWindow, "max-window-%")
+						b.ReportMetric(s.minRun, "min-run-%")
+						b.ReportMetric(s.maxRun, "max-run-%")
+					}
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkSlowEndpointShare is the other side of the tolerance: the share
+// of requests (% of an even share) that one endpoint gets when its answers
+// take slow× as long as the others' (same simulation, no spikes). A
+// latency-aware balancer gives a 2× slower endpoint well under its share.
+//
+//	go test ./sidecar/balance/ -run '^$' -bench SlowEndpointShare -benchtime 1x
+func BenchmarkSlowEndpointShare(b *testing.B) {
+	for _, tol := range []float64{-1, 0.25, DefaultTolerance} {
+		for _, slow := range []float64{1.25, 1.5, 2, 5} {
+			b.Run(fmt.Sprintf("tol=%v/slow=%v", tol, slow), func(b *testing.B) {
 				for range b.N {
-					minW, maxW, minAll, maxAll := simulateSpread(3, 4, 30_000, 900, decay, spikeP, 1)
-					b.ReportMetric(minW, "min-window-%")
-					b.ReportMetric(maxW, "max-window-%")
-					b.ReportMetric(minAll, "min-run-%")
-					b.ReportMetric(maxAll, "max-run-%")
+					s := simulate(b, simSetup{k: 3, c: 4, n: 30_000, window: 900, decay: DefaultDecay, tolerance: tol, slow: slow, seed: 1})
+					b.ReportMetric(s.slowShare, "slow-share-%")
 				}
 			})
 		}
@@ -57,14 +81,31 @@ func (q *simQueue) Pop() any {
 	return e
 }
 
-// simulateSpread runs n requests from c clients over k alike endpoints and
-// returns the extreme shares (% of even) over windows of window requests
-// and over the run.
-func simulateSpread(k, c, n, window int, decay time.Duration, spikeP float64, seed uint64) (minW, maxW, minAll, maxAll float64) {
-	rng := rand.New(rand.NewPCG(seed, 7))
-	var epoch time.Time // a simulated clock from the zero time: only differences matter
+// simSetup is one simulation: n requests from c clients over k endpoints,
+// shares counted over windows of window requests; endpoint 0 answers
+// slow× slower when slow > 0.
+type simSetup struct {
+	k, c, n, window int
+	decay           time.Duration
+	tolerance       float64
+	spikeP          float64
+	slow            float64
+	seed            uint64
+}
+
+// simResult holds the extreme shares (% of even) over the windows and over
+// the run, and endpoint 0's share of the run.
+type simResult struct {
+	minWindow, maxWindow, minRun, maxRun, slowShare float64
+}
+
+func simulate(tb testing.TB, s simSetup) simResult {
+	k, c, n, window := s.k, s.c, s.n, s.window
+	rng := rand.New(rand.NewPCG(s.seed, 7))
+	clk := testutil.FakeClock(tb)
+	start := clk.Now()
 	var now time.Duration
-	bal := New(Config{Decay: decay, Now: func() time.Time { return epoch.Add(now) }, Rand: rng.IntN})
+	bal := New(Config{Decay: s.decay, Tolerance: s.tolerance, Clock: clk, Rand: rng.IntN})
 	addrs := make([]netip.AddrPort, k)
 	for i := range addrs {
 		addrs[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, byte(i + 1)}), 80)
@@ -74,9 +115,12 @@ func simulateSpread(k, c, n, window int, decay time.Duration, spikeP float64, se
 	for i, a := range addrs {
 		index[a] = i
 	}
-	latency := func() time.Duration {
+	latency := func(a netip.AddrPort) time.Duration {
 		d := time.Duration(float64(time.Millisecond) * math.Exp(0.25*rng.NormFloat64()))
-		if rng.Float64() < spikeP {
+		if s.slow > 0 && a == addrs[0] {
+			d = time.Duration(float64(d) * s.slow)
+		}
+		if rng.Float64() < s.spikeP {
 			d += 10 * time.Millisecond
 		}
 		return d
@@ -90,7 +134,7 @@ func simulateSpread(k, c, n, window int, decay time.Duration, spikeP float64, se
 		}
 		r.Sent()
 		sent++
-		heap.Push(q, simEvent{at: now + latency(), req: r})
+		heap.Push(q, simEvent{at: now + latency(r.Addr), req: r})
 	}
 	for range c {
 		send()
@@ -101,6 +145,7 @@ func simulateSpread(k, c, n, window int, decay time.Duration, spikeP float64, se
 	for q.Len() > 0 {
 		ev := heap.Pop(q).(simEvent)
 		now = ev.at
+		clk.SetTime(start.Add(now))
 		ev.req.Done(Success)
 		i := index[ev.req.Addr]
 		all[i]++
@@ -117,10 +162,13 @@ func simulateSpread(k, c, n, window int, decay time.Duration, spikeP float64, se
 			send()
 		}
 	}
-	minAll, maxAll = math.Inf(1), 0
-	for _, a := range all {
+	r := simResult{minWindow: minW, maxWindow: maxW, minRun: math.Inf(1)}
+	for i, a := range all {
 		share := 100 * float64(a) * float64(k) / float64(n)
-		minAll, maxAll = min(minAll, share), max(maxAll, share)
+		r.minRun, r.maxRun = min(r.minRun, share), max(r.maxRun, share)
+		if i == 0 {
+			r.slowShare = share
+		}
 	}
-	return minW, maxW, minAll, maxAll
+	return r
 }

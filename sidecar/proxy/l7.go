@@ -311,7 +311,7 @@ func (e *l7Engine) newMeshCluster(cl *model.Cluster, old *meshCluster) *meshClus
 		mc.meshConns = conns
 	}
 	name := cl.Name
-	b := balance.New(balance.Config{Outlier: outlierOf(cl.Outlier), Now: e.p.cfg.Clock.Now,
+	b := balance.New(balance.Config{Outlier: outlierOf(cl.Outlier), Clock: e.p.cfg.Clock,
 		OnEject: func(addr netip.AddrPort, d time.Duration) {
 			e.metrics.Ejected(name)
 			e.p.log.Info("endpoint ejected", "cluster", name, "endpoint", addr.String(), "for", d)
