@@ -370,7 +370,7 @@ func TestResponseEnvelope(t *testing.T) {
 		if err := convert(r, &s); err != nil {
 			return err
 		}
-		_, err := c.applySotw(&sotwStream{names: map[string][]string{}, ever: map[string]map[string]bool{}}, &s)
+		_, err := c.applySotw(&sotwStream{subscriptions: newSubscriptions()}, &s)
 		return err
 	}
 	delta := func(r *discoveryv3.DeltaDiscoveryResponse) error {
@@ -378,7 +378,7 @@ func TestResponseEnvelope(t *testing.T) {
 		if err := convert(r, &s); err != nil {
 			return err
 		}
-		_, err := c.applyDelta(nil, nil, &s)
+		_, err := c.applyDelta(newSubscriptions(), &s)
 		return err
 	}
 	ok := &discoveryv3.DiscoveryResponse{TypeUrl: model.ClusterType, VersionInfo: "1", Nonce: "a", Resources: resources}

@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
-	"github.com/weftmesh/weft/sidecar/internal/envoy"
 	statuspb "github.com/weftmesh/weft/sidecar/internal/envoy/google/rpc"
 	discoveryv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
 	"github.com/weftmesh/weft/sidecar/xds/model"
@@ -19,14 +18,12 @@ import (
 // name. A new stream sends initial_resource_versions of what the client
 // holds, so the server sends only what changed while it was away.
 func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (healthy bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := envoy.OpenStream[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse](ctx, conn, adsDeltaMethod, true)
+	stream, err := openADS[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse](ctx, conn, adsDeltaMethod)
 	if err != nil {
-		return false, fmt.Errorf("xds: open stream: %w", err)
+		return false, err
 	}
-	names := map[string][]string{} // type URL -> subscribed names (nil: not yet subscribed)
-	ever := map[string]map[string]bool{}
+	defer stream.stop()
+	subs := newSubscriptions()
 	first := true
 	send := func(r *discoveryv3.DeltaDiscoveryRequest) error {
 		if first {
@@ -39,19 +36,13 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 	}
 	subscribe := func(t string) error {
 		want := c.wanted(t)
-		prev, sent := names[t]
+		prev, sent := subs.names[t]
 		wildcard := t == model.ClusterType || t == model.ListenerType
 		switch {
 		case wildcard && sent, !wildcard && slices.Equal(prev, want), !wildcard && !sent && len(want) == 0:
 			return nil
 		}
-		names[t] = want
-		if ever[t] == nil {
-			ever[t] = map[string]bool{}
-		}
-		for _, n := range want {
-			ever[t][n] = true
-		}
+		subs.set(t, want)
 		r := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: t}
 		if !sent {
 			r.InitialResourceVersions = c.res.versions(t)
@@ -70,18 +61,16 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 	c.connected()
 	c.log.Info("stream open", "protocol", "delta", "node", c.cfg.NodeID)
 
-	responses, recvErr, wg := receive(ctx, stream.Recv)
-	defer func() { cancel(); wg.Wait() }()
 	for {
 		select {
 		case <-ctx.Done():
 			return healthy, ctx.Err()
-		case err := <-recvErr:
+		case err := <-stream.failed:
 			return healthy, fmt.Errorf("xds: receive: %w", err)
-		case resp := <-responses:
+		case resp := <-stream.responses:
 			healthy = true
 			t := resp.GetTypeUrl()
-			cfg, err := c.applyDelta(names[t], ever[t], resp)
+			cfg, err := c.applyDelta(subs, resp)
 			if err != nil {
 				c.rejected(t, resp.GetSystemVersionInfo(), err)
 				nack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: resp.GetNonce(),
@@ -106,7 +95,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 	}
 }
 
-func (c *Client) applyDelta(subscribed []string, ever map[string]bool, resp *discoveryv3.DeltaDiscoveryResponse) (*model.Config, error) {
+func (c *Client) applyDelta(subs subscriptions, resp *discoveryv3.DeltaDiscoveryResponse) (*model.Config, error) {
 	t := resp.GetTypeUrl()
 	u := update{typeURL: t, version: resp.GetSystemVersionInfo(), upsert: map[string]entry{}, removed: resp.GetRemovedResources()}
 	if err := conform(resp); err != nil {
@@ -126,7 +115,7 @@ func (c *Client) applyDelta(subscribed []string, ever map[string]bool, resp *dis
 		if _, dup := u.upsert[r.GetName()]; dup {
 			return nil, fmt.Errorf("xds: response %s: %q appears twice", kindName(t), r.GetName())
 		}
-		if (t == model.EndpointType || t == model.RouteType) && !slices.Contains(subscribed, r.GetName()) && ever[r.GetName()] {
+		if subs.late(t, r.GetName()) {
 			continue // a late answer for something we no longer ask for
 		}
 		u.upsert[r.GetName()] = entry{msg: m, version: r.GetVersion()}

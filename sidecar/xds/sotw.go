@@ -18,9 +18,8 @@ import (
 
 // sotwStream is one state-of-the-world ADS stream's bookkeeping.
 type sotwStream struct {
-	nonce    map[string]string   // type URL -> nonce of the last response
-	names    map[string][]string // type URL -> resource names last requested (nil: never)
-	ever     map[string]map[string]bool
+	subscriptions
+	nonce    map[string]string // type URL -> nonce of the last response
 	rejected map[string]string // type URL -> version last NACKed, for repeats
 	repeats  map[string]int
 }
@@ -29,14 +28,12 @@ type sotwStream struct {
 // version and nonce, NACK the previous version with the nonce and
 // error_detail.
 func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (healthy bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := envoy.OpenStream[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse](ctx, conn, adsSotwMethod, true)
+	stream, err := openADS[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse](ctx, conn, adsSotwMethod)
 	if err != nil {
-		return false, fmt.Errorf("xds: open stream: %w", err)
+		return false, err
 	}
-	s := &sotwStream{nonce: map[string]string{}, names: map[string][]string{}, ever: map[string]map[string]bool{},
-		rejected: map[string]string{}, repeats: map[string]int{}}
+	defer stream.stop()
+	s := &sotwStream{subscriptions: newSubscriptions(), nonce: map[string]string{}, rejected: map[string]string{}, repeats: map[string]int{}}
 	first := true
 	request := func(t string, detail error) *discoveryv3.DiscoveryRequest {
 		r := &discoveryv3.DiscoveryRequest{TypeUrl: t, VersionInfo: c.versions[t], ResponseNonce: s.nonce[t], ResourceNames: s.names[t]}
@@ -54,13 +51,7 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 		if sent && slices.Equal(prev, names) || !sent && t != model.ClusterType && t != model.ListenerType && len(names) == 0 {
 			return nil
 		}
-		s.names[t] = names
-		if s.ever[t] == nil {
-			s.ever[t] = map[string]bool{}
-		}
-		for _, n := range names {
-			s.ever[t][n] = true
-		}
+		s.set(t, names)
 		return stream.Send(request(t, nil))
 	}
 	for _, t := range subscribeOrder {
@@ -71,15 +62,13 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 	c.connected()
 	c.log.Info("stream open", "protocol", "sotw", "node", c.cfg.NodeID)
 
-	responses, recvErr, wg := receive(ctx, stream.Recv)
-	defer func() { cancel(); wg.Wait() }()
 	pending := map[string]*discoveryv3.DiscoveryRequest{} // delayed NACKs of repeated responses
 	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return healthy, ctx.Err()
-		case err := <-recvErr:
+		case err := <-stream.failed:
 			return healthy, fmt.Errorf("xds: receive: %w", err)
 		case <-retry:
 			retry = nil
@@ -89,7 +78,7 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 					return healthy, fmt.Errorf("xds: send: %w", err)
 				}
 			}
-		case resp := <-responses:
+		case resp := <-stream.responses:
 			healthy = true
 			t := resp.GetTypeUrl()
 			s.nonce[t] = resp.GetNonce()
@@ -148,12 +137,34 @@ func (c *Client) applySotw(s *sotwStream, resp *discoveryv3.DiscoveryResponse) (
 		if _, dup := u.upsert[name]; dup {
 			return nil, fmt.Errorf("xds: response %s: %q appears twice", kindName(t), name)
 		}
-		if (t == model.EndpointType || t == model.RouteType) && !slices.Contains(s.names[t], name) && s.ever[t][name] {
+		if s.late(t, name) {
 			continue
 		}
 		u.upsert[name] = entry{msg: m}
 	}
 	return c.apply(u)
+}
+
+// adsStream is an open ADS stream, SotW or delta, and the goroutine that
+// reads it.
+type adsStream[Req, Res any] struct {
+	*grpc.GenericClientStream[Req, Res]
+	responses <-chan *Res
+	failed    <-chan error // why reading stopped
+	stop      func()       // ends the stream and waits for its reader
+}
+
+// openADS opens an ADS stream of method and starts reading it. Stop it when
+// done with it.
+func openADS[Req, Res any](ctx context.Context, conn grpc.ClientConnInterface, method string) (*adsStream[Req, Res], error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := envoy.OpenStream[Req, Res](ctx, conn, method, true)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("xds: open stream: %w", err)
+	}
+	responses, failed, wg := receive(ctx, stream.Recv)
+	return &adsStream[Req, Res]{GenericClientStream: stream, responses: responses, failed: failed, stop: func() { cancel(); wg.Wait() }}, nil
 }
 
 // receive reads a stream until it fails, handing responses over; wg is

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"maps"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -14,6 +15,36 @@ import (
 // subscribeOrder is the order of the first requests on a stream, Envoy's:
 // clusters before their endpoints, listeners before their routes.
 var subscribeOrder = []string{model.ClusterType, model.EndpointType, model.ListenerType, model.RouteType, model.SecretType}
+
+// subscriptions is what one stream (SotW or delta) asked for, by type URL:
+// the names last requested and every name ever requested, which tells a
+// late answer to an earlier request from a resource never asked for.
+type subscriptions struct {
+	names map[string][]string // nil: never requested
+	ever  map[string]map[string]bool
+}
+
+func newSubscriptions() subscriptions {
+	return subscriptions{names: map[string][]string{}, ever: map[string]map[string]bool{}}
+}
+
+// set records names as what is now requested of type t.
+func (s subscriptions) set(t string, names []string) {
+	s.names[t] = names
+	if s.ever[t] == nil {
+		s.ever[t] = map[string]bool{}
+	}
+	for _, n := range names {
+		s.ever[t][n] = true
+	}
+}
+
+// late reports whether resource name of type t answers an earlier request:
+// endpoints and routes asked for once and no longer. Such a resource is
+// dropped, not applied.
+func (s subscriptions) late(t, name string) bool {
+	return (t == model.EndpointType || t == model.RouteType) && !slices.Contains(s.names[t], name) && s.ever[t][name]
+}
 
 // entry is one accepted resource and its version (delta; SotW leaves it empty).
 type entry struct {
