@@ -1,11 +1,9 @@
 package weftctl
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -14,31 +12,22 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
+
+	"github.com/weftmesh/weft/internal/manifests"
 )
 
 const fieldManager = "weftctl"
 
 // decodeManifests splits a multi-document YAML stream into objects.
 func decodeManifests(b []byte) ([]*unstructured.Unstructured, error) {
-	var out []*unstructured.Unstructured
-	d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		err := d.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("weftctl: manifests: %w", err)
-		}
-		if len(u.Object) > 0 {
-			out = append(out, u)
-		}
+	objs, err := manifests.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("weftctl: %w", err)
 	}
+	return objs, nil
 }
 
 // resourceFor maps an object to its dynamic client.
