@@ -176,30 +176,16 @@ func fetchAll[T any](ctx context.Context, f auditFetcher, warn io.Writer, rs *re
 	return out, nil
 }
 
-// The audit API's JSON (controlplane/audit: EventsResponse, SummaryResponse,
-// DestinationSummary), restated: weftctl does not import the control plane.
-// The events themselves are api/audit's, the one type sidecars write.
+// The audit API's JSON (controlplane/audit: EventsResponse,
+// SummaryResponse), restated: weftctl does not import the control plane.
+// The events and the destination summaries are api/audit's.
 type (
 	auditEvents struct {
 		Events    []audit.Event `json:"events"`
 		Truncated bool          `json:"truncated"`
 	}
 	auditSummary struct {
-		Destinations []destinationSummary `json:"destinations"`
-	}
-	destinationSummary struct {
-		Destination   string         `json:"destination"`
-		Protocols     []string       `json:"protocols"`
-		IPs           []string       `json:"ips,omitempty"`
-		Connections   int64          `json:"connections"`
-		BytesSent     int64          `json:"bytesSent"`
-		BytesReceived int64          `json:"bytesReceived"`
-		FirstSeen     time.Time      `json:"firstSeen"`
-		LastSeen      time.Time      `json:"lastSeen"`
-		Decisions     map[string]int `json:"decisions"`
-		Policies      []string       `json:"policies,omitempty"`
-		Workloads     []string       `json:"workloads"`
-		Namespaces    []string       `json:"namespaces"`
+		Destinations []audit.DestinationSummary `json:"destinations"`
 	}
 )
 

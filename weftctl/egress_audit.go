@@ -21,10 +21,10 @@ import (
 
 // egressAuditReport is `egress audit -o json|yaml`.
 type egressAuditReport struct {
-	Since        time.Time            `json:"since"`
-	Until        time.Time            `json:"until"`
-	Namespace    string               `json:"namespace,omitempty"` // "": all
-	Destinations []destinationSummary `json:"destinations"`
+	Since        time.Time                  `json:"since"`
+	Until        time.Time                  `json:"until"`
+	Namespace    string                     `json:"namespace,omitempty"` // "": all
+	Destinations []audit.DestinationSummary `json:"destinations"`
 	replicaSet
 }
 
@@ -117,54 +117,15 @@ func egressAudit(ctx context.Context, e *egressEnv, warn io.Writer, f egressFilt
 }
 
 // mergeSummaries adds up the replicas' summaries per destination, most
-// connections first. (An event a sidecar resent to a second replica after
-// a failover is counted by both.)
-func mergeSummaries(sums []auditSummary) []destinationSummary {
-	by := map[string]*destinationSummary{}
+// connections first.
+func mergeSummaries(sums []auditSummary) []audit.DestinationSummary {
+	m := audit.Summaries{}
 	for _, s := range sums {
 		for _, d := range s.Destinations {
-			m := by[d.Destination]
-			if m == nil {
-				m = &destinationSummary{Destination: d.Destination, FirstSeen: d.FirstSeen, LastSeen: d.LastSeen, Decisions: map[string]int{}}
-				by[d.Destination] = m
-			}
-			m.Connections += d.Connections
-			m.BytesSent += d.BytesSent
-			m.BytesReceived += d.BytesReceived
-			if d.FirstSeen.Before(m.FirstSeen) {
-				m.FirstSeen = d.FirstSeen
-			}
-			if d.LastSeen.After(m.LastSeen) {
-				m.LastSeen = d.LastSeen
-			}
-			for k, n := range d.Decisions {
-				m.Decisions[k] += n
-			}
-			m.Protocols = union(m.Protocols, d.Protocols, 0)
-			m.IPs = union(m.IPs, d.IPs, 16)
-			m.Policies = union(m.Policies, d.Policies, 0)
-			m.Workloads = union(m.Workloads, d.Workloads, 0)
-			m.Namespaces = union(m.Namespaces, d.Namespaces, 0)
+			m.Merge(d)
 		}
 	}
-	out := make([]destinationSummary, 0, len(by))
-	for _, d := range by {
-		out = append(out, *d)
-	}
-	slices.SortFunc(out, func(a, b destinationSummary) int {
-		return cmp.Or(cmp.Compare(b.Connections, a.Connections), cmp.Compare(a.Destination, b.Destination))
-	})
-	return out
-}
-
-// union returns the sorted union of a and b, at most limit entries if
-// limit > 0.
-func union(a, b []string, limit int) []string {
-	out := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(a), b...))))
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out
+	return m.Sorted()
 }
 
 func egressEvents(ctx context.Context, e *egressEnv, warn io.Writer, f egressFilter, namespace string, limit int) (*egressEventsReport, error) {

@@ -207,7 +207,7 @@ func TestEgressAuditJSON(t *testing.T) {
 	}
 	golden.Check(t, "testdata/egress-audit.golden.json", out)
 	var r struct {
-		Destinations []destinationSummary `json:"destinations"`
+		Destinations []audit.DestinationSummary `json:"destinations"`
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatal(err)

@@ -25,9 +25,9 @@ type EventsResponse struct {
 
 // SummaryResponse is the JSON of GET /audit/summary.
 type SummaryResponse struct {
-	Since        time.Time            `json:"since,omitzero"`
-	Until        time.Time            `json:"until,omitzero"`
-	Destinations []DestinationSummary `json:"destinations"`
+	Since        time.Time                     `json:"since,omitzero"`
+	Until        time.Time                     `json:"until,omitzero"`
+	Destinations []apiaudit.DestinationSummary `json:"destinations"`
 }
 
 // Handler serves, on the control plane's admin port behind its guard
