@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // Helpers of the attack_*_test.go files: the app is hostile and tries to
@@ -65,6 +68,78 @@ func (s *hostServer) requests() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.seen)
+}
+
+// hostRecorder is a colluding upstream: it reads HTTP/1 requests one after
+// another on each connection, records "<method> <host>" of each, and
+// answers the i-th of the connection (from 0) with answer(i), raw.
+type hostRecorder struct {
+	*app
+	mu    sync.Mutex
+	hosts []string
+}
+
+func startHostRecorder(t testing.TB, answer func(i int) string) *hostRecorder {
+	t.Helper()
+	r := &hostRecorder{}
+	r.app = startApp(t, func(c *net.TCPConn, a *app) {
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.hosts = append(r.hosts, req.Method+" "+req.Host)
+			r.mu.Unlock()
+			_, _ = io.WriteString(c, answer(i))
+		}
+	})
+	return r
+}
+
+// asReq lets reqPod configure its port.
+func (r *hostRecorder) asReq() *reqServer { return &reqServer{app: r.app} }
+
+// seen is what the recorder was asked so far, as sawHost reads it.
+func (r *hostRecorder) seen() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.hosts)
+}
+
+// okResponse is a complete response, as a colluding upstream answers.
+const okResponse = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+// appReader is the app's reading side of a connection through the
+// sidecar: it reads everything the sidecar sends until the connection ends.
+type appReader struct {
+	got  testutil.SyncBuffer
+	done chan struct{} // closed when the connection has ended (or its read deadline passed)
+}
+
+func readFromSidecar(c net.Conn) *appReader {
+	r := &appReader{done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		_, _ = io.Copy(&r.got, c)
+	}()
+	return r
+}
+
+// waitFor waits until the app has read n bytes or its connection has
+// ended. (The sidecar forwards the server's bytes as it reads them, just
+// before its parser looks at them.)
+func (r *appReader) waitFor(t testing.TB, n int) {
+	t.Helper()
+	testutil.Eventually(t, fmt.Sprintf("%d bytes at the app, or the end of its connection", n), func() bool {
+		select {
+		case <-r.done:
+			return true
+		default:
+			return len(r.got.Bytes()) >= n
+		}
+	})
 }
 
 // sawHost reports whether a request the server served (seen, as

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -288,8 +287,8 @@ func TestAttackClientNeverReads(t *testing.T) {
 	if !settle(5*time.Second, func() bool { return pd.counter("connections", outbound) == 1 }) {
 		t.Fatal("the connection was not established")
 	}
-	time.Sleep(300 * time.Millisecond) // the sidecar is now stuck writing to the app
-	_ = c.Close()                      // unread bytes: the app's kernel resets the connection
+	waitWaitingIn(t, 1, "writeBounded", "the sidecar stuck writing to the app")
+	_ = c.Close() // unread bytes: the app's kernel resets the connection
 	if !settle(5*time.Second, func() bool { return pd.counter("connections", outbound) == 0 }) {
 		t.Fatalf("the sidecar still holds %v outbound connections after the app went away", pd.counter("connections", outbound))
 	}
@@ -392,41 +391,28 @@ func TestAttackCollidingResponses(t *testing.T) {
 		{"unframed 200 (read to the end)", get("api.example.com"), "HTTP/1.1 200 OK\r\n\r\nstreaming"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var mu sync.Mutex
-			var hosts []string
-			srv := startApp(t, func(c *net.TCPConn, a *app) {
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					mu.Lock()
-					hosts = append(hosts, req.Method+" "+req.Host)
-					mu.Unlock()
-					if i == 0 {
-						_, _ = io.WriteString(c, tc.answer)
-					} else {
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-					}
+			srv := startHostRecorder(t, func(i int) string {
+				if i == 0 {
+					return tc.answer
 				}
+				return okResponse
 			})
-			pd, _ := reqPod(t, "Enforce", false, &reqServer{app: srv})
+			pd, _ := reqPod(t, "Enforce", false, srv.asReq())
 			c := pd.dialOutbound(srv.addr())
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			back := readFromSidecar(c)
 			_, _ = io.WriteString(c, tc.first)
-			time.Sleep(200 * time.Millisecond) // the answer has come through
+			back.waitFor(t, len(tc.answer)) // the answer has come through
 			_, _ = io.WriteString(c, evilReq+get("api.example.com"))
 			_ = c.SetReadDeadline(time.Now().Add(time.Second))
-			back, _ := io.ReadAll(c)
-			mu.Lock()
-			seen := slices.Clone(hosts)
-			mu.Unlock()
+			<-back.done
+			seen := srv.seen()
 			if sawHost(seen, "evil.example.com") {
 				t.Fatalf("the server saw %q", seen)
 			}
-			t.Logf("server saw %q; the app got %d bytes, a 403: %v", seen, len(back), strings.Contains(string(back), " 403 "))
+			got := back.got.String()
+			t.Logf("server saw %q; the app got %d bytes, a 403: %v", seen, len(got), strings.Contains(got, " 403 "))
 		})
 	}
 }
@@ -435,35 +421,24 @@ func TestAttackCollidingResponses(t *testing.T) {
 // it is asked anything are passed on, and the requests after them are
 // still decided.
 func TestAttackResponseBeforeRequest(t *testing.T) {
-	var mu sync.Mutex
-	var hosts []string
-	srv := startApp(t, func(c *net.TCPConn, a *app) {
-		br := bufio.NewReader(c)
-		for i := 0; ; i++ {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			hosts = append(hosts, req.Method+" "+req.Host)
-			mu.Unlock()
-			// Two responses for the first request: the second is
-			// unasked for.
-			_, _ = io.WriteString(c, strings.Repeat("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 2-min(i, 1)))
+	// Two responses for the first request: the second is unasked for.
+	srv := startHostRecorder(t, func(i int) string {
+		if i == 0 {
+			return okResponse + okResponse
 		}
+		return okResponse
 	})
-	pd, events := reqPod(t, "Enforce", false, &reqServer{app: srv})
+	pd, events := reqPod(t, "Enforce", false, srv.asReq())
 	c := pd.dialOutbound(srv.addr())
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	back := readFromSidecar(c)
 	_, _ = io.WriteString(c, get("api.example.com"))
-	time.Sleep(200 * time.Millisecond)
+	back.waitFor(t, 2*len(okResponse)) // both responses have come through
 	_, _ = io.WriteString(c, get("api.example.com")+evilReq)
 	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	_, _ = io.ReadAll(c)
-	mu.Lock()
-	seen := slices.Clone(hosts)
-	mu.Unlock()
+	<-back.done
+	seen := srv.seen()
 	if sawHost(seen, "evil.example.com") {
 		t.Fatalf("the server saw %q", seen)
 	}

@@ -1,0 +1,55 @@
+package proxy
+
+import (
+	"bytes"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
+)
+
+// Some tests must act only once the sidecar's connections are in a given
+// state: stuck in a write to a peer that does not read, waiting for their
+// first byte. The proxy exposes no counter of these, but each state is a
+// goroutine waiting for the network inside one proxy function, which the
+// goroutine stacks show: the tests wait for that rather than sleep.
+
+// waitingIn counts the goroutines of this process that wait for the
+// network (IO wait) inside the proxy function fn: "writeBounded", a
+// direction stuck writing to a peer that does not read; "sniffUntil", a
+// connection waiting for its first bytes.
+func waitingIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	frame := []byte("/sidecar/proxy." + fn + "(")
+	count := 0
+	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+		head, _, _ := bytes.Cut(g, []byte("\n"))
+		if bytes.Contains(head, []byte("[IO wait")) && bytes.Contains(g, frame) {
+			count++
+		}
+	}
+	return count
+}
+
+// waitWaitingIn waits until at least n goroutines wait in fn (see
+// waitingIn), and fails t, saying what it waited for, if they do not
+// within testutil.EventuallyTimeout.
+func waitWaitingIn(t testing.TB, n int, fn, what string) {
+	t.Helper()
+	deadline := time.Now().Add(testutil.EventuallyTimeout)
+	for got := waitingIn(fn); got < n; got = waitingIn(fn) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %d goroutines waiting in %s, want %d", what, got, fn, n)
+		}
+		time.Sleep(10 * time.Millisecond) // a stack dump stops the world: not every 2ms
+	}
+}
