@@ -28,12 +28,9 @@ process's lifetime, which also holds its warm-up (one request per
 connection, and the connections' handshakes) that ActualDuration leaves
 out: that is charged to the run, so the figure can err high, never low.
 """
-import json
 import sys
 
-
-class Failed(Exception):
-    pass
+from result_rows import Failed, main as run
 
 
 def rows(r, name, conns, qps, tolerance, hz=None, ticks=None):
@@ -74,22 +71,8 @@ def rows(r, name, conns, qps, tolerance, hz=None, ticks=None):
 
 
 def main(argv):
-    if len(argv) not in (7, 11):
-        sys.exit(__doc__.split("\n\n")[0])
-    try:
-        with open(argv[1]) as f:
-            r = json.load(f)
-    except (OSError, ValueError) as e:
-        sys.exit(f"fortio left no JSON result: {e}")
-    ticks = tuple(map(int, argv[7:11])) if len(argv) == 11 else None
-    try:
-        out, failure = rows(r, argv[2], int(argv[3]), float(argv[4]), float(argv[5]), int(argv[6]), ticks)
-    except Failed as e:
-        sys.exit(str(e))
-    for m, c, v in out:
-        print(f"{m}\t{c}\t{v}")
-    if failure:
-        sys.exit(failure)
+    run(argv, __doc__.split("\n\n")[0], "fortio", 5,
+        lambda r, a, ticks: rows(r, a[0], int(a[1]), float(a[2]), float(a[3]), int(a[4]), ticks))
 
 
 if __name__ == "__main__":

@@ -16,12 +16,9 @@ out, its intervals list them (`"omitted": true`); both are the sender's
 count. GB moved = end.sum_sent.bytes + the omitted intervals' bytes, i.e.
 every byte sent in the window the CPU was measured over. GB = 1e9 bytes.
 """
-import json
 import sys
 
-
-class Failed(Exception):
-    pass
+from result_rows import Failed, main as run
 
 
 def total_sent_bytes(r):
@@ -56,20 +53,7 @@ def rows(r, name, hz=None, ticks=None):
 
 
 def main(argv):
-    if len(argv) not in (4, 8):
-        sys.exit(__doc__.split("\n\n")[0])
-    try:
-        with open(argv[1]) as f:
-            r = json.load(f)
-    except (OSError, ValueError) as e:
-        sys.exit(f"iperf3 left no JSON result: {e}")
-    ticks = tuple(map(int, argv[4:8])) if len(argv) == 8 else None
-    try:
-        out = rows(r, argv[2], int(argv[3]), ticks)
-    except Failed as e:
-        sys.exit(str(e))
-    for m, c, v in out:
-        print(f"{m}\t{c}\t{v}")
+    run(argv, __doc__.split("\n\n")[0], "iperf3", 2, lambda r, a, ticks: (rows(r, a[0], int(a[1]), ticks), None))
 
 
 if __name__ == "__main__":
