@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // loopbackPipe is pipe between two loopback TCP connections: client is
@@ -80,11 +82,17 @@ func TestKickedFlowsCarryOnWithoutParking(t *testing.T) {
 	defer pk.close()
 	var parked sync.WaitGroup
 	parked.Go(func() { _ = pk.run() })
-	var run sync.WaitGroup
+	var run parkTries
 	client, app, kick, done := loopbackPipe(t, pipeEnv{run: &run, park: pk, idle: 10 * time.Millisecond})
 	pingBothWays(t, client, app)
-	kick()                             // the sockets stay open
-	time.Sleep(100 * time.Millisecond) // ten idle periods: each flow tried to park, and was refused
+	testutil.Eventually(t, "both flows parked", func() bool { return pk.parkedFlows() == 2 })
+	adds, dones := run.adds.Load(), run.dones.Load()
+	kick() // the sockets stay open
+	// Each flow, resumed by the kick (a Done), tries to park again once
+	// idle (an Add), and is refused (a Done) or, wrongly, parks.
+	testutil.Eventually(t, "both kicked flows to try to park", func() bool {
+		return run.adds.Load()-adds >= 2 && (run.dones.Load()-dones >= 4 || pk.parkedFlows() > 0)
+	})
 	if n := pk.parkedFlows(); n != 0 {
 		t.Fatalf("%d flows parked after kick, want none", n)
 	}
@@ -98,6 +106,17 @@ func TestKickedFlowsCarryOnWithoutParking(t *testing.T) {
 	}
 	parked.Wait()
 }
+
+// parkTries is a pipe's runner, a sync.WaitGroup, that counts its flows'
+// calls of Add (a flow about to park: flow.park) and Done (a refused park,
+// or a parked flow resumed).
+type parkTries struct {
+	sync.WaitGroup
+	adds, dones atomic.Int64
+}
+
+func (r *parkTries) Add(n int) { r.adds.Add(1); r.WaitGroup.Add(n) }
+func (r *parkTries) Done()     { r.dones.Add(1); r.WaitGroup.Done() }
 
 // growingSource is a TLS source as copyGrowing sees one: every Read
 // returns what it holds, up to the buffer, all of it already decrypted
