@@ -13,6 +13,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+
+	"github.com/weftmesh/weft/internal/testutil/golden"
 )
 
 func sampleConfig() Config {
@@ -34,46 +36,8 @@ func sampleConfig() Config {
 	return cfg
 }
 
-const sampleRules = `# weft traffic capture: TCP is redirected, and DNS (UDP and TCP port 53) to the pod's nameservers
-# goes to :15053; other UDP and other protocols are untouched.
-# nameserver 127.0.0.53 is not captured: loopback traffic never is.
-table inet weft {
-	chain prerouting {
-		type nat hook prerouting priority dstnat; policy accept;
-		tcp dport 15006 return comment "weft: sidecar inbound port"
-		tcp dport 15001 return comment "weft: sidecar outbound port"
-		tcp dport 15000 return comment "weft: sidecar admin port"
-		tcp dport 15020 return comment "weft: sidecar health port"
-		tcp dport 15053 return comment "weft: sidecar DNS port"
-		tcp dport 9090 return comment "weft: excluded inbound port"
-		meta l4proto tcp redirect to :15006 comment "weft: inbound capture"
-	}
-
-	chain output {
-		type nat hook output priority -100; policy accept;
-		ip saddr 127.0.0.6 oifname "lo" return comment "weft: inbound delivery from the sidecar"
-		ip6 saddr ::6 oifname "lo" return comment "weft: inbound delivery from the sidecar"
-		meta skuid 1337 return comment "weft: sidecar traffic"
-		oifname "lo" return comment "weft: loopback"
-		ip daddr 127.0.0.0/8 return comment "weft: loopback"
-		ip6 daddr ::1 return comment "weft: loopback"
-		ip daddr 198.18.0.10 udp dport 53 redirect to :15053 comment "weft: DNS to the pod's nameserver"
-		ip daddr 198.18.0.10 tcp dport 53 redirect to :15053 comment "weft: DNS to the pod's nameserver"
-		ip6 daddr 2001:db8::53 udp dport 53 redirect to :15053 comment "weft: DNS to the pod's nameserver"
-		ip6 daddr 2001:db8::53 tcp dport 53 redirect to :15053 comment "weft: DNS to the pod's nameserver"
-		tcp dport 3306 return comment "weft: excluded outbound port"
-		ip daddr 198.18.0.0/15 return comment "weft: excluded outbound CIDR"
-		ip daddr 198.18.200.9 return comment "weft: excluded outbound CIDR"
-		ip6 daddr 2001:db8::/32 return comment "weft: excluded outbound CIDR"
-		meta l4proto tcp redirect to :15001 comment "weft: outbound capture"
-	}
-}
-`
-
 func TestRules(t *testing.T) {
-	if got := Rules(sampleConfig()); got != sampleRules {
-		t.Errorf("Rules(sample) =\n%s\nwant\n%s", got, sampleRules)
-	}
+	golden.Check(t, "testdata/rules-sample.golden", Rules(sampleConfig()))
 	cfg := DefaultConfig()
 	cfg.IncludeInboundPorts = []uint16{8080, 80, 8080}
 	got := Rules(cfg)
@@ -345,7 +309,7 @@ func TestInstallIdempotentAndRemove(t *testing.T) {
 	if want := []string{"keepme/2", "weft/1"}; !reflect.DeepEqual(tables2, want) {
 		t.Errorf("tables = %v, want %v", tables2, want)
 	}
-	wantRules := strings.Count(sampleRules, "comment ")
+	wantRules := strings.Count(Rules(cfg), "comment ")
 	if got := strings.Count(weft2, "  rule "); got != wantRules {
 		t.Errorf("installed %d rules, Rules() shows %d:\n%s", got, wantRules, weft2)
 	}

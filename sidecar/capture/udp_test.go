@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+
+	"github.com/weftmesh/weft/internal/testutil/golden"
 )
 
 func dropConfig() Config {
@@ -22,74 +24,12 @@ func dropConfig() Config {
 	return cfg
 }
 
-const sampleDropRules = `# weft traffic capture: TCP is redirected, and DNS (UDP and TCP port 53) to the pod's nameservers
-# goes to :15053; other UDP is rejected and counted per destination in sets udp_dropped_ipv4 and udp_dropped_ipv6;
-# other protocols are untouched.
-table inet weft {
-	set udp_dropped_ipv4 {
-		type ipv4_addr . inet_service
-		size 1024
-		flags dynamic,timeout
-		timeout 1h
-	}
-
-	set udp_dropped_ipv6 {
-		type ipv6_addr . inet_service
-		size 1024
-		flags dynamic,timeout
-		timeout 1h
-	}
-
-	chain prerouting {
-		type nat hook prerouting priority dstnat; policy accept;
-		tcp dport 15006 return comment "weft: sidecar inbound port"
-		tcp dport 15001 return comment "weft: sidecar outbound port"
-		tcp dport 15000 return comment "weft: sidecar admin port"
-		tcp dport 15020 return comment "weft: sidecar health port"
-		tcp dport 15053 return comment "weft: sidecar DNS port"
-		meta l4proto tcp redirect to :15006 comment "weft: inbound capture"
-	}
-
-	chain output {
-		type nat hook output priority -100; policy accept;
-		ip saddr 127.0.0.6 oifname "lo" return comment "weft: inbound delivery from the sidecar"
-		ip6 saddr ::6 oifname "lo" return comment "weft: inbound delivery from the sidecar"
-		meta skuid 1337 return comment "weft: sidecar traffic"
-		oifname "lo" return comment "weft: loopback"
-		ip daddr 127.0.0.0/8 return comment "weft: loopback"
-		ip6 daddr ::1 return comment "weft: loopback"
-		ip daddr 198.18.0.10 udp dport 53 redirect to :15053 comment "weft: DNS to the pod's nameserver"
-		ip daddr 198.18.0.10 tcp dport 53 redirect to :15053 comment "weft: DNS to the pod's nameserver"
-		tcp dport 3478 return comment "weft: excluded outbound port"
-		ip daddr 198.18.0.0/15 return comment "weft: excluded outbound CIDR"
-		meta l4proto tcp redirect to :15001 comment "weft: outbound capture"
-	}
-
-	chain output_udp {
-		type filter hook output priority filter; policy accept;
-		meta l4proto != udp return comment "weft: not UDP"
-		meta skuid 1337 return comment "weft: sidecar traffic"
-		ct direction reply return comment "weft: answers to UDP the pod received"
-		oifname "lo" return comment "weft: loopback"
-		ip daddr 127.0.0.0/8 return comment "weft: loopback and the DNS proxy"
-		ip6 daddr ::1 return comment "weft: loopback and the DNS proxy"
-		udp dport 3478 return comment "weft: excluded outbound port"
-		ip daddr 198.18.0.0/15 return comment "weft: excluded outbound CIDR"
-		update @udp_dropped_ipv4 { ip daddr . udp dport counter } comment "weft: dropped UDP, per destination"
-		update @udp_dropped_ipv6 { ip6 daddr . udp dport counter } comment "weft: dropped UDP, per destination"
-		counter reject comment "weft: outbound UDP dropped"
-	}
-}
-`
-
 func TestRulesUDP(t *testing.T) {
 	cfg := dropConfig()
 	cfg.DNSServers = []netip.Addr{netip.MustParseAddr("198.18.0.10")}
 	cfg.ExcludeOutboundPorts = []uint16{3478}
 	cfg.ExcludeOutboundCIDRs = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")}
-	if got := Rules(cfg); got != sampleDropRules {
-		t.Errorf("Rules(drop) =\n%s\nwant\n%s", got, sampleDropRules)
-	}
+	golden.Check(t, "testdata/rules-drop.golden", Rules(cfg))
 
 	// Allow (and the zero value, which means allow) adds no UDP rule at
 	// all: the rule set is what it was before UDP had a policy.
