@@ -3,6 +3,7 @@ package testutil
 import (
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 )
 
@@ -15,8 +16,20 @@ func ServeTCP(t testing.TB, handle func(net.Conn)) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+	Serve(t, l, handle)
+	return netip.MustParseAddrPort(l.Addr().String())
+}
+
+// Serve accepts connections on l until t ends, then closes l and waits
+// for the accepting goroutine to return. It runs handle on each
+// connection in a goroutine of its own, closing the connection when
+// handle returns. For a listener ServeTCP cannot open: one in another
+// network namespace, or on a port shared with UDP.
+func Serve(t testing.TB, l net.Listener, handle func(net.Conn)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -27,6 +40,5 @@ func ServeTCP(t testing.TB, handle func(net.Conn)) netip.AddrPort {
 				handle(c)
 			}()
 		}
-	}()
-	return netip.MustParseAddrPort(l.Addr().String())
+	})
 }

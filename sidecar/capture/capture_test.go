@@ -9,12 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // The test topology: a "pod" namespace and a "peer" namespace joined by a
@@ -125,28 +126,17 @@ func serveReply(t *testing.T, ns *netns, addr, name string, origDst bool) {
 		ln, err = net.Listen("tcp", addr)
 		return err
 	})
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
+	testutil.Serve(t, ln, func(c net.Conn) {
+		reply := c.LocalAddr().String()
+		if origDst {
+			od, err := OriginalDst(c.(*net.TCPConn))
+			reply = od.String()
 			if err != nil {
-				return
+				reply = "error: " + err.Error()
 			}
-			reply := c.LocalAddr().String()
-			if origDst {
-				od, err := OriginalDst(c.(*net.TCPConn))
-				reply = od.String()
-				if err != nil {
-					reply = "error: " + err.Error()
-				}
-			}
-			fmt.Fprintf(c, "%s %s\n", name, reply)
-			c.Close()
 		}
-	}()
+		fmt.Fprintf(c, "%s %s\n", name, reply)
+	})
 }
 
 func dialLine(addr string) (string, error) {

@@ -7,11 +7,12 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // The dual-stack pod of TestInboundDeliveryNotCaptured (IPv6 in
@@ -122,18 +123,8 @@ func serveFrom(t *testing.T, ns *netns, addr, name string) {
 	t.Helper()
 	var ln net.Listener
 	ns.Must(t, func() (err error) { ln, err = net.Listen("tcp", addr); return err })
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			ip := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-			fmt.Fprintf(c, "%s from %s\n", name, ip)
-			c.Close()
-		}
+	testutil.Serve(t, ln, func(c net.Conn) {
+		fmt.Fprintf(c, "%s from %s\n", name, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
 	})
 }
 

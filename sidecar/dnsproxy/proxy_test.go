@@ -121,7 +121,7 @@ func startUpstream(t testing.TB) *upstream {
 	pc, l := listenPair(t)
 	port := pc.LocalAddr().(*net.UDPAddr).Port
 	u := &upstream{addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))}
-	t.Cleanup(func() { pc.Close(); l.Close() })
+	t.Cleanup(func() { pc.Close() })
 	go func() {
 		buf := make([]byte, 65535)
 		for {
@@ -141,26 +141,17 @@ func startUpstream(t testing.TB) *upstream {
 			_, _ = pc.WriteTo(resp, from)
 		}
 	}()
-	go func() {
+	testutil.Serve(t, l, func(c net.Conn) {
 		for {
-			c, err := l.Accept()
+			msg, err := readTCPMsg(c)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				for {
-					msg, err := readTCPMsg(c)
-					if err != nil {
-						return
-					}
-					if resp := u.answer(msg, false); resp != nil {
-						_ = writeTCPMsg(c, resp)
-					}
-				}
-			}()
+			if resp := u.answer(msg, false); resp != nil {
+				_ = writeTCPMsg(c, resp)
+			}
 		}
-	}()
+	})
 	return u
 }
 
