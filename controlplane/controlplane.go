@@ -139,17 +139,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	mesh, err := registry.New(registry.Config{Client: cfg.Kube, Weft: cfg.Weft, TrustDomain: td.String(),
+	meshRegistry, err := registry.New(registry.Config{Client: cfg.Kube, Weft: cfg.Weft, TrustDomain: td.String(),
 		Logger: log.With("component", "registry"), Clock: cfg.Clock})
 	if err != nil {
 		return err
 	}
-	gen := &translate.Generator{Snapshot: mesh.Current, Bundle: ca.BundlePEM,
+	gen := &translate.Generator{Snapshot: meshRegistry.Current, Bundle: ca.BundlePEM,
 		ControlPlaneAddr: names.ControlPlaneAddr(cfg.Namespace), HTTPRouting: cfg.HTTPRouting}
 	// Who may hold a pod's ADS and audit streams: its SVID, its token
 	// (which its app containers do not have), from its IP; until the pod
 	// goes or the SVID expires.
-	streams, err := streamauth.New(streamauth.Config{Authenticator: authn, Pods: registryPods{mesh}, Bundle: caBundle{ca},
+	streams, err := streamauth.New(streamauth.Config{Authenticator: authn, Pods: registryPods{meshRegistry}, Bundle: caBundle{ca},
 		Clock: cfg.Clock, Logger: log.With("component", "streamauth")})
 	if err != nil {
 		return err
@@ -249,7 +249,7 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Go(func() { serving.renew(ctx) })
 	wg.Go(func() { clientCAs.Run(ctx, caErr != nil) })
 	wg.Go(func() {
-		if err := mesh.Run(ctx); err != nil && ctx.Err() == nil {
+		if err := meshRegistry.Run(ctx); err != nil && ctx.Err() == nil {
 			errs <- err
 		}
 	})
@@ -272,12 +272,12 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	wg.Go(func() {
 		// Streams whose pod was deleted or replaced end.
-		streams.Run(ctx, mesh.Subscribe())
+		streams.Run(ctx, meshRegistry.Subscribe())
 	})
 	wg.Go(func() {
 		// Every new mesh model is pushed (debounced) to the sidecars it
 		// changes.
-		changes := mesh.Subscribe()
+		changes := meshRegistry.Subscribe()
 		for {
 			select {
 			case <-ctx.Done():

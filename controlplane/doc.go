@@ -5,7 +5,9 @@
 //     the certificate service, the TokenReview cache and the trust bundle
 //     published to every namespace that has injection on
 //     (controlplane/identity);
-//   - the mesh model built from informers (controlplane/registry);
+//   - the mesh model (controlplane/mesh), built from informers and
+//     published by controlplane/registry, which validates weft's policies
+//     and writes their status;
 //   - the translator (controlplane/xds/translate) and the ADS server
 //     (controlplane/xds), pushed after every registry change;
 //   - the authorization of the sidecars' ADS and audit streams
@@ -34,11 +36,11 @@
 // certificate service authenticates callers by their ServiceAccount token
 // (they have no certificate yet), while the ADS and egress audit streams
 // served on the same port require an X.509-SVID and the pod's token
-// (controlplane/streamauth, fed by the registry through registryPods and
-// rechecked after every registry change). A certificate that is presented
-// must verify against the trust bundle, or the handshake fails, and a
-// connection is closed when its client certificate expires (expiry.go), so
-// a sidecar reconnects with its renewed SVID.
+// (controlplane/streamauth, fed by the registry through registryPods in
+// pods.go and rechecked after every registry change). A certificate that
+// is presented must verify against the trust bundle, or the handshake
+// fails, and a connection is closed when its client certificate expires
+// (expiry.go), so a sidecar reconnects with its renewed SVID.
 //
 // This package imports the control-plane packages it wires, certs and api/*;
 // it must not import sidecar/* or injector.

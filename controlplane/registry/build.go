@@ -15,6 +15,7 @@ import (
 
 	apinames "github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/mesh"
 )
 
 // Names the model depends on (docs/architecture.md, "Names, ports and paths").
@@ -76,56 +77,56 @@ type verdict struct {
 	generation int64
 }
 
-// build turns the state into a snapshot (Version 0, not yet indexed: see
-// index) and the verdicts on weft's objects. It is pure: same state, same
-// result.
-func build(st *state) (*Snapshot, []verdict) {
-	s := &Snapshot{Mesh: defaultMeshConfig(st.td)}
+// build turns the state into the model's contents (not yet sorted: a
+// Snapshot sorts them) and the verdicts on weft's objects. It is pure: same
+// state, same result.
+func build(st *state) (*mesh.Contents, []verdict) {
+	s := &mesh.Contents{Mesh: defaultMeshConfig(st.td)}
 	var verdicts []verdict
 	judge := func(gvr schema.GroupVersionResource, kind string, u *unstructured.Unstructured, bad *invalid) {
 		v := verdict{gvr: gvr, kind: kind, obj: u, accepted: bad == nil, generation: u.GetGeneration(),
 			reason: v1alpha1.ReasonAccepted, message: kind + " is in force"}
 		if bad != nil {
 			v.reason, v.message = bad.reason, bad.message
-			s.Rejected = append(s.Rejected, Rejected{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName(),
+			s.Rejected = append(s.Rejected, mesh.Rejected{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName(),
 				Generation: u.GetGeneration(), Reason: bad.reason, Message: bad.message})
 		}
 		verdicts = append(verdicts, v)
 	}
 
-	idOf := &ids{td: st.td, cache: map[Key]spiffeid.ID{}}
-	pods := make(map[Key]*Workload, len(st.pods))
-	s.Workloads = make([]*Workload, 0, len(st.pods))
+	idOf := &ids{td: st.td, cache: map[mesh.Key]spiffeid.ID{}}
+	pods := make(map[mesh.Key]*mesh.Workload, len(st.pods))
+	s.Workloads = make([]*mesh.Workload, 0, len(st.pods))
 	for _, p := range st.pods {
 		if finished(p) {
 			continue
 		}
 		w := workload(p, idOf)
-		pods[Key{p.Namespace, p.Name}] = w
+		pods[mesh.Key{Namespace: p.Namespace, Name: p.Name}] = w
 		s.Workloads = append(s.Workloads, w)
 	}
 	for _, ns := range st.namespaces {
-		s.Namespaces = append(s.Namespaces, Namespace{Name: ns.Name, Labels: ns.Labels, Injection: ns.Labels[injectLabel] == injectEnabled})
+		s.Namespaces = append(s.Namespaces, mesh.Namespace{Name: ns.Name, Labels: ns.Labels, Injection: ns.Labels[injectLabel] == injectEnabled})
 	}
 	for _, sa := range st.serviceAccounts {
-		s.ServiceAccounts = append(s.ServiceAccounts, ServiceAccount{Namespace: sa.Namespace, Name: sa.Name, ID: idOf.of(sa.Namespace, sa.Name)})
+		s.ServiceAccounts = append(s.ServiceAccounts, mesh.ServiceAccount{Namespace: sa.Namespace, Name: sa.Name, ID: idOf.of(sa.Namespace, sa.Name)})
 	}
-	slicesBySvc := map[Key][]*discoveryv1.EndpointSlice{}
+	slicesBySvc := map[mesh.Key][]*discoveryv1.EndpointSlice{}
 	for _, es := range st.slices {
 		if name := es.Labels[discoveryv1.LabelServiceName]; name != "" {
-			k := Key{es.Namespace, name}
+			k := mesh.Key{Namespace: es.Namespace, Name: name}
 			slicesBySvc[k] = append(slicesBySvc[k], es)
 		}
 	}
 	for _, svc := range st.services {
-		s.Services = append(s.Services, service(svc, slicesBySvc[Key{svc.Namespace, svc.Name}], pods))
+		s.Services = append(s.Services, service(svc, slicesBySvc[mesh.Key{Namespace: svc.Namespace, Name: svc.Name}], pods))
 	}
 
 	judgeAs := func(gvr schema.GroupVersionResource, kind string) func(*unstructured.Unstructured, *invalid) {
 		return func(u *unstructured.Unstructured, bad *invalid) { judge(gvr, kind, u, bad) }
 	}
 	for _, u := range st.meshConfigs {
-		resolve := func(mc *v1alpha1.MeshConfig) (MeshConfig, *invalid) { return meshConfig(mc, st.td) }
+		resolve := func(mc *v1alpha1.MeshConfig) (mesh.MeshConfig, *invalid) { return meshConfig(mc, st.td) }
 		if cfg, ok := admit(u, resolve, judgeAs(v1alpha1.MeshConfigResource, v1alpha1.MeshConfigKind)); ok {
 			s.Mesh = cfg
 		}
@@ -136,7 +137,7 @@ func build(st *state) (*Snapshot, []verdict) {
 		}
 	}
 	for _, u := range st.authzPolicies {
-		resolve := func(p *v1alpha1.AuthorizationPolicy) (*AuthorizationPolicy, *invalid) {
+		resolve := func(p *v1alpha1.AuthorizationPolicy) (*mesh.AuthorizationPolicy, *invalid) {
 			return authorizationPolicy(p, st.td)
 		}
 		if p, ok := admit(u, resolve, judgeAs(v1alpha1.AuthorizationPolicyResource, v1alpha1.AuthorizationPolicyKind)); ok {
@@ -146,63 +147,11 @@ func build(st *state) (*Snapshot, []verdict) {
 	for _, u := range st.egressPolicies {
 		if p, ok := admit(u, egressPolicy, judgeAs(v1alpha1.EgressPolicyResource, v1alpha1.EgressPolicyKind)); ok {
 			s.EgressPolicies = append(s.EgressPolicies, p)
-			verdicts[len(verdicts)-1].message = p.inForce()
+			verdicts[len(verdicts)-1].message = egressInForce(p)
 		}
 	}
 
-	s.sort()
 	return s, verdicts
-}
-
-func (s *Snapshot) sort() {
-	byKey := func(ns1, n1, ns2, n2 string) int { return cmp.Or(cmp.Compare(ns1, ns2), cmp.Compare(n1, n2)) }
-	slices.SortFunc(s.Namespaces, func(a, b Namespace) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(s.ServiceAccounts, func(a, b ServiceAccount) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
-	slices.SortFunc(s.Services, func(a, b *Service) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
-	slices.SortFunc(s.Workloads, func(a, b *Workload) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
-	// Oldest first within a namespace: the oldest matching MTLSPolicy wins.
-	slices.SortFunc(s.MTLSPolicies, func(a, b *MTLSPolicy) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), a.Created.Compare(b.Created), cmp.Compare(a.Name, b.Name))
-	})
-	slices.SortFunc(s.AuthorizationPolicies, func(a, b *AuthorizationPolicy) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
-	slices.SortFunc(s.EgressPolicies, func(a, b *EgressPolicy) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
-	slices.SortFunc(s.Rejected, func(a, b Rejected) int {
-		return cmp.Or(cmp.Compare(a.Kind, b.Kind), byKey(a.Namespace, a.Name, b.Namespace, b.Name))
-	})
-}
-
-func (s *Snapshot) index() {
-	s.idx = index{
-		services:   make(map[Key]*Service, len(s.Services)),
-		byNS:       map[string][]*Service{},
-		workloads:  make(map[Key]*Workload, len(s.Workloads)),
-		podIPs:     make(map[netip.Addr]*Workload, len(s.Workloads)),
-		clusterIPs: map[netip.AddrPort]serviceAddr{},
-		namespaces: make(map[string]*Namespace, len(s.Namespaces)),
-	}
-	for i := range s.Namespaces {
-		s.idx.namespaces[s.Namespaces[i].Name] = &s.Namespaces[i]
-	}
-	for _, svc := range s.Services {
-		s.idx.services[Key{svc.Namespace, svc.Name}] = svc
-		s.idx.byNS[svc.Namespace] = append(s.idx.byNS[svc.Namespace], svc)
-		for _, ip := range svc.ClusterIPs {
-			for i, p := range svc.Ports {
-				if p.Protocol == string(corev1.ProtocolTCP) {
-					s.idx.clusterIPs[netip.AddrPortFrom(ip, p.Port)] = serviceAddr{svc, i}
-				}
-			}
-		}
-	}
-	for _, w := range s.Workloads {
-		s.idx.workloads[w.Key()] = w
-		if w.HostNetwork {
-			continue
-		}
-		for _, ip := range w.IPs {
-			s.idx.podIPs[ip] = w
-		}
-	}
 }
 
 func finished(p *corev1.Pod) bool {
@@ -212,11 +161,11 @@ func finished(p *corev1.Pod) bool {
 // ids makes workload IDs, each once per build.
 type ids struct {
 	td    spiffeid.TrustDomain
-	cache map[Key]spiffeid.ID
+	cache map[mesh.Key]spiffeid.ID
 }
 
 func (c *ids) of(ns, sa string) spiffeid.ID {
-	k := Key{ns, sa}
+	k := mesh.Key{Namespace: ns, Name: sa}
 	id, ok := c.cache[k]
 	if !ok {
 		id = workloadID(c.td, ns, sa)
@@ -246,8 +195,8 @@ func injected(p *corev1.Pod) bool {
 	return false
 }
 
-func workload(p *corev1.Pod, idOf *ids) *Workload {
-	w := &Workload{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID), Labels: p.Labels,
+func workload(p *corev1.Pod, idOf *ids) *mesh.Workload {
+	w := &mesh.Workload{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID), Labels: p.Labels,
 		ServiceAccount: serviceAccountOf(p), Injected: injected(p), HostNetwork: p.Spec.HostNetwork, NodeName: p.Spec.NodeName,
 		InboundLoopbackPorts: inboundLoopbackPorts(p)}
 	w.Identity = idOf.of(p.Namespace, w.ServiceAccount)
@@ -264,8 +213,8 @@ func workload(p *corev1.Pod, idOf *ids) *Workload {
 	return w
 }
 
-func service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, pods map[Key]*Workload) *Service {
-	out := &Service{Namespace: svc.Namespace, Name: svc.Name, Type: string(svc.Spec.Type), ExternalName: svc.Spec.ExternalName}
+func service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, pods map[mesh.Key]*mesh.Workload) *mesh.Service {
+	out := &mesh.Service{Namespace: svc.Namespace, Name: svc.Name, Type: string(svc.Spec.Type), ExternalName: svc.Spec.ExternalName}
 	if out.Type == "" {
 		out.Type = string(corev1.ServiceTypeClusterIP)
 	}
@@ -282,7 +231,7 @@ func service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, pods map[Key
 		}
 	}
 	for _, p := range svc.Spec.Ports {
-		sp := ServicePort{Name: p.Name, Port: uint16(p.Port), Protocol: cmp.Or(string(p.Protocol), string(corev1.ProtocolTCP)),
+		sp := mesh.ServicePort{Name: p.Name, Port: uint16(p.Port), Protocol: cmp.Or(string(p.Protocol), string(corev1.ProtocolTCP)),
 			AppProtocol: appProtocol(p.Name, p.AppProtocol)}
 		if p.TargetPort.StrVal != "" {
 			sp.TargetPortName = p.TargetPort.StrVal
@@ -300,16 +249,16 @@ func service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, pods map[Key
 		if es.AddressType == discoveryv1.AddressTypeFQDN {
 			continue
 		}
-		var ports []EndpointPort
+		var ports []mesh.EndpointPort
 		for _, p := range es.Ports {
 			if p.Port == nil {
 				continue
 			}
-			ports = append(ports, EndpointPort{Name: deref(p.Name), Port: uint16(*p.Port), Protocol: string(deref(p.Protocol))})
+			ports = append(ports, mesh.EndpointPort{Name: deref(p.Name), Port: uint16(*p.Port), Protocol: string(deref(p.Protocol))})
 		}
-		slices.SortFunc(ports, func(a, b EndpointPort) int { return cmp.Compare(a.Name, b.Name) })
+		slices.SortFunc(ports, func(a, b mesh.EndpointPort) int { return cmp.Compare(a.Name, b.Name) })
 		for _, e := range es.Endpoints {
-			ep := Endpoint{Ports: ports, NodeName: deref(e.NodeName),
+			ep := mesh.Endpoint{Ports: ports, NodeName: deref(e.NodeName),
 				Ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
 				Serving:     e.Conditions.Serving == nil || *e.Conditions.Serving,
 				Terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating}
@@ -318,8 +267,8 @@ func service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, pods map[Key
 			}
 			if ref := e.TargetRef; ref != nil && ref.Kind == "Pod" {
 				ns := cmp.Or(ref.Namespace, es.Namespace)
-				if w, ok := pods[Key{ns, ref.Name}]; ok {
-					ep.Pod = &Key{ns, ref.Name}
+				if w, ok := pods[mesh.Key{Namespace: ns, Name: ref.Name}]; ok {
+					ep.Pod = &mesh.Key{Namespace: ns, Name: ref.Name}
 					ep.Identity = w.Identity
 					ep.Injected = w.Injected
 				}
@@ -341,7 +290,7 @@ func service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, pods map[Key
 			}
 		}
 	}
-	slices.SortFunc(out.Endpoints, func(a, b Endpoint) int { return a.Address.Compare(b.Address) })
+	slices.SortFunc(out.Endpoints, func(a, b mesh.Endpoint) int { return a.Address.Compare(b.Address) })
 	for _, e := range out.Endpoints {
 		if !e.Identity.IsZero() {
 			out.Identities = append(out.Identities, e.Identity)
@@ -353,14 +302,14 @@ func service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, pods map[Key
 }
 
 // knownAppProtocols maps appProtocol values and port-name prefixes.
-var knownAppProtocols = map[string]AppProtocol{
-	"http": AppProtocolHTTP, "http2": AppProtocolHTTP2, "kubernetes.io/h2c": AppProtocolHTTP2,
-	"grpc": AppProtocolGRPC, "tcp": AppProtocolTCP, "tls": AppProtocolTLS, "https": AppProtocolTLS,
+var knownAppProtocols = map[string]mesh.AppProtocol{
+	"http": mesh.AppProtocolHTTP, "http2": mesh.AppProtocolHTTP2, "kubernetes.io/h2c": mesh.AppProtocolHTTP2,
+	"grpc": mesh.AppProtocolGRPC, "tcp": mesh.AppProtocolTCP, "tls": mesh.AppProtocolTLS, "https": mesh.AppProtocolTLS,
 }
 
 // appProtocol follows Kubernetes' appProtocol, then Istio's port-name
 // convention ("http", "http-web", "grpc-api", "tcp-db", "tls-x").
-func appProtocol(name string, ap *string) AppProtocol {
+func appProtocol(name string, ap *string) mesh.AppProtocol {
 	if ap != nil && *ap != "" {
 		return knownAppProtocols[strings.ToLower(*ap)]
 	}

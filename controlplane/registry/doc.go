@@ -1,16 +1,20 @@
 // Package registry watches Kubernetes with client-go shared informers and
-// publishes an immutable model of the mesh: services with their ports, app
-// protocols, endpoints and the SPIFFE IDs behind them; workloads (pods) with
-// their identities; namespaces; and weft's policies (api/v1alpha1), validated
-// and resolved into plain Go values.
+// publishes the mesh model (controlplane/mesh): it reads Services,
+// EndpointSlices, Pods, Namespaces and ServiceAccounts into the model's
+// services, endpoints, workloads and identities (build.go), validates weft's
+// objects (api/v1alpha1) and resolves those it accepts into the model's
+// policies (validate.go), and writes each object's verdict back to it
+// (status.go).
 //
-// Every change rebuilds a Snapshot from the informers' caches; a rebuild that
-// changes nothing (a resync, an unrelated pod update) publishes nothing. A
-// weft object that fails validation is left out of the snapshot, listed in
-// Snapshot.Rejected, and reported on the object itself (status condition
-// Accepted=False) and with a Kubernetes Event; the rest is served.
+// Every change rebuilds the model's contents from the informers' caches; a
+// rebuild that changes nothing (a resync, an unrelated pod update)
+// publishes nothing (mesh.Snapshot.Next). A weft object that fails
+// validation is left out of the snapshot, listed in Snapshot.Rejected, and
+// reported on the object itself (status condition Accepted=False) and with
+// a Kubernetes Event; the rest is served.
 //
-// The model carries no Envoy types: controlplane/xds/translate translates it. This
-// package imports api/v1alpha1 and Kubernetes client libraries only, nothing
-// else of weft's.
+// This package imports controlplane/mesh, api/v1alpha1, api/names and
+// Kubernetes client libraries, nothing else of weft's. What reads the model
+// (controlplane/xds/translate) imports controlplane/mesh, not this package,
+// and so links no client-go.
 package registry

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/internal/testutil"
 )
 
@@ -112,9 +113,9 @@ func (f *fixture) eventually(what string, cond func() bool) {
 }
 
 // snapshotWhere waits for a snapshot satisfying cond.
-func (f *fixture) snapshotWhere(what string, cond func(*Snapshot) bool) *Snapshot {
+func (f *fixture) snapshotWhere(what string, cond func(*mesh.Snapshot) bool) *mesh.Snapshot {
 	f.t.Helper()
-	var s *Snapshot
+	var s *mesh.Snapshot
 	f.eventually(what, func() bool { s = f.reg.Current(); return cond(s) })
 	return s
 }
@@ -253,7 +254,7 @@ func endpointSlice(ns, service, name string, ports map[string]int32, eps ...epSp
 }
 
 // dump renders a snapshot as stable text for golden files.
-func dump(s *Snapshot) string {
+func dump(s *mesh.Snapshot) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("mesh: trustDomain=%s mtls=%s outbound=%s fromObject=%v", s.Mesh.TrustDomain, s.Mesh.MTLSMode, s.Mesh.OutboundMode, s.Mesh.FromObject)

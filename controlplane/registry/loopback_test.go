@@ -7,6 +7,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftmesh/weft/controlplane/mesh"
 )
 
 // TestInboundLoopbackPorts: weft.dev/inbound-loopback-ports becomes the
@@ -32,7 +34,7 @@ func TestInboundLoopbackPorts(t *testing.T) {
 		if tc.set {
 			p.Annotations = map[string]string{AnnotationInboundLoopbackPorts: tc.value}
 		}
-		if got := workload(p, &ids{cache: map[Key]spiffeid.ID{}}).InboundLoopbackPorts; !slices.Equal(got, tc.want) {
+		if got := workload(p, &ids{cache: map[mesh.Key]spiffeid.ID{}}).InboundLoopbackPorts; !slices.Equal(got, tc.want) {
 			t.Errorf("%q: InboundLoopbackPorts %v, want %v", tc.value, got, tc.want)
 		}
 	}

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -11,13 +10,14 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/internal/testutil"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")
 
 // buildWith builds a snapshot from weft objects alone (plus demo pods).
-func buildWith(t *testing.T, objs ...string) *Snapshot {
+func buildWith(t *testing.T, objs ...string) *mesh.Snapshot {
 	t.Helper()
 	st := &state{td: td}
 	st.pods = append(st.pods, pod("shop", "web-1", "web", "198.18.200.11", true, map[string]string{"app": "web", "tier": "front"}),
@@ -32,9 +32,8 @@ func buildWith(t *testing.T, objs ...string) *Snapshot {
 		}[u.GetKind()]
 		*into = append(*into, u)
 	}
-	s, _ := build(st)
-	s.index()
-	return s
+	c, _ := build(st)
+	return mesh.NewSnapshot(0, *c)
 }
 
 func TestValidationRejects(t *testing.T) {
@@ -193,7 +192,7 @@ spec: {serviceAccounts: [web], mode: Audit, rules: [{hosts: ["*.example.com"], p
 	id := func(s string) spiffeid.ID { return spiffeid.RequireFromString(s) }
 	for _, tc := range []struct {
 		name string
-		pol  WorkloadPolicies
+		pol  mesh.WorkloadPolicies
 		peer spiffeid.ID
 		port uint16
 		want bool
@@ -279,12 +278,12 @@ spec: {mode: Audit, defaultAction: Deny}`,
 			t.Errorf("%s: accepted %t, message %q, want %q", v.obj.GetName(), v.accepted, v.message, w.message)
 		}
 	}
-	if (&EgressPolicy{}).DefaultDeny() != true {
+	if (&mesh.EgressPolicy{}).DefaultDeny() != true {
 		t.Error("an empty DefaultAction must read as Deny (the API's default)")
 	}
 }
 
-func names(ps []*AuthorizationPolicy) string {
+func names(ps []*mesh.AuthorizationPolicy) string {
 	var out []string
 	for _, p := range ps {
 		out = append(out, p.Name)
@@ -295,13 +294,13 @@ func names(ps []*AuthorizationPolicy) string {
 func TestAppProtocol(t *testing.T) {
 	for _, tc := range []struct {
 		name, ap string
-		want     AppProtocol
+		want     mesh.AppProtocol
 	}{
-		{"http", "", AppProtocolHTTP}, {"http-web", "", AppProtocolHTTP}, {"grpc-api", "", AppProtocolGRPC},
-		{"tcp-db", "", AppProtocolTCP}, {"tls-x", "", AppProtocolTLS}, {"HTTP2-x", "", AppProtocolHTTP2},
-		{"web", "", AppProtocolUnknown}, {"httpx", "", AppProtocolUnknown},
-		{"web", "grpc", AppProtocolGRPC}, {"http-web", "tcp", AppProtocolTCP}, {"x", "kubernetes.io/h2c", AppProtocolHTTP2},
-		{"http-web", "example.com/custom", AppProtocolUnknown},
+		{"http", "", mesh.AppProtocolHTTP}, {"http-web", "", mesh.AppProtocolHTTP}, {"grpc-api", "", mesh.AppProtocolGRPC},
+		{"tcp-db", "", mesh.AppProtocolTCP}, {"tls-x", "", mesh.AppProtocolTLS}, {"HTTP2-x", "", mesh.AppProtocolHTTP2},
+		{"web", "", mesh.AppProtocolUnknown}, {"httpx", "", mesh.AppProtocolUnknown},
+		{"web", "grpc", mesh.AppProtocolGRPC}, {"http-web", "tcp", mesh.AppProtocolTCP}, {"x", "kubernetes.io/h2c", mesh.AppProtocolHTTP2},
+		{"http-web", "example.com/custom", mesh.AppProtocolUnknown},
 	} {
 		var ap *string
 		if tc.ap != "" {
@@ -310,22 +309,6 @@ func TestAppProtocol(t *testing.T) {
 		if got := appProtocol(tc.name, ap); got != tc.want {
 			t.Errorf("appProtocol(%q, %q) = %q, want %q", tc.name, tc.ap, got, tc.want)
 		}
-	}
-}
-
-func TestNewSnapshotIndexes(t *testing.T) {
-	w := &Workload{Namespace: "a", Name: "p.1", IPs: []netip.Addr{netip.MustParseAddr("198.18.210.1")}, Injected: true}
-	s := NewSnapshot(Snapshot{
-		Mesh:      defaultMeshConfig(td),
-		Workloads: []*Workload{w},
-		Services: []*Service{{Namespace: "a", Name: "s", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.1")},
-			Ports: []ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP"}}}},
-	})
-	if got, ok := s.WorkloadByNode("p.1.a"); !ok || got != w {
-		t.Error("WorkloadByNode on a hand-made snapshot")
-	}
-	if !s.InMesh(netip.MustParseAddrPort("198.19.0.1:80")) || !s.InMesh(netip.MustParseAddrPort("198.18.210.1:1234")) {
-		t.Error("InMesh on a hand-made snapshot")
 	}
 }
 
@@ -356,14 +339,14 @@ spec:
 	if len(s.Rejected) != 0 {
 		t.Fatalf("rejected %+v", s.Rejected)
 	}
-	var read *AuthorizationPolicy
+	var read *mesh.AuthorizationPolicy
 	for _, p := range s.AuthorizationPolicies {
 		if p.Name == "read" {
 			read = p
 		}
 	}
-	want := []Destination{
-		{Ports: []uint16{80, 8080}, Methods: []string{"GET", "HEAD"}, Paths: []PathMatch{{Value: "/api/v1/users"}, {Value: "/api/", Prefix: true}}},
+	want := []mesh.Destination{
+		{Ports: []uint16{80, 8080}, Methods: []string{"GET", "HEAD"}, Paths: []mesh.PathMatch{{Value: "/api/v1/users"}, {Value: "/api/", Prefix: true}}},
 		{Ports: []uint16{9090}},
 	}
 	if got := read.Rules[0].To; !equalRule(got, want) {
@@ -426,32 +409,6 @@ spec:
 		ok, by := pol.Authorize(td, tc.peer, tc.port)
 		if ok != tc.want || by == nil || by.Name != tc.by {
 			t.Errorf("Authorize(%s, %d) = %v by %+v, want %v by %s", tc.peer, tc.port, ok, by, tc.want, tc.by)
-		}
-	}
-}
-
-// TestConnectionPorts: what a rule matches on a connection, per action.
-func TestConnectionPorts(t *testing.T) {
-	get := []string{"GET"}
-	for _, tc := range []struct {
-		name   string
-		to     []Destination
-		action v1alpha1.AuthorizationAction
-		ports  []uint16
-		ok     bool
-	}{
-		{"no to", nil, v1alpha1.ActionAllow, nil, true},
-		{"ports", []Destination{{Ports: []uint16{80}}, {Ports: []uint16{81, 80}}}, v1alpha1.ActionAllow, []uint16{80, 81}, true},
-		{"allow http only", []Destination{{Ports: []uint16{80}, Methods: get}}, v1alpha1.ActionAllow, nil, false},
-		{"allow http dropped", []Destination{{Ports: []uint16{80}, Methods: get}, {Ports: []uint16{81}}}, v1alpha1.ActionAllow, []uint16{81}, true},
-		{"allow any port kept", []Destination{{Paths: []PathMatch{{Value: "/"}}}, {Ports: []uint16{81}}, {Methods: get}}, v1alpha1.ActionAllow, []uint16{81}, true},
-		{"deny http on ports", []Destination{{Ports: []uint16{80}, Methods: get}}, v1alpha1.ActionDeny, []uint16{80}, true},
-		{"deny http on any port", []Destination{{Ports: []uint16{80}}, {Paths: []PathMatch{{Value: "/a"}}}}, v1alpha1.ActionDeny, nil, true},
-	} {
-		r := AuthorizationRule{To: tc.to}
-		ports, ok := r.ConnectionPorts(tc.action)
-		if ok != tc.ok || !equalRule(ports, tc.ports) {
-			t.Errorf("%s: ConnectionPorts(%s) = %v, %v; want %v, %v", tc.name, tc.action, ports, ok, tc.ports, tc.ok)
 		}
 	}
 }

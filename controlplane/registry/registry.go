@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +28,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/mesh"
 )
 
 // Config configures a Registry.
@@ -58,7 +58,7 @@ type Registry struct {
 	listers listers
 	status  *statusWriter
 
-	current  atomic.Pointer[Snapshot]
+	current  atomic.Pointer[mesh.Snapshot]
 	changed  chan struct{} // cap 1: "something changed, rebuild"
 	ready    chan struct{} // closed once the first snapshot is published
 	running  atomic.Bool
@@ -164,7 +164,7 @@ func (r *Registry) trigger() {
 
 // Current returns the latest snapshot; nil until the informers have synced
 // and the first snapshot is built (see Ready).
-func (r *Registry) Current() *Snapshot { return r.current.Load() }
+func (r *Registry) Current() *mesh.Snapshot { return r.current.Load() }
 
 // Ready is closed once Current returns a snapshot.
 func (r *Registry) Ready() <-chan struct{} { return r.ready }
@@ -237,17 +237,12 @@ func (r *Registry) rebuild() {
 		r.log.Error("reading the informer caches", "err", err)
 		return
 	}
-	next, verdicts := build(st)
+	contents, verdicts := build(st)
 	prev := r.current.Load()
-	if prev != nil && sameContent(prev, next) {
+	next := prev.Next(*contents)
+	if next == prev {
 		r.status.reconcile(verdicts)
 		return
-	}
-	next.index()
-	if prev != nil {
-		next.Version = prev.Version + 1
-	} else {
-		next.Version = 1
 	}
 	r.current.Store(next)
 	r.log.Debug("published snapshot", "version", next.Version, "services", len(next.Services),
@@ -295,12 +290,4 @@ func (r *Registry) state() (*state, error) {
 		}
 	}
 	return st, errors.Join(errs...)
-}
-
-// sameContent compares everything but the Version.
-func sameContent(a, b *Snapshot) bool {
-	x, y := *a, *b
-	x.Version, y.Version = 0, 0
-	x.idx, y.idx = index{}, index{}
-	return reflect.DeepEqual(x, y)
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/internal/testutil/golden"
 )
 
@@ -87,7 +88,7 @@ func TestSnapshotLookups(t *testing.T) {
 		}
 	}
 	svc, sp, ok := s.ServiceByAddr(netip.MustParseAddrPort("198.19.0.10:9090"))
-	if !ok || svc.Name != "web" || sp.Name != "metrics" || sp.AppProtocol != AppProtocolHTTP {
+	if !ok || svc.Name != "web" || sp.Name != "metrics" || sp.AppProtocol != mesh.AppProtocolHTTP {
 		t.Errorf("ServiceByAddr(198.19.0.10:9090) = %v %+v %v", svc, sp, ok)
 	}
 	dbSvc, _ := s.Service("shop", "db")
@@ -110,7 +111,7 @@ func TestServiceDeleteAndRename(t *testing.T) {
 	if err := f.kube.CoreV1().Services("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	s := f.snapshotWhere("web deleted", func(s *Snapshot) bool { _, ok := s.Service("shop", "web"); return !ok })
+	s := f.snapshotWhere("web deleted", func(s *mesh.Snapshot) bool { _, ok := s.Service("shop", "web"); return !ok })
 	if s.Version <= v1 || s.InMesh(netip.MustParseAddrPort("198.19.0.10:80")) {
 		t.Errorf("after delete: version %d (was %d), 198.19.0.10:80 in mesh %v", s.Version, v1, s.InMesh(netip.MustParseAddrPort("198.19.0.10:80")))
 	}
@@ -129,7 +130,7 @@ func TestServiceDeleteAndRename(t *testing.T) {
 	}
 	f.create(svc("shop", "db-v2", "198.19.0.20", map[string]string{"app": "db"}, svcPort("tcp-pg", 5432, intstr.FromString("pg"), "")))
 	f.create(endpointSlice("shop", "db-v2", "db-v2-1", map[string]int32{"tcp-pg": 5433}, epSpec{ip: "198.18.200.21", pod: "db-0"}))
-	s = f.snapshotWhere("db renamed to db-v2", func(s *Snapshot) bool {
+	s = f.snapshotWhere("db renamed to db-v2", func(s *mesh.Snapshot) bool {
 		_, oldOK := s.Service("shop", "db")
 		n, newOK := s.Service("shop", "db-v2")
 		return !oldOK && newOK && len(n.Endpoints) == 1
@@ -172,13 +173,13 @@ func TestResyncAndNoOpUpdatesKeepVersion(t *testing.T) {
 	if _, err := f.kube.CoreV1().Pods("shop").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	f.snapshotWhere("label change published", func(s *Snapshot) bool { return s.Version == v+1 })
+	f.snapshotWhere("label change published", func(s *mesh.Snapshot) bool { return s.Version == v+1 })
 }
 
 func TestSidecarlessPodNotInjected(t *testing.T) {
 	f := start(t, Config{}, demoCluster()...)
 	f.create(pod("shop", "plain", "web", "198.18.200.99", false, map[string]string{"app": "web"}))
-	s := f.snapshotWhere("plain pod", func(s *Snapshot) bool { _, ok := s.Workload("shop", "plain"); return ok })
+	s := f.snapshotWhere("plain pod", func(s *mesh.Snapshot) bool { _, ok := s.Workload("shop", "plain"); return ok })
 	w, _ := s.Workload("shop", "plain")
 	if w.Injected {
 		t.Error("a pod without weft-proxy is marked injected")
@@ -187,7 +188,7 @@ func TestSidecarlessPodNotInjected(t *testing.T) {
 	p := pod("shop", "sidecar-classic", "web", "198.18.200.98", false, nil)
 	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "weft-proxy"})
 	f.create(p)
-	s = f.snapshotWhere("classic pod", func(s *Snapshot) bool { _, ok := s.Workload("shop", "sidecar-classic"); return ok })
+	s = f.snapshotWhere("classic pod", func(s *mesh.Snapshot) bool { _, ok := s.Workload("shop", "sidecar-classic"); return ok })
 	if w, _ := s.Workload("shop", "sidecar-classic"); !w.Injected {
 		t.Error("a pod with a weft-proxy container is not marked injected")
 	}
@@ -196,7 +197,7 @@ func TestSidecarlessPodNotInjected(t *testing.T) {
 	done.Status.Phase = corev1.PodSucceeded
 	f.create(done)
 	f.create(pod("shop", "marker", "web", "198.18.200.96", true, nil))
-	s = f.snapshotWhere("marker pod", func(s *Snapshot) bool { _, ok := s.Workload("shop", "marker"); return ok })
+	s = f.snapshotWhere("marker pod", func(s *mesh.Snapshot) bool { _, ok := s.Workload("shop", "marker"); return ok })
 	if _, ok := s.Workload("shop", "job-1"); ok {
 		t.Error("a succeeded pod is a workload")
 	}
@@ -299,7 +300,7 @@ func TestBadAuthorizationPolicyReportedGoodServed(t *testing.T) {
 	if _, err := f.weft.Resource(v1alpha1.AuthorizationPolicyResource).Namespace("shop").Update(context.Background(), fixed, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	f.snapshotWhere("fixed policy served", func(s *Snapshot) bool { return len(s.AuthorizationPolicies) == 2 && len(s.Rejected) == 0 })
+	f.snapshotWhere("fixed policy served", func(s *mesh.Snapshot) bool { return len(s.AuthorizationPolicies) == 2 && len(s.Rejected) == 0 })
 	f.eventually("fixed policy Accepted=True", func() bool {
 		c := f.acceptedCondition(fixed)
 		return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == 2
@@ -309,14 +310,14 @@ func TestBadAuthorizationPolicyReportedGoodServed(t *testing.T) {
 func TestMeshConfig(t *testing.T) {
 	f := start(t, Config{TrustDomain: "prod.example"}, demoCluster()...)
 	s := f.reg.Current()
-	want := MeshConfig{TrustDomain: s.Mesh.TrustDomain, MTLSMode: v1alpha1.MTLSStrict, OutboundMode: v1alpha1.OutboundAllowAny}
+	want := mesh.MeshConfig{TrustDomain: s.Mesh.TrustDomain, MTLSMode: v1alpha1.MTLSStrict, OutboundMode: v1alpha1.OutboundAllowAny}
 	if s.Mesh != want || s.Mesh.TrustDomain.Name() != "prod.example" {
 		t.Fatalf("defaults: %+v, want %+v in prod.example", s.Mesh, want)
 	}
 
 	other := weftObject(t, "kind: MeshConfig\nmetadata: {name: mesh}\nspec: {mtls: {mode: PERMISSIVE}}")
 	f.create(other)
-	s = f.snapshotWhere("mesh rejected", func(s *Snapshot) bool { return len(s.Rejected) == 1 })
+	s = f.snapshotWhere("mesh rejected", func(s *mesh.Snapshot) bool { return len(s.Rejected) == 1 })
 	if r := s.Rejected[0]; r.Name != "mesh" || r.Reason != v1alpha1.ReasonNotDefault || s.Mesh.MTLSMode != v1alpha1.MTLSStrict {
 		t.Errorf("rejected %+v, mesh %+v", r, s.Mesh)
 	}
@@ -328,7 +329,7 @@ func TestMeshConfig(t *testing.T) {
 
 	def := weftObject(t, "kind: MeshConfig\nmetadata: {name: default}\nspec: {trustDomain: prod.example, mtls: {mode: PERMISSIVE}, outboundTrafficPolicy: {mode: REGISTRY_ONLY}}")
 	f.create(def)
-	s = f.snapshotWhere("default applied", func(s *Snapshot) bool { return s.Mesh.FromObject })
+	s = f.snapshotWhere("default applied", func(s *mesh.Snapshot) bool { return s.Mesh.FromObject })
 	if s.Mesh.MTLSMode != v1alpha1.MTLSPermissive || s.Mesh.OutboundMode != v1alpha1.OutboundRegistryOnly {
 		t.Errorf("mesh %+v", s.Mesh)
 	}
@@ -347,7 +348,7 @@ func TestMeshConfig(t *testing.T) {
 	if _, err := f.weft.Resource(v1alpha1.MeshConfigResource).Update(context.Background(), def, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	s = f.snapshotWhere("trust domain mismatch", func(s *Snapshot) bool { return !s.Mesh.FromObject })
+	s = f.snapshotWhere("trust domain mismatch", func(s *mesh.Snapshot) bool { return !s.Mesh.FromObject })
 	if len(s.Rejected) != 2 || s.Rejected[0].Reason != v1alpha1.ReasonTrustDomainMismatch {
 		t.Errorf("rejected %+v", s.Rejected)
 	}

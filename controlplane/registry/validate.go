@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/mesh"
 )
 
 // invalid is why an object is rejected: the Accepted condition's reason and
@@ -40,29 +41,29 @@ func decode(u *unstructured.Unstructured, into any) *invalid {
 }
 
 // meshConfig validates the MeshConfig and returns the configuration in force.
-func meshConfig(mc *v1alpha1.MeshConfig, td spiffeid.TrustDomain) (MeshConfig, *invalid) {
+func meshConfig(mc *v1alpha1.MeshConfig, td spiffeid.TrustDomain) (mesh.MeshConfig, *invalid) {
 	if mc.Name != v1alpha1.DefaultMeshConfigName {
-		return MeshConfig{}, &invalid{v1alpha1.ReasonNotDefault,
+		return mesh.MeshConfig{}, &invalid{v1alpha1.ReasonNotDefault,
 			fmt.Sprintf("only the MeshConfig named %q is honoured; this one is ignored", v1alpha1.DefaultMeshConfigName)}
 	}
 	if mc.Spec.TrustDomain != "" && mc.Spec.TrustDomain != td.Name() {
-		return MeshConfig{}, &invalid{v1alpha1.ReasonTrustDomainMismatch,
+		return mesh.MeshConfig{}, &invalid{v1alpha1.ReasonTrustDomainMismatch,
 			fmt.Sprintf("spec.trustDomain %q differs from the control plane's trust domain %q, which is set at install and cannot change", mc.Spec.TrustDomain, td.Name())}
 	}
-	out := MeshConfig{TrustDomain: td, FromObject: true,
+	out := mesh.MeshConfig{TrustDomain: td, FromObject: true,
 		MTLSMode:     cmp.Or(mc.Spec.MTLS.Mode, v1alpha1.MTLSStrict),
 		OutboundMode: cmp.Or(mc.Spec.OutboundTrafficPolicy.Mode, v1alpha1.OutboundAllowAny)}
 	if err := checkMode("spec.mtls.mode", out.MTLSMode); err != nil {
-		return MeshConfig{}, err
+		return mesh.MeshConfig{}, err
 	}
 	if err := oneOf("spec.outboundTrafficPolicy.mode", out.OutboundMode, v1alpha1.OutboundAllowAny, v1alpha1.OutboundRegistryOnly); err != nil {
-		return MeshConfig{}, err
+		return mesh.MeshConfig{}, err
 	}
 	return out, nil
 }
 
-func defaultMeshConfig(td spiffeid.TrustDomain) MeshConfig {
-	return MeshConfig{TrustDomain: td, MTLSMode: v1alpha1.MTLSStrict, OutboundMode: v1alpha1.OutboundAllowAny}
+func defaultMeshConfig(td spiffeid.TrustDomain) mesh.MeshConfig {
+	return mesh.MeshConfig{TrustDomain: td, MTLSMode: v1alpha1.MTLSStrict, OutboundMode: v1alpha1.OutboundAllowAny}
 }
 
 func checkMode(field string, m v1alpha1.MTLSMode) *invalid {
@@ -104,7 +105,7 @@ func port(field string, n int64) (uint16, *invalid) {
 	return uint16(n), nil
 }
 
-func mtlsPolicy(p *v1alpha1.MTLSPolicy) (*MTLSPolicy, *invalid) {
+func mtlsPolicy(p *v1alpha1.MTLSPolicy) (*mesh.MTLSPolicy, *invalid) {
 	sel, err := selector("spec.selector", p.Spec.Selector)
 	if err != nil {
 		return nil, err
@@ -112,7 +113,7 @@ func mtlsPolicy(p *v1alpha1.MTLSPolicy) (*MTLSPolicy, *invalid) {
 	if err := checkMode("spec.mode", p.Spec.Mode); err != nil {
 		return nil, err
 	}
-	out := &MTLSPolicy{Namespace: p.Namespace, Name: p.Name, Created: p.CreationTimestamp.Time.UTC(), Selector: sel, Mode: p.Spec.Mode}
+	out := &mesh.MTLSPolicy{Namespace: p.Namespace, Name: p.Name, Created: p.CreationTimestamp.Time.UTC(), Selector: sel, Mode: p.Spec.Mode}
 	for k, mode := range p.Spec.PortLevelMTLS {
 		field := fmt.Sprintf("spec.portLevelMtls[%s]", k)
 		n, perr := strconv.ParseInt(k, 10, 32)
@@ -134,12 +135,12 @@ func mtlsPolicy(p *v1alpha1.MTLSPolicy) (*MTLSPolicy, *invalid) {
 	return out, nil
 }
 
-func authorizationPolicy(p *v1alpha1.AuthorizationPolicy, td spiffeid.TrustDomain) (*AuthorizationPolicy, *invalid) {
+func authorizationPolicy(p *v1alpha1.AuthorizationPolicy, td spiffeid.TrustDomain) (*mesh.AuthorizationPolicy, *invalid) {
 	sel, err := selector("spec.selector", p.Spec.Selector)
 	if err != nil {
 		return nil, err
 	}
-	out := &AuthorizationPolicy{Namespace: p.Namespace, Name: p.Name, Selector: sel, Action: cmp.Or(p.Spec.Action, v1alpha1.ActionAllow)}
+	out := &mesh.AuthorizationPolicy{Namespace: p.Namespace, Name: p.Name, Selector: sel, Action: cmp.Or(p.Spec.Action, v1alpha1.ActionAllow)}
 	if err := oneOf("spec.action", out.Action, v1alpha1.ActionAllow, v1alpha1.ActionDeny); err != nil {
 		return nil, err
 	}
@@ -148,7 +149,7 @@ func authorizationPolicy(p *v1alpha1.AuthorizationPolicy, td spiffeid.TrustDomai
 		if j := slices.IndexFunc(p.Spec.Rules[:i], func(o v1alpha1.AuthorizationRule) bool { return equalRule(o, r) }); j >= 0 {
 			return nil, rejectf("%s duplicates spec.rules[%d]", field, j)
 		}
-		rule := AuthorizationRule{}
+		rule := mesh.AuthorizationRule{}
 		for j, f := range r.From {
 			src, err := source(fmt.Sprintf("%s.from[%d]", field, j), f, td)
 			if err != nil {
@@ -179,8 +180,8 @@ const (
 
 // destination validates a to entry: ports, upper-case method tokens, and
 // paths that are "*", or absolute, exact or with one trailing '*'.
-func destination(field string, to v1alpha1.AuthorizationDestination) (Destination, *invalid) {
-	var d Destination
+func destination(field string, to v1alpha1.AuthorizationDestination) (mesh.Destination, *invalid) {
+	var d mesh.Destination
 	if len(to.Ports)+len(to.Methods)+len(to.Paths) == 0 {
 		return d, rejectf("%s: needs ports, methods or paths", field)
 	}
@@ -236,28 +237,28 @@ func method(field, m string) *invalid {
 // pathMatch parses "*" (any path), an exact path, or a prefix ending in
 // '*'; a path is absolute and holds no query or fragment (it is compared
 // with the request's path without its query).
-func pathMatch(field, p string) (PathMatch, *invalid) {
+func pathMatch(field, p string) (mesh.PathMatch, *invalid) {
 	if p == "*" {
-		return PathMatch{Prefix: true}, nil
+		return mesh.PathMatch{Prefix: true}, nil
 	}
 	if len(p) > maxPathLength {
-		return PathMatch{}, rejectf("%s: %d bytes, at most %d", field, len(p), maxPathLength)
+		return mesh.PathMatch{}, rejectf("%s: %d bytes, at most %d", field, len(p), maxPathLength)
 	}
 	if !strings.HasPrefix(p, "/") {
-		return PathMatch{}, rejectf("%s %q: a path is absolute (starts with '/'), or is \"*\"", field, p)
+		return mesh.PathMatch{}, rejectf("%s %q: a path is absolute (starts with '/'), or is \"*\"", field, p)
 	}
 	prefix, wildcard := strings.CutSuffix(p, "*")
 	if strings.Contains(prefix, "*") {
-		return PathMatch{}, rejectf("%s %q: '*' is allowed only once, at the end", field, p)
+		return mesh.PathMatch{}, rejectf("%s %q: '*' is allowed only once, at the end", field, p)
 	}
 	if strings.ContainsAny(prefix, "?#") {
-		return PathMatch{}, rejectf("%s %q: a path holds no query or fragment ('?', '#'): requests are matched on their path without the query", field, p)
+		return mesh.PathMatch{}, rejectf("%s %q: a path holds no query or fragment ('?', '#'): requests are matched on their path without the query", field, p)
 	}
-	return PathMatch{Value: prefix, Prefix: wildcard}, nil
+	return mesh.PathMatch{Value: prefix, Prefix: wildcard}, nil
 }
 
-func source(field string, f v1alpha1.AuthorizationSource, td spiffeid.TrustDomain) (Source, *invalid) {
-	var src Source
+func source(field string, f v1alpha1.AuthorizationSource, td spiffeid.TrustDomain) (mesh.Source, *invalid) {
+	var src mesh.Source
 	if len(f.Principals)+len(f.Namespaces)+len(f.ServiceAccounts) == 0 {
 		return src, rejectf("%s: needs principals, namespaces or serviceAccounts", field)
 	}
@@ -279,52 +280,52 @@ func source(field string, f v1alpha1.AuthorizationSource, td spiffeid.TrustDomai
 		if !ok || len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
 			return src, rejectf("%s.serviceAccounts[%d] %q is not <namespace>/<service-account>", field, i, s)
 		}
-		src.ServiceAccounts = append(src.ServiceAccounts, Key{ns, name})
+		src.ServiceAccounts = append(src.ServiceAccounts, mesh.Key{Namespace: ns, Name: name})
 	}
 	return src, nil
 }
 
 // principal parses "*", an exact SPIFFE ID, or a SPIFFE ID prefix ending in
 // "*"; all in the mesh's trust domain, since no other can authenticate.
-func principal(field, p string, td spiffeid.TrustDomain) (Principal, *invalid) {
+func principal(field, p string, td spiffeid.TrustDomain) (mesh.Principal, *invalid) {
 	if p == "*" {
-		return Principal{Value: td.IDString() + "/", Prefix: true}, nil
+		return mesh.Principal{Value: td.IDString() + "/", Prefix: true}, nil
 	}
 	prefix, wildcard := strings.CutSuffix(p, "*")
 	if strings.Contains(prefix, "*") {
-		return Principal{}, rejectf("%s %q: '*' is allowed only at the end", field, p)
+		return mesh.Principal{}, rejectf("%s %q: '*' is allowed only at the end", field, p)
 	}
 	if wildcard {
 		// A prefix is valid when completing it makes a valid ID in td.
 		id, err := spiffeid.FromString(prefix + "x")
 		if err != nil {
-			return Principal{}, rejectf("%s %q is not a SPIFFE ID prefix: %v", field, p, err)
+			return mesh.Principal{}, rejectf("%s %q is not a SPIFFE ID prefix: %v", field, p, err)
 		}
 		if id.TrustDomain() != td {
-			return Principal{}, rejectf("%s %q is not in the mesh's trust domain %q", field, p, td.Name())
+			return mesh.Principal{}, rejectf("%s %q is not in the mesh's trust domain %q", field, p, td.Name())
 		}
 		if !strings.HasPrefix(prefix, td.IDString()+"/") {
 			// "spiffe://cluster.local*" would also match cluster.localhost.
-			return Principal{}, rejectf("%s %q: the prefix must include the trust domain and a '/'", field, p)
+			return mesh.Principal{}, rejectf("%s %q: the prefix must include the trust domain and a '/'", field, p)
 		}
-		return Principal{Value: prefix, Prefix: true}, nil
+		return mesh.Principal{Value: prefix, Prefix: true}, nil
 	}
 	id, err := spiffeid.FromString(p)
 	if err != nil {
-		return Principal{}, rejectf("%s %q is not a SPIFFE ID: %v", field, p, err)
+		return mesh.Principal{}, rejectf("%s %q is not a SPIFFE ID: %v", field, p, err)
 	}
 	if id.TrustDomain() != td {
-		return Principal{}, rejectf("%s %q is not in the mesh's trust domain %q", field, p, td.Name())
+		return mesh.Principal{}, rejectf("%s %q is not in the mesh's trust domain %q", field, p, td.Name())
 	}
-	return Principal{Value: id.String()}, nil
+	return mesh.Principal{Value: id.String()}, nil
 }
 
-func egressPolicy(p *v1alpha1.EgressPolicy) (*EgressPolicy, *invalid) {
+func egressPolicy(p *v1alpha1.EgressPolicy) (*mesh.EgressPolicy, *invalid) {
 	sel, err := selector("spec.selector", p.Spec.Selector)
 	if err != nil {
 		return nil, err
 	}
-	out := &EgressPolicy{Namespace: p.Namespace, Name: p.Name, Selector: sel,
+	out := &mesh.EgressPolicy{Namespace: p.Namespace, Name: p.Name, Selector: sel,
 		Mode:          cmp.Or(p.Spec.Mode, v1alpha1.EgressEnforce),
 		DefaultAction: cmp.Or(p.Spec.DefaultAction, v1alpha1.EgressDeny), // the CRD's defaults
 	}
@@ -356,9 +357,9 @@ func egressPolicy(p *v1alpha1.EgressPolicy) (*EgressPolicy, *invalid) {
 	return out, nil
 }
 
-// inForce is the Accepted condition's message of an accepted EgressPolicy:
-// what it does with the egress its rules do not match.
-func (p *EgressPolicy) inForce() string {
+// egressInForce is the Accepted condition's message of an accepted
+// EgressPolicy: what it does with the egress its rules do not match.
+func egressInForce(p *mesh.EgressPolicy) string {
 	switch {
 	case !p.DefaultDeny():
 		return fmt.Sprintf("EgressPolicy is in force (%s, defaultAction Allow): egress no rule matches is left to MeshConfig's outboundTrafficPolicy", p.Mode)
@@ -369,8 +370,8 @@ func (p *EgressPolicy) inForce() string {
 	}
 }
 
-func egressRule(field string, r v1alpha1.EgressRule) (EgressRule, *invalid) {
-	rule := EgressRule{Action: cmp.Or(r.Action, v1alpha1.EgressAllow)}
+func egressRule(field string, r v1alpha1.EgressRule) (mesh.EgressRule, *invalid) {
+	rule := mesh.EgressRule{Action: cmp.Or(r.Action, v1alpha1.EgressAllow)}
 	if err := oneOf(field+".action", rule.Action, v1alpha1.EgressAllow, v1alpha1.EgressDeny); err != nil {
 		return rule, err
 	}
@@ -402,7 +403,7 @@ func egressRule(field string, r v1alpha1.EgressRule) (EgressRule, *invalid) {
 		if p.Protocol == v1alpha1.EgressTCP && len(r.Hosts) > 0 {
 			return rule, rejectf("%s: hosts cannot be matched on TCP port %d; use cidrs, or HTTP or TLS", pf, n)
 		}
-		rule.Ports = append(rule.Ports, EgressPort{Number: n, Protocol: p.Protocol})
+		rule.Ports = append(rule.Ports, mesh.EgressPort{Number: n, Protocol: p.Protocol})
 	}
 	return rule, nil
 }

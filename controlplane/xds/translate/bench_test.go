@@ -8,42 +8,42 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/controlplane/xds"
 )
 
 // bigMesh is the golden mesh plus services×endpoints more: services spread
 // over 20 injected namespaces, each with one port and endpoints sidecar
 // pods (one in ten not ready).
-func bigMesh(services, endpoints int) *registry.Snapshot {
+func bigMesh(services, endpoints int) *mesh.Snapshot {
 	c := meshContents(v1alpha1.OutboundRegistryOnly)
 	for i := range 20 {
-		c.Namespaces = append(c.Namespaces, registry.Namespace{Name: fmt.Sprintf("ns-%02d", i), Injection: true})
+		c.Namespaces = append(c.Namespaces, mesh.Namespace{Name: fmt.Sprintf("ns-%02d", i), Injection: true})
 	}
 	for s := range services {
 		ns, name := fmt.Sprintf("ns-%02d", s%20), fmt.Sprintf("svc-%04d", s)
-		svc := &registry.Service{
+		svc := &mesh.Service{
 			Namespace: ns, Name: name, Type: "ClusterIP",
 			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 97, byte(s >> 8), byte(s)})},
 			Selector:   map[string]string{"app": name},
-			Ports:      []registry.ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP", AppProtocol: registry.AppProtocolHTTP}},
+			Ports:      []mesh.ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP", AppProtocol: mesh.AppProtocolHTTP}},
 		}
 		for e := range endpoints {
 			n := s*endpoints + e
-			k := registry.Key{Namespace: ns, Name: fmt.Sprintf("%s-%d", name, e)}
-			svc.Endpoints = append(svc.Endpoints, registry.Endpoint{
+			k := mesh.Key{Namespace: ns, Name: fmt.Sprintf("%s-%d", name, e)}
+			svc.Endpoints = append(svc.Endpoints, mesh.Endpoint{
 				Address: netip.AddrFrom4([4]byte{10, 128 + byte(n>>16), byte(n >> 8), byte(n)}),
-				Ports:   []registry.EndpointPort{{Name: "http", Port: 8080, Protocol: "TCP"}},
+				Ports:   []mesh.EndpointPort{{Name: "http", Port: 8080, Protocol: "TCP"}},
 				Ready:   e%10 != 9, Serving: true, Pod: &k, Identity: workloadID(ns, name), Injected: true,
 			})
 		}
 		svc.Identities = identities(svc.Endpoints)
 		c.Services = append(c.Services, svc)
 	}
-	return registry.NewSnapshot(c)
+	return mesh.NewSnapshot(0, c)
 }
 
-func benchNode(b *testing.B, snap *registry.Snapshot) (*Generator, xds.Node) {
+func benchNode(b *testing.B, snap *mesh.Snapshot) (*Generator, xds.Node) {
 	w, _ := snap.Workload("demo", "client-7d9f")
 	return translatorFor(snap), xds.Node{Name: w.Name, Namespace: w.Namespace, ID: w.Identity}
 }

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 )
 
 const tcpGRPCAccessLog = "envoy.access_loggers.tcp_grpc"
@@ -123,15 +123,15 @@ func (b *builder) defaultVerdict() verdict {
 }
 
 // policyMode is p's mode, Enforce when unset.
-func policyMode(p *registry.EgressPolicy) v1alpha1.EgressMode {
+func policyMode(p *mesh.EgressPolicy) v1alpha1.EgressMode {
 	return cmp.Or(p.Mode, v1alpha1.EgressEnforce)
 }
 
 // ruleRef is one rule of an egress policy in force.
 type ruleRef struct {
-	pol  *registry.EgressPolicy
+	pol  *mesh.EgressPolicy
 	idx  int
-	rule *registry.EgressRule
+	rule *mesh.EgressRule
 	seq  int // position among all rules in force: policy by name, then rule
 }
 

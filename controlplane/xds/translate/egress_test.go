@@ -16,7 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/controlplane/xds"
 )
 
@@ -247,8 +247,8 @@ func refHostMatches(pattern, name string) bool {
 // through flagged ("audit", naming what would deny it). Otherwise it is
 // allowed, named by the enforced Allow rule if one matched, else by what
 // the second judgement found (an audited Allow rule, or base).
-func reference(pols []*registry.EgressPolicy, base outcome, c conn) outcome {
-	var enforced []*registry.EgressPolicy
+func reference(pols []*mesh.EgressPolicy, base outcome, c conn) outcome {
+	var enforced []*mesh.EgressPolicy
 	for _, p := range pols {
 		if p.Mode != v1alpha1.EgressAudit {
 			enforced = append(enforced, p)
@@ -272,7 +272,7 @@ func reference(pols []*registry.EgressPolicy, base outcome, c conn) outcome {
 // (the first, policies in order), else a matching Allow rule (the first),
 // else a rejected policy's deny (base), else the first policy whose
 // defaultAction is Deny (absent reads as Deny), else base.
-func refJudge(pols []*registry.EgressPolicy, base outcome, c conn) outcome {
+func refJudge(pols []*mesh.EgressPolicy, base outcome, c conn) outcome {
 	var allow *outcome
 	for _, p := range pols {
 		for i, r := range p.Rules {
@@ -306,7 +306,7 @@ func refJudge(pols []*registry.EgressPolicy, base outcome, c conn) outcome {
 // refRuleMatches: a rule matches by port (every port when it has none) and
 // by a CIDR containing the IP or a host matching the SNI (TLS ports) or
 // Host (HTTP ports).
-func refRuleMatches(r registry.EgressRule, c conn) bool {
+func refRuleMatches(r mesh.EgressRule, c conn) bool {
 	portOK, tlsOK, httpOK := len(r.Ports) == 0, len(r.Ports) == 0, len(r.Ports) == 0
 	for _, rp := range r.Ports {
 		if rp.Number == c.port {
@@ -332,30 +332,30 @@ func refRuleMatches(r registry.EgressRule, c conn) bool {
 	return false
 }
 
-func overlappingEgress() []*registry.EgressPolicy {
-	tls := func(n uint16) registry.EgressPort {
-		return registry.EgressPort{Number: n, Protocol: v1alpha1.EgressTLS}
+func overlappingEgress() []*mesh.EgressPolicy {
+	tls := func(n uint16) mesh.EgressPort {
+		return mesh.EgressPort{Number: n, Protocol: v1alpha1.EgressTLS}
 	}
-	http := func(n uint16) registry.EgressPort {
-		return registry.EgressPort{Number: n, Protocol: v1alpha1.EgressHTTP}
+	http := func(n uint16) mesh.EgressPort {
+		return mesh.EgressPort{Number: n, Protocol: v1alpha1.EgressHTTP}
 	}
-	tcp := func(n uint16) registry.EgressPort {
-		return registry.EgressPort{Number: n, Protocol: v1alpha1.EgressTCP}
+	tcp := func(n uint16) mesh.EgressPort {
+		return mesh.EgressPort{Number: n, Protocol: v1alpha1.EgressTCP}
 	}
 	pfx := netip.MustParsePrefix
-	return []*registry.EgressPolicy{
-		{Namespace: "demo", Name: "a-broad", Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow, Rules: []registry.EgressRule{
-			{Hosts: []string{"*.example.com"}, Ports: []registry.EgressPort{tls(443), http(80)}, Action: v1alpha1.EgressAllow},
-			{Hosts: []string{"bad.example.com", "*.bad.example.com"}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
+	return []*mesh.EgressPolicy{
+		{Namespace: "demo", Name: "a-broad", Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow, Rules: []mesh.EgressRule{
+			{Hosts: []string{"*.example.com"}, Ports: []mesh.EgressPort{tls(443), http(80)}, Action: v1alpha1.EgressAllow},
+			{Hosts: []string{"bad.example.com", "*.bad.example.com"}, Ports: []mesh.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
 			{CIDRs: []netip.Prefix{pfx("203.0.113.0/24")}, Action: v1alpha1.EgressAllow},
-			{CIDRs: []netip.Prefix{pfx("203.0.113.128/25")}, Ports: []registry.EgressPort{tcp(22)}, Action: v1alpha1.EgressDeny},
+			{CIDRs: []netip.Prefix{pfx("203.0.113.128/25")}, Ports: []mesh.EgressPort{tcp(22)}, Action: v1alpha1.EgressDeny},
 			{Hosts: []string{"docs.example.org"}, Action: v1alpha1.EgressAllow},
-			{Hosts: []string{"*.internal.example"}, Ports: []registry.EgressPort{http(8080)}, Action: v1alpha1.EgressAllow},
+			{Hosts: []string{"*.internal.example"}, Ports: []mesh.EgressPort{http(8080)}, Action: v1alpha1.EgressAllow},
 		}},
-		{Namespace: "demo", Name: "b-audit", Mode: v1alpha1.EgressAudit, DefaultAction: v1alpha1.EgressDeny, Rules: []registry.EgressRule{
-			{Hosts: []string{"api.example.com"}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
-			{CIDRs: []netip.Prefix{pfx("203.0.113.0/24")}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
-			{Hosts: []string{"docs.example.org"}, Ports: []registry.EgressPort{http(80)}, Action: v1alpha1.EgressAllow},
+		{Namespace: "demo", Name: "b-audit", Mode: v1alpha1.EgressAudit, DefaultAction: v1alpha1.EgressDeny, Rules: []mesh.EgressRule{
+			{Hosts: []string{"api.example.com"}, Ports: []mesh.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
+			{CIDRs: []netip.Prefix{pfx("203.0.113.0/24")}, Ports: []mesh.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny},
+			{Hosts: []string{"docs.example.org"}, Ports: []mesh.EgressPort{http(80)}, Action: v1alpha1.EgressAllow},
 		}},
 	}
 }
@@ -392,9 +392,9 @@ func TestEgressAgreesWithPolicy(t *testing.T) {
 // agreeWithReference checks every probe connection of the client (ips ×
 // ports × TLS with each SNI, HTTP with each Host, opaque TCP) against
 // reference.
-func agreeWithReference(t *testing.T, c registry.Snapshot, mode v1alpha1.OutboundMode, ips []string, ports []uint16, tlsNames, httpNames []string) {
+func agreeWithReference(t *testing.T, c mesh.Contents, mode v1alpha1.OutboundMode, ips []string, ports []uint16, tlsNames, httpNames []string) {
 	t.Helper()
-	res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+	res := generate(t, mesh.NewSnapshot(0, c), "client-7d9f.demo")
 	if err := checkChainMatches(listener(res, "outbound")); err != nil {
 		t.Fatal(err)
 	}
@@ -429,9 +429,9 @@ func agreeWithReference(t *testing.T, c registry.Snapshot, mode v1alpha1.Outboun
 // to the mesh even where an egress CIDR covers them.
 func TestInMeshBeatsEgress(t *testing.T) {
 	c := meshContents(v1alpha1.OutboundRegistryOnly)
-	c.EgressPolicies = append(c.EgressPolicies, &registry.EgressPolicy{Namespace: "demo", Name: "deny-cluster", Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressDeny,
-		Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("198.19.0.20/32")}, Action: v1alpha1.EgressDeny}}})
-	res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+	c.EgressPolicies = append(c.EgressPolicies, &mesh.EgressPolicy{Namespace: "demo", Name: "deny-cluster", Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressDeny,
+		Rules: []mesh.EgressRule{{CIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("198.19.0.20/32")}, Action: v1alpha1.EgressDeny}}})
+	res := generate(t, mesh.NewSnapshot(0, c), "client-7d9f.demo")
 	l := listener(res, "outbound")
 	for _, tc := range []struct {
 		c    conn
@@ -456,20 +456,20 @@ func TestInMeshBeatsEgress(t *testing.T) {
 func TestRejectedEgressFailsClosed(t *testing.T) {
 	byDefault := outcome{decisionDeny, "demo/client-egress", "default"}
 	for _, tc := range []struct {
-		rejected registry.Rejected
+		rejected mesh.Rejected
 		want     outcome // client-egress with defaultAction Allow
 		wantDeny outcome // with defaultAction Deny
 	}{
-		{registry.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "broken"}, outcome{decisionDeny, "demo/broken", "rejected"}, outcome{decisionDeny, "demo/broken", "rejected"}},
-		{registry.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "legacy", Name: "broken"}, outcome{decision: decisionAllow}, byDefault},
-		{registry.Rejected{Kind: v1alpha1.MeshConfigKind, Name: "default", Reason: v1alpha1.ReasonTrustDomainMismatch}, outcome{decisionDeny, "MeshConfig/default", "rejected"}, outcome{decisionDeny, "MeshConfig/default", "rejected"}},
-		{registry.Rejected{Kind: v1alpha1.MeshConfigKind, Name: "other", Reason: v1alpha1.ReasonNotDefault}, outcome{decision: decisionAllow}, byDefault},
+		{mesh.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "broken"}, outcome{decisionDeny, "demo/broken", "rejected"}, outcome{decisionDeny, "demo/broken", "rejected"}},
+		{mesh.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "legacy", Name: "broken"}, outcome{decision: decisionAllow}, byDefault},
+		{mesh.Rejected{Kind: v1alpha1.MeshConfigKind, Name: "default", Reason: v1alpha1.ReasonTrustDomainMismatch}, outcome{decisionDeny, "MeshConfig/default", "rejected"}, outcome{decisionDeny, "MeshConfig/default", "rejected"}},
+		{mesh.Rejected{Kind: v1alpha1.MeshConfigKind, Name: "other", Reason: v1alpha1.ReasonNotDefault}, outcome{decision: decisionAllow}, byDefault},
 	} {
 		for _, def := range []v1alpha1.EgressAction{v1alpha1.EgressAllow, v1alpha1.EgressDeny} {
 			c := meshContents(v1alpha1.OutboundAllowAny)
 			c.EgressPolicies = withDefaults(c.EgressPolicies, def)
-			c.Rejected = []registry.Rejected{tc.rejected}
-			res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+			c.Rejected = []mesh.Rejected{tc.rejected}
+			res := generate(t, mesh.NewSnapshot(0, c), "client-7d9f.demo")
 			name := tc.rejected.Kind + " " + tc.rejected.Namespace + "/" + tc.rejected.Name + ", defaultAction " + string(def)
 			want := tc.want
 			if def == v1alpha1.EgressDeny {
@@ -493,8 +493,8 @@ func TestRejectedEgressFailsClosed(t *testing.T) {
 }
 
 // withDefaults copies pols with every defaultAction set to def.
-func withDefaults(pols []*registry.EgressPolicy, def ...v1alpha1.EgressAction) []*registry.EgressPolicy {
-	out := make([]*registry.EgressPolicy, len(pols))
+func withDefaults(pols []*mesh.EgressPolicy, def ...v1alpha1.EgressAction) []*mesh.EgressPolicy {
+	out := make([]*mesh.EgressPolicy, len(pols))
 	for i, p := range pols {
 		cp := *p
 		cp.DefaultAction = def[min(i, len(def)-1)]
@@ -513,12 +513,12 @@ func withDefaults(pols []*registry.EgressPolicy, def ...v1alpha1.EgressAction) [
 // IPv6 destinations.
 func TestEgressWholeFamilyCIDR(t *testing.T) {
 	pfx := netip.MustParsePrefix
-	tls := func(n uint16) registry.EgressPort {
-		return registry.EgressPort{Number: n, Protocol: v1alpha1.EgressTLS}
+	tls := func(n uint16) mesh.EgressPort {
+		return mesh.EgressPort{Number: n, Protocol: v1alpha1.EgressTLS}
 	}
-	host := registry.EgressRule{Hosts: []string{"api.example.com"}, Action: v1alpha1.EgressAllow}
-	deny := func(cidrs ...string) registry.EgressRule {
-		r := registry.EgressRule{Action: v1alpha1.EgressDeny}
+	host := mesh.EgressRule{Hosts: []string{"api.example.com"}, Action: v1alpha1.EgressAllow}
+	deny := func(cidrs ...string) mesh.EgressRule {
+		r := mesh.EgressRule{Action: v1alpha1.EgressDeny}
 		for _, c := range cidrs {
 			r.CIDRs = append(r.CIDRs, pfx(c))
 		}
@@ -527,20 +527,20 @@ func TestEgressWholeFamilyCIDR(t *testing.T) {
 	cases := []struct {
 		name  string
 		mode  v1alpha1.EgressMode
-		rules []registry.EgressRule
+		rules []mesh.EgressRule
 	}{
-		{"ipv4", v1alpha1.EgressEnforce, []registry.EgressRule{host, deny("0.0.0.0/0")}},
-		{"ipv6", v1alpha1.EgressEnforce, []registry.EgressRule{host, deny("::/0")}},
-		{"both-families", v1alpha1.EgressEnforce, []registry.EgressRule{host, deny("0.0.0.0/0", "::/0")}},
-		{"both-families-two-rules", v1alpha1.EgressEnforce, []registry.EgressRule{host, deny("::/0"), deny("0.0.0.0/0")}},
-		{"ipv4-audit", v1alpha1.EgressAudit, []registry.EgressRule{host, deny("0.0.0.0/0")}},
-		{"ipv4-with-narrower", v1alpha1.EgressEnforce, []registry.EgressRule{host, deny("0.0.0.0/0"),
+		{"ipv4", v1alpha1.EgressEnforce, []mesh.EgressRule{host, deny("0.0.0.0/0")}},
+		{"ipv6", v1alpha1.EgressEnforce, []mesh.EgressRule{host, deny("::/0")}},
+		{"both-families", v1alpha1.EgressEnforce, []mesh.EgressRule{host, deny("0.0.0.0/0", "::/0")}},
+		{"both-families-two-rules", v1alpha1.EgressEnforce, []mesh.EgressRule{host, deny("::/0"), deny("0.0.0.0/0")}},
+		{"ipv4-audit", v1alpha1.EgressAudit, []mesh.EgressRule{host, deny("0.0.0.0/0")}},
+		{"ipv4-with-narrower", v1alpha1.EgressEnforce, []mesh.EgressRule{host, deny("0.0.0.0/0"),
 			{CIDRs: []netip.Prefix{pfx("203.0.113.0/24"), pfx("2001:db8::/32")}, Action: v1alpha1.EgressAllow}}},
-		{"ipv4-allow-ported-host", v1alpha1.EgressEnforce, []registry.EgressRule{
-			{Hosts: []string{"api.example.com", "*.github.com"}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressAllow},
-			{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny}}},
-		{"ipv6-ported-deny-portless-host", v1alpha1.EgressEnforce, []registry.EgressRule{host,
-			{CIDRs: []netip.Prefix{pfx("::/0")}, Ports: []registry.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny}}},
+		{"ipv4-allow-ported-host", v1alpha1.EgressEnforce, []mesh.EgressRule{
+			{Hosts: []string{"api.example.com", "*.github.com"}, Ports: []mesh.EgressPort{tls(443)}, Action: v1alpha1.EgressAllow},
+			{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Ports: []mesh.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny}}},
+		{"ipv6-ported-deny-portless-host", v1alpha1.EgressEnforce, []mesh.EgressRule{host,
+			{CIDRs: []netip.Prefix{pfx("::/0")}, Ports: []mesh.EgressPort{tls(443)}, Action: v1alpha1.EgressDeny}}},
 	}
 	ips := []string{"1.2.3.4", "203.0.113.5", "140.82.112.3", "2001:db8::1", "2606:4700::1111"}
 	ports := []uint16{22, 80, 443, 8080, 9000}
@@ -551,7 +551,7 @@ func TestEgressWholeFamilyCIDR(t *testing.T) {
 			for _, mode := range []v1alpha1.OutboundMode{v1alpha1.OutboundAllowAny, v1alpha1.OutboundRegistryOnly} {
 				t.Run(tc.name+"/default-"+string(def)+"/"+string(mode), func(t *testing.T) {
 					c := meshContents(mode)
-					c.EgressPolicies = []*registry.EgressPolicy{{Namespace: "demo", Name: "lockdown", Mode: tc.mode, DefaultAction: def, Rules: tc.rules}}
+					c.EgressPolicies = []*mesh.EgressPolicy{{Namespace: "demo", Name: "lockdown", Mode: tc.mode, DefaultAction: def, Rules: tc.rules}}
 					agreeWithReference(t, c, mode, ips, ports, tlsNames, httpNames)
 				})
 			}
@@ -627,16 +627,16 @@ func TestEgressDistinctMatches(t *testing.T) {
 // policy without rules refuses all egress but not the mesh; the HTTP 403
 // and the metadata say "<ns>/<name> default".
 func TestEgressDefaultAction(t *testing.T) {
-	tls443 := []registry.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}
-	http80 := []registry.EgressPort{{Number: 80, Protocol: v1alpha1.EgressHTTP}}
-	allow := func(host string, ports []registry.EgressPort) registry.EgressRule {
-		return registry.EgressRule{Hosts: []string{host}, Ports: ports, Action: v1alpha1.EgressAllow}
+	tls443 := []mesh.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}
+	http80 := []mesh.EgressPort{{Number: 80, Protocol: v1alpha1.EgressHTTP}}
+	allow := func(host string, ports []mesh.EgressPort) mesh.EgressRule {
+		return mesh.EgressRule{Hosts: []string{host}, Ports: ports, Action: v1alpha1.EgressAllow}
 	}
-	deny := func(host string, ports []registry.EgressPort) registry.EgressRule {
-		return registry.EgressRule{Hosts: []string{host}, Ports: ports, Action: v1alpha1.EgressDeny}
+	deny := func(host string, ports []mesh.EgressPort) mesh.EgressRule {
+		return mesh.EgressRule{Hosts: []string{host}, Ports: ports, Action: v1alpha1.EgressDeny}
 	}
-	pol := func(name string, mode v1alpha1.EgressMode, def v1alpha1.EgressAction, rules ...registry.EgressRule) *registry.EgressPolicy {
-		return &registry.EgressPolicy{Namespace: "demo", Name: name, ServiceAccounts: []string{"client"}, Mode: mode, DefaultAction: def, Rules: rules}
+	pol := func(name string, mode v1alpha1.EgressMode, def v1alpha1.EgressAction, rules ...mesh.EgressRule) *mesh.EgressPolicy {
+		return &mesh.EgressPolicy{Namespace: "demo", Name: name, ServiceAccounts: []string{"client"}, Mode: mode, DefaultAction: def, Rules: rules}
 	}
 	ext := netip.MustParseAddr("1.2.3.4")
 	api := conn{ext, 443, "tls", "api.example.com"}
@@ -654,53 +654,53 @@ func TestEgressDefaultAction(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		outbound v1alpha1.OutboundMode
-		pols     []*registry.EgressPolicy
+		pols     []*mesh.EgressPolicy
 		want     []want
 	}{
 		{"allow-list under ALLOW_ANY", v1alpha1.OutboundAllowAny,
-			[]*registry.EgressPolicy{pol("list", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443), deny("evil.example.com", http80))},
+			[]*mesh.EgressPolicy{pol("list", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443), deny("evil.example.com", http80))},
 			[]want{{api, byRule("allow", "list", "0")}, {other, byRule("deny", "list", "default")}, {otherHTTP, byRule("deny", "list", "default")},
 				{evilHTTP, byRule("deny", "list", "1")}, {tcp, byRule("deny", "list", "default")}}},
 		{"block-list under ALLOW_ANY", v1alpha1.OutboundAllowAny,
-			[]*registry.EgressPolicy{pol("block", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, deny("evil.example.com", http80))},
+			[]*mesh.EgressPolicy{pol("block", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, deny("evil.example.com", http80))},
 			[]want{{other, outbound("allow")}, {otherHTTP, outbound("allow")}, {evilHTTP, byRule("deny", "block", "0")}, {tcp, outbound("allow")}}},
 		{"block-list under REGISTRY_ONLY", v1alpha1.OutboundRegistryOnly,
-			[]*registry.EgressPolicy{pol("block", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, deny("evil.example.com", http80))},
+			[]*mesh.EgressPolicy{pol("block", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, deny("evil.example.com", http80))},
 			[]want{{other, outbound("deny")}, {otherHTTP, outbound("deny")}, {evilHTTP, byRule("deny", "block", "0")}}},
 		{"allows add up", v1alpha1.OutboundAllowAny,
-			[]*registry.EgressPolicy{pol("a", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443)),
+			[]*mesh.EgressPolicy{pol("a", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443)),
 				pol("b", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, allow("*.github.com", tls443))},
 			[]want{{api, byRule("allow", "a", "0")}, {gh, byRule("allow", "b", "0")}, {other, byRule("deny", "a", "default")}}},
 		{"first Enforce policy with Deny names the default", v1alpha1.OutboundAllowAny,
-			[]*registry.EgressPolicy{pol("a", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, allow("api.example.com", tls443)),
+			[]*mesh.EgressPolicy{pol("a", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, allow("api.example.com", tls443)),
 				pol("b", v1alpha1.EgressAudit, v1alpha1.EgressDeny, allow("api.example.com", tls443)),
 				pol("c", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443)),
 				pol("d", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443))},
 			[]want{{api, byRule("allow", "a", "0")}, {other, byRule("deny", "c", "default")}}},
 		{"audit allow-list flags the rest", v1alpha1.OutboundAllowAny,
-			[]*registry.EgressPolicy{pol("trial", v1alpha1.EgressAudit, v1alpha1.EgressDeny, allow("api.example.com", tls443))},
+			[]*mesh.EgressPolicy{pol("trial", v1alpha1.EgressAudit, v1alpha1.EgressDeny, allow("api.example.com", tls443))},
 			[]want{{api, byRule("allow", "trial", "0")}, {other, byRule("audit", "trial", "default")}, {otherHTTP, byRule("audit", "trial", "default")},
 				{tcp, byRule("audit", "trial", "default")}}},
 		{"audit allow-list under REGISTRY_ONLY opens nothing", v1alpha1.OutboundRegistryOnly,
-			[]*registry.EgressPolicy{pol("trial", v1alpha1.EgressAudit, v1alpha1.EgressDeny, allow("api.example.com", tls443), deny("evil.example.com", http80))},
+			[]*mesh.EgressPolicy{pol("trial", v1alpha1.EgressAudit, v1alpha1.EgressDeny, allow("api.example.com", tls443), deny("evil.example.com", http80))},
 			[]want{{api, outbound("deny")}, {other, outbound("deny")}, {evilHTTP, outbound("deny")}}},
 		{"an Audit policy does not open an Enforce default", v1alpha1.OutboundAllowAny,
-			[]*registry.EgressPolicy{pol("enforced", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443)),
+			[]*mesh.EgressPolicy{pol("enforced", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", tls443)),
 				pol("trial", v1alpha1.EgressAudit, v1alpha1.EgressAllow, allow("*.github.com", tls443), deny("evil.example.com", http80), deny("api.example.com", tls443))},
 			[]want{{gh, byRule("deny", "enforced", "default")}, {evilHTTP, byRule("deny", "enforced", "default")}, {other, byRule("deny", "enforced", "default")},
 				{api, byRule("audit", "trial", "2")}}},
 		{"an enforced Allow rule beats an Audit default", v1alpha1.OutboundAllowAny,
-			[]*registry.EgressPolicy{pol("enforced", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, allow("api.example.com", tls443)),
+			[]*mesh.EgressPolicy{pol("enforced", v1alpha1.EgressEnforce, v1alpha1.EgressAllow, allow("api.example.com", tls443)),
 				pol("trial", v1alpha1.EgressAudit, v1alpha1.EgressDeny, allow("*.github.com", tls443))},
 			[]want{{api, byRule("allow", "enforced", "0")}, {gh, byRule("allow", "trial", "0")}, {other, byRule("audit", "trial", "default")}}},
 		{"no rules: all egress refused", v1alpha1.OutboundAllowAny,
-			[]*registry.EgressPolicy{pol("lockdown", v1alpha1.EgressEnforce, v1alpha1.EgressDeny)},
+			[]*mesh.EgressPolicy{pol("lockdown", v1alpha1.EgressEnforce, v1alpha1.EgressDeny)},
 			[]want{{api, byRule("deny", "lockdown", "default")}, {otherHTTP, byRule("deny", "lockdown", "default")}, {tcp, byRule("deny", "lockdown", "default")}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := meshContents(tc.outbound)
 			c.EgressPolicies = tc.pols
-			res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+			res := generate(t, mesh.NewSnapshot(0, c), "client-7d9f.demo")
 			base := outbound("allow")
 			if tc.outbound == v1alpha1.OutboundRegistryOnly {
 				base = outbound("deny")
@@ -719,8 +719,8 @@ func TestEgressDefaultAction(t *testing.T) {
 	// The HTTP 403 and the chain metadata name the policy's default; the
 	// mesh is not egress.
 	c := meshContents(v1alpha1.OutboundAllowAny)
-	c.EgressPolicies = []*registry.EgressPolicy{pol("list", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", http80))}
-	res := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+	c.EgressPolicies = []*mesh.EgressPolicy{pol("list", v1alpha1.EgressEnforce, v1alpha1.EgressDeny, allow("api.example.com", http80))}
+	res := generate(t, mesh.NewSnapshot(0, c), "client-7d9f.demo")
 	l := listener(res, "outbound")
 	route := httpRoute(t, res, matchChain(t, l, otherHTTP), otherHTTP)
 	if body := route.GetDirectResponse().GetBody().GetInlineString(); route.GetDirectResponse().GetStatus() != 403 ||
@@ -733,8 +733,8 @@ func TestEgressDefaultAction(t *testing.T) {
 			t.Errorf("default chain metadata %s = %q, want %q", k, got, v)
 		}
 	}
-	c.EgressPolicies = []*registry.EgressPolicy{pol("lockdown", v1alpha1.EgressEnforce, v1alpha1.EgressDeny)}
-	l = listener(generate(t, registry.NewSnapshot(c), "client-7d9f.demo"), "outbound")
+	c.EgressPolicies = []*mesh.EgressPolicy{pol("lockdown", v1alpha1.EgressEnforce, v1alpha1.EgressDeny)}
+	l = listener(generate(t, mesh.NewSnapshot(0, c), "client-7d9f.demo"), "outbound")
 	if ch := matchChain(t, l, conn{netip.MustParseAddr("198.19.0.20"), 80, "http", "server"}); ch.GetName() != "outbound|80|server.demo" {
 		t.Errorf("the server Service under a deny-all policy: chain %q, want outbound|80|server.demo", ch.GetName())
 	}

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 )
 
 // The HTTP-aware data plane (docs/l7.md, "The contract additions"): the
@@ -48,10 +48,10 @@ var (
 )
 
 // isHTTP reports whether a Service port's requests are routed by the
-// sidecars: it declares http, http2 or grpc (registry.AppProtocol).
-func isHTTP(p registry.AppProtocol) bool {
+// sidecars: it declares http, http2 or grpc (mesh.AppProtocol).
+func isHTTP(p mesh.AppProtocol) bool {
 	switch p {
-	case registry.AppProtocolHTTP, registry.AppProtocolHTTP2, registry.AppProtocolGRPC:
+	case mesh.AppProtocolHTTP, mesh.AppProtocolHTTP2, mesh.AppProtocolGRPC:
 		return true
 	}
 	return false
@@ -59,8 +59,8 @@ func isHTTP(p registry.AppProtocol) bool {
 
 // appSpeaksH2 reports whether the app is sent HTTP/2 (h2c) on a port of
 // protocol p, else HTTP/1.1.
-func appSpeaksH2(p registry.AppProtocol) bool {
-	return p == registry.AppProtocolHTTP2 || p == registry.AppProtocolGRPC
+func appSpeaksH2(p mesh.AppProtocol) bool {
+	return p == mesh.AppProtocolHTTP2 || p == mesh.AppProtocolGRPC
 }
 
 // hcmFilter is the http_connection_manager of an in-mesh chain: requests
@@ -85,7 +85,7 @@ func hcmFilter(statPrefix, routes string, filters ...*hcmv3.HttpFilter) *listene
 // every request to the Service port to its cluster, with the mesh's
 // default timeout and retries. The chain already chose the Service by
 // address, so the one virtual host takes any Host.
-func outboundHTTPRoutes(name string, svc *registry.Service, port uint16) *routev3.RouteConfiguration {
+func outboundHTTPRoutes(name string, svc *mesh.Service, port uint16) *routev3.RouteConfiguration {
 	return everyRequestTo(name, fmt.Sprintf("%s.%s:%d", svc.Name, svc.Namespace, port), &routev3.RetryPolicy{
 		RetryOn:    httpRetryOn,
 		NumRetries: httpRetries,

@@ -25,7 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 )
 
 // inboundListener is listener "inbound" on 15006: per app port a TLS chain
@@ -136,11 +136,11 @@ func (b *builder) inboundPorts() []uint16 {
 // Service port targets, with the protocol the app is sent requests in:
 // the first such Service port's (Services by namespace and name, ports in
 // order) when two disagree. Nil unless Generator.HTTPRouting.
-func (b *builder) inboundHTTPPorts() map[uint16]registry.AppProtocol {
+func (b *builder) inboundHTTPPorts() map[uint16]mesh.AppProtocol {
 	if !b.httpRouting {
 		return nil
 	}
-	ports := map[uint16]registry.AppProtocol{}
+	ports := map[uint16]mesh.AppProtocol{}
 	for _, svc := range b.snap.ServicesFor(b.w) {
 		for _, sp := range svc.Ports {
 			if sp.Protocol != "" && sp.Protocol != "TCP" || !isHTTP(sp.AppProtocol) {
@@ -190,7 +190,7 @@ func (b *builder) inboundHTTPChain(name string, port uint16, mode v1alpha1.MTLSM
 
 // targetPortOfSelf resolves sp's target port on the workload itself; a named
 // target port is read from the workload's own endpoint.
-func (b *builder) targetPortOfSelf(svc *registry.Service, sp registry.ServicePort) (uint16, bool) {
+func (b *builder) targetPortOfSelf(svc *mesh.Service, sp mesh.ServicePort) (uint16, bool) {
 	if sp.TargetPort != 0 {
 		return sp.TargetPort, true
 	}
@@ -245,7 +245,7 @@ func (b *builder) inboundMetadata(mode v1alpha1.MTLSMode) *corev3.Metadata {
 	return metadata(inboundMetadataKey, fields)
 }
 
-func rejectedMessage(rs []registry.Rejected) string {
+func rejectedMessage(rs []mesh.Rejected) string {
 	var parts []string
 	for _, r := range rs {
 		parts = append(parts, fmt.Sprintf("%s %s/%s rejected (%s): %s", r.Kind, r.Namespace, r.Name, r.Reason, r.Message))
@@ -256,7 +256,7 @@ func rejectedMessage(rs []registry.Rejected) string {
 // rbacFilters are the network rbac filters of one inbound L4 chain, which
 // decide connections: DENY-all when a policy of the namespace was
 // rejected; otherwise DENY policies, then ALLOW policies, as
-// registry.WorkloadPolicies.Authorize decides.
+// mesh.WorkloadPolicies.Authorize decides.
 func (b *builder) rbacFilters(statPrefix string) []*listenerv3.Filter {
 	if f := b.rejectedFilter(); f != nil {
 		return []*listenerv3.Filter{f}
@@ -291,13 +291,13 @@ func (b *builder) rejectedFilter() *listenerv3.Filter {
 // rbacSet is the policies of one rbac filter.
 type rbacSet struct {
 	action   rbacv3.RBAC_Action
-	policies []*registry.AuthorizationPolicy
+	policies []*mesh.AuthorizationPolicy
 }
 
 // rbacSets are the workload's authorization policies in filter order: the
 // DENY ones, then the ALLOW ones; a set without policies has no filter.
 func (b *builder) rbacSets() []rbacSet {
-	var deny, allow []*registry.AuthorizationPolicy
+	var deny, allow []*mesh.AuthorizationPolicy
 	for _, p := range b.pol.Authorization {
 		if p.Action == v1alpha1.ActionDeny {
 			deny = append(deny, p)
@@ -317,7 +317,7 @@ func (b *builder) rbacSets() []rbacSet {
 // httpRBACFilters are the http rbac filters of chain inbound|<port>|h2,
 // which decide each request, in the network filters' order and with their
 // policy names and principals, the permissions being every field of the
-// rules (httpRBACPolicies), as registry.WorkloadPolicies.AuthorizeRequest
+// rules (httpRBACPolicies), as mesh.WorkloadPolicies.AuthorizeRequest
 // decides. None while a policy is rejected: the chain's network DENY-all
 // filter refuses every connection before any request.
 func (b *builder) httpRBACFilters() []*hcmv3.HttpFilter {
@@ -340,7 +340,7 @@ func (b *builder) httpRBACFilters() []*hcmv3.HttpFilter {
 // RBAC policy per rule, named as rbacPolicies names it, whose permissions
 // are its to entries (any of which may match), each an and_rules of its
 // fields (requestPermission); any when the rule has no to.
-func (b *builder) httpRBACPolicies(aps []*registry.AuthorizationPolicy) map[string]*rbacv3.Policy {
+func (b *builder) httpRBACPolicies(aps []*mesh.AuthorizationPolicy) map[string]*rbacv3.Policy {
 	out := map[string]*rbacv3.Policy{}
 	for _, ap := range aps {
 		for i, rule := range ap.Rules {
@@ -361,7 +361,7 @@ func (b *builder) httpRBACPolicies(aps []*registry.AuthorizationPolicy) map[stri
 // destination_port (or_rules of several), its :method header, exact (or_rules
 // of several), and its url_path, exact or prefix (or_rules of several; none
 // when a path is "*", any path); any when it sets only paths with "*".
-func requestPermission(d registry.Destination) *rbacv3.Permission {
+func requestPermission(d mesh.Destination) *rbacv3.Permission {
 	var and []*rbacv3.Permission
 	if len(d.Ports) > 0 {
 		var or []*rbacv3.Permission
@@ -380,7 +380,7 @@ func requestPermission(d registry.Destination) *rbacv3.Permission {
 		}
 		and = append(and, orRules(or))
 	}
-	if len(d.Paths) > 0 && !slices.ContainsFunc(d.Paths, registry.PathMatch.Any) {
+	if len(d.Paths) > 0 && !slices.ContainsFunc(d.Paths, mesh.PathMatch.Any) {
 		var or []*rbacv3.Permission
 		for _, p := range d.Paths {
 			m := exactMatcher(p.Value)
@@ -413,11 +413,11 @@ func exactMatcher(v string) *matcherv3.StringMatcher {
 // rbacPolicies translates authorization policies for a connection: one
 // RBAC policy per rule, named "<namespace>/<name>#<rule index>", whose
 // permissions are the ports the rule matches on a connection
-// (registry.AuthorizationRule.ConnectionPorts: an ALLOW rule's to entries
+// (mesh.AuthorizationRule.ConnectionPorts: an ALLOW rule's to entries
 // with HTTP fields are dropped, a DENY rule's are applied without them). A
 // rule that matches no connection, like a policy without rules, adds
 // nothing, so it matches nothing.
-func (b *builder) rbacPolicies(aps []*registry.AuthorizationPolicy) map[string]*rbacv3.Policy {
+func (b *builder) rbacPolicies(aps []*mesh.AuthorizationPolicy) map[string]*rbacv3.Policy {
 	out := map[string]*rbacv3.Policy{}
 	for _, ap := range aps {
 		for i, rule := range ap.Rules {
@@ -440,13 +440,13 @@ func (b *builder) rbacPolicies(aps []*registry.AuthorizationPolicy) map[string]*
 
 // rbacPolicyName names the RBAC policy of rule i of ap, in network and
 // HTTP filters alike.
-func rbacPolicyName(ap *registry.AuthorizationPolicy, i int) string {
+func rbacPolicyName(ap *mesh.AuthorizationPolicy, i int) string {
 	return fmt.Sprintf("%s/%s#%d", ap.Namespace, ap.Name, i)
 }
 
 // rulePrincipals are a rule's sources, any of which may match; any peer
 // when it has none.
-func (b *builder) rulePrincipals(rule registry.AuthorizationRule) []*rbacv3.Principal {
+func (b *builder) rulePrincipals(rule mesh.AuthorizationRule) []*rbacv3.Principal {
 	var out []*rbacv3.Principal
 	for _, src := range rule.From {
 		out = append(out, b.sourcePrincipal(src))
@@ -467,7 +467,7 @@ func anyPermission() *rbacv3.Permission {
 
 // sourcePrincipal is a Source: every non-empty field must match (and_ids),
 // any value of a field may (or_ids), all by authenticated SPIFFE ID.
-func (b *builder) sourcePrincipal(src registry.Source) *rbacv3.Principal {
+func (b *builder) sourcePrincipal(src mesh.Source) *rbacv3.Principal {
 	var and []*rbacv3.Principal
 	if len(src.Principals) > 0 {
 		var or []*rbacv3.Principal

@@ -10,7 +10,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/controlplane/xds"
 )
 
@@ -84,7 +84,7 @@ func TestInboundClustersDeliverToThePod(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := withLoopbackPorts(meshContents(v1alpha1.OutboundAllowAny), "server-v1-5b7c", tc.loopback...)
-			res := generate(t, registry.NewSnapshot(c), "server-v1-5b7c.demo") // checks ValidateAll
+			res := generate(t, mesh.NewSnapshot(0, c), "server-v1-5b7c.demo") // checks ValidateAll
 			if got := inboundClusters(res); !mapsEqual(got, tc.want) {
 				t.Errorf("inbound clusters:\n%v\nwant\n%v", got, tc.want)
 			}
@@ -101,9 +101,9 @@ func TestInboundClustersDeliverToThePod(t *testing.T) {
 
 // withLoopbackPorts sets the weft.dev/inbound-loopback-ports of workload
 // name in c.
-func withLoopbackPorts(c registry.Snapshot, name string, ports ...uint16) registry.Snapshot {
+func withLoopbackPorts(c mesh.Contents, name string, ports ...uint16) mesh.Contents {
 	c.Workloads = slices.Clone(c.Workloads)
-	i := slices.IndexFunc(c.Workloads, func(w *registry.Workload) bool { return w.Name == name })
+	i := slices.IndexFunc(c.Workloads, func(w *mesh.Workload) bool { return w.Name == name })
 	w := *c.Workloads[i]
 	w.InboundLoopbackPorts = ports
 	c.Workloads[i] = &w

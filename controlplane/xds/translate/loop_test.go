@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/controlplane/xds"
 )
 
@@ -26,41 +26,41 @@ import (
 // naming 15001 and 15053, and EgressPolicies allowing 127.0.0.1/32 and
 // ::1/128 at 15001 and 15006, TLS and HTTP names at 15006, and every
 // address (0.0.0.0/0, ::/0) at 15000.
-func hostileToSelf() registry.Snapshot {
+func hostileToSelf() mesh.Contents {
 	c := withLoopbackPorts(meshContents(v1alpha1.OutboundAllowAny), "server-v1-5b7c", 8080, 15001, 15053)
-	v1 := c.Workloads[slices.IndexFunc(c.Workloads, func(w *registry.Workload) bool { return w.Name == "server-v1-5b7c" })]
-	svc := &registry.Service{
+	v1 := c.Workloads[slices.IndexFunc(c.Workloads, func(w *mesh.Workload) bool { return w.Name == "server-v1-5b7c" })]
+	svc := &mesh.Service{
 		Namespace: "demo", Name: "evil", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.66")},
 		Selector: map[string]string{"app": "server", "version": "v1"},
 	}
 	key := v1.Key()
-	ep := registry.Endpoint{Address: v1.IPs[0], Pod: &key, Injected: true, Identity: v1.Identity, Ready: true, Serving: true}
+	ep := mesh.Endpoint{Address: v1.IPs[0], Pod: &key, Injected: true, Identity: v1.Identity, Ready: true, Serving: true}
 	for _, p := range sidecarPorts {
 		name := "p" + portString(p)
-		svc.Ports = append(svc.Ports, registry.ServicePort{Name: name, Port: p, TargetPort: p, Protocol: "TCP"})
-		ep.Ports = append(ep.Ports, registry.EndpointPort{Name: name, Port: p, Protocol: "TCP"})
+		svc.Ports = append(svc.Ports, mesh.ServicePort{Name: name, Port: p, TargetPort: p, Protocol: "TCP"})
+		ep.Ports = append(ep.Ports, mesh.EndpointPort{Name: name, Port: p, Protocol: "TCP"})
 	}
-	svc.Endpoints = []registry.Endpoint{ep}
+	svc.Endpoints = []mesh.Endpoint{ep}
 	svc.Identities = identities(svc.Endpoints)
 	c.Services = append(slices.Clone(c.Services), svc)
-	c.MTLSPolicies = append(slices.Clone(c.MTLSPolicies), &registry.MTLSPolicy{Namespace: "demo", Name: "evil",
+	c.MTLSPolicies = append(slices.Clone(c.MTLSPolicies), &mesh.MTLSPolicy{Namespace: "demo", Name: "evil",
 		Selector: labels.SelectorFromSet(labels.Set{"app": "server"}), Mode: v1alpha1.MTLSStrict,
 		PortModes: map[uint16]v1alpha1.MTLSMode{inboundPort: v1alpha1.MTLSPermissive, outboundPort: v1alpha1.MTLSPermissive}})
-	tcp := func(ports ...uint16) []registry.EgressPort {
-		var out []registry.EgressPort
+	tcp := func(ports ...uint16) []mesh.EgressPort {
+		var out []mesh.EgressPort
 		for _, p := range ports {
-			out = append(out, registry.EgressPort{Number: p, Protocol: v1alpha1.EgressTCP})
+			out = append(out, mesh.EgressPort{Number: p, Protocol: v1alpha1.EgressTCP})
 		}
 		return out
 	}
 	for _, w := range []string{"client", "server"} {
-		c.EgressPolicies = append(c.EgressPolicies, &registry.EgressPolicy{Namespace: "demo", Name: "evil-" + w,
+		c.EgressPolicies = append(c.EgressPolicies, &mesh.EgressPolicy{Namespace: "demo", Name: "evil-" + w,
 			Selector: labels.SelectorFromSet(labels.Set{"app": w}), Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow,
-			Rules: []registry.EgressRule{
+			Rules: []mesh.EgressRule{
 				{CIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("::1/128")}, Ports: tcp(outboundPort, inboundPort), Action: v1alpha1.EgressAllow},
 				{CIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Ports: tcp(dnsPort), Action: v1alpha1.EgressAllow},
 				{CIDRs: []netip.Prefix{anyIPv4, anyIPv6}, Ports: tcp(adminPort), Action: v1alpha1.EgressAllow},
-				{Hosts: []string{"localhost", "self.example.com"}, Ports: []registry.EgressPort{
+				{Hosts: []string{"localhost", "self.example.com"}, Ports: []mesh.EgressPort{
 					{Number: inboundPort, Protocol: v1alpha1.EgressTLS}, {Number: outboundPort, Protocol: v1alpha1.EgressHTTP}}, Action: v1alpha1.EgressAllow},
 			}})
 	}
@@ -77,7 +77,7 @@ func hostileToSelf() registry.Snapshot {
 // loopback at one of them. Generation succeeds: hostile input costs the
 // pod nothing but the ports it tried to claim.
 func TestTranslatorNeverSendsToTheSidecar(t *testing.T) {
-	snap := registry.NewSnapshot(hostileToSelf())
+	snap := mesh.NewSnapshot(0, hostileToSelf())
 	for _, node := range []string{"server-v1-5b7c.demo", "client-7d9f.demo", "server-v2-8e2a.demo"} {
 		res := generate(t, snap, node)
 		w, _ := snap.Workload("demo", strings.Split(node, ".")[0])
@@ -137,7 +137,7 @@ func TestTranslatorNeverSendsToTheSidecar(t *testing.T) {
 // TestCheckNoSelfTraffic: the generation-time check refuses each way a
 // translator bug could send a connection back to the sidecar.
 func TestCheckNoSelfTraffic(t *testing.T) {
-	snap := registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny))
+	snap := mesh.NewSnapshot(0, meshContents(v1alpha1.OutboundAllowAny))
 	good := generate(t, snap, "server-v1-5b7c.demo")
 	podIP := netip.MustParseAddr("198.18.1.11")
 	if err := checkNoSelfTraffic(good, []netip.Addr{podIP}); err != nil {
@@ -192,6 +192,6 @@ func TestCheckNoSelfTraffic(t *testing.T) {
 // inboundChainsForTest is a TLS chain for port to cluster inbound|<port>,
 // as inboundChains builds one.
 func inboundChainsForTest(port uint16) *listenerv3.FilterChain {
-	b := &builder{pol: registry.WorkloadPolicies{}}
+	b := &builder{pol: mesh.WorkloadPolicies{}}
 	return b.inboundChains("inbound|"+portString(port), wrapperspb.UInt32(uint32(port)), v1alpha1.MTLSStrict, clusterPassthrough)[0]
 }

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 )
 
 // meshKey is a (destination port, prefix) leaf taken by an in-mesh chain;
@@ -61,7 +61,7 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 		if svc.Type == "ExternalName" {
 			continue
 		}
-		var injected []*registry.Endpoint
+		var injected []*mesh.Endpoint
 		for i := range svc.Endpoints {
 			if ep := &svc.Endpoints[i]; ep.Injected && !ep.Identity.IsZero() {
 				injected = append(injected, ep)
@@ -186,7 +186,7 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 // endpointPort is the port an endpoint serves sp on: from its
 // EndpointSlice, else the numeric target port, else (no target port at
 // all) the service port.
-func endpointPort(ep *registry.Endpoint, sp registry.ServicePort) (uint16, bool) {
+func endpointPort(ep *mesh.Endpoint, sp mesh.ServicePort) (uint16, bool) {
 	if p, ok := ep.Port(sp.Name); ok && p != 0 {
 		return p, true
 	}
@@ -199,7 +199,7 @@ func endpointPort(ep *registry.Endpoint, sp registry.ServicePort) (uint16, bool)
 	return 0, false
 }
 
-func health(ep *registry.Endpoint) corev3.HealthStatus {
+func health(ep *mesh.Endpoint) corev3.HealthStatus {
 	switch {
 	case ep.Terminating:
 		return corev3.HealthStatus_DRAINING
@@ -212,7 +212,7 @@ func health(ep *registry.Endpoint) corev3.HealthStatus {
 
 // edsCluster is an in-mesh Service port's cluster: EDS over ADS, mTLS that
 // accepts only the SPIFFE IDs the Service's sidecar endpoints run as.
-func (b *builder) edsCluster(name string, svc *registry.Service, injected []*registry.Endpoint, http bool) *clusterv3.Cluster {
+func (b *builder) edsCluster(name string, svc *mesh.Service, injected []*mesh.Endpoint, http bool) *clusterv3.Cluster {
 	var ids []string
 	for _, ep := range injected {
 		ids = append(ids, ep.Identity.String())

@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 )
 
 // ---- a tiny evaluator of Envoy's network RBAC, as Envoy documents it ----
@@ -130,44 +130,44 @@ func inboundChain(l *listenerv3.Listener, port uint16, tls bool) *listenerv3.Fil
 
 // TestRBACAgreesWithAuthorize proves the authorization translation: for
 // several policy sets, every peer (plaintext included) and port, the
-// generated rbac filters decide as registry.WorkloadPolicies.Authorize.
+// generated rbac filters decide as mesh.WorkloadPolicies.Authorize.
 func TestRBACAgreesWithAuthorize(t *testing.T) {
 	serverSel := labels.SelectorFromSet(labels.Set{"app": "server"})
-	ap := func(name string, action v1alpha1.AuthorizationAction, rules ...registry.AuthorizationRule) *registry.AuthorizationPolicy {
-		return &registry.AuthorizationPolicy{Namespace: "demo", Name: name, Selector: serverSel, Action: action, Rules: rules}
+	ap := func(name string, action v1alpha1.AuthorizationAction, rules ...mesh.AuthorizationRule) *mesh.AuthorizationPolicy {
+		return &mesh.AuthorizationPolicy{Namespace: "demo", Name: name, Selector: serverSel, Action: action, Rules: rules}
 	}
 	golden := meshContents(v1alpha1.OutboundAllowAny).AuthorizationPolicies
-	sets := map[string][]*registry.AuthorizationPolicy{
+	sets := map[string][]*mesh.AuthorizationPolicy{
 		"none":                   nil,
 		"golden":                 golden,
 		"allow-without-rules":    {ap("nothing", v1alpha1.ActionAllow)},
 		"deny-without-rules":     {ap("nothing", v1alpha1.ActionDeny)},
-		"deny-all-plaintext-too": {ap("all", v1alpha1.ActionDeny, registry.AuthorizationRule{To: []registry.Destination{{Ports: []uint16{9090}}}})},
-		"allow-any-port-empty-rule": {ap("open", v1alpha1.ActionAllow, registry.AuthorizationRule{}),
-			ap("no-legacy", v1alpha1.ActionDeny, registry.AuthorizationRule{From: []registry.Source{{Namespaces: []string{"legacy"}}}, To: []registry.Destination{{Ports: []uint16{8080}}}})},
+		"deny-all-plaintext-too": {ap("all", v1alpha1.ActionDeny, mesh.AuthorizationRule{To: []mesh.Destination{{Ports: []uint16{9090}}}})},
+		"allow-any-port-empty-rule": {ap("open", v1alpha1.ActionAllow, mesh.AuthorizationRule{}),
+			ap("no-legacy", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: []mesh.Source{{Namespaces: []string{"legacy"}}}, To: []mesh.Destination{{Ports: []uint16{8080}}}})},
 		"principals": {ap("p", v1alpha1.ActionAllow,
-			registry.AuthorizationRule{From: []registry.Source{{Principals: []registry.Principal{
+			mesh.AuthorizationRule{From: []mesh.Source{{Principals: []mesh.Principal{
 				{Value: "spiffe://cluster.local/ns/demo/sa/client"},
 				{Value: "spiffe://cluster.local/ns/legacy/", Prefix: true},
-			}}}, To: []registry.Destination{{Ports: []uint16{8080, 9090}}}},
-			registry.AuthorizationRule{From: []registry.Source{{Principals: []registry.Principal{{Value: "spiffe://cluster.local/", Prefix: true}}}}, To: []registry.Destination{{Ports: []uint16{1234}}}},
+			}}}, To: []mesh.Destination{{Ports: []uint16{8080, 9090}}}},
+			mesh.AuthorizationRule{From: []mesh.Source{{Principals: []mesh.Principal{{Value: "spiffe://cluster.local/", Prefix: true}}}}, To: []mesh.Destination{{Ports: []uint16{1234}}}},
 		)},
 		// HTTP fields on connections (docs/l7.md): an ALLOW entry with them
 		// matches none, a DENY entry applies without them.
-		"allow-paths-only-allows-nothing": {ap("paths", v1alpha1.ActionAllow, registry.AuthorizationRule{To: []registry.Destination{{Paths: []registry.PathMatch{{Value: "/api/", Prefix: true}}}}})},
-		"allow-http-entry-dropped": {ap("mixed", v1alpha1.ActionAllow, registry.AuthorizationRule{To: []registry.Destination{
+		"allow-paths-only-allows-nothing": {ap("paths", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{{Paths: []mesh.PathMatch{{Value: "/api/", Prefix: true}}}}})},
+		"allow-http-entry-dropped": {ap("mixed", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{
 			{Ports: []uint16{8080}, Methods: []string{"GET"}}, {Ports: []uint16{9090}}}})},
-		"deny-paths-denies-every-port": {ap("paths", v1alpha1.ActionDeny, registry.AuthorizationRule{
-			From: []registry.Source{{Namespaces: []string{"demo"}}}, To: []registry.Destination{{Paths: []registry.PathMatch{{Value: "/admin"}}}}})},
-		"deny-methods-denies-its-port": {ap("methods", v1alpha1.ActionDeny, registry.AuthorizationRule{
-			To: []registry.Destination{{Ports: []uint16{8080}, Methods: []string{"DELETE"}}}})},
-		"namespaces": {ap("ns", v1alpha1.ActionAllow, registry.AuthorizationRule{From: []registry.Source{{Namespaces: []string{"demo"}}}, To: []registry.Destination{{Ports: []uint16{8080}}}})},
+		"deny-paths-denies-every-port": {ap("paths", v1alpha1.ActionDeny, mesh.AuthorizationRule{
+			From: []mesh.Source{{Namespaces: []string{"demo"}}}, To: []mesh.Destination{{Paths: []mesh.PathMatch{{Value: "/admin"}}}}})},
+		"deny-methods-denies-its-port": {ap("methods", v1alpha1.ActionDeny, mesh.AuthorizationRule{
+			To: []mesh.Destination{{Ports: []uint16{8080}, Methods: []string{"DELETE"}}}})},
+		"namespaces": {ap("ns", v1alpha1.ActionAllow, mesh.AuthorizationRule{From: []mesh.Source{{Namespaces: []string{"demo"}}}, To: []mesh.Destination{{Ports: []uint16{8080}}}})},
 		"and-of-fields": {ap("and", v1alpha1.ActionAllow,
-			registry.AuthorizationRule{From: []registry.Source{
-				{Namespaces: []string{"demo", "other"}, ServiceAccounts: []registry.Key{{Namespace: "demo", Name: "client"}, {Namespace: "other", Name: "x"}}},
-				{Principals: []registry.Principal{{Value: "spiffe://cluster.local/ns/legacy/", Prefix: true}}, Namespaces: []string{"legacy"}},
+			mesh.AuthorizationRule{From: []mesh.Source{
+				{Namespaces: []string{"demo", "other"}, ServiceAccounts: []mesh.Key{{Namespace: "demo", Name: "client"}, {Namespace: "other", Name: "x"}}},
+				{Principals: []mesh.Principal{{Value: "spiffe://cluster.local/ns/legacy/", Prefix: true}}, Namespaces: []string{"legacy"}},
 			}}),
-			ap("deny-x", v1alpha1.ActionDeny, registry.AuthorizationRule{From: []registry.Source{{ServiceAccounts: []registry.Key{{Namespace: "other", Name: "x"}}}}}),
+			ap("deny-x", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: []mesh.Source{{ServiceAccounts: []mesh.Key{{Namespace: "other", Name: "x"}}}}}),
 		},
 	}
 	peers := []spiffeid.ID{
@@ -183,9 +183,9 @@ func TestRBACAgreesWithAuthorize(t *testing.T) {
 				c.AuthorizationPolicies = set
 				c.Mesh.MTLSMode = mode
 				// Port 9090 gets its own chains too, by a port-level mode.
-				c.MTLSPolicies = append(c.MTLSPolicies, &registry.MTLSPolicy{Namespace: "demo", Name: "ports", Mode: mode,
+				c.MTLSPolicies = append(c.MTLSPolicies, &mesh.MTLSPolicy{Namespace: "demo", Name: "ports", Mode: mode,
 					PortModes: map[uint16]v1alpha1.MTLSMode{9090: v1alpha1.MTLSPermissive}})
-				snap := registry.NewSnapshot(c)
+				snap := mesh.NewSnapshot(0, c)
 				res := generate(t, snap, "server-v1-5b7c.demo")
 				w, _ := snap.Workload("demo", "server-v1-5b7c")
 				pol := snap.PoliciesFor(w)
@@ -215,17 +215,17 @@ func TestRBACAgreesWithAuthorize(t *testing.T) {
 // one in another namespace changes nothing.
 func TestRejectedPolicyDeniesInbound(t *testing.T) {
 	for _, tc := range []struct {
-		rejected registry.Rejected
+		rejected mesh.Rejected
 		denied   bool
 	}{
-		{registry.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "bad", Reason: "Invalid", Message: "spec.action \"MAYBE\" is not ALLOW or DENY"}, true},
-		{registry.Rejected{Kind: v1alpha1.MTLSPolicyKind, Namespace: "demo", Name: "bad", Reason: "Invalid", Message: "spec.mode \"SOMETIMES\" is not STRICT or PERMISSIVE"}, true},
-		{registry.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "legacy", Name: "bad", Reason: "Invalid"}, false},
-		{registry.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "bad", Reason: "Invalid"}, false},
+		{mesh.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "bad", Reason: "Invalid", Message: "spec.action \"MAYBE\" is not ALLOW or DENY"}, true},
+		{mesh.Rejected{Kind: v1alpha1.MTLSPolicyKind, Namespace: "demo", Name: "bad", Reason: "Invalid", Message: "spec.mode \"SOMETIMES\" is not STRICT or PERMISSIVE"}, true},
+		{mesh.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "legacy", Name: "bad", Reason: "Invalid"}, false},
+		{mesh.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "bad", Reason: "Invalid"}, false},
 	} {
 		c := meshContents(v1alpha1.OutboundAllowAny)
-		c.Rejected = []registry.Rejected{tc.rejected}
-		res := generate(t, registry.NewSnapshot(c), "server-v1-5b7c.demo")
+		c.Rejected = []mesh.Rejected{tc.rejected}
+		res := generate(t, mesh.NewSnapshot(0, c), "server-v1-5b7c.demo")
 		in := listener(res, "inbound")
 		for _, ch := range in.FilterChains {
 			if strings.HasPrefix(ch.Name, "sidecar|") {
@@ -334,27 +334,27 @@ func evalHTTPChain(t *testing.T, c *listenerv3.FilterChain, r evalRequest) bool 
 // TestHTTPRBACAgreesWithAuthorizeRequest proves the request authorization
 // of chain inbound|8080|h2 (Generator.HTTPRouting): for policy sets with
 // methods and paths, every peer, method and path, its http rbac filters
-// decide as registry.WorkloadPolicies.AuthorizeRequest; its L4 chains, for
+// decide as mesh.WorkloadPolicies.AuthorizeRequest; its L4 chains, for
 // every port, as Authorize. The h2 chain has no network rbac filter of the
 // policies, and an HTTP filter only in its HCM.
 func TestHTTPRBACAgreesWithAuthorizeRequest(t *testing.T) {
 	serverSel := labels.SelectorFromSet(labels.Set{"app": "server"})
-	ap := func(name string, action v1alpha1.AuthorizationAction, rules ...registry.AuthorizationRule) *registry.AuthorizationPolicy {
-		return &registry.AuthorizationPolicy{Namespace: "demo", Name: name, Selector: serverSel, Action: action, Rules: rules}
+	ap := func(name string, action v1alpha1.AuthorizationAction, rules ...mesh.AuthorizationRule) *mesh.AuthorizationPolicy {
+		return &mesh.AuthorizationPolicy{Namespace: "demo", Name: name, Selector: serverSel, Action: action, Rules: rules}
 	}
-	prefix := func(p string) registry.PathMatch { return registry.PathMatch{Value: p, Prefix: true} }
-	exact := func(p string) registry.PathMatch { return registry.PathMatch{Value: p} }
-	demo := []registry.Source{{Namespaces: []string{"demo"}}}
-	sets := map[string][]*registry.AuthorizationPolicy{
+	prefix := func(p string) mesh.PathMatch { return mesh.PathMatch{Value: p, Prefix: true} }
+	exact := func(p string) mesh.PathMatch { return mesh.PathMatch{Value: p} }
+	demo := []mesh.Source{{Namespaces: []string{"demo"}}}
+	sets := map[string][]*mesh.AuthorizationPolicy{
 		"golden":          withHTTPAuthz(meshContents(v1alpha1.OutboundAllowAny)).AuthorizationPolicies,
-		"paths-only":      {ap("paths", v1alpha1.ActionAllow, registry.AuthorizationRule{To: []registry.Destination{{Paths: []registry.PathMatch{prefix("/api/"), exact("/healthz")}}}})},
-		"methods-of-demo": {ap("m", v1alpha1.ActionAllow, registry.AuthorizationRule{From: demo, To: []registry.Destination{{Methods: []string{"GET", "HEAD"}}}})},
-		"any-path":        {ap("any", v1alpha1.ActionAllow, registry.AuthorizationRule{To: []registry.Destination{{Paths: []registry.PathMatch{prefix("")}}}})},
-		"deny-method-and-path": {ap("open", v1alpha1.ActionAllow, registry.AuthorizationRule{}),
-			ap("d", v1alpha1.ActionDeny, registry.AuthorizationRule{From: demo, To: []registry.Destination{
-				{Ports: []uint16{8080, 9090}, Methods: []string{"DELETE", "PUT"}, Paths: []registry.PathMatch{prefix("/admin/"), exact("/")}},
+		"paths-only":      {ap("paths", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{{Paths: []mesh.PathMatch{prefix("/api/"), exact("/healthz")}}}})},
+		"methods-of-demo": {ap("m", v1alpha1.ActionAllow, mesh.AuthorizationRule{From: demo, To: []mesh.Destination{{Methods: []string{"GET", "HEAD"}}}})},
+		"any-path":        {ap("any", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{{Paths: []mesh.PathMatch{prefix("")}}}})},
+		"deny-method-and-path": {ap("open", v1alpha1.ActionAllow, mesh.AuthorizationRule{}),
+			ap("d", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: demo, To: []mesh.Destination{
+				{Ports: []uint16{8080, 9090}, Methods: []string{"DELETE", "PUT"}, Paths: []mesh.PathMatch{prefix("/admin/"), exact("/")}},
 				{Methods: []string{"PATCH"}}}})},
-		"deny-ports-only": {ap("d", v1alpha1.ActionDeny, registry.AuthorizationRule{To: []registry.Destination{{Ports: []uint16{8080}}}})},
+		"deny-ports-only": {ap("d", v1alpha1.ActionDeny, mesh.AuthorizationRule{To: []mesh.Destination{{Ports: []uint16{8080}}}})},
 	}
 	peers := []spiffeid.ID{workloadID("demo", "client"), workloadID("legacy", "legacy"), workloadID("other", "x")}
 	methods := []string{"GET", "HEAD", "POST", "DELETE", "PUT", "PATCH", "get"}
@@ -363,7 +363,7 @@ func TestHTTPRBACAgreesWithAuthorizeRequest(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := meshContents(v1alpha1.OutboundAllowAny)
 			c.AuthorizationPolicies = set
-			snap := registry.NewSnapshot(c)
+			snap := mesh.NewSnapshot(0, c)
 			gen := translatorFor(snap)
 			gen.HTTPRouting = true
 			res := generateWith(t, gen, snap, "server-v1-5b7c.demo")
@@ -431,17 +431,17 @@ func TestRequestPermissionShape(t *testing.T) {
 	anyPerm := &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}}
 	for _, tc := range []struct {
 		name string
-		d    registry.Destination
+		d    mesh.Destination
 		want *rbacv3.Permission
 	}{
-		{"one port", registry.Destination{Ports: []uint16{8080}}, and(port(8080))},
-		{"ports", registry.Destination{Ports: []uint16{80, 8080}}, and(or(port(80), port(8080)))},
-		{"one method", registry.Destination{Methods: []string{"GET"}}, and(method("GET"))},
-		{"every field", registry.Destination{Ports: []uint16{8080}, Methods: []string{"GET", "HEAD"}, Paths: []registry.PathMatch{{Value: "/api/", Prefix: true}, {Value: "/healthz"}}},
+		{"one port", mesh.Destination{Ports: []uint16{8080}}, and(port(8080))},
+		{"ports", mesh.Destination{Ports: []uint16{80, 8080}}, and(or(port(80), port(8080)))},
+		{"one method", mesh.Destination{Methods: []string{"GET"}}, and(method("GET"))},
+		{"every field", mesh.Destination{Ports: []uint16{8080}, Methods: []string{"GET", "HEAD"}, Paths: []mesh.PathMatch{{Value: "/api/", Prefix: true}, {Value: "/healthz"}}},
 			and(port(8080), or(method("GET"), method("HEAD")), or(path("/api/", true), path("/healthz", false)))},
-		{"a path", registry.Destination{Paths: []registry.PathMatch{{Value: "/x"}}}, and(path("/x", false))},
-		{"any path with a method", registry.Destination{Methods: []string{"POST"}, Paths: []registry.PathMatch{{Value: "/x"}, {Prefix: true}}}, and(method("POST"))},
-		{"any path alone", registry.Destination{Paths: []registry.PathMatch{{Prefix: true}}}, anyPerm},
+		{"a path", mesh.Destination{Paths: []mesh.PathMatch{{Value: "/x"}}}, and(path("/x", false))},
+		{"any path with a method", mesh.Destination{Methods: []string{"POST"}, Paths: []mesh.PathMatch{{Value: "/x"}, {Prefix: true}}}, and(method("POST"))},
+		{"any path alone", mesh.Destination{Paths: []mesh.PathMatch{{Prefix: true}}}, anyPerm},
 	} {
 		if got := requestPermission(tc.d); !proto.Equal(got, tc.want) {
 			t.Errorf("%s: requestPermission(%+v) = %v, want %v", tc.name, tc.d, got, tc.want)

@@ -16,7 +16,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 )
 
 // Shared resources.
@@ -26,7 +26,7 @@ import (
 // ClusterLoadAssignment, the in-mesh outbound filter chains (and, for a
 // workload without egress rules, the whole outbound listener), and the
 // trust_bundle secret. The Generator builds those once per registry
-// snapshot (by pointer identity: a published registry.Snapshot is
+// snapshot (by pointer identity: a published mesh.Snapshot is
 // immutable) and hands the SAME proto pointers to every Generate call.
 //
 // INVARIANT: a resource returned by Generate, and every message it points
@@ -39,10 +39,10 @@ import (
 // Generate stays pure from the caller's view: the memo only ever returns
 // what a fresh translation of the same snapshot would build, byte for byte.
 
-// sharedSet is what every sidecar of one registry snapshot gets. Its
+// sharedSet is what every sidecar of one mesh snapshot gets. Its
 // fields are written once, by build, and only read after ready is set.
 type sharedSet struct {
-	snap   *registry.Snapshot
+	snap   *mesh.Snapshot
 	cpHost string
 	cpPort uint32
 	// httpRouting is Generator.HTTPRouting when the set was built.
@@ -79,12 +79,12 @@ type sharedSet struct {
 // previous snapshot (and in a namespace with the same injection) gets the
 // very same resources, so the Server's caches know them already.
 type svcMemo struct {
-	prev map[registry.Key]*svcResources // read-only
-	cur  map[registry.Key]*svcResources
+	prev map[mesh.Key]*svcResources // read-only
+	cur  map[mesh.Key]*svcResources
 }
 
 type svcResources struct {
-	svc       *registry.Service
+	svc       *mesh.Service
 	injection bool
 	clas      map[string]*endpointv3.ClusterLoadAssignment
 	clusters  map[string]*clusterv3.Cluster
@@ -94,11 +94,11 @@ type svcResources struct {
 // reuse returns the resources of svc in the previous snapshot: old if svc
 // is unchanged (nil if not), prev in any case (nil if none); and records
 // the resources of svc now.
-func (m *svcMemo) reuse(svc *registry.Service, injection bool) (old, prev, now *svcResources) {
+func (m *svcMemo) reuse(svc *mesh.Service, injection bool) (old, prev, now *svcResources) {
 	if m == nil {
 		return nil, nil, nil
 	}
-	k := registry.Key{Namespace: svc.Namespace, Name: svc.Name}
+	k := mesh.Key{Namespace: svc.Namespace, Name: svc.Name}
 	now = &svcResources{svc: svc, injection: injection}
 	m.cur[k] = now
 	prev = m.prev[k]
@@ -143,7 +143,7 @@ func (r *svcResources) putChain(c *chainInputs) {
 // ClusterLoadAssignments (given the same namespace injection): every field
 // meshChains, edsCluster, endpointPort and health read for them is equal.
 // (ClusterIPs only go into the chains, which are always rebuilt.)
-func sameMeshInputs(a, b *registry.Service) bool {
+func sameMeshInputs(a, b *mesh.Service) bool {
 	if a == b {
 		return true
 	}
@@ -179,7 +179,7 @@ func (r *svcResources) put(name string, cla *endpointv3.ClusterLoadAssignment, c
 }
 
 // translatorMemo keeps the shared sets of the current and the previous
-// registry snapshot, and the trust_bundle secret of the current bundle.
+// mesh snapshot, and the trust_bundle secret of the current bundle.
 type translatorMemo struct {
 	mu        sync.Mutex
 	sets      [2]*sharedSet // newest first
@@ -188,7 +188,7 @@ type translatorMemo struct {
 }
 
 // shared returns the shared set of snap, building it at most once.
-func (t *Generator) shared(snap *registry.Snapshot, cpHost string, cpPort uint32) *sharedSet {
+func (t *Generator) shared(snap *mesh.Snapshot, cpHost string, cpPort uint32) *sharedSet {
 	m := &t.memo
 	m.mu.Lock()
 	var s *sharedSet
@@ -212,7 +212,7 @@ func (s *sharedSet) build() {
 		snap: s.snap, td: s.snap.Mesh.TrustDomain,
 		clusters: map[string]*clusterv3.Cluster{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
 		routes:      map[string]*routev3.RouteConfiguration{},
-		svcs:        &svcMemo{cur: map[registry.Key]*svcResources{}},
+		svcs:        &svcMemo{cur: map[mesh.Key]*svcResources{}},
 		httpRouting: s.httpRouting,
 	}
 	// Resources built with the other setting of HTTPRouting are not

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/controlplane/xds"
 )
 
@@ -21,17 +21,17 @@ import (
 // ClusterIP moving, an unchanged copy), going back and forth: fed to one
 // Generator, they make it share resources between sidecars and reuse an
 // unchanged Service's resources across snapshots.
-func relatedSnapshots(t *testing.T) []*registry.Snapshot {
+func relatedSnapshots(t *testing.T) []*mesh.Snapshot {
 	t.Helper()
 	a := bigMesh(40, 3)
-	edit := func(s *registry.Snapshot, f func(c *registry.Snapshot)) *registry.Snapshot {
-		c := *s
+	edit := func(s *mesh.Snapshot, f func(c *mesh.Contents)) *mesh.Snapshot {
+		c := s.Contents
 		c.Services = slices.Clone(c.Services)
 		c.Namespaces = slices.Clone(c.Namespaces)
 		f(&c)
-		return registry.NewSnapshot(c)
+		return mesh.NewSnapshot(0, c)
 	}
-	svc := func(c *registry.Snapshot, name string) *registry.Service {
+	svc := func(c *mesh.Contents, name string) *mesh.Service {
 		for i, s := range c.Services {
 			if s.Name == name {
 				cp := *s
@@ -43,8 +43,8 @@ func relatedSnapshots(t *testing.T) []*registry.Snapshot {
 		t.Fatalf("no service %s", name)
 		return nil
 	}
-	b := edit(a, func(c *registry.Snapshot) { svc(c, "svc-0003").Endpoints[1].Ready = false })
-	cc := edit(b, func(c *registry.Snapshot) {
+	b := edit(a, func(c *mesh.Contents) { svc(c, "svc-0003").Endpoints[1].Ready = false })
+	cc := edit(b, func(c *mesh.Contents) {
 		svc(c, "svc-0004").Endpoints[0].Injected = false
 		svc(c, "svc-0005").Endpoints = nil
 		for i := range c.Namespaces {
@@ -52,16 +52,16 @@ func relatedSnapshots(t *testing.T) []*registry.Snapshot {
 				c.Namespaces[i].Injection = false
 			}
 		}
-		c.Services = slices.DeleteFunc(c.Services, func(s *registry.Service) bool { return s.Name == "svc-0007" })
+		c.Services = slices.DeleteFunc(c.Services, func(s *mesh.Service) bool { return s.Name == "svc-0007" })
 	})
-	d := edit(cc, func(c *registry.Snapshot) { c.Mesh.OutboundMode = v1alpha1.OutboundAllowAny })
-	e := edit(d, func(*registry.Snapshot) {}) // same content, new snapshot
+	d := edit(cc, func(c *mesh.Contents) { c.Mesh.OutboundMode = v1alpha1.OutboundAllowAny })
+	e := edit(d, func(*mesh.Contents) {}) // same content, new snapshot
 	// A ClusterIP claimed by an earlier Service, then free again.
-	f := edit(e, func(c *registry.Snapshot) { svc(c, "svc-0010").ClusterIPs = svc(c, "svc-0009").ClusterIPs })
-	g := edit(f, func(c *registry.Snapshot) {
-		c.Services = slices.DeleteFunc(c.Services, func(s *registry.Service) bool { return s.Name == "svc-0009" })
+	f := edit(e, func(c *mesh.Contents) { svc(c, "svc-0010").ClusterIPs = svc(c, "svc-0009").ClusterIPs })
+	g := edit(f, func(c *mesh.Contents) {
+		c.Services = slices.DeleteFunc(c.Services, func(s *mesh.Service) bool { return s.Name == "svc-0009" })
 	})
-	return []*registry.Snapshot{a, b, cc, a, d, e, f, g, f}
+	return []*mesh.Snapshot{a, b, cc, a, d, e, f, g, f}
 }
 
 // TestSharedMatchesFresh: one Generator, fed related snapshots, gives every
@@ -81,7 +81,7 @@ func testSharedMatchesFresh(t *testing.T, http bool) {
 	snaps := relatedSnapshots(t)
 	cur := snaps[0]
 	shared := translatorFor(cur)
-	shared.Snapshot = func() *registry.Snapshot { return cur }
+	shared.Snapshot = func() *mesh.Snapshot { return cur }
 	shared.HTTPRouting = http
 	for _, snap := range snaps {
 		cur = snap
@@ -139,7 +139,7 @@ func testGeneratedResourcesNeverChange(t *testing.T, http bool) {
 	snaps := relatedSnapshots(t)
 	cur := snaps[0]
 	gen := translatorFor(cur)
-	gen.Snapshot = func() *registry.Snapshot { return cur }
+	gen.Snapshot = func() *mesh.Snapshot { return cur }
 	gen.HTTPRouting = http
 	type kept struct {
 		what      string

@@ -23,7 +23,7 @@ package translate
 //     forwarding (or not) and audit record must say the same.
 //
 // The verdicts are compared with the policy model the translator is checked
-// against, not a new one: registry.WorkloadPolicies.Authorize and
+// against, not a new one: mesh.WorkloadPolicies.Authorize and
 // MTLSSettings.ModeFor (api/v1alpha1's documented semantics) for inbound,
 // `reference` of translate/egress_test.go for egress.
 //
@@ -77,7 +77,7 @@ import (
 	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/identity"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/controlplane/streamauth/streamauthtest"
 	"github.com/weftmesh/weft/controlplane/xds"
@@ -121,7 +121,7 @@ var (
 type agreeMesh struct {
 	t     *testing.T
 	ca    *certs.CA
-	snap  atomic.Pointer[registry.Snapshot]
+	snap  atomic.Pointer[mesh.Snapshot]
 	srv   *ads.Server
 	seq   int
 	nodes map[string]*sxds.Client
@@ -136,7 +136,7 @@ var agreeNodes = map[string]spiffeid.ID{
 // as the certificate's identity; each node's token is "token-<node ID>",
 // and every pod's IP is loopback's (the streams come from there).
 type agreePods struct {
-	snap *atomic.Pointer[registry.Snapshot]
+	snap *atomic.Pointer[mesh.Snapshot]
 }
 
 func (v agreePods) Pod(_ context.Context, ns, name string) (streamauth.Pod, bool, error) {
@@ -248,14 +248,14 @@ func newAgreeMeshWith(t *testing.T, http bool) *agreeMesh {
 // store publishes contents, plus a marker Service whose passthrough chain
 // tells which snapshot a sidecar's configuration comes from, and returns
 // the marker chain's name.
-func (m *agreeMesh) store(contents registry.Snapshot) (*registry.Snapshot, string) {
+func (m *agreeMesh) store(contents mesh.Contents) (*mesh.Snapshot, string) {
 	m.seq++
 	marker := fmt.Sprintf("agreement-%d", m.seq)
-	contents.Services = append(slices.Clone(contents.Services), &registry.Service{
+	contents.Services = append(slices.Clone(contents.Services), &mesh.Service{
 		Namespace: "default", Name: marker, Type: "ClusterIP", ClusterIPs: []netip.Addr{agreeMarkerIP},
-		Ports: []registry.ServicePort{{Name: "marker", Port: 7, TargetPort: 7, Protocol: "TCP"}},
+		Ports: []mesh.ServicePort{{Name: "marker", Port: 7, TargetPort: 7, Protocol: "TCP"}},
 	})
-	snap := registry.NewSnapshot(contents)
+	snap := mesh.NewSnapshot(0, contents)
 	m.snap.Store(snap)
 	return snap, "passthrough|7|" + marker + ".default"
 }
@@ -274,7 +274,7 @@ func agreeNackCount(st sxds.Status) uint64 {
 // snapshot (a new listener can arrive before the route configurations it
 // names, whose names do not change). A NACK is returned as an error, with
 // the sidecar's reason.
-func (m *agreeMesh) push(contents registry.Snapshot) (*registry.Snapshot, map[string]*model.Config, error) {
+func (m *agreeMesh) push(contents mesh.Contents) (*mesh.Snapshot, map[string]*model.Config, error) {
 	m.t.Helper()
 	before := map[string]uint64{}
 	for node, c := range m.nodes {
@@ -391,8 +391,8 @@ func agreePeerName(p spiffeid.ID) string {
 // STRICT refuses plaintext (MTLSPolicy, mode per port); mTLS peers must be
 // of the mesh ("only mTLS from the mesh is accepted"); a rejected
 // AuthorizationPolicy or MTLSPolicy of the namespace denies everything (the
-// translator's documented fail-closed); then registry.WorkloadPolicies.Authorize.
-func agreeInboundModel(snap *registry.Snapshot, w *registry.Workload, peer spiffeid.ID, port uint16) (bool, string) {
+// translator's documented fail-closed); then mesh.WorkloadPolicies.Authorize.
+func agreeInboundModel(snap *mesh.Snapshot, w *mesh.Workload, peer spiffeid.ID, port uint16) (bool, string) {
 	pol := snap.PoliciesFor(w)
 	if peer.IsZero() && pol.MTLS.ModeFor(port) == v1alpha1.MTLSStrict {
 		return false, "port is STRICT: plaintext refused"
@@ -469,8 +469,8 @@ func agreeVerdict(ok bool) string {
 
 type agreeAuthzSet struct {
 	name     string
-	policies []*registry.AuthorizationPolicy
-	rejected []registry.Rejected
+	policies []*mesh.AuthorizationPolicy
+	rejected []mesh.Rejected
 }
 
 func (s agreeAuthzSet) String() string {
@@ -487,7 +487,7 @@ func (s agreeAuthzSet) String() string {
 	return strings.Join(parts, "; ")
 }
 
-func agreeDescribePolicy(p *registry.AuthorizationPolicy) string {
+func agreeDescribePolicy(p *mesh.AuthorizationPolicy) string {
 	sel := "namespace-wide"
 	if p.Selector != nil {
 		sel = p.Selector.String()
@@ -532,60 +532,60 @@ func agreeDescribePolicy(p *registry.AuthorizationPolicy) string {
 
 var agreeServerSel = labels.SelectorFromSet(labels.Set{"app": "server"})
 
-func agreeAP(name string, action v1alpha1.AuthorizationAction, rules ...registry.AuthorizationRule) *registry.AuthorizationPolicy {
-	return &registry.AuthorizationPolicy{Namespace: "demo", Name: name, Selector: agreeServerSel, Action: action, Rules: rules}
+func agreeAP(name string, action v1alpha1.AuthorizationAction, rules ...mesh.AuthorizationRule) *mesh.AuthorizationPolicy {
+	return &mesh.AuthorizationPolicy{Namespace: "demo", Name: name, Selector: agreeServerSel, Action: action, Rules: rules}
 }
 
-func agreeExact(id spiffeid.ID) registry.Principal { return registry.Principal{Value: id.String()} }
+func agreeExact(id spiffeid.ID) mesh.Principal { return mesh.Principal{Value: id.String()} }
 
-func agreePrefix(p string) registry.Principal { return registry.Principal{Value: p, Prefix: true} }
+func agreePrefix(p string) mesh.Principal { return mesh.Principal{Value: p, Prefix: true} }
 
 // agreeNamedSets are hand-picked sets: each of the API's rules, and the two
 // shapes the issue names (an exact principal; a port-scoped ALLOW).
 func agreeNamedSets() []agreeAuthzSet {
-	from := func(srcs ...registry.Source) []registry.Source { return srcs }
+	from := func(srcs ...mesh.Source) []mesh.Source { return srcs }
 	return []agreeAuthzSet{
 		{name: "none"},
 		{name: "golden", policies: meshContents(v1alpha1.OutboundAllowAny).AuthorizationPolicies},
-		{name: "allow-exact-principal-port", policies: []*registry.AuthorizationPolicy{agreeAP("exact", v1alpha1.ActionAllow,
-			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreeExact(workloadID("demo", "client"))}}), To: []registry.Destination{{Ports: []uint16{8080}}}})}},
-		{name: "deny-exact-principal", policies: []*registry.AuthorizationPolicy{agreeAP("deny-exact", v1alpha1.ActionDeny,
-			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreeExact(workloadID("demo", "client"))}})})}},
-		{name: "allow-port-scoped-any-peer", policies: []*registry.AuthorizationPolicy{agreeAP("port-only", v1alpha1.ActionAllow,
-			registry.AuthorizationRule{To: []registry.Destination{{Ports: []uint16{9090}}}})}},
-		{name: "deny-port-scoped", policies: []*registry.AuthorizationPolicy{agreeAP("deny-port", v1alpha1.ActionDeny,
-			registry.AuthorizationRule{From: from(registry.Source{Namespaces: []string{"demo"}}), To: []registry.Destination{{Ports: []uint16{1234}}}})}},
-		{name: "allow-without-rules", policies: []*registry.AuthorizationPolicy{agreeAP("nothing", v1alpha1.ActionAllow)}},
-		{name: "deny-without-rules", policies: []*registry.AuthorizationPolicy{agreeAP("nothing", v1alpha1.ActionDeny)}},
-		{name: "allow-empty-rule-deny-legacy", policies: []*registry.AuthorizationPolicy{
-			agreeAP("open", v1alpha1.ActionAllow, registry.AuthorizationRule{}),
-			agreeAP("no-legacy", v1alpha1.ActionDeny, registry.AuthorizationRule{From: from(registry.Source{Namespaces: []string{"legacy"}}), To: []registry.Destination{{Ports: []uint16{8080}}}})}},
-		{name: "principal-prefixes", policies: []*registry.AuthorizationPolicy{agreeAP("p", v1alpha1.ActionAllow,
-			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{
-				agreeExact(workloadID("demo", "client")), agreePrefix("spiffe://cluster.local/ns/legacy/")}}), To: []registry.Destination{{Ports: []uint16{8080, 9090}}}},
-			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/ns/demo")}}), To: []registry.Destination{{Ports: []uint16{1234}}}},
-			registry.AuthorizationRule{From: from(registry.Source{Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/ns/demo/sa/client")}}), To: []registry.Destination{{Ports: []uint16{5555}}}},
+		{name: "allow-exact-principal-port", policies: []*mesh.AuthorizationPolicy{agreeAP("exact", v1alpha1.ActionAllow,
+			mesh.AuthorizationRule{From: from(mesh.Source{Principals: []mesh.Principal{agreeExact(workloadID("demo", "client"))}}), To: []mesh.Destination{{Ports: []uint16{8080}}}})}},
+		{name: "deny-exact-principal", policies: []*mesh.AuthorizationPolicy{agreeAP("deny-exact", v1alpha1.ActionDeny,
+			mesh.AuthorizationRule{From: from(mesh.Source{Principals: []mesh.Principal{agreeExact(workloadID("demo", "client"))}})})}},
+		{name: "allow-port-scoped-any-peer", policies: []*mesh.AuthorizationPolicy{agreeAP("port-only", v1alpha1.ActionAllow,
+			mesh.AuthorizationRule{To: []mesh.Destination{{Ports: []uint16{9090}}}})}},
+		{name: "deny-port-scoped", policies: []*mesh.AuthorizationPolicy{agreeAP("deny-port", v1alpha1.ActionDeny,
+			mesh.AuthorizationRule{From: from(mesh.Source{Namespaces: []string{"demo"}}), To: []mesh.Destination{{Ports: []uint16{1234}}}})}},
+		{name: "allow-without-rules", policies: []*mesh.AuthorizationPolicy{agreeAP("nothing", v1alpha1.ActionAllow)}},
+		{name: "deny-without-rules", policies: []*mesh.AuthorizationPolicy{agreeAP("nothing", v1alpha1.ActionDeny)}},
+		{name: "allow-empty-rule-deny-legacy", policies: []*mesh.AuthorizationPolicy{
+			agreeAP("open", v1alpha1.ActionAllow, mesh.AuthorizationRule{}),
+			agreeAP("no-legacy", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: from(mesh.Source{Namespaces: []string{"legacy"}}), To: []mesh.Destination{{Ports: []uint16{8080}}}})}},
+		{name: "principal-prefixes", policies: []*mesh.AuthorizationPolicy{agreeAP("p", v1alpha1.ActionAllow,
+			mesh.AuthorizationRule{From: from(mesh.Source{Principals: []mesh.Principal{
+				agreeExact(workloadID("demo", "client")), agreePrefix("spiffe://cluster.local/ns/legacy/")}}), To: []mesh.Destination{{Ports: []uint16{8080, 9090}}}},
+			mesh.AuthorizationRule{From: from(mesh.Source{Principals: []mesh.Principal{agreePrefix("spiffe://cluster.local/ns/demo")}}), To: []mesh.Destination{{Ports: []uint16{1234}}}},
+			mesh.AuthorizationRule{From: from(mesh.Source{Principals: []mesh.Principal{agreePrefix("spiffe://cluster.local/ns/demo/sa/client")}}), To: []mesh.Destination{{Ports: []uint16{5555}}}},
 		)}},
-		{name: "namespaces-and-accounts", policies: []*registry.AuthorizationPolicy{
-			agreeAP("ns", v1alpha1.ActionAllow, registry.AuthorizationRule{From: from(registry.Source{Namespaces: []string{"demo"}}), To: []registry.Destination{{Ports: []uint16{8080}}}},
-				registry.AuthorizationRule{From: from(registry.Source{ServiceAccounts: []registry.Key{{Namespace: "other", Name: "x"}}})}),
-			agreeAP("deny-x", v1alpha1.ActionDeny, registry.AuthorizationRule{From: from(registry.Source{ServiceAccounts: []registry.Key{{Namespace: "other", Name: "x"}}}), To: []registry.Destination{{Ports: []uint16{9090}}}}),
+		{name: "namespaces-and-accounts", policies: []*mesh.AuthorizationPolicy{
+			agreeAP("ns", v1alpha1.ActionAllow, mesh.AuthorizationRule{From: from(mesh.Source{Namespaces: []string{"demo"}}), To: []mesh.Destination{{Ports: []uint16{8080}}}},
+				mesh.AuthorizationRule{From: from(mesh.Source{ServiceAccounts: []mesh.Key{{Namespace: "other", Name: "x"}}})}),
+			agreeAP("deny-x", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: from(mesh.Source{ServiceAccounts: []mesh.Key{{Namespace: "other", Name: "x"}}}), To: []mesh.Destination{{Ports: []uint16{9090}}}}),
 		}},
-		{name: "other-namespace-and-selector", policies: []*registry.AuthorizationPolicy{
-			{Namespace: "legacy", Name: "elsewhere", Action: v1alpha1.ActionAllow, Rules: []registry.AuthorizationRule{{To: []registry.Destination{{Ports: []uint16{1}}}}}},
-			{Namespace: "demo", Name: "clients-only", Selector: labels.SelectorFromSet(labels.Set{"app": "client"}), Action: v1alpha1.ActionDeny, Rules: []registry.AuthorizationRule{{}}},
-			{Namespace: "demo", Name: "namespace-wide", Action: v1alpha1.ActionAllow, Rules: []registry.AuthorizationRule{
-				{From: from(registry.Source{Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/")}}), To: []registry.Destination{{Ports: []uint16{8080, 1234}}}}}},
+		{name: "other-namespace-and-selector", policies: []*mesh.AuthorizationPolicy{
+			{Namespace: "legacy", Name: "elsewhere", Action: v1alpha1.ActionAllow, Rules: []mesh.AuthorizationRule{{To: []mesh.Destination{{Ports: []uint16{1}}}}}},
+			{Namespace: "demo", Name: "clients-only", Selector: labels.SelectorFromSet(labels.Set{"app": "client"}), Action: v1alpha1.ActionDeny, Rules: []mesh.AuthorizationRule{{}}},
+			{Namespace: "demo", Name: "namespace-wide", Action: v1alpha1.ActionAllow, Rules: []mesh.AuthorizationRule{
+				{From: from(mesh.Source{Principals: []mesh.Principal{agreePrefix("spiffe://cluster.local/")}}), To: []mesh.Destination{{Ports: []uint16{8080, 1234}}}}}},
 		}},
 		// A source with two fields: and_ids of the fields in RBAC.
-		{name: "two-field-source", policies: []*registry.AuthorizationPolicy{agreeAP("and", v1alpha1.ActionAllow,
-			registry.AuthorizationRule{From: from(registry.Source{Namespaces: []string{"demo"}, ServiceAccounts: []registry.Key{{Namespace: "demo", Name: "client"}}})})}},
-		{name: "two-field-source-deny", policies: []*registry.AuthorizationPolicy{
-			agreeAP("open", v1alpha1.ActionAllow, registry.AuthorizationRule{}),
-			agreeAP("and", v1alpha1.ActionDeny, registry.AuthorizationRule{From: from(registry.Source{
-				Principals: []registry.Principal{agreePrefix("spiffe://cluster.local/ns/demo/sa/client")}, Namespaces: []string{"demo", "demo-2"}}), To: []registry.Destination{{Ports: []uint16{8080}}}})}},
+		{name: "two-field-source", policies: []*mesh.AuthorizationPolicy{agreeAP("and", v1alpha1.ActionAllow,
+			mesh.AuthorizationRule{From: from(mesh.Source{Namespaces: []string{"demo"}, ServiceAccounts: []mesh.Key{{Namespace: "demo", Name: "client"}}})})}},
+		{name: "two-field-source-deny", policies: []*mesh.AuthorizationPolicy{
+			agreeAP("open", v1alpha1.ActionAllow, mesh.AuthorizationRule{}),
+			agreeAP("and", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: from(mesh.Source{
+				Principals: []mesh.Principal{agreePrefix("spiffe://cluster.local/ns/demo/sa/client")}, Namespaces: []string{"demo", "demo-2"}}), To: []mesh.Destination{{Ports: []uint16{8080}}}})}},
 		{name: "rejected-policy", policies: meshContents(v1alpha1.OutboundAllowAny).AuthorizationPolicies,
-			rejected: []registry.Rejected{{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Reason: v1alpha1.ReasonInvalid, Message: "bad"}}},
+			rejected: []mesh.Rejected{{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Reason: v1alpha1.ReasonInvalid, Message: "bad"}}},
 	}
 }
 
@@ -595,7 +595,7 @@ var (
 	agreePrefixPool = []string{"spiffe://cluster.local/", "spiffe://cluster.local/ns/demo/", "spiffe://cluster.local/ns/demo",
 		"spiffe://cluster.local/ns/legacy/", "spiffe://cluster.local/ns/demo/sa/client", "spiffe://cluster.local/ns/other/sa/"}
 	agreeNSPool = []string{"demo", "demo-2", "legacy", "other"}
-	agreeSAPool = []registry.Key{{Namespace: "demo", Name: "client"}, {Namespace: "demo", Name: "server"},
+	agreeSAPool = []mesh.Key{{Namespace: "demo", Name: "client"}, {Namespace: "demo", Name: "server"},
 		{Namespace: "other", Name: "x"}, {Namespace: "legacy", Name: "legacy"}, {Namespace: "demo-2", Name: "client"}}
 	agreePolicyPorts = []uint16{8080, 9090, 1234}
 )
@@ -611,12 +611,12 @@ func agreePick[T any](rng *rand.Rand, pool []T, n int) []T {
 }
 
 // agreeRandomSource is a Source with one field (multiField: one to three).
-func agreeRandomSource(rng *rand.Rand, multiField bool) registry.Source {
+func agreeRandomSource(rng *rand.Rand, multiField bool) mesh.Source {
 	kinds := []int{rng.IntN(3)}
 	if multiField {
 		kinds = agreePick(rng, []int{0, 1, 2}, 2+rng.IntN(2))
 	}
-	var s registry.Source
+	var s mesh.Source
 	for _, k := range kinds {
 		switch k {
 		case 0:
@@ -643,7 +643,7 @@ func agreeRandomSource(rng *rand.Rand, multiField bool) registry.Source {
 func agreeRandomAuthz(rng *rand.Rand, name string, multiField bool) agreeAuthzSet {
 	set := agreeAuthzSet{name: name}
 	for i := range 1 + rng.IntN(3) {
-		p := &registry.AuthorizationPolicy{Namespace: "demo", Name: fmt.Sprintf("r%d", i), Selector: agreeServerSel, Action: v1alpha1.ActionAllow}
+		p := &mesh.AuthorizationPolicy{Namespace: "demo", Name: fmt.Sprintf("r%d", i), Selector: agreeServerSel, Action: v1alpha1.ActionAllow}
 		if rng.IntN(3) == 0 {
 			p.Action = v1alpha1.ActionDeny
 		}
@@ -660,14 +660,14 @@ func agreeRandomAuthz(rng *rand.Rand, name string, multiField bool) agreeAuthzSe
 			rules = 0 // an ALLOW policy without rules denies everything
 		}
 		for range rules {
-			var r registry.AuthorizationRule
+			var r mesh.AuthorizationRule
 			if rng.IntN(4) != 0 {
 				for range 1 + rng.IntN(2) {
 					r.From = append(r.From, agreeRandomSource(rng, multiField))
 				}
 			}
 			if rng.IntN(3) != 0 {
-				r.To = []registry.Destination{{Ports: agreePick(rng, agreePolicyPorts, 1+rng.IntN(2))}}
+				r.To = []mesh.Destination{{Ports: agreePick(rng, agreePolicyPorts, 1+rng.IntN(2))}}
 			}
 			p.Rules = append(p.Rules, r)
 		}
@@ -678,7 +678,7 @@ func agreeRandomAuthz(rng *rand.Rand, name string, multiField bool) agreeAuthzSe
 
 // agreeInboundContents is the golden mesh with set's policies, the mesh in
 // mode and, by a namespace MTLSPolicy of demo, port 9090 in the other mode.
-func agreeInboundContents(set agreeAuthzSet, mode v1alpha1.MTLSMode) registry.Snapshot {
+func agreeInboundContents(set agreeAuthzSet, mode v1alpha1.MTLSMode) mesh.Contents {
 	c := meshContents(v1alpha1.OutboundAllowAny)
 	c.AuthorizationPolicies = set.policies
 	c.Rejected = set.rejected
@@ -687,7 +687,7 @@ func agreeInboundContents(set agreeAuthzSet, mode v1alpha1.MTLSMode) registry.Sn
 	if mode == v1alpha1.MTLSPermissive {
 		other = v1alpha1.MTLSStrict
 	}
-	c.MTLSPolicies = append(slices.Clone(c.MTLSPolicies), &registry.MTLSPolicy{Namespace: "demo", Name: "ports", Mode: mode,
+	c.MTLSPolicies = append(slices.Clone(c.MTLSPolicies), &mesh.MTLSPolicy{Namespace: "demo", Name: "ports", Mode: mode,
 		PortModes: map[uint16]v1alpha1.MTLSMode{9090: other}})
 	return c
 }
@@ -1071,13 +1071,13 @@ func agreeEgressProbes() []conn {
 // own port of a Service, are the mesh's (sidecar/xds README, "Outbound
 // in-mesh": in-mesh or passthrough chains, no egress decision, no audit).
 // Other ports of sidecar pods are egress (same section).
-func agreeNotEgress(snap *registry.Snapshot, dst netip.AddrPort) bool {
+func agreeNotEgress(snap *mesh.Snapshot, dst netip.AddrPort) bool {
 	if _, _, ok := snap.ServiceByAddr(dst); ok {
 		return true
 	}
 	for _, svc := range snap.Services {
 		for _, ep := range svc.Endpoints {
-			if ep.Injected && ep.Address == dst.Addr() && slices.ContainsFunc(ep.Ports, func(p registry.EndpointPort) bool { return p.Port == dst.Port() }) {
+			if ep.Injected && ep.Address == dst.Addr() && slices.ContainsFunc(ep.Ports, func(p mesh.EndpointPort) bool { return p.Port == dst.Port() }) {
 				return true
 			}
 		}
@@ -1091,7 +1091,7 @@ const agreeNotEgressDecision = "not-egress"
 // documented semantics, defaultAction included) over the policies selecting
 // w, with the translator's documented base: the outbound policy, or deny by
 // the rejected EgressPolicy of w's namespace.
-func agreeEgressModel(snap *registry.Snapshot, w *registry.Workload, c conn) outcome {
+func agreeEgressModel(snap *mesh.Snapshot, w *mesh.Workload, c conn) outcome {
 	if agreeNotEgress(snap, netip.AddrPortFrom(c.ip, c.port)) {
 		return outcome{decision: agreeNotEgressDecision}
 	}
@@ -1119,7 +1119,7 @@ func agreeEgressModel(snap *registry.Snapshot, w *registry.Workload, c conn) out
 // destination under each name that a rule by host applying to this port
 // names (a wildcard stands for a name under it), when that is stricter
 // than d; of equally strict ones the first by policy, then rule index.
-func agreeNameUnknown(pols []*registry.EgressPolicy, base outcome, c conn, d outcome) outcome {
+func agreeNameUnknown(pols []*mesh.EgressPolicy, base outcome, c conn, d outcome) outcome {
 	if d.decision == decisionDeny || d.decision == agreeNotEgressDecision || c.proto == "tls" && c.name != "" {
 		return d
 	}
@@ -1214,8 +1214,8 @@ func agreeShow(o outcome) string {
 
 type agreeEgressSet struct {
 	name     string
-	policies []*registry.EgressPolicy
-	rejected []registry.Rejected
+	policies []*mesh.EgressPolicy
+	rejected []mesh.Rejected
 }
 
 func (s agreeEgressSet) String() string {
@@ -1245,18 +1245,18 @@ func (s agreeEgressSet) String() string {
 	return strings.Join(parts, "; ")
 }
 
-func agreeEgressPort(n uint16, p v1alpha1.EgressProtocol) registry.EgressPort {
-	return registry.EgressPort{Number: n, Protocol: p}
+func agreeEgressPort(n uint16, p v1alpha1.EgressProtocol) mesh.EgressPort {
+	return mesh.EgressPort{Number: n, Protocol: p}
 }
 
 func agreeNamedEgressSets() []agreeEgressSet {
 	golden := meshContents(v1alpha1.OutboundAllowAny).EgressPolicies
 	pfx := netip.MustParsePrefix
-	allowList := func(name string, mode v1alpha1.EgressMode, rules ...registry.EgressRule) *registry.EgressPolicy {
-		return &registry.EgressPolicy{Namespace: "demo", Name: name, Mode: mode, DefaultAction: v1alpha1.EgressDeny, Rules: rules}
+	allowList := func(name string, mode v1alpha1.EgressMode, rules ...mesh.EgressRule) *mesh.EgressPolicy {
+		return &mesh.EgressPolicy{Namespace: "demo", Name: name, Mode: mode, DefaultAction: v1alpha1.EgressDeny, Rules: rules}
 	}
-	tls443 := []registry.EgressPort{agreeEgressPort(443, v1alpha1.EgressTLS)}
-	http80 := []registry.EgressPort{agreeEgressPort(80, v1alpha1.EgressHTTP)}
+	tls443 := []mesh.EgressPort{agreeEgressPort(443, v1alpha1.EgressTLS)}
+	http80 := []mesh.EgressPort{agreeEgressPort(80, v1alpha1.EgressHTTP)}
 	return []agreeEgressSet{
 		{name: "none"},
 		{name: "golden", policies: golden},
@@ -1267,21 +1267,21 @@ func agreeNamedEgressSets() []agreeEgressSet {
 		// Policies that do not select the client, with defaultAction Deny:
 		// their defaults must not reach it.
 		{name: "not-selecting", policies: append(withDefaults(golden, v1alpha1.EgressAllow),
-			&registry.EgressPolicy{Namespace: "demo", Name: "server-only", ServiceAccounts: []string{"server"}, Mode: v1alpha1.EgressEnforce,
-				DefaultAction: v1alpha1.EgressDeny, Rules: []registry.EgressRule{{Hosts: []string{"*.example.com"}, Action: v1alpha1.EgressDeny}}},
+			&mesh.EgressPolicy{Namespace: "demo", Name: "server-only", ServiceAccounts: []string{"server"}, Mode: v1alpha1.EgressEnforce,
+				DefaultAction: v1alpha1.EgressDeny, Rules: []mesh.EgressRule{{Hosts: []string{"*.example.com"}, Action: v1alpha1.EgressDeny}}},
 			// 0.0.0.0/1 and 128.0.0.0/1: all of IPv4 in two halves
 			// (0.0.0.0/0 itself: the whole-family sets below).
-			&registry.EgressPolicy{Namespace: "demo", Name: "server-pods", Selector: agreeServerSel, Mode: v1alpha1.EgressEnforce,
-				DefaultAction: v1alpha1.EgressDeny, Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/1"), pfx("128.0.0.0/1")}, Action: v1alpha1.EgressDeny}}},
-			&registry.EgressPolicy{Namespace: "legacy", Name: "elsewhere", Mode: v1alpha1.EgressEnforce,
-				DefaultAction: v1alpha1.EgressDeny, Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Action: v1alpha1.EgressDeny}}},
+			&mesh.EgressPolicy{Namespace: "demo", Name: "server-pods", Selector: agreeServerSel, Mode: v1alpha1.EgressEnforce,
+				DefaultAction: v1alpha1.EgressDeny, Rules: []mesh.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/1"), pfx("128.0.0.0/1")}, Action: v1alpha1.EgressDeny}}},
+			&mesh.EgressPolicy{Namespace: "legacy", Name: "elsewhere", Mode: v1alpha1.EgressEnforce,
+				DefaultAction: v1alpha1.EgressDeny, Rules: []mesh.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Action: v1alpha1.EgressDeny}}},
 		)},
-		{name: "cidr-over-the-mesh", policies: []*registry.EgressPolicy{allowList("deny-cluster", v1alpha1.EgressEnforce,
-			registry.EgressRule{CIDRs: []netip.Prefix{pfx("198.18.0.0/15"), pfx("198.19.0.20/32")}, Action: v1alpha1.EgressDeny},
-			registry.EgressRule{Hosts: []string{"api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow},
+		{name: "cidr-over-the-mesh", policies: []*mesh.EgressPolicy{allowList("deny-cluster", v1alpha1.EgressEnforce,
+			mesh.EgressRule{CIDRs: []netip.Prefix{pfx("198.18.0.0/15"), pfx("198.19.0.20/32")}, Action: v1alpha1.EgressDeny},
+			mesh.EgressRule{Hosts: []string{"api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow},
 		)}},
 		{name: "rejected", policies: golden,
-			rejected: []registry.Rejected{{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "broken", Reason: v1alpha1.ReasonInvalid}}},
+			rejected: []mesh.Rejected{{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "broken", Reason: v1alpha1.ReasonInvalid}}},
 		// A CIDR of a whole family is Envoy's "any IP" of that family:
 		// beside a host rule without ports it once gave two chains with
 		// the same match, which the sidecar NACKed.
@@ -1289,33 +1289,33 @@ func agreeNamedEgressSets() []agreeEgressSet {
 		{name: "cidr-::/0-and-portless-host", policies: agreeLockdown(pfx("::/0"))},
 		{name: "cidr-both-families-and-portless-host", policies: agreeLockdown(pfx("0.0.0.0/0"), pfx("::/0"))},
 		{name: "cidr-::/0-and-portless-host-default-deny", policies: withDefaults(agreeLockdown(pfx("::/0")), v1alpha1.EgressDeny)},
-		{name: "cidr-0.0.0.0/0-on-a-port-and-hosts", policies: []*registry.EgressPolicy{{Namespace: "demo", Name: "tls-lockdown", Mode: v1alpha1.EgressEnforce,
-			DefaultAction: v1alpha1.EgressAllow, Rules: []registry.EgressRule{
+		{name: "cidr-0.0.0.0/0-on-a-port-and-hosts", policies: []*mesh.EgressPolicy{{Namespace: "demo", Name: "tls-lockdown", Mode: v1alpha1.EgressEnforce,
+			DefaultAction: v1alpha1.EgressAllow, Rules: []mesh.EgressRule{
 				{Hosts: []string{"api.example.com", "*.github.com"}, Ports: tls443, Action: v1alpha1.EgressAllow},
 				{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Ports: tls443, Action: v1alpha1.EgressDeny},
 				{Hosts: []string{"docs.example.org"}, Action: v1alpha1.EgressAllow},
 			}}}},
-		{name: "cidr-0.0.0.0/0-audit", policies: append(agreeLockdown(pfx("0.0.0.0/0")), &registry.EgressPolicy{Namespace: "demo", Name: "watch",
-			Mode: v1alpha1.EgressAudit, DefaultAction: v1alpha1.EgressDeny, Rules: []registry.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Action: v1alpha1.EgressDeny}}})},
+		{name: "cidr-0.0.0.0/0-audit", policies: append(agreeLockdown(pfx("0.0.0.0/0")), &mesh.EgressPolicy{Namespace: "demo", Name: "watch",
+			Mode: v1alpha1.EgressAudit, DefaultAction: v1alpha1.EgressDeny, Rules: []mesh.EgressRule{{CIDRs: []netip.Prefix{pfx("0.0.0.0/0")}, Action: v1alpha1.EgressDeny}}})},
 		// defaultAction: a policy without rules refuses all egress (not the
 		// mesh); an Audit allow-list flags the rest; an Audit policy opens
 		// nothing an Enforce allow-list refuses.
-		{name: "deny-all", policies: []*registry.EgressPolicy{allowList("deny-all", v1alpha1.EgressEnforce)}},
-		{name: "audit-allow-list", policies: []*registry.EgressPolicy{allowList("trial", v1alpha1.EgressAudit,
-			registry.EgressRule{Hosts: []string{"api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow})}},
-		{name: "enforce-and-audit-allow-lists", policies: []*registry.EgressPolicy{
-			allowList("enforced", v1alpha1.EgressEnforce, registry.EgressRule{Hosts: []string{"api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow}),
+		{name: "deny-all", policies: []*mesh.EgressPolicy{allowList("deny-all", v1alpha1.EgressEnforce)}},
+		{name: "audit-allow-list", policies: []*mesh.EgressPolicy{allowList("trial", v1alpha1.EgressAudit,
+			mesh.EgressRule{Hosts: []string{"api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow})}},
+		{name: "enforce-and-audit-allow-lists", policies: []*mesh.EgressPolicy{
+			allowList("enforced", v1alpha1.EgressEnforce, mesh.EgressRule{Hosts: []string{"api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow}),
 			allowList("trial", v1alpha1.EgressAudit,
-				registry.EgressRule{Hosts: []string{"*.github.com", "api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow},
-				registry.EgressRule{Hosts: []string{"evil.example.com"}, Ports: http80, Action: v1alpha1.EgressDeny},
-				registry.EgressRule{CIDRs: []netip.Prefix{pfx("203.0.113.0/24")}, Action: v1alpha1.EgressAllow})}},
+				mesh.EgressRule{Hosts: []string{"*.github.com", "api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow},
+				mesh.EgressRule{Hosts: []string{"evil.example.com"}, Ports: http80, Action: v1alpha1.EgressDeny},
+				mesh.EgressRule{CIDRs: []netip.Prefix{pfx("203.0.113.0/24")}, Action: v1alpha1.EgressAllow})}},
 	}
 }
 
 // agreeLockdown: allow api.example.com, deny cidrs, no ports; the rest is
 // left to the outbound policy (defaultAction Allow).
-func agreeLockdown(cidrs ...netip.Prefix) []*registry.EgressPolicy {
-	return []*registry.EgressPolicy{{Namespace: "demo", Name: "lockdown", Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow, Rules: []registry.EgressRule{
+func agreeLockdown(cidrs ...netip.Prefix) []*mesh.EgressPolicy {
+	return []*mesh.EgressPolicy{{Namespace: "demo", Name: "lockdown", Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow, Rules: []mesh.EgressRule{
 		{Hosts: []string{"api.example.com"}, Action: v1alpha1.EgressAllow},
 		{CIDRs: cidrs, Action: v1alpha1.EgressDeny},
 	}}}
@@ -1325,7 +1325,7 @@ var (
 	agreeHostPool = []string{"api.example.com", "x.example.com", "*.example.com", "bad.example.com", "*.bad.example.com",
 		"docs.example.org", "*.github.com", "evil.example.com", "*.internal.example"}
 	agreeCIDRPool = []string{"203.0.113.0/24", "203.0.113.128/25", "1.2.3.4/32", "198.18.100.0/24", "198.18.0.0/15", "140.82.112.0/20", "0.0.0.0/0", "::/0"}
-	agreePortPool = []registry.EgressPort{
+	agreePortPool = []mesh.EgressPort{
 		agreeEgressPort(443, v1alpha1.EgressTLS), agreeEgressPort(80, v1alpha1.EgressHTTP), agreeEgressPort(8080, v1alpha1.EgressHTTP),
 		agreeEgressPort(22, v1alpha1.EgressTCP), agreeEgressPort(9000, v1alpha1.EgressTCP), agreeEgressPort(1234, v1alpha1.EgressTLS),
 	}
@@ -1338,7 +1338,7 @@ var (
 func agreeRandomEgress(rng *rand.Rand, name string) agreeEgressSet {
 	set := agreeEgressSet{name: name}
 	for i := range 1 + rng.IntN(3) {
-		p := &registry.EgressPolicy{Namespace: "demo", Name: fmt.Sprintf("e%d", i), Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow}
+		p := &mesh.EgressPolicy{Namespace: "demo", Name: fmt.Sprintf("e%d", i), Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow}
 		if rng.IntN(3) == 0 {
 			p.Mode = v1alpha1.EgressAudit
 		}
@@ -1357,7 +1357,7 @@ func agreeRandomEgress(rng *rand.Rand, name string) agreeEgressSet {
 		}
 		seen := map[string]bool{}
 		for range nRules {
-			r := registry.EgressRule{Action: v1alpha1.EgressAllow}
+			r := mesh.EgressRule{Action: v1alpha1.EgressAllow}
 			if rng.IntN(2) == 0 {
 				r.Action = v1alpha1.EgressDeny
 			}
@@ -1379,7 +1379,7 @@ func agreeRandomEgress(rng *rand.Rand, name string) agreeEgressSet {
 					}
 				}
 				if len(r.Ports) == 0 {
-					r.Ports = []registry.EgressPort{agreePortPool[0]}
+					r.Ports = []mesh.EgressPort{agreePortPool[0]}
 				}
 			}
 			if k := fmt.Sprint(r); !seen[k] {
@@ -1657,7 +1657,7 @@ func TestSidecarAgreementKnownGaps(t *testing.T) {
 		}
 	}
 	t.Run("namespace-source-non-workload-id", func(t *testing.T) {
-		inbound(t, agreeAuthzSet{name: "ns", policies: []*registry.AuthorizationPolicy{agreeAP("ns", v1alpha1.ActionAllow,
-			registry.AuthorizationRule{From: []registry.Source{{Namespaces: []string{"demo"}}}})}})
+		inbound(t, agreeAuthzSet{name: "ns", policies: []*mesh.AuthorizationPolicy{agreeAP("ns", v1alpha1.ActionAllow,
+			mesh.AuthorizationRule{From: []mesh.Source{{Namespaces: []string{"demo"}}}})}})
 	})
 }

@@ -26,7 +26,7 @@ import (
 	apiaudit "github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/controlplane/xds"
 )
 
@@ -53,12 +53,12 @@ const (
 
 // Generator turns the mesh model into the Envoy v3 resources of one
 // sidecar, following the contract in sidecar/xds/README.md. It is pure: it
-// reads the registry snapshot it is given and starts nothing; it is safe
+// reads the mesh snapshot it is given and starts nothing; it is safe
 // for concurrent use, and equal input gives byte-identical output
 // (everything is sorted; Any fields are marshalled deterministically), so
 // the server's content-hash versions only move when a sidecar's
 // configuration really changes. Its only state is a memo of what every
-// sidecar of the current and previous registry snapshot gets: those
+// sidecar of the current and previous mesh snapshot gets: those
 // resources are shared between Generate calls, so NOTHING MAY MODIFY A
 // GENERATED RESOURCE (shared.go). A Generator must not be copied.
 //
@@ -75,10 +75,10 @@ const (
 //     action DENY placed before the rbac filter with action ALLOW built from
 //     the ALLOW policies (one RBAC policy per rule, named "<ns>/<name>#<i>").
 //     On the L4 chains these are network rbac filters deciding connections
-//     by identity and port, exactly as registry.WorkloadPolicies.Authorize:
+//     by identity and port, exactly as mesh.WorkloadPolicies.Authorize:
 //     a to entry's HTTP fields (methods, paths) cannot be decided there, so
 //     an ALLOW entry with them is dropped and a DENY entry is applied
-//     without them (registry.AuthorizationRule.ConnectionPorts; docs/l7.md,
+//     without them (mesh.AuthorizationRule.ConnectionPorts; docs/l7.md,
 //     "Authorization at L7"). On chain inbound|<port>|h2 they are
 //     envoy.filters.http.rbac filters in the HCM, before the router, with
 //     the same names and principals and every field of the to entries
@@ -126,7 +126,7 @@ type Generator struct {
 	memo translatorMemo // shared resources (shared.go)
 
 	// Snapshot returns the current mesh model; nil while there is none.
-	Snapshot func() *registry.Snapshot
+	Snapshot func() *mesh.Snapshot
 	// ControlPlaneAddr is host:port of cluster weft-controlplane; empty:
 	// DefaultControlPlaneAddr.
 	ControlPlaneAddr string
@@ -209,15 +209,15 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 
 // builder holds one Generate call's work.
 type builder struct {
-	snap *registry.Snapshot
-	w    *registry.Workload
-	pol  registry.WorkloadPolicies
+	snap *mesh.Snapshot
+	w    *mesh.Workload
+	pol  mesh.WorkloadPolicies
 	td   spiffeid.TrustDomain
 
 	// Fail-closed state from rejected policies (see Generator).
-	rejectedInbound []registry.Rejected
-	rejectedEgress  *registry.Rejected
-	rejectedMesh    *registry.Rejected
+	rejectedInbound []mesh.Rejected
+	rejectedEgress  *mesh.Rejected
+	rejectedMesh    *mesh.Rejected
 
 	clusters  map[string]*clusterv3.Cluster
 	endpoints map[string]*endpointv3.ClusterLoadAssignment
@@ -226,7 +226,7 @@ type builder struct {
 	httpRouting bool
 
 	// svcs (nil: none) reuses and records the Services' clusters and
-	// endpoints across registry snapshots.
+	// endpoints across mesh snapshots.
 	svcs *svcMemo
 }
 

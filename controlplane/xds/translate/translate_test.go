@@ -26,7 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
-	"github.com/weftmesh/weft/controlplane/registry"
+	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/controlplane/xds"
 	"github.com/weftmesh/weft/internal/testutil/golden"
 )
@@ -53,24 +53,24 @@ func mustRead(path string) string {
 
 // ---- the golden mesh ----
 
-func pod(ns, name, sa, ip string, injected bool, lbls map[string]string) *registry.Workload {
-	return &registry.Workload{
+func pod(ns, name, sa, ip string, injected bool, lbls map[string]string) *mesh.Workload {
+	return &mesh.Workload{
 		Namespace: ns, Name: name, UID: "uid-" + name, IPs: []netip.Addr{netip.MustParseAddr(ip)},
 		Labels: lbls, ServiceAccount: sa, Identity: workloadID(ns, sa), Injected: injected, NodeName: "node-1",
 	}
 }
 
 // endpointOf is w as an endpoint of a service port named portName.
-func endpointOf(w *registry.Workload, portName string, port uint16, ready, terminating bool) registry.Endpoint {
+func endpointOf(w *mesh.Workload, portName string, port uint16, ready, terminating bool) mesh.Endpoint {
 	k := w.Key()
-	return registry.Endpoint{
-		Address: w.IPs[0], Ports: []registry.EndpointPort{{Name: portName, Port: port, Protocol: "TCP"}},
+	return mesh.Endpoint{
+		Address: w.IPs[0], Ports: []mesh.EndpointPort{{Name: portName, Port: port, Protocol: "TCP"}},
 		Ready: ready, Serving: ready || terminating, Terminating: terminating, NodeName: w.NodeName,
 		Pod: &k, Identity: w.Identity, Injected: w.Injected,
 	}
 }
 
-func identities(eps []registry.Endpoint) []spiffeid.ID {
+func identities(eps []mesh.Endpoint) []spiffeid.ID {
 	var ids []spiffeid.ID
 	for _, e := range eps {
 		if !e.Identity.IsZero() && !slices.Contains(ids, e.Identity) {
@@ -85,7 +85,7 @@ func identities(eps []registry.Endpoint) []spiffeid.ID {
 // a terminating v1 and a v3 pod without sidecar behind Service server;
 // STRICT), namespace legacy (PERMISSIVE by MTLSPolicy), default (no
 // injection, the API server's Service), authorization and egress policies.
-func meshContents(outbound v1alpha1.OutboundMode) registry.Snapshot {
+func meshContents(outbound v1alpha1.OutboundMode) mesh.Contents {
 	client := pod("demo", "client-7d9f", "client", "198.18.1.10", true, map[string]string{"app": "client"})
 	v1 := pod("demo", "server-v1-5b7c", "server", "198.18.1.11", true, map[string]string{"app": "server", "version": "v1"})
 	v2 := pod("demo", "server-v2-8e2a", "server", "198.18.1.12", true, map[string]string{"app": "server", "version": "v2"})
@@ -93,102 +93,101 @@ func meshContents(outbound v1alpha1.OutboundMode) registry.Snapshot {
 	old := pod("demo", "server-v1-old", "server", "198.18.1.14", true, map[string]string{"app": "server", "version": "v1"})
 	legacy := pod("legacy", "legacy-app-0", "legacy", "198.18.2.20", true, map[string]string{"app": "legacy"})
 
-	serverEPs := []registry.Endpoint{
+	serverEPs := []mesh.Endpoint{
 		endpointOf(v1, "http", 8080, true, false),
 		endpointOf(v2, "http", 8080, true, false),
 		endpointOf(v3, "http", 8080, true, false),
 		endpointOf(old, "http", 8080, false, true),
 	}
-	legacyEPs := []registry.Endpoint{endpointOf(legacy, "tcp-legacy", 9090, true, false)}
-	apiEP := registry.Endpoint{Address: netip.MustParseAddr("198.18.250.2"), Ports: []registry.EndpointPort{{Name: "https", Port: 6443, Protocol: "TCP"}}, Ready: true, Serving: true}
+	legacyEPs := []mesh.Endpoint{endpointOf(legacy, "tcp-legacy", 9090, true, false)}
+	apiEP := mesh.Endpoint{Address: netip.MustParseAddr("198.18.250.2"), Ports: []mesh.EndpointPort{{Name: "https", Port: 6443, Protocol: "TCP"}}, Ready: true, Serving: true}
 
-	return registry.Snapshot{
-		Version: 7,
-		Mesh:    registry.MeshConfig{TrustDomain: meshTD, MTLSMode: v1alpha1.MTLSStrict, OutboundMode: outbound, FromObject: true},
-		Namespaces: []registry.Namespace{
+	return mesh.Contents{
+		Mesh: mesh.MeshConfig{TrustDomain: meshTD, MTLSMode: v1alpha1.MTLSStrict, OutboundMode: outbound, FromObject: true},
+		Namespaces: []mesh.Namespace{
 			{Name: "default"},
 			{Name: "demo", Injection: true, Labels: map[string]string{"weft.dev/inject": "enabled"}},
 			{Name: "legacy", Injection: true, Labels: map[string]string{"weft.dev/inject": "enabled"}},
 		},
-		ServiceAccounts: []registry.ServiceAccount{
+		ServiceAccounts: []mesh.ServiceAccount{
 			{Namespace: "demo", Name: "client", ID: workloadID("demo", "client")},
 			{Namespace: "demo", Name: "server", ID: workloadID("demo", "server")},
 			{Namespace: "legacy", Name: "legacy", ID: workloadID("legacy", "legacy")},
 		},
-		Services: []*registry.Service{
+		Services: []*mesh.Service{
 			{
 				Namespace: "demo", Name: "server", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.20")},
 				Selector:  map[string]string{"app": "server"},
-				Ports:     []registry.ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP", AppProtocol: registry.AppProtocolHTTP}},
+				Ports:     []mesh.ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP", AppProtocol: mesh.AppProtocolHTTP}},
 				Endpoints: serverEPs, Identities: identities(serverEPs),
 			},
 			{
 				Namespace: "legacy", Name: "legacy", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.30")},
 				Selector:  map[string]string{"app": "legacy"},
-				Ports:     []registry.ServicePort{{Name: "tcp-legacy", Port: 9090, TargetPortName: "legacy", Protocol: "TCP", AppProtocol: registry.AppProtocolTCP}},
+				Ports:     []mesh.ServicePort{{Name: "tcp-legacy", Port: 9090, TargetPortName: "legacy", Protocol: "TCP", AppProtocol: mesh.AppProtocolTCP}},
 				Endpoints: legacyEPs, Identities: identities(legacyEPs),
 			},
 			{
 				Namespace: "default", Name: "kubernetes", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.1")},
-				Ports:     []registry.ServicePort{{Name: "https", Port: 443, TargetPort: 6443, Protocol: "TCP"}},
-				Endpoints: []registry.Endpoint{apiEP},
+				Ports:     []mesh.ServicePort{{Name: "https", Port: 443, TargetPort: 6443, Protocol: "TCP"}},
+				Endpoints: []mesh.Endpoint{apiEP},
 			},
 		},
-		Workloads: []*registry.Workload{client, v1, v2, v3, old, legacy},
-		MTLSPolicies: []*registry.MTLSPolicy{
+		Workloads: []*mesh.Workload{client, v1, v2, v3, old, legacy},
+		MTLSPolicies: []*mesh.MTLSPolicy{
 			{Namespace: "legacy", Name: "permissive", Mode: v1alpha1.MTLSPermissive},
 		},
-		AuthorizationPolicies: []*registry.AuthorizationPolicy{
+		AuthorizationPolicies: []*mesh.AuthorizationPolicy{
 			{
 				Namespace: "demo", Name: "server-allow-client", Selector: labels.SelectorFromSet(labels.Set{"app": "server"}),
 				Action: v1alpha1.ActionAllow,
-				Rules: []registry.AuthorizationRule{{
-					From: []registry.Source{{ServiceAccounts: []registry.Key{{Namespace: "demo", Name: "client"}}}},
-					To:   []registry.Destination{{Ports: []uint16{8080}}},
+				Rules: []mesh.AuthorizationRule{{
+					From: []mesh.Source{{ServiceAccounts: []mesh.Key{{Namespace: "demo", Name: "client"}}}},
+					To:   []mesh.Destination{{Ports: []uint16{8080}}},
 				}},
 			},
 			{
 				Namespace: "demo", Name: "server-deny-legacy", Selector: labels.SelectorFromSet(labels.Set{"app": "server"}),
 				Action: v1alpha1.ActionDeny,
-				Rules:  []registry.AuthorizationRule{{From: []registry.Source{{Namespaces: []string{"legacy"}}}}},
+				Rules:  []mesh.AuthorizationRule{{From: []mesh.Source{{Namespaces: []string{"legacy"}}}}},
 			},
 		},
-		EgressPolicies: []*registry.EgressPolicy{
+		EgressPolicies: []*mesh.EgressPolicy{
 			{
 				Namespace: "demo", Name: "client-egress", ServiceAccounts: []string{"client"}, Mode: v1alpha1.EgressEnforce,
 				DefaultAction: v1alpha1.EgressDeny, // an allow-list: what no rule allows is refused
-				Rules: []registry.EgressRule{
-					{Hosts: []string{"api.example.com"}, Ports: []registry.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}, Action: v1alpha1.EgressAllow},
-					{Hosts: []string{"*.github.com"}, Ports: []registry.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}, Action: v1alpha1.EgressAllow},
-					{Hosts: []string{"evil.example.com"}, Ports: []registry.EgressPort{{Number: 80, Protocol: v1alpha1.EgressHTTP}}, Action: v1alpha1.EgressDeny},
+				Rules: []mesh.EgressRule{
+					{Hosts: []string{"api.example.com"}, Ports: []mesh.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}, Action: v1alpha1.EgressAllow},
+					{Hosts: []string{"*.github.com"}, Ports: []mesh.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}}, Action: v1alpha1.EgressAllow},
+					{Hosts: []string{"evil.example.com"}, Ports: []mesh.EgressPort{{Number: 80, Protocol: v1alpha1.EgressHTTP}}, Action: v1alpha1.EgressDeny},
 				},
 			},
 			{
 				Namespace: "demo", Name: "lab-audit", ServiceAccounts: []string{"client"}, Mode: v1alpha1.EgressAudit,
 				DefaultAction: v1alpha1.EgressAllow, // a block-list
-				Rules: []registry.EgressRule{
-					{CIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24")}, Ports: []registry.EgressPort{{Number: 9000, Protocol: v1alpha1.EgressTCP}}, Action: v1alpha1.EgressDeny},
+				Rules: []mesh.EgressRule{
+					{CIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24")}, Ports: []mesh.EgressPort{{Number: 9000, Protocol: v1alpha1.EgressTCP}}, Action: v1alpha1.EgressDeny},
 				},
 			},
 		},
 	}
 }
 
-func translatorFor(snap *registry.Snapshot) *Generator {
+func translatorFor(snap *mesh.Snapshot) *Generator {
 	return &Generator{
-		Snapshot: func() *registry.Snapshot { return snap },
+		Snapshot: func() *mesh.Snapshot { return snap },
 		Bundle:   func() []byte { return []byte(testBundle) },
 	}
 }
 
-func generate(t testing.TB, snap *registry.Snapshot, nodeID string) xds.Resources {
+func generate(t testing.TB, snap *mesh.Snapshot, nodeID string) xds.Resources {
 	t.Helper()
 	return generateWith(t, translatorFor(snap), snap, nodeID)
 }
 
 // generateWith is generate with a Generator of the test's own (e.g. with
 // HTTPRouting).
-func generateWith(t testing.TB, gen *Generator, snap *registry.Snapshot, nodeID string) xds.Resources {
+func generateWith(t testing.TB, gen *Generator, snap *mesh.Snapshot, nodeID string) xds.Resources {
 	t.Helper()
 	name, ns, err := xds.ParseNodeID(nodeID)
 	if err != nil {
@@ -364,40 +363,40 @@ func toYAML(t testing.TB, items []types.Resource) []byte {
 }
 
 // withHTTPAuthz adds to c policies of demo/server with HTTP fields.
-func withHTTPAuthz(c registry.Snapshot) registry.Snapshot {
+func withHTTPAuthz(c mesh.Contents) mesh.Contents {
 	server := labels.SelectorFromSet(labels.Set{"app": "server"})
-	client := []registry.Source{{ServiceAccounts: []registry.Key{{Namespace: "demo", Name: "client"}}}}
+	client := []mesh.Source{{ServiceAccounts: []mesh.Key{{Namespace: "demo", Name: "client"}}}}
 	c.AuthorizationPolicies = append(slices.Clone(c.AuthorizationPolicies),
-		&registry.AuthorizationPolicy{Namespace: "demo", Name: "server-read", Selector: server, Action: v1alpha1.ActionAllow,
-			Rules: []registry.AuthorizationRule{{
+		&mesh.AuthorizationPolicy{Namespace: "demo", Name: "server-read", Selector: server, Action: v1alpha1.ActionAllow,
+			Rules: []mesh.AuthorizationRule{{
 				From: client,
-				To: []registry.Destination{
-					{Ports: []uint16{8080}, Methods: []string{"GET", "HEAD"}, Paths: []registry.PathMatch{{Value: "/api/", Prefix: true}, {Value: "/healthz"}}},
-					{Methods: []string{"POST"}, Paths: []registry.PathMatch{{Value: "/grpc.health.v1.Health/Check"}}},
+				To: []mesh.Destination{
+					{Ports: []uint16{8080}, Methods: []string{"GET", "HEAD"}, Paths: []mesh.PathMatch{{Value: "/api/", Prefix: true}, {Value: "/healthz"}}},
+					{Methods: []string{"POST"}, Paths: []mesh.PathMatch{{Value: "/grpc.health.v1.Health/Check"}}},
 				},
 			}, {
-				To: []registry.Destination{{Paths: []registry.PathMatch{{Prefix: true}}}, {Ports: []uint16{8080, 9090}}},
+				To: []mesh.Destination{{Paths: []mesh.PathMatch{{Prefix: true}}}, {Ports: []uint16{8080, 9090}}},
 			}}},
-		&registry.AuthorizationPolicy{Namespace: "demo", Name: "server-no-admin", Selector: server, Action: v1alpha1.ActionDeny,
-			Rules: []registry.AuthorizationRule{{To: []registry.Destination{{Ports: []uint16{8080}, Paths: []registry.PathMatch{{Value: "/admin/", Prefix: true}}}}}}},
-		&registry.AuthorizationPolicy{Namespace: "demo", Name: "server-no-delete", Selector: server, Action: v1alpha1.ActionDeny,
-			Rules: []registry.AuthorizationRule{{From: []registry.Source{{Namespaces: []string{"legacy"}}}, To: []registry.Destination{{Methods: []string{"DELETE"}}}}}},
+		&mesh.AuthorizationPolicy{Namespace: "demo", Name: "server-no-admin", Selector: server, Action: v1alpha1.ActionDeny,
+			Rules: []mesh.AuthorizationRule{{To: []mesh.Destination{{Ports: []uint16{8080}, Paths: []mesh.PathMatch{{Value: "/admin/", Prefix: true}}}}}}},
+		&mesh.AuthorizationPolicy{Namespace: "demo", Name: "server-no-delete", Selector: server, Action: v1alpha1.ActionDeny,
+			Rules: []mesh.AuthorizationRule{{From: []mesh.Source{{Namespaces: []string{"legacy"}}}, To: []mesh.Destination{{Methods: []string{"DELETE"}}}}}},
 	)
 	return c
 }
 
 func TestTranslateGolden(t *testing.T) {
-	withRejected := func(c registry.Snapshot, r ...registry.Rejected) registry.Snapshot {
+	withRejected := func(c mesh.Contents, r ...mesh.Rejected) mesh.Contents {
 		c.Rejected = r
 		return c
 	}
-	withDefaults := func(c registry.Snapshot, defs ...v1alpha1.EgressAction) registry.Snapshot {
+	withDefaults := func(c mesh.Contents, defs ...v1alpha1.EgressAction) mesh.Contents {
 		c.EgressPolicies = withDefaults(c.EgressPolicies, defs...)
 		return c
 	}
 	cases := []struct {
 		name, node string
-		contents   registry.Snapshot
+		contents   mesh.Contents
 		http       bool // Generator.HTTPRouting
 	}{
 		{"client", "client-7d9f.demo", meshContents(v1alpha1.OutboundAllowAny), false},
@@ -412,14 +411,14 @@ func TestTranslateGolden(t *testing.T) {
 		// 9091 with chains of its own though no Service names it.
 		{"server-v1-loopback", "server-v1-5b7c.demo", withLoopbackPorts(meshContents(v1alpha1.OutboundAllowAny), "server-v1-5b7c", 8080, 9091), false},
 		{"server-v1-rejected-policy", "server-v1-5b7c.demo", withRejected(meshContents(v1alpha1.OutboundAllowAny),
-			registry.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Generation: 2,
+			mesh.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Generation: 2,
 				Reason: v1alpha1.ReasonInvalid, Message: `spec.rules[0].from[0].principals[0] "spiffe://other.domain/x" is not in the mesh's trust domain "cluster.local"`}), false},
 		// HTTPRouting: demo/server's port "http" is routed request by
 		// request (docs/l7.md); legacy's tcp port stays L4.
 		{"client-http", "client-7d9f.demo", meshContents(v1alpha1.OutboundAllowAny), true},
 		{"server-v1-http", "server-v1-5b7c.demo", meshContents(v1alpha1.OutboundAllowAny), true},
 		{"server-v1-http-rejected-policy", "server-v1-5b7c.demo", withRejected(meshContents(v1alpha1.OutboundAllowAny),
-			registry.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Generation: 2,
+			mesh.Rejected{Kind: v1alpha1.AuthorizationPolicyKind, Namespace: "demo", Name: "broken", Generation: 2,
 				Reason: v1alpha1.ReasonInvalid, Message: "broken"}), true},
 		// HTTP fields (docs/l7.md, "Authorization at L7"): on the h2 chain
 		// http rbac filters with methods and paths; on the L4 chains the
@@ -429,7 +428,7 @@ func TestTranslateGolden(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			snap := registry.NewSnapshot(tc.contents)
+			snap := mesh.NewSnapshot(0, tc.contents)
 			gen := translatorFor(snap)
 			gen.HTTPRouting = tc.http
 			res := generateWith(t, gen, snap, tc.node)
@@ -445,7 +444,7 @@ func TestTranslateGolden(t *testing.T) {
 // ---- behaviour ----
 
 func TestTranslateUnknownNode(t *testing.T) {
-	tr := translatorFor(registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)))
+	tr := translatorFor(mesh.NewSnapshot(0, meshContents(v1alpha1.OutboundAllowAny)))
 	_, err := tr.Generate(xds.Node{Name: "nope", Namespace: "demo", ID: workloadID("demo", "client")})
 	if err == nil || err.Error() != "xds: translate nope.demo: no such workload" {
 		t.Fatalf("Generate(unknown) = %v", err)
@@ -454,11 +453,11 @@ func TestTranslateUnknownNode(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "node runs as spiffe://cluster.local/ns/demo/sa/server, the workload as spiffe://cluster.local/ns/demo/sa/client") {
 		t.Fatalf("Generate(other identity) = %v", err)
 	}
-	if _, err := (&Generator{Snapshot: func() *registry.Snapshot { return nil }, Bundle: func() []byte { return []byte(testBundle) }}).
+	if _, err := (&Generator{Snapshot: func() *mesh.Snapshot { return nil }, Bundle: func() []byte { return []byte(testBundle) }}).
 		Generate(xds.Node{Name: "client-7d9f", Namespace: "demo"}); err == nil || !strings.Contains(err.Error(), "no mesh snapshot yet") {
 		t.Fatalf("Generate(no snapshot) = %v", err)
 	}
-	empty := translatorFor(registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)))
+	empty := translatorFor(mesh.NewSnapshot(0, meshContents(v1alpha1.OutboundAllowAny)))
 	empty.Bundle = func() []byte { return nil }
 	if _, err := empty.Generate(xds.Node{Name: "client-7d9f", Namespace: "demo"}); err == nil || !strings.Contains(err.Error(), "empty trust bundle") {
 		t.Fatalf("Generate(no bundle) = %v", err)
@@ -486,13 +485,13 @@ func TestTranslateIsDeterministic(t *testing.T) {
 		return out
 	}
 	for _, node := range []string{"client-7d9f.demo", "server-v1-5b7c.demo", "legacy-app-0.legacy"} {
-		a := marshal(generate(t, registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)), node))
+		a := marshal(generate(t, mesh.NewSnapshot(0, meshContents(v1alpha1.OutboundAllowAny)), node))
 		// Same model, input lists reversed: NewSnapshot sorts, the translator must not care.
 		c := meshContents(v1alpha1.OutboundAllowAny)
 		slices.Reverse(c.Services)
 		slices.Reverse(c.EgressPolicies)
 		slices.Reverse(c.AuthorizationPolicies)
-		b := marshal(generate(t, registry.NewSnapshot(c), node))
+		b := marshal(generate(t, mesh.NewSnapshot(0, c), node))
 		if string(a) != string(b) {
 			t.Errorf("%s: two generations differ", node)
 		}
@@ -525,10 +524,10 @@ func listener(res xds.Resources, name string) *listenerv3.Listener {
 }
 
 func TestTranslateDeletedServiceDisappears(t *testing.T) {
-	before := generate(t, registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)), "client-7d9f.demo")
+	before := generate(t, mesh.NewSnapshot(0, meshContents(v1alpha1.OutboundAllowAny)), "client-7d9f.demo")
 	c := meshContents(v1alpha1.OutboundAllowAny)
-	c.Services = slices.DeleteFunc(c.Services, func(s *registry.Service) bool { return s.Name == "legacy" })
-	after := generate(t, registry.NewSnapshot(c), "client-7d9f.demo")
+	c.Services = slices.DeleteFunc(c.Services, func(s *mesh.Service) bool { return s.Name == "legacy" })
+	after := generate(t, mesh.NewSnapshot(0, c), "client-7d9f.demo")
 	const name = "outbound|9090|legacy.legacy"
 	for _, typ := range []resource.Type{resource.ClusterType, resource.EndpointType} {
 		if !slices.Contains(resourceNames(before, typ), name) {
@@ -549,7 +548,7 @@ func TestTranslateDeletedServiceDisappears(t *testing.T) {
 }
 
 func TestTranslateOnlySidecarPodsAreEndpoints(t *testing.T) {
-	res := generate(t, registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)), "client-7d9f.demo")
+	res := generate(t, mesh.NewSnapshot(0, meshContents(v1alpha1.OutboundAllowAny)), "client-7d9f.demo")
 	var cla *endpointv3.ClusterLoadAssignment
 	for _, r := range res[resource.EndpointType] {
 		if c := r.(*endpointv3.ClusterLoadAssignment); c.ClusterName == "outbound|80|server.demo" {
@@ -586,7 +585,7 @@ func TestTranslateOnlySidecarPodsAreEndpoints(t *testing.T) {
 }
 
 func TestTranslateHTTPPortsStayL4(t *testing.T) {
-	res := generate(t, registry.NewSnapshot(meshContents(v1alpha1.OutboundAllowAny)), "server-v1-5b7c.demo")
+	res := generate(t, mesh.NewSnapshot(0, meshContents(v1alpha1.OutboundAllowAny)), "server-v1-5b7c.demo")
 	for _, c := range listener(res, "inbound").FilterChains {
 		last := c.Filters[len(c.Filters)-1]
 		if last.Name != "envoy.filters.network.tcp_proxy" {
