@@ -150,23 +150,13 @@ func (s *Store) Insert(events []apiaudit.Event) (added []apiaudit.Event, evicted
 			added = append(added, e)
 			n++
 		}
-		// Oldest first, past the cap (collected, then deleted: deleting
-		// under a moving cursor skips keys).
-		var old [][]byte
-		c := evb.Cursor()
-		for k, _ := c.First(); k != nil && n-int64(len(old)) > int64(s.cfg.MaxEvents); k, _ = c.Next() {
-			old = append(old, bytes.Clone(k))
+		// Oldest first, past the cap.
+		old, err := deleteOldest(tx, func(_ []byte, deleted int) bool { return n-int64(deleted) > int64(s.cfg.MaxEvents) })
+		if err != nil {
+			return err
 		}
-		for _, k := range old {
-			if err := evb.Delete(k); err != nil {
-				return err
-			}
-			if err := idb.Delete(k[8:]); err != nil {
-				return err
-			}
-		}
-		evicted = len(old)
-		s.n.Store(n - int64(evicted))
+		evicted = old
+		s.n.Store(n - int64(old))
 		return nil
 	})
 	if err != nil {
@@ -264,34 +254,47 @@ func (s *Store) Prune() (int, error) {
 	cutoff := timeKey(s.cfg.Clock.Now().Add(-s.cfg.Retention))
 	total := 0
 	for {
-		// Bounded transactions: collect, then delete (deleting under a
-		// moving cursor skips keys).
-		var keys [][]byte
+		// Bounded transactions.
+		var n int
 		err := s.db.Update(func(tx *bolt.Tx) error {
-			evb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketIDs)
-			c := evb.Cursor()
-			for k, _ := c.First(); k != nil && bytes.Compare(k[:8], cutoff) < 0 && len(keys) < 10000; k, _ = c.Next() {
-				keys = append(keys, bytes.Clone(k))
+			var err error
+			n, err = deleteOldest(tx, func(k []byte, deleted int) bool { return bytes.Compare(k[:8], cutoff) < 0 && deleted < 10000 })
+			if err != nil {
+				return err
 			}
-			for _, k := range keys {
-				if err := evb.Delete(k); err != nil {
-					return err
-				}
-				if err := idb.Delete(k[8:]); err != nil {
-					return err
-				}
-			}
-			s.n.Add(-int64(len(keys)))
+			s.n.Add(-int64(n))
 			return nil
 		})
 		if err != nil {
 			return total, fmt.Errorf("audit: prune: %w", err)
 		}
-		total += len(keys)
-		if len(keys) < 10000 {
+		total += n
+		if n < 10000 {
 			return total, nil
 		}
 	}
+}
+
+// deleteOldest deletes events, oldest first, while more holds of the next
+// event's key and how many are deleted so far, with their identities; it
+// returns how many it deleted. It collects the keys, then deletes them:
+// deleting under a moving cursor skips keys.
+func deleteOldest(tx *bolt.Tx, more func(k []byte, deleted int) bool) (int, error) {
+	evb, idb := tx.Bucket(bucketEvents), tx.Bucket(bucketIDs)
+	var keys [][]byte
+	c := evb.Cursor()
+	for k, _ := c.First(); k != nil && more(k, len(keys)); k, _ = c.Next() {
+		keys = append(keys, bytes.Clone(k))
+	}
+	for _, k := range keys {
+		if err := evb.Delete(k); err != nil {
+			return 0, err
+		}
+		if err := idb.Delete(k[8:]); err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), nil
 }
 
 // Run prunes every PruneInterval until ctx ends; prune reports each pass
