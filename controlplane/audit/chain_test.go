@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"math/big"
-	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/controlplane/streamauth/streamauthtest"
+	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
 var controlPlaneID = spiffeid.RequireFromSegments(td, "ns", "weft-system", "sa", "weft-controlplane")
@@ -40,43 +40,20 @@ func (c *testCA) serveRequestOnly(t *testing.T, svc *Service) string {
 		Time:         c.clk.Now,
 	})))
 	svc.Register(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-	return lis.Addr().String()
+	return wefttest.ServeGRPC(t, gs, wefttest.Listen(t))
 }
 
 // sendAs streams msgs to addr presenting cert (the server verified
 // against c's roots) and returns the stream's outcome.
 func (c *testCA) sendAs(t *testing.T, addr string, cert tls.Certificate, msgs ...*alsv3.StreamAccessLogsMessage) error {
 	t.Helper()
-	roots := x509.NewCertPool()
-	for _, r := range c.ca.Roots() {
-		roots.AddCert(r)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName, Time: c.clk.Now,
-		Certificates: []tls.Certificate{cert}}
 	// With web-1's token, as its sidecar: only the certificate differs.
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithPerRPCCredentials(streamauthtest.Bearer(streamauthtest.Token("shop", "web-1"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.dialCert(t, addr, spiffeid.ID{}, &cert, grpc.WithPerRPCCredentials(streamauthtest.Bearer(streamauthtest.Token("shop", "web-1"))))
 	st, err := alsv3.NewAccessLogServiceClient(conn).StreamAccessLogs(testContext(t))
 	if err != nil {
 		return err
 	}
-	for _, m := range msgs {
-		if err := st.Send(m); err != nil {
-			break // the server ended the stream: CloseAndRecv has its status
-		}
-	}
-	_, err = st.CloseAndRecv()
-	return err
+	return sendAll(st, msgs...)
 }
 
 // selfSigned is a certificate shaped like id's X.509-SVID (the URI SAN, a

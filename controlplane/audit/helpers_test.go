@@ -4,17 +4,18 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	apiaudit "github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/internal/testutil"
 )
@@ -33,6 +34,14 @@ func openTestStore(t *testing.T, clk *clocktesting.FakeClock) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// mustInsert inserts events into s; an error fails the test.
+func mustInsert(t *testing.T, s *Store, events []apiaudit.Event) {
+	t.Helper()
+	if _, _, err := s.Insert(events); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // testCA issues SVIDs for tests, on clk: every certificate it makes is
@@ -84,13 +93,7 @@ func (c *testCA) serve(t *testing.T, svc *Service) string {
 	t.Helper()
 	gs := c.grpcServer()
 	svc.Register(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-	return lis.Addr().String()
+	return testutil.ServeGRPC(t, gs, testutil.Listen(t))
 }
 
 // dial connects as id (zero: no client certificate).
@@ -103,11 +106,7 @@ func (c *testCA) dial(t *testing.T, addr string, id spiffeid.ID, opts ...grpc.Di
 // client certificate).
 func (c *testCA) dialCert(t *testing.T, addr string, id spiffeid.ID, cert *tls.Certificate, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	roots := x509.NewCertPool()
-	for _, r := range c.ca.Roots() {
-		roots.AddCert(r)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName, Time: c.clk.Now}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: c.roots(), ServerName: serverName, Time: c.clk.Now}
 	switch {
 	case cert != nil:
 		cfg.Certificates = []tls.Certificate{*cert}
@@ -120,6 +119,26 @@ func (c *testCA) dialCert(t *testing.T, addr string, id spiffeid.ID, cert *tls.C
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// roots is the CA's roots, as a client trusts them.
+func (c *testCA) roots() *x509.CertPool {
+	roots := x509.NewCertPool()
+	for _, r := range c.ca.Roots() {
+		roots.AddCert(r)
+	}
+	return roots
+}
+
+// sendAll sends msgs on st and returns the stream's outcome.
+func sendAll(st grpc.ClientStreamingClient[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse], msgs ...*alsv3.StreamAccessLogsMessage) error {
+	for _, m := range msgs {
+		if err := st.Send(m); err != nil {
+			break // the server ended the stream: CloseAndRecv has its status
+		}
+	}
+	_, err := st.CloseAndRecv()
+	return err
 }
 
 func testContext(t *testing.T) context.Context {

@@ -42,13 +42,20 @@ func TestDestMetricsBoundedCardinality(t *testing.T) {
 	hit("rare.example.com", 1)
 	clk.Step(11 * time.Minute)
 	hit("busy.example.com", 2) // rotates first, then counts
-	want := `
-# HELP weft_egress_connections_total Egress connections by destination (the busiest, the rest "other") and decision.
-# TYPE weft_egress_connections_total counter
+	checkConnections(t, d, `
 weft_egress_connections_total{decision="allow",destination="busy.example.com:443"} 2
 weft_egress_connections_total{decision="allow",destination="h0.example.com:443"} 2
 weft_egress_connections_total{decision="allow",destination="other"} 104
-`
+`)
+}
+
+// checkConnections compares d's weft_egress_connections_total with series,
+// its samples in the text exposition format.
+func checkConnections(t *testing.T, d prometheus.Collector, series string) {
+	t.Helper()
+	want := `
+# HELP weft_egress_connections_total Egress connections by destination (the busiest, the rest "other") and decision.
+# TYPE weft_egress_connections_total counter` + series
 	if err := testutil.CollectAndCompare(d, strings.NewReader(want), "weft_egress_connections_total"); err != nil {
 		t.Error(err)
 	}
@@ -99,15 +106,10 @@ func TestDestMetricsRotateEveryTenMinutes(t *testing.T) {
 	hit("b.example.com", 10*time.Minute) // rotates: a was active, keeps its slot
 	hit("b.example.com", 15*time.Minute) // other
 	hit("b.example.com", 20*time.Minute) // rotates: a was idle, b (the only candidate) takes its slot
-	want := `
-# HELP weft_egress_connections_total Egress connections by destination (the busiest, the rest "other") and decision.
-# TYPE weft_egress_connections_total counter
+	checkConnections(t, m.dest, `
 weft_egress_connections_total{decision="allow",destination="b.example.com:443"} 1
 weft_egress_connections_total{decision="allow",destination="other"} 4
-`
-	if err := testutil.CollectAndCompare(m.dest, strings.NewReader(want), "weft_egress_connections_total"); err != nil {
-		t.Error(err)
-	}
+`)
 }
 
 // Untracked destinations are ranked among at most 10 × max candidates per
@@ -136,14 +138,9 @@ func TestDestMetricsCandidateCap(t *testing.T) {
 	hit("late.example.com", 1) // no slot left for a newcomer
 	hit("c19.example.com", 1)
 	hit("c00.example.com", 1)
-	want := `
-# HELP weft_egress_connections_total Egress connections by destination (the busiest, the rest "other") and decision.
-# TYPE weft_egress_connections_total counter
+	checkConnections(t, d, `
 weft_egress_connections_total{decision="allow",destination="a.example.com:443"} 3
 weft_egress_connections_total{decision="allow",destination="c19.example.com:443"} 1
 weft_egress_connections_total{decision="allow",destination="other"} 29
-`
-	if err := testutil.CollectAndCompare(d, strings.NewReader(want), "weft_egress_connections_total"); err != nil {
-		t.Error(err)
-	}
+`)
 }

@@ -3,7 +3,6 @@ package audit
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -78,22 +77,19 @@ func (r *otlpReceiver) records() []*logspb.LogRecord {
 	return out
 }
 
-// serveOTLP runs r on lis (a loopback listener) until the test ends.
-func serveOTLP(t *testing.T, r *otlpReceiver, lis net.Listener) {
+// startCollector runs r on a free loopback port until the test ends and
+// returns its address.
+func startCollector(t *testing.T, r *otlpReceiver) string {
+	t.Helper()
+	return serveOTLP(t, r, wefttest.Listen(t))
+}
+
+// serveOTLP runs r on lis until the test ends and returns its address.
+func serveOTLP(t *testing.T, r *otlpReceiver, lis net.Listener) string {
 	t.Helper()
 	gs := grpc.NewServer()
 	collogspb.RegisterLogsServiceServer(gs, r)
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-}
-
-func listenLoopback(t *testing.T) net.Listener {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lis
+	return wefttest.ServeGRPC(t, gs, lis)
 }
 
 func newTestExporter(t *testing.T, cfg OTLPConfig) *OTLPExporter {
@@ -149,9 +145,8 @@ func attrs(kvs []*commonpb.KeyValue) map[string]any {
 func TestOTLPExportsEveryEventWithAttributes(t *testing.T) {
 	t0 := wefttest.Epoch(t)
 	recv := &otlpReceiver{}
-	lis := listenLoopback(t)
-	serveOTLP(t, recv, lis)
-	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 500,
+	addr := startCollector(t, recv)
+	x := newTestExporter(t, OTLPConfig{Endpoint: addr, BatchSize: 500,
 		Headers: map[string]string{"x-api-key": "k1"}, Resource: map[string]string{"k8s.pod.name": "weft-controlplane-0"}})
 	runExporter(t, x)
 
@@ -223,7 +218,7 @@ func TestOTLPExportsEveryEventWithAttributes(t *testing.T) {
 func TestOTLPRetriesUntilTheCollectorIsBack(t *testing.T) {
 	t0 := wefttest.Epoch(t)
 	// The collector's port is closed at first: exports fail (Unavailable).
-	lis := listenLoopback(t)
+	lis := wefttest.Listen(t)
 	addr := lis.Addr().String()
 	lis.Close()
 	x := newTestExporter(t, OTLPConfig{Endpoint: addr})
@@ -273,9 +268,8 @@ func TestOTLPRetryableAndRefusedStatuses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t0 := wefttest.Epoch(t)
 			recv := &otlpReceiver{fail: tc.fail}
-			lis := listenLoopback(t)
-			serveOTLP(t, recv, lis)
-			x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 2})
+			addr := startCollector(t, recv)
+			x := newTestExporter(t, OTLPConfig{Endpoint: addr, BatchSize: 2})
 			runExporter(t, x)
 			x.Export(ev(t0, "s-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 			x.Export(ev(t0, "s-2", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
@@ -295,9 +289,8 @@ func TestOTLPRetryableAndRefusedStatuses(t *testing.T) {
 func TestOTLPQueueFullDropsAndCounts(t *testing.T) {
 	t0 := wefttest.Epoch(t)
 	recv := &otlpReceiver{}
-	lis := listenLoopback(t)
-	serveOTLP(t, recv, lis)
-	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), QueueSize: 10})
+	addr := startCollector(t, recv)
+	x := newTestExporter(t, OTLPConfig{Endpoint: addr, QueueSize: 10})
 	// Not running yet: the queue fills, and Export still returns at once.
 	for i := range 15 {
 		x.Export(ev(t0, fmt.Sprintf("q-%02d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
@@ -319,9 +312,8 @@ func TestOTLPQueueFullDropsAndCounts(t *testing.T) {
 func TestOTLPFlushesWhenRunEnds(t *testing.T) {
 	t0 := wefttest.Epoch(t)
 	recv := &otlpReceiver{}
-	lis := listenLoopback(t)
-	serveOTLP(t, recv, lis)
-	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), Interval: time.Hour})
+	addr := startCollector(t, recv)
+	x := newTestExporter(t, OTLPConfig{Endpoint: addr, Interval: time.Hour})
 	stop := runExporter(t, x)
 	for i := range 3 {
 		x.Export(ev(t0, fmt.Sprintf("f-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "audit"))
@@ -459,10 +451,9 @@ func TestOTLPRetryLogs(t *testing.T) {
 		}
 		return nil
 	}}
-	lis := listenLoopback(t)
-	serveOTLP(t, recv, lis)
+	addr := startCollector(t, recv)
 	logs := &logLines{}
-	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 1, Logger: slog.New(logs)})
+	x := newTestExporter(t, OTLPConfig{Endpoint: addr, BatchSize: 1, Logger: slog.New(logs)})
 	runExporter(t, x)
 	x.Export(ev(t0, "l-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 	wefttest.Eventually(t, "the first event", func() bool { return testutil.ToFloat64(x.exported) == 1 })
@@ -496,10 +487,9 @@ func TestOTLPBackoffJitter(t *testing.T) {
 		defer recv.mu.Unlock()
 		return recv.calls
 	}
-	lis := listenLoopback(t)
-	serveOTLP(t, recv, lis)
+	addr := startCollector(t, recv)
 	// The ticker (an hour) is the clock's one waiter besides a retry's timer.
-	x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 1, Interval: time.Hour,
+	x := newTestExporter(t, OTLPConfig{Endpoint: addr, BatchSize: 1, Interval: time.Hour,
 		Backoff: 4 * time.Nanosecond, MaxBackoff: 4 * time.Nanosecond, Clock: clk})
 	runExporter(t, x)
 	x.Export(ev(t0, "j-1", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
@@ -540,10 +530,9 @@ func TestOTLPPartialSuccess(t *testing.T) {
 		t.Run(fmt.Sprint(tc.reject), func(t *testing.T) {
 			t0 := wefttest.Epoch(t)
 			recv := &otlpReceiver{reject: tc.reject}
-			lis := listenLoopback(t)
-			serveOTLP(t, recv, lis)
+			addr := startCollector(t, recv)
 			logs := &logLines{}
-			x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 3, Logger: slog.New(logs)})
+			x := newTestExporter(t, OTLPConfig{Endpoint: addr, BatchSize: 3, Logger: slog.New(logs)})
 			runExporter(t, x)
 			for i := range 3 {
 				x.Export(ev(t0, fmt.Sprintf("p-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
@@ -590,13 +579,12 @@ func TestOTLPShutdownBatches(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t0 := wefttest.Epoch(t)
 			recv := &otlpReceiver{fail: tc.fail}
-			lis := listenLoopback(t)
-			serveOTLP(t, recv, lis)
-			x := newTestExporter(t, OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 2})
+			addr := startCollector(t, recv)
+			x := newTestExporter(t, OTLPConfig{Endpoint: addr, BatchSize: 2})
 			for i := range 5 {
 				x.Export(ev(t0, fmt.Sprintf("d-%d", i), 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow"))
 			}
-			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(x.creds))
+			conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(x.creds))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -628,16 +616,10 @@ func TestOTLPOverTLS(t *testing.T) {
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, Time: clk.Now,
 		Certificates: []tls.Certificate{ca.cert(spiffeid.RequireFromSegments(td, "ns", "observability", "sa", "otel"), name)}})))
 	collogspb.RegisterLogsServiceServer(gs, recv)
-	lis := listenLoopback(t)
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-	roots := x509.NewCertPool()
-	for _, r := range ca.ca.Roots() {
-		roots.AddCert(r)
-	}
-	x, err := NewOTLPExporter(OTLPConfig{Endpoint: lis.Addr().String(), BatchSize: 1, Interval: 20 * time.Millisecond,
+	addr := wefttest.ServeGRPC(t, gs, wefttest.Listen(t))
+	x, err := NewOTLPExporter(OTLPConfig{Endpoint: addr, BatchSize: 1, Interval: 20 * time.Millisecond,
 		Backoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
-		TLS: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: name, Time: clk.Now}})
+		TLS: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ca.roots(), ServerName: name, Time: clk.Now}})
 	if err != nil {
 		t.Fatal(err)
 	}

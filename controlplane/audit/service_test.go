@@ -131,16 +131,7 @@ func (h *harness) sendAs(t *testing.T, id spiffeid.ID, o peerOpts, msgs ...*alsv
 	if err != nil {
 		return err
 	}
-	if err != nil {
-		return err
-	}
-	for _, m := range msgs {
-		if err := st.Send(m); err != nil {
-			break // the server ended the stream: CloseAndRecv has its status
-		}
-	}
-	_, err = st.CloseAndRecv()
-	return err
+	return sendAll(st, msgs...)
 }
 
 // open opens a stream as id presenting o.
@@ -289,9 +280,7 @@ func TestServiceNodeLookup(t *testing.T) {
 func TestHTTP(t *testing.T) {
 	h := newHarness(t)
 	t0 := h.clk.Now() // the service's clock: "since=1h" is relative to it
-	if _, _, err := h.store.Insert(sampleEvents(t0)); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, h.store, sampleEvents(t0))
 	srv := httptest.NewServer(h.svc.Handler())
 	defer srv.Close()
 	get := func(path string, v any) int {
@@ -342,9 +331,7 @@ func TestHTTP(t *testing.T) {
 // how full the store is and its retention in seconds.
 func TestHTTPLimitAndStore(t *testing.T) {
 	h := newHarness(t)
-	if _, _, err := h.store.Insert(sampleEvents(h.clk.Now())); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, h.store, sampleEvents(h.clk.Now()))
 	srv := httptest.NewServer(h.svc.Handler())
 	defer srv.Close()
 	get := func(path string, v any) {

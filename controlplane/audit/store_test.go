@@ -71,9 +71,7 @@ func TestStoreQuery(t *testing.T) {
 	clk := testutil.FakeClock(t)
 	t0 := clk.Now()
 	s := openTestStore(t, clk)
-	if _, _, err := s.Insert(sampleEvents(t0)); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, s, sampleEvents(t0))
 	tests := []struct {
 		name string
 		q    Query
@@ -116,9 +114,7 @@ func TestStoreRetention(t *testing.T) {
 	t0 := clk.Now().Add(-5 * time.Minute) // the events start 5m before the clock
 	s := openTestStore(t, clk)
 	s.cfg.Retention = 3 * time.Minute // keeps events from t0+2m on
-	if _, _, err := s.Insert(sampleEvents(t0)); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, s, sampleEvents(t0))
 	n, err := s.Prune()
 	if err != nil || n != 2 {
 		t.Fatalf("Prune = %d, %v; want 2", n, err)
@@ -142,9 +138,7 @@ func TestStoreRunPrunesPeriodically(t *testing.T) {
 	t0 := clk.Now()
 	s := openTestStore(t, clk)
 	s.cfg.Retention, s.cfg.PruneInterval = time.Hour, time.Minute
-	if _, _, err := s.Insert(sampleEvents(t0)); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, s, sampleEvents(t0))
 	ctx := testContext(t)
 	pruned := make(chan int, 10)
 	done := make(chan struct{})
@@ -169,9 +163,7 @@ func TestStoreReopenKeepsEventsAndLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Insert(sampleEvents(t0)); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, s, sampleEvents(t0))
 	if _, err := OpenStore(StoreConfig{Path: path, Clock: clk}); err == nil {
 		t.Error("a second OpenStore on a held file succeeded")
 	}
@@ -190,9 +182,7 @@ func TestSummary(t *testing.T) {
 	clk := testutil.FakeClock(t)
 	t0 := clk.Now()
 	s := openTestStore(t, clk)
-	if _, _, err := s.Insert(sampleEvents(t0)); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, s, sampleEvents(t0))
 	sum, err := s.Summary(Query{Namespace: "shop"})
 	if err != nil {
 		t.Fatal(err)
@@ -222,9 +212,7 @@ func TestSummary(t *testing.T) {
 	for i := range 20 {
 		many = append(many, ev(t0, fmt.Sprintf("ip-%02d", i), 0, "lab", "probe-1", "probe", "many.example.com", fmt.Sprintf("198.51.100.%d", i), 443, "allow"))
 	}
-	if _, _, err := s.Insert(many); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, s, many)
 	if m, _ := s.Summary(Query{Destination: "many.example.com"}); len(m) != 1 || m[0].Connections != 20 || len(m[0].IPs) != 16 {
 		t.Errorf("20 IPs summarised as %+v, want 16 of them", m)
 	}
@@ -250,9 +238,7 @@ func TestStorePrunesPastOneBatch(t *testing.T) {
 	for i := range events {
 		events[i] = ev(t0, fmt.Sprintf("o-%05d", i), time.Duration(i)*time.Millisecond, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow")
 	}
-	if _, _, err := s.Insert(events); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, s, events)
 	if n, err := s.Prune(); err != nil || n != 10_001 || s.Len() != 0 {
 		t.Fatalf("Prune = %d, %v, Len %d; want 10001, nil, 0", n, err, s.Len())
 	}
@@ -271,9 +257,7 @@ func TestStoreRunLogs(t *testing.T) {
 	defer s.Close()
 	old := sampleEvents(clk.Now().Add(-2 * time.Hour))
 	fresh := ev(clk.Now(), "fresh", 0, "shop", "web-1", "web", "api.example.com", "93.184.216.34", 443, "allow")
-	if _, _, err := s.Insert(append(old, fresh)); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, s, append(old, fresh))
 	ctx, cancel := context.WithCancel(testContext(t))
 	pruned := make(chan int, 10)
 	done := make(chan struct{})
@@ -337,9 +321,7 @@ func TestTimeKey(t *testing.T) {
 	// A query until a year past 2262 sees everything; since one, nothing.
 	clk := testutil.FakeClock(t)
 	s := openTestStore(t, clk)
-	if _, _, err := s.Insert(sampleEvents(clk.Now())); err != nil {
-		t.Fatal(err)
-	}
+	mustInsert(t, s, sampleEvents(clk.Now()))
 	if got, _ := s.Query(Query{Until: last.AddDate(38, 0, 0)}); len(got) != 5 {
 		t.Errorf("until 2300: %v, want all 5", ids(got))
 	}
