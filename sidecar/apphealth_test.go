@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 func portOf(t *testing.T, addr string) string {
@@ -37,25 +39,20 @@ func TestAppHealthRunsTheAppsProbes(t *testing.T) {
 	tlsApp := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ok") }))
 	defer tlsApp.Close()
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	gs := grpc.NewServer()
 	hs := health.NewServer()
 	hs.SetServingStatus("up", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus("down", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(lis)
-	defer gs.Stop()
+	grpcAddr := testutil.ServeGRPC(t, gs, testutil.Listen(t))
 
 	probes, err := parseAppProbes(`{
 	  "/app-health/app/readyz": {"httpGet": {"path": "/ready", "port": ` + portOf(t, app.Listener.Addr().String()) + `, "scheme": "HTTP",
 	      "httpHeaders": [{"name": "Host", "value": "app.local"}, {"name": "X-Probe", "value": "yes"}]}, "timeoutSeconds": 2},
 	  "/app-health/app/livez": {"httpGet": {"path": "/live", "port": ` + portOf(t, app.Listener.Addr().String()) + `}},
 	  "/app-health/app/startupz": {"httpGet": {"path": "/", "port": ` + portOf(t, tlsApp.Listener.Addr().String()) + `, "scheme": "HTTPS"}},
-	  "/app-health/grpc/readyz": {"grpc": {"port": ` + portOf(t, lis.Addr().String()) + `, "service": "up"}},
-	  "/app-health/grpc/livez": {"grpc": {"port": ` + portOf(t, lis.Addr().String()) + `, "service": "down"}},
+	  "/app-health/grpc/readyz": {"grpc": {"port": ` + portOf(t, grpcAddr) + `, "service": "up"}},
+	  "/app-health/grpc/livez": {"grpc": {"port": ` + portOf(t, grpcAddr) + `, "service": "down"}},
 	  "/app-health/gone/readyz": {"httpGet": {"path": "/", "port": 1}}
 	}`)
 	if err != nil {
