@@ -17,7 +17,7 @@ LDFLAGS    := -s -w -X github.com/weftmesh/weft/internal/version.Version=$(VERSI
 BUILDTAGS  := grpcnotrace
 BINARIES   := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test test-vm race e2e demo bench fuzz mutate lint cluster-up cluster-down cluster-build images clean
+.PHONY: all build test test-vm race e2e demo conformance bench fuzz mutate lint cluster-up cluster-down cluster-build images clean
 
 all: build
 
@@ -41,6 +41,7 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/...
+	cd test/conformance && $(GO) vet -tags conformance .
 
 ## fuzz: each fuzz target for FUZZTIME (go test runs their seeds always)
 fuzz:
@@ -96,6 +97,10 @@ e2e:
 	test/cluster/down.sh || rc=$$((rc ? rc : 1)); \
 	test/cluster/leftovers.sh || rc=$$((rc ? rc : 1)); \
 	exit $$rc
+
+## conformance: the Gateway API's conformance suite (mesh profiles) against weft on the local cluster; report in test/conformance/reports/
+conformance:
+	TAG=$(TAG) VERSION=$(VERSION) test/conformance/run.sh
 
 ## demo: the newcomer's tour: local cluster (or $$KUBECONFIG's), weft installed, examples/demo applied, encryption verified
 demo:

@@ -54,6 +54,16 @@ type Config struct {
 	Platform *v1.Platform
 	// Labels are added to the image config.
 	Labels map[string]string
+	// Files are other regular files, each at its absolute path in the
+	// image (parent directories are made, mode 0755), owned by 0:0.
+	Files []File
+}
+
+// File is a regular file of an image.
+type File struct {
+	Path string // absolute and clean, e.g. "/cert.crt"
+	Data []byte
+	Mode int64 // permission bits; 0 means 0644
 }
 
 // Build makes a single-layer image holding cfg.Binaries.
@@ -71,7 +81,7 @@ func Build(cfg Config) (v1.Image, error) {
 		plat = *cfg.Platform
 	}
 
-	layerTar, err := layerBytes(cfg.Binaries)
+	layerTar, err := layerBytes(cfg.Binaries, cfg.Files)
 	if err != nil {
 		return nil, err
 	}
@@ -127,11 +137,13 @@ func Build(cfg Config) (v1.Image, error) {
 }
 
 // layerBytes returns an uncompressed tar holding the directories up to
-// BinDir, an empty /tmp, and the binaries.
-func layerBytes(binaries []string) ([]byte, error) {
+// BinDir, an empty /tmp, the binaries, and the other files with their
+// parent directories.
+func layerBytes(binaries []string, extra []File) ([]byte, error) {
 	type file struct {
 		name string
 		data []byte
+		mode int64
 	}
 	seen := map[string]string{}
 	files := make([]file, 0, len(binaries))
@@ -152,9 +164,49 @@ func layerBytes(binaries []string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("image: %w", err)
 		}
-		files = append(files, file{name: path.Join(BinDir, base)[1:], data: data})
+		files = append(files, file{name: path.Join(BinDir, base)[1:], data: data, mode: 0o755})
+	}
+	dirs := []struct {
+		name string
+		mode int64
+	}{{"tmp/", 01777}, {"usr/", 0o755}, {"usr/local/", 0o755}, {"usr/local/bin/", 0o755}}
+	made := map[string]bool{}
+	for _, d := range dirs {
+		made[d.name] = true
+	}
+	named := map[string]bool{}
+	for _, f := range files {
+		named[f.name] = true
+	}
+	for _, f := range extra {
+		if !path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || f.Path == "/" {
+			return nil, fmt.Errorf("image: file path %q: want an absolute, clean path", f.Path)
+		}
+		n := f.Path[1:]
+		if named[n] || made[n+"/"] {
+			return nil, fmt.Errorf("image: %s is in the image twice", f.Path)
+		}
+		named[n] = true
+		for d := path.Dir(n); d != "."; d = path.Dir(d) {
+			if named[d] {
+				return nil, fmt.Errorf("image: %s is a file and a directory", "/"+d)
+			}
+			if !made[d+"/"] {
+				made[d+"/"] = true
+				dirs = append(dirs, struct {
+					name string
+					mode int64
+				}{d + "/", 0o755})
+			}
+		}
+		mode := f.Mode
+		if mode == 0 {
+			mode = 0o644
+		}
+		files = append(files, file{name: n, data: f.Data, mode: mode})
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
+	sort.SliceStable(dirs, func(i, j int) bool { return dirs[i].name < dirs[j].name })
 
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -166,17 +218,13 @@ func layerBytes(binaries []string) ([]byte, error) {
 			Format: tar.FormatPAX,
 		}
 	}
-	dirs := []struct {
-		name string
-		mode int64
-	}{{"tmp/", 01777}, {"usr/", 0o755}, {"usr/local/", 0o755}, {"usr/local/bin/", 0o755}}
 	for _, d := range dirs {
 		if err := tw.WriteHeader(hdr(d.name, tar.TypeDir, d.mode, 0)); err != nil {
 			return nil, err
 		}
 	}
 	for _, f := range files {
-		if err := tw.WriteHeader(hdr(f.name, tar.TypeReg, 0o755, int64(len(f.data)))); err != nil {
+		if err := tw.WriteHeader(hdr(f.name, tar.TypeReg, f.mode, int64(len(f.data)))); err != nil {
 			return nil, err
 		}
 		if _, err := tw.Write(f.data); err != nil {

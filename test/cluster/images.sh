@@ -10,6 +10,11 @@
 #   echo   test/cluster/testdata/echo -> weft/echo:$TAG (test workload)
 #   pause  test/cluster/pause -> weft/pause:v0 (the pod sandbox image)
 #   tools  only build imagetool, pause, echo and the pause/echo tarballs (used by up.sh)
+#   conformance
+#          the Gateway API mesh conformance suite's echo app (Istio's echo
+#          server and client, pinned in test/conformance/echo) ->
+#          registry.k8s.io/gateway-api/echo-advanced:v1.5.1, the exact name
+#          its manifests use (imagePullPolicy IfNotPresent: nothing is pulled)
 #
 # Env: TAG (default dev); REGISTRY=host:port pushes instead of importing;
 # NO_IMPORT=1 only writes the tarballs to _output/images/.
@@ -78,6 +83,32 @@ weft_images() {
   pack "${TAG}" "${specs[@]}"
 }
 
+# The conformance suite's manifests run this image with TLS on 8443 from
+# /cert.crt and /cert.key; like upstream's it runs as UID 1338 (not the
+# sidecar's, so its traffic is captured like any app's).
+CONFORMANCE_ECHO_IMAGE="registry.k8s.io/gateway-api/echo-advanced:v1.5.1"
+
+conformance_echo() {
+  local out="${IMAGES_DIR}/conformance-echo" ref="${CONFORMANCE_ECHO_IMAGE}"
+  mkdir -p "${out}"
+  step "go build Istio's echo server and client (test/conformance/echo)"
+  (cd "${ROOT}/test/conformance/echo" && go build -trimpath -ldflags "-s -w" -o "${out}/" \
+    istio.io/istio/pkg/test/echo/cmd/server istio.io/istio/pkg/test/echo/cmd/client)
+  if [[ ! -s "${out}/cert.key" ]]; then
+    # A self-signed certificate for the echo's own TLS port; no mesh test
+    # verifies it (weft's mTLS is the sidecars').
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 -subj /CN=echo \
+      -keyout "${out}/cert.key" -out "${out}/cert.crt" 2>/dev/null || die "openssl could not make the echo's certificate"
+  fi
+  local name="${ref##*/}"
+  "${GOBIN_DIR}/imagetool" -out "${IMAGES_DIR}" -prefix "${ref%/*}/" -tag "${name##*:}" -user 1338 \
+    -file "/cert.crt=${out}/cert.crt" -file "/cert.key=${out}/cert.key" \
+    "${name%%:*}=${out}/server,${out}/client"
+  [[ -n "${NO_IMPORT}" ]] && return
+  [[ -S "${CONTAINERD_SOCK}" ]] || die "containerd socket ${CONTAINERD_SOCK} not found: run test/cluster/up.sh first (or NO_IMPORT=1)"
+  ctr_k8s images import "${IMAGES_DIR}/${name%%:*}.tar" >/dev/null
+}
+
 main() {
   local what="${1:-all}"
   build_tools
@@ -92,12 +123,13 @@ main() {
       fi
       ;;
     echo) pack "${TAG}" echo="${GOBIN_DIR}/echo" ;;
+    conformance) conformance_echo ;;
     weft) weft_images ;;
     all)
       weft_images
       pack "${TAG}" echo="${GOBIN_DIR}/echo"
       ;;
-    *) die "usage: $0 [all|weft|echo|pause|tools]" ;;
+    *) die "usage: $0 [all|weft|echo|pause|tools|conformance]" ;;
   esac
 }
 
