@@ -106,7 +106,7 @@ func (c *testCA) dial(t *testing.T, addr string, id spiffeid.ID, opts ...grpc.Di
 // client certificate).
 func (c *testCA) dialCert(t *testing.T, addr string, id spiffeid.ID, cert *tls.Certificate, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: c.roots(), ServerName: serverName, Time: c.clk.Now}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: testutil.Roots(c.ca), ServerName: serverName, Time: c.clk.Now}
 	switch {
 	case cert != nil:
 		cfg.Certificates = []tls.Certificate{*cert}
@@ -119,15 +119,6 @@ func (c *testCA) dialCert(t *testing.T, addr string, id spiffeid.ID, cert *tls.C
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
-}
-
-// roots is the CA's roots, as a client trusts them.
-func (c *testCA) roots() *x509.CertPool {
-	roots := x509.NewCertPool()
-	for _, r := range c.ca.Roots() {
-		roots.AddCert(r)
-	}
-	return roots
 }
 
 // sendAll sends msgs on st and returns the stream's outcome.

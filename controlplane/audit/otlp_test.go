@@ -619,7 +619,7 @@ func TestOTLPOverTLS(t *testing.T) {
 	addr := wefttest.ServeGRPC(t, gs, wefttest.Listen(t))
 	x, err := NewOTLPExporter(OTLPConfig{Endpoint: addr, BatchSize: 1, Interval: 20 * time.Millisecond,
 		Backoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
-		TLS: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ca.roots(), ServerName: name, Time: clk.Now}})
+		TLS: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: wefttest.Roots(ca.ca), ServerName: name, Time: clk.Now}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"log/slog"
@@ -137,16 +136,7 @@ func (h *harness) sendAs(t *testing.T, id spiffeid.ID, o peerOpts, msgs ...*alsv
 // open opens a stream as id presenting o.
 func (h *harness) open(t *testing.T, id spiffeid.ID, o peerOpts) (grpc.ClientStreamingClient[alsv3.StreamAccessLogsMessage, alsv3.StreamAccessLogsResponse], error) {
 	t.Helper()
-	var opts []grpc.DialOption
-	if o.token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(streamauthtest.Bearer(o.token)))
-	}
-	if o.from != "" {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(o.from)}}
-		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", addr)
-		}))
-	}
+	opts := streamauthtest.DialOptions(o.token, o.from)
 	return alsv3.NewAccessLogServiceClient(h.ca.dialCert(t, h.addr, id, o.cert, opts...)).StreamAccessLogs(testContext(t))
 }
 

@@ -17,6 +17,16 @@ import (
 	"github.com/weftmesh/weft/certs"
 )
 
+// Roots is ca's roots as a pool, what a client that trusts ca verifies
+// servers with.
+func Roots(ca *certs.CA) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, r := range ca.Roots() {
+		p.AddCert(r)
+	}
+	return p
+}
+
 // Certificate issues a fresh key and an X.509-SVID for id (plus DNS names)
 // from ca, as a tls.Certificate with its chain.
 func Certificate(t testing.TB, ca *certs.CA, id spiffeid.ID, dns ...string) tls.Certificate {

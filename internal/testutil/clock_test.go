@@ -282,22 +282,14 @@ func TestEpochCatchesMixedClocks(t *testing.T) {
 				t.Fatal(err)
 			}
 			svid := SVID(t, ca, spiffeid.RequireFromPath(td, "/ns/demo/sa/app"), time.Hour)
-			if _, err := svid.Certificates[0].Verify(x509.VerifyOptions{Roots: rootsOf(ca), Intermediates: intermediatesOf(svid.Certificates)}); err == nil {
+			if _, err := svid.Certificates[0].Verify(x509.VerifyOptions{Roots: Roots(ca), Intermediates: intermediatesOf(svid.Certificates)}); err == nil {
 				t.Fatal("a certificate made on the fake clock verified on the wall clock")
 			}
-			if _, err := svid.Certificates[0].Verify(x509.VerifyOptions{Roots: rootsOf(ca), Intermediates: intermediatesOf(svid.Certificates), CurrentTime: clk.Now()}); err != nil {
+			if _, err := svid.Certificates[0].Verify(x509.VerifyOptions{Roots: Roots(ca), Intermediates: intermediatesOf(svid.Certificates), CurrentTime: clk.Now()}); err != nil {
 				t.Fatalf("on the fake clock: %v", err)
 			}
 		})
 	}
-}
-
-func rootsOf(ca *certs.CA) *x509.CertPool {
-	p := x509.NewCertPool()
-	for _, c := range ca.Bundle().X509Authorities() {
-		p.AddCert(c)
-	}
-	return p
 }
 
 func intermediatesOf(chain []*x509.Certificate) *x509.CertPool {

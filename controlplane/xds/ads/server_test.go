@@ -283,27 +283,14 @@ type peerOpts struct {
 // dialAs connects as id presenting o.
 func (h *harness) dialAs(id spiffeid.ID, o peerOpts) discovery.AggregatedDiscoveryServiceClient {
 	h.t.Helper()
-	roots := x509.NewCertPool()
-	for _, r := range h.ca.Roots() {
-		roots.AddCert(r)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName, Time: h.now}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: wefttest.Roots(h.ca), ServerName: serverName, Time: h.now}
 	switch {
 	case o.cert != nil:
 		cfg.Certificates = []tls.Certificate{*o.cert}
 	case !id.IsZero():
 		cfg.Certificates = []tls.Certificate{h.cert(id)}
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
-	if o.token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(streamauthtest.Bearer(o.token)))
-	}
-	if o.from != "" {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(o.from)}}
-		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", addr)
-		}))
-	}
+	opts := append(streamauthtest.DialOptions(o.token, o.from), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	conn, err := grpc.NewClient(h.addr, opts...)
 	if err != nil {
 		h.t.Fatal(err)
@@ -368,17 +355,19 @@ func openDelta(h *harness, id spiffeid.ID) *adsClient[discovery.DeltaDiscoveryRe
 }
 
 func openSotWAs(h *harness, id spiffeid.ID, o peerOpts) *adsClient[discovery.DiscoveryRequest, discovery.DiscoveryResponse] {
-	ctx, cancel := context.WithCancel(context.Background())
-	s, err := h.dialAs(id, o).StreamAggregatedResources(ctx)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return startClient(h.t, s, cancel)
+	return openAs(h, id, o, discovery.AggregatedDiscoveryServiceClient.StreamAggregatedResources)
 }
 
 func openDeltaAs(h *harness, id spiffeid.ID, o peerOpts) *adsClient[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse] {
+	return openAs(h, id, o, discovery.AggregatedDiscoveryServiceClient.DeltaAggregatedResources)
+}
+
+// openAs opens an ADS stream, SotW or delta (open), as id presenting o.
+func openAs[Req, Resp any](h *harness, id spiffeid.ID, o peerOpts,
+	open func(discovery.AggregatedDiscoveryServiceClient, context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[Req, Resp], error),
+) *adsClient[Req, Resp] {
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := h.dialAs(id, o).DeltaAggregatedResources(ctx)
+	s, err := open(h.dialAs(id, o), ctx)
 	if err != nil {
 		h.t.Fatal(err)
 	}
