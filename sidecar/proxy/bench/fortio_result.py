@@ -13,6 +13,9 @@ a 200 (fortio's DurationHistogram, and so its percentiles, counts every
 request, 2xx/418 "OK" or not, and socket errors as code -1: a latency is
 only a 200's latency if every request was a 200); or the achieved rate
 (ActualQPS) fell short of QPS by more than TOLERANCE (a fraction: 0.01 = 1 %).
+A gRPC run (`fortio load -grpc`, RunType "GRPC ...") counts its calls in
+RetCodes by health status, "SERVING" for a call that succeeded (a ping
+too) and "ERROR" for a failed one: there only SERVING counts.
 
 What fortio's JSON holds (v1.68, fhttp.HTTPRunnerResults and
 periodic.RunnerResults): RetCodes {"200": n, "-1": socket errors, ...};
@@ -42,7 +45,8 @@ def rows(r, name, conns, qps, tolerance, hz=None, ticks=None):
         h = r["DurationHistogram"]
         codes = {str(k): int(v) for k, v in (r.get("RetCodes") or {}).items()}
         total = int(h["Count"])
-        ok = codes.get("200", 0)
+        ok_code = "SERVING" if str(r.get("RunType", "")).startswith("GRPC") else "200"
+        ok = codes.get(ok_code, 0)
         actual_qps = float(r["ActualQPS"])
         duration_s = float(r["ActualDuration"]) / 1e9
         out = [(f"p{p['Percentile']:g}_ms", cfg, p["Value"] * 1e3) for p in h.get("Percentiles", [])]
@@ -57,7 +61,7 @@ def rows(r, name, conns, qps, tolerance, hz=None, ticks=None):
     if sum(codes.values()) != total:
         problems.append(f"RetCodes count {sum(codes.values())} requests, the histogram {total}")
     if errors:
-        problems.append(f"{errors} of {total} responses were not 200 (RetCodes {codes})")
+        problems.append(f"{errors} of {total} responses were not {ok_code} (RetCodes {codes})")
     if actual_qps < qps * (1 - tolerance):
         problems.append(f"achieved {actual_qps:.2f} req/s, requested {qps:g} (short by more than {tolerance:.1%})")
     if ticks is not None and total and duration_s > 0 and actual_qps > 0:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sidecar benchmarks on loopback: bulk throughput (iperf3) through a weft
 # sidecar pair vs direct vs an stunnel pair vs an HAProxy pair doing the
-# same mTLS; added latency of 1 KB HTTP/1.1 requests at 1,000 req/s (fortio)
-# through the pair vs direct; sidecar CPU per 1,000 req/s; RSS idle and with
+# same mTLS; added latency of 1 KB HTTP/1.1 requests (4 and 64 connections)
+# and of gRPC unary calls at 1,000 req/s (fortio) through the pair vs
+# direct, the L4 pair and the L7 pair (HTTP routing, pair -app-protocol)
+# in the same repetitions; sidecar CPU per 1,000 req/s; RSS idle and with
 # 1,000 idle connections; time from start to ready. See README.md.
 #
 # Pinning: the client side (load tool, client proxy) on CPU $CPU_CLIENT, the
@@ -45,10 +47,14 @@ HOLD_N=${HOLD_N:-1000}
 SETTLE=${SETTLE:-8}
 SECTIONS=${SECTIONS:-throughput latency idle}
 BEFORE=${BEFORE:-}
+BEFORE_L7=no
 # fortio's requested rate, and how far short of it the achieved rate
 # (ActualQPS) may fall before the repetition fails (a fraction).
 QPS=1000
 QPS_TOLERANCE=${QPS_TOLERANCE:-0.01}
+# gRPC unary load: one connection (one channel) with this many calls in
+# flight (fortio -s), as BenchmarkL7GRPCUnary's one ClientConn with 4.
+GRPC_STREAMS=${GRPC_STREAMS:-4}
 # Latency runs use little CPU; on a machine shared with other builds their
 # tails measure the scheduler more than the proxy unless every process of
 # the run (direct and pair alike) gets ahead of the builds: nice -n $LAT_NICE.
@@ -86,6 +92,11 @@ if [ -n "$BEFORE" ]; then
 	[ "$brc" = 0 ] || die "building pair at $BEFORE failed"
 	record revision weft-before "$BEFORE=$before_commit"
 	PAIRS="weft weft-before"
+	# An older pair has no L7 mode (-app-protocol): then the latency section
+	# compares the L4 pairs only.
+	help=$("$BIN/pair-before" -h 2>&1 || true)
+	[[ "$help" != *-app-protocol* ]] || BEFORE_L7=yes
+	record pair_l7 weft-before "$BEFORE_L7"
 fi
 # pairs: the weft configurations in this repetition's order (weft first in
 # odd repetitions, weft-before first in even ones).
@@ -97,8 +108,8 @@ pairs() {
 cat "$CERTS/client.pem" "$CERTS/client.key" >"$CERTS/client-full.pem"
 cat "$CERTS/server.pem" "$CERTS/server.key" >"$CERTS/server-full.pem"
 
-# Ports: app 5201 (iperf3) / 8080 (fortio) / 7000 (echo); weft pair
-# 15001 -> 15006; stunnel 15101 -> 15106; haproxy 15201 -> 15206; plaintext
+# Ports: app 5201 (iperf3) / 8080 (fortio HTTP) / 8079 (fortio gRPC) / 7000
+# (echo); weft pair 15001 -> 15006; stunnel 15101 -> 15106; haproxy 15201 -> 15206; plaintext
 # relay pair 15301 -> 15306 (read/write) and 15401 -> 15406 (splice).
 PIDS=()
 cleanup() {
@@ -130,21 +141,26 @@ stop() {
 }
 # (child, wait_line, wait_port, rss_kib, cpu_ticks, record, fail_rep: lib.sh)
 
-# weft_pair APPPORT [NAME]: starts the client sidecar on 15001 and the
-# server sidecar on 15006 forwarding to APPPORT; sets WC and WS to their
+# weft_pair APPPORT [NAME [PROTO]]: starts the client sidecar on 15001 and
+# the server sidecar on 15006 forwarding to APPPORT; sets WC and WS to their
 # pids (the pair processes, not timeout's) and records the time from start
-# to ready. NAME is weft ($BIN/pair) or weft-before ($BIN/pair-before).
+# to ready as ready_ms NAME. NAME (logs, ready_ms) starts with weft-before
+# for $BIN/pair-before, else $BIN/pair. PROTO is the service port's
+# protocol (pair -app-protocol): tcp (default: the L4 pair; the flag is not
+# passed, so a pair older than it runs too), http or grpc (the L7 pair).
 weft_pair() {
-	local t0 t1 name=${2:-weft} bin=$BIN/pair
-	[ "$name" = weft ] || bin=$BIN/pair-before
+	local t0 t1 name=${2:-weft} proto=${3:-tcp} bin=$BIN/pair
+	local pflag=()
+	[[ "$name" != weft-before* ]] || bin=$BIN/pair-before
+	[ "$proto" = tcp ] || pflag=(-app-protocol "$proto")
 	rm -f "$LOG/$name-server.log" "$LOG/$name-client.log"
 	t0=$(date +%s%N)
-	start "$name-server" "$CPU_SERVER" "$bin" -mode server -certs "$CERTS" -listen 127.0.0.1:15006 -to "127.0.0.1:$1" ${PPROF:+-pprof 127.0.0.1:6061}
+	start "$name-server" "$CPU_SERVER" "$bin" -mode server -certs "$CERTS" -listen 127.0.0.1:15006 -to "127.0.0.1:$1" "${pflag[@]}" ${PPROF:+-pprof 127.0.0.1:6061}
 	WS=$(child "$STARTED" "$(basename "$bin")") || die "$name server sidecar: its PID was not found"
 	wait_line "$LOG/$name-server.log" ready || die "$name server sidecar never became ready ($LOG/$name-server.log)"
 	t1=$(date +%s%N)
 	record ready_ms "$name" "$(((t1 - t0) / 1000))e-3"
-	start "$name-client" "$CPU_CLIENT" "$bin" -mode client -certs "$CERTS" -listen 127.0.0.1:15001 -to 127.0.0.1:15006 ${PPROF:+-pprof 127.0.0.1:6060}
+	start "$name-client" "$CPU_CLIENT" "$bin" -mode client -certs "$CERTS" -listen 127.0.0.1:15001 -to 127.0.0.1:15006 "${pflag[@]}" ${PPROF:+-pprof 127.0.0.1:6060}
 	WC=$(child "$STARTED" "$(basename "$bin")") || die "$name client sidecar: its PID was not found"
 	wait_line "$LOG/$name-client.log" ready || die "$name client sidecar never became ready ($LOG/$name-client.log)"
 }
@@ -276,52 +292,81 @@ fi
 # 2. Added latency and CPU at 1,000 req/s. -uniform spreads the
 # connections' requests over time: without it fortio fires every connection
 # at once, and with 64 connections each hop queues a burst of 64 requests.
-# Only 200s may count: fortio_result.py fails the repetition on any other
-# response, and when the achieved rate falls short of $QPS by more than
-# QPS_TOLERANCE; the proxies' CPU is divided by the achieved rate.
+# Only 200s (gRPC: SERVING) may count: fortio_result.py fails the repetition
+# on any other response, and when the achieved rate falls short of $QPS by
+# more than QPS_TOLERANCE; the proxies' CPU is divided by the achieved rate.
 NICE=$LAT_NICE
-fortio() { # NAME PORT CONNS [CLIENT_PROXY_PID SERVER_PROXY_PID]
-	local base=$LOG/fortio-$1-c$3-r$REP rc=0 prc=0 out a0= a1= b0= b1=
+# fortio NAME PORT LOAD [CLIENT_PROXY_PID SERVER_PROXY_PID]: one fortio run
+# of configuration NAME against 127.0.0.1:PORT. LOAD is cN (a 1 KiB
+# HTTP/1.1 POST to fortio's echo over N keep-alive connections: rows
+# NAME-cN) or grpc (gRPC unary pings with a 1 KiB payload, echoed, on one
+# connection with GRPC_STREAMS calls in flight: rows NAME-grpc-c1).
+fortio() {
+	local name=$1 conns base=$LOG/fortio-$1-$3-r$REP rc=0 prc=0 out a0= a1= b0= b1= target
 	case $# in
 	3) ;;
 	5) [ -n "$4" ] && [ -n "$5" ] || die "fortio $1: a proxy's PID is missing" ;;
-	*) die "fortio: NAME PORT CONNS [CLIENT_PROXY_PID SERVER_PROXY_PID]" ;;
+	*) die "fortio: NAME PORT LOAD [CLIENT_PROXY_PID SERVER_PROXY_PID]" ;;
+	esac
+	case $3 in
+	c[0-9]*) conns=${3#c} target=(-c "$conns" "http://127.0.0.1:$2/echo") ;;
+	grpc) conns=1 name=$1-grpc target=(-grpc -ping -s "$GRPC_STREAMS" -c 1 "127.0.0.1:$2") ;;
+	*) die "fortio $1: LOAD $3 is neither cN nor grpc" ;;
 	esac
 	rm -f "$base.json"
 	if [ $# = 5 ]; then
 		a0=$(cpu_ticks "$4") || die "fortio $1: client proxy $4 gone before the run"
 		b0=$(cpu_ticks "$5") || die "fortio $1: server proxy $5 gone before the run"
 	fi
-	taskset -c "$CPU_CLIENT" nice -n "$NICE" timeout 60 "$BIN/fortio" load -quiet -qps "$QPS" -uniform -c "$3" -t "$FORTIO_T" -payload-size 1024 \
-		-r 0.00001 -p 50,90,99 -json "$base.json" "http://127.0.0.1:$2/echo" >"$base.log" 2>&1 || rc=$?
+	taskset -c "$CPU_CLIENT" nice -n "$NICE" timeout 60 "$BIN/fortio" load -quiet -qps "$QPS" -uniform -t "$FORTIO_T" -payload-size 1024 \
+		-r 0.00001 -p 50,90,99 -json "$base.json" "${target[@]}" >"$base.log" 2>&1 || rc=$?
 	if [ $# = 5 ]; then
 		if ! a1=$(cpu_ticks "$4") || ! b1=$(cpu_ticks "$5"); then
-			fail_rep "fortio $1-c$3" "a proxy exited during the run"
+			fail_rep "fortio $name-c$conns" "a proxy exited during the run"
 			return
 		fi
 	fi
-	out=$(python3 "$HERE/fortio_result.py" "$base.json" "$1" "$3" "$QPS" "$QPS_TOLERANCE" "$HZ" ${4:+$a0 $a1 $b0 $b1} 2>"$base.err") || prc=$?
+	out=$(python3 "$HERE/fortio_result.py" "$base.json" "$name" "$conns" "$QPS" "$QPS_TOLERANCE" "$HZ" ${4:+$a0 $a1 $b0 $b1} 2>"$base.err") || prc=$?
 	# The rows are kept even when the run failed (its error count among
 	# them); report.py leaves a failed repetition out of every figure.
 	[ -z "$out" ] || printf '%s\n' "$out" | record_rows
 	if [ "$rc" != 0 ] || [ "$prc" != 0 ]; then
-		fail_rep "fortio $1-c$3" "fortio exit status $rc ($base.log): $(cat "$base.err")"
+		fail_rep "fortio $name-c$conns" "fortio exit status $rc ($base.log): $(cat "$base.err")"
 	fi
+}
+# lat_configs: the latency section's pair configurations in this
+# repetition's order: weft (the L4 pair) and weft-l7 (the L7 pair: HTTP
+# routing), with BEFORE also weft-before (and weft-before-l7 when that
+# revision's pair has an L7 mode), rotated by one per repetition so that
+# none always runs first (or always follows another).
+lat_configs() {
+	local cs=(weft weft-l7) i n
+	if [ -n "$BEFORE" ]; then
+		cs+=(weft-before)
+		[ "$BEFORE_L7" != yes ] || cs+=(weft-before-l7)
+	fi
+	n=${#cs[@]}
+	for ((i = 0; i < n; i++)); do echo "${cs[$(((i + REP - 1) % n))]}"; done
 }
 if [[ " $SECTIONS " == *" latency "* ]]; then
 SECTION=latency
 # The servers live for the whole section (RUN_TIMEOUT: start's bound):
-# with BEFORE, a latency repetition is six 20-s fortio runs.
-RUN_TIMEOUT=$((REPS * 900)) start fortio-server "$CPU_SERVER" "$BIN/fortio" server -http-port 127.0.0.1:8080 -grpc-port disabled -redirect-port disabled
+# a latency repetition is nine 20-s fortio runs, fifteen with BEFORE.
+RUN_TIMEOUT=$((REPS * 900)) start fortio-server "$CPU_SERVER" "$BIN/fortio" server -http-port 127.0.0.1:8080 -grpc-port 127.0.0.1:8079 -redirect-port disabled
 FS=$STARTED
-wait_port 8080 || die "fortio server never listened"
+wait_port 8080 && wait_port 8079 || die "fortio server never listened"
 for REP in $(seq "$REPS"); do
 	echo "latency, repetition $REP (load $(loadavg))"
-	# direct runs once per connection count, beside the first pair of the
-	# repetition; the second pair runs on the same ports once it stopped.
+	# direct runs once per load, beside the first configuration of the
+	# repetition; the others run on the same ports once it stopped. Each
+	# configuration's pair serves the HTTP/1.1 runs (app: fortio's echo,
+	# port 8080), then a pair of the same kind the gRPC run (app: fortio's
+	# gRPC ping server, port 8079; the L7 server side speaks h2c to it).
 	first=1
-	for w in $(pairs); do
-		weft_pair 8080 "$w"
+	for w in $(lat_configs); do
+		proto=tcp gproto=tcp
+		[[ "$w" != *-l7 ]] || proto=http gproto=grpc
+		weft_pair 8080 "$w" "$proto"
 		if [ "$REP" = 1 ]; then
 			sleep 1
 			c0=$(rss_kib "$WC") || die "client sidecar gone"
@@ -332,10 +377,17 @@ for REP in $(seq "$REPS"); do
 		for c in 4 64; do
 			if [ "$first" = 1 ]; then
 				record loadavg "c$c" "$(loadavg | tr ' ' ,)"
-				fortio direct 8080 "$c"
+				fortio direct 8080 "c$c"
 			fi
-			fortio "$w" 15001 "$c" "$WC" "$WS"
+			fortio "$w" 15001 "c$c" "$WC" "$WS"
 		done
+		stop "$WC"; stop "$WS"
+		weft_pair 8079 "$w-grpc" "$gproto"
+		if [ "$first" = 1 ]; then
+			record loadavg grpc "$(loadavg | tr ' ' ,)"
+			fortio direct 8079 grpc
+		fi
+		fortio "$w" 15001 grpc "$WC" "$WS"
 		stop "$WC"; stop "$WS"
 		first=0
 	done

@@ -38,18 +38,31 @@ def throughput_rep(rep, gbps, skip=()):
     return rows
 
 
-def latency_rep(rep, weft_p99=0.6, direct_p99=0.4, vcpu=0.06):
+# The latency section's loads as run.sh's fortio names their rows: HTTP/1.1
+# over 4 and 64 connections, gRPC unary over one.
+LOADS = (("", 4), ("", 64), ("-grpc", 1))
+
+
+def latency_rows(rep, name, p50, p99, vcpu=None):
+    """One configuration's rows of one latency repetition, every load."""
     rows = []
-    for c in (4, 64):
-        for name, p99 in (("direct", direct_p99), ("weft", weft_p99)):
-            rows += [("latency", rep, "p50_ms", f"{name}-c{c}", 0.1 if name == "direct" else 0.17),
-                     ("latency", rep, "p90_ms", f"{name}-c{c}", 0.15 if name == "direct" else 0.23),
-                     ("latency", rep, "p99_ms", f"{name}-c{c}", p99),
-                     ("latency", rep, "qps", f"{name}-c{c}", 999.9),
-                     ("latency", rep, "errors", f"{name}-c{c}", 0)]
-        for side in ("client", "server"):
-            rows.append(("latency", rep, "vcpu_per_1000rps", f"weft-{side}-c{c}", vcpu))
+    for infix, c in LOADS:
+        cfg = f"{name}{infix}-c{c}"
+        rows += [("latency", rep, "p50_ms", cfg, p50),
+                 ("latency", rep, "p90_ms", cfg, p50 + 0.06),
+                 ("latency", rep, "p99_ms", cfg, p99),
+                 ("latency", rep, "qps", cfg, 999.9),
+                 ("latency", rep, "errors", cfg, 0)]
+        if vcpu is not None:
+            for side in ("client", "server"):
+                rows.append(("latency", rep, "vcpu_per_1000rps", f"{name}{infix}-{side}-c{c}", vcpu))
     return rows
+
+
+def latency_rep(rep, weft_p99=0.6, direct_p99=0.4, vcpu=0.06, l7_p99=0.9, l7_vcpu=0.09):
+    """direct, the L4 pair (weft) and the L7 pair (weft-l7), every load."""
+    return (latency_rows(rep, "direct", 0.1, direct_p99) + latency_rows(rep, "weft", 0.17, weft_p99, vcpu)
+            + latency_rows(rep, "weft-l7", 0.3, l7_p99, l7_vcpu))
 
 
 def idle_rep(rep, idle_mib=11.0, per_conn=20.0):
@@ -148,7 +161,7 @@ class FailedRepetitions(unittest.TestCase):
         text, clean = report.render(res)
         self.assertFalse(clean)
         # +0.2 ms in reps 1 and 3: met; rep 2's +8.9 ms would have missed it.
-        self.assertIn("| met |", ratio_row(text, "added p99 latency, 64 connections"))
+        self.assertIn("| met |", ratio_row(text, "L4 added p99 latency, HTTP/1.1, 64 connections"))
         self.assertNotIn("8.9", text)
         self.assertIn("12 of 20000 responses were not 200", text)
 
@@ -156,7 +169,7 @@ class FailedRepetitions(unittest.TestCase):
         rows = latency_rep(1) + [("latency", 1, "failed", "fortio direct-c4", "achieved 700 req/s")]
         text, clean = report.render(report.Results(tsv(*rows)))
         self.assertFalse(clean)
-        self.assertIn("**no data**", ratio_row(text, "added p99 latency, 4 connections"))
+        self.assertIn("**no data**", ratio_row(text, "L4 added p99 latency, HTTP/1.1, 4 connections"))
 
     def test_clean_run(self):
         rows = [("run", 0, "kernel_tcp_ulps", "6.18", "mptcp")]
@@ -167,7 +180,7 @@ class FailedRepetitions(unittest.TestCase):
         self.assertTrue(clean, text)
         self.assertIn("Every repetition passed", text)
         self.assertIn("**missed**", ratio_row(text, "throughput weft / stunnel"))
-        self.assertIn("| met |", ratio_row(text, "vCPU per 1,000 req/s (achieved rate), client sidecar, 64"))
+        self.assertIn("| met |", ratio_row(text, "L4 vCPU per 1,000 req/s (achieved rate), client sidecar, HTTP/1.1, 64"))
         self.assertIn("n=3: reps 1,2,3", ratio_row(text, "throughput weft / haproxy"))
 
     def test_old_three_column_file_is_refused(self):
@@ -194,26 +207,24 @@ class FailedRepetitions(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
 
-def before_after_rows(weft_gbps, before_gbps, weft_p99=0.6, before_p99=0.6, reps=(1, 2, 3)):
+def before_after_rows(weft_gbps, before_gbps, weft_p99=0.6, before_p99=0.6, reps=(1, 2, 3), before_l7=None):
     """Throughput, latency and idle rows of a BEFORE=<rev> run: "weft" and
     "weft-before" beside the other configurations; *_gbps and *_p99: rep ->
-    value (or one value for every repetition)."""
+    value (or one value for every repetition). before_l7: None for a before
+    pair without an L7 mode (run.sh records pair_l7 no), else the
+    weft-before-l7 pair's p99 (rep -> value, or one value)."""
     val = lambda x, r: x[r] if isinstance(x, dict) else x  # noqa: E731
-    rows = [("run", 0, "revision", "weft", "HEAD=389a78d"), ("run", 0, "revision", "weft-before", "70d1025=70d1025a")]
+    rows = [("run", 0, "revision", "weft", "HEAD=389a78d"), ("run", 0, "revision", "weft-before", "70d1025=70d1025a"),
+            ("run", 0, "pair_l7", "weft-before", "no" if before_l7 is None else "yes")]
     for r in reps:
         rows += throughput_rep(r, {"weft": val(weft_gbps, r), "stunnel": 9.0})
         rows += [("throughput", r, "throughput_gbps", "weft-before", val(before_gbps, r)),
                  ("throughput", r, "cpu_s_per_gb", "weft-before-client", 0.8),
                  ("throughput", r, "cpu_s_per_gb", "weft-before-server", 0.6)]
         rows += latency_rep(r, weft_p99=val(weft_p99, r))
-        for c in (4, 64):
-            rows += [("latency", r, "p50_ms", f"weft-before-c{c}", 0.17),
-                     ("latency", r, "p90_ms", f"weft-before-c{c}", 0.23),
-                     ("latency", r, "p99_ms", f"weft-before-c{c}", val(before_p99, r)),
-                     ("latency", r, "qps", f"weft-before-c{c}", 999.9),
-                     ("latency", r, "errors", f"weft-before-c{c}", 0)]
-            for side in ("client", "server"):
-                rows.append(("latency", r, "vcpu_per_1000rps", f"weft-before-{side}-c{c}", 0.06))
+        rows += latency_rows(r, "weft-before", 0.17, val(before_p99, r), 0.06)
+        if before_l7 is not None:
+            rows += latency_rows(r, "weft-before-l7", 0.3, val(before_l7, r), 0.09)
         rows += idle_rep(r)
         rows += [(sec, rep, m, c.replace("weft", "weft-before", 1), v) for sec, rep, m, c, v in idle_rep(r)]
     return rows
@@ -254,7 +265,7 @@ class BeforeAfter(unittest.TestCase):
         res = report.Results(tsv(*before_after_rows(9.0, 9.0, weft_p99={1: 0.8, 2: 0.82, 3: 0.78},
                                                      before_p99={1: 0.6, 2: 0.62, 3: 0.58})))
         text, _ = report.render(res)
-        row = ratio_row(text, "p99 latency, 64 connections, ms")
+        row = ratio_row(text, "p99 latency, HTTP/1.1, 64 connections, ms")
         self.assertIn("after − before 0.2 (0.2–0.2, n=3: reps 1,2,3)", row)
         self.assertIn("**regressed beyond noise**", row)
         # Throughput, identical on both sides: within noise (a band of one point).
@@ -306,12 +317,86 @@ class BeforeAfter(unittest.TestCase):
     def test_every_compared_metric_is_found(self):
         text, clean = report.render(report.Results(tsv(*before_after_rows(9.0, 9.0))))
         self.assertTrue(clean, text)
-        for label in ("CPU s per GB, server side", "p50 latency, 4 connections, ms",
-                      "vCPU per 1,000 req/s, client, 64 connections", "1000 conns, RSS MiB, server",
+        for label in ("CPU s per GB, server side", "p50 latency, HTTP/1.1, 4 connections, ms",
+                      "vCPU per 1,000 req/s, client, HTTP/1.1, 64 connections", "1000 conns, RSS MiB, server",
+                      "p99 latency, gRPC unary, 1 connection, ms", "vCPU per 1,000 req/s, server, gRPC unary, 1 connection",
                       "RSS per idle connection, KiB, settled, client",
                       "RSS per idle connection, KiB, 3 s after the burst, server",
                       "start to ready, ms, server sidecar, every section"):
             self.assertIn("within noise", ratio_row(text, label))
+
+
+class L7(unittest.TestCase):
+    """The L7 pair (HTTP routing, [l7] #19) beside the L4 pair in the same
+    repetitions: added latency against direct, L7 − L4, CPU, targets."""
+
+    def test_l7_rows_and_targets(self):
+        # direct p99 0.4, L4 0.6, L7 0.9 (HTTP/1.1 and gRPC alike): L7 adds
+        # 0.5 ms (the 0.3 ms target missed), 0.3 ms more than L4; L7 CPU
+        # 0.09 (met) and 1.5 × L4's.
+        rows = [r for rep in (1, 2, 3) for r in latency_rep(rep)]
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertTrue(clean, text)
+        row = ratio_row(text, "L7 added p99 latency, HTTP/1.1, 4 connections (ms)")
+        self.assertIn("0.5 (0.5–0.5, n=3: reps 1,2,3)", row)
+        self.assertIn("≤ 0.3 ms | **missed**", row)
+        self.assertIn("| met |", ratio_row(text, "L4 added p99 latency, HTTP/1.1, 64 connections (ms)"))
+        self.assertIn("0.3 (0.3–0.3, n=3", ratio_row(text, "L7 − L4 p99 latency, HTTP/1.1, 64 connections"))
+        self.assertIn("0.13 (0.13–0.13, n=3", ratio_row(text, "L7 − L4 p50 latency, HTTP/1.1, 4 connections"))
+        # gRPC: measured and shown, no target stated by the issue.
+        row = ratio_row(text, "L7 added p99 latency, gRPC unary, 1 connection (ms)")
+        self.assertIn("0.5 (0.5–0.5, n=3", row)
+        self.assertIn("| none stated | |", row)
+        row = ratio_row(text, "L7 vCPU per 1,000 req/s (achieved rate), server sidecar, gRPC unary, 1 connection")
+        self.assertIn("0.09 (0.09–0.09, n=3", row)
+        self.assertIn("≤ 0.1 | met |", row)
+        self.assertIn("1.5 (1.5–1.5, n=3", ratio_row(text, "vCPU L7 / L4, client sidecar, HTTP/1.1, 4 connections"))
+
+    def test_l7_over_target_cpu_is_missed(self):
+        rows = [r for rep in (1, 2) for r in latency_rep(rep, l7_vcpu=0.15)]
+        text, _ = report.render(report.Results(tsv(*rows)))
+        self.assertIn("**missed**", ratio_row(text, "L7 vCPU per 1,000 req/s (achieved rate), client sidecar, HTTP/1.1, 64"))
+
+    def test_l7_minus_l4_joined_on_repetition(self):
+        # Repetition 2's L7 gRPC run failed (a disturbance: L7 p99 9 ms and
+        # L4 0.6): it counts on no side, and L7 − L4 rests on 1 and 3 alone.
+        rows = latency_rep(1) + latency_rep(2, l7_p99=9.0) + latency_rep(3)
+        rows.append(("latency", 2, "failed", "fortio weft-l7-grpc-c1", "12 of 20000 responses were not SERVING"))
+        res = report.Results(tsv(*rows))
+        r = res.join("latency", "p99_ms", "weft-l7-grpc-c1", "p99_ms", "weft-grpc-c1", lambda a, b: a - b)
+        self.assertEqual([rep for rep, _ in r], [1, 3])
+        text, clean = report.render(res)
+        self.assertFalse(clean)
+        self.assertIn("n=2: reps 1,3", ratio_row(text, "L7 − L4 p99 latency, gRPC unary"))
+        self.assertNotIn("8.4", text)
+        self.assertIn("latency repetition 2: fortio weft-l7-grpc-c1: 12 of 20000 responses were not SERVING", text)
+
+    def test_missing_l7_is_no_data(self):
+        # A latency section without the L7 pair (run.sh always runs it) has
+        # figures without data: not clean.
+        rows = [r for rep in (1, 2) for r in latency_rep(rep) if not r[3].startswith("weft-l7")]
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertFalse(clean)
+        self.assertIn("**no data**", ratio_row(text, "L7 added p99 latency, HTTP/1.1, 4 connections"))
+        self.assertIn("**no data**", ratio_row(text, "L7 vCPU per 1,000 req/s (achieved rate), client sidecar, gRPC"))
+
+    def test_before_without_l7_compares_l4_only(self):
+        text, clean = report.render(report.Results(tsv(*before_after_rows(9.0, 9.0))))
+        self.assertTrue(clean, text)
+        self.assertNotIn("| L7 p99 latency", text)
+        self.assertIn("| pair_l7 | weft-before | no |", text)
+
+    def test_before_with_l7_compares_it(self):
+        # The before's L7 p99 0.9 in every repetition, the after's 0.9 too
+        # (latency_rep): within noise; a before that lost its L7 rows is no data.
+        text, clean = report.render(report.Results(tsv(*before_after_rows(9.0, 9.0, before_l7=0.9))))
+        self.assertTrue(clean, text)
+        self.assertIn("within noise", ratio_row(text, "L7 p99 latency, HTTP/1.1, 4 connections, ms"))
+        self.assertIn("within noise", ratio_row(text, "L7 vCPU per 1,000 req/s, client, gRPC unary, 1 connection"))
+        rows = [r for r in before_after_rows(9.0, 9.0, before_l7=0.9) if not r[3].startswith("weft-before-l7")]
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertFalse(clean)
+        self.assertIn("**no data**", ratio_row(text, "L7 p50 latency, gRPC unary, 1 connection, ms"))
 
 
 class Units(unittest.TestCase):
@@ -382,6 +467,24 @@ class Fortio(unittest.TestCase):
             fortio_result.rows({"error": True, "message": "warmup error", "exception": "error 503"}, "weft", 4, 1000, 0.01)
         _, failure = fortio_result.rows(fortio_json(count=20000), "weft", 4, 1000, 0.01)
         self.assertIn("RetCodes count", failure)
+
+    def test_grpc_counts_serving(self):
+        # fortio load -grpc: RetCodes by health status; only SERVING counts.
+        g = fortio_json({"SERVING": 19990}, RunType="GRPC Ping PayloadLength=1024")
+        out, failure = fortio_result.rows(g, "weft-l7-grpc", 1, 1000, 0.01, 100, (0, 100, 0, 200))
+        self.assertIsNone(failure)
+        d = {(m, c): v for m, c, v in out}
+        self.assertEqual(d[("errors", "weft-l7-grpc-c1")], 0)
+        self.assertAlmostEqual(d[("vcpu_per_1000rps", "weft-l7-grpc-server-c1")], 0.1 / 0.9995)
+        g = fortio_json({"SERVING": 19980, "ERROR": 10}, RunType="GRPC Ping PayloadLength=1024")
+        out, failure = fortio_result.rows(g, "weft-l7-grpc", 1, 1000, 0.01)
+        self.assertIn("10 of 19990 responses were not SERVING", failure)
+        self.assertIn(("errors", "weft-l7-grpc-c1", 10), out)
+        # A 200 is no gRPC success, nor SERVING an HTTP one.
+        _, failure = fortio_result.rows(fortio_json({"200": 100}, RunType="GRPC Health for ''"), "x", 1, 1000, 0.5)
+        self.assertIn("100 of 100 responses were not SERVING", failure)
+        _, failure = fortio_result.rows(fortio_json({"SERVING": 100}, RunType="HTTP"), "x", 4, 1000, 0.5)
+        self.assertIn("100 of 100 responses were not 200", failure)
 
     def test_cli_prints_rows_and_fails(self):
         with tempfile.TemporaryDirectory() as d:

@@ -5,6 +5,7 @@
 //	pair -mode certs  -certs DIR            CA, two X.509-SVIDs and the bundle as PEM
 //	pair -mode client -certs DIR -listen A -to B   client sidecar: plaintext on A, mTLS to B
 //	pair -mode server -certs DIR -listen B -to C   server sidecar: mTLS on B, plaintext to C
+//	     [-app-protocol tcp|http|http2|grpc]       the service port's protocol (both sides alike)
 //	pair -mode echo   -listen C                    echo server
 //	pair -mode hold   -to A -n 1000 -for 30s       opens n idle connections through A and holds them
 //	pair -mode relay  -listen A -to B [-splice]    plaintext TCP relay, no TLS: the throughput ceiling
@@ -21,6 +22,14 @@
 // SPIFFE ID checks, egress chains beside it); SO_ORIGINAL_DST is faked: the
 // client side maps every connection to the service address, the server
 // side to the app's port. "ready" is printed once the listeners are open.
+//
+// -app-protocol says what the control plane's registry would call the
+// service port (config.go): tcp (the default) is today's L4 pair, bytes
+// copied over one mTLS connection per app connection; http, http2 and grpc
+// are the L7 pair of --http-routing (docs/l7.md): the client sidecar serves
+// the app's HTTP/1.1 or h2c request by request and sends each over pooled
+// HTTP/2 on mTLS (ALPN h2) to the server sidecar's inbound|<port>|h2 chain,
+// which delivers it to the app in HTTP/1.1 (http) or h2c (http2, grpc).
 package main
 
 import (
@@ -68,6 +77,7 @@ func main() {
 	dir := flag.String("certs", "", "directory of the PEM files")
 	listen := flag.String("listen", "", "address to listen on")
 	to := flag.String("to", "", "address to forward or connect to")
+	proto := flag.String("app-protocol", "tcp", "client, server: the service port's protocol: tcp (L4), http, http2 or grpc (HTTP routing)")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this loopback address")
 	n := flag.Int("n", 1000, "hold: connections to open")
 	splice := flag.Bool("splice", false, "relay: copy with splice(2) instead of read/write")
@@ -83,7 +93,7 @@ func main() {
 	case "certs":
 		err = writeCerts(*dir)
 	case "client", "server":
-		err = runSidecar(ctx, *mode, *dir, *listen, *to)
+		err = runSidecar(ctx, *mode, *dir, *listen, *to, *proto)
 	case "echo":
 		err = runEcho(ctx, *listen)
 	case "hold":
@@ -143,8 +153,13 @@ func writeCerts(dir string) error {
 	return nil
 }
 
-// runSidecar runs the client or the server side until ctx ends.
-func runSidecar(ctx context.Context, mode, dir, listen, to string) error {
+// runSidecar runs the client or the server side of a port of protocol
+// proto (-app-protocol) until ctx ends.
+func runSidecar(ctx context.Context, mode, dir, listen, to, proto string) error {
+	hp, err := appProtocol(proto)
+	if err != nil {
+		return err
+	}
 	svid, err := x509svid.Load(filepath.Join(dir, mode+".pem"), filepath.Join(dir, mode+".key"))
 	if err != nil {
 		return err
@@ -164,18 +179,16 @@ func runSidecar(ctx context.Context, mode, dir, listen, to string) error {
 		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "-",
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	var xc *model.Config
 	if mode == "client" {
 		cfg.OutboundAddr = listen
 		dst := netip.AddrPortFrom(serviceIP, 80)
 		cfg.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }
-		xc = clientConfig(target)
 	} else {
 		cfg.InboundAddr = listen
 		dst := netip.AddrPortFrom(podIP, target.Port())
 		cfg.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) { return dst, nil }
-		xc = serverConfig(target)
 	}
+	xc := sidecarConfig(mode, target, hp)
 	cfg.Config = func() *model.Config { return xc }
 	p, err := proxy.New(cfg)
 	if err != nil {
@@ -190,45 +203,6 @@ func runSidecar(ctx context.Context, mode, dir, listen, to string) error {
 		return err
 	}
 	return <-done
-}
-
-// clientConfig is the client pod's outbound listener: the service on
-// serviceIP:80 goes to the server sidecar at peer over mTLS; egress chains
-// (matched by SNI) sit beside it as in a real configuration, so sniffing
-// runs as it does there.
-func clientConfig(peer netip.AddrPort) *model.Config {
-	const svc = "outbound|80|server.bench"
-	return &model.Config{
-		Version: map[string]string{model.ListenerType: "1", model.ClusterType: "1"},
-		Outbound: &model.Listener{Name: model.OutboundListener, UseOriginalDst: true, InspectTLS: true, InspectHTTP: true,
-			Chains: []*model.FilterChain{
-				{Name: svc, Match: model.ChainMatch{DestPort: 80, Prefixes: []netip.Prefix{netip.PrefixFrom(serviceIP, 32)}},
-					Target: model.Target{Cluster: svc}},
-				{Name: "egress-allowed", Match: model.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"allowed.example.com"}},
-					Target: model.Target{Cluster: "PassthroughCluster"}, Egress: &model.EgressMeta{Decision: "allow"}},
-			},
-			Default: &model.FilterChain{Name: "default", Target: model.Target{Cluster: "PassthroughCluster"}}},
-		Clusters: map[string]*model.Cluster{
-			svc: {Name: svc, Kind: model.KindEDS, ConnectTimeout: time.Second,
-				UpstreamTLS: &model.UpstreamTLS{SANs: []spiffeid.ID{serverID}, SNI: "server.bench.svc.cluster.local"}},
-			"PassthroughCluster": {Name: "PassthroughCluster", Kind: model.KindOriginalDst, ConnectTimeout: time.Second},
-		},
-		Endpoints: map[string][]model.Endpoint{svc: {{Addr: peer}}},
-	}
-}
-
-// serverConfig is the server pod's inbound listener: STRICT mTLS on the
-// app's port, clients authorized by trust domain, forwarded to app.
-func serverConfig(app netip.AddrPort) *model.Config {
-	name := fmt.Sprintf("inbound|%d", app.Port())
-	return &model.Config{
-		Version: map[string]string{model.ListenerType: "1", model.ClusterType: "1"},
-		Inbound: &model.Listener{Name: model.InboundListener, UseOriginalDst: true, InspectTLS: true,
-			Chains: []*model.FilterChain{{Name: name + "|tls", Match: model.ChainMatch{DestPort: app.Port(), TransportProtocol: "tls"},
-				TLS: &model.DownstreamTLS{RequireClientCert: true}, Target: model.Target{Cluster: name}}}},
-		Clusters: map[string]*model.Cluster{name: {Name: name, Kind: model.KindStatic, ConnectTimeout: time.Second,
-			StaticEndpoints: []model.Endpoint{{Addr: app}}}},
-	}
 }
 
 // serveTCP accepts on listen, prints "ready" and runs handle on its own
