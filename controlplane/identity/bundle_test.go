@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -254,7 +255,7 @@ func TestPublishWritesTheCurrentBundle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !mapsEqual(cm.Data, tt.data) || !mapsEqual(cm.Labels, tt.labels) {
+			if !maps.Equal(cm.Data, tt.data) || !maps.Equal(cm.Labels, tt.labels) {
 				t.Fatalf("ConfigMap data %q labels %q, want data %q labels %q", cm.Data, cm.Labels, tt.data, tt.labels)
 			}
 			if n := countActions(api, "update", "configmaps"); n != tt.updates {
@@ -262,18 +263,6 @@ func TestPublishWritesTheCurrentBundle(t *testing.T) {
 			}
 		})
 	}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 func TestPublishSurfacesErrors(t *testing.T) {

@@ -56,17 +56,21 @@ func TestLoadOrCreateConcurrentStartsAgreeOnOneCA(t *testing.T) {
 	}
 }
 
+// mustLoad loads store's CA, or creates it; an error fails the test.
+func mustLoad(t *testing.T, store CAStore) *certs.CA {
+	t.Helper()
+	ca, err := store.LoadOrCreate(context.Background(), certs.CAConfig{TrustDomain: td})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
 func TestLoadOrCreateReusesTheCAAcrossRestarts(t *testing.T) {
 	api := fake.NewClientset()
 	store := CAStore{Client: api, Namespace: "weft-system", Name: "weft-ca"}
-	first, err := store.LoadOrCreate(context.Background(), certs.CAConfig{TrustDomain: td})
-	if err != nil {
-		t.Fatal(err)
-	}
-	second, err := store.LoadOrCreate(context.Background(), certs.CAConfig{TrustDomain: td})
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := mustLoad(t, store)
+	second := mustLoad(t, store)
 	if !bytes.Equal(first.BundlePEM(), second.BundlePEM()) || !bytes.Equal(first.Intermediate().Raw, second.Intermediate().Raw) {
 		t.Fatal("restart produced a different CA")
 	}
@@ -113,10 +117,7 @@ func caSecret(t *testing.T, ca *certs.CA) *corev1.Secret {
 func TestLoadOrCreateStoresTheCAItCreated(t *testing.T) {
 	api := fake.NewClientset()
 	store := CAStore{Client: api, Namespace: "weft-system", Name: "weft-ca"}
-	ca, err := store.LoadOrCreate(context.Background(), certs.CAConfig{TrustDomain: td})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := mustLoad(t, store)
 	sec, err := api.CoreV1().Secrets("weft-system").Get(context.Background(), "weft-ca", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)

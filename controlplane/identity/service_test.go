@@ -70,6 +70,16 @@ type fixture struct {
 	api   *fake.Clientset
 }
 
+// sign signs req presenting token; an error fails the test.
+func (f fixture) sign(t *testing.T, token string, req *certificatev1.SignRequest) *certificatev1.SignResponse {
+	t.Helper()
+	resp, err := f.svc.Sign(withToken(token), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 // reviews is how many TokenReviews the fake API server answered.
 func (f fixture) reviews() int {
 	n := 0
@@ -130,10 +140,7 @@ func TestSignIssuesTheTokensIdentity(t *testing.T) {
 	f := newFixture(t, nil)
 	// The CSR asks for another identity; the SVID must carry the token's.
 	csr := newCSR(t, "spiffe://cluster.local/ns/kube-system/sa/admin")
-	resp, err := f.svc.Sign(withToken("good"), &certificatev1.SignRequest{Csr: csr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := f.sign(t, "good", &certificatev1.SignRequest{Csr: csr})
 	if want := "spiffe://cluster.local/ns/demo/sa/app"; resp.SpiffeId != want {
 		t.Fatalf("spiffe_id = %q, want %q", resp.SpiffeId, want)
 	}
@@ -158,10 +165,7 @@ func TestSignIssuesTheTokensIdentity(t *testing.T) {
 
 func TestSignClampsTTL(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.MaxTTL = time.Hour })
-	resp, err := f.svc.Sign(withToken("good"), &certificatev1.SignRequest{Csr: newCSR(t), TtlSeconds: 48 * 3600})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := f.sign(t, "good", &certificatev1.SignRequest{Csr: newCSR(t), TtlSeconds: 48 * 3600})
 	leaf := parseChain(t, resp.CertChain)[0]
 	if life := leaf.NotAfter.Sub(f.clock.Now()); life > time.Hour {
 		t.Fatalf("SVID lives %v past now, want at most the 1h maximum", life)
@@ -172,10 +176,7 @@ func TestSignClampsTTL(t *testing.T) {
 // for default bound to it is that pod's own.
 func TestSignPodWithoutServiceAccountIsDefault(t *testing.T) {
 	f := newFixture(t, nil)
-	resp, err := f.svc.Sign(withToken("legacy"), &certificatev1.SignRequest{Csr: newCSR(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := f.sign(t, "legacy", &certificatev1.SignRequest{Csr: newCSR(t)})
 	if want := "spiffe://cluster.local/ns/demo/sa/default"; resp.SpiffeId != want {
 		t.Fatalf("spiffe_id = %q, want %q", resp.SpiffeId, want)
 	}
@@ -201,10 +202,7 @@ func TestSignTTL(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("max %v ask %v", tt.maxTTL, tt.ask), func(t *testing.T) {
 			f := newFixture(t, func(c *Config) { c.MaxTTL = tt.maxTTL })
-			resp, err := f.svc.Sign(withToken("good"), &certificatev1.SignRequest{Csr: newCSR(t), TtlSeconds: int64(tt.ask / time.Second)})
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp := f.sign(t, "good", &certificatev1.SignRequest{Csr: newCSR(t), TtlSeconds: int64(tt.ask / time.Second)})
 			leaf := parseChain(t, resp.CertChain)[0]
 			if life := leaf.NotAfter.Sub(f.clock.Now()); life != tt.want {
 				t.Fatalf("SVID lives %v past now, want %v", life, tt.want)
@@ -237,9 +235,7 @@ func TestMetricsRegistered(t *testing.T) {
 
 func TestMetricsOptional(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.Registerer = nil })
-	if _, err := f.svc.Sign(withToken("good"), &certificatev1.SignRequest{Csr: newCSR(t)}); err != nil {
-		t.Fatal(err)
-	}
+	f.sign(t, "good", &certificatev1.SignRequest{Csr: newCSR(t)})
 	if got := promtest.ToFloat64(f.svc.issued); got != 1 {
 		t.Fatalf("weft_ca_svids_issued_total = %v, want 1", got)
 	}
@@ -247,10 +243,7 @@ func TestMetricsOptional(t *testing.T) {
 
 func TestServerNamesOnlyForWeftServers(t *testing.T) {
 	f := newFixture(t, nil)
-	resp, err := f.svc.Sign(withToken("injector"), &certificatev1.SignRequest{Csr: newCSR(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := f.sign(t, "injector", &certificatev1.SignRequest{Csr: newCSR(t)})
 	leaf := parseChain(t, resp.CertChain)[0]
 	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "weft-injector.weft-system.svc" {
 		t.Fatalf("injector certificate DNS names = %v", leaf.DNSNames)
