@@ -76,10 +76,27 @@ done
 echo "building pair and fortio into $BIN"
 (cd "$ROOT" && go build -tags grpcnotrace -o "$BIN/pair" ./sidecar/proxy/bench/pair) # the sidecar's build tags
 # What "weft" is: HEAD plus any uncommitted edit under the pair's packages
-# (other work in the same tree), counted so that a report says so.
+# (other work in the same tree), counted and named so that a report says
+# so. Compared with HEAD through an index of its own read from HEAD: the
+# tree's shared index may be stale (sessions commit with private indexes),
+# and git status against it would count files that equal HEAD. Only the
+# packages' own files count (not their subdirectories, not *_test.go):
+# what goes into the binary.
+uncommitted_in_pair_packages() {
+	local idx specs=(":(exclude,glob)**/*_test.go")
+	idx=$(mktemp /tmp/weft-bench-index.XXXXXX)
+	while read -r d; do specs+=(":(glob)$d/*"); done < <(cd "$ROOT" &&
+		go list -deps -f '{{if not .Standard}}{{.Dir}}{{end}}' ./sidecar/proxy/bench/pair | grep "^$ROOT/" | sed "s|^$ROOT/||")
+	(
+		cd "$ROOT" && export GIT_INDEX_FILE=$idx && git read-tree HEAD &&
+			{ git diff --name-only HEAD -- "${specs[@]}"; git ls-files --others --exclude-standard -- "${specs[@]}"; }
+	) | sort -u
+	rm -f "$idx"
+}
 record revision weft "HEAD=$(git -C "$ROOT" rev-parse HEAD)"
-record uncommitted_files_in_pair_packages weft "$(cd "$ROOT" && go list -deps -f '{{if not .Standard}}{{.Dir}}{{end}}' ./sidecar/proxy/bench/pair |
-	grep "^$ROOT/" | xargs git status --porcelain -- | wc -l)"
+changed=$(uncommitted_in_pair_packages)
+record uncommitted_files_in_pair_packages weft "$(printf '%s' "$changed" | grep -c . || true)"
+for f in $changed; do record uncommitted_file weft "$f"; done
 PAIRS=weft
 if [ -n "$BEFORE" ]; then
 	before_commit=$(git -C "$ROOT" rev-parse --verify "$BEFORE^{commit}") || die "BEFORE=$BEFORE is not a commit"
