@@ -216,36 +216,40 @@ func list(value string) ([]string, error) {
 }
 
 func parsePorts(value string) ([]string, error) {
-	items, err := list(value)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, it := range items {
+	return parseList(value, func(it string) (string, error) {
 		n, err := strconv.Atoi(it)
 		if err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("%q is not a port (1-65535)", it)
+			return "", fmt.Errorf("%q is not a port (1-65535)", it)
 		}
-		if p := strconv.Itoa(n); !slices.Contains(out, p) {
-			out = append(out, p)
-		}
-	}
-	return out, nil
+		return strconv.Itoa(n), nil
+	})
 }
 
 func parseCIDRs(value string) ([]string, error) {
+	return parseList(value, func(it string) (string, error) {
+		p, err := netip.ParsePrefix(it)
+		if err != nil {
+			return "", fmt.Errorf("%q is not a CIDR", it)
+		}
+		return p.Masked().String(), nil
+	})
+}
+
+// parseList reads value as a list and returns its items as canonical
+// says, each once, in order.
+func parseList(value string, canonical func(string) (string, error)) ([]string, error) {
 	items, err := list(value)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, it := range items {
-		p, err := netip.ParsePrefix(it)
+		c, err := canonical(it)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not a CIDR", it)
+			return nil, err
 		}
-		if s := p.Masked().String(); !slices.Contains(out, s) {
-			out = append(out, s)
+		if !slices.Contains(out, c) {
+			out = append(out, c)
 		}
 	}
 	return out, nil
