@@ -38,6 +38,14 @@ func waitLog(t *testing.T, buf *testutil.SyncBuffer, want string) {
 	testutil.Eventually(t, fmt.Sprintf("%q in the log", want), func() bool { return strings.Contains(buf.String(), want) })
 }
 
+// runEvents runs ev until the test ends.
+func runEvents(t *testing.T, ev *KubeEvents) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ev.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 // TestPortBounds: 65535 is the last port, in an annotation and in a probe
 // (by number or through a named container port); 65536 is none.
 func TestPortBounds(t *testing.T) {
@@ -190,10 +198,7 @@ func TestKubeEventsCreateFailureLogged(t *testing.T) {
 	})
 	var buf testutil.SyncBuffer
 	ev := NewKubeEvents(cs, "i", debugLogger(&buf))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ev.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runEvents(t, ev)
 	ev.Observe(skipped)
 	waitLog(t, &buf, "cannot record event")
 	if s := buf.String(); !strings.Contains(s, "etcd is sad") || !strings.Contains(s, "object=legacy") {
@@ -231,10 +236,7 @@ func TestKubeEventsOverHTTP(t *testing.T) {
 	_, skipped := inj.Review(reviewBody(t, loadPod(t, "optedout"), "demo"))
 	var buf testutil.SyncBuffer
 	ev := NewKubeEvents(cs, "i", debugLogger(&buf))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ev.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runEvents(t, ev)
 	ev.Observe(skipped)
 	select {
 	case e := <-got:
@@ -250,8 +252,7 @@ func TestKubeEventsOverHTTP(t *testing.T) {
 // on DefaultAddr.
 func TestServeListensOnAddr(t *testing.T) {
 	ca := newTestCA(t)
-	src := &swappableSVIDs{}
-	src.cur.Store(ca.leaf(t, 1))
+	src := ca.source(t, 1)
 	addr := startServer(t, SVIDCertificates(src), nil)
 	host, port, err := net.SplitHostPort(addr)
 	_, defPort, _ := net.SplitHostPort(DefaultAddr)

@@ -160,10 +160,8 @@ func TestKubeEventsForSkippedPods(t *testing.T) {
 	ev.Observe(dry) // no Event
 	ev.Observe(skipped)
 	ev.Observe(rsSkipped)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ev.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runEvents(t, ev)
+	ctx := context.Background()
 	var list *corev1.EventList
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		list, _ = cs.CoreV1().Events("demo").List(ctx, metav1.ListOptions{})

@@ -71,6 +71,13 @@ type swappableSVIDs struct{ cur atomic.Pointer[x509svid.SVID] }
 
 func (s *swappableSVIDs) GetX509SVID() (*x509svid.SVID, error) { return s.cur.Load(), nil }
 
+// source is a swappableSVIDs holding ca's leaf with serial.
+func (ca *testCA) source(t *testing.T, serial int64) *swappableSVIDs {
+	s := &swappableSVIDs{}
+	s.cur.Store(ca.leaf(t, serial))
+	return s
+}
+
 // startServer runs Serve until the test ends and returns its address.
 func startServer(t *testing.T, certs CertificateSource, obs Observer) string {
 	t.Helper()
@@ -107,8 +114,7 @@ func (r recordingObserver) Observe(o Outcome) { r.got <- o }
 
 func TestServeInject(t *testing.T) {
 	ca := newTestCA(t)
-	src := &swappableSVIDs{}
-	src.cur.Store(ca.leaf(t, 1))
+	src := ca.source(t, 1)
 	obs := recordingObserver{make(chan Outcome, 10)}
 	addr := startServer(t, SVIDCertificates(src), obs)
 	c := client(ca)
@@ -164,8 +170,7 @@ func TestServeInject(t *testing.T) {
 // A renewed certificate is served to the next connection, no restart.
 func TestServeRenewedCertificate(t *testing.T) {
 	ca := newTestCA(t)
-	src := &swappableSVIDs{}
-	src.cur.Store(ca.leaf(t, 1))
+	src := ca.source(t, 1)
 	addr := startServer(t, SVIDCertificates(src), nil)
 	serial := func() int64 {
 		t.Helper()
@@ -187,8 +192,7 @@ func TestServeRenewedCertificate(t *testing.T) {
 
 func TestServeRefusesOldTLS(t *testing.T) {
 	ca := newTestCA(t)
-	src := &swappableSVIDs{}
-	src.cur.Store(ca.leaf(t, 1))
+	src := ca.source(t, 1)
 	addr := startServer(t, SVIDCertificates(src), nil)
 	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool, ServerName: serverName, MaxVersion: tls.VersionTLS11})
 	if err == nil {
