@@ -91,33 +91,32 @@ func TestStuckWritersFitMemoryLimit(t *testing.T) {
 	for i := range conns {
 		conns[i] = a.dialOutbound(netip.AddrPortFrom(serviceIP, 80))
 	}
-	// The client writes until every buffer on the way is full, and never
-	// reads.
-	var wg sync.WaitGroup
-	work := make(chan *net.TCPConn)
-	for range 8 {
-		wg.Go(func() {
-			for c := range work {
-				_ = c.SetWriteBuffer(16 << 10)
-				_ = c.SetReadBuffer(16 << 10)
-				for {
-					_ = c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
-					if _, err := c.Write(chunk); err != nil {
-						break
-					}
+	// The client, like the app, writes until every buffer on the way is
+	// full and never reads: one writer per connection, blocked in a write
+	// until the connection is closed (at once for those refused at
+	// accept).
+	var writers sync.WaitGroup
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		writers.Wait()
+	}()
+	for _, c := range conns {
+		writers.Go(func() {
+			_ = c.SetWriteBuffer(16 << 10)
+			_ = c.SetReadBuffer(16 << 10)
+			for {
+				if _, err := c.Write(chunk); err != nil {
+					return
 				}
 			}
 		})
 	}
-	for _, c := range conns {
-		work <- c
-	}
-	close(work)
-	wg.Wait()
 
-	// Every admitted connection is stuck both ways: its sidecars' flows
-	// hold their buffers in blocked writes.
-	time.Sleep(300 * time.Millisecond)
+	// Every admitted connection is stuck both ways: its sidecars' flows,
+	// two on each, hold their buffers in blocked writes.
+	waitWaitingIn(t, 4*capacity, "writeBounded", "every admitted connection stuck both ways on both sidecars")
 	grown := goMemory() - in0
 	open := int64(a.counter("connections", outbound))
 	budget := 2 * (limit - MemoryReserve)
@@ -182,7 +181,7 @@ func TestPendingConnStack(t *testing.T) {
 			t.Fatalf("%d of %d connections accepted", pd.p.reg.len(), n)
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // every one waiting for its first byte
+	waitWaitingIn(t, n, "sniffUntil", "every connection waiting for its first byte")
 	per := (stackInuse() - base) / n
 	t.Logf("%d bytes of stack per connection waiting for its first byte", per)
 	if per > 6<<10 {

@@ -5,8 +5,6 @@ import (
 	"runtime"
 	"testing"
 	"time"
-
-	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // Some tests must act only once the sidecar's connections are in a given
@@ -40,12 +38,18 @@ func waitingIn(fn string) int {
 	return count
 }
 
+// stateTimeout bounds the waits for a state (only a failing test waits
+// that long). Filling the buffers of 80 connections through two sidecars
+// until every flow is stuck takes seconds (8 on a quiet machine), more
+// under -race on a loaded one.
+const stateTimeout = time.Minute
+
 // waitWaitingIn waits until at least n goroutines wait in fn (see
 // waitingIn), and fails t, saying what it waited for, if they do not
-// within testutil.EventuallyTimeout.
+// within stateTimeout.
 func waitWaitingIn(t testing.TB, n int, fn, what string) {
 	t.Helper()
-	deadline := time.Now().Add(testutil.EventuallyTimeout)
+	deadline := time.Now().Add(stateTimeout)
 	for got := waitingIn(fn); got < n; got = waitingIn(fn) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s: %d goroutines waiting in %s, want %d", what, got, fn, n)
