@@ -96,3 +96,8 @@ const (
 	EgressMetadataKey  = "weft.egress"
 	InboundMetadataKey = "weft.inbound"
 )
+
+// MeshControllerName is the controllerName weft writes in the status of the
+// Gateway API routes (HTTPRoute, GRPCRoute) whose parent is a Service: the
+// GAMMA routes it serves (docs/gamma.md).
+const MeshControllerName = "weft.dev/mesh"

@@ -6,7 +6,9 @@
 // namespaces and service accounts; the MeshConfig in force; weft's accepted
 // policies (api/v1alpha1) as plain Go values, with their semantics (which
 // policies select a workload, how an AuthorizationPolicy decides a
-// connection or a request, which egress rules apply); and the lookups a
+// connection or a request, which egress rules apply); the Gateway API
+// routes attached to Services (GAMMA: routes.go, which routes a client's
+// requests to a Service port meet, in the Gateway API's precedence); and the lookups a
 // translator needs (a workload by xDS node ID or pod IP, a service by
 // ClusterIP and port).
 //

@@ -39,6 +39,10 @@ type Contents struct {
 	AuthorizationPolicies []*AuthorizationPolicy
 	EgressPolicies        []*EgressPolicy
 
+	// Routes are the Gateway API routes attached to Services (GAMMA,
+	// routes.go) with the rules weft serves, by namespace, name, kind.
+	Routes []*Route
+
 	// Rejected lists the weft objects left out, by kind, namespace, name.
 	Rejected []Rejected
 }
@@ -93,6 +97,7 @@ func (c Contents) sorted() Contents {
 	c.MTLSPolicies = slices.Clone(c.MTLSPolicies)
 	c.AuthorizationPolicies = slices.Clone(c.AuthorizationPolicies)
 	c.EgressPolicies = slices.Clone(c.EgressPolicies)
+	c.Routes = slices.Clone(c.Routes)
 	c.Rejected = slices.Clone(c.Rejected)
 
 	byKey := func(ns1, n1, ns2, n2 string) int { return cmp.Or(cmp.Compare(ns1, ns2), cmp.Compare(n1, n2)) }
@@ -106,6 +111,9 @@ func (c Contents) sorted() Contents {
 	})
 	slices.SortFunc(c.AuthorizationPolicies, func(a, b *AuthorizationPolicy) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
 	slices.SortFunc(c.EgressPolicies, func(a, b *EgressPolicy) int { return byKey(a.Namespace, a.Name, b.Namespace, b.Name) })
+	slices.SortFunc(c.Routes, func(a, b *Route) int {
+		return cmp.Or(byKey(a.Namespace, a.Name, b.Namespace, b.Name), cmp.Compare(a.Kind, b.Kind))
+	})
 	slices.SortFunc(c.Rejected, func(a, b Rejected) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), byKey(a.Namespace, a.Name, b.Namespace, b.Name))
 	})
@@ -120,6 +128,7 @@ type index struct {
 	podIPs     map[netip.Addr]*Workload // workloads not on the host network
 	clusterIPs map[netip.AddrPort]serviceAddr
 	namespaces map[string]*Namespace
+	routes     map[Key][]*Route // by parent Service, each route once
 }
 
 type serviceAddr struct {
@@ -135,6 +144,14 @@ func newIndex(c *Contents) *index {
 		podIPs:     make(map[netip.Addr]*Workload, len(c.Workloads)),
 		clusterIPs: map[netip.AddrPort]serviceAddr{},
 		namespaces: make(map[string]*Namespace, len(c.Namespaces)),
+		routes:     map[Key][]*Route{},
+	}
+	for _, r := range c.Routes {
+		for i, p := range r.Parents {
+			if !slices.ContainsFunc(r.Parents[:i], func(q RouteParent) bool { return q.Service == p.Service }) {
+				idx.routes[p.Service] = append(idx.routes[p.Service], r)
+			}
+		}
 	}
 	for i := range c.Namespaces {
 		idx.namespaces[c.Namespaces[i].Name] = &c.Namespaces[i]

@@ -1,0 +1,256 @@
+package mesh
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Gateway API routes whose parent is a Service (GAMMA, docs/gamma.md):
+// HTTPRoutes and GRPCRoutes resolved by the registry into plain values.
+// Only what weft serves is here: a rule the registry refused is left out
+// (its route's status says why), and a route with no parent or no rule
+// left is not in the model at all.
+
+// Route kinds.
+const (
+	KindHTTPRoute = "HTTPRoute"
+	KindGRPCRoute = "GRPCRoute"
+)
+
+// Route is an HTTPRoute or a GRPCRoute attached to Services.
+type Route struct {
+	Kind            string // KindHTTPRoute or KindGRPCRoute
+	Namespace, Name string
+	// Created is the route's creationTimestamp: among matches of equal
+	// precedence, the oldest route's wins.
+	Created time.Time
+	// Parents are the Services (and ports) the route attaches to; a parent
+	// in the route's own namespace makes it a producer route there, one in
+	// another namespace a consumer route for the route's namespace.
+	Parents []RouteParent
+	// Rules in the route's order; refused rules are left out.
+	Rules []RouteRule
+}
+
+// Key is the route's namespace and name.
+func (r *Route) Key() Key { return Key{r.Namespace, r.Name} }
+
+// RouteParent is a Service a route attaches to.
+type RouteParent struct {
+	Service Key
+	Port    uint16 // 0: every port of the Service
+}
+
+// RouteRule is one rule of a route.
+type RouteRule struct {
+	// Index is the rule's position in the route's spec: the last tie-break
+	// of precedence, and the rule's name in the Envoy route ("<ns>/<name>#<index>").
+	Index int
+	// Matches are ORed; the registry gives a rule without any the
+	// default, PathPrefix "/".
+	Matches []RouteMatch
+	// RequestHeaders and ResponseHeaders modify the request (before it is
+	// forwarded) and the response; nil: none.
+	RequestHeaders, ResponseHeaders *HeaderModifier
+	// Redirect answers the request with a redirect instead of forwarding
+	// it (then Backends is empty); nil: forward.
+	Redirect *Redirect
+	// Rewrite rewrites the forwarded request's Host and path; nil: none.
+	Rewrite *Rewrite
+	// Backends the requests are split between by weight.
+	Backends []Backend
+	// Timeout bounds the request from the client's view (retries
+	// included), BackendTimeout each try; 0: none.
+	Timeout, BackendTimeout time.Duration
+}
+
+// PathMatchType says how a RouteMatch's Path is compared.
+type PathMatchType string
+
+const (
+	PathExact PathMatchType = "Exact"
+	// PathPrefix matches the path's elements: "/a" matches "/a" and "/a/b",
+	// never "/ab"; "/" matches every path.
+	PathPrefix PathMatchType = "PathPrefix"
+)
+
+// RouteMatch is one match of a rule: every field it sets must match.
+type RouteMatch struct {
+	PathType PathMatchType
+	Path     string // starts with "/"; a PathPrefix has no trailing "/" unless it is "/"
+	// Headers (names lower case) and QueryParams must be present with
+	// exactly these values.
+	Headers     []NameValue
+	QueryParams []NameValue
+	Method      string // "": any
+}
+
+// NameValue is a header or query parameter and its value.
+type NameValue struct{ Name, Value string }
+
+// HeaderModifier sets (replacing), adds (appending) and removes headers.
+type HeaderModifier struct {
+	Set, Add []NameValue
+	Remove   []string
+}
+
+// PathModifier replaces a path: the whole of it (ReplaceFullPath) or the
+// part its rule's PathPrefix matched (ReplacePrefixMatch).
+type PathModifier struct {
+	Type  PathModifierType
+	Value string
+}
+
+// PathModifierType is how a PathModifier replaces the path.
+type PathModifierType string
+
+const (
+	ReplaceFullPath    PathModifierType = "ReplaceFullPath"
+	ReplacePrefixMatch PathModifierType = "ReplacePrefixMatch"
+)
+
+// Redirect answers a request with a redirect; empty fields keep the
+// request's.
+type Redirect struct {
+	Scheme, Hostname string
+	Path             *PathModifier
+	Port             uint16
+	StatusCode       int // 301, 302, 303, 307 or 308
+}
+
+// Rewrite rewrites the forwarded request; empty fields keep the request's.
+type Rewrite struct {
+	Hostname string
+	Path     *PathModifier
+}
+
+// Backend is a Service port requests are sent to, and its share.
+type Backend struct {
+	Service Key
+	Port    uint16
+	Weight  uint32
+}
+
+// IsProducer reports whether p makes r a producer route: the Service is in
+// the route's own namespace.
+func (r *Route) IsProducer(p RouteParent) bool { return p.Service.Namespace == r.Namespace }
+
+// RouteEntry is one match of one rule of a route, as the client sidecar
+// tries them: Snapshot.RoutesFor orders them.
+type RouteEntry struct {
+	Route *Route
+	Rule  *RouteRule
+	Match RouteMatch
+	// MatchIndex is the match's position in its rule.
+	MatchIndex int
+}
+
+// attaches reports whether parent p takes the requests to port of svc.
+func (p RouteParent) attaches(svc Key, port uint16) bool {
+	return p.Service == svc && (p.Port == 0 || p.Port == port)
+}
+
+// RoutesFor returns what decides the requests a client in namespace
+// clientNS sends to port of svc (its ClusterIP or name): the matches of the
+// routes attached there, in the order the Gateway API gives them
+// precedence. The consumer routes of clientNS (attached from clientNS to a
+// Service of another namespace) replace the producer routes for its clients
+// when there are any (GEP-1294: "requests from a namespace with consumer
+// routes will utilize the set of routes in the consumer namespace"). nil
+// means no route is attached for this client: every request goes to the
+// Service itself.
+func (s *Snapshot) RoutesFor(svc Key, port uint16, clientNS string) []RouteEntry {
+	var producer, consumer []*Route
+	for _, r := range s.index().routes[svc] {
+		for _, p := range r.Parents {
+			if !p.attaches(svc, port) {
+				continue
+			}
+			switch {
+			case r.IsProducer(p):
+				producer = append(producer, r)
+			case r.Namespace == clientNS:
+				consumer = append(consumer, r)
+			}
+			break
+		}
+	}
+	routes := producer
+	if len(consumer) > 0 {
+		routes = consumer
+	}
+	var out []RouteEntry
+	for _, r := range routes {
+		for i := range r.Rules {
+			rule := &r.Rules[i]
+			for j, m := range rule.Matches {
+				out = append(out, RouteEntry{Route: r, Rule: rule, Match: m, MatchIndex: j})
+			}
+		}
+	}
+	slices.SortStableFunc(out, comparePrecedence)
+	return out
+}
+
+// HasRoutes reports whether any route, producer or consumer, attaches to
+// port of svc.
+func (s *Snapshot) HasRoutes(svc Key, port uint16) bool {
+	for _, r := range s.index().routes[svc] {
+		for _, p := range r.Parents {
+			if p.attaches(svc, port) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ConsumerParents returns the Services (and ports: 0 for all) that
+// consumer routes of namespace ns attach to, each once, sorted.
+func (s *Snapshot) ConsumerParents(ns string) []RouteParent {
+	var out []RouteParent
+	for _, r := range s.Routes {
+		if r.Namespace != ns {
+			continue
+		}
+		for _, p := range r.Parents {
+			if !r.IsProducer(p) {
+				out = append(out, p)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b RouteParent) int {
+		return cmp.Or(cmp.Compare(a.Service.String(), b.Service.String()), cmp.Compare(a.Port, b.Port))
+	})
+	return slices.Compact(out)
+}
+
+// comparePrecedence orders matches as the Gateway API says (HTTPRouteRule,
+// "Precedence"): an exact path before a prefix; a longer path first; a
+// method match first; more header matches first; more query parameter
+// matches first; then the oldest route, then the route's namespace/name,
+// then the rule's and the match's position.
+func comparePrecedence(a, b RouteEntry) int {
+	return cmp.Or(
+		-cmp.Compare(rank(a.Match.PathType), rank(b.Match.PathType)),
+		-cmp.Compare(len(a.Match.Path), len(b.Match.Path)),
+		-cmp.Compare(boolRank(a.Match.Method != ""), boolRank(b.Match.Method != "")),
+		-cmp.Compare(len(a.Match.Headers), len(b.Match.Headers)),
+		-cmp.Compare(len(a.Match.QueryParams), len(b.Match.QueryParams)),
+		a.Route.Created.Compare(b.Route.Created),
+		cmp.Compare(a.Route.Namespace, b.Route.Namespace),
+		cmp.Compare(a.Route.Name, b.Route.Name),
+		strings.Compare(a.Route.Kind, b.Route.Kind),
+		cmp.Compare(a.Rule.Index, b.Rule.Index),
+		cmp.Compare(a.MatchIndex, b.MatchIndex),
+	)
+}
+
+func rank(t PathMatchType) int {
+	if t == PathExact {
+		return 1
+	}
+	return 0
+}
