@@ -10,50 +10,50 @@ import (
 // parseCerts decodes every CERTIFICATE block in data; there must be at least
 // one and nothing else.
 func parseCerts(name string, data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for i := 1; ; i++ {
-		block, rest := pem.Decode(data)
-		if block == nil {
-			break
-		}
-		data = rest
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("certs: %s: block %d is %q, want CERTIFICATE: %w", name, i, block.Type, ErrInvalidMaterial)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
+	return parseBlocks(name, data, "CERTIFICATE", "CERTIFICATE", func(der []byte) (*x509.Certificate, error) {
+		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, fmt.Errorf("certs: %s: block %d: %w: %w", name, i, ErrInvalidMaterial, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidMaterial, err)
 		}
-		out = append(out, c)
-	}
-	if err := checkRest(name, len(out), data); err != nil {
-		return nil, err
-	}
-	return out, nil
+		return c, nil
+	})
 }
 
 // parseKeys decodes every PKCS#8 PRIVATE KEY block in data; there must be
 // at least one and nothing else.
 func parseKeys(name string, data []byte) ([]crypto.Signer, error) {
-	var out []crypto.Signer
+	return parseBlocks(name, data, "PRIVATE KEY", "PRIVATE KEY (PKCS#8)", func(der []byte) (crypto.Signer, error) {
+		k, err := x509.ParsePKCS8PrivateKey(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidMaterial, err)
+		}
+		signer, ok := k.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("%T is not a signing key: %w", k, ErrInvalidMaterial)
+		}
+		return signer, nil
+	})
+}
+
+// parseBlocks decodes every PEM block in data, each of type typ (want
+// names it in errors), with parse; there must be at least one and nothing
+// else.
+func parseBlocks[T any](name string, data []byte, typ, want string, parse func(der []byte) (T, error)) ([]T, error) {
+	var out []T
 	for i := 1; ; i++ {
 		block, rest := pem.Decode(data)
 		if block == nil {
 			break
 		}
 		data = rest
-		if block.Type != "PRIVATE KEY" {
-			return nil, fmt.Errorf("certs: %s: block %d is %q, want PRIVATE KEY (PKCS#8): %w", name, i, block.Type, ErrInvalidMaterial)
+		if block.Type != typ {
+			return nil, fmt.Errorf("certs: %s: block %d is %q, want %s: %w", name, i, block.Type, want, ErrInvalidMaterial)
 		}
-		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		v, err := parse(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("certs: %s: block %d: %w: %w", name, i, ErrInvalidMaterial, err)
+			return nil, fmt.Errorf("certs: %s: block %d: %w", name, i, err)
 		}
-		signer, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("certs: %s: block %d: %T is not a signing key: %w", name, i, k, ErrInvalidMaterial)
-		}
-		out = append(out, signer)
+		out = append(out, v)
 	}
 	if err := checkRest(name, len(out), data); err != nil {
 		return nil, err
