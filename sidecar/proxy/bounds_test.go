@@ -215,7 +215,7 @@ func TestTenThousandConnections(t *testing.T) {
 	})
 	pd.nat.setDefault(h.l.Addr().(*net.TCPAddr).AddrPort())
 	pd.cfg.Store(meshConfig(nil, nil, nil, false))
-	settleAtMost(0, func() int { return probe.p.reg.len() })
+	testutil.Eventually(t, "the probe's connections closed", func() bool { return probe.p.reg.len() == 0 })
 	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 
 	start = time.Now()
@@ -303,16 +303,14 @@ func TestSlowlorisHandshakes(t *testing.T) {
 				return
 			}
 			if i%10 == 0 {
+				// The staller itself: slow on purpose, the rest at 95%.
 				time.Sleep(time.Until(start.Add(hsTimeout * 95 / 100)))
 				_, _ = c.Write(hello[40:])
 			}
 			<-closed
 		})
 	}
-	for deadline := time.Now().Add(hsTimeout); mp.b.p.reg.len() < stalls && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Logf("%d connections stalled in the sidecar", mp.b.p.reg.len())
+	testutil.Eventually(t, fmt.Sprintf("%d connections stalled in the sidecar at once", stalls), func() bool { return mp.b.p.reg.len() == stalls })
 
 	// A legitimate request through the pair while 1,000 stall.
 	c := mp.dial()
@@ -350,19 +348,9 @@ func TestHTTPEgressIdleKeepAlive(t *testing.T) {
 		srv := startReqServer(t)
 		pd, _ := reqPod(t, "Enforce", false, srv, func(c *Config) { c.IdleTimeout = idle })
 		goroutines := runtime.NumGoroutine()
-		c := pd.dialOutbound(srv.app.addr())
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, get("api.example.com")); err != nil {
-			t.Fatal(err)
-		}
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
+		_, br := firstAnswered(t, pd, srv)
 		answered := time.Now()
-		_, err = br.ReadByte()
+		_, err := br.ReadByte()
 		after := time.Since(answered)
 		if !errors.Is(err, io.EOF) {
 			t.Fatalf("the idle keep-alive connection: read %v after %v, want EOF after the idle timeout %v", err, after, idle)
@@ -380,29 +368,39 @@ func TestHTTPEgressIdleKeepAlive(t *testing.T) {
 	t.Run("a request head stalled", func(t *testing.T) {
 		srv := startReqServer(t)
 		pd, _ := reqPod(t, "Enforce", false, srv, func(c *Config) { c.HandshakeTimeout = idle })
-		c := pd.dialOutbound(srv.app.addr())
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, get("api.example.com")); err != nil {
-			t.Fatal(err)
-		}
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		// Nothing for a while (more than HandshakeTimeout), then half a head.
+		c, br := firstAnswered(t, pd, srv)
+		// Nothing for a while (more than HandshakeTimeout: the idle period
+		// under test), then half a head.
 		time.Sleep(2 * idle)
 		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHo"); err != nil {
 			t.Fatal(err)
 		}
 		sent := time.Now()
-		_, err = br.ReadByte()
+		_, err := br.ReadByte()
 		if after := time.Since(sent); !errors.Is(err, io.EOF) || after > 4*idle {
 			t.Fatalf("a stalled request head: read %v after %v, want EOF after HandshakeTimeout %v", err, after, idle)
 		}
 		pd.waitCounter(0, "connections", outbound)
 	})
+}
+
+// firstAnswered opens a keep-alive HTTP egress connection through pd to
+// srv and has a request answered on it (the connection's deadline 10s
+// away); the reader holds what follows the response.
+func firstAnswered(t *testing.T, pd *pod, srv *reqServer) (*net.TCPConn, *bufio.Reader) {
+	t.Helper()
+	c := pd.dialOutbound(srv.app.addr())
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, get("api.example.com")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return c, br
 }
 
 // TestWriteTimeoutPeerStopsReading: the app behind a mesh pair streams and
