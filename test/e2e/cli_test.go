@@ -167,7 +167,7 @@ func TestCLI(t *testing.T) {
 // it as slipped through and exits non-zero.
 func TestCheckFindsPodCreatedWhileInjectorWasDown(t *testing.T) {
 	const ns = "e2e-injector-down"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns)
 	ctx := context.Background()
 	setPolicy := func(p admissionregistrationv1.FailurePolicyType) {
 		t.Helper()
@@ -182,17 +182,6 @@ func TestCheckFindsPodCreatedWhileInjectorWasDown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	scaleInjector := func(n int32) {
-		t.Helper()
-		s, err := kube.AppsV1().Deployments(weftNS).GetScale(ctx, "weft-injector", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Spec.Replicas = n
-		if _, err := kube.AppsV1().Deployments(weftNS).UpdateScale(ctx, "weft-injector", s, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	restored := false
 	restore := func() {
 		if restored {
@@ -200,7 +189,7 @@ func TestCheckFindsPodCreatedWhileInjectorWasDown(t *testing.T) {
 		}
 		restored = true
 		setPolicy(admissionregistrationv1.Fail)
-		scaleInjector(1)
+		scaleWeft(t, "weft-injector", 1)
 		waitFor(t, 2*time.Minute, "the injector back", func(ctx context.Context) (bool, error) {
 			d, err := kube.AppsV1().Deployments(weftNS).Get(ctx, "weft-injector", metav1.GetOptions{})
 			return err == nil && d.Status.AvailableReplicas == 1, nil
@@ -208,7 +197,7 @@ func TestCheckFindsPodCreatedWhileInjectorWasDown(t *testing.T) {
 	}
 	t.Cleanup(restore)
 	setPolicy(admissionregistrationv1.Ignore)
-	scaleInjector(0)
+	scaleWeft(t, "weft-injector", 0)
 	waitFor(t, 2*time.Minute, "the injector gone", func(ctx context.Context) (bool, error) {
 		pods, err := kube.CoreV1().Pods(weftNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-injector"})
 		return err == nil && len(pods.Items) == 0, nil

@@ -28,8 +28,7 @@ import (
 func TestAppCannotUseItsSidecarsStreams(t *testing.T) {
 	externalHost(t)
 	const ns = "e2e-cpstreams"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
-	serviceAccounts(t, ns, "app")
+	meshNamespace(t, ns, "app")
 	victim := deployTestappAs(t, ns, "victim", "app", "svid")
 	attacker := deployTestappAs(t, ns, "attacker", "app", "svid")
 	victimNode, attackerNode := victim.Name+"."+ns, attacker.Name+"."+ns

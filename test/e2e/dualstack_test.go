@@ -14,7 +14,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
@@ -53,9 +52,8 @@ func podIPv6(t *testing.T, p *corev1.Pod) netip.Addr {
 func TestDualStackPods(t *testing.T) {
 	externalHost(t)
 	const ns = "e2e-dualstack"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns, "client", "server")
 	ctx := context.Background()
-	serviceAccounts(t, ns, "client", "server")
 	svc, err := kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "server"},
 		Spec: corev1.ServiceSpec{
@@ -133,18 +131,13 @@ func TestDualStackPods(t *testing.T) {
 		return err == nil && strings.Contains(out, "hello from other-http"), nil
 	})
 	dyn := dynamic.NewForConfigOrDie(restConfig)
-	port := func(n int64, proto string) any { return map[string]any{"number": n, "protocol": proto} }
-	policy := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "weft.dev/v1alpha1", "kind": "EgressPolicy",
-		"metadata": map[string]any{"name": "client-egress", "namespace": ns},
-		"spec": map[string]any{
-			"selector": map[string]any{"matchLabels": map[string]any{"app": "client"}},
-			"mode":     "Enforce",
-			"rules": []any{
-				map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{port(80, "HTTP"), port(443, "TLS")}, "action": "Allow"},
-			},
+	policy := weftObject("EgressPolicy", ns, "client-egress", map[string]any{
+		"selector": appSelector("client"),
+		"mode":     "Enforce",
+		"rules": []any{
+			map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{egressPort(80, "HTTP"), egressPort(443, "TLS")}, "action": "Allow"},
 		},
-	}}
+	})
 	if _, err := dyn.Resource(egressGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -160,9 +160,8 @@ func otherRefused(t *testing.T, ns, pod, why, want403 string) {
 func TestEgressPolicyAndAudit(t *testing.T) {
 	externalHost(t)
 	const ns = "e2e-egress"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns, "client")
 	ctx := context.Background()
-	serviceAccounts(t, ns, "client")
 	orig := testappPodHook
 	testappPodHook = func(p *corev1.Pod) {
 		p.Spec.ServiceAccountName = "client"
@@ -181,19 +180,15 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 	})
 
 	dyn := dynamic.NewForConfigOrDie(restConfig)
-	policy := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "weft.dev/v1alpha1", "kind": "EgressPolicy",
-		"metadata": map[string]any{"name": "client-egress", "namespace": ns},
-		"spec": map[string]any{
-			"selector": map[string]any{"matchLabels": map[string]any{"app": "client"}},
-			"mode":     "Enforce",
-			"rules": []any{
-				map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{map[string]any{"number": int64(443), "protocol": "TLS"}}, "action": "Allow"},
-				map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{map[string]any{"number": int64(80), "protocol": "HTTP"}}, "action": "Deny"},
-				map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{map[string]any{"number": int64(80), "protocol": "HTTP"}}, "action": "Allow"},
-			},
+	policy := weftObject("EgressPolicy", ns, "client-egress", map[string]any{
+		"selector": appSelector("client"),
+		"mode":     "Enforce",
+		"rules": []any{
+			map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{egressPort(443, "TLS")}, "action": "Allow"},
+			map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{egressPort(80, "HTTP")}, "action": "Deny"},
+			map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{egressPort(80, "HTTP")}, "action": "Allow"},
 		},
-	}}
+	})
 	if _, err := dyn.Resource(egressGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +336,7 @@ func TestEgressPolicyAndAudit(t *testing.T) {
 func TestEgressAuditModeAndRegistryOnly(t *testing.T) {
 	externalHost(t)
 	const ns = "e2e-egress-audit"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns)
 	ctx := context.Background()
 	orig := testappPodHook
 	testappPodHook = func(p *corev1.Pod) {
@@ -354,16 +349,12 @@ func TestEgressAuditModeAndRegistryOnly(t *testing.T) {
 		return kubectlExec(t, ns, client.Name, "app", append([]string{"/usr/local/bin/testapp", "get"}, args...)...)
 	}
 	dyn := dynamic.NewForConfigOrDie(restConfig)
-	policy := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "weft.dev/v1alpha1", "kind": "EgressPolicy",
-		"metadata": map[string]any{"name": "audit-first", "namespace": ns},
-		"spec": map[string]any{
-			"mode": "Audit",
-			"rules": []any{
-				map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{map[string]any{"number": int64(80), "protocol": "HTTP"}}, "action": "Deny"},
-			},
+	policy := weftObject("EgressPolicy", ns, "audit-first", map[string]any{
+		"mode": "Audit",
+		"rules": []any{
+			map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{egressPort(80, "HTTP")}, "action": "Deny"},
 		},
-	}}
+	})
 	if _, err := dyn.Resource(egressGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

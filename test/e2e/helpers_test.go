@@ -30,6 +30,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -240,6 +241,14 @@ func sumSamples(fams map[string]*dto.MetricFamily, name string, match map[string
 	return sum
 }
 
+// meshNamespace creates namespace ns labelled for injection
+// (weft.dev/inject: enabled) and the service accounts named in it.
+func meshNamespace(t *testing.T, ns string, accounts ...string) {
+	t.Helper()
+	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	serviceAccounts(t, ns, accounts...)
+}
+
 // serviceAccounts creates the service accounts names in ns.
 func serviceAccounts(t *testing.T, ns string, names ...string) {
 	t.Helper()
@@ -248,6 +257,39 @@ func serviceAccounts(t *testing.T, ns string, names ...string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// scaleWeft sets the replicas of weft's Deployment name.
+func scaleWeft(t *testing.T, name string, replicas int32) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := kube.AppsV1().Deployments(weftNS).GetScale(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.Replicas = replicas
+	if _, err := kube.AppsV1().Deployments(weftNS).UpdateScale(ctx, name, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// weftObject is a weft.dev/v1alpha1 object of kind, ns/name, with spec.
+func weftObject(kind, ns, name string, spec map[string]any) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "weft.dev/v1alpha1", "kind": kind,
+		"metadata": map[string]any{"name": name, "namespace": ns},
+		"spec":     spec,
+	}}
+}
+
+// appSelector selects the pods labelled app=<app>.
+func appSelector(app string) map[string]any {
+	return map[string]any{"matchLabels": map[string]any{"app": app}}
+}
+
+// egressPort is a port of an EgressPolicy rule.
+func egressPort(number int64, protocol string) any {
+	return map[string]any{"number": number, "protocol": protocol}
 }
 
 // serverService creates the Service server in ns: port 80 (http) to the

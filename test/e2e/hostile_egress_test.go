@@ -14,7 +14,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/weftmesh/weft/api/audit"
@@ -47,9 +46,8 @@ func TestEgressAgainstHostileApp(t *testing.T) {
 		// sidecar.Run) of its first byte.
 		sniffDeadline = 10 * time.Second
 	)
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns, "client")
 	ctx := context.Background()
-	serviceAccounts(t, ns, "client")
 	orig := testappPodHook
 	testappPodHook = func(p *corev1.Pod) {
 		p.Spec.ServiceAccountName = "client"
@@ -78,22 +76,17 @@ func TestEgressAgainstHostileApp(t *testing.T) {
 	})
 
 	dyn := dynamic.NewForConfigOrDie(restConfig)
-	port := func(n int64, proto string) any { return map[string]any{"number": n, "protocol": proto} }
-	obj := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "weft.dev/v1alpha1", "kind": "EgressPolicy",
-		"metadata": map[string]any{"name": name, "namespace": ns},
-		"spec": map[string]any{
-			"selector":      map[string]any{"matchLabels": map[string]any{"app": "client"}},
-			"mode":          "Enforce",
-			"defaultAction": "Allow",
-			"rules": []any{
-				map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{port(443, "TLS")}, "action": "Allow"}, // rule 0
-				map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{port(80, "HTTP")}, "action": "Allow"}, // rule 1
-				map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{port(80, "HTTP")}, "action": "Deny"}, // rule 2
-				map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{port(443, "TLS")}, "action": "Deny"}, // rule 3
-			},
+	obj := weftObject("EgressPolicy", ns, name, map[string]any{
+		"selector":      appSelector("client"),
+		"mode":          "Enforce",
+		"defaultAction": "Allow",
+		"rules": []any{
+			map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{egressPort(443, "TLS")}, "action": "Allow"}, // rule 0
+			map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{egressPort(80, "HTTP")}, "action": "Allow"}, // rule 1
+			map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{egressPort(80, "HTTP")}, "action": "Deny"}, // rule 2
+			map[string]any{"hosts": []any{"evil.example.test"}, "ports": []any{egressPort(443, "TLS")}, "action": "Deny"}, // rule 3
 		},
-	}}
+	})
 	if _, err := dyn.Resource(egressGVR).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

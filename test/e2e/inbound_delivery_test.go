@@ -28,9 +28,8 @@ import (
 // 9090 answered from another pod and every caller was 127.0.0.1.
 func TestInboundLocalhostListenersStayPrivate(t *testing.T) {
 	const ns = "e2e-inbound-loopback"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns, "client", "server")
 	ctx := context.Background()
-	serviceAccounts(t, ns, "client", "server")
 	port := func(name string, p int32) corev1.ServicePort {
 		return corev1.ServicePort{Name: name, Port: p, TargetPort: intstr.FromInt32(p)}
 	}

@@ -48,7 +48,7 @@ func injected(p *corev1.Pod) bool {
 // annotations are handled as documented.
 func TestInjection(t *testing.T) {
 	const ns, plain = "e2e-inject", "e2e-plain"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns)
 	namespace(t, plain, nil)
 	ctx := context.Background()
 
@@ -159,7 +159,7 @@ func TestInjection(t *testing.T) {
 // completes when its app exits.
 func TestInjectedJobCompletes(t *testing.T) {
 	const ns = "e2e-job"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns)
 	tmpl := testappPod("job", nil, "get", "http://127.0.0.1:15020/healthz/ready")
 	tmpl.Spec.RestartPolicy = corev1.RestartPolicyNever
 	job := &batchv1.Job{

@@ -147,7 +147,7 @@ func TestIntermediateOnlyCA(t *testing.T) {
 	// A pod meshed now: its SVID chains to the new intermediate, and mTLS
 	// between two such pods works.
 	const ns = "e2e-intermediate-only"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns)
 	serverService(t, ns)
 	server := deployTestapp(t, ns, "server", "serve", "-addr", ":8080")
 	client := deployTestapp(t, ns, "client", "svid")

@@ -95,13 +95,8 @@ func deployReplicas(t *testing.T, ns, name, label, sa string, replicas int32, ar
 // an AuthorizationPolicy naming gRPC method paths decides each request.
 func TestHTTPRouting(t *testing.T) {
 	const ns = "e2e-l7"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns, "client", "server")
 	ctx := context.Background()
-	for _, sa := range []string{"client", "server"} {
-		if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	grpcProto := "grpc"
 	if _, err := kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "greeter"},
@@ -200,18 +195,14 @@ func TestHTTPRouting(t *testing.T) {
 		for i, p := range paths {
 			ps[i] = p
 		}
-		return &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "weft.dev/v1alpha1", "kind": "AuthorizationPolicy",
-			"metadata": map[string]any{"name": "greeter-methods", "namespace": ns},
-			"spec": map[string]any{
-				"selector": map[string]any{"matchLabels": map[string]any{"app": "greeter"}},
-				"action":   "ALLOW",
-				"rules": []any{map[string]any{
-					"from": []any{map[string]any{"serviceAccounts": []any{ns + "/client"}}},
-					"to":   []any{map[string]any{"methods": []any{"POST"}, "paths": ps}},
-				}},
-			},
-		}}
+		return weftObject("AuthorizationPolicy", ns, "greeter-methods", map[string]any{
+			"selector": appSelector("greeter"),
+			"action":   "ALLOW",
+			"rules": []any{map[string]any{
+				"from": []any{map[string]any{"serviceAccounts": []any{ns + "/client"}}},
+				"to":   []any{map[string]any{"methods": []any{"POST"}, "paths": ps}},
+			}},
+		})
 	}
 	if _, err := dyn.Resource(authzGVR).Namespace(ns).Create(ctx, policy("/grpc.health.v1.Health/Watch"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -77,7 +77,7 @@ func kubectlExec(t *testing.T, ns, pod, container string, cmd ...string) (string
 // over TLS 1.3, and a plaintext connection from outside the mesh is refused.
 func TestPodToPodTrafficIsEncrypted(t *testing.T) {
 	const ns = "e2e-mesh"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns)
 	server, client := meshServerClient(t, ns)
 	requireSynced(t, server.Name+"."+ns)
 	requireSynced(t, client.Name+"."+ns)

@@ -24,9 +24,8 @@ var authzGVR = schema.GroupVersionResource{Group: "weft.dev", Version: "v1alpha1
 // A policy the control plane cannot honour is marked Accepted=False.
 func TestAuthorizationPolicyFromTheAPIServer(t *testing.T) {
 	const ns = "e2e-authz"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns, "intruder")
 	ctx := context.Background()
-	serviceAccounts(t, ns, "intruder")
 	server, client := meshServerClient(t, ns)
 	intruder := deployTestappAs(t, ns, "intruder", "intruder", "svid")
 	url := "http://server." + ns + ".svc.cluster.local/"
@@ -39,18 +38,14 @@ func TestAuthorizationPolicyFromTheAPIServer(t *testing.T) {
 	})
 
 	dyn := dynamic.NewForConfigOrDie(restConfig)
-	policy := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "weft.dev/v1alpha1", "kind": "AuthorizationPolicy",
-		"metadata": map[string]any{"name": "server-allow-client", "namespace": ns},
-		"spec": map[string]any{
-			"selector": map[string]any{"matchLabels": map[string]any{"app": "server"}},
-			"action":   "ALLOW",
-			"rules": []any{map[string]any{
-				"from": []any{map[string]any{"serviceAccounts": []any{ns + "/client"}}},
-				"to":   []any{map[string]any{"ports": []any{int64(8080)}}},
-			}},
-		},
-	}}
+	policy := weftObject("AuthorizationPolicy", ns, "server-allow-client", map[string]any{
+		"selector": appSelector("server"),
+		"action":   "ALLOW",
+		"rules": []any{map[string]any{
+			"from": []any{map[string]any{"serviceAccounts": []any{ns + "/client"}}},
+			"to":   []any{map[string]any{"ports": []any{int64(8080)}}},
+		}},
+	})
 	if _, err := dyn.Resource(authzGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +118,7 @@ func acceptedStatus(ctx context.Context, dyn dynamic.Interface, ns, name string)
 // with the same CA and the sidecars resync.
 func TestTrafficSurvivesControlPlaneOutage(t *testing.T) {
 	const ns = "e2e-outage"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
-	ctx := context.Background()
+	meshNamespace(t, ns)
 	serverService(t, ns)
 	server := deployTestapp(t, ns, "server", "serve", "-addr", ":8080")
 	client := deployTestapp(t, ns, "client", "svid")
@@ -134,20 +128,9 @@ func TestTrafficSurvivesControlPlaneOutage(t *testing.T) {
 		return err == nil, nil
 	})
 
-	scale := func(n int32) {
-		t.Helper()
-		s, err := kube.AppsV1().Deployments(weftNS).GetScale(ctx, "weft-controlplane", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Spec.Replicas = n
-		if _, err := kube.AppsV1().Deployments(weftNS).UpdateScale(ctx, "weft-controlplane", s, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	scale(0)
+	scaleWeft(t, "weft-controlplane", 0)
 	t.Cleanup(func() {
-		scale(2)
+		scaleWeft(t, "weft-controlplane", 2)
 		waitFor(t, 2*time.Minute, "the control plane back", func(context.Context) (bool, error) {
 			return len(controlPlaneStatuses(t)) == 2, nil
 		})
@@ -166,7 +149,7 @@ func TestTrafficSurvivesControlPlaneOutage(t *testing.T) {
 	if !strings.Contains(metrics, "weft_sidecar_xds_connected 0") {
 		t.Fatalf("the client sidecar does not report the lost ADS stream:\n%s", grep(metrics, "weft_sidecar_xds"))
 	}
-	scale(2)
+	scaleWeft(t, "weft-controlplane", 2)
 	waitFor(t, 2*time.Minute, "the sidecars resynced", func(context.Context) (bool, error) {
 		st := controlPlaneStatuses(t)
 		if len(st) != 2 {

@@ -21,9 +21,8 @@ import (
 // plane, and the app reads that SVID with go-spiffe's workloadapi.
 func TestSidecarIdentityInAPod(t *testing.T) {
 	const ns = "e2e-sidecar"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns, "app")
 	ctx := context.Background()
-	serviceAccounts(t, ns, "app")
 	publishedBundle(t, ns) // the control plane publishes it into labelled namespaces
 
 	socketMount := corev1.VolumeMount{Name: "workload", MountPath: "/var/run/secrets/weft/workload"}

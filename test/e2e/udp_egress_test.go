@@ -95,7 +95,7 @@ func TestEgressUDPUnderRegistryOnly(t *testing.T) {
 	externalHost(t)
 	responder := startUDPResponder(t, "443", "53")
 	const ns = "e2e-udp"
-	namespace(t, ns, map[string]string{"weft.dev/inject": "enabled"})
+	meshNamespace(t, ns)
 	ctx := context.Background()
 	dyn := dynamic.NewForConfigOrDie(restConfig)
 	mc, err := dyn.Resource(meshConfigGVR).Get(ctx, "default", metav1.GetOptions{})
@@ -121,17 +121,13 @@ func TestEgressUDPUnderRegistryOnly(t *testing.T) {
 
 	// TCP to the external host by name: an EgressPolicy allows HTTP to
 	// api.example.test and leaves the rest to the outbound policy.
-	policy := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "weft.dev/v1alpha1", "kind": "EgressPolicy",
-		"metadata": map[string]any{"name": "api-only", "namespace": ns},
-		"spec": map[string]any{
-			"mode":          "Enforce",
-			"defaultAction": "Allow",
-			"rules": []any{
-				map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{map[string]any{"number": int64(80), "protocol": "HTTP"}}, "action": "Allow"},
-			},
+	policy := weftObject("EgressPolicy", ns, "api-only", map[string]any{
+		"mode":          "Enforce",
+		"defaultAction": "Allow",
+		"rules": []any{
+			map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{egressPort(80, "HTTP")}, "action": "Allow"},
 		},
-	}}
+	})
 	if _, err := dyn.Resource(egressGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
