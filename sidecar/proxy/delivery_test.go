@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -206,34 +205,28 @@ type whoApp struct {
 
 func startWhoApp(t *testing.T, ns *netnstest.NS, name, addr string) *whoApp {
 	t.Helper()
+	a := &whoApp{}
 	var ln net.Listener
 	ns.Must(t, func() (err error) { ln, err = net.Listen("tcp", addr); return err })
-	a := &whoApp{}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			a.accepted.Add(1)
-			// Read the peer's hello first: closing with it unread would
-			// answer with a reset.
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			_, _ = bufio.NewReader(c).ReadString('\n')
-			local := c.LocalAddr().(*net.TCPAddr).AddrPort()
-			local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
-			fmt.Fprintf(c, "%s at %s from %s\n", name, local, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
-			c.Close()
-		}
+	testutil.Serve(t, ln, func(c net.Conn) {
+		a.accepted.Add(1)
+		// Read the peer's hello first: closing with it unread would
+		// answer with a reset.
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = bufio.NewReader(c).ReadString('\n')
+		local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+		fmt.Fprintf(c, "%s at %s from %s\n", name, local, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
 	})
 	return a
 }
 
-// dialFromAsProxyUID is Config.DialFrom for a sidecar in ns: a socket
-// owned by UID 1337, bound to src, created on a thread of ns's (see
-// dialAsProxyUID).
+// dialFromAsProxyUID is Config.DialFrom for a sidecar in ns: it dials
+// addr from src (any address when src is not valid) with a socket owned
+// by UID 1337, as the sidecar's upstream connections are, so that the
+// capture rules let it leave. The socket's owner is the fsuid of the
+// thread that created it, one of ns's; the thread, moved and with its
+// fsuid changed, is never reused.
 func dialFromAsProxyUID(ns *netnstest.NS) func(ctx context.Context, network string, src netip.Addr, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network string, src netip.Addr, addr string) (net.Conn, error) {
 		type result struct {
@@ -250,7 +243,10 @@ func dialFromAsProxyUID(ns *netnstest.NS) func(ctx context.Context, network stri
 				res <- result{err: fmt.Errorf("fsuid %d, want %d", fsuid, capture.DefaultProxyUID)}
 				return
 			}
-			d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+			var d net.Dialer
+			if src.IsValid() {
+				d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+			}
 			c, err := d.DialContext(ctx, network, addr)
 			res <- result{c, err}
 		})

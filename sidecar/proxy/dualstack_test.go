@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"golang.org/x/sys/unix"
 
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/internal/testutil/netnstest"
@@ -135,34 +134,12 @@ const (
 	podV6, extV6 = "fd00:198:18::1", "fd00:198:18::2"
 )
 
-// dialAsProxyUID dials addr from ns with a socket owned by UID 1337, as
-// the sidecar's upstream connections are, so that the capture rules let
-// it leave. The socket's owner is the fsuid of the thread that created
-// it; the thread, moved and with its fsuid changed, is never reused.
+// dialAsProxyUID is Config.Dial for a sidecar in ns: dialFromAsProxyUID
+// from any address.
 func dialAsProxyUID(ns *netnstest.NS) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	dialFrom := dialFromAsProxyUID(ns)
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		res := make(chan result, 1)
-		err := ns.Go(func() {
-			if err := unix.Setfsuid(int(capture.DefaultProxyUID)); err != nil {
-				res <- result{err: err}
-				return
-			}
-			if fsuid, _ := unix.SetfsuidRetUid(-1); fsuid != int(capture.DefaultProxyUID) {
-				res <- result{err: fmt.Errorf("fsuid %d, want %d", fsuid, capture.DefaultProxyUID)}
-				return
-			}
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			res <- result{c, err}
-		})
-		if err != nil {
-			return nil, err
-		}
-		r := <-res
-		return r.c, r.err
+		return dialFrom(ctx, network, netip.Addr{}, addr)
 	}
 }
 
@@ -192,17 +169,8 @@ func TestOutboundIPv6Capture(t *testing.T) {
 	// The external server says who connected.
 	var ln net.Listener
 	ext.Must(t, func() (err error) { ln, err = net.Listen("tcp", ":80"); return err })
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "ext %s from %s\n", c.LocalAddr(), c.RemoteAddr().(*net.TCPAddr).IP)
-			c.Close()
-		}
+	testutil.Serve(t, ln, func(c net.Conn) {
+		fmt.Fprintf(c, "ext %s from %s\n", c.LocalAddr(), c.RemoteAddr().(*net.TCPAddr).IP)
 	})
 
 	var mu sync.Mutex

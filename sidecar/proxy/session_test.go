@@ -128,31 +128,18 @@ type tlsEcho struct {
 
 func startTLSEcho(t *testing.T, cfg *tls.Config) *tlsEcho {
 	t.Helper()
-	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	s := &tlsEcho{addr: l.Addr().(*net.TCPAddr).AddrPort()}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				if err := tc.Handshake(); err != nil {
-					return
-				}
-				s.mu.Lock()
-				s.states = append(s.states, tc.ConnectionState())
-				s.mu.Unlock()
-				_, _ = io.Copy(tc, tc)
-			}()
+	s := &tlsEcho{}
+	s.addr = testutil.ServeTCP(t, func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		defer tc.Close()
+		if err := tc.Handshake(); err != nil {
+			return
 		}
-	}()
+		s.mu.Lock()
+		s.states = append(s.states, tc.ConnectionState())
+		s.mu.Unlock()
+		_, _ = io.Copy(tc, tc)
+	})
 	return s
 }
 

@@ -118,34 +118,21 @@ func TestSniffHTTP(t *testing.T) {
 
 func TestSniffDoesNotConsume(t *testing.T) {
 	hello := clientHelloBytes(t, &tls.Config{ServerName: "x.example"})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	client, c := sniffPair(t)
 	go func() {
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		// The hello in two writes, then application bytes.
-		c.Write(hello[:10])
+		// The hello in two writes, the second after a pause so that the
+		// sniffer reads it in two, then application bytes.
+		client.Write(hello[:10])
 		time.Sleep(20 * time.Millisecond)
-		c.Write(hello[10:])
-		c.Write([]byte("rest"))
-		c.(*net.TCPConn).CloseWrite()
+		client.Write(hello[10:])
+		client.Write([]byte("rest"))
+		client.CloseWrite()
 	}()
-	c, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	s, err := sniff(c, true, true, time.Second, time.Second)
 	if err != nil || s.transport != transportTLS || s.sni != "x.example" {
 		t.Fatalf("sniff: %+v %v", s, err)
 	}
-	all, _ := io.ReadAll(&prefixConn{TCPConn: c.(*net.TCPConn), prefix: s.prefix})
+	all, _ := io.ReadAll(&prefixConn{TCPConn: c, prefix: s.prefix})
 	if !bytes.Equal(all, append(slices.Clip(hello), "rest"...)) {
 		t.Fatalf("replayed %d bytes, want %d", len(all), len(hello)+4)
 	}
@@ -279,27 +266,12 @@ func TestParseHostileHellos(t *testing.T) {
 // segment, is read (each read examines only the new bytes).
 func TestSniffTrickledHello(t *testing.T) {
 	hello := fragment(smallHello(t, "x.example"), 1)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	client, c := sniffPair(t) // client stays open until the test ends
 	go func() {
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			return
-		}
-		defer c.Close()
 		for i := 0; i < len(hello); i += 6 {
-			c.Write(hello[i : i+6])
+			client.Write(hello[i : i+6])
 		}
-		time.Sleep(time.Second)
 	}()
-	c, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	s, err := sniff(c, true, true, time.Second, 5*time.Second)
 	if err != nil || s.transport != transportTLS || s.sni != "x.example" || s.unknown != "" || !bytes.Equal(s.prefix, hello) {
 		t.Fatalf("sniff: %+v %v", s, err)
