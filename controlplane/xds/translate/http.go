@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"fmt"
 	"strconv"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -81,12 +80,19 @@ func hcmFilter(statPrefix, routes string, filters ...*hcmv3.HttpFilter) *listene
 	})
 }
 
-// outboundHTTPRoutes is route configuration outbound|<port>|<svc>.<ns>:
-// every request to the Service port to its cluster, with the mesh's
+// outboundHTTPRoutes is route configuration name of an HTTP Service port
+// without routes attached: every request to cluster, with the mesh's
 // default timeout and retries. The chain already chose the Service by
 // address, so the one virtual host takes any Host.
-func outboundHTTPRoutes(name string, svc *mesh.Service, port uint16) *routev3.RouteConfiguration {
-	return everyRequestTo(name, fmt.Sprintf("%s.%s:%d", svc.Name, svc.Namespace, port), &routev3.RetryPolicy{
+func outboundHTTPRoutes(name, cluster string, svc *mesh.Service, port uint16) *routev3.RouteConfiguration {
+	rc := everyRequestTo(name, vhostName(svc, port), defaultRetryPolicy())
+	rc.VirtualHosts[0].Routes[0].GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: cluster}
+	return rc
+}
+
+// defaultRetryPolicy is the retry policy of every outbound HTTP route.
+func defaultRetryPolicy() *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{
 		RetryOn:    httpRetryOn,
 		NumRetries: httpRetries,
 		RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
@@ -94,7 +100,7 @@ func outboundHTTPRoutes(name string, svc *mesh.Service, port uint16) *routev3.Ro
 			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
 		}},
 		RetriableStatusCodes: httpRetriableCodes,
-	})
+	}
 }
 
 // inboundHTTPRoutes is route configuration inbound|<port>: every request

@@ -120,13 +120,28 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 				name = fmt.Sprintf("passthrough|%d|%s.%s", sp.Port, svc.Name, svc.Namespace)
 				cluster = clusterPassthrough
 			}
+			// An HTTP port's requests are routed (http.go): an
+			// http_connection_manager with the route configuration of
+			// the cluster's name instead of tcp_proxy. When Gateway API
+			// routes attach to the port they decide requests to the
+			// Service's addresses only; its pods' addresses keep the
+			// default route (gamma.go).
+			routes, direct := "", ""
+			if meshed && b.httpRouting && isHTTP(sp.AppProtocol) {
+				routes = name
+				b.routes[name] = b.serviceRoutes(name, svc, sp.Port, "")
+				if b.snap.HasRoutes(mesh.Key{Namespace: svc.Namespace, Name: svc.Name}, sp.Port) {
+					direct = name + directSuffix
+					b.routes[direct] = outboundHTTPRoutes(direct, name, svc, sp.Port)
+				}
+			}
 			ports := make([]uint16, 0, len(byPort))
 			for p := range byPort {
 				ports = append(ports, p)
 			}
 			slices.Sort(ports)
 			for _, port := range ports {
-				var claimed []netip.Prefix
+				var frontend, pods []netip.Prefix
 				ips := byPort[port]
 				slices.SortFunc(ips, netip.Addr.Compare)
 				for _, ip := range slices.Compact(ips) {
@@ -135,53 +150,61 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 						continue
 					}
 					taken[k] = true
-					claimed = append(claimed, k.prefix)
-				}
-				if len(claimed) == 0 {
-					continue
+					if direct != "" && port == sp.Port && !slices.Contains(svc.ClusterIPs, ip) {
+						pods = append(pods, k.prefix)
+					} else {
+						frontend = append(frontend, k.prefix)
+					}
 				}
 				chainName := name
 				if port != sp.Port {
 					chainName = fmt.Sprintf("%s|%d", name, port)
 				}
-				// A chain is a function of exactly these inputs: the
-				// previous snapshot's chain of the Service is reused when
-				// they are equal.
-				// An in-mesh HTTP port's requests are routed (http.go): an
-				// http_connection_manager with the route configuration
-				// of the cluster's name instead of tcp_proxy.
-				routes := ""
-				if meshed && b.httpRouting && isHTTP(sp.AppProtocol) {
-					routes = name
-					b.routes[name] = outboundHTTPRoutes(name, svc, sp.Port)
+				if direct != "" && port != sp.Port {
+					chains = append(chains, b.meshChain(prev, out, chainName, port, name, cluster, direct, frontend))
+					continue
 				}
-				c := &chainInputs{name: chainName, port: port, statPrefix: name, cluster: cluster, routes: routes, prefixes: claimed}
-				if p := prev.chain(chainName); p != nil && p.same(c) {
-					c.chain = p.chain
-				} else {
-					var ranges []*corev3.CidrRange
-					for _, p := range claimed {
-						ranges = append(ranges, cidrRange(p))
-					}
-					c.chain = &listenerv3.FilterChain{
-						Name:             chainName,
-						FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port)), PrefixRanges: ranges},
-						Filters: []*listenerv3.Filter{networkFilter(wellknown.TCPProxy, &tcpproxyv3.TcpProxy{
-							StatPrefix:       name,
-							ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
-						})},
-					}
-					if routes != "" {
-						c.chain.Filters = []*listenerv3.Filter{hcmFilter(name, routes)}
-					}
-				}
-				out.putChain(c)
-				chains = append(chains, c.chain)
+				chains = append(chains, b.meshChain(prev, out, chainName, port, name, cluster, routes, frontend))
+				chains = append(chains, b.meshChain(prev, out, fmt.Sprintf("%s|%d", name, port), port, name, cluster, direct, pods))
 			}
 		}
 	}
-	return chains, taken
+	return slices.DeleteFunc(chains, func(c *listenerv3.FilterChain) bool { return c == nil }), taken
 }
+
+// meshChain is in-mesh chain chainName for the destination port and
+// prefixes (nil when there are none): tcp_proxy to cluster, or, with
+// routes, an http_connection_manager routed by route configuration routes.
+// A chain is a function of exactly these inputs: the previous snapshot's
+// chain of the Service is reused when they are equal.
+func (b *builder) meshChain(prev, out *svcResources, chainName string, port uint16, statPrefix, cluster, routes string, prefixes []netip.Prefix) *listenerv3.FilterChain {
+	if len(prefixes) == 0 {
+		return nil
+	}
+	c := &chainInputs{name: chainName, port: port, statPrefix: statPrefix, cluster: cluster, routes: routes, prefixes: prefixes}
+	if p := prev.chain(chainName); p != nil && p.same(c) {
+		c.chain = p.chain
+	} else {
+		var ranges []*corev3.CidrRange
+		for _, p := range prefixes {
+			ranges = append(ranges, cidrRange(p))
+		}
+		c.chain = &listenerv3.FilterChain{
+			Name:             chainName,
+			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port)), PrefixRanges: ranges},
+			Filters: []*listenerv3.Filter{networkFilter(wellknown.TCPProxy, &tcpproxyv3.TcpProxy{
+				StatPrefix:       statPrefix,
+				ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+			})},
+		}
+		if routes != "" {
+			c.chain.Filters = []*listenerv3.Filter{hcmFilter(statPrefix, routes)}
+		}
+	}
+	out.putChain(c)
+	return c.chain
+}
+
 
 // endpointPort is the port an endpoint serves sp on: from its
 // EndpointSlice, else the numeric target port, else (no target port at

@@ -58,6 +58,8 @@ type sharedSet struct {
 	// routes are the route configurations of the in-mesh HTTP chains
 	// (outbound|<port>|<service>.<namespace>), sorted by name.
 	routes []types.Resource
+	// routeByName holds routes by name.
+	routeByName map[string]types.Resource
 	// chains are the in-mesh outbound chains (clipped: appending copies);
 	// taken the (port, prefix) leaves they use. Read-only.
 	chains []*listenerv3.FilterChain
@@ -238,8 +240,10 @@ func (s *sharedSet) build() {
 	s.endpoints = sortedValues(b.endpoints)
 	s.routes = sortedValues(b.routes)
 	s.all = make(map[types.Resource]struct{}, len(s.clusters)+len(s.endpoints)+len(s.routes)+1)
+	s.routeByName = make(map[string]types.Resource, len(s.routes))
 	for _, r := range s.routes {
 		s.all[r] = struct{}{}
+		s.routeByName[r.(*routev3.RouteConfiguration).GetName()] = r
 	}
 	for _, r := range s.clusters {
 		s.all[r] = struct{}{}

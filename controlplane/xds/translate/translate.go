@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -192,12 +193,23 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 		}
 		outbound = b.outboundListenerOf(sh.chains, egress)
 	}
+	// Consumer routes of the workload's namespace (gamma.go) replace
+	// shared route configurations by name.
+	shRoutes := sh.routes
+	if t.HTTPRouting {
+		if own := b.consumerRoutes(sh.routeByName); len(own) > 0 {
+			maps.Copy(b.routes, own)
+			shRoutes = slices.DeleteFunc(slices.Clone(sh.routes), func(r types.Resource) bool {
+				return own[r.(*routev3.RouteConfiguration).GetName()] != nil
+			})
+		}
+	}
 	res := xds.Resources{
 		resource.ListenerType: {inbound, outbound},
 		resource.ClusterType: mergeByName(sh.clusters, sortedValues(b.clusters),
 			func(r types.Resource) string { return r.(*clusterv3.Cluster).GetName() }),
 		resource.EndpointType: slices.Clone(sh.endpoints),
-		resource.RouteType: mergeByName(sh.routes, sortedValues(b.routes),
+		resource.RouteType: mergeByName(shRoutes, sortedValues(b.routes),
 			func(r types.Resource) string { return r.(*routev3.RouteConfiguration).GetName() }),
 		resource.SecretType: {t.trustBundle(pem)},
 	}
