@@ -205,7 +205,6 @@ func (b *builder) meshChain(prev, out *svcResources, chainName string, port uint
 	return c.chain
 }
 
-
 // endpointPort is the port an endpoint serves sp on: from its
 // EndpointSlice, else the numeric target port, else (no target port at
 // all) the service port.
