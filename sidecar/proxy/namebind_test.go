@@ -85,13 +85,7 @@ func helloTo(a *pod, dst netip.AddrPort, sni string) *net.TCPConn {
 
 func nextEvent(t *testing.T, events chan audit.Event) audit.Event {
 	t.Helper()
-	select {
-	case e := <-events:
-		return e
-	case <-time.After(5 * time.Second):
-		t.Fatal("no audit event")
-		return audit.Event{}
-	}
+	return testutil.Receive(t, events, "an audit event")
 }
 
 func waitAccepted(t *testing.T, ext *app, want int64) {
