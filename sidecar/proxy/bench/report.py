@@ -227,6 +227,23 @@ def fmt(pairs):
     return f"{num(statistics.median(xs))} ({num(min(xs))}–{num(max(xs))}, n={len(xs)}: reps {reps})"
 
 
+def unresolved(added, direct):
+    """Why an added-p99 figure cannot be held against the target ("" when
+    it can): its median is negative (the proxy cannot take latency away:
+    the baseline's own tail moved more than the proxy adds), or the direct
+    baseline's p99 itself moved by more than the target between the
+    repetitions joined, so a difference of the target's size is noise."""
+    if not added:
+        return ""
+    if statistics.median(v for _, v in added) < 0:
+        return "negative median (the baseline's own tail moved more than the proxy adds)"
+    reps = {r for r, _ in added}
+    d = [v for r, v in direct if r in reps]
+    if d and max(d) - min(d) > P99_TARGET_MS:
+        return f"the direct baseline's p99 ranged {num(min(d))}–{num(max(d))} ms over these repetitions, wider than the target"
+    return ""
+
+
 def render(res):
     """(Markdown, clean) for Results res."""
     body = []
@@ -282,7 +299,11 @@ def render(res):
                 r = res.join(L, f"p{pc}_ms", lat_cfg(config, infix, c), f"p{pc}_ms", direct, sub)
                 label = f"{mode} added p{pc} latency, {what} (ms), same repetition"
                 if pc == 99 and not infix:
-                    p(f"| {label} | {fmt(r)} | ≤ {P99_TARGET_MS:g} ms | {verdict(r, lambda x: x <= P99_TARGET_MS, L)} |")
+                    v = verdict(r, lambda x: x <= P99_TARGET_MS, L)
+                    why = unresolved(r, res.series(L, "p99_ms", direct))
+                    if why:
+                        v = f"**unresolved**: {why}"
+                    p(f"| {label} | {fmt(r)} | ≤ {P99_TARGET_MS:g} ms | {v} |")
                 else:
                     verdict(r, lambda x: True, L)
                     p(f"| {label} | {fmt(r)} | {'none stated' if pc == 99 else ''} | |")

@@ -165,6 +165,23 @@ class FailedRepetitions(unittest.TestCase):
         self.assertNotIn("8.9", text)
         self.assertIn("12 of 20000 responses were not 200", text)
 
+    def test_negative_added_p99_is_unresolved_not_met(self):
+        # The proxy cannot take latency away: a negative median says the
+        # baseline's tail moved more than the proxy adds.
+        rows = latency_rep(1, weft_p99=0.5, direct_p99=3.0) + latency_rep(2, weft_p99=0.5, direct_p99=3.1)
+        text, _ = report.render(report.Results(tsv(*rows)))
+        row = ratio_row(text, "L4 added p99 latency, HTTP/1.1, 64 connections")
+        self.assertIn("**unresolved**: negative median", row)
+        self.assertNotIn("| met |", row)
+
+    def test_noisy_baseline_is_unresolved(self):
+        # Added +0.2 ms each time, but the direct p99 itself ranged 0.4–5 ms.
+        rows = (latency_rep(1, weft_p99=0.6, direct_p99=0.4) + latency_rep(2, weft_p99=5.2, direct_p99=5.0)
+                + latency_rep(3, weft_p99=1.2, direct_p99=1.0))
+        text, _ = report.render(report.Results(tsv(*rows)))
+        row = ratio_row(text, "L4 added p99 latency, HTTP/1.1, 64 connections")
+        self.assertIn("**unresolved**: the direct baseline's p99 ranged 0.4", row)
+
     def test_all_repetitions_failed_is_no_data(self):
         rows = latency_rep(1) + [("latency", 1, "failed", "fortio direct-c4", "achieved 700 req/s")]
         text, clean = report.render(report.Results(tsv(*rows)))
