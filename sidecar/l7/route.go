@@ -56,6 +56,23 @@ type Route struct {
 	// Backends split the route's requests by weight (weighted_clusters);
 	// a backend of weight 0 gets none.
 	Backends []Backend
+
+	// Redirect, when set, is the answer to every request of the route:
+	// nothing is forwarded (Backends, Timeout, Retry, RequestHeaders and
+	// the rewrites are unused).
+	Redirect *Redirect
+	// RequestHeaders edits a request's header fields before it is
+	// forwarded (it is routed on them as the app sent them).
+	RequestHeaders HeaderMutation
+	// ResponseHeaders edits the header fields of each response before
+	// the app gets it: the endpoint's, and the sidecar's own (its errors,
+	// a redirect).
+	ResponseHeaders HeaderMutation
+	// PathRewrite rewrites the path of a forwarded request; nil: none.
+	PathRewrite *PathRewrite
+	// HostRewrite replaces the Host (:authority) of a forwarded request;
+	// "": the app's.
+	HostRewrite string
 }
 
 // Backend is a cluster of a route and its weight.

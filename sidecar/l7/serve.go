@@ -15,12 +15,15 @@ import (
 )
 
 // Handler serves the requests of an app's connections: each request goes
-// where its route sends it (Forwarder), and the response comes back as
-// the endpoint gave it: status, headers, streamed body, trailers. A
-// request that gets no response is answered by the sidecar: 404 when no
-// route matches, 502, 503 or 504 by the forwarder's *Error; a gRPC
-// request gets HTTP 200 with the gRPC status instead (UNAVAILABLE,
-// DEADLINE_EXCEEDED, UNIMPLEMENTED for no route), as gRPC clients expect.
+// where its route sends it (Forwarder), its header fields, path and Host
+// edited as the route says, and the response comes back as the endpoint
+// gave it (status, headers, streamed body, trailers), its header fields
+// edited as the route says. A route with a redirect is answered by the
+// sidecar itself (Redirect). A request that gets no response is answered
+// by the sidecar: 404 when no route matches, 502, 503 or 504 by the
+// forwarder's *Error; a gRPC request gets HTTP 200 with the gRPC status
+// instead (UNAVAILABLE, DEADLINE_EXCEEDED, UNIMPLEMENTED for no route), as
+// gRPC clients expect.
 type Handler struct {
 	// Route finds the route of a request, or nil.
 	Route     func(*http.Request) *Route
@@ -51,6 +54,12 @@ func (h *Handler) init() {
 			route := req.Context().Value(routeKey{}).(*Route)
 			return h.Forwarder.Forward(route, req)
 		}),
+		ModifyResponse: func(resp *http.Response) error {
+			if route, ok := resp.Request.Context().Value(routeKey{}).(*Route); ok {
+				route.ResponseHeaders.Apply(resp.Header)
+			}
+			return nil
+		},
 		ErrorHandler: h.fail,
 	}
 	if h.Logger != nil {
@@ -65,23 +74,26 @@ func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { retur
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.once.Do(h.init)
 	route := h.Route(r)
-	name := "none"
-	if route != nil {
-		name = route.Name
-	}
-	if route != nil && isUpgrade(r) {
-		h.serveUpgrade(w, r, route)
+	info := &requestInfo{}
+	if route == nil {
+		h.Metrics.serve("outbound", "none", info, w, r, func(w http.ResponseWriter, r *http.Request) {
+			answer(w, r, http.StatusNotFound, "route not found", grpcUnimplemented)
+		})
 		return
 	}
-	info := &requestInfo{}
-	h.Metrics.serve("outbound", name, info, w, r, func(w http.ResponseWriter, r *http.Request) {
-		if route == nil {
-			answer(w, r, http.StatusNotFound, "route not found", grpcUnimplemented)
-			return
-		}
-		ctx := context.WithValue(context.WithValue(r.Context(), routeKey{}, route), infoKey{}, info)
-		h.proxy.ServeHTTP(w, r.WithContext(ctx))
-	})
+	// The route is the request's from here on: its response header
+	// mutation applies to the sidecar's own answers too.
+	r = r.WithContext(context.WithValue(r.Context(), routeKey{}, route))
+	switch {
+	case route.Redirect != nil:
+		h.Metrics.serve("outbound", route.Name, info, w, r, route.redirect)
+	case isUpgrade(r):
+		h.serveUpgrade(w, route.forwarded(r), route)
+	default:
+		h.Metrics.serve("outbound", route.Name, info, w, r, func(w http.ResponseWriter, r *http.Request) {
+			h.proxy.ServeHTTP(w, route.forwarded(r).WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+		})
+	}
 }
 
 // gRPC status codes the sidecar answers with.
@@ -103,6 +115,9 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := grpcUnavailableCode
 	if le.Status == http.StatusGatewayTimeout {
 		code = grpcDeadlineExceeded
+	}
+	if route, ok := r.Context().Value(routeKey{}).(*Route); ok {
+		route.ResponseHeaders.Apply(w.Header())
 	}
 	answer(w, r, le.Status, strings.ReplaceAll(le.Reason, "_", " "), code)
 }

@@ -204,6 +204,7 @@ func (h *Handler) upgrade(w http.ResponseWriter, r *http.Request, route *Route, 
 				fail(http.StatusBadGateway, "reset", err)
 				return
 			}
+			route.ResponseHeaders.Apply(resp.Header)
 			deliver(w, resp)
 			return
 		}
@@ -220,6 +221,11 @@ func (h *Handler) upgrade(w http.ResponseWriter, r *http.Request, route *Route, 
 			up.Close()
 			fail(http.StatusBadGateway, "reset", fmt.Errorf("switching protocols: %w", err))
 			return
+		}
+		if !route.ResponseHeaders.empty() {
+			// The 101 as the endpoint wrote it, its header fields edited.
+			route.ResponseHeaders.Apply(resp.Header)
+			head = responseHead(resp)
 		}
 		switched(resp.StatusCode, resp.Header)
 		_ = down.SetDeadline(time.Time{})
@@ -327,6 +333,15 @@ func writeRequest(w io.Writer, r *http.Request) error {
 	}
 	bw.WriteString("\r\n")
 	return bw.Flush()
+}
+
+// responseHead writes the head of resp (a 101) in HTTP/1.1.
+func responseHead(resp *http.Response) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "HTTP/1.1 %s\r\n", resp.Status)
+	resp.Header.Write(&b)
+	b.WriteString("\r\n")
+	return b.Bytes()
 }
 
 // refusedTLS makes a TLS alert from the server a connect failure: with

@@ -235,6 +235,12 @@ func (e *l7Engine) route7(vh *model.VirtualHost, mr *model.Route) *l7.Route {
 		r.Retry = l7.RetryPolicy{Retries: int(rp.NumRetries), PerTryTimeout: rp.PerTryTimeout, On: retryOn(rp.On),
 			StatusCodes: slices.Clone(rp.StatusCodes)}
 	}
+	r.RequestHeaders, r.ResponseHeaders = headerMutation(mr.RequestHeaders), headerMutation(mr.ResponseHeaders)
+	r.PathRewrite, r.HostRewrite = pathRewrite(mr.PathRewrite), mr.HostRewrite
+	if rd := mr.Redirect; rd != nil {
+		r.Redirect = &l7.Redirect{Status: rd.Status, Scheme: rd.Scheme, Host: rd.Host, Port: rd.Port, Path: rd.Path,
+			PathRewrite: pathRewrite(rd.PathRewrite), StripQuery: rd.StripQuery}
+	}
 	for _, wc := range mr.Clusters {
 		b := l7.Backend{Weight: wc.Weight}
 		if mc := e.out[wc.Name]; mc != nil {
@@ -245,6 +251,34 @@ func (e *l7Engine) route7(vh *model.VirtualHost, mr *model.Route) *l7.Route {
 		r.Backends = append(r.Backends, b)
 	}
 	return r
+}
+
+// headerMutation is a route's header mutation as the engine takes it.
+func headerMutation(m model.HeaderMutation) l7.HeaderMutation {
+	out := l7.HeaderMutation{Remove: slices.Clone(m.Remove)}
+	for _, hv := range m.Add {
+		out.Add = append(out.Add, l7.HeaderOption{Name: hv.Name, Value: hv.Value, Action: headerAction(hv.Action), KeepEmpty: hv.KeepEmpty})
+	}
+	return out
+}
+
+func headerAction(a model.AppendAction) l7.HeaderAction {
+	switch a {
+	case model.AddIfAbsent:
+		return l7.AddIfAbsent
+	case model.OverwriteIfExistsOrAdd:
+		return l7.OverwriteOrAdd
+	case model.OverwriteIfExists:
+		return l7.OverwriteIfExists
+	}
+	return l7.AppendOrAdd
+}
+
+func pathRewrite(p *model.PathRewrite) *l7.PathRewrite {
+	if p == nil {
+		return nil
+	}
+	return &l7.PathRewrite{Matched: p.Matched, Prefix: p.Prefix, Regex: p.Regex, Substitution: p.Substitution}
 }
 
 // retryOn maps Envoy's retry_on to the forwarder's conditions. What may
@@ -360,7 +394,7 @@ func (e *l7Engine) route(r *http.Request) *l7.Route {
 	if vh == nil {
 		return nil
 	}
-	mr := vh.Route(r.URL.RequestURI(), r.Header)
+	mr := vh.Route(model.RequestHead{Method: r.Method, Path: l7.Target(r), Header: r.Header})
 	if mr == nil {
 		return nil
 	}
@@ -570,7 +604,7 @@ func inboundRouteCluster(cfg *model.Config, fc *model.FilterChain) (*model.Clust
 		return nil, refused("no_route", "proxy: chain %s: no route configuration %q", fc.Name, fc.Target.RouteConfig)
 	}
 	for _, vh := range rc.VirtualHosts {
-		mr := vh.Route("/", http.Header{})
+		mr := vh.Route(model.RequestHead{Path: "/", Header: http.Header{}})
 		if mr == nil || len(mr.Clusters) == 0 {
 			continue
 		}

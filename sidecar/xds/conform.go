@@ -2,8 +2,10 @@ package xds
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -170,7 +172,9 @@ type constraint struct {
 	minLen   int                       // string: at least this many characters
 	maxBytes int                       // string: at most this many bytes (0: no limit)
 	header   bool                      // string: HTTP_HEADER_NAME or _VALUE, not strict: no NUL, CR or LF (one regex)
+	pattern  string                    // string: matches this RE2 expression
 	minItems int                       // repeated: at least this many items
+	maxItems int                       // repeated: at most this many items (0: no limit)
 	items    *constraint               // repeated: each item
 	keys     *constraint               // map: each key
 	between  *bounds                   // unsigned integer: inclusive range
@@ -206,6 +210,9 @@ func (c constraint) check(m protoreflect.Message, fd protoreflect.FieldDescripto
 			}
 			return fmt.Errorf("%s: must have at least %d items", path, c.minItems)
 		}
+		if c.maxItems > 0 && l.Len() > c.maxItems {
+			return fmt.Errorf("%s: %d items, at most %d allowed", path, l.Len(), c.maxItems)
+		}
 		if c.items != nil {
 			for i := range l.Len() {
 				if err := c.items.value(fd, l.Get(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
@@ -213,6 +220,8 @@ func (c constraint) check(m protoreflect.Message, fd protoreflect.FieldDescripto
 				}
 			}
 		}
+		return nil
+	case fd.ContainingOneof() != nil && !m.Has(fd):
 		return nil
 	case fd.Message() != nil:
 		if !m.Has(fd) {
@@ -242,8 +251,6 @@ func (c constraint) check(m protoreflect.Message, fd protoreflect.FieldDescripto
 			return c.value(vf, msg.Get(vf), path)
 		}
 		return nil
-	case fd.ContainingOneof() != nil && !m.Has(fd):
-		return nil
 	default:
 		return c.value(fd, m.Get(fd), path)
 	}
@@ -263,6 +270,8 @@ func (c constraint) value(fd protoreflect.FieldDescriptor, v protoreflect.Value,
 			return fmt.Errorf("%s: %d bytes, at most %d allowed", path, len(s), c.maxBytes)
 		case c.header && strings.ContainsAny(s, "\x00\r\n"):
 			return fmt.Errorf("%s: %q contains NUL, CR or LF", path, s)
+		case c.pattern != "" && !compiledPattern(c.pattern).MatchString(s):
+			return fmt.Errorf("%s: %q does not match %s", path, s, c.pattern)
 		}
 	case protoreflect.Uint32Kind, protoreflect.Uint64Kind:
 		if b := c.between; b != nil && (v.Uint() < b.min || v.Uint() > b.max) {
@@ -319,6 +328,9 @@ var envoyRules = map[string]constraint{
 	"envoy.config.core.v3.CidrRange.prefix_len":               {between: &bounds{0, 128}},
 	"envoy.config.core.v3.ExtraSourceAddress.address":         {required: true},
 	"envoy.config.core.v3.GrpcService.EnvoyGrpc.cluster_name": {minLen: 1},
+	"envoy.config.core.v3.HeaderValue.key":                    {minLen: 1, maxBytes: 16384, header: true},
+	"envoy.config.core.v3.HeaderValue.value":                  {maxBytes: 16384, header: true},
+	"envoy.config.core.v3.HeaderValueOption.header":           {required: true},
 	"envoy.config.core.v3.Metadata.filter_metadata":           {keys: &constraint{minLen: 1}},
 	"envoy.config.core.v3.SocketAddress.address":              {minLen: 1},
 	"envoy.config.core.v3.SocketAddress.port_value":           {between: &bounds{0, 65535}},
@@ -341,9 +353,21 @@ var envoyRules = map[string]constraint{
 	// envoy/config/route/v3
 	"envoy.config.route.v3.DirectResponseAction.status":         {between: &bounds{200, 599}},
 	"envoy.config.route.v3.HeaderMatcher.name":                  {minLen: 1, header: true},
+	"envoy.config.route.v3.QueryParameterMatcher.name":          {minLen: 1, maxBytes: 1024},
+	"envoy.config.route.v3.QueryParameterMatcher.string_match":  {required: true},
+	"envoy.config.route.v3.RedirectAction.host_redirect":        {header: true},
+	"envoy.config.route.v3.RedirectAction.path_redirect":        {header: true},
+	"envoy.config.route.v3.RedirectAction.prefix_rewrite":       {header: true},
 	"envoy.config.route.v3.RetryPolicy.RetryHostPredicate.name": {minLen: 1},
 	"envoy.config.route.v3.Route.match":                         {required: true},
+	"envoy.config.route.v3.Route.request_headers_to_add":        {maxItems: 1000},
+	"envoy.config.route.v3.Route.request_headers_to_remove":     {items: &constraint{minLen: 1, header: true}},
+	"envoy.config.route.v3.Route.response_headers_to_add":       {maxItems: 1000},
+	"envoy.config.route.v3.Route.response_headers_to_remove":    {items: &constraint{minLen: 1, header: true}},
 	"envoy.config.route.v3.RouteAction.cluster":                 {minLen: 1},
+	"envoy.config.route.v3.RouteAction.host_rewrite_literal":    {header: true},
+	"envoy.config.route.v3.RouteAction.prefix_rewrite":          {header: true},
+	"envoy.config.route.v3.RouteMatch.path_separated_prefix":    {pattern: "^[^?#]+[^?#/]$"},
 	"envoy.config.route.v3.VirtualHost.domains":                 {minItems: 1, items: &constraint{header: true}},
 	"envoy.config.route.v3.VirtualHost.name":                    {minLen: 1},
 	"envoy.config.route.v3.WeightedCluster.clusters":            {minItems: 1},
@@ -358,9 +382,12 @@ var envoyRules = map[string]constraint{
 	"envoy.config.rbac.v3.Principal.any":               {isTrue: true},
 
 	// envoy/type/v3, envoy/type/matcher/v3
-	"envoy.type.v3.Percent.value":                {within: &floatBounds{0, 100}},
-	"envoy.type.matcher.v3.PathMatcher.path":     {required: true},
-	"envoy.type.matcher.v3.StringMatcher.prefix": {minLen: 1},
+	"envoy.type.v3.Percent.value":                                {within: &floatBounds{0, 100}},
+	"envoy.type.matcher.v3.PathMatcher.path":                     {required: true},
+	"envoy.type.matcher.v3.RegexMatchAndSubstitute.pattern":      {required: true},
+	"envoy.type.matcher.v3.RegexMatchAndSubstitute.substitution": {header: true},
+	"envoy.type.matcher.v3.RegexMatcher.regex":                   {minLen: 1},
+	"envoy.type.matcher.v3.StringMatcher.prefix":                 {minLen: 1},
 
 	// envoy/extensions/transport_sockets/tls/v3
 	"envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.default_validation_context":           {required: true},
@@ -379,6 +406,17 @@ var envoyRules = map[string]constraint{
 	"envoy.extensions.access_loggers.grpc.v3.CommonGrpcAccessLogConfig.log_name":                    {minLen: 1},
 	"envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig.common_config":                 {required: true},
 	"envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig.common_config":                  {required: true},
+}
+
+// patterns caches the compiled string patterns of envoyRules.
+var patterns sync.Map // string -> *regexp.Regexp
+
+func compiledPattern(p string) *regexp.Regexp {
+	if re, ok := patterns.Load(p); ok {
+		return re.(*regexp.Regexp)
+	}
+	re, _ := patterns.LoadOrStore(p, regexp.MustCompile(p))
+	return re.(*regexp.Regexp)
 }
 
 // mapKeys returns the keys of a map field in order, for deterministic errors.

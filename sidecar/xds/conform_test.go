@@ -134,10 +134,10 @@ func fromPGV(r *validate.FieldRules) (constraint, error) {
 	case nil:
 	case *validate.FieldRules_String_:
 		s := typ.String_
-		if err := onlySet(s, "min_len", "max_bytes", "well_known_regex", "strict"); err != nil {
+		if err := onlySet(s, "min_len", "max_bytes", "well_known_regex", "strict", "pattern"); err != nil {
 			return c, err
 		}
-		c.minLen, c.maxBytes = int(s.GetMinLen()), int(s.GetMaxBytes())
+		c.minLen, c.maxBytes, c.pattern = int(s.GetMinLen()), int(s.GetMaxBytes()), s.GetPattern()
 		if s.WellKnown != nil {
 			// Not strict, both are ^[^\x00\n\r]*$ (protoc-gen-validate).
 			if r := s.GetWellKnownRegex(); r != validate.KnownRegex_HTTP_HEADER_VALUE && r != validate.KnownRegex_HTTP_HEADER_NAME || s.GetStrict() {
@@ -187,10 +187,10 @@ func fromPGV(r *validate.FieldRules) (constraint, error) {
 		}
 	case *validate.FieldRules_Repeated:
 		rp := typ.Repeated
-		if err := onlySet(rp, "min_items", "items"); err != nil {
+		if err := onlySet(rp, "min_items", "max_items", "items"); err != nil {
 			return c, err
 		}
-		c.minItems = int(rp.GetMinItems())
+		c.minItems, c.maxItems = int(rp.GetMinItems()), int(rp.GetMaxItems())
 		if rp.GetItems() != nil {
 			items, err := fromPGV(rp.GetItems())
 			if err != nil {
@@ -252,7 +252,9 @@ func describe(c constraint) string {
 	add(c.minLen > 0, "minLen", c.minLen)
 	add(c.maxBytes > 0, "maxBytes", c.maxBytes)
 	add(c.header, "header", true)
+	add(c.pattern != "", "pattern", c.pattern)
 	add(c.minItems > 0, "minItems", c.minItems)
+	add(c.maxItems > 0, "maxItems", c.maxItems)
 	if c.items != nil {
 		add(true, "items", describe(*c.items))
 	}

@@ -43,8 +43,9 @@ func differentialBases(t testing.TB) []base {
 	}
 	for _, d := range dirs {
 		if d.IsDir() {
-			s := loadGolden(t, filepath.Join(goldenDir, d.Name()))
-			out = append(out, base{name: "golden/" + d.Name(), envoy: s, subset: s.mustSubset(t)})
+			for _, gs := range goldenSets(t, filepath.Join(goldenDir, d.Name())) {
+				out = append(out, base{name: gs.name, envoy: gs.envoy, subset: gs.envoy.mustSubset(t)})
+			}
 		}
 	}
 	s := mesh{services: []string{"server.demo", "other.demo"}, httpEgress: true}.envoy(t)

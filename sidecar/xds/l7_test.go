@@ -6,6 +6,7 @@ package xds
 import (
 	"encoding/json"
 	"math"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -204,15 +205,18 @@ func TestBuildL7Contract(t *testing.T) {
 
 	// Routing: the first matching route wins.
 	vh := cfg.Routes["outbound|80|server.demo"].VirtualHosts[0]
-	h := map[string][]string{"X-Canary": {"yes"}, "User-Agent": {"Go-http-client/1.1"}, "X-Debug": {""}, "X-Trace": {"1"}}
-	if r := vh.Route("/api/v1/orders?page=2", h); r == nil || r.Name != "canary" {
+	h := http.Header{"X-Canary": {"yes"}, "User-Agent": {"Go-http-client/1.1"}, "X-Debug": {""}, "X-Trace": {"1"}}
+	get := func(path string, h http.Header) model.RequestHead {
+		return model.RequestHead{Method: "GET", Path: path, Header: h}
+	}
+	if r := vh.Route(get("/api/v1/orders?page=2", h)); r == nil || r.Name != "canary" {
 		t.Errorf("canary request -> %+v", r)
 	}
 	h["X-Internal"] = []string{"1"}
-	if r := vh.Route("/api/v1/orders", h); r == nil || r.Name != "default" {
+	if r := vh.Route(get("/api/v1/orders", h)); r == nil || r.Name != "default" {
 		t.Errorf("internal request -> %+v", r)
 	}
-	if r := vh.Route("/static/app.js", nil); r == nil || r.Clusters[0].Name != "outbound|80|other.demo" {
+	if r := vh.Route(get("/static/app.js", nil)); r == nil || r.Clusters[0].Name != "outbound|80|other.demo" {
 		t.Errorf("static request -> %+v", r)
 	}
 }
@@ -356,7 +360,7 @@ func TestL7Accepts(t *testing.T) {
 		{"no routes in a virtual host", func(r envoySet) {
 			r[model.RouteType]["outbound|80|server.demo"].(*routev3.RouteConfiguration).VirtualHosts[0].Routes = nil
 		}, func(t *testing.T, c *model.Config) {
-			if vh := c.Routes["outbound|80|server.demo"].VirtualHosts[0]; vh.Routes != nil || vh.Route("/", nil) != nil {
+			if vh := c.Routes["outbound|80|server.demo"].VirtualHosts[0]; vh.Routes != nil || vh.Route(model.RequestHead{Path: "/"}) != nil {
 				t.Errorf("virtual host = %s", dump(vh))
 			}
 		}},
@@ -462,9 +466,10 @@ func TestL7Rejects(t *testing.T) {
 		{"regex path", func(r envoySet) {
 			meshRouteOf(r).Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/.*"}}}
 		}, `xds: route configuration "outbound|80|server.demo": virtual_hosts[0].routes[0].match: field 10 of envoy.config.route.v3.RouteMatch is not supported`},
-		{"query parameters", func(r envoySet) {
-			meshRouteOf(r).Match.QueryParameters = []*routev3.QueryParameterMatcher{{Name: "q"}}
-		}, `virtual_hosts[0].routes[0].match: field 7 of envoy.config.route.v3.RouteMatch is not supported`},
+		{"query parameter regex", func(r envoySet) {
+			meshRouteOf(r).Match.QueryParameters = []*routev3.QueryParameterMatcher{{Name: "q", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{
+				StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "a.*"}}}}}}
+		}, `virtual_hosts[0].routes[0].match.query_parameters[0].string_match: field 5 of envoy.type.matcher.v3.StringMatcher is not supported`},
 		{"relative path", func(r envoySet) {
 			meshRouteOf(r).Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "healthz"}}
 		}, vh + `match: path "healthz" does not start with "/"`},
@@ -487,26 +492,26 @@ func TestL7Rejects(t *testing.T) {
 			header(r, &routev3.HeaderMatcher{Name: "x-a\nb"})
 		}, `match.headers[0].name: "x-a\nb" contains NUL, CR or LF`},
 		{"pseudo-header", func(r envoySet) {
-			header(r, stringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "GET"}}))
-			meshRouteOf(r).Match.Headers[0].Name = ":method"
-		}, hdrs + `name ":method": pseudo-headers and host are not supported (virtual host domains match the authority)`},
+			header(r, stringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "/x"}}))
+			meshRouteOf(r).Match.Headers[0].Name = ":path"
+		}, hdrs + `name ":path": pseudo-headers other than :method, and host, are not supported (virtual host domains match the authority)`},
 		{"host header", func(r envoySet) {
 			header(r, stringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "a.example"}}))
 			meshRouteOf(r).Match.Headers[0].Name = "Host"
-		}, hdrs + `name "Host": pseudo-headers and host are not supported`},
+		}, hdrs + `name "Host": pseudo-headers other than :method, and host, are not supported`},
 		// Route actions.
 		{"direct response", func(r envoySet) {
 			meshRouteOf(r).Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 404}}
-		}, vh + `only a route action {cluster | weighted_clusters} is supported (no direct_response in an in-mesh route)`},
+		}, vh + `only a route action {cluster | weighted_clusters} or a redirect is supported (no direct_response in an in-mesh route)`},
 		{"route metadata", func(r envoySet) {
 			meshRouteOf(r).Metadata = egressMetadata("allow")
 		}, vh + `field metadata is not supported`},
 		{"cluster header", func(r envoySet) {
 			meshRouteAction(r).ClusterSpecifier = &routev3.RouteAction_ClusterHeader{ClusterHeader: "x-cluster"}
 		}, `virtual_hosts[0].routes[0].route: field 2 of envoy.config.route.v3.RouteAction is not supported`},
-		{"prefix rewrite", func(r envoySet) {
-			meshRouteAction(r).PrefixRewrite = "/v2"
-		}, `virtual_hosts[0].routes[0].route: field 5 of envoy.config.route.v3.RouteAction is not supported`},
+		{"path rewrite template", func(r envoySet) {
+			meshRouteAction(r).PathRewrite = "/v2%REQ(:path)%"
+		}, `virtual_hosts[0].routes[0].route: field 45 of envoy.config.route.v3.RouteAction is not supported`},
 		{"negative timeout", func(r envoySet) {
 			meshRouteAction(r).Timeout = durationpb.New(-time.Second)
 		}, vh + `route.timeout: must not be negative`},
@@ -569,7 +574,7 @@ func TestL7Rejects(t *testing.T) {
 		{"in-mesh chain to egress routes", func(r envoySet) {
 			l := r[model.ListenerType]["outbound"].(*listenerv3.Listener)
 			l.FilterChains[2].Metadata = nil
-		}, `xds: route configuration "egress|80": virtual host 0 "denied": route 0: only a route action {cluster | weighted_clusters} is supported (no direct_response in an in-mesh route)`},
+		}, `xds: route configuration "egress|80": virtual host 0 "denied": route 0: only a route action {cluster | weighted_clusters} or a redirect is supported (no direct_response in an in-mesh route)`},
 		// Clusters.
 		{"HTTP/2 without ALPN h2", func(r envoySet) { upstreamALPN(t, r, "outbound|80|server.demo") },
 			cl + `transport_socket: common_tls_context.alpn_protocols []: an HTTP/2 cluster must offer exactly ["h2"]`},

@@ -218,11 +218,15 @@ var retryOnTokens = map[string]model.RetryOn{
 	"unavailable":            model.RetryUnavailable,
 }
 
-// meshRoute reads a route of an in-mesh virtual host: match {prefix | path,
-// headers}, route {cluster | weighted_clusters, timeout, retry_policy}.
+// meshRoute reads a route of an in-mesh virtual host: match {prefix | path
+// | path_separated_prefix, headers, query_parameters}, route {cluster |
+// weighted_clusters, timeout, retry_policy, prefix_rewrite |
+// regex_rewrite, host_rewrite_literal} or redirect, and the header
+// mutations of the request and the response.
 func meshRoute(r *routev3.Route) (*model.Route, error) {
 	// The name labels the route's metrics.
-	if err := only(r, "name", "match", "route", "direct_response"); err != nil {
+	if err := only(r, "name", "match", "route", "redirect", "direct_response",
+		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"); err != nil {
 		return nil, err
 	}
 	out := &model.Route{Name: r.GetName()}
@@ -230,41 +234,89 @@ func meshRoute(r *routev3.Route) (*model.Route, error) {
 	if out.Match, err = routeMatch(r.GetMatch()); err != nil {
 		return nil, fmt.Errorf("match: %w", err)
 	}
-	a, ok := r.GetAction().(*routev3.Route_Route)
-	if !ok {
-		return nil, errors.New("only a route action {cluster | weighted_clusters} is supported (no direct_response in an in-mesh route)")
+	if out.RequestHeaders, err = headerMutation(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(), "request_headers"); err != nil {
+		return nil, err
 	}
-	ra := a.Route
-	if err := only(ra, "cluster", "weighted_clusters", "timeout", "retry_policy"); err != nil {
-		return nil, fmt.Errorf("route: %w", err)
+	if out.ResponseHeaders, err = headerMutation(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove(), "response_headers"); err != nil {
+		return nil, err
 	}
+	switch a := r.GetAction().(type) {
+	case *routev3.Route_Route:
+		if err := routeAction(a.Route, matched(r.GetMatch()), out); err != nil {
+			return nil, err
+		}
+	case *routev3.Route_Redirect:
+		if len(r.GetRequestHeadersToAdd()) > 0 || len(r.GetRequestHeadersToRemove()) > 0 {
+			return nil, errors.New("request_headers_to_add and request_headers_to_remove have no effect on a redirect (nothing is forwarded): leave them out")
+		}
+		if out.Redirect, err = redirectAction(a.Redirect, matched(r.GetMatch())); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errors.New("only a route action {cluster | weighted_clusters} or a redirect is supported (no direct_response in an in-mesh route)")
+	}
+	return out, nil
+}
+
+// routeAction reads route {cluster | weighted_clusters, timeout,
+// retry_policy, prefix_rewrite | regex_rewrite, host_rewrite_literal} into
+// out; matched is the route's path match, which prefix_rewrite replaces.
+// Errors name the field from the route ("route.timeout: ...").
+func routeAction(ra *routev3.RouteAction, matched string, out *model.Route) error {
+	if err := only(ra, "cluster", "weighted_clusters", "timeout", "retry_policy", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal"); err != nil {
+		return fmt.Errorf("route: %w", err)
+	}
+	var err error
 	switch cs := ra.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_Cluster:
 		out.Clusters = []model.WeightedCluster{{Name: cs.Cluster, Weight: 1}}
 	case *routev3.RouteAction_WeightedClusters:
 		if out.Clusters, err = weightedClusters(cs.WeightedClusters); err != nil {
-			return nil, fmt.Errorf("route.weighted_clusters: %w", err)
+			return fmt.Errorf("route.weighted_clusters: %w", err)
 		}
 	default:
-		return nil, errors.New("route: cluster or weighted_clusters is required")
+		return errors.New("route: cluster or weighted_clusters is required")
 	}
 	out.Timeout = defaultRouteTimeout
 	if d := ra.GetTimeout(); d != nil {
 		if out.Timeout, err = nonNegative(d); err != nil {
-			return nil, fmt.Errorf("route.timeout: %w", err)
+			return fmt.Errorf("route.timeout: %w", err)
 		}
 	}
 	if rp := ra.GetRetryPolicy(); rp != nil {
 		if out.Retry, err = retryPolicy(rp); err != nil {
-			return nil, fmt.Errorf("route.retry_policy: %w", err)
+			return fmt.Errorf("route.retry_policy: %w", err)
 		}
 	}
-	return out, nil
+	if out.PathRewrite, err = pathRewrite(ra.GetPrefixRewrite(), ra.GetRegexRewrite(), matched); err != nil {
+		return fmt.Errorf("route.%w", err)
+	}
+	if h := ra.GetHostRewriteLiteral(); h != "" {
+		if err := validHost(h); err != nil {
+			return fmt.Errorf("route.host_rewrite_literal: %w", err)
+		}
+		out.HostRewrite = h
+	}
+	return nil
+}
+
+// matched is a route's path match as configured: what prefix_rewrite
+// replaces.
+func matched(m *routev3.RouteMatch) string {
+	switch p := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		return p.Prefix
+	case *routev3.RouteMatch_Path:
+		return p.Path
+	case *routev3.RouteMatch_PathSeparatedPrefix:
+		return p.PathSeparatedPrefix
+	}
+	return ""
 }
 
 func routeMatch(m *routev3.RouteMatch) (model.RouteMatch, error) {
 	var out model.RouteMatch
-	if err := only(m, "prefix", "path", "headers"); err != nil {
+	if err := only(m, "prefix", "path", "path_separated_prefix", "headers", "query_parameters"); err != nil {
 		return out, err
 	}
 	switch p := m.GetPathSpecifier().(type) {
@@ -279,8 +331,14 @@ func routeMatch(m *routev3.RouteMatch) (model.RouteMatch, error) {
 			return out, fmt.Errorf("path %q does not start with \"/\"", p.Path)
 		}
 		out.Path = p.Path
+	case *routev3.RouteMatch_PathSeparatedPrefix:
+		// Envoy's rule (conform) refused "", "?", "#" and a trailing "/".
+		if !strings.HasPrefix(p.PathSeparatedPrefix, "/") {
+			return out, fmt.Errorf("path_separated_prefix %q does not start with \"/\"", p.PathSeparatedPrefix)
+		}
+		out.PathSeparatedPrefix = p.PathSeparatedPrefix
 	default:
-		return out, errors.New("prefix or path is required")
+		return out, errors.New("prefix, path or path_separated_prefix is required")
 	}
 	for i, h := range m.GetHeaders() {
 		hm, err := headerMatch(h)
@@ -289,12 +347,21 @@ func routeMatch(m *routev3.RouteMatch) (model.RouteMatch, error) {
 		}
 		out.Headers = append(out.Headers, hm)
 	}
+	for i, q := range m.GetQueryParameters() {
+		qm, err := queryMatch(q)
+		if err != nil {
+			return out, fmt.Errorf("query_parameters %d: %w", i, err)
+		}
+		out.Query = append(out.Query, qm)
+	}
 	return out, nil
 }
 
 // headerMatch: name, then string_match {exact | prefix} or present_match,
 // and invert_match. No specifier is a presence match, as in Envoy;
 // present_match false asks for absence, which is the inverted presence.
+// The name is a header field's or ":method" (the request's method, as
+// Envoy matches it).
 func headerMatch(h *routev3.HeaderMatcher) (model.HeaderMatch, error) {
 	out := model.HeaderMatch{Name: strings.ToLower(h.GetName()), Invert: h.GetInvertMatch()}
 	if err := only(h, "name", "string_match", "present_match", "invert_match"); err != nil {
@@ -302,8 +369,8 @@ func headerMatch(h *routev3.HeaderMatcher) (model.HeaderMatch, error) {
 	}
 	// Request headers as the model matches them (http.Header) hold neither
 	// pseudo-headers nor Host, which is the :authority in Envoy.
-	if strings.HasPrefix(out.Name, ":") || out.Name == "host" {
-		return out, fmt.Errorf("name %q: pseudo-headers and host are not supported (virtual host domains match the authority)", h.GetName())
+	if out.Name != model.MethodHeader && (strings.HasPrefix(out.Name, ":") || out.Name == "host") {
+		return out, fmt.Errorf("name %q: pseudo-headers other than :method, and host, are not supported (virtual host domains match the authority)", h.GetName())
 	}
 	switch s := h.GetHeaderMatchSpecifier().(type) {
 	case *routev3.HeaderMatcher_StringMatch:
@@ -494,6 +561,10 @@ func crossCheck(cfg *model.Config) error {
 				}
 			}
 			for i, r := range vh.Routes {
+				if f := outboundOnly(r); f != "" && refs[name][0].listener == model.InboundListener {
+					return fmt.Errorf("route configuration %q virtual host %q route %d%s: %s is honoured on routes of the outbound listener only (the server sidecar delivers every request of its port to the app as it came)",
+						name, vh.Name, i, quoted(r.Name), f)
+				}
 				for _, wc := range r.Clusters {
 					if err := meshRouteCluster(refs[name][0].listener, wc.Name); err != nil {
 						return fmt.Errorf("route configuration %q virtual host %q route %d%s: %w", name, vh.Name, i, quoted(r.Name), err)
@@ -503,6 +574,24 @@ func crossCheck(cfg *model.Config) error {
 		}
 	}
 	return nil
+}
+
+// outboundOnly names the first field of r that only the client sidecar
+// applies (its l7 Handler), or "".
+func outboundOnly(r *model.Route) string {
+	switch {
+	case r.Redirect != nil:
+		return "redirect"
+	case len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0:
+		return "request_headers_to_add/remove"
+	case len(r.ResponseHeaders.Add) > 0 || len(r.ResponseHeaders.Remove) > 0:
+		return "response_headers_to_add/remove"
+	case r.PathRewrite != nil:
+		return "route.prefix_rewrite/regex_rewrite"
+	case r.HostRewrite != "":
+		return "route.host_rewrite_literal"
+	}
+	return ""
 }
 
 // meshRouteCluster checks the cluster of an in-mesh route referenced from

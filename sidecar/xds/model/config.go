@@ -2,6 +2,7 @@ package model
 
 import (
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -456,38 +457,155 @@ type VirtualHost struct {
 }
 
 // Route is one route of an in-mesh virtual host: the requests it matches
-// and what they get.
+// and what they get. A route either forwards (Clusters) or answers with a
+// redirect (Redirect), never both.
 type Route struct {
 	Name  string // cosmetic; metrics label the route by it ("" : the virtual host's)
 	Match RouteMatch
 	// Clusters the route splits its requests over by weight (route.cluster
 	// is one cluster of weight 1; weighted_clusters keeps its weights,
-	// every weight > 0, their sum > 0).
+	// every weight > 0, their sum > 0). Empty for a redirect.
 	Clusters []WeightedCluster
 	// Timeout of the whole request, to the end of its response
 	// (route.timeout; Envoy's default 15 s when unset, 0 = none).
 	Timeout time.Duration
 	Retry   *RetryPolicy // nil: no retries
+
+	// Redirect (Route.redirect): the client sidecar answers every request
+	// of the route with a redirect itself; nothing is forwarded. Clusters,
+	// Timeout, Retry, RequestHeaders and the rewrites are then unset.
+	Redirect *Redirect
+	// RequestHeaders edits a request's header fields before it is
+	// forwarded (request_headers_to_remove, then request_headers_to_add).
+	RequestHeaders HeaderMutation
+	// ResponseHeaders edits the header fields of every response of the
+	// route, the app's and the sidecar's own (its errors, a redirect),
+	// before the client gets it (response_headers_to_remove, then
+	// response_headers_to_add).
+	ResponseHeaders HeaderMutation
+	// PathRewrite changes the path of a forwarded request
+	// (route.prefix_rewrite or route.regex_rewrite); nil: none.
+	PathRewrite *PathRewrite
+	// HostRewrite replaces the request's Host (:authority) when forwarded
+	// (route.host_rewrite_literal); "": kept.
+	HostRewrite string
 }
 
-// RouteMatch: a path match (exactly one of Prefix and Path is set; Prefix
-// "/" matches every request) and headers that must all match.
+// RouteMatch: a path match (exactly one of Prefix, Path and
+// PathSeparatedPrefix is set; Prefix "/" matches every request), then
+// headers and query parameters that must all match.
 type RouteMatch struct {
-	Prefix  string
-	Path    string
-	Headers []HeaderMatch
+	// Prefix of the request's :path, its query included (match.prefix;
+	// "" in the configuration is "/").
+	Prefix string
+	// Path: the :path without its query equals it (match.path).
+	Path string
+	// PathSeparatedPrefix: the :path without its query equals it or
+	// continues it with "/" (match.path_separated_prefix: "/api" matches
+	// /api, /api/ and /api/v1, not /apiv1). It never ends in "/".
+	PathSeparatedPrefix string
+	Headers             []HeaderMatch
+	Query               []QueryMatch // match.query_parameters
 }
 
 // HeaderMatch matches one request header by name (case-insensitive):
 // Exact or Prefix (string_match), or Present; Invert negates the result.
 // A header that occurs more than once matches on its values joined by ","
-// (Envoy's semantics).
+// (Envoy's semantics). The one pseudo-header matched is ":method", whose
+// value is the request's method and which is always present.
 type HeaderMatch struct {
 	Name    string // lower case
 	Exact   string
 	Prefix  string
 	Present bool
 	Invert  bool
+}
+
+// QueryMatch matches one query parameter (match.query_parameters) as
+// Envoy does: the query of the :path is split on "&", each parameter at
+// its first "=" (none: the value is ""), names and values compared as
+// sent, not percent-decoded; the first parameter of the name decides,
+// by Exact or Prefix (string_match), or its presence (Present:
+// present_match true, or no matcher). An absent parameter never matches.
+type QueryMatch struct {
+	Name    string
+	Exact   string
+	Prefix  string
+	Present bool
+}
+
+// HeaderMutation is how a route edits header fields (Envoy's
+// headers_to_remove and headers_to_add): Remove first, then Add, the
+// conditions of Add judged on the header fields as Remove left them.
+type HeaderMutation struct {
+	Remove []string // names, lower case
+	Add    []HeaderValue
+}
+
+// HeaderValue is one header field to add (HeaderValueOption).
+type HeaderValue struct {
+	Name  string // lower case
+	Value string // literal ("%%" in the configuration is "%")
+	// Action: append_action.
+	Action AppendAction
+	// KeepEmpty adds an empty Value too (keep_empty_value); otherwise an
+	// empty value adds nothing, as in Envoy.
+	KeepEmpty bool
+}
+
+// AppendAction is HeaderValueOption.append_action, Envoy's values.
+type AppendAction uint8
+
+const (
+	// AppendIfExistsOrAdd adds the value as one more field of the name
+	// (Gateway API's "add").
+	AppendIfExistsOrAdd AppendAction = iota
+	// AddIfAbsent adds it only if no field of the name is there.
+	AddIfAbsent
+	// OverwriteIfExistsOrAdd replaces every field of the name with it
+	// (Gateway API's "set").
+	OverwriteIfExistsOrAdd
+	// OverwriteIfExists replaces the fields of the name, if any.
+	OverwriteIfExists
+)
+
+// PathRewrite is route.prefix_rewrite or route.regex_rewrite (one of
+// Prefix and Regex is set), and a redirect's prefix_rewrite (Prefix).
+type PathRewrite struct {
+	// Matched is the route's path match as configured (its prefix, path or
+	// path_separated_prefix): the start of the :path that Prefix replaces.
+	Matched string
+	// Prefix replaces Matched at the start of the :path, query kept.
+	Prefix string
+	// Regex is matched against the path without its query; every match is
+	// replaced by Substitution, in RE2's syntax (\0 to \9 are the groups,
+	// \\ a backslash). A result of "" leaves the path as it was.
+	Regex        *regexp.Regexp
+	Substitution string
+}
+
+// Redirect is Route.redirect: the response to every request of the route,
+// 301, 302, 303, 307 or 308, whose Location is the request's URL as Envoy
+// rebuilds it (scheme, host, port, path and query) with what is set here
+// replaced.
+type Redirect struct {
+	Status int // response_code
+	// Scheme replaces the request's (scheme_redirect; "https" for
+	// https_redirect); "" keeps it.
+	Scheme string
+	// Host replaces the request's host and drops its port (host_redirect);
+	// "": the request's Host, its port dropped when Port is set or the
+	// scheme changes away from its default port's.
+	Host string
+	Port uint32 // port_redirect; 0: none
+	// Path replaces the path (path_redirect), and its query too when it
+	// has one; PathRewrite (prefix_rewrite) replaces the matched prefix.
+	// At most one is set.
+	Path        string
+	PathRewrite *PathRewrite
+	// StripQuery drops the request's query (strip_query), unless Path has
+	// a query of its own.
+	StripQuery bool
 }
 
 // WeightedCluster is one cluster of a route's split.

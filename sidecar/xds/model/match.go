@@ -152,53 +152,80 @@ func (rc *RouteConfig) Match(host string) *VirtualHost {
 	return best
 }
 
-// Route returns the first of the virtual host's routes that matches a
-// request (Envoy's semantics: routes in order, the first match wins), or
-// nil. path is the request's :path, its query string included (a prefix
-// is matched against all of it; an exact path against the part before
-// '?', as Envoy does); h its headers.
-func (vh *VirtualHost) Route(path string, h http.Header) *Route {
+// RequestHead is what a route matches of a request.
+type RequestHead struct {
+	Method string // the :method
+	// Path is the :path as sent, its query included: the request-target
+	// of HTTP/1.1 in origin form (an absolute-form target's path and
+	// query), HTTP/2's :path.
+	Path   string
+	Header http.Header // the header fields (no pseudo-headers, no Host)
+}
+
+// Route returns the first of the virtual host's routes that matches req
+// (Envoy's semantics: routes in order, the first match wins), or nil.
+func (vh *VirtualHost) Route(req RequestHead) *Route {
 	for _, r := range vh.Routes {
-		if r.Match.Matches(path, h) {
+		if r.Match.Matches(req) {
 			return r
 		}
 	}
 	return nil
 }
 
-// Matches reports whether a request with path (its :path, query included)
-// and headers h matches: the path by prefix or exactly, and every header
-// matcher.
-func (m *RouteMatch) Matches(path string, h http.Header) bool {
+// Matches reports whether req matches: its path (a prefix of the :path,
+// query included; the path without the query exactly, or exactly or
+// followed by "/" for a path-separated prefix), every header matcher and
+// every query parameter matcher.
+func (m *RouteMatch) Matches(req RequestHead) bool {
 	switch {
 	case m.Path != "":
-		p, _, _ := strings.Cut(path, "?")
-		if p != m.Path {
+		if p, _, _ := strings.Cut(req.Path, "?"); p != m.Path {
 			return false
 		}
-	case !strings.HasPrefix(path, m.Prefix):
+	case m.PathSeparatedPrefix != "":
+		p, _, _ := strings.Cut(req.Path, "?")
+		if rest, ok := strings.CutPrefix(p, m.PathSeparatedPrefix); !ok || rest != "" && rest[0] != '/' {
+			return false
+		}
+	case !strings.HasPrefix(req.Path, m.Prefix):
 		return false
 	}
 	for i := range m.Headers {
-		if !m.Headers[i].Matches(h) {
+		if !m.Headers[i].Matches(req) {
 			return false
+		}
+	}
+	if len(m.Query) > 0 {
+		_, query, _ := strings.Cut(req.Path, "?")
+		for i := range m.Query {
+			if !m.Query[i].Matches(query) {
+				return false
+			}
 		}
 	}
 	return true
 }
 
-// Matches reports whether headers h match: the header's values joined by
-// "," compared by Exact or Prefix, or its presence (Present), the result
-// inverted by Invert. As in Envoy, an absent header matches only a
-// presence matcher that asks for absence (Present with Invert): an Exact or
-// Prefix matcher fails on it, inverted or not.
-func (hm *HeaderMatch) Matches(h http.Header) bool {
-	vals := h.Values(hm.Name)
-	if len(vals) == 0 {
-		return hm.Present && hm.Invert
+// Matches reports whether req's header fields match: the header's values
+// joined by "," compared by Exact or Prefix, or its presence (Present),
+// the result inverted by Invert; ":method" is the request's method. As in
+// Envoy, an absent header matches only a presence matcher that asks for
+// absence (Present with Invert): an Exact or Prefix matcher fails on it,
+// inverted or not.
+func (hm *HeaderMatch) Matches(req RequestHead) bool {
+	var v string
+	if hm.Name == MethodHeader {
+		v = req.Method
+	} else {
+		vals := req.Header.Values(hm.Name)
+		if len(vals) == 0 {
+			return hm.Present && hm.Invert
+		}
+		v = strings.Join(vals, ",")
 	}
 	var ok bool
-	switch v := strings.Join(vals, ","); {
+	switch {
 	case hm.Present:
 		ok = true
 	case hm.Prefix != "":
@@ -207,4 +234,38 @@ func (hm *HeaderMatch) Matches(h http.Header) bool {
 		ok = v == hm.Exact
 	}
 	return ok != hm.Invert
+}
+
+// MethodHeader is the pseudo-header a HeaderMatch may name: the request's
+// method.
+const MethodHeader = ":method"
+
+// Matches reports whether a :path's query (what follows its first "?")
+// matches qm.
+func (qm *QueryMatch) Matches(query string) bool {
+	v, ok := firstQueryValue(query, qm.Name)
+	switch {
+	case !ok:
+		return false
+	case qm.Present:
+		return true
+	case qm.Prefix != "":
+		return strings.HasPrefix(v, qm.Prefix)
+	}
+	return v == qm.Exact
+}
+
+// firstQueryValue is the value of the first parameter called name in
+// query, split as Envoy splits it (on "&", then at the first "="; no "=":
+// the value is ""), nothing decoded.
+func firstQueryValue(query, name string) (string, bool) {
+	for query != "" {
+		var param string
+		param, query, _ = strings.Cut(query, "&")
+		k, v, _ := strings.Cut(param, "=")
+		if k == name {
+			return v, true
+		}
+	}
+	return "", false
 }

@@ -40,7 +40,7 @@ func TestVirtualHostRoute(t *testing.T) {
 		{"/other?x=/api/", nil, "rest"},
 	}
 	for _, c := range cases {
-		r := vh.Route(c.path, c.h)
+		r := vh.Route(RequestHead{Method: "GET", Path: c.path, Header: c.h})
 		got := "<nil>"
 		if r != nil {
 			got = r.Name
@@ -49,13 +49,13 @@ func TestVirtualHostRoute(t *testing.T) {
 			t.Errorf("Route(%q, %v) = %s, want %s", c.path, c.h, got, c.want)
 		}
 	}
-	if r := (&VirtualHost{Routes: []*Route{{Match: RouteMatch{Prefix: "/a"}}}}).Route("/b", nil); r != nil {
+	if r := (&VirtualHost{Routes: []*Route{{Match: RouteMatch{Prefix: "/a"}}}}).Route(RequestHead{Method: "GET", Path: "/b"}); r != nil {
 		t.Errorf("no route matches /b, got %+v", r)
 	}
 	// An absent header fails exact and prefix matchers, inverted or not.
 	for _, hm := range []HeaderMatch{{Name: "x", Exact: "v"}, {Name: "x", Exact: "v", Invert: true},
 		{Name: "x", Prefix: "v"}, {Name: "x", Prefix: "v", Invert: true}, {Name: "x", Present: true}} {
-		if hm.Matches(http.Header{}) {
+		if hm.Matches(RequestHead{Method: "GET", Path: "/", Header: http.Header{}}) {
 			t.Errorf("%+v matches a request without the header", hm)
 		}
 	}

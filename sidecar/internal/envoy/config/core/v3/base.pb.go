@@ -76,6 +76,58 @@ func (TrafficDirection) EnumDescriptor() ([]byte, []int) {
 	return file_sidecar_internal_envoy_config_core_v3_base_proto_rawDescGZIP(), []int{0}
 }
 
+type HeaderValueOption_HeaderAppendAction int32
+
+const (
+	HeaderValueOption_APPEND_IF_EXISTS_OR_ADD    HeaderValueOption_HeaderAppendAction = 0
+	HeaderValueOption_ADD_IF_ABSENT              HeaderValueOption_HeaderAppendAction = 1
+	HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD HeaderValueOption_HeaderAppendAction = 2
+	HeaderValueOption_OVERWRITE_IF_EXISTS        HeaderValueOption_HeaderAppendAction = 3
+)
+
+// Enum value maps for HeaderValueOption_HeaderAppendAction.
+var (
+	HeaderValueOption_HeaderAppendAction_name = map[int32]string{
+		0: "APPEND_IF_EXISTS_OR_ADD",
+		1: "ADD_IF_ABSENT",
+		2: "OVERWRITE_IF_EXISTS_OR_ADD",
+		3: "OVERWRITE_IF_EXISTS",
+	}
+	HeaderValueOption_HeaderAppendAction_value = map[string]int32{
+		"APPEND_IF_EXISTS_OR_ADD":    0,
+		"ADD_IF_ABSENT":              1,
+		"OVERWRITE_IF_EXISTS_OR_ADD": 2,
+		"OVERWRITE_IF_EXISTS":        3,
+	}
+)
+
+func (x HeaderValueOption_HeaderAppendAction) Enum() *HeaderValueOption_HeaderAppendAction {
+	p := new(HeaderValueOption_HeaderAppendAction)
+	*p = x
+	return p
+}
+
+func (x HeaderValueOption_HeaderAppendAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HeaderValueOption_HeaderAppendAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_sidecar_internal_envoy_config_core_v3_base_proto_enumTypes[1].Descriptor()
+}
+
+func (HeaderValueOption_HeaderAppendAction) Type() protoreflect.EnumType {
+	return &file_sidecar_internal_envoy_config_core_v3_base_proto_enumTypes[1]
+}
+
+func (x HeaderValueOption_HeaderAppendAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HeaderValueOption_HeaderAppendAction.Descriptor instead.
+func (HeaderValueOption_HeaderAppendAction) EnumDescriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_core_v3_base_proto_rawDescGZIP(), []int{7, 0}
+}
+
 // Accepted in a ClusterLoadAssignment and ignored.
 type Locality struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -466,6 +518,120 @@ type TransportSocket_TypedConfig struct {
 
 func (*TransportSocket_TypedConfig) isTransportSocket_ConfigType() {}
 
+// A header field a route adds (Route.request_headers_to_add,
+// response_headers_to_add).
+type HeaderValue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderValue) Reset() {
+	*x = HeaderValue{}
+	mi := &file_sidecar_internal_envoy_config_core_v3_base_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderValue) ProtoMessage() {}
+
+func (x *HeaderValue) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_core_v3_base_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderValue.ProtoReflect.Descriptor instead.
+func (*HeaderValue) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_core_v3_base_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HeaderValue) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *HeaderValue) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type HeaderValueOption struct {
+	state          protoimpl.MessageState               `protogen:"open.v1"`
+	Header         *HeaderValue                         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	AppendAction   HeaderValueOption_HeaderAppendAction `protobuf:"varint,3,opt,name=append_action,json=appendAction,proto3,enum=weft.envoy.config.core.v3.HeaderValueOption_HeaderAppendAction" json:"append_action,omitempty"`
+	KeepEmptyValue bool                                 `protobuf:"varint,4,opt,name=keep_empty_value,json=keepEmptyValue,proto3" json:"keep_empty_value,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *HeaderValueOption) Reset() {
+	*x = HeaderValueOption{}
+	mi := &file_sidecar_internal_envoy_config_core_v3_base_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderValueOption) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderValueOption) ProtoMessage() {}
+
+func (x *HeaderValueOption) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_core_v3_base_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderValueOption.ProtoReflect.Descriptor instead.
+func (*HeaderValueOption) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_core_v3_base_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *HeaderValueOption) GetHeader() *HeaderValue {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *HeaderValueOption) GetAppendAction() HeaderValueOption_HeaderAppendAction {
+	if x != nil {
+		return x.AppendAction
+	}
+	return HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+}
+
+func (x *HeaderValueOption) GetKeepEmptyValue() bool {
+	if x != nil {
+		return x.KeepEmptyValue
+	}
+	return false
+}
+
 var File_sidecar_internal_envoy_config_core_v3_base_proto protoreflect.FileDescriptor
 
 const file_sidecar_internal_envoy_config_core_v3_base_proto_rawDesc = "" +
@@ -497,7 +663,19 @@ const file_sidecar_internal_envoy_config_core_v3_base_proto_rawDesc = "" +
 	"\x0fTransportSocket\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\ftyped_config\x18\x03 \x01(\v2\x14.google.protobuf.AnyH\x00R\vtypedConfigB\r\n" +
-	"\vconfig_type*>\n" +
+	"\vconfig_type\"5\n" +
+	"\vHeaderValue\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xe2\x02\n" +
+	"\x11HeaderValueOption\x12>\n" +
+	"\x06header\x18\x01 \x01(\v2&.weft.envoy.config.core.v3.HeaderValueR\x06header\x12d\n" +
+	"\rappend_action\x18\x03 \x01(\x0e2?.weft.envoy.config.core.v3.HeaderValueOption.HeaderAppendActionR\fappendAction\x12(\n" +
+	"\x10keep_empty_value\x18\x04 \x01(\bR\x0ekeepEmptyValue\"}\n" +
+	"\x12HeaderAppendAction\x12\x1b\n" +
+	"\x17APPEND_IF_EXISTS_OR_ADD\x10\x00\x12\x11\n" +
+	"\rADD_IF_ABSENT\x10\x01\x12\x1e\n" +
+	"\x1aOVERWRITE_IF_EXISTS_OR_ADD\x10\x02\x12\x17\n" +
+	"\x13OVERWRITE_IF_EXISTS\x10\x03*>\n" +
 	"\x10TrafficDirection\x12\x0f\n" +
 	"\vUNSPECIFIED\x10\x00\x12\v\n" +
 	"\aINBOUND\x10\x01\x12\f\n" +
@@ -515,29 +693,34 @@ func file_sidecar_internal_envoy_config_core_v3_base_proto_rawDescGZIP() []byte 
 	return file_sidecar_internal_envoy_config_core_v3_base_proto_rawDescData
 }
 
-var file_sidecar_internal_envoy_config_core_v3_base_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sidecar_internal_envoy_config_core_v3_base_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_sidecar_internal_envoy_config_core_v3_base_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_sidecar_internal_envoy_config_core_v3_base_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_sidecar_internal_envoy_config_core_v3_base_proto_goTypes = []any{
-	(TrafficDirection)(0),   // 0: weft.envoy.config.core.v3.TrafficDirection
-	(*Locality)(nil),        // 1: weft.envoy.config.core.v3.Locality
-	(*Node)(nil),            // 2: weft.envoy.config.core.v3.Node
-	(*Metadata)(nil),        // 3: weft.envoy.config.core.v3.Metadata
-	(*ControlPlane)(nil),    // 4: weft.envoy.config.core.v3.ControlPlane
-	(*DataSource)(nil),      // 5: weft.envoy.config.core.v3.DataSource
-	(*TransportSocket)(nil), // 6: weft.envoy.config.core.v3.TransportSocket
-	nil,                     // 7: weft.envoy.config.core.v3.Metadata.FilterMetadataEntry
-	(*anypb.Any)(nil),       // 8: google.protobuf.Any
-	(*structpb.Struct)(nil), // 9: google.protobuf.Struct
+	(TrafficDirection)(0),                     // 0: weft.envoy.config.core.v3.TrafficDirection
+	(HeaderValueOption_HeaderAppendAction)(0), // 1: weft.envoy.config.core.v3.HeaderValueOption.HeaderAppendAction
+	(*Locality)(nil),                          // 2: weft.envoy.config.core.v3.Locality
+	(*Node)(nil),                              // 3: weft.envoy.config.core.v3.Node
+	(*Metadata)(nil),                          // 4: weft.envoy.config.core.v3.Metadata
+	(*ControlPlane)(nil),                      // 5: weft.envoy.config.core.v3.ControlPlane
+	(*DataSource)(nil),                        // 6: weft.envoy.config.core.v3.DataSource
+	(*TransportSocket)(nil),                   // 7: weft.envoy.config.core.v3.TransportSocket
+	(*HeaderValue)(nil),                       // 8: weft.envoy.config.core.v3.HeaderValue
+	(*HeaderValueOption)(nil),                 // 9: weft.envoy.config.core.v3.HeaderValueOption
+	nil,                                       // 10: weft.envoy.config.core.v3.Metadata.FilterMetadataEntry
+	(*anypb.Any)(nil),                         // 11: google.protobuf.Any
+	(*structpb.Struct)(nil),                   // 12: google.protobuf.Struct
 }
 var file_sidecar_internal_envoy_config_core_v3_base_proto_depIdxs = []int32{
-	7, // 0: weft.envoy.config.core.v3.Metadata.filter_metadata:type_name -> weft.envoy.config.core.v3.Metadata.FilterMetadataEntry
-	8, // 1: weft.envoy.config.core.v3.TransportSocket.typed_config:type_name -> google.protobuf.Any
-	9, // 2: weft.envoy.config.core.v3.Metadata.FilterMetadataEntry.value:type_name -> google.protobuf.Struct
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	10, // 0: weft.envoy.config.core.v3.Metadata.filter_metadata:type_name -> weft.envoy.config.core.v3.Metadata.FilterMetadataEntry
+	11, // 1: weft.envoy.config.core.v3.TransportSocket.typed_config:type_name -> google.protobuf.Any
+	8,  // 2: weft.envoy.config.core.v3.HeaderValueOption.header:type_name -> weft.envoy.config.core.v3.HeaderValue
+	1,  // 3: weft.envoy.config.core.v3.HeaderValueOption.append_action:type_name -> weft.envoy.config.core.v3.HeaderValueOption.HeaderAppendAction
+	12, // 4: weft.envoy.config.core.v3.Metadata.FilterMetadataEntry.value:type_name -> google.protobuf.Struct
+	5,  // [5:5] is the sub-list for method output_type
+	5,  // [5:5] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_internal_envoy_config_core_v3_base_proto_init() }
@@ -560,8 +743,8 @@ func file_sidecar_internal_envoy_config_core_v3_base_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sidecar_internal_envoy_config_core_v3_base_proto_rawDesc), len(file_sidecar_internal_envoy_config_core_v3_base_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   7,
+			NumEnums:      2,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

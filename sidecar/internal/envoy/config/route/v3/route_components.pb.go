@@ -30,6 +30,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RedirectAction_RedirectResponseCode int32
+
+const (
+	RedirectAction_MOVED_PERMANENTLY  RedirectAction_RedirectResponseCode = 0
+	RedirectAction_FOUND              RedirectAction_RedirectResponseCode = 1
+	RedirectAction_SEE_OTHER          RedirectAction_RedirectResponseCode = 2
+	RedirectAction_TEMPORARY_REDIRECT RedirectAction_RedirectResponseCode = 3
+	RedirectAction_PERMANENT_REDIRECT RedirectAction_RedirectResponseCode = 4
+)
+
+// Enum value maps for RedirectAction_RedirectResponseCode.
+var (
+	RedirectAction_RedirectResponseCode_name = map[int32]string{
+		0: "MOVED_PERMANENTLY",
+		1: "FOUND",
+		2: "SEE_OTHER",
+		3: "TEMPORARY_REDIRECT",
+		4: "PERMANENT_REDIRECT",
+	}
+	RedirectAction_RedirectResponseCode_value = map[string]int32{
+		"MOVED_PERMANENTLY":  0,
+		"FOUND":              1,
+		"SEE_OTHER":          2,
+		"TEMPORARY_REDIRECT": 3,
+		"PERMANENT_REDIRECT": 4,
+	}
+)
+
+func (x RedirectAction_RedirectResponseCode) Enum() *RedirectAction_RedirectResponseCode {
+	p := new(RedirectAction_RedirectResponseCode)
+	*p = x
+	return p
+}
+
+func (x RedirectAction_RedirectResponseCode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RedirectAction_RedirectResponseCode) Descriptor() protoreflect.EnumDescriptor {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes[0].Descriptor()
+}
+
+func (RedirectAction_RedirectResponseCode) Type() protoreflect.EnumType {
+	return &file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes[0]
+}
+
+func (x RedirectAction_RedirectResponseCode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RedirectAction_RedirectResponseCode.Descriptor instead.
+func (RedirectAction_RedirectResponseCode) EnumDescriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{6, 0}
+}
+
 type VirtualHost struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -98,11 +153,16 @@ type Route struct {
 	// Types that are valid to be assigned to Action:
 	//
 	//	*Route_Route
+	//	*Route_Redirect
 	//	*Route_DirectResponse
-	Action        isRoute_Action `protobuf_oneof:"action"`
-	Metadata      *v3.Metadata   `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Action                  isRoute_Action          `protobuf_oneof:"action"`
+	Metadata                *v3.Metadata            `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	RequestHeadersToAdd     []*v3.HeaderValueOption `protobuf:"bytes,9,rep,name=request_headers_to_add,json=requestHeadersToAdd,proto3" json:"request_headers_to_add,omitempty"`
+	RequestHeadersToRemove  []string                `protobuf:"bytes,12,rep,name=request_headers_to_remove,json=requestHeadersToRemove,proto3" json:"request_headers_to_remove,omitempty"`
+	ResponseHeadersToAdd    []*v3.HeaderValueOption `protobuf:"bytes,10,rep,name=response_headers_to_add,json=responseHeadersToAdd,proto3" json:"response_headers_to_add,omitempty"`
+	ResponseHeadersToRemove []string                `protobuf:"bytes,11,rep,name=response_headers_to_remove,json=responseHeadersToRemove,proto3" json:"response_headers_to_remove,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
@@ -165,6 +225,15 @@ func (x *Route) GetRoute() *RouteAction {
 	return nil
 }
 
+func (x *Route) GetRedirect() *RedirectAction {
+	if x != nil {
+		if x, ok := x.Action.(*Route_Redirect); ok {
+			return x.Redirect
+		}
+	}
+	return nil
+}
+
 func (x *Route) GetDirectResponse() *DirectResponseAction {
 	if x != nil {
 		if x, ok := x.Action.(*Route_DirectResponse); ok {
@@ -181,6 +250,34 @@ func (x *Route) GetMetadata() *v3.Metadata {
 	return nil
 }
 
+func (x *Route) GetRequestHeadersToAdd() []*v3.HeaderValueOption {
+	if x != nil {
+		return x.RequestHeadersToAdd
+	}
+	return nil
+}
+
+func (x *Route) GetRequestHeadersToRemove() []string {
+	if x != nil {
+		return x.RequestHeadersToRemove
+	}
+	return nil
+}
+
+func (x *Route) GetResponseHeadersToAdd() []*v3.HeaderValueOption {
+	if x != nil {
+		return x.ResponseHeadersToAdd
+	}
+	return nil
+}
+
+func (x *Route) GetResponseHeadersToRemove() []string {
+	if x != nil {
+		return x.ResponseHeadersToRemove
+	}
+	return nil
+}
+
 type isRoute_Action interface {
 	isRoute_Action()
 }
@@ -189,11 +286,17 @@ type Route_Route struct {
 	Route *RouteAction `protobuf:"bytes,2,opt,name=route,proto3,oneof"`
 }
 
+type Route_Redirect struct {
+	Redirect *RedirectAction `protobuf:"bytes,3,opt,name=redirect,proto3,oneof"`
+}
+
 type Route_DirectResponse struct {
 	DirectResponse *DirectResponseAction `protobuf:"bytes,7,opt,name=direct_response,json=directResponse,proto3,oneof"`
 }
 
 func (*Route_Route) isRoute_Action() {}
+
+func (*Route_Redirect) isRoute_Action() {}
 
 func (*Route_DirectResponse) isRoute_Action() {}
 
@@ -247,10 +350,12 @@ type RouteMatch struct {
 	//
 	//	*RouteMatch_Prefix
 	//	*RouteMatch_Path
-	PathSpecifier isRouteMatch_PathSpecifier `protobuf_oneof:"path_specifier"`
-	Headers       []*HeaderMatcher           `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	//	*RouteMatch_PathSeparatedPrefix
+	PathSpecifier   isRouteMatch_PathSpecifier `protobuf_oneof:"path_specifier"`
+	Headers         []*HeaderMatcher           `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
+	QueryParameters []*QueryParameterMatcher   `protobuf:"bytes,7,rep,name=query_parameters,json=queryParameters,proto3" json:"query_parameters,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RouteMatch) Reset() {
@@ -308,9 +413,25 @@ func (x *RouteMatch) GetPath() string {
 	return ""
 }
 
+func (x *RouteMatch) GetPathSeparatedPrefix() string {
+	if x != nil {
+		if x, ok := x.PathSpecifier.(*RouteMatch_PathSeparatedPrefix); ok {
+			return x.PathSeparatedPrefix
+		}
+	}
+	return ""
+}
+
 func (x *RouteMatch) GetHeaders() []*HeaderMatcher {
 	if x != nil {
 		return x.Headers
+	}
+	return nil
+}
+
+func (x *RouteMatch) GetQueryParameters() []*QueryParameterMatcher {
+	if x != nil {
+		return x.QueryParameters
 	}
 	return nil
 }
@@ -327,9 +448,15 @@ type RouteMatch_Path struct {
 	Path string `protobuf:"bytes,2,opt,name=path,proto3,oneof"`
 }
 
+type RouteMatch_PathSeparatedPrefix struct {
+	PathSeparatedPrefix string `protobuf:"bytes,14,opt,name=path_separated_prefix,json=pathSeparatedPrefix,proto3,oneof"`
+}
+
 func (*RouteMatch_Prefix) isRouteMatch_PathSpecifier() {}
 
 func (*RouteMatch_Path) isRouteMatch_PathSpecifier() {}
+
+func (*RouteMatch_PathSeparatedPrefix) isRouteMatch_PathSpecifier() {}
 
 type RouteAction struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -338,10 +465,16 @@ type RouteAction struct {
 	//	*RouteAction_Cluster
 	//	*RouteAction_WeightedClusters
 	ClusterSpecifier isRouteAction_ClusterSpecifier `protobuf_oneof:"cluster_specifier"`
-	Timeout          *durationpb.Duration           `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	RetryPolicy      *RetryPolicy                   `protobuf:"bytes,9,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	PrefixRewrite    string                         `protobuf:"bytes,5,opt,name=prefix_rewrite,json=prefixRewrite,proto3" json:"prefix_rewrite,omitempty"`
+	RegexRewrite     *v31.RegexMatchAndSubstitute   `protobuf:"bytes,32,opt,name=regex_rewrite,json=regexRewrite,proto3" json:"regex_rewrite,omitempty"`
+	// Types that are valid to be assigned to HostRewriteSpecifier:
+	//
+	//	*RouteAction_HostRewriteLiteral
+	HostRewriteSpecifier isRouteAction_HostRewriteSpecifier `protobuf_oneof:"host_rewrite_specifier"`
+	Timeout              *durationpb.Duration               `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	RetryPolicy          *RetryPolicy                       `protobuf:"bytes,9,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *RouteAction) Reset() {
@@ -399,6 +532,36 @@ func (x *RouteAction) GetWeightedClusters() *WeightedCluster {
 	return nil
 }
 
+func (x *RouteAction) GetPrefixRewrite() string {
+	if x != nil {
+		return x.PrefixRewrite
+	}
+	return ""
+}
+
+func (x *RouteAction) GetRegexRewrite() *v31.RegexMatchAndSubstitute {
+	if x != nil {
+		return x.RegexRewrite
+	}
+	return nil
+}
+
+func (x *RouteAction) GetHostRewriteSpecifier() isRouteAction_HostRewriteSpecifier {
+	if x != nil {
+		return x.HostRewriteSpecifier
+	}
+	return nil
+}
+
+func (x *RouteAction) GetHostRewriteLiteral() string {
+	if x != nil {
+		if x, ok := x.HostRewriteSpecifier.(*RouteAction_HostRewriteLiteral); ok {
+			return x.HostRewriteLiteral
+		}
+	}
+	return ""
+}
+
 func (x *RouteAction) GetTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.Timeout
@@ -428,6 +591,16 @@ type RouteAction_WeightedClusters struct {
 func (*RouteAction_Cluster) isRouteAction_ClusterSpecifier() {}
 
 func (*RouteAction_WeightedClusters) isRouteAction_ClusterSpecifier() {}
+
+type isRouteAction_HostRewriteSpecifier interface {
+	isRouteAction_HostRewriteSpecifier()
+}
+
+type RouteAction_HostRewriteLiteral struct {
+	HostRewriteLiteral string `protobuf:"bytes,6,opt,name=host_rewrite_literal,json=hostRewriteLiteral,proto3,oneof"`
+}
+
+func (*RouteAction_HostRewriteLiteral) isRouteAction_HostRewriteSpecifier() {}
 
 type RetryPolicy struct {
 	state                protoimpl.MessageState            `protogen:"open.v1"`
@@ -505,6 +678,166 @@ func (x *RetryPolicy) GetRetriableStatusCodes() []uint32 {
 	return nil
 }
 
+type RedirectAction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to SchemeRewriteSpecifier:
+	//
+	//	*RedirectAction_HttpsRedirect
+	//	*RedirectAction_SchemeRedirect
+	SchemeRewriteSpecifier isRedirectAction_SchemeRewriteSpecifier `protobuf_oneof:"scheme_rewrite_specifier"`
+	HostRedirect           string                                  `protobuf:"bytes,1,opt,name=host_redirect,json=hostRedirect,proto3" json:"host_redirect,omitempty"`
+	PortRedirect           uint32                                  `protobuf:"varint,8,opt,name=port_redirect,json=portRedirect,proto3" json:"port_redirect,omitempty"`
+	// Types that are valid to be assigned to PathRewriteSpecifier:
+	//
+	//	*RedirectAction_PathRedirect
+	//	*RedirectAction_PrefixRewrite
+	PathRewriteSpecifier isRedirectAction_PathRewriteSpecifier `protobuf_oneof:"path_rewrite_specifier"`
+	ResponseCode         RedirectAction_RedirectResponseCode   `protobuf:"varint,3,opt,name=response_code,json=responseCode,proto3,enum=weft.envoy.config.route.v3.RedirectAction_RedirectResponseCode" json:"response_code,omitempty"`
+	StripQuery           bool                                  `protobuf:"varint,6,opt,name=strip_query,json=stripQuery,proto3" json:"strip_query,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *RedirectAction) Reset() {
+	*x = RedirectAction{}
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedirectAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedirectAction) ProtoMessage() {}
+
+func (x *RedirectAction) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedirectAction.ProtoReflect.Descriptor instead.
+func (*RedirectAction) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RedirectAction) GetSchemeRewriteSpecifier() isRedirectAction_SchemeRewriteSpecifier {
+	if x != nil {
+		return x.SchemeRewriteSpecifier
+	}
+	return nil
+}
+
+func (x *RedirectAction) GetHttpsRedirect() bool {
+	if x != nil {
+		if x, ok := x.SchemeRewriteSpecifier.(*RedirectAction_HttpsRedirect); ok {
+			return x.HttpsRedirect
+		}
+	}
+	return false
+}
+
+func (x *RedirectAction) GetSchemeRedirect() string {
+	if x != nil {
+		if x, ok := x.SchemeRewriteSpecifier.(*RedirectAction_SchemeRedirect); ok {
+			return x.SchemeRedirect
+		}
+	}
+	return ""
+}
+
+func (x *RedirectAction) GetHostRedirect() string {
+	if x != nil {
+		return x.HostRedirect
+	}
+	return ""
+}
+
+func (x *RedirectAction) GetPortRedirect() uint32 {
+	if x != nil {
+		return x.PortRedirect
+	}
+	return 0
+}
+
+func (x *RedirectAction) GetPathRewriteSpecifier() isRedirectAction_PathRewriteSpecifier {
+	if x != nil {
+		return x.PathRewriteSpecifier
+	}
+	return nil
+}
+
+func (x *RedirectAction) GetPathRedirect() string {
+	if x != nil {
+		if x, ok := x.PathRewriteSpecifier.(*RedirectAction_PathRedirect); ok {
+			return x.PathRedirect
+		}
+	}
+	return ""
+}
+
+func (x *RedirectAction) GetPrefixRewrite() string {
+	if x != nil {
+		if x, ok := x.PathRewriteSpecifier.(*RedirectAction_PrefixRewrite); ok {
+			return x.PrefixRewrite
+		}
+	}
+	return ""
+}
+
+func (x *RedirectAction) GetResponseCode() RedirectAction_RedirectResponseCode {
+	if x != nil {
+		return x.ResponseCode
+	}
+	return RedirectAction_MOVED_PERMANENTLY
+}
+
+func (x *RedirectAction) GetStripQuery() bool {
+	if x != nil {
+		return x.StripQuery
+	}
+	return false
+}
+
+type isRedirectAction_SchemeRewriteSpecifier interface {
+	isRedirectAction_SchemeRewriteSpecifier()
+}
+
+type RedirectAction_HttpsRedirect struct {
+	HttpsRedirect bool `protobuf:"varint,4,opt,name=https_redirect,json=httpsRedirect,proto3,oneof"`
+}
+
+type RedirectAction_SchemeRedirect struct {
+	SchemeRedirect string `protobuf:"bytes,7,opt,name=scheme_redirect,json=schemeRedirect,proto3,oneof"`
+}
+
+func (*RedirectAction_HttpsRedirect) isRedirectAction_SchemeRewriteSpecifier() {}
+
+func (*RedirectAction_SchemeRedirect) isRedirectAction_SchemeRewriteSpecifier() {}
+
+type isRedirectAction_PathRewriteSpecifier interface {
+	isRedirectAction_PathRewriteSpecifier()
+}
+
+type RedirectAction_PathRedirect struct {
+	PathRedirect string `protobuf:"bytes,2,opt,name=path_redirect,json=pathRedirect,proto3,oneof"`
+}
+
+type RedirectAction_PrefixRewrite struct {
+	PrefixRewrite string `protobuf:"bytes,5,opt,name=prefix_rewrite,json=prefixRewrite,proto3,oneof"`
+}
+
+func (*RedirectAction_PathRedirect) isRedirectAction_PathRewriteSpecifier() {}
+
+func (*RedirectAction_PrefixRewrite) isRedirectAction_PathRewriteSpecifier() {}
+
 type DirectResponseAction struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Status        uint32                 `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`
@@ -515,7 +848,7 @@ type DirectResponseAction struct {
 
 func (x *DirectResponseAction) Reset() {
 	*x = DirectResponseAction{}
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[6]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +860,7 @@ func (x *DirectResponseAction) String() string {
 func (*DirectResponseAction) ProtoMessage() {}
 
 func (x *DirectResponseAction) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[6]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +873,7 @@ func (x *DirectResponseAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectResponseAction.ProtoReflect.Descriptor instead.
 func (*DirectResponseAction) Descriptor() ([]byte, []int) {
-	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{6}
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DirectResponseAction) GetStatus() uint32 {
@@ -572,7 +905,7 @@ type HeaderMatcher struct {
 
 func (x *HeaderMatcher) Reset() {
 	*x = HeaderMatcher{}
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[7]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +917,7 @@ func (x *HeaderMatcher) String() string {
 func (*HeaderMatcher) ProtoMessage() {}
 
 func (x *HeaderMatcher) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[7]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +930,7 @@ func (x *HeaderMatcher) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatcher.ProtoReflect.Descriptor instead.
 func (*HeaderMatcher) Descriptor() ([]byte, []int) {
-	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{7}
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeaderMatcher) GetName() string {
@@ -655,6 +988,96 @@ func (*HeaderMatcher_PresentMatch) isHeaderMatcher_HeaderMatchSpecifier() {}
 
 func (*HeaderMatcher_StringMatch) isHeaderMatcher_HeaderMatchSpecifier() {}
 
+type QueryParameterMatcher struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Types that are valid to be assigned to QueryParameterMatchSpecifier:
+	//
+	//	*QueryParameterMatcher_StringMatch
+	//	*QueryParameterMatcher_PresentMatch
+	QueryParameterMatchSpecifier isQueryParameterMatcher_QueryParameterMatchSpecifier `protobuf_oneof:"query_parameter_match_specifier"`
+	unknownFields                protoimpl.UnknownFields
+	sizeCache                    protoimpl.SizeCache
+}
+
+func (x *QueryParameterMatcher) Reset() {
+	*x = QueryParameterMatcher{}
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryParameterMatcher) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryParameterMatcher) ProtoMessage() {}
+
+func (x *QueryParameterMatcher) ProtoReflect() protoreflect.Message {
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryParameterMatcher.ProtoReflect.Descriptor instead.
+func (*QueryParameterMatcher) Descriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *QueryParameterMatcher) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *QueryParameterMatcher) GetQueryParameterMatchSpecifier() isQueryParameterMatcher_QueryParameterMatchSpecifier {
+	if x != nil {
+		return x.QueryParameterMatchSpecifier
+	}
+	return nil
+}
+
+func (x *QueryParameterMatcher) GetStringMatch() *v31.StringMatcher {
+	if x != nil {
+		if x, ok := x.QueryParameterMatchSpecifier.(*QueryParameterMatcher_StringMatch); ok {
+			return x.StringMatch
+		}
+	}
+	return nil
+}
+
+func (x *QueryParameterMatcher) GetPresentMatch() bool {
+	if x != nil {
+		if x, ok := x.QueryParameterMatchSpecifier.(*QueryParameterMatcher_PresentMatch); ok {
+			return x.PresentMatch
+		}
+	}
+	return false
+}
+
+type isQueryParameterMatcher_QueryParameterMatchSpecifier interface {
+	isQueryParameterMatcher_QueryParameterMatchSpecifier()
+}
+
+type QueryParameterMatcher_StringMatch struct {
+	StringMatch *v31.StringMatcher `protobuf:"bytes,5,opt,name=string_match,json=stringMatch,proto3,oneof"`
+}
+
+type QueryParameterMatcher_PresentMatch struct {
+	PresentMatch bool `protobuf:"varint,6,opt,name=present_match,json=presentMatch,proto3,oneof"`
+}
+
+func (*QueryParameterMatcher_StringMatch) isQueryParameterMatcher_QueryParameterMatchSpecifier() {}
+
+func (*QueryParameterMatcher_PresentMatch) isQueryParameterMatcher_QueryParameterMatchSpecifier() {}
+
 type WeightedCluster_ClusterWeight struct {
 	state         protoimpl.MessageState  `protogen:"open.v1"`
 	Name          string                  `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -665,7 +1088,7 @@ type WeightedCluster_ClusterWeight struct {
 
 func (x *WeightedCluster_ClusterWeight) Reset() {
 	*x = WeightedCluster_ClusterWeight{}
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[8]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +1100,7 @@ func (x *WeightedCluster_ClusterWeight) String() string {
 func (*WeightedCluster_ClusterWeight) ProtoMessage() {}
 
 func (x *WeightedCluster_ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[8]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +1143,7 @@ type RetryPolicy_RetryHostPredicate struct {
 
 func (x *RetryPolicy_RetryHostPredicate) Reset() {
 	*x = RetryPolicy_RetryHostPredicate{}
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[9]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +1155,7 @@ func (x *RetryPolicy_RetryHostPredicate) String() string {
 func (*RetryPolicy_RetryHostPredicate) ProtoMessage() {}
 
 func (x *RetryPolicy_RetryHostPredicate) ProtoReflect() protoreflect.Message {
-	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[9]
+	mi := &file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,35 +1208,47 @@ var File_sidecar_internal_envoy_config_route_v3_route_components_proto protorefl
 
 const file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc = "" +
 	"\n" +
-	"=sidecar/internal/envoy/config/route/v3/route_components.proto\x12\x1aweft.envoy.config.route.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a0sidecar/internal/envoy/config/core/v3/base.proto\x1a3sidecar/internal/envoy/type/matcher/v3/string.proto\"v\n" +
+	"=sidecar/internal/envoy/config/route/v3/route_components.proto\x12\x1aweft.envoy.config.route.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a0sidecar/internal/envoy/config/core/v3/base.proto\x1a2sidecar/internal/envoy/type/matcher/v3/regex.proto\x1a3sidecar/internal/envoy/type/matcher/v3/string.proto\"v\n" +
 	"\vVirtualHost\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\adomains\x18\x02 \x03(\tR\adomains\x129\n" +
-	"\x06routes\x18\x03 \x03(\v2!.weft.envoy.config.route.v3.RouteR\x06routes\"\xc2\x02\n" +
+	"\x06routes\x18\x03 \x03(\v2!.weft.envoy.config.route.v3.RouteR\x06routes\"\xcc\x05\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x0e \x01(\tR\x04name\x12<\n" +
 	"\x05match\x18\x01 \x01(\v2&.weft.envoy.config.route.v3.RouteMatchR\x05match\x12?\n" +
-	"\x05route\x18\x02 \x01(\v2'.weft.envoy.config.route.v3.RouteActionH\x00R\x05route\x12[\n" +
+	"\x05route\x18\x02 \x01(\v2'.weft.envoy.config.route.v3.RouteActionH\x00R\x05route\x12H\n" +
+	"\bredirect\x18\x03 \x01(\v2*.weft.envoy.config.route.v3.RedirectActionH\x00R\bredirect\x12[\n" +
 	"\x0fdirect_response\x18\a \x01(\v20.weft.envoy.config.route.v3.DirectResponseActionH\x00R\x0edirectResponse\x12?\n" +
-	"\bmetadata\x18\x04 \x01(\v2#.weft.envoy.config.core.v3.MetadataR\bmetadataB\b\n" +
+	"\bmetadata\x18\x04 \x01(\v2#.weft.envoy.config.core.v3.MetadataR\bmetadata\x12a\n" +
+	"\x16request_headers_to_add\x18\t \x03(\v2,.weft.envoy.config.core.v3.HeaderValueOptionR\x13requestHeadersToAdd\x129\n" +
+	"\x19request_headers_to_remove\x18\f \x03(\tR\x16requestHeadersToRemove\x12c\n" +
+	"\x17response_headers_to_add\x18\n" +
+	" \x03(\v2,.weft.envoy.config.core.v3.HeaderValueOptionR\x14responseHeadersToAdd\x12;\n" +
+	"\x1aresponse_headers_to_remove\x18\v \x03(\tR\x17responseHeadersToRemoveB\b\n" +
 	"\x06action\"\xc3\x01\n" +
 	"\x0fWeightedCluster\x12U\n" +
 	"\bclusters\x18\x01 \x03(\v29.weft.envoy.config.route.v3.WeightedCluster.ClusterWeightR\bclusters\x1aY\n" +
 	"\rClusterWeight\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
-	"\x06weight\x18\x02 \x01(\v2\x1c.google.protobuf.UInt32ValueR\x06weight\"\x93\x01\n" +
+	"\x06weight\x18\x02 \x01(\v2\x1c.google.protobuf.UInt32ValueR\x06weight\"\xa7\x02\n" +
 	"\n" +
 	"RouteMatch\x12\x18\n" +
 	"\x06prefix\x18\x01 \x01(\tH\x00R\x06prefix\x12\x14\n" +
-	"\x04path\x18\x02 \x01(\tH\x00R\x04path\x12C\n" +
-	"\aheaders\x18\x06 \x03(\v2).weft.envoy.config.route.v3.HeaderMatcherR\aheadersB\x10\n" +
-	"\x0epath_specifier\"\x9b\x02\n" +
+	"\x04path\x18\x02 \x01(\tH\x00R\x04path\x124\n" +
+	"\x15path_separated_prefix\x18\x0e \x01(\tH\x00R\x13pathSeparatedPrefix\x12C\n" +
+	"\aheaders\x18\x06 \x03(\v2).weft.envoy.config.route.v3.HeaderMatcherR\aheaders\x12\\\n" +
+	"\x10query_parameters\x18\a \x03(\v21.weft.envoy.config.route.v3.QueryParameterMatcherR\x0fqueryParametersB\x10\n" +
+	"\x0epath_specifier\"\xea\x03\n" +
 	"\vRouteAction\x12\x1a\n" +
 	"\acluster\x18\x01 \x01(\tH\x00R\acluster\x12Z\n" +
-	"\x11weighted_clusters\x18\x03 \x01(\v2+.weft.envoy.config.route.v3.WeightedClusterH\x00R\x10weightedClusters\x123\n" +
+	"\x11weighted_clusters\x18\x03 \x01(\v2+.weft.envoy.config.route.v3.WeightedClusterH\x00R\x10weightedClusters\x12%\n" +
+	"\x0eprefix_rewrite\x18\x05 \x01(\tR\rprefixRewrite\x12X\n" +
+	"\rregex_rewrite\x18  \x01(\v23.weft.envoy.type.matcher.v3.RegexMatchAndSubstituteR\fregexRewrite\x122\n" +
+	"\x14host_rewrite_literal\x18\x06 \x01(\tH\x01R\x12hostRewriteLiteral\x123\n" +
 	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12J\n" +
 	"\fretry_policy\x18\t \x01(\v2'.weft.envoy.config.route.v3.RetryPolicyR\vretryPolicyB\x13\n" +
-	"\x11cluster_specifier\"\xc2\x03\n" +
+	"\x11cluster_specifierB\x18\n" +
+	"\x16host_rewrite_specifier\"\xc2\x03\n" +
 	"\vRetryPolicy\x12\x19\n" +
 	"\bretry_on\x18\x01 \x01(\tR\aretryOn\x12=\n" +
 	"\vnum_retries\x18\x02 \x01(\v2\x1c.google.protobuf.UInt32ValueR\n" +
@@ -824,7 +1259,25 @@ const file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc
 	"\x12RetryHostPredicate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\ftyped_config\x18\x03 \x01(\v2\x14.google.protobuf.AnyH\x00R\vtypedConfigB\r\n" +
-	"\vconfig_type\"i\n" +
+	"\vconfig_type\"\xb4\x04\n" +
+	"\x0eRedirectAction\x12'\n" +
+	"\x0ehttps_redirect\x18\x04 \x01(\bH\x00R\rhttpsRedirect\x12)\n" +
+	"\x0fscheme_redirect\x18\a \x01(\tH\x00R\x0eschemeRedirect\x12#\n" +
+	"\rhost_redirect\x18\x01 \x01(\tR\fhostRedirect\x12#\n" +
+	"\rport_redirect\x18\b \x01(\rR\fportRedirect\x12%\n" +
+	"\rpath_redirect\x18\x02 \x01(\tH\x01R\fpathRedirect\x12'\n" +
+	"\x0eprefix_rewrite\x18\x05 \x01(\tH\x01R\rprefixRewrite\x12d\n" +
+	"\rresponse_code\x18\x03 \x01(\x0e2?.weft.envoy.config.route.v3.RedirectAction.RedirectResponseCodeR\fresponseCode\x12\x1f\n" +
+	"\vstrip_query\x18\x06 \x01(\bR\n" +
+	"stripQuery\"w\n" +
+	"\x14RedirectResponseCode\x12\x15\n" +
+	"\x11MOVED_PERMANENTLY\x10\x00\x12\t\n" +
+	"\x05FOUND\x10\x01\x12\r\n" +
+	"\tSEE_OTHER\x10\x02\x12\x16\n" +
+	"\x12TEMPORARY_REDIRECT\x10\x03\x12\x16\n" +
+	"\x12PERMANENT_REDIRECT\x10\x04B\x1a\n" +
+	"\x18scheme_rewrite_specifierB\x18\n" +
+	"\x16path_rewrite_specifier\"i\n" +
 	"\x14DirectResponseAction\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\rR\x06status\x129\n" +
 	"\x04body\x18\x02 \x01(\v2%.weft.envoy.config.core.v3.DataSourceR\x04body\"\xd7\x01\n" +
@@ -833,7 +1286,12 @@ const file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc
 	"\rpresent_match\x18\a \x01(\bH\x00R\fpresentMatch\x12N\n" +
 	"\fstring_match\x18\r \x01(\v2).weft.envoy.type.matcher.v3.StringMatcherH\x00R\vstringMatch\x12!\n" +
 	"\finvert_match\x18\b \x01(\bR\vinvertMatchB\x18\n" +
-	"\x16header_match_specifierBIZGgithub.com/weftmesh/weft/sidecar/internal/envoy/config/route/v3;routev3b\x06proto3"
+	"\x16header_match_specifier\"\xc5\x01\n" +
+	"\x15QueryParameterMatcher\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12N\n" +
+	"\fstring_match\x18\x05 \x01(\v2).weft.envoy.type.matcher.v3.StringMatcherH\x00R\vstringMatch\x12%\n" +
+	"\rpresent_match\x18\x06 \x01(\bH\x00R\fpresentMatchB!\n" +
+	"\x1fquery_parameter_match_specifierBIZGgithub.com/weftmesh/weft/sidecar/internal/envoy/config/route/v3;routev3b\x06proto3"
 
 var (
 	file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescOnce sync.Once
@@ -847,48 +1305,61 @@ func file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescG
 	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescData
 }
 
-var file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sidecar_internal_envoy_config_route_v3_route_components_proto_goTypes = []any{
-	(*VirtualHost)(nil),                    // 0: weft.envoy.config.route.v3.VirtualHost
-	(*Route)(nil),                          // 1: weft.envoy.config.route.v3.Route
-	(*WeightedCluster)(nil),                // 2: weft.envoy.config.route.v3.WeightedCluster
-	(*RouteMatch)(nil),                     // 3: weft.envoy.config.route.v3.RouteMatch
-	(*RouteAction)(nil),                    // 4: weft.envoy.config.route.v3.RouteAction
-	(*RetryPolicy)(nil),                    // 5: weft.envoy.config.route.v3.RetryPolicy
-	(*DirectResponseAction)(nil),           // 6: weft.envoy.config.route.v3.DirectResponseAction
-	(*HeaderMatcher)(nil),                  // 7: weft.envoy.config.route.v3.HeaderMatcher
-	(*WeightedCluster_ClusterWeight)(nil),  // 8: weft.envoy.config.route.v3.WeightedCluster.ClusterWeight
-	(*RetryPolicy_RetryHostPredicate)(nil), // 9: weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate
-	(*v3.Metadata)(nil),                    // 10: weft.envoy.config.core.v3.Metadata
-	(*durationpb.Duration)(nil),            // 11: google.protobuf.Duration
-	(*wrapperspb.UInt32Value)(nil),         // 12: google.protobuf.UInt32Value
-	(*v3.DataSource)(nil),                  // 13: weft.envoy.config.core.v3.DataSource
-	(*v31.StringMatcher)(nil),              // 14: weft.envoy.type.matcher.v3.StringMatcher
-	(*anypb.Any)(nil),                      // 15: google.protobuf.Any
+	(RedirectAction_RedirectResponseCode)(0), // 0: weft.envoy.config.route.v3.RedirectAction.RedirectResponseCode
+	(*VirtualHost)(nil),                      // 1: weft.envoy.config.route.v3.VirtualHost
+	(*Route)(nil),                            // 2: weft.envoy.config.route.v3.Route
+	(*WeightedCluster)(nil),                  // 3: weft.envoy.config.route.v3.WeightedCluster
+	(*RouteMatch)(nil),                       // 4: weft.envoy.config.route.v3.RouteMatch
+	(*RouteAction)(nil),                      // 5: weft.envoy.config.route.v3.RouteAction
+	(*RetryPolicy)(nil),                      // 6: weft.envoy.config.route.v3.RetryPolicy
+	(*RedirectAction)(nil),                   // 7: weft.envoy.config.route.v3.RedirectAction
+	(*DirectResponseAction)(nil),             // 8: weft.envoy.config.route.v3.DirectResponseAction
+	(*HeaderMatcher)(nil),                    // 9: weft.envoy.config.route.v3.HeaderMatcher
+	(*QueryParameterMatcher)(nil),            // 10: weft.envoy.config.route.v3.QueryParameterMatcher
+	(*WeightedCluster_ClusterWeight)(nil),    // 11: weft.envoy.config.route.v3.WeightedCluster.ClusterWeight
+	(*RetryPolicy_RetryHostPredicate)(nil),   // 12: weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate
+	(*v3.Metadata)(nil),                      // 13: weft.envoy.config.core.v3.Metadata
+	(*v3.HeaderValueOption)(nil),             // 14: weft.envoy.config.core.v3.HeaderValueOption
+	(*v31.RegexMatchAndSubstitute)(nil),      // 15: weft.envoy.type.matcher.v3.RegexMatchAndSubstitute
+	(*durationpb.Duration)(nil),              // 16: google.protobuf.Duration
+	(*wrapperspb.UInt32Value)(nil),           // 17: google.protobuf.UInt32Value
+	(*v3.DataSource)(nil),                    // 18: weft.envoy.config.core.v3.DataSource
+	(*v31.StringMatcher)(nil),                // 19: weft.envoy.type.matcher.v3.StringMatcher
+	(*anypb.Any)(nil),                        // 20: google.protobuf.Any
 }
 var file_sidecar_internal_envoy_config_route_v3_route_components_proto_depIdxs = []int32{
-	1,  // 0: weft.envoy.config.route.v3.VirtualHost.routes:type_name -> weft.envoy.config.route.v3.Route
-	3,  // 1: weft.envoy.config.route.v3.Route.match:type_name -> weft.envoy.config.route.v3.RouteMatch
-	4,  // 2: weft.envoy.config.route.v3.Route.route:type_name -> weft.envoy.config.route.v3.RouteAction
-	6,  // 3: weft.envoy.config.route.v3.Route.direct_response:type_name -> weft.envoy.config.route.v3.DirectResponseAction
-	10, // 4: weft.envoy.config.route.v3.Route.metadata:type_name -> weft.envoy.config.core.v3.Metadata
-	8,  // 5: weft.envoy.config.route.v3.WeightedCluster.clusters:type_name -> weft.envoy.config.route.v3.WeightedCluster.ClusterWeight
-	7,  // 6: weft.envoy.config.route.v3.RouteMatch.headers:type_name -> weft.envoy.config.route.v3.HeaderMatcher
-	2,  // 7: weft.envoy.config.route.v3.RouteAction.weighted_clusters:type_name -> weft.envoy.config.route.v3.WeightedCluster
-	11, // 8: weft.envoy.config.route.v3.RouteAction.timeout:type_name -> google.protobuf.Duration
-	5,  // 9: weft.envoy.config.route.v3.RouteAction.retry_policy:type_name -> weft.envoy.config.route.v3.RetryPolicy
-	12, // 10: weft.envoy.config.route.v3.RetryPolicy.num_retries:type_name -> google.protobuf.UInt32Value
-	11, // 11: weft.envoy.config.route.v3.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	9,  // 12: weft.envoy.config.route.v3.RetryPolicy.retry_host_predicate:type_name -> weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate
-	13, // 13: weft.envoy.config.route.v3.DirectResponseAction.body:type_name -> weft.envoy.config.core.v3.DataSource
-	14, // 14: weft.envoy.config.route.v3.HeaderMatcher.string_match:type_name -> weft.envoy.type.matcher.v3.StringMatcher
-	12, // 15: weft.envoy.config.route.v3.WeightedCluster.ClusterWeight.weight:type_name -> google.protobuf.UInt32Value
-	15, // 16: weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate.typed_config:type_name -> google.protobuf.Any
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	2,  // 0: weft.envoy.config.route.v3.VirtualHost.routes:type_name -> weft.envoy.config.route.v3.Route
+	4,  // 1: weft.envoy.config.route.v3.Route.match:type_name -> weft.envoy.config.route.v3.RouteMatch
+	5,  // 2: weft.envoy.config.route.v3.Route.route:type_name -> weft.envoy.config.route.v3.RouteAction
+	7,  // 3: weft.envoy.config.route.v3.Route.redirect:type_name -> weft.envoy.config.route.v3.RedirectAction
+	8,  // 4: weft.envoy.config.route.v3.Route.direct_response:type_name -> weft.envoy.config.route.v3.DirectResponseAction
+	13, // 5: weft.envoy.config.route.v3.Route.metadata:type_name -> weft.envoy.config.core.v3.Metadata
+	14, // 6: weft.envoy.config.route.v3.Route.request_headers_to_add:type_name -> weft.envoy.config.core.v3.HeaderValueOption
+	14, // 7: weft.envoy.config.route.v3.Route.response_headers_to_add:type_name -> weft.envoy.config.core.v3.HeaderValueOption
+	11, // 8: weft.envoy.config.route.v3.WeightedCluster.clusters:type_name -> weft.envoy.config.route.v3.WeightedCluster.ClusterWeight
+	9,  // 9: weft.envoy.config.route.v3.RouteMatch.headers:type_name -> weft.envoy.config.route.v3.HeaderMatcher
+	10, // 10: weft.envoy.config.route.v3.RouteMatch.query_parameters:type_name -> weft.envoy.config.route.v3.QueryParameterMatcher
+	3,  // 11: weft.envoy.config.route.v3.RouteAction.weighted_clusters:type_name -> weft.envoy.config.route.v3.WeightedCluster
+	15, // 12: weft.envoy.config.route.v3.RouteAction.regex_rewrite:type_name -> weft.envoy.type.matcher.v3.RegexMatchAndSubstitute
+	16, // 13: weft.envoy.config.route.v3.RouteAction.timeout:type_name -> google.protobuf.Duration
+	6,  // 14: weft.envoy.config.route.v3.RouteAction.retry_policy:type_name -> weft.envoy.config.route.v3.RetryPolicy
+	17, // 15: weft.envoy.config.route.v3.RetryPolicy.num_retries:type_name -> google.protobuf.UInt32Value
+	16, // 16: weft.envoy.config.route.v3.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	12, // 17: weft.envoy.config.route.v3.RetryPolicy.retry_host_predicate:type_name -> weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate
+	0,  // 18: weft.envoy.config.route.v3.RedirectAction.response_code:type_name -> weft.envoy.config.route.v3.RedirectAction.RedirectResponseCode
+	18, // 19: weft.envoy.config.route.v3.DirectResponseAction.body:type_name -> weft.envoy.config.core.v3.DataSource
+	19, // 20: weft.envoy.config.route.v3.HeaderMatcher.string_match:type_name -> weft.envoy.type.matcher.v3.StringMatcher
+	19, // 21: weft.envoy.config.route.v3.QueryParameterMatcher.string_match:type_name -> weft.envoy.type.matcher.v3.StringMatcher
+	17, // 22: weft.envoy.config.route.v3.WeightedCluster.ClusterWeight.weight:type_name -> google.protobuf.UInt32Value
+	20, // 23: weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate.typed_config:type_name -> google.protobuf.Any
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_internal_envoy_config_route_v3_route_components_proto_init() }
@@ -898,21 +1369,34 @@ func file_sidecar_internal_envoy_config_route_v3_route_components_proto_init() {
 	}
 	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[1].OneofWrappers = []any{
 		(*Route_Route)(nil),
+		(*Route_Redirect)(nil),
 		(*Route_DirectResponse)(nil),
 	}
 	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[3].OneofWrappers = []any{
 		(*RouteMatch_Prefix)(nil),
 		(*RouteMatch_Path)(nil),
+		(*RouteMatch_PathSeparatedPrefix)(nil),
 	}
 	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[4].OneofWrappers = []any{
 		(*RouteAction_Cluster)(nil),
 		(*RouteAction_WeightedClusters)(nil),
+		(*RouteAction_HostRewriteLiteral)(nil),
 	}
-	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[7].OneofWrappers = []any{
+	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[6].OneofWrappers = []any{
+		(*RedirectAction_HttpsRedirect)(nil),
+		(*RedirectAction_SchemeRedirect)(nil),
+		(*RedirectAction_PathRedirect)(nil),
+		(*RedirectAction_PrefixRewrite)(nil),
+	}
+	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[8].OneofWrappers = []any{
 		(*HeaderMatcher_PresentMatch)(nil),
 		(*HeaderMatcher_StringMatch)(nil),
 	}
 	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[9].OneofWrappers = []any{
+		(*QueryParameterMatcher_StringMatch)(nil),
+		(*QueryParameterMatcher_PresentMatch)(nil),
+	}
+	file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes[11].OneofWrappers = []any{
 		(*RetryPolicy_RetryHostPredicate_TypedConfig)(nil),
 	}
 	type x struct{}
@@ -920,13 +1404,14 @@ func file_sidecar_internal_envoy_config_route_v3_route_components_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc), len(file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   10,
+			NumEnums:      1,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_sidecar_internal_envoy_config_route_v3_route_components_proto_goTypes,
 		DependencyIndexes: file_sidecar_internal_envoy_config_route_v3_route_components_proto_depIdxs,
+		EnumInfos:         file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes,
 		MessageInfos:      file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes,
 	}.Build()
 	File_sidecar_internal_envoy_config_route_v3_route_components_proto = out.File
