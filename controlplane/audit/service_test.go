@@ -275,17 +275,13 @@ func TestHTTP(t *testing.T) {
 	defer srv.Close()
 	get := func(path string, v any) int {
 		t.Helper()
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if v != nil && resp.StatusCode == 200 {
-			if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		code, body := wefttest.Get(t, srv.URL+path)
+		if v != nil && code == 200 {
+			if err := json.Unmarshal([]byte(body), v); err != nil {
 				t.Fatal(err)
 			}
 		}
-		return resp.StatusCode
+		return code
 	}
 	var er EventsResponse
 	if code := get("/audit/events?namespace=shop&limit=2", &er); code != 200 || !er.Truncated || len(er.Events) != 2 || er.Events[0].ID != "b-1" {
@@ -326,15 +322,11 @@ func TestHTTPLimitAndStore(t *testing.T) {
 	defer srv.Close()
 	get := func(path string, v any) {
 		t.Helper()
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
+		code, body := wefttest.Get(t, srv.URL+path)
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, code, body)
 		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET %s: %s", path, resp.Status)
-		}
-		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		if err := json.Unmarshal([]byte(body), v); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -8,9 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"net"
 	"net/netip"
@@ -26,7 +24,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/credentials"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
@@ -90,7 +87,7 @@ func startControlPlane(t *testing.T, ca *certs.CA, path, addr string) *controlPl
 	}
 	// Shaped like the control plane's port: a client certificate is
 	// requested, not required; the service checks it itself.
-	cfg := tlsconfig.TLSServerConfig(wefttestSVID(t, ca, cpID))
+	cfg := tlsconfig.TLSServerConfig(wefttest.SVID(t, ca, cpID, 0))
 	cfg.ClientAuth = tls.RequestClientCert
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)))
 	svc.Register(gs)
@@ -130,21 +127,6 @@ func (cp *controlPlane) duplicates(t *testing.T) float64 {
 	return 0
 }
 
-// wefttestSVID is ca's X.509-SVID for id as an x509svid.Source.
-func wefttestSVID(t *testing.T, ca *certs.CA, id spiffeid.ID) *x509svid.SVID {
-	t.Helper()
-	c := wefttest.Certificate(t, ca, id)
-	chain := []*x509.Certificate{c.Leaf}
-	for _, der := range c.Certificate[1:] {
-		x, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		chain = append(chain, x)
-	}
-	return &x509svid.SVID{ID: id, Certificates: chain, PrivateKey: c.PrivateKey.(crypto.Signer)}
-}
-
 // stop kills the server (streams cut mid-flight, as a crash or a rollout
 // does), then closes the file.
 func (cp *controlPlane) stop() {
@@ -152,20 +134,28 @@ func (cp *controlPlane) stop() {
 	cp.store.Close()
 }
 
-func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
-	ca, path, addr, cp, conn := auditSetup(t, grpc.WithConnectParams(grpc.ConnectParams{
-		Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond}, MinConnectTimeout: time.Second}))
-	var out syncBuffer
-	rec, err := sidecaraudit.New(sidecaraudit.Config{SourceID: shopApp, Pod: "web-1", Namespace: "shop", Out: &out,
-		Conn: conn, BatchSize: 25, EntriesPerMessage: 5, FlushDelay: 2 * time.Millisecond,
-		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, SendTimeout: 5 * time.Second})
+// runRecorder runs a recorder of cfg, as web-1's sidecar (shop/app), until
+// the test ends.
+func runRecorder(t *testing.T, cfg sidecaraudit.Config) *sidecaraudit.Recorder {
+	t.Helper()
+	cfg.SourceID, cfg.Pod, cfg.Namespace = shopApp, "web-1", "shop"
+	rec, err := sidecaraudit.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = rec.Run(ctx) })
-	defer func() { cancel(); wg.Wait() }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return rec
+}
+
+func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
+	ca, path, addr, cp, conn := auditSetup(t, grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, MaxDelay: 100 * time.Millisecond}, MinConnectTimeout: time.Second}))
+	var out syncBuffer
+	rec := runRecorder(t, sidecaraudit.Config{Out: &out, Conn: conn, BatchSize: 25, EntriesPerMessage: 5, FlushDelay: 2 * time.Millisecond,
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, SendTimeout: 5 * time.Second})
 
 	const n = 1500
 	produced := make(chan struct{})
@@ -239,15 +229,7 @@ func TestExactlyOnceAcrossControlPlaneRestarts(t *testing.T) {
 func TestAuditRecordRoundTrip(t *testing.T) {
 	_, path, _, cp, conn := auditSetup(t)
 	var out syncBuffer
-	rec, err := sidecaraudit.New(sidecaraudit.Config{SourceID: shopApp, Pod: "web-1", Namespace: "shop", Out: &out,
-		Conn: conn, FlushDelay: 2 * time.Millisecond, SendTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = rec.Run(ctx) })
-	defer func() { cancel(); wg.Wait() }()
+	rec := runRecorder(t, sidecaraudit.Config{Out: &out, Conn: conn, FlushDelay: 2 * time.Millisecond, SendTimeout: 5 * time.Second})
 
 	sent := apiaudit.Event{Time: time.Now().UTC().Truncate(time.Microsecond), DstHost: "api.example.com", DstIP: netip.MustParseAddr("198.18.100.11"), DstPort: 8443,
 		SNI: "api.example.com", Host: "api.example.com:8443", Protocol: apiaudit.ProtocolTLS, Decision: "deny", Policy: "shop/egress", Rule: "2",
@@ -307,7 +289,7 @@ func auditSetup(t *testing.T, opts ...grpc.DialOption) (ca *certs.CA, path, addr
 		t.Fatal(err)
 	}
 	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(
-		tlsconfig.MTLSClientConfig(wefttestSVID(t, ca, shopApp), ca.Bundle(), tlsconfig.AuthorizeID(cpID)))),
+		tlsconfig.MTLSClientConfig(wefttest.SVID(t, ca, shopApp, 0), ca.Bundle(), tlsconfig.AuthorizeID(cpID)))),
 		grpc.WithPerRPCCredentials(sidecaridentity.TokenCredentials(token))}, opts...)
 	conn, err = grpc.NewClient(addr, opts...)
 	if err != nil {

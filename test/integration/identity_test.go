@@ -96,7 +96,7 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 
 	// Ready once the SVID is in.
 	testutil.Eventually(t, "the sidecar ready (/healthz/ready 200)", func() bool {
-		code, _ := get(t, "http://"+health.String()+"/healthz/ready")
+		code, _ := testutil.Get(t, "http://"+health.String()+"/healthz/ready")
 		return code == http.StatusOK
 	})
 
@@ -109,7 +109,7 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 	if want := spiffeid.RequireFromString("spiffe://cluster.local/ns/demo/sa/app"); svid.ID != want {
 		t.Fatalf("app got %s, want %s", svid.ID, want)
 	}
-	_, metrics := get(t, "http://"+health.String()+"/metrics")
+	_, metrics := testutil.Get(t, "http://"+health.String()+"/metrics")
 	if !strings.Contains(metrics, "weft_sidecar_svid_renewals_total 1") || !strings.Contains(metrics, "weft_sidecar_svid_expiry_timestamp_seconds") {
 		t.Fatalf("sidecar metrics lack identity state:\n%s", metrics)
 	}
@@ -187,15 +187,4 @@ func synced(st controlplane.Status) bool {
 		seen[ty.Type] = true
 	}
 	return seen["listener"] && seen["cluster"] && seen["secret"]
-}
-
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
