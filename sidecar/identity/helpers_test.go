@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -137,24 +136,6 @@ func (c *tamperClient) Sign(ctx context.Context, req *certificatev1.SignRequest,
 		f(req, resp)
 	}
 	return resp, err
-}
-
-// logBuffer is an io.Writer safe for the Manager's goroutine and the test.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // fixedClock is a certs.Clock that stays at one instant.

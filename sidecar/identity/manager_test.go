@@ -189,7 +189,7 @@ func TestKeepsServingWhileControlPlaneFails(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			logs := &logBuffer{}
+			logs := &testutil.SyncBuffer{}
 			m, path := e.manager(t, "tok-a", Config{
 				Logger:  slog.New(slog.NewTextHandler(logs, nil)),
 				Backoff: Backoff{Initial: time.Second, Max: 8 * time.Second},
@@ -244,7 +244,7 @@ func TestKeepsServingWhileControlPlaneFails(t *testing.T) {
 
 func TestExpiredSVIDIsNotServed(t *testing.T) {
 	e := newEnv(t)
-	logs := &logBuffer{}
+	logs := &testutil.SyncBuffer{}
 	m, _ := e.manager(t, "tok-a", Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	run(t, m)
 	<-m.Ready()
@@ -365,7 +365,7 @@ func TestRejectsBadResponses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			logs := &logBuffer{}
+			logs := &testutil.SyncBuffer{}
 			m, _ := e.manager(t, "tok-a", Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			tamper := func(req *certificatev1.SignRequest, resp *certificatev1.SignResponse) { tc.tamper(e, req, resp) }
 			rejected := 0
@@ -436,7 +436,7 @@ func TestTokenIsReadForEveryRequest(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			logs := &logBuffer{}
+			logs := &testutil.SyncBuffer{}
 			m, path := e.manager(t, "tok-a", Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			run(t, m)
 			<-m.Ready()

@@ -3,14 +3,12 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,27 +17,14 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // udpResponder is `testapp serve-udp` in the external host's network
 // namespace (externalHost must have made it): an echo server whose stdout,
 // one line per datagram, tells what reached the host.
-type udpResponder struct {
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-func (r *udpResponder) Write(b []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.out.Write(b)
-}
-
-func (r *udpResponder) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.out.String()
-}
+type udpResponder struct{ testutil.SyncBuffer }
 
 // datagrams counts the datagrams the responders received whose payload
 // contains marker ("" counts them all).
