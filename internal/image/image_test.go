@@ -79,7 +79,8 @@ func TestBuildLayout(t *testing.T) {
 	dir := t.TempDir()
 	one := fakeBinary(t, dir, "weft-controlplane", "cp")
 	two := fakeBinary(t, dir, "weftctl", "ctl")
-	img, err := Build(Config{Binaries: []string{one, two}, Ref: "weft/weft-controlplane:v1"})
+	cfg := Config{Binaries: []string{one, two}, Ref: "weft/weft-controlplane:v1"}
+	img, err := Build(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,25 +97,9 @@ func TestBuildLayout(t *testing.T) {
 	if !cf.Created.Time.Equal(Epoch) {
 		t.Errorf("created = %v, want %v", cf.Created.Time, Epoch)
 	}
-	layers, err := img.Layers()
-	if err != nil || len(layers) != 1 {
-		t.Fatalf("layers = %d, %v; want 1", len(layers), err)
-	}
-	rc, err := layers[0].Uncompressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
+	hdrs, _ := layerEntries(t, cfg)
 	files := map[string]*tar.Header{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range hdrs {
 		files[h.Name] = h
 	}
 	for _, want := range []string{"usr/local/bin/weft-controlplane", "usr/local/bin/weftctl"} {
