@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,7 @@ func BenchmarkConnMemory(b *testing.B) {
 		}
 		defer l.Close()
 		var held []net.Conn
+		var accepted atomic.Int64
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -48,9 +50,11 @@ func BenchmarkConnMemory(b *testing.B) {
 					return
 				}
 				held = append(held, c)
+				accepted.Add(1)
 			}
 		}()
-		in, _, closeAll := holdConns(b, pendingConns, func(i int) net.Conn { return dialFrom(b, i, l.Addr().String(), send) }, func() bool { return true })
+		in, _, closeAll := holdConns(b, pendingConns, func(i int) net.Conn { return dialFrom(b, i, l.Addr().String(), send) },
+			func() bool { return accepted.Load() == pendingConns })
 		<-done
 		for _, c := range held {
 			c.Close()
@@ -72,7 +76,7 @@ func BenchmarkConnMemory(b *testing.B) {
 			for range b.N {
 				base := direct(b, send)
 				in, rss, closeAll := holdConns(b, pendingConns, func(i int) net.Conn { return dialFrom(b, i, pd.inboundAddr().String(), send) },
-					func() bool { return pd.p.reg.len() == pendingConns })
+					func() bool { return pd.p.reg.len() == pendingConns && waitingIn("sniffUntil") >= pendingConns })
 				b.ReportMetric(float64(in-base)/pendingConns, "bytes/conn")
 				b.ReportMetric(float64(rss)/pendingConns, "rss-bytes/conn")
 				b.ReportMetric(float64(stackInuse())/float64(pd.p.open.Load()), "stack-bytes/conn")
@@ -90,6 +94,7 @@ func BenchmarkConnMemory(b *testing.B) {
 		b.Cleanup(func() { close(stop) })
 		chunk := make([]byte, 64<<10)
 		for range b.N {
+			var conns []net.Conn
 			in, rss, closeAll := holdConns(b, n, func(int) net.Conn {
 				c := mp.dial()
 				// Write until the buffers on the way are full.
@@ -99,8 +104,22 @@ func BenchmarkConnMemory(b *testing.B) {
 						break
 					}
 				}
+				conns = append(conns, c)
 				return c
-			}, func() bool { return true })
+			}, func() bool {
+				// Settled once both sidecars' flows toward the app block in
+				// a write; until then the client sends more where there is
+				// room (a write also times out on a sidecar that is only
+				// slow to read).
+				if waitingIn("writeBounded") >= 2*n {
+					return true
+				}
+				for _, c := range conns {
+					_ = c.SetWriteDeadline(time.Now().Add(time.Millisecond))
+					_, _ = c.Write(chunk)
+				}
+				return false
+			})
 			b.ReportMetric(float64(in)/n/2, "bytes/conn")
 			b.ReportMetric(float64(rss)/n/2, "rss-bytes/conn")
 			closeAll()
@@ -139,7 +158,6 @@ func holdConns(b *testing.B, n int, dial func(int) net.Conn, settled func() bool
 	for i := range n {
 		conns = append(conns, dial(i))
 	}
-	time.Sleep(100 * time.Millisecond)
 	for deadline := time.Now().Add(20 * time.Second); !settled(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			closeAll()

@@ -46,10 +46,7 @@ func TestEgressTLSBySNI(t *testing.T) {
 	}
 	// Allowed SNI: the ClientHello reaches the original destination.
 	hello("allowed.example.com")
-	deadline := time.Now().Add(5 * time.Second)
-	for ext.received.Load() == 0 && ext.accepted.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the allowed ClientHello's connection at its destination", func() bool { return ext.accepted.Load() > 0 })
 	if ext.accepted.Load() != 1 {
 		t.Fatalf("allowed SNI: destination accepted %d connections", ext.accepted.Load())
 	}

@@ -49,7 +49,7 @@ func vmRSS(b *testing.B) int64 {
 // holdIdle opens n connections with dial, sends one byte over each and
 // reads it back (so every leg is established and has carried data), and
 // returns the growth of memory in use and RSS while they sit idle (once
-// settled returns true), and a function closing them.
+// settled returns true: every half waiting), and a function closing them.
 func holdIdle(b *testing.B, n int, dial func() net.Conn, settled func() bool) (inuse, rss int64, closeAll func()) {
 	b.Helper()
 	in0, rss0 := memNow(b)
@@ -74,7 +74,6 @@ func holdIdle(b *testing.B, n int, dial func() net.Conn, settled func() bool) (i
 		}
 		_ = c.SetDeadline(time.Time{})
 	}
-	time.Sleep(100 * time.Millisecond) // let every half reach its wait
 	for deadline := time.Now().Add(20 * time.Second); !settled(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			closeAll()
@@ -104,12 +103,12 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			return c
-		}, func() bool { return true })
+		}, func() bool { return waitingIn("echo") >= idleConns }) // every app goroutine waiting to read
 		closeDirect()
 		// Idle connections settle once every direction has parked
-		// (Config.IdleParkAfter, 1s).
+		// (Config.IdleParkAfter, 1s) and the app waits to read.
 		mesh, rss, closeMesh := holdIdle(b, idleConns, func() net.Conn { return mp.dial() }, func() bool {
-			return mp.a.p.ParkedFlows() == 2*idleConns && mp.b.p.ParkedFlows() == 2*idleConns
+			return mp.a.p.ParkedFlows() == 2*idleConns && mp.b.p.ParkedFlows() == 2*idleConns && waitingIn("echo") >= idleConns
 		})
 		b.ReportMetric(float64(mesh-direct)/idleConns/2, "bytes/conn")
 		b.ReportMetric(float64(mesh)/idleConns, "pair-bytes/conn")

@@ -143,6 +143,8 @@ func (h hostile) send(t *testing.T, env *unknownEnv) (sent, got []byte) {
 		dst = env.web.addr()
 	}
 	c := env.pod.dialOutbound(dst)
+	// The hostile timing is what the case tests: the sniffer must learn the
+	// name, or say why not, however the bytes are spread out.
 	time.Sleep(h.wait)
 	for i, ch := range h.chunks {
 		if i > 0 {
