@@ -4,7 +4,6 @@ package xds
 // envoy.filters.http.rbac filters of the inbound h2 chain's HCM.
 
 import (
-	"strings"
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -233,11 +232,7 @@ func TestHTTPRBACRefused(t *testing.T) {
 	}
 	const h2 = `xds: listener "inbound": filter chain 0 "inbound|8080|h2": filter "envoy.filters.network.http_connection_manager": `
 	const pol = h2 + `http_filters 0 "envoy.filters.http.rbac": rules: policy "p": permissions 0: `
-	cases := []struct {
-		name   string
-		mutate func(envoySet)
-		want   string
-	}{
+	cases := []refusal{
 		{"another header", perm(permHeader(&routev3.HeaderMatcher{Name: "x-user", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exact("a")}})),
 			pol + `header: name "x-user" is not supported (only ":method")`},
 		{"method by prefix", perm(permHeader(&routev3.HeaderMatcher{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
@@ -295,16 +290,7 @@ func TestHTTPRBACRefused(t *testing.T) {
 			f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(t, &rb)}
 		}, `xds: listener "inbound": filter chain 1 "inbound|8080|tls": filter "envoy.filters.network.rbac": rules: policy "demo/allow-client": permissions 0: rule and_rules is not supported (only any, destination_port, or_rules)`},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := l7Set(t)
-			tc.mutate(r)
-			_, err := buildEnvoy(r)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Build() error = %v\nwant it to contain %s", err, tc.want)
-			}
-		})
-	}
+	checkRefusals(t, l7Set, cases)
 }
 
 func inboundListener(r envoySet) *listenerv3.Listener {

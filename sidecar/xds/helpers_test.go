@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,4 +102,28 @@ func buildEnvoy(s envoySet) (*model.Config, error) {
 		return nil, err
 	}
 	return Build(td, r)
+}
+
+// refusal is a change to a valid set of resources that Build refuses,
+// with an error containing want.
+type refusal struct {
+	name   string
+	mutate func(envoySet)
+	want   string
+}
+
+// checkRefusals applies each refusal to a fresh set from valid and checks
+// Build's error.
+func checkRefusals(t *testing.T, valid func(testing.TB) envoySet, cases []refusal) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := valid(t)
+			tc.mutate(r)
+			_, err := buildEnvoy(r)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Build() error = %v\nwant it to contain %s", err, tc.want)
+			}
+		})
+	}
 }

@@ -457,11 +457,7 @@ func TestL7Rejects(t *testing.T) {
 		return l7Cluster(r, "outbound|80|server.demo").CircuitBreakers.Thresholds
 	}
 	inboundListener := func(r envoySet) *listenerv3.Listener { return r[model.ListenerType]["inbound"].(*listenerv3.Listener) }
-	cases := []struct {
-		name   string
-		mutate func(envoySet)
-		want   string
-	}{
+	cases := []refusal{
 		// Route matches.
 		{"regex path", func(r envoySet) {
 			meshRouteOf(r).Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/.*"}}}
@@ -655,16 +651,7 @@ func TestL7Rejects(t *testing.T) {
 			inboundListener(r).FilterChains[1].TransportSocket = inboundListener(r).FilterChains[0].TransportSocket
 		}, `xds: listener "inbound": filter chain 1 "inbound|8080|tls": transport_socket: alpn_protocols ["h2"]: "h2" is only for an http_connection_manager chain`},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := l7Set(t)
-			tc.mutate(r)
-			_, err := buildEnvoy(r)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Build() error = %v\nwant it to contain %s", err, tc.want)
-			}
-		})
-	}
+	checkRefusals(t, l7Set, cases)
 }
 
 // TestL7TransitionsAccepted: while a Service port turns HTTP, or stops
