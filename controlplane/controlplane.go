@@ -140,7 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	meshRegistry, err := registry.New(registry.Config{Client: cfg.Kube, Weft: cfg.Weft, TrustDomain: td.String(),
-		Logger: log.With("component", "registry"), Clock: cfg.Clock})
+		Logger: log.With("component", "registry"), Clock: cfg.Clock, GatewayAPI: cfg.HTTPRouting})
 	if err != nil {
 		return err
 	}

@@ -10,8 +10,9 @@ import (
 // Gateway API routes whose parent is a Service (GAMMA, docs/gamma.md):
 // HTTPRoutes and GRPCRoutes resolved by the registry into plain values.
 // Only what weft serves is here: a rule the registry refused is left out
-// (its route's status says why), and a route with no parent or no rule
-// left is not in the model at all.
+// (its route's status says why), and a route with no parent left is not in
+// the model at all. A route attached with no rule left (none of its
+// backends resolves) stays: requests to its parents then match nothing.
 
 // Route kinds.
 const (
@@ -160,7 +161,8 @@ func (p RouteParent) attaches(svc Key, port uint16) bool {
 // when there are any (GEP-1294: "requests from a namespace with consumer
 // routes will utilize the set of routes in the consumer namespace"). nil
 // means no route is attached for this client: every request goes to the
-// Service itself.
+// Service itself; an empty list that routes are attached but none of their
+// rules is served (their backends do not resolve), so no request matches.
 func (s *Snapshot) RoutesFor(svc Key, port uint16, clientNS string) []RouteEntry {
 	var producer, consumer []*Route
 	for _, r := range s.index().routes[svc] {
@@ -181,7 +183,10 @@ func (s *Snapshot) RoutesFor(svc Key, port uint16, clientNS string) []RouteEntry
 	if len(consumer) > 0 {
 		routes = consumer
 	}
-	var out []RouteEntry
+	if len(routes) == 0 {
+		return nil
+	}
+	out := []RouteEntry{} // attached, if with no rule left: no request matches
 	for _, r := range routes {
 		for i := range r.Rules {
 			rule := &r.Rules[i]

@@ -12,6 +12,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	apinames "github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/api/v1alpha1"
@@ -63,6 +64,8 @@ type state struct {
 	mtlsPolicies    []*unstructured.Unstructured
 	authzPolicies   []*unstructured.Unstructured
 	egressPolicies  []*unstructured.Unstructured
+	// The Gateway API's (GAMMA; none unless watched: gateway.go).
+	httpRoutes, grpcRoutes, referenceGrants []*unstructured.Unstructured
 }
 
 // verdict is what the control plane says about one weft object: the status
@@ -75,6 +78,10 @@ type verdict struct {
 	reason     string
 	message    string
 	generation int64
+	// routeParents is a Gateway API route's status.parents entries of
+	// weft's (routes.go); then accepted, reason and message are for the
+	// Event only.
+	routeParents []gwv1.RouteParentStatus
 }
 
 // build turns the state into the model's contents (not yet sorted: a
@@ -151,6 +158,9 @@ func build(st *state) (*mesh.Contents, []verdict) {
 		}
 	}
 
+	routes, routeVerdicts := routesOf(st)
+	s.Routes = routes
+	verdicts = append(verdicts, routeVerdicts...)
 	return s, verdicts
 }
 

@@ -13,8 +13,16 @@
 // reported on the object itself (status condition Accepted=False) and with
 // a Kubernetes Event; the rest is served.
 //
-// This package imports controlplane/mesh, api/v1alpha1, api/names and
-// Kubernetes client libraries, nothing else of weft's. What reads the model
+// With Config.GatewayAPI it also watches the Gateway API's HTTPRoutes,
+// GRPCRoutes and ReferenceGrants, once discovery says the cluster serves
+// them (gateway.go: asked at start and every GatewayAPIRecheck until all
+// are served), resolves the routes whose parentRef is a Service into the
+// model's routes (GAMMA, docs/gamma.md; routes.go) and writes their status
+// the Gateway API's way: weft's entries (controllerName weft.dev/mesh) in
+// status.parents, with Accepted, ResolvedRefs and PartiallyInvalid.
+//
+// This package imports controlplane/mesh, api/v1alpha1, api/names,
+// Kubernetes client libraries and the Gateway API's types, nothing else of weft's. What reads the model
 // (controlplane/xds/translate) imports controlplane/mesh, not this package,
 // and so links no client-go.
 package registry

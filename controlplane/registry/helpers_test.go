@@ -60,6 +60,9 @@ func start(t *testing.T, cfg Config, objs ...runtime.Object) *fixture {
 		v1alpha1.MTLSPolicyResource:          "MTLSPolicyList",
 		v1alpha1.AuthorizationPolicyResource: "AuthorizationPolicyList",
 		v1alpha1.EgressPolicyResource:        "EgressPolicyList",
+		httpRouteResource:                    "HTTPRouteList",
+		grpcRouteResource:                    "GRPCRouteList",
+		referenceGrantResources[0]:           "ReferenceGrantList",
 	}, weftObjs...)
 	var mu sync.Mutex
 	watches := map[string]bool{}
@@ -101,7 +104,7 @@ func start(t *testing.T, cfg Config, objs ...runtime.Object) *fixture {
 	f.eventually("every watch open", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(watches) == watchedResources
+		return len(watches) >= watchedResources
 	})
 	return f
 }
@@ -158,6 +161,10 @@ func resourceOf(u *unstructured.Unstructured) schema.GroupVersionResource {
 		return v1alpha1.MTLSPolicyResource
 	case v1alpha1.AuthorizationPolicyKind:
 		return v1alpha1.AuthorizationPolicyResource
+	case mesh.KindHTTPRoute, mesh.KindGRPCRoute:
+		return routeResource(u.GetKind())
+	case "ReferenceGrant":
+		return referenceGrantResources[0]
 	default:
 		return v1alpha1.EgressPolicyResource
 	}

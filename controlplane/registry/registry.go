@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -45,6 +47,18 @@ type Config struct {
 	// Recorder records Events about rejected objects; nil records them
 	// through Client as "weft-controlplane".
 	Recorder record.EventRecorder
+	// GatewayAPI: watch the Gateway API's HTTPRoutes, GRPCRoutes and
+	// ReferenceGrants (through Weft) where the cluster serves them, and
+	// put the routes attached to Services into the model (GAMMA,
+	// docs/gamma.md; gateway.go). The control plane sets it with HTTP
+	// routing, without which routes could not be served.
+	GatewayAPI bool
+	// GatewayAPIRecheck is how often discovery is asked whether the
+	// Gateway API's resources are served, until all are; 30s when zero.
+	GatewayAPIRecheck time.Duration
+	// Discovery tells which resources the cluster serves; nil:
+	// Client.Discovery().
+	Discovery discovery.DiscoveryInterface
 }
 
 // Registry watches the cluster and publishes Snapshots.
@@ -57,6 +71,7 @@ type Registry struct {
 	synced  []cache.InformerSynced
 	listers listers
 	status  *statusWriter
+	gw      *gatewayWatch // nil unless Config.GatewayAPI
 
 	current  atomic.Pointer[mesh.Snapshot]
 	changed  chan struct{} // cap 1: "something changed, rebuild"
@@ -144,6 +159,17 @@ func New(cfg Config) (*Registry, error) {
 			return nil, fmt.Errorf("registry: informer: %w", err)
 		}
 	}
+	if cfg.GatewayAPI {
+		clk, ok := cfg.Clock.(clock.WithTicker)
+		if !ok {
+			clk = clock.RealClock{}
+		}
+		disc := cfg.Discovery
+		if disc == nil {
+			disc = cfg.Client.Discovery()
+		}
+		r.gw = newGatewayWatch(disc, cfg.Weft, cfg.Resync, cmp.Or(cfg.GatewayAPIRecheck, 30*time.Second), clk, r.trigger, r.log)
+	}
 	return r, nil
 }
 
@@ -201,6 +227,7 @@ func (r *Registry) Run(ctx context.Context) error {
 		recorder = b.NewRecorder(scheme, corev1.EventSource{Component: "weft-controlplane"})
 	}
 	r.status = newStatusWriter(r.cfg.Weft, r.listers.weft, recorder, r.cfg.Clock, r.log)
+	r.status.routeLister = r.gw.lister
 
 	r.kube.Start(ctx.Done())
 	r.weft.Start(ctx.Done())
@@ -213,6 +240,9 @@ func (r *Registry) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { r.status.run(ctx) })
+	if r.gw != nil {
+		wg.Go(func() { r.gw.run(ctx) })
+	}
 	defer wg.Wait()
 
 	r.rebuild()
@@ -288,6 +318,14 @@ func (r *Registry) state() (*state, error) {
 				*into = append(*into, u)
 			}
 		}
+	}
+	if r.gw != nil {
+		st.httpRoutes, err = r.gw.list(httpRouteResource)
+		collect(err)
+		st.grpcRoutes, err = r.gw.list(grpcRouteResource)
+		collect(err)
+		st.referenceGrants, err = r.gw.list(referenceGrantResources[0])
+		collect(err)
 	}
 	return st, errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
 )
@@ -41,6 +43,9 @@ type statusWriter struct {
 	clock    clock.PassiveClock
 	log      *slog.Logger
 	queue    workqueue.TypedRateLimitingInterface[objectKey]
+	// routeLister finds the lister of a Gateway API resource (gateway.go);
+	// nil: none is watched.
+	routeLister func(schema.GroupVersionResource) cache.GenericLister
 
 	mu      sync.Mutex
 	desired map[objectKey]verdict
@@ -120,12 +125,19 @@ func (w *statusWriter) write(ctx context.Context, k objectKey) error {
 	if !ok {
 		return nil // deleted since
 	}
+	lister := w.listers[k.gvr]
+	if lister == nil && w.routeLister != nil {
+		lister = w.routeLister(k.gvr)
+	}
+	if lister == nil {
+		return nil // not watched (any more)
+	}
 	var obj runtime.Object
 	var err error
 	if k.namespace == "" {
-		obj, err = w.listers[k.gvr].Get(k.name)
+		obj, err = lister.Get(k.name)
 	} else {
-		obj, err = w.listers[k.gvr].ByNamespace(k.namespace).Get(k.name)
+		obj, err = lister.ByNamespace(k.namespace).Get(k.name)
 	}
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -168,6 +180,9 @@ func readStatus(u *unstructured.Unstructured) v1alpha1.Status {
 
 // statusCurrent reports whether u's status already says v.
 func statusCurrent(u *unstructured.Unstructured, v verdict) bool {
+	if v.routeParents != nil {
+		return routeStatusCurrent(u, v)
+	}
 	st := readStatus(u)
 	have := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionAccepted)
 	want := condition(v)
@@ -176,11 +191,94 @@ func statusCurrent(u *unstructured.Unstructured, v verdict) bool {
 }
 
 func setStatus(u *unstructured.Unstructured, v verdict, now metav1.Time) error {
+	if v.routeParents != nil {
+		return setRouteStatus(u, v, now)
+	}
 	st := readStatus(u)
 	st.ObservedGeneration = v.generation
 	c := condition(v)
 	c.LastTransitionTime = now
 	meta.SetStatusCondition(&st.Conditions, c)
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
+	if err != nil {
+		return err
+	}
+	return unstructured.SetNestedMap(u.Object, m, "status")
+}
+
+// A Gateway API route's status is a list of parents that every controller
+// of one of its parents shares: weft writes the entries of its
+// controllerName only, one per parentRef of its own, and leaves the
+// others' as they are.
+
+func readRouteStatus(u *unstructured.Unstructured) gwv1.RouteStatus {
+	var st gwv1.RouteStatus
+	if m, ok, _ := unstructured.NestedMap(u.Object, "status"); ok {
+		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(m, &st)
+	}
+	return st
+}
+
+func ours(p gwv1.RouteParentStatus) bool { return string(p.ControllerName) == meshControllerName }
+
+// routeStatusCurrent reports whether u's status holds exactly v's entries
+// (conditions compared without their transition times).
+func routeStatusCurrent(u *unstructured.Unstructured, v verdict) bool {
+	var have []gwv1.RouteParentStatus
+	for _, p := range readRouteStatus(u).Parents {
+		if ours(p) {
+			have = append(have, p)
+		}
+	}
+	if len(have) != len(v.routeParents) {
+		return false
+	}
+	for i, want := range v.routeParents {
+		h := have[i]
+		if !equality.Semantic.DeepEqual(h.ParentRef, want.ParentRef) || len(h.Conditions) != len(want.Conditions) {
+			return false
+		}
+		for j, c := range want.Conditions {
+			hc := h.Conditions[j]
+			if hc.Type != c.Type || hc.Status != c.Status || hc.Reason != c.Reason || hc.Message != c.Message || hc.ObservedGeneration != c.ObservedGeneration {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// setRouteStatus replaces weft's entries in u's status.parents with v's,
+// keeping a condition's transition time while its status holds.
+func setRouteStatus(u *unstructured.Unstructured, v verdict, now metav1.Time) error {
+	st := readRouteStatus(u)
+	var mine []gwv1.RouteParentStatus
+	others := st.Parents[:0:0]
+	for _, p := range st.Parents {
+		if ours(p) {
+			mine = append(mine, p)
+		} else {
+			others = append(others, p)
+		}
+	}
+	st.Parents = others
+	for _, want := range v.routeParents {
+		var old []metav1.Condition
+		for _, p := range mine {
+			if equality.Semantic.DeepEqual(p.ParentRef, want.ParentRef) {
+				old = p.Conditions
+			}
+		}
+		entry := gwv1.RouteParentStatus{ParentRef: want.ParentRef, ControllerName: want.ControllerName}
+		for _, c := range want.Conditions {
+			c.LastTransitionTime = now
+			if o := meta.FindStatusCondition(old, c.Type); o != nil && o.Status == c.Status {
+				c.LastTransitionTime = o.LastTransitionTime
+			}
+			entry.Conditions = append(entry.Conditions, c)
+		}
+		st.Parents = append(st.Parents, entry)
+	}
 	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
 	if err != nil {
 		return err
