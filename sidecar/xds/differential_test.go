@@ -54,6 +54,9 @@ func differentialBases(t testing.TB) []base {
 	s = mesh{services: []string{"server.demo", "other.demo", "third.demo"}, httpEgress: true, l7: true}.envoy(t)
 	s[model.RouteType]["outbound|80|server.demo"] = gammaRoutes(t)
 	out = append(out, base{name: "builders/l7", envoy: s, subset: s.mustSubset(t)})
+	// The [gamma] route fields, every one set (gamma_test.go).
+	s = gammaSet(t)
+	out = append(out, base{name: "builders/gamma", envoy: s, subset: s.mustSubset(t)})
 	for _, b := range out {
 		if _, err := Build(td, b.subset); err != nil {
 			t.Fatalf("base %s is not accepted: %v", b.name, err)

@@ -240,8 +240,8 @@ func pathRewrite(prefix string, rr *matcherv3.RegexMatchAndSubstitute, matched s
 
 // regexRewrite: pattern {regex} in RE2's syntax (Go's regexp is RE2), its
 // program small enough for Envoy, and a substitution in RE2's rewrite
-// syntax (\0 to \9 for the groups the pattern has, \\ for a backslash)
-// that leaves a path. Errors start with the field's name.
+// syntax, \0 to \9 for the groups the pattern has (not \\: a backslash
+// is no path's), that leaves a path. Errors start with the field's name.
 func regexRewrite(rr *matcherv3.RegexMatchAndSubstitute) (*regexp.Regexp, error) {
 	if err := only(rr, "pattern", "substitution"); err != nil {
 		return nil, err
@@ -271,15 +271,18 @@ func regexRewrite(rr *matcherv3.RegexMatchAndSubstitute) (*regexp.Regexp, error)
 			if n := int(sub[i] - '0'); n > re.NumSubexp() {
 				return nil, fmt.Errorf("substitution %q: \\%d, but the pattern has %d groups", sub, n, re.NumSubexp())
 			}
-		case sub[i] != '\\':
-			return nil, fmt.Errorf("substitution %q: \\%c is not \\0-\\9 or \\\\", sub, sub[i])
+		default:
+			return nil, fmt.Errorf("substitution %q: \\%c is not \\0-\\9 (a backslash is no path's)", sub, sub[i])
 		}
 	}
-	if err := validPath(strings.ReplaceAll(sub, `\`, "")); err != nil {
+	if err := validPath(groupRef.ReplaceAllString(sub, "")); err != nil {
 		return nil, fmt.Errorf("substitution: %w", err)
 	}
 	return re, nil
 }
+
+// groupRef is a reference to a group in an RE2 substitution.
+var groupRef = regexp.MustCompile(`\\[0-9]`)
 
 // redirectAction reads a route's redirect; matched is the route's path
 // match, which prefix_rewrite replaces. Errors name the field from the
