@@ -22,7 +22,8 @@
 // status.parents, with Accepted, ResolvedRefs and PartiallyInvalid.
 //
 // This package imports controlplane/mesh, api/v1alpha1, api/names,
-// Kubernetes client libraries and the Gateway API's types, nothing else of weft's. What reads the model
+// Kubernetes client libraries and the Gateway API's types, nothing else of
+// weft's. What reads the model
 // (controlplane/xds/translate) imports controlplane/mesh, not this package,
 // and so links no client-go.
 package registry
