@@ -30,7 +30,7 @@ func TestDestMetricsBoundedCardinality(t *testing.T) {
 	if n := testutil.CollectAndCount(d, "weft_egress_connections_total"); n != 3 {
 		t.Fatalf("%d connection series, want 2 destinations + other", n)
 	}
-	if v := testutil.ToFloat64(counter(t, reg, "other")); v != 98 {
+	if v, _ := wefttest.CounterValue(t, reg, "weft_egress_connections_total", "destination", "other"); v != 98 {
 		t.Errorf("other = %v, want 98", v)
 	}
 	// A rotation keeps h0 and h1 (both active since the start); then h0
@@ -59,31 +59,6 @@ func checkConnections(t *testing.T, d prometheus.Collector, series string) {
 	if err := testutil.CollectAndCompare(d, strings.NewReader(want), "weft_egress_connections_total"); err != nil {
 		t.Error(err)
 	}
-}
-
-// counter finds destination's connection series.
-func counter(t *testing.T, reg *prometheus.Registry, destination string) prometheus.Collector {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "weft_egress_connections_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "destination" && l.GetValue() == destination {
-					c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
-					c.Add(m.GetCounter().GetValue())
-					return c
-				}
-			}
-		}
-	}
-	t.Fatalf("no series for destination %q", destination)
-	return nil
 }
 
 // The service's destination metrics rotate every ten minutes: not sooner,

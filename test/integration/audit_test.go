@@ -108,23 +108,8 @@ func startControlPlane(t *testing.T, ca *certs.CA, path, addr string) *controlPl
 // duplicates is what the store skipped as already stored (resends).
 func (cp *controlPlane) duplicates(t *testing.T) float64 {
 	t.Helper()
-	mfs, err := cp.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "weft_audit_events_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "result" && l.GetValue() == "duplicate" {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	v, _ := wefttest.CounterValue(t, cp.reg, "weft_audit_events_total", "result", "duplicate")
+	return v
 }
 
 // stop kills the server (streams cut mid-flight, as a crash or a rollout
