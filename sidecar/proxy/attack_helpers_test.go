@@ -198,3 +198,17 @@ func sendRaw(t *testing.T, pd *pod, dst netip.AddrPort, raw string, idle time.Du
 		statuses, bodies = append(statuses, resp.StatusCode), append(bodies, string(b))
 	}
 }
+
+// sendEnforced sends req, after an allowed request when later, on a new
+// connection through a reqPod under Enforce to a fresh reqServer, and
+// returns the server and the statuses the app got.
+func sendEnforced(t *testing.T, req string, later bool) (*reqServer, []int) {
+	t.Helper()
+	srv := startReqServer(t)
+	pd, _ := reqPod(t, "Enforce", false, srv)
+	if later {
+		req = get("api.example.com") + req
+	}
+	statuses, _ := sendRaw(t, pd, srv.app.addr(), req, 300*time.Millisecond)
+	return srv, statuses
+}

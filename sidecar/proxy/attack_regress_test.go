@@ -175,13 +175,7 @@ func TestAttackHostForms(t *testing.T) {
 	} {
 		for _, later := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%q/later=%v", req, later), func(t *testing.T) {
-				srv := startReqServer(t)
-				pd, _ := reqPod(t, "Enforce", false, srv)
-				raw := req
-				if later {
-					raw = get("api.example.com") + req
-				}
-				statuses, _ := sendRaw(t, pd, srv.app.addr(), raw, 300*time.Millisecond)
+				srv, statuses := sendEnforced(t, req, later)
 				if settle(100*time.Millisecond, func() bool { return sawHost(srv.requests(), "evil.example.com") }) {
 					t.Fatalf("the server saw %q (app got %v)", srv.requests(), statuses)
 				}
@@ -207,13 +201,7 @@ func TestAttackConnectVariants(t *testing.T) {
 	} {
 		for _, later := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%q/later=%v", req, later), func(t *testing.T) {
-				srv := startReqServer(t)
-				pd, _ := reqPod(t, "Enforce", false, srv)
-				raw := req
-				if later {
-					raw = get("api.example.com") + req
-				}
-				statuses, _ := sendRaw(t, pd, srv.app.addr(), raw, 300*time.Millisecond)
+				srv, statuses := sendEnforced(t, req, later)
 				seen := srv.requests()
 				if sawHost(seen, "evil.example.com") || slices.ContainsFunc(seen, func(s string) bool { return strings.HasPrefix(s, "CONNECT") }) {
 					t.Fatalf("the server saw %q (app got %v)", seen, statuses)

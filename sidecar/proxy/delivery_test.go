@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -95,20 +94,7 @@ func deliveryConfig(loopback ...uint16) *model.Config {
 // inbound delivery went to the pod's address, (a) reached the private
 // listeners and (b) saw 127.0.0.1.
 func TestInboundDelivery(t *testing.T) {
-	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
-		t.Skip("no IPv6 in this kernel")
-	}
-	if hostHasWeftTable(t) {
-		t.Skip("the host's namespace already holds table inet weft")
-	}
-	t.Cleanup(func() {
-		if hostHasWeftTable(t) {
-			t.Errorf("table inet %s leaked into the host's network namespace", capture.TableName)
-		}
-	})
-	pod, peer := netnstest.New(t, "dlvpod"), netnstest.New(t, "dlvpeer")
-	netnstest.Veth(t, pod, []string{dlvPod4 + "/24", dlvPod6 + "/64"}, peer, []string{dlvPeer4 + "/24", dlvPeer6 + "/64"})
-	pod.Must(t, func() error { return capture.Install(capture.DefaultConfig()) })
+	pod, peer := capturedPod(t, "dlvpod", []string{dlvPod4 + "/24", dlvPod6 + "/64"}, "dlvpeer", []string{dlvPeer4 + "/24", dlvPeer6 + "/64"})
 
 	apps := map[string]*whoApp{}
 	for _, a := range []struct{ name, addr string }{

@@ -149,22 +149,7 @@ func dialAsProxyUID(ns *netnstest.NS) func(ctx context.Context, network, addr st
 // original destination, and is forwarded there; IPv4 still works beside
 // it. Before the proxy listened on [::1], the app's connect was refused.
 func TestOutboundIPv6Capture(t *testing.T) {
-	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
-		t.Skip("no IPv6 in this kernel")
-	}
-	if hostHasWeftTable(t) {
-		t.Skip("the host's namespace already holds table inet weft")
-	}
-	t.Cleanup(func() {
-		// Capture rules in the host's namespace would redirect the
-		// machine's own TCP: the test's must stay in its namespace.
-		if hostHasWeftTable(t) {
-			t.Errorf("table inet %s leaked into the host's network namespace", capture.TableName)
-		}
-	})
-	pod, ext := netnstest.New(t, "v6pod"), netnstest.New(t, "v6ext")
-	netnstest.Veth(t, pod, []string{podV4 + "/24", podV6 + "/64"}, ext, []string{extV4 + "/24", extV6 + "/64"})
-	pod.Must(t, func() error { return capture.Install(capture.DefaultConfig()) })
+	pod, ext := capturedPod(t, "v6pod", []string{podV4 + "/24", podV6 + "/64"}, "v6ext", []string{extV4 + "/24", extV6 + "/64"})
 
 	// The external server says who connected.
 	var ln net.Listener
@@ -222,6 +207,32 @@ func TestOutboundIPv6Capture(t *testing.T) {
 	if want := "[" + extV6 + "]:80 at [::1]:15001, " + extV4 + ":80 at 127.0.0.1:15001"; got != want {
 		t.Errorf("original destinations: %s\nwant %s", got, want)
 	}
+}
+
+// capturedPod is a dual-stack pod: a network namespace of its own with
+// weft's capture rules, linked by a veth pair to the namespace peer, each
+// with the addresses (CIDR) given. It skips where the kernel has no IPv6
+// or the host's namespace already holds weft's table, and fails the test
+// if the table leaks into the host's namespace.
+func capturedPod(t *testing.T, name string, podAddrs []string, peerName string, peerAddrs []string) (pod, peer *netnstest.NS) {
+	t.Helper()
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		t.Skip("no IPv6 in this kernel")
+	}
+	if hostHasWeftTable(t) {
+		t.Skip("the host's namespace already holds table inet weft")
+	}
+	t.Cleanup(func() {
+		// Capture rules in the host's namespace would redirect the
+		// machine's own TCP: the test's must stay in its namespace.
+		if hostHasWeftTable(t) {
+			t.Errorf("table inet %s leaked into the host's network namespace", capture.TableName)
+		}
+	})
+	pod, peer = netnstest.New(t, name), netnstest.New(t, peerName)
+	netnstest.Veth(t, pod, podAddrs, peer, peerAddrs)
+	pod.Must(t, func() error { return capture.Install(capture.DefaultConfig()) })
+	return pod, peer
 }
 
 // hostHasWeftTable reports whether the test binary's own namespace (the
