@@ -341,7 +341,9 @@ func TestRouteRewritesOnAnUpgrade(t *testing.T) {
 	b := balance.New(balance.Config{})
 	b.Update([]netip.AddrPort{up})
 	cl := &Cluster{Name: "ws", Balancer: b, Transport: &http.Transport{}, Scheme: "http",
-		DialTunnel: func(ctx context.Context, addr string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) }}
+		DialTunnel: func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}}
 	route := &Route{Name: "ws", Backends: []Backend{{Cluster: cl, Weight: 1}}, HostRewrite: "internal.example",
 		PathRewrite:     &PathRewrite{Matched: "/ws", Prefix: "/socket"},
 		RequestHeaders:  HeaderMutation{Remove: []string{"x-remove"}, Add: []HeaderOption{{Name: "x-set", Value: "1", Action: OverwriteOrAdd}}},

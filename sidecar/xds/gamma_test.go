@@ -207,8 +207,9 @@ func TestGAMMARejects(t *testing.T) {
 		{"the deprecated append", func(r envoySet) {
 			addReq(r, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x-a", Value: "1"}, Append: wrapperspb.Bool(true)})
 		}, `request_headers_to_add[5]: field 2 of envoy.config.core.v3.HeaderValueOption is not supported`},
-		{"raw_value", func(r envoySet) { addReq(r, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x-a", RawValue: []byte("1")}}) },
-			`request_headers_to_add[5].header: field 3 of envoy.config.core.v3.HeaderValue is not supported`},
+		{"raw_value", func(r envoySet) {
+			addReq(r, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x-a", RawValue: []byte("1")}})
+		}, `request_headers_to_add[5].header: field 3 of envoy.config.core.v3.HeaderValue is not supported`},
 		{"append_action undefined", func(r envoySet) { addReq(r, headerOption("x-a", "1", 4)) },
 			`request_headers_to_add[5].append_action: 4 is not a value of envoy.config.core.v3.HeaderValueOption.HeaderAppendAction`},
 		{"request headers on a redirect", func(r envoySet) { route(r, 2).RequestHeadersToRemove = []string{"x-a"} },
