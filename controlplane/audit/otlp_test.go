@@ -111,20 +111,7 @@ func newTestExporter(t *testing.T, cfg OTLPConfig) *OTLPExporter {
 // runExporter runs x until the test ends and waits for Run to return.
 func runExporter(t *testing.T, x *OTLPExporter) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- x.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return wefttest.Run(t, x.Run)
 }
 
 func attrs(kvs []*commonpb.KeyValue) map[string]any {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // TestCertServiceFake pins the contract of testutil.CertService, the fake
@@ -72,7 +73,7 @@ func TestCertServiceFake(t *testing.T) {
 func TestRunTwice(t *testing.T) {
 	e := newEnv(t)
 	m, _ := e.manager(t, "tok-a", Config{})
-	run(t, m)
+	testutil.Run(t, m.Run)
 	<-m.Ready() // the first Run is under way
 	if err := m.Run(t.Context()); err == nil || err.Error() != "identity: Run called twice" {
 		t.Fatalf("second Run: got %v", err)

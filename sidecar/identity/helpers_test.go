@@ -91,20 +91,6 @@ func writeToken(t *testing.T, path, token string) {
 	}
 }
 
-// run starts m.Run and stops it when the test ends.
-func run(t *testing.T, m *Manager) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-}
-
 // waitWaiters waits until n goroutines wait on the fake clock, i.e. every
 // Manager has finished its attempt and parked on its next timer.
 func (e *env) waitWaiters(t *testing.T, n int) {

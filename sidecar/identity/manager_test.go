@@ -64,7 +64,7 @@ func TestFirstFetch(t *testing.T) {
 			if !m.NotAfter().IsZero() {
 				t.Fatalf("NotAfter before Run: got %s, want zero", m.NotAfter())
 			}
-			run(t, m)
+			testutil.Run(t, m.Run)
 			<-m.Ready()
 			e.waitWaiters(t, 1)
 
@@ -121,7 +121,7 @@ func TestRenewsAtHalfLifeWithNewKey(t *testing.T) {
 			m, _ := e.manager(t, "tok-a", Config{Rand: func() float64 { return tc.jitter }})
 			updates, cancel := m.Subscribe()
 			defer cancel()
-			run(t, m)
+			testutil.Run(t, m.Run)
 			<-m.Ready()
 			e.waitWaiters(t, 1)
 			<-updates
@@ -194,7 +194,7 @@ func TestKeepsServingWhileControlPlaneFails(t *testing.T) {
 				Logger:  slog.New(slog.NewTextHandler(logs, nil)),
 				Backoff: Backoff{Initial: time.Second, Max: 8 * time.Second},
 			})
-			run(t, m)
+			testutil.Run(t, m.Run)
 			<-m.Ready()
 			e.waitWaiters(t, 1)
 			first, _ := m.GetX509SVID()
@@ -246,7 +246,7 @@ func TestExpiredSVIDIsNotServed(t *testing.T) {
 	e := newEnv(t)
 	logs := &testutil.SyncBuffer{}
 	m, _ := e.manager(t, "tok-a", Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	run(t, m)
+	testutil.Run(t, m.Run)
 	<-m.Ready()
 	e.waitWaiters(t, 1)
 
@@ -371,7 +371,7 @@ func TestRejectsBadResponses(t *testing.T) {
 			rejected := 0
 			if !tc.firstOK {
 				e.client.set(tamper)
-				run(t, m)
+				testutil.Run(t, m.Run)
 				testutil.Eventually(t, "a rejected first response", func() bool { return m.Failures() == 1 })
 				e.waitWaiters(t, 1)
 				rejected++
@@ -386,7 +386,7 @@ func TestRejectsBadResponses(t *testing.T) {
 				e.client.set(nil)
 				e.clock.Step(time.Second)
 			} else {
-				run(t, m)
+				testutil.Run(t, m.Run)
 			}
 			<-m.Ready()
 			e.waitWaiters(t, 1)
@@ -438,7 +438,7 @@ func TestTokenIsReadForEveryRequest(t *testing.T) {
 			e := newEnv(t)
 			logs := &testutil.SyncBuffer{}
 			m, path := e.manager(t, "tok-a", Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
-			run(t, m)
+			testutil.Run(t, m.Run)
 			<-m.Ready()
 			e.waitWaiters(t, 1)
 			if got := e.svc.LastToken(); got != "tok-a" {

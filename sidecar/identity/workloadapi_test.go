@@ -75,8 +75,8 @@ func TestWorkloadAPIServesRotatingSVIDsUsableForMTLS(t *testing.T) {
 	e := newEnvAt(t, time.Now().Add(-13*time.Hour).Truncate(time.Second))
 	mA, _ := e.manager(t, "tok-a", Config{})
 	mB, _ := e.manager(t, "tok-b", Config{})
-	run(t, mA)
-	run(t, mB)
+	testutil.Run(t, mA.Run)
+	testutil.Run(t, mB.Run)
 	<-mA.Ready()
 	<-mB.Ready()
 	e.waitWaiters(t, 2)
@@ -173,7 +173,7 @@ func TestWorkloadAPIRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, m)
+	testutil.Run(t, m.Run)
 	<-m.Ready()
 	resp, err := early.Recv()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
@@ -136,15 +137,7 @@ func startClient(t *testing.T, addr string, delta bool) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	testutil.Run(t, c.Run)
 	return c
 }
 
