@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 func entryNames(es []RouteEntry) []string {
@@ -21,7 +23,7 @@ func entryNames(es []RouteEntry) []string {
 // match position.
 func TestRoutesForPrecedence(t *testing.T) {
 	svc := Key{"prod", "api"}
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	t0 := testutil.Fixed
 	prefix := func(p string) RouteMatch { return RouteMatch{PathType: PathPrefix, Path: p} }
 	older := &Route{Kind: KindHTTPRoute, Namespace: "prod", Name: "z-old", Created: t0,
 		Parents: []RouteParent{{Service: svc}},

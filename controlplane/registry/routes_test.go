@@ -20,12 +20,13 @@ import (
 
 	apinames "github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/controlplane/mesh"
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 func gatewayObject(t testing.TB, y string) *unstructured.Unstructured {
 	t.Helper()
 	u := weftObject(t, "apiVersion: gateway.networking.k8s.io/v1\n"+y)
-	u.SetCreationTimestamp(metav1.NewTime(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)))
+	u.SetCreationTimestamp(metav1.NewTime(testutil.Fixed))
 	return u
 }
 
@@ -194,7 +195,7 @@ spec:
 		t.Errorf("routes in the model: %v, want full, consumer, grpc", routes)
 	}
 	apiKey := mesh.Key{Namespace: "prod", Name: "api"}
-	wantFull := &mesh.Route{Kind: mesh.KindHTTPRoute, Namespace: "prod", Name: "full", Created: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+	wantFull := &mesh.Route{Kind: mesh.KindHTTPRoute, Namespace: "prod", Name: "full", Created: testutil.Fixed,
 		Parents: []mesh.RouteParent{{Service: apiKey, Port: 80}},
 		Rules: []mesh.RouteRule{
 			{Index: 0,

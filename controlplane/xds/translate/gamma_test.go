@@ -17,13 +17,14 @@ import (
 	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/controlplane/xds"
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/internal/testutil/golden"
 )
 
 var (
 	serverKey  = mesh.Key{Namespace: "demo", Name: "server"}
 	canaryKey  = mesh.Key{Namespace: "demo", Name: "canary"}
-	gammaEpoch = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	gammaEpoch = testutil.Fixed
 )
 
 // gammaContents is the golden mesh with Service demo/canary (the v2 pod,
