@@ -225,6 +225,25 @@ func TestProxyUIDNotCaptured(t *testing.T) {
 	expectLine(t, tp.pod, peerIP+":80", "proxy-out "+peerIP+":80")
 }
 
+// A pod calling its own Service may be given itself as the endpoint: the
+// client sidecar (UID 1337) then dials the pod's own address, over lo,
+// which prerouting never sees. It must reach the pod's inbound side (mTLS
+// to mTLS), not the app's plaintext port; loopback stays direct (the app's
+// probes on 127.0.0.1), and the app's own call to its address stays the
+// app's.
+func TestSidecarToItsOwnPodGoesInbound(t *testing.T) {
+	t.Parallel()
+	tp := newTopology(t)
+	install(t, tp.pod, DefaultConfig())
+	serve(t, tp.pod, ":15006", "proxy-in")
+	serve(t, tp.pod, "127.0.0.1:15001", "proxy-out")
+	serve(t, tp.pod, ":8080", "app8080")
+
+	expectLineAs1337(t, tp.pod, podIP+":8080", "proxy-in "+podIP+":8080")
+	expectLineAs1337(t, tp.pod, "127.0.0.1:8080", "app8080 127.0.0.1:8080")
+	expectLine(t, tp.pod, podIP+":8080", "app8080 "+podIP+":8080")
+}
+
 // expectLineAs1337 is expectLine as the sidecar's UID: target is a TCP
 // address, or "udp:ADDR" for exchangeUDP. The helper is this test binary,
 // started from the namespace's thread (so it inherits that namespace); it

@@ -64,26 +64,14 @@ func rule(comment string, parts ...part) ruleSpec {
 func buildChains(c Config) []chainSpec {
 	in := chainSpec{name: chainInbound, typ: nftables.ChainTypeNAT, hook: "prerouting", prio: "dstnat",
 		hooks: nftables.ChainHookPrerouting, priority: nftables.ChainPriorityNATDest}
-	in.rules = append(in.rules,
-		rule("weft: sidecar inbound port", tcpDport(c.InboundPort), ret()),
-		rule("weft: sidecar outbound port", tcpDport(c.OutboundPort), ret()),
-		rule("weft: sidecar admin port", tcpDport(AdminPort), ret()),
-		rule("weft: sidecar health port", tcpDport(HealthPort), ret()),
-	)
-	reserved := []uint16{c.InboundPort, c.OutboundPort, AdminPort, HealthPort}
-	if c.DNSPort != 0 {
-		in.rules = append(in.rules, rule("weft: sidecar DNS port", tcpDport(c.DNSPort), ret()))
-		reserved = append(reserved, c.DNSPort)
+	exempt, capture := inboundPorts(c)
+	for _, e := range exempt {
+		in.rules = append(in.rules, rule(e.comment, tcpDport(e.port), ret()))
 	}
-	for _, p := range sortedPorts(c.ExcludeInboundPorts) {
-		if !slices.Contains(reserved, p) {
-			in.rules = append(in.rules, rule("weft: excluded inbound port", tcpDport(p), ret()))
-		}
-	}
-	if len(c.IncludeInboundPorts) == 0 {
+	if len(capture) == 0 {
 		in.rules = append(in.rules, rule("weft: inbound capture", l4TCP(), redirect(c.InboundPort)))
 	} else {
-		for _, p := range sortedPorts(c.IncludeInboundPorts) {
+		for _, p := range capture {
 			in.rules = append(in.rules, rule("weft: inbound capture", tcpDport(p), redirect(c.InboundPort)))
 		}
 	}
@@ -93,6 +81,27 @@ func buildChains(c Config) []chainSpec {
 	out.rules = append(out.rules,
 		rule("weft: inbound delivery from the sidecar", saddr(netip.PrefixFrom(InboundSourceIPv4, 32)), oifname("lo"), ret()),
 		rule("weft: inbound delivery from the sidecar", saddr(netip.PrefixFrom(InboundSourceIPv6, 128)), oifname("lo"), ret()),
+		// The sidecar's connection to its own pod: a Service endpoint that
+		// is this very pod (a pod calling its own Service). It leaves over
+		// lo and never meets prerouting, so without this rule the client
+		// side's mTLS would reach the app's plaintext port; redirected, the
+		// pod's own inbound side takes it as any peer's (Istio does the
+		// same). Loopback destinations (probes, the admin port) stay direct.
+		rule("weft: sidecar to loopback", skuid(c.ProxyUID), daddr(netip.MustParsePrefix("127.0.0.0/8")), ret()),
+		rule("weft: sidecar to loopback", skuid(c.ProxyUID), daddr(netip.MustParsePrefix("::1/128")), ret()),
+	)
+	// The ports inbound capture takes, as prerouting decides them.
+	for _, e := range exempt {
+		out.rules = append(out.rules, rule("weft: sidecar to its own pod, port not captured", skuid(c.ProxyUID), oifname("lo"), tcpDport(e.port), ret()))
+	}
+	if len(capture) == 0 {
+		out.rules = append(out.rules, rule("weft: sidecar to its own pod", skuid(c.ProxyUID), oifname("lo"), l4TCP(), redirect(c.InboundPort)))
+	} else {
+		for _, p := range capture {
+			out.rules = append(out.rules, rule("weft: sidecar to its own pod", skuid(c.ProxyUID), oifname("lo"), tcpDport(p), redirect(c.InboundPort)))
+		}
+	}
+	out.rules = append(out.rules,
 		rule("weft: sidecar traffic", skuid(c.ProxyUID), ret()),
 		rule("weft: loopback", oifname("lo"), ret()),
 		rule("weft: loopback", daddr(netip.MustParsePrefix("127.0.0.0/8")), ret()),
@@ -154,6 +163,35 @@ func buildChains(c Config) []chainSpec {
 		rule("weft: outbound UDP dropped", counter(), reject()),
 	)
 	return []chainSpec{in, out, udp}
+}
+
+// exemptPort is a port that inbound capture leaves alone, and why.
+type exemptPort struct {
+	port    uint16
+	comment string
+}
+
+// inboundPorts are the ports inbound capture leaves alone (the sidecar's
+// own, then the excluded ones), in rule order, and the ports it captures
+// (empty: every other port).
+func inboundPorts(c Config) (exempt []exemptPort, capture []uint16) {
+	exempt = []exemptPort{
+		{c.InboundPort, "weft: sidecar inbound port"},
+		{c.OutboundPort, "weft: sidecar outbound port"},
+		{AdminPort, "weft: sidecar admin port"},
+		{HealthPort, "weft: sidecar health port"},
+	}
+	reserved := []uint16{c.InboundPort, c.OutboundPort, AdminPort, HealthPort}
+	if c.DNSPort != 0 {
+		exempt = append(exempt, exemptPort{c.DNSPort, "weft: sidecar DNS port"})
+		reserved = append(reserved, c.DNSPort)
+	}
+	for _, p := range sortedPorts(c.ExcludeInboundPorts) {
+		if !slices.Contains(reserved, p) {
+			exempt = append(exempt, exemptPort{p, "weft: excluded inbound port"})
+		}
+	}
+	return exempt, sortedPorts(c.IncludeInboundPorts)
 }
 
 func sortedCIDRs(prefixes []netip.Prefix) []netip.Prefix {

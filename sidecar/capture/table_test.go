@@ -49,7 +49,12 @@ func TestRules(t *testing.T) {
 			t.Errorf("Rules with include list lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "meta l4proto tcp redirect to :15006") || strings.Count(got, "dport 8080 redirect") != 1 {
+	// Only the listed ports, once each (the duplicate dropped), inbound and
+	// for the sidecar's calls to its own pod alike.
+	if strings.Contains(got, "meta l4proto tcp redirect to :15006") ||
+		strings.Count(got, `tcp dport 8080 redirect to :15006 comment "weft: inbound capture"`) != 1 ||
+		strings.Count(got, `meta skuid 1337 oifname "lo" tcp dport 8080 redirect to :15006 comment "weft: sidecar to its own pod"`) != 1 ||
+		strings.Count(got, `meta skuid 1337 oifname "lo" tcp dport 80 redirect to :15006 comment "weft: sidecar to its own pod"`) != 1 {
 		t.Errorf("Rules with include list:\n%s", got)
 	}
 	if got := Rules(Config{}); !strings.HasPrefix(got, "# capture: InboundPort is 0") {

@@ -9,7 +9,9 @@
 #
 # Env: PROFILES (default MESH-HTTP,MESH-GRPC), FEATURES (the features weft
 # declares; default: the mesh core), RUN_TEST (one test by its ShortName),
-# KEEP_CLUSTER=1 (an existing cluster is used and left up), TAG, VERSION.
+# KEEP_CLUSTER=1 (an existing cluster is used and left up), CLEANUP=false
+# (the suite leaves its namespaces and echo pods, to look into a failure),
+# TAG, VERSION.
 set -euo pipefail
 
 SCRIPT_NAME=conformance
@@ -62,7 +64,7 @@ main() {
     -organization=weftmesh -project=weft -url=https://github.com/weftmesh/weft
     -version="${VERSION}" -contact=https://github.com/weftmesh/weft/issues
     -report-output="${REPORTS}/weft-${VERSION}.yaml"
-    -cleanup-base-resources=true
+    -cleanup-base-resources="${CLEANUP:-true}"
   )
   [[ -n "${RUN_TEST:-}" ]] && args+=(-run-test="${RUN_TEST}")
   (cd "${ROOT}/test/conformance" && go test -tags conformance -count=1 -timeout 60m -v . -args "${args[@]}")
