@@ -34,7 +34,7 @@ type seen struct {
 // rtBackend starts an HTTP/1.1 app on loopback that answers every request
 // with what it saw (seen) after extra writes its header fields, and
 // returns the one-endpoint cluster that reaches it.
-func rtBackend(t *testing.T, extra func(http.Header)) *Cluster {
+func rtBackend(t testing.TB, extra func(http.Header)) *Cluster {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
