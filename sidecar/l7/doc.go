@@ -12,6 +12,13 @@
 // try by the per-try timeout, and retries what is safe to retry within the
 // cluster's retry budget, avoiding the endpoints already tried.
 //
+// A route may also change what it forwards and what comes back, as Envoy's
+// router does (rewrite.go): a [HeaderMutation] of the request before it is
+// forwarded and of every response the app gets for it, a [PathRewrite] and
+// a Host rewrite; or it answers every request with a [Redirect] itself,
+// forwarding nothing. These are what the Gateway API's HTTPRoute and
+// GRPCRoute filters translate into.
+//
 // What is safe to retry: a try that never reached an endpoint (the
 // connection failed) always; a try that failed after the request may have
 // reached the app (a reset, a 5xx, a per-try timeout) only when the method
