@@ -155,15 +155,21 @@ func holdConns(b *testing.B, n int, dial func(int) net.Conn, settled func() bool
 			c.Close()
 		}
 	}
+	held := false
+	defer func() {
+		if !held { // dial or the wait failed the benchmark
+			closeAll()
+		}
+	}()
 	for i := range n {
 		conns = append(conns, dial(i))
 	}
 	for deadline := time.Now().Add(20 * time.Second); !settled(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			closeAll()
 			b.Fatal("the connections did not settle")
 		}
 	}
 	in1, rss1 := memNow(b)
+	held = true
 	return in1 - in0, rss1 - rss0, closeAll
 }

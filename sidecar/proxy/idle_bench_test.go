@@ -52,36 +52,21 @@ func vmRSS(b *testing.B) int64 {
 // settled returns true: every half waiting), and a function closing them.
 func holdIdle(b *testing.B, n int, dial func() net.Conn, settled func() bool) (inuse, rss int64, closeAll func()) {
 	b.Helper()
-	in0, rss0 := memNow(b)
-	conns := make([]net.Conn, 0, n)
-	closeAll = func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}
 	one := []byte{'x'}
-	for range n {
+	return holdConns(b, n, func(int) net.Conn {
 		c := dial()
-		conns = append(conns, c)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write(one); err != nil {
-			closeAll()
+			c.Close()
 			b.Fatal(err)
 		}
 		if _, err := io.ReadFull(c, one); err != nil {
-			closeAll()
+			c.Close()
 			b.Fatal(err)
 		}
 		_ = c.SetDeadline(time.Time{})
-	}
-	for deadline := time.Now().Add(20 * time.Second); !settled(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			closeAll()
-			b.Fatal("the connections did not settle")
-		}
-	}
-	in1, rss1 := memNow(b)
-	return in1 - in0, rss1 - rss0, closeAll
+		return c
+	}, settled)
 }
 
 // BenchmarkIdleConnMemory holds 1,000 idle connections through a sidecar

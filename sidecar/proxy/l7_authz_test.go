@@ -6,16 +6,13 @@ package proxy
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -126,7 +123,7 @@ func TestL7AuthorizeGRPC(t *testing.T) {
 	a := startL7Client(t, ca, l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {{Addr: g.pod.inboundAddr()}}}))
 
 	call := func() error {
-		cc := authzGRPCConn(t, a)
+		cc := grpcClient(t, a.outboundAddr().String())
 		defer cc.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -182,17 +179,4 @@ func TestL7AuthorizeKeepsConnectionRBAC(t *testing.T) {
 	if got := b.pod.value("weft_sidecar_authz_denials_total", inbound, ""); got < 1 {
 		t.Errorf("connection denials: %v, want at least 1", got)
 	}
-}
-
-// authzGRPCConn is a gRPC channel of A's app to the service.
-func authzGRPCConn(t *testing.T, a *pod) *grpc.ClientConn {
-	t.Helper()
-	cc, err := grpc.NewClient("passthrough:///web.demo:80", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "tcp", a.outboundAddr().String())
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cc
 }

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -343,13 +342,7 @@ func grpcHealthBackend(b *testing.B) (addr netip.AddrPort, calls *atomic.Int64) 
 // function making one unary health Check on it.
 func healthCheck(b *testing.B, addr string) func() error {
 	b.Helper()
-	cc, err := grpc.NewClient("passthrough:///web.demo:80", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		}))
-	if err != nil {
-		b.Fatal(err)
-	}
+	cc := grpcClient(b, addr)
 	b.Cleanup(func() { cc.Close() })
 	hc := healthpb.NewHealthClient(cc)
 	return func() error {

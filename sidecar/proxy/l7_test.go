@@ -279,17 +279,26 @@ func startGRPCBackendErr(t *testing.T, ca *certs.CA, fail error) *grpcBackend {
 	return g
 }
 
+// grpcClient is a gRPC channel to web.demo:80 whose connections go to
+// addr (A's outbound listener, as its app's redirected connections do, or
+// a server): one HTTP/2 connection at a time.
+func grpcClient(tb testing.TB, addr string) *grpc.ClientConn {
+	tb.Helper()
+	cc, err := grpc.NewClient("passthrough:///web.demo:80", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cc
+}
+
 // grpcCalls makes n unary calls on one ClientConn (one HTTP/2 connection
 // to A), 4 at a time, and returns each backend's count.
 func grpcCalls(t *testing.T, a *pod, n int, backends []*grpcBackend) []int64 {
 	t.Helper()
-	cc, err := grpc.NewClient("passthrough:///web.demo:80", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "tcp", a.outboundAddr().String())
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := grpcClient(t, a.outboundAddr().String())
 	defer cc.Close()
 	before := make([]int64, len(backends))
 	for i, g := range backends {

@@ -45,6 +45,19 @@ func wsEcho(name string) http.HandlerFunc {
 	}}.ServeHTTP
 }
 
+// appConn is a connection of A's app to the service, through A, open
+// until the test ends, its deadline 20s away.
+func appConn(t *testing.T, a *pod) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", a.outboundAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c
+}
+
 // dialWS opens a WebSocket from A's app to the service, through A.
 func dialWS(t *testing.T, a *pod, path string) *websocket.Conn {
 	t.Helper()
@@ -53,13 +66,7 @@ func dialWS(t *testing.T, a *pod, path string) *websocket.Conn {
 		t.Fatal(err)
 	}
 	cfg.Header = http.Header{"X-App": {"frontend"}}
-	c, err := net.Dial("tcp", a.outboundAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	ws, err := websocket.NewClient(cfg, c)
+	ws, err := websocket.NewClient(cfg, appConn(t, a))
 	if err != nil {
 		t.Fatalf("WebSocket handshake through the pair: %v", err)
 	}
@@ -209,12 +216,7 @@ func TestL7UpgradeRefusedAndHalfClose(t *testing.T) {
 	})
 	a := startL7Client(t, ca, l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {b.endpoint()}}))
 
-	c, err := net.Dial("tcp", a.outboundAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := appConn(t, a)
 	br := bufio.NewReader(c)
 	resp, body := rawExchange(t, c, br, "GET /ws HTTP/1.1\r\nHost: web.demo\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Case: 19\r\n\r\n")
@@ -236,7 +238,7 @@ func TestL7UpgradeRefusedAndHalfClose(t *testing.T) {
 	// Upgrade: echo on the same connection, with bytes sent right after
 	// the request head: the 101 as the app wrote it, then the tunnel.
 	io.WriteString(c, "GET /echo HTTP/1.1\r\nHost: web.demo\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly ")
-	resp, err = http.ReadResponse(br, nil)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != 101 || resp.Header.Get("X-Switched") != "yes" {
 		t.Fatalf("echo upgrade: %v %v", resp, err)
 	}
@@ -301,12 +303,7 @@ func TestL7UpgradeFailures(t *testing.T) {
 	a := startL7Client(t, ca, l7ClientConfig(routes, map[string][]model.Endpoint{
 		l7Route: {b.endpoint()}, "outbound|80|gone.demo": {{Addr: netip.AddrPortFrom(refusing.Addr(), refusing.Port())}}}))
 
-	c, err := net.Dial("tcp", a.outboundAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c := appConn(t, a)
 	br := bufio.NewReader(c)
 	up := "Host: web.demo\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	resp, body := rawExchange(t, c, br, "GET /denied HTTP/1.1\r\n"+up)
