@@ -99,3 +99,70 @@ func TestGoldenMetrics(t *testing.T) {
 		t.Errorf("exposition lacks %s:\n%s", want, buf.String())
 	}
 }
+
+// The status class label keeps to its documented values: a status past
+// 5xx from a broken app (600) is counted 5xx, not a class of its own. A
+// route that retried nothing has no retries series (absent, not 0), and
+// an unrouted request none either.
+func TestMetricsLabelsStayBounded(t *testing.T) {
+	reg := metrics.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := scriptedCluster("c", 1, func(r *http.Request) (*http.Response, error) {
+		if r.URL.Path == "/broken" {
+			return reply(600), nil
+		}
+		return reply(200), nil
+	})
+	route := &Route{Name: "r", Retry: RetryPolicy{Retries: 1, On: GatewayError}, Backends: []Backend{{Cluster: c, Weight: 1}}}
+	h := &Handler{Route: func(r *http.Request) *Route {
+		if r.URL.Path == "/unrouted" {
+			return nil
+		}
+		return route
+	}, Forwarder: &Forwarder{}, Metrics: m}
+	for _, path := range []string{"/broken", "/ok", "/unrouted"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "http://svc.demo"+path, nil))
+	}
+	for _, tc := range []struct {
+		labels []string
+		want   float64
+	}{
+		{[]string{"outbound", "r", "c", "", "5xx", ""}, 1},
+		{[]string{"outbound", "r", "c", "", "2xx", ""}, 1},
+		{[]string{"outbound", "none", "", "", "4xx", ""}, 1},
+	} {
+		if got, _ := reg.Value("weft_sidecar_http_requests_total", tc.labels...); got != tc.want {
+			t.Errorf("requests_total%v = %v, want %v", tc.labels, got, tc.want)
+		}
+	}
+	var buf bytes.Buffer
+	reg.WriteTo(&buf)
+	if strings.Contains(buf.String(), `class="6xx"`) {
+		t.Errorf("a 6xx class in the exposition:\n%s", buf.String())
+	}
+	for _, labels := range [][]string{{"r", "c"}, {"none", ""}} {
+		if v, found := reg.Value("weft_sidecar_http_retries_total", labels...); found {
+			t.Errorf("retries_total%v = %v for requests that were not retried: want no series", labels, v)
+		}
+	}
+}
+
+// Ejections are counted per cluster; a sidecar without metrics (nil)
+// counts nothing and does not fail.
+func TestEjectionsCounted(t *testing.T) {
+	reg := metrics.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Ejected("outbound|8080|server.demo")
+	m.Ejected("outbound|8080|server.demo")
+	if got, _ := reg.Value("weft_sidecar_http_ejections_total", "outbound|8080|server.demo"); got != 2 {
+		t.Fatalf("ejections_total = %v, want 2", got)
+	}
+	(*Metrics)(nil).Ejected("outbound|8080|server.demo")
+}

@@ -1,0 +1,202 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/testutil"
+)
+
+// serveInbound serves in behind an mTLS listener with serverID's SVID, as
+// the server sidecar's inbound h2 chain does, each connection's peer
+// going to dst; it returns the listener's address.
+func serveInbound(t *testing.T, ca *certs.CA, in *Inbound, dst netip.AddrPort, h2c bool) netip.AddrPort {
+	t.Helper()
+	cfg := tlsconfig.MTLSServerConfig(testutil.SVID(t, ca, serverID, 0), ca.Bundle(), tlsconfig.AuthorizeMemberOf(td))
+	cfg.NextProtos = []string{"h2", "http/1.1"}
+	cfg.MinVersion = tls.VersionTLS13
+	addr := testutil.ServeTCP(t, func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		if tc.HandshakeContext(context.Background()) != nil {
+			return
+		}
+		id, err := x509svid.IDFromCert(tc.ConnectionState().PeerCertificates[0])
+		if err == nil {
+			in.ServeConn(tc, Peer{ID: id, Dst: dst, H2C: h2c})
+		}
+	})
+	t.Cleanup(func() { in.Close() })
+	return addr
+}
+
+// inboundCall sends one request through a client sidecar's forwarder to
+// the Inbound at addr and returns the status, the gRPC status (header or
+// trailer) and the body.
+func inboundCall(t *testing.T, ca *certs.CA, addr netip.AddrPort, path string, grpc bool) (int, string, string) {
+	t.Helper()
+	route := &Route{Name: "r", Backends: []Backend{{Cluster: meshCluster(t, ca, &serverSidecar{addr: addr}), Weight: 1}}}
+	req, _ := http.NewRequest("POST", "http://server.demo:8080"+path, strings.NewReader("x"))
+	if grpc {
+		req.Header.Set("Content-Type", "application/grpc")
+	}
+	resp, err := (&Forwarder{}).Forward(route, req)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: reading the body: %v", path, err)
+	}
+	gs := resp.Header.Get("Grpc-Status")
+	if gs == "" {
+		gs = resp.Trailer.Get("Grpc-Status")
+	}
+	return resp.StatusCode, gs, string(b)
+}
+
+// When the app cannot be reached the server sidecar answers itself: 502
+// "app unreachable" (gRPC UNAVAILABLE), or 504 when reaching it timed out
+// (gRPC DEADLINE_EXCEEDED). It needs no logger to do so.
+func TestInboundAnswersForAnUnreachableApp(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	refused := &Inbound{HTTP1: AppTransport((&net.Dialer{}).DialContext, false)}
+	refusedAddr := serveInbound(t, ca, refused, deadTCP(t), false)
+	slowDial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return nil, fmt.Errorf("dial 10.0.0.9:8080: %w", context.DeadlineExceeded)
+	}
+	slow := &Inbound{H2C: AppTransport(slowDial, true)}
+	slowAddr := serveInbound(t, ca, slow, netip.MustParseAddrPort("10.0.0.9:8080"), true)
+	for _, tc := range []struct {
+		name     string
+		addr     netip.AddrPort
+		grpc     bool
+		status   int
+		grpcCode string
+		body     string
+	}{
+		{"refused", refusedAddr, false, 502, "", "weft: app unreachable\n"},
+		{"refused, gRPC", refusedAddr, true, 200, "14", ""},
+		{"timed out", slowAddr, false, 504, "", "weft: app unreachable\n"},
+		{"timed out, gRPC", slowAddr, true, 200, "4", ""},
+	} {
+		if status, gs, body := inboundCall(t, ca, tc.addr, "/x", tc.grpc); status != tc.status || gs != tc.grpcCode || body != tc.body {
+			t.Errorf("%s: %d grpc-status %q %q, want %d %q %q", tc.name, status, gs, body, tc.status, tc.grpcCode, tc.body)
+		}
+	}
+}
+
+// A path CheckPath cannot decide is refused 400 (gRPC INVALID_ARGUMENT)
+// with the reason, and never reaches the app; a path it can is delivered.
+func TestInboundRefusesUndecidablePaths(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	var reached atomic.Int32
+	appAddr := testutil.ServeTCP(t, func(c net.Conn) {
+		reached.Add(1)
+		r, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+	})
+	in := &Inbound{HTTP1: AppTransport((&net.Dialer{}).DialContext, false), Authorize: func(r *http.Request, _ Peer) error { return CheckPath(r) }}
+	addr := serveInbound(t, ca, in, appAddr, false)
+	for _, tc := range []struct {
+		path     string
+		grpc     bool
+		status   int
+		grpcCode string
+		body     string
+	}{
+		{"/api/../admin", false, 400, "", "weft: bad request: a dot or empty segment in the path\n"},
+		{"/api/../admin", true, 200, "3", ""},
+		{"/api%2Fadmin", false, 400, "", "weft: bad request: an escaped separator in the path\n"},
+	} {
+		if status, gs, body := inboundCall(t, ca, addr, tc.path, tc.grpc); status != tc.status || gs != tc.grpcCode || body != tc.body {
+			t.Errorf("%s grpc=%v: %d grpc-status %q %q, want %d %q %q", tc.path, tc.grpc, status, gs, body, tc.status, tc.grpcCode, tc.body)
+		}
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("the app was reached %d times by refused requests", n)
+	}
+	if status, _, body := inboundCall(t, ca, addr, "/api/x", false); status != 200 || body != "ok" || reached.Load() != 1 {
+		t.Fatalf("a decidable path: %d %q, want the app's 200", status, body)
+	}
+}
+
+// Once closed, an Inbound refuses the connections it is given: ServeConn
+// says so at once instead of holding them.
+func TestInboundServeConnAfterClose(t *testing.T) {
+	in := &Inbound{}
+	if err := in.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := net.Pipe()
+	defer b.Close()
+	done := make(chan error, 1)
+	go func() { done <- in.ServeConn(tls.Client(a, &tls.Config{}), Peer{}) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errServerClosed) || err.Error() != "l7: server closed" {
+			t.Fatalf("ServeConn after Close: %v, want l7: server closed", err)
+		}
+	case <-time.After(testutil.EventuallyTimeout):
+		t.Fatal("ServeConn after Close did not return")
+	}
+}
+
+// The transports' bounds on idle connections: 90 s to the app (as
+// net/http's default transport), 5 min between sidecars (pooled HTTP/2
+// connections live long); neither decompresses, and the app transport
+// keeps up to 64 idle connections to the app.
+func TestTransportBounds(t *testing.T) {
+	app := AppTransport((&net.Dialer{}).DialContext, false)
+	if app.IdleConnTimeout != 90*time.Second || app.MaxIdleConnsPerHost != 64 || !app.DisableCompression || app.ResponseHeaderTimeout != 0 {
+		t.Errorf("AppTransport: idle %v, %d idle per host, compression off %v, header timeout %v; want 90s, 64, true, 0",
+			app.IdleConnTimeout, app.MaxIdleConnsPerHost, app.DisableCompression, app.ResponseHeaderTimeout)
+	}
+	if !app.Protocols.HTTP1() || app.Protocols.UnencryptedHTTP2() {
+		t.Errorf("AppTransport(h2c=false) speaks %v", app.Protocols)
+	}
+	if h2c := AppTransport((&net.Dialer{}).DialContext, true); !h2c.Protocols.UnencryptedHTTP2() || h2c.Protocols.HTTP1() {
+		t.Errorf("AppTransport(h2c=true) speaks %v", h2c.Protocols)
+	}
+	mesh := MeshTransport(nil)
+	if mesh.IdleConnTimeout != 5*time.Minute || !mesh.DisableCompression || !mesh.Protocols.HTTP2() || mesh.Protocols.HTTP1() {
+		t.Errorf("MeshTransport: idle %v, compression off %v, protocols %v; want 5m0s, true, HTTP/2 only", mesh.IdleConnTimeout, mesh.DisableCompression, mesh.Protocols)
+	}
+}
+
+// The errors' messages, whole.
+func TestErrorMessages(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&Denied{Policy: "demo/no-admin"}, "denied by demo/no-admin"},
+		{&BadRequest{Reason: "a dot or empty segment in the path"}, "bad request: a dot or empty segment in the path"},
+		{&ConnectError{Err: errors.New("connection refused")}, "connect: connection refused"},
+		{&Error{Route: "r", Status: 503, Reason: "connect_failure", Err: &ConnectError{Err: errors.New("connection refused")}},
+			`l7: route "r": connect_failure (503): connect: connection refused`},
+	} {
+		if got := tc.err.Error(); got != tc.want {
+			t.Errorf("%T: %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}
