@@ -127,6 +127,7 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 			// Service's addresses only; its pods' addresses keep the
 			// default route (gamma.go).
 			routes, direct := "", ""
+			refs := map[string]bool{} // route configurations a chain of this port refers to
 			if meshed && b.httpRouting && isHTTP(sp.AppProtocol) {
 				routes = name
 				b.routes[name] = b.serviceRoutes(name, svc, sp.Port, "")
@@ -161,15 +162,34 @@ func (b *builder) meshChains() ([]*listenerv3.FilterChain, map[meshKey]bool) {
 					chainName = fmt.Sprintf("%s|%d", name, port)
 				}
 				if direct != "" && port != sp.Port {
-					chains = append(chains, b.meshChain(prev, out, chainName, port, name, cluster, direct, frontend))
+					chains = append(chains, used(b.meshChain(prev, out, chainName, port, name, cluster, direct, frontend), direct, refs))
 					continue
 				}
-				chains = append(chains, b.meshChain(prev, out, chainName, port, name, cluster, routes, frontend))
-				chains = append(chains, b.meshChain(prev, out, fmt.Sprintf("%s|%d", name, port), port, name, cluster, direct, pods))
+				chains = append(chains, used(b.meshChain(prev, out, chainName, port, name, cluster, routes, frontend), routes, refs))
+				chains = append(chains, used(b.meshChain(prev, out, fmt.Sprintf("%s|%d", name, port), port, name, cluster, direct, pods), direct, refs))
+			}
+			// A route configuration no chain refers to is not sent: every
+			// (port, address) of its chains may have been taken by an
+			// earlier port of the Service with the same target port (echo's
+			// http 80 and http-alt 8080, both to 8080), and a snapshot with
+			// an unreferenced route configuration is inconsistent.
+			for _, rc := range []string{routes, direct} {
+				if rc != "" && !refs[rc] {
+					delete(b.routes, rc)
+				}
 			}
 		}
 	}
 	return slices.DeleteFunc(chains, func(c *listenerv3.FilterChain) bool { return c == nil }), taken
+}
+
+// used notes in refs that chain, when there is one, refers to route
+// configuration routes, and returns chain.
+func used(chain *listenerv3.FilterChain, routes string, refs map[string]bool) *listenerv3.FilterChain {
+	if chain != nil && routes != "" {
+		refs[routes] = true
+	}
+	return chain
 }
 
 // meshChain is in-mesh chain chainName for the destination port and

@@ -1,0 +1,37 @@
+package translate
+
+import (
+	"testing"
+
+	"github.com/weftmesh/weft/controlplane/mesh"
+)
+
+// A Service with two HTTP ports to one target port (the conformance suite's
+// echo: http 80 and http-alt 8080, both to 8080) and routes on every port:
+// the pods' addresses on 8080 belong to the first port's chains, so the
+// second port's direct route configuration has no chain and must not be
+// sent. The control plane refused such a snapshot on the conformance
+// cluster ("mismatched RouteConfiguration reference and resource lengths"),
+// and the sidecars kept a configuration without the routes.
+// generateWith checks the snapshot's consistency as the ADS server does.
+func TestGAMMATwoPortsOneTargetPort(t *testing.T) {
+	c := gammaContents(gammaRoute("demo", "r", 0, []mesh.RouteParent{{Service: canaryKey}}, mesh.RouteRule{Backends: to(backend(serverKey, 80, 1))}))
+	for _, s := range c.Services {
+		if s.Name == "canary" {
+			s.Ports = append(s.Ports, mesh.ServicePort{Name: "http-alt", Port: 8080, TargetPort: 8080, Protocol: "TCP", AppProtocol: mesh.AppProtocolHTTP})
+		}
+	}
+	for _, withRoutes := range []bool{false, true} {
+		cc := c
+		if !withRoutes {
+			cc.Routes = nil
+		}
+		snap := mesh.NewSnapshot(0, cc)
+		gen := translatorFor(snap)
+		gen.HTTPRouting = true
+		res := generateWith(t, gen, snap, "client-7d9f.demo")
+		if withRoutes && routeConfig(res, "outbound|80|canary.demo") == nil {
+			t.Error("no route configuration outbound|80|canary.demo")
+		}
+	}
+}
