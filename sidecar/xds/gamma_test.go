@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -297,6 +298,12 @@ func TestGAMMARejects(t *testing.T) {
 		{"host rewrite on the inbound listener", func(r envoySet) {
 			r[model.RouteType]["inbound|8080"].(*routev3.RouteConfiguration).VirtualHosts[0].Routes[0].GetRoute().HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "a"}
 		}, `route 0 "default": route.host_rewrite_literal is honoured on routes of the outbound listener only`},
+		{"routes the inbound listener serves too", func(r envoySet) {
+			l := r[model.ListenerType]["inbound"].(*listenerv3.Listener)
+			fs := l.FilterChains[0].Filters
+			fs[len(fs)-1] = hcmFilter(t, "outbound|80|server.demo")
+			delete(r[model.RouteType], "inbound|8080")
+		}, `xds: route configuration "outbound|80|server.demo" virtual host "server.demo:80" route 0 "api": request_headers_to_add/remove is honoured on routes of the outbound listener only`},
 		// Egress routes stay what they were.
 		{"redirect on an egress route", func(r envoySet) {
 			rc := r[model.RouteType]["egress|80"].(*routev3.RouteConfiguration)

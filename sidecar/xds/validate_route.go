@@ -554,6 +554,9 @@ func crossCheck(cfg *model.Config) error {
 		if !slices.Contains(referenced, name) {
 			return fmt.Errorf("route configuration %q: no http_connection_manager references it", name)
 		}
+		// A configuration the inbound listener serves gets no redirect,
+		// header mutation or rewrite, whoever else references it.
+		inbound := slices.ContainsFunc(refs[name], func(r routeRef) bool { return r.listener == model.InboundListener })
 		for _, vh := range rc.VirtualHosts {
 			if vh.Cluster != "" {
 				if c, ok := cfg.Clusters[vh.Cluster]; ok && c.Kind == model.KindControlPlane {
@@ -561,7 +564,7 @@ func crossCheck(cfg *model.Config) error {
 				}
 			}
 			for i, r := range vh.Routes {
-				if f := outboundOnly(r); f != "" && refs[name][0].listener == model.InboundListener {
+				if f := outboundOnly(r); f != "" && inbound {
 					return fmt.Errorf("route configuration %q virtual host %q route %d%s: %s is honoured on routes of the outbound listener only (the server sidecar delivers every request of its port to the app as it came)",
 						name, vh.Name, i, quoted(r.Name), f)
 				}
