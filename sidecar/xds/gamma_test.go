@@ -75,6 +75,9 @@ func gammaAllFields(t testing.TB) *routev3.RouteConfiguration {
 		def,
 	}
 	rc.VirtualHosts[0].Routes[2].ResponseHeadersToAdd = []*corev3.HeaderValueOption{headerOption("x-moved", "yes", corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD)}
+	// No effect, as in Envoy; a Gateway API rule may hold a
+	// RequestHeaderModifier and a RequestRedirect.
+	rc.VirtualHosts[0].Routes[2].RequestHeadersToRemove = []string{"x-a"}
 	return rc
 }
 
@@ -124,6 +127,7 @@ func TestGAMMAAccepts(t *testing.T) {
 			Timeout: 15 * time.Second, PathRewrite: &model.PathRewrite{Matched: "/users/", Substitution: `/u/\1`}},
 		{Name: "moved", Match: model.RouteMatch{Path: "/moved"},
 			Redirect:        &model.Redirect{Status: 308, Scheme: "https", Host: "example.org", Port: 8443, Path: "/new?x=1"},
+			RequestHeaders:  model.HeaderMutation{Remove: []string{"x-a"}},
 			ResponseHeaders: model.HeaderMutation{Add: []model.HeaderValue{{Name: "x-moved", Value: "yes"}}}},
 		{Name: "old", Match: model.RouteMatch{PathSeparatedPrefix: "/old"},
 			Redirect: &model.Redirect{Status: 301, Scheme: "https", PathRewrite: &model.PathRewrite{Matched: "/old", Prefix: "/new"}, StripQuery: true}},
@@ -213,8 +217,8 @@ func TestGAMMARejects(t *testing.T) {
 		}, `request_headers_to_add[5].header: field 3 of envoy.config.core.v3.HeaderValue is not supported`},
 		{"append_action undefined", func(r envoySet) { addReq(r, headerOption("x-a", "1", 4)) },
 			`request_headers_to_add[5].append_action: 4 is not a value of envoy.config.core.v3.HeaderValueOption.HeaderAppendAction`},
-		{"request headers on a redirect", func(r envoySet) { route(r, 2).RequestHeadersToRemove = []string{"x-a"} },
-			rc + `virtual host 0 "server.demo:80": route 2 "moved": request_headers_to_add and request_headers_to_remove have no effect on a redirect (nothing is forwarded): leave them out`},
+		{"request headers on a redirect, checked though without effect", func(r envoySet) { route(r, 2).RequestHeadersToRemove = []string{"host"} },
+			rc + `virtual host 0 "server.demo:80": route 2 "moved": request_headers_to_remove 0: "host": pseudo-headers and host may not be modified`},
 		// Rewrites.
 		{"prefix and regex rewrite", func(r envoySet) {
 			route(r, 0).GetRoute().RegexRewrite = &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: ".*"}, Substitution: "/x"}

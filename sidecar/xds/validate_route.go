@@ -246,9 +246,8 @@ func meshRoute(r *routev3.Route) (*model.Route, error) {
 			return nil, err
 		}
 	case *routev3.Route_Redirect:
-		if len(r.GetRequestHeadersToAdd()) > 0 || len(r.GetRequestHeadersToRemove()) > 0 {
-			return nil, errors.New("request_headers_to_add and request_headers_to_remove have no effect on a redirect (nothing is forwarded): leave them out")
-		}
+		// Request header mutations have no effect on a redirect, as in
+		// Envoy: nothing is forwarded (a Gateway API rule may hold both).
 		if out.Redirect, err = redirectAction(a.Redirect, matched(r.GetMatch())); err != nil {
 			return nil, err
 		}

@@ -473,7 +473,8 @@ type Route struct {
 
 	// Redirect (Route.redirect): the client sidecar answers every request
 	// of the route with a redirect itself; nothing is forwarded. Clusters,
-	// Timeout, Retry, RequestHeaders and the rewrites are then unset.
+	// Timeout, Retry and the rewrites are then unset; RequestHeaders, if
+	// set, have no effect (as in Envoy: there is no request to edit).
 	Redirect *Redirect
 	// RequestHeaders edits a request's header fields before it is
 	// forwarded (request_headers_to_remove, then request_headers_to_add).
