@@ -409,16 +409,27 @@ func httpFilter(rule *mesh.RouteRule, f gwv1.HTTPRouteFilter) *invalid {
 		if f.RequestHeaderModifier == nil {
 			return missing
 		}
-		rule.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+		m, bad := headerModifier(f.RequestHeaderModifier)
+		if bad != nil {
+			return bad
+		}
+		rule.RequestHeaders = m
 	case gwv1.HTTPRouteFilterResponseHeaderModifier:
 		if f.ResponseHeaderModifier == nil {
 			return missing
 		}
-		rule.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
+		m, bad := headerModifier(f.ResponseHeaderModifier)
+		if bad != nil {
+			return bad
+		}
+		rule.ResponseHeaders = m
 	case gwv1.HTTPRouteFilterRequestRedirect:
 		r := f.RequestRedirect
 		if r == nil {
 			return missing
+		}
+		if bad := checkPathModifier(r.Path); bad != nil {
+			return bad
 		}
 		rule.Redirect = &mesh.Redirect{Scheme: deref(r.Scheme), Hostname: string(deref(r.Hostname)),
 			Port: uint16(deref(r.Port)), StatusCode: cmp.Or(deref(r.StatusCode), 302), Path: pathModifier(r.Path)}
@@ -427,6 +438,9 @@ func httpFilter(rule *mesh.RouteRule, f gwv1.HTTPRouteFilter) *invalid {
 		if r == nil {
 			return missing
 		}
+		if bad := checkPathModifier(r.Path); bad != nil {
+			return bad
+		}
 		rule.Rewrite = &mesh.Rewrite{Hostname: string(deref(r.Hostname)), Path: pathModifier(r.Path)}
 	default:
 		return &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("filter %s is not supported", f.Type)}
@@ -434,18 +448,86 @@ func httpFilter(rule *mesh.RouteRule, f gwv1.HTTPRouteFilter) *invalid {
 	return nil
 }
 
-func headerModifier(h *gwv1.HTTPHeaderFilter) *mesh.HeaderModifier {
+// headerModifier resolves a header filter, refusing what a sidecar must
+// not be asked to do (it would refuse the whole route configuration, and
+// with it every route of the Service): edit a pseudo-header, Host, or a
+// header the HTTP stack owns (connection management, framing), or send a
+// value with a control character.
+func headerModifier(h *gwv1.HTTPHeaderFilter) (*mesh.HeaderModifier, *invalid) {
 	out := &mesh.HeaderModifier{}
 	for _, x := range h.Set {
-		out.Set = append(out.Set, mesh.NameValue{Name: strings.ToLower(string(x.Name)), Value: x.Value})
+		nv := mesh.NameValue{Name: strings.ToLower(string(x.Name)), Value: x.Value}
+		if bad := checkHeaderEdit(nv.Name, nv.Value); bad != nil {
+			return nil, bad
+		}
+		out.Set = append(out.Set, nv)
 	}
 	for _, x := range h.Add {
-		out.Add = append(out.Add, mesh.NameValue{Name: strings.ToLower(string(x.Name)), Value: x.Value})
+		nv := mesh.NameValue{Name: strings.ToLower(string(x.Name)), Value: x.Value}
+		if bad := checkHeaderEdit(nv.Name, nv.Value); bad != nil {
+			return nil, bad
+		}
+		out.Add = append(out.Add, nv)
 	}
 	for _, x := range h.Remove {
-		out.Remove = append(out.Remove, strings.ToLower(x))
+		name := strings.ToLower(x)
+		if bad := checkHeaderEdit(name, ""); bad != nil {
+			return nil, bad
+		}
+		out.Remove = append(out.Remove, name)
 	}
-	return out
+	return out, nil
+}
+
+// stackHeaders are the headers the HTTP stack sets itself (connection
+// management and framing): a route may not edit them.
+var stackHeaders = []string{"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "content-length"}
+
+func checkHeaderEdit(name, value string) *invalid {
+	bad := func(format string, args ...any) *invalid {
+		return &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case name == "" || strings.HasPrefix(name, ":") || name == "host":
+		return bad("header filter: %q cannot be edited (pseudo-headers and Host are not headers a route sets)", name)
+	case slices.Contains(stackHeaders, name):
+		return bad("header filter: %q is set by the HTTP stack and cannot be edited", name)
+	case strings.IndexFunc(name, func(r rune) bool { return !isTokenChar(r) }) >= 0:
+		return bad("header filter: %q is not a header name", name)
+	case strings.IndexFunc(value, func(r rune) bool { return (r < 0x20 && r != '\t') || r == 0x7f }) >= 0:
+		return bad("header filter: the value of %q holds a control character", name)
+	}
+	return nil
+}
+
+// isTokenChar reports whether r may be in an HTTP token (RFC 9110).
+func isTokenChar(r rune) bool {
+	return r < 0x7f && r > 0x20 && !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r)
+}
+
+// checkPathModifier refuses a redirect or rewrite path that a URL path
+// cannot carry as it is: a query or fragment delimiter, white space or a
+// control character, or a broken percent-escape.
+func checkPathModifier(p *gwv1.HTTPPathModifier) *invalid {
+	if p == nil {
+		return nil
+	}
+	v := cmp.Or(deref(p.ReplaceFullPath), deref(p.ReplacePrefixMatch))
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		bad := c == '?' || c == '#' || c <= 0x20 || c == 0x7f
+		if c == '%' {
+			bad = i+2 >= len(v) || !isHex(v[i+1]) || !isHex(v[i+2])
+		}
+		if bad {
+			return &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("path %q: a URL path cannot carry it as it is", v)}
+		}
+	}
+	return nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 func pathModifier(p *gwv1.HTTPPathModifier) *mesh.PathModifier {
@@ -523,9 +605,17 @@ func (c *routeContext) grpcRule(routeNS string, parentNS []string, rule gwv1.GRP
 	for _, f := range rule.Filters {
 		switch {
 		case f.Type == gwv1.GRPCRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
-			out.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+			m, bad := headerModifier(f.RequestHeaderModifier)
+			if bad != nil {
+				return nil, bad, refs
+			}
+			out.RequestHeaders = m
 		case f.Type == gwv1.GRPCRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
-			out.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
+			m, bad := headerModifier(f.ResponseHeaderModifier)
+			if bad != nil {
+				return nil, bad, refs
+			}
+			out.ResponseHeaders = m
 		default:
 			return unsupported("filter %s is not supported", f.Type)
 		}

@@ -265,18 +265,23 @@ func exactHeader(name, value string) *routev3.HeaderMatcher {
 }
 
 // headersToAdd is a HeaderModifier's set (overwrite) and add (append).
+// Values are literal: Envoy reads %COMMAND% in a header value as a
+// substitution, so every '%' is sent as "%%".
 func headersToAdd(m *mesh.HeaderModifier) []*corev3.HeaderValueOption {
 	var out []*corev3.HeaderValueOption
 	for _, h := range m.Set {
-		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.Name, Value: h.Value},
+		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.Name, Value: literalHeaderValue(h.Value)},
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD})
 	}
 	for _, h := range m.Add {
-		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.Name, Value: h.Value},
+		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.Name, Value: literalHeaderValue(h.Value)},
 			AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD})
 	}
 	return out
 }
+
+// literalHeaderValue is v as a header value Envoy adds as it is.
+func literalHeaderValue(v string) string { return strings.ReplaceAll(v, "%", "%%") }
 
 // redirectCode is a redirect's status in Envoy's enum; the Gateway API's
 // default is 302.

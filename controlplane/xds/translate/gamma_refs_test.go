@@ -35,3 +35,16 @@ func TestGAMMATwoPortsOneTargetPort(t *testing.T) {
 		}
 	}
 }
+
+// Header values are literal: a '%' goes to Envoy (and to the sidecar,
+// which reads Envoy's format) as "%%", or "50%" would be refused (a lone
+// '%') and "%HOSTNAME%" would be a substitution.
+func TestGAMMAHeaderValuesLiteral(t *testing.T) {
+	got := headersToAdd(&mesh.HeaderModifier{
+		Set: []mesh.NameValue{{Name: "x-quota", Value: "50%"}},
+		Add: []mesh.NameValue{{Name: "x-tmpl", Value: "%HOSTNAME%"}},
+	})
+	if len(got) != 2 || got[0].GetHeader().GetValue() != "50%%" || got[1].GetHeader().GetValue() != "%%HOSTNAME%%" {
+		t.Errorf("headers to add: %v", got)
+	}
+}
