@@ -31,6 +31,7 @@ cleanup() {
   local rc=$?
   if [[ -z "${KEEP_CLUSTER:-}" ]]; then
     "${ROOT}/test/cluster/down.sh" || rc=$((rc ? rc : 1))
+    "${ROOT}/test/cluster/leftovers.sh" || rc=$((rc ? rc : 1))
   fi
   exit "${rc}"
 }
