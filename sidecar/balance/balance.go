@@ -229,6 +229,24 @@ func (b *Balancer) Pick(avoid ...netip.AddrPort) (*Request, error) {
 	return &Request{Addr: e.addr, b: b, ep: e, start: now}, nil
 }
 
+// PickAddr is Pick for the endpoint at addr, when it is one of the set
+// (ejected or not): a request addressed to one endpoint goes there, and is
+// counted as Pick's are. ok is false when addr is not an endpoint.
+func (b *Balancer) PickAddr(addr netip.AddrPort) (r *Request, ok bool) {
+	now := b.cfg.Clock.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, e := range b.eps {
+		if e.addr == addr {
+			b.picks++
+			e.picked = b.picks
+			e.pending++
+			return &Request{Addr: e.addr, b: b, ep: e, start: now}, true
+		}
+	}
+	return nil, false
+}
+
 func (b *Balancer) candidates(now time.Time, avoid []netip.AddrPort, skipEjected bool) []*endpoint {
 	out := make([]*endpoint, 0, len(b.eps))
 	for _, e := range b.eps {

@@ -118,7 +118,7 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 	var tried []netip.AddrPort
 	retrying := false
 	for attempt := 0; ; attempt++ {
-		pick, err := c.Balancer.Pick(tried...)
+		pick, err := c.pick(req.Context(), tried)
 		if err != nil {
 			if retrying {
 				c.retries.Add(-1)

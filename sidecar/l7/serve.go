@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +29,12 @@ type Handler struct {
 	// Route finds the route of a request, or nil.
 	Route     func(*http.Request) *Route
 	Forwarder *Forwarder
-	Logger    *slog.Logger // nil: no logs
+	// Endpoint, when set, returns the address a request's connection was
+	// made to (its original destination): a request routed to a cluster
+	// holding that endpoint goes to it (WithEndpoint). Nil, or an invalid
+	// address: requests are balanced.
+	Endpoint func(*http.Request) netip.AddrPort
+	Logger   *slog.Logger // nil: no logs
 	// Metrics counts every request (nil: none).
 	Metrics *Metrics
 
@@ -74,6 +80,11 @@ func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { retur
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.once.Do(h.init)
 	route := h.Route(r)
+	if h.Endpoint != nil {
+		if addr := h.Endpoint(r); addr.IsValid() {
+			r = r.WithContext(WithEndpoint(r.Context(), addr))
+		}
+	}
 	info := &requestInfo{}
 	if route == nil {
 		h.Metrics.serve("outbound", "none", info, w, r, func(w http.ResponseWriter, r *http.Request) {
@@ -211,7 +222,7 @@ func (s *ConnServer) ServeConn(c net.Conn) error { return s.ln.serve(c) }
 
 // ServeConnWith is ServeConn, v being what [ConnValue] returns for the
 // requests of c (the sidecar passes the route configuration the
-// connection's filter chain names).
+// connection's filter chain names, and its original destination).
 func (s *ConnServer) ServeConnWith(c net.Conn, v any) error {
 	s.vals.Store(c, v)
 	defer s.vals.Delete(c)

@@ -125,7 +125,7 @@ func (h *Handler) upgrade(w http.ResponseWriter, r *http.Request, route *Route, 
 	}
 	defer endRetry()
 	for attempt := 0; ; attempt++ {
-		pick, err := c.Balancer.Pick(tried...)
+		pick, err := c.pick(r.Context(), tried)
 		if err != nil {
 			fail(http.StatusServiceUnavailable, "no_endpoint", fmt.Errorf("cluster %s: %w", c.Name, err))
 			return

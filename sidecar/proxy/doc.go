@@ -22,7 +22,8 @@
 // of the pod is refused (reason not_local). Outbound: the original destination, the TLS SNI and ALPN
 // and, for plaintext, HTTP/1 or h2c choose the chain; in-mesh clusters get
 // an endpoint (round robin or least-request, healthy only, one retry of a
-// failed connect) and mTLS whose peer must present one of the cluster's
+// failed connect; a connection addressed to one of the healthy endpoints
+// itself, a pod IP, gets that endpoint and no other) and mTLS whose peer must present one of the cluster's
 // SPIFFE IDs; PassthroughCluster dials the original destination;
 // BlackHoleCluster closes before a byte leaves; HTTP chains read each
 // request head of the connection and route it by its own Host (forward it,
@@ -48,7 +49,9 @@
 // retried only for idempotent methods), a weighted split over its
 // clusters (Config.SplitRand), then per request a peak-EWMA balancer over
 // the cluster's healthy endpoints (outlier detection as the cluster says;
-// retries within its retry budget). Every cluster of HTTP/2 with upstream
+// retries within its retry budget), except that a request of a connection
+// addressed to one of the cluster's endpoints goes to that endpoint on
+// every try (l7.WithEndpoint). Every cluster of HTTP/2 with upstream
 // TLS is reached over pooled HTTP/2 connections that are dialled and
 // handshaken as the L4 path's (the cluster's SANs checked against the
 // trust bundle, our SVID), offering ALPN h2 only. A request that switches

@@ -112,7 +112,6 @@ func (p *Proxy) originalDst(c *net.TCPConn, l *model.Listener) (netip.AddrPort, 
 	return a.AddrPort(), nil
 }
 
-// upstreams lists the addresses to try for cluster cl, in order.
 // inboundUpstreams is where an inbound connection to dst is delivered
 // through cluster cl: its upstreams, refused unless inboundTarget allows
 // them (the L4 and the HTTP chains alike).
@@ -124,6 +123,10 @@ func (p *Proxy) inboundUpstreams(cfg *model.Config, cl *model.Cluster, dst netip
 	return addrs, r
 }
 
+// upstreams lists the addresses to try for cluster cl, in order, for a
+// connection to dst: dst alone when it is one of cl's healthy endpoints (a
+// connection addressed to a pod goes to that pod), else the endpoints in
+// the balancer's order.
 func (p *Proxy) upstreams(cfg *model.Config, cl *model.Cluster, dst netip.AddrPort) ([]netip.AddrPort, *refusal) {
 	switch cl.Kind {
 	case model.KindOriginalDst:
@@ -145,6 +148,11 @@ func (p *Proxy) upstreams(cfg *model.Config, cl *model.Cluster, dst netip.AddrPo
 			if len(addrs) == 0 {
 				return nil, refused(reasonLoop, "proxy: cluster %s: every endpoint is the sidecar's own listener", cl.Name)
 			}
+		}
+		if slices.Contains(addrs, dst) {
+			// Addressed to one endpoint (a pod IP, not the Service's):
+			// that endpoint, and no other.
+			return []netip.AddrPort{dst}, nil
 		}
 		return addrs, nil
 	case model.KindBlackhole:

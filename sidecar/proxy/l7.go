@@ -109,7 +109,8 @@ func newL7Engine(p *Proxy, reg *wm.Registry) (*l7Engine, error) {
 
 // start serves the app's connections (Run, before it accepts).
 func (e *l7Engine) start() {
-	h := &l7.Handler{Route: e.route, Forwarder: e.fwd, Metrics: e.metrics, Logger: e.p.log.With("l7", outbound)}
+	h := &l7.Handler{Route: e.route, Forwarder: e.fwd,
+		Endpoint: func(r *http.Request) netip.AddrPort { return connOf(r).dst }, Metrics: e.metrics, Logger: e.p.log.With("l7", outbound)}
 	e.server = l7.NewConnServer(h, e.limits, e.p.log.With("l7", outbound))
 }
 
@@ -381,7 +382,7 @@ func (e *l7Engine) endpoints(cfg *model.Config, cl *model.Cluster) []netip.AddrP
 // route configuration of its connection's chain, then the first route of
 // it that matches; nil (404) when none does.
 func (e *l7Engine) route(r *http.Request) *l7.Route {
-	name, _ := l7.ConnValue(r).(string)
+	name := connOf(r).routeConfig
 	s := e.current()
 	if s.cfg == nil {
 		return nil
@@ -473,8 +474,21 @@ func (p *Proxy) outboundL7(fc *model.FilterChain, dst netip.AddrPort, down *pref
 	p.l7.current() // a configuration that removed clusters closes them now
 	cn.cluster = fc.Target.RouteConfig
 	m := p.meter(down, cn)
-	rc := fc.Target.RouteConfig
-	return &forwarding{down: down, release: func() {}, meter: m, serve: func() { _ = p.l7.server.ServeConnWith(m, rc) }}, nil
+	lc := l7Conn{routeConfig: fc.Target.RouteConfig, dst: dst}
+	return &forwarding{down: down, release: func() {}, meter: m, serve: func() { _ = p.l7.server.ServeConnWith(m, lc) }}, nil
+}
+
+// l7Conn is what the requests of an app's connection are served with:
+// the route configuration of its chain, and where it was going (a request
+// routed to a cluster with dst as an endpoint goes to dst).
+type l7Conn struct {
+	routeConfig string
+	dst         netip.AddrPort
+}
+
+func connOf(r *http.Request) l7Conn {
+	c, _ := l7.ConnValue(r).(l7Conn)
+	return c
 }
 
 // inboundL7 serves an mTLS connection from peer on an inbound HTTP chain
