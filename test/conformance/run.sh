@@ -26,10 +26,8 @@ PROFILES="${PROFILES:-MESH-HTTP,MESH-GRPC}"
 # router serves (docs/gamma.md). Not declared: MeshHTTPRouteBackendRequestHeaderModification
 # (filters on a backendRef are refused).
 FEATURES="${FEATURES:-Mesh,HTTPRoute,GRPCRoute,HTTPRoute303RedirectStatusCode,HTTPRoute307RedirectStatusCode,HTTPRoute308RedirectStatusCode,MeshHTTPRouteNamedRouteRule,MeshHTTPRouteQueryParamMatching,MeshHTTPRouteRedirectPath,MeshHTTPRouteRedirectPort,MeshHTTPRouteSchemeRedirect,MeshHTTPRouteRewritePath,HTTPRouteResponseHeaderModification,MeshConsumerRoute,MeshClusterIPMatching,HTTPRouteParentRefPort}"
-# Tests skipped, each for a known bug of weft's (test/conformance/README.md):
-# MeshFrontend: a request to one pod's address may be balanced to another
-# pod of the Service whose chain holds that address.
-SKIP_TESTS="${SKIP_TESTS-MeshFrontend}"
+# Tests to skip (the suite's short names, comma-separated); none by default.
+SKIP_TESTS="${SKIP_TESTS:-}"
 REPORTS="${ROOT}/test/conformance/reports"
 export KUBECONFIG="${ROOT}/_output/cluster/kubeconfig"
 KUBECTL="${ROOT}/_output/bin/kubectl"
