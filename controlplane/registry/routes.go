@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -91,7 +92,7 @@ func (c *routeContext) resolveRoute(kind string, meta metav1.ObjectMeta, parentR
 		note(rr.refs)
 		conds = append(conds, condFor(string(gwv1.RouteConditionResolvedRefs), string(gwv1.RouteReasonResolvedRefs), "every backendRef resolves", rr.refs, meta.Generation))
 		if len(rr.unsupported) > 0 && len(rr.rules) > 0 {
-			msg := "rules left out: " + strings.Join(rr.unsupported, "; ")
+			msg := capMessage("rules left out: " + strings.Join(rr.unsupported, "; "))
 			note(&invalid{string(gwv1.RouteReasonUnsupportedValue), msg})
 			conds = append(conds, metav1.Condition{Type: string(gwv1.RouteConditionPartiallyInvalid), Status: metav1.ConditionTrue,
 				Reason: string(gwv1.RouteReasonUnsupportedValue), Message: msg, ObservedGeneration: meta.Generation})
@@ -110,9 +111,29 @@ func (c *routeContext) resolveRoute(kind string, meta metav1.ObjectMeta, parentR
 func condFor(typ, okReason, okMessage string, bad *invalid, generation int64) metav1.Condition {
 	c := metav1.Condition{Type: typ, Status: metav1.ConditionTrue, Reason: okReason, Message: okMessage, ObservedGeneration: generation}
 	if bad != nil {
-		c.Status, c.Reason, c.Message = metav1.ConditionFalse, bad.reason, bad.message
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, bad.reason, capMessage(bad.message)
 	}
 	return c
+}
+
+// maxConditionMessage bounds a condition message well under the 32,768
+// bytes the API server accepts: a route's author controls what the
+// message quotes (every refused value), and a status the API server
+// refuses would be retried on every rebuild and never written.
+const maxConditionMessage = 4096
+
+// capMessage is m cut to maxConditionMessage bytes (on a rune boundary),
+// saying so.
+func capMessage(m string) string {
+	if len(m) <= maxConditionMessage {
+		return m
+	}
+	const more = " … (cut)"
+	cut := maxConditionMessage - len(more)
+	for cut > 0 && !utf8.RuneStart(m[cut]) {
+		cut--
+	}
+	return m[:cut] + more
 }
 
 // resolveParent checks a parentRef of ours: a ClusterIP Service of the
@@ -381,6 +402,12 @@ func httpMatch(m gwv1.HTTPRouteMatch) (mesh.RouteMatch, *invalid) {
 		if !strings.HasPrefix(out.Path, "/") {
 			return unsupported("path %q does not start with /", out.Path)
 		}
+		// The v1 CRD's pattern refuses these; an older CRD or a cluster
+		// without its validation may not, and Envoy's own validation of
+		// the path match would then refuse the node's whole snapshot.
+		if strings.ContainsAny(out.Path, "?#") || strings.IndexFunc(out.Path, func(r rune) bool { return r <= 0x20 || r == 0x7f }) >= 0 {
+			return unsupported("path %q: a path match holds no query, fragment, white space or control character", out.Path)
+		}
 	}
 	for _, h := range m.Headers {
 		if t := cmp.Or(deref(h.Type), gwv1.HeaderMatchExact); t != gwv1.HeaderMatchExact {
@@ -506,8 +533,8 @@ func isTokenChar(r rune) bool {
 }
 
 // checkPathModifier refuses a redirect or rewrite path that a URL path
-// cannot carry as it is: a query or fragment delimiter, white space or a
-// control character, or a broken percent-escape.
+// cannot carry as it is: a query or fragment delimiter, a backslash, white
+// space or a control character, or a broken percent-escape.
 func checkPathModifier(p *gwv1.HTTPPathModifier) *invalid {
 	if p == nil {
 		return nil
@@ -515,7 +542,10 @@ func checkPathModifier(p *gwv1.HTTPPathModifier) *invalid {
 	v := cmp.Or(deref(p.ReplaceFullPath), deref(p.ReplacePrefixMatch))
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		bad := c == '?' || c == '#' || c <= 0x20 || c == 0x7f
+		// A '\' would be a substitution escape in the regex_rewrite a
+		// ReplaceFullPath becomes (\0 the whole original path), and the
+		// sidecar refuses any other: the whole route configuration with it.
+		bad := c == '?' || c == '#' || c == '\\' || c <= 0x20 || c == 0x7f
 		if c == '%' {
 			bad = i+2 >= len(v) || !isHex(v[i+1]) || !isHex(v[i+2])
 		}

@@ -3,6 +3,7 @@ package registry
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -56,7 +57,11 @@ func TestRouteFiltersASidecarWouldRefuse(t *testing.T) {
 			t.Errorf("%v refused: %v", p, bad)
 		}
 	}
-	for _, p := range []*gwv1.HTTPPathModifier{full("/a?b=1"), full("/a#frag"), prefix("/a b"), prefix("/a%2"), prefix("/a%zz"), full("/a\n")} {
+	// A backslash: "\b" made every sidecar refuse the whole route update
+	// (the security review's F1); "\0" turned a full-path replace into
+	// "literal plus the original path".
+	for _, p := range []*gwv1.HTTPPathModifier{full("/a?b=1"), full("/a#frag"), prefix("/a b"), prefix("/a%2"), prefix("/a%zz"), full("/a\n"),
+		full(`/a\b`), full(`/x\0`), prefix(`/x\`)} {
 		if bad := checkPathModifier(p); bad == nil {
 			t.Errorf("%q accepted", *cmpOr(p.ReplaceFullPath, p.ReplacePrefixMatch))
 		}
@@ -68,4 +73,35 @@ func cmpOr(a, b *string) *string {
 		return a
 	}
 	return b
+}
+
+// A path match with a query or fragment delimiter is refused here: Envoy's
+// validation of path_separated_prefix / path would otherwise refuse the
+// node's whole snapshot (an older CRD without the v1 pattern lets it in).
+func TestRoutePathMatchASidecarWouldRefuse(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		ok    bool
+	}{{"/a", true}, {"/a/b/", true}, {"/%7E", true}, {"/a?b", false}, {"/a#b", false}, {"/a b", false}, {"/a\x7f", false}} {
+		for _, typ := range []gwv1.PathMatchType{gwv1.PathMatchExact, gwv1.PathMatchPathPrefix} {
+			v, ty := tc.value, typ
+			_, bad := httpMatch(gwv1.HTTPRouteMatch{Path: &gwv1.HTTPPathMatch{Type: &ty, Value: &v}})
+			if (bad == nil) != tc.ok {
+				t.Errorf("%s %q: refused %v, want ok %v", typ, tc.value, bad, tc.ok)
+			}
+		}
+	}
+}
+
+// A condition message quotes what the route's author wrote: it is cut
+// well under what the API server accepts (32,768 bytes), on a rune.
+func TestConditionMessageCapped(t *testing.T) {
+	long := strings.Repeat("é", 40000)
+	c := condFor("Accepted", "Accepted", "ok", &invalid{"UnsupportedValue", long}, 1)
+	if len(c.Message) > maxConditionMessage || !strings.HasSuffix(c.Message, "(cut)") || !utf8.ValidString(c.Message) {
+		t.Errorf("message of %d bytes (valid UTF-8 %v), ending %q", len(c.Message), utf8.ValidString(c.Message), c.Message[len(c.Message)-12:])
+	}
+	if c := condFor("Accepted", "Accepted", "ok", &invalid{"UnsupportedValue", "short"}, 1); c.Message != "short" {
+		t.Errorf("short message changed: %q", c.Message)
+	}
 }
