@@ -63,10 +63,14 @@ func tunnelCluster(addrs ...netip.AddrPort) *Cluster {
 }
 
 // pipeTunnel is a DialTunnel whose endpoint, at the far end of a
-// net.Pipe, reads the request's head and writes answer.
+// net.Pipe, reads the request's head and writes answer. Both ends give up
+// after 10 s: a test fails rather than hangs.
 func pipeTunnel(t testing.TB, answer string) func(context.Context, string) (net.Conn, error) {
 	return func(context.Context, string) (net.Conn, error) {
 		near, far := net.Pipe()
+		deadline := time.Now().Add(10 * time.Second)
+		near.SetDeadline(deadline)
+		far.SetDeadline(deadline)
 		go func() {
 			defer far.Close()
 			if _, err := readHead(bufio.NewReader(far), maxResponseHead); err == nil {
