@@ -6,8 +6,8 @@ import (
 )
 
 func TestPickAddr(t *testing.T) {
-	a := netip.MustParseAddrPort("10.0.0.1:80")
-	b := netip.MustParseAddrPort("10.0.0.2:80")
+	a := netip.MustParseAddrPort("198.18.0.1:80")
+	b := netip.MustParseAddrPort("198.18.0.2:80")
 	bl := New(Config{})
 	bl.Update([]netip.AddrPort{a, b})
 	r, ok := bl.PickAddr(b)
@@ -21,7 +21,7 @@ func TestPickAddr(t *testing.T) {
 		p.Done(Success)
 	}
 	r.Done(Success)
-	if _, ok := bl.PickAddr(netip.MustParseAddrPort("10.0.0.3:80")); ok {
+	if _, ok := bl.PickAddr(netip.MustParseAddrPort("198.18.0.3:80")); ok {
 		t.Error("PickAddr of an address that is not an endpoint succeeded")
 	}
 }

@@ -78,10 +78,10 @@ func TestInboundAnswersForAnUnreachableApp(t *testing.T) {
 	refused := &Inbound{HTTP1: AppTransport((&net.Dialer{}).DialContext, false)}
 	refusedAddr := serveInbound(t, ca, refused, deadTCP(t), false)
 	slowDial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return nil, fmt.Errorf("dial 10.0.0.9:8080: %w", context.DeadlineExceeded)
+		return nil, fmt.Errorf("dial 198.18.0.9:8080: %w", context.DeadlineExceeded)
 	}
 	slow := &Inbound{H2C: AppTransport(slowDial, true)}
-	slowAddr := serveInbound(t, ca, slow, netip.MustParseAddrPort("10.0.0.9:8080"), true)
+	slowAddr := serveInbound(t, ca, slow, netip.MustParseAddrPort("198.18.0.9:8080"), true)
 	for _, tc := range []struct {
 		name     string
 		addr     netip.AddrPort

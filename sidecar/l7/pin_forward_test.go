@@ -17,9 +17,9 @@ import (
 // addressed to an address the cluster does not hold is balanced.
 func TestPinnedEndpointRetries(t *testing.T) {
 	eps := []netip.AddrPort{
-		netip.MustParseAddrPort("10.0.0.1:8080"),
-		netip.MustParseAddrPort("10.0.0.2:8080"),
-		netip.MustParseAddrPort("10.0.0.3:8080"),
+		netip.MustParseAddrPort("198.18.0.1:8080"),
+		netip.MustParseAddrPort("198.18.0.2:8080"),
+		netip.MustParseAddrPort("198.18.0.3:8080"),
 	}
 	var mu sync.Mutex
 	var hosts []string
