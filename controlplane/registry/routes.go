@@ -272,10 +272,21 @@ func (c *routeContext) granted(kind, from string, to mesh.Key) bool {
 
 // httpRoute resolves an HTTPRoute.
 func (c *routeContext) httpRoute(r *gwv1.HTTPRoute) (*mesh.Route, routeVerdict) {
-	var rr routeRules
 	parentNS := parentNamespaces(r.Namespace, r.Spec.ParentRefs)
-	for i, rule := range r.Spec.Rules {
-		out, bad, refs := c.httpRule(r.Namespace, parentNS, rule)
+	rr := collectRules(r.Spec.Rules, func(rule gwv1.HTTPRouteRule) (*mesh.RouteRule, *invalid, *invalid) {
+		return c.httpRule(r.Namespace, parentNS, rule)
+	})
+	return c.resolveRoute(mesh.KindHTTPRoute, r.ObjectMeta, r.Spec.ParentRefs, rr)
+}
+
+// collectRules resolves a route's rules one by one (resolve: the rule in
+// the model's terms, why it is refused, which backendRefs do not
+// resolve): the served rules with their index, the refused ones named,
+// and the first backendRef problem.
+func collectRules[R any](rules []R, resolve func(R) (*mesh.RouteRule, *invalid, *invalid)) routeRules {
+	var rr routeRules
+	for i, rule := range rules {
+		out, bad, refs := resolve(rule)
 		if refs != nil && rr.refs == nil {
 			rr.refs = refs
 		}
@@ -287,7 +298,7 @@ func (c *routeContext) httpRoute(r *gwv1.HTTPRoute) (*mesh.Route, routeVerdict) 
 			rr.rules = append(rr.rules, *out)
 		}
 	}
-	return c.resolveRoute(mesh.KindHTTPRoute, r.ObjectMeta, r.Spec.ParentRefs, rr)
+	return rr
 }
 
 // httpRule is one rule in the model's terms: nil with bad when it asks for
@@ -575,21 +586,10 @@ func pathModifier(p *gwv1.HTTPPathModifier) *mesh.PathModifier {
 // ("/<service>/<method>" exact, or "/<service>" as a PathPrefix for a whole
 // service).
 func (c *routeContext) grpcRoute(r *gwv1.GRPCRoute) (*mesh.Route, routeVerdict) {
-	var rr routeRules
 	parentNS := parentNamespaces(r.Namespace, r.Spec.ParentRefs)
-	for i, rule := range r.Spec.Rules {
-		out, bad, refs := c.grpcRule(r.Namespace, parentNS, rule)
-		if refs != nil && rr.refs == nil {
-			rr.refs = refs
-		}
-		switch {
-		case bad != nil:
-			rr.unsupported = append(rr.unsupported, fmt.Sprintf("rule %d: %s", i, bad.message))
-		case out != nil:
-			out.Index = i
-			rr.rules = append(rr.rules, *out)
-		}
-	}
+	rr := collectRules(r.Spec.Rules, func(rule gwv1.GRPCRouteRule) (*mesh.RouteRule, *invalid, *invalid) {
+		return c.grpcRule(r.Namespace, parentNS, rule)
+	})
 	return c.resolveRoute(mesh.KindGRPCRoute, r.ObjectMeta, r.Spec.ParentRefs, rr)
 }
 
