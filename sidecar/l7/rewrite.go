@@ -201,19 +201,35 @@ func setTarget(r *http.Request, target string) {
 
 // forwarded is r as the route sends it on (Envoy's order): its header
 // fields edited, its Host and its path rewritten; r itself when the route
-// changes nothing. r is not modified.
+// changes nothing. r is not modified. The upgrade path uses it: the
+// request's head goes on as the app wrote it, hop-by-hop fields included.
 func (rt *Route) forwarded(r *http.Request) *http.Request {
-	if rt.RequestHeaders.empty() && rt.PathRewrite == nil && rt.HostRewrite == "" {
+	out := rt.rewritten(r)
+	if rt.RequestHeaders.empty() {
+		return out
+	}
+	if out == r {
+		out = r.WithContext(r.Context())
+	}
+	out.Header = r.Header.Clone()
+	if out.Header == nil {
+		out.Header = http.Header{}
+	}
+	rt.RequestHeaders.Apply(out.Header)
+	return out
+}
+
+// rewritten is r with the route's Host and path rewrites; r itself when
+// the route rewrites neither. r is not modified. The route's header edits
+// are left to the caller: on the proxied path they run after the
+// hop-by-hop fields (Connection and the fields it names) are removed, as
+// in Envoy, so that a field the app names in Connection cannot strip one
+// the route sets.
+func (rt *Route) rewritten(r *http.Request) *http.Request {
+	if rt.PathRewrite == nil && rt.HostRewrite == "" {
 		return r
 	}
 	out := r.WithContext(r.Context())
-	if !rt.RequestHeaders.empty() {
-		out.Header = r.Header.Clone()
-		if out.Header == nil {
-			out.Header = http.Header{}
-		}
-		rt.RequestHeaders.Apply(out.Header)
-	}
 	if rt.HostRewrite != "" {
 		out.Host = rt.HostRewrite
 	}

@@ -153,6 +153,49 @@ func TestRouteRequestHeaders(t *testing.T) {
 	}
 }
 
+// A field that an HTTP/1.1 app names in Connection is the app's
+// connection's, and goes no further; a field the route sets is the route's
+// and reaches the backend whatever the app names (Envoy edits after it
+// removes the hop-by-hop fields). The app here is hostile: it names the
+// route's own fields in Connection to strip them.
+func TestRouteSetFieldsSurviveConnection(t *testing.T) {
+	route := &Route{Name: "r", Backends: []Backend{{Cluster: rtBackend(t, nil), Weight: 1}},
+		RequestHeaders: HeaderMutation{Add: []HeaderOption{
+			{Name: "x-tenant", Value: "blue", Action: OverwriteOrAdd},
+			{Name: "x-absent", Value: "route", Action: AddIfAbsent},
+			{Name: "x-only", Value: "route", Action: OverwriteIfExists},
+		}}}
+	addr := rtSidecar(t, func(*http.Request) *Route { return route })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "GET /h HTTP/1.1\r\nHost: echo\r\nConnection: x-tenant, X-Absent, x-only, x-private\r\n"+
+		"X-Tenant: red\r\nX-Absent: app\r\nX-Only: app\r\nX-Private: secret\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s seen
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%d: %v", resp.StatusCode, err)
+	}
+	want := map[string][]string{
+		"X-Tenant":   {"blue"},  // set by the route, not stripped
+		"X-Absent":   {"route"}, // the app's was stripped first: absent, so added
+		"X-Only":     nil,       // the app's was stripped first: nothing to overwrite
+		"X-Private":  nil,       // the app's hop-by-hop field stays on its connection
+		"Connection": nil,
+	}
+	for k, v := range want {
+		if got := s.Header[k]; !slices.Equal(got, v) {
+			t.Errorf("the backend got %s %q, want %q", k, got, v)
+		}
+	}
+}
+
 // The response's header fields as the app gets them: the backend's, and
 // the sidecar's own answer when the request gets no response.
 func TestRouteResponseHeaders(t *testing.T) {

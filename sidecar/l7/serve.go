@@ -55,6 +55,12 @@ func (h *Handler) init() {
 					pr.Out.Header[k] = v
 				}
 			}
+			// The route's edits run here, after ReverseProxy removed the
+			// hop-by-hop fields from pr.Out (a copy of the app's): what
+			// the route sets is sent whatever the app's Connection names.
+			if route, ok := pr.Out.Context().Value(routeKey{}).(*Route); ok {
+				route.RequestHeaders.Apply(pr.Out.Header)
+			}
 		},
 		Transport: roundTripper(func(req *http.Request) (*http.Response, error) {
 			route := req.Context().Value(routeKey{}).(*Route)
@@ -102,7 +108,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveUpgrade(w, route.forwarded(r), route)
 	default:
 		h.Metrics.serve("outbound", route.Name, info, w, r, func(w http.ResponseWriter, r *http.Request) {
-			h.proxy.ServeHTTP(w, route.forwarded(r).WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+			h.proxy.ServeHTTP(w, route.rewritten(r).WithContext(context.WithValue(r.Context(), infoKey{}, info)))
 		})
 	}
 }
