@@ -373,16 +373,9 @@ func headerMatch(h *routev3.HeaderMatcher) (model.HeaderMatch, error) {
 	}
 	switch s := h.GetHeaderMatchSpecifier().(type) {
 	case *routev3.HeaderMatcher_StringMatch:
-		if err := only(s.StringMatch, "exact", "prefix"); err != nil {
-			return out, fmt.Errorf("string_match: only exact or prefix is supported: %w", err)
-		}
-		switch p := s.StringMatch.GetMatchPattern().(type) {
-		case *matcherv3.StringMatcher_Exact:
-			out.Exact = p.Exact
-		case *matcherv3.StringMatcher_Prefix:
-			out.Prefix = p.Prefix
-		default:
-			return out, errors.New("string_match: exact or prefix is required")
+		var err error
+		if out.Exact, out.Prefix, err = exactOrPrefix(s.StringMatch); err != nil {
+			return out, err
 		}
 	case *routev3.HeaderMatcher_PresentMatch:
 		out.Present = true
@@ -393,6 +386,22 @@ func headerMatch(h *routev3.HeaderMatcher) (model.HeaderMatch, error) {
 		out.Present = true
 	}
 	return out, nil
+}
+
+// exactOrPrefix reads the string_match of a header or query parameter
+// matcher: exact or prefix, and nothing else (no ignore_case, no suffix,
+// contains or regex). One of them is set: conform requires match_pattern.
+func exactOrPrefix(m *matcherv3.StringMatcher) (exact, prefix string, err error) {
+	if err := only(m, "exact", "prefix"); err != nil {
+		return "", "", fmt.Errorf("string_match: only exact or prefix is supported: %w", err)
+	}
+	switch p := m.GetMatchPattern().(type) {
+	case *matcherv3.StringMatcher_Exact:
+		return p.Exact, "", nil
+	case *matcherv3.StringMatcher_Prefix:
+		return "", p.Prefix, nil
+	}
+	return "", "", errors.New("string_match: exact or prefix is required")
 }
 
 // weightedClusters: every cluster named; a cluster of weight 0 (Envoy's

@@ -27,14 +27,9 @@ func queryMatch(q *routev3.QueryParameterMatcher) (model.QueryMatch, error) {
 	}
 	switch s := q.GetQueryParameterMatchSpecifier().(type) {
 	case *routev3.QueryParameterMatcher_StringMatch:
-		if err := only(s.StringMatch, "exact", "prefix"); err != nil {
-			return out, fmt.Errorf("string_match: only exact or prefix is supported: %w", err)
-		}
-		switch p := s.StringMatch.GetMatchPattern().(type) {
-		case *matcherv3.StringMatcher_Exact:
-			out.Exact = p.Exact
-		case *matcherv3.StringMatcher_Prefix:
-			out.Prefix = p.Prefix
+		var err error
+		if out.Exact, out.Prefix, err = exactOrPrefix(s.StringMatch); err != nil {
+			return out, err
 		}
 	case *routev3.QueryParameterMatcher_PresentMatch:
 		// Envoy checks presence whatever the value says: false does not
