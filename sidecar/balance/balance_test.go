@@ -32,13 +32,21 @@ func pick(t *testing.T, b *Balancer, avoid ...netip.AddrPort) *Request {
 	return r
 }
 
+// newBalancer is the set-up of most tests here: a balancer on a fake clock
+// drawing from seeded(seed), updated with the n endpoints addrs(n).
+func newBalancer(t *testing.T, seed uint64, n int) (*Balancer, *clocktesting.FakeClock, []netip.AddrPort) {
+	t.Helper()
+	c := testutil.FakeClock(t)
+	b := New(Config{Clock: c, Rand: seeded(seed)})
+	eps := addrs(n)
+	b.Update(eps)
+	return b, c, eps
+}
+
 // Equal endpoints share the load evenly: ±10 % of a third each over
 // 30,000 requests answered in the same time.
 func TestEqualEndpointsShareEvenly(t *testing.T) {
-	c := testutil.FakeClock(t)
-	b := New(Config{Clock: c, Rand: seeded(1)})
-	eps := addrs(3)
-	b.Update(eps)
+	b, c, eps := newBalancer(t, 1, 3)
 	count := map[netip.AddrPort]int{}
 	const n = 30000
 	for range n {
@@ -58,10 +66,7 @@ func TestEqualEndpointsShareEvenly(t *testing.T) {
 // now and then (its estimate decays), so it wins traffic back when it
 // recovers.
 func TestSlowEndpointLosesTrafficAndWinsItBack(t *testing.T) {
-	c := testutil.FakeClock(t)
-	b := New(Config{Clock: c, Rand: seeded(2)})
-	eps := addrs(3)
-	b.Update(eps)
+	b, c, eps := newBalancer(t, 2, 3)
 	slow := eps[0]
 	latency := func(a netip.AddrPort, slowNow bool) time.Duration {
 		if a == slow && slowNow {
@@ -97,10 +102,7 @@ func TestSlowEndpointLosesTrafficAndWinsItBack(t *testing.T) {
 // Requests in flight count: of endpoints answering in the same time, the
 // one with requests pending loses every draw against an idle one.
 func TestPendingRequestsCount(t *testing.T) {
-	c := testutil.FakeClock(t)
-	b := New(Config{Clock: c, Rand: seeded(3)})
-	eps := addrs(3)
-	b.Update(eps)
+	b, _, eps := newBalancer(t, 3, 3)
 	var busy []*Request
 	for range 4 {
 		busy = append(busy, pick(t, b, eps[1], eps[2]))
@@ -158,10 +160,7 @@ func TestNoEndpoints(t *testing.T) {
 
 // A retry avoids the endpoints it tried, unless nothing else is left.
 func TestAvoid(t *testing.T) {
-	c := testutil.FakeClock(t)
-	b := New(Config{Clock: c, Rand: seeded(4)})
-	eps := addrs(3)
-	b.Update(eps)
+	b, _, eps := newBalancer(t, 4, 3)
 	for range 200 {
 		r := pick(t, b, eps[0], eps[2])
 		if r.Addr != eps[1] {
@@ -176,10 +175,7 @@ func TestAvoid(t *testing.T) {
 // A failure never makes an endpoint look faster: an endpoint that fails
 // at once does not draw traffic for its speed.
 func TestFastFailuresDoNotAttract(t *testing.T) {
-	c := testutil.FakeClock(t)
-	b := New(Config{Clock: c, Rand: seeded(5)})
-	eps := addrs(2)
-	b.Update(eps)
+	b, c, eps := newBalancer(t, 5, 2)
 	count := map[netip.AddrPort]int{}
 	for range 2000 {
 		r := pick(t, b)
@@ -362,9 +358,7 @@ func TestUpdateKeepsState(t *testing.T) {
 
 // Done twice counts once; Cancelled learns nothing.
 func TestDoneOnce(t *testing.T) {
-	c := testutil.FakeClock(t)
-	b := New(Config{Clock: c, Rand: seeded(7)})
-	b.Update(addrs(1))
+	b, c, _ := newBalancer(t, 7, 1)
 	r := pick(t, b)
 	c.Step(time.Second)
 	r.Done(Cancelled)
@@ -381,9 +375,7 @@ func TestDoneOnce(t *testing.T) {
 // Sent restarts the response time: a slow connection set-up before it
 // is not the endpoint's response time.
 func TestSentExcludesConnectionSetup(t *testing.T) {
-	c := testutil.FakeClock(t)
-	b := New(Config{Clock: c, Rand: seeded(8)})
-	b.Update(addrs(1))
+	b, c, _ := newBalancer(t, 8, 1)
 	r := pick(t, b)
 	c.Step(time.Second) // the handshake
 	r.Sent()

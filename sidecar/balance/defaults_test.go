@@ -99,10 +99,7 @@ func TestCustomOutlierKept(t *testing.T) {
 // decayed to nothing; requests in flight still decide (cost adds 1 ns to
 // the estimate before multiplying by pending+1).
 func TestPendingCountsWhenEstimatesDecayed(t *testing.T) {
-	clock := testutil.FakeClock(t)
-	b := New(Config{Clock: clock, Rand: seeded(2)})
-	eps := addrs(2)
-	b.Update(eps)
+	b, clock, _ := newBalancer(t, 2, 2)
 	clock.Step(1000 * DefaultDecay) // estimates ~0
 	busy := pick(t, b)
 	for range 50 {
@@ -119,9 +116,7 @@ func TestPendingCountsWhenEstimatesDecayed(t *testing.T) {
 // time since the last one (Linkerd's peak-EWMA): after DefaultDecay, a
 // 1 ms answer to an endpoint estimated at 10 ms leaves 10/e + 1 × (1 - 1/e) ms.
 func TestEWMAUpdate(t *testing.T) {
-	clock := testutil.FakeClock(t)
-	b := New(Config{Clock: clock, Rand: seeded(3)})
-	b.Update(addrs(1))
+	b, clock, _ := newBalancer(t, 3, 1)
 	r := pick(t, b)
 	r.Sent()
 	clock.Step(10 * time.Millisecond)
