@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"encoding/json"
 	"maps"
 	"os"
 	"path/filepath"
@@ -13,11 +12,9 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoregistry"
-	"sigs.k8s.io/yaml"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
@@ -25,14 +22,6 @@ import (
 // output: one directory per sidecar, one YAML list of protojson resources
 // per type.
 const goldenDir = "../../controlplane/xds/translate/testdata/golden"
-
-var goldenFiles = map[string]string{
-	model.ListenerType: "listeners.yaml",
-	model.ClusterType:  "clusters.yaml",
-	model.EndpointType: "endpoints.yaml",
-	model.RouteType:    "routes.yaml",
-	model.SecretType:   "secrets.yaml",
-}
 
 // TestGoldenAccepted: the sidecar accepts the control plane's golden output
 // whole, and it is complete.
@@ -86,7 +75,7 @@ func goldenSets(t testing.TB, dir string) []goldenSet {
 	s := loadGolden(t, dir)
 	name := "golden/" + filepath.Base(dir)
 	complete := true
-	for typ := range goldenFiles {
+	for typ := range testutil.XDSGoldenFiles {
 		if _, ok := s[typ]; !ok {
 			complete = false
 		}
@@ -124,32 +113,9 @@ func realRoots(t testing.TB, s *tlsv3.Secret) {
 func loadGolden(t testing.TB, dir string) envoySet {
 	t.Helper()
 	res := envoySet{}
-	for typ, file := range goldenFiles {
-		b, err := os.ReadFile(filepath.Join(dir, file))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		js, err := yaml.YAMLToJSON(b)
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		var items []json.RawMessage
-		if err := json.Unmarshal(js, &items); err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		mt, err := protoregistry.GlobalTypes.FindMessageByURL(typ)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for typ, msgs := range testutil.XDSGolden(t, dir) {
 		res[typ] = map[string]proto.Message{}
-		for i, item := range items {
-			m := mt.New().Interface()
-			if err := protojson.Unmarshal(item, m); err != nil {
-				t.Fatalf("%s item %d: %v", file, i, err)
-			}
+		for _, m := range msgs {
 			if s, ok := m.(*tlsv3.Secret); ok {
 				realRoots(t, s)
 			}

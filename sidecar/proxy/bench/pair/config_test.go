@@ -3,17 +3,14 @@ package main
 import (
 	"encoding/json"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
-	"sigs.k8s.io/yaml"
 
 	// Envoy's own types (go-control-plane), for protojson to read the
 	// golden YAML and the typed_configs in it.
@@ -35,6 +32,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
@@ -49,36 +47,13 @@ import (
 
 const goldenDir = "../../../../controlplane/xds/translate/testdata/golden"
 
-var goldenFiles = map[string]string{
-	model.ListenerType: "listeners.yaml",
-	model.ClusterType:  "clusters.yaml",
-	model.EndpointType: "endpoints.yaml",
-	model.RouteType:    "routes.yaml",
-	model.SecretType:   "secrets.yaml",
-}
-
 // loadGolden reads one golden directory as the sidecar would receive it:
 // Envoy's messages marshalled, decoded into the sidecar's subset types
 // (registered as "weft." + Envoy's name), built into a model.Config.
 func loadGolden(t *testing.T, name string) *model.Config {
 	t.Helper()
 	res := xds.Resources{}
-	for typ, file := range goldenFiles {
-		b, err := os.ReadFile(filepath.Join(goldenDir, name, file))
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		js, err := yaml.YAMLToJSON(b)
-		if err != nil {
-			t.Fatalf("%s/%s: %v", name, file, err)
-		}
-		var items []json.RawMessage
-		if err := json.Unmarshal(js, &items); err != nil {
-			t.Fatalf("%s/%s: %v", name, file, err)
-		}
+	for typ, msgs := range testutil.XDSGolden(t, filepath.Join(goldenDir, name)) {
 		envoyType, err := protoregistry.GlobalTypes.FindMessageByURL(typ)
 		if err != nil {
 			t.Fatal(err)
@@ -88,18 +63,14 @@ func loadGolden(t *testing.T, name string) *model.Config {
 			t.Fatal(err)
 		}
 		res[typ] = map[string]proto.Message{}
-		for i, item := range items {
-			m := envoyType.New().Interface()
-			if err := protojson.Unmarshal(item, m); err != nil {
-				t.Fatalf("%s/%s item %d: %v", name, file, i, err)
-			}
+		for i, m := range msgs {
 			wire, err := proto.Marshal(m)
 			if err != nil {
 				t.Fatal(err)
 			}
 			sub := subsetType.New().Interface()
 			if err := proto.Unmarshal(wire, sub); err != nil {
-				t.Fatalf("%s/%s item %d: %v", name, file, i, err)
+				t.Fatalf("%s/%s item %d: %v", name, testutil.XDSGoldenFiles[typ], i, err)
 			}
 			res[typ][resourceName(sub)] = sub
 		}
