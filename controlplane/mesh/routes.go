@@ -259,3 +259,102 @@ func rank(t PathMatchType) int {
 	}
 	return 0
 }
+
+// Bytes the route's Envoy form may take, for budgets (the registry's, which
+// bound what a namespace's routes cost every client of the Services they
+// attach to). The constants are generous: controlplane/xds/translate's
+// TestEncodedSizeBoundHolds holds the translator to EncodedSizeBound.
+const (
+	// routeOverhead is a forwarding Envoy route's fixed part: its action
+	// (timeout, the default retry policy with its host predicate) and the
+	// framing of its fields; redirectOverhead a redirect's.
+	routeOverhead    = 256
+	redirectOverhead = 64
+	// itemOverhead is the framing of one match, header edit or backend:
+	// nested messages' tags and lengths.
+	itemOverhead = 16
+)
+
+// EncodedSizeBound bounds the bytes the route adds to the route
+// configuration of each Service port it attaches to, as the translator
+// encodes it: one Envoy route per match of each rule (two where a
+// ReplacePrefixMatch splits), each carrying the rule's action and header
+// edits (a header value's '%' doubled).
+func (r *Route) EncodedSizeBound() int {
+	name := len(r.Namespace) + len(r.Name) + itemOverhead
+	n := 0
+	for i := range r.Rules {
+		rule := &r.Rules[i]
+		per := routeOverhead + name + rule.actionBytes()
+		if rule.Redirect != nil {
+			per = redirectOverhead + name + rule.actionBytes()
+		}
+		forms := 1
+		if p := rule.prefixModifier(); p != nil && p.Type == ReplacePrefixMatch {
+			forms = 2
+		}
+		for _, m := range rule.Matches {
+			n += forms * (per + m.encodedBytes())
+		}
+	}
+	return n
+}
+
+func (r *RouteRule) prefixModifier() *PathModifier {
+	switch {
+	case r.Redirect != nil:
+		return r.Redirect.Path
+	case r.Rewrite != nil:
+		return r.Rewrite.Path
+	}
+	return nil
+}
+
+// actionBytes bounds a rule's part of each of its Envoy routes besides the
+// match: backends, redirect or rewrite, header edits.
+func (r *RouteRule) actionBytes() int {
+	n := 0
+	for _, b := range r.Backends {
+		// outbound|<port>|<name>.<namespace> and its weight
+		n += itemOverhead + len(b.Service.Name) + len(b.Service.Namespace) + 24
+	}
+	pathBytes := func(p *PathModifier) int {
+		if p == nil {
+			return 0
+		}
+		return 2*len(p.Value) + itemOverhead // a prefix split rewrites with the value and the value plus "/"
+	}
+	if rd := r.Redirect; rd != nil {
+		n += 4*itemOverhead + len(rd.Scheme) + len(rd.Hostname) + pathBytes(rd.Path)
+	}
+	if rw := r.Rewrite; rw != nil {
+		n += 2*itemOverhead + len(rw.Hostname) + pathBytes(rw.Path)
+	}
+	for _, m := range []*HeaderModifier{r.RequestHeaders, r.ResponseHeaders} {
+		if m == nil {
+			continue
+		}
+		for _, h := range append(slices.Clip(m.Set), m.Add...) {
+			n += itemOverhead + len(h.Name) + 2*len(h.Value) // '%' is sent as "%%"
+		}
+		for _, name := range m.Remove {
+			n += itemOverhead + len(name)
+		}
+	}
+	return n
+}
+
+// encodedBytes bounds a match's part of an Envoy route.
+func (m RouteMatch) encodedBytes() int {
+	n := itemOverhead + len(m.Path) + 1 // a prefix split matches the path and the path plus "/"
+	if m.Method != "" {
+		n += itemOverhead + len(":method") + len(m.Method)
+	}
+	for _, h := range m.Headers {
+		n += itemOverhead + len(h.Name) + len(h.Value)
+	}
+	for _, q := range m.QueryParams {
+		n += itemOverhead + len(q.Name) + len(q.Value)
+	}
+	return n
+}

@@ -66,6 +66,8 @@ type state struct {
 	egressPolicies  []*unstructured.Unstructured
 	// The Gateway API's (GAMMA; none unless watched: gateway.go).
 	httpRoutes, grpcRoutes, referenceGrants []*unstructured.Unstructured
+	// routeBudget bounds what routes cost the mesh (budget.go).
+	routeBudget routeBudget
 }
 
 // verdict is what the control plane says about one weft object: the status

@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weftmesh/weft/controlplane/mesh"
@@ -674,29 +673,14 @@ func routesOf(st *state) ([]*mesh.Route, []verdict) {
 		return nil, nil
 	}
 	c := newRouteContext(st)
-	var routes []*mesh.Route
-	var verdicts []verdict
-	add := func(u *unstructured.Unstructured, kind string, r *mesh.Route, v routeVerdict) {
-		if r != nil {
-			routes = append(routes, r)
-		}
-		if len(v.parents) == 0 {
-			return // no parentRef of ours: another controller's route
-		}
-		vd := verdict{gvr: routeResource(kind), kind: kind, obj: u, accepted: v.problem == nil, generation: u.GetGeneration(),
-			reason: string(gwv1.RouteReasonAccepted), message: kind + " is in force", routeParents: v.parents}
-		if v.problem != nil {
-			vd.reason, vd.message = v.problem.reason, v.problem.message
-		}
-		verdicts = append(verdicts, vd)
-	}
+	var items []resolvedRoute
 	for _, u := range st.httpRoutes {
 		var r gwv1.HTTPRoute
 		if decode(u, &r) != nil {
 			continue
 		}
 		route, v := c.httpRoute(&r)
-		add(u, mesh.KindHTTPRoute, route, v)
+		items = append(items, resolvedRoute{u: u, kind: mesh.KindHTTPRoute, route: route, verdict: v})
 	}
 	for _, u := range st.grpcRoutes {
 		var r gwv1.GRPCRoute
@@ -704,7 +688,25 @@ func routesOf(st *state) ([]*mesh.Route, []verdict) {
 			continue
 		}
 		route, v := c.grpcRoute(&r)
-		add(u, mesh.KindGRPCRoute, route, v)
+		items = append(items, resolvedRoute{u: u, kind: mesh.KindGRPCRoute, route: route, verdict: v})
+	}
+	c.budget(items, st.routeBudget)
+	var routes []*mesh.Route
+	var verdicts []verdict
+	for _, it := range items {
+		if it.route != nil {
+			routes = append(routes, it.route)
+		}
+		v := it.verdict
+		if len(v.parents) == 0 {
+			continue // no parentRef of ours: another controller's route
+		}
+		vd := verdict{gvr: routeResource(it.kind), kind: it.kind, obj: it.u, accepted: v.problem == nil, generation: it.u.GetGeneration(),
+			reason: string(gwv1.RouteReasonAccepted), message: it.kind + " is in force", routeParents: v.parents}
+		if v.problem != nil {
+			vd.reason, vd.message = v.problem.reason, v.problem.message
+		}
+		verdicts = append(verdicts, vd)
 	}
 	return routes, verdicts
 }
