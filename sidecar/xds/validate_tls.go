@@ -62,32 +62,42 @@ func transportSocket(ts *corev3.TransportSocket, m proto.Message) error {
 
 func (b builder) upstreamTLS(ts *corev3.TransportSocket) (*model.UpstreamTLS, error) {
 	var u tlsv3.UpstreamTlsContext
-	if err := transportSocket(ts, &u); err != nil {
-		return nil, err
-	}
-	if err := only(&u, "common_tls_context", "sni"); err != nil {
-		return nil, err
-	}
-	sans, alpn, err := b.commonTLS(u.GetCommonTlsContext(), true)
+	sans, alpn, err := b.tlsContext(ts, &u, true, "sni")
 	if err != nil {
-		return nil, fmt.Errorf("common_tls_context: %w", err)
+		return nil, err
 	}
 	return &model.UpstreamTLS{SANs: sans, SNI: u.GetSni(), ALPN: alpn}, nil
 }
 
 func (b builder) downstreamTLS(ts *corev3.TransportSocket) (*model.DownstreamTLS, error) {
 	var d tlsv3.DownstreamTlsContext
-	if err := transportSocket(ts, &d); err != nil {
-		return nil, err
-	}
-	if err := only(&d, "common_tls_context", "require_client_certificate"); err != nil {
-		return nil, err
-	}
-	_, alpn, err := b.commonTLS(d.GetCommonTlsContext(), false)
+	_, alpn, err := b.tlsContext(ts, &d, false, "require_client_certificate")
 	if err != nil {
-		return nil, fmt.Errorf("common_tls_context: %w", err)
+		return nil, err
 	}
 	return &model.DownstreamTLS{RequireClientCert: d.GetRequireClientCertificate().GetValue(), ALPN: alpn}, nil
+}
+
+// tlsContextMessage is an UpstreamTlsContext or a DownstreamTlsContext.
+type tlsContextMessage interface {
+	proto.Message
+	GetCommonTlsContext() *tlsv3.CommonTlsContext
+}
+
+// tlsContext is what both directions check alike: a TLS transport socket
+// unpacked into c, which may set common_tls_context and the fields named
+// besides, and its common_tls_context (commonTLS).
+func (b builder) tlsContext(ts *corev3.TransportSocket, c tlsContextMessage, upstream bool, fields ...string) (sans []spiffeid.ID, alpn []string, err error) {
+	if err := transportSocket(ts, c); err != nil {
+		return nil, nil, err
+	}
+	if err := only(c, append([]string{"common_tls_context"}, fields...)...); err != nil {
+		return nil, nil, err
+	}
+	if sans, alpn, err = b.commonTLS(c.GetCommonTlsContext(), upstream); err != nil {
+		return nil, nil, fmt.Errorf("common_tls_context: %w", err)
+	}
+	return sans, alpn, nil
 }
 
 // commonTLS checks the shape both directions share: TLS 1.3, the SVID as
