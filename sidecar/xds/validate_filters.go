@@ -576,20 +576,12 @@ func (b builder) principal(p *rbacv3.Principal, depth int) ([]model.Principal, e
 			return []model.Principal{{Prefix: m.Prefix}}, nil
 		}
 	case *rbacv3.Principal_AndIds:
-		if depth >= maxPrincipalSetDepth {
-			return nil, fmt.Errorf("and_ids: principal sets nested more than %d deep are not supported", maxPrincipalSetDepth)
-		}
-		// conform refused an empty set (Envoy's min_items: 1); checked
-		// again because an empty and_ids would match everything.
-		if len(id.AndIds.GetIds()) == 0 {
-			return nil, errors.New("and_ids.ids: must not be empty")
+		sets, err := b.principalSet("and_ids", id.AndIds.GetIds(), depth)
+		if err != nil {
+			return nil, err
 		}
 		var all []model.Principal
-		for i, sub := range id.AndIds.GetIds() {
-			alts, err := b.principal(sub, depth+1)
-			if err != nil {
-				return nil, fmt.Errorf("and_ids %d: %w", i, err)
-			}
+		for _, alts := range sets {
 			if len(alts) == 1 {
 				all = append(all, alts[0])
 			} else {
@@ -598,23 +590,36 @@ func (b builder) principal(p *rbacv3.Principal, depth int) ([]model.Principal, e
 		}
 		return []model.Principal{{And: all}}, nil
 	case *rbacv3.Principal_OrIds:
-		if depth >= maxPrincipalSetDepth {
-			return nil, fmt.Errorf("or_ids: principal sets nested more than %d deep are not supported", maxPrincipalSetDepth)
+		sets, err := b.principalSet("or_ids", id.OrIds.GetIds(), depth)
+		if err != nil {
+			return nil, err
 		}
-		if len(id.OrIds.GetIds()) == 0 {
-			return nil, errors.New("or_ids.ids: must not be empty")
-		}
-		var out []model.Principal
-		for i, sub := range id.OrIds.GetIds() {
-			prs, err := b.principal(sub, depth+1)
-			if err != nil {
-				return nil, fmt.Errorf("or_ids %d: %w", i, err)
-			}
-			out = append(out, prs...)
-		}
-		return out, nil
+		return slices.Concat(sets...), nil
 	}
 	return nil, fmt.Errorf("identifier %s is not supported (only any, authenticated, and_ids, or_ids)", oneofName(p))
+}
+
+// principalSet reads the ids of an and_ids or or_ids (field) that is in
+// depth sets: nested at most maxPrincipalSetDepth deep and not empty
+// (conform refused an empty set, Envoy's min_items: 1; checked again
+// because an empty and_ids would match everything); each id as its
+// alternatives (principal).
+func (b builder) principalSet(field string, ids []*rbacv3.Principal, depth int) ([][]model.Principal, error) {
+	if depth >= maxPrincipalSetDepth {
+		return nil, fmt.Errorf("%s: principal sets nested more than %d deep are not supported", field, maxPrincipalSetDepth)
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("%s.ids: must not be empty", field)
+	}
+	sets := make([][]model.Principal, len(ids))
+	for i, sub := range ids {
+		alts, err := b.principal(sub, depth+1)
+		if err != nil {
+			return nil, fmt.Errorf("%s %d: %w", field, i, err)
+		}
+		sets[i] = alts
+	}
+	return sets, nil
 }
 
 // oneofName names the populated field of a message's only oneof.
