@@ -198,11 +198,8 @@ func (g *GaugeVec) With(values ...string) *Gauge { return g.v.with(values) }
 
 // NewCounterVec registers a counter family with the given label names.
 func (r *Registry) NewCounterVec(name, help string, labels ...string) (*CounterVec, error) {
-	v := newVec[Counter](len(labels))
-	f := &family{name: name, help: help, typ: CounterType, labels: labels, collect: func(emit func([]string, float64)) {
-		v.each(func(values []string, c *Counter) { emit(values, float64(c.Value())) })
-	}}
-	if err := r.register(f); err != nil {
+	v, err := registerVec(r, name, help, CounterType, labels, func(c *Counter) float64 { return float64(c.Value()) })
+	if err != nil {
 		return nil, err
 	}
 	return &CounterVec{v}, nil
@@ -210,14 +207,24 @@ func (r *Registry) NewCounterVec(name, help string, labels ...string) (*CounterV
 
 // NewGaugeVec registers a gauge family with the given label names.
 func (r *Registry) NewGaugeVec(name, help string, labels ...string) (*GaugeVec, error) {
-	v := newVec[Gauge](len(labels))
-	f := &family{name: name, help: help, typ: GaugeType, labels: labels, collect: func(emit func([]string, float64)) {
-		v.each(func(values []string, g *Gauge) { emit(values, float64(g.Value())) })
+	v, err := registerVec(r, name, help, GaugeType, labels, func(g *Gauge) float64 { return float64(g.Value()) })
+	if err != nil {
+		return nil, err
+	}
+	return &GaugeVec{v}, nil
+}
+
+// registerVec registers a family of typ whose series are a new vec's, each
+// sampled as value of it.
+func registerVec[T any](r *Registry, name, help string, typ Type, labels []string, value func(*T) float64) (*vec[T], error) {
+	v := newVec[T](len(labels))
+	f := &family{name: name, help: help, typ: typ, labels: labels, collect: func(emit func([]string, float64)) {
+		v.each(func(values []string, s *T) { emit(values, value(s)) })
 	}}
 	if err := r.register(f); err != nil {
 		return nil, err
 	}
-	return &GaugeVec{v}, nil
+	return v, nil
 }
 
 // NewCounter registers a counter without labels.
