@@ -183,6 +183,15 @@ func get(ctx context.Context, args []string) error {
 	hold := fs.Duration("hold", 0, "keep the idle connection open this long after the last answer")
 	connect := fs.String("connect", "", "dial this host:port instead of the URL's (SNI and Host stay the URL's)")
 	tokenFile := fs.String("token-file", "", "send the token in this file as Authorization: Bearer")
+	var headers [][2]string
+	fs.Func("H", `a request header field "Name: value"; repeat for more`, func(s string) error {
+		name, value, ok := strings.Cut(s, ":")
+		if !ok || strings.TrimSpace(name) == "" {
+			return fmt.Errorf("-H %q: want Name: value", s)
+		}
+		headers = append(headers, [2]string{strings.TrimSpace(name), strings.TrimSpace(value)})
+		return nil
+	})
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		return fmt.Errorf("get: want one URL")
@@ -214,6 +223,9 @@ func get(ctx context.Context, args []string) error {
 		}
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		for _, h := range headers {
+			req.Header.Add(h[0], h[1])
 		}
 		resp, err := client.Do(req)
 		if err != nil {
