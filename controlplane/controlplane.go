@@ -203,6 +203,11 @@ func Run(ctx context.Context, cfg Config) error {
 		// for its TLS handshake.
 		grpc.MaxConcurrentStreams(32),
 		grpc.MaxRecvMsgSize(4<<20),
+		// What a sidecar receives (names.MaxXDSMessageSize, its ADS
+		// client's limit). The ADS server already withholds a snapshot
+		// that would need a larger response (ads.Config.MaxMessageSize);
+		// this is the last word on the wire.
+		grpc.MaxSendMsgSize(names.MaxXDSMessageSize),
 		grpc.ConnectionTimeout(10*time.Second),
 		grpc.ChainStreamInterceptor(xs.StreamInterceptor()),
 	)

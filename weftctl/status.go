@@ -89,6 +89,9 @@ type typeReport struct {
 	Acked   string `json:"acked,omitempty"`
 	NACKs   int    `json:"nacks"`
 	Error   string `json:"error,omitempty"`
+	// Withheld: the newest configuration of this type is not sent, over
+	// the xDS message limit (the sidecar's generateError says so too).
+	Withheld *adminapi.Withheld `json:"withheld,omitempty"`
 }
 
 func newStatus(g *globals) *cobra.Command {
@@ -150,7 +153,7 @@ func buildStatus(ctx context.Context, e *env) (*statusReport, error) {
 			sr := sidecarReport{Namespace: n.Namespace, Pod: n.Pod, SPIFFEID: n.SPIFFEID, ControlPlane: cp.replica, GenError: n.GenerateError}
 			nacked := false
 			for _, t := range n.Types {
-				tr := typeReport{Type: t.Type, State: string(t.State), Version: t.Version, Acked: t.Acked, NACKs: t.NACKs}
+				tr := typeReport{Type: t.Type, State: string(t.State), Version: t.Version, Acked: t.Acked, NACKs: t.NACKs, Withheld: t.Withheld}
 				if t.LastNACK != nil {
 					tr.Error = t.LastNACK.Message
 				}
@@ -302,7 +305,9 @@ func printStatus(g *globals, e *env, r *statusReport) {
 			}
 		}
 		if s.GenError != "" {
-			fmt.Fprintf(g.out, "\nconfig generation for %s/%s failed (it keeps its last good config): %s\n", s.Namespace, s.Pod, s.GenError)
+			// A failed generation, or a configuration withheld because a
+			// response would exceed the xDS message limit.
+			fmt.Fprintf(g.out, "\nnew config for %s/%s not sent (it keeps its last good config): %s\n", s.Namespace, s.Pod, s.GenError)
 		}
 	}
 	for _, d := range r.Disconnected {

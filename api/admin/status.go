@@ -47,8 +47,10 @@ type NodeStatus struct {
 	Streams   int       `json:"streams"`
 	Connected time.Time `json:"connected"`
 	// Generated is when the last good snapshot was built; GenerateError is
-	// the last error if the newest attempt failed (the sidecar keeps the
-	// previous snapshot meanwhile).
+	// the last error if the newest attempt failed, or was withheld because
+	// a response would exceed the xDS message limit (see
+	// TypeStatus.Withheld); the sidecar keeps the previous snapshot
+	// meanwhile.
 	Generated     time.Time    `json:"generated,omitzero"`
 	GenerateError string       `json:"generateError,omitempty"`
 	Types         []TypeStatus `json:"types"`
@@ -66,6 +68,20 @@ type TypeStatus struct {
 	AckedAt  time.Time `json:"ackedAt,omitzero"`
 	NACKs    int       `json:"nacks"` // NACKs since the sidecar connected
 	LastNACK *NACK     `json:"lastNack,omitempty"`
+	// Withheld is set while the newest snapshot is not sent because this
+	// type's response would exceed the xDS message limit: the sidecar
+	// keeps running Version.
+	Withheld *Withheld `json:"withheld,omitempty"`
+}
+
+// Withheld is a response the control plane did not send because its
+// encoded size exceeds the xDS message limit (names.MaxXDSMessageSize),
+// which is also what the sidecar accepts.
+type Withheld struct {
+	Version string    `json:"version"` // the version not sent
+	Size    int       `json:"size"`    // bytes, encoded
+	Limit   int       `json:"limit"`   // bytes
+	Time    time.Time `json:"time"`
 }
 
 // NACK is the last rejection of a type by a sidecar.

@@ -1,8 +1,9 @@
 // Package names holds the names and addresses by which weft's parts find
 // one another: the namespace weft is installed in, its components'
 // Deployment, ServiceAccount and Service names, their ports, the control
-// plane's address, and the labels and annotations the injector, the
-// control plane and weftctl read and write. Every part imports them from
+// plane's address, the largest xDS message the control plane sends a
+// sidecar, and the labels and annotations the injector, the control plane
+// and weftctl read and write. Every part imports them from
 // here, so none can rename one alone. The install manifests (deploy/*.yaml)
 // spell the same names in YAML.
 //
@@ -96,6 +97,20 @@ const (
 	EgressMetadataKey  = "weft.egress"
 	InboundMetadataKey = "weft.inbound"
 )
+
+// MaxXDSMessageSize is the largest xDS message (a DiscoveryResponse or
+// DeltaDiscoveryResponse, as encoded on the wire) the control plane sends
+// and a sidecar receives: 16 MiB, four times gRPC's default receive limit.
+// The sidecar's ADS client receives up to it (grpc.MaxCallRecvMsgSize),
+// the control plane's gRPC server sends up to it (grpc.MaxSendMsgSize), and
+// the ADS server never sends a response larger: a snapshot that would need
+// one is not published (the sidecar keeps its configuration; the control
+// plane logs it, counts it in weft_xds_oversized_responses_total and shows
+// it in /debug/status). Both sides read this one constant, so neither can
+// raise it alone; sidecar/xds/README.md states it as part of the contract.
+// The sidecar's requests are small: the control plane receives at most
+// 4 MiB.
+const MaxXDSMessageSize = 16 << 20
 
 // MeshControllerName is the controllerName weft writes in the status of the
 // Gateway API routes (HTTPRoute, GRPCRoute) whose parent is a Service: the

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/controlplane/xds"
@@ -51,12 +52,59 @@ func (s *Server) guard(ss grpc.ServerStream, handler func(grpc.ServerStream) err
 		s.refuse(err, "", peerAddr(ss.Context()))
 		return err
 	}
-	err = handler(streamauth.Stream(ss, g))
+	err = handler(limitStream{ServerStream: streamauth.Stream(ss, g), s: s, node: g.NodeID()})
 	if cause := g.Err(); cause != nil {
 		s.refuse(cause, g.NodeID(), peerAddr(ss.Context()))
 		return cause
 	}
 	return err
+}
+
+// limitStream is an ADS stream that never sends a message over the
+// message limit. It is the last check on the wire: generate withholds any
+// snapshot that could need a larger response, so it only meets what that
+// check cannot foresee (a delta stream whose removed_resources name more
+// than the last published snapshot held). By then go-control-plane has
+// recorded the response as sent, and a stream that silently dropped it
+// would never be answered for its type again (see Server.generate); so the
+// stream ends, with ResourceExhausted as gRPC's own MaxSendMsgSize would
+// end it. The sidecar keeps its configuration and reconnects with a
+// backoff that a ResourceExhausted end does not reset.
+type limitStream struct {
+	grpc.ServerStream
+	s    *Server
+	node string
+}
+
+func (l limitStream) SendMsg(m any) error {
+	if pm, ok := m.(proto.Message); ok {
+		if size := proto.Size(pm); size > l.s.maxMsg {
+			return l.s.tooLarge(l.node, pm, size)
+		}
+	}
+	return l.ServerStream.SendMsg(m)
+}
+
+// tooLarge logs, counts and records a response limitStream refused, and
+// returns the stream's end.
+func (s *Server) tooLarge(node string, m proto.Message, size int) error {
+	var typeURL, version string
+	switch r := m.(type) {
+	case *discoverygrpc.DiscoveryResponse:
+		typeURL, version = r.GetTypeUrl(), r.GetVersionInfo()
+	case *discoverygrpc.DeltaDiscoveryResponse:
+		typeURL, version = r.GetTypeUrl(), r.GetSystemVersionInfo()
+	}
+	s.mu.Lock()
+	if n := s.nodes[node]; n != nil {
+		n.typeState(typeURL).withheld = &Withheld{Version: version, Size: size, Limit: s.maxMsg, Time: s.clock.Now()}
+	}
+	s.mu.Unlock()
+	s.metrics.oversized.WithLabelValues(typeName(typeURL)).Inc()
+	s.log.Error("response not sent: over the xDS message limit; ending the stream (the sidecar keeps its configuration)",
+		"node", node, "type_url", typeURL, "version", version, "size", size, "limit", s.maxMsg)
+	return status.Errorf(codes.ResourceExhausted, "xds: %s response of %d bytes not sent: over the xDS message limit of %d bytes",
+		typeName(typeURL), size, s.maxMsg)
 }
 
 // StreamInterceptor refuses ADS streams without a valid client certificate

@@ -17,7 +17,7 @@
 // go-spiffe, gRPC, Prometheus, k8s.io/utils/clock, controlplane/streamauth
 // (the streams' authorization, shared with the audit stream),
 // internal/peersvid (the stream's client SVID), api/admin (the status
-// types). Never the translator, the registry or certs (its tests use the
+// types), api/names (the message limit). Never the translator, the registry or certs (its tests use the
 // translator).
 //
 // # Protocol
@@ -55,6 +55,23 @@
 // map-valued fields will look like changes. The snapshot of a node is
 // cleared when its last stream closes.
 //
+// Message size. No response exceeds [Config.MaxMessageSize]
+// (names.MaxXDSMessageSize, what sidecars receive; the gRPC server's
+// MaxSendMsgSize is the same). Before a snapshot is published, the largest
+// response of each type it can make, SotW or delta (every resource of the
+// type, the longest nonce, the names a delta stream holds that are gone),
+// is sized from the encodings the snapshot build already has
+// (snapshot.go, "Response sizes"). A snapshot over the limit is not
+// published: the sidecar keeps what it runs (no stream error, nothing to
+// reconnect for) and gets the next snapshot that fits; the node's status
+// says so (GenerateError, and Withheld on the type: version, size, limit),
+// and the server logs an error naming the node, type URL, size and limit
+// and counts weft_xds_oversized_responses_total{type}, once per withheld
+// snapshot. Why there and not later is Server.generate's comment. Behind
+// it, each stream refuses to send a message over the limit (limitStream):
+// the stream ends with ResourceExhausted, logged and counted alike; the
+// sidecar does not reset its reconnect backoff for that end.
+//
 // Debounce. [Server.Changed] never blocks. Regeneration of every connected
 // node starts Config.Debounce (100ms) after the last change, and at most
 // Config.MaxDelay (1s) after the first change of a burst, so continuous
@@ -75,6 +92,7 @@
 //
 // Metrics: weft_xds_connected_sidecars, weft_xds_pushes_total{type},
 // weft_xds_nacks_total{type}, weft_xds_generate_errors_total,
+// weft_xds_oversized_responses_total{type},
 // weft_xds_refused_streams_total{code},
 // weft_xds_regenerate_duration_seconds.
 package ads

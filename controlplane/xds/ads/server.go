@@ -8,17 +8,20 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/controlplane/xds"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
@@ -44,6 +47,10 @@ type Config struct {
 	Registerer prometheus.Registerer // nil: metrics are not exported
 	Debounce   time.Duration         // 0: 100ms; quiet time after the last change
 	MaxDelay   time.Duration         // 0: 1s; longest wait after the first change
+	// MaxMessageSize is the largest response sent, encoded (0:
+	// names.MaxXDSMessageSize, what sidecars receive; never more). A
+	// snapshot that could need a larger one is not published.
+	MaxMessageSize int
 }
 
 // Server is weft's ADS server: one snapshot per connected sidecar,
@@ -56,6 +63,7 @@ type Server struct {
 	clock    clock.Clock
 	metrics  *metrics
 	debounce *debouncer
+	maxMsg   int // Config.MaxMessageSize
 
 	ctx    context.Context // ends streams when Run returns
 	cancel context.CancelFunc
@@ -110,6 +118,9 @@ type nodeState struct {
 	// initial_resource_versions are compared with.
 	resources map[string]map[string]string
 	types     map[string]*typeState
+	// withheld is the versions of the newest snapshot, not published
+	// because a response would exceed the message limit (nil: none).
+	withheld map[string]string
 }
 
 func (n *nodeState) typeState(url string) *typeState {
@@ -133,6 +144,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("xds: Config.Bundle is required: ADS streams verify client certificates themselves")
 	case cfg.Debounce < 0 || cfg.MaxDelay < 0:
 		return nil, fmt.Errorf("xds: Debounce %v and MaxDelay %v must not be negative", cfg.Debounce, cfg.MaxDelay)
+	case cfg.MaxMessageSize < 0 || cfg.MaxMessageSize > names.MaxXDSMessageSize:
+		return nil, fmt.Errorf("xds: MaxMessageSize %d must be between 0 and names.MaxXDSMessageSize (%d), what sidecars receive",
+			cfg.MaxMessageSize, names.MaxXDSMessageSize)
+	}
+	if cfg.MaxMessageSize == 0 {
+		cfg.MaxMessageSize = names.MaxXDSMessageSize
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -151,7 +168,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		gen: cfg.Generator, auth: cfg.Authorizer, bundle: cfg.Bundle, log: cfg.Logger, clock: cfg.Clock, metrics: m,
+		gen: cfg.Generator, auth: cfg.Authorizer, bundle: cfg.Bundle, log: cfg.Logger, clock: cfg.Clock, metrics: m, maxMsg: cfg.MaxMessageSize,
 		streams: map[streamKey]*stream{}, nodes: map[string]*nodeState{}, resCache: newResCache(),
 	}
 	s.debounce = newDebouncer(cfg.Clock, cfg.Debounce, cfg.MaxDelay, s.round)
@@ -227,31 +244,59 @@ func (s *Server) round() {
 // generate builds, validates and publishes n's snapshot. On any error the
 // node keeps its last good snapshot. An unchanged snapshot is not
 // published at all, so nothing is pushed.
+//
+// A snapshot one of whose responses could exceed the message limit is not
+// published either (withhold): the sidecar keeps the configuration it
+// runs, and the next snapshot that fits is published as any other. This is
+// the one place that can refuse a response correctly. Past SetSnapshot,
+// go-control-plane's callbacks (OnStreamResponse, OnStreamDeltaResponse)
+// only observe; and a stream wrapper that drops a message in SendMsg would
+// leave go-control-plane believing it was sent: its watch for the type is
+// answered (SotW records the nonce, delta the resource versions) and the
+// next watch opens only on the sidecar's next request, which never comes
+// for a response it never got, so no later snapshot of that type would be
+// delivered. Withholding before the cache sees the snapshot keeps the
+// cache, every stream's nonces and versions, and Status true to what the
+// sidecar has. The whole snapshot is held back, not only the oversized
+// type, since its types reference one another (a listener its route
+// configuration). The stream wrapper (limitStream) stays as the last
+// check on the wire; it ends the stream instead.
 func (s *Server) generate(n *nodeState) {
 	n.gen.Lock()
 	defer n.gen.Unlock()
 	s.mu.Lock()
-	node, gone := n.node, n.gone
+	node, gone, prev := n.node, n.gone, n.resources
 	s.mu.Unlock()
 	if gone {
 		return
 	}
-	snap, versions, err := s.build(node)
+	snap, versions, sizes, err := s.build(node)
 	now := s.clock.Now()
-	s.mu.Lock()
 	if err != nil {
+		s.mu.Lock()
 		n.genErr = err.Error()
 		s.mu.Unlock()
 		s.metrics.generateErrors.Inc()
 		s.log.Error("snapshot not published; the sidecar keeps its last good one", "node", n.id, "err", err)
 		return
 	}
-	n.genErr, n.generated = "", now
-	unchanged := n.versions != nil && maps.Equal(n.versions, versions)
-	s.mu.Unlock()
-	if unchanged {
+	s.mu.Lock()
+	if n.versions != nil && maps.Equal(n.versions, versions) {
+		// Unchanged (n.versions cannot change while n.gen is held).
+		n.genErr, n.generated = "", now
+		n.clearWithheld()
+		s.mu.Unlock()
 		return
 	}
+	s.mu.Unlock()
+	if over := s.oversized(snap, sizes, prev); len(over) > 0 {
+		s.mu.Lock()
+		s.withhold(n, versions, over, now) // unlocks s.mu
+		return
+	}
+	s.mu.Lock()
+	n.genErr, n.generated = "", now
+	s.mu.Unlock()
 	// n.gone cannot change while n.gen is held.
 	if err := s.cache.SetSnapshot(s.ctx, n.id, snap); err != nil {
 		s.log.Error("publishing snapshot", "node", n.id, "err", err)
@@ -259,14 +304,86 @@ func (s *Server) generate(n *nodeState) {
 	}
 	s.mu.Lock()
 	n.versions, n.resources = versions, snap.VersionMap
+	n.clearWithheld()
 	s.mu.Unlock()
 	s.log.Debug("snapshot published", "node", n.id, "versions", versions)
+}
+
+// oversize is a type whose response could exceed the message limit.
+type oversize struct {
+	typeURL string
+	size    int
+}
+
+// oversized returns the types of snap (sizes: buildSnapshotSized's) whose
+// largest response, SotW or delta, exceeds the limit, in type order. A
+// delta response also names the resources the stream holds that are gone:
+// those of prev, the last published snapshot, not in snap. (A delta stream
+// that still holds an older snapshot's resources, or resumed claiming
+// names, can get a longer removed_resources list; limitStream catches what
+// that could add.)
+func (s *Server) oversized(snap *cachev3.Snapshot, sizes map[string]responseSize, prev map[string]map[string]string) []oversize {
+	var over []oversize
+	for i := range types.UnknownType {
+		url, _ := cachev3.GetResponseTypeURL(i)
+		sz := sizes[url]
+		delta := sz.delta
+		if old := prev[url]; len(old) > 0 {
+			var removed []string
+			for name := range old {
+				if _, ok := snap.VersionMap[url][name]; !ok {
+					removed = append(removed, name)
+				}
+			}
+			delta += removedSize(removed)
+		}
+		if size := max(sz.sotw, delta); size > s.maxMsg {
+			over = append(over, oversize{typeURL: url, size: size})
+		}
+	}
+	return over
+}
+
+// withhold records that n's snapshot of versions is not published because
+// of over, and logs and counts it unless that same snapshot was withheld
+// already (every round regenerates every node). Called with s.mu held; it
+// unlocks it.
+func (s *Server) withhold(n *nodeState, versions map[string]string, over []oversize, now time.Time) {
+	again := maps.Equal(n.withheld, versions)
+	n.withheld = versions
+	what := make([]string, len(over))
+	for i, o := range over {
+		what[i] = fmt.Sprintf("%s response would be %d bytes", typeName(o.typeURL), o.size)
+		t := n.typeState(o.typeURL)
+		if !again || t.withheld == nil {
+			t.withheld = &Withheld{Version: versions[o.typeURL], Size: o.size, Limit: s.maxMsg, Time: now}
+		}
+	}
+	n.genErr = fmt.Sprintf("xds: snapshot not sent: its %s, over the xDS message limit of %d bytes; the sidecar keeps its last configuration",
+		strings.Join(what, ", its "), s.maxMsg)
+	s.mu.Unlock()
+	if again {
+		return
+	}
+	for _, o := range over {
+		s.metrics.oversized.WithLabelValues(typeName(o.typeURL)).Inc()
+		s.log.Error("snapshot not sent: a response would exceed the xDS message limit; the sidecar keeps its last configuration",
+			"node", n.id, "type_url", o.typeURL, "size", o.size, "limit", s.maxMsg)
+	}
+}
+
+// clearWithheld forgets a withheld snapshot. Called with s.mu held.
+func (n *nodeState) clearWithheld() {
+	n.withheld = nil
+	for _, t := range n.types {
+		t.withheld = nil
+	}
 }
 
 // build runs the generator (a panic is an error, not a crash) and turns its
 // output into a consistent, validated snapshot with a content hash as the
 // version of each type.
-func (s *Server) build(node xds.Node) (snap *cachev3.Snapshot, versions map[string]string, err error) {
+func (s *Server) build(node xds.Node) (snap *cachev3.Snapshot, versions map[string]string, sizes map[string]responseSize, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("xds: Generate(%s) panicked: %v", xds.NodeID(node.Name, node.Namespace), r)
@@ -274,14 +391,14 @@ func (s *Server) build(node xds.Node) (snap *cachev3.Snapshot, versions map[stri
 	}()
 	res, err := s.gen.Generate(node)
 	if err != nil {
-		return nil, nil, fmt.Errorf("xds: Generate(%s): %w", xds.NodeID(node.Name, node.Namespace), err)
+		return nil, nil, nil, fmt.Errorf("xds: Generate(%s): %w", xds.NodeID(node.Name, node.Namespace), err)
 	}
 	if g, ok := s.gen.(sharingGenerator); ok {
 		// Only a sharing generator promises never to modify what it
 		// returned, which the cache needs.
-		return buildSnapshotCached(res, s.resCache, g.SharedResources())
+		return buildSnapshotSized(res, s.resCache, g.SharedResources())
 	}
-	return buildSnapshot(res)
+	return buildSnapshotSized(res, nil, nil)
 }
 
 // cpLogger hands go-control-plane's logging to slog. Its Infof reports

@@ -165,6 +165,7 @@ type harnessOpts struct {
 	debounce  time.Duration
 	maxDelay  time.Duration
 	gen       xds.Generator
+	maxMsg    int // Config.MaxMessageSize
 }
 
 func newHarness(t testing.TB, o harnessOpts) *harness {
@@ -197,7 +198,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	cfg := Config{
 		Generator: h.gen, Authorizer: h.auth, Bundle: ca.Bundle(), Clock: h.clock, Registerer: prometheus.NewRegistry(),
-		Debounce: o.debounce, MaxDelay: o.maxDelay,
+		Debounce: o.debounce, MaxDelay: o.maxDelay, MaxMessageSize: o.maxMsg,
 	}
 	if o.gen != nil {
 		cfg.Generator = o.gen

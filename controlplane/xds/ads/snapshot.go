@@ -13,10 +13,12 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/controlplane/xds"
 )
@@ -59,39 +61,48 @@ func buildSnapshot(res xds.Resources) (*cachev3.Snapshot, map[string]string, err
 // buildSnapshotCached is buildSnapshot with cache (nil: none) and the
 // generator's shared resources.
 func buildSnapshotCached(res xds.Resources, cache *resCache, shared func(types.Resource) bool) (*cachev3.Snapshot, map[string]string, error) {
+	snap, versions, _, err := buildSnapshotSized(res, cache, shared)
+	return snap, versions, err
+}
+
+// buildSnapshotSized is buildSnapshotCached that also returns, by type URL,
+// the size of the largest responses the snapshot makes (responseSizes).
+func buildSnapshotSized(res xds.Resources, cache *resCache, shared func(types.Resource) bool) (*cachev3.Snapshot, map[string]string, map[string]responseSize, error) {
 	for url := range res {
 		if cachev3.GetResponseType(url) == types.UnknownType {
-			return nil, nil, fmt.Errorf("xds: unknown resource type %q", url)
+			return nil, nil, nil, fmt.Errorf("xds: unknown resource type %q", url)
 		}
 	}
 	snap := &cachev3.Snapshot{VersionMap: make(map[string]map[string]string, types.UnknownType)}
 	versions := make(map[string]string, types.UnknownType)
+	sizes := make(map[string]responseSize, types.UnknownType)
 	var lists [types.UnknownType]*typeEntry
 	for i := range types.UnknownType {
 		url, err := cachev3.GetResponseTypeURL(i)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		items := res[url]
 		entries := cache.entries(url, items, shared)
 		te, key := cache.knownList(url, entries)
 		if te == nil {
 			if err := validate(url, items, entries); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
-			if te, err = cache.newList(key, items, entries); err != nil {
-				return nil, nil, fmt.Errorf("xds: %s: %w", typeName(url), err)
+			if te, err = cache.newList(url, key, items, entries); err != nil {
+				return nil, nil, nil, fmt.Errorf("xds: %s: %w", typeName(url), err)
 			}
 		}
 		snap.Resources[i] = te.res
 		snap.VersionMap[url] = te.versionMap
 		versions[url] = te.res.Version
+		sizes[url] = te.size
 		lists[i] = te
 	}
 	if err := cache.consistent(snap, &lists); err != nil {
-		return nil, nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
+		return nil, nil, nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
 	}
-	return snap, versions, nil
+	return snap, versions, sizes, nil
 }
 
 type validatorAll interface{ ValidateAll() error }
@@ -134,9 +145,10 @@ type typeEntry struct {
 	versionMap map[string]string
 	refs       map[string]struct{} // what the resources reference
 	names      []string
+	size       responseSize
 }
 
-func newTypeEntry(items []types.Resource, entries []*resEntry) (*typeEntry, error) {
+func newTypeEntry(url string, items []types.Resource, entries []*resEntry) (*typeEntry, error) {
 	v, err := hashEntries(entries)
 	if err != nil {
 		return nil, err
@@ -146,6 +158,7 @@ func newTypeEntry(items []types.Resource, entries []*resEntry) (*typeEntry, erro
 		versionMap: make(map[string]string, len(entries)),
 		refs:       map[string]struct{}{},
 		names:      make([]string, len(entries)),
+		size:       responseSizes(url, v, entries),
 	}
 	for i, e := range entries {
 		te.versionMap[e.name] = e.version
@@ -155,6 +168,60 @@ func newTypeEntry(items []types.Resource, entries []*resEntry) (*typeEntry, erro
 		}
 	}
 	return te, nil
+}
+
+// Response sizes.
+//
+// A sidecar receives no xDS message larger than names.MaxXDSMessageSize,
+// so the Server must never send one (Server.generate withholds a snapshot
+// that could need one). What go-control-plane sends is known from the
+// snapshot: a SotW response is DiscoveryResponse{version_info, resources
+// (each an Any of the request's type URL and the resource's deterministic
+// encoding), type_url, nonce}, a delta response DeltaDiscoveryResponse{
+// system_version_info, resources (each Resource{name, version, that Any}),
+// type_url, nonce, removed_resources}. The nonce is a stream's counter in
+// base 10, at most maxNonce. A wildcard subscription gets every resource
+// of the type (a stream subscribed to fewer names gets less), and a delta
+// response only those that changed, so the sizes with every resource are
+// upper bounds; only removed_resources depends on what the stream holds
+// (Server.generate adds it).
+
+// maxNonce is the longest nonce go-control-plane gives a response.
+const maxNonce = "9223372036854775807"
+
+// responseSize is the encoded size, in bytes, of the largest SotW and delta
+// responses of one type, removed_resources not counted.
+type responseSize struct{ sotw, delta int }
+
+// responseSizes sizes the responses of a type's entries at version. It
+// adds up each resource's share of the message (field tag, length and
+// content) with proto.Size of a one-resource message, so nothing is
+// allocated per resource and the field layout is the generated code's.
+func responseSizes(url, version string, entries []*resEntry) responseSize {
+	a := &anypb.Any{TypeUrl: url}
+	sotwOne := &discovery.DiscoveryResponse{Resources: []*anypb.Any{a}}
+	res := &discovery.Resource{Resource: a}
+	deltaOne := &discovery.DeltaDiscoveryResponse{Resources: []*discovery.Resource{res}}
+	size := responseSize{
+		sotw:  proto.Size(&discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: url, Nonce: maxNonce}),
+		delta: proto.Size(&discovery.DeltaDiscoveryResponse{SystemVersionInfo: version, TypeUrl: url, Nonce: maxNonce}),
+	}
+	for _, e := range entries {
+		a.Value = e.enc
+		res.Name, res.Version = e.name, e.version
+		size.sotw += proto.Size(sotwOne)
+		size.delta += proto.Size(deltaOne)
+	}
+	return size
+}
+
+// removedSize is the share of removed_resources in a delta response that
+// removes names.
+func removedSize(names []string) int {
+	if len(names) == 0 {
+		return 0
+	}
+	return proto.Size(&discovery.DeltaDiscoveryResponse{RemovedResources: names})
 }
 
 // resCache keeps entries by shared resource pointer and by content, type
@@ -285,8 +352,8 @@ func (c *resCache) knownList(url string, entries []*resEntry) (*typeEntry, []byt
 
 // newList builds the type entry of validated items and caches it under
 // key (if any).
-func (c *resCache) newList(key []byte, items []types.Resource, entries []*resEntry) (*typeEntry, error) {
-	te, err := newTypeEntry(items, entries)
+func (c *resCache) newList(url string, key []byte, items []types.Resource, entries []*resEntry) (*typeEntry, error) {
+	te, err := newTypeEntry(url, items, entries)
 	if err != nil || c == nil || key == nil {
 		return te, err
 	}

@@ -22,6 +22,7 @@ type (
 	NodeStatus = admin.NodeStatus
 	TypeStatus = admin.TypeStatus
 	NACK       = admin.NACK
+	Withheld   = admin.Withheld
 )
 
 // States of a sidecar's resource type.
@@ -43,6 +44,9 @@ type typeState struct {
 	ackedAt time.Time
 	nacks   int
 	nack    *NACK
+	// withheld: the newest snapshot's response of this type is over the
+	// message limit, so that snapshot is not published (nil: none).
+	withheld *Withheld
 }
 
 func (t *typeState) state(want string) State {
@@ -76,6 +80,10 @@ func (s *Server) Status() []NodeStatus {
 			if t.nack != nil {
 				c := *t.nack
 				ts.LastNACK = &c
+			}
+			if t.withheld != nil {
+				w := *t.withheld
+				ts.Withheld = &w
 			}
 			ns.Types = append(ns.Types, ts)
 		}
@@ -160,6 +168,7 @@ type metrics struct {
 	pushes         *prometheus.CounterVec
 	nacks          *prometheus.CounterVec
 	generateErrors prometheus.Counter
+	oversized      *prometheus.CounterVec
 	refused        *prometheus.CounterVec
 	rounds         prometheus.Histogram
 }
@@ -178,6 +187,10 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		generateErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_xds_generate_errors_total", Help: "Snapshots not published because generation or validation failed.",
 		}),
+		oversized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_xds_oversized_responses_total",
+			Help: "xDS responses not sent because they would exceed the xDS message limit (what sidecars receive), by resource type; the sidecar keeps its last configuration (per-sidecar detail: /debug/status).",
+		}, []string{"type"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_xds_refused_streams_total", Help: "ADS streams refused, by gRPC status code.",
 		}, []string{"code"}),
@@ -189,7 +202,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	if r == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.connected, m.pushes, m.nacks, m.generateErrors, m.refused, m.rounds} {
+	for _, c := range []prometheus.Collector{m.connected, m.pushes, m.nacks, m.generateErrors, m.oversized, m.refused, m.rounds} {
 		if err := r.Register(c); err != nil {
 			return nil, fmt.Errorf("xds: register metrics: %w", err)
 		}
