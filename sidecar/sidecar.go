@@ -376,6 +376,8 @@ func registerXDS(reg *wm.Registry, c *xds.Client) error {
 			}},
 		{"weft_sidecar_xds_reconnects_total", "ADS streams re-established.", wm.CounterType, nil,
 			func(st xds.Status, emit wm.Emit) { emit(float64(st.Reconnects)) }},
+		{"weft_sidecar_xds_too_large_total", "ADS streams ended because a message was too large (ResourceExhausted); the reconnect backoff is not reset.", wm.CounterType, nil,
+			func(st xds.Status, emit wm.Emit) { emit(float64(st.TooLarge)) }},
 		{"weft_sidecar_xds_connected", "1 while the ADS stream is up.", wm.GaugeType, nil,
 			func(st xds.Status, emit wm.Emit) {
 				connected := 0.0

@@ -9,14 +9,18 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/utils/clock"
 
+	"github.com/weftmesh/weft/api/names"
 	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
@@ -45,7 +49,9 @@ type ClientConfig struct {
 
 // Backoff is the reconnect delay: Initial (500ms), doubling per failed
 // attempt up to Max (30s), each with jitter in [d/2, d). A stream that
-// received a response resets it.
+// received a response resets it, unless it ended because a message was
+// too large (ResourceExhausted): the next stream would most likely get the
+// same response, so that end counts as a failed attempt.
 type Backoff struct {
 	Initial, Max time.Duration
 }
@@ -92,8 +98,12 @@ type Status struct {
 	Acks       uint64
 	Nacks      map[string]uint64 // by resource kind: cluster, endpoints, listener, route configuration, secret
 	Reconnects uint64
-	LastNack   *Nack
-	LastError  string // why the last stream ended
+	// TooLarge counts streams that ended because a message was too large
+	// (ResourceExhausted): over names.MaxXDSMessageSize, which the control
+	// plane should never send.
+	TooLarge  uint64
+	LastNack  *Nack
+	LastError string // why the last stream ended
 }
 
 // Nack is a rejected response.
@@ -200,14 +210,26 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if healthy {
+		// A stream that ends on a message too large got responses before
+		// it (it is "healthy"), and the next one would most likely end the
+		// same way: resetting the backoff would reconnect in a loop.
+		tooLarge := messageTooLarge(err)
+		if healthy && !tooLarge {
 			attempt = 0
 		}
 		d := c.cfg.Backoff.delay(attempt)
 		c.mu.Lock()
 		c.st.Connected, c.st.LastError = false, fmt.Sprint(err)
+		if tooLarge {
+			c.st.TooLarge++
+		}
 		c.mu.Unlock()
-		c.log.Warn("stream ended; keeping the last good configuration", "err", err, "retry_in", d)
+		if tooLarge {
+			c.log.Error("stream ended: a message was too large (ResourceExhausted); keeping the last good configuration, backoff not reset",
+				"err", err, "limit", names.MaxXDSMessageSize, "retry_in", d)
+		} else {
+			c.log.Warn("stream ended; keeping the last good configuration", "err", err, "retry_in", d)
+		}
 		t := c.clock.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -216,6 +238,14 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-t.C():
 		}
 	}
+}
+
+// messageTooLarge says whether a stream ended because a message exceeded a
+// size limit: gRPC's ResourceExhausted ("grpc: received message larger
+// than max", or the server's "trying to send message larger than max"),
+// or an error that says so in words.
+func messageTooLarge(err error) bool {
+	return status.Code(err) == codes.ResourceExhausted || err != nil && strings.Contains(err.Error(), "message larger than max")
 }
 
 // stream runs one stream; healthy reports whether it got any response.

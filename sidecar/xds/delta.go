@@ -29,7 +29,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 		if first {
 			r.Node, first = c.node, false
 		}
-		if err := stream.Send(r); err != nil {
+		if err := stream.send(r); err != nil {
 			return fmt.Errorf("xds: send: %w", err)
 		}
 		return nil

@@ -22,7 +22,10 @@
 // until then the previous complete one keeps serving, as Envoy warms
 // listeners and clusters. Losing the control plane clears nothing: the last
 // good configuration keeps serving while the client reconnects with
-// exponential backoff and jitter.
+// exponential backoff and jitter. ADS streams receive messages up to
+// names.MaxXDSMessageSize (the contract's limit); a stream that ends on a
+// message too large (ResourceExhausted) is logged, counted (Status.TooLarge)
+// and does not reset the backoff, even if it received responses first.
 //
 // # Decoding
 //
@@ -37,8 +40,9 @@
 // refuses. The ADS streams are opened by method name; no generated Envoy
 // service code is linked.
 //
-// Imports: sidecar/xds/model, the subset (sidecar/internal/envoy), gRPC,
-// protobuf, go-spiffe, k8s.io/utils/clock. Never controlplane/* or
+// Imports: sidecar/xds/model, the subset (sidecar/internal/envoy),
+// api/names (the message limit), gRPC, protobuf, go-spiffe,
+// k8s.io/utils/clock. Never controlplane/* or
 // go-control-plane (tests may use go-control-plane to build resources and
 // as the reference).
 package xds

@@ -2,7 +2,9 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/sidecar/internal/envoy"
 	statuspb "github.com/weftmesh/weft/sidecar/internal/envoy/google/rpc"
 	discoveryv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
@@ -52,7 +55,7 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 			return nil
 		}
 		s.set(t, names)
-		return stream.Send(request(t, nil))
+		return stream.send(request(t, nil))
 	}
 	for _, t := range subscribeOrder {
 		if err := subscribe(t); err != nil {
@@ -74,7 +77,7 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 			retry = nil
 			for t, r := range pending {
 				delete(pending, t)
-				if err := stream.Send(r); err != nil {
+				if err := stream.send(r); err != nil {
 					return healthy, fmt.Errorf("xds: send: %w", err)
 				}
 			}
@@ -97,14 +100,14 @@ func (c *Client) runSotw(ctx context.Context, conn grpc.ClientConnInterface) (he
 					continue
 				}
 				s.rejected[t], s.repeats[t] = resp.GetVersionInfo(), 0
-				if err := stream.Send(nack); err != nil {
+				if err := stream.send(nack); err != nil {
 					return healthy, fmt.Errorf("xds: send: %w", err)
 				}
 				continue
 			}
 			delete(s.rejected, t)
 			delete(pending, t)
-			if err := stream.Send(request(t, nil)); err != nil {
+			if err := stream.send(request(t, nil)); err != nil {
 				return healthy, fmt.Errorf("xds: send: %w", err)
 			}
 			c.log.Debug("ACK", "type", kindName(t), "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()))
@@ -149,22 +152,46 @@ func (c *Client) applySotw(s *sotwStream, resp *discoveryv3.DiscoveryResponse) (
 // reads it.
 type adsStream[Req, Res any] struct {
 	*grpc.GenericClientStream[Req, Res]
+	ctx       context.Context
 	responses <-chan *Res
 	failed    <-chan error // why reading stopped
 	stop      func()       // ends the stream and waits for its reader
 }
 
+// send sends r. When the stream has already ended (io.EOF) it returns why,
+// as the reader gets it: a stream the server ended with ResourceExhausted
+// (a response too large) must not read as a plain EOF, or the backoff
+// would be reset. Responses still on their way are dropped; the stream is
+// over and the next one starts from what the client holds.
+func (s *adsStream[Req, Res]) send(r *Req) error {
+	err := s.Send(r)
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	for {
+		select {
+		case why := <-s.failed:
+			return why
+		case <-s.responses:
+		case <-s.ctx.Done():
+			return err
+		}
+	}
+}
+
 // openADS opens an ADS stream of method and starts reading it. Stop it when
-// done with it.
+// done with it. The stream receives responses up to the contract's
+// message limit (names.MaxXDSMessageSize), whatever the connection's
+// default (gRPC's is 4 MiB): the control plane never sends more.
 func openADS[Req, Res any](ctx context.Context, conn grpc.ClientConnInterface, method string) (*adsStream[Req, Res], error) {
 	ctx, cancel := context.WithCancel(ctx)
-	stream, err := envoy.OpenStream[Req, Res](ctx, conn, method, true)
+	stream, err := envoy.OpenStream[Req, Res](ctx, conn, method, true, grpc.MaxCallRecvMsgSize(names.MaxXDSMessageSize))
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("xds: open stream: %w", err)
 	}
 	responses, failed, wg := receive(ctx, stream.Recv)
-	return &adsStream[Req, Res]{GenericClientStream: stream, responses: responses, failed: failed, stop: func() { cancel(); wg.Wait() }}, nil
+	return &adsStream[Req, Res]{GenericClientStream: stream, ctx: ctx, responses: responses, failed: failed, stop: func() { cancel(); wg.Wait() }}, nil
 }
 
 // receive reads a stream until it fails, handing responses over; wg is
