@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/weftmesh/weft/controlplane/mesh"
+	"github.com/weftmesh/weft/controlplane/xds"
 )
 
 // A Service with two HTTP ports to one target port (the conformance suite's
@@ -21,19 +22,11 @@ func TestGAMMATwoPortsOneTargetPort(t *testing.T) {
 			s.Ports = append(s.Ports, mesh.ServicePort{Name: "http-alt", Port: 8080, TargetPort: 8080, Protocol: "TCP", AppProtocol: mesh.AppProtocolHTTP})
 		}
 	}
-	for _, withRoutes := range []bool{false, true} {
-		cc := c
-		if !withRoutes {
-			cc.Routes = nil
-		}
-		snap := mesh.NewSnapshot(0, cc)
-		gen := translatorFor(snap)
-		gen.HTTPRouting = true
-		res := generateWith(t, gen, snap, "client-7d9f.demo")
+	withAndWithoutRoutes(t, c, "client-7d9f.demo", func(withRoutes bool, res xds.Resources) {
 		if withRoutes && routeConfig(res, "outbound|80|canary.demo") == nil {
 			t.Error("no route configuration outbound|80|canary.demo")
 		}
-	}
+	})
 }
 
 // Header values are literal: a '%' goes to Envoy (and to the sidecar,

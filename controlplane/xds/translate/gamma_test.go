@@ -27,6 +27,20 @@ var (
 	gammaEpoch = testutil.Fixed
 )
 
+// withAndWithoutRoutes generates nodeID's resources from c with HTTP
+// routing on, first without c's routes, then with them, and hands each to
+// check.
+func withAndWithoutRoutes(t *testing.T, c mesh.Contents, nodeID string, check func(withRoutes bool, res xds.Resources)) {
+	t.Helper()
+	for _, withRoutes := range []bool{false, true} {
+		cc := c
+		if !withRoutes {
+			cc.Routes = nil
+		}
+		check(withRoutes, generateHTTP(t, mesh.NewSnapshot(0, cc), nodeID))
+	}
+}
+
 // gammaContents is the golden mesh with Service demo/canary (the v2 pod,
 // port http 80 → 8080) and routes.
 func gammaContents(routes ...*mesh.Route) mesh.Contents {
@@ -131,6 +145,17 @@ var gammaCases = []struct {
 			mesh.RouteRule{Backends: to(backend(canaryKey, 80, 1)),
 				ResponseHeaders: &mesh.HeaderModifier{Set: []mesh.NameValue{{Name: "x-header-set", Value: "consumer"}}}}),
 	}, false},
+	// backendRefs that do not resolve keep their share, answered 500
+	// (cluster_not_found_response_code INTERNAL_SERVER_ERROR with a
+	// cluster no configuration has): a split of 3 to server and 1 to a
+	// missing Service, a rule whose only backendRef does not resolve, and
+	// a rule without backendRefs.
+	{"gamma-unresolved", "client-7d9f.demo", []*mesh.Route{gammaRoute("demo", "unresolved", 0, onServer80,
+		mesh.RouteRule{Matches: prefixMatch("/split"), Backends: to(backend(serverKey, 80, 3),
+			mesh.Backend{Service: mesh.Key{Namespace: "demo", Name: "missing"}, Port: 80, Weight: 1, Unresolved: true})},
+		mesh.RouteRule{Matches: prefixMatch("/unresolved"), Backends: to(mesh.Backend{Service: mesh.Key{Namespace: "other", Name: "api"}, Port: 8080, Weight: 1, Unresolved: true})},
+		mesh.RouteRule{Matches: prefixMatch("/no-backends")},
+	)}, false},
 	// A route whose only backend cannot take requests (not in the mesh):
 	// no route at all, so every request is answered 404.
 	{"gamma-unmeshed-backend", "client-7d9f.demo", []*mesh.Route{gammaRoute("demo", "to-kubernetes", 0, onServer80,
@@ -140,10 +165,7 @@ var gammaCases = []struct {
 func TestGAMMAGolden(t *testing.T) {
 	for _, tc := range gammaCases {
 		t.Run(tc.name, func(t *testing.T) {
-			snap := mesh.NewSnapshot(0, gammaContents(tc.routes...))
-			gen := translatorFor(snap)
-			gen.HTTPRouting = true
-			res := generateWith(t, gen, snap, tc.node)
+			res := generateHTTP(t, mesh.NewSnapshot(0, gammaContents(tc.routes...)), tc.node)
 			dir := filepath.Join("testdata", "golden", tc.name)
 			golden.Check(t, filepath.Join(dir, "routes.yaml"), toYAML(t, res[resource.RouteType]))
 			if tc.listeners {
@@ -214,15 +236,7 @@ func TestGAMMAOnlyTheFrontend(t *testing.T) {
 			s.Ports[0].Port = 8080
 		}
 	}
-	for _, withRoutes := range []bool{false, true} {
-		cc := c
-		if !withRoutes {
-			cc.Routes = nil
-		}
-		snap := mesh.NewSnapshot(0, cc)
-		gen := translatorFor(snap)
-		gen.HTTPRouting = true
-		res := generateWith(t, gen, snap, "client-7d9f.demo")
+	withAndWithoutRoutes(t, c, "client-7d9f.demo", func(withRoutes bool, res xds.Resources) {
 		got := map[string]string{} // chain → route configuration
 		for _, fc := range listener(res, listenerOutbound).GetFilterChains() {
 			if name := fc.GetName(); strings.HasPrefix(name, "outbound|8080|canary") {
@@ -246,7 +260,7 @@ func TestGAMMAOnlyTheFrontend(t *testing.T) {
 		if !mapsEqual(got, want) {
 			t.Errorf("routes %v: chains %v, want %v", withRoutes, got, want)
 		}
-	}
+	})
 }
 
 func prefixesOf(fc *listenerv3.FilterChain) string {

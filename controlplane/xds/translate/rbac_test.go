@@ -15,7 +15,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controlplane/mesh"
@@ -132,20 +131,16 @@ func inboundChain(l *listenerv3.Listener, port uint16, tls bool) *listenerv3.Fil
 // several policy sets, every peer (plaintext included) and port, the
 // generated rbac filters decide as mesh.WorkloadPolicies.Authorize.
 func TestRBACAgreesWithAuthorize(t *testing.T) {
-	serverSel := labels.SelectorFromSet(labels.Set{"app": "server"})
-	ap := func(name string, action v1alpha1.AuthorizationAction, rules ...mesh.AuthorizationRule) *mesh.AuthorizationPolicy {
-		return &mesh.AuthorizationPolicy{Namespace: "demo", Name: name, Selector: serverSel, Action: action, Rules: rules}
-	}
 	golden := meshContents(v1alpha1.OutboundAllowAny).AuthorizationPolicies
 	sets := map[string][]*mesh.AuthorizationPolicy{
 		"none":                   nil,
 		"golden":                 golden,
-		"allow-without-rules":    {ap("nothing", v1alpha1.ActionAllow)},
-		"deny-without-rules":     {ap("nothing", v1alpha1.ActionDeny)},
-		"deny-all-plaintext-too": {ap("all", v1alpha1.ActionDeny, mesh.AuthorizationRule{To: []mesh.Destination{{Ports: []uint16{9090}}}})},
-		"allow-any-port-empty-rule": {ap("open", v1alpha1.ActionAllow, mesh.AuthorizationRule{}),
-			ap("no-legacy", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: []mesh.Source{{Namespaces: []string{"legacy"}}}, To: []mesh.Destination{{Ports: []uint16{8080}}}})},
-		"principals": {ap("p", v1alpha1.ActionAllow,
+		"allow-without-rules":    {agreeAP("nothing", v1alpha1.ActionAllow)},
+		"deny-without-rules":     {agreeAP("nothing", v1alpha1.ActionDeny)},
+		"deny-all-plaintext-too": {agreeAP("all", v1alpha1.ActionDeny, mesh.AuthorizationRule{To: []mesh.Destination{{Ports: []uint16{9090}}}})},
+		"allow-any-port-empty-rule": {agreeAP("open", v1alpha1.ActionAllow, mesh.AuthorizationRule{}),
+			agreeAP("no-legacy", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: []mesh.Source{{Namespaces: []string{"legacy"}}}, To: []mesh.Destination{{Ports: []uint16{8080}}}})},
+		"principals": {agreeAP("p", v1alpha1.ActionAllow,
 			mesh.AuthorizationRule{From: []mesh.Source{{Principals: []mesh.Principal{
 				{Value: "spiffe://cluster.local/ns/demo/sa/client"},
 				{Value: "spiffe://cluster.local/ns/legacy/", Prefix: true},
@@ -154,20 +149,20 @@ func TestRBACAgreesWithAuthorize(t *testing.T) {
 		)},
 		// HTTP fields on connections (docs/l7.md): an ALLOW entry with them
 		// matches none, a DENY entry applies without them.
-		"allow-paths-only-allows-nothing": {ap("paths", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{{Paths: []mesh.PathMatch{{Value: "/api/", Prefix: true}}}}})},
-		"allow-http-entry-dropped": {ap("mixed", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{
+		"allow-paths-only-allows-nothing": {agreeAP("paths", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{{Paths: []mesh.PathMatch{{Value: "/api/", Prefix: true}}}}})},
+		"allow-http-entry-dropped": {agreeAP("mixed", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{
 			{Ports: []uint16{8080}, Methods: []string{"GET"}}, {Ports: []uint16{9090}}}})},
-		"deny-paths-denies-every-port": {ap("paths", v1alpha1.ActionDeny, mesh.AuthorizationRule{
+		"deny-paths-denies-every-port": {agreeAP("paths", v1alpha1.ActionDeny, mesh.AuthorizationRule{
 			From: []mesh.Source{{Namespaces: []string{"demo"}}}, To: []mesh.Destination{{Paths: []mesh.PathMatch{{Value: "/admin"}}}}})},
-		"deny-methods-denies-its-port": {ap("methods", v1alpha1.ActionDeny, mesh.AuthorizationRule{
+		"deny-methods-denies-its-port": {agreeAP("methods", v1alpha1.ActionDeny, mesh.AuthorizationRule{
 			To: []mesh.Destination{{Ports: []uint16{8080}, Methods: []string{"DELETE"}}}})},
-		"namespaces": {ap("ns", v1alpha1.ActionAllow, mesh.AuthorizationRule{From: []mesh.Source{{Namespaces: []string{"demo"}}}, To: []mesh.Destination{{Ports: []uint16{8080}}}})},
-		"and-of-fields": {ap("and", v1alpha1.ActionAllow,
+		"namespaces": {agreeAP("ns", v1alpha1.ActionAllow, mesh.AuthorizationRule{From: []mesh.Source{{Namespaces: []string{"demo"}}}, To: []mesh.Destination{{Ports: []uint16{8080}}}})},
+		"and-of-fields": {agreeAP("and", v1alpha1.ActionAllow,
 			mesh.AuthorizationRule{From: []mesh.Source{
 				{Namespaces: []string{"demo", "other"}, ServiceAccounts: []mesh.Key{{Namespace: "demo", Name: "client"}, {Namespace: "other", Name: "x"}}},
 				{Principals: []mesh.Principal{{Value: "spiffe://cluster.local/ns/legacy/", Prefix: true}}, Namespaces: []string{"legacy"}},
 			}}),
-			ap("deny-x", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: []mesh.Source{{ServiceAccounts: []mesh.Key{{Namespace: "other", Name: "x"}}}}}),
+			agreeAP("deny-x", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: []mesh.Source{{ServiceAccounts: []mesh.Key{{Namespace: "other", Name: "x"}}}}}),
 		},
 	}
 	peers := []spiffeid.ID{
@@ -338,23 +333,19 @@ func evalHTTPChain(t *testing.T, c *listenerv3.FilterChain, r evalRequest) bool 
 // every port, as Authorize. The h2 chain has no network rbac filter of the
 // policies, and an HTTP filter only in its HCM.
 func TestHTTPRBACAgreesWithAuthorizeRequest(t *testing.T) {
-	serverSel := labels.SelectorFromSet(labels.Set{"app": "server"})
-	ap := func(name string, action v1alpha1.AuthorizationAction, rules ...mesh.AuthorizationRule) *mesh.AuthorizationPolicy {
-		return &mesh.AuthorizationPolicy{Namespace: "demo", Name: name, Selector: serverSel, Action: action, Rules: rules}
-	}
 	prefix := func(p string) mesh.PathMatch { return mesh.PathMatch{Value: p, Prefix: true} }
 	exact := func(p string) mesh.PathMatch { return mesh.PathMatch{Value: p} }
 	demo := []mesh.Source{{Namespaces: []string{"demo"}}}
 	sets := map[string][]*mesh.AuthorizationPolicy{
 		"golden":          withHTTPAuthz(meshContents(v1alpha1.OutboundAllowAny)).AuthorizationPolicies,
-		"paths-only":      {ap("paths", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{{Paths: []mesh.PathMatch{prefix("/api/"), exact("/healthz")}}}})},
-		"methods-of-demo": {ap("m", v1alpha1.ActionAllow, mesh.AuthorizationRule{From: demo, To: []mesh.Destination{{Methods: []string{"GET", "HEAD"}}}})},
-		"any-path":        {ap("any", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{{Paths: []mesh.PathMatch{prefix("")}}}})},
-		"deny-method-and-path": {ap("open", v1alpha1.ActionAllow, mesh.AuthorizationRule{}),
-			ap("d", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: demo, To: []mesh.Destination{
+		"paths-only":      {agreeAP("paths", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{{Paths: []mesh.PathMatch{prefix("/api/"), exact("/healthz")}}}})},
+		"methods-of-demo": {agreeAP("m", v1alpha1.ActionAllow, mesh.AuthorizationRule{From: demo, To: []mesh.Destination{{Methods: []string{"GET", "HEAD"}}}})},
+		"any-path":        {agreeAP("any", v1alpha1.ActionAllow, mesh.AuthorizationRule{To: []mesh.Destination{{Paths: []mesh.PathMatch{prefix("")}}}})},
+		"deny-method-and-path": {agreeAP("open", v1alpha1.ActionAllow, mesh.AuthorizationRule{}),
+			agreeAP("d", v1alpha1.ActionDeny, mesh.AuthorizationRule{From: demo, To: []mesh.Destination{
 				{Ports: []uint16{8080, 9090}, Methods: []string{"DELETE", "PUT"}, Paths: []mesh.PathMatch{prefix("/admin/"), exact("/")}},
 				{Methods: []string{"PATCH"}}}})},
-		"deny-ports-only": {ap("d", v1alpha1.ActionDeny, mesh.AuthorizationRule{To: []mesh.Destination{{Ports: []uint16{8080}}}})},
+		"deny-ports-only": {agreeAP("d", v1alpha1.ActionDeny, mesh.AuthorizationRule{To: []mesh.Destination{{Ports: []uint16{8080}}}})},
 	}
 	peers := []spiffeid.ID{workloadID("demo", "client"), workloadID("legacy", "legacy"), workloadID("other", "x")}
 	methods := []string{"GET", "HEAD", "POST", "DELETE", "PUT", "PATCH", "get"}
@@ -364,9 +355,7 @@ func TestHTTPRBACAgreesWithAuthorizeRequest(t *testing.T) {
 			c := meshContents(v1alpha1.OutboundAllowAny)
 			c.AuthorizationPolicies = set
 			snap := mesh.NewSnapshot(0, c)
-			gen := translatorFor(snap)
-			gen.HTTPRouting = true
-			res := generateWith(t, gen, snap, "server-v1-5b7c.demo")
+			res := generateHTTP(t, snap, "server-v1-5b7c.demo")
 			w, _ := snap.Workload("demo", "server-v1-5b7c")
 			pol := snap.PoliciesFor(w)
 			in := listener(res, "inbound")

@@ -185,6 +185,14 @@ func generate(t testing.TB, snap *mesh.Snapshot, nodeID string) xds.Resources {
 	return generateWith(t, translatorFor(snap), snap, nodeID)
 }
 
+// generateHTTP is generate with HTTP routing on (GAMMA routes, HTTP RBAC).
+func generateHTTP(t testing.TB, snap *mesh.Snapshot, nodeID string) xds.Resources {
+	t.Helper()
+	gen := translatorFor(snap)
+	gen.HTTPRouting = true
+	return generateWith(t, gen, snap, nodeID)
+}
+
 // generateWith is generate with a Generator of the test's own (e.g. with
 // HTTPRouting).
 func generateWith(t testing.TB, gen *Generator, snap *mesh.Snapshot, nodeID string) xds.Resources {
