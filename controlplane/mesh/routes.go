@@ -11,8 +11,9 @@ import (
 // HTTPRoutes and GRPCRoutes resolved by the registry into plain values.
 // Only what weft serves is here: a rule the registry refused is left out
 // (its route's status says why), and a route with no parent left is not in
-// the model at all. A route attached with no rule left (none of its
-// backends resolves) stays: requests to its parents then match nothing.
+// the model at all. A rule whose backends do not resolve stays, its
+// requests answered 500 (Backend.Unresolved); a route attached with no rule
+// left stays too: requests to its parents then match nothing.
 
 // Route kinds.
 const (
@@ -60,7 +61,9 @@ type RouteRule struct {
 	Redirect *Redirect
 	// Rewrite rewrites the forwarded request's Host and path; nil: none.
 	Rewrite *Rewrite
-	// Backends the requests are split between by weight.
+	// Backends the requests are split between by weight; none (a rule
+	// that forwards without a backendRef) answers every request 500, as
+	// an Unresolved backend does its share.
 	Backends []Backend
 	// Timeout bounds the request from the client's view (retries
 	// included), BackendTimeout each try; 0: none.
@@ -132,6 +135,10 @@ type Backend struct {
 	Service Key
 	Port    uint16
 	Weight  uint32
+	// Unresolved: the backendRef names no Service port that routes may
+	// send to (missing, not permitted, not HTTP, another kind); the
+	// Gateway API answers its share of the rule's requests 500.
+	Unresolved bool
 }
 
 // IsProducer reports whether p makes r a producer route: the Service is in

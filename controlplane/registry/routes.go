@@ -301,8 +301,8 @@ func collectRules[R any](rules []R, resolve func(R) (*mesh.RouteRule, *invalid, 
 }
 
 // httpRule is one rule in the model's terms: nil with bad when it asks for
-// something weft does not serve, nil with refs when no backend resolves,
-// refs also when some do not (they are left out).
+// something weft does not serve; refs when a backendRef does not resolve
+// (it stays, Unresolved: its share is answered 500).
 func (c *routeContext) httpRule(routeNS string, parentNS []string, rule gwv1.HTTPRouteRule) (out *mesh.RouteRule, bad, refs *invalid) {
 	unsupported := func(format string, args ...any) (*mesh.RouteRule, *invalid, *invalid) {
 		return nil, &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf(format, args...)}, nil
@@ -357,14 +357,25 @@ func (c *routeContext) httpRule(routeNS string, parentNS []string, rule gwv1.HTT
 		be, err := c.backend(mesh.KindHTTPRoute, routeNS, parentNS, b.BackendRef)
 		if err != nil {
 			refs = cmp.Or(refs, err)
-			continue
+			be = unresolved(routeNS, b.BackendRef)
 		}
 		out.Backends = append(out.Backends, be)
 	}
-	if len(out.Backends) == 0 {
-		return nil, nil, refs
-	}
 	return out, nil, refs
+}
+
+// unresolved is a backendRef that did not resolve, with its weight: its
+// share of the rule's requests is answered 500.
+func unresolved(routeNS string, ref gwv1.BackendRef) mesh.Backend {
+	be := mesh.Backend{Service: mesh.Key{Namespace: cmp.Or(string(deref(ref.Namespace)), routeNS), Name: string(ref.Name)},
+		Weight: 1, Unresolved: true}
+	if ref.Port != nil {
+		be.Port = uint16(*ref.Port)
+	}
+	if ref.Weight != nil {
+		be.Weight = uint32(max(*ref.Weight, 0))
+	}
+	return be
 }
 
 func redirectPath(r *mesh.Redirect) *mesh.PathModifier {
@@ -656,12 +667,9 @@ func (c *routeContext) grpcRule(routeNS string, parentNS []string, rule gwv1.GRP
 		be, err := c.backend(mesh.KindGRPCRoute, routeNS, parentNS, b.BackendRef)
 		if err != nil {
 			refs = cmp.Or(refs, err)
-			continue
+			be = unresolved(routeNS, b.BackendRef)
 		}
 		out.Backends = append(out.Backends, be)
-	}
-	if len(out.Backends) == 0 {
-		return nil, nil, refs
 	}
 	return out, nil, refs
 }

@@ -207,23 +207,32 @@ spec:
 				ResponseHeaders: &mesh.HeaderModifier{Set: []mesh.NameValue{{Name: "x-r", Value: "c"}}},
 				Rewrite:         &mesh.Rewrite{Hostname: "internal", Path: &mesh.PathModifier{Type: mesh.ReplacePrefixMatch, Value: "/v2"}},
 				// team/local: a producer route's backendRef to a third
-				// namespace needs a ReferenceGrant.
-				Backends: []mesh.Backend{{Service: apiKey, Port: 80, Weight: 90}},
+				// namespace needs a ReferenceGrant; without one its
+				// share stays, unresolved (answered 500).
+				Backends: []mesh.Backend{{Service: apiKey, Port: 80, Weight: 90},
+					{Service: mesh.Key{Namespace: "team", Name: "local"}, Port: 80, Weight: 10, Unresolved: true}},
 				Timeout:  10 * time.Second, BackendTimeout: 2 * time.Second,
 			},
 			{Index: 1, Matches: []mesh.RouteMatch{{PathType: mesh.PathPrefix, Path: "/old"}},
 				Redirect: &mesh.Redirect{Scheme: "https", Hostname: "example.org", Port: 8443, StatusCode: 301, Path: &mesh.PathModifier{Type: mesh.ReplaceFullPath, Value: "/new"}}},
 			// rules 2 (RequestMirror) and 3 (RegularExpression) refused;
-			// rule 4 keeps the one backendRef that resolves.
-			{Index: 4, Matches: []mesh.RouteMatch{{PathType: mesh.PathPrefix, Path: "/"}}, Backends: []mesh.Backend{{Service: apiKey, Port: 80, Weight: 1}}},
+			// rule 4: three backendRefs that do not resolve (a missing
+			// Service, a missing port, a port that is not HTTP), each
+			// keeping its share, and one that does.
+			{Index: 4, Matches: []mesh.RouteMatch{{PathType: mesh.PathPrefix, Path: "/"}}, Backends: []mesh.Backend{
+				{Service: mesh.Key{Namespace: "prod", Name: "missing"}, Port: 80, Weight: 1, Unresolved: true},
+				{Service: apiKey, Port: 81, Weight: 1, Unresolved: true},
+				{Service: apiKey, Port: 9090, Weight: 1, Unresolved: true},
+				{Service: apiKey, Port: 80, Weight: 1}}},
 		}}
 	if !reflect.DeepEqual(routes["full"], wantFull) {
 		t.Errorf("full:\n%+v\nwant\n%+v", routes["full"], wantFull)
 	}
 	// The consumer route's backend in the parent's namespace needs no
-	// ReferenceGrant; the one in a third namespace does, so its rule is
-	// left out.
-	if r := routes["consumer"]; r == nil || len(r.Rules) != 1 || len(r.Rules[0].Backends) != 2 || r.Parents[0] != (mesh.RouteParent{Service: apiKey}) {
+	// ReferenceGrant; the one in a third namespace does, so its rule's
+	// one backend is unresolved (every request of the rule answered 500).
+	if r := routes["consumer"]; r == nil || len(r.Rules) != 2 || len(r.Rules[0].Backends) != 2 || r.Parents[0] != (mesh.RouteParent{Service: apiKey}) ||
+		!reflect.DeepEqual(r.Rules[1].Backends, []mesh.Backend{{Service: mesh.Key{Namespace: "other-ns", Name: "api"}, Port: 80, Weight: 1, Unresolved: true}}) {
 		t.Errorf("consumer: %+v", r)
 	}
 	wantGRPC := []mesh.RouteMatch{

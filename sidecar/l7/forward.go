@@ -50,6 +50,9 @@ const statusClientClosed = 499
 var (
 	errPerTryTimeout = errors.New("per-try timeout")
 	errNoBackend     = errors.New("no backend with a weight")
+	// errClusterNotFound: the backend chosen names a cluster that the
+	// configuration does not have (a backendRef that did not resolve).
+	errClusterNotFound = errors.New("the route's cluster is not in the configuration")
 )
 
 // Try is one try of a request, as Forwarder.Observe sees it.
@@ -99,8 +102,12 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 			body.Close()
 		}
 	}
-	c := f.pickBackend(route)
-	if c == nil {
+	c, missing := f.pickBackend(route)
+	switch {
+	case missing:
+		closeBody()
+		return fail(route.clusterNotFound(), "cluster_not_found", errClusterNotFound)
+	case c == nil:
 		closeBody()
 		return fail(http.StatusServiceUnavailable, "no_backend", errNoBackend)
 	}
@@ -228,16 +235,18 @@ func peerID(c net.Conn) string {
 	return id.String()
 }
 
-// pickBackend chooses a cluster of route by weight.
-func (f *Forwarder) pickBackend(route *Route) *Cluster {
+// pickBackend chooses a backend of route by weight: its cluster, or
+// missing when the backend chosen is a cluster the configuration does not
+// have. Nil and false: no backend can take the request.
+func (f *Forwarder) pickBackend(route *Route) (c *Cluster, missing bool) {
 	var total uint64
 	for _, b := range route.Backends {
-		if b.Cluster != nil {
+		if b.Cluster != nil || b.Missing {
 			total += uint64(b.Weight)
 		}
 	}
 	if total == 0 {
-		return nil
+		return nil, false
 	}
 	rnd := f.Rand
 	if rnd == nil {
@@ -245,15 +254,23 @@ func (f *Forwarder) pickBackend(route *Route) *Cluster {
 	}
 	n := uint64(rnd(int(total)))
 	for _, b := range route.Backends {
-		if b.Cluster == nil {
+		if b.Cluster == nil && !b.Missing {
 			continue
 		}
 		if n < uint64(b.Weight) {
-			return b.Cluster
+			return b.Cluster, b.Missing
 		}
 		n -= uint64(b.Weight)
 	}
-	return nil // unreachable: n < total
+	return nil, false // unreachable: n < total
+}
+
+// clusterNotFound is the status of a request whose backend is Missing.
+func (rt *Route) clusterNotFound() int {
+	if rt.ClusterNotFound == 0 {
+		return http.StatusServiceUnavailable
+	}
+	return rt.ClusterNotFound
 }
 
 // classify says how a try that returned err ended.

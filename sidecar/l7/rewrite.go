@@ -356,6 +356,3 @@ func (rt *Route) redirect(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(rt.Redirect.Status)
 }
-
-// grpcUnknown is the gRPC status of a redirect (Envoy's mapping of a 3xx).
-const grpcUnknown = 2

@@ -56,6 +56,10 @@ type Route struct {
 	// Backends split the route's requests by weight (weighted_clusters);
 	// a backend of weight 0 gets none.
 	Backends []Backend
+	// ClusterNotFound is the status of the requests whose share goes to
+	// a Missing backend (Envoy's cluster_not_found_response_code): 503,
+	// 404 or 500; 0 means 503.
+	ClusterNotFound int
 
 	// Redirect, when set, is the answer to every request of the route:
 	// nothing is forwarded (Backends, Timeout, Retry, RequestHeaders and
@@ -79,6 +83,12 @@ type Route struct {
 type Backend struct {
 	Cluster *Cluster
 	Weight  uint32
+	// Missing: the route names a cluster the configuration does not have
+	// (Envoy's "cluster not found"); the requests its weight takes are
+	// answered Route.ClusterNotFound. A backend with neither Cluster nor
+	// Missing (a cluster this engine cannot send requests to) takes no
+	// share: the others split its weight.
+	Missing bool
 }
 
 // Budget is a cluster's retry budget (Envoy's retry_budget): retries in

@@ -115,6 +115,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // gRPC status codes the sidecar answers with.
 const (
+	grpcUnknown          = 2 // a 3xx (a redirect) and a 500, as Envoy maps them
 	grpcDeadlineExceeded = 4
 	grpcUnimplemented    = 12
 	grpcUnavailableCode  = 14
@@ -129,9 +130,15 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if h.Logger != nil {
 		h.Logger.Debug("request failed", "route", le.Route, "reason", le.Reason, "err", le.Err)
 	}
+	// gRPC's mapping of HTTP statuses (doc/http-grpc-status-mapping.md).
 	code := grpcUnavailableCode
-	if le.Status == http.StatusGatewayTimeout {
+	switch le.Status {
+	case http.StatusGatewayTimeout:
 		code = grpcDeadlineExceeded
+	case http.StatusNotFound:
+		code = grpcUnimplemented
+	case http.StatusInternalServerError:
+		code = grpcUnknown
 	}
 	if route, ok := r.Context().Value(routeKey{}).(*Route); ok {
 		route.ResponseHeaders.Apply(w.Header())

@@ -97,8 +97,11 @@ func (h *Handler) upgrade(w http.ResponseWriter, r *http.Request, route *Route, 
 	fail := func(status int, reason string, err error) {
 		h.fail(w, r, &Error{Route: route.Name, Status: status, Reason: reason, Err: err})
 	}
-	c := h.Forwarder.pickBackend(route)
+	c, missing := h.Forwarder.pickBackend(route)
 	switch {
+	case missing:
+		fail(route.clusterNotFound(), "cluster_not_found", errClusterNotFound)
+		return
 	case c == nil:
 		fail(http.StatusServiceUnavailable, "no_backend", errNoBackend)
 		return

@@ -222,16 +222,16 @@ func (e *l7Engine) build(cfg *model.Config) *l7Snapshot {
 	for _, rc := range cfg.Routes {
 		for _, vh := range rc.VirtualHosts {
 			for _, mr := range vh.Routes {
-				s.routes[mr] = e.route7(vh, mr)
+				s.routes[mr] = e.route7(cfg, vh, mr)
 			}
 		}
 	}
 	return s
 }
 
-// route7 is a model route as the forwarder takes it; e.mu is held.
-func (e *l7Engine) route7(vh *model.VirtualHost, mr *model.Route) *l7.Route {
-	r := &l7.Route{Name: cmp.Or(mr.Name, vh.Name), Timeout: mr.Timeout}
+// route7 is a model route of cfg as the forwarder takes it; e.mu is held.
+func (e *l7Engine) route7(cfg *model.Config, vh *model.VirtualHost, mr *model.Route) *l7.Route {
+	r := &l7.Route{Name: cmp.Or(mr.Name, vh.Name), Timeout: mr.Timeout, ClusterNotFound: mr.ClusterNotFound}
 	if rp := mr.Retry; rp != nil {
 		r.Retry = l7.RetryPolicy{Retries: int(rp.NumRetries), PerTryTimeout: rp.PerTryTimeout, On: retryOn(rp.On),
 			StatusCodes: slices.Clone(rp.StatusCodes)}
@@ -243,12 +243,14 @@ func (e *l7Engine) route7(vh *model.VirtualHost, mr *model.Route) *l7.Route {
 			PathRewrite: pathRewrite(rd.PathRewrite), StripQuery: rd.StripQuery}
 	}
 	for _, wc := range mr.Clusters {
-		b := l7.Backend{Weight: wc.Weight}
+		b := l7.Backend{Weight: wc.Weight, Missing: cfg.Clusters[wc.Name] == nil}
 		if mc := e.out[wc.Name]; mc != nil {
 			b.Cluster = mc.c
 		}
 		// A cluster that is not HTTP/2 over mTLS gets no requests: the
-		// split goes to the others, and with none 503 no_backend.
+		// split goes to the others, and with none 503 no_backend. A
+		// cluster the configuration does not have takes its share, answered
+		// with the route's ClusterNotFound (Envoy's behaviour).
 		r.Backends = append(r.Backends, b)
 	}
 	return r

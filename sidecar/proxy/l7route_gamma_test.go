@@ -41,6 +41,9 @@ func TestL7GatewayAPIRoutes(t *testing.T) {
 				{Name: "x-set", Value: "1", Action: model.OverwriteIfExistsOrAdd}, {Name: "x-add", Value: "b", Action: model.AppendIfExistsOrAdd}}},
 			ResponseHeaders: model.HeaderMutation{Remove: []string{"server"}, Add: []model.HeaderValue{
 				{Name: "x-header-set", Value: "v1", Action: model.OverwriteIfExistsOrAdd}}}},
+		// A backendRef that did not resolve: a cluster the configuration
+		// does not have, its requests answered 500.
+		{Name: "gone", Match: model.RouteMatch{PathSeparatedPrefix: "/gone"}, Clusters: to("unresolved|80|missing.demo"), ClusterNotFound: 500},
 		{Name: "full", Match: model.RouteMatch{PathSeparatedPrefix: "/full"}, Clusters: to(c1),
 			PathRewrite: &model.PathRewrite{Matched: "/full", Regex: regexp.MustCompile(`^/.*$`), Substitution: "/one"}},
 	}
@@ -77,6 +80,7 @@ func TestL7GatewayAPIRoutes(t *testing.T) {
 			`v1 GET /v1/users?version=1 host=internal.example x-set=["1"] x-add=["a" "b"] x-remove=[]`},
 		{"GET", "/api", nil, 200, `v1 GET /v1 host=internal.example`},
 		{"GET", "/apiv2", nil, 404, "weft: route not found"}, // not path-separated
+		{"GET", "/gone/a", nil, 500, "weft: cluster not found"},
 		{"GET", "/full/a/b?q=1", nil, 200, `v1 GET /one?q=1 host=web.demo`},
 	} {
 		resp, body := do(tc.method, "web.demo", tc.path, tc.hdr...)

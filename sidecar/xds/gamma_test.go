@@ -302,6 +302,15 @@ func TestGAMMARejects(t *testing.T) {
 		{"host rewrite on the inbound listener", func(r envoySet) {
 			r[model.RouteType]["inbound|8080"].(*routev3.RouteConfiguration).VirtualHosts[0].Routes[0].GetRoute().HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "a"}
 		}, `route 0 "default": route.host_rewrite_literal is honoured on routes of the outbound listener only`},
+		{"cluster_not_found_response_code on the inbound listener", func(r envoySet) {
+			r[model.RouteType]["inbound|8080"].(*routev3.RouteConfiguration).VirtualHosts[0].Routes[0].GetRoute().ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
+		}, `route 0 "default": cluster_not_found_response_code is honoured on routes of the outbound listener only`},
+		{"cluster_not_found_response_code Envoy does not define", func(r envoySet) {
+			route(r, 0).GetRoute().ClusterNotFoundResponseCode = 7
+		}, rc + `virtual_hosts[0].routes[0].route.cluster_not_found_response_code: 7 is not a value of envoy.config.route.v3.RouteAction.ClusterNotFoundResponseCode`},
+		{"a cluster the configuration has that is not outbound", func(r envoySet) {
+			route(r, 0).GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "inbound|8080"}
+		}, `cluster "inbound|8080" is not supported in a route of the outbound listener`},
 		{"routes the inbound listener serves too", func(r envoySet) {
 			l := r[model.ListenerType]["inbound"].(*listenerv3.Listener)
 			fs := l.FilterChains[0].Filters
@@ -375,6 +384,49 @@ func TestGAMMAGoldenModel(t *testing.T) {
 	check("demo/filters#3", 1, "rewrite", r("demo/filters#3", 1).PathRewrite, &model.PathRewrite{Matched: "/strip/", Prefix: "/"})
 	check("demo/filters#3", 0, "host", r("demo/filters#3", 0).HostRewrite, "internal.example")
 	check("demo/filters#4", 0, "rewrite", r("demo/filters#4", 0).PathRewrite, &model.PathRewrite{Matched: "/full", Substitution: "/one"})
+}
+
+// backendRefs that do not resolve (the translator's golden
+// gamma-unresolved): clusters the configuration does not have, with
+// cluster_not_found_response_code INTERNAL_SERVER_ERROR, are accepted
+// and read as 500.
+func TestGAMMAGoldenUnresolved(t *testing.T) {
+	var cfg *model.Config
+	for _, gs := range goldenSets(t, filepath.Join(goldenDir, "gamma-unresolved")) {
+		if strings.HasSuffix(gs.name, "/outbound|80|server.demo") {
+			var err error
+			if cfg, err = buildEnvoy(gs.envoy); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if cfg == nil {
+		t.Fatal("no route configuration outbound|80|server.demo in golden/gamma-unresolved")
+	}
+	got := map[string]*model.Route{}
+	for _, r := range cfg.Routes["outbound|80|server.demo"].VirtualHosts[0].Routes {
+		got[r.Name] = r
+	}
+	for name, want := range map[string][]model.WeightedCluster{
+		"demo/unresolved#0": {{Name: "outbound|80|server.demo", Weight: 3}, {Name: "unresolved|80|missing.demo", Weight: 1}},
+		"demo/unresolved#1": {{Name: "unresolved|8080|api.other", Weight: 1}},
+		"demo/unresolved#2": {{Name: "unresolved|none", Weight: 1}},
+	} {
+		r := got[name]
+		if r == nil {
+			t.Errorf("no route %s", name)
+			continue
+		}
+		deepEqual(t, name+" clusters", r.Clusters, want)
+		if r.ClusterNotFound != 500 {
+			t.Errorf("%s: ClusterNotFound %d, want 500", name, r.ClusterNotFound)
+		}
+		for _, wc := range r.Clusters {
+			if _, ok := cfg.Clusters[wc.Name]; ok == strings.HasPrefix(wc.Name, "unresolved|") {
+				t.Errorf("%s: cluster %s in the configuration: %v", name, wc.Name, ok)
+			}
+		}
+	}
 }
 
 // The translator's golden listeners for a GAMMA producer reference route

@@ -257,13 +257,23 @@ func meshRoute(r *routev3.Route) (*model.Route, error) {
 	return out, nil
 }
 
-// routeAction reads route {cluster | weighted_clusters, timeout,
-// retry_policy, prefix_rewrite | regex_rewrite, host_rewrite_literal} into
-// out; matched is the route's path match, which prefix_rewrite replaces.
-// Errors name the field from the route ("route.timeout: ...").
+// routeAction reads route {cluster | weighted_clusters,
+// cluster_not_found_response_code, timeout, retry_policy, prefix_rewrite |
+// regex_rewrite, host_rewrite_literal} into out; matched is the route's
+// path match, which prefix_rewrite replaces. Errors name the field from
+// the route ("route.timeout: ...").
 func routeAction(ra *routev3.RouteAction, matched string, out *model.Route) error {
-	if err := only(ra, "cluster", "weighted_clusters", "timeout", "retry_policy", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal"); err != nil {
+	if err := only(ra, "cluster", "weighted_clusters", "cluster_not_found_response_code", "timeout", "retry_policy", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal"); err != nil {
 		return fmt.Errorf("route: %w", err)
+	}
+	switch code := ra.GetClusterNotFoundResponseCode(); code {
+	case routev3.RouteAction_SERVICE_UNAVAILABLE: // the default, 503: ClusterNotFound stays 0
+	case routev3.RouteAction_NOT_FOUND:
+		out.ClusterNotFound = 404
+	case routev3.RouteAction_INTERNAL_SERVER_ERROR:
+		out.ClusterNotFound = 500
+	default: // conform refuses a value Envoy does not define before this
+		return fmt.Errorf("route.cluster_not_found_response_code: %v is not a value Envoy defines", code)
 	}
 	var err error
 	switch cs := ra.GetClusterSpecifier().(type) {
@@ -577,6 +587,15 @@ func crossCheck(cfg *model.Config) error {
 						name, vh.Name, i, quoted(r.Name), f)
 				}
 				for _, wc := range r.Clusters {
+					if _, ok := cfg.Clusters[wc.Name]; !ok {
+						// A cluster the configuration does not have takes
+						// its share of the requests to answer them with the
+						// route's cluster_not_found_response_code (Envoy's
+						// behaviour: RDS does not validate clusters); the
+						// control plane names such a cluster for a
+						// backendRef that does not resolve.
+						continue
+					}
 					if err := meshRouteCluster(refs[name][0].listener, wc.Name); err != nil {
 						return fmt.Errorf("route configuration %q virtual host %q route %d%s: %w", name, vh.Name, i, quoted(r.Name), err)
 					}
@@ -593,6 +612,8 @@ func outboundOnly(r *model.Route) string {
 	switch {
 	case r.Redirect != nil:
 		return "redirect"
+	case r.ClusterNotFound != 0:
+		return "cluster_not_found_response_code"
 	case len(r.RequestHeaders.Add) > 0 || len(r.RequestHeaders.Remove) > 0:
 		return "request_headers_to_add/remove"
 	case len(r.ResponseHeaders.Add) > 0 || len(r.ResponseHeaders.Remove) > 0:

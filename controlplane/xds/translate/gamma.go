@@ -32,6 +32,10 @@ import (
 // port> with route configuration outbound|<port>|<svc>.<ns>|direct, the
 // default route (meshChains).
 
+// unresolvedPrefix begins the name of a cluster that stands for a
+// backendRef that did not resolve: no cluster of the configuration has it.
+const unresolvedPrefix = "unresolved|"
+
 // directSuffix names the route configuration of the chain of an HTTP
 // Service port's pod addresses when routes attach to the port.
 const directSuffix = "|direct"
@@ -115,7 +119,11 @@ func meshed(snap *mesh.Snapshot, svc *mesh.Service) bool {
 
 // gammaRoutes is the Envoy route of one match of a rule: one, or two for a
 // ReplacePrefixMatch that one Envoy prefix_rewrite cannot say (splitPrefix);
-// none when no backend of the rule can take requests.
+// none when no backend of the rule can take requests. A backendRef that
+// did not resolve (and a rule without any) is a cluster no configuration
+// has, unresolved|<port>|<svc>.<ns> (unresolved|none), with
+// cluster_not_found_response_code INTERNAL_SERVER_ERROR: its share of the
+// requests is answered 500, as the Gateway API asks.
 func (b *builder) gammaRoutes(e mesh.RouteEntry) []*routev3.Route {
 	rule := e.Rule
 	name := fmt.Sprintf("%s/%s#%d", e.Route.Namespace, e.Route.Name, rule.Index)
@@ -140,12 +148,21 @@ func (b *builder) gammaRoutes(e mesh.RouteEntry) []*routev3.Route {
 		}
 	default:
 		var clusters []*routev3.WeightedCluster_ClusterWeight
+		invalid := len(rule.Backends) == 0
+		if invalid {
+			clusters = append(clusters, &routev3.WeightedCluster_ClusterWeight{Name: unresolvedPrefix + "none", Weight: wrapperspb.UInt32(1)})
+		}
 		for _, be := range rule.Backends {
-			if be.Weight == 0 {
-				continue
-			}
-			if c, ok := b.routedCluster(be); ok {
-				clusters = append(clusters, &routev3.WeightedCluster_ClusterWeight{Name: c, Weight: wrapperspb.UInt32(be.Weight)})
+			switch {
+			case be.Weight == 0:
+			case be.Unresolved:
+				invalid = true
+				clusters = append(clusters, &routev3.WeightedCluster_ClusterWeight{
+					Name: fmt.Sprintf("%s%d|%s.%s", unresolvedPrefix, be.Port, be.Service.Name, be.Service.Namespace), Weight: wrapperspb.UInt32(be.Weight)})
+			default:
+				if c, ok := b.routedCluster(be); ok {
+					clusters = append(clusters, &routev3.WeightedCluster_ClusterWeight{Name: c, Weight: wrapperspb.UInt32(be.Weight)})
+				}
 			}
 		}
 		if len(clusters) == 0 {
@@ -156,6 +173,9 @@ func (b *builder) gammaRoutes(e mesh.RouteEntry) []*routev3.Route {
 		}
 		action = func(rewrite string) *routev3.Route {
 			ra := &routev3.RouteAction{Timeout: durationpb.New(rule.Timeout), RetryPolicy: retryPolicy(rule.BackendTimeout)}
+			if invalid {
+				ra.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
+			}
 			if len(clusters) == 1 {
 				ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: clusters[0].Name}
 			} else {

@@ -466,6 +466,12 @@ type Route struct {
 	// is one cluster of weight 1; weighted_clusters keeps its weights,
 	// every weight > 0, their sum > 0). Empty for a redirect.
 	Clusters []WeightedCluster
+	// ClusterNotFound is the status of a request whose share of Clusters
+	// goes to a cluster the configuration does not have
+	// (route.cluster_not_found_response_code: 503, 404 or 500); 0 when
+	// unset, Envoy's default 503. The control plane names such a cluster
+	// for a Gateway API backendRef that does not resolve, with 500.
+	ClusterNotFound int
 	// Timeout of the whole request, to the end of its response
 	// (route.timeout; Envoy's default 15 s when unset, 0 = none).
 	Timeout time.Duration

@@ -30,6 +30,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RouteAction_ClusterNotFoundResponseCode int32
+
+const (
+	RouteAction_SERVICE_UNAVAILABLE   RouteAction_ClusterNotFoundResponseCode = 0
+	RouteAction_NOT_FOUND             RouteAction_ClusterNotFoundResponseCode = 1
+	RouteAction_INTERNAL_SERVER_ERROR RouteAction_ClusterNotFoundResponseCode = 2
+)
+
+// Enum value maps for RouteAction_ClusterNotFoundResponseCode.
+var (
+	RouteAction_ClusterNotFoundResponseCode_name = map[int32]string{
+		0: "SERVICE_UNAVAILABLE",
+		1: "NOT_FOUND",
+		2: "INTERNAL_SERVER_ERROR",
+	}
+	RouteAction_ClusterNotFoundResponseCode_value = map[string]int32{
+		"SERVICE_UNAVAILABLE":   0,
+		"NOT_FOUND":             1,
+		"INTERNAL_SERVER_ERROR": 2,
+	}
+)
+
+func (x RouteAction_ClusterNotFoundResponseCode) Enum() *RouteAction_ClusterNotFoundResponseCode {
+	p := new(RouteAction_ClusterNotFoundResponseCode)
+	*p = x
+	return p
+}
+
+func (x RouteAction_ClusterNotFoundResponseCode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RouteAction_ClusterNotFoundResponseCode) Descriptor() protoreflect.EnumDescriptor {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes[0].Descriptor()
+}
+
+func (RouteAction_ClusterNotFoundResponseCode) Type() protoreflect.EnumType {
+	return &file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes[0]
+}
+
+func (x RouteAction_ClusterNotFoundResponseCode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RouteAction_ClusterNotFoundResponseCode.Descriptor instead.
+func (RouteAction_ClusterNotFoundResponseCode) EnumDescriptor() ([]byte, []int) {
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescGZIP(), []int{4, 0}
+}
+
 type RedirectAction_RedirectResponseCode int32
 
 const (
@@ -69,11 +118,11 @@ func (x RedirectAction_RedirectResponseCode) String() string {
 }
 
 func (RedirectAction_RedirectResponseCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes[0].Descriptor()
+	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes[1].Descriptor()
 }
 
 func (RedirectAction_RedirectResponseCode) Type() protoreflect.EnumType {
-	return &file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes[0]
+	return &file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes[1]
 }
 
 func (x RedirectAction_RedirectResponseCode) Number() protoreflect.EnumNumber {
@@ -464,9 +513,10 @@ type RouteAction struct {
 	//
 	//	*RouteAction_Cluster
 	//	*RouteAction_WeightedClusters
-	ClusterSpecifier isRouteAction_ClusterSpecifier `protobuf_oneof:"cluster_specifier"`
-	PrefixRewrite    string                         `protobuf:"bytes,5,opt,name=prefix_rewrite,json=prefixRewrite,proto3" json:"prefix_rewrite,omitempty"`
-	RegexRewrite     *v31.RegexMatchAndSubstitute   `protobuf:"bytes,32,opt,name=regex_rewrite,json=regexRewrite,proto3" json:"regex_rewrite,omitempty"`
+	ClusterSpecifier            isRouteAction_ClusterSpecifier          `protobuf_oneof:"cluster_specifier"`
+	ClusterNotFoundResponseCode RouteAction_ClusterNotFoundResponseCode `protobuf:"varint,20,opt,name=cluster_not_found_response_code,json=clusterNotFoundResponseCode,proto3,enum=weft.envoy.config.route.v3.RouteAction_ClusterNotFoundResponseCode" json:"cluster_not_found_response_code,omitempty"`
+	PrefixRewrite               string                                  `protobuf:"bytes,5,opt,name=prefix_rewrite,json=prefixRewrite,proto3" json:"prefix_rewrite,omitempty"`
+	RegexRewrite                *v31.RegexMatchAndSubstitute            `protobuf:"bytes,32,opt,name=regex_rewrite,json=regexRewrite,proto3" json:"regex_rewrite,omitempty"`
 	// Types that are valid to be assigned to HostRewriteSpecifier:
 	//
 	//	*RouteAction_HostRewriteLiteral
@@ -530,6 +580,13 @@ func (x *RouteAction) GetWeightedClusters() *WeightedCluster {
 		}
 	}
 	return nil
+}
+
+func (x *RouteAction) GetClusterNotFoundResponseCode() RouteAction_ClusterNotFoundResponseCode {
+	if x != nil {
+		return x.ClusterNotFoundResponseCode
+	}
+	return RouteAction_SERVICE_UNAVAILABLE
 }
 
 func (x *RouteAction) GetPrefixRewrite() string {
@@ -1238,15 +1295,20 @@ const file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc
 	"\x15path_separated_prefix\x18\x0e \x01(\tH\x00R\x13pathSeparatedPrefix\x12C\n" +
 	"\aheaders\x18\x06 \x03(\v2).weft.envoy.config.route.v3.HeaderMatcherR\aheaders\x12\\\n" +
 	"\x10query_parameters\x18\a \x03(\v21.weft.envoy.config.route.v3.QueryParameterMatcherR\x0fqueryParametersB\x10\n" +
-	"\x0epath_specifier\"\xea\x03\n" +
+	"\x0epath_specifier\"\xd8\x05\n" +
 	"\vRouteAction\x12\x1a\n" +
 	"\acluster\x18\x01 \x01(\tH\x00R\acluster\x12Z\n" +
-	"\x11weighted_clusters\x18\x03 \x01(\v2+.weft.envoy.config.route.v3.WeightedClusterH\x00R\x10weightedClusters\x12%\n" +
+	"\x11weighted_clusters\x18\x03 \x01(\v2+.weft.envoy.config.route.v3.WeightedClusterH\x00R\x10weightedClusters\x12\x89\x01\n" +
+	"\x1fcluster_not_found_response_code\x18\x14 \x01(\x0e2C.weft.envoy.config.route.v3.RouteAction.ClusterNotFoundResponseCodeR\x1bclusterNotFoundResponseCode\x12%\n" +
 	"\x0eprefix_rewrite\x18\x05 \x01(\tR\rprefixRewrite\x12X\n" +
 	"\rregex_rewrite\x18  \x01(\v23.weft.envoy.type.matcher.v3.RegexMatchAndSubstituteR\fregexRewrite\x122\n" +
 	"\x14host_rewrite_literal\x18\x06 \x01(\tH\x01R\x12hostRewriteLiteral\x123\n" +
 	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12J\n" +
-	"\fretry_policy\x18\t \x01(\v2'.weft.envoy.config.route.v3.RetryPolicyR\vretryPolicyB\x13\n" +
+	"\fretry_policy\x18\t \x01(\v2'.weft.envoy.config.route.v3.RetryPolicyR\vretryPolicy\"`\n" +
+	"\x1bClusterNotFoundResponseCode\x12\x17\n" +
+	"\x13SERVICE_UNAVAILABLE\x10\x00\x12\r\n" +
+	"\tNOT_FOUND\x10\x01\x12\x19\n" +
+	"\x15INTERNAL_SERVER_ERROR\x10\x02B\x13\n" +
 	"\x11cluster_specifierB\x18\n" +
 	"\x16host_rewrite_specifier\"\xc2\x03\n" +
 	"\vRetryPolicy\x12\x19\n" +
@@ -1305,61 +1367,63 @@ func file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescG
 	return file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDescData
 }
 
-var file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_sidecar_internal_envoy_config_route_v3_route_components_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_sidecar_internal_envoy_config_route_v3_route_components_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sidecar_internal_envoy_config_route_v3_route_components_proto_goTypes = []any{
-	(RedirectAction_RedirectResponseCode)(0), // 0: weft.envoy.config.route.v3.RedirectAction.RedirectResponseCode
-	(*VirtualHost)(nil),                      // 1: weft.envoy.config.route.v3.VirtualHost
-	(*Route)(nil),                            // 2: weft.envoy.config.route.v3.Route
-	(*WeightedCluster)(nil),                  // 3: weft.envoy.config.route.v3.WeightedCluster
-	(*RouteMatch)(nil),                       // 4: weft.envoy.config.route.v3.RouteMatch
-	(*RouteAction)(nil),                      // 5: weft.envoy.config.route.v3.RouteAction
-	(*RetryPolicy)(nil),                      // 6: weft.envoy.config.route.v3.RetryPolicy
-	(*RedirectAction)(nil),                   // 7: weft.envoy.config.route.v3.RedirectAction
-	(*DirectResponseAction)(nil),             // 8: weft.envoy.config.route.v3.DirectResponseAction
-	(*HeaderMatcher)(nil),                    // 9: weft.envoy.config.route.v3.HeaderMatcher
-	(*QueryParameterMatcher)(nil),            // 10: weft.envoy.config.route.v3.QueryParameterMatcher
-	(*WeightedCluster_ClusterWeight)(nil),    // 11: weft.envoy.config.route.v3.WeightedCluster.ClusterWeight
-	(*RetryPolicy_RetryHostPredicate)(nil),   // 12: weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate
-	(*v3.Metadata)(nil),                      // 13: weft.envoy.config.core.v3.Metadata
-	(*v3.HeaderValueOption)(nil),             // 14: weft.envoy.config.core.v3.HeaderValueOption
-	(*v31.RegexMatchAndSubstitute)(nil),      // 15: weft.envoy.type.matcher.v3.RegexMatchAndSubstitute
-	(*durationpb.Duration)(nil),              // 16: google.protobuf.Duration
-	(*wrapperspb.UInt32Value)(nil),           // 17: google.protobuf.UInt32Value
-	(*v3.DataSource)(nil),                    // 18: weft.envoy.config.core.v3.DataSource
-	(*v31.StringMatcher)(nil),                // 19: weft.envoy.type.matcher.v3.StringMatcher
-	(*anypb.Any)(nil),                        // 20: google.protobuf.Any
+	(RouteAction_ClusterNotFoundResponseCode)(0), // 0: weft.envoy.config.route.v3.RouteAction.ClusterNotFoundResponseCode
+	(RedirectAction_RedirectResponseCode)(0),     // 1: weft.envoy.config.route.v3.RedirectAction.RedirectResponseCode
+	(*VirtualHost)(nil),                          // 2: weft.envoy.config.route.v3.VirtualHost
+	(*Route)(nil),                                // 3: weft.envoy.config.route.v3.Route
+	(*WeightedCluster)(nil),                      // 4: weft.envoy.config.route.v3.WeightedCluster
+	(*RouteMatch)(nil),                           // 5: weft.envoy.config.route.v3.RouteMatch
+	(*RouteAction)(nil),                          // 6: weft.envoy.config.route.v3.RouteAction
+	(*RetryPolicy)(nil),                          // 7: weft.envoy.config.route.v3.RetryPolicy
+	(*RedirectAction)(nil),                       // 8: weft.envoy.config.route.v3.RedirectAction
+	(*DirectResponseAction)(nil),                 // 9: weft.envoy.config.route.v3.DirectResponseAction
+	(*HeaderMatcher)(nil),                        // 10: weft.envoy.config.route.v3.HeaderMatcher
+	(*QueryParameterMatcher)(nil),                // 11: weft.envoy.config.route.v3.QueryParameterMatcher
+	(*WeightedCluster_ClusterWeight)(nil),        // 12: weft.envoy.config.route.v3.WeightedCluster.ClusterWeight
+	(*RetryPolicy_RetryHostPredicate)(nil),       // 13: weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate
+	(*v3.Metadata)(nil),                          // 14: weft.envoy.config.core.v3.Metadata
+	(*v3.HeaderValueOption)(nil),                 // 15: weft.envoy.config.core.v3.HeaderValueOption
+	(*v31.RegexMatchAndSubstitute)(nil),          // 16: weft.envoy.type.matcher.v3.RegexMatchAndSubstitute
+	(*durationpb.Duration)(nil),                  // 17: google.protobuf.Duration
+	(*wrapperspb.UInt32Value)(nil),               // 18: google.protobuf.UInt32Value
+	(*v3.DataSource)(nil),                        // 19: weft.envoy.config.core.v3.DataSource
+	(*v31.StringMatcher)(nil),                    // 20: weft.envoy.type.matcher.v3.StringMatcher
+	(*anypb.Any)(nil),                            // 21: google.protobuf.Any
 }
 var file_sidecar_internal_envoy_config_route_v3_route_components_proto_depIdxs = []int32{
-	2,  // 0: weft.envoy.config.route.v3.VirtualHost.routes:type_name -> weft.envoy.config.route.v3.Route
-	4,  // 1: weft.envoy.config.route.v3.Route.match:type_name -> weft.envoy.config.route.v3.RouteMatch
-	5,  // 2: weft.envoy.config.route.v3.Route.route:type_name -> weft.envoy.config.route.v3.RouteAction
-	7,  // 3: weft.envoy.config.route.v3.Route.redirect:type_name -> weft.envoy.config.route.v3.RedirectAction
-	8,  // 4: weft.envoy.config.route.v3.Route.direct_response:type_name -> weft.envoy.config.route.v3.DirectResponseAction
-	13, // 5: weft.envoy.config.route.v3.Route.metadata:type_name -> weft.envoy.config.core.v3.Metadata
-	14, // 6: weft.envoy.config.route.v3.Route.request_headers_to_add:type_name -> weft.envoy.config.core.v3.HeaderValueOption
-	14, // 7: weft.envoy.config.route.v3.Route.response_headers_to_add:type_name -> weft.envoy.config.core.v3.HeaderValueOption
-	11, // 8: weft.envoy.config.route.v3.WeightedCluster.clusters:type_name -> weft.envoy.config.route.v3.WeightedCluster.ClusterWeight
-	9,  // 9: weft.envoy.config.route.v3.RouteMatch.headers:type_name -> weft.envoy.config.route.v3.HeaderMatcher
-	10, // 10: weft.envoy.config.route.v3.RouteMatch.query_parameters:type_name -> weft.envoy.config.route.v3.QueryParameterMatcher
-	3,  // 11: weft.envoy.config.route.v3.RouteAction.weighted_clusters:type_name -> weft.envoy.config.route.v3.WeightedCluster
-	15, // 12: weft.envoy.config.route.v3.RouteAction.regex_rewrite:type_name -> weft.envoy.type.matcher.v3.RegexMatchAndSubstitute
-	16, // 13: weft.envoy.config.route.v3.RouteAction.timeout:type_name -> google.protobuf.Duration
-	6,  // 14: weft.envoy.config.route.v3.RouteAction.retry_policy:type_name -> weft.envoy.config.route.v3.RetryPolicy
-	17, // 15: weft.envoy.config.route.v3.RetryPolicy.num_retries:type_name -> google.protobuf.UInt32Value
-	16, // 16: weft.envoy.config.route.v3.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	12, // 17: weft.envoy.config.route.v3.RetryPolicy.retry_host_predicate:type_name -> weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate
-	0,  // 18: weft.envoy.config.route.v3.RedirectAction.response_code:type_name -> weft.envoy.config.route.v3.RedirectAction.RedirectResponseCode
-	18, // 19: weft.envoy.config.route.v3.DirectResponseAction.body:type_name -> weft.envoy.config.core.v3.DataSource
-	19, // 20: weft.envoy.config.route.v3.HeaderMatcher.string_match:type_name -> weft.envoy.type.matcher.v3.StringMatcher
-	19, // 21: weft.envoy.config.route.v3.QueryParameterMatcher.string_match:type_name -> weft.envoy.type.matcher.v3.StringMatcher
-	17, // 22: weft.envoy.config.route.v3.WeightedCluster.ClusterWeight.weight:type_name -> google.protobuf.UInt32Value
-	20, // 23: weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate.typed_config:type_name -> google.protobuf.Any
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	3,  // 0: weft.envoy.config.route.v3.VirtualHost.routes:type_name -> weft.envoy.config.route.v3.Route
+	5,  // 1: weft.envoy.config.route.v3.Route.match:type_name -> weft.envoy.config.route.v3.RouteMatch
+	6,  // 2: weft.envoy.config.route.v3.Route.route:type_name -> weft.envoy.config.route.v3.RouteAction
+	8,  // 3: weft.envoy.config.route.v3.Route.redirect:type_name -> weft.envoy.config.route.v3.RedirectAction
+	9,  // 4: weft.envoy.config.route.v3.Route.direct_response:type_name -> weft.envoy.config.route.v3.DirectResponseAction
+	14, // 5: weft.envoy.config.route.v3.Route.metadata:type_name -> weft.envoy.config.core.v3.Metadata
+	15, // 6: weft.envoy.config.route.v3.Route.request_headers_to_add:type_name -> weft.envoy.config.core.v3.HeaderValueOption
+	15, // 7: weft.envoy.config.route.v3.Route.response_headers_to_add:type_name -> weft.envoy.config.core.v3.HeaderValueOption
+	12, // 8: weft.envoy.config.route.v3.WeightedCluster.clusters:type_name -> weft.envoy.config.route.v3.WeightedCluster.ClusterWeight
+	10, // 9: weft.envoy.config.route.v3.RouteMatch.headers:type_name -> weft.envoy.config.route.v3.HeaderMatcher
+	11, // 10: weft.envoy.config.route.v3.RouteMatch.query_parameters:type_name -> weft.envoy.config.route.v3.QueryParameterMatcher
+	4,  // 11: weft.envoy.config.route.v3.RouteAction.weighted_clusters:type_name -> weft.envoy.config.route.v3.WeightedCluster
+	0,  // 12: weft.envoy.config.route.v3.RouteAction.cluster_not_found_response_code:type_name -> weft.envoy.config.route.v3.RouteAction.ClusterNotFoundResponseCode
+	16, // 13: weft.envoy.config.route.v3.RouteAction.regex_rewrite:type_name -> weft.envoy.type.matcher.v3.RegexMatchAndSubstitute
+	17, // 14: weft.envoy.config.route.v3.RouteAction.timeout:type_name -> google.protobuf.Duration
+	7,  // 15: weft.envoy.config.route.v3.RouteAction.retry_policy:type_name -> weft.envoy.config.route.v3.RetryPolicy
+	18, // 16: weft.envoy.config.route.v3.RetryPolicy.num_retries:type_name -> google.protobuf.UInt32Value
+	17, // 17: weft.envoy.config.route.v3.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	13, // 18: weft.envoy.config.route.v3.RetryPolicy.retry_host_predicate:type_name -> weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate
+	1,  // 19: weft.envoy.config.route.v3.RedirectAction.response_code:type_name -> weft.envoy.config.route.v3.RedirectAction.RedirectResponseCode
+	19, // 20: weft.envoy.config.route.v3.DirectResponseAction.body:type_name -> weft.envoy.config.core.v3.DataSource
+	20, // 21: weft.envoy.config.route.v3.HeaderMatcher.string_match:type_name -> weft.envoy.type.matcher.v3.StringMatcher
+	20, // 22: weft.envoy.config.route.v3.QueryParameterMatcher.string_match:type_name -> weft.envoy.type.matcher.v3.StringMatcher
+	18, // 23: weft.envoy.config.route.v3.WeightedCluster.ClusterWeight.weight:type_name -> google.protobuf.UInt32Value
+	21, // 24: weft.envoy.config.route.v3.RetryPolicy.RetryHostPredicate.typed_config:type_name -> google.protobuf.Any
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_internal_envoy_config_route_v3_route_components_proto_init() }
@@ -1404,7 +1468,7 @@ func file_sidecar_internal_envoy_config_route_v3_route_components_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc), len(file_sidecar_internal_envoy_config_route_v3_route_components_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
