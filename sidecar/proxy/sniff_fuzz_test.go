@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // Differential tests: the sniffer against the servers whose reading of the
@@ -174,7 +176,7 @@ func FuzzClientHelloAgainstCryptoTLS(f *testing.F) {
 // bytes) for sni, in one record.
 func smallHello(t testing.TB, sni string) []byte {
 	t.Helper()
-	return clientHelloBytes(t, &tls.Config{ServerName: sni, InsecureSkipVerify: true, CurvePreferences: []tls.CurveID{tls.X25519}})
+	return testutil.ClientHello(t, &tls.Config{ServerName: sni, InsecureSkipVerify: true, CurvePreferences: []tls.CurveID{tls.X25519}})
 }
 
 // withExtension returns the one-record ClientHello rec with extension typ

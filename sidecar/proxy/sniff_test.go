@@ -5,32 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-)
 
-// clientHelloBytes captures the first flight of a Go TLS client.
-func clientHelloBytes(t testing.TB, cfg *tls.Config) []byte {
-	t.Helper()
-	a, b := net.Pipe()
-	defer a.Close()
-	go func() {
-		tls.Client(a, cfg).Handshake()
-	}()
-	hdr := make([]byte, 5)
-	if _, err := io.ReadFull(b, hdr); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
-	if _, err := io.ReadFull(b, body); err != nil {
-		t.Fatal(err)
-	}
-	b.Close()
-	return append(hdr, body...)
-}
+	"github.com/weftmesh/weft/internal/testutil"
+)
 
 // fragment splits a single-record ClientHello into records of at most n
 // bytes of payload.
@@ -47,7 +28,7 @@ func fragment(rec []byte, n int) []byte {
 }
 
 func TestParseClientHello(t *testing.T) {
-	hello := clientHelloBytes(t, &tls.Config{ServerName: "API.Example.com", NextProtos: []string{"h2", "http/1.1"}})
+	hello := testutil.ClientHello(t, &tls.Config{ServerName: "API.Example.com", NextProtos: []string{"h2", "http/1.1"}})
 	for name, b := range map[string][]byte{"one record": hello, "fragmented": fragment(hello, 100)} {
 		h, err := parseClientHello(b)
 		if err != nil {
@@ -63,7 +44,7 @@ func TestParseClientHello(t *testing.T) {
 			}
 		}
 	}
-	noSNI := clientHelloBytes(t, &tls.Config{InsecureSkipVerify: true})
+	noSNI := testutil.ClientHello(t, &tls.Config{InsecureSkipVerify: true})
 	if h, err := parseClientHello(noSNI); err != nil || h.serverName != "" {
 		t.Fatalf("no SNI: %+v %v", h, err)
 	}
@@ -75,8 +56,8 @@ func TestParseClientHello(t *testing.T) {
 }
 
 func FuzzParseClientHello(f *testing.F) {
-	f.Add(clientHelloBytes(f, &tls.Config{ServerName: "a.example", NextProtos: []string{"h2"}}))
-	f.Add(fragment(clientHelloBytes(f, &tls.Config{ServerName: "b.example"}), 7))
+	f.Add(testutil.ClientHello(f, &tls.Config{ServerName: "a.example", NextProtos: []string{"h2"}}))
+	f.Add(fragment(testutil.ClientHello(f, &tls.Config{ServerName: "b.example"}), 7))
 	f.Add([]byte{0x16, 3, 1, 0, 1, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := parseClientHello(b)
@@ -117,7 +98,7 @@ func TestSniffHTTP(t *testing.T) {
 }
 
 func TestSniffDoesNotConsume(t *testing.T) {
-	hello := clientHelloBytes(t, &tls.Config{ServerName: "x.example"})
+	hello := testutil.ClientHello(t, &tls.Config{ServerName: "x.example"})
 	client, c := sniffPair(t)
 	go func() {
 		// The hello in two writes, the second after a pause so that the

@@ -784,38 +784,23 @@ func agreeInboundApps(t *testing.T) map[uint16]string {
 	t.Helper()
 	apps := map[uint16]string{}
 	for _, port := range agreePorts {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		apps[port] = l.Addr().String()
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					buf := make([]byte, 4)
-					if _, err := io.ReadFull(c, buf); err != nil {
-						return
-					}
-					if string(buf) != "GET " {
-						fmt.Fprintf(c, "%d:%s", port, buf)
-						return
-					}
-					// A request the server sidecar delivered over HTTP/1.1
-					// (an h2 chain): the same answer as its body.
-					if _, err := http.ReadRequest(bufio.NewReader(io.MultiReader(strings.NewReader("GET "), c))); err != nil {
-						return
-					}
-					body := fmt.Sprintf("%d:ping", port)
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-				}()
+		apps[port] = wefttest.ServeTCP(t, func(c net.Conn) {
+			buf := make([]byte, 4)
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
 			}
-		}()
+			if string(buf) != "GET " {
+				fmt.Fprintf(c, "%d:%s", port, buf)
+				return
+			}
+			// A request the server sidecar delivered over HTTP/1.1
+			// (an h2 chain): the same answer as its body.
+			if _, err := http.ReadRequest(bufio.NewReader(io.MultiReader(strings.NewReader("GET "), c))); err != nil {
+				return
+			}
+			body := fmt.Sprintf("%d:ping", port)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+		}).String()
 	}
 	return apps
 }
@@ -1398,21 +1383,7 @@ func agreeRandomEgress(rng *rand.Rand, name string) agreeEgressSet {
 // bytes on the wire.
 func agreeClientHello(t *testing.T, sni string) []byte {
 	t.Helper()
-	a, b := net.Pipe()
-	go func() {
-		_ = tls.Client(a, &tls.Config{ServerName: sni, InsecureSkipVerify: true}).Handshake()
-	}()
-	defer a.Close()
-	defer b.Close()
-	hdr := make([]byte, 5)
-	if _, err := io.ReadFull(b, hdr); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
-	if _, err := io.ReadFull(b, body); err != nil {
-		t.Fatal(err)
-	}
-	return append(hdr, body...)
+	return wefttest.ClientHello(t, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
 }
 
 // agreeSink is "the internet": a dial of the proxy reaches it; it answers
