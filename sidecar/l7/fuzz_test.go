@@ -49,28 +49,45 @@ func FuzzHandler(f *testing.F) {
 	}
 	h := fuzzHandler(f, io.Discard)
 	f.Fuzz(func(t *testing.T, in []byte) {
-		br := bufio.NewReader(bytes.NewReader(in))
-		for range 4 { // a few pipelined requests
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			rec := finalRecorder{httptest.NewRecorder()}
-			func() {
-				defer func() {
-					if p := recover(); p != nil && p != http.ErrAbortHandler {
-						t.Fatalf("panic for %q: %v", in, p)
-					}
-				}()
-				h.ServeHTTP(rec, req.WithContext(ctx))
-			}()
-			cancel()
-			if c := rec.Code; c != 200 && (c < 400 || c > 599) {
-				t.Fatalf("status %d for %q", c, in)
-			}
-		}
+		eachRequest(t, in, h, func(rec *httptest.ResponseRecorder) http.ResponseWriter { return finalRecorder{rec} },
+			func(rec *httptest.ResponseRecorder) {
+				if c := rec.Code; c != 200 && (c < 400 || c > 599) {
+					t.Fatalf("status %d for %q", c, in)
+				}
+			})
 	})
+}
+
+// eachRequest serves each of the first few requests (pipelined) that
+// net/http's parser makes of in with h, under a deadline of 10 s, writing
+// to a recorder (through writer, when not nil), and hands the recorder to
+// check. A panic other than http.ErrAbortHandler (a handler's way to
+// abort a response) fails t.
+func eachRequest(t *testing.T, in []byte, h http.Handler, writer func(*httptest.ResponseRecorder) http.ResponseWriter, check func(*httptest.ResponseRecorder)) {
+	t.Helper()
+	br := bufio.NewReader(bytes.NewReader(in))
+	for range 4 {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		rec := httptest.NewRecorder()
+		var w http.ResponseWriter = rec
+		if writer != nil {
+			w = writer(rec)
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil && p != http.ErrAbortHandler {
+					t.Fatalf("panic for %q: %v", in, p)
+				}
+			}()
+			h.ServeHTTP(w, req.WithContext(ctx))
+		}()
+		cancel()
+		check(rec)
+	}
 }
 
 // finalRecorder records the final status: 1xx responses (100-continue

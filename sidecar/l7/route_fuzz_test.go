@@ -1,9 +1,6 @@
 package l7
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -57,23 +54,7 @@ func FuzzRouteActions(f *testing.F) {
 		return routes['m']
 	}}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		br := bufio.NewReader(bytes.NewReader(in))
-		for range 4 { // a few pipelined requests
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			rec := httptest.NewRecorder()
-			func() {
-				defer func() {
-					if p := recover(); p != nil && p != http.ErrAbortHandler {
-						t.Fatalf("panic for %q: %v", in, p)
-					}
-				}()
-				h.ServeHTTP(rec, req.WithContext(ctx))
-			}()
-			cancel()
+		eachRequest(t, in, h, nil, func(rec *httptest.ResponseRecorder) {
 			switch c := rec.Code; {
 			case c == 301 || c == 302:
 				if loc := rec.Header().Get("Location"); !strings.HasPrefix(loc, "http://") && !strings.HasPrefix(loc, "https://") {
@@ -83,6 +64,6 @@ func FuzzRouteActions(f *testing.F) {
 			default:
 				t.Fatalf("status %d for %q", c, in)
 			}
-		}
+		})
 	})
 }
