@@ -58,6 +58,18 @@ func ok(name string) http.HandlerFunc {
 	}
 }
 
+// hang answers nothing: it returns when the request ends, or t does.
+func hang(t testing.TB) http.HandlerFunc {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+}
+
 func status(code int) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -272,14 +284,7 @@ func TestConnectFailureRetried(t *testing.T) {
 // The route's timeout answers 504; a per-try timeout lets a GET retry on
 // another endpoint.
 func TestTimeouts(t *testing.T) {
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	slow := newEndpoint(t, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
+	slow := newEndpoint(t, hang(t))
 	good := newEndpoint(t, ok("good"))
 	f := &Forwarder{}
 	route := &Route{Name: "r", Timeout: 200 * time.Millisecond, Backends: []Backend{{Cluster: cluster(t, "slow", []*endpoint{slow}), Weight: 1}}}

@@ -130,14 +130,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 func TestSidecarAnswers(t *testing.T) {
 	dead := cluster(t, "dead", []*endpoint{newEndpoint(t, ok("x"))})
 	dead.Balancer.Update(nil)
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	slow := newEndpoint(t, func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	})
+	slow := newEndpoint(t, hang(t))
 	routes := map[string]*Route{
 		"/none":    {Name: "none", Backends: []Backend{{Cluster: dead, Weight: 1}}},
 		"/timeout": {Name: "timeout", Timeout: 100 * time.Millisecond, Backends: []Backend{{Cluster: cluster(t, "slow", []*endpoint{slow}), Weight: 1}}},
