@@ -98,6 +98,15 @@ func (e *env) waitWaiters(t *testing.T, n int) {
 	testutil.Eventually(t, "managers to wait on the clock", func() bool { return e.clock.Waiters() == n })
 }
 
+// run runs m until t ends and waits until it is ready (its first SVID
+// served) and parked on its renewal timer.
+func (e *env) run(t *testing.T, m *Manager) {
+	t.Helper()
+	testutil.Run(t, m.Run)
+	<-m.Ready()
+	e.waitWaiters(t, 1)
+}
+
 // tamperClient passes Sign to the real client and lets a test rewrite the
 // response.
 type tamperClient struct {

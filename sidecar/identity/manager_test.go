@@ -64,9 +64,7 @@ func TestFirstFetch(t *testing.T) {
 			if !m.NotAfter().IsZero() {
 				t.Fatalf("NotAfter before Run: got %s, want zero", m.NotAfter())
 			}
-			testutil.Run(t, m.Run)
-			<-m.Ready()
-			e.waitWaiters(t, 1)
+			e.run(t, m)
 
 			svid, err := m.GetX509SVID()
 			if err != nil {
@@ -121,9 +119,7 @@ func TestRenewsAtHalfLifeWithNewKey(t *testing.T) {
 			m, _ := e.manager(t, "tok-a", Config{Rand: func() float64 { return tc.jitter }})
 			updates, cancel := m.Subscribe()
 			defer cancel()
-			testutil.Run(t, m.Run)
-			<-m.Ready()
-			e.waitWaiters(t, 1)
+			e.run(t, m)
 			<-updates
 			first, _ := m.GetX509SVID()
 
@@ -194,9 +190,7 @@ func TestKeepsServingWhileControlPlaneFails(t *testing.T) {
 				Logger:  slog.New(slog.NewTextHandler(logs, nil)),
 				Backoff: Backoff{Initial: time.Second, Max: 8 * time.Second},
 			})
-			testutil.Run(t, m.Run)
-			<-m.Ready()
-			e.waitWaiters(t, 1)
+			e.run(t, m)
 			first, _ := m.GetX509SVID()
 
 			tc.breakIt(e, path)
@@ -246,9 +240,7 @@ func TestExpiredSVIDIsNotServed(t *testing.T) {
 	e := newEnv(t)
 	logs := &testutil.SyncBuffer{}
 	m, _ := e.manager(t, "tok-a", Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	testutil.Run(t, m.Run)
-	<-m.Ready()
-	e.waitWaiters(t, 1)
+	e.run(t, m)
 
 	e.svc.FailNext(1 << 30)
 	e.clock.Step(25 * time.Hour) // the renewal timer fires once, far too late
@@ -438,9 +430,7 @@ func TestTokenIsReadForEveryRequest(t *testing.T) {
 			e := newEnv(t)
 			logs := &testutil.SyncBuffer{}
 			m, path := e.manager(t, "tok-a", Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
-			testutil.Run(t, m.Run)
-			<-m.Ready()
-			e.waitWaiters(t, 1)
+			e.run(t, m)
 			if got := e.svc.LastToken(); got != "tok-a" {
 				t.Fatalf("first token: got %q, want tok-a", got)
 			}
