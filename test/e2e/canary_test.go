@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 )
@@ -33,7 +35,8 @@ func kubectlRun(t *testing.T, args ...string) string {
 // weft with --http-routing, an HTTPRoute that splits the demo Service's
 // requests 90/10 between server-v1 and server-v2 (the split seen by the
 // client and by `weftctl stat` on the servers' sidecars), then the same
-// route with a header rule that sends "x-canary: always" to v2 only.
+// route with a header rule that sends "x-canary: always" to v2 only; and a
+// route's timeout answered 504.
 func TestCanaryExample(t *testing.T) {
 	const ns = "weft-demo"
 	ctx := context.Background()
@@ -188,6 +191,46 @@ func TestCanaryExample(t *testing.T) {
 	if v1, v2 := get(200, "x-canary: sometimes"); v2 > 40 || v1 < 150 {
 		t.Errorf("with another x-canary value: server-v1 %d, server-v2 %d of 200, want the 90/10 split", v1, v2)
 	}
+
+	// A route's timeout ([l7]: "a timeout returns 504"): requests under
+	// /slow get 2 s (HTTPRoute timeouts.request); one the server answers
+	// after 10 s is answered 504 by the client's sidecar at about 2 s,
+	// one it answers at once goes through.
+	slow := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+		"metadata": map[string]any{"name": "server-slow", "namespace": ns},
+		"spec": map[string]any{
+			"parentRefs": []any{map[string]any{"group": "", "kind": "Service", "name": "server", "port": int64(80)}},
+			"rules": []any{map[string]any{
+				"matches":     []any{map[string]any{"path": map[string]any{"type": "PathPrefix", "value": "/slow"}}},
+				"timeouts":    map[string]any{"request": "2s"},
+				"backendRefs": []any{map[string]any{"name": "server-v1", "port": int64(80)}},
+			}},
+		},
+	}}
+	if _, err := routes.Create(ctx, slow, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "GET /slow?delay=10s answered 504 by the client's sidecar", func(context.Context) (bool, error) {
+		out, _ := kubectlExec(t, ns, client, "app", "/usr/local/bin/testapp", "get", "http://server/slow?delay=10s")
+		return hasLine(out, "504 weft: timeout"), nil
+	})
+	start := time.Now()
+	out, _ = kubectlExec(t, ns, client, "app", "/usr/local/bin/testapp", "get", "http://server/slow?delay=10s")
+	took := time.Since(start)
+	t.Logf("GET /slow?delay=10s: %q in %v", strings.TrimSpace(out), took.Round(time.Millisecond))
+	if !hasLine(out, "504 weft: timeout") || took > 8*time.Second {
+		t.Errorf("GET /slow?delay=10s: %q after %v, want 504 at about 2 s", out, took)
+	}
+	if out, err := kubectlExec(t, ns, client, "app", "/usr/local/bin/testapp", "get", "http://server/slow?delay=100ms"); err != nil || !strings.HasPrefix(out, "200 hello from server-v1-") {
+		t.Errorf("GET /slow?delay=100ms: %q %v, want 200 from server-v1", out, err)
+	}
+}
+
+// hasLine reports whether out (a command's output, stdout and stderr in
+// either order) has the line line.
+func hasLine(out, line string) bool {
+	return slices.Contains(strings.Split(out, "\n"), line)
 }
 
 // unstructuredSlice is obj's list at path.

@@ -149,6 +149,17 @@ func serve(ctx context.Context, args []string) error {
 	srv := &http.Server{Addr: *addr, ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		fmt.Printf("request %s %s from %s body=%q\n", r.Method, r.URL.Path, r.RemoteAddr, strings.TrimSpace(string(body)))
+		// ?delay=2s: answer that much later (at most a minute), or when
+		// the caller goes away.
+		if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil && d > 0 {
+			t := time.NewTimer(min(d, time.Minute))
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return
+			}
+		}
 		fmt.Fprintf(w, "hello from %s\n", pod)
 	})}
 	go func() {
