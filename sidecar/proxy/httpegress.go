@@ -199,14 +199,18 @@ func (h *headReader) line(max int) ([]byte, error) {
 	}
 }
 
-// crlfLine checks that l ends in CRLF and holds no other CR, and returns
-// it without the CRLF.
-func crlfLine(l []byte) ([]byte, error) {
+// crlfLine returns the next line of a chunked body, l (at most
+// maxChunkLine bytes), and body, l without its CRLF: l must end in CRLF
+// and hold no other CR.
+func (h *headReader) crlfLine() (l, body []byte, err error) {
+	if l, err = h.line(maxChunkLine); err != nil {
+		return nil, nil, err
+	}
 	body, ok := bytes.CutSuffix(l, []byte("\r\n"))
 	if !ok || bytes.IndexByte(body, '\r') >= 0 {
-		return nil, fmt.Errorf("proxy: chunked body: line %q does not end in CRLF alone", truncate(l))
+		return nil, nil, fmt.Errorf("proxy: chunked body: line %q does not end in CRLF alone", truncate(l))
 	}
-	return body, nil
+	return l, body, nil
 }
 
 // Bounds of a chunked body's lines: a chunk-size line, and all trailer
@@ -230,11 +234,7 @@ func (h *headReader) copyChunked(w io.Writer) (int64, error) {
 		return err
 	}
 	for {
-		l, err := h.line(maxChunkLine)
-		if err != nil {
-			return n, err
-		}
-		body, err := crlfLine(l)
+		l, body, err := h.crlfLine()
 		if err != nil {
 			return n, err
 		}
@@ -254,11 +254,7 @@ func (h *headReader) copyChunked(w io.Writer) (int64, error) {
 		if sz == 0 {
 			total := 0
 			for { // trailers, then the empty line
-				l, err := h.line(maxChunkLine)
-				if err != nil {
-					return n, err
-				}
-				body, err := crlfLine(l)
+				l, body, err := h.crlfLine()
 				if err != nil {
 					return n, err
 				}
