@@ -211,7 +211,7 @@ spec:
 				// share stays, unresolved (answered 500).
 				Backends: []mesh.Backend{{Service: apiKey, Port: 80, Weight: 90},
 					{Service: mesh.Key{Namespace: "team", Name: "local"}, Port: 80, Weight: 10, Unresolved: true}},
-				Timeout:  10 * time.Second, BackendTimeout: 2 * time.Second,
+				Timeout: 10 * time.Second, BackendTimeout: 2 * time.Second,
 			},
 			{Index: 1, Matches: []mesh.RouteMatch{{PathType: mesh.PathPrefix, Path: "/old"}},
 				Redirect: &mesh.Redirect{Scheme: "https", Hostname: "example.org", Port: 8443, StatusCode: 301, Path: &mesh.PathModifier{Type: mesh.ReplaceFullPath, Value: "/new"}}},
