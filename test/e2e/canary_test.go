@@ -54,15 +54,7 @@ func TestCanaryExample(t *testing.T) {
 	t.Cleanup(func() { kubectlRun(t, "delete", "--ignore-not-found", "--wait=false", "-f", crds) })
 	kubectlRun(t, "wait", "--for", "condition=Established", "--timeout", "60s", "crd", "httproutes.gateway.networking.k8s.io")
 
-	install := func(extra ...string) {
-		t.Helper()
-		args := append([]string{"install", "--tag", tag, "--pull-policy", "Never", "--timeout", "3m", "--replicas", "2"}, extra...)
-		if out, err := weftctlRun(args...); err != nil {
-			t.Fatalf("weftctl %v: %v\n%s", args, err, out)
-		}
-	}
-	install("--http-routing")
-	t.Cleanup(func() { install() })
+	withHTTPRouting(t)
 
 	kubectlRun(t, "apply", "-f", filepath.Join(examples, "demo"))
 	t.Cleanup(func() {

@@ -439,3 +439,19 @@ func readAuditEvents(t *testing.T, ns string) ([]audit.Event, error) {
 	}
 	return events, nil
 }
+
+// withHTTPRouting installs weft again with --http-routing (a rolling
+// restart of the control plane) for the rest of the test, and as it was
+// at the end.
+func withHTTPRouting(t *testing.T) {
+	t.Helper()
+	install := func(extra ...string) {
+		t.Helper()
+		args := append([]string{"install", "--tag", tag, "--pull-policy", "Never", "--timeout", "3m", "--replicas", "2"}, extra...)
+		if out, err := weftctlRun(args...); err != nil {
+			t.Fatalf("weftctl %v: %v\n%s", args, err, out)
+		}
+	}
+	install("--http-routing")
+	t.Cleanup(func() { install() })
+}

@@ -121,15 +121,7 @@ func TestHTTPRouting(t *testing.T) {
 
 	// HTTP routing on: install again with --http-routing (a rolling
 	// restart of the control plane), and off again at the end.
-	install := func(extra ...string) {
-		t.Helper()
-		args := append([]string{"install", "--tag", tag, "--pull-policy", "Never", "--timeout", "3m", "--replicas", "2"}, extra...)
-		if out, err := weftctlRun(args...); err != nil {
-			t.Fatalf("weftctl %v: %v\n%s", args, err, out)
-		}
-	}
-	install("--http-routing")
-	t.Cleanup(func() { install() })
+	withHTTPRouting(t)
 	// Each sidecar picks the change up when it reconnects to the
 	// restarted control plane; a replica whose sidecar has not yet got
 	// its h2 chain fails the client sidecar's connections and is ejected
