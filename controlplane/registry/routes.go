@@ -350,18 +350,31 @@ func (c *routeContext) httpRule(routeNS string, parentNS []string, rule gwv1.HTT
 	if out.Redirect != nil {
 		return out, nil, nil // the backends are not used
 	}
-	for _, b := range rule.BackendRefs {
+	refsOf := make([]gwv1.BackendRef, len(rule.BackendRefs))
+	for i, b := range rule.BackendRefs {
 		if len(b.Filters) > 0 {
 			return unsupported("filters on a backendRef are not supported")
 		}
-		be, err := c.backend(mesh.KindHTTPRoute, routeNS, parentNS, b.BackendRef)
+		refsOf[i] = b.BackendRef
+	}
+	out.Backends, refs = c.backends(mesh.KindHTTPRoute, routeNS, parentNS, refsOf, refs)
+	return out, nil, refs
+}
+
+// backends resolves a rule's backendRefs of a route of kind: each that
+// does not resolve stays, Unresolved; refs is the first problem (kept
+// when already set).
+func (c *routeContext) backends(kind, routeNS string, parentNS []string, refsOf []gwv1.BackendRef, refs *invalid) ([]mesh.Backend, *invalid) {
+	var out []mesh.Backend
+	for _, ref := range refsOf {
+		be, err := c.backend(kind, routeNS, parentNS, ref)
 		if err != nil {
 			refs = cmp.Or(refs, err)
-			be = unresolved(routeNS, b.BackendRef)
+			be = unresolved(routeNS, ref)
 		}
-		out.Backends = append(out.Backends, be)
+		out = append(out, be)
 	}
-	return out, nil, refs
+	return out, refs
 }
 
 // unresolved is a backendRef that did not resolve, with its weight: its
@@ -660,17 +673,14 @@ func (c *routeContext) grpcRule(routeNS string, parentNS []string, rule gwv1.GRP
 			return unsupported("filter %s is not supported", f.Type)
 		}
 	}
-	for _, b := range rule.BackendRefs {
+	refsOf := make([]gwv1.BackendRef, len(rule.BackendRefs))
+	for i, b := range rule.BackendRefs {
 		if len(b.Filters) > 0 {
 			return unsupported("filters on a backendRef are not supported")
 		}
-		be, err := c.backend(mesh.KindGRPCRoute, routeNS, parentNS, b.BackendRef)
-		if err != nil {
-			refs = cmp.Or(refs, err)
-			be = unresolved(routeNS, b.BackendRef)
-		}
-		out.Backends = append(out.Backends, be)
+		refsOf[i] = b.BackendRef
 	}
+	out.Backends, refs = c.backends(mesh.KindGRPCRoute, routeNS, parentNS, refsOf, refs)
 	return out, nil, refs
 }
 
