@@ -199,10 +199,14 @@ func setTarget(r *http.Request, target string) {
 	r.RequestURI = target
 }
 
-// forwarded is r as the route sends it on (Envoy's order): its header
-// fields edited, its Host and its path rewritten; r itself when the route
-// changes nothing. r is not modified. The upgrade path uses it: the
-// request's head goes on as the app wrote it, hop-by-hop fields included.
+// forwarded is an upgrade request r as the route sends it on: its Host
+// and its path rewritten and its header fields edited; r itself when the
+// route changes nothing. r is not modified. Its head otherwise goes on as
+// the app wrote it; when the route edits header fields, the fields the
+// app's Connection names (other than Upgrade) are removed first and
+// Connection is "Upgrade", as on the proxied path (Envoy's order), so
+// that the app cannot name a field the route sets to have it dropped
+// further on, nor keep its own against an add-if-absent.
 func (rt *Route) forwarded(r *http.Request) *http.Request {
 	out := rt.rewritten(r)
 	if rt.RequestHeaders.empty() {
@@ -215,6 +219,14 @@ func (rt *Route) forwarded(r *http.Request) *http.Request {
 	if out.Header == nil {
 		out.Header = http.Header{}
 	}
+	for _, v := range out.Header["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, "Upgrade") {
+				out.Header.Del(f)
+			}
+		}
+	}
+	out.Header.Set("Connection", "Upgrade")
 	rt.RequestHeaders.Apply(out.Header)
 	return out
 }

@@ -374,7 +374,7 @@ func TestRouteRewritesOnAnUpgrade(t *testing.T) {
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "%s %s Host=%s", req.Method, req.RequestURI, req.Host)
-		for _, k := range []string{"X-Set", "X-Remove", "X-App"} {
+		for _, k := range []string{"X-Set", "X-Remove", "X-App", "Connection", "X-Hop"} {
 			fmt.Fprintf(&b, " %s=%q", k, req.Header.Values(k))
 		}
 		heads <- b.String()
@@ -397,13 +397,16 @@ func TestRouteRewritesOnAnUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	io.WriteString(c, "GET /ws/chat?room=1 HTTP/1.1\r\nHost: web.demo\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Set: old\r\nX-Remove: 1\r\nX-App: a\r\n\r\n")
+	// The app names the route's own field (and one of its own) in
+	// Connection: the fields it names go, the route's is set after, and
+	// the endpoint gets Connection: Upgrade alone.
+	io.WriteString(c, "GET /ws/chat?room=1 HTTP/1.1\r\nHost: web.demo\r\nConnection: Upgrade, x-set, X-Hop\r\nUpgrade: echo\r\nX-Set: old\r\nX-Remove: 1\r\nX-App: a\r\nX-Hop: h\r\n\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := testutil.Receive(t, heads, "the request on the tunnel"), `GET /socket/chat?room=1 Host=internal.example X-Set=["1"] X-Remove=[] X-App=["a"]`; got != want {
+	if got, want := testutil.Receive(t, heads, "the request on the tunnel"), `GET /socket/chat?room=1 Host=internal.example X-Set=["1"] X-Remove=[] X-App=["a"] Connection=["Upgrade"] X-Hop=[]`; got != want {
 		t.Errorf("the endpoint got %s\nwant %s", got, want)
 	}
 	if resp.StatusCode != 101 || resp.Header.Get("Server") != "" || resp.Header.Get("X-Route") != "ws" || resp.Header.Get("Upgrade") != "echo" {

@@ -243,14 +243,17 @@ func (e *l7Engine) route7(cfg *model.Config, vh *model.VirtualHost, mr *model.Ro
 			PathRewrite: pathRewrite(rd.PathRewrite), StripQuery: rd.StripQuery}
 	}
 	for _, wc := range mr.Clusters {
-		b := l7.Backend{Weight: wc.Weight, Missing: cfg.Clusters[wc.Name] == nil}
+		// Missing only where the route says what to answer for it: a
+		// cluster that is absent for a moment (routes and clusters
+		// arrive as separate responses) takes no share, as before.
+		b := l7.Backend{Weight: wc.Weight, Missing: mr.ClusterNotFound != 0 && cfg.Clusters[wc.Name] == nil}
 		if mc := e.out[wc.Name]; mc != nil {
 			b.Cluster = mc.c
 		}
 		// A cluster that is not HTTP/2 over mTLS gets no requests: the
-		// split goes to the others, and with none 503 no_backend. A
-		// cluster the configuration does not have takes its share, answered
-		// with the route's ClusterNotFound (Envoy's behaviour).
+		// split goes to the others, and with none 503 no_backend. On a
+		// route with cluster_not_found_response_code, a cluster the
+		// configuration does not have takes its share, answered with it.
 		r.Backends = append(r.Backends, b)
 	}
 	return r

@@ -44,6 +44,9 @@ func TestL7GatewayAPIRoutes(t *testing.T) {
 		// A backendRef that did not resolve: a cluster the configuration
 		// does not have, its requests answered 500.
 		{Name: "gone", Match: model.RouteMatch{PathSeparatedPrefix: "/gone"}, Clusters: to("unresolved|80|missing.demo"), ClusterNotFound: 500},
+		// A cluster absent without cluster_not_found_response_code (a
+		// route that arrived before its cluster) takes no share.
+		{Name: "early", Match: model.RouteMatch{PathSeparatedPrefix: "/early"}, Clusters: to("outbound|80|later.demo")},
 		{Name: "full", Match: model.RouteMatch{PathSeparatedPrefix: "/full"}, Clusters: to(c1),
 			PathRewrite: &model.PathRewrite{Matched: "/full", Regex: regexp.MustCompile(`^/.*$`), Substitution: "/one"}},
 	}
@@ -81,6 +84,7 @@ func TestL7GatewayAPIRoutes(t *testing.T) {
 		{"GET", "/api", nil, 200, `v1 GET /v1 host=internal.example`},
 		{"GET", "/apiv2", nil, 404, "weft: route not found"}, // not path-separated
 		{"GET", "/gone/a", nil, 500, "weft: cluster not found"},
+		{"GET", "/early", nil, 503, "weft: no backend"},
 		{"GET", "/full/a/b?q=1", nil, 200, `v1 GET /one?q=1 host=web.demo`},
 	} {
 		resp, body := do(tc.method, "web.demo", tc.path, tc.hdr...)

@@ -308,6 +308,9 @@ func TestGAMMARejects(t *testing.T) {
 		{"cluster_not_found_response_code Envoy does not define", func(r envoySet) {
 			route(r, 0).GetRoute().ClusterNotFoundResponseCode = 7
 		}, rc + `virtual_hosts[0].routes[0].route.cluster_not_found_response_code: 7 is not a value of envoy.config.route.v3.RouteAction.ClusterNotFoundResponseCode`},
+		{"an absent cluster that is not outbound, without cluster_not_found_response_code", func(r envoySet) {
+			route(r, 0).GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "unresolved|80|missing.demo"}
+		}, `cluster "unresolved|80|missing.demo" is not supported in a route of the outbound listener`},
 		{"a cluster the configuration has that is not outbound", func(r envoySet) {
 			route(r, 0).GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "inbound|8080"}
 		}, `cluster "inbound|8080" is not supported in a route of the outbound listener`},

@@ -587,13 +587,13 @@ func crossCheck(cfg *model.Config) error {
 						name, vh.Name, i, quoted(r.Name), f)
 				}
 				for _, wc := range r.Clusters {
-					if _, ok := cfg.Clusters[wc.Name]; !ok {
-						// A cluster the configuration does not have takes
-						// its share of the requests to answer them with the
-						// route's cluster_not_found_response_code (Envoy's
-						// behaviour: RDS does not validate clusters); the
-						// control plane names such a cluster for a
-						// backendRef that does not resolve.
+					if _, ok := cfg.Clusters[wc.Name]; !ok && r.ClusterNotFound != 0 {
+						// On a route with cluster_not_found_response_code,
+						// a cluster the configuration does not have takes
+						// its share of the requests to answer them with it
+						// (RDS does not validate clusters); the control
+						// plane names such a cluster for a backendRef that
+						// does not resolve.
 						continue
 					}
 					if err := meshRouteCluster(refs[name][0].listener, wc.Name); err != nil {
