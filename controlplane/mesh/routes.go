@@ -307,6 +307,12 @@ func (r *Route) EncodedSizeBound() int {
 	return n
 }
 
+// PortRoutesBound bounds the bytes a port of Service svc adds to the
+// clients' route configuration once routes attach to it, besides the
+// routes: route configuration outbound|<port>|<svc>.<ns>|direct, the
+// default route of requests sent straight to its pods' addresses.
+func PortRoutesBound(svc Key) int { return 256 + 8*(len(svc.Name)+len(svc.Namespace)) }
+
 func (r *RouteRule) prefixModifier() *PathModifier {
 	switch {
 	case r.Redirect != nil:

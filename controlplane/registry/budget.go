@@ -17,23 +17,33 @@ import (
 // rule's header edits, so one HTTPRoute within the Gateway API's own limits
 // (16 rules × 64 matches × 32 header edits of 4,096 bytes) expands to tens
 // of megabytes of route configuration, in every sidecar that can reach the
-// Service. Two budgets bound what one namespace's routes cost the mesh,
-// counted with mesh.Route.EncodedSizeBound (which the translator's tests
-// hold it to):
+// Service. Three budgets bound what routes cost the mesh, counted with
+// mesh.Route.EncodedSizeBound and mesh.PortRoutesBound (which the
+// translator's tests hold it to):
 //   - a route: its Envoy form for one Service port (RouteBytes);
 //   - a namespace: all its routes together, each counted once for every
-//     Service port it attaches to (NamespaceRouteBytes). Routes are
-//     admitted oldest first (creationTimestamp, then kind and name), so a
-//     new route cannot push out the routes already in force.
+//     Service port it attaches to, with what the port's route
+//     configuration gains (NamespaceRouteBytes);
+//   - the mesh: every namespace's routes together, counted the same way
+//     (MeshRouteBytes), so that no number of namespaces at their budget
+//     can make the route configuration a sidecar receives exceed the xDS
+//     message limit (the control plane would then withhold every update
+//     of every sidecar).
 //
-// A route over either budget is not served: Accepted=False, reason
-// TooLarge, the figures in the message. What a sidecar receives is further
-// bounded by the xDS message limit the control plane will not send past.
+// Routes are admitted oldest first (creationTimestamp, then kind,
+// namespace and name), so a new route cannot push out the routes already
+// in force. A route over a budget is not served: Accepted=False, reason
+// TooLarge, the figures in the message.
 
 // Default budgets.
 const (
 	DefaultRouteBytes          = 256 << 10
 	DefaultNamespaceRouteBytes = 1 << 20
+	// DefaultMeshRouteBytes is half the xDS message limit
+	// (api/names.MaxXDSMessageSize, 16 MiB): the rest of the route
+	// configuration (every Service port's default route) has the other
+	// half.
+	DefaultMeshRouteBytes = 8 << 20
 )
 
 // routeReasonTooLarge is the reason of Accepted=False for a route over a
@@ -41,10 +51,10 @@ const (
 const routeReasonTooLarge = "TooLarge"
 
 // routeBudget is the budgets in force; zero fields take the defaults.
-type routeBudget struct{ route, namespace int }
+type routeBudget struct{ route, namespace, mesh int }
 
 func (b routeBudget) withDefaults() routeBudget {
-	return routeBudget{cmp.Or(b.route, DefaultRouteBytes), cmp.Or(b.namespace, DefaultNamespaceRouteBytes)}
+	return routeBudget{cmp.Or(b.route, DefaultRouteBytes), cmp.Or(b.namespace, DefaultNamespaceRouteBytes), cmp.Or(b.mesh, DefaultMeshRouteBytes)}
 }
 
 // resolvedRoute is a route object, what it resolved into (nil: nothing in
@@ -76,37 +86,45 @@ func (c *routeContext) attachedPorts(p mesh.RouteParent) int {
 }
 
 // budget refuses the routes over the budgets (see above): their model
-// route is dropped and their status says why.
+// route is dropped and their status says why. One pass over every route,
+// oldest first, so that the budgets are spent in the same order whatever
+// the namespaces.
 func (c *routeContext) budget(items []resolvedRoute, b routeBudget) {
 	b = b.withDefaults()
-	byNS := map[string][]*resolvedRoute{}
+	var rs []*resolvedRoute
 	for i := range items {
-		if r := items[i].route; r != nil {
-			byNS[r.Namespace] = append(byNS[r.Namespace], &items[i])
+		if items[i].route != nil {
+			rs = append(rs, &items[i])
 		}
 	}
-	for ns, rs := range byNS {
-		slices.SortFunc(rs, func(a, b *resolvedRoute) int {
-			return cmp.Or(a.route.Created.Compare(b.route.Created), cmp.Compare(a.route.Kind, b.route.Kind), cmp.Compare(a.route.Name, b.route.Name))
-		})
-		used := 0
-		for _, it := range rs {
-			size := it.route.EncodedSizeBound()
-			ports := 0
-			for _, p := range it.route.Parents {
-				ports += c.attachedPorts(p)
-			}
-			cost := size * ports
-			switch {
-			case size > b.route:
-				it.refuse(fmt.Sprintf("the route's rules take up to %s of proxy configuration for each Service port it attaches to, over weft's limit of %s per route: split it into routes of fewer matches, or with fewer or shorter header edits",
-					kib(size), kib(b.route)))
-			case used+cost > b.namespace:
-				it.refuse(fmt.Sprintf("the routes of namespace %s would take %s of proxy configuration in every client of the Services they attach to (this route %s: up to %s for each of %d Service ports), over the namespace's budget of %s; older routes keep theirs",
-					ns, kib(used+cost), kib(cost), kib(size), ports, kib(b.namespace)))
-			default:
-				used += cost
-			}
+	slices.SortFunc(rs, func(x, y *resolvedRoute) int {
+		a, b := x.route, y.route
+		return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	usedNS := map[string]int{}
+	usedMesh := 0
+	for _, it := range rs {
+		r := it.route
+		size := r.EncodedSizeBound()
+		ports, cost := 0, 0
+		for _, p := range r.Parents {
+			n := c.attachedPorts(p)
+			ports += n
+			cost += n * (size + mesh.PortRoutesBound(p.Service))
+		}
+		switch {
+		case size > b.route:
+			it.refuse(fmt.Sprintf("the route's rules take up to %s of proxy configuration for each Service port it attaches to, over weft's limit of %s per route: split it into routes of fewer matches, or with fewer or shorter header edits",
+				kib(size), kib(b.route)))
+		case usedNS[r.Namespace]+cost > b.namespace:
+			it.refuse(fmt.Sprintf("the routes of namespace %s would take %s of proxy configuration in every client of the Services they attach to (this route %s: up to %s for each of %d Service ports), over the namespace's budget of %s; older routes keep theirs",
+				r.Namespace, kib(usedNS[r.Namespace]+cost), kib(cost), kib(size), ports, kib(b.namespace)))
+		case usedMesh+cost > b.mesh:
+			it.refuse(fmt.Sprintf("the routes of the whole mesh would take %s of proxy configuration in every client (this route %s), over the mesh's budget of %s, which keeps every sidecar's route configuration receivable; older routes keep theirs",
+				kib(usedMesh+cost), kib(cost), kib(b.mesh)))
+		default:
+			usedNS[r.Namespace] += cost
+			usedMesh += cost
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	apinames "github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/controlplane/mesh"
 	"github.com/weftmesh/weft/internal/testutil"
 )
@@ -72,11 +73,15 @@ func TestNamespaceRouteBudget(t *testing.T) {
 		routeAt(t, "team", "v-5th", "api", 80, 4*time.Minute),
 	}
 	// Each route's cost, measured with budgets nothing exceeds.
-	free, _ := verdictsByName(budgetState(routeBudget{1 << 30, 1 << 30}, objs...))
+	free, _ := verdictsByName(budgetState(routeBudget{1 << 30, 1 << 30, 1 << 30}, objs...))
 	if len(free) != len(objs) {
 		t.Fatalf("without budgets %d routes in force, want %d", len(free), len(objs))
 	}
 	size := free["z-1st"].EncodedSizeBound()
+	// A route's cost for one port: its routes and what the port's route
+	// configuration gains (prod/multi's name is 2 bytes longer than
+	// prod/api's: 16 bytes more per port).
+	unit := size + mesh.PortRoutesBound(mesh.Key{Namespace: "prod", Name: "api"})
 	for _, n := range []string{"y-2nd", "x-3rd", "w-4th", "v-5th"} {
 		if free[n].EncodedSizeBound() != size {
 			t.Fatalf("route %s's size %d, want the same as z-1st's %d (alike routes, alike names)", n, free[n].EncodedSizeBound(), size)
@@ -85,7 +90,7 @@ func TestNamespaceRouteBudget(t *testing.T) {
 
 	// Room for 2.5 routes of one port: the first two fit, the third does not, the fourth (two
 	// ports) neither; team's route (the fifth) is charged to team.
-	routes, verdicts := verdictsByName(budgetState(routeBudget{route: size, namespace: 5 * size / 2}, objs...))
+	routes, verdicts := verdictsByName(budgetState(routeBudget{route: size, namespace: 5 * unit / 2}, objs...))
 	for name, inForce := range map[string]bool{"z-1st": true, "y-2nd": true, "x-3rd": false, "w-4th": false, "v-5th": true} {
 		v := verdicts[name]
 		if (routes[name] != nil) != inForce || v.accepted != inForce {
@@ -107,14 +112,14 @@ func TestNamespaceRouteBudget(t *testing.T) {
 
 	// Room for four: the third fits; the fourth's two ports do not (one
 	// port would).
-	routes, _ = verdictsByName(budgetState(routeBudget{route: size, namespace: 4 * size}, objs...))
+	routes, _ = verdictsByName(budgetState(routeBudget{route: size, namespace: 4 * unit}, objs...))
 	if routes["x-3rd"] == nil || routes["w-4th"] != nil {
 		t.Errorf("budget of 4: x-3rd in force %v (want true), w-4th %v (want false)", routes["x-3rd"] != nil, routes["w-4th"] != nil)
 	}
-	// Room for five: everything.
-	routes, _ = verdictsByName(budgetState(routeBudget{route: size, namespace: 5 * size}, objs...))
+	// Room for six: everything.
+	routes, _ = verdictsByName(budgetState(routeBudget{route: size, namespace: 6 * unit}, objs...))
 	if len(routes) != len(objs) {
-		t.Errorf("budget of 5: %d routes in force, want %d", len(routes), len(objs))
+		t.Errorf("budget of 6: %d routes in force, want %d", len(routes), len(objs))
 	}
 }
 
@@ -150,5 +155,32 @@ spec:
 	}
 	if routes["small"] == nil {
 		t.Error("a small route of the same namespace was refused with the huge one")
+	}
+}
+
+// The mesh's budget is spent across namespaces, oldest first: however many
+// namespaces stay within their own budgets, the routes of all of them
+// together cannot exceed it (every client receives the producer routes of
+// every namespace).
+func TestMeshRouteBudget(t *testing.T) {
+	objs := []*unstructured.Unstructured{
+		routeAt(t, "prod", "r1", "api", 80, 0),
+		routeAt(t, "team", "r2", "api", 80, time.Minute),
+		routeAt(t, "prod", "r3", "api", 80, 2*time.Minute),
+		routeAt(t, "team", "r4", "api", 80, 3*time.Minute),
+	}
+	free, _ := verdictsByName(budgetState(routeBudget{1 << 30, 1 << 30, 1 << 30}, objs...))
+	unit := free["r1"].EncodedSizeBound() + mesh.PortRoutesBound(mesh.Key{Namespace: "prod", Name: "api"})
+	routes, verdicts := verdictsByName(budgetState(routeBudget{route: 1 << 30, namespace: 1 << 30, mesh: 3 * unit}, objs...))
+	for name, inForce := range map[string]bool{"r1": true, "r2": true, "r3": true, "r4": false} {
+		if (routes[name] != nil) != inForce {
+			t.Errorf("%s: in force %v, want %v (%s %q)", name, routes[name] != nil, inForce, verdicts[name].reason, verdicts[name].message)
+		}
+	}
+	if v := verdicts["r4"]; v.reason != routeReasonTooLarge || !strings.Contains(v.message, "over the mesh's budget") {
+		t.Errorf("r4: %s %q", v.reason, v.message)
+	}
+	if DefaultMeshRouteBytes > apinames.MaxXDSMessageSize/2 {
+		t.Errorf("the mesh's default budget %d leaves less than half of the xDS message limit %d", DefaultMeshRouteBytes, apinames.MaxXDSMessageSize)
 	}
 }

@@ -59,11 +59,11 @@ type Config struct {
 	// Discovery tells which resources the cluster serves; nil:
 	// Client.Discovery().
 	Discovery discovery.DiscoveryInterface
-	// RouteBytes and NamespaceRouteBytes bound what a route, and all the
-	// routes of a namespace, may add to the clients' route configuration
-	// (budget.go); DefaultRouteBytes and DefaultNamespaceRouteBytes when
-	// zero.
-	RouteBytes, NamespaceRouteBytes int
+	// RouteBytes, NamespaceRouteBytes and MeshRouteBytes bound what a
+	// route, all the routes of a namespace and all the routes of the mesh
+	// may add to the clients' route configuration (budget.go); the
+	// Default… values when zero.
+	RouteBytes, NamespaceRouteBytes, MeshRouteBytes int
 }
 
 // Registry watches the cluster and publishes Snapshots.
@@ -298,7 +298,7 @@ func (r *Registry) notify() {
 }
 
 func (r *Registry) state() (*state, error) {
-	st := &state{td: r.td, routeBudget: routeBudget{r.cfg.RouteBytes, r.cfg.NamespaceRouteBytes}}
+	st := &state{td: r.td, routeBudget: routeBudget{r.cfg.RouteBytes, r.cfg.NamespaceRouteBytes, r.cfg.MeshRouteBytes}}
 	var errs []error
 	collect := func(err error) { errs = append(errs, err) }
 	var err error

@@ -52,6 +52,9 @@ func TestEncodedSizeBoundHolds(t *testing.T) {
 			got += proto.Size(er) + 4 // its tag and length in the virtual host
 		}
 		bound := r.EncodedSizeBound()
+		if direct := routeConfig(res, "outbound|80|server.demo|direct"); proto.Size(direct) > mesh.PortRoutesBound(serverKey) {
+			t.Errorf("%s: the port's direct route configuration takes %d bytes, over mesh.PortRoutesBound %d", r.Name, proto.Size(direct), mesh.PortRoutesBound(serverKey))
+		}
 		if got > bound {
 			t.Errorf("%s: its Envoy routes take %d bytes, over its bound %d", r.Name, got, bound)
 		}
