@@ -145,8 +145,14 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 			pick.Sent()
 			peer = peerID(i.Conn)
 		}})
-		out := req.Clone(traced)
-		out.URL.Scheme, out.URL.Host = c.Scheme, pick.Addr.String()
+		// A shallow copy of the request with its own URL: the transport
+		// only reads the header fields (a RoundTripper must not modify
+		// the request), so the tries share them rather than each cloning
+		// them (req is the reverse proxy's copy of the app's request).
+		out := req.WithContext(traced)
+		u := *req.URL
+		u.Scheme, u.Host = c.Scheme, pick.Addr.String()
+		out.URL = &u
 		out.RequestURI = ""
 		out.GetBody = nil
 		if body != nil {
