@@ -121,7 +121,10 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 		c.active.Add(-1)
 		closeBody()
 	}
-	info, _ := req.Context().Value(infoKey{}).(*requestInfo)
+	var info *requestInfo
+	if s := servedOf(req.Context()); s != nil {
+		info = &s.info
+	}
 	var tried []netip.AddrPort
 	retrying := false
 	for attempt := 0; ; attempt++ {

@@ -65,8 +65,6 @@ type requestInfo struct {
 	retries   int
 }
 
-type infoKey struct{}
-
 // statusWriter remembers the status a handler wrote.
 type statusWriter struct {
 	http.ResponseWriter

@@ -25,10 +25,20 @@ func WithEndpoint(ctx context.Context, addr netip.AddrPort) context.Context {
 // request is addressed to (WithEndpoint) when c has it, else the
 // balancer's pick avoiding tried.
 func (c *Cluster) pick(ctx context.Context, tried []netip.AddrPort) (*balance.Request, error) {
-	if addr, ok := ctx.Value(endpointKey{}).(netip.AddrPort); ok {
+	if addr, ok := pinnedAddr(ctx); ok {
 		if r, ok := c.Balancer.PickAddr(addr); ok {
 			return r, nil
 		}
 	}
 	return c.Balancer.Pick(tried...)
+}
+
+// pinnedAddr is the endpoint the requests with ctx are addressed to: the
+// Handler's (served.pinned, when valid), else WithEndpoint's.
+func pinnedAddr(ctx context.Context) (netip.AddrPort, bool) {
+	if s := servedOf(ctx); s != nil && s.pinned.IsValid() {
+		return s.pinned, true
+	}
+	addr, ok := ctx.Value(endpointKey{}).(netip.AddrPort)
+	return addr, ok
 }

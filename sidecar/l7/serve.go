@@ -42,7 +42,31 @@ type Handler struct {
 	proxy *httputil.ReverseProxy
 }
 
-type routeKey struct{}
+// served is what the Handler attaches to a request it serves, as one
+// context value: its route, what the forwarder learns of it for the
+// metrics, and the endpoint its connection was addressed to (pinned, when
+// valid: as WithEndpoint).
+type served struct {
+	route  *Route
+	info   requestInfo
+	pinned netip.AddrPort
+}
+
+type servedKey struct{}
+
+// servedOf is the value the Handler attached to ctx, or nil.
+func servedOf(ctx context.Context) *served {
+	s, _ := ctx.Value(servedKey{}).(*served)
+	return s
+}
+
+// routeOf is the route of the request with ctx, or nil.
+func routeOf(ctx context.Context) *Route {
+	if s := servedOf(ctx); s != nil {
+		return s.route
+	}
+	return nil
+}
 
 func (h *Handler) init() {
 	h.proxy = &httputil.ReverseProxy{
@@ -58,16 +82,15 @@ func (h *Handler) init() {
 			// The route's edits run here, after ReverseProxy removed the
 			// hop-by-hop fields from pr.Out (a copy of the app's): what
 			// the route sets is sent whatever the app's Connection names.
-			if route, ok := pr.Out.Context().Value(routeKey{}).(*Route); ok {
+			if route := routeOf(pr.Out.Context()); route != nil {
 				route.RequestHeaders.Apply(pr.Out.Header)
 			}
 		},
 		Transport: roundTripper(func(req *http.Request) (*http.Response, error) {
-			route := req.Context().Value(routeKey{}).(*Route)
-			return h.Forwarder.Forward(route, req)
+			return h.Forwarder.Forward(routeOf(req.Context()), req)
 		}),
 		ModifyResponse: func(resp *http.Response) error {
-			if route, ok := resp.Request.Context().Value(routeKey{}).(*Route); ok {
+			if route := routeOf(resp.Request.Context()); route != nil {
 				route.ResponseHeaders.Apply(resp.Header)
 			}
 			return nil
@@ -85,22 +108,27 @@ func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { retur
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.once.Do(h.init)
-	route := h.Route(r)
+	// One context value carries the request's route (from here on: its
+	// response header mutation applies to the sidecar's own answers
+	// too), its metrics' information and its connection's endpoint.
+	s := &served{route: h.Route(r)}
 	if h.Endpoint != nil {
-		if addr := h.Endpoint(r); addr.IsValid() {
-			r = r.WithContext(WithEndpoint(r.Context(), addr))
-		}
+		s.pinned = h.Endpoint(r)
 	}
-	info := &requestInfo{}
+	if s.route == nil && !s.pinned.IsValid() {
+		s = nil
+	}
+	route, info := (*Route)(nil), &requestInfo{}
+	if s != nil {
+		r = r.WithContext(context.WithValue(r.Context(), servedKey{}, s))
+		route, info = s.route, &s.info
+	}
 	if route == nil {
 		h.Metrics.serve("outbound", "none", info, w, r, func(w http.ResponseWriter, r *http.Request) {
 			answer(w, r, http.StatusNotFound, "route not found", grpcUnimplemented)
 		})
 		return
 	}
-	// The route is the request's from here on: its response header
-	// mutation applies to the sidecar's own answers too.
-	r = r.WithContext(context.WithValue(r.Context(), routeKey{}, route))
 	switch {
 	case route.Redirect != nil:
 		h.Metrics.serve("outbound", route.Name, info, w, r, route.redirect)
@@ -108,7 +136,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveUpgrade(w, route.forwarded(r), route)
 	default:
 		h.Metrics.serve("outbound", route.Name, info, w, r, func(w http.ResponseWriter, r *http.Request) {
-			h.proxy.ServeHTTP(w, route.rewritten(r).WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+			h.proxy.ServeHTTP(w, route.rewritten(r))
 		})
 	}
 }
@@ -140,7 +168,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case http.StatusInternalServerError:
 		code = grpcUnknown
 	}
-	if route, ok := r.Context().Value(routeKey{}).(*Route); ok {
+	if route := routeOf(r.Context()); route != nil {
 		route.ResponseHeaders.Apply(w.Header())
 	}
 	answer(w, r, le.Status, strings.ReplaceAll(le.Reason, "_", " "), code)
