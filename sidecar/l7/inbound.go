@@ -65,11 +65,26 @@ type Inbound struct {
 	srv   *http.Server
 	ln    *connListener
 	err   chan error
-	peers sync.Map // *tls.Conn -> Peer
+	peers sync.Map // *tls.Conn -> *inConn
 	proxy *httputil.ReverseProxy
 }
 
+// inConn is an inbound connection's peer, with what its requests use
+// made once for all of them: the route label of its metrics and its
+// destination's address as a URL host.
+type inConn struct {
+	peer  Peer
+	route string // "inbound|<port>"
+	dst   string // peer.Dst.String()
+}
+
 type peerKey struct{}
+
+// inConnOf is the connection of the request with ctx, or nil.
+func inConnOf(ctx context.Context) *inConn {
+	c, _ := ctx.Value(peerKey{}).(*inConn)
+	return c
+}
 
 func (in *Inbound) init() {
 	var p http.Protocols
@@ -80,8 +95,7 @@ func (in *Inbound) init() {
 	in.proxy = &httputil.ReverseProxy{
 		BufferPool: sharedBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			peer := pr.In.Context().Value(peerKey{}).(Peer)
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", peer.Dst.String()
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", inConnOf(pr.In.Context()).dst
 			for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 				if v, ok := pr.In.Header[k]; ok {
 					pr.Out.Header[k] = v
@@ -90,7 +104,7 @@ func (in *Inbound) init() {
 		},
 		Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
 			app := in.HTTP1
-			if r.Context().Value(peerKey{}).(Peer).H2C {
+			if inConnOf(r.Context()).peer.H2C {
 				app = in.H2C
 			}
 			return app.RoundTrip(r)
@@ -133,7 +147,7 @@ func (in *Inbound) init() {
 // returns when the server is done with it.
 func (in *Inbound) ServeConn(c *tls.Conn, peer Peer) error {
 	in.once.Do(in.init)
-	in.peers.Store(c, peer)
+	in.peers.Store(c, &inConn{peer: peer, route: "inbound|" + strconv.Itoa(int(peer.Dst.Port())), dst: peer.Dst.String()})
 	if err := in.ln.serve(c); err != nil {
 		in.peers.Delete(c)
 		return err
@@ -157,14 +171,13 @@ func (in *Inbound) Close() error {
 }
 
 func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) {
-	peer, ok := r.Context().Value(peerKey{}).(Peer)
-	if !ok {
+	ic := inConnOf(r.Context())
+	if ic == nil {
 		answer(w, r, http.StatusForbidden, "no peer", grpcPermissionDenied)
 		return
 	}
-	route := "inbound|" + strconv.Itoa(int(peer.Dst.Port()))
-	in.Metrics.serve("inbound", route, &requestInfo{peer: peer.ID.String()}, w, r, func(w http.ResponseWriter, r *http.Request) {
-		in.authorizeAndDeliver(w, r, peer)
+	in.Metrics.serve("inbound", ic.route, &requestInfo{peer: ic.peer.ID.String()}, w, r, func(w http.ResponseWriter, r *http.Request) {
+		in.authorizeAndDeliver(w, r, ic.peer)
 	})
 }
 
