@@ -221,6 +221,11 @@ func TestGAMMAConsumerRoutes(t *testing.T) {
 	if !gen.SharedResources()(types.Resource(producer)) || gen.SharedResources()(types.Resource(consumer)) {
 		t.Error("the producer routes are shared, a client's consumer routes are its own")
 	}
+	// The consumer routes of a namespace are built once per snapshot, not
+	// once per sidecar of the namespace (here: per Generate).
+	if again := routeConfig(generateWith(t, gen, snap, "legacy-app-0.legacy"), name); again != consumer {
+		t.Error("the consumer route configuration was built again for the same namespace and snapshot")
+	}
 }
 
 // TestGAMMAOnlyTheFrontend: requests to the Service's address take the

@@ -70,6 +70,12 @@ type sharedSet struct {
 	// all holds every resource above (set membership).
 	all map[types.Resource]struct{}
 
+	// consumers holds, by namespace, the route configurations its
+	// consumer routes give every client sidecar of the namespace
+	// (map[string]*routev3.RouteConfiguration, built on first use: the
+	// same for each of them, so built once, not once per sidecar).
+	consumers sync.Map
+
 	// prev is the previous snapshot's set, until build has taken its
 	// Services' resources; svcs are this set's.
 	prev *sharedSet
@@ -310,4 +316,18 @@ func mergeByName(a, b []types.Resource, name func(types.Resource) string) []type
 	}
 	out = append(out, a...)
 	return append(out, b...)
+}
+
+// consumerRoutesOf is the consumer route configurations of b's namespace
+// (builder.consumerRoutes), built once per set and namespace: they depend
+// on nothing else of the workload, and a namespace with 1,000 pods would
+// otherwise have them built 1,000 times per snapshot. The maps and the
+// configurations in them are shared by every sidecar of the namespace and
+// never modified (the INVARIANT above).
+func (sh *sharedSet) consumerRoutesOf(b *builder) map[string]*routev3.RouteConfiguration {
+	if v, ok := sh.consumers.Load(b.w.Namespace); ok {
+		return v.(map[string]*routev3.RouteConfiguration)
+	}
+	v, _ := sh.consumers.LoadOrStore(b.w.Namespace, b.consumerRoutes(sh.routeByName))
+	return v.(map[string]*routev3.RouteConfiguration)
 }

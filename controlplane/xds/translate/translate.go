@@ -197,7 +197,7 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 	// shared route configurations by name.
 	shRoutes := sh.routes
 	if t.HTTPRouting {
-		if own := b.consumerRoutes(sh.routeByName); len(own) > 0 {
+		if own := sh.consumerRoutesOf(b); len(own) > 0 {
 			maps.Copy(b.routes, own)
 			shRoutes = slices.DeleteFunc(slices.Clone(sh.routes), func(r types.Resource) bool {
 				return own[r.(*routev3.RouteConfiguration).GetName()] != nil
