@@ -470,20 +470,12 @@ func httpFilter(rule *mesh.RouteRule, f gwv1.HTTPRouteFilter) *invalid {
 		if f.RequestHeaderModifier == nil {
 			return missing
 		}
-		m, bad := headerModifier(f.RequestHeaderModifier)
-		if bad != nil {
-			return bad
-		}
-		rule.RequestHeaders = m
+		return setHeaderModifier(&rule.RequestHeaders, f.RequestHeaderModifier)
 	case gwv1.HTTPRouteFilterResponseHeaderModifier:
 		if f.ResponseHeaderModifier == nil {
 			return missing
 		}
-		m, bad := headerModifier(f.ResponseHeaderModifier)
-		if bad != nil {
-			return bad
-		}
-		rule.ResponseHeaders = m
+		return setHeaderModifier(&rule.ResponseHeaders, f.ResponseHeaderModifier)
 	case gwv1.HTTPRouteFilterRequestRedirect:
 		r := f.RequestRedirect
 		if r == nil {
@@ -514,6 +506,17 @@ func httpFilter(rule *mesh.RouteRule, f gwv1.HTTPRouteFilter) *invalid {
 // with it every route of the Service): edit a pseudo-header, Host, or a
 // header the HTTP stack owns (connection management, framing), or send a
 // value with a control character.
+// setHeaderModifier sets *dst to h in the model's terms, or says what is
+// wrong with it (*dst unchanged).
+func setHeaderModifier(dst **mesh.HeaderModifier, h *gwv1.HTTPHeaderFilter) *invalid {
+	m, bad := headerModifier(h)
+	if bad != nil {
+		return bad
+	}
+	*dst = m
+	return nil
+}
+
 func headerModifier(h *gwv1.HTTPHeaderFilter) (*mesh.HeaderModifier, *invalid) {
 	out := &mesh.HeaderModifier{}
 	for _, x := range h.Set {
@@ -658,17 +661,13 @@ func (c *routeContext) grpcRule(routeNS string, parentNS []string, rule gwv1.GRP
 	for _, f := range rule.Filters {
 		switch {
 		case f.Type == gwv1.GRPCRouteFilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
-			m, bad := headerModifier(f.RequestHeaderModifier)
-			if bad != nil {
+			if bad := setHeaderModifier(&out.RequestHeaders, f.RequestHeaderModifier); bad != nil {
 				return nil, bad, refs
 			}
-			out.RequestHeaders = m
 		case f.Type == gwv1.GRPCRouteFilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
-			m, bad := headerModifier(f.ResponseHeaderModifier)
-			if bad != nil {
+			if bad := setHeaderModifier(&out.ResponseHeaders, f.ResponseHeaderModifier); bad != nil {
 				return nil, bad, refs
 			}
-			out.ResponseHeaders = m
 		default:
 			return unsupported("filter %s is not supported", f.Type)
 		}
