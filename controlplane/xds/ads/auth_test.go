@@ -162,16 +162,7 @@ type fakeServerStream struct {
 func (f *fakeServerStream) Context() context.Context { return f.ctx }
 
 func TestNewRequires(t *testing.T) {
-	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pods := streamauthtest.New()
-	auth, err := streamauth.New(streamauth.Config{Authenticator: pods, Pods: pods, Bundle: ca.Bundle()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := Config{Generator: newFakeGen(), Authorizer: auth, Bundle: ca.Bundle()}
+	full := requiredConfig(t)
 	for _, tc := range []struct {
 		name string
 		edit func(*Config)
@@ -191,4 +182,20 @@ func TestNewRequires(t *testing.T) {
 	if _, err := New(full); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// requiredConfig is a Config with only what New requires: a generator, a
+// stream authorizer over a fake pod registry, and a CA's bundle.
+func requiredConfig(t *testing.T) Config {
+	t.Helper()
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := streamauthtest.New()
+	auth, err := streamauth.New(streamauth.Config{Authenticator: pods, Pods: pods, Bundle: ca.Bundle()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Config{Generator: newFakeGen(), Authorizer: auth, Bundle: ca.Bundle()}
 }

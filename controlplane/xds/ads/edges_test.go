@@ -20,9 +20,6 @@ import (
 	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/weftmesh/weft/certs"
-	"github.com/weftmesh/weft/controlplane/streamauth"
-	"github.com/weftmesh/weft/controlplane/streamauth/streamauthtest"
 	"github.com/weftmesh/weft/controlplane/xds"
 	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
@@ -53,16 +50,8 @@ func TestPeerAddr(t *testing.T) {
 // discarding logger, 100ms and 1s (as documented on Config); values given
 // are kept.
 func TestNewDefaults(t *testing.T) {
-	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pods := streamauthtest.New()
-	auth, err := streamauth.New(streamauth.Config{Authenticator: pods, Pods: pods, Bundle: ca.Bundle()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{Generator: newFakeGen(), Authorizer: auth, Bundle: ca.Bundle()})
+	base := requiredConfig(t)
+	s, err := New(base)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,8 +64,9 @@ func TestNewDefaults(t *testing.T) {
 	s.log.Warn("a discarding logger takes this") // must not panic
 
 	logger := slog.New(slog.DiscardHandler)
-	s, err = New(Config{Generator: newFakeGen(), Authorizer: auth, Bundle: ca.Bundle(), Logger: logger,
-		Debounce: 300 * time.Millisecond, MaxDelay: 5 * time.Second})
+	given := base
+	given.Logger, given.Debounce, given.MaxDelay = logger, 300*time.Millisecond, 5*time.Second
+	s, err = New(given)
 	if err != nil {
 		t.Fatal(err)
 	}

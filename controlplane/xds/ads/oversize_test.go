@@ -177,13 +177,7 @@ func TestOversizedSnapshotWithheldDelta(t *testing.T) {
 	h, gen := oversizeStart(t)
 	c := openDelta(h, saID("demo", "app"))
 	types := []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
-	for i, typ := range types {
-		r := &discovery.DeltaDiscoveryRequest{TypeUrl: typ}
-		if i == 0 {
-			r.Node = node("app-1.demo")
-		}
-		c.send(r)
-	}
+	subscribeDelta(c, "app-1.demo", types...)
 	got := map[string]*discovery.DeltaDiscoveryResponse{}
 	for range types {
 		r := c.next()

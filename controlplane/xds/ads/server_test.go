@@ -355,6 +355,18 @@ func openDelta(h *harness, id spiffeid.ID) *adsClient[discovery.DeltaDiscoveryRe
 	return openDeltaAs(h, id, peerOpts{token: h.pods.DefaultToken(id)})
 }
 
+// subscribeDelta subscribes delta stream c to types (wildcard), the first
+// request naming node nodeID.
+func subscribeDelta(c *adsClient[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse], nodeID string, types ...string) {
+	for i, typ := range types {
+		r := &discovery.DeltaDiscoveryRequest{TypeUrl: typ}
+		if i == 0 {
+			r.Node = node(nodeID)
+		}
+		c.send(r)
+	}
+}
+
 func openSotWAs(h *harness, id spiffeid.ID, o peerOpts) *adsClient[discovery.DiscoveryRequest, discovery.DiscoveryResponse] {
 	return openAs(h, id, o, discovery.AggregatedDiscoveryServiceClient.StreamAggregatedResources)
 }
@@ -506,13 +518,7 @@ func TestDeltaRoundTrip(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	c := openDelta(h, saID("demo", "app"))
 	types := []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType}
-	for i, typ := range types {
-		r := &discovery.DeltaDiscoveryRequest{TypeUrl: typ}
-		if i == 0 {
-			r.Node = node("app-1.demo")
-		}
-		c.send(r)
-	}
+	subscribeDelta(c, "app-1.demo", types...)
 	got := map[string]*discovery.DeltaDiscoveryResponse{}
 	for range types {
 		r := c.next()
