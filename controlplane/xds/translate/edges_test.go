@@ -340,39 +340,33 @@ func TestEndpointPortFallbacks(t *testing.T) {
 	}
 }
 
-// TestRejectedMeshConfigClosesEveryOutbound: while MeshConfig "default" is
-// rejected the mesh is REGISTRY_ONLY for every sidecar, also one that no
-// EgressPolicy selects (whose outbound listener is the shared one).
-func TestRejectedMeshConfigClosesEveryOutbound(t *testing.T) {
-	c := meshContents(v1alpha1.OutboundAllowAny)
-	c.Rejected = []mesh.Rejected{{Kind: v1alpha1.MeshConfigKind, Name: v1alpha1.DefaultMeshConfigName, Reason: v1alpha1.ReasonTrustDomainMismatch}}
-	res := generate(t, mesh.NewSnapshot(0, c), "legacy-app-0.legacy")
-	want := outcome{decisionDeny, "MeshConfig/default", "rejected"}
-	for _, cn := range []conn{
-		{netip.MustParseAddr("1.2.3.4"), 443, "tls", "unknown.example.net"},
-		{netip.MustParseAddr("1.2.3.4"), 5432, "tcp", ""},
+// TestRejectedPolicyFailsClosed: a sidecar that no accepted EgressPolicy
+// selects (whose outbound listener would be the shared one) fails closed,
+// TLS and TCP alike, while MeshConfig "default" is rejected (the mesh is
+// REGISTRY_ONLY for every sidecar) and while an EgressPolicy of its own
+// namespace is rejected.
+func TestRejectedPolicyFailsClosed(t *testing.T) {
+	outside := netip.MustParseAddr("198.18.200.4") // no Service's, no pod's
+	for _, tc := range []struct {
+		name     string
+		rejected mesh.Rejected
+		want     outcome
+	}{
+		{"MeshConfig", mesh.Rejected{Kind: v1alpha1.MeshConfigKind, Name: v1alpha1.DefaultMeshConfigName, Reason: v1alpha1.ReasonTrustDomainMismatch},
+			outcome{decisionDeny, "MeshConfig/default", "rejected"}},
+		{"EgressPolicy", mesh.Rejected{Kind: v1alpha1.EgressPolicyKind, Namespace: "legacy", Name: "broken"},
+			outcome{decisionDeny, "legacy/broken", "rejected"}},
 	} {
-		if got := simulate(t, res, cn); got != want {
-			t.Errorf("%v: %+v, want %+v", cn, got, want)
-		}
-	}
-}
-
-// TestRejectedEgressPolicyAlone: a sidecar that no accepted EgressPolicy
-// selects still fails closed while an EgressPolicy of its namespace is
-// rejected (it does not get the shared outbound listener).
-func TestRejectedEgressPolicyAlone(t *testing.T) {
-	c := meshContents(v1alpha1.OutboundAllowAny)
-	c.Rejected = []mesh.Rejected{{Kind: v1alpha1.EgressPolicyKind, Namespace: "legacy", Name: "broken"}}
-	res := generate(t, mesh.NewSnapshot(0, c), "legacy-app-0.legacy")
-	want := outcome{decisionDeny, "legacy/broken", "rejected"}
-	for _, cn := range []conn{
-		{netip.MustParseAddr("1.2.3.4"), 443, "tls", "unknown.example.net"},
-		{netip.MustParseAddr("1.2.3.4"), 5432, "tcp", ""},
-	} {
-		if got := simulate(t, res, cn); got != want {
-			t.Errorf("%v: %+v, want %+v", cn, got, want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			c := meshContents(v1alpha1.OutboundAllowAny)
+			c.Rejected = []mesh.Rejected{tc.rejected}
+			res := generate(t, mesh.NewSnapshot(0, c), "legacy-app-0.legacy")
+			for _, cn := range []conn{{outside, 443, "tls", "unknown.example.net"}, {outside, 5432, "tcp", ""}} {
+				if got := simulate(t, res, cn); got != tc.want {
+					t.Errorf("%v: %+v, want %+v", cn, got, tc.want)
+				}
+			}
+		})
 	}
 }
 
