@@ -219,13 +219,7 @@ func (rt *Route) forwarded(r *http.Request) *http.Request {
 	if out.Header == nil {
 		out.Header = http.Header{}
 	}
-	for _, v := range out.Header["Connection"] {
-		for f := range strings.SplitSeq(v, ",") {
-			if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, "Upgrade") {
-				out.Header.Del(f)
-			}
-		}
-	}
+	dropConnectionFields(out.Header, "Upgrade")
 	out.Header.Set("Connection", "Upgrade")
 	rt.RequestHeaders.Apply(out.Header)
 	return out

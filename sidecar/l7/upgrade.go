@@ -392,17 +392,25 @@ func readHead(br *bufio.Reader, limit int) ([]byte, error) {
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer",
 	"Transfer-Encoding", "Upgrade"}
 
+// dropConnectionFields removes from h the fields its Connection names
+// (RFC 9110 §7.6.1), all but keep ("": none kept).
+func dropConnectionFields(h http.Header, keep string) {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" && !strings.EqualFold(f, keep) {
+				h.Del(f)
+			}
+		}
+	}
+}
+
 // deliver writes resp, an upgrade's answer that is not a switch, to w as
 // the endpoint gave it: status, end-to-end header fields, body (flushed as
 // it comes) and trailers. A body cut short aborts the app's connection.
 func deliver(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
 	h := resp.Header
-	for _, v := range h["Connection"] {
-		for t := range strings.SplitSeq(v, ",") {
-			h.Del(strings.TrimSpace(t))
-		}
-	}
+	dropConnectionFields(h, "")
 	for _, k := range hopHeaders {
 		h.Del(k)
 	}
