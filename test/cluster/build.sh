@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (and caches) the upstream binaries of the local test cluster:
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
-# kubectl (from test/cluster/tools) and coredns (from test/cluster/coredns).
+# kubectl (from test/cluster/tools), coredns (from test/cluster/coredns) and
+# kube-router (from test/cluster/kube-router; only its NetworkPolicy controller runs).
 # Rebuilds only when the pins (go.mod + go.sum of those modules) change.
 set -euo pipefail
 
@@ -72,9 +73,31 @@ build_coredns() {
   log "coredns built"
 }
 
+build_kube_router() {
+  local mod="${HERE}/kube-router" want have=""
+  ensure_sum "${mod}"
+  want="$(stamp_of "${mod}")"
+  [[ -f "${OUT}/.stamp-kube-router" ]] && have="$(cat "${OUT}/.stamp-kube-router")"
+  if [[ "${want}" == "${have}" && -x "${OUT}/kube-router" ]]; then
+    log "kube-router up to date (stamp ${want:0:12})"
+    return
+  fi
+  log "building kube-router (cold: ~2 min)"
+  mkdir -p "${OUT}"
+  rm -f "${OUT}/.stamp-kube-router"
+  local ver
+  ver="$(cd "${mod}" && go list -m -f '{{.Version}}' github.com/cloudnativelabs/kube-router/v2)"
+  (cd "${mod}" && go build -trimpath \
+    -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=${ver}" \
+    -o "${OUT}/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
+  echo "${want}" >"${OUT}/.stamp-kube-router"
+  log "kube-router built"
+}
+
 case "${1:-all}" in
   k8s) build_k8s ;;
   coredns) build_coredns ;;
-  all) build_k8s; build_coredns ;;
-  *) echo "usage: $0 [all|k8s|coredns]" >&2; exit 2 ;;
+  kube-router) build_kube_router ;;
+  all) build_k8s; build_coredns; build_kube_router ;;
+  *) echo "usage: $0 [all|k8s|coredns|kube-router]" >&2; exit 2 ;;
 esac

@@ -5,7 +5,9 @@
 # paths) and waits until each has exited, removes the pods' containers and
 # shims, unmounts everything under the state dir and the pods' network
 # namespaces, deletes the bridge and its veths, removes only the KUBE-* and
-# CNI-* iptables chains (and the built-in-chain rules that jump to them),
+# CNI-* iptables chains (and the built-in-chain rules that jump to them; this
+# covers kube-router's KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-*), then
+# kube-router's ipsets (KUBE-SRC-*, KUBE-DST-*),
 # removes 198.18.255.1 and 2001:2:0:ff::1 from lo, restores the sysctls and deletes the state dir.
 set -uo pipefail
 
@@ -89,6 +91,11 @@ clean_iptables() {
       for chain in ${chains}; do "${cmd}" -w 5 -t "${t}" -X "${chain}" 2>/dev/null && n=$((n + 1)); done
     done
   done
+  # 3. kube-router's ipsets, only now that no rule references them
+  local set
+  for set in $(our_ipsets); do
+    ipset destroy "${set}" 2>/dev/null && n=$((n + 1))
+  done
   if command -v nft >/dev/null 2>&1; then
     local fam
     for fam in ip ip6; do
@@ -124,7 +131,7 @@ main() {
   # Stop the kubelet first so that it does not restart what we remove.
   stop_component kubelet
   remove_containers
-  stop_component kube-proxy coredns kube-scheduler kube-controller-manager
+  stop_component kube-router kube-proxy coredns kube-scheduler kube-controller-manager
   stop_component containerd kube-apiserver
   stop_component etcd
 

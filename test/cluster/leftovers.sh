@@ -64,8 +64,11 @@ if command -v nft >/dev/null 2>&1; then
 fi
 report "iptables" "${rules[@]}"
 
+mapfile -t sets < <(our_ipsets)
+report "ipsets" "${sets[@]}"
+
 ports=()
-for p in "${HOST_IP}:${API_PORT}" "127.0.0.1:${ETCD_CLIENT_PORT}" "127.0.0.1:${ETCD_PEER_PORT}" "${HOST_IP}:53" "${HOST_IP}:${KUBELET_PORT}"; do
+for p in "${HOST_IP}:${API_PORT}" "127.0.0.1:${ETCD_CLIENT_PORT}" "127.0.0.1:${ETCD_PEER_PORT}" "${HOST_IP}:53" "${HOST_IP}:${KUBELET_PORT}" "127.0.0.1:${KUBE_ROUTER_HEALTH_PORT}"; do
   port_listening "${p%:*}" "${p##*:}" && ports+=("${p}")
 done
 report "listening ports" "${ports[@]}"

@@ -43,10 +43,11 @@ ETCD_PEER_PORT=12380
 KUBELET_PORT=10250
 DNS_HEALTH_PORT=18054
 DNS_READY_PORT=18181
+KUBE_ROUTER_HEALTH_PORT=20244   # kube-router binds it on all addresses (no flag for the address)
 PAUSE_IMAGE="weft/pause:v0"
 
 # Components in start order; down stops them in reverse.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns kube-router)
 
 # Kernel settings up changes (saved to STATE_DIR/sysctl.orig, restored by down).
 # The kubelet and kube-proxy also set some of these themselves.
@@ -170,6 +171,13 @@ port_listening() {
 # ipt_our_chains CMD TABLE -> KUBE-* and CNI-* chains.
 ipt_our_chains() {
   "$1" -w 5 -t "$2" -S 2>/dev/null | awk '$1 == "-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}' || true
+}
+
+# our_ipsets -> the ipsets kube-router's NetworkPolicy controller creates
+# (KUBE-SRC-*, KUBE-DST-*, and their IPv6 twins inet6:KUBE-SRC-*, ...).
+our_ipsets() {
+  command -v ipset >/dev/null 2>&1 || return 0
+  ipset list -n 2>/dev/null | grep -E '^(inet6:)?KUBE-(SRC|DST)-' || true
 }
 
 # ipt_our_builtin_rules CMD TABLE -> rules in built-in chains that jump to our

@@ -2,8 +2,9 @@
 # Starts a real single-node Kubernetes cluster on this machine from upstream
 # parts (see /work/shared/CLUSTER.md and test/cluster/README.md):
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd +
-# runc + CNI bridge, kubelet, kube-proxy (iptables) and CoreDNS, all as host
-# processes whose PIDs and logs live in the state dir.
+# runc + CNI bridge, kubelet, kube-proxy (iptables), CoreDNS and kube-router's
+# NetworkPolicy controller (iptables + ipset), all as host processes whose PIDs
+# and logs live in the state dir.
 #
 # Idempotent: on a healthy cluster it only says so; after a crash or a failed
 # run it tears the leftovers down first (down.sh).
@@ -34,7 +35,7 @@ install_packages() {
   local -A need=(
     [etcd]=etcd-server [containerd]=containerd [ctr]=containerd [runc]=runc
     [iptables]=iptables [tcpdump]=tcpdump [ip]=iproute2 [ss]=iproute2
-    [conntrack]=conntrack [openssl]=openssl [curl]=curl
+    [conntrack]=conntrack [openssl]=openssl [curl]=curl [ipset]=ipset
   )
   local missing=() cmd pkg
   for cmd in "${!need[@]}"; do
@@ -133,11 +134,12 @@ make_pki() {
   mkcert scheduler system:kube-scheduler "" client
   mkcert kube-proxy system:kube-proxy "" client
   mkcert coredns system:coredns "" client
+  mkcert kube-router system:kube-router "" client
   mkcert kubelet "system:node:${NODE_NAME}" system:nodes client
   mkcert kubelet-serving "system:node:${NODE_NAME}" system:nodes server "IP:${HOST_IP},IP:${HOST_IP6},DNS:${NODE_NAME}"
   kubeconfig "${KUBECONFIG_PATH}" admin
   local c
-  for c in controller-manager scheduler kube-proxy coredns kubelet; do
+  for c in controller-manager scheduler kube-proxy coredns kube-router kubelet; do
     kubeconfig "${PKI_DIR}/${c}.kubeconfig" "${c}"
   done
 }
@@ -404,6 +406,47 @@ subjects:
 EOF
 }
 
+# kube-router's RBAC: upstream's ClusterRole (daemonset/generic-kuberouter.yaml
+# of v2.1.0) for the parts it reads; its informers list/watch services,
+# endpoints and endpointslices even when only the firewall runs. No write
+# access: the NetworkPolicy controller only reads the API.
+kube_router_rbac() {
+  kubectl_admin apply -f - >/dev/null <<'EOF'
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:kube-router"}
+rules:
+- apiGroups: [""]
+  resources: [namespaces, pods, services, nodes, endpoints]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:kube-router"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kube-router"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}
+EOF
+}
+
+# kube_router_ready: healthz answers and the netpol controller's first sync
+# put its jumps into the built-in chains, for IPv4 and IPv6.
+kube_router_ready() {
+  curl -fsS "http://127.0.0.1:${KUBE_ROUTER_HEALTH_PORT}/healthz" >/dev/null || return 1
+  local cmd chain
+  for cmd in iptables ip6tables; do
+    for chain in INPUT FORWARD OUTPUT; do
+      "${cmd}" -w 5 -t filter -S "${chain}" | grep -- "-j KUBE-ROUTER-${chain}" >/dev/null || return 1
+    done
+  done
+}
+
 dns_answers() {
   local got
   got="$("${IMAGES_DIR}/bin/echo" lookup -server "${HOST_IP}:53" "kubernetes.default.svc.${CLUSTER_DOMAIN}")" || return 1
@@ -509,6 +552,7 @@ main() {
     --bind-address 127.0.0.1 --secure-port 10259 \
     --leader-elect=false --profiling=false --v 1
   coredns_rbac
+  kube_router_rbac
 
   step "containerd (${CONTAINERD_SOCK})"
   start containerd containerd --config "${CONTAINERD_DIR}/config.toml"
@@ -529,12 +573,26 @@ main() {
 
   step "waiting for node Ready"
   wait_for "node ${NODE_NAME} Ready" 120 kubelet node_ready
+  # kube-router with only its NetworkPolicy controller (what k3s embeds):
+  # iptables + ipset in the host netns, both families. Pod routing stays the
+  # CNI bridge's, Services stay kube-proxy's. It needs the Node object
+  # (its InternalIPs select the local pods), so it starts once the node is Ready.
+  step "kube-router (NetworkPolicy controller only)"
+  start kube-router "${BIN_DIR}/kube-router" \
+    --kubeconfig "${PKI_DIR}/kube-router.kubeconfig" \
+    --run-firewall=true --run-router=false --run-service-proxy=false \
+    --hostname-override "${NODE_NAME}" \
+    --enable-ipv4=true --enable-ipv6=true \
+    --service-cluster-ip-range "${SERVICE_CIDR}" --service-cluster-ip-range "${SERVICE_CIDR6}" \
+    --health-port "${KUBE_ROUTER_HEALTH_PORT}" --metrics-port 0 \
+    --v 1
   step "waiting for CoreDNS"
   wait_for "CoreDNS ready" 60 coredns curl -fsS "http://127.0.0.1:${DNS_READY_PORT}/ready"
   wait_for "CoreDNS answering kubernetes.default" 60 coredns dns_answers
   step "waiting for the default ServiceAccount"
   wait_for "ServiceAccount default/default" 60 kube-controller-manager kubectl_admin get serviceaccount default -n default
   wait_for "kube-proxy rules" 30 kube-proxy curl -fsS "http://127.0.0.1:10256/healthz"
+  wait_for "kube-router NetworkPolicy chains" 60 kube-router kube_router_ready
 
   step "cluster up in $((SECONDS - _T0))s"
   print_env
