@@ -77,6 +77,12 @@ injected namespace runs a sidecar of the current version; pods that slipped
 through without one (created while the injector was down, or before their
 namespace was labelled) are listed with what to do.
 
+Where the NetworkPolicies of an injected namespace isolate meshed pods for
+egress, check judges (by the networking.k8s.io/v1 rules, on the policies
+themselves) whether their sidecars may still reach the control plane on
+15012/TCP and the cluster DNS on 53/UDP and 53/TCP, names the policies
+and the pods, and says what rule to add (examples/networkpolicy/).
+
 Exits non-zero when a check fails.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -249,6 +255,7 @@ func postCheck(ctx context.Context, e *env) *checkReport {
 	checkAuditTrail(ctx, e, r)
 	checkPods(ctx, e, r, current)
 	checkCaptureBypass(ctx, e, r)
+	checkNetworkPolicies(ctx, e, r)
 	return r
 }
 

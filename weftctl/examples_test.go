@@ -5,12 +5,13 @@ import (
 	"path/filepath"
 	"testing"
 
+	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
 )
 
-// TestExamplesDecodeStrictly: every weft object in examples/ decodes into
+// TestExamplesDecodeStrictly: every weft object (and NetworkPolicy) in examples/ decodes into
 // its API type without unknown fields, so a misspelt field fails here and
 // not silently in a user's cluster.
 func TestExamplesDecodeStrictly(t *testing.T) {
@@ -37,6 +38,8 @@ func TestExamplesDecodeStrictly(t *testing.T) {
 				into = &v1alpha1.EgressPolicy{}
 			case "MTLSPolicy":
 				into = &v1alpha1.MTLSPolicy{}
+			case "NetworkPolicy":
+				into = &networkingv1.NetworkPolicy{}
 			default:
 				continue
 			}
@@ -47,7 +50,7 @@ func TestExamplesDecodeStrictly(t *testing.T) {
 			}
 		}
 	}
-	if seen["AuthorizationPolicy"] == 0 || seen["EgressPolicy"] == 0 {
-		t.Errorf("examples hold %v, want an AuthorizationPolicy and an EgressPolicy", seen)
+	if seen["AuthorizationPolicy"] == 0 || seen["EgressPolicy"] == 0 || seen["NetworkPolicy"] == 0 {
+		t.Errorf("examples hold %v, want an AuthorizationPolicy, an EgressPolicy and a NetworkPolicy", seen)
 	}
 }
