@@ -193,7 +193,11 @@ func printEgressEvents(w io.Writer, r *egressEventsReport) {
 		if policy == "" && e.Outbound != "" {
 			policy = "outbound " + e.Outbound
 		}
-		t.row(egressStamp(e.Time), e.Namespace+"/"+e.Pod, e.Destination(), e.Protocol, cmp.Or(e.SNI, e.Host), e.Decision, policy,
+		name := cmp.Or(e.SNI, e.Host)
+		if e.Service != "" {
+			name += " (ExternalName " + e.Service + ")"
+		}
+		t.row(egressStamp(e.Time), e.Namespace+"/"+e.Pod, e.Destination(), e.Protocol, name, e.Decision, policy,
 			bytesOf(e.BytesSent)+"/"+bytesOf(e.BytesReceived), e.Duration.String())
 	}
 	t.flush()

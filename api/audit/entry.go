@@ -16,6 +16,7 @@ const (
 	FieldPod       = "pod"
 	FieldNamespace = "namespace"
 	FieldDstHost   = "dst_host"
+	FieldService   = "service"
 	FieldSNI       = "sni"
 	FieldHost      = "host"
 	FieldProtocol  = "protocol"

@@ -48,8 +48,14 @@ type Event struct {
 	Pod       string `json:"pod"`
 	Namespace string `json:"namespace"`
 	// DstHost is the destination's name when one is known: the SNI or the
-	// HTTP Host without port. DstIP and DstPort are the original destination.
-	DstHost  string     `json:"dstHost,omitempty"`
+	// HTTP Host without port, or, through an ExternalName Service, the name
+	// the Service points at (Service names the Service). DstIP and DstPort
+	// are the original destination.
+	DstHost string `json:"dstHost,omitempty"`
+	// Service is the ExternalName Service ("<ns>/<name>") whose name the
+	// app called (its SNI or Host is one of the Service's names): the
+	// connection was decided as egress to DstHost.
+	Service  string     `json:"service,omitempty"`
 	DstIP    netip.Addr `json:"dstIp"`
 	DstPort  uint16     `json:"dstPort"`
 	SNI      string     `json:"sni,omitempty"`

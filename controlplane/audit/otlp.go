@@ -329,7 +329,7 @@ func logRecord(e apiaudit.Event, observed uint64) *logspb.LogRecord {
 	}
 	for _, kv := range [...]struct{ k, v string }{
 		{"weft.event.id", e.ID}, {"weft.source.spiffe_id", e.SourceID}, {"weft.namespace", e.Namespace}, {"weft.pod", e.Pod},
-		{"weft.destination", e.Destination()}, {"weft.dst.host", e.DstHost}, {"weft.sni", e.SNI}, {"weft.host", e.Host},
+		{"weft.destination", e.Destination()}, {"weft.dst.host", e.DstHost}, {"weft.service", e.Service}, {"weft.sni", e.SNI}, {"weft.host", e.Host},
 		{"weft.protocol", e.Protocol}, {"weft.decision", e.Decision}, {"weft.policy", e.Policy}, {"weft.rule", e.Rule},
 		{"weft.outbound", e.Outbound}, {"weft.chain", e.Chain},
 	} {

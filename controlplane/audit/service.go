@@ -210,6 +210,7 @@ var fieldCaps = []struct {
 	get  func(*apiaudit.Event) *string
 }{
 	{"dstHost", 260, func(e *apiaudit.Event) *string { return &e.DstHost }},
+	{"service", 320, func(e *apiaudit.Event) *string { return &e.Service }},
 	{"sni", 260, func(e *apiaudit.Event) *string { return &e.SNI }},
 	{"host", 270, func(e *apiaudit.Event) *string { return &e.Host }},
 	{"protocol", 16, func(e *apiaudit.Event) *string { return &e.Protocol }},
@@ -290,7 +291,7 @@ func fromEntry(en *accesslogdatav3.TCPAccessLogEntry) (apiaudit.Event, error) {
 	str := func(k string) string { return md[k].GetStringValue() }
 	e := apiaudit.Event{
 		ID: str(apiaudit.FieldID), SourceID: str(apiaudit.FieldSource), Pod: str(apiaudit.FieldPod), Namespace: str(apiaudit.FieldNamespace),
-		DstHost: str(apiaudit.FieldDstHost), SNI: str(apiaudit.FieldSNI), Host: str(apiaudit.FieldHost), Protocol: str(apiaudit.FieldProtocol),
+		DstHost: str(apiaudit.FieldDstHost), Service: str(apiaudit.FieldService), SNI: str(apiaudit.FieldSNI), Host: str(apiaudit.FieldHost), Protocol: str(apiaudit.FieldProtocol),
 		Decision: str(apiaudit.FieldDecision), Policy: str(apiaudit.FieldPolicy), Rule: str(apiaudit.FieldRule), Outbound: str(apiaudit.FieldOutbound), Chain: str(apiaudit.FieldChain), Reason: str(apiaudit.FieldReason),
 		BytesSent:     int64(min(en.GetConnectionProperties().GetReceivedBytes(), 1<<62)),
 		BytesReceived: int64(min(en.GetConnectionProperties().GetSentBytes(), 1<<62)),

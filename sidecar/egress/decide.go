@@ -41,9 +41,12 @@ type Decision struct {
 	// Outbound is the mesh's outbound policy (ALLOW_ANY or REGISTRY_ONLY)
 	// when it decided.
 	Outbound string
-	Chain    string // the filter chain that matched; "" if none
-	Route    string // HTTP: the virtual host that matched
-	Reason   string // one human sentence: what matched, or why it is denied
+	// Service and Host, for a name of an ExternalName Service: the Service
+	// ("<ns>/<name>") and the name it points at, which decided.
+	Service, Host string
+	Chain         string // the filter chain that matched; "" if none
+	Route         string // HTTP: the virtual host that matched
+	Reason        string // one human sentence: what matched, or why it is denied
 	// NameUnknown: the connection had no name a rule could judge, and
 	// [NameUnknown] decided it (stricter than its chain).
 	NameUnknown bool
@@ -153,7 +156,7 @@ func forVirtualHost(cfg *model.Config, d Decision, rcName string, vh *model.Virt
 }
 
 func fromMeta(m *model.EgressMeta) Decision {
-	d := Decision{Policy: m.Policy, Rule: m.Rule, Outbound: m.Outbound}
+	d := Decision{Policy: m.Policy, Rule: m.Rule, Outbound: m.Outbound, Service: m.Service, Host: m.Host}
 	switch m.Decision {
 	case "allow":
 		d.Action = Allow

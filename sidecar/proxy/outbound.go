@@ -347,7 +347,8 @@ func egressEvent(cfg *model.Config, fc *model.FilterChain, dst netip.AddrPort, s
 		e.Protocol, e.Host = audit.ProtocolHTTP, host
 	}
 	dec := egress.ForChain(cfg, fc, e.Host)
-	e.DstHost = cmp.Or(egress.Name(e.SNI), egress.HostName(e.Host))
+	e.DstHost = cmp.Or(dec.Host, egress.Name(e.SNI), egress.HostName(e.Host))
+	e.Service = dec.Service
 	e.Decision, e.Policy, e.Rule, e.Outbound = dec.Action.String(), dec.Policy, dec.Rule, dec.Outbound
 	e.Reason = f.reason
 	if e.Reason != "" && f.override == nil && dec.Action == egress.Allow { // the name did not bind (bindName)

@@ -26,6 +26,17 @@ func TestEgressMeta(t *testing.T) {
 		{map[string]any{"decision": "maybe"}, model.EgressMeta{}, `decision "maybe" is not allow, deny or audit`},
 		{map[string]any{"decision": "allow", "mode": true}, model.EgressMeta{}, `field "mode" is not supported`},
 		{map[string]any{"decision": "allow", "why": "x"}, model.EgressMeta{}, `field "why" is not supported`},
+		// An ExternalName Service's names: the Service and its target,
+		// both or neither, each well formed (the audit record's).
+		{map[string]any{"decision": "deny", "service": "demo/ext", "host": "api.example.com"}, model.EgressMeta{Decision: "deny", Service: "demo/ext", Host: "api.example.com"}, ""},
+		{map[string]any{"decision": "deny", "service": "demo/ext"}, model.EgressMeta{}, `host "" (of service "demo/ext") is not a host name`},
+		{map[string]any{"decision": "deny", "host": "api.example.com"}, model.EgressMeta{}, `service "" is not <namespace>/<name>`},
+		{map[string]any{"decision": "deny", "service": "ext", "host": "api.example.com"}, model.EgressMeta{}, `service "ext" is not <namespace>/<name>`},
+		{map[string]any{"decision": "deny", "service": "demo/ext/x", "host": "api.example.com"}, model.EgressMeta{}, `service "demo/ext/x" is not`},
+		{map[string]any{"decision": "deny", "service": "/ext", "host": "api.example.com"}, model.EgressMeta{}, `service "/ext" is not`},
+		{map[string]any{"decision": "deny", "service": "demo/ext", "host": "*.example.com"}, model.EgressMeta{}, `host "*.example.com" (of service "demo/ext") is not a host name`},
+		{map[string]any{"decision": "deny", "service": "demo/ext", "host": "api..example.com"}, model.EgressMeta{}, `is not a host name`},
+		{map[string]any{"decision": "deny", "service": "demo/ext", "host": "api.example.com:443"}, model.EgressMeta{}, `is not a host name`},
 	} {
 		s, err := structpb.NewStruct(tc.fields)
 		if err != nil {

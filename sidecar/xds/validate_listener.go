@@ -317,11 +317,16 @@ func chainMeta(md *corev3.Metadata, out *model.FilterChain) error {
 	return nil
 }
 
-// egressMeta reads {"policy", "rule", "decision", "mode", "outbound"}.
+// egressMeta reads {"policy", "rule", "decision", "mode", "outbound",
+// "service", "host"}.
 func egressMeta(s *structpb.Struct) (*model.EgressMeta, error) {
 	out := &model.EgressMeta{}
 	if err := stringFields(s, map[string]*string{"policy": &out.Policy, "rule": &out.Rule,
-		"decision": &out.Decision, "mode": &out.Mode, "outbound": &out.Outbound}); err != nil {
+		"decision": &out.Decision, "mode": &out.Mode, "outbound": &out.Outbound,
+		"service": &out.Service, "host": &out.Host}); err != nil {
+		return nil, err
+	}
+	if err := externalNameMeta(out.Service, out.Host); err != nil {
 		return nil, err
 	}
 	if !slices.Contains([]string{"allow", "deny", "audit"}, out.Decision) {
@@ -331,6 +336,23 @@ func egressMeta(s *structpb.Struct) (*model.EgressMeta, error) {
 		return nil, fmt.Errorf("mode %q is not Enforce or Audit", out.Mode)
 	}
 	return out, nil
+}
+
+// externalNameMeta checks the "service" and "host" of egress metadata:
+// both or neither; a Service "<ns>/<name>" and a host name (what the
+// audit record carries as the Service and the destination's name).
+func externalNameMeta(service, host string) error {
+	if service == "" && host == "" {
+		return nil
+	}
+	ns, name, ok := strings.Cut(service, "/")
+	switch {
+	case !ok || ns == "" || name == "" || strings.ContainsAny(name, "/ ") || strings.ContainsAny(ns, " "):
+		return fmt.Errorf("service %q is not <namespace>/<name>", service)
+	case strings.HasPrefix(host, "*.") || !validServerName(host):
+		return fmt.Errorf("host %q (of service %q) is not a host name", host, service)
+	}
+	return nil
 }
 
 // stringFields copies a Struct's string fields into dst; other fields or

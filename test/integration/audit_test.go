@@ -216,7 +216,7 @@ func TestAuditRecordRoundTrip(t *testing.T) {
 	var out syncBuffer
 	rec := runRecorder(t, sidecaraudit.Config{Out: &out, Conn: conn, FlushDelay: 2 * time.Millisecond, SendTimeout: 5 * time.Second})
 
-	sent := apiaudit.Event{Time: time.Now().UTC().Truncate(time.Microsecond), DstHost: "api.example.com", DstIP: netip.MustParseAddr("198.18.100.11"), DstPort: 8443,
+	sent := apiaudit.Event{Time: time.Now().UTC().Truncate(time.Microsecond), DstHost: "api.example.com", Service: "shop/payments", DstIP: netip.MustParseAddr("198.18.100.11"), DstPort: 8443,
 		SNI: "api.example.com", Host: "api.example.com:8443", Protocol: apiaudit.ProtocolTLS, Decision: "deny", Policy: "shop/egress", Rule: "2",
 		Outbound: "ALLOW_ANY", Chain: "egress|8443|tls|0", Reason: "name_mismatch: api.example.com does not resolve to 198.18.100.11 for this pod",
 		BytesSent: 17, BytesReceived: 4242, Duration: 1500 * time.Millisecond}

@@ -48,6 +48,9 @@ type verdict struct {
 	mode string
 	// outbound is the outbound policy, on verdicts no rule made.
 	outbound string
+	// service and host, on the verdicts of an ExternalName Service's names:
+	// the Service ("<ns>/<name>") and the name it points at, which decided.
+	service, host string
 }
 
 // ruleDefault is the verdict's rule when a policy's defaultAction decided.
@@ -61,7 +64,7 @@ func (v verdict) cluster() string {
 }
 
 func (v verdict) key() string {
-	return v.decision + "|" + v.policy + "#" + v.rule + "|" + v.mode + "|" + v.outbound
+	return v.decision + "|" + v.policy + "#" + v.rule + "|" + v.mode + "|" + v.outbound + "|" + v.service + "|" + v.host
 }
 
 func (v verdict) metadata() *corev3.Metadata {
@@ -75,6 +78,10 @@ func (v verdict) metadata() *corev3.Metadata {
 	}
 	if v.mode != "" {
 		fields["mode"] = structpb.NewStringValue(v.mode)
+	}
+	if v.service != "" {
+		fields["service"] = structpb.NewStringValue(v.service)
+		fields["host"] = structpb.NewStringValue(v.host)
 	}
 	return metadata(egressMetadataKey, fields)
 }
@@ -184,6 +191,9 @@ func (b *builder) decide(matches []ruleRef) verdict {
 // protocols says how a rule matches on a port: which of TLS, HTTP, TCP.
 type protocols struct{ tls, http, tcp bool }
 
+func (p protocols) isTLS() bool  { return p.tls }
+func (p protocols) isHTTP() bool { return p.http }
+
 // at is how r matches on port (0: a port no rule names); ok is false when
 // the rule does not apply there. A rule without ports applies everywhere,
 // hosts by SNI and by Host.
@@ -260,6 +270,12 @@ type egressChain struct {
 // the verdict of every rule that matches there: rules without ports are
 // repeated on each port other chains name, CIDR rules under each SNI.
 // Leaves no rule matches are left out: the default chain decides them.
+//
+// An ExternalName Service is egress to the name it points at: its names
+// (externalNames) get leaves of their own, on every port and IP leaf, with
+// the verdict of the rules that match that name there; the verdict names
+// the Service and the name, so the audit record does. A rule naming one
+// of those names exactly is decided the same way: it does not apply.
 func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChain, error) {
 	var refs []ruleRef
 	for _, p := range b.pol.Egress {
@@ -267,8 +283,15 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 			refs = append(refs, ruleRef{p, i, &p.Rules[i], len(refs)})
 		}
 	}
-	if len(refs) == 0 {
+	aliases := b.externalNames()
+	if len(refs) == 0 && len(aliases) == 0 {
 		return nil, nil
+	}
+	aliased := map[string]bool{}
+	for _, x := range aliases {
+		for _, n := range x.names {
+			aliased[n] = true
+		}
 	}
 	var ports []uint16
 	var prefixes []netip.Prefix
@@ -280,7 +303,10 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 		portless = portless || len(r.rule.Ports) == 0
 		prefixes = append(prefixes, r.rule.CIDRs...)
 	}
-	if portless {
+	// Envoy narrows by port first: what applies on every port (rules
+	// without ports, the names of ExternalName Services) is repeated on
+	// the ports of the in-mesh chains too.
+	if portless || len(aliases) > 0 {
 		for k := range taken {
 			ports = append(ports, k.port)
 		}
@@ -307,10 +333,19 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 				httpHosts = append(httpHosts, r.rule.Hosts...)
 			}
 		}
+		isAlias := func(h string) bool { return aliased[h] }
 		slices.Sort(tlsHosts)
-		tlsHosts = slices.Compact(tlsHosts)
+		tlsHosts = slices.DeleteFunc(slices.Compact(tlsHosts), isAlias)
 		slices.Sort(httpHosts)
-		httpHosts = slices.Compact(httpHosts)
+		httpHosts = slices.DeleteFunc(slices.Compact(httpHosts), isAlias)
+		// Plain HTTP is judged by its Host only on ports where an HTTP
+		// rule by host applies; where only other rules by name do, its
+		// name is unknown (sidecar/egress NameUnknown), the Host of an
+		// ExternalName Service's name included.
+		httpAliases := aliases
+		if len(httpHosts) == 0 && slices.ContainsFunc(here, func(r ruleRef) bool { return len(r.rule.Hosts) > 0 }) {
+			httpAliases = nil
+		}
 		for _, il := range ipLeaves(port, prefixes, here, taken) {
 			leaf := egressChain{port: port, prefixes: il.ranges}
 			ipVerdict, ipMatched := b.decide(il.byIP), len(il.byIP) > 0
@@ -331,11 +366,17 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 				l.v = b.decide(m)
 				leaves = append(leaves, l)
 			}
-			if len(httpHosts) > 0 {
+			for _, x := range aliases {
+				l := leaf
+				l.kind, l.hosts = kindTLS, x.names
+				l.v = x.verdict(b.decide(x.matches(port, il.byIP, here, protocols.isTLS)))
+				leaves = append(leaves, l)
+			}
+			if len(httpHosts) > 0 || len(httpAliases) > 0 {
 				catchAll := ipVerdict // the default verdict when no IP rule matches
 				l := leaf
 				l.kind, l.v = kindHTTP, catchAll
-				l.routes = b.egressRoutes(port, il.pfx, here, il.byIP, httpHosts, catchAll)
+				l.routes = b.egressRoutes(port, il.pfx, here, il.byIP, httpHosts, httpAliases, catchAll)
 				leaves = append(leaves, l)
 				if ipMatched {
 					// Envoy narrows plaintext to the raw_buffer chains, and
@@ -358,6 +399,9 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 		name := fmt.Sprintf("egress|%s|%s|%s", portString(c.port), c.kind, c.v.decision)
 		if c.v.policy != "" {
 			name += "|" + c.v.policy + "#" + c.v.rule
+		}
+		if c.v.service != "" {
+			name += "|externalname:" + c.v.service
 		}
 		if n := names[name]; n > 0 {
 			names[name]++
@@ -588,7 +632,7 @@ func (b *builder) defaultEgressChain() *listenerv3.FilterChain {
 // egressRoutes adds the route configuration of an HTTP leaf (port, pfx)
 // and returns its name: a virtual host per Host name with the verdict of
 // the rules matching there, and "*" with catchAll.
-func (b *builder) egressRoutes(port uint16, pfx netip.Prefix, here, byIP []ruleRef, hosts []string, catchAll verdict) string {
+func (b *builder) egressRoutes(port uint16, pfx netip.Prefix, here, byIP []ruleRef, hosts []string, aliases []externalName, catchAll verdict) string {
 	name := "egress|" + portString(port)
 	if pfx.IsValid() {
 		name += "|" + pfx.String()
@@ -606,6 +650,14 @@ func (b *builder) egressRoutes(port uint16, pfx netip.Prefix, here, byIP []ruleR
 			Name:    h,
 			Domains: []string{h},
 			Routes:  []*routev3.Route{egressRoute(v, h)},
+		})
+	}
+	for _, x := range aliases {
+		v := x.verdict(b.decide(x.matches(port, byIP, here, protocols.isHTTP)))
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			Name:    "externalname:" + x.service,
+			Domains: x.names,
+			Routes:  []*routev3.Route{egressRoute(v, x.names[0]+" (ExternalName "+x.service+" → "+x.target+")")},
 		})
 	}
 	rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
@@ -658,4 +710,63 @@ func comparePrefix(a, b netip.Prefix) int {
 		return c
 	}
 	return a.Bits() - b.Bits()
+}
+
+// externalName is an ExternalName Service as this workload's egress sees
+// it: the names its clients can call it by, decided as the name it points
+// at.
+type externalName struct {
+	service string   // "<ns>/<name>"
+	target  string   // spec.externalName, lower case, no trailing dot
+	names   []string // the Service's DNS names, the fully qualified first
+}
+
+// externalNames are the mesh's ExternalName Services that point at a DNS
+// name (one that is an IP address is decided by that address, as any
+// connection to it). Their names: <name>.<ns>.svc.cluster.local,
+// <name>.<ns>.svc and <name>.<ns>, and <name> alone for a workload of the
+// same namespace (what its resolver's search list completes). The app's
+// resolver asks for the fully qualified name and gets the Service's CNAME
+// to the target; an SNI or Host by any of these names is bound to the
+// addresses that answer said, like any name (sidecar/dnsproxy).
+func (b *builder) externalNames() []externalName {
+	var out []externalName
+	for _, svc := range b.snap.Services {
+		target := strings.TrimSuffix(strings.ToLower(svc.ExternalName), ".")
+		if svc.Type != "ExternalName" || target == "" {
+			continue
+		}
+		if _, err := netip.ParseAddr(target); err == nil {
+			continue
+		}
+		x := externalName{service: svc.Namespace + "/" + svc.Name, target: target, names: []string{
+			svc.Name + "." + svc.Namespace + ".svc." + clusterDomain,
+			svc.Name + "." + svc.Namespace + ".svc",
+			svc.Name + "." + svc.Namespace,
+		}}
+		if svc.Namespace == b.w.Namespace {
+			x.names = append(x.names, svc.Name)
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// matches are the rules deciding x's names at port, for the protocol
+// that carries them (speaks): the ones by IP of the leaf, and the rules
+// of here whose hosts cover x's target there.
+func (x externalName) matches(port uint16, byIP, here []ruleRef, speaks func(protocols) bool) []ruleRef {
+	m := slices.Clone(byIP)
+	for _, r := range here {
+		if p, _ := r.at(port); speaks(p) && r.coversHost(x.target) {
+			m = append(m, r)
+		}
+	}
+	return m
+}
+
+// verdict is v naming x.
+func (x externalName) verdict(v verdict) verdict {
+	v.service, v.host = x.service, x.target
+	return v
 }

@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -737,5 +738,85 @@ func TestEgressDefaultAction(t *testing.T) {
 	l = listener(generate(t, mesh.NewSnapshot(0, c), "client-7d9f.demo"), "outbound")
 	if ch := matchChain(t, l, conn{netip.MustParseAddr("198.19.0.20"), 80, "http", "server"}); ch.GetName() != "outbound|80|server.demo" {
 		t.Errorf("the server Service under a deny-all policy: chain %q, want outbound|80|server.demo", ch.GetName())
+	}
+}
+
+// TestExternalNameEgress: an ExternalName Service's names are decided as
+// the name it points at, with the verdict naming the Service and that
+// name (the audit record's Service and DstHost); a rule naming the
+// Service's own name does not apply; its short name is its own
+// namespace's only. Without egress rules, the workloads of one namespace
+// share one outbound listener, and the mesh without ExternalName Services
+// keeps the one listener of every such workload.
+func TestExternalNameEgress(t *testing.T) {
+	ext := netip.MustParseAddr("198.18.100.7")
+	tls := func(name string) conn { return conn{ext, 443, "tls", name} }
+	plain := func(name string) conn { return conn{ext, 80, "http", name} }
+	c := meshContents(v1alpha1.OutboundAllowAny)
+	c.Services = append(slices.Clone(c.Services), agreeExternalNames...)
+	c.EgressPolicies = []*mesh.EgressPolicy{{Namespace: "demo", Name: "list", ServiceAccounts: []string{"client"},
+		Mode: v1alpha1.EgressEnforce, DefaultAction: v1alpha1.EgressAllow, Rules: []mesh.EgressRule{
+			{Hosts: []string{"api.example.com"}, Ports: []mesh.EgressPort{{Number: 443, Protocol: v1alpha1.EgressTLS}, {Number: 80, Protocol: v1alpha1.EgressHTTP}},
+				Action: v1alpha1.EgressDeny},
+			{Hosts: []string{"ext.demo.svc.cluster.local"}, Action: v1alpha1.EgressAllow},
+		}}}
+	snap := mesh.NewSnapshot(0, c)
+	res := generate(t, snap, "client-7d9f.demo")
+	l := listener(res, "outbound")
+	byRule := outcome{decisionDeny, "demo/list", "0"}
+	for _, probe := range []conn{tls("ext.demo.svc.cluster.local"), tls("ext"), tls("ext.demo.svc"), plain("ext.demo"), plain("ext:80"), plain("ext.demo.svc.cluster.local")} {
+		if got := simulate(t, res, probe); got != byRule {
+			t.Errorf("%v: %+v, want %+v (as api.example.com)", probe, got, byRule)
+		}
+		md := matchChain(t, l, probe).GetMetadata().GetFilterMetadata()
+		if r := httpRoute(t, res, matchChain(t, l, probe), probe); r != nil {
+			md = r.GetMetadata().GetFilterMetadata()
+			if body := r.GetDirectResponse().GetBody().GetInlineString(); !strings.Contains(body, "(ExternalName demo/ext → api.example.com) denied by demo/list rule 0") {
+				t.Errorf("%v: the 403 says %q", probe, body)
+			}
+		}
+		f := md["weft.egress"].GetFields()
+		if f["service"].GetStringValue() != "demo/ext" || f["host"].GetStringValue() != "api.example.com" {
+			t.Errorf("%v: metadata %v, want service demo/ext and host api.example.com", probe, f)
+		}
+	}
+	// Names it does not have: another namespace's short name, a Service
+	// pointing at an address, a name under the Service's.
+	for _, probe := range []conn{tls("docs"), plain("byip.demo"), tls("x.ext.demo.svc.cluster.local")} {
+		if got := simulate(t, res, probe); got.decision != decisionAllow {
+			t.Errorf("%v: %+v, want the default (allow)", probe, got)
+		}
+		if f := matchChain(t, l, probe).GetMetadata().GetFilterMetadata()["weft.egress"].GetFields(); f["service"] != nil {
+			t.Errorf("%v: decided as an ExternalName Service's name: %v", probe, f)
+		}
+	}
+	// A workload of namespace legacy has no policy: ext is not its name,
+	// ext.demo is, decided by the outbound policy.
+	legacy := generate(t, snap, "legacy-app-0.legacy")
+	ll := listener(legacy, "outbound")
+	if f := matchChain(t, ll, tls("ext")).GetMetadata().GetFilterMetadata()["weft.egress"].GetFields(); f["service"] != nil {
+		t.Errorf("legacy: ext decided as demo's Service: %v", f)
+	}
+	if f := matchChain(t, ll, tls("ext.demo")).GetMetadata().GetFilterMetadata()["weft.egress"].GetFields(); f["service"].GetStringValue() != "demo/ext" || f["decision"].GetStringValue() != decisionAllow {
+		t.Errorf("legacy: ext.demo: %v, want allowed as demo/ext", f)
+	}
+
+	// Sharing: the two sidecars of demo without egress rules get one
+	// listener; legacy's differs; without ExternalName Services, all three
+	// get the mesh's one.
+	gen := translatorFor(snap)
+	outboundOf := func(g *Generator, nodeID string) *listenerv3.Listener {
+		return listener(generateWith(t, g, snap, nodeID), "outbound")
+	}
+	v1, v2 := outboundOf(gen, "server-v1-5b7c.demo"), outboundOf(gen, "server-v2-8e2a.demo")
+	if v1 != v2 || v1 == outboundOf(gen, "legacy-app-0.legacy") {
+		t.Error("ExternalName Services in the mesh: the outbound listener is not one per namespace")
+	}
+	c.Services = slices.DeleteFunc(slices.Clone(c.Services), func(s *mesh.Service) bool { return s.Type == "ExternalName" })
+	snap = mesh.NewSnapshot(1, c)
+	gen = translatorFor(snap)
+	if v1 := outboundOf(gen, "server-v1-5b7c.demo"); v1 != outboundOf(gen, "legacy-app-0.legacy") ||
+		slices.ContainsFunc(v1.FilterChains, func(fc *listenerv3.FilterChain) bool { return strings.Contains(fc.Name, "externalname") }) {
+		t.Error("no ExternalName Service: the outbound listener of workloads without egress rules is not the mesh's one")
 	}
 }

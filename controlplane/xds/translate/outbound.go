@@ -274,7 +274,7 @@ func (b *builder) edsCluster(name string, svc *mesh.Service, injected []*mesh.En
 				ValidationContextSdsSecretConfig: trustBundleRef(),
 			},
 		}),
-		Sni: fmt.Sprintf("%s.%s.svc.cluster.local", svc.Name, svc.Namespace),
+		Sni: svc.Name + "." + svc.Namespace + ".svc." + clusterDomain,
 	}
 	if http {
 		upstream.CommonTlsContext.AlpnProtocols = []string{alpnH2}

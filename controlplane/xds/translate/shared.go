@@ -65,8 +65,14 @@ type sharedSet struct {
 	chains []*listenerv3.FilterChain
 	taken  map[meshKey]bool
 	// plainOutbound is listener "outbound" of a workload with no egress
-	// rules and no rejected EgressPolicy in its namespace.
+	// rules and no rejected EgressPolicy in its namespace, when the mesh
+	// has no ExternalName Service (else plainOutboundOf).
 	plainOutbound *listenerv3.Listener
+	// externalNames is whether the mesh has ExternalName Services;
+	// plainByNS then holds, by namespace, that listener with their chains
+	// (*plainEgress, built on first use).
+	externalNames bool
+	plainByNS     sync.Map
 	// all holds every resource above (set membership).
 	all map[types.Resource]struct{}
 
@@ -242,6 +248,7 @@ func (s *sharedSet) build() {
 	b.svcs.prev = nil
 	s.chains, s.taken = slices.Clip(chains), taken
 	s.plainOutbound = b.outboundListenerOf(s.chains, nil)
+	s.externalNames = slices.ContainsFunc(s.snap.Services, func(svc *mesh.Service) bool { return svc.Type == "ExternalName" })
 	s.clusters = sortedValues(b.clusters)
 	s.endpoints = sortedValues(b.endpoints)
 	s.routes = sortedValues(b.routes)
@@ -330,4 +337,37 @@ func (sh *sharedSet) consumerRoutesOf(b *builder) map[string]*routev3.RouteConfi
 	}
 	v, _ := sh.consumers.LoadOrStore(b.w.Namespace, b.consumerRoutes(sh.routeByName))
 	return v.(map[string]*routev3.RouteConfiguration)
+}
+
+// plainEgress is listener "outbound" of the workloads of one namespace
+// with no egress rules, and the route configurations of its chains.
+type plainEgress struct {
+	listener *listenerv3.Listener
+	routes   map[string]*routev3.RouteConfiguration
+}
+
+// plainOutboundOf is listener "outbound" of b's workload, which has no
+// egress rules and no rejected EgressPolicy in its namespace, and the
+// route configurations its chains name (shared, never modified). Without
+// ExternalName Services in the mesh it is plainOutbound; with them, their
+// chains (egressChains) decide by the outbound policy alone and differ
+// between namespaces only by the Services' short names, so the listener
+// is built once per set and namespace.
+func (sh *sharedSet) plainOutboundOf(b *builder) (*listenerv3.Listener, map[string]*routev3.RouteConfiguration, error) {
+	if !sh.externalNames {
+		return sh.plainOutbound, nil, nil
+	}
+	if v, ok := sh.plainByNS.Load(b.w.Namespace); ok {
+		p := v.(*plainEgress)
+		return p.listener, p.routes, nil
+	}
+	nb := &builder{snap: b.snap, w: b.w, td: b.td, rejectedMesh: b.rejectedMesh,
+		routes: map[string]*routev3.RouteConfiguration{}}
+	egress, err := nb.egressChains(sh.taken)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, _ := sh.plainByNS.LoadOrStore(b.w.Namespace, &plainEgress{listener: nb.outboundListenerOf(sh.chains, egress), routes: nb.routes})
+	p := v.(*plainEgress)
+	return p.listener, p.routes, nil
 }

@@ -1025,13 +1025,62 @@ var agreeEgressIPs = []string{"1.2.3.4", "203.0.113.5", "203.0.113.200", "198.18
 var (
 	agreeEgressPorts = []uint16{22, 80, 443, 8080, 9000, 1234}
 	agreeTLSNames    = []string{"", "api.example.com", "x.example.com", "a.b.example.com", "example.com", "bad.example.com",
-		"x.bad.example.com", "docs.example.org", "x.github.com", "github.com", "evil.example.com", "other.org"}
+		"x.bad.example.com", "docs.example.org", "x.github.com", "github.com", "evil.example.com", "other.org",
+		"ext.demo.svc.cluster.local", "ext", "docs.shop.svc", "bad.shop", "docs", "byip.demo"}
 	// No empty Host: an HTTP/1.1 request without one is answered 400
 	// before any policy applies (sidecar/proxy routeHTTP), which the policy
 	// model does not describe.
 	agreeHTTPNames = []string{"evil.example.com", "evil.example.com:80", "api.example.com", "docs.example.org", "docs.example.org:8080",
-		"a.internal.example", "a.internal.example:8080", "internal.example", "other.org", "x.bad.example.com"}
+		"a.internal.example", "a.internal.example:8080", "internal.example", "other.org", "x.bad.example.com",
+		"ext", "Ext.Demo.svc.cluster.local.:8080", "docs.shop", "bad.shop.svc", "docs", "byip.demo.svc.cluster.local"}
 )
+
+// agreeExternalNames are ExternalName Services of the egress agreement
+// mesh (the client is in namespace demo); agreeTLSNames and
+// agreeHTTPNames call them by each kind of their names, and by names they
+// do not have (another namespace's short name, a Service that points at an
+// address).
+var agreeExternalNames = []*mesh.Service{
+	{Namespace: "demo", Name: "ext", Type: "ExternalName", ExternalName: "API.example.com."},
+	{Namespace: "shop", Name: "docs", Type: "ExternalName", ExternalName: "docs.example.org"},
+	{Namespace: "shop", Name: "bad", Type: "ExternalName", ExternalName: "x.bad.example.com"},
+	{Namespace: "demo", Name: "byip", Type: "ExternalName", ExternalName: "198.18.100.7"},
+}
+
+// agreeExternalName is the model of an ExternalName Service's names
+// (README, "ExternalName Services"): for the client of namespace demo,
+// <name>.<ns>.svc.cluster.local, <name>.<ns>.svc, <name>.<ns>, and <name>
+// for a Service of demo, in any case, with a trailing dot or a port, are
+// the Service ("<ns>/<name>") pointing at target; a Service pointing at an
+// IP address has no such names.
+func agreeExternalName(name string) (svc, target string, ok bool) {
+	name = strings.ToLower(name)
+	if h, port, err := net.SplitHostPort(name); err == nil && port != "" {
+		name = h
+	}
+	name = strings.TrimSuffix(name, ".")
+	for _, s := range agreeExternalNames {
+		fq := s.Name + "." + s.Namespace
+		if name != fq && name != fq+".svc" && name != fq+".svc.cluster.local" && (s.Namespace != "demo" || name != s.Name) {
+			continue
+		}
+		target = strings.TrimSuffix(strings.ToLower(s.ExternalName), ".")
+		if _, err := netip.ParseAddr(target); err == nil {
+			return "", "", false
+		}
+		return s.Namespace + "/" + s.Name, target, true
+	}
+	return "", "", false
+}
+
+// agreeTarget is c as the policy model decides it: by the name an
+// ExternalName Service's name points at.
+func agreeTarget(c conn) conn {
+	if _, target, ok := agreeExternalName(c.name); ok {
+		c.name = target
+	}
+	return c
+}
 
 // agreeEgressProbes enumerates IPs × ports × (TLS with each SNI, HTTP with
 // each Host, opaque TCP).
@@ -1451,7 +1500,7 @@ func (a *agreeAudits) expect(dst netip.AddrPort) (chan audit.Event, func()) {
 // egress sends probe c through the proxy's outbound listener and returns
 // what happened: whether it reached the upstream it was going to, and the
 // decision of its audit record.
-func (a *agreeProxy) egress(audits *agreeAudits, hellos map[string][]byte, c conn) (forwarded bool, detail string, rec outcome, recOK bool) {
+func (a *agreeProxy) egress(audits *agreeAudits, hellos map[string][]byte, c conn) (forwarded bool, detail string, rec audit.Event, recOK bool) {
 	dst := netip.AddrPortFrom(c.ip, c.port)
 	var payload []byte
 	switch c.proto {
@@ -1466,7 +1515,7 @@ func (a *agreeProxy) egress(audits *agreeAudits, hellos map[string][]byte, c con
 	defer stop()
 	tc, err := a.dial(a.p.OutboundAddr(), dst)
 	if err != nil {
-		return false, "dial: " + err.Error(), outcome{}, false
+		return false, "dial: " + err.Error(), audit.Event{}, false
 	}
 	defer func() {
 		tc.Close()
@@ -1489,9 +1538,9 @@ func (a *agreeProxy) egress(audits *agreeAudits, hellos map[string][]byte, c con
 	}
 	select {
 	case e := <-ch:
-		return forwarded, detail, outcome{e.Decision, e.Policy, e.Rule}, true
+		return forwarded, detail, e, true
 	case <-time.After(10 * time.Second):
-		return forwarded, detail, outcome{}, false
+		return forwarded, detail, audit.Event{}, false
 	}
 }
 
@@ -1527,6 +1576,7 @@ func TestSidecarAgreesOnEgress(t *testing.T) {
 			k++
 			t.Run(set.name+"/"+string(mode), func(t *testing.T) {
 				c := meshContents(mode)
+				c.Services = append(slices.Clone(c.Services), agreeExternalNames...)
 				c.EgressPolicies = set.policies
 				c.Rejected = set.rejected
 				snap, cfgs, err := m.push(c)
@@ -1542,13 +1592,13 @@ func TestSidecarAgreesOnEgress(t *testing.T) {
 					want      outcome
 					forwarded bool
 					detail    string
-					rec       outcome
+					rec       audit.Event
 					recOK     bool
 				}
 				var cases []*e2eCase
 				byDecision := map[string]int{}
 				for i, p := range probes {
-					want := agreeEgressModel(snap, w, p)
+					want := agreeEgressModel(snap, w, agreeTarget(p))
 					byDecision[want.decision]++
 					d := egress.DecideConn(cfg, agreeEgressConn(p))
 					got := agreeOutcome(d)
@@ -1579,8 +1629,19 @@ func TestSidecarAgreesOnEgress(t *testing.T) {
 					wantFwd := c.want.decision != decisionDeny
 					errs.check(c.forwarded == wantFwd && !strings.HasPrefix(c.detail, "WRONG"), "egress %v: real proxy %s, model %s\n\tpolicies: %s",
 						c.probe, c.detail, agreeShow(c.want), set)
-					errs.check(c.recOK && c.rec == c.want, "egress %v: real proxy's audit record %s (recorded: %v), model %s\n\tpolicies: %s",
-						c.probe, agreeShow(c.rec), c.recOK, agreeShow(c.want), set)
+					rec := outcome{c.rec.Decision, c.rec.Policy, c.rec.Rule}
+					errs.check(c.recOK && rec == c.want, "egress %v: real proxy's audit record %s (recorded: %v), model %s\n\tpolicies: %s",
+						c.probe, agreeShow(rec), c.recOK, agreeShow(c.want), set)
+					// Through an ExternalName Service's name, the record
+					// names the Service and, as the destination, the name
+					// it points at: TLS by its SNI, HTTP where its Host is
+					// judged (an HTTP chain; elsewhere the name is unknown).
+					svc, target, aliased := agreeExternalName(c.probe.name)
+					if !aliased || c.probe.proto == "http" && !strings.Contains(c.rec.Chain, "|http|") {
+						svc, target = "", egress.HostName(c.probe.name)
+					}
+					errs.check(!c.recOK || c.rec.Service == svc && c.rec.DstHost == target,
+						"egress %v: real proxy's audit record names service %q host %q, want %q %q", c.probe, c.rec.Service, c.rec.DstHost, svc, target)
 				}
 				total += len(probes)
 				e2eTotal += len(cases)

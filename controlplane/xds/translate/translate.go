@@ -35,6 +35,10 @@ import (
 // (cluster weft-controlplane) when Generator.ControlPlaneAddr is empty.
 const DefaultControlPlaneAddr = names.DefaultControlPlaneAddr
 
+// clusterDomain is the cluster's DNS domain, as Services' names end
+// (Kubernetes' default; the test cluster's).
+const clusterDomain = "cluster.local"
+
 // Names of the resources every sidecar gets (sidecar/xds/README.md).
 const (
 	listenerInbound           = "inbound"
@@ -45,11 +49,12 @@ const (
 	clusterControlPlane       = names.ControlPlane
 	secretTrustBundle         = "trust_bundle"
 	secretSVID                = "default"
-	inboundPort               = names.SidecarInboundPort
-	outboundPort              = names.SidecarOutboundPort
-	egressLogName             = apiaudit.LogName
-	egressMetadataKey         = names.EgressMetadataKey
-	inboundMetadataKey        = names.InboundMetadataKey
+
+	inboundPort        = names.SidecarInboundPort
+	outboundPort       = names.SidecarOutboundPort
+	egressLogName      = apiaudit.LogName
+	egressMetadataKey  = names.EgressMetadataKey
+	inboundMetadataKey = names.InboundMetadataKey
 )
 
 // Generator turns the mesh model into the Envoy v3 resources of one
@@ -185,7 +190,11 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 	}
 	var outbound *listenerv3.Listener
 	if len(b.pol.Egress) == 0 && b.rejectedEgress == nil {
-		outbound = sh.plainOutbound
+		var routes map[string]*routev3.RouteConfiguration
+		if outbound, routes, err = sh.plainOutboundOf(b); err != nil {
+			return nil, err
+		}
+		maps.Copy(b.routes, routes)
 	} else {
 		egress, err := b.egressChains(sh.taken)
 		if err != nil {

@@ -132,6 +132,10 @@ type EgressMeta struct {
 	// enforced under Enforce and flagged under Audit.
 	Mode     string
 	Outbound string // the mesh's outbound policy when it decided: "ALLOW_ANY" or "REGISTRY_ONLY"
+	// Service and Host, on the chains and virtual hosts of an ExternalName
+	// Service's names: the Service ("<ns>/<name>") and the name it points
+	// at, by which the connection was decided.
+	Service, Host string
 }
 
 // InboundMeta is an inbound chain's filter_metadata "weft.inbound".
