@@ -41,8 +41,9 @@ import (
 //
 // The destinations are the control plane's running pods: their labels,
 // their namespace's labels (kubernetes.io/metadata.name among them) and
-// their IPs. An ipBlock is judged against those IPs, which change when a
-// pod is rescheduled: a policy that admits the control plane only through
+// their IPs. An ipBlock is judged against each pod's primary IP (that of
+// the cluster's single-stack Services, which the sidecar dials), and those
+// change when a pod is rescheduled: a policy that admits the control plane only through
 // an ipBlock passes, with a note saying so. The cluster DNS is the
 // kubelet's clusterDNS (its /configz, through the API server's node proxy;
 // kube-system/kube-dns when that cannot be read): a Service's ClusterIP
@@ -123,14 +124,16 @@ func peerAdmits(peer networkingv1.NetworkPolicyPeer, policyNS string, dest netpo
 		if err != nil {
 			return false, false
 		}
-		for _, ip := range dest.ips {
-			if !cidr.Contains(ip) {
+		// The primary address (status.podIPs[0]): the family of the
+		// single-stack Services (weft-controlplane's among them) the
+		// sidecar dials.
+		ip := dest.ips[0]
+		if !cidr.Contains(ip) {
+			return false, false
+		}
+		for _, ex := range peer.IPBlock.Except {
+			if e, err := netip.ParsePrefix(ex); err == nil && e.Contains(ip) {
 				return false, false
-			}
-			for _, ex := range peer.IPBlock.Except {
-				if e, err := netip.ParsePrefix(ex); err == nil && e.Contains(ip) {
-					return false, false
-				}
 			}
 		}
 		return true, true

@@ -20,7 +20,7 @@ import (
 )
 
 // The cluster of these tests: weft's control plane (two replicas,
-// 198.18.0.10 and .11, container port grpc-tls 15012) in weft-system, a
+// 198.18.0.10 and .11, dual-stack, container port grpc-tls 15012) in weft-system, a
 // meshed pod "client" (app=client) and an unmeshed pod "plain" in the
 // injected namespace "shop", and a node whose kubelet sends the pods' DNS
 // to 198.18.255.1 (a host address, as in test/cluster).
@@ -38,7 +38,7 @@ func npCPPod(name, ip string) *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "weft-system", Labels: map[string]string{"app.kubernetes.io/name": "weft-controlplane"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "controlplane", Ports: []corev1.ContainerPort{
 			{Name: "grpc-tls", ContainerPort: 15012}, {Name: "http-admin", ContainerPort: 15014}}}}},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}, {IP: "2001:2:0:18::" + ip[len("198.18.0."):]}}},
 	}
 }
 
@@ -192,6 +192,8 @@ func TestCheckNetworkPolicies(t *testing.T) {
 			cpFail: true, want: "198.18.0.11"},
 		{name: "ipBlock holding one replica", objs: []runtime.Object{defaultDeny, allowCP(ipBlock("198.18.0.10/32")), allowDNS()},
 			cpFail: true},
+		{name: "ipBlock of the IPv6 addresses only (the Service the sidecar dials is IPv4)",
+			objs: []runtime.Object{defaultDeny, allowCP(ipBlock("2001:2:0:18::/64")), allowDNS()}, cpFail: true},
 		{name: "a rule with no ports and no peers admits everything",
 			objs: []runtime.Object{defaultDeny, npPolicy("allow-all-egress", nil, egressOnly, networkingv1.NetworkPolicyEgressRule{})}},
 		{name: "policyTypes absent: egress rules make it an egress policy",
