@@ -17,6 +17,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -252,12 +253,28 @@ func health(ep *mesh.Endpoint) corev3.HealthStatus {
 	}
 }
 
+// noSidecarPeer is the path of the one SPIFFE ID the cluster of a Service
+// without sidecar endpoints accepts: spiffe://<td>/weft/no-sidecar-endpoints.
+var noSidecarPeer = []string{"weft", "no-sidecar-endpoints"}
+
 // edsCluster is an in-mesh Service port's cluster: EDS over ADS, mTLS that
 // accepts only the SPIFFE IDs the Service's sidecar endpoints run as.
 func (b *builder) edsCluster(name string, svc *mesh.Service, injected []*mesh.Endpoint, http bool) *clusterv3.Cluster {
 	var ids []string
 	for _, ep := range injected {
 		ids = append(ids, ep.Identity.String())
+	}
+	if len(ids) == 0 {
+		// A Service of an injected namespace with no sidecar endpoint yet
+		// (created before its pods, its pods still starting) has no
+		// identity to accept, and an empty list would accept any (Envoy
+		// checks no SAN then; the sidecar NACKs it). noSidecarPeer is an
+		// ID weft's CA never signs (it signs /ns/<ns>/sa/<sa> only): an
+		// endpoint that EDS delivers before the cluster names its
+		// identity is refused, not trusted.
+		if id, err := spiffeid.FromSegments(b.td, noSidecarPeer...); err == nil {
+			ids = []string{id.String()}
+		}
 	}
 	slices.Sort(ids)
 	var sans []*tlsv3.SubjectAltNameMatcher

@@ -1693,3 +1693,49 @@ func TestSidecarAgreementKnownGaps(t *testing.T) {
 			mesh.AuthorizationRule{From: []mesh.Source{{Namespaces: []string{"demo"}}}})}})
 	})
 }
+
+// TestServiceWithoutSidecarEndpoints: a Service of an injected namespace
+// that has no sidecar endpoint yet (created before its pods, as `kubectl
+// apply` of a Service and its Deployment does in a running mesh) gives
+// every sidecar a cluster the real sidecar accepts (no NACK) and that
+// trusts no workload: its one SPIFFE ID is one weft's CA never signs, so
+// an endpoint EDS delivers before the cluster names its identity is
+// refused. With a sidecar endpoint, the cluster names that endpoint's
+// identity instead.
+func TestServiceWithoutSidecarEndpoints(t *testing.T) {
+	m := newAgreeMesh(t)
+	c := meshContents(v1alpha1.OutboundAllowAny)
+	svc := &mesh.Service{Namespace: "demo", Name: "fresh", Type: "ClusterIP", ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.77")},
+		Ports: []mesh.ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP"}}}
+	c.Services = append(slices.Clone(c.Services), svc)
+	_, cfgs, err := m.push(c)
+	if err != nil {
+		t.Fatalf("a Service without sidecar endpoints: %v", err)
+	}
+	none := spiffeid.RequireFromSegments(workloadID("demo", "client").TrustDomain(), "weft", "no-sidecar-endpoints")
+	peers := func(cfg *model.Config) []spiffeid.ID {
+		cl := cfg.Clusters["outbound|80|fresh.demo"]
+		if cl == nil || cl.UpstreamTLS == nil {
+			t.Fatalf("cluster outbound|80|fresh.demo: %+v", cl)
+		}
+		return cl.UpstreamTLS.SANs
+	}
+	if got := peers(cfgs[agreeClientNode]); !slices.Equal(got, []spiffeid.ID{none}) {
+		t.Fatalf("the cluster of a Service without sidecar endpoints accepts %v, want only %s", got, none)
+	}
+	if strings.HasPrefix(none.Path(), "/ns/") {
+		t.Fatalf("%s has the form of an ID the CA signs", none)
+	}
+	// Its first sidecar endpoint: the cluster names that identity.
+	ep := mesh.Endpoint{Address: netip.MustParseAddr("198.18.1.77"), Ports: []mesh.EndpointPort{{Name: "http", Port: 8080, Protocol: "TCP"}},
+		Ready: true, Serving: true, Injected: true, Identity: workloadID("demo", "server")}
+	fresh := *svc
+	fresh.Endpoints = []mesh.Endpoint{ep}
+	c.Services[len(c.Services)-1] = &fresh
+	if _, cfgs, err = m.push(c); err != nil {
+		t.Fatal(err)
+	}
+	if got := peers(cfgs[agreeClientNode]); !slices.Equal(got, []spiffeid.ID{workloadID("demo", "server")}) {
+		t.Fatalf("with a sidecar endpoint the cluster accepts %v, want %s", got, workloadID("demo", "server"))
+	}
+}
