@@ -56,48 +56,60 @@ build_k8s() {
   log "kubernetes binaries built"
 }
 
-build_coredns() {
-  local mod="${HERE}/coredns" want have=""
+# build_module NAME MINUTES PKG [LDFLAGS]: builds PKG of the tools module
+# test/cluster/NAME into ${OUT}/NAME, unless its stamp (.stamp-NAME: the
+# hash of that module's pins) says the binary is already built from them.
+build_module() {
+  local name=$1 minutes=$2 pkg=$3 ld="-s -w ${4:-}"
+  local mod="${HERE}/${name}" want have=""
   ensure_sum "${mod}"
   want="$(stamp_of "${mod}")"
-  [[ -f "${OUT}/.stamp-coredns" ]] && have="$(cat "${OUT}/.stamp-coredns")"
-  if [[ "${want}" == "${have}" && -x "${OUT}/coredns" ]]; then
-    log "coredns up to date (stamp ${want:0:12})"
+  [[ -f "${OUT}/.stamp-${name}" ]] && have="$(cat "${OUT}/.stamp-${name}")"
+  if [[ "${want}" == "${have}" && -x "${OUT}/${name}" ]]; then
+    log "${name} up to date (stamp ${want:0:12})"
     return
   fi
-  log "building coredns (cold: ~2 min)"
+  log "building ${name} (cold: ~${minutes} min)"
   mkdir -p "${OUT}"
-  rm -f "${OUT}/.stamp-coredns"
-  (cd "${mod}" && go build -trimpath -ldflags "-s -w" -o "${OUT}/coredns" github.com/coredns/coredns)
-  echo "${want}" >"${OUT}/.stamp-coredns"
-  log "coredns built"
+  rm -f "${OUT}/.stamp-${name}"
+  (cd "${mod}" && go build -trimpath -ldflags "${ld}" -o "${OUT}/${name}" "${pkg}")
+  echo "${want}" >"${OUT}/.stamp-${name}"
+  log "${name} built"
 }
 
+build_coredns() { build_module coredns 2 github.com/coredns/coredns; }
+
 build_kube_router() {
-  local mod="${HERE}/kube-router" want have=""
-  ensure_sum "${mod}"
-  want="$(stamp_of "${mod}")"
-  [[ -f "${OUT}/.stamp-kube-router" ]] && have="$(cat "${OUT}/.stamp-kube-router")"
-  if [[ "${want}" == "${have}" && -x "${OUT}/kube-router" ]]; then
-    log "kube-router up to date (stamp ${want:0:12})"
-    return
-  fi
-  log "building kube-router (cold: ~2 min)"
-  mkdir -p "${OUT}"
-  rm -f "${OUT}/.stamp-kube-router"
   local ver
-  ver="$(cd "${mod}" && go list -m -f '{{.Version}}' github.com/cloudnativelabs/kube-router/v2)"
-  (cd "${mod}" && go build -trimpath \
-    -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=${ver}" \
-    -o "${OUT}/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
-  echo "${want}" >"${OUT}/.stamp-kube-router"
-  log "kube-router built"
+  ver="$(cd "${HERE}/kube-router" && go list -m -f '{{.Version}}' github.com/cloudnativelabs/kube-router/v2)"
+  build_module kube-router 2 github.com/cloudnativelabs/kube-router/v2/cmd/kube-router \
+    "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=${ver}"
+}
+
+# Traefik, the ingress controller test/e2e meshes: not part of "all" (the
+# cluster does not need it); test/cluster/images.sh traefik builds and packs it.
+build_traefik() {
+  local ver
+  ver="$(cd "${HERE}/traefik" && go list -m -f '{{.Version}}' github.com/traefik/traefik/v3)"
+  build_module traefik 13 github.com/traefik/traefik/v3/cmd/traefik \
+    "-X github.com/traefik/traefik/v3/pkg/version.Version=${ver}"
+}
+
+# Helm, the real helm binary that renders charts/weft for its comparison with
+# weftctl install (make chart-test) and installs it on the cluster (make
+# helm-e2e): not part of "all" either.
+build_helm() {
+  local ver
+  ver="$(cd "${HERE}/helm" && go list -m -f '{{.Version}}' helm.sh/helm/v4)"
+  build_module helm 4 helm.sh/helm/v4/cmd/helm "-X helm.sh/helm/v4/internal/version.version=${ver}"
 }
 
 case "${1:-all}" in
   k8s) build_k8s ;;
   coredns) build_coredns ;;
   kube-router) build_kube_router ;;
+  traefik) build_traefik ;;
+  helm) build_helm ;;
   all) build_k8s; build_coredns; build_kube_router ;;
-  *) echo "usage: $0 [all|k8s|coredns|kube-router]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|k8s|coredns|kube-router|traefik|helm]" >&2; exit 2 ;;
 esac

@@ -2,7 +2,7 @@
 # Builds weft's container images without Docker or a registry and loads them
 # into the local cluster's containerd (or pushes them to REGISTRY).
 #
-#   test/cluster/images.sh [all|weft|echo|pause|tools]
+#   test/cluster/images.sh [all|weft|echo|pause|tools|conformance|traefik]
 #
 #   all    (default) weft + echo
 #   weft   every cmd/<binary> dir in the repo -> weft/<binary>:$TAG, plus
@@ -10,6 +10,10 @@
 #   echo   test/cluster/testdata/echo -> weft/echo:$TAG (test workload)
 #   pause  test/cluster/pause -> weft/pause:v0 (the pod sandbox image)
 #   tools  only build imagetool, pause, echo and the pause/echo tarballs (used by up.sh)
+#   traefik
+#          Traefik, the ingress controller test/e2e meshes (built by
+#          test/cluster/build.sh traefik, cached: ~13 min cold) -> weft/traefik:$TAG,
+#          running as UID 65532
 #   conformance
 #          the Gateway API mesh conformance suite's echo app (Istio's echo
 #          server and client, pinned in test/conformance/echo) ->
@@ -109,6 +113,14 @@ conformance_echo() {
   ctr_k8s images import "${IMAGES_DIR}/${name%%:*}.tar" >/dev/null
 }
 
+traefik_image() {
+  "${ROOT}/test/cluster/build.sh" traefik
+  "${GOBIN_DIR}/imagetool" -out "${IMAGES_DIR}" -tag "${TAG}" -user 65532 traefik="${BIN_DIR}/traefik"
+  [[ -n "${NO_IMPORT}" ]] && return
+  [[ -S "${CONTAINERD_SOCK}" ]] || die "containerd socket ${CONTAINERD_SOCK} not found: run test/cluster/up.sh first (or NO_IMPORT=1)"
+  ctr_k8s images import "${IMAGES_DIR}/traefik.tar" >/dev/null
+}
+
 main() {
   local what="${1:-all}"
   build_tools
@@ -124,12 +136,13 @@ main() {
       ;;
     echo) pack "${TAG}" echo="${GOBIN_DIR}/echo" ;;
     conformance) conformance_echo ;;
+    traefik) traefik_image ;;
     weft) weft_images ;;
     all)
       weft_images
       pack "${TAG}" echo="${GOBIN_DIR}/echo"
       ;;
-    *) die "usage: $0 [all|weft|echo|pause|tools|conformance]" ;;
+    *) die "usage: $0 [all|weft|echo|pause|tools|conformance|traefik]" ;;
   esac
 }
 

@@ -339,6 +339,13 @@ func holdRequest(t *testing.T, ns, pod, hold, url string) <-chan error {
 // which match holds, and returns it. what names the wait in a failure.
 func liveInbound(t *testing.T, ns, pod string, timeout time.Duration, what string, match func(proxy.ConnInfo) bool) proxy.ConnInfo {
 	t.Helper()
+	return liveMTLS(t, ns, pod, "inbound", timeout, what, match)
+}
+
+// liveMTLS is liveInbound for connections of direction ("inbound" or
+// "outbound": an mTLS connection the sidecar originated).
+func liveMTLS(t *testing.T, ns, pod, direction string, timeout time.Duration, what string, match func(proxy.ConnInfo) bool) proxy.ConnInfo {
+	t.Helper()
 	var live proxy.ConnInfo
 	waitFor(t, timeout, what, func(context.Context) (bool, error) {
 		out, err := kubectlExec(t, ns, pod, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15000/connections")
@@ -352,7 +359,7 @@ func liveInbound(t *testing.T, ns, pod string, timeout time.Duration, what strin
 			return false, fmt.Errorf("%s/%s sidecar /connections: %w: %q", ns, pod, err, out)
 		}
 		for _, c := range conns.Connections {
-			if c.Direction == "inbound" && c.MTLS && c.TLSInfo != nil && match(c) {
+			if c.Direction == direction && c.MTLS && c.TLSInfo != nil && match(c) {
 				live = c
 				return true, nil
 			}
