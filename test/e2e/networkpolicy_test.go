@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,6 +58,7 @@ func requireStopped(t *testing.T, ns, client, when string) {
 		out, err = clientGet(t, ns, client)
 		return err != nil
 	}); werr != nil {
+		keepKubeRouterLog(t)
 		t.Fatalf("%s: %s/%s still reaches the server: %s", when, ns, client, out)
 	}
 	for i := range 3 {
@@ -287,4 +289,22 @@ func TestCheckReportsPolicyBlockingTheControlPlane(t *testing.T) {
 	if !seen {
 		t.Errorf("check says nothing about %s, whose pods are isolated for egress:\n%s", ns, out)
 	}
+}
+
+// keepKubeRouterLog copies the NetworkPolicy controller's log (test/cluster
+// runs kube-router on the host; down.sh removes its state dir) into the
+// artifacts, and shows its end: what it synced, or failed to, when a
+// policy did not hold.
+func keepKubeRouterLog(t *testing.T) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(envOr("WEFT_CLUSTER_DIR", filepath.Join("..", "..", "_output", "cluster")), "logs", "kube-router.log"))
+	if err != nil {
+		t.Logf("kube-router's log: %v", err)
+		return
+	}
+	if err := os.MkdirAll(artifacts, 0o755); err == nil {
+		_ = os.WriteFile(filepath.Join(artifacts, strings.ReplaceAll(t.Name(), "/", "_")+"-kube-router.log"), b, 0o644)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	t.Logf("kube-router's log, last lines (all of it in %s):\n%s", artifacts, strings.Join(lines[max(0, len(lines)-40):], "\n"))
 }
