@@ -21,9 +21,9 @@ const MetadataKey = apiaudit.EntryMetadataKey
 func Entry(e apiaudit.Event) *accesslogdatav3.TCPAccessLogEntry {
 	fields := map[string]*structpb.Value{}
 	for k, v := range map[string]string{
-		apiaudit.FieldID: e.ID, apiaudit.FieldSource: e.SourceID, apiaudit.FieldPod: e.Pod, apiaudit.FieldNamespace: e.Namespace, apiaudit.FieldDstHost: e.DstHost,
-		apiaudit.FieldService: e.Service,
-		apiaudit.FieldSNI: e.SNI, apiaudit.FieldHost: e.Host, apiaudit.FieldProtocol: e.Protocol, apiaudit.FieldDecision: e.Decision, apiaudit.FieldPolicy: e.Policy,
+		apiaudit.FieldID: e.ID, apiaudit.FieldSource: e.SourceID, apiaudit.FieldPod: e.Pod, apiaudit.FieldNamespace: e.Namespace,
+		apiaudit.FieldDstHost: e.DstHost, apiaudit.FieldService: e.Service, apiaudit.FieldSNI: e.SNI, apiaudit.FieldHost: e.Host,
+		apiaudit.FieldProtocol: e.Protocol, apiaudit.FieldDecision: e.Decision, apiaudit.FieldPolicy: e.Policy,
 		apiaudit.FieldRule: e.Rule, apiaudit.FieldOutbound: e.Outbound, apiaudit.FieldChain: e.Chain, apiaudit.FieldReason: e.Reason,
 	} {
 		if v != "" {
