@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	subsetcluster "github.com/weftmesh/weft/sidecar/internal/envoy/config/cluster/v3"
 	subsetcore "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
@@ -381,5 +382,102 @@ func TestListenerFilterKnownByType(t *testing.T) {
 	}
 	if _, err := buildEnvoy(r); err != nil {
 		t.Fatalf("listener filters renamed: %v", err)
+	}
+}
+
+// TestChainMatchNeedsItsInspectors: what a filter chain matches on needs
+// the listener filter that learns it: transport_protocol and server_names
+// the tls_inspector, application_protocols the tls_inspector or the
+// http_inspector; a chain matching on none of them needs neither. And a
+// destination_port is any port 1-65535 (the mutation run's survivors at
+// validate_listener.go 197, 222 and 225).
+func TestChainMatchNeedsItsInspectors(t *testing.T) {
+	build := func(keep []string, edit func(*listenerv3.FilterChainMatch)) error {
+		r := mesh{services: []string{"server.demo"}}.envoy(t)
+		l := r[model.ListenerType]["outbound"].(*listenerv3.Listener)
+		l.ListenerFilters = slices.DeleteFunc(l.ListenerFilters, func(f *listenerv3.ListenerFilter) bool {
+			return f.GetName() != "envoy.filters.listener.original_dst" && !slices.Contains(keep, f.GetName())
+		})
+		// One in-mesh chain, matched by port and address only.
+		var plain *listenerv3.FilterChain
+		for _, fc := range l.FilterChains {
+			if m := fc.GetFilterChainMatch(); m.GetTransportProtocol() == "" && len(m.GetServerNames()) == 0 && len(m.GetApplicationProtocols()) == 0 && len(m.GetPrefixRanges()) > 0 {
+				plain = fc
+				break
+			}
+		}
+		if plain == nil {
+			t.Fatal("the fixture's outbound listener has no chain matched by port and address only")
+		}
+		l.FilterChains = []*listenerv3.FilterChain{plain}
+		l.DefaultFilterChain = nil
+		edit(plain.FilterChainMatch)
+		_, err := buildEnvoy(r)
+		return err
+	}
+	const (
+		tlsInspector  = "envoy.filters.listener.tls_inspector"
+		httpInspector = "envoy.filters.listener.http_inspector"
+	)
+	for _, tc := range []struct {
+		name string
+		keep []string
+		edit func(*listenerv3.FilterChainMatch)
+		err  string // "" accepted
+	}{
+		{"no inspector, no protocol match", nil, func(*listenerv3.FilterChainMatch) {}, ""},
+		{"transport_protocol without tls_inspector", []string{httpInspector}, func(m *listenerv3.FilterChainMatch) { m.TransportProtocol = "tls" },
+			"transport_protocol and server_names need listener filter envoy.filters.listener.tls_inspector"},
+		{"server_names without tls_inspector", []string{httpInspector}, func(m *listenerv3.FilterChainMatch) { m.ServerNames = []string{"api.example.com"} },
+			"transport_protocol and server_names need listener filter envoy.filters.listener.tls_inspector"},
+		{"server_names with tls_inspector", []string{tlsInspector}, func(m *listenerv3.FilterChainMatch) { m.ServerNames = []string{"api.example.com"} }, ""},
+		{"application_protocols without an inspector", nil, func(m *listenerv3.FilterChainMatch) { m.ApplicationProtocols = []string{"http/1.1"} },
+			"application_protocols need listener filter tls_inspector or http_inspector"},
+		{"application_protocols with http_inspector", []string{httpInspector}, func(m *listenerv3.FilterChainMatch) { m.ApplicationProtocols = []string{"http/1.1"} }, ""},
+		{"application_protocols with tls_inspector", []string{tlsInspector}, func(m *listenerv3.FilterChainMatch) { m.ApplicationProtocols = []string{"h2"} }, ""},
+		{"destination_port 65535", nil, func(m *listenerv3.FilterChainMatch) { m.DestinationPort = wrapperspb.UInt32(65535) }, ""},
+		{"destination_port 65536", nil, func(m *listenerv3.FilterChainMatch) { m.DestinationPort = wrapperspb.UInt32(65536) }, "65536 is not"},
+	} {
+		err := build(tc.keep, tc.edit)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: refused: %v", tc.name, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.err)
+		}
+	}
+}
+
+// TestInboundMetadataMode: a chain's "weft.inbound" mode is STRICT or
+// PERMISSIVE, anything else refused (validate_listener.go 307).
+func TestInboundMetadataMode(t *testing.T) {
+	for mode, want := range map[string]string{"STRICT": "", "PERMISSIVE": "", "strict": `mode "strict" is not STRICT or PERMISSIVE`, "DISABLE": `mode "DISABLE" is not STRICT or PERMISSIVE`} {
+		r := mesh{services: []string{"server.demo"}}.envoy(t)
+		l := r[model.ListenerType]["inbound"].(*listenerv3.Listener)
+		fc := l.FilterChains[len(l.FilterChains)-1]
+		fc.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"weft.inbound": {Fields: map[string]*structpb.Value{
+			"mode": structpb.NewStringValue(mode)}}}}
+		_, err := buildEnvoy(r)
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("weft.inbound mode %q: %v, want %q", mode, err, want)
+		}
+	}
+}
+
+// TestVirtualHostDomainWildcards: a domain's "*" is the whole domain, its
+// first or its last character, and there is one at most
+// (validate_route.go 128).
+func TestVirtualHostDomainWildcards(t *testing.T) {
+	for domain, ok := range map[string]bool{
+		"*.example.com": true, "*example.com": true, "api.example.*": true, "api.example.com": true,
+		"api.*.com": false, "a*b": false, "*.example.*": false, "**": false, "*a*": false,
+	} {
+		r := mesh{services: []string{"server.demo"}, httpEgress: true}.envoy(t)
+		rc := r[model.RouteType]["egress|80"].(*routev3.RouteConfiguration)
+		rc.VirtualHosts[0].Domains = []string{domain}
+		_, err := buildEnvoy(r)
+		if ok != (err == nil) || !ok && !strings.Contains(err.Error(), "a wildcard must be the first or last character") {
+			t.Errorf("domain %q: %v, want accepted %v", domain, err, ok)
+		}
 	}
 }
