@@ -90,6 +90,12 @@ const ProxyContainer = "weft-proxy"
 // pod it leaves alone; weftctl explain-injection lists them.
 const EventReasonSkipped = "InjectionSkipped"
 
+// ClusterDomain is the cluster's DNS domain, as Services' names end:
+// Kubernetes' default. The control plane names Services by it (the SNI of
+// in-mesh clusters, an ExternalName Service's names) and the sidecar binds
+// an ExternalName Service's connections to <svc>.<ns>.svc.<ClusterDomain>.
+const ClusterDomain = "cluster.local"
+
 // filter_metadata namespaces of the xDS the control plane sends and the
 // sidecar reads: an egress rule's chain or route, and an inbound chain's
 // mTLS mode.

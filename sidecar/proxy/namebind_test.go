@@ -189,3 +189,48 @@ func TestAllowedHostToAnotherAddressIsRefused(t *testing.T) {
 		t.Fatalf("IP Host: %d, mismatch_denied %v", code, a.counter("egress_name_bindings", bindMismatchDenied))
 	}
 }
+
+// TestExternalNameBindsToTheService: a chain of an ExternalName Service's
+// names (metadata service dev/api, host api.partner.com) binds a
+// connection to what the cluster DNS answers for the Service,
+// api.dev.svc.cluster.local, never to what the name sent resolves to:
+// "api.dev" is a public name whoever owns it answers, so an app sending it
+// to an address of its choosing is refused even where that name resolves
+// there, and let through where the Service resolves there. The audit
+// record names the Service and its target.
+func TestExternalNameBindsToTheService(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		resolves map[string]string
+		refused  bool
+	}{
+		{"the name sent resolves there, the Service elsewhere", map[string]string{"allowed.example.com": "127.0.0.1", "api.dev.svc.cluster.local": "127.0.0.2"}, true},
+		{"the Service resolves there", map[string]string{"allowed.example.com": "127.0.0.2", "api.dev.svc.cluster.local": "127.0.0.1"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, ext, _, events := namePod(t, "Enforce", tc.resolves, false)
+			cfg := a.cfg.Load()
+			for _, fc := range cfg.Outbound.Chains {
+				if fc.Name == "egress-allowed" {
+					fc.Egress.Service, fc.Egress.Host = "dev/api", "api.partner.com"
+				}
+			}
+			c := helloTo(a, ext.addr(), "allowed.example.com")
+			if tc.refused {
+				expectClosed(t, c)
+				a.waitCounter(1, "egress_name_bindings", bindMismatchDenied)
+			} else {
+				waitAccepted(t, ext, 1)
+				c.Close()
+			}
+			e := nextEvent(t, events)
+			if e.Service != "dev/api" || e.DstHost != "api.partner.com" || e.SNI != "allowed.example.com" {
+				t.Fatalf("audit event %+v: want service dev/api, dstHost api.partner.com", e)
+			}
+			wantReason := "name_mismatch: api.dev.svc.cluster.local does not resolve to 127.0.0.1 for this pod"
+			if tc.refused != strings.HasPrefix(e.Reason, wantReason) || tc.refused != (e.Decision == "deny") {
+				t.Fatalf("audit event %+v: refused %v, want reason %q", e, tc.refused, wantReason)
+			}
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/sidecar/egress"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
@@ -240,6 +241,13 @@ func (p *Proxy) bindCheck(ctx context.Context, cfg *model.Config, fc *model.Filt
 	}
 	if cl := cfg.Clusters[clusterName]; cl == nil || cl.Kind != model.KindOriginalDst {
 		return "", nil
+	}
+	if ns, svc, ok := strings.Cut(meta.Service, "/"); ok {
+		// A name of an ExternalName Service, decided as the name it points
+		// at: bound to what the cluster DNS answers for the Service (its
+		// CNAME, then the target's records), not to what the name sent
+		// resolves to (<svc>.<ns> may be a public name anyone can answer).
+		name = svc + "." + ns + ".svc." + names.ClusterDomain
 	}
 	b := p.cfg.Names.Bind(ctx, name, dst.Addr())
 	if b.Bound {

@@ -274,8 +274,8 @@ type egressChain struct {
 // An ExternalName Service is egress to the name it points at: its names
 // (externalNames) get leaves of their own, on every port and IP leaf, with
 // the verdict of the rules that match that name there; the verdict names
-// the Service and the name, so the audit record does. A rule naming one
-// of those names exactly is decided the same way: it does not apply.
+// the Service and the name, so the audit record does. A name a rule's host
+// covers is not one of them (externalNames).
 func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChain, error) {
 	var refs []ruleRef
 	for _, p := range b.pol.Egress {
@@ -286,12 +286,6 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 	aliases := b.externalNames()
 	if len(refs) == 0 && len(aliases) == 0 {
 		return nil, nil
-	}
-	aliased := map[string]bool{}
-	for _, x := range aliases {
-		for _, n := range x.names {
-			aliased[n] = true
-		}
 	}
 	var ports []uint16
 	var prefixes []netip.Prefix
@@ -305,11 +299,14 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 	}
 	// Envoy narrows by port first: what applies on every port (rules
 	// without ports, the names of ExternalName Services) is repeated on
-	// the ports of the in-mesh chains too.
+	// the ports of the in-mesh chains and of the sidecar's own guard
+	// chains too (those match only loopback: an outside address at such a
+	// port would otherwise find no chain, and the default chain decide).
 	if portless || len(aliases) > 0 {
 		for k := range taken {
 			ports = append(ports, k.port)
 		}
+		ports = append(ports, sidecarPorts...)
 	}
 	slices.Sort(ports)
 	ports = append([]uint16{0}, slices.Compact(ports)...)
@@ -333,11 +330,10 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 				httpHosts = append(httpHosts, r.rule.Hosts...)
 			}
 		}
-		isAlias := func(h string) bool { return aliased[h] }
 		slices.Sort(tlsHosts)
-		tlsHosts = slices.DeleteFunc(slices.Compact(tlsHosts), isAlias)
+		tlsHosts = slices.Compact(tlsHosts)
 		slices.Sort(httpHosts)
-		httpHosts = slices.DeleteFunc(slices.Compact(httpHosts), isAlias)
+		httpHosts = slices.Compact(httpHosts)
 		// Plain HTTP is judged by its Host only on ports where an HTTP
 		// rule by host applies; where only other rules by name do, its
 		// name is unknown (sidecar/egress NameUnknown), the Host of an
@@ -717,39 +713,90 @@ func comparePrefix(a, b netip.Prefix) int {
 // at.
 type externalName struct {
 	service string   // "<ns>/<name>"
-	target  string   // spec.externalName, lower case, no trailing dot
-	names   []string // the Service's DNS names, the fully qualified first
+	target  string   // the name it points at (through ExternalName Services it names), lower case, no trailing dot
+	names   []string // the Service's DNS names that are its here
 }
 
+// maxExternalNameHops bounds the ExternalName Services followed from one
+// (a Service that points at another's name), as the DNS proxy bounds a
+// CNAME chain.
+const maxExternalNameHops = 8
+
 // externalNames are the mesh's ExternalName Services that point at a DNS
-// name (one that is an IP address is decided by that address, as any
-// connection to it). Their names: <name>.<ns>.svc.cluster.local,
-// <name>.<ns>.svc and <name>.<ns>, and <name> alone for a workload of the
-// same namespace (what its resolver's search list completes). The app's
-// resolver asks for the fully qualified name and gets the Service's CNAME
-// to the target; an SNI or Host by any of these names is bound to the
-// addresses that answer said, like any name (sidecar/dnsproxy).
+// name, each with the name it finally points at: through ExternalName
+// Services it names (<svc>.<ns>.svc.cluster.local, as the cluster DNS
+// follows the CNAMEs), at most maxExternalNameHops, a loop leaving it out.
+// One that points at an IP address is decided by that address, as any
+// connection to it.
+//
+// Their names: <name>.<ns>.svc.cluster.local, <name>.<ns>.svc and
+// <name>.<ns>, and <name> alone for a workload of the same namespace
+// (what its resolver's search list completes) — except a name that a host
+// of one of the workload's rules covers (exactly or by wildcard): that
+// name is decided as sent, by those rules, so that no Service (another
+// namespace's, whose names outside cluster.local may be any DNS name: a
+// Service "example" in a namespace "com") overrides a rule. The sidecar
+// binds a connection by any of the names to the addresses the cluster DNS
+// answers for <name>.<ns>.svc.cluster.local (the Service's CNAME, then the
+// target's records), never to what the name sent resolves to elsewhere.
 func (b *builder) externalNames() []externalName {
+	byFQDN := map[string]*mesh.Service{}
+	for _, svc := range b.snap.Services {
+		if svc.Type == "ExternalName" {
+			byFQDN[svc.Name+"."+svc.Namespace+".svc."+clusterDomain] = svc
+		}
+	}
+	var ruleHosts []string
+	for _, p := range b.pol.Egress {
+		for _, r := range p.Rules {
+			ruleHosts = append(ruleHosts, r.Hosts...)
+		}
+	}
 	var out []externalName
 	for _, svc := range b.snap.Services {
-		target := strings.TrimSuffix(strings.ToLower(svc.ExternalName), ".")
-		if svc.Type != "ExternalName" || target == "" {
+		if svc.Type != "ExternalName" {
 			continue
 		}
-		if _, err := netip.ParseAddr(target); err == nil {
+		target, ok := externalTarget(svc, byFQDN)
+		if !ok {
 			continue
 		}
-		x := externalName{service: svc.Namespace + "/" + svc.Name, target: target, names: []string{
-			svc.Name + "." + svc.Namespace + ".svc." + clusterDomain,
-			svc.Name + "." + svc.Namespace + ".svc",
-			svc.Name + "." + svc.Namespace,
-		}}
+		x := externalName{service: svc.Namespace + "/" + svc.Name, target: target}
+		names := []string{svc.Name + "." + svc.Namespace + ".svc." + clusterDomain, svc.Name + "." + svc.Namespace + ".svc", svc.Name + "." + svc.Namespace}
 		if svc.Namespace == b.w.Namespace {
-			x.names = append(x.names, svc.Name)
+			names = append(names, svc.Name)
 		}
-		out = append(out, x)
+		for _, n := range names {
+			if !slices.ContainsFunc(ruleHosts, func(h string) bool { return hostCovers(h, n) }) {
+				x.names = append(x.names, n)
+			}
+		}
+		if len(x.names) > 0 {
+			out = append(out, x)
+		}
 	}
 	return out
+}
+
+// externalTarget is the DNS name svc finally points at, following the
+// ExternalName Services (byFQDN) it names; ok is false for an IP address,
+// an empty name, a loop or a chain longer than maxExternalNameHops.
+func externalTarget(svc *mesh.Service, byFQDN map[string]*mesh.Service) (string, bool) {
+	for range maxExternalNameHops {
+		target := strings.TrimSuffix(strings.ToLower(svc.ExternalName), ".")
+		if target == "" {
+			return "", false
+		}
+		if _, err := netip.ParseAddr(target); err == nil {
+			return "", false
+		}
+		next, ok := byFQDN[target]
+		if !ok {
+			return target, true
+		}
+		svc = next
+	}
+	return "", false
 }
 
 // matches are the rules deciding x's names at port, for the protocol

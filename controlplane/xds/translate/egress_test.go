@@ -743,9 +743,9 @@ func TestEgressDefaultAction(t *testing.T) {
 
 // TestExternalNameEgress: an ExternalName Service's names are decided as
 // the name it points at, with the verdict naming the Service and that
-// name (the audit record's Service and DstHost); a rule naming the
-// Service's own name does not apply; its short name is its own
-// namespace's only. Without egress rules, the workloads of one namespace
+// name (the audit record's Service and DstHost); a name a rule names is
+// decided by that rule, as sent; its short name is its own namespace's
+// only. Without egress rules, the workloads of one namespace
 // share one outbound listener, and the mesh without ExternalName Services
 // keeps the one listener of every such workload.
 func TestExternalNameEgress(t *testing.T) {
@@ -764,7 +764,7 @@ func TestExternalNameEgress(t *testing.T) {
 	res := generate(t, snap, "client-7d9f.demo")
 	l := listener(res, "outbound")
 	byRule := outcome{decisionDeny, "demo/list", "0"}
-	for _, probe := range []conn{tls("ext.demo.svc.cluster.local"), tls("ext"), tls("ext.demo.svc"), plain("ext.demo"), plain("ext:80"), plain("ext.demo.svc.cluster.local")} {
+	for _, probe := range []conn{tls("ext.demo"), tls("ext"), tls("ext.demo.svc"), plain("ext.demo"), plain("ext:80"), plain("ext.demo.svc")} {
 		if got := simulate(t, res, probe); got != byRule {
 			t.Errorf("%v: %+v, want %+v (as api.example.com)", probe, got, byRule)
 		}
@@ -778,6 +778,12 @@ func TestExternalNameEgress(t *testing.T) {
 		f := md["weft.egress"].GetFields()
 		if f["service"].GetStringValue() != "demo/ext" || f["host"].GetStringValue() != "api.example.com" {
 			t.Errorf("%v: metadata %v, want service demo/ext and host api.example.com", probe, f)
+		}
+	}
+	// The name a rule names: that rule's, as sent.
+	for _, probe := range []conn{tls("ext.demo.svc.cluster.local"), plain("ext.demo.svc.cluster.local")} {
+		if got := simulate(t, res, probe); got != (outcome{decisionAllow, "demo/list", "1"}) {
+			t.Errorf("%v: %+v, want allowed by rule 1, which names it", probe, got)
 		}
 	}
 	// Names it does not have: another namespace's short name, a Service

@@ -1023,16 +1023,20 @@ var agreeEgressIPs = []string{"1.2.3.4", "203.0.113.5", "203.0.113.200", "198.18
 	"198.19.0.20", "198.18.1.11", "198.19.0.1", "198.18.1.13"}
 
 var (
-	agreeEgressPorts = []uint16{22, 80, 443, 8080, 9000, 1234}
+	// 15001 and 15020: ports of the sidecar's own guard chains, which
+	// match loopback only.
+	agreeEgressPorts = []uint16{22, 80, 443, 8080, 9000, 1234, 15001, 15020}
 	agreeTLSNames    = []string{"", "api.example.com", "x.example.com", "a.b.example.com", "example.com", "bad.example.com",
 		"x.bad.example.com", "docs.example.org", "x.github.com", "github.com", "evil.example.com", "other.org",
-		"ext.demo.svc.cluster.local", "ext", "docs.shop.svc", "bad.shop", "docs", "byip.demo"}
+		"ext.demo.svc.cluster.local", "ext", "docs.shop.svc", "bad.shop", "docs", "byip.demo", "chain.demo.svc.cluster.local",
+		"loop2.shop", "example.com.svc"}
 	// No empty Host: an HTTP/1.1 request without one is answered 400
 	// before any policy applies (sidecar/proxy routeHTTP), which the policy
 	// model does not describe.
 	agreeHTTPNames = []string{"evil.example.com", "evil.example.com:80", "api.example.com", "docs.example.org", "docs.example.org:8080",
 		"a.internal.example", "a.internal.example:8080", "internal.example", "other.org", "x.bad.example.com",
-		"ext", "Ext.Demo.svc.cluster.local.:8080", "docs.shop", "bad.shop.svc", "docs", "byip.demo.svc.cluster.local"}
+		"ext", "Ext.Demo.svc.cluster.local.:8080", "docs.shop", "bad.shop.svc", "docs", "byip.demo.svc.cluster.local",
+		"chain", "loop1.shop.svc.cluster.local", "example.com"}
 )
 
 // agreeExternalNames are ExternalName Services of the egress agreement
@@ -1045,27 +1049,53 @@ var agreeExternalNames = []*mesh.Service{
 	{Namespace: "shop", Name: "docs", Type: "ExternalName", ExternalName: "docs.example.org"},
 	{Namespace: "shop", Name: "bad", Type: "ExternalName", ExternalName: "x.bad.example.com"},
 	{Namespace: "demo", Name: "byip", Type: "ExternalName", ExternalName: "198.18.100.7"},
+	// Through another ExternalName Service: decided by where the chain ends.
+	{Namespace: "demo", Name: "chain", Type: "ExternalName", ExternalName: "docs.shop.svc.cluster.local"},
+	// A loop has no end: no names.
+	{Namespace: "shop", Name: "loop1", Type: "ExternalName", ExternalName: "loop2.shop.svc.cluster.local"},
+	{Namespace: "shop", Name: "loop2", Type: "ExternalName", ExternalName: "loop1.shop.svc.cluster.local."},
+	// A Service whose <name>.<ns> is a public name, as a namespace "com"
+	// makes possible: rules naming example.com keep deciding it.
+	{Namespace: "com", Name: "example", Type: "ExternalName", ExternalName: "api.example.com"},
 }
 
 // agreeExternalName is the model of an ExternalName Service's names
 // (README, "ExternalName Services"): for the client of namespace demo,
 // <name>.<ns>.svc.cluster.local, <name>.<ns>.svc, <name>.<ns>, and <name>
 // for a Service of demo, in any case, with a trailing dot or a port, are
-// the Service ("<ns>/<name>") pointing at target; a Service pointing at an
-// IP address has no such names.
-func agreeExternalName(name string) (svc, target string, ok bool) {
+// the Service ("<ns>/<name>") pointing at target — where the Service
+// finally points, through the ExternalName Services it names by their
+// <name>.<ns>.svc.cluster.local — unless a host of one of pols' rules
+// covers the name: then it is a name like any other. A Service pointing
+// at an IP address, or into a loop, has no such names.
+func agreeExternalName(pols []*mesh.EgressPolicy, name string) (svc, target string, ok bool) {
 	name = strings.ToLower(name)
 	if h, port, err := net.SplitHostPort(name); err == nil && port != "" {
 		name = h
 	}
 	name = strings.TrimSuffix(name, ".")
+	for _, p := range pols {
+		for _, r := range p.Rules {
+			if slices.ContainsFunc(r.Hosts, func(h string) bool { return refHostMatches(h, name) }) {
+				return "", "", false
+			}
+		}
+	}
 	for _, s := range agreeExternalNames {
 		fq := s.Name + "." + s.Namespace
 		if name != fq && name != fq+".svc" && name != fq+".svc.cluster.local" && (s.Namespace != "demo" || name != s.Name) {
 			continue
 		}
-		target = strings.TrimSuffix(strings.ToLower(s.ExternalName), ".")
-		if _, err := netip.ParseAddr(target); err == nil {
+		end := s
+		for range 8 {
+			target = strings.TrimSuffix(strings.ToLower(end.ExternalName), ".")
+			next := slices.IndexFunc(agreeExternalNames, func(n *mesh.Service) bool { return n.Name+"."+n.Namespace+".svc.cluster.local" == target })
+			if next < 0 {
+				break
+			}
+			end, target = agreeExternalNames[next], ""
+		}
+		if _, err := netip.ParseAddr(target); err == nil || target == "" {
 			return "", "", false
 		}
 		return s.Namespace + "/" + s.Name, target, true
@@ -1074,10 +1104,20 @@ func agreeExternalName(name string) (svc, target string, ok bool) {
 }
 
 // agreeTarget is c as the policy model decides it: by the name an
-// ExternalName Service's name points at.
-func agreeTarget(c conn) conn {
-	if _, target, ok := agreeExternalName(c.name); ok {
+// ExternalName Service's name points at; any other name in lower case,
+// without a trailing dot (as the sidecar reads names: sidecar/egress).
+func agreeTarget(pols []*mesh.EgressPolicy, c conn) conn {
+	if _, target, ok := agreeExternalName(pols, c.name); ok {
 		c.name = target
+		return c
+	}
+	host, port, err := net.SplitHostPort(c.name)
+	if err != nil {
+		host, port = c.name, ""
+	}
+	c.name = strings.TrimSuffix(strings.ToLower(host), ".")
+	if port != "" {
+		c.name += ":" + port
 	}
 	return c
 }
@@ -1314,6 +1354,16 @@ func agreeNamedEgressSets() []agreeEgressSet {
 			mesh.EgressRule{CIDRs: []netip.Prefix{pfx("198.18.0.0/15"), pfx("198.19.0.20/32")}, Action: v1alpha1.EgressDeny},
 			mesh.EgressRule{Hosts: []string{"api.example.com"}, Ports: tls443, Action: v1alpha1.EgressAllow},
 		)}},
+		// Rules whose hosts cover names of ExternalName Services
+		// (agreeExternalNames): those names are decided as sent, by the
+		// rules, whatever Service has them.
+		{name: "rules-over-externalname-names", policies: []*mesh.EgressPolicy{{Namespace: "demo", Name: "names", Mode: v1alpha1.EgressEnforce,
+			DefaultAction: v1alpha1.EgressAllow, Rules: []mesh.EgressRule{
+				{Hosts: []string{"example.com"}, Ports: tls443, Action: v1alpha1.EgressDeny},
+				{Hosts: []string{"*.shop"}, Action: v1alpha1.EgressDeny},
+				{Hosts: []string{"ext.demo.svc.cluster.local", "api.example.com"}, Ports: append(tls443, http80...), Action: v1alpha1.EgressAllow},
+				{Hosts: []string{"*.example.com"}, Action: v1alpha1.EgressDeny},
+			}}}},
 		{name: "rejected", policies: golden,
 			rejected: []mesh.Rejected{{Kind: v1alpha1.EgressPolicyKind, Namespace: "demo", Name: "broken", Reason: v1alpha1.ReasonInvalid}}},
 		// A CIDR of a whole family is Envoy's "any IP" of that family:
@@ -1598,7 +1648,7 @@ func TestSidecarAgreesOnEgress(t *testing.T) {
 				var cases []*e2eCase
 				byDecision := map[string]int{}
 				for i, p := range probes {
-					want := agreeEgressModel(snap, w, agreeTarget(p))
+					want := agreeEgressModel(snap, w, agreeTarget(snap.PoliciesFor(w).Egress, p))
 					byDecision[want.decision]++
 					d := egress.DecideConn(cfg, agreeEgressConn(p))
 					got := agreeOutcome(d)
@@ -1636,7 +1686,7 @@ func TestSidecarAgreesOnEgress(t *testing.T) {
 					// names the Service and, as the destination, the name
 					// it points at: TLS by its SNI, HTTP where its Host is
 					// judged (an HTTP chain; elsewhere the name is unknown).
-					svc, target, aliased := agreeExternalName(c.probe.name)
+					svc, target, aliased := agreeExternalName(snap.PoliciesFor(w).Egress, c.probe.name)
 					if !aliased || c.probe.proto == "http" && !strings.Contains(c.rec.Chain, "|http|") {
 						svc, target = "", egress.HostName(c.probe.name)
 					}

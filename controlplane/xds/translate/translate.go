@@ -35,9 +35,8 @@ import (
 // (cluster weft-controlplane) when Generator.ControlPlaneAddr is empty.
 const DefaultControlPlaneAddr = names.DefaultControlPlaneAddr
 
-// clusterDomain is the cluster's DNS domain, as Services' names end
-// (Kubernetes' default; the test cluster's).
-const clusterDomain = "cluster.local"
+// clusterDomain is the cluster's DNS domain, as Services' names end.
+const clusterDomain = names.ClusterDomain
 
 // Names of the resources every sidecar gets (sidecar/xds/README.md).
 const (
