@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -54,6 +55,10 @@ type Service struct {
 	Type            string       // ClusterIP, NodePort, LoadBalancer, ExternalName
 	ClusterIPs      []netip.Addr // none for headless and ExternalName services
 	ExternalName    string
+	// Created is the Service's creationTimestamp: which ExternalName
+	// Services keep their names in a sidecar past its budget (the oldest;
+	// controlplane/xds/translate).
+	Created time.Time
 	// Selector picks the service's pods; nil when the service has none
 	// (its EndpointSlices are managed by hand).
 	Selector  map[string]string

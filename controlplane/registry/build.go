@@ -226,7 +226,8 @@ func workload(p *corev1.Pod, idOf *ids) *mesh.Workload {
 }
 
 func service(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, pods map[mesh.Key]*mesh.Workload) *mesh.Service {
-	out := &mesh.Service{Namespace: svc.Namespace, Name: svc.Name, Type: string(svc.Spec.Type), ExternalName: svc.Spec.ExternalName}
+	out := &mesh.Service{Namespace: svc.Namespace, Name: svc.Name, Type: string(svc.Spec.Type), ExternalName: svc.Spec.ExternalName,
+		Created: svc.CreationTimestamp.Time}
 	if out.Type == "" {
 		out.Type = string(corev1.ServiceTypeClusterIP)
 	}

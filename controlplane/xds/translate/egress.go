@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -312,6 +313,7 @@ func (b *builder) egressChains(taken map[meshKey]bool) ([]*listenerv3.FilterChai
 	ports = append([]uint16{0}, slices.Compact(ports)...)
 	slices.SortFunc(prefixes, comparePrefix)
 	prefixes = slices.Compact(prefixes)
+	aliases = withinBudget(aliases, len(ports)*(1+len(prefixes)))
 
 	var leaves []egressChain
 	for _, port := range ports {
@@ -717,6 +719,25 @@ type externalName struct {
 	names   []string // the Service's DNS names that are its here
 }
 
+// maxExternalNameChains bounds the TLS chains the names of ExternalName
+// Services take in one sidecar's outbound listener (each Service's names
+// are repeated on every port and IP leaf: egressChains): about 2.5 MiB of
+// the 16 MiB an xDS response may be (api/names.MaxXDSMessageSize), so that
+// Services created in any namespace cannot push a sidecar's configuration
+// past it (the control plane would withhold it: no updates at all).
+const maxExternalNameChains = 4096
+
+// withinBudget keeps the first of aliases (externalNames' order: the
+// workload's own namespace first, then the oldest) whose chains, leaves
+// each (ports × IP leaves, counted from above), fit maxExternalNameChains.
+// The names of the Services left out are decided as sent, as any name.
+func withinBudget(aliases []externalName, leaves int) []externalName {
+	if n := maxExternalNameChains / max(leaves, 1); len(aliases) > n {
+		return aliases[:n]
+	}
+	return aliases
+}
+
 // maxExternalNameHops bounds the ExternalName Services followed from one
 // (a Service that points at another's name), as the DNS proxy bounds a
 // CNAME chain.
@@ -753,6 +774,7 @@ func (b *builder) externalNames() []externalName {
 		}
 	}
 	var out []externalName
+	var created []time.Time
 	for _, svc := range b.snap.Services {
 		if svc.Type != "ExternalName" {
 			continue
@@ -773,9 +795,32 @@ func (b *builder) externalNames() []externalName {
 		}
 		if len(x.names) > 0 {
 			out = append(out, x)
+			created = append(created, svc.Created)
 		}
 	}
-	return out
+	// Budget order (withinBudget): the workload's own namespace first, then
+	// the oldest, so that Services created later elsewhere cannot crowd out
+	// the ones a namespace relies on.
+	order := make([]int, len(out))
+	for i := range order {
+		order[i] = i
+	}
+	own := b.w.Namespace + "/"
+	slices.SortStableFunc(order, func(i, j int) int {
+		oi, oj := strings.HasPrefix(out[i].service, own), strings.HasPrefix(out[j].service, own)
+		switch {
+		case oi != oj && oi:
+			return -1
+		case oi != oj:
+			return 1
+		}
+		return created[i].Compare(created[j])
+	})
+	sorted := make([]externalName, len(out))
+	for k, i := range order {
+		sorted[k] = out[i]
+	}
+	return sorted
 }
 
 // externalTarget is the DNS name svc finally points at, following the

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -13,6 +14,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -824,5 +826,44 @@ func TestExternalNameEgress(t *testing.T) {
 	if v1 := outboundOf(gen, "server-v1-5b7c.demo"); v1 != outboundOf(gen, "legacy-app-0.legacy") ||
 		slices.ContainsFunc(v1.FilterChains, func(fc *listenerv3.FilterChain) bool { return strings.Contains(fc.Name, "externalname") }) {
 		t.Error("no ExternalName Service: the outbound listener of workloads without egress rules is not the mesh's one")
+	}
+}
+
+// TestExternalNameBudget: Services created in any namespace cannot push a
+// sidecar's outbound listener past the xDS size limit: the names of at
+// most maxExternalNameChains / (ports × IP leaves) ExternalName Services
+// get chains, the workload's own namespace's first, then the oldest; the
+// rest are names like any other. 2,000 Services created after the
+// namespace's own one leave it its chains, and the listener within budget.
+func TestExternalNameBudget(t *testing.T) {
+	c := meshContents(v1alpha1.OutboundAllowAny)
+	var old time.Time // only the Services' order matters
+	c.Services = append(slices.Clone(c.Services),
+		&mesh.Service{Namespace: "demo", Name: "ext", Type: "ExternalName", ExternalName: "api.example.com", Created: old.Add(time.Hour)},
+		&mesh.Service{Namespace: "shop", Name: "docs", Type: "ExternalName", ExternalName: "docs.example.org", Created: old})
+	for i := range 2000 {
+		c.Services = append(c.Services, &mesh.Service{Namespace: "aaa-flood", Name: fmt.Sprintf("s%04d", i), Type: "ExternalName",
+			ExternalName: fmt.Sprintf("h%d.example.net", i), Created: old.Add(2 * time.Hour)})
+	}
+	snap := mesh.NewSnapshot(0, c)
+	for _, node := range []string{"client-7d9f.demo", "server-v1-5b7c.demo", "legacy-app-0.legacy"} {
+		l := listener(generate(t, snap, node), "outbound")
+		services := map[string]bool{}
+		for _, fc := range l.FilterChains {
+			if svc := fc.GetMetadata().GetFilterMetadata()["weft.egress"].GetFields()["service"].GetStringValue(); svc != "" {
+				services[svc] = true
+			}
+		}
+		size := proto.Size(l)
+		t.Logf("%s: %d chains, %d ExternalName Services with names, listener %d KiB", node, len(l.FilterChains), len(services), size>>10)
+		if len(l.FilterChains) > maxExternalNameChains+200 || size > 4<<20 {
+			t.Errorf("%s: %d chains, %d bytes: past the budget", node, len(l.FilterChains), size)
+		}
+		if !services["shop/docs"] || node != "legacy-app-0.legacy" && !services["demo/ext"] {
+			t.Errorf("%s: the oldest Services and the namespace's own lost their names to 2,000 newer ones: %d kept", node, len(services))
+		}
+		if len(services) >= 2002 || len(services) < 10 {
+			t.Errorf("%s: %d Services kept their names, want the budget's share", node, len(services))
+		}
 	}
 }
