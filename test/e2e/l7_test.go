@@ -143,10 +143,14 @@ func TestHTTPRouting(t *testing.T) {
 	for _, s := range servers {
 		n := l7.ServedBy[s]
 		t.Logf("replica %s: %d calls, %+.1f %% of even", s, n, 100*(float64(n)-even)/even)
-		// Peak-EWMA power of two choices is not round robin: the
-		// spread is reported above; a replica that gets under half of
-		// its share means the balancing is broken.
-		if float64(n) < even/2 {
+		// Peak-EWMA power of two choices is not round robin: it sends
+		// fewer requests to a replica that answers slower, as one does
+		// when the machine's 2 cores are busy (alone: 300/306/294; under
+		// a mutation run or builds beside it: 141/248/511, 119/371/410).
+		// The spread is reported above; what L4 cannot do is reach every
+		// replica over one connection, and a replica with under a
+		// quarter of its share means the balancing is broken.
+		if float64(n) < even/4 {
 			t.Errorf("replica %s answered %d of %d calls over one connection, want about %.0f", s, n, calls, even)
 		}
 	}
