@@ -384,25 +384,35 @@ EOF
 EOF
 }
 
-coredns_rbac() {
-  kubectl_admin apply -f - >/dev/null <<'EOF'
+# user_cluster_role NAME: the ClusterRole NAME with the rules YAML read from
+# stdin, bound to the User NAME (a component's client certificate's CN).
+user_cluster_role() {
+  local rules
+  rules="$(cat)"
+  kubectl_admin apply -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {name: "system:coredns"}
+metadata: {name: "$1"}
 rules:
+${rules}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "$1"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "$1"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "$1"}
+EOF
+}
+
+coredns_rbac() {
+  user_cluster_role system:coredns <<'EOF'
 - apiGroups: [""]
   resources: [endpoints, services, pods, namespaces]
   verbs: [list, watch]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "system:coredns"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}
 EOF
 }
 
@@ -411,11 +421,7 @@ EOF
 # endpoints and endpointslices even when only the firewall runs. No write
 # access: the NetworkPolicy controller only reads the API.
 kube_router_rbac() {
-  kubectl_admin apply -f - >/dev/null <<'EOF'
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: "system:kube-router"}
-rules:
+  user_cluster_role system:kube-router <<'EOF'
 - apiGroups: [""]
   resources: [namespaces, pods, services, nodes, endpoints]
   verbs: [get, list, watch]
@@ -425,13 +431,6 @@ rules:
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "system:kube-router"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kube-router"}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}
 EOF
 }
 

@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 
 	"github.com/weftmesh/weft/api/audit"
@@ -130,17 +129,7 @@ func TestDualStackPods(t *testing.T) {
 		out, err := get(other6)
 		return err == nil && strings.Contains(out, "hello from other-http"), nil
 	})
-	dyn := dynamic.NewForConfigOrDie(restConfig)
-	policy := weftObject("EgressPolicy", ns, "client-egress", map[string]any{
-		"selector": appSelector("client"),
-		"mode":     "Enforce",
-		"rules": []any{
-			map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{egressPort(80, "HTTP"), egressPort(443, "TLS")}, "action": "Allow"},
-		},
-	})
-	if _, err := dyn.Resource(egressGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	allowAPIExampleTest(t, ns, "client-egress")
 	byDefault := "403 weft: egress to this host denied by " + ns + "/client-egress default (defaultAction Deny)"
 	waitFor(t, time.Minute, "the policy in force over IPv6", func(context.Context) (bool, error) {
 		out, err := get(other6)

@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/weftmesh/weft/api/audit"
 )
@@ -59,17 +58,7 @@ func TestExternalNameEgress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dyn := dynamic.NewForConfigOrDie(restConfig)
-	policy := weftObject("EgressPolicy", ns, "by-name", map[string]any{
-		"selector": appSelector("client"),
-		"mode":     "Enforce",
-		"rules": []any{
-			map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{egressPort(80, "HTTP"), egressPort(443, "TLS")}, "action": "Allow"},
-		},
-	})
-	if _, err := dyn.Resource(egressGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	allowAPIExampleTest(t, ns, "by-name")
 	client := deployTestappAs(t, ns, "client", "client", "svid")
 	requireSynced(t, client.Name+"."+ns)
 	get := func(args ...string) (string, error) {

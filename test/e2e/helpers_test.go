@@ -33,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/weftmesh/weft/api/audit"
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
@@ -285,6 +286,23 @@ func weftObject(kind, ns, name string, spec map[string]any) *unstructured.Unstru
 // appSelector selects the pods labelled app=<app>.
 func appSelector(app string) map[string]any {
 	return map[string]any{"matchLabels": map[string]any{"app": app}}
+}
+
+// allowAPIExampleTest creates EgressPolicy name in ns: the client's egress
+// (app=client), Enforce, one rule allowing api.example.test on 80 (HTTP)
+// and 443 (TLS), defaultAction the CRD's default (Deny).
+func allowAPIExampleTest(t *testing.T, ns, name string) {
+	t.Helper()
+	policy := weftObject("EgressPolicy", ns, name, map[string]any{
+		"selector": appSelector("client"),
+		"mode":     "Enforce",
+		"rules": []any{
+			map[string]any{"hosts": []any{"api.example.test"}, "ports": []any{egressPort(80, "HTTP"), egressPort(443, "TLS")}, "action": "Allow"},
+		},
+	})
+	if _, err := dynamic.NewForConfigOrDie(restConfig).Resource(egressGVR).Namespace(ns).Create(context.Background(), policy, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // egressPort is a port of an EgressPolicy rule.

@@ -101,16 +101,7 @@ func deployTraefik(t *testing.T, ns string) (*corev1.Pod, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var p corev1.Pod
-	waitFor(t, 2*time.Minute, "Traefik ready", func(ctx context.Context) (bool, error) {
-		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=traefik"})
-		if err != nil || len(pods.Items) != 1 {
-			return false, nil
-		}
-		p = pods.Items[0]
-		return podReady(&p), nil
-	})
-	return &p, net.JoinHostPort(hostIP, fmt.Sprint(svc.Spec.Ports[0].NodePort))
+	return waitAppReady(t, ns, "traefik", "Traefik ready"), net.JoinHostPort(hostIP, fmt.Sprint(svc.Spec.Ports[0].NodePort))
 }
 
 // ingressGet sends GET / with Host host to Traefik's NodePort at addr

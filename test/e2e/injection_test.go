@@ -75,15 +75,7 @@ func TestInjection(t *testing.T) {
 	if _, err := kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var pod corev1.Pod
-	waitFor(t, 2*time.Minute, "the injected web pod to be ready", func(ctx context.Context) (bool, error) {
-		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
-		if err != nil || len(pods.Items) != 1 {
-			return false, nil
-		}
-		pod = pods.Items[0]
-		return podReady(&pod), nil
-	})
+	pod := *waitAppReady(t, ns, "web", "the injected web pod to be ready")
 	if !injected(&pod) {
 		t.Fatalf("pod %s was not injected: init %v", pod.Name, pod.Spec.InitContainers)
 	}

@@ -49,9 +49,16 @@ func deployTestapp(t *testing.T, ns, name string, args ...string) *corev1.Pod {
 	if _, err := kube.AppsV1().Deployments(ns).Create(context.Background(), dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	return waitAppReady(t, ns, name, name+" ready")
+}
+
+// waitAppReady waits up to 2 minutes for the one pod labelled app=app in
+// ns to be ready (what names the wait) and returns it.
+func waitAppReady(t *testing.T, ns, app, what string) *corev1.Pod {
+	t.Helper()
 	var pod corev1.Pod
-	waitFor(t, 2*time.Minute, name+" ready", func(ctx context.Context) (bool, error) {
-		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+	waitFor(t, 2*time.Minute, what, func(ctx context.Context) (bool, error) {
+		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
 		if err != nil || len(pods.Items) != 1 {
 			return false, nil
 		}
