@@ -112,7 +112,7 @@ chart-test:
 helm-e2e:
 	@rc=0; \
 	test/cluster/up.sh && TAG=$(TAG) VERSION=$(VERSION) test/cluster/images.sh && \
-	TAG=$(TAG) test/cluster/helm-smoke.sh || rc=$$?; \
+	TAG=$(TAG) VERSION=$(VERSION) test/cluster/helm-smoke.sh || rc=$$?; \
 	test/cluster/down.sh || rc=$$((rc ? rc : 1)); \
 	test/cluster/leftovers.sh || rc=$$((rc ? rc : 1)); \
 	exit $$rc
