@@ -435,11 +435,11 @@ EOF
 }
 
 # kube_router_ready: healthz answers and the netpol controller's first sync
-# put its jumps into the built-in chains, for IPv4 and IPv6.
+# put its jumps into the built-in chains (IPv4: it runs without IPv6).
 kube_router_ready() {
   curl -fsS "http://127.0.0.1:${KUBE_ROUTER_HEALTH_PORT}/healthz" >/dev/null || return 1
   local cmd chain
-  for cmd in iptables ip6tables; do
+  for cmd in iptables; do
     for chain in INPUT FORWARD OUTPUT; do
       "${cmd}" -w 5 -t filter -S "${chain}" | grep -- "-j KUBE-ROUTER-${chain}" >/dev/null || return 1
     done
@@ -572,6 +572,11 @@ main() {
 
   step "waiting for node Ready"
   wait_for "node ${NODE_NAME} Ready" 120 kubelet node_ready
+  # IPv4 only: v2.1.0's dual-stack NetworkPolicy is broken upstream
+  # (cloudnativelabs/kube-router#1653: ip6tables rules name IPv4 set names,
+  # so ip6tables-restore fails and every sync aborts; #1665: both families'
+  # handlers write the same ipsets, IPv4 sets left with wrong members). Seen
+  # here: policies not applied for minutes in full e2e runs.
   # kube-router with only its NetworkPolicy controller (what k3s embeds):
   # iptables + ipset in the host netns, both families. Pod routing stays the
   # CNI bridge's, Services stay kube-proxy's. It needs the Node object
@@ -581,7 +586,7 @@ main() {
     --kubeconfig "${PKI_DIR}/kube-router.kubeconfig" \
     --run-firewall=true --run-router=false --run-service-proxy=false \
     --hostname-override "${NODE_NAME}" \
-    --enable-ipv4=true --enable-ipv6=true \
+    --enable-ipv4=true --enable-ipv6=false \
     --service-cluster-ip-range "${SERVICE_CIDR}" --service-cluster-ip-range "${SERVICE_CIDR6}" \
     --health-port "${KUBE_ROUTER_HEALTH_PORT}" --metrics-port 0 \
     --v 1
