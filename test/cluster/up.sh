@@ -587,7 +587,7 @@ main() {
     --run-firewall=true --run-router=false --run-service-proxy=false \
     --hostname-override "${NODE_NAME}" \
     --enable-ipv4=true --enable-ipv6=false \
-    --service-cluster-ip-range "${SERVICE_CIDR}" --service-cluster-ip-range "${SERVICE_CIDR6}" \
+    --service-cluster-ip-range "${SERVICE_CIDR}" \
     --health-port "${KUBE_ROUTER_HEALTH_PORT}" --metrics-port 0 \
     --v 1
   step "waiting for CoreDNS"
