@@ -714,9 +714,10 @@ func comparePrefix(a, b netip.Prefix) int {
 // it: the names its clients can call it by, decided as the name it points
 // at.
 type externalName struct {
-	service string   // "<ns>/<name>"
-	target  string   // the name it points at (through ExternalName Services it names), lower case, no trailing dot
-	names   []string // the Service's DNS names that are its here
+	service string    // "<ns>/<name>"
+	target  string    // the name it points at (through ExternalName Services it names), lower case, no trailing dot
+	names   []string  // the Service's DNS names that are its here
+	created time.Time // the Service's creationTimestamp: the budget's order
 }
 
 // maxExternalNameChains bounds the TLS chains the names of ExternalName
@@ -774,7 +775,6 @@ func (b *builder) externalNames() []externalName {
 		}
 	}
 	var out []externalName
-	var created []time.Time
 	for _, svc := range b.snap.Services {
 		if svc.Type != "ExternalName" {
 			continue
@@ -783,7 +783,7 @@ func (b *builder) externalNames() []externalName {
 		if !ok {
 			continue
 		}
-		x := externalName{service: svc.Namespace + "/" + svc.Name, target: target}
+		x := externalName{service: svc.Namespace + "/" + svc.Name, target: target, created: svc.Created}
 		names := []string{svc.Name + "." + svc.Namespace + ".svc." + clusterDomain, svc.Name + "." + svc.Namespace + ".svc", svc.Name + "." + svc.Namespace}
 		if svc.Namespace == b.w.Namespace {
 			names = append(names, svc.Name)
@@ -795,32 +795,23 @@ func (b *builder) externalNames() []externalName {
 		}
 		if len(x.names) > 0 {
 			out = append(out, x)
-			created = append(created, svc.Created)
 		}
 	}
 	// Budget order (withinBudget): the workload's own namespace first, then
 	// the oldest, so that Services created later elsewhere cannot crowd out
 	// the ones a namespace relies on.
-	order := make([]int, len(out))
-	for i := range order {
-		order[i] = i
-	}
 	own := b.w.Namespace + "/"
-	slices.SortStableFunc(order, func(i, j int) int {
-		oi, oj := strings.HasPrefix(out[i].service, own), strings.HasPrefix(out[j].service, own)
+	slices.SortStableFunc(out, func(x, y externalName) int {
+		ox, oy := strings.HasPrefix(x.service, own), strings.HasPrefix(y.service, own)
 		switch {
-		case oi != oj && oi:
+		case ox && !oy:
 			return -1
-		case oi != oj:
+		case oy && !ox:
 			return 1
 		}
-		return created[i].Compare(created[j])
+		return x.created.Compare(y.created)
 	})
-	sorted := make([]externalName, len(out))
-	for k, i := range order {
-		sorted[k] = out[i]
-	}
-	return sorted
+	return out
 }
 
 // externalTarget is the DNS name svc finally points at, following the
