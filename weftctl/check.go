@@ -452,7 +452,7 @@ func checkPods(ctx context.Context, e *env, r *checkReport, current string) {
 		r.add("pods", checkOK, "no namespace has %s=enabled yet", names.InjectLabel)
 		return
 	}
-	meshed, optedOut := 0, 0
+	meshed, optedOutPods := 0, 0
 	for _, ns := range injected {
 		pods, err := e.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -474,17 +474,29 @@ func checkPods(ctx context.Context, e *env, r *checkReport, current string) {
 				} else {
 					meshed++
 				}
-			case slices.Contains([]injector.Skip{injector.SkipPodLabel, injector.SkipAnnotation, injector.SkipHostNetwork}, injector.SkipRule(e.weftNS, nsLabels[ns], p)):
-				optedOut++
+			case optedOut(e.weftNS, nsLabels[ns], p):
+				optedOutPods++
 			default:
-				x := explain(ctx, e, p)
-				why := "no sidecar. " + "Created " + stamp(p.CreationTimestamp.Time) + " while the injector was down or bypassed. Recreate it: kubectl -n " + ns + " delete pod " + p.Name + ", or rollout restart its owner"
-				if len(x.Timing) > 0 {
-					why = "no sidecar. " + x.Timing[0]
-				}
-				r.add(name, checkFail, "slipped through: %s", why)
+				r.add(name, checkFail, "slipped through: %s", slippedReason(ctx, e, p))
 			}
 		}
 	}
-	r.add("pods", checkOK, "%d pod(s) in %d injected namespace(s) run a current sidecar (%s); %d opted out", meshed, len(injected), strings.Join(injected, ", "), optedOut)
+	r.add("pods", checkOK, "%d pod(s) in %d injected namespace(s) run a current sidecar (%s); %d opted out", meshed, len(injected), strings.Join(injected, ", "), optedOutPods)
+}
+
+// optedOut says whether pod, in a namespace labelled nsLabels, asked not to
+// be injected (its label or annotation) or cannot be (host network).
+func optedOut(weftNS string, nsLabels map[string]string, pod *corev1.Pod) bool {
+	return slices.Contains([]injector.Skip{injector.SkipPodLabel, injector.SkipAnnotation, injector.SkipHostNetwork},
+		injector.SkipRule(weftNS, nsLabels, pod))
+}
+
+// slippedReason says why a pod of an injected namespace that did not opt
+// out has no sidecar, and what to do (weftctl check, weftctl dashboard).
+func slippedReason(ctx context.Context, e *env, p *corev1.Pod) string {
+	if x := explain(ctx, e, p); len(x.Timing) > 0 {
+		return "no sidecar. " + x.Timing[0]
+	}
+	return "no sidecar. Created " + stamp(p.CreationTimestamp.Time) + " while the injector was down or bypassed. Recreate it: kubectl -n " +
+		p.Namespace + " delete pod " + p.Name + ", or rollout restart its owner"
 }

@@ -85,7 +85,7 @@ func NewRoot(out, errOut io.Writer) *cobra.Command {
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	root.AddCommand(newInstall(g), newUninstall(g))
 	root.AddCommand(newCheck(g), newStatus(g), newVerify(g), newExplainInjection(g))
-	root.AddCommand(newEgress(g), newStat(g))
+	root.AddCommand(newEgress(g), newStat(g), newDashboard(g))
 	return root
 }
 

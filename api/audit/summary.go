@@ -10,6 +10,9 @@ import (
 // events: what the control plane serves per destination at /audit/summary
 // and `weftctl egress audit` shows, added up over the replicas.
 type DestinationSummary struct {
+	// Workload is the source SPIFFE ID when the summary is by workload and
+	// destination (the audit API's by=workload); "" when by destination.
+	Workload      string         `json:"workload,omitempty"`
 	Destination   string         `json:"destination"` // Event.Destination(): "host:port"
 	Protocols     []string       `json:"protocols"`
 	IPs           []string       `json:"ips,omitempty"` // up to 16 distinct destination IPs
@@ -27,13 +30,20 @@ type DestinationSummary struct {
 // maxSummaryIPs is how many destination IPs a DestinationSummary lists.
 const maxSummaryIPs = 16
 
-// Summaries sums egress by destination: a control plane its events (Add),
-// weftctl the replicas' summaries (Merge).
+// Summaries sums egress by destination, or by workload and destination: a
+// control plane its events (Add, AddByWorkload), weftctl the replicas'
+// summaries (Merge).
 type Summaries map[string]*DestinationSummary
 
-// Add counts e.
-func (m Summaries) Add(e Event) {
-	d := m.count(e.Destination(), 1, e.BytesSent, e.BytesReceived, e.Time, e.Time)
+// Add counts e under its destination.
+func (m Summaries) Add(e Event) { m.add("", e) }
+
+// AddByWorkload counts e under its source workload (SPIFFE ID) and
+// destination.
+func (m Summaries) AddByWorkload(e Event) { m.add(e.SourceID, e) }
+
+func (m Summaries) add(workload string, e Event) {
+	d := m.count(workload, e.Destination(), 1, e.BytesSent, e.BytesReceived, e.Time, e.Time)
 	d.Decisions[e.Decision]++
 	d.Protocols = addUnique(d.Protocols, e.Protocol, 0)
 	if e.DstIP.IsValid() {
@@ -48,7 +58,7 @@ func (m Summaries) Add(e Event) {
 // replica's). An event a sidecar resent to a second replica after a
 // failover is counted by both.
 func (m Summaries) Merge(s DestinationSummary) {
-	d := m.count(s.Destination, s.Connections, s.BytesSent, s.BytesReceived, s.FirstSeen, s.LastSeen)
+	d := m.count(s.Workload, s.Destination, s.Connections, s.BytesSent, s.BytesReceived, s.FirstSeen, s.LastSeen)
 	for k, n := range s.Decisions {
 		d.Decisions[k] += n
 	}
@@ -59,13 +69,14 @@ func (m Summaries) Merge(s DestinationSummary) {
 	d.Namespaces = union(d.Namespaces, s.Namespaces, 0)
 }
 
-// count adds connections seen from first to last to dest's summary, which
-// it returns.
-func (m Summaries) count(dest string, connections, sent, received int64, first, last time.Time) *DestinationSummary {
-	d := m[dest]
+// count adds connections seen from first to last to the summary of
+// workload ("" when by destination alone) and dest, which it returns.
+func (m Summaries) count(workload, dest string, connections, sent, received int64, first, last time.Time) *DestinationSummary {
+	key := workload + " " + dest // a SPIFFE ID has no space
+	d := m[key]
 	if d == nil {
-		d = &DestinationSummary{Destination: dest, FirstSeen: first, LastSeen: last, Decisions: map[string]int{}}
-		m[dest] = d
+		d = &DestinationSummary{Workload: workload, Destination: dest, FirstSeen: first, LastSeen: last, Decisions: map[string]int{}}
+		m[key] = d
 	}
 	d.Connections += connections
 	d.BytesSent += sent
@@ -86,7 +97,8 @@ func (m Summaries) Sorted() []DestinationSummary {
 		out = append(out, *d)
 	}
 	slices.SortFunc(out, func(a, b DestinationSummary) int {
-		return cmp.Or(cmp.Compare(b.Connections, a.Connections), cmp.Compare(a.Destination, b.Destination))
+		return cmp.Or(cmp.Compare(b.Connections, a.Connections), cmp.Compare(a.Destination, b.Destination),
+			cmp.Compare(a.Workload, b.Workload))
 	})
 	return out
 }

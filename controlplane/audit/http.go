@@ -35,11 +35,12 @@ type SummaryResponse struct {
 // reads, JSON):
 //
 //	GET /audit/events?since=&until=&namespace=&workload=&destination=&decision=&limit=
-//	GET /audit/summary?since=&until=&namespace=&workload=&destination=&decision=
+//	GET /audit/summary?since=&until=&namespace=&workload=&destination=&decision=&by=
 //	GET /audit/store (StoreResponse)
 //
 // since and until are RFC 3339 times or durations back from now ("24h");
-// limit defaults to 1000, at most 10000.
+// limit defaults to 1000, at most 10000; by is destination (the default)
+// or workload (a summary per source SPIFFE ID and destination).
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /audit/events", s.serveEvents)
@@ -121,7 +122,17 @@ func (s *Service) parseQuery(r *http.Request, withLimit bool) (Query, error) {
 		if v.Has("limit") {
 			return q, fmt.Errorf("audit: limit applies to /audit/events only")
 		}
+		switch by := v.Get("by"); by {
+		case "", "destination":
+		case "workload":
+			q.ByWorkload = true
+		default:
+			return q, fmt.Errorf("audit: by %q is not destination or workload", by)
+		}
 		return q, nil
+	}
+	if v.Has("by") {
+		return q, fmt.Errorf("audit: by applies to /audit/summary only")
 	}
 	q.Limit = DefaultLimit
 	if l := v.Get("limit"); l != "" {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -301,8 +302,29 @@ func TestHTTP(t *testing.T) {
 		sr.Destinations[0].Destination != "api.example.com:443" {
 		t.Errorf("summary: %d %+v", code, sr)
 	}
+	// by=workload: one summary per source SPIFFE ID and destination, the
+	// same totals. worker's denied connection to api.example.com is its
+	// own row beside web's two allowed ones.
+	mustInsert(t, h.store, []apiaudit.Event{ev(t0, "b-2", 5*time.Second, "shop", "worker-7", "worker", "api.example.com", "93.184.216.34", 443, "deny")})
+	sr = SummaryResponse{}
+	if code := get("/audit/summary?destination=api.example.com&by=workload", &sr); code != 200 || len(sr.Destinations) != 2 {
+		t.Fatalf("summary by workload: %d %+v", code, sr)
+	}
+	web, worker := sr.Destinations[0], sr.Destinations[1]
+	if web.Workload != "spiffe://cluster.local/ns/shop/sa/web" || web.Connections != 2 || web.Decisions["allow"] != 2 || web.BytesSent != 200 ||
+		!slices.Equal(web.Workloads, []string{web.Workload}) {
+		t.Errorf("web's row: %+v", web)
+	}
+	if worker.Workload != "spiffe://cluster.local/ns/shop/sa/worker" || worker.Connections != 1 || worker.Decisions["deny"] != 1 || worker.Decisions["allow"] != 0 {
+		t.Errorf("worker's row: %+v", worker)
+	}
+	sr = SummaryResponse{}
+	if code := get("/audit/summary?destination=api.example.com&by=destination", &sr); code != 200 || len(sr.Destinations) != 1 ||
+		sr.Destinations[0].Workload != "" || sr.Destinations[0].Connections != 3 {
+		t.Errorf("summary by destination: %d %+v", code, sr)
+	}
 	for _, bad := range []string{"/audit/events?since=yesterday", "/audit/events?limit=0", "/audit/events?limit=20000",
-		"/audit/events?decision=maybe", "/audit/summary?limit=5"} {
+		"/audit/events?decision=maybe", "/audit/summary?limit=5", "/audit/summary?by=pod", "/audit/events?by=workload"} {
 		if code := get(bad, nil); code != http.StatusBadRequest {
 			t.Errorf("GET %s = %d, want 400", bad, code)
 		}

@@ -183,6 +183,9 @@ type Query struct {
 	Destination string
 	Decision    string // allow, deny, audit
 	Limit       int    // 0: no limit
+	// ByWorkload groups a Summary by source workload and destination
+	// instead of by destination.
+	ByWorkload bool
 }
 
 // Match reports whether e passes the query's filters (not its time range).

@@ -32,12 +32,17 @@ func matchDestination(d string, e apiaudit.Event) bool {
 	return false
 }
 
-// Summary groups the events matching q (Limit ignored) by destination,
-// most connections first.
+// Summary groups the events matching q (Limit ignored) by destination, or
+// by source workload and destination (q.ByWorkload), most connections
+// first.
 func (s *Store) Summary(q Query) ([]apiaudit.DestinationSummary, error) {
 	sums := apiaudit.Summaries{}
+	add := sums.Add
+	if q.ByWorkload {
+		add = sums.AddByWorkload
+	}
 	err := s.scan(q, false, func(e apiaudit.Event) bool {
-		sums.Add(e)
+		add(e)
 		return true
 	})
 	if err != nil {

@@ -31,8 +31,8 @@ func NewMetrics(r *metrics.Registry) (*Metrics, error) {
 		return nil, err
 	}
 	if m.latency, err = r.NewHistogramVec("weft_sidecar_http_request_duration_seconds",
-		"Time from a request's head to the end of its response, by direction, route, destination cluster and status class.",
-		metrics.LatencyBuckets, "direction", "route", "dst", "class"); err != nil {
+		"Time from a request's head to the end of its response, by direction, route, destination cluster (outbound), peer SPIFFE ID and status class.",
+		metrics.LatencyBuckets, "direction", "route", "dst", "peer", "class"); err != nil {
 		return nil, err
 	}
 	if m.inFlight, err = r.NewGaugeVec("weft_sidecar_http_requests_in_flight",
@@ -105,7 +105,7 @@ func (m *Metrics) recordStatus(direction, route string, info *requestInfo, statu
 		gs = h.Get(http.TrailerPrefix + "Grpc-Status")
 	}
 	m.requests.With(direction, route, info.dst, info.peer, class, gs).Inc()
-	m.latency.With(direction, route, info.dst, class).Observe(d.Seconds())
+	m.latency.With(direction, route, info.dst, info.peer, class).Observe(d.Seconds())
 	if info.retries > 0 {
 		m.retries.With(route, info.dst).Add(uint64(info.retries))
 	}

@@ -95,7 +95,14 @@ func TestGoldenMetrics(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	clientReg.WriteTo(&buf)
-	if want := fmt.Sprintf(`weft_sidecar_http_request_duration_seconds_count{direction="outbound",route="server-route",dst=%q,class="2xx"} 3`, dst); !strings.Contains(buf.String(), want) {
+	if want := fmt.Sprintf(`weft_sidecar_http_request_duration_seconds_count{direction="outbound",route="server-route",dst=%q,peer=%q,class="2xx"} 3`, dst, srvID); !strings.Contains(buf.String(), want) {
+		t.Errorf("exposition lacks %s:\n%s", want, buf.String())
+	}
+	// Inbound latency by the client's verified ID: the per-edge p99 of
+	// weftctl dashboard.
+	buf.Reset()
+	serverReg.WriteTo(&buf)
+	if want := fmt.Sprintf(`weft_sidecar_http_request_duration_seconds_count{direction="inbound",route="inbound|%d",dst="",peer=%q,class="2xx"} 3`, appAddr.Port(), cliID); !strings.Contains(buf.String(), want) {
 		t.Errorf("exposition lacks %s:\n%s", want, buf.String())
 	}
 }

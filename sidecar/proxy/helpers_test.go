@@ -185,6 +185,8 @@ func (pd *pod) counter(name string, labels ...string) float64 {
 		vec = m.bytes
 	case "timeouts":
 		vec = m.timeouts
+	case "inbound_peer_connections":
+		vec = m.peers.vec
 	case "connections":
 		return float64(m.active.With(labels...).Value())
 	default:

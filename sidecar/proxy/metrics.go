@@ -22,6 +22,7 @@ type metrics struct {
 	shadowDenies *wm.CounterVec // direction, policy
 	bindings     *wm.CounterVec // result: literal, dns, lookup, mismatch_denied, mismatch_flagged
 	nameUnknown  *wm.CounterVec // result: denied, flagged
+	peers        *peerCounter   // inbound, by outcome and peer (peers.go)
 	httpRequests *wm.CounterVec // decision: allow, audit, deny
 	acceptErrors *wm.CounterVec // direction
 	timeouts     *wm.CounterVec // direction, kind: handshake, idle, write
@@ -35,7 +36,11 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &metrics{active: active}
+	peers, err := newPeerCounter(reg)
+	if err != nil {
+		return nil, err
+	}
+	m := &metrics{active: active, peers: peers}
 	for _, f := range []struct {
 		vec        **wm.CounterVec
 		name, help string

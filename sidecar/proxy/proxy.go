@@ -673,6 +673,9 @@ type refusal struct {
 	reason    string
 	handshake bool
 	err       error
+	// peer is the client's SPIFFE ID when its SVID verified before the
+	// refusal (denied by policy, or of another trust domain).
+	peer string
 }
 
 func (r *refusal) Error() string { return r.reason + ": " + r.err.Error() }
@@ -684,6 +687,12 @@ func (p *Proxy) refuse(direction string, cn *conn, r *refusal) error {
 		p.m.hsFailures.With(direction, r.reason).Inc()
 	} else {
 		p.m.connFailures.With(direction, r.reason).Inc()
+	}
+	// The peer graph counts the refusals of a client by this sidecar (its
+	// TLS, identity or policy said no), not a client that left by itself
+	// or a sidecar that was not ready.
+	if direction == inbound && (r.handshake && r.reason != reasonPeerClosed || r.reason == reasonAuthzDenied) {
+		p.m.peers.count(peerRefused, r.peer, cn.src)
 	}
 	p.log.Info("connection refused", "direction", direction, "src", cn.src, "dst", cn.dst,
 		"chain", cn.chain, "reason", r.reason, "err", r.err)

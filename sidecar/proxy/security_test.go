@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weftmesh/weft/certs"
+	wm "github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
@@ -109,10 +111,21 @@ func TestInboundRefusals(t *testing.T) {
 				}
 				c.Bundle = bundle
 			})
-			refusedByB(t, mp, tt.svid(mp), tt.max)
+			svid := tt.svid(mp)
+			refusedByB(t, mp, svid, tt.max)
 			mp.b.waitCounter(1, "handshake_failures", inbound, tt.reason)
+			// The peer graph: a client whose SVID verified is named by
+			// its SPIFFE ID, any other by its address.
+			peer := "127.0.0.1"
 			if tt.reason == reasonAuthzDenied {
 				mp.b.waitCounter(1, "authz_denials", inbound, tt.denied)
+				peer = svid.ID.String()
+			}
+			mp.b.waitCounter(1, "inbound_peer_connections", peerRefused, peer)
+			if svid != nil {
+				if got := mp.b.counter("inbound_peer_connections", peerMTLS, svid.ID.String()); got != 0 {
+					t.Fatalf("refused connection counted as mTLS from %s", svid.ID)
+				}
 			}
 		})
 	}
@@ -122,6 +135,7 @@ func TestInboundRefusals(t *testing.T) {
 		mp.a.svid.p.Store(testutil.SVID(t, mp.ca, workloadID("shop", "cart"), time.Hour))
 		roundTrip(t, mp.dial(), []byte("allowed"))
 		mp.b.waitCounter(1, "shadow_denials", inbound, "")
+		mp.b.waitCounter(1, "inbound_peer_connections", peerMTLS, workloadID("shop", "cart").String())
 		if got := mp.b.counter("authz_denials", inbound, ""); got != 0 {
 			t.Fatalf("authz denials %v", got)
 		}
@@ -140,6 +154,10 @@ func TestInboundRefusals(t *testing.T) {
 			t.Fatalf("plaintext got %d bytes back", n)
 		}
 		mp.b.waitCounter(1, "handshake_failures", inbound, reasonNotTLS)
+		mp.b.waitCounter(1, "inbound_peer_connections", peerRefused, "127.0.0.1")
+		if got := mp.b.counter("inbound_peer_connections", peerPlaintext, "127.0.0.1"); got != 0 {
+			t.Fatalf("plaintext refused by STRICT counted as accepted plaintext: %v", got)
+		}
 		if n := mp.app.accepted.Load(); n != 0 {
 			t.Fatalf("app accepted %d connections", n)
 		}
@@ -178,6 +196,43 @@ func TestPermissiveAcceptsPlaintext(t *testing.T) {
 	conns := mp.b.connections()
 	if len(conns) != 2 || conns[0].MTLS || !conns[1].MTLS {
 		t.Fatalf("connections %+v", conns)
+	}
+	mp.b.waitCounter(1, "inbound_peer_connections", peerPlaintext, "127.0.0.1")
+	mp.b.waitCounter(1, "inbound_peer_connections", peerMTLS, workloadID("shop", "frontend").String())
+	if got := mp.b.counter("inbound_peer_connections", peerRefused, "127.0.0.1"); got != 0 {
+		t.Fatalf("refused %v", got)
+	}
+}
+
+// A client chooses its source address: the peer series stop growing at
+// maxPeerSeries, and the connections past it still count, as "other".
+func TestPeerSeriesBounded(t *testing.T) {
+	reg := wm.NewRegistry()
+	c, err := newPeerCounter(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxPeerSeries + 100 {
+		c.count(peerRefused, "", fmt.Sprintf("[2001:2::%x]:443", i))
+	}
+	c.count(peerRefused, "", "[2001:2::1]:9") // seen: its own series
+	c.count(peerMTLS, "spiffe://cluster.local/ns/a/sa/b", "198.18.0.7:1")
+	var scrape strings.Builder
+	if _, err := reg.WriteTo(&scrape); err != nil {
+		t.Fatal(err)
+	}
+	series := strings.Count(scrape.String(), "\nweft_sidecar_inbound_peer_connections_total{")
+	if series != maxPeerSeries+2 { // and "other" of each outcome seen past it
+		t.Fatalf("%d series, want %d", series, maxPeerSeries+2)
+	}
+	if got, _ := reg.Value("weft_sidecar_inbound_peer_connections_total", peerRefused, "2001:2::1"); got != 2 {
+		t.Fatalf("2001:2::1: %v, want 2", got)
+	}
+	if got, _ := reg.Value("weft_sidecar_inbound_peer_connections_total", peerRefused, peerOther); got != 100 {
+		t.Fatalf("other (refused): %v, want 100", got)
+	}
+	if got, _ := reg.Value("weft_sidecar_inbound_peer_connections_total", peerMTLS, peerOther); got != 1 {
+		t.Fatalf("other (mtls): %v, want 1", got)
 	}
 }
 

@@ -1,0 +1,378 @@
+package weftctl
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const (
+	clientID = "spiffe://cluster.local/ns/weft-demo/sa/client"
+	probeID  = "spiffe://cluster.local/ns/lab/sa/probe"
+)
+
+// serverMetrics is the server sidecar's /metrics at reading n (0, 1): in
+// between, 10 more mTLS connections from the client and 100 more requests
+// of which 10 failed, 50 under 5 ms, 90 under 10 ms, all under 25 ms.
+func serverMetrics(n int, expiry string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# TYPE weft_sidecar_svid_expiry_timestamp_seconds gauge\nweft_sidecar_svid_expiry_timestamp_seconds %s\n", expiry)
+	b.WriteString("# TYPE weft_sidecar_inbound_peer_connections_total counter\n")
+	peer := func(outcome, peer string, v int) {
+		fmt.Fprintf(&b, "weft_sidecar_inbound_peer_connections_total{outcome=%q,peer=%q} %d\n", outcome, peer, v)
+	}
+	peer("mtls", clientID, 10+10*n)
+	peer("plaintext", "198.18.0.12", 3)                    // plain-5c4b, opted out, on a PERMISSIVE port
+	peer("refused", "198.18.0.13", 1)                      // old-6d7e, slipped through injection
+	peer("refused", "198.18.7.7", 2)                       // no known pod
+	peer("refused", probeID, 1)                            // an ID no pod here runs as
+	peer("refused", "spiffe://other.example/ns/x/sa/y", 0) // a series with nothing yet
+	req := func(class string, v int) {
+		fmt.Fprintf(&b, "weft_sidecar_http_requests_total{direction=\"inbound\",route=\"inbound|8080\",dst=\"\",peer=%q,class=%q,grpc_status=\"\"} %d\n", clientID, class, v)
+	}
+	b.WriteString("# TYPE weft_sidecar_http_requests_total counter\n")
+	req("2xx", 100+90*n)
+	req("5xx", 10*n)
+	// An outbound request is the client side of another edge: not counted.
+	fmt.Fprintf(&b, "weft_sidecar_http_requests_total{direction=\"outbound\",route=\"r\",dst=\"c\",peer=%q,class=\"5xx\",grpc_status=\"\"} 99\n", clientID)
+	b.WriteString("# TYPE weft_sidecar_http_request_duration_seconds histogram\n")
+	for _, bk := range []struct {
+		le string
+		v  int
+	}{{"0.005", 50 + 50*n}, {"0.01", 90 + 90*n}, {"0.025", 100 + 100*n}, {"+Inf", 100 + 100*n}} {
+		fmt.Fprintf(&b, "weft_sidecar_http_request_duration_seconds_bucket{direction=\"inbound\",route=\"inbound|8080\",dst=\"\",peer=%q,class=\"2xx\",le=%q} %d\n", clientID, bk.le, bk.v)
+	}
+	return b.String()
+}
+
+// dashboardFixture is the weftctl fixture (mesh_test.go) with service
+// accounts on the meshed pods and a server sidecar whose metrics move
+// between readings; the clock moves 5 s per reading.
+func dashboardFixture(t *testing.T) (*dashboardServer, *atomic.Int32) {
+	t.Helper()
+	f := newFixture(t)
+	ctx := context.Background()
+	for name, sa := range map[string]string{"client-8f6d": "client", "server-v1-9a7c": "server"} {
+		p, err := f.kube.CoreV1().Pods("weft-demo").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.ServiceAccountName = sa
+		if _, err := f.kube.CoreV1().Pods("weft-demo").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var reading atomic.Int32
+	expiry := strconv.FormatInt(now.Add(23*time.Hour).Unix(), 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/pod/weft-demo/server-v1-9a7c/15020/metrics" {
+			io.WriteString(w, serverMetrics(int(reading.Load()), expiry))
+			return
+		}
+		f.mux.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	clock := now
+	e := &env{kube: f.kube, admin: httpAdmin{srv.URL}, weftNS: "weft-system",
+		now: func() time.Time { clock = clock.Add(5 * time.Second); return clock }}
+	ee, _ := egressCluster(t, egressReplicaEvents)
+	return newDashboardServer(e, ee, dashboardOptions{refresh: time.Hour, since: time.Hour, workers: 4}), &reading
+}
+
+// readTwice takes the two readings the rates come from.
+func readTwice(t *testing.T, d *dashboardServer, reading *atomic.Int32) {
+	t.Helper()
+	for i := range 2 {
+		reading.Store(int32(i))
+		r, err := d.read(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.prev, d.cur = d.cur, r
+	}
+	close(d.readOnce)
+}
+
+func getJSON(t *testing.T, h http.Handler, path string, v any) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1:15080"+path, nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", path, rec.Code, rec.Body)
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+func TestDashboardGraph(t *testing.T) {
+	d, reading := dashboardFixture(t)
+	readTwice(t, d, reading)
+	var g graphView
+	getJSON(t, d.handler(), "/api/graph", &g)
+
+	if g.WindowSeconds != 5 {
+		t.Errorf("window %v, want 5", g.WindowSeconds)
+	}
+	nodes := map[string]graphNode{}
+	for _, n := range g.Nodes {
+		nodes[n.ID] = n
+	}
+	// The injected namespace's workloads, meshed or not; the weft
+	// namespace's pods are not of the mesh; the sources no pod explains.
+	want := map[string]string{
+		"weft-demo/pod/client-8f6d":        nodeWorkload,
+		"weft-demo/pod/server-v1-9a7c":     nodeWorkload,
+		"weft-demo/pod/plain-5c4b":         nodeWorkload,
+		"weft-demo/pod/old-6d7e":           nodeWorkload,
+		"ip:198.18.7.7":                    nodeAddress,
+		probeID:                            nodeIdentity,
+		"spiffe://other.example/ns/x/sa/y": nodeIdentity,
+	}
+	if len(nodes) != len(want) {
+		t.Errorf("nodes %+v, want %v", g.Nodes, want)
+	}
+	for id, kind := range want {
+		if nodes[id].Kind != kind {
+			t.Errorf("node %s: %+v, want kind %s", id, nodes[id], kind)
+		}
+	}
+	if n := nodes["weft-demo/pod/client-8f6d"]; n.Pods != 1 || n.Meshed != 1 || len(n.Identities) != 1 || n.Identities[0] != clientID {
+		t.Errorf("client node %+v", n)
+	}
+	if n := nodes["weft-demo/pod/old-6d7e"]; n.Pods != 1 || n.Meshed != 0 || n.Identities != nil {
+		t.Errorf("unmeshed node %+v", n)
+	}
+
+	type key struct{ from, to, outcome string }
+	edges := map[key]graphEdge{}
+	for _, e := range g.Edges {
+		edges[key{e.From, e.To, e.Outcome}] = e
+	}
+	server := "weft-demo/pod/server-v1-9a7c"
+	mtls := edges[key{"weft-demo/pod/client-8f6d", server, outcomeMTLS}]
+	if mtls.Connections != 20 || mtls.Rate != 2 || len(mtls.Peers) != 1 || mtls.Peers[0] != clientID {
+		t.Errorf("mTLS edge %+v", mtls)
+	}
+	if h := mtls.HTTP; h == nil || h.RPS != 20 || h.Success == nil || *h.Success != 0.9 || h.P99ms == nil || math.Abs(*h.P99ms-23.5) > 1e-9 {
+		t.Errorf("mTLS edge's HTTP %+v", mtls.HTTP)
+	}
+	for k, conns := range map[key]float64{
+		{"weft-demo/pod/plain-5c4b", server, outcomePlaintext}:       3,
+		{"weft-demo/pod/old-6d7e", server, outcomeRefused}:           1,
+		{"ip:198.18.7.7", server, outcomeRefused}:                    2,
+		{probeID, server, outcomeRefused}:                            1,
+		{"spiffe://other.example/ns/x/sa/y", server, outcomeRefused}: 0,
+	} {
+		e, ok := edges[k]
+		if !ok || e.Connections != conns || e.Rate != 0 || e.HTTP != nil {
+			t.Errorf("edge %v: %+v (present %v), want %v connections, no rate, no HTTP", k, e, ok, conns)
+		}
+	}
+	if len(g.Edges) != 6 {
+		t.Errorf("%d edges, want 6: %+v", len(g.Edges), g.Edges)
+	}
+	if len(g.Errors) != 0 {
+		t.Errorf("errors %v", g.Errors)
+	}
+}
+
+// The first reading has no rates yet; an unreadable sidecar is an error of
+// the graph, not of the page.
+func TestDashboardGraphFirstReadingAndErrors(t *testing.T) {
+	d, _ := dashboardFixture(t)
+	r, err := d.read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.sidecars["weft-demo/client-8f6d"].err = fmt.Errorf("pods \"client-8f6d\" is forbidden")
+	g := buildGraph(nil, r)
+	if g.WindowSeconds != 0 || len(g.Errors) != 1 || !strings.Contains(g.Errors[0], "weft-demo/client-8f6d: pods") {
+		t.Errorf("window %v errors %v", g.WindowSeconds, g.Errors)
+	}
+	for _, e := range g.Edges {
+		if e.Rate != 0 || e.HTTP != nil && (e.HTTP.RPS != 0 || e.HTTP.Success != nil) {
+			t.Errorf("a rate from one reading: %+v %+v", e, e.HTTP)
+		}
+	}
+}
+
+func TestDashboardHealth(t *testing.T) {
+	d, reading := dashboardFixture(t)
+	readTwice(t, d, reading)
+	var h healthView
+	getJSON(t, d.handler(), "/api/health", &h)
+	if len(h.ControlPlanes) != 2 || h.ControlPlanes[0].Pod != "weft-controlplane-a1" || h.ControlPlanes[0].Sidecars != 1 {
+		t.Errorf("control planes %+v", h.ControlPlanes)
+	}
+	if len(h.Sidecars) != 2 || h.Counts["SYNCED"] != 2 {
+		t.Fatalf("sidecars %+v counts %v", h.Sidecars, h.Counts)
+	}
+	srv := h.Sidecars[1]
+	if srv.Pod != "server-v1-9a7c" || srv.Workload != "pod/server-v1-9a7c" || srv.State != "SYNCED" ||
+		srv.CertNotAfter == nil || !srv.CertNotAfter.Equal(now.Add(23*time.Hour).Truncate(time.Second)) {
+		t.Errorf("server sidecar %+v", srv)
+	}
+	// plain-5c4b opted out; old-6d7e did not and has no sidecar.
+	if len(h.Uninjected) != 1 || h.Uninjected[0].Pod != "old-6d7e" || !strings.HasPrefix(h.Uninjected[0].Reason, "no sidecar. ") {
+		t.Errorf("uninjected %+v", h.Uninjected)
+	}
+}
+
+func TestDashboardHealthNACKedAndDisconnected(t *testing.T) {
+	d, reading := dashboardFixture(t)
+	readTwice(t, d, reading)
+	// A third meshed pod no replica streams with; the server's listener
+	// NACKed.
+	p := pod("weft-demo", "lost-1", "198.18.0.14", -time.Minute, true)
+	d.cur.pods = append(d.cur.pods, *p)
+	d.cur.sidecars["weft-demo/lost-1"] = &sidecarReading{err: fmt.Errorf("connection refused")}
+	cps, err := controlPlanes(context.Background(), d.e)
+	if err != nil || len(cps) != 2 {
+		t.Fatal(cps, err)
+	}
+	var h healthView
+	getJSON(t, d.handler(), "/api/health", &h)
+	byPod := map[string]sidecarHealth{}
+	for _, s := range h.Sidecars {
+		byPod[s.Pod] = s
+	}
+	if s := byPod["lost-1"]; s.State != "DISCONNECTED" || s.CertError != "connection refused" {
+		t.Errorf("lost sidecar %+v", s)
+	}
+	if h.Counts["DISCONNECTED"] != 1 || h.Counts["SYNCED"] != 2 {
+		t.Errorf("counts %v", h.Counts)
+	}
+}
+
+func TestDashboardEgress(t *testing.T) {
+	d, reading := dashboardFixture(t)
+	readTwice(t, d, reading)
+	// shop/web runs as one Deployment here.
+	web := *pod("shop", "web-7d9f8-x2x1q", "198.18.0.20", -time.Hour, true)
+	web.Spec.ServiceAccountName = "web"
+	web.Labels["pod-template-hash"] = "7d9f8"
+	web.OwnerReferences = []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-7d9f8", Controller: ptrTrue()}}
+	d.cur.pods = append(d.cur.pods, web)
+	var v egressView
+	getJSON(t, d.handler(), "/api/egress", &v)
+	if v.Replicas != "2/3" || len(v.Errors) != 1 {
+		t.Errorf("replicas %s errors %v", v.Replicas, v.Errors)
+	}
+	rows := map[string]egressRow{}
+	for _, r := range v.Rows {
+		rows[r.Workload+" "+r.Destination] = r
+	}
+	const webID, workerID = "spiffe://cluster.local/ns/shop/sa/web", "spiffe://cluster.local/ns/shop/sa/worker"
+	// From both replicas, in the hour: a1, a2, a3 (web-2, the same
+	// identity) and a4; "old" is 3 h old.
+	api := rows[webID+" api.example.com:443"]
+	if api.Connections != 4 || api.Decision != "allow" || api.WorkloadRef != "shop/deploy/web" || api.BytesSent == 0 {
+		t.Errorf("web -> api.example.com %+v", api)
+	}
+	for dest, decision := range map[string]string{"evil.example.net:443": "deny", "hooks.example.org:443": "audit", "cdn.example.com:443": "allow"} {
+		if r := rows[webID+" "+dest]; r.Decision != decision || r.Connections != 1 {
+			t.Errorf("web -> %s: %+v, want %s", dest, r, decision)
+		}
+	}
+	if r := rows[workerID+" bad.example.com:443"]; r.Decision != "deny" || r.WorkloadRef != "" {
+		t.Errorf("worker -> bad.example.com %+v (no pod runs as worker here)", r)
+	}
+	if _, mixed := rows[workerID+" api.example.com:443"]; mixed {
+		t.Error("worker credited with web's egress")
+	}
+}
+
+func ptrTrue() *bool { b := true; return &b }
+
+func TestDashboardSuggest(t *testing.T) {
+	d, reading := dashboardFixture(t)
+	readTwice(t, d, reading)
+	var s suggestView
+	getJSON(t, d.handler(), "/api/egress/suggest?namespace=shop&workload=web-1", &s)
+	for _, want := range []string{"kind: EgressPolicy", "api.example.com", "defaultAction: Deny", "mode: Audit"} {
+		if !strings.Contains(s.YAML, want) {
+			t.Errorf("suggestion lacks %q:\n%s", want, s.YAML)
+		}
+	}
+	if strings.Contains(s.YAML, "evil.example.net") {
+		t.Errorf("suggestion allows what was denied:\n%s", s.YAML)
+	}
+	rec := httptest.NewRecorder()
+	d.handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1:15080/api/egress/suggest?namespace=shop", nil))
+	if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "needs namespace and workload") {
+		t.Errorf("suggest without a workload: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// The page's server answers only at loopback names (a page elsewhere that
+// rebinds its name to 127.0.0.1 reads nothing), only GET, and sends the
+// page with a policy that runs its own scripts alone.
+func TestDashboardServesOnlyLoopbackHosts(t *testing.T) {
+	d, reading := dashboardFixture(t)
+	readTwice(t, d, reading)
+	h := d.handler()
+	for host, want := range map[string]int{
+		"127.0.0.1:15080": 200, "localhost:15080": 200, "[::1]:15080": 200, "127.0.0.1": 200,
+		"evil.example.com:15080": http.StatusMisdirectedRequest, "198.18.0.1:15080": http.StatusMisdirectedRequest,
+		"localhost.evil.example:15080": http.StatusMisdirectedRequest,
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/api/graph", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("Host %s: %d, want %d", host, rec.Code, want)
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "http://127.0.0.1:15080/api/graph", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d", rec.Code)
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1:15080/", nil))
+	csp := rec.Header().Get("Content-Security-Policy")
+	if rec.Code != 200 || !strings.Contains(csp, "script-src 'sha256-") || strings.Contains(csp, "unsafe-inline'; img") && strings.Contains(csp, "script-src 'unsafe-inline'") ||
+		!strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "connect-src 'self'") {
+		t.Errorf("page: %d, CSP %q", rec.Code, csp)
+	}
+}
+
+func TestPageCSPHashesEachScript(t *testing.T) {
+	got := pageCSP([]byte("<p>x</p><script>alert(1)</script><script>b()</script>"))
+	// sha256("alert(1)") and sha256("b()"), base64.
+	for _, want := range []string{"'sha256-bhHHL3z2vDgxUt0W3dWQOrprscmda2Y5pLsLg4GF+pI='", "script-src 'sha256-"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("CSP %q lacks %s", got, want)
+		}
+	}
+	if strings.Count(got, "'sha256-") != 2 {
+		t.Errorf("CSP %q: want two hashes", got)
+	}
+}
+
+func TestListenLoopbackRefusesOtherAddresses(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", ":0", "198.18.0.1:0", "[::]:0", "example.com:0"} {
+		if ln, err := listenLoopback(addr); err == nil {
+			ln.Close()
+			t.Errorf("listened on %s", addr)
+		}
+	}
+	ln, err := listenLoopback("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+}
