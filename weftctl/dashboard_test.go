@@ -376,3 +376,59 @@ func TestListenLoopbackRefusesOtherAddresses(t *testing.T) {
 	}
 	ln.Close()
 }
+
+// meshOf500 is a reading of 500 workloads in 20 namespaces, each called
+// over mTLS by the next two, with HTTP figures, and refused once from an
+// address outside the mesh.
+func meshOf500(n int) *meshReading {
+	r := &meshReading{at: now, injected: map[string]map[string]string{}, sidecars: map[string]*sidecarReading{}}
+	for i := range n {
+		ns := fmt.Sprintf("team-%02d", i%20)
+		r.injected[ns] = nil
+		p := pod(ns, fmt.Sprintf("w%03d-0", i), fmt.Sprintf("198.18.%d.%d", 1+i/250, 1+i%250), -time.Hour, true)
+		p.Spec.ServiceAccountName = fmt.Sprintf("w%03d", i)
+		r.pods = append(r.pods, *p)
+	}
+	for i := range n {
+		sr := &sidecarReading{conns: map[[2]string]float64{}, requests: map[string]float64{}, failed: map[string]float64{},
+			buckets: map[string]map[float64]float64{}}
+		for _, j := range []int{(i + 1) % n, (i + 2) % n} {
+			id := podSPIFFEID(&r.pods[j])
+			sr.conns[[2]string{outcomeMTLS, id}] = float64(10 * (i + 1))
+			sr.requests[id] = float64(100 * (i + 1))
+			sr.buckets[id] = map[float64]float64{0.005: 50, 0.01: 90, 0.025: 100, math.Inf(1): 100}
+		}
+		sr.conns[[2]string{outcomeRefused, "198.18.200.1"}] = 1
+		r.sidecars[r.pods[i].Namespace+"/"+r.pods[i].Name] = sr
+	}
+	return r
+}
+
+func TestDashboardGraphAt500Workloads(t *testing.T) {
+	prev, cur := meshOf500(500), meshOf500(500)
+	cur.at = prev.at.Add(5 * time.Second)
+	g := buildGraph(prev, cur)
+	if len(g.Nodes) != 501 || len(g.Edges) != 1500 || len(g.Namespaces) != 20 {
+		t.Fatalf("%d nodes, %d edges, %d namespaces; want 501 (500 and the outside address), 1500, 20", len(g.Nodes), len(g.Edges), len(g.Namespaces))
+	}
+	b, _ := json.Marshal(g)
+	t.Logf("/api/graph at 500 workloads: %d KiB", len(b)/1024)
+}
+
+// BenchmarkDashboardGraph500 builds and encodes /api/graph for 500
+// workloads and 1,500 edges; a baseline in the same run: encoding alone.
+func BenchmarkDashboardGraph500(b *testing.B) {
+	prev, cur := meshOf500(500), meshOf500(500)
+	cur.at = prev.at.Add(5 * time.Second)
+	g := buildGraph(prev, cur)
+	b.Run("build+encode", func(b *testing.B) {
+		for b.Loop() {
+			json.Marshal(buildGraph(prev, cur))
+		}
+	})
+	b.Run("encode-only", func(b *testing.B) {
+		for b.Loop() {
+			json.Marshal(g)
+		}
+	})
+}
