@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -71,8 +73,9 @@ It reads what the other commands read, with your kubeconfig's credentials:
 pods, the sidecars' /metrics through the API server, and the control
 plane's /debug/status and /audit/* (the weft-debug-reader and
 weft-audit-reader roles). It listens on loopback only, answers only
-requests addressed to it by that name (against DNS rebinding) and changes
-nothing. The page's data is also JSON: /api/graph, /api/egress,
+requests addressed to it by that name (against DNS rebinding) that carry
+the token in the URL it prints (other users of the machine reach loopback
+too), refuses other sites' requests, and changes nothing. The page's data is also JSON: /api/graph, /api/egress,
 /api/egress/suggest?namespace=&workload=, /api/health.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -88,8 +91,11 @@ nothing. The page's data is also JSON: /api/graph, /api/egress,
 			if err != nil {
 				return err
 			}
-			d := newDashboardServer(e, ee, o)
-			fmt.Fprintf(g.out, "weft dashboard: http://%s/ (Ctrl-C to stop)\n", ln.Addr())
+			d, err := newDashboardServer(e, ee, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "weft dashboard: http://%s/?token=%s (Ctrl-C to stop)\n", ln.Addr(), d.token)
 			return d.serve(cmd.Context(), ln)
 		},
 	}
@@ -122,11 +128,12 @@ func listenLoopback(address string) (net.Listener, error) {
 
 // dashboardServer answers the page's requests from the latest readings.
 type dashboardServer struct {
-	e    *env
-	ee   *egressEnv
-	o    dashboardOptions
-	csp  string
-	warn io.Writer
+	e     *env
+	ee    *egressEnv
+	o     dashboardOptions
+	csp   string
+	warn  io.Writer
+	token string // in the URL printed, then a cookie: what other local users and other sites lack
 
 	mu        sync.Mutex
 	prev, cur *meshReading // the last two readings (prev nil after the first)
@@ -134,8 +141,26 @@ type dashboardServer struct {
 	readOnce  chan struct{}
 }
 
-func newDashboardServer(e *env, ee *egressEnv, o dashboardOptions) *dashboardServer {
-	return &dashboardServer{e: e, ee: ee, o: o, csp: pageCSP(dashboardPage), warn: io.Discard, readOnce: make(chan struct{})}
+func newDashboardServer(e *env, ee *egressEnv, o dashboardOptions) (*dashboardServer, error) {
+	var t [16]byte
+	if _, err := rand.Read(t[:]); err != nil {
+		return nil, fmt.Errorf("weftctl dashboard: token: %w", err)
+	}
+	return &dashboardServer{e: e, ee: ee, o: o, csp: pageCSP(dashboardPage), warn: io.Discard, readOnce: make(chan struct{}),
+		token: base64.RawURLEncoding.EncodeToString(t[:])}, nil
+}
+
+// tokenCookie carries the token once the page was opened with it.
+const tokenCookie = "weft-dashboard-token"
+
+// authorized says whether r carries the token, as the cookie or ?token=.
+func (d *dashboardServer) authorized(r *http.Request) (fromQuery, ok bool) {
+	same := func(s string) bool { return subtle.ConstantTimeCompare([]byte(s), []byte(d.token)) == 1 }
+	if q := r.URL.Query().Get("token"); q != "" {
+		return true, same(q)
+	}
+	c, err := r.Cookie(tokenCookie)
+	return false, err == nil && same(c.Value)
 }
 
 // pageCSP allows the page's own inline scripts, by hash, and nothing from
@@ -195,9 +220,14 @@ func (d *dashboardServer) readLoop(ctx context.Context) {
 	}
 }
 
-// handler serves the page and its JSON. Only GET, only to a Host that
-// names a loopback address or localhost: a page elsewhere that rebinds its
-// own name to 127.0.0.1 cannot read the cluster through it.
+// handler serves the page and its JSON. Only GET; only to a Host that
+// names a loopback address or localhost (a page elsewhere that rebinds its
+// own name to 127.0.0.1 cannot read the cluster through it); never to
+// another site's requests (Sec-Fetch-Site: a page elsewhere cannot even
+// make it work with the user's credentials); and only with the token
+// weftctl printed (other users of the machine reach loopback too). The
+// token opens the page once in the URL, then rides in a SameSite=Strict
+// cookie.
 func (d *dashboardServer) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
@@ -227,6 +257,18 @@ func (d *dashboardServer) handler() http.Handler {
 		if !loopbackHost(r.Host) {
 			http.Error(w, "weftctl dashboard answers only at a loopback address or localhost, not "+r.Host, http.StatusMisdirectedRequest)
 			return
+		}
+		if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+			http.Error(w, "weftctl dashboard answers only its own page, not a "+site+" request", http.StatusForbidden)
+			return
+		}
+		fromQuery, ok := d.authorized(r)
+		if !ok {
+			http.Error(w, "weftctl dashboard: open the URL weftctl printed, with its token", http.StatusUnauthorized)
+			return
+		}
+		if fromQuery {
+			http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: d.token, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
 		}
 		mux.ServeHTTP(w, r)
 	})
@@ -490,9 +532,13 @@ func (x *workloadIndex) source(peer string) string {
 			return id
 		}
 	}
-	id := "ip:" + peer
+	id, name := "ip:"+peer, peer
+	if peer == "other" {
+		// The sidecar's peers past its budget (512 IDs, 512 addresses).
+		id, name = "other", "other peers (past a sidecar's 512)"
+	}
 	if x.nodes[id] == nil {
-		x.nodes[id] = &graphNode{ID: id, Kind: nodeAddress, Name: peer}
+		x.nodes[id] = &graphNode{ID: id, Kind: nodeAddress, Name: name}
 	}
 	return id
 }

@@ -38,6 +38,7 @@ func serverMetrics(n int, expiry string) string {
 	peer("refused", "198.18.7.7", 2)                       // no known pod
 	peer("refused", probeID, 1)                            // an ID no pod here runs as
 	peer("refused", "spiffe://other.example/ns/x/sa/y", 0) // a series with nothing yet
+	peer("mtls", "other", 4)                               // past the sidecar's budget
 	req := func(class string, v int) {
 		fmt.Fprintf(&b, "weft_sidecar_http_requests_total{direction=\"inbound\",route=\"inbound|8080\",dst=\"\",peer=%q,class=%q,grpc_status=\"\"} %d\n", clientID, class, v)
 	}
@@ -87,7 +88,11 @@ func dashboardFixture(t *testing.T) (*dashboardServer, *atomic.Int32) {
 	e := &env{kube: f.kube, admin: httpAdmin{srv.URL}, weftNS: "weft-system",
 		now: func() time.Time { clock = clock.Add(5 * time.Second); return clock }}
 	ee, _ := egressCluster(t, egressReplicaEvents)
-	return newDashboardServer(e, ee, dashboardOptions{refresh: time.Hour, since: time.Hour, workers: 4}), &reading
+	d, err := newDashboardServer(e, ee, dashboardOptions{refresh: time.Hour, since: time.Hour, workers: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, &reading
 }
 
 // readTwice takes the two readings the rates come from.
@@ -104,10 +109,18 @@ func readTwice(t *testing.T, d *dashboardServer, reading *atomic.Int32) {
 	close(d.readOnce)
 }
 
-func getJSON(t *testing.T, h http.Handler, path string, v any) {
+// get is a GET from the dashboard's own page: with its token cookie.
+func (d *dashboardServer) get(target string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:15080"+target, nil)
+	r.AddCookie(&http.Cookie{Name: tokenCookie, Value: d.token})
+	r.Header.Set("Sec-Fetch-Site", "same-origin")
+	return r
+}
+
+func getJSON(t *testing.T, d *dashboardServer, path string, v any) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1:15080"+path, nil))
+	d.handler().ServeHTTP(rec, d.get(path))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("GET %s: %d %s", path, rec.Code, rec.Body)
 	}
@@ -120,7 +133,7 @@ func TestDashboardGraph(t *testing.T) {
 	d, reading := dashboardFixture(t)
 	readTwice(t, d, reading)
 	var g graphView
-	getJSON(t, d.handler(), "/api/graph", &g)
+	getJSON(t, d, "/api/graph", &g)
 
 	if g.WindowSeconds != 5 {
 		t.Errorf("window %v, want 5", g.WindowSeconds)
@@ -139,6 +152,7 @@ func TestDashboardGraph(t *testing.T) {
 		"ip:198.18.7.7":                    nodeAddress,
 		probeID:                            nodeIdentity,
 		"spiffe://other.example/ns/x/sa/y": nodeIdentity,
+		"other":                            nodeAddress,
 	}
 	if len(nodes) != len(want) {
 		t.Errorf("nodes %+v, want %v", g.Nodes, want)
@@ -174,14 +188,15 @@ func TestDashboardGraph(t *testing.T) {
 		{"ip:198.18.7.7", server, outcomeRefused}:                    2,
 		{probeID, server, outcomeRefused}:                            1,
 		{"spiffe://other.example/ns/x/sa/y", server, outcomeRefused}: 0,
+		{"other", server, outcomeMTLS}:                               4,
 	} {
 		e, ok := edges[k]
 		if !ok || e.Connections != conns || e.Rate != 0 || e.HTTP != nil {
 			t.Errorf("edge %v: %+v (present %v), want %v connections, no rate, no HTTP", k, e, ok, conns)
 		}
 	}
-	if len(g.Edges) != 6 {
-		t.Errorf("%d edges, want 6: %+v", len(g.Edges), g.Edges)
+	if len(g.Edges) != 7 {
+		t.Errorf("%d edges, want 7: %+v", len(g.Edges), g.Edges)
 	}
 	if len(g.Errors) != 0 {
 		t.Errorf("errors %v", g.Errors)
@@ -212,7 +227,7 @@ func TestDashboardHealth(t *testing.T) {
 	d, reading := dashboardFixture(t)
 	readTwice(t, d, reading)
 	var h healthView
-	getJSON(t, d.handler(), "/api/health", &h)
+	getJSON(t, d, "/api/health", &h)
 	if len(h.ControlPlanes) != 2 || h.ControlPlanes[0].Pod != "weft-controlplane-a1" || h.ControlPlanes[0].Sidecars != 1 {
 		t.Errorf("control planes %+v", h.ControlPlanes)
 	}
@@ -243,7 +258,7 @@ func TestDashboardHealthNACKedAndDisconnected(t *testing.T) {
 		t.Fatal(cps, err)
 	}
 	var h healthView
-	getJSON(t, d.handler(), "/api/health", &h)
+	getJSON(t, d, "/api/health", &h)
 	byPod := map[string]sidecarHealth{}
 	for _, s := range h.Sidecars {
 		byPod[s.Pod] = s
@@ -266,7 +281,7 @@ func TestDashboardEgress(t *testing.T) {
 	web.OwnerReferences = []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-7d9f8", Controller: ptrTrue()}}
 	d.cur.pods = append(d.cur.pods, web)
 	var v egressView
-	getJSON(t, d.handler(), "/api/egress", &v)
+	getJSON(t, d, "/api/egress", &v)
 	if v.Replicas != "2/3" || len(v.Errors) != 1 {
 		t.Errorf("replicas %s errors %v", v.Replicas, v.Errors)
 	}
@@ -300,7 +315,7 @@ func TestDashboardSuggest(t *testing.T) {
 	d, reading := dashboardFixture(t)
 	readTwice(t, d, reading)
 	var s suggestView
-	getJSON(t, d.handler(), "/api/egress/suggest?namespace=shop&workload=web-1", &s)
+	getJSON(t, d, "/api/egress/suggest?namespace=shop&workload=web-1", &s)
 	for _, want := range []string{"kind: EgressPolicy", "api.example.com", "defaultAction: Deny", "mode: Audit"} {
 		if !strings.Contains(s.YAML, want) {
 			t.Errorf("suggestion lacks %q:\n%s", want, s.YAML)
@@ -310,16 +325,17 @@ func TestDashboardSuggest(t *testing.T) {
 		t.Errorf("suggestion allows what was denied:\n%s", s.YAML)
 	}
 	rec := httptest.NewRecorder()
-	d.handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1:15080/api/egress/suggest?namespace=shop", nil))
+	d.handler().ServeHTTP(rec, d.get("/api/egress/suggest?namespace=shop"))
 	if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "needs namespace and workload") {
 		t.Errorf("suggest without a workload: %d %s", rec.Code, rec.Body)
 	}
 }
 
 // The page's server answers only at loopback names (a page elsewhere that
-// rebinds its name to 127.0.0.1 reads nothing), only GET, and sends the
-// page with a policy that runs its own scripts alone.
-func TestDashboardServesOnlyLoopbackHosts(t *testing.T) {
+// rebinds its name to 127.0.0.1 reads nothing), only with its token, never
+// to another site, only GET, and sends the page with a policy that runs
+// its own scripts alone.
+func TestDashboardServesOnlyItsOwnPage(t *testing.T) {
 	d, reading := dashboardFixture(t)
 	readTwice(t, d, reading)
 	h := d.handler()
@@ -328,7 +344,7 @@ func TestDashboardServesOnlyLoopbackHosts(t *testing.T) {
 		"evil.example.com:15080": http.StatusMisdirectedRequest, "198.18.0.1:15080": http.StatusMisdirectedRequest,
 		"localhost.evil.example:15080": http.StatusMisdirectedRequest,
 	} {
-		req := httptest.NewRequest(http.MethodGet, "/api/graph", nil)
+		req := d.get("/api/graph")
 		req.Host = host
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
@@ -336,15 +352,45 @@ func TestDashboardServesOnlyLoopbackHosts(t *testing.T) {
 			t.Errorf("Host %s: %d, want %d", host, rec.Code, want)
 		}
 	}
+	// Without the token (another user of the machine, another site's
+	// page), with a wrong one, or from another site even with the cookie
+	// (a page elsewhere making the browser send it): nothing is read.
+	for name, mod := range map[string]func(*http.Request){
+		"no token": func(r *http.Request) { r.Header.Del("Cookie") },
+		"wrong token": func(r *http.Request) {
+			r.Header.Del("Cookie")
+			r.AddCookie(&http.Cookie{Name: tokenCookie, Value: d.token[:len(d.token)-1] + "x"})
+		},
+		"wrong token in the URL": func(r *http.Request) { r.URL.RawQuery = "token=" + strings.ToUpper(d.token) },
+		"cross-site":             func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "cross-site") },
+		"same-site":              func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "same-site") },
+	} {
+		req := d.get("/api/health")
+		mod(req)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusUnauthorized && rec.Code != http.StatusForbidden {
+			t.Errorf("%s: %d %s", name, rec.Code, rec.Body)
+		}
+	}
+	// The printed URL: the token in the query opens the page and sets the
+	// cookie its fetches carry.
+	req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:15080/?token="+d.token, nil)
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "http://127.0.0.1:15080/api/graph", nil))
+	h.ServeHTTP(rec, req)
+	cookies := rec.Result().Cookies()
+	if rec.Code != 200 || len(cookies) != 1 || cookies[0].Value != d.token || !cookies[0].HttpOnly || cookies[0].SameSite != http.SameSiteStrictMode {
+		t.Errorf("page with the token: %d, cookies %+v", rec.Code, cookies)
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "http://127.0.0.1:15080/api/graph?token="+d.token, nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("POST: %d", rec.Code)
 	}
 	rec = httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1:15080/", nil))
+	h.ServeHTTP(rec, d.get("/"))
 	csp := rec.Header().Get("Content-Security-Policy")
-	if rec.Code != 200 || !strings.Contains(csp, "script-src 'sha256-") || strings.Contains(csp, "unsafe-inline'; img") && strings.Contains(csp, "script-src 'unsafe-inline'") ||
+	if rec.Code != 200 || !strings.Contains(csp, "script-src 'sha256-") || strings.Contains(csp, "script-src 'unsafe-inline'") ||
 		!strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "connect-src 'self'") {
 		t.Errorf("page: %d, CSP %q", rec.Code, csp)
 	}

@@ -120,9 +120,22 @@ func (a *kubeAdmin) podGet(ctx context.Context, pod *corev1.Pod, port int, path 
 	if port == sidecarAdminPort {
 		return a.forwardGet(ctx, pod, port, path)
 	}
-	b, err := a.kube.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, strconv.Itoa(port), path, nil).DoRaw(ctx)
-	if err != nil {
+	fail := func(err error) ([]byte, error) {
 		return nil, fmt.Errorf("weftctl: pod %s/%s port %d %s: %w", pod.Namespace, pod.Name, port, path, err)
+	}
+	// Whatever listens on the pod's port answers (the app shares the
+	// sidecar's network namespace): read at most maxAdminBody of it.
+	rc, err := a.kube.CoreV1().Pods(pod.Namespace).ProxyGet("http", pod.Name, strconv.Itoa(port), path, nil).Stream(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxAdminBody+1))
+	if err != nil {
+		return fail(err)
+	}
+	if len(b) > maxAdminBody {
+		return fail(fmt.Errorf("answer larger than %d bytes", maxAdminBody))
 	}
 	return b, nil
 }

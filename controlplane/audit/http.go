@@ -122,6 +122,9 @@ func (s *Service) parseQuery(r *http.Request, withLimit bool) (Query, error) {
 		if v.Has("limit") {
 			return q, fmt.Errorf("audit: limit applies to /audit/events only")
 		}
+		if len(v["by"]) > 1 {
+			return q, fmt.Errorf("audit: by given %d times", len(v["by"]))
+		}
 		switch by := v.Get("by"); by {
 		case "", "destination":
 		case "workload":

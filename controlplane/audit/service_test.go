@@ -324,7 +324,7 @@ func TestHTTP(t *testing.T) {
 		t.Errorf("summary by destination: %d %+v", code, sr)
 	}
 	for _, bad := range []string{"/audit/events?since=yesterday", "/audit/events?limit=0", "/audit/events?limit=20000",
-		"/audit/events?decision=maybe", "/audit/summary?limit=5", "/audit/summary?by=pod", "/audit/events?by=workload"} {
+		"/audit/events?decision=maybe", "/audit/summary?limit=5", "/audit/summary?by=pod", "/audit/events?by=workload", "/audit/summary?by=workload&by=pod"} {
 		if code := get(bad, nil); code != http.StatusBadRequest {
 			t.Errorf("GET %s = %d, want 400", bad, code)
 		}

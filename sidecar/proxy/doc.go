@@ -234,9 +234,10 @@
 // authz_shadow_denials_total{direction,policy},
 // egress_name_bindings_total{result}, egress_name_unknown_total{result},
 // inbound_peer_connections_total{outcome,peer} (who connected and what was
-// verified of them: mtls with the client's SPIFFE ID, plaintext or refused
-// with its address, or the ID when a verified client was denied; at most
-// 512 peers, then "other": the mesh graph of weftctl dashboard),
+// verified of them: mtls with the client's SPIFFE ID once the handshake
+// completed, plaintext or refused with its source address; at most 512
+// IDs and 512 addresses, then "other": the mesh graph of weftctl
+// dashboard),
 // parked_flows.
 //
 // Imports: sidecar/xds/model (the configuration it runs), sidecar/l7 and

@@ -65,21 +65,17 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 		err := tc.HandshakeContext(hctx)
 		cancel()
 		if err != nil {
-			r := &refusal{reason: failureReason(err), handshake: true,
-				err: fmt.Errorf("proxy: inbound handshake (peer %v): %w", peer, err)}
-			if !peer.IsZero() {
-				r.peer = peer.String() // set once its SVID verified (serverTLS)
-			}
-			return nil, p.refuse(inbound, cn, r)
+			return nil, p.refuse(inbound, cn, &refusal{reason: failureReason(err), handshake: true,
+				err: fmt.Errorf("proxy: inbound handshake (peer %v): %w", peer, err)})
 		}
 		p.m.handshakes.With(inbound).Inc()
 		st := tc.ConnectionState()
 		peerID := ""
 		if len(st.PeerCertificates) > 0 {
 			peerID = peer.String()
-			p.m.peers.count(peerMTLS, peerID, "")
+			p.m.peers.verified(peerID)
 		} else {
-			p.m.peers.count(peerTLS, "", cn.src)
+			p.m.peers.byAddress(peerTLS, cn.src)
 		}
 		cn.tls = newTLSInfo(st, peerID)
 		down = tc
@@ -89,7 +85,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 	} else if err := p.authorize(inbound, fc, "", dst.Port()); err != nil {
 		return nil, p.refuse(inbound, cn, refused(reasonAuthzDenied, "%w", err))
 	} else {
-		p.m.peers.count(peerPlaintext, "", cn.src)
+		p.m.peers.byAddress(peerPlaintext, cn.src)
 	}
 
 	cl := cfg.Clusters[fc.Target.Cluster]

@@ -11,54 +11,68 @@ import (
 // sidecar verified of a connection it accepted or refused. weftctl
 // dashboard draws the mesh graph's edges from them.
 const (
-	peerMTLS      = "mtls"      // the client's X.509-SVID verified; peer is its SPIFFE ID
+	peerMTLS      = "mtls"      // the handshake completed with the client's X.509-SVID verified; peer is its SPIFFE ID
 	peerTLS       = "tls"       // TLS without a client certificate (a chain that does not require one); peer is the source address
 	peerPlaintext = "plaintext" // accepted without TLS (a PERMISSIVE chain); peer is the source address
-	peerRefused   = "refused"   // refused; peer is the SPIFFE ID when the client's SVID verified (denied by policy), else the source address
+	peerRefused   = "refused"   // refused; peer is the source address
 )
 
-// peerOther is the peer label once maxPeerSeries is reached.
+// A refused client is named by its address, never by the SPIFFE ID its
+// certificate claims: TLS 1.3 hands the certificate to the authorizer
+// before it checks the client's signature, so anyone can present another
+// workload's certificate (every sidecar shows its own to whoever
+// connects) and be refused under that name. Only a completed handshake
+// proves the ID.
+
+// peerOther is the peer label past a budget.
 const peerOther = "other"
 
-// maxPeerSeries bounds the series of the peer counter. A client chooses its
-// source address (and a refused one any SPIFFE ID another trust domain's
-// bundle vouches for), so an unbounded label would let one app grow every
+// maxPeerSeries bounds the peers of each budget: verified SPIFFE IDs
+// (mtls), and source addresses (every other outcome). A client chooses
+// its source address, so an unbounded label would let one app grow every
 // scrape of this sidecar, and its memory, without limit: past this many
-// distinct (outcome, peer) pairs the new ones are counted as peer "other".
+// distinct peers in a budget the new ones are counted as peer "other".
+// The budgets are separate so that addresses, however many, never crowd
+// out the mesh's own verified workloads.
 const maxPeerSeries = 512
 
 // peerCounter counts inbound connections by outcome and peer.
 type peerCounter struct {
 	vec  *wm.CounterVec
 	mu   sync.Mutex
-	seen map[[2]string]bool
+	seen [2]map[[2]string]bool // [verified IDs, addresses]
 }
 
 func newPeerCounter(reg *wm.Registry) (*peerCounter, error) {
 	vec, err := reg.NewCounterVec("weft_sidecar_inbound_peer_connections_total",
-		"Inbound connections by outcome (mtls: client SVID verified; tls: TLS without a client certificate; plaintext: accepted without TLS; refused) and peer (the verified SPIFFE ID, else the source address; \"other\" past 512 distinct peers).",
+		"Inbound connections by outcome (mtls: handshake completed, client SVID verified; tls: TLS without a client certificate; plaintext: accepted without TLS; refused) and peer (the verified SPIFFE ID for mtls, else the source address; \"other\" past 512 distinct IDs or 512 addresses).",
 		"outcome", "peer")
 	if err != nil {
 		return nil, err
 	}
-	return &peerCounter{vec: vec, seen: map[[2]string]bool{}}, nil
+	return &peerCounter{vec: vec, seen: [2]map[[2]string]bool{{}, {}}}, nil
 }
 
-// count counts one connection of outcome from peer: a SPIFFE ID when one
-// was verified, else src ("ip:port", of which the address is kept).
-func (c *peerCounter) count(outcome, id, src string) {
-	peer := id
-	if peer == "" {
-		peer = src
-		if ap, err := netip.ParseAddrPort(src); err == nil {
-			peer = ap.Addr().Unmap().WithZone("").String()
-		}
+// verified counts a connection whose handshake completed with the
+// client's SVID verified as id.
+func (c *peerCounter) verified(id string) { c.count(0, peerMTLS, id) }
+
+// byAddress counts a connection of outcome from src ("ip:port", of which
+// the address is kept).
+func (c *peerCounter) byAddress(outcome, src string) {
+	peer := src
+	if ap, err := netip.ParseAddrPort(src); err == nil {
+		peer = ap.Addr().Unmap().WithZone("").String()
 	}
+	c.count(1, outcome, peer)
+}
+
+func (c *peerCounter) count(budget int, outcome, peer string) {
 	k := [2]string{outcome, peer}
 	c.mu.Lock()
-	if !c.seen[k] {
-		if len(c.seen) < maxPeerSeries {
-			c.seen[k] = true
+	if seen := c.seen[budget]; !seen[k] {
+		if len(seen) < maxPeerSeries {
+			seen[k] = true
 		} else {
 			peer = peerOther
 		}

@@ -673,9 +673,6 @@ type refusal struct {
 	reason    string
 	handshake bool
 	err       error
-	// peer is the client's SPIFFE ID when its SVID verified before the
-	// refusal (denied by policy, or of another trust domain).
-	peer string
 }
 
 func (r *refusal) Error() string { return r.reason + ": " + r.err.Error() }
@@ -692,7 +689,7 @@ func (p *Proxy) refuse(direction string, cn *conn, r *refusal) error {
 	// TLS, identity or policy said no), not a client that left by itself
 	// or a sidecar that was not ready.
 	if direction == inbound && (r.handshake && r.reason != reasonPeerClosed || r.reason == reasonAuthzDenied) {
-		p.m.peers.count(peerRefused, r.peer, cn.src)
+		p.m.peers.byAddress(peerRefused, cn.src) // by address: peers.go
 	}
 	p.log.Info("connection refused", "direction", direction, "src", cn.src, "dst", cn.dst,
 		"chain", cn.chain, "reason", r.reason, "err", r.err)

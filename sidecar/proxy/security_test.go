@@ -114,14 +114,17 @@ func TestInboundRefusals(t *testing.T) {
 			svid := tt.svid(mp)
 			refusedByB(t, mp, svid, tt.max)
 			mp.b.waitCounter(1, "handshake_failures", inbound, tt.reason)
-			// The peer graph: a client whose SVID verified is named by
-			// its SPIFFE ID, any other by its address.
-			peer := "127.0.0.1"
 			if tt.reason == reasonAuthzDenied {
 				mp.b.waitCounter(1, "authz_denials", inbound, tt.denied)
-				peer = svid.ID.String()
 			}
-			mp.b.waitCounter(1, "inbound_peer_connections", peerRefused, peer)
+			// The peer graph names a refused client by its address,
+			// never by the ID its certificate claims (peers.go).
+			mp.b.waitCounter(1, "inbound_peer_connections", peerRefused, "127.0.0.1")
+			if svid != nil {
+				if got := mp.b.counter("inbound_peer_connections", peerRefused, svid.ID.String()); got != 0 {
+					t.Fatalf("refused connection named by its claimed ID %s", svid.ID)
+				}
+			}
 			if svid != nil {
 				if got := mp.b.counter("inbound_peer_connections", peerMTLS, svid.ID.String()); got != 0 {
 					t.Fatalf("refused connection counted as mTLS from %s", svid.ID)
@@ -204,8 +207,9 @@ func TestPermissiveAcceptsPlaintext(t *testing.T) {
 	}
 }
 
-// A client chooses its source address: the peer series stop growing at
-// maxPeerSeries, and the connections past it still count, as "other".
+// A client chooses its source address: the address series stop growing
+// at maxPeerSeries, the connections past it still count, as "other", and
+// verified IDs keep a budget of their own.
 func TestPeerSeriesBounded(t *testing.T) {
 	reg := wm.NewRegistry()
 	c, err := newPeerCounter(reg)
@@ -213,26 +217,33 @@ func TestPeerSeriesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range maxPeerSeries + 100 {
-		c.count(peerRefused, "", fmt.Sprintf("[2001:2::%x]:443", i))
+		c.byAddress(peerRefused, fmt.Sprintf("[2001:2::%x]:443", i))
 	}
-	c.count(peerRefused, "", "[2001:2::1]:9") // seen: its own series
-	c.count(peerMTLS, "spiffe://cluster.local/ns/a/sa/b", "198.18.0.7:1")
+	c.byAddress(peerRefused, "[2001:2::1]:9") // seen: its own series
+	c.verified("spiffe://cluster.local/ns/a/sa/b")
+	for i := range maxPeerSeries {
+		c.verified(fmt.Sprintf("spiffe://cluster.local/ns/n/sa/s%d", i))
+	}
 	var scrape strings.Builder
 	if _, err := reg.WriteTo(&scrape); err != nil {
 		t.Fatal(err)
 	}
-	series := strings.Count(scrape.String(), "\nweft_sidecar_inbound_peer_connections_total{")
-	if series != maxPeerSeries+2 { // and "other" of each outcome seen past it
-		t.Fatalf("%d series, want %d", series, maxPeerSeries+2)
+	// 512 addresses and their "other"; 512 IDs and theirs.
+	if series := strings.Count(scrape.String(), "\nweft_sidecar_inbound_peer_connections_total{"); series != 2*maxPeerSeries+2 {
+		t.Fatalf("%d series, want %d", series, 2*maxPeerSeries+2)
 	}
-	if got, _ := reg.Value("weft_sidecar_inbound_peer_connections_total", peerRefused, "2001:2::1"); got != 2 {
-		t.Fatalf("2001:2::1: %v, want 2", got)
-	}
-	if got, _ := reg.Value("weft_sidecar_inbound_peer_connections_total", peerRefused, peerOther); got != 100 {
-		t.Fatalf("other (refused): %v, want 100", got)
-	}
-	if got, _ := reg.Value("weft_sidecar_inbound_peer_connections_total", peerMTLS, peerOther); got != 1 {
-		t.Fatalf("other (mtls): %v, want 1", got)
+	for _, tc := range []struct {
+		outcome, peer string
+		want          float64
+	}{
+		{peerRefused, "2001:2::1", 2},
+		{peerRefused, peerOther, 100},
+		{peerMTLS, "spiffe://cluster.local/ns/a/sa/b", 1}, // the addresses did not crowd it out
+		{peerMTLS, peerOther, 1},
+	} {
+		if got, _ := reg.Value("weft_sidecar_inbound_peer_connections_total", tc.outcome, tc.peer); got != tc.want {
+			t.Errorf("%s %s: %v, want %v", tc.outcome, tc.peer, got, tc.want)
+		}
 	}
 }
 

@@ -197,7 +197,7 @@ func TestDashboard(t *testing.T) {
 
 	// The page, rendered by a real browser: the same nodes, edges and
 	// marks, the egress decisions, the sidecars' states.
-	dom := browser.DOM(t, base+"/?refresh=0")
+	dom := browser.DOM(t, base+"/?refresh=0&token="+dashboardToken)
 	if !regexp.MustCompile(`<body[^>]*data-loaded="[1-9]`).MatchString(dom) {
 		t.Fatalf("the page never finished loading:\n%.3000s", dom)
 	}
@@ -222,7 +222,7 @@ func TestDashboard(t *testing.T) {
 	if err := os.MkdirAll(artifacts, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	browser.Screenshot(t, base+"/?refresh=0", shot)
+	browser.Screenshot(t, base+"/?refresh=0&token="+dashboardToken, shot)
 	t.Logf("screenshot: %s", shot)
 }
 
@@ -252,15 +252,26 @@ func startDashboard(t *testing.T) string {
 			t.Errorf("weftctl dashboard: %v", err)
 		}
 	})
-	m := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(first)
-	if m == "" {
+	m := regexp.MustCompile(`(http://127\.0\.0\.1:\d+)/\?token=([A-Za-z0-9_-]+)`).FindStringSubmatch(first)
+	if m == nil {
 		t.Fatalf("weftctl dashboard: %q", first)
 	}
-	return m
+	// Without its token the dashboard reads nothing for anyone.
+	if resp, err := http.Get(m[1] + "/api/health"); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /api/health without the token: %v %v, want 401", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	dashboardToken = m[2]
+	return m[1]
 }
 
+// dashboardToken is the token startDashboard's weftctl printed.
+var dashboardToken string
+
+// dashboardJSON GETs url (with the dashboard's token) into v.
 func dashboardJSON(url string, v any) error {
-	resp, err := http.Get(url)
+	resp, err := http.Get(url + "?token=" + dashboardToken)
 	if err != nil {
 		return err
 	}
