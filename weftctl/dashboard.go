@@ -781,6 +781,12 @@ func (d *dashboardServer) egress(ctx context.Context) (*egressView, error) {
 	}
 	v := &egressView{Since: now.Add(-d.o.since).UTC(), Until: now.UTC(), Rows: []egressRow{},
 		Replicas: fmt.Sprintf("%d/%d", len(rs.Answered), len(rs.Answered)+len(rs.Unreachable)), Errors: rs.Unreachable}
+	for _, s := range sums {
+		if s.Truncated {
+			v.Errors = append(v.Errors, "a control-plane replica had more rows than it sends (its busiest are shown): narrow --since")
+			break
+		}
+	}
 	for _, s := range mergeSummaries(sums) {
 		row := egressRow{Workload: s.Workload, Destination: s.Destination, Decisions: s.Decisions, Connections: s.Connections,
 			BytesSent: s.BytesSent, BytesReceived: s.BytesReceived, LastSeen: s.LastSeen, Policies: s.Policies}

@@ -186,6 +186,7 @@ type (
 	}
 	auditSummary struct {
 		Destinations []audit.DestinationSummary `json:"destinations"`
+		Truncated    bool                       `json:"truncated"` // only the busiest rows
 	}
 )
 

@@ -113,6 +113,12 @@ func egressAudit(ctx context.Context, e *egressEnv, warn io.Writer, f egressFilt
 		return nil, err
 	}
 	r.Destinations = mergeSummaries(sums)
+	for _, s := range sums {
+		if s.Truncated {
+			fmt.Fprintln(warn, "weftctl egress audit: a control-plane replica matched more destinations than it sends; only the busiest are counted: narrow --since, -n or --workload")
+			break
+		}
+	}
 	return r, nil
 }
 

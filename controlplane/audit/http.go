@@ -15,6 +15,11 @@ import (
 const (
 	DefaultLimit = 1000
 	MaxLimit     = 10000
+	// MaxSummaryRows bounds a summary: an app that reaches tens of
+	// thousands of distinct names would otherwise grow every reader's
+	// answer past what it reads (weftctl: 8 MiB). The busiest rows are
+	// kept and the answer says it was truncated.
+	MaxSummaryRows = 5000
 )
 
 // EventsResponse is the JSON of GET /audit/events.
@@ -28,6 +33,8 @@ type SummaryResponse struct {
 	Since        time.Time                     `json:"since,omitzero"`
 	Until        time.Time                     `json:"until,omitzero"`
 	Destinations []apiaudit.DestinationSummary `json:"destinations"`
+	// Truncated: more than MaxSummaryRows matched; the busiest are here.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Handler serves, on the control plane's admin port behind its guard
@@ -98,7 +105,18 @@ func (s *Service) serveSummary(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	writeJSON(w, SummaryResponse{Since: q.Since, Until: q.Until, Destinations: sum})
+	resp := SummaryResponse{Since: q.Since, Until: q.Until, Destinations: sum}
+	if len(sum) > s.maxSummaryRows() {
+		resp.Destinations, resp.Truncated = sum[:s.maxSummaryRows()], true // most connections first
+	}
+	writeJSON(w, resp)
+}
+
+func (s *Service) maxSummaryRows() int {
+	if s.cfg.MaxSummaryRows > 0 {
+		return s.cfg.MaxSummaryRows
+	}
+	return MaxSummaryRows
 }
 
 func (s *Service) parseQuery(r *http.Request, withLimit bool) (Query, error) {

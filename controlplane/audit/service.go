@@ -58,9 +58,11 @@ type ServiceConfig struct {
 	// MaxClockSkew is how far past the receive time an event's Time may
 	// be before it is clamped to it: 1m.
 	MaxClockSkew time.Duration
-	Logger       *slog.Logger
-	Clock        clock.PassiveClock
-	Registerer   prometheus.Registerer // nil: a private registry
+	// MaxSummaryRows bounds a GET /audit/summary: MaxSummaryRows (0).
+	MaxSummaryRows int
+	Logger         *slog.Logger
+	Clock          clock.PassiveClock
+	Registerer     prometheus.Registerer // nil: a private registry
 }
 
 // Service receives audit events (ALS) and answers queries (Handler).

@@ -323,6 +323,18 @@ func TestHTTP(t *testing.T) {
 		sr.Destinations[0].Workload != "" || sr.Destinations[0].Connections != 3 {
 		t.Errorf("summary by destination: %d %+v", code, sr)
 	}
+	// A summary past MaxSummaryRows keeps the busiest rows and says so.
+	h.svc.cfg.MaxSummaryRows = 2
+	sr = SummaryResponse{}
+	if code := get("/audit/summary", &sr); code != 200 || !sr.Truncated || len(sr.Destinations) != 2 ||
+		sr.Destinations[0].Destination != "api.example.com:443" || sr.Destinations[0].Connections != 3 {
+		t.Errorf("summary past its rows: %d %+v", code, sr)
+	}
+	h.svc.cfg.MaxSummaryRows = 0
+	sr = SummaryResponse{}
+	if code := get("/audit/summary", &sr); code != 200 || sr.Truncated || len(sr.Destinations) != 4 {
+		t.Errorf("summary: %d %+v", code, sr)
+	}
 	for _, bad := range []string{"/audit/events?since=yesterday", "/audit/events?limit=0", "/audit/events?limit=20000",
 		"/audit/events?decision=maybe", "/audit/summary?limit=5", "/audit/summary?by=pod", "/audit/events?by=workload", "/audit/summary?by=workload&by=pod"} {
 		if code := get(bad, nil); code != http.StatusBadRequest {
