@@ -348,3 +348,58 @@ func (w *watchBuffer) String() string {
 	defer w.mu.Unlock()
 	return w.b.String()
 }
+
+// closeAfterWrite closes its connection once the first write (the TLS
+// ClientHello) is out: a client that leaves mid-handshake.
+type closeAfterWrite struct{ net.Conn }
+
+func (c closeAfterWrite) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.Conn.Close()
+	return n, err
+}
+
+// A client that leaves by itself, before or during the handshake, was not
+// refused: the peer graph does not draw it as a refusal.
+func TestPeerWhoLeavesIsNotRefused(t *testing.T) {
+	mp := newMeshPair(t, nil, nil)
+	c, err := net.Dial("tcp", mp.b.inboundAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := tlsconfig.MTLSClientConfig(mp.a.svid.p.Load(), mp.ca.Bundle(), tlsconfig.AuthorizeAny())
+	_ = tls.Client(closeAfterWrite{c}, cfg).Handshake()
+	mp.b.waitCounter(1, "handshake_failures", inbound, reasonPeerClosed)
+	c2, err := net.Dial("tcp", mp.b.inboundAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Close() // before a byte: the sniff's peer_closed
+	mp.b.waitCounter(1, "connection_failures", inbound, reasonPeerClosed)
+	if got := mp.b.counter("inbound_peer_connections", peerRefused, "127.0.0.1"); got != 0 {
+		t.Fatalf("a client that left counted as refused %v times", got)
+	}
+}
+
+// Plaintext on a PERMISSIVE port that policy denies (an ALLOW rule by
+// identity: a plaintext client has none) is a refusal, by address.
+func TestPeerPlaintextDeniedIsRefused(t *testing.T) {
+	mp := newMeshPair(t, nil, nil)
+	allowShop := []model.RBACFilter{{Action: model.RBACAllow, Policies: []model.RBACPolicy{{Name: "demo/allow-shop",
+		Principals: []model.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}}}}}
+	mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(mp.app.port(), true, allowShop), false))
+	c, err := net.Dial("tcp", mp.b.inboundAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: echo\r\n\r\n"))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 64)); err == nil {
+		t.Fatalf("denied plaintext got %d bytes back", n)
+	}
+	mp.b.waitCounter(1, "inbound_peer_connections", peerRefused, "127.0.0.1")
+	if got := mp.b.counter("inbound_peer_connections", peerPlaintext, "127.0.0.1"); got != 0 {
+		t.Fatalf("denied plaintext counted as accepted: %v", got)
+	}
+}
