@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftmesh/weft/api/audit"
 )
 
 const (
@@ -87,7 +90,15 @@ func dashboardFixture(t *testing.T) (*dashboardServer, *atomic.Int32) {
 	clock := now
 	e := &env{kube: f.kube, admin: httpAdmin{srv.URL}, weftNS: "weft-system",
 		now: func() time.Time { clock = clock.Add(5 * time.Second); return clock }}
-	ee, _ := egressCluster(t, egressReplicaEvents)
+	// The replicas' events, and one denied connection from web to the
+	// host it is otherwise allowed: its row's decision is the strictest.
+	events := map[string][]audit.Event{}
+	for r, evs := range egressReplicaEvents {
+		events[r] = slices.Clone(evs)
+	}
+	events["weft-controlplane-1"] = append(events["weft-controlplane-1"],
+		egressEvent("x1", 2*time.Minute, "shop", "web-1", "web", "tls", "api.example.com", "93.184.216.34:443", "deny", "shop/web-egress"))
+	ee, _ := egressCluster(t, events)
 	d, err := newDashboardServer(e, ee, dashboardOptions{refresh: time.Hour, since: time.Hour, workers: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -291,9 +302,9 @@ func TestDashboardEgress(t *testing.T) {
 	}
 	const webID, workerID = "spiffe://cluster.local/ns/shop/sa/web", "spiffe://cluster.local/ns/shop/sa/worker"
 	// From both replicas, in the hour: a1, a2, a3 (web-2, the same
-	// identity) and a4; "old" is 3 h old.
+	// identity) and a4 allowed, x1 denied; "old" is 3 h old.
 	api := rows[webID+" api.example.com:443"]
-	if api.Connections != 4 || api.Decision != "allow" || api.WorkloadRef != "shop/deploy/web" || api.BytesSent == 0 {
+	if api.Connections != 5 || api.Decision != "deny" || api.Decisions["allow"] != 4 || api.WorkloadRef != "shop/deploy/web" || api.BytesSent == 0 {
 		t.Errorf("web -> api.example.com %+v", api)
 	}
 	for dest, decision := range map[string]string{"evil.example.net:443": "deny", "hooks.example.org:443": "audit", "cdn.example.com:443": "allow"} {
@@ -477,4 +488,25 @@ func BenchmarkDashboardGraph500(b *testing.B) {
 			json.Marshal(g)
 		}
 	})
+}
+
+// Two workloads that run as one SPIFFE ID cannot be told apart by the
+// sidecar that verified it: the edge starts at the identity, not at
+// either of them.
+func TestDashboardSharedIdentity(t *testing.T) {
+	d, reading := dashboardFixture(t)
+	readTwice(t, d, reading)
+	twin := pod("weft-demo", "twin-1", "198.18.0.15", -time.Minute, true)
+	twin.Spec.ServiceAccountName = "client"
+	d.cur.pods = append(d.cur.pods, *twin)
+	g := buildGraph(d.prev, d.cur)
+	var from []string
+	for _, e := range g.Edges {
+		if e.Outcome == outcomeMTLS && e.To == "weft-demo/pod/server-v1-9a7c" {
+			from = append(from, e.From)
+		}
+	}
+	if !slices.Contains(from, clientID) || slices.Contains(from, "weft-demo/pod/client-8f6d") || slices.Contains(from, "weft-demo/pod/twin-1") {
+		t.Errorf("mTLS edges from %v, want from the identity %s alone", from, clientID)
+	}
 }
