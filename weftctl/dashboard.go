@@ -40,8 +40,6 @@ import (
 // and the control plane's admin API behind its RBAC (debug and audit
 // readers). Nothing is exposed in the cluster.
 
-const peerMetric = "weft_sidecar_inbound_peer_connections_total"
-
 type dashboardOptions struct {
 	address string
 	refresh time.Duration // between two readings of the sidecars
@@ -386,7 +384,7 @@ func parseSidecarReading(body []byte) (*sidecarReading, error) {
 		}
 		return l
 	}
-	for _, m := range fams[peerMetric].GetMetric() {
+	for _, m := range fams[adminapi.PeerConnectionsMetric].GetMetric() {
 		l := labels(m)
 		r.conns[[2]string{l["outcome"], l["peer"]}] += sampleValue(m)
 	}
@@ -533,7 +531,7 @@ func (x *workloadIndex) source(peer string) string {
 		}
 	}
 	id, name := "ip:"+peer, peer
-	if peer == "other" {
+	if peer == adminapi.PeerOther {
 		// The sidecar's peers past its budget (512 IDs, 512 addresses).
 		id, name = "other", "other peers (past a sidecar's 512)"
 	}

@@ -1,6 +1,10 @@
 package weftctl
 
-import "time"
+import (
+	"time"
+
+	adminapi "github.com/weftmesh/weft/api/admin"
+)
 
 // The JSON that `weftctl dashboard` serves to its page (and to anyone who
 // curls it): GET /api/graph, /api/egress, /api/egress/suggest and
@@ -39,15 +43,17 @@ type graphNode struct {
 	Meshed     int      `json:"meshed"` // pods with a sidecar
 }
 
-// Edge outcomes: what the receiving sidecar verified of the connections.
+// Edge outcomes: what the receiving sidecar verified of the connections,
+// the outcomes of its adminapi.PeerConnectionsMetric: mtls (Peers are
+// the clients' SPIFFE IDs), plaintext (accepted without TLS on a
+// PERMISSIVE port; Peers are source addresses), refused (no or bad
+// certificate, denied by policy, not TLS on a STRICT port; Peers are
+// source addresses), tls (TLS without a client certificate, a chain weft
+// never configures; Peers are source addresses).
 const (
-	outcomeMTLS      = "mtls"      // mTLS, the client's X.509-SVID verified: Peers are its SPIFFE IDs
-	outcomePlaintext = "plaintext" // accepted without TLS (a PERMISSIVE port): Peers are source addresses
-	outcomeRefused   = "refused"   // refused (no or bad certificate, denied by policy, not TLS on a STRICT port)
-	// outcomeTLS: TLS without a client certificate, on a chain that does
-	// not require one (weft's control plane never configures one; a
-	// sidecar under another control plane could): Peers are addresses.
-	outcomeTLS = "tls"
+	outcomeMTLS      = adminapi.PeerMTLS
+	outcomePlaintext = adminapi.PeerPlaintext
+	outcomeRefused   = adminapi.PeerRefused
 )
 
 // graphEdge is the connections one workload's sidecars accepted (or

@@ -4,17 +4,17 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/weftmesh/weft/api/admin"
 	wm "github.com/weftmesh/weft/internal/metrics"
 )
 
-// Outcomes of weft_sidecar_inbound_peer_connections_total: what this
-// sidecar verified of a connection it accepted or refused. weftctl
-// dashboard draws the mesh graph's edges from them.
+// Outcomes of weft_sidecar_inbound_peer_connections_total (api/admin
+// holds the contract with its reader, weftctl dashboard).
 const (
-	peerMTLS      = "mtls"      // the handshake completed with the client's X.509-SVID verified; peer is its SPIFFE ID
-	peerTLS       = "tls"       // TLS without a client certificate (a chain that does not require one); peer is the source address
-	peerPlaintext = "plaintext" // accepted without TLS (a PERMISSIVE chain); peer is the source address
-	peerRefused   = "refused"   // refused; peer is the source address
+	peerMTLS      = admin.PeerMTLS
+	peerTLS       = admin.PeerTLS
+	peerPlaintext = admin.PeerPlaintext
+	peerRefused   = admin.PeerRefused
 )
 
 // A refused client is named by its address, never by the SPIFFE ID its
@@ -25,7 +25,7 @@ const (
 // proves the ID.
 
 // peerOther is the peer label past a budget.
-const peerOther = "other"
+const peerOther = admin.PeerOther
 
 // maxPeerSeries bounds the peers of each budget: verified SPIFFE IDs
 // (mtls), and source addresses (every other outcome). A client chooses
@@ -44,7 +44,7 @@ type peerCounter struct {
 }
 
 func newPeerCounter(reg *wm.Registry) (*peerCounter, error) {
-	vec, err := reg.NewCounterVec("weft_sidecar_inbound_peer_connections_total",
+	vec, err := reg.NewCounterVec(admin.PeerConnectionsMetric,
 		"Inbound connections by outcome (mtls: handshake completed, client SVID verified; tls: TLS without a client certificate; plaintext: accepted without TLS; refused) and peer (the verified SPIFFE ID for mtls, else the source address; \"other\" past 512 distinct IDs or 512 addresses).",
 		"outcome", "peer")
 	if err != nil {
