@@ -146,16 +146,7 @@ func TestInboundRefusals(t *testing.T) {
 
 	t.Run("plaintext to STRICT", func(t *testing.T) {
 		mp := newMeshPair(t, nil, nil)
-		c, err := net.Dial("tcp", mp.b.inboundAddr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.Write([]byte("GET / HTTP/1.1\r\nHost: echo\r\n\r\n"))
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if n, err := c.Read(make([]byte, 64)); err == nil {
-			t.Fatalf("plaintext got %d bytes back", n)
-		}
+		plaintextGetsNothing(t, mp)
 		mp.b.waitCounter(1, "handshake_failures", inbound, reasonNotTLS)
 		mp.b.waitCounter(1, "inbound_peer_connections", peerRefused, "127.0.0.1")
 		if got := mp.b.counter("inbound_peer_connections", peerPlaintext, "127.0.0.1"); got != 0 {
@@ -388,6 +379,17 @@ func TestPeerPlaintextDeniedIsRefused(t *testing.T) {
 	allowShop := []model.RBACFilter{{Action: model.RBACAllow, Policies: []model.RBACPolicy{{Name: "demo/allow-shop",
 		Principals: []model.Principal{{Prefix: "spiffe://cluster.local/ns/shop/sa/"}}}}}}
 	mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(mp.app.port(), true, allowShop), false))
+	plaintextGetsNothing(t, mp)
+	mp.b.waitCounter(1, "inbound_peer_connections", peerRefused, "127.0.0.1")
+	if got := mp.b.counter("inbound_peer_connections", peerPlaintext, "127.0.0.1"); got != 0 {
+		t.Fatalf("denied plaintext counted as accepted: %v", got)
+	}
+}
+
+// plaintextGetsNothing sends a plaintext HTTP request straight to B's
+// inbound listener and expects the connection closed without an answer.
+func plaintextGetsNothing(t *testing.T, mp *meshPair) {
+	t.Helper()
 	c, err := net.Dial("tcp", mp.b.inboundAddr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -396,10 +398,6 @@ func TestPeerPlaintextDeniedIsRefused(t *testing.T) {
 	c.Write([]byte("GET / HTTP/1.1\r\nHost: echo\r\n\r\n"))
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := c.Read(make([]byte, 64)); err == nil {
-		t.Fatalf("denied plaintext got %d bytes back", n)
-	}
-	mp.b.waitCounter(1, "inbound_peer_connections", peerRefused, "127.0.0.1")
-	if got := mp.b.counter("inbound_peer_connections", peerPlaintext, "127.0.0.1"); got != 0 {
-		t.Fatalf("denied plaintext counted as accepted: %v", got)
+		t.Fatalf("plaintext got %d bytes back", n)
 	}
 }
