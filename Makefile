@@ -17,7 +17,7 @@ LDFLAGS    := -s -w -X github.com/weftmesh/weft/internal/version.Version=$(VERSI
 BUILDTAGS  := grpcnotrace
 BINARIES   := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test test-vm race e2e demo conformance bench fuzz mutate lint cluster-up cluster-down cluster-build images clean chart chart-test helm-e2e
+.PHONY: all build test test-vm race e2e e2e-suite demo conformance bench fuzz mutate lint cluster-up cluster-down cluster-build images clean chart chart-test helm-e2e
 
 all: build
 
@@ -89,8 +89,11 @@ cluster-down:
 images:
 	TAG=$(TAG) REGISTRY=$(REGISTRY) VERSION=$(VERSION) test/cluster/images.sh
 
-## e2e: cluster up, images, weft installed, end-to-end tests, cluster down (always)
-e2e:
+## e2e: the end-to-end suite (e2e-suite), then weft installed with helm (helm-e2e), each on a cluster of its own
+e2e: e2e-suite helm-e2e
+
+## e2e-suite: cluster up, images, weft installed, end-to-end tests, cluster down (always)
+e2e-suite:
 	@rc=0; \
 	test/cluster/up.sh && TAG=$(TAG) VERSION=$(VERSION) test/cluster/images.sh && TAG=$(TAG) test/cluster/images.sh traefik && \
 	KUBECONFIG=$(KUBECONFIG_E2E) WEFT_TAG=$(TAG) WEFT_ARTIFACTS=$(CURDIR)/$(OUT)/e2e-artifacts \
@@ -110,6 +113,7 @@ chart-test:
 
 ## helm-e2e: cluster up, images, weft installed from charts/weft with helm (a pod injected and SYNCED), helm uninstall, nothing left; then the kubectl-apply path; cluster down (always)
 helm-e2e:
+	test/cluster/build.sh helm
 	@rc=0; \
 	test/cluster/up.sh && TAG=$(TAG) VERSION=$(VERSION) test/cluster/images.sh && \
 	TAG=$(TAG) VERSION=$(VERSION) test/cluster/helm-smoke.sh || rc=$$?; \
