@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/weftmesh/weft/deploy"
@@ -33,7 +35,7 @@ sidecars until they are recreated.`,
 		},
 	}
 	cmd.Flags().StringVar(&values.Namespace, "weft-namespace", values.Namespace, "namespace weft is installed in")
-	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Minute, "how long to wait for the namespace to be gone")
+	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Minute, "how long to wait for the namespace and the CRDs to be gone")
 	return cmd
 }
 
@@ -68,13 +70,34 @@ func uninstall(ctx context.Context, g *globals, v deploy.Values, timeout time.Du
 			}
 		}
 	}
-	g.progress("waiting for namespace %s to be gone", v.Namespace)
+	// The namespace and the CRDs go asynchronously (their contents first):
+	// "uninstalled" means they are gone, so that an install right after
+	// does not meet them terminating.
+	var crds []string
+	for _, o := range objs {
+		if o.GetKind() == "CustomResourceDefinition" {
+			crds = append(crds, o.GetName())
+		}
+	}
+	g.progress("waiting for namespace %s and %d CRDs to be gone", v.Namespace, len(crds))
+	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	left := func(ctx context.Context) []string {
+		var out []string
+		if _, err := c.kube.CoreV1().Namespaces().Get(ctx, v.Namespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			out = append(out, "namespace "+v.Namespace)
+		}
+		for _, name := range crds {
+			if _, err := c.dynamic.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				out = append(out, "CRD "+name)
+			}
+		}
+		return out
+	}
 	err = wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(ctx context.Context) (bool, error) {
-		_, err := c.kube.CoreV1().Namespaces().Get(ctx, v.Namespace, metav1.GetOptions{})
-		return apierrors.IsNotFound(err), nil
+		return len(left(ctx)) == 0, nil
 	})
 	if err != nil {
-		errs = append(errs, fmt.Errorf("weftctl: namespace %s still exists after %s: %w", v.Namespace, timeout, err))
+		errs = append(errs, fmt.Errorf("weftctl: %s still there after %s: %w", strings.Join(left(ctx), ", "), timeout, err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
