@@ -20,12 +20,14 @@ import (
 // (Today the sidecar ends the connection at the unasked-for bytes, so the
 // request never reaches the server; the control's does.)
 func TestAttackAuditHeldBack(t *testing.T) {
+	t.Parallel()
 	for _, unsolicited := range []bool{false, true} {
 		name := "control"
 		if unsolicited {
 			name = "one unsolicited response"
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			first := okResponse
 			if unsolicited {
 				first += okResponse

@@ -33,8 +33,10 @@ func chunkedPost(body string) string {
 // (reqServer: http.ReadRequest in a loop), a request for evil.example.com
 // hidden in a malformed chunked body of an allowed request.
 func TestAttackChunkedLineDesync(t *testing.T) {
+	t.Parallel()
 	for _, tc := range chunkDesyncCases() {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			srv := startReqServer(t)
 			pd, events := reqPod(t, "Enforce", false, srv)
 			statuses, bodies := sendRaw(t, pd, srv.app.addr(), chunkedPost(tc.body), 500*time.Millisecond)

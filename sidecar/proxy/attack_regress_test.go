@@ -27,6 +27,7 @@ import (
 // net/http.Server: it closes the connection on a corrupt chunked body
 // rather than read on.
 func TestAttackChunkedDesyncNetHTTPServer(t *testing.T) {
+	t.Parallel()
 	size := strconv.FormatInt(int64(len(evilReq)), 16)
 	rest := evilReq + "\r\n0\r\n\r\n"
 	for _, tc := range []struct{ name, body string }{
@@ -37,6 +38,7 @@ func TestAttackChunkedDesyncNetHTTPServer(t *testing.T) {
 		{"trailer section with a line that is not a field", "0\r\nX\r\n" + evilReq},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			hs := startHostServer(t, nil)
 			pd, _ := reqPod(t, "Enforce", false, hs.asReq())
 			raw := "POST / HTTP/1.1\r\nHost: api.example.com\r\nTransfer-Encoding: chunked\r\n\r\n" + tc.body
@@ -82,6 +84,7 @@ func TestAttackHTTP10TransferEncoding(t *testing.T) {
 // rides in each body. Either the sidecar refuses the request or the
 // server reads the body as the sidecar did.
 func TestAttackFramingVariants(t *testing.T) {
+	t.Parallel()
 	n := strconv.Itoa(len(evilReq))
 	size := strconv.FormatInt(int64(len(evilReq)), 16)
 	chunked := size + "\r\n" + evilReq + "\r\n0\r\n\r\n"
@@ -117,6 +120,7 @@ func TestAttackFramingVariants(t *testing.T) {
 		raw := method + " / HTTP/1.1\r\nHost: api.example.com\r\n" + tc.head + "\r\n\r\n" + tc.body
 		for _, server := range []string{"reqServer", "net/http.Server"} {
 			t.Run(tc.name+"/"+server, func(t *testing.T) {
+				t.Parallel()
 				var seen func() []string
 				var pd *pod
 				var statuses []int
@@ -143,6 +147,7 @@ func TestAttackFramingVariants(t *testing.T) {
 // TestAttackHostForms: Host spellings and request-target forms that name
 // evil.example.com; every one is refused before it reaches the server.
 func TestAttackHostForms(t *testing.T) {
+	t.Parallel()
 	for _, req := range []string{
 		"GET / HTTP/1.1\r\nHost: EVIL.EXAMPLE.COM\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: evil.example.com.\r\n\r\n",
@@ -175,6 +180,7 @@ func TestAttackHostForms(t *testing.T) {
 	} {
 		for _, later := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%q/later=%v", req, later), func(t *testing.T) {
+				t.Parallel()
 				srv, statuses := sendEnforced(t, req, later)
 				if settle(100*time.Millisecond, func() bool { return sawHost(srv.requests(), "evil.example.com") }) {
 					t.Fatalf("the server saw %q (app got %v)", srv.requests(), statuses)
@@ -328,6 +334,7 @@ func TestAttackHalfClose(t *testing.T) {
 // "SM\r\n\r\n", which the sidecar refuses as a request head, or forwards
 // only one line of as a chunk size before closing).
 func TestAttackH2CVariantsHeld(t *testing.T) {
+	t.Parallel()
 	preface := "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 	for _, tc := range []struct{ name, raw string }{
 		{"upgrade without Connection: upgrade", "GET / HTTP/1.1\r\nHost: api.example.com\r\nConnection: HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n\r\n" + preface},
@@ -336,6 +343,7 @@ func TestAttackH2CVariantsHeld(t *testing.T) {
 		{"PRI with a Host, later", get("api.example.com") + "PRI * HTTP/2.0\r\nHost: api.example.com\r\n\r\nSM\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			hs := startHostServer(t, func(h http.Handler) http.Handler { return h2c.NewHandler(h, &http2.Server{}) })
 			pd, _ := reqPod(t, "Enforce", false, hs.asReq())
 			c := pd.dialOutbound(hs.addr())
@@ -371,6 +379,7 @@ func TestAttackH2CVariantsHeld(t *testing.T) {
 // lower-case "connect"); the request for evil.example.com that the app
 // sends next must still be decided, and so never reach the server.
 func TestAttackCollidingResponses(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, first, answer string }{
 		{"101 to a plain GET", get("api.example.com"), "HTTP/1.1 101 Switching Protocols\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
 		{"body after a HEAD response", "HEAD / HTTP/1.1\r\nHost: api.example.com\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"},
@@ -379,6 +388,7 @@ func TestAttackCollidingResponses(t *testing.T) {
 		{"unframed 200 (read to the end)", get("api.example.com"), "HTTP/1.1 200 OK\r\n\r\nstreaming"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			srv := startHostRecorder(t, func(i int) string {
 				if i == 0 {
 					return tc.answer
@@ -409,6 +419,7 @@ func TestAttackCollidingResponses(t *testing.T) {
 // it is asked anything are passed on, and the requests after them are
 // still decided.
 func TestAttackResponseBeforeRequest(t *testing.T) {
+	t.Parallel()
 	// Two responses for the first request: the second is unasked for.
 	srv := startHostRecorder(t, func(i int) string {
 		if i == 0 {

@@ -209,8 +209,10 @@ func hostileCases(t *testing.T) []hostile {
 // sniffer reads evil.example.com, as name_unknown (with its reason) where
 // no name can be read.
 func TestHostileNamesEnforce(t *testing.T) {
+	t.Parallel()
 	for _, h := range hostileCases(t) {
 		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
 			env := newUnknownEnv(t, "Enforce", false, h.handshakeTimeout)
 			_, got := h.send(t, env)
 			e := nextEvent(t, env.events)
@@ -249,8 +251,10 @@ func TestHostileNamesEnforce(t *testing.T) {
 // are forwarded, unchanged, and flagged: decision audit, with the
 // name_unknown reason where no name could be read.
 func TestHostileNamesAudit(t *testing.T) {
+	t.Parallel()
 	for _, h := range hostileCases(t) {
 		t.Run(h.name, func(t *testing.T) {
+			t.Parallel()
 			env := newUnknownEnv(t, "Audit", false, h.handshakeTimeout)
 			sent, got := h.send(t, env)
 			if h.web {
