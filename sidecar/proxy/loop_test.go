@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
@@ -200,5 +202,39 @@ func TestPendingConnectionsCapped(t *testing.T) {
 	if c := stalledHello(t, in, "127.0.0.1"); closedSoon(c) {
 		t.Fatalf("the source was refused after its connections closed (overload %v, open %d)",
 			pd.counter("connection_failures", inbound, reasonOverload), pd.p.open.Load())
+	}
+}
+
+// TestEndpointsThatAreTheSidecarAreSkipped: an EDS cluster whose endpoints
+// are the sidecar's own listeners (a hostile or broken EndpointSlice) is
+// refused as a loop when no other endpoint is left, and otherwise served by
+// the endpoints that are not the sidecar.
+func TestEndpointsThatAreTheSidecarAreSkipped(t *testing.T) {
+	mp := newMeshPair(t, echo, nil)
+	self := []model.Endpoint{{Addr: mp.a.inboundAddr()}, {Addr: mp.a.outboundAddr()}}
+	mp.a.cfg.Store(meshConfig([]spiffeid.ID{mp.b.id}, self, nil, false))
+	c := mp.dial()
+	_, _ = c.Write([]byte("x"))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := io.ReadAll(c); len(n) != 0 || err != nil && !isReset(err) {
+		t.Fatalf("got %q, %v; want the connection closed", n, err)
+	}
+	mp.a.waitCounter(1, "connection_failures", outbound, reasonLoop)
+
+	mp.a.cfg.Store(meshConfig([]spiffeid.ID{mp.b.id}, append(self, model.Endpoint{Addr: mp.b.inboundAddr()}), nil, false))
+	for range 4 { // round robin would reach every endpoint
+		c := mp.dial()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != "ping" {
+			t.Fatalf("through the one endpoint that is not the sidecar: %q, %v", b, err)
+		}
+		c.Close()
+	}
+	if got := mp.a.counter("connection_failures", outbound, reasonLoop); got != 1 {
+		t.Fatalf("%v loops, want only the first connection's", got)
 	}
 }

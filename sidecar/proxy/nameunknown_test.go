@@ -352,3 +352,25 @@ func TestNameUnknownUnderRegistryOnly(t *testing.T) {
 		t.Fatalf("name_unknown denials: %v", n)
 	}
 }
+
+// TestNothingSniffedIsNameUnknown: a listener that inspects nothing (the
+// sidecar's validator NACKs one with chains by name, but the proxy does not
+// rely on it) learns no name; where a rule by name applies, the connection
+// is refused as name_unknown, "nothing sniffed".
+func TestNothingSniffedIsNameUnknown(t *testing.T) {
+	env := newUnknownEnv(t, "Enforce", false, 0)
+	cfg := env.config()
+	cfg.Outbound.InspectTLS, cfg.Outbound.InspectHTTP = false, false
+	env.pod.cfg.Store(cfg)
+	c := env.pod.dialOutbound(env.echo.addr())
+	_, _ = c.Write([]byte("hello"))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, _ := io.ReadAll(c); len(got) != 0 {
+		t.Fatalf("got %q back, want the connection closed", got)
+	}
+	e := nextEvent(t, env.events)
+	if want := reasonNameUnknown + ": nothing sniffed"; !strings.HasPrefix(e.Reason, want) {
+		t.Fatalf("audit reason %q, want %s (...)", e.Reason, want)
+	}
+	env.pod.waitCounter(1, "connection_failures", outbound, reasonNameUnknown)
+}

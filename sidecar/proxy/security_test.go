@@ -401,3 +401,41 @@ func plaintextGetsNothing(t *testing.T, mp *meshPair) {
 		t.Fatalf("plaintext got %d bytes back", n)
 	}
 }
+
+// A TLS client without a certificate, on a chain that asks for none (weft
+// never configures one; an Envoy-shaped configuration may): counted as tls
+// by its address, not as a verified peer, and shown in /connections with
+// its TLS session and no peer identity or expiry.
+func TestTLSWithoutClientCertificateHasNoPeerID(t *testing.T) {
+	mp := newMeshPair(t, echo, nil)
+	chains := inboundChains(mp.app.port(), false, nil)
+	chains[0].TLS.RequireClientCert = false
+	mp.b.cfg.Store(meshConfig(nil, nil, chains, false))
+	raw, err := net.Dial("tcp", mp.b.inboundAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, &tls.Config{RootCAs: testutil.Roots(mp.ca), ServerName: "echo.demo.svc.cluster.local",
+		InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if b := make([]byte, 4); func() error { _, err := io.ReadFull(c, b); return err }() != nil || string(b) != "ping" {
+		t.Fatalf("echo through the chain: got %q", b)
+	}
+	var seen *ConnInfo
+	for _, ci := range mp.b.connections() {
+		if ci.Direction == inbound && ci.TLSInfo != nil {
+			seen = &ci
+		}
+	}
+	if seen == nil || seen.PeerID != "" || !seen.PeerNotAfter.IsZero() || seen.Version != "TLS 1.3" {
+		t.Fatalf("/connections: %+v, want the inbound TLS 1.3 session without a peer", seen)
+	}
+	mp.b.waitCounter(1, "inbound_peer_connections", peerTLS, "127.0.0.1")
+	if got := mp.b.counter("inbound_peer_connections", peerMTLS, ""); got != 0 {
+		t.Fatalf("counted as a verified peer with no ID %v times", got)
+	}
+}
