@@ -182,9 +182,12 @@
 // the deep stack of a handshake does not stay with the connection. A flow
 // holds no buffer while it waits: a plaintext TCP side is read only once
 // the poller reports it readable, into a pooled 32 KiB buffer given back
-// as soon as its bytes are written; a TLS side is read (inside crypto/tls,
-// under the idle deadline) into 2 KiB, and into a pooled 16 KiB buffer (a
-// whole record) while reads keep filling what they get. A flow silent for
+// as soon as its bytes are sealed; a TLS side is read (inside crypto/tls,
+// under the idle deadline) into 2 KiB, and into a pooled 32 KiB buffer
+// while reads keep filling what they get, each read topped up with the
+// records crypto/tls already holds. Either way one read makes one write:
+// the records crypto/tls seals for one Write leave in one system call
+// (coalesce.go), not one call per 16 KiB record. A flow silent for
 // Config.IdleParkAfter (1s) gives up its buffer and its goroutine: it waits
 // in the proxy's one epoll set (park.go) and a new goroutine resumes it
 // when its socket is readable. An idle connection is then only what

@@ -58,26 +58,10 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 			return nil, p.refuse(inbound, cn, &refusal{reason: reasonNotTLS, handshake: true,
 				err: fmt.Errorf("proxy: chain %s takes TLS, got %s", fc.Name, sn.transport)})
 		}
-		var peer spiffeid.ID
-		tc := tls.Server(down, p.serverTLS(fc, dst.Port(), &peer))
-		cn.track(tc)
-		hctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
-		err := tc.HandshakeContext(hctx)
-		cancel()
+		tc, peer, err := p.terminate(ctx, fc, dst, down, cn)
 		if err != nil {
-			return nil, p.refuse(inbound, cn, &refusal{reason: failureReason(err), handshake: true,
-				err: fmt.Errorf("proxy: inbound handshake (peer %v): %w", peer, err)})
+			return nil, err
 		}
-		p.m.handshakes.With(inbound).Inc()
-		st := tc.ConnectionState()
-		peerID := ""
-		if len(st.PeerCertificates) > 0 {
-			peerID = peer.String()
-			p.m.peers.verified(peerID)
-		} else {
-			p.m.peers.byAddress(peerTLS, cn.src)
-		}
-		cn.tls = newTLSInfo(st, peerID)
 		down = tc
 		if m != nil {
 			return p.inboundL7(cfg, fc, dst, tc, peer, m, cn)
@@ -102,6 +86,36 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 		return nil, p.refuse(inbound, cn, refused("upstream_connect", "%w", err))
 	}
 	return &forwarding{down: down, up: up, addr: addr, release: p.lb.acquire(addr)}, nil
+}
+
+// terminate completes the mTLS handshake of an inbound connection taken
+// by chain fc, within HandshakeTimeout, and notes its peer: the verified
+// SPIFFE ID, or the source address of a client without a certificate. Its
+// own function: the handshake's state (tls.ConnectionState is large) stays
+// off inbound's frame, so a connection still being sniffed keeps the
+// smallest goroutine stack (BenchmarkConnMemory/stalled_hello).
+func (p *Proxy) terminate(ctx context.Context, fc *model.FilterChain, dst netip.AddrPort, down net.Conn, cn *conn) (*tls.Conn, spiffeid.ID, error) {
+	var peer spiffeid.ID
+	tc := tls.Server(newCoalescer(down), p.serverTLS(fc, dst.Port(), &peer))
+	cn.track(tc)
+	hctx, cancel := context.WithTimeout(ctx, p.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		return nil, peer, p.refuse(inbound, cn, &refusal{reason: failureReason(err), handshake: true,
+			err: fmt.Errorf("proxy: inbound handshake (peer %v): %w", peer, err)})
+	}
+	p.m.handshakes.With(inbound).Inc()
+	st := tc.ConnectionState()
+	peerID := ""
+	if len(st.PeerCertificates) > 0 {
+		peerID = peer.String()
+		p.m.peers.verified(peerID)
+	} else {
+		p.m.peers.byAddress(peerTLS, cn.src)
+	}
+	cn.tls = newTLSInfo(st, peerID)
+	return tc, peer, nil
 }
 
 // originalDst is where the connection was going: SO_ORIGINAL_DST when the

@@ -123,7 +123,7 @@ func bytesOnly(u *model.UpstreamTLS) *model.UpstreamTLS {
 func (p *Proxy) handshakeUpstream(ctx context.Context, cl *model.Cluster, u *model.UpstreamTLS, up net.Conn, addr netip.AddrPort,
 	track func(net.Conn)) (*tls.Conn, spiffeid.ID, *refusal) {
 	var peer spiffeid.ID
-	tc := tls.Client(up, p.clientTLS(u, &peer))
+	tc := tls.Client(newCoalescer(up), p.clientTLS(u, &peer))
 	if track != nil {
 		track(tc)
 	}

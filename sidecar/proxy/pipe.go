@@ -14,21 +14,21 @@ import (
 
 // Copy buffers. A plaintext TCP source is read only once the poller reports
 // it readable, straight into a pooled bufSize buffer that goes back to the
-// pool as soon as its bytes are written; a TLS source (whose reads block
-// inside crypto/tls) is read into a smallBufSize buffer while traffic is
-// light and into a pooled recordSize one while reads fill what they are
-// given. A direction silent for Config.IdleParkAfter gives its buffer and
-// its goroutine up (park.go), so an idle connection holds neither.
+// pool as soon as its bytes are written (to a TLS destination in one system
+// call: coalesce.go); a TLS source (whose reads block inside crypto/tls) is
+// read into a smallBufSize buffer while traffic is light and into a pooled
+// bufSize one, record after record, while it is busy. A direction silent for
+// Config.IdleParkAfter gives its buffer and its goroutine up (park.go), so
+// an idle connection holds neither.
 const (
-	bufSize      = 32 << 10 // a TCP read: two TLS records' worth of plaintext
-	recordSize   = 16 << 10 // a TLS read: one record's plaintext
+	bufSize      = 32 << 10 // a TCP read, or the records a TLS source holds: two records' worth of plaintext
+	recordSize   = 16 << 10 // the plaintext of a full TLS record
 	smallBufSize = 2 << 10  // a read of a quiet or idle TLS source
 )
 
 var (
-	bufPool    = newBufPool(bufSize)
-	recordPool = newBufPool(recordSize)
-	smallPool  = newBufPool(smallBufSize)
+	bufPool   = newBufPool(bufSize)
+	smallPool = newBufPool(smallBufSize)
 )
 
 func newBufPool(size int) *sync.Pool {
@@ -118,6 +118,7 @@ func pipe(down, up net.Conn, toUp, toDown *atomic.Int64, onChunk func(toUpstream
 // stay in the parker.
 type flow struct {
 	dst, src net.Conn
+	out      net.Conn // dst as written: coalesced(dst)
 	count    *atomic.Int64
 	onChunk  func(int)
 	env      pipeEnv
@@ -135,7 +136,7 @@ type flow struct {
 }
 
 func newFlow(dst, src net.Conn, count *atomic.Int64, onChunk func(int), env pipeEnv, end func(*flow, error)) *flow {
-	f := &flow{dst: dst, src: src, count: count, onChunk: onChunk, env: env, end: end, fd: -1}
+	f := &flow{dst: dst, out: coalesced(dst), src: src, count: count, onChunk: onChunk, env: env, end: end, fd: -1}
 	var sock *net.TCPConn
 	switch s := src.(type) {
 	case *prefixConn:
@@ -162,7 +163,11 @@ func newFlow(dst, src net.Conn, count *atomic.Int64, onChunk func(int), env pipe
 // tlsSocket is the TCP socket under a TLS connection; nil when it is not a
 // plain TCP socket (or still replays sniffed bytes).
 func tlsSocket(c *tls.Conn) *net.TCPConn {
-	switch u := c.NetConn().(type) {
+	u := c.NetConn()
+	if co, ok := u.(*coalescer); ok {
+		u = co.Conn
+	}
+	switch u := u.(type) {
 	case *net.TCPConn:
 		return u
 	case *prefixConn:
@@ -214,7 +219,26 @@ func (f *flow) emit(b []byte) error {
 	f.count.Add(int64(len(b)))
 	f.onChunk(len(b))
 	f.env.watch.touch()
-	_, err := writeBounded(f.dst, b, f.env.write, f.env.watch, f.env.writeTimedOut)
+	_, err := writeBounded(f.out, b, f.env.write, f.env.watch, f.env.writeTimedOut)
+	return err
+}
+
+// emitPooled is emit of (*bp)[:n], a bufPool buffer it puts back as soon as
+// its bytes are no longer needed: to a coalesced TLS destination, once they
+// are sealed in records, before those are written, so a write stuck on a
+// peer that stopped reading holds the records, not the plaintext besides.
+func (f *flow) emitPooled(bp *[]byte, n int) error {
+	ct, _ := f.out.(*coalescedTLS)
+	if ct != nil {
+		ct.sealed = bp
+	}
+	err := f.emit((*bp)[:n])
+	if ct != nil {
+		bp, ct.sealed = ct.sealed, nil
+	}
+	if bp != nil {
+		bufPool.Put(bp)
+	}
 	return err
 }
 
@@ -254,7 +278,7 @@ func (f *flow) copyTCP() error {
 			err = os.NewSyscallError("read", rerr)
 		}
 		if n > 0 && err == nil {
-			err = f.emit((*bp)[:n])
+			err, bp = f.emitPooled(bp, n), nil
 		}
 		if bp != nil {
 			bufPool.Put(bp)
@@ -319,21 +343,23 @@ func (f *flow) park(src deadliner) error {
 	return f.copyTCP()
 }
 
-// copyGrowing reads src into a small buffer, and into a pooled
-// recordSize one from the first read that fills the small one until a read
-// returns less than the buffer holds. On the switch, the big buffer takes
-// what the small one read and is topped up, without blocking, with what src
-// already holds (crypto/tls decrypts a whole record at once), so the switch
-// costs no extra write. With idle non-nil, it is called before every read
-// (to set the read's deadline), and a read that times out ends copyGrowing
-// with errIdle, its buffers given back.
+// copyGrowing reads src into a small buffer while traffic is light, and
+// into a pooled bufSize one from the first read that fills the small one.
+// Each read into the big buffer is topped up, without blocking, with what
+// src already holds (crypto/tls returns one record per Read and has often
+// read the next one already), so records that arrived together leave in
+// one write; the switch itself costs no extra write. A read, with its top
+// up, shorter than one record gives the big buffer back. With idle non-nil,
+// it is called before every blocking read (to set the read's deadline), and
+// a read that times out ends copyGrowing with errIdle, its buffers given
+// back.
 func copyGrowing(src io.Reader, emit func([]byte) error, idle func() error) error {
 	small := smallPool.Get().(*[]byte)
 	defer smallPool.Put(small)
 	var big *[]byte
 	defer func() {
 		if big != nil {
-			recordPool.Put(big)
+			bufPool.Put(big)
 		}
 	}()
 	for {
@@ -348,9 +374,11 @@ func copyGrowing(src io.Reader, emit func([]byte) error, idle func() error) erro
 		}
 		n, rerr := src.Read(buf)
 		if big == nil && n == len(buf) && rerr == nil {
-			big = recordPool.Get().(*[]byte)
+			big = bufPool.Get().(*[]byte)
 			copy(*big, buf[:n])
 			buf = *big
+		}
+		if big != nil && rerr == nil && n < len(buf) {
 			var m int
 			m, rerr = readBuffered(src, buf[n:])
 			n += m
@@ -360,8 +388,8 @@ func copyGrowing(src io.Reader, emit func([]byte) error, idle func() error) erro
 				return err
 			}
 		}
-		if big != nil && n < len(buf) {
-			recordPool.Put(big)
+		if big != nil && n < recordSize {
+			bufPool.Put(big)
 			big = nil
 		}
 		if rerr != nil {
@@ -376,16 +404,23 @@ func copyGrowing(src io.Reader, emit func([]byte) error, idle func() error) erro
 	}
 }
 
-// readBuffered reads from src only what it can return without waiting for
-// the network: a read under a deadline already past, whose timeout is not an
-// error (crypto/tls retries a record after a timeout).
+// readBuffered fills b from src as far as src can without waiting for the
+// network: reads under a deadline already past, until b is full or src has
+// nothing more at hand; that timeout is not an error (crypto/tls retries a
+// record after a timeout).
 func readBuffered(src io.Reader, b []byte) (int, error) {
 	d, ok := src.(deadliner)
 	if !ok || d.SetReadDeadline(time.Unix(1, 0)) != nil {
 		return 0, nil
 	}
-	n, err := src.Read(b)
-	if derr := d.SetReadDeadline(time.Time{}); derr != nil && err == nil {
+	var n int
+	var err error
+	for n < len(b) && err == nil {
+		var m int
+		m, err = src.Read(b[n:])
+		n += m
+	}
+	if derr := d.SetReadDeadline(time.Time{}); derr != nil && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)) {
 		err = derr
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -118,54 +119,115 @@ type parkTries struct {
 func (r *parkTries) Add(n int) { r.adds.Add(1); r.WaitGroup.Add(n) }
 func (r *parkTries) Done()     { r.dones.Add(1); r.WaitGroup.Done() }
 
-// growingSource is a TLS source as copyGrowing sees one: every Read
-// returns what it holds, up to the buffer, all of it already decrypted
-// (readBuffered's reads under a past deadline get it too).
-type growingSource struct {
-	data []byte
+// recordSource is a TLS source as copyGrowing sees one: a Read returns
+// (what is left of) one record, already decrypted. A Read that may block
+// takes the next record off the network, with the records that arrived
+// with it (arrived[i]: record i came in the same segment as record i-1);
+// under a deadline already past (readBuffered's), only what has arrived is
+// returned, then a timeout.
+type recordSource struct {
+	records [][]byte
+	arrived []bool
+	held    int  // records[:held] have arrived
+	past    bool // the read deadline is in the past
 	// clearErr fails SetReadDeadline(time.Time{}), the clearing of the
 	// deadline readBuffered set.
 	clearErr error
 }
 
-func (s *growingSource) Read(p []byte) (int, error) {
-	if len(s.data) == 0 {
+func (s *recordSource) Read(p []byte) (int, error) {
+	if len(s.records) == 0 {
 		return 0, io.EOF
 	}
-	n := copy(p, s.data)
-	s.data = s.data[n:]
+	if s.held == 0 {
+		if s.past {
+			return 0, os.ErrDeadlineExceeded
+		}
+		s.held = 1
+		for s.held < len(s.records) && s.arrived[s.held] {
+			s.held++
+		}
+	}
+	n := copy(p, s.records[0])
+	if s.records[0] = s.records[0][n:]; len(s.records[0]) == 0 {
+		s.records, s.arrived, s.held = s.records[1:], s.arrived[1:], s.held-1
+	}
 	return n, nil
 }
 
-func (s *growingSource) SetReadDeadline(t time.Time) error {
+func (s *recordSource) SetReadDeadline(t time.Time) error {
+	s.past = !t.IsZero() && t.Before(time.Now())
 	if t.IsZero() {
 		return s.clearErr
 	}
 	return nil
 }
 
-// TestCopyGrowingSwitchesToARecordBuffer: a read that fills the small
-// buffer moves to a record-sized one, topped up at once with what the
-// source already holds (no extra write for the switch); a short read
-// gives it back; EOF ends the copy without an empty chunk.
-func TestCopyGrowingSwitchesToARecordBuffer(t *testing.T) {
-	data := make([]byte, 2*recordSize+recordSize/2)
-	for i := range data {
-		data[i] = byte(i * 7)
+// newRecordSource splits data into records of the given sizes; together[i]
+// says record i arrived with the one before it.
+func newRecordSource(data []byte, sizes []int, together []bool) *recordSource {
+	s := &recordSource{arrived: together}
+	for _, n := range sizes {
+		s.records = append(s.records, data[:n])
+		data = data[n:]
 	}
-	src := &growingSource{data: bytes.Clone(data)}
-	var chunks []int
-	var got []byte
-	err := copyGrowing(src, func(b []byte) error {
-		chunks = append(chunks, len(b))
-		got = append(got, b...)
-		return nil
-	}, nil)
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("copyGrowing: %v, copied %d of %d bytes", err, len(got), len(data))
-	}
-	if want := []int{recordSize, recordSize, recordSize / 2}; !slices.Equal(chunks, want) {
-		t.Fatalf("chunks %v, want %v", chunks, want)
+	return s
+}
+
+// TestCopyGrowingWritesWhatArrivedTogether: a read that fills the small
+// buffer moves to a bufSize one, topped up at once with the records the
+// source already holds, so records that arrived together leave in one
+// write (and the switch costs none); a record that has not arrived is not
+// waited for; a read shorter than one record gives the big buffer back;
+// EOF ends the copy without an empty chunk.
+func TestCopyGrowingWritesWhatArrivedTogether(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		sizes    []int
+		together []bool
+		chunks   []int
+	}{
+		{"five full records that arrived together",
+			[]int{recordSize, recordSize, recordSize, recordSize, recordSize},
+			[]bool{false, true, true, true, true},
+			[]int{bufSize, bufSize, recordSize}},
+		{"records one at a time, a short one between",
+			[]int{recordSize, recordSize, recordSize, 1 << 10, recordSize},
+			[]bool{false, false, false, false, false},
+			[]int{recordSize, recordSize, recordSize, 1 << 10, recordSize}},
+		{"two together, then one, then a pair that overflows the buffer",
+			[]int{recordSize, recordSize / 2, recordSize, recordSize, recordSize},
+			[]bool{false, true, false, false, true},
+			[]int{recordSize + recordSize/2, recordSize, bufSize}},
+		{"light traffic stays in the small buffer",
+			[]int{100, smallBufSize - 1, 7},
+			[]bool{false, true, true},
+			[]int{100, smallBufSize - 1, 7}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			total := 0
+			for _, n := range tc.sizes {
+				total += n
+			}
+			data := make([]byte, total)
+			for i := range data {
+				data[i] = byte(i * 7)
+			}
+			src := newRecordSource(bytes.Clone(data), tc.sizes, tc.together)
+			var chunks []int
+			var got []byte
+			err := copyGrowing(src, func(b []byte) error {
+				chunks = append(chunks, len(b))
+				got = append(got, b...)
+				return nil
+			}, nil)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("copyGrowing: %v, copied %d of %d bytes", err, len(got), len(data))
+			}
+			if !slices.Equal(chunks, tc.chunks) {
+				t.Fatalf("chunks %v, want %v", chunks, tc.chunks)
+			}
+		})
 	}
 }
 
@@ -174,7 +236,8 @@ func TestCopyGrowingSwitchesToARecordBuffer(t *testing.T) {
 // out at once), with the bytes it read.
 func TestReadBufferedReportsAnUnclearedDeadline(t *testing.T) {
 	stuck := errors.New("deadline stuck")
-	src := &growingSource{data: []byte("hello"), clearErr: stuck}
+	src := newRecordSource([]byte("hello, world"), []int{5, 7}, []bool{false, false})
+	src.held, src.clearErr = 1, stuck
 	b := make([]byte, 16)
 	if n, err := readBuffered(src, b); n != 5 || !errors.Is(err, stuck) {
 		t.Fatalf("readBuffered: %d, %v: want 5 bytes and %v", n, err, stuck)

@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"net"
+	"sync"
+)
+
+// crypto/tls writes each record of a Write with a system call of its own: a
+// flow that hands it bufSize bytes of plaintext would make four, each a
+// trip through the kernel's TCP stack. A coalescer sits between a
+// *tls.Conn and its TCP connection and, while a flow's Write is in
+// progress, gathers the records in one pooled buffer that leaves in one
+// write. Outside such a Write (handshakes, alerts, the HTTP/2 framing of the
+// L7 path) bytes go straight through.
+//
+// Order on the wire is the order crypto/tls wrote the records in: a record
+// written by another goroutine while a Write's records are gathered or
+// being flushed (a KeyUpdate answered by the reading side, the close_notify
+// of a Close) is appended behind them and sent by the flush. The flush
+// writes with the coalescer unlocked, so a Close is never stuck behind a
+// peer that stopped reading: it appends its alert, and closing the socket
+// ends the stuck write as it would end crypto/tls's own.
+type coalescer struct {
+	net.Conn // *net.TCPConn or *prefixConn (tlsSocket looks through)
+
+	mu      sync.Mutex
+	holding bool   // between hold and the end of flush: writes are gathered
+	buf     []byte // gathered, not yet written
+}
+
+// newCoalescer is a coalescer over c.
+func newCoalescer(c net.Conn) *coalescer { return &coalescer{Conn: c} }
+
+// coalescePool holds the gathering buffers: a bufSize Write's records, with
+// room for their headers and tags (crypto/tls starts a connection with
+// records of about one MSS, 22 bytes of overhead each).
+var coalescePool = newBufPool(bufSize + 4<<10)
+
+func (c *coalescer) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	if c.holding {
+		c.buf = append(c.buf, b...)
+		c.mu.Unlock()
+		return len(b), nil
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+// hold starts gathering into buf.
+func (c *coalescer) hold(buf []byte) {
+	c.mu.Lock()
+	c.holding, c.buf = true, buf[:0]
+	c.mu.Unlock()
+}
+
+// flush writes what was gathered, then anything appended meanwhile, until
+// nothing is left; then writes go straight through again. On a write error
+// the rest is dropped (the connection is broken: its records are numbered).
+func (c *coalescer) flush() error {
+	for {
+		c.mu.Lock()
+		b := c.buf
+		c.buf = nil
+		if len(b) == 0 {
+			c.holding = false
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
+		if _, err := c.Conn.Write(b); err != nil {
+			c.mu.Lock()
+			c.holding, c.buf = false, nil
+			c.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// coalescedTLS is a *tls.Conn over a coalescer, written by a flow: each
+// Write's records leave in one system call.
+type coalescedTLS struct {
+	*tls.Conn
+	co *coalescer
+	// sealed, when set, is the bufPool buffer that holds the plaintext of
+	// the next Write: put back (and cleared) once the records are sealed.
+	// Set and read by the one flow that writes.
+	sealed *[]byte
+}
+
+func (w *coalescedTLS) Write(b []byte) (int, error) {
+	bp := coalescePool.Get().(*[]byte)
+	defer coalescePool.Put(bp)
+	w.co.hold(*bp)
+	n, err := w.Conn.Write(b)
+	if w.sealed != nil {
+		bufPool.Put(w.sealed)
+		w.sealed = nil
+	}
+	if ferr := w.co.flush(); ferr != nil {
+		return 0, ferr
+	}
+	return n, err
+}
+
+// coalesced is dst as a flow writes it: a *tls.Conn over a coalescer
+// gathers each Write's records; anything else is written as it is.
+func coalesced(dst net.Conn) net.Conn {
+	if tc, ok := dst.(*tls.Conn); ok {
+		if co, ok := tc.NetConn().(*coalescer); ok {
+			return &coalescedTLS{Conn: tc, co: co}
+		}
+	}
+	return dst
+}
