@@ -2,10 +2,14 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -134,6 +138,90 @@ func TestAcceptSurvivesFDExhaustion(t *testing.T) {
 	buf := make([]byte, 5)
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping\n" {
 		t.Fatalf("after recovery: %q %v", buf, err)
+	}
+}
+
+// TestAcceptBackoffDoubles: while Accept keeps failing (the process out of
+// file descriptors), the sidecar waits 5ms before its first retry and
+// twice as long before each next one, up to 1s: it neither spins on the
+// failing listener nor waits more than a second to accept again. The
+// waits are on Config.Clock (here a fake one the test steps), and each
+// retry logs the wait it starts.
+func TestAcceptBackoffDoubles(t *testing.T) {
+	fc := testutil.FakeClock(t)
+	var logs testutil.SyncBuffer
+	release := make(chan struct{})
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "web"), func(c *Config) {
+		c.Clock = fc
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		// The connections accepted before descriptors ran out keep theirs
+		// until the test ends: none is freed for a retry to take.
+		c.OriginalDst = func(*net.TCPConn) (netip.AddrPort, error) {
+			<-release
+			return netip.AddrPort{}, errors.New("test: released")
+		}
+	})
+	t.Cleanup(func() { close(release) }) // before the pod's cleanup stops it
+	pd.cfg.Store(meshConfig(nil, nil, nil, false))
+	retryIn := regexp.MustCompile(`msg="accept failed; retrying" direction=outbound .* retry_in=(\S+)`)
+	retries := func() []string {
+		var r []string
+		for _, m := range retryIn.FindAllStringSubmatch(logs.String(), -1) {
+			r = append(r, m[1])
+		}
+		return r
+	}
+
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	low := old
+	low.Cur = uint64(len(fds) + 8)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) }()
+	var hogs []net.Conn
+	defer func() {
+		for _, c := range hogs {
+			c.Close()
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for pd.counter("accept_errors", outbound) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("accept never failed: the test did not exhaust descriptors")
+		}
+		c, err := net.DialTimeout("tcp", pd.outboundAddr().String(), time.Second)
+		switch {
+		case err == nil:
+			hogs = append(hogs, c)
+		case len(hogs) > 0:
+			// Out of descriptors on the dialling side first: give one
+			// back, for the next connection to be the listener's to fail
+			// to accept.
+			hogs[0].Close()
+			hogs = hogs[1:]
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	want := []string{"5ms", "10ms", "20ms", "40ms", "80ms", "160ms", "320ms", "640ms", "1s", "1s", "1s"}
+	// The waits logged do not depend on the clock: step it by a second, more
+	// than any wait, until that many retries have failed.
+	testutil.Eventually(t, fmt.Sprintf("%d failed accepts", len(want)), func() bool {
+		if len(retries()) >= len(want) {
+			return true
+		}
+		fc.Step(time.Second)
+		return false
+	})
+	if got := retries()[:len(want)]; !slices.Equal(got, want) {
+		t.Fatalf("waits before the retries of a failing accept: %v, want %v", got, want)
 	}
 }
 

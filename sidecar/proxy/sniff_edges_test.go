@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
@@ -84,7 +85,18 @@ func TestSniffStopsAtMaxSniff(t *testing.T) {
 	msg := append([]byte{handshakeTypeClientHello, 0, 0xff, 0xff}, make([]byte, 0xffff)...)
 	hello := fragment(append([]byte{recordTypeHandshake, 3, 1, 0, 0}, msg...), 1)
 	go func() { _, _ = c.Write(hello) }() // more than sniff reads: the write stays blocked until Cleanup
-	sn, err := sniff(s, true, false, time.Hour, time.Hour)
+	type result struct {
+		sn  sniffed
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sn, err := sniff(s, true, false, time.Hour, time.Hour)
+		done <- result{sn, err}
+	}()
+	// A sniff that does not stop at maxSniff reads on for ever: fail, not hang.
+	r := testutil.Receive(t, done, "sniff to stop at maxSniff")
+	sn, err := r.sn, r.err
 	if err != nil || len(sn.prefix) != maxSniff || string(sn.prefix) != string(hello[:maxSniff]) ||
 		sn.unknown != "ClientHello incomplete after 131072 bytes (sniffing stops at 131072 bytes)" {
 		t.Fatalf("sniff: %d bytes, %q, %v", len(sn.prefix), sn.unknown, err)

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -183,5 +185,33 @@ func TestWriteBoundedClearsDeadline(t *testing.T) {
 	dc.deadlines = nil
 	if _, err := writeBounded(dc, []byte("x"), 0, nil, nil); err != nil || len(dc.deadlines) != 0 {
 		t.Fatalf("unbounded write: %v, deadlines set %v", err, dc.deadlines)
+	}
+}
+
+// stuckConn is a connection each write to which fails having written
+// nothing, as a write to a peer that stopped reading does once its
+// deadline passes.
+type stuckConn struct{ net.Conn }
+
+func (stuckConn) Write([]byte) (int, error)        { return 0, os.ErrDeadlineExceeded }
+func (stuckConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestFailedWriteIsNoProgress: a write that moved no byte (here one that
+// timed out, the peer not reading) is no progress: it does not put off
+// the idle timeout, which closes the connection once it has been idle for
+// the period, as if the write had not been tried.
+func TestFailedWriteIsNoProgress(t *testing.T) {
+	fc, s, fired := firedSweeper(t, time.Minute)
+	cn := &conn{}
+	w := s.watch(cn)
+	w.start()
+	fc.Step(time.Minute)
+	timedOut := false
+	if n, err := writeBounded(stuckConn{}, []byte("x"), time.Second, w, func() { timedOut = true }); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) || !timedOut {
+		t.Fatalf("writeBounded: %d, %v, timed out %v; want 0, a deadline error, timed out", n, err, timedOut)
+	}
+	s.sweep()
+	if fired[cn] != 1 {
+		t.Fatalf("idle for the period but for a failed write: fired %d times, want once", fired[cn])
 	}
 }
