@@ -231,6 +231,23 @@ func TestCopyGrowingWritesWhatArrivedTogether(t *testing.T) {
 	}
 }
 
+// TestCopyGrowingGivesTheBigBufferBackWhenTrafficIsLight: the big buffer
+// is kept while reads fill at least a record and given back after the
+// first read shorter than one, so a flow that turned quiet waits on the
+// small buffer: the buffer each chunk was read into shows it.
+func TestCopyGrowingGivesTheBigBufferBackWhenTrafficIsLight(t *testing.T) {
+	sizes := []int{recordSize, recordSize, 100, 100, 100}
+	data := make([]byte, 2*recordSize+300)
+	src := newRecordSource(data, sizes, []bool{false, false, false, false, false})
+	var bufs []int
+	if err := copyGrowing(src, func(b []byte) error { bufs = append(bufs, cap(b)); return nil }, nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{bufSize, bufSize, bufSize, smallBufSize, smallBufSize}; !slices.Equal(bufs, want) {
+		t.Fatalf("chunks read into buffers of %v bytes, want %v", bufs, want)
+	}
+}
+
 // TestReadBufferedReportsAnUnclearedDeadline: when the past deadline that
 // readBuffered set cannot be cleared, it says so (the next read would time
 // out at once), with the bytes it read.
