@@ -259,6 +259,12 @@ func TestReadBufferedReportsAnUnclearedDeadline(t *testing.T) {
 	if n, err := readBuffered(src, b); n != 5 || !errors.Is(err, stuck) {
 		t.Fatalf("readBuffered: %d, %v: want 5 bytes and %v", n, err, stuck)
 	}
+	// The same when the reads ended because b was full, not at the timeout.
+	full := newRecordSource([]byte("hello, world"), []int{5, 7}, []bool{false, false})
+	full.held, full.clearErr = 1, stuck
+	if n, err := readBuffered(full, b[:5]); n != 5 || !errors.Is(err, stuck) {
+		t.Fatalf("readBuffered into a buffer it fills: %d, %v: want 5 bytes and %v", n, err, stuck)
+	}
 	if n, err := readBuffered(bytes.NewReader([]byte("hello")), b); n != 0 || err != nil {
 		t.Fatalf("readBuffered of a source without deadlines: %d, %v: want nothing read", n, err)
 	}
