@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,13 +72,11 @@ func TestSidecarNeverDialsItself(t *testing.T) {
 
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
-// TestAcceptSurvivesFDExhaustion: when the process runs out of file
-// descriptors, Accept fails with EMFILE; the sidecar backs off and keeps
-// accepting once descriptors are free again, instead of exiting.
-func TestAcceptSurvivesFDExhaustion(t *testing.T) {
-	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "web"))
-	echoApp := startApp(t, echo)
-	pd.cfg.Store(meshConfig(nil, nil, nil, false))
+// lowerFDLimit lowers this process's descriptor limit to 8 above what it
+// holds, so a few more connections exhaust it; restore (idempotent) puts
+// the old limit back.
+func lowerFDLimit(t *testing.T) (restore func()) {
+	t.Helper()
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
 		t.Fatal(err)
@@ -91,13 +90,18 @@ func TestAcceptSurvivesFDExhaustion(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
 		t.Fatal(err)
 	}
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
-		}
-	}
+	var once sync.Once
+	return func() { once.Do(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) }) }
+}
+
+// TestAcceptSurvivesFDExhaustion: when the process runs out of file
+// descriptors, Accept fails with EMFILE; the sidecar backs off and keeps
+// accepting once descriptors are free again, instead of exiting.
+func TestAcceptSurvivesFDExhaustion(t *testing.T) {
+	pd := startPod(t, testutil.NewCA(t, td, nil), workloadID("shop", "web"))
+	echoApp := startApp(t, echo)
+	pd.cfg.Store(meshConfig(nil, nil, nil, false))
+	restore := lowerFDLimit(t)
 	defer restore()
 	// Connections from another process's view would not count against
 	// ours: dial from this process until the listener's accepts fail.
@@ -172,20 +176,7 @@ func TestAcceptBackoffDoubles(t *testing.T) {
 		return r
 	}
 
-	var old syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
-		t.Fatal(err)
-	}
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skip("no /proc/self/fd")
-	}
-	low := old
-	low.Cur = uint64(len(fds) + 8)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) }()
+	defer lowerFDLimit(t)()
 	var hogs []net.Conn
 	defer func() {
 		for _, c := range hogs {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -234,16 +233,7 @@ func TestConnectTimeoutDefaultsToConfig(t *testing.T) {
 // goroutinesIn counts this process's goroutines with fn (package-qualified
 // as in a stack trace, e.g. "(*parker).run") on their stack.
 func goroutinesIn(fn string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	return bytes.Count(buf, []byte("/sidecar/proxy."+fn+"("))
+	return bytes.Count(allStacks(), []byte("/sidecar/proxy."+fn+"("))
 }
 
 // TestRunStopsItsParker: a proxy that parks idle flows stops its parker

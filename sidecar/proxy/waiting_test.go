@@ -13,20 +13,24 @@ import (
 // goroutine waiting for the network inside one proxy function, which the
 // goroutine stacks show: the tests wait for that rather than sleep.
 
+// allStacks is every goroutine's stack trace.
+func allStacks() []byte {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return buf[:n]
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
 // waitingIn counts the goroutines of this process that wait for the
 // network (IO wait) inside the proxy function fn: "writeBounded", a
 // direction stuck writing to a peer that does not read; "sniffUntil", a
 // connection waiting for its first bytes.
 func waitingIn(fn string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
+	buf := allStacks()
 	frame := []byte("/sidecar/proxy." + fn + "(")
 	count := 0
 	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
