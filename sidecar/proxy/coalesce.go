@@ -20,17 +20,32 @@ import (
 // of a Close) is appended behind them and sent by the flush. The flush
 // writes with the coalescer unlocked, so a Close is never stuck behind a
 // peer that stopped reading: it appends its alert, and closing the socket
-// ends the stuck write as it would end crypto/tls's own.
+// ends the stuck write as it would end crypto/tls's own. Such late records
+// are bounded (maxLate): a peer that stops reading and keeps asking for
+// KeyUpdates would otherwise grow the buffer with every answer; past the
+// bound the writer waits for the flush, the back-pressure crypto/tls's own
+// blocked write gives.
 type coalescer struct {
 	net.Conn // *net.TCPConn or *prefixConn (tlsSocket looks through)
 
-	mu      sync.Mutex
-	holding bool   // between hold and the end of flush: writes are gathered
-	buf     []byte // gathered, not yet written
+	mu       sync.Mutex
+	flushed  sync.Cond // on mu: a flush has ended
+	holding  bool      // between hold and the end of flush: writes are gathered
+	flushing bool      // flush is writing: what is gathered now is late
+	late     int       // bytes gathered while flushing
+	buf      []byte    // gathered, not yet written
 }
 
+// maxLate bounds the bytes other goroutines may add while a flush writes:
+// a close_notify and a few KeyUpdate answers (tens of bytes each).
+const maxLate = 4 << 10
+
 // newCoalescer is a coalescer over c.
-func newCoalescer(c net.Conn) *coalescer { return &coalescer{Conn: c} }
+func newCoalescer(c net.Conn) *coalescer {
+	co := &coalescer{Conn: c}
+	co.flushed.L = &co.mu
+	return co
+}
 
 // coalescePool holds the gathering buffers: a bufSize Write's records, with
 // room for their headers and tags (crypto/tls starts a connection with
@@ -39,7 +54,13 @@ var coalescePool = newBufPool(bufSize + 4<<10)
 
 func (c *coalescer) Write(b []byte) (int, error) {
 	c.mu.Lock()
+	for c.flushing && c.late+len(b) > maxLate {
+		c.flushed.Wait()
+	}
 	if c.holding {
+		if c.flushing {
+			c.late += len(b)
+		}
 		c.buf = append(c.buf, b...)
 		c.mu.Unlock()
 		return len(b), nil
@@ -59,23 +80,20 @@ func (c *coalescer) hold(buf []byte) {
 // nothing is left; then writes go straight through again. On a write error
 // the rest is dropped (the connection is broken: its records are numbered).
 func (c *coalescer) flush() error {
-	for {
-		c.mu.Lock()
+	c.mu.Lock()
+	c.flushing = true
+	var err error
+	for len(c.buf) > 0 && err == nil {
 		b := c.buf
 		c.buf = nil
-		if len(b) == 0 {
-			c.holding = false
-			c.mu.Unlock()
-			return nil
-		}
 		c.mu.Unlock()
-		if _, err := c.Conn.Write(b); err != nil {
-			c.mu.Lock()
-			c.holding, c.buf = false, nil
-			c.mu.Unlock()
-			return err
-		}
+		_, err = c.Conn.Write(b)
+		c.mu.Lock()
 	}
+	c.holding, c.flushing, c.late, c.buf = false, false, 0, nil
+	c.flushed.Broadcast()
+	c.mu.Unlock()
+	return err
 }
 
 // coalescedTLS is a *tls.Conn over a coalescer, written by a flow: each

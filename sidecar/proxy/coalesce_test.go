@@ -55,7 +55,7 @@ func coalescedTLSPair(t *testing.T) (client *tls.Conn, sock *countedConn, server
 		t.Fatal(err)
 	}
 	sock = &countedConn{Conn: raw}
-	client = tls.Client(&coalescer{Conn: sock}, &tls.Config{ServerName: "server.test", RootCAs: testutil.Roots(ca), MinVersion: tls.VersionTLS13})
+	client = tls.Client(newCoalescer(sock), &tls.Config{ServerName: "server.test", RootCAs: testutil.Roots(ca), MinVersion: tls.VersionTLS13})
 	if err := client.Handshake(); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func (g *gateConn) String() string {
 // gathered is dropped, not sent out of order later.
 func TestCoalescerKeepsOrder(t *testing.T) {
 	g := &gateConn{entered: make(chan struct{}), release: make(chan struct{})}
-	co := &coalescer{Conn: g}
+	co := newCoalescer(g)
 	co.hold(make([]byte, 0, 8))
 	_, _ = co.Write([]byte("one,"))
 	_, _ = co.Write([]byte("two,"))
@@ -241,5 +241,48 @@ func TestCoalescerKeepsOrder(t *testing.T) {
 	_, _ = co.Write([]byte("six"))
 	if got := g.String(); got != "one,two,three,foursix" {
 		t.Fatalf("after a failed flush the socket got %q", got)
+	}
+}
+
+// TestCoalescerBoundsLateWrites: a peer that stops reading (the flush is
+// stuck) and keeps asking for KeyUpdates makes crypto/tls write an answer
+// for each; the coalescer gathers only maxLate bytes of them, then the
+// writer waits for the flush, as it waited on the socket before, instead
+// of growing the buffer with every answer. Once the flush ends, every
+// answer goes out, in order.
+func TestCoalescerBoundsLateWrites(t *testing.T) {
+	g := &gateConn{entered: make(chan struct{}), release: make(chan struct{})}
+	co := newCoalescer(g)
+	co.hold(nil)
+	_, _ = co.Write([]byte("records,"))
+	flushed := make(chan error, 1)
+	go func() { flushed <- co.flush() }()
+	<-g.entered
+	const answer = 100 // bytes, one answer
+	const answers = 2 * maxLate / answer
+	var done atomic.Int64
+	go func() {
+		for i := range answers {
+			_, _ = co.Write(bytes.Repeat([]byte{byte('a' + i%26)}, answer))
+			done.Add(1)
+		}
+	}()
+	fit := int64(maxLate / answer)
+	testutil.Eventually(t, "the late answers that fit gathered", func() bool { return done.Load() >= fit })
+	time.Sleep(100 * time.Millisecond) // a writer past the bound would go on
+	if n := done.Load(); n != fit {
+		t.Fatalf("%d answers of %d bytes gathered while the flush was stuck, want %d (maxLate %d)", n, answer, fit, maxLate)
+	}
+	close(g.release)
+	if err := testutil.Receive(t, flushed, "the flush"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "every answer written", func() bool { return done.Load() == answers })
+	want := "records,"
+	for i := range answers {
+		want += string(bytes.Repeat([]byte{byte('a' + i%26)}, answer))
+	}
+	if got := g.String(); got != want {
+		t.Fatalf("the socket got %d bytes out of order or short, want %d", len(got), len(want))
 	}
 }
