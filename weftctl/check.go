@@ -16,8 +16,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/api/names"
-	cpaudit "github.com/weftmesh/weft/controlplane/audit"
 	"github.com/weftmesh/weft/deploy"
 	"github.com/weftmesh/weft/injector"
 )
@@ -323,8 +323,8 @@ func checkAuditTrail(ctx context.Context, e *env, r *checkReport) {
 		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 			continue
 		}
-		var st cpaudit.StoreResponse
-		b, err := e.admin.controlPlaneGet(ctx, p, "/audit/store", nil)
+		var st audit.StoreResponse
+		b, err := e.admin.controlPlaneGet(ctx, p, audit.StorePath, nil)
 		if err == nil {
 			err = json.Unmarshal(b, &st)
 		}

@@ -31,6 +31,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	adminapi "github.com/weftmesh/weft/api/admin"
+	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/api/names"
 )
 
@@ -768,7 +769,7 @@ func (d *dashboardServer) egress(ctx context.Context) (*egressView, error) {
 	params := f.params(now, "")
 	params["by"] = "workload"
 	var rs replicaSet
-	sums, err := fetchAll[auditSummary](ctx, d.ee.audit, d.warn, &rs, auditSummaryPath, params)
+	sums, err := fetchAll[audit.SummaryResponse](ctx, d.ee.audit, d.warn, &rs, audit.SummaryPath, params)
 	if err != nil {
 		return nil, err
 	}

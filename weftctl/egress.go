@@ -18,19 +18,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/api/names"
 )
 
-// The control plane's audit API (controlplane/audit, http.go), served on
-// its admin port. Each replica stores what the sidecars that stream to it
-// sent, so every command asks every ready replica and merges.
-const (
-	auditEventsPath  = "/audit/events"
-	auditSummaryPath = "/audit/summary"
-	auditMaxLimit    = 10000
-	controlPlaneApp  = names.AppLabel + "=" + names.ControlPlane
-)
+// controlPlaneApp selects the control plane's pods. Its audit API
+// (api/audit: the paths and the JSON) is served on each replica's admin
+// port; each replica stores what the sidecars that stream to it sent, so
+// every command asks every ready replica and merges.
+const controlPlaneApp = names.AppLabel + "=" + names.ControlPlane
 
 // auditFetcher GETs an audit endpoint from every ready control-plane
 // replica. The real one speaks TLS to each through a port-forward with the
@@ -175,20 +170,6 @@ func fetchAll[T any](ctx context.Context, f auditFetcher, warn io.Writer, rs *re
 	}
 	return out, nil
 }
-
-// The audit API's JSON (controlplane/audit: EventsResponse,
-// SummaryResponse), restated: weftctl does not import the control plane.
-// The events and the destination summaries are api/audit's.
-type (
-	auditEvents struct {
-		Events    []audit.Event `json:"events"`
-		Truncated bool          `json:"truncated"`
-	}
-	auditSummary struct {
-		Destinations []audit.DestinationSummary `json:"destinations"`
-		Truncated    bool                       `json:"truncated"` // only the busiest rows
-	}
-)
 
 func newEgress(g *globals) *cobra.Command {
 	cmd := &cobra.Command{

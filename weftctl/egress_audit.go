@@ -66,8 +66,8 @@ need the ClusterRole weft-audit-reader bound in weft-system
 			if err := f.check(); err != nil {
 				return err
 			}
-			if limit < 1 || limit > auditMaxLimit {
-				return fmt.Errorf("weftctl egress audit: --limit %d: want 1 to %d", limit, auditMaxLimit)
+			if limit < 1 || limit > audit.MaxLimit {
+				return fmt.Errorf("weftctl egress audit: --limit %d: want 1 to %d", limit, audit.MaxLimit)
 			}
 			e, err := g.egressEnv(cmd.Context())
 			if err != nil {
@@ -108,7 +108,7 @@ need the ClusterRole weft-audit-reader bound in weft-system
 func egressAudit(ctx context.Context, e *egressEnv, warn io.Writer, f egressFilter, namespace string) (*egressAuditReport, error) {
 	now := e.now()
 	r := &egressAuditReport{Since: now.Add(-f.since).UTC(), Until: now.UTC(), Namespace: namespace}
-	sums, err := fetchAll[auditSummary](ctx, e.audit, warn, &r.replicaSet, auditSummaryPath, f.params(now, namespace))
+	sums, err := fetchAll[audit.SummaryResponse](ctx, e.audit, warn, &r.replicaSet, audit.SummaryPath, f.params(now, namespace))
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func egressAudit(ctx context.Context, e *egressEnv, warn io.Writer, f egressFilt
 
 // mergeSummaries adds up the replicas' summaries per destination, most
 // connections first.
-func mergeSummaries(sums []auditSummary) []audit.DestinationSummary {
+func mergeSummaries(sums []audit.SummaryResponse) []audit.DestinationSummary {
 	m := audit.Summaries{}
 	for _, s := range sums {
 		for _, d := range s.Destinations {
@@ -139,7 +139,7 @@ func egressEvents(ctx context.Context, e *egressEnv, warn io.Writer, f egressFil
 	r := &egressEventsReport{Since: now.Add(-f.since).UTC(), Until: now.UTC(), Namespace: namespace}
 	params := f.params(now, namespace)
 	params["limit"] = strconv.Itoa(limit)
-	pages, err := fetchAll[auditEvents](ctx, e.audit, warn, &r.replicaSet, auditEventsPath, params)
+	pages, err := fetchAll[audit.EventsResponse](ctx, e.audit, warn, &r.replicaSet, audit.EventsPath, params)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +150,7 @@ func egressEvents(ctx context.Context, e *egressEnv, warn io.Writer, f egressFil
 // mergeEvents merges the replicas' events newest first, once each (a
 // sidecar that failed over may have sent one to two replicas), at most
 // limit; truncated says there were more.
-func mergeEvents(pages []auditEvents, limit int) (events []audit.Event, truncated bool) {
+func mergeEvents(pages []audit.EventsResponse, limit int) (events []audit.Event, truncated bool) {
 	seen := map[string]bool{}
 	for _, p := range pages {
 		truncated = truncated || p.Truncated

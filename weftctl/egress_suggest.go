@@ -140,26 +140,26 @@ func (o suggestOptions) check() error {
 func suggest(ctx context.Context, e *egressEnv, warn io.Writer, o suggestOptions, ns string) (*suggestion, error) {
 	now := e.now()
 	s := &suggestion{since: now.Add(-o.since).UTC(), until: now.UTC(), namespace: ns, workload: o.workload, decisions: map[string]int{}}
-	var pages []auditEvents
+	var pages []audit.EventsResponse
 	for _, decision := range []string{"allow", "audit"} {
 		f := o.egressFilter
 		f.decision = decision
 		params := f.params(now, ns)
-		params["limit"] = strconv.Itoa(auditMaxLimit)
-		p, err := fetchAll[auditEvents](ctx, e.audit, warn, &s.replicas, auditEventsPath, params)
+		params["limit"] = strconv.Itoa(audit.MaxLimit)
+		p, err := fetchAll[audit.EventsResponse](ctx, e.audit, warn, &s.replicas, audit.EventsPath, params)
 		if err != nil {
 			return nil, err
 		}
 		pages = append(pages, p...)
 	}
-	events, truncated := mergeEvents(pages, 2*auditMaxLimit)
+	events, truncated := mergeEvents(pages, 2*audit.MaxLimit)
 	s.truncated = truncated
 	if truncated {
-		fmt.Fprintf(warn, "weftctl egress suggest: more than %d connections of one decision in the range; only the newest are used: narrow --since or --workload\n", auditMaxLimit)
+		fmt.Fprintf(warn, "weftctl egress suggest: more than %d connections of one decision in the range; only the newest are used: narrow --since or --workload\n", audit.MaxLimit)
 	}
 	f := o.egressFilter
 	f.decision = "deny"
-	if sums, err := fetchAll[auditSummary](ctx, e.audit, warn, &s.replicas, auditSummaryPath, f.params(now, ns)); err == nil {
+	if sums, err := fetchAll[audit.SummaryResponse](ctx, e.audit, warn, &s.replicas, audit.SummaryPath, f.params(now, ns)); err == nil {
 		for _, d := range mergeSummaries(sums) {
 			s.denied += d.Connections
 		}
@@ -405,7 +405,7 @@ func (s *suggestion) header() string {
 		p("%s without a destination address are not in it.", plural(int64(s.skipped), "connection"))
 	}
 	if s.truncated {
-		p("More connections than one query returns: only the newest %d of each decision were used.", auditMaxLimit)
+		p("More connections than one query returns: only the newest %d of each decision were used.", audit.MaxLimit)
 	}
 	p("")
 	p("REVIEW BEFORE APPLYING. It allows exactly what was seen: traffic that did not happen in")

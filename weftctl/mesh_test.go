@@ -28,7 +28,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	adminapi "github.com/weftmesh/weft/api/admin"
-	cpaudit "github.com/weftmesh/weft/controlplane/audit"
+	"github.com/weftmesh/weft/api/audit"
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/internal/testutil/golden"
 )
@@ -179,8 +179,8 @@ func newFixture(t *testing.T) *fixture {
 		SPIFFEID: "spiffe://cluster.local/ns/weft-demo/sa/client", Streams: 1, Types: types("SYNCED", "")}))
 	f.json("/pod/weft-system/weft-controlplane-b2/15014/debug/status", status(adminapi.NodeStatus{Node: "server-v1-9a7c.weft-demo", Pod: "server-v1-9a7c", Namespace: "weft-demo",
 		SPIFFEID: "spiffe://cluster.local/ns/weft-demo/sa/server", Streams: 1, Types: types("SYNCED", "")}))
-	f.json("/pod/weft-system/weft-controlplane-a1/15014/audit/store", cpaudit.StoreResponse{Events: 412_000, Capacity: 500_000})
-	f.json("/pod/weft-system/weft-controlplane-b2/15014/audit/store", cpaudit.StoreResponse{Events: 1_200, Capacity: 500_000})
+	f.json("/pod/weft-system/weft-controlplane-a1/15014/audit/store", audit.StoreResponse{Events: 412_000, Capacity: 500_000})
+	f.json("/pod/weft-system/weft-controlplane-b2/15014/audit/store", audit.StoreResponse{Events: 1_200, Capacity: 500_000})
 	f.text("/svc/weft-system/weft-injector/443/healthz", "ok\n")
 	expiry := strconv.FormatInt(now.Add(23*time.Hour).Unix(), 10)
 	f.text("/pod/weft-demo/client-8f6d/15020/metrics", "# HELP x\nweft_sidecar_svid_expiry_timestamp_seconds "+expiry+"\n"+

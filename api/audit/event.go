@@ -3,7 +3,9 @@
 // request (each request is decided on its own Host). The sidecar writes it (a JSON line on its
 // stdout, and Envoy's access-log service to the control plane); the control
 // plane stores it and serves it at /audit/events; weftctl reads it there.
-// One type, so that what a sidecar writes is what an operator reads.
+// One type, so that what a sidecar writes is what an operator reads. The
+// paths and the JSON answers of the control plane's audit queries
+// (queries.go) are here for the same reason.
 //
 // This package is a pure core: it imports the standard library only.
 package audit

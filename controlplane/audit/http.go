@@ -14,7 +14,7 @@ import (
 // Query limits of GET /audit/events.
 const (
 	DefaultLimit = 1000
-	MaxLimit     = 10000
+	MaxLimit     = apiaudit.MaxLimit
 	// MaxSummaryRows bounds a summary: an app that reaches tens of
 	// thousands of distinct names would otherwise grow every reader's
 	// answer past what it reads (weftctl: 8 MiB). The busiest rows are
@@ -22,51 +22,27 @@ const (
 	MaxSummaryRows = 5000
 )
 
-// EventsResponse is the JSON of GET /audit/events.
-type EventsResponse struct {
-	Events    []apiaudit.Event `json:"events"` // newest first
-	Truncated bool             `json:"truncated"`
-}
-
-// SummaryResponse is the JSON of GET /audit/summary.
-type SummaryResponse struct {
-	Since        time.Time                     `json:"since,omitzero"`
-	Until        time.Time                     `json:"until,omitzero"`
-	Destinations []apiaudit.DestinationSummary `json:"destinations"`
-	// Truncated: more than MaxSummaryRows matched; the busiest are here.
-	Truncated bool `json:"truncated,omitempty"`
-}
-
 // Handler serves, on the control plane's admin port behind its guard
-// (HTTPS and RBAC, controlplane/adminauth; what `weftctl egress audit`
-// reads, JSON):
+// (HTTPS and RBAC, controlplane/adminauth; what weftctl reads), the JSON
+// of api/audit's EventsResponse, SummaryResponse and StoreResponse:
 //
 //	GET /audit/events?since=&until=&namespace=&workload=&destination=&decision=&limit=
 //	GET /audit/summary?since=&until=&namespace=&workload=&destination=&decision=&by=
-//	GET /audit/store (StoreResponse)
+//	GET /audit/store
 //
 // since and until are RFC 3339 times or durations back from now ("24h");
 // limit defaults to 1000, at most 10000; by is destination (the default)
 // or workload (a summary per source SPIFFE ID and destination).
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /audit/events", s.serveEvents)
-	mux.HandleFunc("GET /audit/summary", s.serveSummary)
-	mux.HandleFunc("GET /audit/store", s.serveStore)
+	mux.HandleFunc("GET "+apiaudit.EventsPath, s.serveEvents)
+	mux.HandleFunc("GET "+apiaudit.SummaryPath, s.serveSummary)
+	mux.HandleFunc("GET "+apiaudit.StorePath, s.serveStore)
 	return mux
 }
 
-// StoreResponse is GET /audit/store: how full the store is, for weftctl
-// check's warning well before the oldest events are evicted.
-type StoreResponse struct {
-	Events    int           `json:"events"`
-	Capacity  int           `json:"capacity"`
-	Retention time.Duration `json:"retentionSeconds"`
-	Path      string        `json:"path"`
-}
-
 func (s *Service) serveStore(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, StoreResponse{Events: s.store.Len(), Capacity: s.store.Cap(), Retention: s.store.cfg.Retention / time.Second, Path: s.store.cfg.Path})
+	writeJSON(w, apiaudit.StoreResponse{Events: s.store.Len(), Capacity: s.store.Cap(), Retention: s.store.cfg.Retention / time.Second, Path: s.store.cfg.Path})
 }
 
 func (s *Service) serveEvents(w http.ResponseWriter, r *http.Request) {
@@ -83,7 +59,7 @@ func (s *Service) serveEvents(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	resp := EventsResponse{Events: events, Truncated: len(events) > limit}
+	resp := apiaudit.EventsResponse{Events: events, Truncated: len(events) > limit}
 	if resp.Truncated {
 		resp.Events = events[:limit]
 	}
@@ -105,7 +81,7 @@ func (s *Service) serveSummary(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	resp := SummaryResponse{Since: q.Since, Until: q.Until, Destinations: sum}
+	resp := apiaudit.SummaryResponse{Since: q.Since, Until: q.Until, Destinations: sum}
 	if len(sum) > s.maxSummaryRows() {
 		resp.Destinations, resp.Truncated = sum[:s.maxSummaryRows()], true // most connections first
 	}

@@ -284,20 +284,20 @@ func TestHTTP(t *testing.T) {
 		}
 		return code
 	}
-	var er EventsResponse
+	var er apiaudit.EventsResponse
 	if code := get("/audit/events?namespace=shop&limit=2", &er); code != 200 || !er.Truncated || len(er.Events) != 2 || er.Events[0].ID != "b-1" {
 		t.Errorf("events: %d %+v", code, er)
 	}
 	// since as a duration back from the service's (fake) clock: t0.
-	er = EventsResponse{}
+	er = apiaudit.EventsResponse{}
 	if code := get("/audit/events?since=1h&decision=audit", &er); code != 200 || er.Truncated || len(er.Events) != 1 || er.Events[0].ID != "c-1" {
 		t.Errorf("events since 1h: %d %+v", code, er)
 	}
-	er = EventsResponse{}
+	er = apiaudit.EventsResponse{}
 	if code := get("/audit/events?until="+t0.Add(90*time.Second).Format(time.RFC3339), &er); code != 200 || len(er.Events) != 2 {
 		t.Errorf("events until: %d %+v", code, er)
 	}
-	var sr SummaryResponse
+	var sr apiaudit.SummaryResponse
 	if code := get("/audit/summary?destination=*.example.com", &sr); code != 200 || len(sr.Destinations) != 2 ||
 		sr.Destinations[0].Destination != "api.example.com:443" {
 		t.Errorf("summary: %d %+v", code, sr)
@@ -306,7 +306,7 @@ func TestHTTP(t *testing.T) {
 	// same totals. worker's denied connection to api.example.com is its
 	// own row beside web's two allowed ones.
 	mustInsert(t, h.store, []apiaudit.Event{ev(t0, "b-2", 5*time.Second, "shop", "worker-7", "worker", "api.example.com", "93.184.216.34", 443, "deny")})
-	sr = SummaryResponse{}
+	sr = apiaudit.SummaryResponse{}
 	if code := get("/audit/summary?destination=api.example.com&by=workload", &sr); code != 200 || len(sr.Destinations) != 2 {
 		t.Fatalf("summary by workload: %d %+v", code, sr)
 	}
@@ -318,20 +318,20 @@ func TestHTTP(t *testing.T) {
 	if worker.Workload != "spiffe://cluster.local/ns/shop/sa/worker" || worker.Connections != 1 || worker.Decisions["deny"] != 1 || worker.Decisions["allow"] != 0 {
 		t.Errorf("worker's row: %+v", worker)
 	}
-	sr = SummaryResponse{}
+	sr = apiaudit.SummaryResponse{}
 	if code := get("/audit/summary?destination=api.example.com&by=destination", &sr); code != 200 || len(sr.Destinations) != 1 ||
 		sr.Destinations[0].Workload != "" || sr.Destinations[0].Connections != 3 {
 		t.Errorf("summary by destination: %d %+v", code, sr)
 	}
 	// A summary past MaxSummaryRows keeps the busiest rows and says so.
 	h.svc.cfg.MaxSummaryRows = 2
-	sr = SummaryResponse{}
+	sr = apiaudit.SummaryResponse{}
 	if code := get("/audit/summary", &sr); code != 200 || !sr.Truncated || len(sr.Destinations) != 2 ||
 		sr.Destinations[0].Destination != "api.example.com:443" || sr.Destinations[0].Connections != 3 {
 		t.Errorf("summary past its rows: %d %+v", code, sr)
 	}
 	h.svc.cfg.MaxSummaryRows = 0
-	sr = SummaryResponse{}
+	sr = apiaudit.SummaryResponse{}
 	if code := get("/audit/summary", &sr); code != 200 || sr.Truncated || len(sr.Destinations) != 4 {
 		t.Errorf("summary: %d %+v", code, sr)
 	}
@@ -372,15 +372,15 @@ func TestHTTPLimitAndStore(t *testing.T) {
 		{"/audit/events?limit=10000", 5},            // MaxLimit itself
 		{"/audit/events?limit=1", 1},
 	} {
-		var er EventsResponse
+		var er apiaudit.EventsResponse
 		get(tt.path, &er)
 		if len(er.Events) != tt.n || er.Truncated != (tt.n == 1) {
 			t.Errorf("GET %s: %d events, truncated %v; want %d, truncated %v", tt.path, len(er.Events), er.Truncated, tt.n, tt.n == 1)
 		}
 	}
-	var sr StoreResponse
+	var sr apiaudit.StoreResponse
 	get("/audit/store", &sr)
-	if want := (StoreResponse{Events: 5, Capacity: DefaultMaxEvents, Retention: 7 * 24 * 60 * 60, Path: h.store.cfg.Path}); sr != want {
+	if want := (apiaudit.StoreResponse{Events: 5, Capacity: DefaultMaxEvents, Retention: 7 * 24 * 60 * 60, Path: h.store.cfg.Path}); sr != want {
 		t.Errorf("/audit/store = %+v, want %+v", sr, want)
 	}
 	raw, err := http.Get(srv.URL + "/audit/store")
