@@ -233,7 +233,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	debug := http.NewServeMux()
-	debug.HandleFunc("GET /debug/status", func(w http.ResponseWriter, _ *http.Request) {
+	debug.HandleFunc("GET "+admin.StatusPath, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		st := status(ca, serving, started)
 		st.Sidecars = xs.Status()

@@ -44,7 +44,7 @@ func controlPlanes(ctx context.Context, e *env) ([]cpStatus, error) {
 			continue
 		}
 		st := cpStatus{replica: p.Name}
-		b, err := e.admin.controlPlaneGet(ctx, p, "/debug/status", nil)
+		b, err := e.admin.controlPlaneGet(ctx, p, adminapi.StatusPath, nil)
 		if err == nil {
 			err = json.Unmarshal(b, &st)
 		}

@@ -2,6 +2,10 @@ package admin
 
 import "time"
 
+// StatusPath is where the control plane serves [Status], on its admin
+// port over TLS.
+const StatusPath = "/debug/status"
+
 // Status is what the control plane's /debug/status reports (read by
 // weftctl status and check).
 type Status struct {
