@@ -9,7 +9,7 @@
 //     published by controlplane/registry, which validates weft's policies
 //     and writes their status;
 //   - the translator (controlplane/xds/translate) and the ADS server
-//     (controlplane/xds), pushed after every registry change;
+//     (controlplane/xds/ads), pushed after every registry change;
 //   - the authorization of the sidecars' ADS and audit streams
 //     (controlplane/streamauth);
 //   - the egress audit store, the access-log service that fills it, its
@@ -42,6 +42,6 @@
 // fails, and a connection is closed when its client certificate expires
 // (expiry.go), so a sidecar reconnects with its renewed SVID.
 //
-// This package imports the control-plane packages it wires, certs and api/*;
-// it must not import sidecar/* or injector.
+// This package imports the control-plane packages it wires, certs, api/*
+// and internal/version; it must not import sidecar/* or injector.
 package controlplane

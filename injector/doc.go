@@ -17,7 +17,8 @@
 //     informer, waits for the serving certificate, keeps the caBundle and
 //     serves until its context ends.
 //
-// It imports client-go, the Kubernetes API types and go-spiffe. It imports
+// It imports client-go, the Kubernetes API types, go-spiffe, api/names,
+// api/v1alpha1 (the MeshConfig) and internal/version. It imports
 // neither controlplane/* nor sidecar/*: the serving certificate arrives
 // through [Identity] (and [CertificateSource]), and cmd/weft-injector
 // wires in sidecar/identity and the clients.

@@ -55,9 +55,10 @@
 // weft_audit_fields_truncated_total{field}, weft_audit_store_events and
 // weft_audit_store_capacity.
 //
-// The wire format's names (metadata "weft.egress" and its fields) are
-// declared once in api/audit, which the sidecar's encoder imports too.
+// The wire format's names (metadata "weft.egress" and its fields) and the
+// queries' paths and answers are declared once in api/audit, which the
+// sidecar's encoder and weftctl import too.
 // Imports: api/audit, bbolt, grpc, go-control-plane's ALS protos, the OTLP
-// protos, go-spiffe, Prometheus, controlplane/streamauth,
-// internal/keyedrate; never sidecar/*.
+// protos, go-spiffe, Prometheus, k8s.io/utils/clock,
+// controlplane/streamauth, internal/keyedrate; never sidecar/*.
 package audit

@@ -37,6 +37,7 @@
 // every namespace with injection on and of weft's own; [ReviewToken] and [TokenCache] serve
 // controlplane/streamauth and controlplane/adminauth.
 //
-// This package imports certs, the certificate API and internal/keyedrate; it
-// must not import sidecar/* or the other control-plane packages.
+// This package imports certs, the certificate API, api/names and
+// internal/keyedrate; it must not import sidecar/* or the other
+// control-plane packages.
 package identity

@@ -45,5 +45,6 @@
 // The package dials nothing itself (the sidecar passes its mTLS and app
 // dialers) and reads time only through the standard library's timers and
 // contexts; the sidecar wires it to the configuration it receives over
-// xDS. It may import sidecar/balance, go-spiffe and the standard library.
+// xDS. It may import sidecar/balance, internal/metrics (its golden
+// metrics), go-spiffe and the standard library.
 package l7

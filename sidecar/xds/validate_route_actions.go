@@ -13,10 +13,11 @@ import (
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
-// What the Gateway API's HTTPRoute and GRPCRoute ([gamma]) translate into,
-// besides matches on path and headers: query parameter matches, header
-// mutations, redirects, path and host rewrites. Each is read as Envoy reads
-// it; what the sidecar could not do exactly as Envoy does is refused.
+// What the Gateway API's HTTPRoute and GRPCRoute (GAMMA, docs/gamma.md)
+// translate into, besides matches on path and headers: query parameter
+// matches, header mutations, redirects, path and host rewrites. Each is
+// read as Envoy reads it; what the sidecar could not do exactly as Envoy
+// does is refused.
 
 // queryMatch: name, then string_match {exact | prefix} or present_match
 // true, or nothing (presence).
