@@ -13,8 +13,8 @@ import (
 )
 
 // Names, ports and paths of what is injected (docs/architecture.md, "Names,
-// ports and paths": "Ports" and "Inside an injected pod"). The
-// sidecar reads the same paths; keep them in step with sidecar/.
+// ports and paths": "Ports" and "Inside an injected pod"). What the sidecar
+// reads too is api/names'.
 const (
 	InitName      = "weft-init"
 	ProxyName     = names.ProxyContainer
@@ -25,23 +25,23 @@ const (
 	InboundPort  = names.SidecarInboundPort
 	HealthPort   = names.SidecarHealthPort // on the pod IP, excluded from capture
 	ProxyUID     = 1337
-	ReadyPath    = "/healthz/ready"
+	ReadyPath    = names.SidecarReadyPath
 
 	TokenVolume    = "weft-token"
-	TokenAudience  = "weft-ca"
-	TokenDir       = "/var/run/secrets/weft/tokens" // file "token"
-	BundleVolume   = "weft-trust-bundle"            // the ConfigMap of the same name
-	BundleKey      = "bundle.pem"
-	BundleDir      = "/var/run/secrets/weft/bundle"
+	TokenAudience  = names.TokenAudience
+	TokenDir       = names.TokenDir             // file "token"
+	BundleVolume   = names.TrustBundleConfigMap // the ConfigMap of the same name
+	BundleKey      = names.TrustBundleKey
+	BundleDir      = names.BundleDir
 	WorkloadVolume = "weft-workload-api"
-	WorkloadDir    = "/var/run/secrets/weft/workload" // socket "socket"
+	WorkloadDir    = names.WorkloadDir // socket "socket"
 
 	// SocketEnv tells SPIFFE libraries (go-spiffe, java-spiffe, py-spiffe)
 	// in the app containers where the Workload API is.
 	SocketEnv = "SPIFFE_ENDPOINT_SOCKET"
 	// ProbesEnv hands weft-proxy the weft.dev/probes annotation.
-	ProbesEnv   = "WEFT_APP_PROBES"
-	SocketValue = "unix://" + WorkloadDir + "/socket"
+	ProbesEnv   = names.AppProbesEnv
+	SocketValue = "unix://" + names.WorkloadSocket
 )
 
 // tokenSeconds is the projected token's lifetime; the kubelet refreshes it

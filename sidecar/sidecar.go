@@ -99,9 +99,9 @@ func (c *Config) defaults() {
 	def(&c.ControlPlane, names.DefaultControlPlaneAddr)
 	def(&c.TrustDomain, "cluster.local")
 	def(&c.WeftNamespace, names.Namespace)
-	def(&c.TokenPath, "/var/run/secrets/weft/tokens/token")
-	def(&c.BundlePath, "/var/run/secrets/weft/bundle/bundle.pem")
-	def(&c.WorkloadSocket, "/var/run/secrets/weft/workload/socket")
+	def(&c.TokenPath, names.TokenPath)
+	def(&c.BundlePath, names.BundlePath)
+	def(&c.WorkloadSocket, names.WorkloadSocket)
 	def(&c.HealthAddr, hostPort("", names.SidecarHealthPort))
 	def(&c.InboundAddr, hostPort("", names.SidecarInboundPort))
 	def(&c.ResolvConf, "/etc/resolv.conf")
@@ -202,12 +202,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// The DNS proxy and the name table it fills: what binds an egress
 	// name to the addresses a connection by that name may go to.
-	names := dnsproxy.NewNames(dnsproxy.Config{Clock: cfg.Clock})
-	dns, dnsConns, err := listenDNS(cfg, names, reg, log.With("component", "dns"))
+	bound := dnsproxy.NewNames(dnsproxy.Config{Clock: cfg.Clock})
+	dns, dnsConns, err := listenDNS(cfg, bound, reg, log.With("component", "dns"))
 	if err != nil {
 		return err
 	}
-	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record, Names: names,
+	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record, Names: bound,
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, OutboundAddr6: cfg.OutboundAddr6, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof,
 		OriginalDst: cfg.OriginalDst, Logger: log.With("component", "proxy"), Clock: cfg.Clock, Metrics: reg,
 		DrainTimeout: cfg.DrainTimeout, HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.WriteTimeout,
@@ -225,7 +225,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("sidecar: listen %s: %w", cfg.HealthAddr, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc(names.SidecarReadyPath, func(w http.ResponseWriter, _ *http.Request) {
 		if _, err := ids.GetX509SVID(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return

@@ -16,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // How weftctl reads the control plane's guarded admin endpoints (/audit/*,
@@ -58,11 +60,11 @@ func (a *cpAdmin) get(ctx context.Context, pod *corev1.Pod, path string, query u
 	if a.rest.Impersonate.UserName != "" || len(a.rest.Impersonate.Groups) > 0 || a.rest.Impersonate.UID != "" {
 		return nil, errors.New("the kubeconfig impersonates another user; the control plane's admin port authenticates the credential itself and does not honour impersonation")
 	}
-	cm, err := a.kube.CoreV1().ConfigMaps(a.weftNS).Get(ctx, "weft-trust-bundle", metav1.GetOptions{})
+	cm, err := a.kube.CoreV1().ConfigMaps(a.weftNS).Get(ctx, names.TrustBundleConfigMap, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("reading weft's trust bundle (to verify the control plane): %w", err)
 	}
-	bundle := cm.Data["bundle.pem"]
+	bundle := cm.Data[names.TrustBundleKey]
 	if !x509.NewCertPool().AppendCertsFromPEM([]byte(bundle)) {
 		return nil, fmt.Errorf("ConfigMap %s/weft-trust-bundle holds no certificate", a.weftNS)
 	}

@@ -2,10 +2,12 @@
 // one another: the namespace weft is installed in, its components'
 // Deployment, ServiceAccount and Service names, their ports, the control
 // plane's address, the largest xDS message the control plane sends a
-// sidecar, and the labels and annotations the injector, the control plane
-// and weftctl read and write. Every part imports them from
-// here, so none can rename one alone. The install manifests (deploy/*.yaml)
-// spell the same names in YAML.
+// sidecar, the labels and annotations the injector, the control plane and
+// weftctl read and write, what the injector mounts in weft-proxy for the
+// sidecar to read (the token, the trust bundle, the Workload API socket,
+// the app's probes) and the trust bundle's ConfigMap. Every part imports
+// them from here, so none can rename one alone. The install manifests
+// (deploy/*.yaml) spell the same names in YAML.
 //
 // This package is a pure core: it imports the standard library only.
 package names
@@ -85,6 +87,35 @@ const (
 
 // ProxyContainer is the name of the sidecar's container in an injected pod.
 const ProxyContainer = "weft-proxy"
+
+// What the injector mounts and sets in weft-proxy and the sidecar reads
+// there (docs/architecture.md, "Inside an injected pod").
+const (
+	// TokenAudience is the audience of the pod's projected token, which
+	// only weft-proxy mounts; the control plane accepts no other.
+	TokenAudience = "weft-ca"
+	TokenDir      = "/var/run/secrets/weft/tokens"
+	TokenPath     = TokenDir + "/token"
+	// BundleDir holds TrustBundleConfigMap's TrustBundleKey.
+	BundleDir      = "/var/run/secrets/weft/bundle"
+	BundlePath     = BundleDir + "/" + TrustBundleKey
+	WorkloadDir    = "/var/run/secrets/weft/workload"
+	WorkloadSocket = WorkloadDir + "/socket"
+	// AppProbesEnv hands weft-proxy the app's original probes (the JSON of
+	// the weft.dev/probes annotation).
+	AppProbesEnv = "WEFT_APP_PROBES"
+	// SidecarReadyPath, on SidecarHealthPort, is weft-proxy's startup and
+	// readiness probe.
+	SidecarReadyPath = "/healthz/ready"
+)
+
+// TrustBundleConfigMap holds weft's roots under TrustBundleKey: the
+// control plane writes it into weft's namespace and every injected one,
+// injected pods mount it and weftctl reads it.
+const (
+	TrustBundleConfigMap = "weft-trust-bundle"
+	TrustBundleKey       = "bundle.pem"
+)
 
 // EventReasonSkipped is the reason of the Event the injector records for a
 // pod it leaves alone; weftctl explain-injection lists them.

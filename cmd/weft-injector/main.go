@@ -127,8 +127,8 @@ func flagSet(o *options, logLevel *string) *flag.FlagSet {
 	fs.StringVar(&o.outboundUDP, "outbound-udp", injector.OutboundUDPMesh, "weft-init's --outbound-udp unless a pod's weft.dev/outbound-udp says otherwise: "+
 		"mesh (drop while the MeshConfig's outbound mode is REGISTRY_ONLY, else allow), drop (outbound UDP other than DNS is rejected) or allow (leaves, unaudited)")
 	fs.StringVar(&o.webhookConfig, "webhook-config", injector.WebhookConfiguration, "MutatingWebhookConfiguration whose caBundle the injector keeps")
-	fs.StringVar(&o.tokenPath, "token-path", injector.TokenDir+"/token", "projected ServiceAccount token (audience weft-ca)")
-	fs.StringVar(&o.bundlePath, "bundle-path", injector.BundleDir+"/"+injector.BundleKey, "weft's trust bundle, to verify the control plane")
+	fs.StringVar(&o.tokenPath, "token-path", names.TokenPath, "projected ServiceAccount token (audience weft-ca)")
+	fs.StringVar(&o.bundlePath, "bundle-path", names.BundlePath, "weft's trust bundle, to verify the control plane")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig path; empty means in-cluster")
 	fs.StringVar(&o.podName, "pod-name", envOr("POD_NAME", "weft-injector"), "this replica's name, for Events")
 	fs.StringVar(logLevel, "log-level", "info", "debug, info, warn or error")

@@ -63,9 +63,9 @@ func run(args []string) error {
 	fs.StringVar(&cfg.ControlPlane, "control-plane", names.DefaultControlPlaneAddr, "control plane address")
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
 	fs.StringVar(&cfg.WeftNamespace, "weft-namespace", names.Namespace, "namespace weft is installed in")
-	fs.StringVar(&cfg.TokenPath, "token", "/var/run/secrets/weft/tokens/token", "projected ServiceAccount token (audience weft-ca)")
-	fs.StringVar(&cfg.BundlePath, "bundle", "/var/run/secrets/weft/bundle/bundle.pem", "trust bundle (PEM)")
-	fs.StringVar(&cfg.WorkloadSocket, "workload-socket", "/var/run/secrets/weft/workload/socket", "SPIFFE Workload API socket")
+	fs.StringVar(&cfg.TokenPath, "token", names.TokenPath, "projected ServiceAccount token (audience weft-ca)")
+	fs.StringVar(&cfg.BundlePath, "bundle", names.BundlePath, "trust bundle (PEM)")
+	fs.StringVar(&cfg.WorkloadSocket, "workload-socket", names.WorkloadSocket, "SPIFFE Workload API socket")
 	fs.StringVar(&cfg.HealthAddr, "health-addr", ":"+strconv.Itoa(names.SidecarHealthPort), "health and metrics address")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for in-flight work")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error")
@@ -92,7 +92,7 @@ func run(args []string) error {
 		cfg.MemoryLimit = mem.MemoryLimit
 	}
 	cfg.PodName, cfg.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
-	cfg.AppProbes = os.Getenv("WEFT_APP_PROBES")
+	cfg.AppProbes = os.Getenv(names.AppProbesEnv)
 	cfg.AuditOut = os.Stdout
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

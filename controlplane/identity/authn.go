@@ -16,10 +16,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // Audience is the audience a projected token must carry to be accepted.
-const Audience = "weft-ca"
+const Audience = names.TokenAudience
 
 // Keys of the extra fields the API server puts on pod-bound tokens.
 const (

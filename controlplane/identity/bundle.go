@@ -21,8 +21,8 @@ import (
 // Names of the trust bundle ConfigMap, its key and the namespace label that
 // turns injection on.
 const (
-	BundleConfigMap = "weft-trust-bundle"
-	BundleKey       = "bundle.pem"
+	BundleConfigMap = names.TrustBundleConfigMap
+	BundleKey       = names.TrustBundleKey
 	InjectLabel     = names.InjectLabel
 	InjectEnabled   = names.InjectEnabled
 )
