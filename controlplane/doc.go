@@ -42,6 +42,7 @@
 // fails, and a connection is closed when its client certificate expires
 // (expiry.go), so a sidecar reconnects with its renewed SVID.
 //
-// This package imports the control-plane packages it wires, certs, api/*
-// and internal/version; it must not import sidecar/* or injector.
+// This package imports the control-plane packages it wires, certs, api/*,
+// internal/version and internal/sleep; it must not import sidecar/* or
+// injector.
 package controlplane

@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/sleep"
 )
 
 // servingCert is the control plane's own certificate, signed by its own CA
@@ -61,21 +62,13 @@ func (s *servingCert) renew(ctx context.Context) {
 	for {
 		leaf := s.cur.Load().Leaf
 		at := certs.RenewalTime(leaf.NotBefore, leaf.NotAfter, mrand.Float64())
-		t := s.clock.NewTimer(at.Sub(s.clock.Now()))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep.For(ctx, s.clock, at.Sub(s.clock.Now())) {
 			return
-		case <-t.C():
 		}
 		if err := s.issue(); err != nil {
 			s.log.Error("renewing serving certificate", "err", err)
-			t := s.clock.NewTimer(10 * time.Second)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleep.For(ctx, s.clock, 10*time.Second) {
 				return
-			case <-t.C():
 			}
 		}
 	}

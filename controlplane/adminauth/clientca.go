@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
+
+	"github.com/weftmesh/weft/internal/sleep"
 )
 
 // Where the API server publishes the CA of the client certificates it
@@ -98,12 +100,8 @@ func (c *ClientCAs) Run(ctx context.Context, failed bool) {
 		if failed {
 			wait = retryInterval
 		}
-		t := clk.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep.For(ctx, clk, wait) {
 			return
-		case <-t.C():
 		}
 		err := c.Load(ctx)
 		failed = err != nil

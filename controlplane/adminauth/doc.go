@@ -38,5 +38,5 @@
 // cached answers are never limited.
 //
 // Imports: controlplane/identity (TokenReview and its cache),
-// internal/keyedrate, client-go, k8s.io/utils/clock.
+// internal/keyedrate, internal/sleep, client-go, k8s.io/utils/clock.
 package adminauth

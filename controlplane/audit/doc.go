@@ -60,5 +60,6 @@
 // sidecar's encoder and weftctl import too.
 // Imports: api/audit, bbolt, grpc, go-control-plane's ALS protos, the OTLP
 // protos, go-spiffe, Prometheus, k8s.io/utils/clock,
-// controlplane/streamauth, internal/keyedrate; never sidecar/*.
+// controlplane/streamauth, internal/keyedrate, internal/sleep; never
+// sidecar/*.
 package audit

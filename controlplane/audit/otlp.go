@@ -26,6 +26,7 @@ import (
 	"k8s.io/utils/clock"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/internal/sleep"
 )
 
 // OTLPConfig configures an OTLPExporter. Zero fields get the defaults in
@@ -224,12 +225,8 @@ func (x *OTLPExporter) deliver(ctx context.Context, client collogspb.LogsService
 			x.log.Warn("OTLP export failed; retrying", "endpoint", x.cfg.Endpoint, "events", len(batch), "err", err)
 		}
 		jittered := wait/2 + rand.N(wait/2+1)
-		t := x.cfg.Clock.NewTimer(jittered)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep.For(ctx, x.cfg.Clock, jittered) {
 			return false
-		case <-t.C():
 		}
 		wait = min(2*wait, x.cfg.MaxBackoff)
 	}

@@ -50,5 +50,6 @@
 // Imports: api/audit (the record and its wire names), grpc, the sidecar's
 // subset of Envoy's ALS and access-log protos (sidecar/internal/envoy; the
 // stream is opened by method name), go-spiffe, internal/metrics,
-// k8s.io/utils/clock. Never controlplane/* or go-control-plane.
+// k8s.io/utils/clock, internal/sleep. Never controlplane/* or
+// go-control-plane.
 package audit

@@ -23,6 +23,7 @@ import (
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
 	wm "github.com/weftmesh/weft/internal/metrics"
+	"github.com/weftmesh/weft/internal/sleep"
 	"github.com/weftmesh/weft/sidecar/internal/envoy"
 	alsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/accesslog/v3"
 )
@@ -210,7 +211,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 				return nil
 			case <-r.buf.wake:
 			}
-			if r.buf.len() < r.cfg.BatchSize && !r.sleep(ctx, r.cfg.FlushDelay) {
+			if r.buf.len() < r.cfg.BatchSize && !sleep.For(ctx, r.cfg.Clock, r.cfg.FlushDelay) {
 				return r.drain(ctx)
 			}
 		}
@@ -233,7 +234,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 		default:
 			r.m.failed()
 			r.log.Warn("delivery failed; will resend", "events", len(batch), "buffered", r.buf.len(), "retry_in", backoff, "err", err)
-			if !r.sleep(ctx, backoff/2+rand.N(backoff/2+1)) {
+			if !sleep.For(ctx, r.cfg.Clock, backoff/2+rand.N(backoff/2+1)) {
 				return r.drain(ctx)
 			}
 			backoff = min(2*backoff, r.cfg.MaxBackoff)
@@ -305,16 +306,4 @@ func (r *Recorder) send(ctx context.Context, batch []apiaudit.Event) error {
 		return fmt.Errorf("audit: acknowledgement: %w", err)
 	}
 	return nil
-}
-
-// sleep waits d; false if ctx ended first.
-func (r *Recorder) sleep(ctx context.Context, d time.Duration) bool {
-	t := r.cfg.Clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
-	}
 }

@@ -4,8 +4,8 @@
 // hands them to the app containers of the same pod.
 //
 // The package imports go-spiffe, gRPC, weft's certificate API
-// (api/certificate/v1), certs (renewal arithmetic only) and
-// k8s.io/utils/clock. It never imports
+// (api/certificate/v1), certs (renewal arithmetic only),
+// k8s.io/utils/clock and internal/sleep. It never imports
 // controlplane/*: the certificate service is reached through the
 // CertificateServiceClient interface (api/certificate/v1) the wiring passes
 // in.

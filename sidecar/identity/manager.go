@@ -16,6 +16,7 @@ import (
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/certs"
+	"github.com/weftmesh/weft/internal/sleep"
 )
 
 // Default backoff between failed attempts to obtain an SVID.
@@ -153,12 +154,8 @@ func (m *Manager) Run(ctx context.Context) error {
 			failed = 0
 			wait = m.untilRenewal()
 		}
-		timer := m.clock.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !sleep.For(ctx, m.clock, wait) {
 			return nil
-		case <-timer.C():
 		}
 	}
 }

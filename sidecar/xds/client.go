@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/weftmesh/weft/api/names"
+	"github.com/weftmesh/weft/internal/sleep"
 	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
@@ -230,12 +231,8 @@ func (c *Client) Run(ctx context.Context) error {
 		} else {
 			c.log.Warn("stream ended; keeping the last good configuration", "err", err, "retry_in", d)
 		}
-		t := c.clock.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep.For(ctx, c.clock, d) {
 			return nil
-		case <-t.C():
 		}
 	}
 }

@@ -42,7 +42,7 @@
 //
 // Imports: sidecar/xds/model, the subset (sidecar/internal/envoy),
 // api/names (the message limit), gRPC, protobuf, go-spiffe,
-// k8s.io/utils/clock. Never controlplane/* or
+// k8s.io/utils/clock, internal/sleep. Never controlplane/* or
 // go-control-plane (tests may use go-control-plane to build resources and
 // as the reference).
 package xds
