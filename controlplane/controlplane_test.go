@@ -7,10 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"io"
 	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -156,7 +153,7 @@ func TestCertificateServiceOverTLS(t *testing.T) {
 	if st.TrustDomain != "cluster.local" || len(st.Roots) != 1 {
 		t.Fatalf("/debug/status = %+v", st)
 	}
-	metrics := get(t, "http://"+cp.httpAddr+"/metrics")
+	_, metrics := testutil.Get(t, "http://"+cp.httpAddr+"/metrics")
 	if !strings.Contains(metrics, "weft_ca_svids_issued_total 1") {
 		t.Fatalf("/metrics lacks weft_ca_svids_issued_total 1:\n%s", metrics)
 	}
@@ -222,23 +219,4 @@ func mustPKCS8(t *testing.T, key *ecdsa.PrivateKey) []byte {
 		t.Fatal(err)
 	}
 	return der
-}
-
-func get(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
-func getJSON[T any](t *testing.T, url string) T {
-	var v T
-	if err := json.Unmarshal([]byte(get(t, url)), &v); err != nil {
-		t.Fatal(err)
-	}
-	return v
 }
