@@ -58,16 +58,8 @@ func inboundCall(t *testing.T, ca *certs.CA, addr netip.AddrPort, path string, g
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s: reading the body: %v", path, err)
-	}
-	gs := resp.Header.Get("Grpc-Status")
-	if gs == "" {
-		gs = resp.Trailer.Get("Grpc-Status")
-	}
-	return resp.StatusCode, gs, string(b)
+	b, gs := readGRPC(t, resp)
+	return resp.StatusCode, gs, b
 }
 
 // When the app cannot be reached the server sidecar answers itself: 502

@@ -178,13 +178,8 @@ func TestMeshPathGRPC(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		gs := resp.Trailer.Get("Grpc-Status")
-		if gs == "" {
-			gs = resp.Header.Get("Grpc-Status")
-		}
-		return resp.StatusCode, string(b), gs
+		b, gs := readGRPC(t, resp)
+		return resp.StatusCode, b, gs
 	}
 	if code, body, gs := call("/pkg.Svc/Get"); code != 200 || body != "HTTP/2.0 /pkg.Svc/Get" || gs != "0" {
 		t.Fatalf("call: %d %q grpc-status %q", code, body, gs)

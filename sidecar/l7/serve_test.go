@@ -35,6 +35,24 @@ func serveOn(t *testing.T, s *ConnServer) string {
 
 func static(r *Route) func(*http.Request) *Route { return func(*http.Request) *Route { return r } }
 
+// readGRPC reads resp's body to its end and closes it (a failed read
+// fails the test), and returns the body with the gRPC status: in the
+// headers of a trailers-only response, else in the trailers that came
+// after the body.
+func readGRPC(t testing.TB, resp *http.Response) (body, grpcStatus string) {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the body: %v", err)
+	}
+	gs := resp.Header.Get("Grpc-Status")
+	if gs == "" {
+		gs = resp.Trailer.Get("Grpc-Status")
+	}
+	return string(b), gs
+}
+
 // oneConn is an HTTP client that keeps one connection: HTTP/1.1
 // keep-alive, or h2c with prior knowledge.
 func oneConn(t *testing.T, h2c bool) *http.Client {
@@ -158,13 +176,8 @@ func TestSidecarAnswers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		gs := resp.Header.Get("Grpc-Status")
-		if gs == "" {
-			gs = resp.Trailer.Get("Grpc-Status")
-		}
-		if resp.StatusCode != tc.status || gs != tc.grpcStatus || string(b) != tc.body {
+		b, gs := readGRPC(t, resp)
+		if resp.StatusCode != tc.status || gs != tc.grpcStatus || b != tc.body {
 			t.Errorf("%s grpc=%v: %d grpc-status %q body %q, want %d %q %q", tc.path, tc.grpc, resp.StatusCode, gs, b, tc.status, tc.grpcStatus, tc.body)
 		}
 	}
