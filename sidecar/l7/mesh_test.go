@@ -17,7 +17,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/internal/testutil"
@@ -42,10 +41,6 @@ type serverSidecar struct {
 
 func newServerSidecar(t *testing.T, ca *certs.CA, app netip.AddrPort, h2c bool, deny func(*http.Request) bool) *serverSidecar {
 	t.Helper()
-	svid := testutil.SVID(t, ca, serverID, 0)
-	cfg := tlsconfig.MTLSServerConfig(svid, ca.Bundle(), tlsconfig.AuthorizeMemberOf(td))
-	cfg.NextProtos = []string{"h2", "http/1.1"}
-	cfg.MinVersion = tls.VersionTLS13
 	dial := (&net.Dialer{}).DialContext
 	s := &serverSidecar{}
 	s.in = &Inbound{
@@ -62,17 +57,7 @@ func newServerSidecar(t *testing.T, ca *certs.CA, app netip.AddrPort, h2c bool, 
 		},
 		Limits: ServerLimits{HeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute},
 	}
-	s.addr = testutil.ServeTCP(t, func(c net.Conn) {
-		tc := tls.Server(c, cfg)
-		if tc.HandshakeContext(context.Background()) != nil {
-			return
-		}
-		id, err := x509svid.IDFromCert(tc.ConnectionState().PeerCertificates[0])
-		if err == nil {
-			s.in.ServeConn(tc, Peer{ID: id, Dst: app, H2C: h2c})
-		}
-	})
-	t.Cleanup(func() { s.in.Close() })
+	s.addr = serveInbound(t, ca, s.in, app, h2c)
 	return s
 }
 
