@@ -350,15 +350,27 @@ func (c *routeContext) httpRule(routeNS string, parentNS []string, rule gwv1.HTT
 	if out.Redirect != nil {
 		return out, nil, nil // the backends are not used
 	}
-	refsOf := make([]gwv1.BackendRef, len(rule.BackendRefs))
-	for i, b := range rule.BackendRefs {
-		if len(b.Filters) > 0 {
-			return unsupported("filters on a backendRef are not supported")
-		}
-		refsOf[i] = b.BackendRef
+	refsOf, ok := withoutFilters(rule.BackendRefs, func(b gwv1.HTTPBackendRef) (gwv1.BackendRef, int) { return b.BackendRef, len(b.Filters) })
+	if !ok {
+		return unsupported("filters on a backendRef are not supported")
 	}
 	out.Backends, refs = c.backends(mesh.KindHTTPRoute, routeNS, parentNS, refsOf, refs)
 	return out, nil, refs
+}
+
+// withoutFilters is a rule's backendRefs (split: each one's BackendRef and
+// how many filters it carries), or false when one carries filters, which
+// weft does not serve.
+func withoutFilters[B any](refs []B, split func(B) (gwv1.BackendRef, int)) ([]gwv1.BackendRef, bool) {
+	out := make([]gwv1.BackendRef, len(refs))
+	for i, b := range refs {
+		ref, filters := split(b)
+		if filters > 0 {
+			return nil, false
+		}
+		out[i] = ref
+	}
+	return out, true
 }
 
 // backends resolves a rule's backendRefs of a route of kind: each that
@@ -672,12 +684,9 @@ func (c *routeContext) grpcRule(routeNS string, parentNS []string, rule gwv1.GRP
 			return unsupported("filter %s is not supported", f.Type)
 		}
 	}
-	refsOf := make([]gwv1.BackendRef, len(rule.BackendRefs))
-	for i, b := range rule.BackendRefs {
-		if len(b.Filters) > 0 {
-			return unsupported("filters on a backendRef are not supported")
-		}
-		refsOf[i] = b.BackendRef
+	refsOf, ok := withoutFilters(rule.BackendRefs, func(b gwv1.GRPCBackendRef) (gwv1.BackendRef, int) { return b.BackendRef, len(b.Filters) })
+	if !ok {
+		return unsupported("filters on a backendRef are not supported")
 	}
 	out.Backends, refs = c.backends(mesh.KindGRPCRoute, routeNS, parentNS, refsOf, refs)
 	return out, nil, refs

@@ -348,3 +348,54 @@ status:
 		t.Errorf("status.parents: %+v", parents)
 	}
 }
+
+// A rule whose backendRef carries filters (weft serves none) is refused,
+// on an HTTPRoute and a GRPCRoute alike; the route's other rules are
+// served.
+func TestBackendRefFiltersRefuseTheRule(t *testing.T) {
+	st := &state{td: td, services: routeServices()}
+	st.httpRoutes = []*unstructured.Unstructured{gatewayObject(t, `
+kind: HTTPRoute
+metadata: {namespace: prod, name: http}
+spec:
+  parentRefs: [{group: "", kind: Service, name: api, port: 80}]
+  rules:
+  - backendRefs:
+    - name: api
+      port: 80
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: "1"}]}}]
+  - matches: [{path: {value: /ok}}]
+    backendRefs: [{name: api, port: 80}]
+`)}
+	st.grpcRoutes = []*unstructured.Unstructured{gatewayObject(t, `
+kind: GRPCRoute
+metadata: {namespace: prod, name: grpc}
+spec:
+  parentRefs: [{group: "", kind: Service, name: other, port: 7070}]
+  rules:
+  - backendRefs:
+    - name: other
+      port: 7070
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: "1"}]}}]
+  - matches: [{method: {service: pkg.Echo}}]
+    backendRefs: [{name: other, port: 7070}]
+`)}
+	contents, verdicts := build(st)
+	for _, v := range verdicts {
+		if got := conditions(v); len(got) != 1 || !strings.Contains(got[0], "PartiallyInvalid=True/UnsupportedValue") ||
+			!strings.Contains(v.message, "rule 0: filters on a backendRef are not supported") {
+			t.Errorf("%s: %v %q, want rule 0 refused (filters on a backendRef)", v.obj.GetName(), got, v.message)
+		}
+	}
+	if len(verdicts) != 2 {
+		t.Errorf("%d verdicts, want 2", len(verdicts))
+	}
+	for _, r := range contents.Routes {
+		if len(r.Rules) != 1 || r.Rules[0].Index != 1 {
+			t.Errorf("%s: rules %+v, want rule 1 alone", r.Name, r.Rules)
+		}
+	}
+	if len(contents.Routes) != 2 {
+		t.Errorf("%d routes in the model, want 2", len(contents.Routes))
+	}
+}
