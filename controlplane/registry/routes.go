@@ -456,14 +456,11 @@ func httpMatch(m gwv1.HTTPRouteMatch) (mesh.RouteMatch, *invalid) {
 		}
 	}
 	for _, h := range m.Headers {
-		if t := cmp.Or(deref(h.Type), gwv1.HeaderMatchExact); t != gwv1.HeaderMatchExact {
-			return unsupported("header match type %s is not supported (Exact is)", t)
+		nv, bad := headerMatch(string(h.Name), string(cmp.Or(deref(h.Type), gwv1.HeaderMatchExact)), string(gwv1.HeaderMatchExact), h.Value)
+		if bad != nil {
+			return mesh.RouteMatch{}, bad
 		}
-		name := strings.ToLower(string(h.Name))
-		if name == "host" || strings.HasPrefix(name, ":") {
-			return unsupported("a header match on %q is not supported", h.Name)
-		}
-		out.Headers = append(out.Headers, mesh.NameValue{Name: name, Value: h.Value})
+		out.Headers = append(out.Headers, nv)
 	}
 	for _, q := range m.QueryParams {
 		if t := cmp.Or(deref(q.Type), gwv1.QueryParamMatchExact); t != gwv1.QueryParamMatchExact {
@@ -473,6 +470,21 @@ func httpMatch(m gwv1.HTTPRouteMatch) (mesh.RouteMatch, *invalid) {
 	}
 	out.Method = string(deref(m.Method))
 	return out, nil
+}
+
+// headerMatch is a route's match on a request header (name; typ, its
+// match type, of which weft serves exact): Exact only, and not on Host or
+// a pseudo-header. HTTPRoute and GRPCRoute spell the same rule with types
+// of their own.
+func headerMatch(name, typ, exact, value string) (mesh.NameValue, *invalid) {
+	if typ != exact {
+		return mesh.NameValue{}, &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("header match type %s is not supported (Exact is)", typ)}
+	}
+	lower := strings.ToLower(name)
+	if lower == "host" || strings.HasPrefix(lower, ":") {
+		return mesh.NameValue{}, &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("a header match on %q is not supported", name)}
+	}
+	return mesh.NameValue{Name: lower, Value: value}, nil
 }
 
 func httpFilter(rule *mesh.RouteRule, f gwv1.HTTPRouteFilter) *invalid {
@@ -656,14 +668,11 @@ func (c *routeContext) grpcRule(routeNS string, parentNS []string, rule gwv1.GRP
 			}
 		}
 		for _, h := range m.Headers {
-			if t := cmp.Or(deref(h.Type), gwv1.GRPCHeaderMatchExact); t != gwv1.GRPCHeaderMatchExact {
-				return unsupported("header match type %s is not supported (Exact is)", t)
+			nv, bad := headerMatch(string(h.Name), string(cmp.Or(deref(h.Type), gwv1.GRPCHeaderMatchExact)), string(gwv1.GRPCHeaderMatchExact), h.Value)
+			if bad != nil {
+				return nil, bad, nil
 			}
-			name := strings.ToLower(string(h.Name))
-			if name == "host" || strings.HasPrefix(name, ":") {
-				return unsupported("a header match on %q is not supported", h.Name)
-			}
-			mm.Headers = append(mm.Headers, mesh.NameValue{Name: name, Value: h.Value})
+			mm.Headers = append(mm.Headers, nv)
 		}
 		out.Matches = append(out.Matches, mm)
 	}

@@ -349,50 +349,51 @@ status:
 	}
 }
 
-// A rule whose backendRef carries filters (weft serves none) is refused,
-// on an HTTPRoute and a GRPCRoute alike; the route's other rules are
-// served.
-func TestBackendRefFiltersRefuseTheRule(t *testing.T) {
+// The refusals HTTPRoute and GRPCRoute share, each on a rule of its own: a
+// backendRef that carries filters (weft serves none), a header match on
+// Host and one of a type other than Exact. The route's last rule is served.
+func TestRuleRefusalsOfBothKinds(t *testing.T) {
 	st := &state{td: td, services: routeServices()}
-	st.httpRoutes = []*unstructured.Unstructured{gatewayObject(t, `
-kind: HTTPRoute
-metadata: {namespace: prod, name: http}
+	for _, k := range []struct{ kind, svc, port, served string }{
+		{mesh.KindHTTPRoute, "api", "80", "{path: {value: /ok}}"},
+		{mesh.KindGRPCRoute, "other", "7070", "{method: {service: pkg.Echo}}"},
+	} {
+		u := gatewayObject(t, fmt.Sprintf(`
+kind: %[1]s
+metadata: {namespace: prod, name: %[2]s}
 spec:
-  parentRefs: [{group: "", kind: Service, name: api, port: 80}]
+  parentRefs: [{group: "", kind: Service, name: %[2]s, port: %[3]s}]
   rules:
   - backendRefs:
-    - name: api
-      port: 80
+    - name: %[2]s
+      port: %[3]s
       filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: "1"}]}}]
-  - matches: [{path: {value: /ok}}]
-    backendRefs: [{name: api, port: 80}]
-`)}
-	st.grpcRoutes = []*unstructured.Unstructured{gatewayObject(t, `
-kind: GRPCRoute
-metadata: {namespace: prod, name: grpc}
-spec:
-  parentRefs: [{group: "", kind: Service, name: other, port: 7070}]
-  rules:
-  - backendRefs:
-    - name: other
-      port: 7070
-      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: "1"}]}}]
-  - matches: [{method: {service: pkg.Echo}}]
-    backendRefs: [{name: other, port: 7070}]
-`)}
+  - matches: [{headers: [{name: Host, value: a}]}]
+    backendRefs: [{name: %[2]s, port: %[3]s}]
+  - matches: [{headers: [{type: RegularExpression, name: x-a, value: "a.*"}]}]
+    backendRefs: [{name: %[2]s, port: %[3]s}]
+  - matches: [%[4]s]
+    backendRefs: [{name: %[2]s, port: %[3]s}]
+`, k.kind, k.svc, k.port, k.served))
+		if k.kind == mesh.KindHTTPRoute {
+			st.httpRoutes = append(st.httpRoutes, u)
+		} else {
+			st.grpcRoutes = append(st.grpcRoutes, u)
+		}
+	}
 	contents, verdicts := build(st)
+	const want = `rules left out: rule 0: filters on a backendRef are not supported; rule 1: a header match on "Host" is not supported; rule 2: header match type RegularExpression is not supported (Exact is)`
 	for _, v := range verdicts {
-		if got := conditions(v); len(got) != 1 || !strings.Contains(got[0], "PartiallyInvalid=True/UnsupportedValue") ||
-			!strings.Contains(v.message, "rule 0: filters on a backendRef are not supported") {
-			t.Errorf("%s: %v %q, want rule 0 refused (filters on a backendRef)", v.obj.GetName(), got, v.message)
+		if got := conditions(v); len(got) != 1 || !strings.Contains(got[0], "PartiallyInvalid=True/UnsupportedValue") || v.message != want {
+			t.Errorf("%s: %v %q, want rules 0 to 2 refused: %q", v.obj.GetName(), got, v.message, want)
 		}
 	}
 	if len(verdicts) != 2 {
 		t.Errorf("%d verdicts, want 2", len(verdicts))
 	}
 	for _, r := range contents.Routes {
-		if len(r.Rules) != 1 || r.Rules[0].Index != 1 {
-			t.Errorf("%s: rules %+v, want rule 1 alone", r.Name, r.Rules)
+		if len(r.Rules) != 1 || r.Rules[0].Index != 3 {
+			t.Errorf("%s: rules %+v, want rule 3 alone", r.Name, r.Rules)
 		}
 	}
 	if len(contents.Routes) != 2 {
