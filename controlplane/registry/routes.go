@@ -139,7 +139,7 @@ func capMessage(m string) string {
 // cluster with the port (or section) it names, which carries HTTP.
 func (c *routeContext) resolveParent(kind, routeNS string, ref gwv1.ParentReference) (mesh.RouteParent, *invalid) {
 	unsupported := func(format string, args ...any) (mesh.RouteParent, *invalid) {
-		return mesh.RouteParent{}, &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf(format, args...)}
+		return mesh.RouteParent{}, unsupportedf(format, args...)
 	}
 	noParent := func(format string, args ...any) (mesh.RouteParent, *invalid) {
 		return mesh.RouteParent{}, &invalid{string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf(format, args...)}
@@ -300,19 +300,28 @@ func collectRules[R any](rules []R, resolve func(R) (*mesh.RouteRule, *invalid, 
 	return rr
 }
 
+// unsupportedf is the Gateway API's UnsupportedValue for a route, with
+// its message.
+func unsupportedf(format string, args ...any) *invalid {
+	return &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf(format, args...)}
+}
+
+// refuseRule is httpRule's and grpcRule's answer for a rule that asks for
+// something weft does not serve.
+func refuseRule(format string, args ...any) (*mesh.RouteRule, *invalid, *invalid) {
+	return nil, unsupportedf(format, args...), nil
+}
+
 // httpRule is one rule in the model's terms: nil with bad when it asks for
 // something weft does not serve; refs when a backendRef does not resolve
 // (it stays, Unresolved: its share is answered 500).
 func (c *routeContext) httpRule(routeNS string, parentNS []string, rule gwv1.HTTPRouteRule) (out *mesh.RouteRule, bad, refs *invalid) {
-	unsupported := func(format string, args ...any) (*mesh.RouteRule, *invalid, *invalid) {
-		return nil, &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf(format, args...)}, nil
-	}
 	out = &mesh.RouteRule{}
 	if rule.Retry != nil {
-		return unsupported("retry is not supported (the mesh's own retry policy applies)")
+		return refuseRule("retry is not supported (the mesh's own retry policy applies)")
 	}
 	if rule.SessionPersistence != nil {
-		return unsupported("sessionPersistence is not supported")
+		return refuseRule("sessionPersistence is not supported")
 	}
 	for _, m := range rule.Matches {
 		mm, err := httpMatch(m)
@@ -335,7 +344,7 @@ func (c *routeContext) httpRule(routeNS string, parentNS []string, rule gwv1.HTT
 	for _, pm := range []*mesh.PathModifier{redirectPath(out.Redirect), rewritePath(out.Rewrite)} {
 		if pm != nil && pm.Type == mesh.ReplacePrefixMatch &&
 			slices.ContainsFunc(out.Matches, func(m mesh.RouteMatch) bool { return m.PathType != mesh.PathPrefix }) {
-			return unsupported("ReplacePrefixMatch needs every match of the rule to be a PathPrefix")
+			return refuseRule("ReplacePrefixMatch needs every match of the rule to be a PathPrefix")
 		}
 	}
 	if t := rule.Timeouts; t != nil {
@@ -352,7 +361,7 @@ func (c *routeContext) httpRule(routeNS string, parentNS []string, rule gwv1.HTT
 	}
 	refsOf, ok := withoutFilters(rule.BackendRefs, func(b gwv1.HTTPBackendRef) (gwv1.BackendRef, int) { return b.BackendRef, len(b.Filters) })
 	if !ok {
-		return unsupported("filters on a backendRef are not supported")
+		return refuseRule("filters on a backendRef are not supported")
 	}
 	out.Backends, refs = c.backends(mesh.KindHTTPRoute, routeNS, parentNS, refsOf, refs)
 	return out, nil, refs
@@ -423,14 +432,14 @@ func duration(field string, d *gwv1.Duration) (time.Duration, *invalid) {
 	}
 	v, err := time.ParseDuration(string(*d))
 	if err != nil || v < 0 {
-		return 0, &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s %q is not a duration", field, *d)}
+		return 0, unsupportedf("%s %q is not a duration", field, *d)
 	}
 	return v, nil
 }
 
 func httpMatch(m gwv1.HTTPRouteMatch) (mesh.RouteMatch, *invalid) {
 	unsupported := func(format string, args ...any) (mesh.RouteMatch, *invalid) {
-		return mesh.RouteMatch{}, &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf(format, args...)}
+		return mesh.RouteMatch{}, unsupportedf(format, args...)
 	}
 	out := mesh.RouteMatch{PathType: mesh.PathPrefix, Path: "/"}
 	if p := m.Path; p != nil {
@@ -478,17 +487,17 @@ func httpMatch(m gwv1.HTTPRouteMatch) (mesh.RouteMatch, *invalid) {
 // of their own.
 func headerMatch(name, typ, exact, value string) (mesh.NameValue, *invalid) {
 	if typ != exact {
-		return mesh.NameValue{}, &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("header match type %s is not supported (Exact is)", typ)}
+		return mesh.NameValue{}, unsupportedf("header match type %s is not supported (Exact is)", typ)
 	}
 	lower := strings.ToLower(name)
 	if lower == "host" || strings.HasPrefix(lower, ":") {
-		return mesh.NameValue{}, &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("a header match on %q is not supported", name)}
+		return mesh.NameValue{}, unsupportedf("a header match on %q is not supported", name)
 	}
 	return mesh.NameValue{Name: lower, Value: value}, nil
 }
 
 func httpFilter(rule *mesh.RouteRule, f gwv1.HTTPRouteFilter) *invalid {
-	missing := &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("filter %s without its settings", f.Type)}
+	missing := unsupportedf("filter %s without its settings", f.Type)
 	switch f.Type {
 	case gwv1.HTTPRouteFilterRequestHeaderModifier:
 		if f.RequestHeaderModifier == nil {
@@ -520,7 +529,7 @@ func httpFilter(rule *mesh.RouteRule, f gwv1.HTTPRouteFilter) *invalid {
 		}
 		rule.Rewrite = &mesh.Rewrite{Hostname: string(deref(r.Hostname)), Path: pathModifier(r.Path)}
 	default:
-		return &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("filter %s is not supported", f.Type)}
+		return unsupportedf("filter %s is not supported", f.Type)
 	}
 	return nil
 }
@@ -572,18 +581,15 @@ func headerModifier(h *gwv1.HTTPHeaderFilter) (*mesh.HeaderModifier, *invalid) {
 var stackHeaders = []string{"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "content-length"}
 
 func checkHeaderEdit(name, value string) *invalid {
-	bad := func(format string, args ...any) *invalid {
-		return &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf(format, args...)}
-	}
 	switch {
 	case name == "" || strings.HasPrefix(name, ":") || name == "host":
-		return bad("header filter: %q cannot be edited (pseudo-headers and Host are not headers a route sets)", name)
+		return unsupportedf("header filter: %q cannot be edited (pseudo-headers and Host are not headers a route sets)", name)
 	case slices.Contains(stackHeaders, name):
-		return bad("header filter: %q is set by the HTTP stack and cannot be edited", name)
+		return unsupportedf("header filter: %q is set by the HTTP stack and cannot be edited", name)
 	case strings.IndexFunc(name, func(r rune) bool { return !isTokenChar(r) }) >= 0:
-		return bad("header filter: %q is not a header name", name)
+		return unsupportedf("header filter: %q is not a header name", name)
 	case strings.IndexFunc(value, func(r rune) bool { return (r < 0x20 && r != '\t') || r == 0x7f }) >= 0:
-		return bad("header filter: the value of %q holds a control character", name)
+		return unsupportedf("header filter: the value of %q holds a control character", name)
 	}
 	return nil
 }
@@ -611,7 +617,7 @@ func checkPathModifier(p *gwv1.HTTPPathModifier) *invalid {
 			bad = i+2 >= len(v) || !isHex(v[i+1]) || !isHex(v[i+2])
 		}
 		if bad {
-			return &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("path %q: a URL path cannot carry it as it is", v)}
+			return unsupportedf("path %q: a URL path cannot carry it as it is", v)
 		}
 	}
 	return nil
@@ -644,18 +650,15 @@ func (c *routeContext) grpcRoute(r *gwv1.GRPCRoute) (*mesh.Route, routeVerdict) 
 }
 
 func (c *routeContext) grpcRule(routeNS string, parentNS []string, rule gwv1.GRPCRouteRule) (out *mesh.RouteRule, bad, refs *invalid) {
-	unsupported := func(format string, args ...any) (*mesh.RouteRule, *invalid, *invalid) {
-		return nil, &invalid{string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf(format, args...)}, nil
-	}
 	out = &mesh.RouteRule{}
 	if rule.SessionPersistence != nil {
-		return unsupported("sessionPersistence is not supported")
+		return refuseRule("sessionPersistence is not supported")
 	}
 	for _, m := range rule.Matches {
 		mm := mesh.RouteMatch{PathType: mesh.PathPrefix, Path: "/"}
 		if mt := m.Method; mt != nil {
 			if t := cmp.Or(deref(mt.Type), gwv1.GRPCMethodMatchExact); t != gwv1.GRPCMethodMatchExact {
-				return unsupported("method match type %s is not supported (Exact is)", t)
+				return refuseRule("method match type %s is not supported (Exact is)", t)
 			}
 			svc, method := deref(mt.Service), deref(mt.Method)
 			switch {
@@ -664,7 +667,7 @@ func (c *routeContext) grpcRule(routeNS string, parentNS []string, rule gwv1.GRP
 			case svc != "":
 				mm = mesh.RouteMatch{PathType: mesh.PathPrefix, Path: "/" + svc}
 			case method != "":
-				return unsupported("a method match without a service is not supported")
+				return refuseRule("a method match without a service is not supported")
 			}
 		}
 		for _, h := range m.Headers {
@@ -690,12 +693,12 @@ func (c *routeContext) grpcRule(routeNS string, parentNS []string, rule gwv1.GRP
 				return nil, bad, refs
 			}
 		default:
-			return unsupported("filter %s is not supported", f.Type)
+			return refuseRule("filter %s is not supported", f.Type)
 		}
 	}
 	refsOf, ok := withoutFilters(rule.BackendRefs, func(b gwv1.GRPCBackendRef) (gwv1.BackendRef, int) { return b.BackendRef, len(b.Filters) })
 	if !ok {
-		return unsupported("filters on a backendRef are not supported")
+		return refuseRule("filters on a backendRef are not supported")
 	}
 	out.Backends, refs = c.backends(mesh.KindGRPCRoute, routeNS, parentNS, refsOf, refs)
 	return out, nil, refs
