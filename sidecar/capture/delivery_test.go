@@ -31,9 +31,7 @@ const (
 // (before it did, the IPv6 dial failed: cannot assign requested address).
 func TestInboundDeliveryNotCaptured(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
-		t.Skip("no IPv6 in this kernel")
-	}
+	needIPv6(t)
 	pod, peer := newNetns(t, "dlvpod"), newNetns(t, "dlvpeer")
 	veth(t, pod, []string{podIP + "/24", deliveryPod6 + "/64"}, peer, []string{peerIP + "/24", deliveryPeer6 + "/64"})
 	install(t, pod, DefaultConfig())
@@ -81,9 +79,7 @@ func TestInboundDeliveryNotCaptured(t *testing.T) {
 // be added; Install still installs the rules.
 func TestInstallWithoutIPv6(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
-		t.Skip("no IPv6 in this kernel")
-	}
+	needIPv6(t)
 	pod := newNetns(t, "dlvnov6")
 	pod.Must(t, func() error {
 		for _, dev := range []string{"all", "default", "lo"} {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,9 +167,7 @@ const (
 
 func TestDNSCaptureIPv6(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
-		t.Skip("no IPv6 in this kernel")
-	}
+	needIPv6(t)
 	pod, peer := newNetns(t, "pod6"), newNetns(t, "peer6")
 	veth(t, pod, []string{podIP6 + "/64"}, peer, []string{peerIP6 + "/64", peerIP62 + "/64"})
 	cfg := DefaultConfig()

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"os"
 	"testing"
 
 	"github.com/weftmesh/weft/internal/testutil/netnstest"
@@ -19,4 +20,12 @@ func newNetns(t testing.TB, name string) *netns { return netnstest.New(t, name) 
 func veth(t testing.TB, a *netns, cidrsA []string, b *netns, cidrsB []string) {
 	t.Helper()
 	netnstest.Veth(t, a, cidrsA, b, cidrsB)
+}
+
+// needIPv6 skips the test on a kernel without IPv6.
+func needIPv6(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		t.Skip("no IPv6 in this kernel")
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -325,9 +324,7 @@ func TestUDPDrop(t *testing.T) {
 // TestUDPDropIPv6: the same for IPv6, counted in udp_dropped_ipv6.
 func TestUDPDropIPv6(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
-		t.Skip("no IPv6 in this kernel")
-	}
+	needIPv6(t)
 	pod, peer := newNetns(t, "udp6pod"), newNetns(t, "udp6peer")
 	veth(t, pod, []string{podIP6 + "/64"}, peer, []string{peerIP6 + "/64", peerIP62 + "/64"})
 	cfg := dropConfig()
