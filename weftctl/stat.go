@@ -16,6 +16,9 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/weftmesh/weft/internal/sleep"
 )
 
 // The sidecar's HTTP metrics that stat reads (sidecar/l7).
@@ -94,15 +97,12 @@ a workload without such traffic shows "-".`,
 	return cmd
 }
 
+// sleepCtx waits d of wall time; ctx's error if it ends first.
 func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
+	if !sleep.For(ctx, clock.RealClock{}, d) {
 		return ctx.Err()
 	}
+	return nil
 }
 
 // podWorkload names the workload a pod belongs to: its Deployment (the
