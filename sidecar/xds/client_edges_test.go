@@ -174,11 +174,8 @@ func TestNACKKeepsTheStreamDelta(t *testing.T) { testNACKKeepsTheStream(t, true)
 // testNACKKeepsTheStream: a response the client NACKs leaves the stream
 // open: the next good configuration comes on it, with no reconnect.
 func testNACKKeepsTheStream(t *testing.T, delta bool) {
-	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
 	v1 := mesh{services: []string{"server.demo"}}
-	setSnapshot(t, cache, v1, "v1")
-	p := startPeer(t, "127.0.0.1:0", cache)
-	c := startClient(t, p.addr, delta)
+	cache, _, c := serveV1(t, v1, delta)
 	waitConfig(t, c, "v1", func(*model.Config) bool { return true })
 
 	bad := v1

@@ -125,6 +125,16 @@ func setSnapshot(t *testing.T, cache cachev3.SnapshotCache, m mesh, version stri
 	}
 }
 
+// serveV1 starts a control plane serving m as version v1 on loopback and
+// a client of it (delta or state of the world), both until the test ends.
+func serveV1(t *testing.T, m mesh, delta bool) (cachev3.SnapshotCache, *peer, *Client) {
+	t.Helper()
+	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
+	setSnapshot(t, cache, m, "v1")
+	p := startPeer(t, "127.0.0.1:0", cache)
+	return cache, p, startClient(t, p.addr, delta)
+}
+
 // startClient runs a client against addr until the test ends.
 func startClient(t *testing.T, addr string, delta bool) *Client {
 	t.Helper()
@@ -167,11 +177,8 @@ func TestClientSotW(t *testing.T)  { testClient(t, false) }
 func TestClientDelta(t *testing.T) { testClient(t, true) }
 
 func testClient(t *testing.T, delta bool) {
-	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
 	v1 := mesh{services: []string{"server.demo", "other.demo"}, httpEgress: true}
-	setSnapshot(t, cache, v1, "v1")
-	p := startPeer(t, "127.0.0.1:0", cache)
-	c := startClient(t, p.addr, delta)
+	cache, p, c := serveV1(t, v1, delta)
 
 	// Received whole, then ready.
 	select {
@@ -256,10 +263,7 @@ func TestReconnectDelta(t *testing.T) { testReconnect(t, true) }
 // testReconnect: with the control plane gone the last good configuration
 // stays; when it is back the client reconnects and takes the newer one.
 func testReconnect(t *testing.T, delta bool) {
-	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
-	setSnapshot(t, cache, mesh{services: []string{"server.demo"}}, "v1")
-	p := startPeer(t, "127.0.0.1:0", cache)
-	c := startClient(t, p.addr, delta)
+	_, p, c := serveV1(t, mesh{services: []string{"server.demo"}}, delta)
 	cur := waitConfig(t, c, "v1", func(*model.Config) bool { return true })
 
 	p.stop()

@@ -30,11 +30,8 @@ func TestClientReceivesUpToTheXDSLimitDelta(t *testing.T) { testReceivesUpToTheL
 // (4 MiB) but within names.MaxXDSMessageSize is received and applied (a
 // listener with a 5 MiB stat_prefix, which the sidecar ignores).
 func testReceivesUpToTheLimit(t *testing.T, delta bool) {
-	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
 	m := mesh{services: []string{"server.demo"}}
-	setSnapshot(t, cache, m, "v1")
-	p := startPeer(t, "127.0.0.1:0", cache)
-	c := startClient(t, p.addr, delta)
+	cache, _, c := serveV1(t, m, delta)
 	waitConfig(t, c, "v1", func(*model.Config) bool { return true })
 
 	const big = 5 << 20
