@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -54,13 +53,8 @@ func adminGet(t *testing.T, cp running, scheme, path, token string) (int, string
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s://…%s: %v", scheme, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	resp, b := testutil.Do(t, client, req)
+	return resp.StatusCode, b
 }
 
 func adminJSON[T any](t *testing.T, cp running, path, token string) T {

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -22,6 +21,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 const serverName = "weft-injector.weft-system.svc"
@@ -152,12 +153,7 @@ func TestServeInject(t *testing.T) {
 		if tc.ctype != "" {
 			req.Header.Set("Content-Type", tc.ctype)
 		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, b := testutil.Do(t, c, req)
 		if resp.StatusCode != tc.status {
 			t.Errorf("%s: status %d, want %d: %s", tc.name, resp.StatusCode, tc.status, b)
 		}

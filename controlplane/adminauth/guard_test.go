@@ -106,13 +106,8 @@ func (w *world) get(t *testing.T, path, token string, cert *tls.Certificate) (in
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(b))
+	resp, b := testutil.Do(t, client, req)
+	return resp.StatusCode, strings.TrimSpace(b)
 }
 
 func (w *world) count(verb, resource string) int {

@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // fakeBinary writes a file standing in for a static binary.
@@ -198,19 +200,11 @@ func TestPushPullRoundTrip(t *testing.T) {
 		if accept != "" {
 			req.Header.Set("Accept", accept)
 		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp, body := testutil.Do(t, srv.Client(), req)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s: %s", path, resp.Status)
 		}
-		return body
+		return []byte(body)
 	}
 	mt, err := img.MediaType()
 	if err != nil {

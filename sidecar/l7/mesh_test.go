@@ -103,13 +103,8 @@ func TestMeshPathHTTP1(t *testing.T) {
 
 	req, _ := http.NewRequest("POST", "http://"+addr+"/orders?id=7", strings.NewReader("pay"))
 	req.Host = "server.demo:8080"
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if want := "HTTP/1.1 POST server.demo:8080 /orders?id=7 body=pay"; resp.StatusCode != 200 || string(b) != want {
+	resp, b := testutil.Do(t, client, req)
+	if want := "HTTP/1.1 POST server.demo:8080 /orders?id=7 body=pay"; resp.StatusCode != 200 || b != want {
 		t.Fatalf("app answered %d %q, want 200 %q", resp.StatusCode, b, want)
 	}
 	server.mu.Lock()
@@ -121,13 +116,9 @@ func TestMeshPathHTTP1(t *testing.T) {
 
 	// Denied by the server sidecar: 403 (Envoy's body), and the app
 	// never sees it.
-	resp, err = client.Get("http://" + addr + "/admin/users")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 403 || string(b) != "weft: RBAC: access denied\n" {
+	req, _ = http.NewRequest("GET", "http://"+addr+"/admin/users", nil)
+	resp, b = testutil.Do(t, client, req)
+	if resp.StatusCode != 403 || b != "weft: RBAC: access denied\n" {
 		t.Fatalf("denied path: %d %q", resp.StatusCode, b)
 	}
 }

@@ -82,26 +82,10 @@ var protocols = []struct {
 	h2c  bool
 }{{"HTTP/1.1", false}, {"h2c", true}}
 
-// rtDo sends a request from the app and returns the response, its body
-// read.
-func rtDo(t *testing.T, c *http.Client, req *http.Request) (*http.Response, string) {
-	t.Helper()
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, string(b)
-}
-
 // rtSeen sends req and decodes what the backend saw.
 func rtSeen(t *testing.T, c *http.Client, req *http.Request) (*http.Response, seen) {
 	t.Helper()
-	resp, body := rtDo(t, c, req)
+	resp, body := testutil.Do(t, c, req)
 	var s seen
 	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &s) != nil {
 		t.Fatalf("%s %s: %d %q", req.Method, req.URL, resp.StatusCode, body)
@@ -230,14 +214,14 @@ func TestRouteResponseHeaders(t *testing.T) {
 			// The sidecar's own 503 (no endpoint) is the route's response
 			// too, as Envoy's local replies are.
 			req, _ = http.NewRequest("GET", "http://"+addr+"/down", nil)
-			resp, body := rtDo(t, c, req)
+			resp, body := testutil.Do(t, c, req)
 			if resp.StatusCode != 503 || resp.Header.Get("X-Header-Set") != "v1" || resp.Header.Get("X-If-Absent") != "mine" {
 				t.Errorf("the sidecar's answer: %d %v %q, want 503 with the route's header fields", resp.StatusCode, resp.Header, body)
 			}
 			// And a gRPC one (a trailers-only UNAVAILABLE).
 			req, _ = http.NewRequest("POST", "http://"+addr+"/down", strings.NewReader(""))
 			req.Header.Set("Content-Type", "application/grpc")
-			resp, _ = rtDo(t, c, req)
+			resp, _ = testutil.Do(t, c, req)
 			if p.h2c && (resp.Header.Get("Grpc-Status") != "14" || resp.Header.Get("X-Header-Set") != "v1") {
 				t.Errorf("the sidecar's gRPC answer: %d %v, want UNAVAILABLE with the route's header fields", resp.StatusCode, resp.Header)
 			}
@@ -341,7 +325,7 @@ func TestRouteRedirects(t *testing.T) {
 					if tc.xfp != "" {
 						req.Header.Set("X-Forwarded-Proto", tc.xfp)
 					}
-					resp, body := rtDo(t, rtClient(t, p.h2c), req)
+					resp, body := testutil.Do(t, rtClient(t, p.h2c), req)
 					if resp.StatusCode != tc.status || resp.Header.Get("Location") != tc.location || body != "" || resp.Header.Get("X-Route") != "redirect" {
 						t.Errorf("%s %s (Host %s): %d Location %q %q, X-Route %q; want %d Location %q, no body, X-Route redirect",
 							method, tc.path, tc.host, resp.StatusCode, resp.Header.Get("Location"), body, resp.Header.Get("X-Route"), tc.status, tc.location)
@@ -355,7 +339,7 @@ func TestRouteRedirects(t *testing.T) {
 	route = &Route{Name: "redirect", Redirect: &Redirect{Status: 301, Host: "example.org"}}
 	req, _ := http.NewRequest("POST", "http://"+addr+"/pkg.Svc/Method", strings.NewReader(""))
 	req.Header.Set("Content-Type", "application/grpc")
-	resp, _ := rtDo(t, rtClient(t, true), req)
+	resp, _ := testutil.Do(t, rtClient(t, true), req)
 	if resp.StatusCode != 200 || resp.Header.Get("Grpc-Status") != "2" || resp.Header.Get("Location") != "http://example.org/pkg.Svc/Method" {
 		t.Errorf("gRPC: %d %v, want 200, grpc-status 2 and the Location", resp.StatusCode, resp.Header)
 	}

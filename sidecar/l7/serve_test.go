@@ -240,13 +240,8 @@ func TestHeadersPassUnchanged(t *testing.T) {
 		if tc.xff != nil {
 			req.Header["X-Forwarded-For"] = tc.xff
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(b) != tc.want {
+		_, b := testutil.Do(t, client, req)
+		if b != tc.want {
 			t.Errorf("endpoint saw %s, want %s", b, tc.want)
 		}
 	}

@@ -33,7 +33,7 @@ func TestMissingClusterTakesItsShare(t *testing.T) {
 		out := map[int]int{}
 		for range n {
 			req, _ := http.NewRequest("GET", "http://"+addr+"/x", nil)
-			resp, body := rtDo(t, client, req)
+			resp, body := testutil.Do(t, client, req)
 			out[resp.StatusCode]++
 			if resp.StatusCode == 500 && !strings.Contains(body, "cluster not found") {
 				t.Errorf("500 body %q", body)
@@ -66,7 +66,7 @@ func TestMissingClusterTakesItsShare(t *testing.T) {
 	route = &Route{Name: "grpc", ClusterNotFound: 500, Backends: []Backend{{Missing: true, Weight: 1}}}
 	req, _ := http.NewRequest("POST", "http://"+addr+"/pkg.Svc/Call", strings.NewReader(""))
 	req.Header.Set("Content-Type", "application/grpc")
-	resp, _ := rtDo(t, rtClient(t, true), req) // gRPC is HTTP/2
+	resp, _ := testutil.Do(t, rtClient(t, true), req) // gRPC is HTTP/2
 	if gs := resp.Header.Get("Grpc-Status"); resp.StatusCode != 200 || gs != "2" {
 		t.Errorf("gRPC: HTTP %d, grpc-status %q, want 200 and 2 (UNKNOWN)", resp.StatusCode, gs)
 	}
@@ -76,7 +76,7 @@ func TestMissingClusterTakesItsShare(t *testing.T) {
 	req, _ = http.NewRequest("GET", "http://"+addr+"/ws", nil)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
-	if resp, _ := rtDo(t, client, req); resp.StatusCode != 500 {
+	if resp, _ := testutil.Do(t, client, req); resp.StatusCode != 500 {
 		t.Errorf("upgrade: %d, want 500", resp.StatusCode)
 	}
 }

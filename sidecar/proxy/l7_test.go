@@ -154,7 +154,7 @@ func httpClient(t *testing.T, a *pod) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
 
-// get does a request and returns its status and body.
+// doReq does a request and returns its status and body.
 func doReq(t *testing.T, c *http.Client, method, path string, hdr ...string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://web.demo"+path, nil)
@@ -164,16 +164,8 @@ func doReq(t *testing.T, c *http.Client, method, path string, hdr ...string) (in
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: body: %v", method, path, err)
-	}
-	return resp.StatusCode, string(b)
+	resp, b := testutil.Do(t, c, req)
+	return resp.StatusCode, b
 }
 
 func (pd *pod) value(name string, labels ...string) float64 {

@@ -62,13 +62,7 @@ func TestL7GatewayAPIRoutes(t *testing.T) {
 		for i := 0; i+1 < len(hdr); i += 2 {
 			req.Header.Add(hdr[i], hdr[i+1])
 		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, string(b)
+		return testutil.Do(t, c, req)
 	}
 
 	for _, tc := range []struct {

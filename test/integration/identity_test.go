@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -139,16 +138,11 @@ func TestSidecarGetsItsIdentityFromTheControlPlane(t *testing.T) {
 	for {
 		req, _ := http.NewRequest(http.MethodGet, "https://"+cpHTTP.String()+"/debug/status", nil)
 		req.Header.Set("Authorization", "Bearer ops-token")
-		resp, err := admin.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body := testutil.Do(t, admin, req)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("/debug/status: %s %s", resp.Status, body)
 		}
-		if err := json.Unmarshal(body, &st); err != nil {
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
 			t.Fatal(err)
 		}
 		if synced(st) || time.Now().After(deadline) {
