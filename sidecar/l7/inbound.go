@@ -238,20 +238,26 @@ const (
 // 127.0.0.6). Responses are passed as the app wrote them (no transparent
 // decompression).
 func AppTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error), h2c bool) *http.Transport {
-	var p http.Protocols
-	if h2c {
-		p.SetUnencryptedHTTP2(true)
-	} else {
-		p.SetHTTP1(true)
-	}
 	return &http.Transport{
-		Protocols:             &p,
+		Protocols:             cleartext(h2c),
 		DialContext:           dial,
 		DisableCompression:    true,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 0, // the route's timeout, on the client side, bounds it
 	}
+}
+
+// cleartext is the protocol of a connection without TLS: HTTP/2 with
+// prior knowledge when h2c, else HTTP/1.1.
+func cleartext(h2c bool) *http.Protocols {
+	var p http.Protocols
+	if h2c {
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
+	}
+	return &p
 }
 
 // MeshTransport reaches server sidecars: HTTP/2 over the mTLS connections

@@ -65,13 +65,7 @@ func rtSidecar(t *testing.T, route func(*http.Request) *Route) string {
 // rtClient is the app: HTTP/1.1 or h2c, following no redirect.
 func rtClient(t *testing.T, h2c bool) *http.Client {
 	t.Helper()
-	var p http.Protocols
-	if h2c {
-		p.SetUnencryptedHTTP2(true)
-	} else {
-		p.SetHTTP1(true)
-	}
-	tr := &http.Transport{Protocols: &p}
+	tr := &http.Transport{Protocols: cleartext(h2c)}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -57,14 +57,8 @@ func readGRPC(t testing.TB, resp *http.Response) (body, grpcStatus string) {
 // keep-alive, or h2c with prior knowledge.
 func oneConn(t *testing.T, h2c bool) *http.Client {
 	t.Helper()
-	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, ExpectContinueTimeout: 5 * time.Second}
-	var p http.Protocols
-	if h2c {
-		p.SetUnencryptedHTTP2(true)
-	} else {
-		p.SetHTTP1(true)
-	}
-	tr.Protocols = &p
+	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, ExpectContinueTimeout: 5 * time.Second,
+		Protocols: cleartext(h2c)}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
