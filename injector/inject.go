@@ -196,11 +196,9 @@ func (i *Injector) Admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admiss
 		return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true},
 			Outcome{Action: Ignored, Reason: "not a pod create", Namespace: req.Namespace}
 	}
-	pod := &corev1.Pod{}
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, pod); err != nil {
-		resp, o := i.malformed(fmt.Sprintf("injector: request object is not a Pod: %v", err))
-		resp.UID = req.UID
-		return resp, o
+	pod, resp, refused := i.podOf(req)
+	if resp != nil {
+		return resp, refused
 	}
 	ns := req.Namespace
 	if ns == "" {
@@ -234,15 +232,25 @@ func (i *Injector) Admit(req *admissionv1.AdmissionRequest) (*admissionv1.Admiss
 	return &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true, Patch: b, PatchType: &pt, Warnings: o.Warnings}, o
 }
 
+// podOf reads the request's object as a Pod; when it is not one, resp
+// and o are the answer (refused as malformed).
+func (i *Injector) podOf(req *admissionv1.AdmissionRequest) (pod *corev1.Pod, resp *admissionv1.AdmissionResponse, o Outcome) {
+	pod = &corev1.Pod{}
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, pod); err != nil {
+		resp, o = i.malformed(fmt.Sprintf("injector: request object is not a Pod: %v", err))
+		resp.UID = req.UID
+		return nil, resp, o
+	}
+	return pod, nil, Outcome{}
+}
+
 // admitEphemeral checks the ephemeral containers added to an injected pod
 // (kubectl debug): one that could escape capture is refused or admitted
 // with a warning, as a pod's containers are.
 func (i *Injector) admitEphemeral(req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Outcome) {
-	pod := &corev1.Pod{}
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, pod); err != nil {
-		resp, o := i.malformed(fmt.Sprintf("injector: request object is not a Pod: %v", err))
-		resp.UID = req.UID
-		return resp, o
+	pod, resp, refused := i.podOf(req)
+	if resp != nil {
+		return resp, refused
 	}
 	ns := cmp.Or(req.Namespace, pod.Namespace)
 	o := Outcome{Action: Ignored, Reason: "ephemeral containers", Namespace: ns, Pod: pod, DryRun: req.DryRun != nil && *req.DryRun,
