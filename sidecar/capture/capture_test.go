@@ -139,8 +139,14 @@ func serveReply(t *testing.T, ns *netns, addr, name string, origDst bool) {
 	})
 }
 
+// dialLine dials addr and reads a line.
 func dialLine(addr string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	return lineFrom(&net.Dialer{Timeout: 3 * time.Second}, addr)
+}
+
+// lineFrom dials addr with d and reads a line, within 3 s.
+func lineFrom(d *net.Dialer, addr string) (string, error) {
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return "", err
 	}

@@ -1,12 +1,10 @@
 package capture
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -126,14 +124,6 @@ func serveFrom(t *testing.T, ns *netns, addr, name string) {
 
 // dialLineFrom dials addr from the source address src and reads a line.
 func dialLineFrom(src, addr string) (string, error) {
-	d := net.Dialer{Timeout: 3 * time.Second,
-		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(src), 0))}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return strings.TrimSuffix(line, "\n"), err
+	return lineFrom(&net.Dialer{Timeout: 3 * time.Second,
+		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(src), 0))}, addr)
 }
