@@ -16,16 +16,14 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // appListener is a loopback listener for an app the test serves itself.
 func appListener(t *testing.T) (net.Listener, uint16) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	l := testutil.Listen(t)
 	return l, uint16(l.Addr().(*net.TCPAddr).Port)
 }
 
