@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"k8s.io/utils/clock"
 
+	"github.com/weftmesh/weft/api/admin"
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
 	"github.com/weftmesh/weft/api/names"
 	wm "github.com/weftmesh/weft/internal/metrics"
@@ -340,7 +341,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 // registerIdentity exports the identity's state.
 func registerIdentity(reg *wm.Registry, m *identity.Manager) error {
-	err := reg.NewFunc("weft_sidecar_svid_expiry_timestamp_seconds", "When the current X.509-SVID expires (Unix time).", wm.GaugeType, nil,
+	err := reg.NewFunc(admin.SVIDExpiryMetric, "When the current X.509-SVID expires (Unix time).", wm.GaugeType, nil,
 		func(emit wm.Emit) {
 			if na := m.NotAfter(); !na.IsZero() {
 				emit(float64(na.Unix()))

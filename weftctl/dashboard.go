@@ -389,7 +389,7 @@ func parseSidecarReading(body []byte) (*sidecarReading, error) {
 		l := labels(m)
 		r.conns[[2]string{l["outcome"], l["peer"]}] += sampleValue(m)
 	}
-	for _, m := range fams[httpRequestsMetric].GetMetric() {
+	for _, m := range fams[adminapi.HTTPRequestsMetric].GetMetric() {
 		if l := labels(m); l["direction"] == "inbound" {
 			v := sampleValue(m)
 			r.requests[l["peer"]] += v
@@ -398,7 +398,7 @@ func parseSidecarReading(body []byte) (*sidecarReading, error) {
 			}
 		}
 	}
-	for _, m := range fams[httpLatencyMetric].GetMetric() {
+	for _, m := range fams[adminapi.HTTPLatencyMetric].GetMetric() {
 		if l := labels(m); l["direction"] == "inbound" {
 			bs := r.buckets[l["peer"]]
 			if bs == nil {
@@ -410,7 +410,7 @@ func parseSidecarReading(body []byte) (*sidecarReading, error) {
 			}
 		}
 	}
-	if ms := fams["weft_sidecar_svid_expiry_timestamp_seconds"].GetMetric(); len(ms) > 0 {
+	if ms := fams[adminapi.SVIDExpiryMetric].GetMetric(); len(ms) > 0 {
 		sec, frac := math.Modf(sampleValue(ms[0]))
 		t := time.Unix(int64(sec), int64(frac*1e9)).UTC()
 		r.expiry = &t
@@ -755,7 +755,7 @@ func (d *dashboardServer) certOf(r *meshReading, key string, sh *sidecarHealth) 
 	case sr.err != nil:
 		sh.CertError = sr.err.Error()
 	case sr.expiry == nil:
-		sh.CertError = "no weft_sidecar_svid_expiry_timestamp_seconds in /metrics"
+		sh.CertError = "no " + adminapi.SVIDExpiryMetric + " in /metrics"
 	default:
 		sh.CertNotAfter = sr.expiry
 	}

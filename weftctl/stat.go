@@ -18,13 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
+	adminapi "github.com/weftmesh/weft/api/admin"
 	"github.com/weftmesh/weft/internal/sleep"
-)
-
-// The sidecar's HTTP metrics that stat reads (sidecar/l7).
-const (
-	httpRequestsMetric = "weft_sidecar_http_requests_total"
-	httpLatencyMetric  = "weft_sidecar_http_request_duration_seconds"
 )
 
 // grpcServerErrors are the gRPC statuses that count as failures, as a 5xx
@@ -272,7 +267,7 @@ func parseReading(body []byte, workload string, byRoute bool) (*reading, error) 
 		}
 		return workload, l, true
 	}
-	if f := fams[httpRequestsMetric]; f != nil {
+	if f := fams[adminapi.HTTPRequestsMetric]; f != nil {
 		for _, m := range f.GetMetric() {
 			k, l, ok := key(m)
 			if !ok {
@@ -285,7 +280,7 @@ func parseReading(body []byte, workload string, byRoute bool) (*reading, error) 
 			}
 		}
 	}
-	if f := fams[httpLatencyMetric]; f != nil {
+	if f := fams[adminapi.HTTPLatencyMetric]; f != nil {
 		for _, m := range f.GetMetric() {
 			k, _, ok := key(m)
 			if !ok {

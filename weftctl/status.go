@@ -201,9 +201,9 @@ func sidecarCertExpiry(ctx context.Context, e *env, ns, name string) (*time.Time
 	if err != nil {
 		return nil, err.Error()
 	}
-	v, ok := metricValue(b, "weft_sidecar_svid_expiry_timestamp_seconds", nil)
+	v, ok := metricValue(b, adminapi.SVIDExpiryMetric, nil)
 	if !ok {
-		return nil, "no weft_sidecar_svid_expiry_timestamp_seconds in /metrics"
+		return nil, "no " + adminapi.SVIDExpiryMetric + " in /metrics"
 	}
 	sec, frac := math.Modf(v)
 	t := time.Unix(int64(sec), int64(frac*1e9)).UTC()

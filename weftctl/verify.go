@@ -289,10 +289,10 @@ func handshakes(metrics []byte) *handshakeStats {
 		return int64(v)
 	}
 	return &handshakeStats{
-		Inbound:          get("weft_sidecar_tls_handshakes_total", map[string]string{"direction": "inbound"}),
-		Outbound:         get("weft_sidecar_tls_handshakes_total", map[string]string{"direction": "outbound"}),
-		RefusedPlaintext: get("weft_sidecar_handshake_failures_total", map[string]string{"direction": "inbound", "reason": "not_tls"}),
-		Failed:           get("weft_sidecar_handshake_failures_total", nil),
+		Inbound:          get(adminapi.TLSHandshakesMetric, map[string]string{"direction": "inbound"}),
+		Outbound:         get(adminapi.TLSHandshakesMetric, map[string]string{"direction": "outbound"}),
+		RefusedPlaintext: get(adminapi.HandshakeFailuresMetric, map[string]string{"direction": "inbound", "reason": "not_tls"}),
+		Failed:           get(adminapi.HandshakeFailuresMetric, nil),
 	}
 }
 

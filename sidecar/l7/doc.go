@@ -46,5 +46,6 @@
 // dialers) and reads time only through the standard library's timers and
 // contexts; the sidecar wires it to the configuration it receives over
 // xDS. It may import sidecar/balance, internal/metrics (its golden
-// metrics), go-spiffe and the standard library.
+// metrics), api/admin (their names, which weftctl reads), go-spiffe and
+// the standard library.
 package l7

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/weftmesh/weft/api/admin"
 	"github.com/weftmesh/weft/internal/metrics"
 )
 
@@ -25,12 +26,12 @@ type Metrics struct {
 func NewMetrics(r *metrics.Registry) (*Metrics, error) {
 	m := &Metrics{}
 	var err error
-	if m.requests, err = r.NewCounterVec("weft_sidecar_http_requests_total",
+	if m.requests, err = r.NewCounterVec(admin.HTTPRequestsMetric,
 		"HTTP requests the sidecar finished, by direction, route, destination cluster (outbound), peer SPIFFE ID, status class (2xx..5xx) and gRPC status (empty for other requests).",
 		"direction", "route", "dst", "peer", "class", "grpc_status"); err != nil {
 		return nil, err
 	}
-	if m.latency, err = r.NewHistogramVec("weft_sidecar_http_request_duration_seconds",
+	if m.latency, err = r.NewHistogramVec(admin.HTTPLatencyMetric,
 		"Time from a request's head to the end of its response, by direction, route, destination cluster (outbound), peer SPIFFE ID and status class.",
 		metrics.LatencyBuckets, "direction", "route", "dst", "peer", "class"); err != nil {
 		return nil, err
