@@ -127,6 +127,24 @@ const EventReasonSkipped = "InjectionSkipped"
 // an ExternalName Service's connections to <svc>.<ns>.svc.<ClusterDomain>.
 const ClusterDomain = "cluster.local"
 
+// Names the xDS contract fixes (sidecar/xds/README.md), which the
+// translator gives and the sidecar knows: its two listeners, the clusters
+// it treats by name, and the secrets. The cluster of the access-log
+// stream is ControlPlane, which the sidecar maps to its connection to the
+// control plane.
+const (
+	InboundListener           = "inbound"
+	OutboundListener          = "outbound"
+	PassthroughCluster        = "PassthroughCluster"
+	InboundPassthroughCluster = "InboundPassthroughCluster"
+	BlackHoleCluster          = "BlackHoleCluster"
+	// TrustBundleSecret is the SDS secret holding every root of the mesh.
+	TrustBundleSecret = "trust_bundle"
+	// SVIDSecret names the sidecar's own certificate in TLS contexts; it is
+	// never sent, the sidecar resolves it itself.
+	SVIDSecret = "default"
+)
+
 // filter_metadata namespaces of the xDS the control plane sends and the
 // sidecar reads: an egress rule's chain or route, and an inbound chain's
 // mTLS mode.

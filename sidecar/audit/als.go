@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	apiaudit "github.com/weftmesh/weft/api/audit"
+	"github.com/weftmesh/weft/api/names"
 	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
 	accesslogdatav3 "github.com/weftmesh/weft/sidecar/internal/envoy/data/accesslog/v3"
 	alsv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/accesslog/v3"
@@ -30,9 +31,9 @@ func Entry(e apiaudit.Event) *accesslogdatav3.TCPAccessLogEntry {
 			fields[k] = structpb.NewStringValue(v)
 		}
 	}
-	cluster := "PassthroughCluster"
+	cluster := names.PassthroughCluster
 	if e.Decision == "deny" {
-		cluster = "BlackHoleCluster"
+		cluster = names.BlackHoleCluster
 	}
 	common := &accesslogdatav3.AccessLogCommon{
 		SampleRate:      1,

@@ -47,9 +47,9 @@
 // sent_bytes: bytes back to the app (BytesReceived)} — Envoy's view from
 // the downstream side.
 //
-// Imports: api/audit (the record and its wire names), grpc, the sidecar's
-// subset of Envoy's ALS and access-log protos (sidecar/internal/envoy; the
-// stream is opened by method name), go-spiffe, internal/metrics,
-// k8s.io/utils/clock, internal/sleep. Never controlplane/* or
-// go-control-plane.
+// Imports: api/audit (the record and its wire names), api/names (the
+// cluster names an entry carries), grpc, the sidecar's subset of Envoy's
+// ALS and access-log protos (sidecar/internal/envoy; the stream is opened
+// by method name), go-spiffe, internal/metrics, k8s.io/utils/clock,
+// internal/sleep. Never controlplane/* or go-control-plane.
 package audit

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftmesh/weft/api/names"
 	corev3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/core/v3"
 	listenerv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/listener/v3"
 	httpinspectorv3 "github.com/weftmesh/weft/sidecar/internal/envoy/extensions/filters/listener/http_inspector/v3"
@@ -28,8 +29,8 @@ var (
 // filter_metadata namespaces: which egress rule a chain or route is, and an
 // inbound chain's mTLS mode (and why it denies everything, if it does).
 const (
-	EgressMetadataKey  = "weft.egress"
-	InboundMetadataKey = "weft.inbound"
+	EgressMetadataKey  = names.EgressMetadataKey
+	InboundMetadataKey = names.InboundMetadataKey
 )
 
 func (b builder) listener(m proto.Message) (*model.Listener, error) {

@@ -40,14 +40,14 @@ const clusterDomain = names.ClusterDomain
 
 // Names of the resources every sidecar gets (sidecar/xds/README.md).
 const (
-	listenerInbound           = "inbound"
-	listenerOutbound          = "outbound"
-	clusterPassthrough        = "PassthroughCluster"
-	clusterBlackHole          = "BlackHoleCluster"
-	clusterInboundPassthrough = "InboundPassthroughCluster"
+	listenerInbound           = names.InboundListener
+	listenerOutbound          = names.OutboundListener
+	clusterPassthrough        = names.PassthroughCluster
+	clusterBlackHole          = names.BlackHoleCluster
+	clusterInboundPassthrough = names.InboundPassthroughCluster
 	clusterControlPlane       = names.ControlPlane
-	secretTrustBundle         = "trust_bundle"
-	secretSVID                = "default"
+	secretTrustBundle         = names.TrustBundleSecret
+	secretSVID                = names.SVIDSecret
 
 	inboundPort        = names.SidecarInboundPort
 	outboundPort       = names.SidecarOutboundPort

@@ -9,6 +9,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // Type URLs of the resources the sidecar subscribes to.
@@ -20,25 +22,25 @@ const (
 	SecretType   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 )
 
-// Names fixed by the contract.
+// Names fixed by the contract (api/names, which the translator uses too).
 const (
-	InboundListener  = "inbound"
-	OutboundListener = "outbound"
+	InboundListener  = names.InboundListener
+	OutboundListener = names.OutboundListener
 	// TrustBundleSecret is the SDS secret holding every root of the mesh.
-	TrustBundleSecret = "trust_bundle"
+	TrustBundleSecret = names.TrustBundleSecret
 	// SVIDSecret names the sidecar's own certificate in TLS contexts; it is
 	// never sent, the sidecar resolves it itself.
-	SVIDSecret = "default"
+	SVIDSecret = names.SVIDSecret
 	// ControlPlaneCluster is the target of the gRPC access logs; the sidecar
 	// maps it to its existing control-plane connection.
-	ControlPlaneCluster = "weft-controlplane"
+	ControlPlaneCluster = names.ControlPlane
 )
 
 // Cluster names the contract fixes.
 const (
-	PassthroughCluster        = "PassthroughCluster"
-	InboundPassthroughCluster = "InboundPassthroughCluster"
-	BlackHoleCluster          = "BlackHoleCluster"
+	PassthroughCluster        = names.PassthroughCluster
+	InboundPassthroughCluster = names.InboundPassthroughCluster
+	BlackHoleCluster          = names.BlackHoleCluster
 )
 
 // The source addresses inbound delivery may bind (upstream_bind_config):

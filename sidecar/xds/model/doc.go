@@ -10,7 +10,8 @@
 // the proxy and the egress decision rely on both. A Config is never
 // modified once built: share it, do not copy into it.
 //
-// Imports: the standard library and go-spiffe only. No gRPC, no protobuf,
-// no Envoy types: a package that reads the configuration does not link the
-// ADS client (TestReadersLinkNoClient).
+// Imports: the standard library, go-spiffe and api/names (the names the
+// contract fixes) only. No gRPC, no protobuf, no Envoy types: a package
+// that reads the configuration does not link the ADS client
+// (TestReadersLinkNoClient).
 package model
