@@ -74,7 +74,7 @@ func (c *Config) defaults() error {
 			*s = v
 		}
 	}
-	def(&c.TrustDomain, "cluster.local")
+	def(&c.TrustDomain, names.DefaultTrustDomain)
 	def(&c.Namespace, names.Namespace)
 	def(&c.ServiceAccount, names.ControlPlane)
 	def(&c.CASecret, identity.CASecretName)

@@ -43,7 +43,7 @@ type Values struct {
 // Defaults are the values of a plain install.
 func Defaults() Values {
 	return Values{Namespace: names.Namespace, Image: "weft/", Tag: "dev", PullPolicy: "IfNotPresent",
-		TrustDomain: "cluster.local", Replicas: 1, InjectorReplica: 1, LogLevel: "info", NetworkPolicy: true}
+		TrustDomain: names.DefaultTrustDomain, Replicas: 1, InjectorReplica: 1, LogLevel: "info", NetworkPolicy: true}
 }
 
 var (

@@ -96,7 +96,7 @@ func New(cfg Config) (*Injector, error) {
 	}
 	def(&cfg.Version, version.Version)
 	def(&cfg.ControlPlaneAddr, names.DefaultControlPlaneAddr)
-	def(&cfg.TrustDomain, "cluster.local")
+	def(&cfg.TrustDomain, names.DefaultTrustDomain)
 	def(&cfg.Namespace, names.Namespace)
 	def(&cfg.ProxyLogLevel, "info")
 	if cfg.OutboundUDP == "" && cfg.Mesh != nil {

@@ -74,7 +74,7 @@ func (c *RunConfig) defaults() error {
 	if c.Kube == nil || c.Weft == nil || c.Identity == nil {
 		return errors.New("injector: RunConfig.Kube, RunConfig.Weft and RunConfig.Identity are required")
 	}
-	c.TrustDomain = cmp.Or(c.TrustDomain, "cluster.local")
+	c.TrustDomain = cmp.Or(c.TrustDomain, names.DefaultTrustDomain)
 	c.Namespace = cmp.Or(c.Namespace, names.Namespace)
 	c.ControlPlane = cmp.Or(c.ControlPlane, names.ControlPlaneAddr(c.Namespace))
 	c.Addr = cmp.Or(c.Addr, DefaultAddr)

@@ -98,7 +98,7 @@ func (c *Config) defaults() {
 		}
 	}
 	def(&c.ControlPlane, names.DefaultControlPlaneAddr)
-	def(&c.TrustDomain, "cluster.local")
+	def(&c.TrustDomain, names.DefaultTrustDomain)
 	def(&c.WeftNamespace, names.Namespace)
 	def(&c.TokenPath, names.TokenPath)
 	def(&c.BundlePath, names.BundlePath)

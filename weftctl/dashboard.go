@@ -501,7 +501,7 @@ func podSPIFFEID(p *corev1.Pod) string {
 		if c.Name != names.ProxyContainer {
 			continue
 		}
-		td := "cluster.local"
+		td := names.DefaultTrustDomain
 		for _, a := range c.Args {
 			if v, ok := strings.CutPrefix(a, "--trust-domain="); ok && v != "" {
 				td = v

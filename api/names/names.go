@@ -121,6 +121,10 @@ const (
 // pod it leaves alone; weftctl explain-injection lists them.
 const EventReasonSkipped = "InjectionSkipped"
 
+// DefaultTrustDomain is the SPIFFE trust domain of a mesh installed without
+// one (weftctl install --trust-domain), and each program's default.
+const DefaultTrustDomain = "cluster.local"
+
 // ClusterDomain is the cluster's DNS domain, as Services' names end:
 // Kubernetes' default. The control plane names Services by it (the SNI of
 // in-mesh clusters, an ExternalName Service's names) and the sidecar binds

@@ -30,7 +30,7 @@ func main() {
 		logLevel   string
 		api        apiLimits
 	)
-	flag.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain; set once at install")
+	flag.StringVar(&cfg.TrustDomain, "trust-domain", names.DefaultTrustDomain, "SPIFFE trust domain; set once at install")
 	flag.StringVar(&cfg.Namespace, "namespace", envOr("POD_NAMESPACE", names.Namespace), "namespace weft is installed in")
 	flag.StringVar(&cfg.ServiceAccount, "service-account", envOr("SERVICE_ACCOUNT", names.ControlPlane), "service account the control plane runs as")
 	flag.StringVar(&cfg.CASecret, "ca-secret", identity.CASecretName, "Secret holding the CA")

@@ -118,7 +118,7 @@ func flagSet(o *options, logLevel *string) *flag.FlagSet {
 	fs := flag.NewFlagSet("weft-injector", flag.ExitOnError)
 	fs.StringVar(&o.addr, "addr", injector.DefaultAddr, "HTTPS address of the webhook (and /healthz)")
 	fs.StringVar(&o.controlPlane, "control-plane", "", "control plane gRPC address; empty means weft-controlplane.<namespace>.svc:15012")
-	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	fs.StringVar(&o.trustDomain, "trust-domain", names.DefaultTrustDomain, "SPIFFE trust domain")
 	fs.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", names.Namespace), "namespace weft is installed in (never injected)")
 	fs.StringVar(&o.sidecarImage, "sidecar-image", "weft/weft-sidecar:"+version.Version, "image of weft-init and weft-proxy")
 	fs.StringVar(&o.pullPolicy, "sidecar-pull-policy", "IfNotPresent", "pull policy of the sidecar image")

@@ -61,7 +61,7 @@ func run(args []string) error {
 	var level string
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	fs.StringVar(&cfg.ControlPlane, "control-plane", names.DefaultControlPlaneAddr, "control plane address")
-	fs.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", names.DefaultTrustDomain, "SPIFFE trust domain")
 	fs.StringVar(&cfg.WeftNamespace, "weft-namespace", names.Namespace, "namespace weft is installed in")
 	fs.StringVar(&cfg.TokenPath, "token", names.TokenPath, "projected ServiceAccount token (audience weft-ca)")
 	fs.StringVar(&cfg.BundlePath, "bundle", names.BundlePath, "trust bundle (PEM)")

@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
+	apinames "github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controlplane/mesh"
 )
@@ -109,7 +110,7 @@ func New(cfg Config) (*Registry, error) {
 		return nil, errors.New("registry: Config.Client and Config.Weft are required")
 	}
 	if cfg.TrustDomain == "" {
-		cfg.TrustDomain = "cluster.local"
+		cfg.TrustDomain = apinames.DefaultTrustDomain
 	}
 	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
 	if err != nil {

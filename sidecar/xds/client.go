@@ -124,7 +124,7 @@ func New(cfg ClientConfig) (*Client, error) {
 		return nil, errors.New("xds: Conn or Dial is required")
 	}
 	if cfg.TrustDomain.IsZero() {
-		cfg.TrustDomain = spiffeid.RequireTrustDomainFromString("cluster.local")
+		cfg.TrustDomain = spiffeid.RequireTrustDomainFromString(names.DefaultTrustDomain)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
