@@ -114,8 +114,8 @@ func (i *Injector) proxyContainer(o options) corev1.Container {
 		Command:         []string{SidecarBinary},
 		Args:            proxyArgs(i.cfg, o, i.mesh()),
 		Env: []corev1.EnvVar{
-			fieldEnv("POD_NAME", "metadata.name"),
-			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+			fieldEnv(names.PodNameEnv, "metadata.name"),
+			fieldEnv(names.PodNamespaceEnv, "metadata.namespace"),
 			fieldEnv("POD_IP", "status.podIP"),
 			fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
 			// The app's original probes, which weft-proxy runs for the

@@ -19,6 +19,7 @@ import (
 	kjson "sigs.k8s.io/json"
 
 	"github.com/weftmesh/weft/api/names"
+	"github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/internal/version"
 )
 
@@ -386,7 +387,7 @@ func (i *Injector) outboundUDP() string {
 	if i.cfg.OutboundUDP != OutboundUDPMesh {
 		return i.cfg.OutboundUDP
 	}
-	if i.mesh().Outbound == "REGISTRY_ONLY" {
+	if i.mesh().Outbound == string(v1alpha1.OutboundRegistryOnly) {
 		return OutboundUDPDrop
 	}
 	return OutboundUDPAllow

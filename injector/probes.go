@@ -3,6 +3,8 @@ package injector
 import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // Why probes are rewritten: the kubelet probes from the node's IP, so its
@@ -42,7 +44,7 @@ type AppProbe struct {
 // AppHealthPath is where weft-proxy serves one app probe; kind is livez,
 // readyz or startupz.
 func AppHealthPath(container, kind string) string {
-	return "/app-health/" + container + "/" + kind
+	return names.AppHealthPrefix + container + "/" + kind
 }
 
 // rewrittenProbe is the new probe of one app container: field is its JSON

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/weftmesh/weft/api/names"
 )
 
 // appProbe is one of the app's original probes, as the injector recorded it
@@ -52,7 +54,7 @@ func parseAppProbes(s string) (map[string]appProbe, error) {
 		return nil, fmt.Errorf("sidecar: app probes: %w", err)
 	}
 	for path, p := range probes {
-		if !strings.HasPrefix(path, "/app-health/") {
+		if !strings.HasPrefix(path, names.AppHealthPrefix) {
 			return nil, fmt.Errorf("sidecar: app probe path %q is not under /app-health/", path)
 		}
 		switch {

@@ -250,7 +250,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// /debug/pprof/heap in a pod when promhttp served it), a tenth of an
 	// idle sidecar's private memory.
 	mux.Handle("/metrics", reg)
-	mux.Handle("/app-health/", appHealth{probes: probes, host: "127.0.0.1"})
+	mux.Handle(names.AppHealthPrefix, appHealth{probes: probes, host: "127.0.0.1"})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	runCtx, cancel := context.WithCancel(context.Background())

@@ -102,8 +102,14 @@ const (
 	WorkloadDir    = "/var/run/secrets/weft/workload"
 	WorkloadSocket = WorkloadDir + "/socket"
 	// AppProbesEnv hands weft-proxy the app's original probes (the JSON of
-	// the weft.dev/probes annotation).
-	AppProbesEnv = "WEFT_APP_PROBES"
+	// the weft.dev/probes annotation), which it serves under
+	// AppHealthPrefix on SidecarHealthPort (/app-health/<container>/<kind>).
+	AppProbesEnv    = "WEFT_APP_PROBES"
+	AppHealthPrefix = "/app-health/"
+	// PodNameEnv and PodNamespaceEnv: the pod's name and namespace (the
+	// downward API), for weft-proxy's node ID and logs.
+	PodNameEnv      = "POD_NAME"
+	PodNamespaceEnv = "POD_NAMESPACE"
 	// SidecarReadyPath, on SidecarHealthPort, is weft-proxy's startup and
 	// readiness probe.
 	SidecarReadyPath = "/healthz/ready"

@@ -91,7 +91,7 @@ func run(args []string) error {
 	if mem.MemoryLimit != math.MaxInt64 {
 		cfg.MemoryLimit = mem.MemoryLimit
 	}
-	cfg.PodName, cfg.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
+	cfg.PodName, cfg.PodNamespace = os.Getenv(names.PodNameEnv), os.Getenv(names.PodNamespaceEnv)
 	cfg.AppProbes = os.Getenv(names.AppProbesEnv)
 	cfg.AuditOut = os.Stdout
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
