@@ -300,4 +300,10 @@ func TestMaxMessageSize(t *testing.T) {
 			t.Errorf("New accepted MaxMessageSize %d", n)
 		}
 	}
+	for _, n := range []int{1, names.MaxXDSMessageSize} {
+		cfg.MaxMessageSize = n
+		if s, err := New(cfg); err != nil || s.maxMsg != n {
+			t.Errorf("New with MaxMessageSize %d: %v", n, err)
+		}
+	}
 }
