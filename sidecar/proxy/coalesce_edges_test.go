@@ -1,0 +1,43 @@
+package proxy
+
+import (
+	"bytes"
+	"sync/atomic"
+	"testing"
+
+	"github.com/weftmesh/weft/internal/testutil"
+)
+
+// TestCoalescerLateWritesUpToTheBound: while a flush is stuck, late
+// records are gathered up to maxLate bytes inclusive: answers that fill
+// the bound exactly are all gathered without waiting for the flush
+// (TestCoalescerBoundsLateWrites checks that the next one waits).
+func TestCoalescerLateWritesUpToTheBound(t *testing.T) {
+	g := &gateConn{entered: make(chan struct{}), release: make(chan struct{})}
+	co := newCoalescer(g)
+	co.hold(nil)
+	_, _ = co.Write([]byte("records,"))
+	flushed := make(chan error, 1)
+	go func() { flushed <- co.flush() }()
+	<-g.entered
+	const answer = maxLate / 4
+	var done atomic.Int64
+	go func() {
+		for i := range 4 {
+			_, _ = co.Write(bytes.Repeat([]byte{byte('a' + i)}, answer))
+			done.Add(1)
+		}
+	}()
+	testutil.Eventually(t, "the four answers that fill maxLate gathered while the flush is stuck", func() bool { return done.Load() == 4 })
+	close(g.release)
+	if err := testutil.Receive(t, flushed, "the flush"); err != nil {
+		t.Fatal(err)
+	}
+	want := "records,"
+	for i := range 4 {
+		want += string(bytes.Repeat([]byte{byte('a' + i)}, answer))
+	}
+	if got := g.String(); got != want {
+		t.Fatalf("the socket got %d bytes, want %d in order", len(got), len(want))
+	}
+}
