@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"io"
 	"sync/atomic"
 	"testing"
 
@@ -39,5 +40,31 @@ func TestCoalescerLateWritesUpToTheBound(t *testing.T) {
 	}
 	if got := g.String(); got != want {
 		t.Fatalf("the socket got %d bytes, want %d in order", len(got), len(want))
+	}
+}
+
+// TestCoalescedWriteFitsItsBuffer: the pooled gathering buffer holds a
+// bufSize Write's records (headers and tags included), so a flow's
+// Write does not grow it: no allocation per Write once warm.
+func TestCoalescedWriteFitsItsBuffer(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	client, _, server := coalescedTLSPair(t)
+	w := coalesced(client)
+	go func() { _, _ = io.Copy(io.Discard, server) }()
+	b := make([]byte, bufSize)
+	for range 3 { // warm: crypto/tls's own buffers, the pool
+		if _, err := w.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		if _, err := w.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs >= 1 {
+		t.Fatalf("a Write of %d bytes allocates %v times, want 0: its records outgrew the pooled buffer", bufSize, allocs)
 	}
 }

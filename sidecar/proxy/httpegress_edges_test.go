@@ -162,11 +162,11 @@ func TestHTTPEgressBodyAcrossReads(t *testing.T) {
 		pd, _ := reqPod(t, "Enforce", false, srv.asReq())
 		c := pd.dialOutbound(srv.addr())
 		head := "POST / HTTP/1.1\r\nHost: api.example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
-		// Sizes in every hex digit class at its ends ('0', 'a', 'f', 'A'),
-		// one of 16 digits (the most a size may have).
+		// Sizes with the digits at the ends of each hex class ('0', '9',
+		// 'a', 'f', 'A', 'F'), one of 16 digits (the most a size may have).
 		s1 := "000000000000000a\r\n0123456789"
 		s2 := "\r\n" // the CRLF after a chunk's data, alone in its read
-		s3 := "f\r\nabcdefghijklmno\r\nA\r\nABCDEFGHIJ\r\n0\r\n\r\n"
+		s3 := "f\r\nabcdefghijklmno\r\nF\r\nABCDEFGHIJKLMNO\r\n9\r\n987654321\r\nA\r\nABCDEFGHIJ\r\n0\r\n\r\n"
 		write(t, c, head+s1)
 		srv.waitGot(t, head+s1)
 		write(t, c, s2)
@@ -176,7 +176,7 @@ func TestHTTPEgressBodyAcrossReads(t *testing.T) {
 		if !slices.Equal(statuses, []int{200, 403}) {
 			t.Errorf("the app got %v %q, want [200 403]", statuses, bodies)
 		}
-		if seen := srv.requests(); !slices.Equal(seen, []string{"POST api.example.com 0123456789abcdefghijklmnoABCDEFGHIJ"}) {
+		if seen := srv.requests(); !slices.Equal(seen, []string{"POST api.example.com 0123456789abcdefghijklmnoABCDEFGHIJKLMNO987654321ABCDEFGHIJ"}) {
 			t.Fatalf("the server served %q, want the POST with its chunked body alone", seen)
 		}
 	})
@@ -428,5 +428,42 @@ func TestHTTPEgressRequestsAreProgress(t *testing.T) {
 			t.Fatalf("response %d: %v (timeouts %v)", i, err, pd.counter("timeouts", outbound, timeoutIdle))
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
+	}
+}
+
+// TestHTTPEgressConnectRefusedByServer: a CONNECT the server answers with
+// a status outside 2xx (here 300) opens no tunnel: what the app sends next
+// is a request again, decided on its own (an h2c upgrade: refused), and
+// never reaches the server.
+func TestHTTPEgressConnectRefusedByServer(t *testing.T) {
+	t.Parallel()
+	r := startHostRecorder(t, func(i int) string {
+		if i == 0 {
+			return "HTTP/1.1 300 Multiple Choices\r\nContent-Length: 0\r\n\r\n"
+		}
+		return okResponse
+	})
+	pd, _ := reqPod(t, "Enforce", false, r.asReq())
+	cfg := pd.cfg.Load()
+	for _, rc := range cfg.Routes {
+		rc.VirtualHosts = slices.DeleteFunc(rc.VirtualHosts, func(vh *model.VirtualHost) bool { return vh.Name == "evil.example.com" })
+	}
+	pd.cfg.Store(cfg)
+	c := pd.dialOutbound(r.addr())
+	_ = c.SetDeadline(time.Now().Add(testutil.EventuallyTimeout))
+	br := bufio.NewReader(c)
+	write(t, c, "CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\n")
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != 300 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	write(t, c, "GET / HTTP/1.1\r\nHost: api.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("the h2c upgrade after the refused CONNECT: %v %v", resp, err)
+	}
+	_, _ = io.Copy(io.Discard, br)
+	if seen := r.seen(); !slices.Equal(seen, []string{"CONNECT api.example.com:443"}) {
+		t.Fatalf("the server was asked %q, want the CONNECT alone", seen)
 	}
 }
