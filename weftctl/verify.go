@@ -210,7 +210,7 @@ func buildVerify(ctx context.Context, e *env, o verifyOptions, args []string) (*
 			v.SidecarVersion = injectedVersion(p)
 			// Connections first: the probe's own connection must not be
 			// among them.
-			b, err := e.admin.podGet(ctx, p, sidecarAdminPort, "/connections")
+			b, err := e.admin.podGet(ctx, p, sidecarAdminPort, adminapi.ConnectionsPath)
 			var body adminapi.Connections
 			if err == nil {
 				err = json.Unmarshal(b, &body)
@@ -291,7 +291,7 @@ func handshakes(metrics []byte) *handshakeStats {
 	return &handshakeStats{
 		Inbound:          get(adminapi.TLSHandshakesMetric, map[string]string{"direction": "inbound"}),
 		Outbound:         get(adminapi.TLSHandshakesMetric, map[string]string{"direction": "outbound"}),
-		RefusedPlaintext: get(adminapi.HandshakeFailuresMetric, map[string]string{"direction": "inbound", "reason": "not_tls"}),
+		RefusedPlaintext: get(adminapi.HandshakeFailuresMetric, map[string]string{"direction": "inbound", "reason": adminapi.ReasonNotTLS}),
 		Failed:           get(adminapi.HandshakeFailuresMetric, nil),
 	}
 }

@@ -2,6 +2,10 @@ package admin
 
 import "time"
 
+// ConnectionsPath is where the sidecar's admin port (127.0.0.1:15000)
+// serves Connections.
+const ConnectionsPath = "/connections"
+
 // Connections is the sidecar's /connections (127.0.0.1:15000): every
 // connection it is forwarding, by ID. Connections is never null.
 type Connections struct {

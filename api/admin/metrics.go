@@ -13,6 +13,9 @@ const (
 	// HandshakeFailuresMetric: connections whose handshake failed, by
 	// direction and reason (not_tls: plaintext to a port that wants mTLS).
 	HandshakeFailuresMetric = "weft_sidecar_handshake_failures_total"
+	// ReasonNotTLS is HandshakeFailuresMetric's reason for plaintext that
+	// reached a port that wants mTLS.
+	ReasonNotTLS = "not_tls"
 	// HTTPRequestsMetric and HTTPLatencyMetric: the HTTP requests the
 	// sidecar finished and their durations (sidecar/l7), by direction,
 	// route, destination, peer and status class (and gRPC status).

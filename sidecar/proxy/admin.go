@@ -20,7 +20,7 @@ import (
 //	               everything here
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET "+admin.ConnectionsPath, func(w http.ResponseWriter, _ *http.Request) {
 		conns := p.reg.snapshot()
 		if conns == nil {
 			conns = []ConnInfo{}

@@ -247,6 +247,8 @@
 // sidecar/balance (the HTTP data plane), sidecar/capture
 // (OriginalDst only), api/audit (the egress record), sidecar/egress (the
 // egress decision), sidecar/dnsproxy (the Binding type; the table itself
-// comes in as a [NameBinder]), internal/metrics, go-spiffe. Never the ADS
+// comes in as a [NameBinder]), api/admin (what its admin port serves and
+// the metric names weftctl reads), api/names (the names the xDS contract
+// fixes), internal/metrics, k8s.io/utils/clock, go-spiffe. Never the ADS
 // client (sidecar/xds) or gRPC, never controlplane/*.
 package proxy

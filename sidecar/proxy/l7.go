@@ -354,7 +354,7 @@ func (e *l7Engine) newMeshCluster(cl *model.Cluster, old *meshCluster) *meshClus
 	b := balance.New(balance.Config{Outlier: outlierOf(cl.Outlier), Clock: e.p.cfg.Clock,
 		OnEject: func(addr netip.AddrPort, d time.Duration) {
 			e.metrics.Ejected(name)
-			e.p.log.Info("endpoint ejected", "cluster", name, "endpoint", addr.String(), "for", d)
+			e.p.log.Info("endpoint ejected", "cluster", name, "endpoint", addr.String(), "ejected_for", d)
 		}})
 	conns := mc.meshConns
 	mc.c = &l7.Cluster{Name: cl.Name, Balancer: b, Transport: mc.tr, Scheme: "https", Budget: budgetOf(cl.RetryBudget),

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/weftmesh/weft/api/admin"
 	wm "github.com/weftmesh/weft/internal/metrics"
 )
 
@@ -50,9 +51,9 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 		{&m.bytes, "weft_sidecar_bytes_total",
 			"Bytes proxied; flow to_upstream is from the accepting side to the dialled one, to_downstream the reverse.",
 			[]string{"direction", "flow"}},
-		{&m.handshakes, "weft_sidecar_tls_handshakes_total",
+		{&m.handshakes, admin.TLSHandshakesMetric,
 			"Completed mTLS handshakes (inbound: terminated; outbound: originated).", []string{"direction"}},
-		{&m.hsFailures, "weft_sidecar_handshake_failures_total",
+		{&m.hsFailures, admin.HandshakeFailuresMetric,
 			"Refused or failed mTLS handshakes by reason (no_client_cert, unknown_ca, expired, bad_spiffe_id, authz_denied, not_tls, tls_version, bad_certificate, timeout, peer_closed, no_svid, other).",
 			[]string{"direction", "reason"}},
 		{&m.connFailures, "weft_sidecar_connection_failures_total",

@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
+	"github.com/weftmesh/weft/api/admin"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
@@ -24,7 +25,7 @@ const (
 	reasonExpired      = "expired"
 	reasonBadSPIFFEID  = "bad_spiffe_id"
 	reasonAuthzDenied  = "authz_denied"
-	reasonNotTLS       = "not_tls"
+	reasonNotTLS       = admin.ReasonNotTLS
 	reasonTLSVersion   = "tls_version"
 	reasonBadCert      = "bad_certificate"
 	reasonTimeout      = "timeout"

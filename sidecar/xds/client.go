@@ -227,7 +227,7 @@ func (c *Client) Run(ctx context.Context) error {
 		c.mu.Unlock()
 		if tooLarge {
 			c.log.Error("stream ended: a message was too large (ResourceExhausted); keeping the last good configuration, backoff not reset",
-				"err", err, "limit", names.MaxXDSMessageSize, "retry_in", d)
+				"err", err, "limit_bytes", names.MaxXDSMessageSize, "retry_in", d)
 		} else {
 			c.log.Warn("stream ended; keeping the last good configuration", "err", err, "retry_in", d)
 		}

@@ -102,7 +102,7 @@ func (s *Server) tooLarge(node string, m proto.Message, size int) error {
 	s.mu.Unlock()
 	s.metrics.oversized.WithLabelValues(typeName(typeURL)).Inc()
 	s.log.Error("response not sent: over the xDS message limit; ending the stream (the sidecar keeps its configuration)",
-		"node", node, "type_url", typeURL, "version", version, "size", size, "limit", s.maxMsg)
+		"node", node, "type", typeName(typeURL), "version", version, "size_bytes", size, "limit_bytes", s.maxMsg)
 	return status.Errorf(codes.ResourceExhausted, "xds: %s response of %d bytes not sent: over the xDS message limit of %d bytes",
 		typeName(typeURL), size, s.maxMsg)
 }

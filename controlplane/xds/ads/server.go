@@ -368,7 +368,7 @@ func (s *Server) withhold(n *nodeState, versions map[string]string, over []overs
 	for _, o := range over {
 		s.metrics.oversized.WithLabelValues(typeName(o.typeURL)).Inc()
 		s.log.Error("snapshot not sent: a response would exceed the xDS message limit; the sidecar keeps its last configuration",
-			"node", n.id, "type_url", o.typeURL, "size", o.size, "limit", s.maxMsg)
+			"node", n.id, "type", typeName(o.typeURL), "size_bytes", o.size, "limit_bytes", s.maxMsg)
 	}
 }
 

@@ -64,13 +64,13 @@ func clientConfig(peer netip.AddrPort) *model.Config {
 				{Name: svc, Match: model.ChainMatch{DestPort: 80, Prefixes: []netip.Prefix{netip.PrefixFrom(serviceIP, 32)}},
 					Target: model.Target{Cluster: svc}},
 				{Name: "egress-allowed", Match: model.ChainMatch{TransportProtocol: "tls", ServerNames: []string{"allowed.example.com"}},
-					Target: model.Target{Cluster: "PassthroughCluster"}, Egress: &model.EgressMeta{Decision: "allow"}},
+					Target: model.Target{Cluster: model.PassthroughCluster}, Egress: &model.EgressMeta{Decision: "allow"}},
 			},
-			Default: &model.FilterChain{Name: "default", Target: model.Target{Cluster: "PassthroughCluster"}}},
+			Default: &model.FilterChain{Name: "default", Target: model.Target{Cluster: model.PassthroughCluster}}},
 		Clusters: map[string]*model.Cluster{
 			svc: {Name: svc, Kind: model.KindEDS, ConnectTimeout: time.Second,
 				UpstreamTLS: &model.UpstreamTLS{SANs: []spiffeid.ID{serverID}, SNI: "server.bench.svc.cluster.local"}},
-			"PassthroughCluster": {Name: "PassthroughCluster", Kind: model.KindOriginalDst, ConnectTimeout: time.Second},
+			model.PassthroughCluster: {Name: model.PassthroughCluster, Kind: model.KindOriginalDst, ConnectTimeout: time.Second},
 		},
 		Endpoints: map[string][]model.Endpoint{svc: {{Addr: peer}}},
 	}
