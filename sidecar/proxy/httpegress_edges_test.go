@@ -467,3 +467,24 @@ func TestHTTPEgressConnectRefusedByServer(t *testing.T) {
 		t.Fatalf("the server was asked %q, want the CONNECT alone", seen)
 	}
 }
+
+// TestHTTPEgressRequestWriteTimeout: the write of a request head is
+// bounded by WriteTimeout like any other write, and a write that runs out
+// of it is counted. A WriteTimeout of 1ns has passed before the write
+// starts (the deadline is set from an earlier reading of the clock), so
+// the head's write times out at once: the connection ends with nothing
+// forwarded, and the timeout is counted.
+func TestHTTPEgressRequestWriteTimeout(t *testing.T) {
+	t.Parallel()
+	srv := startReqServer(t)
+	pd, _ := reqPod(t, "Enforce", false, srv, func(c *Config) { c.WriteTimeout = time.Nanosecond })
+	c := pd.dialOutbound(srv.app.addr())
+	write(t, c, get("api.example.com"))
+	if statuses, bodies := readStatuses(t, c); len(statuses) != 0 {
+		t.Fatalf("the app got %v %q", statuses, bodies)
+	}
+	pd.waitCounter(1, "timeouts", outbound, timeoutWrite)
+	if seen := srv.requests(); len(seen) != 0 {
+		t.Fatalf("the server was asked %q", seen)
+	}
+}
