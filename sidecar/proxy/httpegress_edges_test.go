@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/testutil"
-	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
 // The edges of the HTTP egress relay that the mutation run (issue #24)
@@ -342,11 +341,7 @@ func TestHTTPEgressConnectTunnelCarriesBytes(t *testing.T) {
 	pd, events := reqPod(t, "Enforce", false, srv)
 	// Without the virtual host that denies evil.example.com no rule by
 	// name denies anything at this port: the tunnel is allowed.
-	cfg := pd.cfg.Load()
-	for _, rc := range cfg.Routes {
-		rc.VirtualHosts = slices.DeleteFunc(rc.VirtualHosts, func(vh *model.VirtualHost) bool { return vh.Name == "evil.example.com" })
-	}
-	pd.cfg.Store(cfg)
+	withoutNameDeny(pd)
 	c := pd.dialOutbound(srv.app.addr())
 	_ = c.SetDeadline(time.Now().Add(testutil.EventuallyTimeout))
 	br := bufio.NewReader(c)
@@ -444,11 +439,7 @@ func TestHTTPEgressConnectRefusedByServer(t *testing.T) {
 		return okResponse
 	})
 	pd, _ := reqPod(t, "Enforce", false, r.asReq())
-	cfg := pd.cfg.Load()
-	for _, rc := range cfg.Routes {
-		rc.VirtualHosts = slices.DeleteFunc(rc.VirtualHosts, func(vh *model.VirtualHost) bool { return vh.Name == "evil.example.com" })
-	}
-	pd.cfg.Store(cfg)
+	withoutNameDeny(pd)
 	c := pd.dialOutbound(r.addr())
 	_ = c.SetDeadline(time.Now().Add(testutil.EventuallyTimeout))
 	br := bufio.NewReader(c)

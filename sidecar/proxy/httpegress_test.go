@@ -77,6 +77,16 @@ func (s *reqServer) requests() []string {
 	return slices.Clone(s.seen)
 }
 
+// withoutNameDeny removes reqPod's virtual host that denies
+// evil.example.com, so that no rule by name denies anything at its port.
+func withoutNameDeny(pd *pod) {
+	cfg := pd.cfg.Load()
+	for _, rc := range cfg.Routes {
+		rc.VirtualHosts = slices.DeleteFunc(rc.VirtualHosts, func(vh *model.VirtualHost) bool { return vh.Name == "evil.example.com" })
+	}
+	pd.cfg.Store(cfg)
+}
+
 // reqPod is a pod whose outbound listener has an HTTP chain on the
 // server's port: api.example.com and docs.example.com allowed (rules 1 and
 // 2), evil.example.com denied (rule 0), anything else left to ALLOW_ANY.
@@ -349,11 +359,7 @@ func TestConnectDecidedAsTCP(t *testing.T) {
 		pd, events := reqPod(t, "Enforce", false, srv)
 		// Without the Deny rule for evil.example.com no rule by name
 		// denies anything at this port.
-		cfg := pd.cfg.Load()
-		for _, rc := range cfg.Routes {
-			rc.VirtualHosts = slices.DeleteFunc(rc.VirtualHosts, func(vh *model.VirtualHost) bool { return vh.Name == "evil.example.com" })
-		}
-		pd.cfg.Store(cfg)
+		withoutNameDeny(pd)
 		c := pd.dialOutbound(srv.app.addr())
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
