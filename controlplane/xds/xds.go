@@ -24,6 +24,9 @@ type Node struct {
 
 // Generator builds every resource one sidecar needs. It must be pure and
 // safe for concurrent use: the server calls it for many nodes at once.
+// ClusterLoadAssignments are mesh-wide: for one state of the mesh, a name
+// means the same endpoints whichever node it is generated for (the server
+// serves them from one cache for every node; a node may get fewer names).
 type Generator interface {
 	Generate(node Node) (Resources, error)
 }

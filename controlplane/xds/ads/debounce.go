@@ -23,6 +23,7 @@ type debouncer struct {
 
 	mu          sync.Mutex
 	pending     bool
+	running     bool // a round is running
 	first, last time.Time
 }
 
@@ -61,8 +62,15 @@ func (d *debouncer) take(now time.Time) (due bool, wait time.Duration, ok bool) 
 	if wait := at.Sub(now); wait > 0 {
 		return false, wait, true
 	}
-	d.pending = false
+	d.pending, d.running = false, true
 	return true, 0, true
+}
+
+// busy reports whether a change awaits its round or a round is running.
+func (d *debouncer) busy() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pending || d.running
 }
 
 // armSlack: if the clock moved more than this while a timer was being
@@ -78,6 +86,9 @@ func (d *debouncer) run(ctx context.Context) {
 		switch {
 		case due:
 			d.fire()
+			d.mu.Lock()
+			d.running = false
+			d.mu.Unlock()
 			continue
 		case !ok:
 			select {

@@ -3,11 +3,13 @@ package ads
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/weftmesh/weft/controlplane/xds"
 	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
@@ -111,4 +113,46 @@ func TestDebounceChangeDuringRound(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a change made during a round was lost")
 	}
+}
+
+// blockGen is fakeGen whose Generate, once armed, says it was entered and
+// waits for gate.
+type blockGen struct {
+	*fakeGen
+	armed   atomic.Bool
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *blockGen) Generate(n xds.Node) (xds.Resources, error) {
+	if g.armed.Load() {
+		g.entered <- struct{}{}
+		<-g.gate
+	}
+	return g.fakeGen.Generate(n)
+}
+
+// Regenerating is true from a change until the round it starts has
+// regenerated every node, and only then false.
+func TestRegenerating(t *testing.T) {
+	g := &blockGen{fakeGen: newFakeGen(), entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	h := newHarness(t, harnessOpts{gen: g})
+	connectSotW(h, saID("demo", "app"), "app-1.demo")
+	if h.srv.Regenerating() {
+		t.Fatal("regenerating with no change")
+	}
+	g.armed.Store(true)
+	h.srv.Changed()
+	if !h.srv.Regenerating() {
+		t.Fatal("not regenerating with a change pending")
+	}
+	h.clock.Step(100 * time.Millisecond)
+	<-g.entered // the round is generating the node
+	if !h.srv.Regenerating() {
+		t.Fatal("not regenerating during the round")
+	}
+	g.armed.Store(false)
+	close(g.gate)
+	h.waitRound()
+	wefttest.Eventually(t, "not regenerating after the round", func() bool { return !h.srv.Regenerating() })
 }

@@ -22,6 +22,10 @@
 //
 // # Protocol
 //
+// Types. A stream asking for a type outside the contract (clusters,
+// endpoints, listeners, routes, secrets) is refused (InvalidArgument):
+// each type holds a watch and room in the stream's response buffer.
+//
 // Node ID. A sidecar's node ID is "<pod>.<namespace>". Pod names are DNS
 // subdomains and may contain dots; namespaces are DNS labels and cannot, so
 // [xds.ParseNodeID] splits at the last dot.
@@ -54,6 +58,20 @@
 // The Generator should build Any fields with deterministic marshalling, or
 // map-valued fields will look like changes. The snapshot of a node is
 // cleared when its last stream closes.
+//
+// Endpoints. ClusterLoadAssignments are mesh-wide (a name means the same
+// endpoints for every node, as package xds requires of a Generator), so
+// they are served from one cache for every node behind a MuxCache, not
+// from the per-node snapshots (eds.go): each is encoded once and the
+// responses of every stream share the encoding; a change visits each open
+// EDS watch once; a snapshot in which only endpoints changed is not set
+// again, so its streams compare and send nothing else. A node's
+// assignments are in that cache before its snapshot is published and leave
+// it when no published snapshot holds them; a node is served only those of
+// its own snapshot, whatever it subscribes to. An EDS response's system
+// version is that cache's (a per-process prefix and a counter); resource
+// versions stay content hashes, so a resuming delta stream is judged as
+// before.
 //
 // Message size. No response exceeds [Config.MaxMessageSize]
 // (names.MaxXDSMessageSize, what sidecars receive; the gRPC server's

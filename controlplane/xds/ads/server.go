@@ -16,6 +16,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,7 +69,9 @@ type Server struct {
 	ctx    context.Context // ends streams when Run returns
 	cancel context.CancelFunc
 	cache  cachev3.SnapshotCache
-	xds    serverv3.Server
+	// eds serves every node's ClusterLoadAssignments (eds.go).
+	eds *edsCache
+	xds serverv3.Server
 	// resCache holds the encodings, versions and validation of the
 	// resources the generator shares between nodes.
 	resCache *resCache
@@ -175,7 +178,8 @@ func New(cfg Config) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cpLog := cpLogger{cfg.Logger}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cpLog)
-	s.xds = serverv3.NewServer(s.ctx, s.cache, callbacks{s}, sotwv3.WithLogger(cpLog))
+	s.eds = newEDSCache()
+	s.xds = serverv3.NewServer(s.ctx, s.eds.mux(s.cache), callbacks{s}, sotwv3.WithLogger(cpLog))
 	return s, nil
 }
 
@@ -213,6 +217,11 @@ func (s *Server) Run(ctx context.Context) error {
 // every connected sidecar follows Debounce after the last call, at most
 // MaxDelay after the first.
 func (s *Server) Changed() { s.debounce.changed() }
+
+// Regenerating reports whether a change awaits its regeneration round or a
+// round is running: false means every connected sidecar's snapshot was
+// built from the newest model Changed announced.
+func (s *Server) Regenerating() bool { return s.debounce.busy() }
 
 // round regenerates every connected node, a few at a time.
 func (s *Server) round() {
@@ -296,17 +305,43 @@ func (s *Server) generate(n *nodeState) {
 	}
 	s.mu.Lock()
 	n.genErr, n.generated = "", now
+	onlyEDS := n.versions != nil && equalBut(n.versions, versions, resource.EndpointType)
 	s.mu.Unlock()
-	// n.gone cannot change while n.gen is held.
-	if err := s.cache.SetSnapshot(s.ctx, n.id, snap); err != nil {
-		s.log.Error("publishing snapshot", "node", n.id, "err", err)
+	// Endpoints first (eds.go): a cluster never reaches a sidecar before
+	// its ClusterLoadAssignment can. The snapshot cache serves every
+	// other type; a snapshot in which only endpoints changed is not set
+	// in it at all, so its streams compare nothing.
+	eds := snap.Resources[types.Endpoint]
+	if err := s.eds.publish(n.id, eds.Version, snap.VersionMap[resource.EndpointType], eds.Items); err != nil {
+		s.log.Error("publishing endpoints", "node", n.id, "err", err)
 		return
 	}
+	// n.gone cannot change while n.gen is held.
+	if !onlyEDS {
+		if err := s.cache.SetSnapshot(s.ctx, n.id, snap); err != nil {
+			s.log.Error("publishing snapshot", "node", n.id, "err", err)
+			return
+		}
+	}
+	s.eds.settle(n.id)
 	s.mu.Lock()
 	n.versions, n.resources = versions, snap.VersionMap
 	n.clearWithheld()
 	s.mu.Unlock()
-	s.log.Debug("snapshot published", "node", n.id, "versions", versions)
+	s.log.Debug("snapshot published", "node", n.id, "versions", versions, "endpoints_only", onlyEDS)
+}
+
+// equalBut says whether a and b have the same keys and values but for key.
+func equalBut(a, b map[string]string, key string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; k != key && (!ok || v != w) {
+			return false
+		}
+	}
+	return true
 }
 
 // oversize is a type whose response could exceed the message limit.
@@ -490,6 +525,15 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 	if st == nil {
 		return status.Error(codes.Internal, "xds: request on an unknown stream")
 	}
+	if !servedTypes[typeURL] {
+		// Each type a stream asks for holds a watch and room in the
+		// stream's response buffer, which go-control-plane sizes for
+		// the types it knows: a client inventing types could fill it
+		// and stall the caches' answers to every stream.
+		err := status.Errorf(codes.InvalidArgument, "xds: type %q is not served: the contract's types are clusters, endpoints, listeners, routes and secrets", typeURL)
+		s.refuse(err, node.GetId(), peerAddr(st.ctx))
+		return err
+	}
 	switch {
 	case cur == nil:
 		n, err := s.authorize(node.GetId(), st.grant)
@@ -510,10 +554,23 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 		// stream already holds exactly, so no ACK will come: what the
 		// sidecar runs is the published version.
 		version = cur.versions[typeURL]
+		if typeURL == resource.EndpointType {
+			// The endpoint cache's version (Status compares the
+			// endpoints' ACK with what was sent).
+			version = s.eds.version()
+			t := cur.typeState(typeURL)
+			t.sent, t.sentAt = version, s.clock.Now()
+		}
 	}
 	s.track(st, typeURL, nonce, version, detail)
 	s.mu.Unlock()
 	return nil
+}
+
+// servedTypes are the type URLs of the contract (sidecar/xds/README.md).
+var servedTypes = map[string]bool{
+	resource.ClusterType: true, resource.EndpointType: true, resource.ListenerType: true,
+	resource.RouteType: true, resource.SecretType: true,
 }
 
 // deltaResume is the first request of a type on a delta stream that
@@ -582,9 +639,9 @@ func (s *Server) close(key streamKey) {
 	n.gen.Lock() // no publish for n is in flight while it goes
 	defer n.gen.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	n.streams--
 	if n.streams > 0 {
+		s.mu.Unlock()
 		return
 	}
 	n.gone = true
@@ -592,6 +649,11 @@ func (s *Server) close(key streamKey) {
 	// Under s.mu, so a new stream for the same node ID cannot publish
 	// before this clears (it creates a new nodeState after this returns).
 	s.cache.ClearSnapshot(n.id)
+	// Under s.mu too: a new stream of the same node ID makes its
+	// nodeState (attach) only after this, so its hold comes after this
+	// leave and is not undone by it.
+	s.eds.leave(n.id)
 	s.metrics.connected.Set(float64(len(s.nodes)))
+	s.mu.Unlock()
 	s.log.Info("sidecar disconnected", "node", n.id)
 }

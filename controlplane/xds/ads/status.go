@@ -73,8 +73,15 @@ func (s *Server) Status() []NodeStatus {
 			Types: make([]TypeStatus, 0, len(n.types)),
 		}
 		for url, t := range n.types {
+			want := n.versions[url]
+			if url == resource.EndpointType {
+				// Served by the LinearCache (eds.go), which answers every
+				// subscribed change at once: what the sidecar should run
+				// is the last response it was sent.
+				want = t.sent
+			}
 			ts := TypeStatus{
-				Type: typeName(url), TypeURL: url, State: t.state(n.versions[url]), Version: n.versions[url],
+				Type: typeName(url), TypeURL: url, State: t.state(want), Version: want,
 				Sent: t.sent, SentAt: t.sentAt, Acked: t.acked, AckedAt: t.ackedAt, NACKs: t.nacks,
 			}
 			if t.nack != nil {
