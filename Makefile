@@ -58,15 +58,21 @@ fuzz:
 MUTATE_PKGS ?= sidecar/proxy sidecar/xds sidecar/egress sidecar/balance sidecar/l7 controlplane/xds controlplane/identity controlplane/audit certs injector
 MUTATE_WORKERS ?= 2
 mutate:
-	@mkdir -p $(OUT)/mutate $(OUT)/bin
+	@mkdir -p $(OUT)/mutate/uncovered $(OUT)/bin
 	cd hack/mutate && $(GO) build -o $(CURDIR)/$(OUT)/bin/gremlins github.com/go-gremlins/gremlins/cmd/gremlins
+	cd hack/mutate && $(GO) build -o $(CURDIR)/$(OUT)/bin/uncovered ./uncovered
 	@set -e; for p in $(MUTATE_PKGS); do \
+	  n=$$(echo $$p | tr / _); rm -f $(OUT)/mutate/uncovered/$$n.json; \
 	  echo "== mutate $$p"; \
 	  GOFLAGS=-count=1 $(OUT)/bin/gremlins unleash --workers $(MUTATE_WORKERS) --timeout-coefficient 4 \
 	    --exclude-files '(^|/)bench/' --exclude-files '_test\.go$$' \
-	    -o $(CURDIR)/$(OUT)/mutate/$$(echo $$p | tr / _).json ./$$p; \
+	    -o $(CURDIR)/$(OUT)/mutate/$$n.json ./$$p; \
+	  echo "== uncovered $$p: the mutants gremlins marked NOT COVERED, each applied and tested"; \
+	  $(OUT)/bin/uncovered -coefficient 4 -min-timeout 10s -in $(CURDIR)/$(OUT)/mutate/$$n.json -dir ./$$p \
+	    -out $(CURDIR)/$(OUT)/mutate/uncovered/$$n.json; \
 	done
-	cd hack/mutate && $(GO) run ./report -in $(CURDIR)/$(OUT)/mutate -out $(CURDIR)/docs/mutation.md \
+	cd hack/mutate && $(GO) run ./report -in $(CURDIR)/$(OUT)/mutate -uncovered $(CURDIR)/$(OUT)/mutate/uncovered \
+	  -out $(abspath $(or $(MUTATE_REPORT),docs/mutation.md)) \
 	  -equivalent $(CURDIR)/hack/mutate/equivalent.txt -machine "$$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
 ## bench: benchmarks with their in-run baselines; compare runs with benchstat
