@@ -2,6 +2,8 @@ package main
 
 import (
 	"go/token"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -109,6 +111,38 @@ func TestApplyRefusesWhatDoesNotMatch(t *testing.T) {
 		_, err := apply("p.go", []byte(src), line, col, tc.typ)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %s at %d:%d: error %v, want one containing %q", tc.name, tc.typ, line, col, err, tc.want)
+		}
+	}
+}
+
+func TestCheckEquivalent(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "p"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := "package p\n\nfunc f(a, b int) bool {\n\treturn a < b\n}\n"
+	if err := os.WriteFile(filepath.Join(root, "p", "p.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eq := filepath.Join(root, "equivalent.txt")
+	write := func(s string) {
+		if err := os.WriteFile(eq, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("# comment\np/p.go:4:11 CONDITIONALS_BOUNDARY fine\np/p.go:4:11 CONDITIONALS_NEGATION fine too\n")
+	if err := checkEquivalent(eq, root); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{
+		"p/p.go:3:11 CONDITIONALS_BOUNDARY the code moved\n", // a line off
+		"p/p.go:4:11 INCREMENT_DECREMENT another type\n",
+		"p/q.go:4:11 CONDITIONALS_BOUNDARY the file is gone\n",
+		"p/p.go:4 CONDITIONALS_BOUNDARY no column\n",
+	} {
+		write("p/p.go:4:11 CONDITIONALS_BOUNDARY fine\n" + bad)
+		if err := checkEquivalent(eq, root); err == nil || !strings.Contains(err.Error(), "1 of 2 entries") {
+			t.Errorf("%q: %v, want 1 of 2 entries refused", bad, err)
 		}
 	}
 }

@@ -38,6 +38,14 @@
 //
 //	uncovered -in _output/mutate/sidecar_xds_model.json -dir ./sidecar/xds/model \
 //	    -out _output/mutate/uncovered/sidecar_xds_model.json
+//
+// With -equivalent it runs nothing: it checks that every entry of an
+// equivalent.txt still names, in the source under -dir (the module root),
+// an operator its mutator type mutates, which finds an entry whose code
+// moved without a mutation run (hack/mutate/report's check against a run
+// finds the rest):
+//
+//	uncovered -equivalent hack/mutate/equivalent.txt -dir .
 package main
 
 import (
@@ -48,6 +56,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,7 +72,15 @@ func main() {
 	buildTimeout := flag.Duration("build-timeout", 10*time.Minute, "the timeout of a mutant's build")
 	tags := flag.String("tags", "", "build tags for go test")
 	check := flag.Bool("check", false, "only apply every mutant and check its token; test none")
+	equiv := flag.String("equivalent", "", "instead: check that each entry of this equivalent.txt names, in the source under -dir, an operator its mutator type mutates")
 	flag.Parse()
+	if *equiv != "" {
+		if err := checkEquivalent(*equiv, *dir); err != nil {
+			fmt.Fprintln(os.Stderr, "uncovered:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *in == "" || (*out == "" && !*check) {
 		fmt.Fprintln(os.Stderr, "uncovered: -in and -out are required")
 		flag.Usage()
@@ -200,4 +217,66 @@ func prepare(g mutjson.Gremlins, root string) ([]prepared, error) {
 		return nil, fmt.Errorf("%d of the NOT COVERED mutants do not match the source (is it the source gremlins ran on?)", len(errs))
 	}
 	return out, nil
+}
+
+// checkEquivalent applies every mutant equivalent.txt names to the source
+// under root (the module's root): an entry whose position holds no operator
+// its type mutates has rotted (the code moved), whether or not a run of its
+// package is at hand. An entry that still applies may have rotted too (an
+// operator of the same kind moved there); the report's check against a run
+// finds those.
+func checkEquivalent(path, root string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	n := 0
+	for i, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		n++
+		at, typ, pos := parseEntry(line)
+		if at == "" {
+			bad = append(bad, fmt.Sprintf("%s:%d: want `pkg/file.go:line:col TYPE reason`", path, i+1))
+			continue
+		}
+		src, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(at)))
+		if err == nil {
+			_, err = apply(at, src, pos[0], pos[1], typ)
+		}
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("%s:%d: %v", path, i+1, err))
+		}
+	}
+	for _, b := range bad {
+		fmt.Fprintln(os.Stderr, b)
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%d of %d entries of %s name no operator their type mutates", len(bad), n, path)
+	}
+	fmt.Fprintf(os.Stderr, "uncovered: %d entries of %s each name an operator their type mutates\n", n, path)
+	return nil
+}
+
+// parseEntry splits `pkg/file.go:line:col TYPE reason`.
+func parseEntry(line string) (file, typ string, pos [2]int) {
+	fields := strings.SplitN(line, " ", 3)
+	if len(fields) < 2 {
+		return "", "", pos
+	}
+	parts := strings.Split(fields[0], ":")
+	if len(parts) != 3 {
+		return "", "", pos
+	}
+	for i, p := range parts[1:] {
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 1 {
+			return "", "", pos
+		}
+		pos[i] = v
+	}
+	return parts[0], fields[1], pos
 }
