@@ -18,7 +18,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -191,26 +190,10 @@ func Run(ctx context.Context, cfg Config) error {
 		grpcLis.Close()
 		return fmt.Errorf("controlplane: listen %s: %w", cfg.HTTPAddr, err)
 	}
-	gs := grpc.NewServer(
-		// A connection ends when its client certificate expires: a sidecar
-		// then reconnects with its renewed SVID (a new stream on the old
-		// connection would be refused).
-		grpc.Creds(expiringCreds{credentials.NewTLS(serverTLS(ca, serving)), cfg.Clock}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
-		// A sidecar holds three streams (ADS, access log, certificates);
-		// no client needs more than a handful, nor messages past 4 MiB (an
-		// access-log batch of 1,000 capped events is well under), nor 10s
-		// for its TLS handshake.
-		grpc.MaxConcurrentStreams(32),
-		grpc.MaxRecvMsgSize(4<<20),
-		// What a sidecar receives (names.MaxXDSMessageSize, its ADS
-		// client's limit). The ADS server already withholds a snapshot
-		// that would need a larger response (ads.Config.MaxMessageSize);
-		// this is the last word on the wire.
-		grpc.MaxSendMsgSize(names.MaxXDSMessageSize),
-		grpc.ConnectionTimeout(10*time.Second),
-		grpc.ChainStreamInterceptor(xs.StreamInterceptor()),
-	)
+	// A connection ends when its client certificate expires: a sidecar
+	// then reconnects with its renewed SVID (a new stream on the old
+	// connection would be refused).
+	gs := grpc.NewServer(serverOptions(expiringCreds{credentials.NewTLS(serverTLS(ca, serving)), cfg.Clock}, xs)...)
 	certificatev1.RegisterCertificateServiceServer(gs, svc)
 	xs.Register(gs)
 	asvc.Register(gs)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -26,6 +28,12 @@ var (
 		"BenchmarkEndpointChurnPush: ready (flip an endpoint's ready condition: EDS only) or address (move an endpoint: EDS and the outbound listener)")
 	pushInterval = flag.Duration("push.interval", 0,
 		"BenchmarkEndpointChurnPush: 0 makes each change wait until every client has the previous one; >0 makes a change every interval (open-loop churn; changes then share rounds)")
+	pushSubscribe = flag.Int("push.subscribe", 0,
+		"BenchmarkEndpointChurnPush: 0 makes each client subscribe to every Service's endpoints (as sidecars do today); N>0 to N Services' only, the changes visiting those (what a sidecar scoped to the Services it reaches would cost)")
+	pushScopeClusters = flag.Bool("push.scopeclusters", false,
+		"BenchmarkEndpointChurnPush: with -push.subscribe, each client also subscribes to those Services' clusters by name instead of every cluster")
+	pushHeapProfile = flag.String("push.heapprofile", "",
+		"BenchmarkEndpointChurnPush: write a heap profile here when heap-MB is measured (every client still connected; -test.memprofile is written after they are gone), and the base heap's to <path>.base")
 )
 
 const (
@@ -60,6 +68,18 @@ func BenchmarkEndpointChurnPush(b *testing.B) {
 	}
 	t0 := time.Now()
 	env := newPushEnv(b, pushServices, pushEndpoints, *pushClients, *pushMode)
+	if n := *pushSubscribe; n > 0 {
+		if n > pushServices {
+			b.Fatalf("-push.subscribe=%d: there are %d Services", n, pushServices)
+		}
+		env.scope = n
+		for k := range n {
+			env.scopeNames = append(env.scopeNames, env.edsName(env.service(k)))
+		}
+		if *pushScopeClusters {
+			env.scopeClusters = env.scopeNames
+		}
+	}
 	b.Logf("cluster of %d services × %d endpoints, %d client pods: registry synced in %v",
 		pushServices, pushEndpoints, *pushClients, time.Since(t0).Round(time.Millisecond))
 	base := env.baselines(b)
@@ -117,8 +137,16 @@ func (env *pushEnv) baselines(b *testing.B) pushBase {
 	base.generateMs = pctMs(gen, 0.5)
 
 	var ms runtime.MemStats
+	// Twice: what sync.Pools held at the first collection (gRPC's buffers)
+	// survives it in their victim caches; it is gone at the second.
+	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
+	if *pushHeapProfile != "" {
+		// The base's own profile: pprof -diff_base path.base path shows
+		// what the xDS server and its clients hold.
+		writeHeapProfile(b, *pushHeapProfile+".base")
+	}
 	base.heapBase = ms.HeapInuse
 	return base
 }
@@ -238,8 +266,14 @@ func (env *pushEnv) churn(b *testing.B, debounce time.Duration, base pushBase) {
 	close(stop)
 	wg.Wait()
 	var ms runtime.MemStats
+	// Twice: what sync.Pools held at the first collection (gRPC's buffers)
+	// survives it in their victim caches; it is gone at the second.
+	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
+	if *pushHeapProfile != "" {
+		writeHeapProfile(b, *pushHeapProfile)
+	}
 
 	roundSum1, rounds1 := ps.metric(b, "weft_xds_regenerate_duration_seconds")
 	eds1, _ := ps.metric(b, "weft_xds_pushes_total", "type", "endpoint")
@@ -275,6 +309,8 @@ func (env *pushEnv) churn(b *testing.B, debounce time.Duration, base pushBase) {
 	b.ReportMetric(p50/base.generateMs, "p50/gen")
 	b.ReportMetric(float64(n), "clients")
 	b.ReportMetric(fc, "changes")
+	b.ReportMetric(float64(env.scope), "subscribed")                       // Services whose endpoints each client subscribes to; 0: all
+	b.ReportMetric(float64(len(env.scopeClusters)), "clusters-subscribed") // 0: every cluster (wildcard)
 }
 
 // pctMs is the p-th percentile of ds in milliseconds.
@@ -284,4 +320,20 @@ func pctMs(ds []time.Duration, p float64) float64 {
 	}
 	s := slices.Sorted(slices.Values(ds))
 	return float64(s[min(len(s)-1, int(p*float64(len(s))))].Microseconds()) / 1000
+}
+
+// writeHeapProfile writes the heap profile (in-use figures as of the last
+// collection) to path.
+func writeHeapProfile(b *testing.B, path string) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
 }

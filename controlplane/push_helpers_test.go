@@ -31,7 +31,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,6 +77,13 @@ type pushEnv struct {
 	slices  []*discoveryv1.EndpointSlice // newest version of each service's slice
 	clients []pushPod
 	mode    string // "ready" or "address"
+	// scope > 0: each client subscribes to the endpoints of scope
+	// Services only (scopeNames), and the changes visit those.
+	scope      int
+	scopeNames []string
+	// scopeClusters: the clusters each client subscribes to by name; nil,
+	// every cluster (wildcard, as sidecars do today).
+	scopeClusters []string
 
 	seq     int          // changes made so far (all phases): picks the service and the marker address
 	pending sync.Map     // EDS resource name -> *pushChange not yet seen by every client
@@ -116,7 +122,7 @@ func newPushEnv(tb testing.TB, services, eps, nClients int, mode string) *pushEn
 			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}},
 			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{
 				Type: corev1.ServiceTypeClusterIP, Selector: pushLabels(name),
-				ClusterIP: fmt.Sprintf("10.96.%d.%d", i/250, i%250+1), ClusterIPs: []string{fmt.Sprintf("10.96.%d.%d", i/250, i%250+1)},
+				ClusterIP: pushAddr(pushServiceBase, i), ClusterIPs: []string{pushAddr(pushServiceBase, i)},
 				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: tcp}},
 			}})
 		es := &discoveryv1.EndpointSlice{
@@ -125,7 +131,7 @@ func newPushEnv(tb testing.TB, services, eps, nClients int, mode string) *pushEn
 			Ports:       []discoveryv1.EndpointPort{{Name: new("http"), Port: new(int32(8080)), Protocol: &tcp}},
 		}
 		for e := range eps {
-			pod, ip := fmt.Sprintf("%s-%d", name, e), fmt.Sprintf("10.%d.%d.%d", 1+i/250, i%250, e+1)
+			pod, ip := fmt.Sprintf("%s-%d", name, e), pushAddr(pushPodBase, i*eps+e)
 			objs = append(objs, pushInjectedPod(ns, pod, name, ip, pushLabels(name)))
 			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: new("node-1"),
 				Conditions: discoveryv1.EndpointConditions{Ready: new(true), Serving: new(true), Terminating: new(false)},
@@ -137,7 +143,7 @@ func newPushEnv(tb testing.TB, services, eps, nClients int, mode string) *pushEn
 	for j := range nClients {
 		ns, name := fmt.Sprintf("ns-%d", j%pushNamespaces), fmt.Sprintf("client-%d", j)
 		objs = append(objs, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}},
-			pushInjectedPod(ns, name, name, fmt.Sprintf("10.199.%d.%d", j/250, j%250+1), pushLabels(name)))
+			pushInjectedPod(ns, name, name, pushAddr(pushPodBase, services*eps+j), pushLabels(name)))
 		env.clients = append(env.clients, pushPod{ns: ns, name: name, id: spiffeid.RequireFromSegments(pushTD, "ns", ns, "sa", name)})
 	}
 	env.kube = testutil.FakeKube(nil, objs...)
@@ -200,6 +206,44 @@ func (c *pushChange) seen(client int, at time.Time) {
 	}
 }
 
+// The benchmark's addresses, data in the fake API server that nothing
+// dials: Services in 198.19.0.0/16, pods from 198.18.1.0, and the
+// addresses endpoints move to from 198.18.128.0 (198.18.0.0/15 is the
+// tests' range; 198.18.0.0/24 is left to the tests' own pods).
+var (
+	pushServiceBase = netip.MustParseAddr("198.19.0.1")
+	pushPodBase     = netip.MustParseAddr("198.18.1.0")
+	pushMovedBase   = netip.MustParseAddr("198.18.128.0")
+)
+
+// pushAddr is the n-th IPv4 address from base; it panics past 198.19.255.255.
+func pushAddr(base netip.Addr, n int) string {
+	b := base.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += uint32(n)
+	a := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	if n < 0 || !netip.MustParsePrefix("198.18.0.0/15").Contains(a) {
+		panic(fmt.Sprintf("push bench: address %d from %s is outside 198.18.0.0/15", n, base))
+	}
+	return a.String()
+}
+
+// service is the index of the Service the k-th change visits: every
+// Service before one repeats (37 is coprime with the service count used
+// here), or with a scope, the scope's Services.
+func (env *pushEnv) service(k int) int {
+	if env.scope > 0 {
+		k %= env.scope
+	}
+	return (k * 37) % len(env.slices)
+}
+
+// edsName is the EDS resource name of the i-th Service.
+func (env *pushEnv) edsName(i int) string {
+	es := env.slices[i]
+	return fmt.Sprintf("outbound|80|%s.%s", es.Labels[discoveryv1.LabelServiceName], es.Namespace)
+}
+
 // change updates the EndpointSlice of the next service (successive
 // changes visit all services before one repeats) through the fake API
 // server: "ready" flips endpoint 0's ready condition (EDS changes only);
@@ -209,10 +253,10 @@ func (c *pushChange) seen(client int, at time.Time) {
 func (env *pushEnv) change(ctx context.Context, nClients int) (*pushChange, error) {
 	k := env.seq
 	env.seq++
-	i := (k * 37) % len(env.slices) // 37 is coprime with the service count used here
+	i := env.service(k)
 	es := env.slices[i].DeepCopy()
 	ep := &es.Endpoints[0]
-	c := &pushChange{cluster: fmt.Sprintf("outbound|80|%s.%s", es.Labels[discoveryv1.LabelServiceName], es.Namespace),
+	c := &pushChange{cluster: env.edsName(i),
 		got: make([]atomic.Int64, nClients), done: make(chan struct{})}
 	c.left.Store(int64(nClients))
 	if nClients == 0 {
@@ -220,7 +264,7 @@ func (env *pushEnv) change(ctx context.Context, nClients int) (*pushChange, erro
 	}
 	switch env.mode {
 	case "address":
-		addr := fmt.Sprintf("10.%d.%d.%d", 200+k/62500, (k/250)%250, k%250+1)
+		addr := pushAddr(pushMovedBase, k)
 		ep.Addresses = []string{addr}
 		c.check = func(cla *endpointv3.ClusterLoadAssignment) bool {
 			return slices.ContainsFunc(claEndpoints(cla), func(e *endpointv3.LbEndpoint) bool {
@@ -322,11 +366,7 @@ func (env *pushEnv) startXDS(tb testing.TB, debounce time.Duration) *pushServer 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	gs := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(serverTLS(env.ca, env.serving))),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainStreamInterceptor(ps.xs.StreamInterceptor()),
-	)
+	gs := grpc.NewServer(serverOptions(credentials.NewTLS(serverTLS(env.ca, env.serving)), ps.xs)...)
 	ps.xs.Register(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -416,7 +456,7 @@ func (env *pushEnv) connect(ctx context.Context, ps *pushServer, idx int) (*push
 		return nil, err
 	}
 	for _, r := range []*discovery.DeltaDiscoveryRequest{
-		{Node: &corev3.Node{Id: xds.NodeID(p.name, p.ns)}, TypeUrl: resource.ClusterType},
+		{Node: &corev3.Node{Id: xds.NodeID(p.name, p.ns)}, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: env.scopeClusters},
 		{TypeUrl: resource.ListenerType},
 		{TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"trust_bundle"}},
 	} {
@@ -449,9 +489,9 @@ func (c *pushClient) run(env *pushEnv) {
 		switch t {
 		case resource.ClusterType:
 			if !seen[t] {
-				var eds []string
+				eds := env.scopeNames
 				for _, res := range r.GetResources() {
-					if strings.HasPrefix(res.GetName(), "outbound|") {
+					if env.scope == 0 && strings.HasPrefix(res.GetName(), "outbound|") {
 						eds = append(eds, res.GetName())
 					}
 				}
