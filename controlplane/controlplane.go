@@ -127,19 +127,20 @@ func Run(ctx context.Context, cfg Config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	meshRegistry, err := registry.New(registry.Config{Client: cfg.Kube, Weft: cfg.Weft, TrustDomain: td.String(),
+		Logger: log.With("component", "registry"), Clock: cfg.Clock, GatewayAPI: cfg.HTTPRouting})
+	if err != nil {
+		return err
+	}
 	// One TokenReview cache for the certificate service and the streams
-	// (ADS, audit), which present the same pod token.
-	authn := &identity.CachingAuthenticator{Next: &identity.TokenReviewer{Client: cfg.Kube}, Clock: cfg.Clock}
+	// (ADS, audit), which present the same pod token. The pod a token is
+	// bound to is checked in the registry's informer cache when it holds
+	// it: a new pod costs the API server one request, not two.
+	authn := &identity.CachingAuthenticator{Next: &identity.TokenReviewer{Client: cfg.Kube, Pods: meshRegistry.Pod}, Clock: cfg.Clock}
 	svc, err := identity.New(identity.Config{
 		CA: ca, Authenticator: authn, Logger: log.With("component", "identity"),
 		Clock: cfg.Clock, Registerer: reg, MaxTTL: cfg.SVIDTTL, ServerNames: serverNames,
 	})
-	if err != nil {
-		return err
-	}
-
-	meshRegistry, err := registry.New(registry.Config{Client: cfg.Kube, Weft: cfg.Weft, TrustDomain: td.String(),
-		Logger: log.With("component", "registry"), Clock: cfg.Clock, GatewayAPI: cfg.HTTPRouting})
 	if err != nil {
 		return err
 	}
@@ -193,7 +194,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// A connection ends when its client certificate expires: a sidecar
 	// then reconnects with its renewed SVID (a new stream on the old
 	// connection would be refused).
-	gs := grpc.NewServer(serverOptions(expiringCreds{credentials.NewTLS(serverTLS(ca, serving)), cfg.Clock}, xs)...)
+	gs := grpc.NewServer(serverOptions(expiringCreds{credentials.NewTLS(serverTLS(ca, serving)), cfg.Clock}, xs.StreamInterceptor())...)
 	certificatev1.RegisterCertificateServiceServer(gs, svc)
 	xs.Register(gs)
 	asvc.Register(gs)

@@ -8,12 +8,12 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/weftmesh/weft/api/names"
-	"github.com/weftmesh/weft/controlplane/xds/ads"
 )
 
 // serverOptions are the control plane's gRPC server's options: creds for
-// its TLS, xs's stream interceptor (the xDS streams' authorization).
-func serverOptions(creds credentials.TransportCredentials, xs *ads.Server) []grpc.ServerOption {
+// its TLS, and streams, the stream interceptors (Run: the ADS server's,
+// the xDS streams' authorization).
+func serverOptions(creds credentials.TransportCredentials, streams ...grpc.StreamServerInterceptor) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.Creds(creds),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
@@ -39,6 +39,6 @@ func serverOptions(creds credentials.TransportCredentials, xs *ads.Server) []grp
 		// figures.
 		grpc.SharedWriteBuffer(true),
 		grpc.ReadBufferSize(0),
-		grpc.ChainStreamInterceptor(xs.StreamInterceptor()),
+		grpc.ChainStreamInterceptor(streams...),
 	}
 }

@@ -366,7 +366,7 @@ func (env *pushEnv) startXDS(tb testing.TB, debounce time.Duration) *pushServer 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	gs := grpc.NewServer(serverOptions(credentials.NewTLS(serverTLS(env.ca, env.serving)), ps.xs)...)
+	gs := grpc.NewServer(serverOptions(credentials.NewTLS(serverTLS(env.ca, env.serving)), ps.xs.StreamInterceptor())...)
 	ps.xs.Register(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -50,6 +51,13 @@ var ErrUnauthenticated = errors.New("identity: token refused")
 type TokenReviewer struct {
 	Client   kubernetes.Interface
 	Audience string // "" means Audience
+	// Pods, when set, looks the token's pod up in a cache of the API
+	// server's pods first (the control plane's informers, which watch
+	// every pod anyway): a pod it holds with the token's UID is checked
+	// there, and the API server is spared a GET. A pod it does not hold,
+	// or holds with another UID (a name reused, a cache behind), is asked
+	// of the API server as without it. The returned pod is not modified.
+	Pods func(namespace, name string) (*corev1.Pod, bool)
 }
 
 var _ Authenticator = (*TokenReviewer)(nil)
@@ -75,12 +83,20 @@ func (r *TokenReviewer) Authenticate(ctx context.Context, token string) (Caller,
 	if c.PodName == "" || c.PodUID == "" {
 		return Caller{}, fmt.Errorf("%w: token of %s/%s is not bound to a pod", ErrUnauthenticated, ns, sa)
 	}
-	pod, err := r.Client.CoreV1().Pods(ns).Get(ctx, c.PodName, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		return Caller{}, fmt.Errorf("%w: pod %s/%s no longer exists", ErrUnauthenticated, ns, c.PodName)
-	case err != nil:
-		return Caller{}, fmt.Errorf("identity: get pod %s/%s: %w", ns, c.PodName, err)
+	var pod *corev1.Pod
+	if r.Pods != nil {
+		if p, ok := r.Pods(ns, c.PodName); ok && string(p.UID) == c.PodUID {
+			pod = p
+		}
+	}
+	if pod == nil {
+		pod, err = r.Client.CoreV1().Pods(ns).Get(ctx, c.PodName, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return Caller{}, fmt.Errorf("%w: pod %s/%s no longer exists", ErrUnauthenticated, ns, c.PodName)
+		case err != nil:
+			return Caller{}, fmt.Errorf("identity: get pod %s/%s: %w", ns, c.PodName, err)
+		}
 	}
 	if string(pod.UID) != c.PodUID {
 		return Caller{}, fmt.Errorf("%w: pod %s/%s has UID %s, token is bound to %s", ErrUnauthenticated, ns, c.PodName, pod.UID, c.PodUID)

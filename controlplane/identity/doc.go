@@ -15,8 +15,12 @@
 //     remembers a review for 30 s). Only pod-bound tokens of a
 //     ServiceAccount are accepted, the review must report the weft-ca
 //     audience, and the pod the token is bound to must still exist with the
-//     same UID and run as the same ServiceAccount (a token of a deleted pod
-//     is refused even if the API server still honours it).
+//     same UID and run as the same ServiceAccount, and not be terminating (a
+//     token of a deleted pod is refused even if the API server still
+//     honours it). The control plane checks the pod in its informers' cache
+//     when that holds it with the token's UID (TokenReviewer.Pods: one API
+//     request per new pod instead of two; the cache may be behind the API
+//     server by its watch's latency), else with a GET.
 //  4. The SPIFFE ID is derived from the review alone:
 //     spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>. Nothing in
 //     the CSR (subject, SANs, extensions) is ever used for the identity.

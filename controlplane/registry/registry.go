@@ -198,6 +198,22 @@ func (r *Registry) trigger() {
 // and the first snapshot is built (see Ready).
 func (r *Registry) Current() *mesh.Snapshot { return r.current.Load() }
 
+// Pod is the pod as the registry's informer last saw it (managed fields
+// stripped), or false when it holds no such pod or has not synced yet. The
+// pod is shared: it must not be modified.
+func (r *Registry) Pod(namespace, name string) (*corev1.Pod, bool) {
+	select {
+	case <-r.ready:
+	default:
+		return nil, false
+	}
+	p, err := r.listers.pods.Pods(namespace).Get(name)
+	if err != nil {
+		return nil, false
+	}
+	return p, true
+}
+
 // Ready is closed once Current returns a snapshot.
 func (r *Registry) Ready() <-chan struct{} { return r.ready }
 
