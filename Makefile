@@ -30,12 +30,13 @@ build:
 test:
 	$(GO) test -race -count=1 ./...
 	cd sidecar/proxy/bench && python3 -m unittest -q
+	cd hack/mutate && $(GO) test -count=1 ./...
 
 ## test-vm: TestTenThousandConnections with all 10,000 connections, in a KVM virtual machine (hack/vmtest; needs hardware KVM)
 test-vm:
 	hack/vmtest/run.sh
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet, and hack/mutate/equivalent.txt against the code
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^test/cluster/\(tools\|coredns\)/')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
@@ -43,6 +44,9 @@ lint:
 	$(GO) vet -tags e2e ./test/e2e/...
 	$(GO) vet -tags helm ./deploy/
 	cd test/conformance && $(GO) vet -tags conformance .
+	cd hack/mutate && $(GO) vet ./...
+	@# Each equivalent mutant still names an operator at its position (code moves).
+	cd hack/mutate && $(GO) run ./uncovered -equivalent equivalent.txt -dir ../..
 
 ## fuzz: each fuzz target for FUZZTIME (go test runs their seeds always)
 fuzz:
