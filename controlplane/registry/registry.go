@@ -82,6 +82,7 @@ type Registry struct {
 	current  atomic.Pointer[mesh.Snapshot]
 	changed  chan struct{} // cap 1: "something changed, rebuild"
 	ready    chan struct{} // closed once the first snapshot is published
+	stopped  chan struct{} // closed when Run returns: the informers no longer watch
 	running  atomic.Bool
 	rebuilds atomic.Int64 // rebuilds done, published or not (tests wait on it)
 
@@ -131,6 +132,7 @@ func New(cfg Config) (*Registry, error) {
 		weft:    dynamicinformer.NewDynamicSharedInformerFactory(cfg.Weft, cfg.Resync),
 		changed: make(chan struct{}, 1),
 		ready:   make(chan struct{}),
+		stopped: make(chan struct{}),
 	}
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { r.trigger() },
@@ -199,9 +201,15 @@ func (r *Registry) trigger() {
 func (r *Registry) Current() *mesh.Snapshot { return r.current.Load() }
 
 // Pod is the pod as the registry's informer last saw it (managed fields
-// stripped), or false when it holds no such pod or has not synced yet. The
-// pod is shared: it must not be modified.
+// stripped), or false when it holds no such pod, has not synced yet, or
+// Run has returned (its informers no longer watch: what they hold may be
+// any age). The pod is shared: it must not be modified.
 func (r *Registry) Pod(namespace, name string) (*corev1.Pod, bool) {
+	select {
+	case <-r.stopped:
+		return nil, false
+	default:
+	}
 	select {
 	case <-r.ready:
 	default:
@@ -239,6 +247,7 @@ func (r *Registry) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("registry: Run called twice")
 	}
+	defer close(r.stopped)
 	recorder := r.cfg.Recorder
 	if recorder == nil {
 		b := record.NewBroadcaster(record.WithContext(ctx))
