@@ -150,6 +150,16 @@ func checkPod(pod *corev1.Pod) error {
 		if v.Name == TokenVolume || v.Name == BundleVolume || v.Name == WorkloadVolume {
 			return refusal(fmt.Sprintf("injector: the pod already has a volume named %s, a name weft reserves", v.Name))
 		}
+		// The weft-ca token is weft-proxy's alone (mountsReserved): a
+		// volume of the pod's own that projects one under another name
+		// would hand it to the app.
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if t := src.ServiceAccountToken; t != nil && t.Audience == TokenAudience {
+					return refusal(fmt.Sprintf("injector: volume %s projects a ServiceAccount token for audience %s, which only weft-proxy may hold", v.Name, TokenAudience))
+				}
+			}
+		}
 	}
 	var podUID *int64
 	if pod.Spec.SecurityContext != nil {

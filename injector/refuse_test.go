@@ -75,6 +75,14 @@ func TestPodRefused(t *testing.T) {
 		{"the token volume by name, init container", func(p *corev1.Pod) {
 			p.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "busybox", VolumeMounts: []corev1.VolumeMount{{Name: TokenVolume, MountPath: "/tok"}}}}
 		}, "injector: container setup mounts volume weft-token, which weft reserves"},
+		{"a weft-ca token under another name", func(p *corev1.Pod) {
+			p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "mine", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{
+					{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: "vault", Path: "vault"}},
+					{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: TokenAudience, Path: "t"}},
+				}}}})
+			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "mine", MountPath: "/mine"}}
+		}, "injector: volume mine projects a ServiceAccount token for audience weft-ca, which only weft-proxy may hold"},
 		{"reserved mount", func(p *corev1.Pod) {
 			p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "x", MountPath: "/var/run/secrets/weft"}}
 		}, "injector: container web mounts /var/run/secrets/weft, under /var/run/secrets/weft/ which weft reserves"},
@@ -101,5 +109,18 @@ func assertDenied(t *testing.T, r *admissionv1.AdmissionResponse, code int32, ms
 	t.Helper()
 	if r.Allowed || r.Patch != nil || r.Result == nil || r.Result.Code != code || !strings.HasPrefix(r.Result.Message, msgPrefix) {
 		t.Errorf("response %s, want denied with %d %q", fmt.Sprintf("%+v %+v", r, r.Result), code, msgPrefix)
+	}
+}
+
+// A token the pod projects for another audience is the app's business.
+func TestOtherAudienceTokenAllowed(t *testing.T) {
+	pod := podWith(t, func(p *corev1.Pod) {
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "vault-token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: "vault", Path: "token"}}}}}})
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "vault-token", MountPath: "/var/run/secrets/vault"}}
+	})
+	review, _ := newInjector(t, true).Review(reviewBody(t, pod, "demo"))
+	if !review.Response.Allowed {
+		t.Fatalf("refused: %+v", review.Response.Result)
 	}
 }
