@@ -237,6 +237,17 @@ func (a *Authorizer) Authorize(ctx context.Context, service, what string) (*Gran
 		delete(a.grants, g)
 		a.mu.Unlock()
 	}()
+	// The pod again, now that a Recheck would see the grant: a snapshot
+	// without it published since the check above (its Recheck found no
+	// grant to end) must not leave a stream nothing rechecks until the
+	// next change.
+	switch pod, known, err := a.cfg.Pods.Pod(ctx, caller.Namespace, caller.PodName); {
+	case err != nil:
+		// A lookup error leaves the grant alone, as Recheck does.
+	case !known || pod.UID != caller.PodUID:
+		g.end(codes.PermissionDenied, "pod %s went while its %s was authorized", name, what)
+		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s is not known", service, name)
+	}
 	return g, nil
 }
 
