@@ -16,7 +16,12 @@ import (
 // over 20 injected namespaces, each with one port and endpoints sidecar
 // pods (one in ten not ready).
 func bigMesh(services, endpoints int) *mesh.Snapshot {
-	c := meshContents(v1alpha1.OutboundRegistryOnly)
+	return mesh.NewSnapshot(0, bigContents(v1alpha1.OutboundRegistryOnly, services, endpoints))
+}
+
+// bigContents is bigMesh's contents, outbound policy mode.
+func bigContents(mode v1alpha1.OutboundMode, services, endpoints int) mesh.Contents {
+	c := meshContents(mode)
 	for i := range 20 {
 		c.Namespaces = append(c.Namespaces, mesh.Namespace{Name: fmt.Sprintf("ns-%02d", i), Injection: true})
 	}
@@ -40,7 +45,7 @@ func bigMesh(services, endpoints int) *mesh.Snapshot {
 		svc.Identities = identities(svc.Endpoints)
 		c.Services = append(c.Services, svc)
 	}
-	return mesh.NewSnapshot(0, c)
+	return c
 }
 
 func benchNode(b *testing.B, snap *mesh.Snapshot) (*Generator, xds.Node) {

@@ -119,7 +119,7 @@ var (
 // real sidecar xDS client per node of agreeNodes, over gRPC with mTLS on
 // loopback.
 type agreeMesh struct {
-	t     *testing.T
+	t     testing.TB
 	ca    *certs.CA
 	snap  atomic.Pointer[mesh.Snapshot]
 	srv   *ads.Server
@@ -163,10 +163,10 @@ func (v agreePods) Authenticate(_ context.Context, token string) (identity.Calle
 	return identity.Caller{Namespace: ns, ServiceAccount: w.ServiceAccount, PodName: pod, PodUID: w.UID}, nil
 }
 
-func newAgreeMesh(t *testing.T) *agreeMesh { return newAgreeMeshWith(t, false) }
+func newAgreeMesh(t testing.TB) *agreeMesh { return newAgreeMeshWith(t, false) }
 
 // newAgreeMeshWith is newAgreeMesh with Generator.HTTPRouting set to http.
-func newAgreeMeshWith(t *testing.T, http bool) *agreeMesh {
+func newAgreeMeshWith(t testing.TB, http bool) *agreeMesh {
 	t.Helper()
 	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: meshTD})
 	if err != nil {

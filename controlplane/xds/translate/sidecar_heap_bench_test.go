@@ -1,0 +1,100 @@
+package translate
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"testing"
+
+	"github.com/weftmesh/weft/api/v1alpha1"
+)
+
+var sidecarHeapProfile = flag.String("sidecarheap.profile", "",
+	"BenchmarkSidecarHeap: write the heap profile to <path>.<services> once the sidecars hold the mesh")
+
+// sidecarPackages are the packages whose allocations are the sidecar's
+// configuration: its xDS client (decoding, validation, Build) and the
+// model it builds.
+var sidecarPackages = []string{"github.com/weftmesh/weft/sidecar/xds."}
+
+// sidecarHeldBytes sums the live bytes of every allocation made with a
+// frame of sidecarPackages on its stack, from the runtime's memory profile
+// (exact when runtime.MemProfileRate is 1 from before the allocations).
+func sidecarHeldBytes() int64 {
+	runtime.GC()
+	runtime.GC()
+	var recs []runtime.MemProfileRecord
+	n, _ := runtime.MemProfile(nil, false)
+	for {
+		recs = make([]runtime.MemProfileRecord, n+100)
+		var ok bool
+		if n, ok = runtime.MemProfile(recs, false); ok {
+			recs = recs[:n]
+			break
+		}
+	}
+	var held int64
+	for _, r := range recs {
+		frames := runtime.CallersFrames(r.Stack())
+		for {
+			f, more := frames.Next()
+			if strings.HasPrefix(f.Function, sidecarPackages[0]) {
+				held += r.InUseBytes()
+				break
+			}
+			if !more {
+				break
+			}
+		}
+	}
+	return held
+}
+
+// BenchmarkSidecarHeap: what a sidecar holds for its configuration, by
+// the size of the mesh. The agreement harness's real sidecar xDS clients
+// (sidecar/xds.Client over gRPC and mTLS from this package's ADS server:
+// decoded, validated and built into the proxy's model exactly as in a
+// sidecar) are pushed the translator's output for a mesh of N Services ×
+// 10 endpoints; the bytes still live that were allocated under
+// sidecar/xds are counted (the runtime's memory profile at rate 1) and
+// divided by the number of sidecars. Today every sidecar gets every
+// Service, so this grows with the mesh; a sidecar scoped to the 10 Services
+// it reaches would hold what the mesh of 10 gives.
+//
+//	go test ./controlplane/xds/translate/ -run=NONE -bench=SidecarHeap -benchtime=1x
+func BenchmarkSidecarHeap(b *testing.B) {
+	rate := runtime.MemProfileRate
+	runtime.MemProfileRate = 1
+	b.Cleanup(func() { runtime.MemProfileRate = rate })
+	for _, services := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("services=%d", services), func(b *testing.B) {
+			for range b.N {
+				m := newAgreeMesh(b)
+				base := sidecarHeldBytes()
+				if _, _, err := m.push(bigContents(v1alpha1.OutboundAllowAny, services, 10)); err != nil {
+					b.Fatal(err)
+				}
+				held := sidecarHeldBytes()
+				if *sidecarHeapProfile != "" {
+					f, err := os.Create(fmt.Sprintf("%s.%d", *sidecarHeapProfile, services))
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+						b.Fatal(err)
+					}
+					f.Close()
+				}
+				for _, c := range m.nodes {
+					runtime.KeepAlive(c.Current())
+				}
+				b.ReportMetric(float64(held)/float64(len(m.nodes))/(1<<20), "MB/sidecar")
+				b.ReportMetric(float64(held-base)/float64(len(m.nodes))/(1<<20), "added-MB/sidecar")
+				b.ReportMetric(float64(services), "services")
+			}
+		})
+	}
+}
