@@ -25,15 +25,7 @@ func podCache(pods ...*corev1.Pod) func(ns, name string) (*corev1.Pod, bool) {
 }
 
 // podGets is how many pod GETs the fixture's API server answered.
-func (f fixture) podGets() int {
-	n := 0
-	for _, a := range f.api.Actions() {
-		if a.GetVerb() == "get" && a.GetResource().Resource == "pods" {
-			n++
-		}
-	}
-	return n
-}
+func (f fixture) podGets() int { return f.actions("get", "pods") }
 
 // The cache changes what a token costs the API server, never the verdict:
 // every token of the fixture, reviewed with and without a cache holding the

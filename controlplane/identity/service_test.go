@@ -81,10 +81,14 @@ func (f fixture) sign(t *testing.T, token string, req *certificatev1.SignRequest
 }
 
 // reviews is how many TokenReviews the fake API server answered.
-func (f fixture) reviews() int {
+func (f fixture) reviews() int { return f.actions("create", "tokenreviews") }
+
+// actions is how many requests of verb on resource the fake API server
+// answered.
+func (f fixture) actions(verb, resource string) int {
 	n := 0
 	for _, a := range f.api.Actions() {
-		if a.GetVerb() == "create" && a.GetResource().Resource == "tokenreviews" {
+		if a.GetVerb() == verb && a.GetResource().Resource == resource {
 			n++
 		}
 	}
