@@ -72,7 +72,7 @@ mutate:
 	    --exclude-files '(^|/)bench/' --exclude-files '_test\.go$$' \
 	    -o $(CURDIR)/$(OUT)/mutate/$$n.json ./$$p; \
 	  echo "== uncovered $$p: the mutants gremlins marked NOT COVERED, each applied and tested"; \
-	  $(OUT)/bin/uncovered -coefficient 4 -min-timeout 10s -in $(CURDIR)/$(OUT)/mutate/$$n.json -dir ./$$p \
+	  $(OUT)/bin/uncovered -coefficient 4 -min-timeout 30s -in $(CURDIR)/$(OUT)/mutate/$$n.json -dir ./$$p \
 	    -out $(CURDIR)/$(OUT)/mutate/uncovered/$$n.json; \
 	done
 	cd hack/mutate && $(GO) run ./report -in $(CURDIR)/$(OUT)/mutate -uncovered $(CURDIR)/$(OUT)/mutate/uncovered \
