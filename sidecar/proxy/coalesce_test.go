@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,9 +168,20 @@ func TestCloseEndsAStuckCoalescedWrite(t *testing.T) {
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- client.Close() }()
-	testutil.Receive(t, closed, "Close while a coalesced write is stuck")
-	if err := testutil.Receive(t, ended, "the stuck write"); !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("the stuck write ended with %v, want the socket closed under it", err)
+	// Close returns before the 5 s write deadline crypto/tls gives its
+	// close_notify could have ended the stuck write: it does not wait for
+	// the flush. (A Close behind a locked flush returns only at that
+	// deadline.)
+	select {
+	case <-closed:
+	case <-time.After(4 * time.Second):
+		t.Fatal("Close waited for the stuck coalesced write")
+	}
+	// Ended by Close: the socket closed under it, or the deadline of now
+	// that crypto/tls sets once its close_notify is queued (whichever the
+	// poller delivers first; seen both ways).
+	if err := testutil.Receive(t, ended, "the stuck write"); !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the stuck write ended with %v, want it ended by Close", err)
 	}
 }
 
