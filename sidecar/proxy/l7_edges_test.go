@@ -201,22 +201,10 @@ func TestL7TunnelIdleCountsFromTheLastByte(t *testing.T) {
 	b := startHTTPBackend(t, ca, "b")
 	sawEOF, done := make(chan struct{}, 1), make(chan struct{})
 	b.set(func(w http.ResponseWriter, r *http.Request) {
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-		buf := make([]byte, 1024)
-		for {
-			n, err := brw.Read(buf)
-			c.Write([]byte(strings.ToUpper(string(buf[:n]))))
-			if err != nil {
-				break
-			}
-		}
-		sawEOF <- struct{}{}
-		<-done // silent, and open, after the half-close
+		echoUpgrade(w, nil, func(net.Conn) {
+			sawEOF <- struct{}{}
+			<-done // silent, and open, after the half-close
+		})
 	})
 	clk := testutil.FakeClock(t)
 	a := startL7Client(t, ca, l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {b.endpoint()}}),

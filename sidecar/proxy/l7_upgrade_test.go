@@ -159,6 +159,34 @@ func TestL7WebSocketThroughThePair(t *testing.T) {
 	}
 }
 
+// echoUpgrade answers an "Upgrade: echo" request with a protocol of our
+// own: it hijacks the connection, writes the 101 (Connection, Upgrade,
+// then extra's fields), and sends back, upper-cased, what comes until the
+// client half-closes; then it calls after with the connection, and closes
+// it once after returns. If the connection cannot be hijacked it does
+// nothing.
+func echoUpgrade(w http.ResponseWriter, extra http.Header, after func(c net.Conn)) {
+	c, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	var head strings.Builder
+	head.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n")
+	extra.Write(&head)
+	head.WriteString("\r\n")
+	io.WriteString(c, head.String())
+	buf := make([]byte, 1024)
+	for {
+		n, err := brw.Read(buf)
+		c.Write([]byte(strings.ToUpper(string(buf[:n]))))
+		if err != nil {
+			break
+		}
+	}
+	after(c)
+}
+
 // rawExchange writes req on c and reads one response.
 func rawExchange(t *testing.T, c net.Conn, br *bufio.Reader, req string) (*http.Response, string) {
 	t.Helper()
@@ -191,25 +219,11 @@ func TestL7UpgradeRefusedAndHalfClose(t *testing.T) {
 			w.Header().Set("Sec-WebSocket-Version", "13")
 			http.Error(w, "no websocket here: "+r.Header.Get("Connection")+" "+r.Header.Get("X-Case"), http.StatusBadRequest)
 		case r.Header.Get("Upgrade") == "echo":
-			// A protocol of our own: after the 101, what comes is sent
-			// back, upper-cased, until the client half-closes; then a
-			// last word.
-			c, brw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Switched: yes\r\n\r\n")
-			buf := make([]byte, 1024)
-			for {
-				n, err := brw.Read(buf)
-				c.Write([]byte(strings.ToUpper(string(buf[:n]))))
-				if err != nil {
-					break
-				}
-			}
-			io.WriteString(c, "bye")
-			c.(*net.TCPConn).CloseWrite()
+			// The echo protocol, then a last word.
+			echoUpgrade(w, http.Header{"X-Switched": {"yes"}}, func(c net.Conn) {
+				io.WriteString(c, "bye")
+				c.(*net.TCPConn).CloseWrite()
+			})
 		default:
 			fmt.Fprintf(w, "plain %s", r.URL.Path)
 		}
