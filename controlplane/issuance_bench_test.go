@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -35,10 +34,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/clock"
 
 	certificatev1 "github.com/weftmesh/weft/api/certificate/v1"
-	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/identity"
 )
 
@@ -188,18 +185,7 @@ func stormOnce(b *testing.B, pods int, qps float32, burst int, informer bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	td := spiffeid.RequireTrustDomainFromString("cluster.local")
-	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td})
-	if err != nil {
-		b.Fatal(err)
-	}
-	serverNames := ServerNames(td, "weft-system", "weft-controlplane")
-	self := spiffeid.RequireFromSegments(td, "ns", "weft-system", "sa", "weft-controlplane")
-	serving := &servingCert{ca: ca, id: self, dns: serverNames[self], ttl: 24 * time.Hour, clock: clock.RealClock{},
-		log: slog.New(slog.DiscardHandler)}
-	if err := serving.issue(); err != nil {
-		b.Fatal(err)
-	}
+	ca, serving, serverNames := testServingCert(b, spiffeid.RequireTrustDomainFromString("cluster.local"))
 	reviewer := &identity.TokenReviewer{Client: kube}
 	if informer {
 		cache := map[string]*corev1.Pod{}
@@ -230,7 +216,7 @@ func stormOnce(b *testing.B, pods int, qps float32, burst int, informer bool) {
 	// connection from its own address.
 	csrs := make([][]byte, pods)
 	conns := make([]*grpc.ClientConn, pods)
-	clientTLS := tlsconfig.TLSClientConfig(ca.Bundle(), tlsconfig.AuthorizeID(self))
+	clientTLS := tlsconfig.TLSClientConfig(ca.Bundle(), tlsconfig.AuthorizeID(serving.id))
 	for i := range pods {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {

@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
@@ -40,7 +39,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
-	"k8s.io/utils/clock"
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/identity"
@@ -153,21 +151,12 @@ func newPushEnv(tb testing.TB, services, eps, nClients int, mode string) *pushEn
 		return false, nil, nil
 	})
 
-	var err error
-	if env.ca, err = certs.NewCA(certs.CAConfig{TrustDomain: pushTD}); err != nil {
-		tb.Fatal(err)
-	}
-	names := ServerNames(pushTD, "weft-system", "weft-controlplane")
-	self := spiffeid.RequireFromSegments(pushTD, "ns", "weft-system", "sa", "weft-controlplane")
-	env.serving = &servingCert{ca: env.ca, id: self, dns: names[self], ttl: 24 * time.Hour, clock: clock.RealClock{},
-		log: slog.New(slog.DiscardHandler)}
-	if err := env.serving.issue(); err != nil {
-		tb.Fatal(err)
-	}
+	env.ca, env.serving, _ = testServingCert(tb, pushTD)
 	for j := range env.clients {
 		env.clients[j].cert = testutil.Certificate(tb, env.ca, env.clients[j].id)
 	}
 
+	var err error
 	env.reg, err = registry.New(registry.Config{Client: env.kube, Weft: testutil.FakeWeft(), TrustDomain: pushTD.String()})
 	if err != nil {
 		tb.Fatal(err)

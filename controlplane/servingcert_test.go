@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/utils/clock"
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/internal/testutil"
@@ -76,4 +77,25 @@ func TestServerTLSUsesTheControlPlaneClock(t *testing.T) {
 	if err := handshake(); err == nil {
 		t.Fatal("client SVID expired on the control plane's clock accepted")
 	}
+}
+
+// testServingCert makes a CA for td on the wall clock and, issued by it,
+// the control plane's serving certificate as Run builds it: the SPIFFE ID
+// of ServiceAccount weft-system/weft-controlplane with its DNS names from
+// ServerNames, for 24 h. names is ServerNames' map (for the identity
+// service's Config).
+func testServingCert(tb testing.TB, td spiffeid.TrustDomain) (ca *certs.CA, serving *servingCert, names map[spiffeid.ID][]string) {
+	tb.Helper()
+	ca, err := certs.NewCA(certs.CAConfig{TrustDomain: td})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	names = ServerNames(td, "weft-system", "weft-controlplane")
+	self := spiffeid.RequireFromSegments(td, "ns", "weft-system", "sa", "weft-controlplane")
+	serving = &servingCert{ca: ca, id: self, dns: names[self], ttl: 24 * time.Hour, clock: clock.RealClock{},
+		log: slog.New(slog.DiscardHandler)}
+	if err := serving.issue(); err != nil {
+		tb.Fatal(err)
+	}
+	return ca, serving, names
 }
