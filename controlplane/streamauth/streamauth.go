@@ -206,11 +206,13 @@ func (a *Authorizer) Authorize(ctx context.Context, service, what string) (*Gran
 			return nil, status.Errorf(st.Code(), "%s: pod %s: %s", service, name, st.Message())
 		}
 		return nil, status.Errorf(codes.Unavailable, "%s: pod %s: %v", service, name, err)
-	case !known:
-		// A pod the informer has not seen yet looks the same as one that
-		// does not exist; the sidecar retries with backoff either way.
-		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s is not known", service, name)
-	case pod.UID != caller.PodUID:
+	case podGone(pod, known, caller.PodUID):
+		if !known {
+			// A pod the informer has not seen yet looks the same as one
+			// that does not exist; the sidecar retries with backoff
+			// either way.
+			return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s is not known", service, name)
+		}
 		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s has UID %s, the token is bound to UID %s", service, name, pod.UID, caller.PodUID)
 	case pod.ID != id:
 		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s runs as %s, the client certificate is %s", service, name, pod.ID, id)
@@ -244,7 +246,7 @@ func (a *Authorizer) Authorize(ctx context.Context, service, what string) (*Gran
 	switch pod, known, err := a.cfg.Pods.Pod(ctx, caller.Namespace, caller.PodName); {
 	case err != nil:
 		// A lookup error leaves the grant alone, as Recheck does.
-	case !known || pod.UID != caller.PodUID:
+	case podGone(pod, known, caller.PodUID):
 		g.end(codes.PermissionDenied, "pod %s went while its %s was authorized", name, what)
 		return nil, status.Errorf(codes.PermissionDenied, "%s: pod %s is not known", service, name)
 	}
@@ -265,17 +267,25 @@ func (a *Authorizer) Recheck(ctx context.Context) {
 	for _, g := range gs {
 		pod, known, err := a.cfg.Pods.Pod(ctx, g.Namespace, g.Pod)
 		switch {
-		case err != nil:
+		case err != nil, !podGone(pod, known, g.UID):
 			continue
 		case !known:
 			g.end(codes.PermissionDenied, "pod %s/%s was deleted", g.Namespace, g.Pod)
-		case pod.UID != g.UID:
-			g.end(codes.PermissionDenied, "pod %s/%s was replaced (UID %s, the stream's is %s)", g.Namespace, g.Pod, pod.UID, g.UID)
 		default:
-			continue
+			g.end(codes.PermissionDenied, "pod %s/%s was replaced (UID %s, the stream's is %s)", g.Namespace, g.Pod, pod.UID, g.UID)
 		}
 		a.cfg.Logger.Info("stream closed: its pod is gone", "service", g.service, "node", g.NodeID(), "cause", context.Cause(g.ctx))
 	}
+}
+
+// podGone reports whether the pod with UID uid (the one a stream's token
+// is bound to) is gone, by the registry's answer (pod, known) for its
+// namespace and name: the name is not known (deleted, or not seen yet),
+// or names a pod with another UID (replaced by one of the same name).
+// Authorize's two checks and Recheck share it, so a stream is refused at
+// the start and ended later for the same reasons.
+func podGone(pod Pod, known bool, uid string) bool {
+	return !known || pod.UID != uid
 }
 
 // Run calls Recheck after each value from changes until ctx ends.
