@@ -68,6 +68,10 @@ type Config struct {
 	AuditOut io.Writer
 	// XDSDelta selects incremental xDS instead of state-of-the-world.
 	XDSDelta bool
+	// XDSOnDemand (with XDSDelta) learns the in-mesh Services' clusters and
+	// endpoints when a connection first needs them, not the whole mesh's
+	// (sidecar/xds.ClientConfig.OnDemand).
+	XDSOnDemand bool
 	// AppProbes is the JSON of the app's original probes (WEFT_APP_PROBES,
 	// from the weft.dev/probes annotation); served on /app-health/.
 	AppProbes string
@@ -178,7 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer adsConn.Close()
 	ads, err := xds.New(xds.ClientConfig{Conn: adsConn, NodeID: cfg.PodName + "." + cfg.PodNamespace, Delta: cfg.XDSDelta,
-		TrustDomain: td, UserAgentVersion: version.Version, Logger: log.With("component", "xds"), Clock: cfg.Clock})
+		OnDemand: cfg.XDSDelta && cfg.XDSOnDemand, TrustDomain: td, UserAgentVersion: version.Version, Logger: log.With("component", "xds"), Clock: cfg.Clock})
 	if err != nil {
 		return err
 	}
@@ -208,7 +212,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Audit: rec.Record, Names: bound,
+	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Demand: ads.Demand, Audit: rec.Record, Names: bound,
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, OutboundAddr6: cfg.OutboundAddr6, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof,
 		OriginalDst: cfg.OriginalDst, Logger: log.With("component", "proxy"), Clock: cfg.Clock, Metrics: reg,
 		DrainTimeout: cfg.DrainTimeout, HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.WriteTimeout,

@@ -57,7 +57,7 @@ func newMetrics(reg *wm.Registry) (*metrics, error) {
 			"Refused or failed mTLS handshakes by reason (no_client_cert, unknown_ca, expired, bad_spiffe_id, authz_denied, not_tls, tls_version, bad_certificate, timeout, peer_closed, no_svid, other).",
 			[]string{"direction", "reason"}},
 		{&m.connFailures, "weft_sidecar_connection_failures_total",
-			"Connections closed without being proxied, by reason (no_config, no_chain, original_dst, no_cluster, no_endpoint, upstream_connect, blackhole, http_denied, bad_request, unsupported, name_mismatch, name_unknown, loop, overload).",
+			"Connections closed without being proxied, by reason (no_config, no_chain, original_dst, no_cluster, on_demand, no_endpoint, upstream_connect, blackhole, http_denied, bad_request, unsupported, name_mismatch, name_unknown, loop, overload).",
 			[]string{"direction", "reason"}},
 		{&m.denials, "weft_sidecar_authz_denials_total",
 			"Connections refused by an RBAC filter, and requests by an HTTP RBAC filter (inbound h2 chains); policy is the matching DENY policy, empty when no ALLOW policy matched.",

@@ -63,6 +63,11 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	if r := p.nameUnknown(cfg, fc, dst, sn, cn); r != nil {
 		return nil, p.refuse(outbound, cn, r)
 	}
+	cfg, done, r := p.demand(ctx, cfg, fc)
+	if r != nil {
+		return nil, p.refuse(outbound, cn, r)
+	}
+	defer func() { done() }() // unless forwarded: then when the connection ends
 	if r := p.bindName(ctx, cfg, fc, sn.sni, dst, fc.Target.Cluster, cn); r != nil {
 		return nil, p.refuse(outbound, cn, r)
 	}
@@ -70,9 +75,33 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	if r != nil {
 		return nil, p.refuse(outbound, cn, r)
 	}
-	release := au.onEnd(p.lb.acquire(addr)) // egress audit hook
+	release := chain(au.onEnd(p.lb.acquire(addr)), done) // egress audit hook; the demanded cluster
+	done = func() {}
 	return &forwarding{down: down, up: up, addr: addr, release: release}, nil
 }
+
+// demand returns the configuration to connect through chain fc with: cfg,
+// or, for an in-mesh chain whose cluster is learnt on demand and not in
+// cfg, a newer one that holds it (Config.Demand), waited for at most
+// DemandTimeout. done releases the cluster; call it when the connection
+// ends. A cluster that does not come refuses the connection.
+func (p *Proxy) demand(ctx context.Context, cfg *model.Config, fc *model.FilterChain) (_ *model.Config, done func(), _ *refusal) {
+	if !cfg.OnDemand || !model.OnDemandChain(fc) || p.cfg.Demand == nil {
+		return cfg, func() {}, nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.DemandTimeout)
+	defer cancel()
+	next, release, err := p.cfg.Demand(dctx, fc.Target.Cluster)
+	if err != nil {
+		p.log.Warn("outbound: cluster learnt on demand did not come", "chain", fc.Name, "cluster", fc.Target.Cluster,
+			"waited", p.cfg.DemandTimeout, "err", err)
+		return nil, nil, refused("on_demand", "proxy: chain %s: cluster %q not received within %v: %w", fc.Name, fc.Target.Cluster, p.cfg.DemandTimeout, err)
+	}
+	return next, release, nil
+}
+
+// chain returns a function that calls f, then g.
+func chain(f, g func()) func() { return func() { f(); g() } }
 
 // connectUpstream dials cluster clusterName for a connection to dst, and
 // for a cluster with upstream TLS does the mTLS handshake with the peer

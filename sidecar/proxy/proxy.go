@@ -44,6 +44,15 @@ type Config struct {
 	// keeps the chain and cluster it chose: pushes never touch open
 	// connections.
 	Config func() *model.Config
+	// Demand returns a current configuration holding a cluster that is
+	// learnt on demand (model.Config.OnDemand, OnDemandChain), asking the
+	// control plane for it if it is not held, and a release for when the
+	// connection ends (sidecar/xds.Client.Demand). A connection to such a
+	// cluster waits for it at most DemandTimeout (5s), then is refused
+	// (reason "on_demand"): fail closed. Nil: a configuration that learns
+	// clusters on demand refuses connections to clusters it lacks.
+	Demand        func(ctx context.Context, cluster string) (cfg *model.Config, release func(), err error)
+	DemandTimeout time.Duration
 
 	// InboundAddr is where capture redirects inbound TCP: ":15006", which
 	// Go opens dual-stack ([::] taking IPv4 as well) where the pod has
@@ -197,6 +206,7 @@ func (c *Config) defaults() {
 	def(&c.OutboundAddr, "127.0.0.1:15001")
 	def(&c.AdminAddr, "127.0.0.1:15000")
 	dur(&c.ConnectTimeout, time.Second)
+	dur(&c.DemandTimeout, 5*time.Second)
 	dur(&c.DrainTimeout, 20*time.Second)
 	dur(&c.SniffTimeout, 200*time.Millisecond)
 	dur(&c.HandshakeTimeout, 10*time.Second)

@@ -38,6 +38,16 @@ type ClientConfig struct {
 	NodeID string
 	// Delta selects the incremental protocol instead of state-of-the-world.
 	Delta bool
+	// OnDemand (delta only) subscribes to clusters by name: those the
+	// listeners, routes and access logs need, and the in-mesh Services'
+	// clusters (model.Config.OnDemandClusters) only once a connection asks
+	// for one with Demand. The sidecar then holds the clusters and
+	// endpoints of the Services it reaches, not of the whole mesh.
+	OnDemand bool
+	// OnDemandIdle is how long a cluster learnt on demand stays after its
+	// last connection ended (zero: 10 minutes); then it is unsubscribed and
+	// dropped with its endpoints.
+	OnDemandIdle time.Duration
 	// TrustDomain of the mesh (zero: cluster.local): the trust bundle's, and
 	// the only one SANs and RBAC principals may name.
 	TrustDomain spiffeid.TrustDomain
@@ -78,14 +88,26 @@ type Client struct {
 	ready   chan struct{}
 	running atomic.Bool
 
-	mu   sync.Mutex // guards what follows
-	subs map[chan *model.Config]struct{}
-	st   Status
+	mu      sync.Mutex // guards what follows
+	subs    map[chan *model.Config]struct{}
+	st      Status
+	demands map[string]*demand // clusters asked for on demand, by name
+
+	// wake tells Run's goroutine that the clusters asked for changed.
+	wake chan struct{}
 
 	// Owned by Run's goroutine.
 	res      state
 	versions map[string]string // type URL -> version of the last accepted response
 	received map[string]bool   // type URL -> a response was accepted
+	built    *model.Config     // of res, complete or not (nil before the first)
+}
+
+// demand is one cluster asked for on demand: refs connections use it; idle
+// is when the last of them ended.
+type demand struct {
+	refs int
+	idle time.Time
 }
 
 // Status is the client's state for the admin endpoint.
@@ -105,6 +127,9 @@ type Status struct {
 	TooLarge  uint64
 	LastNack  *Nack
 	LastError string // why the last stream ended
+	// Demanded are the clusters asked for on demand and not yet dropped
+	// (ClientConfig.OnDemand), sorted.
+	Demanded []string `json:",omitempty"`
 }
 
 // Nack is a rejected response.
@@ -122,6 +147,12 @@ func New(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.Conn == nil && cfg.Dial == nil {
 		return nil, errors.New("xds: Conn or Dial is required")
+	}
+	if cfg.OnDemand && !cfg.Delta {
+		return nil, errors.New("xds: OnDemand needs Delta: state-of-the-world cannot subscribe to clusters by name")
+	}
+	if cfg.OnDemandIdle <= 0 {
+		cfg.OnDemandIdle = 10 * time.Minute
 	}
 	if cfg.TrustDomain.IsZero() {
 		cfg.TrustDomain = spiffeid.RequireTrustDomainFromString(names.DefaultTrustDomain)
@@ -146,6 +177,8 @@ func New(cfg ClientConfig) (*Client, error) {
 			UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: cfg.UserAgentVersion}},
 		ready:    make(chan struct{}),
 		subs:     map[chan *model.Config]struct{}{},
+		demands:  map[string]*demand{},
+		wake:     make(chan struct{}, 1),
 		st:       Status{Node: cfg.NodeID, Delta: cfg.Delta, Nacks: map[string]uint64{}},
 		res:      state{},
 		versions: map[string]string{},
@@ -192,7 +225,70 @@ func (c *Client) Status() Status {
 		n := *c.st.LastNack
 		s.LastNack = &n
 	}
+	s.Demanded = slices.Sorted(maps.Keys(c.demands))
 	return s
+}
+
+// Demand returns a current configuration that holds cluster name, asking
+// the control plane for it first if it is learnt on demand and not held
+// (ClientConfig.OnDemand): it waits for the cluster and, for an EDS one,
+// its endpoints, until ctx ends (then an error: the caller refuses the
+// connection, failing closed). release says the connection that asked is
+// done with it: a cluster no connection holds is dropped after
+// OnDemandIdle. Without OnDemand it waits the same way for a cluster the
+// control plane sends unasked.
+func (c *Client) Demand(ctx context.Context, name string) (cfg *model.Config, release func(), err error) {
+	c.mu.Lock()
+	d := c.demands[name]
+	asked := d == nil
+	if asked {
+		d = &demand{}
+		c.demands[name] = d
+	}
+	d.refs++
+	c.mu.Unlock()
+	release = sync.OnceFunc(func() {
+		c.mu.Lock()
+		if d.refs--; d.refs == 0 {
+			d.idle = c.clock.Now()
+		}
+		c.mu.Unlock()
+	})
+	if cur := c.Current(); cur != nil && cur.Clusters[name] != nil {
+		return cur, release, nil
+	}
+	if asked && c.cfg.OnDemand {
+		select {
+		case c.wake <- struct{}{}:
+		default: // a wake-up is pending; it reads every demand
+		}
+	}
+	ch, unsubscribe := c.Subscribe()
+	defer unsubscribe()
+	for {
+		select {
+		case cfg := <-ch:
+			if cfg.Clusters[name] != nil {
+				return cfg, release, nil
+			}
+		case <-ctx.Done():
+			release()
+			return nil, nil, fmt.Errorf("xds: cluster %q not received: %w", name, context.Cause(ctx))
+		}
+	}
+}
+
+// expire forgets the demands no connection has held for OnDemandIdle and
+// reports whether it forgot any.
+func (c *Client) expire() bool {
+	now := c.clock.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := len(c.demands)
+	maps.DeleteFunc(c.demands, func(_ string, d *demand) bool {
+		return d.refs == 0 && now.Sub(d.idle) >= c.cfg.OnDemandIdle
+	})
+	return len(c.demands) < n
 }
 
 // Run holds the ADS stream until ctx ends, reconnecting with backoff. It
@@ -282,6 +378,8 @@ func (c *Client) apply(u update) (*model.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.OnDemand = c.cfg.OnDemand
+	c.built = cfg
 	c.res = next
 	c.versions[u.typeURL] = u.version
 	c.received[u.typeURL] = true
@@ -299,7 +397,9 @@ func (c *Client) accepted(cfg *model.Config) {
 	}
 	missing := cfg.Missing()
 	for _, t := range []string{model.ClusterType, model.ListenerType} {
-		if !c.received[t] {
+		// On demand, clusters are asked for by name once the listeners
+		// say which: Missing names those not received.
+		if !c.received[t] && !(t == model.ClusterType && c.cfg.OnDemand) {
 			missing = append(missing, kindName(t)+"s")
 		}
 	}
@@ -337,6 +437,19 @@ func (c *Client) rejected(typeURL, version string, err error) {
 // accepted resources; nil for the wildcard types.
 func (c *Client) wanted(t string) []string {
 	switch t {
+	case model.ClusterType:
+		if !c.cfg.OnDemand {
+			return nil
+		}
+		var names []string
+		if c.built != nil {
+			names = c.built.RequiredClusters()
+		}
+		c.mu.Lock()
+		names = append(names, slices.Collect(maps.Keys(c.demands))...)
+		c.mu.Unlock()
+		slices.Sort(names)
+		return slices.Compact(names)
 	case model.EndpointType, model.RouteType:
 		eds, rds := c.res.references()
 		if t == model.EndpointType {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -13,10 +14,14 @@ import (
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
-// runDelta: one delta ADS stream. Clusters and listeners are wildcard
-// subscriptions; endpoints, routes and the trust bundle are subscribed by
-// name. A new stream sends initial_resource_versions of what the client
-// holds, so the server sends only what changed while it was away.
+// runDelta: one delta ADS stream. Listeners are a wildcard subscription;
+// endpoints, routes and the trust bundle are subscribed by name. Clusters
+// are a wildcard subscription too, or with OnDemand by name: those the
+// configuration requires and those demanded (Demand), which a wake-up
+// re-reads; a cluster no longer asked for is dropped at once, as the
+// server forgets it. A new stream sends initial_resource_versions of what
+// the client holds, so the server sends only what changed while it was
+// away.
 func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (healthy bool, err error) {
 	stream, err := openADS[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse](ctx, conn, adsDeltaMethod)
 	if err != nil {
@@ -37,7 +42,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 	subscribe := func(t string) error {
 		want := c.wanted(t)
 		prev, sent := subs.names[t]
-		wildcard := t == model.ClusterType || t == model.ListenerType
+		wildcard := t == model.ClusterType && !c.cfg.OnDemand || t == model.ListenerType
 		switch {
 		case wildcard && sent, !wildcard && slices.Equal(prev, want), !wildcard && !sent && len(want) == 0:
 			return nil
@@ -59,12 +64,52 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 		}
 	}
 	c.connected()
-	c.log.Info("stream open", "protocol", "delta", "node", c.cfg.NodeID)
+	c.log.Info("stream open", "protocol", "delta", "node", c.cfg.NodeID, "on_demand", c.cfg.OnDemand)
+	// deps re-subscribes what the accepted resources refer to.
+	deps := []string{model.EndpointType, model.RouteType}
+	if c.cfg.OnDemand {
+		deps = []string{model.ClusterType, model.EndpointType, model.RouteType}
+	}
+	// A demanded cluster's connections all ended OnDemandIdle ago: checked
+	// a few times per OnDemandIdle.
+	var sweep <-chan time.Time
+	if c.cfg.OnDemand {
+		sweep = c.clock.After(c.cfg.OnDemandIdle / 4)
+	}
+	redemand := func() error {
+		prev := subs.names[model.ClusterType]
+		if err := subscribe(model.ClusterType); err != nil {
+			return err
+		}
+		gone := without(prev, subs.names[model.ClusterType])
+		if slices.ContainsFunc(gone, func(n string) bool { _, ok := c.res[model.ClusterType][n]; return ok }) {
+			c.log.Debug("on-demand clusters dropped", "clusters", gone)
+			cfg, err := c.apply(update{typeURL: model.ClusterType, version: c.versions[model.ClusterType], removed: gone})
+			if err != nil { // cannot be: fewer clusters drop their endpoints with them
+				return fmt.Errorf("xds: dropping clusters %v: %w", gone, err)
+			}
+			if cfg != nil {
+				c.accepted(cfg)
+			}
+		}
+		return subscribe(model.EndpointType)
+	}
 
 	for {
 		select {
 		case <-ctx.Done():
 			return healthy, ctx.Err()
+		case <-c.wake:
+			if err := redemand(); err != nil {
+				return healthy, err
+			}
+		case <-sweep:
+			sweep = c.clock.After(c.cfg.OnDemandIdle / 4)
+			if c.expire() {
+				if err := redemand(); err != nil {
+					return healthy, err
+				}
+			}
 		case err := <-stream.failed:
 			return healthy, fmt.Errorf("xds: receive: %w", err)
 		case resp := <-stream.responses:
@@ -85,7 +130,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 			}
 			c.log.Debug("ACK", "type", kindName(t), "version", resp.GetSystemVersionInfo(),
 				"resources", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
-			for _, dep := range []string{model.EndpointType, model.RouteType} {
+			for _, dep := range deps {
 				if err := subscribe(dep); err != nil {
 					return healthy, err
 				}

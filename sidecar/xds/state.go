@@ -40,10 +40,10 @@ func (s subscriptions) set(t string, names []string) {
 }
 
 // late reports whether resource name of type t answers an earlier request:
-// endpoints and routes asked for once and no longer. Such a resource is
-// dropped, not applied.
+// endpoints, routes and (on demand) clusters asked for once by name and no
+// longer. Such a resource is dropped, not applied.
 func (s subscriptions) late(t, name string) bool {
-	return (t == model.EndpointType || t == model.RouteType) && !slices.Contains(s.names[t], name) && s.ever[t][name]
+	return s.ever[t][name] && !slices.Contains(s.names[t], name)
 }
 
 // entry is one accepted resource and its version (delta; SotW leaves it empty).

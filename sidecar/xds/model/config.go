@@ -1,6 +1,7 @@
 package model
 
 import (
+	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -65,7 +66,17 @@ type Config struct {
 	Routes    map[string]*RouteConfig
 	// TrustBundle holds the roots of SDS secret trust_bundle.
 	TrustBundle *x509bundle.Bundle
+	// OnDemand: the clusters of in-mesh TCP chains (OnDemandClusters) are
+	// learnt when a connection first needs them, not with the listener, so
+	// a configuration is complete without them (Missing). Set by the client
+	// that asks for them (sidecar/xds.ClientConfig.OnDemand).
+	OnDemand bool `json:",omitempty"`
 }
+
+// OnDemandPrefix begins the name of every in-mesh Service port's cluster,
+// "outbound|<port>|<service>.<namespace>": the clusters a sidecar may learn
+// on demand.
+const OnDemandPrefix = "outbound|"
 
 // Listener is the inbound (0.0.0.0:15006) or outbound (127.0.0.1:15001)
 // listener.
@@ -695,14 +706,18 @@ func (c *Config) RouteNames() []string {
 }
 
 // clusterRefs returns the clusters chains, routes and access logs name, sorted.
-func (c *Config) clusterRefs() []string {
+func (c *Config) clusterRefs() []string { return c.refs(func(*FilterChain) bool { return false }) }
+
+// refs is clusterRefs without the targets of the outbound listener's
+// non-default chains that skip says to leave out.
+func (c *Config) refs(skip func(*FilterChain) bool) []string {
 	var names []string
 	for _, l := range []*Listener{c.Inbound, c.Outbound} {
 		if l == nil {
 			continue
 		}
 		for _, fc := range append(slices.Clip(l.Chains), l.Default) {
-			if fc != nil && fc.Target.Cluster != "" {
+			if fc != nil && fc.Target.Cluster != "" && !(l == c.Outbound && fc != l.Default && skip(fc)) {
 				names = append(names, fc.Target.Cluster)
 			}
 			if fc != nil && fc.AccessLog {
@@ -726,10 +741,56 @@ func (c *Config) clusterRefs() []string {
 	return slices.Compact(names)
 }
 
+// OnDemandClusters returns the clusters that may be learnt on demand,
+// sorted: the targets of the outbound listener's in-mesh TCP chains (not
+// egress, not the default chain, tcp_proxy to an "outbound|" cluster) that
+// nothing else names (the inbound listener, another chain, a route, an
+// access log). The proxy asks for one when a connection matches its chain
+// (OnDemandChain), and holds the connection until it has it.
+func (c *Config) OnDemandClusters() []string {
+	if c.Outbound == nil {
+		return nil
+	}
+	cand := map[string]bool{}
+	for _, fc := range c.Outbound.Chains {
+		if OnDemandChain(fc) {
+			cand[fc.Target.Cluster] = true
+		}
+	}
+	if len(cand) == 0 {
+		return nil
+	}
+	for _, n := range c.refs(func(fc *FilterChain) bool { return OnDemandChain(fc) }) {
+		delete(cand, n)
+	}
+	return slices.Sorted(maps.Keys(cand))
+}
+
+// OnDemandChain reports whether fc is an in-mesh TCP chain whose cluster
+// may be learnt on demand: a tcp_proxy to an "outbound|" cluster, not an
+// egress chain. Only the outbound listener's non-default chains count
+// (OnDemandClusters).
+func OnDemandChain(fc *FilterChain) bool {
+	return fc != nil && fc.Egress == nil && fc.Target.RouteConfig == "" && strings.HasPrefix(fc.Target.Cluster, OnDemandPrefix)
+}
+
+// RequiredClusters returns the clusters a complete configuration holds,
+// sorted: every cluster chains, routes and access logs name, less the
+// on-demand ones when c.OnDemand.
+func (c *Config) RequiredClusters() []string {
+	refs := c.clusterRefs()
+	if !c.OnDemand {
+		return refs
+	}
+	od := c.OnDemandClusters()
+	return slices.DeleteFunc(refs, func(n string) bool { _, ok := slices.BinarySearch(od, n); return ok })
+}
+
 // Missing lists what the configuration references but has not received:
 // the listeners, endpoints of EDS clusters, route configurations, clusters
-// named by chains, routes and access logs, the trust bundle. A
-// configuration is complete when Missing is empty.
+// named by chains, routes and access logs (but for those learnt on demand,
+// RequiredClusters), the trust bundle. A configuration is complete when
+// Missing is empty.
 func (c *Config) Missing() []string {
 	var m []string
 	if c.Inbound == nil {
@@ -748,7 +809,7 @@ func (c *Config) Missing() []string {
 			m = append(m, "routes "+n)
 		}
 	}
-	for _, n := range c.clusterRefs() {
+	for _, n := range c.RequiredClusters() {
 		if _, ok := c.Clusters[n]; !ok {
 			m = append(m, "cluster "+n)
 		}
