@@ -391,6 +391,8 @@ func registerXDS(reg *wm.Registry, c *xds.Client) error {
 				}
 				emit(connected)
 			}},
+		{"weft_sidecar_xds_demanded_clusters", "In-mesh Services' clusters asked for on demand and held or awaited (-xds-on-demand).", wm.GaugeType, nil,
+			func(st xds.Status, emit wm.Emit) { emit(float64(len(st.Demanded))) }},
 	} {
 		collect := f.collect
 		if err := reg.NewFunc(f.name, f.help, f.typ, f.labels, func(emit wm.Emit) { collect(c.Status(), emit) }); err != nil {

@@ -51,7 +51,10 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // configDump is /config_dump: model.Config with enums spelled out.
 type configDump struct {
-	Versions  map[string]string             `json:"versions"`
+	Versions map[string]string `json:"versions"`
+	// OnDemand: in-mesh Services' clusters and endpoints are held once a
+	// connection asked for them (model.Config.OnDemand).
+	OnDemand  bool                          `json:"onDemand"`
 	Inbound   *model.Listener               `json:"inbound"`
 	Outbound  *model.Listener               `json:"outbound"`
 	Clusters  []clusterDump                 `json:"clusters"`
@@ -81,7 +84,7 @@ func dumpConfig(c *model.Config) any {
 	if c == nil {
 		return map[string]any{"config": nil, "note": "no complete xDS configuration yet"}
 	}
-	d := configDump{Versions: c.Version, Inbound: c.Inbound, Outbound: c.Outbound,
+	d := configDump{Versions: c.Version, OnDemand: c.OnDemand, Inbound: c.Inbound, Outbound: c.Outbound,
 		Endpoints: map[string][]endpointDump{}, Routes: c.Routes}
 	for _, cl := range c.Clusters {
 		d.Clusters = append(d.Clusters, clusterDump{Cluster: cl, Kind: cl.Kind.String(), LB: cl.LB.String(),

@@ -189,24 +189,30 @@ func testNACKKeepsTheStream(t *testing.T, delta bool) {
 	}
 }
 
-// TestLateAnswersAreEndpointsAndRoutes: a resource is a late answer to an
-// earlier request (dropped) when it is of a type requested by name,
-// endpoints or routes, was requested once and is no longer; clusters and
-// listeners never are.
-func TestLateAnswersAreEndpointsAndRoutes(t *testing.T) {
+// TestLateAnswers: a resource is a late answer to an earlier request
+// (dropped) when it was requested by name once and is no longer:
+// endpoints, routes, the trust bundle and, on demand, clusters. A type
+// subscribed to as a wildcard (listeners, and clusters when not on demand)
+// names nothing, so nothing of it is late.
+func TestLateAnswers(t *testing.T) {
 	s := newSubscriptions()
 	for _, typ := range subscribeOrder {
 		s.set(typ, []string{"old"})
 		s.set(typ, []string{"new"})
 	}
 	for _, typ := range subscribeOrder {
-		want := typ == model.EndpointType || typ == model.RouteType
-		if got := s.late(typ, "old"); got != want {
-			t.Errorf("%s \"old\", requested before: late %t, want %t", kindName(typ), got, want)
+		if !s.late(typ, "old") {
+			t.Errorf("%s \"old\", requested before: not late", kindName(typ))
 		}
 		if s.late(typ, "new") || s.late(typ, "never") {
 			t.Errorf("%s: a name requested now, or never, taken for a late answer", kindName(typ))
 		}
+	}
+	w := newSubscriptions()
+	w.set(model.ListenerType, nil)
+	w.set(model.ListenerType, nil)
+	if w.late(model.ListenerType, "old") {
+		t.Error("a wildcard subscription's resource taken for a late answer")
 	}
 }
 

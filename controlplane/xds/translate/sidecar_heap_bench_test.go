@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/api/v1alpha1"
 )
@@ -60,26 +62,51 @@ func sidecarHeldBytes() int64 {
 // sidecar) are pushed the translator's output for a mesh of N Services ×
 // 10 endpoints; the bytes still live that were allocated under
 // sidecar/xds are counted (the runtime's memory profile at rate 1) and
-// divided by the number of sidecars. Today every sidecar gets every
-// Service, so this grows with the mesh; a sidecar scoped to the 10 Services
-// it reaches would hold what the mesh of 10 gives.
+// divided by the number of sidecars. A sidecar sent the whole mesh holds
+// every Service; one that learns them on demand (delta, OnDemand, as
+// weft-sidecar runs by default) holds the clusters and endpoints of those it
+// asked for (here 10: "demanded=10"), and still the listener's chain per
+// Service address.
 //
 //	go test ./controlplane/xds/translate/ -run=NONE -bench=SidecarHeap -benchtime=1x
 func BenchmarkSidecarHeap(b *testing.B) {
 	rate := runtime.MemProfileRate
 	runtime.MemProfileRate = 1
 	b.Cleanup(func() { runtime.MemProfileRate = rate })
-	for _, services := range []int{10, 1000} {
-		b.Run(fmt.Sprintf("services=%d", services), func(b *testing.B) {
+	type run struct{ services, demanded int }
+	for _, r := range []run{{10, -1}, {1000, -1}, {10, 10}, {1000, 10}} {
+		services := r.services
+		name := fmt.Sprintf("services=%d", services)
+		if r.demanded >= 0 {
+			name += fmt.Sprintf("/demanded=%d", r.demanded)
+		}
+		b.Run(name, func(b *testing.B) {
 			for range b.N {
-				m := newAgreeMesh(b)
+				var m *agreeMesh
+				if r.demanded < 0 {
+					m = newAgreeMesh(b)
+				} else {
+					m = newAgreeMeshWith(b, false, onDemand)
+				}
 				base := sidecarHeldBytes()
-				if _, _, err := m.push(bigContents(v1alpha1.OutboundAllowAny, services, 10)); err != nil {
+				_, cfgs, err := m.push(bigContents(v1alpha1.OutboundAllowAny, services, 10))
+				if err != nil {
 					b.Fatal(err)
+				}
+				for node, cfg := range cfgs {
+					for _, n := range cfg.OnDemandClusters()[:min(max(r.demanded, 0), len(cfg.OnDemandClusters()))] {
+						ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+						_, release, err := m.nodes[node].Demand(ctx, n)
+						cancel()
+						if err != nil {
+							b.Fatal(err)
+						}
+						defer release()
+					}
 				}
 				held := sidecarHeldBytes()
 				if *sidecarHeapProfile != "" {
-					f, err := os.Create(fmt.Sprintf("%s.%d", *sidecarHeapProfile, services))
+					f, err := os.Create(fmt.Sprintf("%s.%s", *sidecarHeapProfile, strings.NewReplacer("=", "", "/", "-").Replace(name)))
 					if err != nil {
 						b.Fatal(err)
 					}
