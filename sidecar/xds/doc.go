@@ -27,6 +27,17 @@
 // message too large (ResourceExhausted) is logged, counted (Status.TooLarge)
 // and does not reset the backoff, even if it received responses first.
 //
+// # On demand
+//
+// With ClientConfig.OnDemand (delta only) clusters are subscribed by name:
+// those the configuration requires (model.Config.RequiredClusters) and the
+// in-mesh Services' clusters (model.Config.OnDemandClusters) only once
+// [Client.Demand] asks for one — the proxy does when a connection needs it,
+// and holds the connection until a complete configuration has the cluster
+// and its endpoints, or refuses it. A demanded cluster no connection has
+// held for OnDemandIdle is unsubscribed and dropped. README.md, "Clusters
+// on demand", is the contract.
+//
 // # Decoding
 //
 // Resources are decoded into the sidecar's own wire-compatible subset of
