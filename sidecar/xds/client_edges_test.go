@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -15,9 +16,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/internal/testutil"
+	listenerv3 "github.com/weftmesh/weft/sidecar/internal/envoy/config/listener/v3"
 	discoveryv3 "github.com/weftmesh/weft/sidecar/internal/envoy/service/discovery/v3"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
@@ -311,5 +314,68 @@ func TestSotWRepeatedNACK(t *testing.T) {
 	waitConfig(t, c, "v3", func(cfg *model.Config) bool { return cfg.Version[model.ListenerType] == "v3" })
 	if st := c.Status(); st.Reconnects != 0 {
 		t.Errorf("%d reconnects (last error %q): a held-back NACK ended the stream", st.Reconnects, st.LastError)
+	}
+}
+
+// TestListenersBuiltOnce: an update that leaves the listeners alone
+// rebuilds the configuration with the listeners already built (the same
+// model), equal to what a fresh Build makes; a new listener is built anew,
+// and a refused update keeps nothing of what it built.
+func TestListenersBuiltOnce(t *testing.T) {
+	c, err := New(ClientConfig{NodeID: testNode, Dial: nopDial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := mesh{services: []string{"server.demo", "other.demo"}, httpEgress: true}.resources(t)
+	full := func(typ string, version string) update {
+		u := update{typeURL: typ, version: version, upsert: map[string]entry{}, full: true}
+		for _, r := range res[typ] {
+			m, err := toSubset(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.upsert[resourceName(r)] = entry{msg: m}
+		}
+		return u
+	}
+	var cfg *model.Config
+	for _, typ := range []string{model.ClusterType, model.ListenerType, model.EndpointType, model.RouteType, model.SecretType} {
+		if cfg, err = c.apply(full(typ, "v1")); err != nil || cfg == nil {
+			t.Fatalf("%s: %v, %v", typ, cfg, err)
+		}
+	}
+	first := cfg
+	next, err := c.apply(full(model.EndpointType, "v2"))
+	if err != nil || next == nil {
+		t.Fatalf("endpoints v2: %v, %v", next, err)
+	}
+	if next.Outbound != first.Outbound || next.Inbound != first.Inbound {
+		t.Error("an endpoints update rebuilt the listeners")
+	}
+	fresh, err := Build(c.cfg.TrustDomain, c.res.resources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh.Version, fresh.OnDemand = next.Version, next.OnDemand
+	if !reflect.DeepEqual(fresh, next) {
+		t.Error("the configuration built with the listeners kept differs from a fresh Build")
+	}
+	// A refused listener update: nothing of it is kept.
+	bad := full(model.ListenerType, "v3")
+	for n, e := range bad.upsert {
+		l := proto.Clone(e.msg).(*listenerv3.Listener)
+		l.FilterChains = append(l.FilterChains, l.FilterChains[0]) // a duplicate matcher
+		bad.upsert[n] = entry{msg: l}
+	}
+	if _, err := c.apply(bad); err == nil {
+		t.Fatal("a listener with a duplicate chain accepted")
+	}
+	if len(c.listeners) != 2 {
+		t.Errorf("%d listeners kept built after a refused update, want the 2 in force", len(c.listeners))
+	}
+	// A new listener is built anew.
+	next, err = c.apply(full(model.ListenerType, "v4"))
+	if err != nil || next == nil || next.Outbound == first.Outbound {
+		t.Fatalf("listeners v4: %v; the same listener model kept for new listener resources", err)
 	}
 }

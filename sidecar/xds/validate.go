@@ -39,7 +39,27 @@ func Build(td spiffeid.TrustDomain, res Resources) (*model.Config, error) {
 	return cfg, nil
 }
 
-type builder struct{ td spiffeid.TrustDomain }
+type builder struct {
+	td spiffeid.TrustDomain
+	// memo, if set, holds listeners already built, by their decoded
+	// message (builder.listener depends on it and td alone): a response
+	// that leaves the listeners alone (clusters or endpoints learnt on
+	// demand, an endpoint change) rebuilds the configuration without
+	// rebuilding their chains. The client keeps it across applies.
+	memo listenerMemo
+}
+
+// listenerMemo maps a decoded listener to what it built.
+type listenerMemo map[proto.Message]*model.Listener
+
+// buildMemo is Build with memo (updated with what it builds).
+func buildMemo(td spiffeid.TrustDomain, res Resources, memo listenerMemo) (*model.Config, error) {
+	cfg, err := builder{td: td, memo: memo}.build(res)
+	if err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	return cfg, nil
+}
 
 func (b builder) build(res Resources) (*model.Config, error) {
 	for t := range res {
@@ -79,8 +99,13 @@ func (b builder) resource(cfg *model.Config, t, name string, m proto.Message) er
 	case model.EndpointType:
 		cfg.Endpoints[name], err = b.loadAssignment(m)
 	case model.ListenerType:
-		var l *model.Listener
-		if l, err = b.listener(m); err == nil && l.Name == model.InboundListener {
+		l, ok := b.memo[m]
+		if !ok {
+			if l, err = b.listener(m); err == nil && b.memo != nil {
+				b.memo[m] = l
+			}
+		}
+		if err == nil && l.Name == model.InboundListener {
 			cfg.Inbound = l
 		} else if err == nil {
 			cfg.Outbound = l

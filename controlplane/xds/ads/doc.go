@@ -98,7 +98,10 @@
 // ACK and NACK. Per node and type the server records the last version sent,
 // the last version ACKed and the last NACK (version, the sidecar's
 // error_detail message, time); the state is SYNCED (ACKed what it should
-// run), NACKED (rejected the latest version it was sent) or STALE. SotW
+// run: the snapshot's version of the type, or, for endpoints and for a type
+// a delta stream subscribes to by name, such as an on-demand sidecar's
+// clusters, the last version it was sent), NACKED (rejected the latest
+// version it was sent) or STALE. SotW
 // requests are matched by response_nonce, delta requests likewise; stale
 // nonces are ignored, as go-control-plane ignores them. A resumed SotW
 // stream's version_info counts as ACKed. NACKs are logged at warn with the

@@ -472,7 +472,7 @@ func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) {
 }
 
 func (c callbacks) OnStreamRequest(id int64, r *discovery.DiscoveryRequest) error {
-	return c.s.request(streamKey{id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), nil, r.GetErrorDetail())
+	return c.s.request(streamKey{id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(), nil, false, r.GetErrorDetail())
 }
 
 func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryRequest) error {
@@ -480,7 +480,12 @@ func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryReq
 	if r.GetResponseNonce() == "" && len(r.GetInitialResourceVersions()) > 0 {
 		resumed = &deltaResume{held: r.GetInitialResourceVersions(), names: r.GetResourceNamesSubscribe()}
 	}
-	return c.s.request(streamKey{delta: true, id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", resumed, r.GetErrorDetail())
+	// A delta stream's first request of a type that names resources
+	// (and not "*") subscribes to those alone: an on-demand sidecar's
+	// clusters, every sidecar's endpoints and routes.
+	names := r.GetResourceNamesSubscribe()
+	named := r.GetResponseNonce() == "" && len(names) > 0 && !slices.Contains(names, "*")
+	return c.s.request(streamKey{delta: true, id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", resumed, named, r.GetErrorDetail())
 }
 
 func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, r *discovery.DiscoveryResponse) {
@@ -514,7 +519,7 @@ func (s *Server) open(key streamKey, ctx context.Context) error {
 // request authorizes a stream's first request (and publishes the node's
 // first snapshot before go-control-plane opens the watch, so it is answered
 // at once), refuses a change of node ID, and tracks ACKs and NACKs.
-func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version string, resumed *deltaResume, detail *statuspb.Status) error {
+func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version string, resumed *deltaResume, named bool, detail *statuspb.Status) error {
 	s.mu.Lock()
 	st := s.streams[key]
 	var cur *nodeState
@@ -549,6 +554,9 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 		return err
 	}
 	s.mu.Lock()
+	if nonce == "" {
+		cur.typeState(typeURL).named = named
+	}
 	if resumed != nil && resumed.upToDate(cur.resources[typeURL]) {
 		// go-control-plane sends nothing for a type a resumed delta
 		// stream already holds exactly, so no ACK will come: what the
@@ -558,7 +566,10 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 			// The endpoint cache's version (Status compares the
 			// endpoints' ACK with what was sent).
 			version = s.eds.version()
-			t := cur.typeState(typeURL)
+		}
+		if t := cur.typeState(typeURL); typeURL == resource.EndpointType || t.named {
+			// Status compares these with what was sent: the stream
+			// holds what it would have been sent.
 			t.sent, t.sentAt = version, s.clock.Now()
 		}
 	}

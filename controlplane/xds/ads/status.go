@@ -47,6 +47,9 @@ type typeState struct {
 	// withheld: the newest snapshot's response of this type is over the
 	// message limit, so that snapshot is not published (nil: none).
 	withheld *Withheld
+	// named: the node's delta stream subscribes to resources of this type
+	// by name (set by the first request of the type on each stream).
+	named bool
 }
 
 func (t *typeState) state(want string) State {
@@ -74,10 +77,14 @@ func (s *Server) Status() []NodeStatus {
 		}
 		for url, t := range n.types {
 			want := n.versions[url]
-			if url == resource.EndpointType {
-				// Served by the LinearCache (eds.go), which answers every
-				// subscribed change at once: what the sidecar should run
-				// is the last response it was sent.
+			if url == resource.EndpointType || t.named {
+				// Endpoints are served by the endpoint cache (eds.go),
+				// which answers every subscribed change at once; a type
+				// subscribed by name (an on-demand sidecar's clusters) is
+				// sent only what changed of the names it asked for, so a
+				// new version of the type need not reach it. Either way
+				// what the sidecar should run is the last response it
+				// was sent.
 				want = t.sent
 			}
 			ts := TypeStatus{

@@ -312,8 +312,8 @@ func (m *agreeMesh) push(contents mesh.Contents) (*mesh.Snapshot, map[string]*mo
 
 // synced: the server built node's snapshot after since, and cfg holds
 // every type of it at its version (types never sent are types the sidecar
-// subscribes to nothing of; on demand, clusters and endpoints are not
-// compared, since a new version need not touch what the sidecar asked for).
+// subscribes to nothing of; a type subscribed by name is compared with
+// what it was last sent, ads.Server.Status says).
 func (m *agreeMesh) synced(node string, cfg *model.Config, since time.Time) bool {
 	for _, st := range m.srv.Status() {
 		if st.Node != node {
@@ -324,11 +324,6 @@ func (m *agreeMesh) synced(node string, cfg *model.Config, since time.Time) bool
 		}
 		for _, ts := range st.Types {
 			got, has := cfg.Version[ts.TypeURL]
-			if cfg.OnDemand && (ts.TypeURL == model.ClusterType || ts.TypeURL == model.EndpointType) {
-				// Subscribed by name: a snapshot that changes no
-				// resource the sidecar asked for sends it nothing.
-				continue
-			}
 			if (has || ts.Sent != "") && got != ts.Version {
 				return false
 			}
