@@ -5,6 +5,7 @@ import (
 	"io"
 	"maps"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,4 +129,50 @@ func TestOnDemandFailsClosed(t *testing.T) {
 		t.Errorf("asked for %q without OnDemand", got)
 	default:
 	}
+}
+
+// TestOnDemandChainChangedWhileWaiting: the configuration that brings the
+// cluster may bring a new outbound listener too; a connection whose chain
+// is the same in it goes on, one whose chain changed is refused (what was
+// decided on the old chain would not hold), and the cluster is released.
+func TestOnDemandChainChangedWhileWaiting(t *testing.T) {
+	op := newOnDemandPair(t, 10*time.Second)
+	close(op.gate)
+	same := *op.full
+	l := *op.full.Outbound
+	l.Chains = slices.Clone(l.Chains)
+	for i, fc := range l.Chains {
+		c := *fc
+		l.Chains[i] = &c
+	}
+	same.Outbound = &l
+	op.full = &same
+	c := op.dial()
+	roundTrip(t, c, []byte("same chain, new listener"))
+	c.Close()
+	waitReleases := func(want int32) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); op.release.Load() != want; time.Sleep(5 * time.Millisecond) { // polling
+			if time.Now().After(deadline) {
+				t.Fatalf("released %d times, want %d", op.release.Load(), want)
+			}
+		}
+	}
+	waitReleases(1)
+
+	changed := same
+	l2 := l
+	l2.Chains = slices.Clone(l.Chains)
+	moved := *l2.Chains[0]
+	moved.Name = svcCluster + "|renamed"
+	l2.Chains[0] = &moved
+	changed.Outbound = &l2
+	op.full = &changed
+	c = op.dial()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil || n != 0 {
+		t.Fatalf("a connection whose chain changed while it waited read %d bytes, %v", n, err)
+	}
+	op.a.waitCounter(1, "connection_failures", outbound, "on_demand")
+	waitReleases(2) // the refused connection's demand released too
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -63,7 +64,9 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	if r := p.nameUnknown(cfg, fc, dst, sn, cn); r != nil {
 		return nil, p.refuse(outbound, cn, r)
 	}
-	cfg, done, r := p.demand(ctx, cfg, fc)
+	cfg, done, r := p.demand(ctx, cfg, fc, func(l *model.Listener) *model.FilterChain {
+		return l.Match(dst, sn.transport, sn.sni, sn.appProtos)
+	})
 	if r != nil {
 		return nil, p.refuse(outbound, cn, r)
 	}
@@ -84,8 +87,10 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 // or, for an in-mesh chain whose cluster is learnt on demand and not in
 // cfg, a newer one that holds it (Config.Demand), waited for at most
 // DemandTimeout. done releases the cluster; call it when the connection
-// ends. A cluster that does not come refuses the connection.
-func (p *Proxy) demand(ctx context.Context, cfg *model.Config, fc *model.FilterChain) (_ *model.Config, done func(), _ *refusal) {
+// ends. A cluster that does not come refuses the connection, and so does
+// a newer configuration whose outbound listener matches the connection
+// (match) to another chain than fc: what was decided on fc would not hold.
+func (p *Proxy) demand(ctx context.Context, cfg *model.Config, fc *model.FilterChain, match func(*model.Listener) *model.FilterChain) (_ *model.Config, done func(), _ *refusal) {
 	if !cfg.OnDemand || !model.OnDemandChain(fc) || p.cfg.Demand == nil {
 		return cfg, func() {}, nil
 	}
@@ -96,6 +101,13 @@ func (p *Proxy) demand(ctx context.Context, cfg *model.Config, fc *model.FilterC
 		p.log.Warn("outbound: cluster learnt on demand did not come", "chain", fc.Name, "cluster", fc.Target.Cluster,
 			"waited", p.cfg.DemandTimeout, "err", err)
 		return nil, nil, refused("on_demand", "proxy: chain %s: cluster %q not received within %v: %w", fc.Name, fc.Target.Cluster, p.cfg.DemandTimeout, err)
+	}
+	if next.Outbound != cfg.Outbound {
+		if next.Outbound == nil || !reflect.DeepEqual(match(next.Outbound), fc) {
+			release()
+			return nil, nil, refused("on_demand", "proxy: chain %s changed while its cluster %q was learnt; the connection is refused, the next one takes the new chain",
+				fc.Name, fc.Target.Cluster)
+		}
 	}
 	return next, release, nil
 }

@@ -255,14 +255,17 @@ func (c *Client) Demand(ctx context.Context, name string) (cfg *model.Config, re
 		}
 		c.mu.Unlock()
 	})
-	if cur := c.Current(); cur != nil && cur.Clusters[name] != nil {
-		return cur, release, nil
-	}
+	// A new demand always wakes Run, even for a cluster held now: it may
+	// be one being dropped (idle) by a subscription read before this
+	// demand existed.
 	if asked && c.cfg.OnDemand {
 		select {
 		case c.wake <- struct{}{}:
 		default: // a wake-up is pending; it reads every demand
 		}
+	}
+	if cur := c.Current(); cur != nil && cur.Clusters[name] != nil {
+		return cur, release, nil
 	}
 	ch, unsubscribe := c.Subscribe()
 	defer unsubscribe()
@@ -451,7 +454,7 @@ func (c *Client) wanted(t string) []string {
 		}
 		var names []string
 		if c.built != nil {
-			names = c.built.RequiredClusters()
+			names = c.built.SubscribedClusters()
 		}
 		c.mu.Lock()
 		names = append(names, slices.Collect(maps.Keys(c.demands))...)

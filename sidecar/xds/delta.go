@@ -76,21 +76,34 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 	if c.cfg.OnDemand {
 		sweep = c.clock.After(c.cfg.OnDemandIdle / 4)
 	}
-	redemand := func() error {
+	// clusters re-subscribes the clusters by name (on demand) and drops
+	// those no longer asked for (no longer required, or demanded and idle):
+	// the server forgets them, so keeping them would keep a cluster that
+	// no longer changes, and its endpoints, which the server may remove.
+	// It returns the configuration without them (nil: nothing dropped).
+	clusters := func() (*model.Config, error) {
 		prev := subs.names[model.ClusterType]
 		if err := subscribe(model.ClusterType); err != nil {
-			return err
+			return nil, err
 		}
 		gone := without(prev, subs.names[model.ClusterType])
-		if slices.ContainsFunc(gone, func(n string) bool { _, ok := c.res[model.ClusterType][n]; return ok }) {
-			c.log.Debug("on-demand clusters dropped", "clusters", gone)
-			cfg, err := c.apply(update{typeURL: model.ClusterType, version: c.versions[model.ClusterType], removed: gone})
-			if err != nil { // cannot be: fewer clusters drop their endpoints with them
-				return fmt.Errorf("xds: dropping clusters %v: %w", gone, err)
-			}
-			if cfg != nil {
-				c.accepted(cfg)
-			}
+		if !slices.ContainsFunc(gone, func(n string) bool { _, ok := c.res[model.ClusterType][n]; return ok }) {
+			return nil, nil
+		}
+		c.log.Debug("clusters no longer asked for dropped", "clusters", gone)
+		cfg, err := c.apply(update{typeURL: model.ClusterType, version: c.versions[model.ClusterType], removed: gone})
+		if err != nil { // cannot be: fewer clusters drop their endpoints with them
+			return nil, fmt.Errorf("xds: dropping clusters %v: %w", gone, err)
+		}
+		return cfg, nil
+	}
+	redemand := func() error {
+		cfg, err := clusters()
+		if err != nil {
+			return err
+		}
+		if cfg != nil {
+			c.accepted(cfg)
 		}
 		return subscribe(model.EndpointType)
 	}
@@ -131,6 +144,17 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 			c.log.Debug("ACK", "type", kindName(t), "version", resp.GetSystemVersionInfo(),
 				"resources", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
 			for _, dep := range deps {
+				if dep == model.ClusterType {
+					// Built on what this response made: it supersedes it.
+					dropped, err := clusters()
+					if err != nil {
+						return healthy, err
+					}
+					if dropped != nil {
+						cfg = dropped
+					}
+					continue
+				}
 				if err := subscribe(dep); err != nil {
 					return healthy, err
 				}

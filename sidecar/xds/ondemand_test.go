@@ -102,8 +102,8 @@ func TestOnDemand(t *testing.T) {
 	first := p.waitDelta(t, "the first clusters request", func(r *discoveryv3.DeltaDiscoveryRequest) bool {
 		return r.GetTypeUrl() == model.ClusterType
 	})
-	if got, want := first.GetResourceNamesSubscribe(), cur.RequiredClusters(); !slices.Equal(got, want) || len(want) == 0 {
-		t.Errorf("first clusters request subscribes %q, want the required clusters %q (never a wildcard)", got, want)
+	if got, want := first.GetResourceNamesSubscribe(), cur.SubscribedClusters(); !slices.Equal(got, want) || len(want) == 0 {
+		t.Errorf("first clusters request subscribes %q, want the clusters the configuration names, less those on demand, %q (never a wildcard)", got, want)
 	}
 
 	// Demanded: asked for by name, returned with its endpoints.

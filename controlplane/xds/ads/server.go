@@ -98,6 +98,9 @@ type stream struct {
 	grant *streamauth.Grant
 	node  *nodeState
 	sent  map[string]sent // type URL -> last response on this stream
+	// requested: type URLs this stream has sent a request of (its first
+	// says whether it subscribes to the type by name).
+	requested map[string]bool
 }
 
 type sent struct{ nonce, version string }
@@ -480,11 +483,12 @@ func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryReq
 	if r.GetResponseNonce() == "" && len(r.GetInitialResourceVersions()) > 0 {
 		resumed = &deltaResume{held: r.GetInitialResourceVersions(), names: r.GetResourceNamesSubscribe()}
 	}
-	// A delta stream's first request of a type that names resources
-	// (and not "*") subscribes to those alone: an on-demand sidecar's
-	// clusters, every sidecar's endpoints and routes.
+	// A delta stream whose first request of a type names resources (and
+	// not "*") subscribes to those alone: an on-demand sidecar's clusters,
+	// every sidecar's endpoints and routes (request reads this of the
+	// first request only).
 	names := r.GetResourceNamesSubscribe()
-	named := r.GetResponseNonce() == "" && len(names) > 0 && !slices.Contains(names, "*")
+	named := len(names) > 0 && !slices.Contains(names, "*")
 	return c.s.request(streamKey{delta: true, id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", resumed, named, r.GetErrorDetail())
 }
 
@@ -511,7 +515,7 @@ func (s *Server) open(key streamKey, ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	s.streams[key] = &stream{ctx: ctx, delta: key.delta, grant: g, sent: map[string]sent{}}
+	s.streams[key] = &stream{ctx: ctx, delta: key.delta, grant: g, sent: map[string]sent{}, requested: map[string]bool{}}
 	s.mu.Unlock()
 	return nil
 }
@@ -554,7 +558,11 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 		return err
 	}
 	s.mu.Lock()
-	if nonce == "" {
+	if !st.requested[typeURL] {
+		// Later nonce-less requests only change the subscription (a
+		// delta one may unsubscribe everything it named); the first says
+		// what kind it is.
+		st.requested[typeURL] = true
 		cur.typeState(typeURL).named = named
 	}
 	if resumed != nil && resumed.upToDate(cur.resources[typeURL]) {

@@ -705,12 +705,11 @@ func (c *Config) RouteNames() []string {
 	return slices.Compact(names)
 }
 
-// clusterRefs returns the clusters chains, routes and access logs name, sorted.
-func (c *Config) clusterRefs() []string { return c.refs(func(*FilterChain) bool { return false }) }
-
-// refs is clusterRefs without the targets of the outbound listener's
-// non-default chains that skip says to leave out.
-func (c *Config) refs(skip func(*FilterChain) bool) []string {
+// refs returns the clusters chains, routes and access logs name, sorted,
+// without the targets of the outbound listener's non-default chains that
+// skip says to leave out, and (unless optional) without those of routes
+// that answer for a cluster they lack (cluster_not_found_response_code).
+func (c *Config) refs(skip func(*FilterChain) bool, optional bool) []string {
 	var names []string
 	for _, l := range []*Listener{c.Inbound, c.Outbound} {
 		if l == nil {
@@ -731,6 +730,9 @@ func (c *Config) refs(skip func(*FilterChain) bool) []string {
 				names = append(names, vh.Cluster)
 			}
 			for _, r := range vh.Routes {
+				if r.ClusterNotFound != 0 && !optional {
+					continue
+				}
 				for _, wc := range r.Clusters {
 					names = append(names, wc.Name)
 				}
@@ -760,7 +762,7 @@ func (c *Config) OnDemandClusters() []string {
 	if len(cand) == 0 {
 		return nil
 	}
-	for _, n := range c.refs(func(fc *FilterChain) bool { return OnDemandChain(fc) }) {
+	for _, n := range c.refs(OnDemandChain, true) {
 		delete(cand, n)
 	}
 	return slices.Sorted(maps.Keys(cand))
@@ -776,9 +778,23 @@ func OnDemandChain(fc *FilterChain) bool {
 
 // RequiredClusters returns the clusters a complete configuration holds,
 // sorted: every cluster chains, routes and access logs name, less the
-// on-demand ones when c.OnDemand.
-func (c *Config) RequiredClusters() []string {
-	refs := c.clusterRefs()
+// on-demand ones when c.OnDemand, and less those named only by routes
+// that answer for a cluster they lack (cluster_not_found_response_code:
+// the control plane names such a cluster, "unresolved|…", for a backendRef
+// that does not resolve, and no configuration ever has it).
+func (c *Config) RequiredClusters() []string { return c.wanted(false) }
+
+// SubscribedClusters returns the clusters a client subscribes to by name
+// (on demand), sorted: RequiredClusters and those named only by routes that
+// answer for a cluster they lack, which are used when they come.
+func (c *Config) SubscribedClusters() []string { return c.wanted(true) }
+
+func (c *Config) wanted(optional bool) []string {
+	skip := func(*FilterChain) bool { return false }
+	if c.OnDemand {
+		skip = OnDemandChain
+	}
+	refs := c.refs(skip, optional)
 	if !c.OnDemand {
 		return refs
 	}

@@ -77,3 +77,42 @@ func TestOnDemandClusters(t *testing.T) {
 		t.Errorf("no in-mesh chain: OnDemandClusters = %q", got)
 	}
 }
+
+// TestClustersARouteAnswersFor: a route with cluster_not_found_response_code
+// answers for a cluster it lacks, so its clusters are not required (the
+// control plane names "unresolved|…" for a backendRef that does not
+// resolve, which no configuration has) but are subscribed to, and one of
+// them is never learnt on demand; a route without it requires its clusters.
+func TestClustersARouteAnswersFor(t *testing.T) {
+	for _, onDemand := range []bool{false, true} {
+		c := &Config{OnDemand: onDemand,
+			Outbound: &Listener{Name: OutboundListener, Chains: []*FilterChain{
+				{Name: "split", Target: Target{Cluster: "outbound|80|split"}},
+				{Name: "tcp", Target: Target{Cluster: "outbound|80|tcp"}},
+			}},
+			Routes: map[string]*RouteConfig{"80": {Name: "80", VirtualHosts: []*VirtualHost{{Name: "v", Routes: []*Route{
+				{ClusterNotFound: 500, Clusters: []WeightedCluster{{Name: "unresolved|80|missing.demo"}, {Name: "outbound|80|split"}}},
+				{Clusters: []WeightedCluster{{Name: "outbound|80|routed"}}},
+			}}}}},
+		}
+		required := []string{"outbound|80|routed", "outbound|80|split", "outbound|80|tcp"}
+		subscribed := []string{"outbound|80|routed", "outbound|80|split", "outbound|80|tcp", "unresolved|80|missing.demo"}
+		if onDemand {
+			// tcp is learnt on demand; split is named by a route, so it
+			// is subscribed to, not learnt on demand, and required by
+			// neither its chain (on demand) nor its route (which answers
+			// for it): a connection on its chain waits for it.
+			required = []string{"outbound|80|routed"}
+			subscribed = []string{"outbound|80|routed", "outbound|80|split", "unresolved|80|missing.demo"}
+			if got := c.OnDemandClusters(); !slices.Equal(got, []string{"outbound|80|tcp"}) {
+				t.Errorf("OnDemandClusters = %q", got)
+			}
+		}
+		if got := c.RequiredClusters(); !slices.Equal(got, required) {
+			t.Errorf("on demand %t: RequiredClusters = %q, want %q", onDemand, got, required)
+		}
+		if got := c.SubscribedClusters(); !slices.Equal(got, subscribed) {
+			t.Errorf("on demand %t: SubscribedClusters = %q, want %q", onDemand, got, subscribed)
+		}
+	}
+}

@@ -1,0 +1,128 @@
+package xds
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/weftmesh/weft/internal/testutil"
+	"github.com/weftmesh/weft/sidecar/xds/model"
+)
+
+// hookConn wraps a connection; hook sees every request sent.
+type hookConn struct {
+	*grpc.ClientConn
+	hook func(m any)
+}
+
+func (h hookConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := h.ClientConn.NewStream(ctx, desc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return hookStream{ClientStream: s, hook: h.hook}, nil
+}
+
+type hookStream struct {
+	grpc.ClientStream
+	hook func(m any)
+}
+
+func (s hookStream) SendMsg(m any) error { s.hook(m); return s.ClientStream.SendMsg(m) }
+
+// TestDemandDuringIdleDropIsKept: a demand made while its cluster is
+// being dropped for idleness subscribes to it again. Regression (an attack
+// review, session 17): a connection demands a cluster in
+// the window between redemand's reading of the demands (the cluster just
+// expired) and the drop of the cluster. Demand sees the cluster still
+// current and returns at once without waking Run; the demand (refs 1) is
+// recorded but the cluster is unsubscribed and dropped. Every later
+// Demand of it finds the demand already there (asked = false), so it does
+// not wake Run either: nothing subscribes to the cluster again until some
+// unrelated response is ACKed, and connections to the Service are refused
+// after DemandTimeout for as long as the first connection stays open.
+func TestDemandDuringIdleDropIsKept(t *testing.T) {
+	const name = "outbound|80|server.demo"
+	clk := clocktesting.NewFakeClock(time.Now())
+	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
+	setSnapshot(t, cache, mesh{services: []string{"server.demo", "other.demo"}}, "v1")
+	p := startPeer(t, "127.0.0.1:0", cache)
+
+	var mu sync.Mutex
+	var armed bool
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	hook := func(m any) {
+		r, ok := m.(interface {
+			GetTypeUrl() string
+			GetResourceNamesUnsubscribe() []string
+		})
+		if !ok || r.GetTypeUrl() != model.ClusterType || !slices.Contains(r.GetResourceNamesUnsubscribe(), name) {
+			return
+		}
+		mu.Lock()
+		a := armed
+		armed = false
+		mu.Unlock()
+		if a {
+			close(entered)
+			<-proceed
+		}
+	}
+	c, err := New(ClientConfig{
+		NodeID: testNode, Delta: true, OnDemand: true, OnDemandIdle: idle, Clock: clk,
+		Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond},
+		Dial: func(context.Context) (grpc.ClientConnInterface, error) {
+			cc, err := grpc.NewClient("passthrough:///"+p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			return hookConn{ClientConn: cc, hook: hook}, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Run(t, c.Run)
+	waitReady(t, c)
+	_, release := mustDemand(t, c, name)
+	release()
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+	for range 4 {
+		for deadline := time.Now().Add(timeout); !clk.HasWaiters(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the sweep timer was not re-armed")
+			}
+		}
+		clk.Step(idle / 4)
+	}
+	select {
+	case <-entered:
+	case <-time.After(timeout):
+		t.Fatal("the idle cluster was not unsubscribed")
+	}
+	// In the window: a connection demands it; the cluster is still current.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, held, err := c.Demand(ctx, name)
+	cancel()
+	if err != nil {
+		t.Fatalf("Demand in the window: %v", err)
+	}
+	defer held() // a long-lived connection
+	close(proceed)
+	waitConfig(t, c, "the cluster dropped", func(cfg *model.Config) bool { return cfg.Clusters[name] == nil })
+
+	// A new connection to the Service.
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, rel, err := c.Demand(ctx, name); err != nil {
+		t.Errorf("a demand of a cluster held by an open connection was lost: %v; Status.Demanded %q (but not subscribed)", err, c.Status().Demanded)
+	} else {
+		rel()
+	}
+}
