@@ -97,11 +97,10 @@ type Client struct {
 	wake chan struct{}
 
 	// Owned by Run's goroutine.
-	res       state
-	versions  map[string]string // type URL -> version of the last accepted response
-	received  map[string]bool   // type URL -> a response was accepted
-	built     *model.Config     // of res, complete or not (nil before the first)
-	listeners listenerMemo      // the built listeners of res (and of a refused update, until the next)
+	res      state
+	versions map[string]string // type URL -> version of the last accepted response
+	received map[string]bool   // type URL -> a response was accepted
+	built    *model.Config     // of res, complete or not (nil before the first)
 }
 
 // demand is one cluster asked for on demand: refs connections use it; idle
@@ -378,20 +377,13 @@ func (c *Client) apply(u update) (*model.Config, error) {
 	if c.received[u.typeURL] && c.versions[u.typeURL] == u.version && next.equal(c.res) {
 		return nil, nil
 	}
-	memo := listenerMemo{}
-	for _, e := range c.res[model.ListenerType] {
-		if l, ok := c.listeners[e.msg]; ok {
-			memo[e.msg] = l
-		}
-	}
-	cfg, err := buildMemo(c.cfg.TrustDomain, next.resources(), memo)
+	cfg, err := buildWith(c.cfg.TrustDomain, next.resources(), next.builtListeners())
 	if err != nil {
 		return nil, err
 	}
-	c.listeners = memo
 	cfg.OnDemand = c.cfg.OnDemand
 	c.built = cfg
-	c.res = next
+	c.res = next.compact(cfg)
 	c.versions[u.typeURL] = u.version
 	c.received[u.typeURL] = true
 	cfg.Version = maps.Clone(c.versions)

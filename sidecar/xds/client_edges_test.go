@@ -319,22 +319,26 @@ func TestSotWRepeatedNACK(t *testing.T) {
 
 // TestListenersBuiltOnce: an update that leaves the listeners alone
 // rebuilds the configuration with the listeners already built (the same
-// model), equal to what a fresh Build makes; a new listener is built anew,
-// and a refused update keeps nothing of what it built.
+// model), equal to what a fresh Build of every resource makes; the client
+// keeps an accepted listener as built, not decoded; a new listener is
+// built anew, and a refused update changes nothing of what is kept.
 func TestListenersBuiltOnce(t *testing.T) {
 	c, err := New(ClientConfig{NodeID: testNode, Dial: nopDial})
 	if err != nil {
 		t.Fatal(err)
 	}
 	res := mesh{services: []string{"server.demo", "other.demo"}, httpEgress: true}.resources(t)
+	all := Resources{}
 	full := func(typ string, version string) update {
 		u := update{typeURL: typ, version: version, upsert: map[string]entry{}, full: true}
+		all[typ] = map[string]proto.Message{}
 		for _, r := range res[typ] {
 			m, err := toSubset(r)
 			if err != nil {
 				t.Fatal(err)
 			}
 			u.upsert[resourceName(r)] = entry{msg: m}
+			all[typ][resourceName(r)] = m
 		}
 		return u
 	}
@@ -352,7 +356,12 @@ func TestListenersBuiltOnce(t *testing.T) {
 	if next.Outbound != first.Outbound || next.Inbound != first.Inbound {
 		t.Error("an endpoints update rebuilt the listeners")
 	}
-	fresh, err := Build(c.cfg.TrustDomain, c.res.resources())
+	for n, e := range c.res[model.ListenerType] {
+		if e.msg != nil || e.built == nil {
+			t.Errorf("listener %s kept decoded (%v), not built", n, e.msg != nil)
+		}
+	}
+	fresh, err := Build(c.cfg.TrustDomain, all)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,8 +379,9 @@ func TestListenersBuiltOnce(t *testing.T) {
 	if _, err := c.apply(bad); err == nil {
 		t.Fatal("a listener with a duplicate chain accepted")
 	}
-	if len(c.listeners) != 2 {
-		t.Errorf("%d listeners kept built after a refused update, want the 2 in force", len(c.listeners))
+	if got := c.res.builtListeners(); len(got) != 2 || got[model.OutboundListener] != first.Outbound {
+		t.Errorf("after a refused update the client keeps %d listeners built (outbound the first's: %t), want the 2 in force",
+			len(got), got[model.OutboundListener] == first.Outbound)
 	}
 	// A new listener is built anew.
 	next, err = c.apply(full(model.ListenerType, "v4"))

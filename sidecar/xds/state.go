@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"crypto/sha256"
 	"maps"
 	"slices"
 
@@ -48,23 +49,103 @@ func (s subscriptions) late(t, name string) bool {
 
 // entry is one accepted resource and its version (delta; SotW leaves it empty).
 type entry struct {
-	msg     proto.Message
+	msg     proto.Message // nil for a listener once built (built)
 	version string
+	built   *builtListener
+}
+
+// builtListener is what the client keeps of an accepted listener instead
+// of its decoded resource, which (a chain per Service address and port) is
+// most of what a sidecar holds: the model it built, which the next
+// configurations reuse, the route configurations it names (references),
+// and a digest of its encoding (equal).
+type builtListener struct {
+	l   *model.Listener
+	rds []string
+	sum [sha256.Size]byte
 }
 
 // state is the accepted resources, by type URL and name. Never modified in
 // place: apply builds a new one.
 type state map[string]map[string]entry
 
+// resources returns the decoded resources of s: all but the listeners
+// already built (builtListeners).
 func (s state) resources() Resources {
 	r := make(Resources, len(s))
 	for t, byName := range s {
 		r[t] = make(map[string]proto.Message, len(byName))
 		for n, e := range byName {
-			r[t][n] = e.msg
+			if e.msg != nil {
+				r[t][n] = e.msg
+			}
 		}
 	}
 	return r
+}
+
+// builtListeners returns the listeners of s already built, by name.
+func (s state) builtListeners() map[string]*model.Listener {
+	out := map[string]*model.Listener{}
+	for n, e := range s[model.ListenerType] {
+		if e.built != nil {
+			out[n] = e.built.l
+		}
+	}
+	return out
+}
+
+// compact returns s with each listener that cfg (built from s) holds
+// kept as built instead of decoded. s is not modified.
+func (s state) compact(cfg *model.Config) state {
+	var fresh []string
+	for n, e := range s[model.ListenerType] {
+		if e.msg != nil {
+			fresh = append(fresh, n)
+		}
+	}
+	if len(fresh) == 0 {
+		return s
+	}
+	out := maps.Clone(s)
+	out[model.ListenerType] = maps.Clone(s[model.ListenerType])
+	for _, n := range fresh {
+		e := s[model.ListenerType][n]
+		l := cfg.Outbound
+		if n == model.InboundListener {
+			l = cfg.Inbound
+		}
+		if l == nil || l.Name != n {
+			continue // cannot be: Build put every listener in cfg by its name
+		}
+		out[model.ListenerType][n] = entry{version: e.version,
+			built: &builtListener{l: l, rds: listenerRDS(e.msg), sum: digest(e.msg)}}
+	}
+	return out
+}
+
+// digest is the SHA-256 of m's deterministic encoding.
+func digest(m proto.Message) [sha256.Size]byte {
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	return sha256.Sum256(b)
+}
+
+// same reports whether e and f hold the same resource at the same version.
+func (e entry) same(f entry) bool {
+	if e.version != f.version {
+		return false
+	}
+	if e.msg != nil && f.msg != nil {
+		return proto.Equal(e.msg, f.msg)
+	}
+	return e.sum() == f.sum()
+}
+
+func (e entry) sum() [sha256.Size]byte {
+	if e.built != nil {
+		return e.built.sum
+	}
+	return digest(e.msg)
 }
 
 func (s state) versions(t string) map[string]string {
@@ -82,8 +163,7 @@ func (s state) equal(o state) bool {
 			return false
 		}
 		for n, e := range s[t] {
-			f, ok := o[t][n]
-			if !ok || e.version != f.version || !proto.Equal(e.msg, f.msg) {
+			if f, ok := o[t][n]; !ok || !e.same(f) {
 				return false
 			}
 		}
@@ -150,22 +230,37 @@ func (s state) references() (eds, rds map[string]bool) {
 		}
 	}
 	for _, e := range s[model.ListenerType] {
-		l, ok := e.msg.(*listenerv3.Listener)
-		if !ok {
-			continue
+		names := listenerRDS(e.msg) // nil once built
+		if e.built != nil {
+			names = e.built.rds
 		}
-		chains := append([]*listenerv3.FilterChain{l.GetDefaultFilterChain()}, l.GetFilterChains()...)
-		for _, fc := range chains {
-			for _, f := range fc.GetFilters() {
-				var h hcmv3.HttpConnectionManager
-				if a := f.GetTypedConfig(); typeName(a) == envoyName(h.ProtoReflect().Descriptor()) {
-					// Not a.UnmarshalTo: the Any names Envoy's type, h is the subset's.
-					if proto.Unmarshal(a.GetValue(), &h) == nil && h.GetRds() != nil {
-						rds[h.GetRds().GetRouteConfigName()] = true
-					}
+		for _, n := range names {
+			rds[n] = true
+		}
+	}
+	return eds, rds
+}
+
+// listenerRDS returns the route configurations m's HTTP connection
+// managers name; nil if m is not a listener. Malformed filters are
+// skipped: Build reports them.
+func listenerRDS(m proto.Message) []string {
+	l, ok := m.(*listenerv3.Listener)
+	if !ok {
+		return nil
+	}
+	var names []string
+	chains := append([]*listenerv3.FilterChain{l.GetDefaultFilterChain()}, l.GetFilterChains()...)
+	for _, fc := range chains {
+		for _, f := range fc.GetFilters() {
+			var h hcmv3.HttpConnectionManager
+			if a := f.GetTypedConfig(); typeName(a) == envoyName(h.ProtoReflect().Descriptor()) {
+				// Not a.UnmarshalTo: the Any names Envoy's type, h is the subset's.
+				if proto.Unmarshal(a.GetValue(), &h) == nil && h.GetRds() != nil {
+					names = append(names, h.GetRds().GetRouteConfigName())
 				}
 			}
 		}
 	}
-	return eds, rds
+	return names
 }

@@ -41,20 +41,18 @@ func Build(td spiffeid.TrustDomain, res Resources) (*model.Config, error) {
 
 type builder struct {
 	td spiffeid.TrustDomain
-	// memo, if set, holds listeners already built, by their decoded
-	// message (builder.listener depends on it and td alone): a response
-	// that leaves the listeners alone (clusters or endpoints learnt on
-	// demand, an endpoint change) rebuilds the configuration without
-	// rebuilding their chains. The client keeps it across applies.
-	memo listenerMemo
+	// built are listeners already built from resources accepted before,
+	// by name (builder.listener depends on the resource and td alone): a
+	// response that leaves the listeners alone (clusters or endpoints
+	// learnt on demand, an endpoint change) rebuilds the configuration
+	// without rebuilding their chains, and the client need not keep their
+	// decoded resources (state.go, compact).
+	built map[string]*model.Listener
 }
 
-// listenerMemo maps a decoded listener to what it built.
-type listenerMemo map[proto.Message]*model.Listener
-
-// buildMemo is Build with memo (updated with what it builds).
-func buildMemo(td spiffeid.TrustDomain, res Resources, memo listenerMemo) (*model.Config, error) {
-	cfg, err := builder{td: td, memo: memo}.build(res)
+// buildWith is Build with listeners already built, which res does not hold.
+func buildWith(td spiffeid.TrustDomain, res Resources, built map[string]*model.Listener) (*model.Config, error) {
+	cfg, err := builder{td: td, built: built}.build(res)
 	if err != nil {
 		return nil, fmt.Errorf("xds: %w", err)
 	}
@@ -69,6 +67,14 @@ func (b builder) build(res Resources) (*model.Config, error) {
 	}
 	cfg := &model.Config{Clusters: map[string]*model.Cluster{}, Endpoints: map[string][]model.Endpoint{}, Routes: map[string]*model.RouteConfig{}}
 	for _, t := range []string{model.SecretType, model.ClusterType, model.EndpointType, model.ListenerType, model.RouteType} {
+		if t == model.ListenerType {
+			for name, l := range b.built {
+				if _, again := res[t][name]; again {
+					return nil, fmt.Errorf("listener %q: given built and as a resource", name)
+				}
+				b.setListener(cfg, l)
+			}
+		}
 		for _, name := range slices.Sorted(maps.Keys(res[t])) {
 			m := res[t][name]
 			what := fmt.Sprintf("%s %q", kindName(t), name)
@@ -81,6 +87,15 @@ func (b builder) build(res Resources) (*model.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// setListener puts l in cfg by its name (listener checked it is one of the two).
+func (builder) setListener(cfg *model.Config, l *model.Listener) {
+	if l.Name == model.InboundListener {
+		cfg.Inbound = l
+	} else {
+		cfg.Outbound = l
+	}
 }
 
 func (b builder) resource(cfg *model.Config, t, name string, m proto.Message) error {
@@ -99,16 +114,9 @@ func (b builder) resource(cfg *model.Config, t, name string, m proto.Message) er
 	case model.EndpointType:
 		cfg.Endpoints[name], err = b.loadAssignment(m)
 	case model.ListenerType:
-		l, ok := b.memo[m]
-		if !ok {
-			if l, err = b.listener(m); err == nil && b.memo != nil {
-				b.memo[m] = l
-			}
-		}
-		if err == nil && l.Name == model.InboundListener {
-			cfg.Inbound = l
-		} else if err == nil {
-			cfg.Outbound = l
+		var l *model.Listener
+		if l, err = b.listener(m); err == nil {
+			b.setListener(cfg, l)
 		}
 	case model.RouteType:
 		// Listeners are read first: the chains that reference a route
