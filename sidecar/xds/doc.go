@@ -16,7 +16,11 @@
 // control plane takes ADS only with both, since the app holds the SVID.
 // Every response is applied to a copy of the current resources and the
 // whole set is rebuilt; only a consistent result replaces the current one,
-// so a bad response changes nothing. A configuration becomes current
+// so a bad response changes nothing. A listener, once accepted, is kept as
+// the model it built (reused until the listener changes), the route
+// configurations it names and a digest of its encoding, not as its decoded
+// resource: at scale its chain per Service address is most of a sidecar's
+// memory, and an endpoint change need not rebuild it. A configuration becomes current
 // once it is complete (listeners, clusters, the endpoints of every EDS
 // cluster, every referenced route configuration and the trust bundle);
 // until then the previous complete one keeps serving, as Envoy warms
