@@ -61,7 +61,13 @@ func TestL7GRPCUnavailableRetriedElsewhere(t *testing.T) {
 		On:         model.RetryConnectFailure | model.RetryRefusedStream | model.RetryUnavailable | model.RetryRetriableStatusCodes,
 		NumRetries: 2, PreviousHosts: true, StatusCodes: []int{503},
 	}
-	a := startL7Client(t, ca, l7ClientConfig([]*model.Route{route}, map[string][]model.Endpoint{l7Route: eps}))
+	cfg := l7ClientConfig([]*model.Route{route}, map[string][]model.Endpoint{l7Route: eps})
+	// grpcCalls' four callers can all be answered UNAVAILABLE at once, and
+	// the fixture's budget (at least 3 retries in flight) would then refuse
+	// the fourth retry, as it should (TestRetryBudget's subject): its floor
+	// is the callers' number here, so every UNAVAILABLE may be retried.
+	cfg.Clusters[l7Route].RetryBudget = &model.RetryBudget{BudgetPercent: 20, MinRetryConcurrency: 4}
+	a := startL7Client(t, ca, cfg)
 	counts := grpcCalls(t, a, 300, backends) // fails on any failed call
 	t.Logf("calls per healthy backend %v, UNAVAILABLE answers %d", counts, broken.calls.Load())
 	if broken.calls.Load() == 0 {

@@ -10,7 +10,6 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/weftmesh/weft/internal/testutil"
 	"github.com/weftmesh/weft/sidecar/xds/model"
@@ -50,7 +49,7 @@ func (s hookStream) SendMsg(m any) error { s.hook(m); return s.ClientStream.Send
 // after DemandTimeout for as long as the first connection stays open.
 func TestDemandDuringIdleDropIsKept(t *testing.T) {
 	const name = "outbound|80|server.demo"
-	clk := clocktesting.NewFakeClock(time.Now())
+	clk := testutil.FakeClock(t)
 	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
 	setSnapshot(t, cache, mesh{services: []string{"server.demo", "other.demo"}}, "v1")
 	p := startPeer(t, "127.0.0.1:0", cache)

@@ -86,7 +86,7 @@ func mustDemand(t *testing.T, c *Client, name string) (*model.Config, func()) {
 // concurrent demands share one subscription, and a cluster whose
 // connections all ended is dropped after OnDemandIdle, one still held is not.
 func TestOnDemand(t *testing.T) {
-	clk := clocktesting.NewFakeClock(time.Now())
+	clk := testutil.FakeClock(t)
 	cache := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
 	setSnapshot(t, cache, mesh{services: []string{"server.demo", "other.demo", "third.demo"}, httpEgress: true}, "v1")
 	p := startPeer(t, "127.0.0.1:0", cache)
