@@ -3,6 +3,7 @@ package balance
 import (
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestPickAddr(t *testing.T) {
@@ -23,5 +24,30 @@ func TestPickAddr(t *testing.T) {
 	r.Done(Success)
 	if _, ok := bl.PickAddr(netip.MustParseAddrPort("198.18.0.3:80")); ok {
 		t.Error("PickAddr of an address that is not an endpoint succeeded")
+	}
+}
+
+// TestPickAddrCountsAsTheLatestPick: a request PickAddr sent to an
+// endpoint makes it the one picked last, as a Pick would, so of two
+// endpoints that cost alike the next Pick chooses the other.
+func TestPickAddrCountsAsTheLatestPick(t *testing.T) {
+	for seed := range uint64(8) {
+		bl, c, eps := newBalancer(t, seed, 2)
+		first := pick(t, bl)
+		c.Step(5 * time.Millisecond)
+		first.Done(Success)
+		other := eps[0]
+		if other == first.Addr {
+			other = eps[1]
+		}
+		r, ok := bl.PickAddr(other)
+		if !ok {
+			t.Fatalf("PickAddr(%s) refused", other)
+		}
+		c.Step(5 * time.Millisecond)
+		r.Done(Success)
+		if next := pick(t, bl); next.Addr != first.Addr {
+			t.Fatalf("seed %d: %s was picked before %s was PickAddr'd; the next Pick chose %s", seed, first.Addr, other, next.Addr)
+		}
 	}
 }
