@@ -9,6 +9,7 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 )
 
 func TestBadAnnotationsRefused(t *testing.T) {
@@ -62,6 +63,17 @@ func TestPodRefused(t *testing.T) {
 			uid := int64(ProxyUID)
 			p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: &uid}
 		}, "injector: container web runs as UID 1337, the proxy's UID, whose traffic is not captured: it would bypass mTLS and egress policy"},
+		{"proxy uid, container level", func(p *corev1.Pod) {
+			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: ptr.To[int64](ProxyUID)}
+		}, "injector: container web runs as UID 1337, the proxy's UID"},
+		{"proxy uid, pod level, the container's context names no UID", func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](ProxyUID)}
+			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{ReadOnlyRootFilesystem: ptr.To(true)}
+		}, "injector: container web runs as UID 1337, the proxy's UID"},
+		{"proxy uid, init container", func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "busybox",
+				SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](ProxyUID)}}}
+		}, "injector: container setup runs as UID 1337, the proxy's UID"},
 		{"reserved port", func(p *corev1.Pod) {
 			p.Spec.Containers[0].Ports = append(p.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: 15001})
 		}, "injector: container web declares port 15001, which weft-proxy uses (reserved: [15000 15001 15006 15020])"},
@@ -118,6 +130,19 @@ func TestOtherAudienceTokenAllowed(t *testing.T) {
 		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "vault-token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: "vault", Path: "token"}}}}}})
 		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "vault-token", MountPath: "/var/run/secrets/vault"}}
+	})
+	review, _ := newInjector(t, true).Review(reviewBody(t, pod, "demo"))
+	if !review.Response.Allowed {
+		t.Fatalf("refused: %+v", review.Response.Result)
+	}
+}
+
+// A container that names its own UID is not the pod's default: the pod's
+// default being the proxy's UID refuses only the containers that take it.
+func TestContainerUIDOverridesThePods(t *testing.T) {
+	pod := podWith(t, func(p *corev1.Pod) {
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](ProxyUID)}
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: ptr.To[int64](1000)}
 	})
 	review, _ := newInjector(t, true).Review(reviewBody(t, pod, "demo"))
 	if !review.Response.Allowed {
