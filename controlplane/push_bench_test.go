@@ -195,7 +195,7 @@ func (env *pushEnv) churn(b *testing.B, debounce time.Duration, base pushBase) {
 	wait := func(c *pushChange) {
 		select {
 		case <-c.done:
-			env.pending.Delete(c.cluster)
+			env.pending.CompareAndDelete(c.cluster, c)
 		case <-time.After(timeout):
 			var errs []string
 			for _, cl := range clients {
@@ -215,6 +215,7 @@ func (env *pushEnv) churn(b *testing.B, debounce time.Duration, base pushBase) {
 		b.Fatal(err)
 	}
 	wall0 := time.Now()
+	env.slipped = 0
 	for b.Loop() {
 		var batch []*pushChange
 		start := time.Now()
@@ -298,6 +299,9 @@ func (env *pushEnv) churn(b *testing.B, debounce time.Duration, base pushBase) {
 	b.ReportMetric((rounds1-rounds0)/fc, "rounds/change")
 	b.ReportMetric((eds1-eds0)/fc, "eds-pushes/change")
 	b.ReportMetric((lds1-lds0)/fc, "lds-pushes/change")
+	if *pushInterval > 0 {
+		b.ReportMetric(float64(env.slipped), "slipped") // changes that waited for their Service's previous one
+	}
 	b.ReportMetric((cds1-cds0)/fc, "cds-pushes/change")
 	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cpu-cores")
 	b.ReportMetric(float64(cpu.Milliseconds())/fc, "cpu-ms/change")

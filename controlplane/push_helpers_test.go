@@ -83,8 +83,14 @@ type pushEnv struct {
 	// every cluster (wildcard, as sidecars do today).
 	scopeClusters []string
 
-	seq     int          // changes made so far (all phases): picks the service and the marker address
-	pending sync.Map     // EDS resource name -> *pushChange not yet seen by every client
+	seq     int      // changes made so far (all phases): picks the service and the marker address
+	pending sync.Map // EDS resource name -> *pushChange not yet seen by every client
+	// slipped counts the changes that waited for the previous change of
+	// their Service to reach every client (open-loop churn that revisits
+	// a Service before its last change was delivered everywhere): two
+	// pending changes of one Service could not be told apart by a client
+	// (a ready flip and its flip back look alike).
+	slipped int
 	pubAt   atomic.Int64 // unix ns of the first snapshot published since reset (0: none)
 }
 
@@ -243,6 +249,19 @@ func (env *pushEnv) change(ctx context.Context, nClients int) (*pushChange, erro
 	k := env.seq
 	env.seq++
 	i := env.service(k)
+	if v, ok := env.pending.Load(env.edsName(i)); ok {
+		prev := v.(*pushChange)
+		select {
+		case <-prev.done:
+		default:
+			env.slipped++
+			select {
+			case <-prev.done:
+			case <-time.After(3 * time.Minute):
+				return nil, fmt.Errorf("%s: the previous change still reaches %d of %d clients after 3m", prev.cluster, prev.left.Load(), nClients)
+			}
+		}
+	}
 	es := env.slices[i].DeepCopy()
 	ep := &es.Endpoints[0]
 	c := &pushChange{cluster: env.edsName(i),

@@ -330,6 +330,12 @@ func TestHTTP(t *testing.T) {
 		sr.Destinations[0].Destination != "api.example.com:443" || sr.Destinations[0].Connections != 3 {
 		t.Errorf("summary past its rows: %d %+v", code, sr)
 	}
+	// Exactly MaxSummaryRows rows: all of them, not truncated.
+	h.svc.cfg.MaxSummaryRows = 4
+	sr = apiaudit.SummaryResponse{}
+	if code := get("/audit/summary", &sr); code != 200 || sr.Truncated || len(sr.Destinations) != 4 {
+		t.Errorf("summary of exactly its rows: %d %+v", code, sr)
+	}
 	h.svc.cfg.MaxSummaryRows = 0
 	sr = apiaudit.SummaryResponse{}
 	if code := get("/audit/summary", &sr); code != 200 || sr.Truncated || len(sr.Destinations) != 4 {
