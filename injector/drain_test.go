@@ -30,6 +30,8 @@ func TestServeDrainsAReviewInFlight(t *testing.T) {
 	case addr = <-addrc:
 	case err := <-errc:
 		t.Fatalf("Serve: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ready was never called")
 	}
 
 	body := reviewBody(t, loadPod(t, "plain"), "demo")

@@ -194,6 +194,8 @@ func TestRun(t *testing.T) {
 			case addr = <-addrc:
 			case err := <-errc:
 				t.Fatalf("Run returned before serving: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("Ready was never called")
 			}
 			want, err := rootsPEM(ident, td)
 			if err != nil || len(want) == 0 {

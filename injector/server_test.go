@@ -100,6 +100,8 @@ func startServer(t *testing.T, certs CertificateSource, obs Observer) string {
 		return a
 	case err := <-errc:
 		t.Fatalf("Serve: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ready was never called")
 	}
 	return ""
 }
