@@ -258,7 +258,7 @@ func (env *pushEnv) change(ctx context.Context, nClients int) (*pushChange, erro
 			select {
 			case <-prev.done:
 			case <-time.After(3 * time.Minute):
-				return nil, fmt.Errorf("%s: the previous change still reaches %d of %d clients after 3m", prev.cluster, prev.left.Load(), nClients)
+				return nil, fmt.Errorf("%s: the previous change has not reached %d of %d clients after 3m", prev.cluster, prev.left.Load(), nClients)
 			}
 		}
 	}
