@@ -1,9 +1,11 @@
 package injector
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
-	"io"
+	"fmt"
 	"net"
 	"net/http"
 	"testing"
@@ -16,7 +18,16 @@ import (
 // API server is still sending is answered before Serve returns — a
 // rolling update of the injector does not fail the pod being admitted —
 // and no new connection is accepted meanwhile.
+//
+// The request is written by hand on a TLS connection, the head and half
+// the body flushed, so the server has begun reading it (an http.Client
+// would hold a small request in its buffer until the body ends). Serve is
+// then given longer than net/http's 5 s grace for a connection that has
+// sent nothing, so a server that dropped connections in flight on
+// shutdown would be caught, and the rest of the body still arrives within
+// the server's 10 s read timeout.
 func TestServeDrainsAReviewInFlight(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -25,34 +36,17 @@ func TestServeDrainsAReviewInFlight(t *testing.T) {
 		errc <- Serve(ctx, ServerConfig{Addr: "127.0.0.1:0", Injector: newInjector(t, true), Certificates: SVIDCertificates(ca.source(t, 1)),
 			Ready: func(a net.Addr) { addrc <- a.String() }})
 	}()
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-errc:
-		t.Fatalf("Serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Ready was never called")
-	}
+	addr := awaitReady(t, addrc, errc)
 
-	body := reviewBody(t, loadPod(t, "plain"), "demo")
-	half := len(body) / 2
-	pr, pw := io.Pipe()
-	req, err := http.NewRequest("POST", "https://"+addr+"/inject", pr)
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool, ServerName: serverName})
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.ContentLength = int64(len(body))
-	req.Header.Set("Content-Type", "application/json")
-	type result struct {
-		resp *http.Response
-		err  error
-	}
-	resc := make(chan result, 1)
-	go func() {
-		resp, err := client(ca).Do(req)
-		resc <- result{resp, err}
-	}()
-	if _, err := pw.Write(body[:half]); err != nil { // the pipe returns once the transport took it
+	defer conn.Close()
+	body := reviewBody(t, loadPod(t, "plain"), "demo")
+	half := len(body) / 2
+	head := fmt.Sprintf("POST /inject HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", serverName, len(body))
+	if _, err := conn.Write(append([]byte(head), body[:half]...)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond) // let the server read the head and start on the body
@@ -60,28 +54,28 @@ func TestServeDrainsAReviewInFlight(t *testing.T) {
 	cancel()
 	// Serve waits for the review: it has not returned while the body is
 	// half sent, and the listener is closed.
-	select {
-	case err := <-errc:
-		t.Fatalf("Serve returned %v with a review in flight", err)
-	case <-time.After(500 * time.Millisecond):
-	}
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Error("a new connection was accepted after the context ended")
 	}
-	if _, err := pw.Write(body[half:]); err != nil {
-		t.Fatal(err)
+	select {
+	case err := <-errc:
+		t.Fatalf("Serve returned %v with a review in flight", err)
+	case <-time.After(5500 * time.Millisecond):
 	}
-	pw.Close()
-	res := <-resc
-	if res.err != nil {
-		t.Fatalf("the review in flight: %v", res.err)
+	if _, err := conn.Write(body[half:]); err != nil {
+		t.Fatalf("the rest of the review in flight: %v", err)
 	}
-	defer res.resp.Body.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("the review in flight: %v", err)
+	}
+	defer resp.Body.Close()
 	var review admissionv1.AdmissionReview
-	if err := json.NewDecoder(res.resp.Body).Decode(&review); err != nil || res.resp.StatusCode != http.StatusOK ||
+	if err := json.NewDecoder(resp.Body).Decode(&review); err != nil || resp.StatusCode != http.StatusOK ||
 		review.Response == nil || !review.Response.Allowed {
-		t.Fatalf("the review in flight: %s, %+v, %v", res.resp.Status, review.Response, err)
+		t.Fatalf("the review in flight: %s, %+v, %v", resp.Status, review.Response, err)
 	}
 	select {
 	case err := <-errc:

@@ -87,21 +87,8 @@ func TestServesSVIDFromCertificateService(t *testing.T) {
 // client holding only caBundle (the webhook's) verifies, or fails t.
 func servedID(t *testing.T, addr string, caBundle []byte) string {
 	t.Helper()
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caBundle) {
-		t.Fatal("caBundle holds no certificate")
-	}
-	conn, err := tls.Dial("tcp", addr, &tls.Config{
-		InsecureSkipVerify: true, // verified below without a host name: the test SVIDs have no DNS SAN
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
-			return err
-		},
-	})
+	roots := bundlePool(t, caBundle)
+	conn, err := tls.Dial("tcp", addr, verifyWithoutName(roots))
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
@@ -109,16 +96,22 @@ func servedID(t *testing.T, addr string, caBundle []byte) string {
 	return conn.ConnectionState().PeerCertificates[0].URIs[0].String()
 }
 
-// admitOver posts an admission review to the webhook Run serves at addr,
-// verifying its certificate against caBundle as servedID does.
-func admitOver(t *testing.T, addr string, caBundle []byte, body []byte) *admissionv1.AdmissionReview {
+// bundlePool holds the certificates of caBundle (PEM), or fails t.
+func bundlePool(t *testing.T, caBundle []byte) *x509.CertPool {
 	t.Helper()
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caBundle) {
 		t.Fatal("caBundle holds no certificate")
 	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		InsecureSkipVerify: true, // verified below without a host name: the test SVIDs have no DNS SAN
+	return roots
+}
+
+// verifyWithoutName is a client configuration that accepts a server whose
+// chain verifies to roots, whatever its name (the test SVIDs carry no DNS
+// SAN).
+func verifyWithoutName(roots *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		InsecureSkipVerify: true, // verified below without a host name
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			inter := x509.NewCertPool()
 			for _, c := range cs.PeerCertificates[1:] {
@@ -127,7 +120,15 @@ func admitOver(t *testing.T, addr string, caBundle []byte, body []byte) *admissi
 			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
 			return err
 		},
-	}}}
+	}
+}
+
+// admitOver posts an admission review to the webhook Run serves at addr,
+// verifying its certificate against caBundle as servedID does.
+func admitOver(t *testing.T, addr string, caBundle []byte, body []byte) *admissionv1.AdmissionReview {
+	t.Helper()
+	roots := bundlePool(t, caBundle)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: verifyWithoutName(roots)}}
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Post("https://"+addr+"/inject", "application/json", bytes.NewReader(body))
 	if err != nil {
@@ -189,14 +190,7 @@ func TestRun(t *testing.T) {
 				errc <- Run(ctx, RunConfig{Kube: kube, Weft: weft, Identity: ident, NativeSidecar: tc.flag, Addr: "127.0.0.1:0", Logger: debugLogger(&logs),
 					Ready: func(a net.Addr) { addrc <- a.String() }})
 			}()
-			var addr string
-			select {
-			case addr = <-addrc:
-			case err := <-errc:
-				t.Fatalf("Run returned before serving: %v", err)
-			case <-time.After(10 * time.Second):
-				t.Fatal("Ready was never called")
-			}
+			addr := awaitReady(t, addrc, errc)
 			want, err := rootsPEM(ident, td)
 			if err != nil || len(want) == 0 {
 				t.Fatalf("roots: %q, %v", want, err)

@@ -83,23 +83,33 @@ func (ca *testCA) source(t *testing.T, serial int64) *swappableSVIDs {
 func startServer(t *testing.T, certs CertificateSource, obs Observer) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	addrc := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() {
 		errc <- Serve(ctx, ServerConfig{Addr: "127.0.0.1:0", Injector: newInjector(t, true), Certificates: certs, Observer: obs,
 			Ready: func(a net.Addr) { addrc <- a.String() }})
 	}()
+	addr := awaitReady(t, addrc, errc)
 	t.Cleanup(func() {
 		cancel()
 		if err := <-errc; err != nil {
 			t.Errorf("Serve returned %v", err)
 		}
 	})
+	return addr
+}
+
+// awaitReady is the address a server started in the background reports
+// through its Ready callback (addrc); it fails t if the server returns
+// first (errc) or does not report within 10 s.
+func awaitReady(t *testing.T, addrc <-chan string, errc <-chan error) string {
+	t.Helper()
 	select {
 	case a := <-addrc:
 		return a
 	case err := <-errc:
-		t.Fatalf("Serve: %v", err)
+		t.Fatalf("returned before serving: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("Ready was never called")
 	}

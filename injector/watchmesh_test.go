@@ -44,7 +44,7 @@ func TestWatchMeshFollowsTheMeshConfig(t *testing.T) {
 		}}
 	}
 	res := dyn.Resource(v1alpha1.MeshConfigResource)
-	if _, err := res.Create(ctx, meshConfig("other", "REGISTRY_ONLY", "3s"), metav1.CreateOptions{}); err != nil {
+	if _, err := res.Create(ctx, meshConfig("other", "ALLOW_ANY", "9s"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := res.Create(ctx, meshConfig(v1alpha1.DefaultMeshConfigName, "REGISTRY_ONLY", "3s"), metav1.CreateOptions{}); err != nil {

@@ -41,16 +41,13 @@ func TestBuiltDefaultChainRouteStaysReferenced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg *model.Config
-	for _, typ := range []string{model.ClusterType, model.ListenerType, model.EndpointType, model.RouteType, model.SecretType} {
+	cfg := applyEachType(t, c, func(typ string) update {
 		u := update{typeURL: typ, version: "v1", upsert: map[string]entry{}}
 		for n, m := range set[typ] {
 			u.upsert[n] = entry{msg: m, version: "1"}
 		}
-		if cfg, err = c.apply(u); err != nil || cfg == nil {
-			t.Fatalf("%s: %v %v", typ, cfg, err)
-		}
-	}
+		return u
+	})
 	if _, rds := c.res.references(); !rds["egress|80"] {
 		t.Fatalf("route named by the default chain not referenced: %v", rds)
 	}

@@ -342,13 +342,7 @@ func TestListenersBuiltOnce(t *testing.T) {
 		}
 		return u
 	}
-	var cfg *model.Config
-	for _, typ := range []string{model.ClusterType, model.ListenerType, model.EndpointType, model.RouteType, model.SecretType} {
-		if cfg, err = c.apply(full(typ, "v1")); err != nil || cfg == nil {
-			t.Fatalf("%s: %v, %v", typ, cfg, err)
-		}
-	}
-	first := cfg
+	first := applyEachType(t, c, func(typ string) update { return full(typ, "v1") })
 	next, err := c.apply(full(model.EndpointType, "v2"))
 	if err != nil || next == nil {
 		t.Fatalf("endpoints v2: %v, %v", next, err)
@@ -388,4 +382,20 @@ func TestListenersBuiltOnce(t *testing.T) {
 	if err != nil || next == nil || next.Outbound == first.Outbound {
 		t.Fatalf("listeners v4: %v; the same listener model kept for new listener resources", err)
 	}
+}
+
+// applyEachType applies one update of each type, made by mk, in the order
+// a server sends a first configuration (clusters, listeners, endpoints,
+// routes, secrets), and returns the configuration the last one completes;
+// it fails t if an update is refused or leaves no configuration.
+func applyEachType(t *testing.T, c *Client, mk func(typeURL string) update) *model.Config {
+	t.Helper()
+	var cfg *model.Config
+	for _, typ := range []string{model.ClusterType, model.ListenerType, model.EndpointType, model.RouteType, model.SecretType} {
+		var err error
+		if cfg, err = c.apply(mk(typ)); err != nil || cfg == nil {
+			t.Fatalf("%s: %v, %v", typ, cfg, err)
+		}
+	}
+	return cfg
 }
