@@ -96,11 +96,16 @@ func (p *Proxy) demand(ctx context.Context, cfg *model.Config, fc *model.FilterC
 	}
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.DemandTimeout)
 	defer cancel()
+	start := p.cfg.Clock.Now()
 	next, release, err := p.cfg.Demand(dctx, fc.Target.Cluster)
 	if err != nil {
-		p.log.Warn("outbound: cluster learnt on demand did not come", "chain", fc.Name, "cluster", fc.Target.Cluster,
-			"waited", p.cfg.DemandTimeout, "err", err)
-		return nil, nil, refused("on_demand", "proxy: chain %s: cluster %q not received within %v: %w", fc.Name, fc.Target.Cluster, p.cfg.DemandTimeout, err)
+		// Its timeout, or the control plane's answer that it has no such
+		// cluster (err says which).
+		waited := p.cfg.Clock.Since(start).Round(time.Millisecond)
+		p.log.Warn("outbound: cluster learnt on demand not obtained", "chain", fc.Name, "cluster", fc.Target.Cluster,
+			"waited", waited, "err", err)
+		return nil, nil, refused("on_demand", "proxy: chain %s: cluster %q not obtained after %v (at most %v): %w", fc.Name, fc.Target.Cluster,
+			waited, p.cfg.DemandTimeout, err)
 	}
 	if next.Outbound != cfg.Outbound {
 		if next.Outbound == nil || !reflect.DeepEqual(match(next.Outbound), fc) {

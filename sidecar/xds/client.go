@@ -104,11 +104,18 @@ type Client struct {
 }
 
 // demand is one cluster asked for on demand: refs connections use it; idle
-// is when the last of them ended.
+// is when the last of them ended; absent is closed when the control plane
+// answered that it has no such cluster (the demand is then forgotten).
 type demand struct {
-	refs int
-	idle time.Time
+	refs   int
+	idle   time.Time
+	absent chan struct{}
 }
+
+// ErrNoSuchCluster is Demand's error when the control plane answers that
+// it has no cluster of the name asked for (a Service deleted since the
+// listener naming it was sent).
+var ErrNoSuchCluster = errors.New("the control plane has no such cluster")
 
 // Status is the client's state for the admin endpoint.
 type Status struct {
@@ -232,8 +239,9 @@ func (c *Client) Status() Status {
 // Demand returns a current configuration that holds cluster name, asking
 // the control plane for it first if it is learnt on demand and not held
 // (ClientConfig.OnDemand): it waits for the cluster and, for an EDS one,
-// its endpoints, until ctx ends (then an error: the caller refuses the
-// connection, failing closed). release says the connection that asked is
+// its endpoints, until ctx ends or the control plane answers that it has
+// no such cluster (then an error, ErrNoSuchCluster for the latter: the
+// caller refuses the connection, failing closed). release says the connection that asked is
 // done with it: a cluster no connection holds is dropped after
 // OnDemandIdle. Without OnDemand it waits the same way for a cluster the
 // control plane sends unasked.
@@ -242,7 +250,7 @@ func (c *Client) Demand(ctx context.Context, name string) (cfg *model.Config, re
 	d := c.demands[name]
 	asked := d == nil
 	if asked {
-		d = &demand{}
+		d = &demand{absent: make(chan struct{})}
 		c.demands[name] = d
 	}
 	d.refs++
@@ -274,11 +282,31 @@ func (c *Client) Demand(ctx context.Context, name string) (cfg *model.Config, re
 			if cfg.Clusters[name] != nil {
 				return cfg, release, nil
 			}
+		case <-d.absent:
+			release()
+			return nil, nil, fmt.Errorf("xds: cluster %q: %w", name, ErrNoSuchCluster)
 		case <-ctx.Done():
 			release()
 			return nil, nil, fmt.Errorf("xds: cluster %q not received: %w", name, context.Cause(ctx))
 		}
 	}
+}
+
+// forgetAbsent fails the connections waiting for the demanded clusters
+// among names, which the control plane answered it does not have, and
+// forgets those demands, so the next connection asks again; it reports
+// whether it forgot any.
+func (c *Client) forgetAbsent(names []string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := len(c.demands)
+	for _, name := range names {
+		if d := c.demands[name]; d != nil {
+			close(d.absent)
+			delete(c.demands, name)
+		}
+	}
+	return len(c.demands) < n
 }
 
 // expire forgets the demands no connection has held for OnDemandIdle and

@@ -128,6 +128,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 		case resp := <-stream.responses:
 			healthy = true
 			t := resp.GetTypeUrl()
+			absent := c.neverHeld(resp)
 			cfg, err := c.applyDelta(subs, resp)
 			if err != nil {
 				c.rejected(t, resp.GetSystemVersionInfo(), err)
@@ -160,8 +161,36 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 				}
 			}
 			c.accepted(cfg)
+			// A demanded cluster the control plane says it does not have
+			// fails its waiting
+			// connections at once and is unsubscribed: the next
+			// connection asks afresh.
+			if c.cfg.OnDemand && len(absent) > 0 && c.forgetAbsent(absent) {
+				if err := redemand(); err != nil {
+					return healthy, err
+				}
+			}
 		}
 	}
+}
+
+// neverHeld returns the clusters a clusters response removes that the
+// client does not hold: the control plane's answer to a name asked for
+// that it does not have (the protocol's "does not exist"). Endpoints are
+// not read so: a removed Service's assignment can come after its cluster
+// was dropped, and a demand still held by a connection is not forgotten
+// for it.
+func (c *Client) neverHeld(resp *discoveryv3.DeltaDiscoveryResponse) []string {
+	if resp.GetTypeUrl() != model.ClusterType {
+		return nil
+	}
+	var out []string
+	for _, n := range resp.GetRemovedResources() {
+		if _, held := c.res[model.ClusterType][n]; !held {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func (c *Client) applyDelta(subs subscriptions, resp *discoveryv3.DeltaDiscoveryResponse) (*model.Config, error) {

@@ -95,6 +95,15 @@
 // Config.MaxDelay (1s) after the first change of a burst, so continuous
 // churn still converges. Changes during a round start the next one.
 //
+// Absent names. A delta stream that subscribes by name to a resource its
+// node's snapshot does not hold is told so at once, the name in
+// removed_resources (the xDS protocol's way of saying a requested
+// resource does not exist), for every type: once, in the response to the
+// request that asked; if the resource appears later the stream, still
+// subscribed, is sent it (absent.go; for endpoints, eds.go). An on-demand
+// sidecar's connection to a Service deleted under it is refused at once
+// instead of after its wait.
+//
 // ACK and NACK. Per node and type the server records the last version sent,
 // the last version ACKed and the last NACK (version, the sidecar's
 // error_detail message, time); the state is SYNCED (ACKed what it should

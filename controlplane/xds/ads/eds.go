@@ -448,7 +448,9 @@ func (w *edsWatch) answer(e *edsCache, names []string, force bool) bool {
 				dropped = append(dropped, n)
 			}
 		case r == nil:
-			if isKnown {
+			// Gone, or asked for and absent: the protocol's "does not
+			// exist" (absent.go).
+			if isKnown || w.asked(n) {
 				removed = append(removed, n)
 			}
 		case !isKnown || kv != r.version:
@@ -525,6 +527,13 @@ func (w *edsWatch) answer(e *edsCache, names []string, force bool) bool {
 	}
 	w.ch <- &cachev3.PassthroughResponse{Request: w.req, DiscoveryResponse: out, ReturnedResources: next}
 	return true
+}
+
+// asked says whether the request that opened w, a delta one, newly
+// subscribed to name n (the snapshot types' rule, absentCache: an absent
+// name a request asks for is answered in removed_resources, once).
+func (w *edsWatch) asked(n string) bool {
+	return w.dreq != nil && slices.Contains(w.dreq.GetResourceNamesSubscribe(), n)
 }
 
 // CreateWatch opens a SotW EDS watch, answered at once if the stream lacks

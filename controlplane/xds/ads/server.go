@@ -182,7 +182,7 @@ func New(cfg Config) (*Server, error) {
 	cpLog := cpLogger{cfg.Logger}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cpLog)
 	s.eds = newEDSCache()
-	s.xds = serverv3.NewServer(s.ctx, s.eds.mux(s.cache), callbacks{s}, sotwv3.WithLogger(cpLog))
+	s.xds = serverv3.NewServer(s.ctx, s.eds.mux(absentCache{s.cache}), callbacks{s}, sotwv3.WithLogger(cpLog))
 	return s, nil
 }
 

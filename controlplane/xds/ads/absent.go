@@ -1,0 +1,67 @@
+package ads
+
+import (
+	"maps"
+
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+)
+
+// absentCache answers a delta subscription by name to a resource the
+// node's snapshot does not hold the way the xDS protocol says a server
+// tells a client that a requested resource does not exist: its name in
+// removed_resources. go-control-plane's snapshot cache lists a name there
+// only if the stream was sent it (the subscription's ReturnedResources);
+// a name never sent, subscribed to and absent, gets no answer at all, so
+// a client asking for it (a sidecar's cluster learnt on demand) could
+// only wait for its own timeout.
+//
+// For the watch a request opens, each name the request newly subscribes
+// to counts as returned at version "": the snapshot cache then sends the
+// resource if the snapshot holds it (its version differs from "") and
+// names it in removed_resources if not. Once: the stream keeps the
+// response's version map, which holds only what was sent, and the
+// requests that follow (the ACKs) subscribe to nothing new, so an absent
+// name is not repeated in every later response. If it appears later, the
+// stream, still subscribed, is sent it as any change.
+type absentCache struct{ cachev3.Cache }
+
+func (c absentCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
+	if asked := newlyAsked(req, sub); asked != nil {
+		sub = asked
+	}
+	return c.Cache.CreateDeltaWatch(req, sub, ch)
+}
+
+// askedSubscription is a subscription whose newly subscribed names count
+// as returned at version "".
+type askedSubscription struct {
+	cachev3.Subscription
+	returned map[string]string
+}
+
+func (s askedSubscription) ReturnedResources() map[string]string { return s.returned }
+
+// newlyAsked returns sub with the names req newly subscribes to, and the
+// stream was not sent, returned at version "", or nil if there are none.
+// A name also unsubscribed in req, or the wildcard "*", is not one.
+func newlyAsked(req *cachev3.DeltaRequest, sub cachev3.Subscription) cachev3.Subscription {
+	var returned map[string]string
+	subscribed, known := sub.SubscribedResources(), sub.ReturnedResources()
+	for _, n := range req.GetResourceNamesSubscribe() {
+		if _, ok := subscribed[n]; !ok {
+			continue
+		}
+		if _, ok := known[n]; ok {
+			continue
+		}
+		if returned == nil {
+			returned = make(map[string]string, len(known)+1)
+			maps.Copy(returned, known)
+		}
+		returned[n] = ""
+	}
+	if returned == nil {
+		return nil
+	}
+	return askedSubscription{sub, returned}
+}
