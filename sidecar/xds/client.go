@@ -294,19 +294,20 @@ func (c *Client) Demand(ctx context.Context, name string) (cfg *model.Config, re
 
 // forgetAbsent fails the connections waiting for the demanded clusters
 // among names, which the control plane answered it does not have, and
-// forgets those demands, so the next connection asks again; it reports
-// whether it forgot any.
-func (c *Client) forgetAbsent(names []string) bool {
+// forgets those demands, so the next connection asks again; it returns the
+// names it forgot.
+func (c *Client) forgetAbsent(names []string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := len(c.demands)
+	var forgot []string
 	for _, name := range names {
 		if d := c.demands[name]; d != nil {
 			close(d.absent)
 			delete(c.demands, name)
+			forgot = append(forgot, name)
 		}
 	}
-	return len(c.demands) < n
+	return forgot
 }
 
 // expire forgets the demands no connection has held for OnDemandIdle and

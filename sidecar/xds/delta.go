@@ -162,12 +162,21 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 			}
 			c.accepted(cfg)
 			// A demanded cluster the control plane says it does not have
-			// fails its waiting
-			// connections at once and is unsubscribed: the next
-			// connection asks afresh.
-			if c.cfg.OnDemand && len(absent) > 0 && c.forgetAbsent(absent) {
-				if err := redemand(); err != nil {
-					return healthy, err
+			// fails its waiting connections at once, is forgotten and is
+			// unsubscribed explicitly, whatever was demanded since: a
+			// connection that demanded it after forgetAbsent subscribes it
+			// again (redemand) and gets a fresh answer, where leaving the
+			// subscription as it was would get none (the control plane
+			// answers an absent name once).
+			if c.cfg.OnDemand && len(absent) > 0 {
+				if gone := c.forgetAbsent(absent); len(gone) > 0 {
+					subs.set(model.ClusterType, without(subs.names[model.ClusterType], gone))
+					if err := send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: model.ClusterType, ResourceNamesUnsubscribe: gone}); err != nil {
+						return healthy, err
+					}
+					if err := redemand(); err != nil {
+						return healthy, err
+					}
 				}
 			}
 		}

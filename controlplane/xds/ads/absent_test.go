@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
@@ -94,4 +96,42 @@ func TestAbsentNamesAnsweredOnce(t *testing.T) {
 	gen.set(func(g *meshGen) { g.rev["app-1.demo"] = 1 })
 	h.change()
 	next(resource.ListenerType)
+}
+
+// TestAbsentEndpointsOfAWildcardStream: a wildcard EDS stream that also
+// subscribes by name to an assignment its node is not served is told so
+// (removed_resources), as the snapshot types' wildcard streams are; one
+// it is served is sent, not reported absent. (An attack review, session
+// 19: the wildcard branch never looked at the names asked for.)
+func TestAbsentEndpointsOfAWildcardStream(t *testing.T) {
+	e := newEDSCache()
+	vs := map[string]string{"a": "va", "b": "vb"}
+	if err := e.put("L", vs, map[string]types.ResourceWithTTL{
+		"a": {Resource: claOf("a", "198.18.0.1")}, "b": {Resource: claOf("b", "198.18.0.2")}}); err != nil {
+		t.Fatal(err)
+	}
+	e.hold("n", "L", vs)
+	e.settle("n")
+	ch := make(chan cachev3.DeltaResponse, 1)
+	// The stream holds a (wildcard); it now also asks for b and zz by name.
+	if _, err := e.CreateDeltaWatch(&discovery.DeltaDiscoveryRequest{Node: node("n"), TypeUrl: resource.EndpointType,
+		ResponseNonce: "1", ResourceNamesSubscribe: []string{"b", "zz"}}, subOf(true, map[string]string{"a": "va"}, "b", "zz"), ch); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-ch:
+		out, err := r.GetDeltaDiscoveryResponse()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sent []string
+		for _, res := range out.GetResources() {
+			sent = append(sent, res.GetName())
+		}
+		if !slices.Equal(sent, []string{"b"}) || !slices.Equal(out.GetRemovedResources(), []string{"zz"}) {
+			t.Errorf("sent %v, removed %v; want b sent and zz removed", sent, out.GetRemovedResources())
+		}
+	default:
+		t.Error("a wildcard EDS stream asking by name for an absent assignment got no answer")
+	}
 }

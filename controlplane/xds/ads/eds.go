@@ -127,6 +127,9 @@ type edsWatch struct {
 	dch   chan cachev3.DeltaResponse
 	req   *cachev3.Request
 	ch    chan cachev3.Response
+	// ask: the names the delta request that opened the watch newly
+	// subscribes to (asked), a set: a request can name many.
+	ask map[string]struct{}
 }
 
 var _ cachev3.Cache = (*edsCache)(nil)
@@ -486,6 +489,13 @@ func (w *edsWatch) answer(e *edsCache, names []string, force bool) bool {
 				consider(n)
 			}
 		}
+		// Then those the request asked for by name that it neither is
+		// served nor holds: absent.
+		for n := range w.ask {
+			if _, held := known[n]; !held && !e.names(nd.cur, n) && !e.names(nd.next, n) {
+				consider(n)
+			}
+		}
 	default:
 		// Every name subscribed, then those held and no longer subscribed.
 		for n := range subs {
@@ -533,7 +543,8 @@ func (w *edsWatch) answer(e *edsCache, names []string, force bool) bool {
 // subscribed to name n (the snapshot types' rule, absentCache: an absent
 // name a request asks for is answered in removed_resources, once).
 func (w *edsWatch) asked(n string) bool {
-	return w.dreq != nil && slices.Contains(w.dreq.GetResourceNamesSubscribe(), n)
+	_, ok := w.ask[n]
+	return ok
 }
 
 // CreateWatch opens a SotW EDS watch, answered at once if the stream lacks
@@ -554,6 +565,12 @@ func (e *edsCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subsc
 		return nil, fmt.Errorf("xds: endpoint cache asked for %s", req.GetTypeUrl())
 	}
 	w := &edsWatch{node: req.GetNode().GetId(), sub: sub, dreq: req, dch: ch}
+	if names := req.GetResourceNamesSubscribe(); len(names) > 0 {
+		w.ask = make(map[string]struct{}, len(names))
+		for _, n := range names {
+			w.ask[n] = struct{}{}
+		}
+	}
 	return e.watch(w, sub.IsWildcard() && req.GetResponseNonce() == ""), nil
 }
 

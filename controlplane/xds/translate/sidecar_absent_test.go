@@ -3,7 +3,9 @@ package translate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,5 +67,52 @@ func TestDemandOfAMissingServiceFailsAtOnce(t *testing.T) {
 	}
 	if err := demand(deleted); err != nil {
 		t.Errorf("Demand(%s) once it exists: %v", deleted, err)
+	}
+}
+
+// TestAbsentAnswerNotLostToARacingDemand: connections to a Service the
+// control plane does not have keep coming (a client retrying), from
+// several goroutines; every one is refused at once (ErrNoSuchCluster),
+// none waits out its deadline, and no demand is left behind. Regression
+// (an attack review, session 19): a demand made between forgetAbsent and
+// the re-subscription left the client's subscription as it was, so the
+// control plane, which answers an absent name once, never answered again,
+// and every later connection waited its whole deadline.
+func TestAbsentAnswerNotLostToARacingDemand(t *testing.T) {
+	const name = "outbound|80|never.ns-00"
+	od := newAgreeMeshWith(t, true, onDemand)
+	if _, _, err := od.push(bigContents(v1alpha1.OutboundAllowAny, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	c := od.nodes[agreeClientNode]
+	var (
+		mu   sync.Mutex
+		errs = map[string]int{}
+	)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 2000 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, release, err := c.Demand(ctx, name)
+				cancel()
+				if err == nil {
+					release()
+				}
+				if !errors.Is(err, sxds.ErrNoSuchCluster) {
+					mu.Lock()
+					errs[fmt.Sprint(err)]++
+					mu.Unlock()
+					return // one is enough; the rest would wait as long
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Errorf("of up to 8,000 demands of a cluster the control plane does not have, some were not refused at once: %v", errs)
+	}
+	if got := c.Status().Demanded; len(got) != 0 {
+		t.Errorf("Status.Demanded = %q after every demand was refused, want none", got)
 	}
 }
