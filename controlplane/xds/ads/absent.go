@@ -41,11 +41,29 @@ type askedSubscription struct {
 
 func (s askedSubscription) ReturnedResources() map[string]string { return s.returned }
 
-// newlyAsked returns sub with the names req newly subscribes to, and the
-// stream was not sent, returned at version "", or nil if there are none.
-// A name also unsubscribed in req, or the wildcard "*", is not one.
+// newlyAsked returns sub with the names req newly subscribes to
+// (newlySubscribed) returned at version "", or nil if there are none.
 func newlyAsked(req *cachev3.DeltaRequest, sub cachev3.Subscription) cachev3.Subscription {
-	var returned map[string]string
+	asked := newlySubscribed(req, sub)
+	if asked == nil {
+		return nil
+	}
+	known := sub.ReturnedResources()
+	returned := make(map[string]string, len(known)+len(asked))
+	maps.Copy(returned, known)
+	for n := range asked {
+		returned[n] = ""
+	}
+	return askedSubscription{sub, returned}
+}
+
+// newlySubscribed is the set of names req subscribes to that the stream
+// still subscribes to and was not sent, or nil if there are none: the
+// names a "does not exist" answers, for the snapshot types (absentCache)
+// and the endpoints (edsWatch.ask) alike. A name also unsubscribed in req,
+// or the wildcard "*", is not one.
+func newlySubscribed(req *cachev3.DeltaRequest, sub cachev3.Subscription) map[string]struct{} {
+	var asked map[string]struct{}
 	subscribed, known := sub.SubscribedResources(), sub.ReturnedResources()
 	for _, n := range req.GetResourceNamesSubscribe() {
 		if _, ok := subscribed[n]; !ok {
@@ -54,14 +72,10 @@ func newlyAsked(req *cachev3.DeltaRequest, sub cachev3.Subscription) cachev3.Sub
 		if _, ok := known[n]; ok {
 			continue
 		}
-		if returned == nil {
-			returned = make(map[string]string, len(known)+1)
-			maps.Copy(returned, known)
+		if asked == nil {
+			asked = map[string]struct{}{}
 		}
-		returned[n] = ""
+		asked[n] = struct{}{}
 	}
-	if returned == nil {
-		return nil
-	}
-	return askedSubscription{sub, returned}
+	return asked
 }

@@ -128,7 +128,8 @@ type edsWatch struct {
 	req   *cachev3.Request
 	ch    chan cachev3.Response
 	// ask: the names the delta request that opened the watch newly
-	// subscribes to (asked), a set: a request can name many.
+	// subscribes to (newlySubscribed; asked), a set: a request can name
+	// many.
 	ask map[string]struct{}
 }
 
@@ -564,13 +565,7 @@ func (e *edsCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subsc
 	if req.GetTypeUrl() != resource.EndpointType {
 		return nil, fmt.Errorf("xds: endpoint cache asked for %s", req.GetTypeUrl())
 	}
-	w := &edsWatch{node: req.GetNode().GetId(), sub: sub, dreq: req, dch: ch}
-	if names := req.GetResourceNamesSubscribe(); len(names) > 0 {
-		w.ask = make(map[string]struct{}, len(names))
-		for _, n := range names {
-			w.ask[n] = struct{}{}
-		}
-	}
+	w := &edsWatch{node: req.GetNode().GetId(), sub: sub, dreq: req, dch: ch, ask: newlySubscribed(req, sub)}
 	return e.watch(w, sub.IsWildcard() && req.GetResponseNonce() == ""), nil
 }
 
