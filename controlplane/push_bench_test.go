@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -15,6 +16,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/controlplane/xds"
 	"github.com/weftmesh/weft/controlplane/xds/translate"
 )
@@ -32,6 +34,8 @@ var (
 		"BenchmarkEndpointChurnPush: 0 makes each client subscribe to every Service's endpoints (as sidecars do today); N>0 to N Services' only, the changes visiting those (what a sidecar scoped to the Services it reaches would cost)")
 	pushScopeClusters = flag.Bool("push.scopeclusters", false,
 		"BenchmarkEndpointChurnPush: with -push.subscribe, each client also subscribes to those Services' clusters by name instead of every cluster")
+	pushLookup = flag.Bool("push.lookup", false,
+		"BenchmarkEndpointChurnPush: with -push.subscribe, each client also looks destinations up as weft's sidecar does by default (client feature weft.destination_listeners; listeners by name: inbound, outbound and the scoped Services' ClusterIP and port)")
 	pushHeapProfile = flag.String("push.heapprofile", "",
 		"BenchmarkEndpointChurnPush: write a heap profile here when heap-MB is measured (every client still connected; -test.memprofile is written after they are gone), and the base heap's to <path>.base")
 )
@@ -78,6 +82,12 @@ func BenchmarkEndpointChurnPush(b *testing.B) {
 		}
 		if *pushScopeClusters {
 			env.scopeClusters = env.scopeNames
+		}
+		if env.lookup = *pushLookup; env.lookup {
+			for k := range n {
+				ip := netip.MustParseAddr(pushAddr(pushServiceBase, env.service(k)))
+				env.scopeListeners = append(env.scopeListeners, names.DestinationListener(netip.AddrPortFrom(ip, 80)))
+			}
 		}
 	}
 	b.Logf("cluster of %d services × %d endpoints, %d client pods: registry synced in %v",
@@ -315,6 +325,7 @@ func (env *pushEnv) churn(b *testing.B, debounce time.Duration, base pushBase) {
 	b.ReportMetric(fc, "changes")
 	b.ReportMetric(float64(env.scope), "subscribed")                       // Services whose endpoints each client subscribes to; 0: all
 	b.ReportMetric(float64(len(env.scopeClusters)), "clusters-subscribed") // 0: every cluster (wildcard)
+	b.ReportMetric(float64(len(env.scopeListeners)), "destinations")       // destination listeners subscribed (-push.lookup)
 }
 
 // pctMs is the p-th percentile of ds in milliseconds.

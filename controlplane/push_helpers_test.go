@@ -40,6 +40,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/controlplane/registry"
@@ -82,6 +83,12 @@ type pushEnv struct {
 	// scopeClusters: the clusters each client subscribes to by name; nil,
 	// every cluster (wildcard, as sidecars do today).
 	scopeClusters []string
+	// lookup: each client says it looks destinations up (client feature
+	// weft.destination_listeners) and subscribes to listeners by name:
+	// inbound, outbound and scopeListeners (the scoped Services' ClusterIP
+	// and port), as weft's sidecar does by default.
+	lookup         bool
+	scopeListeners []string
 
 	seq     int      // changes made so far (all phases): picks the service and the marker address
 	pending sync.Map // EDS resource name -> *pushChange not yet seen by every client
@@ -463,9 +470,15 @@ func (env *pushEnv) connect(ctx context.Context, ps *pushServer, idx int) (*push
 		conn.Close()
 		return nil, err
 	}
+	node := &corev3.Node{Id: xds.NodeID(p.name, p.ns)}
+	var listeners []string
+	if env.lookup {
+		node.ClientFeatures = []string{names.FeatureDestinationListeners}
+		listeners = append([]string{"inbound", "outbound"}, env.scopeListeners...)
+	}
 	for _, r := range []*discovery.DeltaDiscoveryRequest{
-		{Node: &corev3.Node{Id: xds.NodeID(p.name, p.ns)}, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: env.scopeClusters},
-		{TypeUrl: resource.ListenerType},
+		{Node: node, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: env.scopeClusters},
+		{TypeUrl: resource.ListenerType, ResourceNamesSubscribe: listeners},
 		{TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"trust_bundle"}},
 	} {
 		if err := c.stream.Send(r); err != nil {

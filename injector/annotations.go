@@ -35,6 +35,13 @@ const (
 	// admin port (weft-sidecar run --pprof); off otherwise, since the app
 	// could run them and burn the sidecar's CPU.
 	AnnotationPprof = "weft.dev/pprof"
+	// AnnotationXDSDestinations "true" makes weft-proxy look each
+	// destination (address and port) up on demand instead of holding a
+	// chain for every Service address and endpoint (weft-sidecar run
+	// --xds-destinations): its memory no longer grows with Services it
+	// never reaches, at a control-plane cost per change that is not yet
+	// the default's (docs/scale.md). Off otherwise.
+	AnnotationXDSDestinations = "weft.dev/xds-destinations"
 	// AnnotationProxyHandshakeTimeout, AnnotationProxyIdleTimeout and
 	// AnnotationProxyWriteTimeout (Go durations: 5s, 30m, 2h) bound the
 	// pod's proxied connections before they are established, while idle,
@@ -92,6 +99,7 @@ type options struct {
 	cpu, memory          *resource.Quantity
 	logLevel             string
 	pprof                bool
+	xdsDestinations      bool
 	outboundUDP          string
 	// weft.dev/proxy-*-timeout, normalised ("1h0m0s"); "" when not set.
 	handshakeTimeout, idleTimeout, writeTimeout string
@@ -167,6 +175,14 @@ func (o *options) set(key, value string) error {
 		default:
 			return fmt.Errorf("%q is not true or false", value)
 		}
+	case AnnotationXDSDestinations:
+		switch value {
+		case "true":
+			o.xdsDestinations = true
+		case "false":
+		default:
+			return fmt.Errorf("%q is not true or false", value)
+		}
 	case AnnotationProxyHandshakeTimeout:
 		o.handshakeTimeout, err = parseTimeout(value)
 	case AnnotationProxyIdleTimeout:
@@ -182,7 +198,7 @@ func (o *options) set(key, value string) error {
 }
 
 var userAnnotations = []string{AnnotationInject, AnnotationExcludeInboundPorts, AnnotationExcludeOutboundPorts,
-	AnnotationExcludeOutboundCIDRs, AnnotationProxyCPU, AnnotationProxyMemory, AnnotationLogLevel, AnnotationOutboundUDP, AnnotationPprof,
+	AnnotationExcludeOutboundCIDRs, AnnotationProxyCPU, AnnotationProxyMemory, AnnotationLogLevel, AnnotationOutboundUDP, AnnotationPprof, AnnotationXDSDestinations,
 	AnnotationProxyHandshakeTimeout, AnnotationProxyIdleTimeout, AnnotationProxyWriteTimeout, AnnotationInboundLoopbackPorts}
 
 // parseTimeout checks a proxy timeout (weft.dev/proxy-*-timeout, the

@@ -203,6 +203,9 @@ func proxyArgs(cfg Config, o options, mesh MeshSettings) []string {
 	if o.pprof {
 		args = append(args, "--pprof")
 	}
+	if o.xdsDestinations {
+		args = append(args, "--xds-destinations")
+	}
 	for _, t := range []struct{ flag, pod, mesh string }{
 		{"handshake-timeout", o.handshakeTimeout, mesh.HandshakeTimeout},
 		{"idle-timeout", o.idleTimeout, mesh.IdleTimeout},

@@ -277,33 +277,38 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 }
 
-// TestPprofAnnotation: weft-proxy serves profiles only when the pod asks.
+// TestPprofAnnotation: weft-proxy serves profiles only when the pod asks;
+// it looks destinations up only when the pod asks.
 func TestPprofAnnotation(t *testing.T) {
 	for _, tc := range []struct {
 		annotation string
 		want       bool
 	}{{"", false}, {"true", true}, {"false", false}} {
-		pod := podWith(t, func(p *corev1.Pod) {
-			if tc.annotation != "" {
-				p.Annotations = map[string]string{AnnotationPprof: tc.annotation}
+		for _, a := range []struct{ annotation, flag string }{{AnnotationPprof, "--pprof"}, {AnnotationXDSDestinations, "--xds-destinations"}} {
+			pod := podWith(t, func(p *corev1.Pod) {
+				if tc.annotation != "" {
+					p.Annotations = map[string]string{a.annotation: tc.annotation}
+				}
+			})
+			review, _ := newInjector(t, true).Review(reviewBody(t, pod, "demo"))
+			got, _ := applyPatch(t, pod, review.Response)
+			var proxy corev1.Container
+			for _, c := range slices.Concat(got.Spec.InitContainers, got.Spec.Containers) {
+				if c.Name == ProxyName {
+					proxy = c
+				}
 			}
-		})
-		review, _ := newInjector(t, true).Review(reviewBody(t, pod, "demo"))
-		got, _ := applyPatch(t, pod, review.Response)
-		var proxy corev1.Container
-		for _, c := range slices.Concat(got.Spec.InitContainers, got.Spec.Containers) {
-			if c.Name == ProxyName {
-				proxy = c
+			if has := slices.Contains(proxy.Args, a.flag); has != tc.want {
+				t.Errorf("%s %q: args %v", a.annotation, tc.annotation, proxy.Args)
 			}
-		}
-		if has := slices.Contains(proxy.Args, "--pprof"); has != tc.want {
-			t.Errorf("weft.dev/pprof %q: args %v", tc.annotation, proxy.Args)
 		}
 	}
-	review, _ := newInjector(t, true).Review(reviewBody(t, podWith(t, func(p *corev1.Pod) {
-		p.Annotations = map[string]string{AnnotationPprof: "yes"}
-	}), "demo"))
-	if review.Response.Allowed {
-		t.Fatal("weft.dev/pprof: yes was accepted")
+	for _, a := range []string{AnnotationPprof, AnnotationXDSDestinations} {
+		review, _ := newInjector(t, true).Review(reviewBody(t, podWith(t, func(p *corev1.Pod) {
+			p.Annotations = map[string]string{a: "yes"}
+		}), "demo"))
+		if review.Response.Allowed {
+			t.Fatalf("%s: yes was accepted", a)
+		}
 	}
 }

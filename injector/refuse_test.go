@@ -27,7 +27,7 @@ func TestBadAnnotationsRefused(t *testing.T) {
 		{AnnotationInject, "yes", `injector: annotation weft.dev/inject: "yes" is not enabled or disabled`},
 		{"weft.dev/exclude-outbound-cidr", "198.18.0.0/15", "injector: annotation weft.dev/exclude-outbound-cidr: unknown weft annotation (known: weft.dev/inject, " +
 			"weft.dev/exclude-inbound-ports, weft.dev/exclude-outbound-ports, weft.dev/exclude-outbound-cidrs, weft.dev/proxy-cpu, weft.dev/proxy-memory, weft.dev/log-level, " +
-			"weft.dev/outbound-udp, weft.dev/pprof, weft.dev/proxy-handshake-timeout, weft.dev/proxy-idle-timeout, weft.dev/proxy-write-timeout, weft.dev/inbound-loopback-ports)"},
+			"weft.dev/outbound-udp, weft.dev/pprof, weft.dev/xds-destinations, weft.dev/proxy-handshake-timeout, weft.dev/proxy-idle-timeout, weft.dev/proxy-write-timeout, weft.dev/inbound-loopback-ports)"},
 		{AnnotationOutboundUDP, "reject", `injector: annotation weft.dev/outbound-udp: "reject" is not drop or allow`},
 		{AnnotationOutboundUDP, "Drop", `injector: annotation weft.dev/outbound-udp: "Drop" is not drop or allow`},
 	} {

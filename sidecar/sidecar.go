@@ -72,6 +72,10 @@ type Config struct {
 	// endpoints when a connection first needs them, not the whole mesh's
 	// (sidecar/xds.ClientConfig.OnDemand).
 	XDSOnDemand bool
+	// XDSDestinations (with XDSOnDemand) also looks up the in-mesh
+	// destinations on demand: destination listeners subscribed by name at
+	// a connection's first use of its address and port.
+	XDSDestinations bool
 	// AppProbes is the JSON of the app's original probes (WEFT_APP_PROBES,
 	// from the weft.dev/probes annotation); served on /app-health/.
 	AppProbes string
@@ -182,7 +186,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer adsConn.Close()
 	ads, err := xds.New(xds.ClientConfig{Conn: adsConn, NodeID: cfg.PodName + "." + cfg.PodNamespace, Delta: cfg.XDSDelta,
-		OnDemand: cfg.XDSDelta && cfg.XDSOnDemand, TrustDomain: td, UserAgentVersion: version.Version, Logger: log.With("component", "xds"), Clock: cfg.Clock})
+		OnDemand: cfg.XDSDelta && cfg.XDSOnDemand, DestinationListeners: cfg.XDSDelta && cfg.XDSOnDemand && cfg.XDSDestinations, TrustDomain: td, UserAgentVersion: version.Version, Logger: log.With("component", "xds"), Clock: cfg.Clock})
 	if err != nil {
 		return err
 	}
@@ -212,7 +216,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Demand: ads.Demand, Audit: rec.Record, Names: bound,
+	px, err := proxy.New(proxy.Config{SVID: ids, Bundle: ids, TrustDomain: td, Config: ads.Current, Demand: ads.Demand, Destination: ads.Destination, Audit: rec.Record, Names: bound,
 		InboundAddr: cfg.InboundAddr, OutboundAddr: cfg.OutboundAddr, OutboundAddr6: cfg.OutboundAddr6, AdminAddr: cfg.AdminAddr, Pprof: cfg.Pprof,
 		OriginalDst: cfg.OriginalDst, Logger: log.With("component", "proxy"), Clock: cfg.Clock, Metrics: reg,
 		DrainTimeout: cfg.DrainTimeout, HandshakeTimeout: cfg.HandshakeTimeout, IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.WriteTimeout,
@@ -393,6 +397,8 @@ func registerXDS(reg *wm.Registry, c *xds.Client) error {
 			}},
 		{"weft_sidecar_xds_demanded_clusters", "In-mesh Services' clusters asked for on demand and held or awaited (-xds-on-demand).", wm.GaugeType, nil,
 			func(st xds.Status, emit wm.Emit) { emit(float64(len(st.Demanded))) }},
+		{"weft_sidecar_xds_destinations", "Destinations (address and port) looked up and held or awaited (-xds-destinations).", wm.GaugeType, nil,
+			func(st xds.Status, emit wm.Emit) { emit(float64(len(st.Destinations))) }},
 	} {
 		collect := f.collect
 		if err := reg.NewFunc(f.name, f.help, f.typ, f.labels, func(emit wm.Emit) { collect(c.Status(), emit) }); err != nil {

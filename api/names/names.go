@@ -12,7 +12,10 @@
 // This package is a pure core: it imports the standard library only.
 package names
 
-import "strconv"
+import (
+	"net/netip"
+	"strconv"
+)
 
 // Namespace is the namespace weft is installed in by default; weft's own
 // pods run there and it is never injected.
@@ -154,6 +157,31 @@ const (
 	// never sent, the sidecar resolves it itself.
 	SVIDSecret = "default"
 )
+
+// DestinationListener is the name of the listener of one in-mesh
+// destination (a Service's ClusterIP and port, an injected endpoint's
+// address and target port): the address and port as netip.AddrPort writes
+// them ("198.19.0.10:80", "[2001:db8::a]:80"). Such a listener does not
+// bind (bind_to_port false): a connection the outbound listener receives
+// whose original destination it names is matched in its chains (Envoy's
+// original-destination hand-off).
+func DestinationListener(ap netip.AddrPort) string { return ap.String() }
+
+// FeatureDestinationListeners is the client feature (xDS node
+// client_features) of a sidecar that looks destinations up on demand: the
+// control plane sends it its in-mesh chains as destination listeners.
+const FeatureDestinationListeners = "weft.destination_listeners"
+
+// ParseDestinationListener is the address and port a destination
+// listener's name stands for; ok is false for any other name, or one not
+// in DestinationListener's canonical form.
+func ParseDestinationListener(name string) (ap netip.AddrPort, ok bool) {
+	ap, err := netip.ParseAddrPort(name)
+	if err != nil || ap.String() != name || ap.Addr().Zone() != "" || ap.Addr().Is4In6() || ap.Port() == 0 {
+		return netip.AddrPort{}, false
+	}
+	return ap, true
+}
 
 // filter_metadata namespaces of the xDS the control plane sends and the
 // sidecar reads: an egress rule's chain or route, and an inbound chain's

@@ -20,6 +20,11 @@ type Resources map[resource.Type][]types.Resource
 type Node struct {
 	Name, Namespace string
 	ID              spiffeid.ID
+	// DestinationListeners: the sidecar looks destinations up on demand
+	// (its node's client_features name names.FeatureDestinationListeners),
+	// so its in-mesh chains are sent as one destination listener per
+	// address and port, not in listener "outbound" (sidecar/xds/README.md).
+	DestinationListeners bool
 }
 
 // Generator builds every resource one sidecar needs. It must be pure and

@@ -75,8 +75,8 @@ func Decide(cfg *model.Config, dst netip.AddrPort, sni, host string) Decision {
 	return DecideConn(cfg, Conn{Dst: dst, SNI: sni, Host: host})
 }
 
-// DecideConn decides c under cfg as the proxy does: the outbound listener's
-// chain, then for HTTP chains the route configuration's virtual host; a
+// DecideConn decides c under cfg as the proxy does: the chain of the
+// destination's listener or else the outbound listener, then for HTTP chains the route configuration's virtual host; a
 // connection without a name a rule could judge ([Unnamed]) gets
 // [NameUnknown]'s decision where that is stricter.
 // Without a configuration or a matching chain the answer is Deny (the proxy
@@ -86,7 +86,7 @@ func DecideConn(cfg *model.Config, c Conn) Decision {
 		return Decision{Action: Deny, Reason: "egress: no outbound listener configured"}
 	}
 	c = c.normalise()
-	fc := cfg.Outbound.Match(c.Dst, c.Transport, c.SNI, c.ALPN)
+	fc := cfg.OutboundFor(c.Dst).Match(c.Dst, c.Transport, c.SNI, c.ALPN)
 	if fc == nil {
 		return Decision{Action: Deny, Reason: "egress: no filter chain and no default chain for " + c.Dst.String()}
 	}

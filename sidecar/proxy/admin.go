@@ -54,13 +54,19 @@ type configDump struct {
 	Versions map[string]string `json:"versions"`
 	// OnDemand: in-mesh Services' clusters and endpoints are held once a
 	// connection asked for them (model.Config.OnDemand).
-	OnDemand  bool                          `json:"onDemand"`
-	Inbound   *model.Listener               `json:"inbound"`
-	Outbound  *model.Listener               `json:"outbound"`
-	Clusters  []clusterDump                 `json:"clusters"`
-	Endpoints map[string][]endpointDump     `json:"endpoints"`
-	Routes    map[string]*model.RouteConfig `json:"routes"`
-	Bundle    []rootDump                    `json:"trustBundle"`
+	OnDemand bool `json:"onDemand"`
+	// LookUp: destinations are looked up, their listeners held once a
+	// connection went to them (model.Config.LookUp).
+	LookUp   bool            `json:"lookUp"`
+	Inbound  *model.Listener `json:"inbound"`
+	Outbound *model.Listener `json:"outbound"`
+	// Destinations: the destinations' listeners, in address order
+	// (model.Config.Destinations).
+	Destinations []*model.Listener             `json:"destinations,omitempty"`
+	Clusters     []clusterDump                 `json:"clusters"`
+	Endpoints    map[string][]endpointDump     `json:"endpoints"`
+	Routes       map[string]*model.RouteConfig `json:"routes"`
+	Bundle       []rootDump                    `json:"trustBundle"`
 }
 
 type clusterDump struct {
@@ -84,8 +90,13 @@ func dumpConfig(c *model.Config) any {
 	if c == nil {
 		return map[string]any{"config": nil, "note": "no complete xDS configuration yet"}
 	}
-	d := configDump{Versions: c.Version, OnDemand: c.OnDemand, Inbound: c.Inbound, Outbound: c.Outbound,
+	d := configDump{Versions: c.Version, OnDemand: c.OnDemand, LookUp: c.LookUp, Inbound: c.Inbound, Outbound: c.Outbound,
 		Endpoints: map[string][]endpointDump{}, Routes: c.Routes}
+	for _, l := range c.Listeners() {
+		if l != c.Inbound && l != c.Outbound {
+			d.Destinations = append(d.Destinations, l)
+		}
+	}
 	for _, cl := range c.Clusters {
 		d.Clusters = append(d.Clusters, clusterDump{Cluster: cl, Kind: cl.Kind.String(), LB: cl.LB.String(),
 			ConnectTimeout: cl.ConnectTimeout.String()})

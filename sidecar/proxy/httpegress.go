@@ -329,7 +329,7 @@ func (st *httpEgress) decide(ctx context.Context, rh requestHead) *httpExchange 
 		ex.connect = true
 		d := egress.DecideConn(cfg, egress.Conn{Dst: st.dst, Connect: true})
 		ex.override = &d
-		if fc := cfg.Outbound.Match(st.dst, "raw_buffer", "", nil); fc != nil {
+		if fc := cfg.OutboundFor(st.dst).Match(st.dst, "raw_buffer", "", nil); fc != nil {
 			ex.cluster = fc.Target.Cluster
 		}
 		if d.NameUnknown {

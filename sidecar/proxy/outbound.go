@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -31,12 +32,20 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	if cfg == nil || cfg.Outbound == nil {
 		return nil, p.refuse(outbound, cn, refused("no_config", "proxy: no outbound listener configured yet"))
 	}
-	l := cfg.Outbound
-	dst, err := p.originalDst(c, l)
+	dst, err := p.originalDst(c, cfg.Outbound)
 	if err != nil {
 		return nil, p.refuse(outbound, cn, refused("original_dst", "%w", err))
 	}
 	cn.dst = dst.String()
+	if cfg.LookUp {
+		next, r := p.lookUp(ctx, dst)
+		if r != nil {
+			return nil, p.refuse(outbound, cn, r)
+		}
+		cfg = next
+	}
+	// A destination's listener, if dst has one, is handed the connection.
+	l := cfg.OutboundFor(dst)
 	sn, err := sniffUntil(c, l.InspectTLS && needsSniff(l, dst), l.InspectHTTP && needsSniff(l, dst), p.cfg.SniffTimeout, cn.by)
 	if err != nil {
 		return nil, p.refuse(outbound, cn, refused(reasonPeerClosed, "proxy: sniff: %w", err))
@@ -64,8 +73,11 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	if r := p.nameUnknown(cfg, fc, dst, sn, cn); r != nil {
 		return nil, p.refuse(outbound, cn, r)
 	}
-	cfg, done, r := p.demand(ctx, cfg, fc, func(l *model.Listener) *model.FilterChain {
-		return l.Match(dst, sn.transport, sn.sni, sn.appProtos)
+	cfg, done, r := p.demand(ctx, cfg, fc, func(c *model.Config) *model.FilterChain {
+		if l := c.OutboundFor(dst); l != nil {
+			return l.Match(dst, sn.transport, sn.sni, sn.appProtos)
+		}
+		return nil
 	})
 	if r != nil {
 		return nil, p.refuse(outbound, cn, r)
@@ -88,9 +100,9 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 // cfg, a newer one that holds it (Config.Demand), waited for at most
 // DemandTimeout. done releases the cluster; call it when the connection
 // ends. A cluster that does not come refuses the connection, and so does
-// a newer configuration whose outbound listener matches the connection
-// (match) to another chain than fc: what was decided on fc would not hold.
-func (p *Proxy) demand(ctx context.Context, cfg *model.Config, fc *model.FilterChain, match func(*model.Listener) *model.FilterChain) (_ *model.Config, done func(), _ *refusal) {
+// a newer configuration that matches the connection (match) to another
+// chain than fc: what was decided on fc would not hold.
+func (p *Proxy) demand(ctx context.Context, cfg *model.Config, fc *model.FilterChain, match func(*model.Config) *model.FilterChain) (_ *model.Config, done func(), _ *refusal) {
 	if !cfg.OnDemand || !model.OnDemandChain(fc) || p.cfg.Demand == nil {
 		return cfg, func() {}, nil
 	}
@@ -107,14 +119,39 @@ func (p *Proxy) demand(ctx context.Context, cfg *model.Config, fc *model.FilterC
 		return nil, nil, refused("on_demand", "proxy: chain %s: cluster %q not obtained after %v (at most %v): %w", fc.Name, fc.Target.Cluster,
 			waited, p.cfg.DemandTimeout, err)
 	}
-	if next.Outbound != cfg.Outbound {
-		if next.Outbound == nil || !reflect.DeepEqual(match(next.Outbound), fc) {
+	if next.Outbound != cfg.Outbound || !maps.Equal(next.Destinations, cfg.Destinations) {
+		if !reflect.DeepEqual(match(next), fc) {
 			release()
 			return nil, nil, refused("on_demand", "proxy: chain %s changed while its cluster %q was learnt; the connection is refused, the next one takes the new chain",
 				fc.Name, fc.Target.Cluster)
 		}
 	}
 	return next, release, nil
+}
+
+// lookUp returns a configuration that decides a connection to dst, whose
+// destination listener is looked up on demand (Config.Destination): the
+// connection waits at most DemandTimeout, then is refused. Whatever
+// decided it, the destination is released at once: the chain chosen
+// holds what the connection uses (its cluster, demanded on its own).
+func (p *Proxy) lookUp(ctx context.Context, dst netip.AddrPort) (*model.Config, *refusal) {
+	if p.cfg.Destination == nil {
+		return nil, refused("on_demand", "proxy: destination %s is looked up on demand and nothing looks it up", dst)
+	}
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.DemandTimeout)
+	defer cancel()
+	start := p.cfg.Clock.Now()
+	cfg, release, err := p.cfg.Destination(dctx, dst)
+	if err != nil {
+		waited := p.cfg.Clock.Since(start).Round(time.Millisecond)
+		p.log.Warn("outbound: destination not looked up", "dst", dst, "waited", waited, "err", err)
+		return nil, refused("on_demand", "proxy: destination %s not looked up after %v (at most %v): %w", dst, waited, p.cfg.DemandTimeout, err)
+	}
+	release()
+	if cfg == nil || cfg.Outbound == nil {
+		return nil, refused("no_config", "proxy: no outbound listener configured yet")
+	}
+	return cfg, nil
 }
 
 // chain returns a function that calls f, then g.

@@ -53,6 +53,15 @@ type Config struct {
 	// clusters on demand refuses connections to clusters it lacks.
 	Demand        func(ctx context.Context, cluster string) (cfg *model.Config, release func(), err error)
 	DemandTimeout time.Duration
+	// Destination returns a current configuration that decides a
+	// connection to a destination looked up on demand
+	// (model.Config.LookUp; sidecar/xds.Client.Destination): one holding
+	// its destination listener, or one the control plane has answered has
+	// none. A connection waits for it at most DemandTimeout, then is
+	// refused (reason "on_demand"): never sent down the egress chains
+	// undecided. Nil: a configuration that looks destinations up refuses
+	// every outbound connection.
+	Destination func(ctx context.Context, dst netip.AddrPort) (cfg *model.Config, release func(), err error)
 
 	// InboundAddr is where capture redirects inbound TCP: ":15006", which
 	// Go opens dual-stack ([::] taking IPv4 as well) where the pod has

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -53,9 +54,17 @@ type ClientConfig struct {
 	TrustDomain spiffeid.TrustDomain
 	// UserAgentVersion is sent in the node (e.g. weft's version).
 	UserAgentVersion string
-	Logger           *slog.Logger // nil: discard
-	Clock            clock.Clock  // nil: real clock
-	Backoff          Backoff
+	// MaxDestinations bounds the destinations looked up at once
+	// (Destination); 0: DefaultMaxDestinations.
+	MaxDestinations int
+	// DestinationListeners: the node says it takes the in-mesh chains as
+	// destination listeners (client feature
+	// names.FeatureDestinationListeners), each matched for its own address
+	// and port (model.Config.OutboundFor).
+	DestinationListeners bool
+	Logger               *slog.Logger // nil: discard
+	Clock                clock.Clock  // nil: real clock
+	Backoff              Backoff
 }
 
 // Backoff is the reconnect delay: Initial (500ms), doubling per failed
@@ -92,6 +101,8 @@ type Client struct {
 	subs    map[chan *model.Config]struct{}
 	st      Status
 	demands map[string]*demand // clusters asked for on demand, by name
+	// dests are the destinations looked up (lookup), by listener name.
+	dests map[string]*destDemand
 
 	// wake tells Run's goroutine that the clusters asked for changed.
 	wake chan struct{}
@@ -112,10 +123,48 @@ type demand struct {
 	absent chan struct{}
 }
 
+// destDemand is one destination looked up (ClientConfig.DestinationListeners
+// on demand): refs connections deciding on it now; idle when the last
+// ended; answered is closed at the control plane's first answer, a
+// listener or "none" (absent, kept while subscribed: a listener for it
+// comes in the same type's responses, so the answer is never stale).
+type destDemand struct {
+	refs     int
+	idle     time.Time
+	absent   bool
+	answered chan struct{}
+	// subscribed: a request of this stream newly subscribed to its name
+	// since it was made (subscribedDests). One made after its name was forgotten (evicted,
+	// idle) while the stream still subscribes to the name is not, and is
+	// unsubscribed and subscribed again (staleDests): the control plane
+	// answers a name when it is newly subscribed, not again.
+	subscribed bool
+}
+
+// DefaultMaxDestinations is how many destinations a sidecar keeps looked
+// up at once. The app chooses destinations, so without a bound it could make
+// the sidecar subscribe to every address it can name; past it the idlest
+// unused one is forgotten, and with none unused a connection is refused
+// (ErrTooManyDestinations).
+const DefaultMaxDestinations = 4096
+
+// ErrTooManyDestinations is Destination's error when MaxDestinations are
+// in use.
+var ErrTooManyDestinations = errors.New("too many destinations looked up at once")
+
 // ErrNoSuchCluster is Demand's error when the control plane answers that
 // it has no cluster of the name asked for (a Service deleted since the
 // listener naming it was sent).
 var ErrNoSuchCluster = errors.New("the control plane has no such cluster")
+
+// features are the client features the node sends (xDS node
+// client_features).
+func features(cfg ClientConfig) []string {
+	if cfg.DestinationListeners {
+		return []string{names.FeatureDestinationListeners}
+	}
+	return nil
+}
 
 // Status is the client's state for the admin endpoint.
 type Status struct {
@@ -137,6 +186,9 @@ type Status struct {
 	// Demanded are the clusters asked for on demand and not yet dropped
 	// (ClientConfig.OnDemand), sorted.
 	Demanded []string `json:",omitempty"`
+	// Destinations are the destination listeners looked up
+	// (ClientConfig.DestinationListeners) and not yet forgotten.
+	Destinations []string `json:",omitempty"`
 }
 
 // Nack is a rejected response.
@@ -157,6 +209,9 @@ func New(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.OnDemand && !cfg.Delta {
 		return nil, errors.New("xds: OnDemand needs Delta: state-of-the-world cannot subscribe to clusters by name")
+	}
+	if cfg.MaxDestinations <= 0 {
+		cfg.MaxDestinations = DefaultMaxDestinations
 	}
 	if cfg.OnDemandIdle <= 0 {
 		cfg.OnDemandIdle = 10 * time.Minute
@@ -181,10 +236,12 @@ func New(cfg ClientConfig) (*Client, error) {
 		log:   cfg.Logger,
 		clock: cfg.Clock,
 		node: &corev3.Node{Id: cfg.NodeID, UserAgentName: "weft-sidecar",
-			UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: cfg.UserAgentVersion}},
+			UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: cfg.UserAgentVersion},
+			ClientFeatures:       features(cfg)},
 		ready:    make(chan struct{}),
 		subs:     map[chan *model.Config]struct{}{},
 		demands:  map[string]*demand{},
+		dests:    map[string]*destDemand{},
 		wake:     make(chan struct{}, 1),
 		st:       Status{Node: cfg.NodeID, Delta: cfg.Delta, Nacks: map[string]uint64{}},
 		res:      state{},
@@ -233,6 +290,7 @@ func (c *Client) Status() Status {
 		s.LastNack = &n
 	}
 	s.Demanded = slices.Sorted(maps.Keys(c.demands))
+	s.Destinations = slices.Sorted(maps.Keys(c.dests))
 	return s
 }
 
@@ -292,6 +350,156 @@ func (c *Client) Demand(ctx context.Context, name string) (cfg *model.Config, re
 	}
 }
 
+// lookup says whether the client looks destinations up: destination
+// listeners, subscribed by name on demand (delta).
+func (c *Client) lookup() bool { return c.cfg.DestinationListeners && c.cfg.OnDemand }
+
+// Destination returns a current configuration that decides a connection
+// to ap: one holding ap's destination listener, or one after the control
+// plane answered it has none (then Config.OutboundFor(ap) is the outbound
+// listener). It asks for it first if not known, and waits until ctx ends
+// (then an error: the caller refuses the connection, failing closed).
+// release says the connection has decided: a destination no connection
+// is deciding on is forgotten OnDemandIdle after the last.
+func (c *Client) Destination(ctx context.Context, ap netip.AddrPort) (cfg *model.Config, release func(), err error) {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	name := names.DestinationListener(ap)
+	c.mu.Lock()
+	d := c.dests[name]
+	asked := d == nil
+	if asked {
+		if len(c.dests) >= c.cfg.MaxDestinations && !c.evictIdleDestLocked() {
+			c.mu.Unlock()
+			return nil, nil, fmt.Errorf("xds: destination %s: %w (%d)", ap, ErrTooManyDestinations, c.cfg.MaxDestinations)
+		}
+		d = &destDemand{answered: make(chan struct{})}
+		c.dests[name] = d
+	}
+	d.refs++
+	c.mu.Unlock()
+	release = sync.OnceFunc(func() {
+		c.mu.Lock()
+		if d.refs--; d.refs == 0 {
+			d.idle = c.clock.Now()
+		}
+		c.mu.Unlock()
+	})
+	if asked {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	decided := func(cfg *model.Config) bool {
+		if cfg == nil {
+			return false
+		}
+		if cfg.Destinations[ap] != nil {
+			return true
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return d.absent
+	}
+	if cur := c.Current(); decided(cur) {
+		return cur, release, nil
+	}
+	ch, unsubscribe := c.Subscribe()
+	defer unsubscribe()
+	answered := d.answered
+	for {
+		select {
+		case cfg := <-ch:
+			if decided(cfg) {
+				return cfg, release, nil
+			}
+		case <-answered:
+			if cur := c.Current(); decided(cur) {
+				return cur, release, nil
+			}
+			// The listener came in a configuration not complete yet (its
+			// route to come): the one that completes it comes on ch.
+			answered = nil
+		case <-ctx.Done():
+			release()
+			return nil, nil, fmt.Errorf("xds: destination %s not answered: %w", ap, context.Cause(ctx))
+		}
+	}
+}
+
+// evictIdleDestLocked forgets the destination no connection is deciding
+// on that has been idle longest, and says whether there was one. Called
+// with c.mu held.
+func (c *Client) evictIdleDestLocked() bool {
+	var oldest string
+	for n, d := range c.dests {
+		if d.refs == 0 && (oldest == "" || d.idle.Before(c.dests[oldest].idle)) {
+			oldest = n
+		}
+	}
+	if oldest == "" {
+		return false
+	}
+	delete(c.dests, oldest)
+	return true
+}
+
+// answeredDests records the control plane's answers in a listeners
+// response: a destination listener sent is held (no longer absent); one
+// removed does not exist (never did, or no longer).
+func (c *Client) answeredDests(sent, removed []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range sent {
+		if d := c.dests[n]; d != nil {
+			d.absent = false
+			closeOnce(d.answered)
+		}
+	}
+	for _, n := range removed {
+		if d := c.dests[n]; d != nil {
+			d.absent = true
+			closeOnce(d.answered)
+		}
+	}
+}
+
+// subscribedDests records that a request subscribed to names (newly: the
+// control plane answers each).
+func (c *Client) subscribedDests(names []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range names {
+		if d := c.dests[n]; d != nil {
+			d.subscribed = true
+		}
+	}
+}
+
+// staleDests returns the names among subscribed (what the stream
+// subscribes to) of destinations looked up that no request subscribed to
+// since they were made: forgotten and looked up again before the
+// subscription changed.
+func (c *Client) staleDests(subscribed []string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, n := range subscribed {
+		if d := c.dests[n]; d != nil && !d.subscribed {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func closeOnce(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
 // forgetAbsent fails the connections waiting for the demanded clusters
 // among names, which the control plane answered it does not have, and
 // forgets those demands, so the next connection asks again; it returns the
@@ -316,11 +524,14 @@ func (c *Client) expire() bool {
 	now := c.clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := len(c.demands)
+	n := len(c.demands) + len(c.dests)
 	maps.DeleteFunc(c.demands, func(_ string, d *demand) bool {
 		return d.refs == 0 && now.Sub(d.idle) >= c.cfg.OnDemandIdle
 	})
-	return len(c.demands) < n
+	maps.DeleteFunc(c.dests, func(_ string, d *destDemand) bool {
+		return d.refs == 0 && now.Sub(d.idle) >= c.cfg.OnDemandIdle
+	})
+	return len(c.demands)+len(c.dests) < n
 }
 
 // Run holds the ADS stream until ctx ends, reconnecting with backoff. It
@@ -411,6 +622,7 @@ func (c *Client) apply(u update) (*model.Config, error) {
 		return nil, err
 	}
 	cfg.OnDemand = c.cfg.OnDemand
+	cfg.LookUp = c.lookup()
 	c.built = cfg
 	c.res = next.compact(cfg)
 	c.versions[u.typeURL] = u.version
@@ -490,6 +702,18 @@ func (c *Client) wanted(t string) []string {
 		return slices.Sorted(maps.Keys(rds))
 	case model.SecretType:
 		return []string{model.TrustBundleSecret}
+	case model.ListenerType:
+		if !c.lookup() {
+			return nil
+		}
+		names := []string{model.InboundListener, model.OutboundListener}
+		c.mu.Lock()
+		for n := range c.dests {
+			names = append(names, n)
+		}
+		c.mu.Unlock()
+		slices.Sort(names)
+		return names
 	}
 	return nil
 }

@@ -42,7 +42,7 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 	subscribe := func(t string) error {
 		want := c.wanted(t)
 		prev, sent := subs.names[t]
-		wildcard := t == model.ClusterType && !c.cfg.OnDemand || t == model.ListenerType
+		wildcard := t == model.ClusterType && !c.cfg.OnDemand || t == model.ListenerType && !c.lookup()
 		switch {
 		case wildcard && sent, !wildcard && slices.Equal(prev, want), !wildcard && !sent && len(want) == 0:
 			return nil
@@ -55,6 +55,9 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 		} else {
 			r.ResourceNamesSubscribe = without(want, prev)
 			r.ResourceNamesUnsubscribe = without(prev, want)
+		}
+		if t == model.ListenerType && c.lookup() {
+			c.subscribedDests(r.ResourceNamesSubscribe)
 		}
 		return send(r)
 	}
@@ -98,6 +101,31 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 		return cfg, nil
 	}
 	redemand := func() error {
+		if c.lookup() {
+			// The destinations looked up (Destination) and those idle.
+			// A listener no longer asked for is forgotten by the server,
+			// so it is dropped here too, as a cluster is.
+			prev := subs.names[model.ListenerType]
+			if stale := c.staleDests(prev); len(stale) > 0 {
+				// Unsubscribed first, so that the request below asks
+				// for them afresh and gets an answer.
+				subs.set(model.ListenerType, without(prev, stale))
+				if err := send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: model.ListenerType, ResourceNamesUnsubscribe: stale}); err != nil {
+					return err
+				}
+			}
+			if err := subscribe(model.ListenerType); err != nil {
+				return err
+			}
+			gone := without(prev, subs.names[model.ListenerType])
+			if slices.ContainsFunc(gone, func(n string) bool { _, ok := c.res[model.ListenerType][n]; return ok }) {
+				cfg, err := c.apply(update{typeURL: model.ListenerType, version: c.versions[model.ListenerType], removed: gone})
+				if err != nil {
+					return fmt.Errorf("xds: dropping listeners %v: %w", gone, err)
+				}
+				c.accepted(cfg)
+			}
+		}
 		cfg, err := clusters()
 		if err != nil {
 			return err
@@ -161,6 +189,15 @@ func (c *Client) runDelta(ctx context.Context, conn grpc.ClientConnInterface) (h
 				}
 			}
 			c.accepted(cfg)
+			if t == model.ListenerType && c.lookup() {
+				var sent []string
+				for _, r := range resp.GetResources() {
+					sent = append(sent, r.GetName())
+				}
+				// Every removal is an answer: a listener never held does
+				// not exist, one held no longer does (its Service went).
+				c.answeredDests(sent, resp.GetRemovedResources())
+			}
 			// A demanded cluster the control plane says it does not have
 			// fails its waiting connections at once, is forgotten and is
 			// unsubscribed explicitly, whatever was demanded since: a

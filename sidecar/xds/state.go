@@ -111,11 +111,8 @@ func (s state) compact(cfg *model.Config) state {
 	out[model.ListenerType] = maps.Clone(s[model.ListenerType])
 	for _, n := range fresh {
 		e := s[model.ListenerType][n]
-		l := cfg.Outbound
-		if n == model.InboundListener {
-			l = cfg.Inbound
-		}
-		if l == nil || l.Name != n {
+		l := cfg.Listener(n)
+		if l == nil {
 			continue // cannot be: Build put every listener in cfg by its name
 		}
 		out[model.ListenerType][n] = entry{version: e.version,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -89,12 +90,19 @@ func (b builder) build(res Resources) (*model.Config, error) {
 	return cfg, nil
 }
 
-// setListener puts l in cfg by its name (listener checked it is one of the two).
+// setListener puts l in cfg by its name (listener checked it is the
+// inbound, the outbound or a destination's listener).
 func (builder) setListener(cfg *model.Config, l *model.Listener) {
-	if l.Name == model.InboundListener {
+	switch l.Name {
+	case model.InboundListener:
 		cfg.Inbound = l
-	} else {
+	case model.OutboundListener:
 		cfg.Outbound = l
+	default:
+		if cfg.Destinations == nil {
+			cfg.Destinations = map[netip.AddrPort]*model.Listener{}
+		}
+		cfg.Destinations[l.Addr] = l
 	}
 }
 

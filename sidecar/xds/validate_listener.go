@@ -40,18 +40,37 @@ func (b builder) listener(m proto.Message) (*model.Listener, error) {
 	}
 	out := &model.Listener{Name: l.GetName(), UseOriginalDst: l.GetUseOriginalDst().GetValue()}
 	var want netip.AddrPort
+	destination := false
 	switch l.GetName() {
 	case model.InboundListener:
 		want = InboundAddr
 	case model.OutboundListener:
 		want = OutboundAddr
 	default:
-		return nil, fmt.Errorf("only listeners %q and %q are supported", model.InboundListener, model.OutboundListener)
+		var ok bool
+		if want, ok = names.ParseDestinationListener(l.GetName()); !ok {
+			return nil, fmt.Errorf("only listeners %q, %q and those of destinations (named by their address and port, as \"198.19.0.10:80\") are supported",
+				model.InboundListener, model.OutboundListener)
+		}
+		destination = true
 	}
 	// stat_prefix and traffic_direction are cosmetic: accepted, ignored.
-	if err := only(l, "name", "address", "filter_chains", "default_filter_chain", "use_original_dst",
-		"listener_filters", "stat_prefix", "traffic_direction"); err != nil {
+	fields := []string{"name", "address", "filter_chains", "default_filter_chain", "use_original_dst",
+		"listener_filters", "stat_prefix", "traffic_direction", "bind_to_port"}
+	if destination {
+		// A destination's listener holds its in-mesh chains, nothing else:
+		// what matches none of them is closed; it is handed connections, so
+		// it does not hand them on (use_original_dst).
+		fields = []string{"name", "address", "filter_chains", "listener_filters", "stat_prefix", "traffic_direction", "bind_to_port"}
+	}
+	if err := only(l, fields...); err != nil {
 		return nil, err
+	}
+	if bind := l.GetBindToPort(); destination != (bind != nil && !bind.GetValue()) {
+		if destination {
+			return nil, errors.New("bind_to_port must be false: a destination's listener is handed connections by the outbound listener")
+		}
+		return nil, errors.New("bind_to_port false is supported only on a destination's listener")
 	}
 	var err error
 	if out.Addr, err = socketAddress(l.GetAddress()); err != nil {
@@ -70,6 +89,9 @@ func (b builder) listener(m proto.Message) (*model.Listener, error) {
 	}
 	for i, fc := range l.GetFilterChains() {
 		chain, err := b.filterChain(fc, out)
+		if err == nil && destination && (chain.Egress != nil || chain.AccessLog) {
+			err = errors.New("a destination's listener holds in-mesh chains only: no weft.egress metadata, no access log")
+		}
 		if err != nil {
 			return nil, fmt.Errorf("filter chain %d%s: %w", i, quoted(fc.GetName()), err)
 		}

@@ -45,8 +45,23 @@ func (k routeKind) String() string {
 // configuration.
 type routeRef struct {
 	listener string
-	chain    string
+	chain    chainRef
 	kind     routeKind
+}
+
+// chainRef names a filter chain in an error: written only then (a
+// configuration holds thousands of chains with destinations looked up).
+type chainRef struct {
+	index int
+	name  string // the chain's; "": none
+	def   bool   // the listener's default chain
+}
+
+func (c chainRef) String() string {
+	if c.def {
+		return "default filter chain"
+	}
+	return fmt.Sprintf("filter chain %d%s", c.index, quoted(c.name))
 }
 
 // routeRefs returns, by route configuration name, the chains that reference
@@ -54,18 +69,12 @@ type routeRef struct {
 // so a route configuration is built knowing its kind.
 func routeRefs(cfg *model.Config) map[string][]routeRef {
 	refs := map[string][]routeRef{}
-	for _, l := range []*model.Listener{cfg.Inbound, cfg.Outbound} {
-		if l == nil {
-			continue
-		}
+	for l := range cfg.All() { // inbound first, then outbound
 		for i, fc := range append(slices.Clip(l.Chains), l.Default) {
 			if fc == nil || fc.Target.RouteConfig == "" {
 				continue
 			}
-			ref := routeRef{listener: l.Name, chain: fmt.Sprintf("filter chain %d%s", i, quoted(fc.Name)), kind: meshRoutes}
-			if fc == l.Default {
-				ref.chain = "default filter chain"
-			}
+			ref := routeRef{listener: l.Name, chain: chainRef{index: i, name: fc.Name, def: fc == l.Default}, kind: meshRoutes}
 			if l.Name == model.OutboundListener && fc.Egress != nil {
 				ref.kind = egressRoutes
 			}
@@ -540,23 +549,14 @@ func nonNegative(d *durationpb.Duration) (time.Duration, error) {
 // the bytes), and an in-mesh route's cluster without an HTTP protocol is
 // sent requests in HTTP/1.1, Envoy's default.
 func crossCheck(cfg *model.Config) error {
-	for _, l := range []*model.Listener{cfg.Inbound, cfg.Outbound} {
-		if l == nil {
-			continue
-		}
-		for i, fc := range append(append([]*model.FilterChain(nil), l.Chains...), l.Default) {
+	for l := range cfg.All() { // inbound, outbound and the destination listeners
+		for i, fc := range append(slices.Clip(l.Chains), l.Default) {
 			if fc == nil {
 				continue
 			}
-			where := fmt.Sprintf("listener %q filter chain %d%s", l.Name, i, quoted(fc.Name))
-			if fc == l.Default {
-				where = fmt.Sprintf("listener %q default filter chain", l.Name)
-			}
-			c, ok := cfg.Clusters[fc.Target.Cluster]
-			switch {
-			case !ok:
-			case c.Kind == model.KindControlPlane:
-				return fmt.Errorf("%s: tcp_proxy cluster %q is the control plane", where, c.Name)
+			if c, ok := cfg.Clusters[fc.Target.Cluster]; ok && c.Kind == model.KindControlPlane {
+				where := chainRef{index: i, name: fc.Name, def: fc == l.Default}
+				return fmt.Errorf("listener %q %s: tcp_proxy cluster %q is the control plane", l.Name, where, c.Name)
 			}
 		}
 	}

@@ -124,7 +124,7 @@ func TestBuildRejects(t *testing.T) {
 			l := proto.Clone(listener(r, "outbound")).(*listenerv3.Listener)
 			l.Name = "admin"
 			r[model.ListenerType]["admin"] = l
-		}, `xds: listener "admin": only listeners "inbound" and "outbound" are supported`},
+		}, `xds: listener "admin": only listeners "inbound", "outbound" and those of destinations`},
 		{"other address", mesh{}, func(r envoySet) {
 			listener(r, "outbound").Address = sockAddr("0.0.0.0", 15001)
 		}, `xds: listener "outbound": address 0.0.0.0:15001 is not supported (want 127.0.0.1:15001)`},

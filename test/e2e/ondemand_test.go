@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,42 +17,49 @@ import (
 )
 
 // TestSidecarLearnsOnlyTheServicesItReaches: a sidecar (weft-sidecar's
-// default, delta xDS on demand) holds no in-mesh Service's cluster or
-// endpoints until its app connects to one; then it holds that one, asked
-// for and received while the connection waited, and never the Service
-// beside it that its app does not reach.
+// default: delta xDS, clusters on demand) holds no in-mesh Service's
+// cluster or endpoints until its app connects to one; then it holds that
+// one, asked for and received while the connection waited, and never the
+// Service beside it that its app does not reach. A pod annotated
+// weft.dev/xds-destinations: "true" holds not even their chains until
+// then: the destination's listener is looked up too.
 func TestSidecarLearnsOnlyTheServicesItReaches(t *testing.T) {
 	const ns = "e2e-ondemand"
 	meshNamespace(t, ns)
 	server, client := meshServerClient(t, ns)
-	if _, err := kube.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
+	bystander, err := kube.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "bystander"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "server"},
 			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
-	}, metav1.CreateOptions{}); err != nil {
+	}, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	type listener struct {
+		Name   string
+		Chains []struct{ Name string }
+	}
 	type dump struct {
-		OnDemand bool `json:"onDemand"`
-		Outbound struct {
-			Chains []struct{ Name string }
-		} `json:"outbound"`
-		Clusters []struct {
+		OnDemand     bool       `json:"onDemand"`
+		LookUp       bool       `json:"lookUp"`
+		Outbound     listener   `json:"outbound"`
+		Destinations []listener `json:"destinations"`
+		Clusters     []struct {
 			Name string
 		} `json:"clusters"`
 		Endpoints map[string][]struct {
 			Addr string `json:"address"`
 		} `json:"endpoints"`
 	}
-	read := func() (dump, error) {
+	read := func(pod string) (dump, error) {
 		var d dump
-		out, err := kubectlExec(t, ns, client.Name, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15000/config_dump")
+		out, err := kubectlExec(t, ns, pod, "app", "/usr/local/bin/testapp", "get", "http://127.0.0.1:15000/config_dump")
 		if err != nil {
 			return d, err
 		}
 		body, ok := strings.CutPrefix(out, "200 ")
 		if !ok {
-			return d, nil
+			return d, fmt.Errorf("config_dump: %s", out)
 		}
 		return d, json.Unmarshal([]byte(body), &d)
 	}
@@ -58,25 +67,18 @@ func TestSidecarLearnsOnlyTheServicesItReaches(t *testing.T) {
 		serverCluster    = "outbound|80|server." + ns
 		bystanderCluster = "outbound|80|bystander." + ns
 	)
-	// The client's sidecar has both Services' chains (it knows their
-	// addresses) and neither's cluster.
-	var before dump
-	waitFor(t, time.Minute, "both Services' chains at the client's sidecar", func(context.Context) (bool, error) {
-		d, err := read()
-		if err != nil {
-			return false, nil
-		}
-		before = d
-		n := 0
-		for _, fc := range d.Outbound.Chains {
-			if strings.Contains(fc.Name, "server."+ns) || strings.Contains(fc.Name, "bystander."+ns) {
-				n++
+	// chains names the chains d holds for Service svc: in its outbound
+	// listener and its destination listeners.
+	chains := func(d dump, svc string) []string {
+		var out []string
+		for _, l := range append([]listener{d.Outbound}, d.Destinations...) {
+			for _, fc := range l.Chains {
+				if strings.Contains(fc.Name, "|"+svc+"."+ns) {
+					out = append(out, l.Name+"/"+fc.Name)
+				}
 			}
 		}
-		return n >= 2, nil
-	})
-	if !before.OnDemand {
-		t.Fatal("the client's sidecar does not learn Services on demand (config_dump onDemand false)")
+		return out
 	}
 	held := func(d dump, name string) bool {
 		for _, c := range d.Clusters {
@@ -84,37 +86,85 @@ func TestSidecarLearnsOnlyTheServicesItReaches(t *testing.T) {
 				return true
 			}
 		}
-		return false
+		return d.Endpoints[name] != nil
 	}
-	for _, name := range []string{serverCluster, bystanderCluster} {
-		if held(before, name) || before.Endpoints[name] != nil {
-			t.Fatalf("the client's sidecar holds %s before its app connected to it", name)
-		}
-	}
-	if got := sidecarMetric(t, ns, client.Name, "weft_sidecar_xds_demanded_clusters", nil); got != 0 {
-		t.Fatalf("weft_sidecar_xds_demanded_clusters = %v before any connection, want 0", got)
-	}
-
-	// The first connection waits for the cluster and goes through.
-	url := "http://server." + ns + ".svc.cluster.local/"
-	out, err := kubectlExec(t, ns, client.Name, "app", "/usr/local/bin/testapp", "get", url)
-	if err != nil || !strings.Contains(out, "hello from "+server.Name) {
-		t.Fatalf("first request to a Service the sidecar did not hold: %v %s", err, out)
-	}
-	after, err := read()
+	svc, err := kube.CoreV1().Services(ns).Get(context.Background(), "server", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !held(after, serverCluster) || len(after.Endpoints[serverCluster]) == 0 {
-		t.Errorf("after the request the client's sidecar lacks %s or its endpoints: %+v", serverCluster, after.Clusters)
+	check := func(t *testing.T, pod string, lookUp bool) {
+		var before dump
+		if lookUp {
+			if before, err = read(pod); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range []string{"server", "bystander"} {
+				if c := chains(before, s); len(c) != 0 {
+					t.Fatalf("the sidecar holds %s's chains %q before its app connected to it", s, c)
+				}
+			}
+		} else {
+			// It has both Services' chains (it knows their addresses): the
+			// control plane has both.
+			waitFor(t, time.Minute, "both Services' chains at the client's sidecar", func(context.Context) (bool, error) {
+				d, err := read(pod)
+				before = d
+				return err == nil && len(chains(d, "server")) > 0 && len(chains(d, "bystander")) > 0, nil
+			})
+		}
+		if !before.OnDemand || before.LookUp != lookUp {
+			t.Fatalf("config_dump onDemand %t, lookUp %t; want true, %t", before.OnDemand, before.LookUp, lookUp)
+		}
+		for _, name := range []string{serverCluster, bystanderCluster} {
+			if held(before, name) {
+				t.Fatalf("the sidecar holds %s before its app connected to it", name)
+			}
+		}
+		if got := sidecarMetric(t, ns, pod, "weft_sidecar_xds_demanded_clusters", nil); got != 0 {
+			t.Fatalf("weft_sidecar_xds_demanded_clusters = %v before any connection, want 0", got)
+		}
+		// The first connection waits for what it needs and goes through.
+		url := "http://server." + ns + ".svc.cluster.local/"
+		out, err := kubectlExec(t, ns, pod, "app", "/usr/local/bin/testapp", "get", url)
+		if err != nil || !strings.Contains(out, "hello from "+server.Name) {
+			t.Fatalf("first request to a Service the sidecar did not hold: %v %s", err, out)
+		}
+		after, err := read(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !held(after, serverCluster) || len(after.Endpoints[serverCluster]) == 0 {
+			t.Errorf("after the request the sidecar lacks %s or its endpoints: %+v", serverCluster, after.Clusters)
+		}
+		if held(after, bystanderCluster) {
+			t.Errorf("the sidecar holds %s, which its app never reached", bystanderCluster)
+		}
+		if got := sidecarMetric(t, ns, pod, "weft_sidecar_xds_demanded_clusters", nil); got != 1 {
+			t.Errorf("weft_sidecar_xds_demanded_clusters = %v after one Service was reached, want 1", got)
+		}
+		if lookUp {
+			want := svc.Spec.ClusterIP + ":80/"
+			if c := chains(after, "server"); !slices.ContainsFunc(c, func(s string) bool { return strings.HasPrefix(s, want) }) {
+				t.Errorf("after the request the sidecar holds server's chains %q, want one in %s (its ClusterIP's destination listener)", c, want)
+			}
+			if c := chains(after, "bystander"); len(c) != 0 {
+				t.Errorf("the sidecar holds bystander's chains %q (ClusterIP %s), which its app never reached", c, bystander.Spec.ClusterIP)
+			}
+			if got := sidecarMetric(t, ns, pod, "weft_sidecar_xds_destinations", nil); got < 1 {
+				t.Errorf("weft_sidecar_xds_destinations = %v after one Service was reached, want at least 1", got)
+			}
+		}
+		if got := sidecarMetric(t, ns, pod, "weft_sidecar_connection_failures_total", map[string]string{"reason": "on_demand"}); got != 0 {
+			t.Errorf("%v connections refused waiting for a cluster or a destination", got)
+		}
 	}
-	if held(after, bystanderCluster) || after.Endpoints[bystanderCluster] != nil {
-		t.Errorf("the client's sidecar holds %s, which its app never reached", bystanderCluster)
+	t.Run("clusters", func(t *testing.T) { check(t, client.Name, false) })
+	orig := testappPodHook
+	testappPodHook = func(p *corev1.Pod) {
+		p.Spec.ServiceAccountName = "client"
+		p.Annotations = map[string]string{"weft.dev/xds-destinations": "true"}
 	}
-	if got := sidecarMetric(t, ns, client.Name, "weft_sidecar_xds_demanded_clusters", nil); got != 1 {
-		t.Errorf("weft_sidecar_xds_demanded_clusters = %v after one Service was reached, want 1", got)
-	}
-	if got := sidecarMetric(t, ns, client.Name, "weft_sidecar_connection_failures_total", map[string]string{"reason": "on_demand"}); got != 0 {
-		t.Errorf("%v connections refused waiting for a cluster", got)
-	}
+	looker := deployTestapp(t, ns, "looker", "svid")
+	testappPodHook = orig
+	t.Run("destinations", func(t *testing.T) { check(t, looker.Name, true) })
 }

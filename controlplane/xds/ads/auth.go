@@ -2,8 +2,10 @@ package ads
 
 import (
 	"context"
+	"slices"
 	"strings"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/controlplane/streamauth"
 	"github.com/weftmesh/weft/controlplane/xds"
 	"github.com/weftmesh/weft/internal/peersvid"
@@ -32,7 +35,8 @@ func (s *Server) peerID(ctx context.Context) (spiffeid.ID, error) {
 // authorize checks the first request's node ID against the stream's grant:
 // it must parse and name the pod whose token the stream carries (a pod of
 // the same ServiceAccount cannot claim a sibling's node).
-func (s *Server) authorize(nodeID string, g *streamauth.Grant) (xds.Node, error) {
+func (s *Server) authorize(node *core.Node, g *streamauth.Grant) (xds.Node, error) {
+	nodeID := node.GetId()
 	pod, ns, err := xds.ParseNodeID(nodeID)
 	if err != nil {
 		return xds.Node{}, status.Error(codes.InvalidArgument, err.Error())
@@ -40,7 +44,8 @@ func (s *Server) authorize(nodeID string, g *streamauth.Grant) (xds.Node, error)
 	if pod != g.Pod || ns != g.Namespace {
 		return xds.Node{}, status.Errorf(codes.PermissionDenied, "xds: node %q refused: the stream's token is pod %s/%s's", nodeID, g.Namespace, g.Pod)
 	}
-	return xds.Node{Name: pod, Namespace: ns, ID: g.ID}, nil
+	return xds.Node{Name: pod, Namespace: ns, ID: g.ID,
+		DestinationListeners: slices.Contains(node.GetClientFeatures(), names.FeatureDestinationListeners)}, nil
 }
 
 // guard authorizes an ADS stream (streamauth: certificate, token, pod,

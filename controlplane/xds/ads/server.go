@@ -101,7 +101,20 @@ type stream struct {
 	// requested: type URLs this stream has sent a request of (its first
 	// says whether it subscribes to the type by name).
 	requested map[string]bool
+	// names: what a delta stream subscribes to, by type URL
+	// (MaxSubscribedNames).
+	names map[string]map[string]struct{}
 }
+
+// MaxSubscribedNames bounds the names one delta stream subscribes to of
+// one type. A sidecar subscribes by name to what it uses: the destinations
+// it looks up (at most sidecar/xds's DefaultMaxDestinations, 4,096), the
+// clusters and endpoints of the Services it reaches, their routes. A
+// client holding a pod's SVID could otherwise grow the control plane's
+// subscription state without bound, one request of names after another
+// (each under the message limit). Past it the stream is refused
+// (ResourceExhausted); the names it unsubscribes from free room.
+const MaxSubscribedNames = 1 << 16
 
 type sent struct{ nonce, version string }
 
@@ -489,6 +502,9 @@ func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryReq
 	// first request only).
 	names := r.GetResourceNamesSubscribe()
 	named := len(names) > 0 && !slices.Contains(names, "*")
+	if err := c.s.subscribe(streamKey{delta: true, id: id}, r); err != nil {
+		return err
+	}
 	return c.s.request(streamKey{delta: true, id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", resumed, named, r.GetErrorDetail())
 }
 
@@ -515,7 +531,8 @@ func (s *Server) open(key streamKey, ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	s.streams[key] = &stream{ctx: ctx, delta: key.delta, grant: g, sent: map[string]sent{}, requested: map[string]bool{}}
+	s.streams[key] = &stream{ctx: ctx, delta: key.delta, grant: g, sent: map[string]sent{}, requested: map[string]bool{},
+		names: map[string]map[string]struct{}{}}
 	s.mu.Unlock()
 	return nil
 }
@@ -545,7 +562,7 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 	}
 	switch {
 	case cur == nil:
-		n, err := s.authorize(node.GetId(), st.grant)
+		n, err := s.authorize(node, st.grant)
 		if err != nil {
 			s.refuse(err, node.GetId(), peerAddr(st.ctx))
 			return err
@@ -615,6 +632,43 @@ func (d *deltaResume) upToDate(published map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// subscribe follows a delta stream's subscription and refuses the stream
+// once it subscribes to more than MaxSubscribedNames of one type.
+func (s *Server) subscribe(key streamKey, r *discovery.DeltaDiscoveryRequest) error {
+	sub, unsub := r.GetResourceNamesSubscribe(), r.GetResourceNamesUnsubscribe()
+	if len(sub) == 0 && len(unsub) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	st := s.streams[key]
+	if st == nil {
+		s.mu.Unlock()
+		return status.Error(codes.Internal, "xds: request on an unknown stream")
+	}
+	names := st.names[r.GetTypeUrl()]
+	if names == nil {
+		names = map[string]struct{}{}
+		st.names[r.GetTypeUrl()] = names
+	}
+	for _, n := range sub {
+		names[n] = struct{}{}
+	}
+	for _, n := range unsub {
+		delete(names, n)
+	}
+	count, id := len(names), r.GetNode().GetId()
+	if st.node != nil {
+		id = st.node.id
+	}
+	s.mu.Unlock()
+	if count <= MaxSubscribedNames {
+		return nil
+	}
+	err := status.Errorf(codes.ResourceExhausted, "xds: the stream subscribes to %d names of %s, over the limit of %d", count, r.GetTypeUrl(), MaxSubscribedNames)
+	s.refuse(err, id, peerAddr(st.ctx))
+	return err
 }
 
 // attach binds an authorized stream to its node, creating the node on its

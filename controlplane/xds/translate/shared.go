@@ -73,6 +73,14 @@ type sharedSet struct {
 	// (*plainEgress, built on first use).
 	externalNames bool
 	plainByNS     sync.Map
+	// meshlessOutbound and meshlessByNS are plainOutbound and plainByNS
+	// without the in-mesh chains, for sidecars sent destination listeners
+	// instead (built on first use); dest are those listeners.
+	meshlessOnce     sync.Once
+	meshlessOutbound *listenerv3.Listener
+	meshlessByNS     sync.Map
+	destOnce         sync.Once
+	dest             atomic.Pointer[destSet]
 	// all holds every resource above (set membership).
 	all map[types.Resource]struct{}
 
@@ -305,6 +313,11 @@ func (t *Generator) SharedResources() func(types.Resource) bool {
 			if _, ok := s.all[r]; ok {
 				return true
 			}
+			if d := s.dest.Load(); d != nil {
+				if _, ok := d.all[r]; ok {
+					return true
+				}
+			}
 		}
 		return false
 	}
@@ -353,11 +366,21 @@ type plainEgress struct {
 // chains (egressChains) decide by the outbound policy alone and differ
 // between namespaces only by the Services' short names, so the listener
 // is built once per set and namespace.
-func (sh *sharedSet) plainOutboundOf(b *builder) (*listenerv3.Listener, map[string]*routev3.RouteConfiguration, error) {
-	if !sh.externalNames {
-		return sh.plainOutbound, nil, nil
+// Without the in-mesh chains (meshless) it is the same listener for a
+// sidecar sent destination listeners instead.
+func (sh *sharedSet) plainOutboundOf(b *builder, meshless bool) (*listenerv3.Listener, map[string]*routev3.RouteConfiguration, error) {
+	chains, byNS := sh.chains, &sh.plainByNS
+	if meshless {
+		chains, byNS = nil, &sh.meshlessByNS
 	}
-	if v, ok := sh.plainByNS.Load(b.w.Namespace); ok {
+	if !sh.externalNames {
+		if !meshless {
+			return sh.plainOutbound, nil, nil
+		}
+		sh.meshlessOnce.Do(func() { sh.meshlessOutbound = b.outboundListenerOf(nil, nil) })
+		return sh.meshlessOutbound, nil, nil
+	}
+	if v, ok := byNS.Load(b.w.Namespace); ok {
 		p := v.(*plainEgress)
 		return p.listener, p.routes, nil
 	}
@@ -367,7 +390,7 @@ func (sh *sharedSet) plainOutboundOf(b *builder) (*listenerv3.Listener, map[stri
 	if err != nil {
 		return nil, nil, err
 	}
-	v, _ := sh.plainByNS.LoadOrStore(b.w.Namespace, &plainEgress{listener: nb.outboundListenerOf(sh.chains, egress), routes: nb.routes})
+	v, _ := byNS.LoadOrStore(b.w.Namespace, &plainEgress{listener: nb.outboundListenerOf(chains, egress), routes: nb.routes})
 	p := v.(*plainEgress)
 	return p.listener, p.routes, nil
 }

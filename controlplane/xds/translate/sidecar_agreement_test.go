@@ -293,8 +293,19 @@ func (m *agreeMesh) push(contents mesh.Contents) (*mesh.Snapshot, map[string]*mo
 	for _, node := range slices.Sorted(maps.Keys(m.nodes)) {
 		c := m.nodes[node]
 		for {
-			if cfg := c.Current(); cfg != nil && slices.ContainsFunc(cfg.Outbound.Chains, func(fc *model.FilterChain) bool { return fc.Name == marker }) &&
-				m.synced(node, cfg, since) {
+			cfg := c.Current()
+			if cfg != nil && cfg.LookUp {
+				// The marker's chain is in its destination listener,
+				// held once looked up (asked again each round: a
+				// destination known absent is answered at once).
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				if next, release, err := c.Destination(ctx, netip.AddrPortFrom(agreeMarkerIP, 7)); err == nil {
+					release()
+					cfg = next
+				}
+				cancel()
+			}
+			if cfg != nil && hasChain(cfg, marker) && m.synced(node, cfg, since) {
 				out[node] = cfg
 				break
 			}
@@ -329,6 +340,17 @@ func (m *agreeMesh) synced(node string, cfg *model.Config, since time.Time) bool
 			}
 		}
 		return true
+	}
+	return false
+}
+
+// hasChain says whether a listener of cfg on the outbound side (the
+// outbound listener or a destination's) has a chain named name.
+func hasChain(cfg *model.Config, name string) bool {
+	for _, l := range cfg.Listeners() {
+		if l != cfg.Inbound && slices.ContainsFunc(l.Chains, func(fc *model.FilterChain) bool { return fc.Name == name }) {
+			return true
+		}
 	}
 	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -73,19 +74,28 @@ func BenchmarkSidecarHeap(b *testing.B) {
 	rate := runtime.MemProfileRate
 	runtime.MemProfileRate = 1
 	b.Cleanup(func() { runtime.MemProfileRate = rate })
-	type run struct{ services, demanded int }
-	for _, r := range []run{{10, -1}, {1000, -1}, {10, 10}, {1000, 10}} {
+	type run struct {
+		services, demanded int
+		lookup             bool
+	}
+	for _, r := range []run{{10, -1, false}, {1000, -1, false}, {10, 10, false}, {1000, 10, false}, {10, 10, true}, {1000, 10, true}} {
 		services := r.services
 		name := fmt.Sprintf("services=%d", services)
 		if r.demanded >= 0 {
 			name += fmt.Sprintf("/demanded=%d", r.demanded)
 		}
+		if r.lookup {
+			name += "/lookup"
+		}
 		b.Run(name, func(b *testing.B) {
 			for range b.N {
 				var m *agreeMesh
-				if r.demanded < 0 {
+				switch {
+				case r.demanded < 0:
 					m = newAgreeMesh(b)
-				} else {
+				case r.lookup:
+					m = newAgreeMeshWith(b, false, lookUp)
+				default:
 					m = newAgreeMeshWith(b, false, onDemand)
 				}
 				base := sidecarHeldBytes()
@@ -94,6 +104,32 @@ func BenchmarkSidecarHeap(b *testing.B) {
 					b.Fatal(err)
 				}
 				for node, cfg := range cfgs {
+					if r.lookup {
+						// The first Services' ClusterIPs (bigContents), looked
+						// up, then their clusters demanded, as a connection does.
+						for s := range r.demanded {
+							ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 97, byte(s >> 8), byte(s)}), 80)
+							ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+							next, release, err := m.nodes[node].Destination(ctx, ap)
+							cancel()
+							if err != nil {
+								b.Fatal(err)
+							}
+							release()
+							l := next.OutboundFor(ap)
+							if l == next.Outbound || len(l.Chains) != 1 {
+								b.Fatalf("%s: %s has no destination listener", node, ap)
+							}
+							ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
+							_, release, err = m.nodes[node].Demand(ctx, l.Chains[0].Target.Cluster)
+							cancel()
+							if err != nil {
+								b.Fatal(err)
+							}
+							defer release()
+						}
+						continue
+					}
 					for _, n := range cfg.OnDemandClusters()[:min(max(r.demanded, 0), len(cfg.OnDemandClusters()))] {
 						ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 						_, release, err := m.nodes[node].Demand(ctx, n)

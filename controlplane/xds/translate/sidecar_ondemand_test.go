@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"testing"
@@ -103,17 +104,25 @@ func TestSidecarOnDemandAgrees(t *testing.T) {
 // cluster, receives it, asks for its endpoints, receives them, and
 // rebuilds its configuration at each step, in a mesh of N Services × 10
 // endpoints. Reported per demand, for the first 20 in-mesh Services of
-// each of the harness's two sidecars in turn.
+// each of the harness's two sidecars in turn. lookup-*: the same
+// Services' ClusterIPs by a sidecar that looks destinations up (the
+// default): first the destination's listener, then the cluster and its
+// endpoints, in the same run.
 //
 //	go test ./controlplane/xds/translate/ -run=NONE -bench=Demand -benchtime=1x
 func BenchmarkDemand(b *testing.B) {
 	for _, services := range []int{10, 1000} {
 		b.Run(fmt.Sprintf("services=%d", services), func(b *testing.B) {
-			var waits []time.Duration
+			var waits, lookups []time.Duration
 			for range b.N {
+				contents := bigContents(v1alpha1.OutboundAllowAny, services, 10)
 				m := newAgreeMeshWith(b, false, onDemand)
-				_, cfgs, err := m.push(bigContents(v1alpha1.OutboundAllowAny, services, 10))
+				_, cfgs, err := m.push(contents)
 				if err != nil {
+					b.Fatal(err)
+				}
+				look := newAgreeMeshWith(b, false, lookUp)
+				if _, _, err := look.push(contents); err != nil {
 					b.Fatal(err)
 				}
 				for node, cfg := range cfgs {
@@ -129,11 +138,42 @@ func BenchmarkDemand(b *testing.B) {
 						}
 						release()
 					}
+					for _, n := range lazy[:min(20, len(lazy))] {
+						var ap netip.AddrPort
+						for _, fc := range cfg.Outbound.Chains {
+							if fc.Target.Cluster == n && len(fc.Match.Prefixes) > 0 {
+								ap = netip.AddrPortFrom(fc.Match.Prefixes[0].Addr(), fc.Match.DestPort)
+								break
+							}
+						}
+						c := look.nodes[node]
+						ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+						start := time.Now()
+						dcfg, release, err := c.Destination(ctx, ap)
+						if err != nil {
+							b.Fatal(err)
+						}
+						release()
+						fc := dcfg.OutboundFor(ap).Match(ap, "raw_buffer", "", nil)
+						if fc == nil || fc.Target.Cluster != n {
+							b.Fatalf("%s: %s looked up matches %v, want a chain to %s", node, ap, chainName(fc), n)
+						}
+						_, release, err = c.Demand(ctx, n)
+						lookups = append(lookups, time.Since(start))
+						cancel()
+						if err != nil {
+							b.Fatal(err)
+						}
+						release()
+					}
 				}
 			}
 			slices.Sort(waits)
+			slices.Sort(lookups)
 			b.ReportMetric(float64(waits[len(waits)/2].Microseconds())/1e3, "p50-ms")
 			b.ReportMetric(float64(waits[len(waits)*99/100].Microseconds())/1e3, "p99-ms")
+			b.ReportMetric(float64(lookups[len(lookups)/2].Microseconds())/1e3, "lookup-p50-ms")
+			b.ReportMetric(float64(lookups[len(lookups)*99/100].Microseconds())/1e3, "lookup-p99-ms")
 			b.ReportMetric(float64(len(waits)), "demands")
 		})
 	}

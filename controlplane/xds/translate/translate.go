@@ -187,10 +187,16 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A sidecar that looks destinations up gets the in-mesh chains as
+	// destination listeners (destinations.go), not in "outbound".
+	meshChains := sh.chains
+	if node.DestinationListeners {
+		meshChains = nil
+	}
 	var outbound *listenerv3.Listener
 	if len(b.pol.Egress) == 0 && b.rejectedEgress == nil {
 		var routes map[string]*routev3.RouteConfiguration
-		if outbound, routes, err = sh.plainOutboundOf(b); err != nil {
+		if outbound, routes, err = sh.plainOutboundOf(b, node.DestinationListeners); err != nil {
 			return nil, err
 		}
 		maps.Copy(b.routes, routes)
@@ -199,7 +205,11 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 		if err != nil {
 			return nil, err
 		}
-		outbound = b.outboundListenerOf(sh.chains, egress)
+		outbound = b.outboundListenerOf(meshChains, egress)
+	}
+	listeners := []types.Resource{inbound, outbound}
+	if node.DestinationListeners {
+		listeners = append(listeners, sh.destinations().listeners...)
 	}
 	// Consumer routes of the workload's namespace (gamma.go) replace
 	// shared route configurations by name.
@@ -213,7 +223,7 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 		}
 	}
 	res := xds.Resources{
-		resource.ListenerType: {inbound, outbound},
+		resource.ListenerType: listeners,
 		resource.ClusterType: mergeByName(sh.clusters, sortedValues(b.clusters),
 			func(r types.Resource) string { return r.(*clusterv3.Cluster).GetName() }),
 		resource.EndpointType: slices.Clone(sh.endpoints),

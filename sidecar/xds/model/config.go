@@ -1,6 +1,7 @@
 package model
 
 import (
+	"iter"
 	"maps"
 	"net/netip"
 	"regexp"
@@ -58,12 +59,18 @@ var (
 type Config struct {
 	// Version is the version of the last applied response per type URL
 	// (SotW version_info, delta system_version_info).
-	Version   map[string]string
-	Inbound   *Listener
-	Outbound  *Listener
-	Clusters  map[string]*Cluster
-	Endpoints map[string][]Endpoint // by EDS cluster name; present once received, even if empty
-	Routes    map[string]*RouteConfig
+	Version  map[string]string
+	Inbound  *Listener
+	Outbound *Listener
+	// Destinations are the listeners of in-mesh destinations by the
+	// address and port each stands for (names.DestinationListener; they do
+	// not bind): a connection the outbound listener receives whose original
+	// destination has one is matched in its chains instead (Envoy's
+	// original-destination hand-off; Config.OutboundFor).
+	Destinations map[netip.AddrPort]*Listener `json:",omitempty"`
+	Clusters     map[string]*Cluster
+	Endpoints    map[string][]Endpoint // by EDS cluster name; present once received, even if empty
+	Routes       map[string]*RouteConfig
 	// TrustBundle holds the roots of SDS secret trust_bundle.
 	TrustBundle *x509bundle.Bundle
 	// OnDemand: the clusters of in-mesh TCP chains (OnDemandClusters) are
@@ -71,6 +78,11 @@ type Config struct {
 	// a configuration is complete without them (Missing). Set by the client
 	// that asks for them (sidecar/xds.ClientConfig.OnDemand).
 	OnDemand bool `json:",omitempty"`
+	// LookUp: destination listeners are looked up on demand, one at a
+	// connection's first use of its destination (sidecar/xds
+	// Client.Destination): the proxy asks before OutboundFor. Set by the
+	// client that asks for them.
+	LookUp bool `json:",omitempty"`
 }
 
 // OnDemandPrefix begins the name of every in-mesh Service port's cluster,
@@ -688,13 +700,85 @@ func (c *Config) EDSClusters() []string {
 	return names
 }
 
+// OutboundFor is the listener a connection the outbound listener receives
+// for original destination dst is matched in: dst's destination listener
+// if there is one, else the outbound listener (nil if neither).
+func (c *Config) OutboundFor(dst netip.AddrPort) *Listener {
+	if l := c.Destinations[netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())]; l != nil {
+		return l
+	}
+	return c.Outbound
+}
+
+// outboundSide is the outbound listener, if any, then the destination
+// listeners in no order (what reads it collects a set: the destinations
+// are up to thousands, and sorting them on every read was most of what a
+// lookup cost with many held).
+func (c *Config) outboundSide() iter.Seq[*Listener] {
+	return func(yield func(*Listener) bool) {
+		if c.Outbound != nil && !yield(c.Outbound) {
+			return
+		}
+		for _, l := range c.Destinations {
+			if !yield(l) {
+				return
+			}
+		}
+	}
+}
+
+// All is every listener of c: the inbound one, the outbound one, then
+// the destinations' in no order (Listeners sorts them).
+func (c *Config) All() iter.Seq[*Listener] {
+	return func(yield func(*Listener) bool) {
+		if c.Inbound != nil && !yield(c.Inbound) {
+			return
+		}
+		for l := range c.outboundSide() {
+			if !yield(l) {
+				return
+			}
+		}
+	}
+}
+
+// Listeners is every listener of c: the inbound one, then the outbound
+// one, then the destinations' in address order.
+func (c *Config) Listeners() []*Listener {
+	var ls []*Listener
+	if c.Inbound != nil {
+		ls = append(ls, c.Inbound)
+	}
+	if c.Outbound != nil {
+		ls = append(ls, c.Outbound)
+	}
+	for _, ap := range slices.SortedFunc(maps.Keys(c.Destinations), netip.AddrPort.Compare) {
+		ls = append(ls, c.Destinations[ap])
+	}
+	return ls
+}
+
+// Listener returns the listener of name c holds: inbound, outbound or a
+// destination listener; nil if none.
+func (c *Config) Listener(name string) *Listener {
+	switch name {
+	case InboundListener:
+		return c.Inbound
+	case OutboundListener:
+		return c.Outbound
+	}
+	if ap, ok := names.ParseDestinationListener(name); ok {
+		if l := c.Destinations[ap]; l != nil && l.Name == name {
+			return l
+		}
+	}
+	return nil
+}
+
 // RouteNames returns the route configurations the listeners reference, sorted.
 func (c *Config) RouteNames() []string {
 	var names []string
-	for _, l := range []*Listener{c.Inbound, c.Outbound} {
-		if l == nil {
-			continue
-		}
+	for l := range c.All() {
 		for _, fc := range append(slices.Clip(l.Chains), l.Default) {
 			if fc != nil && fc.Target.RouteConfig != "" {
 				names = append(names, fc.Target.RouteConfig)
@@ -711,12 +795,9 @@ func (c *Config) RouteNames() []string {
 // that answer for a cluster they lack (cluster_not_found_response_code).
 func (c *Config) refs(skip func(*FilterChain) bool, optional bool) []string {
 	var names []string
-	for _, l := range []*Listener{c.Inbound, c.Outbound} {
-		if l == nil {
-			continue
-		}
+	for l := range c.All() {
 		for _, fc := range append(slices.Clip(l.Chains), l.Default) {
-			if fc != nil && fc.Target.Cluster != "" && !(l == c.Outbound && fc != l.Default && skip(fc)) {
+			if fc != nil && fc.Target.Cluster != "" && !(l != c.Inbound && fc != l.Default && skip(fc)) {
 				names = append(names, fc.Target.Cluster)
 			}
 			if fc != nil && fc.AccessLog {
@@ -750,13 +831,12 @@ func (c *Config) refs(skip func(*FilterChain) bool, optional bool) []string {
 // access log). The proxy asks for one when a connection matches its chain
 // (OnDemandChain), and holds the connection until it has it.
 func (c *Config) OnDemandClusters() []string {
-	if c.Outbound == nil {
-		return nil
-	}
 	cand := map[string]bool{}
-	for _, fc := range c.Outbound.Chains {
-		if OnDemandChain(fc) {
-			cand[fc.Target.Cluster] = true
+	for l := range c.outboundSide() {
+		for _, fc := range l.Chains {
+			if OnDemandChain(fc) {
+				cand[fc.Target.Cluster] = true
+			}
 		}
 	}
 	if len(cand) == 0 {

@@ -198,6 +198,7 @@ type Node struct {
 	//
 	//	*Node_UserAgentVersion
 	UserAgentVersionType isNode_UserAgentVersionType `protobuf_oneof:"user_agent_version_type"`
+	ClientFeatures       []string                    `protobuf:"bytes,10,rep,name=client_features,json=clientFeatures,proto3" json:"client_features,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -260,6 +261,13 @@ func (x *Node) GetUserAgentVersion() string {
 		}
 	}
 	return ""
+}
+
+func (x *Node) GetClientFeatures() []string {
+	if x != nil {
+		return x.ClientFeatures
+	}
+	return nil
 }
 
 type isNode_UserAgentVersionType interface {
@@ -640,11 +648,13 @@ const file_sidecar_internal_envoy_config_core_v3_base_proto_rawDesc = "" +
 	"\bLocality\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x12\n" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x19\n" +
-	"\bsub_zone\x18\x03 \x01(\tR\asubZone\"\x89\x01\n" +
+	"\bsub_zone\x18\x03 \x01(\tR\asubZone\"\xb2\x01\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12&\n" +
 	"\x0fuser_agent_name\x18\x06 \x01(\tR\ruserAgentName\x12.\n" +
-	"\x12user_agent_version\x18\a \x01(\tH\x00R\x10userAgentVersionB\x19\n" +
+	"\x12user_agent_version\x18\a \x01(\tH\x00R\x10userAgentVersion\x12'\n" +
+	"\x0fclient_features\x18\n" +
+	" \x03(\tR\x0eclientFeaturesB\x19\n" +
 	"\x17user_agent_version_type\"\xc8\x01\n" +
 	"\bMetadata\x12`\n" +
 	"\x0ffilter_metadata\x18\x01 \x03(\v27.weft.envoy.config.core.v3.Metadata.FilterMetadataEntryR\x0efilterMetadata\x1aZ\n" +

@@ -35,6 +35,7 @@ type Listener struct {
 	StatPrefix         string                `protobuf:"bytes,28,opt,name=stat_prefix,json=statPrefix,proto3" json:"stat_prefix,omitempty"`
 	FilterChains       []*FilterChain        `protobuf:"bytes,3,rep,name=filter_chains,json=filterChains,proto3" json:"filter_chains,omitempty"`
 	UseOriginalDst     *wrapperspb.BoolValue `protobuf:"bytes,4,opt,name=use_original_dst,json=useOriginalDst,proto3" json:"use_original_dst,omitempty"`
+	BindToPort         *wrapperspb.BoolValue `protobuf:"bytes,26,opt,name=bind_to_port,json=bindToPort,proto3" json:"bind_to_port,omitempty"`
 	DefaultFilterChain *FilterChain          `protobuf:"bytes,25,opt,name=default_filter_chain,json=defaultFilterChain,proto3" json:"default_filter_chain,omitempty"`
 	ListenerFilters    []*ListenerFilter     `protobuf:"bytes,9,rep,name=listener_filters,json=listenerFilters,proto3" json:"listener_filters,omitempty"`
 	// Accepted, ignored.
@@ -108,6 +109,13 @@ func (x *Listener) GetUseOriginalDst() *wrapperspb.BoolValue {
 	return nil
 }
 
+func (x *Listener) GetBindToPort() *wrapperspb.BoolValue {
+	if x != nil {
+		return x.BindToPort
+	}
+	return nil
+}
+
 func (x *Listener) GetDefaultFilterChain() *FilterChain {
 	if x != nil {
 		return x.DefaultFilterChain
@@ -133,14 +141,16 @@ var File_sidecar_internal_envoy_config_listener_v3_listener_proto protoreflect.F
 
 const file_sidecar_internal_envoy_config_listener_v3_listener_proto_rawDesc = "" +
 	"\n" +
-	"8sidecar/internal/envoy/config/listener/v3/listener.proto\x12\x1dweft.envoy.config.listener.v3\x1a\x1egoogle/protobuf/wrappers.proto\x1a3sidecar/internal/envoy/config/core/v3/address.proto\x1a0sidecar/internal/envoy/config/core/v3/base.proto\x1aCsidecar/internal/envoy/config/listener/v3/listener_components.proto\"\xa6\x04\n" +
+	"8sidecar/internal/envoy/config/listener/v3/listener.proto\x12\x1dweft.envoy.config.listener.v3\x1a\x1egoogle/protobuf/wrappers.proto\x1a3sidecar/internal/envoy/config/core/v3/address.proto\x1a0sidecar/internal/envoy/config/core/v3/base.proto\x1aCsidecar/internal/envoy/config/listener/v3/listener_components.proto\"\xe4\x04\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12<\n" +
 	"\aaddress\x18\x02 \x01(\v2\".weft.envoy.config.core.v3.AddressR\aaddress\x12\x1f\n" +
 	"\vstat_prefix\x18\x1c \x01(\tR\n" +
 	"statPrefix\x12O\n" +
 	"\rfilter_chains\x18\x03 \x03(\v2*.weft.envoy.config.listener.v3.FilterChainR\ffilterChains\x12D\n" +
-	"\x10use_original_dst\x18\x04 \x01(\v2\x1a.google.protobuf.BoolValueR\x0euseOriginalDst\x12\\\n" +
+	"\x10use_original_dst\x18\x04 \x01(\v2\x1a.google.protobuf.BoolValueR\x0euseOriginalDst\x12<\n" +
+	"\fbind_to_port\x18\x1a \x01(\v2\x1a.google.protobuf.BoolValueR\n" +
+	"bindToPort\x12\\\n" +
 	"\x14default_filter_chain\x18\x19 \x01(\v2*.weft.envoy.config.listener.v3.FilterChainR\x12defaultFilterChain\x12X\n" +
 	"\x10listener_filters\x18\t \x03(\v2-.weft.envoy.config.listener.v3.ListenerFilterR\x0flistenerFilters\x12X\n" +
 	"\x11traffic_direction\x18\x10 \x01(\x0e2+.weft.envoy.config.core.v3.TrafficDirectionR\x10trafficDirectionBOZMgithub.com/weftmesh/weft/sidecar/internal/envoy/config/listener/v3;listenerv3b\x06proto3"
@@ -170,14 +180,15 @@ var file_sidecar_internal_envoy_config_listener_v3_listener_proto_depIdxs = []in
 	1, // 0: weft.envoy.config.listener.v3.Listener.address:type_name -> weft.envoy.config.core.v3.Address
 	2, // 1: weft.envoy.config.listener.v3.Listener.filter_chains:type_name -> weft.envoy.config.listener.v3.FilterChain
 	3, // 2: weft.envoy.config.listener.v3.Listener.use_original_dst:type_name -> google.protobuf.BoolValue
-	2, // 3: weft.envoy.config.listener.v3.Listener.default_filter_chain:type_name -> weft.envoy.config.listener.v3.FilterChain
-	4, // 4: weft.envoy.config.listener.v3.Listener.listener_filters:type_name -> weft.envoy.config.listener.v3.ListenerFilter
-	5, // 5: weft.envoy.config.listener.v3.Listener.traffic_direction:type_name -> weft.envoy.config.core.v3.TrafficDirection
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	3, // 3: weft.envoy.config.listener.v3.Listener.bind_to_port:type_name -> google.protobuf.BoolValue
+	2, // 4: weft.envoy.config.listener.v3.Listener.default_filter_chain:type_name -> weft.envoy.config.listener.v3.FilterChain
+	4, // 5: weft.envoy.config.listener.v3.Listener.listener_filters:type_name -> weft.envoy.config.listener.v3.ListenerFilter
+	5, // 6: weft.envoy.config.listener.v3.Listener.traffic_direction:type_name -> weft.envoy.config.core.v3.TrafficDirection
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_sidecar_internal_envoy_config_listener_v3_listener_proto_init() }
