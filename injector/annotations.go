@@ -35,12 +35,12 @@ const (
 	// admin port (weft-sidecar run --pprof); off otherwise, since the app
 	// could run them and burn the sidecar's CPU.
 	AnnotationPprof = "weft.dev/pprof"
-	// AnnotationXDSDestinations "true" makes weft-proxy look each
-	// destination (address and port) up on demand instead of holding a
-	// chain for every Service address and endpoint (weft-sidecar run
-	// --xds-destinations): its memory no longer grows with Services it
-	// never reaches, at a control-plane cost per change that is not yet
-	// the default's (docs/scale.md). Off otherwise.
+	// AnnotationXDSDestinations "false" makes weft-proxy hold a chain for
+	// every Service address and endpoint instead of looking each
+	// destination (address and port) up when a connection first goes to
+	// it (weft-sidecar run --xds-destinations=false); "true", the
+	// default, looks them up: the sidecar's memory does not grow with
+	// Services it never reaches (docs/scale.md).
 	AnnotationXDSDestinations = "weft.dev/xds-destinations"
 	// AnnotationProxyHandshakeTimeout, AnnotationProxyIdleTimeout and
 	// AnnotationProxyWriteTimeout (Go durations: 5s, 30m, 2h) bound the
@@ -99,7 +99,7 @@ type options struct {
 	cpu, memory          *resource.Quantity
 	logLevel             string
 	pprof                bool
-	xdsDestinations      bool
+	xdsDestinations      string // "true", "false" or "" (weft-sidecar's default)
 	outboundUDP          string
 	// weft.dev/proxy-*-timeout, normalised ("1h0m0s"); "" when not set.
 	handshakeTimeout, idleTimeout, writeTimeout string
@@ -176,13 +176,10 @@ func (o *options) set(key, value string) error {
 			return fmt.Errorf("%q is not true or false", value)
 		}
 	case AnnotationXDSDestinations:
-		switch value {
-		case "true":
-			o.xdsDestinations = true
-		case "false":
-		default:
+		if value != "true" && value != "false" {
 			return fmt.Errorf("%q is not true or false", value)
 		}
+		o.xdsDestinations = value
 	case AnnotationProxyHandshakeTimeout:
 		o.handshakeTimeout, err = parseTimeout(value)
 	case AnnotationProxyIdleTimeout:

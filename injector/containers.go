@@ -203,8 +203,8 @@ func proxyArgs(cfg Config, o options, mesh MeshSettings) []string {
 	if o.pprof {
 		args = append(args, "--pprof")
 	}
-	if o.xdsDestinations {
-		args = append(args, "--xds-destinations")
+	if o.xdsDestinations != "" {
+		args = append(args, "--xds-destinations="+o.xdsDestinations)
 	}
 	for _, t := range []struct{ flag, pod, mesh string }{
 		{"handshake-timeout", o.handshakeTimeout, mesh.HandshakeTimeout},

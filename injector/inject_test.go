@@ -278,29 +278,44 @@ func TestNewRefusesBadConfig(t *testing.T) {
 }
 
 // TestPprofAnnotation: weft-proxy serves profiles only when the pod asks;
-// it looks destinations up only when the pod asks.
+// it looks destinations up unless the pod says not to (weft-sidecar's
+// default, passed on only when the pod says).
 func TestPprofAnnotation(t *testing.T) {
+	proxyArgsOf := func(annotations map[string]string) []string {
+		pod := podWith(t, func(p *corev1.Pod) { p.Annotations = annotations })
+		review, _ := newInjector(t, true).Review(reviewBody(t, pod, "demo"))
+		got, _ := applyPatch(t, pod, review.Response)
+		for _, c := range slices.Concat(got.Spec.InitContainers, got.Spec.Containers) {
+			if c.Name == ProxyName {
+				return c.Args
+			}
+		}
+		t.Fatal("no proxy container")
+		return nil
+	}
 	for _, tc := range []struct {
-		annotation string
-		want       bool
-	}{{"", false}, {"true", true}, {"false", false}} {
-		for _, a := range []struct{ annotation, flag string }{{AnnotationPprof, "--pprof"}, {AnnotationXDSDestinations, "--xds-destinations"}} {
-			pod := podWith(t, func(p *corev1.Pod) {
-				if tc.annotation != "" {
-					p.Annotations = map[string]string{a.annotation: tc.annotation}
-				}
-			})
-			review, _ := newInjector(t, true).Review(reviewBody(t, pod, "demo"))
-			got, _ := applyPatch(t, pod, review.Response)
-			var proxy corev1.Container
-			for _, c := range slices.Concat(got.Spec.InitContainers, got.Spec.Containers) {
-				if c.Name == ProxyName {
-					proxy = c
-				}
+		annotation, value string
+		flag              string // "": none of the annotation's
+	}{
+		{AnnotationPprof, "", ""}, {AnnotationPprof, "true", "--pprof"}, {AnnotationPprof, "false", ""},
+		{AnnotationXDSDestinations, "", ""},
+		{AnnotationXDSDestinations, "true", "--xds-destinations=true"},
+		{AnnotationXDSDestinations, "false", "--xds-destinations=false"},
+	} {
+		var annotations map[string]string
+		if tc.value != "" {
+			annotations = map[string]string{tc.annotation: tc.value}
+		}
+		args := proxyArgsOf(annotations)
+		prefix := map[string]string{AnnotationPprof: "--pprof", AnnotationXDSDestinations: "--xds-destinations"}[tc.annotation]
+		var got []string
+		for _, a := range args {
+			if strings.HasPrefix(a, prefix) {
+				got = append(got, a)
 			}
-			if has := slices.Contains(proxy.Args, a.flag); has != tc.want {
-				t.Errorf("%s %q: args %v", a.annotation, tc.annotation, proxy.Args)
-			}
+		}
+		if want := []string{tc.flag}; tc.flag == "" && len(got) != 0 || tc.flag != "" && !slices.Equal(got, want) {
+			t.Errorf("%s %q: args %v, want %q", tc.annotation, tc.value, args, tc.flag)
 		}
 	}
 	for _, a := range []string{AnnotationPprof, AnnotationXDSDestinations} {

@@ -72,7 +72,7 @@ func run(args []string) error {
 	fs.BoolVar(&cfg.XDSDelta, "xds-delta", true, "incremental (delta) xDS; false selects state-of-the-world")
 	fs.BoolVar(&cfg.XDSOnDemand, "xds-on-demand", true,
 		"with -xds-delta: learn an in-mesh Service's cluster and endpoints when a connection first needs them, not every Service's")
-	fs.BoolVar(&cfg.XDSDestinations, "xds-destinations", false,
+	fs.BoolVar(&cfg.XDSDestinations, "xds-destinations", true,
 		"with -xds-on-demand: look each destination (address and port) up when a connection first goes to it, instead of holding a chain for every Service address and endpoint")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiles at /debug/pprof/ on the admin port (127.0.0.1:15000)")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 10*time.Second,

@@ -25,6 +25,14 @@ type Node struct {
 	// so its in-mesh chains are sent as one destination listener per
 	// address and port, not in listener "outbound" (sidecar/xds/README.md).
 	DestinationListeners bool
+	// LookedUp (with DestinationListeners): the sidecar subscribes to
+	// listeners by name, and Destinations are the destination listeners it
+	// subscribes to (names.DestinationListener names, sorted): only those
+	// are generated, not the mesh's every one, so what a node costs the
+	// control plane follows what it uses. Without LookedUp (a wildcard
+	// subscription), every destination listener.
+	LookedUp     bool
+	Destinations []string
 }
 
 // Generator builds every resource one sidecar needs. It must be pure and

@@ -17,12 +17,13 @@ import (
 )
 
 // TestSidecarLearnsOnlyTheServicesItReaches: a sidecar (weft-sidecar's
-// default: delta xDS, clusters on demand) holds no in-mesh Service's
-// cluster or endpoints until its app connects to one; then it holds that
-// one, asked for and received while the connection waited, and never the
-// Service beside it that its app does not reach. A pod annotated
-// weft.dev/xds-destinations: "true" holds not even their chains until
-// then: the destination's listener is looked up too.
+// default: delta xDS, clusters on demand, destinations looked up) holds no
+// in-mesh Service's chain, cluster or endpoints until its app connects to
+// one; then it holds that one's, asked for and received while the
+// connection waited, and never those of the Service beside it that its
+// app does not reach. A pod annotated weft.dev/xds-destinations: "false"
+// holds every Service's chain, and still only the clusters and endpoints
+// of those it reached.
 func TestSidecarLearnsOnlyTheServicesItReaches(t *testing.T) {
 	const ns = "e2e-ondemand"
 	meshNamespace(t, ns)
@@ -158,13 +159,15 @@ func TestSidecarLearnsOnlyTheServicesItReaches(t *testing.T) {
 			t.Errorf("%v connections refused waiting for a cluster or a destination", got)
 		}
 	}
-	t.Run("clusters", func(t *testing.T) { check(t, client.Name, false) })
 	orig := testappPodHook
 	testappPodHook = func(p *corev1.Pod) {
 		p.Spec.ServiceAccountName = "client"
-		p.Annotations = map[string]string{"weft.dev/xds-destinations": "true"}
+		p.Annotations = map[string]string{"weft.dev/xds-destinations": "false"}
 	}
-	looker := deployTestapp(t, ns, "looker", "svid")
+	classic := deployTestapp(t, ns, "classic", "svid")
 	testappPodHook = orig
-	t.Run("destinations", func(t *testing.T) { check(t, looker.Name, true) })
+	// First the pod that holds every Service's chain: once it has both,
+	// the control plane has both Services.
+	t.Run("clusters", func(t *testing.T) { check(t, classic.Name, false) })
+	t.Run("destinations", func(t *testing.T) { check(t, client.Name, true) })
 }

@@ -140,6 +140,13 @@ type nodeState struct {
 	// withheld is the versions of the newest snapshot, not published
 	// because a response would exceed the message limit (nil: none).
 	withheld map[string]string
+	// lds is what the node's latest delta stream to request listeners
+	// subscribes to of them (that stream's set), ldsWildcard whether that
+	// subscription is a wildcard: a node that looks destinations up
+	// (xds.Node.DestinationListeners) is generated the destination
+	// listeners it subscribes to, not the mesh's every one (destinations).
+	lds         map[string]struct{}
+	ldsWildcard bool
 }
 
 func (n *nodeState) typeState(url string) *typeState {
@@ -290,7 +297,7 @@ func (s *Server) generate(n *nodeState) {
 	n.gen.Lock()
 	defer n.gen.Unlock()
 	s.mu.Lock()
-	node, gone, prev := n.node, n.gone, n.resources
+	node, gone, prev := n.nodeOf(), n.gone, n.resources
 	s.mu.Unlock()
 	if gone {
 		return
@@ -502,10 +509,18 @@ func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryReq
 	// first request only).
 	names := r.GetResourceNamesSubscribe()
 	named := len(names) > 0 && !slices.Contains(names, "*")
-	if err := c.s.subscribe(streamKey{delta: true, id: id}, r); err != nil {
+	key := streamKey{delta: true, id: id}
+	newDestination, err := c.s.subscribe(key, r)
+	if err != nil {
 		return err
 	}
-	return c.s.request(streamKey{delta: true, id: id}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", resumed, named, r.GetErrorDetail())
+	if err := c.s.request(key, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "", resumed, named, r.GetErrorDetail()); err != nil {
+		return err
+	}
+	if r.GetTypeUrl() == resource.ListenerType {
+		c.s.listenersAsked(key, newDestination)
+	}
+	return nil
 }
 
 func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, r *discovery.DiscoveryResponse) {
@@ -636,39 +651,87 @@ func (d *deltaResume) upToDate(published map[string]string) bool {
 
 // subscribe follows a delta stream's subscription and refuses the stream
 // once it subscribes to more than MaxSubscribedNames of one type.
-func (s *Server) subscribe(key streamKey, r *discovery.DeltaDiscoveryRequest) error {
+//
+// It reports whether the request newly subscribes to a destination
+// listener (names.DestinationListener).
+func (s *Server) subscribe(key streamKey, r *discovery.DeltaDiscoveryRequest) (newDestination bool, err error) {
 	sub, unsub := r.GetResourceNamesSubscribe(), r.GetResourceNamesUnsubscribe()
 	if len(sub) == 0 && len(unsub) == 0 {
-		return nil
+		return false, nil
 	}
 	s.mu.Lock()
 	st := s.streams[key]
 	if st == nil {
 		s.mu.Unlock()
-		return status.Error(codes.Internal, "xds: request on an unknown stream")
+		return false, status.Error(codes.Internal, "xds: request on an unknown stream")
 	}
-	names := st.names[r.GetTypeUrl()]
-	if names == nil {
-		names = map[string]struct{}{}
-		st.names[r.GetTypeUrl()] = names
+	set := st.names[r.GetTypeUrl()]
+	if set == nil {
+		set = map[string]struct{}{}
+		st.names[r.GetTypeUrl()] = set
 	}
 	for _, n := range sub {
-		names[n] = struct{}{}
+		if _, had := set[n]; !had && r.GetTypeUrl() == resource.ListenerType {
+			if _, ok := names.ParseDestinationListener(n); ok {
+				newDestination = true
+			}
+		}
+		set[n] = struct{}{}
 	}
 	for _, n := range unsub {
-		delete(names, n)
+		delete(set, n)
 	}
-	count, id := len(names), r.GetNode().GetId()
+	count, id := len(set), r.GetNode().GetId()
 	if st.node != nil {
 		id = st.node.id
 	}
 	s.mu.Unlock()
 	if count <= MaxSubscribedNames {
-		return nil
+		return newDestination, nil
 	}
-	err := status.Errorf(codes.ResourceExhausted, "xds: the stream subscribes to %d names of %s, over the limit of %d", count, r.GetTypeUrl(), MaxSubscribedNames)
+	err = status.Errorf(codes.ResourceExhausted, "xds: the stream subscribes to %d names of %s, over the limit of %d", count, r.GetTypeUrl(), MaxSubscribedNames)
 	s.refuse(err, id, peerAddr(st.ctx))
-	return err
+	return false, err
+}
+
+// listenersAsked follows a delta stream's listener subscription for its
+// node and, when the node looks destinations up and the stream newly
+// subscribes to one (or its subscription's kind changed), generates the
+// node's snapshot again at once, before go-control-plane answers the
+// request: so the answer is the destination's listener, or its absence
+// (absentCache), never a wait for the next change of the mesh.
+func (s *Server) listenersAsked(key streamKey, newDestination bool) {
+	s.mu.Lock()
+	st := s.streams[key]
+	if st == nil || st.node == nil || !st.node.node.DestinationListeners {
+		s.mu.Unlock()
+		return
+	}
+	n := st.node
+	lds, wildcard := st.names[resource.ListenerType], !n.typeState(resource.ListenerType).named
+	regen := newDestination || wildcard != n.ldsWildcard
+	n.lds, n.ldsWildcard = lds, wildcard
+	s.mu.Unlock()
+	if regen {
+		s.generate(n)
+	}
+}
+
+// nodeOf is n's node as Generate takes it: with the destination
+// listeners it subscribes to. Called with s.mu held.
+func (n *nodeState) nodeOf() xds.Node {
+	node := n.node
+	if !node.DestinationListeners {
+		return node
+	}
+	node.LookedUp = !n.ldsWildcard
+	for name := range n.lds {
+		if _, ok := names.ParseDestinationListener(name); ok {
+			node.Destinations = append(node.Destinations, name)
+		}
+	}
+	slices.Sort(node.Destinations)
+	return node
 }
 
 // attach binds an authorized stream to its node, creating the node on its
@@ -679,7 +742,9 @@ func (s *Server) attach(st *stream, n xds.Node) *nodeState {
 	defer s.mu.Unlock()
 	ns, ok := s.nodes[id]
 	if !ok {
-		ns = &nodeState{id: id, connected: s.clock.Now(), types: map[string]*typeState{}}
+		// A state-of-the-world stream subscribes to every listener; a
+		// delta one says with its first request of them (listenersAsked).
+		ns = &nodeState{id: id, connected: s.clock.Now(), types: map[string]*typeState{}, ldsWildcard: !st.delta}
 		s.nodes[id] = ns
 		s.metrics.connected.Set(float64(len(s.nodes)))
 		s.log.Info("sidecar connected", "node", id, "spiffe_id", n.ID.String(), "delta", st.delta)

@@ -23,6 +23,7 @@ import (
 type destSet struct {
 	listeners []types.Resource
 	all       map[types.Resource]struct{}
+	byName    map[string]types.Resource
 }
 
 // destinations returns sh's destination listeners, built on first use:
@@ -34,7 +35,7 @@ func (sh *sharedSet) destinations() *destSet {
 }
 
 func destinationsOf(chains []*listenerv3.FilterChain) *destSet {
-	d := &destSet{all: map[types.Resource]struct{}{}}
+	d := &destSet{all: map[types.Resource]struct{}{}, byName: map[string]types.Resource{}}
 	for _, fc := range chains {
 		m := fc.GetFilterChainMatch()
 		port := m.GetDestinationPort().GetValue()
@@ -57,6 +58,7 @@ func destinationsOf(chains []*listenerv3.FilterChain) *destSet {
 			}
 			d.listeners = append(d.listeners, l)
 			d.all[l] = struct{}{}
+			d.byName[l.Name] = l
 		}
 	}
 	slices.SortFunc(d.listeners, func(a, b types.Resource) int {

@@ -208,8 +208,16 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 		outbound = b.outboundListenerOf(meshChains, egress)
 	}
 	listeners := []types.Resource{inbound, outbound}
-	if node.DestinationListeners {
-		listeners = append(listeners, sh.destinations().listeners...)
+	switch d := sh.destinations(); {
+	case !node.DestinationListeners:
+	case node.LookedUp:
+		for _, n := range node.Destinations {
+			if l := d.byName[n]; l != nil {
+				listeners = append(listeners, l)
+			}
+		}
+	default:
+		listeners = append(listeners, d.listeners...)
 	}
 	// Consumer routes of the workload's namespace (gamma.go) replace
 	// shared route configurations by name.
