@@ -69,7 +69,7 @@ func TestOversizedAtTheLimit(t *testing.T) {
 	gen := &routesGen{}
 	gen.set(t, 100)
 	res, _ := gen.Generate(xds.Node{})
-	snap, _, sizes, err := buildSnapshotSized(res, nil, nil)
+	snap, _, sizes, err := buildSnapshotSized(res, nil, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestOversizedCountsRemovedNames(t *testing.T) {
 	gen := &routesGen{}
 	gen.set(t, 10)
 	res, _ := gen.Generate(xds.Node{})
-	snap, _, sizes, err := buildSnapshotSized(res, nil, nil)
+	snap, _, sizes, err := buildSnapshotSized(res, nil, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}

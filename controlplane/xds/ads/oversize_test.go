@@ -235,7 +235,7 @@ func TestResponseSizesBoundWhatIsSent(t *testing.T) {
 	h, gen := oversizeStart(t)
 	gen.set(t, 50)
 	res, _ := gen.Generate(xds.Node{})
-	_, _, sizes, err := buildSnapshotSized(res, nil, nil)
+	_, _, sizes, err := buildSnapshotSized(res, nil, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}

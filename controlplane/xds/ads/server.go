@@ -104,6 +104,10 @@ type stream struct {
 	// names: what a delta stream subscribes to, by type URL
 	// (MaxSubscribedNames).
 	names map[string]map[string]struct{}
+	// ldsAsked: the stream has requested listeners; ldsWildcard: its
+	// subscription to them is a wildcard (its first request named none,
+	// or it subscribed to "*" since). A state-of-the-world stream's is.
+	ldsAsked, ldsWildcard bool
 }
 
 // MaxSubscribedNames bounds the names one delta stream subscribes to of
@@ -140,13 +144,13 @@ type nodeState struct {
 	// withheld is the versions of the newest snapshot, not published
 	// because a response would exceed the message limit (nil: none).
 	withheld map[string]string
-	// lds is what the node's latest delta stream to request listeners
-	// subscribes to of them (that stream's set), ldsWildcard whether that
-	// subscription is a wildcard: a node that looks destinations up
+	// open are the node's streams: a node that looks destinations up
 	// (xds.Node.DestinationListeners) is generated the destination
-	// listeners it subscribes to, not the mesh's every one (destinations).
-	lds         map[string]struct{}
-	ldsWildcard bool
+	// listeners its streams subscribe to, not the mesh's every one
+	// (nodeOf), every one if a stream's subscription is a wildcard.
+	open map[*stream]struct{}
+	// genWildcard: the last generation was for a wildcard subscription.
+	genWildcard bool
 }
 
 func (n *nodeState) typeState(url string) *typeState {
@@ -293,16 +297,23 @@ func (s *Server) round() {
 // type, since its types reference one another (a listener its route
 // configuration). The stream wrapper (limitStream) stays as the last
 // check on the wire; it ends the stream instead.
-func (s *Server) generate(n *nodeState) {
+func (s *Server) generate(n *nodeState) { s.generateLists(n, true) }
+
+// generateLists is generate; keepLists false does not keep the node's new
+// lists of resources in the resource cache (a regeneration for one node's
+// lookup, outside a round, which nothing else shares and no round would
+// clear until the next change).
+func (s *Server) generateLists(n *nodeState, keepLists bool) {
 	n.gen.Lock()
 	defer n.gen.Unlock()
 	s.mu.Lock()
 	node, gone, prev := n.nodeOf(), n.gone, n.resources
+	n.genWildcard = node.DestinationListeners && !node.LookedUp
 	s.mu.Unlock()
 	if gone {
 		return
 	}
-	snap, versions, sizes, err := s.build(node)
+	snap, versions, sizes, err := s.build(node, keepLists)
 	now := s.clock.Now()
 	if err != nil {
 		s.mu.Lock()
@@ -441,7 +452,7 @@ func (n *nodeState) clearWithheld() {
 // build runs the generator (a panic is an error, not a crash) and turns its
 // output into a consistent, validated snapshot with a content hash as the
 // version of each type.
-func (s *Server) build(node xds.Node) (snap *cachev3.Snapshot, versions map[string]string, sizes map[string]responseSize, err error) {
+func (s *Server) build(node xds.Node, keepLists bool) (snap *cachev3.Snapshot, versions map[string]string, sizes map[string]responseSize, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("xds: Generate(%s) panicked: %v", xds.NodeID(node.Name, node.Namespace), r)
@@ -454,9 +465,9 @@ func (s *Server) build(node xds.Node) (snap *cachev3.Snapshot, versions map[stri
 	if g, ok := s.gen.(sharingGenerator); ok {
 		// Only a sharing generator promises never to modify what it
 		// returned, which the cache needs.
-		return buildSnapshotSized(res, s.resCache, g.SharedResources())
+		return buildSnapshotSized(res, s.resCache, g.SharedResources(), keepLists)
 	}
-	return buildSnapshotSized(res, nil, nil)
+	return buildSnapshotSized(res, nil, nil, keepLists)
 }
 
 // cpLogger hands go-control-plane's logging to slog. Its Infof reports
@@ -510,7 +521,7 @@ func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryReq
 	names := r.GetResourceNamesSubscribe()
 	named := len(names) > 0 && !slices.Contains(names, "*")
 	key := streamKey{delta: true, id: id}
-	newDestination, err := c.s.subscribe(key, r)
+	newDestinations, err := c.s.subscribe(key, r, named)
 	if err != nil {
 		return err
 	}
@@ -518,7 +529,7 @@ func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryReq
 		return err
 	}
 	if r.GetTypeUrl() == resource.ListenerType {
-		c.s.listenersAsked(key, newDestination)
+		c.s.listenersAsked(key, newDestinations)
 	}
 	return nil
 }
@@ -650,36 +661,54 @@ func (d *deltaResume) upToDate(published map[string]string) bool {
 }
 
 // subscribe follows a delta stream's subscription and refuses the stream
-// once it subscribes to more than MaxSubscribedNames of one type.
-//
-// It reports whether the request newly subscribes to a destination
-// listener (names.DestinationListener).
-func (s *Server) subscribe(key streamKey, r *discovery.DeltaDiscoveryRequest) (newDestination bool, err error) {
+// once it subscribes to more than MaxSubscribedNames of one type. Of
+// listeners, it also follows whether the subscription is a wildcard (named:
+// the request names resources, and not "*") and returns the destination
+// listeners (names.DestinationListener) the request newly subscribes to.
+func (s *Server) subscribe(key streamKey, r *discovery.DeltaDiscoveryRequest, named bool) (newDestinations []string, err error) {
 	sub, unsub := r.GetResourceNamesSubscribe(), r.GetResourceNamesUnsubscribe()
-	if len(sub) == 0 && len(unsub) == 0 {
-		return false, nil
-	}
+	lds := r.GetTypeUrl() == resource.ListenerType
 	s.mu.Lock()
 	st := s.streams[key]
 	if st == nil {
 		s.mu.Unlock()
-		return false, status.Error(codes.Internal, "xds: request on an unknown stream")
+		return nil, status.Error(codes.Internal, "xds: request on an unknown stream")
+	}
+	if lds {
+		switch {
+		case !st.ldsAsked:
+			st.ldsAsked, st.ldsWildcard = true, !named
+		case slices.Contains(sub, "*"):
+			st.ldsWildcard = true
+		case slices.Contains(unsub, "*"):
+			st.ldsWildcard = false
+		}
+	}
+	if len(sub) == 0 && len(unsub) == 0 {
+		s.mu.Unlock()
+		return nil, nil
 	}
 	set := st.names[r.GetTypeUrl()]
 	if set == nil {
 		set = map[string]struct{}{}
 		st.names[r.GetTypeUrl()] = set
 	}
+	var added []string
 	for _, n := range sub {
-		if _, had := set[n]; !had && r.GetTypeUrl() == resource.ListenerType {
-			if _, ok := names.ParseDestinationListener(n); ok {
-				newDestination = true
-			}
+		if _, had := set[n]; !had && lds {
+			added = append(added, n)
 		}
 		set[n] = struct{}{}
 	}
 	for _, n := range unsub {
 		delete(set, n)
+	}
+	for _, n := range added {
+		if _, still := set[n]; still {
+			if _, ok := names.ParseDestinationListener(n); ok {
+				newDestinations = append(newDestinations, n)
+			}
+		}
 	}
 	count, id := len(set), r.GetNode().GetId()
 	if st.node != nil {
@@ -687,20 +716,27 @@ func (s *Server) subscribe(key streamKey, r *discovery.DeltaDiscoveryRequest) (n
 	}
 	s.mu.Unlock()
 	if count <= MaxSubscribedNames {
-		return newDestination, nil
+		return newDestinations, nil
 	}
 	err = status.Errorf(codes.ResourceExhausted, "xds: the stream subscribes to %d names of %s, over the limit of %d", count, r.GetTypeUrl(), MaxSubscribedNames)
 	s.refuse(err, id, peerAddr(st.ctx))
-	return false, err
+	return nil, err
 }
 
+// destinationIndex is a Generator that says whether a destination
+// listener exists (translate.Generator.HasDestination).
+type destinationIndex interface{ HasDestination(name string) bool }
+
 // listenersAsked follows a delta stream's listener subscription for its
-// node and, when the node looks destinations up and the stream newly
-// subscribes to one (or its subscription's kind changed), generates the
-// node's snapshot again at once, before go-control-plane answers the
-// request: so the answer is the destination's listener, or its absence
-// (absentCache), never a wait for the next change of the mesh.
-func (s *Server) listenersAsked(key streamKey, newDestination bool) {
+// node: when the node looks destinations up and the request newly
+// subscribes to one that exists, or the node's subscription changed
+// kind (a wildcard came or went), the node is generated again at once,
+// before go-control-plane answers the request, so the answer is the
+// destination's listener, never a wait for the next change of the mesh.
+// A destination that does not exist needs nothing: the node's snapshot
+// lacks it, so the answer says so (absentCache). The regeneration keeps
+// no list in the resource cache (generateLists).
+func (s *Server) listenersAsked(key streamKey, newDestinations []string) {
 	s.mu.Lock()
 	st := s.streams[key]
 	if st == nil || st.node == nil || !st.node.node.DestinationListeners {
@@ -708,26 +744,49 @@ func (s *Server) listenersAsked(key streamKey, newDestination bool) {
 		return
 	}
 	n := st.node
-	lds, wildcard := st.names[resource.ListenerType], !n.typeState(resource.ListenerType).named
-	regen := newDestination || wildcard != n.ldsWildcard
-	n.lds, n.ldsWildcard = lds, wildcard
+	regen := n.wildcard() != n.genWildcard
 	s.mu.Unlock()
+	if !regen && len(newDestinations) > 0 {
+		idx, ok := s.gen.(destinationIndex)
+		regen = !ok || slices.ContainsFunc(newDestinations, idx.HasDestination)
+	}
 	if regen {
-		s.generate(n)
+		s.generateLists(n, false)
 	}
 }
 
-// nodeOf is n's node as Generate takes it: with the destination
-// listeners it subscribes to. Called with s.mu held.
+// wildcard says whether one of n's streams subscribes to every listener.
+// Called with s.mu held.
+func (n *nodeState) wildcard() bool {
+	for st := range n.open {
+		if !st.delta || st.ldsAsked && st.ldsWildcard {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeOf is n's node as Generate takes it: for a node that looks
+// destinations up, with the destination listeners its streams subscribe
+// to (none asked for yet: none). Called with s.mu held.
 func (n *nodeState) nodeOf() xds.Node {
 	node := n.node
 	if !node.DestinationListeners {
 		return node
 	}
-	node.LookedUp = !n.ldsWildcard
-	for name := range n.lds {
-		if _, ok := names.ParseDestinationListener(name); ok {
-			node.Destinations = append(node.Destinations, name)
+	if node.LookedUp = !n.wildcard(); !node.LookedUp {
+		return node
+	}
+	seen := map[string]struct{}{}
+	for st := range n.open {
+		for name := range st.names[resource.ListenerType] {
+			if _, dup := seen[name]; dup {
+				continue
+			}
+			seen[name] = struct{}{}
+			if _, ok := names.ParseDestinationListener(name); ok {
+				node.Destinations = append(node.Destinations, name)
+			}
 		}
 	}
 	slices.Sort(node.Destinations)
@@ -742,15 +801,14 @@ func (s *Server) attach(st *stream, n xds.Node) *nodeState {
 	defer s.mu.Unlock()
 	ns, ok := s.nodes[id]
 	if !ok {
-		// A state-of-the-world stream subscribes to every listener; a
-		// delta one says with its first request of them (listenersAsked).
-		ns = &nodeState{id: id, connected: s.clock.Now(), types: map[string]*typeState{}, ldsWildcard: !st.delta}
+		ns = &nodeState{id: id, connected: s.clock.Now(), types: map[string]*typeState{}, open: map[*stream]struct{}{}}
 		s.nodes[id] = ns
 		s.metrics.connected.Set(float64(len(s.nodes)))
 		s.log.Info("sidecar connected", "node", id, "spiffe_id", n.ID.String(), "delta", st.delta)
 	}
 	ns.node = n // the newest stream's certificate wins
 	ns.streams++
+	ns.open[st] = struct{}{}
 	st.node = ns
 	return ns
 }
@@ -778,6 +836,7 @@ func (s *Server) close(key streamKey) {
 	defer n.gen.Unlock()
 	s.mu.Lock()
 	n.streams--
+	delete(n.open, st)
 	if n.streams > 0 {
 		s.mu.Unlock()
 		return

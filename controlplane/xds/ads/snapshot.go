@@ -61,13 +61,16 @@ func buildSnapshot(res xds.Resources) (*cachev3.Snapshot, map[string]string, err
 // buildSnapshotCached is buildSnapshot with cache (nil: none) and the
 // generator's shared resources.
 func buildSnapshotCached(res xds.Resources, cache *resCache, shared func(types.Resource) bool) (*cachev3.Snapshot, map[string]string, error) {
-	snap, versions, _, err := buildSnapshotSized(res, cache, shared)
+	snap, versions, _, err := buildSnapshotSized(res, cache, shared, true)
 	return snap, versions, err
 }
 
 // buildSnapshotSized is buildSnapshotCached that also returns, by type URL,
 // the size of the largest responses the snapshot makes (responseSizes).
-func buildSnapshotSized(res xds.Resources, cache *resCache, shared func(types.Resource) bool) (*cachev3.Snapshot, map[string]string, map[string]responseSize, error) {
+//
+// keepLists false builds a list the cache does not hold without keeping
+// it there (resCache.newList).
+func buildSnapshotSized(res xds.Resources, cache *resCache, shared func(types.Resource) bool, keepLists bool) (*cachev3.Snapshot, map[string]string, map[string]responseSize, error) {
 	for url := range res {
 		if cachev3.GetResponseType(url) == types.UnknownType {
 			return nil, nil, nil, fmt.Errorf("xds: unknown resource type %q", url)
@@ -89,6 +92,9 @@ func buildSnapshotSized(res xds.Resources, cache *resCache, shared func(types.Re
 			if err := validate(url, items, entries); err != nil {
 				return nil, nil, nil, err
 			}
+			if !keepLists {
+				key = nil
+			}
 			if te, err = cache.newList(url, key, items, entries); err != nil {
 				return nil, nil, nil, fmt.Errorf("xds: %s: %w", typeName(url), err)
 			}
@@ -99,7 +105,7 @@ func buildSnapshotSized(res xds.Resources, cache *resCache, shared func(types.Re
 		sizes[url] = te.size
 		lists[i] = te
 	}
-	if err := cache.consistent(snap, &lists); err != nil {
+	if err := cache.consistent(snap, &lists, keepLists); err != nil {
 		return nil, nil, nil, fmt.Errorf("xds: inconsistent snapshot: %w", err)
 	}
 	return snap, versions, sizes, nil
@@ -476,10 +482,10 @@ func references(r types.Resource) []string {
 // configuration referenced, nothing else) from the lists' references;
 // go-control-plane only words an inconsistency, and checks snapshots with
 // scoped routes, which also reference route configurations.
-func (c *resCache) consistent(snap *cachev3.Snapshot, lists *[types.UnknownType]*typeEntry) error {
+func (c *resCache) consistent(snap *cachev3.Snapshot, lists *[types.UnknownType]*typeEntry, keep bool) error {
 	if len(lists[types.ScopedRoute].names) > 0 ||
-		!c.referencedExactly(lists[types.Cluster], lists[types.Endpoint]) ||
-		!c.referencedExactly(lists[types.Listener], lists[types.Route]) {
+		!c.referencedExactly(lists[types.Cluster], lists[types.Endpoint], keep) ||
+		!c.referencedExactly(lists[types.Listener], lists[types.Route], keep) {
 		return snap.Consistent()
 	}
 	return nil
@@ -487,7 +493,8 @@ func (c *resCache) consistent(snap *cachev3.Snapshot, lists *[types.UnknownType]
 
 // referencedExactly says whether from references exactly the names of to
 // (which are unique).
-func (c *resCache) referencedExactly(from, to *typeEntry) bool {
+// keep false does not keep a new verdict in the cache.
+func (c *resCache) referencedExactly(from, to *typeEntry, keep bool) bool {
 	check := func() bool {
 		if len(from.refs) != len(to.names) {
 			return false
@@ -508,9 +515,11 @@ func (c *resCache) referencedExactly(from, to *typeEntry) bool {
 	c.mu.Unlock()
 	if !found {
 		ok = check()
-		c.mu.Lock()
-		c.cur.consistent[k] = ok
-		c.mu.Unlock()
+		if keep {
+			c.mu.Lock()
+			c.cur.consistent[k] = ok
+			c.mu.Unlock()
+		}
 	}
 	return ok
 }

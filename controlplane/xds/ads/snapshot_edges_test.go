@@ -14,7 +14,7 @@ import (
 func TestBuildSnapshotOfValidResources(t *testing.T) {
 	for _, res := range []xds.Resources{{}, testResources(0, false)} {
 		for _, cache := range []*resCache{nil, newResCache()} {
-			snap, versions, sizes, err := buildSnapshotSized(res, cache, nil)
+			snap, versions, sizes, err := buildSnapshotSized(res, cache, nil, true)
 			if err != nil || snap == nil {
 				t.Fatalf("buildSnapshotSized(%d types, cache %v) = %v, %v; want a snapshot", len(res), cache != nil, snap, err)
 			}

@@ -111,6 +111,9 @@ func (g *lookUpGen) Generate(n xds.Node) (xds.Resources, error) {
 	return res, nil
 }
 
+// HasDestination is translate.Generator's: whether name exists.
+func (g *lookUpGen) HasDestination(name string) bool { return slices.Contains(g.dests, name) }
+
 func (g *lookUpGen) last() xds.Node {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -288,6 +288,22 @@ func (t *Generator) trustBundle(pem []byte) *tlsv3.Secret {
 	return m.secret
 }
 
+// HasDestination reports whether the newest mesh state has a destination
+// listener of name (names.DestinationListener): the ADS server generates a
+// node that looks destinations up again only for one that exists (an
+// absent one is answered "does not exist" from the snapshot it has). True
+// while no state is built yet.
+func (t *Generator) HasDestination(name string) bool {
+	m := &t.memo
+	m.mu.Lock()
+	s := m.sets[0]
+	m.mu.Unlock()
+	if s == nil || !s.ready.Load() {
+		return true
+	}
+	return s.destinations().byName[name] != nil
+}
+
 // SharedResources reports which resources Generate currently shares
 // between sidecars (and therefore never modifies): the Server caches
 // their encoding and validation by pointer. A resource it does not know
