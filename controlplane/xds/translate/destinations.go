@@ -7,6 +7,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -24,6 +25,12 @@ type destSet struct {
 	listeners []types.Resource
 	all       map[types.Resource]struct{}
 	byName    map[string]types.Resource
+	// routes are the route configurations each listener's chain names
+	// (by listener name), meshRoutes all of them: a node generated only
+	// some destination listeners gets only their route configurations of
+	// these (a snapshot's routes are exactly those its listeners name).
+	routes     map[string][]string
+	meshRoutes map[string]struct{}
 }
 
 // destinations returns sh's destination listeners, built on first use:
@@ -35,8 +42,13 @@ func (sh *sharedSet) destinations() *destSet {
 }
 
 func destinationsOf(chains []*listenerv3.FilterChain) *destSet {
-	d := &destSet{all: map[types.Resource]struct{}{}, byName: map[string]types.Resource{}}
+	d := &destSet{all: map[types.Resource]struct{}{}, byName: map[string]types.Resource{},
+		routes: map[string][]string{}, meshRoutes: map[string]struct{}{}}
 	for _, fc := range chains {
+		rds := chainRoutes(fc)
+		for _, r := range rds {
+			d.meshRoutes[r] = struct{}{}
+		}
 		m := fc.GetFilterChainMatch()
 		port := m.GetDestinationPort().GetValue()
 		for _, r := range m.GetPrefixRanges() {
@@ -59,10 +71,30 @@ func destinationsOf(chains []*listenerv3.FilterChain) *destSet {
 			d.listeners = append(d.listeners, l)
 			d.all[l] = struct{}{}
 			d.byName[l.Name] = l
+			if len(rds) > 0 {
+				d.routes[l.Name] = rds
+			}
 		}
 	}
 	slices.SortFunc(d.listeners, func(a, b types.Resource) int {
 		return strings.Compare(a.(*listenerv3.Listener).GetName(), b.(*listenerv3.Listener).GetName())
 	})
 	return d
+}
+
+// chainRoutes names the route configurations fc's http_connection_manager
+// filters take from RDS.
+func chainRoutes(fc *listenerv3.FilterChain) []string {
+	var out []string
+	for _, f := range fc.GetFilters() {
+		tc := f.GetTypedConfig()
+		if tc == nil || !strings.HasSuffix(tc.GetTypeUrl(), "/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager") {
+			continue
+		}
+		var hcm hcmv3.HttpConnectionManager
+		if err := tc.UnmarshalTo(&hcm); err == nil && hcm.GetRds().GetRouteConfigName() != "" {
+			out = append(out, hcm.GetRds().GetRouteConfigName())
+		}
+	}
+	return out
 }

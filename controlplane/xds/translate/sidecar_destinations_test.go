@@ -112,63 +112,69 @@ func lookUp(c *sxds.ClientConfig) { c.Delta, c.OnDemand, c.DestinationListeners 
 // looking each (address, port) leaf of the classic listener's in-mesh
 // chains up gets that leaf's listener, which matches the classic chain; an
 // address no Service has is answered "none" at once (the outbound
-// listener decides it), and asked again is decided without a wait.
+// listener decides it), and asked again is decided without a wait. L4 and
+// HTTP routing (a looked-up destination's chain names its route
+// configuration, which the node then gets, and only those).
 func TestDestinationsLookedUpAgree(t *testing.T) {
-	contents := bigContents(v1alpha1.OutboundAllowAny, 10, 2)
-	whole := newAgreeMeshWith(t, false)
-	look := newAgreeMeshWith(t, false, lookUp)
-	_, want, err := whole.push(contents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := look.push(contents); err != nil {
-		t.Fatal(err)
-	}
-	for node, w := range want {
-		c := look.nodes[node]
-		cur := c.Current()
-		// The harness looked the marker up (push); nothing else.
-		if !cur.LookUp || len(cur.Destinations) != 1 || cur.Destinations[netip.AddrPortFrom(agreeMarkerIP, 7)] == nil {
-			t.Fatalf("%s: LookUp %t, destination listeners %v held before any lookup but the marker's", node, cur.LookUp, slices.Collect(maps.Keys(cur.Destinations)))
-		}
-		leaves := 0
-		for _, fc := range w.Outbound.Chains {
-			if fc.Egress != nil || fc.Match.DestPort == 0 || !strings.HasPrefix(fc.Name, model.OnDemandPrefix) {
-				continue
-			}
-			for _, p := range fc.Match.Prefixes {
-				ap := netip.AddrPortFrom(p.Addr(), fc.Match.DestPort)
-				leaves++
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				cfg, release, err := c.Destination(ctx, ap)
-				cancel()
-				if err != nil {
-					t.Fatalf("%s: Destination(%s): %v", node, ap, err)
-				}
-				release()
-				l := cfg.OutboundFor(ap)
-				wf, gf := w.Outbound.Match(ap, "raw_buffer", "", nil), l.Match(ap, "raw_buffer", "", nil)
-				if l == cfg.Outbound || gf == nil || wf.Name != gf.Name || !reflect.DeepEqual(wf.Target, gf.Target) {
-					t.Errorf("%s: %s looked up matches %v, the classic listener %v", node, ap, chainName(gf), chainName(wf))
-				}
-			}
-		}
-		if leaves == 0 {
-			t.Fatalf("%s: no in-mesh leaf to look up", node)
-		}
-		nowhere := netip.MustParseAddrPort("198.18.250.1:443")
-		for i := range 2 {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			cfg, release, err := c.Destination(ctx, nowhere)
-			cancel()
+	for _, http := range []bool{false, true} {
+		t.Run(map[bool]string{false: "l4", true: "http"}[http], func(t *testing.T) {
+			contents := bigContents(v1alpha1.OutboundAllowAny, 10, 2)
+			whole := newAgreeMeshWith(t, http)
+			look := newAgreeMeshWith(t, http, lookUp)
+			_, want, err := whole.push(contents)
 			if err != nil {
-				t.Fatalf("%s: Destination(%s), no Service's (ask %d): %v", node, nowhere, i+1, err)
+				t.Fatal(err)
 			}
-			release()
-			if cfg.OutboundFor(nowhere) != cfg.Outbound {
-				t.Errorf("%s: %s, no Service's, has a destination listener", node, nowhere)
+			if _, _, err := look.push(contents); err != nil {
+				t.Fatal(err)
 			}
-		}
+			for node, w := range want {
+				c := look.nodes[node]
+				cur := c.Current()
+				// The harness looked the marker up (push); nothing else.
+				if !cur.LookUp || len(cur.Destinations) != 1 || cur.Destinations[netip.AddrPortFrom(agreeMarkerIP, 7)] == nil {
+					t.Fatalf("%s: LookUp %t, destination listeners %v held before any lookup but the marker's", node, cur.LookUp, slices.Collect(maps.Keys(cur.Destinations)))
+				}
+				leaves := 0
+				for _, fc := range w.Outbound.Chains {
+					if fc.Egress != nil || fc.Match.DestPort == 0 || !strings.HasPrefix(fc.Name, model.OnDemandPrefix) {
+						continue
+					}
+					for _, p := range fc.Match.Prefixes {
+						ap := netip.AddrPortFrom(p.Addr(), fc.Match.DestPort)
+						leaves++
+						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+						cfg, release, err := c.Destination(ctx, ap)
+						cancel()
+						if err != nil {
+							t.Fatalf("%s: Destination(%s): %v", node, ap, err)
+						}
+						release()
+						l := cfg.OutboundFor(ap)
+						wf, gf := w.Outbound.Match(ap, "raw_buffer", "", nil), l.Match(ap, "raw_buffer", "", nil)
+						if l == cfg.Outbound || gf == nil || wf.Name != gf.Name || !reflect.DeepEqual(wf.Target, gf.Target) {
+							t.Errorf("%s: %s looked up matches %v, the classic listener %v", node, ap, chainName(gf), chainName(wf))
+						}
+					}
+				}
+				if leaves == 0 {
+					t.Fatalf("%s: no in-mesh leaf to look up", node)
+				}
+				nowhere := netip.MustParseAddrPort("198.18.250.1:443")
+				for i := range 2 {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					cfg, release, err := c.Destination(ctx, nowhere)
+					cancel()
+					if err != nil {
+						t.Fatalf("%s: Destination(%s), no Service's (ask %d): %v", node, nowhere, i+1, err)
+					}
+					release()
+					if cfg.OutboundFor(nowhere) != cfg.Outbound {
+						t.Errorf("%s: %s, no Service's, has a destination listener", node, nowhere)
+					}
+				}
+			}
+		})
 	}
 }
 

@@ -208,13 +208,26 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 		outbound = b.outboundListenerOf(meshChains, egress)
 	}
 	listeners := []types.Resource{inbound, outbound}
+	// keepRoute: the shared route configurations a node that looks
+	// destinations up gets are those of its destination listeners (and
+	// any no destination listener names).
+	keepRoute := func(string) bool { return true }
 	switch d := sh.destinations(); {
 	case !node.DestinationListeners:
 	case node.LookedUp:
+		named := map[string]struct{}{}
 		for _, n := range node.Destinations {
 			if l := d.byName[n]; l != nil {
 				listeners = append(listeners, l)
+				for _, r := range d.routes[n] {
+					named[r] = struct{}{}
+				}
 			}
+		}
+		keepRoute = func(r string) bool {
+			_, mesh := d.meshRoutes[r]
+			_, asked := named[r]
+			return !mesh || asked
 		}
 	default:
 		listeners = append(listeners, d.listeners...)
@@ -229,6 +242,12 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 				return own[r.(*routev3.RouteConfiguration).GetName()] != nil
 			})
 		}
+	}
+	if node.DestinationListeners && node.LookedUp {
+		shRoutes = slices.DeleteFunc(slices.Clone(shRoutes), func(r types.Resource) bool {
+			return !keepRoute(r.(*routev3.RouteConfiguration).GetName())
+		})
+		maps.DeleteFunc(b.routes, func(name string, _ *routev3.RouteConfiguration) bool { return !keepRoute(name) })
 	}
 	res := xds.Resources{
 		resource.ListenerType: listeners,
