@@ -169,7 +169,7 @@ func (m mesh) resources(t testing.TB) map[resource.Type][]types.Resource {
 				HealthStatus: corev3.HealthStatus_HEALTHY}}}}})
 		outChains = append(outChains, &listenerv3.FilterChain{Name: name, FilterChainMatch: &listenerv3.FilterChainMatch{
 			DestinationPort: wrapperspb.UInt32(80),
-			PrefixRanges:    []*corev3.CidrRange{{AddressPrefix: "10.96.0." + string(rune('1'+i)), PrefixLen: wrapperspb.UInt32(32)}}},
+			PrefixRanges:    []*corev3.CidrRange{{AddressPrefix: "198.19.96." + string(rune('1'+i)), PrefixLen: wrapperspb.UInt32(32)}}},
 			Filters: []*listenerv3.Filter{tcpProxy(t, name, false)}})
 		if m.l7 {
 			outChains[len(outChains)-1].Filters = []*listenerv3.Filter{hcmFilter(t, name)}

@@ -124,7 +124,7 @@ func TestDestinationListenersKeptBuilt(t *testing.T) {
 			for i := range n {
 				c := proto.Clone(fc).(*listenerv3.FilterChain)
 				c.Name = fc.GetName() + "#" + strconv.Itoa(i)
-				c.FilterChainMatch.PrefixRanges[0].AddressPrefix = netip.AddrFrom4([4]byte{10, 97, byte(i >> 8), byte(i)}).String()
+				c.FilterChainMatch.PrefixRanges[0].AddressPrefix = netip.AddrFrom4([4]byte{198, 19, 100 + byte(i>>8), byte(i)}).String()
 				chains = append(chains, c)
 			}
 		}

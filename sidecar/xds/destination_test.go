@@ -93,7 +93,7 @@ func TestDestinationListeners(t *testing.T) {
 // TestDestinationListenerRefusals: what a destination's listener may not
 // be is NACKed, each with its reason.
 func TestDestinationListenerRefusals(t *testing.T) {
-	const name = "10.96.0.1:80"
+	const name = "198.19.96.1:80"
 	valid := func(t testing.TB) envoySet {
 		r := mesh{services: []string{"server.demo"}, httpEgress: true}.envoy(t)
 		toDestinations(t, r)
@@ -112,9 +112,9 @@ func TestDestinationListenerRefusals(t *testing.T) {
 		{"bind_to_port false on outbound", func(r envoySet) {
 			r[model.ListenerType][model.OutboundListener].(*listenerv3.Listener).BindToPort = wrapperspb.Bool(false)
 		}, "bind_to_port false is supported only on a destination's listener"},
-		{"address not its name's", func(r envoySet) { dest(r).Address = sockAddr("10.96.0.2", 80) }, "address 10.96.0.2:80 is not supported (want 10.96.0.1:80)"},
-		{"name not canonical", func(r envoySet) { rename(r, "10.96.0.01:80") }, "only listeners"},
-		{"name without a port", func(r envoySet) { rename(r, "10.96.0.1") }, "only listeners"},
+		{"address not its name's", func(r envoySet) { dest(r).Address = sockAddr("198.19.96.2", 80) }, "address 198.19.96.2:80 is not supported (want 198.19.96.1:80)"},
+		{"name not canonical", func(r envoySet) { rename(r, "198.19.96.01:80") }, "only listeners"},
+		{"name without a port", func(r envoySet) { rename(r, "198.19.96.1") }, "only listeners"},
 		{"use_original_dst", func(r envoySet) { dest(r).UseOriginalDst = wrapperspb.Bool(true) }, "field use_original_dst is not supported"},
 		{"default chain", func(r envoySet) {
 			dest(r).DefaultFilterChain = proto.Clone(dest(r).FilterChains[0]).(*listenerv3.FilterChain)
