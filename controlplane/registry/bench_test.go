@@ -45,7 +45,7 @@ func benchRegistry(b *testing.B, services, eps int) (*Registry, []*discoveryv1.E
 		ns := fmt.Sprintf("ns-%d", i%20)
 		name := fmt.Sprintf("svc-%d", i)
 		sel := map[string]string{"app": name}
-		add(core.Services().Informer().GetIndexer(), svc(ns, name, fmt.Sprintf("10.96.%d.%d", i/250, i%250+1), sel,
+		add(core.Services().Informer().GetIndexer(), svc(ns, name, fmt.Sprintf("198.19.%d.%d", i/250, i%250+1), sel,
 			svcPort("http-web", 80, intstr.FromInt32(8080), ""), svcPort("grpc", 9000, intstr.FromInt32(9000), "")))
 		var specs []epSpec
 		for e := range eps {

@@ -16,11 +16,11 @@ func TestLeastRequestPicksFewestOpenTiesInTurn(t *testing.T) {
 	b := newBalancer()
 	var eps []model.Endpoint
 	var addrs []netip.AddrPort
-	for _, s := range []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"} {
+	for _, s := range []string{"198.18.0.1:80", "198.18.0.2:80", "198.18.0.3:80"} {
 		a := netip.MustParseAddrPort(s)
 		eps, addrs = append(eps, model.Endpoint{Addr: a}), append(addrs, a)
 	}
-	eps = append(eps, model.Endpoint{Addr: netip.MustParseAddrPort("10.0.0.4:80"), Health: model.Unhealthy})
+	eps = append(eps, model.Endpoint{Addr: netip.MustParseAddrPort("198.18.0.4:80"), Health: model.Unhealthy})
 	rotated := func(i int) []netip.AddrPort { return append(slices.Clone(addrs[i:]), addrs[:i]...) }
 
 	// Nothing open: every endpoint ties, and they take turns.

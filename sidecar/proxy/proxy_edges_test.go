@@ -25,7 +25,7 @@ import (
 // settled leaves nothing behind.
 func TestAdmitCapsAndForgets(t *testing.T) {
 	p := &Proxy{cfg: Config{MaxConnections: 3, MaxPendingPerSource: 2}}
-	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	a, b := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
 	for i, tc := range []struct {
 		src  netip.Addr
 		want string // "" admitted, else what the refusal names

@@ -108,25 +108,25 @@ func TestSniffStopsAtMaxSniff(t *testing.T) {
 // port and address depends on them.
 func TestNeedsSniffOnlyForChainsThatCanTakeTheConnection(t *testing.T) {
 	chain := func(m model.ChainMatch) *model.FilterChain { return &model.FilterChain{Match: m} }
-	tenNet := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-	in10 := netip.MustParseAddrPort("10.1.2.3:443")
+	meshNet := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")}
+	inMesh := netip.MustParseAddrPort("198.18.2.3:443")
 	cases := []struct {
 		name   string
 		chains []*model.FilterChain
 		dst    netip.AddrPort
 		want   bool
 	}{
-		{"no chain", nil, in10, false},
-		{"a chain on address and port alone", []*model.FilterChain{chain(model.ChainMatch{DestPort: 443, Prefixes: tenNet})}, in10, false},
-		{"server names on the port", []*model.FilterChain{chain(model.ChainMatch{DestPort: 443, ServerNames: []string{"a.example"}})}, in10, true},
-		{"server names on another port", []*model.FilterChain{chain(model.ChainMatch{DestPort: 80, ServerNames: []string{"a.example"}})}, in10, false},
-		{"server names on any port", []*model.FilterChain{chain(model.ChainMatch{ServerNames: []string{"a.example"}})}, in10, true},
-		{"transport protocol in the range", []*model.FilterChain{chain(model.ChainMatch{Prefixes: tenNet, TransportProtocol: transportTLS})}, in10, true},
-		{"transport protocol in the range, IPv4-mapped", []*model.FilterChain{chain(model.ChainMatch{Prefixes: tenNet, TransportProtocol: transportTLS})},
-			netip.MustParseAddrPort("[::ffff:10.1.2.3]:443"), true},
-		{"transport protocol outside the range", []*model.FilterChain{chain(model.ChainMatch{Prefixes: tenNet, TransportProtocol: transportTLS})},
+		{"no chain", nil, inMesh, false},
+		{"a chain on address and port alone", []*model.FilterChain{chain(model.ChainMatch{DestPort: 443, Prefixes: meshNet})}, inMesh, false},
+		{"server names on the port", []*model.FilterChain{chain(model.ChainMatch{DestPort: 443, ServerNames: []string{"a.example"}})}, inMesh, true},
+		{"server names on another port", []*model.FilterChain{chain(model.ChainMatch{DestPort: 80, ServerNames: []string{"a.example"}})}, inMesh, false},
+		{"server names on any port", []*model.FilterChain{chain(model.ChainMatch{ServerNames: []string{"a.example"}})}, inMesh, true},
+		{"transport protocol in the range", []*model.FilterChain{chain(model.ChainMatch{Prefixes: meshNet, TransportProtocol: transportTLS})}, inMesh, true},
+		{"transport protocol in the range, IPv4-mapped", []*model.FilterChain{chain(model.ChainMatch{Prefixes: meshNet, TransportProtocol: transportTLS})},
+			netip.MustParseAddrPort("[::ffff:198.18.2.3]:443"), true},
+		{"transport protocol outside the range", []*model.FilterChain{chain(model.ChainMatch{Prefixes: meshNet, TransportProtocol: transportTLS})},
 			netip.MustParseAddrPort("192.0.2.1:443"), false},
-		{"application protocols", []*model.FilterChain{chain(model.ChainMatch{DestPort: 443}), chain(model.ChainMatch{AppProtocols: []string{"http/1.1"}})}, in10, true},
+		{"application protocols", []*model.FilterChain{chain(model.ChainMatch{DestPort: 443}), chain(model.ChainMatch{AppProtocols: []string{"http/1.1"}})}, inMesh, true},
 	}
 	for _, tc := range cases {
 		if got := needsSniff(&model.Listener{Chains: tc.chains}, tc.dst); got != tc.want {

@@ -29,7 +29,7 @@ func bigContents(mode v1alpha1.OutboundMode, services, endpoints int) mesh.Conte
 		ns, name := fmt.Sprintf("ns-%02d", s%20), fmt.Sprintf("svc-%04d", s)
 		svc := &mesh.Service{
 			Namespace: ns, Name: name, Type: "ClusterIP",
-			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 97, byte(s >> 8), byte(s)})},
+			ClusterIPs: []netip.Addr{bigServiceAddr(s)},
 			Selector:   map[string]string{"app": name},
 			Ports:      []mesh.ServicePort{{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP", AppProtocol: mesh.AppProtocolHTTP}},
 		}
@@ -37,7 +37,7 @@ func bigContents(mode v1alpha1.OutboundMode, services, endpoints int) mesh.Conte
 			n := s*endpoints + e
 			k := mesh.Key{Namespace: ns, Name: fmt.Sprintf("%s-%d", name, e)}
 			svc.Endpoints = append(svc.Endpoints, mesh.Endpoint{
-				Address: netip.AddrFrom4([4]byte{10, 128 + byte(n>>16), byte(n >> 8), byte(n)}),
+				Address: bigEndpointAddr(n),
 				Ports:   []mesh.EndpointPort{{Name: "http", Port: 8080, Protocol: "TCP"}},
 				Ready:   e%10 != 9, Serving: true, Pod: &k, Identity: workloadID(ns, name), Injected: true,
 			})
@@ -46,6 +46,21 @@ func bigContents(mode v1alpha1.OutboundMode, services, endpoints int) mesh.Conte
 		c.Services = append(c.Services, svc)
 	}
 	return c
+}
+
+// bigServiceAddr is the s-th big Service's ClusterIP: 198.19.64.0/18, apart
+// from the golden mesh's (config data: nothing dials it).
+func bigServiceAddr(s int) netip.Addr { return bigAddr(198<<24|19<<16|64<<8, s) }
+
+// bigEndpointAddr is the n-th big endpoint's address: 198.18.64.0/18.
+func bigEndpointAddr(n int) netip.Addr { return bigAddr(198<<24|18<<16|64<<8, n) }
+
+func bigAddr(base uint32, n int) netip.Addr {
+	if n < 0 || n >= 1<<14 {
+		panic(fmt.Sprintf("bigMesh: %d past its /18 of addresses", n))
+	}
+	v := base + uint32(n)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func benchNode(b *testing.B, snap *mesh.Snapshot) (*Generator, xds.Node) {

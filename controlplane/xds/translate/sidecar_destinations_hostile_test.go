@@ -79,7 +79,7 @@ func BenchmarkLookUpWithHeld(b *testing.B) {
 		for k := range services / batch {
 			start := time.Now()
 			for s := k * batch; s < (k+1)*batch; s++ {
-				ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 97, byte(s >> 8), byte(s)}), 80)
+				ap := netip.AddrPortFrom(bigServiceAddr(s), 80)
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				cfg, release, err := c.Destination(ctx, ap)
 				cancel()

@@ -108,7 +108,7 @@ func BenchmarkSidecarHeap(b *testing.B) {
 						// The first Services' ClusterIPs (bigContents), looked
 						// up, then their clusters demanded, as a connection does.
 						for s := range r.demanded {
-							ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 97, byte(s >> 8), byte(s)}), 80)
+							ap := netip.AddrPortFrom(bigServiceAddr(s), 80)
 							ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 							next, release, err := m.nodes[node].Destination(ctx, ap)
 							cancel()
