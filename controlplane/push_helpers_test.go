@@ -9,11 +9,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -23,8 +21,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -40,12 +36,10 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/weftmesh/weft/api/names"
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/controlplane/registry"
 	"github.com/weftmesh/weft/controlplane/streamauth"
-	"github.com/weftmesh/weft/controlplane/xds"
 	"github.com/weftmesh/weft/controlplane/xds/ads"
 	"github.com/weftmesh/weft/controlplane/xds/translate"
 	"github.com/weftmesh/weft/internal/testutil"
@@ -90,8 +84,11 @@ type pushEnv struct {
 	lookup         bool
 	scopeListeners []string
 
-	seq     int      // changes made so far (all phases): picks the service and the marker address
-	pending sync.Map // EDS resource name -> *pushChange not yet seen by every client
+	seq int // changes made so far (all phases): picks the service and the marker address
+	// clientSet is where the connected clients are told of a change before
+	// it is made (nil: none connected yet; changes then wait for nobody).
+	clientSet pushClientSet
+	last      map[string]*pushChange // EDS resource name -> the latest change to it
 	// slipped counts the changes that waited for the previous change of
 	// their Service to reach every client (open-loop churn that revisits
 	// a Service before its last change was delivered everywhere): two
@@ -125,7 +122,7 @@ func newPushEnv(tb testing.TB, services, eps, nClients int, mode string) *pushEn
 		objs = append(objs, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ns-%d", n),
 			Labels: map[string]string{"weft.dev/inject": "enabled"}}})
 	}
-	env := &pushEnv{mode: mode}
+	env := &pushEnv{mode: mode, last: map[string]*pushChange{}}
 	tcp := corev1.ProtocolTCP
 	for i := range services {
 		ns, name := fmt.Sprintf("ns-%d", i%pushNamespaces), fmt.Sprintf("svc-%d", i)
@@ -193,10 +190,11 @@ func newPushEnv(tb testing.TB, services, eps, nClients int, mode string) *pushEn
 
 // pushChange is one EndpointSlice update in flight.
 type pushChange struct {
-	cluster string                                       // the EDS resource it changes
-	check   func(*endpointv3.ClusterLoadAssignment) bool // true once a CLA carries it
-	start   time.Time                                    // just before the Update call
-	got     []atomic.Int64                               // per client: ns from start to receipt; 0 = not yet
+	id      int            // env.seq when it was made
+	cluster string         // the EDS resource it changes
+	want    changeWant     // what a CLA carrying it holds
+	start   time.Time      // just before the Update call
+	got     []atomic.Int64 // per client: ns from start to receipt; 0 = not yet
 	left    atomic.Int64
 	done    chan struct{} // closed when every client has it
 }
@@ -256,8 +254,7 @@ func (env *pushEnv) change(ctx context.Context, nClients int) (*pushChange, erro
 	k := env.seq
 	env.seq++
 	i := env.service(k)
-	if v, ok := env.pending.Load(env.edsName(i)); ok {
-		prev := v.(*pushChange)
+	if prev := env.last[env.edsName(i)]; prev != nil {
 		select {
 		case <-prev.done:
 		default:
@@ -271,7 +268,7 @@ func (env *pushEnv) change(ctx context.Context, nClients int) (*pushChange, erro
 	}
 	es := env.slices[i].DeepCopy()
 	ep := &es.Endpoints[0]
-	c := &pushChange{cluster: env.edsName(i),
+	c := &pushChange{id: k, cluster: env.edsName(i),
 		got: make([]atomic.Int64, nClients), done: make(chan struct{})}
 	c.left.Store(int64(nClients))
 	if nClients == 0 {
@@ -281,24 +278,18 @@ func (env *pushEnv) change(ctx context.Context, nClients int) (*pushChange, erro
 	case "address":
 		addr := pushAddr(pushMovedBase, k)
 		ep.Addresses = []string{addr}
-		c.check = func(cla *endpointv3.ClusterLoadAssignment) bool {
-			return slices.ContainsFunc(claEndpoints(cla), func(e *endpointv3.LbEndpoint) bool {
-				return e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress() == addr
-			})
-		}
+		c.want = changeWant{Addr: addr, AnyHealth: true}
 	default:
 		ready := !*ep.Conditions.Ready
 		ep.Conditions.Ready = &ready
-		addr, want := ep.Addresses[0], endpointHealth(ready)
-		c.check = func(cla *endpointv3.ClusterLoadAssignment) bool {
-			return slices.ContainsFunc(claEndpoints(cla), func(e *endpointv3.LbEndpoint) bool {
-				return e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress() == addr && e.GetHealthStatus() == want
-			})
-		}
+		c.want = changeWant{Addr: ep.Addresses[0], Health: endpointHealth(ready)}
 	}
 	env.pubAt.Store(0)
 	if nClients > 0 {
-		env.pending.Store(c.cluster, c)
+		if err := env.clientSet.await(c); err != nil {
+			return nil, err
+		}
+		env.last[c.cluster] = c
 	}
 	c.start = time.Now()
 	out, err := env.kube.DiscoveryV1().EndpointSlices(es.Namespace).Update(ctx, es, metav1.UpdateOptions{})
@@ -307,6 +298,21 @@ func (env *pushEnv) change(ctx context.Context, nClients int) (*pushChange, erro
 	}
 	env.slices[i] = out
 	return c, nil
+}
+
+// changeWant is what a ClusterLoadAssignment carrying a change holds: the
+// endpoint's address, and its health unless AnyHealth.
+type changeWant struct {
+	Addr      string
+	Health    corev3.HealthStatus
+	AnyHealth bool
+}
+
+func (w changeWant) carriedBy(cla *endpointv3.ClusterLoadAssignment) bool {
+	return slices.ContainsFunc(claEndpoints(cla), func(e *endpointv3.LbEndpoint) bool {
+		return e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress() == w.Addr &&
+			(w.AnyHealth || e.GetHealthStatus() == w.Health)
+	})
 }
 
 func endpointHealth(ready bool) corev3.HealthStatus {
@@ -438,165 +444,4 @@ func (ps *pushServer) metric(tb testing.TB, name string, label ...string) (sum, 
 		}
 	}
 	return sum, count
-}
-
-// ---- raw delta ADS clients ----
-
-// pushClient is one sidecar's delta ADS stream: clusters and listeners by
-// wildcard, the trust bundle and every outbound cluster's endpoints by
-// name, like weft's sidecar. It ACKs every response and, on each EDS
-// response, marks the pending changes it carries.
-type pushClient struct {
-	idx    int
-	conn   *grpc.ClientConn
-	stream grpc.BidiStreamingClient[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]
-	synced chan struct{} // closed once CDS, LDS, EDS and SDS have each been answered and ACKed
-	err    atomic.Pointer[error]
-	resps  atomic.Int64
-}
-
-func (env *pushEnv) connect(ctx context.Context, ps *pushServer, idx int) (*pushClient, error) {
-	p := env.clients[idx]
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ps.roots, ServerName: "weft-controlplane.weft-system.svc",
-		Certificates: []tls.Certificate{p.cert}}
-	conn, err := grpc.NewClient(ps.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithPerRPCCredentials(pushToken(p.ns+"/"+p.name)), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-	if err != nil {
-		return nil, err
-	}
-	c := &pushClient{idx: idx, conn: conn, synced: make(chan struct{})}
-	c.stream, err = discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	node := &corev3.Node{Id: xds.NodeID(p.name, p.ns)}
-	var listeners []string
-	if env.lookup {
-		node.ClientFeatures = []string{names.FeatureDestinationListeners}
-		listeners = append([]string{"inbound", "outbound"}, env.scopeListeners...)
-	}
-	for _, r := range []*discovery.DeltaDiscoveryRequest{
-		{Node: node, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: env.scopeClusters},
-		{TypeUrl: resource.ListenerType, ResourceNamesSubscribe: listeners},
-		{TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"trust_bundle"}},
-	} {
-		if err := c.stream.Send(r); err != nil {
-			conn.Close()
-			return nil, err
-		}
-	}
-	go c.run(env)
-	return c, nil
-}
-
-func (c *pushClient) fail(err error) { c.err.CompareAndSwap(nil, &err) }
-
-func (c *pushClient) run(env *pushEnv) {
-	seen := map[string]bool{}
-	for {
-		r, err := c.stream.Recv()
-		if err != nil {
-			c.fail(err)
-			return
-		}
-		at := time.Now()
-		c.resps.Add(1)
-		t := r.GetTypeUrl()
-		if err := c.stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: r.GetNonce()}); err != nil {
-			c.fail(err)
-			return
-		}
-		switch t {
-		case resource.ClusterType:
-			if !seen[t] {
-				eds := env.scopeNames
-				for _, res := range r.GetResources() {
-					if env.scope == 0 && strings.HasPrefix(res.GetName(), "outbound|") {
-						eds = append(eds, res.GetName())
-					}
-				}
-				if err := c.stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: eds}); err != nil {
-					c.fail(err)
-					return
-				}
-			}
-		case resource.EndpointType:
-			for _, res := range r.GetResources() {
-				v, ok := env.pending.Load(res.GetName())
-				if !ok {
-					continue
-				}
-				ch := v.(*pushChange)
-				if ch.got[c.idx].Load() != 0 {
-					continue
-				}
-				cla := &endpointv3.ClusterLoadAssignment{}
-				if err := res.GetResource().UnmarshalTo(cla); err != nil {
-					c.fail(err)
-					return
-				}
-				if ch.check(cla) {
-					ch.seen(c.idx, at)
-				}
-			}
-		}
-		if !seen[t] {
-			seen[t] = true
-			if seen[resource.ClusterType] && seen[resource.ListenerType] && seen[resource.EndpointType] && seen[resource.SecretType] {
-				close(c.synced)
-			}
-		}
-	}
-}
-
-// connectAll connects every client pod, a few at a time (each first
-// request generates that sidecar's snapshot), and waits until all are
-// synced.
-func (env *pushEnv) connectAll(tb testing.TB, ps *pushServer, timeout time.Duration) []*pushClient {
-	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	clients := make([]*pushClient, len(env.clients))
-	errs := make([]error, len(env.clients))
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range 4 * runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for i := range work {
-				clients[i], errs[i] = env.connect(ctx, ps, i)
-			}
-		})
-	}
-	for i := range env.clients {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	tb.Cleanup(func() {
-		cancel()
-		for _, c := range clients {
-			if c != nil {
-				c.conn.Close()
-			}
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
-		tb.Fatal(err)
-	}
-	deadline := time.After(timeout)
-	for _, c := range clients {
-		select {
-		case <-c.synced:
-		case <-deadline:
-			tb.Fatalf("client %d not synced after %v (error: %v)", c.idx, timeout, c.errString())
-		}
-	}
-	return clients
-}
-
-func (c *pushClient) errString() string {
-	if e := c.err.Load(); e != nil {
-		return (*e).Error()
-	}
-	return "none"
 }
