@@ -21,8 +21,10 @@ import (
 	wefttest "github.com/weftmesh/weft/internal/testutil"
 )
 
-func lookUpNode() *corev3.Node {
-	return &corev3.Node{Id: "app-1.demo", ClientFeatures: []string{names.FeatureDestinationListeners}}
+func lookUpNode() *corev3.Node { return lookUpNodeAs("app-1.demo") }
+
+func lookUpNodeAs(id string) *corev3.Node {
+	return &corev3.Node{Id: id, ClientFeatures: []string{names.FeatureDestinationListeners}}
 }
 
 func snapListeners(t *testing.T, h *harness) []string {

@@ -104,6 +104,16 @@
 // sidecar's connection to a Service deleted under it is refused at once
 // instead of after its wait.
 //
+// Lookups. A node that looks destinations up (listeners by name, client
+// feature weft.destination_listeners) is generated again at once when a
+// request subscribes to a destination listener that exists, before the
+// request is answered. Those regenerations are charged, by the time they
+// take, to the node's lookup budget (lookupbudget.go: Config.LookupBudget
+// of a core over time, LookupBurst at once); past it the request waits on
+// its own stream until the budget allows, so the app behind a sidecar,
+// which picks its destinations, cannot make the control plane regenerate
+// its node faster than that.
+//
 // ACK and NACK. Per node and type the server records the last version sent,
 // the last version ACKed and the last NACK (version, the sidecar's
 // error_detail message, time); the state is SYNCED (ACKed what it should
@@ -124,5 +134,6 @@
 // weft_xds_nacks_total{type}, weft_xds_generate_errors_total,
 // weft_xds_oversized_responses_total{type},
 // weft_xds_refused_streams_total{code},
-// weft_xds_regenerate_duration_seconds.
+// weft_xds_regenerate_duration_seconds, weft_xds_lookup_waits_total,
+// weft_xds_lookup_regenerate_seconds_total.
 package ads

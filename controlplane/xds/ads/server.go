@@ -52,6 +52,15 @@ type Config struct {
 	// names.MaxXDSMessageSize, what sidecars receive; never more). A
 	// snapshot that could need a larger one is not published.
 	MaxMessageSize int
+	// LookupBudget and LookupBurst bound what one node's lookups cost: a
+	// node that looks destinations up is generated again at once when a
+	// request subscribes to a destination it did not hold, and those
+	// generations may take LookupBudget of a core over time (0: 0.05)
+	// and LookupBurst at once (0: 500ms); past that, the request that
+	// asked waits, on its own stream, until the node's budget allows (see
+	// lookupBudget).
+	LookupBudget float64
+	LookupBurst  time.Duration
 }
 
 // Server is weft's ADS server: one snapshot per connected sidecar,
@@ -65,6 +74,9 @@ type Server struct {
 	metrics  *metrics
 	debounce *debouncer
 	maxMsg   int // Config.MaxMessageSize
+	// lookupRate and lookupBurst: Config.LookupBudget and LookupBurst.
+	lookupRate  float64
+	lookupBurst time.Duration
 
 	ctx    context.Context // ends streams when Run returns
 	cancel context.CancelFunc
@@ -151,6 +163,8 @@ type nodeState struct {
 	open map[*stream]struct{}
 	// genWildcard: the last generation was for a wildcard subscription.
 	genWildcard bool
+	// lookups: the generation time its lookups may still take.
+	lookups lookupBudget
 }
 
 func (n *nodeState) typeState(url string) *typeState {
@@ -193,12 +207,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxDelay == 0 {
 		cfg.MaxDelay = time.Second
 	}
+	if cfg.LookupBudget == 0 {
+		cfg.LookupBudget = DefaultLookupBudget
+	}
+	if cfg.LookupBurst == 0 {
+		cfg.LookupBurst = DefaultLookupBurst
+	}
+	if cfg.LookupBudget < 0 || cfg.LookupBudget > 1 || cfg.LookupBurst < 0 {
+		return nil, fmt.Errorf("xds: lookup budget %v of a core, burst %v: want a fraction in (0, 1] and a positive burst", cfg.LookupBudget, cfg.LookupBurst)
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		gen: cfg.Generator, auth: cfg.Authorizer, bundle: cfg.Bundle, log: cfg.Logger, clock: cfg.Clock, metrics: m, maxMsg: cfg.MaxMessageSize,
+		lookupRate: cfg.LookupBudget, lookupBurst: cfg.LookupBurst,
 		streams: map[streamKey]*stream{}, nodes: map[string]*nodeState{}, resCache: newResCache(),
 	}
 	s.debounce = newDebouncer(cfg.Clock, cfg.Debounce, cfg.MaxDelay, s.round)
@@ -743,16 +767,19 @@ func (s *Server) listenersAsked(key streamKey, newDestinations []string) {
 		s.mu.Unlock()
 		return
 	}
-	n := st.node
+	n, ctx := st.node, st.ctx
 	regen := n.wildcard() != n.genWildcard
 	s.mu.Unlock()
 	if !regen && len(newDestinations) > 0 {
 		idx, ok := s.gen.(destinationIndex)
 		regen = !ok || slices.ContainsFunc(newDestinations, idx.HasDestination)
 	}
-	if regen {
-		s.generateLists(n, false)
+	if !regen || !s.lookupWait(ctx, n) {
+		return
 	}
+	start := s.clock.Now()
+	s.generateLists(n, false)
+	s.lookupSpent(n, s.clock.Since(start))
 }
 
 // wildcard says whether one of n's streams subscribes to every listener.

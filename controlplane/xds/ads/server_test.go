@@ -166,6 +166,9 @@ type harnessOpts struct {
 	maxDelay  time.Duration
 	gen       xds.Generator
 	maxMsg    int // Config.MaxMessageSize
+	// lookupBudget, lookupBurst: Config.LookupBudget, LookupBurst.
+	lookupBudget float64
+	lookupBurst  time.Duration
 }
 
 func newHarness(t testing.TB, o harnessOpts) *harness {
@@ -199,6 +202,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	cfg := Config{
 		Generator: h.gen, Authorizer: h.auth, Bundle: ca.Bundle(), Clock: h.clock, Registerer: prometheus.NewRegistry(),
 		Debounce: o.debounce, MaxDelay: o.maxDelay, MaxMessageSize: o.maxMsg,
+		LookupBudget: o.lookupBudget, LookupBurst: o.lookupBurst,
 	}
 	if o.gen != nil {
 		cfg.Generator = o.gen

@@ -185,6 +185,8 @@ type metrics struct {
 	oversized      *prometheus.CounterVec
 	refused        *prometheus.CounterVec
 	rounds         prometheus.Histogram
+	lookupWaits    prometheus.Counter
+	lookupSeconds  prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -212,11 +214,19 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "weft_xds_regenerate_duration_seconds", Help: "Time to regenerate and publish the snapshots of every connected sidecar after a change.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		lookupWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_xds_lookup_waits_total",
+			Help: "Lookups (a sidecar subscribing to a destination listener) that waited because their sidecar had spent its lookup budget (ads.Config.LookupBudget) regenerating.",
+		}),
+		lookupSeconds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_xds_lookup_regenerate_seconds_total",
+			Help: "Time spent regenerating sidecars for their lookups (a new destination listener asked for), outside the rounds that follow the mesh's changes.",
+		}),
 	}
 	if r == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.connected, m.pushes, m.nacks, m.generateErrors, m.oversized, m.refused, m.rounds} {
+	for _, c := range []prometheus.Collector{m.connected, m.pushes, m.nacks, m.generateErrors, m.oversized, m.refused, m.rounds, m.lookupWaits, m.lookupSeconds} {
 		if err := r.Register(c); err != nil {
 			return nil, fmt.Errorf("xds: register metrics: %w", err)
 		}
