@@ -23,9 +23,19 @@ import (
 // requests that follow (the ACKs) subscribe to nothing new, so an absent
 // name is not repeated in every later response. If it appears later, the
 // stream, still subscribed, is sent it as any change.
-type absentCache struct{ cachev3.Cache }
+//
+// The watch's making, whose cost grows with what the stream subscribes to
+// (go-control-plane compares every subscribed name with the snapshot), is
+// charged to a node that looks destinations up as its lookups are
+// (lookupbudget.go): the app behind the sidecar picks those names.
+type absentCache struct {
+	cachev3.Cache
+	s *Server
+}
 
 func (c absentCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
+	start := c.s.clock.Now()
+	defer func() { c.s.watchSpent(req.GetNode().GetId(), c.s.clock.Since(start)) }()
 	if asked := newlyAsked(req, sub); asked != nil {
 		sub = asked
 	}

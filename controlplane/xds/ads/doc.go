@@ -107,12 +107,15 @@
 // Lookups. A node that looks destinations up (listeners by name, client
 // feature weft.destination_listeners) is generated again at once when a
 // request subscribes to a destination listener that exists, before the
-// request is answered. Those regenerations are charged, by the time they
-// take, to the node's lookup budget (lookupbudget.go: Config.LookupBudget
-// of a core over time, LookupBurst at once); past it the request waits on
-// its own stream until the budget allows, so the app behind a sidecar,
-// which picks its destinations, cannot make the control plane regenerate
-// its node faster than that.
+// request is answered. Those regenerations, the watches the node's
+// requests open (their cost grows with the names it subscribes to) and
+// its streams' first generations are charged, by the time they take, to
+// the node's lookup budget (lookupbudget.go: Config.LookupBudget of a core
+// over time, LookupBurst at once; kept while the node reconnects); past
+// it a request that subscribes to a new destination, existing or not,
+// waits on its own stream until the budget allows, so the app behind a
+// sidecar, which picks its destinations, cannot make the control plane
+// spend more than that on it. Run ending during a wait ends the stream.
 //
 // ACK and NACK. Per node and type the server records the last version sent,
 // the last version ACKed and the last NACK (version, the sidecar's
@@ -135,5 +138,5 @@
 // weft_xds_oversized_responses_total{type},
 // weft_xds_refused_streams_total{code},
 // weft_xds_regenerate_duration_seconds, weft_xds_lookup_waits_total,
-// weft_xds_lookup_regenerate_seconds_total.
+// weft_xds_lookup_seconds_total.
 package ads

@@ -1,6 +1,7 @@
 package ads
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -105,14 +106,22 @@ func TestLookupsSpendABudget(t *testing.T) {
 	}
 }
 
-// TestLookupBudgetConfig: a budget outside (0, 1] of a core, or a negative
-// burst, is refused.
+// TestLookupBudgetConfig: a budget outside [MinLookupBudget, 1] of a core
+// (NaN included), or a burst outside (0, MaxLookupBurst], is refused; 0
+// is the default.
 func TestLookupBudgetConfig(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	for _, bad := range []Config{{LookupBudget: -0.1}, {LookupBudget: 1.5}, {LookupBurst: -time.Second}} {
+	for _, bad := range []Config{{LookupBudget: -0.1}, {LookupBudget: 1.5}, {LookupBudget: math.NaN()}, {LookupBudget: 1e-12},
+		{LookupBudget: math.Inf(1)}, {LookupBurst: -time.Second}, {LookupBurst: MaxLookupBurst + 1}} {
 		cfg := Config{Generator: h.gen, Authorizer: h.auth, Bundle: h.ca.Bundle(), LookupBudget: bad.LookupBudget, LookupBurst: bad.LookupBurst}
 		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "lookup budget") {
 			t.Errorf("New(budget %v, burst %v): %v, want the lookup budget refused", bad.LookupBudget, bad.LookupBurst, err)
+		}
+	}
+	for _, ok := range []Config{{LookupBudget: MinLookupBudget}, {LookupBudget: 1}, {LookupBurst: MaxLookupBurst}, {LookupBurst: time.Nanosecond}} {
+		cfg := Config{Generator: h.gen, Authorizer: h.auth, Bundle: h.ca.Bundle(), LookupBudget: ok.LookupBudget, LookupBurst: ok.LookupBurst}
+		if _, err := New(cfg); err != nil {
+			t.Errorf("New(budget %v, burst %v): %v", ok.LookupBudget, ok.LookupBurst, err)
 		}
 	}
 	cfg := Config{Generator: h.gen, Authorizer: h.auth, Bundle: h.ca.Bundle()}

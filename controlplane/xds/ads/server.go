@@ -55,10 +55,12 @@ type Config struct {
 	// LookupBudget and LookupBurst bound what one node's lookups cost: a
 	// node that looks destinations up is generated again at once when a
 	// request subscribes to a destination it did not hold, and those
-	// generations may take LookupBudget of a core over time (0: 0.05)
-	// and LookupBurst at once (0: 500ms); past that, the request that
-	// asked waits, on its own stream, until the node's budget allows (see
-	// lookupBudget).
+	// generations, and the watches its listener requests open, may take
+	// LookupBudget of a core over time (0: 0.05; at least
+	// MinLookupBudget) and LookupBurst at once (0: 500ms; at most
+	// MaxLookupBurst); past that, a request that subscribes to a new
+	// destination waits, on its own stream, until the node's budget
+	// allows (see lookupBudget).
 	LookupBudget float64
 	LookupBurst  time.Duration
 }
@@ -94,6 +96,10 @@ type Server struct {
 	mu      sync.Mutex
 	streams map[streamKey]*stream
 	nodes   map[string]*nodeState
+	// budgets are the lookup budgets of nodes gone (their last stream
+	// closed) while not full, so a node that reconnects gets its own
+	// back, not a full one (lookupbudget.go).
+	budgets map[string]lookupBudget
 }
 
 // streamKey names a stream: SotW and delta streams are numbered separately.
@@ -213,8 +219,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LookupBurst == 0 {
 		cfg.LookupBurst = DefaultLookupBurst
 	}
-	if cfg.LookupBudget < 0 || cfg.LookupBudget > 1 || cfg.LookupBurst < 0 {
-		return nil, fmt.Errorf("xds: lookup budget %v of a core, burst %v: want a fraction in (0, 1] and a positive burst", cfg.LookupBudget, cfg.LookupBurst)
+	if !(cfg.LookupBudget >= MinLookupBudget && cfg.LookupBudget <= 1) || cfg.LookupBurst < 0 || cfg.LookupBurst > MaxLookupBurst {
+		return nil, fmt.Errorf("xds: lookup budget %v of a core, burst %v: want a fraction in [%v, 1] and a burst in (0, %v]",
+			cfg.LookupBudget, cfg.LookupBurst, MinLookupBudget, MaxLookupBurst)
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -223,14 +230,14 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		gen: cfg.Generator, auth: cfg.Authorizer, bundle: cfg.Bundle, log: cfg.Logger, clock: cfg.Clock, metrics: m, maxMsg: cfg.MaxMessageSize,
 		lookupRate: cfg.LookupBudget, lookupBurst: cfg.LookupBurst,
-		streams: map[streamKey]*stream{}, nodes: map[string]*nodeState{}, resCache: newResCache(),
+		streams: map[streamKey]*stream{}, nodes: map[string]*nodeState{}, budgets: map[string]lookupBudget{}, resCache: newResCache(),
 	}
 	s.debounce = newDebouncer(cfg.Clock, cfg.Debounce, cfg.MaxDelay, s.round)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cpLog := cpLogger{cfg.Logger}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cpLog)
 	s.eds = newEDSCache()
-	s.xds = serverv3.NewServer(s.ctx, s.eds.mux(absentCache{s.cache}), callbacks{s}, sotwv3.WithLogger(cpLog))
+	s.xds = serverv3.NewServer(s.ctx, s.eds.mux(absentCache{Cache: s.cache, s: s}), callbacks{s}, sotwv3.WithLogger(cpLog))
 	return s, nil
 }
 
@@ -326,10 +333,14 @@ func (s *Server) generate(n *nodeState) { s.generateLists(n, true) }
 // generateLists is generate; keepLists false does not keep the node's new
 // lists of resources in the resource cache (a regeneration for one node's
 // lookup, outside a round, which nothing else shares and no round would
-// clear until the next change).
-func (s *Server) generateLists(n *nodeState, keepLists bool) {
+// clear until the next change). took is how long it ran once it held the
+// node's generation lock (what a lookup is charged: not the wait for a
+// round generating the node meanwhile).
+func (s *Server) generateLists(n *nodeState, keepLists bool) (took time.Duration) {
 	n.gen.Lock()
 	defer n.gen.Unlock()
+	start := s.clock.Now()
+	defer func() { took = s.clock.Since(start) }()
 	s.mu.Lock()
 	node, gone, prev := n.nodeOf(), n.gone, n.resources
 	n.genWildcard = node.DestinationListeners && !node.LookedUp
@@ -387,6 +398,7 @@ func (s *Server) generateLists(n *nodeState, keepLists bool) {
 	n.clearWithheld()
 	s.mu.Unlock()
 	s.log.Debug("snapshot published", "node", n.id, "versions", versions, "endpoints_only", onlyEDS)
+	return took
 }
 
 // equalBut says whether a and b have the same keys and values but for key.
@@ -553,7 +565,7 @@ func (c callbacks) OnStreamDeltaRequest(id int64, r *discovery.DeltaDiscoveryReq
 		return err
 	}
 	if r.GetTypeUrl() == resource.ListenerType {
-		c.s.listenersAsked(key, newDestinations)
+		return c.s.listenersAsked(key, newDestinations)
 	}
 	return nil
 }
@@ -618,7 +630,13 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 			return err
 		}
 		cur = s.attach(st, n)
-		s.generate(cur)
+		took := s.generateLists(cur, true)
+		if n.DestinationListeners {
+			// A stream's first generation, charged as a lookup's would
+			// be (never waited for): a node cannot refill its budget by
+			// opening streams.
+			s.lookupSpent(cur, took)
+		}
 	case node != nil && node.GetId() != cur.id:
 		err := status.Errorf(codes.PermissionDenied, "xds: stream of node %q sent a request as node %q", cur.id, node.GetId())
 		s.refuse(err, cur.id, peerAddr(st.ctx))
@@ -760,26 +778,37 @@ type destinationIndex interface{ HasDestination(name string) bool }
 // A destination that does not exist needs nothing: the node's snapshot
 // lacks it, so the answer says so (absentCache). The regeneration keeps
 // no list in the resource cache (generateLists).
-func (s *Server) listenersAsked(key streamKey, newDestinations []string) {
+//
+// A request that subscribes to a new destination, existing or not, first
+// waits until the node's lookup budget is not overdrawn (lookupWait); the
+// regeneration is charged to it, as is the watch the request opens
+// (absentCache.CreateDeltaWatch, whose cost grows with what the node
+// holds). An error ends the stream: the control plane stopping, or the
+// stream ending, during the wait (answering from the snapshot as it
+// stands could say a destination that exists does not).
+func (s *Server) listenersAsked(key streamKey, newDestinations []string) error {
 	s.mu.Lock()
 	st := s.streams[key]
 	if st == nil || st.node == nil || !st.node.node.DestinationListeners {
 		s.mu.Unlock()
-		return
+		return nil
 	}
 	n, ctx := st.node, st.ctx
 	regen := n.wildcard() != n.genWildcard
 	s.mu.Unlock()
+	if len(newDestinations) > 0 {
+		if err := s.lookupWait(ctx, n); err != nil {
+			return err
+		}
+	}
 	if !regen && len(newDestinations) > 0 {
 		idx, ok := s.gen.(destinationIndex)
 		regen = !ok || slices.ContainsFunc(newDestinations, idx.HasDestination)
 	}
-	if !regen || !s.lookupWait(ctx, n) {
-		return
+	if regen {
+		s.lookupSpent(n, s.generateLists(n, false))
 	}
-	start := s.clock.Now()
-	s.generateLists(n, false)
-	s.lookupSpent(n, s.clock.Since(start))
+	return nil
 }
 
 // wildcard says whether one of n's streams subscribes to every listener.
@@ -829,6 +858,7 @@ func (s *Server) attach(st *stream, n xds.Node) *nodeState {
 	ns, ok := s.nodes[id]
 	if !ok {
 		ns = &nodeState{id: id, connected: s.clock.Now(), types: map[string]*typeState{}, open: map[*stream]struct{}{}}
+		ns.lookups = s.takeLookupBudget(id)
 		s.nodes[id] = ns
 		s.metrics.connected.Set(float64(len(s.nodes)))
 		s.log.Info("sidecar connected", "node", id, "spiffe_id", n.ID.String(), "delta", st.delta)
@@ -870,6 +900,7 @@ func (s *Server) close(key streamKey) {
 	}
 	n.gone = true
 	delete(s.nodes, n.id)
+	s.keepLookupBudget(n)
 	// Under s.mu, so a new stream for the same node ID cannot publish
 	// before this clears (it creates a new nodeState after this returns).
 	s.cache.ClearSnapshot(n.id)

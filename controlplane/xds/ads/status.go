@@ -219,8 +219,8 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Lookups (a sidecar subscribing to a destination listener) that waited because their sidecar had spent its lookup budget (ads.Config.LookupBudget) regenerating.",
 		}),
 		lookupSeconds: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "weft_xds_lookup_regenerate_seconds_total",
-			Help: "Time spent regenerating sidecars for their lookups (a new destination listener asked for), outside the rounds that follow the mesh's changes.",
+			Name: "weft_xds_lookup_seconds_total",
+			Help: "Time charged to the lookup budgets of sidecars that look destinations up: regenerations for their lookups, the watches their requests open, their streams' first generations.",
 		}),
 	}
 	if r == nil {

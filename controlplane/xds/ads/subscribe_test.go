@@ -100,8 +100,9 @@ func (g *lookUpGen) Generate(n xds.Node) (xds.Resources, error) {
 	}
 	g.mu.Lock()
 	g.asked = append(g.asked, n)
+	dests := g.dests
 	g.mu.Unlock()
-	for _, name := range g.dests {
+	for _, name := range dests {
 		if n.DestinationListeners && (!n.LookedUp || slices.Contains(n.Destinations, name)) {
 			ap := netip.MustParseAddrPort(name)
 			res[resource.ListenerType] = append(res[resource.ListenerType], &listenerv3.Listener{Name: name,
@@ -112,7 +113,18 @@ func (g *lookUpGen) Generate(n xds.Node) (xds.Resources, error) {
 }
 
 // HasDestination is translate.Generator's: whether name exists.
-func (g *lookUpGen) HasDestination(name string) bool { return slices.Contains(g.dests, name) }
+func (g *lookUpGen) HasDestination(name string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Contains(g.dests, name)
+}
+
+// setDests replaces the destinations that exist.
+func (g *lookUpGen) setDests(dests []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.dests = dests
+}
 
 func (g *lookUpGen) last() xds.Node {
 	g.mu.Lock()
