@@ -36,6 +36,8 @@ var (
 		"BenchmarkEndpointChurnPush: with -push.subscribe, each client also subscribes to those Services' clusters by name instead of every cluster")
 	pushLookup = flag.Bool("push.lookup", false,
 		"BenchmarkEndpointChurnPush: with -push.subscribe, each client also looks destinations up as weft's sidecar does by default (client feature weft.destination_listeners; listeners by name: inbound, outbound and the scoped Services' ClusterIP and port)")
+	pushCPUProfile = flag.String("push.cpuprofile", "",
+		"BenchmarkEndpointChurnPush: write a CPU profile of the churn alone here (from the first change until the last round settled; -test.cpuprofile covers the set-up and the connections too)")
 	pushHeapProfile = flag.String("push.heapprofile", "",
 		"BenchmarkEndpointChurnPush: write a heap profile here when heap-MB is measured (every client still connected; -test.memprofile is written after they are gone), and the base heap's to <path>.base")
 )
@@ -225,6 +227,16 @@ func (env *pushEnv) churn(b *testing.B, debounce time.Duration, base pushBase) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if *pushCPUProfile != "" {
+		f, err := os.Create(*pushCPUProfile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+	}
 	wall0 := time.Now()
 	env.slipped = 0
 	for b.Loop() {
@@ -272,6 +284,9 @@ func (env *pushEnv) churn(b *testing.B, debounce time.Duration, base pushBase) {
 	}
 	settle := time.Since(settle0)
 	wall := time.Since(wall0)
+	if *pushCPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru1); err != nil {
 		b.Fatal(err)
 	}
