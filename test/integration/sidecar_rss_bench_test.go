@@ -257,7 +257,7 @@ func sidecarRSS(b *testing.B, bin string, services int, c rssSidecar) float64 {
 		last = r
 	}
 	if steady < 3 {
-		b.Logf("sidecar RSS still moving after 60s (last %.1f MB)", last)
+		b.Fatalf("sidecar RSS still moving after 60s (last %.1f MB): no figure", last)
 	}
 	return last
 }

@@ -111,9 +111,12 @@
 // requests open (their cost grows with the names it subscribes to) and
 // its streams' first generations are charged, by the time they take, to
 // the node's lookup budget (lookupbudget.go: Config.LookupBudget of a core
-// over time, LookupBurst at once; kept while the node reconnects); past
-// it a request that subscribes to a new destination, existing or not,
-// waits on its own stream until the budget allows, so the app behind a
+// over time, LookupBurst at once; kept while the node reconnects; the
+// mesh-wide build a first generation after a change makes is done first,
+// uncharged: translate.Generator.Prepare); past it a request that
+// subscribes to a new destination, existing or not, or flips the
+// listener subscription to or from a wildcard, waits on its own stream
+// until the budget allows, so the app behind a
 // sidecar, which picks its destinations, cannot make the control plane
 // spend more than that on it. Run ending during a wait ends the stream.
 //

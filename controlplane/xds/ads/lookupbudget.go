@@ -131,11 +131,14 @@ func (s *Server) lookupSpent(n *nodeState, d time.Duration) {
 // with a watch that took d to open.
 func (s *Server) watchSpent(id string, d time.Duration) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	n := s.nodes[id]
-	s.mu.Unlock()
-	if n != nil && n.node.DestinationListeners {
-		s.lookupSpent(n, d)
+	if n == nil || !n.node.DestinationListeners {
+		return
 	}
+	n.lookups.refill(s.clock.Now(), s.lookupRate, s.lookupBurst)
+	n.lookups.spend(d)
+	s.metrics.lookupSeconds.Add(max(d, 0).Seconds())
 }
 
 // keepLookupBudget keeps the budget of n, gone, if it is not full; past

@@ -281,8 +281,13 @@ func TestLookupAnswerRightAfterAWaitAcrossChanges(t *testing.T) {
 		}
 	}
 
-	// Deleted during the wait.
+	// Deleted during the wait. (The round during the first wait generated
+	// the destination, so the lookup regenerated nothing after it: the
+	// budget is overdrawn again by hand.)
 	g := h.srv.gen.(*costlyGen)
+	h.srv.mu.Lock()
+	h.srv.nodes["app-1.demo"].lookups.spend(time.Second)
+	h.srv.mu.Unlock()
 	lookUpOn(a, breakDests[3])
 	wefttest.Eventually(t, "the lookup waits", func() bool { return lookupWaits(h) == 2 })
 	g.setDests(breakDests[:3])
@@ -388,5 +393,111 @@ func TestLookupWatchesCharged(t *testing.T) {
 	}
 	if s := spent(); s <= first {
 		t.Errorf("an absent destination's lookup charged nothing (%v s before, %v after)", first, s)
+	}
+}
+
+// TestWatchChargeReadsTheNodeLocked: watchSpent (absentCache's
+// CreateDeltaWatch, every request) reads n.node under s.mu, which attach
+// writes when another stream of the same node arrives (a race the race
+// detector reported in its first version). Run with -race.
+func TestWatchChargeReadsTheNodeLocked(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	a := openDelta(h, saID("demo", "app"))
+	a.send(&discovery.DeltaDiscoveryRequest{Node: node("app-1.demo"), TypeUrl: resource.ListenerType})
+	r := a.next()
+	// The ACK: its watch's watchSpent reads n.node with no lock held.
+	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})
+	time.Sleep(200 * time.Millisecond)
+	// A second stream of the same node: attach writes n.node.
+	b := openDelta(h, saID("demo", "app"))
+	b.send(&discovery.DeltaDiscoveryRequest{Node: node("app-1.demo"), TypeUrl: resource.ListenerType})
+	b.next()
+}
+
+// TestWildcardTogglesWait: a node that subscribes to "*" and unsubscribes
+// from it again is regenerated at each (charged, 60 ms here), so past its
+// budget those requests wait like a new destination's (in its first
+// version only new destinations waited).
+func TestWildcardTogglesWait(t *testing.T) {
+	h, a := overdrawn(t, harnessOpts{}) // −14 ms; 0.1 of a core, burst 100 ms
+	spent0 := testutil.ToFloat64(h.srv.metrics.lookupSeconds)
+	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResourceNamesSubscribe: []string{"*"}})
+	wefttest.Eventually(t, "the wildcard's regeneration waits", func() bool { return lookupWaits(h) == 1 })
+	if !quiet(a, 100*time.Millisecond) {
+		t.Fatal("the wildcard answered before the wait ended")
+	}
+	h.clock.Step(140 * time.Millisecond) // the budget back to 0
+	r := a.next()
+	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})
+	// Back from the wildcard: the budget is not overdrawn (no wait); the
+	// regeneration for the destinations subscribed takes 60 ms, charged.
+	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResourceNamesUnsubscribe: []string{"*"}})
+	wefttest.Eventually(t, "the regeneration charged", func() bool {
+		return testutil.ToFloat64(h.srv.metrics.lookupSeconds) >= spent0+0.06-1e-9
+	})
+	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResourceNamesSubscribe: []string{"*"}})
+	wefttest.Eventually(t, "the next wildcard waits", func() bool { return lookupWaits(h) == 2 })
+}
+
+// sharedBuildGen is a lookUpGen with translate.Generator's shape of cost:
+// the first Generate of each mesh snapshot builds the mesh-wide shared set
+// (translate/shared.go, s.once.Do(s.build); destinations.go, destOnce),
+// build on the fake clock, whoever calls first; other calls wait for it.
+type sharedBuildGen struct {
+	*lookUpGen
+	clock   interface{ Step(time.Duration) }
+	build   time.Duration
+	smu     sync.Mutex
+	version int
+	built   int // version built; -1: none
+}
+
+func (g *sharedBuildGen) Generate(n xds.Node) (xds.Resources, error) {
+	g.Prepare()
+	return g.lookUpGen.Generate(n)
+}
+
+// Prepare is translate.Generator's: the shared build, ahead of a node's
+// generation.
+func (g *sharedBuildGen) Prepare() {
+	g.smu.Lock()
+	defer g.smu.Unlock()
+	if g.built != g.version {
+		g.clock.Step(g.build)
+		g.built = g.version
+	}
+}
+
+// TestLookupNotChargedForTheMeshWideBuild: a lookup that comes after a
+// mesh change and before its round (debounce: 100 ms to 1 s) would be the
+// first Generate of the new snapshot, which builds the whole mesh's
+// shared set (here 400 ms; the round's cost at scale), as would a node's
+// first generation after a control-plane start. The server has the
+// generator build it first (Prepare), uncharged: in its first version an
+// ordinary sidecar, 3 lookups across 2 endpoint changes, ended up waiting
+// (−280 ms: 5.6 s, past the sidecar's 5 s lookup timeout).
+func TestLookupNotChargedForTheMeshWideBuild(t *testing.T) {
+	gen := &sharedBuildGen{lookUpGen: &lookUpGen{meshGen: newMeshGen(map[string]string{"outbound|80|web.demo": "198.18.0.7"}), dests: breakDests},
+		build: 400 * time.Millisecond, built: -1}
+	h := newHarness(t, harnessOpts{gen: gen})
+	gen.clock = h.clock
+	a := openDelta(h, saID("demo", "app"))
+	a.send(&discovery.DeltaDiscoveryRequest{Node: lookUpNode(), TypeUrl: resource.ListenerType,
+		ResourceNamesSubscribe: []string{"inbound", "outbound"}})
+	r := a.next()
+	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})
+	if s := testutil.ToFloat64(h.srv.metrics.lookupSeconds); s > 0.05 {
+		t.Errorf("the node's first generation was charged %.0f ms: the mesh-wide build it waited for", s*1000)
+	}
+	for i, d := range breakDests[:3] {
+		gen.smu.Lock()
+		gen.version++ // an EndpointSlice changed; the registry published a new snapshot
+		gen.smu.Unlock()
+		lookUpOn(a, d)
+		if quiet(a, time.Second) && lookupWaits(h) > 0 {
+			t.Fatalf("lookup %d of an ordinary sidecar (after %d mesh changes) waits: %.0f ms charged, none of it its own generations",
+				i+1, i+1, testutil.ToFloat64(h.srv.metrics.lookupSeconds)*1000)
+		}
+		a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType})
 	}
 }

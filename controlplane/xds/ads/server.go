@@ -171,6 +171,10 @@ type nodeState struct {
 	genWildcard bool
 	// lookups: the generation time its lookups may still take.
 	lookups lookupBudget
+	// genDests: the destination listeners the snapshot in force was
+	// generated for (those subscribed to then, absent ones included); a
+	// lookup of one of them needs no generation.
+	genDests map[string]struct{}
 }
 
 func (n *nodeState) typeState(url string) *typeState {
@@ -362,6 +366,7 @@ func (s *Server) generateLists(n *nodeState, keepLists bool) (took time.Duration
 	if n.versions != nil && maps.Equal(n.versions, versions) {
 		// Unchanged (n.versions cannot change while n.gen is held).
 		n.genErr, n.generated = "", now
+		n.genDests = destSet(node)
 		n.clearWithheld()
 		s.mu.Unlock()
 		return
@@ -395,10 +400,26 @@ func (s *Server) generateLists(n *nodeState, keepLists bool) (took time.Duration
 	s.eds.settle(n.id)
 	s.mu.Lock()
 	n.versions, n.resources = versions, snap.VersionMap
+	n.genDests = destSet(node)
 	n.clearWithheld()
 	s.mu.Unlock()
 	s.log.Debug("snapshot published", "node", n.id, "versions", versions, "endpoints_only", onlyEDS)
 	return took
+}
+
+// destSet is the destination listeners node was generated for: those it
+// subscribes to when it looks them up (nil otherwise: a node generated
+// every destination listener needs no lookup's generation either, but
+// then listenersAsked is not reached for it).
+func destSet(node xds.Node) map[string]struct{} {
+	if !node.LookedUp {
+		return nil
+	}
+	set := make(map[string]struct{}, len(node.Destinations))
+	for _, d := range node.Destinations {
+		set[d] = struct{}{}
+	}
+	return set
 }
 
 // equalBut says whether a and b have the same keys and values but for key.
@@ -630,7 +651,12 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 			return err
 		}
 		cur = s.attach(st, n)
-		took := s.generateLists(cur, true)
+		var took time.Duration
+		if n.DestinationListeners {
+			took = s.generateOwn(cur, true)
+		} else {
+			s.generate(cur)
+		}
 		if n.DestinationListeners {
 			// A stream's first generation, charged as a lookup's would
 			// be (never waited for): a node cannot refill its budget by
@@ -794,21 +820,48 @@ func (s *Server) listenersAsked(key streamKey, newDestinations []string) error {
 		return nil
 	}
 	n, ctx := st.node, st.ctx
-	regen := n.wildcard() != n.genWildcard
+	kindChanged := n.wildcard() != n.genWildcard
 	s.mu.Unlock()
-	if len(newDestinations) > 0 {
-		if err := s.lookupWait(ctx, n); err != nil {
-			return err
+	if !kindChanged && len(newDestinations) == 0 {
+		return nil
+	}
+	if err := s.lookupWait(ctx, n); err != nil {
+		return err
+	}
+	// After the wait: a round may have generated the node meanwhile, and
+	// the stream's first request was generated before this (request).
+	s.mu.Lock()
+	regen := n.wildcard() != n.genWildcard
+	var fresh []string
+	for _, d := range newDestinations {
+		if _, ok := n.genDests[d]; !ok {
+			fresh = append(fresh, d)
 		}
 	}
-	if !regen && len(newDestinations) > 0 {
+	s.mu.Unlock()
+	if !regen && len(fresh) > 0 {
 		idx, ok := s.gen.(destinationIndex)
-		regen = !ok || slices.ContainsFunc(newDestinations, idx.HasDestination)
+		regen = !ok || slices.ContainsFunc(fresh, idx.HasDestination)
 	}
 	if regen {
-		s.lookupSpent(n, s.generateLists(n, false))
+		s.lookupSpent(n, s.generateOwn(n, false))
 	}
 	return nil
+}
+
+// preparer is a Generator that can build what it shares between nodes
+// ahead of a node's generation (translate.Generator.Prepare).
+type preparer interface{ Prepare() }
+
+// generateOwn is generateLists for a generation charged to n's lookup
+// budget: what the generator shares between nodes is built first, so
+// that the time charged is n's own generation, not the mesh-wide build
+// the first generation after a change of the mesh makes.
+func (s *Server) generateOwn(n *nodeState, keepLists bool) time.Duration {
+	if p, ok := s.gen.(preparer); ok {
+		p.Prepare()
+	}
+	return s.generateLists(n, keepLists)
 }
 
 // wildcard says whether one of n's streams subscribes to every listener.

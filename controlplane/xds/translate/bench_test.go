@@ -167,3 +167,37 @@ func BenchmarkGenerateLookedUp(b *testing.B) {
 		})
 	}
 }
+
+// TestPrepareBuildsTheSharedSet: Prepare builds the newest snapshot's
+// shared set and its destination listeners, so that a Generate after it
+// (the ADS server's, charged to one node's lookup budget) builds neither;
+// with no snapshot yet, or a control plane address that is not host:port,
+// it builds nothing and does not panic.
+func TestPrepareBuildsTheSharedSet(t *testing.T) {
+	snap := bigMesh(20, 2)
+	tr := translatorFor(snap)
+	tr.Prepare()
+	s := tr.memo.sets[0]
+	if s == nil || s.snap != snap || !s.ready.Load() || s.dest.Load() == nil {
+		t.Fatalf("after Prepare: shared set %+v", s)
+	}
+	if _, err := tr.Generate(benchNodeOf(snap)); err != nil {
+		t.Fatal(err)
+	}
+	if tr.memo.sets[0] != s {
+		t.Error("Generate after Prepare built another shared set")
+	}
+
+	(&Generator{Snapshot: func() *mesh.Snapshot { return nil }, Bundle: tr.Bundle}).Prepare()
+	bad := translatorFor(snap)
+	bad.ControlPlaneAddr = "no-port"
+	bad.Prepare()
+	if bad.memo.sets[0] != nil {
+		t.Error("Prepare with a control plane address that is not host:port built a shared set")
+	}
+}
+
+func benchNodeOf(snap *mesh.Snapshot) xds.Node {
+	w, _ := snap.Workload("demo", "client-7d9f")
+	return xds.Node{Name: w.Name, Namespace: w.Namespace, ID: w.Identity}
+}

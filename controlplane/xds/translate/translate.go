@@ -146,6 +146,34 @@ type Generator struct {
 }
 
 // Generate returns every resource the sidecar of node needs.
+// controlPlane is ControlPlaneAddr (or the default) as host and port.
+func (t *Generator) controlPlane() (string, uint32, error) {
+	addr := cmp.Or(t.ControlPlaneAddr, DefaultControlPlaneAddr)
+	host, portStr, err := net.SplitHostPort(addr)
+	port, perr := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || perr != nil || host == "" || port == 0 {
+		return "", 0, fmt.Errorf("xds: translate: control plane address %q is not host:port", addr)
+	}
+	return host, uint32(port), nil
+}
+
+// Prepare builds what Generate shares between sidecars for the newest
+// mesh snapshot (the shared set and its destination listeners), as the
+// first Generate after a change would, and returns; nothing if there is
+// no snapshot yet. The ADS server calls it before a generation it charges
+// to one node's lookup budget: the mesh-wide build is no node's own.
+func (t *Generator) Prepare() {
+	if t.Snapshot == nil {
+		return
+	}
+	snap := t.Snapshot()
+	host, port, err := t.controlPlane()
+	if snap == nil || err != nil {
+		return
+	}
+	t.shared(snap, host, port).destinations()
+}
+
 func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 	id := xds.NodeID(node.Name, node.Namespace)
 	if t.Snapshot == nil || t.Bundle == nil {
@@ -166,11 +194,9 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 	if len(pem) == 0 {
 		return nil, fmt.Errorf("xds: translate %s: empty trust bundle", id)
 	}
-	addr := cmp.Or(t.ControlPlaneAddr, DefaultControlPlaneAddr)
-	host, portStr, err := net.SplitHostPort(addr)
-	port, perr := strconv.ParseUint(portStr, 10, 16)
-	if err != nil || perr != nil || host == "" || port == 0 {
-		return nil, fmt.Errorf("xds: translate: control plane address %q is not host:port", addr)
+	host, port, err := t.controlPlane()
+	if err != nil {
+		return nil, err
 	}
 	b := &builder{
 		snap: snap, w: w, pol: snap.PoliciesFor(w), td: snap.Mesh.TrustDomain,
@@ -182,7 +208,7 @@ func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 	// The static clusters, the in-mesh Services' clusters and endpoints and
 	// the in-mesh outbound chains are the same for every sidecar: shared,
 	// never modified (see shared.go).
-	sh := t.shared(snap, host, uint32(port))
+	sh := t.shared(snap, host, port)
 	inbound, err := b.inboundListener()
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -33,16 +34,20 @@ func main() {
 		os.Exit(2)
 	}
 	events := os.NewFile(3, "events")
-	memtune.Apply()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-	defer stop()
-	go memtune.ReleaseWhenQuiet(ctx, memtune.Quiet{}, nil)
-	err := sidecar.Run(ctx, sidecar.Config{ControlPlane: c.ControlPlane, TokenPath: c.Token, BundlePath: c.Bundle,
+	cfg := sidecar.Config{ControlPlane: c.ControlPlane, TokenPath: c.Token, BundlePath: c.Bundle,
 		WorkloadSocket: c.Socket, HealthAddr: "127.0.0.1:0",
 		InboundAddr: "127.0.0.1:0", OutboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", DNSAddrs: []string{"127.0.0.1:0"},
 		PodName: "app-1", PodNamespace: "demo", XDSDelta: c.Delta, XDSOnDemand: c.OnDemand, XDSDestinations: c.Destinations,
-		Ready: func(h net.Addr) { fmt.Fprintf(events, "ready %s\n", h) }})
-	if err != nil {
+		Ready: func(h net.Addr) { fmt.Fprintf(events, "ready %s\n", h) }}
+	// As cmd/weft-sidecar: the runtime's memory settings, the limit they
+	// found passed on.
+	if mem := memtune.Apply(); mem.MemoryLimit != math.MaxInt64 {
+		cfg.MemoryLimit = mem.MemoryLimit
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	go memtune.ReleaseWhenQuiet(ctx, memtune.Quiet{}, nil)
+	if err := sidecar.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "rsssidecar:", err)
 		os.Exit(1)
 	}
