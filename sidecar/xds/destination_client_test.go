@@ -154,3 +154,76 @@ func TestMaxDestinationsDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestDestinationForgottenAndAskedAgain: a destination forgotten (evicted
+// or idle) and looked up again before the stream's loop ran, so that the
+// stream still subscribes to its name, is unsubscribed and subscribed
+// again, and answered afresh: the control plane answers a name when it is
+// newly subscribed, not again. The race's outcome is made here directly
+// (the destination's entry replaced by a new one, as Destination makes
+// after an eviction) rather than by timing. And a wake-up with nothing
+// forgotten sends no listener request at all.
+func TestDestinationForgottenAndAskedAgain(t *testing.T) {
+	r := mesh{services: []string{"server.demo"}}.envoy(t)
+	aps := toDestinations(t, r)
+	byType := map[resource.Type][]cachev3.Resource{}
+	for typ, rs := range r {
+		for _, m := range rs {
+			byType[typ] = append(byType[typ], m.(cachev3.Resource))
+		}
+	}
+	snap, err := snapv3.NewSnapshot("v1", byType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := snapv3.NewSnapshotCache(true, snapv3.IDHash{}, nil)
+	if err := cache.SetSnapshot(context.Background(), testNode, snap); err != nil {
+		t.Fatal(err)
+	}
+	p := startPeer(t, "127.0.0.1:0", cache)
+	c := startLookUp(t, p.addr)
+	waitReady(t, c)
+	ap, name := aps[0], names.DestinationListener(aps[0])
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, release, err := c.Destination(ctx, ap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	p.waitDelta(t, "the destination subscribed", func(r *discoveryv3.DeltaDiscoveryRequest) bool {
+		return r.GetTypeUrl() == model.ListenerType && slices.Contains(r.GetResourceNamesSubscribe(), name)
+	})
+
+	// Wake-ups with nothing new: no listener request but ACKs.
+	p.mu.Lock()
+	before := len(p.delta)
+	p.mu.Unlock()
+	for range 3 {
+		c.wake <- struct{}{}
+	}
+	time.Sleep(100 * time.Millisecond) // the loop has had time to send one
+	p.mu.Lock()
+	for _, r := range p.delta[before:] {
+		if r.GetTypeUrl() == model.ListenerType && r.GetResponseNonce() == "" {
+			t.Errorf("a wake-up with nothing new sent a listener request: subscribe %q, unsubscribe %q",
+				r.GetResourceNamesSubscribe(), r.GetResourceNamesUnsubscribe())
+		}
+	}
+	p.mu.Unlock()
+
+	// Forgotten and asked again before the loop ran.
+	again := &destDemand{answered: make(chan struct{}), refs: 1}
+	c.mu.Lock()
+	c.dests[name] = again
+	c.mu.Unlock()
+	c.wake <- struct{}{}
+	p.waitDelta(t, "the stale destination unsubscribed", func(r *discoveryv3.DeltaDiscoveryRequest) bool {
+		return r.GetTypeUrl() == model.ListenerType && slices.Equal(r.GetResourceNamesUnsubscribe(), []string{name})
+	})
+	select {
+	case <-again.answered:
+	case <-time.After(timeout):
+		t.Fatalf("the destination asked again was not answered afresh; status %+v", c.Status())
+	}
+}
