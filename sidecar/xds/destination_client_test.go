@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -225,5 +226,85 @@ func TestDestinationForgottenAndAskedAgain(t *testing.T) {
 	case <-again.answered:
 	case <-time.After(timeout):
 		t.Fatalf("the destination asked again was not answered afresh; status %+v", c.Status())
+	}
+}
+
+// answerAbsent is go-control-plane's snapshot cache answering a name
+// newly subscribed to that the snapshot lacks with its name in
+// removed_resources, as weft's control plane does (controlplane/xds/ads,
+// absentCache): go-control-plane's own never answers one.
+type answerAbsent struct{ snapv3.SnapshotCache }
+
+type returnedAs struct {
+	snapv3.Subscription
+	returned map[string]string
+}
+
+func (s returnedAs) ReturnedResources() map[string]string { return s.returned }
+
+func (c answerAbsent) CreateDeltaWatch(req *snapv3.DeltaRequest, sub snapv3.Subscription, ch chan snapv3.DeltaResponse) (func(), error) {
+	returned := maps.Clone(sub.ReturnedResources())
+	if returned == nil {
+		returned = map[string]string{}
+	}
+	subscribed := sub.SubscribedResources()
+	for _, n := range req.GetResourceNamesSubscribe() {
+		if _, ok := subscribed[n]; !ok {
+			continue
+		}
+		if _, ok := returned[n]; !ok {
+			returned[n] = ""
+		}
+	}
+	return c.SnapshotCache.CreateDeltaWatch(req, returnedAs{sub, returned}, ch)
+}
+
+// TestAbsentAnsweredAtOnce: against a control plane that says what it does
+// not have (as weft's does), a destination no listener is made for is
+// decided at once by the outbound listener (and stays looked up, absent),
+// and a cluster demanded that the control plane lacks fails its connection
+// at once with ErrNoSuchCluster, not after the caller's deadline.
+func TestAbsentAnsweredAtOnce(t *testing.T) {
+	r := mesh{services: []string{"server.demo"}}.envoy(t)
+	toDestinations(t, r)
+	byType := map[resource.Type][]cachev3.Resource{}
+	for typ, rs := range r {
+		for _, m := range rs {
+			byType[typ] = append(byType[typ], m.(cachev3.Resource))
+		}
+	}
+	snap, err := snapv3.NewSnapshot("v1", byType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := snapv3.NewSnapshotCache(true, snapv3.IDHash{}, nil)
+	if err := cache.SetSnapshot(context.Background(), testNode, snap); err != nil {
+		t.Fatal(err)
+	}
+	p := startPeer(t, "127.0.0.1:0", answerAbsent{cache})
+	c := startLookUp(t, p.addr)
+	waitReady(t, c)
+
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	egress := netip.MustParseAddrPort("198.18.251.7:443")
+	cfg, release, err := c.Destination(ctx, egress)
+	if err != nil {
+		t.Fatalf("Destination of an address no Service has: %v", err)
+	}
+	release()
+	if l := cfg.OutboundFor(egress); l != cfg.Outbound {
+		t.Errorf("an absent destination decided by %v, want the outbound listener", l)
+	}
+	if got := c.Status().Destinations; !slices.Equal(got, []string{names.DestinationListener(egress)}) {
+		t.Errorf("destinations looked up %q", got)
+	}
+
+	_, _, err = c.Demand(ctx, "outbound|80|nowhere.demo")
+	if !errors.Is(err, ErrNoSuchCluster) {
+		t.Fatalf("Demand of a cluster the control plane says it lacks: %v, want ErrNoSuchCluster", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("answered only at the caller's deadline")
 	}
 }
