@@ -210,7 +210,7 @@ func TestLookupNotChargedForARoundItWaitedBehind(t *testing.T) {
 // credits nothing twice, and a negative charge credits nothing. Only a
 // non-monotonic Config.Clock reaches it (clock.RealClock's is monotonic).
 func TestLookupBudgetClockBackwards(t *testing.T) {
-	t0 := time.Unix(1_000_000, 0)
+	t0 := wefttest.Epoch(t)
 	var b lookupBudget
 	b.refill(t0, 0.1, 100*time.Millisecond)
 	b.left = -50 * time.Millisecond
@@ -311,7 +311,7 @@ func TestLookupAnswerRightAfterAWaitAcrossChanges(t *testing.T) {
 // at a floor, and the wait for the deepest debt is capped (a sidecar's
 // lookup gives up after 5 s anyway; a wait of centuries is a refusal).
 func TestLookupBudgetArithmeticBounds(t *testing.T) {
-	t0 := time.Unix(1_000_000, 0)
+	t0 := wefttest.Epoch(t)
 	var b lookupBudget
 	b.refill(t0, 1, MaxLookupBurst)
 	b.spend(math.MaxInt64)
