@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -306,5 +307,32 @@ func TestAbsentAnsweredAtOnce(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Fatal("answered only at the caller's deadline")
+	}
+}
+
+// TestOnDemandNotReadyWithoutListeners: an on-demand client that has
+// received only the trust bundle (and an empty listener response) is not
+// ready: it waits for the inbound and outbound listeners, not for
+// clusters, which it asks for by name once the listeners say which.
+func TestOnDemandNotReadyWithoutListeners(t *testing.T) {
+	r := mesh{services: []string{"server.demo"}}.envoy(t)
+	byType := map[resource.Type][]cachev3.Resource{}
+	for _, m := range r[model.SecretType] {
+		byType[model.SecretType] = append(byType[model.SecretType], m.(cachev3.Resource))
+	}
+	snap, err := snapv3.NewSnapshot("v1", byType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := snapv3.NewSnapshotCache(true, snapv3.IDHash{}, nil)
+	if err := cache.SetSnapshot(context.Background(), testNode, snap); err != nil {
+		t.Fatal(err)
+	}
+	p := startPeer(t, "127.0.0.1:0", cache)
+	c := startOnDemand(t, p.addr, nil)
+	testutil.Eventually(t, "the trust bundle accepted", func() bool { return c.Status().Acks > 0 })
+	st := c.Status()
+	if st.Ready || !slices.ContainsFunc(st.Waiting, func(w string) bool { return strings.HasPrefix(w, "listener") }) || slices.Contains(st.Waiting, "clusters") {
+		t.Fatalf("with only the trust bundle: ready %v, waiting for %q; want not ready, waiting for listeners and not clusters", st.Ready, st.Waiting)
 	}
 }
