@@ -22,20 +22,9 @@ import (
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
-// TestDestinationLookUps, against go-control-plane's own delta server: a
-// client that looks destinations up, capped at 2, asks for each by name
-// and returns a configuration holding its listener; with both held by
-// connections still deciding, a third is refused (ErrTooManyDestinations),
-// never evicting one in use; once one is released, the third evicts it
-// (unsubscribed); released destinations stay until OnDemandIdle has passed
-// since their release, then are forgotten and unsubscribed.
-func TestDestinationLookUps(t *testing.T) {
-	r := mesh{services: []string{"server.demo", "other.demo", "third.demo"}}.envoy(t)
-	aps := toDestinations(t, r)
-	if len(aps) != 3 {
-		t.Fatalf("moved %d chains, want 3", len(aps))
-	}
-	slices.SortFunc(aps, netip.AddrPort.Compare)
+// servedCache is a snapshot cache serving r to testNode as version v1.
+func servedCache(t *testing.T, r envoySet) snapv3.SnapshotCache {
+	t.Helper()
 	byType := map[resource.Type][]cachev3.Resource{}
 	for typ, rs := range r {
 		for _, m := range rs {
@@ -50,6 +39,41 @@ func TestDestinationLookUps(t *testing.T) {
 	if err := cache.SetSnapshot(context.Background(), testNode, snap); err != nil {
 		t.Fatal(err)
 	}
+	return cache
+}
+
+// stepQuarters waits until the fake clock has a waiter (the sweep timer,
+// re-armed when it fires) and steps it by d, n times.
+func stepQuarters(t *testing.T, clk interface {
+	HasWaiters() bool
+	Step(time.Duration)
+}, d time.Duration, n int) {
+	t.Helper()
+	for range n {
+		for deadline := time.Now().Add(timeout); !clk.HasWaiters(); time.Sleep(time.Millisecond) { // polling, not pacing
+			if time.Now().After(deadline) {
+				t.Fatal("the sweep timer was not re-armed")
+			}
+		}
+		clk.Step(d)
+	}
+}
+
+// TestDestinationLookUps, against go-control-plane's own delta server: a
+// client that looks destinations up, capped at 2, asks for each by name
+// and returns a configuration holding its listener; with both held by
+// connections still deciding, a third is refused (ErrTooManyDestinations),
+// never evicting one in use; once one is released, the third evicts it
+// (unsubscribed); released destinations stay until OnDemandIdle has passed
+// since their release, then are forgotten and unsubscribed.
+func TestDestinationLookUps(t *testing.T) {
+	r := mesh{services: []string{"server.demo", "other.demo", "third.demo"}}.envoy(t)
+	aps := toDestinations(t, r)
+	if len(aps) != 3 {
+		t.Fatalf("moved %d chains, want 3", len(aps))
+	}
+	slices.SortFunc(aps, netip.AddrPort.Compare)
+	cache := servedCache(t, r)
 	p := startPeer(t, "127.0.0.1:0", cache)
 	clk := testutil.FakeClock(t)
 	c, err := New(ClientConfig{
@@ -125,21 +149,10 @@ func TestDestinationLookUps(t *testing.T) {
 	// swept every quarter of it.
 	rel1()
 	rel2()
-	quarter := func() {
-		t.Helper()
-		for deadline := time.Now().Add(timeout); !clk.HasWaiters(); time.Sleep(time.Millisecond) { // polling, not pacing
-			if time.Now().After(deadline) {
-				t.Fatal("the sweep timer was not re-armed")
-			}
-		}
-		clk.Step(idle / 4)
-	}
-	for range 3 {
-		quarter()
-	}
+	stepQuarters(t, clk, idle/4, 3)
 	time.Sleep(50 * time.Millisecond) // a sweep that would forget them has had time to
 	held(aps[1], aps[2])
-	quarter()
+	stepQuarters(t, clk, idle/4, 1)
 	unsubscribed("the idle destinations unsubscribed", aps[1], aps[2])
 	held()
 }
@@ -168,20 +181,7 @@ func TestMaxDestinationsDefault(t *testing.T) {
 func TestDestinationForgottenAndAskedAgain(t *testing.T) {
 	r := mesh{services: []string{"server.demo"}}.envoy(t)
 	aps := toDestinations(t, r)
-	byType := map[resource.Type][]cachev3.Resource{}
-	for typ, rs := range r {
-		for _, m := range rs {
-			byType[typ] = append(byType[typ], m.(cachev3.Resource))
-		}
-	}
-	snap, err := snapv3.NewSnapshot("v1", byType)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := snapv3.NewSnapshotCache(true, snapv3.IDHash{}, nil)
-	if err := cache.SetSnapshot(context.Background(), testNode, snap); err != nil {
-		t.Fatal(err)
-	}
+	cache := servedCache(t, r)
 	p := startPeer(t, "127.0.0.1:0", cache)
 	c := startLookUp(t, p.addr)
 	waitReady(t, c)
@@ -268,20 +268,7 @@ func (c answerAbsent) CreateDeltaWatch(req *snapv3.DeltaRequest, sub snapv3.Subs
 func TestAbsentAnsweredAtOnce(t *testing.T) {
 	r := mesh{services: []string{"server.demo"}}.envoy(t)
 	toDestinations(t, r)
-	byType := map[resource.Type][]cachev3.Resource{}
-	for typ, rs := range r {
-		for _, m := range rs {
-			byType[typ] = append(byType[typ], m.(cachev3.Resource))
-		}
-	}
-	snap, err := snapv3.NewSnapshot("v1", byType)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := snapv3.NewSnapshotCache(true, snapv3.IDHash{}, nil)
-	if err := cache.SetSnapshot(context.Background(), testNode, snap); err != nil {
-		t.Fatal(err)
-	}
+	cache := servedCache(t, r)
 	p := startPeer(t, "127.0.0.1:0", answerAbsent{cache})
 	c := startLookUp(t, p.addr)
 	waitReady(t, c)
@@ -316,18 +303,7 @@ func TestAbsentAnsweredAtOnce(t *testing.T) {
 // clusters, which it asks for by name once the listeners say which.
 func TestOnDemandNotReadyWithoutListeners(t *testing.T) {
 	r := mesh{services: []string{"server.demo"}}.envoy(t)
-	byType := map[resource.Type][]cachev3.Resource{}
-	for _, m := range r[model.SecretType] {
-		byType[model.SecretType] = append(byType[model.SecretType], m.(cachev3.Resource))
-	}
-	snap, err := snapv3.NewSnapshot("v1", byType)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := snapv3.NewSnapshotCache(true, snapv3.IDHash{}, nil)
-	if err := cache.SetSnapshot(context.Background(), testNode, snap); err != nil {
-		t.Fatal(err)
-	}
+	cache := servedCache(t, envoySet{model.SecretType: r[model.SecretType]})
 	p := startPeer(t, "127.0.0.1:0", cache)
 	c := startOnDemand(t, p.addr, nil)
 	testutil.Eventually(t, "the trust bundle accepted", func() bool { return c.Status().Acks > 0 })

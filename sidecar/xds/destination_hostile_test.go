@@ -12,9 +12,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/proto"
 
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	snapv3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -74,20 +71,7 @@ func TestDestinationWaitsWithoutSpinning(t *testing.T) {
 	if len(dropped) == 0 {
 		t.Fatalf("no outbound route to drop: %v", r[model.RouteType])
 	}
-	byType := map[resource.Type][]cachev3.Resource{}
-	for typ, rs := range r {
-		for _, m := range rs {
-			byType[typ] = append(byType[typ], m.(cachev3.Resource))
-		}
-	}
-	snap, err := snapv3.NewSnapshot("v1", byType)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := snapv3.NewSnapshotCache(true, snapv3.IDHash{}, nil)
-	if err := cache.SetSnapshot(context.Background(), testNode, snap); err != nil {
-		t.Fatal(err)
-	}
+	cache := servedCache(t, r)
 	p := startPeer(t, "127.0.0.1:0", cache)
 	c := startLookUp(t, p.addr)
 	waitReady(t, c)
@@ -95,7 +79,7 @@ func TestDestinationWaitsWithoutSpinning(t *testing.T) {
 	const wait = time.Second
 	before := cpuTime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	_, _, err = c.Destination(ctx, aps[0])
+	_, _, err := c.Destination(ctx, aps[0])
 	cancel()
 	used := cpuTime(t) - before
 	t.Logf("Destination(%s) = %v; CPU used while waiting %v: %v (route %v never served)", aps[0], err, wait, used, dropped)

@@ -172,23 +172,12 @@ func TestOnDemand(t *testing.T) {
 	for _, r := range releases {
 		r()
 	}
-	quarter := func() {
-		t.Helper()
-		for deadline := time.Now().Add(timeout); !clk.HasWaiters(); time.Sleep(time.Millisecond) { // polling, not pacing
-			if time.Now().After(deadline) {
-				t.Fatal("the sweep timer was not re-armed")
-			}
-		}
-		clk.Step(idle / 4)
-	}
-	for range 3 {
-		quarter()
-	}
+	stepQuarters(t, clk, idle/4, 3)
 	time.Sleep(50 * time.Millisecond) // a sweep that would drop them has had time to
 	if cl, _ := outboundClusters(c.Current()); len(cl) != 3 {
 		t.Errorf("clusters dropped before OnDemandIdle: %q", cl)
 	}
-	quarter()
+	stepQuarters(t, clk, idle/4, 1)
 	waitConfig(t, c, "the idle clusters dropped at OnDemandIdle", func(cfg *model.Config) bool {
 		cl, eps := outboundClusters(cfg)
 		return slices.Equal(cl, []string{"outbound|80|server.demo"}) && slices.Equal(eps, cl)

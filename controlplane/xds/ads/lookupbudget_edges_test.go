@@ -33,11 +33,7 @@ func overdrawn(t *testing.T, o harnessOpts) (*harness, *deltaClient) {
 	}
 	h := newHarness(t, o)
 	gen.clock = h.clock
-	a := openDelta(h, saID("demo", "app"))
-	a.send(&discovery.DeltaDiscoveryRequest{Node: lookUpNode(), TypeUrl: resource.ListenerType,
-		ResourceNamesSubscribe: []string{"inbound", "outbound"}})
-	r := a.next()
-	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})
+	a := openLookingUp(h, saID("demo", "app"), lookUpNode())
 	for _, d := range breakDests[:2] {
 		lookUpOn(a, d)
 		answeredOn(t, a, d)
@@ -166,11 +162,7 @@ func TestLookupNotChargedForARoundItWaitedBehind(t *testing.T) {
 	gen := &gatedGen{lookUpGen: &lookUpGen{meshGen: newMeshGen(map[string]string{"outbound|80|web.demo": "198.18.0.7"}), dests: breakDests},
 		entered: make(chan struct{}), release: make(chan struct{})}
 	h := newHarness(t, harnessOpts{gen: gen})
-	a := openDelta(h, saID("demo", "app"))
-	a.send(&discovery.DeltaDiscoveryRequest{Node: lookUpNode(), TypeUrl: resource.ListenerType,
-		ResourceNamesSubscribe: []string{"inbound", "outbound"}})
-	r := a.next()
-	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})
+	a := openLookingUp(h, saID("demo", "app"), lookUpNode())
 
 	gen.mu.Lock()
 	gen.armed = true
@@ -243,11 +235,7 @@ func TestLookupWaitHoldsNothingShared(t *testing.T) {
 		t.Fatal("Status blocked while a lookup waits")
 	}
 	h.change()
-	b := openDelta(h, saID("demo", "web"))
-	b.send(&discovery.DeltaDiscoveryRequest{Node: lookUpNodeAs("web-1.demo"), TypeUrl: resource.ListenerType,
-		ResourceNamesSubscribe: []string{"inbound", "outbound"}})
-	rb := b.next()
-	b.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: rb.GetNonce()})
+	b := openLookingUp(h, saID("demo", "web"), lookUpNodeAs("web-1.demo"))
 	lookUpOn(b, breakDests[2])
 	answeredOn(t, b, breakDests[2])
 	a.cancel()
@@ -376,18 +364,14 @@ func TestLookupWatchesCharged(t *testing.T) {
 		t.Fatalf("a node that does not look destinations up was charged %v s", s)
 	}
 
-	a := openDelta(h, saID("demo", "app"))
-	a.send(&discovery.DeltaDiscoveryRequest{Node: lookUpNode(), TypeUrl: resource.ListenerType,
-		ResourceNamesSubscribe: []string{"inbound", "outbound"}})
-	r := a.next()
-	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})
+	a := openLookingUp(h, saID("demo", "app"), lookUpNode())
 	first := spent()
 	if first <= 0 {
 		t.Fatalf("a looking-up node's first generation and watch charged %v s", first)
 	}
 	const absent = "203.0.113.9:443"
 	lookUpOn(a, absent)
-	r = a.next()
+	r := a.next()
 	if !slices.Contains(r.GetRemovedResources(), absent) {
 		t.Fatalf("resources %v, removed %v; want %s removed", respNames(r), r.GetRemovedResources(), absent)
 	}
@@ -481,11 +465,7 @@ func TestLookupNotChargedForTheMeshWideBuild(t *testing.T) {
 		build: 400 * time.Millisecond, built: -1}
 	h := newHarness(t, harnessOpts{gen: gen})
 	gen.clock = h.clock
-	a := openDelta(h, saID("demo", "app"))
-	a.send(&discovery.DeltaDiscoveryRequest{Node: lookUpNode(), TypeUrl: resource.ListenerType,
-		ResourceNamesSubscribe: []string{"inbound", "outbound"}})
-	r := a.next()
-	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})
+	a := openLookingUp(h, saID("demo", "app"), lookUpNode())
 	if s := testutil.ToFloat64(h.srv.metrics.lookupSeconds); s > 0.05 {
 		t.Errorf("the node's first generation was charged %.0f ms: the mesh-wide build it waited for", s*1000)
 	}

@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/weftmesh/weft/controlplane/xds"
@@ -32,6 +34,19 @@ func (g *costlyGen) Generate(n xds.Node) (xds.Resources, error) {
 	return g.lookUpGen.Generate(n)
 }
 
+// openLookingUp opens a delta stream as id for node, a node that looks
+// destinations up: its listeners by name, inbound and outbound, answered
+// and ACKed.
+func openLookingUp(h *harness, id spiffeid.ID, node *corev3.Node) *deltaClient {
+	h.t.Helper()
+	c := openDelta(h, id)
+	c.send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ListenerType,
+		ResourceNamesSubscribe: []string{"inbound", "outbound"}})
+	r := c.next()
+	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})
+	return c
+}
+
 // TestLookupsSpendABudget: a sidecar whose app opens connections to one
 // new destination after another (each a lookup: the node generated
 // again at once) spends its node's lookup budget, and past it each lookup
@@ -47,11 +62,7 @@ func TestLookupsSpendABudget(t *testing.T) {
 	gen.clock = h.clock
 	waits := func() float64 { return testutil.ToFloat64(h.srv.metrics.lookupWaits) }
 
-	a := openDelta(h, saID("demo", "app"))
-	a.send(&discovery.DeltaDiscoveryRequest{Node: lookUpNode(), TypeUrl: resource.ListenerType,
-		ResourceNamesSubscribe: []string{"inbound", "outbound"}})
-	r := a.next()
-	a.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: r.GetNonce()})
+	a := openLookingUp(h, saID("demo", "app"), lookUpNode())
 	lookUp := func(c *adsClient[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse], d string) {
 		t.Helper()
 		c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResourceNamesSubscribe: []string{d}})
@@ -82,11 +93,7 @@ func TestLookupsSpendABudget(t *testing.T) {
 
 	// Another node looks the same destination up meanwhile: its budget is
 	// its own.
-	b := openDelta(h, saID("demo", "web"))
-	b.send(&discovery.DeltaDiscoveryRequest{Node: lookUpNodeAs("web-1.demo"), TypeUrl: resource.ListenerType,
-		ResourceNamesSubscribe: []string{"inbound", "outbound"}})
-	rb := b.next()
-	b.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResponseNonce: rb.GetNonce()})
+	b := openLookingUp(h, saID("demo", "web"), lookUpNodeAs("web-1.demo"))
 	lookUp(b, dests[2])
 	answered(b, dests[2])
 
