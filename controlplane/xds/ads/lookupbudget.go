@@ -122,9 +122,7 @@ func (s *Server) lookupWait(ctx context.Context, n *nodeState) error {
 func (s *Server) lookupSpent(n *nodeState, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n.lookups.refill(s.clock.Now(), s.lookupRate, s.lookupBurst)
-	n.lookups.spend(d)
-	s.metrics.lookupSeconds.Add(max(d, 0).Seconds())
+	s.spendLocked(n, d)
 }
 
 // watchSpent charges the node named id, if it looks destinations up,
@@ -132,10 +130,13 @@ func (s *Server) lookupSpent(n *nodeState, d time.Duration) {
 func (s *Server) watchSpent(id string, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := s.nodes[id]
-	if n == nil || !n.node.DestinationListeners {
-		return
+	if n := s.nodes[id]; n != nil && n.node.DestinationListeners {
+		s.spendLocked(n, d)
 	}
+}
+
+// spendLocked charges n's lookup budget with d. Called with s.mu held.
+func (s *Server) spendLocked(n *nodeState, d time.Duration) {
 	n.lookups.refill(s.clock.Now(), s.lookupRate, s.lookupBurst)
 	n.lookups.spend(d)
 	s.metrics.lookupSeconds.Add(max(d, 0).Seconds())

@@ -651,17 +651,13 @@ func (s *Server) request(key streamKey, node *core.Node, typeURL, nonce, version
 			return err
 		}
 		cur = s.attach(st, n)
-		var took time.Duration
-		if n.DestinationListeners {
-			took = s.generateOwn(cur, true)
-		} else {
-			s.generate(cur)
-		}
 		if n.DestinationListeners {
 			// A stream's first generation, charged as a lookup's would
 			// be (never waited for): a node cannot refill its budget by
 			// opening streams.
-			s.lookupSpent(cur, took)
+			s.lookupSpent(cur, s.generateOwn(cur, true))
+		} else {
+			s.generate(cur)
 		}
 	case node != nil && node.GetId() != cur.id:
 		err := status.Errorf(codes.PermissionDenied, "xds: stream of node %q sent a request as node %q", cur.id, node.GetId())
