@@ -1,9 +1,11 @@
 package l7
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -106,6 +108,8 @@ func (in *Inbound) init() {
 			app := in.HTTP1
 			if inConnOf(r.Context()).peer.H2C {
 				app = in.H2C
+			} else if err := wholeSmallBody(r); err != nil {
+				return nil, err
 			}
 			return app.RoundTrip(r)
 		}),
@@ -196,6 +200,34 @@ func (in *Inbound) authorizeAndDeliver(w http.ResponseWriter, r *http.Request, p
 		}
 	}
 	in.proxy.ServeHTTP(w, r)
+}
+
+// MaxWholeBody is the largest request body, its length declared, that
+// goes to an HTTP/1.1 app read whole (wholeSmallBody): with its head it
+// fits the 4 KiB write buffer of net/http's transport.
+const MaxWholeBody = 3 << 10
+
+// wholeSmallBody reads r's body into memory when its length is declared
+// and at most MaxWholeBody: net/http's HTTP/1.1 transport writes the head
+// and a body it knows is in memory in one system call, where it flushes
+// the head alone before copying any other body (two writes, and two reads
+// for the app). The body has come or is coming with the request (the
+// client sidecar sends a request's DATA right behind its HEADERS), so
+// reading it first delays nothing; a request with trailers or a longer
+// body streams as before. (A request that asks for 100-continue is
+// answered by the sidecar's own server when its body is first read, with
+// or without this: as Envoy does by default.) The transport closes the
+// body it is given; the stream's own body is the server's to close.
+func wholeSmallBody(r *http.Request) error {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength <= 0 || r.ContentLength > MaxWholeBody || r.Trailer != nil {
+		return nil
+	}
+	b := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, b); err != nil {
+		return err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return nil
 }
 
 // CheckPath refuses (*BadRequest) a request whose path cannot be compared

@@ -192,3 +192,91 @@ func TestErrorMessages(t *testing.T) {
 		}
 	}
 }
+
+// writeCounter counts the Writes made on the connections it dials.
+type writeCounter struct {
+	writes atomic.Int64
+}
+
+func (w *writeCounter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &countedWrites{Conn: c, n: &w.writes}, nil
+}
+
+type countedWrites struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countedWrites) Write(b []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(b)
+}
+
+// A request body of declared length up to MaxWholeBody goes to an HTTP/1.1
+// app with its head in one write (wholeSmallBody), one that asked for
+// 100-continue too (the sidecar's server answers it); a longer one and one
+// of unknown length stream as before — and the app gets every body whole
+// either way.
+func TestInboundSendsASmallBodyWithItsHead(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	app := testutil.Listen(t)
+	go func() {
+		_ = http.Serve(app, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			fmt.Fprintf(w, "%d %s", len(b), b)
+		}))
+	}()
+	var wc writeCounter
+	in := &Inbound{HTTP1: AppTransport(wc.dial, false)}
+	addr := serveInbound(t, ca, in, netip.MustParseAddrPort(app.Addr().String()), false)
+	route := &Route{Name: "r", Backends: []Backend{{Cluster: meshCluster(t, ca, &serverSidecar{addr: addr}), Weight: 1}}}
+	for _, tc := range []struct {
+		name     string
+		size     int
+		length   bool // Content-Length declared
+		expect   bool
+		trailer  bool
+		oneWrite bool
+	}{
+		{"1 KiB", 1 << 10, true, false, false, true},
+		{"MaxWholeBody", MaxWholeBody, true, false, false, true},
+		{"above MaxWholeBody", MaxWholeBody + 1, true, false, false, false},
+		{"100-continue", 1 << 10, true, true, false, true},
+		{"trailers", 1 << 10, true, false, true, false},
+		{"unknown length", 1 << 10, false, false, false, false},
+	} {
+		body := strings.Repeat("b", tc.size)
+		var rd io.Reader = strings.NewReader(body)
+		if !tc.length {
+			rd = io.MultiReader(rd) // NewRequest then knows no length
+		}
+		req, _ := http.NewRequest("POST", "http://server.demo:8080/x", rd)
+		if tc.expect {
+			req.Header.Set("Expect", "100-continue")
+		}
+		if tc.trailer {
+			req.Trailer = http.Header{"X-Sum": {"1"}}
+		}
+		before := wc.writes.Load()
+		resp, err := (&Forwarder{}).Forward(route, req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("%d %s", tc.size, body); resp.StatusCode != 200 || string(got) != want {
+			t.Fatalf("%s: %d, the app got %.40q…, want the whole body", tc.name, resp.StatusCode, got)
+		}
+		if n := wc.writes.Load() - before; (n == 1) != tc.oneWrite {
+			t.Errorf("%s: the request reached the app in %d writes, want one: %v", tc.name, n, tc.oneWrite)
+		}
+	}
+}

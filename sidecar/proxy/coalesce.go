@@ -34,6 +34,7 @@ type coalescer struct {
 	flushing bool      // flush is writing: what is gathered now is late
 	late     int       // bytes gathered while flushing
 	buf      []byte    // gathered, not yet written
+	wb       *behind   // set once: write-behind (writebehind.go)
 }
 
 // maxLate bounds the bytes other goroutines may add while a flush writes:
@@ -54,6 +55,9 @@ var coalescePool = newBufPool(bufSize + 4<<10)
 
 func (c *coalescer) Write(b []byte) (int, error) {
 	c.mu.Lock()
+	if c.wb != nil {
+		return c.writeBehindLocked(b)
+	}
 	for c.flushing && c.late+len(b) > maxLate {
 		c.flushed.Wait()
 	}

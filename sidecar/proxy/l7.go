@@ -438,6 +438,7 @@ func (p *Proxy) dialMesh(ctx context.Context, cl *model.Cluster, addr string, al
 		p.log.Info("mesh connection refused", "cluster", cl.Name, "endpoint", a.String(), "reason", r.reason, "err", r.err)
 		return nil, &l7.ConnectError{Err: r}
 	}
+	behindIfH2(tc)
 	return tc, nil
 }
 
@@ -515,6 +516,7 @@ func (p *Proxy) inboundL7(cfg *model.Config, fc *model.FilterChain, dst netip.Ad
 	// The Inbound is the cluster's, shared by the chains that deliver to
 	// it; each connection carries its own chain's request rules.
 	pr := l7.Peer{ID: peer, Dst: addrs[0], H2C: cl.HTTP == model.HTTP2, Value: newRequestAuthz(cfg, fc, dst.Port())}
+	behindIfH2(tc)
 	return &forwarding{down: tc, addr: addrs[0], release: func() {}, meter: m, serve: func() { _ = ac.in.ServeConn(tc, pr) }}, nil
 }
 

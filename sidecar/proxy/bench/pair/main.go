@@ -9,6 +9,8 @@
 //	pair -mode echo   -listen C                    echo server
 //	pair -mode hold   -to A -n 1000 -for 30s       opens n idle connections through A and holds them
 //	pair -mode relay  -listen A -to B [-splice]    plaintext TCP relay, no TLS: the throughput ceiling
+//	pair -mode stdlib-client|stdlib-server ...     the same as client/server with -app-protocol http|http2|grpc,
+//	                                               built of net/http alone: the L7 pair's ceiling (stdlib.go)
 //
 // The relay is the baseline no TLS proxy pair can beat in the same layout:
 // it makes the same loopback system calls a proxy must make (a read and a
@@ -73,7 +75,7 @@ var (
 )
 
 func main() {
-	mode := flag.String("mode", "", "certs, client, server, echo or hold")
+	mode := flag.String("mode", "", "certs, client, server, echo, hold, relay, stdlib-client or stdlib-server")
 	dir := flag.String("certs", "", "directory of the PEM files")
 	listen := flag.String("listen", "", "address to listen on")
 	to := flag.String("to", "", "address to forward or connect to")
@@ -100,6 +102,8 @@ func main() {
 		err = runHold(ctx, *to, *n, *hold)
 	case "relay":
 		err = runRelay(ctx, *listen, *to, *splice)
+	case "stdlib-client", "stdlib-server":
+		err = runStdlib(ctx, *mode, *dir, *listen, *to, *proto)
 	default:
 		err = fmt.Errorf("unknown -mode %q", *mode)
 	}
