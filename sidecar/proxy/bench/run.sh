@@ -166,18 +166,19 @@ stop() {
 # protocol (pair -app-protocol): tcp (default: the L4 pair; the flag is not
 # passed, so a pair older than it runs too), http or grpc (the L7 pair).
 weft_pair() {
-	local t0 t1 name=${2:-weft} proto=${3:-tcp} bin=$BIN/pair
+	local t0 t1 name=${2:-weft} proto=${3:-tcp} bin=$BIN/pair mode=""
 	local pflag=()
 	[[ "$name" != weft-before* ]] || bin=$BIN/pair-before
+	[[ "$name" != stdlib* ]] || mode=stdlib- # net/http's own L7 pair (pair's stdlib.go)
 	[ "$proto" = tcp ] || pflag=(-app-protocol "$proto")
 	rm -f "$LOG/$name-server.log" "$LOG/$name-client.log"
 	t0=$(date +%s%N)
-	start "$name-server" "$CPU_SERVER" "$bin" -mode server -certs "$CERTS" -listen 127.0.0.1:15006 -to "127.0.0.1:$1" "${pflag[@]}" ${PPROF:+-pprof 127.0.0.1:6061}
+	start "$name-server" "$CPU_SERVER" "$bin" -mode "${mode}server" -certs "$CERTS" -listen 127.0.0.1:15006 -to "127.0.0.1:$1" "${pflag[@]}" ${PPROF:+-pprof 127.0.0.1:6061}
 	WS=$(child "$STARTED" "$(basename "$bin")") || die "$name server sidecar: its PID was not found"
 	wait_line "$LOG/$name-server.log" ready || die "$name server sidecar never became ready ($LOG/$name-server.log)"
 	t1=$(date +%s%N)
 	record ready_ms "$name" "$(((t1 - t0) / 1000))e-3"
-	start "$name-client" "$CPU_CLIENT" "$bin" -mode client -certs "$CERTS" -listen 127.0.0.1:15001 -to 127.0.0.1:15006 "${pflag[@]}" ${PPROF:+-pprof 127.0.0.1:6060}
+	start "$name-client" "$CPU_CLIENT" "$bin" -mode "${mode}client" -certs "$CERTS" -listen 127.0.0.1:15001 -to 127.0.0.1:15006 "${pflag[@]}" ${PPROF:+-pprof 127.0.0.1:6060}
 	WC=$(child "$STARTED" "$(basename "$bin")") || die "$name client sidecar: its PID was not found"
 	wait_line "$LOG/$name-client.log" ready || die "$name client sidecar never became ready ($LOG/$name-client.log)"
 }
@@ -352,12 +353,14 @@ fortio() {
 	fi
 }
 # lat_configs: the latency section's pair configurations in this
-# repetition's order: weft (the L4 pair) and weft-l7 (the L7 pair: HTTP
-# routing), with BEFORE also weft-before (and weft-before-l7 when that
-# revision's pair has an L7 mode), rotated by one per repetition so that
-# none always runs first (or always follows another).
+# repetition's order: weft (the L4 pair), weft-l7 (the L7 pair: HTTP
+# routing) and stdlib-l7 (net/http's own L7 pair, pair -mode stdlib-*: the
+# ceiling of an L7 sidecar built on net/http), with BEFORE also
+# weft-before (and weft-before-l7 when that revision's pair has an L7
+# mode), rotated by one per repetition so that none always runs first (or
+# always follows another).
 lat_configs() {
-	local cs=(weft weft-l7) i n
+	local cs=(weft weft-l7 stdlib-l7) i n
 	if [ -n "$BEFORE" ]; then
 		cs+=(weft-before)
 		[ "$BEFORE_L7" != yes ] || cs+=(weft-before-l7)

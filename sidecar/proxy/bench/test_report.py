@@ -388,6 +388,23 @@ class L7(unittest.TestCase):
         self.assertNotIn("8.4", text)
         self.assertIn("latency repetition 2: fortio weft-l7-grpc-c1: 12 of 20000 responses were not SERVING", text)
 
+    def test_stdlib_ceiling_rows(self):
+        # net/http's own L7 pair at 0.12 vCPU where weft's L7 takes 0.09:
+        # weft / net/http 0.75 in every repetition; runs without it (the
+        # other tests) have no such rows and stay clean.
+        rows = [r for rep in (1, 2, 3) for r in latency_rep(rep) + latency_rows(rep, "stdlib-l7", 0.35, 1.0, 0.12)]
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertTrue(clean, text)
+        self.assertIn("0.75 (0.75–0.75, n=3", ratio_row(text, "vCPU weft L7 / net/http L7, server sidecar, gRPC unary"))
+        self.assertIn("0.12 (0.12–0.12, n=3", ratio_row(text, "net/http L7 pair vCPU per 1,000 req/s (achieved rate), client side, HTTP/1.1, 4"))
+        self.assertIn("0.25 (0.25–0.25, n=3", ratio_row(text, "net/http L7 pair added p50 latency, HTTP/1.1, 64"))
+        text, clean = report.render(report.Results(tsv(*[r for rep in (1, 2) for r in latency_rep(rep)])))
+        self.assertNotIn("net/http L7", text)
+        # A repetition that lost the ceiling's rows is out of its figures.
+        rows = [r for rep in (1, 2) for r in latency_rep(rep)] + latency_rows(1, "stdlib-l7", 0.35, 1.0, 0.12)
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertFalse(clean)
+
     def test_missing_l7_is_no_data(self):
         # A latency section without the L7 pair (run.sh always runs it) has
         # figures without data: not clean.
