@@ -38,7 +38,9 @@
 // On the server side, [Inbound] serves what client sidecars send over
 // mTLS (HTTP/2, or HTTP/1.1) and delivers each request to the app in the
 // protocol its port declares (HTTP/1.1, or h2c for gRPC), after an
-// Authorize hook (L7 AuthorizationPolicy) allowed it. [MeshTransport] and
+// Authorize hook (L7 AuthorizationPolicy) allowed it; a body of declared
+// length up to [MaxWholeBody] goes to an HTTP/1.1 app in one write with
+// its head. [MeshTransport] and
 // [AppTransport] are the two HTTP transports, with nothing added to or
 // taken from the exchange (no compression, no forwarding headers).
 //

@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,12 +12,15 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/weftmesh/weft/certs"
 	"github.com/weftmesh/weft/internal/testutil"
@@ -278,5 +282,86 @@ func TestInboundSendsASmallBodyWithItsHead(t *testing.T) {
 		if n := wc.writes.Load() - before; (n == 1) != tc.oneWrite {
 			t.Errorf("%s: the request reached the app in %d writes, want one: %v", tc.name, n, tc.oneWrite)
 		}
+	}
+}
+
+// TestInboundExcessBodyNeverReachesTheApp: a client declares
+// Content-Length 10 and sends 10 bytes of DATA, then more — a request
+// smuggled behind them: nothing past the declared length reaches the
+// HTTP/1.1 app, the body read whole (wholeSmallBody) or not — at most the
+// one request with its 10 bytes (net/http's HTTP/2 server usually resets
+// the stream first, and the app sees nothing). (Session 22's review.)
+func TestInboundExcessBodyNeverReachesTheApp(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	appL := testutil.Listen(t)
+	var mu sync.Mutex
+	var seen bytes.Buffer
+	go func() {
+		for {
+			c, err := appL.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+					n, err := c.Read(buf)
+					mu.Lock()
+					seen.Write(buf[:n])
+					s := seen.String()
+					mu.Unlock()
+					if strings.Contains(s, "\r\n\r\n0123456789") && n > 0 {
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	in := &Inbound{HTTP1: AppTransport((&net.Dialer{}).DialContext, false)}
+	addr := serveInbound(t, ca, in, netip.MustParseAddrPort(appL.Addr().String()), false)
+
+	cfg := tlsconfig.MTLSClientConfig(testutil.SVID(t, ca, clientID, 0), ca.Bundle(), tlsconfig.AuthorizeID(serverID))
+	cfg.NextProtos = []string{"h2"}
+	c, err := tls.Dial("tcp", addr.String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	_ = fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "server.demo"}, {":path", "/x"}, {"content-length", "10"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	_ = fr.WriteData(1, false, []byte("0123456789"))
+	_ = fr.WriteData(1, true, []byte("\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"))
+	// Read frames until the stream ends one way or another.
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			break
+		}
+		if f.Header().StreamID == 1 && (f.Header().Flags.Has(http2.FlagDataEndStream) || f.Header().Type == http2.FrameRSTStream) {
+			break
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	s := seen.String()
+	mu.Unlock()
+	t.Logf("the app saw %q", s)
+	if strings.Contains(s, "smuggled") {
+		t.Fatalf("bytes past the declared Content-Length reached the app: %q", s)
 	}
 }

@@ -35,6 +35,7 @@ type coalescer struct {
 	late     int       // bytes gathered while flushing
 	buf      []byte    // gathered, not yet written
 	wb       *behind   // set once: write-behind (writebehind.go)
+	closed   bool      // Close was called (writeBehind then starts no writer)
 }
 
 // maxLate bounds the bytes other goroutines may add while a flush writes:

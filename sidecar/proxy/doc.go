@@ -187,7 +187,13 @@
 // while reads keep filling what they get, each read topped up with the
 // records crypto/tls already holds. Either way one read makes one write:
 // the records crypto/tls seals for one Write leave in one system call
-// (coalesce.go), not one call per 16 KiB record. A flow silent for
+// (coalesce.go), not one call per 16 KiB record. The L7 path's HTTP/2
+// connections between sidecars are written behind (writebehind.go): a
+// record crypto/tls seals is queued and one writer goroutine per
+// connection sends all that is queued in one system call, so a request's
+// HEADERS and DATA (written apart by net/http) leave together, and the
+// per-request goroutines net/http writes from do not grow their stacks
+// into the socket's write path. A flow silent for
 // Config.IdleParkAfter (1s) gives up its buffer and its goroutine: it waits
 // in the proxy's one epoll set (park.go) and a new goroutine resumes it
 // when its socket is readable. An idle connection is then only what

@@ -35,15 +35,27 @@ import (
 // The writer's own system calls are bounded as before write-behind (the
 // sidecar's write timeout, under the coalescer on the inbound side) and by
 // Close, which lets the writer send what is pending for at most
-// behindCloseWait, then closes the socket, which ends a stuck write.
+// behindCloseWait, then closes the socket, which ends a stuck write. A
+// failed write closes the socket at once (a record may be cut): the
+// connection's reader and its HTTP/2 server learn it then, as they did
+// from a failed Write. Small records (alerts, KeyUpdates, ≤ 64 bytes) have
+// maxLate of room past maxBehind, so crypto/tls's close_notify is queued
+// at once behind a full queue instead of waiting out its 5 s deadline;
+// a peer that fills that room too (PING acks) makes tls.Conn.Close take at
+// most those 5 s plus behindCloseWait.
 
 // maxBehind bounds the bytes pending for the writer: a Write that would
-// pass it waits (unless nothing is pending: one record always goes).
-const maxBehind = 256 << 10
+// pass it waits (unless nothing is pending: one record always goes). Two
+// full records: what a flow's coalesced Write gathers (bufSize). While the
+// writer writes one batch the next one fills, so a connection whose peer
+// stopped reading holds at most two batches (~64 KiB), and a bulk
+// transfer leaves up to 32 KiB per system call.
+const maxBehind = 32 << 10
 
-// keepBehind is the largest buffer the writer keeps for the next round;
-// a bulk transfer's larger one goes back to the collector.
-const keepBehind = 32 << 10
+// keepBehind is the largest buffer the writer keeps for its next round: a
+// request's records fit; a bulk transfer's larger buffers go back to the
+// collector, so an idle connection holds at most this much.
+const keepBehind = 4 << 10
 
 // behindCloseWait bounds how long Close lets the writer send what is
 // pending before it closes the socket.
@@ -74,7 +86,7 @@ func behindIfH2(tc *tls.Conn) {
 func (c *coalescer) writeBehind() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.wb != nil {
+	if c.wb != nil || c.closed {
 		return
 	}
 	c.wb = &behind{done: make(chan struct{})}
@@ -95,7 +107,7 @@ func (c *coalescer) writeBehindLocked(b []byte) (int, error) {
 			err = net.ErrClosed
 		case !wb.dl.IsZero() && !time.Now().Before(wb.dl):
 			err = os.ErrDeadlineExceeded
-		case len(wb.pending) > 0 && len(wb.pending)+len(b) > maxBehind:
+		case len(wb.pending) > 0 && len(wb.pending)+len(b) > maxBehind+smallSlack(b):
 			// Wait for room, or the deadline (which may move meanwhile).
 			if wake != nil {
 				wake.Stop()
@@ -124,6 +136,16 @@ func (c *coalescer) writeBehindLocked(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// smallSlack is how far past maxBehind a small record (an alert, a
+// KeyUpdate: tens of bytes) may go: crypto/tls's close_notify is not kept
+// waiting for room (its 5 s deadline) behind a peer that stopped reading.
+func smallSlack(b []byte) int {
+	if len(b) <= 64 {
+		return maxLate
+	}
+	return 0
 }
 
 // SetWriteDeadline bounds the Writes; with write-behind, only they: the
@@ -164,15 +186,20 @@ func (c *coalescer) writer() {
 		}
 		b := wb.pending
 		wb.pending, wb.spare = wb.spare[:0], nil
+		c.flushed.Broadcast() // room for Writes waiting on a full queue
 		c.mu.Unlock()
 		_, err := c.Conn.Write(b)
 		c.mu.Lock()
 		if cap(b) <= keepBehind {
 			wb.spare = b[:0]
 		}
-		c.flushed.Broadcast() // room for waiting Writes; or they fail
+		c.flushed.Broadcast() // a waiting Close; or the Writes fail
 		if err != nil {
+			// The stream is broken (a record may be cut): end the
+			// connection, so its reader and server learn it now, as a
+			// failed synchronous Write made them (h2: conn.Close).
 			wb.err, wb.pending = err, nil
+			_ = c.Conn.Close()
 			return
 		}
 	}
@@ -183,6 +210,7 @@ func (c *coalescer) writer() {
 // on a peer that stopped reading is then ended by the socket's closing).
 func (c *coalescer) Close() error {
 	c.mu.Lock()
+	c.closed = true
 	wb := c.wb
 	if wb == nil {
 		c.mu.Unlock()

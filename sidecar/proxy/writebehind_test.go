@@ -154,8 +154,10 @@ func fillBehind(t *testing.T, client *tls.Conn, co *coalescer) (ended chan error
 		t.Fatalf("the Writes ended (%v) instead of waiting for room", err)
 	default:
 	}
-	if p := pendingBytes(co); p > maxBehind {
-		t.Fatalf("%d bytes pending behind a stuck writer, more than maxBehind %d", p, maxBehind)
+	// The queue filled while the writer is stuck (a Write waits for room
+	// only when the queue is full), and no further.
+	if p := pendingBytes(co); p <= maxBehind/2 || p > maxBehind {
+		t.Fatalf("%d bytes pending behind a stuck writer, want more than %d (full) and at most maxBehind %d", p, maxBehind/2, maxBehind)
 	}
 	return ended
 }
@@ -180,6 +182,21 @@ func TestWriteBehindBackPressure(t *testing.T) {
 	case <-co.wb.done:
 	case <-time.After(testutil.EventuallyTimeout):
 		t.Fatal("the stuck writer did not end when the socket closed")
+	}
+}
+
+// TestWriteBehindSetDeadline: SetDeadline bounds the Writes too (and
+// sets the read deadline on the socket).
+func TestWriteBehindSetDeadline(t *testing.T) {
+	client, _, _, _ := behindPair(t, nil)
+	if err := client.SetDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Write([]byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a Write past SetDeadline's deadline: %v, want the deadline", err)
+	}
+	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a Read past SetDeadline's deadline: %v, want the deadline", err)
 	}
 }
 
@@ -258,5 +275,186 @@ func TestBehindOnlyForHTTP2(t *testing.T) {
 			t.Errorf("ALPN %v: write-behind %v, want %v", alpn, on, want)
 		}
 		c.Close()
+	}
+}
+
+// TestWriteBehindIdleHoldsLittle: once a bulk transfer's records are
+// written, the connection keeps no buffer larger than keepBehind (an idle
+// HTTP/2 connection between sidecars holds next to nothing), and a small
+// write's buffer is reused.
+func TestWriteBehindIdleHoldsLittle(t *testing.T) {
+	client, co, _, server := behindPair(t, nil)
+	go func() { _, _ = io.Copy(io.Discard, server) }()
+	state := func() (pending, spare int) {
+		co.mu.Lock()
+		defer co.mu.Unlock()
+		return len(co.wb.pending), cap(co.wb.spare)
+	}
+	bulk := make([]byte, 256<<10)
+	if _, err := client.Write(bulk); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		p, sp := state()
+		if sp > keepBehind {
+			t.Fatalf("the writer kept a %d-byte buffer, want at most %d", sp, keepBehind)
+		}
+		if p == 0 && i > 100 {
+			break
+		}
+		if i > 5000 {
+			t.Fatal("the writer never emptied its queue")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := client.Write(bulk[:100]); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if _, sp := state(); sp > 0 && sp <= keepBehind {
+			break
+		}
+		if i > 5000 {
+			t.Fatal("after a small write the writer kept no buffer for the next")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestWriteBehindCloseBeforeTheSwitch: a connection closed before its
+// switch to write-behind (drain's closeAll racing inboundL7 between
+// terminate and behindIfH2) starts no writer that could never end (Close
+// has run; crypto/tls's later Closes return net.ErrClosed without reaching
+// the coalescer again). Found by session 22's review.
+func TestWriteBehindCloseBeforeTheSwitch(t *testing.T) {
+	client, _, _ := coalescedTLSPair(t)
+	co := client.NetConn().(*coalescer)
+	_ = client.Close() // drain's closeAll: tc.Close()
+	co.writeBehind()   // behindIfH2(tc), next in inboundL7
+	_ = client.Close() // the HTTP/2 server's Close, cn.closeAll's: crypto/tls returns at once
+	co.mu.Lock()
+	wb := co.wb
+	co.mu.Unlock()
+	if wb == nil {
+		return // no writer started: nothing to leak
+	}
+	select {
+	case <-co.wb.done:
+	case <-time.After(3 * behindCloseWait):
+		t.Fatal("the writer of a connection closed before write-behind was switched on never ends (goroutine leak)")
+	}
+}
+
+// failAfter is a socket whose Writes fail once fail is set, as
+// writeBounded's do when WriteTimeout passes (the socket stays open).
+type failAfter struct {
+	net.Conn
+	fail atomic.Bool
+}
+
+func (f *failAfter) Write(b []byte) (int, error) {
+	if f.fail.Load() {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return f.Conn.Write(b)
+}
+
+// TestWriteBehindWriterFailureEndsTheConnection: when the writer's socket
+// write fails (on the inbound side: WriteTimeout, through meteredConn),
+// the connection ends — its reads end too — as it ended when the HTTP/2
+// server saw the failed Write itself (serverConn.wroteFrame closes the
+// connection): otherwise the server would learn nothing until some later
+// Write failed, and Config.WriteTimeout's "has its connection closed"
+// would wait for IdleTimeout. Found by session 22's review.
+func TestWriteBehindWriterFailureEndsTheConnection(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	l := testutil.Listen(t)
+	accepted := make(chan *tls.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{testutil.Certificate(t, ca, workloadID("demo", "server"), "server.test")},
+			MinVersion: tls.VersionTLS13})
+		_ = s.Handshake()
+		accepted <- s
+	}()
+	raw, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := &failAfter{Conn: raw}
+	co := newCoalescer(sock)
+	client := tls.Client(co, &tls.Config{ServerName: "server.test", RootCAs: testutil.Roots(ca), MinVersion: tls.VersionTLS13})
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	peer := testutil.Receive(t, accepted, "the server's handshake")
+	t.Cleanup(func() { client.Close(); peer.Close() })
+	co.writeBehind()
+
+	sock.fail.Store(true)
+	if _, err := client.Write([]byte("response frame")); err != nil {
+		t.Fatalf("the Write failed at once (%v); it is queued", err)
+	}
+	select {
+	case <-co.wb.done: // the writer failed and exited
+	case <-time.After(testutil.EventuallyTimeout):
+		t.Fatal("the writer did not fail")
+	}
+	// The connection's reading side (the HTTP/2 server's read loop) and the
+	// peer: is the connection over?
+	readEnded := make(chan error, 1)
+	go func() {
+		_ = client.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err := client.Read(make([]byte, 1))
+		readEnded <- err
+	}()
+	err = <-readEnded
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("after the writer's write failed the connection is still open and its reads wait (%v): "+
+			"the HTTP/2 server never learns that nothing it writes leaves", err)
+	}
+}
+
+// TestWriteBehindCloseWithAFullQueue: crypto/tls's Close queues its
+// close_notify under a 5 s write deadline of its own; with a peer that
+// stopped reading and maxBehind pending (no Write waiting, so crypto/tls
+// does not take its "Write in flight: just close" path), the 24-byte alert
+// must not wait for room (it would for the whole 5 s, then Close
+// behindCloseWait more): small records have maxLate of room past
+// maxBehind. Found by session 22's review. (The bound checked is 4 s, far
+// from both 1 s and the 6 s it took, so that a loaded machine does not
+// fail it.)
+func TestWriteBehindCloseWithAFullQueue(t *testing.T) {
+	client, co, _, _ := behindPair(t, nil) // the server never reads
+	chunk := make([]byte, 16<<10)          // maxBehind is exactly two
+	for i := 0; ; i++ {
+		// Raw bytes through the coalescer (the peer never reads them):
+		// fill the kernel's buffers, then pending, without a Write of
+		// crypto/tls's left waiting.
+		_ = co.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := co.Write(chunk); err != nil {
+			// Waited 300 ms for room: stuck, unless the kernel's buffers
+			// grew meanwhile and the writer took pending.
+			time.Sleep(300 * time.Millisecond)
+			if pendingBytes(co) == maxBehind {
+				break
+			}
+		}
+		if i > 100000 {
+			t.Fatal("the Writes never waited")
+		}
+	}
+	_ = co.SetWriteDeadline(time.Time{})
+	if p := pendingBytes(co); p != maxBehind {
+		t.Fatalf("%d pending, want maxBehind %d", p, maxBehind)
+	}
+	start := time.Now()
+	_ = client.Close()
+	if d := time.Since(start); d > behindCloseWait+3*time.Second {
+		t.Fatalf("tls.Conn.Close took %v with a stuck peer, want at most behindCloseWait (%v)", d.Round(10*time.Millisecond), behindCloseWait)
 	}
 }

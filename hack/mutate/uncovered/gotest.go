@@ -161,7 +161,11 @@ func (pt *pkgTests) runBinary(bin string, timeout time.Duration) (string, []byte
 	defer cancel()
 	// The binary's own -test.timeout is later than ours, as gremlins does:
 	// ours decides, and the binary's only stops one we failed to kill.
-	cmd := exec.CommandContext(ctx, bin, "-test.count=1", "-test.failfast", "-test.paniconexit0", "-test.timeout="+(timeout+30*time.Second).String())
+	args := []string{"-test.count=1", "-test.failfast", "-test.paniconexit0", "-test.timeout=" + (timeout + 30*time.Second).String()}
+	if pt.cfg.run != "" {
+		args = append(args, "-test.run="+pt.cfg.run)
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = pt.dir
 	out, err := runGroup(cmd)
 	var exit *exec.ExitError

@@ -72,6 +72,7 @@ func main() {
 	buildTimeout := flag.Duration("build-timeout", 10*time.Minute, "the timeout of a mutant's build")
 	tags := flag.String("tags", "", "build tags for go test")
 	check := flag.Bool("check", false, "only apply every mutant and check its token; test none")
+	runRE := flag.String("run", "", "only the tests this matches (go test -run): a quick check of new code's tests; a mutant that lives must then be run against the whole package")
 	equiv := flag.String("equivalent", "", "instead: check that each entry of this equivalent.txt names, in the source under -dir, an operator its mutator type mutates")
 	flag.Parse()
 	if *equiv != "" {
@@ -86,7 +87,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	cfg := config{in: *in, dir: *dir, out: *out, coef: *coef, minTimeout: *minTimeout, buildTimeout: *buildTimeout, tags: *tags, check: *check}
+	cfg := config{in: *in, dir: *dir, out: *out, coef: *coef, minTimeout: *minTimeout, buildTimeout: *buildTimeout, tags: *tags, check: *check, run: *runRE}
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "uncovered:", err)
 		os.Exit(1)
@@ -95,6 +96,7 @@ func main() {
 
 type config struct {
 	in, dir, out, tags string
+	run                string // -run: the tests run, "" for all
 	coef               float64
 	minTimeout         time.Duration
 	buildTimeout       time.Duration
