@@ -431,6 +431,7 @@ func TestWriteBehindWriterFailureEndsTheConnection(t *testing.T) {
 func TestWriteBehindCloseWithAFullQueue(t *testing.T) {
 	client, co, _, _ := behindPair(t, nil) // the server never reads
 	chunk := make([]byte, 16<<10)          // maxBehind is exactly two
+	waited := 0
 	for i := 0; ; i++ {
 		// Raw bytes through the coalescer (the peer never reads them):
 		// fill the kernel's buffers, then pending, without a Write of
@@ -443,15 +444,30 @@ func TestWriteBehindCloseWithAFullQueue(t *testing.T) {
 			if pendingBytes(co) == maxBehind {
 				break
 			}
+			if waited++; waited > 20 {
+				t.Fatalf("the Writes wait with %d pending, not maxBehind %d: the queue is not filled to its bound", pendingBytes(co), maxBehind)
+			}
 		}
 		if i > 100000 {
 			t.Fatal("the Writes never waited")
 		}
 	}
-	_ = co.SetWriteDeadline(time.Time{})
 	if p := pendingBytes(co); p != maxBehind {
 		t.Fatalf("%d pending, want maxBehind %d", p, maxBehind)
 	}
+	// A record of 64 bytes has room past the bound; one of 65 does not.
+	_ = co.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := co.Write(make([]byte, 65)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a 65-byte record behind a full queue: %v, want it to wait (until the deadline)", err)
+	}
+	_ = co.SetWriteDeadline(time.Now().Add(2 * time.Second)) // it waits not at all: the writer is stuck
+	if _, err := co.Write(make([]byte, 64)); err != nil {
+		t.Fatalf("a 64-byte record behind a full queue: %v, want it queued", err)
+	}
+	co.mu.Lock()
+	co.wb.pending = co.wb.pending[:maxBehind] // as it was: the close_notify below is what the test is about
+	co.mu.Unlock()
+	_ = co.SetWriteDeadline(time.Time{})
 	start := time.Now()
 	_ = client.Close()
 	if d := time.Since(start); d > behindCloseWait+3*time.Second {
