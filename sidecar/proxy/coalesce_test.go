@@ -17,17 +17,22 @@ import (
 )
 
 // countedConn counts the writes that reach the socket; onWrite, if set,
-// is called before each.
+// is called before each. Once fail is set its writes fail as
+// writeBounded's do when the write timeout passes (the socket stays open).
 type countedConn struct {
 	net.Conn
 	writes  atomic.Int64
 	onWrite func()
+	fail    atomic.Bool
 }
 
 func (c *countedConn) Write(b []byte) (int, error) {
 	c.writes.Add(1)
 	if c.onWrite != nil {
 		c.onWrite()
+	}
+	if c.fail.Load() {
+		return 0, os.ErrDeadlineExceeded
 	}
 	return c.Conn.Write(b)
 }
@@ -36,6 +41,13 @@ func (c *countedConn) Write(b []byte) (int, error) {
 // over a coalescer over a counted socket, as the sidecar dials a peer, and
 // the server's end, both past the handshake.
 func coalescedTLSPair(t *testing.T) (client *tls.Conn, sock *countedConn, server *tls.Conn) {
+	t.Helper()
+	return coalescedTLSPairALPN(t, nil)
+}
+
+// coalescedTLSPairALPN is coalescedTLSPair with the client offering alpn
+// (the server takes h2 and http/1.1).
+func coalescedTLSPairALPN(t *testing.T, alpn []string) (client *tls.Conn, sock *countedConn, server *tls.Conn) {
 	t.Helper()
 	ca := testutil.NewCA(t, td, nil)
 	l := testutil.Listen(t)
@@ -47,7 +59,7 @@ func coalescedTLSPair(t *testing.T) (client *tls.Conn, sock *countedConn, server
 			return
 		}
 		s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{testutil.Certificate(t, ca, workloadID("demo", "server"), "server.test")},
-			MinVersion: tls.VersionTLS13})
+			MinVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}})
 		_ = s.Handshake()
 		accepted <- s
 	}()
@@ -56,7 +68,7 @@ func coalescedTLSPair(t *testing.T) (client *tls.Conn, sock *countedConn, server
 		t.Fatal(err)
 	}
 	sock = &countedConn{Conn: raw}
-	client = tls.Client(newCoalescer(sock), &tls.Config{ServerName: "server.test", RootCAs: testutil.Roots(ca), MinVersion: tls.VersionTLS13})
+	client = tls.Client(newCoalescer(sock), &tls.Config{ServerName: "server.test", RootCAs: testutil.Roots(ca), MinVersion: tls.VersionTLS13, NextProtos: alpn})
 	if err := client.Handshake(); err != nil {
 		t.Fatal(err)
 	}
@@ -146,26 +158,7 @@ func TestCoalescedWriteGivesThePlaintextBack(t *testing.T) {
 // the 5 s deadline crypto/tls gives that alert).
 func TestCloseEndsAStuckCoalescedWrite(t *testing.T) {
 	client, _, _ := coalescedTLSPair(t) // the server never reads
-	w := coalesced(client)
-	chunk := make([]byte, bufSize)
-	var written atomic.Int64
-	ended := make(chan error, 1)
-	go func() {
-		for {
-			if _, err := w.Write(chunk); err != nil {
-				ended <- err
-				return
-			}
-			written.Add(1)
-		}
-	}()
-	// Wait until the kernel's buffers are full: no Write completes for a
-	// while.
-	last := int64(-1)
-	for n := written.Load(); n != last; n = written.Load() {
-		last = n
-		time.Sleep(300 * time.Millisecond)
-	}
+	ended := writeUntilStuck(coalesced(client), bufSize)
 	closed := make(chan error, 1)
 	go func() { closed <- client.Close() }()
 	// Close returns before the 5 s write deadline crypto/tls gives its
@@ -297,4 +290,29 @@ func TestCoalescerBoundsLateWrites(t *testing.T) {
 	if got := g.String(); got != want {
 		t.Fatalf("the socket got %d bytes out of order or short, want %d", len(got), len(want))
 	}
+}
+
+// writeUntilStuck writes chunks of size bytes to w from a goroutine and
+// returns once no Write has completed for a while (a peer that never
+// reads: the kernel's buffers, and whatever is under w, are full); ended
+// gets the error the last Write ends with.
+func writeUntilStuck(w io.Writer, size int) (ended chan error) {
+	ended = make(chan error, 1)
+	var written atomic.Int64
+	go func() {
+		chunk := make([]byte, size)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				ended <- err
+				return
+			}
+			written.Add(1)
+		}
+	}()
+	last := int64(-1)
+	for n := written.Load(); n != last; n = written.Load() {
+		last = n
+		time.Sleep(300 * time.Millisecond)
+	}
+	return ended
 }

@@ -132,23 +132,7 @@ func TestWriteBehindCloseSendsWhatIsPending(t *testing.T) {
 // returning; ended gets the error the last Write ends with.
 func fillBehind(t *testing.T, client *tls.Conn, co *coalescer) (ended chan error) {
 	t.Helper()
-	ended = make(chan error, 1)
-	var written atomic.Int64
-	go func() {
-		chunk := make([]byte, 16<<10)
-		for {
-			if _, err := client.Write(chunk); err != nil {
-				ended <- err
-				return
-			}
-			written.Add(1)
-		}
-	}()
-	last := int64(-1)
-	for n := written.Load(); n != last; n = written.Load() {
-		last = n
-		time.Sleep(300 * time.Millisecond)
-	}
+	ended = writeUntilStuck(client, 16<<10)
 	select {
 	case err := <-ended:
 		t.Fatalf("the Writes ended (%v) instead of waiting for room", err)
@@ -246,27 +230,8 @@ func TestWriteBehindErrorIsSticky(t *testing.T) {
 // coalesced ones).
 func TestBehindOnlyForHTTP2(t *testing.T) {
 	for _, alpn := range [][]string{{"h2"}, nil, {"http/1.1"}} {
-		ca := testutil.NewCA(t, td, nil)
-		l := testutil.Listen(t)
-		go func() {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{testutil.Certificate(t, ca, workloadID("demo", "server"), "server.test")},
-				MinVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}})
-			_ = s.Handshake()
-			t.Cleanup(func() { s.Close() })
-		}()
-		raw, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		co := newCoalescer(raw)
-		c := tls.Client(co, &tls.Config{ServerName: "server.test", RootCAs: testutil.Roots(ca), MinVersion: tls.VersionTLS13, NextProtos: alpn})
-		if err := c.Handshake(); err != nil {
-			t.Fatal(err)
-		}
+		c, _, _ := coalescedTLSPairALPN(t, alpn)
+		co := c.NetConn().(*coalescer)
 		behindIfH2(c)
 		co.mu.Lock()
 		on := co.wb != nil
@@ -274,7 +239,6 @@ func TestBehindOnlyForHTTP2(t *testing.T) {
 		if want := len(alpn) > 0 && alpn[0] == "h2"; on != want {
 			t.Errorf("ALPN %v: write-behind %v, want %v", alpn, on, want)
 		}
-		c.Close()
 	}
 }
 
@@ -345,20 +309,6 @@ func TestWriteBehindCloseBeforeTheSwitch(t *testing.T) {
 	}
 }
 
-// failAfter is a socket whose Writes fail once fail is set, as
-// writeBounded's do when WriteTimeout passes (the socket stays open).
-type failAfter struct {
-	net.Conn
-	fail atomic.Bool
-}
-
-func (f *failAfter) Write(b []byte) (int, error) {
-	if f.fail.Load() {
-		return 0, os.ErrDeadlineExceeded
-	}
-	return f.Conn.Write(b)
-}
-
 // TestWriteBehindWriterFailureEndsTheConnection: when the writer's socket
 // write fails (on the inbound side: WriteTimeout, through meteredConn),
 // the connection ends — its reads end too — as it ended when the HTTP/2
@@ -367,34 +317,7 @@ func (f *failAfter) Write(b []byte) (int, error) {
 // Write failed, and Config.WriteTimeout's "has its connection closed"
 // would wait for IdleTimeout. Found by session 22's review.
 func TestWriteBehindWriterFailureEndsTheConnection(t *testing.T) {
-	ca := testutil.NewCA(t, td, nil)
-	l := testutil.Listen(t)
-	accepted := make(chan *tls.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{testutil.Certificate(t, ca, workloadID("demo", "server"), "server.test")},
-			MinVersion: tls.VersionTLS13})
-		_ = s.Handshake()
-		accepted <- s
-	}()
-	raw, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := &failAfter{Conn: raw}
-	co := newCoalescer(sock)
-	client := tls.Client(co, &tls.Config{ServerName: "server.test", RootCAs: testutil.Roots(ca), MinVersion: tls.VersionTLS13})
-	if err := client.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	peer := testutil.Receive(t, accepted, "the server's handshake")
-	t.Cleanup(func() { client.Close(); peer.Close() })
-	co.writeBehind()
-
+	client, co, sock, _ := behindPair(t, nil)
 	sock.fail.Store(true)
 	if _, err := client.Write([]byte("response frame")); err != nil {
 		t.Fatalf("the Write failed at once (%v); it is queued", err)
@@ -404,16 +327,10 @@ func TestWriteBehindWriterFailureEndsTheConnection(t *testing.T) {
 	case <-time.After(testutil.EventuallyTimeout):
 		t.Fatal("the writer did not fail")
 	}
-	// The connection's reading side (the HTTP/2 server's read loop) and the
-	// peer: is the connection over?
-	readEnded := make(chan error, 1)
-	go func() {
-		_ = client.SetReadDeadline(time.Now().Add(2 * time.Second))
-		_, err := client.Read(make([]byte, 1))
-		readEnded <- err
-	}()
-	err = <-readEnded
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	// The connection's reading side (the HTTP/2 server's read loop): is
+	// the connection over, or does its read wait?
+	_ = client.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("after the writer's write failed the connection is still open and its reads wait (%v): "+
 			"the HTTP/2 server never learns that nothing it writes leaves", err)
 	}

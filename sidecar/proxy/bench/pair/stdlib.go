@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/memtune"
+	"github.com/weftmesh/weft/sidecar/l7"
 )
 
 // runStdlib runs one side of the standard library's L7 pair (-mode
@@ -24,7 +25,8 @@ import (
 // an httputil.ReverseProxy whose transport speaks HTTP/2 over mTLS (TLS
 // 1.3, ALPN h2, the pair's certificates, chains checked against the CA) to
 // the server side, which serves HTTP/2 on TLS and forwards each request
-// with a ReverseProxy to the app at to (HTTP/1.1, or h2c). No routing,
+// with a ReverseProxy to the app at to (HTTP/1.1, or h2c; the app
+// transport's settings are weft's, l7.AppTransport). No routing,
 // policy, metrics, retries, balancing or SPIFFE ID check: what weft's L7
 // pair costs above this pair is weft's own work.
 func runStdlib(ctx context.Context, mode, dir, listen, to, proto string) error {
@@ -74,8 +76,9 @@ func runStdlib(ctx context.Context, mode, dir, listen, to, proto string) error {
 			p.SetHTTP1(true)
 		}
 	} else {
-		app := &http.Transport{Protocols: cleartextProtocols(h2c), DisableCompression: true, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
-		rp = proxyTo("http", to, app)
+		// The app transport weft's server sidecar uses (its settings alone:
+		// net/http's Transport and a plain dialer).
+		rp = proxyTo("http", to, l7.AppTransport((&net.Dialer{}).DialContext, h2c))
 		p.SetHTTP2(true)
 		srv.TLSConfig = &tls.Config{
 			MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
@@ -115,16 +118,6 @@ func proxyTo(scheme, host string, t http.RoundTripper) *httputil.ReverseProxy {
 		},
 		Transport: t,
 	}
-}
-
-func cleartextProtocols(h2c bool) *http.Protocols {
-	var p http.Protocols
-	if h2c {
-		p.SetUnencryptedHTTP2(true)
-	} else {
-		p.SetHTTP1(true)
-	}
-	return &p
 }
 
 // verifyChain checks the peer's chain against roots for usage (the pair's
