@@ -145,7 +145,6 @@ type Generator struct {
 	HTTPRouting bool
 }
 
-// Generate returns every resource the sidecar of node needs.
 // controlPlane is ControlPlaneAddr (or the default) as host and port.
 func (t *Generator) controlPlane() (string, uint32, error) {
 	addr := cmp.Or(t.ControlPlaneAddr, DefaultControlPlaneAddr)
@@ -174,6 +173,7 @@ func (t *Generator) Prepare() {
 	t.shared(snap, host, port).destinations()
 }
 
+// Generate returns every resource the sidecar of node needs.
 func (t *Generator) Generate(node xds.Node) (xds.Resources, error) {
 	id := xds.NodeID(node.Name, node.Namespace)
 	if t.Snapshot == nil || t.Bundle == nil {

@@ -23,7 +23,8 @@ import (
 // hops per side that weft's L7 mode makes and nothing else: the client
 // side serves the app's HTTP/1.1 (or h2c, -app-protocol grpc/http2) with
 // an httputil.ReverseProxy whose transport speaks HTTP/2 over mTLS (TLS
-// 1.3, ALPN h2, the pair's certificates, chains checked against the CA) to
+// 1.3, ALPN h2, the pair's certificates, chains checked against the CA;
+// the transport's settings are weft's, l7.MeshTransport) to
 // the server side, which serves HTTP/2 on TLS and forwards each request
 // with a ReverseProxy to the app at to (HTTP/1.1, or h2c; the app
 // transport's settings are weft's, l7.AppTransport). No routing,
@@ -57,19 +58,19 @@ func runStdlib(ctx context.Context, mode, dir, listen, to, proto string) error {
 	var p http.Protocols
 	srv := &http.Server{Protocols: &p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second}
 	if mode == "stdlib-client" {
-		var mp http.Protocols
-		mp.SetHTTP2(true)
-		mesh := &http.Transport{
-			Protocols:          &mp,
-			DisableCompression: true,
-			IdleConnTimeout:    5 * time.Minute,
-			TLSClientConfig: &tls.Config{
-				MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
-				RootCAs: roots, ServerName: "server", InsecureSkipVerify: true,
-				VerifyPeerCertificate: verifyChain(roots, x509.ExtKeyUsageServerAuth),
-			},
-		}
-		rp = proxyTo("https", to, mesh)
+		// The mesh transport weft's client sidecar uses (its settings: HTTP/2
+		// only, a pool per server), over crypto/tls's own dialer.
+		d := &tls.Dialer{Config: &tls.Config{
+			MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"},
+			InsecureSkipVerify: true, VerifyPeerCertificate: verifyChain(roots, x509.ExtKeyUsageServerAuth),
+		}}
+		rp = proxyTo("https", to, l7.MeshTransport(func(ctx context.Context, network, addr string) (*tls.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return c.(*tls.Conn), nil
+		}))
 		if h2c {
 			p.SetUnencryptedHTTP2(true)
 		} else {
