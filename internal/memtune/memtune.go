@@ -18,6 +18,11 @@
 // ReleaseWhenQuiet is the third: when a quiet period follows a burst, it
 // collects and returns the heap's headroom to the operating system, which
 // Go's scavenger never does below the GC goal (see Quiet).
+//
+// RaiseStartingStack is the fourth, a CPU knob paid in memory: it makes
+// the runtime start goroutines with 8 KiB of stack instead of 2, so the
+// goroutines net/http starts per request do not grow their stacks on every
+// request (see StackFloorGoroutines).
 package memtune
 
 import (

@@ -1,0 +1,5 @@
+//go:build !race
+
+package memtune
+
+const raceEnabled = false

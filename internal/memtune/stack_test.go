@@ -1,0 +1,157 @@
+package memtune
+
+import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"testing"
+)
+
+// startingStackAfterGC collects until the runtime's starting stack size
+// satisfies ok (the floor's goroutines may not have reached their depth
+// at the first collection), at most 100 times, and returns the last size.
+func startingStackAfterGC(ok func(uint64) bool) uint64 {
+	var size uint64
+	for range 100 {
+		runtime.GC()
+		if size = StartingStack(); ok(size) {
+			break
+		}
+		runtime.Gosched()
+	}
+	return size
+}
+
+// floorStart is the starting stack the floor gives a process with few
+// goroutines of its own.
+func floorStart() uint64 {
+	if raceEnabled {
+		return 16 << 10
+	}
+	return 8 << 10
+}
+
+func TestRaiseStartingStack(t *testing.T) {
+	// A test binary's own goroutines are few and shallow, as a sidecar's
+	// idle ones are: the runtime's average start is small.
+	before := startingStackAfterGC(func(s uint64) bool { return s < 8<<10 })
+	if before >= 8<<10 {
+		t.Fatalf("starting stack %d bytes before the floor: the test's premise (a small average) does not hold", before)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if !RaiseStartingStack(ctx) {
+		t.Fatal("RaiseStartingStack did nothing without GODEBUG")
+	}
+	// Exactly the floor's start: not less (the floor failed), not more
+	// (goroutines that need 2 KiB would each be given 16 or 32).
+	if got := startingStackAfterGC(func(s uint64) bool { return s >= floorStart() }); got != floorStart() {
+		t.Fatalf("starting stack %d bytes with the floor, want %d (was %d)", got, floorStart(), before)
+	}
+	// The floor ends with its context, and the runtime's average falls back.
+	cancel()
+	if got := startingStackAfterGC(func(s uint64) bool { return s <= before }); got > before {
+		t.Fatalf("starting stack %d bytes after the floor ended, want %d as before it", got, before)
+	}
+}
+
+// idle starts n goroutines that wait with a shallow stack, as a
+// sidecar's connection readers do, until the test ends.
+func idle(t *testing.T, n int) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() { <-done })
+	}
+	t.Cleanup(func() { close(done); wg.Wait() })
+}
+
+func TestStackFloorBesideIdleGoroutines(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	RaiseStartingStack(ctx)
+	// A sidecar with a few dozen connections: the floor holds.
+	idle(t, 100)
+	if got := startingStackAfterGC(func(s uint64) bool { return s >= 8<<10 }); got != 8<<10 {
+		t.Fatalf("starting stack %d bytes with the floor beside 100 idle goroutines, want 8 KiB", got)
+	}
+	// Thousands of connections: the average is theirs, and the floor does
+	// not make each new one start big.
+	idle(t, 2000)
+	if got := startingStackAfterGC(func(s uint64) bool { return s < 8<<10 }); got >= 8<<10 {
+		t.Fatalf("starting stack %d bytes with 2,100 idle goroutines beside the floor, want the runtime's own average (< 8 KiB)", got)
+	}
+}
+
+func TestRaiseStartingStackRespectsGODEBUG(t *testing.T) {
+	t.Setenv("GODEBUG", "madvdontneed=1,adaptivestackstart=0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := runtime.NumGoroutine()
+	if RaiseStartingStack(ctx) {
+		t.Fatal("RaiseStartingStack started the floor with adaptivestackstart=0")
+	}
+	if got := runtime.NumGoroutine(); got != n {
+		t.Fatalf("%d goroutines after RaiseStartingStack, %d before: it started some", got, n)
+	}
+}
+
+func TestAdaptiveStackOff(t *testing.T) {
+	for godebug, want := range map[string]bool{
+		"":                                false,
+		"adaptivestackstart=0":            true,
+		"adaptivestackstart=1":            false,
+		"gctrace=1, adaptivestackstart=0": true,
+		"adaptivestackstart=0,adaptivestackstart=1": false, // the last wins
+		"adaptivestackstart=1,adaptivestackstart=0": true,
+		"xadaptivestackstart=0":                     false,
+		"adaptivestackstart=00":                     false, // the runtime reads it as a number; 00 is 0 but no one writes it
+	} {
+		if got := adaptiveStackOff(godebug); got != want {
+			t.Errorf("adaptiveStackOff(%q) = %v, want %v", godebug, got, want)
+		}
+	}
+}
+
+// stackUser needs about 6 KiB of stack: a goroutine started at 2 KiB grows
+// its stack twice to run it, one started at 8 KiB not at all.
+//
+//go:noinline
+func stackUser(n int) byte {
+	var frame [1 << 10]byte
+	frame[n%len(frame)] = byte(n)
+	if n <= 1 {
+		return frame[0]
+	}
+	return stackUser(n-1) ^ frame[n%len(frame)]
+}
+
+// BenchmarkGoroutineStart is a goroutine that needs ~6 KiB of stack,
+// started and awaited, with the runtime's own start (floor=off) and with
+// the floor; compare the two in the same run.
+func BenchmarkGoroutineStart(b *testing.B) {
+	for _, floor := range []bool{false, true} {
+		name := "floor=off"
+		if floor {
+			name = "floor=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if floor {
+				RaiseStartingStack(ctx)
+			}
+			startingStackAfterGC(func(s uint64) bool { return floor == (s >= floorStart()) })
+			b.Logf("starting stack %d bytes", StartingStack())
+			gc := debug.SetGCPercent(-1) // no collection in the loop: the start stays as measured
+			defer debug.SetGCPercent(gc)
+			done := make(chan byte)
+			b.ResetTimer()
+			for b.Loop() {
+				go func() { done <- stackUser(6) }()
+				<-done
+			}
+		})
+	}
+}
