@@ -100,9 +100,9 @@ func run(args []string) error {
 	cfg.AuditOut = os.Stdout
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if memtune.RaiseStartingStack(ctx) {
-		log.Info("goroutine stack floor", "goroutines", memtune.StackFloorGoroutines, "bytes_each", memtune.StackFloorBytes)
-	}
+	go memtune.FloorWhileBusy(ctx, memtune.Quiet{}, func(raised bool) {
+		log.Debug("goroutine stack floor", "raised", raised)
+	})
 	go memtune.ReleaseWhenQuiet(ctx, memtune.Quiet{}, func(before, after uint64) {
 		log.Debug("returned free heap to the OS after a quiet period", "heap_before_bytes", before, "heap_after_bytes", after)
 	})

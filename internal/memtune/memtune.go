@@ -19,10 +19,10 @@
 // collects and returns the heap's headroom to the operating system, which
 // Go's scavenger never does below the GC goal (see Quiet).
 //
-// RaiseStartingStack is the fourth, a CPU knob paid in memory: it makes
-// the runtime start goroutines with 8 KiB of stack instead of 2, so the
-// goroutines net/http starts per request do not grow their stacks on every
-// request (see StackFloorGoroutines).
+// FloorWhileBusy is the fourth, a CPU knob paid in memory while the process
+// is busy: it makes the runtime start goroutines with 8 KiB of stack
+// instead of 2, so the goroutines net/http starts per request do not grow
+// their stacks on every request (see StackFloorGoroutines).
 package memtune
 
 import (

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime/metrics"
 	"strings"
+	"time"
 )
 
 // The stack floor: the runtime starts every goroutine with a stack the size
@@ -28,11 +29,12 @@ import (
 // KiB, so the start is 8 KiB at most, and it is 8 KiB while the process has
 // up to ~120 idle goroutines of its own (a sidecar with ~50 connections);
 // with more, their stacks weigh more in the average and the start falls
-// back to the runtime's own choice, as without the floor. The cost is the
-// floor's 96 × 8 KiB of stack (768 KiB) and, for a goroutine started while
-// the floor is in effect that needs less, up to 6 KiB of stack it does not
-// use until the collector shrinks it (it halves a stack less than a quarter
-// used at every collection). GODEBUG=adaptivestackstart=0 (every goroutine
+// back to the runtime's own choice, as without the floor. The cost, paid
+// only while the process is busy (FloorWhileBusy), is the floor's 96 × 8
+// KiB of stack (768 KiB; 1.3 MiB of RSS measured) and, for a goroutine
+// started while the floor is in effect that needs less, up to 6 KiB of
+// stack it does not use until the collector shrinks it (it halves a stack
+// less than a quarter used at every collection). GODEBUG=adaptivestackstart=0 (every goroutine
 // starts at 2 KiB) turns both the runtime's average and the floor off.
 const (
 	// StackFloorGoroutines is how many goroutines hold the floor.
@@ -41,7 +43,7 @@ const (
 	// stackFrame bytes, beside which each call keeps a few words): well
 	// above 4 KiB less the runtime's guard, so the average rounds up to 8
 	// KiB with many idle goroutines beside them, and within 8 KiB with the
-	// guard, so it never rounds up to 16 (TestRaiseStartingStack checks
+	// guard, so it never rounds up to 16 (TestStackFloor checks
 	// both against the runtime's own figure).
 	StackFloorBytes = 7 << 10
 )
@@ -50,17 +52,99 @@ const (
 // bookkeeping.
 const stackFrame = 1 << 10
 
-// RaiseStartingStack starts the goroutines that hold the stack floor, which
-// end with ctx, and reports whether it did: it does not when GODEBUG turns
-// the runtime's adaptive start off, which would make them pointless.
-func RaiseStartingStack(ctx context.Context) bool {
+// FloorWhileBusy holds the stack floor while the process is busy, until
+// ctx ends: it samples the process's CPU time every second, raises the
+// floor after a second in which the process used at least q.MaxCPU of a
+// CPU (Quiet's bar: an idle sidecar uses ~0.1 %), and lowers it once q.Every
+// has passed without such a second. An idle sidecar so never pays the
+// floor's memory, and a busy one pays it while the goroutines it saves
+// stack growth for are being started. changed, if not nil, is called with
+// true when the floor is raised and false when it is lowered. It returns at
+// once, doing nothing, when GODEBUG turns the runtime's adaptive start off.
+func FloorWhileBusy(ctx context.Context, q Quiet, changed func(raised bool)) {
+	floorWhileBusy(ctx, q, time.Second, changed)
+}
+
+func floorWhileBusy(ctx context.Context, q Quiet, tick time.Duration, changed func(raised bool)) {
 	if adaptiveStackOff(os.Getenv("GODEBUG")) {
-		return false
+		return
 	}
+	if changed == nil {
+		changed = func(bool) {}
+	}
+	p := floorPolicy{q: q.withDefaults()}
+	var up chan struct{} // closed to lower the floor; nil while it is down
+	defer func() {
+		if up != nil {
+			close(up)
+		}
+	}()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	p.prevCPU, p.prevAt = cpuTime(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		switch p.step(cpuTime(), time.Now()) {
+		case raise:
+			up = make(chan struct{})
+			raiseFloor(up)
+			changed(true)
+		case lower:
+			close(up)
+			up = nil
+			changed(false)
+		}
+	}
+}
+
+// floorAction is what floorPolicy.step decides.
+type floorAction int
+
+const (
+	keep floorAction = iota
+	raise
+	lower
+)
+
+// floorPolicy decides, sample by sample, when the floor goes up and down.
+type floorPolicy struct {
+	q        Quiet
+	prevCPU  time.Duration // the previous sample's CPU time
+	prevAt   time.Time     // and when it was taken
+	up       bool          // the floor is raised
+	lastBusy time.Time     // the end of the last busy period
+}
+
+// step takes a sample of the process's CPU time at a time and says what to
+// do with the floor.
+func (p *floorPolicy) step(cpu time.Duration, at time.Time) floorAction {
+	wall, used := at.Sub(p.prevAt), cpu-p.prevCPU
+	p.prevCPU, p.prevAt = cpu, at
+	busy := wall > 0 && float64(used) >= p.q.MaxCPU*float64(wall)
+	switch {
+	case busy:
+		p.lastBusy = at
+		if !p.up {
+			p.up = true
+			return raise
+		}
+	case p.up && at.Sub(p.lastBusy) >= p.q.Every:
+		p.up = false
+		return lower
+	}
+	return keep
+}
+
+// raiseFloor starts the goroutines that hold the stack floor until done is
+// closed.
+func raiseFloor(done <-chan struct{}) {
 	for range StackFloorGoroutines {
-		go holdStack(StackFloorBytes/stackFrame, ctx.Done())
+		go holdStack(StackFloorBytes/stackFrame, done)
 	}
-	return true
 }
 
 // holdStack recurses n frames deep, each with stackFrame bytes of its own,

@@ -6,6 +6,9 @@ import (
 	"runtime/debug"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // startingStackAfterGC collects until the runtime's starting stack size
@@ -32,7 +35,7 @@ func floorStart() uint64 {
 	return 8 << 10
 }
 
-func TestRaiseStartingStack(t *testing.T) {
+func TestStackFloor(t *testing.T) {
 	// A test binary's own goroutines are few and shallow, as a sidecar's
 	// idle ones are: the runtime's average start is small.
 	before := startingStackAfterGC(func(s uint64) bool { return s < 8<<10 })
@@ -41,9 +44,7 @@ func TestRaiseStartingStack(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if !RaiseStartingStack(ctx) {
-		t.Fatal("RaiseStartingStack did nothing without GODEBUG")
-	}
+	raiseFloor(ctx.Done())
 	// Exactly the floor's start: not less (the floor failed), not more
 	// (goroutines that need 2 KiB would each be given 16 or 32).
 	if got := startingStackAfterGC(func(s uint64) bool { return s >= floorStart() }); got != floorStart() {
@@ -70,7 +71,7 @@ func idle(t *testing.T, n int) {
 func TestStackFloorBesideIdleGoroutines(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	RaiseStartingStack(ctx)
+	raiseFloor(ctx.Done())
 	// A sidecar with a few dozen connections: the floor holds.
 	idle(t, 100)
 	if got := startingStackAfterGC(func(s uint64) bool { return s >= 8<<10 }); got != 8<<10 {
@@ -84,16 +85,119 @@ func TestStackFloorBesideIdleGoroutines(t *testing.T) {
 	}
 }
 
-func TestRaiseStartingStackRespectsGODEBUG(t *testing.T) {
+func TestFloorWhileBusyRespectsGODEBUG(t *testing.T) {
 	t.Setenv("GODEBUG", "madvdontneed=1,adaptivestackstart=0")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Never ends by itself but for GODEBUG: the context is never done.
+		floorWhileBusy(context.Background(), Quiet{}, time.Millisecond, func(bool) { t.Error("the floor changed with adaptivestackstart=0") })
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("floorWhileBusy ran with adaptivestackstart=0")
+	}
+}
+
+func TestFloorPolicy(t *testing.T) {
+	var p floorPolicy
+	p.q = Quiet{Every: 5 * time.Second, MaxCPU: 0.01}
+	at := testutil.Epoch(t)
+	var cpu time.Duration
+	p.prevAt = at
+	// step advances the clock by a second in which the process used busy
+	// of a CPU.
+	step := func(busy float64) floorAction {
+		at = at.Add(time.Second)
+		cpu += time.Duration(busy * float64(time.Second))
+		return p.step(cpu, at)
+	}
+	for i, c := range []struct {
+		busy float64
+		want floorAction
+	}{
+		{0.001, keep},                              // idle: the floor stays down
+		{0.0099, keep},                             // just under the bar
+		{0.01, raise},                              // at the bar: busy
+		{0.5, keep},                                // busy, already up
+		{0, keep},                                  // quiet for 1 s
+		{0, keep},                                  // 2 s
+		{0, keep},                                  // 3 s
+		{0, keep},                                  // 4 s
+		{0, lower},                                 // 5 s = Every: lowered
+		{0, keep},                                  // down, stays down
+		{0.2, raise},                               // busy again
+		{0, keep},                                  // quiet 1 s
+		{0.02, keep},                               // busy: the quiet count starts again
+		{0, keep}, {0, keep}, {0, keep}, {0, keep}, // 4 s quiet
+		{0, lower}, // 5 s
+	} {
+		if got := step(c.busy); got != c.want {
+			t.Fatalf("sample %d (%.4f of a CPU): %v, want %v", i, c.busy, got, c.want)
+		}
+	}
+	// A clock that did not move (or went back) is not a busy second.
+	p.up = false
+	if got := p.step(cpu+time.Second, at); got != keep {
+		t.Fatalf("a sample with no wall time between it and the last: %v, want keep", got)
+	}
+}
+
+// busy spins a goroutine until the returned channel is closed.
+func busy() chan struct{} {
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	return stop
+}
+
+func TestFloorWhileBusy(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n := runtime.NumGoroutine()
-	if RaiseStartingStack(ctx) {
-		t.Fatal("RaiseStartingStack started the floor with adaptivestackstart=0")
+	changes := make(chan bool, 16)
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		floorWhileBusy(ctx, Quiet{Every: 200 * time.Millisecond, MaxCPU: 0.25}, 20*time.Millisecond, func(up bool) { changes <- up })
+	}()
+	await := func(want bool, what string) {
+		t.Helper()
+		select {
+		case up := <-changes:
+			if up != want {
+				t.Fatalf("%s: the floor changed to raised=%v, want %v", what, up, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: the floor never changed to raised=%v", what, want)
+		}
 	}
-	if got := runtime.NumGoroutine(); got != n {
-		t.Fatalf("%d goroutines after RaiseStartingStack, %d before: it started some", got, n)
+	// Busy: a goroutine spins until the floor is up.
+	spin := busy()
+	await(true, "spinning")
+	close(spin)
+	if got := startingStackAfterGC(func(s uint64) bool { return s >= 8<<10 }); got < 8<<10 {
+		t.Fatalf("starting stack %d bytes with the floor raised, want at least 8 KiB", got)
+	}
+	await(false, "quiet again")
+	if got := startingStackAfterGC(func(s uint64) bool { return s < 8<<10 }); got >= 8<<10 {
+		t.Fatalf("starting stack %d bytes with the floor lowered, want the runtime's own (< 8 KiB)", got)
+	}
+	// The floor is lowered when the context ends, too.
+	spin = busy()
+	await(true, "spinning again")
+	close(spin)
+	cancel()
+	<-ended
+	if got := startingStackAfterGC(func(s uint64) bool { return s < 8<<10 }); got >= 8<<10 {
+		t.Fatalf("starting stack %d bytes after the context ended, want the runtime's own (< 8 KiB)", got)
 	}
 }
 
@@ -140,7 +244,7 @@ func BenchmarkGoroutineStart(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			if floor {
-				RaiseStartingStack(ctx)
+				raiseFloor(ctx.Done())
 			}
 			startingStackAfterGC(func(s uint64) bool { return floor == (s >= floorStart()) })
 			b.Logf("starting stack %d bytes", StartingStack())
