@@ -3,8 +3,10 @@ package memtune
 import (
 	"context"
 	"os"
+	"runtime/debug"
 	"runtime/metrics"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -56,7 +58,8 @@ const stackFrame = 1 << 10
 // ctx ends: it samples the process's CPU time every second, raises the
 // floor after a second in which the process used at least q.MaxCPU of a
 // CPU (Quiet's bar: an idle sidecar uses ~0.1 %), and lowers it once q.Every
-// has passed without such a second. An idle sidecar so never pays the
+// has passed without such a second, returning the freed stacks to the
+// operating system (debug.FreeOSMemory). An idle sidecar so never pays the
 // floor's memory, and a busy one pays it while the goroutines it saves
 // stack growth for are being started. changed, if not nil, is called with
 // true when the floor is raised and false when it is lowered. It returns at
@@ -74,6 +77,7 @@ func floorWhileBusy(ctx context.Context, q Quiet, tick time.Duration, changed fu
 	}
 	p := floorPolicy{q: q.withDefaults()}
 	var up chan struct{} // closed to lower the floor; nil while it is down
+	var ended func()     // waits for the floor's goroutines to end
 	defer func() {
 		if up != nil {
 			close(up)
@@ -91,11 +95,19 @@ func floorWhileBusy(ctx context.Context, q Quiet, tick time.Duration, changed fu
 		switch p.step(cpuTime(), time.Now()) {
 		case raise:
 			up = make(chan struct{})
-			raiseFloor(up)
+			ended = raiseFloor(up)
 			changed(true)
 		case lower:
 			close(up)
 			up = nil
+			// The floor's stacks, and those of the goroutines started at
+			// 8 KiB while it was up, are free now; the collector returns
+			// their spans to the heap and FreeOSMemory the heap's free
+			// pages to the OS: without it they stay resident, as the
+			// releaser (ReleaseWhenQuiet) may have run already and waits
+			// for new allocation before it runs again.
+			ended()
+			debug.FreeOSMemory()
 			changed(false)
 		}
 	}
@@ -140,11 +152,13 @@ func (p *floorPolicy) step(cpu time.Duration, at time.Time) floorAction {
 }
 
 // raiseFloor starts the goroutines that hold the stack floor until done is
-// closed.
-func raiseFloor(done <-chan struct{}) {
+// closed, and returns a function that waits for them to end after that.
+func raiseFloor(done <-chan struct{}) (ended func()) {
+	var wg sync.WaitGroup
 	for range StackFloorGoroutines {
-		go holdStack(StackFloorBytes/stackFrame, done)
+		wg.Go(func() { holdStack(StackFloorBytes/stackFrame, done) })
 	}
+	return wg.Wait
 }
 
 // holdStack recurses n frames deep, each with stackFrame bytes of its own,

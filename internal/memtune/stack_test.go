@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
@@ -144,6 +145,14 @@ func TestFloorPolicy(t *testing.T) {
 	}
 }
 
+// residentBytes is the memory the runtime holds from the operating system
+// and has not returned.
+func residentBytes() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64() - s[1].Value.Uint64()
+}
+
 // busy spins a goroutine until the returned channel is closed.
 func busy() chan struct{} {
 	stop := make(chan struct{})
@@ -163,10 +172,18 @@ func TestFloorWhileBusy(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	changes := make(chan bool, 16)
+	resident := make(chan uint64, 16) // the runtime's resident memory when the floor was lowered
 	ended := make(chan struct{})
+	debug.FreeOSMemory()
+	before := residentBytes()
 	go func() {
 		defer close(ended)
-		floorWhileBusy(ctx, Quiet{Every: 200 * time.Millisecond, MaxCPU: 0.25}, 20*time.Millisecond, func(up bool) { changes <- up })
+		floorWhileBusy(ctx, Quiet{Every: 200 * time.Millisecond, MaxCPU: 0.25}, 20*time.Millisecond, func(up bool) {
+			if !up {
+				resident <- residentBytes()
+			}
+			changes <- up
+		})
 	}()
 	await := func(want bool, what string) {
 		t.Helper()
@@ -187,6 +204,11 @@ func TestFloorWhileBusy(t *testing.T) {
 		t.Fatalf("starting stack %d bytes with the floor raised, want at least 8 KiB", got)
 	}
 	await(false, "quiet again")
+	// Lowered, the floor's 768 KiB of stacks (and the 8 KiB ones of
+	// goroutines started meanwhile) are returned to the OS, not kept.
+	if got := <-resident; got > before+384<<10 {
+		t.Fatalf("the runtime held %d bytes from the OS when the floor was lowered, %d before it was raised: the floor's stacks were kept", got, before)
+	}
 	if got := startingStackAfterGC(func(s uint64) bool { return s < 8<<10 }); got >= 8<<10 {
 		t.Fatalf("starting stack %d bytes with the floor lowered, want the runtime's own (< 8 KiB)", got)
 	}
