@@ -100,7 +100,7 @@ func run(args []string) error {
 	cfg.AuditOut = os.Stdout
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	go memtune.FloorWhileBusy(ctx, memtune.Quiet{}, func(raised bool) {
+	go memtune.FloorWhileBusy(ctx, func(raised bool) {
 		log.Debug("goroutine stack floor", "raised", raised)
 	})
 	go memtune.ReleaseWhenQuiet(ctx, memtune.Quiet{}, func(before, after uint64) {

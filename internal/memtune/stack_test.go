@@ -92,7 +92,7 @@ func TestFloorWhileBusyRespectsGODEBUG(t *testing.T) {
 	go func() {
 		defer close(done)
 		// Never ends by itself but for GODEBUG: the context is never done.
-		floorWhileBusy(context.Background(), Quiet{}, time.Millisecond, func(bool) { t.Error("the floor changed with adaptivestackstart=0") })
+		floorWhileBusy(context.Background(), floorPolicy{busy: 0, quiet: 0, quietFor: time.Millisecond}, time.Millisecond, func(bool) { t.Error("the floor changed with adaptivestackstart=0") })
 	}()
 	select {
 	case <-done:
@@ -102,46 +102,49 @@ func TestFloorWhileBusyRespectsGODEBUG(t *testing.T) {
 }
 
 func TestFloorPolicy(t *testing.T) {
-	var p floorPolicy
-	p.q = Quiet{Every: 5 * time.Second, MaxCPU: 0.01}
+	p := floorPolicy{busy: 0.05, quiet: 0.01, quietFor: 5 * time.Second}
 	at := testutil.Epoch(t)
 	var cpu time.Duration
 	p.prevAt = at
-	// step advances the clock by a second in which the process used busy
+	// step advances the clock by a second in which the process used load
 	// of a CPU.
-	step := func(busy float64) floorAction {
+	step := func(load float64) floorAction {
 		at = at.Add(time.Second)
-		cpu += time.Duration(busy * float64(time.Second))
+		cpu += time.Duration(load * float64(time.Second))
 		return p.step(cpu, at)
 	}
 	for i, c := range []struct {
-		busy float64
+		load float64
 		want floorAction
 	}{
 		{0.001, keep},                              // idle: the floor stays down
-		{0.0099, keep},                             // just under the bar
-		{0.01, raise},                              // at the bar: busy
+		{0.03, keep},                               // active, not busy: a release's collection, health checks
+		{0.0499, keep},                             // just under the bar
+		{0.05, raise},                              // at the bar: busy
 		{0.5, keep},                                // busy, already up
+		{0.02, keep},                               // active: not yet quiet
 		{0, keep},                                  // quiet for 1 s
 		{0, keep},                                  // 2 s
 		{0, keep},                                  // 3 s
-		{0, keep},                                  // 4 s
-		{0, lower},                                 // 5 s = Every: lowered
-		{0, keep},                                  // down, stays down
+		{0.0099, keep},                             // 4 s: under the quiet bar
+		{0, lower},                                 // 5 s = quietFor: lowered
+		{0.02, keep},                               // down, active but not busy: stays down
 		{0.2, raise},                               // busy again
 		{0, keep},                                  // quiet 1 s
-		{0.02, keep},                               // busy: the quiet count starts again
+		{0.01, keep},                               // at the quiet bar: active, the quiet count starts again
 		{0, keep}, {0, keep}, {0, keep}, {0, keep}, // 4 s quiet
 		{0, lower}, // 5 s
 	} {
-		if got := step(c.busy); got != c.want {
-			t.Fatalf("sample %d (%.4f of a CPU): %v, want %v", i, c.busy, got, c.want)
+		if got := step(c.load); got != c.want {
+			t.Fatalf("sample %d (%.4f of a CPU): %v, want %v", i, c.load, got, c.want)
 		}
 	}
-	// A clock that did not move (or went back) is not a busy second.
-	p.up = false
+	// A clock that did not move (or went back) says nothing.
 	if got := p.step(cpu+time.Second, at); got != keep {
-		t.Fatalf("a sample with no wall time between it and the last: %v, want keep", got)
+		t.Fatalf("a sample with no wall time since the last: %v, want keep", got)
+	}
+	if got := p.step(cpu+2*time.Second, at.Add(-time.Second)); got != keep {
+		t.Fatalf("a sample from before the last: %v, want keep", got)
 	}
 }
 
@@ -178,7 +181,7 @@ func TestFloorWhileBusy(t *testing.T) {
 	before := residentBytes()
 	go func() {
 		defer close(ended)
-		floorWhileBusy(ctx, Quiet{Every: 200 * time.Millisecond, MaxCPU: 0.25}, 20*time.Millisecond, func(up bool) {
+		floorWhileBusy(ctx, floorPolicy{busy: 0.25, quiet: 0.1, quietFor: 200 * time.Millisecond}, 20*time.Millisecond, func(up bool) {
 			if !up {
 				resident <- residentBytes()
 			}
@@ -280,4 +283,33 @@ func BenchmarkGoroutineStart(b *testing.B) {
 			}
 		})
 	}
+}
+
+func TestFloorLoweredStaysDown(t *testing.T) {
+	// A live heap whose collection takes several of the loop's ticks, as a
+	// sidecar holding thousands of connections: lowering the floor
+	// collects it, and that CPU must not read as the process being busy.
+	heap := make([]*[2]uintptr, 1<<22)
+	for i := range heap {
+		heap[i] = new([2]uintptr)
+	}
+	debug.FreeOSMemory()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changes := make(chan bool, 64)
+	go floorWhileBusy(ctx, floorPolicy{busy: 0.25, quiet: 0.1, quietFor: 100 * time.Millisecond}, 10*time.Millisecond, func(up bool) { changes <- up })
+	spin := busy()
+	if up := <-changes; !up {
+		t.Fatal("the floor was lowered before it was raised")
+	}
+	close(spin)
+	if up := <-changes; up {
+		t.Fatal("the floor was raised twice")
+	}
+	select {
+	case up := <-changes:
+		t.Fatalf("the floor changed again (raised=%v) after it was lowered, with the process idle: the collection that lowering makes was counted as busy", up)
+	case <-time.After(500 * time.Millisecond):
+	}
+	runtime.KeepAlive(heap)
 }
