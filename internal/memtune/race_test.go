@@ -3,5 +3,5 @@
 package memtune
 
 // raceEnabled: the race detector doubles the stack guard and grows frames,
-// so the floor's average rounds up to 16 KiB instead of 8.
+// so stack sizes differ.
 const raceEnabled = true

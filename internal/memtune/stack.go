@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,24 +31,26 @@ import (
 // stack in an 8 KiB stack. The average can then not exceed what fits in 8
 // KiB, so the start is 8 KiB at most, and it is 8 KiB while the process has
 // up to ~120 idle goroutines of its own (a sidecar with ~50 connections);
-// with more, their stacks weigh more in the average and the start falls
-// back to the runtime's own choice, as without the floor. The cost, paid
-// only while the process is busy (FloorWhileBusy), is the floor's 96 × 8
-// KiB of stack (768 KiB; 1.3 MiB of RSS measured) and, for a goroutine
-// started while the floor is in effect that needs less, up to 6 KiB of
-// stack it does not use until the collector shrinks it (it halves a stack
-// less than a quarter used at every collection). GODEBUG=adaptivestackstart=0 (every goroutine
+// with more, their stacks weigh more in the average: the start is 4 KiB
+// with ~150 to ~900 of them, and the runtime's own choice beyond. The
+// cost, paid only while the process is busy (FloorWhileBusy), is the
+// floor's 96 × 8 KiB of stack (768 KiB; its scanned stacks also raise the
+// heap goal by GOGC percent of ~640 KiB) and, for a goroutine started
+// while the floor is up that needs less, up to 6 KiB of stack it does not
+// use (see FloorWhileBusy). GODEBUG=adaptivestackstart=0 (every goroutine
 // starts at 2 KiB) turns both the runtime's average and the floor off.
 const (
 	// StackFloorGoroutines is how many goroutines hold the floor.
 	StackFloorGoroutines = 96
-	// StackFloorBytes is the stack each of them holds (in frames of
-	// stackFrame bytes, beside which each call keeps a few words): well
-	// above 4 KiB less the runtime's guard, so the average rounds up to 8
-	// KiB with many idle goroutines beside them, and within 8 KiB with the
-	// guard, so it never rounds up to 16 (TestStackFloor checks
-	// both against the runtime's own figure).
-	StackFloorBytes = 7 << 10
+	// StackFloorBytes is the stack each of them holds, in frames of
+	// stackFrame bytes; with each call's own words and the goroutine's
+	// start ~6.7 KiB are in use. That is well above 4 KiB less the
+	// runtime's guard, so the average rounds up to 8 KiB with many idle
+	// goroutines beside them, and with the guard (928 bytes) and the
+	// runtime's reserve for a growth (800) it fits in an 8 KiB stack: they
+	// never grow to 16 KiB, and the average never rounds up to 16
+	// (TestStackFloor checks both on the runtime's own figures).
+	StackFloorBytes = 6 << 10
 )
 
 // stackFrame is the stack one call of holdStack takes, beyond its own
@@ -56,35 +59,47 @@ const stackFrame = 1 << 10
 
 // When FloorWhileBusy raises and lowers the floor.
 const (
-	// FloorBusyCPU: a second in which the process used at least this much
-	// of a CPU raises the floor. An L7 sidecar uses it at ~250 req/s
-	// (sidecar/proxy/bench), where the stack growth it saves is 20–30 µs
-	// of CPU per request; below, the floor is not worth its memory. A
-	// collection of the releaser's (ReleaseWhenQuiet) in a sidecar holding
-	// 1,000 idle connections takes ~1–2 % of a CPU in its second.
+	// FloorBusyCPU: two seconds in a row in which the process used at
+	// least this much of a CPU raise the floor. An L7 sidecar uses it at
+	// ~250 req/s (sidecar/proxy/bench), where the stack growth it saves is
+	// 20–30 µs of CPU per request; below, the floor is not worth its
+	// memory. Two seconds, because one collection of a large heap (the
+	// releaser's, or the runtime's forced one every two minutes) can fill
+	// one: 135 ms for 8 million objects.
 	FloorBusyCPU = 0.05
 	// FloorQuietCPU and FloorQuietFor: the floor is lowered once the
 	// process has used less than FloorQuietCPU of a CPU in every second of
 	// FloorQuietFor. An idle sidecar uses ~0.1 %.
 	FloorQuietCPU = 0.01
 	FloorQuietFor = 5 * time.Second
+	// A floor raised again within FloorFlapWithin of its lowering waits
+	// twice as long before the next lowering, up to FloorQuietMax: load
+	// that comes and goes (an app's bursts every few seconds) keeps the
+	// floor up instead of making the sidecar pay a collection per burst.
+	FloorFlapWithin = time.Minute
+	FloorQuietMax   = 5 * time.Minute
 )
 
 // FloorWhileBusy holds the stack floor while the process is busy, until
 // ctx ends: it samples the process's CPU time every second, raises the
-// floor after a second at FloorBusyCPU or more, and lowers it after
-// FloorQuietFor of seconds under FloorQuietCPU, returning the freed stacks
-// to the operating system (debug.FreeOSMemory; the CPU that collection
-// takes is not counted as the process's). An idle sidecar so never pays
-// the floor's memory, and a busy one pays it while the goroutines it saves
-// stack growth for are being started. changed, if not nil, is called with
-// true when the floor is raised and false when it is lowered. It returns at
-// once, doing nothing, when GODEBUG turns the runtime's adaptive start off.
+// floor after two seconds in a row at FloorBusyCPU or more, and lowers it
+// after FloorQuietFor (longer if it was lowered less than FloorFlapWithin
+// before: FloorQuietMax) of seconds under FloorQuietCPU, returning the
+// freed stacks to the operating system (debug.FreeOSMemory; the CPU that
+// collection takes is not counted as the process's). An idle sidecar so
+// never raises the floor; a busy one pays for it while the goroutines it
+// saves stack growth for are being started. Goroutines started while it
+// was up keep up to 8 KiB of stack after it is lowered, for as long as
+// they live: the collector halves a stack only when less than a quarter
+// of it, less the 800 bytes the runtime reserves, is in use. changed, if
+// not nil, is called with true when the floor is raised and false when it
+// is lowered, by a lowering or by ctx ending. It returns at once, doing
+// nothing, when GODEBUG turns the runtime's adaptive start off.
 func FloorWhileBusy(ctx context.Context, changed func(raised bool)) {
-	floorWhileBusy(ctx, floorPolicy{busy: FloorBusyCPU, quiet: FloorQuietCPU, quietFor: FloorQuietFor}, time.Second, changed)
+	floorWhileBusy(ctx, newFloorPolicy(FloorBusyCPU, FloorQuietCPU, FloorQuietFor, time.Second/2), time.Second, changed)
 }
 
-func floorWhileBusy(ctx context.Context, p floorPolicy, tick time.Duration, changed func(raised bool)) {
+func floorWhileBusy(ctx context.Context, p *floorPolicy, tick time.Duration, changed func(raised bool)) {
 	if adaptiveStackOff(os.Getenv("GODEBUG")) {
 		return
 	}
@@ -96,11 +111,12 @@ func floorWhileBusy(ctx context.Context, p floorPolicy, tick time.Duration, chan
 	defer func() {
 		if up != nil {
 			close(up)
+			changed(false)
 		}
 	}()
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	p.prevCPU, p.prevAt = cpuTime(), time.Now()
+	p.start(cpuTime(), time.Now())
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,18 +132,17 @@ func floorWhileBusy(ctx context.Context, p floorPolicy, tick time.Duration, chan
 			close(up)
 			up = nil
 			// The floor's stacks, and those of the goroutines started at
-			// 8 KiB while it was up, are free now; the collector returns
-			// their spans to the heap and FreeOSMemory the heap's free
-			// pages to the OS: without it they stay resident, as the
-			// releaser (ReleaseWhenQuiet) may have run already and waits
-			// for new allocation before it runs again.
+			// 8 KiB while it was up that have ended, are free now; the
+			// collector returns their spans to the heap and FreeOSMemory
+			// the heap's free pages to the OS: without it they stay
+			// resident, as the releaser (ReleaseWhenQuiet) may have run
+			// already and waits for new allocation before it runs again.
 			ended()
 			debug.FreeOSMemory()
 			// That collection is this loop's work, not the process's:
-			// counted, it would raise the floor again at once. A tick
-			// that came due while it ran is dropped for the same reason
-			// (a period of microseconds says nothing).
-			p.prevCPU, p.prevAt = cpuTime(), time.Now()
+			// counted, it would read as load. A tick that came due while
+			// it ran is dropped for the same reason.
+			p.start(cpuTime(), time.Now())
 			t.Reset(tick)
 			changed(false)
 		}
@@ -147,29 +162,52 @@ const (
 type floorPolicy struct {
 	busy, quiet float64       // fractions of a CPU: FloorBusyCPU, FloorQuietCPU
 	quietFor    time.Duration // FloorQuietFor
+	minWall     time.Duration // a shorter period is not judged: it is added to the next
+	wait        time.Duration // the quiet that lowers the floor now: quietFor, more after a flap
 	prevCPU     time.Duration // the previous sample's CPU time
 	prevAt      time.Time     // and when it was taken
 	up          bool          // the floor is raised
-	lastActive  time.Time     // the end of the last second at quiet or more
+	wasBusy     bool          // the last period judged was busy
+	lastActive  time.Time     // the end of the last period at quiet or more
+	lowered     time.Time     // when the floor was last lowered (zero: never)
+}
+
+func newFloorPolicy(busy, quiet float64, quietFor, minWall time.Duration) *floorPolicy {
+	return &floorPolicy{busy: busy, quiet: quiet, quietFor: quietFor, minWall: minWall, wait: quietFor}
+}
+
+// start takes the sample the next period is measured from.
+func (p *floorPolicy) start(cpu time.Duration, at time.Time) {
+	p.prevCPU, p.prevAt, p.wasBusy = cpu, at, false
 }
 
 // step takes a sample of the process's CPU time at a time and says what to
-// do with the floor.
+// do with the floor. A sample of zero CPU time (getrusage failed), or one
+// less than minWall after the last, is not judged: the period runs on to
+// the next sample.
 func (p *floorPolicy) step(cpu time.Duration, at time.Time) floorAction {
 	wall, used := at.Sub(p.prevAt), cpu-p.prevCPU
-	p.prevCPU, p.prevAt = cpu, at
-	if wall <= 0 {
+	if cpu == 0 || wall < p.minWall || wall <= 0 || used < 0 {
 		return keep
 	}
+	p.prevCPU, p.prevAt = cpu, at
 	load := float64(used) / float64(wall)
+	busy := load >= p.busy
+	twice := busy && p.wasBusy
+	p.wasBusy = busy
 	switch {
-	case load >= p.busy && !p.up:
-		p.up, p.lastActive = true, at
+	case twice && !p.up:
+		p.up, p.lastActive, p.wasBusy = true, at, false
+		if !p.lowered.IsZero() && at.Sub(p.lowered) < FloorFlapWithin {
+			p.wait = min(2*p.wait, FloorQuietMax)
+		} else {
+			p.wait = p.quietFor
+		}
 		return raise
 	case load >= p.quiet:
 		p.lastActive = at
-	case p.up && at.Sub(p.lastActive) >= p.quietFor:
-		p.up = false
+	case p.up && at.Sub(p.lastActive) >= p.wait:
+		p.up, p.lowered = false, at
 		return lower
 	}
 	return keep
@@ -200,13 +238,19 @@ func holdStack(n int, done <-chan struct{}) byte {
 }
 
 // adaptiveStackOff reports whether a GODEBUG value turns the adaptive
-// starting stack off (its last adaptivestackstart setting wins, as the
-// runtime reads it).
+// starting stack off, read as the runtime reads it at start-up
+// (runtime/runtime1.go, parsegodebug): fields split at commas, not
+// trimmed, the last valid setting winning, a value that is not a 32-bit
+// integer ignored.
 func adaptiveStackOff(godebug string) bool {
 	off := false
-	for _, kv := range strings.Split(godebug, ",") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(kv), "adaptivestackstart="); ok {
-			off = v == "0"
+	for _, field := range strings.Split(godebug, ",") {
+		key, value, ok := strings.Cut(field, "=")
+		if !ok || key != "adaptivestackstart" {
+			continue
+		}
+		if n, err := strconv.ParseInt(value, 10, 32); err == nil {
+			off = n == 0
 		}
 	}
 	return off
