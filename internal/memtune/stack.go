@@ -30,9 +30,10 @@ import (
 // StackFloorGoroutines parked goroutines each holding StackFloorBytes of
 // stack in an 8 KiB stack. The average can then not exceed what fits in 8
 // KiB, so the start is 8 KiB at most, and it is 8 KiB while the process has
-// up to ~120 idle goroutines of its own (a sidecar with ~50 connections);
-// with more, their stacks weigh more in the average: the start is 4 KiB
-// with ~150 to ~900 of them, and the runtime's own choice beyond. The
+// up to ~100 idle goroutines of its own (a sidecar with ~40 connections
+// busy at once; idle ones hold no goroutine); with more, their stacks weigh
+// more in the average: the start is 4 KiB with a few hundred of them, and
+// the runtime's own choice with more. The
 // cost, paid only while the process is busy (FloorWhileBusy), is the
 // floor's 96 × 8 KiB of stack (768 KiB; its scanned stacks also raise the
 // heap goal by GOGC percent of ~640 KiB) and, for a goroutine started
@@ -49,7 +50,8 @@ const (
 	// goroutines beside them, and with the guard (928 bytes) and the
 	// runtime's reserve for a growth (800) it fits in an 8 KiB stack: they
 	// never grow to 16 KiB, and the average never rounds up to 16
-	// (TestStackFloor checks both on the runtime's own figures).
+	// (TestStackFloorFitsEightKiB and TestStackFloor check both on the
+	// runtime's own figures).
 	StackFloorBytes = 6 << 10
 )
 
