@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"runtime/debug"
-	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -256,15 +255,4 @@ func adaptiveStackOff(godebug string) bool {
 		}
 	}
 	return off
-}
-
-// StartingStack is the stack size, in bytes, that the runtime gives a new
-// goroutine now.
-func StartingStack() uint64 {
-	s := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
-	}
-	return s[0].Value.Uint64()
 }

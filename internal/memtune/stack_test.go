@@ -19,7 +19,7 @@ func startingStackAfterGC(ok func(uint64) bool) uint64 {
 	var size uint64
 	for range 100 {
 		runtime.GC()
-		if size = StartingStack(); ok(size) {
+		if size = runtimeMetric("/gc/stack/starting-size:bytes"); ok(size) {
 			break
 		}
 		runtime.Gosched()
@@ -89,12 +89,15 @@ func TestStackFloorFitsEightKiB(t *testing.T) {
 	}
 }
 
-// heapStacks is the memory the runtime has given goroutine stacks.
-func heapStacks() uint64 {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}}
+// runtimeMetric reads one of runtime/metrics' uint64 figures.
+func runtimeMetric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
 }
+
+// heapStacks is the memory the runtime has given goroutine stacks.
+func heapStacks() uint64 { return runtimeMetric("/memory/classes/heap/stacks:bytes") }
 
 func TestStackFloorBesideIdleGoroutines(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -244,9 +247,7 @@ func TestFloorPolicy(t *testing.T) {
 // residentBytes is the memory the runtime holds from the operating system
 // and has not returned.
 func residentBytes() uint64 {
-	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64() - s[1].Value.Uint64()
+	return runtimeMetric("/memory/classes/total:bytes") - runtimeMetric("/memory/classes/heap/released:bytes")
 }
 
 // busy spins a goroutine until the returned channel is closed.
@@ -342,19 +343,6 @@ func TestAdaptiveStackOff(t *testing.T) {
 	}
 }
 
-// stackUser needs about 6 KiB of stack: a goroutine started at 2 KiB grows
-// its stack twice to run it, one started at 8 KiB not at all.
-//
-//go:noinline
-func stackUser(n int) byte {
-	var frame [1 << 10]byte
-	frame[n%len(frame)] = byte(n)
-	if n <= 1 {
-		return frame[0]
-	}
-	return stackUser(n-1) ^ frame[n%len(frame)]
-}
-
 // BenchmarkGoroutineStart is a goroutine that needs ~6 KiB of stack,
 // started and awaited, with the runtime's own start (floor=off) and with
 // the floor; compare the two in the same run.
@@ -371,13 +359,18 @@ func BenchmarkGoroutineStart(b *testing.B) {
 				raiseFloor(ctx.Done())
 			}
 			startingStackAfterGC(func(s uint64) bool { return floor == (s >= 8<<10) })
-			b.Logf("starting stack %d bytes", StartingStack())
+			b.Logf("starting stack %d bytes", runtimeMetric("/gc/stack/starting-size:bytes"))
 			gc := debug.SetGCPercent(-1) // no collection in the loop: the start stays as measured
 			defer debug.SetGCPercent(gc)
+			// holdStack 6 frames deep returns at once with done closed:
+			// ~6 KiB of stack, which a goroutine started at 2 KiB grows
+			// twice to reach, one started at 8 KiB not at all.
+			closed := make(chan struct{})
+			close(closed)
 			done := make(chan byte)
 			b.ResetTimer()
 			for b.Loop() {
-				go func() { done <- stackUser(6) }()
+				go func() { done <- holdStack(6, closed) }()
 				<-done
 			}
 		})
