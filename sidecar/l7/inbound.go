@@ -1,7 +1,6 @@
 package l7
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -226,9 +225,29 @@ func wholeSmallBody(r *http.Request) error {
 	if _, err := io.ReadFull(r.Body, b); err != nil {
 		return err
 	}
-	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.Body = &wholeBody{b: b}
 	return nil
 }
+
+// wholeBody is a request's body read whole: AppH1 writes its bytes behind
+// the head; any other transport reads it.
+type wholeBody struct {
+	b    []byte
+	off  int
+	read bool // Read was called: b is no longer all of what is left
+}
+
+func (w *wholeBody) Read(p []byte) (int, error) {
+	w.read = true
+	if w.off >= len(w.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, w.b[w.off:])
+	w.off += n
+	return n, nil
+}
+
+func (w *wholeBody) Close() error { return nil }
 
 // CheckPath refuses (*BadRequest) a request whose path cannot be compared
 // with an authorization rule as the app will see it: a path that is not

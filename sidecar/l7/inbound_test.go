@@ -71,7 +71,7 @@ func inboundCall(t *testing.T, ca *certs.CA, addr netip.AddrPort, path string, g
 // (gRPC DEADLINE_EXCEEDED). It needs no logger to do so.
 func TestInboundAnswersForAnUnreachableApp(t *testing.T) {
 	ca := testutil.NewCA(t, td, nil)
-	refused := &Inbound{HTTP1: AppTransport((&net.Dialer{}).DialContext, false)}
+	refused := &Inbound{HTTP1: NewAppH1((&net.Dialer{}).DialContext)}
 	refusedAddr := serveInbound(t, ca, refused, deadTCP(t), false)
 	slowDial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return nil, fmt.Errorf("dial 198.18.0.9:8080: %w", context.DeadlineExceeded)
@@ -111,7 +111,7 @@ func TestInboundRefusesUndecidablePaths(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 	})
-	in := &Inbound{HTTP1: AppTransport((&net.Dialer{}).DialContext, false), Authorize: func(r *http.Request, _ Peer) error { return CheckPath(r) }}
+	in := &Inbound{HTTP1: NewAppH1((&net.Dialer{}).DialContext), Authorize: func(r *http.Request, _ Peer) error { return CheckPath(r) }}
 	addr := serveInbound(t, ca, in, appAddr, false)
 	for _, tc := range []struct {
 		path     string
@@ -239,7 +239,7 @@ func TestInboundSendsASmallBodyWithItsHead(t *testing.T) {
 		}))
 	}()
 	var wc writeCounter
-	in := &Inbound{HTTP1: AppTransport(wc.dial, false)}
+	in := &Inbound{HTTP1: NewAppH1(wc.dial)}
 	addr := serveInbound(t, ca, in, netip.MustParseAddrPort(app.Addr().String()), false)
 	route := &Route{Name: "r", Backends: []Backend{{Cluster: meshCluster(t, ca, &serverSidecar{addr: addr}), Weight: 1}}}
 	for _, tc := range []struct {
@@ -322,7 +322,7 @@ func TestInboundExcessBodyNeverReachesTheApp(t *testing.T) {
 			}()
 		}
 	}()
-	in := &Inbound{HTTP1: AppTransport((&net.Dialer{}).DialContext, false)}
+	in := &Inbound{HTTP1: NewAppH1((&net.Dialer{}).DialContext)}
 	addr := serveInbound(t, ca, in, netip.MustParseAddrPort(appL.Addr().String()), false)
 
 	cfg := tlsconfig.MTLSClientConfig(testutil.SVID(t, ca, clientID, 0), ca.Bundle(), tlsconfig.AuthorizeID(serverID))

@@ -44,7 +44,7 @@ func newServerSidecar(t *testing.T, ca *certs.CA, app netip.AddrPort, h2c bool, 
 	dial := (&net.Dialer{}).DialContext
 	s := &serverSidecar{}
 	s.in = &Inbound{
-		HTTP1: AppTransport(dial, false),
+		HTTP1: NewAppH1(dial),
 		H2C:   AppTransport(dial, true),
 		Authorize: func(r *http.Request, p Peer) error {
 			s.mu.Lock()

@@ -93,7 +93,7 @@ type meshConns struct {
 type appCluster struct {
 	model atomic.Pointer[model.Cluster]
 	in    *l7.Inbound
-	tr    [2]*http.Transport // HTTP/1.1, h2c
+	tr    [2]idleCloser // HTTP/1.1 (l7.AppH1), h2c (l7.AppTransport)
 }
 
 func newL7Engine(p *Proxy, reg *wm.Registry) (*l7Engine, error) {
@@ -146,6 +146,12 @@ func (e *l7Engine) close() {
 		ac.close()
 		delete(e.in, name)
 	}
+}
+
+// idleCloser is an app transport.
+type idleCloser interface {
+	http.RoundTripper
+	CloseIdleConnections()
 }
 
 func (ac *appCluster) close() {
@@ -460,7 +466,7 @@ func (e *l7Engine) app(cl *model.Cluster) *appCluster {
 			defer cancel()
 			return e.p.dial(dctx, c, a)
 		}
-		ac.tr = [2]*http.Transport{l7.AppTransport(dial, false), l7.AppTransport(dial, true)}
+		ac.tr = [2]idleCloser{l7.NewAppH1(dial), l7.AppTransport(dial, true)}
 		ac.in = &l7.Inbound{HTTP1: ac.tr[0], H2C: ac.tr[1], Limits: e.limits, Metrics: e.metrics, Logger: e.p.log.With("l7", inbound),
 			Authorize: e.p.authorizeRequest}
 		if !e.closed {
