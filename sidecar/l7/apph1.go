@@ -165,6 +165,9 @@ func (t *AppH1) exchange(ctx context.Context, pc *h1Conn, r *http.Request, req [
 	for {
 		resp, err = http.ReadResponse(pc.br, r)
 		if err != nil {
+			if pc.limit <= 0 { // the head cut short reads as some other error
+				err = errHeadTooLong
+			}
 			return nil, written, err
 		}
 		code := resp.StatusCode
