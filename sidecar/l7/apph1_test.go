@@ -477,6 +477,9 @@ func TestAppH1BoundsTheHead(t *testing.T) {
 			for i := 0; i < 2000; i++ {
 				w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 			}
+		case "/body": // the bound is the head's, not the body's
+			fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", 64<<10, strings.Repeat("b", 64<<10))
+			return true
 		}
 		w.WriteString("\r\nok")
 		return true
@@ -487,6 +490,9 @@ func TestAppH1BoundsTheHead(t *testing.T) {
 		if _, err := h.RoundTrip(appRequest(t, "GET", app.addr, p, "")); !errors.Is(err, errHeadTooLong) {
 			t.Errorf("%s: %v, want %v", p, err, errHeadTooLong)
 		}
+	}
+	if _, body := roundTrip(t, h, appRequest(t, "GET", app.addr, "/body", "")); len(body) != 64<<10 {
+		t.Errorf("a body four times the head's bound: %d bytes read", len(body))
 	}
 }
 
@@ -535,6 +541,17 @@ func TestAppH1Cancel(t *testing.T) {
 	}
 	if n := app.conns.Load(); n != 3 {
 		t.Errorf("%d connections, want 3: neither interrupted one used again", n)
+	}
+	// A request's context ends after its response was read (the server
+	// cancels it when the handler returns): the connection, idle or
+	// serving the next request by then, is not touched.
+	for range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		roundTrip(t, h, appRequest(t, "GET", app.addr, "/", "").WithContext(ctx))
+		cancel()
+	}
+	if n := app.conns.Load(); n != 3 {
+		t.Errorf("%d connections, want the third one used again after its requests' contexts ended", n)
 	}
 }
 
