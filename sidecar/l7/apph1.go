@@ -27,8 +27,8 @@ import (
 // system call and reads the response where the caller reads it.
 // net/http's transport hands every request to two goroutines of its
 // connection (persistConn's writeLoop and readLoop) and back through
-// channels and selects: 28 % of the server sidecar's CPU at 1,000 req/s
-// (sidecar/proxy/bench/README.md, "Session 24"). Every other request —
+// channels and selects (docs/decisions.md; the gain is in
+// sidecar/proxy/bench/README.md, "Session 24"). Every other request —
 // a streamed body, trailers, 100-continue, an upgrade, a close, or
 // anything AppH1 would write otherwise than net/http — goes to Fallback,
 // unchanged.

@@ -40,9 +40,11 @@
 // protocol its port declares (HTTP/1.1, or h2c for gRPC), after an
 // Authorize hook (L7 AuthorizationPolicy) allowed it; a body of declared
 // length up to [MaxWholeBody] goes to an HTTP/1.1 app in one write with
-// its head. [MeshTransport] and
-// [AppTransport] are the two HTTP transports, with nothing added to or
-// taken from the exchange (no compression, no forwarding headers).
+// its head. [AppH1] carries such requests, and those without a body, to an
+// HTTP/1.1 app in the request's own goroutine, writing what net/http's
+// transport writes; [AppTransport] carries the rest (and every request to
+// an h2c app), [MeshTransport] carries requests between sidecars. None adds
+// to or takes from the exchange (no compression, no forwarding headers).
 //
 // The package dials nothing itself (the sidecar passes its mTLS and app
 // dialers) and reads time only through the standard library's timers and
