@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,7 +44,9 @@ import (
 // closed it or sent anything unasked: such a connection is closed, not
 // used. A request that fails on a reused connection before any byte of a
 // response came back is tried again on another connection when nothing of
-// it was written or when it is idempotent, as net/http's transport does.
+// it was written (AppH1 holds its bytes), or when net/http's transport
+// would send it again: no body, and GET, HEAD, OPTIONS, TRACE or an
+// Idempotency-Key. A request whose context has ended is not sent.
 type AppH1 struct {
 	// Dial connects to the app's address (the request's URL host).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -101,6 +104,14 @@ func (r h1Reader) Read(p []byte) (int, error) {
 
 // RoundTrip serves r (see AppH1).
 func (t *AppH1) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx := r.Context()
+	if err := ctx.Err(); err != nil {
+		// Abandoned (the client reset its stream): nothing goes to the app.
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, err
+	}
 	body, ok := h1Eligible(r)
 	if !ok {
 		return t.fallback(r)
@@ -116,7 +127,6 @@ func (t *AppH1) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Body != nil {
 		r.Body.Close() // in memory or none: nothing is lost
 	}
-	ctx := r.Context()
 	for {
 		pc, reused, err := t.conn(ctx, r.URL.Host)
 		if err != nil {
@@ -130,8 +140,10 @@ func (t *AppH1) RoundTrip(r *http.Request) (*http.Response, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if reused && pc.nread == 0 && (written == 0 || replayable(r)) {
-			continue // the app closed it meanwhile: as net/http, another
+		// The app closed it meanwhile: another when nothing was written
+		// (AppH1 holds the bytes), or when net/http would send it again.
+		if reused && pc.nread == 0 && (written == 0 || len(body) == 0 && replayable(r)) {
+			continue
 		}
 		return nil, err
 	}
@@ -141,6 +153,12 @@ func (t *AppH1) RoundTrip(r *http.Request) (*http.Response, error) {
 // bytes.Reader, which net/http's transport knows to be in memory and
 // writes with the head in one system call.
 func (t *AppH1) fallback(r *http.Request) (*http.Response, error) {
+	if t.Fallback == nil {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, errors.New("l7: AppH1 has no Fallback for this request")
+	}
 	if w, ok := r.Body.(*wholeBody); ok {
 		r.Body = io.NopCloser(bytes.NewReader(w.b[w.off:]))
 	}
@@ -156,6 +174,9 @@ func (t *AppH1) exchange(ctx context.Context, pc *h1Conn, r *http.Request, req [
 			stop()
 		}
 	}()
+	if err := ctx.Err(); err != nil { // ended while a connection was found
+		return nil, 0, err
+	}
 	pc.nread = 0
 	if written, err = pc.c.Write(req); err != nil {
 		return nil, written, err
@@ -194,6 +215,9 @@ func (t *AppH1) exchange(ctx context.Context, pc *h1Conn, r *http.Request, req [
 	return resp, written, nil
 }
 
+// errBodyClosed is a read after Close, as net/http's.
+var errBodyClosed = errors.New("http: read on closed response body")
+
 // release gives pc back to the idle pool when keep, the response is read
 // to its end with nothing after it and the request's context did not
 // interrupt it (stop tells); else closes it.
@@ -205,7 +229,10 @@ func (t *AppH1) release(pc *h1Conn, stop func() bool, keep bool) {
 	t.put(pc)
 }
 
-// h1Body is a response's body: its end gives the connection back.
+// h1Body is a response's body: its end gives the connection back. Close
+// may be called while a Read waits (as on net/http's bodies): it closes the
+// connection, which ends the Read; whichever of the two ends the body
+// first decides what becomes of the connection.
 type h1Body struct {
 	t    *AppH1
 	pc   *h1Conn
@@ -213,27 +240,35 @@ type h1Body struct {
 	stop func() bool
 	ctx  context.Context
 	keep bool
-	done bool
+	end  atomic.Int32 // bodyOpen, bodyEOF or bodyClosed
 }
 
+const (
+	bodyOpen = iota
+	bodyEOF
+	bodyClosed // by Close or by a failed read
+)
+
 func (b *h1Body) Read(p []byte) (int, error) {
-	if b.done {
+	switch b.end.Load() {
+	case bodyEOF:
 		return 0, io.EOF
+	case bodyClosed:
+		return 0, errBodyClosed
 	}
 	n, err := b.body.Read(p)
 	switch {
 	case err == io.EOF:
-		b.done = true
-		b.t.release(b.pc, b.stop, b.keep)
+		if b.end.CompareAndSwap(bodyOpen, bodyEOF) {
+			b.t.release(b.pc, b.stop, b.keep)
+		}
 	case err != nil:
-		b.done = true
-		b.stop()
-		b.pc.c.Close()
+		if b.end.CompareAndSwap(bodyOpen, bodyClosed) {
+			b.stop()
+			b.pc.c.Close()
+		}
 		if cerr := b.ctx.Err(); cerr != nil {
 			err = cerr
-		}
-		if err == io.EOF { // unreachable: kept as the reader's contract
-			err = io.ErrUnexpectedEOF
 		}
 	}
 	return n, err
@@ -242,8 +277,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 // Close before the end closes the connection: what is left of the
 // response is not worth reading, as net/http's transport judges.
 func (b *h1Body) Close() error {
-	if !b.done {
-		b.done = true
+	if b.end.CompareAndSwap(bodyOpen, bodyClosed) {
 		b.stop()
 		b.pc.c.Close()
 	}
@@ -339,11 +373,19 @@ func (t *AppH1) CloseIdleConnections() {
 
 // quiet reports whether c, idle, has nothing to read and is open: the app
 // has neither closed it nor sent anything unasked. A connection the kernel
-// cannot be asked about counts as quiet (the retry covers it).
+// cannot be asked about (not a syscall.Conn, nor wrapping one that NetConn
+// returns) is never quiet: it is not used again.
 func quiet(c net.Conn) bool {
+	for {
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if _, sys := c.(syscall.Conn); sys || !ok {
+			break
+		}
+		c = w.NetConn()
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return true
+		return false
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
@@ -415,10 +457,7 @@ func appendHead(b []byte, r *http.Request, n int) ([]byte, bool) {
 	b = append(b, host...)
 	b = append(b, "\r\n"...)
 	if ua, ok := r.Header["User-Agent"]; ok {
-		if len(ua) > 0 && ua[0] != "" {
-			if !httpguts.ValidHeaderFieldValue(ua[0]) {
-				return b, false
-			}
+		if len(ua) > 0 && ua[0] != "" { // validated below, with the other values
 			b = append(b, "User-Agent: "...)
 			b = append(b, trimOWS(ua[0])...)
 			b = append(b, "\r\n"...)
@@ -433,22 +472,26 @@ func appendHead(b []byte, r *http.Request, n int) ([]byte, bool) {
 	}
 	var keys [32]string
 	ks := keys[:0]
-	for k := range r.Header {
+	for k, vv := range r.Header {
+		// net/http's transport refuses a request with any invalid name or
+		// value, those it does not write included.
+		if !httpguts.ValidHeaderFieldName(k) {
+			return b, false
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return b, false
+			}
+		}
 		switch k {
 		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
 			continue
-		}
-		if !httpguts.ValidHeaderFieldName(k) {
-			return b, false
 		}
 		ks = append(ks, k)
 	}
 	slices.Sort(ks)
 	for _, k := range ks {
 		for _, v := range r.Header[k] {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return b, false
-			}
 			b = append(b, k...)
 			b = append(b, ": "...)
 			b = append(b, trimOWS(v)...)
