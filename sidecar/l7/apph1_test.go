@@ -683,3 +683,43 @@ func FuzzAppH1Head(f *testing.F) {
 		}
 	})
 }
+
+// closeRecorder is a request body that records its Close.
+type closeRecorder struct {
+	io.Reader
+	closed atomic.Bool
+}
+
+func (c *closeRecorder) Close() error { c.closed.Store(true); return nil }
+
+// TestAppH1RefusesWithoutSending: a request whose context has ended, with a
+// body or without, and a request AppH1 cannot serve when it has no
+// Fallback, each get an error — no panic, nothing dialled — and their
+// bodies are closed, as a RoundTripper must.
+func TestAppH1RefusesWithoutSending(t *testing.T) {
+	var dials atomic.Int32
+	h := &AppH1{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return nil, errors.New("dialled")
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := h.RoundTrip(appRequest(t, "GET", "127.0.0.1:1", "/", "").WithContext(ctx)); !errors.Is(err, context.Canceled) {
+		t.Errorf("GET, context ended: %v, want %v", err, context.Canceled)
+	}
+	body := &closeRecorder{Reader: strings.NewReader("x")}
+	r := appRequest(t, "POST", "127.0.0.1:1", "/", "").WithContext(ctx)
+	r.Body, r.ContentLength = body, 1
+	if _, err := h.RoundTrip(r); !errors.Is(err, context.Canceled) || !body.closed.Load() {
+		t.Errorf("POST, context ended: %v, body closed %v; want %v, true", err, body.closed.Load(), context.Canceled)
+	}
+	body = &closeRecorder{Reader: strings.NewReader("x")}
+	r = appRequest(t, "POST", "127.0.0.1:1", "/", "")
+	r.Body, r.ContentLength = body, 1 // streamed: Fallback's
+	if _, err := h.RoundTrip(r); err == nil || !body.closed.Load() {
+		t.Errorf("no Fallback: %v, body closed %v; want an error, true", err, body.closed.Load())
+	}
+	if n := dials.Load(); n != 0 {
+		t.Errorf("%d dials", n)
+	}
+}
