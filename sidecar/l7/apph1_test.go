@@ -573,6 +573,11 @@ func TestAppH1Idle(t *testing.T) {
 		t.Errorf("connection %d closed, want 1", got)
 	}
 	roundTrip(t, h, appRequest(t, "GET", app.addr, "/", ""))
+	time.Sleep(100 * time.Millisecond) // well within the default idle timeout (90 s)
+	roundTrip(t, h, appRequest(t, "GET", app.addr, "/", ""))
+	if n := app.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want the second kept idle and used again", n)
+	}
 	h.CloseIdleConnections()
 	if got := <-app.eofs; got != 2 {
 		t.Errorf("connection %d closed, want 2", got)
@@ -582,6 +587,11 @@ func TestAppH1Idle(t *testing.T) {
 	if got := <-app.eofs; got != 3 {
 		t.Errorf("connection %d closed, want 3 (idle)", got)
 	}
+	h.mu.Lock()
+	if n := len(h.idle[app.addr]); n != 0 {
+		t.Errorf("the expired connection is still among the idle (%d)", n)
+	}
+	h.mu.Unlock()
 	h.IdleTimeout, h.MaxIdlePerHost = time.Minute, 2
 	var resps []*http.Response
 	for range 3 {
