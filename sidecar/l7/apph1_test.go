@@ -733,3 +733,33 @@ func TestAppH1RefusesWithoutSending(t *testing.T) {
 		t.Errorf("%d dials", n)
 	}
 }
+
+// TestWholeBodyReads: a body read whole reads as any body — its bytes,
+// then io.EOF at once — for a transport other than AppH1 that is given it.
+func TestWholeBodyReads(t *testing.T) {
+	w := &wholeBody{b: []byte("abcdefg")}
+	var got []byte
+	buf := make([]byte, 3)
+	for i := 0; ; i++ {
+		if i > 10 {
+			t.Fatalf("no io.EOF after %d reads (%q)", i, got)
+		}
+		n, err := w.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			if n != 0 {
+				t.Errorf("io.EOF with %d bytes", n)
+			}
+			break
+		}
+		if err != nil || n == 0 {
+			t.Fatalf("read %d: %d, %v", i, n, err)
+		}
+	}
+	if string(got) != "abcdefg" || !w.read {
+		t.Errorf("read %q (marked read: %v), want abcdefg, true", got, w.read)
+	}
+	if n, err := w.Read(buf); n != 0 || err != io.EOF {
+		t.Errorf("after the end: %d, %v", n, err)
+	}
+}
