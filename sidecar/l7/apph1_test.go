@@ -196,6 +196,8 @@ func TestAppH1WritesAsNetHTTP(t *testing.T) {
 			"Content-Length": {"99"}, // the body's true length is written
 		}},
 		{name: "User-Agent", method: "GET", path: "/ua", header: http.Header{"User-Agent": {" curl/8 ", "second"}}},
+		{name: "User-Agent without a value", method: "GET", path: "/ua", header: http.Header{"User-Agent": {}}},
+		{name: "NoBody", method: "POST", path: "/nobody", body: "-"}, // body "-": http.NoBody below
 		{name: "Host given", method: "GET", path: "/h", host: "server.demo:8080"},
 		{name: "POST with a body", method: "POST", path: "/p", body: "hello", header: http.Header{"Content-Type": {"text/plain"}}},
 		{name: "POST without", method: "POST", path: "/p"},
@@ -220,6 +222,9 @@ func TestAppH1WritesAsNetHTTP(t *testing.T) {
 			for k, v := range tc.header {
 				r.Header[k] = v
 			}
+			if tc.body == "-" {
+				r.Body, r.ContentLength = http.NoBody, 0
+			}
 			return r
 		}
 		before := fb.n.Load()
@@ -233,7 +238,7 @@ func TestAppH1WritesAsNetHTTP(t *testing.T) {
 			t.Fatalf("%s: AppH1 left the request to its fallback", tc.name)
 		}
 		r := make()
-		if r.Body != nil { // net/http reads it as a body in memory
+		if _, ok := r.Body.(*wholeBody); ok { // net/http reads it as a body in memory
 			r.Body = io.NopCloser(strings.NewReader(tc.body))
 		}
 		if resp, err := std.RoundTrip(r); err != nil {
@@ -270,6 +275,7 @@ func TestAppH1LeavesTheRestToNetHTTP(t *testing.T) {
 		{"trailers", func(r *http.Request) { r.Trailer = http.Header{"X-Sum": nil} }, false},
 		{"streamed body", func(r *http.Request) { r.Body, r.ContentLength = io.NopCloser(strings.NewReader("abc")), 3 }, false},
 		{"unknown length", func(r *http.Request) { r.Body, r.ContentLength = io.NopCloser(strings.NewReader("abc")), -1 }, false},
+		{"streamed body of length 0", func(r *http.Request) { r.Body, r.ContentLength = io.NopCloser(strings.NewReader("")), 0 }, false},
 		{"length not the body's", func(r *http.Request) { r.Body, r.ContentLength = &wholeBody{b: []byte("abc")}, 2 }, true},
 		{"body read in part", func(r *http.Request) {
 			b := &wholeBody{b: []byte("abc")}
@@ -283,6 +289,7 @@ func TestAppH1LeavesTheRestToNetHTTP(t *testing.T) {
 		{"bad Host", func(r *http.Request) { r.Host = "a b" }, false}, // net/http cuts it at the space
 		{"zone in Host", func(r *http.Request) { r.Host = "[fe80::1%25eth0]:80" }, false},
 		{"space in the query", func(r *http.Request) { r.URL.RawQuery = "a b" }, true}, // net/http writes it; the app refuses
+		{"DEL in the query", func(r *http.Request) { r.URL.RawQuery = "a\x7f" }, true}, // net/http refuses it
 		{"bad method", func(r *http.Request) { r.Method = "G T" }, true},
 	} {
 		r := appRequest(t, "GET", app.addr, "/"+tc.name, "")
