@@ -142,7 +142,11 @@ func TestAppH1AttackInboundResetStreamNotDelivered(t *testing.T) {
 			}
 			headers(3, "POST", false)
 			fr.WriteData(3, true, []byte("x"))
-			<-entered
+			select {
+			case <-entered:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Authorize never saw the POST")
+			}
 			fr.WriteRSTStream(3, http2.ErrCodeCancel)
 			time.Sleep(300 * time.Millisecond)
 			if n := posts.Load(); n != 0 {
