@@ -36,8 +36,9 @@ import (
 //
 // What it writes is what net/http's transport writes for the same request
 // (TestAppH1WritesAsNetHTTP compares the bytes); a response is read by
-// net/http's own http.ReadResponse, its head limited as the transport
-// limits it. A connection goes back to the idle pool only once its
+// net/http's own http.ReadResponse, its head bounded as the transport
+// bounds one (10 MiB), the interim responses before it counted in (the
+// transport bounds each). A connection goes back to the idle pool only once its
 // response is read to the end, with nothing after it, the response not
 // asking to close; before an idle connection is reused the kernel is asked,
 // without reading or waiting (MSG_PEEK|MSG_DONTWAIT), whether the app has
