@@ -3,6 +3,7 @@ package l7
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/textproto"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -182,7 +184,7 @@ func (t *AppH1) exchange(ctx context.Context, pc *h1Conn, r *http.Request, req [
 	if written, err = pc.c.Write(req); err != nil {
 		return nil, written, err
 	}
-	pc.limit = cmp0(t.MaxResponseHeaderBytes, 10<<20)
+	pc.limit = cmp.Or(t.MaxResponseHeaderBytes, 10<<20)
 	trace := httptrace.ContextClientTrace(ctx)
 	for {
 		resp, err = http.ReadResponse(pc.br, r)
@@ -326,7 +328,7 @@ func (t *AppH1) put(pc *h1Conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.idle[pc.key]
-	if len(l) >= cmp0(t.MaxIdlePerHost, 64) {
+	if len(l) >= cmp.Or(t.MaxIdlePerHost, 64) {
 		pc.c.Close()
 		return
 	}
@@ -334,7 +336,7 @@ func (t *AppH1) put(pc *h1Conn) {
 		t.idle = make(map[string][]*h1Conn)
 	}
 	t.idle[pc.key] = append(l, pc)
-	timeout := cmp0(t.IdleTimeout, 90*time.Second)
+	timeout := cmp.Or(t.IdleTimeout, 90*time.Second)
 	if pc.idle == nil {
 		pc.idle = time.AfterFunc(timeout, func() { t.expire(pc) })
 	} else {
@@ -444,7 +446,7 @@ func appendHead(b []byte, r *http.Request, n int) ([]byte, bool) {
 	if host == "" {
 		host = r.URL.Host
 	}
-	if !httpguts.ValidHostHeader(host) || hasZone(host) {
+	if !httpguts.ValidHostHeader(host) || strings.Contains(host, "%") {
 		return b, false
 	}
 	uri := r.URL.RequestURI()
@@ -460,7 +462,7 @@ func appendHead(b []byte, r *http.Request, n int) ([]byte, bool) {
 	if ua, ok := r.Header["User-Agent"]; ok {
 		if len(ua) > 0 && ua[0] != "" { // validated below, with the other values
 			b = append(b, "User-Agent: "...)
-			b = append(b, trimOWS(ua[0])...)
+			b = append(b, strings.Trim(ua[0], " \t")...)
 			b = append(b, "\r\n"...)
 		}
 	} else {
@@ -495,7 +497,7 @@ func appendHead(b []byte, r *http.Request, n int) ([]byte, bool) {
 		for _, v := range r.Header[k] {
 			b = append(b, k...)
 			b = append(b, ": "...)
-			b = append(b, trimOWS(v)...)
+			b = append(b, strings.Trim(v, " \t")...)
 			b = append(b, "\r\n"...)
 		}
 	}
@@ -504,18 +506,6 @@ func appendHead(b []byte, r *http.Request, n int) ([]byte, bool) {
 
 // headBuffers hold a request's bytes while they are written.
 var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
-
-// trimOWS trims the spaces and tabs around v (textproto.TrimString, once
-// CR and LF are refused).
-func trimOWS(v string) string {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
-}
 
 // plainURI: no control characters, spaces or non-ASCII bytes, which
 // net/http writes as they are.
@@ -526,16 +516,6 @@ func plainURI(s string) bool {
 		}
 	}
 	return true
-}
-
-// hasZone: an IPv6 host with a zone, which net/http removes from Host.
-func hasZone(host string) bool {
-	for i := 0; i < len(host); i++ {
-		if host[i] == '%' {
-			return true
-		}
-	}
-	return false
 }
 
 func validMethod(m string) bool {
@@ -561,11 +541,4 @@ func replayable(r *http.Request) bool {
 	_, a := r.Header["Idempotency-Key"]
 	_, b := r.Header["X-Idempotency-Key"]
 	return a || b
-}
-
-func cmp0[T ~int | ~int64](v, def T) T {
-	if v == 0 {
-		return def
-	}
-	return v
 }
