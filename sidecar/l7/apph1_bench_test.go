@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"testing"
+
+	"github.com/weftmesh/weft/internal/testutil"
 )
 
 // BenchmarkAppHop: one request to an HTTP/1.1 app on loopback and its 1 KiB
@@ -15,36 +17,21 @@ import (
 // (AppTransport), in the same run. The app is a minimal loop, so the
 // figures are mostly the two clients' own.
 func BenchmarkAppHop(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n")
 	resp = append(resp, make([]byte, 1024)...)
-	go func() {
+	addr := testutil.ServeTCP(b, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			r, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, r.Body)
-					if _, err := c.Write(resp); err != nil {
-						return
-					}
-				}
-			}()
+			io.Copy(io.Discard, r.Body)
+			if _, err := c.Write(resp); err != nil {
+				return
+			}
 		}
-	}()
-	addr := ln.Addr().String()
+	}).String()
 	body := make([]byte, 1024)
 	dial := (&net.Dialer{}).DialContext
 	for _, rt := range []struct {

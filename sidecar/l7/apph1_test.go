@@ -36,39 +36,29 @@ type scriptedApp struct {
 
 func newScriptedApp(t *testing.T, serve func(conn, i int, r *http.Request, w *bufio.Writer) bool) *scriptedApp {
 	t.Helper()
-	ln := testutil.Listen(t)
-	a := &scriptedApp{addr: ln.Addr().String(), eofs: make(chan int, 100)}
-	go func() {
-		for {
-			c, err := ln.Accept()
+	a := &scriptedApp{eofs: make(chan int, 100)}
+	a.addr = testutil.ServeTCP(t, func(c net.Conn) {
+		n := int(a.conns.Add(1))
+		br, bw := bufio.NewReader(c), bufio.NewWriter(c)
+		for i := 0; ; i++ {
+			r, err := http.ReadRequest(br)
 			if err != nil {
+				if errors.Is(err, io.EOF) {
+					a.eofs <- n
+				}
 				return
 			}
-			n := int(a.conns.Add(1))
-			go func() {
-				defer c.Close()
-				br, bw := bufio.NewReader(c), bufio.NewWriter(c)
-				for i := 0; ; i++ {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						if errors.Is(err, io.EOF) {
-							a.eofs <- n
-						}
-						return
-					}
-					io.Copy(io.Discard, r.Body)
-					a.mu.Lock()
-					a.reqs = append(a.reqs, fmt.Sprintf("%d %s %s", n, r.Method, r.URL.Path))
-					a.mu.Unlock()
-					if !serve(n, i, r, bw) {
-						bw.Flush()
-						return
-					}
-					bw.Flush()
-				}
-			}()
+			io.Copy(io.Discard, r.Body)
+			a.mu.Lock()
+			a.reqs = append(a.reqs, fmt.Sprintf("%d %s %s", n, r.Method, r.URL.Path))
+			a.mu.Unlock()
+			if !serve(n, i, r, bw) {
+				bw.Flush()
+				return
+			}
+			bw.Flush()
 		}
-	}()
+	}).String()
 	return a
 }
 
@@ -130,47 +120,37 @@ func roundTrip(t *testing.T, rt http.RoundTripper, r *http.Request) (*http.Respo
 // rawRecorder is an app that records the bytes of each request — its head
 // and its declared body — and answers 200 with an empty body.
 func rawRecorder(t *testing.T) (addr string, got chan []byte) {
-	ln := testutil.Listen(t)
 	got = make(chan []byte, 1)
-	go func() {
+	addr = testutil.ServeTCP(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					var head bytes.Buffer
-					n := -1
-					for {
-						line, err := br.ReadString('\n')
-						if err != nil {
-							return
-						}
-						head.WriteString(line)
-						if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Content-Length") {
-							n, _ = strconv.Atoi(strings.TrimSpace(v))
-						}
-						if line == "\r\n" {
-							break
-						}
-					}
-					if n > 0 {
-						b := make([]byte, n)
-						if _, err := io.ReadFull(br, b); err != nil {
-							return
-						}
-						head.Write(b)
-					}
-					got <- head.Bytes()
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+			var head bytes.Buffer
+			n := -1
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
 				}
-			}()
+				head.WriteString(line)
+				if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Content-Length") {
+					n, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+				if line == "\r\n" {
+					break
+				}
+			}
+			if n > 0 {
+				b := make([]byte, n)
+				if _, err := io.ReadFull(br, b); err != nil {
+					return
+				}
+				head.Write(b)
+			}
+			got <- head.Bytes()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 		}
-	}()
-	return ln.Addr().String(), got
+	}).String()
+	return addr, got
 }
 
 // TestAppH1WritesAsNetHTTP: every request AppH1 serves itself reaches the
