@@ -50,6 +50,8 @@
 // dialers) and reads time only through the standard library's timers and
 // contexts; the sidecar wires it to the configuration it receives over
 // xDS. It may import sidecar/balance, internal/metrics (its golden
-// metrics), api/admin (their names, which weftctl reads), go-spiffe and
-// the standard library.
+// metrics), api/admin (their names, which weftctl reads), go-spiffe,
+// golang.org/x/net/http/httpguts (net/http's own field and host checks,
+// which AppH1 applies as net/http's transport does; gRPC links it already)
+// and the standard library.
 package l7
