@@ -101,6 +101,7 @@ type Balancer struct {
 
 type endpoint struct {
 	addr    netip.AddrPort
+	host    string // addr as text, made once (a request's URL host)
 	pending int
 	rtt     float64   // moving average of response time, ns, as of at
 	at      time.Time // when rtt was last updated
@@ -169,7 +170,7 @@ func (b *Balancer) Update(addrs []netip.AddrPort) {
 		seen[a] = true
 		e := old[a]
 		if e == nil {
-			e = &endpoint{addr: a, rtt: float64(b.cfg.DefaultRTT), at: now}
+			e = &endpoint{addr: a, host: a.String(), rtt: float64(b.cfg.DefaultRTT), at: now}
 		}
 		eps = append(eps, e)
 	}
@@ -180,6 +181,9 @@ func (b *Balancer) Update(addrs []netip.AddrPort) {
 // went. Done must be called exactly once (later calls do nothing).
 type Request struct {
 	Addr netip.AddrPort
+	// Host is Addr as text ("198.18.0.7:8080", "[2001:db8::7]:8080"),
+	// formatted once per endpoint rather than per request.
+	Host string
 
 	b        *Balancer
 	ep       *endpoint
@@ -226,7 +230,7 @@ func (b *Balancer) Pick(avoid ...netip.AddrPort) (*Request, error) {
 	b.picks++
 	e.picked = b.picks
 	e.pending++
-	return &Request{Addr: e.addr, b: b, ep: e, start: now}, nil
+	return &Request{Addr: e.addr, Host: e.host, b: b, ep: e, start: now}, nil
 }
 
 // PickAddr is Pick for the endpoint at addr, when it is one of the set
@@ -241,7 +245,7 @@ func (b *Balancer) PickAddr(addr netip.AddrPort) (r *Request, ok bool) {
 			b.picks++
 			e.picked = b.picks
 			e.pending++
-			return &Request{Addr: e.addr, b: b, ep: e, start: now}, true
+			return &Request{Addr: e.addr, Host: e.host, b: b, ep: e, start: now}, true
 		}
 	}
 	return nil, false

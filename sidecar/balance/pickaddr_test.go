@@ -51,3 +51,31 @@ func TestPickAddrCountsAsTheLatestPick(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestHost: a pick's Host is its address as text, IPv4 and IPv6
+// (brackets), from Pick and PickAddr alike, and stays right for an
+// endpoint kept across an Update.
+func TestRequestHost(t *testing.T) {
+	v4 := netip.MustParseAddrPort("198.18.0.7:8080")
+	v6 := netip.MustParseAddrPort("[2001:db8::7]:8443")
+	bl := New(Config{})
+	bl.Update([]netip.AddrPort{v4, v6})
+	bl.Update([]netip.AddrPort{v6, v4}) // both kept: their state, text included
+	for _, a := range []netip.AddrPort{v4, v6} {
+		r, ok := bl.PickAddr(a)
+		if !ok || r.Host != a.String() {
+			t.Errorf("PickAddr(%s).Host = %q, want %q", a, r.Host, a.String())
+		}
+		r.Done(Success)
+	}
+	for range 8 {
+		r, err := bl.Pick()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Host != r.Addr.String() {
+			t.Errorf("Pick: Host %q for Addr %s", r.Host, r.Addr)
+		}
+		r.Done(Success)
+	}
+}

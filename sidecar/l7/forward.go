@@ -154,7 +154,7 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 		// them (req is the reverse proxy's copy of the app's request).
 		out := req.WithContext(traced)
 		u := *req.URL
-		u.Scheme, u.Host = c.Scheme, pick.Addr.String()
+		u.Scheme, u.Host = c.Scheme, pick.Host
 		out.URL = &u
 		out.RequestURI = ""
 		out.GetBody = nil

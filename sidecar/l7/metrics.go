@@ -2,7 +2,6 @@ package l7
 
 import (
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/weftmesh/weft/api/admin"
@@ -89,6 +88,10 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach Flush and the deadlines.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// statusClasses are the class labels by status/100, written out so that
+// counting a request builds no string.
+var statusClasses = [...]string{1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
 // record counts one finished request.
 func (m *Metrics) record(direction, route string, info *requestInfo, w *statusWriter, start time.Time) {
 	m.recordStatus(direction, route, info, w.status, w.Header(), time.Since(start))
@@ -99,7 +102,7 @@ func (m *Metrics) record(direction, route string, info *requestInfo, w *statusWr
 func (m *Metrics) recordStatus(direction, route string, info *requestInfo, status int, h http.Header, d time.Duration) {
 	class := "5xx" // a handler that panicked (an aborted response) wrote nothing final
 	if s := status; s >= 100 && s < 600 {
-		class = strconv.Itoa(s/100) + "xx"
+		class = statusClasses[s/100]
 	}
 	gs := h.Get("Grpc-Status")
 	if gs == "" {

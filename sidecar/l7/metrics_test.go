@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/internal/metrics"
 	"github.com/weftmesh/weft/internal/testutil"
@@ -172,4 +173,31 @@ func TestEjectionsCounted(t *testing.T) {
 		t.Fatalf("ejections_total = %v, want 2", got)
 	}
 	(*Metrics)(nil).Ejected("outbound|8080|server.demo")
+}
+
+// Every status is counted in its own class: each hundred from 1xx to 5xx
+// at both of its ends, and what is outside them (no status, 99, 600) as
+// 5xx.
+func TestMetricsStatusClasses(t *testing.T) {
+	reg := metrics.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{}
+	for _, tc := range []struct {
+		status int
+		class  string
+	}{
+		{100, "1xx"}, {199, "1xx"}, {200, "2xx"}, {299, "2xx"}, {300, "3xx"}, {399, "3xx"},
+		{400, "4xx"}, {499, "4xx"}, {500, "5xx"}, {599, "5xx"}, {0, "5xx"}, {99, "5xx"}, {600, "5xx"},
+	} {
+		m.recordStatus("outbound", "r", &requestInfo{dst: "c"}, tc.status, http.Header{}, time.Millisecond)
+		want[tc.class]++
+	}
+	for class, n := range want {
+		if got, _ := reg.Value("weft_sidecar_http_requests_total", "outbound", "r", "c", "", class, ""); got != n {
+			t.Errorf("requests_total class %s = %v, want %v", class, got, n)
+		}
+	}
 }

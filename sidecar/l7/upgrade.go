@@ -148,7 +148,7 @@ func (h *Handler) upgrade(w http.ResponseWriter, r *http.Request, route *Route, 
 				up.Close()
 			}
 		}
-		up, err = c.DialTunnel(ctx, pick.Addr.String())
+		up, err = c.DialTunnel(ctx, pick.Host)
 		if err == nil {
 			info.peer = peerID(up)
 			t.peer = info.peer
