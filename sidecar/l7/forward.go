@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"slices"
 	"sync"
 	"time"
@@ -90,6 +91,12 @@ const (
 // should get, or an *Error. The caller must close the response's body; the
 // route's timeout runs until then. req.Body is closed in every case.
 func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, error) {
+	return f.forward(route, req, nil)
+}
+
+// forward is Forward, got1xx (when set) told of every interim response
+// through the tries' client trace: one trace per try, not two composed.
+func (f *Forwarder) forward(route *Route, req *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	fail := func(status int, reason string, err error) (*http.Response, error) {
 		return nil, &Error{Route: route.Name, Status: status, Reason: reason, Err: err}
 	}
@@ -136,9 +143,14 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 			finish()
 			return fail(http.StatusServiceUnavailable, "no_endpoint", fmt.Errorf("cluster %s: %w", c.Name, err))
 		}
-		tryCtx, tryCancel := context.WithCancelCause(ctx)
+		// A try has a context of its own only when it has a timeout of
+		// its own: otherwise the route's context is the try's (a try
+		// given up for a retry has its response body closed, which ends
+		// its stream).
+		tryCtx, tryCancel := ctx, context.CancelCauseFunc(func(error) {})
 		var timer *time.Timer
 		if d := route.Retry.PerTryTimeout; d > 0 {
+			tryCtx, tryCancel = context.WithCancelCause(ctx)
 			timer = time.AfterFunc(d, func() { tryCancel(errPerTryTimeout) })
 		}
 		// The response time starts when the request has a connection:
@@ -147,7 +159,7 @@ func (f *Forwarder) Forward(route *Route, req *http.Request) (*http.Response, er
 		traced := httptrace.WithClientTrace(tryCtx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
 			pick.Sent()
 			peer = peerID(i.Conn)
-		}})
+		}, Got1xxResponse: got1xx})
 		// A shallow copy of the request with its own URL: the transport
 		// only reads the header fields (a RoundTripper must not modify
 		// the request), so the tries share them rather than each cloning

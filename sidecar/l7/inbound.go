@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,7 +67,7 @@ type Inbound struct {
 	ln    *connListener
 	err   chan error
 	peers sync.Map // *tls.Conn -> *inConn
-	proxy *httputil.ReverseProxy
+	relay *relay
 }
 
 // inConn is an inbound connection's peer, with what its requests use
@@ -93,17 +93,16 @@ func (in *Inbound) init() {
 	p.SetHTTP2(true)
 	in.ln = newConnListener()
 	in.err = make(chan error, 1)
-	in.proxy = &httputil.ReverseProxy{
-		BufferPool: sharedBuffers,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", inConnOf(pr.In.Context()).dst
-			for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-				if v, ok := pr.In.Header[k]; ok {
-					pr.Out.Header[k] = v
-				}
-			}
+	in.relay = &relay{
+		rewrite: func(_, out *http.Request) {
+			u := *out.URL
+			u.Scheme, u.Host = "http", inConnOf(out.Context()).dst
+			out.URL = &u
 		},
-		Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		// AppH1 and net/http's transports report interim responses
+		// through the request's client trace.
+		trace1xx: true,
+		roundTrip: func(r *http.Request, _ func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 			app := in.HTTP1
 			if inConnOf(r.Context()).peer.H2C {
 				app = in.H2C
@@ -111,8 +110,8 @@ func (in *Inbound) init() {
 				return nil, err
 			}
 			return app.RoundTrip(r)
-		}),
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+		},
+		fail: func(w http.ResponseWriter, r *http.Request, err error) {
 			if in.Logger != nil {
 				in.Logger.Debug("app request failed", "err", err)
 			}
@@ -122,6 +121,7 @@ func (in *Inbound) init() {
 			}
 			answer(w, r, status, "app unreachable", code)
 		},
+		logger: in.Logger,
 	}
 	in.srv = &http.Server{
 		Handler:           http.HandlerFunc(in.serve),
@@ -198,7 +198,7 @@ func (in *Inbound) authorizeAndDeliver(w http.ResponseWriter, r *http.Request, p
 			return
 		}
 	}
-	in.proxy.ServeHTTP(w, r)
+	in.relay.serve(w, r)
 }
 
 // MaxWholeBody is the largest request body, its length declared, that

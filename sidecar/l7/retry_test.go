@@ -423,3 +423,8 @@ func TestTruncatedBodyNeverCompletedByARetry(t *testing.T) {
 		t.Errorf("the endpoint received %q as complete bodies", complete)
 	}
 }
+
+// roundTripper is a RoundTripper made of a function.
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

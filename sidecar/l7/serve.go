@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +39,7 @@ type Handler struct {
 	Metrics *Metrics
 
 	once  sync.Once
-	proxy *httputil.ReverseProxy
+	relay *relay
 }
 
 // served is what the Handler attaches to a request it serves, as one
@@ -69,42 +69,27 @@ func routeOf(ctx context.Context) *Route {
 }
 
 func (h *Handler) init() {
-	h.proxy = &httputil.ReverseProxy{
-		BufferPool: sharedBuffers,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// The mesh is transparent: the app's forwarding headers go
-			// on as they were (Rewrite would drop them), none are added.
-			for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-				if v, ok := pr.In.Header[k]; ok {
-					pr.Out.Header[k] = v
-				}
-			}
-			// The route's edits run here, after ReverseProxy removed the
-			// hop-by-hop fields from pr.Out (a copy of the app's): what
-			// the route sets is sent whatever the app's Connection names.
-			if route := routeOf(pr.Out.Context()); route != nil {
-				route.RequestHeaders.Apply(pr.Out.Header)
+	h.relay = &relay{
+		rewrite: func(_, out *http.Request) {
+			// The route's edits run here, after the hop-by-hop fields are
+			// removed from out (a copy of the app's request): what the
+			// route sets is sent whatever the app's Connection names.
+			if route := routeOf(out.Context()); route != nil {
+				route.RequestHeaders.Apply(out.Header)
 			}
 		},
-		Transport: roundTripper(func(req *http.Request) (*http.Response, error) {
-			return h.Forwarder.Forward(routeOf(req.Context()), req)
-		}),
-		ModifyResponse: func(resp *http.Response) error {
-			if route := routeOf(resp.Request.Context()); route != nil {
+		roundTrip: func(out *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+			return h.Forwarder.forward(routeOf(out.Context()), out, got1xx)
+		},
+		modifyResponse: func(out *http.Request, resp *http.Response) {
+			if route := routeOf(out.Context()); route != nil {
 				route.ResponseHeaders.Apply(resp.Header)
 			}
-			return nil
 		},
-		ErrorHandler: h.fail,
-	}
-	if h.Logger != nil {
-		h.proxy.ErrorLog = slog.NewLogLogger(h.Logger.Handler(), slog.LevelDebug)
+		fail:   h.fail,
+		logger: h.Logger,
 	}
 }
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.once.Do(h.init)
@@ -136,7 +121,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveUpgrade(w, route.forwarded(r), route)
 	default:
 		h.Metrics.serve("outbound", route.Name, info, w, r, func(w http.ResponseWriter, r *http.Request) {
-			h.proxy.ServeHTTP(w, route.rewritten(r))
+			h.relay.serve(w, route.rewritten(r))
 		})
 	}
 }
