@@ -201,7 +201,7 @@ func (t *AppH1) exchange(ctx context.Context, pc *h1Conn, r *http.Request, req [
 		if code == http.StatusSwitchingProtocols {
 			return nil, written, errors.New("l7: the app switched protocols unasked")
 		}
-		// An interim response: ReverseProxy forwards it through the
+		// An interim response: the relay forwards it through the
 		// trace, as net/http's transport calls it.
 		if trace != nil && trace.Got1xxResponse != nil {
 			if err = trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
@@ -466,7 +466,7 @@ func appendHead(b []byte, r *http.Request, n int) ([]byte, bool) {
 			b = append(b, "\r\n"...)
 		}
 	} else {
-		return b, false // net/http would name itself; ReverseProxy always sets it
+		return b, false // net/http would name itself; the relay always sets it
 	}
 	if n > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
 		b = append(b, "Content-Length: "...)

@@ -6,7 +6,7 @@ import "sync"
 // bodies are copied through (httputil.ReverseProxy's own default).
 const copyBufferSize = 32 << 10
 
-// bufferPool is the httputil.BufferPool of both sides' reverse proxies:
+// bufferPool holds the copy buffers of both sides' relays (relay.go):
 // without one, every request allocates a 32 KiB copy buffer per body per
 // sidecar, which made most of the L7 path's garbage and, through the
 // collector, most of its p99 (sidecar/proxy/bench/README.md, "HTTP

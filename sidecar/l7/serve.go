@@ -137,7 +137,7 @@ const (
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var le *Error
 	if !errors.As(err, &le) {
-		// ReverseProxy's own failures (a response it could not copy).
+		// The relay's own failures (an invalid Upgrade, a 101 unasked).
 		le = &Error{Status: http.StatusBadGateway, Reason: "reset", Err: err}
 	}
 	if h.Logger != nil {
