@@ -45,6 +45,10 @@
 // transport writes; [AppTransport] carries the rest (and every request to
 // an h2c app), [MeshTransport] carries requests between sidecars. None adds
 // to or takes from the exchange (no compression, no forwarding headers).
+// Both sides pass requests on and responses back through the package's
+// relay (relay.go): what httputil.ReverseProxy does in its Rewrite mode
+// (hop-by-hop fields removed, interim responses and trailers passed on,
+// streamed responses flushed), with less copying.
 //
 // The package dials nothing itself (the sidecar passes its mTLS and app
 // dialers) and reads time only through the standard library's timers and
