@@ -57,6 +57,8 @@ func TestDemandDuringIdleDropIsKept(t *testing.T) {
 	var mu sync.Mutex
 	var armed bool
 	entered, proceed := make(chan struct{}), make(chan struct{})
+	var proceedOnce sync.Once
+	letProceed := func() { proceedOnce.Do(func() { close(proceed) }) }
 	hook := func(m any) {
 		r, ok := m.(interface {
 			GetTypeUrl() string
@@ -86,6 +88,10 @@ func TestDemandDuringIdleDropIsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Run(t, c.Run)
+	// Cleanups run last first: a test that fails while Run's send waits
+	// in the hook lets it go before Run is stopped (else stopping Run
+	// waits for ever, and the failure is a hang at the package's timeout).
+	t.Cleanup(letProceed)
 	waitReady(t, c)
 	_, release := mustDemand(t, c, name)
 	release()
@@ -113,7 +119,7 @@ func TestDemandDuringIdleDropIsKept(t *testing.T) {
 		t.Fatalf("Demand in the window: %v", err)
 	}
 	defer held() // a long-lived connection
-	close(proceed)
+	letProceed()
 	waitConfig(t, c, "the cluster dropped", func(cfg *model.Config) bool { return cfg.Clusters[name] == nil })
 
 	// A new connection to the Service.
