@@ -188,3 +188,66 @@ func TestMeshTransportNeedsH2(t *testing.T) {
 		t.Fatalf("a server without h2: %v, want a connect failure", err)
 	}
 }
+
+// A request's trailers reach the app with their values, over the whole
+// path: an HTTP/1.1 app's chunked request and an h2c app's stream, each
+// through both sidecars (HTTP/2 between them) to an app of the same
+// protocol. (httputil.ReverseProxy, which both sidecars used before the
+// relay, cloned the trailer map before the body filled it: the app got
+// the names and no values.)
+func TestMeshPathRequestTrailers(t *testing.T) {
+	for _, h2c := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2c=%v", h2c), func(t *testing.T) {
+			ca := testutil.NewCA(t, td, nil)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				fmt.Fprintf(w, "%s body=%s sum=%q", r.Proto, b, r.Trailer.Get("X-Sum"))
+			})
+			var appAddr netip.AddrPort
+			if h2c {
+				var p http.Protocols
+				p.SetUnencryptedHTTP2(true)
+				srv := &http.Server{Protocols: &p, Handler: h}
+				l := testutil.Listen(t)
+				go srv.Serve(l)
+				t.Cleanup(func() { srv.Close() })
+				appAddr = netip.MustParseAddrPort(l.Addr().String())
+			} else {
+				srv := httptest.NewServer(h)
+				t.Cleanup(srv.Close)
+				appAddr = netip.MustParseAddrPort(srv.Listener.Addr().String())
+			}
+			server := newServerSidecar(t, ca, appAddr, h2c, nil)
+			addr := app(t, static(&Route{Name: "r", Backends: []Backend{{Cluster: meshCluster(t, ca, server), Weight: 1}}}))
+			req, _ := http.NewRequest("POST", "http://"+addr+"/upload", nil)
+			req.Host = "server.demo:8080"
+			req.Trailer = http.Header{"X-Sum": nil}
+			req.Body, req.ContentLength = &fillTrailer{Reader: strings.NewReader("payload"), tr: req.Trailer}, -1 // chunked
+			resp, b := testutil.Do(t, oneConn(t, h2c), req)
+			proto := "HTTP/1.1"
+			if h2c {
+				proto = "HTTP/2.0"
+			}
+			if want := proto + ` body=payload sum="7"`; resp.StatusCode != 200 || b != want {
+				t.Fatalf("app answered %d %q, want 200 %q", resp.StatusCode, b, want)
+			}
+		})
+	}
+}
+
+// fillTrailer is a request body that sets its request's trailer when the
+// body ends, as a client that computes a checksum while it sends.
+type fillTrailer struct {
+	io.Reader
+	tr http.Header
+}
+
+func (f *fillTrailer) Read(p []byte) (int, error) {
+	n, err := f.Reader.Read(p)
+	if err == io.EOF {
+		f.tr.Set("X-Sum", "7")
+	}
+	return n, err
+}
+
+func (f *fillTrailer) Close() error { return nil }
