@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"unicode"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -27,15 +29,38 @@ import (
 // streamed response — and is held to it by relay_test.go, which runs the
 // same requests and responses through both.
 //
-// Differences, each deliberate: a request's trailers go on with their
-// values (ReverseProxy copied the request's trailer map before its body
-// was read, so the values the app sent after the body never reached the
-// endpoint); an interim 101 (which HTTP/2 forbids,
-// RFC 9113 §8.6) is not passed on, and a final 101 is a failure (502):
-// the sidecars serve upgrades on a path of their own (upgrade.go), so a
-// 101 here was never asked for; the CloseNotifier of a ResponseWriter
-// whose request has no cancellable context is not watched (net/http's
-// servers always give one).
+// Differences, each deliberate (relay_test.go and relay_attack_test.go
+// test each):
+//   - a request's trailers go on with their values (ReverseProxy copied
+//     the request's trailer map before its body was read, so the values
+//     the app sent after the body never reached the endpoint) — those it
+//     declared that may be trailers, never one it did not declare or a
+//     hop-by-hop, framing or routing field;
+//   - an interim 101 (which HTTP/2 forbids, RFC 9113 §8.6) is not passed
+//     on, and a final 101 is a failure (502): the sidecars serve upgrades
+//     on a path of their own (upgrade.go), so a 101 here was never asked
+//     for; a final status below 100 or above 999 (http.ReadResponse
+//     takes "042") is a failure too, where ReverseProxy's WriteHeader
+//     panicked with the endpoint's body left open;
+//   - an HTTP/1.1 request that expects 100-continue gets its 100 from the
+//     relay when its body is first read, under the lock that orders the
+//     interim responses (net/http's automatic one is written unlocked
+//     beside a 103 the relay writes from another goroutine), and an
+//     endpoint's own 100 after it is not passed on a second time;
+//   - an interim response's fields are never read by net/http's HTTP/2
+//     server after WriteHeader returned (golang/go#67940: its encoder may
+//     still be reading the handler's map when a reset stream lets
+//     WriteHeader return; the relay clears that map next);
+//   - the request body refuses reads once serve has returned, as
+//     ReverseProxy's does (golang/go#46866), and a query of more
+//     parameters than Go's parser takes goes on empty, as ReverseProxy
+//     sent it;
+//   - an interim response's hop-by-hop fields are removed, as a final
+//     one's (ReverseProxy passed them on: into HTTP/2, where they make
+//     the response malformed);
+//   - the CloseNotifier of a ResponseWriter whose request has no
+//     cancellable context is not watched (net/http's servers always give
+//     one).
 type relay struct {
 	// rewrite edits the outgoing request (out) after the hop-by-hop
 	// fields are removed: its URL, its header fields (the app's
@@ -107,27 +132,84 @@ func printable(s string) bool {
 	return true
 }
 
-// noClose is a request body whose Close does nothing: the transport closes
-// the body it is given, and the incoming request's is its server's.
-type noClose struct{ io.Reader }
+// reqBody is the outgoing request's body: the incoming request's, its
+// Close doing nothing (the transport closes the body it is given; the
+// incoming request's is its server's). Reads fail once serve has returned
+// (a handler must not read its request's body after it returned, and a
+// transport may still be reading: ReverseProxy's guard, golang/go#46866).
+// Before its first read, first runs (when set); at its end, the values of
+// the trailers it announces (to) are taken from from, the incoming
+// request's trailers, which its server fills then.
+type reqBody struct {
+	src      io.Reader
+	closed   atomic.Bool
+	first    func()
+	from, to http.Header
+}
 
-func (noClose) Close() error { return nil }
+var errReadAfterServe = errors.New("l7: request body read after the relay returned")
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, errReadAfterServe
+	}
+	if f := b.first; f != nil {
+		b.first = nil
+		f()
+	}
+	n, err := b.src.Read(p)
+	if err == io.EOF {
+		for k := range b.to {
+			b.to[k] = b.from[k]
+		}
+	}
+	return n, err
+}
+
+func (*reqBody) Close() error { return nil }
+
+// trailerField reports whether a request's declared trailer k goes on:
+// a field that may be a trailer (RFC 9110 §6.5.1; not framing, routing,
+// authentication...), not hop-by-hop.
+func trailerField(k string) bool {
+	for _, h := range hopFields {
+		if strings.EqualFold(k, h) {
+			return false
+		}
+	}
+	return httpguts.ValidTrailerHeader(k)
+}
 
 func (p *relay) serve(w http.ResponseWriter, in *http.Request) {
 	// Interim responses go to the app as they come, until the final one.
 	var (
-		mu   sync.Mutex
-		done bool
+		mu        sync.Mutex
+		done      bool
+		continued bool // a 100 Continue was written
 	)
 	got1xx := func(code int, h textproto.MIMEHeader) error {
 		mu.Lock()
 		defer mu.Unlock()
-		if done || code == http.StatusSwitchingProtocols {
+		if done || code == http.StatusSwitchingProtocols || code == http.StatusContinue && continued {
 			return nil
 		}
+		continued = continued || code == http.StatusContinue
 		wh := w.Header()
 		for k, vv := range h {
 			addValues(wh, k, vv)
+		}
+		// An interim response's hop-by-hop fields are the endpoint's
+		// connection's, as a final one's (HTTP/2 forbids them in any).
+		dropHopFields(wh)
+		// net/http's HTTP/2 server may return from WriteHeader(1xx)
+		// while it still encodes the fields from this very map (the
+		// stream reset or the connection gone meanwhile:
+		// golang/go#67940), and the map is cleared below and written
+		// again after; with a Content-Length in it, the server encodes
+		// a copy, taken before WriteHeader returns (neither server
+		// sends a 1xx's Content-Length).
+		if _, ok := wh["Content-Length"]; !ok {
+			wh["Content-Length"] = nil
 		}
 		w.WriteHeader(code)
 		clear(wh) // a 1xx's fields are its own
@@ -144,11 +226,51 @@ func (p *relay) serve(w http.ResponseWriter, in *http.Request) {
 	if out.Header == nil {
 		out.Header = http.Header{}
 	}
+	var body *reqBody
 	switch {
 	case in.ContentLength == 0:
 		out.Body = nil
 	case in.Body != nil:
-		out.Body = noClose{in.Body}
+		body = &reqBody{src: in.Body}
+		defer body.closed.Store(true)
+		out.Body = body
+		if in.ProtoMajor == 1 && in.ProtoMinor >= 1 && httpguts.HeaderValuesContainsToken(in.Header["Expect"], "100-continue") {
+			// net/http's HTTP/1 server writes its automatic 100
+			// Continue when the body is first read (a transport's
+			// goroutine) with no lock against an interim response that
+			// got1xx writes from another: the relay writes it itself,
+			// under mu.
+			body.first = func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if !done && !continued {
+					continued = true
+					w.WriteHeader(http.StatusContinue)
+				}
+			}
+		}
+	}
+	// The request's trailers: those it declared that may be trailers,
+	// their values taken when its body ends. Not the incoming request's
+	// map itself: net/http's HTTP/1 server adds to it, when the body
+	// ends, every field the app sent after the body, declared or not
+	// (Connection, Content-Length, Host...), and a client request's
+	// trailer keys must not change once it is sent (the transport checked
+	// them; HTTP/2 would carry them as they are).
+	out.Trailer = nil
+	if len(in.Trailer) > 0 {
+		tr := make(http.Header, len(in.Trailer))
+		for k := range in.Trailer {
+			if trailerField(k) {
+				tr[k] = nil
+			}
+		}
+		if len(tr) > 0 {
+			out.Trailer = tr
+			if body != nil {
+				body.from, body.to = in.Trailer, tr
+			}
+		}
 	}
 	out.Close = false
 	up := upgradeOf(out.Header)
@@ -190,6 +312,12 @@ func (p *relay) serve(w http.ResponseWriter, in *http.Request) {
 	mu.Unlock()
 	if err != nil {
 		p.fail(w, out, err)
+		return
+	}
+	if res.StatusCode < 100 || res.StatusCode > 999 {
+		// http.ReadResponse takes "000" to "099"; WriteHeader panics on them.
+		res.Body.Close()
+		p.fail(w, out, fmt.Errorf("l7: the endpoint answered with status %d", res.StatusCode))
 		return
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
@@ -273,7 +401,7 @@ func addValues(h http.Header, k string, vv []string) {
 func eventStream(ct string) bool {
 	const sse = "text/event-stream"
 	// Parse only what may be one: a media type parsed allocates.
-	if t := strings.TrimLeft(ct, " \t"); len(t) < len(sse) || !strings.EqualFold(t[:len(sse)], sse) {
+	if t := strings.TrimLeftFunc(ct, unicode.IsSpace); len(t) < len(sse) || !strings.EqualFold(t[:len(sse)], sse) {
 		return false
 	}
 	base, _, _ := mime.ParseMediaType(ct)
@@ -316,6 +444,11 @@ func (p *relay) copyBody(w io.Writer, rc *http.ResponseController, body io.Reade
 // sidecar's routing did (Go's and other parsers disagree on them); q
 // itself otherwise.
 func cleanQuery(q string) string {
+	// More parameters than Go's parser takes (url.ParseQuery fails on
+	// them all): encoded again, that is none, as ReverseProxy does.
+	if strings.Count(q, "&") >= maxQueryParams {
+		return reencodeQuery(q)
+	}
 	for i := 0; i < len(q); {
 		switch q[i] {
 		case ';':
@@ -331,6 +464,9 @@ func cleanQuery(q string) string {
 	}
 	return q
 }
+
+// maxQueryParams is net/url's default bound on a query's parameters.
+const maxQueryParams = 10000
 
 func reencodeQuery(q string) string {
 	v, _ := url.ParseQuery(q)

@@ -356,3 +356,18 @@ func TestEventStream(t *testing.T) {
 		}
 	}
 }
+
+// An interim response's hop-by-hop fields stay with the endpoint's
+// connection, as a final response's do: the app gets the 103's Link and
+// nothing its Connection names, nor Keep-Alive.
+func TestRelayInterimHopFields(t *testing.T) {
+	c := relayCase{req: "GET /p HTTP/1.1\r\nHost: svc.demo\r\nConnection: close\r\n\r\n",
+		script: func(tr *httptrace.ClientTrace, r *http.Request) (*http.Response, error) {
+			tr.Got1xxResponse(103, textproto.MIMEHeader{"Link": {"</s.css>; rel=preload"}, "Connection": {"X-A"}, "X-A": {"1"}, "Keep-Alive": {"5"}})
+			return scripted(200, http.Header{"Content-Type": {"text/plain"}}, "ok")(tr, r)
+		}}
+	raw, _, _ := relayUnder(t, c, relayFor)
+	if want := "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"; !strings.HasPrefix(raw, want) {
+		t.Errorf("the app read %q, want it to begin %q", raw, want)
+	}
+}
