@@ -55,21 +55,28 @@ func TestDemandDuringIdleDropIsKept(t *testing.T) {
 	p := startPeer(t, "127.0.0.1:0", cache)
 
 	var mu sync.Mutex
-	var armed bool
-	entered, proceed := make(chan struct{}), make(chan struct{})
+	var armed, unsubscribed bool
+	entered, proceed, resubscribed := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var proceedOnce sync.Once
 	letProceed := func() { proceedOnce.Do(func() { close(proceed) }) }
 	hook := func(m any) {
 		r, ok := m.(interface {
 			GetTypeUrl() string
+			GetResourceNamesSubscribe() []string
 			GetResourceNamesUnsubscribe() []string
 		})
-		if !ok || r.GetTypeUrl() != model.ClusterType || !slices.Contains(r.GetResourceNamesUnsubscribe(), name) {
+		if !ok || r.GetTypeUrl() != model.ClusterType {
 			return
 		}
 		mu.Lock()
-		a := armed
-		armed = false
+		if unsubscribed && slices.Contains(r.GetResourceNamesSubscribe(), name) {
+			unsubscribed = false
+			close(resubscribed)
+		}
+		a := armed && slices.Contains(r.GetResourceNamesUnsubscribe(), name)
+		if a {
+			armed, unsubscribed = false, true
+		}
 		mu.Unlock()
 		if a {
 			close(entered)
@@ -120,7 +127,16 @@ func TestDemandDuringIdleDropIsKept(t *testing.T) {
 	}
 	defer held() // a long-lived connection
 	letProceed()
-	waitConfig(t, c, "the cluster dropped", func(cfg *model.Config) bool { return cfg.Clusters[name] == nil })
+	// The cluster is asked for again. (Whether a configuration without it
+	// becomes current in between depends on how the demand and the drop
+	// interleave: not asserted. Waiting for one made this test fail 1 to 3
+	// times in 300 runs in one process, the cluster kept and subscribed
+	// again, every later demand served.)
+	select {
+	case <-resubscribed:
+	case <-time.After(timeout):
+		t.Fatalf("the cluster demanded while it was being dropped was not subscribed again; status %+v", c.Status())
+	}
 
 	// A new connection to the Service.
 	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
