@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -251,3 +252,40 @@ func (f *fillTrailer) Read(p []byte) (int, error) {
 }
 
 func (f *fillTrailer) Close() error { return nil }
+
+// A response given up for a retry does not hold the retry back: over
+// HTTP/2 between the sidecars it is reset at once, however slowly its body
+// comes. Here the first answer is a streamed 503 whose body stops after
+// one byte (an app that hangs mid-response): before, the forwarder read up
+// to 4 KiB of it to keep the connection, and the retry waited for the
+// route's timeout (a minute here).
+func TestRetryNotHeldByASlowDiscardedBody(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	var n atomic.Int32
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	appSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 { // no length: streamed, each write flushed on
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("x"))
+			w.(http.Flusher).Flush()
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		io.WriteString(w, "second try")
+	}))
+	t.Cleanup(appSrv.Close)
+	server := newServerSidecar(t, ca, netip.MustParseAddrPort(appSrv.Listener.Addr().String()), false, nil)
+	route := &Route{Name: "r", Timeout: time.Minute, Retry: RetryPolicy{Retries: 1, On: Status5xx},
+		Backends: []Backend{{Cluster: meshCluster(t, ca, server), Weight: 1}}}
+	addr := app(t, static(route))
+	req, _ := http.NewRequest("GET", "http://"+addr+"/x", nil)
+	req.Host = "server.demo:8080"
+	resp, b := testutil.Do(t, oneConn(t, false), req) // the client's 10 s: a guard, not a measure
+	if resp.StatusCode != 200 || b != "second try" {
+		t.Fatalf("answered %d %q, want the retry's 200", resp.StatusCode, b)
+	}
+}
