@@ -26,7 +26,8 @@
 // asks for it. Never once a response has been handed to the caller. A
 // request body is kept for a retry while it is at most [RetryBodyLimit]
 // bytes, as it streams (a streaming request is never held back); a larger
-// body is not retried.
+// body is not retried, nor is a request with trailers (they come after its
+// body, in a map every try would share).
 //
 // A request that switches protocols (HTTP/1.1 Upgrade: WebSocket) cannot
 // ride the pooled HTTP/2 connections: [Handler] routes and balances it as

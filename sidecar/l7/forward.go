@@ -192,6 +192,7 @@ func (f *Forwarder) forward(route *Route, req *http.Request, got1xx func(int, te
 		again := attempt < route.Retry.Retries &&
 			retryable(route.Retry, req.Method, k, resp) &&
 			(body == nil || body.replayable()) &&
+			len(req.Trailer) == 0 && // its trailers' map is every try's: one try fills it while the next reads it
 			ctx.Err() == nil
 		if again {
 			again = c.allowRetry()

@@ -428,3 +428,31 @@ func TestTruncatedBodyNeverCompletedByARetry(t *testing.T) {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A request with trailers is tried once: its trailers come after its body
+// into one map, which every try's request would share — one try filling
+// it while the next reads it.
+func TestRequestWithTrailersNotRetried(t *testing.T) {
+	tries := 0
+	c := scriptedCluster("c", 2, func(r *http.Request) (*http.Response, error) {
+		io.Copy(io.Discard, r.Body)
+		tries++
+		if tries == 1 {
+			return reply(503), nil
+		}
+		return reply(200), nil
+	})
+	route := &Route{Name: "r", Retry: RetryPolicy{Retries: 2, On: GatewayError, NonIdempotent: true}, Backends: []Backend{{Cluster: c, Weight: 1}}}
+	req := request(t, "POST", "body")
+	req.Trailer = http.Header{"X-Sum": nil}
+	code, _, err := forward(t, &Forwarder{}, route, req)
+	if err != nil || code != 503 || tries != 1 {
+		t.Fatalf("a POST with trailers: %d %v after %d tries, want its 503 after one", code, err, tries)
+	}
+	// The same request without trailers is retried (the test's control).
+	tries = 0
+	code, _, err = forward(t, &Forwarder{}, route, request(t, "POST", "body"))
+	if err != nil || code != 200 || tries != 2 {
+		t.Fatalf("a POST without trailers: %d %v after %d tries, want 200 after two", code, err, tries)
+	}
+}
