@@ -6,13 +6,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"log"
 	"mime"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
-	"net/http/httputil"
 	"net/netip"
 	"net/textproto"
 	"strings"
@@ -114,37 +112,6 @@ func TestRelayAttackUndeclaredRequestTrailers(t *testing.T) {
 			}
 		})
 	}
-}
-
-// reverseProxyFor and relayFor make, for relayUnder, the sidecars' former
-// proxy and the relay, in the configuration TestRelayAsReverseProxy
-// compares them in.
-func reverseProxyFor(rt func(*http.Request) (*http.Response, error), fail func(http.ResponseWriter, *http.Request, error)) http.Handler {
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			for _, k := range forwardingFields {
-				if v, ok := pr.In.Header[k]; ok {
-					pr.Out.Header[k] = v
-				}
-			}
-			rewriteFor(pr.Out)
-		},
-		Transport:    roundTripper(rt),
-		ErrorHandler: fail,
-		ErrorLog:     log.New(io.Discard, "", 0),
-	}
-}
-
-func relayFor(rt func(*http.Request) (*http.Response, error), fail func(http.ResponseWriter, *http.Request, error)) http.Handler {
-	p := &relay{
-		rewrite:  func(_, out *http.Request) { rewriteFor(out) },
-		trace1xx: true,
-		roundTrip: func(out *http.Request, _ func(int, textproto.MIMEHeader) error) (*http.Response, error) {
-			return rt(out)
-		},
-		fail: fail,
-	}
-	return http.HandlerFunc(p.serve)
 }
 
 // A query of more parameters than Go's parser takes (10,000): url.ParseQuery

@@ -3,11 +3,8 @@ package l7
 import (
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/textproto"
 	"reflect"
 	"strings"
 	"testing"
@@ -85,32 +82,7 @@ func FuzzRelayAsReverseProxy(f *testing.F) {
 			r.Code, r.Header, r.Body = w.Code, w.Header(), w.Body.String()
 			return r
 		}
-		want := run(func(rt func(*http.Request) (*http.Response, error), fail func(http.ResponseWriter, *http.Request, error)) http.Handler {
-			return &httputil.ReverseProxy{
-				Rewrite: func(pr *httputil.ProxyRequest) {
-					for _, k := range forwardingFields {
-						if v, ok := pr.In.Header[k]; ok {
-							pr.Out.Header[k] = v
-						}
-					}
-					rewriteFor(pr.Out)
-				},
-				Transport:    roundTripper(rt),
-				ErrorHandler: fail,
-				ErrorLog:     log.New(io.Discard, "", 0),
-			}
-		})
-		got := run(func(rt func(*http.Request) (*http.Response, error), fail func(http.ResponseWriter, *http.Request, error)) http.Handler {
-			p := &relay{
-				rewrite:  func(_, out *http.Request) { rewriteFor(out) },
-				trace1xx: true,
-				roundTrip: func(out *http.Request, _ func(int, textproto.MIMEHeader) error) (*http.Response, error) {
-					return rt(out)
-				},
-				fail: fail,
-			}
-			return http.HandlerFunc(p.serve)
-		})
+		want, got := run(reverseProxyFor), run(relayFor)
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("relay:\n%+v\nReverseProxy:\n%+v", got, want)
 		}

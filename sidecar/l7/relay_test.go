@@ -223,6 +223,55 @@ func rewriteFor(out *http.Request) {
 	out.Header.Del("X-Keep-Not")
 }
 
+// reverseProxyFor makes, for relayUnder, the sidecars' former proxy:
+// httputil.ReverseProxy in Rewrite mode, as both sidecars configured it
+// (the app's forwarding fields kept, then rewriteFor; a route's response
+// edit).
+func reverseProxyFor(rt func(*http.Request) (*http.Response, error), fail func(http.ResponseWriter, *http.Request, error)) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			for _, k := range forwardingFields {
+				if v, ok := pr.In.Header[k]; ok {
+					pr.Out.Header[k] = v
+				}
+			}
+			rewriteFor(pr.Out)
+		},
+		Transport: roundTripper(rt),
+		ModifyResponse: func(res *http.Response) error {
+			res.Header.Set("X-Route-Resp", "r1")
+			return nil
+		},
+		ErrorHandler: fail,
+		ErrorLog:     log.New(io.Discard, "", 0),
+	}
+}
+
+// relayTraced makes, for relayUnder, the relay configured alike. With
+// traced, it puts the client trace for interim responses on the request
+// (the server sidecar's way); without, roundTrip does, per try, as the
+// forwarder does (the client sidecar's).
+func relayTraced(traced bool) func(func(*http.Request) (*http.Response, error), func(http.ResponseWriter, *http.Request, error)) http.Handler {
+	return func(rt func(*http.Request) (*http.Response, error), fail func(http.ResponseWriter, *http.Request, error)) http.Handler {
+		p := &relay{
+			rewrite:  func(_, out *http.Request) { rewriteFor(out) },
+			trace1xx: traced,
+			roundTrip: func(out *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
+				if !traced {
+					out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{Got1xxResponse: got1xx}))
+				}
+				return rt(out)
+			},
+			modifyResponse: func(_ *http.Request, res *http.Response) { res.Header.Set("X-Route-Resp", "r1") },
+			fail:           fail,
+		}
+		return http.HandlerFunc(p.serve)
+	}
+}
+
+// relayFor is the server sidecar's relay, for relayUnder.
+var relayFor = relayTraced(true)
+
 // TestRelayAsReverseProxy: the relay sends and answers as
 // httputil.ReverseProxy in Rewrite mode did (the sidecars' earlier
 // proxy), for every case of relayCases: the request the endpoint gets
@@ -233,41 +282,9 @@ func rewriteFor(out *http.Request) {
 func TestRelayAsReverseProxy(t *testing.T) {
 	for _, c := range relayCases() {
 		t.Run(c.name, func(t *testing.T) {
-			wantRaw, wantSent, wantFail := relayUnder(t, c, func(rt func(*http.Request) (*http.Response, error), fail func(http.ResponseWriter, *http.Request, error)) http.Handler {
-				return &httputil.ReverseProxy{
-					Rewrite: func(pr *httputil.ProxyRequest) {
-						for _, k := range forwardingFields {
-							if v, ok := pr.In.Header[k]; ok {
-								pr.Out.Header[k] = v
-							}
-						}
-						rewriteFor(pr.Out)
-					},
-					Transport: roundTripper(rt),
-					ModifyResponse: func(res *http.Response) error {
-						res.Header.Set("X-Route-Resp", "r1")
-						return nil
-					},
-					ErrorHandler: fail,
-					ErrorLog:     log.New(io.Discard, "", 0),
-				}
-			})
+			wantRaw, wantSent, wantFail := relayUnder(t, c, reverseProxyFor)
 			for _, traced := range []bool{true, false} {
-				raw, sent, failed := relayUnder(t, c, func(rt func(*http.Request) (*http.Response, error), fail func(http.ResponseWriter, *http.Request, error)) http.Handler {
-					p := &relay{
-						rewrite:  func(_, out *http.Request) { rewriteFor(out) },
-						trace1xx: traced,
-						roundTrip: func(out *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
-							if !traced { // as the forwarder does, per try
-								out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{Got1xxResponse: got1xx}))
-							}
-							return rt(out)
-						},
-						modifyResponse: func(_ *http.Request, res *http.Response) { res.Header.Set("X-Route-Resp", "r1") },
-						fail:           fail,
-					}
-					return http.HandlerFunc(p.serve)
-				})
+				raw, sent, failed := relayUnder(t, c, relayTraced(traced))
 				if got, want := dateLine.ReplaceAllString(raw, ""), dateLine.ReplaceAllString(wantRaw, ""); got != want {
 					t.Errorf("trace1xx=%v: the app read\n%q\nReverseProxy's app read\n%q", traced, got, want)
 				}
