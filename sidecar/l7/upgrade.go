@@ -388,10 +388,6 @@ func readHead(br *bufio.Reader, limit int) ([]byte, error) {
 	}
 }
 
-// hopHeaders are a connection's, not a response's (RFC 9110 §7.6.1).
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer",
-	"Transfer-Encoding", "Upgrade"}
-
 // dropConnectionFields removes from h the fields its Connection names
 // (RFC 9110 §7.6.1), all but keep ("": none kept).
 func dropConnectionFields(h http.Header, keep string) {
@@ -410,10 +406,7 @@ func dropConnectionFields(h http.Header, keep string) {
 func deliver(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
 	h := resp.Header
-	dropConnectionFields(h, "")
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
+	dropHopFields(h) // as the relay drops a response's (relay.go)
 	out := w.Header()
 	for k, vv := range h {
 		out[k] = vv
