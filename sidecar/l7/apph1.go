@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/weftmesh/weft/internal/rawio"
 )
 
 // AppH1 is the server sidecar's HTTP/1.1 client to the app. It serves the
@@ -394,16 +396,7 @@ func quiet(c net.Conn) bool {
 	if err != nil {
 		return false
 	}
-	var b [1]byte
-	alive := false
-	if err := rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = n < 0 && errors.Is(err, syscall.EAGAIN)
-		return true // never wait
-	}); err != nil {
-		return false
-	}
-	return alive
+	return rawio.Quiet(rc)
 }
 
 // h1Eligible reports whether AppH1 serves r itself, and its body if it has

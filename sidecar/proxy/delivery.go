@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/weftmesh/weft/internal/rawio"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
@@ -60,6 +61,20 @@ func (p *Proxy) inboundTarget(cl *model.Cluster, dst netip.AddrPort) *refusal {
 // a's IP version when it names source addresses (Config.DialFrom), else as
 // the kernel chooses (Config.Dial).
 func (p *Proxy) dial(ctx context.Context, cl *model.Cluster, a netip.AddrPort) (net.Conn, error) {
+	c, err := p.dialSource(ctx, cl, a)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		// Reads and writes that do not wake the runtime's monitor
+		// thread (internal/rawio).
+		return rawio.Wrap(tc), nil
+	}
+	return c, nil
+}
+
+// dialSource is dial's connection as Config.Dial or Config.DialFrom made it.
+func (p *Proxy) dialSource(ctx context.Context, cl *model.Cluster, a netip.AddrPort) (net.Conn, error) {
 	if len(cl.SourceAddrs) == 0 {
 		return p.cfg.Dial(ctx, "tcp", a.String())
 	}

@@ -44,7 +44,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forward
 		return nil, p.refuse(inbound, cn, refused("no_chain", "proxy: no inbound filter chain for %s (%s)", dst, sn.transport))
 	}
 	cn.chain = fc.Name
-	var down net.Conn = &prefixConn{TCPConn: c, prefix: sn.prefix}
+	var down net.Conn = newPrefixConn(c, sn.prefix)
 	var m *meteredConn
 	if fc.Target.RouteConfig != "" {
 		if fc.TLS == nil {

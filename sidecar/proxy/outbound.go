@@ -55,7 +55,7 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 		return nil, p.refuse(outbound, cn, refused("no_chain", "proxy: no outbound filter chain for %s (%s, sni %q)", dst, sn.transport, sn.sni))
 	}
 	cn.chain = fc.Name
-	down := &prefixConn{TCPConn: c, prefix: sn.prefix}
+	down := newPrefixConn(c, sn.prefix)
 	if fc.Target.RouteConfig != "" && fc.Egress == nil {
 		// An in-mesh HTTP service port: request by request (l7.go).
 		return p.outboundL7(fc, dst, down, cn)

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/weftmesh/weft/internal/rawio"
 )
 
 // Copy buffers. A plaintext TCP source is read only once the poller reports
@@ -143,6 +145,8 @@ func newFlow(dst, src net.Conn, count *atomic.Int64, onChunk func(int), env pipe
 		f.tcp, sock = s.TCPConn, s.TCPConn
 	case *net.TCPConn:
 		f.tcp, sock = s, s
+	case *rawio.Conn:
+		f.tcp, sock = s.TCPConn, s.TCPConn
 	case *tls.Conn:
 		if sock = tlsSocket(s); sock != nil {
 			f.tls = s
@@ -170,6 +174,8 @@ func tlsSocket(c *tls.Conn) *net.TCPConn {
 	switch u := u.(type) {
 	case *net.TCPConn:
 		return u
+	case *rawio.Conn:
+		return u.TCPConn
 	case *prefixConn:
 		if len(u.prefix) == 0 {
 			return u.TCPConn
@@ -259,7 +265,7 @@ func (f *flow) copyTCP() error {
 		err := f.rc.Read(func(fd uintptr) bool {
 			bp = bufPool.Get().(*[]byte)
 			for {
-				n, rerr = syscall.Read(int(fd), *bp)
+				n, rerr = rawio.Read(fd, *bp)
 				if rerr != syscall.EINTR {
 					break
 				}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftmesh/weft/internal/rawio"
 	"github.com/weftmesh/weft/sidecar/xds/model"
 )
 
@@ -195,11 +196,19 @@ func readSome(c net.Conn, buf *[]byte) (int, error) {
 }
 
 // prefixConn replays the sniffed bytes before reading the connection
-// itself.
+// itself. Its reads and writes are internal/rawio's: system calls that do
+// not wake the runtime's monitor thread.
 type prefixConn struct {
 	*net.TCPConn
+	raw    net.Conn // TCPConn with rawio's Read and Write
 	prefix []byte
 }
+
+func newPrefixConn(c *net.TCPConn, prefix []byte) *prefixConn {
+	return &prefixConn{TCPConn: c, raw: rawio.Wrap(c), prefix: prefix}
+}
+
+func (c *prefixConn) Write(b []byte) (int, error) { return c.raw.Write(b) }
 
 func (c *prefixConn) Read(b []byte) (int, error) {
 	if len(c.prefix) > 0 {
@@ -210,7 +219,7 @@ func (c *prefixConn) Read(b []byte) (int, error) {
 		}
 		return n, nil
 	}
-	return c.TCPConn.Read(b)
+	return c.raw.Read(b)
 }
 
 // takePrefix returns the bytes not yet replayed and forgets them.

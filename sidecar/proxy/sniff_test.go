@@ -113,7 +113,7 @@ func TestSniffDoesNotConsume(t *testing.T) {
 	if err != nil || s.transport != transportTLS || s.sni != "x.example" {
 		t.Fatalf("sniff: %+v %v", s, err)
 	}
-	all, _ := io.ReadAll(&prefixConn{TCPConn: c, prefix: s.prefix})
+	all, _ := io.ReadAll(newPrefixConn(c, s.prefix))
 	if !bytes.Equal(all, append(slices.Clip(hello), "rest"...)) {
 		t.Fatalf("replayed %d bytes, want %d", len(all), len(hello)+4)
 	}

@@ -1,0 +1,33 @@
+//go:build !race
+
+package rawio
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+// enabled: raw system calls.
+const enabled = true
+
+// sysRead is read(2) on fd, unknown to the scheduler. len(b) > 0.
+func sysRead(fd uintptr, b []byte) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	return int(r), e
+}
+
+// sysSend is send(2) on fd with MSG_NOSIGNAL (a peer gone is EPIPE, never
+// SIGPIPE), unknown to the scheduler. len(b) > 0.
+func sysSend(fd uintptr, b []byte) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), syscall.MSG_NOSIGNAL, 0, 0)
+	return int(r), e
+}
+
+// sysPeek is recv(2) of one byte on fd with MSG_PEEK|MSG_DONTWAIT, unknown
+// to the scheduler: EAGAIN when there is nothing to read, 0 (with or
+// without a byte) when there is data or the peer closed.
+func sysPeek(fd uintptr) syscall.Errno {
+	var b [1]byte
+	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return e
+}

@@ -1,0 +1,283 @@
+package rawio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pair is a loopback TCP connection: a is wrapped as Wrap would (whether or
+// not this build makes raw calls: wrap always takes the package's path),
+// b is the plain peer.
+func pair(t *testing.T) (a *Conn, b *net.TCPConn) {
+	t.Helper()
+	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan *net.TCPConn, 1)
+	go func() {
+		c, err := l.AcceptTCP()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.DialTCP("tcp", nil, l.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	w, ok := wrap(c).(*Conn)
+	if !ok {
+		t.Fatal("wrap did not wrap a TCP connection")
+	}
+	t.Cleanup(func() { w.Close(); s.Close() })
+	return w, s
+}
+
+func TestWrapOnlyWhereRawCallsAre(t *testing.T) {
+	a, _ := pair(t)
+	_, wrapped := Wrap(a.TCPConn).(*Conn)
+	if wrapped != enabled {
+		t.Errorf("Wrap wrapped: %v, raw calls in this build: %v", wrapped, enabled)
+	}
+}
+
+// Bytes cross both ways intact, a write larger than the socket buffers
+// waits for room while the peer reads slowly, and the peer's FIN is EOF.
+func TestReadWriteAsNetConn(t *testing.T) {
+	a, b := pair(t)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB: more than the socket buffers hold
+	big[len(big)-1] = '!'
+	got := make(chan []byte, 1)
+	go func() {
+		var buf bytes.Buffer
+		chunk := make([]byte, 64<<10)
+		for buf.Len() < len(big) {
+			n, err := b.Read(chunk)
+			buf.Write(chunk[:n])
+			if err != nil {
+				break
+			}
+			if buf.Len() < 1<<20 {
+				time.Sleep(time.Millisecond) // a slow start: the writer meets full buffers
+			}
+		}
+		got <- buf.Bytes()
+	}()
+	n, err := a.Write(big)
+	if n != len(big) || err != nil {
+		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(big))
+	}
+	if g := <-got; !bytes.Equal(g, big) {
+		t.Fatalf("peer read %d bytes, not what was written", len(g))
+	}
+
+	if n, err := a.Read(nil); n != 0 || err != nil {
+		t.Errorf("Read of nothing = %d, %v; want 0, nil", n, err)
+	}
+	if _, err := b.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(a)
+	if string(all) != "hello" || err != nil {
+		t.Fatalf("ReadAll = %q, %v; want hello, nil (EOF at the FIN)", all, err)
+	}
+	if n, err := a.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+		t.Errorf("Read after EOF = %d, %v; want 0, EOF", n, err)
+	}
+}
+
+// A deadline ends a waiting Read or Write as net.Conn's does: a
+// *net.OpError of the right operation that is a timeout and
+// os.ErrDeadlineExceeded.
+func TestDeadlines(t *testing.T) {
+	a, b := pair(t)
+	check := func(what, op string, err error) {
+		t.Helper()
+		var oe *net.OpError
+		var ne net.Error
+		switch {
+		case !errors.As(err, &oe) || oe.Op != op:
+			t.Errorf("%s: %v (%T) is not a *net.OpError of %q", what, err, err, op)
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			t.Errorf("%s: %v is not os.ErrDeadlineExceeded", what, err)
+		case !errors.As(err, &ne) || !ne.Timeout():
+			t.Errorf("%s: %v is not a timeout", what, err)
+		}
+	}
+	if err := a.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := a.Read(make([]byte, 8))
+	check("read past its deadline", "read", err)
+
+	if err := a.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Read(make([]byte, 8)) // nothing comes: waits, then times out
+	check("read waiting at its deadline", "read", err)
+
+	// Data that arrives before the deadline is read.
+	if err := a.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	go b.Write([]byte("x"))
+	if n, err := a.Read(make([]byte, 8)); n != 1 || err != nil {
+		t.Fatalf("Read = %d, %v; want 1, nil", n, err)
+	}
+
+	// A peer that never reads: the write fills the buffers, waits, and
+	// times out having written part of what it was given.
+	// (A second: time enough for the first send on a loaded machine.)
+	if err := a.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 64<<20)
+	n, err := a.Write(big)
+	check("write waiting at its deadline", "write", err)
+	if n <= 0 || n >= len(big) {
+		t.Errorf("Write wrote %d of %d bytes before its deadline; want some, not all", n, len(big))
+	}
+}
+
+// Close ends a Read that waits, and later calls fail, with net.ErrClosed.
+func TestClose(t *testing.T) {
+	a, _ := pair(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Read(make([]byte, 8))
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // most likely waiting by now; either way the Read must fail
+	a.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read ended by Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := a.Read(make([]byte, 8)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := a.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := a.Write(nil); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write of nothing after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// A peer that resets the connection makes Write fail with the system's
+// error (no SIGPIPE ends the process: the test goes on) and Read with
+// ECONNRESET, each a *net.OpError around a *os.SyscallError.
+func TestPeerReset(t *testing.T) {
+	a, b := pair(t)
+	if err := b.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	b.Close() // RST
+	var err error
+	for i := 0; i < 100 && err == nil; i++ {
+		_, err = a.Write([]byte("after the reset"))
+		time.Sleep(time.Millisecond)
+	}
+	var se *os.SyscallError
+	if !errors.As(err, &se) || (!errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Errorf("Write to a reset peer: %v (%T), want a *os.SyscallError of EPIPE or ECONNRESET", err, err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "write" || oe.Source == nil || oe.Addr == nil {
+		t.Errorf("Write's error %#v is not a *net.OpError of write with both addresses", err)
+	}
+
+	c, d := pair(t)
+	if err := d.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	_, err = c.Read(make([]byte, 8))
+	if !errors.As(err, &se) || !errors.Is(err, syscall.ECONNRESET) || !errors.As(err, &oe) || oe.Op != "read" {
+		t.Errorf("Read from a reset peer: %v (%T), want a *net.OpError of read around ECONNRESET", err, err)
+	}
+}
+
+func TestQuiet(t *testing.T) {
+	a, b := pair(t)
+	if !Quiet(a.rc) {
+		t.Error("an idle open connection is not quiet")
+	}
+	if _, err := b.Write([]byte("unasked")); err != nil {
+		t.Fatal(err)
+	}
+	waitReadable(t, a)
+	if Quiet(a.rc) {
+		t.Error("a connection with bytes to read is quiet")
+	}
+	// Quiet only peeked: the bytes are still there.
+	if got, err := io.ReadAll(io.LimitReader(a, 7)); string(got) != "unasked" || err != nil {
+		t.Errorf("after Quiet, read %q, %v", got, err)
+	}
+	if !Quiet(a.rc) {
+		t.Error("a connection read empty again is not quiet")
+	}
+	b.Close()
+	waitReadable(t, a)
+	if Quiet(a.rc) {
+		t.Error("a connection its peer closed is quiet")
+	}
+	a.Close()
+	if Quiet(a.rc) {
+		t.Error("a closed connection is quiet")
+	}
+}
+
+// waitReadable waits until the socket under a has something to read (or
+// its peer's FIN), without reading.
+func waitReadable(t *testing.T, a *Conn) {
+	t.Helper()
+	if err := a.rc.Read(func(fd uintptr) bool { return sysPeek(fd) != syscall.EAGAIN }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Read is read(2) on a descriptor inside RawConn's Read, as syscall.Read:
+// EAGAIN when there is nothing, the bytes when there are.
+func TestReadFD(t *testing.T) {
+	a, b := pair(t)
+	buf := make([]byte, 8)
+	var n int
+	var err error
+	if rerr := a.rc.Read(func(fd uintptr) bool { n, err = Read(fd, buf); return true }); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != syscall.EAGAIN || n != -1 {
+		t.Errorf("Read on an empty socket = %d, %v; want -1, EAGAIN", n, err)
+	}
+	if _, err := b.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if rerr := a.rc.Read(func(fd uintptr) bool {
+		n, err = Read(fd, buf)
+		return err != syscall.EAGAIN
+	}); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if n != 3 || err != nil || string(buf[:3]) != "abc" {
+		t.Errorf("Read = %d, %v (%q); want 3, nil, abc", n, err, buf[:n])
+	}
+	if rerr := a.rc.Read(func(fd uintptr) bool { n, err = Read(fd, nil); return true }); rerr != nil || n != 0 || err != nil {
+		t.Errorf("Read of nothing = %d, %v, %v", n, err, rerr)
+	}
+}
