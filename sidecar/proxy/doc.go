@@ -193,7 +193,12 @@
 // connection sends all that is queued in one system call, so a request's
 // HEADERS and DATA (written apart by net/http) leave together, and the
 // per-request goroutines net/http writes from do not grow their stacks
-// into the socket's write path. A flow silent for
+// into the socket's write path. Every socket is read and written with
+// internal/rawio's raw system calls (prefixConn for accepted connections,
+// Proxy.dial for dialled ones, the plaintext copy's reads): the sockets are
+// non-blocking, and a call made through the scheduler would wake the
+// runtime's monitor thread each time the sidecar comes back from idle —
+// two futex calls, a sleep and two thread switches per request. A flow silent for
 // Config.IdleParkAfter (1s) gives up its buffer and its goroutine: it waits
 // in the proxy's one epoll set (park.go) and a new goroutine resumes it
 // when its socket is readable. An idle connection is then only what
