@@ -222,6 +222,14 @@ func (c *prefixConn) Read(b []byte) (int, error) {
 	return c.raw.Read(b)
 }
 
+// WriteTo copies the connection to w through Read: the prefix, then the
+// socket with rawio's reads. It hides the embedded *net.TCPConn's WriteTo,
+// which io.Copy would prefer and which reads the socket itself, past the
+// bytes not yet replayed.
+func (c *prefixConn) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, struct{ io.Reader }{c})
+}
+
 // takePrefix returns the bytes not yet replayed and forgets them.
 func (c *prefixConn) takePrefix() []byte {
 	p := c.prefix

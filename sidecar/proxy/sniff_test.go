@@ -258,3 +258,20 @@ func TestSniffTrickledHello(t *testing.T) {
 		t.Fatalf("sniff: %+v %v", s, err)
 	}
 }
+
+// io.Copy from a prefixConn replays the sniffed bytes too. io.Copy prefers
+// its source's WriteTo, and the embedded *net.TCPConn's reads the socket
+// itself, past the prefix (httpegress copies a tunnel's client bytes with
+// io.Copy from its prefixConn).
+func TestPrefixConnWriteToReplaysThePrefix(t *testing.T) {
+	client, c := sniffPair(t)
+	go func() {
+		client.Write([]byte("rest"))
+		client.CloseWrite()
+	}()
+	var got bytes.Buffer
+	n, err := io.Copy(&got, newPrefixConn(c, []byte("sniffed ")))
+	if got.String() != "sniffed rest" || n != int64(got.Len()) || err != nil {
+		t.Fatalf("io.Copy = %d, %v, copied %q; want %q", n, err, got.String(), "sniffed rest")
+	}
+}
