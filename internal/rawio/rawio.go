@@ -62,6 +62,13 @@ func wrap(c *net.TCPConn) net.Conn {
 
 // Read reads as net.Conn's Read does.
 func (c *Conn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		// net.Conn's reads nothing, but fails on a closed connection.
+		if err := c.rc.Control(func(uintptr) {}); err != nil {
+			return 0, c.opError("read", err)
+		}
+		return 0, nil
+	}
 	n, err := read(c.rc, b)
 	if err != nil && err != io.EOF {
 		err = c.opError("read", err)

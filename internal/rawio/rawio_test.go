@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"reflect"
 	"syscall"
 	"testing"
 	"time"
@@ -280,4 +281,42 @@ func TestReadFD(t *testing.T) {
 	if rerr := a.rc.Read(func(fd uintptr) bool { n, err = Read(fd, nil); return true }); rerr != nil || n != 0 || err != nil {
 		t.Errorf("Read of nothing = %d, %v, %v", n, err, rerr)
 	}
+}
+
+// The errors of a closed connection and of a deadline already past are
+// net.Conn's own, field for field: the wrapped connection and its
+// *net.TCPConn fail alike, a Read or Write of nothing included.
+func TestErrorsAsNetConn(t *testing.T) {
+	same := func(what string, raw, std error) {
+		t.Helper()
+		if raw == nil || !reflect.DeepEqual(raw, std) {
+			t.Errorf("%s: %#v (%v), net.Conn's: %#v (%v)", what, raw, raw, std, std)
+		}
+	}
+	a, _ := pair(t)
+	past := time.Now().Add(-time.Second)
+	if err := a.SetDeadline(past); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	_, raw := a.Read(buf)
+	_, std := a.TCPConn.Read(buf)
+	same("Read past its deadline", raw, std)
+	_, raw = a.Write([]byte("x"))
+	_, std = a.TCPConn.Write([]byte("x"))
+	same("Write past its deadline", raw, std)
+
+	a.Close()
+	_, raw = a.Read(buf)
+	_, std = a.TCPConn.Read(buf)
+	same("Read after Close", raw, std)
+	_, raw = a.Read(nil)
+	_, std = a.TCPConn.Read(nil)
+	same("Read of nothing after Close", raw, std)
+	_, raw = a.Write([]byte("x"))
+	_, std = a.TCPConn.Write([]byte("x"))
+	same("Write after Close", raw, std)
+	_, raw = a.Write(nil)
+	_, std = a.TCPConn.Write(nil)
+	same("Write of nothing after Close", raw, std)
 }
