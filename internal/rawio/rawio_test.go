@@ -3,6 +3,7 @@ package rawio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pair is a loopback TCP connection: a is wrapped as Wrap would (whether or
@@ -94,9 +97,9 @@ func TestReadWriteAsNetConn(t *testing.T) {
 	if err := b.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	all, err := io.ReadAll(a)
+	all, err := readToEOF(a)
 	if string(all) != "hello" || err != nil {
-		t.Fatalf("ReadAll = %q, %v; want hello, nil (EOF at the FIN)", all, err)
+		t.Fatalf("read to EOF = %q, %v; want hello, nil (EOF at the FIN)", all, err)
 	}
 	if n, err := a.Read(make([]byte, 8)); n != 0 || err != io.EOF {
 		t.Errorf("Read after EOF = %d, %v; want 0, EOF", n, err)
@@ -283,6 +286,28 @@ func TestReadFD(t *testing.T) {
 	}
 }
 
+// readToEOF reads r until it fails, as io.ReadAll, but ends a Read that
+// returns nothing and no error (a FIN not reported as io.EOF) instead of
+// spinning on it.
+func readToEOF(r io.Reader) ([]byte, error) {
+	var all []byte
+	buf := make([]byte, 512)
+	for empty := 0; ; {
+		n, err := r.Read(buf)
+		all = append(all, buf[:n]...)
+		switch {
+		case err == io.EOF:
+			return all, nil
+		case err != nil:
+			return all, err
+		case n == 0:
+			if empty++; empty == 100 {
+				return all, fmt.Errorf("%d reads returned nothing and no error", empty)
+			}
+		}
+	}
+}
+
 // The errors of a closed connection and of a deadline already past are
 // net.Conn's own, field for field: the wrapped connection and its
 // *net.TCPConn fail alike, a Read or Write of nothing included.
@@ -319,4 +344,51 @@ func TestErrorsAsNetConn(t *testing.T) {
 	_, raw = a.Write(nil)
 	_, std = a.TCPConn.Write(nil)
 	same("Write of nothing after Close", raw, std)
+}
+
+// A Write that fails part way reports what it wrote before the error, as
+// net.Conn's does: at least what the peer read before it reset the
+// connection.
+func TestWriteReportsWhatItWroteBeforeAnError(t *testing.T) {
+	a, b := pair(t)
+	const seen = 1 << 20
+	reset := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(b, make([]byte, seen))
+		if err == nil {
+			err = b.SetLinger(0)
+		}
+		b.Close() // RST: the writer's next send fails
+		reset <- err
+	}()
+	n, err := a.Write(make([]byte, 64<<20)) // more than the socket buffers hold
+	if rerr := <-reset; rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write to a peer that reset = %d, %v; want a system call's error", n, err)
+	}
+	if n < seen {
+		t.Errorf("Write reported %d bytes written (%v); the peer read %d", n, err, seen)
+	}
+}
+
+// A connection its peer reset is not quiet: the peek's ECONNRESET is not
+// EAGAIN.
+func TestQuietAfterReset(t *testing.T) {
+	a, b := pair(t)
+	if err := b.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	// Waited for with poll(2): a peek would take the pending error.
+	var perr error
+	if err := a.rc.Control(func(fd uintptr) {
+		_, perr = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 10_000)
+	}); err != nil || perr != nil {
+		t.Fatal(err, perr)
+	}
+	if Quiet(a.rc) {
+		t.Error("a connection its peer reset is quiet")
+	}
 }
