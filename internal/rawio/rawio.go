@@ -15,10 +15,12 @@
 //
 // The sockets a sidecar serves are non-blocking: a read or a write either
 // moves bytes or fails with EAGAIN at once, it never sleeps in the kernel,
-// so there is nothing for sysmon to take back. This package makes those
-// calls with syscall.RawSyscall, which bypasses the scheduler, and waits for
-// readiness as net.Conn does, through the socket's syscall.RawConn (the
-// runtime's poller), so deadlines and Close behave as they do for net.Conn.
+// so there is nothing for sysmon to take back (the calls pass MSG_DONTWAIT,
+// so that holds even of a socket switched to blocking mode). This package
+// makes those calls with syscall.RawSyscall, which bypasses the scheduler,
+// and waits for readiness as net.Conn does, through the socket's
+// syscall.RawConn (the runtime's poller), so deadlines and Close behave as
+// they do for net.Conn.
 //
 // Under the race detector (build tag race) the calls are the syscall
 // package's: the detector learns of the synchronisation a socket gives
@@ -169,8 +171,8 @@ func write(rc syscall.RawConn, b []byte) (int, error) {
 	return n, nil
 }
 
-// Read is read(2) on fd, as syscall.Read: for a caller inside a
-// syscall.RawConn's Read.
+// Read is a read of fd (recv(2) with MSG_DONTWAIT: EAGAIN, never a wait),
+// as syscall.Read: for a caller inside a syscall.RawConn's Read.
 func Read(fd uintptr, b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 	"testing"
 	"time"
@@ -391,4 +393,66 @@ func TestQuietAfterReset(t *testing.T) {
 	if Quiet(a.rc) {
 		t.Error("a connection its peer reset is quiet")
 	}
+}
+
+// A socket switched to blocking mode (os.File's Fd does that to a dup of
+// it, and the mode is shared) never blocks a raw call in the kernel: a raw
+// call holds its P there, out of the scheduler's reach, so a stop-the-world
+// would wait for the peer. The deadline still ends the wait, as on a
+// non-blocking socket.
+func TestBlockingSocketDoesNotBlockARawCall(t *testing.T) {
+	if !enabled {
+		t.Skip("the syscall package's calls hand their P off while they block, as net.Conn's do")
+	}
+	// Should the call block, the peer below must still run, and no
+	// stop-the-world may wait for it meanwhile.
+	defer runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0)))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	blocking := func(a *Conn) {
+		t.Helper()
+		var serr error
+		if err := a.rc.Control(func(fd uintptr) { serr = syscall.SetNonblock(int(fd), false) }); err != nil || serr != nil {
+			t.Fatal(err, serr)
+		}
+	}
+	// unblock runs release once the call under test has returned, or
+	// after a while if it is stuck in the kernel.
+	unblock := func(release func()) (returned func()) {
+		done := make(chan struct{})
+		go func() {
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+			}
+			release()
+		}()
+		return func() { close(done) }
+	}
+
+	t.Run("read", func(t *testing.T) {
+		a, b := pair(t)
+		blocking(a)
+		if err := a.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		returned := unblock(func() { b.Write([]byte("late")) })
+		n, err := a.Read(make([]byte, 8))
+		returned()
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Read on a blocking socket = %d, %v; want its deadline's error", n, err)
+		}
+	})
+	t.Run("write", func(t *testing.T) {
+		a, b := pair(t)
+		blocking(a)
+		if err := a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		returned := unblock(func() { b.SetLinger(0); b.Close() })
+		n, err := a.Write(make([]byte, 64<<20))
+		returned()
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("Write on a blocking socket = %d, %v; want its deadline's error", n, err)
+		}
+	})
 }
