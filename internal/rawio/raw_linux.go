@@ -7,8 +7,8 @@ import (
 	"unsafe"
 )
 
-// enabled: raw system calls.
-const enabled = true
+// raw: the system calls are raw ones.
+const raw = true
 
 // sysRead is recv(2) on fd with MSG_DONTWAIT, unknown to the scheduler:
 // read(2)'s result on a TCP socket, but EAGAIN rather than a wait in the

@@ -44,13 +44,11 @@ type Conn struct {
 	rc syscall.RawConn
 }
 
-// Wrap returns c with Read and Write made with raw system calls; c itself
-// where there are none (not Linux, or the race detector) or c gives no
-// syscall.RawConn.
+// Wrap returns c with this package's Read and Write; c itself when it
+// gives no syscall.RawConn (it always does). Under the race detector the
+// system calls are the syscall package's, but the code around them is the
+// same.
 func Wrap(c *net.TCPConn) net.Conn {
-	if !enabled {
-		return c
-	}
 	return wrap(c)
 }
 

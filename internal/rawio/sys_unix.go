@@ -4,11 +4,11 @@ package rawio
 
 import "syscall"
 
-// enabled: no raw system calls here — not Linux, or the race detector,
+// raw: no raw system calls here — not Linux, or the race detector,
 // which learns of the synchronisation a socket gives between goroutines
 // only from the syscall package's calls. The calls below are the syscall
 // package's (its scheduler-aware ones).
-const enabled = false
+const raw = false
 
 func sysRead(fd uintptr, b []byte) (int, syscall.Errno) {
 	n, err := syscall.Read(int(fd), b)
