@@ -98,8 +98,13 @@ func TestLookUpDecidesBeforeMatching(t *testing.T) {
 
 	// No answer: refused, not passed to the default chain (Passthrough).
 	expectClosed(t, mp.dial())
-	if got := <-asked; got != netip.AddrPortFrom(serviceIP, 80) {
-		t.Fatalf("looked up %s, want %s", got, netip.AddrPortFrom(serviceIP, 80))
+	select {
+	case got := <-asked:
+		if got != netip.AddrPortFrom(serviceIP, 80) {
+			t.Fatalf("looked up %s, want %s", got, netip.AddrPortFrom(serviceIP, 80))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy never asked Config.Destination for the destination")
 	}
 	mp.a.waitCounter(1, "connection_failures", outbound, "on_demand")
 
@@ -116,5 +121,31 @@ func TestLookUpDecidesBeforeMatching(t *testing.T) {
 	c.Close()
 	if got := mp.a.counter("handshakes", outbound); got != 1 {
 		t.Errorf("outbound mTLS handshakes = %v, want 1", got)
+	}
+}
+
+// TestLookUpWithoutDestinationIsRefused: a configuration that says its
+// destinations are looked up, sent to a proxy given no Config.Destination
+// to look them up with, refuses each outbound connection (on_demand) —
+// never matched in the outbound listener's default chain, and the proxy
+// goes on serving.
+func TestLookUpWithoutDestinationIsRefused(t *testing.T) {
+	mp := &meshPair{ca: testutil.NewCA(t, td, nil)}
+	mp.app = startApp(t, echo)
+	mp.a = startPod(t, mp.ca, workloadID("shop", "frontend"))
+	mp.b = startPod(t, mp.ca, workloadID("demo", "echo"))
+	mp.b.nat.setDefault(netip.AddrPortFrom(podBIP, mp.app.port()))
+	mp.b.cfg.Store(meshConfig(nil, nil, inboundChains(mp.app.port(), false, nil), false))
+	full := meshConfig([]spiffeid.ID{mp.b.id}, []model.Endpoint{{Addr: mp.b.inboundAddr()}}, nil, false)
+	lean := *withDestination(full, nil)
+	lean.Destinations, lean.LookUp = nil, true
+	mp.a.cfg.Store(&lean)
+
+	for i := range 2 {
+		expectClosed(t, mp.dial())
+		mp.a.waitCounter(float64(i+1), "connection_failures", outbound, "on_demand")
+	}
+	if got := mp.a.counter("handshakes", outbound); got != 0 {
+		t.Errorf("outbound mTLS handshakes = %v, want 0", got)
 	}
 }
