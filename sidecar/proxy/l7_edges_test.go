@@ -188,6 +188,35 @@ func TestL7ConnectionDenyFiltersDecideFirst(t *testing.T) {
 	}
 }
 
+// TestL7RequestDenyFiltersDecideFirst: a request meets its chain's HTTP
+// RBAC filters DENY first, then ALLOW, whatever their order in the chain
+// (as the network filters): a request that a DENY filter refuses and no
+// ALLOW filter admits is refused, and the denial is counted under the
+// DENY filter's policy, not the ALLOW filter's (no policy).
+func TestL7RequestDenyFiltersDecideFirst(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	b := startHTTPBackend(t, ca, "b")
+	b.pod.cfg.Store(withRequestRules(b.port, model.HTTP1, allowAPI("GET"), denyPath("demo/no-admin#0", "/admin")))
+	a := startL7Client(t, ca, l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {b.endpoint()}}))
+	c := httpClient(t, a)
+	if code, _ := doReq(t, c, "GET", "/api/x"); code != 200 {
+		t.Fatalf("GET /api/x: %d, want 200", code)
+	}
+	hits := b.hits.Load()
+	if code, body := doReq(t, c, "GET", "/admin"); code != 403 || body != "weft: RBAC: access denied\n" {
+		t.Fatalf("GET /admin: %d %q, want 403", code, body)
+	}
+	if got := b.hits.Load() - hits; got != 0 {
+		t.Errorf("the app saw %d denied requests", got)
+	}
+	if got := b.pod.value("weft_sidecar_authz_denials_total", inbound, "demo/no-admin#0"); got != 1 {
+		t.Errorf("denials under the DENY filter's policy: %v, want 1", got)
+	}
+	if got := b.pod.value("weft_sidecar_authz_denials_total", inbound, ""); got != 0 {
+		t.Errorf("denials under no policy (the ALLOW filter's): %v, want 0", got)
+	}
+}
+
 // TestL7TunnelIdleCountsFromTheLastByte: an upgraded connection (a tunnel
 // through the HTTP data plane) is idle from its last byte: the app's
 // half-close moves none, so a tunnel whose server stays silent after it

@@ -107,17 +107,17 @@ func TestAuthorizeNamesThePeerItDenies(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	durations := func(c *Config) []time.Duration {
 		return []time.Duration{c.ConnectTimeout, c.DrainTimeout, c.SniffTimeout, c.HandshakeTimeout,
-			c.IdleTimeout, c.WriteTimeout, c.IdleParkAfter}
+			c.IdleTimeout, c.WriteTimeout, c.IdleParkAfter, c.DemandTimeout}
 	}
 	var c Config
 	c.defaults()
 	want := []time.Duration{time.Second, 20 * time.Second, 200 * time.Millisecond, 10 * time.Second,
-		time.Hour, 5 * time.Minute, time.Second}
+		time.Hour, 5 * time.Minute, time.Second, 5 * time.Second}
 	if got := durations(&c); !slices.Equal(got, want) {
-		t.Errorf("defaults of ConnectTimeout, DrainTimeout, SniffTimeout, HandshakeTimeout, IdleTimeout, WriteTimeout, IdleParkAfter: %v, want %v", got, want)
+		t.Errorf("defaults of ConnectTimeout, DrainTimeout, SniffTimeout, HandshakeTimeout, IdleTimeout, WriteTimeout, IdleParkAfter, DemandTimeout: %v, want %v", got, want)
 	}
 	set := Config{ConnectTimeout: 3 * time.Millisecond, DrainTimeout: 7 * time.Second, SniffTimeout: time.Nanosecond,
-		HandshakeTimeout: time.Minute, IdleTimeout: -1, WriteTimeout: -1, IdleParkAfter: -1}
+		HandshakeTimeout: time.Minute, IdleTimeout: -1, WriteTimeout: -1, IdleParkAfter: -1, DemandTimeout: 2 * time.Millisecond}
 	want = durations(&set)
 	set.defaults()
 	if got := durations(&set); !slices.Equal(got, want) {
