@@ -217,6 +217,36 @@ func TestL7RequestDenyFiltersDecideFirst(t *testing.T) {
 	}
 }
 
+// TestL7PushKeepsTheAppConnections: a configuration push that keeps an
+// inbound cluster keeps its state: the server sidecar's connections to the
+// app (a request after the push, from a new peer or on the pooled mesh
+// connection, reuses the app connection of before) and the peers' mesh
+// connections (not drained by the push).
+func TestL7PushKeepsTheAppConnections(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	b := startHTTPBackend(t, ca, "b")
+	b.set(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })
+	cfg := l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {b.endpoint()}})
+	a := startL7Client(t, ca, cfg)
+	ca1 := httpClient(t, a)
+	code, first := doReq(t, ca1, "GET", "/x")
+	if code != 200 {
+		t.Fatalf("GET /x: %d %q", code, first)
+	}
+	b.pod.cfg.Store(l7ServerConfig(b.port, model.HTTP1)) // the same cluster, a new configuration
+	// A second client sidecar's connection makes B take the push.
+	c := startL7Client(t, ca, cfg)
+	if code, from := doReq(t, httpClient(t, c), "GET", "/x"); code != 200 || from != first {
+		t.Errorf("after the push, a new peer's request reached the app from %q (%d), want the app connection of before, %q", from, code, first)
+	}
+	if code, from := doReq(t, ca1, "GET", "/x"); code != 200 || from != first {
+		t.Errorf("after the push, the first peer's request reached the app from %q (%d), want %q", from, code, first)
+	}
+	if got := b.pod.counter("connections_total", inbound); got != 2 {
+		t.Errorf("B accepted %v connections, want 2 (one per peer)", got)
+	}
+}
+
 // TestL7TunnelIdleCountsFromTheLastByte: an upgraded connection (a tunnel
 // through the HTTP data plane) is idle from its last byte: the app's
 // half-close moves none, so a tunnel whose server stays silent after it
