@@ -76,7 +76,14 @@ func TestAppH1AttackCancelledRequestNotSent(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	for i := 0; i < 20; i++ {
-		attackDo(h, attackReq(context.Background(), "GET", addr, "/warm", "")) // an idle connection
+		// An idle connection: the app's 200 read whole (its deadline a
+		// guard, not a measure).
+		warm, stop := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := attackDo(h, attackReq(warm, "GET", addr, "/warm", ""))
+		stop()
+		if got != "200 OK ok" || err != nil {
+			t.Fatalf("the GET before the POST: %q, %v; want the app's 200", got, err)
+		}
 		attackDo(h, attackReq(ctx, "POST", addr, "/pay", "x"))
 	}
 	time.Sleep(100 * time.Millisecond)

@@ -99,7 +99,13 @@ func relayCases() []relayCase {
 			script: scripted(200, http.Header{"Content-Type": {"text/plain"}}, "q")},
 		{name: "query bad escape", req: "GET /q?a=%zz&b=%4 HTTP/1.1\r\nHost: svc.demo\r\nConnection: close\r\n\r\n",
 			script: scripted(200, http.Header{"Content-Type": {"text/plain"}}, "q")},
+		{name: "query ending in a cut escape", req: "GET /q?b=2&a=%4 HTTP/1.1\r\nHost: svc.demo\r\nConnection: close\r\n\r\n",
+			script: scripted(200, http.Header{"Content-Type": {"text/plain"}}, "q")},
 		{name: "query kept", req: "GET /q?a=%20b&c=d+e HTTP/1.1\r\nHost: svc.demo\r\nConnection: close\r\n\r\n",
+			script: scripted(200, http.Header{"Content-Type": {"text/plain"}}, "q")},
+		// Escapes of each first and last hex digit, lower and upper case,
+		// its keys out of order: encoded again, it would read otherwise.
+		{name: "query of every edge hex digit kept", req: "GET /q?z=%09%90%af%fa%AF%FA&a=1 HTTP/1.1\r\nHost: svc.demo\r\nConnection: close\r\n\r\n",
 			script: scripted(200, http.Header{"Content-Type": {"text/plain"}}, "q")},
 		{name: "post with length", req: "POST /p HTTP/1.1\r\nHost: svc.demo\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
 			script: scripted(201, http.Header{"Content-Type": {"text/plain"}, "Content-Length": {"2"}}, "ok")},
@@ -107,6 +113,8 @@ func relayCases() []relayCase {
 			"5\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n",
 			script: scripted(200, http.Header{"Content-Type": {"text/plain"}}, "ok")},
 		{name: "http/1.0 upgrade asked", req: "GET /ws HTTP/1.0\r\nHost: svc.demo\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+			script: scripted(200, http.Header{"Content-Type": {"text/plain"}}, "no")},
+		{name: "http/1.0 upgrade to a protocol with a space and a tilde", req: "GET /ws HTTP/1.0\r\nHost: svc.demo\r\nConnection: upgrade\r\nUpgrade: my proto~1\r\n\r\n",
 			script: scripted(200, http.Header{"Content-Type": {"text/plain"}}, "no")},
 		{name: "http/1.0 upgrade to a non-printable protocol", req: "GET /ws HTTP/1.0\r\nHost: svc.demo\r\nConnection: upgrade\r\nUpgrade: w\xe9bsocket\r\n\r\n",
 			script: scripted(200, http.Header{}, "never")},
@@ -138,6 +146,16 @@ func relayCases() []relayCase {
 			}
 			return scripted(200, http.Header{"Content-Type": {"text/plain"}}, "final")(tr, r)
 		}},
+		{name: "interim 103, then a 100 unasked", req: get, script: func(tr *httptrace.ClientTrace, r *http.Request) (*http.Response, error) {
+			tr.Got1xxResponse(103, textproto.MIMEHeader{"Link": {"</s.css>; rel=preload"}})
+			tr.Got1xxResponse(100, textproto.MIMEHeader{})
+			return scripted(200, http.Header{"Content-Type": {"text/plain"}}, "final")(tr, r)
+		}},
+		{name: "a 100 unasked, then interim 103", req: get, script: func(tr *httptrace.ClientTrace, r *http.Request) (*http.Response, error) {
+			tr.Got1xxResponse(100, textproto.MIMEHeader{})
+			tr.Got1xxResponse(103, textproto.MIMEHeader{"Link": {"</s.css>; rel=preload"}})
+			return scripted(200, http.Header{"Content-Type": {"text/plain"}}, "final")(tr, r)
+		}},
 		{name: "interim response after the final one", req: get, script: func(tr *httptrace.ClientTrace, r *http.Request) (*http.Response, error) {
 			// A try that ended late: its interim response must not reach
 			// the app once the final response is being copied.
@@ -149,6 +167,7 @@ func relayCases() []relayCase {
 				Body: http.NoBody, Request: r}, nil
 		}},
 		{name: "not modified", req: get, script: scripted(304, http.Header{"Etag": {`"v1"`}}, "")},
+		{name: "the highest status", req: get, script: scripted(999, http.Header{"Content-Type": {"text/plain"}}, "odd")},
 		{name: "no content type, sniffed", req: get, script: scripted(200, http.Header{}, "<html><body>x</body></html>")},
 		{name: "content type without values, sniffed", req: get, script: scripted(200, http.Header{"Content-Type": nil, "X-Empty": {}}, "<html><body>y</body></html>")},
 		{name: "transport failure", req: get, script: func(*httptrace.ClientTrace, *http.Request) (*http.Response, error) {
