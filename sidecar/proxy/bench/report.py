@@ -55,8 +55,9 @@ BEFORE = "weft-before"
 # The latency section's pair configurations: "weft" is the L4 pair,
 # "weft-l7" the L7 pair (HTTP routing: pair -app-protocol http|grpc).
 LAT_MODES = (("weft", "L4"), ("weft-l7", "L7"))
-# (and "stdlib-l7", net/http's own L7 pair — pair -mode stdlib-client and
-# stdlib-server — the ceiling of an L7 sidecar built on net/http: STDLIB)
+# (and the L7 ceilings, L7_CEILINGS: "stdlib-l7", net/http's own L7 pair —
+# pair -mode stdlib-client and stdlib-server — the ceiling of an L7 sidecar
+# built on net/http; "haproxy-l7", HAProxy's L7 pair)
 # Its loads, as run.sh's fortio names their rows: (infix, connections,
 # label). A configuration's rows are <config><infix>-c<connections> (the
 # proxies' CPU <config><infix>-<side>-c<connections>); direct's likewise.
@@ -73,14 +74,18 @@ def lat_cfg(config, infix, conns, side=None):
     return f"{config}{infix}-{side}-c{conns}" if side else f"{config}{infix}-c{conns}"
 
 
-# The L7 ceiling's configuration (run.sh: net/http's own L7 pair).
+# The L7 ceilings' configurations (run.sh): net/http's own L7 pair, and
+# HAProxy's L7 pair (a C proxy doing the same hops: what this machine's
+# CPU allows an L7 sidecar pair, against the issue's target).
 STDLIB = "stdlib-l7"
+HAPROXY_L7 = "haproxy-l7"
+L7_CEILINGS = ((STDLIB, "net/http L7 pair", "net/http L7"), (HAPROXY_L7, "HAProxy L7 pair", "HAProxy L7"))
 
 
-def has_stdlib(res):
-    """Whether the run measured net/http's own L7 pair (runs before it
+def has_config(res, config):
+    """Whether the run measured configuration config (runs before it
     existed did not: their reports have no such rows, and are not failed for it)."""
-    return any(c.startswith(STDLIB) for (s, r, m, c) in res.vals)
+    return any(c.startswith(config) for (s, r, m, c) in res.vals)
 
 
 def before_has_l7(res):
@@ -334,21 +339,24 @@ def render(res):
                          "vcpu_per_1000rps", lat_cfg("weft", infix, c, side), div)
             verdict(r, lambda x: True, L)
             p(f"| vCPU L7 / L4, {side} sidecar, {what}, same repetition | {fmt(r)} | | |")
-    # The L7 ceiling: net/http's own L7 pair (pair -mode stdlib-*), the same
-    # two HTTP hops per side and nothing of weft's; runs that have it.
-    if has_stdlib(res):
+    # The L7 ceilings: net/http's own L7 pair (pair -mode stdlib-*), the same
+    # two HTTP hops per side and nothing of weft's, and HAProxy's L7 pair
+    # (the same hops in C); each for runs that have it.
+    for ceiling, pair, short in L7_CEILINGS:
+        if not has_config(res, ceiling):
+            continue
         for infix, c, what in WORKLOADS:
-            r = res.join(L, "p50_ms", lat_cfg(STDLIB, infix, c), "p50_ms", lat_cfg("direct", infix, c), sub)
+            r = res.join(L, "p50_ms", lat_cfg(ceiling, infix, c), "p50_ms", lat_cfg("direct", infix, c), sub)
             verdict(r, lambda x: True, L)
-            p(f"| net/http L7 pair added p50 latency, {what} (ms), same repetition | {fmt(r)} | | |")
+            p(f"| {pair} added p50 latency, {what} (ms), same repetition | {fmt(r)} | | |")
             for side in ("client", "server"):
-                xs = res.series(L, "vcpu_per_1000rps", lat_cfg(STDLIB, infix, c, side))
+                xs = res.series(L, "vcpu_per_1000rps", lat_cfg(ceiling, infix, c, side))
                 verdict(xs, lambda x: True, L)
-                p(f"| net/http L7 pair vCPU per 1,000 req/s (achieved rate), {side} side, {what} | {fmt(xs)} | | |")
+                p(f"| {pair} vCPU per 1,000 req/s (achieved rate), {side} side, {what} | {fmt(xs)} | | |")
                 r = res.join(L, "vcpu_per_1000rps", lat_cfg("weft-l7", infix, c, side),
-                             "vcpu_per_1000rps", lat_cfg(STDLIB, infix, c, side), div)
+                             "vcpu_per_1000rps", lat_cfg(ceiling, infix, c, side), div)
                 verdict(r, lambda x: True, L)
-                p(f"| vCPU weft L7 / net/http L7, {side} sidecar, {what}, same repetition | {fmt(r)} | | |")
+                p(f"| vCPU weft L7 / {short}, {side} sidecar, {what}, same repetition | {fmt(r)} | | |")
     I = "idle"
     for side in ("client", "server"):
         xs = res.series(I, "rss_idle_mib", f"weft-{side}")

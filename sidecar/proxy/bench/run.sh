@@ -69,6 +69,7 @@ HZ=$(getconf CLK_TCK)
 
 tools="python3 taskset pgrep go"
 [[ " $SECTIONS " != *" throughput "* ]] || tools="$tools iperf3 stunnel4 haproxy"
+[[ " $SECTIONS " != *" latency "* ]] || tools="$tools haproxy" # the HAProxy L7 pair
 for tool in $tools; do
 	command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y iperf3 stunnel4 haproxy)"
 done
@@ -228,6 +229,45 @@ defaults
 	wait_port 15206 && wait_port 15201 || die "the HAProxy pair never listened"
 }
 
+# haproxy_l7_pair APPPORT NAME PROTO: HAProxy as an L7 sidecar pair, the
+# weft L7 pair's layout and hops: the client side takes the app's requests
+# on 15001 (HTTP/1.1, or h2c for PROTO grpc), parses each and carries it on
+# pooled HTTP/2 (ALPN h2, http-reuse always) over mutual TLS 1.3 to the
+# server side on 15006, which verifies the client's certificate and passes
+# each request to the app on APPPORT (HTTP/1.1, or h2c for grpc). One
+# thread each, pinned as every pair; no header added (no forwardfor). A
+# C proxy doing an L7 sidecar's work: the L7 ceiling of this machine, in
+# the same repetition. Sets WC and WS to the two haproxy processes' pids.
+haproxy_l7_pair() {
+	local app=$1 name=$2 front="" back="" global="global
+  nbthread 1
+  ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+  ssl-default-server-ciphersuites TLS_AES_128_GCM_SHA256
+defaults
+  mode http
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s"
+	if [ "$3" = grpc ]; then front=" proto h2" back=" proto h2"; fi
+	printf '%s\nfrontend f\n  bind 127.0.0.1:15001%s\n  default_backend b\nbackend b\n  server s 127.0.0.1:15006 ssl ssl-min-ver TLSv1.3 alpn h2 crt %s ca-file %s verify required\n' \
+		"$global" "$front" "$CERTS/client-full.pem" "$CERTS/ca.pem" >"$OUT/$name-client.cfg"
+	printf '%s\nfrontend f\n  bind 127.0.0.1:15006 ssl ssl-min-ver TLSv1.3 alpn h2 crt %s ca-file %s verify required\n  default_backend b\nbackend b\n  server s 127.0.0.1:%s%s\n' \
+		"$global" "$CERTS/server-full.pem" "$CERTS/ca.pem" "$app" "$back" >"$OUT/$name-server.cfg"
+	start "$name-server" "$CPU_SERVER" haproxy -db -f "$OUT/$name-server.cfg"
+	WS=$(child "$STARTED" haproxy) || die "$name server: its PID was not found"
+	wait_port 15006 || die "$name server never listened ($LOG/$name-server.log)"
+	start "$name-client" "$CPU_CLIENT" haproxy -db -f "$OUT/$name-client.cfg"
+	WC=$(child "$STARTED" haproxy) || die "$name client: its PID was not found"
+	wait_port 15001 || die "$name client never listened ($LOG/$name-client.log)"
+}
+
+# lat_pair APPPORT NAME PROTO: the latency section's pair of configuration
+# NAME (weft_pair's, or haproxy_l7_pair's for haproxy-l7*); sets WC and WS.
+lat_pair() {
+	if [[ "$2" == haproxy-l7* ]]; then haproxy_l7_pair "$@"; else weft_pair "$@"; fi
+}
+
 # relay_pair BASE APPPORT [-splice]: the plaintext relay pair (no TLS) on
 # BASE+1 -> BASE+6: the ceiling of any proxy pair in this layout.
 relay_pair() {
@@ -354,13 +394,14 @@ fortio() {
 }
 # lat_configs: the latency section's pair configurations in this
 # repetition's order: weft (the L4 pair), weft-l7 (the L7 pair: HTTP
-# routing) and stdlib-l7 (net/http's own L7 pair, pair -mode stdlib-*: the
-# ceiling of an L7 sidecar built on net/http), with BEFORE also
+# routing), stdlib-l7 (net/http's own L7 pair, pair -mode stdlib-*: the
+# ceiling of an L7 sidecar built on net/http) and haproxy-l7 (HAProxy's
+# L7 pair: what a C proxy costs for the same hops), with BEFORE also
 # weft-before (and weft-before-l7 when that revision's pair has an L7
 # mode), rotated by one per repetition so that none always runs first (or
 # always follows another).
 lat_configs() {
-	local cs=(weft weft-l7 stdlib-l7) i n
+	local cs=(weft weft-l7 stdlib-l7 haproxy-l7) i n
 	if [ -n "$BEFORE" ]; then
 		cs+=(weft-before)
 		[ "$BEFORE_L7" != yes ] || cs+=(weft-before-l7)
@@ -371,7 +412,7 @@ lat_configs() {
 if [[ " $SECTIONS " == *" latency "* ]]; then
 SECTION=latency
 # The servers live for the whole section (RUN_TIMEOUT: start's bound):
-# a latency repetition is nine 20-s fortio runs, fifteen with BEFORE.
+# a latency repetition is twelve 20-s fortio runs, eighteen with BEFORE.
 RUN_TIMEOUT=$((REPS * 900)) start fortio-server "$CPU_SERVER" "$BIN/fortio" server -http-port 127.0.0.1:8080 -grpc-port 127.0.0.1:8079 -redirect-port disabled
 FS=$STARTED
 wait_port 8080 && wait_port 8079 || die "fortio server never listened"
@@ -386,7 +427,7 @@ for REP in $(seq "$REPS"); do
 	for w in $(lat_configs); do
 		proto=tcp gproto=tcp
 		[[ "$w" != *-l7 ]] || proto=http gproto=grpc
-		weft_pair 8080 "$w" "$proto"
+		lat_pair 8080 "$w" "$proto"
 		if [ "$REP" = 1 ]; then
 			sleep 1
 			c0=$(rss_kib "$WC") || die "client sidecar gone"
@@ -402,7 +443,7 @@ for REP in $(seq "$REPS"); do
 			fortio "$w" 15001 "c$c" "$WC" "$WS"
 		done
 		stop "$WC"; stop "$WS"
-		weft_pair 8079 "$w-grpc" "$gproto"
+		lat_pair 8079 "$w-grpc" "$gproto"
 		if [ "$first" = 1 ]; then
 			record loadavg grpc "$(loadavg | tr ' ' ,)"
 			fortio direct 8079 grpc
