@@ -61,7 +61,7 @@ fuzz:
 
 ## mutate: mutation testing (gremlins) of the packages that hold a guarantee; report in docs/mutation.md (slow: not in CI)
 ## (gremlins mutates a path and everything below it: controlplane/xds covers translate and ads, sidecar/xds its model)
-MUTATE_PKGS ?= sidecar/proxy sidecar/xds sidecar/egress sidecar/balance sidecar/l7 controlplane/xds controlplane/identity controlplane/audit certs injector
+MUTATE_PKGS ?= sidecar/proxy internal/rawio sidecar/xds sidecar/egress sidecar/balance sidecar/l7 controlplane/xds controlplane/identity controlplane/audit certs injector
 MUTATE_WORKERS ?= 2
 mutate:
 	@mkdir -p $(OUT)/mutate/uncovered $(OUT)/bin

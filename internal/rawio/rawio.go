@@ -49,10 +49,6 @@ type Conn struct {
 // system calls are the syscall package's, but the code around them is the
 // same.
 func Wrap(c *net.TCPConn) net.Conn {
-	return wrap(c)
-}
-
-func wrap(c *net.TCPConn) net.Conn {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return c

@@ -44,7 +44,7 @@ func pair(t *testing.T) (a *Conn, b *net.TCPConn) {
 	if !ok {
 		t.Fatal("accept failed")
 	}
-	w, ok := wrap(c).(*Conn)
+	w, ok := Wrap(c).(*Conn)
 	if !ok {
 		t.Fatal("wrap did not wrap a TCP connection")
 	}
