@@ -55,9 +55,9 @@ BEFORE = "weft-before"
 # The latency section's pair configurations: "weft" is the L4 pair,
 # "weft-l7" the L7 pair (HTTP routing: pair -app-protocol http|grpc).
 LAT_MODES = (("weft", "L4"), ("weft-l7", "L7"))
-# (and the L7 ceilings, L7_CEILINGS: "stdlib-l7", net/http's own L7 pair —
+# (and the peers, LAT_PEERS: "stdlib-l7", net/http's own L7 pair —
 # pair -mode stdlib-client and stdlib-server — the ceiling of an L7 sidecar
-# built on net/http; "haproxy-l7", HAProxy's L7 pair)
+# built on net/http; "haproxy-l4" and "haproxy-l7", HAProxy's pairs)
 # Its loads, as run.sh's fortio names their rows: (infix, connections,
 # label). A configuration's rows are <config><infix>-c<connections> (the
 # proxies' CPU <config><infix>-<side>-c<connections>); direct's likewise.
@@ -74,12 +74,14 @@ def lat_cfg(config, infix, conns, side=None):
     return f"{config}{infix}-{side}-c{conns}" if side else f"{config}{infix}-c{conns}"
 
 
-# The L7 ceilings' configurations (run.sh): net/http's own L7 pair, and
-# HAProxy's L7 pair (a C proxy doing the same hops: what this machine's
-# CPU allows an L7 sidecar pair, against the issue's target).
+# The latency section's peers (run.sh): net/http's own L7 pair, and
+# HAProxy's L4 and L7 pairs (a C proxy doing the same hops: what this
+# machine's CPU allows a sidecar pair, against the issue's target); each
+# (configuration, label, short label, the weft pair it is set against).
 STDLIB = "stdlib-l7"
-HAPROXY_L7 = "haproxy-l7"
-L7_CEILINGS = ((STDLIB, "net/http L7 pair", "net/http L7"), (HAPROXY_L7, "HAProxy L7 pair", "HAProxy L7"))
+LAT_PEERS = ((STDLIB, "net/http L7 pair", "net/http L7", "weft-l7"),
+             ("haproxy-l4", "HAProxy L4 pair", "HAProxy L4", "weft"),
+             ("haproxy-l7", "HAProxy L7 pair", "HAProxy L7", "weft-l7"))
 
 
 def has_config(res, config):
@@ -339,10 +341,10 @@ def render(res):
                          "vcpu_per_1000rps", lat_cfg("weft", infix, c, side), div)
             verdict(r, lambda x: True, L)
             p(f"| vCPU L7 / L4, {side} sidecar, {what}, same repetition | {fmt(r)} | | |")
-    # The L7 ceilings: net/http's own L7 pair (pair -mode stdlib-*), the same
-    # two HTTP hops per side and nothing of weft's, and HAProxy's L7 pair
-    # (the same hops in C); each for runs that have it.
-    for ceiling, pair, short in L7_CEILINGS:
+    # The peers: net/http's own L7 pair (pair -mode stdlib-*), the same two
+    # HTTP hops per side and nothing of weft's, and HAProxy's L4 and L7
+    # pairs (the same hops in C); each for runs that have it.
+    for ceiling, pair, short, ours in LAT_PEERS:
         if not has_config(res, ceiling):
             continue
         for infix, c, what in WORKLOADS:
@@ -353,10 +355,11 @@ def render(res):
                 xs = res.series(L, "vcpu_per_1000rps", lat_cfg(ceiling, infix, c, side))
                 verdict(xs, lambda x: True, L)
                 p(f"| {pair} vCPU per 1,000 req/s (achieved rate), {side} side, {what} | {fmt(xs)} | | |")
-                r = res.join(L, "vcpu_per_1000rps", lat_cfg("weft-l7", infix, c, side),
+                r = res.join(L, "vcpu_per_1000rps", lat_cfg(ours, infix, c, side),
                              "vcpu_per_1000rps", lat_cfg(ceiling, infix, c, side), div)
                 verdict(r, lambda x: True, L)
-                p(f"| vCPU weft L7 / {short}, {side} sidecar, {what}, same repetition | {fmt(r)} | | |")
+                mode = dict(LAT_MODES)[ours]
+                p(f"| vCPU weft {mode} / {short}, {side} sidecar, {what}, same repetition | {fmt(r)} | | |")
     I = "idle"
     for side in ("client", "server"):
         xs = res.series(I, "rss_idle_mib", f"weft-{side}")

@@ -229,31 +229,36 @@ defaults
 	wait_port 15206 && wait_port 15201 || die "the HAProxy pair never listened"
 }
 
-# haproxy_l7_pair APPPORT NAME PROTO: HAProxy as an L7 sidecar pair, the
-# weft L7 pair's layout and hops: the client side takes the app's requests
-# on 15001 (HTTP/1.1, or h2c for PROTO grpc), parses each and carries it on
-# pooled HTTP/2 (ALPN h2, http-reuse always) over mutual TLS 1.3 to the
-# server side on 15006, which verifies the client's certificate and passes
-# each request to the app on APPPORT (HTTP/1.1, or h2c for grpc). One
-# thread each, pinned as every pair; no header added (no forwardfor). A
-# C proxy doing an L7 sidecar's work: the L7 ceiling of this machine, in
-# the same repetition. Sets WC and WS to the two haproxy processes' pids.
-haproxy_l7_pair() {
-	local app=$1 name=$2 front="" back="" global="global
+# haproxy_lat_pair APPPORT NAME PROTO: HAProxy as a sidecar pair in the
+# weft pair's layout: the client side on 15001, the server side on 15006
+# verifying the client's certificate (mutual TLS 1.3), the app on APPPORT;
+# one thread each, pinned as every pair. PROTO tcp (haproxy-l4): mode tcp,
+# bytes copied, as the L4 pair. PROTO http or grpc (haproxy-l7): the L7
+# pair's hops — the client side parses each request from the app
+# (HTTP/1.1, or h2c for grpc) and carries it on pooled HTTP/2 (ALPN h2,
+# http-reuse always) to the server side, which passes it to the app
+# (HTTP/1.1, or h2c for grpc); no header added (no forwardfor). A C proxy
+# doing a sidecar's work in the same repetition: what this machine's CPU
+# allows a pair. Sets WC and WS to the two haproxy processes' pids.
+haproxy_lat_pair() {
+	local app=$1 name=$2 mode=http front="" back="" alpn=" alpn h2"
+	if [ "$3" = tcp ]; then mode=tcp alpn=""; fi
+	if [ "$3" = grpc ]; then front=" proto h2" back=" proto h2"; fi
+	local global="global
   nbthread 1
   ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
   ssl-default-server-ciphersuites TLS_AES_128_GCM_SHA256
 defaults
-  mode http
-  http-reuse always
+  mode $mode
   timeout connect 5s
   timeout client 60s
   timeout server 60s"
-	if [ "$3" = grpc ]; then front=" proto h2" back=" proto h2"; fi
-	printf '%s\nfrontend f\n  bind 127.0.0.1:15001%s\n  default_backend b\nbackend b\n  server s 127.0.0.1:15006 ssl ssl-min-ver TLSv1.3 alpn h2 crt %s ca-file %s verify required\n' \
-		"$global" "$front" "$CERTS/client-full.pem" "$CERTS/ca.pem" >"$OUT/$name-client.cfg"
-	printf '%s\nfrontend f\n  bind 127.0.0.1:15006 ssl ssl-min-ver TLSv1.3 alpn h2 crt %s ca-file %s verify required\n  default_backend b\nbackend b\n  server s 127.0.0.1:%s%s\n' \
-		"$global" "$CERTS/server-full.pem" "$CERTS/ca.pem" "$app" "$back" >"$OUT/$name-server.cfg"
+	[ "$mode" = tcp ] || global="$global
+  http-reuse always"
+	printf '%s\nfrontend f\n  bind 127.0.0.1:15001%s\n  default_backend b\nbackend b\n  server s 127.0.0.1:15006 ssl ssl-min-ver TLSv1.3%s crt %s ca-file %s verify required\n' \
+		"$global" "$front" "$alpn" "$CERTS/client-full.pem" "$CERTS/ca.pem" >"$OUT/$name-client.cfg"
+	printf '%s\nfrontend f\n  bind 127.0.0.1:15006 ssl ssl-min-ver TLSv1.3%s crt %s ca-file %s verify required\n  default_backend b\nbackend b\n  server s 127.0.0.1:%s%s\n' \
+		"$global" "$alpn" "$CERTS/server-full.pem" "$CERTS/ca.pem" "$app" "$back" >"$OUT/$name-server.cfg"
 	start "$name-server" "$CPU_SERVER" haproxy -db -f "$OUT/$name-server.cfg"
 	WS=$(child "$STARTED" haproxy) || die "$name server: its PID was not found"
 	wait_port 15006 || die "$name server never listened ($LOG/$name-server.log)"
@@ -263,9 +268,9 @@ defaults
 }
 
 # lat_pair APPPORT NAME PROTO: the latency section's pair of configuration
-# NAME (weft_pair's, or haproxy_l7_pair's for haproxy-l7*); sets WC and WS.
+# NAME (weft_pair's, or haproxy_lat_pair's for haproxy-*); sets WC and WS.
 lat_pair() {
-	if [[ "$2" == haproxy-l7* ]]; then haproxy_l7_pair "$@"; else weft_pair "$@"; fi
+	if [[ "$2" == haproxy-* ]]; then haproxy_lat_pair "$@"; else weft_pair "$@"; fi
 }
 
 # relay_pair BASE APPPORT [-splice]: the plaintext relay pair (no TLS) on
@@ -395,13 +400,13 @@ fortio() {
 # lat_configs: the latency section's pair configurations in this
 # repetition's order: weft (the L4 pair), weft-l7 (the L7 pair: HTTP
 # routing), stdlib-l7 (net/http's own L7 pair, pair -mode stdlib-*: the
-# ceiling of an L7 sidecar built on net/http) and haproxy-l7 (HAProxy's
-# L7 pair: what a C proxy costs for the same hops), with BEFORE also
+# ceiling of an L7 sidecar built on net/http), haproxy-l4 and haproxy-l7
+# (HAProxy's pairs: what a C proxy costs for the same hops), with BEFORE also
 # weft-before (and weft-before-l7 when that revision's pair has an L7
 # mode), rotated by one per repetition so that none always runs first (or
 # always follows another).
 lat_configs() {
-	local cs=(weft weft-l7 stdlib-l7 haproxy-l7) i n
+	local cs=(weft weft-l7 stdlib-l7 haproxy-l4 haproxy-l7) i n
 	if [ -n "$BEFORE" ]; then
 		cs+=(weft-before)
 		[ "$BEFORE_L7" != yes ] || cs+=(weft-before-l7)
@@ -412,7 +417,7 @@ lat_configs() {
 if [[ " $SECTIONS " == *" latency "* ]]; then
 SECTION=latency
 # The servers live for the whole section (RUN_TIMEOUT: start's bound):
-# a latency repetition is twelve 20-s fortio runs, eighteen with BEFORE.
+# a latency repetition is fifteen 20-s fortio runs, twenty-one with BEFORE.
 RUN_TIMEOUT=$((REPS * 900)) start fortio-server "$CPU_SERVER" "$BIN/fortio" server -http-port 127.0.0.1:8080 -grpc-port 127.0.0.1:8079 -redirect-port disabled
 FS=$STARTED
 wait_port 8080 && wait_port 8079 || die "fortio server never listened"

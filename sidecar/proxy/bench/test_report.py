@@ -405,7 +405,7 @@ class L7(unittest.TestCase):
         text, clean = report.render(report.Results(tsv(*rows)))
         self.assertFalse(clean)
 
-    def test_haproxy_l7_ceiling_rows(self):
+    def test_haproxy_rows(self):
         # HAProxy's L7 pair at 0.06 vCPU where weft's L7 takes 0.09: weft /
         # HAProxy 1.5, beside net/http's rows, each ceiling its own.
         rows = [r for rep in (1, 2, 3) for r in latency_rep(rep) + latency_rows(rep, "stdlib-l7", 0.35, 1.0, 0.12)
@@ -416,6 +416,13 @@ class L7(unittest.TestCase):
         self.assertIn("0.06 (0.06–0.06, n=3", ratio_row(text, "HAProxy L7 pair vCPU per 1,000 req/s (achieved rate), server side, gRPC"))
         self.assertIn("0.05 (0.05–0.05, n=3", ratio_row(text, "HAProxy L7 pair added p50 latency, HTTP/1.1, 64"))
         self.assertIn("0.75 (0.75–0.75, n=3", ratio_row(text, "vCPU weft L7 / net/http L7, server sidecar, gRPC unary"))
+        # HAProxy's L4 pair is set against weft's L4 pair (0.06 here).
+        rows = [r for rep in (1, 2) for r in latency_rep(rep) + latency_rows(rep, "haproxy-l4", 0.12, 0.4, 0.04)]
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertTrue(clean, text)
+        self.assertIn("1.5 (1.5–1.5, n=2", ratio_row(text, "vCPU weft L4 / HAProxy L4, client sidecar, HTTP/1.1, 64"))
+        self.assertIn("0.02 (0.02–0.02, n=2", ratio_row(text, "HAProxy L4 pair added p50 latency, HTTP/1.1, 4"))
+        self.assertNotIn("HAProxy L7", text)
         # Without net/http's pair, HAProxy's rows stand alone.
         rows = [r for rep in (1, 2) for r in latency_rep(rep) + latency_rows(rep, "haproxy-l7", 0.15, 0.5, 0.06)]
         text, clean = report.render(report.Results(tsv(*rows)))
