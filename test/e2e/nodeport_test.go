@@ -88,15 +88,18 @@ func TestNodePortIntoMeshedPod(t *testing.T) {
 			t.Errorf("request %d through the NodePort under PERMISSIVE: %q", i, out)
 		}
 	}
+	// The app logs each request before it answers, but its log reaches
+	// the kubelet through the container runtime's copy of its output,
+	// which may lag the answer (a loaded node): the line is waited for.
 	var seen string
-	for _, line := range strings.Split(logs(t, ns, server.Name, "app"), "\n") {
-		if rest, ok := strings.CutPrefix(line, "request GET /nodeport from "); ok {
-			seen, _, _ = strings.Cut(rest, " ")
+	waitFor(t, 30*time.Second, "the app's log line of a request to /nodeport", func(context.Context) (bool, error) {
+		for _, line := range strings.Split(logs(t, ns, server.Name, "app"), "\n") {
+			if rest, ok := strings.CutPrefix(line, "request GET /nodeport from "); ok {
+				seen, _, _ = strings.Cut(rest, " ")
+			}
 		}
-	}
-	if seen == "" {
-		t.Fatalf("the app logged no request to /nodeport")
-	}
+		return seen != "", nil
+	})
 	t.Logf("the app saw the NodePort requests from %s", seen)
 	if host, _, err := net.SplitHostPort(seen); err != nil || host != "127.0.0.6" {
 		t.Errorf("the app saw the NodePort requests from %q, want the sidecar's delivery address 127.0.0.6", seen)
