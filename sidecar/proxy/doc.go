@@ -193,7 +193,11 @@
 // connection sends all that is queued in one system call, so a request's
 // HEADERS and DATA (written apart by net/http) leave together, and the
 // per-request goroutines net/http writes from do not grow their stacks
-// into the socket's write path. Every socket is read and written with
+// into the socket's write path. So are the plaintext HTTP/2 (h2c: gRPC)
+// connections between a sidecar and its app, which net/http's HTTP/2
+// server and transport write in the same pieces: the app's connection to
+// the client sidecar when its first bytes were HTTP/2's preface, and the
+// server sidecar's connections to an h2c app. Every socket is read and written with
 // internal/rawio's raw system calls (prefixConn for accepted connections,
 // Proxy.dial for dialled ones, the plaintext copy's reads): the sockets are
 // non-blocking, and a call made through the scheduler would wake the

@@ -466,7 +466,16 @@ func (e *l7Engine) app(cl *model.Cluster) *appCluster {
 			defer cancel()
 			return e.p.dial(dctx, c, a)
 		}
-		ac.tr = [2]idleCloser{l7.NewAppH1(dial), l7.AppTransport(dial, true)}
+		// The h2c app's connections are written behind, as net/http's
+		// HTTP/2 transport writes a request in pieces (writebehind.go).
+		dialH2C := func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return behindH2C(c), nil
+		}
+		ac.tr = [2]idleCloser{l7.NewAppH1(dial), l7.AppTransport(dialH2C, true)}
 		ac.in = &l7.Inbound{HTTP1: ac.tr[0], H2C: ac.tr[1], Limits: e.limits, Metrics: e.metrics, Logger: e.p.log.With("l7", inbound),
 			Authorize: e.p.authorizeRequest}
 		if !e.closed {
@@ -479,15 +488,21 @@ func (e *l7Engine) app(cl *model.Cluster) *appCluster {
 
 // outboundL7 serves a connection on an in-mesh HTTP chain: its requests
 // are routed by fc's route configuration, one by one (l7Engine.route).
-func (p *Proxy) outboundL7(fc *model.FilterChain, dst netip.AddrPort, down *prefixConn, cn *conn) (*forwarding, error) {
+// h2c says the app's first bytes were HTTP/2's preface: net/http's HTTP/2
+// server then writes to the app's connection behind (writebehind.go).
+func (p *Proxy) outboundL7(fc *model.FilterChain, dst netip.AddrPort, down *prefixConn, h2c bool, cn *conn) (*forwarding, error) {
 	if err := p.authorize(outbound, fc, "", dst.Port()); err != nil {
 		return nil, p.refuse(outbound, cn, refused(reasonAuthzDenied, "%w", err))
 	}
 	p.l7.current() // a configuration that removed clusters closes them now
 	cn.cluster = fc.Target.RouteConfig
-	m := p.meter(down, cn)
+	var app net.Conn = down
+	if h2c {
+		app = behindH2C(down)
+	}
+	m := p.meter(app, cn)
 	lc := l7Conn{routeConfig: fc.Target.RouteConfig, dst: dst}
-	return &forwarding{down: down, release: func() {}, meter: m, serve: func() { _ = p.l7.server.ServeConnWith(m, lc) }}, nil
+	return &forwarding{down: app, release: func() {}, meter: m, serve: func() { _ = p.l7.server.ServeConnWith(m, lc) }}, nil
 }
 
 // l7Conn is what the requests of an app's connection are served with:

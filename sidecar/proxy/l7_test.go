@@ -53,6 +53,12 @@ func (b *l7Backend) endpoint() model.Endpoint { return model.Endpoint{Addr: b.po
 // webID, STRICT, the h2 chain before the L4 one).
 func startHTTPBackend(t *testing.T, ca *certs.CA, name string) *l7Backend {
 	t.Helper()
+	return startHTTPBackendWith(t, ca, name)
+}
+
+// startHTTPBackendWith is startHTTPBackend, its pod started with mod.
+func startHTTPBackendWith(t *testing.T, ca *certs.CA, name string, mod ...func(*Config)) *l7Backend {
+	t.Helper()
 	b := &l7Backend{}
 	b.set(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -70,7 +76,7 @@ func startHTTPBackend(t *testing.T, ca *certs.CA, name string) *l7Backend {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	b.port = l.Addr().(*net.TCPAddr).AddrPort().Port()
-	b.pod = startPod(t, ca, webID)
+	b.pod = startPod(t, ca, webID, mod...)
 	b.pod.nat.setDefault(netip.AddrPortFrom(podBIP, b.port))
 	b.pod.cfg.Store(l7ServerConfig(b.port, model.HTTP1))
 	return b

@@ -58,7 +58,7 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn, cn *conn) (*forwar
 	down := newPrefixConn(c, sn.prefix)
 	if fc.Target.RouteConfig != "" && fc.Egress == nil {
 		// An in-mesh HTTP service port: request by request (l7.go).
-		return p.outboundL7(fc, dst, down, cn)
+		return p.outboundL7(fc, dst, down, slices.Contains(sn.appProtos, "h2c"), cn)
 	}
 	if fc.Target.RouteConfig != "" {
 		return p.outboundHTTP(ctx, cfg, fc, dst, sn, down, cn)

@@ -82,6 +82,17 @@ func behindIfH2(tc *tls.Conn) {
 	}
 }
 
+// behindH2C is c written behind: a plaintext HTTP/2 (h2c) connection
+// between a sidecar and its app (gRPC), which net/http's HTTP/2 server and
+// transport write in the same small pieces as the connections between
+// sidecars — a response's HEADERS, DATA and trailers, each flushed from a
+// goroutine of its own — and which the app then reads one by one.
+func behindH2C(c net.Conn) *coalescer {
+	co := newCoalescer(c)
+	co.writeBehind()
+	return co
+}
+
 // writeBehind switches c to write-behind and starts its writer.
 func (c *coalescer) writeBehind() {
 	c.mu.Lock()
