@@ -467,13 +467,15 @@ func (e *l7Engine) app(cl *model.Cluster) *appCluster {
 			return e.p.dial(dctx, c, a)
 		}
 		// The h2c app's connections are written behind, as net/http's
-		// HTTP/2 transport writes a request in pieces (writebehind.go).
+		// HTTP/2 transport writes a request in pieces (writebehind.go);
+		// the writer's system calls bounded by the write timeout.
 		dialH2C := func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
-			return behindH2C(c), nil
+			return behindH2C(boundedConn{Conn: c, d: max(e.p.cfg.WriteTimeout, 0),
+				timedOut: func() { e.p.m.timeouts.With(inbound, timeoutWrite).Inc() }}), nil
 		}
 		ac.tr = [2]idleCloser{l7.NewAppH1(dial), l7.AppTransport(dialH2C, true)}
 		ac.in = &l7.Inbound{HTTP1: ac.tr[0], H2C: ac.tr[1], Limits: e.limits, Metrics: e.metrics, Logger: e.p.log.With("l7", inbound),
@@ -489,20 +491,26 @@ func (e *l7Engine) app(cl *model.Cluster) *appCluster {
 // outboundL7 serves a connection on an in-mesh HTTP chain: its requests
 // are routed by fc's route configuration, one by one (l7Engine.route).
 // h2c says the app's first bytes were HTTP/2's preface: net/http's HTTP/2
-// server then writes to the app's connection behind (writebehind.go).
+// server then writes to the app's connection behind (writebehind.go), over
+// the meter, as a mesh connection's TLS writes over its meter: the writer's
+// system calls are bounded by the write timeout and counted when sent.
 func (p *Proxy) outboundL7(fc *model.FilterChain, dst netip.AddrPort, down *prefixConn, h2c bool, cn *conn) (*forwarding, error) {
 	if err := p.authorize(outbound, fc, "", dst.Port()); err != nil {
 		return nil, p.refuse(outbound, cn, refused(reasonAuthzDenied, "%w", err))
 	}
 	p.l7.current() // a configuration that removed clusters closes them now
 	cn.cluster = fc.Target.RouteConfig
-	var app net.Conn = down
+	m := p.meter(down, cn)
+	var app net.Conn = m
 	if h2c {
-		app = behindH2C(down)
+		co := behindH2C(m)
+		// Closed with the connection (its writer ends) even when the
+		// HTTP/2 server never takes it (a drain's closed server).
+		cn.track(co)
+		app = co
 	}
-	m := p.meter(app, cn)
 	lc := l7Conn{routeConfig: fc.Target.RouteConfig, dst: dst}
-	return &forwarding{down: app, release: func() {}, meter: m, serve: func() { _ = p.l7.server.ServeConnWith(m, lc) }}, nil
+	return &forwarding{down: down, release: func() {}, meter: m, serve: func() { _ = p.l7.server.ServeConnWith(app, lc) }}, nil
 }
 
 // l7Conn is what the requests of an app's connection are served with:

@@ -2,13 +2,16 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -92,29 +95,60 @@ func TestL7H2CAppConnectionsWrittenBehind(t *testing.T) {
 // TestOutboundL7H2CWrittenBehind: the client sidecar serves an app
 // connection whose first bytes were HTTP/2's preface over a write-behind
 // coalescer (net/http's HTTP/2 server writes a response's HEADERS, DATA
-// and trailers apart), and an HTTP/1.1 one directly.
+// and trailers apart) above the connection's meter, closed with the
+// connection; an HTTP/1.1 one over the meter directly.
 func TestOutboundL7H2CWrittenBehind(t *testing.T) {
 	ca := testutil.NewCA(t, td, nil)
 	a := startL7Client(t, ca, l7ClientConfig([]*model.Route{toCluster(l7Route)}, nil))
 	fc := a.cfg.Load().Outbound.Chains[0]
 	for _, h2c := range []bool{true, false} {
 		_, s := loopbackPair(t)
-		fw, err := a.p.outboundL7(fc, netip.AddrPortFrom(serviceIP, 80), newPrefixConn(s.(*net.TCPConn), nil), h2c, &conn{direction: outbound})
+		cn := &conn{direction: outbound}
+		fw, err := a.p.outboundL7(fc, netip.AddrPortFrom(serviceIP, 80), newPrefixConn(s.(*net.TCPConn), nil), h2c, cn)
 		if err != nil {
 			t.Fatal(err)
 		}
-		co, ok := fw.meter.Conn.(*coalescer)
-		if ok != h2c || fw.down != fw.meter.Conn {
-			t.Fatalf("h2c %v: the app's connection is served over %T (forwarding's: %T)", h2c, fw.meter.Conn, fw.down)
+		var behind []*coalescer
+		for _, c := range cn.closers {
+			if co, ok := c.(*coalescer); ok {
+				behind = append(behind, co)
+			}
 		}
-		if ok {
+		if h2c != (len(behind) == 1) || len(behind) > 1 {
+			t.Fatalf("h2c %v: %d coalescers closed with the connection (closers %v)", h2c, len(behind), cn.closers)
+		}
+		if h2c {
+			co := behind[0]
 			co.mu.Lock()
 			on := co.wb != nil
 			co.mu.Unlock()
-			if !on {
-				t.Errorf("h2c: the coalescer is not written behind")
+			if !on || co.Conn != net.Conn(fw.meter) {
+				t.Errorf("h2c: write-behind %v over %T, want on over the meter", on, co.Conn)
 			}
 		}
+		cn.closeAll()
 		fw.meter.Close()
+	}
+}
+
+// TestBoundedConnTimesOutAStalledPeer: the server sidecar's connections to
+// an h2c app are written through boundedConn: a Write to a peer that
+// stopped reading ends at the write timeout, counted once.
+func TestBoundedConnTimesOutAStalledPeer(t *testing.T) {
+	c, _ := loopbackPair(t) // the peer never reads
+	var timedOut atomic.Int64
+	bc := boundedConn{Conn: c, d: 100 * time.Millisecond, timedOut: func() { timedOut.Add(1) }}
+	done := make(chan error, 1)
+	go func() {
+		_, err := bc.Write(make([]byte, 64<<20))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) || timedOut.Load() != 1 {
+			t.Fatalf("Write to a stalled peer: %v, timed out counted %d; want a deadline error, counted once", err, timedOut.Load())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a Write to a stalled peer was not bounded by the write timeout")
 	}
 }

@@ -205,6 +205,18 @@ func writeBounded(c net.Conn, b []byte, d time.Duration, w *idleWatch, timedOut 
 	return n, err
 }
 
+// boundedConn is c with each Write under writeBounded: the server
+// sidecar's connections to an h2c app, below their write-behind writer.
+type boundedConn struct {
+	net.Conn
+	d        time.Duration
+	timedOut func()
+}
+
+func (c boundedConn) Write(b []byte) (int, error) {
+	return writeBounded(c.Conn, b, c.d, nil, c.timedOut)
+}
+
 // boundedWriter is a connection's writing side under writeBounded.
 type boundedWriter struct {
 	c        net.Conn

@@ -33,7 +33,9 @@ import (
 // handed over: crypto/tls queues its close_notify, then sets a deadline of
 // now so that nothing follows it — the close_notify must still leave.
 // The writer's own system calls are bounded as before write-behind (the
-// sidecar's write timeout, under the coalescer on the inbound side) and by
+// sidecar's write timeout, under the coalescer on the inbound side; on
+// the app's h2c connections the meter under it on the client side,
+// boundedConn on the server side) and by
 // Close, which lets the writer send what is pending for at most
 // behindCloseWait, then closes the socket, which ends a stuck write. A
 // failed write closes the socket at once (a record may be cut): the
