@@ -461,8 +461,8 @@ func (st *httpEgress) serve(first *httpExchange, firstHead []byte, firstRH reque
 	cn.mu.Lock()
 	watch := cn.watch
 	cn.mu.Unlock()
-	upW := &boundedWriter{c: up, d: wt, w: watch, timedOut: timedOut}
-	downW := &boundedWriter{c: st.down, d: wt, w: watch, timedOut: timedOut}
+	upW := boundedConn{Conn: up, d: wt, w: watch, timedOut: timedOut}
+	downW := boundedConn{Conn: st.down, d: wt, w: watch, timedOut: timedOut}
 	toUp := &countWriter{w: upW, onWrite: func(n int) { cn.toUp.Add(int64(n)); in.Add(uint64(n)) }}
 
 	// Requests: read, decide, forward, one by one.

@@ -205,26 +205,16 @@ func writeBounded(c net.Conn, b []byte, d time.Duration, w *idleWatch, timedOut 
 	return n, err
 }
 
-// boundedConn is c with each Write under writeBounded: the server
-// sidecar's connections to an h2c app, below their write-behind writer.
+// boundedConn is c with each Write under writeBounded: an HTTP egress
+// connection's writing sides, and the server sidecar's connections to an
+// h2c app below their write-behind writer.
 type boundedConn struct {
 	net.Conn
-	d        time.Duration
-	timedOut func()
-}
-
-func (c boundedConn) Write(b []byte) (int, error) {
-	return writeBounded(c.Conn, b, c.d, nil, c.timedOut)
-}
-
-// boundedWriter is a connection's writing side under writeBounded.
-type boundedWriter struct {
-	c        net.Conn
 	d        time.Duration
 	w        *idleWatch
 	timedOut func()
 }
 
-func (bw *boundedWriter) Write(b []byte) (int, error) {
-	return writeBounded(bw.c, b, bw.d, bw.w, bw.timedOut)
+func (c boundedConn) Write(b []byte) (int, error) {
+	return writeBounded(c.Conn, b, c.d, c.w, c.timedOut)
 }
