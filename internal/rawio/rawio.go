@@ -32,6 +32,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 )
 
@@ -42,6 +43,8 @@ const maxRW = 1 << 30
 type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+	r  reader
+	w  writer
 }
 
 // Wrap returns c with this package's Read and Write; c itself when it
@@ -53,7 +56,10 @@ func Wrap(c *net.TCPConn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &Conn{TCPConn: c, rc: rc}
+	w := &Conn{TCPConn: c, rc: rc}
+	w.r.init()
+	w.w.init()
+	return w
 }
 
 // Read reads as net.Conn's Read does.
@@ -65,7 +71,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		}
 		return 0, nil
 	}
-	n, err := read(c.rc, b)
+	n, err := c.r.read(c.rc, b)
 	if err != nil && err != io.EOF {
 		err = c.opError("read", err)
 	}
@@ -74,7 +80,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 
 // Write writes as net.Conn's Write does: all of b, or an error.
 func (c *Conn) Write(b []byte) (int, error) {
-	n, err := write(c.rc, b)
+	n, err := c.w.write(c.rc, b)
 	if err != nil {
 		err = c.opError("write", err)
 	}
@@ -91,35 +97,60 @@ func (c *Conn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
+// reader is one direction's state for read: the function RawConn.Read
+// calls is made once, in init, and finds its buffer and leaves its result
+// here, so that a read allocates nothing (a closure over the call's own
+// variables escapes to the heap on every call: 3 allocations a read). mu
+// holds the state for one read at a time; the poller's lock, taken inside
+// RawConn.Read, would serialise concurrent reads only after the state was
+// set.
+type reader struct {
+	mu    sync.Mutex
+	b     []byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func (r *reader) init() { r.fn = r.try }
+
+// try is one attempt of the read, inside RawConn.Read: true when it is
+// done (bytes, the end of the stream or an error), false to wait for
+// readiness.
+func (r *reader) try(fd uintptr) bool {
+	for {
+		n, e := sysRead(fd, r.b)
+		switch e {
+		case 0:
+			r.n = n
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // wait for readiness
+		default:
+			r.errno = e
+			return true
+		}
+	}
+}
+
 // read is one read of rc into b: n > 0 bytes, io.EOF at the end of the
 // stream, or the error (a *os.SyscallError, or RawConn's own for a closed
 // connection or a deadline).
-func read(rc syscall.RawConn, b []byte) (int, error) {
+func (r *reader) read(rc syscall.RawConn, b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
 	if len(b) > maxRW {
 		b = b[:maxRW]
 	}
-	var n int
-	var errno syscall.Errno
-	err := rc.Read(func(fd uintptr) bool {
-		for {
-			r, e := sysRead(fd, b)
-			switch e {
-			case 0:
-				n = r
-				return true
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait for readiness
-			default:
-				errno = e
-				return true
-			}
-		}
-	})
+	r.mu.Lock()
+	r.b, r.n, r.errno = b, 0, 0
+	err := rc.Read(r.fn)
+	n, errno := r.n, r.errno
+	r.b = nil // the caller's buffer is not kept
+	r.mu.Unlock()
 	switch {
 	case err != nil:
 		return 0, err
@@ -131,31 +162,49 @@ func read(rc syscall.RawConn, b []byte) (int, error) {
 	return n, nil
 }
 
+// writer is write's state, as reader is read's.
+type writer struct {
+	mu    sync.Mutex
+	b     []byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func (w *writer) init() { w.fn = w.try }
+
+// try writes what is left of the write, inside RawConn.Write: true when
+// all of it is written or an error stops it, false to wait for room.
+func (w *writer) try(fd uintptr) bool {
+	for w.n < len(w.b) {
+		chunk := w.b[w.n:]
+		if len(chunk) > maxRW {
+			chunk = chunk[:maxRW]
+		}
+		r, e := sysSend(fd, chunk)
+		switch e {
+		case 0:
+			w.n += r
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false // wait for room
+		default:
+			w.errno = e
+			return true
+		}
+	}
+	return true
+}
+
 // write writes all of b to rc, waiting for room as needed; n is what was
 // written when it fails.
-func write(rc syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			chunk := b[n:]
-			if len(chunk) > maxRW {
-				chunk = chunk[:maxRW]
-			}
-			r, e := sysSend(fd, chunk)
-			switch e {
-			case 0:
-				n += r
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false // wait for room
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+func (w *writer) write(rc syscall.RawConn, b []byte) (int, error) {
+	w.mu.Lock()
+	w.b, w.n, w.errno = b, 0, 0
+	err := rc.Write(w.fn)
+	n, errno := w.n, w.errno
+	w.b = nil
+	w.mu.Unlock()
 	switch {
 	case err != nil:
 		return n, err
