@@ -28,7 +28,6 @@
 package rawio
 
 import (
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -89,12 +88,29 @@ func (c *Conn) Write(b []byte) (int, error) {
 
 // opError gives err the form net.Conn's errors have: a *net.OpError whose
 // Err is a *os.SyscallError, os.ErrDeadlineExceeded or net.ErrClosed.
+//
+// RawConn's own errors (a closed connection, a deadline) are a
+// *net.OpError it makes for this one call ("raw-read", "raw-write"): that
+// one is given the form and returned, not copied. A deadline's error comes
+// once a request on a sidecar's HTTP/1.1 connections (net/http's server
+// ends its background read with one), so it is not made twice.
 func (c *Conn) opError(op string, err error) error {
-	var oe *net.OpError
-	if errors.As(err, &oe) { // RawConn's own ("raw-read", "raw-write")
-		err = oe.Err
+	if oe, ok := err.(*net.OpError); ok {
+		oe.Op, oe.Net, oe.Source, oe.Addr = op, "tcp", c.LocalAddr(), c.RemoteAddr()
+		return oe
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// Quiet is Quiet of c's socket, allocating nothing.
+func (c *Conn) Quiet() bool {
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
+	c.r.quiet = false
+	if err := c.rc.Read(c.r.peek); err != nil {
+		return false
+	}
+	return c.r.quiet
 }
 
 // reader is one direction's state for read: the function RawConn.Read
@@ -110,9 +126,17 @@ type reader struct {
 	n     int
 	errno syscall.Errno
 	fn    func(fd uintptr) bool
+	quiet bool                  // Quiet's result
+	peek  func(fd uintptr) bool // Quiet's probe: never waits
 }
 
-func (r *reader) init() { r.fn = r.try }
+func (r *reader) init() {
+	r.fn = r.try
+	r.peek = func(fd uintptr) bool {
+		r.quiet = sysPeek(fd) == syscall.EAGAIN
+		return true
+	}
+}
 
 // try is one attempt of the read, inside RawConn.Read: true when it is
 // done (bytes, the end of the stream or an error), false to wait for

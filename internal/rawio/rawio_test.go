@@ -220,33 +220,45 @@ func TestPeerReset(t *testing.T) {
 	}
 }
 
+// TestQuiet checks Quiet of a RawConn and Conn's own Quiet alike.
 func TestQuiet(t *testing.T) {
-	a, b := pair(t)
-	if !Quiet(a.rc) {
-		t.Error("an idle open connection is not quiet")
-	}
-	if _, err := b.Write([]byte("unasked")); err != nil {
-		t.Fatal(err)
-	}
-	waitReadable(t, a)
-	if Quiet(a.rc) {
-		t.Error("a connection with bytes to read is quiet")
-	}
-	// Quiet only peeked: the bytes are still there.
-	if got, err := io.ReadAll(io.LimitReader(a, 7)); string(got) != "unasked" || err != nil {
-		t.Errorf("after Quiet, read %q, %v", got, err)
-	}
-	if !Quiet(a.rc) {
-		t.Error("a connection read empty again is not quiet")
-	}
-	b.Close()
-	waitReadable(t, a)
-	if Quiet(a.rc) {
-		t.Error("a connection its peer closed is quiet")
-	}
-	a.Close()
-	if Quiet(a.rc) {
-		t.Error("a closed connection is quiet")
+	for _, form := range []struct {
+		name  string
+		quiet func(*Conn) bool
+	}{
+		{"Quiet(rc)", func(c *Conn) bool { return Quiet(c.rc) }},
+		{"Conn.Quiet", (*Conn).Quiet},
+	} {
+		t.Run(form.name, func(t *testing.T) {
+			a, b := pair(t)
+			quiet := form.quiet
+			if !quiet(a) {
+				t.Error("an idle open connection is not quiet")
+			}
+			if _, err := b.Write([]byte("unasked")); err != nil {
+				t.Fatal(err)
+			}
+			waitReadable(t, a)
+			if quiet(a) {
+				t.Error("a connection with bytes to read is quiet")
+			}
+			// Quiet only peeked: the bytes are still there.
+			if got, err := io.ReadAll(io.LimitReader(a, 7)); string(got) != "unasked" || err != nil {
+				t.Errorf("after Quiet, read %q, %v", got, err)
+			}
+			if !quiet(a) {
+				t.Error("a connection read empty again is not quiet")
+			}
+			b.Close()
+			waitReadable(t, a)
+			if quiet(a) {
+				t.Error("a connection its peer closed is quiet")
+			}
+			a.Close()
+			if quiet(a) {
+				t.Error("a closed connection is quiet")
+			}
+		})
 	}
 }
 
@@ -482,5 +494,27 @@ func TestReadWriteAllocateNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("a write and a read of the wrapped connection allocate %.1f objects, want 0", allocs)
+	}
+	if allocs := testing.AllocsPerRun(200, func() {
+		if !a.Quiet() {
+			t.Fatal("an idle open connection is not quiet")
+		}
+	}); allocs != 0 {
+		t.Errorf("Conn.Quiet allocates %.1f objects, want 0", allocs)
+	}
+	// A read ended by its deadline (net/http's HTTP/1.1 server ends its
+	// background read so once a request) returns RawConn's own error,
+	// given net.Conn's form, not a second one made from it.
+	if err := a.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var rerr error
+	if allocs := testing.AllocsPerRun(200, func() {
+		_, rerr = a.Read(buf)
+	}); allocs > 1 {
+		t.Errorf("a read past its deadline allocates %.1f objects, want at most 1 (the error RawConn makes)", allocs)
+	}
+	if !errors.Is(rerr, os.ErrDeadlineExceeded) {
+		t.Errorf("a read past its deadline: %v, want os.ErrDeadlineExceeded", rerr)
 	}
 }

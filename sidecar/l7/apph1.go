@@ -380,9 +380,15 @@ func (t *AppH1) CloseIdleConnections() {
 // has neither closed it nor sent anything unasked. A connection the kernel
 // cannot be asked about (not a syscall.Conn, nor wrapping one that NetConn
 // returns) is never quiet: it is not used again.
+// A connection that answers Quiet itself (rawio.Conn, the sidecar's
+// sockets) is asked that way: it allocates nothing, and the check is made
+// on every request.
 func quiet(c net.Conn) bool {
 	for {
 		w, ok := c.(interface{ NetConn() net.Conn })
+		if q, ok := c.(interface{ Quiet() bool }); ok {
+			return q.Quiet()
+		}
 		if _, sys := c.(syscall.Conn); sys || !ok {
 			break
 		}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/rawio"
 	"github.com/weftmesh/weft/internal/testutil"
 )
 
@@ -402,16 +403,34 @@ func TestAppH1IdleClosedByTheApp(t *testing.T) {
 				}
 				return true
 			})
-			h, _ := newTestAppH1(t)
-			roundTrip(t, h, appRequest(t, "GET", app.addr, "/first", ""))
-			<-sent
-			time.Sleep(50 * time.Millisecond) // for loopback to deliver the FIN or the bytes
-			resp, body := roundTrip(t, h, appRequest(t, "POST", app.addr, "/second", "data"))
-			if resp.StatusCode != 200 || body != "ok" {
-				t.Errorf("POST after the app closed: %d %q", resp.StatusCode, body)
-			}
-			if reqs := app.requests(); len(reqs) != 2 || reqs[1] != "2 POST /second" {
-				t.Errorf("the app read %q, want the POST once on a second connection", reqs)
+			for _, dial := range []struct {
+				name string
+				wrap func(net.Conn) net.Conn
+			}{
+				{"net.TCPConn", func(c net.Conn) net.Conn { return c }},
+				// The sidecar's own sockets, which answer Quiet themselves.
+				{"rawio.Conn", func(c net.Conn) net.Conn { return rawio.Wrap(c.(*net.TCPConn)) }},
+			} {
+				h, _ := newTestAppH1(t)
+				h.Dial = func(ctx context.Context, n, a string) (net.Conn, error) {
+					c, err := (&net.Dialer{}).DialContext(ctx, n, a)
+					if err != nil {
+						return nil, err
+					}
+					return dial.wrap(c), nil
+				}
+				before := len(app.requests())
+				roundTrip(t, h, appRequest(t, "GET", app.addr, "/first", ""))
+				<-sent
+				time.Sleep(50 * time.Millisecond) // for loopback to deliver the FIN or the bytes
+				resp, body := roundTrip(t, h, appRequest(t, "POST", app.addr, "/second", "data"))
+				if resp.StatusCode != 200 || body != "ok" {
+					t.Errorf("%s: POST after the app closed: %d %q", dial.name, resp.StatusCode, body)
+				}
+				if reqs := app.requests()[before:]; len(reqs) != 2 || !strings.HasSuffix(reqs[1], " POST /second") ||
+					strings.Fields(reqs[0])[0] == strings.Fields(reqs[1])[0] {
+					t.Errorf("%s: the app read %q, want the POST once on a second connection", dial.name, reqs)
+				}
 			}
 		})
 	}
