@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,6 +56,15 @@ func writerGoroutines() int {
 // once the sidecar's writes to it are stuck on the full socket, and again
 // 100 ms later. It then sends extra PINGs more, whose acks the sidecar
 // has to write.
+//
+// The sidecar's socket for the connection gets a small send buffer too
+// (the test shares the sidecar's process): left to the kernel's
+// autotuning it grows to megabytes, so the writes stalled only after
+// ~250,000 acks, and whether that came before net/http's HTTP/2 flood
+// guard (which resets a connection with 10,000 control frames queued)
+// depended on the run's speed; a race-detector run could lose. With it,
+// they stall after a few thousand (maxStallPINGs bounds them), far below
+// the guard's bound, on any run.
 func stallH2CApp(t *testing.T, a *pod, extra int) *net.TCPConn {
 	t.Helper()
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
@@ -66,10 +76,12 @@ func stallH2CApp(t *testing.T, a *pod, extra int) *net.TCPConn {
 	}
 	c := nc.(*net.TCPConn)
 	t.Cleanup(func() { c.Close() })
+	setPeerSendBuffer(t, c.LocalAddr().(*net.TCPAddr).AddrPort(), 4096)
 	if _, err := c.Write(append([]byte(h2Preface), h2cFrame(0x4, 0, nil)...)); err != nil { // SETTINGS
 		t.Fatal(err)
 	}
 	ping := h2cFrame(0x6, 0, make([]byte, 8))
+	sent := 0
 	batch := func(n int) {
 		b := make([]byte, 0, n*len(ping))
 		for range n {
@@ -77,22 +89,17 @@ func stallH2CApp(t *testing.T, a *pod, extra int) *net.TCPConn {
 		}
 		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if _, err := c.Write(b); err != nil {
-			if errors.Is(err, syscall.ECONNRESET) {
-				// net/http's HTTP/2 flood guard closed the connection before
-				// the writes stalled (a slow run: the race detector's).
-				t.Skipf("the app's PINGs: %v: reset before the sidecar's writes stalled", err)
-			}
-			t.Fatalf("the app's PINGs: %v", err)
+			t.Fatalf("the app's PINGs (%d sent): %v", sent, err)
 		}
 	}
 	base := stalledSidecarWrites()
-	t0, sent := time.Now(), 0
+	t0 := time.Now()
 	defer func() {
 		t.Logf("the sidecar's writes stalled after %v, %d PINGs", time.Since(t0).Round(time.Millisecond), sent)
 	}()
 	for deadline := time.Now().Add(20 * time.Second); ; {
-		if time.Now().After(deadline) {
-			t.Fatal("the sidecar's writes to the app never stalled")
+		if time.Now().After(deadline) || sent >= maxStallPINGs {
+			t.Fatalf("the sidecar's writes to the app never stalled (%d PINGs in %v)", sent, time.Since(t0).Round(time.Millisecond))
 		}
 		batch(512) // 8.5 KiB of acks: less than maxBehind
 		sent += 512
@@ -109,6 +116,43 @@ func stallH2CApp(t *testing.T, a *pod, extra int) *net.TCPConn {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return c
+}
+
+// maxStallPINGs bounds the PINGs stallH2CApp sends: with the small
+// buffers the writes stall after ~2,000 (32 KiB behind, 8 KiB of send
+// buffer, the app's 8 KiB of receive buffer: 17 bytes an ack), and
+// net/http's HTTP/2 server resets a connection with 10,000 control frames
+// queued, which the PINGs sent bound.
+const maxStallPINGs = 8192
+
+// setPeerSendBuffer sets SO_SNDBUF to n on this process's TCP socket whose
+// peer is peer — the sidecar's accepted socket for a connection the test
+// dialled — waiting up to 5 s for the sidecar to accept it.
+func setPeerSendBuffer(t *testing.T, peer netip.AddrPort, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd")
+		}
+		for _, e := range ents {
+			fd, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			sa, err := syscall.Getpeername(fd)
+			if err != nil {
+				continue
+			}
+			if a, ok := sa.(*syscall.SockaddrInet4); ok && netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)) == peer {
+				if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, n); err != nil {
+					t.Fatalf("SO_SNDBUF on the sidecar's socket: %v", err)
+				}
+				return
+			}
+		}
+	}
+	t.Fatalf("no socket of this process has %v as its peer", peer)
 }
 
 // TestAttackH2CWriteTimeoutBoundsAStalledApp: an h2c app that stops
@@ -177,12 +221,11 @@ func TestAttackH2CBytesCountedAreBytesSent(t *testing.T) {
 				t.Fatalf("the connection was not closed: %v", err)
 			}
 			if errors.Is(err, syscall.ECONNRESET) {
-				// The sidecar closed with the app's PINGs unread (net/http's
-				// HTTP/2 server gives up on a peer whose control frames
-				// queue past its bound, as a slow run — the race detector's
-				// — lets them): the reset discarded what had reached the
-				// app's socket, so this run cannot compare.
-				t.Skipf("the connection was reset after %d bytes: the HTTP/2 server's flood guard closed it with input unread", got)
+				// A reset discards what had reached the app's socket: the
+				// sidecar closed with the app's PINGs unread, which the
+				// small buffers (stallH2CApp) keep far from net/http's
+				// flood guard.
+				t.Fatalf("the connection was reset after %d bytes: nothing to compare", got)
 			}
 			if !errors.Is(err, io.EOF) {
 				t.Logf("the app's read ended: %v", err)
