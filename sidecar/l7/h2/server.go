@@ -103,6 +103,9 @@ type Conn struct {
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer // the header block being encoded
 	werr error        // sticky: a failed write ends the connection
+	// Under wmu: the Date of responses, made once a second.
+	dateAt  time.Time
+	dateStr string
 
 	mu            sync.Mutex
 	cond          *sync.Cond // send windows grew, a stream ended, the connection died
@@ -571,6 +574,12 @@ func (sc *Conn) newRequest(f *http2.MetaHeadersFrame, streamWin uint32) (*http.R
 	} else {
 		req.Body = &st.body
 		st.body.st = st
+		if httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue") {
+			// The server answers it (on the first read of the body), as
+			// net/http's does; the handler does not see it.
+			st.expect.Store(true)
+			delete(header, "Expect")
+		}
 	}
 	req = req.WithContext(st.ctx)
 	return req, st, nil
@@ -743,6 +752,23 @@ func (sc *Conn) Shutdown(ctx context.Context) error {
 	sc.die(errShutdown)
 	sc.c.Close()
 	return err
+}
+
+// date is the Date of responses, made at most once a second.
+func (sc *Conn) date() string {
+	now := time.Now().Truncate(time.Second)
+	if now.Equal(sc.dateAt) {
+		return sc.dateStr
+	}
+	sc.dateAt, sc.dateStr = now, now.UTC().Format(http.TimeFormat)
+	return sc.dateStr
+}
+
+// Close ends the connection at once: its requests' contexts are
+// cancelled and it is closed; Serve returns once the handlers have.
+func (sc *Conn) Close() error {
+	sc.die(errShutdown)
+	return sc.c.Close()
 }
 
 // die marks the connection dead with err (the first one) and cancels its

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -36,6 +37,29 @@ type stream struct {
 
 	aborted bool // under sc.mu: reset (by either side) or the connection died
 	abortE  error
+
+	// expect: the request asked for 100 Continue (Expect: 100-continue),
+	// sent when the handler first reads the body, unless a final status
+	// was written first; wmu orders it with the response's HEADERS.
+	expect      atomic.Bool
+	finalHeader atomic.Bool // the final response's HEADERS were composed
+}
+
+// sendContinue sends the 100 Continue the request asked for, once, if no
+// final response went before it.
+func (st *stream) sendContinue() {
+	if !st.expect.Swap(false) {
+		return
+	}
+	_ = st.sc.write(func() error {
+		if st.finalHeader.Load() {
+			return nil
+		}
+		sc := st.sc
+		sc.hbuf.Reset()
+		sc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
+		return writeBlock(sc, st.id, false)
+	})
 }
 
 // body is a request body: what the reader received and the handler has
@@ -45,12 +69,16 @@ type body struct {
 	mu       sync.Mutex
 	cond     sync.Cond
 	buf      []byte
-	done     error // io.EOF at END_STREAM; an error when the stream was reset
-	consumed int64 // read, not yet given back to the peer
-	closed   bool  // the handler closed it
+	done     error       // io.EOF at END_STREAM; an error when the stream was reset
+	consumed int64       // read, not yet given back to the peer
+	closed   bool        // the handler closed it
+	trailer  http.Header // the request's trailers received, until read
 }
 
 func (b *body) Read(p []byte) (int, error) {
+	if b.st.expect.Load() {
+		b.st.sendContinue()
+	}
 	b.mu.Lock()
 	for len(b.buf) == 0 && b.done == nil && !b.closed {
 		b.cond.Wait()
@@ -61,6 +89,14 @@ func (b *body) Read(p []byte) (int, error) {
 	}
 	if len(b.buf) == 0 {
 		err := b.done
+		if err == io.EOF && b.trailer != nil {
+			// The request's trailers, into req.Trailer by the handler's
+			// own goroutine, as net/http's servers do.
+			for k, vv := range b.trailer {
+				b.st.trailer[k] = vv
+			}
+			b.trailer = nil
+		}
 		b.mu.Unlock()
 		return 0, err
 	}
@@ -178,10 +214,13 @@ func (st *stream) trailers(f *http2.MetaHeadersFrame) error {
 			b.mu.Unlock()
 			return st.sc.resetStream(st.id, http2.ErrCodeProtocol)
 		}
-		if st.trailer != nil {
-			if _, ok := st.trailer[k]; ok {
-				st.trailer[k] = append(st.trailer[k], hf.Value)
+		if _, ok := st.trailer[k]; ok {
+			// Kept aside: the handler may read req.Trailer's keys
+			// meanwhile; the values go in when its read ends (body.Read).
+			if b.trailer == nil {
+				b.trailer = http.Header{}
 			}
+			b.trailer[k] = append(b.trailer[k], hf.Value)
 		}
 	}
 	b.done = io.EOF
@@ -392,6 +431,13 @@ func (w *responseWriter) send(p []byte, end bool) error {
 	}
 	first := !w.sentHeader
 	w.sentHeader = true
+	if first && !w.isHead && bodyAllowed(w.status) && len(data) > 0 {
+		// The ResponseWriter contract: a Content-Type, if the handler set
+		// none, sniffed from the body's first 512 bytes.
+		if _, ok := w.header["Content-Type"]; !ok {
+			w.header.Set("Content-Type", http.DetectContentType(data))
+		}
+	}
 	err := w.st.writeFrames(func(sc *Conn) error {
 		switch {
 		case first:
@@ -449,6 +495,15 @@ func (w *responseWriter) trailerFields() http.Header {
 func (w *responseWriter) writeHeadersLocked(sc *Conn, status int, h http.Header, end bool) error {
 	sc.hbuf.Reset()
 	sc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
+	if status >= 200 {
+		w.st.finalHeader.Store(true)
+		w.st.expect.Store(false)
+	}
+	if _, ok := h["Date"]; !ok && status >= 200 {
+		// As net/http's servers: a Date unless the handler set one, or
+		// set it to nil values to have none.
+		sc.enc.WriteField(hpack.HeaderField{Name: "date", Value: sc.date()})
+	}
 	for k, vv := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
 			continue
