@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/weftmesh/weft/sidecar/l7/h2"
 )
 
 // Peer is what the server sidecar knows of an inbound connection once its
@@ -74,10 +72,7 @@ type Inbound struct {
 	// HTTP/2 connections (ALPN h2: every client sidecar's) are weft's own
 	// server's (package h2), not net/http's: a quarter of the server
 	// sidecar's CPU was net/http's HTTP/2 server (h2's doc).
-	h2       *h2.Server
-	h2mu     sync.Mutex
-	h2conns  map[*h2.Conn]struct{}
-	h2closed bool
+	h2 *h2Serving
 }
 
 // inConn is an inbound connection's peer, with what its requests use
@@ -153,17 +148,7 @@ func (in *Inbound) init() {
 	if in.Logger != nil {
 		in.srv.ErrorLog = slog.NewLogLogger(in.Logger.Handler(), slog.LevelDebug)
 	}
-	in.h2 = &h2.Server{
-		Handler:     http.HandlerFunc(in.serve),
-		IdleTimeout: in.Limits.IdleTimeout,
-	}
-	if n := in.Limits.MaxHeaderBytes; n > 0 {
-		in.h2.MaxHeaderListSize = uint32(min(n+4096, 1<<30)) // as net/http's HTTP/2 server counts it
-	}
-	if in.Logger != nil {
-		in.h2.ErrorLog = func(c net.Conn, err error) { in.Logger.Debug("http2 connection ended", "err", err) }
-	}
-	in.h2conns = map[*h2.Conn]struct{}{}
+	in.h2 = newH2Serving(http.HandlerFunc(in.serve), in.Limits, in.Logger)
 	go func() { in.err <- in.srv.Serve(in.ln) }()
 }
 
@@ -172,32 +157,7 @@ func (in *Inbound) serveH2(c *tls.Conn, ic *inConn) error {
 	// http.ServerContextKey: the relay aborts a response it cannot finish
 	// (panic(http.ErrAbortHandler), the stream reset) only under a server.
 	ctx := context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, in.srv), peerKey{}, ic)
-	sc := in.h2.NewConn(ctx, c)
-	in.h2mu.Lock()
-	if in.h2closed {
-		in.h2mu.Unlock()
-		c.Close()
-		return errServerClosed
-	}
-	in.h2conns[sc] = struct{}{}
-	in.h2mu.Unlock()
-	_ = sc.Serve() // its errors are the connection's end: logged by ErrorLog
-	in.h2mu.Lock()
-	delete(in.h2conns, sc)
-	in.h2mu.Unlock()
-	return nil
-}
-
-// h2Conns stops new HTTP/2 connections and returns the open ones.
-func (in *Inbound) h2Conns() []*h2.Conn {
-	in.h2mu.Lock()
-	defer in.h2mu.Unlock()
-	in.h2closed = true
-	conns := make([]*h2.Conn, 0, len(in.h2conns))
-	for sc := range in.h2conns {
-		conns = append(conns, sc)
-	}
-	return conns
+	return in.h2.serve(ctx, c)
 }
 
 // ServeConn serves c, an established mTLS connection from peer, and
@@ -220,16 +180,13 @@ func (in *Inbound) ServeConn(c *tls.Conn, peer Peer) error {
 // (HTTP/2 GOAWAY), waiting for them until ctx ends; Close cuts the rest.
 func (in *Inbound) Shutdown(ctx context.Context) error {
 	in.once.Do(in.init)
-	var wg sync.WaitGroup
-	for _, sc := range in.h2Conns() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = sc.Shutdown(ctx)
-		}()
-	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		in.h2.shutdown(ctx)
+	}()
 	err := in.srv.Shutdown(ctx)
-	wg.Wait()
+	<-done
 	if err == nil {
 		err = ctx.Err()
 	}
@@ -239,9 +196,7 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 // Close stops serving and closes every connection.
 func (in *Inbound) Close() error {
 	in.once.Do(in.init)
-	for _, sc := range in.h2Conns() {
-		sc.Close()
-	}
+	in.h2.close()
 	err := in.srv.Close()
 	<-in.err
 	return err

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/weftmesh/weft/sidecar/l7/h2"
 )
 
 // Handler serves the requests of an app's connections: each request goes
@@ -189,6 +191,7 @@ type ConnServer struct {
 	ln   *connListener
 	err  chan error
 	vals sync.Map // net.Conn -> ServeConnWith's value
+	h2   *h2Serving
 }
 
 // ServerLimits bound what a client may hold (the sidecar's abuse bounds
@@ -200,6 +203,78 @@ type ServerLimits struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds a request head (HTTP/1) or header list (HTTP/2).
 	MaxHeaderBytes int
+}
+
+// h2Serving serves HTTP/2 connections with weft's own server (package h2)
+// and keeps the open ones for Shutdown and Close.
+type h2Serving struct {
+	srv    *h2.Server
+	mu     sync.Mutex
+	conns  map[*h2.Conn]struct{}
+	closed bool
+}
+
+func newH2Serving(h http.Handler, lim ServerLimits, logger *slog.Logger) *h2Serving {
+	s := &h2Serving{srv: &h2.Server{Handler: h, IdleTimeout: lim.IdleTimeout}, conns: map[*h2.Conn]struct{}{}}
+	if n := lim.MaxHeaderBytes; n > 0 {
+		s.srv.MaxHeaderListSize = uint32(min(n+4096, 1<<30)) // as net/http's HTTP/2 server counts it
+	}
+	if logger != nil {
+		s.srv.ErrorLog = func(c net.Conn, err error) { logger.Debug("http2 connection ended", "err", err) }
+	}
+	return s
+}
+
+// serve serves c, whose requests have ctx, until it ends; errServerClosed
+// once shutdown or close was called.
+func (s *h2Serving) serve(ctx context.Context, c net.Conn) error {
+	sc := s.srv.NewConn(ctx, c)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Close()
+		return errServerClosed
+	}
+	s.conns[sc] = struct{}{}
+	s.mu.Unlock()
+	_ = sc.Serve() // its errors are the connection's end: logged by ErrorLog
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+	return nil
+}
+
+// stop refuses new connections and returns the open ones.
+func (s *h2Serving) stop() []*h2.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	conns := make([]*h2.Conn, 0, len(s.conns))
+	for sc := range s.conns {
+		conns = append(conns, sc)
+	}
+	return conns
+}
+
+// shutdown sends every connection GOAWAY and waits for their streams to
+// end, or ctx to; the connections are closed either way.
+func (s *h2Serving) shutdown(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, sc := range s.stop() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = sc.Shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+// close closes every connection.
+func (s *h2Serving) close() {
+	for _, sc := range s.stop() {
+		sc.Close()
+	}
 }
 
 // NewConnServer starts serving; Close stops it.
@@ -237,8 +312,18 @@ func NewConnServer(h http.Handler, lim ServerLimits, logger *slog.Logger) *ConnS
 	if logger != nil {
 		s.srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
 	}
+	s.h2 = newH2Serving(s.srv.Handler, lim, logger)
 	go func() { s.err <- s.srv.Serve(s.ln) }()
 	return s
+}
+
+// ServeH2CWith is ServeConnWith for a connection whose first bytes are
+// HTTP/2's client preface (h2c, gRPC): served by weft's own HTTP/2 server
+// (package h2), not net/http's.
+func (s *ConnServer) ServeH2CWith(c net.Conn, v any) error {
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
+	ctx = context.WithValue(context.WithValue(ctx, connValueKey{}, v), connKey{}, c)
+	return s.h2.serve(ctx, c)
 }
 
 // ServeConn serves c and returns when the server is done with it: the
@@ -268,10 +353,23 @@ func ConnValue(r *http.Request) any { return r.Context().Value(connValueKey{}) }
 // others to finish (HTTP/2 GOAWAY; HTTP/1.1 closes after the response in
 // progress), waiting for them until ctx ends (then it returns ctx's
 // error; Close cuts what is left).
-func (s *ConnServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+func (s *ConnServer) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.h2.shutdown(ctx)
+	}()
+	err := s.srv.Shutdown(ctx)
+	<-done
+	if err == nil {
+		err = ctx.Err()
+	}
+	return err
+}
 
 // Close stops accepting connections and closes the ones being served.
 func (s *ConnServer) Close() error {
+	s.h2.close()
 	err := s.srv.Close()
 	<-s.err
 	return err

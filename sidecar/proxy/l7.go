@@ -490,10 +490,11 @@ func (e *l7Engine) app(cl *model.Cluster) *appCluster {
 
 // outboundL7 serves a connection on an in-mesh HTTP chain: its requests
 // are routed by fc's route configuration, one by one (l7Engine.route).
-// h2c says the app's first bytes were HTTP/2's preface: net/http's HTTP/2
-// server then writes to the app's connection behind (writebehind.go), over
-// the meter, as a mesh connection's TLS writes over its meter: the writer's
-// system calls are bounded by the write timeout and counted when sent.
+// h2c says the app's first bytes were HTTP/2's preface: weft's own HTTP/2
+// server (l7/h2) then serves it, writing to the app's connection behind
+// (writebehind.go), over the meter, as a mesh connection's TLS writes over
+// its meter: the writer's system calls are bounded by the write timeout
+// and counted when sent. HTTP/1.1 is net/http's server's.
 func (p *Proxy) outboundL7(fc *model.FilterChain, dst netip.AddrPort, down *prefixConn, h2c bool, cn *conn) (*forwarding, error) {
 	if err := p.authorize(outbound, fc, "", dst.Port()); err != nil {
 		return nil, p.refuse(outbound, cn, refused(reasonAuthzDenied, "%w", err))
@@ -510,7 +511,11 @@ func (p *Proxy) outboundL7(fc *model.FilterChain, dst netip.AddrPort, down *pref
 		app = co
 	}
 	lc := l7Conn{routeConfig: fc.Target.RouteConfig, dst: dst}
-	return &forwarding{down: down, release: func() {}, meter: m, serve: func() { _ = p.l7.server.ServeConnWith(app, lc) }}, nil
+	serve := p.l7.server.ServeConnWith
+	if h2c {
+		serve = p.l7.server.ServeH2CWith
+	}
+	return &forwarding{down: down, release: func() {}, meter: m, serve: func() { _ = serve(app, lc) }}, nil
 }
 
 // l7Conn is what the requests of an app's connection are served with:
