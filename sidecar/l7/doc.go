@@ -36,6 +36,10 @@
 // copies bytes both ways until either side closes; any other answer is
 // delivered as a response (upgrade.go).
 //
+// HTTP/2 is served by the package's own server (sidecar/l7/h2): client
+// sidecars' connections to [Inbound] (ALPN h2) and an h2c app's
+// connections to [ConnServer] (ServeH2CWith); HTTP/1.1 by net/http's.
+//
 // On the server side, [Inbound] serves what client sidecars send over
 // mTLS (HTTP/2, or HTTP/1.1) and delivers each request to the app in the
 // protocol its port declares (HTTP/1.1, or h2c for gRPC), after an
@@ -57,6 +61,7 @@
 // xDS. It may import sidecar/balance, internal/metrics (its golden
 // metrics), api/admin (their names, which weftctl reads), go-spiffe,
 // golang.org/x/net/http/httpguts (net/http's own field and host checks,
-// which AppH1 applies as net/http's transport does; gRPC links it already)
-// and the standard library.
+// which AppH1 applies as net/http's transport does; gRPC links it already),
+// its own sidecar/l7/h2 (which frames with golang.org/x/net/http2) and the
+// standard library.
 package l7

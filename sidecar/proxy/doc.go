@@ -194,10 +194,11 @@
 // HEADERS and DATA (written apart by net/http) leave together, and the
 // per-request goroutines net/http writes from do not grow their stacks
 // into the socket's write path. So are the plaintext HTTP/2 (h2c: gRPC)
-// connections between a sidecar and its app, which net/http's HTTP/2
-// server and transport write in the same pieces: the app's connection to
-// the client sidecar when its first bytes were HTTP/2's preface, and the
-// server sidecar's connections to an h2c app. Every socket is read and written with
+// connections between a sidecar and its app: the app's connection to the
+// client sidecar when its first bytes were HTTP/2's preface (served by
+// weft's own HTTP/2 server, sidecar/l7/h2), and the server sidecar's
+// connections to an h2c app (net/http's HTTP/2 transport, which writes in
+// the same small pieces). Every socket is read and written with
 // internal/rawio's raw system calls (prefixConn for accepted connections,
 // Proxy.dial for dialled ones, the plaintext copy's reads): the sockets are
 // non-blocking, and a call made through the scheduler would wake the
