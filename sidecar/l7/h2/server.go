@@ -112,7 +112,7 @@ type Conn struct {
 	streams       map[uint32]*stream
 	running       int // handlers running (reset streams too)
 	lastID        uint32
-	refused       int // streams refused for running handlers
+	refused       int // streams refused for running handlers since one completed
 	connSend      int64
 	initialSend   int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
 	peerMaxFrame  uint32
@@ -191,7 +191,13 @@ func (sc *Conn) serve() (err error) {
 			sc.s.ErrorLog(sc.c, err)
 		}
 	}()
-	stop := context.AfterFunc(sc.ctx, func() { sc.c.SetReadDeadline(aLongTimeAgo) })
+	// The connection's context ending (ServeConn's ctx, or die) ends its
+	// reads and its writes at once, even a write blocked on a peer that
+	// does not read.
+	stop := context.AfterFunc(sc.ctx, func() {
+		sc.c.SetReadDeadline(aLongTimeAgo)
+		sc.c.SetWriteDeadline(aLongTimeAgo)
+	})
 	defer stop()
 	var preface [len(ClientPreface)]byte
 	if _, err := io.ReadFull(sc.br, preface[:]); err != nil {
@@ -224,11 +230,21 @@ func (sc *Conn) serve() (err error) {
 	sc.mu.Unlock()
 	first := true
 	for {
-		f, err := sc.fr.ReadFrame()
+		fh, err := sc.fr.ReadFrameHeader()
+		var f http2.Frame
+		if err == nil {
+			f, err = sc.fr.ReadFrameForHeader(fh)
+		} else if errors.Is(err, http2.ErrFrameTooLarge) {
+			return sc.goAwayAndClose(connError{http2.ErrCodeFrameSize, "frame too large"})
+		}
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				if err := sc.resetStream(se.StreamID, se.Code); err != nil {
+				if err := sc.streamError(fh, se); err != nil {
+					var ce connError
+					if errors.As(err, &ce) {
+						return sc.goAwayAndClose(ce)
+					}
 					return err
 				}
 				continue
@@ -411,8 +427,13 @@ func (sc *Conn) processHeaders(f *http2.MetaHeadersFrame, streamWin uint32) erro
 		return sc.resetStream(id, http2.ErrCodeRefusedStream)
 	}
 	if uint32(sc.running) >= sc.s.maxStreams() {
+		// refused counts the refusals since a stream last completed: a
+		// peer that keeps opening streams while none completes is sent
+		// away. At least 100 are allowed: before a client has the
+		// server's SETTINGS it may not know MAX_CONCURRENT_STREAMS
+		// (x/net's client assumes 100).
 		sc.refused++
-		tooMany := sc.refused > 2*int(sc.s.maxStreams())
+		tooMany := sc.refused > max(2*int(sc.s.maxStreams()), 100)
 		sc.mu.Unlock()
 		if tooMany {
 			// The peer keeps opening streams past the limit (resetting
@@ -644,6 +665,24 @@ func (sc *Conn) processData(f *http2.DataFrame) error {
 	return st.data(f, n)
 }
 
+// streamError answers a stream error the Framer found in a frame of
+// header fh: a malformed HEADERS opens its stream (lastID) and resets it,
+// so that the identifier cannot be used again (RFC 9113 §5.1.1); any
+// other frame's error on an idle stream is the connection's (§5.1), and
+// on a stream that was opened, the stream's.
+func (sc *Conn) streamError(fh http2.FrameHeader, se http2.StreamError) error {
+	sc.mu.Lock()
+	idle := se.StreamID > sc.lastID
+	if idle && fh.Type == http2.FrameHeaders && se.StreamID%2 == 1 {
+		sc.lastID, idle = se.StreamID, false
+	}
+	sc.mu.Unlock()
+	if idle {
+		return connError{http2.ErrCodeProtocol, fmt.Sprintf("%v on idle stream %d: %v", fh.Type, se.StreamID, se)}
+	}
+	return sc.resetStream(se.StreamID, se.Code)
+}
+
 // returnConnWindow sends a WINDOW_UPDATE for the connection once half of
 // its window has been consumed.
 func (sc *Conn) returnConnWindow() error {
@@ -733,7 +772,10 @@ func (sc *Conn) Shutdown(ctx context.Context) error {
 	sc.goAway = true
 	last := sc.lastID
 	sc.mu.Unlock()
-	_ = sc.write(func() error { return sc.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
+	// The GOAWAY is written on its own goroutine: a writer blocked on a
+	// peer that does not read must not hold Shutdown past ctx (closing
+	// the connection below ends that write, and this one).
+	go func() { _ = sc.write(func() error { return sc.fr.WriteGoAway(last, http2.ErrCodeNo, nil) }) }()
 	done := make(chan struct{})
 	go func() {
 		sc.mu.Lock()
@@ -817,6 +859,10 @@ func (sc *Conn) armIdleLocked() {
 				sc.goAway = true
 				last := sc.lastID
 				sc.mu.Unlock()
+				// No stream is open, so nothing else is written: a
+				// deadline bounds the GOAWAY, and a write blocked on a
+				// peer that does not read with it.
+				_ = sc.c.SetWriteDeadline(time.Now().Add(lingerTime))
 				_ = sc.write(func() error { return sc.fr.WriteGoAway(last, http2.ErrCodeNo, []byte("idle")) })
 				sc.die(errIdle)
 				sc.c.Close()
@@ -827,13 +873,31 @@ func (sc *Conn) armIdleLocked() {
 	sc.idle.Reset(sc.s.IdleTimeout)
 }
 
+// releaseSlot gives back the stream's place among MaxConcurrentStreams,
+// once: when its response's last frame is composed, before it is written
+// (a client that opens its next stream as soon as it sees END_STREAM is
+// then never refused), or when its handler returns. A completed response
+// also clears the refusals counted.
+func (sc *Conn) releaseSlot(st *stream, completed bool) {
+	sc.mu.Lock()
+	if !st.released {
+		st.released = true
+		sc.running--
+		if completed {
+			sc.refused = 0
+		}
+		sc.cond.Broadcast()
+	}
+	sc.mu.Unlock()
+}
+
 // streamDone removes a stream whose handler returned.
 func (sc *Conn) streamDone(st *stream) {
+	sc.releaseSlot(st, false)
 	sc.mu.Lock()
 	if sc.streams[st.id] == st {
 		delete(sc.streams, st.id)
 	}
-	sc.running--
 	if len(sc.streams) == 0 {
 		sc.armIdleLocked()
 	}

@@ -35,8 +35,9 @@ type stream struct {
 
 	send int64 // under sc.mu: how much more the response may send
 
-	aborted bool // under sc.mu: reset (by either side) or the connection died
-	abortE  error
+	released bool // under sc.mu: its place among the concurrent streams given back
+	aborted  bool // under sc.mu: reset (by either side) or the connection died
+	abortE   error
 
 	// expect: the request asked for 100 Continue (Expect: 100-continue),
 	// sent when the handler first reads the body, unless a final status
@@ -174,8 +175,9 @@ func (st *stream) data(f *http2.DataFrame, n int64) error {
 		return st.sc.resetStream(st.id, http2.ErrCodeProtocol)
 	}
 	b.buf = append(b.buf, p...)
-	if pad := n - int64(len(p)); pad > 0 {
-		b.consumed += pad // padding is never read: given back with the data
+	pad := n - int64(len(p))
+	if pad > 0 {
+		b.consumed += pad // padding is never read: the stream's given back with the data
 	}
 	if f.StreamEnded() {
 		if st.declared >= 0 && st.received != st.declared {
@@ -186,6 +188,13 @@ func (st *stream) data(f *http2.DataFrame, n int64) error {
 	}
 	b.cond.Broadcast()
 	b.mu.Unlock()
+	if pad > 0 {
+		// ... and the connection's at once: no read ever consumes it.
+		st.sc.mu.Lock()
+		st.sc.connConsumed += pad
+		st.sc.mu.Unlock()
+		return st.sc.returnConnWindow()
+	}
 	return nil
 }
 
@@ -298,13 +307,14 @@ func (w *responseWriter) WriteHeader(code int) {
 	if code < 100 || code > 999 {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
 	}
-	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+	if code >= 100 && code <= 199 {
 		// An interim response: sent at once, its fields from the header
-		// map as it is now.
+		// map as it is now (net/http's server sends a 101 so too; HTTP/2
+		// has no protocol switch, and no 1xx ever ends a stream).
 		if w.err == nil {
 			w.err = w.st.writeFrames(func(sc *Conn) error {
 				return w.writeHeadersLocked(sc, code, w.header, false)
-			}, 0, nil)
+			}, 0, nil, nil)
 		}
 		return
 	}
@@ -389,7 +399,7 @@ func (w *responseWriter) finish() {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	if w.err == nil && w.contentLength >= 0 && w.written < w.contentLength && !w.isHead {
+	if w.err == nil && w.contentLength >= 0 && w.written < w.contentLength && !w.isHead && bodyAllowed(w.status) {
 		// A short body: the client must not take it for the whole one.
 		w.err = errors.New("h2: handler wrote less than its Content-Length")
 		w.st.abort(w.err, true)
@@ -450,11 +460,11 @@ func (w *responseWriter) send(p []byte, end bool) error {
 		return nil
 	}, len(data), func(sc *Conn, from, to int, last bool) error {
 		return sc.fr.WriteData(w.st.id, last && end && trailers == nil, data[from:to])
-	})
+	}, w.endsWith(end && trailers == nil))
 	if err == nil && end && trailers != nil {
 		err = w.st.writeFrames(func(sc *Conn) error {
 			return w.writeTrailersLocked(sc, trailers)
-		}, 0, nil)
+		}, 0, nil, w.endsWith(true))
 	}
 	if len(p) > 0 {
 		w.buf = data[:0] // keep the bigger buffer
@@ -463,6 +473,16 @@ func (w *responseWriter) send(p []byte, end bool) error {
 		w.err = err
 	}
 	return err
+}
+
+// endsWith is writeFrames's last for a write that ends the stream: the
+// stream's place among the concurrent streams is given back as its
+// END_STREAM is composed, before it is written.
+func (w *responseWriter) endsWith(end bool) func() {
+	if !end {
+		return nil
+	}
+	return func() { w.st.sc.releaseSlot(w.st, true) }
 }
 
 // trailerFields are the response's trailers: the fields declared in
@@ -509,7 +529,7 @@ func (w *responseWriter) writeHeadersLocked(sc *Conn, status int, h http.Header,
 			continue
 		}
 		lk := lower(k)
-		if forbidden[lk] || lk == "trailer" && status < 200 {
+		if forbidden[lk] || status < 200 && (lk == "trailer" || lk == "content-length") {
 			continue
 		}
 		if !httpguts.ValidHeaderFieldName(k) {
@@ -602,8 +622,9 @@ var commonLower = func() map[string]string {
 // writeFrames writes, in one Write as far as the windows allow: the
 // frames head composes, then n bytes of DATA in frames of at most the
 // peer's frame size made by data(from, to, last); more Writes when the
-// windows make the data wait.
-func (st *stream) writeFrames(head func(*Conn) error, n int, data func(sc *Conn, from, to int, last bool) error) error {
+// windows make the data wait. last, if not nil, is called under wmu once
+// the final frames are composed, before they are written.
+func (st *stream) writeFrames(head func(*Conn) error, n int, data func(sc *Conn, from, to int, last bool) error, last func()) error {
 	sc := st.sc
 	off := 0
 	headDone := false
@@ -660,6 +681,9 @@ func (st *stream) writeFrames(head func(*Conn) error, n int, data func(sc *Conn,
 					return err
 				}
 				off = to
+			}
+			if off >= n && last != nil {
+				last() // composed, not yet written
 			}
 			return nil
 		})
