@@ -851,14 +851,17 @@ func (sc *Conn) armIdleLocked() {
 	}
 	if sc.idle == nil {
 		sc.idle = time.AfterFunc(sc.s.IdleTimeout, func() {
+			// Checked and marked going away at once: a stream that
+			// arrives after is refused (REFUSED_STREAM: the client
+			// retries it elsewhere), never cut.
 			sc.mu.Lock()
-			idle := len(sc.streams) == 0
+			idle := len(sc.streams) == 0 && !sc.goAway && sc.dead == nil
+			if idle {
+				sc.goAway = true
+			}
+			last := sc.lastID
 			sc.mu.Unlock()
 			if idle {
-				sc.mu.Lock()
-				sc.goAway = true
-				last := sc.lastID
-				sc.mu.Unlock()
 				// No stream is open, so nothing else is written: a
 				// deadline bounds the GOAWAY, and a write blocked on a
 				// peer that does not read with it.
