@@ -548,3 +548,42 @@ func TestServeShutdown(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 }
+
+// More of the rules a hostile client breaks (mutation testing found them
+// untested, session 28).
+func TestServeRefusesFlowAndStateErrors(t *testing.T) {
+	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // holds the stream open until it is reset
+	})})
+	t.Run("RST_STREAM on an idle stream", func(t *testing.T) {
+		rc := dialRaw(t, addr)
+		rc.fr.WriteRSTStream(7, http2.ErrCodeCancel)
+		rc.until("GOAWAY(PROTOCOL_ERROR)", goAway(http2.ErrCodeProtocol))
+	})
+	t.Run("WINDOW_UPDATE on an idle stream", func(t *testing.T) {
+		rc := dialRaw(t, addr)
+		rc.fr.WriteWindowUpdate(9, 100)
+		rc.until("GOAWAY(PROTOCOL_ERROR)", goAway(http2.ErrCodeProtocol))
+	})
+	t.Run("a stream's window past 2^31-1", func(t *testing.T) {
+		rc := dialRaw(t, addr)
+		rc.headers(1, true, get("/")...)
+		// Its window is 65,535 until the client's SETTINGS say more: one
+		// more than 2^31-1 − 65,535 overflows it, exactly.
+		rc.fr.WriteWindowUpdate(1, 1<<31-1-65535+1)
+		rc.until("RST_STREAM(FLOW_CONTROL_ERROR)", rst(1, http2.ErrCodeFlowControl))
+	})
+	t.Run("a stream's window at 2^31-1", func(t *testing.T) {
+		rc := dialRaw(t, addr)
+		rc.headers(1, true, get("/")...)
+		rc.fr.WriteWindowUpdate(1, 1<<31-1-65535) // exactly the largest window: allowed
+		rc.fr.WritePing(false, [8]byte{9})
+		f := rc.until("the PING's ack, or a reset", func(f http2.Frame) bool {
+			p, ok := f.(*http2.PingFrame)
+			return ok && p.IsAck() || rst(1, http2.ErrCodeFlowControl)(f)
+		})
+		if _, ok := f.(*http2.RSTStreamFrame); ok {
+			t.Error("a window of exactly 2^31-1 was taken for an overflow")
+		}
+	})
+}
