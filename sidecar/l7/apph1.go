@@ -380,6 +380,7 @@ func (t *AppH1) CloseIdleConnections() {
 // has neither closed it nor sent anything unasked. A connection the kernel
 // cannot be asked about (not a syscall.Conn, nor wrapping one that NetConn
 // returns) is never quiet: it is not used again.
+//
 // A connection that answers Quiet itself (rawio.Conn, the sidecar's
 // sockets) is asked that way: it allocates nothing, and the check is made
 // on every request.

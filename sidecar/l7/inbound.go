@@ -180,17 +180,7 @@ func (in *Inbound) ServeConn(c *tls.Conn, peer Peer) error {
 // (HTTP/2 GOAWAY), waiting for them until ctx ends; Close cuts the rest.
 func (in *Inbound) Shutdown(ctx context.Context) error {
 	in.once.Do(in.init)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		in.h2.shutdown(ctx)
-	}()
-	err := in.srv.Shutdown(ctx)
-	<-done
-	if err == nil {
-		err = ctx.Err()
-	}
-	return err
+	return in.h2.shutdownWith(ctx, in.srv)
 }
 
 // Close stops serving and closes every connection.

@@ -270,6 +270,22 @@ func (s *h2Serving) shutdown(ctx context.Context) {
 	wg.Wait()
 }
 
+// shutdownWith shuts down srv (the HTTP/1.1 side) and s's connections at
+// once, and returns when both are done: srv.Shutdown's error, else ctx's.
+func (s *h2Serving) shutdownWith(ctx context.Context, srv *http.Server) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.shutdown(ctx)
+	}()
+	err := srv.Shutdown(ctx)
+	<-done
+	if err == nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
 // close closes every connection.
 func (s *h2Serving) close() {
 	for _, sc := range s.stop() {
@@ -353,19 +369,7 @@ func ConnValue(r *http.Request) any { return r.Context().Value(connValueKey{}) }
 // others to finish (HTTP/2 GOAWAY; HTTP/1.1 closes after the response in
 // progress), waiting for them until ctx ends (then it returns ctx's
 // error; Close cuts what is left).
-func (s *ConnServer) Shutdown(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.h2.shutdown(ctx)
-	}()
-	err := s.srv.Shutdown(ctx)
-	<-done
-	if err == nil {
-		err = ctx.Err()
-	}
-	return err
-}
+func (s *ConnServer) Shutdown(ctx context.Context) error { return s.h2.shutdownWith(ctx, s.srv) }
 
 // Close stops accepting connections and closes the ones being served.
 func (s *ConnServer) Close() error {

@@ -650,16 +650,13 @@ func (sc *Conn) processData(f *http2.DataFrame) error {
 	st := sc.streams[id]
 	if st == nil {
 		idle := id > sc.lastID
-		// Its bytes are the connection's to give back: the stream will
-		// never read them.
-		sc.connConsumed += n
 		sc.mu.Unlock()
 		if idle {
 			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
 		}
 		// A stream that ended: its frames still in flight are ignored
-		// (RFC 9113 §5.1), their bytes counted back.
-		return sc.returnConnWindow()
+		// (RFC 9113 §5.1), their bytes given back: it will never read them.
+		return sc.giveBack(n)
 	}
 	sc.mu.Unlock()
 	return st.data(f, n)
@@ -683,11 +680,14 @@ func (sc *Conn) streamError(fh http2.FrameHeader, se http2.StreamError) error {
 	return sc.resetStream(se.StreamID, se.Code)
 }
 
-// returnConnWindow sends a WINDOW_UPDATE for the connection once half of
-// its window has been consumed.
-func (sc *Conn) returnConnWindow() error {
+// giveBack counts n bytes of the connection's receive window as consumed
+// (read by a handler, or never to be read: padding, a stream that ended)
+// and sends a WINDOW_UPDATE for the connection once half of its window has
+// been consumed.
+func (sc *Conn) giveBack(n int64) error {
 	win := int64(max(orDefault(sc.s.ConnWindow, DefaultConnWindow), 65535))
 	sc.mu.Lock()
+	sc.connConsumed += n
 	inc := sc.connConsumed
 	if inc < win/2 {
 		sc.mu.Unlock()

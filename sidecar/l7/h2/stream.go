@@ -114,10 +114,7 @@ func (b *body) Read(p []byte) (int, error) {
 		b.st.recv += inc
 	}
 	b.mu.Unlock()
-	b.st.sc.mu.Lock()
-	b.st.sc.connConsumed += int64(n)
-	b.st.sc.mu.Unlock()
-	if err := b.st.sc.returnConnWindow(); err != nil {
+	if err := b.st.sc.giveBack(int64(n)); err != nil {
 		return n, nil // the connection is dying: the next read says so
 	}
 	if inc > 0 {
@@ -134,10 +131,7 @@ func (b *body) Close() error {
 	b.cond.Broadcast()
 	b.mu.Unlock()
 	if unread > 0 {
-		b.st.sc.mu.Lock()
-		b.st.sc.connConsumed += unread
-		b.st.sc.mu.Unlock()
-		_ = b.st.sc.returnConnWindow()
+		_ = b.st.sc.giveBack(unread)
 	}
 	return nil
 }
@@ -152,10 +146,7 @@ func (st *stream) data(f *http2.DataFrame, n int64) error {
 		// connection's window. DATA after END_STREAM is an error.
 		ended := b.done == io.EOF
 		b.mu.Unlock()
-		st.sc.mu.Lock()
-		st.sc.connConsumed += n
-		st.sc.mu.Unlock()
-		if err := st.sc.returnConnWindow(); err != nil {
+		if err := st.sc.giveBack(n); err != nil {
 			return err
 		}
 		if ended {
@@ -190,10 +181,7 @@ func (st *stream) data(f *http2.DataFrame, n int64) error {
 	b.mu.Unlock()
 	if pad > 0 {
 		// ... and the connection's at once: no read ever consumes it.
-		st.sc.mu.Lock()
-		st.sc.connConsumed += pad
-		st.sc.mu.Unlock()
-		return st.sc.returnConnWindow()
+		return st.sc.giveBack(pad)
 	}
 	return nil
 }
