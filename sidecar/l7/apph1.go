@@ -70,9 +70,9 @@ type AppH1 struct {
 }
 
 // NewAppH1 is the HTTP/1.1 client of an app reached by dial, with
-// AppTransport's settings and AppTransport(dial, false) as its Fallback.
+// AppTransport's settings and AppTransport(dial) as its Fallback.
 func NewAppH1(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *AppH1 {
-	return &AppH1{Dial: dial, Fallback: AppTransport(dial, false)}
+	return &AppH1{Dial: dial, Fallback: AppTransport(dial)}
 }
 
 // errHeadTooLong is a response whose head exceeds MaxResponseHeaderBytes.

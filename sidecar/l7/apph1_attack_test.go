@@ -98,7 +98,7 @@ func TestAppH1AttackInboundResetStreamNotDelivered(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		rt   http.RoundTripper
-	}{{"AppTransport", AppTransport((&net.Dialer{}).DialContext, false)}, {"AppH1", NewAppH1((&net.Dialer{}).DialContext)}} {
+	}{{"AppTransport", AppTransport((&net.Dialer{}).DialContext)}, {"AppH1", NewAppH1((&net.Dialer{}).DialContext)}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ca := testutil.NewCA(t, td, nil)
 			var posts atomic.Int32
@@ -185,7 +185,7 @@ func TestAppH1AttackUnsolicitedOnWrappedConn(t *testing.T) {
 		c, err := (&net.Dialer{}).DialContext(ctx, n, a)
 		return wrapConn{c}, err
 	}
-	for _, rt := range []http.RoundTripper{AppTransport(dial, false), NewAppH1(dial)} {
+	for _, rt := range []http.RoundTripper{AppTransport(dial), NewAppH1(dial)} {
 		attackDo(rt, attackReq(context.Background(), "GET", addr, "/1", ""))
 		time.Sleep(150 * time.Millisecond)
 		if s, err := attackDo(rt, attackReq(context.Background(), "GET", addr, "/2", "")); s != "200 OK ok" {
@@ -213,7 +213,7 @@ func TestAppH1AttackBodyNotReplayed(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
 	})
-	for _, rt := range []http.RoundTripper{AppTransport((&net.Dialer{}).DialContext, false), NewAppH1((&net.Dialer{}).DialContext)} {
+	for _, rt := range []http.RoundTripper{AppTransport((&net.Dialer{}).DialContext), NewAppH1((&net.Dialer{}).DialContext)} {
 		seen.Store(0)
 		attackDo(rt, attackReq(context.Background(), "GET", addr, "/warm", ""))
 		r := attackReq(context.Background(), "POST", addr, "/charge", `{"amount":100}`)

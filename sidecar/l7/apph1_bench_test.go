@@ -40,7 +40,7 @@ func BenchmarkAppHop(b *testing.B) {
 			http.RoundTripper
 			CloseIdleConnections()
 		}
-	}{{"AppH1", NewAppH1(dial)}, {"net-http", AppTransport(dial, false)}} {
+	}{{"AppH1", NewAppH1(dial)}, {"net-http", AppTransport(dial)}} {
 		for _, method := range []string{"GET", "POST"} {
 			b.Run(rt.name+"/"+method, func(b *testing.B) {
 				defer rt.rt.CloseIdleConnections()

@@ -82,7 +82,7 @@ func (f *countingFallback) RoundTrip(r *http.Request) (*http.Response, error) {
 
 func newTestAppH1(t *testing.T) (*AppH1, *countingFallback) {
 	dial := (&net.Dialer{}).DialContext
-	fb := &countingFallback{rt: AppTransport(dial, false)}
+	fb := &countingFallback{rt: AppTransport(dial)}
 	h := &AppH1{Dial: dial, Fallback: fb}
 	t.Cleanup(h.CloseIdleConnections)
 	return h, fb
@@ -161,7 +161,7 @@ func rawRecorder(t *testing.T) (addr string, got chan []byte) {
 func TestAppH1WritesAsNetHTTP(t *testing.T) {
 	addr, got := rawRecorder(t)
 	h, fb := newTestAppH1(t)
-	std := AppTransport((&net.Dialer{}).DialContext, false)
+	std := AppTransport((&net.Dialer{}).DialContext)
 	defer std.CloseIdleConnections()
 	type req struct {
 		name, method, path, body string

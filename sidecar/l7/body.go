@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"sync"
+
+	"github.com/weftmesh/weft/sidecar/l7/h2"
 )
 
 // RetryBodyLimit is the largest request body kept for a retry (Envoy's
@@ -100,6 +102,28 @@ func (v *bodyView) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// Buffered says what the view's next reads return without blocking
+// (h2.BufferedBody): the bytes recorded that it has not read, then what
+// the source holds.
+func (v *bodyView) Buffered() (int, bool) {
+	b := v.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if v.try != b.try || b.overflow {
+		return 0, false
+	}
+	n := int(b.read - v.off)
+	if b.err != nil {
+		return n, b.err == io.EOF
+	}
+	src, ok := b.src.(h2.BufferedBody)
+	if !ok {
+		return n, false
+	}
+	m, end := src.Buffered()
+	return n + m, end
 }
 
 // Close does nothing: the transport of each try closes its body, and the

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/sidecar/l7/h2"
 )
 
 // Peer is what the server sidecar knows of an inbound connection once its
@@ -303,13 +305,14 @@ const (
 	grpcPermissionDenied = 7
 )
 
-// AppTransport reaches the app: HTTP/1.1, or HTTP/2 with prior knowledge
-// when h2c, over connections that dial makes (the sidecar dials from
-// 127.0.0.6). Responses are passed as the app wrote them (no transparent
-// decompression).
-func AppTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error), h2c bool) *http.Transport {
+// AppTransport reaches an HTTP/1.1 app over connections that dial makes
+// (the sidecar dials from 127.0.0.6): AppH1's fallback. Responses are
+// passed as the app wrote them (no transparent decompression).
+func AppTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+	var p http.Protocols
+	p.SetHTTP1(true)
 	return &http.Transport{
-		Protocols:             cleartext(h2c),
+		Protocols:             &p,
 		DialContext:           dial,
 		DisableCompression:    true,
 		MaxIdleConnsPerHost:   64,
@@ -318,31 +321,43 @@ func AppTransport(dial func(ctx context.Context, network, addr string) (net.Conn
 	}
 }
 
-// cleartext is the protocol of a connection without TLS: HTTP/2 with
-// prior knowledge when h2c, else HTTP/1.1.
-func cleartext(h2c bool) *http.Protocols {
-	var p http.Protocols
-	if h2c {
-		p.SetUnencryptedHTTP2(true)
-	} else {
-		p.SetHTTP1(true)
+// H2Transport is weft's HTTP/2 client (sidecar/l7/h2) as a Cluster's or
+// an Inbound's transport: a request the server did not process
+// (h2.ErrUnprocessed, and it could not be sent again) is reported as a
+// *ConnectError, as a failed dial is: it never reached the server's app,
+// so the forwarder may retry it whatever its method.
+type H2Transport struct{ h2.Transport }
+
+// RoundTrip sends r (h2.Transport.RoundTrip).
+func (t *H2Transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.Transport.RoundTrip(r)
+	if err != nil && errors.Is(err, h2.ErrUnprocessed) {
+		var ce *ConnectError
+		if !errors.As(err, &ce) {
+			err = &ConnectError{Err: err}
+		}
 	}
-	return &p
+	return resp, err
+}
+
+// AppH2C reaches an h2c app (HTTP/2 with prior knowledge: gRPC) over
+// connections that dial makes.
+func AppH2C(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *H2Transport {
+	return &H2Transport{h2.Transport{
+		Dial:        func(ctx context.Context, addr string) (net.Conn, error) { return dial(ctx, "tcp", addr) },
+		IdleTimeout: 90 * time.Second,
+	}}
 }
 
 // MeshTransport reaches server sidecars: HTTP/2 over the mTLS connections
 // that dialTLS makes (handshaken, ALPN h2), one pool per endpoint, a new
 // connection when one's concurrent streams are used up. A failed dial is
 // reported as a *ConnectError, so the forwarder may retry it.
-func MeshTransport(dialTLS func(ctx context.Context, network, addr string) (*tls.Conn, error)) *http.Transport {
-	var p http.Protocols
-	p.SetHTTP2(true)
-	return &http.Transport{
-		Protocols:          &p,
-		DisableCompression: true,
-		IdleConnTimeout:    5 * time.Minute,
-		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialTLS(ctx, network, addr)
+func MeshTransport(dialTLS func(ctx context.Context, network, addr string) (*tls.Conn, error)) *H2Transport {
+	return &H2Transport{h2.Transport{
+		IdleTimeout: 5 * time.Minute,
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := dialTLS(ctx, "tcp", addr)
 			if err != nil {
 				var ce *ConnectError
 				if !errors.As(err, &ce) {
@@ -356,5 +371,5 @@ func MeshTransport(dialTLS func(ctx context.Context, network, addr string) (*tls
 			}
 			return c, nil
 		},
-	}
+	}}
 }

@@ -76,7 +76,7 @@ func TestInboundAnswersForAnUnreachableApp(t *testing.T) {
 	slowDial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return nil, fmt.Errorf("dial 198.18.0.9:8080: %w", context.DeadlineExceeded)
 	}
-	slow := &Inbound{H2C: AppTransport(slowDial, true)}
+	slow := &Inbound{H2C: AppH2C(slowDial)}
 	slowAddr := serveInbound(t, ca, slow, netip.MustParseAddrPort("198.18.0.9:8080"), true)
 	for _, tc := range []struct {
 		name     string
@@ -159,23 +159,23 @@ func TestInboundServeConnAfterClose(t *testing.T) {
 
 // The transports' bounds on idle connections: 90 s to the app (as
 // net/http's default transport), 5 min between sidecars (pooled HTTP/2
-// connections live long); neither decompresses, and the app transport
-// keeps up to 64 idle connections to the app.
+// connections live long); the HTTP/1.1 app transport does not decompress
+// (weft's HTTP/2 client never does) and keeps up to 64 idle connections
+// to the app.
 func TestTransportBounds(t *testing.T) {
-	app := AppTransport((&net.Dialer{}).DialContext, false)
+	app := AppTransport((&net.Dialer{}).DialContext)
 	if app.IdleConnTimeout != 90*time.Second || app.MaxIdleConnsPerHost != 64 || !app.DisableCompression || app.ResponseHeaderTimeout != 0 {
 		t.Errorf("AppTransport: idle %v, %d idle per host, compression off %v, header timeout %v; want 90s, 64, true, 0",
 			app.IdleConnTimeout, app.MaxIdleConnsPerHost, app.DisableCompression, app.ResponseHeaderTimeout)
 	}
 	if !app.Protocols.HTTP1() || app.Protocols.UnencryptedHTTP2() {
-		t.Errorf("AppTransport(h2c=false) speaks %v", app.Protocols)
+		t.Errorf("AppTransport speaks %v", app.Protocols)
 	}
-	if h2c := AppTransport((&net.Dialer{}).DialContext, true); !h2c.Protocols.UnencryptedHTTP2() || h2c.Protocols.HTTP1() {
-		t.Errorf("AppTransport(h2c=true) speaks %v", h2c.Protocols)
+	if h2c := AppH2C((&net.Dialer{}).DialContext); h2c.IdleTimeout != 90*time.Second {
+		t.Errorf("AppH2C: idle %v, want 90s", h2c.IdleTimeout)
 	}
-	mesh := MeshTransport(nil)
-	if mesh.IdleConnTimeout != 5*time.Minute || !mesh.DisableCompression || !mesh.Protocols.HTTP2() || mesh.Protocols.HTTP1() {
-		t.Errorf("MeshTransport: idle %v, compression off %v, protocols %v; want 5m0s, true, HTTP/2 only", mesh.IdleConnTimeout, mesh.DisableCompression, mesh.Protocols)
+	if mesh := MeshTransport(nil); mesh.IdleTimeout != 5*time.Minute {
+		t.Errorf("MeshTransport: idle %v, want 5m0s", mesh.IdleTimeout)
 	}
 }
 

@@ -46,7 +46,7 @@ func newServerSidecar(t *testing.T, ca *certs.CA, app netip.AddrPort, h2c bool, 
 	s := &serverSidecar{}
 	s.in = &Inbound{
 		HTTP1: NewAppH1(dial),
-		H2C:   AppTransport(dial, true),
+		H2C:   AppH2C(dial),
 		Authorize: func(r *http.Request, p Peer) error {
 			s.mu.Lock()
 			s.seen = append(s.seen, fmt.Sprintf("%s %s", r.Proto, p.ID))

@@ -17,6 +17,8 @@ import (
 	"unicode"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/weftmesh/weft/sidecar/l7/h2"
 )
 
 // relay is the reverse proxy of both sidecars' request paths: a request
@@ -167,6 +169,16 @@ func (b *reqBody) Read(p []byte) (int, error) {
 }
 
 func (*reqBody) Close() error { return nil }
+
+// Buffered passes on its source's (h2.BufferedBody): nothing, before a
+// first read that has something to do or after the relay returned.
+func (b *reqBody) Buffered() (int, bool) {
+	src, ok := b.src.(h2.BufferedBody)
+	if !ok || b.first != nil || b.closed.Load() {
+		return 0, false
+	}
+	return src.Buffered()
+}
 
 // trailerField reports whether a request's declared trailer k goes on:
 // a field that may be a trailer (RFC 9110 §6.5.1; not framing, routing,

@@ -246,3 +246,15 @@ func TestHeadersPassUnchanged(t *testing.T) {
 func withConnTrace(ctx context.Context, conns map[string]bool) context.Context {
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conns[i.Conn.LocalAddr().String()] = true }})
 }
+
+// cleartext is the protocol of a connection without TLS: HTTP/2 with
+// prior knowledge when h2c, else HTTP/1.1.
+func cleartext(h2c bool) *http.Protocols {
+	var p http.Protocols
+	if h2c {
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
+	}
+	return &p
+}

@@ -86,14 +86,14 @@ type meshCluster struct {
 // the definition its dials read.
 type meshConns struct {
 	model atomic.Pointer[model.Cluster]
-	tr    *http.Transport
+	tr    *l7.H2Transport
 }
 
 // appCluster is an inbound cluster delivering requests to the app.
 type appCluster struct {
 	model atomic.Pointer[model.Cluster]
 	in    *l7.Inbound
-	tr    [2]idleCloser // HTTP/1.1 (l7.AppH1), h2c (l7.AppTransport)
+	tr    [2]idleCloser // HTTP/1.1 (l7.AppH1), h2c (l7.AppH2C)
 }
 
 func newL7Engine(p *Proxy, reg *wm.Registry) (*l7Engine, error) {
@@ -477,7 +477,7 @@ func (e *l7Engine) app(cl *model.Cluster) *appCluster {
 			return behindH2C(boundedConn{Conn: c, d: max(e.p.cfg.WriteTimeout, 0),
 				timedOut: func() { e.p.m.timeouts.With(inbound, timeoutWrite).Inc() }}), nil
 		}
-		ac.tr = [2]idleCloser{l7.NewAppH1(dial), l7.AppTransport(dialH2C, true)}
+		ac.tr = [2]idleCloser{l7.NewAppH1(dial), l7.AppH2C(dialH2C)}
 		ac.in = &l7.Inbound{HTTP1: ac.tr[0], H2C: ac.tr[1], Limits: e.limits, Metrics: e.metrics, Logger: e.p.log.With("l7", inbound),
 			Authorize: e.p.authorizeRequest}
 		if !e.closed {

@@ -683,3 +683,18 @@ func (st *stream) writeFrames(head func(*Conn) error, n int, data func(sc *Conn,
 		}
 	}
 }
+
+// Buffered says what the next reads return without blocking: the bytes
+// received and not yet read, and whether the request ends after them
+// (Transport's BufferedBody).
+func (b *body) Buffered() (n int, end bool) {
+	if b.st.expect.Load() {
+		return 0, false // its first read sends the 100 Continue
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, false
+	}
+	return len(b.buf), b.done == io.EOF
+}

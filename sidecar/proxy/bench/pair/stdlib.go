@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/memtune"
-	"github.com/weftmesh/weft/sidecar/l7"
 )
 
 // runStdlib runs one side of the standard library's L7 pair (-mode
@@ -24,10 +23,10 @@ import (
 // side serves the app's HTTP/1.1 (or h2c, -app-protocol grpc/http2) with
 // an httputil.ReverseProxy whose transport speaks HTTP/2 over mTLS (TLS
 // 1.3, ALPN h2, the pair's certificates, chains checked against the CA;
-// the transport's settings are weft's, l7.MeshTransport) to
+// net/http's Transport with the settings weft's sidecars had) to
 // the server side, which serves HTTP/2 on TLS and forwards each request
 // with a ReverseProxy to the app at to (HTTP/1.1, or h2c; the app
-// transport's settings are weft's, l7.AppTransport). No routing,
+// transport likewise). No routing,
 // policy, metrics, retries, balancing or SPIFFE ID check: what weft's L7
 // pair costs above this pair is weft's own work.
 func runStdlib(ctx context.Context, mode, dir, listen, to, proto string) error {
@@ -58,28 +57,32 @@ func runStdlib(ctx context.Context, mode, dir, listen, to, proto string) error {
 	var p http.Protocols
 	srv := &http.Server{Protocols: &p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second}
 	if mode == "stdlib-client" {
-		// The mesh transport weft's client sidecar uses (its settings: HTTP/2
-		// only, a pool per server), over crypto/tls's own dialer.
+		// net/http's Transport with the settings of weft's mesh transport
+		// (HTTP/2 only, a pool per server), over crypto/tls's own dialer.
 		d := &tls.Dialer{Config: &tls.Config{
 			MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"},
 			InsecureSkipVerify: true, VerifyPeerCertificate: verifyChain(roots, x509.ExtKeyUsageServerAuth),
 		}}
-		rp = proxyTo("https", to, l7.MeshTransport(func(ctx context.Context, network, addr string) (*tls.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return c.(*tls.Conn), nil
-		}))
+		var h2 http.Protocols
+		h2.SetHTTP2(true)
+		rp = proxyTo("https", to, &http.Transport{Protocols: &h2, DisableCompression: true, IdleConnTimeout: 5 * time.Minute,
+			DialTLSContext: d.DialContext})
 		if h2c {
 			p.SetUnencryptedHTTP2(true)
 		} else {
 			p.SetHTTP1(true)
 		}
 	} else {
-		// The app transport weft's server sidecar uses (its settings alone:
-		// net/http's Transport and a plain dialer).
-		rp = proxyTo("http", to, l7.AppTransport((&net.Dialer{}).DialContext, h2c))
+		// net/http's Transport with the settings of weft's app transports,
+		// and a plain dialer.
+		var app http.Protocols
+		if h2c {
+			app.SetUnencryptedHTTP2(true)
+		} else {
+			app.SetHTTP1(true)
+		}
+		rp = proxyTo("http", to, &http.Transport{Protocols: &app, DialContext: (&net.Dialer{}).DialContext,
+			DisableCompression: true, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second})
 		p.SetHTTP2(true)
 		srv.TLSConfig = &tls.Config{
 			MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
