@@ -475,7 +475,9 @@ func hostile(t *testing.T, tr *Transport, req func(addr string) *http.Request, s
 }
 
 func getReq(t *testing.T) func(addr string) *http.Request {
-	return func(addr string) *http.Request { return newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil) }
+	return func(addr string) *http.Request {
+		return newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil)
+	}
 }
 
 // The rules RFC 9113 sets a server, each broken by a hostile one: the
