@@ -19,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weftmesh/weft/sidecar/balance"
+	"github.com/weftmesh/weft/sidecar/l7/h2"
 )
 
 // ConnectError is what a Cluster's Transport returns (wrapped or not) when
@@ -372,6 +373,14 @@ type finishBody struct {
 	io.ReadCloser
 	once   sync.Once
 	finish func()
+}
+
+// Buffered passes on the transport's body's (h2.BufferedBody).
+func (b *finishBody) Buffered() (int, bool) {
+	if bb, ok := b.ReadCloser.(h2.BufferedBody); ok {
+		return bb.Buffered()
+	}
+	return 0, false
 }
 
 func (b *finishBody) Close() error {

@@ -356,11 +356,14 @@ func (p *relay) serve(w http.ResponseWriter, in *http.Request) {
 	w.WriteHeader(res.StatusCode)
 
 	// A streamed response (no length, or server-sent events) is flushed
-	// at once and after every write: its parts are not held back.
+	// at once and after every write: its parts are not held back — unless
+	// more of it has arrived (more): then it goes with that.
 	var rc *http.ResponseController
 	if res.ContentLength == -1 || eventStream(res.Header.Get("Content-Type")) {
 		rc = http.NewResponseController(w)
-		rc.Flush()
+		if !more(res.Body) {
+			rc.Flush()
+		}
 	}
 	if err := p.copyBody(w, rc, res.Body); err != nil {
 		res.Body.Close()
@@ -374,8 +377,9 @@ func (p *relay) serve(w http.ResponseWriter, in *http.Request) {
 	}
 	res.Body.Close() // its trailers are in res.Trailer from here
 
-	if len(res.Trailer) > 0 {
-		// Chunked, whatever the length: trailers follow the body.
+	if len(res.Trailer) > 0 && in.ProtoMajor == 1 {
+		// Chunked, whatever the length: trailers follow the body (HTTP/2
+		// sends them after it in any case).
 		http.NewResponseController(w).Flush()
 	}
 	if len(res.Trailer) == announced {
@@ -422,6 +426,19 @@ func eventStream(ct string) bool {
 
 // copyBody copies a response body to w through a pooled buffer, flushing
 // through rc after each write when rc is set.
+// more reports whether body's next read returns at once (weft's HTTP/2
+// client's bodies say): bytes already received, or its end. Then what was
+// written is not flushed yet: it goes with what follows — the rest, or the
+// response's end and trailers — in one write.
+func more(body io.Reader) bool {
+	b, ok := body.(h2.BufferedBody)
+	if !ok {
+		return false
+	}
+	n, end := b.Buffered()
+	return n > 0 || end
+}
+
 func (p *relay) copyBody(w io.Writer, rc *http.ResponseController, body io.Reader) error {
 	buf := sharedBuffers.Get()
 	defer sharedBuffers.Put(buf)
@@ -438,7 +455,7 @@ func (p *relay) copyBody(w io.Writer, rc *http.ResponseController, body io.Reade
 			if m != n {
 				return io.ErrShortWrite
 			}
-			if rc != nil {
+			if rc != nil && !more(body) {
 				rc.Flush()
 			}
 		}

@@ -144,6 +144,31 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 	}
+	if !whole && held == nil && req.ContentLength > 0 && req.ContentLength <= bufferSize && !expectsContinue(req) {
+		// A small body of a declared length (an HTTP/1.1 app's request)
+		// is read whole first, within the request's context: it goes
+		// with the HEADERS too.
+		type result struct {
+			held  []byte
+			whole bool
+			err   error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			h, w, err := readWhole(body, int(req.ContentLength))
+			ch <- result{h, w, err}
+		}()
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				return fail(r.err)
+			}
+			held, whole = r.held, r.whole
+		case <-ctx.Done():
+			go body.Close() // a Close may wait for the Read it ends
+			return nil, context.Cause(ctx)
+		}
+	}
 	for try := 1; ; try++ {
 		if err := ctx.Err(); err != nil {
 			return fail(err)
@@ -1569,6 +1594,18 @@ func (b clientBody) Read(p []byte) (int, error) {
 		_ = cc.write(func() error { return cc.fr.WriteWindowUpdate(cs.id, uint32(inc)) })
 	}
 	return n, nil
+}
+
+// Buffered says what the next reads return without blocking: the bytes
+// received and not yet read, and whether the response ends after them.
+func (b clientBody) Buffered() (int, bool) {
+	cs := b.cs
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.closed {
+		return 0, false
+	}
+	return len(cs.buf), cs.done == io.EOF
 }
 
 // Close ends the body; before its end, the stream is reset (CANCEL).

@@ -831,3 +831,109 @@ func TestClientKeepsMaxConcurrentStreams(t *testing.T) {
 		t.Errorf("two streams at once over %d connections, the server allowing one a connection", n)
 	}
 }
+
+// countingConn counts the Writes made on it.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int32
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// A request whose body the client has whole — none, one arrived whole
+// (BufferedBody), a small one of declared length — is written in one
+// Write with its HEADERS, its trailers too; a body of unknown length is
+// sent as it comes.
+func TestClientWritesAWholeRequestOnce(t *testing.T) {
+	for _, srv := range servers {
+		t.Run(srv.name, func(t *testing.T) {
+			addr, _ := srv.serve(t, http.HandlerFunc(echo), 0)
+			var writes atomic.Int32
+			tr := &Transport{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+				c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+				return countingConn{c, &writes}, err
+			}}
+			t.Cleanup(tr.CloseIdleConnections)
+			send := func(body io.Reader, trailer http.Header) int32 {
+				t.Helper()
+				req := newRequest(t, context.Background(), "POST", "http://"+addr+"/", body)
+				req.Trailer = trailer
+				before := writes.Load()
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				readAll(t, resp)
+				return writes.Load() - before
+			}
+			send(nil, nil) // the connection, its SETTINGS answered
+			for _, tc := range []struct {
+				name    string
+				body    io.Reader
+				trailer http.Header
+				want    int32
+			}{
+				{"no body", nil, nil, 1},
+				{"arrived whole", bufferedBody{bytes.NewReader([]byte("whole"))}, nil, 1},
+				{"arrived whole, with trailers", bufferedBody{bytes.NewReader([]byte("whole"))}, http.Header{"X-T": {"1"}}, 1},
+				{"a small body of declared length", strings.NewReader("declared"), nil, 1},
+			} {
+				if n := send(tc.body, tc.trailer); n != tc.want {
+					t.Errorf("%s: %d Writes, want %d", tc.name, n, tc.want)
+				}
+			}
+			pr, pw := io.Pipe()
+			go func() {
+				io.WriteString(pw, "one")
+				time.Sleep(20 * time.Millisecond)
+				io.WriteString(pw, "two")
+				pw.Close()
+			}()
+			if n := send(pr, nil); n < 3 {
+				t.Errorf("a body of unknown length, in two parts: %d Writes, want its HEADERS and each part apart", n)
+			}
+		})
+	}
+}
+
+// Buffered tells what a response body's next reads return at once.
+func TestClientBodyBuffered(t *testing.T) {
+	release := make(chan struct{})
+	addr, _ := servers[1].serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "second")
+	}), 0)
+	tr := newClient(t)
+	resp, err := tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := resp.Body.(BufferedBody)
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := b.Buffered(); n != 5 && time.Now().Before(deadline); n, _ = b.Buffered() {
+		time.Sleep(time.Millisecond)
+	}
+	if n, end := b.Buffered(); n != 5 || end {
+		t.Fatalf("after the first part: %d, %v; want 5, false", n, end)
+	}
+	io.ReadFull(resp.Body, make([]byte, 5))
+	if n, end := b.Buffered(); n != 0 || end {
+		t.Errorf("read: %d, %v; want 0, false", n, end)
+	}
+	close(release)
+	for _, end := b.Buffered(); !end && time.Now().Before(deadline); _, end = b.Buffered() {
+		time.Sleep(time.Millisecond)
+	}
+	if n, end := b.Buffered(); n != 6 || !end {
+		t.Errorf("at the end: %d, %v; want 6, true", n, end)
+	}
+	resp.Body.Close()
+	if n, end := b.Buffered(); n != 0 || end {
+		t.Errorf("closed: %d, %v; want 0, false", n, end)
+	}
+}

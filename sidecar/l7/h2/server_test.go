@@ -587,3 +587,40 @@ func TestServeRefusesFlowAndStateErrors(t *testing.T) {
 		}
 	})
 }
+
+// A small response leaves in one Write: its HEADERS, DATA and END_STREAM,
+// or its trailers ending it (gRPC's status).
+func TestServeWritesAResponseOnce(t *testing.T) {
+	var writes atomic.Int32
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/trailers" {
+			w.Header().Set("Trailer", "Grpc-Status")
+		}
+		io.WriteString(w, "message")
+		if r.URL.Path == "/trailers" {
+			w.Header().Set("Grpc-Status", "0")
+		}
+	})}
+	addr, _ := listen(t, func(c net.Conn) { _ = s.ServeConn(context.Background(), countingConn{c, &writes}) })
+	client := h2cClient(t)
+	get := func(path string) (int32, *http.Response) {
+		t.Helper()
+		before := writes.Load()
+		resp, err := client.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := io.ReadAll(resp.Body); string(b) != "message" {
+			t.Fatalf("%s: %q", path, b)
+		}
+		resp.Body.Close()
+		return writes.Load() - before, resp
+	}
+	get("/") // the connection, its SETTINGS answered
+	if n, _ := get("/"); n != 1 {
+		t.Errorf("a response: %d Writes, want 1", n)
+	}
+	if n, resp := get("/trailers"); n != 1 || resp.Trailer.Get("Grpc-Status") != "0" {
+		t.Errorf("a response with trailers: %d Writes, trailers %v; want 1, Grpc-Status 0", n, resp.Trailer)
+	}
+}

@@ -436,24 +436,34 @@ func (w *responseWriter) send(p []byte, end bool) error {
 			w.header.Set("Content-Type", http.DetectContentType(data))
 		}
 	}
+	// The trailers, if any, go with the last DATA frame (or the header):
+	// one Write for a response that fits the windows.
 	err := w.st.writeFrames(func(sc *Conn) error {
+		if first {
+			if err := w.writeHeadersLocked(sc, w.status, w.header, end && len(data) == 0 && trailers == nil); err != nil {
+				return err
+			}
+		}
 		switch {
-		case first:
-			return w.writeHeadersLocked(sc, w.status, w.header, end && len(data) == 0 && trailers == nil)
-		case end && len(data) == 0 && trailers == nil:
+		case !end || len(data) > 0:
+			return nil
+		case trailers != nil:
+			return w.writeTrailersLocked(sc, trailers)
+		case !first:
 			// The header and the body went out before: an empty DATA
 			// frame ends the stream.
 			return sc.fr.WriteData(w.st.id, true, nil)
 		}
 		return nil
 	}, len(data), func(sc *Conn, from, to int, last bool) error {
-		return sc.fr.WriteData(w.st.id, last && end && trailers == nil, data[from:to])
-	}, w.endsWith(end && trailers == nil))
-	if err == nil && end && trailers != nil {
-		err = w.st.writeFrames(func(sc *Conn) error {
+		if err := sc.fr.WriteData(w.st.id, last && end && trailers == nil, data[from:to]); err != nil {
+			return err
+		}
+		if last && end && trailers != nil {
 			return w.writeTrailersLocked(sc, trailers)
-		}, 0, nil, w.endsWith(true))
-	}
+		}
+		return nil
+	}, w.endsWith(end))
 	if len(p) > 0 {
 		w.buf = data[:0] // keep the bigger buffer
 	}
