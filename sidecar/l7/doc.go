@@ -47,9 +47,11 @@
 // length up to [MaxWholeBody] goes to an HTTP/1.1 app in one write with
 // its head. [AppH1] carries such requests, and those without a body, to an
 // HTTP/1.1 app in the request's own goroutine, writing what net/http's
-// transport writes; [AppTransport] carries the rest (and every request to
-// an h2c app), [MeshTransport] carries requests between sidecars. None adds
-// to or takes from the exchange (no compression, no forwarding headers).
+// transport writes; [AppTransport] (net/http's) carries the rest. HTTP/2
+// is weft's own client (sidecar/l7/h2's Transport, as [H2Transport]):
+// [MeshTransport] carries requests between sidecars, [AppH2C] every
+// request to an h2c app. None adds to or takes from the exchange (no
+// compression, no forwarding headers).
 // Both sides pass requests on and responses back through the package's
 // relay (relay.go): what httputil.ReverseProxy does in its Rewrite mode
 // (hop-by-hop fields removed, interim responses and trailers passed on,

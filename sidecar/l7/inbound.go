@@ -57,7 +57,7 @@ type Inbound struct {
 	// (a *Denied) 403 "weft: RBAC: access denied" (gRPC PERMISSION_DENIED).
 	Authorize func(r *http.Request, peer Peer) error
 	// HTTP1 and H2C reach the app: the request's URL host is its address
-	// (AppTransport makes them).
+	// (NewAppH1 and AppH2C make them).
 	HTTP1, H2C http.RoundTripper
 	Limits     ServerLimits
 	Logger     *slog.Logger
@@ -106,8 +106,8 @@ func (in *Inbound) init() {
 			u.Scheme, u.Host = "http", inConnOf(out.Context()).dst
 			out.URL = &u
 		},
-		// AppH1 and net/http's transports report interim responses
-		// through the request's client trace.
+		// AppH1, net/http's transport and weft's HTTP/2 client report
+		// interim responses through the request's client trace.
 		trace1xx: true,
 		roundTrip: func(r *http.Request, _ func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 			app := in.HTTP1

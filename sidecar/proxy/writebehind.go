@@ -7,14 +7,18 @@ import (
 	"time"
 )
 
-// An HTTP/2 connection between sidecars is written in small pieces by
+// An HTTP/2 connection between sidecars was written in small pieces by
 // short-lived goroutines: net/http's HTTP/2 transport writes a request's
 // HEADERS and its DATA with a flush each, from a goroutine of its own per
 // request, and its server flushes a response's HEADERS and DATA apart,
 // each from a goroutine it starts for the write. Each flush is a TLS
 // record, a system call, a wake-up and a read on the other side — and
 // sealing and writing a record from a fresh goroutine grows its stack
-// (copied twice or three times) on every request.
+// (copied twice or three times) on every request. Since sessions 28–29
+// both ends are weft's own (sidecar/l7/h2), which write a whole small
+// request or response in one Write; write-behind still joins the records
+// of concurrent streams and of streamed bodies, and was measured against
+// none (sidecar/proxy/bench/README.md, session 29) before it was kept.
 //
 // Write-behind (writeBehind, switched on once the handshake of such a
 // connection negotiated h2) turns crypto/tls's writes into appends: a

@@ -921,7 +921,8 @@ type clientStream struct {
 
 	mu       sync.Mutex
 	cond     sync.Cond
-	resp     *http.Response // the final response head, once it arrived
+	resp     *http.Response // the final response head, once it arrived (the caller's from then: only Read touches it)
+	noBody   bool           // the response has no body (HEAD, or ended with its HEADERS)
 	err      error          // the stream failed
 	recvEnd  bool           // the response ended (END_STREAM) or the stream was reset
 	interim  int
@@ -1333,6 +1334,8 @@ func (cs *clientStream) head(f *http2.MetaHeadersFrame) error {
 	}
 	if resp.Body != http.NoBody {
 		cs.declared = resp.ContentLength
+	} else {
+		cs.noBody = true
 	}
 	cs.resp = resp
 	if end {
@@ -1399,7 +1402,7 @@ func (cs *clientStream) data(f *http2.DataFrame, n int64) error {
 		}
 		cs.abort(errors.New("h2: DATA after the response ended"), http2.ErrCodeStreamClosed, true)
 		return nil
-	case cs.resp.Body == http.NoBody:
+	case cs.noBody:
 		cs.mu.Unlock()
 		if err := cc.giveBack(n); err != nil {
 			return err

@@ -1,7 +1,10 @@
-// Package h2 is weft's own HTTP/2 server connection: the server side of
-// the pooled mTLS connections between sidecars (ALPN h2) and of an h2c
-// app's connections to its client sidecar, serving each request with an
-// http.Handler as net/http's HTTP/2 server does.
+// Package h2 is weft's own HTTP/2: the server connection (Server) and the
+// client (Transport) of the sidecars' L7 path. The server serves the
+// pooled mTLS connections between sidecars (ALPN h2) and an h2c app's
+// connections to its client sidecar, each request with an http.Handler as
+// net/http's HTTP/2 server does; the client sends requests over those
+// connections between sidecars and to an h2c app, as an http.RoundTripper
+// (see Transport).
 //
 // Why not net/http's: profiled at 1,000 req/s through the L7 pair
 // (sidecar/proxy/bench), net/http's HTTP/2 server is a quarter of the
@@ -25,4 +28,15 @@
 // keeps opening them is sent away (the rapid-reset attack), and control
 // frames are answered by the reader itself, so a peer that does not read
 // stops being read.
+//
+// The client was written for the same reason (session 29, profiled as
+// above): net/http's HTTP/2 transport writes each request from a goroutine
+// it starts for it, its HEADERS and DATA flushed apart, and hands each
+// response from its reader goroutine to the caller's through channels.
+// Transport writes a request it has whole (no body, one that arrived
+// whole — BufferedBody, which the server's request bodies implement — or
+// a small one of declared length) with its HEADERS in one Write from the
+// caller's goroutine; its response bodies say what has arrived
+// (Buffered), so a relay copying one need not flush what the response's
+// end will carry: a gRPC call is one Write each way on every hop.
 package h2
