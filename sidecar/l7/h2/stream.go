@@ -436,6 +436,17 @@ func (w *responseWriter) send(p []byte, end bool) error {
 			w.header.Set("Content-Type", http.DetectContentType(data))
 		}
 	}
+	if first && end && w.contentLength < 0 && bodyAllowed(w.status) {
+		// The handler returned with its whole body buffered: its length
+		// is known, and said (as net/http's servers say it).
+		n := len(data)
+		if w.isHead {
+			n = int(w.written)
+		}
+		if _, ok := w.header["Transfer-Encoding"]; !ok && (n > 0 || !w.isHead) {
+			w.header["Content-Length"] = []string{strconv.Itoa(n)}
+		}
+	}
 	// The trailers, if any, go with the last DATA frame (or the header):
 	// one Write for a response that fits the windows.
 	err := w.st.writeFrames(func(sc *Conn) error {
