@@ -116,3 +116,39 @@ func TestServeRefusalBound(t *testing.T) {
 	rc.headers(id, true, get("/")...)
 	rc.until("GOAWAY(ENHANCE_YOUR_CALM)", goAway(http2.ErrCodeEnhanceYourCalm))
 }
+
+// The connection's receive window is given back once half of it was
+// consumed, not before (RFC 9113 leaves when to the receiver; this is
+// the server's rule): 65,535 bytes read of a 131,072-byte window send
+// nothing, one more sends 65,536.
+func TestServeGivesBackHalfTheConnectionWindow(t *testing.T) {
+	addr := serve(t, &Server{ConnWindow: 1 << 17, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+	})})
+	rc := dialRaw(t, addr)
+	rc.quietUntil("the initial connection WINDOW_UPDATE", func(f http2.Frame) bool {
+		wu, ok := f.(*http2.WindowUpdateFrame)
+		return ok && wu.StreamID == 0
+	})
+	post := func(id uint32, n int) (inc uint32) {
+		rc.headers(id, false, ":method", "POST", ":scheme", "http", ":authority", "app", ":path", "/")
+		for sent := 0; sent < n; {
+			m := min(n-sent, 16384)
+			rc.fr.WriteData(id, sent+m == n, make([]byte, m))
+			sent += m
+		}
+		rc.quietUntil("the response", func(f http2.Frame) bool {
+			if wu, ok := f.(*http2.WindowUpdateFrame); ok && wu.StreamID == 0 {
+				inc += wu.Increment
+			}
+			return status(id, "200")(f)
+		})
+		return inc
+	}
+	if inc := post(1, 65535); inc != 0 {
+		t.Errorf("65,535 bytes consumed of 131,072: WINDOW_UPDATE(0, %d), want none yet", inc)
+	}
+	if inc := post(3, 1); inc != 65536 {
+		t.Errorf("half consumed: WINDOW_UPDATE(0, %d), want 65536", inc)
+	}
+}
