@@ -109,6 +109,7 @@ type pool struct {
 type dialCall struct {
 	done chan struct{}
 	err  error
+	cc   *clientConn // the connection, a stream reserved on it for the dialler; nil if none could be
 }
 
 // RoundTrip sends req and returns its response (see Transport).
@@ -169,6 +170,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, context.Cause(ctx)
 		}
 	}
+	if whole && body != nil && req.ContentLength > 0 && int64(len(held)) != req.ContentLength {
+		return fail(fmt.Errorf("h2: request body of %d bytes, its ContentLength %d", len(held), req.ContentLength))
+	}
 	for try := 1; ; try++ {
 		if err := ctx.Err(); err != nil {
 			return fail(err)
@@ -187,8 +191,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, err := cs.roundTrip(held, rest)
 		if err == nil {
-			if whole && body != nil {
-				body.Close()
+			if body != nil && cs.bodyClaim.Load() != bodyClaimed {
+				body.Close() // held whole, or the stream ended before a writer took it
 			}
 			return resp, nil
 		}
@@ -209,6 +213,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if body, err = req.GetBody(); err != nil {
 			return fail(err)
 		}
+		held, whole = nil, false // the new copy is sent whole, from its first byte
 	}
 }
 
@@ -302,9 +307,12 @@ func validPath(p string) bool {
 }
 
 // getConn returns a connection to key with a stream reserved for the
-// caller, dialling one when none has room.
+// caller, dialling one when none has room. A connection a caller dialled
+// has a stream reserved for that caller before anyone else sees it, so a
+// caller dials at most once: if its own new connection has no room (a
+// server that allows no stream) it fails.
 func (t *Transport) getConn(ctx context.Context, key string) (*clientConn, bool, error) {
-	for {
+	for gone := 0; ; {
 		t.mu.Lock()
 		if t.pools == nil {
 			t.pools = map[string]*pool{}
@@ -320,19 +328,38 @@ func (t *Transport) getConn(ctx context.Context, key string) (*clientConn, bool,
 				return cc, true, nil
 			}
 		}
-		d := p.dial
+		d, mine := p.dial, false
 		if d == nil {
-			d = &dialCall{done: make(chan struct{})}
+			d, mine = &dialCall{done: make(chan struct{})}, true
 			p.dial = d
 			go t.dial(ctx, p, d)
 		}
 		t.mu.Unlock()
 		select {
 		case <-d.done:
+			if errors.Is(d.err, errWentAway) && gone < 2 {
+				gone++ // a connection that went away at once: another
+				continue
+			}
 			if d.err != nil {
 				return nil, false, d.err
 			}
+			if mine {
+				if d.cc == nil {
+					return nil, false, fmt.Errorf("%w: the server allows no stream on a new connection", ErrUnprocessed)
+				}
+				return d.cc, false, nil
+			}
 		case <-ctx.Done():
+			if mine {
+				// The stream reserved for this caller goes back.
+				go func() {
+					<-d.done
+					if d.cc != nil {
+						d.cc.unreserve()
+					}
+				}()
+			}
 			return nil, false, context.Cause(ctx)
 		}
 	}
@@ -370,8 +397,21 @@ func (t *Transport) dial(ctx context.Context, p *pool, d *dialCall) {
 			}
 		}
 	}
+	if cc != nil {
+		cc.mu.Lock()
+		gone := cc.dead != nil || cc.goAway
+		cc.idleLocked() // a connection that never takes a stream is closed idle
+		cc.mu.Unlock()
+		if gone {
+			cc.die(errClientConnClosed)
+			cc, err = nil, fmt.Errorf("%w: %w", ErrUnprocessed, errWentAway)
+		}
+	}
 	t.mu.Lock()
 	if cc != nil {
+		if cc.reserve() {
+			d.cc = cc // the dialler's, before anyone else sees the connection
+		}
 		p.conns = append(p.conns, cc)
 	}
 	p.dial = nil
@@ -423,11 +463,12 @@ type clientConn struct {
 	br   *bufio.Reader
 	tls  *tls.ConnectionState
 
-	wmu  sync.Mutex
-	wbuf bytes.Buffer
-	enc  *hpack.Encoder
-	hbuf bytes.Buffer
-	werr error
+	wmu     wlock // held while frames are composed and written
+	wbuf    bytes.Buffer
+	enc     *hpack.Encoder
+	hbuf    bytes.Buffer
+	werr    error
+	stalled atomic.Bool // a write deadline is set: a write outlived a request
 
 	mu           sync.Mutex
 	cond         *sync.Cond // send windows grew, the connection died
@@ -449,13 +490,61 @@ type clientConn struct {
 	readerDone   chan struct{}
 }
 
+// wlock is a mutex that a caller can stop waiting for (LockCtx) or not
+// wait for at all (TryLock): a write blocked on a server that does not
+// read holds it.
+type wlock chan struct{}
+
+func (l wlock) Lock()   { l <- struct{}{} }
+func (l wlock) Unlock() { <-l }
+
+func (l wlock) TryLock() bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l wlock) LockCtx(done <-chan struct{}) bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	case <-done:
+		return false
+	}
+}
+
+// stall is called when a request ended while the connection's writes
+// were held: a write still blocked lingerTime from now fails, and the
+// connection dies with it (a server that stops reading must not hold
+// the requests on its connection). A write that completes clears it.
+func (cc *clientConn) stall() {
+	if cc.stalled.CompareAndSwap(false, true) {
+		_ = cc.c.SetWriteDeadline(time.Now().Add(lingerTime))
+	}
+}
+
+// writeAsync is write for the caller of Read, Close or a context's end,
+// which must not wait for a blocked write: when the lock is taken, the
+// frames are written by a goroutine of their own.
+func (cc *clientConn) writeAsync(fn func() error) {
+	if cc.wmu.TryLock() {
+		_ = cc.writeLocked(fn)
+		cc.wmu.Unlock()
+		return
+	}
+	go func() { _ = cc.write(fn) }()
+}
+
 // maxStreamID is the last stream identifier a client may use.
 const maxStreamID = 1<<31 - 1
 
 func (t *Transport) newClientConn(c net.Conn, p *pool) (*clientConn, error) {
 	streamWin := cmp0(t.StreamWindow, DefaultClientStreamWindow)
 	connWin := max(cmp0(t.ConnWindow, DefaultClientConnWindow), 65535)
-	cc := &clientConn{t: t, pool: p, c: c, streams: map[uint32]*clientStream{}, nextID: 1,
+	cc := &clientConn{t: t, pool: p, c: c, wmu: make(wlock, 1), streams: map[uint32]*clientStream{}, nextID: 1,
 		maxStreams: initialPeerStreams, connSend: 65535, initialSend: 65535, peerMaxFrame: 16384,
 		connRecv: int64(connWin), streamWin: int64(streamWin), settings: make(chan struct{}), readerDone: make(chan struct{})}
 	cc.cond = sync.NewCond(&cc.mu)
@@ -506,6 +595,14 @@ func (cc *clientConn) reserve() bool {
 	return true
 }
 
+// unreserve gives back a stream reserved and not used.
+func (cc *clientConn) unreserve() {
+	cc.mu.Lock()
+	cc.reserved--
+	cc.idleLocked()
+	cc.mu.Unlock()
+}
+
 // write composes frames with fn and writes them in one Write.
 func (cc *clientConn) write(fn func() error) error {
 	cc.wmu.Lock()
@@ -530,8 +627,12 @@ func (cc *clientConn) writeLocked(fn func() error) error {
 	if err != nil {
 		cc.werr = err
 		go cc.die(fmt.Errorf("h2: writing to the server: %w", err))
+		return err
 	}
-	return err
+	if cc.stalled.Load() && cc.stalled.CompareAndSwap(true, false) {
+		_ = cc.c.SetWriteDeadline(time.Time{})
+	}
+	return nil
 }
 
 var (
@@ -539,6 +640,7 @@ var (
 	errServerGone       = errors.New("h2: server closed the connection")
 	errIdleClosed       = errors.New("h2: idle connection closed")
 	errBodyClosed       = errors.New("h2: read on closed response body")
+	errWentAway         = errors.New("h2: the new connection went away at once")
 )
 
 // die ends the connection with err: every stream fails, it leaves its
@@ -658,8 +760,8 @@ func (cc *clientConn) readLoop() {
 			return
 		}
 		if first {
-			if _, ok := f.(*http2.SettingsFrame); !ok {
-				cc.goAwayAndDie(connError{http2.ErrCodeProtocol, "first frame is not SETTINGS"})
+			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+				cc.goAwayAndDie(connError{http2.ErrCodeProtocol, "first frame is not the server's SETTINGS"})
 				return
 			}
 		}
@@ -877,18 +979,33 @@ func (cc *clientConn) processData(f *http2.DataFrame) error {
 // giveBack counts n bytes of the connection's receive window consumed and
 // sends a WINDOW_UPDATE once half the window was.
 func (cc *clientConn) giveBack(n int64) error {
+	if inc := cc.consumed(n); inc > 0 {
+		return cc.write(func() error { return cc.fr.WriteWindowUpdate(0, uint32(inc)) })
+	}
+	return nil
+}
+
+// giveBackAsync is giveBack for who must not wait for a blocked write.
+func (cc *clientConn) giveBackAsync(n int64) {
+	if inc := cc.consumed(n); inc > 0 {
+		cc.writeAsync(func() error { return cc.fr.WriteWindowUpdate(0, uint32(inc)) })
+	}
+}
+
+// consumed counts n bytes consumed and returns the increment to send
+// (half the window or more), or 0.
+func (cc *clientConn) consumed(n int64) int64 {
 	win := int64(max(cmp0(cc.t.ConnWindow, DefaultClientConnWindow), 65535))
 	cc.mu.Lock()
+	defer cc.mu.Unlock()
 	cc.connConsumed += n
 	inc := cc.connConsumed
 	if inc < win/2 {
-		cc.mu.Unlock()
-		return nil
+		return 0
 	}
 	cc.connConsumed = 0
 	cc.connRecv += inc
-	cc.mu.Unlock()
-	return cc.write(func() error { return cc.fr.WriteWindowUpdate(0, uint32(inc)) })
+	return inc
 }
 
 // closed records that cs is closed (both ways, or reset): it leaves the
@@ -915,6 +1032,7 @@ type clientStream struct {
 	// bodyClaim: whether the body writer may read the request body, or
 	// RoundTrip took it back for another try.
 	bodyClaim atomic.Int32
+	rest      io.Reader // under mu: the body the writer reads, until closed
 
 	send    int64 // under cc.mu: how much more the request may send
 	sentEnd bool  // under cc.mu: END_STREAM or RST_STREAM sent
@@ -964,11 +1082,25 @@ func (cs *clientStream) roundTrip(held []byte, rest io.Reader) (*http.Response, 
 		cs.stopAf = stop
 		cs.mu.Unlock()
 	}
-	cc.wmu.Lock()
+	if !cc.wmu.LockCtx(req.Context().Done()) {
+		// A write holds the connection past this request's end.
+		cc.stall()
+		cc.mu.Lock()
+		cc.reserved--
+		cc.idleLocked()
+		cc.mu.Unlock()
+		cs.stopContext()
+		return nil, context.Cause(req.Context())
+	}
 	cc.mu.Lock()
 	cc.reserved--
-	err := cc.dead
-	if err == nil {
+	var err error
+	switch {
+	case cc.dead != nil:
+		err = fmt.Errorf("%w: the connection ended before the stream opened: %v", ErrUnprocessed, cc.dead)
+	case cc.goAway:
+		err = fmt.Errorf("%w: the connection went away before the stream opened", ErrUnprocessed)
+	default:
 		err = cs.ended() // the context ended already
 	}
 	if err != nil {
@@ -1015,6 +1147,9 @@ func (cs *clientStream) roundTrip(held []byte, rest io.Reader) (*http.Response, 
 		return nil, err
 	}
 	if !allNow && cs.ended() == nil && (rest == nil || cs.bodyClaim.CompareAndSwap(bodyUnclaimed, bodyClaimed)) {
+		cs.mu.Lock()
+		cs.rest = rest
+		cs.mu.Unlock()
 		go cs.writeBody(held[now:], int64(now), rest)
 	}
 	cs.mu.Lock()
@@ -1168,9 +1303,7 @@ func (cs *clientStream) writeBody(pending []byte, sent int64, rest io.Reader) {
 			break
 		}
 	}
-	if c, ok := rest.(io.Closer); ok {
-		c.Close()
-	}
+	cs.closeRest(false)
 	if err != nil {
 		cs.abort(fmt.Errorf("h2: sending the request body: %w", err), http2.ErrCodeCancel, true)
 	}
@@ -1317,9 +1450,11 @@ func (cs *clientStream) head(f *http2.MetaHeadersFrame) error {
 	}
 	end := f.StreamEnded()
 	switch {
-	case cs.req.Method == http.MethodHead:
+	case cs.req.Method == http.MethodHead, code == http.StatusNotModified:
+		// No content, whatever its content-length says (RFC 9110 §8.6);
+		// an empty DATA may still end the stream.
 		resp.Body = http.NoBody
-	case end && resp.ContentLength > 0 && code != http.StatusNotModified:
+	case end && resp.ContentLength > 0:
 		cs.abort(errors.New("h2: response with a content-length and no body"), http2.ErrCodeProtocol, true)
 		return nil
 	case end:
@@ -1358,6 +1493,10 @@ func (cs *clientStream) trailers(f *http2.MetaHeadersFrame) error {
 	}
 	t := http.Header{}
 	for _, hf := range f.RegularFields() {
+		if forbidden[hf.Name] {
+			cs.abort(fmt.Errorf("h2: connection-specific field %s in the response's trailers", hf.Name), http2.ErrCodeProtocol, true)
+			return nil
+		}
 		k := canonical(hf.Name)
 		t[k] = append(t[k], hf.Value)
 	}
@@ -1402,12 +1541,12 @@ func (cs *clientStream) data(f *http2.DataFrame, n int64) error {
 		}
 		cs.abort(errors.New("h2: DATA after the response ended"), http2.ErrCodeStreamClosed, true)
 		return nil
-	case cs.noBody:
+	case cs.noBody && len(f.Data()) > 0:
 		cs.mu.Unlock()
 		if err := cc.giveBack(n); err != nil {
 			return err
 		}
-		cs.abort(errors.New("h2: DATA in a response without a body"), http2.ErrCodeProtocol, true)
+		cs.abort(errors.New("h2: DATA in a response without content (HEAD, 304)"), http2.ErrCodeProtocol, true)
 		return nil
 	case n > cs.recv:
 		cs.mu.Unlock()
@@ -1429,12 +1568,19 @@ func (cs *clientStream) data(f *http2.DataFrame, n int64) error {
 		return nil
 	}
 	give := n
+	var pad int64
+	end := f.StreamEnded()
 	if !cs.closed && cs.err == nil {
 		cs.buf = append(cs.buf, p...)
-		give = n - int64(len(p)) // padding: never read
-		cs.consumed += give
+		// Padding is never read: it goes back to both windows at once,
+		// else padding alone could use up the stream's window.
+		pad = n - int64(len(p))
+		give = pad
+		if end {
+			pad = 0 // the stream's window ends with it
+		}
+		cs.recv += pad
 	}
-	end := f.StreamEnded()
 	if end {
 		cs.recvEnd = true
 		if cs.done == nil {
@@ -1445,6 +1591,11 @@ func (cs *clientStream) data(f *http2.DataFrame, n int64) error {
 	cs.mu.Unlock()
 	if end {
 		cs.responseEnded()
+	}
+	if pad > 0 {
+		if err := cc.write(func() error { return cc.fr.WriteWindowUpdate(cs.id, uint32(pad)) }); err != nil {
+			return err
+		}
 	}
 	if give > 0 {
 		return cc.giveBack(give)
@@ -1475,8 +1626,28 @@ func (cs *clientStream) responseEnded() {
 	cs.mu.Unlock()
 	cc.cond.Broadcast()
 	cs.stopContext()
-	_ = cc.write(func() error { return cc.fr.WriteRSTStream(cs.id, http2.ErrCodeCancel) })
+	cs.closeRest(true)
+	cc.writeAsync(func() error { return cc.fr.WriteRSTStream(cs.id, http2.ErrCodeCancel) })
 	cc.closed(cs)
+}
+
+// closeRest closes the request body the body writer reads, once: at the
+// writer's end, or when the stream ends first (async: a Close may wait for
+// the Read it ends).
+func (cs *clientStream) closeRest(async bool) {
+	cs.mu.Lock()
+	rest := cs.rest
+	cs.rest = nil
+	cs.mu.Unlock()
+	c, ok := rest.(io.Closer)
+	if !ok {
+		return
+	}
+	if async {
+		go c.Close()
+		return
+	}
+	c.Close()
 }
 
 func (cs *clientStream) stopContext() {
@@ -1543,11 +1714,18 @@ func (cs *clientStream) abort(err error, code http2.ErrCode, rst bool) {
 	cs.sentEnd = true
 	cc.cond.Broadcast()
 	cc.mu.Unlock()
+	cs.closeRest(true)
 	if unread > 0 {
-		_ = cc.giveBack(unread)
+		cc.giveBackAsync(unread)
 	}
 	if rst && opened {
-		_ = cc.write(func() error { return cc.fr.WriteRSTStream(cs.id, code) })
+		if !cc.wmu.TryLock() {
+			cc.stall() // the stream ends while a write holds the connection
+			go func() { _ = cc.write(func() error { return cc.fr.WriteRSTStream(cs.id, code) }) }()
+		} else {
+			_ = cc.writeLocked(func() error { return cc.fr.WriteRSTStream(cs.id, code) })
+			cc.wmu.Unlock()
+		}
 	}
 	cc.closed(cs)
 }
@@ -1626,7 +1804,7 @@ func (b clientBody) Close() error {
 	cs.cond.Broadcast()
 	cs.mu.Unlock()
 	if unread > 0 {
-		_ = cs.cc.giveBack(unread)
+		cs.cc.giveBackAsync(unread)
 	}
 	if !atEnd {
 		cs.abort(errBodyClosed, http2.ErrCodeCancel, true)
