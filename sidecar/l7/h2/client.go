@@ -519,11 +519,21 @@ func (l wlock) LockCtx(done <-chan struct{}) bool {
 // stall is called when a request ended while the connection's writes
 // were held: a write still blocked lingerTime from now fails, and the
 // connection dies with it (a server that stops reading must not hold
-// the requests on its connection). A write that completes clears it.
+// the requests on its connection). Once the lock is free again — the
+// write done, or failed — the deadline is cleared.
 func (cc *clientConn) stall() {
-	if cc.stalled.CompareAndSwap(false, true) {
-		_ = cc.c.SetWriteDeadline(time.Now().Add(lingerTime))
+	if !cc.stalled.CompareAndSwap(false, true) {
+		return
 	}
+	_ = cc.c.SetWriteDeadline(time.Now().Add(lingerTime))
+	go func() {
+		cc.wmu.Lock()
+		if cc.werr == nil {
+			_ = cc.c.SetWriteDeadline(time.Time{})
+		}
+		cc.stalled.Store(false)
+		cc.wmu.Unlock()
+	}()
 }
 
 // writeAsync is write for the caller of Read, Close or a context's end,
@@ -628,9 +638,6 @@ func (cc *clientConn) writeLocked(fn func() error) error {
 		cc.werr = err
 		go cc.die(fmt.Errorf("h2: writing to the server: %w", err))
 		return err
-	}
-	if cc.stalled.Load() && cc.stalled.CompareAndSwap(true, false) {
-		_ = cc.c.SetWriteDeadline(time.Time{})
 	}
 	return nil
 }
