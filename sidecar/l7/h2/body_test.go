@@ -114,3 +114,39 @@ func TestServeHandlerPanicResets(t *testing.T) {
 		return rst(1, http2.ErrCodeInternal)(f)
 	})
 }
+
+// A final response written before the body is read answers the
+// request's Expect: 100-continue: no 100 Continue follows it when the
+// handler then reads, and an interim 1xx before does not count as final.
+func TestServeNoContinueAfterTheFinalResponse(t *testing.T) {
+	for _, code := range []int{http.StatusOK, http.StatusAccepted} {
+		addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(code)
+			w.(http.Flusher).Flush()
+			io.ReadAll(r.Body)
+		})})
+		rc := dialRaw(t, addr)
+		rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "app", ":path", "/", "expect", "100-continue")
+		rc.quietUntil("the final response", func(f http2.Frame) bool {
+			h, ok := f.(*http2.MetaHeadersFrame)
+			return ok && h.StreamID == 1 && h.PseudoValue("status") != "100"
+		})
+		rc.fr.WriteData(1, true, []byte("body"))
+		rc.quietUntil("the response's end", func(f http2.Frame) bool {
+			if h, ok := f.(*http2.MetaHeadersFrame); ok && h.PseudoValue("status") == "100" {
+				t.Fatalf("%d: a 100 Continue after the final response", code)
+			}
+			d, ok := f.(*http2.DataFrame)
+			return ok && d.StreamID == 1 && d.StreamEnded()
+		})
+	}
+	// An interim response first: the 100 Continue still goes when the
+	// handler reads.
+	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusEarlyHints)
+		io.ReadAll(r.Body)
+	})})
+	rc := dialRaw(t, addr)
+	rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "app", ":path", "/", "expect", "100-continue")
+	rc.quietUntil("100 Continue after a 103", status(1, "100"))
+}

@@ -1,9 +1,12 @@
 package h2
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"sort"
 	"strings"
 	"sync"
@@ -148,6 +151,19 @@ func TestResponseWriterAsNetHTTP(t *testing.T) {
 			w.(http.Flusher).Flush()
 			write(w, log, "two")
 		}, nil},
+		{"a 1xx's Content-Length and Trailer are not sent", "GET", func(w http.ResponseWriter, r *http.Request, log func(string, ...any)) {
+			w.Header().Set("Content-Length", "5")
+			w.Header().Set("Trailer", "X-T")
+			w.Header().Set("X-Early", "1")
+			writeHeader(w, log, 103)
+			w.Header().Del("X-Early")
+			w.Header().Del("Trailer")
+			write(w, log, "final")
+		}, nil},
+		{"the handler's own Date", "GET", func(w http.ResponseWriter, r *http.Request, log func(string, ...any)) {
+			w.Header()["Date"] = nil
+			write(w, log, "no date")
+		}, nil},
 		{"a 1xx's fields are its own", "GET", func(w http.ResponseWriter, r *http.Request, log func(string, ...any)) {
 			w.Header().Set("Link", "</a>")
 			writeHeader(w, log, 103)
@@ -174,7 +190,17 @@ func TestResponseWriterAsNetHTTP(t *testing.T) {
 		}), 0)
 		client := h2cClient(t)
 		for _, tc := range cases {
-			req, _ := http.NewRequest(tc.method, "http://"+addr+"/?case="+strings.ReplaceAll(tc.name, " ", "+"), nil)
+			var interim []string
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				var keys []string
+				for k := range h {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				interim = append(interim, fmt.Sprint(code, keys))
+				return nil
+			}})
+			req, _ := http.NewRequestWithContext(ctx, tc.method, "http://"+addr+"/?case="+strings.ReplaceAll(tc.name, " ", "+"), nil)
 			var got string
 			resp, err := client.Do(req)
 			if err != nil {
@@ -193,7 +219,14 @@ func TestResponseWriterAsNetHTTP(t *testing.T) {
 					trailers = append(trailers, fmt.Sprintf("%s=%q", k, v))
 				}
 				sort.Strings(trailers)
+				_, date := resp.Header["Date"]
 				got = fmt.Sprintf("%d %v ContentLength=%d body=%q trailers=%v", resp.StatusCode, fields, resp.ContentLength, body, trailers)
+				if !date {
+					got += " no Date"
+				}
+				if len(interim) > 0 {
+					got += fmt.Sprintf(" interim=%v", interim)
+				}
 				if rerr != nil {
 					got += " read error"
 				}
