@@ -570,29 +570,10 @@ func (w *responseWriter) writeTrailersLocked(sc *Conn, t http.Header) error {
 // writeBlock writes sc.hbuf as HEADERS and as many CONTINUATION frames as
 // the peer's frame size needs.
 func writeBlock(sc *Conn, id uint32, end bool) error {
-	block := sc.hbuf.Bytes()
 	sc.mu.Lock()
 	maxFrame := int(sc.peerMaxFrame)
 	sc.mu.Unlock()
-	first := true
-	for first || len(block) > 0 {
-		chunk := block
-		if len(chunk) > maxFrame {
-			chunk = chunk[:maxFrame]
-		}
-		block = block[len(chunk):]
-		var err error
-		if first {
-			err = sc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: chunk, EndStream: end, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			err = sc.fr.WriteContinuation(id, len(block) == 0, chunk)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return writeBlockTo(sc.fr, &sc.hbuf, id, end, maxFrame)
 }
 
 func statusText(code int) string {
