@@ -12,7 +12,8 @@ import (
 // *tls.Conn and its TCP connection and, while a flow's Write is in
 // progress, gathers the records in one pooled buffer that leaves in one
 // write. Outside such a Write (handshakes, alerts, the HTTP/2 framing of the
-// L7 path) bytes go straight through.
+// L7 path, whose client and server write a small request or response
+// whole in one Write of their own) bytes go straight through.
 //
 // Order on the wire is the order crypto/tls wrote the records in: a record
 // written by another goroutine while a Write's records are gathered or
@@ -34,8 +35,6 @@ type coalescer struct {
 	flushing bool      // flush is writing: what is gathered now is late
 	late     int       // bytes gathered while flushing
 	buf      []byte    // gathered, not yet written
-	wb       *behind   // set once: write-behind (writebehind.go)
-	closed   bool      // Close was called (writeBehind then starts no writer)
 }
 
 // maxLate bounds the bytes other goroutines may add while a flush writes:
@@ -56,9 +55,6 @@ var coalescePool = newBufPool(bufSize + 4<<10)
 
 func (c *coalescer) Write(b []byte) (int, error) {
 	c.mu.Lock()
-	if c.wb != nil {
-		return c.writeBehindLocked(b)
-	}
 	for c.flushing && c.late+len(b) > maxLate {
 		c.flushed.Wait()
 	}

@@ -188,17 +188,11 @@
 // records crypto/tls already holds. Either way one read makes one write:
 // the records crypto/tls seals for one Write leave in one system call
 // (coalesce.go), not one call per 16 KiB record. The L7 path's HTTP/2
-// connections between sidecars are written behind (writebehind.go): a
-// record crypto/tls seals is queued and one writer goroutine per
-// connection sends all that is queued in one system call, so a request's
-// HEADERS and DATA (written apart by net/http) leave together, and the
-// per-request goroutines net/http writes from do not grow their stacks
-// into the socket's write path. So are the plaintext HTTP/2 (h2c: gRPC)
-// connections between a sidecar and its app: the app's connection to the
-// client sidecar when its first bytes were HTTP/2's preface (served by
-// weft's own HTTP/2 server, sidecar/l7/h2), and the server sidecar's
-// connections to an h2c app (net/http's HTTP/2 transport, which writes in
-// the same small pieces). Every socket is read and written with
+// connections — between sidecars (mTLS, ALPN h2) and between a sidecar and
+// an h2c (gRPC) app — are written by weft's own HTTP/2 client and server
+// (sidecar/l7/h2), which hand a request or response they hold whole
+// (HEADERS, DATA and trailers) to one Write from the goroutine that has
+// it: one record, one system call. Every socket is read and written with
 // internal/rawio's raw system calls (prefixConn for accepted connections,
 // Proxy.dial for dialled ones, the plaintext copy's reads): the sockets are
 // non-blocking, and a call made through the scheduler would wake the

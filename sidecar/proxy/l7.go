@@ -444,7 +444,6 @@ func (p *Proxy) dialMesh(ctx context.Context, cl *model.Cluster, addr string, al
 		p.log.Info("mesh connection refused", "cluster", cl.Name, "endpoint", a.String(), "reason", r.reason, "err", r.err)
 		return nil, &l7.ConnectError{Err: r}
 	}
-	behindIfH2(tc)
 	return tc, nil
 }
 
@@ -466,16 +465,16 @@ func (e *l7Engine) app(cl *model.Cluster) *appCluster {
 			defer cancel()
 			return e.p.dial(dctx, c, a)
 		}
-		// The h2c app's connections are written behind, as net/http's
-		// HTTP/2 transport writes a request in pieces (writebehind.go);
-		// the writer's system calls bounded by the write timeout.
+		// The h2c app's connections are written by weft's HTTP/2 client
+		// (a request it has whole in one Write), each Write bounded by
+		// the write timeout.
 		dialH2C := func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
-			return behindH2C(boundedConn{Conn: c, d: max(e.p.cfg.WriteTimeout, 0),
-				timedOut: func() { e.p.m.timeouts.With(inbound, timeoutWrite).Inc() }}), nil
+			return boundedConn{Conn: c, d: max(e.p.cfg.WriteTimeout, 0),
+				timedOut: func() { e.p.m.timeouts.With(inbound, timeoutWrite).Inc() }}, nil
 		}
 		ac.tr = [2]idleCloser{l7.NewAppH1(dial), l7.AppH2C(dialH2C)}
 		ac.in = &l7.Inbound{HTTP1: ac.tr[0], H2C: ac.tr[1], Limits: e.limits, Metrics: e.metrics, Logger: e.p.log.With("l7", inbound),
@@ -491,10 +490,9 @@ func (e *l7Engine) app(cl *model.Cluster) *appCluster {
 // outboundL7 serves a connection on an in-mesh HTTP chain: its requests
 // are routed by fc's route configuration, one by one (l7Engine.route).
 // h2c says the app's first bytes were HTTP/2's preface: weft's own HTTP/2
-// server (l7/h2) then serves it, writing to the app's connection behind
-// (writebehind.go), over the meter, as a mesh connection's TLS writes over
-// its meter: the writer's system calls are bounded by the write timeout
-// and counted when sent. HTTP/1.1 is net/http's server's.
+// server (l7/h2) then serves it, HTTP/1.1 net/http's server; either
+// writes to the app through the meter, each Write bounded by the write
+// timeout and counted as sent.
 func (p *Proxy) outboundL7(fc *model.FilterChain, dst netip.AddrPort, down *prefixConn, h2c bool, cn *conn) (*forwarding, error) {
 	if err := p.authorize(outbound, fc, "", dst.Port()); err != nil {
 		return nil, p.refuse(outbound, cn, refused(reasonAuthzDenied, "%w", err))
@@ -502,20 +500,12 @@ func (p *Proxy) outboundL7(fc *model.FilterChain, dst netip.AddrPort, down *pref
 	p.l7.current() // a configuration that removed clusters closes them now
 	cn.cluster = fc.Target.RouteConfig
 	m := p.meter(down, cn)
-	var app net.Conn = m
-	if h2c {
-		co := behindH2C(m)
-		// Closed with the connection (its writer ends) even when the
-		// HTTP/2 server never takes it (a drain's closed server).
-		cn.track(co)
-		app = co
-	}
 	lc := l7Conn{routeConfig: fc.Target.RouteConfig, dst: dst}
 	serve := p.l7.server.ServeConnWith
 	if h2c {
 		serve = p.l7.server.ServeH2CWith
 	}
-	return &forwarding{down: down, release: func() {}, meter: m, serve: func() { _ = serve(app, lc) }}, nil
+	return &forwarding{down: down, release: func() {}, meter: m, serve: func() { _ = serve(m, lc) }}, nil
 }
 
 // l7Conn is what the requests of an app's connection are served with:
@@ -550,7 +540,6 @@ func (p *Proxy) inboundL7(cfg *model.Config, fc *model.FilterChain, dst netip.Ad
 	// The Inbound is the cluster's, shared by the chains that deliver to
 	// it; each connection carries its own chain's request rules.
 	pr := l7.Peer{ID: peer, Dst: addrs[0], H2C: cl.HTTP == model.HTTP2, Value: newRequestAuthz(cfg, fc, dst.Port())}
-	behindIfH2(tc)
 	return &forwarding{down: tc, addr: addrs[0], release: func() {}, meter: m, serve: func() { _ = ac.in.ServeConn(tc, pr) }}, nil
 }
 

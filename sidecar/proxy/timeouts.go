@@ -207,7 +207,7 @@ func writeBounded(c net.Conn, b []byte, d time.Duration, w *idleWatch, timedOut 
 
 // boundedConn is c with each Write under writeBounded: an HTTP egress
 // connection's writing sides, and the server sidecar's connections to an
-// h2c app below their write-behind writer.
+// h2c app.
 type boundedConn struct {
 	net.Conn
 	d        time.Duration

@@ -95,6 +95,7 @@ type Conn struct {
 	cancel context.CancelCauseFunc
 	fr     *http2.Framer // reads by the reader only; writes under wmu
 	br     *bufio.Reader
+	held   []heldStream // the reader's: handlers not yet started (release)
 	tls    *tls.ConnectionState
 	remote string
 
@@ -174,6 +175,7 @@ func (sc *Conn) Serve() error { return sc.serve() }
 func (sc *Conn) serve() (err error) {
 	defer func() {
 		sc.die(err)
+		sc.release() // their handlers see the connection's end
 		var ce connError
 		if errors.As(err, &ce) {
 			sc.linger()
@@ -230,6 +232,9 @@ func (sc *Conn) serve() (err error) {
 	sc.mu.Unlock()
 	first := true
 	for {
+		if len(sc.held) > 0 && !sc.nextFrameBuffered() {
+			sc.release()
+		}
 		fh, err := sc.fr.ReadFrameHeader()
 		var f http2.Frame
 		if err == nil {
@@ -463,8 +468,55 @@ func (sc *Conn) processHeaders(f *http2.MetaHeadersFrame, streamWin uint32) erro
 		sc.idle.Stop()
 	}
 	sc.mu.Unlock()
-	go st.run(req)
+	if f.StreamEnded() {
+		go st.run(req)
+	} else {
+		sc.held = append(sc.held, heldStream{st, req})
+	}
 	return nil
+}
+
+// heldStream is a request whose handler has not started yet.
+type heldStream struct {
+	st  *stream
+	req *http.Request
+}
+
+// A request whose HEADERS do not end its stream has its handler started
+// once the reader has taken every whole frame already read from the
+// connection, not at once: a client that sends a small request's HEADERS
+// and DATA together (gRPC's unary calls, weft's client sidecar) then has
+// the whole body in the request when its handler starts — which a proxy's
+// handler passes on in one write (the body's Buffered) — instead of racing
+// the reader to it. The reader never waits for the connection with a
+// handler held: nextFrameBuffered is false when the next frame is not
+// whole in the read buffer, or is a header block that CONTINUATION frames
+// may follow.
+
+// nextFrameBuffered says whether the next frame is whole in the read
+// buffer, so that reading it does not wait for the connection.
+func (sc *Conn) nextFrameBuffered() bool {
+	n := sc.br.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, err := sc.br.Peek(9)
+	if err != nil {
+		return false
+	}
+	if (h[3] == 0x1 || h[3] == 0x5) && h[4]&0x4 == 0 { // HEADERS or PUSH_PROMISE without END_HEADERS
+		return false
+	}
+	return n >= 9+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
+}
+
+// release starts the handlers held.
+func (sc *Conn) release() {
+	for i, h := range sc.held {
+		go h.st.run(h.req)
+		sc.held[i] = heldStream{}
+	}
+	sc.held = sc.held[:0]
 }
 
 // answerAndReset answers a request the server does not pass on with
