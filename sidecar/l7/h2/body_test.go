@@ -150,3 +150,29 @@ func TestServeNoContinueAfterTheFinalResponse(t *testing.T) {
 	rc.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "app", ":path", "/", "expect", "100-continue")
 	rc.quietUntil("100 Continue after a 103", status(1, "100"))
 }
+
+// DATA on a stream the client ended, its handler still running, is a
+// stream error STREAM_CLOSED (RFC 9113 §5.1, half-closed (remote)); DATA
+// on a stream still open whose handler closed the body is dropped, the
+// stream and the connection serving on.
+func TestServeDataAfterTheRequestEnded(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	closed := make(chan struct{})
+	addr := serve(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/close" {
+			r.Body.Close()
+			closed <- struct{}{}
+		}
+		<-release
+	})})
+	rc := dialRaw(t, addr)
+	rc.headers(1, true, get("/")...)
+	rc.fr.WriteData(1, false, []byte("late"))
+	rc.quietUntil("RST_STREAM(STREAM_CLOSED) for DATA after END_STREAM", rst(1, http2.ErrCodeStreamClosed))
+	rc.headers(3, false, ":method", "POST", ":scheme", "http", ":authority", "app", ":path", "/close")
+	<-closed
+	rc.fr.WriteData(3, false, []byte("unwanted"))
+	rc.fr.WritePing(false, [8]byte{5})
+	rc.quietUntil("PING ACK: DATA on a closed body dropped", pingAck)
+}

@@ -164,6 +164,20 @@ func TestResponseWriterAsNetHTTP(t *testing.T) {
 			w.Header()["Date"] = nil
 			write(w, log, "no date")
 		}, nil},
+		{"Flush first", "GET", func(w http.ResponseWriter, r *http.Request, log func(string, ...any)) {
+			w.Header().Set("X-Final", "1")
+			w.(http.Flusher).Flush()
+			write(w, log, "after")
+		}, nil},
+		// HTTP/2 field names are lowercase (RFC 9113 §8.2.1), whatever
+		// the case of the header map's keys: A and Z as the only capital
+		// letters, and a key not canonical (set through the map).
+		{"field names in any case", "GET", func(w http.ResponseWriter, r *http.Request, log func(string, ...any)) {
+			w.Header().Set("Allow", "GET")
+			w.Header().Set("Zone", "z")
+			w.Header()["x-lower"] = []string{"1"}
+			write(w, log, "body")
+		}, nil},
 		{"a 1xx's fields are its own", "GET", func(w http.ResponseWriter, r *http.Request, log func(string, ...any)) {
 			w.Header().Set("Link", "</a>")
 			writeHeader(w, log, 103)
@@ -209,7 +223,7 @@ func TestResponseWriterAsNetHTTP(t *testing.T) {
 				body, rerr := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				var fields []string
-				for _, k := range []string{"Content-Length", "Content-Type", "X-Final", "Link"} {
+				for _, k := range []string{"Content-Length", "Content-Type", "X-Final", "Link", "Allow", "Zone", "X-Lower"} {
 					if v, ok := resp.Header[k]; ok {
 						fields = append(fields, fmt.Sprintf("%s=%q", k, v))
 					}
