@@ -278,8 +278,15 @@ type responseWriter struct {
 	written       int64
 	isHead        bool
 	trailers      []string // declared in the header before it was sent
-	done          bool
-	err           error // sticky: the stream or connection failed
+	// fields are the final response's header fields as the header map
+	// held them at WriteHeader (net/http's contract: later changes are
+	// not sent, but for trailers); date, that a Date is to be added;
+	// hasCT and hasTE, that the handler set a Content-Type, a
+	// Transfer-Encoding.
+	fields             []hpack.HeaderField
+	date, hasCT, hasTE bool
+	done               bool
+	err                error // sticky: the stream or connection failed
 }
 
 // bufferSize is how much of a response is buffered before it is sent
@@ -301,7 +308,8 @@ func (w *responseWriter) WriteHeader(code int) {
 		// has no protocol switch, and no 1xx ever ends a stream).
 		if w.err == nil {
 			w.err = w.st.writeFrames(func(sc *Conn) error {
-				return w.writeHeadersLocked(sc, code, w.header, false)
+				_, hasDate := w.header["Date"]
+				return w.writeHeadersLocked(sc, code, headerFields(w.header, code, nil), !hasDate, false)
 			}, 0, nil, nil)
 		}
 		return
@@ -314,6 +322,11 @@ func (w *responseWriter) WriteHeader(code int) {
 			w.header.Del("Content-Length")
 		}
 	}
+	_, hasDate := w.header["Date"]
+	_, w.hasCT = w.header["Content-Type"]
+	_, w.hasTE = w.header["Transfer-Encoding"]
+	w.date = !hasDate
+	w.fields = headerFields(w.header, code, w.fields[:0])
 	for _, v := range w.header["Trailer"] {
 		for _, k := range strings.Split(v, ",") {
 			if k = textproto.TrimString(k); k != "" {
@@ -432,8 +445,8 @@ func (w *responseWriter) send(p []byte, end bool) error {
 	if first && !w.isHead && bodyAllowed(w.status) && len(data) > 0 {
 		// The ResponseWriter contract: a Content-Type, if the handler set
 		// none, sniffed from the body's first 512 bytes.
-		if _, ok := w.header["Content-Type"]; !ok {
-			w.header.Set("Content-Type", http.DetectContentType(data))
+		if !w.hasCT {
+			w.fields = append(w.fields, hpack.HeaderField{Name: "content-type", Value: http.DetectContentType(data)})
 		}
 	}
 	if first && end && w.contentLength < 0 && bodyAllowed(w.status) {
@@ -443,15 +456,15 @@ func (w *responseWriter) send(p []byte, end bool) error {
 		if w.isHead {
 			n = int(w.written)
 		}
-		if _, ok := w.header["Transfer-Encoding"]; !ok && (n > 0 || !w.isHead) {
-			w.header["Content-Length"] = []string{strconv.Itoa(n)}
+		if !w.hasTE && (n > 0 || !w.isHead) {
+			w.fields = append(w.fields, hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(n)})
 		}
 	}
 	// The trailers, if any, go with the last DATA frame (or the header):
 	// one Write for a response that fits the windows.
 	err := w.st.writeFrames(func(sc *Conn) error {
 		if first {
-			if err := w.writeHeadersLocked(sc, w.status, w.header, end && len(data) == 0 && trailers == nil); err != nil {
+			if err := w.writeHeadersLocked(sc, w.status, w.fields, w.date, end && len(data) == 0 && trailers == nil); err != nil {
 				return err
 			}
 		}
@@ -519,20 +532,11 @@ func (w *responseWriter) trailerFields() http.Header {
 	return t
 }
 
-// writeHeadersLocked encodes and writes a response header block; under
-// sc.wmu.
-func (w *responseWriter) writeHeadersLocked(sc *Conn, status int, h http.Header, end bool) error {
-	sc.hbuf.Reset()
-	sc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
-	if status >= 200 {
-		w.st.finalHeader.Store(true)
-		w.st.expect.Store(false)
-	}
-	if _, ok := h["Date"]; !ok && status >= 200 {
-		// As net/http's servers: a Date unless the handler set one, or
-		// set it to nil values to have none.
-		sc.enc.WriteField(hpack.HeaderField{Name: "date", Value: sc.date()})
-	}
+// headerFields appends to dst the fields of h that a response with status
+// sends: not the connection-specific ones, nor (in a 1xx) Trailer and
+// Content-Length, nor those named with http.TrailerPrefix, nor any that
+// is not a valid field.
+func headerFields(h http.Header, status int, dst []hpack.HeaderField) []hpack.HeaderField {
 	for k, vv := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
 			continue
@@ -548,8 +552,28 @@ func (w *responseWriter) writeHeadersLocked(sc *Conn, status int, h http.Header,
 			if !httpguts.ValidHeaderFieldValue(v) {
 				continue
 			}
-			sc.enc.WriteField(hpack.HeaderField{Name: lk, Value: v})
+			dst = append(dst, hpack.HeaderField{Name: lk, Value: v})
 		}
+	}
+	return dst
+}
+
+// writeHeadersLocked encodes and writes a response header block of
+// fields (a Date first if date); under sc.wmu.
+func (w *responseWriter) writeHeadersLocked(sc *Conn, status int, fields []hpack.HeaderField, date, end bool) error {
+	sc.hbuf.Reset()
+	sc.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
+	if status >= 200 {
+		w.st.finalHeader.Store(true)
+		w.st.expect.Store(false)
+	}
+	if date && status >= 200 {
+		// As net/http's servers: a Date unless the handler set one, or
+		// set it to nil values to have none.
+		sc.enc.WriteField(hpack.HeaderField{Name: "date", Value: sc.date()})
+	}
+	for _, f := range fields {
+		sc.enc.WriteField(f)
 	}
 	return writeBlock(sc, w.st.id, end)
 }

@@ -276,7 +276,6 @@ func TestResponseWriterAsNetHTTP(t *testing.T) {
 // set after is not sent, and a declared trailer set after the body goes
 // as a trailer only, not in the header block too.
 func TestResponseHeaderFixedAtWriteHeader(t *testing.T) {
-	t.Skip("defect: weft's responseWriter encodes w.header as it is when the header is first sent (a Flush, 16 KiB written, or the handler's return: send → writeHeadersLocked(w.header)), not as it was at WriteHeader: fields set after WriteHeader or an unflushed Write are sent, and a declared trailer set after an unflushed Write goes in the header block as well as the trailers")
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-T")
 		switch r.URL.Path {
