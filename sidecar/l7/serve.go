@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weftmesh/weft/sidecar/l7/h1"
 	"github.com/weftmesh/weft/sidecar/l7/h2"
 )
 
@@ -184,14 +185,16 @@ func isGRPC(r *http.Request) bool {
 }
 
 // ConnServer serves app connections that the sidecar accepted (and
-// captured) with a Handler: HTTP/1.1, and HTTP/2 with prior knowledge (h2c,
-// gRPC), told apart by the connection's first bytes.
+// captured) with a Handler: HTTP/1.1 (weft's own server, package h1), and
+// HTTP/2 with prior knowledge (h2c, gRPC: package h2), told apart by the
+// connection's first bytes.
 type ConnServer struct {
-	srv  *http.Server
-	ln   *connListener
-	err  chan error
-	vals sync.Map // net.Conn -> ServeConnWith's value
-	h2   *h2Serving
+	h1 *h1.Server
+	h2 *h2Serving
+	// marker is the value of http.ServerContextKey in requests' contexts:
+	// the relay cuts a response it cannot finish (panic(http.ErrAbortHandler))
+	// only under a server.
+	marker *http.Server
 }
 
 // ServerLimits bound what a client may hold (the sidecar's abuse bounds
@@ -271,8 +274,8 @@ func (s *h2Serving) shutdown(ctx context.Context) {
 }
 
 // shutdownWith shuts down srv (the HTTP/1.1 side) and s's connections at
-// once, and returns when both are done: srv.Shutdown's error, else ctx's.
-func (s *h2Serving) shutdownWith(ctx context.Context, srv *http.Server) error {
+// once, and returns when both are done: srv's error, else ctx's.
+func (s *h2Serving) shutdownWith(ctx context.Context, srv interface{ Shutdown(context.Context) error }) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -295,65 +298,51 @@ func (s *h2Serving) close() {
 
 // NewConnServer starts serving; Close stops it.
 func NewConnServer(h http.Handler, lim ServerLimits, logger *slog.Logger) *ConnServer {
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
 	s := &ConnServer{
-		srv: &http.Server{
-			Protocols:         &p,
-			ReadHeaderTimeout: lim.HeaderTimeout,
-			IdleTimeout:       lim.IdleTimeout,
-			MaxHeaderBytes:    lim.MaxHeaderBytes,
+		h1: &h1.Server{
+			Handler:        h,
+			HeaderTimeout:  lim.HeaderTimeout,
+			IdleTimeout:    lim.IdleTimeout,
+			MaxHeaderBytes: lim.MaxHeaderBytes,
 		},
-		ln:  newConnListener(),
-		err: make(chan error, 1),
+		marker: &http.Server{},
 	}
-	s.srv.ConnState = s.ln.state
-	s.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-		if v, ok := s.vals.Load(c); ok {
-			ctx = context.WithValue(ctx, connValueKey{}, v)
-		}
-		return context.WithValue(ctx, connKey{}, c)
-	}
-	// A handler that hijacks a connection (an Upgrade: upgrade.go) owns
-	// it until it returns: only then is the server done with it.
-	s.srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
-				s.ln.handlerDone(c)
-			}
-		}()
-		h.ServeHTTP(w, r)
-	})
 	if logger != nil {
-		s.srv.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelDebug)
+		s.h1.ErrorLog = func(c net.Conn, err error) { logger.Debug("http/1.1 connection", "err", err) }
 	}
-	s.h2 = newH2Serving(s.srv.Handler, lim, logger)
-	go func() { s.err <- s.srv.Serve(s.ln) }()
+	s.h2 = newH2Serving(h, lim, logger)
+	s.h1.H2C = s.h2.serve
 	return s
 }
 
 // ServeH2CWith is ServeConnWith for a connection whose first bytes are
 // HTTP/2's client preface (h2c, gRPC): served by weft's own HTTP/2 server
-// (package h2), not net/http's.
+// (package h2).
 func (s *ConnServer) ServeH2CWith(c net.Conn, v any) error {
-	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
-	ctx = context.WithValue(context.WithValue(ctx, connValueKey{}, v), connKey{}, c)
-	return s.h2.serve(ctx, c)
+	return s.h2.serve(s.connContext(c, v), c)
+}
+
+func (s *ConnServer) connContext(c net.Conn, v any) context.Context {
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.marker)
+	if v != nil {
+		ctx = context.WithValue(ctx, connValueKey{}, v)
+	}
+	return context.WithValue(ctx, connKey{}, c)
 }
 
 // ServeConn serves c and returns when the server is done with it: the
 // client closed it, a timeout or Close ended it, or, once a request of it
 // switched protocols, its tunnel ended.
-func (s *ConnServer) ServeConn(c net.Conn) error { return s.ln.serve(c) }
+func (s *ConnServer) ServeConn(c net.Conn) error { return s.ServeConnWith(c, nil) }
 
 // ServeConnWith is ServeConn, v being what [ConnValue] returns for the
 // requests of c (the sidecar passes the route configuration the
 // connection's filter chain names, and its original destination).
 func (s *ConnServer) ServeConnWith(c net.Conn, v any) error {
-	s.vals.Store(c, v)
-	defer s.vals.Delete(c)
-	return s.ln.serve(c)
+	if err := s.h1.ServeConn(s.connContext(c, v), c); err != nil {
+		return errServerClosed
+	}
+	return nil
 }
 
 type connValueKey struct{}
@@ -369,14 +358,12 @@ func ConnValue(r *http.Request) any { return r.Context().Value(connValueKey{}) }
 // others to finish (HTTP/2 GOAWAY; HTTP/1.1 closes after the response in
 // progress), waiting for them until ctx ends (then it returns ctx's
 // error; Close cuts what is left).
-func (s *ConnServer) Shutdown(ctx context.Context) error { return s.h2.shutdownWith(ctx, s.srv) }
+func (s *ConnServer) Shutdown(ctx context.Context) error { return s.h2.shutdownWith(ctx, s.h1) }
 
 // Close stops accepting connections and closes the ones being served.
 func (s *ConnServer) Close() error {
 	s.h2.close()
-	err := s.srv.Close()
-	<-s.err
-	return err
+	return s.h1.Close()
 }
 
 // connListener is a net.Listener that yields the connections served
