@@ -234,6 +234,7 @@ func (cn *conn) serve() (hijacked bool) {
 		// The head's bound counts what the read buffer holds already.
 		cn.lr.remain, cn.lr.hit = max(limit-int64(cn.br.Buffered()), 0), false
 		if cn.br.Buffered() == 0 {
+			cn.shrink()
 			if !cn.setState(stateIdle) {
 				return false
 			}
@@ -248,10 +249,10 @@ func (cn *conn) serve() (hijacked bool) {
 		if !cn.setState(stateActive) {
 			return false
 		}
-		if s.HeaderTimeout > 0 {
+		if s.HeaderTimeout > 0 && (first || !headBuffered(cn.br)) {
 			_ = cn.c.SetReadDeadline(time.Now().Add(s.HeaderTimeout))
 			deadline = true
-		} else if deadline {
+		} else if deadline && s.HeaderTimeout <= 0 {
 			_ = cn.c.SetReadDeadline(time.Time{})
 			deadline = false
 		}
@@ -286,6 +287,32 @@ func (cn *conn) serve() (hijacked bool) {
 		if !keep {
 			return false
 		}
+	}
+}
+
+// headBuffered says whether a whole request head is in br already
+// (reading it waits for nothing: no header deadline is needed, an idle
+// one still set does not matter).
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
+}
+
+// keepBuf is the most of its buffers a connection keeps while idle.
+const keepBuf = 4 << 10
+
+// shrink lets go of buffers a large response grew, as the connection
+// goes idle: an idle connection holds its read buffer and at most
+// keepBuf of each.
+func (cn *conn) shrink() {
+	if cap(cn.hb) > keepBuf {
+		cn.hb = nil
+	}
+	if cn.out.Cap() > keepBuf {
+		cn.out = bytes.Buffer{}
+	}
+	if cn.fields.Cap() > keepBuf {
+		cn.fields = bytes.Buffer{}
 	}
 }
 

@@ -571,3 +571,101 @@ func TestServerWriteBeyondContentLength(t *testing.T) {
 		t.Errorf("bodies %q, connection closed %v; want ab twice, kept", bodies, closed)
 	}
 }
+
+// TestServerTimeouts: a head sent in pieces and never finished ends at
+// HeaderTimeout — the first request's and a later one's, on a kept-alive
+// connection — and a connection with no request at IdleTimeout.
+func TestServerTimeouts(t *testing.T) {
+	const ht, it = 200 * time.Millisecond, 400 * time.Millisecond
+	addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *Server) {
+		s.HeaderTimeout, s.IdleTimeout = ht, it
+	})
+	for _, tc := range []struct {
+		name, first, then string
+		within            time.Duration
+	}{
+		{"first head unfinished", "", "GET / HTTP/1.1\r\nHost: a\r\n", ht},
+		{"second head unfinished", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET / HTTP/1.1\r\nHo", ht},
+		{"idle", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "", it},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			if tc.first != "" {
+				io.WriteString(c, tc.first)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.ReadAll(resp.Body)
+			}
+			start := time.Now()
+			io.WriteString(c, tc.then)
+			// The connection ends: with nothing, or (a line cut by the
+			// deadline reads as a malformed one, in net/http's server
+			// too) with a 400.
+			rest, err := io.ReadAll(br)
+			if err != nil || (len(rest) > 0 && !strings.HasPrefix(string(rest), "HTTP/1.1 400 ")) {
+				t.Fatalf("an unfinished head was answered %q, %v", rest, err)
+			}
+			if d := time.Since(start); d < tc.within/2 || d > tc.within+3*time.Second {
+				t.Errorf("closed after %v, want about %v", d, tc.within)
+			}
+		})
+	}
+}
+
+// TestServerIdleConnectionShrinks: a connection that served a large
+// response keeps at most keepBuf of its buffers while it waits for the
+// next request.
+func TestServerIdleConnectionShrinks(t *testing.T) {
+	addr, s := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("X-Big", strings.Repeat("h", 8<<10))
+		io.WriteString(w, strings.Repeat("x", 12<<10)) // held for its length
+		io.WriteString(w, strings.Repeat("y", 12<<10)) // then chunked
+	}), nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close() // kept open: the connection waits for its next request
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(resp.Body); len(b) != 24<<10 {
+		t.Fatalf("body of %d bytes", len(b))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		var idle, big []string
+		for cn := range s.conns {
+			if cn.state == stateIdle {
+				idle = append(idle, "")
+				if cap(cn.hb) > keepBuf || cn.out.Cap() > keepBuf || cn.fields.Cap() > keepBuf {
+					big = append(big, fmt.Sprint(cap(cn.hb), cn.out.Cap(), cn.fields.Cap()))
+				}
+			}
+		}
+		s.mu.Unlock()
+		if len(idle) > 0 {
+			if len(big) > 0 {
+				t.Errorf("idle connections hold buffers of %v bytes (held, out, fields), want at most %d each", big, keepBuf)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection never went idle")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
