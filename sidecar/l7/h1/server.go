@@ -448,8 +448,11 @@ func (cn *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
 	expect := req.Header["Expect"]
 	switch {
 	case len(expect) == 0:
-	case req.ProtoAtLeast(1, 1) && req.ContentLength != 0 && httpguts.HeaderValuesContainsToken(expect, "100-continue"):
-		w.expect = true
+	case httpguts.HeaderValuesContainsToken(expect, "100-continue"):
+		// Met by the body's first read; a request without a body, or an
+		// HTTP/1.0 one (it cannot take a 1xx), is served without it, as
+		// net/http's server serves it: some clients ask on every POST.
+		w.expect = req.ProtoAtLeast(1, 1) && req.ContentLength != 0
 	default:
 		// An expectation this server cannot meet (RFC 9110 §10.1.1).
 		w.closeAfter = true
