@@ -1,11 +1,85 @@
 package h1
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"testing"
+	"time"
 )
+
+// dial connects to addr with a deadline on everything the test does.
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
+}
+
+// TestAttackContinueAfterFinalHead: the app sends a request with
+// "Expect: 100-continue" and waits; the handler answers first (its final
+// head flushed, as a proxy does when its upstream answers early) and only
+// then reads the body. The automatic 100 Continue of the body's first read
+// must not be sent then: written after the final head it would be read as
+// the response's body (with a Content-Length, the client takes "HTTP" for
+// it and the rest for the next response). net/http's server sends no 100
+// Continue once the response has been written. The body read on a
+// goroutine of the handler's while it writes (a proxy's transport) must
+// not race with its writes either (go test -race).
+func TestAttackContinueAfterFinalHead(t *testing.T) {
+	for _, tc := range []struct {
+		length, goroutine bool
+	}{{true, false}, {false, false}, {false, true}} {
+		t.Run(fmt.Sprintf("Content-Length %v, read on a goroutine %v", tc.length, tc.goroutine), func(t *testing.T) {
+			addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.length {
+					w.Header().Set("Content-Length", "4")
+				}
+				got := make(chan []byte, 1)
+				read := func() {
+					b, _ := io.ReadAll(r.Body)
+					got <- b
+				}
+				if tc.goroutine {
+					go read()
+				}
+				w.WriteHeader(200)
+				w.(http.Flusher).Flush()
+				if !tc.goroutine {
+					read()
+				}
+				b := <-got
+				io.WriteString(w, string(b[:min(len(b), 4)]))
+			}), nil)
+			c := dial(t, addr)
+			io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err == nil && tc.goroutine && resp.StatusCode == 100 {
+				// The goroutine's read came before the handler's Flush: the
+				// 100 Continue goes before the response, rightly.
+				resp, err = http.ReadResponse(br, nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != 200 {
+				t.Fatalf("first response %d, want the final 200 (no 100 Continue was asked for yet)", resp.StatusCode)
+			}
+			io.WriteString(c, "hello") // the client sends its body anyway
+			b, err := io.ReadAll(resp.Body)
+			if string(b) != "hell" || err != nil {
+				t.Errorf("the response's body read as %q, %v; want hell", b, err)
+			}
+		})
+	}
+}
 
 // TestAttackExpectContinueWithoutBody: a request that expects 100
 // Continue but has no body (Content-Length: 0, as some clients send every

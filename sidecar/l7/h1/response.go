@@ -26,6 +26,13 @@ type response struct {
 	body reqBody
 	// expect: the request asked for 100 Continue, not sent yet.
 	expect bool
+	// contMu orders the 100 Continue a body's first read sends — maybe on
+	// a goroutine of the handler's, while the handler writes — with the
+	// handler's own writes: expect changes, and headWritten becomes true,
+	// under it; once the final head is written (or the connection
+	// hijacked) no 100 Continue is sent, as it would be read as the
+	// response's body.
+	contMu sync.Mutex
 
 	status      int   // the final status, once WriteHeader chose it
 	headWritten bool  // the head is in cn.out (or sent)
@@ -62,6 +69,8 @@ func (w *response) WriteHeader(code int) {
 		panic("h1: invalid WriteHeader code " + strconv.Itoa(code))
 	}
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		w.contMu.Lock()
+		defer w.contMu.Unlock()
 		if code == http.StatusContinue && !w.expect {
 			return // not asked for: the client did not wait
 		}
@@ -209,6 +218,9 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	w.cn.stopWatch()
+	w.contMu.Lock()
+	w.expect = false // the handler writes to the connection from here
+	w.contMu.Unlock()
 	w.hijacked = true
 	w.cn.s.mu.Lock()
 	w.cn.state = stateHijacked
@@ -222,7 +234,9 @@ var headExclude = map[string]bool{"Content-Length": true, "Transfer-Encoding": t
 // writeHead gathers the head of the final response; final says the
 // handler returned (the held body is all of it).
 func (w *response) writeHead(final bool) {
+	w.contMu.Lock()
 	w.headWritten = true
+	w.contMu.Unlock()
 	req := w.req
 	out := &w.cn.out
 	out.WriteString(statusLine(req, w.status))
@@ -415,6 +429,9 @@ type bodyState struct {
 	eof     bool
 	closed  bool // closed by the handler, or stopped
 	reading bool // a Read is in progress (the handler's goroutines)
+	// continued: the 100 Continue question is settled for the reads
+	// (they are not concurrent with each other)
+	continued bool
 }
 
 var errBodyClosed = errors.New("http: invalid Read on closed Body")
@@ -428,15 +445,35 @@ func (b *bodyState) begin() error {
 	}
 	b.reading = true
 	b.mu.Unlock()
-	if b.w.expect {
-		b.w.expect = false
-		b.w.cn.out.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-		if err := b.w.cn.flushOut(); err != nil {
+	if !b.continued {
+		b.continued = true
+		if err := b.w.writeContinue(); err != nil {
 			b.end(false)
 			return err
 		}
 	}
 	return nil
+}
+
+// writeContinue sends the 100 Continue the request asked for, unless it
+// was sent, or the final head was written (or the connection hijacked:
+// Hijack settles it).
+func (w *response) writeContinue() error {
+	w.contMu.Lock()
+	defer w.contMu.Unlock()
+	if !w.expect || w.headWritten {
+		return nil
+	}
+	w.expect = false
+	w.cn.out.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+	return w.cn.flushOut()
+}
+
+// expecting says whether the 100 Continue is still owed.
+func (w *response) expecting() bool {
+	w.contMu.Lock()
+	defer w.contMu.Unlock()
+	return w.expect
 }
 
 func (b *bodyState) end(eof bool) {
@@ -519,7 +556,7 @@ func (b *lengthBody) Read(p []byte) (int, error) {
 // BufferedBody): the bytes of the body already read from the connection,
 // and whether they are the rest of it.
 func (b *lengthBody) Buffered() (int, bool) {
-	if b.w.expect {
+	if b.w.expecting() {
 		return 0, false // the first read sends the 100 Continue
 	}
 	b.mu.Lock()
@@ -535,8 +572,13 @@ func (b *lengthBody) Buffered() (int, bool) {
 }
 
 func (b *lengthBody) skippable() bool {
-	if b.w.expect {
+	if b.w.expecting() {
 		return false // the client may or may not send it
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.reading {
+		return false // a goroutine of the handler's reads it (and br)
 	}
 	return b.remain == 0 || int64(b.w.cn.br.Buffered()) >= b.remain
 }
@@ -617,6 +659,10 @@ func (b *chunkedBody) readTrailer() error {
 }
 
 // skippable: a chunked body's end is known only once read.
-func (b *chunkedBody) skippable() bool { return b.ended && b.failed == nil }
+func (b *chunkedBody) skippable() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.reading && b.ended && b.failed == nil
+}
 
 func (b *chunkedBody) skip() {}
