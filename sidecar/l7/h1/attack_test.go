@@ -105,3 +105,50 @@ func TestAttackExpectContinueWithoutBody(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackStaleWatch: the watch of a request is started by a timer, on
+// a goroutine of its own that may run late — after the handler returned
+// and the next request (pipelined, already in the read buffer) is being
+// served. Run then, it must not watch the connection for the next
+// request: that request's handler reads its body from the same read
+// buffer (and its own watch may read too). The test runs the first
+// request's watch from the second's handler, as its late goroutine would:
+// it must return at once, not read the connection (which, the app sending
+// nothing more, would block the second response).
+func TestAttackStaleWatch(t *testing.T) {
+	var stale func()
+	addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rw := w.(*response)
+		if r.URL.Path == "/first" {
+			stale = rw.cn.lateWatch(rw)
+			return
+		}
+		stale() // the first request's watch, run late
+		rw.cn.mu.Lock()
+		watching := rw.cn.watching
+		rw.cn.mu.Unlock()
+		fmt.Fprintf(w, "the connection read by the first request's watch: %v", watching)
+	}), nil)
+	c := dial(t, addr)
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i+1, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if i == 1 && string(b) != "the connection read by the first request's watch: false" {
+			t.Error(string(b))
+		}
+	}
+}
+
+// lateWatch is the watch serveRequest's timer starts for w's request
+// (the one being served).
+func (cn *conn) lateWatch(w *response) func() {
+	cn.mu.Lock()
+	n := cn.reqNum
+	cn.mu.Unlock()
+	return func() { cn.watch(n, w, func(error) {}) }
+}

@@ -112,6 +112,9 @@ type conn struct {
 	watching bool          // the watch reads the connection
 	watchEnd chan struct{} // closed when it stops reading
 	served   bool          // the handler returned (or hijacked): no watch
+	// reqNum counts the requests: a watch whose timer fired for an
+	// earlier one, its goroutine run late, does not watch this one.
+	reqNum uint64
 }
 
 // limitReader reads c until remain is spent (a negative remain: no
@@ -472,8 +475,10 @@ func (cn *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
 	}
 	cn.mu.Lock()
 	cn.served, cn.watching = false, false
+	cn.reqNum++
+	n := cn.reqNum
 	cn.mu.Unlock()
-	watch := time.AfterFunc(watchAfter, func() { cn.watch(w, cancel) })
+	watch := time.AfterFunc(watchAfter, func() { cn.watch(n, w, cancel) })
 	aborted := cn.run(w, req)
 	watch.Stop()
 	cn.stopWatch()
@@ -503,13 +508,15 @@ func (cn *conn) run(w *response, req *http.Request) (aborted bool) {
 	return false
 }
 
-// watch reads the connection once a handler ran for watchAfter, its
-// request body read to its end: the client closing the connection (or
-// resetting it) ends the request's context. Bytes that arrive instead (a
-// pipelined request) stay in the read buffer for the next request.
-func (cn *conn) watch(w *response, cancel context.CancelCauseFunc) {
+// watch reads the connection once the handler of request n ran for
+// watchAfter, its request body read to its end: the client closing the
+// connection (or resetting it) ends the request's context. Bytes that
+// arrive instead (a pipelined request) stay in the read buffer for the
+// next request. The timer's goroutine may run late: once request n was
+// served (a later one may be reading the connection), it does nothing.
+func (cn *conn) watch(n uint64, w *response, cancel context.CancelCauseFunc) {
 	cn.mu.Lock()
-	if cn.served || (w.body != nil && !w.body.atEOF()) || cn.br.Buffered() > 0 {
+	if cn.served || n != cn.reqNum || (w.body != nil && !w.body.atEOF()) || cn.br.Buffered() > 0 {
 		cn.mu.Unlock()
 		return
 	}
