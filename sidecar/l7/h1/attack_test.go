@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -151,4 +152,52 @@ func (cn *conn) lateWatch(w *response) func() {
 	n := cn.reqNum
 	cn.mu.Unlock()
 	return func() { cn.watch(n, w, func(error) {}) }
+}
+
+// TestAttackShutdownFreshConnection: a connection accepted just before
+// Shutdown, its first request not arrived yet (the app connected and
+// writes it now), is not closed as an idle one: closed unanswered, its
+// request would fail on a fresh connection, which a client does not try
+// again. Its first request is served, the response saying Connection:
+// close, as net/http's server serves a new connection (a new one that
+// sends nothing for 5 s is closed as idle).
+func TestAttackShutdownFreshConnection(t *testing.T) {
+	addr, s := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "served")
+	}), nil)
+	c := dial(t, addr)
+	until(t, func() bool { return len(s.conns) == 1 }, s)
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	until(t, func() bool { return s.shutdown }, s)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("a connection accepted before Shutdown, its request sent after: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "served" || !resp.Close {
+		t.Errorf("its response: %q, Connection: close %v; want served, true", b, resp.Close)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// until waits for cond, checked under s.mu, to hold.
+func until(t *testing.T, cond func() bool, s *Server) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		ok := cond()
+		s.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server never got there")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -86,7 +86,13 @@ const (
 	stateIdle     connState = iota // waiting for a request
 	stateActive                    // reading or serving one
 	stateHijacked                  // its handler took it
+	stateNew                       // waiting for its first request
 )
+
+// newGrace is how long Shutdown lets a new connection send its first
+// request (net/http's 5 s): the client has just connected to send it, and
+// a fresh connection closed unanswered is not tried again.
+const newGrace = 5 * time.Second
 
 // conn is one served connection.
 type conn struct {
@@ -104,6 +110,7 @@ type conn struct {
 	// writes fail with it.
 	werr    error
 	state   connState // under s.mu
+	since   time.Time // when ServeConn took it
 	dateAt  time.Time
 	dateStr string
 	// the request being served (the reader's, the handler's and the
@@ -145,7 +152,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 // (not once hijacked: the handler owns it). ctx is the parent of its
 // requests' contexts.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
-	cn := &conn{s: s, c: c, ctx: ctx, lr: limitReader{c: c, remain: -1}}
+	cn := &conn{s: s, c: c, ctx: ctx, lr: limitReader{c: c, remain: -1}, since: time.Now()}
 	s.mu.Lock()
 	if s.shutdown || s.closed {
 		s.mu.Unlock()
@@ -170,17 +177,19 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 }
 
 // setState moves cn to st; false if the server is shutting down (or
-// closed) and cn should end instead.
-func (cn *conn) setState(st connState) bool {
+// closed) and cn should end instead — for a new connection's first
+// request (first), only once the server is closed.
+func (cn *conn) setState(st connState, first bool) bool {
 	cn.s.mu.Lock()
 	defer cn.s.mu.Unlock()
 	cn.state = st
-	return !cn.s.shutdown && !cn.s.closed
+	return !cn.s.closed && (first || !cn.s.shutdown)
 }
 
-// Shutdown stops new connections, closes the idle ones and lets the
-// others finish the request they serve (closing after it); it returns
-// once none is left, or with ctx's error.
+// Shutdown stops new connections, closes the idle ones (a new one once it
+// sent nothing for newGrace) and lets the others finish the request they
+// serve (closing after it); it returns once none is left, or with ctx's
+// error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
@@ -208,7 +217,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) closeIdleLocked() {
 	for cn := range s.conns {
-		if cn.state == stateIdle {
+		if cn.state == stateIdle || cn.state == stateNew && time.Since(cn.since) > newGrace {
 			cn.c.Close()
 		}
 	}
@@ -236,9 +245,16 @@ func (cn *conn) serve() (hijacked bool) {
 		deadline := false
 		// The head's bound counts what the read buffer holds already.
 		cn.lr.remain, cn.lr.hit = max(limit-int64(cn.br.Buffered()), 0), false
+		// A new connection's first request is served even once Shutdown
+		// began (its response closes the connection); Shutdown closes it
+		// if it does not come (newGrace).
 		if cn.br.Buffered() == 0 {
 			cn.shrink()
-			if !cn.setState(stateIdle) {
+			st := stateIdle
+			if first {
+				st = stateNew
+			}
+			if !cn.setState(st, first) {
 				return false
 			}
 			if s.IdleTimeout > 0 {
@@ -249,7 +265,7 @@ func (cn *conn) serve() (hijacked bool) {
 				return false // the client closed it, the idle timeout, Close
 			}
 		}
-		if !cn.setState(stateActive) {
+		if !cn.setState(stateActive, first) {
 			return false
 		}
 		if s.HeaderTimeout > 0 && (first || !headBuffered(cn.br)) {
