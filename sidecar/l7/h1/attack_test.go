@@ -201,3 +201,22 @@ func until(t *testing.T, cond func() bool, s *Server) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestAttackTransferEncodingRefusals: Transfer-Encoding fields the server
+// cannot take — two of them, or a coding other than chunked — are refused
+// as net/http's server refuses them (501), and a malformed head that only
+// says such words is a bad request (400), not an unsupported coding.
+func TestAttackTransferEncodingRefusals(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	std := serveStd(t, h)
+	weft, _ := serveH1(t, h, nil)
+	for _, raw := range []string{
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nunsupported transfer encoding\r\n\r\n", // a malformed line, quoted in the error
+	} {
+		if s, w := firstLine(t, std, raw), firstLine(t, weft, raw); s != w {
+			t.Errorf("%q: net/http %q, weft %q", raw, s, w)
+		}
+	}
+}

@@ -419,9 +419,11 @@ const (
 )
 
 // isUnsupportedTE: http.ReadRequest's error for a Transfer-Encoding other
-// than chunked (net/http's server answers 501).
+// than chunked, or more than one (net/http's server answers 501). Its
+// text starts the error's: others quote what the client sent after theirs.
 func isUnsupportedTE(err error) bool {
-	return strings.Contains(err.Error(), "unsupported transfer encoding")
+	return strings.HasPrefix(err.Error(), "unsupported transfer encoding:") ||
+		strings.HasPrefix(err.Error(), "too many transfer encodings:")
 }
 
 // check refuses what net/http's server refuses on top of ReadRequest.
