@@ -151,7 +151,8 @@ func TestL7AppGetsARequestInOneWrite(t *testing.T) {
 		t.Errorf("%d requests ended with DATA to the h2c app, want the %d calls", ended, calls)
 	}
 
-	h1 := startHTTPBackendWith(t, ca, "h1", spyOnApp(&log))
+	var h1log writeLog // the HTTP/1.1 app's pod's own (the h2c one may still send a PING's ACK)
+	h1 := startHTTPBackendWith(t, ca, "h1", spyOnApp(&h1log))
 	a.cfg.Store(l7ClientConfig([]*model.Route{toCluster(l7Route)}, map[string][]model.Endpoint{l7Route: {h1.endpoint()}}))
 	c := httpClient(t, a)
 	for range 5 {
@@ -159,7 +160,7 @@ func TestL7AppGetsARequestInOneWrite(t *testing.T) {
 			t.Fatalf("HTTP/1.1 app: %d %s", code, body)
 		}
 	}
-	writes := log.take()
+	writes := h1log.take()
 	for i, w := range writes {
 		if !bytes.HasPrefix(w, []byte("GET / HTTP/1.1\r\n")) || bytes.Index(w, []byte("\r\n\r\n")) != len(w)-4 {
 			t.Errorf("HTTP/1.1 app: Write %d is not one whole request head: %q", i, w)

@@ -188,8 +188,8 @@ func (cn *conn) setState(st connState, first bool) bool {
 
 // Shutdown stops new connections, closes the idle ones (a new one once it
 // sent nothing for newGrace) and lets the others finish the request they
-// serve (closing after it); it returns once none is left, or with ctx's
-// error.
+// serve (closing after it); it returns once none is left — but for the
+// hijacked ones (tunnels: their handlers own them) — or with ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
@@ -199,7 +199,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		s.closeIdleLocked()
-		n := len(s.conns)
+		n := 0
+		for cn := range s.conns {
+			if cn.state != stateHijacked { // a tunnel is its handler's (net/http's Shutdown does not wait for it either)
+				n++
+			}
+		}
 		s.mu.Unlock()
 		if n == 0 {
 			return nil

@@ -669,3 +669,34 @@ func TestServerIdleConnectionShrinks(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestServerShutdownLeavesTunnels: Shutdown does not wait for a hijacked
+// connection (an upgraded one: a tunnel its handler owns), as net/http's
+// does not: a sidecar's drain would otherwise run its whole timeout
+// whenever a WebSocket is open.
+func TestServerShutdownLeavesTunnels(t *testing.T) {
+	hijacked := make(chan struct{})
+	release := make(chan struct{})
+	addr, s := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		defer c.Close()
+		close(hijacked)
+		<-release
+	}), nil)
+	defer close(release)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+	<-hijacked
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown with a tunnel open: %v", err)
+	}
+}

@@ -465,6 +465,7 @@ type clientConn struct {
 
 	wmu     wlock // held while frames are composed and written
 	wbuf    bytes.Buffer
+	acks    pingAcks // PING ACKs owed, sent with the next write (acks.go); under wmu
 	enc     *hpack.Encoder
 	hbuf    bytes.Buffer
 	werr    error
@@ -629,6 +630,7 @@ func (cc *clientConn) writeLocked(fn func() error) error {
 		cc.werr = err
 		return err
 	}
+	cc.acks.appendLocked(cc.fr)
 	if cc.wbuf.Len() == 0 {
 		return nil
 	}
@@ -822,7 +824,7 @@ func (cc *clientConn) process(f http2.Frame) error {
 		if f.IsAck() {
 			return nil
 		}
-		return cc.write(func() error { return cc.fr.WritePing(true, f.Data) })
+		return cc.ackPing(f.Data)
 	case *http2.RSTStreamFrame:
 		cs, opened := cc.stream(f.StreamID)
 		if !opened {

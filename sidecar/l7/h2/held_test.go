@@ -77,8 +77,8 @@ func heldServer(t *testing.T, wrap func(net.Conn) net.Conn) (client net.Conn, fr
 var post = []string{":method", "POST", ":scheme", "http", ":authority", "app", ":path", "/"}
 
 // TestHandlerStartsWithTheFramesAlreadyRead: a request's HEADERS and its
-// DATA read together from the connection — here with a PING between them,
-// whose ack the reader is held writing — start the handler once the
+// DATA read together from the connection — here with PINGs between them,
+// whose ACKs the reader is held writing — start the handler once the
 // reader has taken the DATA: the body is whole when the handler starts
 // (Buffered: 5 bytes, and the end), which a proxy's handler passes on in
 // one write. Started at the HEADERS, the handler ran while the reader was
@@ -86,8 +86,13 @@ var post = []string{":method", "POST", ":scheme", "http", ":authority", "app", "
 func TestHandlerStartsWithTheFramesAlreadyRead(t *testing.T) {
 	g := &gatedConn{blocked: make(chan struct{}), gate: make(chan struct{})}
 	c, fr, out, enc, started := heldServer(t, func(c net.Conn) net.Conn { g.Conn = c; return g })
+	// PING ACKs go with the next write, or maxPendingAcks at a time by
+	// the reader itself (acks.go): that write holds the reader.
+	setAckDelay(t, time.Hour)
 	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(post...), EndHeaders: true})
-	_ = fr.WritePing(false, [8]byte{1})
+	for i := range maxPendingAcks {
+		_ = fr.WritePing(false, [8]byte{byte(i)})
+	}
 	_ = fr.WriteData(1, true, []byte("hello"))
 	go c.Write(out.Bytes())
 	select {

@@ -104,6 +104,8 @@ type Conn struct {
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer // the header block being encoded
 	werr error        // sticky: a failed write ends the connection
+	// PING ACKs owed, sent with the next write (acks.go)
+	acks pingAcks
 	// Under wmu: the Date of responses, made once a second.
 	dateAt  time.Time
 	dateStr string
@@ -175,6 +177,7 @@ func (sc *Conn) Serve() error { return sc.serve() }
 func (sc *Conn) serve() (err error) {
 	defer func() {
 		sc.die(err)
+		sc.acks.stop()
 		sc.release() // their handlers see the connection's end
 		var ce connError
 		if errors.As(err, &ce) {
@@ -300,7 +303,7 @@ func (sc *Conn) process(f http2.Frame, streamWin uint32) error {
 		if f.IsAck() {
 			return nil
 		}
-		return sc.write(func() error { return sc.fr.WritePing(true, f.Data) })
+		return sc.ackPing(f.Data)
 	case *http2.RSTStreamFrame:
 		sc.mu.Lock()
 		st := sc.streams[f.StreamID]
@@ -780,6 +783,7 @@ func (sc *Conn) write(fn func() error) error {
 }
 
 func (sc *Conn) flushLocked() error {
+	sc.acks.appendLocked(sc.fr)
 	if sc.wbuf.Len() == 0 {
 		return nil
 	}
