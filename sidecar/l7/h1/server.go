@@ -119,6 +119,11 @@ type conn struct {
 	watching bool          // the watch reads the connection
 	watchEnd chan struct{} // closed when it stops reading
 	served   bool          // the handler returned (or hijacked): no watch
+	armed    armedWatch    // what the watch timer is for
+	// watchTimer is the connection's watch timer, armed per request
+	// (the serving goroutine's)
+	watchTimer *time.Timer
+	remote     string // the client's address, once
 	// reqNum counts the requests: a watch whose timer fired for an
 	// earlier one, its goroutine run late, does not watch this one.
 	reqNum uint64
@@ -465,7 +470,10 @@ func (cn *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
 	ctx, cancel := context.WithCancelCause(cn.ctx)
 	defer cancel(nil)
 	req = req.WithContext(ctx)
-	req.RemoteAddr = cn.c.RemoteAddr().String()
+	if cn.remote == "" {
+		cn.remote = cn.c.RemoteAddr().String()
+	}
+	req.RemoteAddr = cn.remote
 	if tc, ok := cn.c.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		req.TLS = &st
@@ -501,9 +509,9 @@ func (cn *conn) serveRequest(req *http.Request) (keep, hijacked bool) {
 	cn.reqNum++
 	n := cn.reqNum
 	cn.mu.Unlock()
-	watch := time.AfterFunc(watchAfter, func() { cn.watch(n, w, cancel) })
+	cn.armWatch(n, w, cancel)
 	aborted := cn.run(w, req)
-	watch.Stop()
+	cn.watchTimer.Stop()
 	cn.stopWatch()
 	cancel(nil)
 	if w.hijacked {
@@ -529,6 +537,38 @@ func (cn *conn) run(w *response, req *http.Request) (aborted bool) {
 	}()
 	cn.s.Handler.ServeHTTP(w, req)
 	return false
+}
+
+// armWatch has watch called for request n after watchAfter, by the
+// connection's one timer (a timer and a closure a request less).
+func (cn *conn) armWatch(n uint64, w *response, cancel context.CancelCauseFunc) {
+	cn.mu.Lock()
+	cn.armed = armedWatch{n: n, w: w, cancel: cancel}
+	cn.mu.Unlock()
+	if cn.watchTimer == nil {
+		cn.watchTimer = time.AfterFunc(watchAfter, cn.fireWatch)
+		return
+	}
+	cn.watchTimer.Reset(watchAfter)
+}
+
+// armedWatch is the request the timer is armed for.
+type armedWatch struct {
+	n      uint64
+	w      *response
+	cancel context.CancelCauseFunc
+}
+
+// fireWatch is the timer's: it watches the request armed last (a timer
+// whose goroutine runs late may find a later request armed, which watch
+// then checks as it checks any).
+func (cn *conn) fireWatch() {
+	cn.mu.Lock()
+	a := cn.armed
+	cn.mu.Unlock()
+	if a.w != nil {
+		cn.watch(a.n, a.w, a.cancel)
+	}
 }
 
 // watch reads the connection once the handler of request n ran for
@@ -557,6 +597,7 @@ func (cn *conn) watch(n uint64, w *response, cancel context.CancelCauseFunc) {
 func (cn *conn) stopWatch() {
 	cn.mu.Lock()
 	cn.served = true
+	cn.armed = armedWatch{} // not kept past its request
 	watching, end := cn.watching, cn.watchEnd
 	cn.watching = false
 	cn.mu.Unlock()
