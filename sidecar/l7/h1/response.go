@@ -249,10 +249,7 @@ func (w *response) writeHead(final bool) {
 	}
 	switch {
 	case !bodyAllowed(w.status):
-		length = -1 // 1xx, 204, 304: nothing framed (a 304's Content-Length is the handler's)
-		if w.cl >= 0 && w.status == http.StatusNotModified {
-			length = w.cl
-		}
+		length = -1 // 101, 204, 304: nothing framed, no Content-Length (net/http's server sends none)
 	case length < 0 && req.Method != http.MethodHead:
 		if req.ProtoAtLeast(1, 1) {
 			w.chunked = true

@@ -112,7 +112,7 @@ func describe(resp *http.Response, body string) string {
 	}
 	sort.Strings(keys)
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %d;", resp.Proto, resp.StatusCode)
+	fmt.Fprintf(&b, "%s %s;", resp.Proto, resp.Status)
 	for _, k := range keys {
 		if k == "Date" {
 			b.WriteString(" Date: (set);")
@@ -150,7 +150,32 @@ func TestServerAsNetHTTP(t *testing.T) {
 		{"declared length", get, 1, "GET", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			w.Header().Set("Content-Length", "3")
-			io.WriteString(w, "abc")
+			if _, err := io.WriteString(w, "abc"); err != nil {
+				panic(fmt.Sprint("a Write of the declared length: ", err))
+			}
+		}},
+		{"declared length 0, flushed", get, 1, "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "0")
+			w.(http.Flusher).Flush()
+		}},
+		{"304 with its length", get, 1, "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "5")
+			w.WriteHeader(304)
+		}},
+		{"a status without a text", get, 1, "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(599)
+			io.WriteString(w, "x")
+		}},
+		{"199 then 200", get, 1, "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(199)
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(200)
+			io.WriteString(w, "ok")
+		}},
+		{"999", get, 1, "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(999)
 		}},
 		{"flushed", get, 1, "GET", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
