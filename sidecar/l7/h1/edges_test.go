@@ -69,7 +69,9 @@ func TestServerNoBodyAfter101(t *testing.T) {
 func TestServerWholeLimit(t *testing.T) {
 	for _, n := range []int{wholeLimit, wholeLimit + 1} {
 		addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, strings.Repeat("x", n))
+			if m, err := io.WriteString(w, strings.Repeat("x", n)); m != n || err != nil {
+				panic(fmt.Sprintf("a Write of %d bytes: %d, %v", n, m, err))
+			}
 		}), nil)
 		resps, bodies, _ := exchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1, "GET")
 		chunked := len(resps[0].TransferEncoding) > 0
@@ -133,5 +135,33 @@ func TestServerSkipsAnUnreadBodyThatArrived(t *testing.T) {
 		if resp.Close {
 			t.Errorf("%q: the response closes the connection", req)
 		}
+	}
+}
+
+// TestServerClosesAfterAnUnreadBodyNotArrived: a body the handler did not
+// read and that has not all arrived cannot be skipped without waiting for
+// the client: the connection closes after the response.
+func TestServerClosesAfterAnUnreadBodyNotArrived(t *testing.T) {
+	addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "not read")
+	}), nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhalf.")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	if !resp.Close {
+		t.Error("the response does not say Connection: close")
+	}
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("after the response: %v, want the connection closed (EOF)", err)
 	}
 }
