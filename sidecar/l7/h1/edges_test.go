@@ -165,3 +165,12 @@ func TestServerClosesAfterAnUnreadBodyNotArrived(t *testing.T) {
 		t.Errorf("after the response: %v, want the connection closed (EOF)", err)
 	}
 }
+
+// TestServerDefaultHeaderLimit: MaxHeaderBytes 0 means
+// DefaultMaxHeaderBytes (1 MiB), not none: a 32 KiB head is served.
+func TestServerDefaultHeaderLimit(t *testing.T) {
+	addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *Server) { s.MaxHeaderBytes = 0 })
+	if l := firstLine(t, addr, "GET / HTTP/1.1\r\nHost: a\r\nX: "+strings.Repeat("y", 32<<10)+"\r\n\r\n"); l != "HTTP/1.1 200 OK" {
+		t.Errorf("a 32 KiB head with the default limit: %q", l)
+	}
+}
