@@ -174,3 +174,22 @@ func TestServerDefaultHeaderLimit(t *testing.T) {
 		t.Errorf("a 32 KiB head with the default limit: %q", l)
 	}
 }
+
+// TestServerRemoteAddr: a request says where it came from (the client's
+// address, as net/http's server sets it), every request of a connection.
+func TestServerRemoteAddr(t *testing.T) {
+	got := make(chan string, 2)
+	addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.RemoteAddr }), nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	for i := range 2 {
+		if ra := <-got; ra != c.LocalAddr().String() {
+			t.Errorf("request %d: RemoteAddr %q, want %q", i+1, ra, c.LocalAddr())
+		}
+	}
+}
