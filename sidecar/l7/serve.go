@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/weftmesh/weft/sidecar/l7/h1"
@@ -367,54 +366,33 @@ func (s *ConnServer) Close() error {
 }
 
 // connListener is a net.Listener that yields the connections served
-// through it, and tells serve when the http.Server is done with each
-// (its ConnState hook; for a hijacked connection, the end of the handler
-// that hijacked it).
+// through it, and tells serve when the http.Server is done with each (its
+// ConnState hook). Inbound's HTTP/1.1 (net/http's server) is its one user,
+// and its handler never hijacks a connection.
 type connListener struct {
 	ch     chan net.Conn
 	done   chan struct{}
 	closed sync.Once
-	conns  sync.Map // net.Conn -> *connEntry
-}
-
-type connEntry struct {
-	end      chan struct{} // closed when the server is done with the connection
-	hijacked atomic.Bool
+	conns  sync.Map // net.Conn -> chan struct{}, closed when the server is done with it
 }
 
 // serve hands c to the server and waits until the server is done with it.
 func (l *connListener) serve(c net.Conn) error {
-	e := &connEntry{end: make(chan struct{})}
-	l.conns.Store(c, e)
+	end := make(chan struct{})
+	l.conns.Store(c, end)
 	if err := l.push(c); err != nil {
 		l.conns.Delete(c)
 		return err
 	}
-	<-e.end
+	<-end
 	return nil
 }
 
 // state is the http.Server's ConnState hook.
 func (l *connListener) state(c net.Conn, s http.ConnState) {
-	switch s {
-	case http.StateClosed:
-		if e, ok := l.conns.LoadAndDelete(c); ok {
-			close(e.(*connEntry).end)
-		}
-	case http.StateHijacked:
-		// The handler that hijacked c still uses it (handlerDone).
-		if e, ok := l.conns.Load(c); ok {
-			e.(*connEntry).hijacked.Store(true)
-		}
-	}
-}
-
-// handlerDone is told that a handler serving a request of c returned: if
-// it had hijacked c, the server is done with c.
-func (l *connListener) handlerDone(c net.Conn) {
-	if e, ok := l.conns.Load(c); ok && e.(*connEntry).hijacked.Load() {
-		if _, ok := l.conns.LoadAndDelete(c); ok {
-			close(e.(*connEntry).end)
+	if s == http.StateClosed {
+		if end, ok := l.conns.LoadAndDelete(c); ok {
+			close(end.(chan struct{}))
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -31,12 +30,7 @@ func TestServerOneContinue(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s", b)
 	}), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialApp(t, addr)
 	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
 	br := bufio.NewReader(c)
 	if l, _ := br.ReadString('\n'); l != "HTTP/1.1 100 Continue\r\n" {
@@ -89,12 +83,7 @@ func TestServerShortBodyClosesTheConnection(t *testing.T) {
 		w.Header().Set("Content-Length", "5")
 		io.WriteString(w, "abc")
 	}), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialApp(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -115,12 +104,7 @@ func TestServerSkipsAnUnreadBodyThatArrived(t *testing.T) {
 		}
 		io.WriteString(w, r.URL.Path)
 	}), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialApp(t, addr)
 	br := bufio.NewReader(c)
 	for _, req := range []string{
 		"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
@@ -145,12 +129,7 @@ func TestServerClosesAfterAnUnreadBodyNotArrived(t *testing.T) {
 	addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "not read")
 	}), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialApp(t, addr)
 	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhalf.")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
@@ -180,12 +159,7 @@ func TestServerDefaultHeaderLimit(t *testing.T) {
 func TestServerRemoteAddr(t *testing.T) {
 	got := make(chan string, 2)
 	addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.RemoteAddr }), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialApp(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	for i := range 2 {
 		if ra := <-got; ra != c.LocalAddr().String() {

@@ -426,6 +426,9 @@ type bodyState struct {
 	eof     bool
 	closed  bool // closed by the handler, or stopped
 	reading bool // a Read is in progress (the handler's goroutines)
+	// ended is signalled when a Read ends (stop waits on it); made by
+	// stop, the only waiter
+	ended *sync.Cond
 	// continued: the 100 Continue question is settled for the reads
 	// (they are not concurrent with each other)
 	continued bool
@@ -479,6 +482,9 @@ func (b *bodyState) end(eof bool) {
 	if eof {
 		b.eof = true
 	}
+	if b.ended != nil {
+		b.ended.Broadcast()
+	}
 	b.mu.Unlock()
 }
 
@@ -506,15 +512,14 @@ func (b *bodyState) stop() {
 		return
 	}
 	_ = b.w.cn.c.SetReadDeadline(time.Unix(1, 0))
-	for {
-		b.mu.Lock()
-		r := b.reading
-		b.mu.Unlock()
-		if !r {
-			break
-		}
-		time.Sleep(time.Millisecond)
+	b.mu.Lock()
+	if b.ended == nil {
+		b.ended = sync.NewCond(&b.mu)
 	}
+	for b.reading {
+		b.ended.Wait()
+	}
+	b.mu.Unlock()
 	_ = b.w.cn.c.SetReadDeadline(time.Time{})
 	b.w.closeAfter = true // the read may have ended anywhere in the body
 }

@@ -66,7 +66,7 @@ func exchange(t *testing.T, addr, raw string, n int, method string) ([]*http.Res
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer c.Close() // before the test ends: the server sees it go
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
@@ -373,12 +373,7 @@ func TestServerHijack(t *testing.T) {
 		c.Close()
 		close(done)
 	}), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialApp(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\nearly bytes")
 	b, _ := io.ReadAll(c)
 	<-done
@@ -398,12 +393,7 @@ func TestServerAbortCutsTheResponse(t *testing.T) {
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler)
 	}), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialApp(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -456,12 +446,7 @@ func TestServerWatchKeepsPipelinedRequests(t *testing.T) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, r.URL.Path)
 	}), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialApp(t, addr)
 	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
 	time.Sleep(2 * watchAfter) // the watch reads now
 	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -655,12 +640,7 @@ func TestServerIdleConnectionShrinks(t *testing.T) {
 		io.WriteString(w, strings.Repeat("x", 12<<10)) // held for its length
 		io.WriteString(w, strings.Repeat("y", 12<<10)) // then chunked
 	}), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close() // kept open: the connection waits for its next request
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialApp(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -724,4 +704,17 @@ func TestServerShutdownLeavesTunnels(t *testing.T) {
 	if err := s.Shutdown(ctx); err != nil {
 		t.Errorf("Shutdown with a tunnel open: %v", err)
 	}
+}
+
+// dialApp connects to addr as an app would, the connection closed with
+// the test and every read and write bounded by 5 s.
+func dialApp(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
 }
