@@ -38,9 +38,19 @@
 //     head alone and closes the connection).
 //   - An HTTP/1.1 request with an empty Host is refused (http.ReadRequest
 //     does not say whether the field was there); net/http serves it.
+//   - An HTTP/1.1 request whose target is in absolute form
+//     ("GET http://web.demo/ HTTP/1.1") is served without a Host field
+//     (net/http refuses it: its server reads the fields before
+//     http.ReadRequest drops the Host), its authority the target's, as
+//     RFC 9112 §3.2.2 has a proxy take it whatever the Host says; the
+//     server sidecar sends the app the Host field the authority gives.
 //   - A request whose handler runs for longer than watchAfter has its
 //     connection watched for the client going away (its context then
 //     ends) — once its body was read to its end, as a proxy reads it; a
 //     quicker one is never watched (net/http starts a read goroutine for
-//     every request).
+//     every request). As with net/http's, a client that pipelined its next
+//     request and then closed the connection is not noticed until the
+//     response is written (net/http's background read stops at the
+//     pipelined byte: a read that sees the next request cannot see the
+//     close behind it).
 package h1

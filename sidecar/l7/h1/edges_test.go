@@ -167,3 +167,25 @@ func TestServerRemoteAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestServerAbsoluteFormTarget: a request whose target is in absolute form
+// is served with the target's authority as its Host, whatever the Host
+// field says or whether it is there (doc.go: RFC 9112 §3.2.2's proxy
+// rule; net/http refuses the one without a Host field).
+func TestServerAbsoluteFormTarget(t *testing.T) {
+	hosts := make(chan string, 2)
+	addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hosts <- r.Host + " " + r.URL.Path
+	}), nil)
+	for _, raw := range []string{
+		"GET http://web.demo:8080/p HTTP/1.1\r\n\r\n",
+		"GET http://web.demo:8080/p HTTP/1.1\r\nHost: other.demo\r\n\r\n",
+	} {
+		if l := firstLine(t, addr, raw); l != "HTTP/1.1 200 OK" {
+			t.Fatalf("%q answered %q", raw, l)
+		}
+		if h := <-hosts; h != "web.demo:8080 /p" {
+			t.Errorf("%q served as Host and path %q, want the target's", raw, h)
+		}
+	}
+}
