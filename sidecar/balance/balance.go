@@ -97,6 +97,7 @@ type Balancer struct {
 	mu    sync.Mutex
 	eps   []*endpoint // the current set, in Update's order
 	picks uint64      // Picks so far: the sequence number of the last one
+	cand  []*endpoint // Pick's scratch: the candidates, under mu
 }
 
 type endpoint struct {
@@ -174,7 +175,7 @@ func (b *Balancer) Update(addrs []netip.AddrPort) {
 		}
 		eps = append(eps, e)
 	}
-	b.eps = eps
+	b.eps, b.cand = eps, nil
 }
 
 // Request is one pick: the endpoint to send to, and Done to report how it
@@ -251,8 +252,10 @@ func (b *Balancer) PickAddr(addr netip.AddrPort) (r *Request, ok bool) {
 	return nil, false
 }
 
+// candidates are the endpoints Pick may choose, in b.cand (valid until
+// the next call; under b.mu).
 func (b *Balancer) candidates(now time.Time, avoid []netip.AddrPort, skipEjected bool) []*endpoint {
-	out := make([]*endpoint, 0, len(b.eps))
+	out := b.cand[:0]
 	for _, e := range b.eps {
 		if skipEjected && e.ejected(now) {
 			continue
@@ -262,6 +265,7 @@ func (b *Balancer) candidates(now time.Time, avoid []netip.AddrPort, skipEjected
 		}
 		out = append(out, e)
 	}
+	b.cand = out
 	return out
 }
 

@@ -3,6 +3,7 @@ package l7
 import (
 	"errors"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/weftmesh/weft/sidecar/l7/h2"
@@ -102,6 +103,39 @@ func (v *bodyView) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// ReadHeld reads n bytes and one more (h2.HeldBody) into the record and
+// returns them from it: the record is only ever appended to, so held
+// stays as it is; what a later try reads comes from the record as
+// before. Not ok (nothing read) when the record could not hold them, or
+// the view has read some already.
+func (v *bodyView) ReadHeld(n int) (held []byte, whole, ok bool, err error) {
+	b := v.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if v.try != b.try {
+		return nil, false, false, errStaleTry
+	}
+	want := int64(n) + 1
+	if b.overflow || v.off != 0 || want > int64(b.limit) {
+		return nil, false, false, nil
+	}
+	for b.read < want && b.err == nil {
+		b.buf = slices.Grow(b.buf, int(want-b.read))
+		m, err := b.src.Read(b.buf[len(b.buf) : len(b.buf)+int(want-b.read)])
+		b.buf = b.buf[:len(b.buf)+m]
+		b.read += int64(m)
+		if err != nil {
+			b.err = err
+		}
+	}
+	got := min(b.read, want)
+	if b.err != nil && b.err != io.EOF && b.read < want {
+		return nil, false, true, b.err
+	}
+	v.off = got
+	return b.buf[:got:got], got == int64(n) && b.err == io.EOF, true, nil
 }
 
 // Buffered says what the view's next reads return without blocking

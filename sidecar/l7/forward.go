@@ -101,34 +101,26 @@ func (f *Forwarder) forward(route *Route, req *http.Request, got1xx func(int, te
 	fail := func(status int, reason string, err error) (*http.Response, error) {
 		return nil, &Error{Route: route.Name, Status: status, Reason: reason, Err: err}
 	}
-	var body *replayBody
+	fw := &forwarding{}
 	if req.Body != nil && req.Body != http.NoBody {
-		body = newReplayBody(req.Body, RetryBodyLimit)
+		fw.body = newReplayBody(req.Body, RetryBodyLimit)
 	}
-	closeBody := func() {
-		if body != nil {
-			body.Close()
-		}
-	}
+	body := fw.body
 	c, missing := f.pickBackend(route)
 	switch {
 	case missing:
-		closeBody()
+		fw.closeBody()
 		return fail(route.clusterNotFound(), "cluster_not_found", errClusterNotFound)
 	case c == nil:
-		closeBody()
+		fw.closeBody()
 		return fail(http.StatusServiceUnavailable, "no_backend", errNoBackend)
 	}
-	ctx, cancel := req.Context(), context.CancelFunc(func() {})
+	fw.c = c
+	ctx := req.Context()
 	if route.Timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, route.Timeout)
+		ctx, fw.cancel = context.WithTimeout(ctx, route.Timeout)
 	}
 	c.active.Add(1)
-	finish := func() {
-		cancel()
-		c.active.Add(-1)
-		closeBody()
-	}
 	var info *requestInfo
 	if s := servedOf(req.Context()); s != nil {
 		info = &s.info
@@ -141,26 +133,31 @@ func (f *Forwarder) forward(route *Route, req *http.Request, got1xx func(int, te
 			if retrying {
 				c.retries.Add(-1)
 			}
-			finish()
+			fw.finish()
 			return fail(http.StatusServiceUnavailable, "no_endpoint", fmt.Errorf("cluster %s: %w", c.Name, err))
 		}
 		// A try has a context of its own only when it has a timeout of
 		// its own: otherwise the route's context is the try's (a try
 		// given up for a retry has its response body closed, which ends
 		// its stream).
-		tryCtx, tryCancel := ctx, context.CancelCauseFunc(func(error) {})
+		tryCtx := ctx
+		fw.tryCancel = nil
 		var timer *time.Timer
 		if d := route.Retry.PerTryTimeout; d > 0 {
+			var tryCancel context.CancelCauseFunc
 			tryCtx, tryCancel = context.WithCancelCause(ctx)
+			fw.tryCancel = tryCancel
 			timer = time.AfterFunc(d, func() { tryCancel(errPerTryTimeout) })
 		}
 		// The response time starts when the request has a connection:
 		// a handshake is not the endpoint's slowness.
-		var peer string
-		traced := httptrace.WithClientTrace(tryCtx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
-			pick.Sent()
-			peer = peerID(i.Conn)
-		}, Got1xxResponse: got1xx})
+		fw.pick, fw.peer = pick, ""
+		trace := &fw.trace
+		if attempt > 0 { // an earlier try's stream may still read its own
+			trace = new(httptrace.ClientTrace)
+		}
+		*trace = httptrace.ClientTrace{GotConn: fw.gotConn, Got1xxResponse: got1xx}
+		traced := httptrace.WithClientTrace(tryCtx, trace)
 		// A shallow copy of the request with its own URL: the transport
 		// only reads the header fields (a RoundTripper must not modify
 		// the request), so the tries share them rather than each cloning
@@ -174,8 +171,8 @@ func (f *Forwarder) forward(route *Route, req *http.Request, got1xx func(int, te
 		if body != nil {
 			v, ok := body.view()
 			if !ok { // cannot happen: a retry checks replayable first
-				tryCancel(nil)
-				finish()
+				fw.endTry()
+				fw.finish()
 				return fail(http.StatusBadGateway, "reset", errors.New("request body cannot be sent again"))
 			}
 			out.Body = v
@@ -188,6 +185,7 @@ func (f *Forwarder) forward(route *Route, req *http.Request, got1xx func(int, te
 			c.retries.Add(-1)
 			retrying = false
 		}
+		peer := fw.peer
 		k := classify(ctx, tryCtx, err)
 		pick.Done(outcome(req.Context(), k, resp))
 		again := attempt < route.Retry.Retries &&
@@ -213,13 +211,13 @@ func (f *Forwarder) forward(route *Route, req *http.Request, got1xx func(int, te
 			if resp != nil {
 				discard(resp)
 			}
-			tryCancel(nil)
+			fw.endTry()
 			tried = append(tried, pick.Addr)
 			continue
 		}
 		if err != nil {
-			tryCancel(nil)
-			finish()
+			fw.endTry()
+			fw.finish()
 			switch k {
 			case connectFailed:
 				return fail(http.StatusServiceUnavailable, "connect_failure", err)
@@ -236,9 +234,71 @@ func (f *Forwarder) forward(route *Route, req *http.Request, got1xx func(int, te
 			}
 			return fail(http.StatusBadGateway, "reset", err)
 		}
-		resp.Body = &finishBody{ReadCloser: resp.Body, finish: func() { tryCancel(nil); finish() }}
+		fw.resp = finishBody{ReadCloser: resp.Body, fw: fw}
+		resp.Body = &fw.resp
 		return resp, nil
 	}
+}
+
+// forwarding is one request's state across its tries, in one allocation:
+// what ends it (finish) and the current try's (endTry).
+type forwarding struct {
+	c         *Cluster
+	body      *replayBody
+	cancel    context.CancelFunc      // the route's timeout; nil: none
+	tryCancel context.CancelCauseFunc // the try's own timeout; nil: none
+	pick      *balance.Request        // the current try's
+	peer      string                  // the current try's server, once it has a connection
+	trace     httptrace.ClientTrace   // the first try's
+	resp      finishBody
+}
+
+// gotConn is the try's httptrace GotConn: its response time starts, and
+// its server is known.
+func (fw *forwarding) gotConn(i httptrace.GotConnInfo) {
+	fw.pick.Sent()
+	fw.peer = fw.c.peerID(i.Conn)
+}
+
+func (fw *forwarding) closeBody() {
+	if fw.body != nil {
+		fw.body.Close()
+	}
+}
+
+// endTry ends the current try's own context, if it has one.
+func (fw *forwarding) endTry() {
+	if fw.tryCancel != nil {
+		fw.tryCancel(nil)
+	}
+}
+
+// finish ends the request: its timeout, the cluster's count, its body.
+func (fw *forwarding) finish() {
+	if fw.cancel != nil {
+		fw.cancel()
+	}
+	fw.c.active.Add(-1)
+	fw.closeBody()
+}
+
+// peerID is the SPIFFE ID of an mTLS connection's server, or "": the
+// cluster keeps the last connection's, so that requests on one pooled
+// connection parse its certificate once (a connection's peer never
+// changes: TLS 1.3 has no renegotiation).
+func (c *Cluster) peerID(conn net.Conn) string {
+	if p := c.peer.Load(); p != nil && p.conn == conn {
+		return p.id
+	}
+	id := peerID(conn)
+	c.peer.Store(&connPeer{conn: conn, id: id})
+	return id
+}
+
+// connPeer is a connection and its server's SPIFFE ID.
+type connPeer struct {
+	conn net.Conn
+	id   string
 }
 
 // peerID is the SPIFFE ID of an mTLS connection's server, or "".
@@ -371,8 +431,8 @@ func discard(resp *http.Response) {
 // caller closes the response body.
 type finishBody struct {
 	io.ReadCloser
-	once   sync.Once
-	finish func()
+	once sync.Once
+	fw   *forwarding
 }
 
 // Buffered passes on the transport's body's (h2.BufferedBody).
@@ -385,6 +445,6 @@ func (b *finishBody) Buffered() (int, bool) {
 
 func (b *finishBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(b.finish)
+	b.once.Do(func() { b.fw.endTry(); b.fw.finish() })
 	return err
 }

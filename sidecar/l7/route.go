@@ -124,6 +124,7 @@ type Cluster struct {
 
 	active  atomic.Int64 // requests in flight
 	retries atomic.Int64 // retries in flight
+	peer    atomic.Pointer[connPeer]
 }
 
 // allowRetry takes a retry slot of the budget, or says no.

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -77,7 +78,7 @@ func (w *response) WriteHeader(code int) {
 		if code == http.StatusContinue {
 			w.expect = false
 		}
-		w.cn.out.WriteString(statusLine(w.req, code))
+		writeStatusLine(&w.cn.out, w.req, code)
 		_ = w.hdr.WriteSubset(&w.cn.out, interimExclude)
 		w.cn.out.WriteString("\r\n")
 		_ = w.cn.flushOut()
@@ -114,17 +115,28 @@ func bodyAllowed(code int) bool {
 	return !(code >= 100 && code <= 199) && code != http.StatusNoContent && code != http.StatusNotModified
 }
 
-// statusLine is a response's first line; its version is the request's
+// writeStatusLine writes a response's first line; its version is the request's
 // (HTTP/1.0 or HTTP/1.1), as net/http's server answers.
-func statusLine(req *http.Request, code int) string {
-	proto := "HTTP/1.1 "
-	if !req.ProtoAtLeast(1, 1) {
-		proto = "HTTP/1.0 "
+func writeStatusLine(out *bytes.Buffer, req *http.Request, code int) {
+	if req.ProtoAtLeast(1, 1) {
+		out.WriteString("HTTP/1.1 ")
+	} else {
+		out.WriteString("HTTP/1.0 ")
 	}
+	writeInt(out, int64(code), 10)
 	if t := http.StatusText(code); t != "" {
-		return proto + strconv.Itoa(code) + " " + t + "\r\n"
+		out.WriteByte(' ')
+		out.WriteString(t)
+	} else {
+		out.WriteString(" status code ")
+		writeInt(out, int64(code), 10)
 	}
-	return proto + strconv.Itoa(code) + " status code " + strconv.Itoa(code) + "\r\n"
+	out.WriteString("\r\n")
+}
+
+// writeInt writes n in base to out (strconv.FormatInt without its string).
+func writeInt(out *bytes.Buffer, n int64, base int) {
+	out.Write(strconv.AppendInt(out.AvailableBuffer(), n, base))
 }
 
 func (w *response) Write(p []byte) (int, error) {
@@ -171,7 +183,7 @@ func (w *response) Write(p []byte) (int, error) {
 // appendBody adds p to the gathered output, framed.
 func (w *response) appendBody(p []byte) {
 	if w.chunked {
-		w.cn.out.WriteString(strconv.FormatInt(int64(len(p)), 16))
+		writeInt(&w.cn.out, int64(len(p)), 16)
 		w.cn.out.WriteString("\r\n")
 		w.cn.out.Write(p)
 		w.cn.out.WriteString("\r\n")
@@ -239,7 +251,7 @@ func (w *response) writeHead(final bool) {
 	w.contMu.Unlock()
 	req := w.req
 	out := &w.cn.out
-	out.WriteString(statusLine(req, w.status))
+	writeStatusLine(out, req, w.status)
 	length := int64(-1)
 	switch {
 	case w.cl >= 0:
@@ -271,7 +283,7 @@ func (w *response) writeHead(final bool) {
 	}
 	if length >= 0 {
 		out.WriteString("Content-Length: ")
-		out.WriteString(strconv.FormatInt(length, 10))
+		writeInt(out, length, 10)
 		out.WriteString("\r\n")
 	}
 	if w.chunked {

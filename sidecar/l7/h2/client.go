@@ -99,6 +99,16 @@ type BufferedBody interface {
 	Buffered() (n int, end bool)
 }
 
+// HeldBody is a request body that can read itself whole into memory it
+// keeps (l7's record of a body for retries), so that the transport holds
+// the body without a copy of its own. ReadHeld(n) reads n bytes and one
+// more, to see the end: held is what was read, whole whether the body
+// ended after n bytes; held is never written to afterwards. ok is false
+// when it cannot (nothing was read then).
+type HeldBody interface {
+	ReadHeld(n int) (held []byte, whole, ok bool, err error)
+}
+
 // pool is the connections to one host.
 type pool struct {
 	key   string
@@ -228,6 +238,20 @@ func expectsContinue(req *http.Request) bool {
 // more, what was read is held and whole is false: the rest is sent as it
 // comes.
 func readWhole(body io.Reader, n int) (held []byte, whole bool, err error) {
+	if hb, ok := body.(HeldBody); ok {
+		if held, whole, ok, err := hb.ReadHeld(n); ok || err != nil {
+			if err != nil {
+				return nil, false, err
+			}
+			if len(held) < n { // as io.ReadFull says it
+				if len(held) == 0 {
+					return nil, false, io.EOF
+				}
+				return nil, false, io.ErrUnexpectedEOF
+			}
+			return held, whole, nil
+		}
+	}
 	held = make([]byte, n, n+1)
 	if _, err := io.ReadFull(body, held); err != nil {
 		return nil, false, err
@@ -1053,14 +1077,15 @@ type clientStream struct {
 	err      error          // the stream failed
 	recvEnd  bool           // the response ended (END_STREAM) or the stream was reset
 	interim  int
-	buf      []byte      // response DATA received, not yet read
-	done     error       // io.EOF at the response's end, or the stream's error
-	closed   bool        // the caller closed the response body
-	consumed int64       // read, not yet given back to the server
-	recv     int64       // how much more the server may send on the stream
-	declared int64       // the response's Content-Length, -1 if none
-	received int64       // response DATA bytes
-	trailer  http.Header // the response's trailers, until the caller reads the end
+	buf      []byte             // response DATA received, not yet read
+	base     *[dataBufSize]byte // buf's pooled array while buf starts in it (dataBufs)
+	done     error              // io.EOF at the response's end, or the stream's error
+	closed   bool               // the caller closed the response body
+	consumed int64              // read, not yet given back to the server
+	recv     int64              // how much more the server may send on the stream
+	declared int64              // the response's Content-Length, -1 if none
+	received int64              // response DATA bytes
+	trailer  http.Header        // the response's trailers, until the caller reads the end
 }
 
 const (
@@ -1377,6 +1402,18 @@ func (cs *clientStream) ended() error {
 	return cs.err
 }
 
+// responseStatuses are http.Response.Status for the codes a :status can
+// hold (three digits), made once rather than per response.
+var responseStatuses = func() (t [900]string) {
+	for i := range t {
+		t[i] = strconv.Itoa(100+i) + " " + http.StatusText(100+i)
+	}
+	return t
+}()
+
+// responseStatus is the Status of a response whose :status is code (100–999).
+func responseStatus(code int) string { return responseStatuses[code-100] }
+
 // head takes the response's HEADERS: an interim response, or the final
 // one, which RoundTrip returns.
 func (cs *clientStream) head(f *http2.MetaHeadersFrame) error {
@@ -1392,9 +1429,11 @@ func (cs *clientStream) head(f *http2.MetaHeadersFrame) error {
 		cs.abort(fmt.Errorf("h2: malformed response :status %q", status), http2.ErrCodeProtocol, true)
 		return nil
 	}
-	header := make(http.Header, len(f.Fields))
+	regular := f.RegularFields()
+	header := make(http.Header, len(regular))
+	vals := make([]string, len(regular)) // every field's first value, one allocation
 	var declaredTrailer http.Header
-	for _, hf := range f.RegularFields() {
+	for _, hf := range regular {
 		if forbidden[hf.Name] {
 			cs.abort(fmt.Errorf("h2: connection-specific response field %s", hf.Name), http2.ErrCodeProtocol, true)
 			return nil
@@ -1411,7 +1450,12 @@ func (cs *clientStream) head(f *http2.MetaHeadersFrame) error {
 			}
 			continue
 		}
-		header[k] = append(header[k], hf.Value)
+		if vv, ok := header[k]; ok {
+			header[k] = append(vv, hf.Value)
+		} else {
+			vals[0] = hf.Value
+			header[k], vals = vals[:1:1], vals[1:]
+		}
 	}
 	if code < 200 {
 		if f.StreamEnded() {
@@ -1431,7 +1475,7 @@ func (cs *clientStream) head(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	resp := &http.Response{
-		Status:        status + " " + http.StatusText(code),
+		Status:        responseStatus(code),
 		StatusCode:    code,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
@@ -1580,6 +1624,10 @@ func (cs *clientStream) data(f *http2.DataFrame, n int64) error {
 	var pad int64
 	end := f.StreamEnded()
 	if !cs.closed && cs.err == nil {
+		if cs.buf == nil && len(p) <= dataBufSize {
+			cs.base = dataBufs.Get().(*[dataBufSize]byte)
+			cs.buf = cs.base[:0]
+		}
 		cs.buf = append(cs.buf, p...)
 		// Padding is never read: it goes back to both windows at once,
 		// else padding alone could use up the stream's window.
@@ -1708,7 +1756,8 @@ func (cs *clientStream) abort(err error, code http2.ErrCode, rst bool) {
 	cs.recvEnd = true
 	unread := int64(len(cs.buf))
 	if cs.done != io.EOF {
-		cs.buf, cs.consumed = nil, 0
+		cs.dropBuf()
+		cs.consumed = 0
 	} else {
 		unread = 0 // read to the end it will be, and given back then
 	}
@@ -1737,6 +1786,25 @@ func (cs *clientStream) abort(err error, code http2.ErrCode, rst bool) {
 		}
 	}
 	cc.closed(cs)
+}
+
+// dataBufSize is the size of the pooled arrays a response's DATA is kept
+// in until it is read: most responses' bodies (the 1 KiB of an API's
+// answer) fit one, and the stream gives it back once they are read;
+// DATA beyond it goes to memory of its own, as before.
+const dataBufSize = 4 << 10
+
+var dataBufs = sync.Pool{New: func() any { return new([dataBufSize]byte) }}
+
+// dropBuf lets go of the DATA not read (none, when the reader took it
+// all), giving the pooled array back: nothing else holds a slice of it,
+// for Read copies out of buf. Under cs.mu.
+func (cs *clientStream) dropBuf() {
+	cs.buf = nil
+	if cs.base != nil {
+		dataBufs.Put(cs.base)
+		cs.base = nil
+	}
 }
 
 // clientBody is a response's body.
@@ -1769,7 +1837,7 @@ func (b clientBody) Read(p []byte) (int, error) {
 	n := copy(p, cs.buf)
 	cs.buf = cs.buf[n:]
 	if len(cs.buf) == 0 {
-		cs.buf = nil
+		cs.dropBuf()
 	}
 	cs.consumed += int64(n)
 	var inc int64
@@ -1809,7 +1877,7 @@ func (b clientBody) Close() error {
 	cs.closed = true
 	atEnd := cs.done == io.EOF
 	unread := int64(len(cs.buf))
-	cs.buf = nil
+	cs.dropBuf()
 	cs.cond.Broadcast()
 	cs.mu.Unlock()
 	if unread > 0 {

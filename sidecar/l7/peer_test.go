@@ -1,0 +1,42 @@
+package l7
+
+import (
+	"crypto/tls"
+	"net"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/internal/testutil"
+)
+
+// A cluster's peerID is each connection's own server, as connections to
+// different servers alternate (it keeps only the last one's), and ""
+// for a connection without mTLS.
+func TestClusterPeerIDPerConnection(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	dial := func(id spiffeid.ID) net.Conn {
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		srv := tls.Server(b, &tls.Config{Certificates: []tls.Certificate{testutil.Certificate(t, ca, id)}})
+		go srv.Handshake()
+		cli := tls.Client(a, &tls.Config{RootCAs: testutil.Roots(ca), InsecureSkipVerify: true})
+		if err := cli.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		return cli
+	}
+	idA, idB := spiffeid.RequireFromPath(td, "/ns/demo/sa/a"), spiffeid.RequireFromPath(td, "/ns/demo/sa/b")
+	ca1, cb := dial(idA), dial(idB)
+	plain, other := net.Pipe()
+	t.Cleanup(func() { plain.Close(); other.Close() })
+	var c Cluster
+	for i, step := range []struct {
+		conn net.Conn
+		want string
+	}{{ca1, idA.String()}, {ca1, idA.String()}, {cb, idB.String()}, {ca1, idA.String()}, {plain, ""}, {cb, idB.String()}} {
+		if got := c.peerID(step.conn); got != step.want {
+			t.Fatalf("step %d: peer %q, want %q", i, got, step.want)
+		}
+	}
+}
