@@ -472,7 +472,7 @@ func (sc *Conn) processHeaders(f *http2.MetaHeadersFrame, streamWin uint32) erro
 	}
 	sc.mu.Unlock()
 	if f.StreamEnded() {
-		go st.run(req)
+		workers.run(st, req)
 	} else {
 		sc.held = append(sc.held, heldStream{st, req})
 	}
@@ -516,7 +516,7 @@ func (sc *Conn) nextFrameBuffered() bool {
 // release starts the handlers held.
 func (sc *Conn) release() {
 	for i, h := range sc.held {
-		go h.st.run(h.req)
+		workers.run(h.st, h.req)
 		sc.held[i] = heldStream{}
 	}
 	sc.held = sc.held[:0]

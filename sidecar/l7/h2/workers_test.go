@@ -1,0 +1,108 @@
+package h2
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// goid is the running goroutine's number (from its stack's first line):
+// only to tell in a test whether two handlers ran on one goroutine.
+func goid() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	f := strings.Fields(string(buf))
+	if len(f) < 2 {
+		return ""
+	}
+	return f[1]
+}
+
+// Handlers run on workers: requests one after another run on the same
+// goroutine (its stack grown once), as many streams at once as run each
+// get one (none waits for another's handler), a handler's panic costs
+// neither its stream's reset nor the workers, and no more than
+// maxIdleWorkers wait afterwards.
+func TestServerRunsHandlersOnWorkers(t *testing.T) {
+	var mu sync.Mutex
+	ids := map[string]int{}
+	var gate chan struct{}
+	var running sync.WaitGroup
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/panic":
+			panic("handler panic")
+		case "/gate":
+			running.Done()
+			<-gate
+		}
+		mu.Lock()
+		ids[goid()]++
+		mu.Unlock()
+		fmt.Fprint(w, "ok")
+	}), MaxConcurrentStreams: 1000}
+	addr, _ := listen(t, func(c net.Conn) { _ = srv.ServeConn(context.Background(), c) })
+	tr := newClient(t)
+	get := func(path string) (int, error) {
+		resp, err := tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+path, nil))
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	for range 20 {
+		if code, err := get("/"); err != nil || code != 200 {
+			t.Fatalf("GET /: %d, %v", code, err)
+		}
+	}
+	mu.Lock()
+	if len(ids) > 2 { // one worker, maybe two while the first puts itself back
+		t.Errorf("20 requests one after another ran on %d goroutines: %v", len(ids), ids)
+	}
+	mu.Unlock()
+
+	if _, err := get("/panic"); err == nil {
+		t.Fatal("a panicking handler's request succeeded")
+	}
+	// 200 at once, every handler waiting until all 200 run: one worker
+	// each, or this never ends.
+	gate = make(chan struct{})
+	running.Add(200)
+	var done sync.WaitGroup
+	errs := make(chan error, 200)
+	for range 200 {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			if code, err := get("/gate"); err != nil || code != 200 {
+				errs <- fmt.Errorf("GET /gate: %d, %v", code, err)
+			}
+		}()
+	}
+	all := make(chan struct{})
+	go func() { running.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+		t.Fatal("200 concurrent handlers did not all start")
+	}
+	close(gate)
+	done.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	workers.mu.Lock()
+	idle := len(workers.idle)
+	workers.mu.Unlock()
+	if idle > maxIdleWorkers {
+		t.Errorf("%d workers wait, at most %d should", idle, maxIdleWorkers)
+	}
+}
