@@ -13,10 +13,12 @@
 // and starts a fourth to write the response's HEADERS
 // (http2writeResHeaders.staysWithinBuffer is always false), and it writes
 // the HEADERS and DATA of a small response in separate flushes. Here the
-// connection's one reader goroutine decodes frames and starts the handler;
-// the handler encodes its response's frames itself and writes them with
-// one Write: HEADERS, DATA and END_STREAM together for a response that
-// fits the flow-control windows.
+// connection's one reader goroutine decodes frames and hands the request
+// to a worker (a goroutine that ran an earlier handler and waits for the
+// next, its stack already grown; at most 64 wait); the handler encodes
+// its response's frames itself and writes them with one Write: HEADERS,
+// DATA and END_STREAM together for a response that fits the flow-control
+// windows.
 //
 // It is a whole HTTP/2 server for what a sidecar serves — prior-knowledge
 // HTTP/2 (the client preface first: ALPN h2 or h2c), no server push, no
@@ -36,7 +38,9 @@
 // Transport writes a request it has whole (no body, one that arrived
 // whole — BufferedBody, which the server's request bodies implement — or
 // a small one of declared length) with its HEADERS in one Write from the
-// caller's goroutine; its response bodies say what has arrived
+// caller's goroutine, from the body's own memory when it keeps it
+// (HeldBody: l7's record of a body for retries); its response's DATA
+// waits to be read in pooled arrays; its response bodies say what has arrived
 // (Buffered), so a relay copying one need not flush what the response's
 // end will carry: a gRPC call is one Write each way on every hop.
 package h2
