@@ -39,10 +39,10 @@
 // HTTP/2 is served by the package's own server (sidecar/l7/h2): client
 // sidecars' connections to [Inbound] (ALPN h2) and an h2c app's
 // connections to [ConnServer] (ServeH2CWith). An app's HTTP/1.1
-// connections to [ConnServer] are served by weft's own HTTP/1.1 server
+// connections to [ConnServer], and [Inbound]'s HTTP/1.1 over mTLS (client
+// sidecars of the L4 path), are served by weft's own HTTP/1.1 server
 // (sidecar/l7/h1: net/http's parser, its own connection loop and response
-// writer, request bodies that say what has arrived); [Inbound]'s HTTP/1.1
-// over mTLS (client sidecars of the L4 path) by net/http's.
+// writer, request bodies that say what has arrived).
 //
 // On the server side, [Inbound] serves what client sidecars send over
 // mTLS (HTTP/2, or HTTP/1.1) and delivers each request to the app in the

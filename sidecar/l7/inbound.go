@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weftmesh/weft/sidecar/l7/h1"
 	"github.com/weftmesh/weft/sidecar/l7/h2"
 )
 
@@ -65,16 +66,16 @@ type Inbound struct {
 	Metrics *Metrics
 
 	once  sync.Once
-	srv   *http.Server // HTTP/1.1 connections
-	ln    *connListener
-	err   chan error
-	peers sync.Map // *tls.Conn -> *inConn
 	relay *relay
 
-	// HTTP/2 connections (ALPN h2: every client sidecar's) are weft's own
-	// server's (package h2), not net/http's: a quarter of the server
-	// sidecar's CPU was net/http's HTTP/2 server (h2's doc).
-	h2 *h2Serving
+	// Both protocols are weft's own servers, not net/http's: HTTP/2
+	// connections (ALPN h2: every L7 client sidecar's) package h2's — a
+	// quarter of the server sidecar's CPU was net/http's HTTP/2 server
+	// (h2's doc) —, HTTP/1.1 ones (client sidecars on the L4 path)
+	// package h1's, as the client sidecar serves its app's.
+	h1     *h1.Server
+	h2     *h2Serving
+	marker *http.Server // http.ServerContextKey's value: see ConnServer.marker
 }
 
 // inConn is an inbound connection's peer, with what its requests use
@@ -95,11 +96,6 @@ func inConnOf(ctx context.Context) *inConn {
 }
 
 func (in *Inbound) init() {
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetHTTP2(true)
-	in.ln = newConnListener()
-	in.err = make(chan error, 1)
 	in.relay = &relay{
 		rewrite: func(_, out *http.Request) {
 			u := *out.URL
@@ -130,36 +126,17 @@ func (in *Inbound) init() {
 		},
 		logger: in.Logger,
 	}
-	in.srv = &http.Server{
-		Handler:           http.HandlerFunc(in.serve),
-		Protocols:         &p,
-		ReadHeaderTimeout: in.Limits.HeaderTimeout,
-		IdleTimeout:       in.Limits.IdleTimeout,
-		MaxHeaderBytes:    in.Limits.MaxHeaderBytes,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			peer, _ := in.peers.Load(c)
-			return context.WithValue(ctx, peerKey{}, peer)
-		},
-		ConnState: func(c net.Conn, s http.ConnState) {
-			if s == http.StateClosed || s == http.StateHijacked {
-				in.peers.Delete(c)
-			}
-			in.ln.state(c, s)
-		},
+	in.h1 = &h1.Server{
+		Handler:        http.HandlerFunc(in.serve),
+		HeaderTimeout:  in.Limits.HeaderTimeout,
+		IdleTimeout:    in.Limits.IdleTimeout,
+		MaxHeaderBytes: in.Limits.MaxHeaderBytes,
 	}
 	if in.Logger != nil {
-		in.srv.ErrorLog = slog.NewLogLogger(in.Logger.Handler(), slog.LevelDebug)
+		in.h1.ErrorLog = func(c net.Conn, err error) { in.Logger.Debug("http/1.1 connection", "err", err) }
 	}
+	in.marker = &http.Server{}
 	in.h2 = newH2Serving(http.HandlerFunc(in.serve), in.Limits, in.Logger)
-	go func() { in.err <- in.srv.Serve(in.ln) }()
-}
-
-// serveH2 serves an HTTP/2 connection with weft's own server.
-func (in *Inbound) serveH2(c *tls.Conn, ic *inConn) error {
-	// http.ServerContextKey: the relay aborts a response it cannot finish
-	// (panic(http.ErrAbortHandler), the stream reset) only under a server.
-	ctx := context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, in.srv), peerKey{}, ic)
-	return in.h2.serve(ctx, c)
 }
 
 // ServeConn serves c, an established mTLS connection from peer, and
@@ -167,13 +144,14 @@ func (in *Inbound) serveH2(c *tls.Conn, ic *inConn) error {
 func (in *Inbound) ServeConn(c *tls.Conn, peer Peer) error {
 	in.once.Do(in.init)
 	ic := &inConn{peer: peer, route: "inbound|" + strconv.Itoa(int(peer.Dst.Port())), dst: peer.Dst.String()}
+	// http.ServerContextKey: the relay aborts a response it cannot finish
+	// (panic(http.ErrAbortHandler), the stream reset) only under a server.
+	ctx := context.WithValue(context.WithValue(context.Background(), http.ServerContextKey, in.marker), peerKey{}, ic)
 	if c.ConnectionState().NegotiatedProtocol == "h2" {
-		return in.serveH2(c, ic)
+		return in.h2.serve(ctx, c)
 	}
-	in.peers.Store(c, ic)
-	if err := in.ln.serve(c); err != nil {
-		in.peers.Delete(c)
-		return err
+	if err := in.h1.ServeConn(ctx, c); err != nil {
+		return errServerClosed
 	}
 	return nil
 }
@@ -182,16 +160,14 @@ func (in *Inbound) ServeConn(c *tls.Conn, peer Peer) error {
 // (HTTP/2 GOAWAY), waiting for them until ctx ends; Close cuts the rest.
 func (in *Inbound) Shutdown(ctx context.Context) error {
 	in.once.Do(in.init)
-	return in.h2.shutdownWith(ctx, in.srv)
+	return in.h2.shutdownWith(ctx, in.h1)
 }
 
 // Close stops serving and closes every connection.
 func (in *Inbound) Close() error {
 	in.once.Do(in.init)
 	in.h2.close()
-	err := in.srv.Close()
-	<-in.err
-	return err
+	return in.h1.Close()
 }
 
 func (in *Inbound) serve(w http.ResponseWriter, r *http.Request) {

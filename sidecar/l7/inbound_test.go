@@ -366,3 +366,80 @@ func TestInboundExcessBodyNeverReachesTheApp(t *testing.T) {
 		t.Fatalf("bytes past the declared Content-Length reached the app: %q", s)
 	}
 }
+
+// A client sidecar of the L4 path speaks HTTP/1.1 over the mTLS connection
+// (no ALPN h2): the Inbound serves it with weft's HTTP/1.1 server —
+// keep-alive requests delivered to the app with the peer's authorization
+// applied to each, a refused one answered 403 on the same connection
+// without reaching the app — and Shutdown closes the idle connection.
+func TestInboundServesHTTP1OverMTLS(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	var reached atomic.Int32
+	appAddr := testutil.ServeTCP(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			reached.Add(1)
+			b, _ := io.ReadAll(r.Body)
+			body := r.Method + " " + r.URL.Path + " " + string(b)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	peers := make(chan string, 4)
+	in := &Inbound{HTTP1: NewAppH1((&net.Dialer{}).DialContext), Authorize: func(r *http.Request, p Peer) error {
+		peers <- p.ID.String()
+		if r.URL.Path == "/admin" {
+			return &Denied{Policy: "deny-admin"}
+		}
+		return nil
+	}}
+	addr := serveInbound(t, ca, in, appAddr, false)
+	cfg := tlsconfig.MTLSClientConfig(testutil.SVID(t, ca, clientID, 0), ca.Bundle(), tlsconfig.AuthorizeID(serverID))
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", addr.String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	send := func(raw string) (*http.Response, string) {
+		t.Helper()
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if resp, body := send("POST /x HTTP/1.1\r\nHost: server.demo\r\nContent-Length: 2\r\n\r\nhi"); resp.StatusCode != 200 || body != "POST /x hi" {
+		t.Fatalf("first request: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := send("GET /admin HTTP/1.1\r\nHost: server.demo\r\n\r\n"); resp.StatusCode != 403 || body != "weft: RBAC: access denied\n" {
+		t.Fatalf("denied request: %d %q, want 403", resp.StatusCode, body)
+	}
+	if resp, body := send("GET /y HTTP/1.1\r\nHost: server.demo\r\n\r\n"); resp.StatusCode != 200 || body != "GET /y " {
+		t.Fatalf("third request on the connection: %d %q", resp.StatusCode, body)
+	}
+	if n := reached.Load(); n != 2 {
+		t.Fatalf("the app got %d requests, want the 2 allowed", n)
+	}
+	for range 3 {
+		if id := <-peers; id != clientID.String() {
+			t.Fatalf("authorized as %q, want the client's SPIFFE ID", id)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.EventuallyTimeout)
+	defer cancel()
+	if err := in.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with an idle HTTP/1.1 connection: %v", err)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("the idle connection is still open after Shutdown")
+	}
+}
