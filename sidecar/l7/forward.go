@@ -285,19 +285,25 @@ func (fw *forwarding) finish() {
 // peerID is the SPIFFE ID of an mTLS connection's server, or "": the
 // cluster keeps the last connection's, so that requests on one pooled
 // connection parse its certificate once (a connection's peer never
-// changes: TLS 1.3 has no renegotiation).
+// changes: TLS 1.3 has no renegotiation). Only a *tls.Conn has a peer,
+// and only one is kept: the cluster's transport may report a connection
+// of any type, whose values may not even compare (== would panic).
 func (c *Cluster) peerID(conn net.Conn) string {
-	if p := c.peer.Load(); p != nil && p.conn == conn {
+	tc, ok := conn.(*tls.Conn)
+	if !ok {
+		return ""
+	}
+	if p := c.peer.Load(); p != nil && p.conn == tc {
 		return p.id
 	}
-	id := peerID(conn)
-	c.peer.Store(&connPeer{conn: conn, id: id})
+	id := peerID(tc)
+	c.peer.Store(&connPeer{conn: tc, id: id})
 	return id
 }
 
 // connPeer is a connection and its server's SPIFFE ID.
 type connPeer struct {
-	conn net.Conn
+	conn *tls.Conn
 	id   string
 }
 

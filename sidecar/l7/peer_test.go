@@ -40,3 +40,32 @@ func TestClusterPeerIDPerConnection(t *testing.T) {
 		}
 	}
 }
+
+// uncomparableConn is a net.Conn whose values cannot be compared (==
+// panics on them): a transport may report any net.Conn in GotConn.
+type uncomparableConn struct {
+	net.Conn
+	pending []byte
+}
+
+// A cluster's transport is any http.RoundTripper, and the connection its
+// trace reports any net.Conn: one of a type that cannot be compared has
+// no peer, every time (the cache of the last connection's peer must not
+// compare it).
+func TestClusterPeerIDUncomparableConn(t *testing.T) {
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	var c Cluster
+	for i := range 3 {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("call %d: peerID panicked: %v", i, p)
+				}
+			}()
+			if got := c.peerID(uncomparableConn{Conn: a}); got != "" {
+				t.Fatalf("call %d: peer %q of a connection without TLS", i, got)
+			}
+		}()
+	}
+}
