@@ -443,3 +443,30 @@ func TestInboundServesHTTP1OverMTLS(t *testing.T) {
 		t.Fatal("the idle connection is still open after Shutdown")
 	}
 }
+
+// Any pod holds an SVID: a client that completes the mTLS handshake and
+// then sends nothing on an HTTP/1.1 connection is closed once its first
+// request head has not come within HeaderTimeout (as net/http's server,
+// which counted the first head's time from the connection's start), not
+// kept open for IdleTimeout — or for ever, without one.
+func TestInboundHTTP1SilentConnectionEndsAtHeaderTimeout(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	for _, idle := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprint("idle ", idle), func(t *testing.T) {
+			in := &Inbound{HTTP1: NewAppH1((&net.Dialer{}).DialContext),
+				Limits: ServerLimits{HeaderTimeout: 200 * time.Millisecond, IdleTimeout: idle}}
+			addr := serveInbound(t, ca, in, netip.MustParseAddrPort("127.0.0.1:1"), false)
+			cfg := tlsconfig.MTLSClientConfig(testutil.SVID(t, ca, clientID, 0), ca.Bundle(), tlsconfig.AuthorizeID(serverID))
+			cfg.NextProtos = []string{"http/1.1"}
+			c, err := tls.Dial("tcp", addr.String(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(testutil.EventuallyTimeout))
+			if b, err := io.ReadAll(c); len(b) > 0 || err != nil {
+				t.Fatalf("a connection that sent nothing: read %q, %v; want it closed", b, err)
+			}
+		})
+	}
+}

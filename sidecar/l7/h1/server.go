@@ -49,7 +49,9 @@ type Server struct {
 	// Handler serves each request; required.
 	Handler http.Handler
 	// HeaderTimeout bounds the time to read a request's head, from its
-	// first byte; zero: unbounded.
+	// first byte — the first request's from ServeConn, as net/http's
+	// server counts it (a connection that sends nothing ends then);
+	// zero: unbounded.
 	HeaderTimeout time.Duration
 	// IdleTimeout closes a connection that waits this long for its next
 	// request; zero: never.
@@ -267,7 +269,15 @@ func (cn *conn) serve() (hijacked bool) {
 			if !cn.setState(st, first) {
 				return false
 			}
-			if s.IdleTimeout > 0 {
+			switch {
+			case first && s.HeaderTimeout > 0:
+				// The first head's time counts from the connection's
+				// start, as net/http's server counts it: a client that
+				// connected and sends nothing is not kept for
+				// IdleTimeout (or for ever without one).
+				_ = cn.c.SetReadDeadline(cn.since.Add(s.HeaderTimeout))
+				deadline = true
+			case s.IdleTimeout > 0:
 				_ = cn.c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
 				deadline = true
 			}
@@ -279,7 +289,11 @@ func (cn *conn) serve() (hijacked bool) {
 			return false
 		}
 		if s.HeaderTimeout > 0 && (first || !headBuffered(cn.br)) {
-			_ = cn.c.SetReadDeadline(time.Now().Add(s.HeaderTimeout))
+			start := time.Now()
+			if first {
+				start = cn.since
+			}
+			_ = cn.c.SetReadDeadline(start.Add(s.HeaderTimeout))
 			deadline = true
 		} else if deadline && s.HeaderTimeout <= 0 {
 			_ = cn.c.SetReadDeadline(time.Time{})

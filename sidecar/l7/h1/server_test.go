@@ -630,6 +630,30 @@ func TestServerTimeouts(t *testing.T) {
 	}
 }
 
+// TestServerSilentConnectionEndsAtHeaderTimeout: a connection that never
+// sends its first request is closed at HeaderTimeout from ServeConn, as
+// net/http's server closes it at ReadHeaderTimeout — not kept for
+// IdleTimeout, or for ever without one (the server sidecar's peers may
+// be hostile).
+func TestServerSilentConnectionEndsAtHeaderTimeout(t *testing.T) {
+	for _, idle := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprint("idle ", idle), func(t *testing.T) {
+			addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(s *Server) {
+				s.HeaderTimeout, s.IdleTimeout = 200*time.Millisecond, idle
+			})
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(15 * time.Second))
+			if b, err := io.ReadAll(c); len(b) > 0 || err != nil {
+				t.Fatalf("a connection that sent nothing: read %q, %v; want it closed", b, err)
+			}
+		})
+	}
+}
+
 // TestServerIdleConnectionShrinks: a connection that served a large
 // response keeps at most keepBuf of its buffers while it waits for the
 // next request.
