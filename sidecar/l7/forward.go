@@ -3,6 +3,7 @@ package l7
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -287,7 +288,8 @@ func (fw *forwarding) finish() {
 // connection parse its certificate once (a connection's peer never
 // changes: TLS 1.3 has no renegotiation). Only a *tls.Conn has a peer,
 // and only one is kept: the cluster's transport may report a connection
-// of any type, whose values may not even compare (== would panic).
+// of any type, whose values may not even compare (== would panic). A
+// connection is kept once handshaken: before, it has no peer yet.
 func (c *Cluster) peerID(conn net.Conn) string {
 	tc, ok := conn.(*tls.Conn)
 	if !ok {
@@ -296,8 +298,11 @@ func (c *Cluster) peerID(conn net.Conn) string {
 	if p := c.peer.Load(); p != nil && p.conn == tc {
 		return p.id
 	}
-	id := peerID(tc)
-	c.peer.Store(&connPeer{conn: tc, id: id})
+	st := tc.ConnectionState()
+	id := certsID(st.PeerCertificates)
+	if st.HandshakeComplete {
+		c.peer.Store(&connPeer{conn: tc, id: id})
+	}
 	return id
 }
 
@@ -313,7 +318,11 @@ func peerID(c net.Conn) string {
 	if !ok {
 		return ""
 	}
-	certs := tc.ConnectionState().PeerCertificates
+	return certsID(tc.ConnectionState().PeerCertificates)
+}
+
+// certsID is the SPIFFE ID of a peer's certificate chain, or "".
+func certsID(certs []*x509.Certificate) string {
 	if len(certs) == 0 {
 		return ""
 	}

@@ -69,3 +69,27 @@ func TestClusterPeerIDUncomparableConn(t *testing.T) {
 		}()
 	}
 }
+
+// A transport may report a TLS connection before its handshake (a
+// tls.Client handshakes on its first write): it has no peer yet, and
+// once handshaken its server is its peer — what was said before the
+// handshake is not kept for it.
+func TestClusterPeerIDAfterHandshake(t *testing.T) {
+	ca := testutil.NewCA(t, td, nil)
+	id := spiffeid.RequireFromPath(td, "/ns/demo/sa/a")
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	srv := tls.Server(b, &tls.Config{Certificates: []tls.Certificate{testutil.Certificate(t, ca, id)}})
+	go srv.Handshake()
+	cli := tls.Client(a, &tls.Config{RootCAs: testutil.Roots(ca), InsecureSkipVerify: true})
+	var c Cluster
+	if got := c.peerID(cli); got != "" {
+		t.Fatalf("before the handshake: peer %q", got)
+	}
+	if err := cli.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.peerID(cli); got != id.String() {
+		t.Fatalf("after the handshake: peer %q, want %q", got, id)
+	}
+}
