@@ -251,20 +251,29 @@ func (st *stream) abort(err error, rst bool) {
 // run serves the request with the handler.
 func (st *stream) run(req *http.Request) {
 	w := &responseWriter{st: st, header: make(http.Header), contentLength: -1, isHead: req.Method == http.MethodHead}
+	returned := false
 	defer func() {
-		if p := recover(); p != nil && p != http.ErrAbortHandler {
-			st.abort(fmt.Errorf("h2: handler panic: %v", p), true)
+		p := recover()
+		switch {
+		case returned:
+			w.finish()
+		case p == nil:
+			// runtime.Goexit: the handler never returned, its response
+			// is not whole (net/http's servers reset it too).
+			st.abort(errors.New("h2: handler exited its goroutine"), true)
 			_ = st.sc.write(func() error { return st.sc.fr.WriteRSTStream(st.id, http2.ErrCodeInternal) })
-		} else if p == http.ErrAbortHandler {
+		case p == http.ErrAbortHandler:
 			st.abort(errors.New("h2: handler aborted"), true)
 			_ = st.sc.write(func() error { return st.sc.fr.WriteRSTStream(st.id, http2.ErrCodeInternal) })
-		} else {
-			w.finish()
+		default:
+			st.abort(fmt.Errorf("h2: handler panic: %v", p), true)
+			_ = st.sc.write(func() error { return st.sc.fr.WriteRSTStream(st.id, http2.ErrCodeInternal) })
 		}
 		st.cancel(context.Canceled)
 		st.sc.streamDone(st)
 	}()
 	st.sc.s.Handler.ServeHTTP(w, req)
+	returned = true
 }
 
 // responseWriter is the handler's http.ResponseWriter.

@@ -3,6 +3,7 @@ package h2
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -104,5 +105,43 @@ func TestServerRunsHandlersOnWorkers(t *testing.T) {
 	workers.mu.Unlock()
 	if idle > maxIdleWorkers {
 		t.Errorf("%d workers wait, at most %d should", idle, maxIdleWorkers)
+	}
+}
+
+// A handler that ends its goroutine (runtime.Goexit: a test's FailNow in
+// a handler) did not finish its response: the stream is reset, as for a
+// panic (net/http's servers treat it so), never ended as if the response
+// were whole — and the worker it ran on is not needed for the next one.
+func TestServerHandlerGoexitResetsStream(t *testing.T) {
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/goexit" {
+			fmt.Fprint(w, "partial")
+			if r.URL.Query().Has("flush") {
+				w.(http.Flusher).Flush()
+			}
+			runtime.Goexit()
+		}
+		fmt.Fprint(w, "ok")
+	})}
+	addr, _ := listen(t, func(c net.Conn) { _ = srv.ServeConn(context.Background(), c) })
+	tr := newClient(t)
+	for _, path := range []string{"/goexit", "/goexit?flush", "/goexit"} {
+		resp, err := tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+path, nil))
+		if err == nil {
+			b, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if rerr == nil {
+				t.Fatalf("%s: a handler that called runtime.Goexit: response %d %q read whole, want the stream reset", path, resp.StatusCode, b)
+			}
+		}
+		resp, err = tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil))
+		if err != nil {
+			t.Fatalf("the request after: %v", err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "ok" {
+			t.Fatalf("the request after: %q, %v", b, err)
+		}
 	}
 }
