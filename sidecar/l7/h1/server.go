@@ -173,13 +173,18 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	cn.state = stateActive
 	s.mu.Unlock()
 	cn.br = bufio.NewReaderSize(&cn.lr, readBufSize)
-	hijacked := cn.serve()
-	s.mu.Lock()
-	delete(s.conns, cn)
-	s.mu.Unlock()
-	if !hijacked {
-		c.Close()
-	}
+	// Deferred: a handler that ends the goroutine (runtime.Goexit) ends
+	// the connection too, closed with its response unfinished.
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, cn)
+		hijacked := cn.state == stateHijacked
+		s.mu.Unlock()
+		if !hijacked {
+			c.Close()
+		}
+	}()
+	cn.serve()
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -651,6 +652,33 @@ func TestServerSilentConnectionEndsAtHeaderTimeout(t *testing.T) {
 				t.Fatalf("a connection that sent nothing: read %q, %v; want it closed", b, err)
 			}
 		})
+	}
+}
+
+// TestServerHandlerGoexitClosesConnection: a handler that ends its
+// goroutine (runtime.Goexit: a test's FailNow in a handler) never
+// finished its response: the connection is closed without it (net/http's
+// server closes it too), not left open and served by no one, which
+// Shutdown would wait for until its context ends.
+func TestServerHandlerGoexitClosesConnection(t *testing.T) {
+	addr, s := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "partial")
+		runtime.Goexit()
+	}), nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	if b, err := io.ReadAll(c); err != nil || strings.HasSuffix(string(b), "partial") {
+		t.Fatalf("after the handler's Goexit: read %q, %v; want the connection closed, the response not finished", b, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown after a handler's Goexit: %v", err)
 	}
 }
 
