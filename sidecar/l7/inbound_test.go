@@ -445,19 +445,22 @@ func TestInboundServesHTTP1OverMTLS(t *testing.T) {
 }
 
 // Any pod holds an SVID: a client that completes the mTLS handshake and
-// then sends nothing on an HTTP/1.1 connection is closed once its first
-// request head has not come within HeaderTimeout (as net/http's server,
-// which counted the first head's time from the connection's start), not
-// kept open for IdleTimeout — or for ever, without one.
-func TestInboundHTTP1SilentConnectionEndsAtHeaderTimeout(t *testing.T) {
+// then sends nothing is closed once its first request head (HTTP/1.1) or
+// its client preface (h2) has not come within HeaderTimeout (as net/http's
+// server, which counted the first head's time from the connection's
+// start), not kept open for IdleTimeout — or for ever, without one.
+func TestInboundSilentConnectionEndsAtHeaderTimeout(t *testing.T) {
 	ca := testutil.NewCA(t, td, nil)
-	for _, idle := range []time.Duration{0, time.Hour} {
-		t.Run(fmt.Sprint("idle ", idle), func(t *testing.T) {
+	for _, tc := range []struct {
+		proto string
+		idle  time.Duration
+	}{{"http/1.1", 0}, {"http/1.1", time.Hour}, {"h2", 0}, {"h2", time.Hour}} {
+		t.Run(fmt.Sprint(tc.proto, " idle ", tc.idle), func(t *testing.T) {
 			in := &Inbound{HTTP1: NewAppH1((&net.Dialer{}).DialContext),
-				Limits: ServerLimits{HeaderTimeout: 200 * time.Millisecond, IdleTimeout: idle}}
+				Limits: ServerLimits{HeaderTimeout: 200 * time.Millisecond, IdleTimeout: tc.idle}}
 			addr := serveInbound(t, ca, in, netip.MustParseAddrPort("127.0.0.1:1"), false)
 			cfg := tlsconfig.MTLSClientConfig(testutil.SVID(t, ca, clientID, 0), ca.Bundle(), tlsconfig.AuthorizeID(serverID))
-			cfg.NextProtos = []string{"http/1.1"}
+			cfg.NextProtos = []string{tc.proto}
 			c, err := tls.Dial("tcp", addr.String(), cfg)
 			if err != nil {
 				t.Fatal(err)

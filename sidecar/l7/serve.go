@@ -217,7 +217,7 @@ type h2Serving struct {
 }
 
 func newH2Serving(h http.Handler, lim ServerLimits, logger *slog.Logger) *h2Serving {
-	s := &h2Serving{srv: &h2.Server{Handler: h, IdleTimeout: lim.IdleTimeout}, conns: map[*h2.Conn]struct{}{}}
+	s := &h2Serving{srv: &h2.Server{Handler: h, IdleTimeout: lim.IdleTimeout, PrefaceTimeout: lim.HeaderTimeout}, conns: map[*h2.Conn]struct{}{}}
 	if n := lim.MaxHeaderBytes; n > 0 {
 		s.srv.MaxHeaderListSize = uint32(min(n+4096, 1<<30)) // as net/http's HTTP/2 server counts it
 	}

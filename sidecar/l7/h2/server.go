@@ -53,6 +53,11 @@ type Server struct {
 	// IdleTimeout closes a connection with no stream open for this long
 	// (GOAWAY first); zero: never.
 	IdleTimeout time.Duration
+	// PrefaceTimeout bounds the wait for the client preface, from
+	// ServeConn (a client that connects and says nothing holds no
+	// connection past it: net/http's ReadHeaderTimeout counts from the
+	// connection's start too); zero: no bound.
+	PrefaceTimeout time.Duration
 	// Context, if not nil, gives the context of c's requests.
 	Context func(c net.Conn) context.Context
 	// ErrorLog, if not nil, is told of connection errors.
@@ -205,8 +210,17 @@ func (sc *Conn) serve() (err error) {
 	})
 	defer stop()
 	var preface [len(ClientPreface)]byte
+	if d := sc.s.PrefaceTimeout; d > 0 {
+		sc.c.SetReadDeadline(time.Now().Add(d))
+	}
 	if _, err := io.ReadFull(sc.br, preface[:]); err != nil {
 		return fmt.Errorf("h2: reading the client preface: %w", err)
+	}
+	if sc.s.PrefaceTimeout > 0 {
+		sc.c.SetReadDeadline(time.Time{})
+		if sc.ctx.Err() != nil { // ended meanwhile: its deadline stands
+			sc.c.SetReadDeadline(aLongTimeAgo)
+		}
 	}
 	if string(preface[:]) != ClientPreface {
 		return errors.New("h2: bad client preface")
