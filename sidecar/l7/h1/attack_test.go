@@ -179,8 +179,13 @@ func TestAttackShutdownFreshConnection(t *testing.T) {
 	if string(b) != "served" || !resp.Close {
 		t.Errorf("its response: %q, Connection: close %v; want served, true", b, resp.Close)
 	}
-	if err := <-shut; err != nil {
-		t.Errorf("Shutdown: %v", err)
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return once the connection was gone")
 	}
 }
 

@@ -31,7 +31,16 @@ func serveH1(t testing.TB, h http.Handler, conf func(*Server)) (string, *Server)
 	t.Cleanup(func() {
 		l.Close()
 		s.Close()
-		wg.Wait()
+		ended := make(chan struct{})
+		go func() {
+			wg.Wait()
+			close(ended)
+		}()
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second): // a handler that never returns: fail, do not hang
+			t.Error("a connection was still served 10 s after Close")
+		}
 	})
 	wg.Go(func() {
 		for {
@@ -78,7 +87,7 @@ func exchange(t *testing.T, addr, raw string, n int, method string) ([]*http.Res
 	for range n {
 		resp, err := http.ReadResponse(br, &http.Request{Method: method})
 		if err != nil {
-			t.Fatalf("%q: reading a response: %v", raw, err)
+			t.Fatalf("%.200q: reading a response: %v", raw, err)
 		}
 		b, err := io.ReadAll(resp.Body)
 		if err != nil {
@@ -261,6 +270,35 @@ func TestServerAsNetHTTP(t *testing.T) {
 			b, err := io.ReadAll(r.Body)
 			w.Header().Set("Content-Type", "text/plain")
 			fmt.Fprintf(w, "%s %q %v %d", r.URL.Path, b, err, r.ContentLength)
+		}},
+		{"HEAD, nothing written", "HEAD /p HTTP/1.1\r\nHost: app\r\n\r\n", 1, "HEAD", func(w http.ResponseWriter, r *http.Request) {}},
+		{"large body read", "POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 40960\r\n\r\n" + strings.Repeat("x", 40<<10) + get, 2, "GET", func(w http.ResponseWriter, r *http.Request) {
+			b, err := io.ReadAll(r.Body)
+			w.Header().Set("Content-Type", "text/plain")
+			fmt.Fprintf(w, "%s %d %d %v", r.URL.Path, len(b), strings.Count(string(b), "x"), err)
+		}},
+		{"chunked body with undeclared trailers", "POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: v\r\nX-U: w\r\n\r\n" + get, 2, "GET", func(w http.ResponseWriter, r *http.Request) {
+			b, err := io.ReadAll(r.Body)
+			w.Header().Set("Content-Type", "text/plain")
+			fmt.Fprintf(w, "%s %q %v %v", r.URL.Path, b, err, r.Trailer)
+		}},
+		// What a proxy passing the request on sees: no body is http.NoBody,
+		// a Content-Length of 0 as much as none.
+		{"no body is NoBody", "POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 0\r\n\r\n" + get, 2, "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			fmt.Fprintf(w, "%s %v %d", r.Method, r.Body == http.NoBody, r.ContentLength)
+		}},
+		{"flushed, then hijacked", get, 2, "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "early")
+			w.(http.Flusher).Flush()
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				panic(err)
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nlate")
+			c.Close()
 		}},
 		{"Expect refused", "POST / HTTP/1.1\r\nHost: app\r\nExpect: something\r\nContent-Length: 1\r\n\r\nx", 1, "GET", func(w http.ResponseWriter, r *http.Request) {
 			panic("an unmet expectation reached the handler")
@@ -478,6 +516,9 @@ func TestServerShutdown(t *testing.T) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "done")
 	}), nil)
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // the slow handler returns even when the test fails early
 	idle, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -509,7 +550,7 @@ func TestServerShutdown(t *testing.T) {
 		t.Fatalf("Shutdown returned (%v) with a request in progress", err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	close(release)
+	free()
 	resp, err := http.ReadResponse(bufio.NewReader(busy), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -518,8 +559,13 @@ func TestServerShutdown(t *testing.T) {
 	if !resp.Close {
 		t.Error("the response of a request finished during Shutdown does not say Connection: close")
 	}
-	if err := <-shut; err != nil {
-		t.Errorf("Shutdown: %v", err)
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return once the connections were gone")
 	}
 	c, err := net.Dial("tcp", addr)
 	if err == nil {
