@@ -386,3 +386,41 @@ func TestServerShutdownEndsASilentNewConnection(t *testing.T) {
 		t.Errorf("Shutdown: %v", serr)
 	}
 }
+
+// TestServerHijackAfterWriteHeader: a handler that chooses its status
+// with WriteHeader and then hijacks the connection — a 101 before it
+// speaks the upgraded protocol — has that head sent first, its Connection
+// field (the upgrade) with it, as net/http's server sends it: the client
+// reads the same bytes from both (their Date aside).
+func TestServerHijackAfterWriteHeader(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Upgrade", "x")
+		w.Header().Set("Connection", "Upgrade")
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		io.WriteString(c, "in the new protocol")
+		c.Close()
+	})
+	var got []string
+	for _, addr := range []string{serveStd(t, h), serveH1Addr(t, h, nil)} {
+		c := dialApp(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+		b, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		if i := strings.Index(s, "\r\nDate: "); i >= 0 {
+			if j := strings.Index(s[i+2:], "\r\n"); j >= 0 {
+				s = s[:i+2] + "Date: (set)" + s[i+2+j:]
+			}
+		}
+		got = append(got, s)
+	}
+	if got[0] != got[1] {
+		t.Errorf("the client read\nfrom net/http's server %q\nfrom weft's           %q", got[0], got[1])
+	}
+}

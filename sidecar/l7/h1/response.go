@@ -100,6 +100,9 @@ func (w *response) WriteHeader(code int) {
 	_, w.hasDate = w.hdr["Date"]
 	w.connClose = httpguts.HeaderValuesContainsToken(w.hdr["Connection"], "close")
 	exclude := headExclude
+	if code == http.StatusSwitchingProtocols {
+		exclude = switchExclude
+	}
 	if hasPrefixed(w.hdr) {
 		exclude = withPrefixed(exclude, w.hdr)
 	}
@@ -220,8 +223,10 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.done {
 		return nil, nil, errDone
 	}
-	if w.headWritten || w.held {
-		// Whatever was written goes first.
+	if w.headWritten || w.held || w.status != 0 {
+		// Whatever was written goes first — a head WriteHeader chose too
+		// (a 101 before the handler speaks the new protocol), as
+		// net/http's server sends it.
 		if !w.headWritten {
 			w.writeHead(false)
 		}
@@ -242,6 +247,10 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // headExclude are the fields the server writes itself.
 var headExclude = map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Connection": true, "Trailer": true}
+
+// switchExclude: a 101's Connection field is the handler's (it names the
+// upgrade), as net/http's server sends it.
+var switchExclude = map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Trailer": true}
 
 // writeHead gathers the head of the final response; final says the
 // handler returned (the held body is all of it).
@@ -293,6 +302,8 @@ func (w *response) writeHead(final bool) {
 		}
 	}
 	switch {
+	case w.status == http.StatusSwitchingProtocols:
+		// the handler's Connection field was written with the others
 	case !req.ProtoAtLeast(1, 1):
 		if !w.closeAfter { // an HTTP/1.0 connection closes unless it says so
 			out.WriteString("Connection: keep-alive\r\n")
