@@ -424,3 +424,37 @@ func TestServerHijackAfterWriteHeader(t *testing.T) {
 		t.Errorf("the client read\nfrom net/http's server %q\nfrom weft's           %q", got[0], got[1])
 	}
 }
+
+// TestServerStopsABodyReadLeftRunning: a handler that returns while a
+// goroutine of its own still waits in a read of the request's body (the
+// client has not sent it) has that read ended — it fails — and its
+// response sent, the connection closed after it (where the body stopped
+// is not known).
+func TestServerStopsABodyReadLeftRunning(t *testing.T) {
+	readErr := make(chan error, 1)
+	addr := serveH1Addr(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		go func() {
+			_, err := io.ReadAll(r.Body)
+			readErr <- err
+		}()
+		time.Sleep(100 * time.Millisecond) // the goroutine waits in its read (if it is late, the read fails all the same)
+		io.WriteString(w, "answered")
+	}), nil)
+	c := dialApp(t, addr)
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(resp.Body); string(b) != "answered" || !resp.Close {
+		t.Errorf("the response: %q, Connection: close %v; want answered, true", b, resp.Close)
+	}
+	select {
+	case err := <-readErr:
+		if err == nil {
+			t.Error("the body read left running ended without an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the body read left running never ended")
+	}
+}

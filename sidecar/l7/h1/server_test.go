@@ -613,19 +613,22 @@ func TestServerH2CHandOff(t *testing.T) {
 // TestServerWriteBeyondContentLength: a Write that would pass the declared
 // Content-Length fails (http.ErrContentLength) and sends nothing; what
 // the handler writes within it is the response, and the connection stays
-// usable. (net/http's server instead sends the head alone and closes the
-// connection: the client sees the body cut.)
+// usable — a declared length of 0 as well. (net/http's server instead
+// sends the head alone and closes the connection: the client sees the body
+// cut.)
 func TestServerWriteBeyondContentLength(t *testing.T) {
-	addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "2")
-		if _, err := io.WriteString(w, "abc"); err != http.ErrContentLength {
-			panic(fmt.Sprint("Write past Content-Length: ", err))
+	for _, body := range []string{"ab", ""} {
+		addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			if _, err := io.WriteString(w, body+"c"); err != http.ErrContentLength {
+				panic(fmt.Sprint("Write past Content-Length: ", err))
+			}
+			io.WriteString(w, body)
+		}), nil)
+		_, bodies, closed := exchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 2, "GET")
+		if len(bodies) != 2 || bodies[0] != body || bodies[1] != body || closed {
+			t.Errorf("Content-Length %d: bodies %q, connection closed %v; want %q twice, kept", len(body), bodies, closed, body)
 		}
-		io.WriteString(w, "ab")
-	}), nil)
-	_, bodies, closed := exchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 2, "GET")
-	if bodies[0] != "ab" || bodies[1] != "ab" || closed {
-		t.Errorf("bodies %q, connection closed %v; want ab twice, kept", bodies, closed)
 	}
 }
 
