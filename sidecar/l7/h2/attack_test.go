@@ -388,7 +388,10 @@ func TestAttackRefusedCountNeverDecays(t *testing.T) {
 		}
 		release <- struct{}{}
 		<-ended
-		// The handler returned: a normal request is served.
+		// Once the handler returned (its send on ended comes before its
+		// return: settle waits for the stream's count to drop), a normal
+		// request is served.
+		settle()
 		rc.headers(id+4, true, get("/fast")...)
 		rc.until("a normal request's answer", status(id+4, "200"))
 		id += 6
