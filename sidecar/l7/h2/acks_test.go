@@ -91,6 +91,8 @@ func TestServerAcksAPingWithItsNextWrite(t *testing.T) {
 			defer func() { cs.Close(); <-done }()
 			fr := http2.NewFramer(cs, cs)
 			fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+			// An ACK never sent fails the read, not the package's timeout.
+			cs.SetReadDeadline(time.Now().Add(10 * time.Second))
 			go func() {
 				io.WriteString(cs, ClientPreface)
 				fr.WriteSettings()
@@ -154,6 +156,9 @@ func TestServerAcksAPingFloodInBatches(t *testing.T) {
 	go func() { s.ServeConn(context.Background(), wc); close(done) }()
 	defer func() { cs.Close(); <-done }()
 	fr := http2.NewFramer(cs, cs)
+	// ACKs left owed (a batch that is never written) fail the read, not
+	// the package's timeout.
+	cs.SetReadDeadline(time.Now().Add(10 * time.Second))
 	go func() {
 		io.WriteString(cs, ClientPreface)
 		fr.WriteSettings()

@@ -292,7 +292,11 @@ func TestClientFullDuplex(t *testing.T) {
 			}), 0)
 			tr := newClient(t)
 			pr, pw := io.Pipe()
-			resp, err := tr.RoundTrip(newRequest(t, context.Background(), "POST", "http://"+addr+"/", pr))
+			// The response comes before the body's first byte: a client
+			// that waited for it would wait until the guard.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := tr.RoundTrip(newRequest(t, ctx, "POST", "http://"+addr+"/", pr))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -713,7 +717,10 @@ func TestClientResendsUnprocessed(t *testing.T) {
 				rs.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
 			}
 		})
-		_, err := tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil))
+		// The guard ends a client that would try for ever.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := tr.RoundTrip(newRequest(t, ctx, "GET", "http://"+addr+"/", nil))
 		if !errors.Is(err, ErrUnprocessed) || tries.Load() != maxUnprocessedTries {
 			t.Errorf("%v after %d tries, want ErrUnprocessed after %d", err, tries.Load(), maxUnprocessedTries)
 		}
@@ -879,7 +886,9 @@ func TestClientWritesAWholeRequestOnce(t *testing.T) {
 				{"no body", nil, nil, 1},
 				{"arrived whole", bufferedBody{bytes.NewReader([]byte("whole"))}, nil, 1},
 				{"arrived whole, with trailers", bufferedBody{bytes.NewReader([]byte("whole"))}, http.Header{"X-T": {"1"}}, 1},
+				{"arrived whole, bufferSize bytes", bufferedBody{bytes.NewReader(bytes.Repeat([]byte("b"), bufferSize))}, nil, 1},
 				{"a small body of declared length", strings.NewReader("declared"), nil, 1},
+				{"a body of declared length, bufferSize bytes", strings.NewReader(strings.Repeat("d", bufferSize)), nil, 1},
 			} {
 				if n := send(tc.body, tc.trailer); n != tc.want {
 					t.Errorf("%s: %d Writes, want %d", tc.name, n, tc.want)
