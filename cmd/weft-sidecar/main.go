@@ -100,9 +100,6 @@ func run(args []string) error {
 	cfg.AuditOut = os.Stdout
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	go memtune.FloorWhileBusy(ctx, func(raised bool) {
-		log.Debug("goroutine stack floor", "raised", raised)
-	})
 	go memtune.ReleaseWhenQuiet(ctx, memtune.Quiet{}, func(before, after uint64) {
 		log.Debug("returned free heap to the OS after a quiet period", "heap_before_bytes", before, "heap_after_bytes", after)
 	})

@@ -19,10 +19,12 @@
 // collects and returns the heap's headroom to the operating system, which
 // Go's scavenger never does below the GC goal (see Quiet).
 //
-// FloorWhileBusy is the fourth, a CPU knob paid in memory while the process
-// is busy: it makes the runtime start goroutines with 8 KiB of stack
-// instead of 2, so the goroutines net/http starts per request do not grow
-// their stacks on every request (see StackFloorGoroutines).
+// (A fourth knob, a goroutine stack floor while busy — FloorWhileBusy,
+// sessions 23–30 — made the runtime start goroutines with 8 KiB of stack,
+// for the goroutines net/http started per request. The data path starts
+// none since: its HTTP servers and clients are weft's own, its HTTP/2
+// handlers run on reused workers, and the floor's parked goroutines cost
+// the collector more than they saved: docs/decisions.md.)
 package memtune
 
 import (

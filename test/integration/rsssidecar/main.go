@@ -47,7 +47,6 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	go memtune.ReleaseWhenQuiet(ctx, memtune.Quiet{}, nil)
-	go memtune.FloorWhileBusy(ctx, nil)
 	if err := sidecar.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "rsssidecar:", err)
 		os.Exit(1)

@@ -177,7 +177,6 @@ func runSidecar(ctx context.Context, mode, dir, listen, to, proto string) error 
 		return fmt.Errorf("-to: %w", err)
 	}
 	memtune.Apply() // as cmd/weft-sidecar does
-	go memtune.FloorWhileBusy(ctx, nil)
 	go memtune.ReleaseWhenQuiet(ctx, memtune.Quiet{}, nil)
 	cfg := proxy.Config{
 		SVID: svid, Bundle: bundle, TrustDomain: td,

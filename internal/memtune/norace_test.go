@@ -1,5 +1,0 @@
-//go:build !race
-
-package memtune
-
-const raceEnabled = false
