@@ -5,23 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
 )
-
-// dial connects to addr with a deadline on everything the test does.
-func dial(t *testing.T, addr string) net.Conn {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	return c
-}
 
 // TestAttackContinueAfterFinalHead: the app sends a request with
 // "Expect: 100-continue" and waits; the handler answers first (its final
@@ -58,7 +45,7 @@ func TestAttackContinueAfterFinalHead(t *testing.T) {
 				b := <-got
 				io.WriteString(w, string(b[:min(len(b), 4)]))
 			}), nil)
-			c := dial(t, addr)
+			c := dialApp(t, addr)
 			io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
 			br := bufio.NewReader(c)
 			resp, err := http.ReadResponse(br, nil)
@@ -130,7 +117,7 @@ func TestAttackStaleWatch(t *testing.T) {
 		rw.cn.mu.Unlock()
 		fmt.Fprintf(w, "the connection read by the first request's watch: %v", watching)
 	}), nil)
-	c := dial(t, addr)
+	c := dialApp(t, addr)
 	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n")
 	br := bufio.NewReader(c)
 	for i := range 2 {
@@ -165,7 +152,7 @@ func TestAttackShutdownFreshConnection(t *testing.T) {
 	addr, s := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "served")
 	}), nil)
-	c := dial(t, addr)
+	c := dialApp(t, addr)
 	until(t, func() bool { return len(s.conns) == 1 }, s)
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()

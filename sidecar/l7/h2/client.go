@@ -1402,17 +1402,26 @@ func (cs *clientStream) ended() error {
 	return cs.err
 }
 
-// responseStatuses are http.Response.Status for the codes a :status can
-// hold (three digits), made once rather than per response.
+// responseStatuses are http.Response.Status for the codes that have a
+// text (http.StatusText), made once rather than per response; the ~60 of
+// them, not all 900 codes a :status can hold, so start-up makes few.
 var responseStatuses = func() (t [900]string) {
 	for i := range t {
-		t[i] = strconv.Itoa(100+i) + " " + http.StatusText(100+i)
+		if text := http.StatusText(100 + i); text != "" {
+			t[i] = strconv.Itoa(100+i) + " " + text
+		}
 	}
 	return t
 }()
 
-// responseStatus is the Status of a response whose :status is code (100–999).
-func responseStatus(code int) string { return responseStatuses[code-100] }
+// responseStatus is the Status of a response whose :status is code
+// (100–999): "200 OK", or "599 " for a code without a text.
+func responseStatus(code int) string {
+	if s := responseStatuses[code-100]; s != "" {
+		return s
+	}
+	return strconv.Itoa(code) + " "
+}
 
 // head takes the response's HEADERS: an interim response, or the final
 // one, which RoundTrip returns.
