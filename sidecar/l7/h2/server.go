@@ -181,6 +181,18 @@ func (sc *Conn) Serve() error { return sc.serve() }
 
 func (sc *Conn) serve() (err error) {
 	defer func() {
+		if p := recover(); p != nil {
+			// A panic of the reader is weft's own bug, not a peer's
+			// doing (a peer's bad frames are errors): the process's
+			// state cannot be trusted past it — the reader may hold a
+			// lock, the connection's or the process's workers', that
+			// the steps below or the running handlers need — so the
+			// panic goes on at once, to crash the process with its
+			// stack, rather than wait for handlers first (which hung
+			// it for ever when one waited on such a lock or ignored
+			// its cancelled context).
+			panic(p)
+		}
 		sc.die(err)
 		sc.acks.stop()
 		sc.release() // their handlers see the connection's end
