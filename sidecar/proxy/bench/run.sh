@@ -239,11 +239,20 @@ defaults
 # http-reuse always) to the server side, which passes it to the app
 # (HTTP/1.1, or h2c for grpc); no header added (no forwardfor). A C proxy
 # doing a sidecar's work in the same repetition: what this machine's CPU
-# allows a pair. Sets WC and WS to the two haproxy processes' pids.
+# allows a pair. NAME haproxy-plain (PROTO tcp): mode tcp without TLS —
+# the bytes copied and nothing else, the least any pair of proxies costs
+# on this machine: the floor under every figure of the section. Sets WC
+# and WS to the two haproxy processes' pids.
 haproxy_lat_pair() {
-	local app=$1 name=$2 mode=http front="" back="" alpn=" alpn h2"
+	local app=$1 name=$2 mode=http front="" back="" alpn=" alpn h2" ctls stls
 	if [ "$3" = tcp ]; then mode=tcp alpn=""; fi
 	if [ "$3" = grpc ]; then front=" proto h2" back=" proto h2"; fi
+	ctls=" ssl ssl-min-ver TLSv1.3$alpn crt $CERTS/client-full.pem ca-file $CERTS/ca.pem verify required"
+	stls=" ssl ssl-min-ver TLSv1.3$alpn crt $CERTS/server-full.pem ca-file $CERTS/ca.pem verify required"
+	if [[ "$name" == haproxy-plain* ]]; then
+		[ "$mode" = tcp ] || die "$name: the plaintext pair is mode tcp only"
+		ctls="" stls=""
+	fi
 	local global="global
   nbthread 1
   ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
@@ -255,10 +264,10 @@ defaults
   timeout server 60s"
 	[ "$mode" = tcp ] || global="$global
   http-reuse always"
-	printf '%s\nfrontend f\n  bind 127.0.0.1:15001%s\n  default_backend b\nbackend b\n  server s 127.0.0.1:15006 ssl ssl-min-ver TLSv1.3%s crt %s ca-file %s verify required\n' \
-		"$global" "$front" "$alpn" "$CERTS/client-full.pem" "$CERTS/ca.pem" >"$OUT/$name-client.cfg"
-	printf '%s\nfrontend f\n  bind 127.0.0.1:15006 ssl ssl-min-ver TLSv1.3%s crt %s ca-file %s verify required\n  default_backend b\nbackend b\n  server s 127.0.0.1:%s%s\n' \
-		"$global" "$alpn" "$CERTS/server-full.pem" "$CERTS/ca.pem" "$app" "$back" >"$OUT/$name-server.cfg"
+	printf '%s\nfrontend f\n  bind 127.0.0.1:15001%s\n  default_backend b\nbackend b\n  server s 127.0.0.1:15006%s\n' \
+		"$global" "$front" "$ctls" >"$OUT/$name-client.cfg"
+	printf '%s\nfrontend f\n  bind 127.0.0.1:15006%s\n  default_backend b\nbackend b\n  server s 127.0.0.1:%s%s\n' \
+		"$global" "$stls" "$app" "$back" >"$OUT/$name-server.cfg"
 	start "$name-server" "$CPU_SERVER" haproxy -db -f "$OUT/$name-server.cfg"
 	WS=$(child "$STARTED" haproxy) || die "$name server: its PID was not found"
 	wait_port 15006 || die "$name server never listened ($LOG/$name-server.log)"
@@ -406,7 +415,7 @@ fortio() {
 # mode), rotated by one per repetition so that none always runs first (or
 # always follows another).
 lat_configs() {
-	local cs=(weft weft-l7 stdlib-l7 haproxy-l4 haproxy-l7) i n
+	local cs=(weft weft-l7 stdlib-l7 haproxy-l4 haproxy-l7 haproxy-plain) i n
 	if [ -n "$BEFORE" ]; then
 		cs+=(weft-before)
 		[ "$BEFORE_L7" != yes ] || cs+=(weft-before-l7)
@@ -417,7 +426,8 @@ lat_configs() {
 if [[ " $SECTIONS " == *" latency "* ]]; then
 SECTION=latency
 # The servers live for the whole section (RUN_TIMEOUT: start's bound):
-# a latency repetition is fifteen 20-s fortio runs, twenty-one with BEFORE.
+# a latency repetition is twenty-one 20-s fortio runs (six pairs and direct,
+# three loads each), twenty-seven with BEFORE.
 RUN_TIMEOUT=$((REPS * 900)) start fortio-server "$CPU_SERVER" "$BIN/fortio" server -http-port 127.0.0.1:8080 -grpc-port 127.0.0.1:8079 -redirect-port disabled
 FS=$STARTED
 wait_port 8080 && wait_port 8079 || die "fortio server never listened"

@@ -430,6 +430,29 @@ class L7(unittest.TestCase):
         self.assertNotIn("net/http L7", text)
         self.assertIn("1.5 (1.5–1.5, n=2", ratio_row(text, "vCPU weft L7 / HAProxy L7, server sidecar, gRPC unary"))
 
+    def test_ceiling_rows(self):
+        # HAProxy's L7 pair at 0.12 vCPU (over the 0.1 target) where weft's
+        # L7 takes 0.09: the ceiling misses the target, the verdict says the
+        # target lies beyond the machine; the plaintext pair (0.05) is set
+        # against weft's L7 pair as the others are.
+        rows = [r for rep in (1, 2, 3) for r in latency_rep(rep) + latency_rows(rep, "haproxy-l7", 0.15, 0.5, 0.12)
+                + latency_rows(rep, "haproxy-plain", 0.12, 0.4, 0.05)]
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertTrue(clean, text)
+        row = ratio_row(text, "ceiling of the L7 vCPU target: HAProxy L7 pair, client side, HTTP/1.1, 64")
+        self.assertIn("0.12 (0.12–0.12, n=3", row)
+        self.assertIn("**beyond this machine**", row)
+        self.assertIn("1.8 (1.8–1.8, n=3", ratio_row(text, "vCPU weft L7 / HAProxy plaintext, server sidecar, gRPC"))
+        self.assertIn("0.05 (0.05–0.05, n=3", ratio_row(text, "HAProxy plaintext pair vCPU per 1,000 req/s (achieved rate), client side, HTTP/1.1, 4"))
+        # A ceiling within the target: reachable.
+        rows = [r for rep in (1, 2) for r in latency_rep(rep) + latency_rows(rep, "haproxy-l7", 0.15, 0.5, 0.08)]
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertIn("the ceiling meets it", ratio_row(text, "ceiling of the L7 vCPU target: HAProxy L7 pair, server side, gRPC"))
+        self.assertNotIn("beyond this machine", text)
+        # A run without HAProxy's L7 pair has no ceiling rows.
+        text, clean = report.render(report.Results(tsv(*[r for rep in (1, 2) for r in latency_rep(rep)])))
+        self.assertNotIn("ceiling of the L7 vCPU target", text)
+
     def test_missing_l7_is_no_data(self):
         # A latency section without the L7 pair (run.sh always runs it) has
         # figures without data: not clean.
