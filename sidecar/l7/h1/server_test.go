@@ -819,3 +819,38 @@ func dialApp(t *testing.T, addr string) net.Conn {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	return c
 }
+
+// A client that half-closes its connection after its request (as some
+// HTTP/1.0 clients and `nc` do) is not taken for gone while the handler is
+// quick: the connection is watched for the client's end only once the
+// handler ran for watchAfter, so a handler's first moments never see its
+// context cancelled by the half-close (net/http's server watches at once
+// and cancels it; weft's answers the quick request). Cancellation before
+// watchAfter cannot happen with the code as it is (a timer never fires
+// early): the handler looks for it during the first 30 ms.
+func TestServerHalfClosedClientQuickRequestIsServed(t *testing.T) {
+	addr, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			io.WriteString(w, "cancelled")
+		case <-time.After(30 * time.Millisecond): // < watchAfter
+			io.WriteString(w, "ok")
+		}
+	}), nil)
+	for range 5 {
+		c := dialApp(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("a half-closed client's quick request: %v", err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "ok" {
+			t.Fatalf("a half-closed client's quick request: %q, %v; want it served, its context not cancelled before %v", b, err, watchAfter)
+		}
+	}
+}
