@@ -135,13 +135,18 @@ func TestClientRequests(t *testing.T) {
 				{"beyond every window", "POST", strings.NewReader(big), big},
 				{"beyond every window, arrived whole", "POST", bufferedBody{bytes.NewReader([]byte(big))}, big},
 			} {
-				req := newRequest(t, context.Background(), tc.method, "http://"+addr+"/p?q=1", tc.body)
+				// The guard: a window never given back fails the request
+				// instead of hanging the test.
+				ctx, cancel := context.WithTimeout(context.Background(), acGuard)
+				req := newRequest(t, ctx, tc.method, "http://"+addr+"/p?q=1", tc.body)
 				req.Host = "app.example"
 				resp, err := tr.RoundTrip(req)
 				if err != nil {
+					cancel()
 					t.Fatalf("%s: %v", tc.name, err)
 				}
 				got := readAll(t, resp)
+				cancel()
 				if resp.StatusCode != 200 || got != tc.want || resp.ProtoMajor != 2 || resp.Header.Get("X-Method") != tc.method ||
 					resp.Header.Get("X-Path") != "/p?q=1" || resp.Header.Get("X-Host") != "app.example" {
 					t.Errorf("%s: %s %s, method %q path %q host %q, body of %d bytes (want %d)", tc.name, resp.Proto, resp.Status,
@@ -747,6 +752,11 @@ func TestClientGoAwayDrains(t *testing.T) {
 		rs.headers(id, true, ":status", "204")
 		io.Copy(io.Discard, c)
 	})
+	// The first connection's server is let go when the test fails too
+	// (listen's cleanup waits for it).
+	var once sync.Once
+	let := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(let)
 	resp, err := tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil))
 	if err != nil {
 		t.Fatal(err)
@@ -756,7 +766,7 @@ func TestClientGoAwayDrains(t *testing.T) {
 	if err != nil || resp2.StatusCode != 204 || conns.Load() != 2 {
 		t.Fatalf("after GOAWAY: %v, %d connections", err, conns.Load())
 	}
-	close(release)
+	let()
 	if got := readAll(t, resp); got != "drained" {
 		t.Errorf("the stream the GOAWAY covered: %q, want drained", got)
 	}
