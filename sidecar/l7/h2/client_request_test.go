@@ -174,9 +174,12 @@ func (c *deadlineConn) writeDeadline() time.Time {
 // stream's write holds the connection sets a write deadline (the blocked
 // write fails lingerTime later, and the connection with it); when the
 // write gets through before, the deadline is cleared — the connection
-// goes on serving, its later writes unbounded.
+// goes on serving, its later writes unbounded. The request that gave up
+// gives its promised stream back: with the server's limit of two streams,
+// the first still open, the third request goes on the same connection.
 func TestClientClearsTheStallDeadline(t *testing.T) {
 	addr, conns := acServe(t, func(rs *rawConn, _ int32) {
+		rs.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 2})
 		for first := true; ; first = false {
 			id, ok := rs.nextHeaders()
 			if !ok {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -145,7 +146,7 @@ func TestClientRequests(t *testing.T) {
 					cancel()
 					t.Fatalf("%s: %v", tc.name, err)
 				}
-				got := readAll(t, resp)
+				got := readAllGuarded(t, resp) // the context's AfterFunc ends with the response
 				cancel()
 				if resp.StatusCode != 200 || got != tc.want || resp.ProtoMajor != 2 || resp.Header.Get("X-Method") != tc.method ||
 					resp.Header.Get("X-Path") != "/p?q=1" || resp.Header.Get("X-Host") != "app.example" {
@@ -182,14 +183,18 @@ func TestClientHeadAndLengths(t *testing.T) {
 			if got := readAll(t, resp); got != "hello" || resp.ContentLength != 5 || resp.Header.Get("X-Got-Length") != "3" {
 				t.Errorf("POST: body %q, ContentLength %d, the server saw content-length %q; want hello, 5, 3", got, resp.ContentLength, resp.Header.Get("X-Got-Length"))
 			}
-			// A POST without a body says content-length: 0, as net/http's.
-			resp, err = tr.RoundTrip(newRequest(t, context.Background(), "POST", "http://"+addr+"/", nil))
-			if err != nil {
-				t.Fatal(err)
-			}
-			readAll(t, resp)
-			if resp.Header.Get("X-Got-Length") != "0" {
-				t.Errorf("POST without a body: the server saw content-length %q, want 0", resp.Header.Get("X-Got-Length"))
+			// A POST, PUT or PATCH without a body says content-length: 0,
+			// as net/http's and x/net's transports do; other methods say
+			// nothing.
+			for _, m := range []struct{ method, want string }{{"POST", "0"}, {"PUT", "0"}, {"PATCH", "0"}, {"GET", ""}, {"DELETE", ""}, {"OPTIONS", ""}} {
+				resp, err = tr.RoundTrip(newRequest(t, context.Background(), m.method, "http://"+addr+"/", nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				readAll(t, resp)
+				if got := resp.Header.Get("X-Got-Length"); got != m.want {
+					t.Errorf("%s without a body: the server saw content-length %q, want %q", m.method, got, m.want)
+				}
 			}
 		})
 	}
@@ -205,23 +210,33 @@ func TestClientTrailers(t *testing.T) {
 				w.Header().Set("X-Echo", r.Trailer.Get("X-Sum"))
 			}), 0)
 			tr := newClient(t)
-			for _, whole := range []bool{true, false} {
-				var body io.Reader = strings.NewReader("payload")
-				if whole {
+			for _, whole := range []string{"whole", "declared length", "read, its end with the last bytes"} {
+				var body io.Reader
+				switch whole {
+				case "whole":
 					body = bufferedBody{bytes.NewReader([]byte("payload"))}
+				case "declared length":
+					body = strings.NewReader("payload")
+				default: // sent by the body's writer, the trailers after its last DATA
+					body = iotest.DataErrReader(strings.NewReader("payload"))
 				}
-				req := newRequest(t, context.Background(), "POST", "http://"+addr+"/", body)
+				// The guard: trailers never sent fail the request instead
+				// of hanging the test.
+				ctx, cancel := context.WithTimeout(context.Background(), acGuard)
+				req := newRequest(t, ctx, "POST", "http://"+addr+"/", body)
 				req.Trailer = http.Header{"X-Sum": {"42"}}
 				resp, err := tr.RoundTrip(req)
 				if err != nil {
+					cancel()
 					t.Fatal(err)
 				}
 				if _, ok := resp.Trailer["X-Echo"]; !ok {
-					t.Errorf("whole %v: the declared trailer is not in resp.Trailer before the body's end: %v", whole, resp.Trailer)
+					t.Errorf("%s: the declared trailer is not in resp.Trailer before the body's end: %v", whole, resp.Trailer)
 				}
-				if got := readAll(t, resp); got != "payload" || resp.Trailer.Get("X-Echo") != "42" {
-					t.Errorf("whole %v: body %q, trailer X-Echo %q; want payload, 42", whole, got, resp.Trailer.Get("X-Echo"))
+				if got := readAllGuarded(t, resp); got != "payload" || resp.Trailer.Get("X-Echo") != "42" {
+					t.Errorf("%s: body %q, trailer X-Echo %q; want payload, 42", whole, got, resp.Trailer.Get("X-Echo"))
 				}
+				cancel()
 			}
 		})
 	}
@@ -336,8 +351,12 @@ func TestClientCancel(t *testing.T) {
 						w.(http.Flusher).Flush()
 					}
 				}
-				<-r.Context().Done()
-				handlerDone <- r.Context().Err()
+				select {
+				case <-r.Context().Done():
+					handlerDone <- r.Context().Err()
+				case <-time.After(acGuard): // the hang guard: the stream was never reset
+					handlerDone <- errors.New("no reset")
+				}
 			}), 0)
 			tr := newClient(t)
 			// Cancelled while waiting for the response head.
@@ -382,6 +401,7 @@ func TestClientInterim(t *testing.T) {
 	for _, srv := range servers {
 		t.Run(srv.name, func(t *testing.T) {
 			addr, _ := srv.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusContinue) // the lowest :status there is
 				w.Header().Set("Link", "</style.css>; rel=preload")
 				w.WriteHeader(http.StatusEarlyHints)
 				w.Header().Del("Link")
@@ -389,16 +409,28 @@ func TestClientInterim(t *testing.T) {
 			}), 0)
 			tr := newClient(t)
 			var got []string
-			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			guard, cancel := context.WithTimeout(context.Background(), acGuard)
+			defer cancel()
+			ctx := httptrace.WithClientTrace(guard, &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 				got = append(got, fmt.Sprint(code, " ", h.Get("Link")))
 				return nil
 			}})
-			resp, err := tr.RoundTrip(newRequest(t, ctx, "GET", "http://"+addr+"/", nil))
+			resp, err := roundTripGuarded(t, tr, newRequest(t, ctx, "GET", "http://"+addr+"/", nil))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if body := readAll(t, resp); body != "final" || len(got) != 1 || got[0] != "103 </style.css>; rel=preload" {
-				t.Errorf("interim %q, final %q; want 103 with its Link, then final", got, body)
+			if body := readAll(t, resp); body != "final" || len(got) != 2 || got[0] != "100 " || got[1] != "103 </style.css>; rel=preload" {
+				t.Errorf("interim %q, final %q; want 100, 103 with its Link, then final", got, body)
+			}
+			// Got1xxResponse's error ends the request with it, as
+			// net/http's transport does.
+			refused := errors.New("no interim responses, thanks")
+			ctx = httptrace.WithClientTrace(guard, &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error { return refused }})
+			if resp, err := tr.RoundTrip(newRequest(t, ctx, "GET", "http://"+addr+"/", nil)); !errors.Is(err, refused) {
+				if err == nil {
+					resp.Body.Close()
+				}
+				t.Errorf("Got1xxResponse refusing the interim response: the request %v, want its error", err)
 			}
 		})
 	}
@@ -474,12 +506,11 @@ func hostile(t *testing.T, tr *Transport, req func(addr string) *http.Request, s
 		n := conns.Add(1)
 		script(acceptRaw(t, c), n)
 	})
-	resp, err := tr.RoundTrip(req(addr))
+	resp, err := roundTripGuarded(t, tr, req(addr))
 	if err != nil {
 		return err, conns.Load()
 	}
-	_, err = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_, err = readGuarded(t, resp)
 	return err, conns.Load()
 }
 
@@ -551,6 +582,14 @@ func TestClientRefusesProtocolErrors(t *testing.T) {
 			rs.headers(id, false, ":status", "200")
 			rs.fr.WriteData(id, true, make([]byte, 65536))
 		}, http2.ErrCodeFlowControl, 0},
+		{"DATA past a content-length of 0", func(rs *rawConn, id uint32) {
+			rs.headers(id, false, ":status", "200", "content-length", "0")
+			rs.fr.WriteData(id, true, []byte("x"))
+		}, http2.ErrCodeProtocol, 0},
+		{"content-length fields that differ", func(rs *rawConn, id uint32) {
+			rs.headers(id, false, ":status", "200", "content-length", "5", "content-length", "6")
+			rs.fr.WriteData(id, true, []byte("hello"))
+		}, http2.ErrCodeProtocol, 0},
 		{"content-length with END_STREAM on the HEADERS", func(rs *rawConn, id uint32) {
 			rs.headers(id, true, ":status", "200", "content-length", "3")
 		}, http2.ErrCodeProtocol, 0},
@@ -927,6 +966,11 @@ func TestClientBodyBuffered(t *testing.T) {
 		<-release
 		io.WriteString(w, "second")
 	}), 0)
+	// The handler is let go when the test fails too (the server's cleanup
+	// waits for it).
+	var once sync.Once
+	let := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(let)
 	tr := newClient(t)
 	resp, err := tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil))
 	if err != nil {
@@ -944,7 +988,7 @@ func TestClientBodyBuffered(t *testing.T) {
 	if n, end := b.Buffered(); n != 0 || end {
 		t.Errorf("read: %d, %v; want 0, false", n, end)
 	}
-	close(release)
+	let()
 	for _, end := b.Buffered(); !end && time.Now().Before(deadline); _, end = b.Buffered() {
 		time.Sleep(time.Millisecond)
 	}

@@ -80,7 +80,11 @@ func TestClientPooledDataKeepsBodiesApart(t *testing.T) {
 					defer wg.Done()
 					size := []int{1, 100, dataBufSize - 1, dataBufSize, dataBufSize + 1, 3 * dataBufSize}[i%6]
 					want := strings.Repeat(string(rune('a'+i%26)), size)
-					resp, err := tr.RoundTrip(newRequest(t, context.Background(), "POST", "http://"+addr+"/", strings.NewReader(want)))
+					// The guard: a request never ended fails instead of
+					// hanging the test.
+					ctx, cancel := context.WithTimeout(context.Background(), acGuard)
+					defer cancel()
+					resp, err := tr.RoundTrip(newRequest(t, ctx, "POST", "http://"+addr+"/", strings.NewReader(want)))
 					if err != nil {
 						errs <- err
 						return
