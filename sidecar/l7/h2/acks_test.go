@@ -223,12 +223,11 @@ func TestClientAcksAPingWithItsNextWrite(t *testing.T) {
 		}
 	})
 	for range 2 {
-		resp, err := tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil))
+		resp, err := roundTripGuarded(t, tr, newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil))
 		if err != nil {
 			t.Fatal(err)
 		}
-		io.ReadAll(resp.Body)
-		resp.Body.Close()
+		readGuarded(t, resp)
 	}
 	writes := wc.framesOf(t)
 	with := false

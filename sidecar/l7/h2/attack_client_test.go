@@ -191,11 +191,11 @@ func TestAttackClientRequestBodyNotClosedWhenResponseEndsFirst(t *testing.T) {
 	body := newRecBody(pr, pr)
 	req := newRequest(t, context.Background(), "POST", "http://"+addr+"/", body)
 	req.ContentLength = -1
-	resp, err := tr.RoundTrip(req)
+	resp, err := roundTripGuarded(t, tr, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, resp); got != "done" {
+	if got := readAllGuarded(t, resp); got != "done" {
 		t.Fatalf("response %q", got)
 	}
 	if !body.wasClosed() {
@@ -723,11 +723,11 @@ func TestAttackClientForbiddenFieldInTrailers(t *testing.T) {
 				acDrain(rs)
 			})
 			tr := newClient(t)
-			resp, err := tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil))
+			resp, err := roundTripGuarded(t, tr, newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil))
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = io.ReadAll(resp.Body)
+			_, err = readGuarded(t, resp)
 			resp.Body.Close()
 			if err == nil {
 				t.Errorf("trailers with %q were taken: resp.Trailer %v; want the response malformed", field, resp.Trailer)
@@ -901,7 +901,7 @@ func TestAttackClientGetBodyRetrySendsStaleHeld(t *testing.T) {
 	req.GetBody = func() (io.ReadCloser, error) { return &zeroThenEOF{r: strings.NewReader(payload)}, nil }
 	ctx, cancel := context.WithTimeout(context.Background(), acGuard)
 	defer cancel()
-	resp, err := tr.RoundTrip(req.WithContext(ctx))
+	resp, err := roundTripGuarded(t, tr, req.WithContext(ctx))
 	if err != nil {
 		t.Fatalf("a refused request, its body from GetBody: %v after %d tries; want it resent whole", err, tries.Load())
 	}

@@ -718,7 +718,7 @@ func TestClientResendsUnprocessed(t *testing.T) {
 			var got string
 			serve := serveSecond(tc.first)
 			addr, conns := listen(t, func(c net.Conn) { serve(acceptRaw(t, c)) })
-			resp, err := tr.RoundTrip(post(tc.body)(addr))
+			resp, err := roundTripGuarded(t, tr, post(tc.body)(addr))
 			if err == nil {
 				got = readAll(t, resp)
 			}
