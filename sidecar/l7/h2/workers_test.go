@@ -145,3 +145,49 @@ func TestServerHandlerGoexitResetsStream(t *testing.T) {
 		}
 	}
 }
+
+// A handler that does not return — it panics, panics with
+// http.ErrAbortHandler, or ends its goroutine — leaves its request's
+// context ended with the reason as its cause, which the goroutines it
+// started (still holding the request) read with context.Cause.
+func TestServerHandlerEndSaysWhyInTheRequestsContext(t *testing.T) {
+	causes := make(chan error, 1)
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started := make(chan struct{})
+		go func() {
+			close(started)
+			<-r.Context().Done()
+			causes <- context.Cause(r.Context())
+		}()
+		<-started
+		switch r.URL.Path {
+		case "/panic":
+			panic("boom")
+		case "/abort":
+			panic(http.ErrAbortHandler)
+		case "/goexit":
+			runtime.Goexit()
+		}
+	})}
+	addr, _ := listen(t, func(c net.Conn) { _ = srv.ServeConn(context.Background(), c) })
+	tr := newClient(t)
+	for path, want := range map[string]string{
+		"/panic":  "h2: handler panic: boom",
+		"/abort":  "h2: handler aborted",
+		"/goexit": "h2: handler exited its goroutine",
+	} {
+		resp, err := tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+path, nil))
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		select {
+		case cause := <-causes:
+			if cause == nil || cause.Error() != want {
+				t.Errorf("%s: the request's context's cause %v, want %q", path, cause, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the request's context never ended", path)
+		}
+	}
+}
