@@ -624,3 +624,29 @@ func TestServeWritesAResponseOnce(t *testing.T) {
 		t.Errorf("a response with trailers: %d Writes, trailers %v; want 1, Grpc-Status 0", n, resp.Trailer)
 	}
 }
+
+// PrefaceTimeout bounds the wait for the client preface only: a
+// connection whose preface came in time is not ended when the timeout
+// would have passed — requests before and well after it are served on
+// the one connection.
+func TestServerPrefaceTimeoutEndsWithThePreface(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	srv := &Server{PrefaceTimeout: timeout, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	})}
+	addr, accepted := listen(t, func(c net.Conn) { _ = srv.ServeConn(context.Background(), c) })
+	tr := newClient(t)
+	for i := range 2 {
+		resp, err := tr.RoundTrip(newRequest(t, context.Background(), "GET", "http://"+addr+"/", nil))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if b := readAll(t, resp); b != "ok" {
+			t.Fatalf("request %d: %q", i, b)
+		}
+		time.Sleep(3 * timeout)
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("two requests %v apart took %d connections: the preface's deadline outlived the preface", 3*timeout, n)
+	}
+}
