@@ -238,6 +238,9 @@ func (st *stream) abort(err error, rst bool) {
 	st.aborted, st.abortE = true, err
 	sc.cond.Broadcast()
 	sc.mu.Unlock()
+	// The context first: a handler woken by its body's read failing
+	// finds its context ended already, with the same cause.
+	st.cancel(err)
 	b := &st.body
 	b.mu.Lock()
 	if b.done == nil {
@@ -245,7 +248,6 @@ func (st *stream) abort(err error, rst bool) {
 	}
 	b.cond.Broadcast()
 	b.mu.Unlock()
-	st.cancel(err)
 }
 
 // run serves the request with the handler.
