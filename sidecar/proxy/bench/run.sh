@@ -24,6 +24,9 @@
 # report.py adds a before/after table: after/before (or after − before)
 # per repetition against the before's own spread over the repetitions.
 #
+# LAT_CONFIGS="<configurations>": the latency section's pairs, a subset of
+# all six (weft and weft-l7 always among them); see lat_configs.
+#
 # Every results.tsv row carries its section and repetition (lib.sh), and
 # report.py joins ratios on the repetition. A repetition whose load tool
 # failed, whose fortio run had a response other than 200 or fell short of
@@ -47,6 +50,13 @@ HOLD_N=${HOLD_N:-1000}
 SETTLE=${SETTLE:-8}
 SECTIONS=${SECTIONS:-throughput latency idle}
 BEFORE=${BEFORE:-}
+LAT_ALL="weft weft-l7 stdlib-l7 haproxy-l4 haproxy-l7 haproxy-plain"
+LAT_CONFIGS=${LAT_CONFIGS:-$LAT_ALL}
+for c in $LAT_CONFIGS; do
+	[[ " $LAT_ALL " == *" $c "* ]] || { echo "LAT_CONFIGS: $c is none of: $LAT_ALL" >&2; exit 2; }
+done
+[[ " $LAT_CONFIGS " == *" weft "* && " $LAT_CONFIGS " == *" weft-l7 "* ]] ||
+	{ echo "LAT_CONFIGS must hold weft and weft-l7 (the report's L4 and L7 pairs)" >&2; exit 2; }
 BEFORE_L7=no
 # fortio's requested rate, and how far short of it the achieved rate
 # (ActualQPS) may fall before the repetition fails (a fraction).
@@ -413,9 +423,13 @@ fortio() {
 # (HAProxy's pairs: what a C proxy costs for the same hops), with BEFORE also
 # weft-before (and weft-before-l7 when that revision's pair has an L7
 # mode), rotated by one per repetition so that none always runs first (or
-# always follows another).
+# always follows another). LAT_CONFIGS names a subset (in that order): a run
+# with more, shorter repetitions of fewer pairs (REPS=8 FORTIO_T=10s
+# LAT_CONFIGS="weft weft-l7 haproxy-plain haproxy-l7") gives report.py the
+# five or more repetitions its confidence interval of a median added p99
+# needs, in the time of three of every pair.
 lat_configs() {
-	local cs=(weft weft-l7 stdlib-l7 haproxy-l4 haproxy-l7 haproxy-plain) i n
+	local cs=($LAT_CONFIGS) i n
 	if [ -n "$BEFORE" ]; then
 		cs+=(weft-before)
 		[ "$BEFORE_L7" != yes ] || cs+=(weft-before-l7)

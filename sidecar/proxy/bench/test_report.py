@@ -182,6 +182,48 @@ class FailedRepetitions(unittest.TestCase):
         row = ratio_row(text, "L4 added p99 latency, HTTP/1.1, 64 connections")
         self.assertIn("**unresolved**: the direct baseline's p99 ranged 0.4", row)
 
+    def test_interval_of_the_median_judges_five_or_more(self):
+        # Six repetitions adding 0.1–0.2 ms while the direct p99 itself
+        # ranged 0.4–5 ms: the range rule would call it noise; the 97 %
+        # interval of the median (min–max of six) lies under the target.
+        dp = (0.4, 5.0, 1.0, 2.0, 0.5, 3.0)
+        rows = [r for i, d in enumerate(dp, 1) for r in latency_rep(i, weft_p99=d + 0.1 + 0.02 * i, direct_p99=d)]
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertTrue(clean, text)
+        row = ratio_row(text, "L4 added p99 latency, HTTP/1.1, 64 connections")
+        self.assertIn("| met (97% CI of the median 0.12–0.22 ms) |", row)
+        # Added 0.1–0.6 ms: the interval holds the target, whatever the median.
+        rows = [r for i, d in enumerate(dp, 1) for r in latency_rep(i, weft_p99=d + 0.1 * i, direct_p99=d)]
+        row = ratio_row(report.render(report.Results(tsv(*rows)))[0], "L4 added p99 latency, HTTP/1.1, 4 connections")
+        self.assertIn("**unresolved**: the 97% confidence interval of the median, 0.1–0.6 ms, holds the target", row)
+        # Five adding 0.5–0.9 ms: missed, resolved (94 %: min–max of five).
+        rows = [r for i in range(1, 6) for r in latency_rep(i, weft_p99=1.0 + 0.1 * i, direct_p99=0.5)]
+        row = ratio_row(report.render(report.Results(tsv(*rows)))[0], "L4 added p99 latency, HTTP/1.1, 4 connections")
+        self.assertIn("| **missed** (94% CI of the median 0.6–1 ms) |", row)
+        # Eight: the interval is the 2nd to the 7th value (93 %), so one
+        # wild repetition on either side does not move it.
+        added = (-3.0, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 9.0)
+        rows = [r for i, a in enumerate(added, 1) for r in latency_rep(i, weft_p99=1.0 + a, direct_p99=1.0)]
+        row = ratio_row(report.render(report.Results(tsv(*rows)))[0], "L4 added p99 latency, HTTP/1.1, 64 connections")
+        self.assertIn("| met (93% CI of the median 0.1–0.2 ms) |", row)
+
+    def test_interval_starting_at_the_target_is_unresolved(self):
+        # 0.3 at the interval's low end: the pair may add exactly the
+        # target (met) or more (missed).
+        added = [(i, v) for i, v in enumerate((0.3, 0.4, 0.5, 0.6, 0.7), 1)]
+        self.assertIn("holds the target", report.unresolved(added, []))
+        added = [(i, v) for i, v in enumerate((0.1, 0.2, 0.25, 0.28, 0.3), 1)]
+        self.assertEqual(report.unresolved(added, []), "")
+
+    def test_median_ci_coverage(self):
+        self.assertIsNone(report.median_ci([1, 2, 3, 4]))  # min–max of four: 87.5 %
+        lo, hi, cov = report.median_ci([5, 1, 4, 2, 3])
+        self.assertEqual((lo, hi), (1, 5))
+        self.assertAlmostEqual(cov, 1 - 2 / 32)
+        lo, hi, cov = report.median_ci(list(range(1, 12)))  # n = 11: x(3)..x(9)
+        self.assertEqual((lo, hi), (3, 9))
+        self.assertAlmostEqual(cov, 1 - 2 * (1 + 11 + 55) / 2048)
+
     def test_all_repetitions_failed_is_no_data(self):
         rows = latency_rep(1) + [("latency", 1, "failed", "fortio direct-c4", "achieved 700 req/s")]
         text, clean = report.render(report.Results(tsv(*rows)))
@@ -452,6 +494,34 @@ class L7(unittest.TestCase):
         # A run without HAProxy's L7 pair has no ceiling rows.
         text, clean = report.render(report.Results(tsv(*[r for rep in (1, 2) for r in latency_rep(rep)])))
         self.assertNotIn("ceiling of the L7 vCPU target", text)
+
+    def test_p99_floor_rows(self):
+        # HAProxy's plaintext pair adds 0.4 ms to a steady direct p99 of
+        # 0.4 in every repetition: over the 0.3 ms target, so no pair of
+        # proxies meets it on this machine; the peers' added p99 is shown.
+        rows = [r for rep in (1, 2, 3) for r in latency_rep(rep) + latency_rows(rep, "haproxy-l7", 0.15, 1.5, 0.12)
+                + latency_rows(rep, "haproxy-plain", 0.12, 0.8, 0.05)]
+        text, clean = report.render(report.Results(tsv(*rows)))
+        self.assertTrue(clean, text)
+        row = ratio_row(text, "floor of the added-p99 target: HAProxy plaintext pair added p99 latency, HTTP/1.1, 4")
+        self.assertIn("0.4 (0.4–0.4, n=3", row)
+        self.assertIn("**beyond this machine**: two proxies copying bytes add more", row)
+        self.assertIn("1.1 (1.1–1.1, n=3", ratio_row(text, "HAProxy L7 pair added p99 latency, HTTP/1.1, 64"))
+        # gRPC has no p99 target: a plain row, no floor verdict.
+        row = ratio_row(text, "HAProxy plaintext pair added p99 latency, gRPC unary")
+        self.assertNotIn("beyond", row)
+        # A floor of 0.1 ms over six repetitions meets it, with its interval.
+        rows = [r for rep in range(1, 7) for r in latency_rep(rep) + latency_rows(rep, "haproxy-plain", 0.12, 0.5, 0.05)]
+        text, _ = report.render(report.Results(tsv(*rows)))
+        row = ratio_row(text, "floor of the added-p99 target: HAProxy plaintext pair added p99 latency, HTTP/1.1, 64")
+        self.assertIn("the floor meets it (97% CI of the median 0.1–0.1 ms)", row)
+        # A floor over a wandering baseline (three repetitions): unresolved.
+        rows = [r for rep, d in ((1, 0.4), (2, 2.0), (3, 0.9)) for r in latency_rep(rep, direct_p99=d)
+                + latency_rows(rep, "haproxy-plain", 0.12, d + 0.4, 0.05)]
+        text, _ = report.render(report.Results(tsv(*rows)))
+        row = ratio_row(text, "floor of the added-p99 target: HAProxy plaintext pair added p99 latency, HTTP/1.1, 4")
+        self.assertIn("**unresolved**: the direct baseline's p99 ranged 0.4–2 ms", row)
+        self.assertNotIn("beyond this machine", row)
 
     def test_missing_l7_is_no_data(self):
         # A latency section without the L7 pair (run.sh always runs it) has
