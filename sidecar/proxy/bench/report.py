@@ -433,6 +433,14 @@ def render(res):
                 verdict(r, lambda x: True, L)
                 p(f"| {pair} added p99 latency, {what} (ms), same repetition | {fmt(r)} | | "
                   f"{'**unresolved**: ' + why if why else ''} |")
+            # weft's pair against the peer, each p99 of the same repetition:
+            # the direct baseline drops out of the difference.
+            mode = dict(LAT_MODES)[ours]
+            r = res.join(L, "p99_ms", lat_cfg(ours, infix, c), "p99_ms", lat_cfg(ceiling, infix, c), sub)
+            verdict(r, lambda x: True, L)
+            ci = median_ci([v for _, v in r]) if r else None
+            p(f"| p99 weft {mode} − {short}, {what} (ms), same repetition | {fmt(r)} | | "
+              f"{f'{ci[2]:.0%} CI of the median {num(ci[0])}–{num(ci[1])} ms' if ci else ''} |")
             for side in ("client", "server"):
                 xs = res.series(L, "vcpu_per_1000rps", lat_cfg(ceiling, infix, c, side))
                 verdict(xs, lambda x: True, L)

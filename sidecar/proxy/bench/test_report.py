@@ -507,6 +507,11 @@ class L7(unittest.TestCase):
         self.assertIn("0.4 (0.4–0.4, n=3", row)
         self.assertIn("**beyond this machine**: two proxies copying bytes add more", row)
         self.assertIn("1.1 (1.1–1.1, n=3", ratio_row(text, "HAProxy L7 pair added p99 latency, HTTP/1.1, 64"))
+        # weft's L7 pair (p99 0.9) against HAProxy's (1.5), each repetition:
+        # no interval from three.
+        row = ratio_row(text, "p99 weft L7 − HAProxy L7, HTTP/1.1, 4 connections")
+        self.assertIn("-0.6 (-0.6–-0.6, n=3", row)
+        self.assertNotIn("CI", row)
         # gRPC has no p99 target: a plain row, no floor verdict.
         row = ratio_row(text, "HAProxy plaintext pair added p99 latency, gRPC unary")
         self.assertNotIn("beyond", row)
@@ -515,6 +520,9 @@ class L7(unittest.TestCase):
         text, _ = report.render(report.Results(tsv(*rows)))
         row = ratio_row(text, "floor of the added-p99 target: HAProxy plaintext pair added p99 latency, HTTP/1.1, 64")
         self.assertIn("the floor meets it (97% CI of the median 0.1–0.1 ms)", row)
+        row = ratio_row(text, "p99 weft L7 − HAProxy plaintext, gRPC unary")
+        self.assertIn("0.4 (0.4–0.4, n=6", row)
+        self.assertIn("| 97% CI of the median 0.4–0.4 ms |", row)
         # A floor over a wandering baseline (three repetitions): unresolved.
         rows = [r for rep, d in ((1, 0.4), (2, 2.0), (3, 0.9)) for r in latency_rep(rep, direct_p99=d)
                 + latency_rows(rep, "haproxy-plain", 0.12, d + 0.4, 0.05)]
