@@ -363,9 +363,10 @@ func TestServerClose(t *testing.T) {
 
 // TestServerShutdownEndsASilentNewConnection: a connection that sends
 // nothing is closed once it was open for newGrace (net/http's 5 s) and
-// Shutdown returns then.
+// Shutdown returns then. Without a HeaderTimeout: serveH1's (5 s, as long
+// as newGrace) would end the connection by itself, Shutdown's check or not.
 func TestServerShutdownEndsASilentNewConnection(t *testing.T) {
-	addr, s := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), nil)
+	addr, s := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), func(srv *Server) { srv.HeaderTimeout = 0 })
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
