@@ -245,8 +245,13 @@ func startCapture(t *testing.T, iface, filter string) func() ([]byte, string) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "capture.pcap")
 	// -Z root: tcpdump would otherwise drop to its own user, who cannot
-	// write into the test's private temp dir.
-	cmd := exec.Command("tcpdump", "-Z", "root", "--immediate-mode", "-i", iface, "-U", "-s", "0", "-w", file, filter)
+	// write into the test's private temp dir. -B 32768 (KiB): with whole
+	// packets (-s 0: up to 256 KiB a frame, for GRO's merged segments on
+	// the bridge and veths) libpcap's default 2 MiB ring holds a handful
+	// of frames, and a tcpdump woken late on a loaded node lost a segment
+	// of every connection to it (session 33: "4 packets dropped by kernel"
+	// in each of three attempts).
+	cmd := exec.Command("tcpdump", "-Z", "root", "--immediate-mode", "-B", "32768", "-i", iface, "-U", "-s", "0", "-w", file, filter)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
