@@ -261,9 +261,9 @@ def fmt(pairs):
     return f"{num(statistics.median(xs))} ({num(min(xs))}–{num(max(xs))}, n={len(xs)}: reps {reps})"
 
 
-# The least number of repetitions whose median has a distribution-free
-# confidence interval of P99_CI_LEVEL or more (order statistics; n = 5:
-# min–max, 93.75 %).
+# The coverage a median's confidence interval must reach before an added
+# p99 is judged by it (order statistics: 5 repetitions are the fewest that
+# reach 0.9, their min–max covering 93.75 %).
 P99_CI_LEVEL = 0.9
 
 
@@ -319,11 +319,18 @@ def unresolved(added, direct):
     return ""
 
 
-def ci_note(added):
-    """The confidence interval a resolved added-p99 verdict rests on ("" with
+def ci_text(pairs):
+    """The confidence interval of the median of [(rep, value)] in words ("" with
     too few repetitions for one)."""
-    ci = median_ci([v for _, v in added]) if added else None
-    return f" ({ci[2]:.0%} CI of the median {num(ci[0])}–{num(ci[1])} ms)" if ci else ""
+    ci = median_ci([v for _, v in pairs]) if pairs else None
+    return f"{ci[2]:.0%} CI of the median {num(ci[0])}–{num(ci[1])} ms" if ci else ""
+
+
+def ci_note(added):
+    """The confidence interval a resolved added-p99 verdict rests on, in
+    brackets after it ("" with too few repetitions for one)."""
+    t = ci_text(added)
+    return f" ({t})" if t else ""
 
 
 def render(res):
@@ -438,9 +445,7 @@ def render(res):
             mode = dict(LAT_MODES)[ours]
             r = res.join(L, "p99_ms", lat_cfg(ours, infix, c), "p99_ms", lat_cfg(ceiling, infix, c), sub)
             verdict(r, lambda x: True, L)
-            ci = median_ci([v for _, v in r]) if r else None
-            p(f"| p99 weft {mode} − {short}, {what} (ms), same repetition | {fmt(r)} | | "
-              f"{f'{ci[2]:.0%} CI of the median {num(ci[0])}–{num(ci[1])} ms' if ci else ''} |")
+            p(f"| p99 weft {mode} − {short}, {what} (ms), same repetition | {fmt(r)} | | {ci_text(r)} |")
             for side in ("client", "server"):
                 xs = res.series(L, "vcpu_per_1000rps", lat_cfg(ceiling, infix, c, side))
                 verdict(xs, lambda x: True, L)
@@ -448,7 +453,6 @@ def render(res):
                 r = res.join(L, "vcpu_per_1000rps", lat_cfg(ours, infix, c, side),
                              "vcpu_per_1000rps", lat_cfg(ceiling, infix, c, side), div)
                 verdict(r, lambda x: True, L)
-                mode = dict(LAT_MODES)[ours]
                 p(f"| vCPU weft {mode} / {short}, {side} sidecar, {what}, same repetition | {fmt(r)} | | |")
     I = "idle"
     for side in ("client", "server"):
